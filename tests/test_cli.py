@@ -1,0 +1,98 @@
+"""Bad input gets one line naming the fix, a non-zero exit, and no traceback."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kd_tutorial import cli, profiles
+
+
+def run_cli(*args, env=None):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "kd_tutorial.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+def assert_one_line_error(proc, pattern):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("kd-tutorial: error:")]
+    assert len(errors) == 1, proc.stderr
+    import re
+    assert re.search(pattern, errors[0]), errors[0]
+
+
+def test_unknown_profile():
+    proc = run_cli("distill", "--profile", "huge")
+    assert_one_line_error(proc, r"unknown profile 'huge': choose one of tiny, cpu, full")
+
+
+def test_unknown_profile_from_the_environment():
+    proc = run_cli("env", env={"KD_TUTORIAL_PROFILE": "medium"})
+    assert_one_line_error(proc, r"unknown profile 'medium'")
+
+
+def test_missing_data_folder(tmp_path):
+    proc = run_cli("distill", "--profile", "tiny", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path))
+    assert_one_line_error(proc, r"nowhere")
+
+
+def test_malformed_data_folder(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("hello")
+    proc = run_cli("distill", "--profile", "tiny", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path))
+    assert_one_line_error(proc, r"data")
+
+
+def test_offline_without_cache_suggests_prefetch(tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "KD_TUTORIAL_HOME": str(tmp_path / "kd")}
+    proc = run_cli("distill", "--profile", "cpu", "--out", str(tmp_path / "out"), env=env)
+    assert_one_line_error(proc, r"prefetch")
+
+
+def test_tokenizer_mismatch_is_refused(tmp_path):
+    """A teacher whose vocabulary differs from the student's tokenizer stops before any training."""
+    from transformers import BertConfig, BertForSequenceClassification
+    BertForSequenceClassification(BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64)).save_pretrained(
+        tmp_path / "odd-teacher")
+    proc = run_cli("distill", "--profile", "tiny", "--teacher", str(tmp_path / "odd-teacher"),
+                   "--out", str(tmp_path / "out"), env={"KD_TUTORIAL_HOME": str(tmp_path / "kd")})
+    assert_one_line_error(proc, r"tokenizer mismatch")
+
+
+def test_cuda_out_of_memory_is_one_line(monkeypatch, capsys):
+    class OutOfMemoryError(RuntimeError):  # the name torch.cuda.OutOfMemoryError has
+        pass
+
+    def boom(args):
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(cli, "cmd_distill", boom)
+    assert cli.main(["distill", "--profile", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "smaller batch" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_profile_choice_and_default(monkeypatch):
+    monkeypatch.delenv("KD_TUTORIAL_PROFILE", raising=False)
+    assert profiles.resolve_profile().name == profiles.default_profile_name() == "tiny"  # no CUDA here
+    monkeypatch.setenv("KD_TUTORIAL_PROFILE", "cpu")
+    assert profiles.resolve_profile().name == "cpu"
+    assert profiles.resolve_profile("full").name == "full"
+    line = profiles.describe_choice(profiles.get_profile("cpu"), "$KD_TUTORIAL_PROFILE")
+    assert "profile: cpu" in line and "--profile" in line and "KD_TUTORIAL_PROFILE" in line
+
+
+def test_env_command_prints_versions_and_what_is_cached():
+    proc = run_cli("env", "--profile", "tiny")
+    assert proc.returncode == 0, proc.stderr
+    assert '"torch"' in proc.stdout and '"device": "cpu"' in proc.stdout and "built in" in proc.stdout
+    assert "profile: tiny" in proc.stdout
+
+
+def test_prefetch_tiny_needs_nothing():
+    proc = run_cli("prefetch", "--profile", "tiny")
+    assert proc.returncode == 0 and "nothing to download" in proc.stdout

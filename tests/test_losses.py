@@ -1,0 +1,251 @@
+"""The KD losses: exact values, gradients, and property tests of the identities the course teaches.
+
+The checks are written as functions of a loss implementation, so that
+``test_every_mutant_is_caught`` can run the *same* checks against broken
+versions (the classic bugs) and prove that each one makes the suite fail.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kd_tutorial import losses
+
+settings.register_profile("kd", max_examples=40, deadline=None)
+settings.load_profile("kd")
+
+
+def logits_pair(draw_seed: int, batch: int, classes: int, scale: float = 3.0):
+    g = torch.Generator().manual_seed(draw_seed)
+    s = torch.randn(batch, classes, generator=g, dtype=torch.float64) * scale
+    t = torch.randn(batch, classes, generator=g, dtype=torch.float64) * scale
+    return s, t
+
+
+def reference_soft(s, t, T):
+    """T^2 * KL(p_t || q_s), by the textbook sum, averaged over the batch."""
+    p = torch.softmax(t / T, -1)
+    log_q = torch.log_softmax(s / T, -1)
+    return T * T * (p * (torch.log(p) - log_q)).sum(-1).mean()
+
+
+# --------------------------------------------------------------------------- checks on an implementation
+# ``kd(s, t, labels, T, alpha)`` follows the signature of losses.distillation_loss.
+
+def check_value(kd):
+    s, t = logits_pair(0, 8, 5)
+    labels = torch.tensor([0, 1, 2, 3, 4, -1, -1, 1])
+    T, alpha = 3.0, 0.7
+    expected = alpha * reference_soft(s, t, T) + (1 - alpha) * F.cross_entropy(s[labels >= 0], labels[labels >= 0])
+    assert torch.allclose(kd(s, t, labels, T, alpha).double(), expected.double(), rtol=1e-5, atol=1e-6)
+
+
+def check_zero_at_teacher(kd):
+    _, t = logits_pair(1, 6, 4)
+    assert abs(float(kd(t.clone(), t, None, 2.0, 1.0))) < 1e-6
+    s, _ = logits_pair(2, 6, 4)
+    assert float(kd(s, t, None, 2.0, 1.0)) > 1e-4
+
+
+def check_no_teacher_gradient(kd):
+    s, t = logits_pair(3, 4, 3)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    kd(s, t, torch.tensor([0, 1, 2, 0]), 2.0, 0.5).backward()
+    assert t.grad is None or torch.count_nonzero(t.grad) == 0, "a gradient reached the teacher's logits"
+    assert s.grad is not None and torch.count_nonzero(s.grad) > 0, "no gradient reached the student"
+
+
+def check_batch_invariance(kd):
+    s, t = logits_pair(4, 5, 3)
+    one = kd(s, t, None, 2.0, 1.0)
+    two = kd(torch.cat([s, s]), torch.cat([t, t]), None, 2.0, 1.0)
+    assert torch.allclose(one, two, rtol=1e-6)
+
+
+def check_temperature_scaling(kd):
+    """With T^2, the soft gradient keeps its scale as T grows (within the T -> inf limit)."""
+    s, t = logits_pair(5, 16, 4, scale=1.0)
+    s, t = s - s.mean(-1, keepdim=True), t - t.mean(-1, keepdim=True)
+    grads = []
+    for T in (10.0, 100.0):
+        x = s.clone().requires_grad_(True)
+        kd(x, t, None, T, 1.0).backward()
+        grads.append(x.grad.norm())
+    assert math.isclose(float(grads[0]), float(grads[1]), rel_tol=0.05)
+
+
+CHECKS = [check_value, check_zero_at_teacher, check_no_teacher_gradient, check_batch_invariance,
+          check_temperature_scaling]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_distillation_loss(check):
+    check(losses.distillation_loss)
+
+
+# --------------------------------------------------------------------------- mutation check
+
+def _soft_mutant(kind):
+    def kd(s, t, labels, T, alpha):
+        if kind != "gradient leak":
+            t = t.detach()
+        if kind == "reduction mean":
+            soft = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="mean") * T * T
+        elif kind == "no T^2":
+            soft = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean")
+        elif kind == "probabilities as input":
+            soft = F.kl_div(F.softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
+        elif kind == "swapped":
+            soft = F.kl_div(F.log_softmax(t / T, -1), F.softmax(s / T, -1), reduction="batchmean") * T * T
+        elif kind == "teacher on both sides":
+            soft = F.kl_div(F.log_softmax(t / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
+        elif kind in ("gradient leak", "reference"):
+            soft = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
+        if labels is None or alpha == 1.0:
+            return alpha * soft
+        return alpha * soft + (1 - alpha) * losses.hard_cross_entropy(s, labels)
+    return kd
+
+
+MUTANTS = ["reduction mean", "no T^2", "probabilities as input", "swapped", "teacher on both sides",
+           "gradient leak"]
+
+
+def test_the_unmutated_template_passes():
+    """The template with no mutation passes every check, so each mutant fails because of its bug."""
+    for check in CHECKS:
+        check(_soft_mutant("reference"))
+
+
+@pytest.mark.filterwarnings("ignore:reduction")
+@pytest.mark.parametrize("kind", MUTANTS)
+def test_every_mutant_is_caught(kind):
+    failures = []
+    for check in CHECKS:
+        try:
+            check(_soft_mutant(kind))
+        except (AssertionError, RuntimeError):  # a wrong value, or no gradient path at all
+            failures.append(check.__name__)
+    assert failures, f"no check fails for the broken loss '{kind}'"
+
+
+# --------------------------------------------------------------------------- property tests (hypothesis)
+
+seeds = st.integers(0, 10_000)
+batches = st.integers(1, 16)
+classes = st.integers(2, 10)
+temps = st.floats(0.5, 20.0)
+
+
+@given(seeds, batches, classes, temps)
+def test_kl_nonnegative_and_zero_at_teacher(seed, b, c, T):
+    s, t = logits_pair(seed, b, c)
+    assert float(losses.kl_divergence(s, t, T)) >= -1e-9
+    assert abs(float(losses.kl_divergence(t.clone(), t, T))) < 1e-9
+
+
+@given(seeds, batches, classes, temps, st.integers(2, 4))
+def test_invariant_to_batch_duplication(seed, b, c, T, k):
+    s, t = logits_pair(seed, b, c)
+    labels = torch.arange(b) % c
+    one = losses.distillation_loss(s, t, labels, T, 0.5)
+    many = losses.distillation_loss(s.repeat(k, 1), t.repeat(k, 1), labels.repeat(k), T, 0.5)
+    assert torch.allclose(one, many, rtol=1e-6, atol=1e-9)
+
+
+@given(seeds, batches, classes, temps)
+def test_soft_cross_entropy_and_kl_have_equal_gradients(seed, b, c, T):
+    s, t = logits_pair(seed, b, c)
+    x1, x2 = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    kl, ce = losses.kl_divergence(x1, t, T), losses.soft_cross_entropy(x2, t, T)
+    kl.backward()
+    ce.backward()
+    assert torch.allclose(x1.grad, x2.grad, rtol=1e-6, atol=1e-10)
+    # ... but the values differ by T^2 times the teacher's entropy
+    p = torch.softmax(t / T, -1)
+    entropy = -(p * torch.log(p)).sum(-1).mean()
+    assert torch.allclose(ce - kl, T * T * entropy, rtol=1e-6, atol=1e-8)
+
+
+@given(seeds, batches, classes, temps)
+def test_without_t_squared_the_gradient_is_one_over_t_squared(seed, b, c, T):
+    s, t = logits_pair(seed, b, c)
+    x1, x2 = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    losses.kl_divergence(x1, t, T).backward()
+    (losses.kl_divergence(x2, t, T) / (T * T)).backward()  # = KL without the T^2 factor
+    unscaled = F.kl_div(F.log_softmax(s.clone().requires_grad_(True) / T, -1), F.softmax(t / T, -1),
+                        reduction="batchmean")
+    assert torch.allclose(x2.grad, x1.grad / (T * T), rtol=1e-9)
+    assert torch.allclose(unscaled * T * T, losses.kl_divergence(s, t, T), rtol=1e-9)
+
+
+@given(seeds, batches, classes)
+def test_high_temperature_limit_is_half_logit_mse(seed, b, c):
+    s, t = logits_pair(seed, b, c, scale=1.0)
+    s, t = s - s.mean(-1, keepdim=True), t - t.mean(-1, keepdim=True)
+    target = 0.5 * losses.logit_mse(s, t).double()
+    errors, grad_errors = [], []
+    for T in (5.0, 50.0, 500.0):  # the error shrinks like 1/T
+        x = s.clone().requires_grad_(True)
+        value = losses.kl_divergence(x, t, T).double()
+        value.backward()
+        y = s.clone().requires_grad_(True)
+        (0.5 * losses.logit_mse(y, t)).backward()
+        errors.append(abs(float(value.detach() - target)))
+        grad_errors.append(float((x.grad - y.grad).norm()))
+    assert errors[2] <= errors[0] + 1e-10
+    assert errors[2] < 1e-2 * float(target) + 1e-9
+    assert grad_errors[2] < 1e-2 * float(y.grad.norm()) + 1e-9
+
+
+# --------------------------------------------------------------------------- the other functions
+
+@given(seeds, batches, classes, temps)
+def test_softmax_with_temperature(seed, b, c, T):
+    s, _ = logits_pair(seed, b, c)
+    p = losses.softmax_with_temperature(s, T)
+    assert torch.allclose(p, torch.softmax(s / T, -1))
+    assert torch.allclose(p.sum(-1), torch.ones(b, dtype=p.dtype))
+
+
+def test_temperature_flattens_and_sharpens():
+    z = torch.tensor([[3.0, 1.0, 0.0]])
+    ent = lambda p: float(-(p * p.log()).sum())  # noqa: E731
+    assert ent(losses.softmax_with_temperature(z, 0.5)) < ent(losses.softmax_with_temperature(z, 1)) \
+        < ent(losses.softmax_with_temperature(z, 5))
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        losses.softmax_with_temperature(z, 0)
+
+
+def test_logit_mse_matches_pytorch():
+    s, t = logits_pair(7, 4, 3)
+    assert torch.allclose(losses.logit_mse(s, t).double(), F.mse_loss(s, t).double())
+
+
+def test_unlabelled_rows_never_reach_the_cross_entropy():
+    s, t = logits_pair(8, 4, 2)
+    labels = torch.tensor([1, -1, 0, -1])
+    hard = losses.hard_cross_entropy(s, labels)
+    assert torch.allclose(hard.double(), F.cross_entropy(s[[0, 2]], labels[[0, 2]]).double())
+    # all unlabelled: the hard term is zero and alpha * soft is all that is left
+    none = torch.full((4,), -1)
+    assert float(losses.hard_cross_entropy(s, none)) == 0.0
+    assert torch.allclose(losses.distillation_loss(s, t, none, 2.0, 0.5), 0.5 * losses.kl_divergence(s, t, 2.0))
+
+
+def test_alpha_out_of_range_is_refused():
+    s, t = logits_pair(9, 2, 2)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        losses.distillation_loss(s, t, None, 2.0, 1.5)
+
+
+def test_seed_article_loss_is_not_hintons():
+    """F.cross_entropy(student, softmax(teacher)) has no temperature and no hard term: it differs."""
+    s, t = logits_pair(10, 8, 2)
+    labels = torch.tensor([0, 1] * 4)
+    seed_loss = F.cross_entropy(s, torch.softmax(t, -1))
+    assert not torch.allclose(seed_loss.double(), losses.distillation_loss(s, t, labels, 2.0, 0.5).double())

@@ -1,0 +1,85 @@
+"""Teachers, students, layer copying and the vocabulary guard."""
+import pytest
+import torch
+
+from kd_tutorial import models
+from kd_tutorial.profiles import PROFILES, StudentSpec
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    return models.load_teacher("tiny-bert", config_overrides={"num_hidden_layers": 4, "hidden_size": 32,
+                                                              "intermediate_size": 64})
+
+
+def test_tiny_teacher_uses_the_committed_vocabulary(teacher):
+    assert teacher.config.vocab_size == models.vocab_size() == 30522
+    assert teacher.config.num_labels == 2
+
+
+def test_default_layer_map_is_every_other_layer():
+    assert models.default_layer_map(12, 6) == [0, 2, 4, 6, 8, 10]
+    assert models.default_layer_map(4, 2) == [0, 2]
+    assert models.default_layer_map(6, 3) == [0, 2, 4]
+    assert models.default_layer_map(4, 3) == [0, 2, 3]  # spread from the first layer to the last
+    with pytest.raises(ValueError, match="cannot come from"):
+        models.default_layer_map(2, 3)
+
+
+def test_distil_student_copies_embeddings_and_chosen_layers(teacher):
+    student = models.distil_student(teacher, 2, layer_map=[1, 3])
+    assert student.config.num_hidden_layers == 2
+    assert student.config.hidden_size == teacher.config.hidden_size
+    t_emb = teacher.bert.embeddings.word_embeddings.weight
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, t_emb)
+    assert student.bert.embeddings.word_embeddings.weight.data_ptr() != t_emb.data_ptr()  # a copy, not shared
+    for s_idx, t_idx in enumerate([1, 3]):
+        s_sd = student.bert.encoder.layer[s_idx].state_dict()
+        t_sd = teacher.bert.encoder.layer[t_idx].state_dict()
+        assert all(torch.equal(s_sd[k], t_sd[k]) for k in t_sd)
+    # a different teacher layer would not match
+    other = teacher.bert.encoder.layer[0].state_dict()
+    assert not torch.equal(student.bert.encoder.layer[0].state_dict()["attention.self.query.weight"],
+                           other["attention.self.query.weight"])
+
+
+def test_compact_student_shape_and_parameter_count():
+    student = models.compact_student(2, 128, 2, 512)
+    c = student.config
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads) == (2, 128, 2)
+    # BERT-tiny (2 layers, H128) has about 4.4M parameters with the 30,522-token vocabulary
+    assert 4.3e6 < models.count_parameters(student) < 4.5e6
+    assert models.model_size_mb(student) == pytest.approx(models.count_parameters(student) * 4 / 1e6, rel=0.01)
+
+
+def test_build_student_from_every_tiny_spec(teacher):
+    for spec in PROFILES["tiny"].students:
+        student = models.build_student(spec, teacher)
+        assert student.config.vocab_size == teacher.config.vocab_size
+        assert models.count_parameters(student) < models.count_parameters(teacher)
+
+
+def test_vocabulary_mismatch_is_refused(teacher):
+    wrong = models.compact_student(1, 32, 2, 64, vocab_size_=1000)
+    with pytest.raises(models.VocabularyMismatchError, match="tokenizer mismatch.*30522.*1000"):
+        models.check_same_vocab(teacher, wrong)
+
+
+def test_unknown_student_kind_is_refused(teacher):
+    with pytest.raises(ValueError, match="unknown student kind"):
+        models.build_student(StudentSpec("x", "bilstm", 1), teacher)
+
+
+def test_random_init_of_a_missing_hub_model_gives_a_one_line_hint():
+    with pytest.raises(models.ModelSourceError, match="kd-tutorial prefetch"):
+        models.load_teacher("no-such-org/no-such-bert")
+
+
+def test_eager_attention_returns_weights(teacher):
+    eager = models.load_teacher("tiny-bert", attn_implementation="eager",
+                                config_overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64})
+    ids = torch.tensor([[101, 2023, 3185, 2001, 2307, 102]])
+    out = eager(input_ids=ids, output_attentions=True)
+    assert len(out.attentions) == 1 and out.attentions[0].shape == (1, 4, 6, 6)
+    assert torch.allclose(out.attentions[0].sum(-1), torch.ones(1, 4, 6), atol=1e-5)

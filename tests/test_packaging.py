@@ -1,0 +1,89 @@
+"""Packaging: environment.yml agrees with pyproject.toml, imports stay light, notebooks are committed clean."""
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = {CONDA_NAMES.get(_name(r), _name(r)) for r in project["dependencies"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"]
+    conda = {_name(d) for d in env["dependencies"] if isinstance(d, str)} - {"python", "pip"}
+    assert conda == runtime, f"only in environment.yml: {conda - runtime}; only in pyproject: {runtime - conda}"
+    pip_part = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
+    assert "-e ." in pip_part
+    # every package line carries a comment saying what uses it
+    lines = [line for line in (ROOT / "environment.yml").read_text().splitlines()
+             if re.match(r"\s+- [a-z]", line) and "pip" != line.strip()[2:]]
+    assert all("#" in line for line in lines), [line for line in lines if "#" not in line]
+
+
+def test_pyproject_declares_the_extras_and_the_console_script():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["kd-tutorial"] == "kd_tutorial.cli:main"
+    assert {"dev", "offline"} <= set(project["optional-dependencies"])
+    dev = {_name(r) for r in project["optional-dependencies"]["dev"]}
+    assert {"pytest", "nbval", "hypothesis", "pytest-xdist", "nbclient"} <= dev
+
+
+def test_import_does_not_load_transformers_or_datasets():
+    code = ("import sys, kd_tutorial, kd_tutorial.losses, kd_tutorial.profiles, kd_tutorial.data, "
+            "kd_tutorial.models, kd_tutorial.train, kd_tutorial.evaluate, kd_tutorial.artifacts, kd_tutorial.env, "
+            "kd_tutorial.pipeline, kd_tutorial.plots, kd_tutorial.cli; "
+            "print(sorted(m for m in ('transformers', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_public_functions_have_docstrings():
+    import inspect
+
+    import kd_tutorial
+    missing = []
+    for path in sorted((ROOT / "kd_tutorial").glob("*.py")):
+        mod = __import__(f"kd_tutorial.{path.stem}", fromlist=["x"]) if path.stem != "__init__" else kd_tutorial
+        for name, obj in vars(mod).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and not inspect.getdoc(obj):
+                missing.append(f"{mod.__name__}.{name}")
+    assert not missing, missing
+
+
+def test_committed_notebooks_have_no_outputs():
+    """The choice: notebooks are committed with outputs stripped; nbval runs them and asserts check them."""
+    books = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb")) + \
+        sorted((ROOT / "exercises").glob("*.ipynb"))
+    assert len(books) >= 7
+    dirty = []
+    for book in books:
+        nb = json.loads(book.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count")):
+                dirty.append(book.name)
+                break
+    assert not dirty, f"strip outputs (nbstripout) from: {dirty}"
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_same_test_command():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, flags=re.S)
+    assert "kd-tutorial distill" in blocks[0]
+    test_command = " ".join(blocks[1].replace("\\\n", " ").split())
+    assert "pytest" in test_command
+    ci = " ".join((ROOT / ".ci" / "run").read_text().replace("\\\n", " ").split())
+    pytest_part = test_command[test_command.index("python -m pytest"):]
+    assert pytest_part in ci, (pytest_part, ci)

@@ -1,0 +1,109 @@
+"""End to end: `kd-tutorial distill --profile tiny`, the artifact cache, and resume."""
+import json
+import os
+
+import pytest
+import torch
+
+from kd_tutorial import artifacts, cli
+from kd_tutorial.profiles import get_profile
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert cli.main(["distill", "--profile", "tiny", "--out", str(out), "--quiet"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def _row(results, name):
+    return next(r for r in results["models"] if r["name"] == name)
+
+
+def test_teacher_learns_the_built_in_task(tiny_run):
+    _, results = tiny_run
+    assert _row(results, "teacher")["accuracy"] >= 0.85
+
+
+def test_kd_with_transfer_set_beats_the_hard_label_baseline(tiny_run):
+    _, results = tiny_run
+    for spec in get_profile("tiny").students:
+        kd = _row(results, f"{spec.name} kd+transfer")["accuracy"]
+        base = _row(results, f"{spec.name} baseline")["accuracy"]
+        assert kd > base + 0.02, (spec.name, kd, base)
+
+
+def test_results_json_has_the_promised_fields(tiny_run):
+    out, results = tiny_run
+    run = results["run"]
+    for key in ("profile", "data_source", "split_sizes", "device", "versions", "seeds", "git_commit",
+                "wall_seconds", "phase_seconds", "evaluated_on"):
+        assert key in run, key
+    assert run["profile"] == "tiny" and run["evaluated_on"] == "test"
+    assert set(run["phase_seconds"]) == {"teacher", "teacher_logits", "students", "evaluation"}
+    names = {r["name"] for r in results["models"]}
+    assert len(names) == 1 + 3 * len(get_profile("tiny").students)
+    for row in results["models"]:
+        for key in ("accuracy", "agreement", "ece", "params", "mb", "latency_ms", "reviews_per_s", "tokens_per_s",
+                    "train_tokens_per_s"):
+            assert row.get(key) is not None, (row["name"], key)
+        assert 0 <= row["accuracy"] <= 1 and row["latency_ms"] > 0
+    assert _row(results, "teacher")["agreement"] == 1.0
+    for png in ("training_curves.png", "accuracy_vs_latency.png"):
+        assert (out / png).stat().st_size > 10_000
+    assert (out / "checkpoints").is_dir()
+
+
+def test_students_are_smaller_and_faster_than_the_teacher(tiny_run):
+    _, results = tiny_run
+    teacher = _row(results, "teacher")
+    compact = _row(results, "compact-1L-H32 baseline")
+    assert compact["params"] < teacher["params"]
+    assert compact["reviews_per_s"] > teacher["reviews_per_s"]
+
+
+def test_second_run_reuses_the_teacher_and_resume_skips_finished_students(tiny_run, tmp_path):
+    out, first = tiny_run
+    assert cli.main(["distill", "--profile", "tiny", "--out", str(out), "--resume", "--quiet"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["run"]["teacher_status"] == "cached"
+    assert again["run"]["phase_seconds"]["teacher"] < first["run"]["phase_seconds"]["teacher"]
+    for r1, r2 in zip(first["models"], again["models"]):
+        assert r1["name"] == r2["name"] and r1["accuracy"] == pytest.approx(r2["accuracy"])
+
+
+def test_teacher_logits_are_cached_and_aligned_with_the_split(tiny_run):
+    profile = get_profile("tiny")
+    teacher, prep, info = artifacts.ensure_teacher(profile, progress=False)
+    assert info["status"] == "cached"
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    cached = artifacts.ensure_teacher_logits(profile, "transfer", progress=False)
+    assert cached.shape == (len(prep.encoded["transfer"]), 2)
+    from kd_tutorial.evaluate import predict_logits
+    fresh = predict_logits(teacher, prep.encoded["transfer"], device="cpu")
+    assert torch.allclose(cached, fresh, atol=1e-4)
+    assert (prep.directory / "logits-transfer.pt").exists()
+    assert str(prep.directory).startswith(os.environ["KD_TUTORIAL_HOME"])
+
+
+def test_corrupt_cached_logits_give_a_clear_error(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))
+    profile = get_profile("tiny")
+    prep = artifacts.prepare(profile)
+    prep.directory.mkdir(parents=True)
+    (prep.directory / "logits-test.pt").write_bytes(b"not a tensor")
+    with pytest.raises(artifacts.ArtifactError, match="cannot read cached logits.*delete the file"):
+        artifacts.ensure_teacher_logits(profile, "test", progress=False)
+
+
+def test_atomic_writes_leave_the_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    artifacts.atomic_write_json(target, {"ok": 1})
+
+    def crash(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(artifacts.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        artifacts.atomic_write_json(target, {"ok": 2})
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind

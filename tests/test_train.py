@@ -1,0 +1,133 @@
+"""The training loop: it learns, the teacher stays frozen, the right tensors meet, resume is exact."""
+import copy
+
+import pytest
+import torch
+
+from kd_tutorial import data, losses, models
+from kd_tutorial.train import TrainConfig, TrainingDivergedError, batch_loss, freeze, train
+
+SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    imdb = data.load_imdb("tiny", n_train=300, n_transfer=100, val_size=100, n_test=100, seed=0)
+    tok = data.get_tokenizer()
+    return {name: data.encode(getattr(imdb, name), tok, 48, "head+tail")
+            for name in ("train", "validation", "transfer")}
+
+
+def small_model(seed=0):
+    torch.manual_seed(seed)
+    return models.load_teacher("tiny-bert", config_overrides=SMALL)
+
+
+def test_cross_entropy_training_learns(rows):
+    model = small_model()
+    config = TrainConfig(epochs=6, lr=3e-3, batch_size=32, seed=0)
+    history = train(model, rows["train"], config=config, val_data=rows["validation"], device="cpu", progress=False)
+    assert len(history.epochs) == 6
+    assert history.epochs[-1]["train_loss"] < 0.8 * history.epochs[0]["train_loss"]
+    assert history.final("val_acc") > 0.6
+    assert history.tokens == sum(int(rows["train"].lengths[i]) for i in range(len(rows["train"]))) * 6
+    assert history.tokens_per_s > 0
+
+
+def test_kd_step_uses_student_and_cached_teacher_logits(rows):
+    """The loss equals KD(student, teacher[index]); swapping them or feeding the teacher twice would differ."""
+    student = small_model(1)
+    cached = torch.randn(len(rows["train"]), 2) * 3
+    batch = data.make_batches(rows["train"], 8, shuffle=True, seed=3)[0]
+    config = TrainConfig(mode="kd", temperature=2.0, alpha=0.6)
+    student.eval()
+    loss, logits = batch_loss(student, batch, config, teacher_logits=cached)
+    t = cached[batch["index"]]
+    expected = losses.distillation_loss(logits, t, batch["labels"], 2.0, 0.6)
+    assert torch.allclose(loss, expected)
+    swapped = 0.6 * losses.kl_divergence(t, logits, 2.0) + 0.4 * losses.hard_cross_entropy(logits, batch["labels"])
+    both_teacher = 0.6 * losses.kl_divergence(t, t, 2.0) + 0.4 * losses.hard_cross_entropy(logits, batch["labels"])
+    assert not torch.allclose(loss, swapped)
+    assert not torch.allclose(loss, both_teacher)
+    # rows must be looked up by their index, not by their position in the batch
+    wrong_rows = cached[: len(batch["index"])]
+    assert not torch.equal(batch["index"], torch.arange(len(batch["index"])))
+    assert not torch.allclose(loss, losses.distillation_loss(logits, wrong_rows, batch["labels"], 2.0, 0.6))
+
+
+def test_kd_with_a_live_teacher_leaves_it_untouched_and_pulls_the_student_to_it(rows):
+    teacher = freeze(small_model(2))
+    before = copy.deepcopy(teacher.state_dict())
+    student = small_model(3)
+    config = TrainConfig(mode="kd", epochs=8, lr=3e-3, batch_size=32, alpha=1.0, temperature=2.0)
+    unlabelled = data.Encoded(rows["transfer"].input_ids, torch.full((len(rows["transfer"]),), -1), "transfer")
+    from kd_tutorial.evaluate import agreement, predict_logits
+    t_logits = predict_logits(teacher, rows["validation"])
+    start = agreement(predict_logits(student, rows["validation"]), t_logits)
+    train(student, unlabelled, config=config, teacher=teacher, device="cpu", progress=False)
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the teacher changed"
+    assert all(p.grad is None for p in teacher.parameters()), "a gradient reached the teacher"
+    assert not teacher.training
+    end = agreement(predict_logits(student, rows["validation"]), t_logits)
+    assert end > max(start, 0.8), (start, end)
+
+
+def test_an_unfrozen_teacher_is_refused(rows):
+    with pytest.raises(ValueError, match="must be frozen"):
+        train(small_model(), rows["train"], config=TrainConfig(mode="kd"), teacher=small_model(1), progress=False)
+    with pytest.raises(ValueError, match="needs teacher_logits or a teacher"):
+        train(small_model(), rows["train"], config=TrainConfig(mode="kd"), progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_message(rows):
+    cached = torch.full((len(rows["train"]), 2), float("nan"))
+    with pytest.raises(TrainingDivergedError, match="loss became nan.*lower the learning rate"):
+        train(small_model(), rows["train"], config=TrainConfig(mode="kd", max_steps=3), teacher_logits=cached,
+              progress=False)
+
+
+def test_gradient_accumulation_matches_a_large_batch(rows):
+    """Two micro-batches of 16 with grad_accum=2 give the same gradient as one batch of 32."""
+    sub = data.Encoded(rows["train"].input_ids[:32], rows["train"].labels[:32], "sub")
+    common = dict(lr=1e-3, max_steps=1, warmup_fraction=0.0, group_by_length=False, precision="fp32")
+    norms = []
+    for config in (TrainConfig(batch_size=32, **common), TrainConfig(batch_size=16, grad_accum=2, **common)):
+        model = small_model(4)
+        model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+        norms.append(train(model, sub, config=config, progress=False).steps[0]["grad_norm"])
+    assert norms[0] == pytest.approx(norms[1], rel=1e-4)
+
+
+def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(rows, tmp_path):
+    config = TrainConfig(epochs=3, lr=3e-3, batch_size=32, seed=5)
+
+    straight = small_model(7)
+    h1 = train(straight, rows["train"], config=config, val_data=rows["validation"], progress=False)
+
+    def stop_after_first(epoch, history):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    interrupted = small_model(7)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, rows["train"], config=config, val_data=rows["validation"], checkpoint_dir=tmp_path,
+              on_epoch_end=stop_after_first, progress=False)
+    resumed = small_model(99)  # a fresh process would start from other weights: resume must overwrite them
+    h2 = train(resumed, rows["train"], config=config, val_data=rows["validation"], checkpoint_dir=tmp_path,
+               resume=True, progress=False)
+    assert [e["val_acc"] for e in h1.epochs] == [e["val_acc"] for e in h2.epochs]
+    assert [s["loss"] for s in h1.steps] == pytest.approx([s["loss"] for s in h2.steps], rel=1e-5)
+    for p1, p2 in zip(straight.parameters(), resumed.parameters()):
+        assert torch.allclose(p1, p2, atol=1e-6)
+
+
+def test_resume_with_another_configuration_is_refused(rows, tmp_path):
+    train(small_model(), rows["train"], config=TrainConfig(max_steps=2, batch_size=64), checkpoint_dir=tmp_path,
+          progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(small_model(), rows["train"], config=TrainConfig(max_steps=2, batch_size=32),
+              checkpoint_dir=tmp_path, resume=True, progress=False)
