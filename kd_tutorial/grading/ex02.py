@@ -1,0 +1,133 @@
+"""Exercises for notebook 02 (soft targets and temperature)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .core import Exercise, Wrong, as_tensor, close, diagnose
+
+
+def _logit_cases():
+    g = torch.Generator().manual_seed(2)
+    return [
+        (torch.randn(3, 5, generator=g) * 3, 1.0),
+        (torch.randn(3, 5, generator=g) * 3, 2.0),
+        (torch.randn(4, 3, generator=g) * 3, 5.0),
+        (torch.randn(2, 4, generator=g) * 3, 0.5),
+        (torch.randn(2, 3, 4, generator=g) * 3, 3.0),
+        (torch.randn(6, generator=g) * 3, 4.0),
+    ]
+
+
+def _check_softmax(call):
+    cases = _logit_cases()
+    got = []
+    for logits, T in cases:
+        out = as_tensor(call(logits.clone(), T), logits.shape, "softmax_with_temperature")
+        got.append(out)
+    big = torch.tensor([[1000.0, 999.0, 0.0]])
+    out_big = as_tensor(call(big.clone(), 1.0), big.shape, "softmax_with_temperature")
+    if not torch.isfinite(out_big).all():
+        raise Wrong("your function returns nan/inf for large logits (e.g. 1000): subtract the "
+                    "largest logit before exp, or use torch.softmax, which does it for you")
+    expected = [torch.softmax(z / T, dim=-1) for z, T in cases]
+    if all(close(g, e) for g, e in zip(got, expected)) and close(out_big, torch.softmax(big, -1)):
+        return
+    message = diagnose(got, {
+        "the temperature has no effect in your function: divide the logits by T before the softmax":
+            lambda: [torch.softmax(z, -1) for z, T in cases],
+        "you multiplied the logits by T: divide them by T (T > 1 must make the distribution flatter)":
+            lambda: [torch.softmax(z * T, -1) for z, T in cases],
+        "you divided the probabilities by T after the softmax: divide the logits before it "
+        "(your 'probabilities' no longer sum to 1)":
+            lambda: [torch.softmax(z, -1) / T for z, T in cases],
+        "you returned log-probabilities: return softmax(z / T), not log_softmax":
+            lambda: [torch.log_softmax(z / T, -1) for z, T in cases],
+        "your softmax runs over the wrong dimension: classes are the last dimension (dim=-1)":
+            lambda: [torch.softmax(z / T, 0) for z, T in cases],
+    })
+    if message:
+        raise Wrong(message)
+    for g, (z, T) in zip(got, cases):
+        if not close(g.sum(-1), torch.ones(z.shape[:-1])):
+            raise Wrong("your probabilities do not sum to 1 over the classes (the last dimension)")
+    raise Wrong("your probabilities differ from softmax(z / T) "
+                f"(for z = {cases[1][0][0].tolist()!r:.60}..., T = {cases[1][1]})")
+
+
+def _prob_cases():
+    g = torch.Generator().manual_seed(3)
+    return [
+        torch.softmax(torch.randn(4, 5, generator=g) * 2, -1),
+        torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]),
+        torch.full((8,), 1 / 8),
+        torch.softmax(torch.randn(2, 3, 6, generator=g), -1),
+    ]
+
+
+def _entropy_ref(p: torch.Tensor) -> torch.Tensor:
+    return -torch.special.xlogy(p, p).sum(-1)
+
+
+def _check_entropy(call):
+    cases = _prob_cases()
+    got = []
+    for p in cases:
+        out = call(p.clone())
+        if not isinstance(out, torch.Tensor):
+            out = torch.tensor(float(out))  # a scalar for a 1-D input is fine
+        out = as_tensor(out, None, "entropy")
+        if tuple(out.shape) != tuple(p.shape[:-1]):
+            raise Wrong(f"entropy should be computed per row, over the last dimension: for probabilities "
+                        f"of shape {tuple(p.shape)} expected shape {tuple(p.shape[:-1])}, got {tuple(out.shape)}")
+        got.append(out)
+    if not torch.isfinite(got[1]).all():
+        raise Wrong("your entropy is nan when a probability is 0: 0 * log(0) counts as 0 "
+                    "(use torch.special.xlogy(p, p), or mask the zeros)")
+    expected = [_entropy_ref(p) for p in cases]
+    if all(close(g, e) for g, e in zip(got, expected)):
+        return
+    message = diagnose(got, {
+        "your entropy is negative: H(p) = -sum p log p (you forgot the minus sign)":
+            lambda: [-e for e in expected],
+        "your entropy is in bits (log2): use the natural log (nats), like the KL losses":
+            lambda: [e / math.log(2) for e in expected],
+        "you averaged over the classes instead of summing: H(p) = -sum_c p_c log p_c":
+            lambda: [e / p.shape[-1] for e, p in zip(expected, cases)],
+    })
+    if message:
+        raise Wrong(message)
+    raise Wrong(f"your entropy of the uniform distribution over 8 classes is {float(got[2]):.4f}, "
+                f"expected log(8) = {math.log(8):.4f}")
+
+
+q1 = Exercise(
+    "ex02.q1", "Softmax with temperature", "softmax_with_temperature", _check_softmax,
+    hint="""Divide the logits by T, then take an ordinary softmax over the last dimension
+    (torch.softmax(x, dim=-1) is numerically stable).""",
+    solution='''
+def softmax_with_temperature(logits, temperature=1.0):
+    """softmax(logits / T) over the last dimension."""
+    ### BEGIN SOLUTION
+    return torch.softmax(logits / temperature, dim=-1)
+    ### END SOLUTION
+''',
+    success="Correct! Higher T flattens the distribution and reveals the teacher's 'dark knowledge'.",
+)
+
+q2 = Exercise(
+    "ex02.q2", "Entropy of soft targets", "entropy", _check_entropy,
+    hint="""H(p) = -sum_c p_c log p_c over the last dimension, in nats (natural log).
+    torch.special.xlogy(p, p) computes p * log(p) and gives 0 where p is 0.""",
+    solution='''
+def entropy(probs):
+    """Entropy in nats of each distribution along the last dimension."""
+    ### BEGIN SOLUTION
+    return -torch.special.xlogy(probs, probs).sum(dim=-1)
+    ### END SOLUTION
+''',
+    success="Correct! Entropy grows with the temperature: softer targets carry more information.",
+)
+
+__all__ = ["q1", "q2"]

@@ -1,0 +1,207 @@
+"""Exercises for notebook 05 (distillation): fix a broken training step; a DistilBERT-style student."""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from .. import losses as ref
+from .core import Exercise, Wrong, as_float, close, diagnose
+from .toys import toy_batch, toy_bert
+
+BROKEN_STEP = '''
+def broken_distillation_step(student, teacher, batch, optimizer, temperature=2.0, alpha=0.5):
+    student.train()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    teacher_logits = teacher(**inputs).logits
+    student_logits = student(**inputs).logits
+    loss = F.cross_entropy(student_logits, F.softmax(teacher_logits, dim=-1))
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+'''.strip("\n")
+
+# -- q1: the fixed step -------------------------------------------------------
+
+
+def _reference_steps(student, teacher, batches, T, alpha, lr, zero_grad=True):
+    student = copy.deepcopy(student)
+    opt = torch.optim.SGD(student.parameters(), lr=lr)
+    teacher = copy.deepcopy(teacher).eval()
+    losses, first = [], None
+    for b in batches:
+        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+        with torch.no_grad():
+            t = teacher(**inputs).logits
+        student.train()
+        s = student(**inputs).logits
+        if first is None:
+            first = (s.detach().clone(), t.clone())
+        loss = ref.distillation_loss(s, t, b["labels"], T, alpha)
+        if zero_grad:
+            opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return student, losses, first
+
+
+def _check_step(call):
+    T, alpha, lr = 2.0, 0.5, 0.5
+    teacher = toy_bert(num_layers=2, seed=11, dropout=0.3, logit_scale=100.0).train()
+    grad_mode: list[bool] = []
+    teacher.register_forward_hook(lambda *_: grad_mode.append(torch.is_grad_enabled()))
+    student = toy_bert(num_layers=1, seed=12, dropout=0.0)
+    batches = [toy_batch(4, 10, seed=21, labels=[0, 1, -1, 1]), toy_batch(4, 9, seed=22, labels=[-1, -1, 0, 1])]
+    ref_student, ref_losses, (s0, t0) = _reference_steps(student, teacher, batches, T, alpha, lr)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr)
+    got = []
+    with torch.enable_grad():
+        for b in batches:
+            got.append(as_float(call(student, teacher, {k: v.clone() for k, v in b.items()}, optimizer,
+                                     T, alpha), "distillation_step"))
+    if any(not torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items()):
+        raise Wrong("the teacher's weights changed: the teacher is fixed during distillation "
+                    "(only the student's parameters are in the optimizer)")
+    if any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in teacher.parameters()):
+        raise Wrong("a gradient reached the teacher: compute its logits under torch.no_grad()")
+    if any(grad_mode):
+        raise Wrong("the teacher's forward pass ran with autograd on: wrap it in torch.no_grad() (autograd "
+                    "kept its activations for a backward pass that must never reach it)")
+    if not close(got[0], ref_losses[0], rtol=1e-4, atol=1e-5):
+        if teacher.training:
+            raise Wrong("the teacher is still in training mode, so dropout makes its soft labels noisy: "
+                        "call teacher.eval()")
+        y = batches[0]["labels"]
+        message = diagnose([got[0]], {
+            "your loss is still the seed article's F.cross_entropy(student_logits, softmax(teacher_logits)): "
+            "no temperature, no T^2 and no hard-label term":
+                lambda: [F.cross_entropy(s0, F.softmax(t0, -1))],
+            "your loss has no hard-label term: alpha * soft + (1 - alpha) * cross-entropy with the labels":
+                lambda: [alpha * ref.kl_divergence(s0, t0, T)],
+            "your soft term is missing its T^2 factor":
+                lambda: [alpha * ref.kl_divergence(s0, t0, T) / T ** 2 + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
+            "alpha weights the soft term: alpha * soft + (1 - alpha) * hard":
+                lambda: [(1 - alpha) * ref.kl_divergence(s0, t0, T) + alpha * ref.hard_cross_entropy(s0, y)],
+            "your soft term has no temperature: divide both logits by T":
+                lambda: [alpha * ref.kl_divergence(s0, t0, 1.0) + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
+            "you swapped teacher and student in the soft term: the teacher's probabilities are the target":
+                lambda: [alpha * ref.kl_divergence(t0, s0, T) + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
+        }, rtol=1e-4, atol=1e-5)
+        raise Wrong(message or f"the loss of your first step is {got[0]:.5f}, expected {ref_losses[0]:.5f} "
+                    "(distillation_loss(student_logits, teacher_logits, labels, temperature, alpha))")
+    same = all(torch.allclose(p, q, atol=1e-6) for p, q in zip(student.parameters(), ref_student.parameters()))
+    if same and close(got[1], ref_losses[1], rtol=1e-4, atol=1e-5):
+        return
+    acc, _, _ = _reference_steps(toy_bert(num_layers=1, seed=12), teacher, batches, T, alpha, lr, zero_grad=False)
+    if all(torch.allclose(p, q, atol=1e-6) for p, q in zip(student.parameters(), acc.parameters())):
+        raise Wrong("gradients accumulate from one step to the next: call optimizer.zero_grad() "
+                    "before loss.backward()")
+    raise Wrong("your first loss is right, but after two steps the student differs from the reference: "
+                "zero the gradients, call loss.backward() once, then optimizer.step()")
+
+
+# -- q2: DistilBERT-style initialisation ----------------------------------------
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _check_init(call):
+    teacher = toy_bert(num_layers=4, seed=5).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    t_ptrs = {p.data_ptr() for p in teacher.parameters()}
+    batch = toy_batch(3, 8, seed=9)
+    for layer_map in ([0, 2], [1, 3], [3], [0, 1, 2, 3]):
+        student = call(teacher, list(layer_map))
+        if not hasattr(student, "bert") or not hasattr(student, "classifier"):
+            raise Wrong("return a BertForSequenceClassification (with .bert and .classifier)")
+        if any(not torch.equal(before[k], v) for k, v in teacher.state_dict().items()) \
+                or len(teacher.bert.encoder.layer) != 4:
+            raise Wrong("your function modified the teacher: build a new model (or deepcopy the teacher) first")
+        if any(p.data_ptr() in t_ptrs for p in student.parameters()):
+            raise Wrong("the student shares tensors with the teacher, so training it would change the teacher: "
+                        "copy the weights (load_state_dict or copy.deepcopy)")
+        layers = student.bert.encoder.layer
+        if len(layers) != len(layer_map) or student.config.num_hidden_layers != len(layer_map):
+            raise Wrong(f"for layer_map={layer_map} the student should have {len(layer_map)} layers "
+                        f"(and config.num_hidden_layers = {len(layer_map)}), got {len(layers)}")
+        if not _same(student.bert.embeddings, teacher.bert.embeddings):
+            raise Wrong("copy the embeddings too (word, position and token-type tables, and their LayerNorm)")
+        copied = []
+        for j, layer in enumerate(layers):
+            match = [i for i, t in enumerate(teacher.bert.encoder.layer) if _same(layer, t)]
+            copied.append(match[0] if match else None)
+        if copied != list(layer_map):
+            if None in copied:
+                raise Wrong(f"student layer {copied.index(None)} is not a copy of any teacher layer "
+                            f"(layer_map={layer_map})")
+            raise Wrong(f"for layer_map={layer_map} you copied teacher layers {copied}: student layer j "
+                        "is teacher layer layer_map[j]")
+        if not _same(student.bert.pooler, teacher.bert.pooler):
+            raise Wrong("copy the pooler too (it feeds the classifier)")
+        if not _same(student.classifier, teacher.classifier):
+            raise Wrong("copy the classification head too: the student starts with the teacher's label space")
+        if layer_map == [0, 1, 2, 3]:
+            student.eval()
+            with torch.no_grad():
+                a = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                b = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            if not close(a, b, atol=1e-5):
+                raise Wrong("with every layer copied the student should predict exactly like the teacher")
+
+
+q1 = Exercise(
+    "ex05.q1", "Find the bugs in a distillation step", "distillation_step", _check_step,
+    hint="""Four bugs: the teacher runs in training mode and with autograd on (teacher.eval(), torch.no_grad());
+    the loss is the seed article's cross-entropy with softmax(teacher_logits), not Hinton's loss
+    (use distillation_loss(..., batch['labels'], temperature, alpha)); and the gradients are never zeroed.""",
+    solution='''
+def distillation_step(student, teacher, batch, optimizer, temperature=2.0, alpha=0.5):
+    """One distillation step; returns the loss as a float."""
+    ### BEGIN SOLUTION
+    student.train()
+    teacher.eval()                      # bug 1: dropout off in the teacher
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():               # bug 2: no gradient reaches the teacher
+        teacher_logits = teacher(**inputs).logits
+    student_logits = student(**inputs).logits
+    # bug 3: Hinton's loss (T, T^2, hard labels), not F.cross_entropy(student, softmax(teacher))
+    loss = distillation_loss(student_logits, teacher_logits, batch["labels"], temperature, alpha)
+    optimizer.zero_grad()               # bug 4: gradients accumulated across steps
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+    ### END SOLUTION
+''',
+    success="Correct! Teacher frozen, Hinton's loss, clean gradients.",
+)
+
+q2 = Exercise(
+    "ex05.q2", "A DistilBERT-style student from teacher layers", "init_student_from_teacher", _check_init,
+    hint="""Copy the teacher's config with num_hidden_layers = len(layer_map) and build a new
+    BertForSequenceClassification; then load_state_dict the embeddings, teacher layer layer_map[j] into
+    student layer j, the pooler and the classifier.""",
+    solution='''
+def init_student_from_teacher(teacher, layer_map):
+    """A student whose layer j is a copy of teacher layer layer_map[j] (plus embeddings, pooler, head)."""
+    ### BEGIN SOLUTION
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layer_map)
+    student = BertForSequenceClassification(config)
+    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
+    for j, i in enumerate(layer_map):
+        student.bert.encoder.layer[j].load_state_dict(teacher.bert.encoder.layer[i].state_dict())
+    student.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())
+    student.classifier.load_state_dict(teacher.classifier.state_dict())
+    return student
+    ### END SOLUTION
+''',
+    success="Correct! DistilBERT keeps every other layer of BERT: a good start is half the battle.",
+)
+
+__all__ = ["q1", "q2", "BROKEN_STEP", "toy_bert", "toy_batch"]

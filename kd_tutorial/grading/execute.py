@@ -1,0 +1,228 @@
+"""Grader-side execution of one submission in a fresh kernel (nbclient), with timeouts and an output cap.
+
+The executed notebook is built by the grader: a guard cell, then the
+learner's code cells unchanged, then one check cell per exercise. Results
+come back as JSON lines, tagged with a nonce, in a file the grader chose.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .core import ERROR, TIMEOUT
+from .registry import SETS
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "KD_TUTORIAL_GRADING": "1", "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+
+@dataclass
+class Run:
+    """What happened when one submission was executed and checked."""
+
+    results: dict[str, tuple[str, str]] = field(default_factory=dict)  # "q1" -> (status, message)
+    notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    kernel_python: str | None = None
+
+
+def kernel_manager_class():
+    """An ``AsyncKernelManager`` subclass whose kernel is always ``sys.executable -m ipykernel_launcher``."""
+    from jupyter_client.kernelspec import KernelSpec  # noqa: PLC0415
+    from jupyter_client.manager import AsyncKernelManager  # noqa: PLC0415
+
+    class GraderKernelManager(AsyncKernelManager):
+        """Always this interpreter's ipykernel, whatever kernelspec the notebook names."""
+
+        @property
+        def kernel_spec(self):
+            if self._kernel_spec is None:
+                self._kernel_spec = KernelSpec(
+                    name="kd-tutorial-grader", display_name="kd-tutorial grader", language="python",
+                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                          "--HistoryManager.hist_file=:memory:"])
+            return self._kernel_spec
+
+    return GraderKernelManager
+
+
+def _client_class():
+    from nbclient import NotebookClient  # noqa: PLC0415
+
+    class GraderClient(NotebookClient):
+        """nbclient with a cap on stored output and a record of cell timeouts."""
+
+        max_output_bytes = 1_000_000
+        output_bytes = 0
+        truncated = False
+        timed_out = False
+
+        async def _async_handle_timeout(self, timeout, cell=None):
+            self.timed_out = True
+            return await super()._async_handle_timeout(timeout, cell)
+
+        def output(self, outs, msg, display_id, cell_index):
+            content = msg.get("content", {})
+            size = len(content.get("text", "")) + sum(len(str(v)) for v in content.get("data", {}).values()) \
+                + sum(len(line) for line in content.get("traceback", []))
+            self.output_bytes += size
+            if self.output_bytes > self.max_output_bytes:
+                if not self.truncated:
+                    self.truncated = True
+                    from nbformat.v4 import new_output  # noqa: PLC0415
+                    outs.append(new_output("stream", name="stderr",
+                                           text="[kd-tutorial grader: output truncated]\n"))
+                return None
+            return super().output(outs, msg, display_id, cell_index)
+
+    return GraderClient
+
+
+def _blocked_dirs() -> list[str]:
+    here = Path(__file__).resolve().parents[2]
+    candidates = [here / "solutions", Path.cwd() / "solutions"]
+    return sorted({str(p.resolve()) for p in candidates if p.is_dir()})
+
+
+def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
+                   max_output_bytes: int = 1_000_000) -> Run:
+    """Execute notebook ``nb`` (a ``NotebookNode``) in a fresh kernel and grade exercise set ``set_id``."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: PLC0415
+    from nbformat.v4 import new_code_cell, new_notebook  # noqa: PLC0415
+
+    labels = SETS[set_id][1]
+    run = Run()
+    start = time.monotonic()
+    deadline = start + timeout
+    workdir = tempfile.mkdtemp(prefix="kd-grade-cwd-")
+    resdir = tempfile.mkdtemp(prefix="kd-grade-res-")
+    results_path = os.path.join(resdir, f"{secrets.token_hex(8)}.jsonl")
+    guard_nonce, check_nonce = secrets.token_hex(16), secrets.token_hex(16)
+
+    guard = (f"import kd_tutorial.grading.runner as _kd_runner\n"
+             f"_kd_runner.install_guard({results_path!r}, {guard_nonce!r}, {_blocked_dirs()!r})\n"
+             f"del _kd_runner")
+    learner = [(i, c) for i, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
+    cells = [("guard", None, new_code_cell(guard))]
+    cells += [("learner", i, new_code_cell(str(c.get("source", "")))) for i, c in learner]
+    cells.append(("purge", None, new_code_cell(
+        "__import__('kd_tutorial.grading.runner', fromlist=['_']).purge_modules()")))
+    for label in labels:
+        cells.append(("check", label, new_code_cell(
+            f"__import__('kd_tutorial.grading.runner', fromlist=['_']).grade_into("
+            f"{set_id!r}, {label!r}, globals(), {results_path!r}, {check_nonce!r})")))
+    exec_nb = new_notebook(cells=[c for _, _, c in cells])
+
+    client = _client_class()(
+        exec_nb, kernel_name="kd-tutorial-grader", kernel_manager_class=kernel_manager_class(),
+        timeout=int(cell_timeout), allow_errors=True, interrupt_on_timeout=True,
+        error_on_timeout={"ename": "CellTimeoutError", "evalue": "timed out", "traceback": []},
+        iopub_timeout=2, record_timing=False, startup_timeout=60, shutdown_kernel="immediate",
+        resources={"metadata": {"path": workdir}})
+    client.max_output_bytes = max_output_bytes
+    # tiny tensors: one thread avoids OpenMP stalls on a busy machine (a learner's env may override)
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ, **OFFLINE_ENV}
+    fate: dict[str, tuple[str, str]] = {}  # label -> (status, message) for checks that never reported
+    stop: tuple[str, str] | None = None
+    try:
+        with client.setup_kernel(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+            for index, (kind, ref, cell) in enumerate(cells):
+                remaining = deadline - time.monotonic()
+                if remaining <= 1:
+                    stop = (TIMEOUT, f"the notebook time limit ({timeout:g} s) was reached before this check ran")
+                    run.notes.append(f"notebook time limit ({timeout:g} s) reached")
+                    break
+                client.timeout = max(1, int(min(cell_timeout, remaining)))
+                client.timed_out = False
+                try:
+                    client.execute_cell(cell, index)
+                except DeadKernelError:
+                    where = f"cell {ref + 1}" if kind == "learner" else f"the check of {ref}" if kind == "check" \
+                        else "grader setup"
+                    run.notes.append(f"the kernel died while running {where} (os._exit, crash or out of memory)")
+                    if kind == "check":
+                        fate[ref] = (ERROR, f"the kernel died while checking {ref} (os._exit, crash or out of memory)")
+                    stop = (ERROR, f"the kernel died while running {where}; the remaining checks could not run")
+                    break
+                except CellTimeoutError:
+                    client.timed_out = True
+                if client.timed_out:
+                    what = f"cell {ref + 1}" if kind == "learner" else f"the check of {ref}"
+                    run.notes.append(f"{what} timed out after {client.timeout} s and was interrupted")
+                    if kind == "check":
+                        fate[ref] = (TIMEOUT, f"{ref}: the check timed out after {client.timeout} s "
+                                     "(an infinite loop in your function?)")
+                    if not _responsive(client, index, max(1, min(5, int(deadline - time.monotonic())))):
+                        run.notes.append("the kernel ignored the interrupt and was stopped")
+                        stop = (TIMEOUT, "the kernel was stuck (ignored an interrupt) before this check ran")
+                        break
+    except DeadKernelError:
+        stop = stop or (ERROR, "the kernel died")
+    except Exception as exc:  # kernel failed to start, etc.: report, never crash the whole grading run
+        run.notes.append(f"grader could not run the notebook: {type(exc).__name__}: {exc}"[:300])
+        stop = stop or (ERROR, f"the grader could not run the notebook ({type(exc).__name__})")
+    finally:
+        if client.truncated:
+            run.notes.append(f"printed more than {max_output_bytes:,} bytes of output (truncated)")
+        _read_results(results_path, guard_nonce, check_nonce, set_id, run)
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(resdir, ignore_errors=True)
+    for label in labels:
+        if label not in run.results:
+            run.results[label] = fate.get(label) or stop or (ERROR, f"{label}: the check did not report a result")
+    run.seconds = round(time.monotonic() - start, 2)
+    return run
+
+
+def _responsive(client, index: int, seconds: int = 5) -> bool:
+    """After an interrupt: does the kernel answer a trivial cell within ``seconds``?"""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: PLC0415
+    from nbformat.v4 import new_code_cell  # noqa: PLC0415
+
+    client.timeout, client.timed_out = seconds, False
+    try:
+        client.execute_cell(new_code_cell("pass"), index)
+    except (CellTimeoutError, DeadKernelError):
+        return False
+    return not client.timed_out
+
+
+def _read_results(path: str, guard_nonce: str, check_nonce: str, set_id: str, run: Run) -> None:
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        kind = rec.get("kind")
+        if kind == "result" and rec.get("nonce") == check_nonce:
+            ex_set, _, label = str(rec.get("exercise", "")).partition(".")
+            if ex_set == set_id and label in SETS[set_id][1] and label not in run.results:
+                run.results[label] = (str(rec.get("status")), str(rec.get("message", "")))
+        elif kind == "flag" and rec.get("nonce") == guard_nonce:
+            text = {"read-solutions": "tried to read solution/notebook files (blocked)",
+                    "viewed-solution": "called .solution()"}.get(rec.get("flag"), str(rec.get("flag")))
+            entry = f"{text}: {rec.get('detail', '')}"
+            if entry not in run.flags:
+                run.flags.append(entry)
+        elif kind == "kernel" and rec.get("nonce") == guard_nonce:
+            run.kernel_python = rec.get("executable")
+            if run.kernel_python and os.path.realpath(run.kernel_python) != os.path.realpath(sys.executable):
+                run.notes.append(f"kernel ran {run.kernel_python}, not {sys.executable}")

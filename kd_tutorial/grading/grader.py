@@ -1,0 +1,200 @@
+"""``kd-tutorial grade SUBMISSIONS... [--out grades.csv] [--timeout SECONDS]``: grade a workshop's notebooks.
+
+Each submission runs in a fresh kernel of this interpreter (whatever
+kernelspec the file names), with per-cell and per-notebook timeouts; the
+package's checks run in that kernel after the learner's cells and report as
+structured data. The learner's ID is the file name (stem). One row per learner
+and exercise goes to a CSV and a JSON file, and a summary table is printed.
+Exit status: 0 once everything is graded, 2 on usage errors.
+
+Security model: grading *runs the learners' code*. Grade untrusted
+submissions inside a container or VM. The solutions are public (and
+``q.solution()`` shows them), so the grades are formative.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from .core import ERROR, NOT_ATTEMPTED, PASSED
+from .registry import SETS, set_for_name
+
+COLUMNS = ["learner", "file", "notebook", "exercise", "title", "status", "message", "flags", "notes", "seconds"]
+SHORT = {"passed": "pass", "failed": "FAIL", "not attempted": "-", "error": "ERROR", "timeout": "TIMEOUT"}
+
+
+def find_submissions(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand files and folders into notebook paths; also return the missing paths."""
+    found, missing = [], []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found += sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
+        elif p.is_file():
+            found.append(p)
+        else:
+            missing.append(raw)
+    unique = list(dict.fromkeys(found))
+    return unique, missing
+
+
+def load(path: Path):
+    """Read a notebook; return ``(nb, None)`` or ``(None, short reason)``."""
+    import nbformat  # noqa: PLC0415
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+        if not isinstance(nb.get("cells"), list):
+            return None, "it has no list of cells"
+        return nb, None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is graded as 'error'
+        reason = " ".join(str(exc).replace("\\n", " ").split())
+        reason = reason.split(": '")[0][:120]  # drop the echoed file content
+        return None, f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+
+
+def detect_set(nb, path: Path) -> str | None:
+    """The exercise set of a submission: notebook metadata, then imports, then the file/folder name."""
+    if nb is not None:
+        meta = nb.get("metadata", {}).get("kd_tutorial", {})
+        if isinstance(meta, dict) and meta.get("exercise_set") in SETS:
+            return meta["exercise_set"]
+        source = "\n".join(str(c.get("source", "")) for c in nb.get("cells", []) if isinstance(c, dict))
+        for set_id in SETS:
+            if f"kd_tutorial.grading.{set_id}" in source:
+                return set_id
+    return set_for_name(str(path))
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def grade_paths(paths: list[Path], *, timeout: float, cell_timeout: float, max_output: int = 1_000_000,
+                progress=_say) -> tuple[list[dict], list[dict]]:
+    """Grade every notebook; return ``(rows, submissions)``."""
+    from .execute import run_submission  # noqa: PLC0415
+    from .registry import exercises  # noqa: PLC0415
+
+    loaded = [(p, *load(p)) for p in paths]
+    sets = {p: detect_set(nb, p) for p, nb, _ in loaded}
+    common = Counter(s for s in sets.values() if s).most_common(1)
+    fallback = common[0][0] if common else None
+    rows, submissions = [], []
+    for i, (path, nb, problem) in enumerate(loaded, 1):
+        learner = path.stem
+        set_id = sets[path] or fallback
+        if progress:
+            progress(f"[{i}/{len(loaded)}] {learner} ({path})")
+        notes, flags, seconds, kernel = [], [], 0.0, None
+        if set_id is None:
+            results = {}
+            notes.append("cannot tell which exercise notebook this is")
+        elif problem:
+            results = {label: (ERROR, f"not a valid notebook ({problem})") for label in SETS[set_id][1]}
+            notes.append(f"not a valid notebook: {problem}")
+        else:
+            if sets[path] is None:
+                notes.append(f"exercise set guessed from the other submissions ({set_id})")
+            run = run_submission(nb, set_id, timeout=timeout, cell_timeout=cell_timeout,
+                                 max_output_bytes=max_output)
+            results, flags, seconds, kernel = run.results, run.flags, run.seconds, run.kernel_python
+            notes += run.notes
+        titles = {}
+        if set_id:
+            try:
+                titles = {ex.label: ex.title for ex in exercises(set_id)}
+            except Exception:  # noqa: BLE001 - titles are cosmetic
+                titles = {}
+        base = {"learner": learner, "file": str(path), "notebook": SETS[set_id][0] if set_id else "?",
+                "flags": "; ".join(flags), "notes": "; ".join(notes), "seconds": seconds}
+        if not results:
+            rows.append({**base, "exercise": "?", "title": "", "status": ERROR,
+                         "message": "; ".join(notes) or "could not grade"})
+        for label in (SETS[set_id][1] if set_id else []):
+            status, message = results.get(label, (ERROR, "no result"))
+            rows.append({**base, "exercise": f"{set_id}.{label}", "title": titles.get(label, ""),
+                         "status": status, "message": message})
+        submissions.append({**{k: base[k] for k in ("learner", "file", "notebook", "flags", "notes", "seconds")},
+                            "exercise_set": set_id, "kernel_python": kernel,
+                            "passed": sum(1 for s, _ in results.values() if s == PASSED),
+                            "total": len(SETS[set_id][1]) if set_id else 0})
+    return rows, submissions
+
+
+def write_reports(rows: list[dict], submissions: list[dict], out: Path, seconds: float) -> Path:
+    """Write ``out`` (CSV) and the JSON next to it; return the JSON path."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    json_path = out.with_suffix(".json")
+    json_path.write_text(json.dumps({"seconds": round(seconds, 2), "submissions": submissions, "rows": rows},
+                                    indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return json_path
+
+
+def summary(rows: list[dict], submissions: list[dict]) -> str:
+    """A plain-text table: one line per learner, then the messages of everything not passed."""
+    by_learner: dict[str, list[dict]] = {}
+    for r in rows:
+        by_learner.setdefault(r["file"], []).append(r)
+    width = max([len(s["learner"]) for s in submissions] + [7])
+    lines = [f"{'learner':<{width}}  {'notebook':<28} {'score':>5}  exercises"]
+    for s in submissions:
+        marks = " ".join(f"{r['exercise'].split('.')[-1]}:{SHORT.get(r['status'], r['status'])}"
+                         for r in by_learner.get(s["file"], []))
+        score = f"{s['passed']}/{s['total']}"
+        extra = "  [" + "; ".join(x for x in (s["flags"], s["notes"]) if x)[:110] + "]" if (s["flags"] or s["notes"]) else ""
+        lines.append(f"{s['learner']:<{width}}  {s['notebook']:<28} {score:>5}  {marks}{extra}")
+    details = [f"  {r['learner']} {r['exercise']} {r['status']}: {r['message'][:150]}"
+               for r in rows if r["status"] not in (PASSED, NOT_ATTEMPTED)]
+    if details:
+        lines += ["", "Details (failed, error, timeout):", *details]
+    counts = Counter(r["status"] for r in rows)
+    lines += ["", "Totals: " + ", ".join(f"{k} {counts[k]}" for k in SHORT if counts[k])]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``kd-tutorial grade``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="kd-tutorial grade", description=__doc__.split("\n\n")[0])
+    parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS",
+                        help="notebooks, or folders searched recursively for *.ipynb")
+    parser.add_argument("--out", type=Path, default=Path("grades.csv"),
+                        help="CSV report (the JSON report goes next to it); default grades.csv")
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="time limit per notebook, kernel start included (default 300)")
+    parser.add_argument("--cell-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="time limit per cell and per check (default 60)")
+    parser.add_argument("--max-output", type=int, default=1_000_000, metavar="BYTES",
+                        help="output kept in memory per notebook (default 1,000,000)")
+    args = parser.parse_args(argv)
+    if args.timeout <= 0 or args.cell_timeout <= 0:
+        print("kd-tutorial grade: --timeout and --cell-timeout must be positive", file=sys.stderr)
+        return 2
+    paths, missing = find_submissions(args.submissions)
+    if missing:
+        print(f"kd-tutorial grade: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not paths:
+        print("kd-tutorial grade: no notebooks found in " + ", ".join(args.submissions), file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    rows, submissions = grade_paths(paths, timeout=args.timeout, cell_timeout=args.cell_timeout,
+                                    max_output=args.max_output)
+    seconds = time.monotonic() - start
+    json_path = write_reports(rows, submissions, args.out, seconds)
+    print()
+    print(summary(rows, submissions))
+    print(f"\nGraded {len(submissions)} notebook(s) in {seconds:.1f} s -> {args.out}, {json_path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

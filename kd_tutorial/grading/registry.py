@@ -1,0 +1,38 @@
+"""Which exercises belong to which course notebook (no heavy imports)."""
+from __future__ import annotations
+
+import importlib
+
+# exercise set -> (course notebook stem, exercise labels in order)
+SETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ex01": ("01_bert_anatomy", ("q1", "q2")),
+    "ex02": ("02_soft_targets_temperature", ("q1", "q2")),
+    "ex03": ("03_kd_losses", ("q1", "q2")),
+    "ex04": ("04_teacher", ("q1", "q2", "q3")),
+    "ex05": ("05_distillation", ("q1", "q2")),
+    "ex06": ("06_evaluation", ("q1", "q2")),
+}
+
+
+def notebook_name(set_id: str) -> str:
+    """Course notebook stem of an exercise set, e.g. ``"03_kd_losses"`` for ``"ex03"``."""
+    return SETS[set_id][0]
+
+
+def set_for_name(text: str) -> str | None:
+    """The exercise set whose notebook stem (or ``exNN`` id) appears in ``text``, if any."""
+    for set_id, (stem, _) in SETS.items():
+        if stem in text or f"kd_tutorial.grading.{set_id}" in text:
+            return set_id
+    return None
+
+
+def exercises(set_id: str) -> list:
+    """The :class:`~kd_tutorial.grading.core.Exercise` objects of a set (imports the set's module)."""
+    module = importlib.import_module(f"kd_tutorial.grading.{set_id}")
+    return [getattr(module, label) for label in SETS[set_id][1]]
+
+
+def all_exercises() -> list:
+    """Every exercise of the course, in order."""
+    return [ex for set_id in SETS for ex in exercises(set_id)]

@@ -1,0 +1,77 @@
+"""Authoring: exercises/ is generated from solutions/ (drift test), nbgrader-compatible, outputs stripped."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kd_tutorial.grading import authoring, registry
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "exercises"
+
+
+def test_exercises_are_up_to_date_with_solutions():
+    """The drift test: exercises/ equals what `kd-tutorial make-exercises` would generate."""
+    assert authoring.stale(SOLUTIONS, EXERCISES) == []
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(EXERCISES), "--check"]) == 0
+
+
+def test_check_mode_reports_stale_and_generate_fixes_it(tmp_path):
+    out = tmp_path / "exercises"
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out), "--check"]) == 1
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out)]) == 0
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out), "--check"]) == 0
+    (out / "extra.ipynb").write_text("{}")
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out), "--check"]) == 1
+    assert authoring.main(["--solutions", str(tmp_path / "missing")]) == 2
+
+
+def test_stub_replaces_region_at_its_indentation():
+    src = "def f(x):\n    '''doc'''\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n    return 0"
+    assert authoring.stub_source(src) == ("def f(x):\n    '''doc'''\n    # YOUR CODE HERE\n"
+                                          "    raise NotImplementedError()\n    return 0")
+    for bad in ("### BEGIN SOLUTION\nx", "x\n### END SOLUTION", "### BEGIN SOLUTION\n### BEGIN SOLUTION"):
+        with pytest.raises(authoring.AuthoringError):
+            authoring.stub_source(bad)
+
+
+@pytest.mark.parametrize("set_id", sorted(registry.SETS))
+def test_notebooks_are_valid_stripped_and_carry_nbgrader_metadata(set_id):
+    stem, labels = registry.SETS[set_id]
+    for folder in (SOLUTIONS, EXERCISES):
+        nb = nbformat.read(folder / f"{stem}.ipynb", as_version=4)
+        nbformat.validate(nb)
+        assert nb.nbformat == 4
+        assert nb.metadata["kd_tutorial"]["exercise_set"] == set_id
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.outputs == [] and c.execution_count is None for c in code)
+        ids = [c.metadata["nbgrader"]["grade_id"] for c in code if "nbgrader" in c.metadata]
+        assert len(ids) == len(set(ids))
+        for label in labels:
+            check = next(c for c in code if c.metadata.get("nbgrader", {}).get("grade_id") == f"{set_id}-{label}-check")
+            assert check.metadata["nbgrader"]["grade"] and check.metadata["nbgrader"]["points"] == 1
+            assert check.metadata["nbgrader"]["locked"]
+            sol = next(c for c in code if c.metadata.get("nbgrader", {}).get("grade_id") == f"{set_id}-{label}-solution")
+            assert sol.metadata["nbgrader"]["solution"] and not sol.metadata["nbgrader"]["grade"]
+            if folder == SOLUTIONS:
+                assert "### BEGIN SOLUTION" in sol.source
+            else:
+                assert "raise NotImplementedError()" in sol.source and "BEGIN SOLUTION" not in sol.source
+        setup = code[0].source
+        assert setup.index('os.environ["HF_HUB_OFFLINE"] = "1"') < setup.index("from kd_tutorial")
+
+
+@pytest.mark.parametrize("set_id", sorted(registry.SETS))
+def test_solution_shown_by_the_package_matches_the_notebook(set_id):
+    """q.solution() shows the same code as the solution notebook (the notebook is the source)."""
+    stem, _ = registry.SETS[set_id]
+    nb = nbformat.read(SOLUTIONS / f"{stem}.ipynb", as_version=4)
+    for ex in registry.exercises(set_id):
+        cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == f"{ex.key.replace('.', '-')}-solution")
+        assert cell.source.strip() == ex.solution_code.strip(), ex.key
+
+
+def test_course_has_at_least_twelve_exercises():
+    assert len(registry.all_exercises()) >= 12

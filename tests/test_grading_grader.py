@@ -1,0 +1,78 @@
+"""The workshop grader on bad submissions (fixtures), its reports and its exit status."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kd_tutorial.grading import grader
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"
+_spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
+make_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_fixtures)
+EXPECTED = make_fixtures.EXPECTED
+NOTEBOOK_TIMEOUT, CELL_TIMEOUT = 90, 8
+
+
+def test_fixtures_are_up_to_date():
+    for learner, text in make_fixtures.build().items():
+        text = text if text.endswith("\n") else text + "\n"
+        assert (FIXTURES / f"{learner}.ipynb").read_text(encoding="utf-8") == text, learner
+
+
+@pytest.mark.parametrize("learner", sorted(EXPECTED))
+def test_grader_survives_each_submission(learner):
+    paths = [FIXTURES / f"{learner}.ipynb"]
+    if learner == "not_a_notebook":  # its exercise set is guessed from the rest of the class
+        paths.append(FIXTURES / "untouched.ipynb")
+    start = time.monotonic()
+    rows, subs = grader.grade_paths(paths, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOUT, progress=None)
+    elapsed = time.monotonic() - start
+    expected, fragment = EXPECTED[learner]
+    got = {r["exercise"].split(".")[-1]: r["status"] for r in rows if r["learner"] == learner}
+    assert got == expected, [r for r in rows if r["learner"] == learner]
+    sub = next(s for s in subs if s["learner"] == learner)
+    if fragment:
+        assert fragment in sub["flags"] + sub["notes"], sub
+    if sub["kernel_python"]:  # the grader's own interpreter, whatever kernelspec the file names
+        assert os.path.realpath(sub["kernel_python"]) == os.path.realpath(sys.executable)
+    assert elapsed < NOTEBOOK_TIMEOUT * len(paths)
+
+
+def test_fake_pass_is_not_parsed_from_output():
+    rows, _ = grader.grade_paths([FIXTURES / "fake_pass.ipynb"], timeout=NOTEBOOK_TIMEOUT,
+                                 cell_timeout=CELL_TIMEOUT, progress=None)
+    q1 = next(r for r in rows if r["exercise"] == "ex02.q1")
+    assert q1["status"] == "failed" and "multiplied the logits by T" in q1["message"]
+
+
+def test_cli_writes_csv_and_json_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "report" / "grades.csv"
+    files = [str(FIXTURES / "correct.ipynb"), str(FIXTURES / "not_a_notebook.ipynb")]
+    assert grader.main([*files, "--out", str(out), "--timeout", "90", "--cell-timeout", "8"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["learner"], r["exercise"], r["status"]) for r in rows] == [
+        ("correct", "ex02.q1", "passed"), ("correct", "ex02.q2", "passed"),
+        ("not_a_notebook", "ex02.q1", "error"), ("not_a_notebook", "ex02.q2", "error")]
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert len(data["rows"]) == 4 and {s["learner"] for s in data["submissions"]} == {"correct", "not_a_notebook"}
+    printed = capsys.readouterr().out
+    assert "correct" in printed and "2/2" in printed and "Graded 2 notebook(s)" in printed
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
+    assert grader.main([str(tmp_path / "nope.ipynb"), "--out", str(tmp_path / "g.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kd-tutorial grade: no such file") and "\n" not in err
+    assert grader.main([str(tmp_path)]) == 2  # a folder without notebooks
+    assert not (tmp_path / "g.csv").exists()
+    with pytest.raises(SystemExit) as info:
+        grader.main([])
+    assert info.value.code == 2
