@@ -173,7 +173,7 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
     from transformers import BertForSequenceClassification
 
     from .env import pick_device
-    from .models import teacher_for_profile
+    from .models import check_same_vocab, teacher_for_profile
     from .train import TrainConfig, freeze, train
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     device = device or pick_device()
@@ -185,6 +185,7 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
             info = json.loads(meta_path.read_text()) | {"status": "cached", "path": str(folder / "teacher")}
             return freeze(model.to(device)), prep, info
         model = teacher_for_profile(profile, init=init, teacher=teacher)
+        check_same_vocab(model, prep.tokenizer)  # refuse before spending any time on training
         config = TrainConfig(epochs=profile.teacher_epochs, lr=profile.teacher_lr, batch_size=profile.batch_size,
                              warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
                              seed=seed, mode="ce")

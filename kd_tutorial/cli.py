@@ -6,6 +6,7 @@
     kd-tutorial prefetch --profile cpu|full
     kd-tutorial grade SUBMISSIONS... [--out grades.csv] [--timeout SECONDS]
     kd-tutorial make-exercises [--check]
+    kd-tutorial report RESULTS.json [--readme README.md]
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def estimate_seconds(profile, device: str) -> str:
 
 
 def cmd_distill(args) -> int:
+    """Run the whole pipeline for the chosen profile."""
     from .env import pick_device, quiet
     from .pipeline import run_distill
     quiet()
@@ -54,6 +56,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_env(args) -> int:
+    """Print the environment report as JSON."""
     from .env import environment_report, quiet
     quiet()
     profile = _profile(args)
@@ -83,17 +86,43 @@ def cmd_prefetch(args) -> int:
     return 0
 
 
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def cmd_report(args) -> int:
+    """Print the results table of a results.json, or write it between the README's markers."""
+    from pathlib import Path
+
+    from .evaluate import results_markdown
+    table = results_markdown(json.loads(Path(args.results).read_text()))
+    if not args.readme:
+        print(table)
+        return 0
+    readme = Path(args.readme)
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
+    before, rest = text.split(README_START, 1)
+    after = rest.split(README_END, 1)[1]
+    readme.write_text(f"{before}{README_START}\n{table}{README_END}{after}")
+    print(f"updated the results table in {readme}")
+    return 0
+
+
 def cmd_grade(args, rest) -> int:
+    """Delegate to the workshop grader (kd_tutorial.grading.grader)."""
     from .grading.grader import main as grade_main
     return grade_main(rest)
 
 
 def cmd_make_exercises(args, rest) -> int:
+    """Delegate to the exercise generator (kd_tutorial.grading.authoring)."""
     from .grading.authoring import main as authoring_main
     return authoring_main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="kd-tutorial", description="Knowledge distillation of BERT: the course's tools")
     sub = parser.add_subparsers(dest="command", required=True)
     profile_help = f"one of {', '.join(PROFILES)} (default: $KD_TUTORIAL_PROFILE, else full with CUDA, tiny without)"
@@ -119,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help=profile_help)
     p.add_argument("--models-only", action="store_true", help="skip the IMDB dataset")
 
+    r = sub.add_parser("report", help="render a results.json as the README's markdown table")
+    r.add_argument("results", help="path to results.json")
+    r.add_argument("--readme", help="rewrite the table between the results markers of this README")
+
     sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)
     sub.add_parser("make-exercises", help="generate exercises/ from solutions/", add_help=False)
     return parser
@@ -142,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from .models import ModelSourceError, VocabularyMismatchError
     from .profiles import UnknownProfileError
     from .train import TrainingDivergedError
-    handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch}
+    handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report}
     try:
         return handlers[args.command](args)
     except (UnknownProfileError, DataSourceError, ModelSourceError, VocabularyMismatchError,

@@ -79,6 +79,7 @@ def test_random_init_of_a_missing_hub_model_gives_a_one_line_hint():
 def test_eager_attention_returns_weights(teacher):
     eager = models.load_teacher("tiny-bert", attn_implementation="eager",
                                 config_overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64})
+    eager.eval()  # attention dropout off
     ids = torch.tensor([[101, 2023, 3185, 2001, 2307, 102]])
     out = eager(input_ids=ids, output_attentions=True)
     assert len(out.attentions) == 1 and out.attentions[0].shape == (1, 4, 6, 6)

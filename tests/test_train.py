@@ -25,12 +25,12 @@ def small_model(seed=0):
 
 def test_cross_entropy_training_learns(rows):
     model = small_model()
-    config = TrainConfig(epochs=6, lr=3e-3, batch_size=32, seed=0)
+    config = TrainConfig(epochs=8, lr=5e-3, batch_size=32, seed=0)
     history = train(model, rows["train"], config=config, val_data=rows["validation"], device="cpu", progress=False)
-    assert len(history.epochs) == 6
-    assert history.epochs[-1]["train_loss"] < 0.8 * history.epochs[0]["train_loss"]
-    assert history.final("val_acc") > 0.6
-    assert history.tokens == sum(int(rows["train"].lengths[i]) for i in range(len(rows["train"]))) * 6
+    assert len(history.epochs) == 8
+    assert history.epochs[-1]["train_loss"] < 0.7 * history.epochs[0]["train_loss"]
+    assert history.final("val_acc") >= 0.62  # 300 labels, a 1-layer model from scratch: well above chance
+    assert history.tokens == sum(rows["train"].lengths) * 8
     assert history.tokens_per_s > 0
 
 
