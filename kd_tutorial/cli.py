@@ -109,6 +109,18 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    """Measure the course loop against a naive loop (same data, same student, one run)."""
+    from .benchmark import loop_speed
+    from .env import quiet
+    quiet()
+    profile = _profile(args)
+    result = loop_speed(profile, data_dir=args.data_dir, student=args.student, steps=args.steps, init=args.init,
+                        device=args.device, progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_grade(args, rest) -> int:
     """Delegate to the workshop grader (kd_tutorial.grading.grader)."""
     from .grading.grader import main as grade_main
@@ -152,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("results", help="path to results.json")
     r.add_argument("--readme", help="rewrite the table between the results markers of this README")
 
+    b = sub.add_parser("benchmark", help="training tokens/s of the course loop against a naive loop")
+    b.add_argument("--profile", help=profile_help)
+    b.add_argument("--data-dir")
+    b.add_argument("--student", type=int, default=0, help="index of the profile's student (default 0)")
+    b.add_argument("--steps", type=int, default=40)
+    b.add_argument("--init", choices=("pretrained", "random"), default="pretrained")
+    b.add_argument("--device")
+    b.add_argument("--quiet", action="store_true")
+
     sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)
     sub.add_parser("make-exercises", help="generate exercises/ from solutions/", add_help=False)
     return parser
@@ -175,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     from .models import ModelSourceError, VocabularyMismatchError
     from .profiles import UnknownProfileError
     from .train import TrainingDivergedError
-    handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report}
+    handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report,
+                "benchmark": cmd_benchmark}
     try:
         return handlers[args.command](args)
     except (UnknownProfileError, DataSourceError, ModelSourceError, VocabularyMismatchError,
