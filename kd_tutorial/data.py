@@ -1,0 +1,375 @@
+"""IMDB data: loading, splitting, tokenizing, truncating and batching.
+
+Sources (``load_imdb(source)``):
+  "tiny"   the built-in corpus (:mod:`kd_tutorial.corpus`), offline, instant;
+  "hub"    ``stanfordnlp/imdb`` from the Hugging Face Hub (train / test / unsupervised);
+  a folder in aclImdb layout (train/pos, train/neg, test/pos, test/neg, train/unsup)
+           or with train / test / unsupervised ``.parquet`` or ``.csv`` files (columns text, label).
+
+Splits are disjoint: validation is carved (stratified, seeded) from train; with no
+test split, the test set is a stratified *held-out* slice of train
+(``ImdbData.test_is_held_out``). The transfer set, which the teacher labels for
+the students, has its labels hidden (-1) so they can never reach a cross-entropy.
+
+transformers and datasets are imported lazily, inside the functions that use them.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+VOCAB_PATH = Path(__file__).parent / "resources" / "vocab.txt"  # bert-base-uncased WordPiece, 30,522 tokens
+DATA_DIR_ENV = "KD_TUTORIAL_DATA_DIR"
+HUB_DATASET = "stanfordnlp/imdb"
+TRUNCATIONS = ("head", "tail", "head+tail")
+
+
+class DataSourceError(Exception):
+    """The data could not be loaded; the message says why and what to do, in one line."""
+
+
+# ----------------------------------------------------------------------------- containers
+
+@dataclass
+class Reviews:
+    """Parallel lists of review texts and labels (0 neg, 1 pos, -1 unlabelled), optional stars."""
+    texts: list[str]
+    labels: list[int]
+    stars: list[int] | None = None
+    name: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices) -> "Reviews":
+        """The reviews at ``indices``, in that order."""
+        idx = list(indices)
+        return Reviews([self.texts[i] for i in idx], [self.labels[i] for i in idx],
+                       None if self.stars is None else [self.stars[i] for i in idx], self.name)
+
+    def renamed(self, name: str) -> "Reviews":
+        return Reviews(self.texts, self.labels, self.stars, name)
+
+    def unlabelled(self, name: str = "transfer") -> "Reviews":
+        """The same texts with labels hidden (-1) and stars dropped."""
+        return Reviews(self.texts, [-1] * len(self), None, name)
+
+
+@dataclass
+class ImdbData:
+    """The four disjoint splits of one experiment and where they came from."""
+    train: Reviews
+    validation: Reviews
+    test: Reviews
+    transfer: Reviews
+    source: str
+    test_is_held_out: bool = False  # True: "test" is a slice of train; reports must say "held-out"
+
+    def sizes(self) -> dict[str, int]:
+        """Number of reviews per split."""
+        return {k: len(getattr(self, k)) for k in ("train", "validation", "test", "transfer")}
+
+
+# ----------------------------------------------------------------------------- splitting
+
+def _rng(seed: int, step: str) -> random.Random:
+    return random.Random(f"kd_tutorial-{seed}-{step}")  # str seeds are hashed with sha512: stable everywhere
+
+
+def _stratified(labels: list[int], n: int | None, rng: random.Random) -> tuple[list[int], list[int]]:
+    """Split row indices into (n chosen, rest), keeping class proportions; both lists shuffled."""
+    total = len(labels)
+    n = total if n is None else max(0, min(n, total))
+    by_label: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_label.setdefault(y, []).append(i)
+    keys = sorted(by_label)
+    for k in keys:
+        rng.shuffle(by_label[k])
+    quota = {k: n * len(by_label[k]) // total if total else 0 for k in keys}
+    for k in sorted(keys, key=lambda k: -(n * len(by_label[k]) % max(total, 1)))[: n - sum(quota.values())]:
+        quota[k] += 1  # largest remainders get the leftover rows
+    chosen = [i for k in keys for i in by_label[k][: quota[k]]]
+    rest = [i for k in keys for i in by_label[k][quota[k]:]]
+    rng.shuffle(chosen)
+    rng.shuffle(rest)
+    return chosen, rest
+
+
+def _carve(reviews: Reviews, n: int | None, rng: random.Random, name: str) -> tuple[Reviews, Reviews]:
+    chosen, rest = _stratified(reviews.labels, n, rng)
+    return reviews.subset(chosen).renamed(name), reviews.subset(rest)
+
+
+def _check_labels(reviews: Reviews, where: str) -> None:
+    bad = sorted(set(reviews.labels) - {0, 1})
+    if bad:
+        raise DataSourceError(f"{where}: labelled split {reviews.name!r} has labels {bad[:5]}; expected 0 (neg) / 1 (pos)")
+
+
+def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_transfer=None, n_test=None,
+              val_size=1000, seed=0) -> ImdbData:
+    """Turn raw splits {"train", "test"?, "unsupervised"?} into disjoint train/validation/test/transfer."""
+    train, test, unsup = raw["train"], raw.get("test"), raw.get("unsupervised")
+    _check_labels(train, source)
+    held_out = test is None or len(test) == 0
+    test_rng = _rng(0, "test")  # the same test set for every seed: seeds vary train/validation/transfer only
+    if held_out:  # no test split: a stratified held-out slice of train (20% unless n_test says otherwise)
+        test, train = _carve(train, n_test if n_test is not None else len(train) // 5, test_rng, "held-out")
+    else:
+        _check_labels(test, source)
+        test = _carve(test, n_test, test_rng, "test")[0]
+    validation, train = _carve(train, val_size, _rng(seed, "val"), "validation")
+    if unsup is not None and len(unsup):
+        transfer = unsup.subset(_stratified([-1] * len(unsup), n_transfer, _rng(seed, "transfer"))[0])
+    else:  # transfer = other train reviews, labels hidden; train keeps n_train (or half of what is left)
+        keep = n_train if n_train is not None else len(train) // 2
+        n_tf = min(n_transfer if n_transfer is not None else len(train), max(0, len(train) - keep))
+        transfer, train = _carve(train, n_tf, _rng(seed, "transfer"), "transfer")
+    train = _carve(train, n_train, _rng(seed, "train"), "train")[0]
+    return ImdbData(train, validation, test.renamed("held-out" if held_out else "test"),
+                    transfer.unlabelled("transfer"), source + ("; test = held-out slice of train" if held_out else ""),
+                    held_out)
+
+
+# ----------------------------------------------------------------------------- sources
+
+def _tiny_raw() -> dict[str, Reviews]:
+    from .corpus import generate_corpus
+    c = generate_corpus(seed=0)
+    return {split: Reviews([r["text"] for r in rows], [r["label"] for r in rows], [r["stars"] for r in rows], split)
+            for split, rows in c.items()}
+
+
+def _hub_raw() -> dict[str, Reviews]:
+    try:
+        import datasets
+        ds = datasets.load_dataset(HUB_DATASET)
+    except Exception as e:  # offline with no cache, Hub down, ...
+        msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise DataSourceError(
+            f"could not load {HUB_DATASET} from the Hugging Face Hub or its cache ({type(e).__name__}: {msg}); "
+            f"run `kd-tutorial prefetch --profile cpu` while online, or set {DATA_DIR_ENV} to a folder "
+            f"with train.parquet / test.parquet or an aclImdb copy") from e
+    return {split: Reviews(list(ds[split]["text"]), [int(y) for y in ds[split]["label"]], None, split)
+            for split in ("train", "test", "unsupervised") if split in ds}
+
+
+def _read_acl(root: Path, sub: str, label: int) -> Reviews:
+    folder = root / sub
+    if not folder.is_dir():
+        return Reviews([], [], [], sub)
+    files = sorted(folder.glob("*.txt"), key=lambda p: (int(p.stem.split("_")[0]) if p.stem.split("_")[0].isdigit()
+                                                        else 0, p.name))
+    stars = []
+    for p in files:
+        parts = p.stem.split("_")
+        stars.append(int(parts[1]) if len(parts) == 2 and parts[1].isdigit() else -1)
+    return Reviews([p.read_text(encoding="utf-8") for p in files], [label] * len(files), stars, sub)
+
+
+def _concat(*parts: Reviews, name: str) -> Reviews:
+    return Reviews([t for r in parts for t in r.texts], [y for r in parts for y in r.labels],
+                   [s for r in parts for s in r.stars], name)
+
+
+def _acl_raw(root: Path) -> dict[str, Reviews]:
+    out = {"train": _concat(_read_acl(root, "train/pos", 1), _read_acl(root, "train/neg", 0), name="train"),
+           "test": _concat(_read_acl(root, "test/pos", 1), _read_acl(root, "test/neg", 0), name="test"),
+           "unsupervised": _read_acl(root, "train/unsup", -1)}
+    if not len(out["train"]):
+        raise DataSourceError(f"{root}: aclImdb layout but train/pos and train/neg hold no .txt files")
+    return out
+
+
+def _read_table(path: Path, labelled: bool = True) -> Reviews:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        table = pq.read_table(path)
+        cols = {name: table.column(name).to_pylist() for name in table.column_names if name in ("text", "label", "stars")}
+    else:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        names = rows[0].keys() if rows else []
+        cols = {name: [r[name] for r in rows] for name in names if name in ("text", "label", "stars")}
+    if not labelled and "label" not in cols and "text" in cols:
+        cols["label"] = [-1] * len(cols["text"])
+    missing = [c for c in ("text", "label") if c not in cols]
+    if missing:
+        raise DataSourceError(f"{path}: missing column(s) {', '.join(missing)}; expected columns text, label (0/1)")
+    stars = [int(s) for s in cols["stars"]] if "stars" in cols else None
+    return Reviews([str(t) for t in cols["text"]], [int(y) for y in cols["label"]], stars, path.stem)
+
+
+def _table_raw(root: Path) -> dict[str, Reviews]:
+    out = {}
+    for split, stems in (("train", ["train"]), ("test", ["test"]), ("unsupervised", ["unsupervised", "unsup"])):
+        for stem in stems:
+            found = [root / f"{stem}{ext}" for ext in (".parquet", ".csv") if (root / f"{stem}{ext}").is_file()]
+            if found:
+                out[split] = _read_table(found[0], labelled=split != "unsupervised")
+                break
+    if "unsupervised" in out:
+        out["unsupervised"] = out["unsupervised"].unlabelled("unsupervised")
+    return out
+
+
+def _folder_raw(path: Path) -> tuple[dict[str, Reviews], str]:
+    if not path.exists():
+        raise DataSourceError(f"data folder {path} does not exist (source must be 'tiny', 'hub' or a folder "
+                              f"with train.parquet / train.csv or an aclImdb copy)")
+    root = path / "aclImdb" if (path / "aclImdb" / "train").is_dir() else path
+    if (root / "train" / "pos").is_dir() or (root / "train" / "neg").is_dir():
+        return _acl_raw(root), f"folder {root} (aclImdb layout)"
+    tables = _table_raw(path) if path.is_dir() else {}
+    if "train" in tables:
+        return tables, f"folder {path} (parquet/csv files)"
+    found = ", ".join(sorted(p.name for p in path.iterdir())[:8]) if path.is_dir() else "not a folder"
+    raise DataSourceError(f"{path}: expected train.parquet or train.csv (columns text, label) or an aclImdb layout "
+                          f"(train/pos, train/neg, test/pos, test/neg); found: {found or 'nothing'}")
+
+
+def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: int | None = None,
+              n_test: int | None = None, val_size: int = 1000, seed: int = 0) -> ImdbData:
+    """Load IMDB-style reviews from ``source`` ("tiny", "hub" or a folder) as disjoint, seeded splits.
+
+    Validation (``val_size``) is carved from train, stratified. ``n_train``/``n_transfer``/``n_test``
+    subsample (stratified, seeded; ``None`` keeps all); the test set does not depend on ``seed``. With no test split, the test set is a
+    held-out slice of train; with no unsupervised split, the transfer set is other train reviews.
+    """
+    source = str(source)
+    if source == "tiny":
+        raw, desc = _tiny_raw(), "built-in tiny movie-review corpus (kd_tutorial.corpus)"
+    elif source in ("hub", HUB_DATASET):
+        raw, desc = _hub_raw(), f"{HUB_DATASET} (Hugging Face Hub)"
+    else:
+        raw, desc = _folder_raw(Path(source).expanduser())
+    return split_raw(raw, desc, n_train=n_train, n_transfer=n_transfer, n_test=n_test, val_size=val_size, seed=seed)
+
+
+def load_for_profile(profile, data_dir: str | os.PathLike | None = None, seed: int = 0) -> ImdbData:
+    """Load the data a :class:`~kd_tutorial.profiles.Profile` asks for; ``data_dir`` or $KD_TUTORIAL_DATA_DIR override its source."""
+    source = data_dir or os.environ.get(DATA_DIR_ENV) or profile.data_source
+    return load_imdb(str(source), n_train=profile.n_train, n_transfer=profile.n_transfer, n_test=profile.n_test,
+                     val_size=profile.val_size, seed=seed)
+
+
+# ----------------------------------------------------------------------------- tokenizing
+
+def get_tokenizer(name_or_path: str | None = None):
+    """A fast WordPiece tokenizer: the committed bert-base-uncased vocab for None / "tiny-bert", else from_pretrained."""
+    if name_or_path in (None, "tiny-bert"):
+        from transformers import BertTokenizerFast
+        # the path must be POSITIONAL: vocab_file= is silently ignored in transformers 5 (5-token vocab)
+        tok = BertTokenizerFast(str(VOCAB_PATH), do_lower_case=True, model_max_length=512)
+        assert len(tok) > 30000, f"tokenizer did not load {VOCAB_PATH} ({len(tok)} tokens)"
+        return tok
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(name_or_path))
+
+
+def truncate_ids(ids: list[int], max_length: int | None, strategy: str, cls_id: int, sep_id: int) -> list[int]:
+    """Cut token ids (no specials) to fit ``max_length`` with [CLS] and [SEP], then add them.
+
+    "head" keeps the start, "tail" the end, "head+tail" the first quarter and the last three
+    quarters of the budget (Sun et al. 2019: 128 + 382 tokens at 512).
+    """
+    if strategy not in TRUNCATIONS:
+        raise ValueError(f"unknown truncation {strategy!r}; choose one of {', '.join(TRUNCATIONS)}")
+    if max_length is not None:
+        if max_length < 3:
+            raise ValueError(f"max_length must leave room for [CLS] and [SEP] and one token, got {max_length}")
+        budget = max_length - 2
+        if len(ids) > budget:
+            if strategy == "head":
+                ids = ids[:budget]
+            elif strategy == "tail":
+                ids = ids[len(ids) - budget:]
+            else:
+                n_head = max_length // 4
+                ids = ids[:n_head] + ids[len(ids) - (budget - n_head):]
+    return [cls_id, *ids, sep_id]
+
+
+@dataclass
+class Encoded:
+    """Token ids (with [CLS]/[SEP], unpadded) and labels of one split."""
+    input_ids: list[list[int]]
+    labels: torch.Tensor  # LongTensor [N], -1 = unlabelled
+    name: str = ""
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.input_ids]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(reviews: Reviews, tokenizer, max_length: int | None, truncation: str = "head+tail") -> Encoded:
+    """Tokenize all reviews in one batched fast call, then truncate to ``max_length`` (None: keep all)."""
+    ids = tokenizer(list(reviews.texts), add_special_tokens=False, return_attention_mask=False,
+                    return_token_type_ids=False, verbose=False)["input_ids"] if len(reviews) else []
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    return Encoded([truncate_ids(x, max_length, truncation, cls_id, sep_id) for x in ids],
+                   torch.tensor(reviews.labels, dtype=torch.long), reviews.name)
+
+
+# ----------------------------------------------------------------------------- batching
+
+def make_batches(encoded: Encoded, batch_size: int, *, shuffle: bool = True, group_by_length: bool = True,
+                 seed: int = 0, pad_to_max: int | None = None, pad_id: int = 0) -> list[dict]:
+    """Split rows into padded batches: dicts of input_ids, attention_mask, labels, index (row in ``encoded``).
+
+    Each batch is padded to its longest row (or to ``pad_to_max``, the naive baseline).
+    ``group_by_length`` sorts rows by length within shuffled chunks of 50 batches (the whole set
+    when ``shuffle=False``) and then shuffles the batch order, so batches hold similar lengths.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(encoded)))
+    if shuffle:
+        rng.shuffle(order)
+    lengths = encoded.lengths
+    if group_by_length:
+        chunk = 50 * batch_size if shuffle else max(len(order), 1)
+        order = [i for c in range(0, len(order), chunk)
+                 for i in sorted(order[c:c + chunk], key=lambda i: -lengths[i])]
+    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle and group_by_length:
+        rng.shuffle(groups)
+    batches = []
+    for g in groups:
+        width = max(lengths[i] for i in g)
+        if pad_to_max is not None:
+            if width > pad_to_max:
+                raise ValueError(f"a row has {width} tokens, more than pad_to_max={pad_to_max}")
+            width = pad_to_max
+        ids = torch.tensor([encoded.input_ids[i] + [pad_id] * (width - lengths[i]) for i in g], dtype=torch.long)
+        mask = torch.tensor([[1] * lengths[i] + [0] * (width - lengths[i]) for i in g], dtype=torch.long)
+        index = torch.tensor(g, dtype=torch.long)
+        batches.append({"input_ids": ids, "attention_mask": mask, "labels": encoded.labels[index], "index": index})
+    return batches
+
+
+def padding_waste(batches: list[dict]) -> float:
+    """Fraction of all batch positions that are padding (0 = none wasted)."""
+    total = sum(b["attention_mask"].numel() for b in batches)
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    return 1 - real / total if total else 0.0
+
+
+def token_stats(encoded_or_lengths) -> dict[str, float]:
+    """Length statistics (tokens incl. specials): mean, median, p90, frac_over_256, frac_over_512."""
+    lengths = encoded_or_lengths.lengths if isinstance(encoded_or_lengths, Encoded) else list(encoded_or_lengths)
+    if not lengths:
+        return dict(mean=0.0, median=0.0, p90=0.0, frac_over_256=0.0, frac_over_512=0.0)
+    n = len(lengths)
+    return dict(mean=sum(lengths) / n, median=float(statistics.median(lengths)),
+                p90=float(torch.tensor(lengths, dtype=torch.float64).quantile(0.9)),
+                frac_over_256=sum(x > 256 for x in lengths) / n, frac_over_512=sum(x > 512 for x in lengths) / n)

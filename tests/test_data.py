@@ -1,0 +1,272 @@
+"""kd_tutorial.data: sources, splits, tokenizer, truncation and batching. Offline and fast."""
+import os
+import random
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from kd_tutorial import data
+from kd_tutorial.data import (DataSourceError, Encoded, Reviews, encode, get_tokenizer, load_for_profile, load_imdb,
+                              make_batches, padding_waste, token_stats, truncate_ids)
+from kd_tutorial.profiles import get_profile
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return get_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_imdb("tiny", val_size=200, seed=0)
+
+
+def texts(reviews):
+    return set(reviews.texts)
+
+
+def assert_disjoint(d):
+    splits = [d.train, d.validation, d.test, d.transfer]
+    assert sum(len(texts(s)) for s in splits) == len(set().union(*map(texts, splits)))
+
+
+def write_parquet(path, n, seed=0, label_col="label"):
+    rng = random.Random(seed)
+    labels = [i % 2 for i in range(n)]
+    rows = {"text": [f"review {seed}-{i} was {'good' if y else 'bad'} " + "word " * rng.randrange(3, 30)
+                     for i, y in enumerate(labels)], label_col: labels}
+    pq.write_table(pa.table(rows), path)
+
+
+# ----------------------------------------------------------------------------- import, tokenizer
+
+def test_import_does_not_load_transformers():
+    code = ("import sys, kd_tutorial.data, kd_tutorial.corpus; "
+            "print([m for m in ('transformers', 'datasets', 'tokenizers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_vocab_file():
+    lines = data.VOCAB_PATH.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 30522 and lines[0] == "[PAD]" and lines[100] == "[UNK]"
+
+
+def test_tokenizer_full_vocab_and_low_unk_rate(tok, tiny):
+    assert len(tok) == 30522 and tok.vocab_size == 30522
+    assert tok("Great MOVIE")["input_ids"] == tok("great movie")["input_ids"]  # lower-cased
+    enc = encode(tiny.train, tok, max_length=None)
+    n_unk = sum(i == tok.unk_token_id for ids in enc.input_ids for i in ids)
+    assert n_unk / sum(enc.lengths) < 0.01
+    assert get_tokenizer("tiny-bert").get_vocab() == tok.get_vocab()
+
+
+# ----------------------------------------------------------------------------- splits
+
+def test_tiny_splits(tiny):
+    assert tiny.sizes() == {"train": 1000, "validation": 200, "test": 1000, "transfer": 4000}
+    assert not tiny.test_is_held_out
+    assert_disjoint(tiny)
+    for split in (tiny.train, tiny.validation, tiny.test):
+        assert set(split.labels) == {0, 1}
+    assert sum(tiny.validation.labels) == 100  # stratified: half positive
+    assert set(tiny.transfer.labels) == {-1} and tiny.transfer.stars is None  # hidden
+    assert tiny.train.stars is not None and len(tiny.train.stars) == len(tiny.train)
+
+
+def test_splits_are_seeded(tiny):
+    again = load_imdb("tiny", val_size=200, seed=0)
+    assert again.validation.texts == tiny.validation.texts and again.train.texts == tiny.train.texts
+    other = load_imdb("tiny", val_size=200, seed=1)
+    assert other.validation.texts != tiny.validation.texts
+    assert texts(other.test) == texts(tiny.test)  # the test set never depends on the seed
+    a, b = (load_imdb("tiny", n_test=300, val_size=200, seed=s) for s in (0, 1))
+    assert a.test.texts == b.test.texts and a.validation.texts != b.validation.texts
+
+
+def test_subsampling_is_stratified():
+    d = load_imdb("tiny", n_train=300, n_transfer=500, n_test=400, val_size=100, seed=3)
+    assert d.sizes() == {"train": 300, "validation": 100, "test": 400, "transfer": 500}
+    assert sum(d.train.labels) == 150 and sum(d.test.labels) == 200 and sum(d.validation.labels) == 50
+    assert_disjoint(d)
+
+
+def test_load_for_profile_tiny():
+    p = get_profile("tiny")
+    d = load_for_profile(p)
+    assert d.sizes() == {"train": 1200 - p.val_size, "validation": p.val_size, "test": 1000,
+                         "transfer": min(p.n_transfer, 4000)}
+
+
+def test_reviews_subset():
+    r = Reviews(["a", "b", "c"], [0, 1, 0], [1, 9, 2], "x")
+    s = r.subset([2, 0])
+    assert (s.texts, s.labels, s.stars, s.name, len(s)) == (["c", "a"], [0, 0], [2, 1], "x", 2)
+
+
+# ----------------------------------------------------------------------------- folders
+
+def test_parquet_train_only_gives_held_out_test(tmp_path):
+    write_parquet(tmp_path / "train.parquet", 400)
+    d = load_imdb(str(tmp_path), n_train=100, n_transfer=120, n_test=80, val_size=40, seed=0)
+    assert d.test_is_held_out and d.test.name == "held-out" and "held-out" in d.source
+    assert d.sizes() == {"train": 100, "validation": 40, "test": 80, "transfer": 120}
+    assert_disjoint(d)
+    assert sum(d.test.labels) == 40 and sum(d.train.labels) == 50
+    assert set(d.transfer.labels) == {-1}
+    d2 = load_imdb(str(tmp_path), val_size=40, seed=0)  # defaults: 20% held out, the rest split train/transfer
+    assert d2.sizes() == {"train": 140, "validation": 40, "test": 80, "transfer": 140}
+    assert_disjoint(d2)
+
+
+def test_csv_folder_with_test_and_unsupervised(tmp_path):
+    import csv
+    for name, n in (("train", 60), ("test", 30), ("unsupervised", 50)):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            labelled = name != "unsupervised"  # an unlabelled file may have no label column
+            w.writerow(["text", "label"] if labelled else ["text"])
+            w.writerows([[f"{name} review {i}, with a comma", i % 2][: 2 if labelled else 1] for i in range(n)])
+    d = load_imdb(str(tmp_path), val_size=10)
+    assert not d.test_is_held_out
+    assert d.sizes() == {"train": 50, "validation": 10, "test": 30, "transfer": 50}
+    assert d.train.texts[0].endswith("with a comma") and set(d.transfer.labels) == {-1}
+
+
+def test_aclimdb_folder(tmp_path):
+    root = tmp_path / "aclImdb"
+    for split, n in (("train", 12), ("test", 8)):
+        for sub, stars in (("pos", 8), ("neg", 2)):
+            (root / split / sub).mkdir(parents=True)
+            for i in range(n):
+                (root / split / sub / f"{i}_{stars + i % 2}.txt").write_text(f"{split} {sub} {i}<br />fine")
+    (root / "train" / "unsup").mkdir()
+    for i in range(15):
+        (root / "train" / "unsup" / f"{i}_0.txt").write_text(f"unsup {i}")
+    d = load_imdb(str(tmp_path), val_size=4)  # the parent of aclImdb/ works too
+    assert d.sizes() == {"train": 20, "validation": 4, "test": 16, "transfer": 15}
+    assert not d.test_is_held_out and "aclImdb" in d.source
+    for split in (d.train, d.test):
+        for text, y, s in zip(split.texts, split.labels, split.stars):
+            assert ("pos" in text) == (y == 1) and s in ((8, 9) if y else (2, 3))
+    assert set(d.transfer.labels) == {-1}
+    assert load_imdb(str(root), val_size=4).sizes() == d.sizes()
+
+
+def test_env_var_overrides_profile_source(tmp_path, monkeypatch):
+    write_parquet(tmp_path / "train.parquet", 300)
+    monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(tmp_path))
+    d = load_for_profile(get_profile("tiny").replace(n_transfer=50, val_size=20))
+    assert d.test_is_held_out and str(tmp_path) in d.source
+    assert d.sizes()["transfer"] == 50 and d.sizes()["validation"] == 20
+
+
+def test_missing_folder_error(tmp_path):
+    with pytest.raises(DataSourceError, match="does not exist") as e:
+        load_imdb(str(tmp_path / "nope"))
+    assert str(tmp_path / "nope") in str(e.value) and "\n" not in str(e.value)
+
+
+def test_malformed_folder_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataSourceError) as e:
+        load_imdb(str(tmp_path))
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "train.parquet" in msg and "aclImdb" in msg and "notes.txt" in msg
+
+
+def test_missing_column_error(tmp_path):
+    write_parquet(tmp_path / "train.parquet", 10, label_col="sentiment")
+    with pytest.raises(DataSourceError, match="missing column.*label"):
+        load_imdb(str(tmp_path))
+
+
+def test_hub_offline_without_cache_is_actionable(tmp_path):
+    code = ("from kd_tutorial.data import load_imdb, DataSourceError\n"
+            "try:\n    load_imdb('hub')\nexcept DataSourceError as e:\n    print('DSE', e)\n")
+    env = dict(os.environ, HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert out.startswith("DSE") and "kd-tutorial prefetch" in out and "KD_TUTORIAL_DATA_DIR" in out
+
+
+# ----------------------------------------------------------------------------- truncation and encoding
+
+def test_truncation_strategies():
+    ids = list(range(100, 120))  # 20 tokens, budget 8 at max_length 10
+    assert truncate_ids(ids, 10, "head", 1, 2) == [1, *range(100, 108), 2]
+    assert truncate_ids(ids, 10, "tail", 1, 2) == [1, *range(112, 120), 2]
+    assert truncate_ids(ids, 10, "head+tail", 1, 2) == [1, 100, 101, *range(114, 120), 2]
+    for s in ("head", "tail", "head+tail"):
+        assert truncate_ids(ids[:5], 10, s, 1, 2) == [1, *ids[:5], 2]  # short: untouched
+        assert truncate_ids(ids, None, s, 1, 2) == [1, *ids, 2]
+    long = list(range(1000))
+    out = truncate_ids(long, 512, "head+tail", -1, -2)
+    assert len(out) == 512 and out[1:129] == long[:128] and out[129:-1] == long[-382:]  # Sun et al. 2019
+    with pytest.raises(ValueError, match="truncation"):
+        truncate_ids(ids, 10, "middle", 1, 2)
+    with pytest.raises(ValueError):
+        truncate_ids(ids, 2, "head", 1, 2)
+
+
+def test_encode_lengths_and_specials(tok, tiny):
+    enc = encode(tiny.test, tok, max_length=32, truncation="head+tail")
+    assert len(enc) == len(tiny.test) and enc.labels.dtype == torch.long and enc.labels.tolist() == tiny.test.labels
+    assert max(enc.lengths) == 32 and all(x[0] == tok.cls_token_id and x[-1] == tok.sep_token_id for x in enc.input_ids)
+    r = Reviews(["alpha " + "movie " * 100 + "omega"], [1], None, "one")
+    for strategy, first, last in (("head", "alpha", "movie"), ("tail", "movie", "omega"), ("head+tail", "alpha", "omega")):
+        words = tok.convert_ids_to_tokens(encode(r, tok, 16, strategy).input_ids[0])
+        assert len(words) == 16 and (words[1], words[-2]) == (first, last)
+    full = encode(r, tok, max_length=None)
+    assert full.lengths == [104]  # 102 words + [CLS] + [SEP]
+
+
+# ----------------------------------------------------------------------------- batching
+
+def fake_encoded(n=2000, seed=0):
+    rng = random.Random(seed)
+    lengths = [min(256, max(3, int(rng.lognormvariate(4.8, 0.6)))) for _ in range(n)]  # IMDB-like spread
+    return Encoded([[101] + [7] * (L - 2) + [102] for L in lengths], torch.tensor([i % 2 for i in range(n)]), "fake")
+
+
+def test_make_batches_cover_rows_and_masks():
+    enc = fake_encoded(203)
+    for kw in (dict(), dict(group_by_length=False), dict(shuffle=False), dict(pad_to_max=256)):
+        batches = make_batches(enc, 16, **kw)
+        index = torch.cat([b["index"] for b in batches]).tolist()
+        assert sorted(index) == list(range(203))  # every row exactly once
+        for b in batches:
+            ids, mask = b["input_ids"], b["attention_mask"]
+            assert ids.shape == mask.shape and ids.dtype == mask.dtype == torch.long and len(b["labels"]) <= 16
+            assert mask.sum(1).tolist() == [enc.lengths[i] for i in b["index"]]
+            assert (ids[mask == 0] == 0).all() and b["labels"].tolist() == enc.labels[b["index"]].tolist()
+            assert ids.shape[1] == (256 if "pad_to_max" in kw else max(enc.lengths[i] for i in b["index"]))
+    ordered = make_batches(enc, 16, shuffle=False, group_by_length=False)
+    assert torch.cat([b["index"] for b in ordered]).tolist() == list(range(203))
+
+
+def test_make_batches_is_seeded():
+    enc = fake_encoded(300)
+    a, b, c = (make_batches(enc, 16, seed=s) for s in (0, 0, 1))
+    assert all(torch.equal(x["index"], y["index"]) for x, y in zip(a, b))
+    assert not all(torch.equal(x["index"], y["index"]) for x, y in zip(a, c))
+
+
+def test_grouping_reduces_padding_waste():
+    enc = fake_encoded(2000)
+    random_waste = padding_waste(make_batches(enc, 16, group_by_length=False))
+    grouped_waste = padding_waste(make_batches(enc, 16, group_by_length=True))
+    assert random_waste > 0.3 and grouped_waste < 0.05 and grouped_waste < random_waste / 5
+    assert padding_waste(make_batches(enc, 16, pad_to_max=256)) > random_waste
+
+
+def test_padding_waste_and_token_stats_by_hand():
+    batch = {"attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}
+    assert padding_waste([batch]) == pytest.approx(0.25)
+    s = token_stats([100, 200, 300, 600, 800])
+    assert s == pytest.approx(dict(mean=400, median=300, p90=720, frac_over_256=0.6, frac_over_512=0.4))
+    enc = Encoded([[1] * 10, [1] * 20], torch.tensor([0, 1]))
+    assert token_stats(enc)["mean"] == 15
