@@ -6,7 +6,7 @@
     kd-tutorial prefetch --profile cpu|full
     kd-tutorial grade SUBMISSIONS... [--out grades.csv] [--timeout SECONDS]
     kd-tutorial make-exercises [--check]
-    kd-tutorial report RESULTS.json [--readme README.md]
+    kd-tutorial report RESULTS.json... [--readme README.md]
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def cmd_report(args) -> int:
     from pathlib import Path
 
     from .evaluate import results_markdown
-    table = results_markdown(json.loads(Path(args.results).read_text()))
+    table = "".join(results_markdown(json.loads(Path(p).read_text())) for p in sorted(args.results))
     if not args.readme:
         print(table)
         return 0
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-only", action="store_true", help="skip the IMDB dataset")
 
     r = sub.add_parser("report", help="render a results.json as the README's markdown table")
-    r.add_argument("results", help="path to results.json")
+    r.add_argument("results", nargs="+", help="results.json files (one table each, in path order)")
     r.add_argument("--readme", help="rewrite the table between the results markers of this README")
 
     b = sub.add_parser("benchmark", help="training tokens/s of the course loop against a naive loop")

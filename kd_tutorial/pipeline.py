@@ -31,6 +31,20 @@ def concat_encoded(a, b, name: str):
                    name=name)
 
 
+def labelled_subset(encoded, n: int | None, seed: int = 0) -> torch.Tensor:
+    """Row indices of a stratified, seeded subset of ``n`` labelled rows (all rows when ``n`` is None)."""
+    if n is None or n >= len(encoded):
+        return torch.arange(len(encoded))
+    g = torch.Generator().manual_seed(seed)
+    classes = encoded.labels.unique()
+    picked = []
+    for i, c in enumerate(classes):
+        rows = (encoded.labels == c).nonzero().flatten()
+        take = n // len(classes) + (1 if i < n % len(classes) else 0)
+        picked.append(rows[torch.randperm(len(rows), generator=g)[:take]])
+    return torch.cat(picked).sort().values
+
+
 def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
     """Optimizer steps every run of one student gets: its epochs over the largest run's data."""
     epochs = spec.epochs if spec.epochs is not None else profile.student_epochs
@@ -66,10 +80,14 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     from .env import seed_everything
     from .models import build_student
     from .train import train
-    train_set, transfer = prep.encoded["train"], prep.encoded["transfer"]
+    from .data import Encoded
+    keep = labelled_subset(prep.encoded["train"], profile.student_labels)
+    full = prep.encoded["train"]
+    train_set = Encoded([full.input_ids[i] for i in keep.tolist()], full.labels[keep], "student labels")
+    train_logits, transfer = logits["train"][keep], prep.encoded["transfer"]
     with_transfer = concat_encoded(train_set, transfer, "train+transfer")
-    data = {"kd": (train_set, logits["train"]), "baseline": (train_set, None),
-            "kd+transfer": (with_transfer, torch.cat([logits["train"], logits["transfer"]]))}
+    data = {"kd": (train_set, train_logits), "baseline": (train_set, None),
+            "kd+transfer": (with_transfer, torch.cat([train_logits, logits["transfer"]]))}
     trained = {}
     for spec in students or profile.students:
         steps = step_budget(profile, spec, len(with_transfer) if "kd+transfer" in runs else len(train_set))
@@ -167,6 +185,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
             "versions": versions() | {"kd_tutorial": __version__}, "platform": platform.platform(),
             "git_commit": git_commit(), "wall_seconds": time.perf_counter() - t_start, "phase_seconds": phases,
             "temperature": profile.temperature, "alpha": profile.alpha,
+            "student_labels": min(profile.student_labels or len(prep.encoded["train"]), len(prep.encoded["train"])),
         },
         "models": rows,
         "histories": {"teacher": info.get("history")} |

@@ -61,6 +61,7 @@ class Profile:
     data_source: str  # "tiny" (built-in corpus) or "hub" (stanfordnlp/imdb)
     n_train: int | None  # labelled reviews used (None: all)
     n_transfer: int  # unlabelled reviews the teacher labels for the students
+    student_labels: int | None  # labelled reviews the students see (a stratified subset; None: all of train)
     n_test: int | None  # test / held-out reviews evaluated (None: all)
     val_size: int  # validation reviews carved (stratified) from train
     max_length: int
@@ -112,7 +113,8 @@ PROFILES: dict[str, Profile] = {
         ),
         data_source="tiny",
         n_train=None,
-        n_transfer=2000,
+        n_transfer=3000,
+        student_labels=300,
         n_test=None,
         val_size=200,
         max_length=64,
@@ -142,6 +144,7 @@ PROFILES: dict[str, Profile] = {
         data_source="hub",
         n_train=2000,
         n_transfer=8000,
+        student_labels=None,
         n_test=1000,
         val_size=200,
         max_length=256,
@@ -172,6 +175,7 @@ PROFILES: dict[str, Profile] = {
         data_source="hub",
         n_train=None,
         n_transfer=50000,
+        student_labels=None,
         n_test=None,
         val_size=1000,
         max_length=512,

@@ -89,3 +89,12 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_same_test_command():
     ci = " ".join((ROOT / ".ci" / "run").read_text().replace("\\\n", " ").split())
     pytest_part = test_command[test_command.index("python -m pytest"):]
     assert pytest_part in ci, (pytest_part, ci)
+
+
+def test_readme_results_table_is_rendered_from_the_committed_results():
+    from kd_tutorial.evaluate import results_markdown
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- results:start -->\n", 1)[1].split("<!-- results:end -->", 1)[0]
+    rendered = "".join(results_markdown(json.loads(path.read_text()))
+                       for path in sorted((ROOT / "docs" / "results").glob("*.json")))
+    assert rendered and block == rendered, "run `kd-tutorial report ... --readme README.md`"

