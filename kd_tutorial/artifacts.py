@@ -14,6 +14,7 @@ two notebooks ask for the same teacher at once (one trains, the other waits).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -122,9 +123,22 @@ class Prepared:
 
     @property
     def directory(self) -> Path:
-        """This configuration's artifact folder."""
-        key = self.profile.config_hash(self.data_key, self.teacher_name, self.init, self.seed)
+        """This configuration's artifact folder: the profile, the teacher, and a fingerprint of the data."""
+        key = self.profile.config_hash(self.data_key, self.teacher_name, self.init, self.seed, self.fingerprint)
         return home() / self.profile.name / key
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of every split's token ids and labels: changed data never meets stale logits."""
+        if not hasattr(self, "_fingerprint"):
+            h = hashlib.sha256()
+            for name in sorted(self.encoded):
+                enc = self.encoded[name]
+                h.update(name.encode())
+                h.update(json.dumps(enc.input_ids).encode())
+                h.update(enc.labels.numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
 
 def data_key(profile: Profile, data_dir: str | None) -> str:
@@ -214,25 +228,29 @@ def ensure_teacher_logits(profile: Profile, split: str, *, teacher_model=None, d
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(prep.encoded)}")
     path = prep.directory / f"logits-{split}.pt"
     if path.exists():
-        return _load_logits(path)
+        return _load_logits(path, len(prep.encoded[split]))
     if teacher_model is None:
         teacher_model, _, _ = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed,
                                              device=device, progress=progress)
     with locked(prep.directory):
         if path.exists():
-            return _load_logits(path)
+            return _load_logits(path, len(prep.encoded[split]))
         logits = predict_logits(teacher_model, prep.encoded[split], batch_size=profile.eval_batch_size,
                                 device=device, progress=progress, desc=f"teacher logits ({split})")
         atomic_torch_save(logits, path)
         return logits
 
 
-def _load_logits(path: Path) -> torch.Tensor:
+def _load_logits(path: Path, rows: int) -> torch.Tensor:
     try:
-        return torch.load(path)
+        logits = torch.load(path)
     except Exception as err:
         raise ArtifactError(f"cannot read cached logits {path} ({err.__class__.__name__}): delete the file "
                             "and run again") from err
+    if logits.shape[0] != rows:
+        raise ArtifactError(f"cached logits {path} have {logits.shape[0]} rows for {rows} reviews: delete the "
+                            "file and run again")
+    return logits
 
 
 def cache_status(profile: Profile) -> dict:

@@ -89,8 +89,7 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if name_or_path == TINY_TEACHER:
         config = tiny_bert_config(num_labels=num_labels, **(config_overrides or {}))
-        return BertForSequenceClassification(config, **kwargs) if not kwargs else \
-            BertForSequenceClassification._from_config(config, **kwargs)
+        return BertForSequenceClassification._from_config(config, **kwargs)
     local = fallback_path(fallback)
     source = resolve_source(name_or_path, fallback, prefer_local=init == "random")
     try:
@@ -230,8 +229,12 @@ def model_size_mb(model: torch.nn.Module) -> float:
     return n / 1e6
 
 
-def teacher_for_profile(profile: Profile, *, init: str = "pretrained", teacher: str | None = None):
-    """The profile's (not yet fine-tuned) teacher; ``teacher`` overrides its name or path."""
-    return load_teacher(teacher or profile.teacher, init=init, config_overrides=profile.teacher_config
-                        if (teacher or profile.teacher) == TINY_TEACHER else None,
-                        fallback=profile.teacher_fallback)
+def teacher_for_profile(profile: Profile, *, init: str = "pretrained", teacher: str | None = None,
+                        attn_implementation: str | None = None):
+    """The profile's (not yet fine-tuned) teacher; ``teacher`` overrides its name or path.
+
+    Pass ``attn_implementation="eager"`` to get attention weights (SDPA returns none).
+    """
+    name = teacher or profile.teacher
+    return load_teacher(name, init=init, config_overrides=profile.teacher_config if name == TINY_TEACHER else None,
+                        fallback=profile.teacher_fallback, attn_implementation=attn_implementation)
