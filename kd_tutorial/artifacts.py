@@ -186,7 +186,7 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
     """
     from transformers import BertForSequenceClassification
 
-    from .env import pick_device
+    from .env import pick_device, seed_everything
     from .models import check_same_vocab, teacher_for_profile
     from .train import TrainConfig, freeze, train
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
@@ -198,6 +198,7 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
             model = BertForSequenceClassification.from_pretrained(folder / "teacher")
             info = json.loads(meta_path.read_text()) | {"status": "cached", "path": str(folder / "teacher")}
             return freeze(model.to(device)), prep, info
+        seed_everything(seed)  # the same seed gives the same teacher, run after run
         model = teacher_for_profile(profile, init=init, teacher=teacher)
         check_same_vocab(model, prep.tokenizer)  # refuse before spending any time on training
         config = TrainConfig(epochs=profile.teacher_epochs, lr=profile.teacher_lr, batch_size=profile.batch_size,
