@@ -42,7 +42,7 @@ def training_curves(histories: dict, title: str = "Training curves"):
     for name, h in histories.items():
         if not h:
             continue
-        run = next((r for r in RUN_STYLE if name.split(" ")[-1].startswith(r) or f" {r}" in name), None)
+        run = next((token for token in name.split() if token in RUN_STYLE), None)  # "distil-2L kd+transfer s0"
         style = RUN_STYLE.get(run, "-")
         steps = [s["step"] for s in h["steps"]]
         loss = _smooth([s["loss"] for s in h["steps"]], max(1, len(steps) // 50))

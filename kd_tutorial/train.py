@@ -188,7 +188,8 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
         torch.set_rng_state(state["rng"])
         history, step, epoch = History.from_dict(state["history"]), state["step"], state["epoch"]
 
-    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, leave=True, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, leave=True, dynamic_ncols=True,
+               mininterval=0.5)
     while step < total:
         model.train()
         start, run_loss, run_n, correct, labelled, tokens = time.perf_counter(), 0.0, 0, 0, 0, 0
@@ -219,7 +220,7 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
             history.steps.append({"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                                   "grad_norm": float(grad_norm)})
             bar.update(1)
-            bar.set_postfix(loss=f"{run_loss / run_n:.4f}", acc=f"{correct / max(1, labelled):.3f}")
+            bar.set_postfix(loss=f"{run_loss / run_n:.4f}", acc=f"{correct / max(1, labelled):.3f}", refresh=False)
             if step >= total:
                 break
         if device == "cuda":
