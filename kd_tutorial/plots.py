@@ -47,12 +47,14 @@ def training_curves(histories: dict, title: str = "Training curves"):
         steps = [s["step"] for s in h["steps"]]
         loss = _smooth([s["loss"] for s in h["steps"]], max(1, len(steps) // 50))
         ax_loss.plot(steps, loss, style, label=name)
-        epochs = [e["epoch"] for e in h["epochs"] if e.get("val_acc") is not None]
+        # x = the optimizer step at each epoch's end: runs over data sets of different sizes line up
+        ends = [e["step"] for e in h["epochs"] if e.get("val_acc") is not None]
         accs = [100 * e["val_acc"] for e in h["epochs"] if e.get("val_acc") is not None]
         if accs:
-            ax_acc.plot(epochs, accs, style, marker="o", label=name)
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss (smoothed)", title="Loss")
-    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
+            ax_acc.plot(ends, accs, style, marker="o", markersize=3, label=name)
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss (smoothed)",
+                title="Loss (KD runs: distillation loss; others: cross-entropy)")
+    ax_acc.set(xlabel="optimizer step", ylabel="validation accuracy (%)", title="Validation accuracy (end of each epoch)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
