@@ -131,3 +131,12 @@ def test_resume_with_another_configuration_is_refused(rows, tmp_path):
     with pytest.raises(ValueError, match="different configuration"):
         train(small_model(), rows["train"], config=TrainConfig(max_steps=2, batch_size=32),
               checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def test_course_loop_is_faster_than_the_naive_loop():
+    """Same data, same student: dynamic padding + length grouping + cached logits beat the naive loop."""
+    from kd_tutorial.benchmark import loop_speed
+    from kd_tutorial.profiles import get_profile
+    result = loop_speed(get_profile("tiny"), steps=12, device="cpu")
+    assert result["naive_tokens_per_s"] > 0 and result["cache_seconds"] > 0
+    assert result["speedup"] > 1.2, result  # measured 2.2x on tiny (8.6x on the cpu profile's real reviews)
