@@ -119,6 +119,18 @@ def bf16_supported(device: str) -> bool:
     return False
 
 
+def hub_reachable(timeout: float = 3.0) -> bool | None:
+    """Whether huggingface.co answers on port 443 (None when HF_HUB_OFFLINE=1 says not to ask)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    import socket
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def environment_report(profile: Profile | None = None) -> dict:
     """Versions, device, profile and whether what the profile needs is reachable or cached."""
     import torch
@@ -126,7 +138,7 @@ def environment_report(profile: Profile | None = None) -> dict:
     device = pick_device()
     report = {"versions": versions(), "device": device, "profile": profile.name,
               "torch_threads": torch.get_num_threads(), "bf16": bf16_supported(device),
-              "hub_offline": os.environ.get("HF_HUB_OFFLINE") == "1",
+              "hub_offline": os.environ.get("HF_HUB_OFFLINE") == "1", "hub_reachable": hub_reachable(),
               "data_dir": os.environ.get("KD_TUTORIAL_DATA_DIR")}
     if device == "cuda":
         report["gpu"] = torch.cuda.get_device_name(0)
