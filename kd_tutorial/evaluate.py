@@ -206,4 +206,4 @@ def results_markdown(results: dict) -> str:
             f"commit `{run.get('git_commit') or '-'}`.\n\n")
     table = (f"| model | {split} acc % | agreement % | ECE ({ECE_BINS} bins) | params M | p50 ms (batch 1) | "
              "reviews/s | train tokens/s |\n|---|---|---|---|---|---|---|---|\n")
-    return head + table + "\n".join(rows) + "\n"
+    return head + table + "\n".join(rows) + "\n\n"
