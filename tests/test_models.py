@@ -71,7 +71,7 @@ def test_unknown_student_kind_is_refused(teacher):
         models.build_student(StudentSpec("x", "bilstm", 1), teacher)
 
 
-def test_random_init_of_a_missing_hub_model_gives_a_one_line_hint():
+def test_a_model_missing_offline_gives_a_one_line_hint():
     with pytest.raises(models.ModelSourceError, match="kd-tutorial prefetch"):
         models.load_teacher("no-such-org/no-such-bert")
 
