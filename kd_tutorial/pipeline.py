@@ -14,7 +14,6 @@ import platform
 import statistics
 import subprocess
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
