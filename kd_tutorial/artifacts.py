@@ -5,6 +5,9 @@ Layout (``KD_TUTORIAL_HOME``, default ``~/.cache/kd-tutorial``)::
     <home>/<profile>/<config-hash>/teacher/        save_pretrained() of the fine-tuned teacher
                                    teacher.json    its history and validation accuracy
                                    logits-<split>.pt
+                                   students/<name>-<run-hash>/model/          a distilled student
+                                                             history.json    its training history (written last)
+                                                             last.pt         epoch checkpoint while it trains
                                    .lock           held while anything above is written
 
 Everything is written to a temporary name and renamed into place, so an
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .profiles import Profile
+from .profiles import Profile, stable_hash
 
 HOME_ENV = "KD_TUTORIAL_HOME"
 
@@ -89,6 +92,7 @@ def atomic_torch_save(obj, path: Path) -> None:
 def atomic_save_pretrained(model, directory: Path) -> None:
     """``model.save_pretrained`` into a temporary folder, then swap it into ``directory``."""
     directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         model.save_pretrained(tmp)
@@ -124,7 +128,7 @@ class Prepared:
     @property
     def directory(self) -> Path:
         """This configuration's artifact folder: the profile, the teacher, and a fingerprint of the data."""
-        key = self.profile.config_hash(self.data_key, self.teacher_name, self.init, self.seed, self.fingerprint)
+        key = self.profile.teacher_hash(self.data_key, self.teacher_name, self.init, self.seed, self.fingerprint)
         return home() / self.profile.name / key
 
     @property
@@ -252,6 +256,42 @@ def _load_logits(path: Path, rows: int) -> torch.Tensor:
         raise ArtifactError(f"cached logits {path} have {logits.shape[0]} rows for {rows} reviews: delete the "
                             "file and run again")
     return logits
+
+
+# --------------------------------------------------------------------------- students
+
+
+def student_folder(prep: Prepared, name: str, *key_parts) -> Path:
+    """The cache folder of one student run, under its teacher's folder.
+
+    ``key_parts`` are everything that decides the run (its spec, training
+    configuration, initialisation...): another setting gets another folder.
+    """
+    slug = name.replace(" ", "_").replace("+", "-")
+    return prep.directory / "students" / f"{slug}-{stable_hash(*key_parts)}"
+
+
+def load_student(folder: Path):
+    """``(model, history)`` of a finished student in ``folder``, or None when it is not (fully) there."""
+    from transformers import BertForSequenceClassification
+
+    from .train import History
+    if not (folder / "history.json").exists() or not (folder / "model" / "config.json").exists():
+        return None
+    try:
+        history = History.from_dict(json.loads((folder / "history.json").read_text()))
+        return BertForSequenceClassification.from_pretrained(folder / "model"), history
+    except Exception as err:
+        raise ArtifactError(f"cannot read the cached student in {folder} ({err.__class__.__name__}): delete the "
+                            "folder and run again") from err
+
+
+def save_student(folder: Path, model, history) -> None:
+    """Store a finished student: the model, then its history (the marker that it is complete)."""
+    atomic_save_pretrained(model, folder / "model")
+    atomic_write_json(folder / "history.json", history.to_dict())
+    with contextlib.suppress(FileNotFoundError):
+        (folder / "last.pt").unlink()  # the epoch checkpoint is not needed once the run is finished
 
 
 def cache_status(profile: Profile) -> dict:

@@ -1,10 +1,11 @@
 """How much faster is the course's loop than a naive one? Measured, same data, same student, one run.
 
 naive: every batch padded to ``max_length``, fp32, random batches, the teacher called at every step.
-ours:  dynamic padding with length-grouped batches, bf16 autocast where the device has it, and the
-       teacher's logits computed once and read from a cache.
+ours:  dynamic padding with length-grouped batches, bf16 autocast where the device has it, the
+       teacher's logits computed once and read from a cache, and the profile's ``attention_dropout``
+       (0 on the cpu profile, which lets the fused attention kernel run).
 
-Both runs use :func:`kd_tutorial.train.train`; only those three switches differ. Throughput counts real
+Both runs use :func:`kd_tutorial.train.train` from the same initial weights; only those switches differ. Throughput counts real
 (non-pad) tokens, so padding is pure cost.
 """
 from __future__ import annotations
@@ -35,11 +36,11 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
                   temperature=profile.temperature, alpha=profile.alpha)
     results = {"profile": profile.name, "device": device, "student": spec.name, "steps": steps,
                "max_length": profile.max_length, "batch_size": profile.batch_size,
-               "bf16": autocast_dtype(device) is not None}
+               "bf16": autocast_dtype(device) is not None, "attention_dropout": profile.attention_dropout}
 
     seed_everything(0)
     naive_student = build_student(spec, teacher, init=init)
-    ours_student = build_student(spec, teacher, init=init)
+    ours_student = build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout)
     ours_student.load_state_dict(naive_student.state_dict())
 
     naive = train(naive_student, rows, teacher=teacher, device=device, progress=progress, desc="naive loop",

@@ -156,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--init", choices=("pretrained", "random"), default="pretrained",
                    help="random: the same architectures with random weights (speed runs without the Hub)")
     d.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
-    d.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
+    d.add_argument("--resume", action="store_true",
+                   help="reuse the students this configuration already trained (artifact cache) and continue "
+                        "interrupted ones from their last epoch; without it they are trained again")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--seeds", type=int, nargs="+", help="several seeds: report mean and std")
     d.add_argument("--device", help="cpu, cuda or mps (default: the best available)")

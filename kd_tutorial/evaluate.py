@@ -197,13 +197,18 @@ def results_markdown(results: dict) -> str:
             acc += f" ± {100 * r['accuracy_std']:.2f}"
         train_speed = f"{r['train_tokens_per_s']:.0f}" if r.get("train_tokens_per_s") else "-"
         agree = f"{100 * r['agreement']:.1f}" if r.get("agreement") is not None else "-"
+        if r.get("agreement_std"):
+            agree += f" ± {100 * r['agreement_std']:.1f}"
         rows.append(f"| {r['name']} | {acc} | {agree} | {r['ece']:.3f} | {r['params'] / 1e6:.2f} | "
                     f"{r['latency_ms']:.2f} | {r['reviews_per_s']:.0f} | {train_speed} |")
     split = run["evaluated_on"]
+    status = list(run.get("student_status", {}).values())
+    reused = (f"; {status.count('cached')} of {len(status)} student runs taken from the artifact cache"
+              if "cached" in status else "")
     head = (f"Profile `{run['profile']}`, {run['split_sizes'].get('test', '?')} {split} reviews, device "
             f"`{run['device']}`, seeds {run['seeds']}, wall time {run['wall_seconds']:.0f} s "
-            f"(teacher {run['phase_seconds']['teacher']:.0f} s, students {run['phase_seconds']['students']:.0f} s), "
-            f"commit `{run.get('git_commit') or '-'}`.\n\n")
+            f"(teacher {run['phase_seconds']['teacher']:.0f} s, students {run['phase_seconds']['students']:.0f} s"
+            f"{reused}), commit `{run.get('git_commit') or '-'}`.\n\n")
     table = (f"| model | {split} acc % | agreement % | ECE ({ECE_BINS} bins) | params M | p50 ms (batch 1) | "
              "reviews/s | train tokens/s |\n|---|---|---|---|---|---|---|---|\n")
     return head + table + "\n".join(rows) + "\n\n"

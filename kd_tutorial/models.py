@@ -172,8 +172,27 @@ def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermedi
     return BertForSequenceClassification(config)
 
 
-def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained"):
-    """The student described by ``spec``, checked against the teacher's vocabulary."""
+def set_attention_dropout(model, p: float | None):
+    """Set the dropout on ``model``'s attention probabilities to ``p`` (None: leave it); returns the model.
+
+    With ``p=0`` PyTorch's ``scaled_dot_product_attention`` can run its fused kernel on a CPU instead of
+    materialising and dropping out the attention matrix. The config is updated too, so a saved model keeps it.
+    """
+    if p is None:
+        return model
+    model.config.attention_probs_dropout_prob = p
+    for module in model.modules():
+        if type(module).__name__.endswith("SelfAttention") and isinstance(getattr(module, "dropout", None),
+                                                                          torch.nn.Dropout):
+            module.dropout.p = p
+    return model
+
+
+def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", attention_dropout: float | None = None):
+    """The student described by ``spec``, checked against the teacher's vocabulary.
+
+    ``attention_dropout`` (a profile setting) overrides the dropout on its attention probabilities.
+    """
     if spec.kind == "distil":
         student = distil_student(teacher, spec.num_layers, spec.layer_map)
     elif spec.kind == "compact":
@@ -184,7 +203,7 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained"):
     else:
         raise ValueError(f"unknown student kind {spec.kind!r}: use 'distil' or 'compact'")
     check_same_vocab(teacher, student)
-    return student
+    return set_attention_dropout(student, attention_dropout)
 
 
 def _vocab_of(obj) -> int:
@@ -236,5 +255,6 @@ def teacher_for_profile(profile: Profile, *, init: str = "pretrained", teacher: 
     Pass ``attn_implementation="eager"`` to get attention weights (SDPA returns none).
     """
     name = teacher or profile.teacher
-    return load_teacher(name, init=init, config_overrides=profile.teacher_config if name == TINY_TEACHER else None,
-                        fallback=profile.teacher_fallback, attn_implementation=attn_implementation)
+    model = load_teacher(name, init=init, config_overrides=profile.teacher_config if name == TINY_TEACHER else None,
+                         fallback=profile.teacher_fallback, attn_implementation=attn_implementation)
+    return set_attention_dropout(model, profile.attention_dropout)

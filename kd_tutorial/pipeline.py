@@ -9,6 +9,7 @@ transfer set, which only the teacher labels) and ``baseline`` (hard labels only)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import platform
 import statistics
@@ -59,6 +60,12 @@ def run_config(profile: Profile, spec: StudentSpec, run: str, steps: int, seed: 
                        alpha=profile.alpha, seed=seed, precision=precision)
 
 
+def run_key(profile: Profile, spec: StudentSpec, config, init: str) -> tuple:
+    """Everything that decides one student run (the key of its folder in the artifact cache)."""
+    return (dataclasses.asdict(spec), dataclasses.asdict(config), init, profile.student_labels,
+            profile.attention_dropout)
+
+
 def git_commit() -> str | None:
     """The current git commit of the course checkout, when there is one."""
     try:
@@ -71,11 +78,15 @@ def git_commit() -> str | None:
 def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,), runs=RUNS,
                      out: Path | None = None, resume: bool = False, device: str = "cpu", init: str = "pretrained",
                      progress: bool = True, students: tuple[StudentSpec, ...] | None = None) -> dict:
-    """Train every (student, run, seed); return ``{model name: {"model", "history", "seed"}}``.
+    """Train every (student, run, seed); return ``{model name: {"model", "history", "seed", "base", "status"}}``.
 
     Model names are ``"<student> <run>"`` with ``" s<seed>"`` appended when there are several seeds.
+    Every run is stored in the artifact cache, under its teacher. With ``resume=True`` a finished run
+    is loaded from there (``status="cached"``) and an interrupted one continues from its last epoch
+    checkpoint; otherwise it is trained again. With ``out``, each final model is also saved into
+    ``out/checkpoints/<name>/model``.
     """
-    from .artifacts import atomic_save_pretrained
+    from .artifacts import atomic_save_pretrained, load_student, locked, save_student, student_folder
     from .env import seed_everything
     from .models import build_student
     from .train import train
@@ -91,26 +102,31 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     for spec in students or profile.students:
         steps = step_budget(profile, spec, len(with_transfer) if "kd+transfer" in runs else len(train_set))
         for seed in seeds:
-            seed_everything(seed)
-            initial = build_student(spec, teacher, init=init)  # one initialisation shared by all runs
+            initial = None  # built on first need: a fully cached student needs no initialisation
             for run in runs:
                 name = f"{spec.name} {run}" + (f" s{seed}" if len(seeds) > 1 else "")
-                folder = out / "checkpoints" / name.replace(" ", "_") if out else None
-                student = copy.deepcopy(initial)
-                final = folder / "model" if folder else None
-                if resume and final is not None and (final / "config.json").exists():
-                    from transformers import BertForSequenceClassification
-                    student = BertForSequenceClassification.from_pretrained(final)
-                    trained[name] = {"model": student, "history": None, "seed": seed, "base": f"{spec.name} {run}"}
-                    continue
-                rows, t_logits = data[run]
-                seed_everything(seed)
-                history = train(student, rows, config=run_config(profile, spec, run, steps, seed),
-                                val_data=prep.encoded["validation"], teacher_logits=t_logits, device=device,
-                                checkpoint_dir=folder, resume=resume, desc=name, progress=progress)
-                if final is not None:
-                    atomic_save_pretrained(student, final)
-                trained[name] = {"model": student, "history": history, "seed": seed, "base": f"{spec.name} {run}"}
+                config = run_config(profile, spec, run, steps, seed)
+                folder = student_folder(prep, f"{spec.name} {run} s{seed}", *run_key(profile, spec, config, init))
+                with locked(folder):
+                    cached = load_student(folder) if resume else None
+                    if cached is not None:
+                        student, history = cached
+                    else:
+                        if initial is None:
+                            seed_everything(seed)
+                            initial = build_student(spec, teacher, init=init,  # shared by all runs of this seed
+                                                    attention_dropout=profile.attention_dropout)
+                        student = copy.deepcopy(initial)
+                        rows, t_logits = data[run]
+                        seed_everything(seed)
+                        history = train(student, rows, config=config, val_data=prep.encoded["validation"],
+                                        teacher_logits=t_logits, device=device, checkpoint_dir=folder,
+                                        resume=resume, desc=name, progress=progress)
+                        save_student(folder, student, history)
+                if out is not None:
+                    atomic_save_pretrained(student, Path(out) / "checkpoints" / name.replace(" ", "_") / "model")
+                trained[name] = {"model": student, "history": history, "seed": seed, "base": f"{spec.name} {run}",
+                                 "status": "cached" if cached is not None else "trained", "path": str(folder)}
     return trained
 
 
@@ -181,6 +197,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
             "profile": profile.name, "data_source": prep.data.source, "split_sizes": prep.data.sizes(),
             "evaluated_on": split_name, "device": device, "init": init, "seeds": list(seeds),
             "teacher": teacher or profile.teacher, "teacher_status": info["status"],
+            "student_status": {name: item["status"] for name, item in trained.items()},
             "versions": versions() | {"kd_tutorial": __version__}, "platform": platform.platform(),
             "git_commit": git_commit(), "wall_seconds": time.perf_counter() - t_start, "phase_seconds": phases,
             "temperature": profile.temperature, "alpha": profile.alpha,

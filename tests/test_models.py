@@ -84,3 +84,40 @@ def test_eager_attention_returns_weights(teacher):
     out = eager(input_ids=ids, output_attentions=True)
     assert len(out.attentions) == 1 and out.attentions[0].shape == (1, 4, 6, 6)
     assert torch.allclose(out.attentions[0].sum(-1), torch.ones(1, 4, 6), atol=1e-5)
+
+
+def test_attention_dropout_setting_reaches_every_attention_layer(teacher):
+    spec = PROFILES["tiny"].students[1]
+    ids = torch.tensor([[101, 2023, 3185, 2001, 2307, 102]] * 4)
+
+    def two_passes(student):
+        student.train()
+        for m in student.modules():  # hidden-state dropout off: only attention dropout can differ
+            if isinstance(m, torch.nn.Dropout) and m not in attention_dropouts(student):
+                m.p = 0.0
+        torch.manual_seed(0)
+        a = student(input_ids=ids).logits
+        b = student(input_ids=ids).logits
+        return a, b
+
+    def attention_dropouts(student):
+        return [m.dropout for m in student.modules() if type(m).__name__.endswith("SelfAttention")]
+
+    plain = models.build_student(spec, teacher)
+    assert [d.p for d in attention_dropouts(plain)] == [0.1]  # BERT's default
+    a, b = two_passes(plain)
+    assert not torch.allclose(a, b)  # attention dropout draws a new mask on every pass
+    fused = models.build_student(spec, teacher, attention_dropout=0.0)
+    assert [d.p for d in attention_dropouts(fused)] == [0.0] and fused.config.attention_probs_dropout_prob == 0.0
+    a, b = two_passes(fused)
+    assert torch.allclose(a, b)
+    assert models.set_attention_dropout(plain, None) is plain and plain.config.attention_probs_dropout_prob == 0.1
+
+
+def test_profile_attention_dropout_reaches_the_teacher_and_its_hash():
+    tiny = PROFILES["tiny"]
+    teacher = models.teacher_for_profile(tiny.replace(attention_dropout=0.0))
+    assert teacher.config.attention_probs_dropout_prob == 0.0
+    assert all(m.dropout.p == 0.0 for m in teacher.modules() if type(m).__name__.endswith("SelfAttention"))
+    assert tiny.replace(attention_dropout=0.0).teacher_hash() != tiny.teacher_hash()  # another teacher
+    assert tiny.replace(temperature=4.0).teacher_hash() == tiny.teacher_hash()  # a student setting: same teacher

@@ -1,11 +1,13 @@
 """End to end: `kd-tutorial distill --profile tiny`, the artifact cache, and resume."""
+import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from kd_tutorial import artifacts, cli
+from kd_tutorial import artifacts, cli, pipeline
 from kd_tutorial.profiles import get_profile
 
 
@@ -72,6 +74,10 @@ def test_second_run_reuses_the_teacher_and_resume_skips_finished_students(tiny_r
     again = json.loads((out / "results.json").read_text())
     assert again["run"]["teacher_status"] == "cached"
     assert again["run"]["phase_seconds"]["teacher"] < first["run"]["phase_seconds"]["teacher"]
+    # the first run trained every student; --resume takes all of them from the artifact cache
+    assert set(first["run"]["student_status"].values()) == {"trained"}
+    assert set(again["run"]["student_status"].values()) == {"cached"}
+    assert again["run"]["phase_seconds"]["students"] < first["run"]["phase_seconds"]["students"] / 3
     for r1, r2 in zip(first["models"], again["models"]):
         assert r1["name"] == r2["name"] and r1["accuracy"] == pytest.approx(r2["accuracy"])
 
@@ -111,3 +117,50 @@ def test_atomic_writes_leave_the_old_file_on_failure(tmp_path, monkeypatch):
         artifacts.atomic_write_json(target, {"ok": 2})
     assert json.loads(target.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
+
+
+def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_run):
+    profile = get_profile("tiny")
+    prep = artifacts.prepare(profile)
+    spec = profile.students[0]
+    config = pipeline.run_config(profile, spec, "kd", steps=100, seed=0)
+
+    def folder(profile=profile, spec=spec, config=config, init="pretrained"):
+        return artifacts.student_folder(prep, "distil-2L kd s0", *pipeline.run_key(profile, spec, config, init))
+    assert folder() == folder()  # stable
+    assert folder().parent == prep.directory / "students"  # stored under its own teacher
+    changes = [dict(config=dataclasses.replace(config, temperature=4.0)), dict(config=dataclasses.replace(config, seed=1)),
+               dict(config=dataclasses.replace(config, max_steps=101)), dict(config=dataclasses.replace(config, mode="ce")),
+               dict(init="random"), dict(spec=dataclasses.replace(spec, layer_map=(1, 3))),
+               dict(profile=profile.replace(student_labels=100)), dict(profile=profile.replace(attention_dropout=0.0))]
+    for change in changes:
+        assert folder(**change) != folder(), change
+
+
+def test_cached_students_come_back_with_their_weights_and_history(tiny_run):
+    profile = get_profile("tiny")
+    teacher, prep, _ = artifacts.ensure_teacher(profile, progress=False)
+    logits = {s: artifacts.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+    spec = profile.students[1]
+    kw = dict(students=(spec,), runs=("kd+transfer", "baseline"), progress=False)
+    cached = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw)
+    assert {item["status"] for item in cached.values()} == {"cached"}
+    retrained = pipeline.distill_students(profile, teacher, prep, logits, resume=False, **kw)
+    assert {item["status"] for item in retrained.values()} == {"trained"}
+    for name, item in cached.items():
+        again = retrained[name]
+        assert len(item["history"].steps) == len(again["history"].steps) > 0
+        assert item["history"].steps[-1]["loss"] == pytest.approx(again["history"].steps[-1]["loss"], rel=1e-4)
+        for p1, p2 in zip(item["model"].parameters(), again["model"].parameters()):
+            assert torch.allclose(p1, p2.cpu(), atol=1e-5)  # seeded: retraining reproduces the cached student
+        assert not (Path(item["path"]) / "last.pt").exists()  # no epoch checkpoint left once finished
+
+
+def test_a_corrupt_cached_student_gives_a_clear_error(tmp_path):
+    folder = tmp_path / "distil-2L_kd_s0-abc"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "config.json").write_text("{ not json")
+    (folder / "history.json").write_text("{}")
+    with pytest.raises(artifacts.ArtifactError, match="cannot read the cached student.*delete the folder"):
+        artifacts.load_student(folder)
+    assert artifacts.load_student(tmp_path / "missing") is None  # not there: train it
