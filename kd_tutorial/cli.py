@@ -28,17 +28,19 @@ def _profile(args):
     return profile
 
 
-def estimate(profile, device: str) -> str:
+def estimate(profile, device: str, n_seeds: int = 1) -> str:
     """A rough estimate of the pipeline's duration, from arithmetic, stated as such."""
     if device != "cuda":
         minutes = profile.time_budget_s / 60
-        return f"about {minutes:.0f} minute(s) on 2 CPU cores" if minutes >= 1 else \
-            f"about {profile.time_budget_s} s on 2 CPU cores"
+        budget = f"about {minutes:.0f} minute(s)" if minutes >= 1 else f"about {profile.time_budget_s} s"
+        more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "
+                "cache with --resume") if n_seeds > 1 else ""
+        return f"{budget} on 2 CPU cores for one seed{more}"
     # 6 FLOP per parameter per token for training, 2 for inference; about 85M non-embedding parameters
     # for BERT-base and about 250 real tokens per review after head+tail truncation to 512 (IMDB).
     n_train, n_transfer, tokens = 25_000, profile.n_transfer, 250
     teacher = 6 * 85e6 * tokens * n_train * profile.teacher_epochs + 2 * 85e6 * tokens * (n_train + n_transfer)
-    students = sum(6 * 85e6 * (s.num_layers / 12) * tokens * (n_train + n_transfer) * profile.student_epochs * 3
+    students = n_seeds * sum(6 * 85e6 * (s.num_layers / 12) * tokens * (n_train + n_transfer) * profile.student_epochs * 3
                    for s in profile.students)
     flop = teacher + students
     return (f"about {flop / 1e15:.0f} PFLOP of work: {flop / 400e12 / 60:.1f} min at a sustained 400 TFLOP/s "
@@ -55,8 +57,8 @@ def cmd_distill(args) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     device = args.device or pick_device()
-    print(f"device: {device}; estimated time: {estimate(profile, device)}", flush=True)
     seeds = args.seeds or [args.seed]
+    print(f"device: {device}; estimated time: {estimate(profile, device, len(seeds))}", flush=True)
     start = time.perf_counter()
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
                           resume=args.resume, seeds=seeds, device=device, progress=not args.quiet)

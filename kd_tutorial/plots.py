@@ -36,22 +36,27 @@ def _smooth(values: list[float], k: int) -> list[float]:
 
 
 def training_curves(histories: dict, title: str = "Training curves"):
-    """Loss per optimizer step (smoothed) and validation accuracy per epoch, one line per model."""
+    """Loss per optimizer step (smoothed) and validation accuracy per epoch, one line per model.
+
+    One colour per model (the first word of its name: ``teacher``, ``distil-3L``...), one line style per run.
+    """
     plt = _plt()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    families = list(dict.fromkeys(name.split()[0] for name in histories if name.split()[0] != "teacher"))
+    colour = {"teacher": "black"} | {family: f"C{i}" for i, family in enumerate(families)}
     for name, h in histories.items():
         if not h:
             continue
         run = next((token for token in name.split() if token in RUN_STYLE), None)  # "distil-2L kd+transfer s0"
-        style = RUN_STYLE.get(run, "-")
+        style = dict(linestyle=RUN_STYLE.get(run, "-"), color=colour[name.split()[0]])
         steps = [s["step"] for s in h["steps"]]
         loss = _smooth([s["loss"] for s in h["steps"]], max(1, len(steps) // 50))
-        ax_loss.plot(steps, loss, style, label=name)
+        ax_loss.plot(steps, loss, label=name, **style)
         # x = the optimizer step at each epoch's end: runs over data sets of different sizes line up
         ends = [e["step"] for e in h["epochs"] if e.get("val_acc") is not None]
         accs = [100 * e["val_acc"] for e in h["epochs"] if e.get("val_acc") is not None]
         if accs:
-            ax_acc.plot(ends, accs, style, marker="o", markersize=3, label=name)
+            ax_acc.plot(ends, accs, marker="o", markersize=3, label=name, **style)
     ax_loss.set(xlabel="optimizer step", ylabel="training loss (smoothed)",
                 title="Loss (KD runs: distillation loss; others: cross-entropy)")
     ax_acc.set(xlabel="optimizer step", ylabel="validation accuracy (%)", title="Validation accuracy (end of each epoch)")
@@ -64,20 +69,27 @@ def training_curves(histories: dict, title: str = "Training curves"):
 
 
 def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency", split: str = "test"):
-    """Each model's accuracy against its p50 batch-1 latency; marker area grows with parameters."""
+    """Each model's accuracy against its p50 batch-1 latency: one colour per model, one marker per run
+    (o: KD + transfer set, square: KD, triangle: hard-label baseline); marker area grows with parameters."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    families = list(dict.fromkeys(r["name"].split()[0] for r in rows if r["name"] != "teacher"))
+    colour = {"teacher": "black"} | {family: f"C{i}" for i, family in enumerate(families)}
+    marker = {"kd": "s", "kd+transfer": "o", "baseline": "^"}
     for row in rows:
         if row.get("latency_ms") is None:
             continue
         size = 30 + 300 * (row["params"] / max(r["params"] for r in rows))
-        ax.scatter(row["latency_ms"], 100 * row["accuracy"], s=size, alpha=0.7, label=row["name"])
+        run = next((token for token in row["name"].split() if token in marker), None)
+        ax.scatter(row["latency_ms"], 100 * row["accuracy"], s=size, alpha=0.7, label=row["name"],
+                   color=colour[row["name"].split()[0]], marker=marker.get(run, "o"))
         if row.get("accuracy_std"):
             ax.errorbar(row["latency_ms"], 100 * row["accuracy"], yerr=100 * row["accuracy_std"], fmt="none",
                         ecolor="gray")
     ax.set(xlabel="p50 latency at batch 1 (ms)", ylabel=f"{split} accuracy (%)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    for handle in ax.legend(fontsize=7, loc="best").legend_handles:
+        handle.set_sizes([40])  # legend markers of one size: the plot's marker area encodes parameters
     fig.tight_layout()
     return fig
 
@@ -107,12 +119,22 @@ def save(fig, path: str | Path) -> str:
     return str(path)
 
 
+def first_seed(histories: dict, seeds: list[int]) -> dict:
+    """The teacher's and the first seed's histories, without the ``" s<seed>"`` suffix (all when one seed)."""
+    if len(seeds) < 2:
+        return histories
+    tag = f" s{seeds[0]}"
+    return {n.removesuffix(tag): h for n, h in histories.items() if n == "teacher" or n.endswith(tag)}
+
+
 def save_pipeline_plots(results: dict, out: str | Path) -> list[str]:
-    """The pipeline's PNGs: training curves and accuracy against latency."""
+    """The pipeline's PNGs: training curves (the first seed's, when there are several) and accuracy
+    against latency."""
     out = Path(out)
     split = results["run"]["evaluated_on"]
     profile = results["run"]["profile"]
-    return [save(training_curves(results["histories"], f"Training curves ({profile} profile)"),
-                 out / "training_curves.png"),
-            save(accuracy_vs_latency(results["models"], f"Accuracy against latency ({profile}, "
-                                     f"{results['run']['device']})", split), out / "accuracy_vs_latency.png")]
+    seeds = results["run"]["seeds"]
+    title = f"Training curves ({profile} profile" + (f", seed {seeds[0]} of {len(seeds)})" if len(seeds) > 1 else ")")
+    return [save(training_curves(first_seed(results["histories"], seeds), title), out / "training_curves.png"),
+            save(accuracy_vs_latency(results["models"], f"Accuracy against latency ({profile} profile, "
+                                     f"device {results['run']['device']})", split), out / "accuracy_vs_latency.png")]

@@ -95,3 +95,12 @@ def test_env_command_prints_versions_and_what_is_cached():
 def test_prefetch_tiny_needs_nothing():
     proc = run_cli("prefetch", "--profile", "tiny")
     assert proc.returncode == 0 and "nothing to download" in proc.stdout
+
+
+def test_the_printed_estimate_counts_the_seeds():
+    from kd_tutorial.profiles import get_profile
+    cpu = get_profile("cpu")
+    assert cli.estimate(cpu, "cpu") == "about 20 minute(s) on 2 CPU cores for one seed"
+    assert "each of the 2 further seed(s) retrains only the students" in cli.estimate(cpu, "cpu", 3)
+    one, three = cli.estimate(get_profile("full"), "cuda"), cli.estimate(get_profile("full"), "cuda", 3)
+    assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work

@@ -1,0 +1,51 @@
+"""Figures: every one has a title, labelled axes and a legend; multi-seed runs plot one seed."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+from kd_tutorial import plots  # noqa: E402
+
+
+def history(loss: float, steps: int = 10) -> dict:
+    return {"steps": [{"step": i + 1, "loss": loss} for i in range(steps)],
+            "epochs": [{"step": steps, "val_acc": 0.8}]}
+
+
+def test_training_curves_colour_by_model_and_style_by_run():
+    fig = plots.training_curves({"teacher": history(0.3), "distil-3L kd": history(0.5),
+                                 "distil-3L baseline": history(0.6), "compact-2L kd": history(0.7)}, title="t")
+    ax_loss, ax_acc = fig.axes
+    lines = {line.get_label(): line for line in ax_loss.get_lines()}
+    assert lines["teacher"].get_color() == "black"
+    assert lines["distil-3L kd"].get_color() == lines["distil-3L baseline"].get_color()  # one model, one colour
+    assert lines["distil-3L kd"].get_color() != lines["compact-2L kd"].get_color()
+    assert lines["distil-3L kd"].get_linestyle() != lines["distil-3L baseline"].get_linestyle()  # run style
+    for ax in (ax_loss, ax_acc):
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
+    assert fig._suptitle.get_text() == "t"
+
+
+def test_first_seed_keeps_the_teacher_and_one_seed():
+    hs = {"teacher": history(0.3), "a kd s0": history(0.5), "a kd s1": history(0.4), "a kd s2": history(0.45)}
+    assert set(plots.first_seed(hs, [0, 1, 2])) == {"teacher", "a kd"}
+    assert plots.first_seed(hs, [0, 1, 2])["a kd"] is hs["a kd s0"]
+    assert plots.first_seed({"teacher": None, "a kd": hs["a kd s0"]}, [0]) == {"teacher": None, "a kd": hs["a kd s0"]}
+
+
+def test_accuracy_against_latency_colours_models_and_marks_runs():
+    rows = [{"name": "teacher", "accuracy": 0.89, "latency_ms": 35.0, "params": 22e6},
+            {"name": "distil-3L kd+transfer", "accuracy": 0.87, "latency_ms": 17.0, "params": 17e6,
+             "accuracy_std": 0.01},
+            {"name": "distil-3L baseline", "accuracy": 0.86, "latency_ms": 18.0, "params": 17e6},
+            {"name": "compact-2L kd+transfer", "accuracy": 0.86, "latency_ms": 4.0, "params": 4e6}]
+    fig = plots.accuracy_vs_latency(rows, title="t", split="held-out")
+    ax = fig.axes[0]
+    points = {c.get_label(): c for c in ax.collections if not c.get_label().startswith("_")}
+    colour = {name: tuple(p.get_facecolor()[0][:3]) for name, p in points.items()}
+    assert colour["teacher"] == (0.0, 0.0, 0.0)
+    assert colour["distil-3L kd+transfer"] == colour["distil-3L baseline"] != colour["compact-2L kd+transfer"]
+    # marker area grows with parameters; the legend shows every marker at one size
+    assert points["teacher"].get_sizes()[0] > points["compact-2L kd+transfer"].get_sizes()[0]
+    assert {tuple(h.get_sizes()) for h in ax.get_legend().legend_handles} == {(40,)}
+    assert ax.get_xlabel() == "p50 latency at batch 1 (ms)" and ax.get_ylabel() == "held-out accuracy (%)"
+    assert ax.get_title() == "t"
