@@ -189,7 +189,10 @@ def test_high_temperature_limit_is_half_logit_mse(seed, b, c):
     s, t = s - s.mean(-1, keepdim=True), t - t.mean(-1, keepdim=True)
     target = 0.5 * losses.logit_mse(s, t).double()
     errors, grad_errors = [], []
-    for T in (5.0, 50.0, 500.0):  # the error shrinks like 1/T
+    # The error falls like c1/T + c2/T^2 + ...: at a moderate T the two terms can cancel by chance (seed 2467, b=c=7:
+    # 1.9e-5 at T=5, 3.8e-4 at T=50, 4.1e-5 at T=500), so compare the limit with the worse of two moderate temperatures,
+    # which no single cancellation can make small. Beyond T of about 1e4, float64 rounding takes over.
+    for T in (5.0, 50.0, 5000.0):
         x = s.clone().requires_grad_(True)
         value = losses.kl_divergence(x, t, T).double()
         value.backward()
@@ -197,9 +200,10 @@ def test_high_temperature_limit_is_half_logit_mse(seed, b, c):
         (0.5 * losses.logit_mse(y, t)).backward()
         errors.append(abs(float(value.detach() - target)))
         grad_errors.append(float((x.grad - y.grad).norm()))
-    assert errors[2] <= errors[0] + 1e-10
-    assert errors[2] < 1e-2 * float(target) + 1e-9
-    assert grad_errors[2] < 1e-2 * float(y.grad.norm()) + 1e-9
+    assert errors[2] <= 0.1 * max(errors[:2]) + 1e-12
+    assert errors[2] < 1e-3 * float(target) + 1e-9
+    assert grad_errors[2] <= 0.1 * max(grad_errors[:2]) + 1e-12
+    assert grad_errors[2] < 1e-3 * float(y.grad.norm()) + 1e-9
 
 
 # --------------------------------------------------------------------------- the other functions
