@@ -5,8 +5,8 @@ ours:  dynamic padding with length-grouped batches, bf16 autocast where the devi
        teacher's logits computed once and read from a cache, and the profile's ``attention_dropout``
        (0 on the cpu profile, which lets the fused attention kernel run).
 
-Both runs use :func:`kd_tutorial.train.train` from the same initial weights; only those switches differ. Throughput counts real
-(non-pad) tokens, so padding is pure cost.
+Both runs use :func:`kd_tutorial.train.train` from the same initial weights; only those switches differ.
+Throughput counts real (non-pad) tokens, so padding is pure cost.
 """
 from __future__ import annotations
 

@@ -40,8 +40,8 @@ def estimate(profile, device: str, n_seeds: int = 1) -> str:
     # for BERT-base and about 250 real tokens per review after head+tail truncation to 512 (IMDB).
     n_train, n_transfer, tokens = 25_000, profile.n_transfer, 250
     teacher = 6 * 85e6 * tokens * n_train * profile.teacher_epochs + 2 * 85e6 * tokens * (n_train + n_transfer)
-    students = n_seeds * sum(6 * 85e6 * (s.num_layers / 12) * tokens * (n_train + n_transfer) * profile.student_epochs * 3
-                   for s in profile.students)
+    students = n_seeds * sum(6 * 85e6 * (s.num_layers / 12) * tokens * (n_train + n_transfer)
+                             * profile.student_epochs * 3 for s in profile.students)
     flop = teacher + students
     return (f"about {flop / 1e15:.0f} PFLOP of work: {flop / 400e12 / 60:.1f} min at a sustained 400 TFLOP/s "
             f"(bf16, H100 class), {flop / 50e12 / 60:.0f} min at 50 TFLOP/s (an A10 / T4 class GPU)")

@@ -6,7 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RUN_STYLE = {"kd": "--", "kd+transfer": "-", "baseline": ":"}
+RUN_STYLE = {"kd": "--", "kd+transfer": "-", "baseline": ":"}  # line style of each run in curves
+RUN_MARKER = {"kd": "s", "kd+transfer": "o", "baseline": "^"}  # marker of each run in scatter plots
+
+
+def _run_of(name: str) -> str | None:
+    """The run in a model name: ``"distil-2L kd+transfer s0"`` -> ``"kd+transfer"`` (None for the teacher)."""
+    return next((token for token in name.split() if token in RUN_STYLE), None)
+
+
+def _colours(names) -> dict:
+    """One colour per model (the first word of its name): black for the teacher, C0, C1... for the students."""
+    families = dict.fromkeys(name.split()[0] for name in names if name.split()[0] != "teacher")
+    return {"teacher": "black"} | {family: f"C{i}" for i, family in enumerate(families)}
 
 
 def _plt():
@@ -42,13 +54,11 @@ def training_curves(histories: dict, title: str = "Training curves"):
     """
     plt = _plt()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    families = list(dict.fromkeys(name.split()[0] for name in histories if name.split()[0] != "teacher"))
-    colour = {"teacher": "black"} | {family: f"C{i}" for i, family in enumerate(families)}
+    colour = _colours(histories)
     for name, h in histories.items():
         if not h:
             continue
-        run = next((token for token in name.split() if token in RUN_STYLE), None)  # "distil-2L kd+transfer s0"
-        style = dict(linestyle=RUN_STYLE.get(run, "-"), color=colour[name.split()[0]])
+        style = dict(linestyle=RUN_STYLE.get(_run_of(name), "-"), color=colour[name.split()[0]])
         steps = [s["step"] for s in h["steps"]]
         loss = _smooth([s["loss"] for s in h["steps"]], max(1, len(steps) // 50))
         ax_loss.plot(steps, loss, label=name, **style)
@@ -73,16 +83,13 @@ def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency
     (o: KD + transfer set, square: KD, triangle: hard-label baseline); marker area grows with parameters."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    families = list(dict.fromkeys(r["name"].split()[0] for r in rows if r["name"] != "teacher"))
-    colour = {"teacher": "black"} | {family: f"C{i}" for i, family in enumerate(families)}
-    marker = {"kd": "s", "kd+transfer": "o", "baseline": "^"}
+    colour = _colours(r["name"] for r in rows)
     for row in rows:
         if row.get("latency_ms") is None:
             continue
         size = 30 + 300 * (row["params"] / max(r["params"] for r in rows))
-        run = next((token for token in row["name"].split() if token in marker), None)
         ax.scatter(row["latency_ms"], 100 * row["accuracy"], s=size, alpha=0.7, label=row["name"],
-                   color=colour[row["name"].split()[0]], marker=marker.get(run, "o"))
+                   color=colour[row["name"].split()[0]], marker=RUN_MARKER.get(_run_of(row["name"]), "o"))
         if row.get("accuracy_std"):
             ax.errorbar(row["latency_ms"], 100 * row["accuracy"], yerr=100 * row["accuracy_std"], fmt="none",
                         ecolor="gray")

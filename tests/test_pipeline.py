@@ -129,9 +129,9 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
         return artifacts.student_folder(prep, "distil-2L kd s0", *pipeline.run_key(profile, spec, config, init))
     assert folder() == folder()  # stable
     assert folder().parent == prep.directory / "students"  # stored under its own teacher
-    changes = [dict(config=dataclasses.replace(config, temperature=4.0)), dict(config=dataclasses.replace(config, seed=1)),
-               dict(config=dataclasses.replace(config, max_steps=101)), dict(config=dataclasses.replace(config, mode="ce")),
-               dict(init="random"), dict(spec=dataclasses.replace(spec, layer_map=(1, 3))),
+    changes = [dict(config=dataclasses.replace(config, **change)) for change in
+               (dict(temperature=4.0), dict(seed=1), dict(max_steps=101), dict(mode="ce"))]
+    changes += [dict(init="random"), dict(spec=dataclasses.replace(spec, layer_map=(1, 3))),
                dict(profile=profile.replace(student_labels=100)), dict(profile=profile.replace(attention_dropout=0.0))]
     for change in changes:
         assert folder(**change) != folder(), change
