@@ -5,13 +5,20 @@ Notation (the same as the notebooks): student logits ``z_s``, teacher logits
 
     p_t^T = softmax(z_t / T)            q_s^T = softmax(z_s / T)
     L_soft = T^2 * KL(p_t^T || q_s^T)   averaged over the batch
-    L_hard = CE(y, softmax(z_s))        at T = 1, over labelled rows only
-    L      = alpha * L_soft + (1 - alpha) * L_hard
+    L_hard = CE(y, softmax(z_s))        at T = 1; unlabelled rows (y = -1) add 0
+    L      = alpha * L_soft + (1 - alpha) * L_hard     every term averaged over the B rows
+
+Intermediate layers (correctness note 13), with the attention mask ``m`` (1 for
+real tokens) so that padding never changes a value: :func:`hidden_mse`,
+:func:`hidden_cosine`, :func:`cls_mse`, :func:`attention_kl` and
+:func:`value_relation_kl`.
 
 Every function returns a scalar tensor, and none lets a gradient reach the
 teacher's logits (they are detached).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -74,14 +81,16 @@ def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tor
 
 
 def hard_cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``CE(y, softmax(z_s))`` at ``T = 1``, averaged over labelled rows (``y != -1``).
+    """``(1/B) * sum over labelled rows b of CE(y_b, softmax(z_s,b))`` at ``T = 1``.
 
-    Returns 0 (with a gradient path) when no row in the batch has a label.
+    One normalisation everywhere: every review in a batch of ``B`` weighs ``1/B``,
+    and an unlabelled review (``y = -1``) adds 0. So a labelled review weighs the
+    same whatever the mix of labelled and transfer reviews in its batch, and on a
+    fully labelled batch this is the ordinary mean cross-entropy.
     """
     labelled = labels != IGNORE_LABEL
-    if not bool(labelled.any()):
-        return student_logits.sum() * 0.0
-    return F.cross_entropy(_full(student_logits[labelled]), labels[labelled])
+    per_row = F.cross_entropy(_full(student_logits), labels.clamp_min(0), reduction="none")
+    return (per_row * labelled).sum() / max(1, labels.numel())
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -93,8 +102,9 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
           + (1 - alpha) * CE(y, softmax(z_s))                          (labelled rows)
 
     Rows labelled ``-1`` (unlabelled transfer reviews) contribute only to the
-    soft term. ``labels=None`` means no row is labelled. With ``alpha=1`` the
-    hard term is skipped entirely.
+    soft term; both terms are means over all ``B`` rows (see
+    :func:`hard_cross_entropy`). ``labels=None`` means no row is labelled. With
+    ``alpha=1`` the hard term is skipped entirely.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -102,3 +112,111 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     if labels is None or alpha == 1.0:
         return alpha * soft
     return alpha * soft + (1.0 - alpha) * hard_cross_entropy(student_logits, labels)
+
+
+# --------------------------------------------------------------------------- intermediate layers
+
+def _real_tokens(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mask as floats of shape (B, L): 1 for real tokens, 0 for padding."""
+    return attention_mask.to(torch.float32)
+
+
+def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
+    if student.shape != teacher.shape:
+        raise ValueError(f"{what}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ; "
+                         "project the student's states to the teacher's width first (models.DistillationStudent)")
+
+
+def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+               attention_mask: torch.Tensor) -> torch.Tensor:
+    """TinyBERT's hidden-state loss: ``sum_{b,i} m_bi * ||h_s,bi - h_t,bi||^2 / (sum_{b,i} m_bi * H)``.
+
+    States are ``(B, L, H)``: the squared error averaged over real (unpadded)
+    tokens and hidden units. When the widths differ, pass the student's states
+    through its learned projection first (the projection belongs to the student).
+    """
+    _check_same_shape(student_hidden, teacher_hidden, "hidden_mse")
+    m = _real_tokens(attention_mask)
+    sq = (_full(student_hidden) - _full(teacher_hidden.detach())).pow(2).sum(-1)
+    return torch.where(m > 0, sq, 0.0).sum() / (m.sum() * student_hidden.shape[-1]).clamp_min(1)
+
+
+def hidden_cosine(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+                  attention_mask: torch.Tensor) -> torch.Tensor:
+    """DistilBERT's cosine loss: ``sum_{b,i} m_bi * (1 - cos(h_s,bi, h_t,bi)) / sum_{b,i} m_bi``.
+
+    The mean over real tokens of one minus the cosine similarity; it aligns the
+    directions of the states and ignores their lengths.
+    """
+    _check_same_shape(student_hidden, teacher_hidden, "hidden_cosine")
+    m = _real_tokens(attention_mask)
+    cos = F.cosine_similarity(_full(student_hidden), _full(teacher_hidden.detach()), dim=-1, eps=1e-8)
+    return torch.where(m > 0, 1 - cos, 0.0).sum() / m.sum().clamp_min(1)
+
+
+def cls_mse(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
+    """Patient KD's intermediate [CLS] loss: ``mean_b || h_s/||h_s|| - h_t/||h_t|| ||^2``.
+
+    ``(B, H)`` [CLS] states of one mapped layer, each normalised to unit length
+    (Sun et al. 2019). [CLS] is never padding, so no mask is needed.
+    """
+    _check_same_shape(student_cls, teacher_cls, "cls_mse")
+    s = F.normalize(_full(student_cls), dim=-1)
+    t = F.normalize(_full(teacher_cls.detach()), dim=-1)
+    return (s - t).pow(2).sum(-1).mean()
+
+
+def _masked_row_kl(log_p: torch.Tensor, log_q: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q)`` of (B, heads, L, L) rows over real keys, averaged over heads and real queries."""
+    m = _real_tokens(attention_mask)
+    keys = m[:, None, None, :]
+    p = log_p.exp() * keys
+    kl_rows = (p * (log_p - log_q)).masked_fill(keys == 0, 0.0).sum(-1)  # (B, heads, L)
+    queries = m[:, None, :].expand_as(kl_rows)
+    return torch.where(queries > 0, kl_rows, 0.0).sum() / queries.sum().clamp_min(1)
+
+
+def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor, attention_mask: torch.Tensor,
+                 eps: float = 1e-12) -> torch.Tensor:
+    """MiniLM's attention transfer: ``KL(A_t[b,h,i,:] || A_s[b,h,i,:])`` over real keys ``j``.
+
+    Averaged over heads and real query positions ``i``::
+
+        sum_{b,h,i} m_bi * sum_j m_bj * A_t log(A_t / A_s)  /  (heads * sum_{b,i} m_bi)
+
+    Inputs are attention *probabilities* ``(B, heads, L, L)`` with the same
+    number of heads (``attn_implementation="eager"`` returns them). ``eps``
+    keeps ``log A_s`` finite where a probability underflowed to 0.
+    """
+    _check_same_shape(student_attn, teacher_attn, "attention_kl")
+    log_p = _full(teacher_attn.detach()).clamp_min(eps).log()
+    log_q = _full(student_attn).clamp_min(eps).log()
+    return _masked_row_kl(log_p, log_q, attention_mask)
+
+
+def _relation_log_probs(values: torch.Tensor, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """``log softmax(V_r V_r^T / sqrt(d_r))`` per relation head ``r``, padded keys masked: (B, heads, L, L)."""
+    b, length, width = values.shape
+    if width % heads:
+        raise ValueError(f"value_relation_kl: width {width} is not divisible by relation_heads={heads}")
+    v = _full(values).view(b, length, heads, width // heads).transpose(1, 2)  # (B, heads, L, d_r)
+    scores = v @ v.transpose(-1, -2) / math.sqrt(width // heads)
+    keys = attention_mask[:, None, None, :].bool()
+    return scores.masked_fill(~keys, float("-inf")).log_softmax(-1).masked_fill(~keys, 0.0)
+
+
+def value_relation_kl(student_values: torch.Tensor, teacher_values: torch.Tensor, attention_mask: torch.Tensor,
+                      relation_heads: int) -> torch.Tensor:
+    """MiniLM's value-relation transfer, with MiniLMv2's relation heads.
+
+    Split the values ``V`` (B, L, width) into ``R = relation_heads`` chunks and
+    compare ``VR = softmax(V_r V_r^T / sqrt(d_r))`` (B, R, L, L) row by row::
+
+        KL(VR_t[b,r,i,:] || VR_s[b,r,i,:]) over real keys, averaged over R and real queries i
+
+    Student and teacher may differ in width and in attention heads: only ``R``
+    must divide both widths, so a 128-wide student learns from a 384-wide teacher.
+    """
+    log_p = _relation_log_probs(teacher_values.detach(), attention_mask, relation_heads)
+    log_q = _relation_log_probs(student_values, attention_mask, relation_heads)
+    return _masked_row_kl(log_p, log_q, attention_mask)

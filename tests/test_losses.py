@@ -39,7 +39,8 @@ def check_value(kd):
     s, t = logits_pair(0, 8, 5)
     labels = torch.tensor([0, 1, 2, 3, 4, -1, -1, 1])
     T, alpha = 3.0, 0.7
-    expected = alpha * reference_soft(s, t, T) + (1 - alpha) * F.cross_entropy(s[labels >= 0], labels[labels >= 0])
+    hard = F.cross_entropy(s[labels >= 0], labels[labels >= 0], reduction="sum") / len(labels)  # every row 1/B
+    expected = alpha * reference_soft(s, t, T) + (1 - alpha) * hard
     assert torch.allclose(kd(s, t, labels, T, alpha).double(), expected.double(), rtol=1e-5, atol=1e-6)
 
 
@@ -234,7 +235,8 @@ def test_unlabelled_rows_never_reach_the_cross_entropy():
     s, t = logits_pair(8, 4, 2)
     labels = torch.tensor([1, -1, 0, -1])
     hard = losses.hard_cross_entropy(s, labels)
-    assert torch.allclose(hard.double(), F.cross_entropy(s[[0, 2]], labels[[0, 2]]).double())
+    # the two labelled rows' cross-entropies, each weighing 1/4 of the batch
+    assert torch.allclose(hard.double(), F.cross_entropy(s[[0, 2]], labels[[0, 2]]).double() / 2)
     # all unlabelled: the hard term is zero and alpha * soft is all that is left
     none = torch.full((4,), -1)
     assert float(losses.hard_cross_entropy(s, none)) == 0.0

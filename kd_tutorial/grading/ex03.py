@@ -106,8 +106,14 @@ def _label_cases():
 
 
 def _ce_lab(s, y):
+    """The cross-entropy averaged over the labelled rows only (the usual ignore_index mean)."""
     m = y != -1
     return F.cross_entropy(s[m], y[m]) if bool(m.any()) else s.sum() * 0
+
+
+def _ce(s, y):
+    """The course's hard term: the cross-entropy summed over labelled rows, divided by all B rows."""
+    return ref.hard_cross_entropy(s, y)
 
 
 def _check_full(call):
@@ -119,8 +125,8 @@ def _check_full(call):
         except LearnerCrash as crash:
             if bool((y == -1).any()):
                 raise Wrong(f"your loss fails on a batch with unlabelled rows (label -1): {crash}. "
-                            "Compute the hard term on labelled rows only, e.g. "
-                            "F.cross_entropy(..., ignore_index=-1)") from None
+                            "Unlabelled rows add 0 to the hard term, e.g. "
+                            "F.cross_entropy(..., ignore_index=-1, reduction='sum') / batch size") from None
             raise
     expected = [float(ref.distillation_loss(s, t, y, T, a)) for s, t, y, T, a in cases]
     if not all(close(g, e) for g, e in zip(got, expected)):
@@ -128,14 +134,15 @@ def _check_full(call):
         V = lambda f: (lambda: [f(s, t, y, T, a) for s, t, y, T, a in cases])  # noqa: E731
         message = diagnose(got, {
             "alpha weights the soft (teacher) term: use alpha * soft + (1 - alpha) * hard":
-                V(lambda s, t, y, T, a: (1 - a) * kl(s, t, T) + a * _ce_lab(s, y)),
+                V(lambda s, t, y, T, a: (1 - a) * kl(s, t, T) + a * _ce(s, y)),
             "the hard-label cross-entropy must use the student's logits at T = 1, not divided by T":
-                V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce_lab(s / T, y)),
+                V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce(s / T, y)),
             "your soft term is missing its T^2 factor":
-                V(lambda s, t, y, T, a: a * kl(s, t, T) / (T * T) + (1 - a) * _ce_lab(s, y)),
-            "average the hard term over the labelled rows only, not over the whole batch":
-                V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce_lab(s, y) * int((y != -1).sum())
-                  / y.numel()),
+                V(lambda s, t, y, T, a: a * kl(s, t, T) / (T * T) + (1 - a) * _ce(s, y)),
+            "you averaged the hard term over the labelled rows only: then a labelled review weighs more when "
+            "the batch holds fewer of them. Divide the sum over labelled rows by the whole batch size, so every "
+            "review weighs 1/B":
+                V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce_lab(s, y)),
             "your loss has no hard-label term: add (1 - alpha) * cross-entropy with the labels":
                 V(lambda s, t, y, T, a: a * kl(s, t, T)),
             "this is the seed article's loss, F.cross_entropy(student_logits, softmax(teacher_logits)): "
@@ -154,7 +161,7 @@ def _check_full(call):
                     "The hard term is 0 there") from None
     if not close(value, float(ref.distillation_loss(s, t, y, T, a))):
         raise Wrong("on a batch of unlabelled reviews only (all labels -1) the hard term must be 0 "
-                    f"(F.cross_entropy of an empty selection is nan), got {value:.4f}")
+                    f"(a mean over no labelled row is nan), got {value:.4f}")
 
 
 q1 = Exercise(
@@ -177,22 +184,19 @@ def soft_kd_loss(student_logits, teacher_logits, temperature):
 
 q2 = Exercise(
     "ex03.q2", "The full distillation loss", "kd_loss", _check_full,
-    hint="""alpha * soft_kd_loss(...) + (1 - alpha) * F.cross_entropy(student_logits, labels, ignore_index=-1).
-    The hard term is at T = 1. When no row is labelled, F.cross_entropy returns nan: use 0 instead.""",
+    hint="""alpha * soft_kd_loss(...) + (1 - alpha) * hard, where hard is the cross-entropy at T = 1 summed over
+    the labelled rows and divided by the batch size B (every review weighs 1/B, an unlabelled one adds 0):
+    F.cross_entropy(student_logits, labels, ignore_index=-1, reduction="sum") / len(labels).""",
     solution='''
 def kd_loss(student_logits, teacher_logits, labels, temperature=2.0, alpha=0.5):
-    """alpha * T^2 * KL + (1 - alpha) * CE on labelled rows (label -1 = unlabelled)."""
+    """alpha * T^2 * KL + (1 - alpha) * CE, both averaged over the B rows (label -1 = unlabelled: CE adds 0)."""
     ### BEGIN SOLUTION
     soft = soft_kd_loss(student_logits, teacher_logits, temperature)
-    labelled = labels != -1
-    if labelled.any():
-        hard = F.cross_entropy(student_logits[labelled], labels[labelled])
-    else:
-        hard = student_logits.sum() * 0.0
+    hard = F.cross_entropy(student_logits, labels, ignore_index=-1, reduction="sum") / len(labels)
     return alpha * soft + (1 - alpha) * hard
     ### END SOLUTION
 ''',
-    success="Correct! Unlabelled transfer reviews feed the soft term only.",
+    success="Correct! Unlabelled transfer reviews feed the soft term only, and every review weighs 1/B.",
 )
 
 __all__ = ["q1", "q2"]

@@ -1,0 +1,346 @@
+"""Intermediate-layer losses: exact values, padding, gradients, identities, and a mutation check.
+
+As in test_losses.py, the checks are functions of an implementation, so that
+``test_every_mutant_is_caught`` runs the *same* checks against the classic bugs
+(averaging over padding, the KL reversed, a gradient into the teacher...) and
+proves that each one makes the suite fail.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kd_tutorial import layer_maps, losses
+
+settings.register_profile("kd-intermediate", max_examples=30, deadline=None)
+settings.load_profile("kd-intermediate")
+
+
+def padded(seed: int, lengths: list[int], width: int, garbage: float | None = None):
+    """A (B, L, width) float64 tensor and its mask; padded positions hold ``garbage``-scaled noise (or 0)."""
+    g = torch.Generator().manual_seed(seed)
+    B, L = len(lengths), max(lengths)
+    mask = (torch.arange(L)[None] < torch.tensor(lengths)[:, None]).long()
+    x = torch.randn(B, L, width, generator=g, dtype=torch.float64)
+    noise = torch.randn(B, L, width, generator=g, dtype=torch.float64) * (garbage or 0.0)
+    return torch.where(mask[..., None].bool(), x, noise), mask
+
+
+def attention_probs(seed: int, mask: torch.Tensor, heads: int, garbage: bool = False):
+    """(B, heads, L, L) attention rows over real keys; padded rows/columns hold noise when ``garbage``."""
+    g = torch.Generator().manual_seed(seed)
+    B, L = mask.shape
+    scores = torch.randn(B, heads, L, L, generator=g, dtype=torch.float64) * 2
+    keys = mask[:, None, None, :].bool()
+    probs = scores.masked_fill(~keys, float("-inf")).softmax(-1)
+    if garbage:
+        noise = torch.rand(B, heads, L, L, generator=g, dtype=torch.float64)
+        pad = ~keys | ~mask[:, None, :, None].bool()
+        probs = torch.where(pad, noise, probs)
+    return probs
+
+
+def repad(x: torch.Tensor, mask: torch.Tensor, value: float = 123.0) -> torch.Tensor:
+    """The same real entries, a different constant in every padded position."""
+    m = mask.bool()
+    while m.dim() < x.dim():
+        m = m[..., None]
+    return torch.where(m, x, torch.full_like(x, value))
+
+
+# --------------------------------------------------------------------------- reference definitions
+
+def ref_hidden_mse(s, t, lengths):
+    total = sum(((s[b, :n] - t[b, :n]) ** 2).sum() for b, n in enumerate(lengths))
+    return total / (sum(lengths) * s.shape[-1])
+
+
+def ref_hidden_cosine(s, t, lengths):
+    total = sum((1 - F.cosine_similarity(s[b, :n], t[b, :n], dim=-1)).sum() for b, n in enumerate(lengths))
+    return total / sum(lengths)
+
+
+def ref_row_kl(p, q, lengths):
+    """KL(p || q) of each real query row over real keys, averaged over heads and real queries (loops)."""
+    total, rows = 0.0, 0
+    for b, n in enumerate(lengths):
+        for h in range(p.shape[1]):
+            for i in range(n):
+                pt, qs = p[b, h, i, :n], q[b, h, i, :n]
+                total = total + (pt * (pt.log() - qs.log())).sum()
+                rows += 1
+    return total / rows
+
+
+def ref_relations(v, lengths, heads):
+    out = []
+    for b, n in enumerate(lengths):
+        x = v[b, :n].view(n, heads, -1).transpose(0, 1)
+        out.append((x @ x.transpose(-1, -2) / math.sqrt(x.shape[-1])).softmax(-1))
+    return out
+
+
+def ref_value_relation(vs, vt, lengths, heads):
+    rs, rt = ref_relations(vs, lengths, heads), ref_relations(vt, lengths, heads)
+    total, rows = 0.0, 0
+    for b, n in enumerate(lengths):
+        total = total + (rt[b] * (rt[b].log() - rs[b].log())).sum()
+        rows += heads * n
+    return total / rows
+
+
+LENGTHS = [6, 3, 1, 5]
+
+
+# --------------------------------------------------------------------------- checks on implementations
+
+def check_hidden_mse(fn):
+    s, mask = padded(0, LENGTHS, 8, garbage=50.0)
+    t, _ = padded(1, LENGTHS, 8, garbage=50.0)
+    assert torch.allclose(fn(s, t, mask), ref_hidden_mse(s, t, LENGTHS), rtol=1e-9)
+    assert torch.allclose(fn(repad(s, mask), repad(t, mask, -7.0), mask), fn(s, t, mask), rtol=1e-12)
+
+
+def check_hidden_cosine(fn):
+    s, mask = padded(2, LENGTHS, 8, garbage=50.0)
+    t, _ = padded(3, LENGTHS, 8, garbage=50.0)
+    assert torch.allclose(fn(s, t, mask), ref_hidden_cosine(s, t, LENGTHS), rtol=1e-9)
+    assert torch.allclose(fn(repad(s, mask), repad(t, mask, -7.0), mask), fn(s, t, mask), rtol=1e-12)
+    assert torch.allclose(fn(3.0 * s, t, mask), fn(s, t, mask), rtol=1e-9)  # a cosine ignores lengths
+
+
+def check_attention_kl(fn):
+    _, mask = padded(4, LENGTHS, 1)
+    p, q = attention_probs(5, mask, 3), attention_probs(6, mask, 3)
+    assert torch.allclose(fn(q, p, mask), ref_row_kl(p, q, LENGTHS), rtol=1e-9)  # KL(teacher || student)
+    gp, gq = attention_probs(5, mask, 3, garbage=True), attention_probs(6, mask, 3, garbage=True)
+    assert torch.allclose(fn(gq, gp, mask), fn(q, p, mask), rtol=1e-9)
+
+
+def check_value_relation(fn):
+    vs, mask = padded(7, LENGTHS, 8, garbage=50.0)   # a narrow student...
+    vt, _ = padded(8, LENGTHS, 12, garbage=50.0)     # ...and a wider teacher
+    assert torch.allclose(fn(vs, vt, mask, 2), ref_value_relation(vs, vt, LENGTHS, 2), rtol=1e-9)
+    assert torch.allclose(fn(repad(vs, mask), repad(vt, mask, -3.0), mask, 2), fn(vs, vt, mask, 2), rtol=1e-9)
+
+
+def check_no_teacher_gradient(fn, make):
+    s, t, mask = make()
+    s, t = s.clone().requires_grad_(True), t.clone().requires_grad_(True)
+    fn(s, t, mask).backward()
+    assert t.grad is None or torch.count_nonzero(t.grad) == 0, "a gradient reached the teacher"
+    assert s.grad is not None and torch.count_nonzero(s.grad) > 0, "no gradient reached the student"
+    m = mask.bool()
+    real = m[:, None, :, None] & m[:, None, None, :] if s.dim() == 4 else m[..., None]  # (query, key) or token
+    assert torch.count_nonzero(s.grad.masked_select(~real.expand_as(s.grad))) == 0, "padding got a gradient"
+
+
+def _hidden_pair():
+    s, mask = padded(9, LENGTHS, 8, garbage=5.0)
+    t, _ = padded(10, LENGTHS, 8, garbage=5.0)
+    return s, t, mask
+
+
+def _attn_pair():
+    _, mask = padded(11, LENGTHS, 1)
+    return attention_probs(12, mask, 2), attention_probs(13, mask, 2), mask
+
+
+def _value_pair():
+    s, mask = padded(14, LENGTHS, 8, garbage=5.0)
+    t, _ = padded(15, LENGTHS, 12, garbage=5.0)
+    return s, t, mask
+
+
+CHECKS = {
+    "hidden_mse": [check_hidden_mse, lambda fn: check_no_teacher_gradient(fn, _hidden_pair)],
+    "hidden_cosine": [check_hidden_cosine, lambda fn: check_no_teacher_gradient(fn, _hidden_pair)],
+    "attention_kl": [check_attention_kl, lambda fn: check_no_teacher_gradient(fn, _attn_pair)],
+    "value_relation_kl": [check_value_relation,
+                          lambda fn: check_no_teacher_gradient(lambda s, t, m: fn(s, t, m, 2), _value_pair)],
+}
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_the_package_losses_pass_every_check(name):
+    for check in CHECKS[name]:
+        check(getattr(losses, name))
+
+
+# --------------------------------------------------------------------------- mutation check
+
+def _masked_mean(x, mask):  # shared by the mutants that get the masking right
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum()
+
+
+def _row_kl(log_p, log_q, mask):
+    kl = (log_p.exp() * (log_p - log_q)).masked_fill(mask[:, None, None, :] == 0, 0).sum(-1)
+    q = mask[:, None, :].expand_as(kl).to(kl.dtype)
+    return (kl * q).sum() / q.sum()
+
+
+MUTANTS = {
+    ("hidden_mse", "mean over padded positions too"):
+        lambda s, t, m: ((s - t.detach()) ** 2).mean(),
+    ("hidden_mse", "sum over hidden units, not mean"):
+        lambda s, t, m: _masked_mean(((s - t.detach()) ** 2).sum(-1), m),
+    ("hidden_mse", "gradient into the teacher"):
+        lambda s, t, m: _masked_mean(((s - t) ** 2).mean(-1), m),
+    ("hidden_cosine", "mean over padded positions too"):
+        lambda s, t, m: (1 - F.cosine_similarity(s, t.detach(), dim=-1)).mean(),
+    ("hidden_cosine", "cosine of the wrong axis"):
+        lambda s, t, m: _masked_mean(1 - F.cosine_similarity(s, t.detach(), dim=1)[:, None, :].mean(-1)
+                                     .expand(m.shape), m),
+    ("attention_kl", "KL reversed: KL(student || teacher)"):
+        lambda s, t, m: _row_kl(s.clamp_min(1e-12).log(), t.detach().clamp_min(1e-12).log(), m),
+    ("attention_kl", "padded keys counted"):
+        lambda s, t, m: _row_kl_keys_unmasked(t.detach(), s, m),
+    ("attention_kl", "padded queries averaged in"):
+        lambda s, t, m: (t.detach().clamp_min(1e-12) * (t.detach().clamp_min(1e-12).log()
+                         - s.clamp_min(1e-12).log())).masked_fill(m[:, None, None, :] == 0, 0).sum(-1).mean(),
+    ("value_relation_kl", "no sqrt(d) scaling"):
+        lambda s, t, m, r: _vr_mutant(s, t, m, r, scale=False),
+    ("value_relation_kl", "padded keys not masked"):
+        lambda s, t, m, r: _vr_mutant(s, t, m, r, mask_keys=False),
+    ("value_relation_kl", "KL reversed"):
+        lambda s, t, m, r: _vr_mutant(s, t, m, r, reverse=True),
+}
+
+
+def _row_kl_keys_unmasked(p, q, m):
+    kl = (p.clamp_min(1e-12) * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum(-1)
+    qm = m[:, None, :].expand_as(kl).to(kl.dtype)
+    return (kl * qm).sum() / qm.sum()
+
+
+def _vr_mutant(s, t, m, r, scale=True, mask_keys=True, reverse=False):
+    def rel(v):
+        b, n, w = v.shape
+        x = v.view(b, n, r, w // r).transpose(1, 2)
+        scores = x @ x.transpose(-1, -2) / (math.sqrt(w // r) if scale else 1.0)
+        if mask_keys:
+            scores = scores.masked_fill(m[:, None, None, :] == 0, float("-inf"))
+        return scores.log_softmax(-1).masked_fill(m[:, None, None, :] == 0, 0) if mask_keys else scores.log_softmax(-1)
+    log_p, log_q = rel(t.detach()), rel(s)
+    if reverse:
+        log_p, log_q = log_q, log_p
+    return _row_kl(log_p, log_q, m)
+
+
+@pytest.mark.parametrize("loss,bug", list(MUTANTS), ids=[f"{a}: {b}" for a, b in MUTANTS])
+def test_every_mutant_is_caught(loss, bug):
+    failures = []
+    for check in CHECKS[loss]:
+        try:
+            check(MUTANTS[(loss, bug)])
+        except (AssertionError, RuntimeError):
+            failures.append(check)
+    assert failures, f"no check fails for the broken {loss}: {bug}"
+
+
+# --------------------------------------------------------------------------- properties (hypothesis)
+
+lengths_st = st.lists(st.integers(1, 7), min_size=1, max_size=5)
+
+
+@given(st.integers(0, 10_000), lengths_st, st.sampled_from([4, 8]))
+def test_padding_never_changes_a_value(seed, lengths, width):
+    s, mask = padded(seed, lengths, width, garbage=100.0)
+    t, _ = padded(seed + 1, lengths, width, garbage=100.0)
+    wider = torch.cat([mask, torch.zeros(len(lengths), 3, dtype=torch.long)], 1)  # three more pad columns
+    s2 = torch.cat([s, torch.randn(len(lengths), 3, width, dtype=torch.float64) * 1e3], 1)
+    t2 = torch.cat([t, torch.randn(len(lengths), 3, width, dtype=torch.float64) * 1e3], 1)
+    for fn in (losses.hidden_mse, losses.hidden_cosine):
+        assert torch.allclose(fn(s, t, mask), fn(s2, t2, wider), rtol=1e-9)
+    assert torch.allclose(losses.value_relation_kl(s, t, mask, 2), losses.value_relation_kl(s2, t2, wider, 2),
+                          rtol=1e-9, atol=1e-12)
+
+
+@given(st.integers(0, 10_000), lengths_st)
+def test_zero_at_the_teacher_and_positive_elsewhere(seed, lengths):
+    t, mask = padded(seed, lengths, 8, garbage=3.0)
+    s, _ = padded(seed + 7, lengths, 8, garbage=3.0)
+    p = attention_probs(seed, mask, 2)
+    for fn in (losses.hidden_mse, losses.hidden_cosine):
+        assert abs(float(fn(t.clone(), t, mask))) < 1e-9
+        assert float(fn(s, t, mask)) > 0
+    assert abs(float(losses.attention_kl(p.clone(), p, mask))) < 1e-9
+    assert float(losses.attention_kl(attention_probs(seed + 1, mask, 2), p, mask)) >= -1e-12
+    assert abs(float(losses.value_relation_kl(t.clone(), t, mask, 4))) < 1e-9
+
+
+@given(st.integers(0, 10_000), lengths_st)
+def test_value_relations_ignore_a_rotation_of_each_relation_head(seed, lengths):
+    """V V^T is unchanged when each relation head's subspace is rotated: what transfers is relational."""
+    vs, mask = padded(seed, lengths, 8, garbage=1.0)
+    vt, _ = padded(seed + 1, lengths, 12, garbage=1.0)
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    rotated = torch.cat([vt[..., :6] @ q, vt[..., 6:] @ q], -1)  # 2 relation heads of width 6
+    assert torch.allclose(losses.value_relation_kl(vs, vt, mask, 2), losses.value_relation_kl(vs, rotated, mask, 2),
+                          rtol=1e-8, atol=1e-12)
+
+
+def test_batch_duplication_leaves_every_loss_unchanged():
+    s, t, mask = _hidden_pair()
+    dup = lambda x: torch.cat([x, x])  # noqa: E731
+    for fn in (losses.hidden_mse, losses.hidden_cosine):
+        assert torch.allclose(fn(dup(s), dup(t), dup(mask)), fn(s, t, mask))
+    q, p, m = _attn_pair()
+    assert torch.allclose(losses.attention_kl(dup(q), dup(p), dup(m)), losses.attention_kl(q, p, m))
+
+
+def test_cls_mse_compares_directions_of_the_cls_states():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(5, 8, generator=g, dtype=torch.float64), torch.randn(5, 8, generator=g, dtype=torch.float64)
+    expected = ((s / s.norm(dim=-1, keepdim=True) - t / t.norm(dim=-1, keepdim=True)) ** 2).sum(-1).mean()
+    assert torch.allclose(losses.cls_mse(s, t), expected)
+    assert torch.allclose(losses.cls_mse(4.0 * s, 0.5 * t), expected)  # normalised: lengths do not matter
+    assert abs(float(losses.cls_mse(t.clone(), t))) < 1e-12
+
+
+def test_a_width_mismatch_names_the_projection():
+    s, mask = padded(0, [3, 2], 4)
+    t, _ = padded(1, [3, 2], 8)
+    for fn in (losses.hidden_mse, losses.hidden_cosine):
+        with pytest.raises(ValueError, match="project the student's states"):
+            fn(s, t, mask)
+    with pytest.raises(ValueError, match="not divisible by relation_heads"):
+        losses.value_relation_kl(s, t, mask, 3)
+
+
+def test_hard_cross_entropy_weighs_every_review_the_same_whatever_the_batch_mix():
+    """One normalisation: each row weighs 1/B, so a labelled review's gradient does not depend on how many
+    unlabelled transfer reviews share its batch."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 2, generator=g, requires_grad=True)
+    labelled_only = losses.hard_cross_entropy(z, torch.tensor([1, 0]))
+    assert torch.allclose(labelled_only, F.cross_entropy(z, torch.tensor([1, 0])))
+    extra = torch.randn(6, 2, generator=g)
+    mixed = losses.hard_cross_entropy(torch.cat([z, extra]), torch.tensor([1, 0, -1, -1, -1, -1, -1, -1]))
+    assert torch.allclose(mixed, labelled_only * 2 / 8)  # the same two reviews, each weighing 1/8 of the batch
+    (grad_alone,) = torch.autograd.grad(labelled_only * 2, z)
+    (grad_mixed,) = torch.autograd.grad(mixed * 8, z)
+    assert torch.allclose(grad_alone, grad_mixed)  # per review, the same push
+    assert float(losses.hard_cross_entropy(extra, torch.full((6,), -1))) == 0.0
+
+
+@pytest.mark.parametrize("kind,S,T,expected", [
+    ("uniform", 3, 6, [2, 4, 6]), ("uniform", 2, 6, [3, 6]), ("uniform", 6, 12, [2, 4, 6, 8, 10, 12]),
+    ("uniform", 4, 12, [3, 6, 9, 12]), ("skip", 4, 12, [2, 4, 6, 8]), ("skip", 3, 6, [2, 4, 6]),
+    ("last", 3, 6, [4, 5, 6]), ("last", 2, 12, [11, 12]),
+])
+def test_layer_mappings(kind, S, T, expected):
+    assert layer_maps.layer_mapping(kind, S, T) == expected
+
+
+def test_layer_mapping_errors_name_the_fix():
+    with pytest.raises(ValueError, match="use 'uniform'"):
+        layer_maps.layer_mapping("skip", 4, 6)
+    with pytest.raises(ValueError, match="choose one of uniform, skip, last"):
+        layer_maps.layer_mapping("every-third", 2, 6)
+    assert layer_maps.describe("last", [4, 5, 6]) == "last: student 1 <- teacher 4, 2 <- 5, 3 <- 6"
