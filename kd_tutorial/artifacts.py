@@ -1,18 +1,19 @@
-"""Where things live on disk: a per-profile, per-configuration cache of the teacher and its logits.
+"""The artifact cache: a profile's data, its fine-tuned teacher, the teacher's outputs, and the students.
 
 Layout (``KD_TUTORIAL_HOME``, default ``~/.cache/kd-tutorial``)::
 
     <home>/<profile>/<config-hash>/teacher/        save_pretrained() of the fine-tuned teacher
                                    teacher.json    its history and validation accuracy
-                                   logits-<split>.pt
+                                   logits-<split>.pt, cls-<split>.pt   its logits and [CLS] states (one pass)
+                                   logits-augmented-<hash>.pt          its logits on augmented reviews
                                    students/<name>-<run-hash>/model/          a distilled student
                                                              history.json    its training history (written last)
-                                                             last.pt         epoch checkpoint while it trains
+                                                             last.pt         checkpoint while it trains
                                    .lock           held while anything above is written
 
-Everything is written to a temporary name and renamed into place, so an
-interrupted run never leaves a half-written artifact behind; a file lock lets
-two notebooks ask for the same teacher at once (one trains, the other waits).
+Writes go through :mod:`kd_tutorial.store` (atomic, file-locked): an interrupted
+run never leaves a half-written artifact behind, and two notebooks can ask for
+the same teacher at once (one trains, the other waits).
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,84 +29,9 @@ import torch
 
 from .profiles import Profile, stable_hash
 
-HOME_ENV = "KD_TUTORIAL_HOME"
+from .store import ArtifactError, atomic_save_pretrained, atomic_torch_save, atomic_write_json, home, locked
 
-
-class ArtifactError(RuntimeError):
-    """A cached artifact cannot be read (for example a corrupt file)."""
 DATA_ENV = "KD_TUTORIAL_DATA_DIR"
-
-
-def home() -> Path:
-    """The artifact root: ``$KD_TUTORIAL_HOME``, else ``$XDG_CACHE_HOME/kd-tutorial``, else ``~/.cache/kd-tutorial``."""
-    if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "kd-tutorial"
-
-
-@contextlib.contextmanager
-def locked(directory: Path):
-    """Hold ``directory/.lock`` (a cross-process file lock) for the duration of the block."""
-    from filelock import FileLock
-    directory.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(directory / ".lock")):
-        yield
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    """:func:`atomic_write_text` of ``obj`` as indented JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save_pretrained(model, directory: Path) -> None:
-    """``model.save_pretrained`` into a temporary folder, then swap it into ``directory``."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
-        model.save_pretrained(tmp)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------- the prepared data
@@ -130,6 +55,12 @@ class Prepared:
         """This configuration's artifact folder: the profile, the teacher, and a fingerprint of the data."""
         key = self.profile.teacher_hash(self.data_key, self.teacher_name, self.init, self.seed, self.fingerprint)
         return home() / self.profile.name / key
+
+    @property
+    def where(self) -> dict:
+        """The keyword arguments that find this data again (``ensure_teacher_logits(profile, split, **where)``)."""
+        return {"data_dir": None if self.data_key == self.profile.data_source else self.data_key,
+                "teacher": self.teacher_name, "init": self.init, "seed": self.seed}
 
     @property
     def fingerprint(self) -> str:
@@ -190,7 +121,8 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
     """
     from transformers import BertForSequenceClassification
 
-    from .env import pick_device, seed_everything
+    from .device import pick_device
+    from .train import seed_everything
     from .models import check_same_vocab, teacher_for_profile
     from .train import TrainConfig, freeze, train
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
@@ -227,23 +159,61 @@ def ensure_teacher_logits(profile: Profile, split: str, *, teacher_model=None, d
     Every student and notebook reuses the same tensor instead of calling the
     teacher at every step. Row ``i`` belongs to review ``i`` of the split.
     """
+    return _teacher_pass(profile, split, "logits", teacher_model=teacher_model, data_dir=data_dir, teacher=teacher,
+                         init=init, seed=seed, device=device, progress=progress)
+
+
+def ensure_teacher_cls(profile: Profile, split: str, *, teacher_model=None, data_dir: str | None = None,
+                       teacher: str | None = None, init: str = "pretrained", seed: int = 0,
+                       device: str | None = None, progress: bool = True) -> torch.Tensor:
+    """The teacher's [CLS] state after every layer on ``split``, ``[N, layers + 1, H]`` in float16, cached.
+
+    Patient KD matches these; they come from the same pass as the logits (a
+    review's per-token states would be ``L`` times larger: those are computed
+    online instead, see :mod:`kd_tutorial.recipes`).
+    """
+    return _teacher_pass(profile, split, "cls", teacher_model=teacher_model, data_dir=data_dir, teacher=teacher,
+                         init=init, seed=seed, device=device, progress=progress)
+
+
+def ensure_teacher_logits_on(profile: Profile, name: str, encoded, *, teacher_model, data_dir: str | None = None,
+                             teacher: str | None = None, init: str = "pretrained", seed: int = 0,
+                             device: str | None = None, progress: bool = True) -> torch.Tensor:
+    """The teacher's logits on reviews that are not one of the profile's splits (e.g. augmented copies).
+
+    Cached like a split's, under ``name`` and a hash of the rows themselves, so other rows never meet
+    stale logits.
+    """
+    key = stable_hash(encoded.input_ids)
+    return _teacher_pass(profile, f"{name}-{key}", "logits", teacher_model=teacher_model, data_dir=data_dir,
+                         teacher=teacher, init=init, seed=seed, device=device, progress=progress, encoded=encoded)
+
+
+def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, data_dir, teacher, init, seed,
+                  device, progress, encoded=None) -> torch.Tensor:
+    """Load ``what`` ("logits" or "cls") of ``split`` from the cache, or run the teacher once and store both."""
     from .evaluate import predict_logits
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
-    if split not in prep.encoded:
+    if encoded is None and split not in prep.encoded:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(prep.encoded)}")
-    path = prep.directory / f"logits-{split}.pt"
-    if path.exists():
-        return _load_logits(path, len(prep.encoded[split]))
+    encoded = prep.encoded[split] if encoded is None else encoded
+    rows = len(encoded)
+    path = {k: prep.directory / f"{k}-{split}.pt" for k in ("logits", "cls")}
+    if path[what].exists():
+        return _load_logits(path[what], rows)
     if teacher_model is None:
         teacher_model, _, _ = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed,
                                              device=device, progress=progress)
     with locked(prep.directory):
-        if path.exists():
-            return _load_logits(path, len(prep.encoded[split]))
-        logits = predict_logits(teacher_model, prep.encoded[split], batch_size=profile.eval_batch_size,
-                                device=device, progress=progress, desc=f"teacher logits ({split})")
-        atomic_torch_save(logits, path)
-        return logits
+        if path[what].exists():
+            return _load_logits(path[what], rows)
+        logits, cls = predict_logits(teacher_model, encoded, batch_size=profile.eval_batch_size,
+                                     device=device, progress=progress, desc=f"teacher logits ({split})",
+                                     cls_states=True)
+        atomic_torch_save(cls, path["cls"])
+        if not path["logits"].exists():  # logits already cached stay as they are: students were trained on them
+            atomic_torch_save(logits, path["logits"])
+        return _load_logits(path[what], rows)
 
 
 def _load_logits(path: Path, rows: int) -> torch.Tensor:

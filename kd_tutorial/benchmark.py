@@ -19,12 +19,12 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
                init: str = "pretrained", device: str | None = None, progress: bool = False) -> dict:
     """Train the profile's ``student``-th student for ``steps`` KD steps each way; return both speeds."""
     from .artifacts import prepare
-    from .data import Encoded
-    from .env import pick_device, seed_everything
+    from .data import Encoded, concat_encoded
+    from .device import autocast_dtype, pick_device
+    from .train import seed_everything
     from .evaluate import predict_logits
     from .models import build_student, teacher_for_profile
-    from .pipeline import concat_encoded
-    from .train import TrainConfig, autocast_dtype, freeze, train
+    from .train import TrainConfig, freeze, train
     device = device or pick_device()
     prep = prepare(profile, data_dir=data_dir, init=init)
     both = concat_encoded(prep.encoded["train"], prep.encoded["transfer"], "train+transfer")

@@ -1,7 +1,8 @@
 """``kd-tutorial``: the command line. Parses arguments and turns every known error into one line.
 
     kd-tutorial distill [--profile P] [--data-dir D] [--teacher NAME_OR_PATH] [--init pretrained|random]
-                        [--out DIR] [--resume] [--seed N | --seeds N N ...]
+                        [--out DIR] [--resume] [--seed N | --seeds N N ...] [--recipes all | NAME ...]
+                        [--set FIELD=VALUE ...]
     kd-tutorial env [--profile P]
     kd-tutorial prefetch --profile cpu|full
     kd-tutorial grade SUBMISSIONS... [--out grades.csv] [--timeout SECONDS]
@@ -22,6 +23,8 @@ from .profiles import PROFILES
 def _profile(args):
     from .profiles import describe_choice, resolve_profile
     profile = resolve_profile(args.profile)
+    if getattr(args, "set", None):
+        profile = profile.with_overrides(args.set)
     source = "--profile" if args.profile else ("$KD_TUTORIAL_PROFILE" if os.environ.get("KD_TUTORIAL_PROFILE")
                                                else None)
     print(describe_choice(profile, source), flush=True)
@@ -49,7 +52,8 @@ def estimate(profile, device: str, n_seeds: int = 1) -> str:
 
 def cmd_distill(args) -> int:
     """Run the whole pipeline for the chosen profile."""
-    from .env import pick_device, quiet
+    from .device import pick_device
+    from .env import quiet
     from .pipeline import run_distill
     quiet()
     profile = _profile(args)
@@ -58,12 +62,31 @@ def cmd_distill(args) -> int:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     device = args.device or pick_device()
     seeds = args.seeds or [args.seed]
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")
+    runs = _recipes(args.recipes)
     print(f"device: {device}; estimated time: {estimate(profile, device, len(seeds))}", flush=True)
     start = time.perf_counter()
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
-                          resume=args.resume, seeds=seeds, device=device, progress=not args.quiet)
+                          resume=args.resume, seeds=seeds, device=device, progress=not args.quiet, runs=runs)
     print(f"wrote {args.out}/results.json and {len(results['plots'])} plots in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot work; the message says which and what to give instead."""
+
+
+def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
+    """``--recipes``: None (each student's own), ``all`` (every recipe), or names checked against RECIPES."""
+    from .recipes import RECIPES, get_recipe
+    if not names:
+        return None
+    if names == ["all"]:
+        return tuple(RECIPES)
+    for name in names:
+        get_recipe(name)
+    return tuple(names)
 
 
 def cmd_env(args) -> int:
@@ -97,26 +120,16 @@ def cmd_prefetch(args) -> int:
     return 0
 
 
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
-
-
 def cmd_report(args) -> int:
-    """Print the results table of a results.json, or write it between the README's markers."""
+    """Print the results tables of results.json files, or write them between the README's markers."""
     from pathlib import Path
 
-    from .evaluate import results_markdown
-    table = "".join(results_markdown(json.loads(Path(p).read_text())) for p in sorted(args.results))
+    from .report import results_markdown, splice_readme
     if not args.readme:
-        print(table)
+        print("".join(results_markdown(json.loads(Path(p).read_text())) for p in sorted(args.results)))
         return 0
-    readme = Path(args.readme)
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
-    before, rest = text.split(README_START, 1)
-    after = rest.split(README_END, 1)[1]
-    readme.write_text(f"{before}{README_START}\n{table}{README_END}{after}")
-    print(f"updated the results table in {readme}")
+    splice_readme(args.readme, args.results)
+    print(f"updated the results tables in {args.readme}")
     return 0
 
 
@@ -164,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--seeds", type=int, nargs="+", help="several seeds: report mean and std")
     d.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
+    d.add_argument("--recipes", nargs="+", metavar="NAME",
+                   help="the recipes every student runs: 'all', or names from kd_tutorial.recipes (default: each "
+                        "student's own, the profile's choice)")
+    d.add_argument("--set", nargs="+", metavar="FIELD=VALUE", help="override profile fields, e.g. --set n_test=4934 "
+                   "student_lr=1e-4 (values are Python literals; None for none)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e = sub.add_parser("env", help="versions, device, profile, and what is cached")
@@ -207,14 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     from .artifacts import ArtifactError
     from .data import DataSourceError
     from .models import ModelSourceError, VocabularyMismatchError
-    from .profiles import UnknownProfileError
+    from .profiles import ProfileOverrideError, UnknownProfileError
+    from .recipes import UnknownRecipeError
     from .train import TrainingDivergedError
     handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report,
                 "benchmark": cmd_benchmark}
     try:
         return handlers[args.command](args)
     except (UnknownProfileError, DataSourceError, ModelSourceError, VocabularyMismatchError,
-            TrainingDivergedError, ArtifactError) as err:
+            TrainingDivergedError, ArtifactError, UnknownRecipeError, ProfileOverrideError, UsageError) as err:
         print(f"kd-tutorial: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

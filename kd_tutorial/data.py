@@ -373,3 +373,60 @@ def token_stats(encoded_or_lengths) -> dict[str, float]:
     return dict(mean=sum(lengths) / n, median=float(statistics.median(lengths)),
                 p90=float(torch.tensor(lengths, dtype=torch.float64).quantile(0.9)),
                 frac_over_256=sum(x > 256 for x in lengths) / n, frac_over_512=sum(x > 512 for x in lengths) / n)
+
+
+def concat_encoded(a: Encoded, b: Encoded, name: str) -> Encoded:
+    """Rows of ``a`` followed by rows of ``b`` (e.g. labelled train + unlabelled transfer)."""
+    return Encoded(input_ids=list(a.input_ids) + list(b.input_ids), labels=torch.cat([a.labels, b.labels]),
+                   name=name)
+
+
+def subset_encoded(encoded: Encoded, rows, name: str | None = None) -> Encoded:
+    """The rows ``rows`` (indices) of ``encoded``, in that order."""
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    return Encoded([encoded.input_ids[i] for i in rows.tolist()], encoded.labels[rows], name or encoded.name)
+
+
+def labelled_subset(encoded: Encoded, n: int | None, seed: int = 0) -> torch.Tensor:
+    """Row indices of a stratified, seeded subset of ``n`` labelled rows (all rows when ``n`` is None)."""
+    if n is None or n >= len(encoded):
+        return torch.arange(len(encoded))
+    g = torch.Generator().manual_seed(seed)
+    classes = encoded.labels.unique()
+    picked = []
+    for i, c in enumerate(classes):
+        rows = (encoded.labels == c).nonzero().flatten()
+        take = n // len(classes) + (1 if i < n % len(classes) else 0)
+        picked.append(rows[torch.randperm(len(rows), generator=g)[:take]])
+    return torch.cat(picked).sort().values
+
+
+AUGMENT = dict(p_mask=0.1, p_window=0.25, min_window=0.5, copies=1)  # the course's augmentation settings
+
+
+def augment(encoded: Encoded, *, mask_id: int, p_mask: float = AUGMENT["p_mask"],
+            p_window: float = AUGMENT["p_window"], min_window: float = AUGMENT["min_window"],
+            copies: int = AUGMENT["copies"], seed: int = 0, name: str = "augmented") -> Encoded:
+    """New unlabelled reviews made from ``encoded`` (after Tang et al. 2019, "Distilling task-specific
+    knowledge from BERT into simple neural networks", section 3.2).
+
+    For each copy of each review: every token (not [CLS] / [SEP]) becomes ``mask_id``
+    with probability ``p_mask``; then, with probability ``p_window``, only a random
+    contiguous window of ``min_window`` to all of the tokens is kept. The window is
+    Tang et al.'s n-gram sampling stretched to documents: their 1-5-gram of a short
+    sentence would be a few words of a 200-token review. (Their third operation,
+    part-of-speech-guided word replacement, needs a tagger and is left out.) The
+    teacher labels the new reviews; their own labels are hidden (-1).
+    """
+    rng = random.Random(f"kd_tutorial-augment-{seed}")
+    rows = []
+    for _ in range(copies):
+        for ids in encoded.input_ids:
+            cls_id, body, sep_id = ids[0], list(ids[1:-1]), ids[-1]
+            body = [mask_id if rng.random() < p_mask else t for t in body]
+            if body and rng.random() < p_window:
+                size = max(1, round(len(body) * rng.uniform(min_window, 1.0)))
+                start = rng.randrange(0, len(body) - size + 1)
+                body = body[start:start + size]
+            rows.append([cls_id, *body, sep_id])
+    return Encoded(rows, torch.full((len(rows),), -1, dtype=torch.long), name)

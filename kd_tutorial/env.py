@@ -8,10 +8,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import random
 import sys
 from dataclasses import dataclass
 
+from .device import bf16_supported, pick_device  # noqa: F401  (re-exported for notebooks)
 from .profiles import PROFILE_ENV, Profile, describe_choice, resolve_profile
 
 QUIET_ENV = {
@@ -39,28 +39,6 @@ class Session:
                 f"offline={self.offline})")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy (if present) and torch, on every device."""
-    import torch
-    random.seed(seed)
-    try:
-        import numpy as np
-        np.random.seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
-    torch.manual_seed(seed)
-
-
-def pick_device() -> str:
-    """``"cuda"`` when a GPU is visible, ``"mps"`` on Apple silicon, else ``"cpu"``."""
-    import torch
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def quiet() -> None:
     """Silence Hugging Face logging and progress bars (env vars, and the APIs if already imported)."""
     for key, value in QUIET_ENV.items():
@@ -86,6 +64,7 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
             print("warning: transformers was imported before setup(); the offline flag may not apply. "
                   "Restart the kernel and run this cell first.")
         os.environ.update(OFFLINE_ENV)
+    from .train import seed_everything
     seed_everything(seed)
     device = pick_device()
     source = "argument" if profile else (f"${PROFILE_ENV}" if os.environ.get(PROFILE_ENV) else None)
@@ -103,20 +82,6 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "missing"
     return out
-
-
-def bf16_supported(device: str) -> bool:
-    """Whether bf16 autocast is worth using on ``device`` (CUDA with bf16, or a CPU with AVX-512 BF16/AMX)."""
-    import torch
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device == "cpu":
-        try:
-            flags = open("/proc/cpuinfo").read()
-        except OSError:
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
 
 
 def hub_reachable(timeout: float = 3.0) -> bool | None:

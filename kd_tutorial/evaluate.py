@@ -5,6 +5,7 @@ same reviews: numbers from different machines are never mixed.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -15,28 +16,40 @@ ECE_BINS = 10
 
 @torch.no_grad()
 def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None = None, precision: str = "auto",
-                   progress: bool = False, desc: str = "predict") -> torch.Tensor:
-    """Logits ``[N, C]`` (float32, on the CPU) for every row of ``encoded``, in row order."""
+                   progress: bool = False, desc: str = "predict", cls_states: bool = False):
+    """Logits ``[N, C]`` (float32, on the CPU) for every row of ``encoded``, in row order.
+
+    With ``cls_states=True``, returns ``(logits, cls)`` where ``cls[n, k]`` is row ``n``'s
+    [CLS] state after layer ``k`` (``k = 0``: the embeddings), ``[N, layers + 1, H]`` in
+    float16: what Patient KD's [CLS] term needs, small enough to cache.
+    """
     from tqdm.auto import tqdm
 
     from .data import make_batches
-    from .env import pick_device
-    from .train import autocast_dtype
+    from .device import autocast_dtype, pick_device
     device = device or pick_device()
     was_training = model.training
     model.eval().to(device)
     dtype = autocast_dtype(device, precision)
-    out = None
+    out = cls = None
     for batch in tqdm(make_batches(encoded, batch_size, shuffle=False, group_by_length=True), desc=desc,
                       disable=not progress, leave=False):
         with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits.float().cpu()
+            result = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                           output_hidden_states=cls_states)
+        logits = result.logits.float().cpu()
         if out is None:
             out = torch.empty(len(encoded), logits.shape[-1])
         out[batch["index"]] = logits
+        if cls_states:
+            states = torch.stack([h[:, 0] for h in result.hidden_states], 1).to("cpu", torch.float16)
+            if cls is None:
+                cls = torch.empty(len(encoded), *states.shape[1:], dtype=torch.float16)
+            cls[batch["index"]] = states
     model.train(was_training)
-    return out
+    if out is None:
+        raise ValueError(f"{desc}: no reviews to predict (the split {getattr(encoded, 'name', '')!r} is empty)")
+    return (out, cls) if cls_states else out
 
 
 def accuracy(logits: torch.Tensor, labels) -> float:
@@ -82,27 +95,34 @@ def reliability_curve(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> d
     return rows
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 @torch.no_grad()
-def latency_ms(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5) -> float:
-    """Median (p50) wall time in ms of one review at batch size 1, after ``warmup`` untimed calls."""
+def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5, repeats: int = 3) -> dict:
+    """Wall time in ms of one review at batch size 1: ``p50`` and its interquartile range ``q1``-``q3``.
+
+    ``repeats`` passes over the same ``n`` reviews (after ``warmup`` untimed calls),
+    so the spread covers both the reviews' lengths and the machine's noise.
+    """
     from .data import make_batches
+    from .device import synchronize
     model.eval().to(device)
     batches = make_batches(encoded, 1, shuffle=True, group_by_length=False, seed=0)[: n + warmup]
     times = []
-    for i, batch in enumerate(batches):
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        _sync(device)
-        start = time.perf_counter()
-        model(input_ids=ids, attention_mask=mask)
-        _sync(device)
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    for repeat in range(repeats):
+        for i, batch in enumerate(batches):
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            synchronize(device)
+            start = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask)
+            synchronize(device)
+            if i >= warmup or repeat > 0:
+                times.append((time.perf_counter() - start) * 1000)
+    q1, p50, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    return {"p50": p50, "q1": q1, "q3": q3, "samples": times}
+
+
+def latency_ms(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5) -> float:
+    """Median (p50) wall time in ms of one review at batch size 1 (see :func:`latency` for its spread)."""
+    return latency(model, encoded, device=device, n=n, warmup=warmup, repeats=1)["p50"]
 
 
 @torch.no_grad()
@@ -110,7 +130,7 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
                precision: str = "auto") -> dict:
     """Reviews/s and real (non-pad) tokens/s at a large batch, length-grouped, after one warm-up batch."""
     from .data import make_batches
-    from .train import autocast_dtype
+    from .device import autocast_dtype, synchronize
     model.eval().to(device)
     dtype = autocast_dtype(device, precision)
     batches = make_batches(encoded, batch_size, shuffle=True, group_by_length=True, seed=0)[: max_batches + 1]
@@ -118,11 +138,11 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
     seconds = 0.0
     for i, batch in enumerate(batches):
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
             model(input_ids=ids, attention_mask=mask)
-        _sync(device)
+        synchronize(device)
         if i == 0 and len(batches) > 1:
             continue  # warm-up
         seconds += time.perf_counter() - start
@@ -132,12 +152,13 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
 
 
 def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "cpu", batch_size: int = 64,
-            logits: dict | None = None, latency_n: int = 30, throughput_batches: int = 8,
+            logits: dict | None = None, latency_n: int = 30, latency_repeats: int = 3, throughput_batches: int = 8,
             train_tokens_per_s: dict | None = None) -> list[dict]:
     """Measure every model side by side on ``encoded`` (same device, same run) and return table rows.
 
-    Each row: name, accuracy, agreement (with ``teacher``), ece, params, mb, latency_ms (p50, batch 1),
-    reviews_per_s and tokens_per_s (batch ``batch_size``), train_tokens_per_s (if given).
+    Each row: name, accuracy, agreement (with ``teacher``), ece, params, mb, latency_ms (p50 at batch 1)
+    with latency_q1_ms / latency_q3_ms (its interquartile range over ``latency_repeats`` passes) and the
+    timings themselves, reviews_per_s and tokens_per_s (batch ``batch_size``), train_tokens_per_s (if given).
     ``logits`` may pass already computed predictions to skip recomputing them.
     """
     from .models import count_parameters, model_size_mb
@@ -148,6 +169,7 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     rows = []
     for name, model in models.items():
         speed = throughput(model, encoded, device=device, batch_size=batch_size, max_batches=throughput_batches)
+        timing = latency(model, encoded, device=device, n=latency_n, repeats=latency_repeats)
         rows.append({
             "name": name,
             "accuracy": accuracy(logits[name], encoded.labels),
@@ -155,7 +177,8 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
             "ece": expected_calibration_error(logits[name], encoded.labels),
             "params": count_parameters(model),
             "mb": model_size_mb(model),
-            "latency_ms": latency_ms(model, encoded, device=device, n=latency_n),
+            "latency_ms": timing["p50"], "latency_q1_ms": timing["q1"], "latency_q3_ms": timing["q3"],
+            "latency_samples_ms": timing["samples"],
             "reviews_per_s": speed["reviews_per_s"],
             "tokens_per_s": speed["tokens_per_s"],
             "train_tokens_per_s": (train_tokens_per_s or {}).get(name),
@@ -163,52 +186,76 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     return rows
 
 
-def format_table(rows: list[dict], title: str | None = None) -> str:
-    """A plain-text table of :func:`compare` rows (markdown-compatible)."""
-    cols = [("model", "name", "{}"), ("acc %", "accuracy", "{:.2f}"), ("agree %", "agreement", "{:.2f}"),
-            ("ECE", "ece", "{:.3f}"), ("params M", "params", "{:.2f}"), ("MB", "mb", "{:.1f}"),
-            ("p50 ms", "latency_ms", "{:.2f}"), ("reviews/s", "reviews_per_s", "{:.0f}")]
-    scale = {"accuracy": 100, "agreement": 100, "params": 1e-6}
+# --------------------------------------------------------------------------- paired statistics
 
-    def cell(row, key, fmt):
-        value = row.get(key)
-        if value is None:
-            return "-"
-        if isinstance(value, (int, float)) and key in scale:
-            value = value * scale[key]
-        return fmt.format(value)
-
-    header = [c[0] for c in cols]
-    body = [[cell(r, k, f) for _, k, f in cols] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(b, widths)) + " |" for b in body]
-    return ((title + "\n") if title else "") + "\n".join(lines)
+VERDICTS = ("better", "worse", "no detectable difference at this size")
 
 
-def results_markdown(results: dict) -> str:
-    """The README's results table, rendered from a ``results.json`` (never typed by hand)."""
-    run = results["run"]
-    rows = []
-    for r in results["models"]:
-        acc = f"{100 * r['accuracy']:.2f}"
-        if r.get("accuracy_std"):
-            acc += f" ± {100 * r['accuracy_std']:.2f}"
-        train_speed = f"{r['train_tokens_per_s']:.0f}" if r.get("train_tokens_per_s") else "-"
-        agree = f"{100 * r['agreement']:.1f}" if r.get("agreement") is not None else "-"
-        if r.get("agreement_std"):
-            agree += f" ± {100 * r['agreement_std']:.1f}"
-        rows.append(f"| {r['name']} | {acc} | {agree} | {r['ece']:.3f} | {r['params'] / 1e6:.2f} | "
-                    f"{r['latency_ms']:.2f} | {r['reviews_per_s']:.0f} | {train_speed} |")
-    split = run["evaluated_on"]
-    status = list(run.get("student_status", {}).values())
-    reused = (f"; {status.count('cached')} of {len(status)} student runs taken from the artifact cache"
-              if "cached" in status else "")
-    head = (f"Profile `{run['profile']}`, {run['split_sizes'].get('test', '?')} {split} reviews, device "
-            f"`{run['device']}`, seeds {run['seeds']}, wall time {run['wall_seconds']:.0f} s "
-            f"(teacher {run['phase_seconds']['teacher']:.0f} s, students {run['phase_seconds']['students']:.0f} s"
-            f"{reused}), commit `{run.get('git_commit') or '-'}`.\n\n")
-    table = (f"| model | {split} acc % | agreement % | ECE ({ECE_BINS} bins) | params M | p50 ms (batch 1) | "
-             "reviews/s | train tokens/s |\n|---|---|---|---|---|---|---|---|\n")
-    return head + table + "\n".join(rows) + "\n\n"
+def correct_matrix(logits_per_seed: list[torch.Tensor], labels) -> torch.Tensor:
+    """``(seeds, N)`` booleans: whether each seed's model got each review right."""
+    labels = torch.as_tensor(labels)
+    return torch.stack([z.argmax(-1) == labels for z in logits_per_seed])
+
+
+def paired_bootstrap(correct_a: torch.Tensor, correct_b: torch.Tensor, *, n_boot: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Accuracy of A minus accuracy of B with a paired bootstrap confidence interval.
+
+    ``correct_a`` and ``correct_b`` are ``(seeds, N)`` (or ``(N,)``) booleans on the
+    *same* reviews. Each bootstrap sample draws ``N`` reviews with replacement and
+    keeps every seed's answers on them, so the interval reflects which reviews were
+    drawn, pooled over seeds: ``diff = mean over seeds and reviews of (a - b)``.
+    """
+    a, b = _as_matrix(correct_a), _as_matrix(correct_b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs the same reviews and seeds: {tuple(a.shape)} vs {tuple(b.shape)}")
+    per_review = (a.float() - b.float()).mean(0)  # (N,): the difference on each review, averaged over seeds
+    g = torch.Generator().manual_seed(seed)
+    n = per_review.numel()
+    draws = torch.randint(0, n, (n_boot, n), generator=g)
+    boot = per_review[draws].mean(1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(boot.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return {"diff": float(per_review.mean()), "ci_low": low, "ci_high": high, "level": level, "n_boot": n_boot,
+            "reviews": n, "seeds": a.shape[0]}
+
+
+def mcnemar(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
+    """McNemar's exact test of "A and B are equally accurate", on the discordant pairs, pooled over seeds.
+
+    ``n_ab``: reviews A got right and B wrong; ``n_ba``: the reverse. Under the null
+    each discordant pair goes either way with probability 1/2, so the two-sided
+    p-value is ``min(1, 2 * P(Binomial(n_ab + n_ba, 1/2) <= min(n_ab, n_ba)))``.
+    """
+    a, b = _as_matrix(correct_a), _as_matrix(correct_b)
+    n_ab, n_ba = int((a & ~b).sum()), int((~a & b).sum())
+    n, k = n_ab + n_ba, min(n_ab, n_ba)
+    if n == 0:
+        return {"n_ab": 0, "n_ba": 0, "p": 1.0}
+    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+                 for i in range(k + 1)]
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+    return {"n_ab": n_ab, "n_ba": n_ba, "p": min(1.0, 2 * tail)}
+
+
+def verdict(ci_low: float, ci_high: float) -> str:
+    """"better" when the whole interval is above 0, "worse" when below, otherwise no detectable difference."""
+    if ci_low > 0:
+        return VERDICTS[0]
+    if ci_high < 0:
+        return VERDICTS[1]
+    return VERDICTS[2]
+
+
+def compare_paired(correct_a: torch.Tensor, correct_b: torch.Tensor, **bootstrap) -> dict:
+    """:func:`paired_bootstrap`, :func:`mcnemar` and the :func:`verdict`, in one dict."""
+    stats = paired_bootstrap(correct_a, correct_b, **bootstrap)
+    test = mcnemar(correct_a, correct_b)
+    return stats | {"p_mcnemar": test["p"], "n_ab": test["n_ab"], "n_ba": test["n_ba"],
+                    "verdict": verdict(stats["ci_low"], stats["ci_high"])}
+
+
+def _as_matrix(correct: torch.Tensor) -> torch.Tensor:
+    correct = torch.as_tensor(correct).bool()
+    return correct[None] if correct.dim() == 1 else correct

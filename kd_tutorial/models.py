@@ -172,6 +172,31 @@ def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermedi
     return BertForSequenceClassification(config)
 
 
+def project_embeddings(student, teacher) -> None:
+    """Start a narrower student's embeddings from the teacher's, projected on their top principal directions.
+
+    The teacher's word, position and token-type embeddings (``V x H_t``) are centred
+    and projected on the ``H_s`` directions of largest variance of its word embeddings
+    (an SVD), then scaled to BERT's initial spread (std 0.02). Similar words stay
+    close, so the student does not have to learn 30,522 vectors from a few thousand
+    reviews; its layers stay random.
+    """
+    s_emb, t_emb = student.bert.embeddings, teacher.bert.embeddings
+    width = student.config.hidden_size
+    with torch.no_grad():
+        words = t_emb.word_embeddings.weight.float()
+        mean = words.mean(0, keepdim=True)
+        _, _, v = torch.linalg.svd(words - mean, full_matrices=False)
+        basis = v[:width].T  # (H_t, H_s)
+        projected = (words - mean) @ basis
+        scale = 0.02 / projected.std()
+        s_emb.word_embeddings.weight.copy_(projected * scale)
+        for name in ("position_embeddings", "token_type_embeddings"):
+            rows = getattr(s_emb, name).weight.shape[0]
+            t_rows = getattr(t_emb, name).weight.float()[:rows]
+            getattr(s_emb, name).weight.copy_((t_rows - t_rows.mean(0, keepdim=True)) @ basis * scale)
+
+
 def set_attention_dropout(model, p: float | None):
     """Set the dropout on ``model``'s attention probabilities to ``p`` (None: leave it); returns the model.
 
@@ -188,22 +213,57 @@ def set_attention_dropout(model, p: float | None):
     return model
 
 
-def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", attention_dropout: float | None = None):
+def freeze_word_embeddings(model, freeze: bool = True):
+    """Keep ``model``'s word-embedding matrix fixed during training (``requires_grad=False``); returns the model."""
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(not freeze)
+    return model
+
+
+def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", attention_dropout: float | None = None,
+                  freeze_embeddings: bool = False):
     """The student described by ``spec``, checked against the teacher's vocabulary.
 
-    ``attention_dropout`` (a profile setting) overrides the dropout on its attention probabilities.
+    ``attention_dropout`` (a profile setting) overrides the dropout on its attention probabilities;
+    ``freeze_embeddings`` keeps the word embeddings a layer-copied student took from the teacher fixed.
     """
     if spec.kind == "distil":
-        student = distil_student(teacher, spec.num_layers, spec.layer_map)
+        student = freeze_word_embeddings(distil_student(teacher, spec.num_layers, spec.layer_map), freeze_embeddings)
     elif spec.kind == "compact":
         student = compact_student(spec.num_layers, spec.hidden_size, spec.num_heads, spec.intermediate_size,
                                   vocab_size_=teacher.config.vocab_size,
                                   max_position_embeddings=teacher.config.max_position_embeddings,
                                   num_labels=teacher.config.num_labels, pretrained=spec.pretrained, init=init)
+        if spec.embeddings == "teacher-pca" and not spec.pretrained:
+            project_embeddings(student, teacher)
     else:
         raise ValueError(f"unknown student kind {spec.kind!r}: use 'distil' or 'compact'")
     check_same_vocab(teacher, student)
     return set_attention_dropout(student, attention_dropout)
+
+
+class DistillationStudent(torch.nn.Module):
+    """A student plus what only its distillation needs: projections from its width to the teacher's.
+
+    ``projections[i]`` is a learned ``Linear(student width, teacher width)`` for
+    mapped layer ``i + 1`` (FitNets, TinyBERT), or the identity when the widths
+    agree. They are trained with the student and thrown away afterwards: the
+    distilled model is ``.student`` alone. Calling the wrapper calls the student.
+    """
+
+    def __init__(self, student, teacher_width: int, layers: int | None = None):
+        super().__init__()
+        self.student = student
+        width = student.config.hidden_size
+        n = layers if layers is not None else student.config.num_hidden_layers
+        self.projections = torch.nn.ModuleList(
+            torch.nn.Linear(width, teacher_width) if width != teacher_width else torch.nn.Identity() for _ in range(n))
+
+    @property
+    def config(self):
+        return self.student.config
+
+    def forward(self, *args, **kwargs):
+        return self.student(*args, **kwargs)
 
 
 def _vocab_of(obj) -> int:
@@ -257,4 +317,6 @@ def teacher_for_profile(profile: Profile, *, init: str = "pretrained", teacher: 
     name = teacher or profile.teacher
     model = load_teacher(name, init=init, config_overrides=profile.teacher_config if name == TINY_TEACHER else None,
                          fallback=profile.teacher_fallback, attn_implementation=attn_implementation)
+    if profile.freeze_word_embeddings:
+        freeze_word_embeddings(model)
     return set_attention_dropout(model, profile.attention_dropout)

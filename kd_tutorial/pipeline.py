@@ -1,10 +1,11 @@
 """The whole distillation pipeline, as one function: ``kd-tutorial distill`` and notebook 05 call it.
 
-teacher (fine-tuned once, cached) -> its logits on the labelled and transfer sets (cached)
--> for each student and seed, three runs from the *same* initial weights and the *same*
-optimizer-step budget: ``kd`` (labelled set), ``kd+transfer`` (labelled + unlabelled
-transfer set, which only the teacher labels) and ``baseline`` (hard labels only)
--> every model measured side by side -> results.json, checkpoints and plots.
+teacher (fine-tuned once, cached) -> its logits (and [CLS] states) on the labelled and transfer
+sets (cached) -> for each student and seed, one run per recipe (:mod:`kd_tutorial.recipes`), all
+from the *same* initial weights and the *same* optimizer-step budget, each keeping its best
+weights on validation -> every model measured side by side, each recipe compared with the
+hard-label baseline on the same test reviews (paired bootstrap, McNemar) -> results.json,
+checkpoints and plots.
 """
 from __future__ import annotations
 
@@ -20,50 +21,56 @@ from pathlib import Path
 import torch
 
 from .profiles import Profile, StudentSpec
+from .recipes import Recipe, get_recipe
 
-RUNS = ("kd", "kd+transfer", "baseline")
-
-
-def concat_encoded(a, b, name: str):
-    """Rows of ``a`` followed by rows of ``b`` (e.g. labelled train + unlabelled transfer)."""
-    from .data import Encoded
-    return Encoded(input_ids=list(a.input_ids) + list(b.input_ids), labels=torch.cat([a.labels, b.labels]),
-                   name=name)
-
-
-def labelled_subset(encoded, n: int | None, seed: int = 0) -> torch.Tensor:
-    """Row indices of a stratified, seeded subset of ``n`` labelled rows (all rows when ``n`` is None)."""
-    if n is None or n >= len(encoded):
-        return torch.arange(len(encoded))
-    g = torch.Generator().manual_seed(seed)
-    classes = encoded.labels.unique()
-    picked = []
-    for i, c in enumerate(classes):
-        rows = (encoded.labels == c).nonzero().flatten()
-        take = n // len(classes) + (1 if i < n % len(classes) else 0)
-        picked.append(rows[torch.randperm(len(rows), generator=g)[:take]])
-    return torch.cat(picked).sort().values
+RUNS = ("kd", "kd+transfer", "baseline")  # the runs of the course's first comparison (notebook 05)
 
 
 def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
-    """Optimizer steps every run of one student gets: its epochs over the largest run's data."""
+    """Optimizer steps every run of one student gets: its epochs over the labelled + transfer reviews."""
     epochs = spec.epochs if spec.epochs is not None else profile.student_epochs
     return max(1, math.ceil(epochs * n_rows / profile.batch_size))
 
 
-def run_config(profile: Profile, spec: StudentSpec, run: str, steps: int, seed: int, precision: str = "auto"):
+def student_recipes(profile: Profile, spec: StudentSpec, names=None) -> list[Recipe]:
+    """The recipes one student runs: ``names`` if given, else the student's own, else the profile's.
+
+    Each recipe's layer mapping and relation heads are the student's (a choice stated per student).
+    """
+    recipes = [get_recipe(name) for name in (names or spec.recipes or profile.recipes)]
+    return [r.with_(intermediate=dataclasses.replace(r.intermediate, mapping=spec.mapping,
+                                                     relation_heads=spec.relation_heads))
+            if r.intermediate is not None else r for r in recipes]
+
+
+def applicable(recipe: Recipe, spec: StudentSpec, teacher_config) -> bool:
+    """Whether ``recipe`` can run for this student: attention maps need as many heads as the teacher's."""
+    if recipe.intermediate is not None and recipe.intermediate.attention:
+        return (spec.num_heads or teacher_config.num_attention_heads) == teacher_config.num_attention_heads
+    return True
+
+
+def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps: int, seed: int,
+               precision: str = "auto"):
     """The :class:`~kd_tutorial.train.TrainConfig` of one student run."""
     from .train import TrainConfig
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     return TrainConfig(lr=spec.lr or profile.student_lr, batch_size=profile.batch_size, max_steps=steps,
                        warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
-                       mode="ce" if run == "baseline" else "kd", temperature=profile.temperature,
-                       alpha=profile.alpha, seed=seed, precision=precision)
+                       mode=recipe.mode, temperature=profile.temperature, alpha=profile.alpha,
+                       intermediate=recipe.intermediate, seed=seed, precision=precision,
+                       eval_every=max(1, math.ceil(steps / profile.evals_per_run)), keep_best=True,
+                       patience=profile.patience)
 
 
-def run_key(profile: Profile, spec: StudentSpec, config, init: str) -> tuple:
+def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Recipe | None = None) -> tuple:
     """Everything that decides one student run (the key of its folder in the artifact cache)."""
-    return (dataclasses.asdict(spec), dataclasses.asdict(config), init, profile.student_labels,
-            profile.attention_dropout)
+    from .data import AUGMENT
+    key = (dataclasses.asdict(spec), dataclasses.asdict(config), init, profile.student_labels,
+           profile.attention_dropout, profile.freeze_word_embeddings)
+    if recipe is not None:
+        key += (dataclasses.asdict(recipe),) + ((AUGMENT,) if recipe.augment else ())
+    return key
 
 
 def git_commit() -> str | None:
@@ -75,88 +82,200 @@ def git_commit() -> str | None:
         return None
 
 
-def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,), runs=RUNS,
-                     out: Path | None = None, resume: bool = False, device: str = "cpu", init: str = "pretrained",
-                     progress: bool = True, students: tuple[StudentSpec, ...] | None = None) -> dict:
-    """Train every (student, run, seed); return ``{model name: {"model", "history", "seed", "base", "status"}}``.
+def student_data(profile: Profile, prep, logits: dict, cls: dict | None = None) -> dict:
+    """The students' data sets: ``labelled``, ``transfer`` (labelled + transfer reviews) and, when
+    ``logits`` holds ``"augmented"``, ``augmented`` (labelled + transfer + augmented copies).
 
-    Model names are ``"<student> <run>"`` with ``" s<seed>"`` appended when there are several seeds.
-    Every run is stored in the artifact cache, under its teacher. With ``resume=True`` a finished run
-    is loaded from there (``status="cached"``) and an interrupted one continues from its last epoch
-    checkpoint; otherwise it is trained again. With ``out``, each final model is also saved into
-    ``out/checkpoints/<name>/model``.
+    Each is ``(rows, teacher logits, teacher [CLS] states or None)``, aligned row by row.
     """
-    from .artifacts import atomic_save_pretrained, load_student, locked, save_student, student_folder
-    from .env import seed_everything
-    from .models import build_student
-    from .train import train
-    from .data import Encoded
+    from .data import concat_encoded, labelled_subset, subset_encoded
     keep = labelled_subset(prep.encoded["train"], profile.student_labels)
-    full = prep.encoded["train"]
-    train_set = Encoded([full.input_ids[i] for i in keep.tolist()], full.labels[keep], "student labels")
-    train_logits, transfer = logits["train"][keep], prep.encoded["transfer"]
-    with_transfer = concat_encoded(train_set, transfer, "train+transfer")
-    data = {"kd": (train_set, train_logits), "baseline": (train_set, None),
-            "kd+transfer": (with_transfer, torch.cat([train_logits, logits["transfer"]]))}
+    labelled = subset_encoded(prep.encoded["train"], keep, "student labels")
+    both = concat_encoded(labelled, prep.encoded["transfer"], "train+transfer")
+    both_logits = torch.cat([logits["train"][keep], logits["transfer"]])
+    cls = cls or {}
+    l_cls = cls["train"][keep] if "train" in cls else None
+    t_cls = torch.cat([l_cls, cls["transfer"]]) if l_cls is not None and "transfer" in cls else None
+    sets = {"labelled": (labelled, logits["train"][keep], l_cls), "transfer": (both, both_logits, t_cls)}
+    if "augmented" in logits:
+        rows, aug_logits = logits["augmented"]
+        sets["augmented"] = (concat_encoded(both, rows, "train+transfer+augmented"),
+                             torch.cat([both_logits, aug_logits]), None)
+    return sets
+
+
+def augmented_transfer(profile: Profile, prep, teacher_model, *, device: str, progress: bool, **where):
+    """An augmented copy of the transfer set (:func:`kd_tutorial.data.augment`) and the teacher's logits on it."""
+    from .artifacts import ensure_teacher_logits_on
+    from .data import augment
+    rows = augment(prep.encoded["transfer"], mask_id=prep.tokenizer.mask_token_id, seed=0, name="augmented")
+    return rows, ensure_teacher_logits_on(profile, "augmented", rows, teacher_model=teacher_model, device=device,
+                                          progress=progress, **where)
+
+
+def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,), runs=None,
+                     out: Path | None = None, resume: bool = False, device: str = "cpu", init: str = "pretrained",
+                     progress: bool = True, students: tuple[StudentSpec, ...] | None = None,
+                     cls: dict | None = None) -> dict:
+    """Train every (student, recipe, seed); return ``{model name: {"model", "history", "seed", "base", ...}}``.
+
+    ``runs`` names the recipes (None: each student's own). Model names are ``"<student> <recipe>"``
+    with ``" s<seed>"`` appended when there are several seeds. ``cls`` holds the teacher's cached
+    [CLS] states per split, for recipes with a [CLS] term. Every run is stored in the artifact cache,
+    under its teacher. With ``resume=True`` a finished run is loaded from there (``status="cached"``)
+    and an interrupted one continues from its last checkpoint; otherwise it is trained again. With
+    ``out``, each final model is also saved into ``out/checkpoints/<name>/model``.
+    """
+    from .artifacts import atomic_save_pretrained, ensure_teacher_cls, locked, student_folder
+    chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config)]
+              for spec in students or profile.students}
+    wanted = [r for rs in chosen.values() for r in rs]
+    if cls is None and any(r.intermediate is not None and r.intermediate.cls for r in wanted):
+        cls = {s: ensure_teacher_cls(profile, s, teacher_model=teacher, device=device, progress=progress, **prep.where)
+               for s in ("train", "transfer")}
+    if "augmented" not in logits and any(r.augment for r in wanted):
+        logits = logits | {"augmented": augmented_transfer(profile, prep, teacher, device=device, progress=progress,
+                                                           **prep.where)}
+    sets = student_data(profile, prep, logits, cls)
     trained = {}
     for spec in students or profile.students:
-        steps = step_budget(profile, spec, len(with_transfer) if "kd+transfer" in runs else len(train_set))
+        recipes = chosen[spec.name]
+        steps = step_budget(profile, spec, len(sets["transfer"][0]))
+        _announce(spec, recipes, steps, teacher, progress)
         for seed in seeds:
-            initial = None  # built on first need: a fully cached student needs no initialisation
-            for run in runs:
-                name = f"{spec.name} {run}" + (f" s{seed}" if len(seeds) > 1 else "")
-                config = run_config(profile, spec, run, steps, seed)
-                folder = student_folder(prep, f"{spec.name} {run} s{seed}", *run_key(profile, spec, config, init))
+            initial = []  # built on first need, shared by every run of this seed: a fully cached seed needs none
+            for recipe in recipes:
+                name = f"{spec.name} {recipe.name}" + (f" s{seed}" if len(seeds) > 1 else "")
+                config = run_config(profile, spec, recipe, steps, seed)
+                folder = student_folder(prep, f"{spec.name} {recipe.name} s{seed}",
+                                        *run_key(profile, spec, config, init, recipe))
                 with locked(folder):
-                    cached = load_student(folder) if resume else None
-                    if cached is not None:
-                        student, history = cached
-                    else:
-                        if initial is None:
-                            seed_everything(seed)
-                            initial = build_student(spec, teacher, init=init,  # shared by all runs of this seed
-                                                    attention_dropout=profile.attention_dropout)
-                        student = copy.deepcopy(initial)
-                        rows, t_logits = data[run]
-                        seed_everything(seed)
-                        history = train(student, rows, config=config, val_data=prep.encoded["validation"],
-                                        teacher_logits=t_logits, device=device, checkpoint_dir=folder,
-                                        resume=resume, desc=name, progress=progress)
-                        save_student(folder, student, history)
+                    item = _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial,
+                                    resume=resume, device=device, init=init, desc=name, progress=progress)
                 if out is not None:
-                    atomic_save_pretrained(student, Path(out) / "checkpoints" / name.replace(" ", "_") / "model")
-                trained[name] = {"model": student, "history": history, "seed": seed, "base": f"{spec.name} {run}",
-                                 "status": "cached" if cached is not None else "trained", "path": str(folder)}
+                    atomic_save_pretrained(item["model"], Path(out) / "checkpoints" / name.replace(" ", "_") / "model")
+                trained[name] = item | {"seed": seed, "base": f"{spec.name} {recipe.name}", "recipe": recipe.name,
+                                        "student": spec.name, "path": str(folder)}
     return trained
 
 
+def _announce(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher, progress: bool) -> None:
+    from .layer_maps import describe, layer_mapping
+    if not progress:
+        return
+    line = f"{spec.name}: {steps} steps per run; recipes {', '.join(r.name for r in recipes)}"
+    if any(r.intermediate is not None for r in recipes):
+        mapping = layer_mapping(spec.mapping, spec.num_layers, teacher.config.num_hidden_layers)
+        line += f"; layer mapping {describe(spec.mapping, mapping)}"
+    print(line, flush=True)
+
+
+def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial: list, *, resume, device, init,
+             desc, progress) -> dict:
+    """One student run: from the cache when ``resume`` finds it finished, else trained (and stored)."""
+    from .artifacts import load_student, save_student
+    from .train import seed_everything
+    from .models import DistillationStudent, build_student
+    from .train import train
+    cached = load_student(folder) if resume else None
+    if cached is not None:
+        return {"model": cached[0], "history": cached[1], "status": "cached"}
+    if not initial:
+        seed_everything(config.seed)
+        initial.append(build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout,
+                                     freeze_embeddings=profile.freeze_word_embeddings))
+    student = copy.deepcopy(initial[0])
+    spec_i = recipe.intermediate
+    model = (DistillationStudent(student, teacher.config.hidden_size) if spec_i is not None
+             and spec_i.needs_projection else student)
+    rows, t_logits, t_cls = sets["augmented" if recipe.augment else "transfer" if recipe.transfer else "labelled"]
+    online = spec_i is not None and spec_i.needs_online_teacher
+    seed_everything(config.seed)
+    history = train(model, rows, config=config, val_data=prep.encoded["validation"],
+                    teacher_logits=t_logits if recipe.mode != "ce" else None, teacher=teacher if online else None,
+                    teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, device=device,
+                    checkpoint_dir=folder, resume=resume, desc=desc, progress=progress)
+    save_student(folder, student, history)
+    return {"model": student, "history": history, "status": "trained"}
+
+
+# --------------------------------------------------------------------------- evaluation and results
+
 def _aggregate(rows: list[dict], trained: dict) -> list[dict]:
-    """Mean and std over seeds for each (student, run); a single row per model when one seed."""
+    """Mean and std over seeds for each (student, recipe); latency pooled over the seeds' timings."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         base = trained[row["name"]]["base"] if row["name"] in trained else row["name"]
         groups.setdefault(base, []).append(row)
     out = []
     for base, group in groups.items():
-        agg = dict(group[0], name=base, seeds=len(group))
-        for key in ("accuracy", "agreement", "ece"):
+        agg = {"name": base, "seeds": len(group), "params": group[0]["params"], "mb": group[0]["mb"]}
+        for key in ("accuracy", "agreement", "ece", "reviews_per_s", "tokens_per_s", "train_tokens_per_s"):
             values = [g[key] for g in group if g.get(key) is not None]
             if values:
                 agg[key] = statistics.mean(values)
                 agg[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
                 agg[key + "_per_seed"] = values
+        timings = sorted(t for g in group for t in g["latency_samples_ms"])
+        q1, p50, q3 = statistics.quantiles(timings, n=4) if len(timings) > 1 else (timings[0],) * 3
+        agg |= {"latency_ms": p50, "latency_q1_ms": q1, "latency_q3_ms": q3}
         out.append(agg)
+    return out
+
+
+def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
+    """Every recipe against its student's baseline, and the soft-target runs against the pseudo-label control.
+
+    Paired over the same test reviews and pooled over seeds (:func:`kd_tutorial.evaluate.compare_paired`).
+    """
+    from .evaluate import compare_paired, correct_matrix
+    by_base: dict[str, list[str]] = {}
+    for name, item in trained.items():
+        by_base.setdefault(item["base"], []).append(name)
+    correct = {base: correct_matrix([test_logits[n] for n in names], labels) for base, names in by_base.items()}
+    students = dict.fromkeys(item["student"] for item in trained.values())
+    out = []
+    for student in students:
+        recipes = [b.split(" ", 1)[1] for b in by_base if b.startswith(student + " ")]
+        pairs = [(r, "baseline") for r in recipes if r != "baseline" and "baseline" in recipes]
+        pairs += [(r, "pseudo-label") for r in recipes
+                  if r.startswith("kd+transfer") and "pseudo-label" in recipes]
+        for a, b in pairs:
+            stats = compare_paired(correct[f"{student} {a}"], correct[f"{student} {b}"])
+            out.append({"student": student, "recipe": a, "against": b} | stats)
+    return out
+
+
+def best_recipes(rows: list[dict], trained: dict) -> dict:
+    """Per student, the recipe whose runs scored best on *validation* (mean over seeds) and its test accuracy."""
+    val: dict[str, list[float]] = {}
+    for item in trained.values():
+        val.setdefault(item["base"], []).append(item["history"].best_val_acc or 0.0)
+    test = {r["name"]: r["accuracy"] for r in rows}
+    out = {}
+    for base, accs in val.items():
+        student, recipe = base.split(" ", 1)
+        if recipe == "baseline":
+            continue
+        mean = statistics.mean(accs)
+        if student not in out or mean > out[student]["val_accuracy"]:
+            out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(base)}
     return out
 
 
 def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,
                 init: str = "pretrained", out: str | Path = "runs/latest", resume: bool = False,
-                seeds=(0,), device: str | None = None, progress: bool = True) -> dict:
-    """Run the whole pipeline and write ``results.json``, checkpoints and plots into ``out``."""
+                seeds=(0,), device: str | None = None, progress: bool = True, runs=None) -> dict:
+    """Run the whole pipeline and write ``results.json``, checkpoints and plots into ``out``.
+
+    ``runs``: recipe names for every student (None: each student's own; ``kd-tutorial distill --recipes``).
+    """
     from . import __version__, plots
-    from .artifacts import atomic_write_json, ensure_teacher, ensure_teacher_logits
-    from .env import pick_device, versions
-    from .evaluate import compare, format_table, predict_logits
+    from .artifacts import atomic_write_json, ensure_teacher, ensure_teacher_cls, ensure_teacher_logits
+    from .device import pick_device
+    from .env import versions
+    from .evaluate import compare, predict_logits
+    from .report import format_comparisons, format_table
     device = device or pick_device()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,11 +290,17 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
               device=device, progress=progress)
     logits = {split: ensure_teacher_logits(profile, split, **kw) for split in ("train", "transfer")}
+    recipes = [r for spec in profile.students for r in student_recipes(profile, spec, runs)]
+    needs_cls = any(r.intermediate is not None and r.intermediate.cls for r in recipes)
+    cls = {split: ensure_teacher_cls(profile, split, **kw) for split in ("train", "transfer")} if needs_cls else None
+    if any(r.augment for r in recipes):
+        logits["augmented"] = augmented_transfer(profile, prep, teacher_model, device=device, progress=progress,
+                                                 **prep.where)
     phases["teacher_logits"] = time.perf_counter() - t
 
     t = time.perf_counter()
     trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, out=out, resume=resume,
-                               device=device, init=init, progress=progress)
+                               device=device, init=init, progress=progress, cls=cls, runs=runs)
     phases["students"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -189,6 +314,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     rows = compare(models, test, device=device, batch_size=profile.eval_batch_size, logits=test_logits,
                    train_tokens_per_s=train_speed)
     rows = _aggregate(rows, trained)
+    stats = comparisons(trained, test_logits, test.labels, seeds)
     phases["evaluation"] = time.perf_counter() - t
 
     split_name = "held-out" if prep.data.test_is_held_out else "test"
@@ -202,8 +328,12 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
             "git_commit": git_commit(), "wall_seconds": time.perf_counter() - t_start, "phase_seconds": phases,
             "temperature": profile.temperature, "alpha": profile.alpha,
             "student_labels": min(profile.student_labels or len(prep.encoded["train"]), len(prep.encoded["train"])),
+            "train_seconds": {name: item["history"].seconds for name, item in trained.items()},
+            "validation_seconds": {name: item["history"].eval_seconds for name, item in trained.items()},
         },
         "models": rows,
+        "comparisons": stats,
+        "best_recipes": best_recipes(rows, trained),
         "histories": {"teacher": info.get("history")} |
                      {n: item["history"].to_dict() for n, item in trained.items() if item["history"]},
     }
@@ -211,4 +341,5 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     results["plots"] = plots.save_pipeline_plots(results, out)
     atomic_write_json(out / "results.json", results)
     print(format_table(rows, title=f"{profile.name} profile, {len(test)} {split_name} reviews, {device}"))
+    print(format_comparisons(stats))
     return results

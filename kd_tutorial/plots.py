@@ -6,8 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RUN_STYLE = {"kd": "--", "kd+transfer": "-", "baseline": ":"}  # line style of each run in curves
-RUN_MARKER = {"kd": "s", "kd+transfer": "o", "baseline": "^"}  # marker of each run in scatter plots
+from .recipes import RECIPES
+
+_STYLES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)), (0, (5, 2, 1, 2)),
+           (0, (2, 2)), (0, (4, 1, 1, 1, 1, 1))]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+RUN_STYLE = {"kd+transfer": "-", "kd": "--", "baseline": ":"}  # line style of each run (recipe) in curves
+RUN_MARKER = {"kd+transfer": "o", "kd": "s", "baseline": "^"}  # marker of each run in scatter plots
+for _i, _name in enumerate(n for n in RECIPES if n not in RUN_STYLE):
+    RUN_STYLE[_name] = _STYLES[(_i + 3) % len(_STYLES)]
+    RUN_MARKER[_name] = _MARKERS[(_i + 3) % len(_MARKERS)]
 
 
 def _run_of(name: str) -> str | None:
@@ -62,14 +70,15 @@ def training_curves(histories: dict, title: str = "Training curves"):
         steps = [s["step"] for s in h["steps"]]
         loss = _smooth([s["loss"] for s in h["steps"]], max(1, len(steps) // 50))
         ax_loss.plot(steps, loss, label=name, **style)
-        # x = the optimizer step at each epoch's end: runs over data sets of different sizes line up
-        ends = [e["step"] for e in h["epochs"] if e.get("val_acc") is not None]
-        accs = [100 * e["val_acc"] for e in h["epochs"] if e.get("val_acc") is not None]
+        # x = the optimizer step of each validation pass: runs over data sets of different sizes line up
+        evals = h.get("evals") or [{"step": e["step"], "val_acc": e["val_acc"]} for e in h["epochs"]
+                                   if e.get("val_acc") is not None]
+        ends, accs = [e["step"] for e in evals], [100 * e["val_acc"] for e in evals]
         if accs:
             ax_acc.plot(ends, accs, marker="o", markersize=3, label=name, **style)
     ax_loss.set(xlabel="optimizer step", ylabel="training loss (smoothed)",
                 title="Loss (KD runs: distillation loss; others: cross-entropy)")
-    ax_acc.set(xlabel="optimizer step", ylabel="validation accuracy (%)", title="Validation accuracy (end of each epoch)")
+    ax_acc.set(xlabel="optimizer step", ylabel="validation accuracy (%)", title="Validation accuracy (each validation pass)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -80,7 +89,8 @@ def training_curves(histories: dict, title: str = "Training curves"):
 
 def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency", split: str = "test"):
     """Each model's accuracy against its p50 batch-1 latency: one colour per model, one marker per run
-    (o: KD + transfer set, square: KD, triangle: hard-label baseline); marker area grows with parameters."""
+    (o: KD + transfer set, square: KD, triangle: hard-label baseline, others: the other recipes); marker
+    area grows with parameters, horizontal bars span the latency's interquartile range."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colour = _colours(r["name"] for r in rows)
@@ -90,8 +100,12 @@ def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency
         size = 30 + 300 * (row["params"] / max(r["params"] for r in rows))
         ax.scatter(row["latency_ms"], 100 * row["accuracy"], s=size, alpha=0.7, label=row["name"],
                    color=colour[row["name"].split()[0]], marker=RUN_MARKER.get(_run_of(row["name"]), "o"))
-        if row.get("accuracy_std"):
-            ax.errorbar(row["latency_ms"], 100 * row["accuracy"], yerr=100 * row["accuracy_std"], fmt="none",
+        xerr = None
+        if row.get("latency_q1_ms") is not None:
+            xerr = [[row["latency_ms"] - row["latency_q1_ms"]], [row["latency_q3_ms"] - row["latency_ms"]]]
+        if row.get("accuracy_std") or xerr is not None:
+            ax.errorbar(row["latency_ms"], 100 * row["accuracy"], xerr=xerr,
+                        yerr=100 * row["accuracy_std"] if row.get("accuracy_std") else None, fmt="none",
                         ecolor="gray")
     ax.set(xlabel="p50 latency at batch 1 (ms)", ylabel=f"{split} accuracy (%)", title=title)
     ax.grid(alpha=0.3)

@@ -4,12 +4,19 @@
 ``mode="kd"``: :func:`kd_tutorial.losses.distillation_loss` against the teacher's
 logits, read from a cache (``teacher_logits[index]``) or, for comparison, from a
 frozen teacher called at every step.
+``mode="pseudo"``: cross-entropy on the teacher's arg-max for unlabelled rows (the
+pseudo-label control: the teacher's labels without its soft targets).
+``config.intermediate`` adds intermediate-layer terms (:mod:`kd_tutorial.recipes`):
+[CLS] states can come from a cache (``teacher_cls``); per-token states, attention
+maps and value vectors come from the frozen teacher, called under ``no_grad``.
 
 What the loop does, in order: AdamW with linear warm-up and decay; gradient
 accumulation (each micro-batch loss divided by the number of micro-batches);
 autocast to bf16 (CUDA, or CPUs with bf16 units) or fp16 with a gradient scaler;
 gradient clipping; a NaN/inf guard; a tqdm bar showing live loss and accuracy;
-a validation pass and an atomic checkpoint after each epoch; and ``resume``.
+a validation pass every ``eval_every`` steps (else after each epoch), keeping the
+best weights on validation and stopping after ``patience`` passes without a gain;
+an atomic checkpoint after each validation pass; and ``resume``.
 """
 from __future__ import annotations
 
@@ -21,6 +28,11 @@ from pathlib import Path
 import torch
 
 from . import losses
+from .device import autocast_dtype, pick_device, synchronize
+from .features import Features, forward_features, use_eager_attention
+from .layer_maps import layer_mapping
+from .recipes import Intermediate, intermediate_terms
+from .store import atomic_torch_save
 
 
 class TrainingDivergedError(RuntimeError):
@@ -39,40 +51,67 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_accum: int = 1
     max_grad_norm: float = 1.0
-    mode: str = "ce"  # "ce" | "kd"
+    mode: str = "ce"  # "ce" | "kd" | "pseudo"
     temperature: float = 2.0
     alpha: float = 0.5
+    intermediate: Intermediate | None = None  # intermediate-layer terms (kd and pseudo modes)
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
     group_by_length: bool = True
     pad_to_max: int | None = None  # pad every batch to this length (the naive baseline)
     seed: int = 0
+    eval_every: int | None = None  # validate every this many steps (None: after each epoch)
+    keep_best: bool = False  # end with the weights that scored best on validation
+    patience: int | None = None  # stop after this many validation passes without a gain (None: never)
 
 
 @dataclass
 class History:
-    """What a run logged: one row per optimizer step and one per epoch."""
+    """What a run logged: one row per optimizer step, per validation pass and per epoch."""
 
-    steps: list = field(default_factory=list)  # {step, loss, lr, grad_norm}
-    epochs: list = field(default_factory=list)  # {epoch, step, train_loss, train_acc, val_acc, tokens_per_s, seconds}
-    seconds: float = 0.0
+    steps: list = field(default_factory=list)  # {step, loss, lr, grad_norm, <intermediate terms>}
+    epochs: list = field(default_factory=list)  # {epoch, step, train_loss, train_acc, val_acc?, tokens_per_s, seconds}
+    evals: list = field(default_factory=list)  # {step, val_acc}
+    seconds: float = 0.0  # training time, validation passes excluded
     tokens: int = 0  # real (non-pad) tokens seen
+    eval_seconds: float = 0.0  # time spent in validation passes
+    best_step: int | None = None  # the step whose weights were kept (keep_best)
 
     @property
     def tokens_per_s(self) -> float:
-        """Training throughput in real tokens per second (padding excluded)."""
+        """Training throughput in real tokens per second (padding and validation excluded)."""
         return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def best_val_acc(self) -> float | None:
+        """The best validation accuracy of the run (None before the first validation pass)."""
+        return max((e["val_acc"] for e in self.evals), default=None)
 
     def final(self, key: str):
         """The last epoch's value of ``key`` (None before the first epoch)."""
         return self.epochs[-1].get(key) if self.epochs else None
 
     def to_dict(self) -> dict:
-        return {"steps": self.steps, "epochs": self.epochs, "seconds": self.seconds, "tokens": self.tokens,
-                "tokens_per_s": self.tokens_per_s}
+        return {"steps": self.steps, "epochs": self.epochs, "evals": self.evals, "seconds": self.seconds,
+                "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "eval_seconds": self.eval_seconds,
+                "best_step": self.best_step}
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        return cls(steps=list(d["steps"]), epochs=list(d["epochs"]), seconds=d["seconds"], tokens=d["tokens"])
+        return cls(steps=list(d["steps"]), epochs=list(d["epochs"]), evals=list(d.get("evals", [])),
+                   seconds=d["seconds"], tokens=d["tokens"], eval_seconds=d.get("eval_seconds", 0.0),
+                   best_step=d.get("best_step"))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (if present) and torch, on every device: the same seed gives the same run."""
+    import random
+    random.seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+    torch.manual_seed(seed)
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -80,22 +119,6 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``device`` (None means fp32): bf16 where supported, else fp16 on CUDA."""
-    from .env import bf16_supported
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and bf16_supported("cpu"):
-        return torch.bfloat16
-    return None
 
 
 def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
@@ -120,48 +143,146 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
         return torch.optim.AdamW(groups, lr=lr)
 
 
-def batch_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, teacher=None):
-    """The loss of one batch, and the student's logits. The teacher never receives a gradient."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    if config.mode == "ce":
-        return losses.hard_cross_entropy(logits, batch["labels"]), logits
-    if teacher_logits is not None:
-        t_logits = teacher_logits[batch["index"].cpu()].to(logits.device)
-    else:
-        assert not teacher.training, "the teacher must be in eval() mode"
+def teacher_outputs(batch: dict, config: TrainConfig, teacher_logits=None, teacher=None,
+                    teacher_cls=None) -> Features:
+    """The teacher's side of one batch: cached rows (``index``) where possible, else a frozen teacher's pass."""
+    spec = config.intermediate
+    online = teacher_logits is None or (spec is not None and spec.needs_online_teacher)
+    if online:
+        assert teacher is not None and not teacher.training, "the teacher must be frozen and in eval() mode"
         with torch.no_grad():
-            t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return losses.distillation_loss(logits, t_logits, batch["labels"], config.temperature, config.alpha), logits
+            out = forward_features(teacher, batch["input_ids"], batch["attention_mask"],
+                                   hidden=spec is not None and spec.needs_hidden,
+                                   attentions=spec is not None and bool(spec.attention),
+                                   values=spec is not None and bool(spec.value_relation))
+        if teacher_logits is not None:  # the cached logits, so that every run distils the same targets
+            out.logits = teacher_logits[batch["index"]].to(out.logits.device)
+        return out
+    rows = batch["index"]
+    device = batch["input_ids"].device
+    hidden = None
+    if teacher_cls is not None:
+        hidden = tuple(teacher_cls[rows, k].to(device).float() for k in range(teacher_cls.shape[1]))
+    return Features(logits=teacher_logits[rows].to(device), hidden=hidden)
+
+
+def _teacher_layers(teacher, teacher_cls) -> int:
+    if teacher is not None:
+        return teacher.config.num_hidden_layers
+    if teacher_cls is not None:
+        return teacher_cls.shape[1] - 1
+    raise ValueError("intermediate terms need a teacher or its cached [CLS] states")
+
+
+def recipe_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, teacher=None, teacher_cls=None):
+    """``(loss, student logits, {term: value})`` of one batch. The teacher never receives a gradient.
+
+    ``model`` is a student, or a :class:`~kd_tutorial.models.DistillationStudent`
+    that also holds the projections to the teacher's width.
+    """
+    spec = config.intermediate if config.mode != "ce" else None
+    student = getattr(model, "student", model)
+    s = forward_features(student, batch["input_ids"], batch["attention_mask"],
+                         hidden=spec is not None and spec.needs_hidden,
+                         attentions=spec is not None and bool(spec.attention),
+                         values=spec is not None and bool(spec.value_relation))
+    labels = batch["labels"]
+    if config.mode == "ce":
+        return losses.hard_cross_entropy(s.logits, labels), s.logits, {}
+    if config.mode not in ("kd", "pseudo"):
+        raise ValueError(f"unknown mode {config.mode!r}: use 'ce', 'kd' or 'pseudo'")
+    t = teacher_outputs(batch, config, teacher_logits, teacher, teacher_cls)
+    if config.mode == "pseudo":
+        loss = losses.hard_cross_entropy(s.logits, torch.where(labels >= 0, labels, t.logits.argmax(-1)))
+    else:
+        loss = losses.distillation_loss(s.logits, t.logits, labels, config.temperature, config.alpha)
+    if spec is None:
+        return loss, s.logits, {}
+    mapping = layer_mapping(spec.mapping, student.config.num_hidden_layers, _teacher_layers(teacher, teacher_cls))
+    terms = intermediate_terms(spec, s, t, batch["attention_mask"], mapping, getattr(model, "projections", None))
+    return loss + sum(spec.weights[name] * value for name, value in terms.items()), s.logits, terms
+
+
+def batch_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, teacher=None, teacher_cls=None):
+    """The loss of one batch, and the student's logits (:func:`recipe_loss` without the terms)."""
+    loss, logits, _ = recipe_loss(model, batch, config, teacher_logits, teacher, teacher_cls)
+    return loss, logits
 
 
 def _to(batch: dict, device: str) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Move a batch to ``device``; ``index`` stays on the CPU, where cached teacher outputs live."""
+    return {k: v if k == "index" else v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: what a checkpoint must hold to continue it exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches of the current epoch already done
+    best_val: float = -1.0
+    bad_evals: int = 0  # validation passes since the last gain
+    stats: dict = field(default_factory=lambda: dict(loss=0.0, n=0, correct=0, labelled=0, tokens=0, seconds=0.0))
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: History, progress: _Progress,
+                     best_state, config: TrainConfig) -> None:
+    atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                       "rng": torch.get_rng_state(), "history": history.to_dict(), "progress": asdict(progress),
+                       "best_state": best_state, "config": asdict(config)}, path)
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: TrainConfig):
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    if state["config"] != asdict(config):
+        raise ValueError(f"cannot resume from {path}: it was written with a different configuration; "
+                         "delete it or run without --resume")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    return History.from_dict(state["history"]), _Progress(**state["progress"]), state["best_state"]
+
+
+def _validate(model, val_data, config: TrainConfig, device: str) -> float:
+    from .evaluate import accuracy, predict_logits
+    logits = predict_logits(model, val_data, batch_size=max(config.batch_size, 64), device=device,
+                            precision=config.precision, progress=False)
+    return accuracy(logits, val_data.labels)
 
 
 def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=None, teacher_logits=None,
-          teacher=None, device: str | None = None, checkpoint_dir: str | Path | None = None,
+          teacher=None, teacher_cls=None, device: str | None = None, checkpoint_dir: str | Path | None = None,
           resume: bool = False, desc: str = "train", progress: bool = True, on_epoch_end=None) -> History:
     """Train ``model`` on ``train_data`` (a :class:`kd_tutorial.data.Encoded`) and return its history.
 
-    ``mode="kd"`` needs ``teacher_logits`` (rows aligned with ``train_data``) or a
-    frozen ``teacher``. With ``checkpoint_dir``, a checkpoint is written after
-    every epoch; ``resume=True`` continues from it. ``on_epoch_end(epoch, history)``
-    is called after each checkpoint (tests use it to simulate an interruption).
+    ``mode="kd"`` and ``"pseudo"`` need ``teacher_logits`` (rows aligned with
+    ``train_data``) or a frozen ``teacher``; intermediate terms on per-token
+    internals need the ``teacher`` itself. With ``checkpoint_dir``, a checkpoint is
+    written after every validation pass (or epoch); ``resume=True`` continues from
+    it. ``on_epoch_end(epoch, history)`` is called after each epoch (tests use it
+    to simulate an interruption).
     """
     from tqdm.auto import tqdm
 
     from .data import make_batches
-    from .env import pick_device
-    from .evaluate import accuracy, predict_logits
 
-    if config.mode == "kd" and teacher_logits is None and teacher is None:
-        raise ValueError("mode='kd' needs teacher_logits or a teacher")
+    if config.mode != "ce" and teacher_logits is None and teacher is None:
+        raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
+    if config.intermediate is not None and config.intermediate.needs_online_teacher and teacher is None:
+        raise ValueError("intermediate terms on per-token states, attention or values need the frozen teacher")
     if teacher is not None and any(p.requires_grad for p in teacher.parameters()):
         raise ValueError("the teacher must be frozen: call kd_tutorial.train.freeze(teacher) first")
+    if (config.keep_best or config.patience) and val_data is None:
+        raise ValueError("keep_best and patience choose on validation: pass val_data")
     device = device or pick_device()
     model.to(device)
     if teacher is not None:
         teacher.to(device)
+    eager = _eager_for_attention(config, model, teacher)
     dtype = autocast_dtype(device, config.precision)
     scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
 
@@ -169,45 +290,57 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
         return make_batches(train_data, config.batch_size, shuffle=True, group_by_length=config.group_by_length,
                             seed=config.seed * 1000 + epoch, pad_to_max=config.pad_to_max)
 
-    steps_per_epoch = math.ceil(len(epoch_batches(0)) / config.grad_accum)
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    n_batches = len(epoch_batches(0))
+    if n_batches == 0:
+        raise ValueError(f"{desc}: the training data is empty")
+    total = config.max_steps or max(1, math.ceil(config.epochs * math.ceil(n_batches / config.grad_accum)))
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     scheduler = linear_schedule(optimizer, int(config.warmup_fraction * total), total)
-    history, step, epoch = History(), 0, 0
-
+    history, at, best_state = History(), _Progress(), None
     ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
     if resume and ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["config"] != asdict(config):
-            raise ValueError(f"cannot resume from {ckpt_path}: it was written with a different configuration; "
-                             "delete it or run without --resume")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        history, step, epoch = History.from_dict(state["history"]), state["step"], state["epoch"]
+        history, at, best_state = _load_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, config)
 
-    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, leave=True, dynamic_ncols=True,
+    def validate_and_checkpoint() -> bool:
+        """Validate, remember the best weights, checkpoint; True when patience has run out."""
+        nonlocal best_state
+        t0 = time.perf_counter()
+        val_acc = _validate(model, val_data, config, device)
+        history.eval_seconds += time.perf_counter() - t0
+        history.evals.append({"step": at.step, "val_acc": val_acc})
+        if val_acc > at.best_val:
+            at.best_val, at.bad_evals, history.best_step = val_acc, 0, at.step
+            if config.keep_best:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            at.bad_evals += 1
+        bar.set_postfix(val_acc=f"{val_acc:.3f}", best=f"{at.best_val:.3f}", refresh=False)
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, history, at, best_state, config)
+        return config.patience is not None and at.bad_evals >= config.patience
+
+    bar = tqdm(total=total, initial=at.step, desc=desc, disable=not progress, leave=True, dynamic_ncols=True,
                mininterval=0.5)
-    while step < total:
+    stopped = False
+    while at.step < total and not stopped:
         model.train()
-        start, run_loss, run_n, correct, labelled, tokens = time.perf_counter(), 0.0, 0, 0, 0, 0
-        batches = epoch_batches(epoch)
-        for i, batch in enumerate(batches):
-            batch = _to(batch, device)
+        batches, st = epoch_batches(at.epoch), at.stats
+        start = time.perf_counter()
+        for i in range(at.batch, len(batches)):
+            batch = _to(batches[i], device)
             with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss, logits = batch_loss(model, batch, config, teacher_logits, teacher)
+                loss, logits, terms = recipe_loss(model, batch, config, teacher_logits, teacher, teacher_cls)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"{desc}: the loss became {loss.item()} at step {step} (epoch {epoch}); lower the learning "
-                    "rate or train in fp32 (precision='fp32')")
+                    f"{desc}: the loss became {loss.item()} at step {at.step} (epoch {at.epoch}); lower the "
+                    "learning rate or train in fp32 (precision='fp32')")
             scaler.scale(loss / config.grad_accum).backward()
-            run_loss, run_n = run_loss + loss.item(), run_n + 1
+            st["loss"], st["n"] = st["loss"] + loss.item(), st["n"] + 1
             mask = batch["labels"] >= 0
-            correct += int((logits.argmax(-1)[mask] == batch["labels"][mask]).sum())
-            labelled += int(mask.sum())
-            tokens += int(batch["attention_mask"].sum())
+            st["correct"] += int((logits.argmax(-1)[mask] == batch["labels"][mask]).sum())
+            st["labelled"] += int(mask.sum())
+            st["tokens"] += int(batch["attention_mask"].sum())
+            at.batch = i + 1
             if (i + 1) % config.grad_accum and i + 1 < len(batches):
                 continue
             scaler.unscale_(optimizer)
@@ -216,35 +349,61 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            step += 1
-            history.steps.append({"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                                  "grad_norm": float(grad_norm)})
+            at.step += 1
+            history.steps.append({"step": at.step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                                  "grad_norm": float(grad_norm)} | {k: float(v.detach()) for k, v in terms.items()})
             bar.update(1)
-            bar.set_postfix(loss=f"{run_loss / run_n:.4f}", acc=f"{correct / max(1, labelled):.3f}", refresh=False)
-            if step >= total:
+            bar.set_postfix(loss=f"{st['loss'] / st['n']:.4f}", acc=f"{st['correct'] / max(1, st['labelled']):.3f}",
+                            refresh=False)
+            due = config.eval_every and (at.step % config.eval_every == 0 or at.step >= total)
+            if due and val_data is not None:
+                st["seconds"] += _elapsed(start, device)
+                stopped = validate_and_checkpoint()
+                start = time.perf_counter()
+            if at.step >= total or stopped:
                 break
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        history.seconds += seconds
-        history.tokens += tokens
-        row = {"epoch": epoch + 1, "step": step, "train_loss": run_loss / max(1, run_n),
-               "train_acc": correct / labelled if labelled else None, "tokens_per_s": tokens / seconds,
-               "seconds": seconds}
-        if val_data is not None:
-            val_logits = predict_logits(model, val_data, batch_size=max(config.batch_size, 64), device=device,
-                                        precision=config.precision, progress=False)
-            row["val_acc"] = accuracy(val_logits, val_data.labels)
-            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{row['val_acc']:.3f}")
+        st["seconds"] += _elapsed(start, device)
+        history.seconds += st["seconds"]
+        history.tokens += st["tokens"]
+        row = {"epoch": at.epoch + 1, "step": at.step, "train_loss": st["loss"] / max(1, st["n"]),
+               "train_acc": st["correct"] / st["labelled"] if st["labelled"] else None,
+               "tokens_per_s": st["tokens"] / st["seconds"] if st["seconds"] else 0.0, "seconds": st["seconds"]}
+        at.epoch, at.batch, at.stats = at.epoch + 1, 0, _Progress().stats
+        if not config.eval_every and val_data is not None:
+            stopped = validate_and_checkpoint()
+        if history.evals and history.evals[-1]["step"] == at.step:
+            row["val_acc"] = history.evals[-1]["val_acc"]
         history.epochs.append(row)
-        epoch += 1
         if ckpt_path is not None:
-            from .artifacts import atomic_torch_save
-            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                               "rng": torch.get_rng_state(), "history": history.to_dict(), "step": step,
-                               "epoch": epoch, "config": asdict(config)}, ckpt_path)
+            _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, history, at, best_state, config)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
+            on_epoch_end(at.epoch, history)
     bar.close()
+    if config.keep_best and best_state is not None:
+        model.load_state_dict(best_state)
+    _restore_attention(eager, model, teacher)
     return history
+
+
+def _elapsed(start: float, device: str) -> float:
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def _eager_for_attention(config: TrainConfig, model, teacher) -> dict:
+    """Switch student and teacher to eager attention when a term needs attention maps; return what to restore."""
+    spec = config.intermediate
+    if spec is None or not spec.attention or config.mode == "ce":
+        return {}
+    before = {}
+    for m in (getattr(model, "student", model), teacher):
+        if m is not None:
+            before[id(m)] = (m, m.config._attn_implementation)
+            use_eager_attention(m)
+    return before
+
+
+def _restore_attention(before: dict, *_models) -> None:
+    for m, implementation in before.values():
+        if m.config._attn_implementation != implementation:
+            m.set_attn_implementation(implementation)

@@ -104,3 +104,22 @@ def test_the_printed_estimate_counts_the_seeds():
     assert "each of the 2 further seed(s) retrains only the students" in cli.estimate(cpu, "cpu", 3)
     one, three = cli.estimate(get_profile("full"), "cuda"), cli.estimate(get_profile("full"), "cuda", 3)
     assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work
+
+
+def test_an_unknown_recipe_is_named_with_the_choices(tmp_path):
+    proc = run_cli("distill", "--profile", "tiny", "--recipes", "kd+magic", "--out", str(tmp_path))
+    assert_one_line_error(proc, r"unknown recipe 'kd\+magic': choose one of baseline, kd, kd\+transfer")
+
+
+def test_a_repeated_seed_is_refused(tmp_path):
+    proc = run_cli("distill", "--profile", "tiny", "--seeds", "0", "1", "0", "--out", str(tmp_path))
+    assert_one_line_error(proc, r"repeats a seed: give each seed once")
+
+
+def test_set_overrides_a_profile_field_and_refuses_unknown_ones(tmp_path):
+    proc = run_cli("distill", "--profile", "tiny", "--set", "n_tset=10", "--out", str(tmp_path))
+    assert_one_line_error(proc, r"--set 'n_tset=10': expected FIELD=VALUE with FIELD one of .*n_test")
+    proc = run_cli("distill", "--profile", "tiny", "--set", "n_test=many", "--out", str(tmp_path))
+    assert_one_line_error(proc, r"n_test takes")
+    changed = profiles.get_profile("tiny").with_overrides(["n_test=300", "student_lr=1e-3", "recipes=['kd']"])
+    assert (changed.n_test, changed.student_lr, changed.recipes) == (300, 1e-3, ("kd",))

@@ -165,19 +165,24 @@ def _soft(s, t, T):
 
 
 def _hard(s, y):
+    """The course's normalisation: cross-entropy summed over labelled rows, divided by all B rows."""
+    return F.cross_entropy(s, y, ignore_index=-1, reduction="sum") / len(y)
+
+
+def _hard_nan_when_unlabelled(s, y):
     m = y != -1
-    return F.cross_entropy(s[m], y[m]) if m.any() else s.sum() * 0
+    return F.cross_entropy(s[m], y[m]) * m.sum() / len(y)  # right on mixed batches, nan on an unlabelled one
 
 
 wrong("ex03.q2", "alpha weights the soft")(lambda s, t, y, T=2.0, a=0.5: (1 - a) * _soft(s, t, T) + a * _hard(s, y))
 wrong("ex03.q2", "at T = 1")(lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * _hard(s / T, y))
 wrong("ex03.q2", "missing its T^2")(lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) / T ** 2 + (1 - a) * _hard(s, y))
 wrong("ex03.q2", "labelled rows only")(
-    lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * F.cross_entropy(s, y, ignore_index=-1, reduction="sum") / len(y))
+    lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * F.cross_entropy(s, y, ignore_index=-1))
 wrong("ex03.q2", "no hard-label term")(lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T))
 wrong("ex03.q2", "unlabelled rows (label -1)")(lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * F.cross_entropy(s, y))
 wrong("ex03.q2", "hard term must be 0")(
-    lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * F.cross_entropy(s, y, ignore_index=-1))
+    lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * _hard_nan_when_unlabelled(s, y))
 
 
 # -- ex04.q1: teacher logits ----------------------------------------------------------------------------
@@ -332,6 +337,57 @@ wrong("ex06.q2", "student time / teacher time")(
 wrong("ex06.q2", "barely change with the batch size")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(t, mk(1), sync) / _latency(s, mk(1), sync) for b in sizes})
 wrong("ex06.q2", "with the keys")(lambda t, s, mk, sizes, sync=lambda: None: [1.0 for _ in sizes])
+
+
+
+# -- ex07.q1: masked attention KL ---------------------------------------------------------------------
+def _attn_kl(s, t, mask, reverse=False, mask_keys=True, mask_queries=True, log_zero=False, sum_heads=False):
+    p, q = (s, t.detach()) if reverse else (t.detach(), s)
+    rows = p * (p.log() - q.log()) if log_zero else p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())
+    if mask_keys:
+        rows = rows.masked_fill(mask[:, None, None, :] == 0, 0.0)
+    rows = rows.sum(-1)
+    if sum_heads:
+        rows = rows.sum(1, keepdim=True)
+    if not mask_queries:
+        return rows.mean()
+    m = mask[:, None, :].expand_as(rows).float()
+    return (rows * m).sum() / m.sum()
+
+
+wrong("ex07.q1", "KL(student || teacher)")(lambda s, t, m: _attn_kl(s, t, m, reverse=True))
+wrong("ex07.q1", "padded query positions")(lambda s, t, m: _attn_kl(s, t, m, mask_queries=False))
+wrong("ex07.q1", "is nan")(lambda s, t, m: _attn_kl(s, t, m, log_zero=True, mask_keys=False))
+wrong("ex07.q1", "gradient is nan")(lambda s, t, m: _attn_kl(s, t, m, log_zero=True))
+wrong("ex07.q1", "summed over heads")(lambda s, t, m: _attn_kl(s, t, m, sum_heads=True))
+wrong("ex07.q1", "no gradient")(lambda s, t, m: _attn_kl(s, t, m).detach())
+wrong("ex07.q1", "reaches the teacher")(
+    lambda s, t, m: ((t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).masked_fill(
+        m[:, None, None, :] == 0, 0).sum(-1) * m[:, None, :]).sum() / (m.sum() * s.shape[1]))
+wrong("ex07.q1", "F.kl_div")(
+    lambda s, t, m: F.kl_div(s.clamp_min(1e-12).log(), t, reduction="batchmean"))
+
+
+# -- ex07.q2: hidden states through a projection ------------------------------------------------------
+def _hidden(s, t, m, proj, mapping, project=True, same_layer=False, student_off=0, teacher_off=0, masked=True):
+    total = 0.0
+    for i, t_layer in enumerate(mapping, start=1):
+        x = s[i - student_off]
+        x = proj[i - 1](x) if project else x
+        y = t[(i if same_layer else t_layer) - teacher_off]
+        if masked:
+            w = m[..., None].float()
+            total = total + ((x - y) ** 2 * w).sum() / (w.sum() * y.shape[-1])
+        else:
+            total = total + ((x - y) ** 2).mean()
+    return total / len(mapping)
+
+
+wrong("ex07.q2", "narrower than the teacher")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, project=False))
+wrong("ex07.q2", "not teacher layer i")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, same_layer=True))
+wrong("ex07.q2", "student_hidden[i]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, student_off=1))
+wrong("ex07.q2", "teacher_hidden[mapping[i - 1]]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, teacher_off=1))
+wrong("ex07.q2", "padded positions")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, masked=False))
 
 
 CASES = [(key, fn, fragment) for key, items in CATALOGUE.items() for fn, fragment in items]

@@ -92,7 +92,7 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_same_test_command():
 
 
 def test_readme_results_table_is_rendered_from_the_committed_results():
-    from kd_tutorial.evaluate import results_markdown
+    from kd_tutorial.report import results_markdown
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- results:start -->\n", 1)[1].split("<!-- results:end -->", 1)[0]
     rendered = "".join(results_markdown(json.loads(path.read_text()))

@@ -11,6 +11,7 @@ SETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ex04": ("04_teacher", ("q1", "q2", "q3")),
     "ex05": ("05_distillation", ("q1", "q2")),
     "ex06": ("06_evaluation", ("q1", "q2")),
+    "ex07": ("07_intermediate_layers", ("q1", "q2")),
 }
 
 

@@ -1,0 +1,144 @@
+"""Distillation recipes: what one student run learns from, and with which weights.
+
+A :class:`Recipe` names its data (the labelled reviews, plus the transfer reviews
+or not), the target of its logit term, and the weights of its intermediate-layer
+terms (:class:`Intermediate`). The named presets in :data:`RECIPES`:
+
+=====================  ===========  ================  ==============================================
+recipe                 data         logit term        intermediate terms
+=====================  ===========  ================  ==============================================
+``baseline``           labelled     hard labels       -
+``kd``                 labelled     soft (Hinton)     -
+``kd+transfer``        + transfer   soft              -
+``pseudo-label``       + transfer   teacher argmax    - (the control: teacher labels, no soft targets)
+``kd+transfer+pkd``    + transfer   soft              [CLS] of mapped layers (Patient KD)
+``kd+transfer+cosine`` + transfer   soft              hidden-state cosine (DistilBERT)
+``kd+transfer+hidden`` + transfer   soft              hidden-state MSE through a projection (TinyBERT)
+``kd+transfer+attn``   + transfer   soft              hidden MSE + attention KL (TinyBERT, same heads)
+``kd+transfer+values`` + transfer   soft              value relations (MiniLM v2: any width, any heads)
+=====================  ===========  ================  ==============================================
+
+Recipes whose name ends in ``+aug`` also train on an augmented copy of the
+transfer set (:func:`kd_tutorial.data.augment`, after Tang et al. 2019).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from . import losses
+from .features import Features
+
+TERMS = ("hidden_mse", "hidden_cosine", "cls", "attention", "value_relation")
+
+
+@dataclass(frozen=True)
+class Intermediate:
+    """Weights of the intermediate-layer terms (0: off), the layer mapping, and MiniLM's relation heads."""
+
+    hidden_mse: float = 0.0
+    hidden_cosine: float = 0.0
+    cls: float = 0.0
+    attention: float = 0.0
+    value_relation: float = 0.0
+    mapping: str = "uniform"  # see kd_tutorial.layer_maps
+    relation_heads: int = 2
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The terms that are on, with their weights."""
+        return {name: getattr(self, name) for name in TERMS if getattr(self, name)}
+
+    @property
+    def needs_hidden(self) -> bool:
+        return bool(self.hidden_mse or self.hidden_cosine or self.cls)
+
+    @property
+    def needs_online_teacher(self) -> bool:
+        """Everything but [CLS] states needs the teacher's per-token internals, too large to cache."""
+        return bool(self.hidden_mse or self.hidden_cosine or self.attention or self.value_relation)
+
+    @property
+    def needs_projection(self) -> bool:
+        return bool(self.hidden_mse or self.hidden_cosine or self.cls)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One kind of student run: its data, its logit target, its intermediate terms."""
+
+    name: str
+    targets: str = "soft"  # "labels" (hard-label baseline) | "soft" (Hinton KD) | "pseudo" (teacher argmax)
+    transfer: bool = True  # also train on the transfer reviews, which only the teacher labels
+    intermediate: Intermediate | None = None
+    augment: bool = False  # add an augmented copy of the transfer set (token masking, n-gram sampling)
+
+    @property
+    def mode(self) -> str:
+        """The training loop's mode: ``ce`` for hard labels, ``kd`` for soft targets, ``pseudo``."""
+        return {"labels": "ce", "soft": "kd", "pseudo": "pseudo"}[self.targets]
+
+    def with_(self, **changes) -> "Recipe":
+        """A copy with some fields changed (as :func:`dataclasses.replace`)."""
+        return dataclasses.replace(self, **changes)
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("baseline", targets="labels", transfer=False),
+    Recipe("kd", transfer=False),
+    Recipe("kd+transfer"),
+    Recipe("pseudo-label", targets="pseudo"),
+    Recipe("kd+transfer+pkd", intermediate=Intermediate(cls=1.0)),
+    Recipe("kd+transfer+cosine", intermediate=Intermediate(hidden_cosine=1.0)),
+    Recipe("kd+transfer+hidden", intermediate=Intermediate(hidden_mse=1.0)),
+    Recipe("kd+transfer+attn", intermediate=Intermediate(hidden_mse=1.0, attention=1.0)),
+    Recipe("kd+transfer+values", intermediate=Intermediate(value_relation=1.0)),
+    Recipe("kd+transfer+aug", augment=True),
+)}
+
+
+class UnknownRecipeError(ValueError):
+    """A recipe name that is not in :data:`RECIPES`."""
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; an :class:`UnknownRecipeError` naming the choices otherwise."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise UnknownRecipeError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}") from None
+
+
+def intermediate_terms(spec: Intermediate, student: Features, teacher: Features, attention_mask: torch.Tensor,
+                       mapping: list[int], projections=None) -> dict[str, torch.Tensor]:
+    """Each intermediate term of ``spec``, averaged over the mapped layers (student layer i <- ``mapping[i-1]``).
+
+    ``projections[i-1]`` maps student layer ``i``'s states to the teacher's width
+    (identity when the widths agree). ``teacher.hidden`` may hold only [CLS]
+    states, shape (B, H), for the ``cls`` term (as cached by the pipeline).
+    """
+    terms: dict[str, torch.Tensor] = {}
+
+    def add(name: str, value: torch.Tensor) -> None:
+        terms[name] = terms.get(name, 0.0) + value / len(mapping)
+
+    for i, t_layer in enumerate(mapping, start=1):
+        project = projections[i - 1] if projections is not None else (lambda x: x)
+        if spec.hidden_mse or spec.hidden_cosine:
+            s_h, t_h = project(student.hidden[i]), teacher.hidden[t_layer]
+            if spec.hidden_mse:
+                add("hidden_mse", losses.hidden_mse(s_h, t_h, attention_mask))
+            if spec.hidden_cosine:
+                add("hidden_cosine", losses.hidden_cosine(s_h, t_h, attention_mask))
+        if spec.cls:
+            t_cls = teacher.hidden[t_layer]
+            add("cls", losses.cls_mse(project(student.hidden[i][:, 0]), t_cls[:, 0] if t_cls.dim() == 3 else t_cls))
+        if spec.attention:
+            add("attention", losses.attention_kl(student.attentions[i - 1], teacher.attentions[t_layer - 1],
+                                                 attention_mask))
+        if spec.value_relation:
+            add("value_relation", losses.value_relation_kl(student.values[i - 1], teacher.values[t_layer - 1],
+                                                           attention_mask, spec.relation_heads))
+    return terms

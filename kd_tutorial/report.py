@@ -1,0 +1,102 @@
+"""Turning measurements into text: the console tables, the README's results section and its splice.
+
+It renders what :mod:`kd_tutorial.evaluate` and :mod:`kd_tutorial.pipeline` measured
+and computes no metric itself. Every number in the README comes from a
+``results.json`` through :func:`results_markdown`, never from a hand-typed table.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .evaluate import ECE_BINS
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def format_table(rows: list[dict], title: str | None = None) -> str:
+    """A plain-text table of :func:`kd_tutorial.evaluate.compare` rows (markdown-compatible)."""
+    cols = [("model", "name", "{}"), ("acc %", "accuracy", "{:.2f}"), ("agree %", "agreement", "{:.2f}"),
+            ("ECE", "ece", "{:.3f}"), ("params M", "params", "{:.2f}"), ("MB", "mb", "{:.1f}"),
+            ("p50 ms", "latency_ms", "{:.2f}"), ("reviews/s", "reviews_per_s", "{:.0f}")]
+    scale = {"accuracy": 100, "agreement": 100, "params": 1e-6}
+
+    def cell(row, key, fmt):
+        value = row.get(key)
+        if value is None:
+            return "-"
+        if isinstance(value, (int, float)) and key in scale:
+            value = value * scale[key]
+        return fmt.format(value)
+
+    header = [c[0] for c in cols]
+    body = [[cell(r, k, f) for _, k, f in cols] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(b, widths)) + " |" for b in body]
+    return ((title + "\n") if title else "") + "\n".join(lines)
+
+
+def format_comparisons(rows: list[dict]) -> str:
+    """A markdown table of :func:`kd_tutorial.pipeline.comparisons`: difference, 95 % CI, McNemar's p, verdict."""
+    lines = ["| student | recipe | against | difference (points) | 95 % CI | McNemar p | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['student']} | {r['recipe']} | {r['against']} | {100 * r['diff']:+.2f} | "
+                     f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['p_mcnemar']:.2g} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+def _mean_std(row: dict, key: str, scale: float = 100, digits: int = 2) -> str:
+    text = f"{scale * row[key]:.{digits}f}"
+    return text + (f" ± {scale * row[key + '_std']:.{digits}f}" if row.get(key + "_std") else "")
+
+
+def results_markdown(results: dict) -> str:
+    """The README's results for one ``results.json``: a header line, the models, and the paired comparisons."""
+    run = results["run"]
+    rows = []
+    teacher_acc = next((r["accuracy"] for r in results["models"] if r["name"] == "teacher"), None)
+    for r in results["models"]:
+        train_speed = f"{r['train_tokens_per_s']:.0f}" if r.get("train_tokens_per_s") else "-"
+        agree = _mean_std(r, "agreement", digits=1) if r.get("agreement") is not None else "-"
+        ratio = f"{100 * r['accuracy'] / teacher_acc:.1f}" if teacher_acc else "-"
+        iqr = (f" ({r['latency_q1_ms']:.2f}-{r['latency_q3_ms']:.2f})" if r.get("latency_q1_ms") is not None else "")
+        rows.append(f"| {r['name']} | {_mean_std(r, 'accuracy')} | {ratio} | {agree} | {r['ece']:.3f} | "
+                    f"{r['params'] / 1e6:.2f} | {r['latency_ms']:.2f}{iqr} | {r['reviews_per_s']:.0f} | {train_speed} |")
+    split = run["evaluated_on"]
+    status = list(run.get("student_status", {}).values())
+    reused = (f"; {status.count('cached')} of {len(status)} student runs taken from the artifact cache"
+              if "cached" in status else "")
+    phases = run["phase_seconds"]
+    head = (f"Profile `{run['profile']}`, {run['split_sizes'].get('test', '?')} {split} reviews, device "
+            f"`{run['device']}`, seeds {run['seeds']}, wall time {run['wall_seconds']:.0f} s (teacher "
+            f"{phases['teacher']:.0f} s, teacher logits {phases.get('teacher_logits', 0):.0f} s, students "
+            f"{phases['students']:.0f} s, evaluation {phases['evaluation']:.0f} s{reused}), commit "
+            f"`{run.get('git_commit') or '-'}`.\n\n")
+    table = (f"| model | {split} acc % | % of teacher | agreement % | ECE ({ECE_BINS} bins) | params M | "
+             "p50 ms, batch 1 (IQR) | reviews/s | train tokens/s |\n|---|---|---|---|---|---|---|---|---|\n")
+    out = head + table + "\n".join(rows) + "\n\n"
+    if results.get("comparisons"):
+        out += (f"Each recipe against its student's baseline (and the soft-target runs against the pseudo-label "
+                f"control), on the same {split} reviews, pooled over seeds: paired bootstrap 95 % interval and "
+                f"McNemar's exact test.\n\n" + format_comparisons(results["comparisons"]) + "\n\n")
+    return out
+
+
+def splice_readme(readme: str | Path, results_paths: list[str | Path]) -> None:
+    """Rewrite the block between the README's results markers with the tables of ``results_paths``.
+
+    The new text is written to a temporary file and renamed into place: an interrupted splice leaves the
+    old README whole.
+    """
+    from .store import atomic_write_text
+    readme = Path(readme)
+    table = "".join(results_markdown(json.loads(Path(p).read_text())) for p in sorted(map(str, results_paths)))
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
+    before, rest = text.split(README_START, 1)
+    after = rest.split(README_END, 1)[1]
+    atomic_write_text(readme, f"{before}{README_START}\n{table}{README_END}{after}")
