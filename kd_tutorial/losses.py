@@ -200,7 +200,8 @@ def _relation_log_probs(values: torch.Tensor, attention_mask: torch.Tensor, head
     if width % heads:
         raise ValueError(f"value_relation_kl: width {width} is not divisible by relation_heads={heads}")
     v = _full(values).view(b, length, heads, width // heads).transpose(1, 2)  # (B, heads, L, d_r)
-    scores = v @ v.transpose(-1, -2) / math.sqrt(width // heads)
+    with torch.autocast(device_type=values.device.type, enabled=False):  # a KL of near-equal rows needs fp32
+        scores = v @ v.transpose(-1, -2) / math.sqrt(width // heads)
     keys = attention_mask[:, None, None, :].bool()
     return scores.masked_fill(~keys, float("-inf")).log_softmax(-1).masked_fill(~keys, 0.0)
 

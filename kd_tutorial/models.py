@@ -107,13 +107,15 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
             f"on a machine with internet{hint}, or pass --init random") from err
 
 
-def _copy_layer_weights(student, teacher, layer_map: list[int]) -> None:
+def _copy_layer_weights(student, teacher, layer_map: list[int], head: bool) -> None:
     s_bert, t_bert = student.bert, teacher.bert
     s_bert.embeddings.load_state_dict(t_bert.embeddings.state_dict())
     for s_idx, t_idx in enumerate(layer_map):
         s_bert.encoder.layer[s_idx].load_state_dict(t_bert.encoder.layer[t_idx].state_dict())
     if t_bert.pooler is not None and s_bert.pooler is not None:
         s_bert.pooler.load_state_dict(t_bert.pooler.state_dict())
+    if head:
+        student.classifier.load_state_dict(teacher.classifier.state_dict())
 
 
 def default_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
@@ -132,12 +134,13 @@ def default_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     return [round(i * step) for i in range(student_layers)]
 
 
-def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None):
+def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None, copy_head: bool = True):
     """DistilBERT-style student: the teacher's config with ``num_layers`` layers.
 
-    Embeddings (and pooler) are copied from the teacher, and student layer ``i``
+    Embeddings and pooler are copied from the teacher, and student layer ``i``
     starts as teacher layer ``layer_map[i]`` (default :func:`default_layer_map`).
-    The classification head is new: the student learns it from the teacher.
+    With ``copy_head`` the fine-tuned classification head is copied too, so the
+    student starts out predicting like a shallower teacher; otherwise it is new.
     """
     from transformers import BertForSequenceClassification
 
@@ -148,7 +151,7 @@ def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None)
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = num_layers
     student = BertForSequenceClassification(config)
-    _copy_layer_weights(student, teacher, layer_map)
+    _copy_layer_weights(student, teacher, layer_map, copy_head)
     student.kd_layer_map = layer_map
     return student
 
@@ -170,31 +173,6 @@ def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermedi
                         intermediate_size=intermediate_size or 4 * hidden_size,
                         max_position_embeddings=max_position_embeddings, num_labels=num_labels)
     return BertForSequenceClassification(config)
-
-
-def project_embeddings(student, teacher) -> None:
-    """Start a narrower student's embeddings from the teacher's, projected on their top principal directions.
-
-    The teacher's word, position and token-type embeddings (``V x H_t``) are centred
-    and projected on the ``H_s`` directions of largest variance of its word embeddings
-    (an SVD), then scaled to BERT's initial spread (std 0.02). Similar words stay
-    close, so the student does not have to learn 30,522 vectors from a few thousand
-    reviews; its layers stay random.
-    """
-    s_emb, t_emb = student.bert.embeddings, teacher.bert.embeddings
-    width = student.config.hidden_size
-    with torch.no_grad():
-        words = t_emb.word_embeddings.weight.float()
-        mean = words.mean(0, keepdim=True)
-        _, _, v = torch.linalg.svd(words - mean, full_matrices=False)
-        basis = v[:width].T  # (H_t, H_s)
-        projected = (words - mean) @ basis
-        scale = 0.02 / projected.std()
-        s_emb.word_embeddings.weight.copy_(projected * scale)
-        for name in ("position_embeddings", "token_type_embeddings"):
-            rows = getattr(s_emb, name).weight.shape[0]
-            t_rows = getattr(t_emb, name).weight.float()[:rows]
-            getattr(s_emb, name).weight.copy_((t_rows - t_rows.mean(0, keepdim=True)) @ basis * scale)
 
 
 def set_attention_dropout(model, p: float | None):
@@ -227,14 +205,13 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
     ``freeze_embeddings`` keeps the word embeddings a layer-copied student took from the teacher fixed.
     """
     if spec.kind == "distil":
-        student = freeze_word_embeddings(distil_student(teacher, spec.num_layers, spec.layer_map), freeze_embeddings)
+        student = freeze_word_embeddings(distil_student(teacher, spec.num_layers, spec.layer_map, spec.copy_head),
+                                         freeze_embeddings)
     elif spec.kind == "compact":
         student = compact_student(spec.num_layers, spec.hidden_size, spec.num_heads, spec.intermediate_size,
                                   vocab_size_=teacher.config.vocab_size,
                                   max_position_embeddings=teacher.config.max_position_embeddings,
                                   num_labels=teacher.config.num_labels, pretrained=spec.pretrained, init=init)
-        if spec.embeddings == "teacher-pca" and not spec.pretrained:
-            project_embeddings(student, teacher)
     else:
         raise ValueError(f"unknown student kind {spec.kind!r}: use 'distil' or 'compact'")
     check_same_vocab(teacher, student)

@@ -44,7 +44,8 @@ class StudentSpec:
 
     ``kind="distil"``: the teacher's width, ``num_layers`` layers, embeddings and
     layers copied from the teacher (``layer_map`` names the teacher layer each
-    student layer starts from; ``None`` means every other layer).
+    student layer starts from; ``None`` means every other layer), and with
+    ``copy_head`` the teacher's pooler and classification head.
     ``kind="compact"``: a BERT of ``num_layers`` x ``hidden_size`` with
     ``num_heads`` heads, random or from ``pretrained``.
     """
@@ -62,7 +63,7 @@ class StudentSpec:
     recipes: tuple[str, ...] | None = None  # the runs to train (kd_tutorial.recipes); None: the profile's recipes
     mapping: str = "uniform"  # which teacher layer each student layer learns from (kd_tutorial.layer_maps)
     relation_heads: int = 2  # MiniLM value-relation heads (must divide the student's and the teacher's width)
-    embeddings: str = "random"  # compact students: "random", or "teacher-pca" (models.project_embeddings)
+    copy_head: bool = True  # distil students: start from the teacher's fine-tuned classification head as well
 
 
 @dataclass(frozen=True)
@@ -241,10 +242,16 @@ PROFILES: dict[str, Profile] = {
         teacher_config=None,
         teacher_fallback=None,
         students=(
-            StudentSpec("distil-6L", "distil", num_layers=6),
-            StudentSpec("distil-4L", "distil", num_layers=4, layer_map=(2, 5, 8, 11)),
+            # DistilBERT-style: every other layer copied, hidden-state cosine on top of the logits
+            StudentSpec("distil-6L", "distil", num_layers=6,
+                        recipes=("baseline", "kd+transfer", "kd+transfer+cosine", "pseudo-label")),
+            # TinyBERT-style: hidden states and attention maps of layers 3, 6, 9, 12 (uniform mapping)
+            StudentSpec("distil-4L", "distil", num_layers=4, layer_map=(2, 5, 8, 11),
+                        recipes=("baseline", "kd+transfer", "kd+transfer+attn", "pseudo-label")),
+            # MiniLM v2-style: value relations, 4 relation heads (128 and 768 wide, 2 and 12 attention heads)
             StudentSpec("compact-2L-H128", "compact", num_layers=2, hidden_size=128, num_heads=2,
-                        intermediate_size=512, pretrained="google/bert_uncased_L-2_H-128_A-2"),
+                        intermediate_size=512, pretrained="google/bert_uncased_L-2_H-128_A-2", relation_heads=4,
+                        recipes=("baseline", "kd+transfer", "kd+transfer+values", "pseudo-label")),
         ),
         data_source="hub",
         n_train=None,

@@ -121,3 +121,38 @@ def test_profile_attention_dropout_reaches_the_teacher_and_its_hash():
     assert all(m.dropout.p == 0.0 for m in teacher.modules() if type(m).__name__.endswith("SelfAttention"))
     assert tiny.replace(attention_dropout=0.0).teacher_hash() != tiny.teacher_hash()  # another teacher
     assert tiny.replace(temperature=4.0).teacher_hash() == tiny.teacher_hash()  # a student setting: same teacher
+
+
+def test_a_distil_student_can_start_from_the_teachers_head_or_a_new_one():
+    torch.manual_seed(0)
+    teacher = models.load_teacher("tiny-bert")
+    copied = models.distil_student(teacher, 2, copy_head=True)
+    fresh = models.distil_student(teacher, 2, copy_head=False)
+    assert torch.equal(copied.classifier.weight, teacher.classifier.weight)
+    assert not torch.equal(fresh.classifier.weight, teacher.classifier.weight)
+    for m in (copied, fresh):  # the pooler is copied either way, and nothing is shared with the teacher
+        assert torch.equal(m.bert.pooler.dense.weight, teacher.bert.pooler.dense.weight)
+        assert m.bert.pooler.dense.weight.data_ptr() != teacher.bert.pooler.dense.weight.data_ptr()
+
+
+def test_frozen_word_embeddings_are_left_out_of_the_optimizer():
+    from kd_tutorial.train import make_optimizer
+    torch.manual_seed(0)
+    student = models.freeze_word_embeddings(models.distil_student(models.load_teacher("tiny-bert"), 2))
+    optimized = {id(p) for group in make_optimizer(student, 1e-3, 0.01).param_groups for p in group["params"]}
+    assert id(student.bert.embeddings.word_embeddings.weight) not in optimized
+    assert id(student.bert.embeddings.position_embeddings.weight) in optimized
+
+
+def test_the_distillation_wrapper_projects_only_when_widths_differ():
+    narrow = models.compact_student(1, 32, 2, 64)
+    wrapped = models.DistillationStudent(narrow, teacher_width=64)
+    assert [tuple(p.weight.shape) for p in wrapped.projections] == [(64, 32)]
+    ids = torch.randint(5, 100, (2, 7))
+    mask = torch.ones_like(ids)
+    narrow.eval()
+    assert torch.equal(wrapped(input_ids=ids, attention_mask=mask).logits,
+                       narrow(input_ids=ids, attention_mask=mask).logits)  # calling it calls the student
+    same = models.DistillationStudent(models.compact_student(1, 64, 2, 64), teacher_width=64)
+    assert all(isinstance(p, torch.nn.Identity) for p in same.projections)
+    assert sum(p.numel() for p in same.projections.parameters()) == 0

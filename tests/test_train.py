@@ -1,5 +1,6 @@
 """The training loop: it learns, the teacher stays frozen, the right tensors meet, resume is exact."""
 import copy
+import math
 
 import pytest
 import torch
@@ -210,3 +211,34 @@ def test_pseudo_label_mode_trains_on_the_teachers_argmax_for_unlabelled_rows(row
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, targets))
     soft = batch_loss(student, batch, TrainConfig(mode="kd"), teacher_logits=cached)[0]
     assert not torch.allclose(loss, soft)  # no soft targets in the control
+
+
+@pytest.mark.parametrize("recipe", ["kd+transfer+cosine", "kd+transfer+hidden", "kd+transfer+attn",
+                                    "kd+transfer+values", "kd+transfer+pkd"])
+def test_intermediate_recipes_train_against_a_frozen_teacher(rows, recipe):
+    """Each intermediate term is logged, the teacher stays frozen and untouched, and the attention kernel
+    that an attention term switched to eager is switched back afterwards."""
+    from kd_tutorial import recipes
+    from kd_tutorial.evaluate import predict_logits
+    r = recipes.get_recipe(recipe)
+    teacher = freeze(small_model(20))
+    before = copy.deepcopy(teacher.state_dict())
+    kernel = teacher.config._attn_implementation
+    student = models.DistillationStudent(small_model(21), teacher.config.hidden_size)
+    cached, cls = predict_logits(teacher, rows["train"], cls_states=True)
+    config = TrainConfig(mode="kd", max_steps=4, batch_size=16, lr=1e-3, intermediate=r.intermediate)
+    history = train(student, rows["train"], config=config, teacher_logits=cached, teacher=teacher,
+                    teacher_cls=cls if r.intermediate.cls else None, progress=False)
+    for term in r.intermediate.weights:
+        assert all(math.isfinite(s[term]) and s[term] >= 0 for s in history.steps), (term, history.steps)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert teacher.config._attn_implementation == kernel
+    assert student.student.config._attn_implementation == kernel
+
+
+def test_per_token_terms_refuse_to_run_without_the_teacher(rows):
+    from kd_tutorial import recipes
+    config = TrainConfig(mode="kd", max_steps=1, intermediate=recipes.get_recipe("kd+transfer+hidden").intermediate)
+    with pytest.raises(ValueError, match="need the frozen teacher"):
+        train(small_model(), rows["train"], config=config, teacher_logits=torch.zeros(len(rows["train"]), 2),
+              progress=False)
