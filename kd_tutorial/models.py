@@ -134,7 +134,7 @@ def default_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     return [round(i * step) for i in range(student_layers)]
 
 
-def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None, copy_head: bool = True):
+def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None, copy_head: bool = False):
     """DistilBERT-style student: the teacher's config with ``num_layers`` layers.
 
     Embeddings and pooler are copied from the teacher, and student layer ``i``

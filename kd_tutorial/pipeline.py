@@ -66,8 +66,9 @@ def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps:
 def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Recipe | None = None) -> tuple:
     """Everything that decides one student run (the key of its folder in the artifact cache)."""
     from .data import AUGMENT
-    key = (dataclasses.asdict(spec), dataclasses.asdict(config), init, profile.student_labels,
-           profile.attention_dropout, profile.freeze_word_embeddings)
+    student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
+    key = (student, dataclasses.asdict(config), init, profile.student_labels, profile.attention_dropout,
+           profile.freeze_word_embeddings)
     if recipe is not None:
         key += (dataclasses.asdict(recipe),) + ((AUGMENT,) if recipe.augment else ())
     return key
