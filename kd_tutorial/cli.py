@@ -7,7 +7,7 @@
     kd-tutorial prefetch --profile cpu|full
     kd-tutorial grade SUBMISSIONS... [--out grades.csv] [--timeout SECONDS]
     kd-tutorial make-exercises [--check]
-    kd-tutorial report RESULTS.json... [--readme README.md]
+    kd-tutorial report RESULTS.json... [--readme README.md | --summary OUT.json]
 """
 from __future__ import annotations
 
@@ -124,7 +124,20 @@ def cmd_report(args) -> int:
     """Print the results tables of results.json files, or write them between the README's markers."""
     from pathlib import Path
 
-    from .report import results_markdown, splice_readme
+    from .report import results_markdown, splice_readme, summary
+    from .store import atomic_write_json
+    for path in args.results:
+        try:
+            json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot read results file {path} ({err.__class__.__name__}): give the results.json "
+                             "that `kd-tutorial distill` wrote (in its --out folder)") from err
+    if args.summary:
+        if len(args.results) != 1:
+            raise UsageError("--summary writes one file: give exactly one results.json")
+        atomic_write_json(Path(args.summary), summary(json.loads(Path(args.results[0]).read_text())))
+        print(f"wrote {args.summary}")
+        return 0
     if not args.readme:
         print("".join(results_markdown(json.loads(Path(p).read_text())) for p in sorted(args.results)))
         return 0
@@ -194,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="render a results.json as the README's markdown table")
     r.add_argument("results", nargs="+", help="results.json files (one table each, in path order)")
     r.add_argument("--readme", help="rewrite the table between the results markers of this README")
+    r.add_argument("--summary", metavar="OUT.json", help="write the results without the per-step training logs "
+                                                          "(what docs/results/ keeps)")
 
     b = sub.add_parser("benchmark", help="training tokens/s of the course loop against a naive loop")
     b.add_argument("--profile", help=profile_help)

@@ -142,7 +142,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     for spec in students or profile.students:
         recipes = chosen[spec.name]
         steps = step_budget(profile, spec, len(sets["transfer"][0]))
-        _announce(spec, recipes, steps, teacher, progress)
+        _announce(spec, recipes, steps, teacher)
         for seed in seeds:
             initial = []  # built on first need, shared by every run of this seed: a fully cached seed needs none
             for recipe in recipes:
@@ -160,10 +160,9 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     return trained
 
 
-def _announce(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher, progress: bool) -> None:
+def _announce(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher) -> None:
+    """One line per student: its step budget, its recipes and, when a recipe needs one, its layer mapping."""
     from .layer_maps import describe, layer_mapping
-    if not progress:
-        return
     line = f"{spec.name}: {steps} steps per run; recipes {', '.join(r.name for r in recipes)}"
     if any(r.intermediate is not None for r in recipes):
         mapping = layer_mapping(spec.mapping, spec.num_layers, teacher.config.num_hidden_layers)

@@ -85,6 +85,18 @@ def results_markdown(results: dict) -> str:
     return out
 
 
+def summary(results: dict) -> dict:
+    """``results`` without the per-step training logs: what ``docs/results/`` keeps of a run.
+
+    Each history keeps its validation passes, best step, training and validation seconds and tokens/s.
+    """
+    keep = ("evals", "best_step", "seconds", "eval_seconds", "tokens", "tokens_per_s")
+    histories = {name: ({k: h.get(k) for k in keep} if h else None) for name, h in results.get("histories", {}).items()}
+    plots = [Path(p).name for p in results.get("plots", [])]
+    return {k: v for k, v in results.items() if k not in ("histories", "plots")} | {"histories": histories,
+                                                                                    "plots": plots}
+
+
 def splice_readme(readme: str | Path, results_paths: list[str | Path]) -> None:
     """Rewrite the block between the README's results markers with the tables of ``results_paths``.
 

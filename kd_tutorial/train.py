@@ -266,10 +266,6 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     it. ``on_epoch_end(epoch, history)`` is called after each epoch (tests use it
     to simulate an interruption).
     """
-    from tqdm.auto import tqdm
-
-    from .data import make_batches
-
     if config.mode != "ce" and teacher_logits is None and teacher is None:
         raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
     if config.intermediate is not None and config.intermediate.needs_online_teacher and teacher is None:
@@ -282,107 +278,152 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     model.to(device)
     if teacher is not None:
         teacher.to(device)
+    run = _Run(model, train_data, config, val_data, (teacher_logits, teacher, teacher_cls), device,
+               Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc)
+    if resume:
+        run.resume()
     eager = _eager_for_attention(config, model, teacher)
-    dtype = autocast_dtype(device, config.precision)
-    scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
+    try:
+        run.loop(progress, on_epoch_end)
+    finally:
+        _restore_attention(eager)
+    if config.keep_best and run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    return run.history
 
-    def epoch_batches(epoch: int) -> list[dict]:
-        return make_batches(train_data, config.batch_size, shuffle=True, group_by_length=config.group_by_length,
-                            seed=config.seed * 1000 + epoch, pad_to_max=config.pad_to_max)
 
-    n_batches = len(epoch_batches(0))
-    if n_batches == 0:
-        raise ValueError(f"{desc}: the training data is empty")
-    total = config.max_steps or max(1, math.ceil(config.epochs * math.ceil(n_batches / config.grad_accum)))
-    optimizer = make_optimizer(model, config.lr, config.weight_decay)
-    scheduler = linear_schedule(optimizer, int(config.warmup_fraction * total), total)
-    history, at, best_state = History(), _Progress(), None
-    ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        history, at, best_state = _load_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, config)
+class _Run:
+    """The state of one training run and its steps: what :func:`train` loops over."""
 
-    def validate_and_checkpoint() -> bool:
-        """Validate, remember the best weights, checkpoint; True when patience has run out."""
-        nonlocal best_state
-        t0 = time.perf_counter()
-        val_acc = _validate(model, val_data, config, device)
-        history.eval_seconds += time.perf_counter() - t0
-        history.evals.append({"step": at.step, "val_acc": val_acc})
-        if val_acc > at.best_val:
-            at.best_val, at.bad_evals, history.best_step = val_acc, 0, at.step
-            if config.keep_best:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            at.bad_evals += 1
-        bar.set_postfix(val_acc=f"{val_acc:.3f}", best=f"{at.best_val:.3f}", refresh=False)
-        if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, history, at, best_state, config)
-        return config.patience is not None and at.bad_evals >= config.patience
+    def __init__(self, model, data, config: TrainConfig, val_data, teacher_side: tuple, device: str,
+                 ckpt_path: Path | None, desc: str):
+        from .data import make_batches
+        self.model, self.data, self.config, self.val_data, self.device = model, data, config, val_data, device
+        self.teacher_side, self.ckpt_path, self.desc = teacher_side, ckpt_path, desc
+        self.batches = lambda epoch: make_batches(data, config.batch_size, shuffle=True,
+                                                  group_by_length=config.group_by_length,
+                                                  seed=config.seed * 1000 + epoch, pad_to_max=config.pad_to_max)
+        n_batches = len(self.batches(0))
+        if n_batches == 0:
+            raise ValueError(f"{desc}: the training data is empty")
+        self.total = config.max_steps or max(1, math.ceil(config.epochs * math.ceil(n_batches / config.grad_accum)))
+        self.dtype = autocast_dtype(device, config.precision)
+        self.scaler = torch.amp.GradScaler(device, enabled=self.dtype == torch.float16)
+        self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
+        self.scheduler = linear_schedule(self.optimizer, int(config.warmup_fraction * self.total), self.total)
+        self.history, self.at, self.best_state, self.bar = History(), _Progress(), None, None
 
-    bar = tqdm(total=total, initial=at.step, desc=desc, disable=not progress, leave=True, dynamic_ncols=True,
-               mininterval=0.5)
-    stopped = False
-    while at.step < total and not stopped:
-        model.train()
-        batches, st = epoch_batches(at.epoch), at.stats
-        start = time.perf_counter()
+    def resume(self) -> None:
+        """Continue from the checkpoint, when there is one."""
+        if self.ckpt_path is not None and self.ckpt_path.exists():
+            self.history, self.at, self.best_state = _load_checkpoint(
+                self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.config)
+
+    def loop(self, progress: bool, on_epoch_end) -> None:
+        """Epochs until the step budget is spent or patience runs out."""
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=self.total, initial=self.at.step, desc=self.desc, disable=not progress, leave=True,
+                        dynamic_ncols=True, mininterval=0.5)
+        stopped = False
+        while self.at.step < self.total and not stopped:
+            stopped = self.epoch()
+            if on_epoch_end is not None:
+                on_epoch_end(self.at.epoch, self.history)
+        self.bar.close()
+
+    def epoch(self) -> bool:
+        """One epoch (or what is left of it after a resume); True when patience ran out."""
+        config, at = self.config, self.at
+        self.model.train()
+        batches, start, stopped = self.batches(at.epoch), time.perf_counter(), False
         for i in range(at.batch, len(batches)):
-            batch = _to(batches[i], device)
-            with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss, logits, terms = recipe_loss(model, batch, config, teacher_logits, teacher, teacher_cls)
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"{desc}: the loss became {loss.item()} at step {at.step} (epoch {at.epoch}); lower the "
-                    "learning rate or train in fp32 (precision='fp32')")
-            scaler.scale(loss / config.grad_accum).backward()
-            st["loss"], st["n"] = st["loss"] + loss.item(), st["n"] + 1
-            mask = batch["labels"] >= 0
-            st["correct"] += int((logits.argmax(-1)[mask] == batch["labels"][mask]).sum())
-            st["labelled"] += int(mask.sum())
-            st["tokens"] += int(batch["attention_mask"].sum())
+            loss, terms = self.micro_batch(_to(batches[i], self.device))
             at.batch = i + 1
             if (i + 1) % config.grad_accum and i + 1 < len(batches):
                 continue
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            at.step += 1
-            history.steps.append({"step": at.step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                                  "grad_norm": float(grad_norm)} | {k: float(v.detach()) for k, v in terms.items()})
-            bar.update(1)
-            bar.set_postfix(loss=f"{st['loss'] / st['n']:.4f}", acc=f"{st['correct'] / max(1, st['labelled']):.3f}",
-                            refresh=False)
-            due = config.eval_every and (at.step % config.eval_every == 0 or at.step >= total)
-            if due and val_data is not None:
-                st["seconds"] += _elapsed(start, device)
-                stopped = validate_and_checkpoint()
+            self.optimizer_step(loss, terms)
+            due = config.eval_every and (at.step % config.eval_every == 0 or at.step >= self.total)
+            if due and self.val_data is not None:
+                at.stats["seconds"] += _elapsed(start, self.device)
+                stopped = self.validate()
+                self.checkpoint()
                 start = time.perf_counter()
-            if at.step >= total or stopped:
+            if at.step >= self.total or stopped:
                 break
-        st["seconds"] += _elapsed(start, device)
-        history.seconds += st["seconds"]
-        history.tokens += st["tokens"]
+        at.stats["seconds"] += _elapsed(start, self.device)
+        row = self.close_epoch()
+        if not config.eval_every and self.val_data is not None:
+            stopped = self.validate()
+            row["val_acc"] = self.history.evals[-1]["val_acc"]
+        elif self.history.evals and self.history.evals[-1]["step"] == at.step:
+            row["val_acc"] = self.history.evals[-1]["val_acc"]
+        self.history.epochs.append(row)
+        self.checkpoint()
+        return stopped
+
+    def micro_batch(self, batch: dict):
+        """Forward and backward of one micro-batch (the loss divided by the accumulation steps)."""
+        st = self.at.stats
+        with torch.autocast(device_type=self.device, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            loss, logits, terms = recipe_loss(self.model, batch, self.config, *self.teacher_side)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"{self.desc}: the loss became {loss.item()} at step {self.at.step} (epoch {self.at.epoch}); lower "
+                "the learning rate or train in fp32 (precision='fp32')")
+        self.scaler.scale(loss / self.config.grad_accum).backward()
+        st["loss"], st["n"] = st["loss"] + loss.item(), st["n"] + 1
+        mask = batch["labels"] >= 0
+        st["correct"] += int((logits.argmax(-1)[mask] == batch["labels"][mask]).sum())
+        st["labelled"] += int(mask.sum())
+        st["tokens"] += int(batch["attention_mask"].sum())
+        return loss, terms
+
+    def optimizer_step(self, loss, terms: dict) -> None:
+        """Unscale, clip, step, and log the step."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.at.step += 1
+        self.history.steps.append({"step": self.at.step, "loss": loss.item(), "lr": self.scheduler.get_last_lr()[0],
+                                   "grad_norm": float(grad_norm)} | {k: float(v.detach()) for k, v in terms.items()})
+        st = self.at.stats
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{st['loss'] / st['n']:.4f}", acc=f"{st['correct'] / max(1, st['labelled']):.3f}",
+                             refresh=False)
+
+    def validate(self) -> bool:
+        """A validation pass; keeps the best weights; True when patience has run out."""
+        at, t0 = self.at, time.perf_counter()
+        val_acc = _validate(self.model, self.val_data, self.config, self.device)
+        self.history.eval_seconds += time.perf_counter() - t0
+        self.history.evals.append({"step": at.step, "val_acc": val_acc})
+        if val_acc > at.best_val:
+            at.best_val, at.bad_evals, self.history.best_step = val_acc, 0, at.step
+            if self.config.keep_best:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        else:
+            at.bad_evals += 1
+        self.bar.set_postfix(val_acc=f"{val_acc:.3f}", best=f"{at.best_val:.3f}", refresh=False)
+        return self.config.patience is not None and at.bad_evals >= self.config.patience
+
+    def close_epoch(self) -> dict:
+        """Fold the epoch's running statistics into the history; return its row."""
+        at, st = self.at, self.at.stats
+        self.history.seconds += st["seconds"]
+        self.history.tokens += st["tokens"]
         row = {"epoch": at.epoch + 1, "step": at.step, "train_loss": st["loss"] / max(1, st["n"]),
                "train_acc": st["correct"] / st["labelled"] if st["labelled"] else None,
                "tokens_per_s": st["tokens"] / st["seconds"] if st["seconds"] else 0.0, "seconds": st["seconds"]}
         at.epoch, at.batch, at.stats = at.epoch + 1, 0, _Progress().stats
-        if not config.eval_every and val_data is not None:
-            stopped = validate_and_checkpoint()
-        if history.evals and history.evals[-1]["step"] == at.step:
-            row["val_acc"] = history.evals[-1]["val_acc"]
-        history.epochs.append(row)
-        if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, history, at, best_state, config)
-        if on_epoch_end is not None:
-            on_epoch_end(at.epoch, history)
-    bar.close()
-    if config.keep_best and best_state is not None:
-        model.load_state_dict(best_state)
-    _restore_attention(eager, model, teacher)
-    return history
+        return row
+
+    def checkpoint(self) -> None:
+        if self.ckpt_path is not None:
+            _save_checkpoint(self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.history,
+                             self.at, self.best_state, self.config)
 
 
 def _elapsed(start: float, device: str) -> float:
@@ -403,7 +444,7 @@ def _eager_for_attention(config: TrainConfig, model, teacher) -> dict:
     return before
 
 
-def _restore_attention(before: dict, *_models) -> None:
+def _restore_attention(before: dict) -> None:
     for m, implementation in before.values():
         if m.config._attn_implementation != implementation:
             m.set_attn_implementation(implementation)

@@ -100,7 +100,8 @@ def test_prefetch_tiny_needs_nothing():
 def test_the_printed_estimate_counts_the_seeds():
     from kd_tutorial.profiles import get_profile
     cpu = get_profile("cpu")
-    assert cli.estimate(cpu, "cpu") == "about 20 minute(s) on 2 CPU cores for one seed"
+    minutes = round(cpu.time_budget_s / 60)  # the profile's measured wall time for one seed
+    assert cli.estimate(cpu, "cpu") == f"about {minutes} minute(s) on 2 CPU cores for one seed"
     assert "each of the 2 further seed(s) retrains only the students" in cli.estimate(cpu, "cpu", 3)
     one, three = cli.estimate(get_profile("full"), "cuda"), cli.estimate(get_profile("full"), "cuda", 3)
     assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work
@@ -123,3 +124,23 @@ def test_set_overrides_a_profile_field_and_refuses_unknown_ones(tmp_path):
     assert_one_line_error(proc, r"n_test takes")
     changed = profiles.get_profile("tiny").with_overrides(["n_test=300", "student_lr=1e-3", "recipes=['kd']"])
     assert (changed.n_test, changed.student_lr, changed.recipes) == (300, 1e-3, ("kd",))
+
+
+def test_report_on_a_missing_file_names_the_file(tmp_path):
+    proc = run_cli("report", str(tmp_path / "nothing.json"))
+    assert_one_line_error(proc, r"cannot read results file .*nothing.json .*--out folder")
+
+
+def test_report_summary_keeps_everything_but_the_per_step_logs(tmp_path):
+    import json
+    results = {"run": {"profile": "tiny"}, "models": [{"name": "teacher"}], "comparisons": [],
+               "histories": {"teacher": {"steps": [{"loss": 1.0}] * 50, "evals": [{"step": 5, "val_acc": 0.8}],
+                                         "seconds": 3.0, "tokens_per_s": 9.0}},
+               "plots": [str(tmp_path / "run" / "training_curves.png")]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert cli.main(["report", str(tmp_path / "results.json"), "--summary", str(tmp_path / "s.json")]) == 0
+    kept = json.loads((tmp_path / "s.json").read_text())
+    assert kept["run"] == results["run"] and kept["models"] == results["models"]
+    assert "steps" not in kept["histories"]["teacher"]
+    assert kept["histories"]["teacher"]["evals"] == [{"step": 5, "val_acc": 0.8}]
+    assert kept["plots"] == ["training_curves.png"]
