@@ -210,7 +210,7 @@ PROFILES: dict[str, Profile] = {
         # budgets, learning rates and each student's intermediate recipe were chosen on validation (docs/tuning.md)
         students=(
             StudentSpec("distil-3L", "distil", num_layers=3, epochs=1.0, lr=1e-4,
-                        recipes=("baseline", "kd+transfer", "kd+transfer+pkd", "pseudo-label")),
+                        recipes=("baseline", "kd+transfer", "kd+transfer+hidden", "pseudo-label")),
             StudentSpec("compact-2L-H128", "compact", num_layers=2, hidden_size=128, num_heads=2,
                         intermediate_size=512, epochs=2.0, lr=1e-3,
                         recipes=("baseline", "kd+transfer", "kd+transfer+cosine", "pseudo-label")),
