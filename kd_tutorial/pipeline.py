@@ -75,10 +75,11 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
 
 
 def git_commit() -> str | None:
-    """The current git commit of the course checkout, when there is one."""
+    """The current git commit of the course checkout, when there is one, with ``+dirty`` when tracked files
+    differ from it (so a result never claims a commit whose code it did not run)."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+        return subprocess.run(["git", "describe", "--always", "--abbrev=7", "--dirty=+dirty"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -247,7 +248,8 @@ def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
 
 
 def best_recipes(rows: list[dict], trained: dict) -> dict:
-    """Per student, the recipe whose runs scored best on *validation* (mean over seeds) and its test accuracy."""
+    """Per student, the distillation recipe (soft targets) whose runs scored best on *validation* (mean over
+    seeds), and its test accuracy. The baseline and the pseudo-label control are references, never chosen."""
     val: dict[str, list[float]] = {}
     for item in trained.values():
         val.setdefault(item["base"], []).append(item["history"].best_val_acc or 0.0)
@@ -255,7 +257,7 @@ def best_recipes(rows: list[dict], trained: dict) -> dict:
     out = {}
     for base, accs in val.items():
         student, recipe = base.split(" ", 1)
-        if recipe == "baseline":
+        if get_recipe(recipe).targets != "soft":
             continue
         mean = statistics.mean(accs)
         if student not in out or mean > out[student]["val_accuracy"]:
