@@ -179,7 +179,7 @@ PROFILES: dict[str, Profile] = {
                         recipes=("baseline", "kd+transfer", "kd+transfer+pkd", "pseudo-label")),
             StudentSpec("compact-1L-H32", "compact", num_layers=1, hidden_size=32, num_heads=2,
                         intermediate_size=64,
-                        recipes=("baseline", "kd+transfer", "kd+transfer+cosine", "pseudo-label")),
+                        recipes=("baseline", "kd+transfer", "kd+transfer+values", "pseudo-label")),
         ),
         data_source="tiny",
         n_train=None,

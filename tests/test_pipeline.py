@@ -228,3 +228,12 @@ def test_the_best_recipe_is_a_distillation_recipe_chosen_on_validation():
     best = pipeline.best_recipes(rows, trained)["s"]
     # kd+transfer's mean over seeds (0.85) beats cosine's 0.84; test accuracy never decides
     assert best == {"recipe": "kd+transfer", "val_accuracy": pytest.approx(0.85), "test_accuracy": 0.81}
+
+
+def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
+    from kd_tutorial.report import results_markdown
+    _, results = tiny_run
+    text = results_markdown(results)
+    line = next(l for l in text.splitlines() if l.startswith("Best recipe per student, chosen on validation"))
+    for student, best in results["best_recipes"].items():
+        assert f"{student} `{best['recipe']}` (validation {100 * best['val_accuracy']:.2f} %" in line
