@@ -233,6 +233,23 @@ def as_tensor(value: Any, shape: tuple | None = None, what: str = "your function
     return value.detach()
 
 
+def student_gradient(call: Callable, student, teacher, *rest, student_name: str, teacher_name: str):
+    """Call ``call(student, teacher, *rest)`` on fresh leaf copies, backpropagate, and return the student's
+    gradient; raise :class:`Wrong` when no gradient flows or when one reaches the (frozen) teacher."""
+    import torch
+    student, teacher = student.clone().requires_grad_(True), teacher.clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = call(student, teacher, *rest)
+        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+            raise Wrong(f"your loss carries no gradient to {student_name}: return a tensor "
+                        "(no .item(), no torch.no_grad())")
+        loss.backward()
+    if teacher.grad is not None and float(teacher.grad.abs().sum()) > 0:
+        raise Wrong(f"a gradient reaches {teacher_name}, so it reaches the teacher, which is frozen: "
+                    f"use {teacher_name}.detach()")
+    return student.grad
+
+
 def close(a, b, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
     """``allclose`` for tensors or floats; False (not an error) on shape mismatch or NaN."""
     import torch  # noqa: PLC0415

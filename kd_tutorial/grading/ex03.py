@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose
+from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, student_gradient
 
 
 def _cases():
@@ -78,17 +78,7 @@ def _check_soft(call):
         raise Wrong(message or f"your loss is {got[0]:.4f} for a batch where T^2 * KL (batchmean) is "
                     f"{expected[0]:.4f} (B={s.shape[0]}, C={s.shape[1]}, T={T})")
     # gradients: must reach the student, never the teacher
-    s, t, T = cases[1]
-    s = s.clone().requires_grad_(True)
-    t = t.clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = call(s, t, T)
-        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-            raise Wrong("your loss carries no gradient to student_logits: return a tensor "
-                        "(no .item(), no torch.no_grad())")
-        loss.backward()
-    if t.grad is not None and float(t.grad.abs().sum()) > 0:
-        raise Wrong("a gradient reaches teacher_logits: the teacher is fixed, use teacher_logits.detach()")
+    student_gradient(call, *cases[1], student_name="student_logits", teacher_name="teacher_logits")
 
 
 def _label_cases():

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose
+from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, student_gradient
 
 LENGTHS = [(7, 4, 2), (5, 5, 3, 1), (6, 2)]
 
@@ -83,17 +83,8 @@ def _check_attention(call):
 
 
 def _check_attention_gradient(call, case):
-    s, t, m = case
-    s, t = s.clone().requires_grad_(True), t.clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = call(s, t, m)
-        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-            raise Wrong("your loss carries no gradient to the student's attention: return a tensor "
-                        "(no .item(), no torch.no_grad())")
-        loss.backward()
-    if t.grad is not None and float(t.grad.abs().sum()) > 0:
-        raise Wrong("a gradient reaches the teacher's attention: the teacher is frozen, use teacher_attn.detach()")
-    if s.grad is None or not bool(torch.isfinite(s.grad).all()):
+    grad = student_gradient(call, *case, student_name="student_attn", teacher_name="teacher_attn")
+    if grad is None or not bool(torch.isfinite(grad).all()):
         raise Wrong("the value is right but its gradient is nan: the student's attention on padded keys is exactly "
                     "0, and the derivative of log q there is infinite even where you mask the result afterwards. "
                     "Clamp the probabilities (or mask them) before taking the log")
