@@ -23,8 +23,6 @@ import torch
 from .profiles import Profile, StudentSpec
 from .recipes import Recipe, get_recipe
 
-RUNS = ("kd", "kd+transfer", "baseline")  # the runs of the course's first comparison (notebook 05)
-
 
 def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
     """Optimizer steps every run of one student gets: its epochs over the labelled + transfer reviews."""

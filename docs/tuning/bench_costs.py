@@ -5,7 +5,6 @@ Measures what an intermediate term costs over logit KD from the cache: the onlin
 Run with KD_TUTORIAL_HOME pointing at a home whose cpu teacher and logits are cached.
 """
 import copy, dataclasses, json, sys, time
-import torch
 from kd_tutorial import artifacts, pipeline
 from kd_tutorial.profiles import get_profile
 from kd_tutorial.models import DistillationStudent, build_student
