@@ -1,11 +1,32 @@
-"""The device and its precision: which device to use, which autocast dtype pays off there, and synchronising.
+"""The device and its precision: which device to use, which number format pays off there, and synchronising.
 
 A leaf module: it imports nothing of the package, so the training loop,
-evaluation and the notebook header can all use it.
+evaluation, the benchmark and the notebook header can all use it.
+
+The precision each device gets (:func:`precision_for`):
+
+=====================================  ==========  =============  ==============
+device                                 autocast    GradScaler     fp32 matmuls
+=====================================  ==========  =============  ==============
+CUDA, compute capability >= 8.0        bf16        no             TF32
+(A100, L4, H100, H200)
+CUDA below 8.0 (T4 7.5, V100 7.0)      fp16        yes            fp32
+CPU with AVX-512 BF16 / AMX            bf16        no             fp32
+other CPUs, MPS                        none (fp32) no             fp32
+=====================================  ==========  =============  ==============
+
+A T4 *reports* bf16 as supported (``torch.cuda.is_bf16_supported()`` counts
+emulation), but it has no bf16 tensor cores and PyTorch's memory-efficient
+attention takes only fp16/fp32 below sm80: so the compute capability decides.
 """
 from __future__ import annotations
 
+import os
+
 import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device() -> str:
@@ -17,11 +38,23 @@ def pick_device() -> str:
     return "cpu"
 
 
+def device_type(device: str | torch.device) -> str:
+    """``"cuda"`` for ``"cuda"``, ``"cuda:1"`` or ``torch.device("cuda", 0)``: what ``torch.autocast`` wants."""
+    return torch.device(device).type
+
+
+def cuda_capability(device: str | torch.device = "cuda") -> tuple[int, int]:
+    """The GPU's compute capability, e.g. ``(7, 5)`` for a T4 and ``(9, 0)`` for an H100."""
+    index = torch.device(device).index
+    return torch.cuda.get_device_capability(index if index is not None else torch.cuda.current_device())
+
+
 def bf16_supported(device: str) -> bool:
-    """Whether bf16 autocast is worth using on ``device`` (CUDA with bf16, or a CPU with AVX-512 BF16/AMX)."""
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    if device == "cpu":
+    """Whether bf16 runs natively (not emulated) on ``device``: CUDA capability >= 8.0, or a CPU with bf16 units."""
+    kind = device_type(device)
+    if kind == "cuda":
+        return cuda_capability(device) >= (8, 0)
+    if kind == "cpu":
         try:
             with open("/proc/cpuinfo") as f:
                 flags = f.read()
@@ -31,22 +64,57 @@ def bf16_supported(device: str) -> bool:
     return False
 
 
+def precision_for(device: str) -> str:
+    """The precision ``"auto"`` means on ``device``: ``"bf16"``, ``"fp16"`` (CUDA below 8.0) or ``"fp32"``."""
+    if bf16_supported(device):
+        return "bf16"
+    return "fp16" if device_type(device) == "cuda" else "fp32"
+
+
+def resolve_precision(device: str, precision: str = "auto") -> str:
+    """``precision`` with ``"auto"`` replaced by :func:`precision_for`; a ValueError names the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return precision_for(device) if precision == "auto" else precision
+
+
 def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``device`` (None means fp32): bf16 where supported, else fp16 on CUDA."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and bf16_supported("cpu"):
-        return torch.bfloat16
-    return None
+    """The autocast dtype for ``device`` (None means fp32): bf16 from capability 8.0, fp16 below, on CUDA."""
+    return DTYPES[resolve_precision(device, precision)]
+
+
+def tf32_enabled(device: str) -> bool:
+    """Whether fp32 matmuls may use TF32 tensor cores on ``device`` (CUDA capability >= 8.0)."""
+    return device_type(device) == "cuda" and cuda_capability(device) >= (8, 0)
+
+
+def configure(device: str) -> dict:
+    """Set up ``device`` for training; return what was chosen (for results.json).
+
+    On CUDA: the caching allocator's ``expandable_segments`` (less fragmentation
+    with variable-length batches; only before the first CUDA allocation, and never
+    over a user's own setting), and TF32 for fp32 matmuls from capability 8.0, so
+    that an "fp32" baseline is the fast fp32 that a user would actually run.
+    """
+    if device_type(device) == "cuda":
+        if "PYTORCH_ALLOC_CONF" not in os.environ and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
+            os.environ["PYTORCH_ALLOC_CONF"] = "expandable_segments:True"  # read at the first allocation
+            os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"  # its name before torch 2.9
+        if tf32_enabled(device):
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+    return describe(device)
+
+
+def describe(device: str) -> dict:
+    """The device's precision choices: capability, autocast dtype, GradScaler and TF32."""
+    precision = precision_for(device)
+    return {"device": str(device), "capability": ".".join(map(str, cuda_capability(device)))
+            if device_type(device) == "cuda" else None,
+            "precision": precision, "grad_scaler": precision == "fp16", "tf32": tf32_enabled(device)}
 
 
 def synchronize(device: str) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously), so that a timer measures it."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    if device_type(device) == "cuda":
+        torch.cuda.synchronize(device)
