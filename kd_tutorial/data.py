@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import csv
 import os
+import queue
 import random
 import statistics
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,13 +325,13 @@ def encode(reviews: Reviews, tokenizer, max_length: int | None, truncation: str 
 
 # ----------------------------------------------------------------------------- batching
 
-def make_batches(encoded: Encoded, batch_size: int, *, shuffle: bool = True, group_by_length: bool = True,
-                 seed: int = 0, pad_to_max: int | None = None, pad_id: int = 0) -> list[dict]:
-    """Split rows into padded batches: dicts of input_ids, attention_mask, labels, index (row in ``encoded``).
+def batch_groups(encoded: Encoded, batch_size: int, *, shuffle: bool = True, group_by_length: bool = True,
+                 seed: int = 0) -> list[list[int]]:
+    """The row indices of each batch, in the order the loop reads them (cheap: no tensors built).
 
-    Each batch is padded to its longest row (or to ``pad_to_max``, the naive baseline).
     ``group_by_length`` sorts rows by length within shuffled chunks of 50 batches (the whole set
     when ``shuffle=False``) and then shuffles the batch order, so batches hold similar lengths.
+    There are always ``ceil(len(encoded) / batch_size)`` groups (:func:`n_batches`).
     """
     rng = random.Random(seed)
     order = list(range(len(encoded)))
@@ -343,18 +345,80 @@ def make_batches(encoded: Encoded, batch_size: int, *, shuffle: bool = True, gro
     groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if shuffle and group_by_length:
         rng.shuffle(groups)
-    batches = []
-    for g in groups:
-        width = max(lengths[i] for i in g)
-        if pad_to_max is not None:
-            if width > pad_to_max:
-                raise ValueError(f"a row has {width} tokens, more than pad_to_max={pad_to_max}")
-            width = pad_to_max
-        ids = torch.tensor([encoded.input_ids[i] + [pad_id] * (width - lengths[i]) for i in g], dtype=torch.long)
-        mask = torch.tensor([[1] * lengths[i] + [0] * (width - lengths[i]) for i in g], dtype=torch.long)
-        index = torch.tensor(g, dtype=torch.long)
-        batches.append({"input_ids": ids, "attention_mask": mask, "labels": encoded.labels[index], "index": index})
-    return batches
+    return groups
+
+
+def n_batches(n_rows: int, batch_size: int) -> int:
+    """How many batches :func:`batch_groups` makes of ``n_rows`` rows: arithmetic, nothing is built."""
+    return -(-n_rows // batch_size)
+
+
+def collate(encoded: Encoded, rows: list[int], *, pad_to_max: int | None = None, pad_id: int = 0,
+            pin: bool = False) -> dict:
+    """One padded batch of ``rows``: input_ids, attention_mask, labels, index (row in ``encoded``).
+
+    Padded to its longest row (or to ``pad_to_max``, the naive baseline). ``pin=True`` puts the
+    tensors in page-locked memory, so that a ``non_blocking`` copy to a GPU overlaps with compute.
+    """
+    lengths = [len(encoded.input_ids[i]) for i in rows]
+    width = max(lengths)
+    if pad_to_max is not None:
+        if width > pad_to_max:
+            raise ValueError(f"a row has {width} tokens, more than pad_to_max={pad_to_max}")
+        width = pad_to_max
+    ids = torch.tensor([encoded.input_ids[i] + [pad_id] * (width - n) for i, n in zip(rows, lengths)],
+                       dtype=torch.long)
+    mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], dtype=torch.long)
+    index = torch.tensor(rows, dtype=torch.long)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": encoded.labels[index], "index": index}
+    return {k: v.pin_memory() for k, v in batch.items()} if pin else batch
+
+
+def make_batches(encoded: Encoded, batch_size: int, *, shuffle: bool = True, group_by_length: bool = True,
+                 seed: int = 0, pad_to_max: int | None = None, pad_id: int = 0) -> list[dict]:
+    """All batches at once (:func:`batch_groups`, each :func:`collate`-d): dicts of input_ids,
+    attention_mask, labels and index. The training loop builds them ahead instead (:func:`prefetch`)."""
+    return [collate(encoded, g, pad_to_max=pad_to_max, pad_id=pad_id)
+            for g in batch_groups(encoded, batch_size, shuffle=shuffle, group_by_length=group_by_length, seed=seed)]
+
+
+def prefetch(build, items, depth: int = 3):
+    """Yield ``build(item)`` for each item, computed in a background thread ``depth`` items ahead.
+
+    The loop then never waits for Python to pad a batch: it is ready (and pinned) when the
+    device is. An exception in ``build`` is raised here; leaving the loop early stops the thread.
+    """
+    out, stop = queue.Queue(maxsize=depth), threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put((True, build(item))):
+                    return
+            put((False, None))
+        except BaseException as err:  # handed to the consumer, which raises it
+            put((False, err))
+
+    threading.Thread(target=work, daemon=True, name="kd_tutorial-prefetch").start()
+    try:
+        while True:
+            ok, value = out.get()
+            if not ok:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
 
 
 def padding_waste(batches: list[dict]) -> float:

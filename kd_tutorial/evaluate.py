@@ -25,30 +25,34 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
     """
     from tqdm.auto import tqdm
 
-    from .data import make_batches
-    from .device import autocast_dtype, pick_device
+    from .data import batch_groups, collate, prefetch
+    from .device import autocast_dtype, device_type, pick_device
+    from .features import device_mask
     device = device or pick_device()
     was_training = model.training
     model.eval().to(device)
-    dtype = autocast_dtype(device, precision)
-    out = cls = None
-    for batch in tqdm(make_batches(encoded, batch_size, shuffle=False, group_by_length=True), desc=desc,
-                      disable=not progress, leave=False):
-        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            result = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+    dtype, kind = autocast_dtype(device, precision), device_type(device)
+    groups = batch_groups(encoded, batch_size, shuffle=False, group_by_length=True)
+    out = cls = None  # filled on the device and copied to the host once: no wait per batch
+    for batch in tqdm(prefetch(lambda g: collate(encoded, g, pin=kind == "cuda"), groups), total=len(groups),
+                      desc=desc, disable=not progress, leave=False):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
+            result = model(input_ids=batch["input_ids"], attention_mask=device_mask(model, batch["attention_mask"]),
                            output_hidden_states=cls_states)
-        logits = result.logits.float().cpu()
+        logits = result.logits.float()
         if out is None:
-            out = torch.empty(len(encoded), logits.shape[-1])
+            out = torch.empty(len(encoded), logits.shape[-1], device=device)
         out[batch["index"]] = logits
         if cls_states:
-            states = torch.stack([h[:, 0] for h in result.hidden_states], 1).to("cpu", torch.float16)
+            states = torch.stack([h[:, 0] for h in result.hidden_states], 1).to(torch.float16)
             if cls is None:
-                cls = torch.empty(len(encoded), *states.shape[1:], dtype=torch.float16)
+                cls = torch.empty(len(encoded), *states.shape[1:], dtype=torch.float16, device=device)
             cls[batch["index"]] = states
     model.train(was_training)
     if out is None:
         raise ValueError(f"{desc}: no reviews to predict (the split {getattr(encoded, 'name', '')!r} is empty)")
+    out, cls = out.cpu(), None if cls is None else cls.cpu()
     return (out, cls) if cls_states else out
 
 
@@ -95,12 +99,21 @@ def reliability_curve(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> d
     return rows
 
 
+def _autocast(device: str, precision: str):
+    """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
+    from .device import autocast_dtype, device_type
+    dtype = autocast_dtype(device, precision)
+    return torch.autocast(device_type=device_type(device), dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 @torch.no_grad()
-def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5, repeats: int = 3) -> dict:
+def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5, repeats: int = 3,
+            precision: str = "auto") -> dict:
     """Wall time in ms of one review at batch size 1: ``p50`` and its interquartile range ``q1``-``q3``.
 
     ``repeats`` passes over the same ``n`` reviews (after ``warmup`` untimed calls),
-    so the spread covers both the reviews' lengths and the machine's noise.
+    so the spread covers both the reviews' lengths and the machine's noise. The
+    precision is the one :func:`throughput` and training use (``"auto"``).
     """
     from .data import make_batches
     from .device import synchronize
@@ -112,7 +125,8 @@ def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             synchronize(device)
             start = time.perf_counter()
-            model(input_ids=ids, attention_mask=mask)
+            with _autocast(device, precision):
+                model(input_ids=ids, attention_mask=mask)
             synchronize(device)
             if i >= warmup or repeat > 0:
                 times.append((time.perf_counter() - start) * 1000)
@@ -120,9 +134,10 @@ def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5
     return {"p50": p50, "q1": q1, "q3": q3, "samples": times}
 
 
-def latency_ms(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5) -> float:
+def latency_ms(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5,
+               precision: str = "auto") -> float:
     """Median (p50) wall time in ms of one review at batch size 1 (see :func:`latency` for its spread)."""
-    return latency(model, encoded, device=device, n=n, warmup=warmup, repeats=1)["p50"]
+    return latency(model, encoded, device=device, n=n, warmup=warmup, repeats=1, precision=precision)["p50"]
 
 
 @torch.no_grad()
@@ -130,9 +145,8 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
                precision: str = "auto") -> dict:
     """Reviews/s and real (non-pad) tokens/s at a large batch, length-grouped, after one warm-up batch."""
     from .data import make_batches
-    from .device import autocast_dtype, synchronize
+    from .device import synchronize
     model.eval().to(device)
-    dtype = autocast_dtype(device, precision)
     batches = make_batches(encoded, batch_size, shuffle=True, group_by_length=True, seed=0)[: max_batches + 1]
     reviews = tokens = 0
     seconds = 0.0
@@ -140,7 +154,7 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         synchronize(device)
         start = time.perf_counter()
-        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with _autocast(device, precision):
             model(input_ids=ids, attention_mask=mask)
         synchronize(device)
         if i == 0 and len(batches) > 1:
@@ -153,14 +167,16 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
 
 def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "cpu", batch_size: int = 64,
             logits: dict | None = None, latency_n: int = 30, latency_repeats: int = 3, throughput_batches: int = 8,
-            train_tokens_per_s: dict | None = None) -> list[dict]:
+            train_tokens_per_s: dict | None = None, precision: str = "auto") -> list[dict]:
     """Measure every model side by side on ``encoded`` (same device, same run) and return table rows.
 
     Each row: name, accuracy, agreement (with ``teacher``), ece, params, mb, latency_ms (p50 at batch 1)
     with latency_q1_ms / latency_q3_ms (its interquartile range over ``latency_repeats`` passes) and the
-    timings themselves, reviews_per_s and tokens_per_s (batch ``batch_size``), train_tokens_per_s (if given).
+    timings themselves, reviews_per_s and tokens_per_s (batch ``batch_size``), train_tokens_per_s (if given),
+    and the ``precision`` both timings ran in (the same one, ``"auto"`` resolved for the device).
     ``logits`` may pass already computed predictions to skip recomputing them.
     """
+    from .device import resolve_precision
     from .models import count_parameters, model_size_mb
     logits = dict(logits or {})
     for name, model in models.items():
@@ -168,8 +184,9 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
             logits[name] = predict_logits(model, encoded, batch_size=batch_size, device=device)
     rows = []
     for name, model in models.items():
-        speed = throughput(model, encoded, device=device, batch_size=batch_size, max_batches=throughput_batches)
-        timing = latency(model, encoded, device=device, n=latency_n, repeats=latency_repeats)
+        speed = throughput(model, encoded, device=device, batch_size=batch_size, max_batches=throughput_batches,
+                           precision=precision)
+        timing = latency(model, encoded, device=device, n=latency_n, repeats=latency_repeats, precision=precision)
         rows.append({
             "name": name,
             "accuracy": accuracy(logits[name], encoded.labels),
@@ -182,6 +199,7 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
             "reviews_per_s": speed["reviews_per_s"],
             "tokens_per_s": speed["tokens_per_s"],
             "train_tokens_per_s": (train_tokens_per_s or {}).get(name),
+            "precision": resolve_precision(device, precision),
         })
     return rows
 

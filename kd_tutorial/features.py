@@ -52,13 +52,27 @@ def _record_values(model):
             h.remove()
 
 
+def device_mask(model, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The (B, 1, 1, L) attention mask that ``model``'s attention kernel takes, built on the device.
+
+    Given the 2D padding mask, transformers first asks whether it holds any padding
+    (``mask.all()``), which makes the CPU wait for the GPU at every forward pass.
+    A 4D mask is used as it is: a boolean one for SDPA (True = attend), an additive
+    one (0 or the dtype's minimum) for eager attention. Same outputs, no wait.
+    """
+    keys = attention_mask[:, None, None, :]
+    if getattr(model.config, "_attn_implementation", None) == "eager":
+        return (1.0 - keys.float()) * torch.finfo(torch.float32).min
+    return keys.bool()
+
+
 def forward_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, hidden: bool = False,
                      attentions: bool = False, values: bool = False) -> Features:
     """One forward pass of a BERT classifier, returning its logits and the internals asked for."""
     if attentions:
         use_eager_attention(model)
     with _record_values(model) if values else contextlib.nullcontext() as recorded:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden,
+        out = model(input_ids=input_ids, attention_mask=device_mask(model, attention_mask), output_hidden_states=hidden,
                     output_attentions=attentions)
     return Features(logits=out.logits, hidden=out.hidden_states if hidden else None,
                     attentions=out.attentions if attentions else None, values=recorded if values else None)

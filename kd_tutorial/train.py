@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from . import losses
-from .device import autocast_dtype, pick_device, synchronize
+from .device import autocast_dtype, device_type, pick_device, synchronize
 from .features import Features, forward_features, use_eager_attention
 from .layer_maps import layer_mapping
 from .recipes import Intermediate, intermediate_terms
@@ -210,8 +210,8 @@ def batch_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, tea
 
 
 def _to(batch: dict, device: str) -> dict:
-    """Move a batch to ``device``; ``index`` stays on the CPU, where cached teacher outputs live."""
-    return {k: v if k == "index" else v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Move a batch to ``device`` without waiting (its tensors are pinned when the device is a GPU)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @dataclass
@@ -230,7 +230,7 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: H
                      best_state, config: TrainConfig) -> None:
     atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                       "rng": torch.get_rng_state(), "history": history.to_dict(), "progress": asdict(progress),
+                       "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_states(), "history": history.to_dict(), "progress": asdict(progress),
                        "best_state": best_state, "config": asdict(config)}, path)
 
 
@@ -244,7 +244,19 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: Tr
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
+    _set_cuda_rng_states(state.get("cuda_rng"))
     return History.from_dict(state["history"]), _Progress(**state["progress"]), state["best_state"]
+
+
+def _cuda_rng_states() -> list | None:
+    """Every GPU's random state (dropout masks there come from it), or None without CUDA."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
+def _set_cuda_rng_states(states: list | None) -> None:
+    """Restore GPU random states saved by :func:`_cuda_rng_states`, when this machine has as many GPUs."""
+    if states and torch.cuda.is_available() and torch.cuda.device_count() == len(states):
+        torch.cuda.set_rng_state_all(states)
 
 
 def _validate(model, val_data, config: TrainConfig, device: str) -> float:
@@ -256,15 +268,18 @@ def _validate(model, val_data, config: TrainConfig, device: str) -> float:
 
 def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=None, teacher_logits=None,
           teacher=None, teacher_cls=None, device: str | None = None, checkpoint_dir: str | Path | None = None,
-          resume: bool = False, desc: str = "train", progress: bool = True, on_epoch_end=None) -> History:
+          resume: bool = False, desc: str = "train", progress: bool = True, on_epoch_end=None,
+          log_every: int = 25) -> History:
     """Train ``model`` on ``train_data`` (a :class:`kd_tutorial.data.Encoded`) and return its history.
 
     ``mode="kd"`` and ``"pseudo"`` need ``teacher_logits`` (rows aligned with
     ``train_data``) or a frozen ``teacher``; intermediate terms on per-token
-    internals need the ``teacher`` itself. With ``checkpoint_dir``, a checkpoint is
-    written after every validation pass (or epoch); ``resume=True`` continues from
-    it. ``on_epoch_end(epoch, history)`` is called after each epoch (tests use it
-    to simulate an interruption).
+    internals need the ``teacher`` itself. With ``checkpoint_dir``, one checkpoint
+    (``last.pt``, with the optimizer state) is rewritten after every validation
+    pass (or epoch); ``resume=True`` continues from it. ``on_epoch_end(epoch,
+    history)`` is called after each epoch (tests use it to simulate an
+    interruption). Losses and metrics stay on the device and reach the host every
+    ``log_every`` steps (the only times the loop waits for a GPU).
     """
     if config.mode != "ce" and teacher_logits is None and teacher is None:
         raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
@@ -278,8 +293,9 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     model.to(device)
     if teacher is not None:
         teacher.to(device)
-    run = _Run(model, train_data, config, val_data, (teacher_logits, teacher, teacher_cls), device,
-               Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc)
+    cached = tuple(None if t is None else t.to(device) for t in (teacher_logits, teacher_cls))  # read every step
+    run = _Run(model, train_data, config, val_data, (cached[0], teacher, cached[1]), device,
+               Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc, log_every)
     if resume:
         run.resume()
     eager = _eager_for_attention(config, model, teacher)
@@ -293,25 +309,40 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
 
 
 class _Run:
-    """The state of one training run and its steps: what :func:`train` loops over."""
+    """The state of one training run and its steps: what :func:`train` loops over.
+
+    Nothing in a step waits for the device: the loss, the accuracy counts and each
+    step's log row stay on it as tensors (``self.pending``) until :meth:`flush`,
+    every ``log_every`` steps, at validation passes and at the end of an epoch.
+    """
 
     def __init__(self, model, data, config: TrainConfig, val_data, teacher_side: tuple, device: str,
-                 ckpt_path: Path | None, desc: str):
-        from .data import make_batches
+                 ckpt_path: Path | None, desc: str, log_every: int = 25):
+        from .data import n_batches
         self.model, self.data, self.config, self.val_data, self.device = model, data, config, val_data, device
-        self.teacher_side, self.ckpt_path, self.desc = teacher_side, ckpt_path, desc
-        self.batches = lambda epoch: make_batches(data, config.batch_size, shuffle=True,
-                                                  group_by_length=config.group_by_length,
-                                                  seed=config.seed * 1000 + epoch, pad_to_max=config.pad_to_max)
-        n_batches = len(self.batches(0))
-        if n_batches == 0:
+        self.teacher_side, self.ckpt_path, self.desc, self.log_every = teacher_side, ckpt_path, desc, log_every
+        per_epoch = n_batches(len(data), config.batch_size)
+        if per_epoch == 0:
             raise ValueError(f"{desc}: the training data is empty")
-        self.total = config.max_steps or max(1, math.ceil(config.epochs * math.ceil(n_batches / config.grad_accum)))
+        self.total = config.max_steps or max(1, math.ceil(config.epochs * math.ceil(per_epoch / config.grad_accum)))
+        self.kind = device_type(device)
         self.dtype = autocast_dtype(device, config.precision)
-        self.scaler = torch.amp.GradScaler(device, enabled=self.dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.kind, enabled=self.dtype == torch.float16)
         self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
         self.scheduler = linear_schedule(self.optimizer, int(config.warmup_fraction * self.total), self.total)
         self.history, self.at, self.best_state, self.bar = History(), _Progress(), None, None
+        self.pending: list[tuple] = []  # (step, lr, loss, grad_norm, terms) of steps not yet logged
+        self.sums = torch.zeros(3, device=device)  # loss, correct, labelled since the flush
+
+    def batches(self, epoch: int, skip: int):
+        """The epoch's batches after the first ``skip``, built (and pinned for a GPU) in a background thread."""
+        from .data import batch_groups, collate, prefetch
+        c = self.config
+        groups = batch_groups(self.data, c.batch_size, shuffle=True, group_by_length=c.group_by_length,
+                              seed=c.seed * 1000 + epoch)[skip:]
+        pin = self.kind == "cuda"
+        return prefetch(lambda g: (collate(self.data, g, pad_to_max=c.pad_to_max, pin=pin),
+                                   sum(len(self.data.input_ids[i]) for i in g)), groups)
 
     def resume(self) -> None:
         """Continue from the checkpoint, when there is one."""
@@ -333,13 +364,15 @@ class _Run:
 
     def epoch(self) -> bool:
         """One epoch (or what is left of it after a resume); True when patience ran out."""
+        from .data import n_batches
         config, at = self.config, self.at
         self.model.train()
-        batches, start, stopped = self.batches(at.epoch), time.perf_counter(), False
-        for i in range(at.batch, len(batches)):
-            loss, terms = self.micro_batch(_to(batches[i], self.device))
-            at.batch = i + 1
-            if (i + 1) % config.grad_accum and i + 1 < len(batches):
+        last, start, stopped = n_batches(len(self.data), config.batch_size), time.perf_counter(), False
+        batches = self.batches(at.epoch, at.batch)
+        for i, (batch, tokens) in enumerate(batches, start=at.batch):
+            loss, terms = self.micro_batch(_to(batch, self.device))
+            at.batch, at.stats["tokens"] = i + 1, at.stats["tokens"] + tokens
+            if (i + 1) % config.grad_accum and i + 1 < last:
                 continue
             self.optimizer_step(loss, terms)
             due = config.eval_every and (at.step % config.eval_every == 0 or at.step >= self.total)
@@ -348,8 +381,11 @@ class _Run:
                 stopped = self.validate()
                 self.checkpoint()
                 start = time.perf_counter()
+            elif at.step % self.log_every == 0:
+                self.flush()
             if at.step >= self.total or stopped:
                 break
+        batches.close()
         at.stats["seconds"] += _elapsed(start, self.device)
         row = self.close_epoch()
         if not config.eval_every and self.val_data is not None:
@@ -363,39 +399,59 @@ class _Run:
 
     def micro_batch(self, batch: dict):
         """Forward and backward of one micro-batch (the loss divided by the accumulation steps)."""
-        st = self.at.stats
-        with torch.autocast(device_type=self.device, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+        with torch.autocast(device_type=self.kind, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             loss, logits, terms = recipe_loss(self.model, batch, self.config, *self.teacher_side)
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(
-                f"{self.desc}: the loss became {loss.item()} at step {self.at.step} (epoch {self.at.epoch}); lower "
-                "the learning rate or train in fp32 (precision='fp32')")
         self.scaler.scale(loss / self.config.grad_accum).backward()
-        st["loss"], st["n"] = st["loss"] + loss.item(), st["n"] + 1
-        mask = batch["labels"] >= 0
-        st["correct"] += int((logits.argmax(-1)[mask] == batch["labels"][mask]).sum())
-        st["labelled"] += int(mask.sum())
-        st["tokens"] += int(batch["attention_mask"].sum())
+        labels = batch["labels"]
+        hits = ((logits.detach().argmax(-1) == labels) & (labels >= 0)).sum()
+        self.sums += torch.stack([loss.detach().float(), hits.float(), (labels >= 0).sum().float()])
+        self.at.stats["n"] += 1
         return loss, terms
 
     def optimizer_step(self, loss, terms: dict) -> None:
-        """Unscale, clip, step, and log the step."""
+        """Unscale, clip, step; the step's log row waits on the device until :meth:`flush`."""
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         self.at.step += 1
-        self.history.steps.append({"step": self.at.step, "loss": loss.item(), "lr": self.scheduler.get_last_lr()[0],
-                                   "grad_norm": float(grad_norm)} | {k: float(v.detach()) for k, v in terms.items()})
-        st = self.at.stats
+        self.pending.append((self.at.step, lr, loss.detach(), grad_norm.detach(),
+                             {k: v.detach() for k, v in terms.items()}))
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{st['loss'] / st['n']:.4f}", acc=f"{st['correct'] / max(1, st['labelled']):.3f}",
-                             refresh=False)
+
+    def flush(self) -> None:
+        """Bring the pending steps' values to the host (one transfer), log them, and stop a diverged run."""
+        if not self.pending and not self.at.stats["n"]:
+            return
+        names = list(self.pending[0][4]) if self.pending else []
+        values = [torch.stack([p[2].float(), p[3].float(), *(p[4][k].float() for k in names)]) for p in self.pending]
+        host = torch.cat([torch.stack(values).flatten() if values else self.sums[:0], self.sums]).tolist()
+        rows, sums = host[:len(host) - 3], host[len(host) - 3:]
+        width = 2 + len(names)
+        for j, (step, lr, *_rest) in enumerate(self.pending):
+            loss, grad_norm, *term_values = rows[j * width:(j + 1) * width]
+            if not math.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"{self.desc}: the loss became {loss} at step {step} (epoch {self.at.epoch}); lower the "
+                    "learning rate or train in fp32 (precision='fp32')")
+            self.history.steps.append({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
+                                      | dict(zip(names, term_values)))
+        st = self.at.stats
+        st["loss"], st["correct"], st["labelled"] = st["loss"] + sums[0], st["correct"] + sums[1], st["labelled"] + sums[2]
+        self.pending, self.sums = [], torch.zeros_like(self.sums)
+        if not math.isfinite(st["loss"]):
+            raise TrainingDivergedError(f"{self.desc}: the loss became {st['loss']} before step {self.at.step} "
+                                        "(a gradient-accumulation micro-batch); lower the learning rate or train "
+                                        "in fp32 (precision='fp32')")
+        self.bar.set_postfix(loss=f"{st['loss'] / max(1, st['n']):.4f}",
+                             acc=f"{st['correct'] / max(1, st['labelled']):.3f}", refresh=False)
 
     def validate(self) -> bool:
         """A validation pass; keeps the best weights; True when patience has run out."""
+        self.flush()
         at, t0 = self.at, time.perf_counter()
         val_acc = _validate(self.model, self.val_data, self.config, self.device)
         self.history.eval_seconds += time.perf_counter() - t0
@@ -411,6 +467,7 @@ class _Run:
 
     def close_epoch(self) -> dict:
         """Fold the epoch's running statistics into the history; return its row."""
+        self.flush()
         at, st = self.at, self.at.stats
         self.history.seconds += st["seconds"]
         self.history.tokens += st["tokens"]
@@ -421,7 +478,9 @@ class _Run:
         return row
 
     def checkpoint(self) -> None:
+        """Rewrite the run's one checkpoint (weights, optimizer, scheduler, scaler, RNG states, history)."""
         if self.ckpt_path is not None:
+            self.flush()
             _save_checkpoint(self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.history,
                              self.at, self.best_state, self.config)
 

@@ -1,0 +1,189 @@
+"""The GPU code path, checked on a CPU: precision per device, device strings, memory fit, prefetching,
+4D masks, and a training loop that never waits for the device between logging steps."""
+import collections
+import dataclasses
+
+import pytest
+import torch
+
+from kd_tutorial import data, device as dev, features, models
+from kd_tutorial.profiles import PROFILES, ProfileOverrideError
+from kd_tutorial.train import TrainConfig, _Run, train
+
+SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+
+# (name, compute capability): what torch reports for each GPU
+GPUS = {"T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "L4": (8, 9), "H100": (9, 0), "H200": (9, 0)}
+EXPECTED = {"T4": ("fp16", True, False), "V100": ("fp16", True, False), "A100": ("bf16", False, True),
+            "L4": ("bf16", False, True), "H100": ("bf16", False, True), "H200": ("bf16", False, True)}
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Pretend to have one GPU of a given capability that, like a real T4, reports emulated bf16 as supported."""
+    def install(capability):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    return install
+
+
+@pytest.mark.parametrize("gpu", list(GPUS))
+def test_precision_follows_the_compute_capability_not_emulated_bf16(fake_gpu, gpu):
+    fake_gpu(GPUS[gpu])
+    precision, scaler, tf32 = EXPECTED[gpu]
+    for name in ("cuda", "cuda:0", torch.device("cuda", 0)):
+        assert dev.precision_for(name) == precision
+        assert dev.autocast_dtype(name) == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        assert dev.describe(name) | {"device": None} == {
+            "device": None, "capability": "{}.{}".format(*GPUS[gpu]), "precision": precision,
+            "grad_scaler": scaler, "tf32": tf32}
+
+
+def test_explicit_precision_wins_and_bad_names_are_refused(fake_gpu):
+    fake_gpu((7, 5))
+    assert dev.autocast_dtype("cuda", "fp32") is None
+    assert dev.autocast_dtype("cuda", "bf16") is torch.bfloat16  # asked for: emulated, but the user's call
+    with pytest.raises(ValueError, match="use one of auto, fp32, bf16, fp16"):
+        dev.resolve_precision("cuda", "half")
+
+
+def test_cpu_precision_depends_on_bf16_units(monkeypatch):
+    monkeypatch.setattr(dev, "bf16_supported", lambda device: False)
+    assert dev.precision_for("cpu") == "fp32" and dev.autocast_dtype("cpu") is None
+    monkeypatch.setattr(dev, "bf16_supported", lambda device: True)
+    assert dev.precision_for("cpu") == "bf16"
+    assert dev.describe("cpu") == {"device": "cpu", "capability": None, "precision": "bf16",
+                                   "grad_scaler": False, "tf32": False}
+
+
+@pytest.mark.parametrize("capability, tf32", [((7, 5), False), ((9, 0), True)])
+def test_configure_sets_tf32_and_the_allocator_only_on_cuda(fake_gpu, monkeypatch, capability, tf32):
+    fake_gpu(capability)
+    for key in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"):
+        monkeypatch.delenv(key, raising=False)
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        chosen = dev.configure("cuda:0")
+        assert chosen["tf32"] is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    import os
+    assert os.environ["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "max_split_size_mb:128")
+    dev.configure("cuda")
+    assert os.environ["PYTORCH_ALLOC_CONF"] == "max_split_size_mb:128"  # a user's own setting is kept
+
+
+def test_the_full_profile_fits_16_gb_with_the_same_effective_batch():
+    full = PROFILES["full"]
+    t4 = full.fit_memory("fp16", 15.0)
+    assert (t4.batch_size, t4.grad_accum) == (16, 2) and t4.effective_batch == full.effective_batch
+    math_kernel = full.fit_memory("fp32", 15.0)
+    assert (math_kernel.batch_size, math_kernel.grad_accum) == (8, 4)
+    assert full.fit_memory("bf16", 80.0) is full  # an H100 keeps the profile as it is
+    assert PROFILES["cpu"].fit_memory("fp16", 15.0) is PROFILES["cpu"]  # 16 x 256 already fits
+    assert t4.teacher_hash() != full.teacher_hash()  # a different batch is a different teacher
+    assert full.replace(grad_accum=1, precision="auto").teacher_hash() == full.teacher_hash()
+
+
+@pytest.mark.parametrize("field, value", [("grad_accum", 0), ("batch_size", -2), ("precision", "half")])
+def test_profile_refuses_impossible_batches_and_precisions(field, value):
+    with pytest.raises(ProfileOverrideError, match=field):
+        PROFILES["tiny"].replace(**{field: value})
+
+
+def test_batch_groups_and_collate_rebuild_make_batches_and_count_by_arithmetic():
+    enc = data.Encoded([[101] + [7] * n + [102] for n in (3, 9, 1, 5, 4, 8, 2)], torch.arange(7) % 2, "x")
+    groups = data.batch_groups(enc, 3, seed=4)
+    assert len(groups) == data.n_batches(len(enc), 3) == 3
+    assert sorted(i for g in groups for i in g) == list(range(7))
+    built = data.make_batches(enc, 3, seed=4)
+    for g, b in zip(groups, built):
+        again = data.collate(enc, g)
+        assert all(torch.equal(again[k], b[k]) for k in b)
+        assert b["attention_mask"].sum(1).tolist() == [len(enc.input_ids[i]) for i in g]
+
+
+def test_prefetch_keeps_order_raises_errors_and_stops_early():
+    assert list(data.prefetch(lambda x: x * x, range(20), depth=2)) == [x * x for x in range(20)]
+
+    def boom(x):
+        if x == 3:
+            raise KeyError("row 3")
+        return x
+    with pytest.raises(KeyError, match="row 3"):
+        list(data.prefetch(boom, range(10)))
+    seen = []
+    stream = data.prefetch(lambda x: seen.append(x) or x, range(10_000), depth=2)
+    assert next(stream) == 0
+    stream.close()  # the consumer left: the worker stops instead of building 10,000 items
+    import time
+    time.sleep(0.3)
+    assert len(seen) < 50
+
+
+def test_device_mask_gives_the_same_outputs_as_the_2d_mask_for_sdpa_and_eager():
+    torch.manual_seed(0)
+    model = models.compact_student(2, 32, 2, 64).eval()
+    ids = torch.randint(5, 100, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, 7:], mask[2, 3:] = 0, 0
+    for eager in (False, True):
+        if eager:
+            features.use_eager_attention(model)
+        ref = model(input_ids=ids, attention_mask=mask, output_attentions=eager)
+        ours = features.forward_features(model, ids, mask, attentions=eager)
+        assert torch.allclose(ref.logits, ours.logits, atol=1e-6)
+        if eager:
+            assert torch.allclose(ref.attentions[1], ours.attentions[1], atol=1e-6)
+    assert features.device_mask(model, mask).shape == (3, 1, 1, 12)
+
+
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_the_loop_reads_device_values_only_when_it_logs(monkeypatch, precision):
+    """Every host read of a tensor (what makes a CPU wait for a GPU) happens inside a flush; on CPU we count
+    them, on a GPU torch.cuda.set_sync_debug_mode("warn") would."""
+    torch.manual_seed(0)
+    enc = data.Encoded([[101] + [(5 * i + j) % 90 + 5 for j in range(4 + i % 9)] + [102] for i in range(96)],
+                       torch.tensor([i % 2 if i < 48 else -1 for i in range(96)]), "rows")
+    logits = torch.randn(96, 2)
+    reads, where = collections.Counter(), {"flush": 0}
+    flush = _Run.flush
+
+    def counted_flush(self):
+        where["flush"] += 1
+        try:
+            return flush(self)
+        finally:
+            where["flush"] -= 1
+    monkeypatch.setattr(_Run, "flush", counted_flush)
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, _name=name, _original=original, **kwargs):
+            reads["in flush" if where["flush"] else _name] += 1
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, read)
+    model = models.load_teacher("tiny-bert", config_overrides=SMALL)
+    config = TrainConfig(mode="kd", max_steps=12, batch_size=8, grad_accum=2, precision=precision)
+    history = train(model, enc, config=config, teacher_logits=logits, device="cpu", progress=False, log_every=5)
+    outside = {k: v for k, v in reads.items() if k != "in flush"}
+    assert outside == {}, f"host reads outside the logging flush: {outside}"
+    assert reads["in flush"] > 0 and [s["step"] for s in history.steps] == list(range(1, 13))
+    assert all(torch.isfinite(torch.tensor(s["loss"])) for s in history.steps)
+
+
+def test_checkpoint_holds_cuda_rng_states_when_there_is_a_gpu(tmp_path):
+    enc = data.Encoded([[101, 5 + i % 50, 102] for i in range(32)], torch.arange(32) % 2, "rows")
+    model = models.load_teacher("tiny-bert", config_overrides=SMALL)
+    train(model, enc, config=TrainConfig(max_steps=2, batch_size=16), device="cpu", checkpoint_dir=tmp_path,
+          progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=False, map_location="cpu")
+    assert "cuda_rng" in state and state["cuda_rng"] is None  # no GPU here; a list of byte tensors on one
+    assert dataclasses.asdict(TrainConfig(max_steps=2, batch_size=16)) == state["config"]
