@@ -139,7 +139,7 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
         check_same_vocab(model, prep.tokenizer)  # refuse before spending any time on training
         config = TrainConfig(epochs=profile.teacher_epochs, lr=profile.teacher_lr, batch_size=profile.batch_size,
                              warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
-                             seed=seed, mode="ce")
+                             seed=seed, mode="ce", grad_accum=profile.grad_accum, precision=profile.precision)
         history = train(model, prep.encoded["train"], config=config, val_data=prep.encoded["validation"],
                         device=device, checkpoint_dir=folder / "teacher-checkpoint", resume=True,
                         desc=f"teacher ({profile.name})", progress=progress)

@@ -27,7 +27,7 @@ from .recipes import Recipe, get_recipe
 def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
     """Optimizer steps every run of one student gets: its epochs over the labelled + transfer reviews."""
     epochs = spec.epochs if spec.epochs is not None else profile.student_epochs
-    return max(1, math.ceil(epochs * n_rows / profile.batch_size))
+    return max(1, math.ceil(epochs * n_rows / profile.effective_batch))
 
 
 def student_recipes(profile: Profile, spec: StudentSpec, names=None) -> list[Recipe]:
@@ -48,15 +48,15 @@ def applicable(recipe: Recipe, spec: StudentSpec, teacher_config) -> bool:
     return True
 
 
-def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps: int, seed: int,
-               precision: str = "auto"):
+def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps: int, seed: int):
     """The :class:`~kd_tutorial.train.TrainConfig` of one student run."""
     from .train import TrainConfig
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     return TrainConfig(lr=spec.lr or profile.student_lr, batch_size=profile.batch_size, max_steps=steps,
+                       grad_accum=profile.grad_accum,
                        warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
                        mode=recipe.mode, temperature=profile.temperature, alpha=profile.alpha,
-                       intermediate=recipe.intermediate, seed=seed, precision=precision,
+                       intermediate=recipe.intermediate, seed=seed, precision=profile.precision,
                        eval_every=max(1, math.ceil(steps / profile.evals_per_run)), keep_best=True,
                        patience=profile.patience)
 
@@ -208,7 +208,8 @@ def _aggregate(rows: list[dict], trained: dict) -> list[dict]:
         groups.setdefault(base, []).append(row)
     out = []
     for base, group in groups.items():
-        agg = {"name": base, "seeds": len(group), "params": group[0]["params"], "mb": group[0]["mb"]}
+        agg = {"name": base, "seeds": len(group), "params": group[0]["params"], "mb": group[0]["mb"],
+               "precision": group[0].get("precision")}
         for key in ("accuracy", "agreement", "ece", "reviews_per_s", "tokens_per_s", "train_tokens_per_s"):
             values = [g[key] for g in group if g.get(key) is not None]
             if values:
@@ -272,7 +273,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     """
     from . import __version__, plots
     from .artifacts import atomic_write_json, ensure_teacher, ensure_teacher_cls, ensure_teacher_logits
-    from .device import pick_device
+    from .device import describe, pick_device, resolve_precision
     from .env import versions
     from .evaluate import compare, predict_logits
     from .report import format_comparisons, format_table
@@ -312,7 +313,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     train_speed = {"teacher": info["history"].get("tokens_per_s") if info.get("history") else None}
     train_speed |= {n: item["history"].tokens_per_s for n, item in trained.items() if item["history"]}
     rows = compare(models, test, device=device, batch_size=profile.eval_batch_size, logits=test_logits,
-                   train_tokens_per_s=train_speed)
+                   train_tokens_per_s=train_speed, precision=profile.precision)
     rows = _aggregate(rows, trained)
     stats = comparisons(trained, test_logits, test.labels, seeds)
     phases["evaluation"] = time.perf_counter() - t
@@ -322,6 +323,8 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
         "run": {
             "profile": profile.name, "data_source": prep.data.source, "split_sizes": prep.data.sizes(),
             "evaluated_on": split_name, "device": device, "init": init, "seeds": list(seeds),
+            "precision": describe(device) | {"training": resolve_precision(device, profile.precision),
+                                             "batch_size": profile.batch_size, "grad_accum": profile.grad_accum},
             "teacher": teacher or profile.teacher, "teacher_status": info["status"],
             "student_status": {name: item["status"] for name, item in trained.items()},
             "versions": versions() | {"kd_tutorial": __version__}, "platform": platform.platform(),

@@ -22,12 +22,23 @@ PROFILE_ENV = "KD_TUTORIAL_PROFILE"
 TEACHER_FIELDS = ("teacher", "teacher_config", "teacher_fallback", "data_source", "n_train", "n_transfer", "n_test",
                   "val_size", "max_length", "truncation", "batch_size", "eval_batch_size", "teacher_epochs",
                   "teacher_lr", "warmup_fraction", "weight_decay", "attention_dropout", "freeze_word_embeddings")
+# fields that decide the teacher too, but enter its hash only when changed, so that caches made before they
+# existed stay valid (the default is what those runs used)
+TEACHER_FIELDS_IF_SET = {"grad_accum": 1, "precision": "auto"}
 
 
 def stable_hash(*parts: object) -> str:
     """A short hash of JSON-able ``parts`` that is the same in every process (for artifact folder names)."""
     blob = json.dumps([p if isinstance(p, (dict, list)) else str(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# Rows per micro-batch that fit a 16 GB GPU (T4, V100-16GB) when fine-tuning a BERT-base teacher on reviews of
+# this many tokens: fp16 runs PyTorch's memory-efficient attention below sm80, while fp32 and emulated bf16
+# fall back to the math kernel, which stores the L x L attention maps of every layer (32 x 512 tokens: about
+# 0.5-0.9 GB per layer, more than 16 GB with the activations). Conservative by design: measure with
+# `kd-tutorial benchmark --report` on the GPU itself for the exact figures.
+FITS_16GB = {512: {"fp16": 16, "bf16": 8, "fp32": 8}, 256: {"fp16": 32, "bf16": 16, "fp32": 16}}
 
 
 class UnknownProfileError(ValueError):
@@ -87,7 +98,7 @@ class Profile:
     max_length: int
     truncation: str  # "head" | "tail" | "head+tail"
     # optimisation
-    batch_size: int
+    batch_size: int  # rows per micro-batch (what must fit in memory)
     eval_batch_size: int
     teacher_epochs: float
     teacher_lr: float
@@ -95,6 +106,10 @@ class Profile:
     student_lr: float
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
+    # micro-batches per optimizer step: the effective batch is batch_size x grad_accum, and the step budgets
+    # count optimizer steps of that effective batch (so halving batch_size and doubling grad_accum trains alike)
+    grad_accum: int = 1
+    precision: str = "auto"  # "auto" (kd_tutorial.device.precision_for), "fp32", "bf16" or "fp16"
     # dropout on the attention probabilities of the teacher and the students (None: the model's own, 0.1 for
     # BERT). At 0, PyTorch's scaled_dot_product_attention can use its fused kernel on a CPU: the cpu profile's
     # teacher and students train 1.3-1.5x faster (measured on 2 cores); hidden-state dropout stays on.
@@ -113,6 +128,13 @@ class Profile:
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        for name in ("batch_size", "eval_batch_size", "grad_accum"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ProfileOverrideError(f"{name}={getattr(self, name)!r}: give a whole number >= 1")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ProfileOverrideError(f"precision={self.precision!r}: give one of auto, fp32, bf16, fp16")
+
     def config_hash(self, *parts: object) -> str:
         """A short, stable hash of this whole profile (plus ``parts``)."""
         return stable_hash(dataclasses.asdict(self), *parts)
@@ -123,7 +145,25 @@ class Profile:
         The teacher's artifact folder is keyed on this, so changing a student, the
         temperature or the seeds never retrains an 8-minute teacher.
         """
-        return stable_hash({name: getattr(self, name) for name in TEACHER_FIELDS}, *parts)
+        fields = {name: getattr(self, name) for name in TEACHER_FIELDS}
+        fields |= {name: getattr(self, name) for name, default in TEACHER_FIELDS_IF_SET.items()
+                   if getattr(self, name) != default}
+        return stable_hash(fields, *parts)
+
+    @property
+    def effective_batch(self) -> int:
+        """Rows per optimizer step: ``batch_size * grad_accum``."""
+        return self.batch_size * self.grad_accum
+
+    def fit_memory(self, precision: str, memory_gb: float) -> "Profile":
+        """This profile with ``batch_size`` divided and ``grad_accum`` multiplied by one factor (the same
+        effective batch), so that its worst batch fits a GPU of ``memory_gb`` running ``precision``
+        (:data:`FITS_16GB`); unchanged from 24 GB up, or when it already fits."""
+        fits = FITS_16GB.get(self.max_length)
+        if fits is None or memory_gb >= 24 or self.batch_size <= fits.get(precision, self.batch_size):
+            return self
+        factor = -(-self.batch_size // fits[precision])
+        return self.replace(batch_size=self.batch_size // factor, grad_accum=self.grad_accum * factor)
 
     def replace(self, **changes) -> "Profile":
         """A copy of this profile with some fields changed (as :func:`dataclasses.replace`)."""
