@@ -1,4 +1,7 @@
-"""How much faster is the course's loop than a naive one? Measured, same data, same student, one run.
+"""Measuring speed: the course's loop against a naive one, and a one-command benchmark of a whole GPU.
+
+:func:`loop_speed` (``kd-tutorial benchmark``): how much faster is the course's loop than a naive one?
+Measured, same data, same student, one run.
 
 naive: every batch padded to ``max_length``, fp32, random batches, the teacher called at every step.
 ours:  dynamic padding with length-grouped batches, bf16 autocast where the device has it, the
@@ -7,9 +10,21 @@ ours:  dynamic padding with length-grouped batches, bf16 autocast where the devi
 
 Both runs use :func:`kd_tutorial.train.train` from the same initial weights; only those switches differ.
 Throughput counts real (non-pad) tokens, so padding is pure cost.
+
+:func:`run_benchmark` (``kd-tutorial benchmark --report FILE``): every phase of the pipeline on this device,
+with no Hub and no ``datasets``: the profile's models at their real sizes with random weights, and reviews of
+random token ids with IMDB's length distribution (:func:`kd_tutorial.flops.imdb_lengths`). Each phase reports
+real tokens/s, model TFLOP/s (:mod:`kd_tutorial.flops`), MFU against the device's dense peak, peak memory and
+seconds; the report ends with a projection of the profile's wall time from the measured rates. Sized for a
+few minutes on one H100/H200 with ``full`` (30 timed steps per phase after 3 warm-up steps: every phase's
+arithmetic is seconds there, building the models and the synthetic reviews on the host the rest); seconds on a
+CPU with ``tiny --quick``. Reports measured on a GPU belong in ``docs/results/benchmark-<device>.json``
+(:func:`report_name`): ``kd-tutorial distill`` then projects its time on that kind of GPU from them, and the
+README renders them.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 from .profiles import Profile
@@ -21,10 +36,8 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
     from .artifacts import prepare
     from .data import Encoded, concat_encoded
     from .device import autocast_dtype, pick_device
-    from .train import seed_everything
-    from .evaluate import predict_logits
-    from .models import build_student, teacher_for_profile
-    from .train import TrainConfig, freeze, train
+    from .models import teacher_for_profile
+    from .train import freeze
     device = device or pick_device()
     prep = prepare(profile, data_dir=data_dir, init=init)
     both = concat_encoded(prep.encoded["train"], prep.encoded["transfer"], "train+transfer")
@@ -32,17 +45,36 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
     rows = Encoded(both.input_ids[:n], both.labels[:n], "benchmark rows")
     teacher = freeze(teacher_for_profile(profile, init=init)).to(device)
     spec = profile.students[student]
-    common = dict(max_steps=steps, mode="kd", batch_size=profile.batch_size, lr=profile.student_lr,
-                  temperature=profile.temperature, alpha=profile.alpha)
     results = {"profile": profile.name, "device": device, "student": spec.name, "steps": steps,
                "max_length": profile.max_length, "batch_size": profile.batch_size,
                "bf16": autocast_dtype(device) is not None, "attention_dropout": profile.attention_dropout}
 
+    naive, ours, cache_seconds = naive_vs_ours(profile, spec, teacher, rows, steps=steps, device=device, init=init,
+                                               progress=progress)
+    results |= {
+        "naive_tokens_per_s": naive.tokens_per_s, "ours_tokens_per_s": ours.tokens_per_s,
+        "speedup": ours.tokens_per_s / naive.tokens_per_s,
+        "naive_seconds": naive.seconds, "ours_seconds": ours.seconds, "cache_seconds": cache_seconds,
+        "cache_tokens_per_s": sum(rows.lengths) / cache_seconds,
+    }
+    return results
+
+
+def naive_vs_ours(profile: Profile, spec, teacher, rows, *, steps: int, device: str, init: str = "pretrained",
+                  progress: bool = False):
+    """Train one student ``steps`` KD steps the naive way, then (from the same weights) the course's way.
+
+    Returns ``(naive history, course history, seconds to cache the teacher's logits on rows)``.
+    """
+    from .evaluate import predict_logits
+    from .models import build_student
+    from .train import TrainConfig, seed_everything, train
+    common = dict(max_steps=steps, mode="kd", batch_size=profile.batch_size, lr=profile.student_lr,
+                  temperature=profile.temperature, alpha=profile.alpha)
     seed_everything(0)
     naive_student = build_student(spec, teacher, init=init)
     ours_student = build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout)
     ours_student.load_state_dict(naive_student.state_dict())
-
     naive = train(naive_student, rows, teacher=teacher, device=device, progress=progress, desc="naive loop",
                   config=TrainConfig(precision="fp32", group_by_length=False, pad_to_max=profile.max_length,
                                      **common))
@@ -51,10 +83,314 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
     cache_seconds = time.perf_counter() - start
     ours = train(ours_student, rows, teacher_logits=cached, device=device, progress=progress,
                  desc="course loop", config=TrainConfig(precision="auto", group_by_length=True, **common))
-    results |= {
-        "naive_tokens_per_s": naive.tokens_per_s, "ours_tokens_per_s": ours.tokens_per_s,
-        "speedup": ours.tokens_per_s / naive.tokens_per_s,
-        "naive_seconds": naive.seconds, "ours_seconds": ours.seconds, "cache_seconds": cache_seconds,
-        "cache_tokens_per_s": sum(rows.lengths) / cache_seconds,
-    }
-    return results
+    return naive, ours, cache_seconds
+
+
+# --------------------------------------------------------------------------- the one-command benchmark
+
+SETTINGS = {"full": dict(steps=30, warmup=3, latency_n=30, throughput_batches=8),
+            "quick": dict(steps=3, warmup=1, latency_n=5, throughput_batches=2)}
+CLS_ID, SEP_ID, FIRST_WORD_ID = 101, 102, 1996  # bert-base-uncased: [CLS], [SEP], the first whole word ("the")
+
+
+def report_name(device_name: str) -> str:
+    """Where a GPU's report belongs: ``docs/results/benchmark-<device>.json`` (e.g. ``benchmark-nvidia-h200.json``)."""
+    slug = "-".join(w for w in "".join(c if c.isalnum() else " " for c in device_name.lower()).split())
+    return f"docs/results/benchmark-{slug or 'device'}.json"
+
+
+def synthetic_rows(n: int, max_length: int, *, seed: int = 0, vocab: int = 30522, name: str = "synthetic"):
+    """``n`` reviews of random token ids between [CLS] and [SEP], with IMDB's lengths capped at ``max_length``."""
+    import torch
+
+    from .data import Encoded
+    from .flops import imdb_lengths
+    g = torch.Generator().manual_seed(seed)
+    lengths = [max(2, x) for x in imdb_lengths(n, max_length, seed=seed)]
+    words = torch.randint(FIRST_WORD_ID, vocab, (sum(lengths),), generator=g).tolist()
+    rows, at = [], 0
+    for length in lengths:
+        rows.append([CLS_ID, *words[at:at + length - 2], SEP_ID])
+        at += length - 2
+    return Encoded(rows, torch.randint(0, 2, (n,), generator=g), name)
+
+
+def environment(device: str) -> dict:
+    """The device, its compute capability, the precision the course picks there, and the SDPA kernels."""
+    import platform
+
+    import torch
+    import transformers
+
+    from .device import autocast_dtype
+    from .flops import peak_tflops, precision_name
+    cuda = device.startswith("cuda")
+    name = torch.cuda.get_device_name(torch.device(device)) if cuda else _cpu_name()
+    capability = torch.cuda.get_device_capability(torch.device(device)) if cuda else None
+    precision = precision_name(autocast_dtype(device))
+    b = torch.backends.cuda
+    compiled = getattr(b, "is_flash_attention_available", lambda: True)()  # torch >= 2.3 can tell
+    sdpa = {"flash": bool(cuda and b.flash_sdp_enabled() and compiled and capability >= (8, 0)),
+            "mem_efficient": cuda and b.mem_efficient_sdp_enabled(), "math": b.math_sdp_enabled(),
+            "cudnn": cuda and getattr(b, "cudnn_sdp_enabled", lambda: False)()}
+    return {"device": device, "device_name": name, "compute_capability": ".".join(map(str, capability or ())) or None,
+            "precision": precision, "tf32_matmuls": b.matmul.allow_tf32,
+            "peak_tflops": peak_tflops(name, precision) if cuda else None, "sdpa": sdpa,
+            "memory_gib": torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30 if cuda else None,
+            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
+            "cpu_threads": torch.get_num_threads(), "platform": platform.platform()}
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the machine type."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def _reset_memory(device: str) -> None:
+    import torch
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+
+
+def _peak_memory_gib(device: str) -> float | None:
+    import torch
+    return torch.cuda.max_memory_allocated(torch.device(device)) / 2**30 if device.startswith("cuda") else None
+
+
+class _Bench:
+    """One benchmark run: the profile, the device, the step counts, and the models built so far."""
+
+    def __init__(self, profile: Profile, device: str, settings: dict, env: dict, progress: bool):
+        from .flops import student_config, teacher_config
+        self.profile, self.device, self.s, self.env, self.progress = profile, device, settings, env, progress
+        self.configs = {"teacher": teacher_config(profile)}
+        self.configs |= {spec.name: student_config(spec, self.configs["teacher"]) for spec in profile.students}
+        self.seed = 0
+
+    def rows(self, n: int, name: str = "synthetic"):
+        """Fresh synthetic reviews (a new seed each call: no two phases read the same rows)."""
+        self.seed += 1
+        return synthetic_rows(n, self.profile.max_length, seed=self.seed, name=name)
+
+    def record(self, *, seconds: float, tokens: int, flops: float, **extra) -> dict:
+        """One phase's numbers: tokens/s, model TFLOP/s, MFU against the device's peak, peak memory, seconds."""
+        tflops = flops / seconds / 1e12 if seconds > 0 else None
+        peak = self.env["peak_tflops"]
+        return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds if seconds > 0 else None,
+                "flops": flops, "tflops": tflops, "mfu": tflops / peak if peak and tflops else None,
+                "peak_memory_gib": _peak_memory_gib(self.device)} | extra
+
+    def teacher(self):
+        """The profile's teacher at its real size, random weights, no Hub (BertConfig from kd_tutorial.flops)."""
+        from transformers import BertConfig, BertForSequenceClassification
+
+        from .models import freeze_word_embeddings, set_attention_dropout, vocab_size
+        from .train import seed_everything
+        seed_everything(0)
+        config = BertConfig(vocab_size=vocab_size(), max_position_embeddings=max(512, self.profile.max_length),
+                            **self.configs["teacher"])
+        model = BertForSequenceClassification(config)
+        if self.profile.freeze_word_embeddings:
+            freeze_word_embeddings(model)
+        return set_attention_dropout(model, self.profile.attention_dropout).to(self.device)
+
+    def train_phase(self, model, name: str, mode: str, lr: float) -> dict:
+        """Warm-up steps, then ``steps`` timed steps of :func:`kd_tutorial.train.train` on fresh rows."""
+        import torch
+
+        from .flops import train_flops
+        from .train import TrainConfig, train
+        bs = self.profile.batch_size
+
+        def run(steps: int, rows):
+            logits = torch.randn(len(rows), 2) if mode == "kd" else None  # stands in for the cached teacher logits
+            config = TrainConfig(mode=mode, max_steps=steps, batch_size=bs, lr=lr, temperature=self.profile.temperature,
+                                 alpha=self.profile.alpha, precision=getattr(self.profile, "precision", "auto"))
+            return train(model, rows, config=config, teacher_logits=logits, device=self.device, progress=self.progress,
+                         desc=f"benchmark {name}")
+        run(self.s["warmup"], self.rows(self.s["warmup"] * bs))
+        rows = self.rows(self.s["steps"] * bs)  # one epoch of exactly ``steps`` batches: every row once
+        _reset_memory(self.device)
+        history = run(self.s["steps"], rows)
+        return self.record(seconds=history.seconds, tokens=history.tokens, steps=self.s["steps"], batch_size=bs,
+                           flops=train_flops(self.configs[name], rows.lengths), mode=mode)
+
+    def worst_batch(self, model) -> dict:
+        """Peak memory of one forward + backward at ``batch_size x max_length`` (every row full): in bf16, in
+        fp16, and in fp16 with the math attention kernel forced (a stand-in for a T4, where flash attention
+        cannot run). Dtypes the device cannot run are skipped, with the reason."""
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        from .device import bf16_supported
+        out = {}
+        for label, dtype, math_only in (("bf16", torch.bfloat16, False), ("fp16", torch.float16, False),
+                                        ("fp16, math attention", torch.float16, True)):
+            if dtype == torch.bfloat16 and not bf16_supported(self.device) and self.device.startswith("cuda"):
+                out[label] = {"skipped": "no native bf16 on this GPU (compute capability below 8.0)"}
+                continue
+            kernel = sdpa_kernel(SDPBackend.MATH) if math_only else contextlib.nullcontext()
+            try:
+                with kernel:
+                    out[label] = self.one_worst_batch(model, dtype)
+            except (RuntimeError, NotImplementedError) as err:  # out of memory, or a dtype this build cannot run
+                out[label] = {"skipped": f"{err.__class__.__name__}: {str(err).splitlines()[0][:200]}"}
+                model.zero_grad(set_to_none=True)
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+        return out
+
+    def one_worst_batch(self, model, dtype) -> dict:
+        """Two forward + backward passes of a full batch (the first warms up); the second is timed."""
+        import torch
+
+        from .device import synchronize
+        from .flops import train_flops
+        bs, length = self.profile.batch_size, self.profile.max_length
+        ids = torch.randint(FIRST_WORD_ID, 30522, (bs, length), device=self.device)
+        mask, labels = torch.ones_like(ids), torch.randint(0, 2, (bs,), device=self.device)
+        model.train()
+        _reset_memory(self.device)
+        for _ in range(2):
+            start = time.perf_counter()
+            with torch.autocast(device_type=torch.device(self.device).type, dtype=dtype):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            synchronize(self.device)
+            seconds = time.perf_counter() - start
+            model.zero_grad(set_to_none=True)
+        return self.record(seconds=seconds, tokens=bs * length, batch_size=bs, max_length=length,
+                           flops=train_flops(self.configs["teacher"], [length] * bs))
+
+    def teacher_logits(self, teacher) -> dict:
+        """:func:`kd_tutorial.evaluate.predict_logits` over ``steps`` batches of ``eval_batch_size`` reviews."""
+        from .evaluate import predict_logits
+        from .flops import forward_flops
+        bs = self.profile.eval_batch_size
+        predict_logits(teacher, self.rows(bs), batch_size=bs, device=self.device)  # warm-up
+        rows = self.rows(self.s["steps"] * bs)
+        _reset_memory(self.device)
+        start = time.perf_counter()
+        predict_logits(teacher, rows, batch_size=bs, device=self.device)  # returns on the host: synchronised
+        return self.record(seconds=time.perf_counter() - start, tokens=sum(rows.lengths), batch_size=bs,
+                           flops=forward_flops(self.configs["teacher"], rows.lengths), reviews=len(rows))
+
+    def students(self, teacher) -> tuple[dict, dict]:
+        """Each student's distillation (KD from cached logits); returns the records and the students."""
+        from .models import build_student
+        records, models = {}, {}
+        for spec in self.profile.students:
+            models[spec.name] = build_student(spec, teacher, init="random",
+                                              attention_dropout=self.profile.attention_dropout,
+                                              freeze_embeddings=self.profile.freeze_word_embeddings)
+            lr = spec.lr or self.profile.student_lr
+            records[spec.name] = self.train_phase(models[spec.name], spec.name, "kd", lr)
+        return records, models
+
+    def naive_vs_optimised(self, teacher) -> dict:
+        """:func:`naive_vs_ours` on the first student: fp32, padded, teacher every step against the course loop."""
+        from .flops import forward_flops, train_flops
+        spec = self.profile.students[0]
+        bs, steps = self.profile.batch_size, self.s["steps"]
+        naive_vs_ours(self.profile, spec, teacher, self.rows(self.s["warmup"] * bs), steps=self.s["warmup"],
+                      device=self.device, init="random")  # warm-up of both loops
+        rows = self.rows(steps * bs)
+        _reset_memory(self.device)
+        naive, ours, cache_seconds = naive_vs_ours(self.profile, spec, teacher, rows, steps=steps, device=self.device,
+                                                   init="random")
+        student = train_flops(self.configs[spec.name], rows.lengths)
+        online = forward_flops(self.configs["teacher"], rows.lengths)
+        common = dict(steps=steps, batch_size=bs)
+        return {"student": spec.name,
+                "naive": self.record(seconds=naive.seconds, tokens=naive.tokens, flops=student + online,
+                                     precision="fp32", padded_to=self.profile.max_length, **common),
+                "optimised": self.record(seconds=ours.seconds, tokens=ours.tokens, flops=student, **common),
+                "cache_seconds": cache_seconds, "speedup": naive.seconds / ours.seconds if ours.seconds else None}
+
+    def inference(self, models: dict) -> dict:
+        """Each model's latency at batch 1 and throughput at batch 256 (:mod:`kd_tutorial.evaluate`)."""
+        from .evaluate import latency, throughput
+        from .flops import forward_flops
+        n, batches = self.s["latency_n"], self.s["throughput_batches"]
+        short, big = self.rows(n + 5), self.rows(256 * (batches + 1))
+        out = {}
+        for name, model in models.items():
+            lat = latency(model, short, device=self.device, n=n, warmup=5, repeats=1)
+            _reset_memory(self.device)
+            speed = throughput(model, big, device=self.device, batch_size=256, max_batches=batches)
+            per_token = forward_flops(self.configs[name], big.lengths) / sum(big.lengths)  # this length mix
+            seconds = 256 * batches / speed["reviews_per_s"]
+            out[name] = self.record(seconds=seconds, tokens=round(speed["tokens_per_s"] * seconds),
+                                    flops=per_token * speed["tokens_per_s"] * seconds, batch_size=256,
+                                    reviews_per_s=speed["reviews_per_s"], latency_ms_p50=lat["p50"],
+                                    latency_ms_q1=lat["q1"], latency_ms_q3=lat["q3"])
+        return out
+
+
+def rates(phases: dict) -> dict[str, float]:
+    """Measured FLOP/s per :func:`kd_tutorial.flops.project` key: ``train:<model>`` from the training phases,
+    ``infer:teacher`` from the teacher-logits pass, ``infer:<student>`` from the batch-256 throughput."""
+    def rate(record):
+        return record["flops"] / record["seconds"] if record.get("seconds") else None
+    out = {"train:teacher": rate(phases["teacher_train"]), "infer:teacher": rate(phases["teacher_logits"])}
+    out |= {f"train:{name}": rate(r) for name, r in phases["students"].items()}
+    out |= {f"infer:{name}": rate(r) for name, r in phases["inference"].items() if name != "teacher"}
+    return {k: v for k, v in out.items() if v}
+
+
+def projection(profile: Profile, measured: dict[str, float], peak: float | None) -> dict:
+    """The profile's wall time (one seed, every run of every student) from the measured rates, and the floor at
+    the device's peak. Not counted: loading and tokenizing data, checkpoints, latency timing, and the slower eager
+    attention of the attention-map recipes (timed here with SDPA)."""
+    from .flops import estimate_profile, project
+    est = estimate_profile(profile)
+    projected = project(est, measured)
+    return {"profile": profile.name, "total_flops": est["total_flops"], "mean_tokens": est["mean_tokens"],
+            "floor_s": est["total_flops"] / (peak * 1e12) if peak else None, "projected_s": projected["seconds"],
+            "phase_seconds": projected["phase_seconds"], "fallbacks": projected["fallbacks"]}
+
+
+def run_benchmark(profile: Profile, *, device: str | None = None, quick: bool = False, steps: int | None = None,
+                  progress: bool = False) -> dict:
+    """Every phase of ``profile``'s pipeline on ``device``, timed (see the module docstring); returns the report.
+
+    ``quick``: 3 timed steps after 1 warm-up and a few latency samples (seconds on a CPU with ``tiny``);
+    otherwise 30 timed steps after 3 warm-up steps per phase. ``steps`` overrides the timed steps.
+    """
+    from .device import configure, pick_device
+    from .pipeline import git_commit
+    from .train import freeze
+    device = device or pick_device()
+    configure(device)
+    settings = dict(SETTINGS["quick" if quick else "full"]) | ({"steps": steps} if steps else {})
+    started = time.perf_counter()
+    bench = _Bench(profile, device, settings, environment(device), progress)
+    teacher = bench.teacher()
+    phases = {"teacher_train": bench.train_phase(teacher, "teacher", "ce", profile.teacher_lr),
+              "worst_batch": bench.worst_batch(teacher)}
+    freeze(teacher)
+    phases["teacher_logits"] = bench.teacher_logits(teacher)
+    phases["students"], students = bench.students(teacher)
+    phases["naive_vs_optimised"] = bench.naive_vs_optimised(teacher)
+    phases["inference"] = bench.inference({"teacher": teacher} | students)
+    measured = rates(phases)
+    return {"kind": "benchmark", "profile": profile.name, "settings": settings | {"quick": quick},
+            "batch_size": profile.batch_size, "max_length": profile.max_length,
+            "eval_batch_size": profile.eval_batch_size,
+            "environment": bench.env, "git_commit": git_commit(), "models": bench.configs, "phases": phases,
+            "rates": measured, "projection": projection(profile, measured, bench.env["peak_tflops"]),
+            "seconds": time.perf_counter() - started}
+
+
+def write_report(report: dict, path) -> None:
+    """Write ``report`` as JSON to ``path``, atomically (:func:`kd_tutorial.store.atomic_write_json`)."""
+    from pathlib import Path
+
+    from .store import atomic_write_json
+    atomic_write_json(Path(path), report)

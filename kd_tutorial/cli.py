@@ -8,6 +8,7 @@
     kd-tutorial grade SUBMISSIONS... [--out grades.csv] [--timeout SECONDS]
     kd-tutorial make-exercises [--check]
     kd-tutorial report RESULTS.json... [--readme README.md | --summary OUT.json]
+    kd-tutorial benchmark [--profile P] [--report FILE [--quick]]
 """
 from __future__ import annotations
 
@@ -31,23 +32,35 @@ def _profile(args):
     return profile
 
 
-def estimate(profile, device: str, n_seeds: int = 1) -> str:
-    """A rough estimate of the pipeline's duration, from arithmetic, stated as such."""
-    if device != "cuda":
+def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None) -> str:
+    """The pipeline's duration: on a CPU the profile's measured budget; on CUDA its FLOPs counted phase by phase
+    (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the projection from a measured
+    ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``: its (name, precision),
+    asked of CUDA when not given."""
+    if not device.startswith("cuda"):
         minutes = profile.time_budget_s / 60
         budget = f"about {minutes:.0f} minute(s)" if minutes >= 1 else f"about {profile.time_budget_s} s"
         more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "
                 "cache with --resume") if n_seeds > 1 else ""
         return f"{budget} on 2 CPU cores for one seed{more}"
-    # 6 FLOP per parameter per token for training, 2 for inference; about 85M non-embedding parameters
-    # for BERT-base and about 250 real tokens per review after head+tail truncation to 512 (IMDB).
-    n_train, n_transfer, tokens = 25_000, profile.n_transfer, 250
-    teacher = 6 * 85e6 * tokens * n_train * profile.teacher_epochs + 2 * 85e6 * tokens * (n_train + n_transfer)
-    students = n_seeds * sum(6 * 85e6 * (s.num_layers / 12) * tokens * (n_train + n_transfer)
-                             * profile.student_epochs * 3 for s in profile.students)
-    flop = teacher + students
-    return (f"about {flop / 1e15:.0f} PFLOP of work: {flop / 400e12 / 60:.1f} min at a sustained 400 TFLOP/s "
-            f"(bf16, H100 class), {flop / 50e12 / 60:.0f} min at 50 TFLOP/s (an A10 / T4 class GPU)")
+    from .flops import duration_text, time_estimate
+    if gpu is None:
+        import torch
+
+        from .device import resolve_precision
+        gpu = torch.cuda.get_device_name(torch.device(device)), resolve_precision(device, profile.precision)
+    name, precision = gpu
+    t = time_estimate(profile, name, precision, n_seeds=n_seeds)
+    text = f"about {t['total_flops'] / 1e15:.3g} PFLOP of model arithmetic"
+    if t["floor_s"] is None:
+        text += f" (no dense peak known for {name}: {duration_text(t['total_flops'] / 100e12)} at 100 TFLOP/s)"
+    else:
+        text += (f", at least {duration_text(t['floor_s'])} at 100 % of this {name}'s dense {t['precision']} peak "
+                 f"({t['peak_tflops']:.0f} TFLOP/s)")
+    if t["projection_s"] is not None:
+        return text + f"; about {duration_text(t['projection_s'])} at the rates measured in {t['report']}"
+    return text + ("; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time "
+                   "(kd_tutorial.flops reads docs/results/benchmark-*.json)")
 
 
 def cmd_distill(args) -> int:
@@ -61,6 +74,7 @@ def cmd_distill(args) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     device = args.device or pick_device()
+    profile = _fit_device(profile, device, args)
     seeds = args.seeds or [args.seed]
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")
@@ -71,6 +85,31 @@ def cmd_distill(args) -> int:
                           resume=args.resume, seeds=seeds, device=device, progress=not args.quiet, runs=runs)
     print(f"wrote {args.out}/results.json and {len(results['plots'])} plots in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _fit_device(profile, device: str, args):
+    """Apply --batch-size / --grad-accum, or on a small GPU the profile's memory fit; say what was chosen."""
+    from .device import configure, resolve_precision
+    chosen = configure(device)
+    precision = resolve_precision(device, profile.precision)
+    if args.batch_size or args.grad_accum:
+        profile = profile.replace(batch_size=args.batch_size or profile.batch_size,
+                                  grad_accum=args.grad_accum or profile.grad_accum)
+    elif device.startswith("cuda"):
+        import torch
+        memory_gb = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+        fitted = profile.fit_memory(precision, memory_gb)
+        if fitted != profile:
+            print(f"{memory_gb:.0f} GB GPU in {precision}: batch {fitted.batch_size} x {fitted.grad_accum} "
+                  f"accumulation steps (the profile's effective batch of {profile.effective_batch})", flush=True)
+        profile = fitted
+    print(f"precision: {precision}{' with a GradScaler' if precision == 'fp16' else ''}; TF32 matmuls "
+          f"{'on' if chosen['tf32'] else 'off'}; batch {profile.batch_size} x {profile.grad_accum}", flush=True)
+    return profile
+
+
+OOM_HINT = ("out of memory: use a smaller batch with the same effective batch, e.g. --batch-size 8 --grad-accum 4 "
+            "(or --set batch_size=8 grad_accum=4 eval_batch_size=64)")
 
 
 class UsageError(ValueError):
@@ -147,14 +186,30 @@ def cmd_report(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    """Measure the course loop against a naive loop (same data, same student, one run)."""
-    from .benchmark import loop_speed
+    """Measure the course loop against a naive loop (same data, same student, one run); with ``--report FILE``,
+    every phase of the pipeline on this device (:func:`kd_tutorial.benchmark.run_benchmark`), written to FILE."""
     from .env import quiet
     quiet()
     profile = _profile(args)
-    result = loop_speed(profile, data_dir=args.data_dir, student=args.student, steps=args.steps, init=args.init,
+    if args.report:
+        return _benchmark_report(profile, args)
+    from .benchmark import loop_speed
+    result = loop_speed(profile, data_dir=args.data_dir, student=args.student, steps=args.steps or 40, init=args.init,
                         device=args.device, progress=not args.quiet)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _benchmark_report(profile, args) -> int:
+    """``kd-tutorial benchmark --report FILE``: run every phase, write the report, print its markdown."""
+    from .benchmark import report_name, run_benchmark, write_report
+    from .report import benchmark_markdown
+    report = run_benchmark(profile, device=args.device, quick=args.quick, steps=args.steps, progress=not args.quiet)
+    write_report(report, args.report)
+    print(benchmark_markdown(report))
+    env = report["environment"]
+    where = f"; a GPU's report belongs in {report_name(env['device_name'])}" if env["device"].startswith("cuda") else ""
+    print(f"wrote {args.report}{where}")
     return 0
 
 
@@ -170,9 +225,16 @@ def cmd_make_exercises(args, rest) -> int:
     return authoring_main(rest)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the fix, like every other error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"kd-tutorial: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(prog="kd-tutorial", description="Knowledge distillation of BERT: the course's tools")
+    parser = _Parser(prog="kd-tutorial", description="Knowledge distillation of BERT: the course's tools")
     sub = parser.add_subparsers(dest="command", required=True)
     profile_help = f"one of {', '.join(PROFILES)} (default: $KD_TUTORIAL_PROFILE, else full with CUDA, tiny without)"
 
@@ -195,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "student's own, the profile's choice)")
     d.add_argument("--set", nargs="+", metavar="FIELD=VALUE", help="override profile fields, e.g. --set n_test=4934 "
                    "student_lr=1e-4 (values are Python literals; None for none)")
+    d.add_argument("--batch-size", type=_positive, metavar="N",
+                   help="rows per micro-batch (default: the profile's, fitted to a GPU under 24 GB)")
+    d.add_argument("--grad-accum", type=_positive, metavar="K", help="micro-batches per optimizer step; keep "
+                   "batch-size x grad-accum at the profile's effective batch to train alike")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e = sub.add_parser("env", help="versions, device, profile, and what is cached")
@@ -210,18 +276,36 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--summary", metavar="OUT.json", help="write the results without the per-step training logs "
                                                           "(what docs/results/ keeps)")
 
-    b = sub.add_parser("benchmark", help="training tokens/s of the course loop against a naive loop")
+    b = sub.add_parser("benchmark", help="training tokens/s of the course loop against a naive loop; with "
+                                       "--report, every phase of the pipeline on this device")
     b.add_argument("--profile", help=profile_help)
     b.add_argument("--data-dir")
     b.add_argument("--student", type=int, default=0, help="index of the profile's student (default 0)")
-    b.add_argument("--steps", type=int, default=40)
+    b.add_argument("--steps", type=int, help="timed steps (default 40; with --report 30 per phase, 3 with --quick)")
     b.add_argument("--init", choices=("pretrained", "random"), default="pretrained")
     b.add_argument("--device")
     b.add_argument("--quiet", action="store_true")
+    b.add_argument("--report", metavar="FILE", help="measure every phase of the profile on this device (random "
+                   "weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; a few minutes "
+                   "for full on an H100) and write the JSON report to FILE; a GPU's report belongs in "
+                   "docs/results/benchmark-<device>.json")
+    b.add_argument("--quick", action="store_true", help="with --report: 3 timed steps per phase and few latency "
+                   "samples (a check of the command: seconds on a CPU with --profile tiny)")
 
     sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)
     sub.add_parser("make-exercises", help="generate exercises/ from solutions/", add_help=False)
     return parser
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
 
 
 def _one_line(err: BaseException) -> str:
@@ -256,8 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # the known failure modes of the libraries underneath
         if err.__class__.__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
-            print("kd-tutorial: error: CUDA out of memory: use a smaller batch (edit the profile's batch_size) "
-                  "or gradient accumulation", file=sys.stderr)
+            print(f"kd-tutorial: error: {OOM_HINT}", file=sys.stderr)
             return 2
         if _is_offline_error(err):
             print("kd-tutorial: error: cannot reach the Hugging Face Hub and nothing is cached: run "

@@ -54,7 +54,12 @@ def _mean_std(row: dict, key: str, scale: float = 100, digits: int = 2) -> str:
 
 
 def results_markdown(results: dict) -> str:
-    """The README's results for one ``results.json``: a header line, the models, and the paired comparisons."""
+    """The README's results for one ``results.json``: a header line, the models, and the paired comparisons.
+
+    A benchmark report (``kd-tutorial benchmark --report``) is rendered by :func:`benchmark_markdown`.
+    """
+    if results.get("kind") == "benchmark":
+        return benchmark_markdown(results)
     run = results["run"]
     rows = []
     teacher_acc = next((r["accuracy"] for r in results["models"] if r["name"] == "teacher"), None)
@@ -87,6 +92,60 @@ def results_markdown(results: dict) -> str:
                 f"{100 * b['test_accuracy']:.2f} %)" for student, b in results["best_recipes"].items()]
         out += "Best recipe per student, chosen on validation: " + "; ".join(best) + ".\n\n"
     return out
+
+
+def _num(value, spec: str = "{:.0f}", scale: float = 1.0) -> str:
+    return "-" if value is None else spec.format(value * scale)
+
+
+def _phase_row(label: str, r: dict) -> str:
+    if "skipped" in r:
+        return f"| {label} | skipped: {r['skipped']} | | | | |"
+    return (f"| {label} | {_num(r['tokens_per_s'])} | {_num(r['tflops'], '{:.3g}')} | {_num(r['mfu'], '{:.0f}', 100)} "
+            f"| {_num(r['peak_memory_gib'], '{:.1f}')} | {_num(r['seconds'], '{:.2f}')} |")
+
+
+def benchmark_markdown(report: dict) -> str:
+    """A benchmark report (:func:`kd_tutorial.benchmark.run_benchmark`) as markdown: the device, every phase's
+    tokens/s, TFLOP/s, MFU, peak memory and seconds, inference per model, and the projected wall time."""
+    env, ph, s = report["environment"], report["phases"], report["settings"]
+    kernels = ", ".join(k.replace("_", "-") for k, on in env["sdpa"].items() if on)
+    peak = f", dense peak {env['peak_tflops']:.0f} TFLOP/s" if env.get("peak_tflops") else ""
+    bs, n = ph["teacher_train"]["batch_size"], ph["naive_vs_optimised"]
+    out = [f"Benchmark of profile `{report['profile']}` on **{env['device_name']}** (`{env['device']}`, "
+           f"compute capability {env['compute_capability'] or '-'}, {env['precision']}{peak}; "
+           f"SDPA kernels: {kernels}), "
+           f"torch {env['torch']}, commit `{report.get('git_commit') or '-'}`: random weights at the profile's sizes, "
+           f"synthetic reviews with IMDB's lengths, {s['steps']} timed steps per phase after {s['warmup']} warm-up "
+           f"step(s). MFU: model FLOPs on real tokens against the dense {env['precision']} peak.\n",
+           "| phase | tokens/s | TFLOP/s | MFU % | peak memory GiB | seconds |", "|---|---|---|---|---|---|",
+           _phase_row(f"teacher fine-tuning, batch {bs}", ph["teacher_train"]),
+           _phase_row(f"teacher logits, batch {ph['teacher_logits']['batch_size']}", ph["teacher_logits"])]
+    out += [_phase_row(f"{name} distillation (KD, cached logits)", r) for name, r in ph["students"].items()]
+    out += [_phase_row(f"{n['student']}, naive loop (fp32, padded, teacher every step)", n["naive"]),
+            _phase_row(f"{n['student']}, course loop ({_num(n['speedup'], '{:.1f}')}x)", n["optimised"])]
+    out += [_phase_row(f"worst batch {bs} x {report['max_length']}, {dtype}, forward + backward", r)
+            for dtype, r in ph["worst_batch"].items()]
+    out += ["", "| model | p50 ms, batch 1 (IQR) | reviews/s, batch 256 | TFLOP/s | MFU % |", "|---|---|---|---|---|"]
+    out += [f"| {name} | {r['latency_ms_p50']:.2f} ({r['latency_ms_q1']:.2f}-{r['latency_ms_q3']:.2f}) | "
+            f"{r['reviews_per_s']:.0f} | {_num(r['tflops'], '{:.3g}')} | {_num(r['mfu'], '{:.0f}', 100)} |"
+            for name, r in ph["inference"].items()]
+    return "\n".join(out) + "\n\n" + _projection_line(report["projection"]) + "\n\n"
+
+
+def _flop_text(flops: float) -> str:
+    """``155 PFLOP``, ``2.3 TFLOP``: three significant digits in the largest unit below the number."""
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.0f} FLOP"
+
+
+def _projection_line(p: dict) -> str:
+    floor = f", at least {p['floor_s'] / 60:.1f} min at the dense peak" if p.get("floor_s") else ""
+    return (f"Projected wall time of profile `{p['profile']}` (one seed, every run of every student, from the "
+            f"measured rates): {p['projected_s'] / 60:.1f} min for {_flop_text(p['total_flops'])}{floor}; "
+            "loading data, checkpoints and the eager attention of attention-map recipes not included.")
 
 
 def summary(results: dict) -> dict:

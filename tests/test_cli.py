@@ -103,8 +103,12 @@ def test_the_printed_estimate_counts_the_seeds():
     minutes = round(cpu.time_budget_s / 60)  # the profile's measured wall time for one seed
     assert cli.estimate(cpu, "cpu") == f"about {minutes} minute(s) on 2 CPU cores for one seed"
     assert "each of the 2 further seed(s) retrains only the students" in cli.estimate(cpu, "cpu", 3)
-    one, three = cli.estimate(get_profile("full"), "cuda"), cli.estimate(get_profile("full"), "cuda", 3)
+    h100 = ("NVIDIA H100 80GB HBM3", "bf16")
+    one, three = (cli.estimate(get_profile("full"), "cuda", n, gpu=h100) for n in (1, 3))
     assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work
+    assert "at 100 % of this NVIDIA H100 80GB HBM3's dense bf16 peak (989 TFLOP/s)" in one
+    t4 = cli.estimate(get_profile("full"), "cuda:0", gpu=("Tesla T4", "fp16"))
+    assert "dense fp16 peak (65 TFLOP/s)" in t4 and float(t4.split()[1]) == float(one.split()[1])
 
 
 def test_an_unknown_recipe_is_named_with_the_choices(tmp_path):
@@ -144,3 +148,32 @@ def test_report_summary_keeps_everything_but_the_per_step_logs(tmp_path):
     assert "steps" not in kept["histories"]["teacher"]
     assert kept["histories"]["teacher"]["evals"] == [{"step": 5, "val_acc": 0.8}]
     assert kept["plots"] == ["training_curves.png"]
+
+
+def test_batch_knobs_refuse_non_positive_numbers(tmp_path):
+    proc = run_cli("distill", "--profile", "tiny", "--grad-accum", "0", "--out", str(tmp_path))
+    assert_one_line_error(proc, r"argument --grad-accum: '0' is not a whole number >= 1 \(see kd-tutorial distill --help\)")
+    assert "usage:" not in proc.stderr
+    proc = run_cli("distill", "--profile", "tiny", "--set", "grad_accum=0", "--out", str(tmp_path))
+    assert_one_line_error(proc, r"grad_accum=0: give a whole number >= 1")
+
+
+def test_batch_knobs_reach_the_profile_and_keep_the_effective_batch(capsys):
+    import argparse
+    tiny = profiles.get_profile("tiny")
+    args = argparse.Namespace(batch_size=8, grad_accum=4)
+    fitted = cli._fit_device(tiny, "cpu", args)
+    assert (fitted.batch_size, fitted.grad_accum, fitted.effective_batch) == (8, 4, 32)
+    assert "batch 8 x 4" in capsys.readouterr().out
+
+
+def test_out_of_memory_names_the_knobs(monkeypatch, capsys):
+    import torch
+
+    def oom(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(cli, "cmd_distill", oom)
+    assert cli.main(["distill", "--profile", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch-size 8 --grad-accum 4" in err[0] and "--set" in err[0]
+

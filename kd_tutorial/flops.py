@@ -1,0 +1,298 @@
+"""How much arithmetic a profile is, and how long it must take: FLOP counts, GPU peaks, time floors.
+
+A BERT forward over one review of ``L`` real tokens costs, per layer (``H`` wide,
+``I`` the feed-forward width, every matmul counted as 2 FLOPs per multiply-add)::
+
+    L * (8 H^2 + 4 H I)      the matmuls: Q, K, V and the output projection (4 H^2 weights),
+                             the feed-forward block (2 H I weights): 2 FLOPs per weight per token
+    + 4 L^2 H                attention scores Q K^T (2 L^2 H) and the weighted values A V (2 L^2 H)
+
+plus, once per review, the pooler (``2 H^2``) and the classifier (``2 H C``). Embedding
+lookups, layer norms, softmax and GELU are left out (lookups are no arithmetic, the rest
+is under 1 %). Training costs 3 forwards: the backward pass computes two matmuls (the
+gradients of the activations and of the weights) for every one of the forward.
+
+``forward_flops`` counts one forward over given token lengths; :func:`estimate_profile`
+counts every phase of a profile's pipeline from its real sizes (no Hub needed), and
+:func:`time_estimate` turns the total into a floor at a GPU's dense peak and, when a
+measured ``docs/results/benchmark-*.json`` of that GPU exists, into a projection from
+its measured rates (``kd-tutorial benchmark --report``).
+
+It imports the standard library and :mod:`kd_tutorial.profiles`, and, inside
+:func:`estimate_profile`, the pipeline's plan (its step budgets and recipes, so that the
+count never drifts from what the pipeline runs); it never builds or trains a model.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import statistics
+from pathlib import Path
+
+from .profiles import Profile, StudentSpec
+
+NUM_LABELS = 2
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
+
+# the teachers' sizes, from their config.json on the Hub (read once, kept here: no Hub at estimate time)
+KNOWN_CONFIGS = {
+    "bert-base-uncased": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "sentence-transformers/all-MiniLM-L6-v2": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12,
+                                                   intermediate_size=1536),
+}
+# reviews per split of each data source (IMDB: Maas et al. 2011; tiny: corpus.generate_corpus's defaults)
+SOURCE_ROWS = {"hub": dict(train=25_000, test=25_000, unsupervised=50_000),
+               "tiny": dict(train=1_200, test=1_000, unsupervised=4_000)}
+
+# IMDB review lengths in bert-base-uncased WordPiece tokens, [CLS] and [SEP] included: median about 230, about 13 %
+# over 512 (see the course's reference numbers). A log-normal with that median and that tail:
+# sigma = ln(512 / 230) / z(0.87).
+IMDB_MEDIAN_TOKENS = 230
+IMDB_FRAC_OVER_512 = 0.13
+IMDB_SIGMA = math.log(512 / IMDB_MEDIAN_TOKENS) / statistics.NormalDist().inv_cdf(1 - IMDB_FRAC_OVER_512)
+
+# Dense tensor-core peaks in TFLOP/s (no 2:4 sparsity: the datasheets' starred figures halved), from NVIDIA's
+# datasheets: H100 / H200 (SXM, PCIe, NVL), A100 (SXM4 and PCIe), L40S, L4, A10, T4, V100. "fp32" is the plain
+# (non-tensor-core) FP32 rate; tf32 is what fp32 matmuls get with torch.backends.cuda.matmul.allow_tf32.
+# Matched against torch.cuda.get_device_name() in this order (the first pattern that matches wins).
+PEAK_TFLOPS = [
+    (r"H200 NVL", "H200 NVL", dict(bf16=835, fp16=835, tf32=418, fp32=60)),
+    (r"H200", "H200", dict(bf16=989, fp16=989, tf32=494, fp32=67)),
+    (r"H100 NVL", "H100 NVL", dict(bf16=835, fp16=835, tf32=418, fp32=60)),
+    (r"H100 PCIe", "H100 PCIe", dict(bf16=756, fp16=756, tf32=378, fp32=51)),
+    (r"H100", "H100 SXM", dict(bf16=989, fp16=989, tf32=494, fp32=67)),
+    (r"A100", "A100", dict(bf16=312, fp16=312, tf32=156, fp32=19.5)),
+    (r"L40S", "L40S", dict(bf16=362, fp16=362, tf32=183, fp32=91.6)),
+    (r"\bL4\b", "L4", dict(bf16=121, fp16=121, tf32=60, fp32=30.3)),
+    (r"\bA10\b", "A10", dict(bf16=125, fp16=125, tf32=62.5, fp32=31.2)),
+    (r"\bT4\b", "T4", dict(fp16=65, fp32=8.1)),  # Turing: no bf16
+    (r"V100", "V100", dict(fp16=125, fp32=15.7)),  # SXM2; no bf16
+]
+
+
+# --------------------------------------------------------------------------- model sizes
+
+def config_dict(config) -> dict:
+    """The four sizes that decide a BERT's FLOPs (and ``num_labels``), from a dict or a ``BertConfig``."""
+    get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
+    layers, hidden = get("num_hidden_layers"), get("hidden_size")
+    return dict(num_hidden_layers=int(layers), hidden_size=int(hidden),
+                num_attention_heads=int(get("num_attention_heads")),
+                intermediate_size=int(get("intermediate_size") or 4 * hidden),
+                num_labels=int(get("num_labels") or NUM_LABELS))
+
+
+def teacher_config(profile: Profile) -> dict:
+    """The profile's teacher sizes: its ``teacher_config`` (tiny), else :data:`KNOWN_CONFIGS`."""
+    if profile.teacher_config:
+        return config_dict(profile.teacher_config)
+    if profile.teacher not in KNOWN_CONFIGS:
+        raise ValueError(f"no known size for teacher {profile.teacher!r}: add it to kd_tutorial.flops.KNOWN_CONFIGS "
+                         f"(known: {', '.join(KNOWN_CONFIGS)})")
+    return config_dict(KNOWN_CONFIGS[profile.teacher])
+
+
+def student_config(spec: StudentSpec, teacher: dict) -> dict:
+    """A student's sizes: the teacher's with ``num_layers`` layers (distil), or its own (compact)."""
+    if spec.kind == "distil":
+        return teacher | {"num_hidden_layers": spec.num_layers}
+    return config_dict(dict(num_hidden_layers=spec.num_layers, hidden_size=spec.hidden_size,
+                            num_attention_heads=spec.num_heads, intermediate_size=spec.intermediate_size,
+                            num_labels=teacher["num_labels"]))
+
+
+def non_embedding_params(config) -> int:
+    """Weights of the matmuls a token passes through (layers, pooler, classifier; biases and norms left out)."""
+    c = config_dict(config)
+    h, i = c["hidden_size"], c["intermediate_size"]
+    return c["num_hidden_layers"] * (4 * h * h + 2 * h * i) + h * h + h * c["num_labels"]
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+def forward_flops(config, lengths) -> float:
+    """FLOPs of one forward over reviews of these real token ``lengths`` (see the module's formulas):
+
+    ``layers * (sum(L) * (8 H^2 + 4 H I) + 4 H * sum(L^2)) + reviews * (2 H^2 + 2 H C)``.
+    """
+    c = config_dict(config)
+    h, i, n_layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    lengths = list(lengths)
+    tokens, squares = sum(lengths), sum(n * n for n in lengths)
+    per_layer = tokens * (8 * h * h + 4 * h * i) + 4 * h * squares
+    return float(n_layers * per_layer + len(lengths) * (2 * h * h + 2 * h * c["num_labels"]))
+
+
+def train_flops(config, lengths) -> float:
+    """FLOPs of one training step over reviews of these lengths: 3 forwards (forward + backward)."""
+    return 3 * forward_flops(config, lengths)
+
+
+def imdb_lengths(n: int, max_length: int | None = None, seed: int = 0) -> list[int]:
+    """``n`` synthetic IMDB review lengths (tokens incl. [CLS]/[SEP]), capped at ``max_length`` as head+tail
+    truncation does: the quantiles of a log-normal with IMDB's median (230) and tail (13 % over 512), shuffled."""
+    dist = statistics.NormalDist(math.log(IMDB_MEDIAN_TOKENS), IMDB_SIGMA)
+    lengths = [max(3, round(math.exp(dist.inv_cdf((k + 0.5) / n)))) for k in range(n)]
+    random.Random(seed).shuffle(lengths)
+    return [min(x, max_length) for x in lengths] if max_length else lengths
+
+
+# --------------------------------------------------------------------------- a profile's phases
+
+def split_rows(profile: Profile) -> dict[str, int]:
+    """Reviews per split as the pipeline carves them: train (after validation), validation, test, transfer."""
+    src = SOURCE_ROWS.get(profile.data_source, SOURCE_ROWS["hub"])
+    train = src["train"] - profile.val_size
+    return dict(train=min(profile.n_train or train, train), validation=profile.val_size,
+                test=min(profile.n_test or src["test"], src["test"]),
+                transfer=min(profile.n_transfer, src["unsupervised"]))
+
+
+def _phase(parts: dict[str, float], **info) -> dict:
+    """One phase: its FLOPs in total and per rate key (``train:<model>`` / ``infer:<model>``), plus ``info``."""
+    parts = {k: v for k, v in parts.items() if v}
+    return {"flops": sum(parts.values()), "parts": parts} | info
+
+
+def _student_run(profile: Profile, spec: StudentSpec, recipe, rows: dict, per_review: dict, n_rows: int) -> dict:
+    """The FLOPs of one student run: its training steps, the online teacher where the recipe needs it, validation."""
+    from .pipeline import step_budget
+    steps = step_budget(profile, spec, n_rows)
+    reviews = steps * getattr(profile, "effective_batch", profile.batch_size)  # batch_size x grad_accum
+    online = recipe.intermediate is not None and recipe.intermediate.needs_online_teacher
+    return _phase({f"train:{spec.name}": 3 * reviews * per_review[spec.name],
+                   "infer:teacher": reviews * per_review["teacher"] if online else 0.0,
+                   f"infer:{spec.name}": profile.evals_per_run * rows["validation"] * per_review[spec.name]},
+                  steps=steps, reviews=reviews, online_teacher=online)
+
+
+def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=None) -> dict:
+    """The FLOPs of every phase of ``profile``'s pipeline, and their total.
+
+    ``lengths``: real token lengths of the profile's reviews (else :func:`imdb_lengths`), capped at
+    ``max_length``. ``recipes``: names every student runs (None: each student's own, as ``distill``).
+    Phases: ``teacher`` (fine-tuning and its validation passes), ``teacher_logits`` (train + transfer,
+    and the augmented copies a recipe needs), one per student run (``"<student> <recipe>"``: its step
+    budget of training, the teacher's online forward where the recipe needs it, ``evals_per_run``
+    validation passes) times ``n_seeds``, and ``evaluation`` (every model on the test split).
+    """
+    from .pipeline import applicable, student_recipes
+    mix = [min(x, profile.max_length) for x in (lengths or imdb_lengths(20_000))]
+    rows, teacher = split_rows(profile), teacher_config(profile)
+    configs = {"teacher": teacher} | {s.name: student_config(s, teacher) for s in profile.students}
+    per_review = {name: forward_flops(c, mix) / len(mix) for name, c in configs.items()}
+    runs = [(spec, r) for spec in profile.students for r in student_recipes(profile, spec, recipes)
+            if applicable(r, spec, _Heads(teacher["num_attention_heads"]))]
+    phases = _teacher_phases(profile, rows, per_review["teacher"], augmented=any(r.augment for _, r in runs))
+    labelled = min(profile.student_labels or rows["train"], rows["train"])
+    for spec, recipe in runs:
+        one = _student_run(profile, spec, recipe, rows, per_review, labelled + rows["transfer"])
+        phases[f"{spec.name} {recipe.name}"] = _scaled(one, n_seeds) | {"student": spec.name, "recipe": recipe.name}
+    evaluation = {"infer:teacher": rows["test"] * per_review["teacher"]}
+    for spec, _ in runs:  # every run's model, on every seed
+        key = f"infer:{spec.name}"
+        evaluation[key] = evaluation.get(key, 0.0) + n_seeds * rows["test"] * per_review[spec.name]
+    phases["evaluation"] = _phase(evaluation)
+    return {"profile": profile.name, "n_seeds": n_seeds, "rows": rows, "models": configs,
+            "mean_tokens": statistics.mean(mix), "lengths": "given" if lengths else "synthetic IMDB",
+            "flops_per_review": per_review, "phases": phases,
+            "total_flops": sum(p["flops"] for p in phases.values())}
+
+
+def _teacher_phases(profile: Profile, rows: dict, per_review: float, augmented: bool) -> dict:
+    """Fine-tuning (``teacher_epochs`` over train, a validation pass per epoch) and the logits pass over train +
+    transfer (+ an augmented copy of transfer when a recipe needs one)."""
+    epochs = profile.teacher_epochs
+    logits_rows = rows["train"] + rows["transfer"] * (2 if augmented else 1)
+    return {"teacher": _phase({"train:teacher": 3 * epochs * rows["train"] * per_review,
+                               "infer:teacher": math.ceil(epochs) * rows["validation"] * per_review}),
+            "teacher_logits": _phase({"infer:teacher": logits_rows * per_review})}
+
+
+class _Heads:
+    """What :func:`kd_tutorial.pipeline.applicable` reads of a teacher's config."""
+
+    def __init__(self, heads: int):
+        self.num_attention_heads = heads
+
+
+def _scaled(phase: dict, k: int) -> dict:
+    return phase | {"flops": k * phase["flops"], "parts": {n: k * v for n, v in phase["parts"].items()},
+                    "runs": k}
+
+
+# --------------------------------------------------------------------------- peaks, floors, projections
+
+def device_kind(device_name: str | None) -> str | None:
+    """The row of :data:`PEAK_TFLOPS` a device name (``torch.cuda.get_device_name()``) belongs to, or None."""
+    for pattern, kind, _ in PEAK_TFLOPS:
+        if device_name and re.search(pattern, device_name, flags=re.I):
+            return kind
+    return None
+
+
+def precision_name(dtype) -> str:
+    """``"bf16"``, ``"fp16"`` or ``"fp32"`` for an autocast dtype (``None``: fp32), the keys of :data:`PEAK_TFLOPS`."""
+    return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(dtype), "fp32")
+
+
+def peak_tflops(device_name: str | None, precision: str = "bf16") -> float | None:
+    """The dense peak TFLOP/s of ``device_name`` at ``precision`` (bf16, fp16, tf32, fp32); None if unknown."""
+    kind = device_kind(device_name)
+    peaks = next((p for _, k, p in PEAK_TFLOPS if k == kind), {})
+    return peaks.get(precision)
+
+
+def find_report(device_name: str | None, results_dir: str | Path | None = None) -> Path | None:
+    """A ``benchmark-*.json`` in ``results_dir`` (default ``docs/results``) measured on this kind of device."""
+    kind = device_kind(device_name)
+    for path in sorted(Path(results_dir or RESULTS_DIR).glob("benchmark-*.json")):
+        try:
+            measured = json.loads(path.read_text())["environment"]["device_name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if measured == device_name or (kind is not None and device_kind(measured) == kind):
+            return path
+    return None
+
+
+def duration_text(seconds: float) -> str:
+    """``"2.6 min"``, or ``"35 s"`` under a minute."""
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def project(estimate: dict, rates: dict[str, float]) -> dict:
+    """Seconds of each phase of ``estimate`` at measured ``rates`` (FLOP/s per ``train:``/``infer:`` key).
+
+    A key without a measured rate takes the slowest measured rate of its kind (``train`` or ``infer``),
+    and is listed in ``fallbacks``.
+    """
+    fallbacks, seconds = set(), {}
+    for name, phase in estimate["phases"].items():
+        seconds[name] = 0.0
+        for key, flops in phase["parts"].items():
+            rate = rates.get(key)
+            if not rate:
+                same_kind = [r for k, r in rates.items() if k.split(":")[0] == key.split(":")[0] and r]
+                rate = min(same_kind or [r for r in rates.values() if r])
+                fallbacks.add(key)
+            seconds[name] += flops / rate
+    return {"seconds": sum(seconds.values()), "phase_seconds": seconds, "fallbacks": sorted(fallbacks)}
+
+
+def time_estimate(profile: Profile, device_name: str | None, precision: str = "bf16", *, n_seeds: int = 1,
+                  lengths=None, results_dir: str | Path | None = None) -> dict:
+    """The profile's total FLOPs, the floor at ``device_name``'s dense peak (None when unknown) and, when a
+    benchmark report of this kind of device exists, the projection from its measured rates."""
+    est = estimate_profile(profile, lengths=lengths, n_seeds=n_seeds)
+    peak = peak_tflops(device_name, precision)
+    out = {"total_flops": est["total_flops"], "peak_tflops": peak, "precision": precision,
+           "floor_s": est["total_flops"] / (peak * 1e12) if peak else None, "report": None, "projection_s": None,
+           "estimate": est}
+    path = find_report(device_name, results_dir)
+    rates = json.loads(path.read_text()).get("rates") if path else None
+    if rates:
+        out |= {"report": str(path), "projection_s": project(est, rates)["seconds"]}
+    return out

@@ -1,0 +1,87 @@
+"""`kd-tutorial benchmark --report`: every phase on the CPU at the tiny profile's sizes, a valid JSON report,
+its markdown, and the README splice. Structure only: no wall-clock asserts."""
+import json
+import math
+
+import pytest
+import torch
+
+from kd_tutorial.cli import main
+
+PHASES = ("teacher_train", "worst_batch", "teacher_logits", "students", "naive_vs_optimised", "inference")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """One quick CPU run through the command line (one thread: steady even on a shared, busy machine)."""
+    path = tmp_path_factory.mktemp("bench") / "report.json"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["benchmark", "--profile", "tiny", "--report", str(path), "--quick", "--device", "cpu", "--quiet"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    return path, json.loads(path.read_text())
+
+
+def _records(report):
+    """Every timed record of the report, by a readable name."""
+    ph = report["phases"]
+    out = {"teacher_train": ph["teacher_train"], "teacher_logits": ph["teacher_logits"],
+           "naive": ph["naive_vs_optimised"]["naive"], "optimised": ph["naive_vs_optimised"]["optimised"]}
+    out |= {f"worst {k}": r for k, r in ph["worst_batch"].items()}
+    out |= {f"student {k}": r for k, r in ph["students"].items()}
+    out |= {f"inference {k}": r for k, r in ph["inference"].items()}
+    return out
+
+
+def test_cli_writes_a_report_with_every_phase(report):
+    path, data = report
+    assert data["kind"] == "benchmark" and data["profile"] == "tiny" and set(PHASES) <= set(data["phases"])
+    assert set(data["phases"]["students"]) == {"distil-2L", "compact-1L-H32"}
+    assert set(data["phases"]["inference"]) == {"teacher", "distil-2L", "compact-1L-H32"}
+    assert set(data["phases"]["worst_batch"]) == {"bf16", "fp16", "fp16, math attention"}
+    assert not list(path.parent.glob(".*.tmp"))  # written atomically: no temporary file left behind
+
+
+def test_every_phase_has_positive_finite_rates_and_no_mfu_or_gpu_memory_on_cpu(report):
+    _, data = report
+    assert data["environment"]["device"] == "cpu" and data["environment"]["peak_tflops"] is None
+    assert data["environment"]["precision"] in ("bf16", "fp32")
+    for name, r in _records(data).items():
+        if "skipped" in r:
+            continue
+        for key in ("tokens_per_s", "tflops", "seconds", "flops"):
+            assert math.isfinite(r[key]) and r[key] > 0, (name, key, r[key])
+        assert r["mfu"] is None and r["peak_memory_gib"] is None, name
+    assert data["phases"]["naive_vs_optimised"]["speedup"] > 0
+    assert all(r["latency_ms_p50"] > 0 for r in data["phases"]["inference"].values())
+
+
+def test_report_projects_the_profile_from_its_measured_rates(report):
+    _, data = report
+    p = data["projection"]
+    assert p["profile"] == "tiny" and p["floor_s"] is None and p["projected_s"] > 0 and not p["fallbacks"]
+    assert set(data["rates"]) >= {"train:teacher", "infer:teacher", "train:distil-2L", "infer:compact-1L-H32"}
+
+
+def test_report_renders_as_markdown_and_in_the_readme_splice(report, tmp_path):
+    from kd_tutorial.report import benchmark_markdown, results_markdown, splice_readme
+    path, data = report
+    text = benchmark_markdown(data)
+    assert "teacher fine-tuning" in text and "distil-2L, naive loop" in text and "Projected wall time" in text
+    assert results_markdown(data) == text  # what `kd-tutorial report docs/results/*.json` renders for it
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nrest\n")
+    splice_readme(readme, [path])
+    assert readme.read_text() == f"intro\n<!-- results:start -->\n{text}<!-- results:end -->\nrest\n"
+
+
+def test_synthetic_rows_and_report_names():
+    from kd_tutorial.benchmark import report_name, synthetic_rows
+    rows = synthetic_rows(2000, 512, seed=3)
+    lengths = sorted(rows.lengths)
+    assert len(rows) == 2000 and max(lengths) == 512 and 200 < lengths[1000] < 260
+    assert all(ids[0] == 101 and ids[-1] == 102 for ids in rows.input_ids[:50])
+    assert report_name("NVIDIA H100 80GB HBM3") == "docs/results/benchmark-nvidia-h100-80gb-hbm3.json"
