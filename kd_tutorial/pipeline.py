@@ -9,6 +9,7 @@ checkpoints and plots.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -20,8 +21,20 @@ from pathlib import Path
 
 import torch
 
+from . import __version__, plots
+from .artifacts import load_student, save_student, student_folder
+from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
+from .device import describe as describe_device, pick_device, resolve_precision
+from .env import versions
+from .evaluate import compare, compare_paired, correct_matrix, predict_logits
+from .layer_maps import describe as describe_mapping, layer_mapping
+from .models import DistillationStudent, build_student
 from .profiles import Profile, StudentSpec
 from .recipes import Recipe, get_recipe
+from .report import format_comparisons, format_table
+from .store import atomic_save_pretrained, atomic_write_json, locked
+from .teachers import ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on
+from .train import TrainConfig, seed_everything, train
 
 
 def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
@@ -50,7 +63,6 @@ def applicable(recipe: Recipe, spec: StudentSpec, teacher_config) -> bool:
 
 def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps: int, seed: int):
     """The :class:`~kd_tutorial.train.TrainConfig` of one student run."""
-    from .train import TrainConfig
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     return TrainConfig(lr=spec.lr or profile.student_lr, batch_size=profile.batch_size, max_steps=steps,
                        grad_accum=profile.grad_accum,
@@ -63,7 +75,6 @@ def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps:
 
 def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Recipe | None = None) -> tuple:
     """Everything that decides one student run (the key of its folder in the artifact cache)."""
-    from .data import AUGMENT
     student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
     key = (student, dataclasses.asdict(config), init, profile.student_labels, profile.attention_dropout,
            profile.freeze_word_embeddings)
@@ -88,7 +99,6 @@ def student_data(profile: Profile, prep, logits: dict, cls: dict | None = None) 
 
     Each is ``(rows, teacher logits, teacher [CLS] states or None)``, aligned row by row.
     """
-    from .data import concat_encoded, labelled_subset, subset_encoded
     keep = labelled_subset(prep.encoded["train"], profile.student_labels)
     labelled = subset_encoded(prep.encoded["train"], keep, "student labels")
     both = concat_encoded(labelled, prep.encoded["transfer"], "train+transfer")
@@ -106,8 +116,6 @@ def student_data(profile: Profile, prep, logits: dict, cls: dict | None = None) 
 
 def augmented_transfer(profile: Profile, prep, teacher_model, *, device: str, progress: bool, **where):
     """An augmented copy of the transfer set (:func:`kd_tutorial.data.augment`) and the teacher's logits on it."""
-    from .artifacts import ensure_teacher_logits_on
-    from .data import augment
     rows = augment(prep.encoded["transfer"], mask_id=prep.tokenizer.mask_token_id, seed=0, name="augmented")
     return rows, ensure_teacher_logits_on(profile, "augmented", rows, teacher_model=teacher_model, device=device,
                                           progress=progress, **where)
@@ -126,7 +134,6 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     and an interrupted one continues from its last checkpoint; otherwise it is trained again. With
     ``out``, each final model is also saved into ``out/checkpoints/<name>/model``.
     """
-    from .artifacts import atomic_save_pretrained, ensure_teacher_cls, locked, student_folder
     chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config)]
               for spec in students or profile.students}
     wanted = [r for rs in chosen.values() for r in rs]
@@ -161,21 +168,16 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
 
 def _announce(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher) -> None:
     """One line per student: its step budget, its recipes and, when a recipe needs one, its layer mapping."""
-    from .layer_maps import describe, layer_mapping
     line = f"{spec.name}: {steps} steps per run; recipes {', '.join(r.name for r in recipes)}"
     if any(r.intermediate is not None for r in recipes):
         mapping = layer_mapping(spec.mapping, spec.num_layers, teacher.config.num_hidden_layers)
-        line += f"; layer mapping {describe(spec.mapping, mapping)}"
+        line += f"; layer mapping {describe_mapping(spec.mapping, mapping)}"
     print(line, flush=True)
 
 
 def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial: list, *, resume, device, init,
              desc, progress) -> dict:
     """One student run: from the cache when ``resume`` finds it finished, else trained (and stored)."""
-    from .artifacts import load_student, save_student
-    from .train import seed_everything
-    from .models import DistillationStudent, build_student
-    from .train import train
     cached = load_student(folder) if resume else None
     if cached is not None:
         return {"model": cached[0], "history": cached[1], "status": "cached"}
@@ -201,7 +203,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
 # --------------------------------------------------------------------------- evaluation and results
 
 def _aggregate(rows: list[dict], trained: dict) -> list[dict]:
-    """Mean and std over seeds for each (student, recipe); latency pooled over the seeds' timings."""
+    """Mean and std over seeds for each (student, recipe), speeds included; latency pooled over the seeds' timings."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         base = trained[row["name"]]["base"] if row["name"] in trained else row["name"]
@@ -209,7 +211,8 @@ def _aggregate(rows: list[dict], trained: dict) -> list[dict]:
     out = []
     for base, group in groups.items():
         agg = {"name": base, "seeds": len(group), "params": group[0]["params"], "mb": group[0]["mb"],
-               "precision": group[0].get("precision")}
+               "precision": group[0].get("precision"),
+               "train_speed_from": "; ".join(sorted({g.get("train_speed_from") or "this run" for g in group}))}
         for key in ("accuracy", "agreement", "ece", "reviews_per_s", "tokens_per_s", "train_tokens_per_s"):
             values = [g[key] for g in group if g.get(key) is not None]
             if values:
@@ -228,7 +231,6 @@ def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
 
     Paired over the same test reviews and pooled over seeds (:func:`kd_tutorial.evaluate.compare_paired`).
     """
-    from .evaluate import compare_paired, correct_matrix
     by_base: dict[str, list[str]] = {}
     for name, item in trained.items():
         by_base.setdefault(item["base"], []).append(name)
@@ -270,79 +272,114 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     """Run the whole pipeline and write ``results.json``, checkpoints and plots into ``out``.
 
     ``runs``: recipe names for every student (None: each student's own; ``kd-tutorial distill --recipes``).
+    The steps, each timed into ``results["run"]["phase_seconds"]``: the teacher, its outputs, the students,
+    the evaluation.
     """
-    from . import __version__, plots
-    from .artifacts import atomic_write_json, ensure_teacher, ensure_teacher_cls, ensure_teacher_logits
-    from .device import describe, pick_device, resolve_precision
-    from .env import versions
-    from .evaluate import compare, predict_logits
-    from .report import format_comparisons, format_table
     device = device or pick_device()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = tuple(seeds)
-    phases, t_start = {}, time.perf_counter()
-
-    t = time.perf_counter()
-    teacher_model, prep, info = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init,
-                                               seed=seeds[0], device=device, progress=progress)
-    phases["teacher"] = time.perf_counter() - t
-    t = time.perf_counter()
+    seeds, clock = tuple(seeds), _Phases()
+    with clock("teacher"):
+        teacher_model, prep, info = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init,
+                                                   seed=seeds[0], device=device, progress=progress)
     kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
               device=device, progress=progress)
+    with clock("teacher_logits"):
+        logits, cls = teacher_outputs(profile, prep, runs, **kw)
+    with clock("students"):
+        trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, out=out, resume=resume,
+                                   device=device, init=init, progress=progress, cls=cls, runs=runs)
+    with clock("evaluation"):
+        rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
+    results = {"run": run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
+                                 phases=clock.seconds, wall=clock.wall()),
+               "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
+               "histories": {"teacher": info.get("history")} |
+                            {n: item["history"].to_dict() for n, item in trained.items() if item["history"]}}
+    atomic_write_json(out / "results.json", results)
+    results["plots"] = plots.save_pipeline_plots(results, out)
+    atomic_write_json(out / "results.json", results)
+    split_name = results["run"]["evaluated_on"]
+    print(format_table(rows, title=f"{profile.name} profile, {len(prep.encoded['test'])} {split_name} reviews, "
+                                   f"{device}"))
+    print(format_comparisons(stats))
+    return results
+
+
+class _Phases:
+    """Wall time per named step: ``with clock("teacher"): ...`` adds to ``clock.seconds["teacher"]``."""
+
+    def __init__(self):
+        self.seconds, self.start = {}, time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+    def wall(self) -> float:
+        """Seconds since the clock was made."""
+        return time.perf_counter() - self.start
+
+
+def teacher_outputs(profile: Profile, prep, runs, **kw) -> tuple[dict, dict | None]:
+    """The teacher's cached logits on train and transfer (and augmented copies, when a recipe needs them), and
+    its [CLS] states when a recipe has a [CLS] term: computed once, then read from the artifact cache."""
     logits = {split: ensure_teacher_logits(profile, split, **kw) for split in ("train", "transfer")}
     recipes = [r for spec in profile.students for r in student_recipes(profile, spec, runs)]
     needs_cls = any(r.intermediate is not None and r.intermediate.cls for r in recipes)
     cls = {split: ensure_teacher_cls(profile, split, **kw) for split in ("train", "transfer")} if needs_cls else None
     if any(r.augment for r in recipes):
-        logits["augmented"] = augmented_transfer(profile, prep, teacher_model, device=device, progress=progress,
-                                                 **prep.where)
-    phases["teacher_logits"] = time.perf_counter() - t
+        logits["augmented"] = augmented_transfer(profile, prep, kw["teacher_model"], device=kw["device"],
+                                                 progress=kw["progress"], **prep.where)
+    return logits, cls
 
-    t = time.perf_counter()
-    trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, out=out, resume=resume,
-                               device=device, init=init, progress=progress, cls=cls, runs=runs)
-    phases["students"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    test = prep.encoded["test"]
+def evaluate_all(profile: Profile, prep, info: dict, trained: dict, seeds, **kw):
+    """Every model on the test split, side by side (one device, one run), aggregated over seeds, and every
+    recipe compared with its baseline: ``(rows, comparisons)``."""
+    test, device = prep.encoded["test"], kw["device"]
     test_logits = {"teacher": ensure_teacher_logits(profile, "test", **kw)}
     for name, item in trained.items():
         test_logits[name] = predict_logits(item["model"], test, batch_size=profile.eval_batch_size, device=device)
-    models = {"teacher": teacher_model} | {n: item["model"] for n, item in trained.items()}
+    models = {"teacher": kw["teacher_model"]} | {n: item["model"] for n, item in trained.items()}
     train_speed = {"teacher": info["history"].get("tokens_per_s") if info.get("history") else None}
     train_speed |= {n: item["history"].tokens_per_s for n, item in trained.items() if item["history"]}
     rows = compare(models, test, device=device, batch_size=profile.eval_batch_size, logits=test_logits,
                    train_tokens_per_s=train_speed, precision=profile.precision)
-    rows = _aggregate(rows, trained)
-    stats = comparisons(trained, test_logits, test.labels, seeds)
-    phases["evaluation"] = time.perf_counter() - t
+    for row in rows:
+        row["train_speed_from"] = _speed_source(info if row["name"] == "teacher" else trained[row["name"]])
+    return _aggregate(rows, trained), comparisons(trained, test_logits, test.labels, seeds)
 
+
+def _speed_source(item: dict) -> str:
+    """Which run measured a model's training speed: this one, or (a model from the cache) an earlier one."""
+    if item.get("status") != "cached":
+        return "this run"
+    history = item.get("history")
+    when = history.get("finished_at") if isinstance(history, dict) else getattr(history, "finished_at", None)
+    return f"an earlier run ({when or 'date not recorded'})"
+
+
+def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, device: str, init: str,
+               teacher: str | None, phases: dict, wall: float) -> dict:
+    """``results["run"]``: what ran, on what, from which code and data, and how long each step took."""
     split_name = "held-out" if prep.data.test_is_held_out else "test"
-    results = {
-        "run": {
-            "profile": profile.name, "data_source": prep.data.source, "split_sizes": prep.data.sizes(),
-            "evaluated_on": split_name, "device": device, "init": init, "seeds": list(seeds),
-            "precision": describe(device) | {"training": resolve_precision(device, profile.precision),
-                                             "batch_size": profile.batch_size, "grad_accum": profile.grad_accum},
-            "teacher": teacher or profile.teacher, "teacher_status": info["status"],
-            "student_status": {name: item["status"] for name, item in trained.items()},
-            "versions": versions() | {"kd_tutorial": __version__}, "platform": platform.platform(),
-            "git_commit": git_commit(), "wall_seconds": time.perf_counter() - t_start, "phase_seconds": phases,
-            "temperature": profile.temperature, "alpha": profile.alpha,
-            "student_labels": min(profile.student_labels or len(prep.encoded["train"]), len(prep.encoded["train"])),
-            "train_seconds": {name: item["history"].seconds for name, item in trained.items()},
-            "validation_seconds": {name: item["history"].eval_seconds for name, item in trained.items()},
-        },
-        "models": rows,
-        "comparisons": stats,
-        "best_recipes": best_recipes(rows, trained),
-        "histories": {"teacher": info.get("history")} |
-                     {n: item["history"].to_dict() for n, item in trained.items() if item["history"]},
+    return {
+        "profile": profile.name, "data_source": prep.data.source, "split_sizes": prep.data.sizes(),
+        "evaluated_on": split_name, "device": device, "init": init, "seeds": list(seeds),
+        "precision": describe_device(device) | {"training": resolve_precision(device, profile.precision),
+                                                "batch_size": profile.batch_size, "grad_accum": profile.grad_accum},
+        "torch_threads": torch.get_num_threads(),
+        "teacher": teacher or profile.teacher, "teacher_status": info["status"],
+        "student_status": {name: item["status"] for name, item in trained.items()},
+        "versions": versions() | {"kd_tutorial": __version__}, "platform": platform.platform(),
+        "git_commit": git_commit(), "wall_seconds": wall, "phase_seconds": phases,
+        "temperature": profile.temperature, "alpha": profile.alpha,
+        "student_labels": min(profile.student_labels or len(prep.encoded["train"]), len(prep.encoded["train"])),
+        "train_seconds": {name: item["history"].seconds for name, item in trained.items()},
+        "validation_seconds": {name: item["history"].eval_seconds for name, item in trained.items()},
     }
-    atomic_write_json(out / "results.json", results)
-    results["plots"] = plots.save_pipeline_plots(results, out)
-    atomic_write_json(out / "results.json", results)
-    print(format_table(rows, title=f"{profile.name} profile, {len(test)} {split_name} reviews, {device}"))
-    print(format_comparisons(stats))
-    return results

@@ -13,7 +13,7 @@ import random
 import pytest
 import torch
 
-from kd_tutorial import models, pipeline, train as train_module
+from kd_tutorial import models, pipeline, teachers
 from kd_tutorial.artifacts import prepare
 from kd_tutorial.profiles import PROFILES
 
@@ -64,12 +64,13 @@ def test_the_full_profile_path_runs_on_cpu_in_fp16_with_accumulation(imdb_like, 
     assert [s.name for s in profile.students] == ["distil-6L", "distil-4L", "compact-2L-H128"]
     assert profile.max_length == 512 and profile.truncation == "head+tail"
     seen, scaler = [], {"enabled_steps": 0, "growth": []}
-    real_train = train_module.train
+    real_train = pipeline.train
 
     def spying_train(model, train_data, *, config, val_data=None, **kw):
         seen.append((kw.get("desc"), config, train_data, val_data))
         return real_train(model, train_data, config=config, val_data=val_data, **kw)
-    monkeypatch.setattr(train_module, "train", spying_train)
+    for module in (pipeline, teachers):  # the students' and the teacher's training
+        monkeypatch.setattr(module, "train", spying_train)
     real_update = torch.amp.GradScaler.update
 
     def spying_update(self, *args, **kwargs):

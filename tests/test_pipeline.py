@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_tutorial import artifacts, cli, pipeline
+from kd_tutorial import artifacts, cli, pipeline, store, teachers
 from kd_tutorial.profiles import get_profile
 
 
@@ -109,10 +109,10 @@ def test_second_run_reuses_the_teacher_and_resume_skips_finished_students(tiny_r
 
 def test_teacher_logits_are_cached_and_aligned_with_the_split(tiny_run):
     profile = get_profile("tiny")
-    teacher, prep, info = artifacts.ensure_teacher(profile, progress=False)
+    teacher, prep, info = teachers.ensure_teacher(profile, progress=False)
     assert info["status"] == "cached"
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-    cached = artifacts.ensure_teacher_logits(profile, "transfer", progress=False)
+    cached = teachers.ensure_teacher_logits(profile, "transfer", progress=False)
     assert cached.shape == (len(prep.encoded["transfer"]), 2)
     from kd_tutorial.evaluate import predict_logits
     fresh = predict_logits(teacher, prep.encoded["transfer"], batch_size=profile.eval_batch_size, device="cpu")
@@ -128,19 +128,19 @@ def test_corrupt_cached_logits_give_a_clear_error(tiny_run, tmp_path, monkeypatc
     prep.directory.mkdir(parents=True)
     (prep.directory / "logits-test.pt").write_bytes(b"not a tensor")
     with pytest.raises(artifacts.ArtifactError, match="cannot read cached logits.*delete the file"):
-        artifacts.ensure_teacher_logits(profile, "test", progress=False)
+        teachers.ensure_teacher_logits(profile, "test", progress=False)
 
 
 def test_atomic_writes_leave_the_old_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "results.json"
-    artifacts.atomic_write_json(target, {"ok": 1})
+    store.atomic_write_json(target, {"ok": 1})
 
     def crash(src, dst):
         raise OSError("disk full")
     from kd_tutorial import store
     monkeypatch.setattr(store.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        artifacts.atomic_write_json(target, {"ok": 2})
+        store.atomic_write_json(target, {"ok": 2})
     assert json.loads(target.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
 
@@ -165,8 +165,8 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
 
 def test_cached_students_come_back_with_their_weights_and_history(tiny_run):
     profile = get_profile("tiny")
-    teacher, prep, _ = artifacts.ensure_teacher(profile, progress=False)
-    logits = {s: artifacts.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
     spec = profile.students[1]
     kw = dict(students=(spec,), runs=("kd+transfer", "baseline"), progress=False)
     cached = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw)

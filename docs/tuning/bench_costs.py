@@ -5,7 +5,7 @@ Measures what an intermediate term costs over logit KD from the cache: the onlin
 Run with KD_TUTORIAL_HOME pointing at a home whose cpu teacher and logits are cached.
 """
 import copy, dataclasses, json, sys, time
-from kd_tutorial import artifacts, pipeline
+from kd_tutorial import pipeline, teachers
 from kd_tutorial.profiles import get_profile
 from kd_tutorial.models import DistillationStudent, build_student
 from kd_tutorial.recipes import get_recipe
@@ -13,10 +13,10 @@ from kd_tutorial.train import seed_everything, train
 
 STEPS = 24
 profile = get_profile("cpu")
-teacher, prep, _ = artifacts.ensure_teacher(profile, device="cpu", progress=False)
-logits = {s: artifacts.ensure_teacher_logits(profile, s, teacher_model=teacher, progress=False)
+teacher, prep, _ = teachers.ensure_teacher(profile, device="cpu", progress=False)
+logits = {s: teachers.ensure_teacher_logits(profile, s, teacher_model=teacher, progress=False)
           for s in ("train", "transfer")}
-cls = {s: artifacts.ensure_teacher_cls(profile, s, teacher_model=teacher, progress=False) for s in ("train", "transfer")}
+cls = {s: teachers.ensure_teacher_cls(profile, s, teacher_model=teacher, progress=False) for s in ("train", "transfer")}
 sets = pipeline.student_data(profile, prep, logits, cls)
 rows, t_logits, t_cls = sets["transfer"]
 out = {"steps": STEPS, "batch_size": profile.batch_size, "max_length": profile.max_length, "seconds_per_step": {}}

@@ -1,0 +1,135 @@
+"""The fine-tuned teacher and its outputs, each made once and then read from the artifact cache.
+
+:func:`ensure_teacher` fine-tunes the profile's teacher (or loads it), and
+:func:`ensure_teacher_logits` / :func:`ensure_teacher_cls` give its logits and
+[CLS] states on a split, computed in one pass and cached, so that every student
+and notebook distils the same targets. Where they live on disk is
+:mod:`kd_tutorial.artifacts`'s job; how the teacher trains is :mod:`kd_tutorial.train`'s.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from .artifacts import ArtifactError, prepare
+from .device import pick_device
+from .evaluate import predict_logits
+from .models import check_same_vocab, teacher_for_profile
+from .profiles import Profile, stable_hash
+from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked
+from .train import TrainConfig, freeze, seed_everything, train
+
+
+def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,
+                   init: str = "pretrained", seed: int = 0, device: str | None = None,
+                   progress: bool = True):
+    """The profile's fine-tuned teacher: trained once, then loaded from the artifact cache.
+
+    Returns ``(teacher, prepared, info)``; ``info`` holds the training history,
+    the validation accuracy and whether it was ``"trained"`` or ``"cached"``.
+    The teacher comes back in ``eval()`` mode with gradients off: it is frozen.
+    """
+    from transformers import BertForSequenceClassification
+    prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    device = device or pick_device()
+    folder = prep.directory
+    with locked(folder):
+        meta_path = folder / "teacher.json"
+        if meta_path.exists() and (folder / "teacher").exists():
+            model = BertForSequenceClassification.from_pretrained(folder / "teacher")
+            info = json.loads(meta_path.read_text()) | {"status": "cached", "path": str(folder / "teacher")}
+            return freeze(model.to(device)), prep, info
+        seed_everything(seed)  # the same seed gives the same teacher, run after run
+        model = teacher_for_profile(profile, init=init, teacher=teacher)
+        check_same_vocab(model, prep.tokenizer)  # refuse before spending any time on training
+        config = TrainConfig(epochs=profile.teacher_epochs, lr=profile.teacher_lr, batch_size=profile.batch_size,
+                             warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
+                             seed=seed, mode="ce", grad_accum=profile.grad_accum, precision=profile.precision)
+        history = train(model, prep.encoded["train"], config=config, val_data=prep.encoded["validation"],
+                        device=device, checkpoint_dir=folder / "teacher-checkpoint", resume=True,
+                        desc=f"teacher ({profile.name})", progress=progress)
+        atomic_save_pretrained(model, folder / "teacher")
+        info = {"history": history.to_dict(), "val_accuracy": history.final("val_acc"),
+                "train_seconds": history.seconds, "profile": profile.name, "data": prep.data.source}
+        atomic_write_json(meta_path, info)
+        shutil.rmtree(folder / "teacher-checkpoint", ignore_errors=True)
+        return freeze(model), prep, info | {"status": "trained", "path": str(folder / "teacher")}
+
+
+def ensure_teacher_logits(profile: Profile, split: str, *, teacher_model=None, data_dir: str | None = None,
+                          teacher: str | None = None, init: str = "pretrained", seed: int = 0,
+                          device: str | None = None, progress: bool = True) -> torch.Tensor:
+    """The teacher's logits on ``split`` (train / validation / test / transfer), computed once and cached.
+
+    Every student and notebook reuses the same tensor instead of calling the
+    teacher at every step. Row ``i`` belongs to review ``i`` of the split.
+    """
+    return _teacher_pass(profile, split, "logits", teacher_model=teacher_model, data_dir=data_dir, teacher=teacher,
+                         init=init, seed=seed, device=device, progress=progress)
+
+
+def ensure_teacher_cls(profile: Profile, split: str, *, teacher_model=None, data_dir: str | None = None,
+                       teacher: str | None = None, init: str = "pretrained", seed: int = 0,
+                       device: str | None = None, progress: bool = True) -> torch.Tensor:
+    """The teacher's [CLS] state after every layer on ``split``, ``[N, layers + 1, H]`` in float16, cached.
+
+    Patient KD matches these; they come from the same pass as the logits (a
+    review's per-token states would be ``L`` times larger: those are computed
+    online instead, see :mod:`kd_tutorial.recipes`).
+    """
+    return _teacher_pass(profile, split, "cls", teacher_model=teacher_model, data_dir=data_dir, teacher=teacher,
+                         init=init, seed=seed, device=device, progress=progress)
+
+
+def ensure_teacher_logits_on(profile: Profile, name: str, encoded, *, teacher_model, data_dir: str | None = None,
+                             teacher: str | None = None, init: str = "pretrained", seed: int = 0,
+                             device: str | None = None, progress: bool = True) -> torch.Tensor:
+    """The teacher's logits on reviews that are not one of the profile's splits (e.g. augmented copies).
+
+    Cached like a split's, under ``name`` and a hash of the rows themselves, so other rows never meet
+    stale logits.
+    """
+    key = stable_hash(encoded.input_ids)
+    return _teacher_pass(profile, f"{name}-{key}", "logits", teacher_model=teacher_model, data_dir=data_dir,
+                         teacher=teacher, init=init, seed=seed, device=device, progress=progress, encoded=encoded)
+
+
+def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, data_dir, teacher, init, seed,
+                  device, progress, encoded=None) -> torch.Tensor:
+    """Load ``what`` ("logits" or "cls") of ``split`` from the cache, or run the teacher once and store both."""
+    prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    if encoded is None and split not in prep.encoded:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(prep.encoded)}")
+    encoded = prep.encoded[split] if encoded is None else encoded
+    rows = len(encoded)
+    path = {k: prep.directory / f"{k}-{split}.pt" for k in ("logits", "cls")}
+    if path[what].exists():
+        return _load_logits(path[what], rows)
+    if teacher_model is None:
+        teacher_model, _, _ = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed,
+                                             device=device, progress=progress)
+    with locked(prep.directory):
+        if path[what].exists():
+            return _load_logits(path[what], rows)
+        logits, cls = predict_logits(teacher_model, encoded, batch_size=profile.eval_batch_size,
+                                     device=device, progress=progress, desc=f"teacher logits ({split})",
+                                     cls_states=True)
+        atomic_torch_save(cls, path["cls"])
+        if not path["logits"].exists():  # logits already cached stay as they are: students were trained on them
+            atomic_torch_save(logits, path["logits"])
+        return _load_logits(path[what], rows)
+
+
+def _load_logits(path: Path, rows: int) -> torch.Tensor:
+    try:
+        logits = torch.load(path)
+    except Exception as err:
+        raise ArtifactError(f"cannot read cached logits {path} ({err.__class__.__name__}): delete the file "
+                            "and run again") from err
+    if logits.shape[0] != rows:
+        raise ArtifactError(f"cached logits {path} have {logits.shape[0]} rows for {rows} reviews: delete the "
+                            "file and run again")
+    return logits
