@@ -21,18 +21,22 @@ an atomic checkpoint after each validation pass; and ``resume``.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from . import losses
+from .data import batch_groups, collate, n_batches, prefetch
 from .device import autocast_dtype, device_type, pick_device, synchronize
+from .evaluate import accuracy, predict_logits
 from .features import Features, forward_features, use_eager_attention
 from .layer_maps import layer_mapping
 from .recipes import Intermediate, intermediate_terms
-from .store import atomic_torch_save
+from .store import ArtifactError, atomic_torch_save
 
 
 class TrainingDivergedError(RuntimeError):
@@ -75,6 +79,7 @@ class History:
     tokens: int = 0  # real (non-pad) tokens seen
     eval_seconds: float = 0.0  # time spent in validation passes
     best_step: int | None = None  # the step whose weights were kept (keep_best)
+    finished_at: str | None = None  # when training ended (local time): a cached model's speed is from then
 
     @property
     def tokens_per_s(self) -> float:
@@ -93,13 +98,13 @@ class History:
     def to_dict(self) -> dict:
         return {"steps": self.steps, "epochs": self.epochs, "evals": self.evals, "seconds": self.seconds,
                 "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "eval_seconds": self.eval_seconds,
-                "best_step": self.best_step}
+                "best_step": self.best_step, "finished_at": self.finished_at}
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         return cls(steps=list(d["steps"]), epochs=list(d["epochs"]), evals=list(d.get("evals", [])),
                    seconds=d["seconds"], tokens=d["tokens"], eval_seconds=d.get("eval_seconds", 0.0),
-                   best_step=d.get("best_step"))
+                   best_step=d.get("best_step"), finished_at=d.get("finished_at"))
 
 
 def seed_everything(seed: int) -> None:
@@ -227,18 +232,22 @@ class _Progress:
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: History, progress: _Progress,
-                     best_state, config: TrainConfig) -> None:
+                     best_state, config: TrainConfig, rng: tuple) -> None:
     atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                       "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_states(), "history": history.to_dict(), "progress": asdict(progress),
+                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng[0],
+                       "cuda_rng": rng[1], "history": history.to_dict(), "progress": asdict(progress),
                        "best_state": best_state, "config": asdict(config)}, path)
 
 
 def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: TrainConfig):
-    state = torch.load(path, weights_only=False, map_location="cpu")
-    if state["config"] != asdict(config):
-        raise ValueError(f"cannot resume from {path}: it was written with a different configuration; "
-                         "delete it or run without --resume")
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as err:
+        raise ArtifactError(f"cannot read the checkpoint {path} ({err.__class__.__name__}): delete it to train this "
+                            "run from the start") from err
+    if state.get("config") != asdict(config):
+        raise ArtifactError(f"cannot resume from {path}: it was written with a different configuration; delete it "
+                            "or run without --resume")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -246,6 +255,11 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: Tr
     torch.set_rng_state(state["rng"])
     _set_cuda_rng_states(state.get("cuda_rng"))
     return History.from_dict(state["history"]), _Progress(**state["progress"]), state["best_state"]
+
+
+def _rng_states() -> tuple:
+    """The CPU's and every GPU's random states (dropout masks come from them)."""
+    return torch.get_rng_state(), _cuda_rng_states()
 
 
 def _cuda_rng_states() -> list | None:
@@ -260,7 +274,6 @@ def _set_cuda_rng_states(states: list | None) -> None:
 
 
 def _validate(model, val_data, config: TrainConfig, device: str) -> float:
-    from .evaluate import accuracy, predict_logits
     logits = predict_logits(model, val_data, batch_size=max(config.batch_size, 64), device=device,
                             precision=config.precision, progress=False)
     return accuracy(logits, val_data.labels)
@@ -269,7 +282,7 @@ def _validate(model, val_data, config: TrainConfig, device: str) -> float:
 def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=None, teacher_logits=None,
           teacher=None, teacher_cls=None, device: str | None = None, checkpoint_dir: str | Path | None = None,
           resume: bool = False, desc: str = "train", progress: bool = True, on_epoch_end=None,
-          log_every: int = 25) -> History:
+          log_every: int = 25, checkpoint_every_s: float = 300.0) -> History:
     """Train ``model`` on ``train_data`` (a :class:`kd_tutorial.data.Encoded`) and return its history.
 
     ``mode="kd"`` and ``"pseudo"`` need ``teacher_logits`` (rows aligned with
@@ -279,7 +292,9 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     pass (or epoch); ``resume=True`` continues from it. ``on_epoch_end(epoch,
     history)`` is called after each epoch (tests use it to simulate an
     interruption). Losses and metrics stay on the device and reach the host every
-    ``log_every`` steps (the only times the loop waits for a GPU).
+    ``log_every`` steps (the only times the loop waits for a GPU). The checkpoint is
+    also rewritten every ``checkpoint_every_s`` seconds, mid-epoch, and on Ctrl-C
+    (at the last completed step), so an interrupted run loses at most that much.
     """
     if config.mode != "ce" and teacher_logits is None and teacher is None:
         raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
@@ -295,7 +310,7 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
         teacher.to(device)
     cached = tuple(None if t is None else t.to(device) for t in (teacher_logits, teacher_cls))  # read every step
     run = _Run(model, train_data, config, val_data, (cached[0], teacher, cached[1]), device,
-               Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc, log_every)
+               Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc, log_every, checkpoint_every_s)
     if resume:
         run.resume()
     eager = _eager_for_attention(config, model, teacher)
@@ -305,6 +320,7 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
         _restore_attention(eager)
     if config.keep_best and run.best_state is not None:
         model.load_state_dict(run.best_state)
+    run.history.finished_at = time.strftime("%Y-%m-%d %H:%M")
     return run.history
 
 
@@ -317,10 +333,10 @@ class _Run:
     """
 
     def __init__(self, model, data, config: TrainConfig, val_data, teacher_side: tuple, device: str,
-                 ckpt_path: Path | None, desc: str, log_every: int = 25):
-        from .data import n_batches
+                 ckpt_path: Path | None, desc: str, log_every: int = 25, checkpoint_every_s: float = 300.0):
         self.model, self.data, self.config, self.val_data, self.device = model, data, config, val_data, device
         self.teacher_side, self.ckpt_path, self.desc, self.log_every = teacher_side, ckpt_path, desc, log_every
+        self.checkpoint_every_s, self.saved_at = checkpoint_every_s, time.monotonic()
         per_epoch = n_batches(len(data), config.batch_size)
         if per_epoch == 0:
             raise ValueError(f"{desc}: the training data is empty")
@@ -333,10 +349,12 @@ class _Run:
         self.history, self.at, self.best_state, self.bar = History(), _Progress(), None, None
         self.pending: list[tuple] = []  # (step, lr, loss, grad_norm, terms) of steps not yet logged
         self.sums = torch.zeros(3, device=device)  # loss, correct, labelled since the flush
+        self.step_sums = torch.zeros(3, device=device)  # the same, for the micro-batches of the step under way
+        self.step_counts = [0, 0]  # micro-batches and real tokens of the step under way
+        self.boundary, self.boundary_rng, self.stepping = 0, _rng_states(), False  # the last completed step
 
     def batches(self, epoch: int, skip: int):
         """The epoch's batches after the first ``skip``, built (and pinned for a GPU) in a background thread."""
-        from .data import batch_groups, collate, prefetch
         c = self.config
         groups = batch_groups(self.data, c.batch_size, shuffle=True, group_by_length=c.group_by_length,
                               seed=c.seed * 1000 + epoch)[skip:]
@@ -352,26 +370,40 @@ class _Run:
 
     def loop(self, progress: bool, on_epoch_end) -> None:
         """Epochs until the step budget is spent or patience runs out."""
-        from tqdm.auto import tqdm
         self.bar = tqdm(total=self.total, initial=self.at.step, desc=self.desc, disable=not progress, leave=True,
                         dynamic_ncols=True, mininterval=0.5)
         stopped = False
-        while self.at.step < self.total and not stopped:
-            stopped = self.epoch()
-            if on_epoch_end is not None:
-                on_epoch_end(self.at.epoch, self.history)
-        self.bar.close()
+        try:
+            while self.at.step < self.total and not stopped:
+                stopped = self.epoch()
+                if on_epoch_end is not None:
+                    on_epoch_end(self.at.epoch, self.history)
+        except KeyboardInterrupt:
+            self.save_interrupted()
+            raise
+        finally:
+            self.bar.close()
+
+    def save_interrupted(self) -> None:
+        """On Ctrl-C: checkpoint the last completed step (dropping the half-done one) and say how to go on."""
+        if self.ckpt_path is None or self.stepping:  # mid optimizer step: the last checkpoint stands
+            return
+        self.at.batch, self.step_counts = self.boundary, [0, 0]
+        self.step_sums.zero_()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.checkpoint(rng=self.boundary_rng)
+        print(f"\n{self.desc}: interrupted; step {self.at.step} of {self.total} is saved in {self.ckpt_path}: run "
+              "again with resume=True (kd-tutorial: --resume) to continue from there", file=sys.stderr)
 
     def epoch(self) -> bool:
         """One epoch (or what is left of it after a resume); True when patience ran out."""
-        from .data import n_batches
         config, at = self.config, self.at
         self.model.train()
         last, start, stopped = n_batches(len(self.data), config.batch_size), time.perf_counter(), False
-        batches = self.batches(at.epoch, at.batch)
+        batches, self.boundary = self.batches(at.epoch, at.batch), at.batch
         for i, (batch, tokens) in enumerate(batches, start=at.batch):
             loss, terms = self.micro_batch(_to(batch, self.device))
-            at.batch, at.stats["tokens"] = i + 1, at.stats["tokens"] + tokens
+            at.batch, self.step_counts[1] = i + 1, self.step_counts[1] + tokens
             if (i + 1) % config.grad_accum and i + 1 < last:
                 continue
             self.optimizer_step(loss, terms)
@@ -381,6 +413,8 @@ class _Run:
                 stopped = self.validate()
                 self.checkpoint()
                 start = time.perf_counter()
+            elif self.ckpt_path is not None and time.monotonic() - self.saved_at >= self.checkpoint_every_s:
+                self.checkpoint()
             elif at.step % self.log_every == 0:
                 self.flush()
             if at.step >= self.total or stopped:
@@ -404,12 +438,13 @@ class _Run:
         self.scaler.scale(loss / self.config.grad_accum).backward()
         labels = batch["labels"]
         hits = ((logits.detach().argmax(-1) == labels) & (labels >= 0)).sum()
-        self.sums += torch.stack([loss.detach().float(), hits.float(), (labels >= 0).sum().float()])
-        self.at.stats["n"] += 1
+        self.step_sums += torch.stack([loss.detach().float(), hits.float(), (labels >= 0).sum().float()])
+        self.step_counts[0] += 1
         return loss, terms
 
     def optimizer_step(self, loss, terms: dict) -> None:
         """Unscale, clip, step; the step's log row waits on the device until :meth:`flush`."""
+        self.stepping = True
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.scaler.step(self.optimizer)
@@ -420,6 +455,11 @@ class _Run:
         self.at.step += 1
         self.pending.append((self.at.step, lr, loss.detach(), grad_norm.detach(),
                              {k: v.detach() for k, v in terms.items()}))
+        st = self.at.stats  # the step is complete: fold its micro-batches into the running statistics
+        self.sums += self.step_sums
+        st["n"], st["tokens"] = st["n"] + self.step_counts[0], st["tokens"] + self.step_counts[1]
+        self.step_sums, self.step_counts = torch.zeros_like(self.step_sums), [0, 0]
+        self.boundary, self.boundary_rng, self.stepping = self.at.batch, _rng_states(), False
         self.bar.update(1)
 
     def flush(self) -> None:
@@ -477,12 +517,13 @@ class _Run:
         at.epoch, at.batch, at.stats = at.epoch + 1, 0, _Progress().stats
         return row
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, rng: tuple | None = None) -> None:
         """Rewrite the run's one checkpoint (weights, optimizer, scheduler, scaler, RNG states, history)."""
         if self.ckpt_path is not None:
             self.flush()
             _save_checkpoint(self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.history,
-                             self.at, self.best_state, self.config)
+                             self.at, self.best_state, self.config, rng or _rng_states())
+            self.saved_at = time.monotonic()
 
 
 def _elapsed(start: float, device: str) -> float:

@@ -116,13 +116,16 @@ def test_prefetch_keeps_order_raises_errors_and_stops_early():
         return x
     with pytest.raises(KeyError, match="row 3"):
         list(data.prefetch(boom, range(10)))
-    seen = []
+    import threading
+    seen, before = [], set(threading.enumerate())
     stream = data.prefetch(lambda x: seen.append(x) or x, range(10_000), depth=2)
     assert next(stream) == 0
+    workers = [t for t in threading.enumerate() if t not in before and t.name == "kd_tutorial-prefetch"]
     stream.close()  # the consumer left: the worker stops instead of building 10,000 items
-    import time
-    time.sleep(0.3)
-    assert len(seen) < 50
+    for worker in workers:
+        worker.join(timeout=10)  # returns as soon as the worker ends (within one 0.05 s put retry when it works)
+    assert not any(w.is_alive() for w in workers), "the prefetch thread kept running after the consumer left"
+    assert len(seen) <= 2 + 2, len(seen)  # depth items queued, one being put, one handed over: no run-ahead
 
 
 def test_device_mask_gives_the_same_outputs_as_the_2d_mask_for_sdpa_and_eager():
@@ -187,3 +190,58 @@ def test_checkpoint_holds_cuda_rng_states_when_there_is_a_gpu(tmp_path):
     state = torch.load(tmp_path / "last.pt", weights_only=False, map_location="cpu")
     assert "cuda_rng" in state and state["cuda_rng"] is None  # no GPU here; a list of byte tensors on one
     assert dataclasses.asdict(TrainConfig(max_steps=2, batch_size=16)) == state["config"]
+
+
+def _resume_case(tmp_path, fail_at_call, error, every_s):
+    """A 12-step run (grad_accum 2, dropout on) that fails at micro-batch ``fail_at_call``, then resumes."""
+    from kd_tutorial.train import seed_everything
+    enc = data.Encoded([[101] + [(3 * i + j) % 90 + 5 for j in range(3 + i % 7)] + [102] for i in range(128)],
+                       torch.arange(128) % 2, "rows")  # 16 micro-batches, 8 steps per epoch
+    config = TrainConfig(max_steps=12, batch_size=8, grad_accum=2, lr=1e-3, precision="fp32")
+
+    def run(folder, resume=False, fail=None):
+        seed_everything(0)
+        model = models.load_teacher("tiny-bert", config_overrides=SMALL)
+        seed_everything(1)
+        calls = {"n": 0}
+        real = _Run.micro_batch
+
+        def micro_batch(self, batch):
+            calls["n"] += 1
+            out = real(self, batch)  # the failure comes after the forward and backward: dropout's RNG has moved on
+            if fail is not None and calls["n"] == fail:
+                raise error
+            return out
+        _Run.micro_batch = micro_batch
+        try:
+            history = train(model, enc, config=config, device="cpu", progress=False, checkpoint_dir=folder,
+                            resume=resume, checkpoint_every_s=every_s)
+        finally:
+            _Run.micro_batch = real
+        return model, history
+
+    reference, ref_history = run(tmp_path / "ref")
+    with pytest.raises(type(error)):
+        run(tmp_path / "cut", fail=fail_at_call)
+    saved = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    resumed, history = run(tmp_path / "cut", resume=True)
+    return reference, ref_history, resumed, history, saved
+
+
+def test_ctrl_c_mid_step_saves_the_last_step_and_resume_equals_an_uninterrupted_run(tmp_path):
+    # micro-batch 10 is the second half of step 5 (the first half is done): the checkpoint holds step 4,
+    # mid-epoch (after batch 8 of 16), without the half-accumulated gradient
+    reference, ref_h, resumed, h, saved = _resume_case(tmp_path, 10, KeyboardInterrupt(), every_s=1e9)
+    assert (saved["progress"]["step"], saved["progress"]["epoch"], saved["progress"]["batch"]) == (4, 0, 8)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert [s["loss"] for s in h.steps] == [s["loss"] for s in ref_h.steps]
+
+
+def test_a_killed_run_resumes_mid_epoch_from_its_periodic_checkpoint(tmp_path):
+    # every_s=0: the checkpoint is rewritten after every step, so a hard failure in step 6 loses only that step
+    reference, ref_h, resumed, h, saved = _resume_case(tmp_path, 11, RuntimeError("power cut"), every_s=0)
+    assert (saved["progress"]["step"], saved["progress"]["epoch"], saved["progress"]["batch"]) == (5, 0, 10)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert h.tokens == ref_h.tokens and [s["step"] for s in h.steps] == list(range(1, 13))
