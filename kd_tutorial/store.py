@@ -1,26 +1,44 @@
 """Where things live on disk, and writing them safely: the artifact root, file locks, atomic writes.
 
 A leaf module: it imports nothing of the package. Everything is written to a
-temporary name and renamed into place, so an interrupted run never leaves a
-half-written file behind; a file lock lets two processes ask for the same
-artifact at once (one builds it, the other waits).
+temporary name (ending in ``.tmp``) and renamed into place, so an interrupted run
+never leaves a half-written file behind; a file lock lets two processes ask for the
+same artifact at once (one builds it, the other waits, and says for whom). A full
+disk or a read-only folder is one :class:`StorageError` that says what to do, and
+leaves what was there before untouched.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 HOME_ENV = "KD_TUTORIAL_HOME"
+LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another process's lock (default an hour)
+STALE_AFTER_S = 3600  # leftovers of an interrupted write older than this are removed when the folder is locked
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old)$")
+_DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk quota exceeded",
+                errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
+                errno.EPERM: "operation not permitted"}
 
 
 class ArtifactError(RuntimeError):
-    """A cached artifact cannot be read (for example a corrupt file)."""
+    """A cached artifact cannot be read or written; the message says what to do."""
+
+
+class StorageError(ArtifactError):
+    """A write failed for a reason of the disk (full, read-only, not ours); nothing was overwritten."""
 
 
 def home() -> Path:
@@ -32,27 +50,90 @@ def home() -> Path:
 
 
 @contextlib.contextmanager
-def locked(directory: Path):
-    """Hold ``directory/.lock`` (a cross-process file lock) for the duration of the block."""
-    from filelock import FileLock
-    directory.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(directory / ".lock")):
+def locked(directory: Path, timeout: float | None = None):
+    """Hold ``directory/.lock`` (a cross-process file lock) for the duration of the block.
+
+    When another process holds it, say which one and wait, at most ``timeout`` seconds
+    (``$KD_TUTORIAL_LOCK_TIMEOUT``, default an hour); then an :class:`ArtifactError`
+    names the holder and how to clear a lock whose process is gone. Once held, the
+    leftovers of interrupted writes in ``directory`` are cleaned up (:func:`clean_stale`).
+    """
+    directory = Path(directory)
+    with _disk_errors(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+    lock, owner = FileLock(str(directory / ".lock")), directory / ".lock.owner"
+    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, 3600)) if timeout is None else timeout
+    try:
+        lock.acquire(timeout=min(2.0, timeout))
+    except Timeout:
+        print(f"waiting for {directory}: in use by {_holder(owner)}", file=sys.stderr, flush=True)
+        try:
+            lock.acquire(timeout=max(0.0, timeout - 2.0))
+        except Timeout:
+            raise ArtifactError(f"{directory} has been in use by {_holder(owner)} for over {timeout:.0f} s: let it "
+                                f"finish, or if that process no longer runs, delete {directory / '.lock'}") from None
+    try:
+        with contextlib.suppress(OSError):
+            owner.write_text(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
+        clean_stale(directory)
         yield
+    finally:
+        with contextlib.suppress(OSError):
+            owner.unlink()
+        lock.release()
+
+
+def _holder(owner: Path) -> str:
+    """Who holds a lock, as its holder wrote it (``process PID on HOST since HH:MM:SS``)."""
+    try:
+        return owner.read_text().strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def clean_stale(directory: Path, older_than_s: float = STALE_AFTER_S) -> list[str]:
+    """Remove what interrupted atomic writes left in ``directory`` (``.NAME.*.tmp``, ``.NAME.old``) when older
+    than ``older_than_s``; return their names. Call it holding the folder's lock."""
+    removed, now = [], time.time()
+    for entry in Path(directory).iterdir():
+        try:
+            if not _LEFTOVER.match(entry.name) or now - entry.lstat().st_mtime < older_than_s:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry.name)
+        except OSError:  # gone already, or not ours to remove: leave it
+            continue
+    return removed
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path):
+    """Turn a full disk, a quota or a read-only folder into one :class:`StorageError` that says what to do."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _DISK_ERRORS:
+            raise
+        raise StorageError(f"cannot write {path}: {_DISK_ERRORS[err.errno]}; free some space or point "
+                           f"{HOME_ENV} (artifacts) or --out (results) to a writable disk with room; what was "
+                           "there before is untouched") from err
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the user's usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -63,33 +144,44 @@ def atomic_write_json(path: Path, obj) -> None:
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_save_pretrained(model, directory: Path) -> None:
     """``model.save_pretrained`` into a temporary folder, then swap it into ``directory``."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
-        model.save_pretrained(tmp)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _disk_errors(directory):
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+        try:
+            model.save_pretrained(tmp)
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(directory, old)
+                os.replace(tmp, directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no other way)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

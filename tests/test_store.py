@@ -1,0 +1,91 @@
+"""Writing safely: locks that say who holds them, leftovers cleaned up, a full disk answered in one line."""
+import errno
+import os
+import threading
+import time
+
+import pytest
+import torch
+
+from kd_tutorial import store
+
+
+def test_a_held_lock_names_its_holder_and_times_out_with_the_fix(tmp_path, capsys):
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with store.locked(tmp_path):
+            held.set()
+            release.wait(10)
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    try:
+        with pytest.raises(store.ArtifactError) as err:
+            with store.locked(tmp_path, timeout=2.5):
+                pass
+    finally:
+        release.set()
+        thread.join()
+    message = str(err.value)
+    assert f"process {os.getpid()} on" in message and "delete" in message and str(tmp_path / ".lock") in message
+    assert f"in use by process {os.getpid()}" in capsys.readouterr().err  # said while waiting, not only at the end
+    with store.locked(tmp_path, timeout=1):  # released: free again, and the owner note is gone
+        assert (tmp_path / ".lock.owner").read_text().startswith(f"process {os.getpid()}")
+    assert not (tmp_path / ".lock.owner").exists()
+
+
+def test_locking_cleans_old_leftovers_of_interrupted_writes_only(tmp_path):
+    old = time.time() - 2 * store.STALE_AFTER_S
+    leftovers = [tmp_path / ".model.ab12cd34.tmp", tmp_path / ".teacher.old", tmp_path / ".logits-train.pt.x1.tmp"]
+    leftovers[0].mkdir()
+    (leftovers[0] / "config.json").write_text("{}")
+    leftovers[1].mkdir()
+    leftovers[2].write_bytes(b"half")
+    for path in leftovers:
+        os.utime(path, (old, old))
+    fresh = tmp_path / ".history.json.new1.tmp"  # another process may be writing it right now
+    fresh.write_text("{}")
+    kept = [tmp_path / "logits-train.pt", tmp_path / ".lock.owner.txt"]
+    for path in kept:
+        path.write_text("keep")
+        os.utime(path, (old, old))
+    with store.locked(tmp_path):
+        pass
+    assert not any(p.exists() for p in leftovers)
+    assert fresh.exists() and all(p.exists() for p in kept)
+
+
+def test_a_full_disk_is_one_error_that_says_what_to_do_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "last.pt"
+    store.atomic_torch_save({"step": 1}, target)
+
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(store.StorageError, match=r"no space left on the disk; free some space or point "
+                                                 r"KD_TUTORIAL_HOME .* untouched"):
+        store.atomic_torch_save({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):
+    def broken(obj, f, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError) as err:
+        store.atomic_torch_save({}, tmp_path / "x.pt")
+    assert not isinstance(err.value, store.StorageError)
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        store.atomic_write_json(tmp_path / "results.json", {"a": 1})
+        store.atomic_torch_save({"a": 1}, tmp_path / "x.pt")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "x.pt").stat().st_mode & 0o777 == 0o644
