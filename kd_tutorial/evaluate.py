@@ -10,6 +10,12 @@ import statistics
 import time
 
 import torch
+from tqdm.auto import tqdm
+
+from .data import batch_groups, collate, make_batches, prefetch
+from .device import autocast_dtype, device_type, pick_device, resolve_precision, synchronize
+from .features import device_mask
+from .models import count_parameters, model_size_mb
 
 ECE_BINS = 10
 
@@ -23,11 +29,6 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
     [CLS] state after layer ``k`` (``k = 0``: the embeddings), ``[N, layers + 1, H]`` in
     float16: what Patient KD's [CLS] term needs, small enough to cache.
     """
-    from tqdm.auto import tqdm
-
-    from .data import batch_groups, collate, prefetch
-    from .device import autocast_dtype, device_type, pick_device
-    from .features import device_mask
     device = device or pick_device()
     was_training = model.training
     model.eval().to(device)
@@ -101,7 +102,6 @@ def reliability_curve(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> d
 
 def _autocast(device: str, precision: str):
     """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
-    from .device import autocast_dtype, device_type
     dtype = autocast_dtype(device, precision)
     return torch.autocast(device_type=device_type(device), dtype=dtype or torch.float32, enabled=dtype is not None)
 
@@ -115,8 +115,6 @@ def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5
     so the spread covers both the reviews' lengths and the machine's noise. The
     precision is the one :func:`throughput` and training use (``"auto"``).
     """
-    from .data import make_batches
-    from .device import synchronize
     model.eval().to(device)
     batches = make_batches(encoded, 1, shuffle=True, group_by_length=False, seed=0)[: n + warmup]
     times = []
@@ -144,8 +142,6 @@ def latency_ms(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int 
 def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max_batches: int = 8,
                precision: str = "auto") -> dict:
     """Reviews/s and real (non-pad) tokens/s at a large batch, length-grouped, after one warm-up batch."""
-    from .data import make_batches
-    from .device import synchronize
     model.eval().to(device)
     batches = make_batches(encoded, batch_size, shuffle=True, group_by_length=True, seed=0)[: max_batches + 1]
     reviews = tokens = 0
@@ -176,8 +172,6 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     and the ``precision`` both timings ran in (the same one, ``"auto"`` resolved for the device).
     ``logits`` may pass already computed predictions to skip recomputing them.
     """
-    from .device import resolve_precision
-    from .models import count_parameters, model_size_mb
     logits = dict(logits or {})
     for name, model in models.items():
         if name not in logits:

@@ -18,9 +18,8 @@ counts every phase of a profile's pipeline from its real sizes (no Hub needed), 
 measured ``docs/results/benchmark-*.json`` of that GPU exists, into a projection from
 its measured rates (``kd-tutorial benchmark --report``).
 
-It imports the standard library and :mod:`kd_tutorial.profiles`, and, inside
-:func:`estimate_profile`, the pipeline's plan (its step budgets and recipes, so that the
-count never drifts from what the pipeline runs); it never builds or trains a model.
+It sits above :mod:`kd_tutorial.pipeline` and reads its plan (step budgets, recipes), so
+that the count never drifts from what the pipeline runs; it never builds or trains a model.
 """
 from __future__ import annotations
 
@@ -31,6 +30,7 @@ import re
 import statistics
 from pathlib import Path
 
+from .pipeline import applicable, step_budget, student_recipes
 from .profiles import Profile, StudentSpec
 
 NUM_LABELS = 2
@@ -158,7 +158,6 @@ def _phase(parts: dict[str, float], **info) -> dict:
 
 def _student_run(profile: Profile, spec: StudentSpec, recipe, rows: dict, per_review: dict, n_rows: int) -> dict:
     """The FLOPs of one student run: its training steps, the online teacher where the recipe needs it, validation."""
-    from .pipeline import step_budget
     steps = step_budget(profile, spec, n_rows)
     reviews = steps * getattr(profile, "effective_batch", profile.batch_size)  # batch_size x grad_accum
     online = recipe.intermediate is not None and recipe.intermediate.needs_online_teacher
@@ -178,7 +177,6 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     budget of training, the teacher's online forward where the recipe needs it, ``evals_per_run``
     validation passes) times ``n_seeds``, and ``evaluation`` (every model on the test split).
     """
-    from .pipeline import applicable, student_recipes
     mix = [min(x, profile.max_length) for x in (lengths or imdb_lengths(20_000))]
     rows, teacher = split_rows(profile), teacher_config(profile)
     configs = {"teacher": teacher} | {s.name: student_config(s, teacher) for s in profile.students}

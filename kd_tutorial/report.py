@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .evaluate import ECE_BINS
+from .store import atomic_write_text
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -53,6 +54,13 @@ def _mean_std(row: dict, key: str, scale: float = 100, digits: int = 2) -> str:
     return text + (f" ± {scale * row[key + '_std']:.{digits}f}" if row.get(key + "_std") else "")
 
 
+def _precision_text(run: dict) -> str:
+    """``precision bf16, 2 threads`` from a results.json's run record (older files recorded neither)."""
+    precision = (run.get("precision") or {}).get("training", "not recorded")
+    threads = run.get("torch_threads")
+    return f"precision {precision}" + (f", {threads} threads" if threads else "")
+
+
 def results_markdown(results: dict) -> str:
     """The README's results for one ``results.json``: a header line, the models, and the paired comparisons.
 
@@ -65,6 +73,8 @@ def results_markdown(results: dict) -> str:
     teacher_acc = next((r["accuracy"] for r in results["models"] if r["name"] == "teacher"), None)
     for r in results["models"]:
         train_speed = f"{r['train_tokens_per_s']:.0f}" if r.get("train_tokens_per_s") else "-"
+        if r.get("train_tokens_per_s") and r.get("train_speed_from", "this run") != "this run":
+            train_speed += " †"
         agree = _mean_std(r, "agreement", digits=1) if r.get("agreement") is not None else "-"
         ratio = f"{100 * r['accuracy'] / teacher_acc:.1f}" if teacher_acc else "-"
         iqr = (f" ({r['latency_q1_ms']:.2f}-{r['latency_q3_ms']:.2f})" if r.get("latency_q1_ms") is not None else "")
@@ -78,11 +88,17 @@ def results_markdown(results: dict) -> str:
     head = (f"Profile `{run['profile']}`, {run['split_sizes'].get('test', '?')} {split} reviews, device "
             f"`{run['device']}`, seeds {run['seeds']}, wall time {run['wall_seconds']:.0f} s (teacher "
             f"{phases['teacher']:.0f} s, teacher logits {phases.get('teacher_logits', 0):.0f} s, students "
-            f"{phases['students']:.0f} s, evaluation {phases['evaluation']:.0f} s{reused}), commit "
+            f"{phases['students']:.0f} s, evaluation {phases['evaluation']:.0f} s{reused}), {_precision_text(run)}, commit "
             f"`{run.get('git_commit') or '-'}`.\n\n")
     table = (f"| model | {split} acc % | % of teacher | agreement % | ECE ({ECE_BINS} bins) | params M | "
              "p50 ms, batch 1 (IQR) | reviews/s | train tokens/s |\n|---|---|---|---|---|---|---|---|---|\n")
     out = head + table + "\n".join(rows) + "\n\n"
+    earlier = sorted({r["train_speed_from"] for r in results["models"]
+                      if r.get("train_tokens_per_s") and r.get("train_speed_from", "this run") != "this run"})
+    if earlier:
+        out += f"† trained before this run and taken from the artifact cache: its train tokens/s was measured in {', '.join(earlier)}.\n\n"
+    if len(run.get("seeds", [])) > 1:
+        out += "Accuracy, agreement, ECE and the speeds are means over the seeds; p50 latency pools every seed's timings.\n\n"
     if results.get("comparisons"):
         out += (f"Each recipe against its student's baseline (and the soft-target runs against the pseudo-label "
                 f"control), on the same {split} reviews, pooled over seeds: paired bootstrap 95 % interval and "
@@ -166,7 +182,6 @@ def splice_readme(readme: str | Path, results_paths: list[str | Path]) -> None:
     The new text is written to a temporary file and renamed into place: an interrupted splice leaves the
     old README whole.
     """
-    from .store import atomic_write_text
     readme = Path(readme)
     table = "".join(results_markdown(json.loads(Path(p).read_text())) for p in sorted(map(str, results_paths)))
     text = readme.read_text()

@@ -124,13 +124,11 @@ def test_projection_uses_a_measured_report_of_the_same_kind_of_gpu(tmp_path):
 
 
 def test_cli_estimate_on_a_gpu_prints_pflop_and_the_floor(monkeypatch, tmp_path):
-    import kd_tutorial.device
     from kd_tutorial.cli import estimate
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
-    monkeypatch.setattr(kd_tutorial.device, "autocast_dtype", lambda *a, **k: torch.bfloat16)
+    h100 = ("NVIDIA H100 80GB HBM3", "bf16")
     monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)  # no measured report
-    text = estimate(get_profile("full"), "cuda")
+    text = estimate(get_profile("full"), "cuda", gpu=h100)
     assert "155 PFLOP" in text and "2.6 min" in text and "989 TFLOP/s" in text and "benchmark --report" in text
     report = {"environment": {"device_name": "NVIDIA H100 80GB HBM3"}, "rates": {"train:teacher": 300e12}}
     (tmp_path / "benchmark-h100.json").write_text(json.dumps(report))
-    assert "min at the rates measured in" in estimate(get_profile("full"), "cuda")
+    assert "min at the rates measured in" in estimate(get_profile("full"), "cuda", gpu=h100)
