@@ -27,12 +27,16 @@ from __future__ import annotations
 import contextlib
 import time
 
+from .errors import UsageError
 from .profiles import Profile
 
 
 def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 0, steps: int = 40,
                init: str = "pretrained", device: str | None = None, progress: bool = False) -> dict:
     """Train the profile's ``student``-th student for ``steps`` KD steps each way; return both speeds."""
+    if not 0 <= student < len(profile.students):
+        names = ", ".join(f"{i} ({s.name})" for i, s in enumerate(profile.students))
+        raise UsageError(f"--student {student} is not a student of profile {profile.name}: give one of {names}")
     from .artifacts import prepare
     from .data import Encoded, concat_encoded
     from .device import autocast_dtype, pick_device

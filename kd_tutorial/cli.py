@@ -3,12 +3,15 @@
     kd-tutorial distill [--profile P] [--data-dir D] [--teacher NAME_OR_PATH] [--init pretrained|random]
                         [--out DIR] [--resume] [--seed N | --seeds N N ...] [--recipes all | NAME ...]
                         [--set FIELD=VALUE ...]
-    kd-tutorial env [--profile P]
+    kd-tutorial env [--profile P] [--json]
     kd-tutorial prefetch --profile cpu|full
     kd-tutorial grade SUBMISSIONS... [--out grades.csv] [--timeout SECONDS]
     kd-tutorial make-exercises [--check]
     kd-tutorial report RESULTS.json... [--readme README.md | --summary OUT.json]
-    kd-tutorial benchmark [--profile P] [--report FILE [--quick]]
+    kd-tutorial benchmark [--profile P] [--student I] [--report FILE [--quick]]
+
+Every error the user can fix is a :class:`kd_tutorial.errors.UserError`: :func:`main` prints its message as one
+line, ``kd-tutorial: error: <what is wrong>: <what to do>``, and exits with status 2, never with a traceback.
 """
 from __future__ import annotations
 
@@ -17,18 +20,21 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
+from .errors import UsageError, UserError
 from .profiles import PROFILES
 
 
-def _profile(args):
+def _profile(args, file=None):
+    """The chosen profile with its ``--set`` overrides; one line saying which and how to change it."""
     from .profiles import describe_choice, resolve_profile
     profile = resolve_profile(args.profile)
     if getattr(args, "set", None):
         profile = profile.with_overrides(args.set)
     source = "--profile" if args.profile else ("$KD_TUTORIAL_PROFILE" if os.environ.get("KD_TUTORIAL_PROFILE")
                                                else None)
-    print(describe_choice(profile, source), flush=True)
+    print(describe_choice(profile, source), flush=True, file=file or sys.stdout)
     return profile
 
 
@@ -73,12 +79,14 @@ def cmd_distill(args) -> int:
     if profile.name == "tiny":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    device = args.device or pick_device()
-    profile = _fit_device(profile, device, args)
+    device = check_device(args.device) if args.device else pick_device()
     seeds = args.seeds or [args.seed]
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")
     runs = _recipes(args.recipes)
+    check_writable_home()
+    _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
+    profile = _fit_device(profile, device, args)
     print(f"device: {device}; estimated time: {estimate(profile, device, len(seeds))}", flush=True)
     start = time.perf_counter()
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
@@ -112,8 +120,58 @@ OOM_HINT = ("out of memory: use a smaller batch with the same effective batch, e
             "(or --set batch_size=8 grad_accum=4 eval_batch_size=64)")
 
 
-class UsageError(ValueError):
-    """A command-line argument that cannot work; the message says which and what to give instead."""
+def available_devices() -> list[str]:
+    """The devices this machine can train on: ``cpu``, then ``cuda:0`` ... and ``mps`` where there are."""
+    import torch
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    mps = getattr(torch.backends, "mps", None)
+    return devices + (["mps"] if mps is not None and mps.is_available() else [])
+
+
+def check_device(device: str) -> str:
+    """``device`` when this machine has it; otherwise a UsageError naming the devices it has."""
+    import torch
+    have = available_devices()
+    try:
+        parsed = torch.device(device)
+        kind, index = parsed.type, parsed.index
+    except (RuntimeError, ValueError):  # "tpu", "cuda:x": not a device string torch knows
+        kind, index = None, None
+    if kind == "cpu" or (kind == "mps" and "mps" in have) or (kind == "cuda" and f"cuda:{index or 0}" in have):
+        return device
+    if kind not in ("cuda", "mps"):
+        why = "is not a device the course runs on"
+    elif kind == "mps":
+        why = "needs Apple silicon with an MPS build of torch"
+    elif any(d.startswith("cuda") for d in have):
+        why = f"is not here: this machine has {sum(d.startswith('cuda') for d in have)} CUDA GPU(s)"
+    else:
+        why = (f"needs a CUDA GPU, and torch {torch.__version__} "
+               + ("is built without CUDA" if torch.version.cuda is None else "sees none"))
+    raise UsageError(f"--device {device} {why}; available here: {', '.join(have)}: give one of them, or leave "
+                     "--device out for the best one")
+
+
+def check_writable_home() -> Path:
+    """The artifact root (``$KD_TUTORIAL_HOME``), checked writable before anything trains."""
+    from .store import HOME_ENV, home
+    root = home()
+    where = f"{HOME_ENV}={os.environ[HOME_ENV]}" if os.environ.get(HOME_ENV) else f"the artifact cache {root}"
+    _check_writable(root, where, f"point {HOME_ENV} to a folder you can write, e.g. export "
+                                 f"{HOME_ENV}=$HOME/kd-tutorial-cache")
+    return root
+
+
+def _check_writable(folder: Path, what: str, fix: str) -> None:
+    """Create ``folder`` if needed and write a temporary file there; a UsageError naming ``what`` and ``fix``."""
+    import tempfile
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        why = "it is a file" if folder.is_file() else (err.strerror or err.__class__.__name__).lower()
+        raise UsageError(f"{what} is not a writable folder ({why}): {fix}") from None
 
 
 def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
@@ -129,11 +187,12 @@ def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
 
 
 def cmd_env(args) -> int:
-    """Print the environment report as JSON."""
-    from .env import environment_report, quiet
+    """Print the environment report: readable ``key: value`` lines, or JSON with ``--json`` (alone on stdout)."""
+    from .env import environment_report, format_report, quiet
     quiet()
-    profile = _profile(args)
-    print(json.dumps(environment_report(profile), indent=2))
+    profile = _profile(args, file=sys.stderr if args.json else None)
+    report = environment_report(profile)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 
@@ -161,28 +220,68 @@ def cmd_prefetch(args) -> int:
 
 def cmd_report(args) -> int:
     """Print the results tables of results.json files, or write them between the README's markers."""
-    from pathlib import Path
-
-    from .report import results_markdown, splice_readme, summary
+    from .report import summary
     from .store import atomic_write_json
-    for path in args.results:
-        try:
-            json.loads(Path(path).read_text())
-        except (OSError, ValueError) as err:
-            raise UsageError(f"cannot read results file {path} ({err.__class__.__name__}): give the results.json "
-                             "that `kd-tutorial distill` wrote (in its --out folder)") from err
+    results = {path: read_results(path) for path in args.results}
     if args.summary:
         if len(args.results) != 1:
             raise UsageError("--summary writes one file: give exactly one results.json")
-        atomic_write_json(Path(args.summary), summary(json.loads(Path(args.results[0]).read_text())))
+        try:
+            atomic_write_json(Path(args.summary), summary(results[args.results[0]]))
+        except OSError as err:
+            raise UsageError(f"cannot write --summary {args.summary} ({err.strerror or err}): give a file path "
+                             "you can write") from None
         print(f"wrote {args.summary}")
         return 0
-    if not args.readme:
-        print("".join(results_markdown(json.loads(Path(p).read_text())) for p in sorted(args.results)))
+    if args.readme:
+        _check_readme(args.readme)
+    tables = {path: _markdown(path, r) for path, r in results.items()}  # every file renders before any write
+    if args.readme:
+        from .report import splice_readme
+        splice_readme(args.readme, args.results)
+        print(f"updated the results tables in {args.readme}")
         return 0
-    splice_readme(args.readme, args.results)
-    print(f"updated the results tables in {args.readme}")
+    print("".join(tables[p] for p in sorted(tables)))
     return 0
+
+
+RESULTS_FIX = "give the results.json that `kd-tutorial distill` wrote (in its --out folder)"
+
+
+def read_results(path: str) -> dict:
+    """A results.json of ``kd-tutorial distill`` (or a benchmark report), read and checked for its sections."""
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read results file {path} ({err.__class__.__name__}): {RESULTS_FIX}") from None
+    if isinstance(results, dict) and (results.get("kind") == "benchmark" or (
+            isinstance(results.get("run"), dict) and isinstance(results.get("models"), list))):
+        return results
+    raise UsageError(f"results file {path} is JSON but not a results.json (it has no 'run' and 'models'): "
+                     f"{RESULTS_FIX}")
+
+
+def _markdown(path: str, results: dict) -> str:
+    """:func:`kd_tutorial.report.results_markdown` of the results file ``path``; a missing entry is a UsageError."""
+    from .report import results_markdown
+    try:
+        return results_markdown(results)
+    except (KeyError, TypeError, IndexError) as err:
+        raise UsageError(f"results file {path} is incomplete ({err.__class__.__name__}: {err}): {RESULTS_FIX}, "
+                         "or run it again") from None
+
+
+def _check_readme(readme: str) -> None:
+    """Refuse a ``--readme`` that cannot be read or has no results markers, before anything is written."""
+    from .report import README_END, README_START
+    try:
+        text = Path(readme).read_text(encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"cannot read --readme {readme} ({err.strerror or err}): give the README.md that holds "
+                         f"the {README_START} marker") from None
+    if README_START not in text or README_END not in text:
+        raise UsageError(f"{readme} has no {README_START} ... {README_END} block: add those two lines where the "
+                         "results tables go")
 
 
 def cmd_benchmark(args) -> int:
@@ -191,6 +290,8 @@ def cmd_benchmark(args) -> int:
     from .env import quiet
     quiet()
     profile = _profile(args)
+    if args.device:
+        check_device(args.device)
     if args.report:
         return _benchmark_report(profile, args)
     from .benchmark import loop_speed
@@ -237,7 +338,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kd-tutorial", description="Knowledge distillation of BERT: the course's tools")
     sub = parser.add_subparsers(dest="command", required=True)
     profile_help = f"one of {', '.join(PROFILES)} (default: $KD_TUTORIAL_PROFILE, else full with CUDA, tiny without)"
+    _add_distill(sub, profile_help)
 
+    e = sub.add_parser("env", help="versions, device, profile, and what is cached")
+    e.add_argument("--profile", help=profile_help)
+    e.add_argument("--json", action="store_true", help="the report as JSON on stdout (the profile line goes to "
+                                                       "stderr), for scripts and bug reports")
+
+    p = sub.add_parser("prefetch", help="download what a profile needs, for offline use")
+    p.add_argument("--profile", help=profile_help)
+    p.add_argument("--models-only", action="store_true", help="skip the IMDB dataset")
+
+    r = sub.add_parser("report", help="render a results.json as the README's markdown table")
+    r.add_argument("results", nargs="+", help="results.json files (one table each, in path order)")
+    r.add_argument("--readme", help="rewrite the table between the results markers of this README")
+    r.add_argument("--summary", metavar="OUT.json", help="write the results without the per-step training logs "
+                                                          "(what docs/results/ keeps)")
+    _add_benchmark(sub, profile_help)
+    sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)
+    sub.add_parser("make-exercises", help="generate exercises/ from solutions/", add_help=False)
+    return parser
+
+
+def _add_distill(sub, profile_help: str) -> None:
+    """The ``distill`` sub-command's arguments."""
     d = sub.add_parser("distill", help="fine-tune the teacher, distil the students, compare them")
     d.add_argument("--profile", help=profile_help)
     d.add_argument("--data-dir", help="a local IMDB folder (aclImdb layout or train/test parquet/csv); "
@@ -251,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "interrupted ones from their last epoch; without it they are trained again")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--seeds", type=int, nargs="+", help="several seeds: report mean and std")
-    d.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
+    d.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     d.add_argument("--recipes", nargs="+", metavar="NAME",
                    help="the recipes every student runs: 'all', or names from kd_tutorial.recipes (default: each "
                         "student's own, the profile's choice)")
@@ -263,25 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "batch-size x grad-accum at the profile's effective batch to train alike")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    e = sub.add_parser("env", help="versions, device, profile, and what is cached")
-    e.add_argument("--profile", help=profile_help)
 
-    p = sub.add_parser("prefetch", help="download what a profile needs, for offline use")
-    p.add_argument("--profile", help=profile_help)
-    p.add_argument("--models-only", action="store_true", help="skip the IMDB dataset")
-
-    r = sub.add_parser("report", help="render a results.json as the README's markdown table")
-    r.add_argument("results", nargs="+", help="results.json files (one table each, in path order)")
-    r.add_argument("--readme", help="rewrite the table between the results markers of this README")
-    r.add_argument("--summary", metavar="OUT.json", help="write the results without the per-step training logs "
-                                                          "(what docs/results/ keeps)")
-
+def _add_benchmark(sub, profile_help: str) -> None:
+    """The ``benchmark`` sub-command's arguments."""
     b = sub.add_parser("benchmark", help="training tokens/s of the course loop against a naive loop; with "
                                        "--report, every phase of the pipeline on this device")
     b.add_argument("--profile", help=profile_help)
     b.add_argument("--data-dir")
-    b.add_argument("--student", type=int, default=0, help="index of the profile's student (default 0)")
-    b.add_argument("--steps", type=int, help="timed steps (default 40; with --report 30 per phase, 3 with --quick)")
+    b.add_argument("--student", type=int, default=0, help="index of the profile's student (default 0; see "
+                                                          "kd_tutorial.profiles)")
+    b.add_argument("--steps", type=_positive, help="timed steps (default 40; with --report 30 per phase, 3 with --quick)")
     b.add_argument("--init", choices=("pretrained", "random"), default="pretrained")
     b.add_argument("--device")
     b.add_argument("--quiet", action="store_true")
@@ -291,10 +406,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "docs/results/benchmark-<device>.json")
     b.add_argument("--quick", action="store_true", help="with --report: 3 timed steps per phase and few latency "
                    "samples (a check of the command: seconds on a CPU with --profile tiny)")
-
-    sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)
-    sub.add_parser("make-exercises", help="generate exercises/ from solutions/", add_help=False)
-    return parser
 
 
 def _positive(text: str) -> int:
@@ -309,6 +420,7 @@ def _positive(text: str) -> int:
 
 
 def _one_line(err: BaseException) -> str:
+    """The first line of an error's message (its class name when it has none)."""
     text = str(err).strip().splitlines()
     return text[0] if text else err.__class__.__name__
 
@@ -321,33 +433,28 @@ def main(argv: list[str] | None = None) -> int:
         handler = cmd_grade if argv[0] == "grade" else cmd_make_exercises
         return handler(None, argv[1:])
     args = parser.parse_args(argv)
-    from .artifacts import ArtifactError
-    from .data import DataSourceError
-    from .models import ModelSourceError, VocabularyMismatchError
-    from .profiles import ProfileOverrideError, UnknownProfileError
-    from .recipes import UnknownRecipeError
-    from .train import TrainingDivergedError
     handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report,
                 "benchmark": cmd_benchmark}
     try:
         return handlers[args.command](args)
-    except (UnknownProfileError, DataSourceError, ModelSourceError, VocabularyMismatchError,
-            TrainingDivergedError, ArtifactError, UnknownRecipeError, ProfileOverrideError, UsageError) as err:
-        print(f"kd-tutorial: error: {_one_line(err)}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        return _fail(_one_line(err))
     except KeyboardInterrupt:
         print("kd-tutorial: interrupted; checkpoints are kept: rerun with --resume to continue", file=sys.stderr)
         return 130
     except Exception as err:  # the known failure modes of the libraries underneath
         if err.__class__.__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
-            print(f"kd-tutorial: error: {OOM_HINT}", file=sys.stderr)
-            return 2
+            return _fail(OOM_HINT)
         if _is_offline_error(err):
-            print("kd-tutorial: error: cannot reach the Hugging Face Hub and nothing is cached: run "
-                  "`kd-tutorial prefetch --profile P` where there is internet, or set KD_TUTORIAL_DATA_DIR",
-                  file=sys.stderr)
-            return 2
+            return _fail("cannot reach the Hugging Face Hub and nothing is cached: run `kd-tutorial prefetch "
+                         "--profile P` where there is internet, or set KD_TUTORIAL_DATA_DIR")
         raise
+
+
+def _fail(message: str) -> int:
+    """Print ``kd-tutorial: error: message`` on stderr; the exit status of an error the user can fix."""
+    print(f"kd-tutorial: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _is_offline_error(err: BaseException) -> bool:

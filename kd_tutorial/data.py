@@ -11,6 +11,10 @@ test split, the test set is a stratified *held-out* slice of train
 (``ImdbData.test_is_held_out``). The transfer set, which the teacher labels for
 the students, has its labels hidden (-1) so they can never reach a cross-entropy.
 
+Data that cannot work (a file that is not parquet / UTF-8 CSV, a missing column, labels other than 0/1,
+a split too small for ``val_size`` or without both classes) is refused before anything trains, with a
+one-line :class:`DataSourceError` (a :class:`kd_tutorial.errors.UserError`) that names the fix.
+
 transformers and datasets are imported lazily, inside the functions that use them.
 """
 from __future__ import annotations
@@ -26,14 +30,19 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
+
 VOCAB_PATH = Path(__file__).parent / "resources" / "vocab.txt"  # bert-base-uncased WordPiece, 30,522 tokens
 DATA_DIR_ENV = "KD_TUTORIAL_DATA_DIR"
 HUB_DATASET = "stanfordnlp/imdb"
 TRUNCATIONS = ("head", "tail", "head+tail")
 
 
-class DataSourceError(Exception):
+class DataSourceError(UserError):
     """The data could not be loaded; the message says why and what to do, in one line."""
+
+
+COLUMNS_HINT = "columns text and label (0 negative, 1 positive)"
 
 
 # ----------------------------------------------------------------------------- containers
@@ -110,16 +119,44 @@ def _carve(reviews: Reviews, n: int | None, rng: random.Random, name: str) -> tu
 
 
 def _check_labels(reviews: Reviews, where: str) -> None:
-    bad = sorted(set(reviews.labels) - {0, 1})
+    """Refuse a labelled split with labels other than 0 and 1."""
+    bad = sorted(set(reviews.labels) - {0, 1}, key=str)
     if bad:
-        raise DataSourceError(f"{where}: labelled split {reviews.name!r} has labels {bad[:5]}; expected 0 (neg) / 1 (pos)")
+        raise DataSourceError(f"{where}: the {reviews.name or 'labelled'} split has labels {bad[:5]}; labels must be "
+                              "0 (negative) or 1 (positive): map them to 0/1 in the data (e.g. neg -> 0, pos -> 1)")
+
+
+def _check_classes(reviews: Reviews, where: str, role: str, fix: str) -> None:
+    """Refuse a labelled split that is empty or holds only one class; ``fix`` says what to do."""
+    neg, pos = reviews.labels.count(0), reviews.labels.count(1)
+    if not neg or not pos:
+        what = "is empty" if not len(reviews) else f"has {neg} negative and {pos} positive review(s)"
+        raise DataSourceError(f"{where}: the {role} split {what}, and it needs reviews of both classes: {fix}")
+
+
+def _check_val_size(val_size, available: int, rest: int, where: str, after: str) -> None:
+    """Refuse a ``val_size`` that leaves fewer than ``rest`` of ``available`` labelled reviews to train on."""
+    most = available - rest
+    if most < 2:
+        raise DataSourceError(f"{where}: {available} labelled review(s){after} are too few for a validation split "
+                              f"and training (at least {rest + 2} needed): add labelled reviews to the train split")
+    if not isinstance(val_size, int) or not 2 <= val_size <= most:
+        raise DataSourceError(f"{where}: val_size={val_size} does not fit the {available} labelled reviews{after}: "
+                              f"give --set val_size=N with 2 <= N <= {most}, or add reviews")
 
 
 def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_transfer=None, n_test=None,
               val_size=1000, seed=0) -> ImdbData:
-    """Turn raw splits {"train", "test"?, "unsupervised"?} into disjoint train/validation/test/transfer."""
-    train, test, unsup = raw["train"], raw.get("test"), raw.get("unsupervised")
+    """Turn raw splits {"train", "test"?, "unsupervised"?} into disjoint train/validation/test/transfer.
+
+    A :class:`DataSourceError` refuses labels other than 0/1, an empty train split, a ``val_size`` the
+    reviews cannot hold, and any labelled split that would end up without both classes.
+    """
+    train, test, unsup = raw.get("train"), raw.get("test"), raw.get("unsupervised")
+    if train is None:
+        raise DataSourceError(f"{source}: no train split: give a source with labelled training reviews")
     _check_labels(train, source)
+    _check_classes(train, source, "train", "add labelled reviews of both classes (label 0 and 1) to it")
     held_out = test is None or len(test) == 0
     test_rng = _rng(0, "test")  # the same test set for every seed: seeds vary train/validation/transfer only
     if held_out:  # no test split: a stratified held-out slice of train (20% unless n_test says otherwise)
@@ -127,17 +164,23 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     else:
         _check_labels(test, source)
         test = _carve(test, n_test, test_rng, "test")[0]
+    has_unsup = unsup is not None and len(unsup) > 0
+    after = f" left after the held-out test slice of {len(test)}" if held_out else ""
+    _check_val_size(val_size, len(train), 2 if has_unsup else 4, source, after)
     validation, train = _carve(train, val_size, _rng(seed, "val"), "validation")
-    if unsup is not None and len(unsup):
+    if has_unsup:
         transfer = unsup.subset(_stratified([-1] * len(unsup), n_transfer, _rng(seed, "transfer"))[0])
     else:  # transfer = other train reviews, labels hidden; train keeps n_train (or half of what is left)
         keep = n_train if n_train is not None else len(train) // 2
         n_tf = min(n_transfer if n_transfer is not None else len(train), max(0, len(train) - keep))
         transfer, train = _carve(train, n_tf, _rng(seed, "transfer"), "transfer")
     train = _carve(train, n_train, _rng(seed, "train"), "train")[0]
-    return ImdbData(train, validation, test.renamed("held-out" if held_out else "test"),
+    data = ImdbData(train, validation, test.renamed("held-out" if held_out else "test"),
                     transfer.unlabelled("transfer"), source + ("; test = held-out slice of train" if held_out else ""),
                     held_out)
+    for split, knob in ((data.train, "n_train"), (data.validation, "val_size"), (data.test, "n_test")):
+        _check_classes(split, source, split.name, f"add reviews of the rarer class, or change --set {knob}=N")
+    return data
 
 
 # ----------------------------------------------------------------------------- sources
@@ -173,7 +216,16 @@ def _read_acl(root: Path, sub: str, label: int) -> Reviews:
     for p in files:
         parts = p.stem.split("_")
         stars.append(int(parts[1]) if len(parts) == 2 and parts[1].isdigit() else -1)
-    return Reviews([p.read_text(encoding="utf-8") for p in files], [label] * len(files), stars, sub)
+    return Reviews([_read_utf8(p) for p in files], [label] * len(files), stars, sub)
+
+
+def _read_utf8(path: Path) -> str:
+    """The text of one review file; a :class:`DataSourceError` when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataSourceError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): save the reviews "
+                              "as UTF-8") from None
 
 
 def _concat(*parts: Reviews, name: str) -> Reviews:
@@ -186,27 +238,92 @@ def _acl_raw(root: Path) -> dict[str, Reviews]:
            "test": _concat(_read_acl(root, "test/pos", 1), _read_acl(root, "test/neg", 0), name="test"),
            "unsupervised": _read_acl(root, "train/unsup", -1)}
     if not len(out["train"]):
-        raise DataSourceError(f"{root}: aclImdb layout but train/pos and train/neg hold no .txt files")
+        raise DataSourceError(f"{root}: aclImdb layout but train/pos and train/neg hold no .txt files: put the "
+                              "training reviews there, one <id>_<stars>.txt file each")
     return out
 
 
 def _read_table(path: Path, labelled: bool = True) -> Reviews:
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-        table = pq.read_table(path)
-        cols = {name: table.column(name).to_pylist() for name in table.column_names if name in ("text", "label", "stars")}
-    else:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        names = rows[0].keys() if rows else []
-        cols = {name: [r[name] for r in rows] for name in names if name in ("text", "label", "stars")}
-    if not labelled and "label" not in cols and "text" in cols:
-        cols["label"] = [-1] * len(cols["text"])
+    """One split from a ``.parquet`` or ``.csv`` file with columns text, label (0/1) and optionally stars."""
+    cols, names = _read_parquet(path) if path.suffix == ".parquet" else _read_csv(path)
+    if not labelled:
+        cols["label"] = [-1] * len(cols.get("text", ()))
     missing = [c for c in ("text", "label") if c not in cols]
     if missing:
-        raise DataSourceError(f"{path}: missing column(s) {', '.join(missing)}; expected columns text, label (0/1)")
-    stars = [int(s) for s in cols["stars"]] if "stars" in cols else None
-    return Reviews([str(t) for t in cols["text"]], [int(y) for y in cols["label"]], stars, path.stem)
+        found = ", ".join(repr(n) for n in names[:8]) or "none"
+        raise DataSourceError(f"{path}: missing column(s) {', '.join(missing)} (found: {found}); give the file "
+                              f"{COLUMNS_HINT}")
+    texts = cols["text"]
+    empty = next((i for i, x in enumerate(texts) if x is None), None)
+    if empty is not None:
+        raise DataSourceError(f"{path}: row {empty + 1} has no text (null): drop it or fill it in")
+    labels = _labels(cols["label"], path) if labelled else cols["label"]
+    return Reviews([str(x) for x in texts], labels, _stars(cols.get("stars")), path.stem)
+
+
+def _read_parquet(path: Path) -> tuple[dict[str, list], list[str]]:
+    """The text, label and stars columns of a parquet file (those it has), and the names of all its columns."""
+    import pyarrow.parquet as pq
+    try:
+        names = pq.read_schema(path).names
+        wanted = [n for n in names if n in ("text", "label", "stars")]
+        table = pq.read_table(path, columns=wanted)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise DataSourceError(f"{path} is not a readable parquet file ({reason}): write it with pandas "
+                              f"DataFrame.to_parquet, {COLUMNS_HINT}, or give a {path.stem}.csv instead") from None
+    return {name: table.column(name).to_pylist() for name in wanted}, names
+
+
+def _read_csv(path: Path) -> tuple[dict[str, list], list[str]]:
+    """The columns of a UTF-8 CSV file with a header line, and their names; a :class:`DataSourceError` names
+    a malformed line."""
+    fix = f"write it with pandas DataFrame.to_csv(index=False), {COLUMNS_HINT}, or give a {path.stem}.parquet"
+    rows, lines = [], []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's UTF-8 byte-order mark is fine
+            reader = csv.reader(f, strict=True)
+            for row in reader:
+                if row:
+                    rows.append(row)
+                    lines.append(reader.line_num)
+    except UnicodeDecodeError as err:
+        raise DataSourceError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): save it as UTF-8; "
+                              f"{fix}") from None
+    except csv.Error as err:
+        raise DataSourceError(f"{path} is not valid CSV (line {reader.line_num}: {err}): {fix}") from None
+    except OSError as err:
+        raise DataSourceError(f"cannot read {path} ({err.strerror or err}): check that it is a file you can "
+                              "read") from None
+    if not rows:
+        raise DataSourceError(f"{path} is empty: {fix}")
+    header = rows[0]
+    bad = next((i for i, row in enumerate(rows) if len(row) != len(header)), None)
+    if bad is not None:
+        raise DataSourceError(f"{path} is not valid CSV: line {lines[bad]} has {len(rows[bad])} field(s) where the "
+                              f"header has {len(header)} (quote texts holding commas or newlines): {fix}")
+    return {name: [row[j] for row in rows[1:]] for j, name in enumerate(header)}, header
+
+
+def _labels(values: list, path: Path) -> list[int]:
+    """A column of labels as ints 0/1 (``1``, ``"1"`` and ``1.0`` all count); a DataSourceError names a bad one."""
+    out = []
+    for i, value in enumerate(values):
+        text = str(value).strip()
+        number = int(float(text)) if text.replace(".", "", 1).isdigit() and float(text).is_integer() else None
+        if number not in (0, 1):
+            raise DataSourceError(f"{path}: row {i + 1} has label {value!r}; labels must be 0 (negative) or 1 "
+                                  "(positive): map them to 0/1 (e.g. neg -> 0, pos -> 1)")
+        out.append(number)
+    return out
+
+
+def _stars(values: list | None) -> list[int] | None:
+    """The optional stars column as ints, or None when it is absent or not all whole numbers."""
+    try:
+        return None if values is None else [int(s) for s in values]
+    except (TypeError, ValueError):
+        return None
 
 
 def _table_raw(root: Path) -> dict[str, Reviews]:
@@ -226,13 +343,19 @@ def _folder_raw(path: Path) -> tuple[dict[str, Reviews], str]:
     if not path.exists():
         raise DataSourceError(f"data folder {path} does not exist (source must be 'tiny', 'hub' or a folder "
                               f"with train.parquet / train.csv or an aclImdb copy)")
-    root = path / "aclImdb" if (path / "aclImdb" / "train").is_dir() else path
+    root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
     if (root / "train" / "pos").is_dir() or (root / "train" / "neg").is_dir():
         return _acl_raw(root), f"folder {root} (aclImdb layout)"
-    tables = _table_raw(path) if path.is_dir() else {}
+    if path.is_file():
+        raise DataSourceError(f"{path} is a file: give the folder that holds train.parquet or train.csv "
+                              "(and optionally test / unsupervised), or an aclImdb copy")
+    tables = _table_raw(path)
     if "train" in tables:
         return tables, f"folder {path} (parquet/csv files)"
-    found = ", ".join(sorted(p.name for p in path.iterdir())[:8]) if path.is_dir() else "not a folder"
+    if "test" in tables or (root / "test" / "pos").is_dir() or (root / "test" / "neg").is_dir():
+        raise DataSourceError(f"{path} holds a test split but no train split: add train.parquet or train.csv "
+                              f"with {COLUMNS_HINT}, or train/pos and train/neg of an aclImdb copy")
+    found = ", ".join(sorted(p.name for p in path.iterdir())[:8])
     raise DataSourceError(f"{path}: expected train.parquet or train.csv (columns text, label) or an aclImdb layout "
                           f"(train/pos, train/neg, test/pos, test/neg); found: {found or 'nothing'}")
 

@@ -106,11 +106,63 @@ def environment_report(profile: Profile | None = None) -> dict:
     report = {"versions": versions(), "device": device, "profile": profile.name,
               "torch_threads": torch.get_num_threads(), "bf16": bf16_supported(device),
               "hub_offline": os.environ.get("HF_HUB_OFFLINE") == "1", "hub_reachable": hub_reachable(),
-              "data_dir": os.environ.get("KD_TUTORIAL_DATA_DIR")}
+              "data_dir": os.environ.get("KD_TUTORIAL_DATA_DIR"), "data_source": profile.data_source,
+              "cuda_build": torch.version.cuda}
     if device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name(0)
     from .device import describe
     report["precision"] = describe(device)
     from .artifacts import cache_status
+    from .store import home
     report["needs"] = cache_status(profile)
+    report["artifact_home"] = str(home())
     return report
+
+
+def format_report(report: dict) -> str:
+    """:func:`environment_report` as aligned ``key: value`` lines in four groups: versions, device and
+    precision, profile, and cache status (what ``kd-tutorial env`` prints; ``--json`` gives the dict)."""
+    sections = {"versions": list(report.get("versions", {}).items()),
+                "device and precision": _device_lines(report),
+                "profile": _profile_lines(report),
+                "cache status": _cache_lines(report)}
+    width = min(20, max(len(key) for lines in sections.values() for key, _ in lines) + 1)  # long names overflow
+    out = []
+    for title, lines in sections.items():
+        out += [f"{title}:"] + [f"  {key + ':':<{width}} {value}" for key, value in lines] + [""]
+    return "\n".join(out).rstrip()
+
+
+def _yes(flag) -> str:
+    return "-" if flag is None else "yes" if flag else "no"
+
+
+def _device_lines(report: dict) -> list[tuple[str, str]]:
+    """The device, its GPU and capability, and the precision training runs in there."""
+    p = report.get("precision", {})
+    lines = [("device", report.get("device", "-"))]
+    if report.get("gpu"):
+        lines.append(("GPU", f"{report['gpu']} (compute capability {p.get('capability') or '-'})"))
+    lines += [("CUDA build", report.get("cuda_build") or "none (CPU-only torch)"),
+              ("precision (auto)", p.get("precision", "-")), ("native bf16", _yes(report.get("bf16"))),
+              ("GradScaler", _yes(p.get("grad_scaler"))), ("TF32 matmuls", _yes(p.get("tf32"))),
+              ("torch threads", str(report.get("torch_threads", "-")))]
+    return lines
+
+
+def _profile_lines(report: dict) -> list[tuple[str, str]]:
+    """The profile and where its data comes from."""
+    data_dir = report.get("data_dir")
+    source = f"{data_dir} (KD_TUTORIAL_DATA_DIR)" if data_dir else f"{report.get('data_source', '-')} (the profile's)"
+    return [("profile", report.get("profile", "-")), ("data", source)]
+
+
+def _cache_lines(report: dict) -> list[tuple[str, str]]:
+    """The artifact cache, the Hub, and whether each model and data set the profile needs is there."""
+    if report.get("hub_offline"):
+        hub = "offline (HF_HUB_OFFLINE=1)"
+    else:
+        hub = {True: "reachable", False: "unreachable: run `kd-tutorial prefetch` where there is internet, then "
+                                         "set HF_HUB_OFFLINE=1", None: "-"}[report.get("hub_reachable")]
+    lines = [("artifact cache", f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)"), ("Hugging Face Hub", hub)]
+    return lines + [(name, status) for name, status in report.get("needs", {}).items()]

@@ -18,16 +18,17 @@ from pathlib import Path
 
 import torch
 
-from .profiles import Profile, StudentSpec
+from .errors import UserError
+from .profiles import TINY_BERT, Profile, StudentSpec
 
 TINY_TEACHER = "tiny-bert"
 
 
-class VocabularyMismatchError(ValueError):
+class VocabularyMismatchError(UserError, ValueError):
     """Teacher and student do not share a tokenizer vocabulary."""
 
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(UserError, RuntimeError):
     """A model could not be loaded (offline with nothing cached, a bad path...)."""
 
 
@@ -41,8 +42,6 @@ def vocab_size() -> int:
 def tiny_bert_config(num_labels: int = 2, **overrides):
     """A small ``BertConfig`` over the committed vocabulary (the ``tiny`` profile's teacher)."""
     from transformers import BertConfig
-
-    from .profiles import TINY_BERT
     kwargs = dict(TINY_BERT, vocab_size=vocab_size(), num_labels=num_labels)
     kwargs.update(overrides)
     return BertConfig(**kwargs)

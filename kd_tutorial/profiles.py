@@ -16,6 +16,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from .errors import UserError
+
 PROFILE_ENV = "KD_TUTORIAL_PROFILE"
 
 # the Profile fields that decide the fine-tuned teacher and its logits (see Profile.teacher_hash)
@@ -41,11 +43,11 @@ def stable_hash(*parts: object) -> str:
 FITS_16GB = {512: {"fp16": 16, "bf16": 8, "fp32": 8}, 256: {"fp16": 32, "bf16": 16, "fp32": 16}}
 
 
-class UnknownProfileError(ValueError):
+class UnknownProfileError(UserError, ValueError):
     """Raised for a profile name that is not in :data:`PROFILES`."""
 
 
-class ProfileOverrideError(ValueError):
+class ProfileOverrideError(UserError, ValueError):
     """A ``--set FIELD=VALUE`` that names no field or gives a value of the wrong kind."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from . import losses
+from .errors import UserError
 from .features import Features
 
 TERMS = ("hidden_mse", "hidden_cosine", "cls", "attention", "value_relation")
@@ -99,7 +100,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 )}
 
 
-class UnknownRecipeError(ValueError):
+class UnknownRecipeError(UserError, ValueError):
     """A recipe name that is not in :data:`RECIPES`."""
 
 

@@ -1,6 +1,6 @@
 """Where things live on disk, and writing them safely: the artifact root, file locks, atomic writes.
 
-A leaf module: it imports nothing of the package. Everything is written to a
+A leaf module: it imports nothing of the package but the error base class. Everything is written to a
 temporary name (ending in ``.tmp``) and renamed into place, so an interrupted run
 never leaves a half-written file behind; a file lock lets two processes ask for the
 same artifact at once (one builds it, the other waits, and says for whom). A full
@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
+from .errors import UserError
+
 HOME_ENV = "KD_TUTORIAL_HOME"
 LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another process's lock (default an hour)
 STALE_AFTER_S = 3600  # leftovers of an interrupted write older than this are removed when the folder is locked
@@ -33,7 +35,7 @@ _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk q
                 errno.EPERM: "operation not permitted"}
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(UserError, RuntimeError):
     """A cached artifact cannot be read or written; the message says what to do."""
 
 

@@ -39,8 +39,12 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
     with locked(folder):
         meta_path = folder / "teacher.json"
         if meta_path.exists() and (folder / "teacher").exists():
-            model = BertForSequenceClassification.from_pretrained(folder / "teacher")
-            info = json.loads(meta_path.read_text()) | {"status": "cached", "path": str(folder / "teacher")}
+            try:
+                model = BertForSequenceClassification.from_pretrained(folder / "teacher")
+                info = json.loads(meta_path.read_text()) | {"status": "cached", "path": str(folder / "teacher")}
+            except Exception as err:
+                raise ArtifactError(f"cannot read the cached teacher in {folder} ({err.__class__.__name__}): delete "
+                                    "the folder and run again") from err
             return freeze(model.to(device)), prep, info
         seed_everything(seed)  # the same seed gives the same teacher, run after run
         model = teacher_for_profile(profile, init=init, teacher=teacher)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from . import losses
 from .data import batch_groups, collate, n_batches, prefetch
 from .device import autocast_dtype, device_type, pick_device, synchronize
+from .errors import UserError
 from .evaluate import accuracy, predict_logits
 from .features import Features, forward_features, use_eager_attention
 from .layer_maps import layer_mapping
@@ -39,7 +40,7 @@ from .recipes import Intermediate, intermediate_terms
 from .store import ArtifactError, atomic_torch_save
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(UserError, RuntimeError):
     """The loss became NaN or infinite."""
 
 
@@ -247,7 +248,7 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: Tr
                             "run from the start") from err
     if state.get("config") != asdict(config):
         raise ArtifactError(f"cannot resume from {path}: it was written with a different configuration; delete it "
-                            "or run without --resume")
+                            "to train this run from the start")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -85,11 +85,29 @@ def test_profile_choice_and_default(monkeypatch):
     assert "profile: cpu" in line and "--profile" in line and "KD_TUTORIAL_PROFILE" in line
 
 
-def test_env_command_prints_versions_and_what_is_cached():
-    proc = run_cli("env", "--profile", "tiny")
+def test_env_command_prints_a_readable_report(tmp_path):
+    proc = run_cli("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": str(tmp_path / "kd")})
     assert proc.returncode == 0, proc.stderr
-    assert '"torch"' in proc.stdout and '"device": "cpu"' in proc.stdout and "built in" in proc.stdout
-    assert "profile: tiny" in proc.stdout
+    out = proc.stdout
+    assert "profile: tiny" in out.splitlines()[0]  # the choice, then the report
+    sections = [line for line in out.splitlines() if line and not line.startswith(" ")][1:]
+    assert sections == ["versions:", "device and precision:", "profile:", "cache status:"]
+    import re
+    assert re.search(r"^  torch: +\d", out, re.M) and re.search(r"^  device: +cpu$", out, re.M)
+    assert re.search(r"^  tiny-bert: +built in$", out, re.M) and f"{tmp_path / 'kd'} (set KD_TUTORIAL_HOME" in out
+    assert re.search(r"^  Hugging Face Hub: +offline \(HF_HUB_OFFLINE=1\)$", out, re.M)
+    assert '"device": ' not in out  # no JSON unless asked
+    short = [line for line in out.splitlines()[1:] if line.startswith("  ") and len(line.split(":")[0]) <= 21]
+    assert len({len(line) - len(line.split(":", 1)[1].lstrip()) for line in short}) == 1  # values aligned
+
+
+def test_env_json_is_the_report_alone_on_stdout():
+    import json
+    proc = run_cli("env", "--profile", "tiny", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # the profile line went to stderr
+    assert report["device"] == "cpu" and report["profile"] == "tiny" and report["needs"]["tiny-bert"] == "built in"
+    assert "torch" in report["versions"] and "profile: tiny" in proc.stderr
 
 
 def test_prefetch_tiny_needs_nothing():
@@ -100,8 +118,9 @@ def test_prefetch_tiny_needs_nothing():
 def test_the_printed_estimate_counts_the_seeds():
     from kd_tutorial.profiles import get_profile
     cpu = get_profile("cpu")
-    minutes = round(cpu.time_budget_s / 60)  # the profile's measured wall time for one seed
-    assert cli.estimate(cpu, "cpu") == f"about {minutes} minute(s) on 2 CPU cores for one seed"
+    # the CPU estimate is the profile's own measured budget, whatever it is (minutes, or seconds under one)
+    for budget, said in ((1200, "about 20 minute(s) "), (300, "about 5 minute(s) "), (45, "about 45 s ")):
+        assert cli.estimate(cpu.replace(time_budget_s=budget), "cpu").startswith(said), budget
     assert "each of the 2 further seed(s) retrains only the students" in cli.estimate(cpu, "cpu", 3)
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
     one, three = (cli.estimate(get_profile("full"), "cuda", n, gpu=h100) for n in (1, 3))

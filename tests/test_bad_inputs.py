@@ -1,0 +1,336 @@
+"""Every bad input the user can choose gets exit status 2 and one line, ``kd-tutorial: error: ...``, that names
+the fix; never a traceback, and nothing trains before the input is refused (GitHub issue 10).
+
+Most tests call :func:`kd_tutorial.cli.main` in-process (an uncaught exception would fail them, so status 2
+with one error line means no traceback); a few run the console script in a subprocess, end to end.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from kd_tutorial import cli, data
+from kd_tutorial.errors import UsageError, UserError
+
+def error_line(capsys, *argv) -> str:
+    """Run ``kd-tutorial argv`` in-process; assert status 2 and exactly one error line; return that line."""
+    status = cli.main(list(argv))
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("kd-tutorial: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def distill_error(capsys, data_dir, tmp_path, *more) -> str:
+    """The error line of ``kd-tutorial distill --profile tiny --data-dir data_dir``."""
+    return error_line(capsys, "distill", "--profile", "tiny", "--data-dir", str(data_dir),
+                      "--out", str(tmp_path / "out"), "--quiet", *more)
+
+
+def write_parquet(path, n, labels=None, **columns):
+    """``n`` reviews, alternately negative and positive, or with the given ``labels``; extra ``columns``."""
+    labels = [i % 2 for i in range(n)] if labels is None else labels
+    rows = {"text": [f"review {i} was {'good' if y == 1 else 'bad'}" for i, y in enumerate(labels)], "label": labels}
+    pq.write_table(pa.table({k: v for k, v in (rows | columns).items() if v is not None}), path)
+    return path.parent
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path, monkeypatch):
+    """Each test its own artifact cache: a refused input must leave nothing behind in a shared one."""
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "kd-home"))
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+
+
+# ----------------------------------------------------------------------------- data files
+
+
+def test_a_train_parquet_that_is_not_parquet_is_one_line_end_to_end(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.parquet").write_text("text,label\nnot really parquet,1\n")
+    proc = subprocess.run([sys.executable, "-m", "kd_tutorial.cli", "distill", "--profile", "tiny", "--data-dir",
+                           str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("kd-tutorial: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert re.search(r"train.parquet is not a readable parquet file \(.*\): write it with pandas "
+                     r"DataFrame.to_parquet, columns text and label \(0 negative, 1 positive\), or give a train.csv "
+                     r"instead$", errors[0])
+    assert not list((tmp_path / "kd-home").rglob("*.pt"))  # refused before the teacher trained
+
+
+def test_a_train_csv_that_is_not_utf8(tmp_path, capsys):
+    (tmp_path / "train.csv").write_bytes("text,label\n".encode() + "très bien,1\n".encode("latin-1"))
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert re.search(r"train.csv is not UTF-8 text \(invalid continuation byte at byte \d+\): save it as UTF-8", line)
+
+
+def test_a_utf8_csv_with_a_byte_order_mark_is_read(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(40)),
+                                        encoding="utf-8-sig")
+    assert data.load_imdb(str(tmp_path), val_size=4).sizes()["validation"] == 4
+
+
+@pytest.mark.parametrize("body, says", [
+    ('text,label\n"an unclosed quote,1\n', r"is not valid CSV \(line \d+: unexpected end of data\)"),
+    ("text,label\nfine, really fine,1\nok,0\n", r"is not valid CSV: line 2 has 3 field\(s\) where the header has 2"),
+])
+def test_a_train_csv_that_is_not_valid_csv(tmp_path, capsys, body, says):
+    (tmp_path / "train.csv").write_text(body)
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert re.search(says, line) and "to_csv(index=False)" in line
+
+
+def test_an_empty_train_split_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "train.csv").write_text("text,label\n")
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert re.search(r"the train split is empty, and it needs reviews of both classes: add labelled reviews", line)
+
+
+def test_a_train_split_too_small_for_val_size_names_a_val_size_that_fits(tmp_path, capsys):
+    write_parquet(tmp_path / "train.parquet", 30)  # 6 held out for testing, 24 left; tiny asks for 200
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert re.search(r"val_size=200 does not fit the 24 labelled reviews left after the held-out test slice of 6: "
+                     r"give --set val_size=N with 2 <= N <= 20, or add reviews", line)
+    most = int(re.search(r"N <= (\d+)", line).group(1))
+    assert data.load_imdb(str(tmp_path), val_size=most).sizes()["validation"] == most  # the advice works
+
+
+def test_a_train_split_too_small_for_any_validation(tmp_path, capsys):
+    write_parquet(tmp_path / "train.parquet", 5)
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert re.search(r"4 labelled review\(s\) left after the held-out test slice of 1 are too few .* \(at least 6 "
+                     r"needed\): add labelled reviews to the train split", line)
+
+
+def test_a_train_split_of_one_class(tmp_path, capsys):
+    write_parquet(tmp_path / "train.parquet", 50, labels=[1] * 50)
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert "the train split has 0 negative and 50 positive review(s), and it needs reviews of both classes" in line
+
+
+def test_a_split_that_would_end_up_with_one_class_names_the_knob(tmp_path):
+    write_parquet(tmp_path / "train.parquet", 60, labels=[0] + [1] * 59)
+    with pytest.raises(data.DataSourceError, match=r"split has 0 negative and \d+ positive review\(s\), and it "
+                                                   r"needs reviews of both classes: add reviews of the rarer class, "
+                                                   r"or change --set (n_train|val_size|n_test)=N"):
+        data.load_imdb(str(tmp_path), val_size=10)
+
+
+@pytest.mark.parametrize("labels, shown", [([0, 1, 2, 1] * 10, "2"), (["neg", "pos"] * 20, "'neg'"),
+                                           ([0.0, 1.0, None, 1.0] * 10, "None")])
+def test_labels_other_than_0_and_1(tmp_path, capsys, labels, shown):
+    write_parquet(tmp_path / "train.parquet", len(labels), labels=labels)
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert re.search(rf"train.parquet: row \d+ has label {shown}; labels must be 0 \(negative\) or 1 \(positive\): "
+                     r"map them to 0/1 \(e.g. neg -> 0, pos -> 1\)", line)
+
+
+def test_labels_from_csv_text_and_floats_are_read():
+    assert data._labels(["0", "1", " 1 ", "1.0", 0, 1, 1.0], "f") == [0, 1, 1, 1, 0, 1, 1]
+
+
+def test_labels_out_of_range_from_an_in_memory_source():
+    raw = {"train": data.Reviews(["a", "b", "c"], [0, 1, 3], None, "train")}
+    with pytest.raises(data.DataSourceError, match=r"labels \[3\]; labels must be 0 .*map them to 0/1"):
+        data.split_raw(raw, "my reviews")
+
+
+@pytest.mark.parametrize("drop, renamed", [("text", {"review": ["r"] * 20}), ("label", {"sentiment": [1, 0] * 10})])
+def test_a_missing_text_or_label_column(tmp_path, capsys, drop, renamed):
+    columns = {"text": [f"review {i}" for i in range(20)], "label": [i % 2 for i in range(20)]} | renamed
+    del columns[drop]
+    pq.write_table(pa.table(columns), tmp_path / "train.parquet")
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert re.search(rf"missing column\(s\) {drop} \(found: .*'{next(iter(renamed))}'.*\); give the file columns "
+                     r"text and label", line)
+
+
+def test_a_data_folder_with_only_a_test_split(tmp_path, capsys):
+    write_parquet(tmp_path / "test.parquet", 20)
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert re.search(r"holds a test split but no train split: add train.parquet or train.csv", line)
+
+
+def test_an_aclimdb_copy_with_only_a_test_split(tmp_path, capsys):
+    for sub in ("pos", "neg"):
+        (tmp_path / "aclImdb" / "test" / sub).mkdir(parents=True)
+        (tmp_path / "aclImdb" / "test" / sub / "0_7.txt").write_text("a review")
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert "holds a test split but no train split" in line and "train/pos and train/neg" in line
+
+
+def test_a_data_dir_that_is_a_file(tmp_path, capsys):
+    path = write_parquet(tmp_path / "train.parquet", 20) / "train.parquet"
+    line = distill_error(capsys, path, tmp_path)
+    assert re.search(r"train.parquet is a file: give the folder that holds train.parquet", line)
+
+
+# ----------------------------------------------------------------------------- report, benchmark, device
+
+
+@pytest.mark.parametrize("content", ['{"accuracy": 0.9}', "[1, 2]", '{"run": {"profile": "tiny"}}'])
+def test_report_on_json_that_is_not_a_results_json(tmp_path, capsys, content):
+    (tmp_path / "r.json").write_text(content)
+    line = error_line(capsys, "report", str(tmp_path / "r.json"))
+    assert re.search(r"r.json is JSON but not a results.json \(it has no 'run' and 'models'\): give the "
+                     r"results.json that `kd-tutorial distill` wrote", line)
+
+
+def test_report_on_an_incomplete_results_json(tmp_path, capsys):
+    (tmp_path / "r.json").write_text(json.dumps({"run": {"profile": "tiny"}, "models": []}))
+    line = error_line(capsys, "report", str(tmp_path / "r.json"))
+    assert re.search(r"r.json is incomplete \(KeyError: 'evaluated_on'\): give the results.json", line)
+
+
+def test_report_into_a_readme_without_markers(tmp_path, capsys):
+    results = {"run": {}, "models": []}
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    (tmp_path / "README.md").write_text("# no markers\n")
+    line = error_line(capsys, "report", str(tmp_path / "r.json"), "--readme", str(tmp_path / "README.md"))
+    assert "has no <!-- results:start --> ... <!-- results:end --> block: add those two lines" in line
+    assert (tmp_path / "README.md").read_text() == "# no markers\n"  # nothing lost
+
+
+@pytest.mark.parametrize("index", ["5", "-1"])
+def test_benchmark_student_out_of_range(capsys, index):
+    line = error_line(capsys, "benchmark", "--profile", "tiny", "--student", index, "--quiet")
+    assert f"--student {index} is not a student of profile tiny: give one of 0 (distil-2L), 1 (compact-1L-H32)" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_names_the_devices_there(tmp_path, capsys):
+    line = error_line(capsys, "distill", "--profile", "tiny", "--device", "cuda", "--out", str(tmp_path / "out"))
+    assert re.search(r"--device cuda needs a CUDA GPU, and torch \S+ (is built without CUDA|sees none); available "
+                     r"here: cpu.*: give one of them, or leave --device out", line)
+    assert not (tmp_path / "out").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize("command", ["distill", "benchmark"])
+def test_an_unknown_device(capsys, command):
+    line = error_line(capsys, command, "--profile", "tiny", "--device", "tpu")
+    assert re.search(r"--device tpu is not a device the course runs on; available here: cpu", line)
+
+
+def test_check_device_accepts_what_this_machine_has():
+    for device in cli.available_devices():
+        assert cli.check_device(device) == device
+    with pytest.raises(UsageError, match="available here"):
+        cli.check_device("cuda:99")
+
+
+# ----------------------------------------------------------------------------- the artifact root
+
+
+def test_kd_tutorial_home_that_is_a_file(tmp_path, capsys, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    for home in (tmp_path / "a-file", tmp_path / "a-file" / "cache"):
+        monkeypatch.setenv("KD_TUTORIAL_HOME", str(home))
+        line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"))
+        assert re.search(rf"KD_TUTORIAL_HOME={re.escape(str(home))} is not a writable folder \((it is a file|not a "
+                         r"directory)\): point KD_TUTORIAL_HOME to a folder you can write, e.g. export "
+                         r"KD_TUTORIAL_HOME=", line)
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_kd_tutorial_home_that_is_read_only(tmp_path, capsys, monkeypatch):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "ro"))
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"))
+    assert "is not a writable folder (permission denied): point KD_TUTORIAL_HOME" in line
+
+
+def test_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "results").write_text("keep me")
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "results"))
+    assert "--out " in line and "is not a writable folder (it is a file): give --out a folder you can write" in line
+    assert (tmp_path / "results").read_text() == "keep me"
+
+
+# ----------------------------------------------------------------------------- the cache and checkpoints
+
+
+def teacher_folder():
+    """The tiny profile's artifact folder as ``kd-tutorial distill --profile tiny`` finds it."""
+    from kd_tutorial.artifacts import prepare
+    from kd_tutorial.profiles import get_profile
+    return prepare(get_profile("tiny")).directory
+
+
+def test_resume_from_a_checkpoint_of_another_configuration(tmp_path, capsys):
+    checkpoint = teacher_folder() / "teacher-checkpoint" / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"config": {"lr": 1.0}}, checkpoint)  # e.g. written by an older version of the course
+    line = error_line(capsys, "distill", "--profile", "tiny", "--resume", "--out", str(tmp_path / "out"), "--quiet")
+    assert re.search(r"last.pt.*different configuration.*delete", line)
+    assert checkpoint.exists()  # nothing lost: the user decides
+
+
+def test_a_corrupt_checkpoint(tmp_path, capsys):
+    checkpoint = teacher_folder() / "teacher-checkpoint" / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"half a checkpoint")
+    line = error_line(capsys, "distill", "--profile", "tiny", "--resume", "--out", str(tmp_path / "out"), "--quiet")
+    assert re.search(r"cannot read the checkpoint .*last.pt.*delete", line)
+
+
+def test_a_corrupt_cached_teacher(tmp_path, capsys):
+    folder = teacher_folder()
+    (folder / "teacher").mkdir(parents=True)
+    (folder / "teacher" / "config.json").write_text("{half a config")
+    (folder / "teacher.json").write_text("{}")
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--quiet")
+    assert re.search(r"cannot read the cached teacher in .*: delete the folder and run again", line)
+
+
+def test_an_artifact_error_is_one_line(monkeypatch, capsys):
+    from kd_tutorial.store import ArtifactError
+
+    def corrupt(args):
+        raise ArtifactError("cannot read cached logits x.pt (EOFError): delete the file and run again")
+    monkeypatch.setattr(cli, "cmd_distill", corrupt)
+    assert error_line(capsys, "distill", "--profile", "tiny").endswith("x.pt (EOFError): delete the file and run again")
+
+
+# ----------------------------------------------------------------------------- the error type
+
+
+def test_every_package_error_the_cli_knows_is_a_user_error():
+    from kd_tutorial.models import ModelSourceError, VocabularyMismatchError
+    from kd_tutorial.profiles import ProfileOverrideError, UnknownProfileError
+    from kd_tutorial.recipes import UnknownRecipeError
+    for error in (data.DataSourceError, UsageError, cli.UsageError, ModelSourceError, VocabularyMismatchError,
+                  ProfileOverrideError, UnknownProfileError, UnknownRecipeError):
+        assert issubclass(error, UserError), error
+    assert issubclass(UnknownProfileError, ValueError) and issubclass(ModelSourceError, RuntimeError)  # as before
+
+
+def test_artifact_and_divergence_errors_are_user_errors():
+    from kd_tutorial.store import ArtifactError
+    from kd_tutorial.train import TrainingDivergedError
+    assert issubclass(ArtifactError, UserError) and issubclass(TrainingDivergedError, UserError)
+
+
+def test_a_user_error_from_any_command_is_one_line_with_status_2(monkeypatch, capsys):
+    def boom(args):
+        raise UserError("something the user chose\nwith a second line")
+    monkeypatch.setattr(cli, "cmd_report", boom)
+    assert error_line(capsys, "report", "x.json") == "kd-tutorial: error: something the user chose"
+
+
+def test_interrupt_says_how_to_resume(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "cmd_distill", interrupted)
+    assert cli.main(["distill", "--profile", "tiny"]) == 130
+    assert "rerun with --resume to continue" in capsys.readouterr().err
