@@ -27,8 +27,18 @@ from __future__ import annotations
 import contextlib
 import time
 
+from .artifacts import prepare
+from .data import concat_encoded, Encoded
+from .device import autocast_dtype, bf16_supported, configure, pick_device, synchronize
 from .errors import UsageError
+from .evaluate import latency, predict_logits, throughput
+from .flops import (estimate_profile, forward_flops, imdb_lengths, peak_tflops, precision_name, project,
+                    student_config, teacher_config, train_flops)
+from .models import build_student, freeze_word_embeddings, set_attention_dropout, teacher_for_profile, vocab_size
+from .pipeline import git_commit
 from .profiles import Profile
+from .store import atomic_write_json
+from .train import freeze, seed_everything, train, TrainConfig
 
 
 def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 0, steps: int = 40,
@@ -37,11 +47,6 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
     if not 0 <= student < len(profile.students):
         names = ", ".join(f"{i} ({s.name})" for i, s in enumerate(profile.students))
         raise UsageError(f"--student {student} is not a student of profile {profile.name}: give one of {names}")
-    from .artifacts import prepare
-    from .data import Encoded, concat_encoded
-    from .device import autocast_dtype, pick_device
-    from .models import teacher_for_profile
-    from .train import freeze
     device = device or pick_device()
     prep = prepare(profile, data_dir=data_dir, init=init)
     both = concat_encoded(prep.encoded["train"], prep.encoded["transfer"], "train+transfer")
@@ -70,9 +75,6 @@ def naive_vs_ours(profile: Profile, spec, teacher, rows, *, steps: int, device: 
 
     Returns ``(naive history, course history, seconds to cache the teacher's logits on rows)``.
     """
-    from .evaluate import predict_logits
-    from .models import build_student
-    from .train import TrainConfig, seed_everything, train
     common = dict(max_steps=steps, mode="kd", batch_size=profile.batch_size, lr=profile.student_lr,
                   temperature=profile.temperature, alpha=profile.alpha)
     seed_everything(0)
@@ -107,8 +109,6 @@ def synthetic_rows(n: int, max_length: int, *, seed: int = 0, vocab: int = 30522
     """``n`` reviews of random token ids between [CLS] and [SEP], with IMDB's lengths capped at ``max_length``."""
     import torch
 
-    from .data import Encoded
-    from .flops import imdb_lengths
     g = torch.Generator().manual_seed(seed)
     lengths = [max(2, x) for x in imdb_lengths(n, max_length, seed=seed)]
     words = torch.randint(FIRST_WORD_ID, vocab, (sum(lengths),), generator=g).tolist()
@@ -126,8 +126,6 @@ def environment(device: str) -> dict:
     import torch
     import transformers
 
-    from .device import autocast_dtype
-    from .flops import peak_tflops, precision_name
     cuda = device.startswith("cuda")
     name = torch.cuda.get_device_name(torch.device(device)) if cuda else _cpu_name()
     capability = torch.cuda.get_device_capability(torch.device(device)) if cuda else None
@@ -171,7 +169,6 @@ class _Bench:
     """One benchmark run: the profile, the device, the step counts, and the models built so far."""
 
     def __init__(self, profile: Profile, device: str, settings: dict, env: dict, progress: bool):
-        from .flops import student_config, teacher_config
         self.profile, self.device, self.s, self.env, self.progress = profile, device, settings, env, progress
         self.configs = {"teacher": teacher_config(profile)}
         self.configs |= {spec.name: student_config(spec, self.configs["teacher"]) for spec in profile.students}
@@ -194,8 +191,6 @@ class _Bench:
         """The profile's teacher at its real size, random weights, no Hub (BertConfig from kd_tutorial.flops)."""
         from transformers import BertConfig, BertForSequenceClassification
 
-        from .models import freeze_word_embeddings, set_attention_dropout, vocab_size
-        from .train import seed_everything
         seed_everything(0)
         config = BertConfig(vocab_size=vocab_size(), max_position_embeddings=max(512, self.profile.max_length),
                             **self.configs["teacher"])
@@ -208,8 +203,6 @@ class _Bench:
         """Warm-up steps, then ``steps`` timed steps of :func:`kd_tutorial.train.train` on fresh rows."""
         import torch
 
-        from .flops import train_flops
-        from .train import TrainConfig, train
         bs = self.profile.batch_size
 
         def run(steps: int, rows):
@@ -232,7 +225,6 @@ class _Bench:
         import torch
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        from .device import bf16_supported
         out = {}
         for label, dtype, math_only in (("bf16", torch.bfloat16, False), ("fp16", torch.float16, False),
                                         ("fp16, math attention", torch.float16, True)):
@@ -254,8 +246,6 @@ class _Bench:
         """Two forward + backward passes of a full batch (the first warms up); the second is timed."""
         import torch
 
-        from .device import synchronize
-        from .flops import train_flops
         bs, length = self.profile.batch_size, self.profile.max_length
         ids = torch.randint(FIRST_WORD_ID, 30522, (bs, length), device=self.device)
         mask, labels = torch.ones_like(ids), torch.randint(0, 2, (bs,), device=self.device)
@@ -274,8 +264,6 @@ class _Bench:
 
     def teacher_logits(self, teacher) -> dict:
         """:func:`kd_tutorial.evaluate.predict_logits` over ``steps`` batches of ``eval_batch_size`` reviews."""
-        from .evaluate import predict_logits
-        from .flops import forward_flops
         bs = self.profile.eval_batch_size
         predict_logits(teacher, self.rows(bs), batch_size=bs, device=self.device)  # warm-up
         rows = self.rows(self.s["steps"] * bs)
@@ -287,7 +275,6 @@ class _Bench:
 
     def students(self, teacher) -> tuple[dict, dict]:
         """Each student's distillation (KD from cached logits); returns the records and the students."""
-        from .models import build_student
         records, models = {}, {}
         for spec in self.profile.students:
             models[spec.name] = build_student(spec, teacher, init="random",
@@ -299,7 +286,6 @@ class _Bench:
 
     def naive_vs_optimised(self, teacher) -> dict:
         """:func:`naive_vs_ours` on the first student: fp32, padded, teacher every step against the course loop."""
-        from .flops import forward_flops, train_flops
         spec = self.profile.students[0]
         bs, steps = self.profile.batch_size, self.s["steps"]
         naive_vs_ours(self.profile, spec, teacher, self.rows(self.s["warmup"] * bs), steps=self.s["warmup"],
@@ -319,8 +305,6 @@ class _Bench:
 
     def inference(self, models: dict) -> dict:
         """Each model's latency at batch 1 and throughput at batch 256 (:mod:`kd_tutorial.evaluate`)."""
-        from .evaluate import latency, throughput
-        from .flops import forward_flops
         n, batches = self.s["latency_n"], self.s["throughput_batches"]
         short, big = self.rows(n + 5), self.rows(256 * (batches + 1))
         out = {}
@@ -352,7 +336,6 @@ def projection(profile: Profile, measured: dict[str, float], peak: float | None)
     """The profile's wall time (one seed, every run of every student) from the measured rates, and the floor at
     the device's peak. Not counted: loading and tokenizing data, checkpoints, latency timing, and the slower eager
     attention of the attention-map recipes (timed here with SDPA)."""
-    from .flops import estimate_profile, project
     est = estimate_profile(profile)
     projected = project(est, measured)
     return {"profile": profile.name, "total_flops": est["total_flops"], "mean_tokens": est["mean_tokens"],
@@ -367,9 +350,6 @@ def run_benchmark(profile: Profile, *, device: str | None = None, quick: bool = 
     ``quick``: 3 timed steps after 1 warm-up and a few latency samples (seconds on a CPU with ``tiny``);
     otherwise 30 timed steps after 3 warm-up steps per phase. ``steps`` overrides the timed steps.
     """
-    from .device import configure, pick_device
-    from .pipeline import git_commit
-    from .train import freeze
     device = device or pick_device()
     configure(device)
     settings = dict(SETTINGS["quick" if quick else "full"]) | ({"steps": steps} if steps else {})
@@ -396,5 +376,4 @@ def write_report(report: dict, path) -> None:
     """Write ``report`` as JSON to ``path``, atomically (:func:`kd_tutorial.store.atomic_write_json`)."""
     from pathlib import Path
 
-    from .store import atomic_write_json
     atomic_write_json(Path(path), report)

@@ -22,13 +22,22 @@ import sys
 import time
 from pathlib import Path
 
+from .benchmark import loop_speed, report_name, run_benchmark, write_report
+from .device import configure, pick_device, resolve_precision
+from .env import environment_report, format_report, quiet
 from .errors import UsageError, UserError
-from .profiles import PROFILES
+from .flops import duration_text, time_estimate
+from .grading.authoring import main as authoring_main
+from .grading.grader import main as grade_main
+from .pipeline import run_distill
+from .profiles import describe_choice, PROFILES, resolve_profile
+from .recipes import get_recipe, RECIPES
+from .report import benchmark_markdown, README_END, README_START, results_markdown, splice_readme, summary
+from .store import atomic_write_json, home, HOME_ENV
 
 
 def _profile(args, file=None):
     """The chosen profile with its ``--set`` overrides; one line saying which and how to change it."""
-    from .profiles import describe_choice, resolve_profile
     profile = resolve_profile(args.profile)
     if getattr(args, "set", None):
         profile = profile.with_overrides(args.set)
@@ -49,11 +58,9 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
         more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "
                 "cache with --resume") if n_seeds > 1 else ""
         return f"{budget} on 2 CPU cores for one seed{more}"
-    from .flops import duration_text, time_estimate
     if gpu is None:
         import torch
 
-        from .device import resolve_precision
         gpu = torch.cuda.get_device_name(torch.device(device)), resolve_precision(device, profile.precision)
     name, precision = gpu
     t = time_estimate(profile, name, precision, n_seeds=n_seeds)
@@ -71,9 +78,6 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
 
 def cmd_distill(args) -> int:
     """Run the whole pipeline for the chosen profile."""
-    from .device import pick_device
-    from .env import quiet
-    from .pipeline import run_distill
     quiet()
     profile = _profile(args)
     if profile.name == "tiny":
@@ -97,7 +101,6 @@ def cmd_distill(args) -> int:
 
 def _fit_device(profile, device: str, args):
     """Apply --batch-size / --grad-accum, or on a small GPU the profile's memory fit; say what was chosen."""
-    from .device import configure, resolve_precision
     chosen = configure(device)
     precision = resolve_precision(device, profile.precision)
     if args.batch_size or args.grad_accum:
@@ -154,7 +157,6 @@ def check_device(device: str) -> str:
 
 def check_writable_home() -> Path:
     """The artifact root (``$KD_TUTORIAL_HOME``), checked writable before anything trains."""
-    from .store import HOME_ENV, home
     root = home()
     where = f"{HOME_ENV}={os.environ[HOME_ENV]}" if os.environ.get(HOME_ENV) else f"the artifact cache {root}"
     _check_writable(root, where, f"point {HOME_ENV} to a folder you can write, e.g. export "
@@ -176,7 +178,6 @@ def _check_writable(folder: Path, what: str, fix: str) -> None:
 
 def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
     """``--recipes``: None (each student's own), ``all`` (every recipe), or names checked against RECIPES."""
-    from .recipes import RECIPES, get_recipe
     if not names:
         return None
     if names == ["all"]:
@@ -188,7 +189,6 @@ def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
 
 def cmd_env(args) -> int:
     """Print the environment report: readable ``key: value`` lines, or JSON with ``--json`` (alone on stdout)."""
-    from .env import environment_report, format_report, quiet
     quiet()
     profile = _profile(args, file=sys.stderr if args.json else None)
     report = environment_report(profile)
@@ -198,7 +198,6 @@ def cmd_env(args) -> int:
 
 def cmd_prefetch(args) -> int:
     """Download every model and dataset the profile needs into the Hugging Face cache."""
-    from .env import quiet
     quiet()
     profile = _profile(args)
     if profile.name == "tiny":
@@ -220,8 +219,6 @@ def cmd_prefetch(args) -> int:
 
 def cmd_report(args) -> int:
     """Print the results tables of results.json files, or write them between the README's markers."""
-    from .report import summary
-    from .store import atomic_write_json
     results = {path: read_results(path) for path in args.results}
     if args.summary:
         if len(args.results) != 1:
@@ -237,7 +234,6 @@ def cmd_report(args) -> int:
         _check_readme(args.readme)
     tables = {path: _markdown(path, r) for path, r in results.items()}  # every file renders before any write
     if args.readme:
-        from .report import splice_readme
         splice_readme(args.readme, args.results)
         print(f"updated the results tables in {args.readme}")
         return 0
@@ -263,7 +259,6 @@ def read_results(path: str) -> dict:
 
 def _markdown(path: str, results: dict) -> str:
     """:func:`kd_tutorial.report.results_markdown` of the results file ``path``; a missing entry is a UsageError."""
-    from .report import results_markdown
     try:
         return results_markdown(results)
     except (KeyError, TypeError, IndexError) as err:
@@ -273,7 +268,6 @@ def _markdown(path: str, results: dict) -> str:
 
 def _check_readme(readme: str) -> None:
     """Refuse a ``--readme`` that cannot be read or has no results markers, before anything is written."""
-    from .report import README_END, README_START
     try:
         text = Path(readme).read_text(encoding="utf-8")
     except OSError as err:
@@ -287,14 +281,12 @@ def _check_readme(readme: str) -> None:
 def cmd_benchmark(args) -> int:
     """Measure the course loop against a naive loop (same data, same student, one run); with ``--report FILE``,
     every phase of the pipeline on this device (:func:`kd_tutorial.benchmark.run_benchmark`), written to FILE."""
-    from .env import quiet
     quiet()
     profile = _profile(args)
     if args.device:
         check_device(args.device)
     if args.report:
         return _benchmark_report(profile, args)
-    from .benchmark import loop_speed
     result = loop_speed(profile, data_dir=args.data_dir, student=args.student, steps=args.steps or 40, init=args.init,
                         device=args.device, progress=not args.quiet)
     print(json.dumps(result, indent=2))
@@ -303,8 +295,6 @@ def cmd_benchmark(args) -> int:
 
 def _benchmark_report(profile, args) -> int:
     """``kd-tutorial benchmark --report FILE``: run every phase, write the report, print its markdown."""
-    from .benchmark import report_name, run_benchmark, write_report
-    from .report import benchmark_markdown
     report = run_benchmark(profile, device=args.device, quick=args.quick, steps=args.steps, progress=not args.quiet)
     write_report(report, args.report)
     print(benchmark_markdown(report))
@@ -316,13 +306,11 @@ def _benchmark_report(profile, args) -> int:
 
 def cmd_grade(args, rest) -> int:
     """Delegate to the workshop grader (kd_tutorial.grading.grader)."""
-    from .grading.grader import main as grade_main
     return grade_main(rest)
 
 
 def cmd_make_exercises(args, rest) -> int:
     """Delegate to the exercise generator (kd_tutorial.grading.authoring)."""
-    from .grading.authoring import main as authoring_main
     return authoring_main(rest)
 
 

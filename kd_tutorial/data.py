@@ -30,7 +30,9 @@ from pathlib import Path
 
 import torch
 
+from .corpus import generate_corpus
 from .errors import UserError
+
 
 VOCAB_PATH = Path(__file__).parent / "resources" / "vocab.txt"  # bert-base-uncased WordPiece, 30,522 tokens
 DATA_DIR_ENV = "KD_TUTORIAL_DATA_DIR"
@@ -186,7 +188,6 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
 # ----------------------------------------------------------------------------- sources
 
 def _tiny_raw() -> dict[str, Reviews]:
-    from .corpus import generate_corpus
     c = generate_corpus(seed=0)
     return {split: Reviews([r["text"] for r in rows], [r["label"] for r in rows], [r["stars"] for r in rows], split)
             for split, rows in c.items()}

@@ -11,8 +11,12 @@ import platform
 import sys
 from dataclasses import dataclass
 
-from .device import bf16_supported, pick_device  # noqa: F401  (re-exported for notebooks)
-from .profiles import PROFILE_ENV, Profile, describe_choice, resolve_profile
+from .artifacts import cache_status
+from .device import bf16_supported, describe, pick_device  # noqa: F401  (re-exported for notebooks)
+from .profiles import describe_choice, Profile, PROFILE_ENV, resolve_profile
+from .store import home
+from .train import seed_everything
+
 
 QUIET_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",          # no LOAD REPORT tables, no SDPA warnings
@@ -66,7 +70,6 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
             print("warning: transformers was imported before setup(); the offline flag may not apply. "
                   "Restart the kernel and run this cell first.")
         os.environ.update(OFFLINE_ENV)
-    from .train import seed_everything
     seed_everything(seed)
     device = pick_device()
     source = "argument" if profile else (f"${PROFILE_ENV}" if os.environ.get(PROFILE_ENV) else None)
@@ -110,10 +113,7 @@ def environment_report(profile: Profile | None = None) -> dict:
               "cuda_build": torch.version.cuda}
     if device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name(0)
-    from .device import describe
     report["precision"] = describe(device)
-    from .artifacts import cache_status
-    from .store import home
     report["needs"] = cache_status(profile)
     report["artifact_home"] = str(home())
     return report
