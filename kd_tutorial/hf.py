@@ -1,0 +1,329 @@
+"""Distillation with Hugging Face's ``transformers.Trainer``: the course's loss, its normalisation, a frozen teacher.
+
+The course trains with its own loop (:mod:`kd_tutorial.train`). Learners who already
+use ``Trainer`` get the same distillation here, with the same loss
+(:func:`kd_tutorial.losses.distillation_loss`) and the same normalisation::
+
+    from kd_tutorial import hf
+    args = hf.training_arguments("out", per_device_train_batch_size=8, gradient_accumulation_steps=4,
+                                 learning_rate=2e-3, num_train_epochs=3)
+    trainer = hf.DistillationTrainer(model=student, args=args, train_dataset=hf.EncodedDataset(train_rows),
+                                     teacher_logits=cached, temperature=2.0, alpha=0.5)
+    trainer.train()
+
+* :class:`EncodedDataset` - the rows of a :class:`kd_tutorial.data.Encoded` (``input_ids``, ``labels``,
+  ``index``: each row's position in that ``Encoded``, which finds its cached teacher logits).
+* :class:`EncodedCollator` - pads a batch to its longest row (dynamic padding) and passes ``labels``
+  (-1 = unlabelled) and ``index`` through.
+* :func:`training_arguments` - ``TrainingArguments`` with ``remove_unused_columns=False``: by default the
+  Trainer drops every column the model's ``forward`` does not name, ``index`` among them, and cached
+  teacher logits could then not be looked up.
+* :class:`DistillationTrainer` - the ``Trainer`` subclass.
+* :func:`compute_accuracy` - a ``compute_metrics`` for ``Trainer.evaluate`` that skips unlabelled rows.
+
+This module imports transformers at the top: ``import kd_tutorial`` never imports it, and nothing in the
+package imports this module (import it explicitly). ``Trainer`` itself needs ``accelerate``:
+``pip install -e ".[hf]"`` (the ``dev`` extra has it too). Tested with transformers 5.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from . import losses
+from .train import freeze
+
+IGNORE_LABEL = losses.IGNORE_LABEL  # the course's "no label" (-1)
+HF_IGNORE_INDEX = -100  # transformers' "no label": read as -1 too
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """The rows of a :class:`kd_tutorial.data.Encoded` as ``Trainer`` items.
+
+    Item ``i`` is ``{"input_ids": list[int], "labels": int, "index": int}``, where ``index`` is the
+    row's position in ``encoded``: the row of cached teacher logits that belongs to it. ``rows``
+    (optional) selects and orders rows (a subset, or a fixed order); each keeps its own ``index``.
+    """
+
+    def __init__(self, encoded, rows=None):
+        self.encoded = encoded
+        self.rows = list(range(len(encoded))) if rows is None else [int(r) for r in rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[i]
+        return {"input_ids": self.encoded.input_ids[row], "labels": int(self.encoded.labels[row]), "index": row}
+
+
+class EncodedCollator:
+    """Pads a list of :class:`EncodedDataset` items into one batch (dynamic padding).
+
+    Returns what :func:`kd_tutorial.data.collate` returns: ``input_ids`` padded with ``pad_id`` to the
+    longest row (rounded up to ``pad_to_multiple_of`` when given), ``attention_mask`` (1 = real token),
+    ``labels`` (-1 = unlabelled) and ``index``, all ``torch.long``.
+    """
+
+    def __init__(self, pad_id: int = 0, pad_to_multiple_of: int | None = None):
+        self.pad_id, self.pad_to_multiple_of = pad_id, pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict:
+        ids = [list(f["input_ids"]) for f in features]
+        width = max(len(x) for x in ids)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = {"input_ids": torch.tensor([x + [self.pad_id] * (width - len(x)) for x in ids], dtype=torch.long),
+                 "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids],
+                                                dtype=torch.long)}
+        if all("labels" in f for f in features):
+            batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+        if all("index" in f for f in features):
+            batch["index"] = torch.tensor([int(f["index"]) for f in features], dtype=torch.long)
+        return batch
+
+
+def training_arguments(output_dir: str, **overrides) -> TrainingArguments:
+    """``TrainingArguments`` for :class:`DistillationTrainer`: ``remove_unused_columns=False`` and no loggers.
+
+    ``remove_unused_columns=False`` keeps the ``index`` column that cached teacher logits are looked
+    up by (the Trainer would drop it: the model's ``forward`` has no such argument).
+    ``label_names=["labels"]`` makes evaluation compute a loss for any model (a wrapper such as
+    :class:`kd_tutorial.models.DistillationStudent` names no labels). ``report_to="none"`` logs to no
+    service. Everything else is ``TrainingArguments``'s own default unless ``overrides`` says otherwise.
+    """
+    kwargs = dict(remove_unused_columns=False, label_names=["labels"], report_to="none")
+    kwargs.update(overrides)
+    return TrainingArguments(output_dir=output_dir, **kwargs)
+
+
+def compute_accuracy(eval_pred) -> dict:
+    """A ``compute_metrics`` for ``Trainer``: ``{"accuracy": ...}`` over labelled rows (label -1 / -100 skipped)."""
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    logits = torch.as_tensor(logits[0] if isinstance(logits, tuple) else logits)
+    labels = torch.as_tensor(labels)
+    labelled = (labels != IGNORE_LABEL) & (labels != HF_IGNORE_INDEX)
+    hits = (logits.argmax(-1) == labels) & labelled
+    return {"accuracy": hits.sum().item() / max(1, labelled.sum().item())}
+
+
+class DistillationTrainer(Trainer):
+    r"""``transformers.Trainer`` that distils: Hinton et al.'s loss against a frozen teacher or cached logits.
+
+    ``DistillationTrainer(model=student, args=..., train_dataset=..., teacher=None, teacher_logits=None,
+    eval_teacher_logits=None, temperature=2.0, alpha=0.5, **trainer_kwargs)``
+
+    The teacher's side of a batch comes from, in this order of preference:
+
+    * ``teacher_logits`` (training) / ``eval_teacher_logits`` (evaluation): a ``[N, C]`` tensor aligned
+      with the rows of the training / evaluation data, looked up by the batch's ``index`` column
+      (:class:`EncodedDataset` and :class:`EncodedCollator` provide it; keep it with
+      ``remove_unused_columns=False``, see :func:`training_arguments`). Indices refer to *that* data's
+      rows, which is why evaluation never reads ``teacher_logits``.
+    * ``teacher``: a frozen model called under ``torch.no_grad()``. It is frozen here
+      (``eval()``, ``requires_grad_(False)``), kept in ``eval()`` at every step although ``Trainer``
+      calls ``model.train()`` on the student, held outside the student (so outside the optimizer and
+      the saved checkpoints), and moved to ``args.device`` at its first use. Its vocabulary and label
+      order are checked against the student's (:func:`kd_tutorial.models.check_same_vocab`).
+
+    In evaluation with neither ``eval_teacher_logits`` nor ``teacher``, the reported loss is the
+    student's hard cross-entropy on the labelled rows (a warning says so once).
+
+    **The loss.** For a batch of ``B`` rows with student logits ``z_s``, teacher logits ``z_t`` and
+    labels ``y`` (-1, or transformers' -100, for an unlabelled row), per row ``i``::
+
+        l_i = alpha * T^2 * KL(softmax(z_t,i / T) || softmax(z_s,i / T))
+              + (1 - alpha) * CE(y_i, softmax(z_s,i)) * [y_i != -1]
+        L   = (1 / B) * sum_i l_i  =  losses.distillation_loss(z_s, z_t, y, T, alpha)
+
+    Every review in a batch of ``B`` weighs ``1 / B``, labelled or not (as in the course's loop).
+
+    **Gradient accumulation.** One optimizer step reads ``K`` micro-batches ``b_1 .. b_K`` of
+    ``B_1 .. B_K`` rows. :meth:`get_batch_samples` counts the step's rows, ``N = B_1 + ... + B_K``,
+    and the Trainer hands ``N`` to :meth:`compute_loss` as ``num_items_in_batch``. For micro-batch
+    ``k`` it returns::
+
+        L_k * B_k / N = (1 / N) * sum_{i in b_k} l_i
+
+    and, since it is already normalised over the whole step (``loss_is_scaled_for_ga`` is True),
+    the Trainer does not divide it again by ``gradient_accumulation_steps``. The micro-batches'
+    gradients add up to the gradient of ``(1 / N) * sum_{i in the step} l_i``: exactly the loss of one
+    batch of ``N`` rows. Two shortcuts would not be exact: the mean of each micro-batch divided by
+    ``K`` weighs rows ``1 / (K * B_k)``, wrong when the micro-batches differ in size (the last of an
+    epoch); and a hard term averaged over the labelled rows of each micro-batch (transformers'
+    ``-100`` convention) weighs a labelled review by how many others in its micro-batch are labelled.
+    With several processes and ``args.average_tokens_across_devices`` (the default), ``N`` is summed
+    over the ``W`` processes and the loss multiplied by ``W``, because DDP averages the gradients.
+    Outside training (evaluation, or ``num_items_in_batch=None``) the loss is the batch mean ``L``.
+    """
+
+    def __init__(self, model=None, args=None, *, teacher=None, teacher_logits: torch.Tensor | None = None,
+                 eval_teacher_logits: torch.Tensor | None = None, temperature: float = 2.0, alpha: float = 0.5,
+                 data_collator=None, **kwargs):
+        if teacher is None and teacher_logits is None:
+            raise ValueError("DistillationTrainer needs a teacher (teacher=...) or its cached logits "
+                             "(teacher_logits=..., aligned with the training rows)")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self._scaled_for_ga = False
+        self._warned_hard_eval = False
+        super().__init__(model=model, args=args, data_collator=data_collator or EncodedCollator(), **kwargs)
+        self.teacher = freeze(teacher) if teacher is not None else None
+        self._teacher_device = None
+        self.teacher_logits = _as_logits(teacher_logits, "teacher_logits")
+        self.eval_teacher_logits = _as_logits(eval_teacher_logits, "eval_teacher_logits")
+        self.temperature, self.alpha = float(temperature), float(alpha)
+        # The loss is normalised by ``num_items_in_batch`` (see the class docstring). Older transformers
+        # read this flag, not ``loss_is_scaled_for_ga``, to decide not to divide by the accumulation steps.
+        self.model_accepts_loss_kwargs = True
+        if not self.label_names:
+            self.label_names = ["labels"]
+        self._check(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
+
+    # --------------------------------------------------------------------- checks
+
+    def _check(self, model, train_dataset, eval_dataset) -> None:
+        """Refuse what would silently distil the wrong targets: mismatched rows, classes or vocabularies."""
+        cached = self.teacher_logits is not None or self.eval_teacher_logits is not None
+        if cached and self.args.remove_unused_columns:
+            raise ValueError("cached teacher logits are looked up by the batch's 'index' column, which the Trainer "
+                             "drops unless TrainingArguments(remove_unused_columns=False): use "
+                             "kd_tutorial.hf.training_arguments(...)")
+        student = getattr(model, "student", model)
+        classes = getattr(getattr(student, "config", None), "num_labels", None)
+        for table, data, what in ((self.teacher_logits, train_dataset, "teacher_logits"),
+                                  (self.eval_teacher_logits, eval_dataset, "eval_teacher_logits")):
+            if table is None:
+                continue
+            if classes is not None and table.shape[1] != classes:
+                raise ValueError(f"{what} has {table.shape[1]} classes, the student {classes}")
+            rows = _rows_of(data)
+            if rows is not None and table.shape[0] != rows:
+                raise ValueError(f"{what} has {table.shape[0]} rows but its dataset has {rows}: the logits must be "
+                                 "aligned with the dataset's rows (row i = review i, found by the 'index' column)")
+        if self.teacher is not None and student is not None and hasattr(self.teacher, "config") \
+                and hasattr(student, "config"):
+            from .models import check_same_vocab
+            check_same_vocab(self.teacher, student)
+
+    # --------------------------------------------------------------------- gradient accumulation
+
+    @property
+    def loss_is_scaled_for_ga(self) -> bool:
+        """Whether the last training loss is already normalised over the whole accumulated batch (``N`` rows)."""
+        return self._scaled_for_ga
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device=None):
+        """The next ``num_batches`` micro-batches and ``N``, their number of rows (every review counts).
+
+        transformers counts labels other than -100 instead; the course's loss weighs every review,
+        labelled or not, so the rows are counted here. With several processes and
+        ``average_tokens_across_devices``, ``N`` is the sum over all of them.
+        """
+        batch_samples = []
+        for _ in range(num_batches):
+            try:
+                batch_samples.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        device = device if device is not None else self.args.device
+        rows = torch.tensor(sum(_batch_rows(b) for b in batch_samples), device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            rows = self.accelerator.gather(rows).sum()
+        return batch_samples, rows
+
+    # --------------------------------------------------------------------- the loss
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """The distillation loss of one (micro-)batch, normalised as the class docstring says.
+
+        ``inputs`` holds the model's inputs plus ``labels`` (-1 or -100: unlabelled) and ``index``
+        (needed with cached logits); neither of those two reaches the model.
+        """
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        index = inputs.pop("index", None)
+        outputs = model(**inputs)
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        if labels is not None:
+            labels = labels.masked_fill(labels == HF_IGNORE_INDEX, IGNORE_LABEL)
+        training = model.training
+        target = self._teacher_side(inputs, index, training)
+        if target is None:
+            if not self._warned_hard_eval:
+                warnings.warn("DistillationTrainer: no eval_teacher_logits and no teacher for evaluation, so eval_loss "
+                              "is the student's hard cross-entropy", stacklevel=2)
+                self._warned_hard_eval = True
+            loss = losses.hard_cross_entropy(logits, labels) if labels is not None else logits.sum() * 0.0
+        else:
+            loss = losses.distillation_loss(logits, target, labels, self.temperature, self.alpha)
+        scaled = training and num_items_in_batch is not None
+        if scaled:
+            loss = loss * (logits.shape[0] / num_items_in_batch)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                loss = loss * self.accelerator.num_processes
+        self._scaled_for_ga = scaled
+        return (loss, outputs) if return_outputs else loss
+
+    def _teacher_side(self, inputs: dict, index, training: bool):
+        """The teacher's logits for this batch: cached rows (by ``index``), else the frozen teacher's pass."""
+        name = "teacher_logits" if training else "eval_teacher_logits"
+        table = getattr(self, name)
+        if table is not None:
+            if index is None:
+                raise ValueError(f"{name} are looked up by the batch's 'index' column, and this batch has none: use "
+                                 "kd_tutorial.hf.EncodedDataset and EncodedCollator, with "
+                                 "TrainingArguments(remove_unused_columns=False)")
+            if table.device != self.args.device:
+                table = table.to(self.args.device)
+                setattr(self, name, table)  # moved once, read at every step
+            return table[index.to(table.device)]
+        if self.teacher is None:
+            if training:
+                raise ValueError("no teacher logits for the training rows: pass teacher_logits or teacher")
+            return None
+        teacher = self._ready_teacher()
+        with torch.no_grad(), self.accelerator.autocast():
+            out = teacher(**inputs)
+        return (out["logits"] if isinstance(out, dict) else out[0]).detach()
+
+    def _ready_teacher(self):
+        """The frozen teacher, in ``eval()`` and on ``args.device`` (moved at its first use)."""
+        teacher = self.teacher
+        if teacher.training:
+            teacher.eval()
+        if self._teacher_device != self.args.device:
+            teacher.to(self.args.device)
+            self._teacher_device = self.args.device
+        return teacher
+
+
+def _batch_rows(batch) -> int:
+    """How many reviews a collated batch holds."""
+    for key in ("input_ids", "labels", "index", "inputs_embeds"):
+        if key in batch:
+            return len(batch[key])
+    raise ValueError(f"cannot count the rows of a batch with keys {sorted(batch)}: give it input_ids")
+
+
+def _as_logits(table, what: str):
+    if table is None:
+        return None
+    table = torch.as_tensor(table)
+    if table.ndim != 2:
+        raise ValueError(f"{what} must be a [rows, classes] tensor, got shape {tuple(table.shape)}")
+    return table.detach().float()
+
+
+def _rows_of(dataset) -> int | None:
+    """How many rows cached logits for ``dataset`` must have: its ``Encoded``'s, or its length; None if unknown."""
+    if isinstance(dataset, EncodedDataset):
+        return len(dataset.encoded)  # ``index`` is the row in the whole Encoded, whatever ``rows`` selects
+    try:
+        return len(dataset) if dataset is not None and not isinstance(dataset, dict) else None
+    except TypeError:
+        return None
