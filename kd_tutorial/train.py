@@ -353,15 +353,25 @@ class _Run:
         self.step_sums = torch.zeros(3, device=device)  # the same, for the micro-batches of the step under way
         self.step_counts = [0, 0]  # micro-batches and real tokens of the step under way
         self.boundary, self.boundary_rng, self.stepping = 0, _rng_states(), False  # the last completed step
+        self.validating = False  # a pass due at this step has not finished: Ctrl-C keeps the previous checkpoint
 
     def batches(self, epoch: int, skip: int):
-        """The epoch's batches after the first ``skip``, built (and pinned for a GPU) in a background thread."""
+        """The epoch's batches after the first ``skip``, built (and pinned for a GPU) in a background thread.
+
+        Each comes with its real tokens and its weight in the step: ``rows / rows of its step``, which is
+        ``1 / grad_accum`` for a full step, so that the micro-batch gradients add up to one batch's even when
+        the epoch's last step is shorter (fewer or smaller micro-batches).
+        """
         c = self.config
         groups = batch_groups(self.data, c.batch_size, shuffle=True, group_by_length=c.group_by_length,
-                              seed=c.seed * 1000 + epoch)[skip:]
+                              seed=c.seed * 1000 + epoch)
+        k = c.grad_accum
+        step_rows = [sum(len(g) for g in groups[i - i % k:i - i % k + k]) for i in range(len(groups))]
+        weights = [len(g) / rows for g, rows in zip(groups, step_rows)]
         pin = self.kind == "cuda"
-        return prefetch(lambda g: (collate(self.data, g, pad_to_max=c.pad_to_max, pin=pin),
-                                   sum(len(self.data.input_ids[i]) for i in g)), groups)
+        return prefetch(lambda j: (collate(self.data, groups[j], pad_to_max=c.pad_to_max, pin=pin),
+                                   sum(len(self.data.input_ids[i]) for i in groups[j]), weights[j]),
+                        range(skip, len(groups)))
 
     def resume(self) -> None:
         """Continue from the checkpoint, when there is one."""
@@ -387,7 +397,7 @@ class _Run:
 
     def save_interrupted(self) -> None:
         """On Ctrl-C: checkpoint the last completed step (dropping the half-done one) and say how to go on."""
-        if self.ckpt_path is None or self.stepping:  # mid optimizer step: the last checkpoint stands
+        if self.ckpt_path is None or self.stepping or self.validating:  # the last checkpoint stands
             return
         self.at.batch, self.step_counts = self.boundary, [0, 0]
         self.step_sums.zero_()
@@ -402,8 +412,8 @@ class _Run:
         self.model.train()
         last, start, stopped = n_batches(len(self.data), config.batch_size), time.perf_counter(), False
         batches, self.boundary = self.batches(at.epoch, at.batch), at.batch
-        for i, (batch, tokens) in enumerate(batches, start=at.batch):
-            loss, terms = self.micro_batch(_to(batch, self.device))
+        for i, (batch, tokens, weight) in enumerate(batches, start=at.batch):
+            loss, terms = self.micro_batch(_to(batch, self.device), weight)
             at.batch, self.step_counts[1] = i + 1, self.step_counts[1] + tokens
             if (i + 1) % config.grad_accum and i + 1 < last:
                 continue
@@ -432,11 +442,11 @@ class _Run:
         self.checkpoint()
         return stopped
 
-    def micro_batch(self, batch: dict):
-        """Forward and backward of one micro-batch (the loss divided by the accumulation steps)."""
+    def micro_batch(self, batch: dict, weight: float = 1.0):
+        """Forward and backward of one micro-batch, its loss times its ``weight`` in the step (see :meth:`batches`)."""
         with torch.autocast(device_type=self.kind, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             loss, logits, terms = recipe_loss(self.model, batch, self.config, *self.teacher_side)
-        self.scaler.scale(loss / self.config.grad_accum).backward()
+        self.scaler.scale(loss * weight).backward()
         labels = batch["labels"]
         hits = ((logits.detach().argmax(-1) == labels) & (labels >= 0)).sum()
         self.step_sums += torch.stack([loss.detach().float(), hits.float(), (labels >= 0).sum().float()])
@@ -494,7 +504,9 @@ class _Run:
         """A validation pass; keeps the best weights; True when patience has run out."""
         self.flush()
         at, t0 = self.at, time.perf_counter()
+        self.validating = True
         val_acc = _validate(self.model, self.val_data, self.config, self.device)
+        self.validating = False
         self.history.eval_seconds += time.perf_counter() - t0
         self.history.evals.append({"step": at.step, "val_acc": val_acc})
         if val_acc > at.best_val:
@@ -516,6 +528,7 @@ class _Run:
                "train_acc": st["correct"] / st["labelled"] if st["labelled"] else None,
                "tokens_per_s": st["tokens"] / st["seconds"] if st["seconds"] else 0.0, "seconds": st["seconds"]}
         at.epoch, at.batch, at.stats = at.epoch + 1, 0, _Progress().stats
+        self.boundary = 0
         return row
 
     def checkpoint(self, rng: tuple | None = None) -> None:
