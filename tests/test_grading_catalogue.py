@@ -339,6 +339,65 @@ wrong("ex06.q2", "barely change with the batch size")(
 wrong("ex06.q2", "with the keys")(lambda t, s, mk, sizes, sync=lambda: None: [1.0 for _ in sizes])
 
 
+@wrong("ex06.q1", "your clock did not see the wait")
+def latency_on_cpu_time(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    for _ in range(warmup):
+        model(**batch)
+    sync()
+    t0 = time.process_time()  # CPU time: blind to waiting for the device
+    for _ in range(repeats):
+        model(**batch)
+    sync()
+    return (time.process_time() - t0) / repeats
+
+
+def _ex06_solution():
+    ns = {"torch": torch, "time": time}
+    exec(EXERCISES["ex06.q1"].solution_code, ns)
+    return ns
+
+
+def test_ex06_times_the_fakes_on_a_virtual_clock_exactly(monkeypatch):
+    """The fakes' latency is known, so a correct measurement must equal it; nothing really sleeps."""
+    slept, real_clock = [], time.perf_counter
+    monkeypatch.setattr(time, "sleep", lambda s: slept.append(s))
+    measure = _ex06_solution()["measure_latency"]
+    seen = []
+
+    def spy(model, batch, sync=lambda: None, warmup=3, repeats=10):
+        seen.append((measure(model, batch, sync, warmup, repeats), model.latency(int(batch["input_ids"].shape[0]))))
+        return seen[-1][0]
+    assert EXERCISES["ex06.q1"].grade(spy).status == PASSED
+    assert len(seen) == 1 and seen[0][0] == pytest.approx(seen[0][1], rel=1e-6, abs=0)  # exact but for rounding
+    assert slept == []
+    assert time.perf_counter is real_clock  # given back after the check
+
+
+def test_ex06_virtual_clock_reaches_from_imports_and_only_the_checking_thread():
+    import threading
+    ns = {}
+    exec("from time import perf_counter\n"  # a learner who imported the function, not the module
+         "def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):\n"
+         "    for _ in range(warmup):\n        model(**batch)\n"
+         "    sync()\n    start = perf_counter()\n"
+         "    for _ in range(repeats):\n        model(**batch)\n"
+         "    sync()\n    return (perf_counter() - start) / repeats\n", ns)
+    assert EXERCISES["ex06.q1"].grade(ns["measure_latency"]).status == PASSED
+    assert ns["perf_counter"] is time.perf_counter  # the learner's binding is given back
+    from kd_tutorial.grading.ex06 import VirtualClock, virtual_time
+    clock, other = VirtualClock(), []
+    with virtual_time(clock):
+        before = time.monotonic()
+        time.sleep(1000.0)  # virtual: returns at once, 1000 s later
+        thread = threading.Thread(target=lambda: other.append(time.monotonic()))
+        thread.start()
+        thread.join()
+        after = time.monotonic()
+    assert after - before == pytest.approx(1000.0)
+    assert other[0] < before + 900  # the other thread read the real clock
+    assert time.monotonic() < after - 900  # and so does this one, once the check is over
+
+
 
 # -- ex07.q1: masked attention KL ---------------------------------------------------------------------
 def _attn_kl(s, t, mask, reverse=False, mask_keys=True, mask_queries=True, log_zero=False, sum_heads=False):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kd_tutorial import data, losses, models
+from kd_tutorial.store import ArtifactError
 from kd_tutorial.train import TrainConfig, TrainingDivergedError, batch_loss, freeze, train
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
@@ -129,18 +130,44 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(rows, tmp_pat
 def test_resume_with_another_configuration_is_refused(rows, tmp_path):
     train(small_model(), rows["train"], config=TrainConfig(max_steps=2, batch_size=64), checkpoint_dir=tmp_path,
           progress=False)
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ArtifactError, match="different configuration.*delete it"):
         train(small_model(), rows["train"], config=TrainConfig(max_steps=2, batch_size=32),
               checkpoint_dir=tmp_path, resume=True, progress=False)
 
 
-def test_course_loop_is_faster_than_the_naive_loop():
-    """Same data, same student: dynamic padding + length grouping + cached logits beat the naive loop."""
-    from kd_tutorial.benchmark import loop_speed
+def test_naive_and_course_loops_train_the_same_steps_on_the_same_tokens(rows):
+    """The loop benchmark compares like with like: same student weights, same rows, same number of steps; the
+    loops differ only in padding, batching and where the teacher's logits come from. How much faster the
+    course loop is gets measured by `kd-tutorial benchmark` (docs/results), not asserted on a shared machine."""
+    from kd_tutorial.benchmark import naive_vs_ours
+    from kd_tutorial.models import teacher_for_profile
     from kd_tutorial.profiles import get_profile
-    result = loop_speed(get_profile("tiny"), steps=12, device="cpu")
-    assert result["naive_tokens_per_s"] > 0 and result["cache_seconds"] > 0
-    assert result["speedup"] > 1.2, result  # measured 2.2x on tiny (8.6x on the cpu profile's real reviews)
+    profile = get_profile("tiny")
+    steps = 3
+    one_epoch = data.Encoded(rows["train"].input_ids[:steps * profile.batch_size],
+                             rows["train"].labels[:steps * profile.batch_size], "one epoch")
+    teacher = freeze(teacher_for_profile(profile))
+    naive, ours, cache_seconds = naive_vs_ours(profile, profile.students[0], teacher, one_epoch, steps=steps,
+                                               device="cpu")
+    assert [s["step"] for s in naive.steps] == [s["step"] for s in ours.steps] == list(range(1, steps + 1))
+    assert naive.tokens == ours.tokens == sum(one_epoch.lengths)  # every row once, padding not counted
+    assert cache_seconds > 0
+
+
+def test_loop_speed_reports_the_ratio_of_the_two_measured_rates(monkeypatch):
+    """The report's speed-up is the course loop's tokens/s over the naive loop's (fixed, fake timings)."""
+    from kd_tutorial import benchmark
+    from kd_tutorial.profiles import get_profile
+    from kd_tutorial.train import History
+
+    def fake_runs(profile, spec, teacher, rows, *, steps, device, **kw):
+        assert len(rows) == 2 * steps * profile.batch_size  # twice the rows a run of ``steps`` steps reads
+        return History(tokens=6000, seconds=3.0), History(tokens=6000, seconds=1.5), 0.5
+    monkeypatch.setattr(benchmark, "naive_vs_ours", fake_runs)
+    result = benchmark.loop_speed(get_profile("tiny"), steps=2, device="cpu")
+    assert (result["naive_tokens_per_s"], result["ours_tokens_per_s"], result["speedup"]) == (2000.0, 4000.0, 2.0)
+    assert (result["naive_seconds"], result["ours_seconds"], result["cache_seconds"]) == (3.0, 1.5, 0.5)
+    assert result["steps"] == 2 and result["profile"] == "tiny" and result["device"] == "cpu"
 
 
 # --------------------------------------------------------------------------- validation, best weights, recipes

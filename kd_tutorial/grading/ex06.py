@@ -5,28 +5,128 @@ is known: ``base + per_item * batch_size`` seconds per call, ten times slower
 for the first few calls (warm-up: lazy initialisation, autotuning, caches),
 and *asynchronous* like a GPU: a call only queues the work, which finishes
 later; ``sync()`` waits for it (``torch.cuda.synchronize()`` on a GPU).
+
+The fakes run on a :class:`VirtualClock`: waiting for queued work advances the
+clock instead of sleeping, and while a check runs, ``time.perf_counter()`` (and
+``time.monotonic``, ``time.time``, their ``_ns`` forms and ``time.sleep``) read
+that clock in the checking thread. A correct measurement is therefore exact,
+costs no real time, and does not depend on how busy the machine is.
 """
 from __future__ import annotations
 
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import torch
 
 from .core import Exercise, Wrong, as_float
 
+CLOCKS = ("perf_counter", "monotonic", "time")  # float seconds; each also has an ``_ns`` form
 
-class FakeDevice:
-    """A fake accelerator queue shared by fake models: ``sync()`` waits for all queued work."""
+
+class RealClock:
+    """The machine's clock: waiting really sleeps (for trying the fakes out in a notebook)."""
+
+    @staticmethod
+    def now() -> float:
+        return time.perf_counter()
+
+    @staticmethod
+    def advance_to(when: float) -> None:
+        delay = when - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class VirtualClock:
+    """Seconds that pass only when the fake device waits (or the code under check sleeps)."""
 
     def __init__(self):
+        self.elapsed = 0.0
+
+    def now(self) -> float:
+        return self.elapsed
+
+    def advance_to(self, when: float) -> None:
+        self.elapsed = max(self.elapsed, when)
+
+    def sleep(self, seconds: float) -> None:
+        self.elapsed += max(0.0, float(seconds))
+
+
+@contextmanager
+def virtual_time(clock: VirtualClock, namespace: dict | None = None):
+    """Let the calling thread's ``time`` functions read ``clock`` (other threads keep the real ones).
+
+    Each virtual reading is the real reading at entry plus ``clock``'s elapsed seconds, so values look
+    like the real clock's. ``namespace`` (the learner's globals) may hold ``from time import perf_counter``
+    bindings: they are redirected too, as is ``timeit.default_timer``.
+    """
+    me = threading.get_ident()
+    real = {name: getattr(time, name) for name in (*CLOCKS, *(f"{c}_ns" for c in CLOCKS), "sleep")}
+    start = {c: real[c]() for c in CLOCKS}
+    start0 = clock.elapsed
+
+    def seconds(c):
+        return lambda: start[c] + (clock.elapsed - start0)
+
+    def nanoseconds(c):
+        return lambda: int(round((start[c] + (clock.elapsed - start0)) * 1e9))
+
+    virtual = {c: seconds(c) for c in CLOCKS} | {f"{c}_ns": nanoseconds(c) for c in CLOCKS}
+    virtual["sleep"] = clock.sleep
+
+    def per_thread(name):
+        fake, original = virtual[name], real[name]
+
+        def fn(*args):
+            return fake(*args) if threading.get_ident() == me else original(*args)
+        fn.__name__ = fn.__qualname__ = name
+        return fn
+
+    patched = {name: per_thread(name) for name in real}
+    undo = []  # (mapping or module, name, original value)
+    for name, fn in patched.items():
+        undo.append((time, name, real[name]))
+        setattr(time, name, fn)
+    timeit = sys.modules.get("timeit")
+    if timeit is not None and timeit.default_timer is real["perf_counter"]:
+        undo.append((timeit, "default_timer", real["perf_counter"]))
+        timeit.default_timer = patched["perf_counter"]
+    by_id = {id(f): name for name, f in real.items()}
+    for key, value in list((namespace or {}).items()):
+        if id(value) in by_id and value is real[by_id[id(value)]]:
+            undo.append((namespace, key, value))
+            namespace[key] = patched[by_id[id(value)]]
+    try:
+        yield clock
+    finally:
+        for target, name, value in reversed(undo):
+            if isinstance(target, dict):
+                target[name] = value
+            else:
+                setattr(target, name, value)
+
+
+class FakeDevice:
+    """A fake accelerator queue shared by fake models: ``sync()`` waits for all queued work.
+
+    ``clock``: a :class:`VirtualClock` in the checks; by default the real clock, so that a learner can
+    try ``measure_latency(FakeModel(), make_batch(4), ...)`` in the notebook.
+    """
+
+    def __init__(self, clock: VirtualClock | RealClock | None = None):
+        self.clock = clock or RealClock()
         self.busy_until = 0.0
+        self.idle = True  # no queued call since the last sync()
 
     def sync(self) -> None:
         """Wait until every queued call has finished (like ``torch.cuda.synchronize()``)."""
-        delay = self.busy_until - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+        self.clock.advance_to(self.busy_until)
+        self.idle = True
 
 
 class FakeModel:
@@ -50,7 +150,8 @@ class FakeModel:
         cost = self.latency(bs) * (self.cold_factor if self.calls < self.cold_calls else 1.0)
         self.calls += 1
         dev = self.device
-        dev.busy_until = max(time.perf_counter(), dev.busy_until) + cost  # queued, like a CUDA launch
+        dev.busy_until = max(dev.clock.now(), dev.busy_until) + cost  # queued, like a CUDA launch
+        dev.idle = False
         return SimpleNamespace(logits=torch.zeros(bs, self.num_labels))
 
     def eval(self):
@@ -66,20 +167,36 @@ def make_batch(batch_size: int, length: int = 16) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
+def _close(got: float, want: float) -> bool:
+    """Equal up to rounding: on the virtual clock a correct measurement is exact."""
+    return abs(got - want) <= 1e-3 * abs(want)
+
+
+def _measure(call, clock: VirtualClock, *args):
+    """Call the learner's function with the ``time`` functions reading ``clock``."""
+    learner = getattr(call, "__wrapped__", None)
+    with virtual_time(clock, getattr(learner, "__globals__", None)):
+        return call(*args)
+
+
 def _check_latency(call):
-    model = FakeModel(base_s=0.010, cold_calls=3, cold_factor=8.0)
+    clock = VirtualClock()
+    model = FakeModel(base_s=0.010, cold_calls=3, cold_factor=8.0, device=FakeDevice(clock))
     expected = model.latency(4)
-    got = as_float(call(model, make_batch(4), model.sync, 5, 10), "measure_latency")
+    got = as_float(_measure(call, clock, model, make_batch(4), model.sync, 5, 10), "measure_latency")
     ms = lambda x: f"{x * 1e3:.1f} ms"  # noqa: E731
     if model.calls < 10:
         raise Wrong(f"with repeats=10 the model should be called at least 10 times, it was called "
                     f"{model.calls} times")
-    if 0.7 * expected <= got <= 1.35 * expected + 0.002:
+    if _close(got, expected):
         return
-    if 0.7 * expected * 1000 <= got <= 1.35 * expected * 1000 + 2:
+    if _close(got, expected * 1000):
         raise Wrong("return seconds, not milliseconds")
-    if 0.7 * expected * 10 <= got <= 1.35 * expected * 10 + 0.01:
+    if _close(got, expected * 10):
         raise Wrong(f"you returned the total time of all repeats ({ms(got)}): divide by repeats")
+    if got < 0.3 * expected and model.device.idle:
+        raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)} and you did wait for "
+                    "it with sync(): your clock did not see the wait. Time with time.perf_counter()")
     if got < 0.3 * expected:
         raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)}: calls return before "
                     "the work is done (asynchronous, as on a GPU). Call sync() before starting the clock "
@@ -88,24 +205,25 @@ def _check_latency(call):
         raise Wrong(f"you measured {ms(got)} per call, but a warm call takes {ms(expected)}: the slow "
                     "warm-up calls ended up inside your timed region. Run `warmup` calls first, then "
                     "sync() before starting the clock")
-    raise Wrong(f"you measured {ms(got)} per call; expected about {ms(expected)}")
+    raise Wrong(f"you measured {ms(got)} per call; expected {ms(expected)}")
 
 
 def _check_speedups(call):
-    device = FakeDevice()
+    clock = VirtualClock()
+    device = FakeDevice(clock)
     teacher = FakeModel(base_s=0.004, per_item_s=0.001, device=device)
     student = FakeModel(base_s=0.004, per_item_s=0.0002, device=device)
     sizes = [1, 8, 32]
-    res = call(teacher, student, make_batch, list(sizes), device.sync)
+    res = _measure(call, clock, teacher, student, make_batch, list(sizes), device.sync)
     if not isinstance(res, dict) or sorted(int(k) for k in res) != sizes:
         raise Wrong(f"return a dict {{batch_size: speed-up}} with the keys {sizes}")
     got = {int(k): as_float(v, "a speed-up") for k, v in res.items()}
     expected = {b: teacher.latency(b) / student.latency(b) for b in sizes}
     if student.calls == 0:
         raise Wrong("the student was never called: time both models")
-    if all(0.75 * expected[b] <= got[b] <= 1.3 * expected[b] for b in sizes):
+    if all(_close(got[b], expected[b]) for b in sizes):
         return
-    if all(0.75 / expected[b] <= got[b] <= 1.3 / expected[b] for b in sizes):
+    if all(_close(got[b], 1 / expected[b]) for b in sizes):
         raise Wrong("you computed student time / teacher time: the speed-up is teacher latency / student latency")
     if max(got.values()) < 1.3 * min(got.values()):
         raise Wrong(f"your speed-ups barely change with the batch size ({got}): time a batch of each size "
@@ -155,4 +273,4 @@ def speedups(teacher, student, make_batch, batch_sizes, sync=lambda: None):
     success="Correct! Report the speed-up per batch size: fixed overheads dominate small batches.",
 )
 
-__all__ = ["q1", "q2", "FakeModel", "FakeDevice", "make_batch"]
+__all__ = ["q1", "q2", "FakeModel", "FakeDevice", "RealClock", "VirtualClock", "make_batch", "virtual_time"]

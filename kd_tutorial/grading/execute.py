@@ -25,6 +25,10 @@ OFFLINE_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "KD_TUTORIAL_GRADING": "1", "PYTHONDONTWRITEBYTECODE": "1",
 }
+# Imported by the grader's setup cell, before the learner's cells and outside the per-cell limit (only the
+# notebook limit applies): a cold ``import torch`` can take seconds on a busy machine, and must not use up
+# the time limit of the learner's first cell. The exercise set's module and its own ``PRELOAD`` follow.
+PRELOAD: tuple[str, ...] = ("torch", "torch.nn.functional")
 
 
 @dataclass
@@ -96,11 +100,45 @@ def _blocked_dirs() -> list[str]:
     return sorted({str(p.resolve()) for p in candidates if p.is_dir()})
 
 
+def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str, check_nonce: str) -> list:
+    """The cells the grader runs, as ``(kind, ref, cell)``: its setup (the guard and the preloaded imports), the
+    learner's code cells, a purge of the learner's modules, and one check per exercise label."""
+    from nbformat.v4 import new_code_cell  # noqa: PLC0415
+    guard = (f"import kd_tutorial.grading.runner as _kd_runner\n"
+             f"_kd_runner.install_guard({results_path!r}, {guard_nonce!r}, {_blocked_dirs()!r})\n"
+             f"del _kd_runner")
+    preload = (f"import importlib as _kd_importlib\n"
+               f"for _kd_name in {PRELOAD!r}:\n    _kd_importlib.import_module(_kd_name)\n"
+               f"for _kd_name in getattr(_kd_importlib.import_module('kd_tutorial.grading.{set_id}'), 'PRELOAD', ()):\n"
+               f"    _kd_importlib.import_module(_kd_name)\n"
+               f"del _kd_importlib, _kd_name")
+    learner = [(i, c) for i, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
+    cells = [("setup", None, new_code_cell(guard)), ("setup", None, new_code_cell(preload))]
+    cells += [("learner", i, new_code_cell(str(c.get("source", "")))) for i, c in learner]
+    cells.append(("purge", None, new_code_cell(
+        "__import__('kd_tutorial.grading.runner', fromlist=['_']).purge_modules()")))
+    for label in labels:
+        cells.append(("check", label, new_code_cell(
+            f"__import__('kd_tutorial.grading.runner', fromlist=['_']).grade_into("
+            f"{set_id!r}, {label!r}, globals(), {results_path!r}, {check_nonce!r})")))
+    return cells
+
+
+def _make_client(exec_nb, cell_timeout: float, workdir: str):
+    """An nbclient client for the grader's kernel: errors allowed, interrupt on a cell timeout."""
+    return _client_class()(
+        exec_nb, kernel_name="kd-tutorial-grader", kernel_manager_class=kernel_manager_class(),
+        timeout=int(cell_timeout), allow_errors=True, interrupt_on_timeout=True,
+        error_on_timeout={"ename": "CellTimeoutError", "evalue": "timed out", "traceback": []},
+        iopub_timeout=2, record_timing=False, startup_timeout=60, shutdown_kernel="immediate",
+        resources={"metadata": {"path": workdir}})
+
+
 def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
                    max_output_bytes: int = 1_000_000) -> Run:
     """Execute notebook ``nb`` (a ``NotebookNode``) in a fresh kernel and grade exercise set ``set_id``."""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: PLC0415
-    from nbformat.v4 import new_code_cell, new_notebook  # noqa: PLC0415
+    from nbformat.v4 import new_notebook  # noqa: PLC0415
 
     labels = SETS[set_id][1]
     run = Run()
@@ -111,26 +149,9 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
     results_path = os.path.join(resdir, f"{secrets.token_hex(8)}.jsonl")
     guard_nonce, check_nonce = secrets.token_hex(16), secrets.token_hex(16)
 
-    guard = (f"import kd_tutorial.grading.runner as _kd_runner\n"
-             f"_kd_runner.install_guard({results_path!r}, {guard_nonce!r}, {_blocked_dirs()!r})\n"
-             f"del _kd_runner")
-    learner = [(i, c) for i, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
-    cells = [("guard", None, new_code_cell(guard))]
-    cells += [("learner", i, new_code_cell(str(c.get("source", "")))) for i, c in learner]
-    cells.append(("purge", None, new_code_cell(
-        "__import__('kd_tutorial.grading.runner', fromlist=['_']).purge_modules()")))
-    for label in labels:
-        cells.append(("check", label, new_code_cell(
-            f"__import__('kd_tutorial.grading.runner', fromlist=['_']).grade_into("
-            f"{set_id!r}, {label!r}, globals(), {results_path!r}, {check_nonce!r})")))
+    cells = _grading_cells(nb, set_id, labels, results_path, guard_nonce, check_nonce)
     exec_nb = new_notebook(cells=[c for _, _, c in cells])
-
-    client = _client_class()(
-        exec_nb, kernel_name="kd-tutorial-grader", kernel_manager_class=kernel_manager_class(),
-        timeout=int(cell_timeout), allow_errors=True, interrupt_on_timeout=True,
-        error_on_timeout={"ename": "CellTimeoutError", "evalue": "timed out", "traceback": []},
-        iopub_timeout=2, record_timing=False, startup_timeout=60, shutdown_kernel="immediate",
-        resources={"metadata": {"path": workdir}})
+    client = _make_client(exec_nb, cell_timeout, workdir)
     client.max_output_bytes = max_output_bytes
     # tiny tensors: one thread avoids OpenMP stalls on a busy machine (a learner's env may override)
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ, **OFFLINE_ENV}
@@ -144,29 +165,19 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
                     stop = (TIMEOUT, f"the notebook time limit ({timeout:g} s) was reached before this check ran")
                     run.notes.append(f"notebook time limit ({timeout:g} s) reached")
                     break
-                client.timeout = max(1, int(min(cell_timeout, remaining)))
+                # the grader's own setup (imports) has only the notebook limit; every other cell also the cell limit
+                client.timeout = max(1, int(remaining if kind == "setup" else min(cell_timeout, remaining)))
                 client.timed_out = False
                 try:
                     client.execute_cell(cell, index)
                 except DeadKernelError:
-                    where = f"cell {ref + 1}" if kind == "learner" else f"the check of {ref}" if kind == "check" \
-                        else "grader setup"
-                    run.notes.append(f"the kernel died while running {where} (os._exit, crash or out of memory)")
-                    if kind == "check":
-                        fate[ref] = (ERROR, f"the kernel died while checking {ref} (os._exit, crash or out of memory)")
-                    stop = (ERROR, f"the kernel died while running {where}; the remaining checks could not run")
+                    stop = _after_death(run, fate, kind, ref)
                     break
                 except CellTimeoutError:
                     client.timed_out = True
                 if client.timed_out:
-                    what = f"cell {ref + 1}" if kind == "learner" else f"the check of {ref}"
-                    run.notes.append(f"{what} timed out after {client.timeout} s and was interrupted")
-                    if kind == "check":
-                        fate[ref] = (TIMEOUT, f"{ref}: the check timed out after {client.timeout} s "
-                                     "(an infinite loop in your function?)")
-                    if not _responsive(client, index, max(1, min(5, int(deadline - time.monotonic())))):
-                        run.notes.append("the kernel ignored the interrupt and was stopped")
-                        stop = (TIMEOUT, "the kernel was stuck (ignored an interrupt) before this check ran")
+                    stop = _after_timeout(client, run, fate, kind, ref, index, deadline)
+                    if stop:
                         break
     except DeadKernelError:
         stop = stop or (ERROR, "the kernel died")
@@ -179,11 +190,32 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
         _read_results(results_path, guard_nonce, check_nonce, set_id, run)
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(resdir, ignore_errors=True)
-    for label in labels:
-        if label not in run.results:
-            run.results[label] = fate.get(label) or stop or (ERROR, f"{label}: the check did not report a result")
+    for label in (label for label in labels if label not in run.results):
+        run.results[label] = fate.get(label) or stop or (ERROR, f"{label}: the check did not report a result")
     run.seconds = round(time.monotonic() - start, 2)
     return run
+
+
+def _after_death(run: Run, fate: dict, kind: str, ref):
+    """Note a kernel that died in a cell (and the check's fate); the reason the remaining checks could not run."""
+    where = f"cell {ref + 1}" if kind == "learner" else f"the check of {ref}" if kind == "check" else "grader setup"
+    run.notes.append(f"the kernel died while running {where} (os._exit, crash or out of memory)")
+    if kind == "check":
+        fate[ref] = (ERROR, f"the kernel died while checking {ref} (os._exit, crash or out of memory)")
+    return (ERROR, f"the kernel died while running {where}; the remaining checks could not run")
+
+
+def _after_timeout(client, run: Run, fate: dict, kind: str, ref, index: int, deadline: float):
+    """Note a cell that timed out (and the check's fate); the reason to stop when the kernel stays stuck, else None."""
+    what = f"cell {ref + 1}" if kind == "learner" else f"the check of {ref}" if kind == "check" \
+        else "grader setup" if kind == "setup" else "a grader cell"
+    run.notes.append(f"{what} timed out after {client.timeout} s and was interrupted")
+    if kind == "check":
+        fate[ref] = (TIMEOUT, f"{ref}: the check timed out after {client.timeout} s (an infinite loop in your function?)")
+    if not _responsive(client, index, max(1, min(5, int(deadline - time.monotonic())))):
+        run.notes.append("the kernel ignored the interrupt and was stopped")
+        return (TIMEOUT, "the kernel was stuck (ignored an interrupt) before this check ran")
+    return None
 
 
 def _responsive(client, index: int, seconds: int = 5) -> bool:

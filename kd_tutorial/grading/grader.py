@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                         help="time limit per notebook, kernel start included (default 300)")
     parser.add_argument("--cell-timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="time limit per cell and per check (default 60)")
+                        help="time limit per learner cell and per check (default 60); torch and the "
+                        "checks' imports are loaded before the learner's cells, under the notebook limit only")
     parser.add_argument("--max-output", type=int, default=1_000_000, metavar="BYTES",
                         help="output kept in memory per notebook (default 1,000,000)")
     args = parser.parse_args(argv)
