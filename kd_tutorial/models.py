@@ -5,7 +5,8 @@
 * :func:`distil_student` - DistilBERT-style: the teacher's width, fewer layers,
   embeddings and each layer copied from a chosen teacher layer.
 * :func:`compact_student` - a narrow, shallow BERT, random or pretrained.
-* :func:`check_same_vocab` - refuse to distil across vocabularies.
+* :func:`check_same_vocab` - refuse to distil across vocabularies (sizes, and token -> id maps).
+* :func:`check_same_labels` - refuse to distil across label orders (``id2label`` / ``label2id``).
 
 transformers is imported inside the functions, never at module import.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -248,22 +250,110 @@ def _vocab_of(obj) -> int:
     return len(obj)  # a tokenizer
 
 
-def check_same_vocab(teacher, student) -> None:
-    """Refuse to distil when teacher and student (models or tokenizers) have different vocabularies.
+def _token_map(obj) -> dict | None:
+    """A tokenizer's token -> id map (``get_vocab()``); None for a model, which holds no map, only a size."""
+    get = getattr(obj, "get_vocab", None)
+    return dict(get()) if callable(get) else None
 
-    Logits of different tokenizations refer to different inputs, so the loss
-    would compare nothing meaningful.
+
+def check_same_vocab(teacher, student, *, teacher_tokenizer=None, student_tokenizer=None) -> None:
+    """Refuse to distil when teacher and student do not read the same token ids, or label the classes differently.
+
+    ``teacher`` and ``student`` are models or tokenizers. Vocabulary sizes are
+    always compared; a model has no token -> id map, only a size, so the maps
+    (``get_vocab()``) are compared whenever both sides come with a tokenizer: two
+    tokenizers of the same size that give a word different ids are refused. Pass
+    ``teacher_tokenizer`` / ``student_tokenizer`` with models to compare theirs.
+    Two models' label orders are checked by :func:`check_same_labels`.
+
+    Logits (and hidden states, and attention) of different tokenizations refer to
+    different inputs, so the loss would compare nothing meaningful, without any error.
     """
     t, s = _vocab_of(teacher), _vocab_of(student)
     if t != s:
         raise VocabularyMismatchError(
             f"tokenizer mismatch: the teacher's vocabulary has {t} tokens, the student's {s}; "
             "give the student the teacher's tokenizer (same vocab.txt) before distilling")
-    t_labels = getattr(getattr(teacher, "config", None), "id2label", None)
-    s_labels = getattr(getattr(student, "config", None), "id2label", None)
-    if t_labels is not None and s_labels is not None and len(t_labels) != len(s_labels):
-        raise VocabularyMismatchError(f"label-space mismatch: teacher has {len(t_labels)} labels, "
-                                      f"student {len(s_labels)}")
+    t_map = _token_map(teacher_tokenizer if teacher_tokenizer is not None else teacher)
+    s_map = _token_map(student_tokenizer if student_tokenizer is not None else student)
+    if t_map is not None and s_map is not None and t_map != s_map:
+        moved = sorted((i, tok) for tok, i in t_map.items() if s_map.get(tok) != i)
+        i, tok = moved[0]
+        where = f"id {s_map[tok]}" if tok in s_map else "missing"
+        raise VocabularyMismatchError(
+            f"tokenizer mismatch: same size ({t}) but {len(moved)} token(s) map to other ids, e.g. {tok!r} is id {i} "
+            f"for the teacher and {where} for the student; tokenize for both with the teacher's tokenizer "
+            "(the same vocab.txt / tokenizer files) before distilling")
+    check_same_labels(teacher, student)
+
+
+class LabelOrderMismatchError(VocabularyMismatchError):
+    """Teacher and student (or the data) do not give the classes the same ids.
+
+    A subclass of :class:`VocabularyMismatchError`, so code that catches the
+    guard's error catches both.
+    """
+
+
+_GENERIC_LABEL = re.compile(r"LABEL_\d+")
+
+
+def _label_order(obj, who: str) -> list[str] | None:
+    """``obj``'s class names by id (lower-cased): from a model's config, a tokenizer (None), or a sequence of names."""
+    if isinstance(obj, (list, tuple)):
+        return [str(name).lower() for name in obj]
+    config = getattr(obj, "config", None)
+    id2label = getattr(config, "id2label", None)
+    if not id2label:
+        return None
+    ids = sorted(int(i) for i in id2label)
+    if ids != list(range(len(ids))):
+        raise LabelOrderMismatchError(f"{who}'s config.id2label has ids {ids}, not 0..{len(ids) - 1}: "
+                                      "set config.id2label and config.label2id to one name per class id")
+    names = [str(id2label[i] if i in id2label else id2label[str(i)]).lower() for i in ids]
+    label2id = getattr(config, "label2id", None) or {}
+    for name, i in label2id.items():
+        named = names[int(i)] if 0 <= int(i) < len(names) else None
+        if named != str(name).lower() and not (named is not None and _generic([str(name)])):
+            raise LabelOrderMismatchError(
+                f"{who}'s config contradicts itself: label2id gives {name!r} id {i}, but id2label calls id {i} "
+                f"{named!r}; make label2id the inverse of id2label")
+    return names
+
+
+def _generic(names: list[str]) -> bool:
+    return all(_GENERIC_LABEL.fullmatch(name.upper()) for name in names)
+
+
+def check_same_labels(teacher, student) -> None:
+    """Refuse to distil when the teacher's class ids and the student's (or the data's) mean different classes.
+
+    Each side is a model (its ``config.id2label`` / ``label2id``) or a sequence of
+    class names by id, such as the data's ``["negative", "positive"]``. The
+    number of classes must agree. When both sides name their classes (not
+    transformers' placeholder ``LABEL_0``, ``LABEL_1``...), the names must agree
+    id by id: a teacher whose label 0 means *positive* would teach a student
+    whose label 0 means *negative* the opposite of the truth, with no error.
+    """
+    a = "the data" if isinstance(teacher, (list, tuple)) else "the teacher"
+    b = "the data" if isinstance(student, (list, tuple)) else "the student"
+    t, s = _label_order(teacher, a), _label_order(student, b)
+    if t is None or s is None:
+        return
+    if len(t) != len(s):
+        raise LabelOrderMismatchError(f"label-space mismatch: {a} has {len(t)} labels, {b} {len(s)}; "
+                                      "give both the same num_labels, id2label and label2id")
+    if _generic(t) or _generic(s) or t == s:
+        return
+    if sorted(t) == sorted(s):
+        i = next(i for i in range(len(t)) if t[i] != s[i])
+        raise LabelOrderMismatchError(
+            f"label order mismatch: label {i} is {t[i]!r} for {a} and {s[i]!r} for {b} ({t} against {s}); "
+            "put both in one order (config.id2label / label2id, and the data's label ids), or permute the "
+            "teacher's logits to match")
+    raise LabelOrderMismatchError(
+        f"label names differ: {a} names its classes {t}, {b} {s}; map both to the same names in the same order "
+        "(config.id2label / label2id) before distilling")
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
