@@ -185,6 +185,52 @@ wrong("ex03.q2", "hard term must be 0")(
     lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * _hard_nan_when_unlabelled(s, y))
 
 
+# -- ex03.q3: gradient accumulation ---------------------------------------------------------------------
+def _accumulate(student, optimizer, x, t, y, k, T=2.0, a=0.5, *, divide=True, zero="once", step="once",
+                hard=_hard):
+    if zero == "once":
+        optimizer.zero_grad()
+    total = 0.0
+    for xs, ts, ys in zip(x.chunk(k), t.chunk(k), y.chunk(k)):
+        if zero == "every":
+            optimizer.zero_grad()
+        s = student(xs)
+        loss = a * _soft(s, ts, T) + (1 - a) * hard(s, ys)
+        if divide:
+            loss = loss / k
+        loss.backward()
+        total += loss.item()
+        if step == "every":
+            optimizer.step()
+    if step == "once":
+        optimizer.step()
+    return total
+
+
+wrong("ex03.q3", "4x too large: divide each micro-batch's loss by K")(lambda *a: _accumulate(*a, divide=False))
+wrong("ex03.q3", "averages over the labelled rows of each micro-batch")(
+    lambda *a: _accumulate(*a, hard=lambda s, y: F.cross_entropy(s, y, ignore_index=-1)))
+wrong("ex03.q3", "after every micro-batch")(lambda *a: _accumulate(*a, step="every"))
+wrong("ex03.q3", "zeroed the gradients in every micro-batch")(lambda *a: _accumulate(*a, zero="every"))
+wrong("ex03.q3", "left over from the previous step leaked")(lambda *a: _accumulate(*a, zero="never"))
+wrong("ex03.q3", "did not move")(lambda *a: _accumulate(*a, step="never"))
+wrong("ex03.q3", "loss you return is 4x too large")(lambda *a: 4 * _accumulate(*a))
+
+
+# -- ex03.q4: reading a sweep ---------------------------------------------------------------------------
+def _pick(sweep, by):
+    r = max(sweep, key=lambda r: r[by])
+    return r["temperature"], r["alpha"]
+
+
+wrong("ex03.q4", "chose on the test accuracy")(lambda sweep, default=(2.0, 0.5): _pick(sweep, "test_acc"))
+wrong("ex03.q4", "less than its confidence interval")(lambda sweep, default=(2.0, 0.5): _pick(sweep, "val_acc"))
+wrong("ex03.q4", "largest temperature")(
+    lambda sweep, default=(2.0, 0.5): max((r["temperature"], r["alpha"]) for r in sweep))
+wrong("ex03.q4", "you kept the default")(lambda sweep, default=(2.0, 0.5): tuple(default))
+wrong("ex03.q4", "return a pair")(lambda sweep, default=(2.0, 0.5): max(sweep, key=lambda r: r["val_acc"]))
+
+
 # -- ex04.q1: teacher logits ----------------------------------------------------------------------------
 def _tl(teacher, batch, eval_=True, no_grad=True, mask=True, probs=False, whole=False):
     if eval_:
@@ -239,6 +285,28 @@ wrong("ex04.q3", "same seed gave different batches")(
     lambda ls, bs, seed=0: _grouped(ls, bs, seed, rng=random.Random()))
 
 
+# -- ex04.q4: label order ---------------------------------------------------------------------------------
+def _align(logits, teacher_labels, data_labels, *, lower=True, inverse=False, rows=False, check=True):
+    t = [n.lower() for n in teacher_labels] if lower else list(teacher_labels)
+    d = [n.lower() for n in data_labels] if lower else list(data_labels)
+    if check and sorted(t) != sorted(d):
+        raise ValueError("label sets differ")
+    order = [d.index(n) for n in t] if inverse else [t.index(n) for n in d]
+    return logits[order] if rows else logits[:, order]
+
+
+wrong("ex04.q4", "still in the teacher's order")(lambda z, t, d: z)
+wrong("ex04.q4", "inverse permutation")(lambda z, t, d: _align(z, t, d, inverse=True))
+wrong("ex04.q4", "differ only in case")(lambda z, t, d: _align(z, t, d, lower=False, check=False))
+wrong("ex04.q4", "reordered the rows")(lambda z, t, d: z if len(t) == 2 and t[0].lower() == d[0].lower()
+                                       else _align(z, t, d, rows=len(t) == 3))
+wrong("ex04.q4", "returned logits anyway")(
+    lambda z, t, d: z[:, [([n.lower() for n in t] + [n.lower() for n in d]).index(n.lower()) % z.shape[1] for n in d]]
+    if len(d) == z.shape[1] else z)
+wrong("ex04.q4", "raise a ValueError")(  # a dict lookup: a KeyError, not a refusal that names the two label sets
+    lambda z, t, d: z[:, [{n.lower(): i for i, n in enumerate(t)}[n.lower()] for n in d]])
+
+
 # -- ex05.q1: the distillation step ------------------------------------------------------------------------
 def _step(student, teacher, batch, optimizer, T=2.0, alpha=0.5, *, eval_=True, no_grad=True, zero=True, loss="hinton"):
     student.train()
@@ -282,7 +350,7 @@ wrong("ex05.q1", "gradients accumulate")(lambda *a: _step(*a, zero=False))
 
 
 # -- ex05.q2: DistilBERT-style init ---------------------------------------------------------------------------
-def _init(teacher, layer_map, *, first_k=False, emb=True, pooler=True, share=False, inplace=False):
+def _init(teacher, layer_map, *, first_k=False, emb=True, pooler=True, share=False, inplace=False, head=False):
     from transformers import BertForSequenceClassification
     if inplace:
         teacher.bert.encoder.layer = torch.nn.ModuleList([teacher.bert.encoder.layer[i] for i in layer_map])
@@ -300,7 +368,8 @@ def _init(teacher, layer_map, *, first_k=False, emb=True, pooler=True, share=Fal
         student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
     if pooler:
         student.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())
-    student.classifier.load_state_dict(teacher.classifier.state_dict())
+    if head:
+        student.classifier.load_state_dict(teacher.classifier.state_dict())
     return student
 
 
@@ -309,6 +378,7 @@ wrong("ex05.q2", "copy the embeddings")(lambda t, m: _init(t, m, emb=False))
 wrong("ex05.q2", "copy the pooler")(lambda t, m: _init(t, m, pooler=False))
 wrong("ex05.q2", "shares tensors with the teacher")(lambda t, m: _init(t, m, share=True))
 wrong("ex05.q2", "modified the teacher")(lambda t, m: _init(t, m, inplace=True))
+wrong("ex05.q2", "you copied the classification head")(lambda t, m: _init(t, m, head=True))
 
 
 # -- ex06: timing --------------------------------------------------------------------------------------------
@@ -448,6 +518,27 @@ wrong("ex07.q2", "student_hidden[i]")(lambda s, t, m, p, mp: _hidden(s, t, m, p,
 wrong("ex07.q2", "teacher_hidden[mapping[i - 1]]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, teacher_off=1))
 wrong("ex07.q2", "padded positions")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, masked=False))
 
+
+
+# -- ex07.q3: token-level KL ----------------------------------------------------------------------------
+def _tok(s, t, m, T, *, masked=True, norm="tokens", dim=-1, scale=True):
+    log_q = F.log_softmax(s / T, dim=dim)
+    p = F.softmax(t.detach() / T, dim=dim)
+    kl = F.kl_div(log_q, p, reduction="none").sum(-1)
+    w = m.float() if masked else torch.ones(m.shape)
+    total = (kl * w).sum() if norm != "sequence" else ((kl * w).sum(-1) / w.sum(-1)).mean()
+    value = {"tokens": total / w.sum() if norm == "tokens" else total, "batch": total / s.shape[0],
+             "sequence": total}[norm]
+    return value * (T * T if scale else 1.0)
+
+
+wrong("ex07.q3", "counts the padded positions")(lambda s, t, m, T: _tok(s, t, m, T, masked=False))
+wrong("ex07.q3", "averaged within each sequence")(lambda s, t, m, T: _tok(s, t, m, T, norm="sequence"))
+wrong("ex07.q3", "divided by the batch size B")(lambda s, t, m, T: _tok(s, t, m, T, norm="batch"))
+wrong("ex07.q3", "over the sequence dimension")(lambda s, t, m, T: _tok(s, t, m, T, dim=1))
+wrong("ex07.q3", "T^2 too small")(lambda s, t, m, T: _tok(s, t, m, T, scale=False))
+wrong("ex07.q3", "padding included, and divided by the batch size B")(
+    lambda s, t, m, T: F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1), reduction="batchmean") * T * T)
 
 CASES = [(key, fn, fragment) for key, items in CATALOGUE.items() for fn, fragment in items]
 EXERCISES = {ex.key: ex for ex in registry.all_exercises()}

@@ -12,7 +12,8 @@ def _checker(call):
         raise Wrong("double it")
 
 
-EX = Exercise("ex00.q1", "Double", "double", _checker, hint="x + x",
+EX = Exercise("ex00.q1", "Double", "double", _checker,
+              hints=("Doubling adds a number to itself.", "Use + or *.", "x + x"),
               solution="def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION")
 
 
@@ -68,8 +69,65 @@ def test_check_prints_or_raises_short_exceptions(capsys):
 
 
 def test_hint_and_solution(capsys):
-    EX.hint()
-    assert "x + x" in capsys.readouterr().out
+    ex = Exercise("ex00.q1", "Double", "double", _checker, hints=EX.hints, solution=EX.solution_code)
+    ex.hint()
+    assert "x + x" not in capsys.readouterr().out
+    ex.solution()
     EX.solution()
     out = capsys.readouterr().out
     assert "return 2 * x" in out and "BEGIN SOLUTION" not in out
+
+
+def _new(hints=("Doubling adds a number to itself.", "Use + or *.", "x + x")):
+    return Exercise("ex00.q1", "Double", "double", _checker, hints=hints, solution=EX.solution_code)
+
+
+def test_hint_tiers_in_order_then_the_last_again(capsys):
+    ex = _new()
+    outs = []
+    for _ in range(4):
+        ex.hint()
+        outs.append(capsys.readouterr().out)
+    assert "1/3" in outs[0] and "concept" in outs[0] and "Doubling adds" in outs[0]
+    assert "2/3" in outs[1] and "API" in outs[1] and "Use + or *." in outs[1]
+    assert "3/3" in outs[2] and "near-solution" in outs[2] and "x + x" in outs[2]
+    assert "x + x" in outs[3] and "last one again" in outs[3] and "last one again" not in outs[2]
+    assert "x + x" not in outs[0] + outs[1]
+
+
+def test_hint_tier_is_per_exercise_object(capsys):
+    a, b = _new(), _new()
+    a.hint()
+    a.hint()
+    capsys.readouterr()
+    b.hint()
+    assert "1/3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("hints", ["one string", ("a", "b"), ("a", "b", ""), ("a", "b", "a")])
+def test_hints_must_be_three_distinct_tiers(hints):
+    with pytest.raises(ValueError):
+        _new(hints)
+
+
+def _solution_lines(code):
+    return [line.strip() for line in code.splitlines()
+            if line.strip() and not line.strip().startswith(("def ", "#", '"""'))]
+
+
+def test_every_registered_exercise_has_three_tiers():
+    from kd_tutorial.grading import registry
+    exercises = registry.all_exercises()
+    assert len(exercises) >= 13
+    for ex in exercises:
+        assert len(ex.hints) == 3, ex.key
+        assert all(h.strip() for h in ex.hints), ex.key
+        assert len(set(ex.hints)) == 3, ex.key
+        body = "\n".join(_solution_lines(ex.solution_code))
+        near = ex.hints[2]
+        assert body not in near, ex.key
+        # the near-solution is not the answer verbatim: no whole line of the solution's body appears in it
+        verbatim = [line for line in _solution_lines(ex.solution_code)
+                    if len(line) > 25 and "BEGIN SOLUTION" not in line and "END SOLUTION" not in line
+                    and line in near]
+        assert not verbatim, (ex.key, verbatim)

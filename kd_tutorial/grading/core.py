@@ -111,20 +111,30 @@ class LearnerCrash(Exception):
         self.exc = exc
 
 
+# what successive calls of ``q.hint()`` give
+HINT_TIERS = ("concept", "API", "near-solution")
+
+
 class Exercise:
     """One graded exercise.
 
     ``name`` is the name of the function the learner defines (the grader looks
     it up in the notebook's namespace); ``checker(call)`` raises :class:`Wrong`.
+    ``hints`` holds the three tiers of :data:`HINT_TIERS` that successive ``hint()`` calls show.
     """
 
     def __init__(self, key: str, title: str, name: str, checker: Callable[[Callable], Any],
-                 hint: str, solution: str, success: str = "Correct!"):
+                 hints: tuple[str, str, str], solution: str, success: str = "Correct!"):
         self.key = key            # e.g. "ex03.q1"
         self.title = title
         self.name = name
         self._checker = checker
-        self._hint = textwrap.dedent(hint).strip()
+        if isinstance(hints, str) or len(hints) != len(HINT_TIERS):
+            raise ValueError(f"{key}: hints must be {len(HINT_TIERS)} tiers {HINT_TIERS}")
+        self.hints = tuple(" ".join(textwrap.dedent(h).split()) for h in hints)
+        if not all(self.hints) or len(set(self.hints)) != len(self.hints):
+            raise ValueError(f"{key}: the hint tiers must be non-empty and distinct")
+        self._hints_shown = 0     # per exercise object, i.e. per kernel
         self.solution_code = textwrap.dedent(solution).strip("\n")
         self._success = success
 
@@ -185,8 +195,14 @@ class Exercise:
         raise exc(result.message)
 
     def hint(self) -> None:
-        """Print a hint."""
-        print(f"\N{ELECTRIC LIGHT BULB} Hint ({self.label}): {self._hint}")
+        """Print the next hint tier: the concept, then the API, then a near-solution (repeated after that)."""
+        tier = min(self._hints_shown, len(self.hints) - 1)
+        again = self._hints_shown >= len(self.hints)
+        self._hints_shown += 1
+        n = len(self.hints)
+        note = " (no more hints: this is the last one again; q.solution() shows the answer)" if again else ""
+        print(f"\N{ELECTRIC LIGHT BULB} Hint {tier + 1}/{n} ({self.label}, {HINT_TIERS[tier]}){note}: "
+              f"{self.hints[tier]}")
 
     def solution(self) -> None:
         """Show the reference solution."""

@@ -166,8 +166,19 @@ def _check_counts(call):
 q1 = Exercise(
     "ex01.q1", "Scaled dot-product attention from scratch", "scaled_dot_product_attention",
     _check_attention,
-    hint="""scores = query @ key.transpose(-2, -1) / sqrt(d_k); set masked scores to -inf with
-    scores.masked_fill(mask == 0, float('-inf')); weights = softmax(scores, dim=-1); output = weights @ value.""",
+    hints=(
+        "Attention compares each query with every key (a dot product), turns each query's scores into a "
+        'probability distribution over the keys, and returns the matching weighted average of the values. The'
+        ' scores are scaled so that their size does not grow with the head dimension, and padded keys must '
+        'get exactly zero weight.',
+        'query @ key.transpose(-2, -1) gives the (..., L_q, L_k) scores; divide by math.sqrt(d_k) with d_k = '
+        "query.shape[-1]; scores.masked_fill(mask == 0, float('-inf')) removes padded keys before the "
+        'softmax; torch.softmax(..., dim=-1) normalises over the keys; weights @ value mixes the values.',
+        'Scale the scores by the square root of the last dimension of query (not by d_k itself); fill the '
+        'positions where mask is 0 with -inf *before* the softmax (not after it, and not by adding the 0/1 '
+        'mask); softmax over the last dimension (the keys, not the queries); return the pair (weights @ '
+        'value, weights).',
+    ),
     solution='''
 def scaled_dot_product_attention(query, key, value, mask=None):
     """softmax(Q K^T / sqrt(d_k)) V. mask: 1 = attend, 0 = padding (broadcastable to the scores)."""
@@ -185,9 +196,18 @@ def scaled_dot_product_attention(query, key, value, mask=None):
 
 q2 = Exercise(
     "ex01.q2", "Counting BERT's parameters by component", "count_bert_parameters", _check_counts,
-    hint="""Linear(a, b) has a*b weights and b biases; LayerNorm(h) has 2h. Embeddings: word, position and
-    token-type tables plus a LayerNorm. Each layer: attention (Q, K, V, output: 4 linears + LayerNorm) and
-    feed-forward (hidden->intermediate->hidden + LayerNorm). Pooler: one hidden x hidden linear.""",
+    hints=(
+        'Count layer by layer: a linear layer has a weight matrix and a bias vector, a LayerNorm a scale and '
+        'a shift; the encoder repeats the same layer num_hidden_layers times; the pooler is one more linear '
+        'layer on top.',
+        'Linear(a, b) has a*b + b parameters; LayerNorm(h) has 2*h. Embeddings: word (vocab_size), position '
+        '(max_position_embeddings) and token-type (type_vocab_size) tables of width hidden_size, plus a '
+        'LayerNorm. Check your numbers against sum(p.numel() for p in module.parameters()) on a tiny '
+        'BertModel.',
+        'embeddings = (vocab + positions + token types) * H + 2H; attention = L * (four H x H linears with '
+        'biases + a LayerNorm); feed_forward = L * (H -> I linear + I -> H linear, with biases, + a '
+        'LayerNorm); pooler = H*H + H; total is the sum of all four.',
+    ),
     solution='''
 def count_bert_parameters(config):
     """Parameter counts of BertModel(config), by component."""

@@ -104,8 +104,14 @@ def _check_entropy(call):
 
 q1 = Exercise(
     "ex02.q1", "Softmax with temperature", "softmax_with_temperature", _check_softmax,
-    hint="""Divide the logits by T, then take an ordinary softmax over the last dimension
-    (torch.softmax(x, dim=-1) is numerically stable).""",
+    hints=(
+        'A temperature T rescales the logits before they become probabilities: T > 1 flattens the '
+        'distribution, T < 1 sharpens it, T = 1 is the ordinary softmax. Each row must still sum to 1.',
+        'Divide the logits by the temperature, then torch.softmax(x, dim=-1): it normalises over the classes '
+        '(last dimension) and is numerically stable for large logits, unlike a hand-written exp / sum.',
+        'One line: the softmax, over dim=-1, of logits divided (not multiplied) by temperature; return the '
+        'tensor of probabilities (not log-probabilities, not a list).',
+    ),
     solution='''
 def softmax_with_temperature(logits, temperature=1.0):
     """softmax(logits / T) over the last dimension."""
@@ -118,8 +124,14 @@ def softmax_with_temperature(logits, temperature=1.0):
 
 q2 = Exercise(
     "ex02.q2", "Entropy of soft targets", "entropy", _check_entropy,
-    hint="""H(p) = -sum_c p_c log p_c over the last dimension, in nats (natural log).
-    torch.special.xlogy(p, p) computes p * log(p) and gives 0 where p is 0.""",
+    hints=(
+        'Entropy measures how spread out a distribution is: 0 for a one-hot vector, log(C) for the uniform '
+        'distribution over C classes. It is one number per distribution, in nats (natural logarithm).',
+        'torch.special.xlogy(p, p) computes p * log(p) and gives 0 where p is 0 (0 * log 0 = 0 by convention,'
+        ' while p * p.log() gives nan there); .sum(dim=-1) adds over the classes.',
+        'Negate the sum over the last dimension of xlogy(probs, probs): keep the minus sign, sum (do not '
+        'average) over the classes, and do not reduce over the rows.',
+    ),
     solution='''
 def entropy(probs):
     """Entropy in nats of each distribution along the last dimension."""

@@ -154,11 +154,179 @@ def _check_full(call):
                     f"(a mean over no labelled row is nan), got {value:.4f}")
 
 
+# -- q3: gradient accumulation -----------------------------------------------------------
+
+
+class _CountingSGD(torch.optim.SGD):
+    """Plain SGD that counts its steps (to tell 'step once' from 'step every micro-batch')."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, lr=lr)
+        self.steps = 0
+
+    def step(self, closure=None):
+        self.steps += 1
+        return super().step(closure)
+
+
+def _acc_case():
+    g = torch.Generator().manual_seed(6)
+    B, D, C = 8, 5, 3
+    x = torch.randn(B, D, generator=g)
+    t = torch.randn(B, C, generator=g) * 3
+    # micro-batches of 2 rows hold 2, 1, 2 and 1 labelled rows: their labelled means weigh rows unequally
+    y = torch.tensor([0, 2, 1, -1, 2, 2, -1, 0])
+    w, b = torch.randn(C, D, generator=g), torch.randn(C, generator=g)
+    return x, t, y, w, b
+
+
+def _grad(w, b, x, t, y, T, a, hard=None):
+    w, b = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    s = x @ w.T + b
+    loss = ref.distillation_loss(s, t, y, T, a) if hard is None else \
+        a * ref.kl_divergence(s, t, T) + (1 - a) * hard(s, y)
+    gw, gb = torch.autograd.grad(loss, (w, b))
+    return torch.cat([gw.flatten(), gb]), float(loss.detach())
+
+
+def _check_accumulation(call):
+    T, a, lr, K = 2.0, 0.5, 0.1, 4
+    x, t, y, w, b = _acc_case()
+    student = torch.nn.Linear(x.shape[1], t.shape[1])
+    with torch.no_grad():
+        student.weight.copy_(w)
+        student.bias.copy_(b)
+    stale = 0.25
+    for p in student.parameters():  # left over from an earlier step
+        p.grad = torch.full_like(p, stale)
+    optimizer = _CountingSGD(student.parameters(), lr)
+    with torch.enable_grad():
+        value = as_float(call(student, optimizer, x.clone(), t.clone(), y.clone(), K, T, a), "accumulated_kd_step")
+    if optimizer.steps == 0:
+        raise Wrong("the student did not move: call optimizer.step() once, after the last micro-batch")
+    if optimizer.steps == K:
+        raise Wrong(f"you called optimizer.step() after every micro-batch ({K} steps): accumulate the gradients of "
+                    "the K micro-batches with backward(), then step once")
+    if optimizer.steps != 1:
+        raise Wrong(f"you called optimizer.step() {optimizer.steps} times: one step per call, after the last "
+                    "micro-batch")
+    p0 = torch.cat([w.flatten(), b])
+    got = torch.cat([student.weight.detach().flatten(), student.bias.detach()])
+    g_full, full_loss = _grad(w, b, x, t, y, T, a)
+    if not close(got, p0 - lr * g_full, rtol=1e-4, atol=1e-6):
+        chunks = list(zip(x.chunk(K), t.chunk(K), y.chunk(K)))
+        micro = [_grad(w, b, xi, ti, yi, T, a)[0] for xi, ti, yi in chunks]
+        ones = torch.full_like(g_full, stale)
+        mean_lab = lambda s, yy: F.cross_entropy(s, yy, ignore_index=-1)  # noqa: E731
+        lab = [_grad(w, b, xi, ti, yi, T, a, hard=mean_lab)[0] for xi, ti, yi in chunks]
+        message = diagnose([got], {
+            f"your update is {K}x too large: divide each micro-batch's loss by K (the number of micro-batches) "
+            "before backward(), so the K accumulated gradients add up to the big batch's mean":
+                lambda: [p0 - lr * K * g_full],
+            "your hard term averages over the labelled rows of each micro-batch, so a labelled review weighs more "
+            "in a micro-batch with fewer of them: divide its sum by the micro-batch size (as kd_loss does), so "
+            "every review weighs 1/B":
+                lambda: [p0 - lr * sum(lab) / K],
+            "only the last micro-batch reached the update: you zeroed the gradients in every micro-batch. "
+            "Zero them once, before the first one":
+                lambda: [p0 - lr * micro[-1] / K],
+            "only the last micro-batch reached the update (and it is not divided by K): zero the gradients "
+            "once, before the first micro-batch":
+                lambda: [p0 - lr * micro[-1]],
+            "the gradients left over from the previous step leaked into this one: call optimizer.zero_grad() "
+            "before the first micro-batch":
+                lambda: [p0 - lr * (g_full + ones)],
+            f"the gradients left over from the previous step leaked into this one (call optimizer.zero_grad() "
+            f"first), and your update is {K}x too large (divide each micro-batch's loss by K)":
+                lambda: [p0 - lr * (K * g_full + ones)],
+        }, rtol=1e-4, atol=1e-6)
+        raise Wrong(message or f"after your step the student differs from one step on the whole batch of "
+                    f"{len(y)} rows (K={K} micro-batches of {len(y) // K})")
+    if not close(value, full_loss, rtol=1e-4, atol=1e-6):
+        if close(value, K * full_loss, rtol=1e-4, atol=1e-6):
+            raise Wrong(f"the update is right, but the loss you return is {K}x too large: return the sum of the "
+                        "K scaled micro-batch losses, i.e. the big batch's loss")
+        raise Wrong(f"the update is right, but you returned {value:.5f}, while the loss of the whole batch is "
+                    f"{full_loss:.5f}: return the sum of the K scaled micro-batch losses (as a float)")
+
+
+# -- q4: reading a T / alpha sweep ----------------------------------------------------------
+
+
+def _row(T, a, val, ci, test):
+    return {"temperature": T, "alpha": a, "val_acc": val, "val_ci": ci, "test_acc": test}
+
+
+def _sweeps():
+    return [
+        # the best on validation leads the default by less than its interval: keep the default
+        [_row(1.0, 0.5, 0.842, 0.020, 0.861), _row(2.0, 0.5, 0.851, 0.020, 0.848),
+         _row(2.0, 0.9, 0.856, 0.019, 0.850), _row(4.0, 0.5, 0.848, 0.020, 0.852)],
+        # a clear winner on validation (ahead by more than its interval)
+        [_row(1.0, 0.9, 0.902, 0.010, 0.871), _row(2.0, 0.5, 0.861, 0.012, 0.866),
+         _row(4.0, 0.5, 0.874, 0.011, 0.880), _row(4.0, 0.9, 0.866, 0.012, 0.866)],
+        # no default in the sweep: the best on validation
+        [_row(1.0, 0.7, 0.781, 0.015, 0.800), _row(3.0, 0.7, 0.812, 0.014, 0.790),
+         _row(5.0, 0.7, 0.798, 0.015, 0.805)],
+    ]
+
+
+def _choose(sweep, default=(2.0, 0.5)):
+    best = max(sweep, key=lambda r: r["val_acc"])
+    for r in sweep:
+        if (r["temperature"], r["alpha"]) == tuple(default) and r["val_acc"] >= best["val_acc"] - best["val_ci"]:
+            return tuple(default)
+    return best["temperature"], best["alpha"]
+
+
+def _check_sweep(call):
+    for sweep in _sweeps():
+        rows = [dict(r) for r in sweep]
+        got = call(rows, (2.0, 0.5))
+        if rows != sweep:
+            raise Wrong("your function changed the sweep's rows: read them, do not modify them")
+        try:
+            got = (float(got[0]), float(got[1]))
+            assert len(got) == 2
+        except Exception:
+            raise Wrong(f"return a pair (temperature, alpha), got {got!r}") from None
+        expected = _choose(sweep)
+        if got == expected:
+            continue
+        key = lambda r: (r["temperature"], r["alpha"])  # noqa: E731
+        on_test = key(max(sweep, key=lambda r: r["test_acc"]))
+        on_val = key(max(sweep, key=lambda r: r["val_acc"]))
+        if got == on_test:
+            raise Wrong("you chose on the test accuracy: the test set is for the final report only; choosing on it "
+                        "makes the reported number optimistic. Choose on validation")
+        if got == on_val:
+            raise Wrong(f"you took the best validation accuracy, {on_val}, but it leads the default (2.0, 0.5) by "
+                        "less than its confidence interval (val_ci): that lead is noise, so keep the default")
+        if got[0] == max(r["temperature"] for r in sweep):
+            raise Wrong("you chose the largest temperature: a larger T is not better in itself (notebook 03: the "
+                        "differences between T = 1, 2 and 4 are within the noise). Choose on validation accuracy")
+        if got == (2.0, 0.5):
+            raise Wrong(f"you kept the default, but {on_val} leads it on validation by more than its interval: "
+                        "that difference is real, take it")
+        raise Wrong(f"you chose {got}, expected {expected} (the best on validation, or the default when the best "
+                    "leads it by no more than the best's val_ci)")
+
+
 q1 = Exercise(
     "ex03.q1", "Hinton's soft loss with T^2 and batchmean", "soft_kd_loss", _check_soft,
-    hint="""F.kl_div(input, target) wants input = student log-probabilities
-    (log_softmax(student_logits / T)) and target = teacher probabilities (softmax(teacher_logits / T)).
-    Use reduction='batchmean', multiply by T**2, and detach the teacher's logits.""",
+    hints=(
+        "The soft loss measures how far the student's softened distribution is from the teacher's, KL(teacher"
+        ' || student), both taken at temperature T, and averaged over the examples of the batch. Softening '
+        'shrinks the gradients by 1/T^2, so the loss is scaled back up by T^2. The teacher is a fixed target.',
+        "F.kl_div(input, target, reduction=...) expects input = the student's log-probabilities "
+        "(F.log_softmax(student_logits / T, dim=-1)) and target = the teacher's probabilities "
+        "(F.softmax(teacher_logits / T, dim=-1)). Its reduction='batchmean' divides by the batch size; 'mean'"
+        ' divides by batch x classes, which is not a mean over examples. .detach() keeps the gradient away '
+        'from the teacher.',
+        "log_q = log_softmax of the student's logits divided by T; p = softmax of the detached teacher's "
+        "logits divided by T; the loss is kl_div(log_q, p) with reduction 'batchmean' (not 'mean' or 'sum'), "
+        'multiplied by T ** 2 (not T). Return the tensor, without .item().',
+    ),
     solution='''
 def soft_kd_loss(student_logits, teacher_logits, temperature):
     """T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch."""
@@ -174,9 +342,18 @@ def soft_kd_loss(student_logits, teacher_logits, temperature):
 
 q2 = Exercise(
     "ex03.q2", "The full distillation loss", "kd_loss", _check_full,
-    hint="""alpha * soft_kd_loss(...) + (1 - alpha) * hard, where hard is the cross-entropy at T = 1 summed over
-    the labelled rows and divided by the batch size B (every review weighs 1/B, an unlabelled one adds 0):
-    F.cross_entropy(student_logits, labels, ignore_index=-1, reduction="sum") / len(labels).""",
+    hints=(
+        "The full loss mixes the soft term (the teacher's knowledge) and the hard term (the true labels) with"
+        ' a weight alpha on the soft term. Unlabelled rows can only teach through the soft term, and every '
+        'row of the batch weighs the same in both terms.',
+        "Reuse your soft_kd_loss. F.cross_entropy(student_logits, labels, ignore_index=-1, reduction='sum') "
+        'adds the cross-entropy of the labelled rows only (0 when there are none); divide by len(labels), the'
+        ' batch size. The hard term uses the raw logits (T = 1).',
+        'the soft term is your soft_kd_loss at this temperature; hard = cross-entropy at T = 1, '
+        'summed over the labelled rows with ignore_index=-1 and divided by the whole batch size (not by the '
+        'number of labelled rows, whose mean is nan on an all-unlabelled batch); return alpha times soft plus'
+        ' (1 - alpha) times hard.',
+    ),
     solution='''
 def kd_loss(student_logits, teacher_logits, labels, temperature=2.0, alpha=0.5):
     """alpha * T^2 * KL + (1 - alpha) * CE, both averaged over the B rows (label -1 = unlabelled: CE adds 0)."""
@@ -189,4 +366,62 @@ def kd_loss(student_logits, teacher_logits, labels, temperature=2.0, alpha=0.5):
     success="Correct! Unlabelled transfer reviews feed the soft term only, and every review weighs 1/B.",
 )
 
-__all__ = ["q1", "q2"]
+q3 = Exercise(
+    "ex03.q3", "Gradient accumulation: K micro-batches, one step", "accumulated_kd_step", _check_accumulation,
+    hints=(
+        "Gradients add up across backward() calls until they are zeroed. A step on K micro-batches matches one "
+        "step on the whole batch when the K accumulated gradients sum to the gradient of the big batch's loss, "
+        "which is a mean over all B rows.",
+        "tensor.chunk(K) splits the rows into K equal micro-batches (apply it to inputs, teacher_logits and "
+        "labels alike); optimizer.zero_grad(), loss.backward() and optimizer.step() are the three calls; reuse "
+        "your kd_loss for each micro-batch.",
+        "Zero the gradients once; for each of the K micro-batches compute kd_loss on the student's logits, "
+        "divide it by K, call backward and add its .item() to a running total; after the loop, step once and "
+        "return the total.",
+    ),
+    solution='''
+def accumulated_kd_step(student, optimizer, inputs, teacher_logits, labels, micro_batches,
+                        temperature=2.0, alpha=0.5):
+    """One optimizer step on the batch split into `micro_batches` equal parts; returns the batch's loss."""
+    ### BEGIN SOLUTION
+    optimizer.zero_grad()
+    total = 0.0
+    parts = zip(inputs.chunk(micro_batches), teacher_logits.chunk(micro_batches), labels.chunk(micro_batches))
+    for x, t, y in parts:
+        loss = kd_loss(student(x), t, y, temperature, alpha) / micro_batches
+        loss.backward()
+        total += loss.item()
+    optimizer.step()
+    return total
+    ### END SOLUTION
+''',
+    success="Correct! K micro-batches, one step: the same update as the big batch, in 1/K of the memory.",
+)
+
+q4 = Exercise(
+    "ex03.q4", "Reading a T / alpha sweep", "choose_setting", _check_sweep,
+    hints=(
+        "Three data splits, three jobs: train on train, choose on validation, report on test (a choice made on "
+        "the test set makes the reported score optimistic). A lead smaller than the uncertainty of a "
+        "measurement is not evidence, so it is no reason to move off a well-tried default.",
+        "max(sweep, key=lambda r: r['val_acc']) finds the best row on validation; its val_ci is the half-width "
+        "of its 95 % interval; compare (r['temperature'], r['alpha']) with the default pair.",
+        "Find the best row by validation accuracy (never look at test_acc, and not at the temperature); if "
+        "the default's row is in the sweep and its val_acc is at least the best's val_acc minus the best's "
+        "val_ci, return the default pair; otherwise return the best row's (temperature, alpha).",
+    ),
+    solution='''
+def choose_setting(sweep, default=(2.0, 0.5)):
+    """The (temperature, alpha) to report: chosen on validation, keeping the default unless clearly beaten."""
+    ### BEGIN SOLUTION
+    best = max(sweep, key=lambda r: r["val_acc"])
+    for r in sweep:
+        if (r["temperature"], r["alpha"]) == tuple(default) and r["val_acc"] >= best["val_acc"] - best["val_ci"]:
+            return tuple(default)
+    return best["temperature"], best["alpha"]
+    ### END SOLUTION
+''',
+    success="Correct! Chosen on validation, and the default kept unless the evidence is clear.",
+)
+
+__all__ = ["q1", "q2", "q3", "q4"]

@@ -5,7 +5,7 @@ import random
 
 import torch
 
-from .core import Exercise, Wrong, as_float, as_tensor, close
+from .core import Exercise, LearnerCrash, Wrong, as_float, as_tensor, close
 from .toys import toy_batch, toy_bert
 
 # imported by the grader before the learner's cells (outside the per-cell time limit): the checks build toy BERTs
@@ -133,10 +133,74 @@ def _check_grouping(call):
         raise Wrong("two calls with the same seed gave different batches: use random.Random(seed)")
 
 
+# -- q4: the teacher's label order ------------------------------------------------------------
+
+
+def _label_cases():
+    g = torch.Generator().manual_seed(8)
+    return [
+        (torch.randn(4, 2, generator=g), ["POSITIVE", "NEGATIVE"], ["negative", "positive"]),
+        (torch.randn(3, 3, generator=g), ["neutral", "negative", "positive"], ["negative", "positive", "neutral"]),
+        (torch.randn(5, 2, generator=g), ["neg", "pos"], ["neg", "pos"]),
+    ]
+
+
+def _check_label_order(call):
+    for logits, teacher_labels, data_labels in _label_cases():
+        t_names = [n.lower() for n in teacher_labels]
+        perm = [t_names.index(n.lower()) for n in data_labels]
+        expected = logits[:, perm]
+        try:
+            got = call(logits.clone(), list(teacher_labels), list(data_labels))
+        except LearnerCrash as crash:
+            if any(a != b and a.lower() == b.lower() for a in teacher_labels for b in data_labels):
+                raise Wrong(f"your function fails when the names differ only in case ({teacher_labels} vs "
+                            f"{data_labels}): {crash}. Compare the names lower-cased") from None
+            raise
+        got = as_tensor(got, tuple(logits.shape), "align_teacher_logits")
+        if close(got, expected):
+            continue
+        inverse = [perm.index(j) for j in range(len(perm))]
+        if close(got, logits) and perm != list(range(len(perm))):
+            raise Wrong(f"the columns are still in the teacher's order {teacher_labels}: column j of the result must "
+                        f"be the teacher's logit for data_labels[j] ({data_labels})")
+        if close(got, logits[:, inverse]):
+            raise Wrong(f"you applied the inverse permutation (visible with 3 classes, {teacher_labels} -> "
+                        f"{data_labels}): column j of the result is teacher column "
+                        "teacher_labels.index(data_labels[j]), not the position of teacher_labels[j] in data_labels")
+        if logits.shape[0] == logits.shape[1] and close(got, logits[perm]):
+            raise Wrong("you reordered the rows (the reviews), not the columns (the classes): index the last dimension")
+        if close(got.softmax(-1), expected.softmax(-1)) or close(got, expected.softmax(-1)):
+            raise Wrong("return the reordered logits themselves, unchanged otherwise (no softmax, no shift)")
+        raise Wrong(f"for teacher labels {teacher_labels} and data labels {data_labels} your columns are not the "
+                    "teacher's columns in the data's order")
+    logits = torch.zeros(2, 2)
+    for teacher_labels, data_labels in ((["negative", "positive"], ["bad", "good"]),
+                                        (["negative", "positive"], ["negative", "neutral", "positive"])):
+        try:
+            got = call(logits.clone(), list(teacher_labels), list(data_labels))
+        except LearnerCrash as crash:
+            if isinstance(crash.exc, ValueError):
+                continue
+            raise Wrong(f"for teacher labels {teacher_labels} and data labels {data_labels} raise a ValueError that "
+                        f"says the two label sets differ (you raised {crash})") from None
+        raise Wrong(f"teacher labels {teacher_labels} and data labels {data_labels} name different classes, and your "
+                    "function returned logits anyway: a teacher that cannot be mapped must be refused "
+                    "(raise ValueError), or it silently teaches the wrong classes")
+
+
 q1 = Exercise(
     "ex04.q1", "Teacher logits: eval mode, no gradient", "teacher_logits", _check_teacher_logits,
-    hint="""teacher.eval() switches dropout off; torch.no_grad() stops autograd from recording. Pass
-    input_ids and attention_mask (not labels or index) and return outputs.logits.""",
+    hints=(
+        "The teacher's logits are targets, not something to train: they must be deterministic (no dropout) "
+        'and must not record a computation graph. The model must also know which positions are padding.',
+        'teacher.eval() switches dropout off; the `with torch.no_grad():` block stops autograd from '
+        "recording; call the model with input_ids= and attention_mask= only (not labels or the batch's index)"
+        ' and take the .logits of its output.',
+        "Put the teacher in eval mode, run it inside no_grad on the batch's input_ids and attention_mask, and"
+        ' return outputs.logits: raw logits at T = 1 (not softmax probabilities, not the whole output '
+        'object).',
+    ),
     solution='''
 def teacher_logits(teacher, batch):
     """The teacher's logits (T = 1) for a batch: eval mode, no gradient."""
@@ -152,8 +216,15 @@ def teacher_logits(teacher, batch):
 
 q2 = Exercise(
     "ex04.q2", "Measuring padding waste", "padding_waste", _check_waste,
-    hint="""Padding is where attention_mask == 0. Add up padding positions over all batches and divide by
-    the total number of positions (sum of mask.numel()).""",
+    hints=(
+        'Padding waste is the share of all the positions the model processes that are padding, counted over '
+        'every batch together, so a large batch weighs more than a small one.',
+        'attention_mask is 1 on real tokens and 0 on padding: mask.sum() counts real tokens and mask.numel() '
+        'counts all positions of a batch. Accumulate both over the batches before dividing.',
+        'total = the sum over batches of attention_mask.numel(); real = the sum over batches of '
+        'attention_mask.sum(); return the fraction of padding (total - real) / total, a number between 0 and '
+        '1 (not a percentage, not the fraction of real tokens, not a mean of per-batch fractions).',
+    ),
     solution='''
 def padding_waste(batches):
     """Fraction of all positions in `batches` that are padding (attention_mask == 0)."""
@@ -168,9 +239,17 @@ def padding_waste(batches):
 
 q3 = Exercise(
     "ex04.q3", "Batches grouped by length", "length_grouped_batches", _check_grouping,
-    hint="""Sort the indices by length, cut the sorted list into chunks of batch_size, then shuffle the
-    order of the chunks with random.Random(seed). (Sorting within large random 'mega-chunks' keeps
-    more randomness and is fine too.)""",
+    hints=(
+        'Reviews of similar length in the same batch need little padding, but the order of the batches should'
+        ' still be random, reproducible from the seed, and every review must appear exactly once (the last, '
+        'shorter batch included).',
+        'sorted(range(len(lengths)), key=lambda i: lengths[i]) orders the indices by length; [order[i:i + '
+        'batch_size] for i in range(0, len(order), batch_size)] cuts them into batches; '
+        'random.Random(seed).shuffle(batches) shuffles in place, reproducibly.',
+        'Sort the indices by length, cut the sorted list into chunks of batch_size (keep the last chunk, even'
+        ' if short), then shuffle the list of chunks (not the indices inside them) with a random.Random built'
+        " from seed. (Sorting within large random 'mega-chunks' is fine too.)",
+    ),
     solution='''
 def length_grouped_batches(lengths, batch_size, seed=0):
     """Batches (lists of indices) of reviews of similar length, in random order."""
@@ -184,4 +263,33 @@ def length_grouped_batches(lengths, batch_size, seed=0):
     success="Correct! Grouping by length removes most padding while every review keeps its soft label.",
 )
 
-__all__ = ["q1", "q2", "q3", "toy_bert", "toy_batch"]
+q4 = Exercise(
+    "ex04.q4", "Teacher logits in the data's label order", "align_teacher_logits", _check_label_order,
+    hints=(
+        "A class id means nothing on its own: the teacher's column j is the class it calls teacher_labels[j], the "
+        "data's label j the class data_labels[j]. The student learns in the data's order, so the teacher's "
+        "columns must be put in that order, matching classes by name; a teacher whose classes cannot all be "
+        "matched must be refused.",
+        "tensor[:, index_list] reorders the columns of a (B, C) tensor; [n.lower() for n in names] and "
+        "list.index(name) find where a class sits; sorted() or set() compare two label sets; raise "
+        "ValueError('...') refuses.",
+        "Lower-case both name lists; if they are not the same set of names (or not the same length), raise "
+        "ValueError; otherwise, for each data label j find its position in the teacher's list, and index the "
+        "teacher's columns (the last dimension, not the rows) with that list of positions.",
+    ),
+    solution='''
+def align_teacher_logits(teacher_logits, teacher_labels, data_labels):
+    """The teacher's logits with column j = the class data_labels[j] (names compared lower-cased)."""
+    ### BEGIN SOLUTION
+    teacher_names = [name.lower() for name in teacher_labels]
+    data_names = [name.lower() for name in data_labels]
+    if sorted(teacher_names) != sorted(data_names):
+        raise ValueError(f"label sets differ: teacher {teacher_labels}, data {data_labels}")
+    order = [teacher_names.index(name) for name in data_names]
+    return teacher_logits[:, order]
+    ### END SOLUTION
+''',
+    success="Correct! Same classes, same order: otherwise the teacher silently teaches the opposite of the truth.",
+)
+
+__all__ = ["q1", "q2", "q3", "q4", "toy_bert", "toy_batch"]

@@ -147,22 +147,37 @@ def _check_init(call):
                         "is teacher layer layer_map[j]")
         if not _same(student.bert.pooler, teacher.bert.pooler):
             raise Wrong("copy the pooler too (it feeds the classifier)")
-        if not _same(student.classifier, teacher.classifier):
-            raise Wrong("copy the classification head too: the student starts with the teacher's label space")
+        if student.classifier.weight.shape != teacher.classifier.weight.shape:
+            raise Wrong("the student's classification head should have the teacher's shape "
+                        "(hidden size x number of labels): build it from the teacher's config")
+        if _same(student.classifier, teacher.classifier):
+            raise Wrong("you copied the classification head: as in notebook 05 (distil_student's default, "
+                        "copy_head=False), only the head is new, so leave student.classifier as "
+                        "BertForSequenceClassification initialised it")
         if layer_map == [0, 1, 2, 3]:
             student.eval()
             with torch.no_grad():
-                a = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                b = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                a = student.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).pooler_output
+                b = teacher.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).pooler_output
             if not close(a, b, atol=1e-5):
-                raise Wrong("with every layer copied the student should predict exactly like the teacher")
+                raise Wrong("with every layer copied the student's encoder should compute exactly what the "
+                            "teacher's does")
 
 
 q1 = Exercise(
     "ex05.q1", "Find the bugs in a distillation step", "distillation_step", _check_step,
-    hint="""Four bugs: the teacher runs in training mode and with autograd on (teacher.eval(), torch.no_grad());
-    the loss is the seed article's cross-entropy with softmax(teacher_logits), not Hinton's loss
-    (use distillation_loss(..., batch['labels'], temperature, alpha)); and the gradients are never zeroed.""",
+    hints=(
+        'Compare the step with the training loop of notebook 05: what must be true of the teacher while it '
+        "produces soft labels, which loss does the course distil with, and what happens to each parameter's "
+        '.grad between two calls of backward()?',
+        'Tools you need: teacher.eval(), a `with torch.no_grad():` block, distillation_loss(student_logits, '
+        "teacher_logits, batch['labels'], temperature, alpha), and optimizer.zero_grad() before "
+        'loss.backward().',
+        'Four bugs: the teacher runs in training mode (dropout makes its soft labels noisy) and with autograd'
+        " on (a gradient can reach it); the loss is the seed article's F.cross_entropy(student_logits, "
+        "softmax(teacher_logits)) instead of Hinton's loss with temperature, T^2 and the hard labels; and the"
+        ' gradients are never zeroed, so they accumulate from one step to the next.',
+    ),
     solution='''
 def distillation_step(student, teacher, batch, optimizer, temperature=2.0, alpha=0.5):
     """One distillation step; returns the loss as a float."""
@@ -186,12 +201,21 @@ def distillation_step(student, teacher, batch, optimizer, temperature=2.0, alpha
 
 q2 = Exercise(
     "ex05.q2", "A DistilBERT-style student from teacher layers", "init_student_from_teacher", _check_init,
-    hint="""Copy the teacher's config with num_hidden_layers = len(layer_map) and build a new
-    BertForSequenceClassification; then load_state_dict the embeddings, teacher layer layer_map[j] into
-    student layer j, the pooler and the classifier.""",
+    hints=(
+        "A DistilBERT-style student reuses what the teacher learned: it starts from a subset of the teacher's"
+        " layers, with the teacher's embeddings and pooler, and only its classification head is new. It is a "
+        'separate model, so training it must never change the teacher.',
+        'copy.deepcopy(teacher.config), then set num_hidden_layers; BertForSequenceClassification(config) '
+        'builds a new model (with a freshly initialised head); module.load_state_dict(other.state_dict()) '
+        'copies weights without sharing tensors; the layers are in model.bert.encoder.layer.',
+        'Build the student from a copy of the config with num_hidden_layers = len(layer_map); load the '
+        "embeddings' state dict; for j, i in enumerate(layer_map) load teacher layer i into student layer j; "
+        "load the pooler; leave student.classifier as it was initialised (do not copy the teacher's head); "
+        'return the student.',
+    ),
     solution='''
 def init_student_from_teacher(teacher, layer_map):
-    """A student whose layer j is a copy of teacher layer layer_map[j] (plus embeddings, pooler, head)."""
+    """A student whose layer j is a copy of teacher layer layer_map[j], plus embeddings and pooler; a new head."""
     ### BEGIN SOLUTION
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layer_map)
@@ -200,11 +224,10 @@ def init_student_from_teacher(teacher, layer_map):
     for j, i in enumerate(layer_map):
         student.bert.encoder.layer[j].load_state_dict(teacher.bert.encoder.layer[i].state_dict())
     student.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())
-    student.classifier.load_state_dict(teacher.classifier.state_dict())
-    return student
+    return student                      # student.classifier stays new
     ### END SOLUTION
 ''',
-    success="Correct! DistilBERT keeps every other layer of BERT: a good start is half the battle.",
+    success="Correct! DistilBERT keeps every other layer of BERT; only the task head starts from scratch.",
 )
 
 __all__ = ["q1", "q2", "BROKEN_STEP", "toy_bert", "toy_batch"]

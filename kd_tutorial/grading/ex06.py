@@ -234,8 +234,16 @@ def _check_speedups(call):
 
 q1 = Exercise(
     "ex06.q1", "Measuring latency honestly", "measure_latency", _check_latency,
-    hint="""Call the model `warmup` times, then sync(); start the clock (time.perf_counter()); call it
-    `repeats` times; sync() again; stop the clock; return elapsed / repeats (seconds per call).""",
+    hints=(
+        'An honest latency is the steady-state time of one call: the first calls pay one-off costs '
+        '(allocation, kernel selection, caches), and on a GPU a call returns before the work is done, so the '
+        'clock must only stop once the device has finished.',
+        'time.perf_counter() is the clock for intervals; call sync() (torch.cuda.synchronize on a GPU) before'
+        ' starting and before stopping it; torch.inference_mode() avoids autograd bookkeeping.',
+        'Call the model warmup times without timing; sync(); read the clock; call it repeats times; sync() '
+        'again; read the clock; return the elapsed time divided by repeats, in seconds per call (not the '
+        'total, not milliseconds).',
+    ),
     solution='''
 def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):
     """Seconds per call of model(**batch), after warm-up, with the device synchronised."""
@@ -257,8 +265,16 @@ def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):
 
 q2 = Exercise(
     "ex06.q2", "Speed-up across batch sizes", "speedups", _check_speedups,
-    hint="""For each batch size b: batch = make_batch(b); speed-up = measure_latency(teacher, batch, sync) /
-    measure_latency(student, batch, sync). Use your measure_latency from q1.""",
+    hints=(
+        'A speed-up is a ratio of latencies measured on the same input: teacher time over student time. It '
+        'depends on the batch size (fixed overheads dominate small batches), so measure it separately for '
+        'each size.',
+        'Reuse your measure_latency(model, batch, sync) from q1; make_batch(b) builds a batch of size b; '
+        'return a dict keyed by batch size.',
+        'For each b in batch_sizes: build one batch with make_batch(b), time the teacher and the student on '
+        'that same batch with the same sync, and store teacher latency / student latency (not the inverse) '
+        'under the key b.',
+    ),
     solution='''
 def speedups(teacher, student, make_batch, batch_sizes, sync=lambda: None):
     """{batch_size: teacher latency / student latency}."""

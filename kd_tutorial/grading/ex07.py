@@ -162,11 +162,81 @@ def _check_hidden(call):
                 f"{expected[0]:.5f}")
 
 
+# -- q3: a masked token-level KL ---------------------------------------------------------------------------
+
+
+def _token_cases():
+    g = torch.Generator().manual_seed(13)
+    out = []
+    for B, L, V, T, lengths in [(3, 5, 7, 2.0, [5, 2, 3]), (2, 6, 4, 1.0, [6, 1]), (4, 4, 5, 3.0, [4, 4, 2, 1])]:
+        mask = torch.tensor([[1] * n + [0] * (L - n) for n in lengths])
+        out.append((torch.randn(B, L, V, generator=g) * 2, torch.randn(B, L, V, generator=g) * 3, mask, T))
+    return out
+
+
+def _token_kl(s, t, T, dim=-1):
+    """KL(teacher || student) per token at temperature T (no T^2), shape (B, L)."""
+    p = F.softmax(t / T, dim)
+    return (p * (F.log_softmax(t / T, dim) - F.log_softmax(s / T, dim))).sum(dim if dim == -1 else -1)
+
+
+def _check_token_kl(call):
+    cases = _token_cases()
+    got = [as_float(call(s.clone(), t.clone(), m.clone(), T), "token_kd_loss") for s, t, m, T in cases]
+
+    def reference(s, t, m, T, dim=-1, scale=True, norm="tokens", masked=True):
+        kl = _token_kl(s, t, T, dim) * (T * T if scale else 1.0)
+        w = m.float() if masked else torch.ones_like(m, dtype=torch.float)
+        if norm == "tokens":
+            return (kl * w).sum() / w.sum()
+        if norm == "batch":
+            return (kl * w).sum() / m.shape[0]
+        return ((kl * w).sum(-1) / w.sum(-1)).mean()  # per sequence, then over sequences
+
+    expected = [float(reference(*c)) for c in cases]
+    if not all(close(g, e) for g, e in zip(got, expected)):
+        V = lambda **kw: (lambda: [reference(*c, **kw) for c in cases])  # noqa: E731
+        message = diagnose(got, {
+            "your loss counts the padded positions: average over the real tokens only (attention_mask == 1)":
+                V(masked=False),
+            "you averaged within each sequence, then over the sequences, so a token of a short review weighs more "
+            "than one of a long review: sum over all real tokens of the batch, divide by their number":
+                V(norm="sequence"),
+            "you divided by the batch size B (as reduction='batchmean' does), not by the number of real tokens: "
+            "the loss then grows with the reviews' length":
+                V(norm="batch"),
+            "you summed over every position, padding included, and divided by the batch size B (F.kl_div's "
+            "reduction='batchmean' on (B, L, V) logits does that): average over the real tokens only":
+                V(norm="batch", masked=False),
+            "your softmax runs over the sequence dimension: each token's distribution is over the vocabulary "
+            "(the last dimension)":
+                V(dim=1),
+            "your loss is T^2 too small: multiply the KL by temperature ** 2":
+                V(scale=False),
+            "you computed KL(student || teacher): the teacher's probabilities are the target":
+                lambda: [reference(t, s, m, T) for s, t, m, T in cases],
+        })
+        raise Wrong(message or f"your loss is {got[0]:.4f}, expected {expected[0]:.4f} on the first batch "
+                    "(T^2 x the mean over real tokens of KL(teacher || student) over the vocabulary)")
+    s, t, m, T = cases[0]
+    grad = student_gradient(call, s, t, m, T, student_name="student_logits", teacher_name="teacher_logits")
+    if grad is not None and float(grad[m == 0].abs().sum()) > 0:
+        raise Wrong("a gradient reaches the student's logits at padded positions: mask them out of the sum")
+
+
 q1 = Exercise(
     "ex07.q1", "A masked attention KL", "attention_kl_loss", _check_attention,
-    hint="""For each head and each real query position i, KL(teacher row || student row) sums over the real keys j
-    of p log(p / q); then average over heads and real queries. Build a (B, 1, 1, L) key mask and a (B, 1, L) query
-    mask from attention_mask; a probability of exactly 0 needs care inside a log.""",
+    hints=(
+        "Each row of an attention map is a probability distribution over the keys, so the teacher's rows can "
+        'be matched with a KL divergence, KL(teacher row || student row). Padded keys carry no probability '
+        'and padded queries are not real rows: neither may count, and the teacher is a fixed target.',
+        'Build a (B, 1, 1, L) key mask and a (B, 1, L) query mask from attention_mask by indexing with None; '
+        'p * (log p - log q) with clamp_min(1e-12) before the log avoids log(0) = -inf and a nan gradient; '
+        'masked_fill(~mask, 0.0) zeroes padded keys; .detach() the teacher.',
+        'rows = the sum over the last dimension (keys) of p * (log p - log q), with p the detached teacher, '
+        'both clamped before the log and padded keys zeroed; then average rows over the heads and the real '
+        "query positions only: multiply by the query mask expanded to rows' shape and divide by its sum.",
+    ),
     solution='''
 def attention_kl_loss(student_attn, teacher_attn, attention_mask):
     """KL(teacher || student) per attention row, over real keys; mean over heads and real queries."""
@@ -185,9 +255,18 @@ def attention_kl_loss(student_attn, teacher_attn, attention_mask):
 
 q2 = Exercise(
     "ex07.q2", "A hidden-state loss through a projection", "hidden_state_loss", _check_hidden,
-    hint="""Loop over the student's layers i = 1..S: take projections[i - 1](student_hidden[i]) and
-    teacher_hidden[mapping[i - 1]] (index 0 of both tuples is the embeddings' output). Their squared error is
-    averaged over real tokens and hidden units (attention_mask); then average over the S layers.""",
+    hints=(
+        "Intermediate-layer distillation asks each student layer to reproduce a chosen teacher layer's hidden"
+        " states. The student is narrower, so a learned projection maps its states to the teacher's width; "
+        'padded positions do not count.',
+        'student_hidden and teacher_hidden are tuples of (B, L, width) tensors whose index 0 is the '
+        "embeddings' output, so student layer i is student_hidden[i] for i = 1..S; projections[i - 1] "
+        'projects it; mapping[i - 1] is the teacher layer it imitates; attention_mask[..., None] broadcasts '
+        'over the hidden units.',
+        'For i = 1..S: s = projections[i - 1](student_hidden[i]), t = teacher_hidden[mapping[i - 1]] '
+        'detached; the squared error summed over real tokens and hidden units, divided by (number of real '
+        'tokens x teacher width); return the mean of these S values.',
+    ),
     solution='''
 def hidden_state_loss(student_hidden, teacher_hidden, attention_mask, projections, mapping):
     """Mean over mapped layers of the masked MSE between projected student states and teacher states."""
@@ -204,4 +283,33 @@ def hidden_state_loss(student_hidden, teacher_hidden, attention_mask, projection
     success="Correct! Projected, mapped to the right layers, averaged over real tokens only.",
 )
 
-__all__ = ["q1", "q2"]
+q3 = Exercise(
+    "ex07.q3", "A masked token-level KL", "token_kd_loss", _check_token_kl,
+    hints=(
+        "With one prediction per token (a masked-language-model head, a tagger), the soft loss is the same "
+        "T^2 x KL(teacher || student) as notebook 03, but for every token: each token's logits give a "
+        "distribution over the vocabulary. Padded tokens are not predictions, and every real token of the batch "
+        "weighs the same.",
+        "F.log_softmax(x / T, dim=-1) and F.softmax(... , dim=-1) work on (B, L, V) tensors; "
+        "F.kl_div(log_q, p, reduction='none').sum(-1) gives one KL per token, shape (B, L); "
+        "attention_mask.float() weighs them; .detach() the teacher.",
+        "per_token = the KL over the last dimension (vocabulary) between the detached teacher's and the student's "
+        "distributions at temperature T, one value per (review, position); multiply by the float mask, sum over "
+        "the whole batch, divide by the mask's sum (not by B, not per sequence), and scale by T ** 2.",
+    ),
+    solution='''
+def token_kd_loss(student_logits, teacher_logits, attention_mask, temperature):
+    """T^2 x the mean over real tokens of KL(teacher || student) over the vocabulary; logits (B, L, V)."""
+    ### BEGIN SOLUTION
+    T = temperature
+    log_q = F.log_softmax(student_logits / T, dim=-1)
+    p = F.softmax(teacher_logits.detach() / T, dim=-1)
+    per_token = F.kl_div(log_q, p, reduction="none").sum(-1)        # (B, L)
+    m = attention_mask.float()
+    return T ** 2 * (per_token * m).sum() / m.sum()
+    ### END SOLUTION
+''',
+    success="Correct! One KL per real token, every token weighing the same: the MLM loss of DistilBERT, softened.",
+)
+
+__all__ = ["q1", "q2", "q3"]

@@ -7,11 +7,11 @@ import importlib
 SETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ex01": ("01_bert_anatomy", ("q1", "q2")),
     "ex02": ("02_soft_targets_temperature", ("q1", "q2")),
-    "ex03": ("03_kd_losses", ("q1", "q2")),
-    "ex04": ("04_teacher", ("q1", "q2", "q3")),
+    "ex03": ("03_kd_losses", ("q1", "q2", "q3", "q4")),
+    "ex04": ("04_teacher", ("q1", "q2", "q3", "q4")),
     "ex05": ("05_distillation", ("q1", "q2")),
     "ex06": ("06_evaluation", ("q1", "q2")),
-    "ex07": ("07_intermediate_layers", ("q1", "q2")),
+    "ex07": ("07_intermediate_layers", ("q1", "q2", "q3")),
 }
 
 
