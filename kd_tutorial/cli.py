@@ -9,6 +9,7 @@
     kd-tutorial make-exercises [--check]
     kd-tutorial report RESULTS.json... [--readme README.md | --summary OUT.json]
     kd-tutorial benchmark [--profile P] [--student I] [--report FILE [--quick]]
+    kd-tutorial search [--profile P] [--trials N] [--out DIR] [--steps N] [--margin M] [--device D]
 
 Every error the user can fix is a :class:`kd_tutorial.errors.UserError`: :func:`main` prints its message as one
 line, ``kd-tutorial: error: <what is wrong>: <what to do>``, and exits with status 2, never with a traceback.
@@ -33,6 +34,7 @@ from .pipeline import run_distill
 from .profiles import describe_choice, PROFILES, resolve_profile
 from .recipes import get_recipe, RECIPES
 from .report import benchmark_markdown, README_END, README_START, results_markdown, splice_readme, summary
+from .search import run_search
 from .store import atomic_write_json, home, HOME_ENV
 
 
@@ -304,6 +306,30 @@ def _benchmark_report(profile, args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    """An Optuna study over T, alpha, the student and the transfer-set size (:mod:`kd_tutorial.search`):
+    validation accuracy against batch-1 latency, resumed from ``--out``/search.db; prints the Pareto front."""
+    quiet()
+    if args.trials < 1:
+        raise UsageError(f"--trials {args.trials}: give the total number of trials, a whole number >= 1")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: give a whole number of optimizer steps >= 1 per trial")
+    if not -1.0 <= args.margin <= 1.0:
+        raise UsageError(f"--margin {args.margin}: give an accuracy difference between -1 and 1 (e.g. 0.15)")
+    profile = _profile(args)
+    try:
+        import optuna  # noqa: F401  (kd_tutorial.search imports it where it is used)
+    except ImportError:
+        raise UsageError("kd-tutorial search needs optuna, which is not installed: pip install -e '.[search]'") \
+            from None
+    device = check_device(args.device) if args.device else pick_device()
+    check_writable_home()
+    _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
+    run_search(profile, trials=args.trials, out=args.out, steps=args.steps, device=device, progress=not args.quiet,
+               margin=args.margin, seed=args.seed)
+    return 0
+
+
 def cmd_grade(args, rest) -> int:
     """Delegate to the workshop grader (kd_tutorial.grading.grader)."""
     return grade_main(rest)
@@ -343,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--summary", metavar="OUT.json", help="write the results without the per-step training logs "
                                                           "(what docs/results/ keeps)")
     _add_benchmark(sub, profile_help)
+    _add_search(sub, profile_help)
     sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)
     sub.add_parser("make-exercises", help="generate exercises/ from solutions/", add_help=False)
     return parser
@@ -396,6 +423,38 @@ def _add_benchmark(sub, profile_help: str) -> None:
                    "samples (a check of the command: seconds on a CPU with --profile tiny)")
 
 
+def _add_search(sub, profile_help: str) -> None:
+    """The ``search`` sub-command's arguments."""
+    s = sub.add_parser("search", help="an Optuna study of T, alpha, the student and the transfer-set size: "
+                                      "validation accuracy against latency, the Pareto front")
+    s.add_argument("--profile", help=profile_help)
+    s.add_argument("--trials", type=_number(int, "--trials"), default=20,
+                   help="trials in the study in all, finished ones included (default 20): run again with more to "
+                        "continue it")
+    s.add_argument("--out", default="runs/search", help="folder of search.db, search.json, the plot and each "
+                                                        "trial's weights (default runs/search)")
+    s.add_argument("--steps", type=_number(int, "--steps"), help="optimizer steps per trial (default: the "
+                   "profile's budget for the student and transfer set); a study keeps its --steps")
+    s.add_argument("--margin", type=_number(float, "--margin"), default=0.15,
+                   help="prune a trial whose validation accuracy is below the teacher's by more than this "
+                        "(default 0.15)")
+    s.add_argument("--seed", type=_number(int, "--seed"), default=0)
+    s.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _number(kind, flag: str):
+    """An argparse type: ``kind`` (int or float), its error naming ``flag``; ranges are checked by the command."""
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not a{'n integer' if kind is int else ' number'}") \
+                from None
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _positive(text: str) -> int:
     """An argparse type: a whole number >= 1."""
     try:
@@ -422,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         return handler(None, argv[1:])
     args = parser.parse_args(argv)
     handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report,
-                "benchmark": cmd_benchmark}
+                "benchmark": cmd_benchmark, "search": cmd_search}
     try:
         return handlers[args.command](args)
     except UserError as err:

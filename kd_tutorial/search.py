@@ -1,0 +1,321 @@
+"""``kd-tutorial search``: an Optuna study over T, alpha, the student and the transfer-set size.
+
+Each trial trains one ``kd+transfer`` run (:func:`kd_tutorial.pipeline.run_config`, the profile's step budget,
+or ``steps`` of them) from the cached teacher and its cached logits, then measures two objectives: the best
+validation accuracy of the run (maximised) and the p50 latency of one review at batch 1 on this device
+(minimised). The study is multi-objective, so the answer is a Pareto front (``study.best_trials``), not one
+trial.
+
+Search space: ``T`` (1-8, log scale), ``alpha`` (0-1), ``student`` (one of the profile's students, plus for the
+first ``distil`` student every other depth below the teacher's: ``distil-1L`` ... ``distil-(L-1)L``) and
+``transfer_fraction`` (0.25, 0.5 or 1.0 of the profile's transfer reviews, always with the labelled ones).
+
+Pruning: Optuna's pruners (``MedianPruner``...) work on single-objective studies only (``Trial.report`` is refused
+in a multi-objective one), so this module applies its own rule at the end of every training epoch (the
+``on_epoch_end`` hook of :func:`kd_tutorial.train.train`), on the validation passes so far: a trial is pruned
+(``raise optuna.TrialPruned()``, state PRUNED) when its best validation accuracy is below the teacher's by more
+than ``margin``, or, once ``min_finished`` trials have completed, below the median of theirs at the same pass.
+Short runs (``steps`` under one epoch) are checked once, at their end: they are marked, not shortened.
+
+Resumable: the study lives in ``<out>/search.db`` (SQLite) as :data:`STUDY_NAME`; a second call continues it up
+to ``trials`` finished (completed or pruned) trials in all. The sampler is seeded with the count of trials
+already there, so a new process never proposes the same sequence again.
+
+Test accuracy is computed only *after* the front is chosen on validation, and only for the front's trials (from
+the weights each completed trial keeps in ``<out>/trials/<number>/model``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+
+import torch
+
+from .data import subset_encoded
+from .device import pick_device
+from .errors import UsageError
+from .evaluate import accuracy, latency, predict_logits
+from .pipeline import run_config, step_budget, student_data
+from .profiles import Profile, StudentSpec
+from .store import atomic_save_pretrained, atomic_write_json, locked
+from .teachers import ensure_teacher, ensure_teacher_logits
+from .train import seed_everything, train
+
+STUDY_NAME = "kd-search"
+FRACTIONS = (0.25, 0.5, 1.0)
+T_RANGE = (1.0, 8.0)
+RECIPE = "kd+transfer"
+
+
+@dataclasses.dataclass
+class SearchContext:
+    """What every trial shares: the profile, the cached teacher and its logits, and the study's settings."""
+
+    profile: Profile
+    teacher: object
+    prep: object
+    rows: object  # labelled + transfer reviews (data.Encoded)
+    logits: torch.Tensor  # the teacher's logits on ``rows``
+    n_labelled: int
+    teacher_val: float
+    students: dict  # choice name -> StudentSpec
+    out: Path
+    device: str = "cpu"
+    steps: int | None = None
+    margin: float = 0.15
+    min_finished: int = 5
+    seed: int = 0
+    latency_n: int = 30
+
+
+def student_choices(profile: Profile, teacher_layers: int) -> dict[str, StudentSpec]:
+    """The students a trial may pick: the profile's own, plus the first distil student at every other depth."""
+    choices = {spec.name: spec for spec in profile.students}
+    distil = next((s for s in profile.students if s.kind == "distil"), None)
+    if distil is not None:
+        for layers in range(1, teacher_layers):
+            name = f"distil-{layers}L"
+            if name not in choices and layers != distil.num_layers:
+                choices[name] = dataclasses.replace(distil, name=name, num_layers=layers, layer_map=None)
+    return dict(sorted(choices.items()))
+
+
+def suggest(trial, ctx: SearchContext) -> dict:
+    """The trial's point of the search space."""
+    return {"T": trial.suggest_float("T", *T_RANGE, log=True), "alpha": trial.suggest_float("alpha", 0.0, 1.0),
+            "student": trial.suggest_categorical("student", list(ctx.students)),
+            "transfer_fraction": trial.suggest_categorical("transfer_fraction", list(FRACTIONS))}
+
+
+def transfer_rows(ctx: SearchContext, fraction: float):
+    """The labelled reviews plus the first ``fraction`` of the transfer reviews (a fixed shuffle), and the
+    teacher's logits on them."""
+    n_transfer = len(ctx.rows) - ctx.n_labelled
+    order = torch.randperm(n_transfer, generator=torch.Generator().manual_seed(0))
+    keep = order[:max(1, round(fraction * n_transfer))].sort().values + ctx.n_labelled
+    index = torch.cat([torch.arange(ctx.n_labelled), keep])
+    return subset_encoded(ctx.rows, index, f"train+transfer x{fraction}"), ctx.logits[index]
+
+
+def prune_reason(curve: list[float], finished: list[list[float]], *, teacher_val: float, margin: float,
+                 min_finished: int) -> str | None:
+    """Why a trial whose validation passes so far scored ``curve`` should stop (None: it goes on).
+
+    ``finished``: the curves of the completed trials. The rule: the best accuracy so far is below the
+    teacher's by more than ``margin``, or (with at least ``min_finished`` completed trials that reached this
+    pass) below the median of their best accuracies up to the same pass.
+    """
+    if not curve:
+        return None
+    best, k = max(curve), len(curve)
+    if best < teacher_val - margin:
+        return f"validation accuracy {best:.3f} after pass {k} is below the teacher's {teacher_val:.3f} - {margin}"
+    peers = [max(c[:k]) for c in finished if len(c) >= k]
+    if len(peers) >= max(1, min_finished) and best < statistics.median(peers):
+        return f"validation accuracy {best:.3f} after pass {k} is below the median {statistics.median(peers):.3f}"
+    return None
+
+
+def _pruning_hook(trial, ctx: SearchContext):
+    """An ``on_epoch_end`` callback that applies :func:`prune_reason` and raises ``optuna.TrialPruned``."""
+    import optuna
+    complete = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    finished = [t.user_attrs.get("val_curve", []) for t in complete]
+
+    def hook(epoch: int, history) -> None:
+        curve = [e["val_acc"] for e in history.evals]
+        trial.set_user_attr("val_curve", curve)
+        reason = prune_reason(curve, finished, teacher_val=ctx.teacher_val, margin=ctx.margin,
+                              min_finished=ctx.min_finished)
+        if reason is not None:
+            trial.set_user_attr("pruned_because", reason)
+            raise optuna.TrialPruned(reason)
+    return hook
+
+
+def run_trial(trial, ctx: SearchContext) -> tuple[float, float]:
+    """Train one ``kd+transfer`` run at the trial's point; return (validation accuracy, p50 latency in ms)."""
+    from .models import build_student
+    p, profile = suggest(trial, ctx), ctx.profile
+    spec = ctx.students[p["student"]]
+    rows, t_logits = transfer_rows(ctx, p["transfer_fraction"])
+    steps = ctx.steps or step_budget(profile, spec, len(rows))
+    config = dataclasses.replace(run_config(profile, spec, RECIPE, steps, ctx.seed), temperature=p["T"],
+                                 alpha=p["alpha"])
+    seed_everything(ctx.seed)
+    student = build_student(spec, ctx.teacher, attention_dropout=profile.attention_dropout,
+                            freeze_embeddings=profile.freeze_word_embeddings)
+    seed_everything(ctx.seed)
+    history = train(student, rows, config=config, val_data=ctx.prep.encoded["validation"], teacher_logits=t_logits,
+                    device=ctx.device, desc=f"trial {trial.number} {spec.name}", progress=False,
+                    on_epoch_end=_pruning_hook(trial, ctx))
+    timing = latency(student, ctx.prep.encoded["validation"], device=ctx.device, n=ctx.latency_n,
+                     warmup=3, repeats=2, precision=profile.precision)
+    atomic_save_pretrained(student, trial_folder(ctx.out, trial.number))
+    trial.set_user_attr("steps", steps)
+    trial.set_user_attr("params_count", sum(x.numel() for x in student.parameters()))
+    return history.best_val_acc or 0.0, timing["p50"]
+
+
+def trial_folder(out: Path, number: int) -> Path:
+    """Where a completed trial keeps its weights (the best on validation)."""
+    return Path(out) / "trials" / f"{number:04d}" / "model"
+
+
+def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0):
+    """The study in ``out/search.db``: created, or loaded to continue; a UsageError when it belongs to another
+    profile or step budget. Trials left RUNNING by an interrupted call are marked FAIL (not counted)."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{Path(out).resolve() / 'search.db'}"
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=["maximize", "minimize"],
+                                load_if_exists=True)
+    kept = study.user_attrs
+    if kept and (kept.get("profile"), kept.get("steps")) != (profile.name, steps):
+        raise UsageError(f"{out}/search.db holds a study of --profile {kept.get('profile')} with --steps "
+                         f"{kept.get('steps')}: give those again to continue it, or another --out")
+    study.set_user_attr("profile", profile.name)
+    study.set_user_attr("steps", steps)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    return study
+
+
+def finished_count(study) -> int:
+    """Trials that ran to an answer: completed or pruned."""
+    import optuna
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def make_context(profile: Profile, out: Path, *, device: str, steps: int | None, progress: bool,
+                 **settings) -> SearchContext:
+    """The cached teacher, its logits on the labelled and transfer reviews, and the student choices."""
+    teacher, prep, info = ensure_teacher(profile, device=device, progress=progress)
+    logits = {split: ensure_teacher_logits(profile, split, teacher_model=teacher, device=device, progress=progress)
+              for split in ("train", "transfer")}
+    sets = student_data(profile, prep, logits)
+    rows, t_logits, _ = sets["transfer"]
+    teacher_val = info.get("val_accuracy") or 0.0
+    return SearchContext(profile=profile, teacher=teacher, prep=prep, rows=rows, logits=t_logits,
+                         n_labelled=len(sets["labelled"][0]), teacher_val=teacher_val,
+                         students=student_choices(profile, teacher.config.num_hidden_layers), out=Path(out),
+                         device=device, steps=steps, **settings)
+
+
+def trial_record(t) -> dict:
+    """One trial as search.json keeps it."""
+    values = t.values or [None, None]
+    return {"number": t.number, "state": t.state.name, "params": dict(t.params), "val_accuracy": values[0],
+            "latency_ms": values[1], "val_curve": t.user_attrs.get("val_curve", []),
+            "steps": t.user_attrs.get("steps"), "pruned_because": t.user_attrs.get("pruned_because")}
+
+
+def pareto_front(records: list[dict]) -> list[dict]:
+    """The completed records that no other completed record beats on both objectives (ties kept)."""
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    return [r for r in done if not any(dominates(o, r) for o in done)]
+
+
+def dominates(a: dict, b: dict) -> bool:
+    """``a`` is at least as good as ``b`` on both objectives and better on one."""
+    ge = a["val_accuracy"] >= b["val_accuracy"] and a["latency_ms"] <= b["latency_ms"]
+    return ge and (a["val_accuracy"] > b["val_accuracy"] or a["latency_ms"] < b["latency_ms"])
+
+
+def evaluate_on_test(ctx: SearchContext, number: int) -> float:
+    """A completed trial's accuracy on the test split, from its kept weights (only for chosen trials)."""
+    from transformers import BertForSequenceClassification
+    model = BertForSequenceClassification.from_pretrained(trial_folder(ctx.out, number))
+    test = ctx.prep.encoded["test"]
+    logits = predict_logits(model, test, batch_size=ctx.profile.eval_batch_size, device=ctx.device,
+                            precision=ctx.profile.precision)
+    return accuracy(logits, test.labels)
+
+
+def format_front(front: list[dict]) -> str:
+    """The Pareto front as a markdown table, fastest first."""
+    lines = ["| trial | T | alpha | student | transfer fraction | val accuracy | test accuracy | p50 ms |",
+             "|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in sorted(front, key=lambda r: r["latency_ms"]):
+        p, test = r["params"], r.get("test_accuracy")
+        lines.append(f"| {r['number']} | {p['T']:.2f} | {p['alpha']:.2f} | {p['student']} | "
+                     f"{p['transfer_fraction']:g} | {100 * r['val_accuracy']:.1f} | "
+                     f"{'-' if test is None else f'{100 * test:.1f}'} | {r['latency_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot_front(records: list[dict], front: list[dict], path: Path, title: str) -> str:
+    """Validation accuracy against p50 latency: every completed trial, the front highlighted and joined."""
+    from matplotlib.figure import Figure  # no pyplot: no backend to choose, nothing left open
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    ax.scatter([r["latency_ms"] for r in done], [100 * r["val_accuracy"] for r in done], color="gray", alpha=0.6,
+               label="trials")
+    pts = sorted((r["latency_ms"], 100 * r["val_accuracy"]) for r in front)
+    ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color="C3", label="Pareto front", drawstyle="steps-post")
+    for r in front:
+        ax.annotate(f"#{r['number']} {r['params']['student']}", (r["latency_ms"], 100 * r["val_accuracy"]),
+                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="p50 latency at batch 1 (ms)", ylabel="validation accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return str(path)
+
+
+def run_search(profile: Profile, *, trials: int = 20, out: str | Path = "runs/search", steps: int | None = None,
+               device: str | None = None, progress: bool = True, seed: int = 0, margin: float = 0.15,
+               min_finished: int = 5, latency_n: int = 30) -> dict:
+    """Run (or continue) the study until it holds ``trials`` finished trials; write search.json and the plot.
+
+    Returns search.json's content: every trial, the front (with test accuracy, computed for it alone), the
+    teacher's validation accuracy and the paths written.
+    """
+    import optuna
+    if trials < 1 or (steps is not None and steps < 1):
+        raise UsageError(f"trials={trials}, steps={steps}: give whole numbers >= 1")
+    out, device = Path(out), device or pick_device()
+    with locked(out):
+        study = open_study(out, profile, steps, seed)
+        ctx = make_context(profile, out, device=device, steps=steps, progress=progress, margin=margin,
+                           min_finished=min_finished, seed=seed, latency_n=latency_n)
+        todo = max(0, trials - finished_count(study))
+        print(f"study {STUDY_NAME} in {out / 'search.db'}: {finished_count(study)} finished trial(s), running "
+              f"{todo} more", flush=True)
+        if todo:
+            study.optimize(lambda trial: run_trial(trial, ctx), n_trials=todo, gc_after_trial=True, callbacks=[_say])
+        return write_results(study, ctx)
+
+
+def _say(study, trial) -> None:
+    """One line per finished trial."""
+    values = "" if not trial.values else f": val {100 * trial.values[0]:.1f} %, {trial.values[1]:.2f} ms"
+    print(f"trial {trial.number} {trial.state.name.lower()} {dict(trial.params)}{values}", flush=True)
+
+
+def write_results(study, ctx: SearchContext) -> dict:
+    """Choose the front on validation, then (only then) measure its trials on test; write search.json + plot."""
+    import optuna
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    records = [trial_record(t) for t in study.get_trials(deepcopy=False, states=finished)]
+    chosen = {t.number for t in study.best_trials}
+    front = [r for r in records if r["number"] in chosen]
+    for r in front:
+        r["test_accuracy"] = evaluate_on_test(ctx, r["number"])
+    plot = plot_front(records, front, ctx.out / "search-pareto.png",
+                      f"{ctx.profile.name}: {len(records)} trials, Pareto front of {len(front)}")
+    result = {"study": STUDY_NAME, "storage": str(ctx.out / "search.db"), "profile": ctx.profile.name,
+              "device": ctx.device, "steps": ctx.steps, "teacher_val_accuracy": ctx.teacher_val,
+              "objectives": ["val_accuracy (max)", "latency_ms p50 batch 1 (min)"], "trials": records,
+              "front": front, "plot": plot}
+    atomic_write_json(ctx.out / "search.json", result)
+    print(format_front(front), flush=True)
+    print(f"wrote {ctx.out / 'search.json'} and {plot}", flush=True)
+    return result

@@ -1,0 +1,107 @@
+"""`kd-tutorial search`: a small multi-objective Optuna study on the tiny profile (a few steps per trial)."""
+import json
+
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="optuna is not installed: pip install -e '.[search]'")
+
+from kd_tutorial import cli, search  # noqa: E402
+from kd_tutorial.errors import UsageError  # noqa: E402
+from kd_tutorial.profiles import get_profile  # noqa: E402
+
+# a cheaper teacher than tiny's (2 epochs, 600 transfer reviews): the study, not the teacher, is under test
+PROFILE = get_profile("tiny").replace(teacher_epochs=2, n_transfer=600)
+FAST = dict(steps=2, device="cpu", progress=False, latency_n=8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Three calls on one out folder: 3 trials, then 1 more (resumed), then 1 more forced to be pruned.
+
+    Returns each call's search.json content and the trial numbers each call measured on test."""
+    out = tmp_path_factory.mktemp("search")
+    tested, real = [], search.evaluate_on_test
+    search.evaluate_on_test = lambda ctx, number: tested[-1].append(number) or real(ctx, number)
+    try:
+        runs = []
+        for trials, margin in ((3, 1.0), (4, 1.0), (5, -1.0)):  # margin -1: below the teacher + 1, always pruned
+            tested.append([])
+            runs.append(search.run_search(PROFILE, trials=trials, out=out, margin=margin, **FAST))
+    finally:
+        search.evaluate_on_test = real
+    return out, runs, tested
+
+
+def test_the_front_is_non_empty_and_non_dominated(study):
+    out, (first, *_), _ = study
+    assert [t["state"] for t in first["trials"]] == ["COMPLETE"] * 3
+    front = first["front"]
+    assert front
+    for point in front:
+        assert not any(search.dominates(t, point) for t in first["trials"])
+    assert {p["number"] for p in front} == {p["number"] for p in search.pareto_front(first["trials"])}
+    for point in front:
+        assert set(point["params"]) == {"T", "alpha", "student", "transfer_fraction"}
+        assert 1.0 <= point["params"]["T"] <= 8.0 and 0.0 <= point["params"]["alpha"] <= 1.0
+        assert point["latency_ms"] > 0 and 0.0 <= point["val_accuracy"] <= 1.0
+
+
+def test_search_json_and_the_plot_are_written(study):
+    out, runs, _ = study
+    saved = json.loads((out / "search.json").read_text())
+    assert saved["trials"] == runs[-1]["trials"] and saved["front"] == runs[-1]["front"]
+    assert (out / "search-pareto.png").stat().st_size > 1000
+    assert (out / "search.db").exists()
+
+
+def test_a_second_call_resumes_the_study_without_repeating_trials(study):
+    _, (first, second, _), _ = study
+    assert [t["number"] for t in second["trials"]] == [0, 1, 2, 3]
+    for before, after in zip(first["trials"], second["trials"]):  # finished trials are read back, not rerun
+        assert {k: v for k, v in after.items()} == {k: v for k, v in before.items()}
+    assert second["trials"][3]["params"] not in [t["params"] for t in first["trials"]]
+
+
+def test_a_trial_below_the_threshold_is_marked_pruned(study):
+    out, (*_, third), _ = study
+    last = third["trials"][-1]
+    assert (last["number"], last["state"]) == (4, "PRUNED")
+    assert "below the teacher" in last["pruned_because"] and last["val_curve"]
+    assert last["number"] not in [p["number"] for p in third["front"]]
+    assert not search.trial_folder(out, 4).exists()  # a pruned trial keeps no weights
+
+
+def test_test_accuracy_is_computed_only_for_the_chosen_points(study):
+    _, runs, tested = study
+    for result, numbers in zip(runs, tested):
+        front = {p["number"] for p in result["front"]}
+        assert sorted(numbers) == sorted(front)
+        assert all(0.0 <= p["test_accuracy"] <= 1.0 for p in result["front"])
+        assert not any("test_accuracy" in t for t in result["trials"] if t["number"] not in front)
+
+
+def test_the_pruning_rule():
+    rule = dict(teacher_val=0.9, margin=0.1, min_finished=2)
+    assert search.prune_reason([], [], **rule) is None
+    assert "teacher" in search.prune_reason([0.7], [], **rule)
+    assert search.prune_reason([0.85], [[0.8]], **rule) is None  # one finished trial: no median yet
+    assert "median" in search.prune_reason([0.85], [[0.88, 0.9], [0.9]], **rule)
+    assert search.prune_reason([0.85, 0.9], [[0.88, 0.9], [0.9]], **rule) is None
+
+
+def test_a_study_of_another_budget_is_not_continued(study):
+    out, _, _ = study
+    with pytest.raises(UsageError, match="--steps 2"):
+        search.run_search(PROFILE, trials=6, out=out, steps=3, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--trials", "0"], "--trials"), (["--steps", "-1"], "--steps"), (["--profile", "nope"], "unknown profile"),
+    (["--margin", "x"], "--margin")])
+def test_bad_values_are_one_line_errors(argv, said, capsys, tmp_path):
+    try:
+        code = cli.main(["search", "--out", str(tmp_path), *argv])
+    except SystemExit as stop:  # argparse's own errors
+        code = stop.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and said in err and "\n" not in err and err.startswith("kd-tutorial: error:")
