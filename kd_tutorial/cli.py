@@ -17,6 +17,7 @@ line, ``kd-tutorial: error: <what is wrong>: <what to do>``, and exits with stat
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -317,11 +318,8 @@ def cmd_search(args) -> int:
     if not -1.0 <= args.margin <= 1.0:
         raise UsageError(f"--margin {args.margin}: give an accuracy difference between -1 and 1 (e.g. 0.15)")
     profile = _profile(args)
-    try:
-        import optuna  # noqa: F401  (kd_tutorial.search imports it where it is used)
-    except ImportError:
-        raise UsageError("kd-tutorial search needs optuna, which is not installed: pip install -e '.[search]'") \
-            from None
+    if importlib.util.find_spec("optuna") is None:  # kd_tutorial.search imports it where it is used
+        raise UsageError("kd-tutorial search needs optuna, which is not installed: pip install -e '.[search]'")
     device = check_device(args.device) if args.device else pick_device()
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")

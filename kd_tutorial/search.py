@@ -278,7 +278,6 @@ def run_search(profile: Profile, *, trials: int = 20, out: str | Path = "runs/se
     Returns search.json's content: every trial, the front (with test accuracy, computed for it alone), the
     teacher's validation accuracy and the paths written.
     """
-    import optuna
     if trials < 1 or (steps is not None and steps < 1):
         raise UsageError(f"trials={trials}, steps={steps}: give whole numbers >= 1")
     out, device = Path(out), device or pick_device()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import importlib.util
 import os
 import re
 import secrets
@@ -134,9 +135,7 @@ def chromium_path() -> str:
         pytest.skip("no Chromium to drive: install Debian's chromium package (`apt-get install chromium`, as "
                     ".ci/run does when it can) or set KD_TUTORIAL_CHROMIUM to a Chromium binary; Playwright's own "
                     "browser download cannot work on these machines")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         pytest.skip('Playwright is not installed: pip install -e ".[dev]"')
     return path
 
