@@ -39,78 +39,91 @@ def wrong(key: str, fragment: str):
     return deco
 
 
-# -- ex01.q1: attention -----------------------------------------------------------------
-def _attn(q, k, v, mask, scale, dim=-1, mask_op="fill"):
-    scores = q @ k.transpose(-2, -1) / scale
-    if mask is not None and mask_op == "fill":
-        scores = scores.masked_fill(mask == 0, -1e9)
-    if mask is not None and mask_op == "inverted":
-        scores = scores.masked_fill(mask == 1, -1e9)
-    if mask is not None and mask_op == "add":
-        scores = scores + mask
-    w = scores.softmax(dim)
-    if mask is not None and mask_op == "after":
-        w = w * mask
-    return w @ v, w
+# -- ex01.q1: multi-head attention from a packed QKV projection ------------------------------------
+def _mha(x, mask, w, b, h, *, scale="head", mask_op="fill", split="heads", packed="blocks", concat=True,
+         query_mask=False):
+    B, L, H = x.shape
+    d = H // h
+    qkv = x @ w.T + b
+    if packed == "blocks":
+        q, k, v = qkv.chunk(3, dim=-1)
+    else:  # [q_h, k_h, v_h] for each head in turn
+        q, k, v = (t.flatten(2) for t in qkv.view(B, L, h, 3, d).unbind(3))
+
+    def heads(t):
+        if split == "heads":
+            return t.reshape(B, L, h, d).permute(0, 2, 1, 3)
+        if split == "strided":
+            return t.reshape(B, L, d, h).permute(0, 3, 1, 2)
+        return t.reshape(B, h, L, d)
+
+    q, k, v = heads(q), heads(k), heads(v)
+    scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / {"head": math.sqrt(d), "d": d, "hidden": math.sqrt(H)}[scale]
+    keys = mask[:, None, None, :] if not query_mask else mask[:, None, :, None]
+    if mask_op == "fill":
+        scores = scores.masked_fill(keys == 0, float("-inf"))
+    elif mask_op == "zero":
+        scores = scores.masked_fill(keys == 0, 0.0)
+    att = scores.softmax(-1)
+    if mask_op == "after":
+        att = att * keys
+    out = att @ v
+    out = out.permute(0, 2, 1, 3).reshape(B, L, H) if concat else out.reshape(B, L, H)
+    return out, att
 
 
-@wrong("ex01.q1", "forgot to scale")
-def attn_no_scale(q, k, v, mask=None):
-    return _attn(q, k, v, mask, 1.0)
+wrong("ex01.q1", "not by the head dimension itself")(lambda *a: _mha(*a, scale="d"))
+wrong("ex01.q1", "divided by sqrt(hidden size)")(lambda *a: _mha(*a, scale="hidden"))
+wrong("ex01.q1", "after the softmax")(lambda *a: _mha(*a, mask_op="after"))
+wrong("ex01.q1", "scores to 0")(lambda *a: _mha(*a, mask_op="zero"))
+wrong("ex01.q1", "padded keys receive attention")(lambda *a: _mha(*a, mask_op="none"))
+wrong("ex01.q1", "split along the wrong axis")(lambda *a: _mha(*a, split="strided"))
+wrong("ex01.q1", "mixes positions between heads")(lambda *a: _mha(*a, split="flat"))
+wrong("ex01.q1", "Q, then K, then V")(lambda *a: _mha(*a, packed="per_head"))
+wrong("ex01.q1", "not concatenated per token")(lambda *a: _mha(*a, concat=False))
+wrong("ex01.q1", "never the queries")(lambda *a: _mha(*a, query_mask=True))
+wrong("ex01.q1", "return a pair")(lambda *a: _mha(*a)[0])
 
 
-@wrong("ex01.q1", "not by d_k")
-def attn_scale_d(q, k, v, mask=None):
-    return _attn(q, k, v, mask, q.shape[-1])
+# -- ex01.q2: parameters of a student configuration ------------------------------------------------
+def _student(teacher, overrides, add_pooling_layer=True, *, bias=1, ln=True, own_positions=True, pooler="flag",
+             use_overrides=True, segments=True):
+    get = (lambda k: overrides.get(k, getattr(teacher, k))) if use_overrides else (lambda k: getattr(teacher, k))
+    V, H, L, I = get("vocab_size"), get("hidden_size"), get("num_hidden_layers"), get("intermediate_size")
+    P = get("max_position_embeddings") if own_positions else teacher.max_position_embeddings
+    T = get("type_vocab_size") if segments else 0
+    norm = 2 * H if ln else 0
+    total = (V + P + T) * H + norm
+    total += L * (4 * (H * H + bias * H) + norm + H * I + bias * I + I * H + bias * H + norm)
+    dense = H * H + bias * H
+    total += {"flag": dense if add_pooling_layer else 0, "twice": 2 * dense if add_pooling_layer else 0,
+              "always": dense, "never": 0}[pooler]
+    return total
 
 
-@wrong("ex01.q1", "over the queries")
-def attn_dim(q, k, v, mask=None):
-    return _attn(q, k, v, mask, math.sqrt(q.shape[-1]), dim=-2)
+wrong("ex01.q2", "teacher's count")(lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer,
+                                                                                   use_overrides=False))
+wrong("ex01.q2", "forgot the biases")(lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer, bias=0))
+wrong("ex01.q2", "forgot the LayerNorms")(lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer,
+                                                                                         ln=False))
+wrong("ex01.q2", "position table has the teacher's length")(
+    lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer, own_positions=False))
+wrong("ex01.q2", "token-type (segment) embeddings")(
+    lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer, segments=False))
+wrong("ex01.q2", "counted the pooler twice")(
+    lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer, pooler="twice"))
+wrong("ex01.q2", "add_pooling_layer=False the model has no pooler")(
+    lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer, pooler="always"))
+wrong("ex01.q2", "add_pooling_layer=True the model has a pooler")(
+    lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer, pooler="never"))
 
 
-@wrong("ex01.q1", "mask is inverted")
-def attn_inverted(q, k, v, mask=None):
-    return _attn(q, k, v, mask, math.sqrt(q.shape[-1]), mask_op="inverted")
-
-
-@wrong("ex01.q1", "added the 0/1 mask")
-def attn_added(q, k, v, mask=None):
-    return _attn(q, k, v, mask, math.sqrt(q.shape[-1]), mask_op="add")
-
-
-@wrong("ex01.q1", "after the softmax")
-def attn_after(q, k, v, mask=None):
-    return _attn(q, k, v, mask, math.sqrt(q.shape[-1]), mask_op="after")
-
-
-@wrong("ex01.q1", "padding positions receive attention")
-def attn_ignores_mask(q, k, v, mask=None):
-    return _attn(q, k, v, None, math.sqrt(q.shape[-1]))
-
-
-@wrong("ex01.q1", "return a pair")
-def attn_output_only(q, k, v, mask=None):
-    return _attn(q, k, v, mask, math.sqrt(q.shape[-1]))[0]
-
-
-# -- ex01.q2: parameter counts ------------------------------------------------------------
-def _count(c, *, pos=True, attn_bias=True, layers=True, ffn_ln=True, pooler_in_total=True):
-    H, I, L = c.hidden_size, c.intermediate_size, c.num_hidden_layers
-    emb = (c.vocab_size + (c.max_position_embeddings if pos else 0) + c.type_vocab_size) * H + 2 * H
-    attn = (L if layers else 1) * (4 * (H * H + (H if attn_bias else 0)) + 2 * H)
-    ffn = (L if layers else 1) * (2 * H * I + I + H + (2 * H if ffn_ln else 0))
-    pooler = H * H + H
-    return {"embeddings": emb, "attention": attn, "feed_forward": ffn, "pooler": pooler,
-            "total": emb + attn + ffn + (pooler if pooler_in_total else 0)}
-
-
-wrong("ex01.q2", "position embeddings")(lambda c: _count(c, pos=False))
-wrong("ex01.q2", "biases of the Q, K, V")(lambda c: _count(c, attn_bias=False))
-wrong("ex01.q2", "multiply by num_hidden_layers")(lambda c: _count(c, layers=False))
-wrong("ex01.q2", "'feed_forward': each feed-forward block ends with a LayerNorm")(lambda c: _count(c, ffn_ln=False))
-wrong("ex01.q2", "leaves out the pooler")(lambda c: _count(c, pooler_in_total=False))
-wrong("ex01.q2", "missing the keys")(lambda c: {"total": 1})
+@wrong("ex01.q2", "changed its arguments")
+def student_count_mutating(teacher, overrides, add_pooling_layer=True):
+    for key, value in overrides.items():
+        setattr(teacher, key, value)  # the caller's teacher config is now the student's
+    overrides.clear()
+    return _student(teacher, overrides, add_pooling_layer)
 
 
 # -- ex02.q1: softmax with temperature -----------------------------------------------------
@@ -252,18 +265,27 @@ wrong("ex04.q1", "pass the attention_mask")(lambda t, b: _tl(t, b, mask=False))
 wrong("ex04.q1", "not the whole model output")(lambda t, b: _tl(t, b, whole=True))
 
 
-# -- ex04.q2: padding waste ------------------------------------------------------------------------------
-def _waste(batches, mode):
-    if mode == "mean":
-        return sum(float((b["attention_mask"] == 0).float().mean()) for b in batches) / len(batches)
-    pad = sum(int((b["attention_mask"] == 0).sum()) for b in batches)
-    tot = sum(b["attention_mask"].numel() for b in batches)
-    return {"percent": 100 * pad / tot, "real": 1 - pad / tot}[mode]
+# -- ex04.q2: padding waste of a batch order -----------------------------------------------------------------
+def _waste(word_counts, batch_size, max_length=512, *, specials=2, cap_words=False, global_max=False, mean=False):
+    lengths = []
+    for n in word_counts:
+        lengths.append(min(n, max_length) + specials if cap_words else min(n + specials, max_length))
+    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    fractions, pad, total = [], 0, 0
+    for batch in batches:
+        width = max(lengths) if global_max else max(batch)
+        fractions.append(sum(width - x for x in batch) / (width * len(batch)))
+        pad += sum(width - x for x in batch)
+        total += width * len(batch)
+    return sum(fractions) / len(fractions) if mean else pad / total
 
 
-wrong("ex04.q2", "averaged the per-batch fractions")(lambda bs: _waste(bs, "mean"))
-wrong("ex04.q2", "not a percentage")(lambda bs: _waste(bs, "percent"))
-wrong("ex04.q2", "fraction of real tokens")(lambda bs: _waste(bs, "real"))
+wrong("ex04.q2", "[CLS] and [SEP] twice")(lambda w, b, m=512: _waste([n + 2 for n in w], b, m))
+wrong("ex04.q2", "forgot [CLS] and [SEP]")(lambda w, b, m=512: _waste(w, b, m, specials=0))
+wrong("ex04.q2", "max_length counts the special tokens too")(lambda w, b, m=512: _waste(w, b, m, cap_words=True))
+wrong("ex04.q2", "longest review overall")(lambda w, b, m=512: _waste(w, b, m, global_max=True))
+wrong("ex04.q2", "averaged the per-batch fractions")(lambda w, b, m=512: _waste(w, b, m, mean=True))
+wrong("ex04.q2", "not a percentage")(lambda w, b, m=512: 100 * _waste(w, b, m))
 
 
 # -- ex04.q3: length-grouped batches ----------------------------------------------------------------------

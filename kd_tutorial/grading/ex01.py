@@ -6,79 +6,106 @@ from types import SimpleNamespace
 
 import torch
 
-from .core import Exercise, Wrong, as_tensor, close, diagnose
+from .core import Exercise, Wrong, as_float, as_tensor, close, diagnose
 
-# -- q1: scaled dot-product attention ----------------------------------------
-
-
-def _attention_ref(q, k, v, mask=None, *, scale=None, dim=-1, mask_mode="fill"):
-    d = q.shape[-1]
-    scores = q @ k.transpose(-2, -1) / (math.sqrt(d) if scale is None else scale)
-    if mask is not None and mask_mode == "fill":
-        scores = scores.masked_fill(mask == 0, torch.finfo(scores.dtype).min)
-    elif mask is not None and mask_mode == "inverted":
-        scores = scores.masked_fill(mask != 0, torch.finfo(scores.dtype).min)
-    elif mask is not None and mask_mode == "add":
-        scores = scores + mask
-    w = torch.softmax(scores, dim=dim)
-    if mask is not None and mask_mode == "after":
-        w = w * (mask != 0)
-    return w @ v, w
+# -- q1: multi-head attention from a packed QKV projection -----------------------------
 
 
-def _attention_cases():
-    g = torch.Generator().manual_seed(1)
-    B, H, L, d = 2, 3, 5, 8
-    q, k, v = (torch.randn(B, H, L, d, generator=g) for _ in range(3))
-    mask = torch.ones(B, 1, 1, L, dtype=torch.long)
-    mask[1, ..., 3:] = 0  # the second sequence has two padding positions
-    q2 = torch.randn(2, 3, 16, generator=g)
-    k2, v2 = torch.randn(2, 6, 16, generator=g), torch.randn(2, 6, 4, generator=g)
-    mask2 = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])[:, None, :]
-    return [(q, k, v, None), (q, k, v, mask), (q2, k2, v2, mask2)]
+def _mha_ref(x, mask, w, b, heads, *, scale="head", mask_mode="fill", split="heads", layout="blocks",
+             concat=True):
+    B, L, H = x.shape
+    d = H // heads
+    qkv = x @ w.T + b
+    if layout == "blocks":
+        q, k, v = qkv.split(H, dim=-1)
+    else:  # per-head interleaved [q_h, k_h, v_h] blocks
+        q, k, v = qkv.view(B, L, heads, 3, d).unbind(3)
+        q, k, v = (t.reshape(B, L, H) for t in (q, k, v))
+
+    def to_heads(t):
+        if split == "heads":
+            return t.view(B, L, heads, d).transpose(1, 2)
+        if split == "interleaved":
+            return t.view(B, L, d, heads).permute(0, 3, 1, 2)
+        return t.reshape(B, heads, L, d)  # "no_transpose"
+
+    q, k, v = to_heads(q), to_heads(k), to_heads(v)
+    div = {"head": math.sqrt(d), "d": d, "hidden": math.sqrt(H), "none": 1.0}[scale]
+    scores = q @ k.transpose(-2, -1) / div
+    m = mask[:, None, None, :]
+    if mask_mode == "fill":
+        scores = scores.masked_fill(m == 0, float("-inf"))
+    elif mask_mode == "zero":
+        scores = scores.masked_fill(m == 0, 0.0)
+    elif mask_mode == "add":
+        scores = scores + m
+    weights = torch.softmax(scores, dim=-1)
+    if mask_mode == "after":
+        weights = weights * m
+    out = weights @ v
+    out = out.transpose(1, 2).reshape(B, L, H) if concat else out.reshape(B, L, H)
+    return out, weights
 
 
-def _diagnose_attention(cases, weights) -> str:
-    def V(subset=None, **kw):
-        chosen = cases if subset is None else cases[:subset]
-        return lambda: [_attention_ref(q, k, v, m, **kw)[1] for q, k, v, m in chosen]
-
-    if not close(weights[0], _attention_ref(*cases[0])[1], atol=1e-5):  # no mask: scaling and softmax
-        message = diagnose(weights[:1], {
-            "you forgot to scale the scores: divide Q K^T by sqrt(d_k) before the softmax": V(1, scale=1.0),
-            "divide the scores by sqrt(d_k), not by d_k": V(1, scale=cases[0][0].shape[-1]),
-            "your softmax runs over the queries: each query's weights over the keys must sum to 1 (dim=-1)":
-                V(1, dim=-2),
-        }, atol=1e-5)
-        return message or "without a mask, your weights differ from softmax(Q K^T / sqrt(d_k), dim=-1)"
-    message = diagnose(weights, {
-        "your mask is inverted: 1 marks a real token (attend), 0 marks padding (ignore)": V(mask_mode="inverted"),
-        "you added the 0/1 mask to the scores: masked positions need -inf (or a very large negative "
-        "number) before the softmax": V(mask_mode="add"),
-        "you zeroed the masked weights after the softmax, so the rest no longer sums to 1: mask the "
-        "scores before the softmax": V(mask_mode="after"),
-        "padding positions receive attention: set their scores to -inf "
-        "(scores.masked_fill(mask == 0, float('-inf'))) before the softmax": V(mask_mode="none"),
-    }, atol=1e-5)
-    return message or "your weights are right without a mask but wrong with one: mask == 0 marks padding"
+def _mha_cases():
+    g = torch.Generator().manual_seed(11)
+    out = []
+    for B, L, H, heads, lengths in [(2, 5, 12, 3, [5, 3]), (3, 4, 8, 2, [2, 4, 1]), (1, 6, 16, 4, [6])]:
+        x = torch.randn(B, L, H, generator=g)
+        w, b = torch.randn(3 * H, H, generator=g) / math.sqrt(H), torch.randn(3 * H, generator=g) * 0.1
+        mask = (torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]).long()
+        out.append((x, mask, w, b, heads))
+    return out
 
 
-def _check_attention(call):
-    cases = _attention_cases()
+def _check_mha(call):
+    cases = _mha_cases()
     outs, weights = [], []
-    for q, k, v, m in cases:
-        res = call(q.clone(), k.clone(), v.clone(), None if m is None else m.clone())
+    for x, mask, w, b, heads in cases:
+        res = call(x.clone(), mask.clone(), w.clone(), b.clone(), heads)
         if not (isinstance(res, tuple) and len(res) == 2):
-            raise Wrong("return a pair (output, weights): the attended values and the attention weights")
-        ref_out, ref_w = _attention_ref(q, k, v, m)
-        weights.append(as_tensor(res[1], ref_w.shape, "the attention weights"))
+            raise Wrong("return a pair (output, weights): the heads' outputs concatenated, [B, L, H], and the "
+                        "attention weights, [B, num_heads, L, L]")
+        ref_out, ref_w = _mha_ref(x, mask, w, b, heads)
         outs.append(as_tensor(res[0], ref_out.shape, "the attention output"))
-    expected = [_attention_ref(q, k, v, m)[1] for q, k, v, m in cases]
-    if not all(close(w, e, atol=1e-5) for w, e in zip(weights, expected)):
-        raise Wrong(_diagnose_attention(cases, weights))
-    for o, (q, k, v, m), w in zip(outs, cases, expected):
-        if not close(o, w @ v, atol=1e-5):
-            raise Wrong("your weights are right but the output is not: it is weights @ value")
+        weights.append(as_tensor(res[1], ref_w.shape, "the attention weights"))
+    expected = [_mha_ref(*c) for c in cases]
+    if any(bool(torch.isnan(t).any()) for t in weights + outs):
+        raise Wrong("your result holds nan: a row of scores that is all -inf (every key masked) has no "
+                    "softmax; mask the keys (the last dimension of the scores), never the queries")
+    if not all(close(wt, e[1], atol=1e-5) for wt, e in zip(weights, expected)):
+        V = lambda **kw: (lambda: [_mha_ref(*c, **kw)[1] for c in cases])  # noqa: E731
+        message = diagnose(weights, {
+            "divide the scores by the square root of the head dimension, not by the head dimension itself":
+                V(scale="d"),
+            "you divided by sqrt(hidden size): each head's dot products have head_dim = hidden / num_heads "
+            "terms, so divide by sqrt(head_dim)": V(scale="hidden"),
+            "you forgot to scale the scores by 1 / sqrt(head_dim)": V(scale="none"),
+            "you zeroed the padded keys' weights after the softmax, so each row no longer sums to 1: mask the "
+            "scores before the softmax": V(mask_mode="after"),
+            "you set the padded keys' scores to 0, which still gives them weight (exp(0) = 1): they need -inf "
+            "before the softmax": V(mask_mode="zero"),
+            "you added the 0/1 mask to the scores: padded keys need -inf before the softmax": V(mask_mode="add"),
+            "padded keys receive attention: use the attention_mask (1 = real token, 0 = padding) on the keys":
+                V(mask_mode="none"),
+            "your heads are split along the wrong axis: head h owns the h-th block of head_dim consecutive "
+            "features, i.e. view(B, L, num_heads, head_dim), not every num_heads-th feature":
+                V(split="interleaved"),
+            "you reshaped [B, L, H] straight to [B, num_heads, L, head_dim], which mixes positions between "
+            "heads: view as [B, L, num_heads, head_dim], then swap the L and head axes": V(split="no_transpose"),
+            "the packed projection holds Q, then K, then V, each a block of hidden_size consecutive outputs, "
+            "not [q, k, v] interleaved head by head": V(layout="interleaved"),
+        }, atol=1e-5)
+        raise Wrong(message or "your attention weights differ from softmax(Q K^T / sqrt(head_dim)) with the "
+                    "padded keys at -inf, per head")
+    for o, c, e in zip(outs, cases, expected):
+        if close(o, e[0], atol=1e-5):
+            continue
+        if close(o, _mha_ref(*c, concat=False)[0], atol=1e-5):
+            raise Wrong("your weights are right, but the heads are not concatenated per token: move the head "
+                        "axis next to head_dim (transpose(1, 2)) before reshaping to [B, L, H]")
+        raise Wrong("your weights are right but the output is not: each head's weights @ its values, then the "
+                    "heads concatenated back to [B, L, H]")
 
 
 # -- q2: counting parameters --------------------------------------------------
@@ -105,125 +132,158 @@ def bert_parameter_counts(config) -> dict:
     return _counts(config)
 
 
-_KEYS = ("embeddings", "attention", "feed_forward", "pooler", "total")
+_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
+           "type_vocab_size")
 
 
-def _check_counts(call):
-    cfgs = [
-        SimpleNamespace(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=64, type_vocab_size=2),
-        SimpleNamespace(vocab_size=200, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
-                        intermediate_size=64, max_position_embeddings=40, type_vocab_size=3),
-        SimpleNamespace(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                        intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2),
+def _student_total(teacher, overrides, pooler, *, bias=True, layer_norm=True, teacher_positions=False,
+                   teacher_width_table=False, token_type=True, pooler_times=1, ignore_flag=False,
+                   ignore_overrides=False):
+    c = SimpleNamespace(**{k: getattr(teacher, k) if ignore_overrides else overrides.get(k, getattr(teacher, k))
+                           for k in _FIELDS})
+    if teacher_positions:
+        c.max_position_embeddings = teacher.max_position_embeddings
+    V, H, L, I, P = c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.max_position_embeddings
+    b, ln = (1 if bias else 0), (2 * H if layer_norm else 0)
+    E = teacher.hidden_size if teacher_width_table else H
+    emb = (V + P + (c.type_vocab_size if token_type else 0)) * E + (2 * E if layer_norm else 0)
+    layer = 4 * (H * H + b * H) + ln + (H * I + b * I) + (I * H + b * H) + ln
+    with_pooler = pooler or ignore_flag
+    return emb + L * layer + (pooler_times * (H * H + b * H) if with_pooler else 0)
+
+
+_BERT_BASE = SimpleNamespace(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                             intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
+
+
+def _student_cases():
+    small = SimpleNamespace(vocab_size=99, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)
+    odd = SimpleNamespace(vocab_size=200, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
+                          intermediate_size=96, max_position_embeddings=40, type_vocab_size=3)
+    return [
+        (small, {"num_hidden_layers": 2}, True),
+        (_BERT_BASE, {"num_hidden_layers": 4, "hidden_size": 312, "num_attention_heads": 12,
+                      "intermediate_size": 1200, "max_position_embeddings": 128}, False),
+        (odd, {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 40, "max_position_embeddings": 20},
+         True),
+        (_BERT_BASE, {"num_hidden_layers": 6}, True),
+        (_BERT_BASE, {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2,
+                      "intermediate_size": 512}, False),
     ]
+
+
+def _check_student_count(call):
+    cases = _student_cases()
     got = []
-    for c in cfgs:
-        res = call(c)
-        if not isinstance(res, dict):
-            raise Wrong(f"return a dict with the keys {list(_KEYS)}")
-        missing = [k for k in _KEYS if k not in res]
-        if missing:
-            raise Wrong(f"your dict is missing the keys {missing}")
-        got.append({k: int(res[k]) for k in _KEYS})
-    expected = [_counts(c) for c in cfgs]
-    hints = {
-        "embeddings": [
-            (dict(position=False), "you forgot the position embeddings (max_position_embeddings x hidden)"),
-            (dict(token_type=False), "you forgot the token-type (segment) embeddings"),
-            (dict(layer_norm=False), "you forgot the embeddings' LayerNorm (a weight and a bias of size hidden)"),
-            (dict(position=False, token_type=False, layer_norm=False),
-             "you counted only the word embeddings: add position and token-type embeddings and a LayerNorm"),
-        ],
-        "attention": [
-            (dict(layers=False), "count every layer: multiply by num_hidden_layers"),
-            (dict(bias=False), "you forgot the biases of the Q, K, V and output projections"),
-            (dict(layer_norm=False), "each attention block ends with a LayerNorm (2 x hidden parameters)"),
-            (dict(out_proj=False), "you forgot the attention's output projection (a 4th hidden x hidden matrix)"),
-        ],
-        "feed_forward": [
-            (dict(layers=False), "count every layer: multiply by num_hidden_layers"),
-            (dict(bias=False), "you forgot the feed-forward biases (intermediate + hidden)"),
-            (dict(layer_norm=False), "each feed-forward block ends with a LayerNorm (2 x hidden parameters)"),
-            (dict(ffn_out=False), "the feed-forward block has two matrices: hidden->intermediate and back"),
-        ],
-        "pooler": [(dict(bias=False), "the pooler is a dense layer: hidden x hidden weights plus a bias")],
-        "total": [(dict(pooler=False), "your total leaves out the pooler")],
-    }
-    for key in _KEYS:
-        if all(g[key] == e[key] for g, e in zip(got, expected)):
-            continue
-        for kwargs, message in hints[key]:
-            if all(g[key] == _counts(c, **kwargs)[key] for g, c in zip(got, cfgs)):
-                raise Wrong(f"'{key}': {message}")
-        i = next(i for i, (g, e) in enumerate(zip(got, expected)) if g[key] != e[key])
-        if key == "total" and got[i]["total"] != sum(got[i][k] for k in _KEYS[:-1]):
-            raise Wrong("'total' should be the sum of the four components")
-        extra = " (bert-base-uncased: 109,482,240 in all)" if i == 2 else ""
-        raise Wrong(f"'{key}' is {got[i][key]:,} for config #{i + 1}, expected {expected[i][key]:,}{extra}")
+    for teacher, overrides, pooler in cases:
+        passed_teacher, passed_overrides = SimpleNamespace(**vars(teacher)), dict(overrides)
+        value = call(passed_teacher, passed_overrides, add_pooling_layer=pooler)
+        if (vars(passed_teacher), passed_overrides) != (vars(teacher), overrides):
+            raise Wrong("your function changed its arguments: read the teacher's config and the overrides, "
+                        "do not modify them")
+        got.append(as_float(value, "count_student_parameters"))
+    expected = [_student_total(*c) for c in cases]
+    if all(g == e for g, e in zip(got, expected)):
+        return
+    V = lambda **kw: (lambda: [_student_total(*c, **kw) for c in cases])  # noqa: E731
+    message = diagnose(got, {
+        "this is the teacher's count: the student is the teacher's config with `overrides` applied "
+        "(fewer layers, a narrower width, ...)": V(ignore_overrides=True),
+        "you forgot the biases: every linear layer (Q, K, V, attention output, both feed-forward layers, the "
+        "pooler) has a bias of its output size": V(bias=False),
+        "you forgot the LayerNorms: one after the embeddings and two per layer, each 2 x hidden_size "
+        "(a scale and a shift)": V(layer_norm=False),
+        "your position table has the teacher's length: when `overrides` sets max_position_embeddings, the "
+        "student's table has that many rows": V(teacher_positions=True),
+        "your embedding tables have the teacher's width: the student's embeddings are its own hidden_size "
+        "wide": V(teacher_width_table=True),
+        "you forgot the token-type (segment) embeddings: type_vocab_size x hidden_size": V(token_type=False),
+        "you counted the pooler twice: it is one hidden x hidden dense layer with its bias": V(pooler_times=2),
+        "with add_pooling_layer=False the model has no pooler: leave it out of the count": V(ignore_flag=True),
+        "with add_pooling_layer=True the model has a pooler (hidden x hidden + hidden): count it":
+            V(pooler_times=0),
+    }, rtol=0, atol=0.5)
+    if message:
+        raise Wrong(message)
+    i = next(i for i, (g, e) in enumerate(zip(got, expected)) if g != e)
+    teacher, overrides, pooler = cases[i]
+    raise Wrong(f"for overrides {overrides} (add_pooling_layer={pooler}) on a teacher with hidden_size "
+                f"{teacher.hidden_size} and {teacher.num_hidden_layers} layers you counted {got[i]:,.0f} "
+                f"parameters, expected {expected[i]:,}")
 
 
 q1 = Exercise(
-    "ex01.q1", "Scaled dot-product attention from scratch", "scaled_dot_product_attention",
-    _check_attention,
+    "ex01.q1", "Multi-head attention from a packed QKV projection", "packed_multi_head_attention", _check_mha,
     hints=(
-        "Attention compares each query with every key (a dot product), turns each query's scores into a "
-        'probability distribution over the keys, and returns the matching weighted average of the values. The'
-        ' scores are scaled so that their size does not grow with the head dimension, and padded keys must '
-        'get exactly zero weight.',
-        'query @ key.transpose(-2, -1) gives the (..., L_q, L_k) scores; divide by math.sqrt(d_k) with d_k = '
-        "query.shape[-1]; scores.masked_fill(mask == 0, float('-inf')) removes padded keys before the "
-        'softmax; torch.softmax(..., dim=-1) normalises over the keys; weights @ value mixes the values.',
-        'Scale the scores by the square root of the last dimension of query (not by d_k itself); fill the '
-        'positions where mask is 0 with -inf *before* the softmax (not after it, and not by adding the 0/1 '
-        'mask); softmax over the last dimension (the keys, not the queries); return the pair (weights @ '
-        'value, weights).',
+        'One matrix product gives the queries, keys and values of all heads at once; cut it into Q, K and V, '
+        'then cut each into heads. Every head attends on its own, with scores scaled to the size of one head, '
+        'and padded keys get exactly zero weight; the heads\' outputs are glued back together token by token.',
+        'x @ w_qkv.T + b_qkv is the packed [B, L, 3H] projection; tensor.split(H, dim=-1) cuts it; '
+        't.view(B, L, num_heads, head_dim).transpose(1, 2) makes [B, heads, L, head_dim]; '
+        "scores.masked_fill(attention_mask[:, None, None, :] == 0, float('-inf')); torch.softmax(..., "
+        'dim=-1); out.transpose(1, 2).reshape(B, L, H) concatenates the heads.',
+        'Project once, split the last axis into Q, K, V blocks of H; give each the shape [B, heads, L, '
+        'head_dim] (heads taken as consecutive blocks of features); compare queries with keys and divide by '
+        'the square root of head_dim = H / num_heads (not by head_dim, not by sqrt(H)); set the padded keys '
+        "to -inf before (not after) the softmax; weights times values; undo the head split; return the "
+        'output and the weights.',
     ),
     solution='''
-def scaled_dot_product_attention(query, key, value, mask=None):
-    """softmax(Q K^T / sqrt(d_k)) V. mask: 1 = attend, 0 = padding (broadcastable to the scores)."""
+def packed_multi_head_attention(x, attention_mask, w_qkv, b_qkv, num_heads):
+    """Self-attention of all heads from one packed projection: returns (output [B, L, H], weights [B, h, L, L])."""
     ### BEGIN SOLUTION
-    d_k = query.shape[-1]
-    scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)
-    if mask is not None:
-        scores = scores.masked_fill(mask == 0, float("-inf"))
+    B, L, H = x.shape
+    head_dim = H // num_heads
+    q, k, v = (x @ w_qkv.T + b_qkv).split(H, dim=-1)
+
+    def heads(t):
+        return t.view(B, L, num_heads, head_dim).transpose(1, 2)
+
+    scores = heads(q) @ heads(k).transpose(-2, -1) / math.sqrt(head_dim)
+    scores = scores.masked_fill(attention_mask[:, None, None, :] == 0, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
-    return weights @ value, weights
+    output = (weights @ heads(v)).transpose(1, 2).reshape(B, L, H)
+    return output, weights
     ### END SOLUTION
 ''',
-    success="Correct! This is what each of BERT's heads computes (F.scaled_dot_product_attention does it fused).",
+    success="Correct! This is BertSelfAttention with its three projections fused into one matrix product "
+            "(nn.MultiheadAttention packs them the same way).",
 )
 
 q2 = Exercise(
-    "ex01.q2", "Counting BERT's parameters by component", "count_bert_parameters", _check_counts,
+    "ex01.q2", "Parameters of a student configuration", "count_student_parameters", _check_student_count,
     hints=(
-        'Count layer by layer: a linear layer has a weight matrix and a bias vector, a LayerNorm a scale and '
-        'a shift; the encoder repeats the same layer num_hidden_layers times; the pooler is one more linear '
-        'layer on top.',
-        'Linear(a, b) has a*b + b parameters; LayerNorm(h) has 2*h. Embeddings: word (vocab_size), position '
-        '(max_position_embeddings) and token-type (type_vocab_size) tables of width hidden_size, plus a '
-        'LayerNorm. Check your numbers against sum(p.numel() for p in module.parameters()) on a tiny '
-        'BertModel.',
-        'embeddings = (vocab + positions + token types) * H + 2H; attention = L * (four H x H linears with '
-        'biases + a LayerNorm); feed_forward = L * (H -> I linear + I -> H linear, with biases, + a '
-        'LayerNorm); pooler = H*H + H; total is the sum of all four.',
+        'The student is the teacher with a few settings changed; its size follows from its own settings '
+        'only. Count it layer by layer: every linear layer has a weight matrix and a bias, every LayerNorm a '
+        'scale and a shift, the encoder repeats one layer num_hidden_layers times, and the pooler exists only '
+        'when asked for.',
+        'overrides.get(name, getattr(teacher_config, name)) reads a setting of the student. Linear(a, b) has '
+        'a*b + b parameters, LayerNorm(h) 2*h. The embeddings are three tables (vocab_size, '
+        'max_position_embeddings and type_vocab_size rows) of width hidden_size, then a LayerNorm. To check '
+        'yourself: sum(p.numel() for p in BertModel(config, add_pooling_layer=...).parameters()).',
+        'Read V, H, L, I, P and T for the student (override first, teacher otherwise). Embeddings: (V + P + T) '
+        'tables of H columns, plus 2H. One layer: four H x H linears with biases and a LayerNorm, then an H -> '
+        'I and an I -> H linear with biases and a LayerNorm; times L. Add one H x H linear with bias if '
+        'add_pooling_layer, once.',
     ),
     solution='''
-def count_bert_parameters(config):
-    """Parameter counts of BertModel(config), by component."""
+def count_student_parameters(teacher_config, overrides, add_pooling_layer=True):
+    """Parameters of BertModel(student config, add_pooling_layer=...): the teacher's config with `overrides`."""
     ### BEGIN SOLUTION
-    H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    layer_norm = 2 * H
-    embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * H + layer_norm
-    attention = L * (4 * (H * H + H) + layer_norm)
-    feed_forward = L * ((H * I + I) + (I * H + H) + layer_norm)
-    pooler = H * H + H
-    total = embeddings + attention + feed_forward + pooler
+    def setting(name):
+        return overrides.get(name, getattr(teacher_config, name))
+
+    V, H, L = setting("vocab_size"), setting("hidden_size"), setting("num_hidden_layers")
+    I, P, T = setting("intermediate_size"), setting("max_position_embeddings"), setting("type_vocab_size")
+    embeddings = (V + P + T) * H + 2 * H
+    per_layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H
+    pooler = H * H + H if add_pooling_layer else 0
+    return embeddings + L * per_layer + pooler
     ### END SOLUTION
-    return {"embeddings": embeddings, "attention": attention, "feed_forward": feed_forward,
-            "pooler": pooler, "total": total}
 ''',
-    success="Correct! In bert-base, almost a quarter of the parameters are the word-embedding table.",
+    success="Correct! Depth costs linearly, width quadratically, and the embedding table stays whatever you do "
+            "to the layers.",
 )
 
 __all__ = ["q1", "q2", "bert_parameter_counts"]

@@ -5,7 +5,7 @@ import random
 
 import torch
 
-from .core import Exercise, LearnerCrash, Wrong, as_float, as_tensor, close
+from .core import Exercise, LearnerCrash, Wrong, as_float, as_tensor, close, diagnose
 from .toys import toy_batch, toy_bert
 
 # imported by the grader before the learner's cells (outside the per-cell time limit): the checks build toy BERTs
@@ -48,42 +48,62 @@ def _check_teacher_logits(call):
     raise Wrong("your logits differ from teacher(input_ids=..., attention_mask=...).logits in eval mode")
 
 
-# -- q2: padding waste ------------------------------------------------------------
+# -- q2: padding waste of a batch order ----------------------------------------------
 
 
-def _mask_batch(lengths, width=None):
-    width = width or max(lengths)
-    lengths = torch.tensor(lengths)
-    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
-    return {"input_ids": mask * 7, "attention_mask": mask}
+def _waste_of_order(word_counts, batch_size, max_length, *, specials=2, truncate="after", global_max=False,
+                    per_batch=False):
+    if truncate == "after":
+        tokens = [min(n + specials, max_length) for n in word_counts]
+    elif truncate == "before":
+        tokens = [min(n, max_length) + specials for n in word_counts]
+    else:
+        tokens = [n + specials for n in word_counts]
+    batches = [tokens[i:i + batch_size] for i in range(0, len(tokens), batch_size)]
+    width = max(tokens)
+    padded = [len(b) * (width if global_max else max(b)) for b in batches]
+    if per_batch:
+        return sum((p - sum(b)) / p for p, b in zip(padded, batches)) / len(batches)
+    return (sum(padded) - sum(tokens)) / sum(padded)
 
 
-def _waste_ref(batches):
-    total = sum(b["attention_mask"].numel() for b in batches)
-    real = sum(int(b["attention_mask"].sum()) for b in batches)
-    return (total - real) / total
+def _waste_cases():
+    return [
+        ([5, 3, 2, 2], 4, 512),
+        ([10, 1, 4, 4, 4, 4, 3, 3], 3, 512),            # a short last batch
+        ([30, 2, 2, 2, 9, 9, 9, 9, 1], 4, 16),            # truncation: 30 word pieces do not fit in 16
+        ([7, 7, 1, 20, 20, 20, 3], 2, 12),
+    ]
 
 
 def _check_waste(call):
-    cases = [
-        [_mask_batch([5, 3, 2, 2])],
-        [_mask_batch([10, 1]), _mask_batch([4, 4, 4, 4, 3, 3])],
-        [_mask_batch([3, 3, 3]), _mask_batch([8, 2, 2, 2, 2]), _mask_batch([6], width=16)],
-        [_mask_batch([4, 4])],
-    ]
-    got = [as_float(call([dict(b) for b in c]), "padding_waste") for c in cases]
-    expected = [_waste_ref(c) for c in cases]
+    cases = _waste_cases()
+    got = [as_float(call(list(w), b, m), "padding_waste_of_order") for w, b, m in cases]
+    expected = [_waste_of_order(w, b, m) for w, b, m in cases]
     if all(close(g, e) for g, e in zip(got, expected)):
         return
+    V = lambda **kw: (lambda: [_waste_of_order(w, b, m, **kw) for w, b, m in cases])  # noqa: E731
+    message = diagnose(got, {
+        "you added [CLS] and [SEP] twice (4 special tokens per review): each review is "
+        "[CLS] + its word pieces + [SEP], 2 more tokens than its word pieces": V(specials=4),
+        "you forgot [CLS] and [SEP]: each review holds 2 more tokens than its word pieces": V(specials=0),
+        "you truncated the word pieces to max_length and then added [CLS] and [SEP]: max_length counts the "
+        "special tokens too, so a review holds at most max_length tokens in all": V(truncate="before"),
+        "a review never holds more than max_length tokens: the tokenizer truncates the long ones": V(truncate="none"),
+        "you padded every batch to the longest review overall: each batch is padded only to its own "
+        "longest review": V(global_max=True),
+        "you averaged the per-batch fractions: batches have different sizes (the last one is shorter), so "
+        "divide the padding positions of all batches by all their positions": V(per_batch=True),
+    })
+    if message:
+        raise Wrong(message)
     if all(close(g, 100 * e) for g, e in zip(got, expected)):
         raise Wrong("return a fraction between 0 and 1, not a percentage")
     if all(close(g, 1 - e) for g, e in zip(got, expected)):
-        raise Wrong("you returned the fraction of real tokens: padding is where attention_mask == 0")
-    per_batch = [sum(_waste_ref([b]) for b in c) / len(c) for c in cases]
-    if all(close(g, e) for g, e in zip(got, per_batch)):
-        raise Wrong("you averaged the per-batch fractions: batches have different sizes, so divide the "
-                    "total number of padding positions by the total number of positions")
-    raise Wrong(f"for batches with lengths [[5, 3, 2, 2]] the waste is {expected[0]:.3f}, you returned {got[0]:.3f}")
+        raise Wrong("you returned the fraction of real tokens: return the fraction of padding")
+    w, b, m = cases[2]
+    raise Wrong(f"for word_counts={w}, batch_size={b}, max_length={m} the padding waste is {expected[2]:.4f}, "
+                f"you returned {got[2]:.4f}")
 
 
 # -- q3: length-grouped batches -------------------------------------------------
@@ -215,26 +235,31 @@ def teacher_logits(teacher, batch):
 )
 
 q2 = Exercise(
-    "ex04.q2", "Measuring padding waste", "padding_waste", _check_waste,
+    "ex04.q2", "Padding waste of a batch order", "padding_waste_of_order", _check_waste,
     hints=(
-        'Padding waste is the share of all the positions the model processes that are padding, counted over '
-        'every batch together, so a large batch weighs more than a small one.',
-        'attention_mask is 1 on real tokens and 0 on padding: mask.sum() counts real tokens and mask.numel() '
-        'counts all positions of a batch. Accumulate both over the batches before dividing.',
-        'total = the sum over batches of attention_mask.numel(); real = the sum over batches of '
-        'attention_mask.sum(); return the fraction of padding (total - real) / total, a number between 0 and '
-        '1 (not a percentage, not the fraction of real tokens, not a mean of per-batch fractions).',
+        'Count what the model really processes: each review becomes a sequence with its special tokens, '
+        'capped at the maximum length; consecutive reviews form a batch; a batch is as wide as its own '
+        'longest sequence. The waste is the share of padding among all the positions of all batches together.',
+        'min(n + 2, max_length) is the length of a review of n word pieces; [tokens[i:i + batch_size] for i in '
+        'range(0, len(tokens), batch_size)] cuts the batches (the last may be shorter); len(batch) * max(batch) '
+        'is the number of positions of one batch.',
+        'Turn every word count into a token count (word pieces, plus [CLS] and [SEP], then capped by '
+        'max_length); cut the list into consecutive batches; add up, over the batches, the batch size times '
+        'that batch\'s longest token count; the waste is that total minus the real tokens, divided by that '
+        'total (one fraction for all batches, not a mean of per-batch fractions).',
     ),
     solution='''
-def padding_waste(batches):
-    """Fraction of all positions in `batches` that are padding (attention_mask == 0)."""
+def padding_waste_of_order(word_counts, batch_size, max_length=512):
+    """Fraction of padding when the reviews, in this order, are cut into consecutive padded batches."""
     ### BEGIN SOLUTION
-    total = sum(b["attention_mask"].numel() for b in batches)
-    real = sum(int(b["attention_mask"].sum()) for b in batches)
-    return (total - real) / total
+    tokens = [min(n + 2, max_length) for n in word_counts]
+    batches = [tokens[i:i + batch_size] for i in range(0, len(tokens), batch_size)]
+    positions = sum(len(batch) * max(batch) for batch in batches)
+    return (positions - sum(tokens)) / positions
     ### END SOLUTION
 ''',
-    success="Correct! Every padding position costs as much compute as a real token.",
+    success="Correct! Now compare a random order with one sorted by length: every padding position costs "
+            "as much compute as a real token.",
 )
 
 q3 = Exercise(
