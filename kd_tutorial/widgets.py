@@ -61,13 +61,13 @@ def plot_temperature(logits, temperature: float, class_names: Sequence[str] | No
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     colors = ["tab:blue" if i != highlight else "tab:red" for i in range(len(p))]
-    ax.bar(names, p, color=colors, label=f"softmax(z / T), T = {temperature:g}")
+    ax.bar(names, p, color=colors, label=f"softmax(z / T), T = {temperature:.3g}")
     ax.axhline(1 / len(p), color="gray", linestyle="--", linewidth=1, label=f"uniform 1/C = {1 / len(p):.2f}")
     ax.set_ylim(0, 1)
     ax.set_xlabel("class")
     ax.set_ylabel("probability")
     h, h_max = entropy(p), math.log(len(p))
-    ax.set_title(title or f"T = {temperature:g}: entropy {h:.2f} of max {h_max:.2f} nats")
+    ax.set_title(title or f"T = {temperature:.3g}: entropy {h:.2f} of max {h_max:.2f} nats")
     ax.legend(fontsize=8, loc="upper right")
     ax.tick_params(axis="x", labelsize=8)
     return ax
