@@ -4,7 +4,8 @@ Layout (``KD_TUTORIAL_HOME``, default ``~/.cache/kd-tutorial``)::
 
     <home>/<profile>/<config-hash>/teacher/        save_pretrained() of the fine-tuned teacher
                                    teacher.json    its history and validation accuracy
-                                   logits-<split>.pt, cls-<split>.pt   its logits and [CLS] states (one pass)
+                                   logits-<split>.pt, cls-<split>.pt   its logits and [CLS] states (one pass;
+                                                                       the test split's names add a hash of its reviews)
                                    logits-augmented-<hash>.pt          its logits on augmented reviews
                                    students/<name>-<run-hash>/model/          a distilled student
                                                              history.json    its training history (written last)
@@ -66,16 +67,29 @@ class Prepared:
 
     @property
     def fingerprint(self) -> str:
-        """A hash of every split's token ids and labels: changed data never meets stale logits."""
+        """A hash of the token ids and labels of the splits that train the teacher and the students (train,
+        validation, transfer): changed data never meets stale logits, while another test set (``n_test``)
+        keeps the fine-tuned teacher and every student trained from it."""
         if not hasattr(self, "_fingerprint"):
-            h = hashlib.sha256()
-            for name in sorted(self.encoded):
-                enc = self.encoded[name]
-                h.update(name.encode())
-                h.update(json.dumps(enc.input_ids).encode())
-                h.update(enc.labels.numpy().tobytes())
-            self._fingerprint = h.hexdigest()[:16]
+            self._fingerprint = _split_hash(self.encoded, ("train", "validation", "transfer"))
         return self._fingerprint
+
+    def split_file(self, kind: str, split: str) -> Path:
+        """Where the teacher's ``kind`` ("logits" or "cls") of ``split`` is cached; the test split's name carries
+        a hash of its reviews, since the folder's key does not."""
+        suffix = f"-{_split_hash(self.encoded, ('test',))[:8]}" if split == "test" else ""
+        return self.directory / f"{kind}-{split}{suffix}.pt"
+
+
+def _split_hash(encoded: dict, names) -> str:
+    """A short hash of the named splits' token ids and labels."""
+    h = hashlib.sha256()
+    for name in sorted(names):
+        enc = encoded[name]
+        h.update(name.encode())
+        h.update(json.dumps(enc.input_ids).encode())
+        h.update(enc.labels.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def data_key(profile: Profile, data_dir: str | None) -> str:

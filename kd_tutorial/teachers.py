@@ -109,7 +109,7 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(prep.encoded)}")
     encoded = prep.encoded[split] if encoded is None else encoded
     rows = len(encoded)
-    path = {k: prep.directory / f"{k}-{split}.pt" for k in ("logits", "cls")}
+    path = {k: prep.split_file(k, split) for k in ("logits", "cls")}
     if path[what].exists():
         return _load_logits(path[what], rows)
     if teacher_model is None:

@@ -110,7 +110,7 @@ def test_the_full_profile_path_runs_on_cpu_in_fp16_with_accumulation(imdb_like, 
 
     # the teacher's cached logits: fp32, one row of 2 per review
     for split in ("train", "transfer", "test"):
-        logits = torch.load(prep.directory / f"logits-{split}.pt")
+        logits = torch.load(prep.split_file("logits", split))
         assert logits.dtype == torch.float32 and logits.shape == (len(prep.encoded[split]), 2)
 
     # the test reviews never reached training or validation

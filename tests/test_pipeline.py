@@ -10,6 +10,8 @@ import torch
 from kd_tutorial import artifacts, cli, pipeline, store, teachers
 from kd_tutorial.profiles import get_profile
 
+from test_data import write_parquet
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _same_models_on_every_cpu(tmp_path_factory):
@@ -150,7 +152,7 @@ def test_corrupt_cached_logits_give_a_clear_error(tiny_run, tmp_path, monkeypatc
     profile = get_profile("tiny")
     prep = artifacts.prepare(profile)
     prep.directory.mkdir(parents=True)
-    (prep.directory / "logits-test.pt").write_bytes(b"not a tensor")
+    prep.split_file("logits", "test").write_bytes(b"not a tensor")
     with pytest.raises(artifacts.ArtifactError, match="cannot read cached logits.*delete the file"):
         teachers.ensure_teacher_logits(profile, "test", progress=False)
 
@@ -184,6 +186,21 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
                dict(profile=profile.replace(student_labels=100)), dict(profile=profile.replace(attention_dropout=0.0))]
     for change in changes:
         assert folder(**change) != folder(), change
+
+
+def test_another_test_set_keeps_the_teacher_and_its_students(tiny_run, tmp_path):
+    """n_test picks test reviews only: with a real test split, changing it reuses the fine-tuned teacher, its
+    transfer logits and every student (same folder); the test logits get a file of their own. Where the test
+    reviews are carved from train, n_test changes the training reviews, and so the folder."""
+    tiny = get_profile("tiny")
+    a, b = artifacts.prepare(tiny), artifacts.prepare(tiny.replace(n_test=300))
+    assert len(b.encoded["test"]) == 300 < len(a.encoded["test"])
+    assert a.directory == b.directory and a.split_file("logits", "transfer") == b.split_file("logits", "transfer")
+    assert a.split_file("logits", "test") != b.split_file("logits", "test")
+    write_parquet(tmp_path / "train.parquet", 400)  # no test split: the test set is a held-out slice of train
+    small = tiny.replace(n_train=100, n_transfer=120, val_size=40)
+    c, d = (artifacts.prepare(small.replace(n_test=n), data_dir=str(tmp_path)) for n in (60, 80))
+    assert c.data.test_is_held_out and c.directory != d.directory
 
 
 def test_cached_students_come_back_with_their_weights_and_history(tiny_run):
