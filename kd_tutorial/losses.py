@@ -13,6 +13,10 @@ real tokens) so that padding never changes a value: :func:`hidden_mse`,
 :func:`hidden_cosine`, :func:`cls_mse`, :func:`attention_kl` and
 :func:`value_relation_kl`.
 
+Generative language models, one distribution per token and a ``loss_mask`` of the
+tokens that count: :func:`token_cross_entropy`, :func:`token_kl` (forward),
+:func:`reverse_token_kl` and :func:`topk_token_kl` (a teacher cached as its top k).
+
 Every function returns a scalar tensor, and none lets a gradient reach the
 teacher's logits (they are detached).
 """
@@ -221,3 +225,71 @@ def value_relation_kl(student_values: torch.Tensor, teacher_values: torch.Tensor
     log_p = _relation_log_probs(teacher_values.detach(), attention_mask, relation_heads)
     log_q = _relation_log_probs(student_values, attention_mask, relation_heads)
     return _masked_row_kl(log_p, log_q, attention_mask)
+
+
+# ----------------------------------------------------------------------------- generative language models
+# A language model predicts a distribution over the vocabulary at every position: logits (B, L, V), where the
+# row at position t is the prediction of token t + 1 (kd_tutorial.lm.next_token shifts them). ``loss_mask``
+# (B, L) is 1 for the target tokens that count: not padding, and not the prompt when the model is only
+# taught to continue it. Every loss below is a mean over those tokens, so every counted token of the batch
+# weighs the same and a long review weighs by its length.
+
+def _token_mean(per_token: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """``sum_{b,t} m_bt x_bt / sum_{b,t} m_bt`` (0 when no token counts)."""
+    m = _real_tokens(loss_mask)
+    return (per_token * m).sum() / m.sum().clamp_min(1.0)
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Training on the data alone: ``-sum_{b,t} m_bt log q(y_bt) / sum_{b,t} m_bt``.
+
+    ``logits`` (B, L, V), ``targets`` (B, L) token ids; exp of this value is the perplexity.
+    """
+    log_q = F.log_softmax(_full(logits), dim=-1)
+    nll = -log_q.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return _token_mean(nll, loss_mask)
+
+
+def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss_mask: torch.Tensor,
+             temperature: float = 1.0) -> torch.Tensor:
+    """Forward KL per token: ``T^2 * sum_{b,t} m_bt KL(p_t,bt^T || q_s,bt^T) / sum_{b,t} m_bt``.
+
+    ``KL(p || q) = sum_v p_v (log p_v - log q_v)`` over the vocabulary. Mean-seeking: the student is
+    punished wherever the teacher puts mass and it puts none, so it spreads over all the teacher's modes.
+    """
+    T = float(temperature)
+    log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
+    log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
+    return _token_mean((log_p.exp() * (log_p - log_q)).sum(-1), loss_mask) * T * T
+
+
+def reverse_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss_mask: torch.Tensor,
+                     temperature: float = 1.0) -> torch.Tensor:
+    """Reverse KL per token: ``T^2 * sum_{b,t} m_bt KL(q_s,bt^T || p_t,bt^T) / sum_{b,t} m_bt``.
+
+    ``KL(q || p) = sum_v q_v (log q_v - log p_v)``: the student's own distribution weighs the terms.
+    Mode-seeking: putting mass where the teacher has little is what costs, so the student may drop a
+    mode of the teacher altogether (MiniLLM, GKD). The gradient flows through both ``q`` and ``log q``.
+    """
+    T = float(temperature)
+    log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
+    log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
+    return _token_mean((log_q.exp() * (log_q - log_p)).sum(-1), loss_mask) * T * T
+
+
+def topk_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tensor, teacher_topk_ids: torch.Tensor,
+                  loss_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Forward KL against a teacher cached as its ``k`` most likely next tokens per position.
+
+    With ``S`` the cached ids (B, L, k) and ``p~ = softmax(z_t[S] / T)`` renormalised over them::
+
+        T^2 * sum_{b,t} m_bt sum_{v in S} p~_v (log p~_v - log q_s,v^T) / sum_{b,t} m_bt
+
+    where ``q_s^T`` is the student's full softmax over the vocabulary. Equals :func:`token_kl` when
+    ``k = V``; the cache shrinks from V to 2k numbers per token, and what it loses is the teacher's mass
+    outside its top k (the student is no longer told how unlikely the other tokens are).
+    """
+    T = float(temperature)
+    log_q = F.log_softmax(_full(student_logits) / T, dim=-1).gather(-1, teacher_topk_ids)
+    log_p = F.log_softmax(_full(teacher_topk_logits.detach()) / T, dim=-1)
+    return _token_mean((log_p.exp() * (log_p - log_q)).sum(-1), loss_mask) * T * T

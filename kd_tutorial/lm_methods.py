@@ -1,0 +1,160 @@
+"""The ways of distilling a language model that notebook 09 compares, each a loss for :func:`kd_tutorial.lm.train_lm`.
+
+A method is a function ``loss(student, batch_rows) -> scalar tensor``, where ``batch_rows`` is a list of
+token rows (``<bos>`` ... ``<eos>``):
+
+* :func:`data_only` - the student alone on the data: next-token cross-entropy (the baseline).
+* :func:`token_kd` - word-level KD on the data: ``alpha * T^2 KL(teacher || student) + (1 - alpha) * CE``
+  at every position; ``reverse=True`` uses ``KL(student || teacher)``. The teacher's logits come from
+  :func:`online` (run alongside) or :func:`cached` (:func:`cache_logits`, computed once).
+* :func:`topk_kd` - the same forward KL against a cache of only the teacher's top k tokens per position
+  (:func:`cache_logits` with ``top_k``): what a 50k-entry vocabulary forces.
+* :func:`sequence_kd_rows` - sequence-level KD (Kim & Rush 2016): the teacher writes reviews from the
+  student's prompts, and the student trains on them with :func:`data_only` (prompt masked).
+* :func:`on_policy_kd` - on-policy distillation (GKD, MiniLLM): the student writes continuations, the
+  teacher scores every position of them, and the student moves towards the teacher's distribution
+  there, where its own mistakes lead it.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import losses
+from .lm import collate, logits_of, next_token, sample
+
+
+def data_only(device: str = "cpu", prompt_tokens: int = 1):
+    """Next-token cross-entropy on the rows (from ``prompt_tokens`` on; 1 = everything after ``<bos>``)."""
+    def loss(student, rows):
+        batch = collate(rows, prompt_tokens)
+        z, y, m = next_token(logits_of(student, batch, device), batch)
+        return losses.token_cross_entropy(z, y, m.to(z.device))
+    return loss
+
+
+def online(teacher, device: str = "cpu"):
+    """The teacher's side of a batch, computed now: ``side(rows) -> logits (B, L - 1, V)`` under no_grad."""
+    @torch.no_grad()
+    def side(rows):
+        batch = collate(rows)
+        return next_token(logits_of(teacher, batch, device), batch)[0]
+    return side
+
+
+@torch.no_grad()
+def cache_logits(teacher, rows: list[list[int]], top_k: int | None = None, batch_size: int = 128,
+                 device: str = "cpu") -> dict:
+    """The teacher's next-token logits at every position of every row, computed once, kept on the CPU.
+
+    Keyed by the row (as a tuple): ``logits (len - 1, V)``, or with ``top_k`` only the k largest,
+    ``(logits (len - 1, k), ids (len - 1, k))``: 2k numbers per token instead of the vocabulary's V (50,257
+    for GPT-2: a review of 256 tokens would need 51 MB in fp32, against 66 kB for k = 32).
+    """
+    cache = {}
+    for start in range(0, len(rows), batch_size):
+        part = rows[start: start + batch_size]
+        z = online(teacher, device)(part).float().cpu()
+        for b, row in enumerate(part):
+            zb = z[b, : len(row) - 1]
+            cache[tuple(row)] = zb.topk(top_k, dim=-1) if top_k else zb
+    return cache
+
+
+def cached(cache: dict):
+    """The teacher's side of a batch from :func:`cache_logits` (full logits), padded to the batch's width."""
+    def side(rows):
+        width = max(len(r) for r in rows) - 1
+        out = torch.zeros(len(rows), width, next(iter(cache.values())).shape[-1])
+        for b, row in enumerate(rows):
+            z = cache[tuple(row)]
+            out[b, : len(z)] = z
+        return out
+    return side
+
+
+def token_kd(teacher_side, *, alpha: float = 0.5, temperature: float = 1.0, reverse: bool = False,
+             device: str = "cpu"):
+    """Word-level KD on the data: ``alpha * (forward or reverse) token KL + (1 - alpha) * cross-entropy``.
+
+    ``teacher_side`` gives the teacher's logits for a batch: :func:`online` or :func:`cached`.
+    """
+    divergence = losses.reverse_token_kl if reverse else losses.token_kl
+
+    def loss(student, rows):
+        batch = collate(rows)
+        z, y, m = next_token(logits_of(student, batch, device), batch)
+        zt, m = teacher_side(rows).to(z.device), m.to(z.device)
+        return alpha * divergence(z, zt, m, temperature) + (1 - alpha) * losses.token_cross_entropy(z, y, m)
+    return loss
+
+
+def topk_kd(cache: dict, *, alpha: float = 0.5, temperature: float = 1.0, device: str = "cpu"):
+    """:func:`token_kd` (forward) against a top-k cache (:func:`cache_logits` with ``top_k``)."""
+    def loss(student, rows):
+        batch = collate(rows)
+        z, y, m = next_token(logits_of(student, batch, device), batch)
+        values, ids = _padded_topk(cache, rows, z.shape[1])
+        m = m.to(z.device)
+        kl = losses.topk_token_kl(z, values.to(z.device), ids.to(z.device), m, temperature)
+        return alpha * kl + (1 - alpha) * losses.token_cross_entropy(z, y, m)
+    return loss
+
+
+def _padded_topk(cache: dict, rows: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached top-k logits and ids of ``rows``, padded to ``width`` positions (padding is masked out)."""
+    k = next(iter(cache.values()))[0].shape[-1]
+    values, ids = torch.zeros(len(rows), width, k), torch.zeros(len(rows), width, k, dtype=torch.long)
+    for b, row in enumerate(rows):
+        v, i = cache[tuple(row)]
+        values[b, : len(v)], ids[b, : len(i)] = v, i
+    return values, ids
+
+
+def prompts_of(rows: list[list[int]], prompt_tokens: int) -> list[list[int]]:
+    """The first ``prompt_tokens`` tokens of every row long enough to have a continuation."""
+    return [row[:prompt_tokens] for row in rows if len(row) > prompt_tokens]
+
+
+def sequence_kd_rows(teacher, rows: list[list[int]], *, prompt_tokens: int, max_length: int, copies: int = 1,
+                     seed: int = 0, batch_size: int = 256, device: str = "cpu") -> list[list[int]]:
+    """Sequence-level KD's training set: ``copies`` teacher continuations of each row's prompt, sampled at T = 1."""
+    generator = torch.Generator().manual_seed(seed)
+    prompts = prompts_of(rows, prompt_tokens) * copies
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        out += sample(teacher, prompts[start: start + batch_size], max_length=max_length, generator=generator,
+                      device=device)
+    return out
+
+
+def on_policy_kd(teacher, prompts: list[list[int]], data_side, *, max_length: int, mix: float = 0.5,
+                 refresh_every: int = 25, pool_size: int = 256, reverse: bool = False, seed: int = 0,
+                 device: str = "cpu"):
+    """On-policy distillation: a token KL on the student's own continuations, mixed with the same KL on the data.
+
+    Every ``refresh_every`` steps the student writes ``pool_size`` continuations of ``prompts`` (all of one
+    length, e.g. :func:`prompts_of` the data) and the teacher scores every position of them once. GKD
+    samples at every step; here a sample is at most ``refresh_every`` steps old, which costs a forward
+    pass per written token 1 / ``refresh_every`` as often. Each step's loss is ``mix * KL on a batch of
+    the pool`` (prompt masked out) ``+ (1 - mix) * KL on the data batch`` (``data_side``: the teacher on
+    the data, :func:`online` or :func:`cached`).
+    """
+    divergence = losses.reverse_token_kl if reverse else losses.token_kl
+    generator, state = torch.Generator().manual_seed(seed), {"step": 0}
+
+    def kl(student, rows, prompt, side):
+        batch = collate(rows, prompt)
+        z, _, m = next_token(logits_of(student, batch, device), batch)
+        return divergence(z, side(rows).to(z.device), m.to(z.device))
+
+    def loss(student, rows):
+        if state["step"] % refresh_every == 0:
+            picks = torch.randint(len(prompts), (pool_size,), generator=generator).tolist()
+            state["pool"] = sample(student, [prompts[i] for i in picks], max_length=max_length,
+                                   generator=generator, device=device)
+            state["side"] = cached(cache_logits(teacher, state["pool"], device=device))
+        state["step"] += 1
+        pool = state["pool"]
+        mine = [pool[i] for i in torch.randint(len(pool), (len(rows),), generator=generator).tolist()]
+        return mix * kl(student, mine, len(prompts[0]), state["side"]) + (1 - mix) * kl(student, rows, 1, data_side)
+    return loss

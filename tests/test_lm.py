@@ -1,0 +1,158 @@
+"""kd_tutorial.lm and kd_tutorial.lm_methods: tokens, masks, models, sampling, metrics, and every method training."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from kd_tutorial import lm
+from kd_tutorial import lm_methods as M
+
+TINY = dataclasses.replace(lm.LM_PROFILES["tiny"], teacher_width=32, teacher_heads=2, student_width=16,
+                           student_heads=2, max_length=48)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return lm.encode_texts(TINY, lm.load_texts(TINY))
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    model = lm.teacher_model(TINY, len(data.tokenizer))
+    lm.train_lm(model, data.teacher[:800], M.data_only(), steps=60, batch_size=32, lr=3e-3)
+    return model
+
+
+def test_the_word_tokenizer_is_deterministic_and_round_trips():
+    texts = lm.load_texts(TINY)
+    a, b = lm.WordTokenizer(texts["train"]), lm.WordTokenizer(list(reversed(texts["train"])))
+    assert a.vocab == b.vocab and a.vocab[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    for text in texts["train"][:50]:  # the corpus's words and punctuation come back, lower-cased
+        ids = a.encode(text)
+        assert ids[0] == lm.BOS_ID and ids[-1] == lm.EOS_ID and lm.UNK_ID not in ids
+        assert a.decode(ids) == text.lower()
+    assert a.encode("zyzzyva")[1] == lm.UNK_ID and a.decode(a.encode("zyzzyva")) == "<unk>"
+
+
+def test_collate_masks_padding_and_prompts():
+    batch = lm.collate([[1, 5, 6, 7, 2], [1, 8, 2]], prompt_lengths=[3, 1])
+    assert batch["input_ids"].tolist() == [[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert batch["loss_mask"].tolist() == [[0, 0, 0, 1, 1], [0, 1, 1, 0, 0]]
+    logits = torch.randn(2, 5, 9)
+    z, y, m = lm.next_token(logits, batch)
+    assert torch.equal(z, logits[:, :-1]) and y.tolist() == [[5, 6, 7, 2], [8, 2, 0, 0]]
+    assert m.tolist() == [[0, 0, 1, 1], [1, 1, 0, 0]]  # the prediction made at t is scored on token t + 1
+
+
+def test_sampling_with_the_cache_equals_sampling_without_it(teacher):
+    prompts = [[lm.BOS_ID, 5, 6], [lm.BOS_ID, 7, 8]] * 4
+    rows = lm.sample(teacher, prompts, max_length=20, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    ids = torch.tensor(prompts)
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    while ids.shape[1] < 20 and not bool(done.all()):  # the same loop, recomputing the whole prefix
+        with torch.no_grad():
+            nxt = torch.multinomial(torch.softmax(teacher(input_ids=ids).logits[:, -1], -1), 1, generator=g)[:, 0]
+        ids = torch.cat([ids, torch.where(done, lm.EOS_ID, nxt)[:, None]], 1)
+        done |= nxt == lm.EOS_ID
+    expected = [r[:3] + lm._until(r[3:], lm.EOS_ID) for r in ids.tolist()]
+    assert rows == expected
+    assert all(r[:3] == p and len(r) <= 20 for r, p in zip(rows, prompts))
+    assert all(lm.EOS_ID not in r[3:-1] for r in rows)  # nothing after the end of a review
+
+
+def test_a_uniform_model_has_the_vocabularys_perplexity_and_training_lowers_it(data, teacher):
+    untrained = lm.gpt(len(data.tokenizer), 1, 16, 2, 48)
+    torch.nn.init.zeros_(untrained.lm_head.weight)  # tied to the embeddings: all logits 0, a uniform model
+    assert lm.perplexity(untrained, data.held_out[:50]) == pytest.approx(len(data.tokenizer), rel=1e-4)
+    assert lm.perplexity(teacher, data.held_out) < 0.2 * len(data.tokenizer)
+
+
+def test_the_perplexity_ratio_and_its_interval(data, teacher):
+    nll, counts = lm.review_nll(teacher, data.held_out[:200])
+    assert lm.perplexity_ratio(nll, nll, counts) == (1.0, 1.0, 1.0)
+    worse = nll + 0.1 * counts  # 0.1 nat more per token: a ratio of exp(0.1)
+    ratio, lo, hi = lm.perplexity_ratio(worse, nll, counts)
+    assert ratio == pytest.approx(math.exp(0.1)) and lo == pytest.approx(ratio) and hi == pytest.approx(ratio)
+    noisy = nll + torch.randn(len(nll), generator=torch.Generator().manual_seed(0)) * counts * 0.2
+    ratio, lo, hi = lm.perplexity_ratio(noisy, nll, counts)
+    assert lo < ratio < hi and hi / lo > 1.01
+    assert math.exp(float(nll.sum() / counts.sum())) == pytest.approx(lm.perplexity(teacher, data.held_out[:200]))
+
+
+def test_copy_layers_takes_the_chosen_blocks_as_copies():
+    teacher = lm.gpt(30, 4, 16, 2, 32)
+    student = lm.copy_layers(teacher, [0, 2])
+    assert student.config.n_layer == 2 and len(student.transformer.h) == 2
+    for s_block, t_index in zip(student.transformer.h, (0, 2)):
+        t_block = teacher.transformer.h[t_index]
+        assert all(torch.equal(a, b) for a, b in zip(s_block.parameters(), t_block.parameters()))
+        assert s_block is not t_block
+    ids = torch.tensor([[1, 4, 5, 6]])
+    assert student(input_ids=ids).logits.shape == (1, 4, 30)
+    narrow = lm.student_model(TINY, teacher)  # a teacher trained from scratch: a new, narrower student
+    assert narrow.config.n_embd == TINY.student_width and narrow.config.n_layer == TINY.student_layers
+
+
+def test_the_top_k_cache_holds_the_teachers_largest_logits(data, teacher):
+    rows = data.student[:10]
+    full, top = M.cache_logits(teacher, rows), M.cache_logits(teacher, rows, top_k=4)
+    for row in rows:
+        z, (values, ids) = full[tuple(row)], top[tuple(row)]
+        assert z.shape == (len(row) - 1, len(data.tokenizer)) and values.shape == ids.shape == (len(row) - 1, 4)
+        assert torch.equal(values, z.gather(-1, ids)) and torch.equal(values, z.topk(4, -1).values)
+    real = lm.next_token(torch.zeros(3, max(map(len, rows[:3])), 1), lm.collate(rows[:3]))[2].bool()
+    assert torch.allclose(M.cached(full)(rows[:3])[real], M.online(teacher)(rows[:3])[real], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["data", "forward", "reverse", "top-k", "sequence", "on-policy"])
+def test_every_method_trains_the_student(data, teacher, method):
+    student = lm.student_model(TINY, teacher)
+    before = lm.perplexity(student, data.held_out[:100])
+    full = M.cache_logits(teacher, data.student[:200])
+    rows, loss = data.student[:200], {
+        "data": lambda: M.data_only(),
+        "forward": lambda: M.token_kd(M.cached(full)),
+        "reverse": lambda: M.token_kd(M.online(teacher), reverse=True),
+        "top-k": lambda: M.topk_kd(M.cache_logits(teacher, data.student[:200], top_k=4)),
+        "sequence": lambda: M.data_only(prompt_tokens=TINY.prompt_tokens),
+        "on-policy": lambda: M.on_policy_kd(teacher, M.prompts_of(data.student[:200], TINY.prompt_tokens),
+                                            M.cached(full), max_length=TINY.max_length, pool_size=32, refresh_every=10),
+    }[method]()
+    if method == "sequence":
+        rows = M.sequence_kd_rows(teacher, data.student[:100], prompt_tokens=TINY.prompt_tokens,
+                                  max_length=TINY.max_length)
+        assert len(rows) == 100 and all(r[: TINY.prompt_tokens] == s[: TINY.prompt_tokens]
+                                        for r, s in zip(rows, data.student))
+    history = lm.train_lm(student, rows, loss, steps=30, batch_size=16, lr=3e-3)
+    assert all(math.isfinite(x) for x in history) and len(history) == 30
+    assert lm.perplexity(student, data.held_out[:100]) < 0.8 * before
+
+
+def test_on_policy_samples_are_the_students_and_refresh_on_schedule(data, teacher, monkeypatch):
+    calls = []
+    real = M.sample
+    monkeypatch.setattr(M, "sample", lambda model, prompts, **kw: calls.append(model) or real(model, prompts, **kw))
+    student = lm.student_model(TINY, teacher)
+    prompts = M.prompts_of(data.student[:50], TINY.prompt_tokens)
+    loss = M.on_policy_kd(teacher, prompts, M.online(teacher), max_length=TINY.max_length, pool_size=8,
+                          refresh_every=5)
+    lm.train_lm(student, data.student[:50], loss, steps=12, batch_size=8, lr=1e-3)
+    assert len(calls) == 3 and all(model is student for model in calls)  # steps 0, 5 and 10
+
+
+def test_a_pretrained_teacher_loads_from_a_folder_and_its_student_copies_its_layers(tmp_path, data):
+    """The `full` path (GPT-2 from the Hub, a distilGPT-2 student) on a saved tiny GPT-2, offline."""
+    saved = lm.gpt(len(data.tokenizer), 4, 16, 2, 48)
+    saved.save_pretrained(tmp_path / "gpt")
+    profile = dataclasses.replace(lm.LM_PROFILES["full"], teacher=str(tmp_path / "gpt"), max_length=48,
+                                  student_layers=2)
+    teacher = lm.teacher_model(profile, len(data.tokenizer))
+    student = lm.student_model(profile, teacher)
+    assert teacher.config.n_layer == 4 and student.config.n_layer == 2
+    assert torch.equal(student.transformer.h[1].mlp.c_fc.weight, teacher.transformer.h[2].mlp.c_fc.weight)
+    history = lm.train_lm(student, data.student[:64], M.token_kd(M.online(teacher)), steps=3, batch_size=16,
+                          lr=profile.lr)
+    assert len(history) == 3 and all(math.isfinite(x) for x in history)

@@ -1,0 +1,137 @@
+"""The generative-LM losses (kd_tutorial.losses: token_cross_entropy, token_kl, reverse_token_kl, topk_token_kl):
+values against direct formulas, identities as property tests, padding and prompt masks, gradients."""
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kd_tutorial import losses
+
+seeds = st.integers(0, 10_000)
+temps = st.floats(0.5, 8.0)
+
+
+def case(seed, b=3, length=6, vocab=11, scale=3.0):
+    """Student and teacher logits (B, L, V) and a mask with rows of different lengths and prompts."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(b, length, vocab, generator=g) * scale
+    t = torch.randn(b, length, vocab, generator=g) * scale
+    lengths = torch.randint(2, length + 1, (b,), generator=g)
+    prompts = torch.randint(0, 2, (b,), generator=g)
+    pos = torch.arange(length)[None]
+    mask = ((pos < lengths[:, None]) & (pos >= prompts[:, None])).long()
+    mask[0, -1] = 1  # at least one counted token
+    return s, t, mask
+
+
+def direct_kl(p_logits, q_logits, mask, T):
+    """sum_{b,t} m KL(p || q) / sum m, written out token by token."""
+    total, count = 0.0, 0
+    for b in range(mask.shape[0]):
+        for i in range(mask.shape[1]):
+            if mask[b, i]:
+                p = torch.softmax(p_logits[b, i] / T, -1)
+                q = torch.softmax(q_logits[b, i] / T, -1)
+                total += float((p * (p.log() - q.log())).sum())
+                count += 1
+    return T * T * total / count
+
+
+@given(seeds, temps)
+def test_token_kl_and_its_reverse_match_the_formula(seed, T):
+    s, t, m = case(seed)
+    assert abs(float(losses.token_kl(s, t, m, T)) - direct_kl(t, s, m, T)) < 1e-4
+    assert abs(float(losses.reverse_token_kl(s, t, m, T)) - direct_kl(s, t, m, T)) < 1e-4
+
+
+@given(seeds, temps)
+def test_the_kls_are_nonnegative_zero_at_the_teacher_and_swap_roles(seed, T):
+    s, t, m = case(seed)
+    assert float(losses.token_kl(s, t, m, T)) >= -1e-7 and float(losses.reverse_token_kl(s, t, m, T)) >= -1e-7
+    assert abs(float(losses.token_kl(t.clone(), t, m, T))) < 1e-6
+    assert torch.allclose(losses.reverse_token_kl(s, t, m, T), losses.token_kl(t, s, m, T), atol=1e-6)
+
+
+@given(seeds, temps)
+def test_one_position_per_row_is_the_classifiers_kd_loss(seed, T):
+    g = torch.Generator().manual_seed(seed)
+    s, t = torch.randn(4, 1, 5, generator=g) * 3, torch.randn(4, 1, 5, generator=g) * 3
+    ones = torch.ones(4, 1, dtype=torch.long)
+    assert torch.allclose(losses.token_kl(s, t, ones, T), losses.kl_divergence(s[:, 0], t[:, 0], T), atol=1e-6)
+
+
+@given(seeds)
+@settings(deadline=None)
+def test_padded_and_prompt_positions_never_change_a_value(seed):
+    s, t, m = case(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    garbage = (m == 0)[..., None]
+    s2 = torch.where(garbage, torch.randn(s.shape, generator=g) * 50, s)
+    t2 = torch.where(garbage, torch.randn(t.shape, generator=g) * 50, t)
+    ids = torch.randint(0, s.shape[-1], m.shape, generator=g)
+    ids2 = torch.where(m == 0, torch.randint(0, s.shape[-1], m.shape, generator=g), ids)
+    for fn in (losses.token_kl, losses.reverse_token_kl):
+        assert torch.allclose(fn(s, t, m), fn(s2, t2, m), atol=1e-5)
+    assert torch.allclose(losses.token_cross_entropy(s, ids, m), losses.token_cross_entropy(s2, ids2, m), atol=1e-5)
+
+
+@given(seeds)
+def test_every_counted_token_weighs_the_same(seed):
+    """Not a mean of per-review means: duplicating one review's tokens by concatenation changes the weights."""
+    s, t, m = case(seed)
+    per_token = F.kl_div(torch.log_softmax(s, -1), torch.log_softmax(t, -1), reduction="none", log_target=True).sum(-1)
+    expected = (per_token * m).sum() / m.sum()
+    assert torch.allclose(losses.token_kl(s, t, m), expected, atol=1e-6)
+
+
+@given(seeds)
+def test_token_cross_entropy_is_pytorchs_with_ignored_positions(seed):
+    s, _, m = case(seed)
+    ids = torch.randint(0, s.shape[-1], m.shape, generator=torch.Generator().manual_seed(seed))
+    ref = F.cross_entropy(s.reshape(-1, s.shape[-1]), ids.masked_fill(m == 0, -100).reshape(-1), ignore_index=-100)
+    assert torch.allclose(losses.token_cross_entropy(s, ids, m), ref, atol=1e-6)
+
+
+@given(seeds, temps)
+def test_topk_with_the_whole_vocabulary_is_the_full_kl(seed, T):
+    s, t, m = case(seed)
+    values, ids = t.topk(t.shape[-1], dim=-1)
+    assert torch.allclose(losses.topk_token_kl(s, values, ids, m, T), losses.token_kl(s, t, m, T), atol=1e-5)
+
+
+@given(seeds, st.integers(1, 10))
+def test_topk_is_nonnegative_and_zero_when_the_student_puts_all_its_mass_on_the_teachers_topk(seed, k):
+    s, t, m = case(seed)
+    values, ids = t.topk(k, dim=-1)
+    assert float(losses.topk_token_kl(s, values, ids, m)) >= -1e-6
+    # a student equal to the teacher on the top k and -inf elsewhere matches the truncated teacher exactly
+    student = torch.full_like(t, -1e4).scatter(-1, ids, values)
+    assert abs(float(losses.topk_token_kl(student, values, ids, m))) < 1e-5
+
+
+def test_gradients_reach_the_student_only_and_are_finite():
+    s, t, m = case(0)
+    values, ids = t.topk(4, dim=-1)
+    for fn, args in ((losses.token_kl, (t,)), (losses.reverse_token_kl, (t,)), (losses.topk_token_kl, (values, ids))):
+        x = s.clone().requires_grad_(True)
+        teacher = [a.clone().requires_grad_(True) if a.is_floating_point() else a for a in args]
+        fn(x, *teacher, m).backward()
+        assert x.grad is not None and bool(torch.isfinite(x.grad).all()) and float(x.grad.abs().sum()) > 0
+        assert all(a.grad is None for a in teacher if a.is_floating_point())
+        assert float(x.grad[m == 0].abs().sum()) == 0.0  # uncounted positions get no gradient
+
+
+def test_reverse_kl_is_mode_seeking_and_forward_kl_mean_seeking():
+    """The one-peak student (a discretised Gaussian) closest to a two-peak target, found by grid search:
+    under forward KL it sits between the peaks and covers both; under reverse KL it sits on one peak."""
+    x = torch.arange(41.0)
+    p = torch.exp(-(x - 10) ** 2 / 8) + torch.exp(-(x - 30) ** 2 / 8)
+    target = p.log()[None, None]
+    one = torch.ones(1, 1, dtype=torch.long)
+
+    def best(fn):
+        candidates = [(mu, sigma) for mu in range(41) for sigma in [0.5 * k for k in range(1, 41)]]
+        return min(candidates, key=lambda c: float(fn((-(x - c[0]) ** 2 / (2 * c[1] ** 2))[None, None], target, one)))
+    (mu_f, sigma_f), (mu_r, sigma_r) = best(losses.token_kl), best(losses.reverse_token_kl)
+    assert mu_f == 20 and sigma_f > 10
+    assert mu_r in (10, 30) and sigma_r == 2.0
