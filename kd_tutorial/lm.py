@@ -75,6 +75,11 @@ LM_PROFILES = {
 }
 
 
+def profile_for(course_profile: str) -> LMProfile:
+    """The generative-LM setting that goes with a course profile: ``full`` on a GPU, ``tiny`` everywhere else."""
+    return LM_PROFILES["full" if course_profile == "full" else "tiny"]
+
+
 # ----------------------------------------------------------------------------- text and tokens
 
 class WordTokenizer:

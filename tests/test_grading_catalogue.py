@@ -562,6 +562,150 @@ wrong("ex07.q3", "T^2 too small")(lambda s, t, m, T: _tok(s, t, m, T, scale=Fals
 wrong("ex07.q3", "padding included, and divided by the batch size B")(
     lambda s, t, m, T: F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1), reduction="batchmean") * T * T)
 
+
+# -- ex08.q1: compute_loss under gradient accumulation ----------------------------------------------------
+def _ga(s, t, y, n, T=2.0, a=0.5, *, scale="share", hard="rows", none="mean", detach=True):
+    t = t.detach() if detach else t
+    soft = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
+    if hard == "rows":
+        h = F.cross_entropy(s, y, ignore_index=-1, reduction="sum") / len(y)
+    elif hard == "labelled":  # the -100 habit: a mean over labelled rows (nan when there is none)
+        h = F.cross_entropy(s, y, ignore_index=-1)
+    elif hard == "labelled_or_0":
+        h = torch.nan_to_num(F.cross_entropy(s, y, ignore_index=-1))
+    elif hard == "default":  # F.cross_entropy ignores -100, not -1
+        h = F.cross_entropy(s, y)
+    else:
+        h = 0.0
+    loss = a * soft + (1 - a) * h
+    if n is None and none != "crash":
+        return loss / 4 if none == "K" else loss
+    return {"share": lambda: loss * len(y) / n, "K": lambda: loss / 4, "mean": lambda: loss,
+            "over_n": lambda: loss / n, "sum": lambda: loss * len(y), "upside_down": lambda: loss * n / len(y),
+            "labelled": lambda: loss * (y != -1).sum() / n}[scale]()
+
+
+@wrong("ex08.q1", "(the shortcut)")
+def compute_loss_as_shown(student_logits, teacher_logits, labels, num_items_in_batch, temperature=2.0, alpha=0.5):
+    """The shortcut of the exercise notebook, unchanged."""
+    loss = distillation_loss(student_logits, teacher_logits, labels, temperature, alpha)
+    return loss / 4
+
+
+wrong("ex08.q1", "plain mean")(lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y, T, a))
+wrong("ex08.q1", "already divided by its own B_k rows")(lambda *a: _ga(*a, scale="over_n"))
+wrong("ex08.q1", "sum over the micro-batch's rows")(lambda *a: _ga(*a, scale="sum"))
+wrong("ex08.q1", "upside down")(lambda *a: _ga(*a, scale="upside_down"))
+wrong("ex08.q1", "counted only the labelled rows")(lambda *a: _ga(*a, scale="labelled"))
+wrong("ex08.q1", "whose reviews are all unlabelled")(lambda *a: _ga(*a, hard="labelled"))
+wrong("ex08.q1", "labelled rows of each micro-batch")(lambda *a: _ga(*a, hard="labelled_or_0"))
+wrong("ex08.q1", "two shortcuts at once")(lambda *a: _ga(*a, hard="labelled_or_0", scale="K"))
+wrong("ex08.q1", "ignores -100 by default")(lambda *a: _ga(*a, hard="default"))
+wrong("ex08.q1", "no hard-label term")(lambda *a: _ga(*a, hard="none"))
+wrong("ex08.q1", "the Trainer passes no step size")(lambda *a: _ga(*a, none="crash"))
+wrong("ex08.q1", "(evaluation) you still divided by K")(lambda *a: _ga(*a, none="K"))
+wrong("ex08.q1", "a gradient reaches teacher_logits")(lambda *a: _ga(*a, detach=False))
+wrong("ex08.q1", "carries no gradient")(lambda *a: _ga(*a).item())
+
+
+# -- ex09.q1: the token-level KD loss of a language model -----------------------------------------------
+def _lmkd(s, t, m, T, *, logits="head", mask="tail", norm="tokens", reverse=False, scale=True, detach=True,
+          naive=False):
+    t = t.detach() if detach else t
+    s, t = {"head": (s[:, :-1], t[:, :-1]), "tail": (s[:, 1:], t[:, 1:]), "all": (s, t)}[logits]
+    w = {"tail": m[:, 1:], "head": m[:, :-1], "all": m}[mask].float()
+    if naive:  # probabilities, then their logs: log 0 = -inf where a softmax underflowed
+        p, q = F.softmax(t / T, -1), F.softmax(s / T, -1)
+        kl = (p * (p.log() - q.log())).sum(-1)
+    else:
+        log_q, log_p = F.log_softmax(s / T, -1), F.log_softmax(t / T, -1)
+        if reverse:
+            log_q, log_p = log_p, log_q
+        kl = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
+    value = {"tokens": lambda: (kl * w).sum() / w.sum(), "mean": lambda: (kl * w).mean(),
+             "batch": lambda: (kl * w).sum() / s.shape[0], "sequence": lambda: ((kl * w).sum(-1) / w.sum(-1)).mean(),
+             "where": lambda: torch.where(w > 0, kl, 0.0).sum() / w.sum()}[norm]()
+    return value * (T * T if scale else 1.0)
+
+
+def _no_masks(s, t, a, m, T):
+    """Neither mask: the mean over every shifted position."""
+    log_q, p = F.log_softmax(s[:, :-1] / T, -1), F.softmax(t[:, :-1].detach() / T, -1)
+    return F.kl_div(log_q, p, reduction="none").sum(-1).mean() * T * T
+
+
+def _drop_the_prompt(s, t, a, m, T):
+    """Its own mask, 'all but the prompt' (the prompt: real tokens that do not count): the padding stays in."""
+    keep = 1 - (a - m)
+    return _lmkd(s, t, keep, T)
+
+
+wrong("ex09.q1", "not loss_mask[:, :-1]")(lambda s, t, a, m, T: _lmkd(s, t, m, T, mask="head"))
+wrong("ex09.q1", "you did not shift")(lambda s, t, a, m, T: _lmkd(s, t, m, T, logits="all", mask="all"))
+wrong("ex09.q1", "or shifted the wrong way")(lambda s, t, a, m, T: _lmkd(s, t, m, T, logits="tail"))
+
+
+@wrong("ex09.q1", "you counted the prompt's tokens")
+def lm_kd_loss_attention_mask(student_logits, teacher_logits, attention_mask, loss_mask, temperature):
+    """The mask the model's forward pass gets, shifted: every real token counts, the prompt's too."""
+    T = temperature
+    log_q = F.log_softmax(student_logits[:, :-1] / T, dim=-1)
+    log_p = F.log_softmax(teacher_logits[:, :-1].detach() / T, dim=-1)
+    per_token = (log_p.exp() * (log_p - log_q)).sum(-1)
+    m = attention_mask[:, 1:].float()
+    return T ** 2 * (per_token * m).sum() / m.sum()
+
+
+@wrong("ex09.q1", "you counted the prompt's tokens")
+def lm_kd_loss_masks_swapped(student_logits, teacher_logits, loss_mask, attention_mask, temperature):
+    """The two masks taken in the wrong order: its 'loss_mask' is the attention mask."""
+    return _lmkd(student_logits, teacher_logits, loss_mask, temperature)
+
+
+wrong("ex09.q1", "ignores both masks, so it counts the padded positions")(_no_masks)
+wrong("ex09.q1", "your loss counts the padded positions")(_drop_the_prompt)
+wrong("ex09.q1", "averaged within each sequence")(lambda s, t, a, m, T: _lmkd(s, t, m, T, norm="sequence"))
+wrong("ex09.q1", ".mean() divides it by every position")(lambda s, t, a, m, T: _lmkd(s, t, m, T, norm="mean"))
+wrong("ex09.q1", "divided by the batch size B")(lambda s, t, a, m, T: _lmkd(s, t, m, T, norm="batch"))
+wrong("ex09.q1", "reduction='batchmean') on (B, L, V) logits")(
+    lambda s, t, a, m, T: F.kl_div(F.log_softmax(s[:, :-1] / T, -1), F.softmax(t[:, :-1].detach() / T, -1),
+                                   reduction="batchmean") * T * T)
+wrong("ex09.q1", "the reverse KL")(lambda s, t, a, m, T: _lmkd(s, t, m, T, reverse=True))
+wrong("ex09.q1", "T^2 too small")(lambda s, t, a, m, T: _lmkd(s, t, m, T, scale=False))
+wrong("ex09.q1", "reaches the teacher")(lambda s, t, a, m, T: _lmkd(s, t, m, T, detach=False))
+wrong("ex09.q1", "carries no gradient")(lambda s, t, a, m, T: _lmkd(s, t, m, T).detach())
+wrong("ex09.q1", "your loss is nan")(lambda s, t, a, m, T: _lmkd(s, t, m, T, naive=True))
+wrong("ex09.q1", "gradient is nan")(lambda s, t, a, m, T: _lmkd(s, t, m, T, naive=True, norm="where"))
+
+
+# -- ex09.q2: the reverse KL -----------------------------------------------------------------------------
+def _rkl(s, t, m, *, kind="reverse", norm="tokens", detach="teacher", naive=False):
+    t = t if detach == "nothing" else t.detach()
+    if naive:
+        q, p = F.softmax(s, -1), F.softmax(t, -1)
+        log_q, log_p = q.log(), p.log()
+    else:
+        log_q, log_p = F.log_softmax(s, -1), F.log_softmax(t, -1)
+        q, p = log_q.exp(), log_p.exp()
+    if detach == "q":
+        q = q.detach()
+    kl = {"reverse": lambda: (q * (log_q - log_p)).sum(-1), "forward": lambda: (p * (log_p - log_q)).sum(-1),
+          "cross": lambda: -(q * log_p).sum(-1)}[kind]()
+    w = m.float()
+    return {"tokens": lambda: (kl * w).sum() / w.sum(), "all": lambda: kl.mean(), "mean": lambda: (kl * w).mean(),
+            "sequence": lambda: ((kl * w).sum(-1) / w.sum(-1)).mean()}[norm]()
+
+
+wrong("ex09.q2", "forward KL(teacher || student)")(lambda s, t, m: _rkl(s, t, m, kind="forward"))
+wrong("ex09.q2", "without its entropy term")(lambda s, t, m: _rkl(s, t, m, kind="cross"))
+wrong("ex09.q2", "detached the student's probabilities q")(lambda s, t, m: _rkl(s, t, m, detach="q"))
+wrong("ex09.q2", "reaches the teacher")(lambda s, t, m: _rkl(s, t, m, detach="nothing"))
+wrong("ex09.q2", "ignores loss_mask")(lambda s, t, m: _rkl(s, t, m, norm="all"))
+wrong("ex09.q2", "averaged within each sequence")(lambda s, t, m: _rkl(s, t, m, norm="sequence"))
+wrong("ex09.q2", ".mean() divides it by every position")(lambda s, t, m: _rkl(s, t, m, norm="mean"))
+wrong("ex09.q2", "your loss is nan")(lambda s, t, m: _rkl(s, t, m, naive=True))
+wrong("ex09.q2", "carries no gradient")(lambda s, t, m: _rkl(s, t, m).detach())
+
 CASES = [(key, fn, fragment) for key, items in CATALOGUE.items() for fn, fragment in items]
 EXERCISES = {ex.key: ex for ex in registry.all_exercises()}
 

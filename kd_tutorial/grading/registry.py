@@ -12,6 +12,8 @@ SETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ex05": ("05_distillation", ("q1", "q2")),
     "ex06": ("06_evaluation", ("q1", "q2")),
     "ex07": ("07_intermediate_layers", ("q1", "q2", "q3")),
+    "ex08": ("08_kd_in_practice", ("q1",)),
+    "ex09": ("09_distilling_generative_lms", ("q1", "q2")),
 }
 
 
