@@ -1,0 +1,76 @@
+"""kd_tutorial.lm_trl: the word tokenizer as a transformers tokenizer, the prompt/completion dataset, GKDTrainer."""
+import copy
+import dataclasses
+import math
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # GKDTrainer lives in trl.experimental, which warns
+pytest.importorskip("trl")
+
+from kd_tutorial import lm  # noqa: E402
+from kd_tutorial import lm_methods as M  # noqa: E402
+from kd_tutorial import lm_trl  # noqa: E402
+
+TINY = dataclasses.replace(lm.LM_PROFILES["tiny"], teacher_width=32, teacher_heads=2, student_width=16,
+                           student_heads=2, max_length=48)
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return lm.load_texts(TINY)
+
+
+@pytest.fixture(scope="module")
+def data(texts):
+    return lm.encode_texts(TINY, texts)
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    model = lm.teacher_model(TINY, len(data.tokenizer))
+    lm.train_lm(model, data.teacher[:800], M.data_only(), steps=40, batch_size=32, lr=3e-3)
+    return model.requires_grad_(False)
+
+
+def test_the_hf_tokenizer_gives_the_word_tokenizers_ids(data, texts):
+    tok, hf = data.tokenizer, lm_trl.hf_tokenizer(data.tokenizer)
+    assert (hf.pad_token_id, hf.bos_token_id, hf.eos_token_id, hf.unk_token_id) == (0, 1, 2, 3)
+    assert len(hf) == len(tok)
+    for text in texts["train"][:200] + texts["held_out"][:50] + ["Zyzzyva, it's GREAT!!  (10/10)"]:
+        assert hf(text)["input_ids"] == tok.encode(text), text
+
+
+def test_the_dataset_keeps_the_prompt_out_of_the_loss(data):
+    from trl.experimental.utils import DataCollatorForChatML
+    prompt, rows = 4, data.student[:6] + [[lm.BOS_ID, 5, 2]]  # the last row has no completion: dropped
+    dataset = lm_trl.gkd_dataset(rows, prompt, data.tokenizer)
+    assert len(dataset) == 6 and {"prompt", "completion", "input_ids", "completion_mask"} <= set(dataset.column_names)
+    hf = lm_trl.hf_tokenizer(data.tokenizer)
+    for example, row in zip(dataset, rows):  # the text tokenizes back to the row (how TRL 1.0 finds the prompt)
+        assert example["input_ids"] == row
+        assert hf(example["prompt"], add_special_tokens=False)["input_ids"] == row[:prompt]
+        assert hf(example["completion"], add_special_tokens=False)["input_ids"] == row[prompt:]
+    batch = lm_trl._right_padded(DataCollatorForChatML(tokenizer=hf, max_length=TINY.max_length))(list(dataset))
+    ours = lm.collate(rows[:6], prompt)
+    assert torch.equal(batch["input_ids"], ours["input_ids"])  # padded on the right, as the course's loop
+    assert torch.equal(batch["attention_mask"], ours["attention_mask"])
+    assert torch.equal(batch["labels"] != -100, ours["loss_mask"].bool())  # prompt and padding: -100
+    assert batch["prompts"].tolist() == [row[:prompt] for row in rows[:6]]  # what the student continues
+
+
+def test_run_gkd_trains_the_student_towards_the_teacher(data, teacher):
+    student = lm.student_model(TINY, teacher)
+    teacher_before = copy.deepcopy(teacher.state_dict())
+    student_before = copy.deepcopy(student.state_dict())
+    held_out = data.held_out[:200]
+    ppl_before = lm.perplexity(student, held_out)
+    trained, losses = lm_trl.run_gkd(teacher, student, data.student, data.tokenizer, steps=8, lr=3e-3,
+                                     batch_size=16, prompt_tokens=TINY.prompt_tokens, max_new_tokens=20)
+    assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
+    assert any(not torch.equal(v, trained.state_dict()[k]) for k, v in student_before.items())
+    assert not trained.training
+    assert lm.perplexity(trained, held_out) < 0.95 * ppl_before
