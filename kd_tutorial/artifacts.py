@@ -77,7 +77,9 @@ class Prepared:
     def split_file(self, kind: str, split: str) -> Path:
         """Where the teacher's ``kind`` ("logits" or "cls") of ``split`` is cached; the test split's name carries
         a hash of its reviews, since the folder's key does not."""
-        suffix = f"-{_split_hash(self.encoded, ('test',))[:8]}" if split == "test" else ""
+        if split == "test" and not hasattr(self, "_test_hash"):
+            self._test_hash = _split_hash(self.encoded, ("test",))[:8]
+        suffix = f"-{self._test_hash}" if split == "test" else ""
         return self.directory / f"{kind}-{split}{suffix}.pt"
 
 

@@ -135,7 +135,8 @@ def load_texts(profile: LMProfile, data_dir: str | None = None, seed: int = 0) -
         return {"train": [r["text"] for r in corpus["train"] + corpus["unsupervised"]],
                 "held_out": [r["text"] for r in corpus["test"]]}
     from .data import load_imdb
-    imdb = load_imdb(data_dir or "hub", n_test=2000, val_size=2, seed=seed)
+    imdb = load_imdb(data_dir or "hub", n_test=2000, val_size=2, seed=seed)  # no choice is tuned here: the
+    # smallest validation split load_imdb accepts, so that nearly every labelled review is text to learn from
     return {"train": imdb.train.texts + imdb.transfer.texts, "held_out": imdb.test.texts}
 
 
@@ -277,13 +278,18 @@ def logits_of(model, batch: dict, device: str = "cpu") -> torch.Tensor:
 
 
 @torch.no_grad()
-def review_nll(model, rows: list[list[int]], batch_size: int = 128, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per review: the summed negative log-likelihood of every token after ``<bos>``, and how many there are."""
+def _predictions(model, rows: list[list[int]], batch_size: int, device: str):
+    """Batches of ``rows`` through ``model`` in eval mode: ``(logits, targets, mask)`` shifted (:func:`next_token`)."""
     model.eval()
-    nll, counts = [], []
     for start in range(0, len(rows), batch_size):
         batch = to_device(collate(rows[start: start + batch_size]), device)
-        z, y, m = next_token(logits_of(model, batch, device), batch)
+        yield next_token(logits_of(model, batch, device), batch)
+
+
+def review_nll(model, rows: list[list[int]], batch_size: int = 128, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per review: the summed negative log-likelihood of every token after ``<bos>``, and how many there are."""
+    nll, counts = [], []
+    for z, y, m in _predictions(model, rows, batch_size, device):
         per_token = -torch.log_softmax(z.float(), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
         nll.append((per_token * m).sum(1).cpu())
         counts.append(m.sum(1).cpu())
@@ -311,27 +317,21 @@ def perplexity_ratio(nll_a: torch.Tensor, nll_b: torch.Tensor, counts: torch.Ten
     return math.exp(float(diff.sum() / counts.sum())), math.exp(lo), math.exp(hi)
 
 
-@torch.no_grad()
 def mean_entropy(model, rows: list[list[int]], batch_size: int = 128, device: str = "cpu") -> float:
     """The model's next-token entropy in nats, averaged over the held-out positions (low: peaked, mode-seeking)."""
     total, count = 0.0, 0.0
-    for start in range(0, len(rows), batch_size):
-        batch = to_device(collate(rows[start: start + batch_size]), device)
-        z, _, m = next_token(logits_of(model, batch, device), batch)
+    for z, _, m in _predictions(model, rows, batch_size, device):
         log_q = torch.log_softmax(z.float(), -1)
         total += float((-(log_q.exp() * log_q).sum(-1) * m).sum())
         count += float(m.sum())
     return total / count
 
 
-@torch.no_grad()
 def agreement(student, teacher, rows: list[list[int]], batch_size: int = 128, device: str = "cpu") -> float:
     """The share of held-out positions where student and teacher predict the same most likely next token."""
     same, count = 0.0, 0.0
-    for start in range(0, len(rows), batch_size):
-        batch = to_device(collate(rows[start: start + batch_size]), device)
-        zs, _, m = next_token(logits_of(student, batch, device), batch)
-        zt = next_token(logits_of(teacher, batch, device), batch)[0]
+    pairs = zip(_predictions(student, rows, batch_size, device), _predictions(teacher, rows, batch_size, device))
+    for (zs, _, m), (zt, _, _) in pairs:
         same += float(((zs.argmax(-1) == zt.argmax(-1)) * m).sum())
         count += float(m.sum())
     return same / count
@@ -349,9 +349,9 @@ def sample(model, prompts: list[list[int]], *, max_length: int, generator: torch
     model.eval()
     ids = torch.tensor(prompts, dtype=torch.long, device=device)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    step_input, past = ids, None
+    step_input, past, cache_arg = ids, None, _cache_argument(model)
     while ids.shape[1] < max_length and not bool(done.all()):
-        out = model(input_ids=step_input, use_cache=True, **_cache_kwarg(model, past))
+        out = model(input_ids=step_input, use_cache=True, **({} if past is None else {cache_arg: past}))
         logits, past = out.logits[:, -1].float() / temperature, out.get("cache", out.get("past_key_values"))
         nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).squeeze(-1).to(device)
         step_input = torch.where(done, torch.full_like(nxt, eos), nxt)[:, None]
@@ -362,12 +362,10 @@ def sample(model, prompts: list[list[int]], *, max_length: int, generator: torch
     return [row[:start] + _until(row[start:], eos) for row in ids.tolist()]
 
 
-def _cache_kwarg(model, past) -> dict:
-    """The key/value cache as the model's ``forward`` names it: ``cache`` (transformers >= 5.24) or
+def _cache_argument(model) -> str:
+    """How the model's ``forward`` names its key/value cache: ``cache`` (transformers >= 5.24) or
     ``past_key_values`` (before)."""
-    if past is None:
-        return {}
-    return {"cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values": past}
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _until(tokens: list[int], eos: int) -> list[int]:
