@@ -28,7 +28,7 @@ from .benchmark import loop_speed, report_name, run_benchmark, write_report
 from .device import configure, pick_device, resolve_precision
 from .env import environment_report, format_report, quiet
 from .errors import UsageError, UserError
-from .flops import duration_text, time_estimate
+from .flops import duration_text, estimate_profile, time_estimate
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .pipeline import run_distill
@@ -50,17 +50,31 @@ def _profile(args, file=None):
     return profile
 
 
-def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None) -> str:
-    """The pipeline's duration: on a CPU the profile's measured budget; on CUDA its FLOPs counted phase by phase
+def work_ratio(profile, runs=None) -> float:
+    """The model arithmetic of ``profile`` (every student running ``runs``; None: their own recipes) over that of
+    the preset of its name, as FLOPs counted by :mod:`kd_tutorial.flops`; 1.0 within 1 % or for an unknown name."""
+    preset = PROFILES.get(profile.name)
+    if preset is None:
+        return 1.0
+    ratio = estimate_profile(profile, recipes=runs)["total_flops"] / estimate_profile(preset)["total_flops"]
+    return 1.0 if abs(ratio - 1) < 0.01 else ratio
+
+
+def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None) -> str:
+    """The pipeline's duration: on a CPU the profile's measured budget (scaled by :func:`work_ratio` when its
+    settings or ``runs`` differ from the preset's); on CUDA its FLOPs counted phase by phase
     (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the projection from a measured
     ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``: its (name, precision),
     asked of CUDA when not given."""
     if not device.startswith("cuda"):
-        minutes = profile.time_budget_s / 60
-        budget = f"about {minutes:.0f} minute(s)" if minutes >= 1 else f"about {profile.time_budget_s} s"
+        ratio = work_ratio(profile, runs)
+        seconds = round(profile.time_budget_s * ratio)
+        budget = f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {seconds} s"
+        scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "
+                  "arithmetic with these settings to its own)") if ratio != 1.0 else ""
         more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "
                 "cache with --resume") if n_seeds > 1 else ""
-        return f"{budget} on 2 CPU cores for one seed{more}"
+        return f"{budget} on 2 CPU cores for one seed{scaled}{more}"
     if gpu is None:
         import torch
 
@@ -94,7 +108,7 @@ def cmd_distill(args) -> int:
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
     profile = _fit_device(profile, device, args)
-    print(f"device: {device}; estimated time: {estimate(profile, device, len(seeds))}", flush=True)
+    print(f"device: {device}; estimated time: {estimate(profile, device, len(seeds), runs=runs)}", flush=True)
     start = time.perf_counter()
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
                           resume=args.resume, seeds=seeds, device=device, progress=not args.quiet, runs=runs)

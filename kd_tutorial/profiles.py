@@ -169,6 +169,15 @@ class Profile:
         factor = -(-self.batch_size // fits[precision])
         return self.replace(batch_size=self.batch_size // factor, grad_accum=self.grad_accum * factor)
 
+    def changes(self) -> dict:
+        """The fields in which this profile differs from the preset of its name (``--set``, ``--batch-size``,
+        a GPU's memory fit), so that a results file says which settings ran; ``{}`` for the preset itself."""
+        preset = PROFILES.get(self.name)
+        if preset is None:
+            return {}
+        mine, base = dataclasses.asdict(self), dataclasses.asdict(preset)
+        return {name: value for name, value in mine.items() if value != base[name]}
+
     def replace(self, **changes) -> "Profile":
         """A copy of this profile with some fields changed (as :func:`dataclasses.replace`)."""
         return dataclasses.replace(self, **changes)

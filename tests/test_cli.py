@@ -122,6 +122,12 @@ def test_the_printed_estimate_counts_the_seeds():
     for budget, said in ((1200, "about 20 minute(s) "), (300, "about 5 minute(s) "), (45, "about 45 s ")):
         assert cli.estimate(cpu.replace(time_budget_s=budget), "cpu").startswith(said), budget
     assert "each of the 2 further seed(s) retrains only the students" in cli.estimate(cpu, "cpu", 3)
+    # changed settings scale the measured budget by the model arithmetic they change (time_budget_s does not)
+    assert cli.work_ratio(cpu) == cli.work_ratio(cpu.replace(time_budget_s=5)) == 1.0
+    half = cli.work_ratio(cpu.with_overrides(["max_length=128"]))
+    assert 0.4 < half < 0.75  # attention is quadratic, the rest linear: a bit more than half the tokens' share
+    assert "scaled by" in cli.estimate(cpu.with_overrides(["max_length=128"]), "cpu")
+    assert cli.work_ratio(cpu, runs=["baseline"]) < 1.0 < cli.work_ratio(cpu, runs=cli._recipes(["all"]))
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
     one, three = (cli.estimate(get_profile("full"), "cuda", n, gpu=h100) for n in (1, 3))
     assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work
@@ -147,6 +153,8 @@ def test_set_overrides_a_profile_field_and_refuses_unknown_ones(tmp_path):
     assert_one_line_error(proc, r"n_test takes")
     changed = profiles.get_profile("tiny").with_overrides(["n_test=300", "student_lr=1e-3", "recipes=['kd']"])
     assert (changed.n_test, changed.student_lr, changed.recipes) == (300, 1e-3, ("kd",))
+    assert changed.changes() == {"n_test": 300, "student_lr": 1e-3, "recipes": ("kd",)}
+    assert profiles.get_profile("tiny").changes() == {}
 
 
 def test_report_on_a_missing_file_names_the_file(tmp_path):

@@ -270,6 +270,15 @@ def test_the_best_recipe_is_a_distillation_recipe_chosen_on_validation():
     assert best == {"recipe": "kd+transfer", "val_accuracy": pytest.approx(0.85), "test_accuracy": 0.81}
 
 
+def test_results_say_which_settings_differ_from_the_profile(tiny_run, tmp_path):
+    from kd_tutorial.report import results_markdown
+    _, results = tiny_run
+    assert results["run"]["profile_changes"] == {}  # the preset itself
+    assert results_markdown(results).startswith("Profile `tiny`, ")
+    changed = results | {"run": results["run"] | {"profile_changes": {"max_length": 64, "student_lr": 0.001}}}
+    assert results_markdown(changed).startswith("Profile `tiny` with max_length=64, student_lr=0.001, ")
+
+
 def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
     from kd_tutorial.report import results_markdown
     _, results = tiny_run
