@@ -31,7 +31,7 @@ import statistics
 from pathlib import Path
 
 from .pipeline import applicable, step_budget, student_recipes
-from .profiles import Profile, StudentSpec
+from .profiles import TINY_BERT, Profile, StudentSpec
 
 NUM_LABELS = 2
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
@@ -85,9 +85,10 @@ def config_dict(config) -> dict:
 
 
 def teacher_config(profile: Profile) -> dict:
-    """The profile's teacher sizes: its ``teacher_config`` (tiny), else :data:`KNOWN_CONFIGS`."""
+    """The profile's teacher sizes: its ``teacher_config`` (tiny: laid over ``TINY_BERT``, as the teacher is
+    built), else :data:`KNOWN_CONFIGS`."""
     if profile.teacher_config:
-        return config_dict(profile.teacher_config)
+        return config_dict(TINY_BERT | profile.teacher_config)
     if profile.teacher not in KNOWN_CONFIGS:
         raise ValueError(f"no known size for teacher {profile.teacher!r}: add it to kd_tutorial.flops.KNOWN_CONFIGS "
                          f"(known: {', '.join(KNOWN_CONFIGS)})")
@@ -281,10 +282,11 @@ def project(estimate: dict, rates: dict[str, float]) -> dict:
 
 
 def time_estimate(profile: Profile, device_name: str | None, precision: str = "bf16", *, n_seeds: int = 1,
-                  lengths=None, results_dir: str | Path | None = None) -> dict:
+                  lengths=None, results_dir: str | Path | None = None, recipes=None) -> dict:
     """The profile's total FLOPs, the floor at ``device_name``'s dense peak (None when unknown) and, when a
-    benchmark report of this kind of device exists, the projection from its measured rates."""
-    est = estimate_profile(profile, lengths=lengths, n_seeds=n_seeds)
+    benchmark report of this kind of device exists, the projection from its measured rates. ``recipes``: the
+    names every student runs (None: each student's own)."""
+    est = estimate_profile(profile, lengths=lengths, n_seeds=n_seeds, recipes=recipes)
     peak = peak_tflops(device_name, precision)
     out = {"total_flops": est["total_flops"], "peak_tflops": peak, "precision": precision,
            "floor_s": est["total_flops"] / (peak * 1e12) if peak else None, "report": None, "projection_s": None,

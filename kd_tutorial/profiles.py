@@ -170,13 +170,21 @@ class Profile:
         return self.replace(batch_size=self.batch_size // factor, grad_accum=self.grad_accum * factor)
 
     def changes(self) -> dict:
-        """The fields in which this profile differs from the preset of its name (``--set``, ``--batch-size``,
-        a GPU's memory fit), so that a results file says which settings ran; ``{}`` for the preset itself."""
+        """The settings in which this profile differs from the preset of its name (``--set``, ``--batch-size``,
+        a GPU's memory fit), so that a results file says what ran; ``{}`` for the preset itself. Left out: words
+        and the time budget, ``seeds`` (``distill`` takes ``--seeds``), and defaults every student overrides
+        (``student_epochs``, ``student_lr``, ``recipes``); changed students are named, not dumped."""
         preset = PROFILES.get(self.name)
         if preset is None:
             return {}
-        mine, base = dataclasses.asdict(self), dataclasses.asdict(preset)
-        return {name: value for name, value in mine.items() if value != base[name]}
+        shadowed = {"student_epochs": "epochs", "student_lr": "lr", "recipes": "recipes"}
+        ignored = {"description", "notes", "time_budget_s", "seeds"} | {
+            name for name, own in shadowed.items() if all(getattr(s, own) is not None for s in self.students)}
+        changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name not in ignored and getattr(self, f.name) != getattr(preset, f.name)}
+        if "students" in changed:
+            changed["students"] = [s.name for s in self.students]
+        return changed
 
     def replace(self, **changes) -> "Profile":
         """A copy of this profile with some fields changed (as :func:`dataclasses.replace`)."""

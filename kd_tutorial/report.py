@@ -85,8 +85,8 @@ def results_markdown(results: dict) -> str:
     reused = (f"; {status.count('cached')} of {len(status)} student runs taken from the artifact cache"
               if "cached" in status else "")
     phases = run["phase_seconds"]
-    changed = ", ".join(f"{k}={v}" for k, v in run.get("profile_changes", {}).items())
-    head = (f"Profile `{run['profile']}`{f' with {changed}' if changed else ''}, "
+    changed = ", ".join(f"`{k}={v}`" for k, v in run.get("profile_changes", {}).items())
+    head = (f"Profile `{run['profile']}`{f' (changed: {changed})' if changed else ''}, "
             f"{run['split_sizes'].get('test', '?')} {split} reviews, device "
             f"`{run['device']}`, seeds {run['seeds']}, wall time {run['wall_seconds']:.0f} s (teacher "
             f"{phases['teacher']:.0f} s, teacher logits {phases.get('teacher_logits', 0):.0f} s, students "

@@ -128,10 +128,17 @@ def test_the_printed_estimate_counts_the_seeds():
     assert 0.4 < half < 0.75  # attention is quadratic, the rest linear: a bit more than half the tokens' share
     assert "scaled by" in cli.estimate(cpu.with_overrides(["max_length=128"]), "cpu")
     assert cli.work_ratio(cpu, runs=["baseline"]) < 1.0 < cli.work_ratio(cpu, runs=cli._recipes(["all"]))
+    assert cli.work_ratio(cpu.with_overrides(["n_test=300"])) == 1.0  # evaluation is the data folder's, not counted
+    # sizes the FLOP counter cannot tell leave the budget as measured, rather than stop the run
+    assert cli.work_ratio(cpu.with_overrides(["teacher='prajjwal1/bert-small'"])) == 1.0
+    narrow = get_profile("tiny").with_overrides(["teacher_config={'hidden_size': 32, 'num_attention_heads': 2}"])
+    assert cli.work_ratio(narrow) < 1.0  # a partial config is laid over TINY_BERT, as the teacher is built
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
     one, three = (cli.estimate(get_profile("full"), "cuda", n, gpu=h100) for n in (1, 3))
     assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work
     assert "at 100 % of this NVIDIA H100 80GB HBM3's dense bf16 peak (989 TFLOP/s)" in one
+    every = cli.estimate(get_profile("full"), "cuda", gpu=h100, runs=cli._recipes(["all"]))
+    assert float(every.split()[1]) > float(one.split()[1])  # --recipes all counted on a GPU too
     t4 = cli.estimate(get_profile("full"), "cuda:0", gpu=("Tesla T4", "fp16"))
     assert "dense fp16 peak (65 TFLOP/s)" in t4 and float(t4.split()[1]) == float(one.split()[1])
 
@@ -153,8 +160,12 @@ def test_set_overrides_a_profile_field_and_refuses_unknown_ones(tmp_path):
     assert_one_line_error(proc, r"n_test takes")
     changed = profiles.get_profile("tiny").with_overrides(["n_test=300", "student_lr=1e-3", "recipes=['kd']"])
     assert (changed.n_test, changed.student_lr, changed.recipes) == (300, 1e-3, ("kd",))
-    assert changed.changes() == {"n_test": 300, "student_lr": 1e-3, "recipes": ("kd",)}
+    # what a results file records: what changed and ran; not the recipes, which every tiny student names itself
+    assert changed.changes() == {"n_test": 300, "student_lr": 1e-3}
     assert profiles.get_profile("tiny").changes() == {}
+    cpu = profiles.get_profile("cpu")
+    assert cpu.with_overrides(["student_lr=1e-3", "seeds=(5,)", "time_budget_s=9"]).changes() == {}
+    assert cpu.replace(students=cpu.students[:1]).changes() == {"students": ["distil-3L"]}
 
 
 def test_report_on_a_missing_file_names_the_file(tmp_path):

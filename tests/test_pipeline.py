@@ -276,7 +276,7 @@ def test_results_say_which_settings_differ_from_the_profile(tiny_run, tmp_path):
     assert results["run"]["profile_changes"] == {}  # the preset itself
     assert results_markdown(results).startswith("Profile `tiny`, ")
     changed = results | {"run": results["run"] | {"profile_changes": {"max_length": 64, "student_lr": 0.001}}}
-    assert results_markdown(changed).startswith("Profile `tiny` with max_length=64, student_lr=0.001, ")
+    assert results_markdown(changed).startswith("Profile `tiny` (changed: `max_length=64`, `student_lr=0.001`), ")
 
 
 def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
