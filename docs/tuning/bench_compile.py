@@ -21,15 +21,26 @@ cfg._attn_implementation = "sdpa"
 m = BertForSequenceClassification(cfg)
 m.bert.embeddings.word_embeddings.weight.requires_grad_(False)
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-ids = torch.randint(1000, 30000, (16, 256)); mask = torch.ones_like(ids); y = torch.randint(0, 2, (16,))
+ids, y = torch.randint(1000, 30000, (16, 256)), torch.randint(0, 2, (16,))
+mask = torch.ones_like(ids)
+
+
 def step():
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(mode!="fp32")):
+    """One optimizer step on the fixed batch."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(mode != "fp32")):
         out = m(input_ids=ids, attention_mask=mask).logits
     loss = torch.nn.functional.cross_entropy(out.float(), y)
-    loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 if mode == "compile":
     step = torch.compile(step)
-t = time.time(); step(); step(); print(mode, "warmup", round(time.time() - t, 1), flush=True)
+t = time.time()
+step()
+step()
+print(mode, "warmup", round(time.time() - t, 1), flush=True)
 t = time.time()
 for _ in range(10): step()
 print(mode, "s/step", round((time.time() - t) / 10, 3), flush=True)
