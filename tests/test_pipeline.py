@@ -270,7 +270,7 @@ def test_the_best_recipe_is_a_distillation_recipe_chosen_on_validation():
     assert best == {"recipe": "kd+transfer", "val_accuracy": pytest.approx(0.85), "test_accuracy": 0.81}
 
 
-def test_results_say_which_settings_differ_from_the_profile(tiny_run, tmp_path):
+def test_results_say_which_settings_differ_from_the_profile(tiny_run):
     from kd_tutorial.report import results_markdown
     _, results = tiny_run
     assert results["run"]["profile_changes"] == {}  # the preset itself
