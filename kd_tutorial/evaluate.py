@@ -233,14 +233,21 @@ def paired_bootstrap(correct_a: torch.Tensor, correct_b: torch.Tensor, *, n_boot
 
 
 def mcnemar(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
-    """McNemar's exact test of "A and B are equally accurate", on the discordant pairs, pooled over seeds.
+    """McNemar's exact test of "A and B are equally accurate", on the reviews where they differ.
 
     ``n_ab``: reviews A got right and B wrong; ``n_ba``: the reverse. Under the null
-    each discordant pair goes either way with probability 1/2, so the two-sided
+    each such review goes either way with probability 1/2, so the two-sided
     p-value is ``min(1, 2 * P(Binomial(n_ab + n_ba, 1/2) <= min(n_ab, n_ba)))``.
+    With several seeds each review counts once, by the sign of ``a - b`` averaged
+    over the seeds (a sign test over reviews; for one seed, McNemar's test exactly).
+    Counting every (review, seed) pair instead would treat one review's answers
+    from three seeds as three independent reviews, and make ``p`` far too small.
     """
     a, b = _as_matrix(correct_a), _as_matrix(correct_b)
-    n_ab, n_ba = int((a & ~b).sum()), int((~a & b).sum())
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs the same reviews and seeds: {tuple(a.shape)} vs {tuple(b.shape)}")
+    per_review = (a.float() - b.float()).mean(0)
+    n_ab, n_ba = int((per_review > 0).sum()), int((per_review < 0).sum())
     n, k = n_ab + n_ba, min(n_ab, n_ba)
     if n == 0:
         return {"n_ab": 0, "n_ba": 0, "p": 1.0}

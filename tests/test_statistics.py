@@ -1,0 +1,97 @@
+"""The paired statistics behind every verdict: the bootstrap interval, McNemar's test and the verdict rule."""
+import math
+
+import pytest
+import torch
+
+from kd_tutorial.evaluate import VERDICTS, compare_paired, correct_matrix, mcnemar, paired_bootstrap, verdict
+
+
+def _pair(n_ab: int, n_ba: int, n_both: int = 50, n_neither: int = 10):
+    """Correctness vectors with n_ab reviews only A gets right, n_ba only B, and the rest shared."""
+    a = [1] * n_ab + [0] * n_ba + [1] * n_both + [0] * n_neither
+    b = [0] * n_ab + [1] * n_ba + [1] * n_both + [0] * n_neither
+    return torch.tensor(a, dtype=torch.bool), torch.tensor(b, dtype=torch.bool)
+
+
+def test_mcnemar_p_value_matches_the_exact_binomial_tail():
+    a, b = _pair(10, 2)
+    out = mcnemar(a, b)
+    assert (out["n_ab"], out["n_ba"]) == (10, 2)
+    expected = 2 * sum(math.comb(12, i) for i in range(3)) / 2 ** 12  # 2 * P(Bin(12, 1/2) <= 2) = 158 / 4096
+    assert out["p"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_mcnemar_is_symmetric_and_one_for_a_tie_or_no_disagreement():
+    a, b = _pair(7, 3)
+    assert mcnemar(a, b)["p"] == pytest.approx(mcnemar(b, a)["p"])
+    assert (mcnemar(b, a)["n_ab"], mcnemar(b, a)["n_ba"]) == (3, 7)
+    assert mcnemar(*_pair(5, 5))["p"] == 1.0
+    assert mcnemar(a, a) == {"n_ab": 0, "n_ba": 0, "p": 1.0}
+
+
+def test_mcnemar_counts_each_review_once_however_many_seeds():
+    # the same answers from three seeds are not three times the evidence: p must not change
+    a, b = _pair(12, 4)
+    one = mcnemar(a, b)
+    three = mcnemar(torch.stack([a, a, a]), torch.stack([b, b, b]))
+    assert (three["n_ab"], three["n_ba"], three["p"]) == (one["n_ab"], one["n_ba"], one["p"])
+
+
+def test_mcnemar_uses_the_sign_of_the_difference_averaged_over_seeds():
+    # review 0: A right on 2 seeds of 3, B on 1: counts for A; review 1: one each way: a tie, not counted
+    a = torch.tensor([[1, 1], [1, 0], [0, 1]], dtype=torch.bool)
+    b = torch.tensor([[1, 0], [0, 1], [0, 1]], dtype=torch.bool)
+    assert (mcnemar(a, b)["n_ab"], mcnemar(a, b)["n_ba"]) == (1, 0)
+
+
+def test_paired_bootstrap_difference_is_the_accuracy_difference_and_its_interval_contains_it():
+    a, b = _pair(20, 8, n_both=150, n_neither=22)
+    out = paired_bootstrap(a, b, n_boot=2000)
+    assert out["diff"] == pytest.approx((a.float().mean() - b.float().mean()).item())
+    assert out["ci_low"] < out["diff"] < out["ci_high"]
+    assert (out["reviews"], out["seeds"], out["n_boot"]) == (200, 1, 2000)
+    # the normal approximation of a paired difference: sd of per-review differences / sqrt(n)
+    d = a.float() - b.float()
+    half = 1.96 * d.std().item() / math.sqrt(len(d))
+    assert out["ci_high"] - out["ci_low"] == pytest.approx(2 * half, rel=0.15)
+
+
+def test_paired_bootstrap_of_a_model_with_itself_is_exactly_zero():
+    a, _ = _pair(5, 5)
+    out = paired_bootstrap(a, a, n_boot=500)
+    assert out["diff"] == out["ci_low"] == out["ci_high"] == 0.0
+
+
+def test_paired_bootstrap_is_reproducible_and_narrows_with_more_reviews():
+    a, b = _pair(10, 5, n_both=80, n_neither=5)
+    assert paired_bootstrap(a, b, seed=3) == paired_bootstrap(a, b, seed=3)
+    width = lambda x, y: (lambda o: o["ci_high"] - o["ci_low"])(paired_bootstrap(x, y, n_boot=2000))
+    assert width(a.repeat(9), b.repeat(9)) < 0.5 * width(a, b)  # 9x the reviews: about a third of the width
+
+
+def test_paired_statistics_refuse_unpaired_inputs():
+    a, b = _pair(3, 2)
+    for stat in (paired_bootstrap, mcnemar):
+        with pytest.raises(ValueError, match="same reviews and seeds"):
+            stat(a, b[:-1])
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (0.01, 0.03, "better"), (-0.03, -0.01, "worse"), (-0.01, 0.02, "no detectable difference at this size"),
+    (0.0, 0.02, "no detectable difference at this size"), (-0.02, 0.0, "no detectable difference at this size")])
+def test_verdict_needs_the_whole_interval_on_one_side_of_zero(low, high, expected):
+    assert verdict(low, high) == expected and expected in VERDICTS
+
+
+def test_compare_paired_reports_a_clear_gain_as_better_and_its_reverse_as_worse():
+    labels = torch.tensor([1, 0] * 100)
+    right = torch.stack([labels == 0, labels == 1], -1).float()  # logits that always pick the label
+    wrong = right.flip(-1)
+    mostly = torch.where(torch.arange(200)[:, None] < 150, right, wrong)  # 75 % right
+    half = torch.where(torch.arange(200)[:, None] < 100, right, wrong)   # 50 % right, a subset of mostly's
+    a, b = correct_matrix([mostly], labels), correct_matrix([half], labels)
+    up, down = compare_paired(a, b, n_boot=1000), compare_paired(b, a, n_boot=1000)
+    assert up["diff"] == pytest.approx(0.25) and up["verdict"] == "better" and up["p_mcnemar"] < 1e-10
+    assert down["diff"] == pytest.approx(-0.25) and down["verdict"] == "worse"
+    assert (up["n_ab"], up["n_ba"]) == (50, 0)
