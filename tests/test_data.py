@@ -270,3 +270,48 @@ def test_padding_waste_and_token_stats_by_hand():
     assert s == pytest.approx(dict(mean=400, median=300, p90=720, frac_over_256=0.6, frac_over_512=0.4))
     enc = Encoded([[1] * 10, [1] * 20], torch.tensor([0, 1]))
     assert token_stats(enc)["mean"] == 15
+
+
+# --------------------------------------------------------------------------- transfer-set augmentation
+
+def _reviews_for_augmenting(n=400, length=60):
+    ids = [[101, *range(1000 + i, 1000 + i + length), 102] for i in range(n)]
+    return Encoded(ids, torch.tensor([i % 2 for i in range(n)]), "transfer")
+
+
+def test_augment_masks_at_its_rate_and_keeps_cls_and_sep():
+    src = _reviews_for_augmenting()
+    out = data.augment(src, mask_id=103, p_mask=0.2, p_window=0.0, seed=1)
+    assert len(out) == len(src) and out.name == "augmented"
+    assert (out.labels == -1).all()  # the teacher labels them; their own labels are hidden
+    masked = total = 0
+    for new, old in zip(out.input_ids, src.input_ids):
+        assert new[0] == 101 and new[-1] == 102 and len(new) == len(old)
+        assert all(t == o or t == 103 for t, o in zip(new[1:-1], old[1:-1]))
+        masked += sum(t == 103 for t in new[1:-1])
+        total += len(new) - 2
+    assert masked / total == pytest.approx(0.2, abs=0.01)
+
+
+def test_augment_windows_are_contiguous_and_at_least_min_window_long():
+    src = _reviews_for_augmenting()
+    out = data.augment(src, mask_id=103, p_mask=0.0, p_window=1.0, min_window=0.5, seed=2)
+    shorter = 0
+    for new, old in zip(out.input_ids, src.input_ids):
+        body, old_body = new[1:-1], old[1:-1]
+        assert new[0] == 101 and new[-1] == 102
+        assert len(body) >= round(0.5 * len(old_body))
+        start = old_body.index(body[0])
+        assert old_body[start:start + len(body)] == body  # one contiguous window of the review
+        shorter += len(body) < len(old_body)
+    assert shorter > 0.9 * len(src)
+
+
+def test_augment_is_reproducible_makes_copies_and_keeps_rates_apart():
+    src = _reviews_for_augmenting(n=50)
+    a = data.augment(src, mask_id=103, seed=5, copies=2)
+    assert a.input_ids == data.augment(src, mask_id=103, seed=5, copies=2).input_ids
+    assert a.input_ids != data.augment(src, mask_id=103, seed=6, copies=2).input_ids
+    assert len(a) == 100 and a.input_ids[:50] != a.input_ids[50:]  # the second copy is drawn afresh
+    untouched = data.augment(src, mask_id=103, p_mask=0.0, p_window=0.0)
+    assert untouched.input_ids == src.input_ids
