@@ -524,8 +524,8 @@ def _hidden(s, t, m, proj, mapping, project=True, same_layer=False, student_off=
     total = 0.0
     for i, t_layer in enumerate(mapping, start=1):
         x = s[i - student_off]
-        x = proj[i - 1](x) if project else x
         y = t[(i if same_layer else t_layer) - teacher_off]
+        x = proj[i - 1](x) if project is True or (project == "if-needed" and x.shape[-1] != y.shape[-1]) else x
         if masked:
             w = m[..., None].float()
             total = total + ((x - y) ** 2 * w).sum() / (w.sum() * y.shape[-1])
@@ -535,6 +535,7 @@ def _hidden(s, t, m, proj, mapping, project=True, same_layer=False, student_off=
 
 
 wrong("ex07.q2", "narrower than the teacher")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, project=False))
+wrong("ex07.q2", "where the widths agree")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, project="if-needed"))
 wrong("ex07.q2", "not teacher layer i")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, same_layer=True))
 wrong("ex07.q2", "student_hidden[i]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, student_off=1))
 wrong("ex07.q2", "teacher_hidden[mapping[i - 1]]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, teacher_off=1))

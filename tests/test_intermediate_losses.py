@@ -344,3 +344,51 @@ def test_layer_mapping_errors_name_the_fix():
     with pytest.raises(ValueError, match="choose one of uniform, skip, last"):
         layer_maps.layer_mapping("every-third", 2, 6)
     assert layer_maps.describe("last", [4, 5, 6]) == "last: student 1 <- teacher 4, 2 <- 5, 3 <- 6"
+
+
+# --------------------------------------------------------------------------- which layers the terms compare
+
+def test_each_term_compares_a_student_layer_with_its_mapped_teacher_layer():
+    """A student that *is* the teacher, mapped layer to layer, has every intermediate term at 0; mapped one layer
+    off, every term is positive. An off-by-one in any term's indexing (hidden states count the embeddings as
+    layer 0; attentions and values do not) breaks the first half."""
+    import copy
+    from kd_tutorial import models
+    from kd_tutorial.features import forward_features
+    from kd_tutorial.recipes import Intermediate, intermediate_terms
+    torch.manual_seed(0)
+    teacher = models.load_teacher("tiny-bert", config_overrides={"num_hidden_layers": 3, "hidden_size": 32,
+                                                                 "intermediate_size": 64, "num_attention_heads": 2,
+                                                                 "initializer_range": 0.5})  # layers that differ
+    teacher.eval()
+    student = copy.deepcopy(teacher)
+    ids = torch.randint(5, 100, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+    with torch.no_grad():
+        t, s = (forward_features(m, ids, mask, hidden=True, attentions=True, values=True) for m in (teacher, student))
+    spec = Intermediate(hidden_mse=1, hidden_cosine=1, cls=1, attention=1, value_relation=1, relation_heads=2)
+    same = intermediate_terms(spec, s, t, mask, [1, 2, 3])
+    shifted = intermediate_terms(spec, s, t, mask, [2, 3, 3])
+    assert set(same) == set(spec.weights) == set(shifted)
+    for name in spec.weights:
+        assert abs(float(same[name])) < 1e-5, (name, same[name])
+        assert float(shifted[name]) > 1e-4, (name, shifted[name])
+
+
+@given(st.integers(0, 10_000), lengths_st, st.integers(1, 4))
+def test_padding_never_changes_the_attention_kl(seed, lengths, extra):
+    """Garbage in padded rows and columns, and more padded positions, leave the attention KL as it was."""
+    _, mask = padded(seed, lengths, 1)
+    p, q = attention_probs(seed, mask, 2), attention_probs(seed + 1, mask, 2)
+    base = losses.attention_kl(q, p, mask)
+    gp, gq = attention_probs(seed, mask, 2, garbage=True), attention_probs(seed + 1, mask, 2, garbage=True)
+    assert torch.allclose(losses.attention_kl(gq, gp, mask), base, rtol=1e-9)
+    B, L = mask.shape
+    wider = torch.cat([mask, torch.zeros(B, extra, dtype=torch.long)], 1)
+
+    def grow(x):  # `extra` more key columns and query rows, filled with noise
+        out = torch.rand(B, x.shape[1], L + extra, L + extra, dtype=torch.float64)
+        out[..., :L, :L] = x
+        return out
+    assert torch.allclose(losses.attention_kl(grow(q), grow(p), wider), base, rtol=1e-9)

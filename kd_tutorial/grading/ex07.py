@@ -111,12 +111,14 @@ def _hidden_cases():
     return out
 
 
-def _hidden_ref(s, t, m, proj, mapping, *, project=True, layer=lambda i, tl: (i, tl), masked=True):
+def _hidden_ref(s, t, m, proj, mapping, *, project: bool | str = True, layer=lambda i, tl: (i, tl),
+                masked=True):
     total = 0.0
     for i, t_layer in enumerate(mapping, start=1):
         si, ti = layer(i, t_layer)
-        x = proj[i - 1](s[si]) if project else s[si]
         y = t[ti]
+        x = proj[i - 1](s[si]) if project is True or (project == "if-needed" and s[si].shape[-1] != y.shape[-1]) \
+            else s[si]
         if masked:
             total = total + ref.hidden_mse(x, y, m)
         else:
@@ -143,9 +145,9 @@ def _check_hidden(call):
     V = lambda **kw: (lambda: [float(_hidden_ref(*c, **kw)) for c in cases])  # noqa: E731
     with torch.no_grad():
         message = diagnose(got, {
-            "you compared the student's states with the teacher's without the projection: the widths may agree, "
-            "but the student's space is not the teacher's; use projections[i - 1](student_hidden[i])":
-                V(project=False),
+            "you skipped the projection where the widths agree: they may agree, but the student's space is not "
+            "the teacher's; always use projections[i - 1](student_hidden[i])":
+                V(project="if-needed"),
             "student layer i must learn from teacher layer mapping[i - 1] (hidden_states indices: 0 is the "
             "embeddings), not teacher layer i":
                 V(layer=lambda i, tl: (i, i)),
