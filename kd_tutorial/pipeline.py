@@ -147,13 +147,13 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     trained = {}
     for spec in students or profile.students:
         recipes = chosen[spec.name]
-        steps = step_budget(profile, spec, len(sets["transfer"][0]))
-        _announce(spec, recipes, steps, teacher)
+        plan = student_plan(spec, recipes, step_budget(profile, spec, len(sets["transfer"][0])), teacher)
+        _announce(spec.name, plan)
         for seed in seeds:
             initial = []  # built on first need, shared by every run of this seed: a fully cached seed needs none
             for recipe in recipes:
                 name = f"{spec.name} {recipe.name}" + (f" s{seed}" if len(seeds) > 1 else "")
-                config = run_config(profile, spec, recipe, steps, seed)
+                config = run_config(profile, spec, recipe, plan["steps"], seed)
                 folder = student_folder(prep, f"{spec.name} {recipe.name} s{seed}",
                                         *run_key(profile, spec, config, init, recipe))
                 with locked(folder):
@@ -162,16 +162,26 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
                 if out is not None:
                     atomic_save_pretrained(item["model"], Path(out) / "checkpoints" / name.replace(" ", "_") / "model")
                 trained[name] = item | {"seed": seed, "base": f"{spec.name} {recipe.name}", "recipe": recipe.name,
-                                        "student": spec.name, "path": str(folder)}
+                                        "student": spec.name, "path": str(folder), "plan": plan}
     return trained
 
 
-def _announce(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher) -> None:
-    """One line per student: its step budget, its recipes and, when a recipe needs one, its layer mapping."""
-    line = f"{spec.name}: {steps} steps per run; recipes {', '.join(r.name for r in recipes)}"
+def student_plan(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher) -> dict:
+    """What a student's runs do: the step budget, each recipe's intermediate terms with their weights and, when
+    a recipe has any, the layer mapping (``results["run"]["students"]``)."""
+    plan = {"steps": steps, "recipes": {r.name: r.intermediate.weights if r.intermediate else {} for r in recipes}}
     if any(r.intermediate is not None for r in recipes):
         mapping = layer_mapping(spec.mapping, spec.num_layers, teacher.config.num_hidden_layers)
-        line += f"; layer mapping {describe_mapping(spec.mapping, mapping)}"
+        plan["layer_mapping"] = describe_mapping(spec.mapping, mapping)
+        plan["relation_heads"] = spec.relation_heads
+    return plan
+
+
+def _announce(name: str, plan: dict) -> None:
+    """One line per student: its step budget, its recipes and, when a recipe needs one, its layer mapping."""
+    line = f"{name}: {plan['steps']} steps per run; recipes {', '.join(plan['recipes'])}"
+    if "layer_mapping" in plan:
+        line += f"; layer mapping {plan['layer_mapping']}"
     print(line, flush=True)
 
 
@@ -376,6 +386,7 @@ def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, devi
                                                 "batch_size": profile.batch_size, "grad_accum": profile.grad_accum},
         "torch_threads": torch.get_num_threads(),
         "teacher": teacher or profile.teacher, "teacher_status": info["status"],
+        "students": {item["student"]: item["plan"] for item in trained.values()},
         "student_status": {name: item["status"] for name, item in trained.items()},
         "versions": versions() | {"kd_tutorial": __version__}, "platform": platform.platform(),
         "git_commit": git_commit(), "wall_seconds": wall, "phase_seconds": phases,

@@ -279,6 +279,24 @@ def test_results_say_which_settings_differ_from_the_profile(tiny_run):
     assert results_markdown(changed).startswith("Profile `tiny` (changed: `max_length=64`, `student_lr=0.001`), ")
 
 
+def test_results_record_each_students_budget_terms_and_layer_mapping(tiny_run):
+    from kd_tutorial import recipes
+    _, results = tiny_run
+    plans = results["run"]["students"]
+    profile = get_profile("tiny")
+    assert list(plans) == [spec.name for spec in profile.students]
+    for spec in profile.students:
+        plan = plans[spec.name]
+        assert list(plan["recipes"]) == list(spec.recipes or profile.recipes)
+        for name, weights in plan["recipes"].items():
+            intermediate = recipes.get_recipe(name).intermediate
+            assert weights == (intermediate.weights if intermediate else {})
+        assert plan["steps"] == len(results["histories"][f"{spec.name} baseline"]["steps"]) > 0
+        if any(plan["recipes"].values()):  # an intermediate recipe: the mapping it used, as printed
+            assert plan["layer_mapping"].startswith(f"{spec.mapping}: student 1 <- teacher ")
+            assert plan["layer_mapping"].count("<-") == spec.num_layers
+
+
 def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
     from kd_tutorial.report import results_markdown
     _, results = tiny_run
