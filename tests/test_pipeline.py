@@ -65,6 +65,19 @@ def test_kd_with_transfer_set_beats_the_hard_label_baseline(tiny_run):
     assert compact["p_mcnemar"] < 1e-3
 
 
+def test_every_run_that_learns_from_the_teacher_agrees_with_it_more_than_the_baseline(tiny_run):
+    """The same effects as on the cpu profile, in CI: soft targets, the control's hard pseudo-labels and the
+    intermediate terms all move a student towards its teacher; the compact student gains from each of them."""
+    _, results = tiny_run
+    for spec in get_profile("tiny").students:
+        base = _row(results, f"{spec.name} baseline")["agreement"]
+        for recipe in pipeline.student_recipes(get_profile("tiny"), spec):
+            if recipe.name != "baseline":
+                assert _row(results, f"{spec.name} {recipe.name}")["agreement"] > base + 0.03, (spec.name, recipe.name)
+    for recipe in ("kd+transfer+values", "pseudo-label"):
+        assert _comparison(results, "compact-1L-H32", recipe)["verdict"] == "better"
+
+
 def test_results_json_has_the_promised_fields(tiny_run):
     out, results = tiny_run
     run = results["run"]
