@@ -218,9 +218,7 @@ def paired_bootstrap(correct_a: torch.Tensor, correct_b: torch.Tensor, *, n_boot
     keeps every seed's answers on them, so the interval reflects which reviews were
     drawn, pooled over seeds: ``diff = mean over seeds and reviews of (a - b)``.
     """
-    a, b = _as_matrix(correct_a), _as_matrix(correct_b)
-    if a.shape != b.shape:
-        raise ValueError(f"paired comparison needs the same reviews and seeds: {tuple(a.shape)} vs {tuple(b.shape)}")
+    a, b = _paired(correct_a, correct_b)
     per_review = (a.float() - b.float()).mean(0)  # (N,): the difference on each review, averaged over seeds
     g = torch.Generator().manual_seed(seed)
     n = per_review.numel()
@@ -243,9 +241,7 @@ def mcnemar(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
     Counting every (review, seed) pair instead would treat one review's answers
     from three seeds as three independent reviews, and make ``p`` far too small.
     """
-    a, b = _as_matrix(correct_a), _as_matrix(correct_b)
-    if a.shape != b.shape:
-        raise ValueError(f"paired comparison needs the same reviews and seeds: {tuple(a.shape)} vs {tuple(b.shape)}")
+    a, b = _paired(correct_a, correct_b)
     per_review = (a.float() - b.float()).mean(0)
     n_ab, n_ba = int((per_review > 0).sum()), int((per_review < 0).sum())
     n, k = n_ab + n_ba, min(n_ab, n_ba)
@@ -273,6 +269,14 @@ def compare_paired(correct_a: torch.Tensor, correct_b: torch.Tensor, **bootstrap
     test = mcnemar(correct_a, correct_b)
     return stats | {"p_mcnemar": test["p"], "n_ab": test["n_ab"], "n_ba": test["n_ba"],
                     "verdict": verdict(stats["ci_low"], stats["ci_high"])}
+
+
+def _paired(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both models' answers as ``(seeds, N)`` booleans, refused unless they cover the same reviews and seeds."""
+    a, b = _as_matrix(correct_a), _as_matrix(correct_b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs the same reviews and seeds: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return a, b
 
 
 def _as_matrix(correct: torch.Tensor) -> torch.Tensor:
