@@ -233,25 +233,47 @@ def paired_bootstrap(correct_a: torch.Tensor, correct_b: torch.Tensor, *, n_boot
 def mcnemar(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
     """McNemar's exact test of "A and B are equally accurate", on the reviews where they differ.
 
-    ``n_ab``: reviews A got right and B wrong; ``n_ba``: the reverse. Under the null
-    each such review goes either way with probability 1/2, so the two-sided
-    p-value is ``min(1, 2 * P(Binomial(n_ab + n_ba, 1/2) <= min(n_ab, n_ba)))``.
-    With several seeds each review counts once, by the sign of ``a - b`` averaged
-    over the seeds (a sign test over reviews; for one seed, McNemar's test exactly).
+    ``n_ab``: reviews A got right and B wrong; ``n_ba``: the reverse. For one seed,
+    under the null each such review goes either way with probability 1/2, so the
+    two-sided p-value is ``min(1, 2 * P(Binomial(n_ab + n_ba, 1/2) <= min(n_ab, n_ba)))``.
+    With several seeds each review counts once, with its difference ``d = a - b``
+    averaged over the seeds: the exact sign-flip test of ``sum(d)``, in which every
+    review's ``d`` keeps or flips its sign with probability 1/2 (for one seed, McNemar's
+    test exactly; ``n_ab``, ``n_ba`` count the reviews with ``d > 0``, ``d < 0``).
     Counting every (review, seed) pair instead would treat one review's answers
     from three seeds as three independent reviews, and make ``p`` far too small.
     """
     a, b = _paired(correct_a, correct_b)
-    per_review = (a.float() - b.float()).mean(0)
-    n_ab, n_ba = int((per_review > 0).sum()), int((per_review < 0).sum())
-    n, k = n_ab + n_ba, min(n_ab, n_ba)
-    if n == 0:
-        return {"n_ab": 0, "n_ba": 0, "p": 1.0}
-    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
-                 for i in range(k + 1)]
-    top = max(log_terms)
-    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
-    return {"n_ab": n_ab, "n_ba": n_ba, "p": min(1.0, 2 * tail)}
+    seeds = a.shape[0]
+    d = (a.long() - b.long()).sum(0)  # seeds x the per-review mean difference: whole numbers in [-seeds, seeds]
+    n_ab, n_ba = int((d > 0).sum()), int((d < 0).sum())
+    observed = abs(int(d.sum()))
+    if observed == 0:
+        return {"n_ab": n_ab, "n_ba": n_ba, "p": 1.0}
+    pmf = _sign_flip_pmf([int((d.abs() == k).sum()) for k in range(1, seeds + 1)])
+    centre = (len(pmf) - 1) // 2
+    tails = torch.cat([pmf[: centre - observed + 1], pmf[centre + observed:]])  # sum(d) <= -obs or >= +obs
+    return {"n_ab": n_ab, "n_ba": n_ba, "p": min(1.0, float(tails.sum()))}
+
+
+def _sign_flip_pmf(counts: list[int]) -> torch.Tensor:
+    """P(sum of k * (+-1) = t) for t = -m..m (m = sum of k * counts[k-1]), every sign a fair coin, float64.
+
+    ``counts[k-1]`` reviews have magnitude ``k``: their sum is ``k * (2 B - n)`` with
+    ``B ~ Binomial(n, 1/2)``, and the magnitudes' sums are independent, so the pmf is the
+    convolution of one dilated binomial pmf per magnitude (sums of positive terms: tails
+    as small as 1e-300 keep their precision).
+    """
+    pmf = torch.ones(1, dtype=torch.float64)
+    for k, n in enumerate(counts, start=1):
+        if n == 0:
+            continue
+        i = torch.arange(n + 1, dtype=torch.float64)
+        binomial = torch.exp(math.lgamma(n + 1) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1) - n * math.log(2))
+        step = 2 * k  # B -> B + 1 moves the sum by 2k
+        pmf = torch.nn.functional.conv1d(pmf.view(1, 1, -1), binomial.flip(0).view(1, 1, -1),
+                                         padding=step * n, dilation=step).view(-1)
+    return pmf
 
 
 def verdict(ci_low: float, ci_high: float) -> str:

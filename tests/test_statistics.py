@@ -1,8 +1,11 @@
 """The paired statistics behind every verdict: the bootstrap interval, McNemar's test and the verdict rule."""
+import itertools
 import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kd_tutorial.evaluate import VERDICTS, compare_paired, correct_matrix, mcnemar, paired_bootstrap, verdict
 
@@ -38,11 +41,47 @@ def test_mcnemar_counts_each_review_once_however_many_seeds():
     assert (three["n_ab"], three["n_ba"], three["p"]) == (one["n_ab"], one["n_ba"], one["p"])
 
 
-def test_mcnemar_uses_the_sign_of_the_difference_averaged_over_seeds():
+def test_mcnemar_counts_a_review_by_the_sign_of_its_difference_averaged_over_seeds():
     # review 0: A right on 2 seeds of 3, B on 1: counts for A; review 1: one each way: a tie, not counted
     a = torch.tensor([[1, 1], [1, 0], [0, 1]], dtype=torch.bool)
     b = torch.tensor([[1, 0], [0, 1], [0, 1]], dtype=torch.bool)
     assert (mcnemar(a, b)["n_ab"], mcnemar(a, b)["n_ba"]) == (1, 0)
+
+
+def test_mcnemar_over_seeds_weighs_a_review_by_how_many_seeds_agree():
+    # 12 reviews A wins on every seed against 6 that B wins on one seed of three: the sign test would see
+    # 12 against 6 (p = 0.24); the sums are 36 against 6, far beyond what random signs give
+    a = torch.tensor([[1] * 12 + [0] * 6] * 3, dtype=torch.bool)
+    b = torch.tensor([[0] * 12 + [1] * 6] + [[0] * 12 + [0] * 6] * 2, dtype=torch.bool)
+    out = mcnemar(a, b)
+    assert (out["n_ab"], out["n_ba"]) == (12, 6)
+    assert out["p"] < 0.01 < mcnemar(a[0], b[0])["p"]
+
+
+def _sign_flip_p_by_enumeration(a: torch.Tensor, b: torch.Tensor) -> float:
+    """P(|sum of +-d_i| >= |sum of d_i|) over all 2^n sign patterns, d_i the per-review difference summed over seeds."""
+    d = [x for x in (a.long() - b.long()).sum(0).tolist() if x]
+    observed = abs(sum(d))
+    if observed == 0:
+        return 1.0
+    hits = sum(abs(sum(s * x for s, x in zip(signs, d))) >= observed
+               for signs in itertools.product((1, -1), repeat=len(d)))
+    return hits / 2 ** len(d)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda seeds: st.lists(
+    st.lists(st.tuples(st.booleans(), st.booleans()), min_size=seeds, max_size=seeds), min_size=1, max_size=11)))
+def test_mcnemar_equals_the_sign_flip_test_by_enumeration(reviews):
+    a = torch.tensor([[r[s][0] for r in reviews] for s in range(len(reviews[0]))], dtype=torch.bool)
+    b = torch.tensor([[r[s][1] for r in reviews] for s in range(len(reviews[0]))], dtype=torch.bool)
+    assert mcnemar(a, b)["p"] == pytest.approx(_sign_flip_p_by_enumeration(a, b), rel=1e-9, abs=1e-12)
+
+
+def test_mcnemar_keeps_its_precision_far_in_the_tail():
+    a, b = _pair(600, 20, n_both=3000)
+    expected = 2 * sum(math.comb(620, i) for i in range(21)) / 2 ** 620  # about 1e-149
+    assert mcnemar(a, b)["p"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_paired_bootstrap_difference_is_the_accuracy_difference_and_its_interval_contains_it():
