@@ -105,7 +105,8 @@ def results_markdown(results: dict) -> str:
         out += (f"Each recipe against its student's baseline (and the soft-target runs against the pseudo-label "
                 f"control), on the same {split} reviews, pooled over seeds: paired bootstrap 95 % interval and "
                 f"McNemar's exact test over reviews (with several seeds, each review counts once, with its difference "
-                f"averaged over the seeds: the exact sign-flip test, which is McNemar's for one seed).\n\n" + format_comparisons(results["comparisons"]) + "\n\n")
+                f"averaged over the seeds: the exact sign-flip test, which is McNemar's for one seed).\n\n"
+                + format_comparisons(results["comparisons"]) + "\n\n")
     if results.get("best_recipes"):
         best = [f"{student} `{b['recipe']}` (validation {100 * b['val_accuracy']:.2f} %, {split} "
                 f"{100 * b['test_accuracy']:.2f} %)" for student, b in results["best_recipes"].items()]
