@@ -91,32 +91,77 @@ class ImdbData:
 
 # ----------------------------------------------------------------------------- splitting
 
+# IMDB lists the reviews of one movie one after another (at most 30 of them): in the Hub's train split the
+# reviews next to a review are about 3 times as similar to it (TF-IDF cosine) as a random review is, and half of
+# the reviews have their most similar review of the class within 30 rows (docs/tuning.md, "A validation split of
+# unseen movies"). A validation split carved at random therefore shares its movies with the training reviews, and
+# flatters any model that memorises a movie's names; one carved in runs of consecutive reviews, with this many
+# reviews dropped on either side of each run, shares almost none (``val_block``).
+MOVIE_GUARD = 30
+
+
 def _rng(seed: int, step: str) -> random.Random:
     return random.Random(f"kd_tutorial-{seed}-{step}")  # str seeds are hashed with sha512: stable everywhere
 
 
-def _stratified(labels: list[int], n: int | None, rng: random.Random) -> tuple[list[int], list[int]]:
-    """Split row indices into (n chosen, rest), keeping class proportions; both lists shuffled."""
+def _by_label(labels: list[int], n: int | None) -> tuple[dict[int, list[int]], dict[int, int]]:
+    """Each class's row indices in source order, and how many of ``n`` rows each class gets (its share,
+    largest remainders first)."""
     total = len(labels)
     n = total if n is None else max(0, min(n, total))
     by_label: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
         by_label.setdefault(y, []).append(i)
     keys = sorted(by_label)
-    for k in keys:
-        rng.shuffle(by_label[k])
     quota = {k: n * len(by_label[k]) // total if total else 0 for k in keys}
     for k in sorted(keys, key=lambda k: -(n * len(by_label[k]) % max(total, 1)))[: n - sum(quota.values())]:
         quota[k] += 1  # largest remainders get the leftover rows
-    chosen = [i for k in keys for i in by_label[k][: quota[k]]]
-    rest = [i for k in keys for i in by_label[k][quota[k]:]]
+    return {k: by_label[k] for k in keys}, quota
+
+
+def _stratified(labels: list[int], n: int | None, rng: random.Random) -> tuple[list[int], list[int]]:
+    """Split row indices into (n chosen, rest), keeping class proportions; both lists shuffled."""
+    by_label, quota = _by_label(labels, n)
+    for rows in by_label.values():
+        rng.shuffle(rows)
+    chosen = [i for k, rows in by_label.items() for i in rows[: quota[k]]]
+    rest = [i for k, rows in by_label.items() for i in rows[quota[k]:]]
     rng.shuffle(chosen)
     rng.shuffle(rest)
     return chosen, rest
 
 
-def _carve(reviews: Reviews, n: int | None, rng: random.Random, name: str) -> tuple[Reviews, Reviews]:
-    chosen, rest = _stratified(reviews.labels, n, rng)
+def _in_blocks(labels: list[int], n: int | None, block: int, rng: random.Random,
+               guard: int = MOVIE_GUARD) -> tuple[list[int], list[int]]:
+    """Like :func:`_stratified`, but each class's chosen rows are runs of ``block`` consecutive rows of that
+    class (in source order), and the ``guard`` rows of the class on either side of a run are in neither list.
+
+    IMDB lists the reviews of one movie one after another, so a run with its guards around it shares
+    (almost) no movie with the rest of its class: the :data:`MOVIE_GUARD` note says why this matters.
+    """
+    by_label, quota = _by_label(labels, n)
+    chosen, rest = [], []
+    for k, rows in by_label.items():
+        starts = list(range(0, len(rows), block))
+        rng.shuffle(starts)
+        taken: list[range] = []
+        for start in starts:
+            need = quota[k] - sum(len(r) for r in taken)
+            if need <= 0:
+                break
+            taken.append(range(start, min(start + block, start + need, len(rows))))
+        fenced = {j for r in taken for j in range(max(0, r.start - guard), min(len(rows), r.stop + guard))}
+        chosen += [rows[j] for r in taken for j in r]
+        rest += [rows[j] for j in range(len(rows)) if j not in fenced]
+    rng.shuffle(chosen)
+    rng.shuffle(rest)
+    return chosen, rest
+
+
+def _carve(reviews: Reviews, n: int | None, rng: random.Random, name: str,
+           block: int | None = None) -> tuple[Reviews, Reviews]:
+    """``(n rows named name, the rest)``, stratified; with ``block``, in runs of that many (:func:`_in_blocks`)."""
+    chosen, rest = _in_blocks(reviews.labels, n, block, rng) if block else _stratified(reviews.labels, n, rng)
     return reviews.subset(chosen).renamed(name), reviews.subset(rest)
 
 
@@ -147,9 +192,20 @@ def _check_val_size(val_size, available: int, rest: int, where: str, after: str)
                               f"give --set val_size=N with 2 <= N <= {most}, or add reviews")
 
 
+def _check_block(val_block) -> int | None:
+    """Refuse a ``val_block`` that is not None or a positive whole number."""
+    if val_block is not None and (not isinstance(val_block, int) or isinstance(val_block, bool) or val_block < 1):
+        raise DataSourceError(f"val_block={val_block!r} must be a whole number of reviews, at least 1 (or none, "
+                              "for a validation split drawn at random): give --set val_block=100")
+    return val_block
+
+
 def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_transfer=None, n_test=None,
-              val_size=1000, seed=0) -> ImdbData:
+              val_size=1000, seed=0, val_block: int | None = None) -> ImdbData:
     """Turn raw splits {"train", "test"?, "unsupervised"?} into disjoint train/validation/test/transfer.
+
+    ``val_block`` carves validation in runs of that many consecutive reviews of each class, with
+    :data:`MOVIE_GUARD` reviews on either side of each run left unused (None: rows drawn at random).
 
     A :class:`DataSourceError` refuses labels other than 0/1, an empty train split, a ``val_size`` the
     reviews cannot hold, and any labelled split that would end up without both classes.
@@ -169,7 +225,7 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     has_unsup = unsup is not None and len(unsup) > 0
     after = f" left after the held-out test slice of {len(test)}" if held_out else ""
     _check_val_size(val_size, len(train), 2 if has_unsup else 4, source, after)
-    validation, train = _carve(train, val_size, _rng(seed, "val"), "validation")
+    validation, train = _carve(train, val_size, _rng(seed, "val"), "validation", block=_check_block(val_block))
     if has_unsup:
         transfer = unsup.subset(_stratified([-1] * len(unsup), n_transfer, _rng(seed, "transfer"))[0])
     else:  # transfer = other train reviews, labels hidden; train keeps n_train (or half of what is left)
@@ -362,10 +418,11 @@ def _folder_raw(path: Path) -> tuple[dict[str, Reviews], str]:
 
 
 def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: int | None = None,
-              n_test: int | None = None, val_size: int = 1000, seed: int = 0) -> ImdbData:
+              n_test: int | None = None, val_size: int = 1000, seed: int = 0,
+              val_block: int | None = None) -> ImdbData:
     """Load IMDB-style reviews from ``source`` ("tiny", "hub" or a folder) as disjoint, seeded splits.
 
-    Validation (``val_size``) is carved from train, stratified. ``n_train``/``n_transfer``/``n_test``
+    Validation (``val_size``) is carved from train, stratified (in runs of ``val_block``, see :func:`split_raw`). ``n_train``/``n_transfer``/``n_test``
     subsample (stratified, seeded; ``None`` keeps all); the test set does not depend on ``seed``. With no test split, the test set is a
     held-out slice of train; with no unsupervised split, the transfer set is other train reviews.
     """
@@ -376,14 +433,15 @@ def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: in
         raw, desc = _hub_raw(), f"{HUB_DATASET} (Hugging Face Hub)"
     else:
         raw, desc = _folder_raw(Path(source).expanduser())
-    return split_raw(raw, desc, n_train=n_train, n_transfer=n_transfer, n_test=n_test, val_size=val_size, seed=seed)
+    return split_raw(raw, desc, n_train=n_train, n_transfer=n_transfer, n_test=n_test, val_size=val_size, seed=seed,
+                     val_block=val_block)
 
 
 def load_for_profile(profile, data_dir: str | os.PathLike | None = None, seed: int = 0) -> ImdbData:
     """Load the data a :class:`~kd_tutorial.profiles.Profile` asks for; ``data_dir`` or $KD_TUTORIAL_DATA_DIR override its source."""
     source = data_dir or os.environ.get(DATA_DIR_ENV) or profile.data_source
     return load_imdb(str(source), n_train=profile.n_train, n_transfer=profile.n_transfer, n_test=profile.n_test,
-                     val_size=profile.val_size, seed=seed)
+                     val_size=profile.val_size, seed=seed, val_block=profile.val_block)
 
 
 # ----------------------------------------------------------------------------- tokenizing

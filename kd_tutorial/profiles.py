@@ -28,7 +28,7 @@ TEACHER_FIELDS = ("teacher", "teacher_config", "teacher_fallback", "data_source"
                   "teacher_lr", "warmup_fraction", "weight_decay", "attention_dropout", "freeze_word_embeddings")
 # fields that decide the teacher too, but enter its hash only when changed, so that caches made before they
 # existed stay valid (the default is what those runs used)
-TEACHER_FIELDS_IF_SET = {"grad_accum": 1, "precision": "auto"}
+TEACHER_FIELDS_IF_SET = {"grad_accum": 1, "precision": "auto", "val_block": None}
 
 
 def stable_hash(*parts: object) -> str:
@@ -122,6 +122,9 @@ class Profile:
     # students, which start from the teacher's: fewer weights for AdamW to update (about 1.2x faster steps for
     # the cpu profile's students, measured on 2 cores); compact students learn theirs from scratch
     freeze_word_embeddings: bool = False
+    # carve validation in runs of this many consecutive reviews per class, with kd_tutorial.data.MOVIE_GUARD reviews
+    # left unused on either side, so that it shares almost no movie with training (None: reviews drawn at random)
+    val_block: int | None = None
     temperature: float = 2.0
     alpha: float = 0.5
     recipes: tuple[str, ...] = ("baseline", "kd+transfer", "pseudo-label")  # each student's runs, unless it names its own
@@ -136,6 +139,8 @@ class Profile:
         for name in ("batch_size", "eval_batch_size", "grad_accum"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ProfileOverrideError(f"{name}={getattr(self, name)!r}: give a whole number >= 1")
+        if self.val_block is not None and (not isinstance(self.val_block, int) or self.val_block < 1):
+            raise ProfileOverrideError(f"val_block={self.val_block!r}: give a whole number >= 1, or None")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ProfileOverrideError(f"precision={self.precision!r}: give one of auto, fp32, bf16, fp16")
 

@@ -95,6 +95,79 @@ def test_subsampling_is_stratified():
     assert_disjoint(d)
 
 
+def test_the_random_carve_is_the_one_every_cache_was_made_with():
+    # pinned: the validation carve decides the teacher's training reviews, so a change here would silently
+    # orphan every cached teacher and student
+    assert data._stratified([0, 1, 1, 0, 1] * 6, 7, data._rng(0, "val")) == (
+        [18, 3, 6, 12, 19, 1, 25],
+        [20, 16, 10, 11, 14, 23, 5, 21, 7, 15, 26, 22, 13, 2, 9, 29, 8, 17, 4, 27, 0, 24, 28])
+
+
+def movie_reviews(movies_per_class=100, per_movie=7, prefix="movie"):
+    """A train split laid out as the Hub's IMDB: negatives then positives, each movie's reviews together."""
+    texts, labels = [], []
+    for y in (0, 1):
+        for m in range(movies_per_class):
+            texts += [f"{prefix}{y}x{m} review {j} {'good' if y else 'bad'}" for j in range(per_movie)]
+            labels += [y] * per_movie
+    return Reviews(texts, labels, None, "train")
+
+
+def movies(reviews):
+    return {t.split()[0] for t in reviews.texts}
+
+
+@pytest.mark.parametrize("block", [1, 7, 20, 1000])
+def test_in_blocks_takes_runs_of_each_class_and_fences_them(block):
+    labels = [0] * 300 + [1] * 200
+    chosen, rest = data._in_blocks(labels, 100, block, data._rng(0, "val"), guard=5)
+    assert sorted(labels[i] for i in chosen) == [0] * 60 + [1] * 40  # stratified, as the random carve
+    assert not set(chosen) & set(rest)
+    # the chosen rows fill whole cells of the grid of runs (rows b*block .. b*block + block - 1 of the class),
+    # all but at most one: the cell the quota cut short
+    for y, (first, size) in enumerate(((0, 300), (300, 200))):
+        cells: dict[int, int] = {}
+        for i in chosen:
+            if labels[i] == y:
+                cells[(i - first) // block] = cells.get((i - first) // block, 0) + 1
+        short = [b for b, n in cells.items() if n < min(block, size - b * block)]
+        assert len(short) <= 1
+    fenced = set(range(500)) - set(chosen) - set(rest)
+    for i in fenced:  # a row in neither list is within the guard of a chosen row of its class
+        assert any(labels[j] == labels[i] and abs(j - i) <= 5 for j in chosen)
+    for i in rest:
+        assert not any(labels[j] == labels[i] and abs(j - i) <= 5 for j in chosen)
+
+
+def test_validation_in_blocks_shares_no_movie_with_training():
+    raw = {"train": movie_reviews(), "test": movie_reviews(5, 4, prefix="unseen")}
+    drawn = data.split_raw(raw, "movies", n_train=200, n_transfer=200, val_size=100, seed=0)
+    blocks = data.split_raw(raw, "movies", n_train=200, n_transfer=200, val_size=100, seed=0, val_block=20)
+    seen = lambda d: movies(d.train) | movies(d.transfer)  # noqa: E731
+    assert movies(drawn.validation) & seen(drawn)  # drawn at random, validation reviews movies trained on
+    assert not movies(blocks.validation) & seen(blocks)
+    assert blocks.sizes() == {"train": 200, "validation": 100, "test": 40, "transfer": 200}
+    assert sum(blocks.validation.labels) == 50
+    assert_disjoint(blocks)
+    again = data.split_raw(raw, "movies", n_train=200, n_transfer=200, val_size=100, seed=0, val_block=20)
+    other = data.split_raw(raw, "movies", n_train=200, n_transfer=200, val_size=100, seed=1, val_block=20)
+    assert again.validation.texts == blocks.validation.texts != other.validation.texts
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "100"])
+def test_a_bad_val_block_is_refused_with_the_fix(bad):
+    with pytest.raises(DataSourceError, match=r"val_block=.* must be a whole number of reviews.*--set val_block=100"):
+        load_imdb("tiny", val_size=200, val_block=bad)
+
+
+def test_val_block_reaches_the_split_from_the_profile():
+    p = get_profile("tiny")
+    assert p.val_block is None
+    blocks = load_for_profile(p.with_overrides(["val_block=50"]))
+    assert blocks.validation.texts != load_for_profile(p).validation.texts
+    assert len(blocks.validation) == p.val_size and sum(blocks.validation.labels) == p.val_size // 2
+
+
 def test_load_for_profile_tiny():
     p = get_profile("tiny")
     d = load_for_profile(p)
