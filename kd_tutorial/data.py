@@ -422,9 +422,10 @@ def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: in
               val_block: int | None = None) -> ImdbData:
     """Load IMDB-style reviews from ``source`` ("tiny", "hub" or a folder) as disjoint, seeded splits.
 
-    Validation (``val_size``) is carved from train, stratified (in runs of ``val_block``, see :func:`split_raw`). ``n_train``/``n_transfer``/``n_test``
-    subsample (stratified, seeded; ``None`` keeps all); the test set does not depend on ``seed``. With no test split, the test set is a
-    held-out slice of train; with no unsupervised split, the transfer set is other train reviews.
+    Validation (``val_size``) is carved from train, stratified, in runs of ``val_block`` reviews when given
+    (:func:`split_raw`). ``n_train``/``n_transfer``/``n_test`` subsample (stratified, seeded; ``None`` keeps all);
+    the test set does not depend on ``seed``. With no test split, the test set is a held-out slice of train; with no
+    unsupervised split, the transfer set is other train reviews.
     """
     source = str(source)
     if source == "tiny":
