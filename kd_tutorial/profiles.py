@@ -139,8 +139,6 @@ class Profile:
         for name in ("batch_size", "eval_batch_size", "grad_accum"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ProfileOverrideError(f"{name}={getattr(self, name)!r}: give a whole number >= 1")
-        if self.val_block is not None and (not isinstance(self.val_block, int) or self.val_block < 1):
-            raise ProfileOverrideError(f"val_block={self.val_block!r}: give a whole number >= 1, or None")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ProfileOverrideError(f"precision={self.precision!r}: give one of auto, fp32, bf16, fp16")
 

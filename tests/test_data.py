@@ -144,7 +144,7 @@ def test_validation_in_blocks_shares_no_movie_with_training():
     drawn = data.split_raw(raw, "movies", n_train=200, n_transfer=200, val_size=100, seed=0)
     blocks = data.split_raw(raw, "movies", n_train=200, n_transfer=200, val_size=100, seed=0, val_block=20)
     seen = lambda d: movies(d.train) | movies(d.transfer)  # noqa: E731
-    assert movies(drawn.validation) & seen(drawn)  # drawn at random, validation reviews movies trained on
+    assert movies(drawn.validation) & seen(drawn)  # drawn at random, validation shares movies with training
     assert not movies(blocks.validation) & seen(blocks)
     assert blocks.sizes() == {"train": 200, "validation": 100, "test": 40, "transfer": 200}
     assert sum(blocks.validation.labels) == 50
@@ -163,6 +163,8 @@ def test_a_bad_val_block_is_refused_with_the_fix(bad):
 def test_val_block_reaches_the_split_from_the_profile():
     p = get_profile("tiny")
     assert p.val_block is None
+    with pytest.raises(DataSourceError, match=r"val_block=0 must be a whole number.*--set val_block=100"):
+        load_for_profile(p.with_overrides(["val_block=0"]))  # one check, where the carve happens
     blocks = load_for_profile(p.with_overrides(["val_block=50"]))
     assert blocks.validation.texts != load_for_profile(p).validation.texts
     assert len(blocks.validation) == p.val_size and sum(blocks.validation.labels) == p.val_size // 2
