@@ -5,6 +5,8 @@
 * :func:`distil_student` - DistilBERT-style: the teacher's width, fewer layers,
   embeddings and each layer copied from a chosen teacher layer.
 * :func:`compact_student` - a narrow, shallow BERT, random or pretrained.
+* :class:`SummedWordEmbedding` / :func:`fold_word_embeddings` - a compact student's own word vectors plus the
+  teacher's frozen ones through a learned projection, folded into one plain table after training.
 * :func:`check_same_vocab` - refuse to distil across vocabularies (sizes, and token -> id maps).
 * :func:`check_same_labels` - refuse to distil across label orders (``id2label`` / ``label2id``).
 
@@ -176,6 +178,63 @@ def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermedi
     return BertForSequenceClassification(config)
 
 
+class SummedWordEmbedding(torch.nn.Module):
+    """Word vectors ``own[i] + P @ teacher[i]``: the student's own, trained, plus the teacher's, frozen.
+
+    ``teacher`` (vocab x teacher width) is fixed; ``P`` (student width x teacher width) is learned and starts
+    from the teacher vectors' principal directions, scaled to BERT's initial spread (std 0.02). The student
+    thus begins with the teacher's word similarities and still learns its own vectors (docs/tuning.md, e18, e23).
+    Being linear in the table, it folds into one ``nn.Embedding`` (:func:`fold_word_embeddings`).
+    """
+
+    def __init__(self, own: torch.nn.Embedding, teacher_vectors: torch.Tensor):
+        super().__init__()
+        self.own = own
+        self.register_buffer("teacher", teacher_vectors.detach().float().clone(), persistent=False)
+        self.proj = torch.nn.Linear(teacher_vectors.shape[1], own.embedding_dim, bias=False)
+        with torch.no_grad():
+            self.proj.weight.copy_(_principal_projection(self.teacher, own.embedding_dim))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The table this module computes (what :func:`fold_word_embeddings` stores)."""
+        return self.own.weight + self.teacher @ self.proj.weight.T
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.own(input_ids) + self.proj(self.teacher[input_ids])
+
+
+def _principal_projection(vectors: torch.Tensor, width: int, std: float = 0.02) -> torch.Tensor:
+    """(width, dim): the top ``width`` principal directions of ``vectors``, scaled so projections have ``std``."""
+    centred = vectors - vectors.mean(0)
+    _, eigvecs = torch.linalg.eigh(centred.T @ centred)
+    directions = eigvecs[:, -width:].flip(1).T
+    return directions * (std / (centred @ directions.T).std())
+
+
+def add_teacher_word_vectors(student, teacher):
+    """Give ``student`` a :class:`SummedWordEmbedding` over ``teacher``'s word vectors; returns the student."""
+    embeddings = student.bert.embeddings
+    embeddings.word_embeddings = SummedWordEmbedding(embeddings.word_embeddings,
+                                                     teacher.get_input_embeddings().weight)
+    return student
+
+
+def fold_word_embeddings(model):
+    """Replace a :class:`SummedWordEmbedding` by the plain ``nn.Embedding`` it computes; returns the model.
+
+    The folded student is an ordinary BERT of the same size and speed, and gives the same outputs.
+    A model without one is returned unchanged.
+    """
+    embeddings = model.bert.embeddings
+    summed = embeddings.word_embeddings
+    if isinstance(summed, SummedWordEmbedding):
+        with torch.no_grad():
+            embeddings.word_embeddings = torch.nn.Embedding.from_pretrained(
+                summed.weight.detach().clone(), freeze=False, padding_idx=summed.own.padding_idx)
+    return model
+
+
 def set_attention_dropout(model, p: float | None):
     """Set the dropout on ``model``'s attention probabilities to ``p`` (None: leave it); returns the model.
 
@@ -206,6 +265,9 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
     ``freeze_embeddings`` keeps the word embeddings a layer-copied student took from the teacher fixed.
     """
     if spec.kind == "distil":
+        if spec.teacher_word_vectors:
+            raise ValueError(f"student {spec.name!r}: teacher_word_vectors is for compact students (a distil "
+                             "student already starts from the teacher's word vectors): remove it")
         student = freeze_word_embeddings(distil_student(teacher, spec.num_layers, spec.layer_map, spec.copy_head),
                                          freeze_embeddings)
     elif spec.kind == "compact":
@@ -213,6 +275,8 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
                                   vocab_size_=teacher.config.vocab_size,
                                   max_position_embeddings=teacher.config.max_position_embeddings,
                                   num_labels=teacher.config.num_labels, pretrained=spec.pretrained, init=init)
+        if spec.teacher_word_vectors:
+            student = add_teacher_word_vectors(student, teacher)
     else:
         raise ValueError(f"unknown student kind {spec.kind!r}: use 'distil' or 'compact'")
     check_same_vocab(teacher, student)

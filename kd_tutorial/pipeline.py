@@ -28,7 +28,7 @@ from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
 from .evaluate import compare, compare_paired, correct_matrix, predict_logits
 from .layer_maps import describe as describe_mapping, layer_mapping
-from .models import DistillationStudent, build_student
+from .models import DistillationStudent, build_student, fold_word_embeddings
 from .profiles import Profile, StudentSpec
 from .recipes import Recipe, get_recipe
 from .report import format_comparisons, format_table
@@ -76,6 +76,8 @@ def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps:
 def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Recipe | None = None) -> tuple:
     """Everything that decides one student run (the key of its folder in the artifact cache)."""
     student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
+    if not spec.teacher_word_vectors:
+        del student["teacher_word_vectors"]  # keys from before the option existed stay valid
     key = (student, dataclasses.asdict(config), init, profile.student_labels, profile.attention_dropout,
            profile.freeze_word_embeddings)
     if recipe is not None:
@@ -206,6 +208,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
                     teacher_logits=t_logits if recipe.mode != "ce" else None, teacher=teacher if online else None,
                     teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, device=device,
                     checkpoint_dir=folder, resume=resume, desc=desc, progress=progress)
+    student = fold_word_embeddings(student)  # a plain BERT again (a no-op unless spec.teacher_word_vectors)
     save_student(folder, student, history)
     return {"model": student, "history": history, "status": "trained"}
 

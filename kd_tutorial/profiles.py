@@ -79,6 +79,9 @@ class StudentSpec:
     mapping: str = "uniform"  # which teacher layer each student layer learns from (kd_tutorial.layer_maps)
     relation_heads: int = 2  # MiniLM value-relation heads (must divide the student's and the teacher's width)
     copy_head: bool = False  # distil students: start from the teacher's fine-tuned classification head as well
+    # compact students: add the teacher's frozen word vectors through a learned projection to the student's own
+    # (models.SummedWordEmbedding), folded into one plain table when training ends
+    teacher_word_vectors: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,7 @@ PROFILES: dict[str, Profile] = {
             StudentSpec("distil-3L", "distil", num_layers=3, epochs=1.0, lr=1e-4,
                         recipes=("baseline", "kd+transfer", "kd+transfer+cosine", "pseudo-label")),
             StudentSpec("compact-2L-H128", "compact", num_layers=2, hidden_size=128, num_heads=2,
-                        intermediate_size=512, epochs=2.0, lr=5e-4,
+                        intermediate_size=512, epochs=2.0, lr=5e-4, teacher_word_vectors=True,
                         recipes=("baseline", "kd+transfer", "kd+transfer+values", "pseudo-label")),
         ),
         data_source="hub",
@@ -286,6 +289,7 @@ PROFILES: dict[str, Profile] = {
         student_labels=1000,
         n_test=None,
         val_size=1000,
+        val_block=100,  # validation in runs of 100 reviews: a movie's reviews sit together (docs/tuning.md)
         max_length=256,
         truncation="head+tail",
         batch_size=16,
@@ -326,6 +330,7 @@ PROFILES: dict[str, Profile] = {
         student_labels=None,
         n_test=None,
         val_size=1000,
+        val_block=100,  # validation in runs of 100 reviews: a movie's reviews sit together (docs/tuning.md)
         max_length=512,
         truncation="head+tail",
         batch_size=32,

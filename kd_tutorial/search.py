@@ -136,7 +136,7 @@ def _pruning_hook(trial, ctx: SearchContext):
 
 def run_trial(trial, ctx: SearchContext) -> tuple[float, float]:
     """Train one ``kd+transfer`` run at the trial's point; return (validation accuracy, p50 latency in ms)."""
-    from .models import build_student
+    from .models import build_student, fold_word_embeddings
     p, profile = suggest(trial, ctx), ctx.profile
     spec = ctx.students[p["student"]]
     rows, t_logits = transfer_rows(ctx, p["transfer_fraction"])
@@ -150,6 +150,7 @@ def run_trial(trial, ctx: SearchContext) -> tuple[float, float]:
     history = train(student, rows, config=config, val_data=ctx.prep.encoded["validation"], teacher_logits=t_logits,
                     device=ctx.device, desc=f"trial {trial.number} {spec.name}", progress=False,
                     on_epoch_end=_pruning_hook(trial, ctx))
+    student = fold_word_embeddings(student)
     timing = latency(student, ctx.prep.encoded["validation"], device=ctx.device, n=ctx.latency_n,
                      warmup=3, repeats=2, precision=profile.precision)
     atomic_save_pretrained(student, trial_folder(ctx.out, trial.number))
