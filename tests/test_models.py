@@ -156,3 +156,71 @@ def test_the_distillation_wrapper_projects_only_when_widths_differ():
     same = models.DistillationStudent(models.compact_student(1, 64, 2, 64), teacher_width=64)
     assert all(isinstance(p, torch.nn.Identity) for p in same.projections)
     assert sum(p.numel() for p in same.projections.parameters()) == 0
+
+
+def _summed(teacher, width=16):
+    torch.manual_seed(1)
+    spec = StudentSpec("c", "compact", num_layers=1, hidden_size=width, num_heads=2, intermediate_size=32,
+                       teacher_word_vectors=True)
+    return models.build_student(spec, teacher)
+
+
+def test_teacher_word_vectors_start_at_berts_spread_along_their_principal_directions(teacher):
+    summed = _summed(teacher).bert.embeddings.word_embeddings
+    assert isinstance(summed, models.SummedWordEmbedding)
+    vectors = teacher.get_input_embeddings().weight.detach()
+    assert torch.equal(summed.teacher, vectors)  # the teacher's own table, not a copy of something else
+    directions = summed.proj.weight.detach()
+    gram = directions @ directions.T
+    assert torch.allclose(gram / gram[0, 0], torch.eye(16), atol=1e-4)  # orthogonal rows of one length
+    centred = vectors - vectors.mean(0)
+    assert (centred @ directions.T).std().item() == pytest.approx(0.02, rel=1e-3)
+    variance = (centred @ directions.T).var(0)  # the top principal directions: most variance first
+    assert torch.all(variance[:-1] >= variance[1:] - 1e-9)
+    top = torch.linalg.svdvals(centred)[:16] ** 2 / (len(vectors) - 1)
+    assert torch.allclose(variance / variance[0], top / top[0], rtol=1e-3)
+
+
+def test_only_the_students_own_vectors_and_the_projection_learn(teacher):
+    student = _summed(teacher)
+    summed = student.bert.embeddings.word_embeddings
+    before = summed.teacher.clone()
+    names = [n for n, p in student.named_parameters() if "word_embeddings" in n]
+    assert names == ["bert.embeddings.word_embeddings.own.weight", "bert.embeddings.word_embeddings.proj.weight"]
+    ids = torch.randint(5, 1000, (2, 6))
+    out = student(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1]))
+    out.loss.backward()
+    torch.optim.SGD(student.parameters(), lr=1.0).step()
+    assert torch.equal(summed.teacher, before)
+    assert summed.own.weight.grad[ids.unique()].abs().sum() > 0 and summed.proj.weight.grad.abs().sum() > 0
+    assert "bert.embeddings.word_embeddings.teacher" not in student.state_dict()  # rebuilt from the teacher
+
+
+def test_folding_gives_a_plain_bert_with_the_same_outputs(teacher, tmp_path):
+    from transformers import BertForSequenceClassification
+    student = _summed(teacher)
+    with torch.no_grad():  # as after training: the student's own vectors and the projection have moved
+        for p in student.bert.embeddings.word_embeddings.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    student.eval()
+    ids = torch.randint(0, 30522, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    before = student(input_ids=ids, attention_mask=mask).logits
+    folded = models.fold_word_embeddings(student)
+    table = folded.bert.embeddings.word_embeddings
+    assert type(table) is torch.nn.Embedding and tuple(table.weight.shape) == (30522, 16)
+    assert table.padding_idx == 0 and table.weight.requires_grad
+    assert torch.allclose(folded(input_ids=ids, attention_mask=mask).logits, before, atol=1e-5)
+    folded.save_pretrained(tmp_path)
+    reloaded = BertForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert torch.allclose(reloaded(input_ids=ids, attention_mask=mask).logits, before, atol=1e-5)
+    plain = models.compact_student(1, 16, 2, 32, max_position_embeddings=teacher.config.max_position_embeddings)
+    assert models.count_parameters(reloaded) == models.count_parameters(plain)
+    assert models.fold_word_embeddings(reloaded) is reloaded  # a plain BERT is left as it is
+
+
+def test_teacher_word_vectors_are_refused_for_a_layer_copied_student(teacher):
+    spec = StudentSpec("d", "distil", num_layers=2, teacher_word_vectors=True)
+    with pytest.raises(ValueError, match="teacher_word_vectors is for compact students.*remove it"):
+        models.build_student(spec, teacher)

@@ -196,9 +196,12 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
     changes = [dict(config=dataclasses.replace(config, **change)) for change in
                (dict(temperature=4.0), dict(seed=1), dict(max_steps=101), dict(mode="ce"))]
     changes += [dict(init="random"), dict(spec=dataclasses.replace(spec, layer_map=(1, 3))),
-               dict(profile=profile.replace(student_labels=100)), dict(profile=profile.replace(attention_dropout=0.0))]
+               dict(profile=profile.replace(student_labels=100)), dict(profile=profile.replace(attention_dropout=0.0)),
+               dict(spec=dataclasses.replace(spec, teacher_word_vectors=True))]
     for change in changes:
         assert folder(**change) != folder(), change
+    # a student without the option keeps the key it had before teacher_word_vectors existed
+    assert "teacher_word_vectors" not in pipeline.run_key(profile, spec, config, "pretrained")[0]
 
 
 def test_another_test_set_keeps_the_teacher_and_its_students(tiny_run, tmp_path):
@@ -233,6 +236,25 @@ def test_cached_students_come_back_with_their_weights_and_history(tiny_run):
         for p1, p2 in zip(item["model"].parameters(), again["model"].parameters()):
             assert torch.allclose(p1, p2.cpu(), atol=1e-5)  # seeded: retraining reproduces the cached student
         assert not (Path(item["path"]) / "last.pt").exists()  # no epoch checkpoint left once finished
+
+
+def test_a_student_with_the_teachers_word_vectors_is_stored_and_reloaded_as_a_plain_bert(tiny_run):
+    profile = get_profile("tiny")
+    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+    spec = dataclasses.replace(profile.students[1], teacher_word_vectors=True)
+    kw = dict(students=(spec,), runs=("kd+transfer",), progress=False)
+    trained = pipeline.distill_students(profile, teacher, prep, logits, **kw)["compact-1L-H32 kd+transfer"]
+    assert trained["status"] == "trained"
+    assert type(trained["model"].bert.embeddings.word_embeddings) is torch.nn.Embedding  # folded
+    cached = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw)["compact-1L-H32 kd+transfer"]
+    assert cached["status"] == "cached"
+    for (name, p1), p2 in zip(trained["model"].named_parameters(), cached["model"].parameters()):
+        assert torch.equal(p1, p2), name
+    plain = pipeline.distill_students(profile, teacher, prep, logits, resume=True,
+                                      **kw | dict(students=(profile.students[1],)))["compact-1L-H32 kd+transfer"]
+    assert plain["path"] != trained["path"]  # its own cache entry
+    assert plain["history"].steps[-1]["loss"] != trained["history"].steps[-1]["loss"]
 
 
 def test_a_corrupt_cached_student_gives_a_clear_error(tmp_path):
