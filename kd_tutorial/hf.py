@@ -131,6 +131,9 @@ class DistillationTrainer(Trainer):
     In evaluation with neither ``eval_teacher_logits`` nor ``teacher``, the reported loss is the
     student's hard cross-entropy on the labelled rows (a warning says so once).
 
+    A student built with ``teacher_word_vectors`` trains as it is; fold it with
+    :func:`kd_tutorial.models.fold_word_embeddings` before ``save_pretrained`` or ``trainer.save_model``.
+
     **The loss.** For a batch of ``B`` rows with student logits ``z_s``, teacher logits ``z_t`` and
     labels ``y`` (-1, or transformers' -100, for an unlabelled row), per row ``i``::
 

@@ -184,13 +184,21 @@ class SummedWordEmbedding(torch.nn.Module):
     ``teacher`` (vocab x teacher width) is fixed; ``P`` (student width x teacher width) is learned and starts
     from the teacher vectors' principal directions, scaled to BERT's initial spread (std 0.02). The student
     thus begins with the teacher's word similarities and still learns its own vectors (docs/tuning.md, e18, e23).
-    Being linear in the table, it folds into one ``nn.Embedding`` (:func:`fold_word_embeddings`).
+    Being linear in the table, it folds into one ``nn.Embedding`` (:func:`fold_word_embeddings`); fold it before
+    saving, since ``save_pretrained`` would store ``own`` and ``P`` under names a plain BERT does not load.
     """
+
+    must_fold_before_saving = True  # kd_tutorial.store refuses to save a model that holds one
 
     def __init__(self, own: torch.nn.Embedding, teacher_vectors: torch.Tensor):
         super().__init__()
+        if own.embedding_dim > teacher_vectors.shape[1]:
+            raise ValueError(f"a {own.embedding_dim}-wide student cannot start from the principal directions of "
+                             f"{teacher_vectors.shape[1]}-wide teacher word vectors: give it a hidden_size of at most "
+                             f"{teacher_vectors.shape[1]}, or leave teacher_word_vectors off")
         self.own = own
-        self.register_buffer("teacher", teacher_vectors.detach().float().clone(), persistent=False)
+        self.register_buffer("teacher", teacher_vectors.detach().float().to(own.weight.device).clone(),
+                             persistent=False)
         self.proj = torch.nn.Linear(teacher_vectors.shape[1], own.embedding_dim, bias=False)
         with torch.no_grad():
             self.proj.weight.copy_(_principal_projection(self.teacher, own.embedding_dim))
@@ -201,6 +209,7 @@ class SummedWordEmbedding(torch.nn.Module):
         return self.own.weight + self.teacher @ self.proj.weight.T
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The vectors of ``input_ids``: ``own[ids] + P @ teacher[ids]``."""
         return self.own(input_ids) + self.proj(self.teacher[input_ids])
 
 
@@ -223,10 +232,11 @@ def add_teacher_word_vectors(student, teacher):
 def fold_word_embeddings(model):
     """Replace a :class:`SummedWordEmbedding` by the plain ``nn.Embedding`` it computes; returns the model.
 
-    The folded student is an ordinary BERT of the same size and speed, and gives the same outputs.
-    A model without one is returned unchanged.
+    The folded student is an ordinary BERT of the same size and speed, and gives the same outputs in fp32 (up to
+    rounding where the projection ran in bf16). A :class:`DistillationStudent` has its student folded; a BERT
+    without one is returned unchanged.
     """
-    embeddings = model.bert.embeddings
+    embeddings = getattr(model, "student", model).bert.embeddings
     summed = embeddings.word_embeddings
     if isinstance(summed, SummedWordEmbedding):
         with torch.no_grad():
@@ -264,10 +274,8 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
     ``attention_dropout`` (a profile setting) overrides the dropout on its attention probabilities;
     ``freeze_embeddings`` keeps the word embeddings a layer-copied student took from the teacher fixed.
     """
+    _check_word_vectors(spec)
     if spec.kind == "distil":
-        if spec.teacher_word_vectors:
-            raise ValueError(f"student {spec.name!r}: teacher_word_vectors is for compact students (a distil "
-                             "student already starts from the teacher's word vectors): remove it")
         student = freeze_word_embeddings(distil_student(teacher, spec.num_layers, spec.layer_map, spec.copy_head),
                                          freeze_embeddings)
     elif spec.kind == "compact":
@@ -281,6 +289,16 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
         raise ValueError(f"unknown student kind {spec.kind!r}: use 'distil' or 'compact'")
     check_same_vocab(teacher, student)
     return set_attention_dropout(student, attention_dropout)
+
+
+def _check_word_vectors(spec: StudentSpec) -> None:
+    """Refuse ``teacher_word_vectors`` where it cannot apply: a layer-copied or a pretrained student."""
+    if spec.teacher_word_vectors and spec.kind == "distil":
+        raise ValueError(f"student {spec.name!r}: teacher_word_vectors is for compact students (a distil "
+                         "student already starts from the teacher's word vectors): remove it")
+    if spec.teacher_word_vectors and spec.pretrained:
+        raise ValueError(f"student {spec.name!r}: teacher_word_vectors is for students built from scratch, and "
+                         f"{spec.pretrained!r} brings its own word vectors: remove one of the two")
 
 
 class DistillationStudent(torch.nn.Module):

@@ -62,7 +62,8 @@ class StudentSpec:
     student layer starts from; ``None`` means every other layer), and with
     ``copy_head`` the teacher's pooler and classification head.
     ``kind="compact"``: a BERT of ``num_layers`` x ``hidden_size`` with
-    ``num_heads`` heads, random or from ``pretrained``.
+    ``num_heads`` heads, random or from ``pretrained``; with ``teacher_word_vectors`` its word vectors add the
+    teacher's, frozen, through a learned projection (:class:`kd_tutorial.models.SummedWordEmbedding`).
     """
 
     name: str
@@ -123,7 +124,7 @@ class Profile:
     attention_dropout: float | None = None
     # keep the word embeddings (30,522 x H) fixed while fine-tuning the teacher and training the layer-copied
     # students, which start from the teacher's: fewer weights for AdamW to update (about 1.2x faster steps for
-    # the cpu profile's students, measured on 2 cores); compact students learn theirs from scratch
+    # the cpu profile's students, measured on 2 cores); compact students learn theirs (beside the teacher's, with teacher_word_vectors)
     freeze_word_embeddings: bool = False
     # carve validation in runs of this many consecutive reviews per class, with kd_tutorial.data.MOVIE_GUARD reviews
     # left unused on either side, so that it shares almost no movie with training (None: reviews drawn at random)

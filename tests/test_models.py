@@ -184,14 +184,12 @@ def test_teacher_word_vectors_start_at_berts_spread_along_their_principal_direct
 def test_only_the_students_own_vectors_and_the_projection_learn(teacher):
     student = _summed(teacher)
     summed = student.bert.embeddings.word_embeddings
-    before = summed.teacher.clone()
     names = [n for n, p in student.named_parameters() if "word_embeddings" in n]
     assert names == ["bert.embeddings.word_embeddings.own.weight", "bert.embeddings.word_embeddings.proj.weight"]
     ids = torch.randint(5, 1000, (2, 6))
     out = student(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1]))
     out.loss.backward()
     torch.optim.SGD(student.parameters(), lr=1.0).step()
-    assert torch.equal(summed.teacher, before)
     assert summed.own.weight.grad[ids.unique()].abs().sum() > 0 and summed.proj.weight.grad.abs().sum() > 0
     assert "bert.embeddings.word_embeddings.teacher" not in student.state_dict()  # rebuilt from the teacher
 
@@ -220,7 +218,25 @@ def test_folding_gives_a_plain_bert_with_the_same_outputs(teacher, tmp_path):
     assert models.fold_word_embeddings(reloaded) is reloaded  # a plain BERT is left as it is
 
 
-def test_teacher_word_vectors_are_refused_for_a_layer_copied_student(teacher):
+def test_teacher_word_vectors_are_refused_where_they_cannot_apply(teacher):
     spec = StudentSpec("d", "distil", num_layers=2, teacher_word_vectors=True)
     with pytest.raises(ValueError, match="teacher_word_vectors is for compact students.*remove it"):
         models.build_student(spec, teacher)
+    wide = StudentSpec("w", "compact", num_layers=1, hidden_size=64, num_heads=2, teacher_word_vectors=True)
+    with pytest.raises(ValueError, match="64-wide student cannot start from .* 32-wide teacher.*at most 32"):
+        models.build_student(wide, teacher)
+    both = StudentSpec("p", "compact", num_layers=2, hidden_size=16, num_heads=2, teacher_word_vectors=True,
+                       pretrained="google/bert_uncased_L-2_H-128_A-2")
+    with pytest.raises(ValueError, match="brings its own word vectors: remove one of the two"):
+        models.build_student(both, teacher)
+
+
+def test_an_unfolded_student_is_not_saved(teacher, tmp_path):
+    from kd_tutorial.store import atomic_save_pretrained
+    student = _summed(teacher)
+    with pytest.raises(ValueError, match="fold them first with kd_tutorial.models.fold_word_embeddings"):
+        atomic_save_pretrained(student, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+    atomic_save_pretrained(models.fold_word_embeddings(models.DistillationStudent(student, 32)).student,
+                           tmp_path / "model")  # the wrapper's student is folded in place
+    assert (tmp_path / "model" / "config.json").exists()
