@@ -115,8 +115,10 @@ def test_prefetch_tiny_needs_nothing():
     assert proc.returncode == 0 and "nothing to download" in proc.stdout
 
 
-def test_the_printed_estimate_counts_the_seeds():
+def test_the_printed_estimate_counts_the_seeds(monkeypatch):
+    from kd_tutorial import device
     from kd_tutorial.profiles import get_profile
+    monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
     cpu = get_profile("cpu")
     # the CPU estimate is the profile's own measured budget, whatever it is (minutes, or seconds under one)
     for budget, said in ((1200, "about 20 minute(s) "), (300, "about 5 minute(s) "), (45, "about 45 s ")):
@@ -133,6 +135,13 @@ def test_the_printed_estimate_counts_the_seeds():
     assert cli.work_ratio(cpu.with_overrides(["teacher='prajjwal1/bert-small'"])) == 1.0
     narrow = get_profile("tiny").with_overrides(["teacher_config={'hidden_size': 32, 'num_attention_heads': 2}"])
     assert cli.work_ratio(narrow) < 1.0  # a partial config is laid over TINY_BERT, as the teacher is built
+    # a CPU without bf16 units runs fp32: the measured slowdown, said, for the profiles it was measured on
+    monkeypatch.setattr(device, "bf16_supported", lambda name: False)
+    slow = cli.estimate(cpu.replace(time_budget_s=1200), "cpu")
+    assert slow.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ")
+    assert f"fp32 took {cli.CPU_FP32_SLOWDOWN['cpu']:.1f}x the time" in slow and cli.CPU_FP32_SLOWDOWN["cpu"] > 1
+    assert cli.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu").startswith("about 20 minute(s) ")
+    assert "fp32" not in cli.estimate(get_profile("full").replace(time_budget_s=1200), "cpu")  # not measured
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
     one, three = (cli.estimate(get_profile("full"), "cuda", n, gpu=h100) for n in (1, 3))
     assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work
