@@ -56,7 +56,8 @@ def rehearsal_profile():
     return full.replace(
         name="full-rehearsal", teacher="tiny-bert", teacher_config=teacher, n_transfer=None, val_size=16,
         batch_size=4, grad_accum=2, eval_batch_size=32, precision="fp16", teacher_epochs=1, student_epochs=1,
-        teacher_lr=1e-3, student_lr=1e-3, evals_per_run=2)
+        teacher_lr=1e-3, student_lr=1e-3, evals_per_run=2,
+        val_block=None)  # runs of 100 with their 30-review fences would use up this small folder (tests/test_data.py)
 
 
 def test_the_full_profile_path_runs_on_cpu_in_fp16_with_accumulation(imdb_like, tmp_path, monkeypatch, capsys):
