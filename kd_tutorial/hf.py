@@ -33,6 +33,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from . import losses
+from .store import refuse_unfolded
 from .train import freeze
 
 IGNORE_LABEL = losses.IGNORE_LABEL  # the course's "no label" (-1)
@@ -131,8 +132,9 @@ class DistillationTrainer(Trainer):
     In evaluation with neither ``eval_teacher_logits`` nor ``teacher``, the reported loss is the
     student's hard cross-entropy on the labelled rows (a warning says so once).
 
-    A student built with ``teacher_word_vectors`` trains as it is; fold it with
-    :func:`kd_tutorial.models.fold_word_embeddings` before ``save_pretrained`` or ``trainer.save_model``.
+    A student built with ``teacher_word_vectors`` trains as it is, and its checkpoints resume it; fold it with
+    :func:`kd_tutorial.models.fold_word_embeddings` before ``save_pretrained``. ``trainer.save_model`` refuses it
+    unfolded (``from_pretrained`` would give it random word vectors).
 
     **The loss.** For a batch of ``B`` rows with student logits ``z_s``, teacher logits ``z_t`` and
     labels ``y`` (-1, or transformers' -100, for an unlabelled row), per row ``i``::
@@ -186,6 +188,14 @@ class DistillationTrainer(Trainer):
         if not self.label_names:
             self.label_names = ["labels"]
         self._check(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model``, refusing a student whose teacher word vectors are not folded yet.
+
+        Checkpoints (``_internal_call``) save it as it is: resuming loads them into the same unfolded student."""
+        if not _internal_call:
+            refuse_unfolded(self.model, output_dir or self.args.output_dir)
+        super().save_model(output_dir, _internal_call)
 
     # --------------------------------------------------------------------- checks
 

@@ -160,16 +160,22 @@ def atomic_torch_save(obj, path: Path) -> None:
             raise
 
 
-def atomic_save_pretrained(model, directory: Path) -> None:
-    """``model.save_pretrained`` into a temporary folder, then swap it into ``directory``.
-
-    A model holding a module marked ``must_fold_before_saving`` (``models.SummedWordEmbedding``) is refused: its
-    weights would be stored under names that a plain BERT silently replaces with random ones when loading.
-    """
-    directory = Path(directory)
+def refuse_unfolded(model, directory) -> None:
+    """Raise a ValueError naming the fix if ``model`` holds a module marked ``must_fold_before_saving``
+    (``models.SummedWordEmbedding``): its weights would be stored under names that a plain BERT silently
+    replaces with random ones when loading."""
     if any(getattr(module, "must_fold_before_saving", False) for module in model.modules()):
         raise ValueError(f"not saving {directory}: the model still has the teacher's word vectors beside its own; "
                          "fold them first with kd_tutorial.models.fold_word_embeddings(model)")
+
+
+def atomic_save_pretrained(model, directory: Path) -> None:
+    """``model.save_pretrained`` into a temporary folder, then swap it into ``directory``.
+
+    A model that must be folded first is refused (:func:`refuse_unfolded`).
+    """
+    directory = Path(directory)
+    refuse_unfolded(model, directory)
     with _disk_errors(directory):
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))

@@ -7,6 +7,7 @@ tiny BERT teacher takes minutes, and these tests only need fixed, informative ta
 off in the students so that two runs from one initialisation differ only in their loops.
 """
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -311,3 +312,25 @@ def test_misuse_is_refused_with_a_clear_message(kd, tmp_path):
     wide = models.compact_student(1, 32, 2, 64, vocab_size_=1000)
     with pytest.raises(models.VocabularyMismatchError):
         hf.DistillationTrainer(model=wide, args=arguments(tmp_path), teacher=reference_bert())
+
+
+def test_save_model_refuses_an_unfolded_student_and_keeps_its_checkpoints(kd, tmp_path):
+    torch.manual_seed(0)
+    spec = dataclasses.replace(STUDENT, teacher_word_vectors=True)
+    summed = models.build_student(spec, reference_bert(), init="random").eval()
+    trainer = hf.DistillationTrainer(model=summed, args=arguments(tmp_path),
+                                     train_dataset=hf.EncodedDataset(kd["rows"]), teacher_logits=kd["logits"])
+    with pytest.raises(ValueError, match="fold them first with kd_tutorial.models.fold_word_embeddings"):
+        trainer.save_model(str(tmp_path / "final"))
+    assert not (tmp_path / "final").exists()
+    trainer.save_model(str(tmp_path / "checkpoint"), _internal_call=True)  # what a checkpoint saves: resumable
+    assert (tmp_path / "checkpoint" / "config.json").exists()
+    batch = hf_batch(kd["rows"], [0, 1])
+    with torch.no_grad():
+        expected = summed(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    models.fold_word_embeddings(summed)  # in place: the trainer's model is folded too
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = type(summed).from_pretrained(tmp_path / "final").eval()
+    with torch.no_grad():
+        got = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(got, expected)
