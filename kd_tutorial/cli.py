@@ -75,10 +75,10 @@ CPU_FP32_SLOWDOWN = {"cpu": 3.0}
 
 def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None) -> str:
     """The pipeline's duration: on a CPU the profile's measured budget (scaled by :func:`work_ratio` when its
-    settings or ``runs`` differ from the preset's, and by ``CPU_FP32_SLOWDOWN`` on a CPU without bf16 units); on CUDA its FLOPs counted phase by phase
-    (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the projection from a measured
-    ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``: its (name, precision),
-    asked of CUDA when not given."""
+    settings or ``runs`` differ from the preset's, and by ``CPU_FP32_SLOWDOWN`` on a CPU without bf16 units); on
+    CUDA its FLOPs counted phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the
+    projection from a measured ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``:
+    its (name, precision), asked of CUDA when not given."""
     if not device.startswith("cuda"):
         ratio = work_ratio(profile, runs)
         no_bf16 = device == "cpu" and resolve_precision("cpu") == "fp32" and profile.precision in ("auto", "fp32")
@@ -441,7 +441,8 @@ def _add_benchmark(sub, profile_help: str) -> None:
     b.add_argument("--data-dir")
     b.add_argument("--student", type=int, default=0, help="index of the profile's student (default 0; see "
                                                           "kd_tutorial.profiles)")
-    b.add_argument("--steps", type=_positive, help="timed steps (default 40; with --report 30 per phase, 3 with --quick)")
+    b.add_argument("--steps", type=_positive,
+                   help="timed steps (default 40; with --report 30 per phase, 3 with --quick)")
     b.add_argument("--init", choices=("pretrained", "random"), default="pretrained")
     b.add_argument("--device")
     b.add_argument("--quiet", action="store_true")

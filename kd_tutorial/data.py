@@ -439,7 +439,8 @@ def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: in
 
 
 def load_for_profile(profile, data_dir: str | os.PathLike | None = None, seed: int = 0) -> ImdbData:
-    """Load the data a :class:`~kd_tutorial.profiles.Profile` asks for; ``data_dir`` or $KD_TUTORIAL_DATA_DIR override its source."""
+    """Load the data a :class:`~kd_tutorial.profiles.Profile` asks for; ``data_dir`` or $KD_TUTORIAL_DATA_DIR
+    override its source."""
     source = data_dir or os.environ.get(DATA_DIR_ENV) or profile.data_source
     return load_imdb(str(source), n_train=profile.n_train, n_transfer=profile.n_transfer, n_test=profile.n_test,
                      val_size=profile.val_size, seed=seed, val_block=profile.val_block)
@@ -448,7 +449,8 @@ def load_for_profile(profile, data_dir: str | os.PathLike | None = None, seed: i
 # ----------------------------------------------------------------------------- tokenizing
 
 def get_tokenizer(name_or_path: str | None = None):
-    """A fast WordPiece tokenizer: the committed bert-base-uncased vocab for None / "tiny-bert", else from_pretrained."""
+    """A fast WordPiece tokenizer: the committed bert-base-uncased vocab for None / "tiny-bert", else
+    from_pretrained."""
     if name_or_path in (None, "tiny-bert"):
         from transformers import BertTokenizerFast
         # the path must be POSITIONAL: vocab_file= is silently ignored in transformers 5 (5-token vocab)

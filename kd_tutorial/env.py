@@ -164,5 +164,6 @@ def _cache_lines(report: dict) -> list[tuple[str, str]]:
     else:
         hub = {True: "reachable", False: "unreachable: run `kd-tutorial prefetch` where there is internet, then "
                                          "set HF_HUB_OFFLINE=1", None: "-"}[report.get("hub_reachable")]
-    lines = [("artifact cache", f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)"), ("Hugging Face Hub", hub)]
+    lines = [("artifact cache", f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)"),
+             ("Hugging Face Hub", hub)]
     return lines + [(name, status) for name, status in report.get("needs", {}).items()]

@@ -8,8 +8,8 @@ the soft targets become one teacher distribution per position over the whole voc
 * :class:`LMProfile` and :data:`LM_PROFILES` - ``tiny`` (a GPT trained from scratch on the built-in
   reviews, CPU, seconds) and ``full`` (GPT-2 fine-tuned on IMDB reviews, distilled into a
   distilGPT-2-sized student whose layers are every other layer of the teacher; needs the Hub and a GPU).
-* :func:`load_texts`, :func:`tokenizer_for`, :func:`encode_texts`, :func:`collate`, :func:`batches` - padded batches with an
-  attention mask and a **loss mask** (1 for target tokens that count: no padding, no prompt).
+* :func:`load_texts`, :func:`tokenizer_for`, :func:`encode_texts`, :func:`collate`, :func:`batches` - padded batches
+  with an attention mask and a **loss mask** (1 for target tokens that count: no padding, no prompt).
 * :func:`next_token` - position t predicts token t + 1: shift logits, targets and mask together.
 * :func:`teacher_model`, :func:`student_model` - GPT-2 models (transformers) for a profile.
 * :func:`train_lm` - one loop for every method; a method is a function ``loss(student, batch)``.
@@ -286,7 +286,8 @@ def _predictions(model, rows: list[list[int]], batch_size: int, device: str):
         yield next_token(logits_of(model, batch, device), batch)
 
 
-def review_nll(model, rows: list[list[int]], batch_size: int = 128, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def review_nll(model, rows: list[list[int]], batch_size: int = 128,
+               device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Per review: the summed negative log-likelihood of every token after ``<bos>``, and how many there are."""
     nll, counts = [], []
     for z, y, m in _predictions(model, rows, batch_size, device):

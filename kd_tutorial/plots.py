@@ -78,7 +78,8 @@ def training_curves(histories: dict, title: str = "Training curves"):
             ax_acc.plot(ends, accs, marker="o", markersize=3, label=name, **style)
     ax_loss.set(xlabel="optimizer step", ylabel="training loss (smoothed)",
                 title="Loss (KD runs: distillation loss; others: cross-entropy)")
-    ax_acc.set(xlabel="optimizer step", ylabel="validation accuracy (%)", title="Validation accuracy (each validation pass)")
+    ax_acc.set(xlabel="optimizer step", ylabel="validation accuracy (%)",
+               title="Validation accuracy (each validation pass)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -124,14 +124,16 @@ class Profile:
     attention_dropout: float | None = None
     # keep the word embeddings (30,522 x H) fixed while fine-tuning the teacher and training the layer-copied
     # students, which start from the teacher's: fewer weights for AdamW to update (about 1.2x faster steps for
-    # the cpu profile's students, measured on 2 cores); compact students learn theirs (beside the teacher's, with teacher_word_vectors)
+    # the cpu profile's students, measured on 2 cores); compact students learn theirs (beside the teacher's, with
+    # teacher_word_vectors)
     freeze_word_embeddings: bool = False
     # carve validation in runs of this many consecutive reviews per class, with kd_tutorial.data.MOVIE_GUARD reviews
     # left unused on either side, so that it shares almost no movie with training (None: reviews drawn at random)
     val_block: int | None = None
     temperature: float = 2.0
     alpha: float = 0.5
-    recipes: tuple[str, ...] = ("baseline", "kd+transfer", "pseudo-label")  # each student's runs, unless it names its own
+    # each student's runs, unless it names its own
+    recipes: tuple[str, ...] = ("baseline", "kd+transfer", "pseudo-label")
     evals_per_run: int = 4  # validation passes per student run: the best one's weights are kept
     patience: int | None = None  # stop a run after this many validation passes without a gain
     seeds: tuple[int, ...] = (0,)
