@@ -69,8 +69,8 @@ def work_ratio(profile, runs=None) -> float:
 
 # How many times longer a profile's phases took in fp32 on 2 cores of a CPU without bf16 units (an AMD EPYC) than
 # in bf16 on the 2 cores with them where its time_budget_s was measured (docs/tuning.md, "The new defaults, on three
-# seeds"); a profile not listed was not measured both ways
-CPU_FP32_SLOWDOWN = {"cpu": 3.0}
+# seeds"; tiny: 118 s against 47 s, docs/tuning/tiny-fp32.json); a profile not listed was not measured both ways
+CPU_FP32_SLOWDOWN = {"cpu": 3.0, "tiny": 2.5}
 
 
 def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None) -> str:

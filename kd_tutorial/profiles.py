@@ -239,7 +239,8 @@ TINY_BERT = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, int
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
-        description="CPU, offline, about a minute: BERTs built from BertConfig on the built-in review corpus",
+        description="CPU, offline, about a minute (two in fp32, on a CPU without bf16 units): BERTs built from "
+                    "BertConfig on the built-in review corpus",
         teacher="tiny-bert",
         teacher_config=TINY_BERT,
         teacher_fallback=None,

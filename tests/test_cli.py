@@ -142,6 +142,9 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     assert f"fp32 took {cli.CPU_FP32_SLOWDOWN['cpu']:.1f}x the time" in slow and cli.CPU_FP32_SLOWDOWN["cpu"] > 1
     assert cli.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu").startswith("about 20 minute(s) ")
     assert "fp32" not in cli.estimate(get_profile("full").replace(time_budget_s=1200), "cpu")  # not measured
+    tiny = get_profile("tiny")
+    assert cli.estimate(tiny, "cpu").startswith(f"about {tiny.time_budget_s * cli.CPU_FP32_SLOWDOWN['tiny'] / 60:.0f} "
+                                                "minute(s) ")
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
     one, three = (cli.estimate(get_profile("full"), "cuda", n, gpu=h100) for n in (1, 3))
     assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work
