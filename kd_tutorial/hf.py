@@ -133,8 +133,9 @@ class DistillationTrainer(Trainer):
     student's hard cross-entropy on the labelled rows (a warning says so once).
 
     A student built with ``teacher_word_vectors`` trains as it is, and its checkpoints resume it; fold it with
-    :func:`kd_tutorial.models.fold_word_embeddings` before ``save_pretrained``. ``trainer.save_model`` refuses it
-    unfolded (``from_pretrained`` would give it random word vectors).
+    :func:`kd_tutorial.models.fold_word_embeddings` before ``save_pretrained``. ``trainer.save_model`` and
+    ``trainer.push_to_hub`` refuse it unfolded (``from_pretrained`` would give it random word vectors). Checkpoints
+    are not checked, so ``args.push_to_hub=True`` would upload them unfolded: push after folding instead.
 
     **The loss.** For a batch of ``B`` rows with student logits ``z_s``, teacher logits ``z_t`` and
     labels ``y`` (-1, or transformers' -100, for an unlabelled row), per row ``i``::
@@ -196,6 +197,12 @@ class DistillationTrainer(Trainer):
         if not _internal_call:
             refuse_unfolded(self.model, output_dir or self.args.output_dir)
         super().save_model(output_dir, _internal_call)
+
+    def push_to_hub(self, *args, **kwargs):
+        """``Trainer.push_to_hub``, refusing an unfolded student as :meth:`save_model` does (it saves it as a
+        checkpoint would, and the Hub's copy would load with random word vectors)."""
+        refuse_unfolded(self.model, self.args.hub_model_id or self.args.output_dir)
+        return super().push_to_hub(*args, **kwargs)
 
     # --------------------------------------------------------------------- checks
 

@@ -320,8 +320,9 @@ def test_save_model_refuses_an_unfolded_student_and_keeps_its_checkpoints(kd, tm
     summed = models.build_student(spec, reference_bert(), init="random").eval()
     trainer = hf.DistillationTrainer(model=summed, args=arguments(tmp_path),
                                      train_dataset=hf.EncodedDataset(kd["rows"]), teacher_logits=kd["logits"])
-    with pytest.raises(ValueError, match="fold them first with kd_tutorial.models.fold_word_embeddings"):
-        trainer.save_model(str(tmp_path / "final"))
+    for save in (lambda: trainer.save_model(str(tmp_path / "final")), trainer.push_to_hub):  # refused before the Hub
+        with pytest.raises(ValueError, match="fold them first with kd_tutorial.models.fold_word_embeddings"):
+            save()
     assert not (tmp_path / "final").exists()
     trainer.save_model(str(tmp_path / "checkpoint"), _internal_call=True)  # what a checkpoint saves: resumable
     assert (tmp_path / "checkpoint" / "config.json").exists()
