@@ -75,21 +75,21 @@ CPU_FP32_SLOWDOWN = {"cpu": 3.0, "tiny": 2.5}
 
 def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None) -> str:
     """The pipeline's duration: on a CPU the profile's measured budget (scaled by :func:`work_ratio` when its
-    settings or ``runs`` differ from the preset's, and by ``CPU_FP32_SLOWDOWN`` on a CPU without bf16 units); on
+    settings or ``runs`` differ from the preset's, and by ``CPU_FP32_SLOWDOWN`` when it runs in fp32); on
     CUDA its FLOPs counted phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the
     projection from a measured ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``:
     its (name, precision), asked of CUDA when not given."""
     if not device.startswith("cuda"):
         ratio = work_ratio(profile, runs)
-        no_bf16 = device == "cpu" and resolve_precision("cpu") == "fp32" and profile.precision in ("auto", "fp32")
-        slower = CPU_FP32_SLOWDOWN.get(profile.name, 1.0) if no_bf16 else 1.0
+        in_fp32 = device == "cpu" and resolve_precision("cpu", profile.precision) == "fp32"  # auto: no bf16 units
+        slower = CPU_FP32_SLOWDOWN.get(profile.name, 1.0) if in_fp32 else 1.0
         seconds = round(profile.time_budget_s * ratio * slower)
         budget = f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {seconds} s"
         scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "
                   "arithmetic with these settings to its own)") if ratio != 1.0 else ""
         if slower != 1.0:
-            scaled += (f" (in fp32: this CPU has no bf16 units, and fp32 took {slower:.1f}x the time measured with "
-                       "them)")
+            why = "this CPU has no bf16 units" if profile.precision == "auto" else "precision=fp32"
+            scaled += f" (in fp32, since {why}: fp32 took {slower:.1f}x the time measured in bf16)"
         more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "
                 "cache with --resume") if n_seeds > 1 else ""
         return f"{budget} on 2 CPU cores for one seed{scaled}{more}"

@@ -135,11 +135,16 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     assert cli.work_ratio(cpu.with_overrides(["teacher='prajjwal1/bert-small'"])) == 1.0
     narrow = get_profile("tiny").with_overrides(["teacher_config={'hidden_size': 32, 'num_attention_heads': 2}"])
     assert cli.work_ratio(narrow) < 1.0  # a partial config is laid over TINY_BERT, as the teacher is built
+    # fp32 asked for on a CPU with bf16 units: the measured slowdown too, and why
+    fp32 = cli.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
+    assert fp32.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ")
+    assert "since precision=fp32" in fp32
     # a CPU without bf16 units runs fp32: the measured slowdown, said, for the profiles it was measured on
     monkeypatch.setattr(device, "bf16_supported", lambda name: False)
     slow = cli.estimate(cpu.replace(time_budget_s=1200), "cpu")
     assert slow.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ")
     assert f"fp32 took {cli.CPU_FP32_SLOWDOWN['cpu']:.1f}x the time" in slow and cli.CPU_FP32_SLOWDOWN["cpu"] > 1
+    assert "this CPU has no bf16 units" in slow
     assert cli.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu").startswith("about 20 minute(s) ")
     assert "fp32" not in cli.estimate(get_profile("full").replace(time_budget_s=1200), "cpu")  # not measured
     tiny = get_profile("tiny")
