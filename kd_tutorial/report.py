@@ -61,6 +61,20 @@ def _precision_text(run: dict) -> str:
     return f"precision {precision}" + (f", {threads} threads" if threads else "")
 
 
+def _cached_speed_note(models: list[dict]) -> str:
+    """The † footnote: for each row trained before this run, when its seeds' train tokens/s were measured."""
+    when = []
+    for r in models:
+        sources = [s.strip() for s in r.get("train_speed_from", "this run").split(";")]
+        if r.get("train_tokens_per_s") and sources != ["this run"]:
+            dates = [s.removeprefix("an earlier run (").removesuffix(")") for s in sources]
+            when.append(f"{r['name']} {', '.join(dates)}")
+    if not when:
+        return ""
+    return ("† trained before this run and taken from the artifact cache, so its train tokens/s was measured when "
+            f"its seeds were trained: {'; '.join(when)}.\n\n")
+
+
 def results_markdown(results: dict) -> str:
     """The README's results for one ``results.json``: a header line, the models, and the paired comparisons.
 
@@ -95,10 +109,7 @@ def results_markdown(results: dict) -> str:
     table = (f"| model | {split} acc % | % of teacher | agreement % | ECE ({ECE_BINS} bins) | params M | "
              "p50 ms, batch 1 (IQR) | reviews/s | train tokens/s |\n|---|---|---|---|---|---|---|---|---|\n")
     out = head + table + "\n".join(rows) + "\n\n"
-    earlier = sorted({r["train_speed_from"] for r in results["models"]
-                      if r.get("train_tokens_per_s") and r.get("train_speed_from", "this run") != "this run"})
-    if earlier:
-        out += f"† trained before this run and taken from the artifact cache: its train tokens/s was measured in {', '.join(earlier)}.\n\n"
+    out += _cached_speed_note(results["models"])
     if len(run.get("seeds", [])) > 1:
         out += "Accuracy, agreement, ECE and the speeds are means over the seeds; p50 latency pools every seed's timings.\n\n"
     if results.get("comparisons"):

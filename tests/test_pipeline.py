@@ -339,3 +339,16 @@ def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
     line = next(l for l in text.splitlines() if l.startswith("Best recipe per student, chosen on validation"))
     for student, best in results["best_recipes"].items():
         assert f"{student} `{best['recipe']}` (validation {100 * best['val_accuracy']:.2f} %" in line
+
+
+def test_the_cached_speed_footnote_names_each_row_and_when_its_seeds_were_trained():
+    from kd_tutorial.report import _cached_speed_note
+    rows = [{"name": "teacher", "train_tokens_per_s": 10.0, "train_speed_from": "an earlier run (2026-12-01 09:37)"},
+            {"name": "s baseline", "train_tokens_per_s": 20.0,
+             "train_speed_from": "an earlier run (2026-12-01 10:01); this run"},
+            {"name": "s kd+transfer", "train_tokens_per_s": 30.0, "train_speed_from": "this run"}]
+    note = _cached_speed_note(rows)
+    assert note.startswith("† trained before this run and taken from the artifact cache")
+    assert note.rstrip().endswith(": teacher 2026-12-01 09:37; s baseline 2026-12-01 10:01, this run.")
+    assert "kd+transfer" not in note  # trained by this run: no footnote
+    assert _cached_speed_note(rows[2:]) == ""
