@@ -223,9 +223,10 @@ def _aggregate(rows: list[dict], trained: dict) -> list[dict]:
         groups.setdefault(base, []).append(row)
     out = []
     for base, group in groups.items():
+        sources = [g.get("train_speed_from") or "this run" for g in group]  # one per seed, in seed order
         agg = {"name": base, "seeds": len(group), "params": group[0]["params"], "mb": group[0]["mb"],
                "precision": group[0].get("precision"),
-               "train_speed_from": "; ".join(sorted({g.get("train_speed_from") or "this run" for g in group}))}
+               "train_speed_from": "this run" if set(sources) == {"this run"} else "; ".join(sources)}
         for key in ("accuracy", "agreement", "ece", "reviews_per_s", "tokens_per_s", "train_tokens_per_s"):
             values = [g[key] for g in group if g.get(key) is not None]
             if values:

@@ -61,18 +61,21 @@ def _precision_text(run: dict) -> str:
     return f"precision {precision}" + (f", {threads} threads" if threads else "")
 
 
+def _cached_speed_sources(row: dict) -> list[str]:
+    """The runs that measured a row's train tokens/s ("this run" or a date), each once; [] if this run alone."""
+    sources = list(dict.fromkeys(s.strip() for s in (row.get("train_speed_from") or "this run").split(";")))
+    if not row.get("train_tokens_per_s") or sources == ["this run"]:
+        return []
+    return [s.removeprefix("an earlier run (").removesuffix(")") for s in sources]
+
+
 def _cached_speed_note(models: list[dict]) -> str:
-    """The † footnote: for each row trained before this run, when its seeds' train tokens/s were measured."""
-    when = []
-    for r in models:
-        sources = [s.strip() for s in r.get("train_speed_from", "this run").split(";")]
-        if r.get("train_tokens_per_s") and sources != ["this run"]:
-            dates = [s.removeprefix("an earlier run (").removesuffix(")") for s in sources]
-            when.append(f"{r['name']} {', '.join(dates)}")
+    """The † footnote: for each row with seeds from the artifact cache, the runs that measured its speed."""
+    when = [f"{r['name']} {', '.join(_cached_speed_sources(r))}" for r in models if _cached_speed_sources(r)]
     if not when:
         return ""
-    return ("† trained before this run and taken from the artifact cache, so its train tokens/s was measured when "
-            f"its seeds were trained: {'; '.join(when)}.\n\n")
+    return ("† some or all of its seeds were taken from the artifact cache, so its train tokens/s averages the speeds "
+            f"measured when they were trained, in: {'; '.join(when)}.\n\n")
 
 
 def results_markdown(results: dict) -> str:
@@ -87,7 +90,7 @@ def results_markdown(results: dict) -> str:
     teacher_acc = next((r["accuracy"] for r in results["models"] if r["name"] == "teacher"), None)
     for r in results["models"]:
         train_speed = f"{r['train_tokens_per_s']:.0f}" if r.get("train_tokens_per_s") else "-"
-        if r.get("train_tokens_per_s") and r.get("train_speed_from", "this run") != "this run":
+        if _cached_speed_sources(r):
             train_speed += " †"
         agree = _mean_std(r, "agreement", digits=1) if r.get("agreement") is not None else "-"
         ratio = f"{100 * r['accuracy'] / teacher_acc:.1f}" if teacher_acc else "-"

@@ -342,13 +342,32 @@ def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
 
 
 def test_the_cached_speed_footnote_names_each_row_and_when_its_seeds_were_trained():
-    from kd_tutorial.report import _cached_speed_note
+    from kd_tutorial.report import _cached_speed_note, results_markdown
     rows = [{"name": "teacher", "train_tokens_per_s": 10.0, "train_speed_from": "an earlier run (2026-12-01 09:37)"},
             {"name": "s baseline", "train_tokens_per_s": 20.0,
-             "train_speed_from": "an earlier run (2026-12-01 10:01); this run"},
-            {"name": "s kd+transfer", "train_tokens_per_s": 30.0, "train_speed_from": "this run"}]
+             "train_speed_from": "an earlier run (2026-12-01 10:01); this run; this run"},
+            {"name": "s kd+transfer", "train_tokens_per_s": 30.0, "train_speed_from": "this run"},
+            {"name": "s kd", "train_tokens_per_s": 30.0, "train_speed_from": None}]
     note = _cached_speed_note(rows)
-    assert note.startswith("† trained before this run and taken from the artifact cache")
-    assert note.rstrip().endswith(": teacher 2026-12-01 09:37; s baseline 2026-12-01 10:01, this run.")
-    assert "kd+transfer" not in note  # trained by this run: no footnote
+    assert note.startswith("† some or all of its seeds were taken from the artifact cache")
+    assert note.rstrip().endswith(" in: teacher 2026-12-01 09:37; s baseline 2026-12-01 10:01, this run.")
+    assert "kd+transfer" not in note and "s kd " not in note  # trained by this run: no footnote
     assert _cached_speed_note(rows[2:]) == ""
+    # the rows the note names, and only those, carry the mark in the table
+    results = {"run": {"evaluated_on": "test", "split_sizes": {"test": 10}, "device": "cpu", "seeds": [0, 1, 2],
+                       "wall_seconds": 1.0, "phase_seconds": {"teacher": 0, "students": 0, "evaluation": 0},
+                       "profile": "tiny"},
+               "models": [r | {"accuracy": 0.8, "ece": 0.1, "params": 1e6, "latency_ms": 1.0, "reviews_per_s": 1.0}
+                          for r in rows]}
+    marked = [line.split(" |")[0].lstrip("| ") for line in results_markdown(results).splitlines() if "†" in line
+              and line.startswith("|")]
+    assert marked == ["teacher", "s baseline"]
+
+
+def test_aggregated_rows_keep_one_speed_source_per_seed():
+    rows = [{"name": f"s kd s{k}", "params": 1, "mb": 1, "accuracy": 0.8, "latency_samples_ms": [1.0],
+             "train_speed_from": src} for k, src in enumerate(["an earlier run (d0)", "this run", "this run"])]
+    trained = {r["name"]: {"base": "s kd"} for r in rows}
+    assert pipeline._aggregate(rows, trained)[0]["train_speed_from"] == "an earlier run (d0); this run; this run"
+    fresh = [r | {"train_speed_from": "this run"} for r in rows]
+    assert pipeline._aggregate(fresh, trained)[0]["train_speed_from"] == "this run"
