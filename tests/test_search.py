@@ -57,8 +57,15 @@ def test_search_json_and_the_plot_are_written(study):
 def test_a_second_call_resumes_the_study_without_repeating_trials(study):
     _, (first, second, _), _ = study
     assert [t["number"] for t in second["trials"]] == [0, 1, 2, 3]
-    for before, after in zip(first["trials"], second["trials"]):  # finished trials are read back, not rerun
-        assert {k: v for k, v in after.items()} == {k: v for k, v in before.items()}
+    # finished trials are read back, not rerun. Only the front's trials carry a test accuracy, and a new trial can
+    # push an old one off the front (its latency is measured, so which one varies from run to run)
+    def stored(t):
+        return {k: v for k, v in t.items() if k != "test_accuracy"}
+    for before, after in zip(first["trials"], second["trials"]):
+        assert stored(after) == stored(before)
+    for run in (first, second):
+        on_front = {p["number"] for p in run["front"]}
+        assert {t["number"] for t in run["trials"] if "test_accuracy" in t} == on_front
     assert second["trials"][3]["params"] not in [t["params"] for t in first["trials"]]
 
 
