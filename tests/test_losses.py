@@ -214,7 +214,8 @@ def test_high_temperature_limit_is_half_logit_mse(seed, b, c):
     errors, grad_errors = [], []
     # The error falls like c1/T + c2/T^2 + ...: at a moderate T the two terms can cancel by chance (seed 2467, b=c=7:
     # 1.9e-5 at T=5, 3.8e-4 at T=50, 4.1e-5 at T=500), so compare the limit with the worse of two moderate temperatures,
-    # which no single cancellation can make small. Beyond T of about 1e4, float64 rounding takes over.
+    # which no single cancellation can make small. Beyond T of about 1e4, float64 rounding takes over: T^2 x 2.2e-16 is
+    # about 5.6e-9 at T = 5000, the floor below which nearly equal logits (seed 4637, b=1, c=2: 1.6e-9) cannot go.
     for T in (5.0, 50.0, 5000.0):
         x = s.clone().requires_grad_(True)
         value = losses.kl_divergence(x, t, T).double()
@@ -223,7 +224,7 @@ def test_high_temperature_limit_is_half_logit_mse(seed, b, c):
         (0.5 * losses.logit_mse(y, t)).backward()
         errors.append(abs(float(value.detach() - target)))
         grad_errors.append(float((x.grad - y.grad).norm()))
-    assert errors[2] <= 0.1 * max(errors[:2]) + 1e-12
+    assert errors[2] <= 0.1 * max(errors[:2]) + 1e-8
     assert errors[2] < 1e-3 * float(target) + 1e-9
     assert grad_errors[2] <= 0.1 * max(grad_errors[:2]) + 1e-12
     assert grad_errors[2] < 1e-3 * float(y.grad.norm()) + 1e-9
