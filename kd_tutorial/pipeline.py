@@ -241,7 +241,8 @@ def _aggregate(rows: list[dict], trained: dict) -> list[dict]:
 
 
 def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
-    """Every recipe against its student's baseline, and the soft-target runs against the pseudo-label control.
+    """Every recipe against its student's baseline, the soft-target runs against the pseudo-label control, and each
+    recipe that adds to logit KD (``kd+transfer+...``: an intermediate term or augmentation) against ``kd+transfer``.
 
     Paired over the same test reviews and pooled over seeds (:func:`kd_tutorial.evaluate.compare_paired`).
     """
@@ -256,6 +257,7 @@ def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
         pairs = [(r, "baseline") for r in recipes if r != "baseline" and "baseline" in recipes]
         pairs += [(r, "pseudo-label") for r in recipes
                   if r.startswith("kd+transfer") and "pseudo-label" in recipes]
+        pairs += [(r, "kd+transfer") for r in recipes if r.startswith("kd+transfer+") and "kd+transfer" in recipes]
         for a, b in pairs:
             stats = compare_paired(correct[f"{student} {a}"], correct[f"{student} {b}"])
             out.append({"student": student, "recipe": a, "against": b} | stats)

@@ -71,7 +71,8 @@ def _cached_speed_sources(row: dict) -> list[str]:
 
 def _cached_speed_note(models: list[dict]) -> str:
     """The † footnote: for each row with seeds from the artifact cache, the runs that measured its speed."""
-    when = [f"{r['name']} {', '.join(_cached_speed_sources(r))}" for r in models if _cached_speed_sources(r)]
+    sources = {r["name"]: _cached_speed_sources(r) for r in models}
+    when = [f"{name} {', '.join(runs)}" for name, runs in sources.items() if runs]
     if not when:
         return ""
     return ("† some or all of its seeds were taken from the artifact cache, so its train tokens/s averages the speeds "
@@ -116,8 +117,10 @@ def results_markdown(results: dict) -> str:
     if len(run.get("seeds", [])) > 1:
         out += "Accuracy, agreement, ECE and the speeds are means over the seeds; p50 latency pools every seed's timings.\n\n"
     if results.get("comparisons"):
+        extra = (", and the recipes that add to `kd+transfer` against it"
+                 if any(c["against"] == "kd+transfer" for c in results["comparisons"]) else "")
         out += (f"Each recipe against its student's baseline (and the soft-target runs against the pseudo-label "
-                f"control), on the same {split} reviews, pooled over seeds: paired bootstrap 95 % interval and "
+                f"control{extra}), on the same {split} reviews, pooled over seeds: paired bootstrap 95 % interval and "
                 f"McNemar's exact test over reviews (with several seeds, each review counts once, with its difference "
                 f"averaged over the seeds: the exact sign-flip test, which is McNemar's for one seed).\n\n"
                 + format_comparisons(results["comparisons"]) + "\n\n")

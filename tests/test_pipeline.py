@@ -96,11 +96,17 @@ def test_results_json_has_the_promised_fields(tiny_run):
             assert row.get(key) is not None, (row["name"], key)
         assert 0 <= row["accuracy"] <= 1 and row["latency_ms"] > 0
         assert row["latency_q1_ms"] <= row["latency_ms"] <= row["latency_q3_ms"]
-    # every recipe against its student's baseline, and the soft-target runs against the pseudo-label control
+    # every recipe against its student's baseline, the soft-target runs against the pseudo-label control, and the
+    # recipes that add to logit KD against kd+transfer; nothing else
     pairs = {(c["student"], c["recipe"], c["against"]) for c in results["comparisons"]}
+    expected = set()
     for s in profile.students:
-        assert {(s.name, r, "baseline") for r in runs[s.name] if r != "baseline"} <= pairs
-        assert (s.name, "kd+transfer", "pseudo-label") in pairs
+        added = [r for r in runs[s.name] if r.startswith("kd+transfer+")]
+        assert added, s.name  # the tiny profile gives each student an intermediate recipe
+        expected |= {(s.name, r, "baseline") for r in runs[s.name] if r != "baseline"}
+        expected |= {(s.name, r, "pseudo-label") for r in ["kd+transfer", *added]}
+        expected |= {(s.name, r, "kd+transfer") for r in added}
+    assert pairs == expected
     for c in results["comparisons"]:
         assert c["verdict"] in ("better", "worse", "no detectable difference at this size")
         assert 0 <= c["p_mcnemar"] <= 1 and c["reviews"] == len_test(results)
@@ -339,6 +345,11 @@ def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
     line = next(l for l in text.splitlines() if l.startswith("Best recipe per student, chosen on validation"))
     for student, best in results["best_recipes"].items():
         assert f"{student} `{best['recipe']}` (validation {100 * best['val_accuracy']:.2f} %" in line
+    # the sentence above the comparisons names the kd+transfer pairs only when the file has them
+    clause = "and the recipes that add to `kd+transfer` against it"
+    assert clause in text
+    older = results | {"comparisons": [c for c in results["comparisons"] if c["against"] != "kd+transfer"]}
+    assert clause not in results_markdown(older)
 
 
 def test_the_cached_speed_footnote_names_each_row_and_when_its_seeds_were_trained():
