@@ -69,7 +69,9 @@ def work_ratio(profile, runs=None) -> float:
 
 # How many times longer a profile's phases took in fp32 on 2 cores of a CPU without bf16 units (an AMD EPYC) than
 # in bf16 on the 2 cores with them where its time_budget_s was measured (docs/tuning.md, "The new defaults, on three
-# seeds"; tiny: 118 s against 47 s, docs/tuning/tiny-fp32.json); a profile not listed was not measured both ways
+# seeds"; tiny: 118 s against 47 s, docs/tuning/tiny-fp32.json); a profile not listed was not measured both ways.
+# Two machines, not only two precisions: bf16 explains about 2x of cpu's 3.0 and little of tiny's 2.5 (its steps
+# are not mostly matrix products), the slower cores the rest, so on faster cores without bf16 units it overestimates
 CPU_FP32_SLOWDOWN = {"cpu": 3.0, "tiny": 2.5}
 
 
@@ -89,7 +91,8 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
                   "arithmetic with these settings to its own)") if ratio != 1.0 else ""
         if slower != 1.0:
             why = "this CPU has no bf16 units" if profile.precision == "auto" else "precision=fp32"
-            scaled += f" (in fp32, since {why}: fp32 took {slower:.1f}x the time measured in bf16)"
+            scaled += (f" (in fp32, since {why}: on 2 cores of a CPU without bf16 units this profile took {slower:.1f}x "
+                       "the time measured on a CPU with them)")
         more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "
                 "cache with --resume") if n_seeds > 1 else ""
         return f"{budget} on 2 CPU cores for one seed{scaled}{more}"

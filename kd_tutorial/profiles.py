@@ -239,7 +239,7 @@ TINY_BERT = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, int
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
-        description="CPU, offline, about a minute (two in fp32, on a CPU without bf16 units): BERTs built from "
+        description="CPU, offline, about a minute (two on slower cores without bf16 units, in fp32): BERTs built from "
                     "BertConfig on the built-in review corpus",
         teacher="tiny-bert",
         teacher_config=TINY_BERT,
@@ -274,7 +274,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(
         name="cpu",
-        description="a laptop, about 40 minutes on 2 cores with bf16 units (three times that in fp32): "
+        description="a laptop, about 40 minutes on 2 cores with bf16 units (three times that on slower ones in fp32): "
                     "all-MiniLM-L6-v2 teacher on 2k real IMDB reviews",
         teacher="sentence-transformers/all-MiniLM-L6-v2",
         teacher_config=None,

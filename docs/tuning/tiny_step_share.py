@@ -1,0 +1,67 @@
+"""Where a `tiny` training step spends its time on this CPU: matrix products, dropout masks, the rest.
+
+The `tiny` pipeline took 2.5 times as long on a 2-core CPU without bf16 units (fp32) as on the 2-core CPU with them
+(bf16). bf16 autocast speeds up matrix products only, so their share of a step bounds what the precision can explain.
+Run from the repository root on idle cores: python docs/tuning/tiny_step_share.py > docs/tuning/tiny-step-share.json
+The model is the `tiny` profile's distil-2L student (two layers of TINY_BERT), in fp32, at the profile's batch of
+32 reviews of up to 64 tokens (a quarter of them padded from token 50), with frozen word embeddings and fused AdamW.
+"""
+import collections
+import json
+import platform
+import time
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from kd_tutorial.device import bf16_supported
+from kd_tutorial.profiles import TINY_BERT
+
+MATRIX = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+          "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
+
+
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def main(steps: int = 30) -> dict:
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    cfg = BertConfig(vocab_size=30522, **{**TINY_BERT, "num_hidden_layers": 2}, num_labels=2)
+    model = BertForSequenceClassification(cfg).train()
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
+    ids = torch.randint(1000, 30000, (32, 64))
+    mask = torch.ones(32, 64, dtype=torch.long)
+    mask[::4, 50:] = 0
+    labels = torch.randint(0, 2, (32,))
+
+    def step():
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    for _ in range(10):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    wall_ms = (time.perf_counter() - start) * 1000 / steps
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    shares = collections.Counter()
+    for e in prof.key_averages():
+        kind = "matrix products" if e.key in MATRIX else "dropout masks" if "bernoulli" in e.key else "other"
+        shares[kind] += e.self_cpu_time_total
+    total = sum(shares.values())
+    return {"cpu": cpu_model(), "bf16_units": bf16_supported("cpu"), "torch": torch.__version__, "threads": 2,
+            "precision": "fp32", "ms_per_step": round(wall_ms, 1),
+            "share_of_op_time": {k: round(v / total, 3) for k, v in shares.most_common()}}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=1))
