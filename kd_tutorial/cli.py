@@ -73,26 +73,40 @@ def work_ratio(profile, runs=None) -> float:
 # Two machines, not only two precisions: bf16 explains about 2x of cpu's 3.0 and little of tiny's 2.5 (its steps
 # are not mostly matrix products), the slower cores the rest, so on faster cores without bf16 units it overestimates
 CPU_FP32_SLOWDOWN = {"cpu": 3.0, "tiny": 2.5}
+# fp32 asked for (precision=fp32) on a CPU with bf16 units: the precision alone, measured on such a CPU (distil-3L's
+# step, 0.876 s in fp32 against 0.438 s in bf16: docs/tuning.md, "Twenty minutes"); tiny was not measured this way
+BF16_CPU_FP32_SLOWDOWN = {"cpu": 2.0}
+
+
+def fp32_factor(profile, device: str) -> tuple[float, str]:
+    """How much longer ``profile`` takes on this CPU than the bf16 budget it was measured with, and the reason
+    (``(1.0, "")`` in bf16, on CUDA, or where no factor was measured)."""
+    if device != "cpu" or resolve_precision("cpu", profile.precision) != "fp32":
+        return 1.0, ""
+    if resolve_precision("cpu", "auto") == "bf16":  # the CPU has bf16 units: only the precision differs
+        slower = BF16_CPU_FP32_SLOWDOWN.get(profile.name, 1.0)
+        return slower, f"in fp32, since precision=fp32: {slower:.1f}x the time of bf16 on a CPU with bf16 units"
+    slower = CPU_FP32_SLOWDOWN.get(profile.name, 1.0)
+    why = "this CPU has no bf16 units" if profile.precision == "auto" else "precision=fp32"
+    return slower, (f"in fp32, since {why}: on 2 cores of a CPU without bf16 units this profile took {slower:.1f}x "
+                    "the time measured on a CPU with them")
 
 
 def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None) -> str:
     """The pipeline's duration: on a CPU the profile's measured budget (scaled by :func:`work_ratio` when its
-    settings or ``runs`` differ from the preset's, and by ``CPU_FP32_SLOWDOWN`` when it runs in fp32); on
+    settings or ``runs`` differ from the preset's, and by :func:`fp32_factor` when it runs in fp32); on
     CUDA its FLOPs counted phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the
     projection from a measured ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``:
     its (name, precision), asked of CUDA when not given."""
     if not device.startswith("cuda"):
         ratio = work_ratio(profile, runs)
-        in_fp32 = device == "cpu" and resolve_precision("cpu", profile.precision) == "fp32"  # auto: no bf16 units
-        slower = CPU_FP32_SLOWDOWN.get(profile.name, 1.0) if in_fp32 else 1.0
+        slower, why = fp32_factor(profile, device)
         seconds = round(profile.time_budget_s * ratio * slower)
         budget = f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {seconds} s"
         scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "
                   "arithmetic with these settings to its own)") if ratio != 1.0 else ""
         if slower != 1.0:
-            why = "this CPU has no bf16 units" if profile.precision == "auto" else "precision=fp32"
-            scaled += (f" (in fp32, since {why}: on 2 cores of a CPU without bf16 units this profile took {slower:.1f}x "
-                       "the time measured on a CPU with them)")
+            scaled += f" ({why})"
         more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "
                 "cache with --resume") if n_seeds > 1 else ""
         return f"{budget} on 2 CPU cores for one seed{scaled}{more}"

@@ -135,10 +135,11 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     assert cli.work_ratio(cpu.with_overrides(["teacher='prajjwal1/bert-small'"])) == 1.0
     narrow = get_profile("tiny").with_overrides(["teacher_config={'hidden_size': 32, 'num_attention_heads': 2}"])
     assert cli.work_ratio(narrow) < 1.0  # a partial config is laid over TINY_BERT, as the teacher is built
-    # fp32 asked for on a CPU with bf16 units: the measured slowdown too, and why
+    # fp32 asked for on a CPU with bf16 units: the precision's own slowdown, measured on such a CPU, and why
     fp32 = cli.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
-    assert fp32.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ")
-    assert "since precision=fp32" in fp32
+    assert fp32.startswith("about 40 minute(s) ") and cli.BF16_CPU_FP32_SLOWDOWN["cpu"] == 2.0
+    assert "since precision=fp32: 2.0x the time of bf16 on a CPU with bf16 units" in fp32
+    assert cli.estimate(get_profile("tiny").replace(precision="fp32"), "cpu").startswith("about 1 minute(s) ")
     # a CPU without bf16 units runs fp32: the measured slowdown, said, for the profiles it was measured on
     monkeypatch.setattr(device, "bf16_supported", lambda name: False)
     slow = cli.estimate(cpu.replace(time_budget_s=1200), "cpu")
@@ -146,6 +147,9 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     assert f"this profile took {cli.CPU_FP32_SLOWDOWN['cpu']:.1f}x the time measured on a CPU with them" in slow
     assert cli.CPU_FP32_SLOWDOWN["cpu"] > 1
     assert "this CPU has no bf16 units" in slow
+    # fp32 asked for on such a CPU: the same machine as the measurement, so the same factor
+    forced = cli.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
+    assert forced.startswith("about 60 minute(s) ") and "since precision=fp32: on 2 cores of a CPU without" in forced
     assert cli.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu").startswith("about 20 minute(s) ")
     assert "fp32" not in cli.estimate(get_profile("full").replace(time_budget_s=1200), "cpu")  # not measured
     tiny = get_profile("tiny")
