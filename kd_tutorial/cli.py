@@ -70,37 +70,46 @@ def work_ratio(profile, runs=None) -> float:
 # How many times longer a profile's phases took in fp32 on 2 cores of a CPU without bf16 units (an AMD EPYC) than
 # in bf16 on the 2 cores with them where its time_budget_s was measured (docs/tuning.md, "The new defaults, on three
 # seeds"; tiny: 118 s against 47 s, docs/tuning/tiny-fp32.json); a profile not listed was not measured both ways.
-# Two machines, not only two precisions: bf16 explains about 2x of cpu's 3.0 and little of tiny's 2.5 (its steps
-# are not mostly matrix products), the slower cores the rest, so on faster cores without bf16 units it overestimates
+# Two machines, not only two precisions: cpu's 3.0 is roughly 2.0 (bf16) x 1.5 (the slower cores); tiny's steps are
+# mostly not matrix products, so its 2.5 is mostly the cores. On faster cores without bf16 units it overestimates.
 CPU_FP32_SLOWDOWN = {"cpu": 3.0, "tiny": 2.5}
-# fp32 asked for (precision=fp32) on a CPU with bf16 units: the precision alone, measured on such a CPU (distil-3L's
-# step, 0.876 s in fp32 against 0.438 s in bf16: docs/tuning.md, "Twenty minutes"); tiny was not measured this way
+# fp32 asked for (precision=fp32) on a CPU with bf16 units: the precision alone, from one distil-3L step on such a
+# CPU (0.876 s in fp32 against 0.438 s in bf16: docs/tuning.md, "Twenty minutes"); tiny was not measured this way
 BF16_CPU_FP32_SLOWDOWN = {"cpu": 2.0}
 
 
-def fp32_factor(profile, device: str) -> tuple[float, str]:
-    """How much longer ``profile`` takes on this CPU than the bf16 budget it was measured with, and the reason
-    (``(1.0, "")`` in bf16, on CUDA, or where no factor was measured)."""
-    if device != "cpu" or resolve_precision("cpu", profile.precision) != "fp32":
+def cpu_slowdown(profile, device: str) -> tuple[float, str]:
+    """How many times its measured budget ``profile`` takes on this CPU, and why: ``(1.0, "")`` for a device other
+    than ``"cpu"``, in bf16 on a CPU with bf16 units (as the budgets were measured), and where none was measured."""
+    if device != "cpu":
         return 1.0, ""
-    if resolve_precision("cpu", "auto") == "bf16":  # the CPU has bf16 units: only the precision differs
-        slower = BF16_CPU_FP32_SLOWDOWN.get(profile.name, 1.0)
-        return slower, f"in fp32, since precision=fp32: {slower:.1f}x the time of bf16 on a CPU with bf16 units"
-    slower = CPU_FP32_SLOWDOWN.get(profile.name, 1.0)
-    why = "this CPU has no bf16 units" if profile.precision == "auto" else "precision=fp32"
-    return slower, (f"in fp32, since {why}: on 2 cores of a CPU without bf16 units this profile took {slower:.1f}x "
-                    "the time measured on a CPU with them")
+    precision = resolve_precision("cpu", profile.precision)
+    if resolve_precision("cpu", "auto") == "bf16":  # a CPU with bf16 units: only the precision can differ
+        slower = BF16_CPU_FP32_SLOWDOWN.get(profile.name) if precision == "fp32" else None
+        if slower is None:
+            return 1.0, ""
+        return slower, (f"in fp32, since precision=fp32: one step of this profile's student took {slower:.1f}x its "
+                        "bf16 time on a CPU with bf16 units")
+    slower = CPU_FP32_SLOWDOWN.get(profile.name)
+    if slower is None:
+        return 1.0, ""
+    why = "this CPU has no bf16 units" if profile.precision == "auto" else f"precision={profile.precision}"
+    fp32 = "" if precision == "fp32" else ", in fp32,"
+    emulated = "" if precision == "fp32" else f"; {precision}, emulated here, is slower still"
+    return slower, (f"in {precision}, since {why}: on 2 slower cores without bf16 units{fp32} this profile took "
+                    f"{slower:.1f}x the time measured on a CPU with them{emulated}; faster cores may take less")
 
 
 def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None) -> str:
     """The pipeline's duration: on a CPU the profile's measured budget (scaled by :func:`work_ratio` when its
-    settings or ``runs`` differ from the preset's, and by :func:`fp32_factor` when it runs in fp32); on
+    settings or ``runs`` differ from the preset's, and by :func:`cpu_slowdown` on a CPU unlike the one it was
+    measured on); on
     CUDA its FLOPs counted phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the
     projection from a measured ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``:
     its (name, precision), asked of CUDA when not given."""
     if not device.startswith("cuda"):
         ratio = work_ratio(profile, runs)
-        slower, why = fp32_factor(profile, device)
+        slower, why = cpu_slowdown(profile, device)
         seconds = round(profile.time_budget_s * ratio * slower)
         budget = f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {seconds} s"
         scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "

@@ -138,8 +138,10 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     # fp32 asked for on a CPU with bf16 units: the precision's own slowdown, measured on such a CPU, and why
     fp32 = cli.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
     assert fp32.startswith("about 40 minute(s) ") and cli.BF16_CPU_FP32_SLOWDOWN["cpu"] == 2.0
-    assert "since precision=fp32: 2.0x the time of bf16 on a CPU with bf16 units" in fp32
+    assert "since precision=fp32: one step of this profile's student took 2.0x its bf16 time" in fp32
     assert cli.estimate(get_profile("tiny").replace(precision="fp32"), "cpu").startswith("about 1 minute(s) ")
+    assert cli.cpu_slowdown(get_profile("tiny").replace(precision="fp32"), "cpu") == (1.0, "")  # not measured
+    assert cli.cpu_slowdown(cpu, "mps") == cli.cpu_slowdown(cpu, "cuda") == (1.0, "")
     # a CPU without bf16 units runs fp32: the measured slowdown, said, for the profiles it was measured on
     monkeypatch.setattr(device, "bf16_supported", lambda name: False)
     slow = cli.estimate(cpu.replace(time_budget_s=1200), "cpu")
@@ -149,8 +151,10 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     assert "this CPU has no bf16 units" in slow
     # fp32 asked for on such a CPU: the same machine as the measurement, so the same factor
     forced = cli.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
-    assert forced.startswith("about 60 minute(s) ") and "since precision=fp32: on 2 cores of a CPU without" in forced
-    assert cli.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu").startswith("about 20 minute(s) ")
+    assert forced.startswith("about 60 minute(s) ") and "since precision=fp32: on 2 slower cores without bf16" in forced
+    emulated = cli.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu")  # no bf16 units: slower still
+    assert emulated.startswith("about 60 minute(s) ") and "bf16, emulated here, is slower still" in emulated
+    assert cli.cpu_slowdown(get_profile("full"), "cpu") == (1.0, "")  # not measured on a CPU
     assert "fp32" not in cli.estimate(get_profile("full").replace(time_budget_s=1200), "cpu")  # not measured
     tiny = get_profile("tiny")
     assert tiny.time_budget_s * cli.CPU_FP32_SLOWDOWN["tiny"] == 150  # the 60 s budget (47 s measured in bf16) x 2.5
