@@ -103,10 +103,9 @@ def cpu_slowdown(profile, device: str) -> tuple[float, str]:
 def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None) -> str:
     """The pipeline's duration: on a CPU the profile's measured budget (scaled by :func:`work_ratio` when its
     settings or ``runs`` differ from the preset's, and by :func:`cpu_slowdown` on a CPU unlike the one it was
-    measured on); on
-    CUDA its FLOPs counted phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the
-    projection from a measured ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``:
-    its (name, precision), asked of CUDA when not given."""
+    measured on); on CUDA its FLOPs counted phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's
+    dense peak, and the projection from a measured ``docs/results/benchmark-*.json`` of this kind of GPU when there
+    is one. ``gpu``: its (name, precision), asked of CUDA when not given."""
     if not device.startswith("cuda"):
         ratio = work_ratio(profile, runs)
         slower, why = cpu_slowdown(profile, device)
