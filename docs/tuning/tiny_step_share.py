@@ -1,7 +1,8 @@
 """Where a `tiny` training step spends its time on this CPU: matrix products, dropout masks, the rest.
 
 The `tiny` pipeline took 2.5 times as long on a 2-core CPU without bf16 units (fp32) as on the 2-core CPU with them
-(bf16). bf16 autocast speeds up matrix products only, so their share of a step bounds what the precision can explain.
+(bf16). bf16 autocast pays mostly in matrix products, so their share of a step bounds, roughly, what the precision
+can explain.
 Run from the repository root on idle cores: python docs/tuning/tiny_step_share.py > docs/tuning/tiny-step-share.json
 The model is the `tiny` profile's distil-2L student (two layers of TINY_BERT), in fp32, at the profile's batch of
 32 reviews of up to 64 tokens (a quarter of them padded from token 50), every weight trained (the `tiny` profile does
