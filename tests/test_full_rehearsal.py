@@ -5,8 +5,15 @@ IMDB's three splits with the unlabelled ``unsupervised`` one (label -1) as the t
 students with their recipes (DistilBERT cosine, TinyBERT attention on layers 2, 5, 8, 11, MiniLM value
 relations), fp16 autocast with its GradScaler (forced on the CPU, as a T4 would run) and gradient
 accumulation (batch 4 x 2).
+
+What shrinks is the width. The teacher is 16 wide with 4 heads, and the compact student 8 wide with 2 heads:
+narrower than its teacher, with another head count, as the real 128-wide, 2-head student is beside a 768-wide,
+12-head teacher (value relations across both differences, relation_heads still 4). A CPU without fp16 units
+emulates fp16 matrix products, about 20 times slower than fp32 at width 128 (2 threads): with the real
+width this one test took 134 s of the suite on such a CPU, and 107 s with these.
 """
 import csv
+import dataclasses
 import math
 import random
 
@@ -51,12 +58,14 @@ def imdb_like(tmp_path_factory):
 
 def rehearsal_profile():
     full = PROFILES["full"]
-    teacher = dict(hidden_size=16, num_hidden_layers=12, num_attention_heads=2, intermediate_size=32,
+    teacher = dict(hidden_size=16, num_hidden_layers=12, num_attention_heads=4, intermediate_size=32,
                    max_position_embeddings=512, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    narrow = {"compact": dict(hidden_size=8, num_heads=2, intermediate_size=32)}  # the names stay the profile's
+    students = tuple(dataclasses.replace(s, **narrow.get(s.kind, {})) for s in full.students)
     return full.replace(
-        name="full-rehearsal", teacher="tiny-bert", teacher_config=teacher, n_transfer=None, val_size=16,
-        batch_size=4, grad_accum=2, eval_batch_size=32, precision="fp16", teacher_epochs=1, student_epochs=1,
-        teacher_lr=1e-3, student_lr=1e-3, evals_per_run=2,
+        name="full-rehearsal", teacher="tiny-bert", teacher_config=teacher, students=students,
+        n_transfer=None, val_size=16, batch_size=4, grad_accum=2, eval_batch_size=32, precision="fp16",
+        teacher_epochs=1, student_epochs=1, teacher_lr=1e-3, student_lr=1e-3, evals_per_run=2,
         val_block=None)  # runs of 100 with their 30-review fences would use up this small folder (tests/test_data.py)
 
 
@@ -64,6 +73,9 @@ def test_the_full_profile_path_runs_on_cpu_in_fp16_with_accumulation(imdb_like, 
     profile = rehearsal_profile()
     assert [s.name for s in profile.students] == ["distil-6L", "distil-4L", "compact-2L-H128"]
     assert profile.max_length == 512 and profile.truncation == "head+tail"
+    compact, teacher_config = profile.students[2], profile.teacher_config  # narrower, other heads, as 128 beside 768
+    assert compact.hidden_size < teacher_config["hidden_size"]
+    assert compact.num_heads != teacher_config["num_attention_heads"] and compact.relation_heads == 4
     seen, scaler = [], {"enabled_steps": 0, "growth": []}
     real_train = pipeline.train
 
