@@ -5,7 +5,8 @@ For one student of the `cpu` profile, every cached run of the three-seed block
 validation and on test, and each recipe's *excess gap* over `kd+transfer` is
 [val(recipe) - val(kd+transfer)] - [test(recipe) - test(kd+transfer)], in points, averaged over the seeds. Its 95 %
 intervals resample validation reviews or validation's carve runs (the runs of 100 reviews that keep a movie's reviews
-together, `val_block`; 5 per class, drawn per class), and test reviews, with the trained runs fixed. Over seeds, with
+together, `val_block`; 5 per class, drawn per class), and test reviews, with the trained runs fixed; the validation
+difference alone gets the same two intervals. Over seeds, with
 only three, the record gives each seed's value and a t interval (2 degrees of freedom), not a bootstrap.
 
     # the runs' artifact cache and the shared IMDB folder
