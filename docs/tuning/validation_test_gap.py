@@ -12,7 +12,8 @@ only three, the record gives each seed's value and a t interval (2 degrees of fr
     # the runs' artifact cache and the shared IMDB folder
     export KD_TUTORIAL_HOME=... KD_TUTORIAL_DATA_DIR=../shared/data/imdb HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
     python docs/tuning/validation_test_gap.py predict distil-3L /tmp/gap-distil.npz   # reads the cache, trains nothing
-    python docs/tuning/validation_test_gap.py stats distil-3L /tmp/gap-distil.npz > docs/tuning/validation-test-gap-distil-3L.json
+    python docs/tuning/validation_test_gap.py stats distil-3L /tmp/gap-distil.npz \
+        > docs/tuning/validation-test-gap-distil-3L.json
 
 The runs were scored with the code of commit dc95d96, which evaluated the three-seed block (docs/tuning.md says at
 which commits they were trained).
@@ -122,7 +123,8 @@ def stats(student: str, npz: str, draws: int = 4000) -> dict:
             row["excess_gap"] = round(per_seed.mean(), 2)
             row["excess_gap_per_seed"] = [round(x, 2) for x in per_seed]
             half = T_975_DF2 * per_seed.std(ddof=1) / np.sqrt(len(SEEDS))
-            row["excess_gap_t_interval_over_seeds"] = [round(per_seed.mean() - half, 2), round(per_seed.mean() + half, 2)]
+            mean = per_seed.mean()
+            row["excess_gap_t_interval_over_seeds"] = [round(mean - half, 2), round(mean + half, 2)]
             for scheme, by_run in (("reviews", False), ("carve runs", True)):
                 excess, vdiff = [], []
                 for _ in range(draws):
