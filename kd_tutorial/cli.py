@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
+from .data import check_data_source, DATA_DIR_ENV
 from .device import configure, pick_device, resolve_precision
 from .env import environment_report, format_report, quiet
 from .errors import UsageError, UserError
@@ -48,6 +49,11 @@ def _profile(args, file=None):
                                                else None)
     print(describe_choice(profile, source), flush=True, file=file or sys.stdout)
     return profile
+
+
+def _check_data(args, profile) -> None:
+    """Refuse a --data-dir (or $KD_TUTORIAL_DATA_DIR) that cannot be read before anything is loaded or trained."""
+    check_data_source(args.data_dir or os.environ.get(DATA_DIR_ENV) or profile.data_source)
 
 
 def work_ratio(profile, runs=None) -> float:
@@ -140,6 +146,7 @@ def cmd_distill(args) -> int:
     """Run the whole pipeline for the chosen profile."""
     quiet()
     profile = _profile(args)
+    _check_data(args, profile)
     if profile.name == "tiny":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -343,6 +350,7 @@ def cmd_benchmark(args) -> int:
     every phase of the pipeline on this device (:func:`kd_tutorial.benchmark.run_benchmark`), written to FILE."""
     quiet()
     profile = _profile(args)
+    _check_data(args, profile)
     if args.device:
         check_device(args.device)
     if args.report:

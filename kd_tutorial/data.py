@@ -396,25 +396,41 @@ def _table_raw(root: Path) -> dict[str, Reviews]:
     return out
 
 
-def _folder_raw(path: Path) -> tuple[dict[str, Reviews], str]:
+def _folder_layout(path: Path) -> tuple[str, Path]:
+    """("acl", root) for an aclImdb copy, ("tables", path) for train.parquet / train.csv; a DataSourceError for
+    anything else. Looks at names only and reads no file, so a wrong folder is refused before any work starts."""
     if not path.exists():
         raise DataSourceError(f"data folder {path} does not exist (source must be 'tiny', 'hub' or a folder "
                               f"with train.parquet / train.csv or an aclImdb copy)")
     root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
     if (root / "train" / "pos").is_dir() or (root / "train" / "neg").is_dir():
-        return _acl_raw(root), f"folder {root} (aclImdb layout)"
+        return "acl", root
     if path.is_file():
         raise DataSourceError(f"{path} is a file: give the folder that holds train.parquet or train.csv "
                               "(and optionally test / unsupervised), or an aclImdb copy")
-    tables = _table_raw(path)
-    if "train" in tables:
-        return tables, f"folder {path} (parquet/csv files)"
-    if "test" in tables or (root / "test" / "pos").is_dir() or (root / "test" / "neg").is_dir():
+    has = {stem: any((path / f"{stem}{ext}").is_file() for ext in (".parquet", ".csv")) for stem in ("train", "test")}
+    if has["train"]:
+        return "tables", path
+    if has["test"] or (root / "test" / "pos").is_dir() or (root / "test" / "neg").is_dir():
         raise DataSourceError(f"{path} holds a test split but no train split: add train.parquet or train.csv "
                               f"with {COLUMNS_HINT}, or train/pos and train/neg of an aclImdb copy")
     found = ", ".join(sorted(p.name for p in path.iterdir())[:8])
     raise DataSourceError(f"{path}: expected train.parquet or train.csv (columns text, label) or an aclImdb layout "
                           f"(train/pos, train/neg, test/pos, test/neg); found: {found or 'nothing'}")
+
+
+def check_data_source(source: str | os.PathLike) -> None:
+    """Refuse a data folder that cannot be read (missing, a file, no train split) with a one-line DataSourceError,
+    from its file names alone; "tiny" and the Hub pass. The CLI calls it before loading any model."""
+    if str(source) not in ("tiny", "hub", HUB_DATASET):
+        _folder_layout(Path(source).expanduser())
+
+
+def _folder_raw(path: Path) -> tuple[dict[str, Reviews], str]:
+    layout, root = _folder_layout(path)
+    if layout == "acl":
+        return _acl_raw(root), f"folder {root} (aclImdb layout)"
+    return _table_raw(root), f"folder {root} (parquet/csv files)"
 
 
 def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: int | None = None,

@@ -175,6 +175,36 @@ def test_a_data_dir_that_is_a_file(tmp_path, capsys):
     assert re.search(r"train.parquet is a file: give the folder that holds train.parquet", line)
 
 
+
+def _unreadable_folder(kind, tmp_path):
+    """A data folder that cannot hold reviews, of one ``kind``; the error it must give."""
+    if kind == "missing":
+        return tmp_path / "nowhere", "does not exist"
+    if kind == "a file":
+        return write_parquet(tmp_path / "train.parquet", 20) / "train.parquet", "is a file"
+    (tmp_path / "data").mkdir()
+    if kind == "test only":
+        write_parquet(tmp_path / "data" / "test.parquet", 20)
+        return tmp_path / "data", "holds a test split but no train split"
+    (tmp_path / "data" / "notes.txt").write_text("hello")
+    return tmp_path / "data", "expected train.parquet or train.csv .*found: notes.txt"
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file", "test only", "no reviews"])
+@pytest.mark.parametrize("how", ["--data-dir", "KD_TUTORIAL_DATA_DIR"])
+def test_an_unreadable_data_folder_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch, kind, how):
+    """From the folder's file names alone, before the time estimate, a model, a tokenizer or the pipeline."""
+    folder, expected = _unreadable_folder(kind, tmp_path)
+    for name in ("estimate", "run_distill", "loop_speed", "_benchmark_report"):
+        monkeypatch.setattr(cli, name, lambda *a, **k: pytest.fail("work started before the data folder was checked"))
+    given = ["--data-dir", str(folder)] if how == "--data-dir" else []
+    if how == "KD_TUTORIAL_DATA_DIR":
+        monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(folder))
+    for command in (["distill", "--out", str(tmp_path / "out")], ["benchmark"]):
+        line = error_line(capsys, *command, "--profile", "tiny", *given)
+        assert re.search(expected, line) and folder.name in line, line
+
+
 # ----------------------------------------------------------------------------- report, benchmark, device
 
 
