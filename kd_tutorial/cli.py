@@ -28,7 +28,7 @@ from .benchmark import loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV
 from .device import configure, pick_device, resolve_precision
 from .env import environment_report, format_report, quiet
-from .errors import UsageError, UserError
+from .errors import looks_like_a_folder, model_source_error, UsageError, UserError
 from .flops import duration_text, estimate_profile, time_estimate
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -51,9 +51,13 @@ def _profile(args, file=None):
     return profile
 
 
-def _check_data(args, profile) -> None:
-    """Refuse a --data-dir (or $KD_TUTORIAL_DATA_DIR) that cannot be read before anything is loaded or trained."""
-    check_data_source(args.data_dir or os.environ.get(DATA_DIR_ENV) or profile.data_source)
+def _check_inputs(args) -> None:
+    """Refuse a --data-dir (or $KD_TUTORIAL_DATA_DIR) that cannot be read, and a --teacher folder that does not
+    exist, before anything is loaded or trained."""
+    check_data_source(args.data_dir or os.environ.get(DATA_DIR_ENV))  # a folder, as artifacts.data_key reads it
+    teacher = getattr(args, "teacher", None)
+    if teacher and looks_like_a_folder(teacher) and not Path(teacher).expanduser().exists():
+        raise model_source_error(teacher, "teacher")
 
 
 def work_ratio(profile, runs=None) -> float:
@@ -146,7 +150,7 @@ def cmd_distill(args) -> int:
     """Run the whole pipeline for the chosen profile."""
     quiet()
     profile = _profile(args)
-    _check_data(args, profile)
+    _check_inputs(args)
     if profile.name == "tiny":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -350,7 +354,7 @@ def cmd_benchmark(args) -> int:
     every phase of the pipeline on this device (:func:`kd_tutorial.benchmark.run_benchmark`), written to FILE."""
     quiet()
     profile = _profile(args)
-    _check_data(args, profile)
+    _check_inputs(args)
     if args.device:
         check_device(args.device)
     if args.report:

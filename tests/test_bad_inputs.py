@@ -205,6 +205,29 @@ def test_an_unreadable_data_folder_is_refused_before_anything_loads(tmp_path, ca
         assert re.search(expected, line) and folder.name in line, line
 
 
+
+def test_a_teacher_folder_that_does_not_exist_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
+    for name in ("estimate", "run_distill"):
+        monkeypatch.setattr(cli, name, lambda *a, **k: pytest.fail("work started before --teacher was checked"))
+    line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", str(tmp_path / "no-such-teacher"),
+                      "--out", str(tmp_path / "out"))
+    assert re.search(r"no-such-teacher: no such folder: give a folder written by save_pretrained\(\) or a Hugging "
+                     r"Face Hub name", line)
+
+
+@pytest.mark.parametrize("teacher", ["a folder without a model", "a Hub name, offline and not cached"])
+def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, monkeypatch, teacher):
+    """The tokenizer is loaded before the teacher; transformers' OSError (a traceback before) becomes one line."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    if teacher == "a folder without a model":
+        (tmp_path / "empty-teacher").mkdir()
+        given, expected = str(tmp_path / "empty-teacher"), r"empty-teacher holds no tokenizer that transformers can load"
+    else:
+        given, expected = "no-such-org/no-such-bert", r"cannot load tokenizer 'no-such-org/no-such-bert' \(offline"
+    line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", given, "--out", str(tmp_path / "out"))
+    assert re.search(expected, line), line
+
+
 # ----------------------------------------------------------------------------- report, benchmark, device
 
 
@@ -336,7 +359,8 @@ def test_an_artifact_error_is_one_line(monkeypatch, capsys):
 
 
 def test_every_package_error_the_cli_knows_is_a_user_error():
-    from kd_tutorial.models import ModelSourceError, VocabularyMismatchError
+    from kd_tutorial.errors import ModelSourceError
+    from kd_tutorial.models import VocabularyMismatchError
     from kd_tutorial.profiles import ProfileOverrideError, UnknownProfileError
     from kd_tutorial.recipes import UnknownRecipeError
     for error in (data.DataSourceError, UsageError, cli.UsageError, ModelSourceError, VocabularyMismatchError,

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from kd_tutorial import models
+from kd_tutorial.errors import ModelSourceError
 from kd_tutorial.profiles import PROFILES, StudentSpec
 
 
@@ -72,7 +73,7 @@ def test_unknown_student_kind_is_refused(teacher):
 
 
 def test_a_model_missing_offline_gives_a_one_line_hint():
-    with pytest.raises(models.ModelSourceError, match="kd-tutorial prefetch"):
+    with pytest.raises(ModelSourceError, match="kd-tutorial prefetch"):
         models.load_teacher("no-such-org/no-such-bert")
 
 
