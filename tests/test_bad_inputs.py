@@ -216,12 +216,11 @@ def test_a_teacher_folder_that_does_not_exist_is_refused_before_anything_loads(t
 
 
 @pytest.mark.parametrize("teacher", ["a folder without a model", "a Hub name, offline and not cached"])
-def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, monkeypatch, teacher):
+def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, teacher):
     """The tokenizer is loaded before the teacher; transformers' OSError (a traceback before) becomes one line."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     if teacher == "a folder without a model":
         (tmp_path / "empty-teacher").mkdir()
-        given, expected = str(tmp_path / "empty-teacher"), r"empty-teacher holds no tokenizer that transformers can load"
+        given, expected = str(tmp_path / "empty-teacher"), r"empty-teacher holds no tokenizer that transformers can"
     else:
         given, expected = "no-such-org/no-such-bert", r"cannot load tokenizer 'no-such-org/no-such-bert' \(offline"
     line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", given, "--out", str(tmp_path / "out"))
