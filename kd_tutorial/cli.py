@@ -158,6 +158,8 @@ def cmd_distill(args) -> int:
     seeds = args.seeds or [args.seed]
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")
+    if not all(0 <= s < 2**32 for s in seeds):
+        raise UsageError(f"--seeds {' '.join(map(str, seeds))}: give whole numbers from 0 to 4294967295")
     runs = _recipes(args.recipes)
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")

@@ -32,12 +32,12 @@ import torch
 
 from .corpus import generate_corpus
 from .errors import model_source_error, UserError
+from .profiles import TRUNCATIONS
 
 
 VOCAB_PATH = Path(__file__).parent / "resources" / "vocab.txt"  # bert-base-uncased WordPiece, 30,522 tokens
 DATA_DIR_ENV = "KD_TUTORIAL_DATA_DIR"
 HUB_DATASET = "stanfordnlp/imdb"
-TRUNCATIONS = ("head", "tail", "head+tail")
 
 
 class DataSourceError(UserError):

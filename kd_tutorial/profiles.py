@@ -31,6 +31,42 @@ TEACHER_FIELDS = ("teacher", "teacher_config", "teacher_fallback", "data_source"
 TEACHER_FIELDS_IF_SET = {"grad_accum": 1, "precision": "auto", "val_block": None}
 
 
+TRUNCATIONS = ("head", "tail", "head+tail")  # which tokens of a long review are kept (kd_tutorial.data)
+
+
+def _whole(low: int):
+    """A test: a whole number (not a bool) >= ``low``."""
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+# what each field must be, and what to give instead: checked whenever a profile is made, --set included
+FIELD_RULES = {
+    "batch_size": (_whole(1), "a whole number >= 1"),
+    "eval_batch_size": (_whole(1), "a whole number >= 1"),
+    "grad_accum": (_whole(1), "a whole number >= 1"),
+    "precision": (lambda v: v in ("auto", "fp32", "bf16", "fp16"), "one of auto, fp32, bf16, fp16"),
+    "max_length": (_whole(3), "a whole number >= 3 (room for [CLS], [SEP] and one token)"),
+    "truncation": (lambda v: v in TRUNCATIONS, "one of " + ", ".join(TRUNCATIONS)),
+    "n_train": (lambda v: v is None or _whole(1)(v), "None (all) or a whole number >= 1"),
+    "n_transfer": (lambda v: v is None or _whole(1)(v), "None (all) or a whole number >= 1"),
+    "n_test": (lambda v: v is None or _whole(1)(v), "None (all) or a whole number >= 1"),
+    "student_labels": (lambda v: v is None or _whole(2)(v), "None (all of train) or a whole number >= 2"),
+    "teacher_epochs": (lambda v: v > 0, "a number > 0"),
+    "student_epochs": (lambda v: v > 0, "a number > 0"),
+    "teacher_lr": (lambda v: v > 0, "a number > 0"),
+    "student_lr": (lambda v: v > 0, "a number > 0"),
+    "warmup_fraction": (lambda v: 0 <= v < 1, "a number from 0 up to, not including, 1"),
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "attention_dropout": (lambda v: v is None or 0 <= v < 1, "None (the model's own) or a number from 0 up to 1"),
+    "temperature": (lambda v: v > 0, "a number > 0 (1 leaves the teacher's probabilities as they are)"),
+    "alpha": (lambda v: 0 <= v <= 1, "a number from 0 (hard labels only) to 1 (soft targets only)"),
+    "evals_per_run": (_whole(1), "a whole number >= 1"),
+    "patience": (lambda v: v is None or _whole(1)(v), "None (no early stop) or a whole number >= 1"),
+    "seeds": (lambda v: len(v) >= 1 and all(_whole(0)(s) and s < 2**32 for s in v),
+              "one or more whole numbers from 0 to 4294967295"),
+}
+
+
 def stable_hash(*parts: object) -> str:
     """A short hash of JSON-able ``parts`` that is the same in every process (for artifact folder names)."""
     blob = json.dumps([p if isinstance(p, (dict, list)) else str(p) for p in parts], sort_keys=True, default=str)
@@ -142,11 +178,18 @@ class Profile:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("batch_size", "eval_batch_size", "grad_accum"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ProfileOverrideError(f"{name}={getattr(self, name)!r}: give a whole number >= 1")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ProfileOverrideError(f"precision={self.precision!r}: give one of auto, fp32, bf16, fp16")
+        """Refuse a value no run could use (``--set temperature=0``), in one line, before anything is loaded."""
+        for name, (ok, give) in FIELD_RULES.items():
+            try:
+                fine = ok(getattr(self, name))
+            except TypeError:  # a value of another type, e.g. a string given to Profile(...) directly
+                fine = False
+            if not fine:
+                raise ProfileOverrideError(f"{name}={getattr(self, name)!r}: give {give}")
+        positions = (self.teacher_config or {}).get("max_position_embeddings")
+        if positions and self.max_length > positions:
+            raise ProfileOverrideError(f"max_length={self.max_length}: the teacher has {positions} positions; give "
+                                       f"--set max_length=N with N <= {positions}")
 
     def config_hash(self, *parts: object) -> str:
         """A short, stable hash of this whole profile (plus ``parts``)."""

@@ -227,6 +227,46 @@ def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, tea
     assert re.search(expected, line), line
 
 
+
+# ----------------------------------------------------------------------------- profile values no run can use
+
+@pytest.mark.parametrize("setting, expected", [
+    ("max_length=2", r"max_length=2: give a whole number >= 3 \(room for \[CLS\], \[SEP\] and one token\)"),
+    ("max_length=200", r"max_length=200: the teacher has 128 positions; give --set max_length=N with N <= 128"),
+    ("truncation=middle", r"truncation='middle': give one of head, tail, head\+tail"),
+    ("temperature=0", r"temperature=0.0: give a number > 0"),
+    ("alpha=2", r"alpha=2.0: give a number from 0 \(hard labels only\) to 1 \(soft targets only\)"),
+    ("alpha=-0.5", r"alpha=-0.5: give a number from 0"),
+    ("student_lr=-1e-3", r"student_lr=-0.001: give a number > 0"),
+    ("teacher_epochs=0", r"teacher_epochs=0.0: give a number > 0"),
+    ("student_epochs=0", r"student_epochs=0.0: give a number > 0"),
+    ("warmup_fraction=1", r"warmup_fraction=1.0: give a number from 0 up to, not including, 1"),
+    ("weight_decay=-0.01", r"weight_decay=-0.01: give a number >= 0"),
+    ("n_transfer=0", r"n_transfer=0: give None \(all\) or a whole number >= 1"),
+    ("student_labels=1", r"student_labels=1: give None \(all of train\) or a whole number >= 2"),
+    ("evals_per_run=0", r"evals_per_run=0: give a whole number >= 1"),
+    ("patience=0", r"patience=0: give None \(no early stop\) or a whole number >= 1"),
+    ("attention_dropout=1", r"attention_dropout=1.0: give None \(the model's own\) or a number from 0 up to 1"),
+    ("seeds=(-1,)", r"seeds=\(-1,\): give one or more whole numbers from 0 to 4294967295"),
+    ("seeds=()", r"seeds=\(\): give one or more whole numbers"),
+])
+def test_a_profile_value_no_run_can_use_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch, setting,
+                                                                          expected):
+    """Before, some of these were tracebacks once the data or the teacher was loaded (max_length=2, truncation,
+    n_transfer=0) and the others trained without complaint (temperature=0 divides by zero, alpha=2 maximises the
+    hard loss, a negative learning rate ascends it)."""
+    for name in ("estimate", "run_distill"):
+        monkeypatch.setattr(cli, name, lambda *a, **k: pytest.fail("work started with a value no run can use"))
+    line = error_line(capsys, "distill", "--profile", "tiny", "--set", setting, "--out", str(tmp_path / "out"))
+    assert re.search(expected, line), line
+
+
+def test_a_seed_out_of_range_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("the run started"))
+    line = error_line(capsys, "distill", "--profile", "tiny", "--seeds", "0", "-1", "--out", str(tmp_path / "out"))
+    assert "--seeds 0 -1: give whole numbers from 0 to 4294967295" in line
+
+
 # ----------------------------------------------------------------------------- report, benchmark, device
 
 
