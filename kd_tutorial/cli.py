@@ -158,8 +158,6 @@ def cmd_distill(args) -> int:
     seeds = args.seeds or [args.seed]
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")
-    if not all(0 <= s < 2**32 for s in seeds):
-        raise UsageError(f"--seeds {' '.join(map(str, seeds))}: give whole numbers from 0 to 4294967295")
     runs = _recipes(args.recipes)
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
@@ -457,8 +455,8 @@ def _add_distill(sub, profile_help: str) -> None:
     d.add_argument("--resume", action="store_true",
                    help="reuse the students this configuration already trained (artifact cache) and continue "
                         "interrupted ones from their last epoch; without it they are trained again")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--seeds", type=int, nargs="+", help="several seeds: report mean and std")
+    d.add_argument("--seed", type=_seed, default=0)
+    d.add_argument("--seeds", type=_seed, nargs="+", help="several seeds: report mean and std")
     d.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     d.add_argument("--recipes", nargs="+", metavar="NAME",
                    help="the recipes every student runs: 'all', or names from kd_tutorial.recipes (default: each "
@@ -508,7 +506,7 @@ def _add_search(sub, profile_help: str) -> None:
     s.add_argument("--margin", type=_number(float, "--margin"), default=0.15,
                    help="prune a trial whose validation accuracy is below the teacher's by more than this "
                         "(default 0.15)")
-    s.add_argument("--seed", type=_number(int, "--seed"), default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -533,6 +531,17 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed, which torch and numpy take from 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to 4294967295")
     return value
 
 

@@ -261,10 +261,15 @@ def test_a_profile_value_no_run_can_use_is_refused_before_anything_loads(tmp_pat
     assert re.search(expected, line), line
 
 
-def test_a_seed_out_of_range_is_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("the run started"))
-    line = error_line(capsys, "distill", "--profile", "tiny", "--seeds", "0", "-1", "--out", str(tmp_path / "out"))
-    assert "--seeds 0 -1: give whole numbers from 0 to 4294967295" in line
+@pytest.mark.parametrize("argv", [["distill", "--seeds", "0", "-1"], ["distill", "--seed", "4294967296"],
+                                  ["search", "--seed", "-1"], ["distill", "--seed", "one"]])
+def test_a_seed_out_of_range_is_refused_with_its_flag(capsys, argv):
+    """Before, torch or numpy refused -1 with a traceback once the run had loaded its data."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv + ["--profile", "tiny"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(r"argument --seeds?: '[^']+' is not a seed: give a whole number from 0 to 4294967295", err), err
 
 
 # ----------------------------------------------------------------------------- report, benchmark, device
