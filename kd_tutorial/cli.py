@@ -32,8 +32,9 @@ from .errors import looks_like_a_folder, model_source_error, UsageError, UserErr
 from .flops import duration_text, estimate_profile, time_estimate
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
+from .models import TINY_TEACHER
 from .pipeline import run_distill
-from .profiles import describe_choice, PROFILES, resolve_profile
+from .profiles import describe_choice, PROFILES, resolve_profile, TINY_BERT
 from .recipes import get_recipe, RECIPES
 from .report import benchmark_markdown, README_END, README_START, results_markdown, splice_readme, summary
 from .search import run_search
@@ -51,13 +52,20 @@ def _profile(args, file=None):
     return profile
 
 
-def _check_inputs(args) -> None:
-    """Refuse a --data-dir (or $KD_TUTORIAL_DATA_DIR) that cannot be read, and a --teacher folder that does not
-    exist, before anything is loaded or trained."""
-    check_data_source(args.data_dir or os.environ.get(DATA_DIR_ENV))  # a folder, as artifacts.data_key reads it
+def _check_inputs(args, profile, data: bool = True) -> None:
+    """Refuse, before anything is loaded or trained: a --data-dir (or $KD_TUTORIAL_DATA_DIR) that cannot be read
+    (unless ``data`` is False), a --teacher folder that does not exist, and a max_length beyond the positions of the
+    tiny teacher that will be built."""
+    if data:
+        check_data_source(args.data_dir or os.environ.get(DATA_DIR_ENV))  # a folder, as artifacts.data_key reads it
     teacher = getattr(args, "teacher", None)
     if teacher and looks_like_a_folder(teacher) and not Path(teacher).expanduser().exists():
         raise model_source_error(teacher, "teacher")
+    if (teacher or profile.teacher) == TINY_TEACHER:
+        positions = (TINY_BERT | (profile.teacher_config or {}))["max_position_embeddings"]
+        if profile.max_length > positions:
+            raise UsageError(f"max_length={profile.max_length}: the tiny teacher has {positions} positions; give "
+                             f"--set max_length=N with N <= {positions}")
 
 
 def work_ratio(profile, runs=None) -> float:
@@ -150,7 +158,7 @@ def cmd_distill(args) -> int:
     """Run the whole pipeline for the chosen profile."""
     quiet()
     profile = _profile(args)
-    _check_inputs(args)
+    _check_inputs(args, profile)
     if profile.name == "tiny":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -354,7 +362,7 @@ def cmd_benchmark(args) -> int:
     every phase of the pipeline on this device (:func:`kd_tutorial.benchmark.run_benchmark`), written to FILE."""
     quiet()
     profile = _profile(args)
-    _check_inputs(args)
+    _check_inputs(args, profile, data=not args.report)  # the report runs on synthetic reviews
     if args.device:
         check_device(args.device)
     if args.report:

@@ -466,7 +466,7 @@ def load_for_profile(profile, data_dir: str | os.PathLike | None = None, seed: i
 
 def get_tokenizer(name_or_path: str | None = None):
     """A fast WordPiece tokenizer: the committed bert-base-uncased vocab for None / "tiny-bert", else
-    from_pretrained."""
+    from_pretrained (a ModelSourceError, one line, when that cannot load)."""
     if name_or_path in (None, "tiny-bert"):
         from transformers import BertTokenizerFast
         # the path must be POSITIONAL: vocab_file= is silently ignored in transformers 5 (5-token vocab)
@@ -477,7 +477,9 @@ def get_tokenizer(name_or_path: str | None = None):
     try:
         return AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as err:  # no such folder, one without tokenizer files, or offline and not cached
-        raise model_source_error(str(name_or_path), "tokenizer") from err
+        said = " ".join(str(err).split()) or type(err).__name__
+        said = said if len(said) <= 160 else said[:159] + "…"
+        raise model_source_error(str(name_or_path), "tokenizer", cause=said) from err
 
 
 def truncate_ids(ids: list[int], max_length: int | None, strategy: str, cls_id: int, sep_id: int) -> list[int]:

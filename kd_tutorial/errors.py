@@ -24,22 +24,26 @@ class ModelSourceError(UserError, RuntimeError):
 
 
 def looks_like_a_folder(name_or_path: str) -> bool:
-    """Whether ``name_or_path`` names a local folder rather than a Hub model: it exists, or it is absolute or
-    starts with ``.`` or ``~`` (a Hub name is ``name`` or ``owner/name``)."""
-    return os.path.exists(os.path.expanduser(name_or_path)) or name_or_path.startswith((os.sep, ".", "~"))
+    """Whether ``name_or_path`` names a local folder rather than a Hub model (``name`` or ``owner/name``): it exists,
+    is absolute, starts with ``.`` or ``~``, holds a backslash, or has more than one ``/``."""
+    expanded = os.path.expanduser(name_or_path)
+    return (os.path.exists(expanded) or os.path.isabs(expanded) or name_or_path.startswith((".", "~"))
+            or "\\" in name_or_path or name_or_path.count("/") > 1)
 
 
-def model_source_error(name_or_path: str, what: str = "model", hint: str = "") -> ModelSourceError:
+def model_source_error(name_or_path: str, what: str = "model", hint: str = "", cause: str = "") -> ModelSourceError:
     """The one-line error for a ``what`` that cannot be loaded from ``name_or_path``: a missing folder, a folder
     without the files, or a Hub name that is not cached while offline (or does not exist); ``hint`` is appended to
-    the advice for a Hub name."""
+    the advice for a Hub name, and ``cause`` (the library's own first line) is quoted."""
     path = os.path.expanduser(name_or_path)
+    said = f" ({cause})" if cause else ""
     if os.path.isdir(path):
-        return ModelSourceError(f"{name_or_path} holds no {what} that transformers can load: give a folder written "
-                                "by save_pretrained() (config.json, and vocab.txt or tokenizer.json)")
+        files = "vocab.txt or tokenizer.json" if what == "tokenizer" else "config.json and model.safetensors"
+        return ModelSourceError(f"{name_or_path} holds no {what} that transformers can load{said}: give a folder "
+                                f"written by save_pretrained() ({files})")
     if looks_like_a_folder(name_or_path):
         return ModelSourceError(f"{name_or_path}: no such folder: give a folder written by save_pretrained() or a "
                                 "Hugging Face Hub name")
-    return ModelSourceError(f"cannot load {what} {name_or_path!r} (offline or not cached): load it once on a machine "
-                            f"with internet (`kd-tutorial prefetch --profile P` does, for a profile's models){hint}, "
-                            "or check the name")
+    return ModelSourceError(f"cannot load {what} {name_or_path!r} (offline or not cached){said}: load it once on a "
+                            f"machine with internet (`kd-tutorial prefetch --profile P` does, for a profile's "
+                            f"models){hint}, or check the name")

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
+from . import errors
 from .errors import model_source_error, UserError
 from .profiles import TINY_BERT, Profile, StudentSpec
 
 TINY_TEACHER = "tiny-bert"
+ModelSourceError = errors.ModelSourceError  # defined in errors (data raises it too); kept here for old imports
 
 
 class VocabularyMismatchError(UserError, ValueError):
