@@ -374,7 +374,12 @@ def cmd_benchmark(args) -> int:
 
 
 def _benchmark_report(profile, args) -> int:
-    """``kd-tutorial benchmark --report FILE``: run every phase, write the report, print its markdown."""
+    """``kd-tutorial benchmark --report FILE``: run every phase, write the report, print its markdown. FILE's folder
+    is checked first, so that a measurement is never lost to a path that cannot be written."""
+    target = Path(args.report)
+    if target.is_dir():
+        raise UsageError(f"--report {args.report} is a folder: give a file name, e.g. {target / 'benchmark.json'}")
+    _check_writable(target.parent, f"the folder of --report {args.report}", "give a FILE in a folder you can write")
     report = run_benchmark(profile, device=args.device, quick=args.quick, steps=args.steps, progress=not args.quiet)
     write_report(report, args.report)
     print(benchmark_markdown(report))

@@ -294,6 +294,20 @@ def test_the_early_checks_let_valid_runs_through(tmp_path, capsys, monkeypatch):
         cli.main(["benchmark", "--profile", "tiny", "--report", str(tmp_path / "bench.md")])
 
 
+
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_a_benchmark_report_path_that_cannot_be_written_is_refused_before_measuring(tmp_path, capsys, monkeypatch,
+                                                                                      where):
+    """Before, every phase was measured and then lost to a FileNotFoundError traceback when the report was written."""
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: pytest.fail("measured before the path was checked"))
+    (tmp_path / "notes.txt").write_text("a file")
+    path, expected = ((tmp_path / "notes.txt" / "bench.json", r"the folder of --report .*notes.txt/bench.json is not "
+                       r"a writable folder \(it is a file\): give a FILE in a folder you can write")
+                      if where == "under a file" else (tmp_path, r"--report .* is a folder: give a file name"))
+    line = error_line(capsys, "benchmark", "--profile", "tiny", "--report", str(path))
+    assert re.search(expected, line), line
+
+
 # ----------------------------------------------------------------------------- report, benchmark, device
 
 
