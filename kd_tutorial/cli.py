@@ -34,7 +34,7 @@ from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .models import TINY_TEACHER
 from .pipeline import run_distill
-from .profiles import describe_choice, PROFILES, resolve_profile, TINY_BERT
+from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, TINY_BERT
 from .recipes import get_recipe, RECIPES
 from .report import benchmark_markdown, README_END, README_START, results_markdown, splice_readme, summary
 from .search import run_search
@@ -548,13 +548,13 @@ def _positive(text: str) -> int:
 
 
 def _seed(text: str) -> int:
-    """An argparse type: a seed, which torch and numpy take from 0 to 2**32 - 1."""
+    """An argparse type: a seed, which torch and numpy take from 0 to ``MAX_SEED`` (2**32 - 1)."""
     try:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to 4294967295")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to {MAX_SEED}")
     return value
 
 

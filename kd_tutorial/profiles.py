@@ -34,9 +34,17 @@ TEACHER_FIELDS_IF_SET = {"grad_accum": 1, "precision": "auto", "val_block": None
 TRUNCATIONS = ("head", "tail", "head+tail")  # which tokens of a long review are kept (kd_tutorial.data)
 
 
+MAX_SEED = 2**32 - 1  # torch and numpy take seeds from 0 to this
+
+
 def _whole(low: int):
     """A test: a whole number (not a bool) >= ``low``."""
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _optional(test):
+    """A test that also passes None (the field's "all" or "off")."""
+    return lambda v: v is None or test(v)
 
 
 # what each field must be, and what to give instead: checked whenever a profile is made, --set included
@@ -47,10 +55,10 @@ FIELD_RULES = {
     "precision": (lambda v: v in ("auto", "fp32", "bf16", "fp16"), "one of auto, fp32, bf16, fp16"),
     "max_length": (_whole(3), "a whole number >= 3 (room for [CLS], [SEP] and one token)"),
     "truncation": (lambda v: v in TRUNCATIONS, "one of " + ", ".join(TRUNCATIONS)),
-    "n_train": (lambda v: v is None or _whole(1)(v), "None (all) or a whole number >= 1"),
-    "n_transfer": (lambda v: v is None or _whole(1)(v), "None (all) or a whole number >= 1"),
-    "n_test": (lambda v: v is None or _whole(1)(v), "None (all) or a whole number >= 1"),
-    "student_labels": (lambda v: v is None or _whole(2)(v), "None (all of train) or a whole number >= 2"),
+    "n_train": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
+    "n_transfer": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
+    "n_test": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
+    "student_labels": (_optional(_whole(2)), "None (all of train) or a whole number >= 2"),
     "teacher_epochs": (lambda v: v > 0, "a number > 0"),
     "student_epochs": (lambda v: v > 0, "a number > 0"),
     "teacher_lr": (lambda v: v > 0, "a number > 0"),
@@ -61,9 +69,9 @@ FIELD_RULES = {
     "temperature": (lambda v: v > 0, "a number > 0 (1 leaves the teacher's probabilities as they are)"),
     "alpha": (lambda v: 0 <= v <= 1, "a number from 0 (hard labels only) to 1 (soft targets only)"),
     "evals_per_run": (_whole(1), "a whole number >= 1"),
-    "patience": (lambda v: v is None or _whole(1)(v), "None (no early stop) or a whole number >= 1"),
-    "seeds": (lambda v: len(v) >= 1 and all(_whole(0)(s) and s < 2**32 for s in v),
-              "one or more whole numbers from 0 to 4294967295"),
+    "patience": (_optional(_whole(1)), "None (no early stop) or a whole number >= 1"),
+    "seeds": (lambda v: len(v) >= 1 and all(_whole(0)(s) and s <= MAX_SEED for s in v),
+              f"one or more whole numbers from 0 to {MAX_SEED}"),
 }
 
 

@@ -175,7 +175,6 @@ def test_a_data_dir_that_is_a_file(tmp_path, capsys):
     assert re.search(r"train.parquet is a file: give the folder that holds train.parquet", line)
 
 
-
 def _unreadable_folder(kind, tmp_path):
     """A data folder that cannot hold reviews, of one ``kind``; the error it must give."""
     if kind == "missing":
@@ -205,7 +204,6 @@ def test_an_unreadable_data_folder_is_refused_before_anything_loads(tmp_path, ca
         assert re.search(expected, line) and folder.name in line, line
 
 
-
 def test_a_teacher_folder_that_does_not_exist_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
     for name in ("estimate", "run_distill"):
         monkeypatch.setattr(cli, name, lambda *a, **k: pytest.fail("work started before --teacher was checked"))
@@ -225,7 +223,6 @@ def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, tea
         given, expected = "no-such-org/no-such-bert", r"cannot load tokenizer 'no-such-org/no-such-bert' \(offline"
     line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", given, "--out", str(tmp_path / "out"))
     assert re.search(expected, line), line
-
 
 
 # ----------------------------------------------------------------------------- profile values no run can use
@@ -274,7 +271,6 @@ def test_a_seed_out_of_range_is_refused_with_its_flag(capsys, monkeypatch, argv)
     assert re.search(r"argument --seeds?: '[^']+' is not a seed: give a whole number from 0 to 4294967295", err), err
 
 
-
 def test_the_early_checks_let_valid_runs_through(tmp_path, capsys, monkeypatch):
     """A Hub teacher with 512 positions may take max_length=256 on the tiny profile, and the benchmark report, which
     reads synthetic reviews, ignores an unreadable data folder: both get as far as their work."""
@@ -292,7 +288,6 @@ def test_the_early_checks_let_valid_runs_through(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(Reached):
         cli.main(["benchmark", "--profile", "tiny", "--report", str(tmp_path / "bench.md")])
-
 
 
 @pytest.mark.parametrize("where", ["under a file", "a folder"])
