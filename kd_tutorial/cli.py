@@ -173,7 +173,8 @@ def cmd_distill(args) -> int:
     print(f"device: {device}; estimated time: {estimate(profile, device, len(seeds), runs=runs)}", flush=True)
     start = time.perf_counter()
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
-                          resume=args.resume, seeds=seeds, device=device, progress=not args.quiet, runs=runs)
+                          resume=args.resume, seeds=seeds, device=device, progress=not args.quiet, runs=runs,
+                          workers=args.workers)
     print(f"wrote {args.out}/results.json and {len(results['plots'])} plots in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -480,6 +481,8 @@ def _add_distill(sub, profile_help: str) -> None:
                    help="rows per micro-batch (default: the profile's, fitted to a GPU under 24 GB)")
     d.add_argument("--grad-accum", type=_positive, metavar="K", help="micro-batches per optimizer step; keep "
                    "batch-size x grad-accum at the profile's effective batch to train alike")
+    d.add_argument("--workers", type=_positive, metavar="N", help="student runs trained at once on a CPU, one "
+                   "thread each (default: one per core, at most 4, on Linux; 1 on a GPU; kd_tutorial.parallel)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

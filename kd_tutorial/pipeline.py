@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__, plots
 from .artifacts import load_student, save_student, student_folder
@@ -29,6 +30,7 @@ from .env import versions
 from .evaluate import compare, compare_paired, correct_matrix, predict_logits
 from .layer_maps import describe as describe_mapping, layer_mapping
 from .models import DistillationStudent, build_student, fold_word_embeddings
+from .parallel import default_workers, run_forked
 from .profiles import Profile, StudentSpec
 from .recipes import Recipe, get_recipe
 from .report import format_comparisons, format_table
@@ -126,7 +128,7 @@ def augmented_transfer(profile: Profile, prep, teacher_model, *, device: str, pr
 def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,), runs=None,
                      out: Path | None = None, resume: bool = False, device: str = "cpu", init: str = "pretrained",
                      progress: bool = True, students: tuple[StudentSpec, ...] | None = None,
-                     cls: dict | None = None) -> dict:
+                     cls: dict | None = None, workers: int = 1) -> dict:
     """Train every (student, recipe, seed); return ``{model name: {"model", "history", "seed", "base", ...}}``.
 
     ``runs`` names the recipes (None: each student's own). Model names are ``"<student> <recipe>"``
@@ -134,7 +136,9 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     [CLS] states per split, for recipes with a [CLS] term. Every run is stored in the artifact cache,
     under its teacher. With ``resume=True`` a finished run is loaded from there (``status="cached"``)
     and an interrupted one continues from its last checkpoint; otherwise it is trained again. With
-    ``out``, each final model is also saved into ``out/checkpoints/<name>/model``.
+    ``out``, each final model is also saved into ``out/checkpoints/<name>/model``. With ``workers`` > 1
+    (a CPU, Linux), that many runs train at once, one thread each (:mod:`kd_tutorial.parallel`), and are
+    read back from the artifact cache.
     """
     chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config)]
               for spec in students or profile.students}
@@ -146,26 +150,52 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
         logits = logits | {"augmented": augmented_transfer(profile, prep, teacher, device=device, progress=progress,
                                                            **prep.where)}
     sets = student_data(profile, prep, logits, cls)
+    jobs = _jobs(profile, students or profile.students, chosen, seeds, teacher, prep, init, len(sets["transfer"][0]))
+    initials: dict = {}  # per (student, seed), built on first need: a fully cached seed needs none
+
+    def run(job, resume):
+        with locked(job["folder"]):
+            return _one_run(profile, job["spec"], job["recipe"], job["config"], sets, teacher, prep, job["folder"],
+                            initials.setdefault((job["spec"].name, job["seed"]), []), resume=resume, device=device,
+                            init=init, desc=job["name"], progress=progress and workers == 1)
+    status = _train_side_by_side(jobs, run, resume, workers, progress) if workers > 1 else {}
     trained = {}
-    for spec in students or profile.students:
+    for job in jobs:
+        item = run(job, resume=resume or job["name"] in status) | ({"status": status[job["name"]]} if status else {})
+        if out is not None:
+            atomic_save_pretrained(item["model"], Path(out) / "checkpoints" / job["name"].replace(" ", "_") / "model")
+        trained[job["name"]] = item | {k: job[k] for k in ("seed", "base", "student", "plan")} | {
+            "recipe": job["recipe"].name, "path": str(job["folder"])}
+    return trained
+
+
+def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str, n_rows: int) -> list[dict]:
+    """Every (student, seed, recipe) run in training order, with its name, config and cache folder; announces
+    each student's plan."""
+    jobs = []
+    for spec in specs:
         recipes = chosen[spec.name]
-        plan = student_plan(spec, recipes, step_budget(profile, spec, len(sets["transfer"][0])), teacher)
+        plan = student_plan(spec, recipes, step_budget(profile, spec, n_rows), teacher)
         _announce(spec.name, plan)
         for seed in seeds:
-            initial = []  # built on first need, shared by every run of this seed: a fully cached seed needs none
             for recipe in recipes:
-                name = f"{spec.name} {recipe.name}" + (f" s{seed}" if len(seeds) > 1 else "")
                 config = run_config(profile, spec, recipe, plan["steps"], seed)
                 folder = student_folder(prep, f"{spec.name} {recipe.name} s{seed}",
                                         *run_key(profile, spec, config, init, recipe))
-                with locked(folder):
-                    item = _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial,
-                                    resume=resume, device=device, init=init, desc=name, progress=progress)
-                if out is not None:
-                    atomic_save_pretrained(item["model"], Path(out) / "checkpoints" / name.replace(" ", "_") / "model")
-                trained[name] = item | {"seed": seed, "base": f"{spec.name} {recipe.name}", "recipe": recipe.name,
-                                        "student": spec.name, "path": str(folder), "plan": plan}
-    return trained
+                jobs.append({"spec": spec, "recipe": recipe, "seed": seed, "config": config, "folder": folder,
+                             "plan": plan, "student": spec.name, "base": f"{spec.name} {recipe.name}",
+                             "name": f"{spec.name} {recipe.name}" + (f" s{seed}" if len(seeds) > 1 else "")})
+    return jobs
+
+
+def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progress: bool) -> dict:
+    """Train ``jobs`` ``workers`` at a time in forked processes (:func:`kd_tutorial.parallel.run_forked`);
+    return each run's status (``"trained"``, or ``"cached"`` when ``resume`` found it finished)."""
+    print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers)")
+    with tqdm(total=len(jobs), desc="student runs", disable=not progress) as bar:
+        statuses = run_forked(lambda i: run(jobs[i], resume)["status"], len(jobs), workers,
+                              on_done=lambda i: bar.update())
+    return {job["name"]: s for job, s in zip(jobs, statuses)}
 
 
 def student_plan(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher) -> dict:
@@ -284,10 +314,12 @@ def best_recipes(rows: list[dict], trained: dict) -> dict:
 
 def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,
                 init: str = "pretrained", out: str | Path = "runs/latest", resume: bool = False,
-                seeds=(0,), device: str | None = None, progress: bool = True, runs=None) -> dict:
+                seeds=(0,), device: str | None = None, progress: bool = True, runs=None,
+                workers: int | None = None) -> dict:
     """Run the whole pipeline and write ``results.json``, checkpoints and plots into ``out``.
 
     ``runs``: recipe names for every student (None: each student's own; ``kd-tutorial distill --recipes``).
+    ``workers``: student runs trained at once (None: :func:`kd_tutorial.parallel.default_workers`).
     The steps, each timed into ``results["run"]["phase_seconds"]``: the teacher, its outputs, the students,
     the evaluation.
     """
@@ -302,13 +334,15 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
               device=device, progress=progress)
     with clock("teacher_logits"):
         logits, cls = teacher_outputs(profile, prep, runs, **kw)
+    n_runs = len(seeds) * sum(len(student_recipes(profile, spec, runs)) for spec in profile.students)
+    workers = workers or default_workers(device, n_runs)
     with clock("students"):
         trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, out=out, resume=resume,
-                                   device=device, init=init, progress=progress, cls=cls, runs=runs)
+                                   device=device, init=init, progress=progress, cls=cls, runs=runs, workers=workers)
     with clock("evaluation"):
         rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
     results = {"run": run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
-                                 phases=clock.seconds, wall=clock.wall()),
+                                 phases=clock.seconds, wall=clock.wall(), workers=workers),
                "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
                "histories": {"teacher": info.get("history")} |
                             {n: item["history"].to_dict() for n, item in trained.items() if item["history"]}}
@@ -381,7 +415,7 @@ def _speed_source(item: dict) -> str:
 
 
 def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, device: str, init: str,
-               teacher: str | None, phases: dict, wall: float) -> dict:
+               teacher: str | None, phases: dict, wall: float, workers: int = 1) -> dict:
     """``results["run"]``: what ran, on what, from which code and data, and how long each step took."""
     split_name = "held-out" if prep.data.test_is_held_out else "test"
     return {
@@ -390,7 +424,7 @@ def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, devi
         "evaluated_on": split_name, "device": device, "init": init, "seeds": list(seeds),
         "precision": describe_device(device) | {"training": resolve_precision(device, profile.precision),
                                                 "batch_size": profile.batch_size, "grad_accum": profile.grad_accum},
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "student_workers": workers,
         "teacher": teacher or profile.teacher, "teacher_status": info["status"],
         "students": {item["student"]: item["plan"] for item in trained.values()},
         "student_status": {name: item["status"] for name, item in trained.items()},

@@ -1,0 +1,113 @@
+"""Student runs side by side in forked workers (kd_tutorial.parallel): the same models as one after another, each
+run's status, errors raised where they can be read, and when the pipeline uses them."""
+import os
+import sys
+
+import pytest
+import torch
+
+from kd_tutorial import parallel, pipeline, teachers
+from kd_tutorial.profiles import get_profile
+
+linux_only = pytest.mark.skipif(not parallel.can_fork(), reason="forked workers run on Linux only")
+
+
+def _where(_index):
+    return os.getpid(), torch.get_num_threads()
+
+
+@linux_only
+def test_jobs_run_in_other_processes_of_one_thread_and_come_back_in_order():
+    finished = []
+    results = parallel.run_forked(lambda i: (i * i, *_where(i)), 5, workers=2, on_done=finished.append)
+    assert [r[0] for r in results] == [0, 1, 4, 9, 16]
+    assert sorted(finished) == [0, 1, 2, 3, 4]
+    pids = {r[1] for r in results}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert {r[2] for r in results} == {1}  # one thread each: more hangs GNU OpenMP in a forked child
+
+
+def _fails(index):
+    if index == 1:
+        raise ValueError("job 1 broke")
+    return index
+
+
+@linux_only
+def test_a_failing_job_raises_its_own_error_here_and_leaves_no_worker_behind():
+    import multiprocessing
+    with pytest.raises(ValueError, match="job 1 broke"):
+        parallel.run_forked(_fails, 4, workers=2)
+    for child in multiprocessing.active_children():  # terminated children are reaped by active_children()
+        child.join(timeout=10)
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_below_one_are_refused():
+    with pytest.raises(ValueError, match="workers=0"):
+        parallel.run_forked(_where, 2, workers=0)
+
+
+def test_default_workers_one_per_core_on_a_cpu_and_one_elsewhere(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(parallel, "can_fork", lambda: True)
+    assert parallel.default_workers("cpu", jobs=16) == parallel.MAX_AUTO_WORKERS == 4
+    assert parallel.default_workers("cpu", jobs=3) == 3
+    assert parallel.default_workers("cuda", jobs=16) == parallel.default_workers("mps", jobs=16) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # e.g. OMP_NUM_THREADS=1, as under pytest-xdist
+    assert parallel.default_workers("cpu", jobs=16) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+    assert parallel.default_workers("cpu", jobs=16) == 1
+
+
+def test_forked_workers_are_offered_on_linux_only(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert not parallel.can_fork()
+    with pytest.raises(RuntimeError, match="Linux"):
+        parallel.run_forked(_where, 2, workers=2)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """The tiny profile, cut to seconds: a briefly trained teacher and short student runs, in a private cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KD_TUTORIAL_HOME", str(tmp_path_factory.mktemp("kd-home")))
+        profile = get_profile("tiny").replace(teacher_epochs=1, n_transfer=400, student_epochs=0.5,
+                                              students=get_profile("tiny").students[1:], evals_per_run=1)
+        teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+        logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+        yield profile, teacher, prep, logits
+
+
+@linux_only
+def test_runs_side_by_side_give_exactly_the_models_of_runs_one_after_another(small, monkeypatch):
+    profile, teacher, prep, logits = small
+    kw = dict(runs=("baseline", "kd+transfer"), seeds=(0, 1), progress=False)
+    side = pipeline.distill_students(profile, teacher, prep, logits, workers=2, **kw)
+    assert {item["status"] for item in side.values()} == {"trained"} and len(side) == 4
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' arithmetic: one thread
+    try:
+        alone = pipeline.distill_students(profile, teacher, prep, logits, workers=1, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(side) == list(alone)
+    for name, item in side.items():
+        assert item["history"].to_dict()["steps"] == alone[name]["history"].to_dict()["steps"], name
+        for (p, a), b in zip(item["model"].named_parameters(), alone[name]["model"].parameters()):
+            assert torch.equal(a, b), (name, p)
+    again = pipeline.distill_students(profile, teacher, prep, logits, workers=2, resume=True, **kw)
+    assert {item["status"] for item in again.values()} == {"cached"}
+
+
+@linux_only
+def test_a_failing_run_in_a_worker_stops_the_pipeline_with_its_error(small, monkeypatch):
+    profile, teacher, prep, logits = small
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the loss went NaN in a worker")
+    monkeypatch.setattr(pipeline, "train", broken)  # inherited by the forked workers
+    with pytest.raises(RuntimeError, match="NaN in a worker"):
+        pipeline.distill_students(profile, teacher, prep, logits, workers=2, runs=("baseline", "kd+transfer"),
+                                  seeds=(5,), progress=False)
