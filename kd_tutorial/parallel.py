@@ -2,9 +2,9 @@
 
 Why: a small model's training step keeps two cores only partly busy. Some of its work runs in one thread
 whatever ``torch.set_num_threads`` says (a dropout mask is drawn one element at a time on CPUs whose vendor is not
-Intel), and small matrix products gain little from a second thread. Two student runs side by side, one thread
-each, finished 1.7 times sooner on 2 cores for the ``tiny`` profile's students, and 1.3 to 1.5 times for the
-``cpu`` profile's (docs/tuning.md, "Two runs at a time").
+Intel), and small matrix products gain little from a second thread. With two student runs side by side, one thread
+each, the ``tiny`` profile's students took 1.4 to 1.7 times less time on 2 cores, and a training step of the ``cpu``
+profile's students 1.3 to 1.5 times less (docs/tuning.md, "Two runs at a time").
 
 Why fork, and why one thread: a forked child starts at once with the parent's models and data (no import, no
 copy until written). But GNU OpenMP, which PyTorch's CPU kernels use on Linux, hangs in a forked child that asks
@@ -66,6 +66,7 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
     quiet = "TOKENIZERS_PARALLELISM" not in os.environ  # the tokenizers library warns in each child otherwise
     if quiet:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    others = set(multiprocessing.active_children())  # the caller's own children, left alone
     pool = ProcessPoolExecutor(min(workers, n_jobs) or 1, mp_context=multiprocessing.get_context("fork"),
                                initializer=_one_thread)
     try:
@@ -79,8 +80,9 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
                     on_done(index)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
-        for child in multiprocessing.active_children():
-            child.terminate()
+        for child in set(multiprocessing.active_children()) - others:  # the workers: their writes are atomic
+            child.kill()
+            child.join(timeout=10)
         raise
     finally:
         _JOB = None

@@ -286,8 +286,8 @@ TINY_BERT = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, int
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
-        description="CPU, offline, about a minute (two on slower cores without bf16 units, in fp32): BERTs built from "
-                    "BertConfig on the built-in review corpus",
+        description="CPU, offline, about a minute (a minute and a half on slower cores without bf16 units, in fp32): "
+                    "BERTs built from BertConfig on the built-in review corpus",
         teacher="tiny-bert",
         teacher_config=TINY_BERT,
         teacher_fallback=None,

@@ -55,10 +55,12 @@ def _mean_std(row: dict, key: str, scale: float = 100, digits: int = 2) -> str:
 
 
 def _precision_text(run: dict) -> str:
-    """``precision bf16, 2 threads`` from a results.json's run record (older files recorded neither)."""
+    """``precision bf16, 2 threads`` from a results.json's run record (older files recorded neither), and how many
+    student runs trained at once, one thread each, when more than one did (``--workers``)."""
     precision = (run.get("precision") or {}).get("training", "not recorded")
-    threads = run.get("torch_threads")
-    return f"precision {precision}" + (f", {threads} threads" if threads else "")
+    threads, workers = run.get("torch_threads"), run.get("student_workers") or 1
+    return (f"precision {precision}" + (f", {threads} threads" if threads else "") +
+            (f", students {workers} runs at a time with one thread each" if workers > 1 else ""))
 
 
 def _cached_speed_sources(row: dict) -> list[str]:

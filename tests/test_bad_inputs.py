@@ -463,3 +463,21 @@ def test_interrupt_says_how_to_resume(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_distill", interrupted)
     assert cli.main(["distill", "--profile", "tiny"]) == 130
     assert "rerun with --resume to continue" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_workers_below_one_are_refused_with_the_flag(capsys, monkeypatch, value):
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started with --workers " + value))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["distill", "--profile", "tiny", "--workers", value])
+    assert stop.value.code == 2
+    assert f"argument --workers: '{value}' is not a whole number >= 1" in capsys.readouterr().err
+
+
+def test_workers_reach_the_pipeline(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: seen.update(k) or {"plots": []})
+    assert cli.main(["distill", "--profile", "tiny", "--workers", "3", "--out", str(tmp_path), "--quiet"]) == 0
+    assert seen["workers"] == 3
+    assert cli.main(["distill", "--profile", "tiny", "--out", str(tmp_path), "--quiet"]) == 0
+    assert seen["workers"] is None  # the pipeline picks: kd_tutorial.parallel.default_workers

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_tutorial import artifacts, cli, pipeline, store, teachers
+from kd_tutorial import artifacts, cli, parallel, pipeline, store, teachers
 from kd_tutorial.profiles import get_profile
 
 from test_data import write_parquet
@@ -82,10 +82,11 @@ def test_results_json_has_the_promised_fields(tiny_run):
     out, results = tiny_run
     run = results["run"]
     for key in ("profile", "data_source", "split_sizes", "device", "versions", "seeds", "git_commit",
-                "wall_seconds", "phase_seconds", "evaluated_on"):
+                "wall_seconds", "phase_seconds", "evaluated_on", "student_workers"):
         assert key in run, key
     assert run["profile"] == "tiny" and run["evaluated_on"] == "test"
     assert set(run["phase_seconds"]) == {"teacher", "teacher_logits", "students", "evaluation"}
+    assert run["student_workers"] == parallel.default_workers("cpu", 8)  # one per core, at most 4, on Linux
     names = {r["name"] for r in results["models"]}
     profile = get_profile("tiny")
     runs = {s.name: [r.name for r in pipeline.student_recipes(profile, s)] for s in profile.students}
@@ -318,6 +319,16 @@ def test_results_say_which_settings_differ_from_the_profile(tiny_run):
     assert results_markdown(results).startswith("Profile `tiny`, ")
     changed = results | {"run": results["run"] | {"profile_changes": {"max_length": 64, "student_lr": 0.001}}}
     assert results_markdown(changed).startswith("Profile `tiny` (changed: `max_length=64`, `student_lr=0.001`), ")
+
+
+def test_the_rendered_results_say_when_student_runs_trained_side_by_side(tiny_run):
+    from kd_tutorial.report import results_markdown
+    _, results = tiny_run
+    side = results | {"run": results["run"] | {"student_workers": 2, "torch_threads": 2}}
+    assert "2 threads, students 2 runs at a time with one thread each" in results_markdown(side)
+    for workers in (1, None):  # one after another, or a file from before --workers
+        alone = results | {"run": results["run"] | {"student_workers": workers, "torch_threads": 2}}
+        assert "2 threads, commit" in results_markdown(alone) and "at a time" not in results_markdown(alone)
 
 
 def test_results_record_each_students_budget_terms_and_layer_mapping(tiny_run):

@@ -1,0 +1,74 @@
+"""Training steps of each student, one run with every core against two runs side by side with one thread each.
+
+"Alone": one process, PyTorch's default threads (2 on a 2-core machine), `steps` AdamW steps. "Side by side": two
+forked workers of one thread each (kd_tutorial.parallel.run_forked, as `kd-tutorial distill` trains its students),
+each doing the same steps at once; their seconds per step are the wall time over both workers' steps. The steps are
+cross-entropy steps on random reviews of the profile's batch size and length, with the profile's dropout and frozen
+embeddings, from random weights (speed does not depend on the weights).
+Run from the repository root on otherwise idle cores:
+    python docs/tuning/workers_step_cost.py > docs/tuning/workers-step-cost.json
+"""
+import json
+import os
+import time
+
+import torch
+
+from kd_tutorial import models, parallel
+from kd_tutorial.profiles import get_profile
+
+STEPS = {"tiny": 40, "cpu": 8}
+
+
+def student_and_batch(profile, spec):
+    """A student of ``spec`` (random weights), its optimizer, and one batch of random reviews."""
+    teacher = models.teacher_for_profile(profile, init="random")
+    student = models.build_student(spec, teacher, init="random", attention_dropout=profile.attention_dropout,
+                                   freeze_embeddings=profile.freeze_word_embeddings)
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 20000, (profile.batch_size, profile.max_length), generator=generator)
+    labels = torch.randint(0, 2, (profile.batch_size,), generator=generator)
+    return student.train(), optimizer, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def seconds_for(profile, spec, steps: int) -> float:
+    """Wall seconds of ``steps`` training steps, after one warm-up step."""
+    student, optimizer, batch = student_and_batch(profile, spec)
+
+    def step():
+        student(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - start
+
+
+def measure(profile_name: str, spec) -> dict:
+    """Seconds per step alone (all threads) and side by side (2 workers, 1 thread each)."""
+    profile, steps = get_profile(profile_name), STEPS[profile_name]
+    alone = seconds_for(profile, spec, steps) / steps
+    start = time.perf_counter()
+    per_worker = parallel.run_forked(lambda _: seconds_for(profile, spec, steps), 2, workers=2)
+    wall = time.perf_counter() - start  # includes each worker's model build and warm-up step
+    side = sum(per_worker) / (2 * steps) / 2  # two steps finish per worker-step time
+    return {"profile": profile_name, "student": spec.name, "steps": steps, "threads_alone": torch.get_num_threads(),
+            "seconds_per_step_alone": round(alone, 4),
+            "seconds_per_step_each_worker": [round(s / steps, 4) for s in per_worker],
+            "seconds_per_step_side_by_side": round(side, 4), "wall_seconds_side_by_side": round(wall, 1),
+            "speed_up": round(alone / side, 2)}
+
+
+def main() -> None:
+    rows = [measure(name, spec) for name in ("tiny", "cpu") for spec in get_profile(name).students]
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "unknown")
+    print(json.dumps({"what": __doc__.split("\n")[0], "cpu": cpu, "cores": os.cpu_count(),
+                      "torch": torch.__version__, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
