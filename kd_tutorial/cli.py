@@ -156,6 +156,15 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
                    "(kd_tutorial.flops reads docs/results/benchmark-*.json)")
 
 
+def _check_workers(workers: int | None, device: str) -> None:
+    """Refuse ``--workers N`` above 1 where runs cannot train side by side: a GPU, or a system without fork."""
+    from .parallel import can_fork
+    if workers and workers > 1 and (device != "cpu" or not can_fork()):
+        where = f"on {device}" if device != "cpu" else f"on {sys.platform} (no safe fork)"
+        raise UsageError(f"--workers {workers}: student runs train side by side only on a CPU under Linux, not "
+                         f"{where}; leave --workers out")
+
+
 def cmd_distill(args) -> int:
     """Run the whole pipeline for the chosen profile."""
     quiet()
@@ -165,6 +174,7 @@ def cmd_distill(args) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     device = check_device(args.device) if args.device else pick_device()
+    _check_workers(args.workers, device)
     seeds = args.seeds or [args.seed]
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")

@@ -161,7 +161,7 @@ def _student_run(profile: Profile, spec: StudentSpec, recipe, rows: dict, per_re
     """The FLOPs of one student run: its training steps, the online teacher where the recipe needs it, validation."""
     steps = step_budget(profile, spec, n_rows)
     reviews = steps * getattr(profile, "effective_batch", profile.batch_size)  # batch_size x grad_accum
-    online = recipe.intermediate is not None and recipe.intermediate.needs_online_teacher
+    online = recipe.online_teacher
     return _phase({f"train:{spec.name}": 3 * reviews * per_review[spec.name],
                    "infer:teacher": reviews * per_review["teacher"] if online else 0.0,
                    f"infer:{spec.name}": profile.evals_per_run * rows["validation"] * per_review[spec.name]},

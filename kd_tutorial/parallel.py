@@ -10,18 +10,30 @@ Why fork, and why one thread: a forked child starts at once with the parent's mo
 copy until written). But GNU OpenMP, which PyTorch's CPU kernels use on Linux, hangs in a forked child that asks
 for more than one thread once the parent has used its own. So each child runs one thread, and this runs only
 where ``fork`` is safe to use: Linux. Elsewhere, and on a GPU, jobs run one after another
-(:func:`default_workers`).
+(:func:`default_workers`). Measured on 2 cores only, so by default this runs side by side only where one worker per
+core needs at most :data:`MAX_AUTO_WORKERS` of them: a machine with more cores keeps its runs one after another, each
+using every core, unless asked (``--workers``).
 
 A leaf module: it knows nothing of students or recipes; :func:`kd_tutorial.pipeline.distill_students` uses it.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from .errors import UserError
 
 MAX_AUTO_WORKERS = 4  # each worker holds its own student, optimizer state and activations
+
+
+class WorkerDiedError(UserError, RuntimeError):
+    """A worker process ended without finishing its job (killed by the system, often for lack of memory)."""
 
 
 def can_fork() -> bool:
@@ -30,20 +42,27 @@ def can_fork() -> bool:
 
 
 def default_workers(device: str, jobs: int) -> int:
-    """How many jobs to run at once: one per core PyTorch may use, at most :data:`MAX_AUTO_WORKERS` and
-    ``jobs``, on a CPU where :func:`can_fork`; otherwise 1."""
+    """How many jobs to run at once: one per core PyTorch may use, on a CPU where :func:`can_fork` and when that is
+    2 to :data:`MAX_AUTO_WORKERS` cores (capped at ``jobs``); otherwise 1."""
     import torch
-    if device != "cpu" or not can_fork():
+    cores = torch.get_num_threads()
+    if device != "cpu" or not can_fork() or not 2 <= cores <= MAX_AUTO_WORKERS:
         return 1
-    return max(1, min(torch.get_num_threads(), MAX_AUTO_WORKERS, jobs))
+    return max(1, min(cores, jobs))
 
 
 _JOB = None  # the job function, handed to the forked children by inheritance (it need not be picklable)
 
 
-def _one_thread() -> None:
+def _worker_setup() -> None:
+    """In each worker: one thread; die with the parent; leave Ctrl-C to the parent (which stops the workers);
+    a progress-bar lock of its own (the inherited one may be held by a killed sibling)."""
     import torch
+    from tqdm import tqdm
     torch.set_num_threads(1)
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent dies, even by SIGKILL
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
 
 
 def _call(index: int):
@@ -54,23 +73,27 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
     """``[job(0), ..., job(n_jobs - 1)]``, computed ``workers`` at a time in forked processes of one thread each.
 
     ``job`` may be any callable (a closure over models and data is fine: the children inherit it). Its results
-    must pickle. ``on_done(index)`` is called in this process as each job finishes. An exception in a job, or an
-    interruption (Ctrl-C), stops every child at once and is raised here.
+    must pickle. ``on_done(index)`` is called in this process as each job finishes. An exception in a job, or
+    Ctrl-C, stops every worker at once and is raised here; a worker that dies raises :class:`WorkerDiedError`.
     """
     global _JOB
     if workers < 1:
         raise ValueError(f"workers={workers}: give a whole number >= 1")
     if not can_fork():
         raise RuntimeError("forked workers need Linux: run the jobs one after another (workers=1)")
+    if _JOB is not None:
+        raise RuntimeError("run_forked is already running: a job may not start workers of its own")
     _JOB, results = job, [None] * n_jobs
     quiet = "TOKENIZERS_PARALLELISM" not in os.environ  # the tokenizers library warns in each child otherwise
     if quiet:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     others = set(multiprocessing.active_children())  # the caller's own children, left alone
     pool = ProcessPoolExecutor(min(workers, n_jobs) or 1, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_one_thread)
+                               initializer=_worker_setup)
+    workers_started: set = set()
     try:
         pending = {pool.submit(_call, i): i for i in range(n_jobs)}
+        workers_started = set(multiprocessing.active_children()) - others  # all forked at the first submit
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -78,15 +101,24 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
                 results[index] = future.result()  # a job's exception is raised here
                 if on_done is not None:
                     on_done(index)
+        pool.shutdown()
+    except BrokenProcessPool:
+        _stop(pool, workers_started or set(multiprocessing.active_children()) - others)
+        raise WorkerDiedError("a worker process died before its run finished (killed by the system, often for lack "
+                              "of memory): run again with --workers 1, and --resume to keep the finished runs") from None
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        for child in set(multiprocessing.active_children()) - others:  # the workers: their writes are atomic
-            child.kill()
-            child.join(timeout=10)
+        _stop(pool, workers_started or set(multiprocessing.active_children()) - others)
         raise
     finally:
         _JOB = None
         if quiet:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
-    pool.shutdown()
     return results
+
+
+def _stop(pool: ProcessPoolExecutor, workers: set) -> None:
+    """Kill the workers now and wait for the pool to reap them (their writes are atomic: nothing is left
+    half-written); jobs not started are cancelled."""
+    for worker in workers:
+        worker.kill()
+    pool.shutdown(wait=True, cancel_futures=True)  # its own thread reaps them: joining here too races with it

@@ -151,14 +151,17 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
                                                            **prep.where)}
     sets = student_data(profile, prep, logits, cls)
     jobs = _jobs(profile, students or profile.students, chosen, seeds, teacher, prep, init, len(sets["transfer"][0]))
-    initials: dict = {}  # per (student, seed), built on first need: a fully cached seed needs none
+    initials: dict = {}  # the (student, seed) in training's initial weights, built on first need
 
     def run(job, resume):
+        key = (job["spec"].name, job["seed"])
+        if key not in initials:  # a fully cached seed needs none; the last seed's are dropped
+            initials.clear()
         with locked(job["folder"]):
             return _one_run(profile, job["spec"], job["recipe"], job["config"], sets, teacher, prep, job["folder"],
-                            initials.setdefault((job["spec"].name, job["seed"]), []), resume=resume, device=device,
-                            init=init, desc=job["name"], progress=progress and workers == 1)
-    status = _train_side_by_side(jobs, run, resume, workers, progress) if workers > 1 else {}
+                            initials.setdefault(key, []), resume=resume, device=device, init=init, desc=job["name"],
+                            progress=progress and workers == 1)
+    status = _train_side_by_side(jobs, run, resume, workers, device, progress) if workers > 1 else {}
     trained = {}
     for job in jobs:
         item = run(job, resume=resume or job["name"] in status) | ({"status": status[job["name"]]} if status else {})
@@ -188,14 +191,18 @@ def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str
     return jobs
 
 
-def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progress: bool) -> dict:
-    """Train ``jobs`` ``workers`` at a time in forked processes (:func:`kd_tutorial.parallel.run_forked`);
-    return each run's status (``"trained"``, or ``"cached"`` when ``resume`` found it finished)."""
-    print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers)")
+def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, device: str, progress: bool) -> dict:
+    """Train ``jobs`` ``workers`` at a time in forked processes (:func:`kd_tutorial.parallel.run_forked`), the
+    runs with an online teacher (the costliest) first; return each run's status (``"trained"``, or ``"cached"``
+    when ``resume`` found it finished)."""
+    if device != "cpu":
+        raise ValueError(f"workers={workers} trains runs side by side on a CPU only, not on {device}: give workers=1")
+    print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers)", flush=True)
+    order = sorted(range(len(jobs)), key=lambda i: not jobs[i]["recipe"].online_teacher)
     with tqdm(total=len(jobs), desc="student runs", disable=not progress) as bar:
-        statuses = run_forked(lambda i: run(jobs[i], resume)["status"], len(jobs), workers,
-                              on_done=lambda i: bar.update())
-    return {job["name"]: s for job, s in zip(jobs, statuses)}
+        statuses = run_forked(lambda k: run(jobs[order[k]], resume)["status"], len(jobs), workers,
+                              on_done=lambda k: bar.update())
+    return {jobs[i]["name"]: s for i, s in zip(order, statuses)}
 
 
 def student_plan(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher) -> dict:
@@ -232,7 +239,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
     model = (DistillationStudent(student, teacher.config.hidden_size) if spec_i is not None
              and spec_i.needs_projection else student)
     rows, t_logits, t_cls = sets["augmented" if recipe.augment else "transfer" if recipe.transfer else "labelled"]
-    online = spec_i is not None and spec_i.needs_online_teacher
+    online = recipe.online_teacher
     seed_everything(config.seed)
     history = train(model, rows, config=config, val_data=prep.encoded["validation"],
                     teacher_logits=t_logits if recipe.mode != "ce" else None, teacher=teacher if online else None,
@@ -339,6 +346,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     with clock("students"):
         trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, out=out, resume=resume,
                                    device=device, init=init, progress=progress, cls=cls, runs=runs, workers=workers)
+    workers = min(workers, len(trained))  # what ran side by side, for the record
     with clock("evaluation"):
         rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
     results = {"run": run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,

@@ -81,6 +81,12 @@ class Recipe:
         """The training loop's mode: ``ce`` for hard labels, ``kd`` for soft targets, ``pseudo``."""
         return {"labels": "ce", "soft": "kd", "pseudo": "pseudo"}[self.targets]
 
+    @property
+    def online_teacher(self) -> bool:
+        """True when a run of this recipe runs the teacher at every step (its intermediate terms need the
+        teacher's per-token states, too large to cache); such runs cost the most."""
+        return self.intermediate is not None and self.intermediate.needs_online_teacher
+
     def with_(self, **changes) -> "Recipe":
         """A copy with some fields changed (as :func:`dataclasses.replace`)."""
         return dataclasses.replace(self, **changes)

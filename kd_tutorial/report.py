@@ -60,7 +60,8 @@ def _precision_text(run: dict) -> str:
     precision = (run.get("precision") or {}).get("training", "not recorded")
     threads, workers = run.get("torch_threads"), run.get("student_workers") or 1
     return (f"precision {precision}" + (f", {threads} threads" if threads else "") +
-            (f", students {workers} runs at a time with one thread each" if workers > 1 else ""))
+            (f", students {workers} runs at a time with one thread each (so their train tokens/s are one "
+             "thread's)" if workers > 1 else ""))
 
 
 def _cached_speed_sources(row: dict) -> list[str]:

@@ -481,3 +481,15 @@ def test_workers_reach_the_pipeline(tmp_path, monkeypatch):
     assert seen["workers"] == 3
     assert cli.main(["distill", "--profile", "tiny", "--out", str(tmp_path), "--quiet"]) == 0
     assert seen["workers"] is None  # the pipeline picks: kd_tutorial.parallel.default_workers
+
+
+def test_workers_where_runs_cannot_go_side_by_side_are_refused_before_any_work(capsys, monkeypatch):
+    from kd_tutorial import parallel
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+    line = error_line(capsys, "distill", "--profile", "tiny", "--workers", "2", "--device", "cpu")
+    assert "--workers 2: student runs train side by side only on a CPU under Linux" in line
+    assert "leave --workers out" in line
+    with pytest.raises(UsageError, match="not on cuda:0; leave --workers out"):
+        cli._check_workers(2, "cuda:0")
+    cli._check_workers(1, "cuda:0")  # one after another runs anywhere

@@ -18,8 +18,12 @@ def _where(_index):
 
 @linux_only
 def test_jobs_run_in_other_processes_of_one_thread_and_come_back_in_order():
-    finished = []
-    results = parallel.run_forked(lambda i: (i * i, *_where(i)), 5, workers=2, on_done=finished.append)
+    finished, threads = [], torch.get_num_threads()
+    torch.set_num_threads(2)  # as a parent on 2 cores (pytest-xdist gives this process one)
+    try:
+        results = parallel.run_forked(lambda i: (i * i, *_where(i)), 5, workers=2, on_done=finished.append)
+    finally:
+        torch.set_num_threads(threads)
     assert [r[0] for r in results] == [0, 1, 4, 9, 16]
     assert sorted(finished) == [0, 1, 2, 3, 4]
     pids = {r[1] for r in results}
@@ -42,20 +46,39 @@ def test_a_failing_job_raises_its_own_error_here_and_leaves_no_worker_behind():
     assert set(multiprocessing.active_children()) == before  # the workers are gone, not left running
 
 
+@linux_only
+def test_a_worker_that_dies_is_named_with_the_fix_and_the_rest_are_stopped():
+    import multiprocessing
+    import signal
+    before = set(multiprocessing.active_children())
+
+    def job(index):
+        if index == 0:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the system's out-of-memory killer would
+        return index
+    with pytest.raises(parallel.WorkerDiedError, match="lack of memory.*--workers 1.*--resume"):
+        parallel.run_forked(job, 4, workers=2)
+    assert set(multiprocessing.active_children()) == before
+
+
+@linux_only
+def test_run_forked_refuses_to_nest():
+    with pytest.raises(RuntimeError, match="already running"):
+        parallel.run_forked(lambda i: parallel.run_forked(_where, 1, workers=1), 1, workers=1)
+
+
 def test_workers_below_one_are_refused():
     with pytest.raises(ValueError, match="workers=0"):
         parallel.run_forked(_where, 2, workers=0)
 
 
-def test_default_workers_one_per_core_on_a_cpu_and_one_elsewhere(monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+def test_default_workers_one_per_core_on_a_small_cpu_and_one_elsewhere(monkeypatch):
     monkeypatch.setattr(parallel, "can_fork", lambda: True)
-    assert parallel.default_workers("cpu", jobs=16) == parallel.MAX_AUTO_WORKERS == 4
-    assert parallel.default_workers("cpu", jobs=3) == 3
+    for cores, jobs, workers in ((2, 8, 2), (4, 8, 4), (4, 3, 3), (1, 8, 1), (8, 8, 1), (16, 8, 1)):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: cores)  # 1: e.g. OMP_NUM_THREADS=1, as under xdist
+        assert parallel.default_workers("cpu", jobs=jobs) == workers, (cores, jobs)  # 8 cores: measured neither way
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert parallel.default_workers("cuda", jobs=16) == parallel.default_workers("mps", jobs=16) == 1
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # e.g. OMP_NUM_THREADS=1, as under pytest-xdist
-    assert parallel.default_workers("cpu", jobs=16) == 1
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     monkeypatch.setattr(parallel, "can_fork", lambda: False)
     assert parallel.default_workers("cpu", jobs=16) == 1
 
@@ -79,11 +102,24 @@ def small(tmp_path_factory):
         yield profile, teacher, prep, logits
 
 
+def _spy_on_workers(monkeypatch) -> list:
+    """Record each call of run_forked by the pipeline: (jobs, workers)."""
+    calls, real = [], pipeline.run_forked
+
+    def spy(job, n_jobs, workers, **kw):
+        calls.append((n_jobs, workers))
+        return real(job, n_jobs, workers, **kw)
+    monkeypatch.setattr(pipeline, "run_forked", spy)
+    return calls
+
+
 @linux_only
 def test_runs_side_by_side_give_exactly_the_models_of_runs_one_after_another(small, monkeypatch):
     profile, teacher, prep, logits = small
     kw = dict(runs=("baseline", "kd+transfer"), seeds=(0, 1), progress=False)
+    calls = _spy_on_workers(monkeypatch)
     side = pipeline.distill_students(profile, teacher, prep, logits, workers=2, **kw)
+    assert calls == [(4, 2)]  # trained in the workers, not here
     assert {item["status"] for item in side.values()} == {"trained"} and len(side) == 4
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers' arithmetic: one thread
@@ -103,10 +139,17 @@ def test_runs_side_by_side_give_exactly_the_models_of_runs_one_after_another(sma
 @linux_only
 def test_a_failing_run_in_a_worker_stops_the_pipeline_with_its_error(small, monkeypatch):
     profile, teacher, prep, logits = small
+    parent = os.getpid()
 
     def broken(*args, **kwargs):
-        raise RuntimeError("the loss went NaN in a worker")
+        raise RuntimeError(f"the loss went NaN in a worker: {os.getpid() != parent}")
     monkeypatch.setattr(pipeline, "train", broken)  # inherited by the forked workers
-    with pytest.raises(RuntimeError, match="NaN in a worker"):
+    with pytest.raises(RuntimeError, match="NaN in a worker: True"):
         pipeline.distill_students(profile, teacher, prep, logits, workers=2, runs=("baseline", "kd+transfer"),
                                   seeds=(5,), progress=False)
+
+
+def test_runs_side_by_side_on_a_gpu_are_refused_before_any_work(small):
+    profile, teacher, prep, logits = small
+    with pytest.raises(ValueError, match="on a CPU only, not on cuda: give workers=1"):
+        pipeline.distill_students(profile, teacher, prep, logits, workers=2, device="cuda", progress=False)

@@ -325,7 +325,8 @@ def test_the_rendered_results_say_when_student_runs_trained_side_by_side(tiny_ru
     from kd_tutorial.report import results_markdown
     _, results = tiny_run
     side = results | {"run": results["run"] | {"student_workers": 2, "torch_threads": 2}}
-    assert "2 threads, students 2 runs at a time with one thread each" in results_markdown(side)
+    assert ("2 threads, students 2 runs at a time with one thread each (so their train tokens/s are one thread's)"
+            in results_markdown(side))
     for workers in (1, None):  # one after another, or a file from before --workers
         alone = results | {"run": results["run"] | {"student_workers": workers, "torch_threads": 2}}
         assert "2 threads, commit" in results_markdown(alone) and "at a time" not in results_markdown(alone)

@@ -1,6 +1,6 @@
 """The `tiny` pipeline with its student runs one after another (--workers 1) and side by side (the default).
 
-Each run starts from an empty artifact cache, so it fine-tunes the teacher too. The two settings alternate, and
+Each run starts from an empty artifact cache, so it fine-tunes the teacher too. `cpu` is /proc/cpuinfo's model name. The two settings alternate, and
 the one that goes first alternates from pair to pair. Seconds are results.json's `wall_seconds` and
 `phase_seconds`, and the process's own time from start to exit (imports included).
 Run from the repository root on otherwise idle cores:
@@ -38,6 +38,7 @@ def one_run(extra: list[str]) -> dict:
 
 
 def main() -> None:
+    """Three pairs, alternating which setting goes first; the JSON record on stdout."""
     names = list(SETTINGS)
     pairs = []
     for pair in range(1, PAIRS + 1):
