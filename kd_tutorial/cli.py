@@ -87,11 +87,11 @@ def work_ratio(profile, runs=None) -> float:
 
 # How many times longer a profile's phases took in fp32 on 2 cores of a CPU without bf16 units (an AMD EPYC) than
 # in bf16 on the 2 cores with them where its time_budget_s was measured (docs/tuning.md, "The new defaults, on three
-# seeds"; a profile not listed was not measured both ways). tiny: 87.6 s on average with its students side by side
+# seeds"; a profile not listed was not measured both ways). tiny: 89.4 s on average with its students side by side
 # (--workers, docs/tuning/tiny-workers.json; 118 s one after another, docs/tuning/tiny-fp32.json) against 47 s.
 # Two machines, not only two precisions: cpu's 3.0 is roughly 2.0 (bf16) x 1.5 (the slower cores), timed with its
-# students one after another (side by side, their steps took 1.3 to 1.5x less: docs/tuning/workers-step-cost.json;
-# no whole seed was timed so), so it overestimates now, as it does on faster cores without bf16 units.
+# students one after another (side by side, about 1.16x less for a seed's students by an estimate from measured step
+# costs: docs/tuning.md, "Two runs at a time"), so it overestimates a little now, and more on faster cores.
 CPU_FP32_SLOWDOWN = {"cpu": 3.0, "tiny": 1.9}
 # fp32 asked for (precision=fp32) on a CPU with bf16 units: the precision alone, from one distil-3L step on such a
 # CPU (0.876 s in fp32 against 0.438 s in bf16: docs/tuning.md, "Twenty minutes"); tiny was not measured this way
