@@ -4,7 +4,7 @@ Why: a small model's training step keeps two cores only partly busy. Some of its
 whatever ``torch.set_num_threads`` says (a dropout mask is drawn one element at a time on CPUs whose vendor is not
 Intel), and small matrix products gain little from a second thread. With two student runs side by side, one thread
 each, the ``tiny`` profile's students took 1.6 to 1.7 times less time on 2 cores, and a training step of the ``cpu``
-profile's students 1.2 to 1.4 times less, 1.16 with an online teacher (docs/tuning.md, "Two runs at a time").
+profile's students 1.2 to 1.4 times less, 1.16 to 1.17 with an online teacher (docs/tuning.md, "Two runs at a time").
 
 Why fork, and why one thread: a forked child starts at once with the parent's models and data (no import, no
 copy until written). But GNU OpenMP, which PyTorch's CPU kernels use on Linux, hangs in a forked child that asks
