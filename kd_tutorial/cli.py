@@ -2,7 +2,7 @@
 
     kd-tutorial distill [--profile P] [--data-dir D] [--teacher NAME_OR_PATH] [--init pretrained|random]
                         [--out DIR] [--resume] [--seed N | --seeds N N ...] [--recipes all | NAME ...]
-                        [--set FIELD=VALUE ...]
+                        [--set FIELD=VALUE ...] [--workers N]
     kd-tutorial env [--profile P] [--json]
     kd-tutorial prefetch --profile cpu|full
     kd-tutorial grade SUBMISSIONS... [--out grades.csv] [--timeout SECONDS]
@@ -494,7 +494,8 @@ def _add_distill(sub, profile_help: str) -> None:
     d.add_argument("--grad-accum", type=_positive, metavar="K", help="micro-batches per optimizer step; keep "
                    "batch-size x grad-accum at the profile's effective batch to train alike")
     d.add_argument("--workers", type=_positive, metavar="N", help="student runs trained at once on a CPU, one "
-                   "thread each (default: one per core, at most 4, on Linux; 1 on a GPU; kd_tutorial.parallel)")
+                   "thread each (default: one per core on a Linux CPU with 2 to 4 cores; 1 on more cores, a GPU or "
+                   "another system; kd_tutorial.parallel)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
