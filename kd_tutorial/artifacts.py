@@ -136,10 +136,15 @@ def student_folder(prep: Prepared, name: str, *key_parts) -> Path:
     return prep.directory / "students" / f"{slug}-{stable_hash(*key_parts)}"
 
 
+def student_finished(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished student run (its model, and the history written after it)."""
+    return (folder / "history.json").exists() and (folder / "model" / "config.json").exists()
+
+
 def load_student(folder: Path):
     """``(model, history)`` of a finished student in ``folder``, or None when it is not (fully) there."""
     from transformers import BertForSequenceClassification
-    if not (folder / "history.json").exists() or not (folder / "model" / "config.json").exists():
+    if not student_finished(folder):
         return None
     try:
         history = History.from_dict(json.loads((folder / "history.json").read_text()))

@@ -33,6 +33,7 @@ from .flops import duration_text, estimate_profile, time_estimate
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .models import TINY_TEACHER
+from .parallel import check_workers
 from .pipeline import run_distill
 from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, TINY_BERT
 from .recipes import get_recipe, RECIPES
@@ -156,15 +157,6 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
                    "(kd_tutorial.flops reads docs/results/benchmark-*.json)")
 
 
-def _check_workers(workers: int | None, device: str) -> None:
-    """Refuse ``--workers N`` above 1 where runs cannot train side by side: a GPU, or a system without fork."""
-    from .parallel import can_fork
-    if workers and workers > 1 and (device != "cpu" or not can_fork()):
-        where = f"on {device}" if device != "cpu" else f"on {sys.platform} (no safe fork)"
-        raise UsageError(f"--workers {workers}: student runs train side by side only on a CPU under Linux, not "
-                         f"{where}; leave --workers out")
-
-
 def cmd_distill(args) -> int:
     """Run the whole pipeline for the chosen profile."""
     quiet()
@@ -174,7 +166,7 @@ def cmd_distill(args) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     device = check_device(args.device) if args.device else pick_device()
-    _check_workers(args.workers, device)
+    check_workers(args.workers or 1, device, setting=f"--workers {args.workers}", fix="leave --workers out")
     seeds = args.seeds or [args.seed]
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")

@@ -36,19 +36,31 @@ class WorkerDiedError(UserError, RuntimeError):
     """A worker process ended without finishing its job (killed by the system, often for lack of memory)."""
 
 
+class SideBySideError(UserError, ValueError):
+    """Jobs asked to run side by side where they cannot: on a GPU, or where fork is not safe."""
+
+
 def can_fork() -> bool:
     """True where forked workers are safe here: Linux (macOS and Windows start workers by re-importing)."""
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def default_workers(device: str, jobs: int) -> int:
+def default_workers(device: str) -> int:
     """How many jobs to run at once: one per core PyTorch may use, on a CPU where :func:`can_fork` and when that is
-    2 to :data:`MAX_AUTO_WORKERS` cores (capped at ``jobs``); otherwise 1."""
+    2 to :data:`MAX_AUTO_WORKERS` cores; otherwise 1."""
     import torch
     cores = torch.get_num_threads()
     if device != "cpu" or not can_fork() or not 2 <= cores <= MAX_AUTO_WORKERS:
         return 1
-    return max(1, min(cores, jobs))
+    return cores
+
+
+def check_workers(workers: int, device: str, *, setting: str, fix: str) -> None:
+    """Raise :class:`SideBySideError` (one line: ``setting``, why, then ``fix``) when ``workers`` > 1 cannot run
+    here: on a GPU (its runs share one device) or where :func:`can_fork` is false. One worker runs anywhere."""
+    if workers > 1 and (device != "cpu" or not can_fork()):
+        where = f"on {device}" if device != "cpu" else f"on {sys.platform} (no safe fork)"
+        raise SideBySideError(f"{setting}: runs train side by side only on a CPU under Linux, not {where}; {fix}")
 
 
 _JOB = None  # the job function, handed to the forked children by inheritance (it need not be picklable)

@@ -23,14 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, plots
-from .artifacts import load_student, save_student, student_folder
+from .artifacts import load_student, save_student, student_finished, student_folder
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
 from .evaluate import compare, compare_paired, correct_matrix, predict_logits
 from .layer_maps import describe as describe_mapping, layer_mapping
 from .models import DistillationStudent, build_student, fold_word_embeddings
-from .parallel import default_workers, run_forked
+from .parallel import check_workers, default_workers, run_forked
 from .profiles import Profile, StudentSpec
 from .recipes import Recipe, get_recipe
 from .report import format_comparisons, format_table
@@ -137,9 +137,10 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     under its teacher. With ``resume=True`` a finished run is loaded from there (``status="cached"``)
     and an interrupted one continues from its last checkpoint; otherwise it is trained again. With
     ``out``, each final model is also saved into ``out/checkpoints/<name>/model``. With ``workers`` > 1
-    (a CPU, Linux), that many runs train at once, one thread each (:mod:`kd_tutorial.parallel`), and are
-    read back from the artifact cache.
+    (a CPU, Linux) and at least two runs left to train, up to that many train at once, one thread each
+    (:mod:`kd_tutorial.parallel`), and are read back from the artifact cache.
     """
+    check_workers(workers, device, setting=f"workers={workers}", fix="give workers=1")
     chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config)]
               for spec in students or profile.students}
     wanted = [r for rs in chosen.values() for r in rs]
@@ -161,10 +162,13 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
             return _one_run(profile, job["spec"], job["recipe"], job["config"], sets, teacher, prep, job["folder"],
                             initials.setdefault(key, []), resume=resume, device=device, init=init, desc=job["name"],
                             progress=progress and workers == 1)
-    status = _train_side_by_side(jobs, run, resume, workers, device, progress) if workers > 1 else {}
+    todo = [job for job in jobs if not (resume and student_finished(job["folder"]))]
+    status = _train_side_by_side(todo, run, resume, workers, progress) if min(workers, len(todo)) > 1 else {}
     trained = {}
     for job in jobs:
-        item = run(job, resume=resume or job["name"] in status) | ({"status": status[job["name"]]} if status else {})
+        item = run(job, resume=resume or job["name"] in status)
+        if job["name"] in status:
+            item["status"] = status[job["name"]]  # trained in a worker (or cached there by another process)
         if out is not None:
             atomic_save_pretrained(item["model"], Path(out) / "checkpoints" / job["name"].replace(" ", "_") / "model")
         trained[job["name"]] = item | {k: job[k] for k in ("seed", "base", "student", "plan")} | {
@@ -191,12 +195,10 @@ def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str
     return jobs
 
 
-def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, device: str, progress: bool) -> dict:
+def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progress: bool) -> dict:
     """Train ``jobs`` ``workers`` at a time in forked processes (:func:`kd_tutorial.parallel.run_forked`), the
     runs with an online teacher (the costliest) first; return each run's status (``"trained"``, or ``"cached"``
     when ``resume`` found it finished)."""
-    if device != "cpu":
-        raise ValueError(f"workers={workers} trains runs side by side on a CPU only, not on {device}: give workers=1")
     print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers)", flush=True)
     order = sorted(range(len(jobs)), key=lambda i: not jobs[i]["recipe"].online_teacher)
     with tqdm(total=len(jobs), desc="student runs", disable=not progress) as bar:
@@ -341,12 +343,12 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
               device=device, progress=progress)
     with clock("teacher_logits"):
         logits, cls = teacher_outputs(profile, prep, runs, **kw)
-    n_runs = len(seeds) * sum(len(student_recipes(profile, spec, runs)) for spec in profile.students)
-    workers = workers or default_workers(device, n_runs)
+    workers = workers or default_workers(device)
     with clock("students"):
         trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, out=out, resume=resume,
                                    device=device, init=init, progress=progress, cls=cls, runs=runs, workers=workers)
-    workers = min(workers, len(trained))  # what ran side by side, for the record
+    n_trained = sum(item["status"] == "trained" for item in trained.values())
+    workers = max(1, min(workers, n_trained))  # what ran side by side, for the record
     with clock("evaluation"):
         rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
     results = {"run": run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,

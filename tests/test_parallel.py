@@ -2,11 +2,13 @@
 run's status, errors raised where they can be read, and when the pipeline uses them."""
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from kd_tutorial import parallel, pipeline, teachers
+from kd_tutorial.errors import UserError
 from kd_tutorial.profiles import get_profile
 
 linux_only = pytest.mark.skipif(not parallel.can_fork(), reason="forked workers run on Linux only")
@@ -74,13 +76,24 @@ def test_workers_below_one_are_refused():
 
 def test_default_workers_one_per_core_on_a_small_cpu_and_one_elsewhere(monkeypatch):
     monkeypatch.setattr(parallel, "can_fork", lambda: True)
-    for cores, jobs, workers in ((2, 8, 2), (4, 8, 4), (4, 3, 3), (1, 8, 1), (8, 8, 1), (16, 8, 1)):
+    for cores, workers in ((2, 2), (4, 4), (1, 1), (8, 1), (16, 1)):
         monkeypatch.setattr(torch, "get_num_threads", lambda: cores)  # 1: e.g. OMP_NUM_THREADS=1, as under xdist
-        assert parallel.default_workers("cpu", jobs=jobs) == workers, (cores, jobs)  # 8 cores: measured neither way
+        assert parallel.default_workers("cpu") == workers, cores  # 8 cores: measured neither way
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert parallel.default_workers("cuda", jobs=16) == parallel.default_workers("mps", jobs=16) == 1
+    assert parallel.default_workers("cuda") == parallel.default_workers("mps") == 1
     monkeypatch.setattr(parallel, "can_fork", lambda: False)
-    assert parallel.default_workers("cpu", jobs=16) == 1
+    assert parallel.default_workers("cpu") == 1
+
+
+def test_workers_where_jobs_cannot_go_side_by_side_are_refused_in_one_line(monkeypatch):
+    for workers, device in ((1, "cuda:0"), (1, "cpu"), (2, "cpu")):
+        parallel.check_workers(workers, device, setting="w", fix="f")  # one runs anywhere; two on a Linux CPU
+    with pytest.raises(parallel.SideBySideError, match=r"^--workers 2: runs train side by side only on a CPU under "
+                                                       r"Linux, not on cuda:0; leave --workers out$"):
+        parallel.check_workers(2, "cuda:0", setting="--workers 2", fix="leave --workers out")
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+    with pytest.raises(UserError, match=r"workers=3: .* not on \w+ \(no safe fork\); give workers=1$"):
+        parallel.check_workers(3, "cpu", setting="workers=3", fix="give workers=1")
 
 
 def test_forked_workers_are_offered_on_linux_only(monkeypatch):
@@ -134,6 +147,21 @@ def test_runs_side_by_side_give_exactly_the_models_of_runs_one_after_another(sma
             assert torch.equal(a, b), (name, p)
     again = pipeline.distill_students(profile, teacher, prep, logits, workers=2, resume=True, **kw)
     assert {item["status"] for item in again.values()} == {"cached"}
+    assert calls == [(4, 2)]  # nothing left to train: no worker started
+
+
+@linux_only
+def test_one_run_left_to_train_trains_here_and_two_go_to_the_workers(small, monkeypatch):
+    profile, teacher, prep, logits = small
+    kw = dict(runs=("baseline", "kd+transfer", "pseudo-label"), seeds=(3,), progress=False)
+    first = pipeline.distill_students(profile, teacher, prep, logits, workers=1, **kw)
+    calls = _spy_on_workers(monkeypatch)
+    for left in (["baseline"], ["baseline", "pseudo-label"]):
+        for name in left:
+            (Path(first[f"compact-1L-H32 {name}"]["path"]) / "history.json").unlink()  # as if interrupted
+        again = pipeline.distill_students(profile, teacher, prep, logits, workers=2, resume=True, **kw)
+        assert {n.split()[-1] for n, item in again.items() if item["status"] == "trained"} == set(left)
+    assert calls == [(2, 2)]  # one run left: trained here, with every thread; two: side by side
 
 
 @linux_only
@@ -151,5 +179,6 @@ def test_a_failing_run_in_a_worker_stops_the_pipeline_with_its_error(small, monk
 
 def test_runs_side_by_side_on_a_gpu_are_refused_before_any_work(small):
     profile, teacher, prep, logits = small
-    with pytest.raises(ValueError, match="on a CPU only, not on cuda: give workers=1"):
+    with pytest.raises(ValueError, match="workers=2: runs train side by side only on a CPU under Linux, not on "
+                                         "cuda; give workers=1"):
         pipeline.distill_students(profile, teacher, prep, logits, workers=2, device="cuda", progress=False)

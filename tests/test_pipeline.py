@@ -86,7 +86,7 @@ def test_results_json_has_the_promised_fields(tiny_run):
         assert key in run, key
     assert run["profile"] == "tiny" and run["evaluated_on"] == "test"
     assert set(run["phase_seconds"]) == {"teacher", "teacher_logits", "students", "evaluation"}
-    assert run["student_workers"] == parallel.default_workers("cpu", 8)  # one per core on 2 to 4 cores (Linux); else 1
+    assert run["student_workers"] == parallel.default_workers("cpu")  # one per core on 2 to 4 cores (Linux); else 1
     names = {r["name"] for r in results["models"]}
     profile = get_profile("tiny")
     runs = {s.name: [r.name for r in pipeline.student_recipes(profile, s)] for s in profile.students}
