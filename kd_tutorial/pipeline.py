@@ -152,6 +152,8 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
                                                            **prep.where)}
     sets = student_data(profile, prep, logits, cls)
     jobs = _jobs(profile, students or profile.students, chosen, seeds, teacher, prep, init, len(sets["transfer"][0]))
+    todo = [job for job in jobs if not (resume and student_finished(job["folder"]))]
+    side = min(workers, len(todo)) > 1  # else every run trains here, with every thread
     initials: dict = {}  # the (student, seed) in training's initial weights, built on first need
 
     def run(job, resume):
@@ -161,9 +163,8 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
         with locked(job["folder"]):
             return _one_run(profile, job["spec"], job["recipe"], job["config"], sets, teacher, prep, job["folder"],
                             initials.setdefault(key, []), resume=resume, device=device, init=init, desc=job["name"],
-                            progress=progress and workers == 1)
-    todo = [job for job in jobs if not (resume and student_finished(job["folder"]))]
-    status = _train_side_by_side(todo, run, resume, workers, progress) if min(workers, len(todo)) > 1 else {}
+                            progress=progress and not side)
+    status = _train_side_by_side(todo, run, resume, workers, progress) if side else {}
     trained = {}
     for job in jobs:
         item = run(job, resume=resume or job["name"] in status)

@@ -182,3 +182,29 @@ def test_runs_side_by_side_on_a_gpu_are_refused_before_any_work(small):
     with pytest.raises(ValueError, match="workers=2: runs train side by side only on a CPU under Linux, not on "
                                          "cuda; give workers=1"):
         pipeline.distill_students(profile, teacher, prep, logits, workers=2, device="cuda", progress=False)
+
+
+@linux_only
+def test_jobs_run_side_by_side_from_a_jupyter_kernel(tmp_path):
+    """Notebooks 05 to 07 train their runs through run_forked from inside a kernel: the workers fork from it, and
+    what they print reaches the notebook."""
+    import nbformat.v4
+    from nbclient import NotebookClient
+
+    from kd_tutorial.grading.execute import kernel_manager_class
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, torch\n"
+        "from kd_tutorial import parallel\n"
+        "torch.set_num_threads(2)\n"
+        "(torch.randn(300, 300) @ torch.randn(300, 300)).sum()  # the kernel's own threads have run\n"
+        "kernel = os.getpid()\n"
+        "def job(i):\n"
+        "    print(f'job {i}:', 'a worker' if os.getpid() != kernel else 'the kernel', flush=True)\n"
+        "    return i * i, torch.get_num_threads()\n"
+        "print(parallel.run_forked(job, 4, workers=2))")])
+    client = NotebookClient(nb, timeout=120, kernel_name="kd-tutorial-grader", shutdown_kernel="immediate",
+                            kernel_manager_class=kernel_manager_class(), resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.output_type == "stream")
+    assert "[(0, 1), (1, 1), (4, 1), (9, 1)]" in text, text  # in order, one thread each
+    assert text.count("a worker") == 4 and "the kernel" not in text, text  # the two workers' lines may interleave
