@@ -117,7 +117,8 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
     except BrokenProcessPool:
         _stop(pool, workers_started or set(multiprocessing.active_children()) - others)
         raise WorkerDiedError("a worker process died before its run finished (killed by the system, often for lack "
-                              "of memory): run again with --workers 1, and --resume to keep the finished runs") from None
+                              "of memory): run again with --workers 1 and --resume (in Python: workers=1, resume=True) "
+                              "to keep the finished runs") from None
     except BaseException:
         _stop(pool, workers_started or set(multiprocessing.active_children()) - others)
         raise

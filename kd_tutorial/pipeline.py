@@ -200,7 +200,7 @@ def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progr
     """Train ``jobs`` ``workers`` at a time in forked processes (:func:`kd_tutorial.parallel.run_forked`), the
     runs with an online teacher (the costliest) first; return each run's status (``"trained"``, or ``"cached"``
     when ``resume`` found it finished)."""
-    print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers)", flush=True)
+    print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers, or workers=)", flush=True)
     order = sorted(range(len(jobs)), key=lambda i: not jobs[i]["recipe"].online_teacher)
     with tqdm(total=len(jobs), desc="student runs", disable=not progress) as bar:
         statuses = run_forked(lambda k: run(jobs[order[k]], resume)["status"], len(jobs), workers,
@@ -334,6 +334,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     the evaluation.
     """
     device = device or pick_device()
+    check_workers(workers or 1, device, setting=f"workers={workers}", fix="give workers=1")  # before the teacher
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seeds, clock = tuple(seeds), _Phases()

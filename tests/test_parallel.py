@@ -86,6 +86,7 @@ def test_default_workers_one_per_core_on_a_small_cpu_and_one_elsewhere(monkeypat
 
 
 def test_workers_where_jobs_cannot_go_side_by_side_are_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(parallel, "can_fork", lambda: True)  # as on Linux
     for workers, device in ((1, "cuda:0"), (1, "cpu"), (2, "cpu")):
         parallel.check_workers(workers, device, setting="w", fix="f")  # one runs anywhere; two on a Linux CPU
     with pytest.raises(parallel.SideBySideError, match=r"^--workers 2: runs train side by side only on a CPU under "
@@ -177,11 +178,14 @@ def test_a_failing_run_in_a_worker_stops_the_pipeline_with_its_error(small, monk
                                   seeds=(5,), progress=False)
 
 
-def test_runs_side_by_side_on_a_gpu_are_refused_before_any_work(small):
+def test_runs_side_by_side_on_a_gpu_are_refused_before_any_work(small, monkeypatch, tmp_path):
     profile, teacher, prep, logits = small
     with pytest.raises(ValueError, match="workers=2: runs train side by side only on a CPU under Linux, not on "
                                          "cuda; give workers=1"):
         pipeline.distill_students(profile, teacher, prep, logits, workers=2, device="cuda", progress=False)
+    monkeypatch.setattr(pipeline, "ensure_teacher", lambda *a, **k: pytest.fail("the teacher was prepared"))
+    with pytest.raises(parallel.SideBySideError, match="not on cuda:0; give workers=1$"):
+        pipeline.run_distill(profile, workers=2, device="cuda:0", out=tmp_path, progress=False)
 
 
 @linux_only
