@@ -217,17 +217,39 @@ def paired_bootstrap(correct_a: torch.Tensor, correct_b: torch.Tensor, *, n_boot
     *same* reviews. Each bootstrap sample draws ``N`` reviews with replacement and
     keeps every seed's answers on them, so the interval reflects which reviews were
     drawn, pooled over seeds: ``diff = mean over seeds and reviews of (a - b)``.
+
+    A review's difference takes one of at most ``2 * seeds + 1`` values, so a sample
+    is drawn as how many times it picks each value (a multinomial), not as ``N``
+    indices: the same distribution, without an ``n_boot x N`` tensor of indices.
     """
     a, b = _paired(correct_a, correct_b)
-    per_review = (a.float() - b.float()).mean(0)  # (N,): the difference on each review, averaged over seeds
+    per_review = (a.double() - b.double()).mean(0)  # (N,): the difference on each review, averaged over seeds
     g = torch.Generator().manual_seed(seed)
     n = per_review.numel()
-    draws = torch.randint(0, n, (n_boot, n), generator=g)
-    boot = per_review[draws].mean(1)
+    values, counts = torch.unique(per_review, return_counts=True)
+    boot = multinomial_counts(counts, n_boot, generator=g) @ values / n
     tail = (1 - level) / 2
     low, high = torch.quantile(boot.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
     return {"diff": float(per_review.mean()), "ci_low": low, "ci_high": high, "level": level, "n_boot": n_boot,
             "reviews": n, "seeds": a.shape[0]}
+
+
+def multinomial_counts(counts: torch.Tensor, n_draws: int, *, generator=None) -> torch.Tensor:
+    """``(n_draws, K)`` float64 draws of Multinomial(N, counts / N), ``N = counts.sum()``: how often ``N`` draws
+    with replacement from a pool with ``counts[k]`` items of kind ``k`` pick each kind.
+
+    One binomial per kind, on the draws that are left: ``X_k ~ Binomial(N - X_1 - ... - X_{k-1},
+    counts[k] / (counts[k] + ... + counts[K-1]))``.
+    """
+    counts = counts.double()
+    left = torch.full((n_draws,), float(counts.sum()), dtype=torch.float64)
+    columns = []
+    for k in range(len(counts) - 1):
+        share = float(counts[k] / counts[k:].sum())
+        picked = torch.binomial(left, torch.full_like(left, share), generator=generator)
+        columns.append(picked)
+        left = left - picked
+    return torch.stack(columns + [left], 1)
 
 
 def mcnemar(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:

@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kd_tutorial.evaluate import VERDICTS, compare_paired, correct_matrix, mcnemar, paired_bootstrap, verdict
+from kd_tutorial.evaluate import (VERDICTS, compare_paired, correct_matrix, mcnemar, multinomial_counts,
+                                  paired_bootstrap, verdict)
 
 
 def _pair(n_ab: int, n_ba: int, n_both: int = 50, n_neither: int = 10):
@@ -107,6 +108,28 @@ def test_paired_bootstrap_is_reproducible_and_narrows_with_more_reviews():
     assert paired_bootstrap(a, b, seed=3) == paired_bootstrap(a, b, seed=3)
     width = lambda x, y: (lambda o: o["ci_high"] - o["ci_low"])(paired_bootstrap(x, y, n_boot=2000))
     assert width(a.repeat(9), b.repeat(9)) < 0.5 * width(a, b)  # 9x the reviews: about a third of the width
+
+
+def test_multinomial_counts_add_up_and_pick_each_kind_in_proportion():
+    counts = torch.tensor([500, 300, 150, 50])
+    draws = multinomial_counts(counts, 20_000, generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (20_000, 4) and (draws.sum(1) == 1000).all() and (draws >= 0).all()
+    assert draws.mean(0) == pytest.approx(counts.double(), rel=0.01)
+    p = counts.double() / 1000  # a multinomial's variance: N p (1 - p)
+    assert draws.var(0) == pytest.approx(1000 * p * (1 - p), rel=0.05)
+    assert (multinomial_counts(torch.tensor([7]), 3) == 7).all()
+
+
+def test_paired_bootstrap_draws_what_resampling_the_reviews_draws():
+    """The counts of each per-review difference give the same interval as drawing N review indices."""
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(3, 300, generator=g) < 0.85, torch.rand(3, 300, generator=g) < 0.8  # 3 seeds
+    per_review = (a.double() - b.double()).mean(0)
+    by_index = per_review[torch.randint(0, 300, (40_000, 300), generator=g)].mean(1)
+    expected = torch.quantile(by_index, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    out = paired_bootstrap(a, b, n_boot=40_000)
+    assert [out["ci_low"], out["ci_high"]] == pytest.approx(expected, abs=0.003)
+    assert out["diff"] == pytest.approx(float(per_review.mean()))
 
 
 def test_paired_statistics_refuse_unpaired_inputs():
