@@ -30,7 +30,7 @@ import re
 import statistics
 from pathlib import Path
 
-from .pipeline import applicable, step_budget, student_recipes
+from .pipeline import applicable, reads_cached_layers, step_budget, student_recipes
 from .profiles import TINY_BERT, Profile, StudentSpec
 
 NUM_LABELS = 2
@@ -158,10 +158,11 @@ def _phase(parts: dict[str, float], **info) -> dict:
 
 
 def _student_run(profile: Profile, spec: StudentSpec, recipe, rows: dict, per_review: dict, n_rows: int) -> dict:
-    """The FLOPs of one student run: its training steps, the online teacher where the recipe needs it, validation."""
+    """The FLOPs of one student run: its training steps, the online teacher where the recipe needs it (and its
+    layers are not cached), validation."""
     steps = step_budget(profile, spec, n_rows)
     reviews = steps * getattr(profile, "effective_batch", profile.batch_size)  # batch_size x grad_accum
-    online = recipe.online_teacher
+    online = recipe.online_teacher and not reads_cached_layers(profile, recipe)
     return _phase({f"train:{spec.name}": 3 * reviews * per_review[spec.name],
                    "infer:teacher": reviews * per_review["teacher"] if online else 0.0,
                    f"infer:{spec.name}": profile.evals_per_run * rows["validation"] * per_review[spec.name]},
@@ -174,7 +175,8 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     ``lengths``: real token lengths of the profile's reviews (else :func:`imdb_lengths`), capped at
     ``max_length``. ``recipes``: names every student runs (None: each student's own, as ``distill``).
     Phases: ``teacher`` (fine-tuning and its validation passes), ``teacher_logits`` (train + transfer,
-    and the augmented copies a recipe needs), one per student run (``"<student> <recipe>"``: its step
+    and the augmented copies a recipe needs), ``teacher_layers`` (train + transfer again, when a run reads
+    the teacher's cached layers), one per student run (``"<student> <recipe>"``: its step
     budget of training, the teacher's online forward where the recipe needs it, ``evals_per_run``
     validation passes) times ``n_seeds``, and ``evaluation`` (every model on the test split).
     """
@@ -185,6 +187,8 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     runs = [(spec, r) for spec in profile.students for r in student_recipes(profile, spec, recipes)
             if applicable(r, spec, _Heads(teacher["num_attention_heads"]))]
     phases = _teacher_phases(profile, rows, per_review["teacher"], augmented=any(r.augment for _, r in runs))
+    if any(reads_cached_layers(profile, r) for _, r in runs):  # one more teacher pass, writing its mapped layers
+        phases["teacher_layers"] = _phase({"infer:teacher": (rows["train"] + rows["transfer"]) * per_review["teacher"]})
     labelled = min(profile.student_labels or rows["train"], rows["train"])
     for spec, recipe in runs:
         one = _student_run(profile, spec, recipe, rows, per_review, labelled + rows["transfer"])

@@ -35,7 +35,8 @@ from .profiles import Profile, StudentSpec
 from .recipes import Recipe, get_recipe
 from .report import format_comparisons, format_table
 from .store import atomic_save_pretrained, atomic_write_json, locked
-from .teachers import ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on
+from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_layers, ensure_teacher_logits,
+                       ensure_teacher_logits_on)
 from .train import TrainConfig, seed_everything, train
 
 
@@ -75,8 +76,10 @@ def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps:
                        patience=profile.patience)
 
 
-def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Recipe | None = None) -> tuple:
-    """Everything that decides one student run (the key of its folder in the artifact cache)."""
+def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Recipe | None = None,
+            cached_layers: bool = False) -> tuple:
+    """Everything that decides one student run (the key of its folder in the artifact cache): ``cached_layers``
+    when its per-token targets come from the teacher's cached layers (bf16) instead of the teacher."""
     student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
     if not spec.teacher_word_vectors:
         del student["teacher_word_vectors"]  # keys from before the option existed stay valid
@@ -84,7 +87,54 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
            profile.freeze_word_embeddings)
     if recipe is not None:
         key += (dataclasses.asdict(recipe),) + ((AUGMENT,) if recipe.augment else ())
-    return key
+    return key + (("teacher layers: bf16 cache",) if cached_layers else ())
+
+
+def reads_cached_layers(profile: Profile, recipe: Recipe) -> bool:
+    """Whether a run of ``recipe`` reads the teacher's per-token layers from the cache (``teacher_layers="cache"``)
+    rather than from the teacher at every step: its terms must allow it, and its rows be the transfer set's."""
+    spec = recipe.intermediate
+    return (profile.teacher_layers == "cache" and spec is not None and spec.cacheable and recipe.transfer
+            and not recipe.augment)
+
+
+def cached_layer_keys(profile: Profile, specs, recipes_of, teacher_layers: int) -> list[tuple[str, int]]:
+    """Every (kind, teacher layer) that the runs reading the cache need, over the students ``specs``
+    (``recipes_of(spec)``: that student's recipes)."""
+    keys = set()
+    for spec in specs:
+        mapping = layer_mapping(spec.mapping, spec.num_layers, teacher_layers)
+        for recipe in recipes_of(spec):
+            if reads_cached_layers(profile, recipe):
+                keys.update(recipe.intermediate.teacher_layers(mapping))
+    return sorted(keys)
+
+
+def teacher_layer_cache(profile: Profile, prep, keys, **kw) -> dict | None:
+    """The teacher's cached ``keys`` layers on train and transfer (:func:`kd_tutorial.teachers.ensure_teacher_layers`),
+    or None, with a line saying so, when they do not fit on the disk (the runs then call the teacher)."""
+    if not keys:
+        return None
+    states = {split: ensure_teacher_layers(profile, split, keys, **kw) for split in ("train", "transfer")}
+    if any(s is None for s in states.values()):
+        print(f"teacher layers: no room for them on the disk of {prep.directory}; the runs compute them online "
+              "(slower; or --set teacher_layers=online)", flush=True)
+        return None
+    print(f"teacher layers: {', '.join(f'{k} {t}' for k, t in keys)} read from a bf16 cache "
+          f"({cache_gb(states):.2f} GB on disk)", flush=True)
+    return states
+
+
+def cache_gb(states: dict | None) -> float:
+    """Gigabytes that the cached layers ``states`` (per split) hold on disk."""
+    return sum(a.nbytes for s in (states or {}).values() for part in s.parts for a in part.values()) / 1e9
+
+
+def transfer_states(profile: Profile, prep, states: dict):
+    """The cached layers in the rows of ``student_data``'s ``transfer`` set: the students' labelled reviews,
+    then the transfer reviews."""
+    keep = labelled_subset(prep.encoded["train"], profile.student_labels)
+    return states["train"].subset(keep).concat(states["transfer"])
 
 
 def git_commit() -> str | None:
@@ -128,12 +178,13 @@ def augmented_transfer(profile: Profile, prep, teacher_model, *, device: str, pr
 def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,), runs=None,
                      out: Path | None = None, resume: bool = False, device: str = "cpu", init: str = "pretrained",
                      progress: bool = True, students: tuple[StudentSpec, ...] | None = None,
-                     cls: dict | None = None, workers: int = 1) -> dict:
+                     cls: dict | None = None, workers: int = 1, layers: dict | None = None) -> dict:
     """Train every (student, recipe, seed); return ``{model name: {"model", "history", "seed", "base", ...}}``.
 
     ``runs`` names the recipes (None: each student's own). Model names are ``"<student> <recipe>"``
     with ``" s<seed>"`` appended when there are several seeds. ``cls`` holds the teacher's cached
-    [CLS] states per split, for recipes with a [CLS] term. Every run is stored in the artifact cache,
+    [CLS] states per split, for recipes with a [CLS] term, and ``layers`` its cached per-token layers
+    (:func:`teacher_layer_cache`; built here when the profile asks for them and none are given). Every run is stored in the artifact cache,
     under its teacher. With ``resume=True`` a finished run is loaded from there (``status="cached"``)
     and an interrupted one continues from its last checkpoint; otherwise it is trained again. With
     ``out``, each final model is also saved into ``out/checkpoints/<name>/model``. With ``workers`` > 1
@@ -150,8 +201,15 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     if "augmented" not in logits and any(r.augment for r in wanted):
         logits = logits | {"augmented": augmented_transfer(profile, prep, teacher, device=device, progress=progress,
                                                            **prep.where)}
+    if layers is None and profile.teacher_layers == "cache":
+        keys = cached_layer_keys(profile, students or profile.students, lambda spec: chosen[spec.name],
+                                 teacher.config.num_hidden_layers)
+        layers = teacher_layer_cache(profile, prep, keys, teacher_model=teacher, device=device, progress=progress,
+                                     **prep.where)
     sets = student_data(profile, prep, logits, cls)
-    jobs = _jobs(profile, students or profile.students, chosen, seeds, teacher, prep, init, len(sets["transfer"][0]))
+    states = transfer_states(profile, prep, layers) if layers else None
+    jobs = _jobs(profile, students or profile.students, chosen, seeds, teacher, prep, init, len(sets["transfer"][0]),
+                 states)
     todo = [job for job in jobs if not (resume and student_finished(job["folder"]))]
     side = min(workers, len(todo)) > 1  # else every run trains here, with every thread
     initials: dict = {}  # the (student, seed) in training's initial weights, built on first need
@@ -163,7 +221,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
         with locked(job["folder"]):
             return _one_run(profile, job["spec"], job["recipe"], job["config"], sets, teacher, prep, job["folder"],
                             initials.setdefault(key, []), resume=resume, device=device, init=init, desc=job["name"],
-                            progress=progress and not side)
+                            progress=progress and not side, states=states if job["cached_layers"] else None)
     status = _train_side_by_side(todo, run, resume, workers, progress) if side else {}
     trained = {}
     for job in jobs:
@@ -177,9 +235,10 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     return trained
 
 
-def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str, n_rows: int) -> list[dict]:
-    """Every (student, seed, recipe) run in training order, with its name, config and cache folder; announces
-    each student's plan."""
+def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str, n_rows: int,
+          states=None) -> list[dict]:
+    """Every (student, seed, recipe) run in training order, with its name, config, cache folder and whether it
+    reads the teacher's cached layers (``states``); announces each student's plan."""
     jobs = []
     for spec in specs:
         recipes = chosen[spec.name]
@@ -188,9 +247,11 @@ def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str
         for seed in seeds:
             for recipe in recipes:
                 config = run_config(profile, spec, recipe, plan["steps"], seed)
+                cached = states is not None and reads_cached_layers(profile, recipe)
                 folder = student_folder(prep, f"{spec.name} {recipe.name} s{seed}",
-                                        *run_key(profile, spec, config, init, recipe))
+                                        *run_key(profile, spec, config, init, recipe, cached_layers=cached))
                 jobs.append({"spec": spec, "recipe": recipe, "seed": seed, "config": config, "folder": folder,
+                             "cached_layers": cached, "online_teacher": recipe.online_teacher and not cached,
                              "plan": plan, "student": spec.name, "base": f"{spec.name} {recipe.name}",
                              "name": f"{spec.name} {recipe.name}" + (f" s{seed}" if len(seeds) > 1 else "")})
     return jobs
@@ -198,10 +259,10 @@ def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str
 
 def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progress: bool) -> dict:
     """Train ``jobs`` ``workers`` at a time in forked processes (:func:`kd_tutorial.parallel.run_forked`), the
-    runs with an online teacher (the costliest) first; return each run's status (``"trained"``, or ``"cached"``
+    runs that call the teacher at every step (the costliest) first; return each run's status (``"trained"``, or ``"cached"``
     when ``resume`` found it finished)."""
     print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers, or workers=)", flush=True)
-    order = sorted(range(len(jobs)), key=lambda i: not jobs[i]["recipe"].online_teacher)
+    order = sorted(range(len(jobs)), key=lambda i: not jobs[i]["online_teacher"])
     with tqdm(total=len(jobs), desc="student runs", disable=not progress) as bar:
         statuses = run_forked(lambda k: run(jobs[order[k]], resume)["status"], len(jobs), workers,
                               on_done=lambda k: bar.update())
@@ -228,8 +289,9 @@ def _announce(name: str, plan: dict) -> None:
 
 
 def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial: list, *, resume, device, init,
-             desc, progress) -> dict:
-    """One student run: from the cache when ``resume`` finds it finished, else trained (and stored)."""
+             desc, progress, states=None) -> dict:
+    """One student run: from the cache when ``resume`` finds it finished, else trained (and stored); ``states``:
+    the teacher's cached layers, in the transfer set's rows, for a run that reads them."""
     cached = load_student(folder) if resume else None
     if cached is not None:
         return {"model": cached[0], "history": cached[1], "status": "cached"}
@@ -242,11 +304,12 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
     model = (DistillationStudent(student, teacher.config.hidden_size) if spec_i is not None
              and spec_i.needs_projection else student)
     rows, t_logits, t_cls = sets["augmented" if recipe.augment else "transfer" if recipe.transfer else "labelled"]
-    online = recipe.online_teacher
+    online = recipe.online_teacher and states is None
     seed_everything(config.seed)
     history = train(model, rows, config=config, val_data=prep.encoded["validation"],
                     teacher_logits=t_logits if recipe.mode != "ce" else None, teacher=teacher if online else None,
-                    teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, device=device,
+                    teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, teacher_states=states,
+                    device=device,
                     checkpoint_dir=folder, resume=resume, desc=desc, progress=progress)
     student = fold_word_embeddings(student)  # a plain BERT again (a no-op unless spec.teacher_word_vectors)
     save_student(folder, student, history)
@@ -345,16 +408,25 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
               device=device, progress=progress)
     with clock("teacher_logits"):
         logits, cls = teacher_outputs(profile, prep, runs, **kw)
+    keys = cached_layer_keys(profile, profile.students, lambda spec: [
+        r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher_model.config)],
+        teacher_model.config.num_hidden_layers)
+    with clock("teacher_layers"):
+        layers = teacher_layer_cache(profile, prep, keys, **kw)
     workers = workers or default_workers(device)
     with clock("students"):
         trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, out=out, resume=resume,
-                                   device=device, init=init, progress=progress, cls=cls, runs=runs, workers=workers)
+                                   device=device, init=init, progress=progress, cls=cls, runs=runs, workers=workers,
+                                   layers=layers or {})  # {}: none cached, and none to build again
     n_trained = sum(item["status"] == "trained" for item in trained.values())
     workers = max(1, min(workers, n_trained))  # what ran side by side, for the record
     with clock("evaluation"):
         rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
-    results = {"run": run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
-                                 phases=clock.seconds, wall=clock.wall(), workers=workers),
+    record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
+                        phases=clock.seconds, wall=clock.wall(), workers=workers)
+    record["teacher_layers"] = {"setting": profile.teacher_layers, "cached": [f"{k} {t}" for k, t in keys] if layers
+                                else [], "gb": cache_gb(layers)}
+    results = {"run": record,
                "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
                "histories": {"teacher": info.get("history")} |
                             {n: item["history"].to_dict() for n, item in trained.items() if item["history"]}}

@@ -70,6 +70,7 @@ FIELD_RULES = {
     "alpha": (lambda v: 0 <= v <= 1, "a number from 0 (hard labels only) to 1 (soft targets only)"),
     "evals_per_run": (_whole(1), "a whole number >= 1"),
     "patience": (_optional(_whole(1)), "None (no early stop) or a whole number >= 1"),
+    "teacher_layers": (lambda v: v in ("online", "cache"), "online or cache"),
     "seeds": (lambda v: len(v) >= 1 and all(_whole(0)(s) and s <= MAX_SEED for s in v),
               f"one or more whole numbers from 0 to {MAX_SEED}"),
 }
@@ -174,6 +175,10 @@ class Profile:
     # carve validation in runs of this many consecutive reviews per class, with kd_tutorial.data.MOVIE_GUARD reviews
     # left unused on either side, so that it shares almost no movie with training (None: reviews drawn at random)
     val_block: int | None = None
+    # where intermediate recipes get the teacher's per-token layers: "online" (the frozen teacher at every step) or
+    # "cache" (its mapped layers, written once in bf16 beside its logits and read by every run: kd_tutorial.layer_cache;
+    # about 2 GB per layer for 10,000 reviews of 256 tokens at width 384; online again where the disk lacks room)
+    teacher_layers: str = "online"
     temperature: float = 2.0
     alpha: float = 0.5
     # each student's runs, unless it names its own
@@ -317,6 +322,7 @@ PROFILES: dict[str, Profile] = {
         alpha=0.5,
         evals_per_run=3,
         seeds=(0,),
+        teacher_layers="cache",
         time_budget_s=60,
     ),
     "cpu": Profile(
@@ -342,6 +348,7 @@ PROFILES: dict[str, Profile] = {
         n_test=None,
         val_size=1000,
         val_block=100,  # validation in runs of 100 reviews: a movie's reviews sit together (docs/tuning.md)
+        teacher_layers="cache",  # 9.8 GB for distil-3L's and compact-2L-H128's mapped layers (docs/tuning.md)
         max_length=256,
         truncation="head+tail",
         batch_size=16,

@@ -58,8 +58,20 @@ class Intermediate:
 
     @property
     def needs_online_teacher(self) -> bool:
-        """Everything but [CLS] states needs the teacher's per-token internals, too large to cache."""
+        """Everything but [CLS] states needs the teacher's per-token internals: from the teacher at every step,
+        or (hidden states and values, see :attr:`cacheable`) from its cached layers."""
         return bool(self.hidden_mse or self.hidden_cosine or self.attention or self.value_relation)
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether cached layers (:mod:`kd_tutorial.layer_cache`) can stand in for the teacher: hidden states and
+        value vectors can; attention maps (heads x L x L per review) cannot."""
+        return self.needs_online_teacher and not self.attention
+
+    def teacher_layers(self, mapping: list[int]) -> list[tuple[str, int]]:
+        """The teacher's (kind, layer) pairs that the per-token terms read, for a layer ``mapping``."""
+        keys = [("hidden", t) for t in mapping] if self.hidden_mse or self.hidden_cosine else []
+        return keys + ([("values", t) for t in mapping] if self.value_relation else [])
 
     @property
     def needs_projection(self) -> bool:
@@ -83,8 +95,8 @@ class Recipe:
 
     @property
     def online_teacher(self) -> bool:
-        """True when a run of this recipe runs the teacher at every step (its intermediate terms need the
-        teacher's per-token states, too large to cache); such runs cost the most."""
+        """True when a run of this recipe needs the teacher's per-token internals: the teacher at every step
+        (such runs cost the most) unless its layers are cached (:mod:`kd_tutorial.layer_cache`)."""
         return self.intermediate is not None and self.intermediate.needs_online_teacher
 
     def with_(self, **changes) -> "Recipe":

@@ -3,7 +3,8 @@
 :func:`ensure_teacher` fine-tunes the profile's teacher (or loads it), and
 :func:`ensure_teacher_logits` / :func:`ensure_teacher_cls` give its logits and
 [CLS] states on a split, computed in one pass and cached, so that every student
-and notebook distils the same targets. Where they live on disk is
+and notebook distils the same targets. :func:`ensure_teacher_layers` caches the
+per-token layers that intermediate recipes read, in bf16, where the profile asks. Where they live on disk is
 :mod:`kd_tutorial.artifacts`'s job; how the teacher trains is :mod:`kd_tutorial.train`'s.
 """
 from __future__ import annotations
@@ -14,9 +15,14 @@ from pathlib import Path
 
 import torch
 
+from tqdm.auto import tqdm
+
 from .artifacts import ArtifactError, prepare
-from .device import pick_device
+from .data import batch_groups, collate, prefetch
+from .device import autocast_dtype, device_type, pick_device
 from .evaluate import predict_logits
+from .features import forward_features
+from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
 from .models import check_same_vocab, teacher_for_profile
 from .profiles import Profile, stable_hash
 from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked
@@ -81,8 +87,8 @@ def ensure_teacher_cls(profile: Profile, split: str, *, teacher_model=None, data
     """The teacher's [CLS] state after every layer on ``split``, ``[N, layers + 1, H]`` in float16, cached.
 
     Patient KD matches these; they come from the same pass as the logits (a
-    review's per-token states would be ``L`` times larger: those are computed
-    online instead, see :mod:`kd_tutorial.recipes`).
+    review's per-token states are ``L`` times larger: those are computed online,
+    or cached only for the mapped layers, see :func:`ensure_teacher_layers`).
     """
     return _teacher_pass(profile, split, "cls", teacher_model=teacher_model, data_dir=data_dir, teacher=teacher,
                          init=init, seed=seed, device=device, progress=progress)
@@ -125,6 +131,57 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
         if not path["logits"].exists():  # logits already cached stay as they are: students were trained on them
             atomic_torch_save(logits, path["logits"])
         return _load_logits(path[what], rows)
+
+
+def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, data_dir: str | None = None,
+                          teacher: str | None = None, init: str = "pretrained", seed: int = 0,
+                          device: str | None = None, progress: bool = True) -> LayerStates | None:
+    """The teacher's ``keys`` layers on ``split`` (``("hidden", t)``, ``("values", t)``), in bf16, computed in
+    one pass and cached (:mod:`kd_tutorial.layer_cache`); row ``i`` belongs to review ``i`` of the split.
+
+    ``None`` when they would not fit on the cache's disk: the runs then compute them online.
+    """
+    prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    encoded, layers = prep.encoded[split], teacher_model.config.num_hidden_layers
+    paths = {key: prep.split_file(f"{key[0]}-{key[1]}", split).with_suffix(".npy") for key in sorted(set(keys))}
+    with locked(prep.directory):
+        missing = {key: path for key, path in paths.items() if not path.exists()}
+        if missing:
+            length, width = max(map(len, encoded.input_ids)), teacher_model.config.hidden_size
+            if not has_room(prep.directory, nbytes(len(encoded), length, width, missing)):
+                return None
+            writer = LayerWriter(missing, len(encoded), length, width)
+            _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,
+                        device=device or pick_device(), precision=profile.precision, progress=progress,
+                        desc=f"teacher layers ({split})")
+            writer.close()
+        try:
+            states = LayerStates.open(paths, layers)
+        except Exception as err:
+            raise ArtifactError(f"cannot read the cached teacher layers in {prep.directory} "
+                                f"({err.__class__.__name__}): delete its .npy files and run again") from err
+    if len(states) != len(encoded):
+        raise ArtifactError(f"the cached teacher layers in {prep.directory} have {len(states)} rows for "
+                            f"{len(encoded)} reviews: delete its .npy files and run again")
+    return states
+
+
+@torch.no_grad()
+def _layer_pass(teacher_model, encoded, writer: LayerWriter, *, batch_size: int, device: str, precision: str,
+                progress: bool, desc: str) -> None:
+    """One pass of the frozen teacher over ``encoded`` (in the training loop's precision), writing the layers
+    ``writer`` asks for."""
+    kinds = {kind for kind, _ in writer.paths}
+    dtype, kind = autocast_dtype(device, precision), device_type(device)
+    groups = batch_groups(encoded, batch_size, shuffle=False, group_by_length=True)
+    for batch in tqdm(prefetch(lambda g: collate(encoded, g, pin=kind == "cuda"), groups), total=len(groups),
+                      desc=desc, disable=not progress, leave=False):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = forward_features(teacher_model, batch["input_ids"], batch["attention_mask"],
+                                   hidden="hidden" in kinds, values="values" in kinds)
+        for what, t in writer.paths:
+            writer.write((what, t), batch["index"], out.hidden[t] if what == "hidden" else out.values[t - 1])
 
 
 def _load_logits(path: Path, rows: int) -> torch.Tensor:

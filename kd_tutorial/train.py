@@ -8,7 +8,8 @@ frozen teacher called at every step.
 pseudo-label control: the teacher's labels without its soft targets).
 ``config.intermediate`` adds intermediate-layer terms (:mod:`kd_tutorial.recipes`):
 [CLS] states can come from a cache (``teacher_cls``); per-token states, attention
-maps and value vectors come from the frozen teacher, called under ``no_grad``.
+maps and value vectors come from the frozen teacher, called under ``no_grad``, or,
+but for attention maps, from its cached layers (``teacher_states``).
 
 What the loop does, in order: AdamW with linear warm-up and decay; gradient
 accumulation (each micro-batch loss divided by the number of micro-batches);
@@ -150,9 +151,15 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
 
 
 def teacher_outputs(batch: dict, config: TrainConfig, teacher_logits=None, teacher=None,
-                    teacher_cls=None) -> Features:
-    """The teacher's side of one batch: cached rows (``index``) where possible, else a frozen teacher's pass."""
+                    teacher_cls=None, teacher_states=None, mapping=None) -> Features:
+    """The teacher's side of one batch: cached rows (``index``) where possible, else a frozen teacher's pass.
+
+    ``teacher_states`` (:class:`~kd_tutorial.layer_cache.LayerStates`) holds the cached per-token layers
+    that ``mapping`` (teacher layers, one per student layer) picks; without them those come from the teacher.
+    """
     spec = config.intermediate
+    if teacher_logits is not None and spec is not None and uses_cached_layers(spec, teacher_states, mapping):
+        return _cached_layers(batch, spec, teacher_logits, teacher_states, mapping)
     online = teacher_logits is None or (spec is not None and spec.needs_online_teacher)
     if online:
         assert teacher is not None and not teacher.training, "the teacher must be frozen and in eval() mode"
@@ -172,15 +179,35 @@ def teacher_outputs(batch: dict, config: TrainConfig, teacher_logits=None, teach
     return Features(logits=teacher_logits[rows].to(device), hidden=hidden)
 
 
-def _teacher_layers(teacher, teacher_cls) -> int:
+def uses_cached_layers(spec: Intermediate, teacher_states, mapping) -> bool:
+    """Whether ``teacher_states`` hold every per-token layer that ``spec`` reads under ``mapping``."""
+    return (teacher_states is not None and spec.cacheable
+            and set(spec.teacher_layers(mapping)) <= teacher_states.keys)
+
+
+def _cached_layers(batch: dict, spec: Intermediate, teacher_logits, teacher_states, mapping) -> Features:
+    """The teacher's side of one batch read from the caches: its logits and its mapped layers."""
+    device = batch["input_ids"].device
+    read = teacher_states.read(batch["index"], batch["input_ids"].shape[1], spec.teacher_layers(mapping))
+    read = {key: x.to(device, non_blocking=True) for key, x in read.items()}
+    layers = teacher_states.teacher_layers
+    return Features(logits=teacher_logits[batch["index"]].to(device),
+                    hidden=tuple(read.get(("hidden", t)) for t in range(layers + 1)),
+                    values=[read.get(("values", t)) for t in range(1, layers + 1)])
+
+
+def _teacher_layers(teacher, teacher_cls, teacher_states=None) -> int:
     if teacher is not None:
         return teacher.config.num_hidden_layers
+    if teacher_states is not None:
+        return teacher_states.teacher_layers
     if teacher_cls is not None:
         return teacher_cls.shape[1] - 1
-    raise ValueError("intermediate terms need a teacher or its cached [CLS] states")
+    raise ValueError("intermediate terms need a teacher, its cached layers or its cached [CLS] states")
 
 
-def recipe_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, teacher=None, teacher_cls=None):
+def recipe_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, teacher=None, teacher_cls=None,
+                teacher_states=None):
     """``(loss, student logits, {term: value})`` of one batch. The teacher never receives a gradient.
 
     ``model`` is a student, or a :class:`~kd_tutorial.models.DistillationStudent`
@@ -197,14 +224,15 @@ def recipe_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, te
         return losses.hard_cross_entropy(s.logits, labels), s.logits, {}
     if config.mode not in ("kd", "pseudo"):
         raise ValueError(f"unknown mode {config.mode!r}: use 'ce', 'kd' or 'pseudo'")
-    t = teacher_outputs(batch, config, teacher_logits, teacher, teacher_cls)
+    mapping = None if spec is None else layer_mapping(spec.mapping, student.config.num_hidden_layers,
+                                                      _teacher_layers(teacher, teacher_cls, teacher_states))
+    t = teacher_outputs(batch, config, teacher_logits, teacher, teacher_cls, teacher_states, mapping)
     if config.mode == "pseudo":
         loss = losses.hard_cross_entropy(s.logits, torch.where(labels >= 0, labels, t.logits.argmax(-1)))
     else:
         loss = losses.distillation_loss(s.logits, t.logits, labels, config.temperature, config.alpha)
     if spec is None:
         return loss, s.logits, {}
-    mapping = layer_mapping(spec.mapping, student.config.num_hidden_layers, _teacher_layers(teacher, teacher_cls))
     terms = intermediate_terms(spec, s, t, batch["attention_mask"], mapping, getattr(model, "projections", None))
     return loss + sum(spec.weights[name] * value for name, value in terms.items()), s.logits, terms
 
@@ -281,14 +309,16 @@ def _validate(model, val_data, config: TrainConfig, device: str) -> float:
 
 
 def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=None, teacher_logits=None,
-          teacher=None, teacher_cls=None, device: str | None = None, checkpoint_dir: str | Path | None = None,
+          teacher=None, teacher_cls=None, teacher_states=None, device: str | None = None,
+          checkpoint_dir: str | Path | None = None,
           resume: bool = False, desc: str = "train", progress: bool = True, on_epoch_end=None,
           log_every: int = 25, checkpoint_every_s: float = 300.0) -> History:
     """Train ``model`` on ``train_data`` (a :class:`kd_tutorial.data.Encoded`) and return its history.
 
     ``mode="kd"`` and ``"pseudo"`` need ``teacher_logits`` (rows aligned with
     ``train_data``) or a frozen ``teacher``; intermediate terms on per-token
-    internals need the ``teacher`` itself. With ``checkpoint_dir``, one checkpoint
+    internals need the ``teacher`` itself, or its cached layers (``teacher_states``,
+    rows aligned too; attention maps always need the teacher). With ``checkpoint_dir``, one checkpoint
     (``last.pt``, with the optimizer state) is rewritten after every validation
     pass (or epoch); ``resume=True`` continues from it. ``on_epoch_end(epoch,
     history)`` is called after each epoch (tests use it to simulate an
@@ -299,8 +329,13 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     """
     if config.mode != "ce" and teacher_logits is None and teacher is None:
         raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
-    if config.intermediate is not None and config.intermediate.needs_online_teacher and teacher is None:
-        raise ValueError("intermediate terms on per-token states, attention or values need the frozen teacher")
+    spec = config.intermediate
+    if spec is not None and spec.needs_online_teacher and teacher is None and not _states_cover(spec, teacher_states,
+                                                                                                 model):
+        raise ValueError("intermediate terms on per-token states, attention or values need the frozen teacher "
+                         "(or, but for attention, its cached layers: teacher_states)")
+    if teacher_states is not None and len(teacher_states) != len(train_data):
+        raise ValueError(f"teacher_states hold {len(teacher_states)} rows for {len(train_data)} training rows")
     if teacher is not None and any(p.requires_grad for p in teacher.parameters()):
         raise ValueError("the teacher must be frozen: call kd_tutorial.train.freeze(teacher) first")
     if (config.keep_best or config.patience) and val_data is None:
@@ -310,7 +345,7 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     if teacher is not None:
         teacher.to(device)
     cached = tuple(None if t is None else t.to(device) for t in (teacher_logits, teacher_cls))  # read every step
-    run = _Run(model, train_data, config, val_data, (cached[0], teacher, cached[1]), device,
+    run = _Run(model, train_data, config, val_data, (cached[0], teacher, cached[1], teacher_states), device,
                Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc, log_every, checkpoint_every_s)
     if resume:
         run.resume()
@@ -323,6 +358,15 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
         model.load_state_dict(run.best_state)
     run.history.finished_at = time.strftime("%Y-%m-%d %H:%M")
     return run.history
+
+
+def _states_cover(spec: Intermediate, teacher_states, model) -> bool:
+    """Whether cached layers can stand in for the teacher for every term of ``spec``, for this student."""
+    if teacher_states is None:
+        return False
+    student = getattr(model, "student", model)
+    mapping = layer_mapping(spec.mapping, student.config.num_hidden_layers, teacher_states.teacher_layers)
+    return uses_cached_layers(spec, teacher_states, mapping)
 
 
 class _Run:

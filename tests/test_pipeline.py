@@ -85,7 +85,11 @@ def test_results_json_has_the_promised_fields(tiny_run):
                 "wall_seconds", "phase_seconds", "evaluated_on", "student_workers"):
         assert key in run, key
     assert run["profile"] == "tiny" and run["evaluated_on"] == "test"
-    assert set(run["phase_seconds"]) == {"teacher", "teacher_logits", "students", "evaluation"}
+    assert set(run["phase_seconds"]) == {"teacher", "teacher_logits", "teacher_layers", "students", "evaluation"}
+    # compact-1L-H32's kd+transfer+values reads the value vectors of the teacher's layer 4 (of 4) from the bf16 cache
+    assert run["teacher_layers"]["setting"] == "cache" and run["teacher_layers"]["cached"] == ["values 4"]
+    rows = sum(run["split_sizes"][s] for s in ("train", "transfer"))
+    assert 0 < run["teacher_layers"]["gb"] * 1e9 <= rows * 64 * 64 * 2  # up to 64 tokens x width 64 x 2 bytes a row
     assert run["student_workers"] == parallel.default_workers("cpu")  # one per core on 2 to 4 cores (Linux); else 1
     names = {r["name"] for r in results["models"]}
     profile = get_profile("tiny")

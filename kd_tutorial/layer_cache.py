@@ -1,0 +1,114 @@
+"""The teacher's mapped layers, cached on disk in bf16 and read back by row: per-token targets without the teacher.
+
+An intermediate recipe matches the teacher's hidden states (``("hidden", t)``:
+``hidden_states[t]``) or value vectors (``("values", t)``: layer ``t``'s V) at its
+mapped layers ``t``. Computed online, they cost a frozen teacher's forward pass at
+every step. Cached, they cost disk instead: reviews x tokens x width x 2 bytes per
+(kind, layer), about 2 GB per layer for the cpu profile's 10,000 reviews, written
+once per teacher and read by every seed and student. Attention maps (heads x L x L
+per review) stay online. numpy has no bf16, so the arrays hold its bits as int16
+(``.npy`` files, opened as memory maps: only the rows of a batch are read).
+
+:func:`kd_tutorial.teachers.ensure_teacher_layers` writes them;
+:func:`kd_tutorial.train.train` reads them through :class:`LayerStates`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+Key = tuple[str, int]  # ("hidden" or "values", teacher layer)
+ROOM_TO_SPARE = 2 * 1024 ** 3  # bytes a cache must leave free on its disk
+
+
+def nbytes(rows: int, length: int, width: int, keys) -> int:
+    """Bytes on disk of ``keys`` layers cached for ``rows`` reviews of up to ``length`` tokens."""
+    return rows * length * width * 2 * len(keys)
+
+
+def has_room(folder: Path, size: int) -> bool:
+    """Whether ``size`` more bytes fit in ``folder``'s disk with :data:`ROOM_TO_SPARE` left over."""
+    return shutil.disk_usage(folder).free - size >= ROOM_TO_SPARE
+
+
+class LayerWriter:
+    """Writes ``keys`` layers of ``rows`` reviews into ``.npy`` files, each renamed into place only when complete."""
+
+    def __init__(self, paths: dict[Key, Path], rows: int, length: int, width: int):
+        self.paths = paths
+        self.arrays = {key: np.lib.format.open_memmap(_partial(path), mode="w+", dtype=np.int16,
+                                                      shape=(rows, length, width)) for key, path in paths.items()}
+
+    def write(self, key: Key, index: torch.Tensor, states: torch.Tensor) -> None:
+        """Store ``states`` (B, L, width) as rows ``index`` (their first L positions)."""
+        bits = states.detach().to(torch.bfloat16).view(torch.int16).cpu().numpy()
+        self.arrays[key][index.cpu().numpy(), : bits.shape[1]] = bits
+
+    def close(self) -> None:
+        """Flush every file to disk and move it into place."""
+        for array in self.arrays.values():
+            array.flush()
+        self.arrays = {}  # unmapped before the rename (Windows refuses to rename a mapped file)
+        for path in self.paths.values():
+            os.replace(_partial(path), path)
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+class LayerStates:
+    """Cached layers of some reviews, in row order: ``read(index, length)`` gives them as float32 tensors.
+
+    Row ``i`` is row ``where[i, 1]`` of part ``where[i, 0]``; :meth:`subset` and
+    :meth:`concat` make new row orders over the same files (as the students' data
+    takes some labelled reviews and then the transfer reviews).
+    """
+
+    def __init__(self, parts: list[dict[Key, np.ndarray]], where: torch.Tensor, teacher_layers: int):
+        self.parts, self.where, self.teacher_layers = parts, where, teacher_layers
+
+    @classmethod
+    def open(cls, paths: dict[Key, Path], teacher_layers: int) -> "LayerStates":
+        """The cached files ``paths``, read lazily (memory maps)."""
+        arrays = {key: np.load(path, mmap_mode="r") for key, path in paths.items()}
+        rows = {a.shape[0] for a in arrays.values()}
+        if len(rows) != 1:
+            raise ValueError(f"cached layers of one split hold different numbers of rows: {sorted(rows)}")
+        n = rows.pop()
+        return cls([arrays], torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n)], 1), teacher_layers)
+
+    @property
+    def keys(self) -> set[Key]:
+        """The (kind, layer) pairs every row has."""
+        return set.intersection(*(set(part) for part in self.parts))
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def subset(self, rows) -> "LayerStates":
+        """Rows ``rows``, in that order."""
+        return LayerStates(self.parts, self.where[torch.as_tensor(rows, dtype=torch.long)], self.teacher_layers)
+
+    def concat(self, other: "LayerStates") -> "LayerStates":
+        """These rows, then ``other``'s."""
+        shifted = other.where + torch.tensor([len(self.parts), 0])
+        return LayerStates(self.parts + other.parts, torch.cat([self.where, shifted]), self.teacher_layers)
+
+    def read(self, index: torch.Tensor, length: int, keys) -> dict[Key, torch.Tensor]:
+        """``{key: (B, length, width) float32}`` for rows ``index`` (a batch's ``index``), on the CPU."""
+        where = self.where[index.cpu()]
+        out = {}
+        for key in keys:
+            width = self.parts[0][key].shape[2]
+            bits = np.zeros((len(where), length, width), dtype=np.int16)
+            for p, part in enumerate(self.parts):
+                mine = (where[:, 0] == p).nonzero().flatten()
+                if len(mine):
+                    bits[mine.numpy(), : part[key].shape[1]] = part[key][where[mine, 1].numpy(), :length]
+            out[key] = torch.from_numpy(bits).view(torch.bfloat16).float()
+        return out

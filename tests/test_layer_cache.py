@@ -1,0 +1,161 @@
+"""The teacher's mapped layers cached in bf16: written once, read back by row, equal to the online teacher's, and
+the runs that read them learn as the runs that call the teacher do."""
+import dataclasses
+
+import pytest
+import torch
+
+from kd_tutorial import layer_cache, pipeline, teachers
+from kd_tutorial.data import collate
+from kd_tutorial.features import forward_features
+from kd_tutorial.layer_cache import LayerStates, LayerWriter
+from kd_tutorial.models import DistillationStudent, build_student
+from kd_tutorial.profiles import get_profile
+from kd_tutorial.recipes import get_recipe
+from kd_tutorial.train import TrainConfig, recipe_loss, seed_everything, train
+
+KEYS = [("hidden", 2), ("hidden", 4), ("values", 4)]
+
+
+def _bf16(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.bfloat16).float()
+
+
+def test_layer_states_read_back_each_row_in_any_order_subset_and_concatenation(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    lengths = [5, 3, 7, 2]
+    states = {key: [torch.randn(n, 4, generator=g) for n in lengths] for key in KEYS}
+    writer = LayerWriter({key: tmp_path / f"{key[0]}{key[1]}.npy" for key in KEYS}, rows=4, length=7, width=4)
+    for rows in ([2, 0], [1, 3]):  # batches padded to their own longest row, as a pass writes them
+        longest = max(lengths[r] for r in rows)
+        for key in KEYS:
+            batch = torch.zeros(len(rows), longest, 4)
+            for i, r in enumerate(rows):
+                batch[i, : lengths[r]] = states[key][r]
+            writer.write(key, torch.tensor(rows), batch)
+    writer.close()
+    assert not list(tmp_path.glob("*.partial"))  # each file moved into place once complete
+    cache = LayerStates.open({key: tmp_path / f"{key[0]}{key[1]}.npy" for key in KEYS}, teacher_layers=4)
+    assert len(cache) == 4 and cache.keys == set(KEYS)
+    out = cache.read(torch.tensor([3, 0]), length=6, keys=[("values", 4)])
+    assert set(out) == {("values", 4)} and out[("values", 4)].shape == (2, 6, 4)
+    assert torch.equal(out[("values", 4)][0, :2], _bf16(states[("values", 4)][3]))
+    assert torch.equal(out[("values", 4)][1, :5], _bf16(states[("values", 4)][0]))
+    assert (out[("values", 4)][0, 2:] == 0).all()  # past a review's end: zeros, which the mask ignores
+    both = cache.subset([2, 1]).concat(cache.subset([0]))  # rows 2, 1, then 0 of a second part
+    again = both.read(torch.tensor([2, 0]), length=7, keys=[("hidden", 2)])[("hidden", 2)]
+    assert len(both) == 3
+    assert torch.equal(again[0, :5], _bf16(states[("hidden", 2)][0])) and torch.equal(again[1], _bf16(states[("hidden", 2)][2]))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """The tiny profile cut to seconds, in a private cache, with the teacher's layers cached for KEYS."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KD_TUTORIAL_HOME", str(tmp_path_factory.mktemp("kd-home")))
+        profile = get_profile("tiny").replace(teacher_epochs=1, n_transfer=300, student_epochs=0.5,
+                                              students=get_profile("tiny").students[1:], evals_per_run=1)
+        teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+        logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+        states = {s: teachers.ensure_teacher_layers(profile, s, KEYS, teacher_model=teacher, progress=False)
+                  for s in ("train", "transfer")}
+        yield profile, teacher, prep, logits, states
+
+
+def test_cached_layers_are_the_online_teachers_to_bf16_precision(small):
+    profile, teacher, prep, _, states = small
+    rows = prep.encoded["transfer"]
+    batch = collate(rows, [5, 0, 17, 3])  # padded to its own longest row, unlike the pass's batches
+    with torch.no_grad():
+        live = forward_features(teacher, batch["input_ids"], batch["attention_mask"], hidden=True, values=True)
+    read = states["transfer"].read(batch["index"], batch["input_ids"].shape[1], KEYS)
+    real = batch["attention_mask"].bool()
+    for (kind, t), cached in read.items():
+        online = live.hidden[t] if kind == "hidden" else live.values[t - 1]
+        assert ((cached - online)[real].abs().max() / online[real].abs().max()) < 1e-2, (kind, t)
+
+
+def test_cached_layers_are_computed_once_and_only_the_missing_ones(small, monkeypatch):
+    profile, teacher, prep, _, _ = small
+    passes = []
+    real = teachers._layer_pass
+    monkeypatch.setattr(teachers, "_layer_pass", lambda model, enc, writer, **kw: (passes.append(set(writer.paths)),
+                                                                                  real(model, enc, writer, **kw)))
+    again = teachers.ensure_teacher_layers(profile, "train", KEYS, teacher_model=teacher, progress=False)
+    assert passes == [] and again.keys == set(KEYS)
+    more = teachers.ensure_teacher_layers(profile, "train", KEYS + [("hidden", 1)], teacher_model=teacher,
+                                          progress=False)
+    assert passes == [{("hidden", 1)}] and more.keys == set(KEYS) | {("hidden", 1)}
+
+
+def _student(profile, teacher, recipe):
+    seed_everything(0)
+    student = build_student(profile.students[0], teacher)
+    return DistillationStudent(student, teacher.config.hidden_size) if recipe.intermediate.needs_projection \
+        else student
+
+
+@pytest.mark.parametrize("name", ["kd+transfer+values", "kd+transfer+cosine"])
+def test_a_batch_loss_from_cached_layers_is_the_online_teachers(small, name):
+    profile, teacher, prep, logits, states = small
+    recipe = get_recipe(name)
+    model = _student(profile, teacher, recipe).eval()  # no dropout: the two calls see the same student
+    rows = prep.encoded["transfer"]
+    batch = collate(rows, list(range(8)))
+    config = TrainConfig(mode="kd", intermediate=recipe.intermediate)
+    keys = set(recipe.intermediate.teacher_layers([4]))  # the 1-layer student's uniform mapping: teacher layer 4
+    assert keys <= states["transfer"].keys
+    online = recipe_loss(model, batch, config, logits["transfer"], teacher=teacher)
+    cached = recipe_loss(model, batch, config, logits["transfer"], teacher_states=states["transfer"])
+    assert cached[0].item() == pytest.approx(online[0].item(), rel=1e-2)
+    assert set(cached[2]) == set(online[2]) and len(online[2]) == 1
+    for term in online[2]:
+        assert cached[2][term].item() == pytest.approx(online[2][term].item(), rel=2e-2, abs=1e-4), term
+
+
+def test_training_reads_cached_layers_without_the_teacher_but_attention_needs_it(small):
+    profile, teacher, prep, logits, states = small
+    rows = prep.encoded["transfer"]
+    recipe = get_recipe("kd+transfer+values")
+    config = TrainConfig(mode="kd", intermediate=recipe.intermediate, max_steps=3, batch_size=8)
+    history = train(_student(profile, teacher, recipe), rows, config=config, teacher_logits=logits["transfer"],
+                    teacher_states=states["transfer"], device="cpu", progress=False)
+    assert len(history.steps) > 0 and all("value_relation" in s for s in history.steps)
+    attention = dataclasses.replace(config, intermediate=get_recipe("kd+transfer+attn").intermediate)
+    with pytest.raises(ValueError, match="need the frozen teacher"):
+        train(_student(profile, teacher, get_recipe("kd+transfer+attn")), rows, config=attention,
+              teacher_logits=logits["transfer"], teacher_states=states["transfer"], device="cpu", progress=False)
+    with pytest.raises(ValueError, match="teacher_states hold"):
+        train(_student(profile, teacher, recipe), rows, config=config, teacher_logits=logits["transfer"],
+              teacher_states=states["transfer"].subset([0, 1]), device="cpu", progress=False)
+
+
+def test_the_pipeline_trains_from_the_cache_and_keys_those_runs_apart(small):
+    profile, teacher, prep, logits, _ = small
+    kw = dict(runs=("kd+transfer+values",), progress=False)
+    cached = pipeline.distill_students(profile, teacher, prep, logits, **kw)["compact-1L-H32 kd+transfer+values"]
+    online = pipeline.distill_students(profile.replace(teacher_layers="online"), teacher, prep, logits,
+                                       **kw)["compact-1L-H32 kd+transfer+values"]
+    assert cached["status"] == online["status"] == "trained" and cached["path"] != online["path"]
+    last = [item["history"].steps[-1]["loss"] for item in (cached, online)]
+    assert last[0] == pytest.approx(last[1], rel=0.05)  # the same run, but for the targets' bf16 rounding
+
+
+def test_a_disk_without_room_leaves_the_runs_to_the_online_teacher(small, monkeypatch, capsys):
+    profile, teacher, prep, logits, _ = small
+    monkeypatch.setattr(teachers, "has_room", lambda folder, size: False)
+    profile = profile.replace(teacher_layers="cache")
+    keys = [("values", 3)]  # not cached yet, so it needs room
+    assert teachers.ensure_teacher_layers(profile, "train", keys, teacher_model=teacher, progress=False) is None
+    assert pipeline.teacher_layer_cache(profile, prep, keys, teacher_model=teacher, progress=False,
+                                        **prep.where) is None
+    assert "no room for them on the disk" in capsys.readouterr().out
+    assert not list(prep.directory.glob("values-3-*"))  # nothing half-written
+
+
+def test_the_room_check_leaves_room_to_spare(tmp_path, monkeypatch):
+    free = 10 * 1024 ** 3
+    monkeypatch.setattr(layer_cache.shutil, "disk_usage", lambda path: type("Usage", (), {"free": free})())
+    assert layer_cache.has_room(tmp_path, free - layer_cache.ROOM_TO_SPARE)
+    assert not layer_cache.has_room(tmp_path, free - layer_cache.ROOM_TO_SPARE + 1)
+    assert layer_cache.nbytes(10_000, 256, 384, [("hidden", 2)]) == 10_000 * 256 * 384 * 2
