@@ -36,12 +36,22 @@ def has_room(folder: Path, size: int) -> bool:
 
 
 class LayerWriter:
-    """Writes ``keys`` layers of ``rows`` reviews into ``.npy`` files, each renamed into place only when complete."""
+    """Writes ``keys`` layers of ``rows`` reviews into ``.npy`` files, each renamed into place only when complete.
+
+    Until then each is a ``.NAME.<pid>.tmp`` file, its disk space reserved up front (a full disk then fails here,
+    not halfway); :meth:`discard` removes them, and :func:`kd_tutorial.store.clean_stale` what a crash left.
+    """
 
     def __init__(self, paths: dict[Key, Path], rows: int, length: int, width: int):
-        self.paths = paths
-        self.arrays = {key: np.lib.format.open_memmap(_partial(path), mode="w+", dtype=np.int16,
-                                                      shape=(rows, length, width)) for key, path in paths.items()}
+        self.paths, self.arrays = paths, {}
+        try:
+            for key, path in paths.items():
+                self.arrays[key] = np.lib.format.open_memmap(_partial(path), mode="w+", dtype=np.int16,
+                                                             shape=(rows, length, width))
+                _reserve(_partial(path))
+        except BaseException:
+            self.discard()
+            raise
 
     def write(self, key: Key, index: torch.Tensor, states: torch.Tensor) -> None:
         """Store ``states`` (B, L, width) as rows ``index`` (their first L positions)."""
@@ -56,9 +66,23 @@ class LayerWriter:
         for path in self.paths.values():
             os.replace(_partial(path), path)
 
+    def discard(self) -> None:
+        """Remove the unfinished files (after an error or an interruption)."""
+        self.arrays = {}
+        for path in self.paths.values():
+            _partial(path).unlink(missing_ok=True)
+
 
 def _partial(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the file's blocks now (a memory map otherwise gets them on first write, and a full disk then
+    kills the process instead of raising)."""
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
 class LayerStates:
@@ -69,18 +93,18 @@ class LayerStates:
     takes some labelled reviews and then the transfer reviews).
     """
 
-    def __init__(self, parts: list[dict[Key, np.ndarray]], where: torch.Tensor, teacher_layers: int):
-        self.parts, self.where, self.teacher_layers = parts, where, teacher_layers
+    def __init__(self, parts: list[dict[Key, np.ndarray]], where: torch.Tensor, depth: int):
+        self.parts, self.where, self.depth = parts, where, depth  # depth: the teacher's number of layers
 
     @classmethod
-    def open(cls, paths: dict[Key, Path], teacher_layers: int) -> "LayerStates":
+    def open(cls, paths: dict[Key, Path], depth: int) -> "LayerStates":
         """The cached files ``paths``, read lazily (memory maps)."""
         arrays = {key: np.load(path, mmap_mode="r") for key, path in paths.items()}
         rows = {a.shape[0] for a in arrays.values()}
         if len(rows) != 1:
             raise ValueError(f"cached layers of one split hold different numbers of rows: {sorted(rows)}")
         n = rows.pop()
-        return cls([arrays], torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n)], 1), teacher_layers)
+        return cls([arrays], torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n)], 1), depth)
 
     @property
     def keys(self) -> set[Key]:
@@ -92,12 +116,12 @@ class LayerStates:
 
     def subset(self, rows) -> "LayerStates":
         """Rows ``rows``, in that order."""
-        return LayerStates(self.parts, self.where[torch.as_tensor(rows, dtype=torch.long)], self.teacher_layers)
+        return LayerStates(self.parts, self.where[torch.as_tensor(rows, dtype=torch.long)], self.depth)
 
     def concat(self, other: "LayerStates") -> "LayerStates":
         """These rows, then ``other``'s."""
         shifted = other.where + torch.tensor([len(self.parts), 0])
-        return LayerStates(self.parts + other.parts, torch.cat([self.where, shifted]), self.teacher_layers)
+        return LayerStates(self.parts + other.parts, torch.cat([self.where, shifted]), self.depth)
 
     def read(self, index: torch.Tensor, length: int, keys) -> dict[Key, torch.Tensor]:
         """``{key: (B, length, width) float32}`` for rows ``index`` (a batch's ``index``), on the CPU."""

@@ -35,8 +35,9 @@ from .profiles import Profile, StudentSpec
 from .recipes import Recipe, get_recipe
 from .report import format_comparisons, format_table
 from .store import atomic_save_pretrained, atomic_write_json, locked
+from .layer_cache import has_room
 from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_layers, ensure_teacher_logits,
-                       ensure_teacher_logits_on)
+                       ensure_teacher_logits_on, layer_file, missing_layer_bytes)
 from .train import TrainConfig, seed_everything, train
 
 
@@ -98,27 +99,37 @@ def reads_cached_layers(profile: Profile, recipe: Recipe) -> bool:
             and not recipe.augment)
 
 
-def cached_layer_keys(profile: Profile, specs, recipes_of, teacher_layers: int) -> list[tuple[str, int]]:
+def run_layer_keys(spec: StudentSpec, recipe: Recipe, depth: int) -> set[tuple[str, int]]:
+    """The teacher's (kind, layer) pairs that one run's per-token terms read (``depth``: the teacher's layers)."""
+    return set(recipe.intermediate.layer_keys(layer_mapping(spec.mapping, spec.num_layers, depth)))
+
+
+def cached_layer_keys(profile: Profile, specs, recipes_of, depth: int) -> list[tuple[str, int]]:
     """Every (kind, teacher layer) that the runs reading the cache need, over the students ``specs``
-    (``recipes_of(spec)``: that student's recipes)."""
-    keys = set()
-    for spec in specs:
-        mapping = layer_mapping(spec.mapping, spec.num_layers, teacher_layers)
-        for recipe in recipes_of(spec):
-            if reads_cached_layers(profile, recipe):
-                keys.update(recipe.intermediate.teacher_layers(mapping))
-    return sorted(keys)
+    (``recipes_of(spec)``: that student's recipes; ``depth``: the teacher's number of layers)."""
+    return sorted({key for spec in specs for recipe in recipes_of(spec) if reads_cached_layers(profile, recipe)
+                   for key in run_layer_keys(spec, recipe, depth)})
+
+
+LAYER_SPLITS = ("train", "transfer")  # what the students train on
 
 
 def teacher_layer_cache(profile: Profile, prep, keys, **kw) -> dict | None:
-    """The teacher's cached ``keys`` layers on train and transfer (:func:`kd_tutorial.teachers.ensure_teacher_layers`),
-    or None, with a line saying so, when they do not fit on the disk (the runs then call the teacher)."""
+    """The teacher's cached ``keys`` layers on train and transfer (:func:`kd_tutorial.teachers.ensure_teacher_layers`).
+
+    When the missing ones do not fit on the disk, nothing is written, a line says so, and only the layers
+    already cached are returned (None if none): the runs that need the others call the teacher.
+    """
+    need = sum(missing_layer_bytes(profile, s, keys, teacher_model=kw["teacher_model"], **prep.where)
+               for s in LAYER_SPLITS)
+    if need and not has_room(prep.directory, need):
+        keys = [k for k in keys if all(layer_file(prep, k, s).exists() for s in LAYER_SPLITS)]
+        print(f"teacher layers: {need / 1e9:.1f} GB more do not fit on the disk of {prep.directory} (2 GB must stay "
+              "free): the runs that need them call the teacher at every step (slower)", flush=True)
     if not keys:
         return None
-    states = {split: ensure_teacher_layers(profile, split, keys, **kw) for split in ("train", "transfer")}
-    if any(s is None for s in states.values()):
-        print(f"teacher layers: no room for them on the disk of {prep.directory}; the runs compute them online "
-              "(slower; or --set teacher_layers=online)", flush=True)
+    states = {split: ensure_teacher_layers(profile, split, keys, **kw) for split in LAYER_SPLITS}
+    if any(s is None for s in states.values()):  # the disk filled up meanwhile
         return None
     print(f"teacher layers: {', '.join(f'{k} {t}' for k, t in keys)} read from a bf16 cache "
           f"({cache_gb(states):.2f} GB on disk)", flush=True)
@@ -133,8 +144,12 @@ def cache_gb(states: dict | None) -> float:
 def transfer_states(profile: Profile, prep, states: dict):
     """The cached layers in the rows of ``student_data``'s ``transfer`` set: the students' labelled reviews,
     then the transfer reviews."""
-    keep = labelled_subset(prep.encoded["train"], profile.student_labels)
-    return states["train"].subset(keep).concat(states["transfer"])
+    return states["train"].subset(student_labels(profile, prep)).concat(states["transfer"])
+
+
+def student_labels(profile: Profile, prep) -> list[int]:
+    """The rows of train whose labels the students see (:func:`kd_tutorial.data.labelled_subset`), in order."""
+    return labelled_subset(prep.encoded["train"], profile.student_labels)
 
 
 def git_commit() -> str | None:
@@ -153,7 +168,7 @@ def student_data(profile: Profile, prep, logits: dict, cls: dict | None = None) 
 
     Each is ``(rows, teacher logits, teacher [CLS] states or None)``, aligned row by row.
     """
-    keep = labelled_subset(prep.encoded["train"], profile.student_labels)
+    keep = student_labels(profile, prep)
     labelled = subset_encoded(prep.encoded["train"], keep, "student labels")
     both = concat_encoded(labelled, prep.encoded["transfer"], "train+transfer")
     both_logits = torch.cat([logits["train"][keep], logits["transfer"]])
@@ -184,8 +199,8 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     ``runs`` names the recipes (None: each student's own). Model names are ``"<student> <recipe>"``
     with ``" s<seed>"`` appended when there are several seeds. ``cls`` holds the teacher's cached
     [CLS] states per split, for recipes with a [CLS] term, and ``layers`` its cached per-token layers
-    (:func:`teacher_layer_cache`; built here when the profile asks for them and none are given). Every run is stored in the artifact cache,
-    under its teacher. With ``resume=True`` a finished run is loaded from there (``status="cached"``)
+    (:func:`teacher_layer_cache`; built here when the profile asks for them and none are given; ``{}``:
+    none). Every run is stored in the artifact cache, under its teacher. With ``resume=True`` a finished run is loaded from there (``status="cached"``)
     and an interrupted one continues from its last checkpoint; otherwise it is trained again. With
     ``out``, each final model is also saved into ``out/checkpoints/<name>/model``. With ``workers`` > 1
     (a CPU, Linux) and at least two runs left to train, up to that many train at once, one thread each
@@ -194,18 +209,8 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     check_workers(workers, device, setting=f"workers={workers}", fix="give workers=1")
     chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config)]
               for spec in students or profile.students}
-    wanted = [r for rs in chosen.values() for r in rs]
-    if cls is None and any(r.intermediate is not None and r.intermediate.cls for r in wanted):
-        cls = {s: ensure_teacher_cls(profile, s, teacher_model=teacher, device=device, progress=progress, **prep.where)
-               for s in ("train", "transfer")}
-    if "augmented" not in logits and any(r.augment for r in wanted):
-        logits = logits | {"augmented": augmented_transfer(profile, prep, teacher, device=device, progress=progress,
-                                                           **prep.where)}
-    if layers is None and profile.teacher_layers == "cache":
-        keys = cached_layer_keys(profile, students or profile.students, lambda spec: chosen[spec.name],
-                                 teacher.config.num_hidden_layers)
-        layers = teacher_layer_cache(profile, prep, keys, teacher_model=teacher, device=device, progress=progress,
-                                     **prep.where)
+    logits, cls, layers = _teacher_extras(profile, prep, teacher, students or profile.students, chosen, logits, cls,
+                                          layers, device=device, progress=progress)
     sets = student_data(profile, prep, logits, cls)
     states = transfer_states(profile, prep, layers) if layers else None
     jobs = _jobs(profile, students or profile.students, chosen, seeds, teacher, prep, init, len(sets["transfer"][0]),
@@ -235,6 +240,23 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     return trained
 
 
+def _teacher_extras(profile: Profile, prep, teacher, specs, chosen: dict, logits: dict, cls, layers, *, device: str,
+                    progress: bool):
+    """What the ``chosen`` recipes need of the teacher beyond its logits, where not given: [CLS] states, the
+    augmented copies' logits, the cached per-token layers. Returns ``(logits, cls, layers)``."""
+    wanted = [r for rs in chosen.values() for r in rs]
+    where = dict(teacher_model=teacher, device=device, progress=progress, **prep.where)
+    if cls is None and any(r.intermediate is not None and r.intermediate.cls for r in wanted):
+        cls = {s: ensure_teacher_cls(profile, s, **where) for s in ("train", "transfer")}
+    if "augmented" not in logits and any(r.augment for r in wanted):
+        logits = logits | {"augmented": augmented_transfer(profile, prep, teacher, device=device, progress=progress,
+                                                           **prep.where)}
+    if layers is None and profile.teacher_layers == "cache":
+        keys = cached_layer_keys(profile, specs, lambda spec: chosen[spec.name], teacher.config.num_hidden_layers)
+        layers = teacher_layer_cache(profile, prep, keys, **where)
+    return logits, cls, layers
+
+
 def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str, n_rows: int,
           states=None) -> list[dict]:
     """Every (student, seed, recipe) run in training order, with its name, config, cache folder and whether it
@@ -247,7 +269,8 @@ def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str
         for seed in seeds:
             for recipe in recipes:
                 config = run_config(profile, spec, recipe, plan["steps"], seed)
-                cached = states is not None and reads_cached_layers(profile, recipe)
+                cached = (states is not None and reads_cached_layers(profile, recipe)
+                          and run_layer_keys(spec, recipe, states.depth) <= states.keys)
                 folder = student_folder(prep, f"{spec.name} {recipe.name} s{seed}",
                                         *run_key(profile, spec, config, init, recipe, cached_layers=cached))
                 jobs.append({"spec": spec, "recipe": recipe, "seed": seed, "config": config, "folder": folder,
@@ -259,8 +282,8 @@ def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str
 
 def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progress: bool) -> dict:
     """Train ``jobs`` ``workers`` at a time in forked processes (:func:`kd_tutorial.parallel.run_forked`), the
-    runs that call the teacher at every step (the costliest) first; return each run's status (``"trained"``, or ``"cached"``
-    when ``resume`` found it finished)."""
+    runs that call the teacher at every step (the costliest) first; return each run's status (``"trained"``, or
+    ``"cached"`` when ``resume`` found it finished)."""
     print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers, or workers=)", flush=True)
     order = sorted(range(len(jobs)), key=lambda i: not jobs[i]["online_teacher"])
     with tqdm(total=len(jobs), desc="student runs", disable=not progress) as bar:

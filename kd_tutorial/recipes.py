@@ -68,7 +68,7 @@ class Intermediate:
         value vectors can; attention maps (heads x L x L per review) cannot."""
         return self.needs_online_teacher and not self.attention
 
-    def teacher_layers(self, mapping: list[int]) -> list[tuple[str, int]]:
+    def layer_keys(self, mapping: list[int]) -> list[tuple[str, int]]:
         """The teacher's (kind, layer) pairs that the per-token terms read, for a layer ``mapping``."""
         keys = [("hidden", t) for t in mapping] if self.hidden_mse or self.hidden_cosine else []
         return keys + ([("values", t) for t in mapping] if self.value_relation else [])

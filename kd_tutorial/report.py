@@ -54,6 +54,11 @@ def _mean_std(row: dict, key: str, scale: float = 100, digits: int = 2) -> str:
     return text + (f" ± {scale * row[key + '_std']:.{digits}f}" if row.get(key + "_std") else "")
 
 
+def _layers_phase(phases: dict) -> str:
+    """The cached teacher layers' phase, when the run had one (runs from before it existed have none)."""
+    return f"teacher layers {phases['teacher_layers']:.0f} s, " if "teacher_layers" in phases else ""
+
+
 def _precision_text(run: dict) -> str:
     """``precision bf16, 2 threads`` from a results.json's run record (older files recorded neither), and how many
     student runs trained at once, one thread each, when more than one did (``--workers``)."""
@@ -110,7 +115,8 @@ def results_markdown(results: dict) -> str:
     head = (f"Profile `{run['profile']}`{f' (changed: {changed})' if changed else ''}, "
             f"{run['split_sizes'].get('test', '?')} {split} reviews, device "
             f"`{run['device']}`, seeds {run['seeds']}, wall time {run['wall_seconds']:.0f} s (teacher "
-            f"{phases['teacher']:.0f} s, teacher logits {phases.get('teacher_logits', 0):.0f} s, students "
+            f"{phases['teacher']:.0f} s, teacher logits {phases.get('teacher_logits', 0):.0f} s, "
+            f"{_layers_phase(phases)}students "
             f"{phases['students']:.0f} s, evaluation {phases['evaluation']:.0f} s{reused}), {_precision_text(run)}, commit "
             f"`{run.get('git_commit') or '-'}`.\n\n")
     table = (f"| model | {split} acc % | % of teacher | agreement % | ECE ({ECE_BINS} bins) | params M | "

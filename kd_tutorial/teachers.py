@@ -142,8 +142,8 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     ``None`` when they would not fit on the cache's disk: the runs then compute them online.
     """
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
-    encoded, layers = prep.encoded[split], teacher_model.config.num_hidden_layers
-    paths = {key: prep.split_file(f"{key[0]}-{key[1]}", split).with_suffix(".npy") for key in sorted(set(keys))}
+    encoded = prep.encoded[split]
+    paths = {key: layer_file(prep, key, split) for key in sorted(set(keys))}
     with locked(prep.directory):
         missing = {key: path for key, path in paths.items() if not path.exists()}
         if missing:
@@ -151,19 +151,42 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
             if not has_room(prep.directory, nbytes(len(encoded), length, width, missing)):
                 return None
             writer = LayerWriter(missing, len(encoded), length, width)
-            _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,
-                        device=device or pick_device(), precision=profile.precision, progress=progress,
-                        desc=f"teacher layers ({split})")
+            try:
+                _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,
+                            device=device or pick_device(), precision=profile.precision, progress=progress,
+                            desc=f"teacher layers ({split})")
+            except BaseException:  # an error or Ctrl-C: no half-written file stays behind
+                writer.discard()
+                raise
             writer.close()
-        try:
-            states = LayerStates.open(paths, layers)
-        except Exception as err:
-            raise ArtifactError(f"cannot read the cached teacher layers in {prep.directory} "
-                                f"({err.__class__.__name__}): delete its .npy files and run again") from err
+        states = _open_layers(prep, paths, teacher_model.config.num_hidden_layers)
     if len(states) != len(encoded):
         raise ArtifactError(f"the cached teacher layers in {prep.directory} have {len(states)} rows for "
                             f"{len(encoded)} reviews: delete its .npy files and run again")
     return states
+
+
+def layer_file(prep, key, split: str) -> Path:
+    """Where the teacher's cached layer ``key`` (``("hidden", 4)``) of ``split`` lives: ``hidden-4-<split>.npy``."""
+    return prep.split_file(f"{key[0]}-{key[1]}", split).with_suffix(".npy")
+
+
+def missing_layer_bytes(profile: Profile, split: str, keys, *, teacher_model, data_dir: str | None = None,
+                        teacher: str | None = None, init: str = "pretrained", seed: int = 0) -> int:
+    """Bytes on disk that the layers ``keys`` of ``split`` not cached yet would take."""
+    prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    encoded = prep.encoded[split]
+    missing = [key for key in set(keys) if not layer_file(prep, key, split).exists()]
+    length = max(map(len, encoded.input_ids)) if missing else 0
+    return nbytes(len(encoded), length, teacher_model.config.hidden_size, missing)
+
+
+def _open_layers(prep, paths: dict, depth: int) -> LayerStates:
+    try:
+        return LayerStates.open(paths, depth)
+    except Exception as err:
+        raise ArtifactError(f"cannot read the cached teacher layers in {prep.directory} "
+                            f"({err.__class__.__name__}): delete its .npy files and run again") from err
 
 
 @torch.no_grad()
@@ -173,6 +196,8 @@ def _layer_pass(teacher_model, encoded, writer: LayerWriter, *, batch_size: int,
     ``writer`` asks for."""
     kinds = {kind for kind, _ in writer.paths}
     dtype, kind = autocast_dtype(device, precision), device_type(device)
+    was_training = teacher_model.training
+    teacher_model.eval().to(device)
     groups = batch_groups(encoded, batch_size, shuffle=False, group_by_length=True)
     for batch in tqdm(prefetch(lambda g: collate(encoded, g, pin=kind == "cuda"), groups), total=len(groups),
                       desc=desc, disable=not progress, leave=False):
@@ -182,6 +207,7 @@ def _layer_pass(teacher_model, encoded, writer: LayerWriter, *, batch_size: int,
                                    hidden="hidden" in kinds, values="values" in kinds)
         for what, t in writer.paths:
             writer.write((what, t), batch["index"], out.hidden[t] if what == "hidden" else out.values[t - 1])
+    teacher_model.train(was_training)
 
 
 def _load_logits(path: Path, rows: int) -> torch.Tensor:

@@ -182,15 +182,15 @@ def teacher_outputs(batch: dict, config: TrainConfig, teacher_logits=None, teach
 def uses_cached_layers(spec: Intermediate, teacher_states, mapping) -> bool:
     """Whether ``teacher_states`` hold every per-token layer that ``spec`` reads under ``mapping``."""
     return (teacher_states is not None and spec.cacheable
-            and set(spec.teacher_layers(mapping)) <= teacher_states.keys)
+            and set(spec.layer_keys(mapping)) <= teacher_states.keys)
 
 
 def _cached_layers(batch: dict, spec: Intermediate, teacher_logits, teacher_states, mapping) -> Features:
     """The teacher's side of one batch read from the caches: its logits and its mapped layers."""
     device = batch["input_ids"].device
-    read = teacher_states.read(batch["index"], batch["input_ids"].shape[1], spec.teacher_layers(mapping))
+    read = teacher_states.read(batch["index"], batch["input_ids"].shape[1], spec.layer_keys(mapping))
     read = {key: x.to(device, non_blocking=True) for key, x in read.items()}
-    layers = teacher_states.teacher_layers
+    layers = teacher_states.depth
     return Features(logits=teacher_logits[batch["index"]].to(device),
                     hidden=tuple(read.get(("hidden", t)) for t in range(layers + 1)),
                     values=[read.get(("values", t)) for t in range(1, layers + 1)])
@@ -200,7 +200,7 @@ def _teacher_layers(teacher, teacher_cls, teacher_states=None) -> int:
     if teacher is not None:
         return teacher.config.num_hidden_layers
     if teacher_states is not None:
-        return teacher_states.teacher_layers
+        return teacher_states.depth
     if teacher_cls is not None:
         return teacher_cls.shape[1] - 1
     raise ValueError("intermediate terms need a teacher, its cached layers or its cached [CLS] states")
@@ -365,7 +365,7 @@ def _states_cover(spec: Intermediate, teacher_states, model) -> bool:
     if teacher_states is None:
         return False
     student = getattr(model, "student", model)
-    mapping = layer_mapping(spec.mapping, student.config.num_hidden_layers, teacher_states.teacher_layers)
+    mapping = layer_mapping(spec.mapping, student.config.num_hidden_layers, teacher_states.depth)
     return uses_cached_layers(spec, teacher_states, mapping)
 
 

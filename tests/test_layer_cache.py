@@ -35,7 +35,7 @@ def test_layer_states_read_back_each_row_in_any_order_subset_and_concatenation(t
             writer.write(key, torch.tensor(rows), batch)
     writer.close()
     assert not list(tmp_path.glob("*.partial"))  # each file moved into place once complete
-    cache = LayerStates.open({key: tmp_path / f"{key[0]}{key[1]}.npy" for key in KEYS}, teacher_layers=4)
+    cache = LayerStates.open({key: tmp_path / f"{key[0]}{key[1]}.npy" for key in KEYS}, depth=4)
     assert len(cache) == 4 and cache.keys == set(KEYS)
     out = cache.read(torch.tensor([3, 0]), length=6, keys=[("values", 4)])
     assert set(out) == {("values", 4)} and out[("values", 4)].shape == (2, 6, 4)
@@ -103,7 +103,7 @@ def test_a_batch_loss_from_cached_layers_is_the_online_teachers(small, name):
     rows = prep.encoded["transfer"]
     batch = collate(rows, list(range(8)))
     config = TrainConfig(mode="kd", intermediate=recipe.intermediate)
-    keys = set(recipe.intermediate.teacher_layers([4]))  # the 1-layer student's uniform mapping: teacher layer 4
+    keys = set(recipe.intermediate.layer_keys([4]))  # the 1-layer student's uniform mapping: teacher layer 4
     assert keys <= states["transfer"].keys
     online = recipe_loss(model, batch, config, logits["transfer"], teacher=teacher)
     cached = recipe_loss(model, batch, config, logits["transfer"], teacher_states=states["transfer"])
@@ -141,16 +141,43 @@ def test_the_pipeline_trains_from_the_cache_and_keys_those_runs_apart(small):
     assert last[0] == pytest.approx(last[1], rel=0.05)  # the same run, but for the targets' bf16 rounding
 
 
-def test_a_disk_without_room_leaves_the_runs_to_the_online_teacher(small, monkeypatch, capsys):
+def test_the_students_rows_read_their_own_reviews_layers(small):
+    """transfer_states lines the cache up with student_data's transfer set: the labelled reviews, then transfer."""
+    profile, teacher, prep, logits, states = small
+    rows = pipeline.student_data(profile, prep, logits)["transfer"][0]
+    aligned = pipeline.transfer_states(profile, prep, states)
+    assert len(aligned) == len(rows)
+    picked = [0, 7, len(rows) - 300, len(rows) - 1]  # two labelled reviews, two transfer reviews
+    batch = collate(rows, picked)
+    with torch.no_grad():
+        live = forward_features(teacher, batch["input_ids"], batch["attention_mask"], values=True).values[3]
+    read = aligned.read(batch["index"], batch["input_ids"].shape[1], [("values", 4)])[("values", 4)]
+    real = batch["attention_mask"].bool()
+    assert (read - live)[real].abs().max() < 1e-2 * live[real].abs().max()
+
+
+def test_without_room_for_more_only_the_cached_layers_are_read(small, monkeypatch, capsys):
+    """When the missing layers do not fit, nothing is written; runs whose layers are cached read them, the others
+    call the teacher (and are keyed as online runs)."""
     profile, teacher, prep, logits, _ = small
     monkeypatch.setattr(teachers, "has_room", lambda folder, size: False)
-    profile = profile.replace(teacher_layers="cache")
+    monkeypatch.setattr(pipeline, "has_room", lambda folder, size: False)
     keys = [("values", 3)]  # not cached yet, so it needs room
     assert teachers.ensure_teacher_layers(profile, "train", keys, teacher_model=teacher, progress=False) is None
-    assert pipeline.teacher_layer_cache(profile, prep, keys, teacher_model=teacher, progress=False,
-                                        **prep.where) is None
-    assert "no room for them on the disk" in capsys.readouterr().out
-    assert not list(prep.directory.glob("values-3-*"))  # nothing half-written
+    where = dict(teacher_model=teacher, progress=False, **prep.where)
+    assert pipeline.teacher_layer_cache(profile, prep, keys, **where) is None
+    assert "do not fit on the disk" in capsys.readouterr().out
+    partly = pipeline.teacher_layer_cache(profile, prep, keys + [("values", 4)], **where)
+    assert partly["train"].keys >= {("values", 4)} and "do not fit" in capsys.readouterr().out
+    assert not list(prep.directory.glob("*values-3-*"))  # nothing half-written
+    cut = dataclasses.replace(profile.students[0], name="compact-skip", mapping="skip")  # learns from layer 2: online
+    both = pipeline.distill_students(profile, teacher, prep, logits, runs=("kd+transfer+values",), progress=False,
+                                     students=(profile.students[0], cut), layers=partly, seeds=(5,))
+    online = pipeline.distill_students(profile.replace(teacher_layers="online"), teacher, prep, logits,
+                                       runs=("kd+transfer+values",), students=(cut,), progress=False, seeds=(5,),
+                                       resume=True)
+    assert online[f"{cut.name} kd+transfer+values"]["status"] == "cached"  # the run without cached layers: online
+    assert both[f"{cut.name} kd+transfer+values"]["path"] == online[f"{cut.name} kd+transfer+values"]["path"]
 
 
 def test_the_room_check_leaves_room_to_spare(tmp_path, monkeypatch):

@@ -45,7 +45,8 @@ def predict(student: str, out: str) -> None:
     quiet()
     configure("cpu")
     p = get_profile("cpu")
-    p = p.replace(students=tuple(s for s in p.students if s.name == student))
+    # the three-seed runs called the teacher at every step: they are cached under the online teacher's keys
+    p = p.replace(students=tuple(s for s in p.students if s.name == student), teacher_layers="online")
     kw = dict(data_dir=None, teacher=None, init="pretrained", seed=0, device="cpu", progress=False)
     teacher, prep, _ = ensure_teacher(p, **kw)
     logits, cls = teacher_outputs(p, prep, None, teacher_model=teacher, **kw)
