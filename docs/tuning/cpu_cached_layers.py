@@ -12,6 +12,7 @@ import sys
 import time
 
 from kd_tutorial import pipeline, teachers
+from kd_tutorial.device import resolve_precision
 from kd_tutorial.evaluate import accuracy, predict_logits
 from kd_tutorial.profiles import get_profile
 
@@ -54,7 +55,7 @@ for name, recipe in RUNS.items():
     online[f"{name} {recipe}"] = {"train_seconds": recorded["run"]["train_seconds"][f"{name} {recipe} s0"],
                                   "test_accuracy": row["accuracy_per_seed"][0], "git_commit": recorded["run"]["git_commit"]}
 out = {"script": "docs/tuning/cpu_cached_layers.py", "git_commit": commit,
-       "when": time.strftime("%Y-%m-%d %H:%M"), "precision": "fp32", "workers": 1,
+       "when": time.strftime("%Y-%m-%d %H:%M"), "precision": resolve_precision("cpu", profile.precision), "workers": 1,
        "teacher_test_accuracy": accuracy(test_logits["teacher"], prep.encoded["test"].labels),
        "teacher_status": info.get("status"), "cached_layers": [f"{k} {t}" for k, t in keys],
        "cache_gb": pipeline.cache_gb(layers), "phase_seconds": seconds, "cached": runs, "online_seed_0": online}
