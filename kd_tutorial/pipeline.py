@@ -194,17 +194,19 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
                      out: Path | None = None, resume: bool = False, device: str = "cpu", init: str = "pretrained",
                      progress: bool = True, students: tuple[StudentSpec, ...] | None = None,
                      cls: dict | None = None, workers: int = 1, layers: dict | None = None) -> dict:
-    """Train every (student, recipe, seed); return ``{model name: {"model", "history", "seed", "base", ...}}``.
+    """Train every (student, recipe, seed); return ``{model name: {"model", "history", "seed", "base", ...}}``
+    (``"cached_layers"``: whether the run read the teacher's cached layers).
 
     ``runs`` names the recipes (None: each student's own). Model names are ``"<student> <recipe>"``
     with ``" s<seed>"`` appended when there are several seeds. ``cls`` holds the teacher's cached
     [CLS] states per split, for recipes with a [CLS] term, and ``layers`` its cached per-token layers
     (:func:`teacher_layer_cache`; built here when the profile asks for them and none are given; ``{}``:
-    none). Every run is stored in the artifact cache, under its teacher. With ``resume=True`` a finished run is loaded from there (``status="cached"``)
-    and an interrupted one continues from its last checkpoint; otherwise it is trained again. With
-    ``out``, each final model is also saved into ``out/checkpoints/<name>/model``. With ``workers`` > 1
-    (a CPU, Linux) and at least two runs left to train, up to that many train at once, one thread each
-    (:mod:`kd_tutorial.parallel`), and are read back from the artifact cache.
+    none). Every run is stored in the artifact cache, under its teacher. With ``resume=True`` a finished run
+    is loaded from there (``status="cached"``) and an interrupted one continues from its last checkpoint;
+    otherwise it is trained again. With ``out``, each final model is also saved into
+    ``out/checkpoints/<name>/model``. With ``workers`` > 1 (a CPU, Linux) and at least two runs left to
+    train, up to that many train at once, one thread each (:mod:`kd_tutorial.parallel`), and are read back
+    from the artifact cache.
     """
     check_workers(workers, device, setting=f"workers={workers}", fix="give workers=1")
     chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config)]
@@ -235,7 +237,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
             item["status"] = status[job["name"]]  # trained in a worker (or cached there by another process)
         if out is not None:
             atomic_save_pretrained(item["model"], Path(out) / "checkpoints" / job["name"].replace(" ", "_") / "model")
-        trained[job["name"]] = item | {k: job[k] for k in ("seed", "base", "student", "plan")} | {
+        trained[job["name"]] = item | {k: job[k] for k in ("seed", "base", "student", "plan", "cached_layers")} | {
             "recipe": job["recipe"].name, "path": str(job["folder"])}
     return trained
 
@@ -447,8 +449,8 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
         rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
     record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
                         phases=clock.seconds, wall=clock.wall(), workers=workers)
-    record["teacher_layers"] = {"setting": profile.teacher_layers, "cached": [f"{k} {t}" for k, t in keys] if layers
-                                else [], "gb": cache_gb(layers)}
+    record["teacher_layers"] = {"setting": profile.teacher_layers, "gb": cache_gb(layers),
+                                "cached": [f"{k} {t}" for k, t in sorted(layers["train"].keys)] if layers else []}
     results = {"run": record,
                "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
                "histories": {"teacher": info.get("history")} |

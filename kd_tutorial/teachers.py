@@ -9,6 +9,7 @@ per-token layers that intermediate recipes read, in bf16, where the profile asks
 """
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -150,7 +151,12 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
             length, width = max(map(len, encoded.input_ids)), teacher_model.config.hidden_size
             if not has_room(prep.directory, nbytes(len(encoded), length, width, missing)):
                 return None
-            writer = LayerWriter(missing, len(encoded), length, width)
+            try:
+                writer = LayerWriter(missing, len(encoded), length, width)
+            except OSError as err:  # the space could not be reserved after all: the runs call the teacher
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    return None
+                raise
             try:
                 _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,
                             device=device or pick_device(), precision=profile.precision, progress=progress,
@@ -199,15 +205,17 @@ def _layer_pass(teacher_model, encoded, writer: LayerWriter, *, batch_size: int,
     was_training = teacher_model.training
     teacher_model.eval().to(device)
     groups = batch_groups(encoded, batch_size, shuffle=False, group_by_length=True)
-    for batch in tqdm(prefetch(lambda g: collate(encoded, g, pin=kind == "cuda"), groups), total=len(groups),
-                      desc=desc, disable=not progress, leave=False):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = forward_features(teacher_model, batch["input_ids"], batch["attention_mask"],
-                                   hidden="hidden" in kinds, values="values" in kinds)
-        for what, t in writer.paths:
-            writer.write((what, t), batch["index"], out.hidden[t] if what == "hidden" else out.values[t - 1])
-    teacher_model.train(was_training)
+    try:
+        for batch in tqdm(prefetch(lambda g: collate(encoded, g, pin=kind == "cuda"), groups), total=len(groups),
+                          desc=desc, disable=not progress, leave=False):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = forward_features(teacher_model, batch["input_ids"], batch["attention_mask"],
+                                       hidden="hidden" in kinds, values="values" in kinds)
+            for what, t in writer.paths:
+                writer.write((what, t), batch["index"], out.hidden[t] if what == "hidden" else out.values[t - 1])
+    finally:
+        teacher_model.train(was_training)
 
 
 def _load_logits(path: Path, rows: int) -> torch.Tensor:

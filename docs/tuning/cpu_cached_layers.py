@@ -39,7 +39,7 @@ keys = pipeline.cached_layer_keys(profile, [specs[n] for n in RUNS], lambda spec
 start = time.perf_counter()
 layers = pipeline.teacher_layer_cache(profile, prep, keys, **kw)
 seconds["teacher_layers"] = time.perf_counter() - start
-assert layers is not None, "the cache did not fit on the disk"
+assert layers is not None and set(keys) <= layers["train"].keys, "the cache did not fit on the disk"
 runs = {}
 for name, recipe in RUNS.items():
     trained = pipeline.distill_students(profile, teacher, prep, logits, runs=(recipe,), students=(specs[name],),
