@@ -71,14 +71,16 @@ def _check_inputs(args, profile, data: bool = True) -> None:
 
 def work_ratio(profile, runs=None) -> float:
     """The model arithmetic of ``profile`` (every student running ``runs``; None: their own recipes) over that of
-    the preset of its name, as FLOPs counted by :mod:`kd_tutorial.flops`, the final evaluation left out (its size
-    is the data folder's test split, which the profile does not know). 1.0 within 1 %, for an unknown name, and
-    for sizes the FLOP counter cannot tell (a Hub teacher it does not list). A proxy: it ignores fixed costs,
-    which dominate the ``tiny`` profile's minute."""
+    the preset of its name as its budget was measured (teacher online), as FLOPs counted by
+    :mod:`kd_tutorial.flops`, the final evaluation left out (its size is the data folder's test split, which the
+    profile does not know). 1.0 within 1 %, for an unknown name, and for sizes the FLOP counter cannot tell (a
+    Hub teacher it does not list). A proxy: it ignores fixed costs, which dominate the ``tiny`` profile's minute."""
     def work(p, recipes=None):
         phases = estimate_profile(p, recipes=recipes)["phases"]
         return sum(phase["flops"] for name, phase in phases.items() if name != "evaluation")
     preset = PROFILES.get(profile.name)
+    if preset is not None:  # the budgets were measured with the teacher online, before the layer cache existed
+        preset = preset.replace(teacher_layers="online")
     try:
         ratio = work(profile, runs) / work(preset) if preset is not None else 1.0
     except (ValueError, TypeError, KeyError):
