@@ -18,8 +18,9 @@ counts every phase of a profile's pipeline from its real sizes (no Hub needed), 
 measured ``docs/results/benchmark-*.json`` of that GPU exists, into a projection from
 its measured rates (``kd-tutorial benchmark --report``).
 
-It sits above :mod:`kd_tutorial.pipeline` and reads its plan (step budgets, recipes), so
-that the count never drifts from what the pipeline runs; it never builds or trains a model.
+It sits above :mod:`kd_tutorial.pipeline` and reads its plan (step budgets, recipes, and which runs
+read the teacher's cached layers: :mod:`kd_tutorial.teacher_layers`), so that the count never drifts
+from what the pipeline runs; it never builds or trains a model.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ import re
 import statistics
 from pathlib import Path
 
-from .pipeline import applicable, reads_cached_layers, step_budget, student_recipes
+from .pipeline import applicable, step_budget, student_recipes
 from .profiles import TINY_BERT, Profile, StudentSpec
+from .teacher_layers import reads_cached_layers
 
 NUM_LABELS = 2
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"

@@ -10,7 +10,8 @@ per review) stay online. numpy has no bf16, so the arrays hold its bits as int16
 (``.npy`` files, opened as memory maps: only the rows of a batch are read).
 
 :func:`kd_tutorial.teachers.ensure_teacher_layers` writes them;
-:func:`kd_tutorial.train.train` reads them through :class:`LayerStates`.
+:func:`kd_tutorial.train.train` reads them through :class:`LayerStates`;
+:mod:`kd_tutorial.teacher_layers` decides which runs do.
 """
 from __future__ import annotations
 

@@ -35,9 +35,9 @@ from .profiles import Profile, StudentSpec
 from .recipes import Recipe, get_recipe
 from .report import format_comparisons, format_table
 from .store import atomic_save_pretrained, atomic_write_json, locked
-from .layer_cache import has_room
-from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_layers, ensure_teacher_logits,
-                       ensure_teacher_logits_on, layer_file, missing_layer_bytes)
+from .teacher_layers import (cache_gb, cached_layer_keys, reads_cached_layers, run_layer_keys, teacher_layer_cache,
+                             transfer_states)
+from .teachers import ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on
 from .train import TrainConfig, seed_everything, train
 
 
@@ -91,62 +91,6 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
     return key + (("teacher layers: bf16 cache",) if cached_layers else ())
 
 
-def reads_cached_layers(profile: Profile, recipe: Recipe) -> bool:
-    """Whether a run of ``recipe`` reads the teacher's per-token layers from the cache (``teacher_layers="cache"``)
-    rather than from the teacher at every step: its terms must allow it, and its rows be the transfer set's."""
-    spec = recipe.intermediate
-    return (profile.teacher_layers == "cache" and spec is not None and spec.cacheable and recipe.transfer
-            and not recipe.augment)
-
-
-def run_layer_keys(spec: StudentSpec, recipe: Recipe, depth: int) -> set[tuple[str, int]]:
-    """The teacher's (kind, layer) pairs that one run's per-token terms read (``depth``: the teacher's layers)."""
-    return set(recipe.intermediate.layer_keys(layer_mapping(spec.mapping, spec.num_layers, depth)))
-
-
-def cached_layer_keys(profile: Profile, specs, recipes_of, depth: int) -> list[tuple[str, int]]:
-    """Every (kind, teacher layer) that the runs reading the cache need, over the students ``specs``
-    (``recipes_of(spec)``: that student's recipes; ``depth``: the teacher's number of layers)."""
-    return sorted({key for spec in specs for recipe in recipes_of(spec) if reads_cached_layers(profile, recipe)
-                   for key in run_layer_keys(spec, recipe, depth)})
-
-
-LAYER_SPLITS = ("train", "transfer")  # what the students train on
-
-
-def teacher_layer_cache(profile: Profile, prep, keys, **kw) -> dict | None:
-    """The teacher's cached ``keys`` layers on train and transfer (:func:`kd_tutorial.teachers.ensure_teacher_layers`).
-
-    When the missing ones do not fit on the disk, nothing is written, a line says so, and only the layers
-    already cached are returned (None if none): the runs that need the others call the teacher.
-    """
-    need = sum(missing_layer_bytes(profile, s, keys, teacher_model=kw["teacher_model"], **prep.where)
-               for s in LAYER_SPLITS)
-    if need and not has_room(prep.directory, need):
-        keys = [k for k in keys if all(layer_file(prep, k, s).exists() for s in LAYER_SPLITS)]
-        print(f"teacher layers: {need / 1e9:.1f} GB more do not fit on the disk of {prep.directory} (2 GB must stay "
-              "free): the runs that need them call the teacher at every step (slower)", flush=True)
-    if not keys:
-        return None
-    states = {split: ensure_teacher_layers(profile, split, keys, **kw) for split in LAYER_SPLITS}
-    if any(s is None for s in states.values()):  # the disk filled up meanwhile
-        return None
-    print(f"teacher layers: {', '.join(f'{k} {t}' for k, t in keys)} read from a bf16 cache "
-          f"({cache_gb(states):.2f} GB on disk)", flush=True)
-    return states
-
-
-def cache_gb(states: dict | None) -> float:
-    """Gigabytes that the cached layers ``states`` (per split) hold on disk."""
-    return sum(a.nbytes for s in (states or {}).values() for part in s.parts for a in part.values()) / 1e9
-
-
-def transfer_states(profile: Profile, prep, states: dict):
-    """The cached layers in the rows of ``student_data``'s ``transfer`` set: the students' labelled reviews,
-    then the transfer reviews."""
-    return states["train"].subset(student_labels(profile, prep)).concat(states["transfer"])
-
-
 def student_labels(profile: Profile, prep) -> list[int]:
     """The rows of train whose labels the students see (:func:`kd_tutorial.data.labelled_subset`), in order."""
     return labelled_subset(prep.encoded["train"], profile.student_labels)
@@ -197,16 +141,16 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     """Train every (student, recipe, seed); return ``{model name: {"model", "history", "seed", "base", ...}}``
     (``"cached_layers"``: whether the run read the teacher's cached layers).
 
-    ``runs`` names the recipes (None: each student's own). Model names are ``"<student> <recipe>"``
-    with ``" s<seed>"`` appended when there are several seeds. ``cls`` holds the teacher's cached
-    [CLS] states per split, for recipes with a [CLS] term, and ``layers`` its cached per-token layers
-    (:func:`teacher_layer_cache`; built here when the profile asks for them and none are given; ``{}``:
-    none). Every run is stored in the artifact cache, under its teacher. With ``resume=True`` a finished run
-    is loaded from there (``status="cached"``) and an interrupted one continues from its last checkpoint;
-    otherwise it is trained again. With ``out``, each final model is also saved into
-    ``out/checkpoints/<name>/model``. With ``workers`` > 1 (a CPU, Linux) and at least two runs left to
-    train, up to that many train at once, one thread each (:mod:`kd_tutorial.parallel`), and are read back
-    from the artifact cache.
+    ``runs`` names the recipes (None: each student's own). Model names are ``"<student> <recipe>"`` with
+    ``" s<seed>"`` appended when there are several seeds. ``cls`` holds the teacher's cached [CLS] states per split,
+    for recipes with a [CLS] term, and ``layers`` its cached per-token layers
+    (:func:`kd_tutorial.teacher_layers.teacher_layer_cache`; built here when the profile asks for them and none are
+    given; ``{}``: none). Every run is stored in the artifact cache, under its teacher. With ``resume=True`` a
+    finished run is loaded from there (``status="cached"``) and an interrupted one continues from its last
+    checkpoint; otherwise it is trained again. With ``out``, each final model is also saved into
+    ``out/checkpoints/<name>/model``. With ``workers`` > 1 (a CPU, Linux) and at least two runs left to train, up to
+    that many train at once, one thread each (:mod:`kd_tutorial.parallel`), and are read back from the artifact
+    cache.
     """
     check_workers(workers, device, setting=f"workers={workers}", fix="give workers=1")
     chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config)]
@@ -214,7 +158,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     logits, cls, layers = _teacher_extras(profile, prep, teacher, students or profile.students, chosen, logits, cls,
                                           layers, device=device, progress=progress)
     sets = student_data(profile, prep, logits, cls)
-    states = transfer_states(profile, prep, layers) if layers else None
+    states = transfer_states(layers, student_labels(profile, prep)) if layers else None
     jobs = _jobs(profile, students or profile.students, chosen, seeds, teacher, prep, init, len(sets["transfer"][0]),
                  states)
     todo = [job for job in jobs if not (resume and student_finished(job["folder"]))]

@@ -146,13 +146,12 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     encoded = prep.encoded[split]
     paths = {key: layer_file(prep, key, split) for key in sorted(set(keys))}
     with locked(prep.directory):
-        missing = {key: path for key, path in paths.items() if not path.exists()}
+        missing, shape = _missing_layers(prep, split, keys, teacher_model.config.hidden_size)
         if missing:
-            length, width = max(map(len, encoded.input_ids)), teacher_model.config.hidden_size
-            if not has_room(prep.directory, nbytes(len(encoded), length, width, missing)):
+            if not has_room(prep.directory, nbytes(*shape, missing)):
                 return None
             try:
-                writer = LayerWriter(missing, len(encoded), length, width)
+                writer = LayerWriter(missing, *shape)
             except OSError as err:  # the space could not be reserved after all: the runs call the teacher
                 if err.errno in (errno.ENOSPC, errno.EDQUOT):
                     return None
@@ -181,10 +180,16 @@ def missing_layer_bytes(profile: Profile, split: str, keys, *, teacher_model, da
                         teacher: str | None = None, init: str = "pretrained", seed: int = 0) -> int:
     """Bytes on disk that the layers ``keys`` of ``split`` not cached yet would take."""
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    missing, shape = _missing_layers(prep, split, keys, teacher_model.config.hidden_size)
+    return nbytes(*shape, missing)
+
+
+def _missing_layers(prep, split: str, keys, width: int) -> tuple[dict, tuple[int, int, int]]:
+    """The layers ``keys`` of ``split`` not cached yet, ``{key: file}``, and the shape of each one's array:
+    (reviews, longest review or 0 when none is missing, ``width``)."""
     encoded = prep.encoded[split]
-    missing = [key for key in set(keys) if not layer_file(prep, key, split).exists()]
-    length = max(map(len, encoded.input_ids)) if missing else 0
-    return nbytes(len(encoded), length, teacher_model.config.hidden_size, missing)
+    missing = {key: path for key in sorted(set(keys)) if not (path := layer_file(prep, key, split)).exists()}
+    return missing, (len(encoded), max(map(len, encoded.input_ids)) if missing else 0, width)
 
 
 def _open_layers(prep, paths: dict, depth: int) -> LayerStates:

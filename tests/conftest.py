@@ -1,10 +1,14 @@
-"""Test-wide settings: offline, quiet, tiny profile, and a private artifact cache.
+"""Test-wide settings: offline, quiet, tiny profile, and a private artifact cache; ``cut_tiny`` builds the
+tiny profile cut to seconds, for tests that train.
 
 The Hugging Face flags are read when transformers is imported, so they are set
 here, before any test module imports it.
 """
+import contextlib
 import os
 import tempfile
+
+import pytest
 
 os.environ.update({
     "HF_HUB_OFFLINE": "1",
@@ -24,3 +28,23 @@ os.environ.setdefault("KD_TUTORIAL_HOME", os.path.join(tempfile.gettempdir(), f"
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
+
+
+@pytest.fixture(scope="session")
+def cut_tiny(tmp_path_factory):
+    """Builds the tiny profile cut to seconds (one teacher epoch, half-epoch student runs, the compact student
+    only) in a private cache of its own: ``with cut_tiny(n_transfer) as (profile, teacher, prep, logits)``,
+    the teacher trained and its logits on train and transfer cached."""
+    @contextlib.contextmanager
+    def build(n_transfer: int):
+        from kd_tutorial import teachers
+        from kd_tutorial.profiles import get_profile
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("KD_TUTORIAL_HOME", str(tmp_path_factory.mktemp("kd-home")))
+            tiny = get_profile("tiny")
+            profile = tiny.replace(teacher_epochs=1, n_transfer=n_transfer, student_epochs=0.5,
+                                   students=tiny.students[1:], evals_per_run=1)
+            teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+            logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+            yield profile, teacher, prep, logits
+    return build

@@ -5,12 +5,11 @@ import dataclasses
 import pytest
 import torch
 
-from kd_tutorial import layer_cache, pipeline, teachers
+from kd_tutorial import layer_cache, pipeline, teacher_layers, teachers
 from kd_tutorial.data import collate
 from kd_tutorial.features import forward_features
 from kd_tutorial.layer_cache import LayerStates, LayerWriter
 from kd_tutorial.models import DistillationStudent, build_student
-from kd_tutorial.profiles import get_profile
 from kd_tutorial.recipes import get_recipe
 from kd_tutorial.train import TrainConfig, recipe_loss, seed_everything, train
 
@@ -49,14 +48,9 @@ def test_layer_states_read_back_each_row_in_any_order_subset_and_concatenation(t
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """The tiny profile cut to seconds, in a private cache, with the teacher's layers cached for KEYS."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KD_TUTORIAL_HOME", str(tmp_path_factory.mktemp("kd-home")))
-        profile = get_profile("tiny").replace(teacher_epochs=1, n_transfer=300, student_epochs=0.5,
-                                              students=get_profile("tiny").students[1:], evals_per_run=1)
-        teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
-        logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+def small(cut_tiny):
+    """The tiny profile cut to seconds (tests/conftest.py), with the teacher's layers cached for KEYS."""
+    with cut_tiny(n_transfer=300) as (profile, teacher, prep, logits):
         states = {s: teachers.ensure_teacher_layers(profile, s, KEYS, teacher_model=teacher, progress=False)
                   for s in ("train", "transfer")}
         yield profile, teacher, prep, logits, states
@@ -145,7 +139,7 @@ def test_the_students_rows_read_their_own_reviews_layers(small):
     """transfer_states lines the cache up with student_data's transfer set: the labelled reviews, then transfer."""
     profile, teacher, prep, logits, states = small
     rows = pipeline.student_data(profile, prep, logits)["transfer"][0]
-    aligned = pipeline.transfer_states(profile, prep, states)
+    aligned = teacher_layers.transfer_states(states, pipeline.student_labels(profile, prep))
     assert len(aligned) == len(rows)
     picked = [0, 7, len(rows) - 300, len(rows) - 1]  # two labelled reviews, two transfer reviews
     batch = collate(rows, picked)
@@ -161,13 +155,13 @@ def test_without_room_for_more_only_the_cached_layers_are_read(small, monkeypatc
     call the teacher (and are keyed as online runs)."""
     profile, teacher, prep, logits, _ = small
     monkeypatch.setattr(teachers, "has_room", lambda folder, size: False)
-    monkeypatch.setattr(pipeline, "has_room", lambda folder, size: False)
+    monkeypatch.setattr(teacher_layers, "has_room", lambda folder, size: False)
     keys = [("values", 3)]  # not cached yet, so it needs room
     assert teachers.ensure_teacher_layers(profile, "train", keys, teacher_model=teacher, progress=False) is None
     where = dict(teacher_model=teacher, progress=False, **prep.where)
-    assert pipeline.teacher_layer_cache(profile, prep, keys, **where) is None
+    assert teacher_layers.teacher_layer_cache(profile, prep, keys, **where) is None
     assert "do not fit on the disk" in capsys.readouterr().out
-    partly = pipeline.teacher_layer_cache(profile, prep, keys + [("values", 4)], **where)
+    partly = teacher_layers.teacher_layer_cache(profile, prep, keys + [("values", 4)], **where)
     assert partly["train"].keys == {("values", 4)} and "do not fit" in capsys.readouterr().out
     assert not list(prep.directory.glob("*values-3-*"))  # nothing half-written
     cut = dataclasses.replace(profile.students[0], name="compact-skip", mapping="skip")  # learns from layer 2: online

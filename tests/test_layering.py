@@ -91,6 +91,13 @@ def test_the_teacher_is_trained_above_the_artifact_cache_not_inside_it():
     assert not {"kd_tutorial.pipeline", "kd_tutorial.cli"} & graph["kd_tutorial.teachers"]
 
 
+def test_which_runs_read_the_teachers_cached_layers_is_decided_between_teachers_and_pipeline():
+    graph = import_graph()
+    assert {"kd_tutorial.teachers", "kd_tutorial.layer_cache"} <= graph["kd_tutorial.teacher_layers"]
+    assert "kd_tutorial.teacher_layers" in graph["kd_tutorial.pipeline"]
+    assert not {"kd_tutorial.pipeline", "kd_tutorial.cli", "kd_tutorial.flops"} & graph["kd_tutorial.teacher_layers"]
+
+
 def test_no_function_is_longer_than_a_screen_without_saying_why():
     """A function over 60 lines needs a ``# long: <why>`` comment on the line above its ``def``."""
     too_long = []

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_tutorial import parallel, pipeline, teachers
+from kd_tutorial import parallel, pipeline
 from kd_tutorial.errors import UserError
-from kd_tutorial.profiles import get_profile
 
 linux_only = pytest.mark.skipif(not parallel.can_fork(), reason="forked workers run on Linux only")
 
@@ -105,15 +104,10 @@ def test_forked_workers_are_offered_on_linux_only(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
+def small(cut_tiny):
     """The tiny profile, cut to seconds: a briefly trained teacher and short student runs, in a private cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KD_TUTORIAL_HOME", str(tmp_path_factory.mktemp("kd-home")))
-        profile = get_profile("tiny").replace(teacher_epochs=1, n_transfer=400, student_epochs=0.5,
-                                              students=get_profile("tiny").students[1:], evals_per_run=1)
-        teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
-        logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
-        yield profile, teacher, prep, logits
+    with cut_tiny(n_transfer=400) as built:
+        yield built
 
 
 def _spy_on_workers(monkeypatch) -> list:

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from kd_tutorial import pipeline, teachers
+from kd_tutorial import pipeline, teacher_layers, teachers
 from kd_tutorial.device import resolve_precision
 from kd_tutorial.evaluate import accuracy, predict_logits
 from kd_tutorial.profiles import get_profile
@@ -34,10 +34,10 @@ test_logits = {"teacher": teachers.ensure_teacher_logits(profile, "test", **kw)}
 seconds["teacher_logits"] = time.perf_counter() - start
 specs = {s.name: s for s in profile.students}
 runs_of = {name: [r for r in pipeline.student_recipes(profile, specs[name], [RUNS[name]])] for name in RUNS}
-keys = pipeline.cached_layer_keys(profile, [specs[n] for n in RUNS], lambda spec: runs_of[spec.name],
-                                  teacher.config.num_hidden_layers)
+keys = teacher_layers.cached_layer_keys(profile, [specs[n] for n in RUNS], lambda spec: runs_of[spec.name],
+                                        teacher.config.num_hidden_layers)
 start = time.perf_counter()
-layers = pipeline.teacher_layer_cache(profile, prep, keys, **kw)
+layers = teacher_layers.teacher_layer_cache(profile, prep, keys, **kw)
 seconds["teacher_layers"] = time.perf_counter() - start
 assert layers is not None and set(keys) <= layers["train"].keys, "the cache did not fit on the disk"
 runs = {}
@@ -66,6 +66,6 @@ out = {"script": "docs/tuning/cpu_cached_layers.py", "git_commit": commit,
        "when": time.strftime("%Y-%m-%d %H:%M"), "precision": resolve_precision("cpu", profile.precision), "workers": WORKERS, "seeds": SEEDS,
        "teacher_test_accuracy": accuracy(test_logits["teacher"], prep.encoded["test"].labels),
        "teacher_status": info.get("status"), "cached_layers": [f"{k} {t}" for k, t in keys],
-       "cache_gb": pipeline.cache_gb(layers), "phase_seconds": seconds, "cached": runs, "online": online}
+       "cache_gb": teacher_layers.cache_gb(layers), "phase_seconds": seconds, "cached": runs, "online": online}
 json.dump(out, open(sys.argv[1], "w"), indent=1)
 print(json.dumps(out, indent=1))

@@ -1,0 +1,70 @@
+"""Which student runs read the teacher's cached layers, and the cache they read (the profile's ``teacher_layers``).
+
+With ``teacher_layers="cache"``, a run whose per-token terms (hidden states, value vectors)
+allow it reads the teacher's mapped layers from a bf16 cache (:mod:`kd_tutorial.layer_cache`,
+written by :func:`kd_tutorial.teachers.ensure_teacher_layers`) instead of running the teacher at
+every step. This module decides which runs those are and which (kind, layer) pairs they need,
+builds the cache for the students' splits when the disk has room, and lines its rows up with the
+students' training rows. :mod:`kd_tutorial.pipeline` wires it in; :mod:`kd_tutorial.flops` counts it.
+"""
+from __future__ import annotations
+
+from .layer_cache import LayerStates, has_room
+from .layer_maps import layer_mapping
+from .profiles import Profile, StudentSpec
+from .recipes import Recipe
+from .teachers import ensure_teacher_layers, layer_file, missing_layer_bytes
+
+SPLITS = ("train", "transfer")  # what the students train on
+
+
+def reads_cached_layers(profile: Profile, recipe: Recipe) -> bool:
+    """Whether a run of ``recipe`` reads the teacher's per-token layers from the cache (``teacher_layers="cache"``)
+    rather than from the teacher at every step: its terms must allow it, and its rows be the transfer set's."""
+    spec = recipe.intermediate
+    return (profile.teacher_layers == "cache" and spec is not None and spec.cacheable and recipe.transfer
+            and not recipe.augment)
+
+
+def run_layer_keys(spec: StudentSpec, recipe: Recipe, depth: int) -> set[tuple[str, int]]:
+    """The teacher's (kind, layer) pairs that one run's per-token terms read (``depth``: the teacher's layers)."""
+    return set(recipe.intermediate.layer_keys(layer_mapping(spec.mapping, spec.num_layers, depth)))
+
+
+def cached_layer_keys(profile: Profile, specs, recipes_of, depth: int) -> list[tuple[str, int]]:
+    """Every (kind, teacher layer) that the runs reading the cache need, over the students ``specs``
+    (``recipes_of(spec)``: that student's recipes; ``depth``: the teacher's number of layers)."""
+    return sorted({key for spec in specs for recipe in recipes_of(spec) if reads_cached_layers(profile, recipe)
+                   for key in run_layer_keys(spec, recipe, depth)})
+
+
+def teacher_layer_cache(profile: Profile, prep, keys, **kw) -> dict | None:
+    """The teacher's cached ``keys`` layers on train and transfer (:func:`kd_tutorial.teachers.ensure_teacher_layers`).
+
+    When the missing ones do not fit on the disk, nothing is written, a line says so, and only the layers
+    already cached are returned (None if none): the runs that need the others call the teacher.
+    """
+    need = sum(missing_layer_bytes(profile, s, keys, teacher_model=kw["teacher_model"], **prep.where) for s in SPLITS)
+    if need and not has_room(prep.directory, need):
+        keys = [k for k in keys if all(layer_file(prep, k, s).exists() for s in SPLITS)]
+        print(f"teacher layers: {need / 1e9:.1f} GB more do not fit on the disk of {prep.directory} (2 GB must stay "
+              "free): the runs that need them call the teacher at every step (slower)", flush=True)
+    if not keys:
+        return None
+    states = {split: ensure_teacher_layers(profile, split, keys, **kw) for split in SPLITS}
+    if any(s is None for s in states.values()):  # the disk filled up meanwhile
+        return None
+    print(f"teacher layers: {', '.join(f'{k} {t}' for k, t in keys)} read from a bf16 cache "
+          f"({cache_gb(states):.2f} GB on disk)", flush=True)
+    return states
+
+
+def cache_gb(states: dict | None) -> float:
+    """Gigabytes that the cached layers ``states`` (per split) hold on disk."""
+    return sum(a.nbytes for s in (states or {}).values() for part in s.parts for a in part.values()) / 1e9
+
+
+def transfer_states(states: dict, labelled) -> LayerStates:
+    """The cached layers in the rows of the students' ``transfer`` set: the train rows ``labelled`` (the
+    reviews whose labels the students see, :func:`kd_tutorial.pipeline.student_labels`), then the transfer reviews."""
+    return states["train"].subset(labelled).concat(states["transfer"])
