@@ -6,18 +6,21 @@ Each worker builds its model and takes one warm-up step, then both wait at a bar
 once; side by side, two steps finish in the slower worker's time per step. The steps are cross-entropy steps on
 random reviews of the profile's batch size and length, with the profile's dropout and frozen embeddings, from random
 weights (speed does not depend on the weights). With "online teacher", every step also runs the teacher's forward
-pass with its hidden states, as the intermediate recipes (+cosine, +values) do.
-Run from the repository root on otherwise idle cores:
-    python docs/tuning/workers_step_cost.py > docs/tuning/workers-step-cost.json
+pass with its hidden states, as the intermediate recipes (+cosine, +values) do. Each step runs in the precision the
+profile resolves to on this CPU, under autocast as the training loop does (bf16 on a CPU with bf16 units, else fp32).
+Run from the repository root on otherwise idle cores (by default the tiny and cpu profiles; name them to choose):
+    python docs/tuning/workers_step_cost.py [PROFILE ...] > docs/tuning/workers-step-cost.json
 """
 import json
 import multiprocessing
 import os
+import sys
 import time
 
 import torch
 
 from kd_tutorial import models, parallel
+from kd_tutorial.device import autocast_dtype, resolve_precision
 from kd_tutorial.profiles import get_profile
 
 STEPS = {"tiny": 40, "cpu": 8}
@@ -40,11 +43,16 @@ def seconds_for(profile, spec, steps: int, online: bool, barrier=None) -> float:
     """Wall seconds of ``steps`` training steps, after one warm-up step (and the ``barrier``, when given)."""
     teacher, student, optimizer, batch = student_and_batch(profile, spec)
 
+    dtype = autocast_dtype("cpu", profile.precision)
+
     def step():
-        if online:
-            with torch.no_grad():
-                teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-        student(**batch).loss.backward()
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            if online:
+                with torch.no_grad():
+                    teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=True)
+            loss = student(**batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     step()
@@ -64,15 +72,17 @@ def measure(profile_name: str, spec, online: bool = False) -> dict:
     per_worker = parallel.run_forked(lambda _: seconds_for(profile, spec, steps, online, barrier), 2, workers=2)
     side = max(per_worker) / steps / 2  # two steps finish in the slower worker's time per step
     return {"profile": profile_name, "student": spec.name, "online_teacher": online, "steps": steps,
+            "precision": resolve_precision("cpu", profile.precision),
             "threads_alone": torch.get_num_threads(), "seconds_per_step_alone": round(alone, 4),
             "seconds_per_step_each_worker": [round(s / steps, 4) for s in per_worker],
             "seconds_per_step_side_by_side": round(side, 4), "speed_up": round(alone / side, 2)}
 
 
-def main() -> None:
-    """Every student of tiny and cpu, and cpu's with an online teacher; the JSON record on stdout."""
-    rows = [measure(name, spec) for name in ("tiny", "cpu") for spec in get_profile(name).students]
-    rows += [measure("cpu", spec, online=True) for spec in get_profile("cpu").students]
+def main(names=("tiny", "cpu")) -> None:
+    """Every student of the profiles ``names``, and cpu's with an online teacher too; the JSON record on stdout."""
+    rows = [measure(name, spec) for name in names for spec in get_profile(name).students]
+    if "cpu" in names:
+        rows += [measure("cpu", spec, online=True) for spec in get_profile("cpu").students]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                "unknown")
     print(json.dumps({"what": __doc__.split("\n")[0], "cpu": cpu, "cores": os.cpu_count(),
@@ -80,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(tuple(sys.argv[1:]) or ("tiny", "cpu"))
