@@ -186,14 +186,29 @@ def uses_cached_layers(spec: Intermediate, teacher_states, mapping) -> bool:
 
 
 def _cached_layers(batch: dict, spec: Intermediate, teacher_logits, teacher_states, mapping) -> Features:
-    """The teacher's side of one batch read from the caches: its logits and its mapped layers."""
+    """The teacher's side of one batch read from the caches: its logits and its mapped layers (already read
+    with the batch, ``batch["teacher_layers"]``, when the loop's batch thread did it: :func:`layer_reader`)."""
     device = batch["input_ids"].device
-    read = teacher_states.read(batch["index"], batch["input_ids"].shape[1], spec.layer_keys(mapping))
+    read = batch.get("teacher_layers")
+    if read is None:
+        read = teacher_states.read(batch["index"], batch["input_ids"].shape[1], spec.layer_keys(mapping))
     read = {key: x.to(device, non_blocking=True) for key, x in read.items()}
     layers = teacher_states.depth
     return Features(logits=teacher_logits[batch["index"]].to(device),
                     hidden=tuple(read.get(("hidden", t)) for t in range(layers + 1)),
                     values=[read.get(("values", t)) for t in range(1, layers + 1)])
+
+
+def layer_reader(model, config: TrainConfig, teacher_states):
+    """``read(batch) -> {key: tensor}``, the cached teacher layers one batch of this run needs, or None when the run
+    reads none. The loop calls it where it builds its batches, in a background thread, so that reading the rows
+    from disk overlaps the step before instead of stalling the next."""
+    spec = config.intermediate if config.mode != "ce" else None
+    if spec is None or not _states_cover(spec, teacher_states, model):
+        return None
+    student = getattr(model, "student", model)
+    keys = spec.layer_keys(layer_mapping(spec.mapping, student.config.num_hidden_layers, teacher_states.depth))
+    return lambda batch: teacher_states.read(batch["index"], batch["input_ids"].shape[1], keys)
 
 
 def _teacher_layers(teacher, teacher_cls, teacher_states=None) -> int:
@@ -244,8 +259,9 @@ def batch_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, tea
 
 
 def _to(batch: dict, device: str) -> dict:
-    """Move a batch to ``device`` without waiting (its tensors are pinned when the device is a GPU)."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Move a batch's tensors to ``device`` without waiting (they are pinned when the device is a GPU); its cached
+    teacher layers (a dict) move where they are used."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 @dataclass
@@ -400,7 +416,8 @@ class _Run:
         self.validating = False  # a pass due at this step has not finished: Ctrl-C keeps the previous checkpoint
 
     def batches(self, epoch: int, skip: int):
-        """The epoch's batches after the first ``skip``, built (and pinned for a GPU) in a background thread.
+        """The epoch's batches after the first ``skip``, built (and pinned for a GPU) in a background thread, with
+        their rows of the teacher's cached layers when the run reads them (:func:`layer_reader`).
 
         Each comes with its real tokens and its weight in the step: ``rows / rows of its step``, which is
         ``1 / grad_accum`` for a full step, so that the micro-batch gradients add up to one batch's even when
@@ -412,10 +429,14 @@ class _Run:
         k = c.grad_accum
         step_rows = [sum(len(g) for g in groups[i - i % k:i - i % k + k]) for i in range(len(groups))]
         weights = [len(g) / rows for g, rows in zip(groups, step_rows)]
-        pin = self.kind == "cuda"
-        return prefetch(lambda j: (collate(self.data, groups[j], pad_to_max=c.pad_to_max, pin=pin),
-                                   sum(len(self.data.input_ids[i]) for i in groups[j]), weights[j]),
-                        range(skip, len(groups)))
+        pin, read = self.kind == "cuda", layer_reader(self.model, c, self.teacher_side[3])
+
+        def build(j):
+            batch = collate(self.data, groups[j], pad_to_max=c.pad_to_max, pin=pin)
+            if read is not None:
+                batch["teacher_layers"] = {k: x.pin_memory() if pin else x for k, x in read(batch).items()}
+            return batch, sum(len(self.data.input_ids[i]) for i in groups[j]), weights[j]
+        return prefetch(build, range(skip, len(groups)))
 
     def resume(self) -> None:
         """Continue from the checkpoint, when there is one."""

@@ -1,6 +1,7 @@
 """The teacher's mapped layers cached in bf16: written once, read back by row, equal to the online teacher's, and
 the runs that read them learn as the runs that call the teacher do."""
 import dataclasses
+import threading
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from kd_tutorial.features import forward_features
 from kd_tutorial.layer_cache import LayerStates, LayerWriter
 from kd_tutorial.models import DistillationStudent, build_student
 from kd_tutorial.recipes import get_recipe
+from kd_tutorial import train as train_module
 from kd_tutorial.train import TrainConfig, recipe_loss, seed_everything, train
 
 KEYS = [("hidden", 2), ("hidden", 4), ("values", 4)]
@@ -122,6 +124,37 @@ def test_training_reads_cached_layers_without_the_teacher_but_attention_needs_it
     with pytest.raises(ValueError, match="teacher_states hold"):
         train(_student(profile, teacher, recipe), rows, config=config, teacher_logits=logits["transfer"],
               teacher_states=states["transfer"].subset([0, 1]), device="cpu", progress=False)
+
+
+def test_a_batchs_cached_layers_are_read_where_the_batch_is_built_and_train_the_same_model(small, monkeypatch):
+    """The loop's batch thread reads each batch's rows (train.layer_reader), so the step waits for no disk; read
+    inside the step instead (the reader off), the run trains exactly the same weights."""
+    profile, teacher, prep, logits, states = small
+    rows, recipe = prep.encoded["transfer"], get_recipe("kd+transfer+values")
+    config = TrainConfig(mode="kd", intermediate=recipe.intermediate, max_steps=3, batch_size=8)
+    threads, real_read = [], LayerStates.read
+    monkeypatch.setattr(LayerStates, "read", lambda self, *a: threads.append(threading.current_thread().name)
+                        or real_read(self, *a))
+
+    def run():
+        threads.clear()
+        model = _student(profile, teacher, recipe)
+        train(model, rows, config=config, teacher_logits=logits["transfer"], teacher_states=states["transfer"],
+              device="cpu", progress=False)
+        return model, set(threads)
+    batched, where = run()
+    assert where == {"kd_tutorial-prefetch"}
+    monkeypatch.setattr(train_module, "layer_reader", lambda *args: None)
+    in_step, where = run()
+    assert where == {threading.main_thread().name}
+    for a, b in zip(batched.state_dict().values(), in_step.state_dict().values()):
+        assert torch.equal(a, b)
+    monkeypatch.undo()
+    reader = train_module.layer_reader
+    assert reader(_student(profile, teacher, recipe), config, states["transfer"]) is not None
+    assert reader(_student(profile, teacher, recipe), config, None) is None
+    attention = dataclasses.replace(config, intermediate=get_recipe("kd+transfer+attn").intermediate)
+    assert reader(_student(profile, teacher, recipe), attention, states["transfer"]) is None
 
 
 def test_the_pipeline_trains_from_the_cache_and_keys_those_runs_apart(small):
