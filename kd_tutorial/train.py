@@ -390,7 +390,8 @@ class _Run:
 
     Nothing in a step waits for the device: the loss, the accuracy counts and each
     step's log row stay on it as tensors (``self.pending``) until :meth:`flush`,
-    every ``log_every`` steps, at validation passes and at the end of an epoch.
+    every ``log_every`` steps, at validation passes and at the end of an epoch. ``teacher_side`` is
+    :func:`recipe_loss`'s teacher arguments: (cached logits, teacher, [CLS] states, cached layers).
     """
 
     def __init__(self, model, data, config: TrainConfig, val_data, teacher_side: tuple, device: str,

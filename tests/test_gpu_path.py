@@ -254,7 +254,7 @@ def test_a_short_last_step_weighs_its_micro_batches_by_their_rows():
     enc = data.Encoded([[101, 5 + i, 102] for i in range(28)], torch.arange(28) % 2, "rows")
     model = models.load_teacher("tiny-bert", config_overrides=SMALL)
     run = _Run(model, enc, TrainConfig(batch_size=8, grad_accum=2, group_by_length=False, max_steps=2), None,
-               (None, None, None), "cpu", None, "test")
+               (None, None, None, None), "cpu", None, "test")
     got = [(len(batch["index"]), weight) for batch, _tokens, weight in run.batches(0, 0)]
     assert sorted(got[:2]) == [(8, 0.5), (8, 0.5)] and sorted(got[2:]) == [(4, 4 / 12), (8, 8 / 12)]
     assert [(n, w) for n, _t, w in [(len(b["index"]), t, w) for b, t, w in run.batches(0, 3)]] == got[3:]
