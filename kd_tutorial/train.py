@@ -188,10 +188,10 @@ def uses_cached_layers(spec: Intermediate, teacher_states, mapping) -> bool:
 def _cached_layers(batch: dict, spec: Intermediate, teacher_logits, teacher_states, mapping) -> Features:
     """The teacher's side of one batch read from the caches: its logits and its mapped layers (already read
     with the batch, ``batch["teacher_layers"]``, when the loop's batch thread did it: :func:`layer_reader`)."""
-    device = batch["input_ids"].device
+    device, keys = batch["input_ids"].device, spec.layer_keys(mapping)
     read = batch.get("teacher_layers")
-    if read is None:
-        read = teacher_states.read(batch["index"], batch["input_ids"].shape[1], spec.layer_keys(mapping))
+    if read is None or not set(keys) <= read.keys():
+        read = teacher_states.read(batch["index"], batch["input_ids"].shape[1], keys)
     read = {key: x.to(device, non_blocking=True) for key, x in read.items()}
     layers = teacher_states.depth
     return Features(logits=teacher_logits[batch["index"]].to(device),
@@ -202,7 +202,8 @@ def _cached_layers(batch: dict, spec: Intermediate, teacher_logits, teacher_stat
 def layer_reader(model, config: TrainConfig, teacher_states):
     """``read(batch) -> {key: tensor}``, the cached teacher layers one batch of this run needs, or None when the run
     reads none. The loop calls it where it builds its batches, in a background thread, so that reading the rows
-    from disk overlaps the step before instead of stalling the next."""
+    from disk overlaps the step before instead of stalling the next (only for a run given the teacher's logits:
+    without them, the step calls the teacher)."""
     spec = config.intermediate if config.mode != "ce" else None
     if spec is None or not _states_cover(spec, teacher_states, model):
         return None
@@ -430,12 +431,14 @@ class _Run:
         k = c.grad_accum
         step_rows = [sum(len(g) for g in groups[i - i % k:i - i % k + k]) for i in range(len(groups))]
         weights = [len(g) / rows for g, rows in zip(groups, step_rows)]
-        pin, read = self.kind == "cuda", layer_reader(self.model, c, self.teacher_side[3])
+        logits, _, _, states = self.teacher_side
+        pin = self.kind == "cuda"
+        read = layer_reader(self.model, c, states) if logits is not None else None  # else the step asks the teacher
 
         def build(j):
             batch = collate(self.data, groups[j], pad_to_max=c.pad_to_max, pin=pin)
             if read is not None:
-                batch["teacher_layers"] = {k: x.pin_memory() if pin else x for k, x in read(batch).items()}
+                batch["teacher_layers"] = {key: x.pin_memory() if pin else x for key, x in read(batch).items()}
             return batch, sum(len(self.data.input_ids[i]) for i in groups[j]), weights[j]
         return prefetch(build, range(skip, len(groups)))
 

@@ -133,14 +133,17 @@ def test_a_batchs_cached_layers_are_read_where_the_batch_is_built_and_train_the_
     rows, recipe = prep.encoded["transfer"], get_recipe("kd+transfer+values")
     config = TrainConfig(mode="kd", intermediate=recipe.intermediate, max_steps=3, batch_size=8)
     threads, real_read = [], LayerStates.read
-    monkeypatch.setattr(LayerStates, "read", lambda self, *a: threads.append(threading.current_thread().name)
-                        or real_read(self, *a))
+    monkeypatch.setattr(LayerStates, "read", lambda self, *a, **k: threads.append(threading.current_thread().name)
+                        or real_read(self, *a, **k))
 
     def run():
         threads.clear()
         model = _student(profile, teacher, recipe)
         train(model, rows, config=config, teacher_logits=logits["transfer"], teacher_states=states["transfer"],
               device="cpu", progress=False)
+        for thread in threading.enumerate():  # a batch built ahead may still be reading: let it finish first
+            if thread.name == "kd_tutorial-prefetch":
+                thread.join(timeout=30)
         return model, set(threads)
     batched, where = run()
     assert where == {"kd_tutorial-prefetch"}
