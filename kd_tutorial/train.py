@@ -481,25 +481,27 @@ class _Run:
         self.model.train()
         last, start, stopped = n_batches(len(self.data), config.batch_size), time.perf_counter(), False
         batches, self.boundary = self.batches(at.epoch, at.batch), at.batch
-        for i, (batch, tokens, weight) in enumerate(batches, start=at.batch):
-            loss, terms = self.micro_batch(_to(batch, self.device), weight)
-            at.batch, self.step_counts[1] = i + 1, self.step_counts[1] + tokens
-            if (i + 1) % config.grad_accum and i + 1 < last:
-                continue
-            self.optimizer_step(loss, terms)
-            due = config.eval_every and (at.step % config.eval_every == 0 or at.step >= self.total)
-            if due and self.val_data is not None:
-                at.stats["seconds"] += _elapsed(start, self.device)
-                stopped = self.validate()
-                self.checkpoint()
-                start = time.perf_counter()
-            elif self.ckpt_path is not None and time.monotonic() - self.saved_at >= self.checkpoint_every_s:
-                self.checkpoint()
-            elif at.step % self.log_every == 0:
-                self.flush()
-            if at.step >= self.total or stopped:
-                break
-        batches.close()
+        try:  # an error in a step also stops the batch thread and frees the batches it built ahead
+            for i, (batch, tokens, weight) in enumerate(batches, start=at.batch):
+                loss, terms = self.micro_batch(_to(batch, self.device), weight)
+                at.batch, self.step_counts[1] = i + 1, self.step_counts[1] + tokens
+                if (i + 1) % config.grad_accum and i + 1 < last:
+                    continue
+                self.optimizer_step(loss, terms)
+                due = config.eval_every and (at.step % config.eval_every == 0 or at.step >= self.total)
+                if due and self.val_data is not None:
+                    at.stats["seconds"] += _elapsed(start, self.device)
+                    stopped = self.validate()
+                    self.checkpoint()
+                    start = time.perf_counter()
+                elif self.ckpt_path is not None and time.monotonic() - self.saved_at >= self.checkpoint_every_s:
+                    self.checkpoint()
+                elif at.step % self.log_every == 0:
+                    self.flush()
+                if at.step >= self.total or stopped:
+                    break
+        finally:
+            batches.close()
         at.stats["seconds"] += _elapsed(start, self.device)
         row = self.close_epoch()
         if not config.eval_every and self.val_data is not None:

@@ -1,6 +1,7 @@
 """The training loop: it learns, the teacher stays frozen, the right tensors meet, resume is exact."""
 import copy
 import math
+import threading
 
 import pytest
 import torch
@@ -87,6 +88,19 @@ def test_nan_loss_stops_with_a_clear_message(rows):
     with pytest.raises(TrainingDivergedError, match="loss became nan.*lower the learning rate"):
         train(small_model(), rows["train"], config=TrainConfig(mode="kd", max_steps=3), teacher_logits=cached,
               progress=False)
+
+
+def test_a_run_that_fails_in_a_step_leaves_no_batch_thread_behind(rows):
+    """The loop's batch thread, which builds batches ahead, stops when a step raises, not when the traceback goes."""
+    before = {t for t in threading.enumerate() if t.name == "kd_tutorial-prefetch"}
+    cached = torch.full((len(rows["train"]), 2), float("nan"))
+    with pytest.raises(TrainingDivergedError) as failure:  # holds the traceback, and with it the loop's frames
+        train(small_model(), rows["train"], config=TrainConfig(mode="kd", max_steps=30, batch_size=8),
+              teacher_logits=cached, progress=False)
+    left = [t for t in threading.enumerate() if t.name == "kd_tutorial-prefetch" and t not in before]
+    for thread in left:
+        thread.join(timeout=5)
+    assert failure.value.__traceback__ is not None and not [t for t in left if t.is_alive()]
 
 
 def test_gradient_accumulation_matches_a_large_batch(rows):
