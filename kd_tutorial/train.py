@@ -205,10 +205,13 @@ def layer_reader(model, config: TrainConfig, teacher_states):
     from disk overlaps the step before instead of stalling the next (only for a run given the teacher's logits:
     without them, the step calls the teacher)."""
     spec = config.intermediate if config.mode != "ce" else None
-    if spec is None or not _states_cover(spec, teacher_states, model):
+    if spec is None or teacher_states is None:
         return None
     student = getattr(model, "student", model)
-    keys = spec.layer_keys(layer_mapping(spec.mapping, student.config.num_hidden_layers, teacher_states.depth))
+    mapping = layer_mapping(spec.mapping, student.config.num_hidden_layers, teacher_states.depth)
+    if not uses_cached_layers(spec, teacher_states, mapping):
+        return None
+    keys = spec.layer_keys(mapping)
     return lambda batch: teacher_states.read(batch["index"], batch["input_ids"].shape[1], keys)
 
 
