@@ -125,7 +125,8 @@ class LayerStates:
         return LayerStates(self.parts + other.parts, torch.cat([self.where, shifted]), self.depth)
 
     def read(self, index: torch.Tensor, length: int, keys) -> dict[Key, torch.Tensor]:
-        """``{key: (B, length, width) float32}`` for rows ``index`` (a batch's ``index``), on the CPU."""
+        """``{key: (B, length, width) bfloat16}`` for rows ``index`` (a batch's ``index``), on the CPU, as stored: the
+        step widens them to float32 on its device, so a GPU run pins and copies half the bytes."""
         where = self.where[index.cpu()]
         out = {}
         for key in keys:
@@ -135,5 +136,5 @@ class LayerStates:
                 mine = (where[:, 0] == p).nonzero().flatten()
                 if len(mine):
                     bits[mine.numpy(), : part[key].shape[1]] = part[key][where[mine, 1].numpy(), :length]
-            out[key] = torch.from_numpy(bits).view(torch.bfloat16).float()
+            out[key] = torch.from_numpy(bits).view(torch.bfloat16)
         return out

@@ -192,7 +192,7 @@ def _cached_layers(batch: dict, spec: Intermediate, teacher_logits, teacher_stat
     read = batch.get("teacher_layers")
     if read is None or not set(keys) <= read.keys():
         read = teacher_states.read(batch["index"], batch["input_ids"].shape[1], keys)
-    read = {key: x.to(device, non_blocking=True) for key, x in read.items()}
+    read = {key: x.to(device, non_blocking=True).float() for key, x in read.items()}
     layers = teacher_states.depth
     return Features(logits=teacher_logits[batch["index"]].to(device),
                     hidden=tuple(read.get(("hidden", t)) for t in range(layers + 1)),
