@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .data import batch_groups, collate, make_batches, prefetch
 from .device import autocast_dtype, device_type, pick_device, resolve_precision, synchronize
-from .features import device_mask
+from .features import forward_features
 from .models import count_parameters, model_size_mb
 
 ECE_BINS = 10
@@ -22,12 +22,16 @@ ECE_BINS = 10
 
 @torch.no_grad()
 def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None = None, precision: str = "auto",
-                   progress: bool = False, desc: str = "predict", cls_states: bool = False):
+                   progress: bool = False, desc: str = "predict", cls_states: bool = False, values: bool = False,
+                   on_batch=None):
     """Logits ``[N, C]`` (float32, on the CPU) for every row of ``encoded``, in row order.
 
     With ``cls_states=True``, returns ``(logits, cls)`` where ``cls[n, k]`` is row ``n``'s
     [CLS] state after layer ``k`` (``k = 0``: the embeddings), ``[N, layers + 1, H]`` in
     float16: what Patient KD's [CLS] term needs, small enough to cache.
+    With ``on_batch``, each batch's rows and forward pass (:class:`kd_tutorial.features.Features`: hidden
+    states with ``cls_states``, value vectors with ``values``) also go to ``on_batch(index, features)``:
+    how the teacher's per-token layers are cached in the same pass as its logits.
     """
     device = device or pick_device()
     was_training = model.training
@@ -39,14 +43,16 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
                       desc=desc, disable=not progress, leave=False):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
-            result = model(input_ids=batch["input_ids"], attention_mask=device_mask(model, batch["attention_mask"]),
-                           output_hidden_states=cls_states)
+            result = forward_features(model, batch["input_ids"], batch["attention_mask"], hidden=cls_states,
+                                      values=values)
+        if on_batch is not None:
+            on_batch(batch["index"], result)
         logits = result.logits.float()
         if out is None:
             out = torch.empty(len(encoded), logits.shape[-1], device=device)
         out[batch["index"]] = logits
         if cls_states:
-            states = torch.stack([h[:, 0] for h in result.hidden_states], 1).to(torch.float16)
+            states = torch.stack([h[:, 0] for h in result.hidden], 1).to(torch.float16)
             if cls is None:
                 cls = torch.empty(len(encoded), *states.shape[1:], dtype=torch.float16, device=device)
             cls[batch["index"]] = states

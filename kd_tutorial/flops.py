@@ -177,8 +177,9 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     ``lengths``: real token lengths of the profile's reviews (else :func:`imdb_lengths`), capped at
     ``max_length``. ``recipes``: names every student runs (None: each student's own, as ``distill``).
     Phases: ``teacher`` (fine-tuning and its validation passes), ``teacher_logits`` (train + transfer,
-    and the augmented copies a recipe needs), ``teacher_layers`` (train + transfer again, when a run reads
-    the teacher's cached layers), one per student run (``"<student> <recipe>"``: its step
+    and the augmented copies a recipe needs), or, when a run reads the teacher's cached layers,
+    ``teacher_layers`` (train + transfer, one pass that writes those layers with the logits) and
+    ``teacher_logits`` (the augmented copies only), one per student run (``"<student> <recipe>"``: its step
     budget of training, the teacher's online forward where the recipe needs it, ``evals_per_run``
     validation passes) times ``n_seeds``, and ``evaluation`` (every model on the test split).
     """
@@ -188,9 +189,8 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     per_review = {name: forward_flops(c, mix) / len(mix) for name, c in configs.items()}
     runs = [(spec, r) for spec in profile.students for r in student_recipes(profile, spec, recipes)
             if applicable(r, spec, _Heads(teacher["num_attention_heads"]))]
-    phases = _teacher_phases(profile, rows, per_review["teacher"], augmented=any(r.augment for _, r in runs))
-    if any(reads_cached_layers(profile, r) for _, r in runs):  # one more teacher pass, writing its mapped layers
-        phases["teacher_layers"] = _phase({"infer:teacher": (rows["train"] + rows["transfer"]) * per_review["teacher"]})
+    phases = _teacher_phases(profile, rows, per_review["teacher"], augmented=any(r.augment for _, r in runs),
+                             layers=any(reads_cached_layers(profile, r) for _, r in runs))
     labelled = min(profile.student_labels or rows["train"], rows["train"])
     for spec, recipe in runs:
         one = _student_run(profile, spec, recipe, rows, per_review, labelled + rows["transfer"])
@@ -206,14 +206,18 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
             "total_flops": sum(p["flops"] for p in phases.values())}
 
 
-def _teacher_phases(profile: Profile, rows: dict, per_review: float, augmented: bool) -> dict:
-    """Fine-tuning (``teacher_epochs`` over train, a validation pass per epoch) and the logits pass over train +
-    transfer (+ an augmented copy of transfer when a recipe needs one)."""
+def _teacher_phases(profile: Profile, rows: dict, per_review: float, augmented: bool, layers: bool = False) -> dict:
+    """Fine-tuning (``teacher_epochs`` over train, a validation pass per epoch) and the pass over train + transfer
+    that gives its logits: ``teacher_layers`` when runs read cached layers (the pass writes them too), else
+    ``teacher_logits``, which also holds the pass over an augmented copy of transfer when a recipe needs one."""
     epochs = profile.teacher_epochs
-    logits_rows = rows["train"] + rows["transfer"] * (2 if augmented else 1)
-    return {"teacher": _phase({"train:teacher": 3 * epochs * rows["train"] * per_review,
-                               "infer:teacher": math.ceil(epochs) * rows["validation"] * per_review}),
-            "teacher_logits": _phase({"infer:teacher": logits_rows * per_review})}
+    one_pass = rows["train"] + rows["transfer"]
+    logits_rows = (0 if layers else one_pass) + (rows["transfer"] if augmented else 0)
+    phases = {"teacher": _phase({"train:teacher": 3 * epochs * rows["train"] * per_review,
+                                 "infer:teacher": math.ceil(epochs) * rows["validation"] * per_review})}
+    if layers:
+        phases["teacher_layers"] = _phase({"infer:teacher": one_pass * per_review})
+    return phases | {"teacher_logits": _phase({"infer:teacher": logits_rows * per_review})}
 
 
 class _Heads:

@@ -363,7 +363,8 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     ``runs``: recipe names for every student (None: each student's own; ``kd-tutorial distill --recipes``).
     ``workers``: student runs trained at once (None: :func:`kd_tutorial.parallel.default_workers`).
     The steps, each timed into ``results["run"]["phase_seconds"]``: the teacher, its outputs, the students,
-    the evaluation.
+    the evaluation. When runs read the teacher's cached layers, one teacher pass over train + transfer writes
+    them with its logits and [CLS] states (``teacher_layers``); ``teacher_logits`` then reads those back.
     """
     device = device or pick_device()
     check_workers(workers or 1, device, setting=f"workers={workers}", fix="give workers=1")  # before the teacher
@@ -375,13 +376,13 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
                                                    seed=seeds[0], device=device, progress=progress)
     kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
               device=device, progress=progress)
-    with clock("teacher_logits"):
-        logits, cls = teacher_outputs(profile, prep, runs, **kw)
     keys = cached_layer_keys(profile, profile.students, lambda spec: [
         r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher_model.config)],
         teacher_model.config.num_hidden_layers)
-    with clock("teacher_layers"):
+    with clock("teacher_layers"):  # first: the same pass caches the logits (none when no run reads layers)
         layers = teacher_layer_cache(profile, prep, keys, **kw)
+    with clock("teacher_logits"):
+        logits, cls = teacher_outputs(profile, prep, runs, **kw)
     workers = workers or default_workers(device)
     with clock("students"):
         trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, out=out, resume=resume,

@@ -4,7 +4,8 @@
 :func:`ensure_teacher_logits` / :func:`ensure_teacher_cls` give its logits and
 [CLS] states on a split, computed in one pass and cached, so that every student
 and notebook distils the same targets. :func:`ensure_teacher_layers` caches the
-per-token layers that intermediate recipes read, in bf16, where the profile asks. Where they live on disk is
+per-token layers that intermediate recipes read, in bf16, where the profile asks, in the pass that gives the
+logits when those are not cached yet. Where they live on disk is
 :mod:`kd_tutorial.artifacts`'s job; how the teacher trains is :mod:`kd_tutorial.train`'s.
 """
 from __future__ import annotations
@@ -16,13 +17,9 @@ from pathlib import Path
 
 import torch
 
-from tqdm.auto import tqdm
-
 from .artifacts import ArtifactError, prepare
-from .data import batch_groups, collate, prefetch
-from .device import autocast_dtype, device_type, pick_device
+from .device import pick_device
 from .evaluate import predict_logits
-from .features import forward_features
 from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
 from .models import check_same_vocab, teacher_for_profile
 from .profiles import Profile, stable_hash
@@ -125,13 +122,18 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
     with locked(prep.directory):
         if path[what].exists():
             return _load_logits(path[what], rows)
-        logits, cls = predict_logits(teacher_model, encoded, batch_size=profile.eval_batch_size,
-                                     device=device, progress=progress, desc=f"teacher logits ({split})",
-                                     cls_states=True)
-        atomic_torch_save(cls, path["cls"])
-        if not path["logits"].exists():  # logits already cached stay as they are: students were trained on them
-            atomic_torch_save(logits, path["logits"])
+        _store_outputs(path, *predict_logits(teacher_model, encoded, batch_size=profile.eval_batch_size,
+                                             device=device, precision=profile.precision, progress=progress,
+                                             desc=f"teacher logits ({split})", cls_states=True))
         return _load_logits(path[what], rows)
+
+
+def _store_outputs(path: dict, logits: torch.Tensor, cls: torch.Tensor) -> None:
+    """Cache one pass's logits and [CLS] states (``path``: their files); logits already cached stay as they are,
+    since students were trained on them."""
+    atomic_torch_save(cls, path["cls"])
+    if not path["logits"].exists():
+        atomic_torch_save(logits, path["logits"])
 
 
 def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, data_dir: str | None = None,
@@ -140,7 +142,9 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     """The teacher's ``keys`` layers on ``split`` (``("hidden", t)``, ``("values", t)``), in bf16, computed in
     one pass and cached (:mod:`kd_tutorial.layer_cache`); row ``i`` belongs to review ``i`` of the split.
 
-    ``None`` when they would not fit on the cache's disk: the runs then compute them online.
+    The same pass gives the teacher's logits and [CLS] states: when the split's are not cached yet, they are
+    cached too (:func:`ensure_teacher_logits` then reads them, with no pass of its own). ``None`` when the
+    layers would not fit on the cache's disk: the runs then compute them online.
     """
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     encoded = prep.encoded[split]
@@ -157,13 +161,16 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
                     return None
                 raise
             try:
-                _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,
-                            device=device or pick_device(), precision=profile.precision, progress=progress,
-                            desc=f"teacher layers ({split})")
+                outputs = _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,
+                                      device=device or pick_device(), precision=profile.precision, progress=progress,
+                                      desc=f"teacher layers ({split})")
             except BaseException:  # an error or Ctrl-C: no half-written file stays behind
                 writer.discard()
                 raise
             writer.close()
+            path = {k: prep.split_file(k, split) for k in ("logits", "cls")}
+            if not all(p.exists() for p in path.values()):
+                _store_outputs(path, *outputs)
         states = _open_layers(prep, paths, teacher_model.config.num_hidden_layers)
     if len(states) != len(encoded):
         raise ArtifactError(f"the cached teacher layers in {prep.directory} have {len(states)} rows for "
@@ -200,27 +207,16 @@ def _open_layers(prep, paths: dict, depth: int) -> LayerStates:
                             f"({err.__class__.__name__}): delete its .npy files and run again") from err
 
 
-@torch.no_grad()
 def _layer_pass(teacher_model, encoded, writer: LayerWriter, *, batch_size: int, device: str, precision: str,
-                progress: bool, desc: str) -> None:
+                progress: bool, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass of the frozen teacher over ``encoded`` (in the training loop's precision), writing the layers
-    ``writer`` asks for."""
-    kinds = {kind for kind, _ in writer.paths}
-    dtype, kind = autocast_dtype(device, precision), device_type(device)
-    was_training = teacher_model.training
-    teacher_model.eval().to(device)
-    groups = batch_groups(encoded, batch_size, shuffle=False, group_by_length=True)
-    try:
-        for batch in tqdm(prefetch(lambda g: collate(encoded, g, pin=kind == "cuda"), groups), total=len(groups),
-                          desc=desc, disable=not progress, leave=False):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
-                out = forward_features(teacher_model, batch["input_ids"], batch["attention_mask"],
-                                       hidden="hidden" in kinds, values="values" in kinds)
-            for what, t in writer.paths:
-                writer.write((what, t), batch["index"], out.hidden[t] if what == "hidden" else out.values[t - 1])
-    finally:
-        teacher_model.train(was_training)
+    ``writer`` asks for; returns the pass's logits and [CLS] states (:func:`kd_tutorial.evaluate.predict_logits`)."""
+    def write(index, out):
+        for what, t in writer.paths:
+            writer.write((what, t), index, out.hidden[t] if what == "hidden" else out.values[t - 1])
+    return predict_logits(teacher_model, encoded, batch_size=batch_size, device=device, precision=precision,
+                          progress=progress, desc=desc, cls_states=True,
+                          values=any(what == "values" for what, _ in writer.paths), on_batch=write)
 
 
 def _load_logits(path: Path, rows: int) -> torch.Tensor:

@@ -120,8 +120,9 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     from kd_tutorial.profiles import get_profile
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
     cpu = get_profile("cpu").replace(teacher_layers="online")  # as its budget was measured
-    # the preset reads the teacher's layers from a cache: no teacher forward in its intermediate runs
-    assert 0.8 < cli.work_ratio(get_profile("cpu")) < 0.95
+    # the preset reads the teacher's layers from a cache: no teacher forward in its intermediate runs, and the
+    # cache written by the pass that gives the logits (0.86 when it took a pass of its own)
+    assert 0.7 < cli.work_ratio(get_profile("cpu")) < 0.82
     # the CPU estimate is the profile's own measured budget, whatever it is (minutes, or seconds under one)
     for budget, said in ((1200, "about 20 minute(s) "), (300, "about 5 minute(s) "), (45, "about 45 s ")):
         assert cli.estimate(cpu.replace(time_budget_s=budget), "cpu").startswith(said), budget

@@ -78,12 +78,42 @@ def test_cached_layers_are_computed_once_and_only_the_missing_ones(small, monkey
     passes = []
     real = teachers._layer_pass
     monkeypatch.setattr(teachers, "_layer_pass", lambda model, enc, writer, **kw: (passes.append(set(writer.paths)),
-                                                                                  real(model, enc, writer, **kw)))
+                                                                                  real(model, enc, writer, **kw))[1])
     again = teachers.ensure_teacher_layers(profile, "train", KEYS, teacher_model=teacher, progress=False)
     assert passes == [] and again.keys == set(KEYS)
     more = teachers.ensure_teacher_layers(profile, "train", KEYS + [("hidden", 1)], teacher_model=teacher,
                                           progress=False)
     assert passes == [{("hidden", 1)}] and more.keys == set(KEYS) | {("hidden", 1)}
+
+
+def test_one_teacher_pass_caches_the_layers_with_the_very_logits_and_cls_of_a_pass_of_their_own(small):
+    """When a split's logits are not cached yet, the layer pass caches them too: the same numbers as the logits
+    pass alone, bit for bit, and the logits are then read without another pass (the pipeline's order)."""
+    profile, teacher, prep, _, _ = small
+    calls = []
+    hook = teacher.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        separate = teachers.ensure_teacher_logits(profile, "validation", teacher_model=teacher, progress=False)
+        separate_cls = teachers.ensure_teacher_cls(profile, "validation", teacher_model=teacher, progress=False)
+        layers = teachers.ensure_teacher_layers(profile, "validation", KEYS, teacher_model=teacher, progress=False)
+        one_pass, rows = len(calls) // 2, torch.arange(len(layers))
+        assert one_pass > 0 and len(calls) == 2 * one_pass  # the logits pass, then the layers' own
+        longest = max(map(len, prep.encoded["validation"].input_ids))
+        before = layers.read(rows, longest, KEYS)
+        for kind in ("logits", "cls"):
+            prep.split_file(kind, "validation").unlink()
+        for key in KEYS:
+            teachers.layer_file(prep, key, "validation").unlink()
+        calls.clear()
+        fused = teachers.ensure_teacher_layers(profile, "validation", KEYS, teacher_model=teacher, progress=False)
+        logits = teachers.ensure_teacher_logits(profile, "validation", teacher_model=teacher, progress=False)
+        cls = teachers.ensure_teacher_cls(profile, "validation", teacher_model=teacher, progress=False)
+    finally:
+        hook.remove()
+    assert len(calls) == one_pass  # one pass wrote all three
+    assert torch.equal(logits, separate) and torch.equal(cls, separate_cls)
+    after = fused.read(rows, longest, KEYS)
+    assert all(torch.equal(after[key], before[key]) for key in KEYS)
 
 
 def _student(profile, teacher, recipe):
