@@ -95,11 +95,12 @@ def test_one_teacher_pass_caches_the_layers_with_the_very_logits_and_cls_of_a_pa
     try:
         separate = teachers.ensure_teacher_logits(profile, "validation", teacher_model=teacher, progress=False)
         separate_cls = teachers.ensure_teacher_cls(profile, "validation", teacher_model=teacher, progress=False)
+        one_pass = len(calls)
         layers = teachers.ensure_teacher_layers(profile, "validation", KEYS, teacher_model=teacher, progress=False)
-        one_pass, rows = len(calls) // 2, torch.arange(len(layers))
-        assert one_pass > 0 and len(calls) == 2 * one_pass  # the logits pass, then the layers' own
-        longest = max(map(len, prep.encoded["validation"].input_ids))
+        assert one_pass > 0 and len(calls) == 2 * one_pass  # the logits were cached: the layers took a pass of their own
+        rows, longest = torch.arange(len(layers)), max(map(len, prep.encoded["validation"].input_ids))
         before = layers.read(rows, longest, KEYS)
+        del layers  # unmapped before its files go (Windows refuses to delete a mapped file)
         for kind in ("logits", "cls"):
             prep.split_file(kind, "validation").unlink()
         for key in KEYS:
@@ -114,6 +115,45 @@ def test_one_teacher_pass_caches_the_layers_with_the_very_logits_and_cls_of_a_pa
     assert torch.equal(logits, separate) and torch.equal(cls, separate_cls)
     after = fused.read(rows, longest, KEYS)
     assert all(torch.equal(after[key], before[key]) for key in KEYS)
+
+
+def test_the_layer_pass_never_rewrites_logits_already_cached(small):
+    """Students may have been trained on cached logits: a later layer pass leaves them as they are and fills in
+    only the missing [CLS] states."""
+    profile, teacher, prep, _, _ = small
+    path = {kind: prep.split_file(kind, "validation") for kind in ("logits", "cls")}
+    planted = torch.zeros(len(prep.encoded["validation"]), 2)
+    torch.save(planted, path["logits"])
+    path["cls"].unlink(missing_ok=True)
+    for key in KEYS:
+        teachers.layer_file(prep, key, "validation").unlink(missing_ok=True)
+    try:
+        teachers.ensure_teacher_layers(profile, "validation", KEYS, teacher_model=teacher, progress=False)
+        assert torch.equal(teachers.ensure_teacher_logits(profile, "validation", progress=False), planted)
+        cls = teachers.ensure_teacher_cls(profile, "validation", progress=False)
+        assert cls.shape[1] == teacher.config.num_hidden_layers + 1 and cls.abs().sum() > 0
+    finally:  # the split's real outputs are made again by whoever asks next
+        for file in [*path.values(), *(teachers.layer_file(prep, key, "validation") for key in KEYS)]:
+            file.unlink(missing_ok=True)
+
+
+def test_the_pipeline_builds_the_layer_cache_before_it_reads_the_logits(small, monkeypatch, tmp_path):
+    """The order that lets one pass write both: reading the logits first would make a pass of their own."""
+    profile, teacher, prep, _, _ = small
+    order = []
+
+    class Stop(Exception):
+        pass
+
+    def logits(*args, **kw):
+        order.append("logits")
+        raise Stop
+    monkeypatch.setattr(pipeline, "ensure_teacher", lambda *args, **kw: (teacher, prep, {}))
+    monkeypatch.setattr(pipeline, "teacher_layer_cache", lambda *args, **kw: order.append("layers"))
+    monkeypatch.setattr(pipeline, "teacher_outputs", logits)
+    with pytest.raises(Stop):
+        pipeline.run_distill(profile, out=tmp_path, device="cpu", progress=False)
+    assert order == ["layers", "logits"]
 
 
 def _student(profile, teacher, recipe):
