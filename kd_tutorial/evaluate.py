@@ -39,24 +39,26 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
     dtype, kind = autocast_dtype(device, precision), device_type(device)
     groups = batch_groups(encoded, batch_size, shuffle=False, group_by_length=True)
     out = cls = None  # filled on the device and copied to the host once: no wait per batch
-    for batch in tqdm(prefetch(lambda g: collate(encoded, g, pin=kind == "cuda"), groups), total=len(groups),
-                      desc=desc, disable=not progress, leave=False):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
-            result = forward_features(model, batch["input_ids"], batch["attention_mask"], hidden=cls_states,
-                                      values=values)
-        if on_batch is not None:
-            on_batch(batch["index"], result)
-        logits = result.logits.float()
-        if out is None:
-            out = torch.empty(len(encoded), logits.shape[-1], device=device)
-        out[batch["index"]] = logits
-        if cls_states:
-            states = torch.stack([h[:, 0] for h in result.hidden], 1).to(torch.float16)
-            if cls is None:
-                cls = torch.empty(len(encoded), *states.shape[1:], dtype=torch.float16, device=device)
-            cls[batch["index"]] = states
-    model.train(was_training)
+    try:
+        for batch in tqdm(prefetch(lambda g: collate(encoded, g, pin=kind == "cuda"), groups), total=len(groups),
+                          desc=desc, disable=not progress, leave=False):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
+                result = forward_features(model, batch["input_ids"], batch["attention_mask"], hidden=cls_states,
+                                          values=values)
+            if on_batch is not None:
+                on_batch(batch["index"], result)
+            logits = result.logits.float()
+            if out is None:
+                out = torch.empty(len(encoded), logits.shape[-1], device=device)
+            out[batch["index"]] = logits
+            if cls_states:
+                states = torch.stack([h[:, 0] for h in result.hidden], 1).to(torch.float16)
+                if cls is None:
+                    cls = torch.empty(len(encoded), *states.shape[1:], dtype=torch.float16, device=device)
+                cls[batch["index"]] = states
+    finally:  # an error or Ctrl-C leaves the model in the mode it came in
+        model.train(was_training)
     if out is None:
         raise ValueError(f"{desc}: no reviews to predict (the split {getattr(encoded, 'name', '')!r} is empty)")
     out, cls = out.cpu(), None if cls is None else cls.cpu()

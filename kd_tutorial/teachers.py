@@ -113,7 +113,7 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(prep.encoded)}")
     encoded = prep.encoded[split] if encoded is None else encoded
     rows = len(encoded)
-    path = {k: prep.split_file(k, split) for k in ("logits", "cls")}
+    path = _output_files(prep, split)
     if path[what].exists():
         return _load_logits(path[what], rows)
     if teacher_model is None:
@@ -126,6 +126,11 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
                                              device=device, precision=profile.precision, progress=progress,
                                              desc=f"teacher logits ({split})", cls_states=True))
         return _load_logits(path[what], rows)
+
+
+def _output_files(prep, split: str) -> dict:
+    """Where the teacher's logits and [CLS] states on ``split`` are cached: ``{"logits": path, "cls": path}``."""
+    return {k: prep.split_file(k, split) for k in ("logits", "cls")}
 
 
 def _store_outputs(path: dict, logits: torch.Tensor, cls: torch.Tensor) -> None:
@@ -168,7 +173,7 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
                 writer.discard()
                 raise
             writer.close()
-            path = {k: prep.split_file(k, split) for k in ("logits", "cls")}
+            path = _output_files(prep, split)
             if not all(p.exists() for p in path.values()):
                 _store_outputs(path, *outputs)
         states = _open_layers(prep, paths, teacher_model.config.num_hidden_layers)

@@ -296,6 +296,22 @@ def test_an_interrupted_layer_pass_leaves_nothing_behind(small, monkeypatch):
     assert not list(prep.directory.glob("*hidden-3-*")) and not list(prep.directory.glob(".*.tmp"))
 
 
+def test_a_pass_stopped_in_its_callback_leaves_the_teacher_in_the_mode_it_came_in(small):
+    from kd_tutorial.evaluate import predict_logits
+    _, teacher, prep, _, _ = small
+
+    def stop(index, features):
+        raise KeyboardInterrupt
+    was = teacher.training
+    teacher.train()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            predict_logits(teacher, prep.encoded["validation"], batch_size=8, on_batch=stop)
+        assert teacher.training
+    finally:
+        teacher.train(was)
+
+
 def test_the_room_check_leaves_room_to_spare(tmp_path, monkeypatch):
     free = 10 * 1024 ** 3
     monkeypatch.setattr(layer_cache.shutil, "disk_usage", lambda path: type("Usage", (), {"free": free})())
