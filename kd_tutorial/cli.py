@@ -71,7 +71,7 @@ def _check_inputs(args, profile, data: bool = True) -> None:
 
 def work_ratio(profile, runs=None) -> float:
     """The model arithmetic of ``profile`` (every student running ``runs``; None: their own recipes) over that of
-    the preset of its name as its budget was measured (teacher online), as FLOPs counted by
+    the preset of its name, whose ``time_budget_s`` was measured as it stands, as FLOPs counted by
     :mod:`kd_tutorial.flops`, the final evaluation left out (its size is the data folder's test split, which the
     profile does not know). 1.0 within 1 %, for an unknown name, and for sizes the FLOP counter cannot tell (a
     Hub teacher it does not list). A proxy: it ignores fixed costs, which dominate the ``tiny`` profile's minute."""
@@ -79,8 +79,6 @@ def work_ratio(profile, runs=None) -> float:
         phases = estimate_profile(p, recipes=recipes)["phases"]
         return sum(phase["flops"] for name, phase in phases.items() if name != "evaluation")
     preset = PROFILES.get(profile.name)
-    if preset is not None:  # the budgets were measured with the teacher online, before the layer cache existed
-        preset = preset.replace(teacher_layers="online")
     try:
         ratio = work(profile, runs) / work(preset) if preset is not None else 1.0
     except (ValueError, TypeError, KeyError):
@@ -88,14 +86,14 @@ def work_ratio(profile, runs=None) -> float:
     return 1.0 if abs(ratio - 1) < 0.01 else ratio
 
 
-# How many times longer a profile's phases took in fp32 on 2 cores of a CPU without bf16 units (an AMD EPYC) than
-# in bf16 on the 2 cores with them where its time_budget_s was measured (docs/tuning.md, "The new defaults, on three
-# seeds"; a profile not listed was not measured both ways). tiny: 89.4 s on average with its students side by side
-# (--workers, docs/tuning/tiny-workers.json; 118 s one after another, docs/tuning/tiny-fp32.json) against 47 s.
-# Two machines, not only two precisions: cpu's 3.0 is roughly 2.0 (bf16) x 1.5 (the slower cores), timed with its
-# students one after another (side by side, about 1.16x less for a seed's students by an estimate from measured step
-# costs: docs/tuning.md, "Two runs at a time"), so it overestimates a little now, and more on faster cores.
-CPU_FP32_SLOWDOWN = {"cpu": 3.0, "tiny": 1.9}
+# How many times longer a profile takes in fp32 on 2 cores of a CPU without bf16 units (an AMD EPYC) than in bf16 on
+# the 2 cores with them where its time_budget_s was measured (a profile not listed was not measured both ways).
+# tiny: 89.4 s on average with its students side by side (--workers, docs/tuning/tiny-workers.json; 118 s one after
+# another, docs/tuning/tiny-fp32.json) against 47 s (49.4 s on the machine of cpu's budget: tuning/tiny-bf16.json).
+# cpu: 3.0 phase by phase against an earlier, faster machine with bf16 units (docs/tuning.md, "The new defaults, on
+# three seeds"), on which a distil-3L step took 0.438 s against 0.803 s on the machine of the budget (1.83x:
+# docs/tuning.md, "One whole seed, timed end to end"): 3.0 / 1.83 = 1.6. Two machines, not only two precisions.
+CPU_FP32_SLOWDOWN = {"cpu": 1.6, "tiny": 1.9}
 # fp32 asked for (precision=fp32) on a CPU with bf16 units: the precision alone, from one distil-3L step on such a
 # CPU (0.876 s in fp32 against 0.438 s in bf16: docs/tuning.md, "Twenty minutes"); tiny was not measured this way
 BF16_CPU_FP32_SLOWDOWN = {"cpu": 2.0}
@@ -119,8 +117,8 @@ def cpu_slowdown(profile, device: str) -> tuple[float, str]:
     why = "this CPU has no bf16 units" if profile.precision == "auto" else f"precision={profile.precision}"
     fp32 = "" if precision == "fp32" else ", in fp32,"
     emulated = "" if precision == "fp32" else f"; {precision}, emulated here, is slower still"
-    return slower, (f"in {precision}, since {why}: on 2 slower cores without bf16 units{fp32} this profile took "
-                    f"{slower:.1f}x the time measured on a CPU with them{emulated}; faster cores may take less")
+    return slower, (f"in {precision}, since {why}: on 2 slower cores without bf16 units{fp32} this profile takes "
+                    f"about {slower:.1f}x the time measured on a CPU with them{emulated}; faster cores may take less")
 
 
 def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None) -> str:

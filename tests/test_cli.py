@@ -115,14 +115,33 @@ def test_prefetch_tiny_needs_nothing():
     assert proc.returncode == 0 and "nothing to download" in proc.stdout
 
 
+def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_stands():
+    """The printed estimate starts from time_budget_s: it must be a measured seed of this very preset."""
+    import json
+    from pathlib import Path
+    record = Path(__file__).resolve().parents[1] / "docs/tuning/cpu-1-seed-bf16-cache-de22eb1.json"
+    run = json.loads(record.read_text())["run"]
+    cpu = profiles.get_profile("cpu")
+    assert (run["profile"], run["profile_changes"], run["seeds"]) == ("cpu", {}, [0])
+    assert run["precision"]["training"] == "bf16" and run["torch_threads"] == 2  # 2 cores with bf16 units
+    assert round(run["wall_seconds"]) == cpu.time_budget_s
+    # the same runs and step budgets as the preset names today (a changed recipe or budget needs a new record)
+    from kd_tutorial.pipeline import step_budget
+    rows = cpu.student_labels + cpu.n_transfer
+    assert {s.name: (list(s.recipes), step_budget(cpu, s, rows)) for s in cpu.students} == {
+        name: (list(plan["recipes"]), plan["steps"]) for name, plan in run["students"].items()}
+    assert run["teacher_layers"]["setting"] == cpu.teacher_layers == "cache"
+
+
 def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     from kd_tutorial import device
     from kd_tutorial.profiles import get_profile
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
-    cpu = get_profile("cpu").replace(teacher_layers="online")  # as its budget was measured
-    # the preset reads the teacher's layers from a cache: no teacher forward in its intermediate runs, and the
-    # cache written by the pass that gives the logits (0.86 when it took a pass of its own)
-    assert 0.7 < cli.work_ratio(get_profile("cpu")) < 0.82
+    cpu = get_profile("cpu")  # its budget was measured as it stands: its own work ratio is 1
+    # with the teacher online, its intermediate runs pay the teacher's forward pass at every step (the preset reads
+    # the mapped layers from a cache written by the pass that gives the logits)
+    assert 1.2 < cli.work_ratio(cpu.replace(teacher_layers="online")) < 1.45
+    assert cli.estimate(cpu, "cpu").startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores ")
     # the CPU estimate is the profile's own measured budget, whatever it is (minutes, or seconds under one)
     for budget, said in ((1200, "about 20 minute(s) "), (300, "about 5 minute(s) "), (45, "about 45 s ")):
         assert cli.estimate(cpu.replace(time_budget_s=budget), "cpu").startswith(said), budget
@@ -142,22 +161,21 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     fp32 = cli.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
     assert fp32.startswith("about 40 minute(s) ") and cli.BF16_CPU_FP32_SLOWDOWN["cpu"] == 2.0
     assert "since precision=fp32: one step of this profile's student took 2.0x its bf16 time" in fp32
-    tiny_online = get_profile("tiny").replace(precision="fp32", teacher_layers="online")
-    assert cli.estimate(tiny_online, "cpu").startswith("about 1 minute(s) ")
+    assert cli.estimate(get_profile("tiny").replace(precision="fp32"), "cpu").startswith("about 1 minute(s) ")
     assert cli.cpu_slowdown(get_profile("tiny").replace(precision="fp32"), "cpu") == (1.0, "")  # not measured
     assert cli.cpu_slowdown(cpu, "mps") == cli.cpu_slowdown(cpu, "cuda") == (1.0, "")
     # a CPU without bf16 units runs fp32: the measured slowdown, said, for the profiles it was measured on
     monkeypatch.setattr(device, "bf16_supported", lambda name: False)
     slow = cli.estimate(cpu.replace(time_budget_s=1200), "cpu")
     assert slow.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ")
-    assert f"this profile took {cli.CPU_FP32_SLOWDOWN['cpu']:.1f}x the time measured on a CPU with them" in slow
+    assert f"this profile takes about {cli.CPU_FP32_SLOWDOWN['cpu']:.1f}x the time measured on a CPU with them" in slow
     assert cli.CPU_FP32_SLOWDOWN["cpu"] > 1
     assert "this CPU has no bf16 units" in slow
     # fp32 asked for on such a CPU: the same machine as the measurement, so the same factor
     forced = cli.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
-    assert forced.startswith("about 60 minute(s) ") and "since precision=fp32: on 2 slower cores without bf16" in forced
+    assert forced.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ") and "since precision=fp32: on 2 slower cores without bf16" in forced
     emulated = cli.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu")  # no bf16 units: slower still
-    assert emulated.startswith("about 60 minute(s) ") and "bf16, emulated here, is slower still" in emulated
+    assert emulated.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ") and "bf16, emulated here, is slower still" in emulated
     assert cli.cpu_slowdown(get_profile("full"), "cpu") == (1.0, "")  # not measured on a CPU
     assert "fp32" not in cli.estimate(get_profile("full").replace(time_budget_s=1200), "cpu")  # not measured
     tiny = get_profile("tiny")
