@@ -34,10 +34,11 @@ from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .models import TINY_TEACHER
 from .parallel import check_workers
-from .pipeline import run_distill
+from .pipeline import check_depths, run_distill
 from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, TINY_BERT
 from .recipes import get_recipe, RECIPES
-from .report import benchmark_markdown, README_END, README_START, results_markdown, splice_readme, summary
+from .report import (benchmark_markdown, check_readme_markers, check_summary_target, README_START, results_markdown,
+                     splice_readme, summary)
 from .search import run_search
 from .store import atomic_write_json, home, HOME_ENV
 
@@ -63,10 +64,13 @@ def _check_inputs(args, profile, data: bool = True) -> None:
     if teacher and looks_like_a_folder(teacher) and not Path(teacher).expanduser().exists():
         raise model_source_error(teacher, "teacher")
     if (teacher or profile.teacher) == TINY_TEACHER:
-        positions = (TINY_BERT | (profile.teacher_config or {}))["max_position_embeddings"]
+        config = TINY_BERT | (profile.teacher_config or {})
+        positions = config["max_position_embeddings"]
         if profile.max_length > positions:
             raise UsageError(f"max_length={profile.max_length}: the tiny teacher has {positions} positions; give "
                              f"--set max_length=N with N <= {positions}")
+        check_depths(profile, config["num_hidden_layers"], _recipes(getattr(args, "recipes", None)),
+                     fix="give --set \"teacher_config={'num_hidden_layers': N}\"")
 
 
 def work_ratio(profile, runs=None) -> float:
@@ -307,6 +311,7 @@ def cmd_report(args) -> int:
     if args.summary:
         if len(args.results) != 1:
             raise UsageError("--summary writes one file: give exactly one results.json")
+        check_summary_target(args.summary, args.results, args.readme)
         try:
             atomic_write_json(Path(args.summary), summary(results[args.results[0]]))
         except OSError as err:
@@ -357,9 +362,7 @@ def _check_readme(readme: str) -> None:
     except OSError as err:
         raise UsageError(f"cannot read --readme {readme} ({err.strerror or err}): give the README.md that holds "
                          f"the {README_START} marker") from None
-    if README_START not in text or README_END not in text:
-        raise UsageError(f"{readme} has no {README_START} ... {README_END} block: add those two lines where the "
-                         "results tables go")
+    check_readme_markers(text, readme)
 
 
 def cmd_benchmark(args) -> int:
@@ -416,13 +419,13 @@ def cmd_search(args) -> int:
 
 
 def cmd_grade(args, rest) -> int:
-    """Delegate to the workshop grader (kd_tutorial.grading.grader)."""
-    return grade_main(rest)
+    """Delegate to the workshop grader (kd_tutorial.grading.grader), with the CLI's one-line argument errors."""
+    return grade_main(rest, parser_class=_Parser)
 
 
 def cmd_make_exercises(args, rest) -> int:
-    """Delegate to the exercise generator (kd_tutorial.grading.authoring)."""
-    return authoring_main(rest)
+    """Delegate to the exercise generator (kd_tutorial.grading.authoring), with the CLI's one-line argument errors."""
+    return authoring_main(rest, parser_class=_Parser)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -604,9 +607,17 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _is_offline_error(err: BaseException) -> bool:
-    names = {c.__name__ for c in type(err).__mro__}
-    return bool(names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError"})
+def _is_offline_error(err: BaseException | None) -> bool:
+    """Whether ``err``, or an error it was raised from, says the Hub could not be reached (transformers wraps
+    huggingface_hub's ``LocalEntryNotFoundError`` in a plain ``OSError``)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        names = {c.__name__ for c in type(err).__mro__}
+        if names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError"}:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 if __name__ == "__main__":  # pragma: no cover

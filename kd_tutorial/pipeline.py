@@ -27,6 +27,7 @@ from .artifacts import load_student, save_student, student_finished, student_fol
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
+from .errors import UsageError
 from .evaluate import compare, compare_paired, correct_matrix, predict_logits
 from .layer_maps import describe as describe_mapping, layer_mapping
 from .models import DistillationStudent, build_student, fold_word_embeddings
@@ -45,6 +46,17 @@ def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
     """Optimizer steps every run of one student gets: its epochs over the labelled + transfer reviews."""
     epochs = spec.epochs if spec.epochs is not None else profile.student_epochs
     return max(1, math.ceil(epochs * n_rows / profile.effective_batch))
+
+
+def check_depths(profile: Profile, teacher_layers: int, runs=None, fix: str = "give a deeper teacher") -> None:
+    """Refuse, in one line, a student whose layers map onto more teacher layers than there are: a layer-copied
+    student (its ``layer_map`` included) or one with an intermediate recipe among ``runs``."""
+    for spec in profile.students:
+        needs = max(spec.layer_map) + 1 if spec.layer_map else spec.num_layers
+        maps = spec.kind == "distil" or any(r.intermediate is not None for r in student_recipes(profile, spec, runs))
+        if maps and needs > teacher_layers:
+            raise UsageError(f"student {spec.name} maps its layers onto {needs} of the teacher's, and the teacher "
+                             f"has {teacher_layers}: {fix} (at least {needs} layers)")
 
 
 def student_recipes(profile: Profile, spec: StudentSpec, names=None) -> list[Recipe]:
@@ -135,7 +147,7 @@ def augmented_transfer(profile: Profile, prep, teacher_model, *, device: str, pr
 
 
 def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,), runs=None,
-                     out: Path | None = None, resume: bool = False, device: str = "cpu", init: str = "pretrained",
+                     resume: bool = False, device: str = "cpu", init: str = "pretrained",
                      progress: bool = True, students: tuple[StudentSpec, ...] | None = None,
                      cls: dict | None = None, workers: int = 1, layers: dict | None = None) -> dict:
     """Train every (student, recipe, seed); return ``{model name: {"model", "history", "seed", "base", ...}}``
@@ -147,8 +159,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     (:func:`kd_tutorial.teacher_layers.teacher_layer_cache`; built here when the profile asks for them and none are
     given; ``{}``: none). Every run is stored in the artifact cache, under its teacher. With ``resume=True`` a
     finished run is loaded from there (``status="cached"``) and an interrupted one continues from its last
-    checkpoint; otherwise it is trained again. With ``out``, each final model is also saved into
-    ``out/checkpoints/<name>/model``. With ``workers`` > 1 (a CPU, Linux) and at least two runs left to train, up to
+    checkpoint; otherwise it is trained again. With ``workers`` > 1 (a CPU, Linux) and at least two runs left to train, up to
     that many train at once, one thread each (:mod:`kd_tutorial.parallel`), and are read back from the artifact
     cache.
     """
@@ -179,11 +190,17 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
         item = run(job, resume=resume or job["name"] in status)
         if job["name"] in status:
             item["status"] = status[job["name"]]  # trained in a worker (or cached there by another process)
-        if out is not None:
-            atomic_save_pretrained(item["model"], Path(out) / "checkpoints" / job["name"].replace(" ", "_") / "model")
         trained[job["name"]] = item | {k: job[k] for k in ("seed", "base", "student", "plan", "cached_layers")} | {
             "recipe": job["recipe"].name, "path": str(job["folder"])}
     return trained
+
+
+def write_checkpoints(trained: dict, out: Path) -> None:
+    """Each final model into ``out/checkpoints/<name>/model``, once the run is evaluated. An earlier run's
+    ``out/results.json`` is removed first, so that a write cut short never leaves it describing these models."""
+    (out / "results.json").unlink(missing_ok=True)
+    for name, item in trained.items():
+        atomic_save_pretrained(item["model"], out / "checkpoints" / name.replace(" ", "_") / "model")
 
 
 def _teacher_extras(profile: Profile, prep, teacher, specs, chosen: dict, logits: dict, cls, layers, *, device: str,
@@ -374,6 +391,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     with clock("teacher"):
         teacher_model, prep, info = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init,
                                                    seed=seeds[0], device=device, progress=progress)
+    check_depths(profile, teacher_model.config.num_hidden_layers, runs)  # the teacher is cached: nothing lost
     kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
               device=device, progress=progress)
     keys = cached_layer_keys(profile, profile.students, lambda spec: [
@@ -385,13 +403,14 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
         logits, cls = teacher_outputs(profile, prep, runs, **kw)
     workers = workers or default_workers(device)
     with clock("students"):
-        trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, out=out, resume=resume,
+        trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, resume=resume,
                                    device=device, init=init, progress=progress, cls=cls, runs=runs, workers=workers,
                                    layers=layers or {})  # {}: none cached, and none to build again
     n_trained = sum(item["status"] == "trained" for item in trained.values())
     workers = max(1, min(workers, n_trained))  # what ran side by side, for the record
     with clock("evaluation"):
         rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
+    write_checkpoints(trained, out)  # not before: a run cut short leaves the earlier run's files as they were
     record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
                         phases=clock.seconds, wall=clock.wall(), workers=workers)
     record["teacher_layers"] = {"setting": profile.teacher_layers, "gb": cache_gb(layers),

@@ -47,6 +47,20 @@ def _optional(test):
     return lambda v: v is None or test(v)
 
 
+BERT_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")
+
+
+def _tiny_bert_config(v) -> bool:
+    """A test for ``teacher_config``: a dict of :data:`TINY_BERT`'s keys that, laid over it, builds a BERT (whole
+    sizes, a width its heads divide, dropouts from 0 to below 1)."""
+    if not isinstance(v, dict) or not set(v) <= set(TINY_BERT):
+        return False
+    c = TINY_BERT | v
+    dropouts = [c[k] for k in TINY_BERT if k.endswith("_prob")]
+    return (all(_whole(1)(c[k]) for k in BERT_SIZES) and c["hidden_size"] % c["num_attention_heads"] == 0
+            and all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < 1 for p in dropouts))
+
+
 # what each field must be, and what to give instead: checked whenever a profile is made, --set included
 FIELD_RULES = {
     "batch_size": (_whole(1), "a whole number >= 1"),
@@ -71,6 +85,9 @@ FIELD_RULES = {
     "evals_per_run": (_whole(1), "a whole number >= 1"),
     "patience": (_optional(_whole(1)), "None (no early stop) or a whole number >= 1"),
     "teacher_layers": (lambda v: v in ("online", "cache"), "online or cache"),
+    "teacher_config": (_optional(_tiny_bert_config),
+                       "None or a dict of " + ", ".join(BERT_SIZES) + " (whole numbers >= 1, hidden_size a multiple of "
+                       "num_attention_heads), hidden_dropout_prob, attention_probs_dropout_prob (0 to below 1)"),
     "seeds": (lambda v: len(v) >= 1 and all(_whole(0)(s) and s <= MAX_SEED for s in v),
               f"one or more whole numbers from 0 to {MAX_SEED}"),
 }

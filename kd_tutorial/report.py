@@ -7,8 +7,10 @@ and computes no metric itself. Every number in the README comes from a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+from .errors import UsageError
 from .evaluate import ECE_BINS
 from .store import atomic_write_text
 
@@ -206,17 +208,60 @@ def summary(results: dict) -> dict:
                                                                                     "plots": plots}
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name one file, however spelt: the same resolved path (``./x``, ``d/../x``, a
+    symlink), or, when both exist, the same file on disk (a hard link, another case on a case-blind disk)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def refuse_overwrite(target: str | Path, flag: str, inputs, fix: str = "") -> None:
+    """A UsageError when ``target``, the file that ``flag`` writes, is one of ``inputs`` (``None`` entries are
+    skipped): writing it would replace what the command reads. ``fix`` replaces the default advice."""
+    for path in inputs:
+        if path is not None and same_file(target, path):
+            raise UsageError(f"{flag} {target} would overwrite the input {path}: "
+                             f"{fix or f'give {flag} a file of its own'}")
+
+
+def check_summary_target(target: str | Path, results_paths, readme: str | Path | None = None) -> None:
+    """Refuse a ``--summary`` file that is one of the results files or the README: the summary would replace it."""
+    refuse_overwrite(target, "--summary", [*results_paths, readme],
+                     fix="give --summary another file, e.g. docs/results/<run>.json")
+
+
+def check_readme_markers(text: str, readme: str | Path) -> None:
+    """A UsageError unless ``text`` (the README ``readme``) holds the start marker once, then the end marker once:
+    anything else would make the splice fail or replace text outside the results block."""
+    block = f"{README_START} ... {README_END} block"
+    if README_START not in text or README_END not in text:
+        raise UsageError(f"{readme} has no {block}: add those two lines where the results tables go")
+    twice = [m for m in (README_START, README_END) if text.count(m) > 1]
+    if twice:
+        raise UsageError(f"{readme} holds {' and '.join(twice)} more than once: keep one {block} and delete the "
+                         "other markers")
+    if text.index(README_END) < text.index(README_START):
+        raise UsageError(f"{readme} has {README_END} above {README_START}: put the start marker first, on the "
+                         "line above the results tables, and the end marker after them")
+
+
 def splice_readme(readme: str | Path, results_paths: list[str | Path]) -> None:
     """Rewrite the block between the README's results markers with the tables of ``results_paths``.
 
-    The new text is written to a temporary file and renamed into place: an interrupted splice leaves the
-    old README whole.
+    The markers are checked (:func:`check_readme_markers`) and a README that is one of the results files is
+    refused, before anything is written. The new text is written to a temporary file and renamed into place:
+    an interrupted splice leaves the old README whole.
     """
+    refuse_overwrite(readme, "--readme", results_paths, fix=f"give --readme the README.md that holds the "
+                                                            f"{README_START} marker")
     readme = Path(readme)
     table = "".join(results_markdown(json.loads(Path(p).read_text())) for p in sorted(map(str, results_paths)))
     text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
+    check_readme_markers(text, readme)
     before, rest = text.split(README_START, 1)
     after = rest.split(README_END, 1)[1]
     atomic_write_text(readme, f"{before}{README_START}\n{table}{README_END}{after}")

@@ -166,12 +166,11 @@ def trial_folder(out: Path, number: int) -> Path:
 
 def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0):
     """The study in ``out/search.db``: created, or loaded to continue; a UsageError when it belongs to another
-    profile or step budget. Trials left RUNNING by an interrupted call are marked FAIL (not counted)."""
+    profile or step budget, or is no study database (:func:`_create_study`). Trials left RUNNING by an interrupted
+    call are marked FAIL (not counted)."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{Path(out).resolve() / 'search.db'}"
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=["maximize", "minimize"],
-                                load_if_exists=True)
+    study = _create_study(Path(out) / "search.db")
     kept = study.user_attrs
     if kept and (kept.get("profile"), kept.get("steps")) != (profile.name, steps):
         raise UsageError(f"{out}/search.db holds a study of --profile {kept.get('profile')} with --steps "
@@ -182,6 +181,27 @@ def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     return study
+
+
+def _create_study(db: Path):
+    """The study in the SQLite file ``db``, created or loaded; a UsageError, the file left as it is, when it cannot
+    be opened as an Optuna study (not a database, a folder, another program's tables...)."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError  # optuna's storage layer: installed with it
+    try:
+        return optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{db.resolve()}",
+                                   directions=["maximize", "minimize"], load_if_exists=True)
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+        raise UsageError(f"{db} cannot be opened as a study database ({_database_cause(err)}): give another "
+                         f"--out, or move {db} away to start a new study there") from None
+
+
+def _database_cause(err: BaseException) -> str:
+    """The first line of the database's own complaint behind ``err`` (optuna wraps sqlalchemy, which wraps
+    sqlite3)."""
+    inner = err.__cause__ or err
+    text = str(getattr(inner, "orig", None) or inner).strip().splitlines()
+    return text[0] if text else inner.__class__.__name__
 
 
 def finished_count(study) -> int:

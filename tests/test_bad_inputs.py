@@ -494,3 +494,56 @@ def test_workers_where_runs_cannot_go_side_by_side_are_refused_before_any_work(c
     line = error_line(capsys, "distill", "--profile", "tiny", "--workers", "2", "--device", "cuda:0")
     assert line.endswith("--workers 2: runs train side by side only on a CPU under Linux, not on cuda:0; leave "
                          "--workers out")
+
+
+def test_a_hub_error_wrapped_in_an_oserror_is_one_line(monkeypatch, capsys):
+    """transformers raises a plain OSError from huggingface_hub's LocalEntryNotFoundError (`prefetch` offline)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(args):
+        try:
+            raise LocalEntryNotFoundError("no connection and nothing cached")
+        except LocalEntryNotFoundError as err:
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files") from err
+
+    monkeypatch.setattr(cli, "cmd_prefetch", offline)
+    line = error_line(capsys, "prefetch", "--profile", "cpu")
+    assert line.startswith("kd-tutorial: error: cannot reach the Hugging Face Hub") and "prefetch" in line
+    monkeypatch.setattr(cli, "cmd_prefetch", lambda args: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):  # an OSError with no Hub error behind it is not hidden
+        cli.main(["prefetch", "--profile", "cpu"])
+
+
+@pytest.mark.parametrize("config", ["{'hidden_size': -5}", "{'hidden_size': 30}", "{'num_attention_heads': 3}",
+                                    "{'bogus_key': 3}", "{'hidden_dropout_prob': 1.5}", "{'num_hidden_layers': 2.5}"])
+def test_a_tiny_teacher_config_that_builds_no_bert_is_one_line(tmp_path, capsys, config):
+    """Before: a negative width or one its heads do not divide was a transformers traceback; an unknown key ran."""
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"),
+                      "--set", f"teacher_config={config}")
+    assert line.startswith("kd-tutorial: error: teacher_config=") and "hidden_size a multiple of" in line, line
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_teacher_shallower_than_a_layer_copied_student_is_one_line(tmp_path, capsys):
+    """Before: the student's layer mapping raised a ValueError traceback, after the teacher had trained."""
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"),
+                      "--set", "teacher_config={'num_hidden_layers': 1}")
+    assert line == ("kd-tutorial: error: student distil-2L maps its layers onto 2 of the teacher's, and the teacher "
+                    "has 1: give --set \"teacher_config={'num_hidden_layers': N}\" (at least 2 layers)")
+
+
+def test_check_depths_counts_layer_maps_and_intermediate_recipes():
+    """A layer map reaches its deepest teacher layer; a compact student maps only with an intermediate recipe."""
+    from kd_tutorial.errors import UsageError
+    from kd_tutorial.pipeline import check_depths
+    from kd_tutorial.profiles import get_profile
+    full = get_profile("full")  # distil-4L copies teacher layers (2, 5, 8, 11): it needs 12
+    check_depths(full, 12)
+    with pytest.raises(UsageError, match="student distil-4L maps its layers onto 12 of the teacher's, and the "
+                                         "teacher has 11"):
+        check_depths(full, 11)
+    compact = full.replace(students=tuple(s for s in full.students if s.kind == "compact"))
+    layers = compact.students[0].num_layers
+    check_depths(compact, layers - 1, runs=("baseline", "kd+transfer"))  # logits only: no layer to map
+    with pytest.raises(UsageError, match=f"onto {layers} of the teacher's"):
+        check_depths(compact, layers - 1, runs=("kd+transfer+hidden",))

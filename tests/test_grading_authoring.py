@@ -18,6 +18,14 @@ def test_exercises_are_up_to_date_with_solutions():
     assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(EXERCISES), "--check"]) == 0
 
 
+def test_the_committed_record_is_of_the_committed_exercises():
+    """exercises/.make-exercises.json says which notebooks the generator wrote, as written: a stale record would make
+    the next `make-exercises` take the course's own notebooks for a learner's edits (and refuse without --force)."""
+    record = authoring.read_record(EXERCISES)
+    assert record == {p.name: authoring.cells_hash(p.read_text(encoding="utf-8"))
+                      for p in sorted(EXERCISES.glob("*.ipynb"))}
+
+
 def test_check_mode_reports_stale_and_generate_fixes_it(tmp_path):
     out = tmp_path / "exercises"
     assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out), "--check"]) == 1

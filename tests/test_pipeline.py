@@ -124,6 +124,22 @@ def test_results_json_has_the_promised_fields(tiny_run):
     assert (out / "checkpoints").is_dir()
 
 
+def test_a_run_cut_short_leaves_the_earlier_runs_files_as_they_were(tiny_run, monkeypatch):
+    """Checkpoints go into ``out`` only once the run is evaluated, just before its results.json: a run stopped while
+    training or evaluating (here: Ctrl-C in the evaluation) leaves the earlier run's results and checkpoints alone."""
+    out, _ = tiny_run
+    files = sorted(p for p in (out / "checkpoints").rglob("*") if p.is_file()) + [out / "results.json"]
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "evaluate_all", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # every run is in the cache: loaded, not trained
+        pipeline.run_distill(get_profile("tiny"), out=out, resume=True, progress=False, workers=1)
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
+
+
 def test_students_are_smaller_and_faster_than_the_teacher(tiny_run):
     _, results = tiny_run
     teacher = _row(results, "teacher")

@@ -5,21 +5,32 @@
 would leave (``# YOUR CODE HERE`` / ``raise NotImplementedError()``, at the
 marker's indentation); outputs and execution counts are stripped; cell ids
 and nbgrader metadata are kept. ``--check`` reports a stale ``exercises/``.
+
+A learner's work is never lost: the hash of every notebook's cells as written is
+recorded in ``exercises/.make-exercises.json``; a notebook whose cells no longer
+match it (or, with no record, match neither it nor the new version) is not
+overwritten without ``--force``, and only notebooks the record lists, unchanged,
+are removed when their solution is gone. Bad input is one line, exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
 import re
 import sys
 from pathlib import Path
 
+from ..errors import UsageError, UserError
+
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+RECORD = ".make-exercises.json"  # in the exercises folder: {"notebooks": {name: cells hash as written}}
 
 
-class AuthoringError(ValueError):
-    """A solution notebook is malformed (unbalanced or nested markers)."""
+class AuthoringError(UsageError):
+    """A solution notebook is malformed (not a notebook, unbalanced or nested markers)."""
 
 
 def stub_source(source: str, where: str = "cell") -> str:
@@ -66,14 +77,56 @@ def _writes(nb) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+def read_solution(path: Path):
+    """A solution notebook, read and validated; an AuthoringError naming the file and the fix if it is not one."""
+    import nbformat  # noqa: PLC0415
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:  # noqa: BLE001 - NotJSONError, ValidationError, UnicodeDecodeError, OSError...
+        raise AuthoringError(f"{path} is not a valid notebook ({type(exc).__name__}): save it again from Jupyter, "
+                             f"or move it out of {path.parent}") from None
+    return nb
+
+
 def render(solutions: Path) -> dict[str, str]:
     """``{file name: exercise notebook text}`` for every solution notebook."""
-    import nbformat  # noqa: PLC0415
     out = {}
     for path in sorted(solutions.glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        out[path.name] = _writes(make_exercise(nb))
+        nb = read_solution(path)
+        try:
+            out[path.name] = _writes(make_exercise(nb))
+        except AuthoringError as exc:
+            raise AuthoringError(f"{path}, {exc}: pair each '{BEGIN}' with one '{END}' below it") from None
     return out
+
+
+def cells_hash(text: str) -> str | None:
+    """sha256 of a notebook's cells (their types and sources: what a learner edits; outputs and metadata are
+    left out); None when ``text`` is not a notebook."""
+    try:
+        cells = [[c.get("cell_type"), "".join(c.get("source", ""))] for c in json.loads(text)["cells"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def read_record(exercises: Path) -> dict[str, str]:
+    """``{name: cells hash}`` of the notebooks make-exercises wrote into ``exercises``; {} without a readable record."""
+    try:
+        record = json.loads((exercises / RECORD).read_text(encoding="utf-8"))["notebooks"]
+        return {str(name): str(digest) for name, digest in record.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def changed(path: Path, text: str, recorded: str | None) -> bool:
+    """Whether the exercise notebook at ``path`` holds changes make-exercises did not make: its cells differ from
+    the hash ``recorded`` when it was written or, with no record (an older version wrote it), from ``text``'s."""
+    if not path.exists():
+        return False
+    current = path.read_text(encoding="utf-8", errors="replace")
+    return current != text and cells_hash(current) != (recorded or cells_hash(text))
 
 
 def stale(solutions: Path, exercises: Path) -> list[str]:
@@ -85,20 +138,52 @@ def stale(solutions: Path, exercises: Path) -> list[str]:
     return problems
 
 
-def generate(solutions: Path, exercises: Path) -> list[Path]:
-    """Write ``exercises/`` from ``solutions/``; remove exercise notebooks without a source. Returns written paths."""
+def generate(solutions: Path, exercises: Path, force: bool = False) -> tuple[list[Path], list[str]]:
+    """Write ``exercises/`` from ``solutions/`` and record what was written; remove the notebooks it wrote earlier
+    whose solution is gone, if unchanged. Refuses, before writing anything, to overwrite a notebook with changes
+    it did not make (unless ``force``). Returns the written paths and the names of the notebooks left in place."""
     wanted = render(solutions)
-    exercises.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in wanted.items():
-        path = exercises / name
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            written.append(path)
-    for path in exercises.glob("*.ipynb"):
-        if path.name not in wanted:
+    try:
+        record = read_record(exercises)
+        edited = [name for name, text in wanted.items() if changed(exercises / name, text, record.get(name))]
+        if edited and not force:
+            them = "it" if len(edited) == 1 else "them"
+            raise UsageError(f"{', '.join(edited)} in {exercises} changed since make-exercises wrote {them} (a "
+                             f"learner's work?): move {them} out of {exercises} to keep {them}, or pass --force to "
+                             f"overwrite {them}")
+        exercises.mkdir(parents=True, exist_ok=True)
+        written = [exercises / name for name, text in wanted.items() if _write(exercises / name, text)]
+        kept = prune(exercises, set(wanted), record)
+        notebooks = {name: cells_hash(text) for name, text in wanted.items()}
+        (exercises / RECORD).write_text(json.dumps({"written_by": "kd-tutorial make-exercises",
+                                                    "notebooks": notebooks}, indent=1) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"cannot write the exercises in {exercises} ({err.strerror or type(err).__name__}): give "
+                         "--exercises a folder you can write") from None
+    return written, kept
+
+
+def _write(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` unless it holds it already; whether it was written."""
+    if path.exists() and path.read_text(encoding="utf-8", errors="replace") == text:
+        return False
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
+def prune(exercises: Path, wanted: set[str], record: dict[str, str]) -> list[str]:
+    """Remove the exercise notebooks without a solution that make-exercises wrote (``record``) and nobody changed
+    since; return the names of the other notebooks without a solution, left in place."""
+    kept = []
+    for path in sorted(exercises.glob("*.ipynb")):
+        if path.name in wanted:
+            continue
+        if record.get(path.name) and cells_hash(path.read_text(encoding="utf-8", errors="replace")) == \
+                record[path.name]:
             path.unlink()
-    return written
+        else:
+            kept.append(path.name)
+    return kept
 
 
 def _default(name: str) -> Path:
@@ -109,33 +194,64 @@ def _default(name: str) -> Path:
     return repo if repo.exists() else here
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``kd-tutorial make-exercises [--solutions DIR] [--exercises DIR] [--check]``."""
-    parser = argparse.ArgumentParser(prog="kd-tutorial make-exercises",
-                                     description="Generate exercises/ from solutions/ (nbgrader-style stubs).")
+def check_folders(solutions: Path, exercises: Path) -> None:
+    """Refuse, before anything is read or written: no solution notebooks, an --exercises that is a file, and
+    folders that are one and the same or hold one another (the stubs would replace the solutions)."""
+    if not solutions.is_dir() or not any(solutions.glob("*.ipynb")):
+        raise UsageError(f"no solution notebooks in {solutions}: give --solutions the folder of the solution "
+                         "notebooks (*.ipynb), e.g. the course's solutions/")
+    if exercises.exists() and not exercises.is_dir():
+        raise UsageError(f"--exercises {exercises} is a file: give --exercises a folder (by default exercises/ "
+                         "beside the solutions folder)")
+    sol, ex = solutions.resolve(), exercises.resolve()
+    if sol == ex or sol in ex.parents or ex in sol.parents:
+        how = "is" if sol == ex else "is inside" if sol in ex.parents else "holds"
+        other = sol.parent / ("exercises" if sol.name != "exercises" else "exercises-generated")
+        raise UsageError(f"--exercises {exercises} {how} the solutions folder {solutions}: give --exercises a "
+                         f"folder of its own, e.g. --exercises {other}")
+
+
+def _parser(parser_class) -> argparse.ArgumentParser:
+    """The arguments of ``kd-tutorial make-exercises``."""
+    parser = parser_class(prog="kd-tutorial make-exercises",
+                          description="Generate exercises/ from solutions/ (nbgrader-style stubs).")
     parser.add_argument("--solutions", type=Path, default=None, help="source notebooks (default: ./solutions)")
     parser.add_argument("--exercises", type=Path, default=None, help="output folder (default: ./exercises)")
     parser.add_argument("--check", action="store_true", help="exit 1 if exercises/ is stale; write nothing")
-    args = parser.parse_args(argv)
-    solutions = args.solutions or _default("solutions")
-    exercises = args.exercises or solutions.parent / "exercises"
-    if not solutions.is_dir() or not any(solutions.glob("*.ipynb")):
-        print(f"kd-tutorial make-exercises: no solution notebooks in {solutions}", file=sys.stderr)
-        return 2
+    parser.add_argument("--force", action="store_true", help="overwrite exercise notebooks changed since they "
+                        "were generated (a learner's work in them is lost)")
+    return parser
+
+
+def main(argv: list[str] | None = None, parser_class=argparse.ArgumentParser) -> int:
+    """``kd-tutorial make-exercises [--solutions DIR] [--exercises DIR] [--check] [--force]``; bad input is one
+    line on stderr and exit status 2 (``parser_class``: the CLI passes its one-line parser)."""
+    args = _parser(parser_class).parse_args(argv)
     try:
-        if args.check:
-            problems = stale(solutions, exercises)
-            if problems:
-                print(f"exercises/ is stale: {', '.join(problems)}. Run `kd-tutorial make-exercises`.")
-                return 1
-            print(f"exercises/ is up to date ({len(render(solutions))} notebooks).")
-            return 0
-        written = generate(solutions, exercises)
-    except AuthoringError as exc:
+        return _make(args)
+    except UserError as exc:
         print(f"kd-tutorial make-exercises: {exc}", file=sys.stderr)
         return 2
+
+
+def _make(args) -> int:
+    """Check or generate the exercises of ``args``; the exit status."""
+    solutions = args.solutions or _default("solutions")
+    exercises = args.exercises or solutions.parent / "exercises"
+    check_folders(solutions, exercises)
+    if args.check:
+        problems = stale(solutions, exercises)
+        if problems:
+            print(f"exercises/ is stale: {', '.join(problems)}. Run `kd-tutorial make-exercises`.")
+            return 1
+        print(f"exercises/ is up to date ({len(render(solutions))} notebooks).")
+        return 0
+    written, kept = generate(solutions, exercises, force=args.force)
     print(f"{len(written)} exercise notebook(s) written to {exercises}" if written
           else f"exercises/ already up to date ({exercises})")
+    if kept:
+        print(f"kept {', '.join(kept)} in {exercises}: no solution has that name, but make-exercises did not "
+              "write it as it stands, so it was not removed")
     return 0
 
 

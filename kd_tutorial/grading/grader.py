@@ -5,7 +5,9 @@ kernelspec the file names), with per-cell and per-notebook timeouts; the
 package's checks run in that kernel after the learner's cells and report as
 structured data. The learner's ID is the file name (stem). One row per learner
 and exercise goes to a CSV and a JSON file, and a summary table is printed.
-Exit status: 0 once everything is graded, 2 on usage errors.
+Exit status: 0 once everything is graded, 2 on usage errors (one line naming the
+fix, before anything is graded: a report path that cannot be written or would
+overwrite a file that is not an earlier report is refused first).
 
 Security model: grading *runs the learners' code*. Grade untrusted
 submissions inside a container or VM. The solutions are public (and
@@ -16,16 +18,21 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+from ..errors import UsageError, UserError
 from .core import ERROR, NOT_ATTEMPTED, PASSED
 from .registry import SETS, set_for_name
 
 COLUMNS = ["learner", "file", "notebook", "exercise", "title", "status", "message", "flags", "notes", "seconds"]
 SHORT = {"passed": "pass", "failed": "FAIL", "not attempted": "-", "error": "ERROR", "timeout": "TIMEOUT"}
+UNKNOWN_SET = ("cannot tell which exercise notebook this is: give the learner's copy of a notebook of exercises/, "
+               "or put its name in the file name (e.g. alice_02_soft_targets_temperature.ipynb)")
 
 
 def find_submissions(paths: list[str]) -> tuple[list[Path], list[str]]:
@@ -93,7 +100,7 @@ def grade_paths(paths: list[Path], *, timeout: float, cell_timeout: float, max_o
         notes, flags, seconds, kernel = [], [], 0.0, None
         if set_id is None:
             results = {}
-            notes.append("cannot tell which exercise notebook this is")
+            notes.append(f"not a valid notebook ({problem}); {UNKNOWN_SET}" if problem else UNKNOWN_SET)
         elif problem:
             results = {label: (ERROR, f"not a valid notebook ({problem})") for label in SETS[set_id][1]}
             notes.append(f"not a valid notebook: {problem}")
@@ -126,14 +133,62 @@ def grade_paths(paths: list[Path], *, timeout: float, cell_timeout: float, max_o
     return rows, submissions
 
 
+def json_path_of(out: Path) -> Path:
+    """The JSON report beside the CSV ``out``; a UsageError for an ``out`` that is itself a .json name."""
+    if out.suffix.lower() == ".json":
+        raise UsageError(f"--out {out} would put the CSV report where the JSON report goes: give a .csv name, e.g. "
+                         f"--out {out.with_suffix('.csv')} (the JSON report is written beside it)")
+    return out.with_suffix(".json")
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is empty or an earlier report of the grader (a CSV with its header, or its JSON)."""
+    try:
+        if path.stat().st_size == 0:
+            return True
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and {"submissions", "rows"} <= data.keys()
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.readline().strip() == ",".join(COLUMNS)
+    except (OSError, ValueError):
+        return False
+
+
+def check_out(out: Path) -> Path:
+    """Refuse, before anything is graded, an ``--out`` the reports cannot go to: a folder, a .json name, a file
+    (or a JSON beside it) that is not an earlier report, a folder that cannot be written. Returns the JSON path."""
+    json_path = json_path_of(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder: give a file name in it, e.g. --out {out / 'grades.csv'}")
+    if out.exists() and not is_report(out):
+        raise UsageError(f"--out {out} is a file but not a report of kd-tutorial grade: give --out a new .csv name, "
+                         f"or move {out} away")
+    if json_path.exists() and (json_path.is_dir() or not is_report(json_path)):
+        raise UsageError(f"--out {out} would overwrite {json_path}, which is not a report of kd-tutorial grade: "
+                         f"give --out another name, or move {json_path} away")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+        for path in (p for p in (out, json_path) if p.exists()):
+            with path.open("a"):  # an earlier report: writable? (appending nothing changes nothing)
+                pass
+    except OSError as err:
+        why = "it is a file" if out.parent.is_file() else (err.strerror or type(err).__name__).lower()
+        raise UsageError(f"cannot write --out {out} ({err.filename or out.parent}: {why}): give --out a file in a "
+                         "folder you can write") from None
+    return json_path
+
+
 def write_reports(rows: list[dict], submissions: list[dict], out: Path, seconds: float) -> Path:
     """Write ``out`` (CSV) and the JSON next to it; return the JSON path."""
+    json_path = json_path_of(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps({"seconds": round(seconds, 2), "submissions": submissions, "rows": rows},
                                     indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return json_path
@@ -161,9 +216,9 @@ def summary(rows: list[dict], submissions: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``kd-tutorial grade``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="kd-tutorial grade", description=__doc__.split("\n\n")[0])
+def _parser(parser_class) -> argparse.ArgumentParser:
+    """The arguments of ``kd-tutorial grade``."""
+    parser = parser_class(prog="kd-tutorial grade", description=__doc__.split("\n\n")[0])
     parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS",
                         help="notebooks, or folders searched recursively for *.ipynb")
     parser.add_argument("--out", type=Path, default=Path("grades.csv"),
@@ -175,17 +230,45 @@ def main(argv: list[str] | None = None) -> int:
                         "checks' imports are loaded before the learner's cells, under the notebook limit only")
     parser.add_argument("--max-output", type=int, default=1_000_000, metavar="BYTES",
                         help="output kept in memory per notebook (default 1,000,000)")
-    args = parser.parse_args(argv)
-    if args.timeout <= 0 or args.cell_timeout <= 0:
-        print("kd-tutorial grade: --timeout and --cell-timeout must be positive", file=sys.stderr)
-        return 2
-    paths, missing = find_submissions(args.submissions)
+    return parser
+
+
+def check_limits(args) -> None:
+    """Refuse a --timeout or --cell-timeout that is not a finite number of seconds above 0 (nan, inf, 0, -1)."""
+    for flag, value, default in (("--timeout", args.timeout, 300), ("--cell-timeout", args.cell_timeout, 60)):
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{flag} {value:g} is not a time limit: give a finite number of seconds above 0, "
+                             f"e.g. {flag} {default}")
+
+
+def submissions_of(raw: list[str]) -> list[Path]:
+    """The notebooks to grade; a UsageError naming what to give for a missing path or no notebook at all."""
+    paths, missing = find_submissions(raw)
     if missing:
-        print(f"kd-tutorial grade: no such file or folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no such file or folder: {', '.join(missing)}: give the learners' .ipynb files, or "
+                         "folders that hold them")
     if not paths:
-        print("kd-tutorial grade: no notebooks found in " + ", ".join(args.submissions), file=sys.stderr)
+        raise UsageError(f"no notebooks (*.ipynb) found in {', '.join(raw)}: give the learners' .ipynb files, or "
+                         "a folder that holds them (its subfolders are searched too)")
+    return paths
+
+
+def main(argv: list[str] | None = None, parser_class=argparse.ArgumentParser) -> int:
+    """Entry point of ``kd-tutorial grade``; returns the exit status. Bad input is one line on stderr and status 2
+    (``parser_class``: the CLI passes its one-line parser)."""
+    args = _parser(parser_class).parse_args(argv)
+    try:
+        return _grade(args)
+    except UserError as exc:
+        print(f"kd-tutorial grade: {exc}", file=sys.stderr)
         return 2
+
+
+def _grade(args) -> int:
+    """Check every input of ``args``, then grade, write the reports and print the summary; the exit status."""
+    check_limits(args)
+    paths = submissions_of(args.submissions)
+    check_out(args.out)
     start = time.monotonic()
     rows, submissions = grade_paths(paths, timeout=args.timeout, cell_timeout=args.cell_timeout,
                                     max_output=args.max_output)

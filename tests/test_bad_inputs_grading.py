@@ -1,0 +1,301 @@
+"""Bad input to ``kd-tutorial grade`` and ``kd-tutorial make-exercises`` gets exit status 2 and one line that names
+the fix, before anything is graded or written; a learner's notebook, the solutions and unrelated files beside a
+report are never overwritten or deleted.
+
+The commands run in-process through :func:`kd_tutorial.cli.main` (an uncaught exception would fail the test, so
+status 2 with one line means no traceback); grading itself is replaced by a stand-in that fails the test if the
+input was not refused first, or returns an empty class for the runs that must go through.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kd_tutorial import cli
+from kd_tutorial.grading import authoring, grader
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("02_soft_targets_temperature.ipynb", "03_kd_losses.ipynb", "05_distillation.ipynb")
+FIXTURES = ROOT / "tests" / "fixtures" / "grading"
+
+
+def one_line(capsys, *argv) -> str:
+    """Run ``kd-tutorial argv`` in-process; assert status 2 and exactly one line on stderr; return it."""
+    status = cli.main(list(argv))
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def snapshot(*folders: Path) -> dict:
+    """Every file under ``folders`` and its bytes: what must be left unchanged."""
+    return {p: p.read_bytes() for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def solutions(tmp_path) -> Path:
+    """A solutions folder of three of the course's solution notebooks."""
+    folder = tmp_path / "solutions"
+    folder.mkdir()
+    for name in NAMES:
+        shutil.copy(ROOT / "solutions" / name, folder / name)
+    return folder
+
+
+def make(*more) -> int:
+    """``kd-tutorial make-exercises`` in-process; its exit status."""
+    return cli.main(["make-exercises", *map(str, more)])
+
+
+def edit(path: Path, line: str = "answer = 42  # the learner's work") -> None:
+    """Add ``line`` to the first solution cell of the notebook at ``path``, as a learner saving from Jupyter."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cell = next(c for c in nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("solution"))
+    cell["source"] = "".join(cell["source"]) + "\n" + line
+    path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- make-exercises
+
+
+def test_make_exercises_keeps_notebooks_it_did_not_generate(solutions, tmp_path, capsys):
+    """Defect 1: every notebook without a solution of its name was deleted, e.g. a learner's alice_02.ipynb."""
+    out = tmp_path / "exercises"
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    shutil.copy(out / NAMES[0], out / "alice_02.ipynb")
+    (out / "notes.ipynb").write_text("{}")
+    kept = snapshot(out)
+    capsys.readouterr()
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    assert snapshot(out) == kept
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"kept alice_02.ipynb, notes.ipynb in {out}: no solution has that name, but make-exercises did not write it "
+        "as it stands, so it was not removed")
+
+
+def test_make_exercises_removes_only_its_own_unchanged_notebooks_whose_solution_is_gone(solutions, tmp_path):
+    """A generated notebook whose solution was removed goes, unless it was edited since it was written."""
+    out = tmp_path / "exercises"
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    edit(out / NAMES[2])
+    edited = (out / NAMES[2]).read_bytes()
+    (solutions / NAMES[1]).unlink()
+    (solutions / NAMES[2]).unlink()
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    assert not (out / NAMES[1]).exists()  # written by make-exercises, unchanged: removed
+    assert (out / NAMES[2]).read_bytes() == edited  # a learner's work: kept
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "holds"])
+def test_make_exercises_into_the_solutions_folder_is_refused(solutions, tmp_path, capsys, where):
+    """Defect 2: --solutions X --exercises X overwrote the solutions with stubs."""
+    exercises = {"same": solutions, "inside": solutions / "ex", "holds": tmp_path}[where]
+    before = snapshot(tmp_path)
+    line = one_line(capsys, "make-exercises", "--solutions", str(solutions), "--exercises", str(exercises))
+    how = {"same": "is", "inside": "is inside", "holds": "holds"}[where]
+    assert line == (f"kd-tutorial make-exercises: --exercises {exercises} {how} the solutions folder {solutions}: "
+                    f"give --exercises a folder of its own, e.g. --exercises {tmp_path / 'exercises'}")
+    assert snapshot(tmp_path) == before and not (solutions / "ex").exists()
+
+
+def test_make_exercises_refuses_to_overwrite_an_edited_exercise(solutions, tmp_path, capsys):
+    """Defect 3: a rerun overwrote a learner's edited exercise silently; now nothing is written without --force."""
+    out = tmp_path / "exercises"
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    edit(out / NAMES[1])
+    edit(solutions / NAMES[0], "# the author changed this solution")  # would be rewritten, were it not refused
+    before = snapshot(out)
+    line = one_line(capsys, "make-exercises", "--solutions", str(solutions), "--exercises", str(out))
+    assert line == (f"kd-tutorial make-exercises: {NAMES[1]} in {out} changed since make-exercises wrote it (a "
+                    f"learner's work?): move it out of {out} to keep it, or pass --force to overwrite it")
+    assert snapshot(out) == before
+    assert make("--solutions", solutions, "--exercises", out, "--force") == 0
+    assert "the learner's work" not in (out / NAMES[1]).read_text()
+    assert make("--solutions", solutions, "--exercises", out, "--check") == 0
+
+
+def test_make_exercises_follows_the_solutions_when_nobody_edited_the_exercises(solutions, tmp_path, capsys):
+    """Outputs and metadata a learner's Jupyter adds are not edits; a changed solution is regenerated."""
+    out = tmp_path / "exercises"
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    nb = json.loads((out / NAMES[0]).read_text())
+    nb["metadata"]["widgets"] = {}
+    (out / NAMES[0]).write_text(json.dumps(nb))
+    edit(solutions / NAMES[1], "# the author changed this solution")
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    assert make("--solutions", solutions, "--exercises", out, "--check") == 0
+
+
+def test_exercises_written_by_an_older_version_without_a_record(solutions, tmp_path, capsys):
+    """No record (the committed exercises/): regenerated when their cells are what make-exercises writes, refused
+    when they differ."""
+    out = tmp_path / "exercises"
+    out.mkdir()
+    for name in NAMES:
+        shutil.copy(ROOT / "exercises" / name, out / name)
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    assert (out / authoring.RECORD).exists()
+    (out / authoring.RECORD).unlink()
+    edit(out / NAMES[0])
+    before = snapshot(out)
+    line = one_line(capsys, "make-exercises", "--solutions", str(solutions), "--exercises", str(out))
+    assert line.startswith(f"kd-tutorial make-exercises: {NAMES[0]} in {out} changed since make-exercises wrote it")
+    assert snapshot(out) == before
+
+
+def test_a_solution_that_is_not_a_notebook(solutions, tmp_path, capsys):
+    """Defect 7: an nbformat NotJSONError traceback."""
+    (solutions / "04_teacher.ipynb").write_text("not a notebook")
+    line = one_line(capsys, "make-exercises", "--solutions", str(solutions), "--exercises", str(tmp_path / "out"))
+    assert line == (f"kd-tutorial make-exercises: {solutions / '04_teacher.ipynb'} is not a valid notebook "
+                    f"(NotJSONError): save it again from Jupyter, or move it out of {solutions}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_solution_with_unbalanced_markers_names_its_file(solutions, tmp_path, capsys):
+    nb = json.loads((solutions / NAMES[0]).read_text())
+    cell = next(c for c in nb["cells"] if "### END SOLUTION" in "".join(c["source"]))
+    cell["source"] = "".join(cell["source"]).replace("### END SOLUTION", "")
+    (solutions / NAMES[0]).write_text(json.dumps(nb))
+    line = one_line(capsys, "make-exercises", "--solutions", str(solutions), "--exercises", str(tmp_path / "out"))
+    assert line == (f"kd-tutorial make-exercises: {solutions / NAMES[0]}, cell {nb['cells'].index(cell)}: "
+                    "'### BEGIN SOLUTION' without '### END SOLUTION': pair each '### BEGIN SOLUTION' with one "
+                    "'### END SOLUTION' below it")
+
+
+def test_exercises_that_name_a_file(solutions, tmp_path, capsys):
+    """Defect 7: FileExistsError."""
+    (tmp_path / "exercises.txt").write_text("keep me")
+    line = one_line(capsys, "make-exercises", "--solutions", str(solutions), "--exercises",
+                    str(tmp_path / "exercises.txt"))
+    assert line == (f"kd-tutorial make-exercises: --exercises {tmp_path / 'exercises.txt'} is a file: give "
+                    "--exercises a folder (by default exercises/ beside the solutions folder)")
+    assert (tmp_path / "exercises.txt").read_text() == "keep me"
+
+
+def test_no_solution_notebooks_names_the_flag(tmp_path, capsys):
+    line = one_line(capsys, "make-exercises", "--solutions", str(tmp_path / "missing"))
+    assert line == (f"kd-tutorial make-exercises: no solution notebooks in {tmp_path / 'missing'}: give --solutions "
+                    "the folder of the solution notebooks (*.ipynb), e.g. the course's solutions/")
+
+
+# ----------------------------------------------------------------------------- grade
+
+
+@pytest.fixture
+def no_grading(monkeypatch):
+    """Grading must not start: the input is refused first."""
+    monkeypatch.setattr(grader, "grade_paths", lambda *a, **k: pytest.fail("graded before the input was refused"))
+
+
+@pytest.fixture
+def empty_class(monkeypatch):
+    """Grading that returns no rows at once: the runs that must get through."""
+    monkeypatch.setattr(grader, "grade_paths", lambda *a, **k: ([], []))
+
+
+NOTEBOOK = str(FIXTURES / "correct.ipynb")
+
+
+@pytest.mark.parametrize("where", ["under a file", "a folder", "proc"])
+def test_an_out_that_cannot_be_written_is_refused_before_grading(tmp_path, capsys, no_grading, where):
+    """Defect 4: every notebook was graded, then write_reports failed with a traceback."""
+    (tmp_path / "notes.txt").write_text("a file")
+    out, expected = {
+        "under a file": (tmp_path / "notes.txt" / "g.csv", f"cannot write --out {tmp_path / 'notes.txt' / 'g.csv'} "
+                         f"({tmp_path / 'notes.txt'}: it is a file): give --out a file in a folder you can write"),
+        "a folder": (tmp_path, f"--out {tmp_path} is a folder: give a file name in it, e.g. --out "
+                     f"{tmp_path / 'grades.csv'}"),
+        "proc": (Path("/proc/x/g.csv"), "cannot write --out /proc/x/g.csv (/proc/x: no such file or directory): give "
+                 "--out a file in a folder you can write")}[where]
+    if where == "proc" and not Path("/proc/self").exists():
+        pytest.skip("no /proc here")
+    before = snapshot(tmp_path)
+    assert one_line(capsys, "grade", NOTEBOOK, "--out", str(out)) == f"kd-tutorial grade: {expected}"
+    assert snapshot(tmp_path) == before
+
+
+def test_an_out_named_json_is_refused(tmp_path, capsys, no_grading):
+    """Defect 5: the CSV went to X.json, then the JSON over it."""
+    line = one_line(capsys, "grade", NOTEBOOK, "--out", str(tmp_path / "g.json"))
+    assert line == (f"kd-tutorial grade: --out {tmp_path / 'g.json'} would put the CSV report where the JSON report "
+                    f"goes: give a .csv name, e.g. --out {tmp_path / 'g.csv'} (the JSON report is written beside it)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unrelated_json_beside_out_is_never_overwritten(tmp_path, capsys, no_grading):
+    (tmp_path / "results.json").write_text('{"run": {}, "models": []}')
+    line = one_line(capsys, "grade", NOTEBOOK, "--out", str(tmp_path / "results.csv"))
+    assert line == (f"kd-tutorial grade: --out {tmp_path / 'results.csv'} would overwrite {tmp_path / 'results.json'}, "
+                    f"which is not a report of kd-tutorial grade: give --out another name, or move "
+                    f"{tmp_path / 'results.json'} away")
+    assert (tmp_path / "results.json").read_text() == '{"run": {}, "models": []}'
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_an_out_that_is_a_notebook_is_never_overwritten(tmp_path, capsys, no_grading):
+    shutil.copy(FIXTURES / "untouched.ipynb", tmp_path / "bob.ipynb")
+    before = snapshot(tmp_path)
+    line = one_line(capsys, "grade", NOTEBOOK, "--out", str(tmp_path / "bob.ipynb"))
+    assert line == (f"kd-tutorial grade: --out {tmp_path / 'bob.ipynb'} is a file but not a report of kd-tutorial "
+                    f"grade: give --out a new .csv name, or move {tmp_path / 'bob.ipynb'} away")
+    assert snapshot(tmp_path) == before
+
+
+def test_earlier_reports_are_overwritten(tmp_path, capsys, empty_class):
+    out = tmp_path / "grades.csv"
+    assert cli.main(["grade", NOTEBOOK, "--out", str(out)]) == 0
+    assert cli.main(["grade", NOTEBOOK, "--out", str(out)]) == 0
+    assert out.read_text().strip() == ",".join(grader.COLUMNS)
+    assert json.loads(out.with_suffix(".json").read_text())["rows"] == []
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--cell-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1"])
+def test_a_time_limit_that_is_not_a_finite_positive_number(tmp_path, capsys, no_grading, flag, value):
+    """Defect 6: nan and inf passed the check, then every learner got ERROR."""
+    shown, default = f"{float(value):g}", {"--timeout": 300, "--cell-timeout": 60}[flag]
+    line = one_line(capsys, "grade", NOTEBOOK, f"{flag}={value}", "--out", str(tmp_path / "g.csv"))
+    assert line == (f"kd-tutorial grade: {flag} {shown} is not a time limit: give a finite number of seconds "
+                    f"above 0, e.g. {flag} {default}")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["grade"], "the following arguments are required: SUBMISSIONS (see kd-tutorial grade --help)"),
+    (["grade", NOTEBOOK, "--timeout", "abc"], "argument --timeout: invalid float value: 'abc' (see kd-tutorial "
+                                              "grade --help)"),
+    (["make-exercises", "--bogus"], "unrecognized arguments: --bogus (see kd-tutorial make-exercises --help)"),
+])
+def test_argument_errors_are_one_line(capsys, argv, expected):
+    """Defect 8: argparse's multi-line usage."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"kd-tutorial: error: {expected}\n"
+
+
+def test_no_notebooks_found_names_what_to_give(tmp_path, capsys, no_grading):
+    """Defect 9: the message named no fix."""
+    line = one_line(capsys, "grade", str(tmp_path))
+    assert line == (f"kd-tutorial grade: no notebooks (*.ipynb) found in {tmp_path}: give the learners' .ipynb "
+                    "files, or a folder that holds them (its subfolders are searched too)")
+    line = one_line(capsys, "grade", str(tmp_path / "nope.ipynb"))
+    assert line == (f"kd-tutorial grade: no such file or folder: {tmp_path / 'nope.ipynb'}: give the learners' "
+                    ".ipynb files, or folders that hold them")
+
+
+def test_a_file_whose_exercise_set_is_unknown_says_what_to_give(tmp_path):
+    """Defect 9: 'cannot tell which exercise notebook this is' named no fix (and, for a non-JSON file, hid why)."""
+    (tmp_path / "mystery.ipynb").write_text("not json")
+    rows, subs = grader.grade_paths([tmp_path / "mystery.ipynb"], timeout=10, cell_timeout=5, progress=None)
+    fix = ("cannot tell which exercise notebook this is: give the learner's copy of a notebook of exercises/, or put "
+           "its name in the file name (e.g. alice_02_soft_targets_temperature.ipynb)")
+    assert subs[0]["notes"].startswith("not a valid notebook (NotJSONError") and subs[0]["notes"].endswith(f"; {fix}")
+    assert rows[0]["status"] == "error" and rows[0]["message"] == subs[0]["notes"]
+    (tmp_path / "mystery.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
+                                                        "nbformat_minor": 5}))
+    _, subs = grader.grade_paths([tmp_path / "mystery.ipynb"], timeout=10, cell_timeout=5, progress=None)
+    assert subs[0]["notes"] == fix

@@ -1,0 +1,163 @@
+"""Bad input to ``kd-tutorial report`` and ``kd-tutorial search`` gets exit status 2 and one line that names the
+fix, and loses nothing: a report never writes over a file it reads, a README's markers are checked before the
+splice, and a ``search.db`` that is not a study is left as it is."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kd_tutorial import report
+from kd_tutorial.errors import UsageError
+from test_bad_inputs import error_line
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "tiny.json"
+START, END = report.README_START, report.README_END
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A folder ``run`` with a renderable results.json (the committed tiny run); returns the file."""
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / "results.json"
+    path.write_text(RESULTS.read_text())
+    return path
+
+
+# ----------------------------------------------------------------------------- report: writing over an input
+
+
+def _spellings(path: Path) -> dict:
+    """Other names of ``path``: a roundabout path, a symlink, a hard link."""
+    (path.parent / "link.json").symlink_to(path)
+    os.link(path, path.parent / "hard.json")
+    return {"same": path, "roundabout": path.parent / ".." / path.parent.name / "." / path.name,
+            "symlink": path.parent / "link.json", "hard link": path.parent / "hard.json"}
+
+
+def test_a_file_that_would_overwrite_an_input_is_refused_under_any_spelling(run):
+    before = run.read_bytes()
+    for how, target in _spellings(run).items():
+        with pytest.raises(UsageError) as caught:
+            report.check_summary_target(target, [str(run)])
+        assert str(caught.value) == (f"--summary {target} would overwrite the input {run}: give --summary another "
+                                     "file, e.g. docs/results/<run>.json"), how
+    report.check_summary_target(run.parent / "summary.json", [run])  # a new file is fine
+    assert run.read_bytes() == before
+
+
+def test_a_summary_onto_the_readme_is_refused(run):
+    readme = run.parent / "README.md"
+    with pytest.raises(UsageError, match=f"--summary {readme} would overwrite the input {readme}: give --summary"):
+        report.check_summary_target(readme, [run], readme)
+    with pytest.raises(UsageError, match="would overwrite the input .*: give --out a file of its own$"):
+        report.refuse_overwrite(run, "--out", [None, run])
+
+
+@pytest.mark.parametrize("onto", ["the results file", "the readme"])
+def test_report_summary_onto_an_input_is_refused(run, capsys, onto):
+    """Before: ``report run/results.json --summary run/./results.json`` replaced the per-step logs by the summary."""
+    readme = run.parent / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\n")
+    target = run.parent / "." / run.name if onto == "the results file" else readme
+    kept = {p: p.read_bytes() for p in (run, readme)}
+    line = error_line(capsys, "report", str(run), "--summary", str(target), "--readme", str(readme))
+    read = run if onto == "the results file" else readme
+    assert line == (f"kd-tutorial: error: --summary {target} would overwrite the input {read}: give --summary another "
+                    "file, e.g. docs/results/<run>.json")
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_report_into_a_readme_that_is_the_results_file_is_refused(run, capsys):
+    """A results.json that happens to hold both markers passed the marker check and was overwritten by the splice."""
+    results = json.loads(run.read_text()) | {"note": f"{START} {END}"}
+    run.write_text(json.dumps(results))
+    before = run.read_bytes()
+    line = error_line(capsys, "report", str(run), "--readme", str(run.parent / "." / run.name))
+    assert line == (f"kd-tutorial: error: --readme {run.parent / '.' / run.name} would overwrite the input {run}: "
+                    f"give --readme the README.md that holds the {START} marker")
+    assert run.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- report: the README's markers
+
+
+@pytest.mark.parametrize("text, said", [
+    (f"intro\n{END}\nold\n{START}\nrest\n",
+     f"has {END} above {START}: put the start marker first, on the line above the results tables, and the end "
+     "marker after them"),
+    (f"intro\n{START}\nkept\n{START}\nold\n{END}\nrest\n",
+     f"holds {START} more than once: keep one {START} ... {END} block and delete the other markers"),
+    (f"intro\n{START}\nold\n{END}\nmid\n{START}\nold\n{END}\n",
+     f"holds {START} and {END} more than once: keep one {START} ... {END} block and delete the other markers"),
+])
+def test_report_into_a_readme_with_misplaced_markers_is_refused(run, capsys, tmp_path, text, said):
+    """Before: the end marker above the start one was an IndexError traceback, and a second start marker was
+    silently replaced along with the text after it."""
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    line = error_line(capsys, "report", str(run), "--readme", str(readme))
+    assert line == f"kd-tutorial: error: {readme} {said}"
+    assert readme.read_text() == text
+
+
+def test_report_into_a_readme_with_one_block_still_splices(run, capsys, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\nrest\n")
+    from kd_tutorial import cli
+    assert cli.main(["report", str(run), "--readme", str(readme)]) == 0
+    table = report.results_markdown(json.loads(run.read_text()))
+    assert readme.read_text() == f"intro\n{START}\n{table}{END}\nrest\n"
+
+
+# ----------------------------------------------------------------------------- search: a search.db that is not one
+
+
+def _not_a_study(out: Path, kind: str) -> None:
+    """Put a ``search.db`` in ``out`` that Optuna cannot open as a study."""
+    out.mkdir()
+    if kind == "garbage":
+        (out / "search.db").write_text("garbage\n")
+    elif kind == "folder":
+        (out / "search.db").mkdir()
+    else:  # another program's SQLite database, with a table of the same name
+        import sqlite3
+        with sqlite3.connect(out / "search.db") as db:
+            db.execute("create table studies (x)")
+            db.execute("insert into studies values (42)")
+        db.close()
+
+
+def test_search_into_an_out_whose_search_db_is_garbage_is_one_line(tmp_path, capsys):
+    """Before: an 83-line sqlalchemy DatabaseError traceback from optuna.create_study."""
+    pytest.importorskip("optuna", reason="optuna is not installed: pip install -e '.[search]'")
+    out = tmp_path / "out"
+    _not_a_study(out, "garbage")
+    line = error_line(capsys, "search", "--profile", "tiny", "--trials", "2", "--steps", "2", "--out", str(out),
+                      "--quiet")
+    db = out / "search.db"
+    assert line == (f"kd-tutorial: error: {db} cannot be opened as a study database (file is not a database): "
+                    f"give another --out, or move {db} away to start a new study there")
+    assert db.read_text() == "garbage\n"
+
+
+@pytest.mark.parametrize("kind, cause", [("garbage", "file is not a database"),
+                                         ("folder", "unable to open database file"),
+                                         ("foreign", "table studies has no column named study_name")])
+def test_open_study_refuses_a_search_db_it_cannot_open_and_keeps_it(tmp_path, kind, cause):
+    pytest.importorskip("optuna", reason="optuna is not installed: pip install -e '.[search]'")
+    import sqlite3
+
+    from kd_tutorial.profiles import get_profile
+    from kd_tutorial.search import open_study
+    out = tmp_path / "out"
+    _not_a_study(out, kind)
+    with pytest.raises(UsageError) as caught:
+        open_study(out, get_profile("tiny"), 2)
+    db = out / "search.db"
+    assert str(caught.value) == (f"{db} cannot be opened as a study database ({cause}): give another --out, or "
+                                 f"move {db} away to start a new study there")
+    if kind == "foreign":
+        with sqlite3.connect(db) as kept:
+            assert kept.execute("select x from studies").fetchall() == [(42,)]
+        kept.close()
