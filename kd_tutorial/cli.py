@@ -443,12 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill(sub, profile_help)
 
     e = sub.add_parser("env", help="versions, device, profile, and what is cached")
-    e.add_argument("--profile", help=profile_help)
+    e.add_argument("--profile", type=_given, help=profile_help)
     e.add_argument("--json", action="store_true", help="the report as JSON on stdout (the profile line goes to "
                                                        "stderr), for scripts and bug reports")
 
     p = sub.add_parser("prefetch", help="download what a profile needs, for offline use")
-    p.add_argument("--profile", help=profile_help)
+    p.add_argument("--profile", type=_given, help=profile_help)
     p.add_argument("--models-only", action="store_true", help="skip the IMDB dataset")
 
     r = sub.add_parser("report", help="render a results.json as the README's markdown table")
@@ -466,19 +466,20 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_distill(sub, profile_help: str) -> None:
     """The ``distill`` sub-command's arguments."""
     d = sub.add_parser("distill", help="fine-tune the teacher, distil the students, compare them")
-    d.add_argument("--profile", help=profile_help)
-    d.add_argument("--data-dir", help="a local IMDB folder (aclImdb layout or train/test parquet/csv); "
+    d.add_argument("--profile", type=_given, help=profile_help)
+    d.add_argument("--data-dir", type=_given, help="a local IMDB folder (aclImdb layout or train/test parquet/csv); "
                                       "default $KD_TUTORIAL_DATA_DIR, else the profile's source")
-    d.add_argument("--teacher", help="a Hub name or local path overriding the profile's teacher")
+    d.add_argument("--teacher", type=_given, help="a Hub name or local path overriding the profile's teacher")
     d.add_argument("--init", choices=("pretrained", "random"), default="pretrained",
                    help="random: the same architectures with random weights (speed runs without the Hub)")
-    d.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
+    d.add_argument("--out", type=_given, default="runs/latest", help="output folder (default runs/latest)")
     d.add_argument("--resume", action="store_true",
                    help="reuse the students this configuration already trained (artifact cache) and continue "
                         "interrupted ones from their last epoch; without it they are trained again")
-    d.add_argument("--seed", type=_seed, default=0)
-    d.add_argument("--seeds", type=_seed, nargs="+", help="several seeds: report mean and std")
-    d.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    one_or_more = d.add_mutually_exclusive_group()
+    one_or_more.add_argument("--seed", type=_seed, default=0)
+    one_or_more.add_argument("--seeds", type=_seed, nargs="+", help="several seeds: report mean and std")
+    d.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")
     d.add_argument("--recipes", nargs="+", metavar="NAME",
                    help="the recipes every student runs: 'all', or names from kd_tutorial.recipes (default: each "
                         "student's own, the profile's choice)")
@@ -498,14 +499,14 @@ def _add_benchmark(sub, profile_help: str) -> None:
     """The ``benchmark`` sub-command's arguments."""
     b = sub.add_parser("benchmark", help="training tokens/s of the course loop against a naive loop; with "
                                        "--report, every phase of the pipeline on this device")
-    b.add_argument("--profile", help=profile_help)
-    b.add_argument("--data-dir")
+    b.add_argument("--profile", type=_given, help=profile_help)
+    b.add_argument("--data-dir", type=_given)
     b.add_argument("--student", type=int, default=0, help="index of the profile's student (default 0; see "
                                                           "kd_tutorial.profiles)")
     b.add_argument("--steps", type=_positive,
                    help="timed steps (default 40; with --report 30 per phase, 3 with --quick)")
     b.add_argument("--init", choices=("pretrained", "random"), default="pretrained")
-    b.add_argument("--device")
+    b.add_argument("--device", type=_given)
     b.add_argument("--quiet", action="store_true")
     b.add_argument("--report", metavar="FILE", help="measure every phase of the profile on this device (random "
                    "weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; a few minutes "
@@ -519,11 +520,11 @@ def _add_search(sub, profile_help: str) -> None:
     """The ``search`` sub-command's arguments."""
     s = sub.add_parser("search", help="an Optuna study of T, alpha, the student and the transfer-set size: "
                                       "validation accuracy against latency, the Pareto front")
-    s.add_argument("--profile", help=profile_help)
+    s.add_argument("--profile", type=_given, help=profile_help)
     s.add_argument("--trials", type=_number(int, "--trials"), default=20,
                    help="trials in the study in all, finished ones included (default 20): run again with more to "
                         "continue it")
-    s.add_argument("--out", default="runs/search", help="folder of search.db, search.json, the plot and each "
+    s.add_argument("--out", type=_given, default="runs/search", help="folder of search.db, search.json, the plot and each "
                                                         "trial's weights (default runs/search)")
     s.add_argument("--steps", type=_number(int, "--steps"), help="optimizer steps per trial (default: the "
                    "profile's budget for the student and transfer set); a study keeps its --steps")
@@ -531,7 +532,7 @@ def _add_search(sub, profile_help: str) -> None:
                    help="prune a trial whose validation accuracy is below the teacher's by more than this "
                         "(default 0.15)")
     s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    s.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -556,6 +557,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return value
+
+
+def _given(text: str) -> str:
+    """An argparse type: a name or path that is not empty (an empty one was silently taken for the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty value: give one, or leave the option out for its default")
+    return text
 
 
 def _seed(text: str) -> int:

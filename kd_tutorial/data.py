@@ -475,11 +475,15 @@ def get_tokenizer(name_or_path: str | None = None):
         return tok
     from transformers import AutoTokenizer
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path))
+        tok = AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as err:  # no such folder, one without tokenizer files, or offline and not cached
         said = " ".join(str(err).split()) or type(err).__name__
         said = said if len(said) <= 160 else said[:159] + "…"
         raise model_source_error(str(name_or_path), "tokenizer", cause=said) from err
+    if set(tok.get_vocab()) <= set(tok.all_special_tokens):  # a model folder without vocab.txt / tokenizer.json
+        raise model_source_error(str(name_or_path), "tokenizer", cause=f"it loads with only the {len(tok)} special "
+                                 "tokens, so every word would be [UNK]")
+    return tok
 
 
 def truncate_ids(ids: list[int], max_length: int | None, strategy: str, cls_id: int, sep_id: int) -> list[int]:

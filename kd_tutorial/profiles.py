@@ -36,6 +36,9 @@ TRUNCATIONS = ("head", "tail", "head+tail")  # which tokens of a long review are
 
 MAX_SEED = 2**32 - 1  # torch and numpy take seeds from 0 to this
 
+# the profile's defaults for its students, and the StudentSpec field that overrides each
+SHADOWED = {"student_epochs": "epochs", "student_lr": "lr", "recipes": "recipes"}
+
 
 def _whole(low: int):
     """A test: a whole number (not a bool) >= ``low``."""
@@ -256,14 +259,17 @@ class Profile:
         preset = PROFILES.get(self.name)
         if preset is None:
             return {}
-        shadowed = {"student_epochs": "epochs", "student_lr": "lr", "recipes": "recipes"}
-        ignored = {"description", "notes", "time_budget_s", "seeds"} | {
-            name for name, own in shadowed.items() if all(getattr(s, own) is not None for s in self.students)}
+        ignored = {"description", "notes", "time_budget_s", "seeds"} | set(self.shadowed())
         changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                    if f.name not in ignored and getattr(self, f.name) != getattr(preset, f.name)}
         if "students" in changed:
             changed["students"] = [s.name for s in self.students]
         return changed
+
+    def shadowed(self) -> list[str]:
+        """The student defaults (``student_epochs``, ``student_lr``, ``recipes``) that every student overrides with
+        its own value, so that they change nothing."""
+        return [name for name, own in SHADOWED.items() if all(getattr(s, own) is not None for s in self.students)]
 
     def replace(self, **changes) -> "Profile":
         """A copy of this profile with some fields changed (as :func:`dataclasses.replace`)."""
@@ -295,8 +301,22 @@ class Profile:
             if not isinstance(value, allowed):
                 kinds = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
                 raise ProfileOverrideError(f"--set {item!r}: {name} takes {kinds}, not {value!r}")
+            self._check_used(item, name)
             changes[name] = value
         return self.replace(**changes)
+
+    def _check_used(self, item: str, name: str) -> None:
+        """Refuse ``--set`` of a field no command would read: ``seeds`` (``distill --seeds``), a student default
+        that every student of this profile overrides."""
+        if name == "seeds":
+            raise ProfileOverrideError(f"--set {item!r}: kd-tutorial takes its seeds from --seeds (the notebooks "
+                                       "from the profile): give --seeds N [N ...] instead")
+        if name in self.shadowed():
+            own = SHADOWED[name]
+            fix = ("give --recipes NAME [NAME ...] or --recipes all" if name == "recipes" else
+                   f"change {own}= in the students' StudentSpec in kd_tutorial/profiles.py")
+            raise ProfileOverrideError(f"--set {item!r}: every student of the {self.name} profile sets its own "
+                                       f"{own}, so {name} would change nothing: {fix}")
 
     @property
     def student_names(self) -> list[str]:

@@ -547,3 +547,19 @@ def test_check_depths_counts_layer_maps_and_intermediate_recipes():
     check_depths(compact, layers - 1, runs=("baseline", "kd+transfer"))  # logits only: no layer to map
     with pytest.raises(UsageError, match=f"onto {layers} of the teacher's"):
         check_depths(compact, layers - 1, runs=("kd+transfer+hidden",))
+
+
+def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):
+    """transformers loads such a folder's tokenizer with its 5 special tokens only; the error used to be a
+    "tokenizer mismatch" telling the user to give the student the teacher's tokenizer."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from kd_tutorial.data import get_tokenizer
+    from kd_tutorial.errors import ModelSourceError
+    BertForSequenceClassification(BertConfig(vocab_size=99, hidden_size=8, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=8)).save_pretrained(tmp_path)
+    with pytest.raises(ModelSourceError) as err:
+        get_tokenizer(str(tmp_path))
+    assert str(err.value) == (f"{tmp_path} holds no tokenizer that transformers can load (it loads with only the 5 "
+                              "special tokens, so every word would be [UNK]): give a folder written by "
+                              "save_pretrained() (vocab.txt or tokenizer.json)")

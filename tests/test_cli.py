@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 
 from kd_tutorial import cli, profiles
 
@@ -52,11 +53,15 @@ def test_offline_without_cache_suggests_prefetch(tmp_path):
 
 
 def test_tokenizer_mismatch_is_refused(tmp_path):
-    """A teacher whose vocabulary differs from the student's tokenizer stops before any training."""
+    """A teacher whose vocabulary differs from the tokenizer saved beside it stops before any training. (A folder
+    with no tokenizer at all is named as such: tests/test_bad_inputs.py.)"""
     from transformers import BertConfig, BertForSequenceClassification
+
+    from kd_tutorial.data import get_tokenizer
     BertForSequenceClassification(BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2,
                                              num_attention_heads=2, intermediate_size=64)).save_pretrained(
         tmp_path / "odd-teacher")
+    get_tokenizer(None).save_pretrained(tmp_path / "odd-teacher")  # bert-base-uncased's 30,522 tokens
     proc = run_cli("distill", "--profile", "tiny", "--teacher", str(tmp_path / "odd-teacher"),
                    "--out", str(tmp_path / "out"), env={"KD_TUTORIAL_HOME": str(tmp_path / "kd")})
     assert_one_line_error(proc, r"tokenizer mismatch")
@@ -206,14 +211,28 @@ def test_set_overrides_a_profile_field_and_refuses_unknown_ones(tmp_path):
     assert_one_line_error(proc, r"--set 'n_tset=10': expected FIELD=VALUE with FIELD one of .*n_test")
     proc = run_cli("distill", "--profile", "tiny", "--set", "n_test=many", "--out", str(tmp_path))
     assert_one_line_error(proc, r"n_test takes")
-    changed = profiles.get_profile("tiny").with_overrides(["n_test=300", "student_lr=1e-3", "recipes=['kd']"])
-    assert (changed.n_test, changed.student_lr, changed.recipes) == (300, 1e-3, ("kd",))
+    changed = profiles.get_profile("tiny").with_overrides(["n_test=300", "student_lr=1e-3"])
+    assert (changed.n_test, changed.student_lr) == (300, 1e-3)
     # what a results file records: what changed and ran; not the recipes, which every tiny student names itself
-    assert changed.changes() == {"n_test": 300, "student_lr": 1e-3}
+    assert changed.replace(recipes=("kd",)).changes() == {"n_test": 300, "student_lr": 1e-3}
     assert profiles.get_profile("tiny").changes() == {}
     cpu = profiles.get_profile("cpu")
-    assert cpu.with_overrides(["student_lr=1e-3", "seeds=(5,)", "time_budget_s=9"]).changes() == {}
+    assert cpu.with_overrides(["time_budget_s=9"]).changes() == {}
+    assert cpu.replace(student_lr=1e-3, seeds=(5,)).changes() == {}
     assert cpu.replace(students=cpu.students[:1]).changes() == {"students": ["distil-3L"]}
+
+
+@pytest.mark.parametrize("item, fix", [
+    ("seeds=(0, 0)", "kd-tutorial takes its seeds from --seeds (the notebooks from the profile): give --seeds N"),
+    ("recipes=('bogus',)", "every student of the cpu profile sets its own recipes, so recipes would change nothing: "
+                           "give --recipes NAME [NAME ...] or --recipes all"),
+    ("student_lr=1e-3", "every student of the cpu profile sets its own lr, so student_lr would change nothing: "
+                        "change lr= in the students' StudentSpec in kd_tutorial/profiles.py")])
+def test_set_refuses_a_field_that_would_change_nothing(item, fix):
+    """Before: each of these ran the whole profile as if it had not been given."""
+    with pytest.raises(profiles.ProfileOverrideError) as err:
+        profiles.get_profile("cpu").with_overrides([item])
+    assert str(err.value).startswith(f"--set {item!r}: {fix}")
 
 
 def test_report_on_a_missing_file_names_the_file(tmp_path):
