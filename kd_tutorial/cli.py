@@ -103,6 +103,30 @@ CPU_FP32_SLOWDOWN = {"cpu": 1.6, "tiny": 1.9}
 BF16_CPU_FP32_SLOWDOWN = {"cpu": 2.0}
 
 
+IMDB_TEST_REVIEWS = 25_000  # IMDB's test split on the Hub (stanfordnlp/imdb), which a "hub" profile evaluates whole
+
+
+def evaluation_change(profile, test_reviews: int | None) -> tuple[float, str]:
+    """Seconds to add to the measured budget for evaluating ``test_reviews`` (None: unknown) instead of the test
+    reviews it was measured with (``profile.budget_evaluation``), in proportion; and the words that say so."""
+    if profile.budget_evaluation is None:
+        return 0.0, ""
+    seconds, measured = profile.budget_evaluation
+    if test_reviews is None:
+        return 0.0, (f", evaluating {measured:,} test reviews as measured (about {seconds / 60:.0f} minute(s) of "
+                     "it; more reviews, more time)")
+    return seconds * (test_reviews / measured - 1), f", evaluating {test_reviews:,} test reviews"
+
+
+def test_reviews_of(profile, data_dir: str | None) -> int | None:
+    """How many test reviews ``distill`` will evaluate, where known without reading the data: ``n_test``, or the
+    whole of IMDB's test split for a profile that reads the Hub; None for a data folder (the shared copy holds
+    4,934)."""
+    if data_dir or profile.data_source != "hub":
+        return profile.n_test
+    return min(profile.n_test or IMDB_TEST_REVIEWS, IMDB_TEST_REVIEWS)
+
+
 def cpu_slowdown(profile, device: str) -> tuple[float, str]:
     """How many times its measured budget ``profile`` takes on this CPU, and why: ``(1.0, "")`` for a device other
     than ``"cpu"``, in bf16 on a CPU with bf16 units (as the budgets were measured), and where none was measured."""
@@ -125,16 +149,19 @@ def cpu_slowdown(profile, device: str) -> tuple[float, str]:
                     f"about {slower:.1f}x the time measured on a CPU with them{emulated}; faster cores may take less")
 
 
-def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None) -> str:
+def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None,
+             test_reviews: int | None = None) -> str:
     """The pipeline's duration: on a CPU the profile's measured budget (scaled by :func:`work_ratio` when its
-    settings or ``runs`` differ from the preset's, and by :func:`cpu_slowdown` on a CPU unlike the one it was
-    measured on); on CUDA its FLOPs counted phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's
-    dense peak, and the projection from a measured ``docs/results/benchmark-*.json`` of this kind of GPU when there
-    is one. ``gpu``: its (name, precision), asked of CUDA when not given."""
+    settings or ``runs`` differ from the preset's, by :func:`cpu_slowdown` on a CPU unlike the one it was
+    measured on, and its evaluation by ``test_reviews``: :func:`evaluation_change`); on CUDA its FLOPs counted
+    phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the projection from a
+    measured ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``: its (name,
+    precision), asked of CUDA when not given."""
     if not device.startswith("cuda"):
         ratio = work_ratio(profile, runs)
         slower, why = cpu_slowdown(profile, device)
-        seconds = round(profile.time_budget_s * ratio * slower)
+        extra_s, evaluated = evaluation_change(profile, test_reviews)
+        seconds = round((profile.time_budget_s * ratio + extra_s) * slower)
         budget = f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {seconds} s"
         scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "
                   "arithmetic with these settings to its own)") if ratio != 1.0 else ""
@@ -142,7 +169,7 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
             scaled += f" ({why})"
         more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "
                 "cache with --resume") if n_seeds > 1 else ""
-        return f"{budget} on 2 CPU cores for one seed{scaled}{more}"
+        return f"{budget} on 2 CPU cores for one seed{evaluated}{scaled}{more}"
     if gpu is None:
         import torch
 
@@ -178,7 +205,9 @@ def cmd_distill(args) -> int:
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
     profile = _fit_device(profile, device, args)
-    print(f"device: {device}; estimated time: {estimate(profile, device, len(seeds), runs=runs)}", flush=True)
+    test_reviews = test_reviews_of(profile, args.data_dir or os.environ.get(DATA_DIR_ENV))
+    said = estimate(profile, device, len(seeds), runs=runs, test_reviews=test_reviews)
+    print(f"device: {device}; estimated time: {said}", flush=True)
     start = time.perf_counter()
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
                           resume=args.resume, seeds=seeds, device=device, progress=not args.quiet, runs=runs,
@@ -484,7 +513,7 @@ def _add_distill(sub, profile_help: str) -> None:
                    help="the recipes every student runs: 'all', or names from kd_tutorial.recipes (default: each "
                         "student's own, the profile's choice)")
     d.add_argument("--set", nargs="+", metavar="FIELD=VALUE", help="override profile fields, e.g. --set n_test=4934 "
-                   "student_lr=1e-4 (values are Python literals; None for none)")
+                   "temperature=4 (values are Python literals; None for none)")
     d.add_argument("--batch-size", type=_positive, metavar="N",
                    help="rows per micro-batch (default: the profile's, fitted to a GPU under 24 GB)")
     d.add_argument("--grad-accum", type=_positive, metavar="K", help="micro-batches per optimizer step; keep "

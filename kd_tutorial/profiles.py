@@ -208,6 +208,8 @@ class Profile:
     seeds: tuple[int, ...] = (0,)
     # seconds one seed of the preset took where it was measured: the printed CPU estimate starts from it
     time_budget_s: int = 60
+    # (seconds, test reviews) of the evaluation inside time_budget_s, where it grows with the data folder's test split
+    budget_evaluation: tuple[int, int] | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -259,7 +261,7 @@ class Profile:
         preset = PROFILES.get(self.name)
         if preset is None:
             return {}
-        ignored = {"description", "notes", "time_budget_s", "seeds"} | set(self.shadowed())
+        ignored = {"description", "notes", "time_budget_s", "budget_evaluation", "seeds"} | set(self.shadowed())
         changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                    if f.name not in ignored and getattr(self, f.name) != getattr(preset, f.name)}
         if "students" in changed:
@@ -310,11 +312,13 @@ class Profile:
         that every student of this profile overrides."""
         if name == "seeds":
             raise ProfileOverrideError(f"--set {item!r}: kd-tutorial takes its seeds from --seeds (the notebooks "
-                                       "from the profile): give --seeds N [N ...] instead")
+                                       "from the profile): give --seeds N [N ...] instead (in Python, "
+                                       "profile.replace(seeds=(N, ...)))")
         if name in self.shadowed():
             own = SHADOWED[name]
             fix = ("give --recipes NAME [NAME ...] or --recipes all" if name == "recipes" else
-                   f"change {own}= in the students' StudentSpec in kd_tutorial/profiles.py")
+                   f"set each student's own {own}= (its StudentSpec in kd_tutorial/profiles.py, or in Python "
+                   "profile.replace(students=...))")
             raise ProfileOverrideError(f"--set {item!r}: every student of the {self.name} profile sets its own "
                                        f"{own}, so {name} would change nothing: {fix}")
 
@@ -404,6 +408,7 @@ PROFILES: dict[str, Profile] = {
         # one seed of this preset, end to end from an empty cache, on 2 cores of an AMD EPYC with bf16 units
         # (docs/tuning/cpu-1-seed-bf16-cache-de22eb1.json; tests/test_cli.py checks the two agree)
         time_budget_s=3109,
+        budget_evaluation=(388, 4934),  # its evaluation phase, on the shared copy's 4,934 test reviews
     ),
     "full": Profile(
         name="full",

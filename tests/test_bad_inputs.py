@@ -244,8 +244,6 @@ def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, tea
     ("evals_per_run=0", r"evals_per_run=0: give a whole number >= 1"),
     ("patience=0", r"patience=0: give None \(no early stop\) or a whole number >= 1"),
     ("attention_dropout=1", r"attention_dropout=1.0: give None \(the model's own\) or a number from 0 to below 1"),
-    ("seeds=(-1,)", r"seeds=\(-1,\): give one or more whole numbers from 0 to 4294967295"),
-    ("seeds=()", r"seeds=\(\): give one or more whole numbers"),
 ])
 def test_a_profile_value_no_run_can_use_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch, setting,
                                                                           expected):
@@ -256,6 +254,15 @@ def test_a_profile_value_no_run_can_use_is_refused_before_anything_loads(tmp_pat
         monkeypatch.setattr(cli, name, lambda *a, **k: pytest.fail("work started with a value no run can use"))
     line = error_line(capsys, "distill", "--profile", "tiny", "--set", setting, "--out", str(tmp_path / "out"))
     assert re.search(expected, line), line
+
+
+@pytest.mark.parametrize("seeds, expected", [((-1,), r"seeds=\(-1,\): give one or more whole numbers from 0 to 4294967295"),
+                                             ((), r"seeds=\(\): give one or more whole numbers")])
+def test_a_profile_with_seeds_no_run_can_use_is_refused(seeds, expected):
+    """The notebooks take their seeds from the profile (the CLI from --seeds: --set seeds is refused, test_cli)."""
+    from kd_tutorial.profiles import get_profile, ProfileOverrideError
+    with pytest.raises(ProfileOverrideError, match=expected):
+        get_profile("tiny").replace(seeds=seeds)
 
 
 @pytest.mark.parametrize("argv", [["distill", "--seeds", "0", "-1"], ["distill", "--seed", "4294967296"],

@@ -71,8 +71,13 @@ def test_make_exercises_keeps_notebooks_it_did_not_generate(solutions, tmp_path,
     assert make("--solutions", solutions, "--exercises", out) == 0
     assert snapshot(out) == kept
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"kept alice_02.ipynb, notes.ipynb in {out}: no solution has that name, but make-exercises did not write it "
-        "as it stands, so it was not removed")
+        f"kept alice_02.ipynb, notes.ipynb in {out}: no solution has that name, and make-exercises did not write it "
+        "as it stands (or an older version wrote it, with no record), so it was not removed")
+    # --check says what fixes it: running make-exercises again would keep them, so only moving them away does
+    assert make("--solutions", solutions, "--exercises", out, "--check") == 1
+    assert capsys.readouterr().out.strip() == (
+        f"{out} holds alice_02.ipynb, notes.ipynb, which no solution generates and make-exercises did not write as "
+        f"it stands: move them out of {out}.")
 
 
 def test_make_exercises_removes_only_its_own_unchanged_notebooks_whose_solution_is_gone(solutions, tmp_path):

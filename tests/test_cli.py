@@ -136,6 +136,12 @@ def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_stands():
     assert {s.name: (list(s.recipes), step_budget(cpu, s, rows)) for s in cpu.students} == {
         name: (list(plan["recipes"]), plan["steps"]) for name, plan in run["students"].items()}
     assert run["teacher_layers"]["setting"] == cpu.teacher_layers == "cache"
+    sizes = run["split_sizes"]
+    assert (sizes["train"], sizes["transfer"], sizes["validation"], run["student_labels"]) == (
+        cpu.n_train, cpu.n_transfer, cpu.val_size, cpu.student_labels)
+    assert (run["temperature"], run["alpha"]) == (cpu.temperature, cpu.alpha)
+    # the evaluation inside the budget, and the test reviews it covered (the estimate scales it to other sizes)
+    assert cpu.budget_evaluation == (round(run["phase_seconds"]["evaluation"]), sizes["test"])
 
 
 def test_the_printed_estimate_counts_the_seeds(monkeypatch):
@@ -147,6 +153,15 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     # the mapped layers from a cache written by the pass that gives the logits)
     assert 1.2 < cli.work_ratio(cpu.replace(teacher_layers="online")) < 1.45
     assert cli.estimate(cpu, "cpu").startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores ")
+    # its evaluation grows with the test split: the Hub's whole 25,000 reviews, or a data folder's (size unknown)
+    seconds, measured = cpu.budget_evaluation
+    assert (cli.test_reviews_of(cpu, None), cli.test_reviews_of(cpu, "/data")) == (25_000, None)
+    assert cli.test_reviews_of(cpu.replace(n_test=2000), None) == cli.test_reviews_of(cpu.replace(n_test=2000), "d")
+    hub = cli.estimate(cpu, "cpu", test_reviews=25_000)
+    longer = cpu.time_budget_s + seconds * (25_000 / measured - 1)
+    assert hub.startswith(f"about {longer / 60:.0f} minute(s) on 2 CPU cores for one seed, evaluating 25,000 test")
+    assert longer / 60 > cpu.time_budget_s / 60 + 20  # the Hub's test split is five times the measured one
+    assert f"evaluating {measured:,} test reviews as measured" in cli.estimate(cpu, "cpu")
     # the CPU estimate is the profile's own measured budget, whatever it is (minutes, or seconds under one)
     for budget, said in ((1200, "about 20 minute(s) "), (300, "about 5 minute(s) "), (45, "about 45 s ")):
         assert cli.estimate(cpu.replace(time_budget_s=budget), "cpu").startswith(said), budget
@@ -227,7 +242,8 @@ def test_set_overrides_a_profile_field_and_refuses_unknown_ones(tmp_path):
     ("recipes=('bogus',)", "every student of the cpu profile sets its own recipes, so recipes would change nothing: "
                            "give --recipes NAME [NAME ...] or --recipes all"),
     ("student_lr=1e-3", "every student of the cpu profile sets its own lr, so student_lr would change nothing: "
-                        "change lr= in the students' StudentSpec in kd_tutorial/profiles.py")])
+                        "set each student's own lr= (its StudentSpec in kd_tutorial/profiles.py, or in Python "
+                        "profile.replace(students=...))")])
 def test_set_refuses_a_field_that_would_change_nothing(item, fix):
     """Before: each of these ran the whole profile as if it had not been given."""
     with pytest.raises(profiles.ProfileOverrideError) as err:

@@ -51,7 +51,7 @@ def predict(student: str, out: str) -> None:
     teacher, prep, _ = ensure_teacher(p, **kw)
     logits, cls = teacher_outputs(p, prep, None, teacher_model=teacher, **kw)
     trained = distill_students(p, teacher, prep, logits, seeds=SEEDS, resume=True, device="cpu", progress=False,
-                               cls=cls, out="/tmp/gap-out")
+                               cls=cls)
     assert {i["status"] for i in trained.values()} == {"cached"}, {n: i["status"] for n, i in trained.items()}
     res = {}
     for split in ("validation", "test"):

@@ -138,6 +138,20 @@ def stale(solutions: Path, exercises: Path) -> list[str]:
     return problems
 
 
+def check_advice(problems: list[str], solutions: Path, exercises: Path) -> str:
+    """What ``--check`` says of ``problems`` (:func:`stale`): the notebooks generating would write, and those with no
+    solution that it would keep (it removes only its own, unchanged), which only moving them away fixes."""
+    wanted, record = {p.name for p in solutions.glob("*.ipynb")}, read_record(exercises)
+    keep = [n for n in problems if n not in wanted and not (
+        record.get(n) and cells_hash((exercises / n).read_text(encoding="utf-8", errors="replace")) == record[n])]
+    redo = [n for n in problems if n not in keep]
+    said = [f"exercises/ is stale: {', '.join(redo)}. Run `kd-tutorial make-exercises`."] if redo else []
+    if keep:
+        said.append(f"{exercises} holds {', '.join(keep)}, which no solution generates and make-exercises did not "
+                    f"write as it stands: move {'it' if len(keep) == 1 else 'them'} out of {exercises}.")
+    return " ".join(said)
+
+
 def generate(solutions: Path, exercises: Path, force: bool = False) -> tuple[list[Path], list[str]]:
     """Write ``exercises/`` from ``solutions/`` and record what was written; remove the notebooks it wrote earlier
     whose solution is gone, if unchanged. Refuses, before writing anything, to overwrite a notebook with changes
@@ -242,7 +256,7 @@ def _make(args) -> int:
     if args.check:
         problems = stale(solutions, exercises)
         if problems:
-            print(f"exercises/ is stale: {', '.join(problems)}. Run `kd-tutorial make-exercises`.")
+            print(check_advice(problems, solutions, exercises))
             return 1
         print(f"exercises/ is up to date ({len(render(solutions))} notebooks).")
         return 0
@@ -250,8 +264,8 @@ def _make(args) -> int:
     print(f"{len(written)} exercise notebook(s) written to {exercises}" if written
           else f"exercises/ already up to date ({exercises})")
     if kept:
-        print(f"kept {', '.join(kept)} in {exercises}: no solution has that name, but make-exercises did not "
-              "write it as it stands, so it was not removed")
+        print(f"kept {', '.join(kept)} in {exercises}: no solution has that name, and make-exercises did not "
+              "write it as it stands (or an older version wrote it, with no record), so it was not removed")
     return 0
 
 
