@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from .artifacts import cache_status
 from .device import bf16_supported, describe, pick_device  # noqa: F401  (re-exported for notebooks)
-from .profiles import describe_choice, Profile, PROFILE_ENV, resolve_profile
+from .errors import UsageError
+from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
 from .store import home
 from .train import seed_everything
 
@@ -61,6 +62,7 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
     ``offline=None`` turns the Hub off for the ``tiny`` profile (it needs nothing
     from it) and leaves it as the environment says otherwise.
     """
+    _check_setup(profile, seed, offline)
     quiet()
     chosen = resolve_profile(profile)
     if offline is None:
@@ -76,6 +78,18 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
     print(describe_choice(chosen, source))
     print(f"device: {device} | seed: {seed} | Hugging Face Hub: {'offline' if offline else 'online'}")
     return Session(profile=chosen, device=device, seed=seed, offline=offline)
+
+
+def _check_setup(profile, seed, offline) -> None:
+    """Refuse, in one line, what :func:`setup` cannot use: an empty profile name (it fell back to the default), a
+    seed torch and numpy refuse, an ``offline`` that is not True, False or None ("no" read as True)."""
+    if profile is not None and (not isinstance(profile, str) or not profile.strip()):
+        raise UsageError(f"setup(profile={profile!r}): give a profile name ({', '.join(PROFILES)}), or None for "
+                         "the default")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"setup(seed={seed!r}): give a whole number from 0 to {MAX_SEED}")
+    if offline not in (None, True, False):
+        raise UsageError(f"setup(offline={offline!r}): give True, False, or None (offline for tiny)")
 
 
 def versions() -> dict[str, str]:

@@ -32,7 +32,10 @@ STALE_AFTER_S = 3600  # leftovers of an interrupted write older than this are re
 _LEFTOVER = re.compile(r"^\..+\.(tmp|old)$")
 _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk quota exceeded",
                 errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
-                errno.EPERM: "operation not permitted"}
+                errno.EPERM: "operation not permitted",
+                errno.ENOTDIR: "a part of the path is a file, not a folder",
+                errno.ENOENT: "a folder on the way cannot be created"}
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors that freeing space fixes
 
 
 class ArtifactError(UserError, RuntimeError):
@@ -64,7 +67,7 @@ def locked(directory: Path, timeout: float | None = None):
     with _disk_errors(directory):
         directory.mkdir(parents=True, exist_ok=True)
     lock, owner = FileLock(str(directory / ".lock")), directory / ".lock.owner"
-    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, 3600)) if timeout is None else timeout
+    timeout = lock_timeout() if timeout is None else timeout
     try:
         lock.acquire(timeout=min(2.0, timeout))
     except Timeout:
@@ -108,6 +111,19 @@ def clean_stale(directory: Path, older_than_s: float = STALE_AFTER_S) -> list[st
     return removed
 
 
+def lock_timeout() -> float:
+    """Seconds to wait for another process's lock: ``$KD_TUTORIAL_LOCK_TIMEOUT``, default an hour."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "3600")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds >= 0 and seconds != float("inf")):
+        raise ArtifactError(f"{LOCK_TIMEOUT_ENV}={text!r} is not a number of seconds: give one >= 0 (e.g. "
+                            f"{LOCK_TIMEOUT_ENV}=3600), or unset it for an hour")
+    return seconds
+
+
 @contextlib.contextmanager
 def _disk_errors(path: Path):
     """Turn a full disk, a quota or a read-only folder into one :class:`StorageError` that says what to do."""
@@ -116,9 +132,10 @@ def _disk_errors(path: Path):
     except OSError as err:
         if err.errno not in _DISK_ERRORS:
             raise
-        raise StorageError(f"cannot write {path}: {_DISK_ERRORS[err.errno]}; free some space or point "
-                           f"{HOME_ENV} (artifacts) or --out (results) to a writable disk with room; what was "
-                           "there before is untouched") from err
+        free = "free some space or " if err.errno in _FULL else ""
+        raise StorageError(f"cannot write {path}: {_DISK_ERRORS[err.errno]}; {free}point {HOME_ENV} (artifacts) or "
+                           "--out (results) to a writable folder on a disk with room; what was there before is "
+                           "untouched") from err
 
 
 def atomic_write_text(path: Path, text: str) -> None:

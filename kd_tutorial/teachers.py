@@ -48,7 +48,8 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
                 info = json.loads(meta_path.read_text()) | {"status": "cached", "path": str(folder / "teacher")}
             except Exception as err:
                 raise ArtifactError(f"cannot read the cached teacher in {folder} ({err.__class__.__name__}): delete "
-                                    "the folder and run again") from err
+                                    f"{folder / 'teacher'} and {meta_path.name} beside it and run again (its seed "
+                                    "retrains the same teacher; the students cached beside it are kept)") from err
             return freeze(model.to(device)), prep, info
         seed_everything(seed)  # the same seed gives the same teacher, run after run
         model = teacher_for_profile(profile, init=init, teacher=teacher)
@@ -114,18 +115,19 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
     encoded = prep.encoded[split] if encoded is None else encoded
     rows = len(encoded)
     path = _output_files(prep, split)
+    width = 2 if what == "logits" else None  # the course's two classes
     if path[what].exists():
-        return _load_logits(path[what], rows)
+        return _load_logits(path[what], rows, width)
     if teacher_model is None:
         teacher_model, _, _ = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed,
                                              device=device, progress=progress)
     with locked(prep.directory):
         if path[what].exists():
-            return _load_logits(path[what], rows)
+            return _load_logits(path[what], rows, width)
         _store_outputs(path, *predict_logits(teacher_model, encoded, batch_size=profile.eval_batch_size,
                                              device=device, precision=profile.precision, progress=progress,
                                              desc=f"teacher logits ({split})", cls_states=True))
-        return _load_logits(path[what], rows)
+        return _load_logits(path[what], rows, width)
 
 
 def _output_files(prep, split: str) -> dict:
@@ -224,13 +226,30 @@ def _layer_pass(teacher_model, encoded, writer: LayerWriter, *, batch_size: int,
                           values=any(what == "values" for what, _ in writer.paths), on_batch=write)
 
 
-def _load_logits(path: Path, rows: int) -> torch.Tensor:
+def _load_logits(path: Path, rows: int, width: int | None = None) -> torch.Tensor:
+    """A cached teacher output (logits, or [CLS] states), checked by :func:`_wrong_output`; an ArtifactError that
+    names the file to delete otherwise (the next run computes it again)."""
     try:
         logits = torch.load(path)
     except Exception as err:
         raise ArtifactError(f"cannot read cached logits {path} ({err.__class__.__name__}): delete the file "
                             "and run again") from err
-    if logits.shape[0] != rows:
-        raise ArtifactError(f"cached logits {path} have {logits.shape[0]} rows for {rows} reviews: delete the "
-                            "file and run again")
+    wrong = _wrong_output(logits, rows, width)
+    if wrong:
+        raise ArtifactError(f"cached logits {path} {wrong}: delete the file and run again")
     return logits
+
+
+def _wrong_output(value, rows: int, width: int | None) -> str:
+    """What is wrong with a cached teacher output, in a few words; "" when it is a finite tensor of ``rows`` rows,
+    ``(rows, width)`` when a width is given (logits; [CLS] states are ``(rows, layers, hidden)``)."""
+    if not isinstance(value, torch.Tensor) or value.dim() < 2 or (width is not None and value.dim() != 2):
+        return f"hold {type(value).__name__}{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, " \
+               f"not a table of {rows} rows"
+    if value.shape[0] != rows:
+        return f"have {value.shape[0]} rows for {rows} reviews"
+    if width is not None and value.shape[1] != width:
+        return f"have {value.shape[1]} columns for {width} classes"
+    if not torch.isfinite(value).all():
+        return "hold NaN or infinite values"
+    return ""

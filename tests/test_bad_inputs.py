@@ -425,7 +425,10 @@ def test_a_corrupt_cached_teacher(tmp_path, capsys):
     (folder / "teacher" / "config.json").write_text("{half a config")
     (folder / "teacher.json").write_text("{}")
     line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--quiet")
-    assert re.search(r"cannot read the cached teacher in .*: delete the folder and run again", line)
+    # the advice deletes the teacher only: its folder also holds the students, logits and layers cached from it
+    assert line.endswith(f"cannot read the cached teacher in {folder} (OSError): delete {folder / 'teacher'} and "
+                         "teacher.json beside it and run again (its seed retrains the same teacher; the students "
+                         "cached beside it are kept)"), line
 
 
 def test_an_artifact_error_is_one_line(monkeypatch, capsys):
@@ -570,3 +573,38 @@ def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):
     assert str(err.value) == (f"{tmp_path} holds no tokenizer that transformers can load (it loads with only the 5 "
                               "special tokens, so every word would be [UNK]): give a folder written by "
                               "save_pretrained() (vocab.txt or tokenizer.json)")
+
+
+@pytest.mark.parametrize("saved, wrong", [
+    ({"a": 1}, "hold dict, not a table of 4 rows"),
+    (torch.zeros(4), "hold Tensor(4,), not a table of 4 rows"),
+    (torch.zeros(3, 2), "have 3 rows for 4 reviews"),
+    (torch.zeros(4, 5), "have 5 columns for 2 classes"),
+    (torch.tensor([[0.0, 1.0], [float("nan"), 0.0], [1.0, 0.0], [0.0, 0.0]]), "hold NaN or infinite values")])
+def test_cached_logits_that_no_run_can_use_name_the_file(tmp_path, saved, wrong):
+    """Before: a dict was an AttributeError traceback, 5 columns a size mismatch in the loss, and NaN logits were
+    used, ending in "the loss became nan: lower the learning rate", which pointed away from the cache file."""
+    from kd_tutorial import teachers
+    from kd_tutorial.store import ArtifactError
+    path = tmp_path / "train.logits.pt"
+    torch.save(saved, path)
+    with pytest.raises(ArtifactError) as err:
+        teachers._load_logits(path, 4, width=2)
+    assert str(err.value) == f"cached logits {path} {wrong}: delete the file and run again"
+    assert path.exists()  # the user deletes it: nothing is removed behind their back
+    if wrong.endswith("classes"):  # [CLS] states are as wide as the teacher: no width to check
+        assert teachers._load_logits(path, 4).shape == (4, 5)
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"seed": -1}, r"setup\(seed=-1\): give a whole number from 0 to 4294967295"),
+    ({"seed": "0"}, r"setup\(seed='0'\): give a whole number"),
+    ({"seed": 1.5}, r"setup\(seed=1.5\): give a whole number"),
+    ({"offline": "no"}, r"setup\(offline='no'\): give True, False, or None"),
+    ({"profile": ""}, r"setup\(profile=''\): give a profile name \(tiny, cpu, full\), or None")])
+def test_setup_refuses_what_it_cannot_use_in_one_line(kwargs, expected):
+    """Before: numpy's ValueError/TypeError tracebacks for seeds, "no" taken as offline, "" as the default profile."""
+    from kd_tutorial import env
+    from kd_tutorial.errors import UsageError
+    with pytest.raises(UsageError, match=expected):
+        env.setup(**kwargs)

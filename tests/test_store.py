@@ -89,3 +89,22 @@ def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
         os.umask(mask)
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "x.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_home_that_is_a_file_is_one_error_naming_the_variable(tmp_path):
+    """Before: the notebooks' first cached write raised NotADirectoryError (the CLI checked, the API did not)."""
+    home = tmp_path / "home-is-a-file"
+    home.write_text("not a folder")
+    with pytest.raises(store.StorageError, match=r"a part of the path is a file, not a folder; point "
+                                                 r"KD_TUTORIAL_HOME \(artifacts\)"):
+        with store.locked(home / "tiny" / "abc"):
+            pass
+    assert home.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
+def test_a_lock_timeout_that_is_not_seconds_is_one_error(monkeypatch, tmp_path, value):
+    monkeypatch.setenv(store.LOCK_TIMEOUT_ENV, value)
+    with pytest.raises(store.ArtifactError, match=rf"KD_TUTORIAL_LOCK_TIMEOUT='{value}' is not a number of seconds"):
+        with store.locked(tmp_path / "run"):
+            pass
