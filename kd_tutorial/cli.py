@@ -359,7 +359,8 @@ def cmd_report(args) -> int:
     return 0
 
 
-RESULTS_FIX = "give the results.json that `kd-tutorial distill` wrote (in its --out folder)"
+RESULTS_FIX = ("give the results.json that `kd-tutorial distill` wrote (in its --out folder), or the file of "
+               "`kd-tutorial benchmark --report`")
 
 
 def read_results(path: str) -> dict:
@@ -368,8 +369,11 @@ def read_results(path: str) -> dict:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot read results file {path} ({err.__class__.__name__}): {RESULTS_FIX}") from None
-    if isinstance(results, dict) and (results.get("kind") == "benchmark" or (
-            isinstance(results.get("run"), dict) and isinstance(results.get("models"), list))):
+    if isinstance(results, dict) and results.get("kind") == "benchmark":
+        return results
+    if isinstance(results, dict) and isinstance(results.get("run"), dict) and isinstance(results.get("models"), list):
+        if not results["models"]:
+            raise UsageError(f"results file {path} lists no models: {RESULTS_FIX}, from a run that finished")
         return results
     raise UsageError(f"results file {path} is JSON but not a results.json (it has no 'run' and 'models'): "
                      f"{RESULTS_FIX}")
@@ -398,6 +402,7 @@ def cmd_benchmark(args) -> int:
     """Measure the course loop against a naive loop (same data, same student, one run); with ``--report FILE``,
     every phase of the pipeline on this device (:func:`kd_tutorial.benchmark.run_benchmark`), written to FILE."""
     quiet()
+    _check_benchmark_options(args)
     profile = _profile(args)
     _check_inputs(args, profile, data=not args.report)  # the report runs on synthetic reviews
     if args.device:
@@ -408,6 +413,19 @@ def cmd_benchmark(args) -> int:
                         device=args.device, progress=not args.quiet)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _check_benchmark_options(args) -> None:
+    """Refuse options the chosen mode would drop: --quick without --report; --data-dir, --student or --init with
+    it (the report measures every student of the profile, with random weights, on synthetic reviews)."""
+    if args.quick and not args.report:
+        raise UsageError("--quick shortens the --report measurement: give --report FILE too, or leave --quick out")
+    dropped = [flag for flag, given in (("--data-dir", args.data_dir), ("--student", args.student != 0),
+                                        ("--init", args.init != "pretrained")) if given]
+    if args.report is not None and dropped:
+        raise UsageError(f"--report measures every student with random weights on synthetic reviews, so "
+                         f"{', '.join(dropped)} would change nothing: leave {'it' if len(dropped) == 1 else 'them'} "
+                         "out, or drop --report for the loop benchmark")
 
 
 def _benchmark_report(profile, args) -> int:
@@ -537,7 +555,7 @@ def _add_benchmark(sub, profile_help: str) -> None:
     b.add_argument("--init", choices=("pretrained", "random"), default="pretrained")
     b.add_argument("--device", type=_given)
     b.add_argument("--quiet", action="store_true")
-    b.add_argument("--report", metavar="FILE", help="measure every phase of the profile on this device (random "
+    b.add_argument("--report", metavar="FILE", type=_given, help="measure every phase of the profile on this device (random "
                    "weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; a few minutes "
                    "for full on an H100) and write the JSON report to FILE; a GPU's report belongs in "
                    "docs/results/benchmark-<device>.json")

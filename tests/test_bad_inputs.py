@@ -322,13 +322,13 @@ def test_report_on_json_that_is_not_a_results_json(tmp_path, capsys, content):
 
 
 def test_report_on_an_incomplete_results_json(tmp_path, capsys):
-    (tmp_path / "r.json").write_text(json.dumps({"run": {"profile": "tiny"}, "models": []}))
+    (tmp_path / "r.json").write_text(json.dumps({"run": {"profile": "tiny"}, "models": [{"name": "teacher"}]}))
     line = error_line(capsys, "report", str(tmp_path / "r.json"))
-    assert re.search(r"r.json is incomplete \(KeyError: 'evaluated_on'\): give the results.json", line)
+    assert re.search(r"r.json is incomplete \(KeyError: 'accuracy'\): give the results.json", line)
 
 
 def test_report_into_a_readme_without_markers(tmp_path, capsys):
-    results = {"run": {}, "models": []}
+    results = {"run": {}, "models": [{"name": "teacher"}]}
     (tmp_path / "r.json").write_text(json.dumps(results))
     (tmp_path / "README.md").write_text("# no markers\n")
     line = error_line(capsys, "report", str(tmp_path / "r.json"), "--readme", str(tmp_path / "README.md"))
@@ -608,3 +608,22 @@ def test_setup_refuses_what_it_cannot_use_in_one_line(kwargs, expected):
     from kd_tutorial.errors import UsageError
     with pytest.raises(UsageError, match=expected):
         env.setup(**kwargs)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--quick"], "--quick shortens the --report measurement: give --report FILE too, or leave --quick out"),
+    (["--report", "r.json", "--student", "1"], "--report measures every student with random weights on synthetic "
+                                               "reviews, so --student would change nothing: leave it out"),
+    (["--report", "r.json", "--init", "random"], "so --init would change nothing")])
+def test_benchmark_options_its_mode_would_drop_are_refused(capsys, argv, expected):
+    """Before: each ran (exit 0) without the option, and said nothing."""
+    line = error_line(capsys, "benchmark", "--profile", "tiny", *argv)
+    assert expected in line, line
+
+
+def test_a_results_file_with_no_models_is_refused(tmp_path, capsys):
+    """Before: an empty table, exit 0."""
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"run": {}, "models": []}))
+    line = error_line(capsys, "report", str(path))
+    assert line.startswith(f"kd-tutorial: error: results file {path} lists no models: give the results.json that")
