@@ -182,6 +182,9 @@ class Exercise:
             return Result(ERROR, f"{self.label}: `{self.name}` raised {crash}")
         except Wrong as wrong:
             return Result(FAILED, f"{self.label}: {wrong}")
+        except Exception as exc:  # noqa: BLE001 - last resort: a value no check foresaw never shows a traceback
+            return Result(FAILED, f"{self.label}: the check could not use what `{self.name}` returned "
+                          f"({_short(exc, 120)}): compare its type and shape with the exercise's description")
         return Result(PASSED, f"{self.label}: {self._success}")
 
     # -- what the learner calls -------------------------------------------
@@ -224,30 +227,194 @@ class Exercise:
 
 
 # -- helpers used by checkers ------------------------------------------------
-def as_float(value: Any, what: str = "your function") -> float:
-    """Turn a scalar tensor / number into a float, or raise :class:`Wrong`."""
+def _num(x: Any) -> str:
+    """One number, short: 4 significant digits for floats."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, complex)):
+        return str(x)
+    if isinstance(x, int):
+        return str(x) if abs(x) < 10 ** 12 else f"{x:.4g}"
+    return f"{x:.4g}" if isinstance(x, float) else f"{x:.3g}"
+
+
+def _numbers(values: list, total: int) -> str:
+    shown = ", ".join(_num(v) for v in values[:3])
+    return f"[{shown}{', ...' if total > 3 else ''}]"
+
+
+def _brief(x: Any) -> str:
+    """A few characters for an item inside a container."""
+    torch = sys.modules.get("torch")
+    if x is None or isinstance(x, (bool, int, float, complex)):
+        return _num(x)
+    if isinstance(x, str):
+        return repr(x) if len(x) <= 12 else repr(x[:9]) + "..."
+    if torch is not None and isinstance(x, torch.Tensor):
+        if x.dim() == 0 and x.device.type != "meta" and x.layout == torch.strided:
+            return f"tensor({_num(x.detach().cpu().item())})"
+        return f"tensor of shape {tuple(x.shape)}"
+    if isinstance(x, (list, tuple, dict, set)):
+        return f"{type(x).__name__} of {len(x)}"
+    return type(x).__name__
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: "an int64", "a float32"."""
+    return f"an {word}" if word[:1].lower() in "aeiou" else f"a {word}"
+
+
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
+def _describe(value: Any) -> str:
+    torch = sys.modules.get("torch")
+    numpy = sys.modules.get("numpy")
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return f"the bool {value}"
+    if isinstance(value, (int, float)):
+        return f"the number {_num(value)}"
+    if isinstance(value, complex):
+        return f"the complex number {_num(value)}"
+    if isinstance(value, (str, bytes)):
+        kind = "string" if isinstance(value, str) else "bytes"
+        return f"the {kind} {value[:30]!r}{'...' if len(value) > 30 else ''}"
+    if torch is not None and isinstance(value, torch.Tensor):
+        dtype = str(value.dtype).replace("torch.", "")
+        where = "" if value.device.type == "cpu" else f" on {value.device.type}"
+        if value.device.type == "meta" or value.layout != torch.strided:
+            layout = "" if value.layout == torch.strided else f"{str(value.layout).replace('torch.', '')} "
+            return f"{_a(layout + dtype)} tensor of shape {tuple(value.shape)}{where}"
+        flat = value.detach().reshape(-1)
+        if value.dim() == 0:
+            return f"a 0-d {dtype} tensor ({_num(flat[0].cpu().item())}){where}"
+        numbers = _numbers(flat[:3].cpu().tolist(), flat.numel())
+        return f"{_a(dtype)} tensor of shape {tuple(value.shape)}{where} {numbers}"
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        flat = value.reshape(-1)
+        return f"a numpy array of shape {value.shape}, {value.dtype} {_numbers(flat[:3].tolist(), flat.size)}"
+    if numpy is not None and isinstance(value, numpy.generic):
+        return f"a numpy {value.dtype} ({_num(value.item())})"
+    if isinstance(value, dict):
+        items = list(value.items())
+        shown = ", ".join(f"{_brief(k)}: {_brief(v)}" for k, v in items[:3])
+        return f"a dict of {_items(len(items))} {{{shown}{', ...' if len(items) > 3 else ''}}}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+        shown = ", ".join(_brief(x) for x in items[:3])
+        return f"a {type(value).__name__} of {_items(len(items))} [{shown}{', ...' if len(items) > 3 else ''}]"
+    name = type(value).__name__
+    if hasattr(value, "__next__"):
+        return f"a {name} (an iterator)"
+    return _a(name)
+
+
+def describe(value: Any, limit: int = 80) -> str:
+    """A learner's value in one short line: its type, shape and dtype, and a few numbers (never a repr dump)."""
     try:
-        import torch  # noqa: PLC0415
-        if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                raise Wrong(f"{what} should return a scalar, got a tensor of shape {tuple(value.shape)}")
-            return float(value.detach())
-    except ImportError:  # pragma: no cover
-        pass
+        text = _describe(value)
+    except Exception:  # noqa: BLE001 - a value that cannot even be described is named by its type
+        text = f"a {type(value).__name__}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _subject(what: str) -> tuple[str, str]:
+    """("`name` returned", "return") for a function's name, ("the attention output is", "be") for a value."""
+    if what.isidentifier():
+        return f"`{what}` returned", "return"
+    if what == "your function":
+        return "your function returned", "return"
+    return f"{what} is", "be"
+
+
+_ADVICE_TENSOR = {
+    "list": " (torch.tensor(...) or torch.stack(...) makes one)",
+    "tuple": " (torch.tensor(...) or torch.stack(...) makes one)",
+    "ndarray": " (stay in torch: no .numpy())",
+    "str": ", not text",
+    "dict": "",
+}
+_ADVICE_NUMBER = {"str": ", not text", "list": ", not a list", "tuple": ", not a tuple", "dict": ", not a dict"}
+
+
+def wrong_return(value: Any, want: str, what: str = "your function") -> Wrong:
+    """A :class:`Wrong` that names what the learner returned instead of ``want`` (one line, no repr dump).
+
+    ``what`` is the learner's function name (``"`entropy` returned a list ..."``) or a description of a
+    part of its result (``"the attention output is None ..."``).
+    """
+    subject, verb = _subject(what)
+    if value is None:
+        if verb == "return":
+            return Wrong(f"{subject} None: did you forget `return`? It should return {want}")
+        return Wrong(f"{subject} None: it should be {want}")
+    advice = ""
+    kind = type(value).__name__
+    if want.startswith("a number"):
+        advice = _ADVICE_NUMBER.get(kind, "")
+    elif "tensor" in want.lower():
+        advice = _ADVICE_TENSOR.get(kind, "")
+    if hasattr(value, "__next__") and hasattr(value, "__iter__"):
+        advice = " (a generator or iterator is lazy: build the values first)"
+    return Wrong(f"{subject} {describe(value)}: it should {verb} {want}{advice}")
+
+
+def _tensor_problem(value: Any, what: str) -> Wrong | None:
+    """A :class:`Wrong` for a tensor that holds no usable real values (complex, meta, sparse), else None."""
+    import torch  # noqa: PLC0415
+    subject, _ = _subject(what)
+    if value.device.type == "meta":
+        return Wrong(f"{subject} a tensor on the meta device (shape {tuple(value.shape)}), which holds no values: "
+                     "compute it from the inputs, on their device")
+    if value.layout != torch.strided:
+        return Wrong(f"{subject} {describe(value)}: return a dense tensor (.to_dense())")
+    if value.is_complex():
+        return Wrong(f"{subject} {describe(value)}: it should be real-valued (a float tensor), not complex")
+    return None
+
+
+def as_float(value: Any, what: str = "your function") -> float:
+    """Turn a scalar tensor / number into a float, or raise :class:`Wrong` naming what ``value`` is."""
+    numpy = sys.modules.get("numpy")
+    torch = sys.modules.get("torch")
+    subject, verb = _subject(what)
+    if torch is not None and isinstance(value, torch.Tensor):
+        problem = _tensor_problem(value, what)
+        if problem is not None:
+            raise problem
+        if value.numel() != 1:
+            raise Wrong(f"{subject} {describe(value)}: it should {verb} a scalar (one number), not a tensor of "
+                        f"shape {tuple(value.shape)}")
+        return float(value.detach().reshape(()).cpu().item())
+    if numpy is not None and isinstance(value, (numpy.ndarray, numpy.generic)):
+        if numpy.iscomplexobj(value) or value.dtype.kind not in "biuf":
+            raise wrong_return(value, "a number (a float or a 0-d tensor)", what)
+        if value.size != 1:
+            raise Wrong(f"{subject} {describe(value)}: it should {verb} a scalar (one number)")
+        return float(value.reshape(-1)[0])
+    if value is None or isinstance(value, (str, bytes, complex)):
+        raise wrong_return(value, "a number (a float or a 0-d tensor)", what)
     try:
         return float(value)
-    except (TypeError, ValueError):
-        raise Wrong(f"{what} should return a number, got {type(value).__name__}") from None
+    except OverflowError:
+        raise Wrong(f"{subject} {describe(value)}, too large for a float") from None
+    except (TypeError, ValueError, RuntimeError):
+        raise wrong_return(value, "a number (a float or a 0-d tensor)", what) from None
 
 
 def as_tensor(value: Any, shape: tuple | None = None, what: str = "your function"):
-    """Check ``value`` is a tensor (of ``shape``) and return it detached, or raise :class:`Wrong`."""
+    """Check ``value`` is a real tensor (of ``shape``) and return it detached, on the CPU, or raise :class:`Wrong`."""
     import torch  # noqa: PLC0415
     if not isinstance(value, torch.Tensor):
-        raise Wrong(f"{what} should return a torch.Tensor, got {type(value).__name__}")
+        raise wrong_return(value, "a torch.Tensor", what)
+    problem = _tensor_problem(value, what)
+    if problem is not None:
+        raise problem
     if shape is not None and tuple(value.shape) != tuple(shape):
         raise Wrong(f"{what} returned shape {tuple(value.shape)}, expected {tuple(shape)}")
-    return value.detach()
+    return value.detach().cpu()
 
 
 def student_gradient(call: Callable, student, teacher, *rest, student_name: str, teacher_name: str):
@@ -260,7 +427,11 @@ def student_gradient(call: Callable, student, teacher, *rest, student_name: str,
         if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
             raise Wrong(f"your loss carries no gradient to {student_name}: return a tensor "
                         "(no .item(), no torch.no_grad())")
-        loss.backward()
+        as_float(loss, "your loss")  # one real number, or a message saying what it is
+        try:
+            loss.backward()
+        except Exception as exc:  # noqa: BLE001 - the learner's graph (a custom backward, a hook) failed
+            raise LearnerCrash(exc) from None
     if teacher.grad is not None and float(teacher.grad.abs().sum()) > 0:
         raise Wrong(f"a gradient reaches {teacher_name}, so it reaches the teacher, which is frozen: "
                     f"use {teacher_name}.detach()")
@@ -270,8 +441,8 @@ def student_gradient(call: Callable, student, teacher, *rest, student_name: str,
 def close(a, b, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
     """``allclose`` for tensors or floats; False (not an error) on shape mismatch or NaN."""
     import torch  # noqa: PLC0415
-    a = torch.as_tensor(a, dtype=torch.float64)
-    b = torch.as_tensor(b, dtype=torch.float64)
+    a, b = (x.detach().cpu().to(torch.float64) if isinstance(x, torch.Tensor) else
+            torch.as_tensor(x, dtype=torch.float64) for x in (a, b))
     if a.shape != b.shape:
         return False
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .core import Exercise, Wrong, as_float, as_tensor, close, diagnose
+from .core import Exercise, Wrong, as_float, as_tensor, close, diagnose, wrong_return
 
 # -- q1: multi-head attention from a packed QKV projection -----------------------------
 
@@ -64,8 +64,8 @@ def _check_mha(call):
     for x, mask, w, b, heads in cases:
         res = call(x.clone(), mask.clone(), w.clone(), b.clone(), heads)
         if not (isinstance(res, tuple) and len(res) == 2):
-            raise Wrong("return a pair (output, weights): the heads' outputs concatenated, [B, L, H], and the "
-                        "attention weights, [B, num_heads, L, L]")
+            raise wrong_return(res, "a pair (output, weights): output [B, L, H], weights [B, num_heads, L, L]",
+                               "packed_multi_head_attention")
         ref_out, ref_w = _mha_ref(x, mask, w, b, heads)
         outs.append(as_tensor(res[0], ref_out.shape, "the attention output"))
         weights.append(as_tensor(res[1], ref_w.shape, "the attention weights"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -75,7 +76,7 @@ def _check_entropy(call):
     got = []
     for p in cases:
         out = call(p.clone())
-        if not isinstance(out, torch.Tensor):
+        if isinstance(out, numbers.Real) and not isinstance(out, bool):
             out = torch.tensor(float(out))  # a scalar for a 1-D input is fine
         out = as_tensor(out, None, "entropy")
         if tuple(out.shape) != tuple(p.shape[:-1]):

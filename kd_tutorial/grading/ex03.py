@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, student_gradient
+from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, student_gradient, wrong_return
 
 
 def _cases():
@@ -279,17 +279,31 @@ def _choose(sweep, default=(2.0, 0.5)):
     return best["temperature"], best["alpha"]
 
 
+def _as_pair(value) -> tuple[float, float]:
+    """The learner's (temperature, alpha) as two floats, or :class:`Wrong` naming what it returned."""
+    want = "a pair (temperature, alpha)"
+    if value is None or isinstance(value, (str, bytes, dict, set)) or not hasattr(value, "__len__"):
+        raise wrong_return(value, want, "choose_setting")
+    try:
+        n = len(value)
+    except TypeError:  # a 0-d tensor or array
+        n = None
+    if n != 2:
+        raise wrong_return(value, want, "choose_setting")
+    try:
+        temperature, alpha = value[0], value[1]
+    except (TypeError, KeyError, IndexError):
+        raise wrong_return(value, want, "choose_setting") from None
+    return as_float(temperature, "the temperature you returned"), as_float(alpha, "the alpha you returned")
+
+
 def _check_sweep(call):
     for sweep in _sweeps():
         rows = [dict(r) for r in sweep]
         got = call(rows, (2.0, 0.5))
         if rows != sweep:
             raise Wrong("your function changed the sweep's rows: read them, do not modify them")
-        try:
-            got = (float(got[0]), float(got[1]))
-            assert len(got) == 2
-        except Exception:
-            raise Wrong(f"return a pair (temperature, alpha), got {got!r}") from None
+        got = _as_pair(got)
         expected = _choose(sweep)
         if got == expected:
             continue

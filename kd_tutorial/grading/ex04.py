@@ -1,11 +1,12 @@
 """Exercises for notebook 04 (the teacher: soft labels on unlabelled data, efficiently)."""
 from __future__ import annotations
 
+import operator
 import random
 
 import torch
 
-from .core import Exercise, LearnerCrash, Wrong, as_float, as_tensor, close, diagnose
+from .core import Exercise, LearnerCrash, Wrong, as_float, as_tensor, close, describe, diagnose, wrong_return
 from .toys import toy_batch, toy_bert
 
 # imported by the grader before the learner's cells (outside the per-cell time limit): the checks build toy BERTs
@@ -114,15 +115,42 @@ def _batches_waste(lengths, batches):
     return 1 - sum(lengths) / total
 
 
+def _index(i) -> int:
+    try:
+        return operator.index(i)
+    except (TypeError, ValueError, RuntimeError):  # a float, a tensor of several (or no) values, a meta tensor
+        pass
+    if isinstance(i, float) and i.is_integer():
+        return int(i)
+    raise Wrong(f"a batch holds {describe(i)}: each batch should hold integer indices into `lengths`")
+
+
+def _iterable(value) -> bool:
+    """A container of items (not text, not a mapping, not a 0-d tensor or array)."""
+    return (hasattr(value, "__iter__") and not isinstance(value, (str, bytes, dict))
+            and getattr(value, "ndim", 1) != 0 and getattr(value, "device", None) != torch.device("meta"))
+
+
+def _as_batches(value) -> list[list[int]]:
+    """The learner's batches as lists of ints, or :class:`Wrong` naming what it returned."""
+    want = "a list of batches, each a list of indices into `lengths`"
+    if not _iterable(value):
+        raise wrong_return(value, want, "length_grouped_batches")
+    batches = []
+    for b in value:
+        if not _iterable(b):
+            raise Wrong(f"`length_grouped_batches` returned a batch that is {describe(b)}: {want}")
+        batches.append([_index(i) for i in b])
+    return batches
+
+
 def _check_grouping(call):
     rng = random.Random(7)
     lengths = [min(512, max(8, int(rng.lognormvariate(5.0, 0.7)))) for _ in range(1003)]
     batch_size = 16
-    batches = call(list(lengths), batch_size, 0)
-    try:
-        batches = [[int(i) for i in b] for b in batches]
-    except (TypeError, ValueError):
-        raise Wrong("return a list of batches, each a list of indices into `lengths`") from None
+    batches = _as_batches(call(list(lengths), batch_size, 0))
+    if any(len(b) == 0 for b in batches):
+        raise Wrong("some of your batches are empty: every batch holds at least one review")
     seen = [i for b in batches for i in b]
     if len(set(seen)) != len(seen):
         raise Wrong("some reviews appear in more than one batch: use each index exactly once")
@@ -148,7 +176,7 @@ def _check_grouping(call):
     if maxes == sorted(maxes) or maxes == sorted(maxes, reverse=True):
         raise Wrong("your batches come in order of length: shuffle the order of the batches "
                     "(training on all the short reviews first biases the updates)")
-    again = [[int(i) for i in b] for b in call(list(lengths), batch_size, 0)]
+    again = _as_batches(call(list(lengths), batch_size, 0))
     if again != batches:
         raise Wrong("two calls with the same seed gave different batches: use random.Random(seed)")
 
@@ -190,7 +218,7 @@ def _check_label_order(call):
                         "teacher_labels.index(data_labels[j]), not the position of teacher_labels[j] in data_labels")
         if logits.shape[0] == logits.shape[1] and close(got, logits[perm]):
             raise Wrong("you reordered the rows (the reviews), not the columns (the classes): index the last dimension")
-        if close(got.softmax(-1), expected.softmax(-1)) or close(got, expected.softmax(-1)):
+        if close(got.double().softmax(-1), expected.softmax(-1)) or close(got, expected.softmax(-1)):
             raise Wrong("return the reordered logits themselves, unchanged otherwise (no softmax, no shift)")
         raise Wrong(f"for teacher labels {teacher_labels} and data labels {data_labels} your columns are not the "
                     "teacher's columns in the data's order")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, Wrong, as_float, close, diagnose
+from .core import Exercise, Wrong, as_float, close, diagnose, wrong_return
 from .toys import toy_batch, toy_bert
 
 # imported by the grader before the learner's cells (outside the per-cell time limit): the checks build toy BERTs
@@ -121,8 +121,9 @@ def _check_init(call):
     batch = toy_batch(3, 8, seed=9)
     for layer_map in ([0, 2], [1, 3], [3], [0, 1, 2, 3]):
         student = call(teacher, list(layer_map))
-        if not hasattr(student, "bert") or not hasattr(student, "classifier"):
-            raise Wrong("return a BertForSequenceClassification (with .bert and .classifier)")
+        if not isinstance(student, type(teacher)):
+            raise wrong_return(student, "a BertForSequenceClassification (with .bert and .classifier)",
+                               "init_student_from_teacher")
         if any(not torch.equal(before[k], v) for k, v in teacher.state_dict().items()) \
                 or len(teacher.bert.encoder.layer) != 4:
             raise Wrong("your function modified the teacher: build a new model (or deepcopy the teacher) first")

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .core import Exercise, Wrong, as_float
+from .core import Exercise, Wrong, as_float, wrong_return
 
 CLOCKS = ("perf_counter", "monotonic", "time")  # float seconds; each also has an ``_ns`` form
 
@@ -215,9 +215,16 @@ def _check_speedups(call):
     student = FakeModel(base_s=0.004, per_item_s=0.0002, device=device)
     sizes = [1, 8, 32]
     res = _measure(call, clock, teacher, student, make_batch, list(sizes), device.sync)
-    if not isinstance(res, dict) or sorted(int(k) for k in res) != sizes:
-        raise Wrong(f"return a dict {{batch_size: speed-up}} with the keys {sizes}")
-    got = {int(k): as_float(v, "a speed-up") for k, v in res.items()}
+    want = f"a dict {{batch_size: speed-up}} with the keys {sizes}"
+    if not isinstance(res, dict):
+        raise wrong_return(res, want, "speedups")
+    try:
+        keys = {k: int(k) for k in res}
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        raise wrong_return(res, want, "speedups") from None
+    if sorted(keys.values()) != sizes:
+        raise wrong_return(res, want, "speedups")
+    got = {keys[k]: as_float(v, f"your speed-up for batch size {keys[k]}") for k, v in res.items()}
     expected = {b: teacher.latency(b) / student.latency(b) for b in sizes}
     if student.calls == 0:
         raise Wrong("the student was never called: time both models")
@@ -226,7 +233,8 @@ def _check_speedups(call):
     if all(_close(got[b], 1 / expected[b]) for b in sizes):
         raise Wrong("you computed student time / teacher time: the speed-up is teacher latency / student latency")
     if max(got.values()) < 1.3 * min(got.values()):
-        raise Wrong(f"your speed-ups barely change with the batch size ({got}): time a batch of each size "
+        raise Wrong(f"your speed-ups barely change with the batch size "
+                    f"({ {b: round(v, 2) for b, v in got.items()} }): time a batch of each size "
                     "(make_batch(batch_size)); fixed per-call overheads make small batches look worse")
     raise Wrong(f"your speed-ups {({b: round(v, 2) for b, v in got.items()})} differ from the true ones "
                 f"{({b: round(v, 2) for b, v in expected.items()})}: warm up, sync() around the timed region")

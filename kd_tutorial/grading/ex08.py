@@ -145,7 +145,10 @@ def _check_gradients(calls, steps):
             if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
                 raise Wrong("your loss carries no gradient: return a tensor (no .item(), no .detach(), no "
                             "torch.no_grad()); the Trainer calls backward() on it")
-            loss.backward()
+            try:
+                loss.backward()
+            except Exception as exc:  # noqa: BLE001 - the learner's graph (a custom backward, a hook) failed
+                raise LearnerCrash(exc) from None
             if t.grad is not None and float(t.grad.abs().sum()) > 0:
                 raise Wrong("a gradient reaches teacher_logits, so it reaches the teacher, which is frozen: use "
                             "teacher_logits.detach() (distillation_loss does)")

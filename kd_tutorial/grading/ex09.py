@@ -56,10 +56,9 @@ def _average(kl, w, norm="tokens"):
 
 
 def _nan_message(name):
-    return (f"your loss is nan: at padded positions the logits are garbage (nothing trains a model there; here they "
-            f"are large), so a softmax there puts exactly 0 on some tokens, and a probability times its log is then "
-            f"0 * log 0 = nan, which multiplying by the mask does not remove (nan * 0 is nan). Take the logarithms "
-            f"with F.log_softmax (or F.kl_div on log-probabilities) in {name}, or select the counted positions first")
+    return (f"your loss is nan: padded positions hold large garbage logits, so a softmax puts exactly 0 on some "
+            f"tokens and p * log p = 0 * log 0 = nan there; the mask cannot remove it (nan * 0 = nan). Take the "
+            f"logs with F.log_softmax in {name}, or select the counted positions first")
 
 
 def _grad_nan_message():
