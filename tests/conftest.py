@@ -48,3 +48,14 @@ def cut_tiny(tmp_path_factory):
             logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
             yield profile, teacher, prep, logits
     return build
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: OpenMP threads only add latency (badly so on a busy machine). Test files of many tiny
+    checks use it for every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,13 +22,7 @@ from kd_tutorial.losses import distillation_loss
 CATALOGUE: dict[str, list] = {}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: OpenMP threads only add latency (badly so on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def wrong(key: str, fragment: str):

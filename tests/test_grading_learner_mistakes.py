@@ -25,13 +25,7 @@ MAX_CHARS = 300
 SAFETY_NET = "the check could not use what"  # Exercise.grade's last resort: a check should never need it
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: OpenMP threads only add latency (badly so on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _generator():
