@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import encode, get_tokenizer, load_for_profile
+from .data import check_data_source, DataSourceError, encode, get_tokenizer, load_for_profile
 from .models import TINY_TEACHER, fallback_path, resolve_source
 from .profiles import Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
@@ -174,13 +174,22 @@ def cache_status(profile: Profile) -> dict:
     for spec in profile.students:
         if spec.pretrained:
             needs[spec.pretrained] = _hub_cached(spec.pretrained, "model")
-    if profile.data_source == "tiny":
+    if os.environ.get(DATA_ENV):  # read before the profile's own source, as data_key does
+        needs["data"] = _folder_status(os.environ[DATA_ENV])
+    elif profile.data_source == "tiny":
         needs["data"] = "built in"
-    elif os.environ.get(DATA_ENV):
-        needs["data"] = f"local folder {os.environ[DATA_ENV]}"
     else:
         needs["stanfordnlp/imdb"] = _hub_cached("stanfordnlp/imdb", "dataset")
     return needs
+
+
+def _folder_status(data_dir: str) -> str:
+    """A data folder as ``distill`` would judge it: "local folder X", or why it cannot be read and the fix."""
+    try:
+        check_data_source(data_dir)
+    except DataSourceError as err:
+        return f"unusable: {err}"
+    return f"local folder {data_dir}"
 
 
 def _hub_cached(repo_id: str, repo_type: str) -> str:

@@ -15,7 +15,7 @@ from .artifacts import cache_status
 from .device import bf16_supported, describe, pick_device  # noqa: F401  (re-exported for notebooks)
 from .errors import UsageError
 from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
-from .store import home
+from .store import folder_problem, home
 from .train import seed_everything
 
 
@@ -130,6 +130,7 @@ def environment_report(profile: Profile | None = None) -> dict:
     report["precision"] = describe(device)
     report["needs"] = cache_status(profile)
     report["artifact_home"] = str(home())
+    report["artifact_home_problem"] = folder_problem(home())
     return report
 
 
@@ -178,6 +179,9 @@ def _cache_lines(report: dict) -> list[tuple[str, str]]:
     else:
         hub = {True: "reachable", False: "unreachable: run `kd-tutorial prefetch` where there is internet, then "
                                          "set HF_HUB_OFFLINE=1", None: "-"}[report.get("hub_reachable")]
-    lines = [("artifact cache", f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)"),
+    problem = report.get("artifact_home_problem")
+    cache = (f"unusable: {problem}: point KD_TUTORIAL_HOME to a folder you can write" if problem
+             else f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)")
+    lines = [("artifact cache", cache),
              ("Hugging Face Hub", hub)]
     return lines + [(name, status) for name, status in report.get("needs", {}).items()]

@@ -54,6 +54,21 @@ def home() -> Path:
     return Path(cache) / "kd-tutorial"
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` could not hold files, judged without creating anything: None when it (or the nearest
+    existing folder above it, where it would be created) is a folder this process can write."""
+    path = Path(folder).expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        if path.is_symlink():
+            return f"{path} is a broken link"
+        path = path.parent
+    if not path.is_dir():
+        return f"{path} is a file, not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
+
+
 @contextlib.contextmanager
 def locked(directory: Path, timeout: float | None = None):
     """Hold ``directory/.lock`` (a cross-process file lock) for the duration of the block.

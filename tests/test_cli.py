@@ -115,6 +115,43 @@ def test_env_json_is_the_report_alone_on_stdout():
     assert "torch" in report["versions"] and "profile: tiny" in proc.stderr
 
 
+def test_env_reports_the_data_folder_every_profile_reads_and_whether_it_can(tmp_path, monkeypatch):
+    """$KD_TUTORIAL_DATA_DIR is read before the profile's own source (tiny too), so env shows it, judged as distill
+    would judge it, without refusing: env is where a learner goes to find out what is wrong."""
+    from kd_tutorial.artifacts import cache_status
+    tiny = profiles.get_profile("tiny")
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+    assert cache_status(tiny)["data"] == "built in"
+    (tmp_path / "imdb").mkdir()
+    (tmp_path / "imdb" / "train.parquet").write_bytes(b"")
+    for folder, expected in ((tmp_path / "imdb", f"local folder {tmp_path / 'imdb'}"),
+                             (tmp_path / "none", "unusable: data folder .* does not exist"),
+                             (tmp_path / "imdb" / "train.parquet", "unusable: .* is a file: give the folder")):
+        monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(folder))
+        for name in ("tiny", "cpu"):
+            import re
+            assert re.match(expected, cache_status(profiles.get_profile(name))["data"]), (name, folder)
+
+
+def test_env_says_when_the_artifact_cache_cannot_be_written(tmp_path, monkeypatch):
+    from kd_tutorial.env import environment_report, format_report
+    from kd_tutorial.store import folder_problem
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert folder_problem(tmp_path / "new" / "deeper") is None  # created on first use: fine
+    assert folder_problem(blocker) == f"{blocker} is a file, not a folder"
+    assert folder_problem(blocker / "kd") == f"{blocker} is a file, not a folder"
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(blocker / "kd"))
+    report = environment_report(profiles.get_profile("tiny"))
+    assert not (blocker / "kd").exists()
+    line = [line for line in format_report(report).splitlines() if "artifact cache" in line]
+    assert line == [f"  artifact cache:   unusable: {blocker} is a file, not a folder: point KD_TUTORIAL_HOME to a "
+                    "folder you can write"]
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "kd"))
+    assert environment_report(profiles.get_profile("tiny"))["artifact_home_problem"] is None
+    assert not (tmp_path / "kd").exists()  # env only looks
+
+
 def test_prefetch_tiny_needs_nothing():
     proc = run_cli("prefetch", "--profile", "tiny")
     assert proc.returncode == 0 and "nothing to download" in proc.stdout
