@@ -69,7 +69,8 @@ def _check_inputs(args, profile, data: bool = True) -> None:
         if profile.max_length > positions:
             raise UsageError(f"max_length={profile.max_length}: the tiny teacher has {positions} positions; give "
                              f"--set max_length=N with N <= {positions}")
-        check_depths(profile, config["num_hidden_layers"], _recipes(getattr(args, "recipes", None)),
+        check_depths(profile, config["num_hidden_layers"], config["num_attention_heads"],
+                     _recipes(getattr(args, "recipes", None)),
                      fix="give --set \"teacher_config={'num_hidden_layers': N}\"")
 
 

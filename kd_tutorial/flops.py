@@ -188,7 +188,7 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     configs = {"teacher": teacher} | {s.name: student_config(s, teacher) for s in profile.students}
     per_review = {name: forward_flops(c, mix) / len(mix) for name, c in configs.items()}
     runs = [(spec, r) for spec in profile.students for r in student_recipes(profile, spec, recipes)
-            if applicable(r, spec, _Heads(teacher["num_attention_heads"]))]
+            if applicable(r, spec, teacher["num_attention_heads"])]
     phases = _teacher_phases(profile, rows, per_review["teacher"], augmented=any(r.augment for _, r in runs),
                              layers=any(reads_cached_layers(profile, r) for _, r in runs))
     labelled = min(profile.student_labels or rows["train"], rows["train"])
@@ -218,13 +218,6 @@ def _teacher_phases(profile: Profile, rows: dict, per_review: float, augmented: 
     if layers:
         phases["teacher_layers"] = _phase({"infer:teacher": one_pass * per_review})
     return phases | {"teacher_logits": _phase({"infer:teacher": logits_rows * per_review})}
-
-
-class _Heads:
-    """What :func:`kd_tutorial.pipeline.applicable` reads of a teacher's config."""
-
-    def __init__(self, heads: int):
-        self.num_attention_heads = heads
 
 
 def _scaled(phase: dict, k: int) -> dict:

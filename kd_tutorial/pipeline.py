@@ -48,12 +48,15 @@ def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
     return max(1, math.ceil(epochs * n_rows / profile.effective_batch))
 
 
-def check_depths(profile: Profile, teacher_layers: int, runs=None, fix: str = "give a deeper teacher") -> None:
+def check_depths(profile: Profile, teacher_layers: int, teacher_heads: int, runs=None,
+                 fix: str = "give a deeper teacher") -> None:
     """Refuse, in one line, a student whose layers map onto more teacher layers than there are: a layer-copied
-    student (its ``layer_map`` included) or one with an intermediate recipe among ``runs``."""
+    student (its ``layer_map`` included) or one with an intermediate recipe among ``runs`` that will run (one
+    that :func:`applicable` skips for this teacher maps nothing)."""
     for spec in profile.students:
         needs = max(spec.layer_map) + 1 if spec.layer_map else spec.num_layers
-        maps = spec.kind == "distil" or any(r.intermediate is not None for r in student_recipes(profile, spec, runs))
+        maps = spec.kind == "distil" or any(r.intermediate is not None and applicable(r, spec, teacher_heads)
+                                            for r in student_recipes(profile, spec, runs))
         if maps and needs > teacher_layers:
             raise UsageError(f"student {spec.name} maps its layers onto {needs} of the teacher's, and the teacher "
                              f"has {teacher_layers}: {fix} (at least {needs} layers)")
@@ -70,10 +73,11 @@ def student_recipes(profile: Profile, spec: StudentSpec, names=None) -> list[Rec
             if r.intermediate is not None else r for r in recipes]
 
 
-def applicable(recipe: Recipe, spec: StudentSpec, teacher_config) -> bool:
-    """Whether ``recipe`` can run for this student: attention maps need as many heads as the teacher's."""
+def applicable(recipe: Recipe, spec: StudentSpec, teacher_heads: int) -> bool:
+    """Whether ``recipe`` can run for this student under a teacher of ``teacher_heads`` attention heads:
+    attention maps need as many heads as the teacher's."""
     if recipe.intermediate is not None and recipe.intermediate.attention:
-        return (spec.num_heads or teacher_config.num_attention_heads) == teacher_config.num_attention_heads
+        return (spec.num_heads or teacher_heads) == teacher_heads
     return True
 
 
@@ -164,7 +168,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     cache.
     """
     check_workers(workers, device, setting=f"workers={workers}", fix="give workers=1")
-    chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config)]
+    chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config.num_attention_heads)]
               for spec in students or profile.students}
     logits, cls, layers = _teacher_extras(profile, prep, teacher, students or profile.students, chosen, logits, cls,
                                           layers, device=device, progress=progress)
@@ -391,12 +395,13 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     with clock("teacher"):
         teacher_model, prep, info = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init,
                                                    seed=seeds[0], device=device, progress=progress)
-    check_depths(profile, teacher_model.config.num_hidden_layers, runs)  # the teacher is cached: nothing lost
+    config = teacher_model.config  # the teacher is cached: a refusal here loses nothing
+    check_depths(profile, config.num_hidden_layers, config.num_attention_heads, runs)
     kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
               device=device, progress=progress)
     keys = cached_layer_keys(profile, profile.students, lambda spec: [
-        r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher_model.config)],
-        teacher_model.config.num_hidden_layers)
+        r for r in student_recipes(profile, spec, runs) if applicable(r, spec, config.num_attention_heads)],
+        config.num_hidden_layers)
     with clock("teacher_layers"):  # first: the same pass caches the logits (none when no run reads layers)
         layers = teacher_layer_cache(profile, prep, keys, **kw)
     with clock("teacher_logits"):

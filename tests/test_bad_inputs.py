@@ -548,15 +548,21 @@ def test_check_depths_counts_layer_maps_and_intermediate_recipes():
     from kd_tutorial.pipeline import check_depths
     from kd_tutorial.profiles import get_profile
     full = get_profile("full")  # distil-4L copies teacher layers (2, 5, 8, 11): it needs 12
-    check_depths(full, 12)
+    check_depths(full, 12, 12)
     with pytest.raises(UsageError, match="student distil-4L maps its layers onto 12 of the teacher's, and the "
                                          "teacher has 11"):
-        check_depths(full, 11)
+        check_depths(full, 11, 12)
     compact = full.replace(students=tuple(s for s in full.students if s.kind == "compact"))
-    layers = compact.students[0].num_layers
-    check_depths(compact, layers - 1, runs=("baseline", "kd+transfer"))  # logits only: no layer to map
+    spec = compact.students[0]
+    layers = spec.num_layers
+    check_depths(compact, layers - 1, 12, runs=("baseline", "kd+transfer"))  # logits only: no layer to map
     with pytest.raises(UsageError, match=f"onto {layers} of the teacher's"):
-        check_depths(compact, layers - 1, runs=("kd+transfer+hidden",))
+        check_depths(compact, layers - 1, 12, runs=("kd+transfer+hidden",))
+    # +attn needs the teacher's head count: with other heads the pipeline skips it, so it maps no layer
+    assert spec.num_heads != 12
+    check_depths(compact, layers - 1, 12, runs=("baseline", "kd+transfer+attn"))
+    with pytest.raises(UsageError, match=f"onto {layers} of the teacher's"):
+        check_depths(compact, layers - 1, spec.num_heads, runs=("kd+transfer+attn",))
 
 
 def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):

@@ -31,7 +31,7 @@ for spec in profile.students:
     for repeat in range(2):
         for name in RECIPES[spec.name]:
             recipe = get_recipe(name)
-            if not pipeline.applicable(recipe, spec, teacher.config):
+            if not pipeline.applicable(recipe, spec, teacher.config.num_attention_heads):
                 continue
             config = pipeline.run_config(profile, spec, recipe, STEPS, 0)
             config = dataclasses.replace(config, eval_every=None, keep_best=False, patience=None)

@@ -34,7 +34,7 @@ def time_phases(order: str) -> dict:
     kw = dict(teacher_model=teacher, data_dir=None, teacher=None, init="pretrained", seed=0, device="cpu",
               progress=False)
     keys = pipeline.cached_layer_keys(profile, profile.students, lambda spec: [
-        r for r in pipeline.student_recipes(profile, spec, None) if pipeline.applicable(r, spec, teacher.config)],
+        r for r in pipeline.student_recipes(profile, spec, None) if pipeline.applicable(r, spec, teacher.config.num_attention_heads)],
         teacher.config.num_hidden_layers)
     steps = {"teacher_logits": lambda: pipeline.teacher_outputs(profile, prep, None, **kw),
              "teacher_layers": lambda: pipeline.teacher_layer_cache(profile, prep, keys, **kw)}
