@@ -305,3 +305,7 @@ def test_a_check_that_cannot_use_a_value_still_answers_in_one_line():
     assert result.status == FAILED
     assert result.message.startswith("q1: the check could not use what `f` returned (TypeError: ")
     assert "\n" not in result.message
+    # a bug in a check reads the same to the check: the line says where, and that it may be the check's
+    checker_line = checker.__code__.co_firstlineno + 1
+    assert f", at test_grading_learner_mistakes.py:{checker_line}): " in result.message
+    assert result.message.endswith("if they match, the check itself is at fault: report this line")

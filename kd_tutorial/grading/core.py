@@ -16,8 +16,10 @@ which the workshop grader uses; it never parses printed text.
 from __future__ import annotations
 
 import sys
+import sysconfig
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 PASSED = "passed"
@@ -66,6 +68,20 @@ class Result:
     @property
     def passed(self) -> bool:
         return self.status == PASSED
+
+
+def _check_line(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``exc``'s traceback outside Python's and the installed libraries'
+    folders (kd_tutorial's own files always count): the line of the check that failed, not torch's."""
+    libraries = tuple({str(Path(sysconfig.get_paths()[key])) for key in ("stdlib", "purelib", "platlib")})
+    package = str(Path(__file__).resolve().parents[1])
+    where, tb = "?", exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.startswith(package) or not name.startswith(libraries + ("<",)):  # "<frozen ...>": Python's
+            where = f"{Path(name).name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def _is_stub(exc: BaseException, fn: Callable) -> bool:
@@ -184,7 +200,8 @@ class Exercise:
             return Result(FAILED, f"{self.label}: {wrong}")
         except Exception as exc:  # noqa: BLE001 - last resort: a value no check foresaw never shows a traceback
             return Result(FAILED, f"{self.label}: the check could not use what `{self.name}` returned "
-                          f"({_short(exc, 120)}): compare its type and shape with the exercise's description")
+                          f"({_short(exc, 120)}, at {_check_line(exc)}): compare its type and shape with the "
+                          "exercise's description; if they match, the check itself is at fault: report this line")
         return Result(PASSED, f"{self.label}: {self._success}")
 
     # -- what the learner calls -------------------------------------------
