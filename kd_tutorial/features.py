@@ -39,6 +39,12 @@ def use_eager_attention(model) -> None:
         model.set_attn_implementation("eager")
 
 
+def attention_dropouts(model) -> list[torch.nn.Dropout]:
+    """The dropout modules on ``model``'s attention probabilities, one per self-attention layer."""
+    return [m.dropout for m in model.modules()
+            if type(m).__name__.endswith("SelfAttention") and isinstance(getattr(m, "dropout", None), torch.nn.Dropout)]
+
+
 @contextlib.contextmanager
 def _record_values(model):
     layers = model.bert.encoder.layer

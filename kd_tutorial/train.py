@@ -35,7 +35,7 @@ from .data import batch_groups, collate, n_batches, prefetch
 from .device import autocast_dtype, device_type, pick_device, synchronize
 from .errors import UserError
 from .evaluate import accuracy, predict_logits
-from .features import Features, forward_features, use_eager_attention
+from .features import attention_dropouts, Features, forward_features, use_eager_attention
 from .layer_maps import layer_mapping
 from .recipes import Intermediate, intermediate_terms
 from .store import ArtifactError, atomic_torch_save
@@ -620,19 +620,26 @@ def _elapsed(start: float, device: str) -> float:
 
 
 def _eager_for_attention(config: TrainConfig, model, teacher) -> dict:
-    """Switch student and teacher to eager attention when a term needs attention maps; return what to restore."""
+    """Switch student and teacher to eager attention when a term needs attention maps, with no dropout on the
+    attention probabilities: eager attention returns the maps after dropout, and a row with zeroed and rescaled
+    entries is no distribution to compare with the teacher's. Return what to restore."""
     spec = config.intermediate
     if spec is None or not spec.attention or config.mode == "ce":
         return {}
     before = {}
     for m in (getattr(model, "student", model), teacher):
         if m is not None:
-            before[id(m)] = (m, m.config._attn_implementation)
+            dropouts = attention_dropouts(m)
+            before[id(m)] = (m, m.config._attn_implementation, [(d, d.p) for d in dropouts])
             use_eager_attention(m)
+            for d in dropouts:
+                d.p = 0.0
     return before
 
 
 def _restore_attention(before: dict) -> None:
-    for m, implementation in before.values():
+    for m, implementation, dropouts in before.values():
         if m.config._attn_implementation != implementation:
             m.set_attn_implementation(implementation)
+        for d, p in dropouts:
+            d.p = p

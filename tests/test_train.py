@@ -277,6 +277,26 @@ def test_intermediate_recipes_train_against_a_frozen_teacher(rows, recipe):
     assert student.student.config._attn_implementation == kernel
 
 
+def test_an_attention_term_compares_attention_maps_without_dropout(rows):
+    """Eager attention returns the maps after dropout; the student's rows must still be distributions while the
+    attention term trains (rows summing to 1), and its dropout comes back afterwards."""
+    from kd_tutorial import recipes
+    from kd_tutorial.features import attention_dropouts
+    teacher = freeze(small_model(20))
+    student = small_model(21)
+    for module in attention_dropouts(student):
+        module.p = 0.5
+    sums = []
+    student.register_forward_hook(lambda _m, _i, out: sums.append(out.attentions[0].sum(-1)) if out.attentions
+                                  else None)
+    config = TrainConfig(mode="kd", max_steps=2, batch_size=8, lr=1e-3,
+                         intermediate=recipes.get_recipe("kd+transfer+attn").intermediate)
+    cached = torch.zeros(len(rows["train"]), 2)
+    train(student, rows["train"], config=config, teacher_logits=cached, teacher=teacher, progress=False)
+    assert sums and all(torch.allclose(s.float(), torch.ones_like(s.float()), atol=1e-2) for s in sums)
+    assert [m.p for m in attention_dropouts(student)] == [0.5]
+
+
 def test_per_token_terms_refuse_to_run_without_the_teacher(rows):
     from kd_tutorial import recipes
     config = TrainConfig(mode="kd", max_steps=1, intermediate=recipes.get_recipe("kd+transfer+hidden").intermediate)
