@@ -33,6 +33,7 @@ from .errors import UserError
 from .features import Features
 
 TERMS = ("hidden_mse", "hidden_cosine", "cls", "attention", "value_relation")
+TOKEN_TERMS = ("hidden_mse", "hidden_cosine", "attention", "value_relation")  # means over real tokens; cls: rows
 
 
 @dataclass(frozen=True)

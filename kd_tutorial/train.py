@@ -12,7 +12,8 @@ maps and value vectors come from the frozen teacher, called under ``no_grad``, o
 but for attention maps, from its cached layers (``teacher_states``).
 
 What the loop does, in order: AdamW with linear warm-up and decay; gradient
-accumulation (each micro-batch loss divided by the number of micro-batches);
+accumulation (each micro-batch's row means weighted by its share of the step's rows, its token means by its
+share of the step's real tokens);
 autocast to bf16 (CUDA, or CPUs with bf16 units) or fp16 with a gradient scaler;
 gradient clipping; a NaN/inf guard; a tqdm bar showing live loss and accuracy;
 a validation pass every ``eval_every`` steps (else after each epoch), keeping the
@@ -37,7 +38,7 @@ from .errors import UserError
 from .evaluate import accuracy, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
 from .layer_maps import layer_mapping
-from .recipes import Intermediate, intermediate_terms
+from .recipes import Intermediate, intermediate_terms, TOKEN_TERMS
 from .store import ArtifactError, atomic_torch_save
 
 
@@ -226,11 +227,14 @@ def _teacher_layers(teacher, teacher_cls, teacher_states=None) -> int:
 
 
 def recipe_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, teacher=None, teacher_cls=None,
-                teacher_states=None):
+                teacher_states=None, token_scale: float = 1.0):
     """``(loss, student logits, {term: value})`` of one batch. The teacher never receives a gradient.
 
     ``model`` is a student, or a :class:`~kd_tutorial.models.DistillationStudent`
-    that also holds the projections to the teacher's width.
+    that also holds the projections to the teacher's width. The logit loss and the [CLS] term are means over
+    rows, the other terms means over real tokens (:data:`~kd_tutorial.recipes.TOKEN_TERMS`); ``token_scale``
+    weighs the latter against the former. 1 for a whole batch; in a micro-batch, its share of the step's real
+    tokens over its share of the step's rows, so that the micro-batches add up to the whole batch's loss.
     """
     spec = config.intermediate if config.mode != "ce" else None
     student = getattr(model, "student", model)
@@ -253,7 +257,8 @@ def recipe_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, te
     if spec is None:
         return loss, s.logits, {}
     terms = intermediate_terms(spec, s, t, batch["attention_mask"], mapping, getattr(model, "projections", None))
-    return loss + sum(spec.weights[name] * value for name, value in terms.items()), s.logits, terms
+    scale = {name: token_scale if name in TOKEN_TERMS else 1.0 for name in terms}
+    return loss + sum(spec.weights[name] * scale[name] * value for name, value in terms.items()), s.logits, terms
 
 
 def batch_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, teacher=None, teacher_cls=None):
@@ -417,6 +422,7 @@ class _Run:
         self.sums = torch.zeros(3, device=device)  # loss, correct, labelled since the flush
         self.step_sums = torch.zeros(3, device=device)  # the same, for the micro-batches of the step under way
         self.step_counts = [0, 0]  # micro-batches and real tokens of the step under way
+        self.step_log: list[tuple] = []  # (weighted loss, {term: weighted value}) of its micro-batches
         self.boundary, self.boundary_rng, self.stepping = 0, _rng_states(), False  # the last completed step
         self.validating = False  # a pass due at this step has not finished: Ctrl-C keeps the previous checkpoint
 
@@ -424,16 +430,15 @@ class _Run:
         """The epoch's batches after the first ``skip``, built (and pinned for a GPU) in a background thread, with
         their rows of the teacher's cached layers when the run reads them (:func:`layer_reader`).
 
-        Each comes with its real tokens and its weight in the step: ``rows / rows of its step``, which is
-        ``1 / grad_accum`` for a full step, so that the micro-batch gradients add up to one batch's even when
-        the epoch's last step is shorter (fewer or smaller micro-batches).
+        Each comes with its real tokens and its shares of its step's rows and real tokens (:func:`_step_shares`):
+        the weights of its row means and token means, so that the micro-batch gradients add up to one batch's
+        even when the micro-batches differ in length or the epoch's last step is shorter.
         """
         c = self.config
         groups = batch_groups(self.data, c.batch_size, shuffle=True, group_by_length=c.group_by_length,
                               seed=c.seed * 1000 + epoch)
-        k = c.grad_accum
-        step_rows = [sum(len(g) for g in groups[i - i % k:i - i % k + k]) for i in range(len(groups))]
-        weights = [len(g) / rows for g, rows in zip(groups, step_rows)]
+        tokens = [sum(len(self.data.input_ids[i]) for i in g) for g in groups]
+        weights = list(zip(_step_shares([len(g) for g in groups], c.grad_accum), _step_shares(tokens, c.grad_accum)))
         logits, _, _, states = self.teacher_side
         pin = self.kind == "cuda"
         read = layer_reader(self.model, c, states) if logits is not None else None  # else the step asks the teacher
@@ -442,7 +447,7 @@ class _Run:
             batch = collate(self.data, groups[j], pad_to_max=c.pad_to_max, pin=pin)
             if read is not None:
                 batch["teacher_layers"] = {key: x.pin_memory() if pin else x for key, x in read(batch).items()}
-            return batch, sum(len(self.data.input_ids[i]) for i in groups[j]), weights[j]
+            return batch, tokens[j], weights[j]
         return prefetch(build, range(skip, len(groups)))
 
     def resume(self) -> None:
@@ -471,7 +476,7 @@ class _Run:
         """On Ctrl-C: checkpoint the last completed step (dropping the half-done one) and say how to go on."""
         if self.ckpt_path is None or self.stepping or self.validating:  # the last checkpoint stands
             return
-        self.at.batch, self.step_counts = self.boundary, [0, 0]
+        self.at.batch, self.step_counts, self.step_log = self.boundary, [0, 0], []
         self.step_sums.zero_()
         self.optimizer.zero_grad(set_to_none=True)
         self.checkpoint(rng=self.boundary_rng)
@@ -485,12 +490,12 @@ class _Run:
         last, start, stopped = n_batches(len(self.data), config.batch_size), time.perf_counter(), False
         batches, self.boundary = self.batches(at.epoch, at.batch), at.batch
         try:  # an error in a step also stops the batch thread and frees the batches it built ahead
-            for i, (batch, tokens, weight) in enumerate(batches, start=at.batch):
-                loss, terms = self.micro_batch(_to(batch, self.device), weight)
+            for i, (batch, tokens, (weight, token_share)) in enumerate(batches, start=at.batch):
+                self.micro_batch(_to(batch, self.device), weight, token_share)
                 at.batch, self.step_counts[1] = i + 1, self.step_counts[1] + tokens
                 if (i + 1) % config.grad_accum and i + 1 < last:
                     continue
-                self.optimizer_step(loss, terms)
+                self.optimizer_step()
                 due = config.eval_every and (at.step % config.eval_every == 0 or at.step >= self.total)
                 if due and self.val_data is not None:
                     at.stats["seconds"] += _elapsed(start, self.device)
@@ -516,19 +521,24 @@ class _Run:
         self.checkpoint()
         return stopped
 
-    def micro_batch(self, batch: dict, weight: float = 1.0):
-        """Forward and backward of one micro-batch, its loss times its ``weight`` in the step (see :meth:`batches`)."""
+    def micro_batch(self, batch: dict, weight: float = 1.0, token_share: float | None = None) -> None:
+        """Forward and backward of one micro-batch, weighted by its shares of the step's rows and real tokens (see
+        :meth:`batches`); its loss and terms, so weighted, add up to the step's in ``self.step_log``."""
+        token_share = weight if token_share is None else token_share
         with torch.autocast(device_type=self.kind, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            loss, logits, terms = recipe_loss(self.model, batch, self.config, *self.teacher_side)
+            loss, logits, terms = recipe_loss(self.model, batch, self.config, *self.teacher_side,
+                                              token_scale=token_share / weight)
         self.scaler.scale(loss * weight).backward()
         labels = batch["labels"]
         hits = ((logits.detach().argmax(-1) == labels) & (labels >= 0)).sum()
         self.step_sums += torch.stack([loss.detach().float(), hits.float(), (labels >= 0).sum().float()])
         self.step_counts[0] += 1
-        return loss, terms
+        self.step_log.append((loss.detach() * weight, {name: value.detach() * (
+            token_share if name in TOKEN_TERMS else weight) for name, value in terms.items()}))
 
-    def optimizer_step(self, loss, terms: dict) -> None:
-        """Unscale, clip, step; the step's log row waits on the device until :meth:`flush`."""
+    def optimizer_step(self) -> None:
+        """Unscale, clip, step; the step's log row (its micro-batches' weighted loss and terms, summed) waits on
+        the device until :meth:`flush`."""
         self.stepping = True
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
@@ -538,8 +548,9 @@ class _Run:
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         self.at.step += 1
-        self.pending.append((self.at.step, lr, loss.detach(), grad_norm.detach(),
-                             {k: v.detach() for k, v in terms.items()}))
+        log, self.step_log = self.step_log, []
+        self.pending.append((self.at.step, lr, sum(loss for loss, _ in log), grad_norm.detach(),
+                             {k: sum(terms[k] for _, terms in log) for k in log[0][1]}))
         st = self.at.stats  # the step is complete: fold its micro-batches into the running statistics
         self.sums += self.step_sums
         st["n"], st["tokens"] = st["n"] + self.step_counts[0], st["tokens"] + self.step_counts[1]
@@ -612,6 +623,12 @@ class _Run:
             _save_checkpoint(self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.history,
                              self.at, self.best_state, self.config, rng or _rng_states())
             self.saved_at = time.monotonic()
+
+
+def _step_shares(sizes: list[int], k: int) -> list[float]:
+    """Each micro-batch's share of its step, the steps being runs of ``k`` micro-batches: ``size / step total``."""
+    totals = [sum(sizes[i - i % k:i - i % k + k]) for i in range(len(sizes))]
+    return [size / max(total, 1) for size, total in zip(sizes, totals)]
 
 
 def _elapsed(start: float, device: str) -> float:

@@ -109,13 +109,39 @@ def test_gradient_accumulation_matches_a_large_batch(rows):
     common = dict(lr=1e-3, max_steps=1, warmup_fraction=0.0, group_by_length=False, precision="fp32")
     norms = []
     for config in (TrainConfig(batch_size=32, **common), TrainConfig(batch_size=16, grad_accum=2, **common)):
-        model = small_model(4)
-        model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Dropout):
-                mod.p = 0.0
+        model = no_dropout(small_model(4))
         norms.append(train(model, sub, config=config, progress=False).steps[0]["grad_norm"])
     assert norms[0] == pytest.approx(norms[1], rel=1e-4)
+
+
+def no_dropout(model):
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    return model
+
+
+@pytest.mark.parametrize("recipe", ["kd+transfer+hidden", "kd+transfer+attn"])
+def test_accumulated_micro_batches_of_unequal_lengths_match_the_whole_batch(rows, recipe):
+    """Per-token terms are means over real tokens: accumulated micro-batches of different lengths must weigh each
+    by its share of the step's tokens (not its rows) to match one batch. The step's logged loss and terms are the
+    whole batch's too, not the last micro-batch's."""
+    from kd_tutorial import recipes
+    order = sorted(range(len(rows["train"])), key=lambda i: len(rows["train"].input_ids[i]))
+    pick = order[:8] + order[-8:]  # one micro-batch of short reviews, one of long ones
+    sub = data.Encoded([rows["train"].input_ids[i] for i in pick], rows["train"].labels[pick], "sub")
+    assert len(sub.input_ids[0]) * 2 < len(sub.input_ids[-1])
+    teacher = no_dropout(freeze(small_model(20)))
+    cached = torch.randn(len(sub), 2)
+    common = dict(mode="kd", lr=1e-3, max_steps=1, warmup_fraction=0.0, group_by_length=True, precision="fp32",
+                  intermediate=recipes.get_recipe(recipe).intermediate)
+    steps = []
+    for config in (TrainConfig(batch_size=16, **common), TrainConfig(batch_size=8, grad_accum=2, **common)):
+        student = models.DistillationStudent(no_dropout(small_model(21)), teacher.config.hidden_size)
+        steps.append(train(student, sub, config=config, teacher_logits=cached, teacher=teacher,
+                           progress=False).steps[0])
+    for key in ("grad_norm", "loss", *recipes.get_recipe(recipe).intermediate.weights):
+        assert steps[1][key] == pytest.approx(steps[0][key], rel=1e-4), key
 
 
 def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(rows, tmp_path):
