@@ -41,9 +41,15 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0) -> 
     ``T = 1`` is the ordinary softmax; ``T > 1`` flattens the distribution and
     reveals the teacher's "dark knowledge"; ``T -> 0`` tends to one-hot.
     """
-    if temperature <= 0:
+    return F.softmax(logits / _temperature(temperature), dim=-1)
+
+
+def _temperature(temperature: float) -> float:
+    """``temperature`` as a float, refused unless it is a positive number (T <= 0 gave nan or a sign flip)."""
+    T = float(temperature)
+    if not T > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    return F.softmax(logits / temperature, dim=-1)
+    return T
 
 
 def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -53,7 +59,7 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     ``KL(p || q) = sum_c p_c (log p_c - log q_c)``. ``F.kl_div`` takes the
     student's *log*-probabilities first and the teacher's probabilities second.
     """
-    T = float(temperature)
+    T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * T * T
@@ -67,7 +73,7 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     entropy, which does not depend on the student: the gradients are identical,
     the logged values are not (this one is never below the teacher's entropy).
     """
-    T = float(temperature)
+    T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     p = F.softmax(_full(teacher_logits.detach()) / T, dim=-1)
     return -(p * log_q).sum(dim=-1).mean() * T * T
@@ -88,11 +94,11 @@ def hard_cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> to
     """``(1/B) * sum over labelled rows b of CE(y_b, softmax(z_s,b))`` at ``T = 1``.
 
     One normalisation everywhere: every review in a batch of ``B`` weighs ``1/B``,
-    and an unlabelled review (``y = -1``) adds 0. So a labelled review weighs the
+    and an unlabelled review (``y = -1``; any negative label, transformers' -100 too) adds 0. So a labelled review weighs the
     same whatever the mix of labelled and transfer reviews in its batch, and on a
     fully labelled batch this is the ordinary mean cross-entropy.
     """
-    labelled = labels != IGNORE_LABEL
+    labelled = labels >= 0
     per_row = F.cross_entropy(_full(student_logits), labels.clamp_min(0), reduction="none")
     return (per_row * labelled).sum() / max(1, labels.numel())
 
@@ -234,10 +240,16 @@ def value_relation_kl(student_values: torch.Tensor, teacher_values: torch.Tensor
 # taught to continue it. Every loss below is a mean over those tokens, so every counted token of the batch
 # weighs the same and a long review weighs by its length.
 
+def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``sum_v p_v (log p_v - log q_v)`` over the last axis, with ``0 log 0 = 0``: a token the teacher rules out
+    (logit -inf) adds nothing, where the plain product gave ``0 * -inf = nan``."""
+    return torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), 0.0).sum(-1)
+
+
 def _token_mean(per_token: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """``sum_{b,t} m_bt x_bt / sum_{b,t} m_bt`` (0 when no token counts)."""
     m = _real_tokens(loss_mask)
-    return (per_token * m).sum() / m.sum().clamp_min(1.0)
+    return torch.where(m > 0, per_token, 0.0).sum() / m.sum().clamp_min(1.0)  # a masked nan or inf stays out
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -257,10 +269,10 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss_ma
     ``KL(p || q) = sum_v p_v (log p_v - log q_v)`` over the vocabulary. Mean-seeking: the student is
     punished wherever the teacher puts mass and it puts none, so it spreads over all the teacher's modes.
     """
-    T = float(temperature)
+    T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
-    return _token_mean((log_p.exp() * (log_p - log_q)).sum(-1), loss_mask) * T * T
+    return _token_mean(_kl_rows(log_p, log_q), loss_mask) * T * T
 
 
 def reverse_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss_mask: torch.Tensor,
@@ -271,7 +283,7 @@ def reverse_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     Mode-seeking: putting mass where the teacher has little is what costs, so the student may drop a
     mode of the teacher altogether (MiniLLM, GKD). The gradient flows through both ``q`` and ``log q``.
     """
-    T = float(temperature)
+    T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
     return _token_mean((log_q.exp() * (log_q - log_p)).sum(-1), loss_mask) * T * T
@@ -289,7 +301,7 @@ def topk_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tenso
     ``k = V``; the cache shrinks from V to 2k numbers per token, and what it loses is the teacher's mass
     outside its top k (the student is no longer told how unlikely the other tokens are).
     """
-    T = float(temperature)
+    T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1).gather(-1, teacher_topk_ids)
     log_p = F.log_softmax(_full(teacher_topk_logits.detach()) / T, dim=-1)
-    return _token_mean((log_p.exp() * (log_p - log_q)).sum(-1), loss_mask) * T * T
+    return _token_mean(_kl_rows(log_p, log_q), loss_mask) * T * T

@@ -73,6 +73,29 @@ def test_padded_and_prompt_positions_never_change_a_value(seed):
     for fn in (losses.token_kl, losses.reverse_token_kl):
         assert torch.allclose(fn(s, t, m), fn(s2, t2, m), atol=1e-5)
     assert torch.allclose(losses.token_cross_entropy(s, ids, m), losses.token_cross_entropy(s2, ids2, m), atol=1e-5)
+    # garbage that is not even a number: a masked position's nan or inf must not reach the value either
+    for junk in (float("nan"), float("inf"), float("-inf")):
+        s3, t3 = torch.where(garbage, junk, s), torch.where(garbage, junk, t)
+        for fn in (losses.token_kl, losses.reverse_token_kl):
+            assert torch.allclose(fn(s, t, m), fn(s3, t3, m), atol=1e-5), (fn.__name__, junk)
+        assert torch.allclose(losses.token_cross_entropy(s, ids, m), losses.token_cross_entropy(s3, ids, m),
+                              atol=1e-5), junk
+
+
+@given(seeds, temps)
+def test_a_token_the_teacher_rules_out_adds_nothing_to_the_forward_kl(seed, T):
+    """A teacher logit of -inf (a banned token) has p = 0, and 0 log 0 = 0: the forward KL stays finite and
+    equals the sum over the other tokens; reading it as 0 * -inf gave nan."""
+    s, t, m = case(seed)
+    t[..., 0] = float("-inf")
+    p = torch.softmax(t[..., 1:] / T, -1)  # the other tokens; token 0 has p = 0
+    log_q = torch.log_softmax(s / T, -1)[..., 1:]  # the student's softmax over the whole vocabulary
+    per_token = (p * (p.log() - log_q)).sum(-1)
+    rest = T * T * float((per_token * m).sum() / m.sum())
+    value = losses.token_kl(s, t, m, T)
+    assert torch.isfinite(value) and abs(float(value) - rest) < 1e-4 * max(1.0, rest)
+    ids = torch.arange(1, s.shape[-1]).expand(*s.shape[:2], -1)
+    assert torch.isfinite(losses.topk_token_kl(s, t[..., 1:], ids, m, T))
 
 
 @given(seeds)

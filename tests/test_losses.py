@@ -249,6 +249,28 @@ def test_temperature_flattens_and_sharpens():
         losses.softmax_with_temperature(z, 0)
 
 
+@pytest.mark.parametrize("T", [0, -2.0, float("nan")])
+def test_every_tempered_loss_refuses_a_temperature_that_is_not_positive(T):
+    """T = 0 gave nan and T < 0 a loss that rewards the wrong class, silently."""
+    s, t = logits_pair(1, 4, 3)
+    m = torch.ones(4, 1)
+    for call in (lambda: losses.kl_divergence(s, t, T), lambda: losses.soft_cross_entropy(s, t, T),
+                 lambda: losses.distillation_loss(s, t, None, T), lambda: losses.token_kl(s[:, None], t[:, None], m, T),
+                 lambda: losses.reverse_token_kl(s[:, None], t[:, None], m, T)):
+        with pytest.raises(ValueError, match="temperature must be positive"):
+            call()
+
+
+def test_any_negative_label_is_unlabelled_in_the_hard_loss():
+    """The course marks a transfer review -1; transformers' ignore index is -100. Either must add 0, not be
+    clamped to class 0 and trained on."""
+    s, _ = logits_pair(3, 4, 2)
+    course = losses.hard_cross_entropy(s, torch.tensor([1, -1, 0, -1]))
+    assert torch.equal(losses.hard_cross_entropy(s, torch.tensor([1, -100, 0, -100])), course)
+    expected = F.cross_entropy(s[[0, 2]], torch.tensor([1, 0]), reduction="sum") / 4
+    assert torch.allclose(course, expected)
+
+
 def test_logit_mse_matches_pytorch():
     s, t = logits_pair(7, 4, 3)
     assert torch.allclose(losses.logit_mse(s, t).double(), F.mse_loss(s, t).double())
