@@ -76,7 +76,8 @@ class Intermediate:
 
     @property
     def needs_projection(self) -> bool:
-        return bool(self.hidden_mse or self.hidden_cosine or self.cls)
+        """Whether the student's states meet the teacher's width: every hidden-state term (cosine, MSE, [CLS])."""
+        return self.needs_hidden
 
 
 @dataclass(frozen=True)

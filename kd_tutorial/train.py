@@ -161,9 +161,12 @@ def teacher_outputs(batch: dict, config: TrainConfig, teacher_logits=None, teach
     spec = config.intermediate
     if teacher_logits is not None and spec is not None and uses_cached_layers(spec, teacher_states, mapping):
         return _cached_layers(batch, spec, teacher_logits, teacher_states, mapping)
-    online = teacher_logits is None or (spec is not None and spec.needs_online_teacher)
+    online = teacher_logits is None or (spec is not None and (spec.needs_online_teacher
+                                                              or (spec.cls and teacher_cls is None)))
     if online:
-        assert teacher is not None and not teacher.training, "the teacher must be frozen and in eval() mode"
+        if teacher is None or teacher.training:
+            raise ValueError("this batch needs the teacher's own pass: give a frozen teacher in eval() mode "
+                             "(kd_tutorial.train.freeze)")
         with torch.no_grad():
             out = forward_features(teacher, batch["input_ids"], batch["attention_mask"],
                                    hidden=spec is not None and spec.needs_hidden,
@@ -359,6 +362,8 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
                                                                                                  model):
         raise ValueError("intermediate terms on per-token states, attention or values need the frozen teacher "
                          "(or, but for attention, its cached layers: teacher_states)")
+    if spec is not None and spec.cls and teacher_cls is None and teacher is None:
+        raise ValueError("the [CLS] term needs the frozen teacher or its cached [CLS] states (teacher_cls)")
     if teacher_states is not None and len(teacher_states) != len(train_data):
         raise ValueError(f"teacher_states hold {len(teacher_states)} rows for {len(train_data)} training rows")
     if teacher is not None and any(p.requires_grad for p in teacher.parameters()):

@@ -8,7 +8,7 @@ import torch
 
 from kd_tutorial import data, losses, models
 from kd_tutorial.store import ArtifactError
-from kd_tutorial.train import TrainConfig, TrainingDivergedError, batch_loss, freeze, train
+from kd_tutorial.train import TrainConfig, TrainingDivergedError, batch_loss, freeze, recipe_loss, train
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
 
@@ -321,6 +321,23 @@ def test_an_attention_term_compares_attention_maps_without_dropout(rows):
     train(student, rows["train"], config=config, teacher_logits=cached, teacher=teacher, progress=False)
     assert sums and all(torch.allclose(s.float(), torch.ones_like(s.float()), atol=1e-2) for s in sums)
     assert [m.p for m in attention_dropouts(student)] == [0.5]
+
+
+def test_the_cls_term_asks_the_teacher_when_its_states_are_not_cached(rows):
+    """PKD's [CLS] term reads cached [CLS] states, or else the teacher's own pass; with neither it says so."""
+    from kd_tutorial import recipes
+    from kd_tutorial.evaluate import predict_logits
+    teacher = freeze(small_model(20))
+    cached, cls = predict_logits(teacher, rows["train"], cls_states=True)
+    config = TrainConfig(mode="kd", max_steps=2, batch_size=8, lr=1e-3, precision="fp32",
+                         intermediate=recipes.get_recipe("kd+transfer+pkd").intermediate)
+    student = models.DistillationStudent(small_model(21), teacher.config.hidden_size).eval()  # no dropout
+    batch = data.collate(rows["train"], list(range(8)))
+    online = recipe_loss(student, batch, config, teacher_logits=cached, teacher=teacher)[2]["cls"]
+    from_cache = recipe_loss(student, batch, config, teacher_logits=cached, teacher_cls=cls)[2]["cls"]
+    assert torch.allclose(online, from_cache, atol=1e-5)
+    with pytest.raises(ValueError, match=r"the \[CLS\] term needs the frozen teacher or its cached \[CLS\] states"):
+        train(student, rows["train"], config=config, teacher_logits=cached, progress=False)
 
 
 def test_per_token_terms_refuse_to_run_without_the_teacher(rows):
