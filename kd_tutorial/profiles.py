@@ -420,7 +420,8 @@ PROFILES: dict[str, Profile] = {
             # DistilBERT-style: every other layer copied, hidden-state cosine on top of the logits
             StudentSpec("distil-6L", "distil", num_layers=6,
                         recipes=("baseline", "kd+transfer", "kd+transfer+cosine", "pseudo-label")),
-            # TinyBERT-style: hidden states and attention maps of layers 3, 6, 9, 12 (uniform mapping)
+            # TinyBERT-style: hidden states and attention maps of layers 3, 6, 9, 12 (uniform mapping; the attention
+            # term is MiniLM's KL of probabilities, where TinyBERT fitted the raw scores by MSE)
             StudentSpec("distil-4L", "distil", num_layers=4, layer_map=(2, 5, 8, 11),
                         recipes=("baseline", "kd+transfer", "kd+transfer+attn", "pseudo-label")),
             # MiniLM v2-style: value relations, 4 relation heads (128 and 768 wide, 2 and 12 attention heads)

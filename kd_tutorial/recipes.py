@@ -14,7 +14,7 @@ recipe                 data         logit term        intermediate terms
 ``kd+transfer+pkd``    + transfer   soft              [CLS] of mapped layers (Patient KD)
 ``kd+transfer+cosine`` + transfer   soft              hidden-state cosine (DistilBERT)
 ``kd+transfer+hidden`` + transfer   soft              hidden-state MSE through a projection (TinyBERT)
-``kd+transfer+attn``   + transfer   soft              hidden MSE + attention KL (TinyBERT, same heads)
+``kd+transfer+attn``   + transfer   soft              hidden MSE (TinyBERT) + attention KL (MiniLM), same heads
 ``kd+transfer+values`` + transfer   soft              value relations (MiniLM v2: any width, any heads)
 =====================  ===========  ================  ==============================================
 
