@@ -160,9 +160,11 @@ def _in_blocks(labels: list[int], n: int | None, block: int, rng: random.Random,
 
 def _carve(reviews: Reviews, n: int | None, rng: random.Random, name: str,
            block: int | None = None) -> tuple[Reviews, Reviews]:
-    """``(n rows named name, the rest)``, stratified; with ``block``, in runs of that many (:func:`_in_blocks`)."""
+    """``(n rows named name, the rest)``, stratified; with ``block``, in runs of that many (:func:`_in_blocks`),
+    and the rest then stays in source order, so that a later carve in runs still finds each movie's reviews
+    together."""
     chosen, rest = _in_blocks(reviews.labels, n, block, rng) if block else _stratified(reviews.labels, n, rng)
-    return reviews.subset(chosen).renamed(name), reviews.subset(rest)
+    return reviews.subset(chosen).renamed(name), reviews.subset(sorted(rest) if block else rest)
 
 
 def _check_labels(reviews: Reviews, where: str) -> None:
@@ -217,8 +219,10 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     _check_classes(train, source, "train", "add labelled reviews of both classes (label 0 and 1) to it")
     held_out = test is None or len(test) == 0
     test_rng = _rng(0, "test")  # the same test set for every seed: seeds vary train/validation/transfer only
-    if held_out:  # no test split: a stratified held-out slice of train (20% unless n_test says otherwise)
-        test, train = _carve(train, n_test if n_test is not None else len(train) // 5, test_rng, "held-out")
+    if held_out:  # no test split: a stratified held-out slice of train (20% unless n_test says otherwise), carved
+        # in runs as validation is, when val_block says so: a slice drawn at random shares movies with training
+        test, train = _carve(train, n_test if n_test is not None else len(train) // 5, test_rng, "held-out",
+                             block=_check_block(val_block))
     else:
         _check_labels(test, source)
         test = _carve(test, n_test, test_rng, "test")[0]

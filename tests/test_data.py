@@ -154,6 +154,21 @@ def test_validation_in_blocks_shares_no_movie_with_training():
     assert again.validation.texts == blocks.validation.texts != other.validation.texts
 
 
+def test_without_a_test_split_the_held_out_slice_and_validation_share_no_movie_with_training():
+    """With no test split the held-out test is carved from train first: in runs too, and leaving train in its
+    order, or the validation carve after it finds no movie's reviews together (both used to share every movie)."""
+    raw = {"train": movie_reviews(200, 7)}
+    blocks = data.split_raw(raw, "movies", n_train=300, n_transfer=300, n_test=140, val_size=100, seed=0,
+                            val_block=20)
+    seen = movies(blocks.train) | movies(blocks.transfer)
+    assert blocks.test.name == "held-out" and len(blocks.test) == 140 and sum(blocks.test.labels) == 70
+    assert not movies(blocks.test) & seen and not movies(blocks.validation) & seen
+    assert not movies(blocks.test) & movies(blocks.validation)
+    assert_disjoint(blocks)
+    drawn = data.split_raw(raw, "movies", n_train=300, n_transfer=300, n_test=140, val_size=100, seed=0)
+    assert movies(drawn.test) & (movies(drawn.train) | movies(drawn.transfer))  # without runs: shared
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "100"])
 def test_a_bad_val_block_is_refused_with_the_fix(bad):
     with pytest.raises(DataSourceError, match=r"val_block=.* must be a whole number of reviews.*--set val_block=100"):
