@@ -493,8 +493,8 @@ def get_tokenizer(name_or_path: str | None = None):
 def truncate_ids(ids: list[int], max_length: int | None, strategy: str, cls_id: int, sep_id: int) -> list[int]:
     """Cut token ids (no specials) to fit ``max_length`` with [CLS] and [SEP], then add them.
 
-    "head" keeps the start, "tail" the end, "head+tail" the first quarter and the last three
-    quarters of the budget (Sun et al. 2019: 128 + 382 tokens at 512).
+    "head" keeps the start, "tail" the end, "head+tail" the first ``max_length // 4`` tokens and the
+    rest of the ``max_length - 2`` from the end (Sun et al. 2019: 128 + 382 tokens at 512).
     """
     if strategy not in TRUNCATIONS:
         raise ValueError(f"unknown truncation {strategy!r}; choose one of {', '.join(TRUNCATIONS)}")
@@ -666,16 +666,16 @@ def subset_encoded(encoded: Encoded, rows, name: str | None = None) -> Encoded:
 
 
 def labelled_subset(encoded: Encoded, n: int | None, seed: int = 0) -> torch.Tensor:
-    """Row indices of a stratified, seeded subset of ``n`` labelled rows (all rows when ``n`` is None)."""
+    """Row indices of a stratified, seeded subset of ``n`` labelled rows (all rows when ``n`` is None): each class
+    keeps its share of the rows (largest remainders first), so an imbalanced split stays as imbalanced."""
     if n is None or n >= len(encoded):
         return torch.arange(len(encoded))
     g = torch.Generator().manual_seed(seed)
-    classes = encoded.labels.unique()
+    _, quota = _by_label(encoded.labels.tolist(), n)
     picked = []
-    for i, c in enumerate(classes):
+    for c in encoded.labels.unique():
         rows = (encoded.labels == c).nonzero().flatten()
-        take = n // len(classes) + (1 if i < n % len(classes) else 0)
-        picked.append(rows[torch.randperm(len(rows), generator=g)[:take]])
+        picked.append(rows[torch.randperm(len(rows), generator=g)[:quota[int(c)]]])
     return torch.cat(picked).sort().values
 
 

@@ -119,25 +119,32 @@ def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5
             precision: str = "auto") -> dict:
     """Wall time in ms of one review at batch size 1: ``p50`` and its interquartile range ``q1``-``q3``.
 
-    ``repeats`` passes over the same ``n`` reviews (after ``warmup`` untimed calls),
-    so the spread covers both the reviews' lengths and the machine's noise. The
-    precision is the one :func:`throughput` and training use (``"auto"``).
+    ``repeats`` passes over the same ``n`` reviews (after ``warmup`` untimed calls on
+    other reviews, fewer when the split is small), so the spread covers both the
+    reviews' lengths and the machine's noise. The precision is the one
+    :func:`throughput` and training use (``"auto"``).
     """
     model.eval().to(device)
     batches = make_batches(encoded, 1, shuffle=True, group_by_length=False, seed=0)[: n + warmup]
-    times = []
-    for repeat in range(repeats):
-        for i, batch in enumerate(batches):
-            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            synchronize(device)
-            start = time.perf_counter()
-            with _autocast(device, precision):
-                model(input_ids=ids, attention_mask=mask)
-            synchronize(device)
-            if i >= warmup or repeat > 0:
-                times.append((time.perf_counter() - start) * 1000)
+    if not batches:
+        raise ValueError("latency needs at least one review")
+    warm = min(warmup, len(batches) - 1)
+    for batch in batches[:warm]:
+        _forward_ms(model, batch, device, precision)
+    times = [_forward_ms(model, batch, device, precision) for _ in range(repeats) for batch in batches[warm:]]
     q1, p50, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
     return {"p50": p50, "q1": q1, "q3": q3, "samples": times}
+
+
+def _forward_ms(model, batch: dict, device: str, precision: str) -> float:
+    """Wall time in ms of one forward pass of ``model`` on ``batch``, the device synchronised on both sides."""
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    synchronize(device)
+    start = time.perf_counter()
+    with _autocast(device, precision):
+        model(input_ids=ids, attention_mask=mask)
+    synchronize(device)
+    return (time.perf_counter() - start) * 1000
 
 
 def latency_ms(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5,
@@ -183,7 +190,7 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     logits = dict(logits or {})
     for name, model in models.items():
         if name not in logits:
-            logits[name] = predict_logits(model, encoded, batch_size=batch_size, device=device)
+            logits[name] = predict_logits(model, encoded, batch_size=batch_size, device=device, precision=precision)
     rows = []
     for name, model in models.items():
         speed = throughput(model, encoded, device=device, batch_size=batch_size, max_batches=throughput_batches,

@@ -291,6 +291,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
                                      freeze_embeddings=profile.freeze_word_embeddings))
     student = copy.deepcopy(initial[0])
     spec_i = recipe.intermediate
+    seed_everything(config.seed)  # the projections' start, too, must not depend on the runs before this one
     model = (DistillationStudent(student, teacher.config.hidden_size) if spec_i is not None
              and spec_i.needs_projection else student)
     rows, t_logits, t_cls = sets["augmented" if recipe.augment else "transfer" if recipe.transfer else "labelled"]
@@ -472,7 +473,8 @@ def evaluate_all(profile: Profile, prep, info: dict, trained: dict, seeds, **kw)
     test, device = prep.encoded["test"], kw["device"]
     test_logits = {"teacher": ensure_teacher_logits(profile, "test", **kw)}
     for name, item in trained.items():
-        test_logits[name] = predict_logits(item["model"], test, batch_size=profile.eval_batch_size, device=device)
+        test_logits[name] = predict_logits(item["model"], test, batch_size=profile.eval_batch_size, device=device,
+                                           precision=profile.precision)  # as validation chose it, and the teacher
     models = {"teacher": kw["teacher_model"]} | {n: item["model"] for n, item in trained.items()}
     train_speed = {"teacher": info["history"].get("tokens_per_s") if info.get("history") else None}
     train_speed |= {n: item["history"].tokens_per_s for n, item in trained.items() if item["history"]}
@@ -509,7 +511,7 @@ def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, devi
         "versions": versions() | {"kd_tutorial": __version__}, "platform": platform.platform(),
         "git_commit": git_commit(), "wall_seconds": wall, "phase_seconds": phases,
         "temperature": profile.temperature, "alpha": profile.alpha,
-        "student_labels": min(profile.student_labels or len(prep.encoded["train"]), len(prep.encoded["train"])),
+        "student_labels": len(student_labels(profile, prep)),
         "train_seconds": {name: item["history"].seconds for name, item in trained.items()},
         "validation_seconds": {name: item["history"].eval_seconds for name, item in trained.items()},
     }

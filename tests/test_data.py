@@ -154,6 +154,21 @@ def test_validation_in_blocks_shares_no_movie_with_training():
     assert again.validation.texts == blocks.validation.texts != other.validation.texts
 
 
+def test_the_students_labels_keep_each_class_share():
+    """A stratified subset keeps an imbalanced split's proportions, and always holds n rows; on a balanced split it
+    is the subset the course's students were trained on (the same rows as the half-and-half rule it replaced)."""
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    enc = data.Encoded([[101, 102]] * 1000, labels, "train")
+    keep = data.labelled_subset(enc, 400, seed=3)
+    assert len(keep) == 400 and int(labels[keep].sum()) == 40
+    balanced = data.Encoded([[101, 102]] * 1000, torch.tensor([0, 1] * 500), "train")
+    g, old = torch.Generator().manual_seed(3), []
+    for c in (0, 1):  # the rule before: n // classes per class, drawn with the same generator
+        rows = (balanced.labels == c).nonzero().flatten()
+        old.append(rows[torch.randperm(len(rows), generator=g)[:150]])
+    assert torch.equal(data.labelled_subset(balanced, 300, seed=3), torch.cat(old).sort().values)
+
+
 def test_without_a_test_split_the_held_out_slice_and_validation_share_no_movie_with_training():
     """With no test split the held-out test is carved from train first: in runs too, and leaving train in its
     order, or the validation carve after it finds no movie's reviews together (both used to share every movie)."""

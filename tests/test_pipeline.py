@@ -411,3 +411,41 @@ def test_aggregated_rows_keep_one_speed_source_per_seed():
     assert pipeline._aggregate(rows, trained)[0]["train_speed_from"] == "an earlier run (d0); this run; this run"
     fresh = [r | {"train_speed_from": "this run"} for r in rows]
     assert pipeline._aggregate(fresh, trained)[0]["train_speed_from"] == "this run"
+
+
+def test_a_runs_projections_start_the_same_whatever_ran_before_it(monkeypatch):
+    """A run's cache key says what it is; its start must not depend on the runs before it in the process (serial,
+    resumed and forked runs share one cache). The projections used to be drawn before the run was seeded."""
+    from types import SimpleNamespace
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from kd_tutorial.profiles import StudentSpec
+    from kd_tutorial.recipes import get_recipe
+    starts = []
+
+    def fake_train(model, rows, **kw):
+        torch.rand(1000)  # training draws from the global generator
+        if hasattr(model, "projections"):
+            starts.append(model.projections[0].weight.detach().clone())
+
+    monkeypatch.setattr(pipeline, "train", fake_train)
+    monkeypatch.setattr(pipeline, "save_student", lambda *a: None)
+    monkeypatch.setattr(pipeline, "fold_word_embeddings", lambda m: m)
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                       num_attention_heads=2, intermediate_size=64))
+    spec = StudentSpec("s", "compact", 1, hidden_size=16, num_heads=2, intermediate_size=32)
+    profile = SimpleNamespace(attention_dropout=None, freeze_word_embeddings=False)
+    sets = {k: (None, None, None) for k in ("labelled", "transfer", "augmented")}
+
+    def run(recipe, initial):
+        pipeline._one_run(profile, spec, get_recipe(recipe), SimpleNamespace(seed=0), sets, teacher,
+                          SimpleNamespace(encoded={"validation": None}), None, initial, resume=False, device="cpu",
+                          init="random", desc="x", progress=False)
+
+    run("kd+transfer+hidden", [])  # alone: the first run of its seed, or one in a forked worker
+    initial = []
+    run("baseline", initial)
+    run("kd+transfer+hidden", initial)  # the same run after another in one process
+    assert len(starts) == 2 and torch.equal(starts[0], starts[1])

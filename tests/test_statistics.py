@@ -157,3 +157,40 @@ def test_compare_paired_reports_a_clear_gain_as_better_and_its_reverse_as_worse(
     assert up["diff"] == pytest.approx(0.25) and up["verdict"] == "better" and up["p_mcnemar"] < 1e-10
     assert down["diff"] == pytest.approx(-0.25) and down["verdict"] == "worse"
     assert (up["n_ab"], up["n_ba"]) == (50, 0)
+
+
+def test_latency_times_the_same_reviews_in_every_pass_and_never_the_warm_up_ones():
+    """repeats passes over n reviews: n x repeats samples, each review timed repeats times; the warm-up reviews are
+    run once and left out (they were timed in the passes after the first). A split smaller than warm-up still works."""
+    from collections import Counter
+
+    from kd_tutorial import data, evaluate
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            seen.append(int(input_ids[0, 1]))  # each review's own token
+
+    enc = data.Encoded([[101, 1000 + i, 102] for i in range(10)], torch.zeros(10, dtype=torch.long), "ten")
+    out = evaluate.latency(Recorder(), enc, device="cpu", n=4, warmup=2, repeats=3)
+    warm, timed = seen[:2], Counter(seen[2:])
+    assert len(out["samples"]) == 12 and len(timed) == 4 and set(timed.values()) == {3}
+    assert not set(warm) & set(timed)
+    seen.clear()
+    small = evaluate.latency(Recorder(), data.Encoded([[101, 7, 102]] * 2, torch.zeros(2, dtype=torch.long), "two"),
+                             device="cpu", n=30, warmup=5, repeats=1)
+    assert len(seen) == 2 and len(small["samples"]) == 1
+
+
+def test_compare_predicts_in_the_precision_it_times_in(monkeypatch):
+    """Accuracy and agreement come from predictions in the table's precision, as its timings and the teacher's logits
+    do (they were made in "auto", bf16 here, whatever the profile asked for)."""
+    from kd_tutorial import data, evaluate, models
+    asked, predict = [], evaluate.predict_logits
+    monkeypatch.setattr(evaluate, "predict_logits", lambda *a, **kw: asked.append(kw.get("precision")) or predict(*a, **kw))
+    model = models.load_teacher("tiny-bert", config_overrides={"num_hidden_layers": 1, "hidden_size": 16,
+                                                              "intermediate_size": 32, "num_attention_heads": 2})
+    enc = data.Encoded([[101, 1000 + i, 102] for i in range(6)], torch.tensor([0, 1] * 3), "six")
+    rows = evaluate.compare({"teacher": model}, enc, precision="fp32", latency_n=2, latency_repeats=1,
+                            throughput_batches=1)
+    assert asked == ["fp32"] and rows[0]["precision"] == "fp32"
