@@ -206,9 +206,9 @@ def _resume_case(tmp_path, fail_at_call, error, every_s):
         calls = {"n": 0}
         real = _Run.micro_batch
 
-        def micro_batch(self, batch, weight=1.0):
+        def micro_batch(self, batch, weight=1.0, token_share=None):
             calls["n"] += 1
-            out = real(self, batch, weight)  # the failure comes after the forward and backward: dropout's RNG has moved on
+            out = real(self, batch, weight, token_share)  # the failure comes after the forward and backward: dropout's RNG has moved on
             if fail is not None and calls["n"] == fail:
                 raise error
             return out
@@ -250,11 +250,13 @@ def test_a_killed_run_resumes_mid_epoch_from_its_periodic_checkpoint(tmp_path):
 def test_a_short_last_step_weighs_its_micro_batches_by_their_rows():
     """28 rows, micro-batches of 8, 2 per step: steps of 8 + 8 and 8 + 4 rows. Each micro-batch's loss (a mean
     over its rows) is weighted by rows / rows of its step, so the step's gradient is that of one batch of its
-    rows: 1/2 and 1/2, then 8/12 and 4/12 (dividing by grad_accum would give the last step 1/2 and 1/2)."""
+    rows: 1/2 and 1/2, then 8/12 and 4/12 (dividing by grad_accum would give the last step 1/2 and 1/2). Its
+    share of the step's real tokens weighs its per-token terms: the same here, every row being 3 tokens long."""
     enc = data.Encoded([[101, 5 + i, 102] for i in range(28)], torch.arange(28) % 2, "rows")
     model = models.load_teacher("tiny-bert", config_overrides=SMALL)
     run = _Run(model, enc, TrainConfig(batch_size=8, grad_accum=2, group_by_length=False, max_steps=2), None,
                (None, None, None, None), "cpu", None, "test")
-    got = [(len(batch["index"]), weight) for batch, _tokens, weight in run.batches(0, 0)]
+    got = [(len(batch["index"]), weight) for batch, _tokens, (weight, token_share) in run.batches(0, 0)
+           if token_share == pytest.approx(weight)]
     assert sorted(got[:2]) == [(8, 0.5), (8, 0.5)] and sorted(got[2:]) == [(4, 4 / 12), (8, 8 / 12)]
-    assert [(n, w) for n, _t, w in [(len(b["index"]), t, w) for b, t, w in run.batches(0, 3)]] == got[3:]
+    assert [(len(b["index"]), w) for b, _t, (w, _share) in run.batches(0, 3)] == got[3:]
