@@ -257,6 +257,8 @@ wrong("ex04.q1", "carry a gradient")(lambda t, b: _tl(t, b, no_grad=False))
 wrong("ex04.q1", "not probabilities")(lambda t, b: _tl(t, b, probs=True))
 wrong("ex04.q1", "pass the attention_mask")(lambda t, b: _tl(t, b, mask=False))
 wrong("ex04.q1", "not the whole model output")(lambda t, b: _tl(t, b, whole=True))
+wrong("ex04.q1", "autograd on: .detach() afterwards comes too late")(  # eval, but no no_grad: the graph is built
+    lambda t, b: t.eval()(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.detach())
 
 
 # -- ex04.q2: padding waste of a batch order -----------------------------------------------------------------
@@ -299,6 +301,7 @@ wrong("ex04.q3", "about as much as random")(lambda ls, bs, seed=0: _grouped(ls, 
 wrong("ex04.q3", "more than one batch")(lambda ls, bs, seed=0: _grouped(ls, bs, seed) + [[0]])
 wrong("ex04.q3", "same seed gave different batches")(
     lambda ls, bs, seed=0: _grouped(ls, bs, seed, rng=random.Random()))
+wrong("ex04.q3", "seeds 0 and 1 gave the same batches")(lambda ls, bs, seed=0: _grouped(ls, bs, 0))
 
 
 # -- ex04.q4: label order ---------------------------------------------------------------------------------
@@ -319,6 +322,8 @@ wrong("ex04.q4", "reordered the rows")(lambda z, t, d: z if len(t) == 2 and t[0]
 wrong("ex04.q4", "returned logits anyway")(
     lambda z, t, d: z[:, [([n.lower() for n in t] + [n.lower() for n in d]).index(n.lower()) % z.shape[1] for n in d]]
     if len(d) == z.shape[1] else z)
+wrong("ex04.q4", "returned logits anyway")(  # no label-set check: a teacher with an extra class loses it silently
+    lambda z, t, d: z[:, [[n.lower() for n in t].index(n.lower()) for n in d]])
 wrong("ex04.q4", "raise a ValueError")(  # a dict lookup: a KeyError, not a refusal that names the two label sets
     lambda z, t, d: z[:, [{n.lower(): i for i, n in enumerate(t)}[n.lower()] for n in d]])
 
@@ -509,17 +514,24 @@ wrong("ex07.q1", "no gradient")(lambda s, t, m: _attn_kl(s, t, m).detach())
 wrong("ex07.q1", "reaches the teacher")(
     lambda s, t, m: ((t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).masked_fill(
         m[:, None, None, :] == 0, 0).sum(-1) * m[:, None, :]).sum() / (m.sum() * s.shape[1]))
+wrong("ex07.q1", "each review's rows, then the reviews")(
+    lambda s, t, m: (lambda rows, w: ((rows * w).sum((1, 2)) / w.sum((1, 2))).mean())(
+        (t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).masked_fill(m[:, None, None, :] == 0, 0).sum(-1),
+        m[:, None, :].float().expand(-1, s.shape[1], -1)))
 wrong("ex07.q1", "F.kl_div")(
     lambda s, t, m: F.kl_div(s.clamp_min(1e-12).log(), t, reduction="batchmean"))
 
 
 # -- ex07.q2: hidden states through a projection ------------------------------------------------------
-def _hidden(s, t, m, proj, mapping, project=True, same_layer=False, student_off=0, teacher_off=0, masked=True):
+def _hidden(s, t, m, proj, mapping, project=True, same_layer=False, student_off=0, teacher_off=0, masked=True,
+            detach_teacher=True, detach_projected=False):
     total = 0.0
     for i, t_layer in enumerate(mapping, start=1):
         x = s[i - student_off]
         y = t[(i if same_layer else t_layer) - teacher_off]
+        y = y.detach() if detach_teacher else y
         x = proj[i - 1](x) if project is True or (project == "if-needed" and x.shape[-1] != y.shape[-1]) else x
+        x = x.detach() if detach_projected else x
         if masked:
             w = m[..., None].float()
             total = total + ((x - y) ** 2 * w).sum() / (w.sum() * y.shape[-1])
@@ -534,6 +546,12 @@ wrong("ex07.q2", "not teacher layer i")(lambda s, t, m, p, mp: _hidden(s, t, m, 
 wrong("ex07.q2", "student_hidden[i]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, student_off=1))
 wrong("ex07.q2", "teacher_hidden[mapping[i - 1]]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, teacher_off=1))
 wrong("ex07.q2", "padded positions")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, masked=False))
+wrong("ex07.q2", "mapping holds hidden_states indices, counted from 1")(  # ex05's 0-based layer_map carried over
+    lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, teacher_off=-1))
+wrong("ex07.q2", "carries no gradient")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp).item())
+wrong("ex07.q2", "no gradient reaches the projections")(
+    lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, detach_projected=True) + 0 * sum(x.sum() for x in s))
+wrong("ex07.q2", "reaches teacher_hidden")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, detach_teacher=False))
 
 
 
@@ -731,3 +749,20 @@ def test_reference_solution_passes(key):
             exec(other.solution_code, ns)
     result = ex.grade(ns[ex.name])
     assert result.status == PASSED, result
+
+
+def test_ex01_q2_accepts_an_answer_that_uses_the_bertconfig_it_was_promised():
+    """The exercise says teacher_config is a BertConfig: an answer that builds the student's config with
+    BertConfig(**{**teacher_config.to_dict(), **overrides}) and counts by formula must pass (it crashed on the plain
+    object the check used to pass)."""
+    from transformers import BertConfig
+
+    def count_student_parameters(teacher_config, overrides, add_pooling_layer=True):
+        c = BertConfig(**{**teacher_config.to_dict(), **overrides})
+        H, I = c.hidden_size, c.intermediate_size
+        emb = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * H + 2 * H
+        layer = 4 * (H * H + H) + (H * I + I) + (I * H + H) + 4 * H
+        return emb + c.num_hidden_layers * layer + (H * H + H if add_pooling_layer else 0)
+
+    result = EXERCISES["ex01.q2"].grade(count_student_parameters)
+    assert result.status == PASSED, result.message

@@ -8,6 +8,9 @@ import torch
 
 from .core import Exercise, Wrong, as_float, as_tensor, close, diagnose, wrong_return
 
+# imported by the grader before the learner's cells (outside the per-cell time limit): q2 passes real BertConfigs
+PRELOAD = ("transformers.models.bert.configuration_bert",)
+
 # -- q1: multi-head attention from a packed QKV projection -----------------------------
 
 
@@ -174,12 +177,13 @@ def _student_cases():
 
 
 def _check_student_count(call):
+    from transformers import BertConfig  # what the exercise promises (a learner may call .to_dict() on it)
     cases = _student_cases()
     got = []
     for teacher, overrides, pooler in cases:
-        passed_teacher, passed_overrides = SimpleNamespace(**vars(teacher)), dict(overrides)
+        passed_teacher, passed_overrides = BertConfig(**vars(teacher)), dict(overrides)
         value = call(passed_teacher, passed_overrides, add_pooling_layer=pooler)
-        if (vars(passed_teacher), passed_overrides) != (vars(teacher), overrides):
+        if (passed_teacher.to_dict(), passed_overrides) != (BertConfig(**vars(teacher)).to_dict(), overrides):
             raise Wrong("your function changed its arguments: read the teacher's config and the overrides, "
                         "do not modify them")
         got.append(as_float(value, "count_student_parameters"))

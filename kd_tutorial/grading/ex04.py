@@ -26,13 +26,21 @@ def _check_teacher_logits(call):
         expected = teacher(input_ids=ids, attention_mask=mask).logits
         no_mask = teacher(input_ids=ids).logits
         teacher.train()
-    with torch.enable_grad():
-        out = call(teacher, {k: v.clone() for k, v in batch.items()})
+    grad_on: list[bool] = []  # whether autograd was recording during each forward pass of the teacher
+    hook = teacher.register_forward_hook(lambda *_: grad_on.append(torch.is_grad_enabled()))
+    try:
+        with torch.enable_grad():
+            out = call(teacher, {k: v.clone() for k, v in batch.items()})
+    finally:
+        hook.remove()
     if hasattr(out, "logits"):
         raise Wrong("return the logits tensor (outputs.logits), not the whole model output")
     if isinstance(out, torch.Tensor) and out.requires_grad:
         raise Wrong("your logits carry a gradient: run the teacher under torch.no_grad() "
                     "(or torch.inference_mode()); the teacher is never trained here")
+    if any(grad_on):
+        raise Wrong("the teacher ran with autograd on: .detach() afterwards comes too late, the graph and every "
+                    "activation were already kept; run it under torch.no_grad() (or torch.inference_mode())")
     out = as_tensor(out, expected.shape, "teacher_logits")
     if any(p.grad is not None for p in teacher.parameters()):
         raise Wrong("a gradient reached the teacher's parameters: use torch.no_grad()")
@@ -179,6 +187,9 @@ def _check_grouping(call):
     again = _as_batches(call(list(lengths), batch_size, 0))
     if again != batches:
         raise Wrong("two calls with the same seed gave different batches: use random.Random(seed)")
+    if _as_batches(call(list(lengths), batch_size, 1)) == batches:
+        raise Wrong("seeds 0 and 1 gave the same batches: shuffle with random.Random(seed), the seed you are "
+                    "given, not a fixed one")
 
 
 # -- q4: the teacher's label order ------------------------------------------------------------
@@ -222,9 +233,10 @@ def _check_label_order(call):
             raise Wrong("return the reordered logits themselves, unchanged otherwise (no softmax, no shift)")
         raise Wrong(f"for teacher labels {teacher_labels} and data labels {data_labels} your columns are not the "
                     "teacher's columns in the data's order")
-    logits = torch.zeros(2, 2)
     for teacher_labels, data_labels in ((["negative", "positive"], ["bad", "good"]),
-                                        (["negative", "positive"], ["negative", "neutral", "positive"])):
+                                        (["negative", "positive"], ["negative", "neutral", "positive"]),
+                                        (["negative", "neutral", "positive"], ["negative", "positive"])):
+        logits = torch.zeros(2, len(teacher_labels))
         try:
             got = call(logits.clone(), list(teacher_labels), list(data_labels))
         except LearnerCrash as crash:

@@ -6,6 +6,8 @@ with known-wrong variants computed on the same padded batches.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +49,14 @@ def _kl_rows(p, q, mask, keys=True, queries=True, eps=1e-12):
     return (rows * m).sum() / m.sum()
 
 
+def _per_review_kl(p, q, mask, eps=1e-12):
+    """The masked row KL averaged within each review first, then over the reviews (a wrong normalisation)."""
+    rows = (p * (p.clamp_min(eps).log() - q.clamp_min(eps).log())).masked_fill(mask[:, None, None, :] == 0, 0.0)
+    rows = rows.sum(-1)  # (B, heads, L)
+    m = mask[:, None, :].expand_as(rows).float()
+    return ((rows * m).sum((1, 2)) / m.sum((1, 2))).mean()
+
+
 def _check_attention(call):
     cases = _attention_cases()
     got = []
@@ -74,6 +84,9 @@ def _check_attention(call):
             V(lambda s, t, m: _kl_rows(t, s, m) * s.shape[1]),
         "you averaged over the keys too: a KL sums over the keys of a row, then averages over rows":
             V(lambda s, t, m: _kl_rows(t, s, m) / m.sum(-1).float().mean()),
+        "you averaged each review's rows, then the reviews: every real query row of the batch weighs the same, "
+        "so a long review's rows count more than a short one's":
+            V(lambda s, t, m: _per_review_kl(t, s, m)),
         "F.kl_div(..., reduction='batchmean') divides the sum over every row, padded rows and every head "
         "included, by the batch size: average over heads and real query rows yourself":
             V(lambda s, t, m: _kl_rows(t, s, m, queries=False) * s.shape[1] * s.shape[2]),
@@ -133,6 +146,10 @@ def _check_hidden(call):
         try:
             got.append(as_float(call(s, t, m, proj, mapping), "hidden_state_loss"))
         except LearnerCrash as crash:
+            if isinstance(crash.exc, IndexError):
+                raise Wrong(f"your loss reads a layer that is not there ({crash}): mapping holds hidden_states "
+                            "indices, counted from 1 (0 is the embeddings), so student layer i learns from "
+                            "teacher_hidden[mapping[i - 1]], with no + 1") from None
             if s[1].shape[-1] != t[1].shape[-1]:
                 raise Wrong(f"your loss fails when the student ({s[1].shape[-1]} wide) is narrower than the "
                             f"teacher ({t[1].shape[-1]} wide): {crash}. Pass the student's states through its "
@@ -141,6 +158,7 @@ def _check_hidden(call):
     with torch.no_grad():
         expected = [float(_hidden_ref(*c)) for c in cases]
     if all(close(g, e) for g, e in zip(got, expected)):
+        _check_hidden_gradient(call, cases[0])
         return
     V = lambda **kw: (lambda: [float(_hidden_ref(*c, **kw)) for c in cases])  # noqa: E731
     with torch.no_grad():
@@ -162,6 +180,31 @@ def _check_hidden(call):
         })
     raise Wrong(message or f"your loss is {got[0]:.5f} where the mean over mapped layers of the masked MSE is "
                 f"{expected[0]:.5f}")
+
+
+def _check_hidden_gradient(call, case):
+    """The loss must train the student's layers and their projections, and leave the teacher's states alone."""
+    s, t, m, proj, mapping = case
+    s = tuple(x.clone().requires_grad_(True) for x in s)
+    t = tuple(x.clone().requires_grad_(True) for x in t)
+    proj = [copy.deepcopy(p) for p in proj]
+    with torch.enable_grad():
+        loss = call(s, t, m, proj, mapping)
+        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+            raise Wrong("the value is right but it carries no gradient: return a tensor (no .item(), no "
+                        "torch.no_grad()), or neither the student nor its projections can learn from it")
+        try:
+            loss.backward()
+        except Exception as exc:  # noqa: BLE001 - the learner's graph failed
+            raise LearnerCrash(exc) from None
+    if any(x.grad is not None and float(x.grad.abs().sum()) > 0 for x in t):
+        raise Wrong("a gradient reaches teacher_hidden, so it reaches the teacher, which is frozen: use .detach() "
+                    "on the teacher's states")
+    if any(p.weight.grad is None or float(p.weight.grad.abs().sum()) == 0 for p in proj):
+        raise Wrong("no gradient reaches the projections: they are learned with the student, so do not detach "
+                    "their output or run them under torch.no_grad()")
+    if any(s[i].grad is None or float(s[i].grad.abs().sum()) == 0 for i in range(1, len(mapping) + 1)):
+        raise Wrong("no gradient reaches the student's states: do not detach them")
 
 
 # -- q3: a masked token-level KL ---------------------------------------------------------------------------
