@@ -189,10 +189,43 @@ def _grad(w, b, x, t, y, T, a, hard=None):
     return torch.cat([gw.flatten(), gb]), float(loss.detach())
 
 
+class _RowCountingLinear(torch.nn.Linear):
+    """A linear student that records how many rows each forward call sees (to tell micro-batches from the batch)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rows: list[int] = []
+
+    def forward(self, x):
+        self.rows.append(int(x.shape[0]) if x.dim() > 1 else 1)
+        return super().forward(x)
+
+
+def _ignore_variants(T, a, default, callee, outputs):
+    """Diagnoses for a step that drops temperature and/or alpha, so that ``callee`` ran at its defaults:
+    ``outputs(T, a)`` gives what the step would produce at that setting (for :func:`diagnose`)."""
+    variants = {}
+    for used in ((default[0], default[1]), (T, default[1]), (default[0], a)):
+        names = "/".join(name for name, u, v in (("temperature", used[0], T), ("alpha", used[1], a)) if u != v)
+        if not names:
+            continue
+        them = "them" if "/" in names else "it"
+        variants[f"your step ignores {names} (called with temperature={T:g}, alpha={a:g}, it computed the loss "
+                 f"at T={used[0]:g}, alpha={used[1]:g} instead): pass {them} on to {callee}"] = \
+            (lambda used=used: outputs(*used))
+    return variants
+
+
 def _check_accumulation(call):
-    T, a, lr, K = 2.0, 0.5, 0.1, 4
+    # the defaults first, then other values: a step that drops temperature or alpha passes the first only
+    for T, a, K in ((2.0, 0.5, 4), (3.0, 0.7, 2)):
+        _check_accumulation_at(call, T, a, K)
+
+
+def _check_accumulation_at(call, T, a, K):
+    lr = 0.1
     x, t, y, w, b = _acc_case()
-    student = torch.nn.Linear(x.shape[1], t.shape[1])
+    student = _RowCountingLinear(x.shape[1], t.shape[1])
     with torch.no_grad():
         student.weight.copy_(w)
         student.bias.copy_(b)
@@ -202,6 +235,11 @@ def _check_accumulation(call):
     optimizer = _CountingSGD(student.parameters(), lr)
     with torch.enable_grad():
         value = as_float(call(student, optimizer, x.clone(), t.clone(), y.clone(), K, T, a), "accumulated_kd_step")
+    B = len(y)
+    if student.rows and max(student.rows) > B // K:
+        raise Wrong(f"your student's forward pass saw {max(student.rows)} rows at once, but with micro_batches={K} "
+                    f"and a batch of {B} each forward should see at most {B // K}: run the student on each "
+                    "micro-batch in turn (inputs.chunk(micro_batches)), never on the whole batch")
     if optimizer.steps == 0:
         raise Wrong("the student did not move: call optimizer.step() once, after the last micro-batch")
     if optimizer.steps == K:
@@ -219,7 +257,10 @@ def _check_accumulation(call):
         ones = torch.full_like(g_full, stale)
         mean_lab = lambda s, yy: F.cross_entropy(s, yy, ignore_index=-1)  # noqa: E731
         lab = [_grad(w, b, xi, ti, yi, T, a, hard=mean_lab)[0] for xi, ti, yi in chunks]
+        ignored = _ignore_variants(T, a, (2.0, 0.5), "kd_loss",
+                                   lambda T_, a_: [p0 - lr * _grad(w, b, x, t, y, T_, a_)[0]])
         message = diagnose([got], {
+            **ignored,
             f"your update is {K}x too large: divide each micro-batch's loss by K (the number of micro-batches) "
             "before backward(), so the K accumulated gradients add up to the big batch's mean":
                 lambda: [p0 - lr * K * g_full],
@@ -258,24 +299,38 @@ def _row(T, a, val, ci, test):
 
 
 def _sweeps():
+    """(sweep, default) pairs: the first three tell the rule from the obvious wrong ones, the last three from the
+    subtle ones (the default's val_ci instead of the best's, a fixed threshold, a hard-coded default)."""
     return [
         # the best on validation leads the default by less than its interval: keep the default
-        [_row(1.0, 0.5, 0.842, 0.020, 0.861), _row(2.0, 0.5, 0.851, 0.020, 0.848),
-         _row(2.0, 0.9, 0.856, 0.019, 0.850), _row(4.0, 0.5, 0.848, 0.020, 0.852)],
+        ([_row(1.0, 0.5, 0.842, 0.020, 0.861), _row(2.0, 0.5, 0.851, 0.020, 0.848),
+          _row(2.0, 0.9, 0.856, 0.019, 0.850), _row(4.0, 0.5, 0.848, 0.020, 0.852)], (2.0, 0.5)),
         # a clear winner on validation (ahead by more than its interval)
-        [_row(1.0, 0.9, 0.902, 0.010, 0.871), _row(2.0, 0.5, 0.861, 0.012, 0.866),
-         _row(4.0, 0.5, 0.874, 0.011, 0.880), _row(4.0, 0.9, 0.866, 0.012, 0.866)],
+        ([_row(1.0, 0.9, 0.902, 0.010, 0.871), _row(2.0, 0.5, 0.861, 0.012, 0.866),
+          _row(4.0, 0.5, 0.874, 0.011, 0.880), _row(4.0, 0.9, 0.866, 0.012, 0.866)], (2.0, 0.5)),
         # no default in the sweep: the best on validation
-        [_row(1.0, 0.7, 0.781, 0.015, 0.800), _row(3.0, 0.7, 0.812, 0.014, 0.790),
-         _row(5.0, 0.7, 0.798, 0.015, 0.805)],
+        ([_row(1.0, 0.7, 0.781, 0.015, 0.800), _row(3.0, 0.7, 0.812, 0.014, 0.790),
+          _row(5.0, 0.7, 0.798, 0.015, 0.805)], (2.0, 0.5)),
+        # a lead of 0.015: more than the best's val_ci (0.010), less than the default's (0.020): the best
+        ([_row(1.0, 0.5, 0.846, 0.020, 0.858), _row(2.0, 0.5, 0.850, 0.020, 0.846),
+          _row(4.0, 0.7, 0.865, 0.010, 0.851), _row(5.0, 0.5, 0.840, 0.020, 0.835)], (2.0, 0.5)),
+        # a lead of 0.012: more than a fixed 0.01 and than the default's val_ci (0.010), within the best's (0.015)
+        ([_row(1.0, 0.9, 0.820, 0.015, 0.790), _row(2.0, 0.5, 0.808, 0.010, 0.800),
+          _row(3.0, 0.7, 0.801, 0.016, 0.812), _row(4.0, 0.5, 0.795, 0.016, 0.790)], (2.0, 0.5)),
+        # another default: (4.0, 0.9) is within the best's interval, (2.0, 0.5) is not
+        ([_row(1.0, 0.5, 0.870, 0.012, 0.855), _row(2.0, 0.5, 0.850, 0.013, 0.848),
+          _row(4.0, 0.9, 0.862, 0.013, 0.852), _row(5.0, 0.7, 0.845, 0.014, 0.859)], (4.0, 0.9)),
     ]
 
 
-def _choose(sweep, default=(2.0, 0.5)):
+def _choose(sweep, default=(2.0, 0.5), ci="best"):
+    """The rule (``ci="best"``), or the wrong one that compares the lead with the default's val_ci."""
     best = max(sweep, key=lambda r: r["val_acc"])
     for r in sweep:
-        if (r["temperature"], r["alpha"]) == tuple(default) and r["val_acc"] >= best["val_acc"] - best["val_ci"]:
-            return tuple(default)
+        if (r["temperature"], r["alpha"]) == tuple(default):
+            margin = best["val_ci"] if ci == "best" else r["val_ci"]
+            if r["val_acc"] >= best["val_acc"] - margin:
+                return tuple(default)
     return best["temperature"], best["alpha"]
 
 
@@ -298,28 +353,43 @@ def _as_pair(value) -> tuple[float, float]:
 
 
 def _check_sweep(call):
-    for sweep in _sweeps():
+    for sweep, default in _sweeps():
         rows = [dict(r) for r in sweep]
-        got = call(rows, (2.0, 0.5))
+        got = call(rows, default)
         if rows != sweep:
             raise Wrong("your function changed the sweep's rows: read them, do not modify them")
         got = _as_pair(got)
-        expected = _choose(sweep)
+        expected = _choose(sweep, default)
         if got == expected:
             continue
         key = lambda r: (r["temperature"], r["alpha"])  # noqa: E731
+        best = max(sweep, key=lambda r: r["val_acc"])
         on_test = key(max(sweep, key=lambda r: r["test_acc"]))
-        on_val = key(max(sweep, key=lambda r: r["val_acc"]))
+        on_val = key(best)
+        base = next((r for r in sweep if key(r) == tuple(default)), None)
+        lead = best["val_acc"] - base["val_acc"] if base is not None else None
+        if tuple(default) != (2.0, 0.5) and got == (2.0, 0.5):
+            raise Wrong(f"you returned (2.0, 0.5), but this call passed default={tuple(default)}: use the `default` "
+                        "argument, not a fixed pair")
+        if tuple(default) != (2.0, 0.5) and got == _choose(sweep, (2.0, 0.5)):
+            raise Wrong(f"you compared the best setting with (2.0, 0.5), but this call passed "
+                        f"default={tuple(default)}: use the `default` argument, not a fixed pair")
         if got == on_test:
             raise Wrong("you chose on the test accuracy: the test set is for the final report only; choosing on it "
                         "makes the reported number optimistic. Choose on validation")
+        if got == tuple(default) and got == _choose(sweep, default, ci="default"):
+            raise Wrong(f"you kept the default, but {on_val} leads it by {lead:.3f}, more than the best setting's "
+                        f"val_ci ({best['val_ci']:.3f}): compare the lead with the best setting's val_ci, not the "
+                        f"default's ({base['val_ci']:.3f})")
         if got == on_val:
-            raise Wrong(f"you took the best validation accuracy, {on_val}, but it leads the default (2.0, 0.5) by "
-                        "less than its confidence interval (val_ci): that lead is noise, so keep the default")
+            raise Wrong(f"you took the best validation accuracy, {on_val}, but it leads the default {tuple(default)} "
+                        f"by {lead:.3f}, less than its confidence interval (val_ci = {best['val_ci']:.3f}): that "
+                        "lead is noise, so keep the default (the threshold is the best setting's val_ci, not a "
+                        "fixed number)")
         if got[0] == max(r["temperature"] for r in sweep):
             raise Wrong("you chose the largest temperature: a larger T is not better in itself (notebook 03: the "
                         "differences between T = 1, 2 and 4 are within the noise). Choose on validation accuracy")
-        if got == (2.0, 0.5):
+        if got == tuple(default):
             raise Wrong(f"you kept the default, but {on_val} leads it on validation by more than its interval: "
                         "that difference is real, take it")
         raise Wrong(f"you chose {got}, expected {expected} (the best on validation, or the default when the best "

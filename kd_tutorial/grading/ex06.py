@@ -14,6 +14,7 @@ costs no real time, and does not depend on how busy the machine is.
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .core import Exercise, Wrong, as_float, wrong_return
+from .core import Exercise, LearnerCrash, Wrong, as_float, wrong_return
 
 CLOCKS = ("perf_counter", "monotonic", "time")  # float seconds; each also has an ``_ns`` form
 
@@ -122,11 +123,13 @@ class FakeDevice:
         self.clock = clock or RealClock()
         self.busy_until = 0.0
         self.idle = True  # no queued call since the last sync()
+        self.syncs = 0    # how many times sync() was called (the checks tell "never synchronised" apart)
 
     def sync(self) -> None:
         """Wait until every queued call has finished (like ``torch.cuda.synchronize()``)."""
         self.clock.advance_to(self.busy_until)
         self.idle = True
+        self.syncs += 1
 
 
 class FakeModel:
@@ -180,19 +183,34 @@ def _measure(call, clock: VirtualClock, *args):
 
 
 def _check_latency(call):
+    # two settings, each with exactly `warmup` slow first calls: fixed warm-up or repeat counts fail one of them
+    for batch_size, base_s, per_item_s, warmup, repeats in ((4, 0.010, 0.0, 5, 10), (8, 0.006, 0.00075, 2, 7)):
+        _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats)
+
+
+def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats):
     clock = VirtualClock()
-    model = FakeModel(base_s=0.010, cold_calls=3, cold_factor=8.0, device=FakeDevice(clock))
-    expected = model.latency(4)
-    got = as_float(_measure(call, clock, model, make_batch(4), model.sync, 5, 10), "measure_latency")
+    model = FakeModel(base_s=base_s, per_item_s=per_item_s, cold_calls=warmup, cold_factor=8.0,
+                      device=FakeDevice(clock))
+    expected = model.latency(batch_size)
+    got = as_float(_measure(call, clock, model, make_batch(batch_size), model.sync, warmup, repeats),
+                   "measure_latency")
     ms = lambda x: f"{x * 1e3:.1f} ms"  # noqa: E731
-    if model.calls < 10:
-        raise Wrong(f"with repeats=10 the model should be called at least 10 times, it was called "
+    if model.calls < repeats:
+        raise Wrong(f"with repeats={repeats} the model should be called at least {repeats} times, it was called "
                     f"{model.calls} times")
+    counts = (f"with warmup={warmup} and repeats={repeats} the model should be called {warmup + repeats} times "
+              f"(warmup untimed calls, then repeats timed ones), it was called {model.calls} times: use the `warmup` "
+              "and `repeats` arguments, not fixed counts")
+    if model.calls not in (warmup + repeats, repeats):  # `repeats` calls only: no warm-up, diagnosed below
+        raise Wrong(counts)
     if _close(got, expected):
+        if model.calls != warmup + repeats:
+            raise Wrong(counts)
         return
     if _close(got, expected * 1000):
         raise Wrong("return seconds, not milliseconds")
-    if _close(got, expected * 10):
+    if _close(got, expected * repeats):
         raise Wrong(f"you returned the total time of all repeats ({ms(got)}): divide by repeats")
     if got < 0.3 * expected and model.device.idle:
         raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)} and you did wait for "
@@ -208,13 +226,28 @@ def _check_latency(call):
     raise Wrong(f"you measured {ms(got)} per call; expected {ms(expected)}")
 
 
+def _zero_latency(device: FakeDevice) -> Wrong:
+    """A latency of 0 s (nothing to divide by): on the fakes, only a clock that stopped before the work did."""
+    if device.syncs == 0:
+        return Wrong("a latency came out as 0 s, so the speed-up divides by zero: pass `sync` to `measure_latency`"
+                     ", as in measure_latency(teacher, batch, sync) (without it the clock stops before the work is "
+                     "done)")
+    return Wrong("a latency came out as 0 s, so the speed-up divides by zero: time each model with your "
+                 "measure_latency(model, batch, sync), which syncs before it stops the clock")
+
+
 def _check_speedups(call):
     clock = VirtualClock()
     device = FakeDevice(clock)
     teacher = FakeModel(base_s=0.004, per_item_s=0.001, device=device)
     student = FakeModel(base_s=0.004, per_item_s=0.0002, device=device)
     sizes = [1, 8, 32]
-    res = _measure(call, clock, teacher, student, make_batch, list(sizes), device.sync)
+    try:
+        res = _measure(call, clock, teacher, student, make_batch, list(sizes), device.sync)
+    except LearnerCrash as crash:
+        if isinstance(crash.exc, (ZeroDivisionError, OverflowError)):
+            raise _zero_latency(device) from None
+        raise
     want = f"a dict {{batch_size: speed-up}} with the keys {sizes}"
     if not isinstance(res, dict):
         raise wrong_return(res, want, "speedups")
@@ -228,6 +261,8 @@ def _check_speedups(call):
     expected = {b: teacher.latency(b) / student.latency(b) for b in sizes}
     if student.calls == 0:
         raise Wrong("the student was never called: time both models")
+    if any(not math.isfinite(v) or v <= 0 for v in got.values()):  # numpy / torch: 0 / 0 is nan, x / 0 is inf
+        raise _zero_latency(device)
     if all(_close(got[b], expected[b]) for b in sizes):
         return
     if all(_close(got[b], 1 / expected[b]) for b in sizes):

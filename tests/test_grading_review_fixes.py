@@ -1,0 +1,265 @@
+"""Wrong answers a review found passing ex03.q3, ex03.q4, ex05.q1, ex06.q1 and ex06.q2; each now fails with a
+message that names the mistake, and each reference solution still passes.
+
+The wrong answers are written the way a learner would write them in the notebook.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kd_tutorial.grading import registry
+from kd_tutorial.grading.core import FAILED, PASSED
+from kd_tutorial.losses import distillation_loss
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EXERCISES = {ex.key: ex for ex in registry.all_exercises()}
+
+
+def assert_fails_with(key, fn, *fragments):
+    result = EXERCISES[key].grade(fn)
+    assert result.status == FAILED, result
+    for fragment in fragments:
+        assert fragment in result.message, result.message
+    assert "\n" not in result.message and len(result.message) < 300, result.message
+
+
+# -- what the learner wrote earlier in the same notebooks (the grader finds them in the notebook's namespace) -----
+def kd_loss(student_logits, teacher_logits, labels, temperature=2.0, alpha=0.5):
+    T = temperature
+    soft = F.kl_div(F.log_softmax(student_logits / T, dim=-1), F.softmax(teacher_logits.detach() / T, dim=-1),
+                    reduction="batchmean") * T ** 2
+    hard = F.cross_entropy(student_logits, labels, ignore_index=-1, reduction="sum") / len(labels)
+    return alpha * soft + (1 - alpha) * hard
+
+
+def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(**batch)
+        sync()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(**batch)
+        sync()
+        return (time.perf_counter() - start) / repeats
+
+
+# -- 1. ex03.q3 and ex05.q1: temperature and alpha must be passed on; ex03.q3 must micro-batch -------------------
+def step_drops_temperature_and_alpha(student, optimizer, inputs, teacher_logits, labels, micro_batches,
+                                     temperature=2.0, alpha=0.5):
+    optimizer.zero_grad()
+    total = 0.0
+    for x, t, y in zip(inputs.chunk(micro_batches), teacher_logits.chunk(micro_batches), labels.chunk(micro_batches)):
+        loss = kd_loss(student(x), t, y) / micro_batches
+        loss.backward()
+        total += loss.item()
+    optimizer.step()
+    return total
+
+
+def step_drops_alpha(student, optimizer, inputs, teacher_logits, labels, micro_batches, temperature=2.0, alpha=0.5):
+    optimizer.zero_grad()
+    total = 0.0
+    for x, t, y in zip(inputs.chunk(micro_batches), teacher_logits.chunk(micro_batches), labels.chunk(micro_batches)):
+        loss = kd_loss(student(x), t, y, temperature) / micro_batches
+        loss.backward()
+        total += loss.item()
+    optimizer.step()
+    return total
+
+
+def step_on_the_whole_batch(student, optimizer, inputs, teacher_logits, labels, micro_batches,
+                            temperature=2.0, alpha=0.5):
+    optimizer.zero_grad()
+    loss = kd_loss(student(inputs), teacher_logits, labels, temperature, alpha)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def step_with_one_forward_then_chunks(student, optimizer, inputs, teacher_logits, labels, micro_batches,
+                                      temperature=2.0, alpha=0.5):
+    """Chunks the logits of one big forward pass: the memory of the whole batch, all the same."""
+    optimizer.zero_grad()
+    logits = student(inputs)
+    total = 0.0
+    for s, t, y in zip(logits.chunk(micro_batches), teacher_logits.chunk(micro_batches), labels.chunk(micro_batches)):
+        loss = kd_loss(s, t, y, temperature, alpha) / micro_batches
+        loss.backward(retain_graph=True)
+        total += loss.item()
+    optimizer.step()
+    return total
+
+
+def test_accumulation_that_drops_temperature_and_alpha_fails():
+    assert_fails_with("ex03.q3", step_drops_temperature_and_alpha,
+                      "ignores temperature/alpha", "pass them on to kd_loss")
+
+
+def test_accumulation_that_drops_alpha_fails():
+    assert_fails_with("ex03.q3", step_drops_alpha, "ignores alpha (", "pass it on to kd_loss")
+
+
+@pytest.mark.parametrize("fn", [step_on_the_whole_batch, step_with_one_forward_then_chunks])
+def test_accumulation_without_micro_batches_fails(fn):
+    assert_fails_with("ex03.q3", fn, "saw 8 rows at once", "micro_batches=4", "at most 2")
+
+
+def distillation_step_drops_temperature_and_alpha(student, teacher, batch, optimizer, temperature=2.0, alpha=0.5):
+    student.train()
+    teacher.eval()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        teacher_logits = teacher(**inputs).logits
+    loss = distillation_loss(student(**inputs).logits, teacher_logits, batch["labels"])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def distillation_step_drops_temperature(student, teacher, batch, optimizer, temperature=2.0, alpha=0.5):
+    student.train()
+    teacher.eval()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        teacher_logits = teacher(**inputs).logits
+    loss = distillation_loss(student(**inputs).logits, teacher_logits, batch["labels"], alpha=alpha)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def test_distillation_step_that_drops_temperature_and_alpha_fails():
+    assert_fails_with("ex05.q1", distillation_step_drops_temperature_and_alpha,
+                      "ignores temperature/alpha", "pass them on to distillation_loss")
+
+
+def test_distillation_step_that_drops_temperature_fails():
+    assert_fails_with("ex05.q1", distillation_step_drops_temperature,
+                      "ignores temperature (", "pass it on to distillation_loss")
+
+
+# -- 2. ex06.q2: measure_latency called without sync ----------------------------------------------------------------
+def speedups_without_sync(teacher, student, make_batch, batch_sizes, sync=lambda: None):
+    return {b: measure_latency(teacher, make_batch(b)) / measure_latency(student, make_batch(b)) for b in batch_sizes}
+
+
+def speedups_without_sync_in_numpy(teacher, student, make_batch, batch_sizes, sync=lambda: None):
+    """numpy divides 0 by 0 without raising: nan."""
+    with np.errstate(all="ignore"):
+        return {b: float(np.float64(measure_latency(teacher, make_batch(b))) / measure_latency(student, make_batch(b)))
+                for b in batch_sizes}
+
+
+@pytest.mark.parametrize("fn", [speedups_without_sync, speedups_without_sync_in_numpy])
+def test_speedups_without_sync_fails_in_one_line(fn):
+    assert_fails_with("ex06.q2", fn, "pass `sync` to `measure_latency`", "the clock stops before the work is done")
+
+
+# -- 3. ex06.q1: fixed warm-up and repeat counts ---------------------------------------------------------------------
+def latency_with_fixed_counts(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    for _ in range(3):
+        model(**batch)
+    sync()
+    start = time.perf_counter()
+    for _ in range(10):
+        model(**batch)
+    sync()
+    return (time.perf_counter() - start) / 10
+
+
+def latency_with_fixed_repeats(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    for _ in range(warmup):
+        model(**batch)
+    sync()
+    start = time.perf_counter()
+    for _ in range(10):
+        model(**batch)
+    sync()
+    return (time.perf_counter() - start) / 10
+
+
+def latency_with_fixed_repeats_divided_by_repeats(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    for _ in range(warmup):
+        model(**batch)
+    sync()
+    start = time.perf_counter()
+    for _ in range(10):
+        model(**batch)
+    sync()
+    return (time.perf_counter() - start) / repeats
+
+
+@pytest.mark.parametrize("fn", [latency_with_fixed_counts, latency_with_fixed_repeats,
+                                latency_with_fixed_repeats_divided_by_repeats])
+def test_latency_with_fixed_counts_fails(fn):
+    assert_fails_with("ex06.q1", fn, "use the `warmup` and `repeats` arguments, not fixed counts")
+
+
+# -- 4. ex03.q4: the rule's threshold is the best setting's val_ci, and the default is an argument ---------------
+def choose_with_the_defaults_ci(sweep, default=(2.0, 0.5)):
+    best = max(sweep, key=lambda r: r["val_acc"])
+    for r in sweep:
+        if (r["temperature"], r["alpha"]) == tuple(default) and best["val_acc"] - r["val_acc"] <= r["val_ci"]:
+            return tuple(default)
+    return best["temperature"], best["alpha"]
+
+
+def choose_with_a_fixed_threshold(sweep, default=(2.0, 0.5)):
+    best = max(sweep, key=lambda r: r["val_acc"])
+    for r in sweep:
+        if (r["temperature"], r["alpha"]) == tuple(default) and best["val_acc"] - r["val_acc"] <= 0.01:
+            return tuple(default)
+    return best["temperature"], best["alpha"]
+
+
+def choose_with_a_hard_coded_default(sweep, default=(2.0, 0.5)):
+    best = max(sweep, key=lambda r: r["val_acc"])
+    for r in sweep:
+        if (r["temperature"], r["alpha"]) == (2.0, 0.5) and r["val_acc"] >= best["val_acc"] - best["val_ci"]:
+            return 2.0, 0.5
+    return best["temperature"], best["alpha"]
+
+
+def choose_returning_a_fixed_pair(sweep, default=(2.0, 0.5)):
+    best = max(sweep, key=lambda r: r["val_acc"])
+    for r in sweep:
+        if (r["temperature"], r["alpha"]) == tuple(default) and r["val_acc"] >= best["val_acc"] - best["val_ci"]:
+            return 2.0, 0.5
+    return best["temperature"], best["alpha"]
+
+
+@pytest.mark.parametrize("fn,fragments", [
+    (choose_with_the_defaults_ci, ("you kept the default", "not the default's (0.020)")),
+    (choose_with_a_fixed_threshold, ("by 0.012, less than its confidence interval (val_ci = 0.015)",
+                                     "not a fixed number")),
+    (choose_with_a_hard_coded_default, ("you compared the best setting with (2.0, 0.5)",
+                                        "use the `default` argument")),
+    (choose_returning_a_fixed_pair, ("you returned (2.0, 0.5)", "default=(4.0, 0.9)", "use the `default` argument")),
+])
+def test_choose_setting_with_a_wrong_rule_fails(fn, fragments):
+    assert_fails_with("ex03.q4", fn, *fragments)
+
+
+# -- the reference solutions still pass ---------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["ex03.q3", "ex03.q4", "ex05.q1", "ex06.q1", "ex06.q2"])
+def test_reference_solution_still_passes(key):
+    from transformers import BertForSequenceClassification
+    ns = {"torch": torch, "F": F, "math": math, "random": random, "copy": copy, "time": time,
+          "BertForSequenceClassification": BertForSequenceClassification, "distillation_loss": distillation_loss}
+    for other in EXERCISES.values():  # later exercises call earlier ones of the same notebook
+        if other.key.split(".")[0] == key.split(".")[0]:
+            exec(other.solution_code, ns)
+    result = EXERCISES[key].grade(ns[EXERCISES[key].name])
+    assert result.status == PASSED, result
