@@ -222,6 +222,22 @@ def _check_accumulation(call):
         _check_accumulation_at(call, T, a, K)
 
 
+def _check_micro_batches(student, optimizer, B, K):
+    """The student saw one micro-batch per forward pass, and the optimizer stepped once."""
+    if student.rows and max(student.rows) > B // K:
+        raise Wrong(f"your student's forward pass saw {max(student.rows)} rows at once, but with micro_batches={K} "
+                    f"and a batch of {B} each forward should see at most {B // K}: run the student on each "
+                    "micro-batch in turn (inputs.chunk(micro_batches)), never on the whole batch")
+    if optimizer.steps == 0:
+        raise Wrong("the student did not move: call optimizer.step() once, after the last micro-batch")
+    if optimizer.steps == K:
+        raise Wrong(f"you called optimizer.step() after every micro-batch ({K} steps): accumulate the gradients of "
+                    "the K micro-batches with backward(), then step once")
+    if optimizer.steps != 1:
+        raise Wrong(f"you called optimizer.step() {optimizer.steps} times: one step per call, after the last "
+                    "micro-batch")
+
+
 def _check_accumulation_at(call, T, a, K):
     lr = 0.1
     x, t, y, w, b = _acc_case()
@@ -235,19 +251,7 @@ def _check_accumulation_at(call, T, a, K):
     optimizer = _CountingSGD(student.parameters(), lr)
     with torch.enable_grad():
         value = as_float(call(student, optimizer, x.clone(), t.clone(), y.clone(), K, T, a), "accumulated_kd_step")
-    B = len(y)
-    if student.rows and max(student.rows) > B // K:
-        raise Wrong(f"your student's forward pass saw {max(student.rows)} rows at once, but with micro_batches={K} "
-                    f"and a batch of {B} each forward should see at most {B // K}: run the student on each "
-                    "micro-batch in turn (inputs.chunk(micro_batches)), never on the whole batch")
-    if optimizer.steps == 0:
-        raise Wrong("the student did not move: call optimizer.step() once, after the last micro-batch")
-    if optimizer.steps == K:
-        raise Wrong(f"you called optimizer.step() after every micro-batch ({K} steps): accumulate the gradients of "
-                    "the K micro-batches with backward(), then step once")
-    if optimizer.steps != 1:
-        raise Wrong(f"you called optimizer.step() {optimizer.steps} times: one step per call, after the last "
-                    "micro-batch")
+    _check_micro_batches(student, optimizer, len(y), K)
     p0 = torch.cat([w.flatten(), b])
     got = torch.cat([student.weight.detach().flatten(), student.bias.detach()])
     g_full, full_loss = _grad(w, b, x, t, y, T, a)
