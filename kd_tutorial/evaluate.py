@@ -162,17 +162,12 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
     reviews = tokens = 0
     seconds = 0.0
     for i, batch in enumerate(batches):
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        synchronize(device)
-        start = time.perf_counter()
-        with _autocast(device, precision):
-            model(input_ids=ids, attention_mask=mask)
-        synchronize(device)
+        ms = _forward_ms(model, batch, device, precision)
         if i == 0 and len(batches) > 1:
             continue  # warm-up
-        seconds += time.perf_counter() - start
-        reviews += ids.shape[0]
-        tokens += int(mask.sum())
+        seconds += ms / 1000
+        reviews += batch["input_ids"].shape[0]
+        tokens += int(batch["attention_mask"].sum())
     return {"reviews_per_s": reviews / seconds, "tokens_per_s": tokens / seconds}
 
 

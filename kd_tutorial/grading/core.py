@@ -480,3 +480,18 @@ def diagnose(got: list, variants: dict[str, Callable[[], list]], rtol: float = 1
         if all(close(g, e, rtol, atol) for g, e in zip(got, expected, strict=True)):
             return message
     return None
+
+
+def ignored_settings(T, a, default, callee: str, outputs) -> dict:
+    """Diagnoses for a step that drops temperature and/or alpha, so that ``callee`` ran at its defaults:
+    ``outputs(T, a)`` gives what the step would produce at that setting (for :func:`diagnose`)."""
+    variants = {}
+    for used in ((default[0], default[1]), (T, default[1]), (default[0], a)):
+        names = "/".join(name for name, u, v in (("temperature", used[0], T), ("alpha", used[1], a)) if u != v)
+        if not names:
+            continue
+        them = "them" if "/" in names else "it"
+        variants[f"your step ignores {names} (called with temperature={T:g}, alpha={a:g}, it computed the loss "
+                 f"at T={used[0]:g}, alpha={used[1]:g} instead): pass {them} on to {callee}"] = \
+            (lambda used=used: outputs(*used))
+    return variants

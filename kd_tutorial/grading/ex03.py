@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, student_gradient, wrong_return
+from .core import (Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, student_gradient,
+                   wrong_return)
 
 
 def _cases():
@@ -201,21 +202,6 @@ class _RowCountingLinear(torch.nn.Linear):
         return super().forward(x)
 
 
-def _ignore_variants(T, a, default, callee, outputs):
-    """Diagnoses for a step that drops temperature and/or alpha, so that ``callee`` ran at its defaults:
-    ``outputs(T, a)`` gives what the step would produce at that setting (for :func:`diagnose`)."""
-    variants = {}
-    for used in ((default[0], default[1]), (T, default[1]), (default[0], a)):
-        names = "/".join(name for name, u, v in (("temperature", used[0], T), ("alpha", used[1], a)) if u != v)
-        if not names:
-            continue
-        them = "them" if "/" in names else "it"
-        variants[f"your step ignores {names} (called with temperature={T:g}, alpha={a:g}, it computed the loss "
-                 f"at T={used[0]:g}, alpha={used[1]:g} instead): pass {them} on to {callee}"] = \
-            (lambda used=used: outputs(*used))
-    return variants
-
-
 def _check_accumulation(call):
     # the defaults first, then other values: a step that drops temperature or alpha passes the first only
     for T, a, K in ((2.0, 0.5, 4), (3.0, 0.7, 2)):
@@ -261,7 +247,7 @@ def _check_accumulation_at(call, T, a, K):
         ones = torch.full_like(g_full, stale)
         mean_lab = lambda s, yy: F.cross_entropy(s, yy, ignore_index=-1)  # noqa: E731
         lab = [_grad(w, b, xi, ti, yi, T, a, hard=mean_lab)[0] for xi, ti, yi in chunks]
-        ignored = _ignore_variants(T, a, (2.0, 0.5), "kd_loss",
+        ignored = ignored_settings(T, a, (2.0, 0.5), "kd_loss",
                                    lambda T_, a_: [p0 - lr * _grad(w, b, x, t, y, T_, a_)[0]])
         message = diagnose([got], {
             **ignored,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, Wrong, as_float, close, diagnose, wrong_return
+from .core import Exercise, Wrong, as_float, close, diagnose, ignored_settings, wrong_return
 from .toys import toy_batch, toy_bert
 
 # imported by the grader before the learner's cells (outside the per-cell time limit): the checks build toy BERTs
@@ -56,20 +56,6 @@ def _check_step(call):
         _check_step_at(call, T, alpha)
 
 
-def _ignore_variants(T, alpha, s0, t0, y):
-    """Diagnoses for a first loss computed at distillation_loss's defaults for temperature and/or alpha."""
-    variants = {}
-    for used in ((2.0, 0.5), (T, 0.5), (2.0, alpha)):
-        names = "/".join(name for name, u, v in (("temperature", used[0], T), ("alpha", used[1], alpha)) if u != v)
-        if not names:
-            continue
-        them = "them" if "/" in names else "it"
-        variants[f"your step ignores {names} (called with temperature={T:g}, alpha={alpha:g}, it computed the loss "
-                 f"at T={used[0]:g}, alpha={used[1]:g} instead): pass {them} on to distillation_loss"] = \
-            (lambda used=used: [ref.distillation_loss(s0, t0, y, *used)])
-    return variants
-
-
 def _check_step_at(call, T, alpha):
     lr = 0.5
     teacher = toy_bert(num_layers=2, seed=11, dropout=0.3, logit_scale=100.0).train()
@@ -99,7 +85,8 @@ def _check_step_at(call, T, alpha):
                         "call teacher.eval()")
         y = batches[0]["labels"]
         message = diagnose([got[0]], {
-            **_ignore_variants(T, alpha, s0, t0, y),
+            **ignored_settings(T, alpha, (2.0, 0.5), "distillation_loss",
+                               lambda T_, a_: [ref.distillation_loss(s0, t0, y, T_, a_)]),
             "your loss is still the seed article's F.cross_entropy(student_logits, softmax(teacher_logits)): "
             "no temperature, no T^2 and no hard-label term":
                 lambda: [F.cross_entropy(s0, F.softmax(t0, -1))],
