@@ -306,11 +306,17 @@ def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
 
 
 def cmd_env(args) -> int:
-    """Print the environment report: readable ``key: value`` lines, or JSON with ``--json`` (alone on stdout)."""
+    """Print the environment report: readable ``key: value`` lines, or JSON with ``--json`` (alone on stdout).
+    Exit status 1, with one line on stderr, when a folder the run needs is unusable (a script can check it)."""
     quiet()
     profile = _profile(args, file=sys.stderr if args.json else None)
     report = environment_report(profile)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    unusable = ([HOME_ENV] if report.get("artifact_home_problem") else []) + \
+        [name for name, status in report.get("needs", {}).items() if str(status).startswith("unusable")]
+    if unusable:
+        print(f"kd-tutorial env: unusable: {', '.join(unusable)} (see above for the fix)", file=sys.stderr)
+        return 1
     return 0
 
 

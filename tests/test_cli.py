@@ -152,6 +152,19 @@ def test_env_says_when_the_artifact_cache_cannot_be_written(tmp_path, monkeypatc
     assert not (tmp_path / "kd").exists()  # env only looks
 
 
+def test_env_exits_1_with_one_line_when_a_folder_the_run_needs_is_unusable(tmp_path):
+    """The report is printed in full either way; a script (a workshop's room check) reads the exit status."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = run_cli("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": str(blocker / "kd"),
+                                                   "KD_TUTORIAL_DATA_DIR": str(tmp_path / "none")})
+    assert proc.returncode == 1 and "cache status:" in proc.stdout and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("kd-tutorial env: unusable: KD_TUTORIAL_HOME, data (see above "
+                                                    "for the fix)")
+    fine = run_cli("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": str(tmp_path / "kd")})
+    assert fine.returncode == 0, fine.stderr
+
+
 def test_prefetch_tiny_needs_nothing():
     proc = run_cli("prefetch", "--profile", "tiny")
     assert proc.returncode == 0 and "nothing to download" in proc.stdout
