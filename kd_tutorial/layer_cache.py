@@ -75,7 +75,8 @@ class LayerWriter:
 
 
 def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # "kd-" is store.MARK (a leaf does not import store): store.clean_stale removes what a crash left, and only that
+    return path.with_name(f".{path.name}.kd-{os.getpid()}.tmp")
 
 
 def _reserve(path: Path) -> None:

@@ -29,7 +29,8 @@ from .errors import UserError
 HOME_ENV = "KD_TUTORIAL_HOME"
 LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another process's lock (default an hour)
 STALE_AFTER_S = 3600  # leftovers of an interrupted write older than this are removed when the folder is locked
-_LEFTOVER = re.compile(r"^\..+\.(tmp|old)$")
+MARK = "kd-"  # in the name of every temporary file and folder the package writes, so cleanup never takes another's
+_LEFTOVER = re.compile(rf"^\..+\.{MARK}(?:[^.]+\.tmp|old)$")
 _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk quota exceeded",
                 errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
                 errno.EPERM: "operation not permitted",
@@ -112,8 +113,9 @@ def _holder(owner: Path) -> str:
 
 
 def clean_stale(directory: Path, older_than_s: float = STALE_AFTER_S) -> list[str]:
-    """Remove what interrupted atomic writes left in ``directory`` (``.NAME.*.tmp``, ``.NAME.old``) when older
-    than ``older_than_s``; return their names. Call it holding the folder's lock."""
+    """Remove what interrupted atomic writes left in ``directory`` (``.NAME.kd-*.tmp``, ``.NAME.kd-old``) when older
+    than ``older_than_s``; return their names. Only the package's own names: a user's ``.bashrc.old`` or
+    ``.notes.tmp`` in a folder it locks (``search --out``) is never touched. Call it holding the folder's lock."""
     removed, now = [], time.time()
     for entry in Path(directory).iterdir():
         try:
@@ -158,7 +160,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     with _disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
@@ -180,7 +182,7 @@ def atomic_torch_save(obj, path: Path) -> None:
     path = Path(path)
     with _disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
         os.close(fd)
         try:
             torch.save(obj, tmp)
@@ -210,12 +212,12 @@ def atomic_save_pretrained(model, directory: Path) -> None:
     refuse_unfolded(model, directory)
     with _disk_errors(directory):
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{MARK}", suffix=".tmp"))
         try:
             model.save_pretrained(tmp)
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
             if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
+                old = directory.with_name(f".{directory.name}.{MARK}old")
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(directory, old)
                 os.replace(tmp, directory)

@@ -37,16 +37,19 @@ def test_a_held_lock_names_its_holder_and_times_out_with_the_fix(tmp_path, capsy
 
 def test_locking_cleans_old_leftovers_of_interrupted_writes_only(tmp_path):
     old = time.time() - 2 * store.STALE_AFTER_S
-    leftovers = [tmp_path / ".model.ab12cd34.tmp", tmp_path / ".teacher.old", tmp_path / ".logits-train.pt.x1.tmp"]
+    leftovers = [tmp_path / ".model.kd-ab12cd34.tmp", tmp_path / ".teacher.kd-old",
+                 tmp_path / ".logits-train.pt.kd-x1.tmp"]
     leftovers[0].mkdir()
     (leftovers[0] / "config.json").write_text("{}")
     leftovers[1].mkdir()
     leftovers[2].write_bytes(b"half")
     for path in leftovers:
         os.utime(path, (old, old))
-    fresh = tmp_path / ".history.json.new1.tmp"  # another process may be writing it right now
+    fresh = tmp_path / ".history.json.kd-new1.tmp"  # another process may be writing it right now
     fresh.write_text("{}")
-    kept = [tmp_path / "logits-train.pt", tmp_path / ".lock.owner.txt"]
+    # not the package's: a user's files in a folder it locks (search --out), however old
+    kept = [tmp_path / "logits-train.pt", tmp_path / ".lock.owner.txt", tmp_path / ".bashrc.old",
+            tmp_path / ".notes.tmp"]
     for path in kept:
         path.write_text("keep")
         os.utime(path, (old, old))
@@ -54,6 +57,12 @@ def test_locking_cleans_old_leftovers_of_interrupted_writes_only(tmp_path):
         pass
     assert not any(p.exists() for p in leftovers)
     assert fresh.exists() and all(p.exists() for p in kept)
+
+
+def test_every_temporary_name_the_package_writes_is_one_cleanup_recognises(tmp_path):
+    from kd_tutorial import layer_cache
+    assert store._LEFTOVER.match(layer_cache._partial(tmp_path / "hidden-3.npy").name)
+    assert not store._LEFTOVER.match(".bashrc.old") and not store._LEFTOVER.match(".notes.tmp")
 
 
 def test_a_full_disk_is_one_error_that_says_what_to_do_and_keeps_the_old_file(tmp_path, monkeypatch):
