@@ -61,8 +61,9 @@ class Prepared:
 
     @property
     def where(self) -> dict:
-        """The keyword arguments that find this data again (``ensure_teacher_logits(profile, split, **where)``)."""
-        return {"data_dir": None if self.data_key == self.profile.data_source else self.data_key,
+        """The keyword arguments that find this data again (``ensure_teacher_logits(profile, split, **where)``),
+        whatever ``$KD_TUTORIAL_DATA_DIR`` says by then: the data is named, never left to the environment."""
+        return {"data_dir": self.data_key,
                 "teacher": self.teacher_name, "init": self.init, "seed": self.seed}
 
     @property
@@ -95,17 +96,19 @@ def _split_hash(encoded: dict, names) -> str:
 
 
 def data_key(profile: Profile, data_dir: str | None) -> str:
-    """Which data a run reads: an explicit folder, ``$KD_TUTORIAL_DATA_DIR``, or the profile's source."""
+    """Which data a run reads: an explicit folder, ``$KD_TUTORIAL_DATA_DIR``, or the profile's source. The source's
+    own name ("tiny", "hub", as :attr:`Prepared.where` passes it) names the source, unless such a folder exists."""
     data_dir = data_dir or os.environ.get(DATA_ENV)
-    return str(Path(data_dir).expanduser().resolve()) if data_dir else profile.data_source
+    if not data_dir or (data_dir == profile.data_source and not Path(data_dir).expanduser().exists()):
+        return profile.data_source
+    return str(Path(data_dir).expanduser().resolve())
 
 
 _PREPARED: dict[tuple, Prepared] = {}
 
 
 def _prepare(profile: Profile, key: str, teacher_name: str, init: str, seed: int) -> Prepared:
-    data_dir = None if key == profile.data_source else key
-    imdb = load_for_profile(profile, data_dir=data_dir, seed=seed)
+    imdb = load_for_profile(profile, data_dir=key, seed=seed)  # the key names the source: no second look at the env
     tok_source = None if teacher_name == TINY_TEACHER else resolve_source(teacher_name, profile.teacher_fallback)
     tokenizer = get_tokenizer(tok_source)
     encoded = {name: encode(getattr(imdb, name), tokenizer, profile.max_length, profile.truncation)

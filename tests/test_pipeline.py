@@ -449,3 +449,24 @@ def test_a_runs_projections_start_the_same_whatever_ran_before_it(monkeypatch):
     run("baseline", initial)
     run("kd+transfer+hidden", initial)  # the same run after another in one process
     assert len(starts) == 2 and torch.equal(starts[0], starts[1])
+
+
+def test_a_prepared_configuration_is_found_again_whatever_the_environment_says_later(tmp_path, monkeypatch):
+    """prep.where must lead back to the same data: it left the profile's own source to $KD_TUTORIAL_DATA_DIR, so
+    setting that later (a notebook cell) sent the teacher's outputs into another configuration's folder."""
+    folder = tmp_path / "other"
+    folder.mkdir()
+    write_parquet(folder / "train.parquet", 400)
+    write_parquet(folder / "test.parquet", 100, seed=1)
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+    profile = get_profile("tiny")
+    prep = artifacts.prepare(profile)
+    monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(folder))
+    again = artifacts.prepare(profile, **prep.where)
+    assert again.directory == prep.directory and again.data_key == "tiny"
+    assert artifacts.prepare(profile).data_key == str(folder.resolve())  # a new prepare does read the variable
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR")
+    from_folder = artifacts.prepare(profile, data_dir=str(folder))
+    monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert artifacts.prepare(profile, **from_folder.where).directory == from_folder.directory
