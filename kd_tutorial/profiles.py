@@ -96,6 +96,17 @@ FIELD_RULES = {
 }
 
 
+def _same_number_type(value, current, allowed: tuple):
+    """``--set`` numbers in the type the field holds now, so that setting a value to itself changes no artifact key
+    (8 and 8.0 hash apart): an int where the preset has an int and the value is whole, else a float where allowed."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if whole and isinstance(current, int) and not isinstance(current, bool):
+        return int(value)
+    return float(value) if float in allowed else value
+
+
 def stable_hash(*parts: object) -> str:
     """A short hash of JSON-able ``parts`` that is the same in every process (for artifact folder names)."""
     blob = json.dumps([p if isinstance(p, (dict, list)) else str(p) for p in parts], sort_keys=True, default=str)
@@ -298,9 +309,8 @@ class Profile:
             hint = hints[name]
             union = typing.get_origin(hint) in (typing.Union, types.UnionType)
             allowed = tuple(typing.get_origin(t) or t for t in (typing.get_args(hint) if union else (hint,)))
-            if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, allowed):
+            value = _same_number_type(value, getattr(self, name), allowed)
+            if not (isinstance(value, allowed) or (float in allowed and type(value) is int)):
                 kinds = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
                 raise ProfileOverrideError(f"--set {item!r}: {name} takes {kinds}, not {value!r}")
             self._check_used(item, name)

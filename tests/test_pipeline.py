@@ -470,3 +470,15 @@ def test_a_prepared_configuration_is_found_again_whatever_the_environment_says_l
     from_folder = artifacts.prepare(profile, data_dir=str(folder))
     monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(tmp_path / "elsewhere"))
     assert artifacts.prepare(profile, **from_folder.where).directory == from_folder.directory
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu", "full"])
+def test_setting_a_field_to_its_own_value_keeps_every_artifact_key(name):
+    """--set read 8 as 8.0 for a float field whose preset holds the int 8, and 8 and 8.0 hash apart: the same
+    teacher was trained again (minutes on tiny, hours on full) while changes() said nothing had changed."""
+    profile = get_profile(name)
+    for text in (str(profile.teacher_epochs), f"{profile.teacher_epochs}.0"):
+        same = profile.with_overrides([f"teacher_epochs={text}"])
+        assert same.teacher_hash() == profile.teacher_hash() and same.changes() == {}
+    assert profile.with_overrides(["teacher_epochs=1.5"]).teacher_epochs == 1.5
+    assert profile.with_overrides(["temperature=3"]).temperature == 3.0
