@@ -70,8 +70,9 @@ class Intermediate:
         return self.needs_online_teacher and not self.attention
 
     def layer_keys(self, mapping: list[int]) -> list[tuple[str, int]]:
-        """The teacher's (kind, layer) pairs that the per-token terms read, for a layer ``mapping``."""
-        keys = [("hidden", t) for t in mapping] if self.hidden_mse or self.hidden_cosine else []
+        """The teacher's (kind, layer) pairs that the terms read from cached layers, for a layer ``mapping``: the
+        [CLS] term too, when a per-token term makes the run read the cache instead of the [CLS] states."""
+        keys = [("hidden", t) for t in mapping] if self.needs_hidden else []
         return keys + ([("values", t) for t in mapping] if self.value_relation else [])
 
     @property

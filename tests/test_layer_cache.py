@@ -318,3 +318,19 @@ def test_the_room_check_leaves_room_to_spare(tmp_path, monkeypatch):
     assert layer_cache.has_room(tmp_path, free - layer_cache.ROOM_TO_SPARE)
     assert not layer_cache.has_room(tmp_path, free - layer_cache.ROOM_TO_SPARE + 1)
     assert layer_cache.nbytes(10_000, 256, 384, [("hidden", 2)]) == 10_000 * 256 * 384 * 2
+
+
+def test_a_cls_term_beside_a_per_token_one_reads_its_states_from_the_cache_too(small):
+    """[CLS] plus value relations counts as cacheable; the run then reads the cache, not the [CLS] states, so the
+    cache must hold the [CLS] term's hidden layers (it asked for none, and the term crashed on None)."""
+    profile, teacher, prep, logits, states = small
+    base = get_recipe("kd+transfer+values")
+    recipe = base.with_(intermediate=dataclasses.replace(base.intermediate, cls=1.0))
+    assert set(recipe.intermediate.layer_keys([4])) == {("hidden", 4), ("values", 4)} <= states["transfer"].keys
+    model = _student(profile, teacher, recipe).eval()
+    batch = collate(prep.encoded["transfer"], list(range(8)))
+    config = TrainConfig(mode="kd", intermediate=recipe.intermediate)
+    online = recipe_loss(model, batch, config, logits["transfer"], teacher=teacher)[2]
+    cached = recipe_loss(model, batch, config, logits["transfer"], teacher_states=states["transfer"])[2]
+    assert set(cached) == {"cls", "value_relation"}
+    assert cached["cls"].item() == pytest.approx(online["cls"].item(), rel=2e-2, abs=1e-4)
