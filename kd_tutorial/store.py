@@ -35,7 +35,8 @@ _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk q
                 errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
                 errno.EPERM: "operation not permitted",
                 errno.ENOTDIR: "a part of the path is a file, not a folder",
-                errno.ENOENT: "a folder on the way cannot be created"}
+                errno.ENOENT: "a folder on the way cannot be created",
+                errno.EFBIG: "the file is larger than a limit on this system allows"}
 _FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors that freeing space fixes
 
 
@@ -183,15 +184,32 @@ def atomic_torch_save(obj, path: Path) -> None:
     with _disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
-        os.close(fd)
         try:
-            torch.save(obj, tmp)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    torch.save(obj, f)
+            except RuntimeError as err:  # torch's zip writer reports a failed write ("unexpected pos ...") as its
+                cause = _os_error_in(err)  # own RuntimeError, the OSError that says why only in its context
+                if cause is None:
+                    raise
+                raise cause from err
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The first OSError in ``err``'s chain of causes and contexts, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def refuse_unfolded(model, directory) -> None:

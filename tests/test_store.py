@@ -117,3 +117,29 @@ def test_a_lock_timeout_that_is_not_seconds_is_one_error(monkeypatch, tmp_path, 
     with pytest.raises(store.ArtifactError, match=rf"KD_TUTORIAL_LOCK_TIMEOUT='{value}' is not a number of seconds"):
         with store.locked(tmp_path / "run"):
             pass
+
+
+def test_a_torch_file_that_cannot_be_written_whole_is_a_storage_error_and_keeps_the_old_file(tmp_path):
+    """torch.save's own writer raised a RuntimeError ('unexpected pos ...') on a full disk, which no check turned
+    into the StorageError that names the fix. A file-size limit stands in for the full disk, in a child process."""
+    import subprocess
+    import sys
+    script = (
+        "import resource, signal, sys, torch\n"
+        "from kd_tutorial import store\n"
+        "path = sys.argv[1]\n"
+        "store.atomic_torch_save(torch.zeros(4), path)\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    store.atomic_torch_save(torch.zeros(100_000), path)\n"
+        "except store.StorageError as err:\n"
+        "    print('StorageError:', err)\n"
+    )
+    path = tmp_path / "logits.pt"
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("StorageError: cannot write") and "untouched" in proc.stdout, proc.stdout
+    import torch
+    assert torch.equal(torch.load(path), torch.zeros(4))
+    assert not list(tmp_path.glob(".*.tmp"))
