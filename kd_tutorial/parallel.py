@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -78,7 +79,16 @@ def _worker_setup() -> None:
 
 
 def _call(index: int):
-    return _JOB(index)
+    """One job in a child. An exception that would not survive the trip back (one that pickles but cannot be
+    rebuilt breaks the whole pool, which then reads as a dead worker) comes back as a RuntimeError with its text."""
+    try:
+        return _JOB(index)
+    except Exception as exc:  # noqa: BLE001 - re-raised, as itself whenever it can travel
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # noqa: BLE001 - any failure to round-trip
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+        raise
 
 
 def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:

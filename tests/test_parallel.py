@@ -47,6 +47,26 @@ def test_a_failing_job_raises_its_own_error_here_and_leaves_no_worker_behind():
     assert set(multiprocessing.active_children()) == before  # the workers are gone, not left running
 
 
+class _TwoArgumentError(Exception):
+    """Pickles, but cannot be rebuilt: unpickling calls __init__ with one argument."""
+
+    def __init__(self, what, code):
+        super().__init__(f"{what} ({code})")
+
+
+def _fails_oddly(i):
+    if i == 1:
+        raise _TwoArgumentError("job 1 broke oddly", 7)
+    return i
+
+
+@linux_only
+def test_an_error_that_cannot_travel_back_keeps_its_text_instead_of_reading_as_a_dead_worker():
+    with pytest.raises(RuntimeError, match=r"_TwoArgumentError: job 1 broke oddly \(7\)") as err:
+        parallel.run_forked(_fails_oddly, 4, workers=2)
+    assert not isinstance(err.value, parallel.WorkerDiedError)
+
+
 @linux_only
 def test_a_worker_that_dies_is_named_with_the_fix_and_the_rest_are_stopped():
     import multiprocessing
