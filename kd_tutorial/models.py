@@ -24,6 +24,7 @@ import torch
 
 from . import errors
 from .errors import model_source_error, UserError
+from .features import attention_dropouts
 from .profiles import TINY_BERT, Profile, StudentSpec
 
 TINY_TEACHER = "tiny-bert"
@@ -249,10 +250,8 @@ def set_attention_dropout(model, p: float | None):
     if p is None:
         return model
     model.config.attention_probs_dropout_prob = p
-    for module in model.modules():
-        if type(module).__name__.endswith("SelfAttention") and isinstance(getattr(module, "dropout", None),
-                                                                          torch.nn.Dropout):
-            module.dropout.p = p
+    for dropout in attention_dropouts(model):
+        dropout.p = p
     return model
 
 
