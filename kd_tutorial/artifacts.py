@@ -3,14 +3,17 @@
 Layout (``KD_TUTORIAL_HOME``, default ``~/.cache/kd-tutorial``)::
 
     <home>/<profile>/<config-hash>/teacher/        save_pretrained() of the fine-tuned teacher
-                                   teacher.json    its history and validation accuracy
+                                   teacher.json    its history, validation accuracy and weights hash
                                    logits-<split>.pt, cls-<split>.pt   its logits and [CLS] states (one pass;
                                                                        the test split's names add a hash of its reviews)
                                    logits-augmented-<hash>.pt          its logits on augmented reviews
+                                   hidden-<t>-<split>.npy, values-<t>-<split>.npy   its mapped layers (bf16)
                                    students/<name>-<run-hash>/model/          a distilled student
                                                              history.json    its training history (written last)
                                                              last.pt         checkpoint while it trains
                                    .lock           held while anything above is written
+                                   stale-<time>-*/ what a teacher retrained with other weights found
+                                                   here (set aside, never deleted)
 
 This module names the folders (keyed by everything that decides what is in
 them), memoises a profile's tokenized data per process, and stores and loads

@@ -156,6 +156,17 @@ def _disk_errors(path: Path):
                            "untouched") from err
 
 
+def move_aside(folder: Path, paths, label: str) -> Path:
+    """Move ``paths`` (files or folders inside ``folder``) into a new ``folder/<label>-<date-time>-*`` and return
+    it: set aside, never deleted. A disk error is the :class:`StorageError` that names the fix."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with _disk_errors(Path(folder)):
+        aside = Path(tempfile.mkdtemp(prefix=f"{label}-{stamp}-", dir=folder))
+        for path in paths:
+            Path(path).rename(aside / Path(path).name)
+    return aside
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
     path = Path(path)

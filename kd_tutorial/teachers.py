@@ -10,9 +10,12 @@ logits when those are not cached yet. Where they live on disk is
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -23,7 +26,7 @@ from .evaluate import predict_logits
 from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
 from .models import check_same_vocab, teacher_for_profile
 from .profiles import Profile, stable_hash
-from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked
+from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked, move_aside
 from .train import TrainConfig, freeze, seed_everything, train
 
 
@@ -36,22 +39,16 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
     the validation accuracy and whether it was ``"trained"`` or ``"cached"``.
     The teacher comes back in ``eval()`` mode with gradients off: it is frozen.
     """
-    from transformers import BertForSequenceClassification
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     device = device or pick_device()
     folder = prep.directory
     with locked(folder):
-        meta_path = folder / "teacher.json"
-        if meta_path.exists() and (folder / "teacher").exists():
-            try:
-                model = BertForSequenceClassification.from_pretrained(folder / "teacher")
-                info = json.loads(meta_path.read_text()) | {"status": "cached", "path": str(folder / "teacher")}
-            except Exception as err:
-                raise ArtifactError(f"cannot read the cached teacher in {folder} ({err.__class__.__name__}): delete "
-                                    f"{folder / 'teacher'} and {meta_path.name} beside it and run again (its seed "
-                                    "retrains the same teacher; the students cached beside it are kept)") from err
+        cached = _cached_teacher(folder)
+        if cached is not None:
+            model, info = cached
             return freeze(model.to(device)), prep, info
-        seed_everything(seed)  # the same seed gives the same teacher, run after run
+        before = _recorded_weights(folder)  # the teacher this folder held, if its outputs outlived it
+        seed_everything(seed)  # the same seed gives the same teacher, run after run (with the same threads)
         model = teacher_for_profile(profile, init=init, teacher=teacher)
         check_same_vocab(model, prep.tokenizer)  # refuse before spending any time on training
         config = TrainConfig(epochs=profile.teacher_epochs, lr=profile.teacher_lr, batch_size=profile.batch_size,
@@ -60,12 +57,76 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
         history = train(model, prep.encoded["train"], config=config, val_data=prep.encoded["validation"],
                         device=device, checkpoint_dir=folder / "teacher-checkpoint", resume=True,
                         desc=f"teacher ({profile.name})", progress=progress)
+        weights = weights_hash(model)
+        if before != weights:
+            set_aside_outputs(folder)
         atomic_save_pretrained(model, folder / "teacher")
         info = {"history": history.to_dict(), "val_accuracy": history.final("val_acc"),
-                "train_seconds": history.seconds, "profile": profile.name, "data": prep.data.source}
-        atomic_write_json(meta_path, info)
+                "train_seconds": history.seconds, "profile": profile.name, "data": prep.data.source,
+                "weights": weights}
+        atomic_write_json(folder / "teacher.json", info)
         shutil.rmtree(folder / "teacher-checkpoint", ignore_errors=True)
         return freeze(model), prep, info | {"status": "trained", "path": str(folder / "teacher")}
+
+
+def _cached_teacher(folder: Path):
+    """``(model, info)`` of the teacher cached in ``folder``, or None when there is none to load."""
+    from transformers import BertForSequenceClassification
+    meta_path = folder / "teacher.json"
+    if not (meta_path.exists() and (folder / "teacher").exists()):
+        return None
+    try:
+        info = json.loads(meta_path.read_text())
+    except Exception as err:
+        raise ArtifactError(f"cannot read {meta_path} ({err.__class__.__name__}): delete it and run again (the "
+                            "cached teacher beside it is kept)") from err
+    try:
+        model = BertForSequenceClassification.from_pretrained(folder / "teacher")
+    except Exception as err:
+        raise ArtifactError(f"cannot read the cached teacher in {folder} ({err.__class__.__name__}): delete "
+                            f"{folder / 'teacher'} and run again (the teacher is retrained; what was cached from "
+                            "the old one is kept if the new one has the same weights, and set aside if not)") from err
+    return model, info | {"status": "cached", "path": str(folder / "teacher")}
+
+
+def weights_hash(model) -> str:
+    """A short SHA-256 of a model's parameters and buffers, name by name: equal only for bit-identical weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _recorded_weights(folder: Path) -> str | None:
+    """The weights hash of the teacher whose outputs ``folder`` holds: from ``teacher.json``, or computed from a
+    teacher left without it; None when neither can say (or when the teacher predates the hash)."""
+    with contextlib.suppress(Exception):
+        recorded = json.loads((folder / "teacher.json").read_text()).get("weights")
+        if recorded:
+            return recorded
+    with contextlib.suppress(Exception):
+        from transformers import BertForSequenceClassification
+        return weights_hash(BertForSequenceClassification.from_pretrained(folder / "teacher"))
+    return None
+
+
+def teacher_outputs(folder: Path) -> list[Path]:
+    """What ``folder`` holds that was computed from its teacher: logits, [CLS] states, layers and students."""
+    found = [p for pattern in ("logits-*.pt", "cls-*.pt", "*.npy") for p in sorted(folder.glob(pattern))]
+    return found + ([folder / "students"] if (folder / "students").exists() else [])
+
+
+def set_aside_outputs(folder: Path) -> Path | None:
+    """Move ``folder``'s outputs of a teacher that is gone (:func:`teacher_outputs`) into ``folder/stale-<time>-*``,
+    so that a different teacher never meets them, and say so; None when there were none. Nothing is deleted."""
+    outputs = teacher_outputs(folder)
+    if not outputs:
+        return None
+    aside = move_aside(folder, outputs, "stale")
+    print(f"the retrained teacher differs from the one whose logits, layers and students were cached in {folder}: "
+          f"they were moved to {aside} (delete it when you no longer need them)", file=sys.stderr, flush=True)
+    return aside
 
 
 def ensure_teacher_logits(profile: Profile, split: str, *, teacher_model=None, data_dir: str | None = None,

@@ -425,10 +425,21 @@ def test_a_corrupt_cached_teacher(tmp_path, capsys):
     (folder / "teacher" / "config.json").write_text("{half a config")
     (folder / "teacher.json").write_text("{}")
     line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--quiet")
-    # the advice deletes the teacher only: its folder also holds the students, logits and layers cached from it
+    # the advice deletes the teacher only: its folder also holds the students, logits and layers cached from it,
+    # and teacher.json, whose weights hash tells whether the retrained teacher is the same one
     assert line.endswith(f"cannot read the cached teacher in {folder} (OSError): delete {folder / 'teacher'} and "
-                         "teacher.json beside it and run again (its seed retrains the same teacher; the students "
-                         "cached beside it are kept)"), line
+                         "run again (the teacher is retrained; what was cached from the old one is kept if the new "
+                         "one has the same weights, and set aside if not)"), line
+
+
+def test_a_corrupt_teacher_record(tmp_path, capsys):
+    folder = teacher_folder()
+    (folder / "teacher").mkdir(parents=True)
+    (folder / "teacher.json").write_text("{half a record")
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--quiet")
+    assert line.endswith(f"cannot read {folder / 'teacher.json'} (JSONDecodeError): delete it and run again (the "
+                         "cached teacher beside it is kept)"), line
+    assert (folder / "teacher").exists()
 
 
 def test_an_artifact_error_is_one_line(monkeypatch, capsys):
