@@ -18,6 +18,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk q
                 errno.ENOENT: "a folder on the way cannot be created",
                 errno.EFBIG: "the file is larger than a limit on this system allows"}
 _FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors that freeing space fixes
+_HELD: set[tuple[int, int, str]] = set()  # (process, thread, folder) of every lock this process holds
 
 
 class ArtifactError(UserError, RuntimeError):
@@ -79,10 +81,16 @@ def locked(directory: Path, timeout: float | None = None):
     (``$KD_TUTORIAL_LOCK_TIMEOUT``, default an hour); then an :class:`ArtifactError`
     names the holder and how to clear a lock whose process is gone. Once held, the
     leftovers of interrupted writes in ``directory`` are cleaned up (:func:`clean_stale`).
+    A thread that already holds the lock (a nested call) goes straight in; other threads and
+    processes, forked ones included, wait as any other holder's would.
     """
     directory = Path(directory)
     with _disk_errors(directory):
         directory.mkdir(parents=True, exist_ok=True)
+    mine = (os.getpid(), threading.get_ident(), str(directory.resolve()))
+    if mine in _HELD:  # held by this very thread already (a nested call): waiting on ourselves would never end
+        yield
+        return
     lock, owner = FileLock(str(directory / ".lock")), directory / ".lock.owner"
     timeout = lock_timeout() if timeout is None else timeout
     try:
@@ -94,12 +102,14 @@ def locked(directory: Path, timeout: float | None = None):
         except Timeout:
             raise ArtifactError(f"{directory} has been in use by {_holder(owner)} for over {timeout:.0f} s: let it "
                                 f"finish, or if that process no longer runs, delete {directory / '.lock'}") from None
+    _HELD.add(mine)
     try:
         with contextlib.suppress(OSError):
             owner.write_text(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
         clean_stale(directory)
         yield
     finally:
+        _HELD.discard(mine)
         with contextlib.suppress(OSError):
             owner.unlink()
         lock.release()

@@ -143,3 +143,23 @@ def test_a_torch_file_that_cannot_be_written_whole_is_a_storage_error_and_keeps_
     import torch
     assert torch.equal(torch.load(path), torch.zeros(4))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_thread_that_holds_a_lock_can_take_it_again_while_other_threads_still_wait(tmp_path):
+    with store.locked(tmp_path, timeout=1):
+        with store.locked(tmp_path, timeout=1):  # nested: waited out the timeout and failed before
+            (tmp_path / "inner").write_text("x")
+        refused = []
+
+        def other():
+            try:
+                with store.locked(tmp_path, timeout=0.5):
+                    pass
+            except store.ArtifactError:
+                refused.append(True)
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert refused == [True]  # the outer hold still excludes other threads after the inner one ended
+    with store.locked(tmp_path, timeout=1):  # and it was released at the end
+        pass
