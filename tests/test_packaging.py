@@ -98,3 +98,16 @@ def test_readme_results_table_is_rendered_from_the_committed_results():
     rendered = "".join(results_markdown(json.loads(path.read_text()))
                        for path in sorted((ROOT / "docs" / "results").glob("*.json")))
     assert rendered and block == rendered, "run `kd-tutorial report ... --readme README.md`"
+
+
+def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_records_they_link():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    minutes, record = re.search(r"\[(\d+) minutes\]\([^)]*\), from \[this record\]\((docs/tuning/[^)]+\.json)\)",
+                                readme).groups()
+    seed = json.loads((ROOT / record).read_text())["run"]
+    assert int(minutes) == round(seed["wall_seconds"] / 60), (minutes, seed["wall_seconds"])
+    gb, layers = re.search(r"([\d.]+) GB in bf16 for `cpu`, \[measured\]\((docs/tuning/[^)]+\.json)\)", readme).groups()
+    assert float(gb) == round(json.loads((ROOT / layers).read_text())["run"]["teacher_layers"]["gb"], 1)
+    tiny = re.search(r"about a minute on 2 CPU cores with bf16 units \(\[record\]\((docs/tuning/[^)]+\.json)\)",
+                     readme).group(1)
+    assert 30 <= json.loads((ROOT / tiny).read_text())["run"]["wall_seconds"] <= 90  # "about a minute"
