@@ -93,10 +93,18 @@ def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps:
                        patience=profile.patience)
 
 
+# What a finished student run computes, for given settings, changes with the code now and then. Bump this when a change
+# does (not for messages or speed), so that `--resume` never hands back a run trained by the older code.
+# 2: an attention term trains without attention dropout, projections are drawn after the run's seed, micro-batches
+#    weigh per-token terms by their share of the tokens, the labelled subset keeps each class's share.
+RUN_REVISION = 2
+
+
 def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Recipe | None = None,
             cached_layers: bool = False) -> tuple:
     """Everything that decides one student run (the key of its folder in the artifact cache): ``cached_layers``
-    when its per-token targets come from the teacher's cached layers (bf16) instead of the teacher."""
+    when its per-token targets come from the teacher's cached layers (bf16) instead of the teacher, and the code's
+    :data:`RUN_REVISION`."""
     student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
     if not spec.teacher_word_vectors:
         del student["teacher_word_vectors"]  # keys from before the option existed stay valid
@@ -104,7 +112,7 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
            profile.freeze_word_embeddings)
     if recipe is not None:
         key += (dataclasses.asdict(recipe),) + ((AUGMENT,) if recipe.augment else ())
-    return key + (("teacher layers: bf16 cache",) if cached_layers else ())
+    return key + (("teacher layers: bf16 cache",) if cached_layers else ()) + (("revision", RUN_REVISION),)
 
 
 def student_labels(profile: Profile, prep) -> list[int]:

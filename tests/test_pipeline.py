@@ -227,6 +227,13 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
                dict(spec=dataclasses.replace(spec, teacher_word_vectors=True))]
     for change in changes:
         assert folder(**change) != folder(), change
+    # a run cached by code that computed runs differently is never handed back
+    revision, before = pipeline.RUN_REVISION, folder()
+    pipeline.RUN_REVISION += 1
+    try:
+        assert folder() != before
+    finally:
+        pipeline.RUN_REVISION = revision
     # a student without the option keeps the key it had before teacher_word_vectors existed
     assert "teacher_word_vectors" not in pipeline.run_key(profile, spec, config, "pretrained")[0]
 
