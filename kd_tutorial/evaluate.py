@@ -132,8 +132,15 @@ def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5
     for batch in batches[:warm]:
         _forward_ms(model, batch, device, precision)
     times = [_forward_ms(model, batch, device, precision) for _ in range(repeats) for batch in batches[warm:]]
-    q1, p50, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    q1, p50, q3 = quartiles(times)
     return {"p50": p50, "q1": q1, "q3": q3, "samples": times}
+
+
+def quartiles(samples) -> tuple[float, float, float]:
+    """``(q1, median, q3)`` of ``samples``, each within their range (interpolated between samples, never beyond:
+    the "inclusive" method; the default one extrapolates from two timings to a negative q1)."""
+    samples = list(samples)
+    return tuple(statistics.quantiles(samples, n=4, method="inclusive")) if len(samples) > 1 else (samples[0],) * 3
 
 
 def _forward_ms(model, batch: dict, device: str, precision: str) -> float:
@@ -308,8 +315,13 @@ def _sign_flip_pmf(counts: list[int]) -> torch.Tensor:
     return pmf
 
 
-def verdict(ci_low: float, ci_high: float) -> str:
-    """"better" when the whole interval is above 0, "worse" when below, otherwise no detectable difference."""
+def verdict(ci_low: float, ci_high: float, p: float | None = None, level: float = 0.95) -> str:
+    """"better" when the whole interval is above 0, "worse" when below, otherwise no detectable difference; given
+    McNemar's ``p``, it must agree (``p < 1 - level``). Where the models disagree on only a few reviews, the
+    bootstrap's percentile interval is too narrow (one review A gets right and B wrong gives [1, 1]); the exact
+    test is not."""
+    if p is not None and not p < round(1 - level, 12):  # 1 - 0.95 is 0.05000000000000004 in floats
+        return VERDICTS[2]
     if ci_low > 0:
         return VERDICTS[0]
     if ci_high < 0:
@@ -322,7 +334,7 @@ def compare_paired(correct_a: torch.Tensor, correct_b: torch.Tensor, **bootstrap
     stats = paired_bootstrap(correct_a, correct_b, **bootstrap)
     test = mcnemar(correct_a, correct_b)
     return stats | {"p_mcnemar": test["p"], "n_ab": test["n_ab"], "n_ba": test["n_ba"],
-                    "verdict": verdict(stats["ci_low"], stats["ci_high"])}
+                    "verdict": verdict(stats["ci_low"], stats["ci_high"], test["p"], stats["level"])}
 
 
 def _paired(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_enco
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
 from .errors import UsageError
-from .evaluate import compare, compare_paired, correct_matrix, predict_logits
+from .evaluate import compare, compare_paired, correct_matrix, predict_logits, quartiles
 from .layer_maps import describe as describe_mapping, layer_mapping
 from .models import DistillationStudent, build_student, fold_word_embeddings
 from .parallel import check_workers, default_workers, run_forked
@@ -336,7 +336,7 @@ def _aggregate(rows: list[dict], trained: dict) -> list[dict]:
                 agg[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
                 agg[key + "_per_seed"] = values
         timings = sorted(t for g in group for t in g["latency_samples_ms"])
-        q1, p50, q3 = statistics.quantiles(timings, n=4) if len(timings) > 1 else (timings[0],) * 3
+        q1, p50, q3 = quartiles(timings)
         agg |= {"latency_ms": p50, "latency_q1_ms": q1, "latency_q3_ms": q3}
         out.append(agg)
     return out
@@ -348,20 +348,19 @@ def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
 
     Paired over the same test reviews and pooled over seeds (:func:`kd_tutorial.evaluate.compare_paired`).
     """
-    by_base: dict[str, list[str]] = {}
+    runs: dict[tuple[str, str], list[str]] = {}  # (student, recipe) -> its runs' names, one per seed
     for name, item in trained.items():
-        by_base.setdefault(item["base"], []).append(name)
-    correct = {base: correct_matrix([test_logits[n] for n in names], labels) for base, names in by_base.items()}
-    students = dict.fromkeys(item["student"] for item in trained.values())
+        runs.setdefault((item["student"], item["recipe"]), []).append(name)
+    correct = {key: correct_matrix([test_logits[n] for n in names], labels) for key, names in runs.items()}
     out = []
-    for student in students:
-        recipes = [b.split(" ", 1)[1] for b in by_base if b.startswith(student + " ")]
+    for student in dict.fromkeys(s for s, _ in runs):
+        recipes = [r for s, r in runs if s == student]
         pairs = [(r, "baseline") for r in recipes if r != "baseline" and "baseline" in recipes]
         pairs += [(r, "pseudo-label") for r in recipes
                   if r.startswith("kd+transfer") and "pseudo-label" in recipes]
         pairs += [(r, "kd+transfer") for r in recipes if r.startswith("kd+transfer+") and "kd+transfer" in recipes]
         for a, b in pairs:
-            stats = compare_paired(correct[f"{student} {a}"], correct[f"{student} {b}"])
+            stats = compare_paired(correct[(student, a)], correct[(student, b)])
             out.append({"student": student, "recipe": a, "against": b} | stats)
     return out
 
@@ -369,18 +368,17 @@ def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
 def best_recipes(rows: list[dict], trained: dict) -> dict:
     """Per student, the distillation recipe (soft targets) whose runs scored best on *validation* (mean over
     seeds), and its test accuracy. The baseline and the pseudo-label control are references, never chosen."""
-    val: dict[str, list[float]] = {}
+    val: dict[tuple[str, str], list[float]] = {}
     for item in trained.values():
-        val.setdefault(item["base"], []).append(item["history"].best_val_acc or 0.0)
+        val.setdefault((item["student"], item["recipe"]), []).append(item["history"].best_val_acc or 0.0)
     test = {r["name"]: r["accuracy"] for r in rows}
     out = {}
-    for base, accs in val.items():
-        student, recipe = base.split(" ", 1)
+    for (student, recipe), accs in val.items():
         if get_recipe(recipe).targets != "soft":
             continue
         mean = statistics.mean(accs)
         if student not in out or mean > out[student]["val_accuracy"]:
-            out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(base)}
+            out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(f"{student} {recipe}")}
     return out
 
 

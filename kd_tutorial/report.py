@@ -52,8 +52,10 @@ def format_comparisons(rows: list[dict]) -> str:
 
 
 def _mean_std(row: dict, key: str, scale: float = 100, digits: int = 2) -> str:
+    """``row[key]`` scaled, with "± std" wherever it is a mean over several seeds (even a std of 0)."""
     text = f"{scale * row[key]:.{digits}f}"
-    return text + (f" ± {scale * row[key + '_std']:.{digits}f}" if row.get(key + "_std") else "")
+    several = len(row.get(key + "_per_seed") or ()) > 1 or bool(row.get(key + "_std"))
+    return text + (f" ± {scale * row.get(key + '_std', 0.0):.{digits}f}" if several else "")
 
 
 def _layers_phase(phases: dict) -> str:
@@ -126,7 +128,8 @@ def results_markdown(results: dict) -> str:
     out = head + table + "\n".join(rows) + "\n\n"
     out += _cached_speed_note(results["models"])
     if len(run.get("seeds", [])) > 1:
-        out += "Accuracy, agreement, ECE and the speeds are means over the seeds; p50 latency pools every seed's timings.\n\n"
+        out += ("Accuracy, agreement, ECE and the speeds are means over the seeds (± the sample standard deviation, "
+                "n - 1); p50 latency pools every seed's timings.\n\n")
     if results.get("comparisons"):
         extra = (", and the recipes that add to `kd+transfer` against it"
                  if any(c["against"] == "kd+transfer" for c in results["comparisons"]) else "")

@@ -326,14 +326,24 @@ def test_every_profile_names_recipes_that_can_run(name):
 def test_the_best_recipe_is_a_distillation_recipe_chosen_on_validation():
     from types import SimpleNamespace
     def run(recipe, val):
-        return {"base": f"s {recipe}", "history": SimpleNamespace(best_val_acc=val)}
+        return {"base": f"my s {recipe}", "student": "my s", "recipe": recipe,
+                "history": SimpleNamespace(best_val_acc=val)}
     trained = {f"{r} {i}": run(r, v) for i, (r, v) in enumerate(
         [("baseline", 0.95), ("pseudo-label", 0.94), ("kd+transfer", 0.80), ("kd+transfer", 0.90),
          ("kd+transfer+cosine", 0.84), ("kd+transfer+cosine", 0.84)])}
-    rows = [{"name": "s kd+transfer", "accuracy": 0.81}, {"name": "s kd+transfer+cosine", "accuracy": 0.9}]
-    best = pipeline.best_recipes(rows, trained)["s"]
+    rows = [{"name": "my s kd+transfer", "accuracy": 0.81}, {"name": "my s kd+transfer+cosine", "accuracy": 0.9}]
+    best = pipeline.best_recipes(rows, trained)["my s"]  # a student's name may hold a space
     # kd+transfer's mean over seeds (0.85) beats cosine's 0.84; test accuracy never decides
     assert best == {"recipe": "kd+transfer", "val_accuracy": pytest.approx(0.85), "test_accuracy": 0.81}
+
+
+def test_comparisons_pair_each_students_runs_even_when_its_name_holds_a_space():
+    labels = torch.tensor([0, 1] * 20)
+    right, wrong = torch.nn.functional.one_hot(labels, 2).float(), torch.nn.functional.one_hot(1 - labels, 2).float()
+    trained = {f"my student {r}": {"student": "my student", "recipe": r} for r in ("baseline", "kd+transfer")}
+    test_logits = {"my student baseline": wrong, "my student kd+transfer": right}
+    [c] = pipeline.comparisons(trained, test_logits, labels, seeds=(0,))  # it found none before
+    assert (c["student"], c["recipe"], c["against"], c["diff"]) == ("my student", "kd+transfer", "baseline", 1.0)
 
 
 def test_results_say_which_settings_differ_from_the_profile(tiny_run):

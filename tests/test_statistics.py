@@ -194,3 +194,33 @@ def test_compare_predicts_in_the_precision_it_times_in(monkeypatch):
     rows = evaluate.compare({"teacher": model}, enc, precision="fp32", latency_n=2, latency_repeats=1,
                             throughput_batches=1)
     assert asked == ["fp32"] and rows[0]["precision"] == "fp32"
+
+
+def test_a_handful_of_disagreements_is_no_verdict_however_narrow_the_bootstrap_interval():
+    # A right and B wrong on 4 of 1,000 reviews, and they agree on the rest: the percentile interval is
+    # [+0.001, +0.008] (no resample is below 0 often enough), while McNemar's exact p is 2 / 2**4 = 0.125
+    a = torch.ones(1000, dtype=torch.bool)
+    b = a.clone()
+    b[:4] = False
+    out = compare_paired(a, b)
+    assert out["ci_low"] > 0 and out["p_mcnemar"] == pytest.approx(0.125)
+    assert out["verdict"] == "no detectable difference at this size"
+    b[:40] = False  # 40 of 0: both say so
+    assert compare_paired(a, b)["verdict"] == "better" and compare_paired(b, a)["verdict"] == "worse"
+    assert verdict(0.01, 0.02, p=0.05) == VERDICTS[2] and verdict(0.01, 0.02, p=0.049) == "better"
+
+
+def test_latency_quartiles_stay_within_the_timings():
+    from kd_tutorial.evaluate import quartiles
+    assert quartiles([1.0, 10.0]) == (3.25, 5.5, 7.75)  # the default method gave q1 = -1.25 from these two
+    assert quartiles([4.0]) == (4.0, 4.0, 4.0)
+    assert quartiles([3.0, 1.0, 2.0, 5.0, 4.0]) == (2.0, 3.0, 4.0)
+
+
+def test_a_mean_over_seeds_shows_its_spread_even_when_the_seeds_agree():
+    from kd_tutorial.report import _mean_std
+    assert _mean_std({"accuracy": 0.85, "accuracy_std": 0.0, "accuracy_per_seed": [0.85] * 3}, "accuracy") \
+        == "85.00 ± 0.00"  # it read like one seed's number before
+    assert _mean_std({"accuracy": 0.85}, "accuracy") == "85.00"  # one seed: no spread to show
+    assert _mean_std({"accuracy": 0.85, "accuracy_std": 0.004, "accuracy_per_seed": [0.85, 0.854, 0.846]},
+                     "accuracy") == "85.00 ± 0.40"
