@@ -38,7 +38,7 @@ from .pipeline import check_depths, run_distill
 from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, TINY_BERT
 from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, README_START, results_markdown,
-                     splice_readme, summary)
+                     refuse_foreign, splice_readme, summary)
 from .search import run_search
 from .store import atomic_write_json, home, HOME_ENV
 
@@ -47,11 +47,19 @@ def _profile(args, file=None):
     """The chosen profile with its ``--set`` overrides; one line saying which and how to change it."""
     profile = resolve_profile(args.profile)
     if getattr(args, "set", None):
+        _check_set_twice(args)
         profile = profile.with_overrides(args.set)
     source = "--profile" if args.profile else ("$KD_TUTORIAL_PROFILE" if os.environ.get("KD_TUTORIAL_PROFILE")
                                                else None)
     print(describe_choice(profile, source), flush=True, file=file or sys.stdout)
     return profile
+
+
+def _check_set_twice(args) -> None:
+    """Refuse ``--set batch_size=8 --batch-size 16``: two values for one setting, one of them silently dropped."""
+    for flag, field in (("--batch-size", "batch_size"), ("--grad-accum", "grad_accum")):
+        if getattr(args, field, None) and any(item.partition("=")[0] == field for item in args.set):
+            raise UsageError(f"{flag} and --set {field}= both set {field}: give one of them")
 
 
 def _check_inputs(args, profile, data: bool = True) -> None:
@@ -343,6 +351,9 @@ def cmd_prefetch(args) -> int:
 
 def cmd_report(args) -> int:
     """Print the results tables of results.json files, or write them between the README's markers."""
+    if args.summary and args.readme:
+        raise UsageError("--summary writes a file of its own and --readme rewrites the README's tables: give one of "
+                         "them per command")
     results = {path: read_results(path) for path in args.results}
     if args.summary:
         if len(args.results) != 1:
@@ -390,9 +401,9 @@ def _markdown(path: str, results: dict) -> str:
     """:func:`kd_tutorial.report.results_markdown` of the results file ``path``; a missing entry is a UsageError."""
     try:
         return results_markdown(results)
-    except (KeyError, TypeError, IndexError) as err:
-        raise UsageError(f"results file {path} is incomplete ({err.__class__.__name__}: {err}): {RESULTS_FIX}, "
-                         "or run it again") from None
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
+        raise UsageError(f"results file {path} is incomplete or edited ({err.__class__.__name__}: {err}): "
+                         f"{RESULTS_FIX}, or run it again") from None
 
 
 def _check_readme(readme: str) -> None:
@@ -401,6 +412,9 @@ def _check_readme(readme: str) -> None:
         text = Path(readme).read_text(encoding="utf-8")
     except OSError as err:
         raise UsageError(f"cannot read --readme {readme} ({err.strerror or err}): give the README.md that holds "
+                         f"the {README_START} marker") from None
+    except ValueError:  # UnicodeDecodeError: saved in UTF-16 (a Windows editor) or binary
+        raise UsageError(f"--readme {readme} is not UTF-8 text: save it as UTF-8, or give the README.md that holds "
                          f"the {README_START} marker") from None
     check_readme_markers(text, readme)
 
@@ -442,6 +456,7 @@ def _benchmark_report(profile, args) -> int:
     if target.is_dir():
         raise UsageError(f"--report {args.report} is a folder: give a file name, e.g. {target / 'benchmark.json'}")
     _check_writable(target.parent, f"the folder of --report {args.report}", "give a FILE in a folder you can write")
+    refuse_foreign(target, "--report", "a benchmark report", lambda data: data.get("kind") == "benchmark")
     report = run_benchmark(profile, device=args.device, quick=args.quick, steps=args.steps, progress=not args.quiet)
     write_report(report, args.report)
     print(benchmark_markdown(report))
@@ -652,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         return _fail(_one_line(err))
     except KeyboardInterrupt:
-        print("kd-tutorial: interrupted; checkpoints are kept: rerun with --resume to continue", file=sys.stderr)
+        print(f"kd-tutorial: interrupted; {AFTER_CTRL_C.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
     except Exception as err:  # the known failure modes of the libraries underneath
         if err.__class__.__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
@@ -661,6 +676,13 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("cannot reach the Hugging Face Hub and nothing is cached: run `kd-tutorial prefetch "
                          "--profile P` where there is internet, or set KD_TUTORIAL_DATA_DIR")
         raise
+
+
+# what Ctrl-C leaves behind, per command, and how to go on
+AFTER_CTRL_C = {"distill": "checkpoints are kept: run the same command with --resume to continue",
+                "search": "finished trials are kept in --out's search.db: run the same command again to continue",
+                "prefetch": "what was downloaded is kept: run the same command again to fetch the rest",
+                "benchmark": "nothing was written: run the same command again"}
 
 
 def _fail(message: str) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -91,6 +92,9 @@ FIELD_RULES = {
     "teacher_config": (_optional(_tiny_bert_config),
                        "None or a dict of " + ", ".join(BERT_SIZES) + " (whole numbers >= 1, hidden_size a multiple of "
                        "num_attention_heads), hidden_dropout_prob, attention_probs_dropout_prob (0 to below 1)"),
+    "time_budget_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "budget_evaluation": (lambda v: v is None or (len(v) == 2 and v[0] >= 0 and _whole(1)(v[1])),
+                          "None or (seconds >= 0, test reviews >= 1): the evaluation inside time_budget_s"),
     "seeds": (lambda v: len(v) >= 1 and all(_whole(0)(s) and s <= MAX_SEED for s in v),
               f"one or more whole numbers from 0 to {MAX_SEED}"),
 }
@@ -226,6 +230,10 @@ class Profile:
 
     def __post_init__(self):
         """Refuse a value no run could use (``--set temperature=0``), in one line, before anything is loaded."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as inf, and passes "> 0"
+                raise ProfileOverrideError(f"{f.name}={value!r}: give a finite number")
         for name, (ok, give) in FIELD_RULES.items():
             try:
                 fine = ok(getattr(self, name))

@@ -232,9 +232,28 @@ def refuse_overwrite(target: str | Path, flag: str, inputs, fix: str = "") -> No
 
 
 def check_summary_target(target: str | Path, results_paths, readme: str | Path | None = None) -> None:
-    """Refuse a ``--summary`` file that is one of the results files or the README: the summary would replace it."""
+    """Refuse a ``--summary`` file that is one of the results files or the README, or any existing file that is
+    not a results summary: the summary would replace it."""
     refuse_overwrite(target, "--summary", [*results_paths, readme],
                      fix="give --summary another file, e.g. docs/results/<run>.json")
+    refuse_foreign(target, "--summary", "a results summary",
+                   lambda data: isinstance(data.get("run"), dict) and isinstance(data.get("models"), list))
+
+
+def refuse_foreign(target: str | Path, flag: str, kind: str, ours) -> None:
+    """A UsageError when ``target`` exists and is not ``kind``: a JSON object for which ``ours(data)`` is true.
+    The file ``flag`` writes may replace an earlier one of its kind, never another file."""
+    target = Path(target)
+    if not target.exists() or target.is_dir():
+        return
+    try:
+        data = json.loads(target.read_text(encoding="utf-8"))
+        mine = isinstance(data, dict) and bool(ours(data))
+    except (OSError, ValueError):
+        mine = False
+    if not mine and target.stat().st_size > 0:
+        raise UsageError(f"{flag} {target} exists and is not {kind}, so writing it would lose it: give a new file "
+                         "name, or move that file away first")
 
 
 def check_readme_markers(text: str, readme: str | Path) -> None:

@@ -324,7 +324,7 @@ def test_report_on_json_that_is_not_a_results_json(tmp_path, capsys, content):
 def test_report_on_an_incomplete_results_json(tmp_path, capsys):
     (tmp_path / "r.json").write_text(json.dumps({"run": {"profile": "tiny"}, "models": [{"name": "teacher"}]}))
     line = error_line(capsys, "report", str(tmp_path / "r.json"))
-    assert re.search(r"r.json is incomplete \(KeyError: 'accuracy'\): give the results.json", line)
+    assert re.search(r"r.json is incomplete or edited \(KeyError: 'accuracy'\): give the results.json", line)
 
 
 def test_report_into_a_readme_without_markers(tmp_path, capsys):
@@ -478,12 +478,47 @@ def test_a_user_error_from_any_command_is_one_line_with_status_2(monkeypatch, ca
     assert error_line(capsys, "report", "x.json") == "kd-tutorial: error: something the user chose"
 
 
-def test_interrupt_says_how_to_resume(monkeypatch, capsys):
+@pytest.mark.parametrize("command, argv, says", [
+    ("distill", ["--profile", "tiny"], "checkpoints are kept: run the same command with --resume to continue"),
+    ("search", ["--profile", "tiny"], "finished trials are kept in --out's search.db: run the same command again to continue"),
+    ("benchmark", ["--profile", "tiny"], "nothing was written: run the same command again")])
+def test_interrupt_says_how_to_go_on_for_its_own_command(monkeypatch, capsys, command, argv, says):
+    """Before, every command said "rerun with --resume", which search and benchmark do not take."""
     def interrupted(args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(cli, "cmd_distill", interrupted)
-    assert cli.main(["distill", "--profile", "tiny"]) == 130
-    assert "rerun with --resume to continue" in capsys.readouterr().err
+    monkeypatch.setattr(cli, f"cmd_{command}", interrupted)
+    assert cli.main([command, *argv]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("kd-tutorial: interrupted; ") and err.strip().endswith(says), err
+
+
+def test_a_benchmark_report_onto_a_file_that_is_not_one_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
+    """Before, --report results.json replaced a distill run's results with the benchmark's, exit 0."""
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: pytest.fail("measured before the path was checked"))
+    for name, text in (("results.json", '{"run": {}, "models": []}'), ("NOTES.md", "# my notes\n")):
+        (tmp_path / name).write_text(text)
+        line = error_line(capsys, "benchmark", "--profile", "tiny", "--report", str(tmp_path / name))
+        assert line.endswith(f"--report {tmp_path / name} exists and is not a benchmark report, so writing it would "
+                             "lose it: give a new file name, or move that file away first"), line
+        assert (tmp_path / name).read_text() == text
+    (tmp_path / "old.json").write_text('{"kind": "benchmark"}')  # an earlier report of its kind may be replaced
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert cli.main(["benchmark", "--profile", "tiny", "--report", str(tmp_path / "old.json")]) == 130
+
+
+@pytest.mark.parametrize("flag, field", [("--batch-size", "batch_size"), ("--grad-accum", "grad_accum")])
+def test_a_setting_given_by_its_flag_and_by_set_is_refused(capsys, flag, field):
+    """Before, --set batch_size=8 --batch-size 16 trained at 16 without a word."""
+    line = error_line(capsys, "distill", "--profile", "tiny", "--set", f"{field}=8", flag, "16")
+    assert line == f"kd-tutorial: error: {flag} and --set {field}= both set {field}: give one of them"
+
+
+@pytest.mark.parametrize("setting, says", [("teacher_epochs=1e999", "teacher_epochs=inf: give a finite number"),
+                                           ("budget_evaluation=(1,0)", "budget_evaluation=(1, 0): give None or"),
+                                           ("time_budget_s=0", "time_budget_s=0: give a number of seconds > 0")])
+def test_set_values_that_crashed_later_are_refused_at_once(capsys, setting, says):
+    """Before: an OverflowError and a ZeroDivisionError traceback in the time estimate."""
+    assert says in error_line(capsys, "distill", "--profile", "cpu", "--set", setting)
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two"])

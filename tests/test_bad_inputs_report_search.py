@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kd_tutorial import report
+from kd_tutorial import cli, report
 from kd_tutorial.errors import UsageError
 from test_bad_inputs import error_line
 
@@ -61,10 +61,13 @@ def test_report_summary_onto_an_input_is_refused(run, capsys, onto):
     readme.write_text(f"intro\n{START}\nold\n{END}\n")
     target = run.parent / "." / run.name if onto == "the results file" else readme
     kept = {p: p.read_bytes() for p in (run, readme)}
-    line = error_line(capsys, "report", str(run), "--summary", str(target), "--readme", str(readme))
-    read = run if onto == "the results file" else readme
-    assert line == (f"kd-tutorial: error: --summary {target} would overwrite the input {read}: give --summary another "
-                    "file, e.g. docs/results/<run>.json")
+    line = error_line(capsys, "report", str(run), "--summary", str(target))  # with --readme too: one or the other
+    if onto == "the results file":
+        assert line == (f"kd-tutorial: error: --summary {target} would overwrite the input {run}: give --summary "
+                        "another file, e.g. docs/results/<run>.json")
+    else:
+        assert line.endswith(f"--summary {target} exists and is not a results summary, so writing it would lose it: "
+                             "give a new file name, or move that file away first"), line
     assert {p: p.read_bytes() for p in kept} == kept
 
 
@@ -161,3 +164,48 @@ def test_open_study_refuses_a_search_db_it_cannot_open_and_keeps_it(tmp_path, ki
         with sqlite3.connect(db) as kept:
             assert kept.execute("select x from studies").fetchall() == [(42,)]
         kept.close()
+
+
+def test_a_summary_onto_an_existing_file_that_is_not_a_summary_is_refused(run, capsys):
+    """Before, --summary README.md replaced the README with JSON, exit 0."""
+    readme = run.parent / "README.md"
+    readme.write_text("# my course notes\n")
+    line = error_line(capsys, "report", str(run), "--summary", str(readme))
+    assert line.endswith(f"--summary {readme} exists and is not a results summary, so writing it would lose it: give a "
+                         "new file name, or move that file away first"), line
+    assert readme.read_text() == "# my course notes\n"
+    older = run.parent / "older.json"
+    older.write_text(run.read_text())  # an earlier summary may be replaced
+    assert cli.main(["report", str(run), "--summary", str(older)]) == 0
+
+
+def test_readme_and_summary_together_are_refused(run, capsys):
+    """Before, --readme was silently dropped when --summary was given."""
+    readme = run.parent / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    line = error_line(capsys, "report", str(run), "--readme", str(readme), "--summary", str(run.parent / "s.json"))
+    assert line.endswith("give one of them per command"), line
+    assert not (run.parent / "s.json").exists()
+
+
+def test_a_readme_that_is_not_utf8_is_one_line(run, capsys):
+    readme = run.parent / "README.md"
+    readme.write_bytes(f"{START}\n{END}\n".encode("utf-16"))  # as a Windows editor may save it
+    before = readme.read_bytes()
+    line = error_line(capsys, "report", str(run), "--readme", str(readme))
+    assert line.endswith(f"--readme {readme} is not UTF-8 text: save it as UTF-8, or give the README.md that holds the "
+                         f"{START} marker"), line
+    assert readme.read_bytes() == before
+
+
+@pytest.mark.parametrize("edit", [{"run": {"profile_changes": None}}, {"models": [{"ece": "x"}]}])
+def test_a_hand_edited_results_file_is_one_line(run, capsys, edit):
+    results = json.loads(run.read_text())
+    for section, value in edit.items():
+        if isinstance(value, dict):
+            results[section] |= value
+        else:
+            results[section][0] |= value[0]
+    run.write_text(json.dumps(results))
+    line = error_line(capsys, "report", str(run))
+    assert "is incomplete or edited" in line and "or run it again" in line, line
