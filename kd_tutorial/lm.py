@@ -185,6 +185,9 @@ def collate(rows: list[list[int]], prompt_lengths=1, pad_id: int = PAD_ID) -> di
 
 def batches(rows: list[list[int]], batch_size: int, generator: torch.Generator):
     """Endless shuffled batches of ``rows`` (reshuffled every pass), as lists of rows."""
+    if len(rows) < batch_size:  # no full batch in a pass: the loop below would spin for ever
+        raise ValueError(f"{len(rows)} rows cannot fill one batch of {batch_size}: give more rows or a batch_size "
+                         f"of at most {len(rows)}")
     while True:
         order = torch.randperm(len(rows), generator=generator).tolist()
         for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -234,7 +237,7 @@ def student_model(profile: LMProfile, teacher, seed: int = 1):
 def copy_layers(teacher, layers: list[int]):
     """A GPT-2 made of the teacher's embeddings, the blocks ``layers`` and its final norm (distilGPT-2's init)."""
     import copy
-    student = copy.deepcopy(teacher)
+    student = copy.deepcopy(teacher).requires_grad_(True).train()  # a frozen teacher's copy is frozen too
     student.transformer.h = torch.nn.ModuleList([student.transformer.h[i] for i in layers])
     student.config.n_layer = len(layers)
     for new_index, block in enumerate(student.transformer.h):

@@ -121,6 +121,10 @@ def run_gkd(teacher, student, rows: list[list[int]], word_tokenizer: WordTokeniz
                                  train_dataset=gkd_dataset(rows, prompt_tokens, word_tokenizer),
                                  processing_class=tokenizer)
             trainer.remove_callback(PrinterCallback)  # with disable_tqdm, Trainer prints every log line instead
+            # Trainer counts num_items_in_batch from the data's completions before an on-policy step replaces
+            # them with the student's, and GKD's loss divides by it; without it the loss is the mean over the
+            # tokens actually scored (no gradient accumulation here, so that is the whole step)
+            trainer.model_accepts_loss_kwargs = False
             trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return trainer.model.eval(), losses

@@ -83,8 +83,9 @@ def test_the_perplexity_ratio_and_its_interval(data, teacher):
 
 
 def test_copy_layers_takes_the_chosen_blocks_as_copies():
-    teacher = lm.gpt(30, 4, 16, 2, 32)
+    teacher = lm.gpt(30, 4, 16, 2, 32).eval().requires_grad_(False)  # frozen, as notebook 09 freezes it
     student = lm.copy_layers(teacher, [0, 2])
+    assert student.training and all(p.requires_grad for p in student.parameters())  # it had none to train
     assert student.config.n_layer == 2 and len(student.transformer.h) == 2
     for s_block, t_index in zip(student.transformer.h, (0, 2)):
         t_block = teacher.transformer.h[t_index]
@@ -156,3 +157,9 @@ def test_a_pretrained_teacher_loads_from_a_folder_and_its_student_copies_its_lay
     history = lm.train_lm(student, data.student[:64], M.token_kd(M.online(teacher)), steps=3, batch_size=16,
                           lr=profile.lr)
     assert len(history) == 3 and all(math.isfinite(x) for x in history)
+
+
+def test_too_few_rows_for_one_batch_is_an_error_not_an_endless_loop():
+    with pytest.raises(ValueError, match="3 rows cannot fill one batch of 4: give more rows or a batch_size of at most 3"):
+        next(lm.batches([[1, 2], [3], [4, 5]], 4, torch.Generator().manual_seed(0)))
+    assert len(next(lm.batches([[1, 2], [3], [4, 5]], 3, torch.Generator().manual_seed(0)))) == 3

@@ -90,3 +90,21 @@ def test_run_gkd_trains_in_fp32_as_the_course_loop(data, teacher, monkeypatch):
     lm_trl.run_gkd(teacher, lm.student_model(TINY, teacher), data.student, data.tokenizer, steps=1, lr=3e-3,
                    batch_size=4, prompt_tokens=TINY.prompt_tokens, max_new_tokens=4)
     assert seen["args"].bf16 is False and seen["args"].fp16 is False
+
+
+def test_an_on_policy_step_averages_over_the_tokens_it_scores(data, teacher, monkeypatch):
+    """Trainer counted num_items_in_batch from the data's completions, before GKD swapped in the student's own, and
+    the loss divided by that count: ratios of 0.30 to 0.52 to the per-token mean were measured on on-policy steps."""
+    from trl.experimental import gkd
+    seen = []
+    real = gkd.GKDTrainer.generalized_jsd_loss
+
+    def recorded(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        mean = real(*args, **(kwargs | {"num_items_in_batch": None}))  # the mean over the scored tokens
+        seen.append((float(loss), float(mean)))
+        return loss
+    monkeypatch.setattr(gkd.GKDTrainer, "generalized_jsd_loss", staticmethod(recorded))
+    lm_trl.run_gkd(teacher, lm.student_model(TINY, teacher), data.student, data.tokenizer, steps=3, lmbda=1.0,
+                   lr=3e-3, batch_size=4, prompt_tokens=TINY.prompt_tokens, max_new_tokens=4)
+    assert len(seen) == 3 and all(loss == pytest.approx(mean, rel=1e-6) for loss, mean in seen), seen
