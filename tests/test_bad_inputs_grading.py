@@ -4,16 +4,22 @@ report are never overwritten or deleted.
 
 The commands run in-process through :func:`kd_tutorial.cli.main` (an uncaught exception would fail the test, so
 status 2 with one line means no traceback); grading itself is replaced by a stand-in that fails the test if the
-input was not refused first, or returns an empty class for the runs that must go through.
+input was not refused first, or returns an empty class for the runs that must go through. Where grading must run,
+a stand-in kernel (``fake_kernel``) passes every check at once: the reports survive any text (a file name that is not
+UTF-8), a failed write leaves the earlier reports as they were, and Ctrl-C keeps the notebooks graded before it.
 """
+import csv
 import json
+import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from kd_tutorial import cli
-from kd_tutorial.grading import authoring, grader
+from kd_tutorial import cli, store
+from kd_tutorial.grading import authoring, execute, grader
+from kd_tutorial.grading.registry import SETS
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("02_soft_targets_temperature.ipynb", "03_kd_losses.ipynb", "05_distillation.ipynb")
@@ -180,6 +186,16 @@ def test_exercises_that_name_a_file(solutions, tmp_path, capsys):
     assert (tmp_path / "exercises.txt").read_text() == "keep me"
 
 
+def test_check_with_an_exercise_that_is_not_utf8_says_it_is_stale(solutions, tmp_path, capsys):
+    """Review 2, defect 3: --check gave a UnicodeDecodeError traceback for an exercise holding b'\\xff\\xfe garbage'."""
+    out = tmp_path / "exercises"
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    (out / NAMES[0]).write_bytes(b"\xff\xfe garbage")
+    capsys.readouterr()
+    assert make("--solutions", solutions, "--exercises", out, "--check") == 1
+    assert capsys.readouterr().out.strip() == f"exercises/ is stale: {NAMES[0]}. Run `kd-tutorial make-exercises`."
+
+
 def test_no_solution_notebooks_names_the_flag(tmp_path, capsys):
     line = one_line(capsys, "make-exercises", "--solutions", str(tmp_path / "missing"))
     assert line == (f"kd-tutorial make-exercises: no solution notebooks in {tmp_path / 'missing'}: give --solutions "
@@ -199,6 +215,37 @@ def no_grading(monkeypatch):
 def empty_class(monkeypatch):
     """Grading that returns no rows at once: the runs that must get through."""
     monkeypatch.setattr(grader, "grade_paths", lambda *a, **k: ([], []))
+
+
+@pytest.fixture
+def fake_kernel(monkeypatch):
+    """Grading without a kernel: every check of a notebook passes at once, with the learner's ``flags``; the call
+    numbered ``interrupt_at`` raises KeyboardInterrupt, as Ctrl-C in a running kernel does."""
+    state = SimpleNamespace(calls=0, interrupt_at=None, flags=[])
+
+    def run_submission(nb, set_id, **limits):
+        state.calls += 1
+        if state.calls == state.interrupt_at:
+            raise KeyboardInterrupt
+        return execute.Run(results={q: ("passed", "ok") for q in SETS[set_id][1]}, flags=list(state.flags))
+    monkeypatch.setattr(execute, "run_submission", run_submission)
+    return state
+
+
+def a_class(folder: Path, *names: str) -> Path:
+    """``folder`` holding a learner's copy of notebook 02 at each of ``names`` (subfolders made as needed)."""
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FIXTURES / "untouched.ipynb", folder / name)
+    return folder
+
+
+def learners(out: Path) -> tuple[list[str], list[str]]:
+    """The learners of the CSV report ``out`` (one per row) and of the JSON beside it (one per submission)."""
+    with out.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [r["learner"] for r in rows], [s["learner"] for s in json.loads(out.with_suffix(".json").read_text())[
+        "submissions"]]
 
 
 NOTEBOOK = str(FIXTURES / "correct.ipynb")
@@ -304,3 +351,97 @@ def test_a_file_whose_exercise_set_is_unknown_says_what_to_give(tmp_path):
                                                         "nbformat_minor": 5}))
     _, subs = grader.grade_paths([tmp_path / "mystery.ipynb"], timeout=10, cell_timeout=5, progress=None)
     assert subs[0]["notes"] == fix
+
+
+def test_text_that_is_not_utf8_is_escaped_in_the_reports_and_the_summary(tmp_path, capsys, fake_kernel):
+    """Review 2, defect 1: a file name of bytes (ren\\xe9_02...), or a learner's flag naming one, crashed write_reports
+    with UnicodeEncodeError after all grading, leaving grades.csv truncated beside an old grades.json."""
+    rene = os.fsdecode(b"ren\xe9_02_soft_targets_temperature.ipynb")
+    folder = a_class(tmp_path / "class", "alice_02.ipynb", rene)
+    peek = os.fsdecode(b"/tmp/peek\xe9.ipynb")  # what a cell's open(b'/tmp/peek\xe9.ipynb') puts in the flags
+    fake_kernel.flags = [f"opened {peek}"]
+    out = tmp_path / "grades.csv"
+    assert cli.main(["grade", str(folder), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    escaped = "ren\\xe9_02_soft_targets_temperature"
+    assert f"[2/2] {escaped} ({folder / escaped}.ipynb)" in said and f"\n{escaped}  02_soft" in said
+    assert learners(out) == (["alice_02"] * 2 + [escaped] * 2, ["alice_02", escaped])
+    report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert {s["flags"] for s in report["submissions"]} == {"opened /tmp/peek\\xe9.ipynb"}
+
+
+@pytest.mark.parametrize("failure", ["JSON", "disk"])
+def test_a_failed_write_leaves_the_earlier_reports_as_they_were(tmp_path, monkeypatch, failure):
+    """Review 2, defect 1: the CSV was rewritten in place, then the JSON failed: a half-written or mismatched pair."""
+    out = tmp_path / "grades.csv"
+    grader.write_reports([], [], out, 1.0)
+    before = snapshot(tmp_path)
+    rows, submissions = [dict.fromkeys(grader.COLUMNS, "x")], [{"learner": "x"}]
+    if failure == "JSON":
+        submissions[0]["seconds"] = object()  # anything that fails once the CSV text is made
+    else:
+        def full(path, text):
+            if ".json" in path.name:
+                raise store.StorageError(f"cannot write {path}: no space left on the disk")
+            real(path, text)
+        real = store.atomic_write_text
+        monkeypatch.setattr(store, "atomic_write_text", full)
+    with pytest.raises((TypeError, store.StorageError)):
+        grader.write_reports(rows, submissions, out, 2.0)
+    assert snapshot(tmp_path) == before  # no temporary file left either
+
+
+@pytest.mark.parametrize("at", [3, 1])
+def test_ctrl_c_keeps_the_notebooks_graded_before_it(tmp_path, capsys, fake_kernel, at):
+    """Review 2, defect 2: Ctrl-C printed a KeyboardInterrupt traceback and lost every notebook already graded."""
+    folder = a_class(tmp_path / "class", "a_02.ipynb", "b_02.ipynb", "c_02.ipynb", "d_02.ipynb")
+    out = tmp_path / "out" / "grades.csv"
+    grader.write_reports([], [], out, 1.0)  # an earlier report
+    before = snapshot(out.parent)
+    fake_kernel.interrupt_at = at
+    try:
+        status = cli.main(["grade", str(folder), "--out", str(out)])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt came out of kd-tutorial grade (a traceback)")
+    err = capsys.readouterr().err.strip()
+    assert status == 130 and fake_kernel.calls == at
+    if at == 1:  # nothing graded: the earlier reports stay
+        assert err == ("kd-tutorial grade: interrupted before any of the 4 notebooks was graded: nothing was written; "
+                       "run it again to grade them")
+        assert snapshot(out.parent) == before
+        return
+    # the earlier report (a whole class's, say) is not replaced by two notebooks: they go beside it
+    partial = out.with_name("grades-interrupted.csv")
+    assert err == (f"kd-tutorial grade: interrupted after 2 of 4 notebooks: the reports ({partial}, "
+                   f"{partial.with_suffix('.json')}) hold those 2; run it again to grade all 4")
+    assert learners(partial) == (["a_02"] * 2 + ["b_02"] * 2, ["a_02", "b_02"])
+    assert {k: v for k, v in snapshot(out.parent).items() if "interrupted" not in str(k)} == before
+    out.unlink()
+    out.with_suffix(".json").unlink()
+    fake_kernel.calls = 0
+    assert cli.main(["grade", str(folder), "--out", str(out)]) == 130  # no earlier report: --out itself
+    assert learners(out) == (["a_02"] * 2 + ["b_02"] * 2, ["a_02", "b_02"])
+
+
+def test_learners_in_folders_of_their_own_are_told_apart(tmp_path, fake_kernel):
+    """Review 2, defect 4: class/alice/02_....ipynb and class/bob/02_....ipynb were both learner 02_...: their path
+    below the common folder names them when stems repeat; the stem does otherwise."""
+    stem = "02_soft_targets_temperature"
+    folder = a_class(tmp_path / "class", f"alice/{stem}.ipynb", f"bob/{stem}.ipynb", "carol_02.ipynb")
+    paths = grader.submissions_of([str(folder)])
+    rows, subs = grader.grade_paths(paths, timeout=10, cell_timeout=5, progress=None)
+    assert [s["learner"] for s in subs] == [f"alice/{stem}", f"bob/{stem}", "carol_02"]
+    assert [r["learner"] for r in rows] == [f"alice/{stem}"] * 2 + [f"bob/{stem}"] * 2 + ["carol_02"] * 2
+    assert [line.split()[0] for line in grader.summary(rows, subs).splitlines()[1:4]] == [s["learner"] for s in subs]
+    _, subs = grader.grade_paths(paths[1:], timeout=10, cell_timeout=5, progress=None)
+    assert [s["learner"] for s in subs] == [stem, "carol_02"]
+
+
+@pytest.mark.parametrize("value", ["-5", "0"])
+def test_a_max_output_below_one_byte_is_refused(tmp_path, capsys, no_grading, value):
+    """Review 2, defect 5: --max-output -5 was accepted, then a learner who printed nothing was noted as having
+    "printed more than -5 bytes of output (truncated)"."""
+    line = one_line(capsys, "grade", NOTEBOOK, "--max-output", value, "--out", str(tmp_path / "g.csv"))
+    assert line == (f"kd-tutorial grade: --max-output {value} is not an amount of output: give a number of bytes of 1 "
+                    "or more, e.g. --max-output 1000000")
+    assert list(tmp_path.iterdir()) == []

@@ -129,11 +129,18 @@ def changed(path: Path, text: str, recorded: str | None) -> bool:
     return current != text and cells_hash(current) != (recorded or cells_hash(text))
 
 
+def _read(path: Path) -> str | None:
+    """The text of ``path``, bytes that are not UTF-8 replaced; None when it is missing or cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def stale(solutions: Path, exercises: Path) -> list[str]:
-    """Names of exercise notebooks that are missing, different or extra."""
+    """Names of exercise notebooks that are missing, different (unreadable, not UTF-8...) or extra."""
     wanted = render(solutions)
-    problems = [name for name, text in wanted.items()
-                if not (exercises / name).exists() or (exercises / name).read_text(encoding="utf-8") != text]
+    problems = [name for name, text in wanted.items() if _read(exercises / name) != text]
     problems += [p.name for p in sorted(exercises.glob("*.ipynb")) if p.name not in wanted]
     return problems
 
@@ -143,7 +150,7 @@ def check_advice(problems: list[str], solutions: Path, exercises: Path) -> str:
     solution that it would keep (it removes only its own, unchanged), which only moving them away fixes."""
     wanted, record = {p.name for p in solutions.glob("*.ipynb")}, read_record(exercises)
     keep = [n for n in problems if n not in wanted and not (
-        record.get(n) and cells_hash((exercises / n).read_text(encoding="utf-8", errors="replace")) == record[n])]
+        record.get(n) and cells_hash(_read(exercises / n)) == record[n])]
     redo = [n for n in problems if n not in keep]
     said = [f"exercises/ is stale: {', '.join(redo)}. Run `kd-tutorial make-exercises`."] if redo else []
     if keep:

@@ -3,11 +3,15 @@
 Each submission runs in a fresh kernel of this interpreter (whatever
 kernelspec the file names), with per-cell and per-notebook timeouts; the
 package's checks run in that kernel after the learner's cells and report as
-structured data. The learner's ID is the file name (stem). One row per learner
-and exercise goes to a CSV and a JSON file, and a summary table is printed.
+structured data. The learner's ID is the file name (stem), or, when stems repeat
+(one folder per learner), the path below the submissions' common folder. One row
+per learner and exercise goes to a CSV and a JSON file (both written to temporary
+files, then renamed into place together), and a summary table is printed; text
+that cannot be encoded (a file name that is not UTF-8) is escaped, never fatal.
 Exit status: 0 once everything is graded, 2 on usage errors (one line naming the
 fix, before anything is graded: a report path that cannot be written or would
-overwrite a file that is not an earlier report is refused first).
+overwrite a file that is not an earlier report is refused first), 130 on Ctrl-C
+(the reports then hold the notebooks graded before it).
 
 Security model: grading *runs the learners' code*. Grade untrusted
 submissions inside a container or VM. The solutions are public (and
@@ -17,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -77,60 +83,109 @@ def detect_set(nb, path: Path) -> str | None:
     return set_for_name(str(path))
 
 
-def _say(message: str) -> None:
-    print(message, flush=True)
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode escaped: a file name's undecodable bytes (``\\xe9``), lone surrogates."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable_all(data):
+    """``data`` (dicts, lists, strings...) with every string :func:`printable`."""
+    if isinstance(data, str):
+        return printable(data)
+    if isinstance(data, dict):
+        return {printable_all(k): printable_all(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [printable_all(v) for v in data]
+    return data
+
+
+def _say(message: str, file=None) -> None:
+    """Print ``message`` on ``file`` (stdout), what its encoding cannot encode escaped."""
+    stream = file or sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    print(printable(message).encode(encoding, "backslashreplace").decode(encoding), flush=True, file=stream)
+
+
+class GradingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`grade_paths`: the rows and submissions of the notebooks finished before it, of ``total``."""
+
+    def __init__(self, rows: list[dict], submissions: list[dict], total: int):
+        super().__init__(f"interrupted after {len(submissions)} of {total} notebooks")
+        self.rows, self.submissions, self.total = rows, submissions, total
+
+
+def learner_names(paths: list[Path]) -> dict[Path, str]:
+    """Each notebook's learner: its stem, or, when stems repeat (``alice/02.ipynb``, ``bob/02.ipynb``), its path
+    below the notebooks' common folder without the suffix (``alice/02``)."""
+    if len({p.stem for p in paths}) == len(paths):
+        return {p: p.stem for p in paths}
+    absolute = {p: Path(os.path.abspath(p)) for p in paths}
+    common = os.path.commonpath([str(a.parent) for a in absolute.values()])
+    return {p: a.relative_to(common).with_suffix("").as_posix() for p, a in absolute.items()}
 
 
 def grade_paths(paths: list[Path], *, timeout: float, cell_timeout: float, max_output: int = 1_000_000,
                 progress=_say) -> tuple[list[dict], list[dict]]:
-    """Grade every notebook; return ``(rows, submissions)``."""
-    from .execute import run_submission  # noqa: PLC0415
-    from .registry import exercises  # noqa: PLC0415
-
+    """Grade every notebook; return ``(rows, submissions)``. Ctrl-C stops it: the running kernel is shut down, then
+    :class:`GradingInterrupted` carries the notebooks finished before."""
     loaded = [(p, *load(p)) for p in paths]
     sets = {p: detect_set(nb, p) for p, nb, _ in loaded}
     common = Counter(s for s in sets.values() if s).most_common(1)
-    fallback = common[0][0] if common else None
-    rows, submissions = [], []
-    for i, (path, nb, problem) in enumerate(loaded, 1):
-        learner = path.stem
-        set_id = sets[path] or fallback
-        if progress:
-            progress(f"[{i}/{len(loaded)}] {learner} ({path})")
-        notes, flags, seconds, kernel = [], [], 0.0, None
-        if set_id is None:
-            results = {}
-            notes.append(f"not a valid notebook ({problem}); {UNKNOWN_SET}" if problem else UNKNOWN_SET)
-        elif problem:
-            results = {label: (ERROR, f"not a valid notebook ({problem})") for label in SETS[set_id][1]}
-            notes.append(f"not a valid notebook: {problem}")
-        else:
-            if sets[path] is None:
-                notes.append(f"exercise set guessed from the other submissions ({set_id})")
-            run = run_submission(nb, set_id, timeout=timeout, cell_timeout=cell_timeout,
-                                 max_output_bytes=max_output)
-            results, flags, seconds, kernel = run.results, run.flags, run.seconds, run.kernel_python
-            notes += run.notes
-        titles = {}
-        if set_id:
-            try:
-                titles = {ex.label: ex.title for ex in exercises(set_id)}
-            except Exception:  # noqa: BLE001 - titles are cosmetic
-                titles = {}
-        base = {"learner": learner, "file": str(path), "notebook": SETS[set_id][0] if set_id else "?",
-                "flags": "; ".join(flags), "notes": "; ".join(notes), "seconds": seconds}
-        if not results:
-            rows.append({**base, "exercise": "?", "title": "", "status": ERROR,
-                         "message": "; ".join(notes) or "could not grade"})
-        for label in (SETS[set_id][1] if set_id else []):
-            status, message = results.get(label, (ERROR, "no result"))
-            rows.append({**base, "exercise": f"{set_id}.{label}", "title": titles.get(label, ""),
-                         "status": status, "message": message})
-        submissions.append({**{k: base[k] for k in ("learner", "file", "notebook", "flags", "notes", "seconds")},
-                            "exercise_set": set_id, "kernel_python": kernel,
-                            "passed": sum(1 for s, _ in results.values() if s == PASSED),
-                            "total": len(SETS[set_id][1]) if set_id else 0})
-    return rows, submissions
+    fallback, names = (common[0][0] if common else None), learner_names(paths)
+    done: list[tuple[list[dict], dict]] = []  # appended whole, so an interrupt never splits a notebook's rows
+    try:
+        for i, (path, nb, problem) in enumerate(loaded, 1):
+            if progress:
+                progress(f"[{i}/{len(loaded)}] {names[path]} ({path})")
+            done.append(grade_one(path, nb, problem, names[path], sets[path], fallback,
+                                  dict(timeout=timeout, cell_timeout=cell_timeout, max_output_bytes=max_output)))
+    except KeyboardInterrupt:
+        raise GradingInterrupted([r for rows, _ in done for r in rows], [s for _, s in done], len(paths)) from None
+    return [r for rows, _ in done for r in rows], [s for _, s in done]
+
+
+def grade_one(path: Path, nb, problem: str | None, learner: str, detected: str | None, fallback: str | None,
+              limits: dict) -> tuple[list[dict], dict]:
+    """Grade one notebook (``nb`` loaded, or the ``problem`` that it could not be) of exercise set ``detected`` (else
+    ``fallback``) under ``limits`` (:func:`run_submission`'s keywords); its rows and its submission."""
+    from .execute import run_submission  # noqa: PLC0415
+    from .registry import exercises  # noqa: PLC0415
+
+    set_id = detected or fallback
+    notes, flags, seconds, kernel = [], [], 0.0, None
+    if set_id is None:
+        results = {}
+        notes.append(f"not a valid notebook ({problem}); {UNKNOWN_SET}" if problem else UNKNOWN_SET)
+    elif problem:
+        results = {label: (ERROR, f"not a valid notebook ({problem})") for label in SETS[set_id][1]}
+        notes.append(f"not a valid notebook: {problem}")
+    else:
+        if detected is None:
+            notes.append(f"exercise set guessed from the other submissions ({set_id})")
+        run = run_submission(nb, set_id, **limits)
+        results, flags, seconds, kernel = run.results, run.flags, run.seconds, run.kernel_python
+        notes += run.notes
+    titles = {}
+    if set_id:
+        try:
+            titles = {ex.label: ex.title for ex in exercises(set_id)}
+        except Exception:  # noqa: BLE001 - titles are cosmetic
+            titles = {}
+    base = {"learner": learner, "file": str(path), "notebook": SETS[set_id][0] if set_id else "?",
+            "flags": "; ".join(flags), "notes": "; ".join(notes), "seconds": seconds}
+    rows = [] if results else [{**base, "exercise": "?", "title": "", "status": ERROR,
+                                "message": "; ".join(notes) or "could not grade"}]
+    for label in (SETS[set_id][1] if set_id else []):
+        status, message = results.get(label, (ERROR, "no result"))
+        rows.append({**base, "exercise": f"{set_id}.{label}", "title": titles.get(label, ""),
+                     "status": status, "message": message})
+    return rows, {**{k: base[k] for k in ("learner", "file", "notebook", "flags", "notes", "seconds")},
+                  "exercise_set": set_id, "kernel_python": kernel,
+                  "passed": sum(1 for s, _ in results.values() if s == PASSED),
+                  "total": len(SETS[set_id][1]) if set_id else 0}
 
 
 def json_path_of(out: Path) -> Path:
@@ -182,20 +237,40 @@ def check_out(out: Path) -> Path:
 
 
 def write_reports(rows: list[dict], submissions: list[dict], out: Path, seconds: float) -> Path:
-    """Write ``out`` (CSV) and the JSON next to it; return the JSON path."""
+    """Write ``out`` (CSV) and the JSON next to it, text that UTF-8 cannot encode escaped; return the JSON path.
+    Both are written in full to temporary files before either replaces its earlier report."""
     json_path = json_path_of(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    json_path.write_text(json.dumps({"seconds": round(seconds, 2), "submissions": submissions, "rows": rows},
-                                    indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    rows, submissions = printable_all(rows), printable_all(submissions)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    report = json.dumps({"seconds": round(seconds, 2), "submissions": submissions, "rows": rows},
+                        indent=2, ensure_ascii=False) + "\n"
+    replace_together({out: table.getvalue(), json_path: report})
     return json_path
 
 
+def replace_together(texts: dict[Path, str]) -> None:
+    """Write every ``{path: text}`` to a temporary file beside its path, then rename them all into place: a failure
+    while writing leaves every earlier file as it was."""
+    from ..store import MARK, atomic_write_text  # noqa: PLC0415 - store imports torch
+
+    staged: dict[Path, Path] = {}
+    try:
+        for path, text in texts.items():
+            staged[path] = path.with_name(f".{path.name}.{MARK}grade{os.getpid()}.tmp")
+            atomic_write_text(staged[path], text)
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+
+
 def summary(rows: list[dict], submissions: list[dict]) -> str:
-    """A plain-text table: one line per learner, then the messages of everything not passed."""
+    """A plain-text table: one line per learner, then the messages of everything not passed (:func:`printable`)."""
+    rows, submissions = printable_all(rows), printable_all(submissions)
     by_learner: dict[str, list[dict]] = {}
     for r in rows:
         by_learner.setdefault(r["file"], []).append(r)
@@ -234,11 +309,15 @@ def _parser(parser_class) -> argparse.ArgumentParser:
 
 
 def check_limits(args) -> None:
-    """Refuse a --timeout or --cell-timeout that is not a finite number of seconds above 0 (nan, inf, 0, -1)."""
+    """Refuse a --timeout or --cell-timeout that is not a finite number of seconds above 0 (nan, inf, 0, -1), and a
+    --max-output below 1 byte."""
     for flag, value, default in (("--timeout", args.timeout, 300), ("--cell-timeout", args.cell_timeout, 60)):
         if not (math.isfinite(value) and value > 0):
             raise UsageError(f"{flag} {value:g} is not a time limit: give a finite number of seconds above 0, "
                              f"e.g. {flag} {default}")
+    if args.max_output < 1:
+        raise UsageError(f"--max-output {args.max_output} is not an amount of output: give a number of bytes of 1 "
+                         "or more, e.g. --max-output 1000000")
 
 
 def submissions_of(raw: list[str]) -> list[Path]:
@@ -260,24 +339,51 @@ def main(argv: list[str] | None = None, parser_class=argparse.ArgumentParser) ->
     try:
         return _grade(args)
     except UserError as exc:
-        print(f"kd-tutorial grade: {exc}", file=sys.stderr)
+        _say(f"kd-tutorial grade: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        _say(f"kd-tutorial grade: interrupted before the reports were written: {args.out} and its JSON are as they "
+             "were; run it again to grade the notebooks", file=sys.stderr)
+        return 130
+
+
+def _partial_out(out: Path) -> Path:
+    """Where an interrupted run's reports go: ``out``, unless an earlier report is there (a whole class's, which a
+    few notebooks must not replace): then ``<name>-interrupted.csv`` beside it."""
+    if not (out.exists() and out.stat().st_size > 0):
+        return out
+    partial = out.with_name(f"{out.stem}-interrupted{out.suffix}")
+    check_out(partial)
+    return partial
 
 
 def _grade(args) -> int:
-    """Check every input of ``args``, then grade, write the reports and print the summary; the exit status."""
+    """Check every input of ``args``, then grade, write the reports and print the summary; the exit status (130,
+    with the reports of the notebooks finished, when interrupted)."""
     check_limits(args)
     paths = submissions_of(args.submissions)
     check_out(args.out)
-    start = time.monotonic()
-    rows, submissions = grade_paths(paths, timeout=args.timeout, cell_timeout=args.cell_timeout,
-                                    max_output=args.max_output)
+    start, stopped = time.monotonic(), None
+    try:
+        rows, submissions = grade_paths(paths, timeout=args.timeout, cell_timeout=args.cell_timeout,
+                                        max_output=args.max_output)
+    except GradingInterrupted as stop:
+        if not stop.submissions:  # nothing graded: earlier reports are kept as they are
+            _say(f"kd-tutorial grade: interrupted before any of the {stop.total} notebooks was graded: nothing was "
+                 "written; run it again to grade them", file=sys.stderr)
+            return 130
+        rows, submissions, stopped = stop.rows, stop.submissions, stop
+        args.out = _partial_out(args.out)
     seconds = time.monotonic() - start
     json_path = write_reports(rows, submissions, args.out, seconds)
-    print()
-    print(summary(rows, submissions))
-    print(f"\nGraded {len(submissions)} notebook(s) in {seconds:.1f} s -> {args.out}, {json_path}")
-    return 0
+    _say("\n" + summary(rows, submissions))
+    _say(f"\nGraded {len(submissions)} notebook(s) in {seconds:.1f} s -> {args.out}, {json_path}")
+    if stopped is None:
+        return 0
+    n = len(submissions)
+    _say(f"kd-tutorial grade: interrupted after {n} of {stopped.total} notebooks: the reports ({args.out}, "
+         f"{json_path}) hold those {n}; run it again to grade all {stopped.total}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
