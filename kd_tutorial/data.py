@@ -83,6 +83,7 @@ class ImdbData:
     transfer: Reviews
     source: str
     test_is_held_out: bool = False  # True: "test" is a slice of train; reports must say "held-out"
+    notes: tuple[str, ...] = ()  # where the splits differ from what was asked (too few reviews, duplicates dropped)
 
     def sizes(self) -> dict[str, int]:
         """Number of reviews per split."""
@@ -226,6 +227,7 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     else:
         _check_labels(test, source)
         test = _carve(test, n_test, test_rng, "test")[0]
+    test, dropped = _without_texts(test, [train, unsup])
     has_unsup = unsup is not None and len(unsup) > 0
     after = f" left after the held-out test slice of {len(test)}" if held_out else ""
     _check_val_size(val_size, len(train), 2 if has_unsup else 4, source, after)
@@ -237,12 +239,38 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
         n_tf = min(n_transfer if n_transfer is not None else len(train), max(0, len(train) - keep))
         transfer, train = _carve(train, n_tf, _rng(seed, "transfer"), "transfer")
     train = _carve(train, n_train, _rng(seed, "train"), "train")[0]
+    notes = _notes({"train": (train, n_train), "transfer": (transfer, n_transfer),
+                    "test": (test, None if held_out else n_test)}, dropped, has_unsup)
     data = ImdbData(train, validation, test.renamed("held-out" if held_out else "test"),
                     transfer.unlabelled("transfer"), source + ("; test = held-out slice of train" if held_out else ""),
-                    held_out)
+                    held_out, notes)
     for split, knob in ((data.train, "n_train"), (data.validation, "val_size"), (data.test, "n_test")):
         _check_classes(split, source, split.name, f"add reviews of the rarer class, or change --set {knob}=N")
     return data
+
+
+def _notes(splits: dict, dropped: int, has_unsup: bool) -> tuple[str, ...]:
+    """Where the carve differs from what was asked (``splits``: name -> (reviews, number asked or None)): a split
+    the source could not fill, test reviews left out as duplicates, train halved to make a transfer set."""
+    notes = [f"{name}: {len(split):,} reviews, of the {asked:,} asked (the source holds no more)"
+             for name, (split, asked) in splits.items()
+             if asked is not None and len(split) + (dropped if name == "test" else 0) < asked]
+    if dropped:
+        notes.append(f"test: {dropped} review(s) left out, their text being in the source's training reviews too")
+    train, asked = splits["train"]
+    if not has_unsup and asked is None:
+        notes.append(f"no unlabelled split: the transfer reviews are train reviews with their labels hidden, and "
+                     f"train keeps {len(train):,}")
+    return tuple(notes)
+
+
+def _without_texts(reviews: Reviews, others) -> tuple[Reviews, int]:
+    """``reviews`` less those whose text (stripped) is also in one of ``others`` (None entries skipped): IMDB holds a
+    few reviews twice, some in both train and test, and a test review seen in training is no test. Also the count
+    left out."""
+    seen = {t.strip() for other in others if other is not None for t in other.texts}
+    keep = [i for i, t in enumerate(reviews.texts) if t.strip() not in seen]
+    return (reviews if len(keep) == len(reviews) else reviews.subset(keep)), len(reviews) - len(keep)
 
 
 # ----------------------------------------------------------------------------- sources

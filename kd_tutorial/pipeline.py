@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, plots
-from .artifacts import load_student, save_student, student_finished, student_folder
+from .artifacts import load_student, prepare, save_student, student_finished, student_folder
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
@@ -400,6 +400,8 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     out.mkdir(parents=True, exist_ok=True)
     seeds, clock = tuple(seeds), _Phases()
     with clock("teacher"):
+        for note in prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0]).data.notes:
+            print(f"data: {note}", flush=True)  # before the teacher's minutes: what the splits hold, if not as asked
         teacher_model, prep, info = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init,
                                                    seed=seeds[0], device=device, progress=progress)
     config = teacher_model.config  # the teacher is cached: a refusal here loses nothing
@@ -506,7 +508,7 @@ def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, devi
     split_name = "held-out" if prep.data.test_is_held_out else "test"
     return {
         "profile": profile.name, "profile_changes": profile.changes(), "data_source": prep.data.source,
-        "split_sizes": prep.data.sizes(),
+        "split_sizes": prep.data.sizes(), "data_notes": list(prep.data.notes),
         "evaluated_on": split_name, "device": device, "init": init, "seeds": list(seeds),
         "precision": describe_device(device) | {"training": resolve_precision(device, profile.precision),
                                                 "batch_size": profile.batch_size, "grad_accum": profile.grad_accum},

@@ -125,7 +125,8 @@ def results_markdown(results: dict) -> str:
             f"`{run.get('git_commit') or '-'}`.\n\n")
     table = (f"| model | {split} acc % | % of teacher | agreement % | ECE ({ECE_BINS} bins) | params M | "
              "p50 ms, batch 1 (IQR) | reviews/s | train tokens/s |\n|---|---|---|---|---|---|---|---|---|\n")
-    out = head + table + "\n".join(rows) + "\n\n"
+    notes = run.get("data_notes")
+    out = head + (f"Data: {'; '.join(notes)}.\n\n" if notes else "") + table + "\n".join(rows) + "\n\n"
     out += _cached_speed_note(results["models"])
     if len(run.get("seeds", [])) > 1:
         out += ("Accuracy, agreement, ECE and the speeds are means over the seeds (± the sample standard deviation, "

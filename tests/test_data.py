@@ -420,3 +420,32 @@ def test_augment_is_reproducible_makes_copies_and_keeps_rates_apart():
     assert len(a) == 100 and a.input_ids[:50] != a.input_ids[50:]  # the second copy is drawn afresh
     untouched = data.augment(src, mask_id=103, p_mask=0.0, p_window=0.0)
     assert untouched.input_ids == src.input_ids
+
+
+def _reviews(texts, name, labelled=True):
+    return Reviews(list(texts), [i % 2 if labelled else -1 for i in range(len(texts))], None, name)
+
+
+def test_test_reviews_whose_text_is_also_a_training_review_are_left_out_and_said_so():
+    """IMDB holds 19 of the shared copy's test reviews in its train split too: such a review is no test."""
+    train = [f"train review {i}" for i in range(200)]
+    unsup = [f"unlabelled review {i}" for i in range(100)]
+    test = [f"test review {i}" for i in range(60)] + [train[5], " " + unsup[7] + " "]  # exact copies, padded
+    raw = {"train": _reviews(train, "train"), "test": _reviews(test, "test"),
+           "unsupervised": _reviews(unsup, "unsupervised", labelled=False)}
+    d = data.split_raw(raw, "mem", val_size=20, n_train=50, n_transfer=40)
+    assert len(d.test) == 60 and not (texts(d.test) & (set(train) | set(unsup)))
+    assert d.notes == ("test: 2 review(s) left out, their text being in the source's training reviews too",)
+    assert_disjoint(d)
+
+
+def test_splits_the_source_cannot_fill_are_said_so():
+    raw = {"train": _reviews([f"r{i}" for i in range(100)], "train"),
+           "test": _reviews([f"t{i}" for i in range(30)], "test")}
+    d = data.split_raw(raw, "mem", val_size=10, n_train=20, n_transfer=500, n_test=50)
+    assert d.notes == ("transfer: 70 reviews, of the 500 asked (the source holds no more)",
+                       "test: 30 reviews, of the 50 asked (the source holds no more)")
+    d = data.split_raw(raw, "mem", val_size=10)  # no unlabelled split, no n_train: train is halved, and says so
+    assert d.notes == ("no unlabelled split: the transfer reviews are train reviews with their labels hidden, and "
+                       "train keeps 45",)
+    assert load_imdb("tiny", val_size=200, seed=0).notes == ()  # the built-in corpus fills what tiny asks

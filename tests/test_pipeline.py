@@ -85,6 +85,7 @@ def test_results_json_has_the_promised_fields(tiny_run):
                 "wall_seconds", "phase_seconds", "evaluated_on", "student_workers"):
         assert key in run, key
     assert run["profile"] == "tiny" and run["evaluated_on"] == "test"
+    assert run["data_notes"] == []  # the built-in corpus fills every split tiny asks for, with no duplicate
     assert set(run["phase_seconds"]) == {"teacher", "teacher_logits", "teacher_layers", "students", "evaluation"}
     # compact-1L-H32's kd+transfer+values reads the value vectors of the teacher's layer 4 (of 4) from the bf16 cache
     assert run["teacher_layers"]["setting"] == "cache" and run["teacher_layers"]["cached"] == ["values 4"]

@@ -215,12 +215,3 @@ def test_latency_quartiles_stay_within_the_timings():
     assert quartiles([1.0, 10.0]) == (3.25, 5.5, 7.75)  # the default method gave q1 = -1.25 from these two
     assert quartiles([4.0]) == (4.0, 4.0, 4.0)
     assert quartiles([3.0, 1.0, 2.0, 5.0, 4.0]) == (2.0, 3.0, 4.0)
-
-
-def test_a_mean_over_seeds_shows_its_spread_even_when_the_seeds_agree():
-    from kd_tutorial.report import _mean_std
-    assert _mean_std({"accuracy": 0.85, "accuracy_std": 0.0, "accuracy_per_seed": [0.85] * 3}, "accuracy") \
-        == "85.00 ± 0.00"  # it read like one seed's number before
-    assert _mean_std({"accuracy": 0.85}, "accuracy") == "85.00"  # one seed: no spread to show
-    assert _mean_std({"accuracy": 0.85, "accuracy_std": 0.004, "accuracy_per_seed": [0.85, 0.854, 0.846]},
-                     "accuracy") == "85.00 ± 0.40"
