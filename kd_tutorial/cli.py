@@ -91,6 +91,21 @@ def work_ratio(profile, runs=None) -> float:
     def work(p, recipes=None):
         phases = estimate_profile(p, recipes=recipes)["phases"]
         return sum(phase["flops"] for name, phase in phases.items() if name != "evaluation")
+    return _flops_ratio(profile, runs, work)
+
+
+def evaluation_ratio(profile, runs=None) -> float:
+    """As :func:`work_ratio`, for the evaluation alone, per test review: what the models' sizes, the length cap
+    and the runs do to the cost of evaluating one review (how many reviews is :func:`evaluation_change`'s)."""
+    def work(p, recipes=None):
+        estimate = estimate_profile(p, recipes=recipes)
+        return estimate["phases"]["evaluation"]["flops"] / max(1, estimate["rows"]["test"])
+    return _flops_ratio(profile, runs, work)
+
+
+def _flops_ratio(profile, runs, work) -> float:
+    """``work(profile, runs) / work(preset)`` for the preset of ``profile``'s name; 1.0 within 1 %, for an unknown
+    name, and where the FLOP counter cannot tell."""
     preset = PROFILES.get(profile.name)
     try:
         ratio = work(profile, runs) / work(preset) if preset is not None else 1.0
@@ -115,16 +130,20 @@ BF16_CPU_FP32_SLOWDOWN = {"cpu": 2.0}
 IMDB_TEST_REVIEWS = 25_000  # IMDB's test split on the Hub (stanfordnlp/imdb), which a "hub" profile evaluates whole
 
 
-def evaluation_change(profile, test_reviews: int | None) -> tuple[float, str]:
-    """Seconds to add to the measured budget for evaluating ``test_reviews`` (None: unknown) instead of the test
-    reviews it was measured with (``profile.budget_evaluation``), in proportion; and the words that say so."""
+def evaluation_change(profile, test_reviews: int | None, ratio: float = 1.0,
+                      per_review: float = 1.0) -> tuple[float, str]:
+    """Seconds to add to the measured budget, once scaled by ``ratio`` (:func:`work_ratio`), so that its evaluation
+    is that of ``test_reviews`` (None: unknown, the number measured, ``profile.budget_evaluation``) at
+    ``per_review`` times the measured cost of a review (:func:`evaluation_ratio`); and the words that say so."""
     if profile.budget_evaluation is None:
         return 0.0, ""
     seconds, measured = profile.budget_evaluation
+    reviews = measured if test_reviews is None else test_reviews
+    change = seconds * (per_review * reviews / measured - ratio)  # the evaluation as it will be, less as scaled
     if test_reviews is None:
-        return 0.0, (f", evaluating {measured:,} test reviews as measured (about {seconds / 60:.0f} minute(s) of "
-                     "it; more reviews, more time)")
-    return seconds * (test_reviews / measured - 1), f", evaluating {test_reviews:,} test reviews"
+        return change, (f", evaluating {measured:,} test reviews as measured (about {seconds / 60:.0f} minute(s) of "
+                        "it; more reviews, more time)")
+    return change, f", evaluating {test_reviews:,} test reviews"
 
 
 def test_reviews_of(profile, data_dir: str | None) -> int | None:
@@ -169,7 +188,7 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     if not device.startswith("cuda"):
         ratio = work_ratio(profile, runs)
         slower, why = cpu_slowdown(profile, device)
-        extra_s, evaluated = evaluation_change(profile, test_reviews)
+        extra_s, evaluated = evaluation_change(profile, test_reviews, ratio, evaluation_ratio(profile, runs))
         seconds = round((profile.time_budget_s * ratio + extra_s) * slower)
         budget = f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {seconds} s"
         scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "

@@ -223,6 +223,12 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     assert "scaled by" in cli.estimate(cpu.with_overrides(["max_length=128"]), "cpu")
     assert cli.work_ratio(cpu, runs=["baseline"]) < 1.0 < cli.work_ratio(cpu, runs=cli._recipes(["all"]))
     assert cli.work_ratio(cpu.with_overrides(["n_test=300"])) == 1.0  # evaluation is the data folder's, not counted
+    # the evaluation scales with what a review costs too: shorter reviews at 25,000 were charged the preset's cost
+    short = cpu.with_overrides(["max_length=64"])
+    ratio, per_review = cli.work_ratio(short), cli.evaluation_ratio(short)
+    assert 0.2 < per_review < 0.4 and cli.evaluation_ratio(cpu.with_overrides(["n_test=300"])) == 1.0
+    expected = (cpu.time_budget_s - seconds) * ratio + seconds * per_review * 25_000 / measured
+    assert cli.estimate(short, "cpu", test_reviews=25_000).startswith(f"about {expected / 60:.0f} minute(s) ")
     # sizes the FLOP counter cannot tell leave the budget as measured, rather than stop the run
     assert cli.work_ratio(cpu.with_overrides(["teacher='prajjwal1/bert-small'"])) == 1.0
     narrow = get_profile("tiny").with_overrides(["teacher_config={'hidden_size': 32, 'num_attention_heads': 2}"])
