@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from .artifacts import data_key
 from .data import subset_encoded
 from .device import pick_device
 from .errors import UsageError
@@ -164,19 +165,29 @@ def trial_folder(out: Path, number: int) -> Path:
     return Path(out) / "trials" / f"{number:04d}" / "model"
 
 
-def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0):
-    """The study in ``out/search.db``: created, or loaded to continue; a UsageError when it belongs to another
-    profile or step budget, or is no study database (:func:`_create_study`). Trials left RUNNING by an interrupted
-    call are marked FAIL (not counted)."""
+# what sets each of a study's settings, for the message that refuses to continue it with others
+FLAGS = {"profile": "--profile", "steps": "--steps", "profile settings": "--set (profile settings hash)",
+         "seed": "--seed", "device": "--device", "data": "data ($KD_TUTORIAL_DATA_DIR)"}
+
+
+def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **settings):
+    """The study in ``out/search.db``: created, or loaded to continue; a UsageError when it was made with another
+    profile (its name or any setting), step budget, seed or ``settings`` (device, data, latency reviews...), since one
+    Pareto front must compare like with like, or is no study database (:func:`_create_study`). Trials left RUNNING
+    by an interrupted call are marked FAIL (not counted)."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _create_study(Path(out) / "search.db")
+    now = {"profile": profile.name, "steps": steps, "profile settings": profile.config_hash(), "seed": seed,
+           **settings}
     kept = study.user_attrs
-    if kept and (kept.get("profile"), kept.get("steps")) != (profile.name, steps):
-        raise UsageError(f"{out}/search.db holds a study of --profile {kept.get('profile')} with --steps "
-                         f"{kept.get('steps')}: give those again to continue it, or another --out")
-    study.set_user_attr("profile", profile.name)
-    study.set_user_attr("steps", steps)
+    differ = [k for k, v in now.items() if k in kept and kept[k] != v]  # a study from before a key was kept: its own
+    if differ:
+        was = ", ".join(f"{FLAGS.get(k, k)} {kept[k]!r} (now {now[k]!r})" for k in differ)
+        raise UsageError(f"{out}/search.db holds a study made with {was}: give the same again to continue it, or "
+                         "another --out for a new study")
+    for key, value in now.items():
+        study.set_user_attr(key, value)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
@@ -303,7 +314,8 @@ def run_search(profile: Profile, *, trials: int = 20, out: str | Path = "runs/se
         raise UsageError(f"trials={trials}, steps={steps}: give whole numbers >= 1")
     out, device = Path(out), device or pick_device()
     with locked(out):
-        study = open_study(out, profile, steps, seed)
+        study = open_study(out, profile, steps, seed, device=device, latency_n=latency_n,
+                           data=data_key(profile, None))  # not the pruning rule: it measures nothing
         ctx = make_context(profile, out, device=device, steps=steps, progress=progress, margin=margin,
                            min_finished=min_finished, seed=seed, latency_n=latency_n)
         todo = max(0, trials - finished_count(study))

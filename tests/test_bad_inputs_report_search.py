@@ -166,6 +166,28 @@ def test_open_study_refuses_a_search_db_it_cannot_open_and_keeps_it(tmp_path, ki
         kept.close()
 
 
+def test_a_study_is_continued_only_with_the_settings_it_was_made_with(tmp_path):
+    """Before, only the profile's name and --steps were kept: a study resumed with another --seed, device, --set or
+    data folder mixed their trials in one Pareto front (a 0.9 ms trial beside a 12 ms one of another device)."""
+    pytest.importorskip("optuna", reason="optuna is not installed: pip install -e '.[search]'")
+    from kd_tutorial.profiles import get_profile
+    from kd_tutorial.search import open_study
+    out, tiny = tmp_path / "out", get_profile("tiny")
+    out.mkdir()
+    open_study(out, tiny, 2, 0, device="cpu", data="tiny")
+    open_study(out, tiny, 2, 0, device="cpu", data="tiny")  # the same settings: continued
+    for changed, args, kwargs in (("--seed 0 (now 3)", (tiny, 2, 3), {"device": "cpu", "data": "tiny"}),
+                                  ("--device 'cpu' (now 'cuda')", (tiny, 2, 0), {"device": "cuda", "data": "tiny"}),
+                                  ("data ($KD_TUTORIAL_DATA_DIR) 'tiny' (now '/d')", (tiny, 2, 0),
+                                   {"device": "cpu", "data": "/d"}),
+                                  ("--set (profile settings hash)", (tiny.replace(temperature=4.0), 2, 0),
+                                   {"device": "cpu", "data": "tiny"})):
+        with pytest.raises(UsageError) as caught:
+            open_study(out, *args, **kwargs)
+        assert f"search.db holds a study made with {changed}" in str(caught.value), str(caught.value)
+        assert str(caught.value).endswith("give the same again to continue it, or another --out for a new study")
+
+
 def test_a_summary_onto_an_existing_file_that_is_not_a_summary_is_refused(run, capsys):
     """Before, --summary README.md replaced the README with JSON, exit 0."""
     readme = run.parent / "README.md"
