@@ -200,14 +200,20 @@ def test_loop_speed_reports_the_ratio_of_the_two_measured_rates(monkeypatch):
     from kd_tutorial.profiles import get_profile
     from kd_tutorial.train import History
 
+    calls = []
+
     def fake_runs(profile, spec, teacher, rows, *, steps, device, **kw):
-        assert len(rows) == 2 * steps * profile.batch_size  # twice the rows a run of ``steps`` steps reads
+        calls.append((steps, len(rows)))
         return History(tokens=6000, seconds=3.0), History(tokens=6000, seconds=1.5), 0.5
     monkeypatch.setattr(benchmark, "naive_vs_ours", fake_runs)
-    result = benchmark.loop_speed(get_profile("tiny"), steps=2, device="cpu")
+    result = benchmark.loop_speed(get_profile("tiny"), steps=5, device="cpu")
+    bs = get_profile("tiny").batch_size
+    # first an untimed warm-up of both loops (before, the naive loop, timed first, paid the start-up costs), then
+    # twice the rows a run of ``steps`` steps reads
+    assert calls == [(3, 3 * bs), (5, 2 * 5 * bs)]
     assert (result["naive_tokens_per_s"], result["ours_tokens_per_s"], result["speedup"]) == (2000.0, 4000.0, 2.0)
     assert (result["naive_seconds"], result["ours_seconds"], result["cache_seconds"]) == (3.0, 1.5, 0.5)
-    assert result["steps"] == 2 and result["profile"] == "tiny" and result["device"] == "cpu"
+    assert result["steps"] == 5 and result["profile"] == "tiny" and result["device"] == "cpu"
 
 
 # --------------------------------------------------------------------------- validation, best weights, recipes
