@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
-from .data import check_data_source, DATA_DIR_ENV
+from .data import check_data_source, DATA_DIR_ENV, folder_rows
 from .device import configure, pick_device, resolve_precision
 from .env import environment_report, format_report, quiet
 from .errors import looks_like_a_folder, model_source_error, UsageError, UserError
@@ -147,11 +147,15 @@ def evaluation_change(profile, test_reviews: int | None, ratio: float = 1.0,
 
 
 def test_reviews_of(profile, data_dir: str | None) -> int | None:
-    """How many test reviews ``distill`` will evaluate, where known without reading the data: ``n_test``, or the
-    whole of IMDB's test split for a profile that reads the Hub; None for a data folder (the shared copy holds
-    4,934)."""
+    """How many test reviews ``distill`` will evaluate, where known without reading the data: at most ``n_test`` of
+    a data folder's test split (its parquet metadata: :func:`kd_tutorial.data.folder_rows`), or of the whole of
+    IMDB's for a profile that reads the Hub; ``n_test`` or None where the folder's size cannot be told (a few test
+    reviews that are also train reviews are left out later, which this does not count)."""
     if data_dir or profile.data_source != "hub":
-        return profile.n_test
+        rows = folder_rows(data_dir) if data_dir else None
+        if rows is None:
+            return profile.n_test
+        return min(profile.n_test or rows["test"], rows["test"])
     return min(profile.n_test or IMDB_TEST_REVIEWS, IMDB_TEST_REVIEWS)
 
 
@@ -178,7 +182,7 @@ def cpu_slowdown(profile, device: str) -> tuple[float, str]:
 
 
 def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None,
-             test_reviews: int | None = None) -> str:
+             test_reviews: int | None = None, data_dir: str | None = None) -> str:
     """The pipeline's duration: on a CPU the profile's measured budget (scaled by :func:`work_ratio` when its
     settings or ``runs`` differ from the preset's, by :func:`cpu_slowdown` on a CPU unlike the one it was
     measured on, and its evaluation by ``test_reviews``: :func:`evaluation_change`); on CUDA its FLOPs counted
@@ -203,8 +207,12 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
 
         gpu = torch.cuda.get_device_name(torch.device(device)), resolve_precision(device, profile.precision)
     name, precision = gpu
-    t = time_estimate(profile, name, precision, n_seeds=n_seeds, recipes=runs)
+    rows = folder_rows(data_dir) if data_dir else None
+    t = time_estimate(profile, name, precision, n_seeds=n_seeds, recipes=runs, source=rows)
     text = f"about {t['total_flops'] / 1e15:.3g} PFLOP of model arithmetic"
+    if data_dir:
+        text += (" (on the data folder's reviews" if rows else " (on the Hub's IMDB sizes: the data folder's are "
+                 "not known before it is read") + ")"
     if t["floor_s"] is None:
         text += f" (no dense peak known for {name}: {duration_text(t['total_flops'] / 100e12)} at 100 TFLOP/s)"
     else:
@@ -234,7 +242,8 @@ def cmd_distill(args) -> int:
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
     profile = _fit_device(profile, device, args)
     test_reviews = test_reviews_of(profile, args.data_dir or os.environ.get(DATA_DIR_ENV))
-    said = estimate(profile, device, len(seeds), runs=runs, test_reviews=test_reviews)
+    said = estimate(profile, device, len(seeds), runs=runs, test_reviews=test_reviews,
+                    data_dir=args.data_dir or os.environ.get(DATA_DIR_ENV))
     print(f"device: {device}; estimated time: {said}", flush=True)
     start = time.perf_counter()
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,

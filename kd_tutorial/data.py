@@ -350,6 +350,21 @@ def _read_table(path: Path, labelled: bool = True) -> Reviews:
     return Reviews([str(x) for x in texts], labels, _stars(cols.get("stars")), path.stem)
 
 
+def folder_rows(folder: str | os.PathLike) -> dict[str, int] | None:
+    """Reviews in a data folder's train, test and unsupervised splits, read from parquet metadata without loading
+    them (0 for a split it does not have); None where that cannot tell: no train.parquet or no test.parquet (the
+    test is then carved from train), other layouts, an unreadable file."""
+    import pyarrow.parquet as pq
+    rows = {}
+    for split in ("train", "test", "unsupervised"):
+        path = Path(folder).expanduser() / f"{split}.parquet"
+        try:
+            rows[split] = pq.read_metadata(path).num_rows if path.is_file() else 0
+        except (OSError, ValueError):
+            return None
+    return rows if rows["train"] and rows["test"] else None
+
+
 def _read_parquet(path: Path) -> tuple[dict[str, list], list[str]]:
     """The text, label and stars columns of a parquet file (those it has), and the names of all its columns."""
     import pyarrow.parquet as pq

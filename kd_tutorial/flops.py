@@ -144,13 +144,21 @@ def imdb_lengths(n: int, max_length: int | None = None, seed: int = 0) -> list[i
 
 # --------------------------------------------------------------------------- a profile's phases
 
-def split_rows(profile: Profile) -> dict[str, int]:
-    """Reviews per split as the pipeline carves them: train (after validation), validation, test, transfer."""
-    src = SOURCE_ROWS.get(profile.data_source, SOURCE_ROWS["hub"])
+def split_rows(profile: Profile, source: dict | None = None) -> dict[str, int]:
+    """Reviews per split as the pipeline carves them: train (after validation), validation, test, transfer.
+    ``source``: the reviews of the source's train, test and unsupervised splits (a data folder's,
+    :func:`kd_tutorial.data.folder_rows`); else the profile's own source (the Hub's IMDB). Without unlabelled
+    reviews the transfer set is carved from train, as :func:`kd_tutorial.data.split_raw` does."""
+    src = source or SOURCE_ROWS.get(profile.data_source, SOURCE_ROWS["hub"])
     train = src["train"] - profile.val_size
+    if src["unsupervised"]:
+        transfer = min(profile.n_transfer or src["unsupervised"], src["unsupervised"])
+    else:  # no unlabelled reviews: transfer is carved from train, which keeps n_train (or half of it)
+        keep = min(profile.n_train or train // 2, train)
+        transfer = min(profile.n_transfer or train, train - keep)
+        train -= transfer
     return dict(train=min(profile.n_train or train, train), validation=profile.val_size,
-                test=min(profile.n_test or src["test"], src["test"]),
-                transfer=min(profile.n_transfer, src["unsupervised"]))
+                test=min(profile.n_test or src["test"], src["test"]), transfer=transfer)
 
 
 def _phase(parts: dict[str, float], **info) -> dict:
@@ -171,11 +179,12 @@ def _student_run(profile: Profile, spec: StudentSpec, recipe, rows: dict, per_re
                   steps=steps, reviews=reviews, online_teacher=online)
 
 
-def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=None) -> dict:
+def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=None, source: dict | None = None) -> dict:
     """The FLOPs of every phase of ``profile``'s pipeline, and their total.
 
     ``lengths``: real token lengths of the profile's reviews (else :func:`imdb_lengths`), capped at
     ``max_length``. ``recipes``: names every student runs (None: each student's own, as ``distill``).
+    ``source``: the data's split sizes where they are not the profile's source's (:func:`split_rows`).
     Phases: ``teacher`` (fine-tuning and its validation passes), ``teacher_logits`` (train + transfer,
     and the augmented copies a recipe needs), or, when a run reads the teacher's cached layers,
     ``teacher_layers`` (train + transfer, one pass that writes those layers with the logits) and
@@ -184,7 +193,7 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     validation passes) times ``n_seeds``, and ``evaluation`` (every model on the test split).
     """
     mix = [min(x, profile.max_length) for x in (lengths or imdb_lengths(20_000))]
-    rows, teacher = split_rows(profile), teacher_config(profile)
+    rows, teacher = split_rows(profile, source), teacher_config(profile)
     configs = {"teacher": teacher} | {s.name: student_config(s, teacher) for s in profile.students}
     per_review = {name: forward_flops(c, mix) / len(mix) for name, c in configs.items()}
     runs = [(spec, r) for spec in profile.students for r in student_recipes(profile, spec, recipes)
@@ -285,11 +294,11 @@ def project(estimate: dict, rates: dict[str, float]) -> dict:
 
 
 def time_estimate(profile: Profile, device_name: str | None, precision: str = "bf16", *, n_seeds: int = 1,
-                  lengths=None, results_dir: str | Path | None = None, recipes=None) -> dict:
+                  lengths=None, results_dir: str | Path | None = None, recipes=None, source: dict | None = None) -> dict:
     """The profile's total FLOPs, the floor at ``device_name``'s dense peak (None when unknown) and, when a
     benchmark report of this kind of device exists, the projection from its measured rates. ``recipes``: the
-    names every student runs (None: each student's own)."""
-    est = estimate_profile(profile, lengths=lengths, n_seeds=n_seeds, recipes=recipes)
+    names every student runs (None: each student's own); ``source``: the data's split sizes (:func:`split_rows`)."""
+    est = estimate_profile(profile, lengths=lengths, n_seeds=n_seeds, recipes=recipes, source=source)
     peak = peak_tflops(device_name, precision)
     out = {"total_flops": est["total_flops"], "peak_tflops": peak, "precision": precision,
            "floor_s": est["total_flops"] / (peak * 1e12) if peak else None, "report": None, "projection_s": None,

@@ -147,3 +147,27 @@ def test_cli_estimate_on_a_gpu_prints_pflop_and_the_floor(monkeypatch, tmp_path)
     report = {"environment": {"device_name": "NVIDIA H100 80GB HBM3"}, "rates": {"train:teacher": 300e12}}
     (tmp_path / "benchmark-h100.json").write_text(json.dumps(report))
     assert "min at the rates measured in" in estimate(get_profile("full"), "cuda", gpu=h100)
+
+
+def test_a_data_folders_sizes_replace_the_hubs_and_without_unlabelled_reviews_train_is_halved(tmp_path):
+    """The GPU estimate assumed the Hub's 24k / 50k / 25k reviews whatever --data-dir held: the shared copy (25k
+    train, 4,934 test, no unlabelled reviews) was estimated at 3.1 times its arithmetic."""
+    from test_data import write_parquet
+    from kd_tutorial import data
+    from kd_tutorial.profiles import get_profile
+    write_parquet(tmp_path / "train.parquet", 400)
+    write_parquet(tmp_path / "test.parquet", 90, seed=1)
+    rows = data.folder_rows(tmp_path)
+    assert rows == {"train": 400, "test": 90, "unsupervised": 0}
+    full = get_profile("full").replace(val_size=40)
+    assert flops.split_rows(full, rows) == {"train": 180, "validation": 40, "test": 90, "transfer": 180}
+    assert flops.estimate_profile(full, source=rows)["total_flops"] < flops.estimate_profile(full)["total_flops"] / 20
+    assert data.folder_rows(tmp_path / "nowhere") is None
+    from kd_tutorial import cli
+    gpu = ("NVIDIA H200", "bf16")
+    assert "(on the data folder's reviews)" in cli.estimate(full, "cuda", gpu=gpu, data_dir=str(tmp_path))
+    assert cli.test_reviews_of(full.replace(n_test=1000), str(tmp_path)) == 90  # what the folder holds, not n_test
+    (tmp_path / "test.parquet").unlink()  # no test split: carved from train later, so the sizes cannot be told here
+    assert data.folder_rows(tmp_path) is None
+    assert "(on the Hub's IMDB sizes: the data folder's are not known before it is read)" in \
+        cli.estimate(full, "cuda", gpu=gpu, data_dir=str(tmp_path))
