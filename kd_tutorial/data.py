@@ -188,8 +188,10 @@ def _check_val_size(val_size, available: int, rest: int, where: str, after: str)
     """Refuse a ``val_size`` that leaves fewer than ``rest`` of ``available`` labelled reviews to train on."""
     most = available - rest
     if most < 2:
+        smaller = ", or give a smaller --set n_test=N" if after else ""  # the held-out slice took the rest
         raise DataSourceError(f"{where}: {available} labelled review(s){after} are too few for a validation split "
-                              f"and training (at least {rest + 2} needed): add labelled reviews to the train split")
+                              f"and training (at least {rest + 2} needed): add labelled reviews to the train "
+                              f"split{smaller}")
     if not isinstance(val_size, int) or not 2 <= val_size <= most:
         raise DataSourceError(f"{where}: val_size={val_size} does not fit the {available} labelled reviews{after}: "
                               f"give --set val_size=N with 2 <= N <= {most}, or add reviews")

@@ -449,3 +449,10 @@ def test_splits_the_source_cannot_fill_are_said_so():
     assert d.notes == ("no unlabelled split: the transfer reviews are train reviews with their labels hidden, and "
                        "train keeps 45",)
     assert load_imdb("tiny", val_size=200, seed=0).notes == ()  # the built-in corpus fills what tiny asks
+
+
+def test_a_held_out_slice_that_leaves_too_few_reviews_names_n_test(tmp_path):
+    write_parquet(tmp_path / "train.parquet", 40)
+    with pytest.raises(DataSourceError) as caught:
+        load_imdb(str(tmp_path), n_test=38, val_size=10)
+    assert str(caught.value).endswith("add labelled reviews to the train split, or give a smaller --set n_test=N")
