@@ -576,7 +576,8 @@ class Encoded:
 def encode(reviews: Reviews, tokenizer, max_length: int | None, truncation: str = "head+tail") -> Encoded:
     """Tokenize all reviews in one batched fast call, then truncate to ``max_length`` (None: keep all)."""
     ids = tokenizer(list(reviews.texts), add_special_tokens=False, return_attention_mask=False,
-                    return_token_type_ids=False, verbose=False)["input_ids"] if len(reviews) else []
+                    return_token_type_ids=False, verbose=False,
+                    split_special_tokens=True)["input_ids"] if len(reviews) else []  # a review's "[SEP]" is text
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     return Encoded([truncate_ids(x, max_length, truncation, cls_id, sep_id) for x in ids],
                    torch.tensor(reviews.labels, dtype=torch.long), reviews.name)

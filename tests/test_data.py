@@ -456,3 +456,11 @@ def test_a_held_out_slice_that_leaves_too_few_reviews_names_n_test(tmp_path):
     with pytest.raises(DataSourceError) as caught:
         load_imdb(str(tmp_path), n_test=38, val_size=10)
     assert str(caught.value).endswith("add labelled reviews to the train split, or give a smaller --set n_test=N")
+
+
+def test_special_tokens_written_in_a_review_are_text(tok):
+    """A review (a user's CSV) that says "[SEP]" got the separator's id in the middle of its sequence."""
+    enc = encode(Reviews(["fine [SEP] then [CLS] worse"], [1], None, "r"), tok, 64)
+    ids = enc.input_ids[0]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.sep_token_id not in ids[1:-1] and tok.cls_token_id not in ids[1:-1]
