@@ -445,3 +445,16 @@ def test_a_max_output_below_one_byte_is_refused(tmp_path, capsys, no_grading, va
     assert line == (f"kd-tutorial grade: --max-output {value} is not an amount of output: give a number of bytes of 1 "
                     "or more, e.g. --max-output 1000000")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_earlier_reports_named_among_the_submissions_are_skipped_not_graded(tmp_path, capsys, fake_kernel):
+    """`grade out/*` names the grades.csv and grades.json an earlier run wrote there; they were graded as learners
+    with an ERROR each. A file that is not a report stays a learner (a notebook saved under another name, say)."""
+    folder = a_class(tmp_path / "out", "a_02.ipynb")
+    out = folder / "grades.csv"
+    grader.write_reports([], [], out, 1.0)
+    (folder / "b_02.ipynb.txt").write_text("not json")
+    paths = grader.submissions_of([str(p) for p in sorted(folder.iterdir())])
+    assert sorted(p.name for p in paths) == ["a_02.ipynb", "b_02.ipynb.txt"]
+    assert capsys.readouterr().out.strip() == (f"skipped 2 earlier grading report(s), not notebooks: {out}, "
+                                               f"{out.with_suffix('.json')}")

@@ -326,6 +326,10 @@ def submissions_of(raw: list[str]) -> list[Path]:
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}: give the learners' .ipynb files, or "
                          "folders that hold them")
+    reports = [p for p in paths if p.suffix.lower() != ".ipynb" and p.stat().st_size > 0 and is_report(p)]
+    if reports:  # `grade out/*` also names the reports an earlier run wrote there: they are no learner's
+        _say(f"skipped {len(reports)} earlier grading report(s), not notebooks: {', '.join(map(str, reports))}")
+        paths = [p for p in paths if p not in reports]
     if not paths:
         raise UsageError(f"no notebooks (*.ipynb) found in {', '.join(raw)}: give the learners' .ipynb files, or "
                          "a folder that holds them (its subfolders are searched too)")
