@@ -284,7 +284,8 @@ class _Bench:
         for spec in self.profile.students:
             models[spec.name] = build_student(spec, teacher, init="random",
                                               attention_dropout=self.profile.attention_dropout,
-                                              freeze_embeddings=self.profile.freeze_word_embeddings)
+                                              freeze_embeddings=self.profile.freeze_word_embeddings,
+                                              hidden_dropout=self.profile.student_hidden_dropout)
             lr = spec.lr or self.profile.student_lr
             records[spec.name] = self.train_phase(models[spec.name], spec.name, "kd", lr)
             models[spec.name] = fold_word_embeddings(models[spec.name])  # inference is timed on what ships

@@ -255,6 +255,21 @@ def set_attention_dropout(model, p: float | None):
     return model
 
 
+def set_hidden_dropout(model, p: float | None):
+    """Set every dropout of ``model`` but those on attention probabilities (the embeddings', two per layer, the
+    classifier's) to ``p`` (None: leave them); returns the model. The config is updated too."""
+    if p is None:
+        return model
+    model.config.hidden_dropout_prob = p
+    if getattr(model.config, "classifier_dropout", None) is not None:
+        model.config.classifier_dropout = p
+    keep = {id(m) for m in attention_dropouts(model)}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and id(module) not in keep:
+            module.p = p
+    return model
+
+
 def freeze_word_embeddings(model, freeze: bool = True):
     """Keep ``model``'s word-embedding matrix fixed during training (``requires_grad=False``); returns the model."""
     model.bert.embeddings.word_embeddings.weight.requires_grad_(not freeze)
@@ -262,10 +277,11 @@ def freeze_word_embeddings(model, freeze: bool = True):
 
 
 def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", attention_dropout: float | None = None,
-                  freeze_embeddings: bool = False):
+                  freeze_embeddings: bool = False, hidden_dropout: float | None = None):
     """The student described by ``spec``, checked against the teacher's vocabulary.
 
-    ``attention_dropout`` (a profile setting) overrides the dropout on its attention probabilities;
+    ``attention_dropout`` (a profile setting) overrides the dropout on its attention probabilities, and
+    ``hidden_dropout`` (the profile's ``student_hidden_dropout``) every other dropout;
     ``freeze_embeddings`` keeps the word embeddings a layer-copied student took from the teacher fixed.
     """
     _check_word_vectors(spec)
@@ -282,7 +298,7 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
     else:
         raise ValueError(f"unknown student kind {spec.kind!r}: use 'distil' or 'compact'")
     check_same_vocab(teacher, student)
-    return set_attention_dropout(student, attention_dropout)
+    return set_hidden_dropout(set_attention_dropout(student, attention_dropout), hidden_dropout)
 
 
 def _check_word_vectors(spec: StudentSpec) -> None:

@@ -112,7 +112,10 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
            profile.freeze_word_embeddings)
     if recipe is not None:
         key += (dataclasses.asdict(recipe),) + ((AUGMENT,) if recipe.augment else ())
-    return key + (("teacher layers: bf16 cache",) if cached_layers else ()) + (("revision", RUN_REVISION),)
+    key += (("teacher layers: bf16 cache",) if cached_layers else ()) + (("revision", RUN_REVISION),)
+    if profile.student_hidden_dropout is not None:  # last, as docs/tuning/student_dropout.py keyed its runs (e24)
+        key += (("student hidden dropout", float(profile.student_hidden_dropout)),)
+    return key
 
 
 def student_labels(profile: Profile, prep) -> list[int]:
@@ -296,7 +299,8 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
     if not initial:
         seed_everything(config.seed)
         initial.append(build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout,
-                                     freeze_embeddings=profile.freeze_word_embeddings))
+                                     freeze_embeddings=profile.freeze_word_embeddings,
+                                     hidden_dropout=profile.student_hidden_dropout))
     student = copy.deepcopy(initial[0])
     spec_i = recipe.intermediate
     seed_everything(config.seed)  # the projections' start, too, must not depend on the runs before this one

@@ -244,6 +244,7 @@ def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, tea
     ("evals_per_run=0", r"evals_per_run=0: give a whole number >= 1"),
     ("patience=0", r"patience=0: give None \(no early stop\) or a whole number >= 1"),
     ("attention_dropout=1", r"attention_dropout=1.0: give None \(the model's own\) or a number from 0 to below 1"),
+    ("student_hidden_dropout=-0.1", r"student_hidden_dropout=-0.1: give None \(the model's own\) or a number from 0"),
 ])
 def test_a_profile_value_no_run_can_use_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch, setting,
                                                                           expected):

@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from kd_tutorial import models
+from kd_tutorial.features import attention_dropouts
+from kd_tutorial.models import set_attention_dropout
 from kd_tutorial.errors import ModelSourceError
 from kd_tutorial.profiles import PROFILES, StudentSpec
 
@@ -113,6 +115,21 @@ def test_attention_dropout_setting_reaches_every_attention_layer(teacher):
     a, b = two_passes(fused)
     assert torch.allclose(a, b)
     assert models.set_attention_dropout(plain, None) is plain and plain.config.attention_probs_dropout_prob == 0.1
+
+
+def test_hidden_dropout_setting_reaches_every_other_dropout_and_leaves_attention(teacher):
+    spec = PROFILES["tiny"].students[0]
+    plain = models.build_student(spec, teacher, attention_dropout=0.25)
+    others = [m for m in plain.modules() if isinstance(m, torch.nn.Dropout) and m not in attention_dropouts(plain)]
+    assert len(others) == 2 * spec.num_layers + 2 and {m.p for m in others} == {0.1}  # BERT's, left alone by None
+    quiet = models.build_student(spec, teacher, attention_dropout=0.25, hidden_dropout=0.0)
+    others = [m for m in quiet.modules() if isinstance(m, torch.nn.Dropout) and m not in attention_dropouts(quiet)]
+    assert len(others) == 2 * spec.num_layers + 2 and {m.p for m in others} == {0.0}
+    assert [d.p for d in attention_dropouts(quiet)] == [0.25] * spec.num_layers  # its own setting, untouched
+    assert quiet.config.hidden_dropout_prob == 0.0 and teacher.config.hidden_dropout_prob == 0.1  # the teacher keeps its
+    ids = torch.tensor([[101, 2023, 3185, 2001, 2307, 102]] * 4)
+    set_attention_dropout(quiet.train(), 0.0)
+    assert torch.equal(quiet(input_ids=ids).logits, quiet(input_ids=ids).logits)  # no dropout left at all
 
 
 def test_profile_attention_dropout_reaches_the_teacher_and_its_hash():

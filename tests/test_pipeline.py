@@ -225,6 +225,7 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
                (dict(temperature=4.0), dict(seed=1), dict(max_steps=101), dict(mode="ce"))]
     changes += [dict(init="random"), dict(spec=dataclasses.replace(spec, layer_map=(1, 3))),
                dict(profile=profile.replace(student_labels=100)), dict(profile=profile.replace(attention_dropout=0.0)),
+               dict(profile=profile.replace(student_hidden_dropout=0.0)),
                dict(spec=dataclasses.replace(spec, teacher_word_vectors=True))]
     for change in changes:
         assert folder(**change) != folder(), change
@@ -235,6 +236,10 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
         assert folder() != before
     finally:
         pipeline.RUN_REVISION = revision
+    # the runs docs/tuning/student_dropout.py trained with the setting patched in (e24) keep their folders
+    assert pipeline.run_key(profile.replace(student_hidden_dropout=0), spec, config, "pretrained")[-1] == (
+        "student hidden dropout", 0.0)
+    assert profile.replace(student_hidden_dropout=0.0).teacher_hash() == profile.teacher_hash()  # the same teacher
     # a student without the option keeps the key it had before teacher_word_vectors existed
     assert "teacher_word_vectors" not in pipeline.run_key(profile, spec, config, "pretrained")[0]
 
@@ -454,7 +459,7 @@ def test_a_runs_projections_start_the_same_whatever_ran_before_it(monkeypatch):
     teacher = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
                                                        num_attention_heads=2, intermediate_size=64))
     spec = StudentSpec("s", "compact", 1, hidden_size=16, num_heads=2, intermediate_size=32)
-    profile = SimpleNamespace(attention_dropout=None, freeze_word_embeddings=False)
+    profile = SimpleNamespace(attention_dropout=None, freeze_word_embeddings=False, student_hidden_dropout=None)
     sets = {k: (None, None, None) for k in ("labelled", "transfer", "augmented")}
 
     def run(recipe, initial):
