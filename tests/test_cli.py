@@ -174,7 +174,7 @@ def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_stands():
     """The printed estimate starts from time_budget_s: it must be a measured seed of this very preset."""
     import json
     from pathlib import Path
-    record = Path(__file__).resolve().parents[1] / "docs/tuning/cpu-1-seed-bf16-cache-de22eb1.json"
+    record = Path(__file__).resolve().parents[1] / "docs/tuning/cpu-1-seed-bf16-cache-137a549.json"
     run = json.loads(record.read_text())["run"]
     cpu = profiles.get_profile("cpu")
     assert (run["profile"], run["profile_changes"], run["seeds"]) == ("cpu", {}, [0])
