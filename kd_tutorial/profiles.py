@@ -206,8 +206,8 @@ class Profile:
     attention_dropout: float | None = None
     # dropout on the students' hidden states, everywhere but the attention probabilities: the embeddings, two sites a
     # layer and the classifier (None: the model's own, BERT's 0.1). The teacher keeps its own. Validation saw no
-    # difference at 0 for the cpu profile's students, whose steps it makes 26 % (distil-3L) and 14 % cheaper
-    # (docs/tuning.md, "The students' hidden dropout")
+    # difference at 0 for the cpu profile's students; a step alone on 2 threads is 26 % (distil-3L) and 14 % cheaper,
+    # a seed of runs in one-thread workers was not measurably faster (docs/tuning.md, "Hidden dropout 0")
     student_hidden_dropout: float | None = None
     # keep the word embeddings (30,522 x H) fixed while fine-tuning the teacher and training the layer-copied
     # students, which start from the teacher's: fewer weights for AdamW to update (about 1.2x faster steps for
