@@ -202,7 +202,8 @@ class Profile:
     precision: str = "auto"  # "auto" (kd_tutorial.device.precision_for), "fp32", "bf16" or "fp16"
     # dropout on the attention probabilities of the teacher and the students (None: the model's own, 0.1 for
     # BERT). At 0, PyTorch's scaled_dot_product_attention can use its fused kernel on a CPU: the cpu profile's
-    # teacher and students train 1.3-1.5x faster (measured on 2 cores); hidden-state dropout stays on.
+    # teacher and students train 1.3-1.5x faster (measured on 2 cores). The students' other dropouts:
+    # student_hidden_dropout.
     attention_dropout: float | None = None
     # dropout on the students' hidden states, everywhere but the attention probabilities: the embeddings, two sites a
     # layer and the classifier (None: the model's own, BERT's 0.1). The teacher keeps its own. Validation saw no

@@ -1,7 +1,7 @@
 """Each cpu student's intermediate recipe, seed 0, reading the teacher's mapped layers from the bf16 cache.
 
-The same runs as seed 0 of docs/results/cpu-distil-3-seeds.json (`kd+transfer+cosine`) and
-docs/results/cpu-compact-3-seeds.json (`kd+transfer+values`), which called the teacher at every step: the same
+The same runs as seed 0 of docs/results/earlier/cpu-distil-3-seeds.json (`kd+transfer+cosine`) and
+docs/results/earlier/cpu-compact-3-seeds.json (`kd+transfer+values`), which called the teacher at every step: the same
 profile, seed, initial weights and data order, so only the source of the teacher's layers (and its bf16 rounding)
 differs. One run after another, all threads, as those were timed; evaluated on the 4,934 test reviews.
 Given seeds after the output file, it runs those instead, two at a time (``workers=2``: the same models).
@@ -19,7 +19,7 @@ from kd_tutorial.evaluate import accuracy, predict_logits
 from kd_tutorial.profiles import get_profile
 
 commit = pipeline.git_commit()  # read first: the docs may change while this runs
-profile = get_profile("cpu")
+profile = get_profile("cpu").replace(student_hidden_dropout=None)  # those runs kept BERT's 0.1
 RUNS = {"compact-2L-H128": "kd+transfer+values", "distil-3L": "kd+transfer+cosine"}
 SEEDS = tuple(int(seed) for seed in sys.argv[2:]) or (0,)
 WORKERS = 1 if SEEDS == (0,) else 2
@@ -55,7 +55,7 @@ for name, recipe in RUNS.items():
 online = {}  # seed 0 of the committed three-seed results: the same runs with the online teacher
 for name, recipe in RUNS.items():
     kind = "distil" if name.startswith("distil") else "compact"
-    recorded = json.load(open(f"docs/results/cpu-{kind}-3-seeds.json"))
+    recorded = json.load(open(f"docs/results/earlier/cpu-{kind}-3-seeds.json"))
     row = next(r for r in recorded["models"] if r["name"] == f"{name} {recipe}")
     for seed in SEEDS:
         online[f"{name} {recipe} s{seed}"] = {

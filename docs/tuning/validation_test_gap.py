@@ -1,7 +1,7 @@
 """Does validation flatter an intermediate recipe more than `kd+transfer`, beyond noise? (docs/tuning.md)
 
 For one student of the `cpu` profile, every cached run of the three-seed block
-(docs/results/cpu-compact-3-seeds.json, docs/results/cpu-distil-3-seeds.json) is scored review by review on
+(docs/results/earlier/cpu-compact-3-seeds.json, docs/results/earlier/cpu-distil-3-seeds.json) is scored review by review on
 validation and on test, and each recipe's *excess gap* over `kd+transfer` is
 [val(recipe) - val(kd+transfer)] - [test(recipe) - test(kd+transfer)], in points, averaged over the seeds. Its 95 %
 intervals resample validation reviews or validation's carve runs (the runs of 100 reviews that keep a movie's reviews
@@ -44,7 +44,7 @@ def predict(student: str, out: str) -> None:
     pipeline.train = teachers.train = refuse  # read the cache only: a missing run stops here instead of training
     quiet()
     configure("cpu")
-    p = get_profile("cpu")
+    p = get_profile("cpu").replace(student_hidden_dropout=None)  # those runs kept BERT's 0.1
     # the three-seed runs called the teacher at every step: they are cached under the online teacher's keys
     p = p.replace(students=tuple(s for s in p.students if s.name == student), teacher_layers="online")
     kw = dict(data_dir=None, teacher=None, init="pretrained", seed=0, device="cpu", progress=False)
@@ -75,7 +75,7 @@ def carve_runs(val_labels) -> np.ndarray:
     from kd_tutorial.profiles import get_profile
     if not os.environ.get(DATA_DIR_ENV):
         raise SystemExit(f"set {DATA_DIR_ENV} to the IMDB folder the runs used (../shared/data/imdb)")
-    profile = get_profile("cpu")
+    profile = get_profile("cpu").replace(student_hidden_dropout=None)
     data = load_for_profile(profile, seed=0)  # the pipeline carves with the first seed, 0, for every seed
     assert list(data.validation.labels) == list(val_labels), "not the validation split the runs were scored on"
     src = pd.read_parquet(os.path.join(os.environ[DATA_DIR_ENV], "train.parquet"))
