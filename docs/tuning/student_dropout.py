@@ -11,10 +11,8 @@ With "train-only", the runs are trained (two at a time) into the artifact cache 
 """
 import sys
 
-import torch
-
 from kd_tutorial import pipeline
-from kd_tutorial.features import attention_dropouts
+from kd_tutorial.models import set_hidden_dropout
 from kd_tutorial.profiles import get_profile
 
 OUT, P = sys.argv[1], float(sys.argv[2])
@@ -22,13 +20,7 @@ real_build, real_key = pipeline.build_student, pipeline.run_key
 
 
 def build(*args, **kwargs):
-    student = real_build(*args, **kwargs)
-    keep = {id(m) for m in attention_dropouts(student)}
-    student.config.hidden_dropout_prob = P
-    for module in student.modules():
-        if isinstance(module, torch.nn.Dropout) and id(module) not in keep:
-            module.p = P
-    return student
+    return set_hidden_dropout(real_build(*args, **kwargs), P)  # the package's student_hidden_dropout since e25
 
 
 def key(*args, **kwargs):

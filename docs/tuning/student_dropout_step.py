@@ -13,17 +13,11 @@ import time
 import torch
 
 from kd_tutorial.device import autocast_dtype
+from kd_tutorial.models import set_hidden_dropout
 from kd_tutorial.profiles import get_profile
 from workers_step_cost import student_and_batch
 
 STEPS, ROUNDS = 8, 3
-
-
-def set_hidden_dropout(student, p: float) -> None:
-    """Every dropout of ``student`` but those on attention probabilities (already 0 in the cpu profile) to ``p``."""
-    for name, module in student.named_modules():
-        if isinstance(module, torch.nn.Dropout) and "attention.self" not in name:
-            module.p = p
 
 
 def seconds_per_step(profile, spec, p: float) -> float:
