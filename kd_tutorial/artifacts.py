@@ -58,8 +58,12 @@ class Prepared:
 
     @property
     def directory(self) -> Path:
-        """This configuration's artifact folder: the profile, the teacher, and a fingerprint of the data."""
-        key = self.profile.teacher_hash(self.data_key, self.teacher_name, self.init, self.seed, self.fingerprint)
+        """This configuration's artifact folder: the profile, the teacher, and a fingerprint of the data.
+
+        A local folder is keyed by what it holds, not where it lies: a data folder moved or copied elsewhere (an
+        instructor's prefetched copy) finds the teacher already trained from it."""
+        source = "local folder" if Path(self.data_key).is_absolute() else self.data_key  # data_key resolves paths
+        key = self.profile.teacher_hash(source, self.teacher_name, self.init, self.seed, self.fingerprint)
         return home() / self.profile.name / key
 
     @property

@@ -495,6 +495,29 @@ def test_a_prepared_configuration_is_found_again_whatever_the_environment_says_l
     assert artifacts.prepare(profile, **from_folder.where).directory == from_folder.directory
 
 
+def test_a_moved_data_folder_keeps_its_teacher_and_other_reviews_do_not(tmp_path, monkeypatch):
+    """The teacher's folder was keyed on the data folder's path: an instructor's copy of the same reviews on
+    another disk retrained every teacher. It is keyed on the reviews the folder holds."""
+    import shutil
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+    first = tmp_path / "prefetched"
+    first.mkdir()
+    write_parquet(first / "train.parquet", 400)
+    write_parquet(first / "test.parquet", 100, seed=1)
+    moved = tmp_path / "usb" / "imdb"
+    shutil.copytree(first, moved)
+    profile = get_profile("tiny")
+    here, there = (artifacts.prepare(profile, data_dir=str(d)) for d in (first, moved))
+    assert here.data_key != there.data_key and here.directory == there.directory
+    other = tmp_path / "other"
+    other.mkdir()
+    write_parquet(other / "train.parquet", 400, seed=2)  # other reviews: another teacher
+    write_parquet(other / "test.parquet", 100, seed=1)
+    assert artifacts.prepare(profile, data_dir=str(other)).directory != here.directory
+    assert artifacts.prepare(profile).directory != here.directory  # the built-in reviews are not the folder's
+
+
 @pytest.mark.parametrize("name", ["tiny", "cpu", "full"])
 def test_setting_a_field_to_its_own_value_keeps_every_artifact_key(name):
     """--set read 8 as 8.0 for a float field whose preset holds the int 8, and 8 and 8.0 hash apart: the same
