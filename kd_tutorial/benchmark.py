@@ -6,7 +6,8 @@ Measured, same data, same student, one run.
 naive: every batch padded to ``max_length``, fp32, random batches, the teacher called at every step.
 ours:  dynamic padding with length-grouped batches, bf16 autocast where the device has it, the
        teacher's logits computed once and read from a cache, and the profile's ``attention_dropout``
-       (0 on the cpu profile, which lets the fused attention kernel run).
+       (0 on the cpu profile, which lets the fused attention kernel run) and ``student_hidden_dropout``
+       (0 on the cpu profile: no dropout masks to draw).
 
 Both runs use :func:`kd_tutorial.train.train` from the same initial weights; only those switches differ.
 Throughput counts real (non-pad) tokens, so padding is pure cost.
@@ -57,7 +58,8 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
     spec = profile.students[student]
     results = {"profile": profile.name, "device": device, "student": spec.name, "steps": steps,
                "max_length": profile.max_length, "batch_size": profile.batch_size,
-               "bf16": autocast_dtype(device) is not None, "attention_dropout": profile.attention_dropout}
+               "bf16": autocast_dtype(device) is not None, "attention_dropout": profile.attention_dropout,
+               "student_hidden_dropout": profile.student_hidden_dropout}
 
     warm = min(3, steps)  # untimed, as run_benchmark does: the first loop would otherwise pay the start-up costs
     naive_vs_ours(profile, spec, teacher, Encoded(rows.input_ids[: warm * profile.batch_size],
@@ -84,7 +86,8 @@ def naive_vs_ours(profile: Profile, spec, teacher, rows, *, steps: int, device: 
                   temperature=profile.temperature, alpha=profile.alpha)
     seed_everything(0)
     naive_student = build_student(spec, teacher, init=init)
-    ours_student = build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout)
+    ours_student = build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout,
+                                 hidden_dropout=profile.student_hidden_dropout)  # the student the profile trains
     ours_student.load_state_dict(naive_student.state_dict())
     naive = train(naive_student, rows, teacher=teacher, device=device, progress=progress, desc="naive loop",
                   config=TrainConfig(precision="fp32", group_by_length=False, pad_to_max=profile.max_length,

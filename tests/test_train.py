@@ -194,6 +194,33 @@ def test_naive_and_course_loops_train_the_same_steps_on_the_same_tokens(rows):
     assert cache_seconds > 0
 
 
+def test_the_course_loop_trains_the_student_the_profile_trains(rows, monkeypatch):
+    """The course loop's student has the profile's dropouts (the cpu profile: attention and hidden states at 0),
+    the naive loop's BERT's own: the benchmark built the course student with BERT's hidden dropout of 0.1."""
+    from kd_tutorial import benchmark
+    from kd_tutorial.models import teacher_for_profile
+    from kd_tutorial.profiles import get_profile
+    built = []
+
+    def spy(*args, **kw):
+        built.append(real(*args, **kw))
+        return built[-1]
+    real = benchmark.build_student
+    monkeypatch.setattr(benchmark, "build_student", spy)
+    profile = get_profile("tiny").replace(attention_dropout=0.0, student_hidden_dropout=0.0)
+    few = data.Encoded(rows["train"].input_ids[:profile.batch_size], rows["train"].labels[:profile.batch_size], "rows")
+    benchmark.naive_vs_ours(profile, profile.students[0], freeze(teacher_for_profile(profile)), few, steps=1,
+                            device="cpu")
+
+    def dropouts(student):  # (on attention probabilities, every other)
+        on_attention = {id(m) for m in models.attention_dropouts(student)}
+        every = [m for m in student.modules() if isinstance(m, torch.nn.Dropout)]
+        return ({m.p for m in every if id(m) in on_attention}, {m.p for m in every if id(m) not in on_attention})
+    naive, ours = map(dropouts, built)
+    # the teacher the profile builds has no attention dropout, and the copied layers keep the teacher's
+    assert naive == ({0.0}, {0.1}) and ours == ({0.0}, {0.0})
+
+
 def test_loop_speed_reports_the_ratio_of_the_two_measured_rates(monkeypatch):
     """The report's speed-up is the course loop's tokens/s over the naive loop's (fixed, fake timings)."""
     from kd_tutorial import benchmark
