@@ -511,7 +511,8 @@ def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, devi
     """``results["run"]``: what ran, on what, from which code and data, and how long each step took."""
     split_name = "held-out" if prep.data.test_is_held_out else "test"
     return {
-        "profile": profile.name, "profile_changes": profile.changes(), "data_source": prep.data.source,
+        "profile": profile.name, "profile_changes": profile.changes(), "settings": profile.settings(),
+        "data_source": prep.data.source,
         "split_sizes": prep.data.sizes(), "data_notes": list(prep.data.notes),
         "evaluated_on": split_name, "device": device, "init": init, "seeds": list(seeds),
         "precision": describe_device(device) | {"training": resolve_precision(device, profile.precision),

@@ -113,6 +113,10 @@ def _same_number_type(value, current, allowed: tuple):
     return float(value) if float in allowed else value
 
 
+# Fields that describe a profile or time it, and change nothing a run computes.
+NOT_SETTINGS = ("description", "notes", "time_budget_s", "budget_evaluation", "seeds")
+
+
 def stable_hash(*parts: object) -> str:
     """A short hash of JSON-able ``parts`` that is the same in every process (for artifact folder names)."""
     blob = json.dumps([p if isinstance(p, (dict, list)) else str(p) for p in parts], sort_keys=True, default=str)
@@ -288,12 +292,19 @@ class Profile:
         preset = PROFILES.get(self.name)
         if preset is None:
             return {}
-        ignored = {"description", "notes", "time_budget_s", "budget_evaluation", "seeds"} | set(self.shadowed())
+        ignored = set(NOT_SETTINGS) | set(self.shadowed())
         changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                    if f.name not in ignored and getattr(self, f.name) != getattr(preset, f.name)}
         if "students" in changed:
             changed["students"] = [s.name for s in self.students]
         return changed
+
+    def settings(self) -> dict:
+        """Every setting that decides what a run computes, students in full, as JSON gives it back: a results file
+        records it, so a preset changed later is told apart from the one that ran. Left out: words, the time
+        budget and ``seeds`` (``distill`` takes ``--seeds``)."""
+        kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_SETTINGS}
+        return json.loads(json.dumps(kept, default=str))
 
     def shadowed(self) -> list[str]:
         """The student defaults (``student_epochs``, ``student_lr``, ``recipes``) that every student overrides with

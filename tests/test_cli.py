@@ -178,6 +178,9 @@ def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_stands():
     run = json.loads(record.read_text())["run"]
     cpu = profiles.get_profile("cpu")
     assert (run["profile"], run["profile_changes"], run["seeds"]) == ("cpu", {}, [0])
+    if "settings" in run:  # recorded since 137a549's seed: then every setting, a changed default included
+        changed = sorted(k for k in run["settings"] if run["settings"][k] != cpu.settings().get(k))
+        assert not changed, f"the preset changed since its timed seed ({changed}): time a seed again"
     assert run["precision"]["training"] == "bf16" and run["torch_threads"] == 2  # 2 cores with bf16 units
     assert round(run["wall_seconds"]) == cpu.time_budget_s
     # the same runs and step budgets as the preset names today (a changed recipe or budget needs a new record)

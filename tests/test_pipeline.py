@@ -356,6 +356,13 @@ def test_results_say_which_settings_differ_from_the_profile(tiny_run):
     from kd_tutorial.report import results_markdown
     _, results = tiny_run
     assert results["run"]["profile_changes"] == {}  # the preset itself
+    # and every setting, so that a preset changed later is told apart from the one that ran
+    tiny = get_profile("tiny")
+    assert results["run"]["settings"] == json.loads(json.dumps(results["run"]["settings"])) == tiny.settings()
+    assert results["run"]["settings"]["students"][0]["recipes"] == list(tiny.students[0].recipes)
+    later = tiny.replace(student_hidden_dropout=0.0, time_budget_s=1)  # a default changed, then timed again
+    now, then = later.settings(), tiny.settings()
+    assert {k for k in now if now[k] != then[k]} == {"student_hidden_dropout"}  # the time budget is no setting
     assert results_markdown(results).startswith("Profile `tiny`, ")
     changed = results | {"run": results["run"] | {"profile_changes": {"max_length": 64, "student_lr": 0.001}}}
     assert results_markdown(changed).startswith("Profile `tiny` (changed: `max_length=64`, `student_lr=0.001`), ")
