@@ -197,6 +197,28 @@ def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_stands():
     assert cpu.budget_evaluation == (round(run["phase_seconds"]["evaluation"]), sizes["test"])
 
 
+def test_the_cpu_fp32_factor_is_the_measured_ratio_of_the_students_steps():
+    """CPU_FP32_SLOWDOWN["cpu"] is the students' steps on a CPU without bf16 units against the budget's machine, two
+    runs side by side as distill trains them, each student weighted by its runs' steps (was 1.6, a product of two
+    ratios from other machines; a distil-3L step measured 2.4 times its bf16 time on two such CPUs)."""
+    import json
+    from pathlib import Path
+    from kd_tutorial.pipeline import step_budget
+    records = Path(__file__).resolve().parents[1] / "docs/tuning"
+    seconds = {}
+    for name in ("workers-step-cost-bf16.json", "workers-step-cost-no-bf16.json"):
+        rows = json.loads((records / name).read_text())["rows"]
+        seconds[name] = {r["student"]: r["seconds_per_step_side_by_side"] for r in rows
+                         if r["profile"] == "cpu" and not r["online_teacher"]}  # the preset caches its layers
+    bf16, fp32 = seconds.values()
+    cpu = profiles.get_profile("cpu")
+    assert {s.name for s in cpu.students} == set(bf16) == set(fp32)
+    steps = {s.name: len(s.recipes) * step_budget(cpu, s, cpu.student_labels + cpu.n_transfer) for s in cpu.students}
+    factor = sum(steps[n] * fp32[n] for n in steps) / sum(steps[n] * bf16[n] for n in steps)
+    assert round(factor, 1) == cli.CPU_FP32_SLOWDOWN["cpu"]
+    assert json.loads((records / "workers-step-cost-no-bf16.json").read_text())["rows"][0]["precision"] == "fp32"
+
+
 def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     from kd_tutorial import device
     from kd_tutorial.profiles import get_profile

@@ -4,12 +4,16 @@
 forked workers of one thread each (kd_tutorial.parallel.run_forked, as `kd-tutorial distill` trains its students).
 Each worker builds its model and takes one warm-up step, then both wait at a barrier and time the same `steps` at
 once; side by side, two steps finish in the slower worker's time per step. The steps are cross-entropy steps on
-random reviews of the profile's batch size and length, with the profile's dropout and frozen embeddings, from random
-weights (speed does not depend on the weights). With "online teacher", every step also runs the teacher's forward
+random reviews of the profile's batch size and length, with the profile's attention dropout and frozen embeddings, from
+random weights (speed does not depend on the weights). The students' other dropouts stay BERT's 0.1, as in every record
+this script wrote (the `cpu` profile trains them at 0 since 137a549; its timed seed took as long as at 0.1). With "online teacher", every step also runs the teacher's forward
 pass with its hidden states, as the intermediate recipes (+cosine, +values) do. Each step runs in the precision the
 profile resolves to on this CPU, under autocast as the training loop does (bf16 on a CPU with bf16 units, else fp32).
 Run from the repository root on otherwise idle cores (by default the tiny and cpu profiles; name them to choose):
     python docs/tuning/workers_step_cost.py [PROFILE ...] > docs/tuning/workers-step-cost.json
+Records: workers-step-cost.json (fp32, a CPU without bf16 units), workers-step-cost-bf16.json (the machine of the
+`cpu` profile's timed seed), workers-step-cost-no-bf16.json (`cpu` only, fp32, another CPU without bf16 units, at
+71ee8c0: the factor of `kd_tutorial.cli.CPU_FP32_SLOWDOWN`).
 """
 import json
 import multiprocessing
