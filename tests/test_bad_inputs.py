@@ -493,6 +493,24 @@ def test_interrupt_says_how_to_go_on_for_its_own_command(monkeypatch, capsys, co
     assert err.startswith("kd-tutorial: interrupted; ") and err.strip().endswith(says), err
 
 
+def test_an_interrupt_while_the_command_line_loads_is_one_line_too(monkeypatch, capsys):
+    """Loading the command line (PyTorch) takes seconds, and Ctrl-C then printed a traceback."""
+    import sys
+    from kd_tutorial import console
+
+    class InterruptedImport:  # Ctrl-C lands while kd_tutorial.cli is being imported
+        def find_spec(self, name, path=None, target=None):
+            if name == "kd_tutorial.cli":
+                raise KeyboardInterrupt
+    monkeypatch.delitem(sys.modules, "kd_tutorial.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    assert console.main() == 130
+    assert capsys.readouterr().err == "kd-tutorial: interrupted while starting; nothing was written\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "argv", ["kd-tutorial", "report", "missing.json"])  # loaded: the command runs
+    assert console.main() == 2 and capsys.readouterr().err.startswith("kd-tutorial: error: ")
+
+
 def test_a_benchmark_report_onto_a_file_that_is_not_one_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
     """Before, --report results.json replaced a distill run's results with the benchmark's, exit 0."""
     monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: pytest.fail("measured before the path was checked"))

@@ -35,7 +35,7 @@ def test_environment_yml_agrees_with_pyproject():
 
 def test_pyproject_declares_the_extras_and_the_console_script():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["kd-tutorial"] == "kd_tutorial.cli:main"
+    assert project["scripts"]["kd-tutorial"] == "kd_tutorial.console:main"  # Ctrl-C while loading: one line
     assert {"dev", "offline"} <= set(project["optional-dependencies"])
     dev = {_name(r) for r in project["optional-dependencies"]["dev"]}
     assert {"pytest", "nbval", "hypothesis", "pytest-xdist", "nbclient"} <= dev

@@ -1,0 +1,15 @@
+"""The ``kd-tutorial`` console script. The command line loads PyTorch on import, which takes seconds: an
+interrupt meanwhile ends in one line, as it does once a command runs (:func:`kd_tutorial.cli.main`)."""
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    """Import the command line, then run it; Ctrl-C while it loads exits 130 with one line, not a traceback."""
+    try:
+        from .cli import main as run
+    except KeyboardInterrupt:
+        print("kd-tutorial: interrupted while starting; nothing was written", file=sys.stderr)
+        return 130
+    return run()
