@@ -10,6 +10,7 @@ Layout (``KD_TUTORIAL_HOME``, default ``~/.cache/kd-tutorial``)::
                                    hidden-<t>-<split>.npy, values-<t>-<split>.npy   its mapped layers (bf16)
                                    students/<name>-<run-hash>/model/          a distilled student
                                                              history.json    its training history (written last)
+                                                             logits-test-<hash>.pt   its logits on the test split
                                                              last.pt         checkpoint while it trains
                                    .lock           held while anything above is written
                                    stale-<time>-*/ what a teacher retrained with other weights found
@@ -165,11 +166,20 @@ def load_student(folder: Path):
 
 
 def save_student(folder: Path, model, history) -> None:
-    """Store a finished student: the model, then its history (the marker that it is complete)."""
+    """Store a finished student: the model, then its history (the marker that it is complete). Test logits of a
+    model trained here before are removed first: they are not this model's."""
+    for stale in folder.glob("logits-test-*.pt"):
+        stale.unlink(missing_ok=True)
     atomic_save_pretrained(model, folder / "model")
     atomic_write_json(folder / "history.json", history.to_dict())
     with contextlib.suppress(FileNotFoundError):
         (folder / "last.pt").unlink()  # the epoch checkpoint is not needed once the run is finished
+
+
+def student_test_logits_file(prep: Prepared, folder: Path) -> Path:
+    """Where a finished student's logits on ``prep``'s test split are kept: beside its model, named as the
+    teacher's are (with a hash of the test reviews)."""
+    return folder / prep.split_file("logits", "test").name
 
 
 def cache_status(profile: Profile) -> dict:

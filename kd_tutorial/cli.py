@@ -572,8 +572,9 @@ def _add_distill(sub, profile_help: str) -> None:
                    help="random: the same architectures with random weights (speed runs without the Hub)")
     d.add_argument("--out", type=_given, default="runs/latest", help="output folder (default runs/latest)")
     d.add_argument("--resume", action="store_true",
-                   help="reuse the students this configuration already trained (artifact cache) and continue "
-                        "interrupted ones from their last checkpoint; without it they are trained again")
+                   help="reuse the students this configuration already trained (artifact cache), and their "
+                        "predictions on the test split where one was evaluated, and continue interrupted ones from "
+                        "their last checkpoint; without it they are trained again")
     one_or_more = d.add_mutually_exclusive_group()
     one_or_more.add_argument("--seed", type=_seed, default=0)
     one_or_more.add_argument("--seeds", type=_seed, nargs="+", help="several seeds: report mean and std")

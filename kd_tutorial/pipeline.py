@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, plots
-from .artifacts import load_student, prepare, save_student, student_finished, student_folder
+from .artifacts import (load_student, prepare, save_student, student_finished, student_folder,
+                        student_test_logits_file)
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
@@ -35,10 +36,11 @@ from .parallel import check_workers, default_workers, run_forked
 from .profiles import Profile, StudentSpec
 from .recipes import Recipe, get_recipe
 from .report import format_comparisons, format_table
-from .store import atomic_save_pretrained, atomic_write_json, locked
+from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked
 from .teacher_layers import (cache_gb, cached_layer_keys, reads_cached_layers, run_layer_keys, teacher_layer_cache,
                              transfer_states)
-from .teachers import ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on
+from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on,
+                       load_cached_logits)
 from .train import TrainConfig, seed_everything, train
 
 
@@ -484,9 +486,7 @@ def evaluate_all(profile: Profile, prep, info: dict, trained: dict, seeds, **kw)
     recipe compared with its baseline: ``(rows, comparisons)``."""
     test, device = prep.encoded["test"], kw["device"]
     test_logits = {"teacher": ensure_teacher_logits(profile, "test", **kw)}
-    for name, item in trained.items():
-        test_logits[name] = predict_logits(item["model"], test, batch_size=profile.eval_batch_size, device=device,
-                                           precision=profile.precision)  # as validation chose it, and the teacher
+    test_logits |= {name: student_test_logits(profile, prep, item, device=device) for name, item in trained.items()}
     models = {"teacher": kw["teacher_model"]} | {n: item["model"] for n, item in trained.items()}
     train_speed = {"teacher": info["history"].get("tokens_per_s") if info.get("history") else None}
     train_speed |= {n: item["history"].tokens_per_s for n, item in trained.items() if item["history"]}
@@ -495,6 +495,20 @@ def evaluate_all(profile: Profile, prep, info: dict, trained: dict, seeds, **kw)
     for row in rows:
         row["train_speed_from"] = _speed_source(info if row["name"] == "teacher" else trained[row["name"]])
     return _aggregate(rows, trained), comparisons(trained, test_logits, test.labels, seeds)
+
+
+def student_test_logits(profile: Profile, prep, item: dict, *, device: str) -> torch.Tensor:
+    """A trained student's logits on the test split, in the profile's precision (as validation chose it, and as the
+    teacher's): read back from its run folder when that run was evaluated on these reviews before (``--resume``,
+    more seeds), else computed and kept there. Like the teacher's, they are computed once, on the device of that
+    first evaluation."""
+    path, test = student_test_logits_file(prep, Path(item["path"])), prep.encoded["test"]
+    if path.exists():
+        return load_cached_logits(path, len(test), width=2)
+    logits = predict_logits(item["model"], test, batch_size=profile.eval_batch_size, device=device,
+                            precision=profile.precision)
+    atomic_torch_save(logits, path)
+    return logits
 
 
 def _speed_source(item: dict) -> str:

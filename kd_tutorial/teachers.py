@@ -178,17 +178,17 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
     path = _output_files(prep, split)
     width = 2 if what == "logits" else None  # the course's two classes
     if path[what].exists():
-        return _load_logits(path[what], rows, width)
+        return load_cached_logits(path[what], rows, width)
     if teacher_model is None:
         teacher_model, _, _ = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed,
                                              device=device, progress=progress)
     with locked(prep.directory):
         if path[what].exists():
-            return _load_logits(path[what], rows, width)
+            return load_cached_logits(path[what], rows, width)
         _store_outputs(path, *predict_logits(teacher_model, encoded, batch_size=profile.eval_batch_size,
                                              device=device, precision=profile.precision, progress=progress,
                                              desc=f"teacher logits ({split})", cls_states=True))
-        return _load_logits(path[what], rows, width)
+        return load_cached_logits(path[what], rows, width)
 
 
 def _output_files(prep, split: str) -> dict:
@@ -287,9 +287,10 @@ def _layer_pass(teacher_model, encoded, writer: LayerWriter, *, batch_size: int,
                           values=any(what == "values" for what, _ in writer.paths), on_batch=write)
 
 
-def _load_logits(path: Path, rows: int, width: int | None = None) -> torch.Tensor:
-    """A cached teacher output (logits, or [CLS] states), checked by :func:`_wrong_output`; an ArtifactError that
-    names the file to delete otherwise (the next run computes it again)."""
+def load_cached_logits(path: Path, rows: int, width: int | None = None) -> torch.Tensor:
+    """A cached output (a teacher's logits or [CLS] states, a student's test logits), checked by
+    :func:`_wrong_output`; an ArtifactError that names the file to delete otherwise (the next run computes it
+    again)."""
     try:
         logits = torch.load(path)
     except Exception as err:

@@ -660,11 +660,11 @@ def test_cached_logits_that_no_run_can_use_name_the_file(tmp_path, saved, wrong)
     path = tmp_path / "train.logits.pt"
     torch.save(saved, path)
     with pytest.raises(ArtifactError) as err:
-        teachers._load_logits(path, 4, width=2)
+        teachers.load_cached_logits(path, 4, width=2)
     assert str(err.value) == f"cached logits {path} {wrong}: delete the file and run again"
     assert path.exists()  # the user deletes it: nothing is removed behind their back
     if wrong.endswith("classes"):  # [CLS] states are as wide as the teacher: no width to check
-        assert teachers._load_logits(path, 4).shape == (4, 5)
+        assert teachers.load_cached_logits(path, 4).shape == (4, 5)
 
 
 @pytest.mark.parametrize("kwargs, expected", [

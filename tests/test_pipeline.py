@@ -164,6 +164,10 @@ def test_second_run_reuses_the_teacher_and_resume_skips_finished_students(tiny_r
         raise AssertionError("the second run trained a model that the artifact cache holds")
     for module in (pipeline, teachers):  # the students' and the teacher's training
         monkeypatch.setattr(module, "train", no_training)
+
+    def no_prediction(*args, **kwargs):  # the evaluated students' test logits are kept beside them
+        raise AssertionError("the second run predicted the test split again with a student the cache had evaluated")
+    monkeypatch.setattr(pipeline, "predict_logits", no_prediction)
     assert cli.main(["distill", "--profile", "tiny", "--out", str(out), "--resume", "--quiet"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["run"]["teacher_status"] == "cached"
@@ -171,7 +175,8 @@ def test_second_run_reuses_the_teacher_and_resume_skips_finished_students(tiny_r
     assert set(first["run"]["student_status"].values()) == {"trained"}
     assert set(again["run"]["student_status"].values()) == {"cached"}
     for r1, r2 in zip(first["models"], again["models"]):
-        assert r1["name"] == r2["name"] and r1["accuracy"] == pytest.approx(r2["accuracy"])
+        assert r1["name"] == r2["name"] and r1["accuracy"] == r2["accuracy"]
+    assert first["comparisons"] == again["comparisons"]
 
 
 def test_teacher_logits_are_cached_and_aligned_with_the_split(tiny_run):
@@ -267,8 +272,11 @@ def test_cached_students_come_back_with_their_weights_and_history(tiny_run):
     kw = dict(students=(spec,), runs=("kd+transfer", "baseline"), progress=False)
     cached = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw)
     assert {item["status"] for item in cached.values()} == {"cached"}
+    kept = [artifacts.student_test_logits_file(prep, Path(item["path"])) for item in cached.values()]
+    assert all(path.exists() for path in kept)  # tiny_run evaluated them
     retrained = pipeline.distill_students(profile, teacher, prep, logits, resume=False, **kw)
     assert {item["status"] for item in retrained.values()} == {"trained"}
+    assert not any(path.exists() for path in kept)  # another model in the folder: the old test logits are not its
     for name, item in cached.items():
         again = retrained[name]
         assert len(item["history"].steps) == len(again["history"].steps) > 0
@@ -295,6 +303,20 @@ def test_a_student_with_the_teachers_word_vectors_is_stored_and_reloaded_as_a_pl
                                       **kw | dict(students=(profile.students[1],)))["compact-1L-H32 kd+transfer"]
     assert plain["path"] != trained["path"]  # its own cache entry
     assert plain["history"].steps[-1]["loss"] != trained["history"].steps[-1]["loss"]
+
+
+def test_a_students_corrupt_test_logits_give_a_clear_error(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))
+    prep = artifacts.prepare(get_profile("tiny"))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = artifacts.student_test_logits_file(prep, folder)
+    path.write_bytes(b"not a tensor")
+    with pytest.raises(artifacts.ArtifactError, match=f"cannot read cached logits {path}.*delete the file"):
+        pipeline.student_test_logits(get_profile("tiny"), prep, {"path": str(folder)}, device="cpu")
+    torch.save(torch.zeros(3, 2), path)  # another test split's size
+    with pytest.raises(artifacts.ArtifactError, match=f"have 3 rows for {len(prep.encoded['test'])} reviews"):
+        pipeline.student_test_logits(get_profile("tiny"), prep, {"path": str(folder)}, device="cpu")
 
 
 def test_a_corrupt_cached_student_gives_a_clear_error(tmp_path):
