@@ -10,7 +10,7 @@ Layout (``KD_TUTORIAL_HOME``, default ``~/.cache/kd-tutorial``)::
                                    hidden-<t>-<split>.npy, values-<t>-<split>.npy   its mapped layers (bf16)
                                    students/<name>-<run-hash>/model/          a distilled student
                                                              history.json    its training history (written last)
-                                                             logits-test-<hash>.pt   its logits on the test split
+                                                             logits-test-<hash>-<run>.pt   its logits on the test split
                                                              last.pt         checkpoint while it trains
                                    .lock           held while anything above is written
                                    stale-<time>-*/ what a teacher retrained with other weights found
@@ -32,13 +32,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import check_data_source, DataSourceError, encode, get_tokenizer, load_for_profile
+from .data import check_data_source, DataSourceError, encode, get_tokenizer, HUB_DATASET, load_for_profile
 from .models import TINY_TEACHER, fallback_path, resolve_source
 from .profiles import Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
 from .train import History
 
 DATA_ENV = "KD_TUTORIAL_DATA_DIR"
+NAMED_SOURCES = ("tiny", "hub", HUB_DATASET)  # what data.load_imdb reads by name rather than from a folder
 
 
 # --------------------------------------------------------------------------- the prepared data
@@ -62,9 +63,12 @@ class Prepared:
         """This configuration's artifact folder: the profile, the teacher, and a fingerprint of the data.
 
         A local folder is keyed by what it holds, not where it lies: a data folder moved or copied elsewhere (an
-        instructor's prefetched copy) finds the teacher already trained from it."""
-        source = "local folder" if Path(self.data_key).is_absolute() else self.data_key  # data_key resolves paths
-        key = self.profile.teacher_hash(source, self.teacher_name, self.init, self.seed, self.fingerprint)
+        instructor's prefetched copy) finds the teacher already trained from it, however it was named (a
+        ``--data-dir``, ``$KD_TUTORIAL_DATA_DIR``, or a profile's ``data_source``)."""
+        profile, source = self.profile, self.data_key
+        if Path(self.data_key).is_absolute():  # data_key resolves a folder's path; the named sources stay names
+            profile, source = profile.replace(data_source="local folder"), "local folder"
+        key = profile.teacher_hash(source, self.teacher_name, self.init, self.seed, self.fingerprint)
         return home() / self.profile.name / key
 
     @property
@@ -104,10 +108,15 @@ def _split_hash(encoded: dict, names) -> str:
 
 
 def data_key(profile: Profile, data_dir: str | None) -> str:
-    """Which data a run reads: an explicit folder, ``$KD_TUTORIAL_DATA_DIR``, or the profile's source. The source's
-    own name ("tiny", "hub", as :attr:`Prepared.where` passes it) names the source, unless such a folder exists."""
+    """Which data a run reads: an explicit folder, ``$KD_TUTORIAL_DATA_DIR``, or the profile's source; a folder as
+    its resolved path. The source's own name ("tiny", "hub", as :attr:`Prepared.where` passes it) names the source,
+    unless such a folder exists."""
     data_dir = data_dir or os.environ.get(DATA_ENV)
-    if not data_dir or (data_dir == profile.data_source and not Path(data_dir).expanduser().exists()):
+    if not data_dir:
+        if profile.data_source in NAMED_SOURCES:
+            return profile.data_source
+        data_dir = profile.data_source  # a folder the profile names (--set data_source=PATH)
+    elif data_dir == profile.data_source and not Path(data_dir).expanduser().exists():
         return profile.data_source
     return str(Path(data_dir).expanduser().resolve())
 
@@ -166,9 +175,10 @@ def load_student(folder: Path):
 
 
 def save_student(folder: Path, model, history) -> None:
-    """Store a finished student: the model, then its history (the marker that it is complete). Test logits of a
-    model trained here before are removed first: they are not this model's."""
-    for stale in folder.glob("logits-test-*.pt"):
+    """Store a finished student: the model, then its history (the marker that it is complete). A model trained
+    here before loses its marker first, so that a write cut short never pairs the new model with the old history,
+    and its test logits, which are not this model's."""
+    for stale in (folder / "history.json", *folder.glob("logits-test-*.pt")):
         stale.unlink(missing_ok=True)
     atomic_save_pretrained(model, folder / "model")
     atomic_write_json(folder / "history.json", history.to_dict())
@@ -176,10 +186,17 @@ def save_student(folder: Path, model, history) -> None:
         (folder / "last.pt").unlink()  # the epoch checkpoint is not needed once the run is finished
 
 
-def student_test_logits_file(prep: Prepared, folder: Path) -> Path:
+def run_hash(folder: Path) -> str:
+    """A short hash of a finished run's ``history.json``: which training of ``folder`` a loaded model came from
+    (read under the folder's lock, with the model)."""
+    return hashlib.sha256((folder / "history.json").read_bytes()).hexdigest()[:12]
+
+
+def student_test_logits_file(prep: Prepared, folder: Path, trained: str) -> Path:
     """Where a finished student's logits on ``prep``'s test split are kept: beside its model, named as the
-    teacher's are (with a hash of the test reviews)."""
-    return folder / prep.split_file("logits", "test").name
+    teacher's are (with a hash of the test reviews) and by the training they belong to (``trained``, its
+    :func:`run_hash`), so that a model trained again in the folder never meets another training's logits."""
+    return folder / f"{prep.split_file('logits', 'test').stem}-{trained}.pt"
 
 
 def cache_status(profile: Profile) -> dict:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, plots
-from .artifacts import (load_student, prepare, save_student, student_finished, student_folder,
+from .artifacts import (load_student, prepare, run_hash, save_student, student_finished, student_folder,
                         student_test_logits_file)
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
@@ -297,7 +297,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
     the teacher's cached layers, in the transfer set's rows, for a run that reads them."""
     cached = load_student(folder) if resume else None
     if cached is not None:
-        return {"model": cached[0], "history": cached[1], "status": "cached"}
+        return {"model": cached[0], "history": cached[1], "status": "cached", "run_hash": run_hash(folder)}
     if not initial:
         seed_everything(config.seed)
         initial.append(build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout,
@@ -318,7 +318,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
                     checkpoint_dir=folder, resume=resume, desc=desc, progress=progress)
     student = fold_word_embeddings(student)  # a plain BERT again (a no-op unless spec.teacher_word_vectors)
     save_student(folder, student, history)
-    return {"model": student, "history": history, "status": "trained"}
+    return {"model": student, "history": history, "status": "trained", "run_hash": run_hash(folder)}
 
 
 # --------------------------------------------------------------------------- evaluation and results
@@ -499,10 +499,10 @@ def evaluate_all(profile: Profile, prep, info: dict, trained: dict, seeds, **kw)
 
 def student_test_logits(profile: Profile, prep, item: dict, *, device: str) -> torch.Tensor:
     """A trained student's logits on the test split, in the profile's precision (as validation chose it, and as the
-    teacher's): read back from its run folder when that run was evaluated on these reviews before (``--resume``,
-    more seeds), else computed and kept there. Like the teacher's, they are computed once, on the device of that
-    first evaluation."""
-    path, test = student_test_logits_file(prep, Path(item["path"])), prep.encoded["test"]
+    teacher's): read back from its run folder when that training of the run was evaluated on these reviews before
+    (``--resume``, more seeds), else computed and kept there. Like the teacher's, they are computed once, on the
+    device of that first evaluation."""
+    path, test = student_test_logits_file(prep, Path(item["path"]), item["run_hash"]), prep.encoded["test"]
     if path.exists():
         return load_cached_logits(path, len(test), width=2)
     logits = predict_logits(item["model"], test, batch_size=profile.eval_batch_size, device=device,

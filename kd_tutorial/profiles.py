@@ -302,8 +302,10 @@ class Profile:
     def settings(self) -> dict:
         """Every setting that decides what a run computes, students in full, as JSON gives it back: a results file
         records it, so a preset changed later is told apart from the one that ran. Left out: words, the time
-        budget and ``seeds`` (``distill`` takes ``--seeds``)."""
-        kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_SETTINGS}
+        budget, ``seeds`` (``distill`` takes ``--seeds``), and the defaults every student overrides (as
+        :meth:`changes` leaves them out)."""
+        left_out = set(NOT_SETTINGS) | set(self.shadowed())
+        kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in left_out}
         return json.loads(json.dumps(kept, default=str))
 
     def shadowed(self) -> list[str]:

@@ -502,11 +502,11 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line_too(monkeypatch, 
         def find_spec(self, name, path=None, target=None):
             if name == "kd_tutorial.cli":
                 raise KeyboardInterrupt
-    monkeypatch.delitem(sys.modules, "kd_tutorial.cli")
-    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
-    assert console.main() == 130
+    with pytest.MonkeyPatch.context() as loading:
+        loading.delitem(sys.modules, "kd_tutorial.cli")
+        loading.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+        assert console.main() == 130
     assert capsys.readouterr().err == "kd-tutorial: interrupted while starting; nothing was written\n"
-    monkeypatch.undo()
     monkeypatch.setattr(sys, "argv", ["kd-tutorial", "report", "missing.json"])  # loaded: the command runs
     assert console.main() == 2 and capsys.readouterr().err.startswith("kd-tutorial: error: ")
 

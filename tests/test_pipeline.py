@@ -272,11 +272,13 @@ def test_cached_students_come_back_with_their_weights_and_history(tiny_run):
     kw = dict(students=(spec,), runs=("kd+transfer", "baseline"), progress=False)
     cached = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw)
     assert {item["status"] for item in cached.values()} == {"cached"}
-    kept = [artifacts.student_test_logits_file(prep, Path(item["path"])) for item in cached.values()]
+    kept = [artifacts.student_test_logits_file(prep, Path(item["path"]), item["run_hash"]) for item in cached.values()]
     assert all(path.exists() for path in kept)  # tiny_run evaluated them
     retrained = pipeline.distill_students(profile, teacher, prep, logits, resume=False, **kw)
     assert {item["status"] for item in retrained.values()} == {"trained"}
     assert not any(path.exists() for path in kept)  # another model in the folder: the old test logits are not its
+    # and a process that loaded the old model before the retraining keeps its logits under the old training's name
+    assert all(retrained[name]["run_hash"] != item["run_hash"] for name, item in cached.items())
     for name, item in cached.items():
         again = retrained[name]
         assert len(item["history"].steps) == len(again["history"].steps) > 0
@@ -310,13 +312,32 @@ def test_a_students_corrupt_test_logits_give_a_clear_error(tiny_run, tmp_path, m
     prep = artifacts.prepare(get_profile("tiny"))
     folder = tmp_path / "run"
     folder.mkdir()
-    path = artifacts.student_test_logits_file(prep, folder)
+    item = {"path": str(folder), "run_hash": "0123456789ab"}
+    path = artifacts.student_test_logits_file(prep, folder, item["run_hash"])
     path.write_bytes(b"not a tensor")
     with pytest.raises(artifacts.ArtifactError, match=f"cannot read cached logits {path}.*delete the file"):
-        pipeline.student_test_logits(get_profile("tiny"), prep, {"path": str(folder)}, device="cpu")
+        pipeline.student_test_logits(get_profile("tiny"), prep, item, device="cpu")
     torch.save(torch.zeros(3, 2), path)  # another test split's size
     with pytest.raises(artifacts.ArtifactError, match=f"have 3 rows for {len(prep.encoded['test'])} reviews"):
-        pipeline.student_test_logits(get_profile("tiny"), prep, {"path": str(folder)}, device="cpu")
+        pipeline.student_test_logits(get_profile("tiny"), prep, item, device="cpu")
+
+
+def test_a_student_saved_again_is_unfinished_until_its_new_history_is_written(tmp_path, monkeypatch):
+    """The old history stayed while the new model was written: a write cut short between the two left a new model
+    that the cache took for finished, with the old model's history (and steps, seconds, validation)."""
+    folder = tmp_path / "run"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "config.json").write_text("{}")
+    (folder / "history.json").write_text("{}")
+    (folder / "logits-test-0a1b2c3d-0123456789ab.pt").write_bytes(b"old")
+    assert artifacts.student_finished(folder)
+
+    def cut_short(model, directory):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(artifacts, "atomic_save_pretrained", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        artifacts.save_student(folder, object(), object())
+    assert not artifacts.student_finished(folder) and not list(folder.glob("logits-test-*"))
 
 
 def test_a_corrupt_cached_student_gives_a_clear_error(tmp_path):
@@ -385,6 +406,7 @@ def test_results_say_which_settings_differ_from_the_profile(tiny_run):
     later = tiny.replace(student_hidden_dropout=0.0, time_budget_s=1)  # a default changed, then timed again
     now, then = later.settings(), tiny.settings()
     assert {k for k in now if now[k] != then[k]} == {"student_hidden_dropout"}  # the time budget is no setting
+    assert not set(tiny.shadowed()) & set(then)  # defaults every student overrides decide nothing
     assert results_markdown(results).startswith("Profile `tiny`, ")
     changed = results | {"run": results["run"] | {"profile_changes": {"max_length": 64, "student_lr": 0.001}}}
     assert results_markdown(changed).startswith("Profile `tiny` (changed: `max_length=64`, `student_lr=0.001`), ")
@@ -483,6 +505,7 @@ def test_a_runs_projections_start_the_same_whatever_ran_before_it(monkeypatch):
 
     monkeypatch.setattr(pipeline, "train", fake_train)
     monkeypatch.setattr(pipeline, "save_student", lambda *a: None)
+    monkeypatch.setattr(pipeline, "run_hash", lambda folder: "no folder")  # nothing was saved
     monkeypatch.setattr(pipeline, "fold_word_embeddings", lambda m: m)
     torch.manual_seed(0)
     teacher = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
@@ -539,6 +562,9 @@ def test_a_moved_data_folder_keeps_its_teacher_and_other_reviews_do_not(tmp_path
     profile = get_profile("tiny")
     here, there = (artifacts.prepare(profile, data_dir=str(d)) for d in (first, moved))
     assert here.data_key != there.data_key and here.directory == there.directory
+    monkeypatch.chdir(tmp_path / "usb")  # the folder named by the profile instead, by a relative path too
+    for named in (str(moved), "imdb"):
+        assert artifacts.prepare(profile.replace(data_source=named)).directory == here.directory, named
     other = tmp_path / "other"
     other.mkdir()
     write_parquet(other / "train.parquet", 400, seed=2)  # other reviews: another teacher
