@@ -121,7 +121,8 @@ def _flops_ratio(profile, runs, work) -> float:
 # cpu: the students' training steps, two runs side by side as distill trains them, on such a CPU
 # (docs/tuning/workers-step-cost-no-bf16.json) against the machine of the budget (workers-step-cost-bf16.json), each
 # student weighted by the steps of its runs: 2.2 (tests/test_cli.py computes it from the two records). Steps, not a
-# whole seed: the teacher's phases were not timed both ways. Both records keep the students' hidden dropout at 0.1.
+# whole seed: the teacher's phases and the evaluation (a third of the seed) were not timed both ways. Both records
+# keep the students' hidden dropout at 0.1.
 CPU_FP32_SLOWDOWN = {"cpu": 2.2, "tiny": 1.9}
 # fp32 asked for (precision=fp32) on a CPU with bf16 units: the precision alone, from one distil-3L step on such a
 # CPU (0.876 s in fp32 against 0.438 s in bf16: docs/tuning.md, "Twenty minutes"); tiny was not measured this way
