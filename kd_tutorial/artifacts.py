@@ -32,14 +32,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import check_data_source, DataSourceError, encode, get_tokenizer, HUB_DATASET, load_for_profile
+from .data import check_data_source, DataSourceError, encode, get_tokenizer, load_for_profile, NAMED_SOURCES
 from .models import TINY_TEACHER, fallback_path, resolve_source
 from .profiles import Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
 from .train import History
 
 DATA_ENV = "KD_TUTORIAL_DATA_DIR"
-NAMED_SOURCES = ("tiny", "hub", HUB_DATASET)  # what data.load_imdb reads by name rather than from a folder
 
 
 # --------------------------------------------------------------------------- the prepared data

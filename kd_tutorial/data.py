@@ -38,6 +38,7 @@ from .profiles import TRUNCATIONS
 VOCAB_PATH = Path(__file__).parent / "resources" / "vocab.txt"  # bert-base-uncased WordPiece, 30,522 tokens
 DATA_DIR_ENV = "KD_TUTORIAL_DATA_DIR"
 HUB_DATASET = "stanfordnlp/imdb"
+NAMED_SOURCES = ("tiny", "hub", HUB_DATASET)  # the sources load_imdb reads by name; any other is a folder
 
 
 class DataSourceError(UserError):
@@ -495,7 +496,7 @@ def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: in
     source = str(source)
     if source == "tiny":
         raw, desc = _tiny_raw(), "built-in tiny movie-review corpus (kd_tutorial.corpus)"
-    elif source in ("hub", HUB_DATASET):
+    elif source in NAMED_SOURCES:  # the Hub's, by either name
         raw, desc = _hub_raw(), f"{HUB_DATASET} (Hugging Face Hub)"
     else:
         raw, desc = _folder_raw(Path(source).expanduser())
