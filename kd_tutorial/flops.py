@@ -31,6 +31,7 @@ import re
 import statistics
 from pathlib import Path
 
+from .data import MOVIE_GUARD
 from .pipeline import applicable, step_budget, student_recipes
 from .profiles import TINY_BERT, Profile, StudentSpec
 from .teacher_layers import reads_cached_layers
@@ -150,7 +151,7 @@ def split_rows(profile: Profile, source: dict | None = None) -> dict[str, int]:
     :func:`kd_tutorial.data.folder_rows`); else the profile's own source (the Hub's IMDB). Without unlabelled
     reviews the transfer set is carved from train, as :func:`kd_tutorial.data.split_raw` does."""
     src = source or SOURCE_ROWS.get(profile.data_source, SOURCE_ROWS["hub"])
-    train = src["train"] - profile.val_size
+    train = max(0, src["train"] - profile.val_size - validation_guards(profile))
     if src["unsupervised"]:
         transfer = min(profile.n_transfer or src["unsupervised"], src["unsupervised"])
     else:  # no unlabelled reviews: transfer is carved from train, which keeps n_train (or half of it)
@@ -159,6 +160,17 @@ def split_rows(profile: Profile, source: dict | None = None) -> dict[str, int]:
         train -= transfer
     return dict(train=min(profile.n_train or train, train), validation=profile.val_size,
                 test=min(profile.n_test or src["test"], src["test"]), transfer=transfer)
+
+
+def validation_guards(profile: Profile) -> int:
+    """Train reviews that a validation split carved in runs leaves unused: :data:`MOVIE_GUARD` on either side of
+    each run, each class's half of ``val_size`` in runs of ``val_block``. An upper bound: a run at either end of
+    its class, or two runs side by side, drop fewer."""
+    if not profile.val_block:
+        return 0
+    halves = (profile.val_size // 2, profile.val_size - profile.val_size // 2)
+    runs = sum(math.ceil(half / profile.val_block) for half in halves)
+    return 2 * MOVIE_GUARD * runs
 
 
 def _phase(parts: dict[str, float], **info) -> dict:
