@@ -32,13 +32,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import check_data_source, DataSourceError, encode, get_tokenizer, load_for_profile, NAMED_SOURCES
+from .data import (check_data_source, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, load_for_profile,
+                   NAMED_SOURCES)
 from .models import TINY_TEACHER, fallback_path, resolve_source
 from .profiles import Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
 from .train import History
-
-DATA_ENV = "KD_TUTORIAL_DATA_DIR"
 
 
 # --------------------------------------------------------------------------- the prepared data
@@ -110,7 +109,7 @@ def data_key(profile: Profile, data_dir: str | None) -> str:
     """Which data a run reads: an explicit folder, ``$KD_TUTORIAL_DATA_DIR``, or the profile's source; a folder as
     its resolved path. The source's own name ("tiny", "hub", as :attr:`Prepared.where` passes it) names the source,
     unless such a folder exists."""
-    data_dir = data_dir or os.environ.get(DATA_ENV)
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
     if not data_dir:
         if profile.data_source in NAMED_SOURCES:
             return profile.data_source
@@ -210,8 +209,8 @@ def cache_status(profile: Profile) -> dict:
     for spec in profile.students:
         if spec.pretrained:
             needs[spec.pretrained] = _hub_cached(spec.pretrained, "model")
-    if os.environ.get(DATA_ENV):  # read before the profile's own source, as data_key does
-        needs["data"] = _folder_status(os.environ[DATA_ENV])
+    if os.environ.get(DATA_DIR_ENV):  # read before the profile's own source, as data_key does
+        needs["data"] = _folder_status(os.environ[DATA_DIR_ENV])
     elif profile.data_source == "tiny":
         needs["data"] = "built in"
     else:
