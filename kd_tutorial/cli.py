@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
-from .data import check_data_source, DATA_DIR_ENV, folder_rows
+from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, NAMED_SOURCES
 from .device import configure, pick_device, resolve_precision
 from .env import environment_report, format_report, quiet
 from .errors import looks_like_a_folder, model_source_error, UsageError, UserError
@@ -67,7 +67,7 @@ def _check_inputs(args, profile, data: bool = True) -> None:
     (unless ``data`` is False), a --teacher folder that does not exist, and a max_length beyond the positions of the
     tiny teacher that will be built."""
     if data:
-        check_data_source(args.data_dir or os.environ.get(DATA_DIR_ENV))  # a folder, as artifacts.data_key reads it
+        _check_data_folder(args.data_dir)
     teacher = getattr(args, "teacher", None)
     if teacher and looks_like_a_folder(teacher) and not Path(teacher).expanduser().exists():
         raise model_source_error(teacher, "teacher")
@@ -80,6 +80,19 @@ def _check_inputs(args, profile, data: bool = True) -> None:
         check_depths(profile, config["num_hidden_layers"], config["num_attention_heads"],
                      _recipes(getattr(args, "recipes", None)),
                      fix="give --set \"teacher_config={'num_hidden_layers': N}\"")
+
+
+def _check_data_folder(data_dir: str | None) -> None:
+    """Refuse a ``--data-dir`` (or ``$KD_TUTORIAL_DATA_DIR``) that cannot be read, naming where it came from and how
+    to fall back on the profile's own data."""
+    folder = data_dir or os.environ.get(DATA_DIR_ENV)
+    try:
+        check_data_source(folder)  # a folder, as artifacts.data_key reads it
+    except DataSourceError as err:
+        given, way_out = (("--data-dir", "leave --data-dir out") if data_dir else
+                          (f"${DATA_DIR_ENV}", f"unset {DATA_DIR_ENV}"))
+        raise DataSourceError(f"{given} {folder}: {_one_line(err)} (or {way_out} for the profile's own data)") \
+            from None
 
 
 def work_ratio(profile, runs=None) -> float:
@@ -226,12 +239,22 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
                    "(kd_tutorial.flops reads docs/results/benchmark-*.json)")
 
 
+def _reaches_the_hub(args, profile) -> bool:
+    """Whether a run needs the Hub: a teacher that is neither the built-in one nor a folder (``--teacher NAME``), or
+    the Hub's IMDB where no data folder replaces it. The ``tiny`` profile's own run needs nothing from it."""
+    teacher = args.teacher or profile.teacher
+    hub_teacher = teacher != TINY_TEACHER and not Path(teacher).expanduser().exists()
+    folder = args.data_dir or os.environ.get(DATA_DIR_ENV)
+    hub_data = not folder and profile.data_source != "tiny" and profile.data_source in NAMED_SOURCES
+    return hub_teacher or hub_data
+
+
 def cmd_distill(args) -> int:
     """Run the whole pipeline for the chosen profile."""
     quiet()
     profile = _profile(args)
     _check_inputs(args, profile)
-    if profile.name == "tiny":
+    if profile.name == "tiny" and not _reaches_the_hub(args, profile):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     device = check_device(args.device) if args.device else pick_device()
@@ -275,8 +298,12 @@ def _fit_device(profile, device: str, args):
     return profile
 
 
-OOM_HINT = ("out of memory: use a smaller batch with the same effective batch, e.g. --batch-size 8 --grad-accum 4 "
-            "(or --set batch_size=8 grad_accum=4 eval_batch_size=64)")
+OOM_HINT = ("out of memory: use a smaller batch with the same effective batch: halve the batch and double the "
+            "accumulation of the 'batch N x K' line above, e.g. batch 16 x 1 -> --batch-size 8 --grad-accum 2 (or "
+            "--set batch_size=8 grad_accum=2; --set eval_batch_size=N for the evaluation)")
+# benchmark and search take the profile's batch as it is (distill fits it to a small GPU's memory: _fit_device)
+OOM_HINT_OTHER = ("out of memory: {command} uses the profile's batch as it is, and it does not fit this device: give "
+                  "a smaller profile (e.g. --profile cpu)")
 
 
 def available_devices() -> list[str]:
@@ -338,6 +365,9 @@ def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
         return None
     if names == ["all"]:
         return tuple(RECIPES)
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UsageError(f"--recipes names {', '.join(twice)} more than once: give each recipe once")
     for name in names:
         get_recipe(name)
     return tuple(names)
@@ -365,6 +395,10 @@ def cmd_prefetch(args) -> int:
     if profile.name == "tiny":
         print("the tiny profile is built in: nothing to download")
         return 0
+    offline = [name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(name) == "1"]
+    if offline:
+        raise UsageError(f"prefetch downloads from the Hub, but {' and '.join(offline)}=1 turns it off in this shell: "
+                         f"run `unset {' '.join(offline)}`, then prefetch again")
     from transformers import AutoTokenizer, BertForSequenceClassification
     names = [profile.teacher] + [s.pretrained for s in profile.students if s.pretrained]
     for name in names:
@@ -559,6 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search(sub, profile_help)
     sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)
     sub.add_parser("make-exercises", help="generate exercises/ from solutions/", add_help=False)
+    parser.commands = sub.choices  # each sub-command's parser, whose --help lists its flags
     return parser
 
 
@@ -578,13 +613,15 @@ def _add_distill(sub, profile_help: str) -> None:
                         "their last checkpoint; without it they are trained again")
     one_or_more = d.add_mutually_exclusive_group()
     one_or_more.add_argument("--seed", type=_seed, default=0)
-    one_or_more.add_argument("--seeds", type=_seed, nargs="+", help="several seeds: report mean and std")
+    one_or_more.add_argument("--seeds", type=_seed, nargs="+", action="extend",
+                             help="several seeds: report mean and std")
     d.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")
-    d.add_argument("--recipes", nargs="+", metavar="NAME",
+    d.add_argument("--recipes", nargs="+", action="extend", metavar="NAME",
                    help="the recipes every student runs: 'all', or names from kd_tutorial.recipes (default: each "
                         "student's own, the profile's choice)")
-    d.add_argument("--set", nargs="+", metavar="FIELD=VALUE", help="override profile fields, e.g. --set n_test=4934 "
-                   "temperature=4 (values are Python literals; None for none)")
+    d.add_argument("--set", nargs="+", action="extend", metavar="FIELD=VALUE",
+                   help="override profile fields, e.g. --set n_test=4934 temperature=4 (values are Python literals; "
+                        "None for none; repeating --set adds to the list)")
     d.add_argument("--batch-size", type=_positive, metavar="N",
                    help="rows per micro-batch (default: the profile's, fitted to a GPU under 24 GB)")
     d.add_argument("--grad-accum", type=_positive, metavar="K", help="micro-batches per optimizer step; keep "
@@ -690,7 +727,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("grade", "make-exercises"):
         handler = cmd_grade if argv[0] == "grade" else cmd_make_exercises
         return handler(None, argv[1:])
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # refused by the sub-command's parser, whose --help lists the flags it takes
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report,
                 "benchmark": cmd_benchmark, "search": cmd_search}
     try:
@@ -702,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # the known failure modes of the libraries underneath
         if err.__class__.__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
-            return _fail(OOM_HINT)
+            return _fail(OOM_HINT if args.command == "distill" else OOM_HINT_OTHER.format(command=args.command))
         if _is_offline_error(err):
             return _fail("cannot reach the Hugging Face Hub and nothing is cached: run `kd-tutorial prefetch "
                          "--profile P` where there is internet, or set KD_TUTORIAL_DATA_DIR")

@@ -450,8 +450,8 @@ def _folder_layout(path: Path) -> tuple[str, Path]:
     """("acl", root) for an aclImdb copy, ("tables", path) for train.parquet / train.csv; a DataSourceError for
     anything else. Looks at names only and reads no file, so a wrong folder is refused before any work starts."""
     if not path.exists():
-        raise DataSourceError(f"data folder {path} does not exist (source must be 'tiny', 'hub' or a folder "
-                              f"with train.parquet / train.csv or an aclImdb copy)")
+        raise DataSourceError(f"data folder {path} does not exist: give a folder with train.parquet / train.csv "
+                              "or an aclImdb copy")
     root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
     if (root / "train" / "pos").is_dir() or (root / "train" / "neg").is_dir():
         return "acl", root
@@ -498,6 +498,9 @@ def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: in
         raw, desc = _tiny_raw(), "built-in tiny movie-review corpus (kd_tutorial.corpus)"
     elif source in NAMED_SOURCES:  # the Hub's, by either name
         raw, desc = _hub_raw(), f"{HUB_DATASET} (Hugging Face Hub)"
+    elif not Path(source).expanduser().exists():  # neither a name nor a folder
+        raise DataSourceError(f"data source {source!r} does not exist: give 'tiny', 'hub' or a folder with "
+                              "train.parquet / train.csv or an aclImdb copy")
     else:
         raw, desc = _folder_raw(Path(source).expanduser())
     return split_raw(raw, desc, n_train=n_train, n_transfer=n_transfer, n_test=n_test, val_size=val_size, seed=seed,

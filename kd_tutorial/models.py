@@ -8,6 +8,7 @@
 * :class:`SummedWordEmbedding` / :func:`fold_word_embeddings` - a compact student's own word vectors plus the
   teacher's frozen ones through a learned projection, folded into one plain table after training.
 * :func:`check_same_vocab` - refuse to distil across vocabularies (sizes, and token -> id maps).
+* :func:`check_positions` - refuse reviews longer than a model's position embeddings.
 * :func:`check_same_labels` - refuse to distil across label orders (``id2label`` / ``label2id``).
 
 transformers is imported inside the functions, never at module import.
@@ -346,6 +347,15 @@ def _token_map(obj) -> dict | None:
     """A tokenizer's token -> id map (``get_vocab()``); None for a model, which holds no map, only a size."""
     get = getattr(obj, "get_vocab", None)
     return dict(get()) if callable(get) else None
+
+
+def check_positions(model, max_length: int, role: str = "teacher") -> None:
+    """Refuse reviews cut to more tokens than ``model`` has positions: its first forward pass would stop with a
+    shape error, after the data was read and the model loaded."""
+    positions = model.config.max_position_embeddings
+    if max_length > positions:
+        raise errors.UsageError(f"max_length={max_length}: the {role} has {positions} positions; give "
+                                f"--set max_length=N with N <= {positions}")
 
 
 def check_same_vocab(teacher, student, *, teacher_tokenizer=None, student_tokenizer=None) -> None:

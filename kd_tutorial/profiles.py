@@ -330,6 +330,9 @@ class Profile:
             if not sep or name not in settable:
                 raise ProfileOverrideError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
                                            f"{', '.join(settable)}")
+            if name in changes:
+                raise ProfileOverrideError(f"--set sets {name} twice ({item!r} after an earlier {name}=): give it "
+                                           "once")
             try:
                 value = ast.literal_eval(text)
             except (ValueError, SyntaxError):

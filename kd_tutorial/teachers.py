@@ -24,7 +24,7 @@ from .artifacts import ArtifactError, prepare
 from .device import pick_device
 from .evaluate import predict_logits
 from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
-from .models import check_same_vocab, teacher_for_profile
+from .models import check_positions, check_same_vocab, teacher_for_profile
 from .profiles import Profile, stable_hash
 from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked, move_aside
 from .train import TrainConfig, freeze, seed_everything, train
@@ -51,6 +51,7 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
         seed_everything(seed)  # the same seed gives the same teacher, run after run (with the same threads)
         model = teacher_for_profile(profile, init=init, teacher=teacher)
         check_same_vocab(model, prep.tokenizer)  # refuse before spending any time on training
+        check_positions(model, profile.max_length)
         config = TrainConfig(epochs=profile.teacher_epochs, lr=profile.teacher_lr, batch_size=profile.batch_size,
                              warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
                              seed=seed, mode="ce", grad_accum=profile.grad_accum, precision=profile.precision)

@@ -202,6 +202,9 @@ def test_an_unreadable_data_folder_is_refused_before_anything_loads(tmp_path, ca
     for command in (["distill", "--out", str(tmp_path / "out")], ["benchmark"]):
         line = error_line(capsys, *command, "--profile", "tiny", *given)
         assert re.search(expected, line) and folder.name in line, line
+        # where the folder came from (a stale variable is not in the command) and how to do without it
+        way_out = "leave --data-dir out" if how == "--data-dir" else "unset KD_TUTORIAL_DATA_DIR"
+        assert how in line and way_out in line and "'hub'" not in line, line
 
 
 def test_a_teacher_folder_that_does_not_exist_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
@@ -698,3 +701,80 @@ def test_a_results_file_with_no_models_is_refused(tmp_path, capsys):
     path.write_text(json.dumps({"run": {}, "models": []}))
     line = error_line(capsys, "report", str(path))
     assert line.startswith(f"kd-tutorial: error: results file {path} lists no models: give the results.json that")
+
+
+def test_a_repeated_option_keeps_every_value():
+    """`--set temperature=4 --set alpha=0.9` trained with alpha alone, and `--seeds 0 --seeds 1` with seed 1: the
+    last occurrence replaced the others without a word."""
+    args = cli.build_parser().parse_args(["distill", "--set", "temperature=4", "--set", "alpha=0.9", "--seeds", "0",
+                                          "--seeds", "1", "--recipes", "kd", "--recipes", "baseline"])
+    assert (args.set, args.seeds, args.recipes) == (["temperature=4", "alpha=0.9"], [0, 1], ["kd", "baseline"])
+    profile = cli._profile(args)
+    assert (profile.temperature, profile.alpha) == (4.0, 0.9)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--set", "alpha=0.5", "--set", "alpha=0.9"], "--set sets alpha twice ('alpha=0.9' after an earlier alpha=)"),
+    (["--set", "alpha=0.5", "alpha=0.9"], "--set sets alpha twice"),
+    (["--seeds", "0", "--seeds", "0"], "--seeds 0 0 repeats a seed"),
+    (["--recipes", "kd", "--recipes", "kd"], "--recipes names kd more than once")])
+def test_a_value_given_twice_is_refused_not_overwritten(tmp_path, capsys, monkeypatch, argv, says):
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started with a value given twice"))
+    assert says in error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"), *argv)
+
+
+@pytest.mark.parametrize("command", ["distill", "benchmark", "search", "env"])
+def test_an_unknown_flag_points_to_the_help_of_its_own_command(capsys, command):
+    """The top-level help lists no sub-command's flags; the error pointed there."""
+    with pytest.raises(SystemExit) as stop:  # argparse's exit, with its one line
+        cli.main([command, "--batch-sise", "8"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (f"kd-tutorial: error: unrecognized arguments: --batch-sise 8 (see kd-tutorial "
+                                       f"{command} --help)\n")
+
+
+def test_tiny_turns_the_hub_off_only_where_the_run_needs_nothing_from_it(tmp_path, monkeypatch):
+    """`distill --profile tiny --teacher prajjwal1/bert-mini` set HF_HUB_OFFLINE=1, and then could not download the
+    teacher it was asked for, on a machine with internet."""
+    seen = {}
+    def run_distill(*args, **kwargs):
+        seen["hub"] = os.environ.get("HF_HUB_OFFLINE")
+        return {"plots": []}
+    monkeypatch.setattr(cli, "run_distill", run_distill)
+    monkeypatch.setattr(cli, "estimate", lambda *a, **k: "")
+    (tmp_path / "teacher").mkdir()
+    for teacher, offline in ((None, "1"), (str(tmp_path / "teacher"), "1"), ("prajjwal1/bert-mini", None)):
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            monkeypatch.delenv(name, raising=False)  # restored after the test
+        cli.main(["distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--quiet"] +
+                 (["--teacher", teacher] if teacher else []))
+        assert seen.pop("hub") == offline, teacher
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cli.main(["distill", "--profile", "tiny", "--set", "data_source='hub'", "--out", str(tmp_path / "out")])
+    assert seen.pop("hub") is None  # the Hub's IMDB
+
+
+def test_prefetch_with_the_hub_turned_off_says_how_to_turn_it_on(capsys, monkeypatch):
+    """The README's workshop block exports HF_HUB_OFFLINE=1; a later prefetch in that shell failed with "run
+    `kd-tutorial prefetch` where there is internet", the command just run."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    line = error_line(capsys, "prefetch", "--profile", "cpu")
+    assert line.endswith("HF_HUB_OFFLINE=1 turns it off in this shell: run `unset HF_HUB_OFFLINE`, then prefetch "
+                         "again")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert "run `unset HF_HUB_OFFLINE HF_DATASETS_OFFLINE`" in error_line(capsys, "prefetch", "--profile", "cpu")
+
+
+def test_max_length_beyond_a_hub_teachers_positions_is_refused_before_training(tmp_path, monkeypatch):
+    """Only the built-in teacher's positions were checked: `--set max_length=1024` with a Hub teacher of 512
+    positions loaded the data and the teacher, then stopped with a tensor-size traceback in the first step."""
+    from kd_tutorial import models, teachers
+    from kd_tutorial.profiles import get_profile
+    monkeypatch.setattr(teachers, "train", lambda *a, **k: pytest.fail("trained with too long reviews"))
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))
+    small = get_profile("tiny").replace(teacher_config={"max_position_embeddings": 32}, max_length=48)
+    with pytest.raises(UsageError, match=r"^max_length=48: the teacher has 32 positions; give --set max_length=N "
+                                         r"with N <= 32$"):
+        teachers.ensure_teacher(small, progress=False)
+    models.check_positions(teachers.teacher_for_profile(small.replace(max_length=32)), 32)  # what fits passes

@@ -378,5 +378,9 @@ def test_out_of_memory_names_the_knobs(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_distill", oom)
     assert cli.main(["distill", "--profile", "tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--batch-size 8 --grad-accum 4" in err[0] and "--set" in err[0]
+    assert len(err) == 1 and "--batch-size 8 --grad-accum 2" in err[0] and "--set" in err[0]  # 16 x 1, the same 16
+    monkeypatch.setattr(cli, "cmd_benchmark", oom)  # benchmark has no batch flags: it does not name them
+    assert cli.main(["benchmark", "--profile", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "benchmark uses the profile's batch" in err[0] and "--batch-size" not in err[0]
 
