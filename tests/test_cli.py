@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -9,9 +10,30 @@ from kd_tutorial import cli, profiles
 
 
 def run_cli(*args, env=None):
+    """``kd-tutorial ARGS`` end to end, in a fresh interpreter: what the console prints, before anything is loaded."""
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "kd_tutorial.cli", *args], capture_output=True, text=True,
                           env=full_env, timeout=120)
+
+
+@pytest.fixture
+def kd(capsys, monkeypatch):
+    """``kd-tutorial ARGS`` in this process, as :func:`run_cli` runs it in a subprocess, without loading torch and
+    transformers again (4 to 6 s a call on 2 cores): an object with returncode, stdout and stderr. These tests
+    check inputs, so reaching the training fails them."""
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("the command went on to train"))
+
+    def run(*args, env=None):
+        with pytest.MonkeyPatch.context() as this_call:  # env holds for this call only, as in a subprocess
+            for name, value in (env or {}).items():
+                this_call.setenv(name, value)
+            try:
+                status = cli.main(list(args))
+            except SystemExit as stop:  # argparse's errors
+                status = stop.code
+        out = capsys.readouterr()
+        return types.SimpleNamespace(returncode=status, stdout=out.out, stderr=out.err)
+    return run
 
 
 def assert_one_line_error(proc, pattern):
@@ -28,20 +50,20 @@ def test_unknown_profile():
     assert_one_line_error(proc, r"unknown profile 'huge': choose one of tiny, cpu, full")
 
 
-def test_unknown_profile_from_the_environment():
-    proc = run_cli("env", env={"KD_TUTORIAL_PROFILE": "medium"})
+def test_unknown_profile_from_the_environment(kd):
+    proc = kd("env", env={"KD_TUTORIAL_PROFILE": "medium"})
     assert_one_line_error(proc, r"unknown profile 'medium'")
 
 
-def test_missing_data_folder(tmp_path):
-    proc = run_cli("distill", "--profile", "tiny", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path))
+def test_missing_data_folder(tmp_path, kd):
+    proc = kd("distill", "--profile", "tiny", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path))
     assert_one_line_error(proc, r"nowhere")
 
 
-def test_malformed_data_folder(tmp_path):
+def test_malformed_data_folder(tmp_path, kd):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.txt").write_text("hello")
-    proc = run_cli("distill", "--profile", "tiny", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path))
+    proc = kd("distill", "--profile", "tiny", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path))
     assert_one_line_error(proc, r"data")
 
 
@@ -90,8 +112,8 @@ def test_profile_choice_and_default(monkeypatch):
     assert "profile: cpu" in line and "--profile" in line and "KD_TUTORIAL_PROFILE" in line
 
 
-def test_env_command_prints_a_readable_report(tmp_path):
-    proc = run_cli("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": str(tmp_path / "kd")})
+def test_env_command_prints_a_readable_report(tmp_path, kd):
+    proc = kd("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": str(tmp_path / "kd")})
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "profile: tiny" in out.splitlines()[0]  # the choice, then the report
@@ -152,21 +174,21 @@ def test_env_says_when_the_artifact_cache_cannot_be_written(tmp_path, monkeypatc
     assert not (tmp_path / "kd").exists()  # env only looks
 
 
-def test_env_exits_1_with_one_line_when_a_folder_the_run_needs_is_unusable(tmp_path):
+def test_env_exits_1_with_one_line_when_a_folder_the_run_needs_is_unusable(tmp_path, kd):
     """The report is printed in full either way; a script (a workshop's room check) reads the exit status."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = run_cli("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": str(blocker / "kd"),
+    proc = kd("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": str(blocker / "kd"),
                                                    "KD_TUTORIAL_DATA_DIR": str(tmp_path / "none")})
     assert proc.returncode == 1 and "cache status:" in proc.stdout and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == ("kd-tutorial env: unusable: KD_TUTORIAL_HOME, data (see above "
                                                     "for the fix)")
-    fine = run_cli("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": str(tmp_path / "kd")})
+    fine = kd("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": str(tmp_path / "kd")})
     assert fine.returncode == 0, fine.stderr
 
 
-def test_prefetch_tiny_needs_nothing():
-    proc = run_cli("prefetch", "--profile", "tiny")
+def test_prefetch_tiny_needs_nothing(kd):
+    proc = kd("prefetch", "--profile", "tiny")
     assert proc.returncode == 0 and "nothing to download" in proc.stdout
 
 
@@ -293,20 +315,20 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     assert "dense fp16 peak (65 TFLOP/s)" in t4 and float(t4.split()[1]) == float(one.split()[1])
 
 
-def test_an_unknown_recipe_is_named_with_the_choices(tmp_path):
-    proc = run_cli("distill", "--profile", "tiny", "--recipes", "kd+magic", "--out", str(tmp_path))
+def test_an_unknown_recipe_is_named_with_the_choices(tmp_path, kd):
+    proc = kd("distill", "--profile", "tiny", "--recipes", "kd+magic", "--out", str(tmp_path))
     assert_one_line_error(proc, r"unknown recipe 'kd\+magic': choose one of baseline, kd, kd\+transfer")
 
 
-def test_a_repeated_seed_is_refused(tmp_path):
-    proc = run_cli("distill", "--profile", "tiny", "--seeds", "0", "1", "0", "--out", str(tmp_path))
+def test_a_repeated_seed_is_refused(tmp_path, kd):
+    proc = kd("distill", "--profile", "tiny", "--seeds", "0", "1", "0", "--out", str(tmp_path))
     assert_one_line_error(proc, r"repeats a seed: give each seed once")
 
 
-def test_set_overrides_a_profile_field_and_refuses_unknown_ones(tmp_path):
-    proc = run_cli("distill", "--profile", "tiny", "--set", "n_tset=10", "--out", str(tmp_path))
+def test_set_overrides_a_profile_field_and_refuses_unknown_ones(tmp_path, kd):
+    proc = kd("distill", "--profile", "tiny", "--set", "n_tset=10", "--out", str(tmp_path))
     assert_one_line_error(proc, r"--set 'n_tset=10': expected FIELD=VALUE with FIELD one of .*n_test")
-    proc = run_cli("distill", "--profile", "tiny", "--set", "n_test=many", "--out", str(tmp_path))
+    proc = kd("distill", "--profile", "tiny", "--set", "n_test=many", "--out", str(tmp_path))
     assert_one_line_error(proc, r"n_test takes")
     changed = profiles.get_profile("tiny").with_overrides(["n_test=300", "student_lr=1e-3"])
     assert (changed.n_test, changed.student_lr) == (300, 1e-3)
@@ -333,8 +355,8 @@ def test_set_refuses_a_field_that_would_change_nothing(item, fix):
     assert str(err.value).startswith(f"--set {item!r}: {fix}")
 
 
-def test_report_on_a_missing_file_names_the_file(tmp_path):
-    proc = run_cli("report", str(tmp_path / "nothing.json"))
+def test_report_on_a_missing_file_names_the_file(tmp_path, kd):
+    proc = kd("report", str(tmp_path / "nothing.json"))
     assert_one_line_error(proc, r"cannot read results file .*nothing.json .*--out folder")
 
 
@@ -353,11 +375,11 @@ def test_report_summary_keeps_everything_but_the_per_step_logs(tmp_path):
     assert kept["plots"] == ["training_curves.png"]
 
 
-def test_batch_knobs_refuse_non_positive_numbers(tmp_path):
-    proc = run_cli("distill", "--profile", "tiny", "--grad-accum", "0", "--out", str(tmp_path))
+def test_batch_knobs_refuse_non_positive_numbers(tmp_path, kd):
+    proc = kd("distill", "--profile", "tiny", "--grad-accum", "0", "--out", str(tmp_path))
     assert_one_line_error(proc, r"argument --grad-accum: '0' is not a whole number >= 1 \(see kd-tutorial distill --help\)")
     assert "usage:" not in proc.stderr
-    proc = run_cli("distill", "--profile", "tiny", "--set", "grad_accum=0", "--out", str(tmp_path))
+    proc = kd("distill", "--profile", "tiny", "--set", "grad_accum=0", "--out", str(tmp_path))
     assert_one_line_error(proc, r"grad_accum=0: give a whole number >= 1")
 
 
