@@ -91,6 +91,8 @@ def _check_data_folder(data_dir: str | None) -> None:
     except DataSourceError as err:
         given, way_out = (("--data-dir", "leave --data-dir out") if data_dir else
                           (f"${DATA_DIR_ENV}", f"unset {DATA_DIR_ENV}"))
+        if data_dir and os.environ.get(DATA_DIR_ENV):  # without the flag, the variable's folder is read
+            way_out += f" and unset {DATA_DIR_ENV}"
         raise DataSourceError(f"{given} {folder}: {_one_line(err)} (or {way_out} for the profile's own data)") \
             from None
 
@@ -259,7 +261,7 @@ def cmd_distill(args) -> int:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     device = check_device(args.device) if args.device else pick_device()
     check_workers(args.workers or 1, device, setting=f"--workers {args.workers}", fix="leave --workers out")
-    seeds = args.seeds or [args.seed]
+    seeds = args.seeds or [0 if args.seed is None else args.seed]
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")
     runs = _recipes(args.recipes)
@@ -365,6 +367,8 @@ def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
         return None
     if names == ["all"]:
         return tuple(RECIPES)
+    if "all" in names:
+        raise UsageError(f"--recipes {' '.join(names)}: 'all' stands alone: give --recipes all, or recipe names")
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise UsageError(f"--recipes names {', '.join(twice)} more than once: give each recipe once")
@@ -388,6 +392,16 @@ def cmd_env(args) -> int:
     return 0
 
 
+HF_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub and datasets read as "on" in their offline variables
+
+
+def offline_flags(models_only: bool = False) -> list[str]:
+    """The variables that turn the Hub off in this environment, of those a download of the models (and, unless
+    ``models_only``, of the dataset) reads."""
+    asks = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") + (() if models_only else ("HF_DATASETS_OFFLINE",))
+    return [name for name in asks if os.environ.get(name, "").upper() in HF_TRUE]
+
+
 def cmd_prefetch(args) -> int:
     """Download every model and dataset the profile needs into the Hugging Face cache."""
     quiet()
@@ -395,10 +409,11 @@ def cmd_prefetch(args) -> int:
     if profile.name == "tiny":
         print("the tiny profile is built in: nothing to download")
         return 0
-    offline = [name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(name) == "1"]
+    offline = offline_flags(models_only=args.models_only)
     if offline:
-        raise UsageError(f"prefetch downloads from the Hub, but {' and '.join(offline)}=1 turns it off in this shell: "
-                         f"run `unset {' '.join(offline)}`, then prefetch again")
+        verb = "turns" if len(offline) == 1 else "turn"
+        raise UsageError(f"prefetch downloads from the Hub, but {' and '.join(offline)} {verb} it off in this "
+                         f"shell: run `unset {' '.join(offline)}`, then prefetch again")
     from transformers import AutoTokenizer, BertForSequenceClassification
     names = [profile.teacher] + [s.pretrained for s in profile.students if s.pretrained]
     for name in names:
@@ -612,7 +627,8 @@ def _add_distill(sub, profile_help: str) -> None:
                         "predictions on the test split where one was evaluated, and continue interrupted ones from "
                         "their last checkpoint; without it they are trained again")
     one_or_more = d.add_mutually_exclusive_group()
-    one_or_more.add_argument("--seed", type=_seed, default=0)
+    one_or_more.add_argument("--seed", type=_seed, help="one seed (default 0)")  # no default: argparse then sees
+    # --seed 0 --seeds 1 as two choices (a default of 0 is the very object _seed("0") returns, so it saw none)
     one_or_more.add_argument("--seeds", type=_seed, nargs="+", action="extend",
                              help="several seeds: report mean and std")
     d.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")

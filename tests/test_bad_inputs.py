@@ -759,11 +759,17 @@ def test_prefetch_with_the_hub_turned_off_says_how_to_turn_it_on(capsys, monkeyp
     `kd-tutorial prefetch` where there is internet", the command just run."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     line = error_line(capsys, "prefetch", "--profile", "cpu")
-    assert line.endswith("HF_HUB_OFFLINE=1 turns it off in this shell: run `unset HF_HUB_OFFLINE`, then prefetch "
-                         "again")
+    assert line.endswith("HF_HUB_OFFLINE turns it off in this shell: run `unset HF_HUB_OFFLINE`, then prefetch again")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "true")  # any spelling the Hugging Face libraries read as on
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     assert "run `unset HF_HUB_OFFLINE HF_DATASETS_OFFLINE`" in error_line(capsys, "prefetch", "--profile", "cpu")
+    # --models-only downloads no dataset, so the datasets' flag does not stop it
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert cli.offline_flags(models_only=True) == [] and cli.offline_flags() == ["HF_DATASETS_OFFLINE"]
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "yes")
+    assert cli.offline_flags(models_only=True) == ["TRANSFORMERS_OFFLINE"]
 
 
 def test_max_length_beyond_a_hub_teachers_positions_is_refused_before_training(tmp_path, monkeypatch):
@@ -778,3 +784,20 @@ def test_max_length_beyond_a_hub_teachers_positions_is_refused_before_training(t
                                          r"with N <= 32$"):
         teachers.ensure_teacher(small, progress=False)
     models.check_positions(teachers.teacher_for_profile(small.replace(max_length=32)), 32)  # what fits passes
+
+
+def test_recipes_all_stands_alone_and_seed_with_seeds_is_refused(tmp_path, capsys, monkeypatch):
+    """`--recipes all --recipes kd` (now one list) said 'all' was an unknown recipe; `--seed 0 --seeds 1` ran seed 1
+    alone: argparse took --seed 0 for its default and saw no conflict."""
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started"))
+    out = ["--out", str(tmp_path / "out")]
+    assert "'all' stands alone" in error_line(capsys, "distill", "--profile", "tiny", "--recipes", "all", "kd", *out)
+    with pytest.raises(SystemExit):
+        cli.main(["distill", "--profile", "tiny", "--seed", "0", "--seeds", "1", *out])
+    assert "argument --seeds: not allowed with argument --seed" in capsys.readouterr().err
+
+
+def test_a_bad_data_dir_with_the_variable_also_set_says_to_drop_both(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(tmp_path / "elsewhere"))
+    line = error_line(capsys, "distill", "--profile", "tiny", "--data-dir", str(tmp_path / "nowhere"))
+    assert "(or leave --data-dir out and unset KD_TUTORIAL_DATA_DIR for the profile's own data)" in line

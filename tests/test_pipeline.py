@@ -277,6 +277,8 @@ def test_cached_students_come_back_with_their_weights_and_history(tiny_run):
     retrained = pipeline.distill_students(profile, teacher, prep, logits, resume=False, **kw)
     assert {item["status"] for item in retrained.values()} == {"trained"}
     assert not any(path.exists() for path in kept)  # another model in the folder: the old test logits are not its
+    for item in retrained.values():  # leave tiny_run's cache as found, every student's test logits kept, so that the
+        pipeline.student_test_logits(profile, prep, item, device="cpu")  # --resume tests pass in any order
     # and a process that loaded the old model before the retraining keeps its logits under the old training's name
     assert all(retrained[name]["run_hash"] != item["run_hash"] for name, item in cached.items())
     for name, item in cached.items():
@@ -286,8 +288,6 @@ def test_cached_students_come_back_with_their_weights_and_history(tiny_run):
         for p1, p2 in zip(item["model"].parameters(), again["model"].parameters()):
             assert torch.allclose(p1, p2.cpu(), atol=1e-5)  # seeded: retraining reproduces the cached student
         assert not (Path(item["path"]) / "last.pt").exists()  # no epoch checkpoint left once finished
-    for item in retrained.values():  # leave tiny_run's cache as found: every student's test logits kept, so that
-        pipeline.student_test_logits(profile, prep, item, device="cpu")  # --resume tests pass in any order
 
 
 def test_a_student_with_the_teachers_word_vectors_is_stored_and_reloaded_as_a_plain_bert(tiny_run):
