@@ -308,7 +308,8 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: Tr
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
+    if state["scaler"]:  # empty when written where fp16 was not chosen (bf16 or fp32): a fresh scale then
+        scaler.load_state_dict(state["scaler"])  # (precision "auto" picks per device, and a run resumes anywhere)
     torch.set_rng_state(state["rng"])
     _set_cuda_rng_states(state.get("cuda_rng"))
     return History.from_dict(state["history"]), _Progress(**state["progress"]), state["best_state"]

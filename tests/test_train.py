@@ -167,6 +167,25 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(rows, tmp_pat
         assert torch.allclose(p1, p2, atol=1e-6)
 
 
+def test_a_run_checkpointed_without_fp16_resumes_where_auto_chooses_fp16(rows, tmp_path, monkeypatch):
+    """precision "auto" resolves per device: a run cut short on a CPU or an A100 (no GradScaler, an empty scaler
+    state) and resumed on a T4 (fp16, the scaler on) stopped with GradScaler's RuntimeError on the empty state."""
+    from kd_tutorial import train as train_module
+    config = TrainConfig(epochs=2, lr=3e-3, batch_size=32, seed=5)  # precision "auto"
+
+    def stop_after_first(epoch, history):
+        if epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(7), rows["train"], config=config, checkpoint_dir=tmp_path, on_epoch_end=stop_after_first,
+              progress=False, device="cpu")
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["scaler"] == {}  # written with the scaler off
+    monkeypatch.setattr(train_module, "autocast_dtype", lambda device, precision="auto": torch.float16)
+    resumed = train(small_model(7), rows["train"], config=config, checkpoint_dir=tmp_path, resume=True,
+                    progress=False, device="cpu")
+    assert len(resumed.epochs) == 2 and all(math.isfinite(s["loss"]) for s in resumed.steps)
+
+
 def test_resume_with_another_configuration_is_refused(rows, tmp_path):
     train(small_model(), rows["train"], config=TrainConfig(max_steps=2, batch_size=64), checkpoint_dir=tmp_path,
           progress=False)
