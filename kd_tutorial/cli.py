@@ -27,7 +27,7 @@ from pathlib import Path
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, NAMED_SOURCES
 from .device import configure, pick_device, resolve_precision
-from .env import environment_report, format_report, quiet
+from .env import environment_report, fit_to_device, format_report, quiet
 from .errors import looks_like_a_folder, model_source_error, UsageError, UserError
 from .flops import duration_text, estimate_profile, time_estimate
 from .grading.authoring import main as authoring_main
@@ -287,14 +287,10 @@ def _fit_device(profile, device: str, args):
     if args.batch_size or args.grad_accum:
         profile = profile.replace(batch_size=args.batch_size or profile.batch_size,
                                   grad_accum=args.grad_accum or profile.grad_accum)
-    elif device.startswith("cuda"):
-        import torch
-        memory_gb = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
-        fitted = profile.fit_memory(precision, memory_gb)
-        if fitted != profile:
-            print(f"{memory_gb:.0f} GB GPU in {precision}: batch {fitted.batch_size} x {fitted.grad_accum} "
-                  f"accumulation steps (the profile's effective batch of {profile.effective_batch})", flush=True)
-        profile = fitted
+    else:
+        profile, fitted = fit_to_device(profile, device)
+        if fitted:
+            print(fitted, flush=True)
     print(f"precision: {precision}{' with a GradScaler' if precision == 'fp16' else ''}; TF32 matmuls "
           f"{'on' if chosen['tf32'] else 'off'}; batch {profile.batch_size} x {profile.grad_accum}", flush=True)
     return profile
@@ -559,6 +555,9 @@ def cmd_search(args) -> int:
     if importlib.util.find_spec("optuna") is None:  # kd_tutorial.search imports it where it is used
         raise UsageError("kd-tutorial search needs optuna, which is not installed: pip install -e '.[search]'")
     device = check_device(args.device) if args.device else pick_device()
+    profile, fitted = fit_to_device(profile, device)  # as distill fits it: the same teacher in the cache
+    if fitted:
+        print(fitted, flush=True)
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
     run_search(profile, trials=args.trials, out=args.out, steps=args.steps, device=device, progress=not args.quiet,

@@ -49,6 +49,13 @@ def cuda_capability(device: str | torch.device = "cuda") -> tuple[int, int]:
     return torch.cuda.get_device_capability(index if index is not None else torch.cuda.current_device())
 
 
+def memory_gb(device: str) -> float | None:
+    """A CUDA device's total memory in GiB, as ``torch.cuda`` reports it; None for any other device."""
+    if device_type(device) != "cuda":
+        return None
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+
+
 def bf16_supported(device: str) -> bool:
     """Whether bf16 runs natively (not emulated) on ``device``: CUDA capability >= 8.0, or a CPU with bf16 units."""
     kind = device_type(device)

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from .artifacts import cache_status
-from .device import bf16_supported, describe, pick_device  # noqa: F401  (re-exported for notebooks)
+from .device import bf16_supported, describe, memory_gb, pick_device, resolve_precision  # noqa: F401  (notebooks)
 from .errors import UsageError
 from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
 from .store import folder_problem, home
@@ -56,6 +56,22 @@ def quiet() -> None:
         sys.modules["datasets"].disable_progress_bars()
 
 
+def fit_to_device(profile: Profile, device: str) -> tuple[Profile, str | None]:
+    """``profile`` with its batch fitted to a small GPU's memory (:meth:`~kd_tutorial.profiles.Profile.fit_memory`:
+    the same effective batch), and a line that says so (None when nothing changed). ``distill``, ``search`` and the
+    notebooks fit alike: the batch is part of the teacher's cache key, so each finds the teacher the others
+    trained."""
+    memory = memory_gb(device)
+    if memory is None:
+        return profile, None
+    precision = resolve_precision(device, profile.precision)
+    fitted = profile.fit_memory(precision, memory)
+    if fitted == profile:
+        return profile, None
+    return fitted, (f"{memory:.0f} GB GPU in {precision}: batch {fitted.batch_size} x {fitted.grad_accum} "
+                    f"accumulation steps (the profile's effective batch of {profile.effective_batch})")
+
+
 def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None) -> Session:
     """Prepare a notebook or script: quiet logging, offline flags, seeds, profile and device.
 
@@ -76,6 +92,9 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
     device = pick_device()
     source = "argument" if profile else (f"${PROFILE_ENV}" if os.environ.get(PROFILE_ENV) else None)
     print(describe_choice(chosen, source))
+    chosen, fitted = fit_to_device(chosen, device)  # as distill fits it, so that both find the same teacher
+    if fitted:
+        print(fitted)
     print(f"device: {device} | seed: {seed} | Hugging Face Hub: {'offline' if offline else 'online'}")
     return Session(profile=chosen, device=device, seed=seed, offline=offline)
 

@@ -260,3 +260,29 @@ def test_a_short_last_step_weighs_its_micro_batches_by_their_rows():
            if token_share == pytest.approx(weight)]
     assert sorted(got[:2]) == [(8, 0.5), (8, 0.5)] and sorted(got[2:]) == [(4, 4 / 12), (8, 8 / 12)]
     assert [(len(b["index"]), w) for b, _t, (w, _share) in run.batches(0, 3)] == got[3:]
+
+
+def test_the_notebooks_search_and_distill_fit_a_small_gpus_batch_alike(monkeypatch, capsys, tmp_path):
+    """On a T4, distill trained the full profile's teacher at batch 16 x 2, while the notebooks (env.setup) and
+    search asked for one at 32 x 1: the batch is in the teacher's cache key, so they trained it again, at twice the
+    batch that fits 16 GB in fp16. (The GPU is faked: its memory, precision and set-up.)"""
+    import argparse
+
+    from kd_tutorial import cli, env
+    monkeypatch.setattr(env, "memory_gb", lambda device: 14.74 if device.startswith("cuda") else None)  # a T4
+    for module in (env, cli):
+        monkeypatch.setattr(module, "resolve_precision", lambda device, precision="auto": "fp16")
+    monkeypatch.setattr(env, "pick_device", lambda: "cuda")
+    monkeypatch.setattr(cli, "configure", lambda device: {"tf32": False})
+    full = PROFILES["full"]
+    notebook = env.setup("full", offline=True).profile
+    distill = cli._fit_device(full, "cuda", argparse.Namespace(batch_size=None, grad_accum=None))
+    assert (notebook.batch_size, notebook.grad_accum) == (distill.batch_size, distill.grad_accum) == (16, 2)
+    assert notebook.teacher_hash() == distill.teacher_hash() != full.teacher_hash()
+    assert "15 GB GPU in fp16: batch 16 x 2 accumulation steps" in capsys.readouterr().out
+    searched = {}
+    monkeypatch.setattr(cli, "check_device", lambda device: device)
+    monkeypatch.setattr(cli, "run_search", lambda profile, **kw: searched.update(profile=profile))
+    assert cli.main(["search", "--profile", "full", "--device", "cuda", "--out", str(tmp_path / "s")]) == 0
+    assert searched["profile"].teacher_hash() == distill.teacher_hash()
+    assert env.fit_to_device(full, "cpu") == (full, None)  # only a GPU's memory is fitted
