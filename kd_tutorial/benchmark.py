@@ -30,7 +30,7 @@ import time
 
 from .artifacts import prepare
 from .data import concat_encoded, Encoded
-from .device import autocast_dtype, bf16_supported, configure, pick_device, synchronize
+from .device import autocast_dtype, bf16_supported, configure, pick_device, resolve_precision, synchronize
 from .errors import UsageError
 from .evaluate import latency, predict_logits, throughput
 from .flops import (estimate_profile, forward_flops, imdb_lengths, peak_tflops, precision_name, project,
@@ -50,6 +50,7 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
         names = ", ".join(f"{i} ({s.name})" for i, s in enumerate(profile.students))
         raise UsageError(f"--student {student} is not a student of profile {profile.name}: give one of {names}")
     device = device or pick_device()
+    configure(device)  # as distill and --report set the GPU up: TF32 for the naive loop's fp32, from sm80
     prep = prepare(profile, data_dir=data_dir, init=init)
     both = concat_encoded(prep.encoded["train"], prep.encoded["transfer"], "train+transfer")
     n = min(len(both), 2 * steps * profile.batch_size)  # the rows a run of ``steps`` steps reads
@@ -58,7 +59,7 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
     spec = profile.students[student]
     results = {"profile": profile.name, "device": device, "student": spec.name, "steps": steps,
                "max_length": profile.max_length, "batch_size": profile.batch_size,
-               "bf16": autocast_dtype(device) is not None, "attention_dropout": profile.attention_dropout,
+               "precision": resolve_precision(device, "auto"), "attention_dropout": profile.attention_dropout,
                "student_hidden_dropout": profile.student_hidden_dropout}
 
     warm = min(3, steps)  # untimed, as run_benchmark does: the first loop would otherwise pay the start-up costs

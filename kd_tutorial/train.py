@@ -75,7 +75,7 @@ class TrainConfig:
 class History:
     """What a run logged: one row per optimizer step, per validation pass and per epoch."""
 
-    steps: list = field(default_factory=list)  # {step, loss, lr, grad_norm, <intermediate terms>}
+    steps: list = field(default_factory=list)  # {step, loss, lr, grad_norm, <terms>}; skipped: fp16 overflow
     epochs: list = field(default_factory=list)  # {epoch, step, train_loss, train_acc, val_acc?, tokens_per_s, seconds}
     evals: list = field(default_factory=list)  # {step, val_acc}
     seconds: float = 0.0  # training time, validation passes excluded
@@ -579,8 +579,10 @@ class _Run:
                 raise TrainingDivergedError(
                     f"{self.desc}: the loss became {loss} at step {step} (epoch {self.at.epoch}); lower the "
                     "learning rate or train in fp32 (precision='fp32')")
-            self.history.steps.append({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
-                                      | dict(zip(names, term_values)))
+            row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
+            if not math.isfinite(grad_norm):  # fp16's GradScaler skipped this update; JSON has no inf or NaN
+                row |= {"grad_norm": None, "skipped": True}
+            self.history.steps.append(row | dict(zip(names, term_values)))
         st = self.at.stats
         st["loss"], st["correct"], st["labelled"] = st["loss"] + sums[0], st["correct"] + sums[1], st["labelled"] + sums[2]
         self.pending, self.sums = [], torch.zeros_like(self.sums)

@@ -252,7 +252,12 @@ def test_loop_speed_reports_the_ratio_of_the_two_measured_rates(monkeypatch):
         calls.append((steps, len(rows)))
         return History(tokens=6000, seconds=3.0), History(tokens=6000, seconds=1.5), 0.5
     monkeypatch.setattr(benchmark, "naive_vs_ours", fake_runs)
+    configured = []
+    monkeypatch.setattr(benchmark, "configure", lambda device: configured.append(device) or {})
     result = benchmark.loop_speed(get_profile("tiny"), steps=5, device="cpu")
+    # the device set up as distill sets it (TF32 for fp32 from sm80), and the precision by name: "bf16" was
+    # true for a T4's fp16
+    assert configured == ["cpu"] and result["precision"] == benchmark.resolve_precision("cpu", "auto")
     bs = get_profile("tiny").batch_size
     # first an untimed warm-up of both loops (before, the naive loop, timed first, paid the start-up costs), then
     # twice the rows a run of ``steps`` steps reads
@@ -398,3 +403,22 @@ def test_per_token_terms_refuse_to_run_without_the_teacher(rows):
     with pytest.raises(ValueError, match="need the frozen teacher"):
         train(small_model(), rows["train"], config=config, teacher_logits=torch.zeros(len(rows["train"]), 2),
               progress=False)
+
+
+def test_a_step_the_gradient_scaler_skipped_is_logged_as_such_in_strict_json(rows, monkeypatch):
+    """fp16's first steps overflow at the GradScaler's starting scale: the clipped norm is inf or NaN, the update
+    is skipped, and the log wrote Infinity into teacher.json and results.json, which strict JSON readers refuse."""
+    import json
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def overflow_first(parameters, max_norm):
+        norm = real(parameters, max_norm)
+        calls.append(norm)
+        return torch.full_like(norm, float("inf")) if len(calls) == 1 else norm
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", overflow_first)
+    history = train(small_model(), rows["train"], config=TrainConfig(max_steps=3, batch_size=32, precision="fp16"),
+                    device="cpu", progress=False)
+    first, *rest = history.steps
+    assert first["grad_norm"] is None and first["skipped"] is True
+    assert all(math.isfinite(s["grad_norm"]) and "skipped" not in s for s in rest)
+    json.dumps(history.to_dict(), allow_nan=False)  # strict JSON
