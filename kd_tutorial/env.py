@@ -65,7 +65,9 @@ def fit_to_device(profile: Profile, device: str) -> tuple[Profile, str | None]:
     if memory is None:
         return profile, None
     precision = resolve_precision(device, profile.precision)
-    fitted = profile.fit_memory(precision, memory)
+    # native bf16 (sm80 and up) runs the fused attention kernels, as fp16 does: FITS_16GB's bf16 row is emulated bf16
+    kernel = "fp16" if precision == "bf16" and bf16_supported(device) else precision
+    fitted = profile.fit_memory(kernel, memory)
     if fitted == profile:
         return profile, None
     return fitted, (f"{memory:.0f} GB GPU in {precision}: batch {fitted.batch_size} x {fitted.grad_accum} "

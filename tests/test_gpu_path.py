@@ -286,3 +286,16 @@ def test_the_notebooks_search_and_distill_fit_a_small_gpus_batch_alike(monkeypat
     assert cli.main(["search", "--profile", "full", "--device", "cuda", "--out", str(tmp_path / "s")]) == 0
     assert searched["profile"].teacher_hash() == distill.teacher_hash()
     assert env.fit_to_device(full, "cpu") == (full, None)  # only a GPU's memory is fitted
+
+
+@pytest.mark.parametrize("native, batch", [(True, (16, 2)), (False, (8, 4))])
+def test_a_gpu_with_native_bf16_fits_the_batch_of_the_fused_attention_kernels(monkeypatch, native, batch):
+    """FITS_16GB's bf16 row (8 reviews of 512 tokens) is for emulated bf16, which runs the math attention kernel;
+    an L4 (22 GiB, sm89) runs bf16 natively with the fused kernels, as fp16 does (16), and was given 8 x 4."""
+    from kd_tutorial import env
+    monkeypatch.setattr(env, "memory_gb", lambda device: 22.49)
+    monkeypatch.setattr(env, "resolve_precision", lambda device, precision="auto": "bf16")
+    monkeypatch.setattr(env, "bf16_supported", lambda device: native)
+    fitted, said = env.fit_to_device(PROFILES["full"], "cuda")
+    assert (fitted.batch_size, fitted.grad_accum) == batch and f"batch {batch[0]} x {batch[1]}" in said
+    assert "GPU in bf16" in said
