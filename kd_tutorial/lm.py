@@ -103,6 +103,10 @@ class WordTokenizer:
         """``[<bos>, words..., <eos>]`` as ids (unknown words become ``<unk>``)."""
         return [BOS_ID] + [self.ids.get(w, UNK_ID) for w in self.words(text)] + [EOS_ID]
 
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        """The vocabulary entry of each id, special tokens included (as a Hugging Face tokenizer names them)."""
+        return [self.vocab[int(i)] for i in ids]
+
     def decode(self, ids) -> str:
         """The words of ``ids``, special tokens dropped, up to the first ``<eos>``."""
         out = []

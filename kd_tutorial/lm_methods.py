@@ -129,7 +129,7 @@ def sequence_kd_rows(teacher, rows: list[list[int]], *, prompt_tokens: int, max_
 
 def on_policy_kd(teacher, prompts: list[list[int]], data_side, *, max_length: int, mix: float = 0.5,
                  refresh_every: int = 25, pool_size: int = 256, reverse: bool = False, seed: int = 0,
-                 device: str = "cpu"):
+                 device: str = "cpu", max_cache_gb: float = 4.0):
     """On-policy distillation: a token KL on the student's own continuations, mixed with the same KL on the data.
 
     Every ``refresh_every`` steps the student writes ``pool_size`` continuations of ``prompts`` (all of one
@@ -137,10 +137,15 @@ def on_policy_kd(teacher, prompts: list[list[int]], data_side, *, max_length: in
     samples at every step; here a sample is at most ``refresh_every`` steps old, which costs a forward
     pass per written token 1 / ``refresh_every`` as often. Each step's loss is ``mix * KL on a batch of
     the pool`` (prompt masked out) ``+ (1 - mix) * KL on the data batch`` (``data_side``: the teacher on
-    the data, :func:`online` or :func:`cached`).
+    the data, :func:`online` or :func:`cached`). The pool's teacher logits are cached while they fit in
+    ``max_cache_gb`` (fp32); above that (GPT-2's 50,257-token vocabulary: 6.6 GB for 128 rows of 256 tokens) the
+    teacher scores each batch drawn from the pool instead.
     """
     divergence = losses.reverse_token_kl if reverse else losses.token_kl
     generator, state = torch.Generator().manual_seed(seed), {"step": 0}
+    pool_gb = pool_size * max_length * teacher.config.vocab_size * 4 / 1e9
+    score = (lambda pool: cached(cache_logits(teacher, pool, device=device))) if pool_gb < max_cache_gb else \
+        (lambda pool: online(teacher, device))
 
     def kl(student, rows, prompt, side):
         batch = collate(rows, prompt)
@@ -152,7 +157,7 @@ def on_policy_kd(teacher, prompts: list[list[int]], data_side, *, max_length: in
             picks = torch.randint(len(prompts), (pool_size,), generator=generator).tolist()
             state["pool"] = sample(student, [prompts[i] for i in picks], max_length=max_length,
                                    generator=generator, device=device)
-            state["side"] = cached(cache_logits(teacher, state["pool"], device=device))
+            state["side"] = score(state["pool"])
         state["step"] += 1
         pool = state["pool"]
         mine = [pool[i] for i in torch.randint(len(pool), (len(rows),), generator=generator).tolist()]

@@ -144,6 +144,27 @@ def test_on_policy_samples_are_the_students_and_refresh_on_schedule(data, teache
     assert len(calls) == 3 and all(model is student for model in calls)  # steps 0, 5 and 10
 
 
+def test_on_policy_scores_a_pool_too_large_to_cache_with_the_teacher_online(data, teacher, monkeypatch):
+    """On GPT-2's vocabulary a pool's full logits are gigabytes: the teacher then scores each batch of the pool,
+    and the loss is the one the cache gives."""
+    student = lm.student_model(TINY, teacher)
+    prompts = M.prompts_of(data.student[:50], TINY.prompt_tokens)
+    rows = data.student[:8]
+
+    def first_loss(**kw):
+        loss = M.on_policy_kd(teacher, prompts, M.online(teacher), max_length=TINY.max_length, pool_size=8, **kw)
+        return loss(student, rows).item()
+    with_cache = first_loss()
+    monkeypatch.setattr(M, "cache_logits", lambda *a, **k: pytest.fail("cached a pool over max_cache_gb"))
+    assert first_loss(max_cache_gb=0) == pytest.approx(with_cache, rel=1e-5)
+
+
+def test_hugging_face_token_names_work_on_the_word_tokenizer(data):
+    """Notebook 09 names tokens by convert_ids_to_tokens, which GPT-2's tokenizer has too (its .vocab is a dict)."""
+    tok = data.tokenizer
+    assert tok.convert_ids_to_tokens([lm.PAD_ID, lm.BOS_ID, lm.EOS_ID, 5]) == ["<pad>", "<bos>", "<eos>", tok.vocab[5]]
+
+
 def test_a_pretrained_teacher_loads_from_a_folder_and_its_student_copies_its_layers(tmp_path, data):
     """The `full` path (GPT-2 from the Hub, a distilGPT-2 student) on a saved tiny GPT-2, offline."""
     saved = lm.gpt(len(data.tokenizer), 4, 16, 2, 48)
