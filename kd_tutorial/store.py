@@ -85,7 +85,7 @@ def locked(directory: Path, timeout: float | None = None):
     processes, forked ones included, wait as any other holder's would.
     """
     directory = Path(directory)
-    with _disk_errors(directory):
+    with disk_errors(directory):
         directory.mkdir(parents=True, exist_ok=True)
     mine = (os.getpid(), threading.get_ident(), str(directory.resolve()))
     if mine in _HELD:  # held by this very thread already (a nested call): waiting on ourselves would never end
@@ -94,7 +94,8 @@ def locked(directory: Path, timeout: float | None = None):
     lock, owner = FileLock(str(directory / ".lock")), directory / ".lock.owner"
     timeout = lock_timeout() if timeout is None else timeout
     try:
-        lock.acquire(timeout=min(2.0, timeout))
+        with disk_errors(directory):  # a read-only copy of the cache cannot take its lock
+            lock.acquire(timeout=min(2.0, timeout))
     except Timeout:
         print(f"waiting for {directory}: in use by {_holder(owner)}", file=sys.stderr, flush=True)
         try:
@@ -153,12 +154,13 @@ def lock_timeout() -> float:
 
 
 @contextlib.contextmanager
-def _disk_errors(path: Path):
+def disk_errors(path: Path):
     """Turn a full disk, a quota or a read-only folder into one :class:`StorageError` that says what to do."""
     try:
         yield
-    except OSError as err:
-        if err.errno not in _DISK_ERRORS:
+    except Exception as err:
+        err = _as_os_error(err)
+        if err is None or err.errno not in _DISK_ERRORS:
             raise
         free = "free some space or " if err.errno in _FULL else ""
         raise StorageError(f"cannot write {path}: {_DISK_ERRORS[err.errno]}; {free}point {HOME_ENV} (artifacts) or "
@@ -166,11 +168,20 @@ def _disk_errors(path: Path):
                            "untouched") from err
 
 
+def _as_os_error(err: Exception) -> OSError | None:
+    """``err`` as an OSError: itself, or one rebuilt from a library's own error that reports the system's
+    (safetensors writes a full disk as ``SafetensorError: ... (os error 28)``); None for any other error."""
+    if isinstance(err, OSError):
+        return err
+    found = re.search(r"\(os error (\d+)\)", str(err))
+    return OSError(int(found.group(1)), str(err)) if found else None
+
+
 def move_aside(folder: Path, paths, label: str) -> Path:
     """Move ``paths`` (files or folders inside ``folder``) into a new ``folder/<label>-<date-time>-*`` and return
     it: set aside, never deleted. A disk error is the :class:`StorageError` that names the fix."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    with _disk_errors(Path(folder)):
+    with disk_errors(Path(folder)):
         aside = Path(tempfile.mkdtemp(prefix=f"{label}-{stamp}-", dir=folder))
         for path in paths:
             Path(path).rename(aside / Path(path).name)
@@ -180,7 +191,7 @@ def move_aside(folder: Path, paths, label: str) -> Path:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
     path = Path(path)
-    with _disk_errors(path):
+    with disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
         try:
@@ -202,7 +213,7 @@ def atomic_write_json(path: Path, obj) -> None:
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename into place."""
     path = Path(path)
-    with _disk_errors(path):
+    with disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
         try:
@@ -249,7 +260,7 @@ def atomic_save_pretrained(model, directory: Path) -> None:
     """
     directory = Path(directory)
     refuse_unfolded(model, directory)
-    with _disk_errors(directory):
+    with disk_errors(directory):
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{MARK}", suffix=".tmp"))
         try:

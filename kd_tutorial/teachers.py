@@ -26,7 +26,8 @@ from .evaluate import predict_logits
 from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
 from .models import check_positions, check_same_vocab, teacher_for_profile
 from .profiles import Profile, stable_hash
-from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked, move_aside
+from .store import (atomic_save_pretrained, atomic_torch_save, atomic_write_json, disk_errors, locked,
+                    move_aside)
 from .train import TrainConfig, freeze, seed_everything, train
 
 
@@ -228,7 +229,8 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
             except OSError as err:  # the space could not be reserved after all: the runs call the teacher
                 if err.errno in (errno.ENOSPC, errno.EDQUOT):
                     return None
-                raise
+                with disk_errors(prep.directory):  # a file too large for the disk, a read-only folder: one line
+                    raise
             try:
                 outputs = _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,
                                       device=device or pick_device(), precision=profile.precision, progress=progress,

@@ -80,6 +80,39 @@ def test_a_full_disk_is_one_error_that_says_what_to_do_and_keeps_the_old_file(tm
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 
 
+def test_a_model_that_safetensors_cannot_write_for_a_full_disk_is_the_same_one_line(tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError, not an OSError: saving the teacher or a student
+    on a full disk ended in its traceback."""
+    class SafetensorError(Exception):  # safetensors' error type: not an OSError
+        pass
+
+    class Model(torch.nn.Linear):
+        def save_pretrained(self, folder):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    target = tmp_path / "teacher"
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    with pytest.raises(store.StorageError, match="no space left on the disk; free some space"):
+        store.atomic_save_pretrained(Model(2, 2), target)
+    assert [p.name for p in tmp_path.iterdir()] == ["teacher"] and (target / "config.json").read_text() == "{}"
+    with pytest.raises(SafetensorError):  # one that names no system error stays what it is
+        with store.disk_errors(target):
+            raise SafetensorError("header too large")
+
+
+def test_a_cache_folder_that_cannot_take_its_lock_is_one_line(tmp_path, monkeypatch):
+    """A read-only copy of the cache (a share, a prefetched folder) failed in FileLock with a traceback, even when
+    everything was cached."""
+    import filelock
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".lock"))
+    monkeypatch.setattr(filelock.FileLock, "acquire", read_only)
+    with pytest.raises(store.StorageError, match=r"cannot write .*: read-only file system; point KD_TUTORIAL_HOME"):
+        with store.locked(tmp_path):
+            pass
+
+
 def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):
     def broken(obj, f, *args, **kwargs):
         raise OSError(errno.EIO, "Input/output error")
