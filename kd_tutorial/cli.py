@@ -267,6 +267,8 @@ def cmd_distill(args) -> int:
     runs = _recipes(args.recipes)
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
+    refuse_foreign(Path(args.out) / "results.json", "--out", "a kd-tutorial results.json",
+                   lambda data: "run" in data and "models" in data)  # an earlier run's is replaced, nothing else
     profile = _fit_device(profile, device, args)
     test_reviews = test_reviews_of(profile, args.data_dir or os.environ.get(DATA_DIR_ENV))
     said = estimate(profile, device, len(seeds), runs=runs, test_reviews=test_reviews,

@@ -281,10 +281,14 @@ def splice_readme(readme: str | Path, results_paths: list[str | Path]) -> None:
     """
     refuse_overwrite(readme, "--readme", results_paths, fix=f"give --readme the README.md that holds the "
                                                             f"{README_START} marker")
-    readme = Path(readme)
-    table = "".join(results_markdown(json.loads(Path(p).read_text())) for p in sorted(map(str, results_paths)))
-    text = readme.read_text()
+    readme = Path(readme).resolve()  # through a link, the file it names (the link stays a link)
+    table = "".join(results_markdown(json.loads(Path(p).read_text(encoding="utf-8")))
+                    for p in sorted(map(str, results_paths)))
+    with open(readme, encoding="utf-8", newline="") as f:  # UTF-8 whatever the locale; its line endings kept
+        text = f.read()
     check_readme_markers(text, readme)
     before, rest = text.split(README_START, 1)
     after = rest.split(README_END, 1)[1]
+    mode = readme.stat().st_mode & 0o777
     atomic_write_text(readme, f"{before}{README_START}\n{table}{README_END}{after}")
+    os.chmod(readme, mode)  # the README's own permissions, not a new file's

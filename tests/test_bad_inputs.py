@@ -801,3 +801,12 @@ def test_a_bad_data_dir_with_the_variable_also_set_says_to_drop_both(tmp_path, c
     monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(tmp_path / "elsewhere"))
     line = error_line(capsys, "distill", "--profile", "tiny", "--data-dir", str(tmp_path / "nowhere"))
     assert "(or leave --data-dir out and unset KD_TUTORIAL_DATA_DIR for the profile's own data)" in line
+
+
+def test_distill_does_not_replace_a_results_json_it_did_not_write(tmp_path, capsys, monkeypatch):
+    """--out's results.json was deleted before the run whatever it held: a user's own file of that name was lost."""
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "results.json").write_text('{"my": "own experiment log"}')
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path))
+    assert "results.json exists and is not a kd-tutorial results.json" in line
+    assert (tmp_path / "results.json").read_text() == '{"my": "own experiment log"}'

@@ -113,6 +113,19 @@ def test_report_into_a_readme_with_one_block_still_splices(run, capsys, tmp_path
     assert readme.read_text() == f"intro\n{START}\n{table}{END}\nrest\n"
 
 
+def test_report_into_a_readme_through_a_link_keeps_the_link_its_endings_and_its_mode(run, tmp_path):
+    """The splice replaced a linked README with a plain file (the real one untouched), rewrote CRLF as LF, and made
+    a read-only file writable. (It also read the README in the locale's encoding; it reads UTF-8 now.)"""
+    readme = tmp_path / "README.md"
+    readme.write_bytes(f"intro \u00b1\r\n{START}\r\nold\r\n{END}\r\nrest\r\n".encode())
+    readme.chmod(0o444)
+    (tmp_path / "LINK.md").symlink_to(readme)
+    assert cli.main(["report", str(run), "--readme", str(tmp_path / "LINK.md")]) == 0
+    assert (tmp_path / "LINK.md").is_symlink() and readme.stat().st_mode & 0o777 == 0o444
+    table = report.results_markdown(json.loads(run.read_text()))
+    assert readme.read_bytes().decode() == f"intro \u00b1\r\n{START}\n{table}{END}\r\nrest\r\n"
+
+
 # ----------------------------------------------------------------------------- search: a search.db that is not one
 
 
