@@ -267,6 +267,10 @@ class Profile:
         fields = {name: getattr(self, name) for name in TEACHER_FIELDS}
         fields |= {name: getattr(self, name) for name, default in TEACHER_FIELDS_IF_SET.items()
                    if getattr(self, name) != default}
+        if self.name in PROFILES:  # eval_batch_size only batches the teacher's passes over its splits (rounding):
+            # the preset's value keeps the key, so a smaller evaluation batch after an out-of-memory error does not
+            # train the teacher again (it did), and caches made before keep theirs
+            fields["eval_batch_size"] = PROFILES[self.name].eval_batch_size
         return stable_hash(fields, *parts)
 
     @property

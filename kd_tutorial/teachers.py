@@ -81,7 +81,8 @@ def _cached_teacher(folder: Path):
         info = json.loads(meta_path.read_text())
     except Exception as err:
         raise ArtifactError(f"cannot read {meta_path} ({err.__class__.__name__}): delete it and run again (the "
-                            "cached teacher beside it is kept)") from err
+                            "teacher is trained again; what was cached from the old one is kept if the new one has "
+                            "the same weights, and set aside if not)") from err
     try:
         model = BertForSequenceClassification.from_pretrained(folder / "teacher")
     except Exception as err:

@@ -442,7 +442,8 @@ def test_a_corrupt_teacher_record(tmp_path, capsys):
     (folder / "teacher.json").write_text("{half a record")
     line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--quiet")
     assert line.endswith(f"cannot read {folder / 'teacher.json'} (JSONDecodeError): delete it and run again (the "
-                         "cached teacher beside it is kept)"), line
+                         "teacher is trained again; what was cached from the old one is kept if the new one has the "
+                         "same weights, and set aside if not)"), line  # it said the teacher was kept: it is not
     assert (folder / "teacher").exists()
 
 

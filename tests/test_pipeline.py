@@ -249,6 +249,20 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
     assert "teacher_word_vectors" not in pipeline.run_key(profile, spec, config, "pretrained")[0]
 
 
+def test_a_smaller_evaluation_batch_keeps_the_teacher():
+    """The out-of-memory hint says --set eval_batch_size=N for the evaluation; that changed the teacher's cache key,
+    and the teacher (an hour on a T4 for full) was trained again, and every student with it. It only batches the
+    teacher's passes. The presets keep the keys their caches had."""
+    from kd_tutorial.profiles import PROFILES, stable_hash, TEACHER_FIELDS
+    for profile in PROFILES.values():
+        assert profile.replace(eval_batch_size=8).teacher_hash() == profile.teacher_hash()
+        assert profile.replace(batch_size=1).teacher_hash() != profile.teacher_hash()  # training settings still count
+        before = {name: getattr(profile, name) for name in TEACHER_FIELDS}  # the key as it was computed before
+        before |= {name: getattr(profile, name) for name in ("grad_accum", "precision", "val_block")
+                   if getattr(profile, name) != {"grad_accum": 1, "precision": "auto", "val_block": None}[name]}
+        assert profile.teacher_hash() == stable_hash(before)
+
+
 def test_another_test_set_keeps_the_teacher_and_its_students(tiny_run, tmp_path):
     """n_test picks test reviews only: with a real test split, changing it reuses the fine-tuned teacher, its
     transfer logits and every student (same folder); the test logits get a file of their own. Where the test
