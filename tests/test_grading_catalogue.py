@@ -771,3 +771,43 @@ def test_ex01_q2_accepts_an_answer_that_uses_the_bertconfig_it_was_promised():
 
     result = EXERCISES["ex01.q2"].grade(count_student_parameters)
     assert result.status == PASSED, result.message
+
+
+@pytest.mark.parametrize("key", ["ex03.q3", "ex05.q1", "ex08.q1", "ex09.q1"])
+def test_a_reference_solution_passes_with_autograd_switched_off_by_the_notebook(key):
+    """`torch.set_grad_enabled(False)` in an earlier cell failed these correct answers: the checks' own reference
+    gradients ran without autograd ("the check itself is at fault")."""
+    import torch
+    before = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)
+    try:
+        result = EXERCISES[key].grade(reference_solution(key))
+    finally:
+        torch.set_grad_enabled(before)
+    assert result.status == "passed", result.message
+
+
+def test_ex01_q1_names_the_additive_infinite_mask_behind_its_nan():
+    """scores + (1 - mask) * -inf is 0 * -inf = nan on every real key: the message told a learner who had masked
+    the keys to mask the keys."""
+    def additive(x, mask, w, b, heads):
+        B, L, H = x.shape
+        d = H // heads
+        q, k, v = (t.view(B, L, heads, d).transpose(1, 2) for t in (x @ w.T + b).split(H, dim=-1))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d) + (1 - mask[:, None, None, :]) * float("-inf")
+        weights = scores.softmax(-1)
+        return (weights @ v).transpose(1, 2).reshape(B, L, H), weights
+    result = EXERCISES["ex01.q1"].grade(additive)
+    assert result.status == FAILED and "0 x -inf is nan, so mask with scores.masked_fill(mask == 0" in result.message
+
+
+def test_a_csv_cell_that_a_spreadsheet_would_take_for_a_formula_is_text(tmp_path):
+    from kd_tutorial.grading import grader
+    row = {c: "" for c in grader.COLUMNS} | {"learner": "=1+2 alice", "message": "-0.5 too small", "seconds": 1.5}
+    grader.write_reports([row], [], tmp_path / "grades.csv", 1.0)
+    import csv
+    with open(tmp_path / "grades.csv", newline="", encoding="utf-8") as f:
+        written = next(csv.DictReader(f))
+    assert written["learner"] == "'=1+2 alice" and written["message"] == "'-0.5 too small"
+    import json
+    assert json.loads((tmp_path / "grades.json").read_text())["rows"][0]["learner"] == "=1+2 alice"

@@ -131,3 +131,21 @@ def test_every_registered_exercise_has_three_tiers():
                     if len(line) > 25 and "BEGIN SOLUTION" not in line and "END SOLUTION" not in line
                     and line in near]
         assert not verbatim, (ex.key, verbatim)
+
+
+def test_an_exercise_whose_cell_raised_is_an_error_not_unattempted(tmp_path, monkeypatch):
+    """A SyntaxError in the cell that defines the function left it undefined, and the grader reported "not
+    attempted", as for a blank stub: the instructor could not tell the two apart."""
+    import json
+    import sys
+
+    from kd_tutorial.grading import ex03, runner
+    name = ex03.q1.name
+    results = tmp_path / "results.jsonl"
+    monkeypatch.setattr(sys, "last_value", SyntaxError("'(' was never closed"), raising=False)
+    runner.grade_into("ex03", "q1", {"In": ["", f"def {name}(a, b):\n    return (a"]}, str(results), "n")
+    runner.grade_into("ex03", "q1", {"In": ["", "x = 1"]}, str(results), "n")  # never written: not attempted
+    first, second = (json.loads(line) for line in results.read_text().splitlines())
+    assert first["status"] == "error" and f"the cell that defines `{name}` raised an error" in first["message"]
+    assert "SyntaxError: '(' was never closed" in first["message"]
+    assert second["status"] == "not attempted"

@@ -93,3 +93,22 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         grader.main([])
     assert info.value.code == 2
+
+
+def test_odd_metadata_and_a_grader_failure_cost_one_row_not_the_batch(tmp_path, monkeypatch):
+    """A notebook whose metadata named its exercise set as a list stopped the whole batch with a TypeError, and no
+    report was written; any failure of the grader on one file now becomes that file's error row."""
+    odd = {"metadata": {"kd_tutorial": {"exercise_set": ["ex02"]}}, "cells": []}
+    assert grader.detect_set(odd, tmp_path / "alice.ipynb") is None  # not a set's name: the other clues decide
+    real, calls = grader.grade_one, []
+
+    def fails_once(path, nb, problem, *args):
+        calls.append(problem)
+        if len(calls) == 1:
+            raise TypeError("unhashable type: 'list'")
+        return real(path, nb, problem, *args)
+    monkeypatch.setattr(grader, "grade_one", fails_once)
+    rows, subs = grader.grade_paths([FIXTURES / "untouched.ipynb"], timeout=NOTEBOOK_TIMEOUT,
+                                    cell_timeout=CELL_TIMEOUT, progress=None)
+    assert calls[1] == "the grader failed on it (TypeError: unhashable type: 'list')"
+    assert rows and all(r["status"] == "error" for r in rows) and "the grader failed on it" in subs[0]["notes"]

@@ -75,7 +75,9 @@ def _check_mha(call):
     expected = [_mha_ref(*c) for c in cases]
     if any(bool(torch.isnan(t).any()) for t in weights + outs):
         raise Wrong("your result holds nan: a row of scores that is all -inf (every key masked) has no "
-                    "softmax; mask the keys (the last dimension of the scores), never the queries")
+                    "softmax, so mask the keys (the last dimension of the scores), never the queries; and 0 x -inf "
+                    "is nan, so mask with scores.masked_fill(mask == 0, float('-inf')), not scores + (1 - mask) "
+                    "* -inf")
     if not all(close(wt, e[1], atol=1e-5) for wt, e in zip(weights, expected)):
         V = lambda **kw: (lambda: [_mha_ref(*c, **kw)[1] for c in cases])  # noqa: E731
         message = diagnose(weights, {

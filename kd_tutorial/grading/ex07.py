@@ -277,7 +277,8 @@ q1 = Exercise(
         'and padded queries are not real rows: neither may count, and the teacher is a fixed target.',
         'Build a (B, 1, 1, L) key mask and a (B, 1, L) query mask from attention_mask by indexing with None; '
         'p * (log p - log q) with clamp_min(1e-12) before the log avoids log(0) = -inf and a nan gradient; '
-        'masked_fill(~mask, 0.0) zeroes padded keys; .detach() the teacher.',
+        'masked_fill(~mask.bool(), 0.0) zeroes padded keys (attention_mask holds 0/1 integers: ~ needs bools); '
+        '.detach() the teacher.',
         'rows = the sum over the last dimension (keys) of p * (log p - log q), with p the detached teacher, '
         'both clamped before the log and padded keys zeroed; then average rows over the heads and the real '
         "query positions only: multiply by the query mask expanded to rows' shape and divide by its sum.",

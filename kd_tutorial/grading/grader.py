@@ -74,7 +74,7 @@ def detect_set(nb, path: Path) -> str | None:
     """The exercise set of a submission: notebook metadata, then imports, then the file/folder name."""
     if nb is not None:
         meta = nb.get("metadata", {}).get("kd_tutorial", {})
-        if isinstance(meta, dict) and meta.get("exercise_set") in SETS:
+        if isinstance(meta, dict) and isinstance(meta.get("exercise_set"), str) and meta["exercise_set"] in SETS:
             return meta["exercise_set"]
         source = "\n".join(str(c.get("source", "")) for c in nb.get("cells", []) if isinstance(c, dict))
         for set_id in SETS:
@@ -140,8 +140,12 @@ def grade_paths(paths: list[Path], *, timeout: float, cell_timeout: float, max_o
         for i, (path, nb, problem) in enumerate(loaded, 1):
             if progress:
                 progress(f"[{i}/{len(loaded)}] {names[path]} ({path})")
-            done.append(grade_one(path, nb, problem, names[path], sets[path], fallback,
-                                  dict(timeout=timeout, cell_timeout=cell_timeout, max_output_bytes=max_output)))
+            limits = dict(timeout=timeout, cell_timeout=cell_timeout, max_output_bytes=max_output)
+            try:
+                done.append(grade_one(path, nb, problem, names[path], sets[path], fallback, limits))
+            except Exception as exc:  # noqa: BLE001 - one odd file is an error row, never the end of the batch
+                done.append(grade_one(path, None, f"the grader failed on it ({type(exc).__name__}: {exc})",
+                                      names[path], sets[path], fallback, limits))
     except KeyboardInterrupt:
         raise GradingInterrupted([r for rows, _ in done for r in rows], [s for _, s in done], len(paths)) from None
     return [r for rows, _ in done for r in rows], [s for _, s in done]
@@ -236,6 +240,12 @@ def check_out(out: Path) -> Path:
     return json_path
 
 
+def _not_a_formula(value):
+    """A CSV cell a spreadsheet shows as text: a learner named ``=1+2 alice.ipynb`` (or a message starting with
+    ``+``, ``-``, ``@``) would otherwise be read as a formula. The JSON report keeps the text as it is."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
+
+
 def write_reports(rows: list[dict], submissions: list[dict], out: Path, seconds: float) -> Path:
     """Write ``out`` (CSV) and the JSON next to it, text that UTF-8 cannot encode escaped; return the JSON path.
     Both are written in full to temporary files before either replaces its earlier report."""
@@ -244,7 +254,7 @@ def write_reports(rows: list[dict], submissions: list[dict], out: Path, seconds:
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=COLUMNS)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows([{key: _not_a_formula(value) for key, value in row.items()} for row in rows])
     report = json.dumps({"seconds": round(seconds, 2), "submissions": submissions, "rows": rows},
                         indent=2, ensure_ascii=False) + "\n"
     replace_together({out: table.getvalue(), json_path: report})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -74,14 +75,35 @@ def purge_modules() -> None:
         del sys.modules[name]
 
 
+def defined_in_a_cell(cells, name: str) -> bool:
+    """Whether one of the notebook's executed cells (IPython's ``In``) holds ``def name(``: when ``name`` is still
+    not defined, that cell raised (a SyntaxError, or an error above the ``def``) and the exercise was attempted."""
+    pattern = re.compile(rf"^\s*def {re.escape(name)}\s*\(", re.M)
+    return any(isinstance(cell, str) and pattern.search(cell) for cell in cells)
+
+
+def last_error() -> str:
+    """`` (the notebook's last error: Type: message)``, as IPython keeps it; empty when there is none."""
+    err = getattr(sys, "last_value", None)
+    if err is None:
+        return ""
+    text = str(err).strip().splitlines()
+    return f" (the notebook's last error: {type(err).__name__}{': ' + text[0][:200] if text else ''})"
+
+
 def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonce: str) -> None:
     """Run one exercise's check on the learner's namespace; append the result as a JSON line."""
     import importlib  # noqa: PLC0415
 
     start = time.perf_counter()
     module = importlib.import_module(f"kd_tutorial.grading.{set_id}")
+    from kd_tutorial.grading.core import ERROR, NOT_ATTEMPTED, Result  # noqa: PLC0415  (fresh, as the checks)
     exercise = getattr(module, label)
     result = exercise.grade(namespace.get(exercise.name))
+    if result.status == NOT_ATTEMPTED and namespace.get(exercise.name) is None and \
+            defined_in_a_cell(namespace.get("In", ()), exercise.name):
+        result = Result(ERROR, f"{label}: the cell that defines `{exercise.name}` raised an error, so it was never "
+                               f"defined{last_error()}: fix that cell")
     _write(results_path, {"nonce": nonce, "kind": "result", "exercise": f"{set_id}.{label}",
                           "status": result.status, "message": result.message[:1000],
                           "seconds": round(time.perf_counter() - start, 3)})
