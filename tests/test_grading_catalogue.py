@@ -811,3 +811,41 @@ def test_a_csv_cell_that_a_spreadsheet_would_take_for_a_formula_is_text(tmp_path
     assert written["learner"] == "'=1+2 alice" and written["message"] == "'-0.5 too small"
     import json
     assert json.loads((tmp_path / "grades.json").read_text())["rows"][0]["learner"] == "=1+2 alice"
+
+
+@pytest.mark.parametrize("one_graph", [
+    "loss = kd_loss(torch.cat(outs), teacher_logits, labels, temperature, alpha)",
+    "loss = sum(kd_loss(student(x), t, y, temperature, alpha) for x, t, y in zip(inputs.chunk(micro_batches), "
+    "teacher_logits.chunk(micro_batches), labels.chunk(micro_batches))) / micro_batches"])
+def test_ex03_q3_refuses_accumulation_that_keeps_every_graph(one_graph):
+    """K forwards and one backward on their sum (or on the concatenated logits) passed, with "in 1/K of the
+    memory": all K graphs stay alive until that backward, which is what accumulation exists to avoid."""
+    ns = reference_solution("ex03.q3").__globals__
+    exec("def accumulated_kd_step(student, optimizer, inputs, teacher_logits, labels, micro_batches, "
+         "temperature=2.0, alpha=0.5):\n"
+         "    optimizer.zero_grad()\n"
+         "    outs = [student(x) for x in inputs.chunk(micro_batches)]\n"
+         f"    {one_graph}\n"
+         "    loss.backward()\n"
+         "    optimizer.step()\n"
+         "    return loss.item()\n", ns)
+    result = EXERCISES["ex03.q3"].grade(ns["accumulated_kd_step"])
+    assert result.status == FAILED and "call backward() on each micro-batch's loss" in result.message, result
+
+
+def test_ex05_q2_refuses_a_student_that_shares_the_teachers_config():
+    """config = teacher.config; config.num_hidden_layers = len(layer_map) passed, and left the teacher's config
+    saying 2 layers where it has 4."""
+    ns = reference_solution("ex05.q2").__globals__
+    exec("def init_student_from_teacher(teacher, layer_map):\n"
+         "    config = teacher.config\n"
+         "    config.num_hidden_layers = len(layer_map)\n"
+         "    student = BertForSequenceClassification(config)\n"
+         "    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())\n"
+         "    for i, j in enumerate(layer_map):\n"
+         "        student.bert.encoder.layer[i].load_state_dict(teacher.bert.encoder.layer[j].state_dict())\n"
+         "    student.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())\n"
+         "    student.classifier.load_state_dict(teacher.classifier.state_dict())\n"
+         "    return student\n", ns)
+    result = EXERCISES["ex05.q2"].grade(ns["init_student_from_teacher"])
+    assert result.status == FAILED and "shares (and changes) the teacher's config" in result.message, result

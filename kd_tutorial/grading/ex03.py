@@ -224,6 +224,14 @@ def _check_micro_batches(student, optimizer, B, K):
                     "micro-batch")
 
 
+def _check_backwards(backwards: int, K: int) -> None:
+    """One backward per micro-batch: one backward over K forwards keeps all K graphs alive."""
+    if backwards < K:
+        raise Wrong(f"{backwards} backward pass(es) for {K} micro-batches: call backward() on each micro-batch's "
+                    "loss in the loop, so that its graph is freed before the next forward. One backward on the sum "
+                    "(or on the concatenated logits) keeps all K graphs alive, the memory accumulation saves")
+
+
 def _check_accumulation_at(call, T, a, K):
     lr = 0.1
     x, t, y, w, b = _acc_case()
@@ -235,9 +243,12 @@ def _check_accumulation_at(call, T, a, K):
     for p in student.parameters():  # left over from an earlier step
         p.grad = torch.full_like(p, stale)
     optimizer = _CountingSGD(student.parameters(), lr)
+    backwards = []  # a backward pass through the student computes its weight's gradient once
+    student.weight.register_hook(lambda grad: backwards.append(1))
     with torch.enable_grad():
         value = as_float(call(student, optimizer, x.clone(), t.clone(), y.clone(), K, T, a), "accumulated_kd_step")
     _check_micro_batches(student, optimizer, len(y), K)
+    _check_backwards(len(backwards), K)
     p0 = torch.cat([w.flatten(), b])
     got = torch.cat([student.weight.detach().flatten(), student.bias.detach()])
     g_full, full_loss = _grad(w, b, x, t, y, T, a)

@@ -127,6 +127,7 @@ def _check_init(call):
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     t_ptrs = {p.data_ptr() for p in teacher.parameters()}
     batch = toy_batch(3, 8, seed=9)
+    config = teacher.config.to_dict()
     for layer_map in ([0, 2], [1, 3], [3], [0, 1, 2, 3]):
         student = call(teacher, list(layer_map))
         if not isinstance(student, type(teacher)):
@@ -135,6 +136,9 @@ def _check_init(call):
         if any(not torch.equal(before[k], v) for k, v in teacher.state_dict().items()) \
                 or len(teacher.bert.encoder.layer) != 4:
             raise Wrong("your function modified the teacher: build a new model (or deepcopy the teacher) first")
+        if getattr(student, "config", None) is teacher.config or teacher.config.to_dict() != config:
+            raise Wrong("the student shares (and changes) the teacher's config: the teacher's num_hidden_layers no "
+                        "longer matches its layers. Build the student from copy.deepcopy(teacher.config)")
         if any(p.data_ptr() in t_ptrs for p in student.parameters()):
             raise Wrong("the student shares tensors with the teacher, so training it would change the teacher: "
                         "copy the weights (load_state_dict or copy.deepcopy)")
