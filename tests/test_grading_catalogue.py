@@ -849,3 +849,23 @@ def test_ex05_q2_refuses_a_student_that_shares_the_teachers_config():
          "    return student\n", ns)
     result = EXERCISES["ex05.q2"].grade(ns["init_student_from_teacher"])
     assert result.status == FAILED and "shares (and changes) the teacher's config" in result.message, result
+
+
+def test_ex04_q3_accepts_length_buckets_and_refuses_half_empty_batches():
+    """Bucketing by length, batching within each bucket, then shuffling the batches meets every line of the
+    exercise, and was refused because each bucket's last batch is short (17 of 70 batches)."""
+    import random as stdlib_random
+
+    def buckets(lengths, batch_size, seed):
+        groups = {}
+        for i, n in enumerate(lengths):
+            groups.setdefault(n // 32, []).append(i)
+        batches = [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
+        stdlib_random.Random(seed).shuffle(batches)
+        return batches
+
+    def halves(lengths, batch_size, seed):  # buckets again, in batches of half the size: twice the steps
+        return buckets(lengths, batch_size // 2, seed)
+    assert EXERCISES["ex04.q3"].grade(buckets).status == PASSED
+    result = EXERCISES["ex04.q3"].grade(halves)
+    assert result.status == FAILED and "batches where 63 can hold the 1003 reviews" in result.message, result
