@@ -813,6 +813,13 @@ def test_a_csv_cell_that_a_spreadsheet_would_take_for_a_formula_is_text(tmp_path
     assert json.loads((tmp_path / "grades.json").read_text())["rows"][0]["learner"] == "=1+2 alice"
 
 
+def grade_code(key: str, code: str):
+    """Grade a learner's answer given as source, defined beside the exercise set's own solutions (its kd_loss)."""
+    ns = reference_solution(key).__globals__
+    exec(code, ns)
+    return EXERCISES[key].grade(ns[EXERCISES[key].name])
+
+
 @pytest.mark.parametrize("one_graph", [
     "loss = kd_loss(torch.cat(outs), teacher_logits, labels, temperature, alpha)",
     "loss = sum(kd_loss(student(x), t, y, temperature, alpha) for x, t, y in zip(inputs.chunk(micro_batches), "
@@ -820,34 +827,25 @@ def test_a_csv_cell_that_a_spreadsheet_would_take_for_a_formula_is_text(tmp_path
 def test_ex03_q3_refuses_accumulation_that_keeps_every_graph(one_graph):
     """K forwards and one backward on their sum (or on the concatenated logits) passed, with "in 1/K of the
     memory": all K graphs stay alive until that backward, which is what accumulation exists to avoid."""
-    ns = reference_solution("ex03.q3").__globals__
-    exec("def accumulated_kd_step(student, optimizer, inputs, teacher_logits, labels, micro_batches, "
-         "temperature=2.0, alpha=0.5):\n"
-         "    optimizer.zero_grad()\n"
-         "    outs = [student(x) for x in inputs.chunk(micro_batches)]\n"
-         f"    {one_graph}\n"
-         "    loss.backward()\n"
-         "    optimizer.step()\n"
-         "    return loss.item()\n", ns)
-    result = EXERCISES["ex03.q3"].grade(ns["accumulated_kd_step"])
+    result = grade_code("ex03.q3", f"""
+def accumulated_kd_step(student, optimizer, inputs, teacher_logits, labels, micro_batches, temperature=2.0,
+                        alpha=0.5):
+    optimizer.zero_grad()
+    outs = [student(x) for x in inputs.chunk(micro_batches)]
+    {one_graph}
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+""")
     assert result.status == FAILED and "call backward() on each micro-batch's loss" in result.message, result
 
 
 def test_ex05_q2_refuses_a_student_that_shares_the_teachers_config():
-    """config = teacher.config; config.num_hidden_layers = len(layer_map) passed, and left the teacher's config
-    saying 2 layers where it has 4."""
-    ns = reference_solution("ex05.q2").__globals__
-    exec("def init_student_from_teacher(teacher, layer_map):\n"
-         "    config = teacher.config\n"
-         "    config.num_hidden_layers = len(layer_map)\n"
-         "    student = BertForSequenceClassification(config)\n"
-         "    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())\n"
-         "    for i, j in enumerate(layer_map):\n"
-         "        student.bert.encoder.layer[i].load_state_dict(teacher.bert.encoder.layer[j].state_dict())\n"
-         "    student.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())\n"
-         "    student.classifier.load_state_dict(teacher.classifier.state_dict())\n"
-         "    return student\n", ns)
-    result = EXERCISES["ex05.q2"].grade(ns["init_student_from_teacher"])
+    """The solution without its deepcopy (config = teacher.config; config.num_hidden_layers = len(layer_map))
+    passed, and left the teacher's config saying 2 layers where it has 4."""
+    solution = EXERCISES["ex05.q2"].solution_code
+    assert "config = copy.deepcopy(teacher.config)" in solution
+    result = grade_code("ex05.q2", solution.replace("copy.deepcopy(teacher.config)", "teacher.config"))
     assert result.status == FAILED and "shares (and changes) the teacher's config" in result.message, result
 
 
