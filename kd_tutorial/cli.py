@@ -301,9 +301,9 @@ def _fit_device(profile, device: str, args):
 OOM_HINT = ("out of memory: use a smaller batch with the same effective batch: halve the batch and double the "
             "accumulation of the 'batch N x K' line above, e.g. batch 16 x 1 -> --batch-size 8 --grad-accum 2 (or "
             "--set batch_size=8 grad_accum=2; --set eval_batch_size=N for the evaluation)")
-# benchmark and search take the profile's batch as it is (distill fits it to a small GPU's memory: _fit_device)
-OOM_HINT_OTHER = ("out of memory: {command} uses the profile's batch as it is, and it does not fit this device: give "
-                  "a smaller profile (e.g. --profile cpu)")
+# benchmark takes the profile's batch as it is, and search the batch fitted to a GPU's memory (as distill does)
+OOM_HINT_OTHER = ("out of memory: the profile's batch does not fit this device for {command}, which has no batch "
+                  "options: give a smaller profile (e.g. --profile cpu)")
 
 
 def available_devices() -> list[str]:

@@ -289,6 +289,7 @@ def splice_readme(readme: str | Path, results_paths: list[str | Path]) -> None:
     check_readme_markers(text, readme)
     before, rest = text.split(README_START, 1)
     after = rest.split(README_END, 1)[1]
-    mode = readme.stat().st_mode & 0o777
-    atomic_write_text(readme, f"{before}{README_START}\n{table}{README_END}{after}")
+    mode, nl = readme.stat().st_mode & 0o777, "\r\n" if "\r\n" in text else "\n"
+    block = f"{README_START}\n{table}{README_END}".replace("\n", nl)  # in the README's own line endings
+    atomic_write_text(readme, f"{before}{block}{after}", newline="")
     os.chmod(readme, mode)  # the README's own permissions, not a new file's

@@ -188,14 +188,15 @@ def move_aside(folder: Path, paths, label: str) -> Path:
     return aside
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+def atomic_write_text(path: Path, text: str, newline: str | None = None) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written); ``newline`` as
+    :func:`open` takes it ("" writes the line endings ``text`` holds, untranslated)."""
     path = Path(path)
     with disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
                 f.write(text)
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the user's usual permissions
             os.replace(tmp, path)

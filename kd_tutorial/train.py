@@ -580,8 +580,8 @@ class _Run:
                     f"{self.desc}: the loss became {loss} at step {step} (epoch {self.at.epoch}); lower the "
                     "learning rate or train in fp32 (precision='fp32')")
             row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
-            if not math.isfinite(grad_norm):  # fp16's GradScaler skipped this update; JSON has no inf or NaN
-                row |= {"grad_norm": None, "skipped": True}
+            if not math.isfinite(grad_norm):  # JSON has no inf or NaN; fp16's GradScaler skipped this update
+                row |= {"grad_norm": None} | ({"skipped": True} if self.scaler.is_enabled() else {})
             self.history.steps.append(row | dict(zip(names, term_values)))
         st = self.at.stats
         st["loss"], st["correct"], st["labelled"] = st["loss"] + sums[0], st["correct"] + sums[1], st["labelled"] + sums[2]

@@ -123,7 +123,8 @@ def test_report_into_a_readme_through_a_link_keeps_the_link_its_endings_and_its_
     assert cli.main(["report", str(run), "--readme", str(tmp_path / "LINK.md")]) == 0
     assert (tmp_path / "LINK.md").is_symlink() and readme.stat().st_mode & 0o777 == 0o444
     table = report.results_markdown(json.loads(run.read_text()))
-    assert readme.read_bytes().decode() == f"intro \u00b1\r\n{START}\n{table}{END}\r\nrest\r\n"
+    block = f"{START}\n{table}{END}".replace("\n", "\r\n")
+    assert readme.read_bytes().decode() == f"intro \u00b1\r\n{block}\r\nrest\r\n"
 
 
 # ----------------------------------------------------------------------------- search: a search.db that is not one

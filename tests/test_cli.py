@@ -404,5 +404,5 @@ def test_out_of_memory_names_the_knobs(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_benchmark", oom)  # benchmark has no batch flags: it does not name them
     assert cli.main(["benchmark", "--profile", "tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "benchmark uses the profile's batch" in err[0] and "--batch-size" not in err[0]
+    assert len(err) == 1 and "for benchmark, which has no batch options" in err[0] and "--batch-size" not in err[0]
 

@@ -851,7 +851,8 @@ def test_ex05_q2_refuses_a_student_that_shares_the_teachers_config():
 
 def test_ex04_q3_accepts_length_buckets_and_refuses_half_empty_batches():
     """Bucketing by length, batching within each bucket, then shuffling the batches meets every line of the
-    exercise, and was refused because each bucket's last batch is short (17 of 70 batches)."""
+    exercise, and was refused because each bucket's last batch is short (17 of 70 batches; 80 with buckets of 16
+    tokens)."""
     import random as stdlib_random
 
     def buckets(lengths, batch_size, seed):
@@ -865,5 +866,8 @@ def test_ex04_q3_accepts_length_buckets_and_refuses_half_empty_batches():
     def halves(lengths, batch_size, seed):  # buckets again, in batches of half the size: twice the steps
         return buckets(lengths, batch_size // 2, seed)
     assert EXERCISES["ex04.q3"].grade(buckets).status == PASSED
+    def narrow(lengths, batch_size, seed):  # buckets of 16 tokens: 80 batches
+        return buckets([2 * n for n in lengths], batch_size, seed)
+    assert EXERCISES["ex04.q3"].grade(narrow).status == PASSED
     result = EXERCISES["ex04.q3"].grade(halves)
     assert result.status == FAILED and "batches where 63 can hold the 1003 reviews" in result.message, result

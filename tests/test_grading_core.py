@@ -1,6 +1,8 @@
 """The check framework: outcomes as data, what the learner sees, and what counts as 'not attempted'."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kd_tutorial.grading.core import (ERROR, FAILED, NOT_ATTEMPTED, PASSED, CheckFailed, Exercise, LearnerError,
@@ -135,17 +137,47 @@ def test_every_registered_exercise_has_three_tiers():
 
 def test_an_exercise_whose_cell_raised_is_an_error_not_unattempted(tmp_path, monkeypatch):
     """A SyntaxError in the cell that defines the function left it undefined, and the grader reported "not
-    attempted", as for a blank stub: the instructor could not tell the two apart."""
+    attempted", as for a blank stub. The error quoted is that cell's own (the check cell after it raises a
+    NameError), and a function defined by a cell that ran, then deleted, is still not attempted."""
     import json
-    import sys
+    import types
 
     from kd_tutorial.grading import ex03, runner
     name = ex03.q1.name
+    callbacks = []
+    shell = types.SimpleNamespace(events=types.SimpleNamespace(register=lambda event, fn: callbacks.append(fn)))
+    monkeypatch.setattr(runner, "_shell", lambda: shell)
+    runner.record_failed_cells()
+
+    def cell(source, error=None):  # what IPython passes to post_run_cell
+        callbacks[0](types.SimpleNamespace(info=types.SimpleNamespace(raw_cell=source), error_before_exec=error,
+                                           error_in_exec=None))
     results = tmp_path / "results.jsonl"
-    monkeypatch.setattr(sys, "last_value", SyntaxError("'(' was never closed"), raising=False)
-    runner.grade_into("ex03", "q1", {"In": ["", f"def {name}(a, b):\n    return (a"]}, str(results), "n")
-    runner.grade_into("ex03", "q1", {"In": ["", "x = 1"]}, str(results), "n")  # never written: not attempted
+    cell("x = 1")
+    runner.grade_into("ex03", "q1", {}, str(results), "n")  # nothing of it written: not attempted
+    cell(f"def {name}(a, b):\n    return (a", SyntaxError("'(' was never closed"))
+    cell(f"q1.check({name})", NameError(f"name '{name}' is not defined"))
+    runner.grade_into("ex03", "q1", {}, str(results), "n")
     first, second = (json.loads(line) for line in results.read_text().splitlines())
-    assert first["status"] == "error" and f"the cell that defines `{name}` raised an error" in first["message"]
-    assert "SyntaxError: '(' was never closed" in first["message"]
-    assert second["status"] == "not attempted"
+    assert first["status"] == "not attempted"
+    assert second["status"] == "error" and second["message"] == (
+        f"q1: the cell that defines `{name}` raised SyntaxError: '(' was never closed, so `{name}` was never "
+        "defined: fix that cell")
+
+
+def test_the_grader_reports_a_syntax_error_in_a_def_cell_as_an_error(tmp_path):
+    """End to end, in a real kernel: the failed cell is recorded as it runs."""
+    import json
+
+    import nbformat
+
+    from kd_tutorial.grading import grader
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "grading"
+    nb = nbformat.read(fixtures / "untouched.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.source.startswith("def softmax_with_temperature"))
+    cell.source = "def softmax_with_temperature(logits, temperature=1.0):\n    return (logits / temperature"
+    nbformat.write(nb, tmp_path / "alice.ipynb")
+    rows, _ = grader.grade_paths([tmp_path / "alice.ipynb"], timeout=90, cell_timeout=8, progress=None)
+    status = {r["exercise"].split(".")[-1]: (r["status"], r["message"]) for r in rows}
+    assert status["q1"][0] == "error" and "raised SyntaxError" in status["q1"][1], status
+    assert status["q2"][0] == "not attempted", status

@@ -171,7 +171,7 @@ def _check_grouping(call):
     if max(len(b) for b in batches) > batch_size:
         raise Wrong(f"some batches hold more than batch_size = {batch_size} reviews")
     fewest = -(-len(lengths) // batch_size)
-    if len(batches) > 1.15 * fewest:  # a short batch at the end of each group (or length bucket) is fine
+    if len(batches) > 1.5 * fewest:  # a short batch at the end of each group (or length bucket) is fine
         raise Wrong(f"{len(batches)} batches where {fewest} can hold the {len(lengths)} reviews: fill the batches "
                     "(only the last batch of a group may be short), or every epoch takes more steps than it needs")
     order = list(range(len(lengths)))

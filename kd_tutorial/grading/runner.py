@@ -65,6 +65,7 @@ def install_guard(results_path: str, nonce: str, blocked_dirs: list[str]) -> Non
                 raise PermissionError("kd-tutorial grader: this command is not allowed while grading")
 
     sys.addaudithook(hook)
+    record_failed_cells()  # a cell that raises before its def is an error, not an exercise left blank
     fh.write(json.dumps({"nonce": nonce, "kind": "kernel", "executable": sys.executable,
                          "version": sys.version.split()[0]}) + "\n")
 
@@ -75,20 +76,39 @@ def purge_modules() -> None:
         del sys.modules[name]
 
 
-def defined_in_a_cell(cells, name: str) -> bool:
-    """Whether one of the notebook's executed cells (IPython's ``In``) holds ``def name(``: when ``name`` is still
-    not defined, that cell raised (a SyntaxError, or an error above the ``def``) and the exercise was attempted."""
+def _shell():
+    """The IPython shell this code runs in (a grading kernel), or None."""
+    try:
+        from IPython import get_ipython  # noqa: PLC0415
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def record_failed_cells() -> None:
+    """From now on, keep the source and the error of every cell that raises, on the kernel's shell (a module of
+    ours would be forgotten by :func:`purge_modules`): :func:`failed_definition` reads them."""
+    shell = _shell()
+    if shell is None:
+        return
+    shell.kd_failed_cells = []
+
+    def after(result) -> None:
+        err = result.error_before_exec or result.error_in_exec
+        if err is not None:
+            shell.kd_failed_cells.append((result.info.raw_cell, err))
+    shell.events.register("post_run_cell", after)
+
+
+def failed_definition(name: str) -> str | None:
+    """``"Type: message"`` of the error of a cell that holds ``def name(`` and raised (a SyntaxError, or an error
+    above the ``def``), so that ``name`` was never defined; None when no such cell failed."""
     pattern = re.compile(rf"^\s*def {re.escape(name)}\s*\(", re.M)
-    return any(isinstance(cell, str) and pattern.search(cell) for cell in cells)
-
-
-def last_error() -> str:
-    """`` (the notebook's last error: Type: message)``, as IPython keeps it; empty when there is none."""
-    err = getattr(sys, "last_value", None)
-    if err is None:
-        return ""
-    text = str(err).strip().splitlines()
-    return f" (the notebook's last error: {type(err).__name__}{': ' + text[0][:200] if text else ''})"
+    for source, err in reversed(getattr(_shell(), "kd_failed_cells", None) or []):
+        if isinstance(source, str) and pattern.search(source):
+            text = str(err).strip().splitlines()
+            return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+    return None
 
 
 def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonce: str) -> None:
@@ -100,10 +120,10 @@ def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonc
     from kd_tutorial.grading.core import ERROR, NOT_ATTEMPTED, Result  # noqa: PLC0415  (fresh, as the checks)
     exercise = getattr(module, label)
     result = exercise.grade(namespace.get(exercise.name))
-    if result.status == NOT_ATTEMPTED and namespace.get(exercise.name) is None and \
-            defined_in_a_cell(namespace.get("In", ()), exercise.name):
-        result = Result(ERROR, f"{label}: the cell that defines `{exercise.name}` raised an error, so it was never "
-                               f"defined{last_error()}: fix that cell")
+    failed = failed_definition(exercise.name) if namespace.get(exercise.name) is None else None
+    if result.status == NOT_ATTEMPTED and failed:
+        result = Result(ERROR, f"{label}: the cell that defines `{exercise.name}` raised {failed}, so "
+                               f"`{exercise.name}` was never defined: fix that cell")
     _write(results_path, {"nonce": nonce, "kind": "result", "exercise": f"{set_id}.{label}",
                           "status": result.status, "message": result.message[:1000],
                           "seconds": round(time.perf_counter() - start, 3)})
