@@ -179,7 +179,10 @@ def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _create_study(Path(out) / "search.db")
-    now = {"profile": profile.name, "steps": steps, "profile settings": profile.config_hash(), "seed": seed,
+    # the effective batch, not its split: a GPU's memory fit (16 x 2 for 32 x 1) trains alike, and continues a
+    # study made before the fit
+    one_batch = profile.replace(batch_size=profile.effective_batch, grad_accum=1)
+    now = {"profile": profile.name, "steps": steps, "profile settings": one_batch.config_hash(), "seed": seed,
            **settings}
     kept = study.user_attrs
     differ = [k for k, v in now.items() if k in kept and kept[k] != v]  # a study from before a key was kept: its own

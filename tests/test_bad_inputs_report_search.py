@@ -200,6 +200,11 @@ def test_a_study_is_continued_only_with_the_settings_it_was_made_with(tmp_path):
             open_study(out, *args, **kwargs)
         assert f"search.db holds a study made with {changed}" in str(caught.value), str(caught.value)
         assert str(caught.value).endswith("give the same again to continue it, or another --out for a new study")
+    # a GPU's memory fit splits the batch (search fits it as distill does): the same effective batch continues it
+    split = tiny.replace(batch_size=tiny.batch_size // 2, grad_accum=2)
+    open_study(out, split, 2, 0, device="cpu", data="tiny")
+    with pytest.raises(UsageError, match="profile settings hash"):  # another effective batch is another study
+        open_study(out, tiny.replace(batch_size=tiny.batch_size // 2), 2, 0, device="cpu", data="tiny")
 
 
 def test_a_summary_onto_an_existing_file_that_is_not_a_summary_is_refused(run, capsys):
