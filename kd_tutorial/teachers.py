@@ -62,6 +62,9 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
         weights = weights_hash(model)
         if before != weights:
             set_aside_outputs(folder)
+        # the old teacher's record goes first: a save cut short (Ctrl-C, a full disk) never leaves the new weights
+        # beside it, taken for cached with another teacher's history, accuracy and weights hash
+        (folder / "teacher.json").unlink(missing_ok=True)
         atomic_save_pretrained(model, folder / "teacher")
         info = {"history": history.to_dict(), "val_accuracy": history.final("val_acc"),
                 "train_seconds": history.seconds, "profile": profile.name, "data": prep.data.source,

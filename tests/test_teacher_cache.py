@@ -3,6 +3,7 @@ students): kept when the new teacher has the very same weights, set aside (never
 import json
 import shutil
 
+import pytest
 import torch
 
 from kd_tutorial import teachers
@@ -47,3 +48,26 @@ def test_outputs_of_a_teacher_that_predates_the_weights_record_are_set_aside(tmp
     assert sorted(p.name for p in aside.iterdir()) == ["hidden-2-train.npy", "logits-train.pt"]
     assert (tmp_path / "teacher.json").exists() and teachers.set_aside_outputs(tmp_path) is None
     assert "moved to" in capsys.readouterr().err
+
+
+def test_a_teacher_saved_again_is_not_cached_until_its_new_record_is_written(tmp_path, monkeypatch):
+    """The new teacher was saved before its teacher.json was written: a save cut short between the two left the new
+    weights beside the old record, and the next run took them for cached, with the old history and accuracy."""
+    from kd_tutorial import artifacts, teachers
+    from kd_tutorial.profiles import get_profile
+    from kd_tutorial.train import History
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))
+    profile = get_profile("tiny")
+    folder = artifacts.prepare(profile).directory
+    folder.mkdir(parents=True)
+    (folder / "teacher.json").write_text('{"weights": "0123456789abcdef", "val_accuracy": 0.5}')  # an older teacher
+    monkeypatch.setattr(teachers, "train", lambda *a, **k: History())  # no time spent training here
+
+    def cut_short(model, directory):
+        (directory / "config.json").parent.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text("{}")  # the new weights reached the disk, then the process stopped
+        raise KeyboardInterrupt
+    monkeypatch.setattr(teachers, "atomic_save_pretrained", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        teachers.ensure_teacher(profile, progress=False)
+    assert not (folder / "teacher.json").exists() and teachers._cached_teacher(folder) is None
