@@ -32,7 +32,7 @@ from .errors import looks_like_a_folder, model_source_error, UsageError, UserErr
 from .flops import duration_text, estimate_profile, time_estimate
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
-from .models import TINY_TEACHER
+from .models import check_positions, TINY_TEACHER
 from .parallel import check_workers
 from .pipeline import check_depths, run_distill
 from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, TINY_BERT
@@ -73,10 +73,7 @@ def _check_inputs(args, profile, data: bool = True) -> None:
         raise model_source_error(teacher, "teacher")
     if (teacher or profile.teacher) == TINY_TEACHER:
         config = TINY_BERT | (profile.teacher_config or {})
-        positions = config["max_position_embeddings"]
-        if profile.max_length > positions:
-            raise UsageError(f"max_length={profile.max_length}: the tiny teacher has {positions} positions; give "
-                             f"--set max_length=N with N <= {positions}")
+        check_positions(config["max_position_embeddings"], profile.max_length, "tiny teacher")  # before it is built
         check_depths(profile, config["num_hidden_layers"], config["num_attention_heads"],
                      _recipes(getattr(args, "recipes", None)),
                      fix="give --set \"teacher_config={'num_hidden_layers': N}\"")
@@ -241,12 +238,11 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
                    "(kd_tutorial.flops reads docs/results/benchmark-*.json)")
 
 
-def _reaches_the_hub(args, profile) -> bool:
+def _reaches_the_hub(profile, teacher: str | None, folder: str | None) -> bool:
     """Whether a run needs the Hub: a teacher that is neither the built-in one nor a folder (``--teacher NAME``), or
-    the Hub's IMDB where no data folder replaces it. The ``tiny`` profile's own run needs nothing from it."""
-    teacher = args.teacher or profile.teacher
+    the Hub's IMDB where no data ``folder`` replaces it. The ``tiny`` profile's own run needs nothing from it."""
+    teacher = teacher or profile.teacher
     hub_teacher = teacher != TINY_TEACHER and not Path(teacher).expanduser().exists()
-    folder = args.data_dir or os.environ.get(DATA_DIR_ENV)
     hub_data = not folder and profile.data_source != "tiny" and profile.data_source in NAMED_SOURCES
     return hub_teacher or hub_data
 
@@ -256,7 +252,8 @@ def cmd_distill(args) -> int:
     quiet()
     profile = _profile(args)
     _check_inputs(args, profile)
-    if profile.name == "tiny" and not _reaches_the_hub(args, profile):
+    folder = args.data_dir or os.environ.get(DATA_DIR_ENV)  # the data folder, where one replaces the profile's
+    if profile.name == "tiny" and not _reaches_the_hub(profile, args.teacher, folder):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     device = check_device(args.device) if args.device else pick_device()
@@ -270,9 +267,8 @@ def cmd_distill(args) -> int:
     refuse_foreign(Path(args.out) / "results.json", "--out", "a kd-tutorial results.json",
                    lambda data: "run" in data and "models" in data)  # an earlier run's is replaced, nothing else
     profile = _fit_device(profile, device, args)
-    test_reviews = test_reviews_of(profile, args.data_dir or os.environ.get(DATA_DIR_ENV))
-    said = estimate(profile, device, len(seeds), runs=runs, test_reviews=test_reviews,
-                    data_dir=args.data_dir or os.environ.get(DATA_DIR_ENV))
+    said = estimate(profile, device, len(seeds), runs=runs, test_reviews=test_reviews_of(profile, folder),
+                    data_dir=folder)
     print(f"device: {device}; estimated time: {said}", flush=True)
     start = time.perf_counter()
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,

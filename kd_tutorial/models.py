@@ -349,10 +349,9 @@ def _token_map(obj) -> dict | None:
     return dict(get()) if callable(get) else None
 
 
-def check_positions(model, max_length: int, role: str = "teacher") -> None:
-    """Refuse reviews cut to more tokens than ``model`` has positions: its first forward pass would stop with a
-    shape error, after the data was read and the model loaded."""
-    positions = model.config.max_position_embeddings
+def check_positions(positions: int, max_length: int, role: str = "teacher") -> None:
+    """Refuse reviews cut to more tokens than a model of ``positions`` position embeddings takes: its first forward
+    pass would stop with a shape error."""
     if max_length > positions:
         raise errors.UsageError(f"max_length={max_length}: the {role} has {positions} positions; give "
                                 f"--set max_length=N with N <= {positions}")

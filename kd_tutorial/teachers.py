@@ -52,7 +52,7 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
         seed_everything(seed)  # the same seed gives the same teacher, run after run (with the same threads)
         model = teacher_for_profile(profile, init=init, teacher=teacher)
         check_same_vocab(model, prep.tokenizer)  # refuse before spending any time on training
-        check_positions(model, profile.max_length)
+        check_positions(model.config.max_position_embeddings, profile.max_length)  # a Hub teacher's, once loaded
         config = TrainConfig(epochs=profile.teacher_epochs, lr=profile.teacher_lr, batch_size=profile.batch_size,
                              warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
                              seed=seed, mode="ce", grad_accum=profile.grad_accum, precision=profile.precision)
