@@ -231,6 +231,7 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
         _check_labels(test, source)
         test = _carve(test, n_test, test_rng, "test")[0]
     test, dropped = _without_texts(test, [train, unsup])
+    test, repeats = _without_texts(test, [], itself=True)
     has_unsup = unsup is not None and len(unsup) > 0
     after = f" left after the held-out test slice of {len(test)}" if held_out else ""
     _check_val_size(val_size, len(train), 2 if has_unsup else 4, source, after)
@@ -240,10 +241,22 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     else:  # transfer = other train reviews, labels hidden; train keeps n_train (or half of what is left)
         keep = n_train if n_train is not None else len(train) // 2
         n_tf = min(n_transfer if n_transfer is not None else len(train), max(0, len(train) - keep))
+        if n_tf < 1:
+            raise DataSourceError(f"{source}: no reviews are left for the transfer set: n_train={keep} takes all "
+                                  f"{len(train)} training reviews left after validation: give --set n_train=N with "
+                                  "N below that, a smaller --set val_size=N, or add an unsupervised.parquet of "
+                                  "unlabelled reviews")
         transfer, train = _carve(train, n_tf, _rng(seed, "transfer"), "transfer")
     train = _carve(train, n_train, _rng(seed, "train"), "train")[0]
+    # a review the source holds twice stays in the first split of train, validation, transfer that drew it (the
+    # carves above stay as they were), and counts once in test
+    train, repeats_tr = _without_texts(train, [], itself=True)
+    validation, repeats_v = _without_texts(validation, [train], itself=True)
+    transfer, repeats_t = _without_texts(transfer, [train, validation], itself=True)
+    repeated = {name: n for name, n in (("train", repeats_tr), ("validation", repeats_v), ("transfer", repeats_t),
+                                        ("test", repeats)) if n}
     notes = _notes({"train": (train, n_train), "transfer": (transfer, n_transfer),
-                    "test": (test, None if held_out else n_test)}, dropped, has_unsup)
+                    "test": (test, None if held_out else n_test)}, dropped, has_unsup, repeated)
     data = ImdbData(train, validation, test.renamed("held-out" if held_out else "test"),
                     transfer.unlabelled("transfer"), source + ("; test = held-out slice of train" if held_out else ""),
                     held_out, notes)
@@ -252,14 +265,20 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     return data
 
 
-def _notes(splits: dict, dropped: int, has_unsup: bool) -> tuple[str, ...]:
+def _notes(splits: dict, dropped: int, has_unsup: bool, repeated: dict[str, int]) -> tuple[str, ...]:
     """Where the carve differs from what was asked (``splits``: name -> (reviews, number asked or None)): a split
-    the source could not fill, test reviews left out as duplicates, train halved to make a transfer set."""
+    the source could not fill, test reviews left out as train reviews, repeated reviews left out (``repeated``:
+    split -> count), train halved to make a transfer set."""
+    left_out = repeated | {"test": repeated.get("test", 0) + dropped}
     notes = [f"{name}: {len(split):,} reviews, of the {asked:,} asked (the source holds no more)"
              for name, (split, asked) in splits.items()
-             if asked is not None and len(split) + (dropped if name == "test" else 0) < asked]
+             if asked is not None and len(split) + left_out.get(name, 0) < asked]
     if dropped:
         notes.append(f"test: {dropped} review(s) left out, their text being in the source's training reviews too")
+    if repeated:
+        where = ", ".join(f"{n} from {name}" for name, n in repeated.items())
+        notes.append(f"repeated reviews left out ({where}): the source holds their text more than once, and each "
+                     "counts once, in the first of train, validation, transfer that drew it (test: once)")
     train, asked = splits["train"]
     if not has_unsup and asked is None:
         notes.append(f"no unlabelled split: the transfer reviews are train reviews with their labels hidden, and "
@@ -267,12 +286,17 @@ def _notes(splits: dict, dropped: int, has_unsup: bool) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def _without_texts(reviews: Reviews, others) -> tuple[Reviews, int]:
+def _without_texts(reviews: Reviews, others, itself: bool = False) -> tuple[Reviews, int]:
     """``reviews`` less those whose text (stripped) is also in one of ``others`` (None entries skipped): IMDB holds a
     few reviews twice, some in both train and test, and a test review seen in training is no test. Also the count
     left out."""
     seen = {t.strip() for other in others if other is not None for t in other.texts}
-    keep = [i for i, t in enumerate(reviews.texts) if t.strip() not in seen]
+    keep = []
+    for i, text in enumerate(reviews.texts):
+        if text.strip() not in seen:
+            keep.append(i)
+            if itself:  # ``itself``: a repeat inside ``reviews`` goes too (its first place stays)
+                seen.add(text.strip())
     return (reviews if len(keep) == len(reviews) else reviews.subset(keep)), len(reviews) - len(keep)
 
 
@@ -345,12 +369,24 @@ def _read_table(path: Path, labelled: bool = True) -> Reviews:
         found = ", ".join(repr(n) for n in names[:8]) or "none"
         raise DataSourceError(f"{path}: missing column(s) {', '.join(missing)} (found: {found}); give the file "
                               f"{COLUMNS_HINT}")
-    texts = cols["text"]
-    empty = next((i for i, x in enumerate(texts) if x is None), None)
-    if empty is not None:
-        raise DataSourceError(f"{path}: row {empty + 1} has no text (null): drop it or fill it in")
+    texts = [_text(x, i, path) for i, x in enumerate(cols["text"])]
     labels = _labels(cols["label"], path) if labelled else cols["label"]
-    return Reviews([str(x) for x in texts], labels, _stars(cols.get("stars")), path.stem)
+    return Reviews(texts, labels, _stars(cols.get("stars")), path.stem)
+
+
+def _text(value, row: int, path: Path) -> str:
+    """One review's text: UTF-8 bytes decoded; a :class:`DataSourceError` for a missing or blank one (a CSV writes a
+    missing text as an empty field) or for bytes that are not UTF-8."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataSourceError(f"{path}: row {row + 1}'s text is not UTF-8 ({err.reason} at byte {err.start}): "
+                                  "save the reviews as UTF-8") from None
+    if value is None or not str(value).strip():
+        raise DataSourceError(f"{path}: row {row + 1} has no text ({'null' if value is None else 'blank'}): drop it "
+                              "or fill it in")
+    return str(value)
 
 
 def folder_rows(folder: str | os.PathLike) -> dict[str, int] | None:
@@ -417,7 +453,8 @@ def _labels(values: list, path: Path) -> list[int]:
     out = []
     for i, value in enumerate(values):
         text = str(value).strip()
-        number = int(float(text)) if text.replace(".", "", 1).isdigit() and float(text).is_integer() else None
+        number = (int(float(text)) if text.isascii() and text.replace(".", "", 1).isdigit()
+                  and float(text).is_integer() else None)
         if number not in (0, 1):
             raise DataSourceError(f"{path}: row {i + 1} has label {value!r}; labels must be 0 (negative) or 1 "
                                   "(positive): map them to 0/1 (e.g. neg -> 0, pos -> 1)")
@@ -440,6 +477,10 @@ def _table_raw(root: Path) -> dict[str, Reviews]:
             found = [root / f"{stem}{ext}" for ext in (".parquet", ".csv") if (root / f"{stem}{ext}").is_file()]
             if found:
                 out[split] = _read_table(found[0], labelled=split != "unsupervised")
+                if split != "train" and not len(out[split]):  # not quietly a held-out slice, or train reviews
+                    raise DataSourceError(f"{found[0]} holds no reviews: add them, or remove the file (without a "
+                                          "test file the test split is a held-out slice of train; without an "
+                                          "unsupervised file the transfer reviews are other train reviews)")
                 break
     if "unsupervised" in out:
         out["unsupervised"] = out["unsupervised"].unlabelled("unsupervised")

@@ -1,6 +1,7 @@
 """kd_tutorial.data: sources, splits, tokenizer, truncation and batching. Offline and fast."""
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -437,6 +438,66 @@ def test_test_reviews_whose_text_is_also_a_training_review_are_left_out_and_said
     assert len(d.test) == 60 and not (texts(d.test) & (set(train) | set(unsup)))
     assert d.notes == ("test: 2 review(s) left out, their text being in the source's training reviews too",)
     assert_disjoint(d)
+
+
+def test_a_review_held_twice_is_kept_once_in_one_split():
+    """IMDB's train split holds 96 reviews twice and its test split 9: a repeat could land in validation or the
+    transfer set beside its copy in train, and a test review held twice weighed double in the accuracy. The carves
+    themselves stay as they were (the committed results' splits, but for the repeats)."""
+    train = [f"train review {i}" for i in range(300)]
+    raw = {"train": _reviews(train + [" " + t for t in train[:40]], "train"),  # 40 repeats, whitespace-padded
+           "test": _reviews([f"test review {i}" for i in range(60)] * 2, "test")}
+    d = data.split_raw(raw, "mem", val_size=60, n_train=100)
+    every = [t.strip() for split in (d.train, d.validation, d.test, d.transfer) for t in split.texts]
+    assert len(every) == len(set(every))  # no text twice, in one split or across two
+    left = {"train": 100 - len(d.train), "validation": 60 - len(d.validation), "transfer": 180 - len(d.transfer)}
+    assert len(d.test) == 60 and sum(left.values()) == 40  # each repeat left out once
+    where = ", ".join(f"{n} from {name}" for name, n in left.items() if n)
+    assert d.notes[-1] == (f"repeated reviews left out ({where}, 60 from test): the source holds their text more "
+                           "than once, and each counts once, in the first of train, validation, transfer that drew "
+                           "it (test: once)")
+
+
+def test_no_transfer_reviews_left_is_refused_with_the_fix():
+    """With no unlabelled split, an n_train that took every training review left an empty transfer set: accepted,
+    then a traceback once the teacher had trained."""
+    raw = {"train": _reviews([f"r{i}" for i in range(60)], "train"),
+           "test": _reviews([f"t{i}" for i in range(20)], "test")}
+    with pytest.raises(DataSourceError, match=r"mem: no reviews are left for the transfer set: n_train=50 takes all "
+                                              r"50 training reviews left after validation: give --set n_train=N"):
+        data.split_raw(raw, "mem", val_size=10, n_train=50)
+
+
+@pytest.mark.parametrize("split", ["test", "unsupervised"])
+def test_an_empty_test_or_unsupervised_file_is_refused_not_replaced(tmp_path, split):
+    """A header-only test.csv became a held-out slice of train (2 to 3 points flattering) without a word."""
+    write_parquet(tmp_path / "train.parquet", 200)
+    (tmp_path / f"{split}.csv").write_text("text,label\n")
+    with pytest.raises(DataSourceError, match=rf"{split}.csv holds no reviews: add them, or remove the file"):
+        load_imdb(str(tmp_path), val_size=20)
+
+
+@pytest.mark.parametrize("text, says", [("", "row 2 has no text (blank)"), ("   ", "row 2 has no text (blank)")])
+def test_a_blank_review_in_a_csv_is_refused_like_a_null_one(tmp_path, text, says):
+    """A CSV writes a missing text as an empty field: it trained as an empty review, where parquet's null was
+    refused."""
+    (tmp_path / "train.csv").write_text(f"text,label\ngood film,1\n{text},0\n")
+    with pytest.raises(DataSourceError, match=re.escape(says) + ": drop it or fill it in"):
+        load_imdb(str(tmp_path), val_size=2)
+
+
+def test_a_parquet_text_column_of_bytes_is_decoded(tmp_path):
+    """Binary texts became reviews reading "b'Arguably this is...'"."""
+    pq.write_table(pa.table({"text": [f"review {i} fine".encode() for i in range(40)],
+                             "label": [i % 2 for i in range(40)]}), tmp_path / "train.parquet")
+    d = load_imdb(str(tmp_path), val_size=4)
+    assert all(t.startswith("review ") for t in d.train.texts + d.test.texts)
+
+
+def test_a_label_of_a_digit_python_cannot_read_is_refused_in_one_line(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\ngood film,1\nbad film,\u00b2\n", encoding="utf-8")
+    with pytest.raises(DataSourceError, match=r"row 2 has label '\u00b2'; labels must be 0 \(negative\) or 1"):
+        load_imdb(str(tmp_path), val_size=2)
 
 
 def test_splits_the_source_cannot_fill_are_said_so():
