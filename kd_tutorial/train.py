@@ -365,8 +365,11 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
                          "(or, but for attention, its cached layers: teacher_states)")
     if spec is not None and spec.cls and teacher_cls is None and teacher is None:
         raise ValueError("the [CLS] term needs the frozen teacher or its cached [CLS] states (teacher_cls)")
-    if teacher_states is not None and len(teacher_states) != len(train_data):
-        raise ValueError(f"teacher_states hold {len(teacher_states)} rows for {len(train_data)} training rows")
+    for name, rows in (("teacher_logits", teacher_logits), ("teacher_cls", teacher_cls),
+                       ("teacher_states", teacher_states)):
+        if rows is not None and len(rows) != len(train_data):  # another split's targets would train in silence
+            raise ValueError(f"{name} hold {len(rows)} rows for {len(train_data)} training rows: give the teacher's "
+                             "outputs on these training rows, in their order")
     if teacher is not None and any(p.requires_grad for p in teacher.parameters()):
         raise ValueError("the teacher must be frozen: call kd_tutorial.train.freeze(teacher) first")
     if (config.keep_best or config.patience) and val_data is None:
@@ -431,6 +434,7 @@ class _Run:
         self.step_log: list[tuple] = []  # (weighted loss, {term: weighted value}) of its micro-batches
         self.boundary, self.boundary_rng, self.stepping = 0, _rng_states(), False  # the last completed step
         self.validating = False  # a pass due at this step has not finished: Ctrl-C keeps the previous checkpoint
+        self.clock = time.perf_counter()  # training time not yet added to the epoch's seconds starts here
 
     def batches(self, epoch: int, skip: int):
         """The epoch's batches after the first ``skip``, built (and pinned for a GPU) in a background thread, with
@@ -461,12 +465,13 @@ class _Run:
         if self.ckpt_path is not None and self.ckpt_path.exists():
             self.history, self.at, self.best_state = _load_checkpoint(
                 self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.config)
+            self.boundary_rng = _rng_states()  # restored: Ctrl-C before the next step saves these, not the start's
 
     def loop(self, progress: bool, on_epoch_end) -> None:
         """Epochs until the step budget is spent or patience runs out."""
         self.bar = tqdm(total=self.total, initial=self.at.step, desc=self.desc, disable=not progress, leave=True,
                         dynamic_ncols=True, mininterval=0.5)
-        stopped = False
+        stopped = self.config.patience is not None and self.at.bad_evals >= self.config.patience  # resumed, stopped
         try:
             while self.at.step < self.total and not stopped:
                 stopped = self.epoch()
@@ -485,6 +490,7 @@ class _Run:
         self.at.batch, self.step_counts, self.step_log = self.boundary, [0, 0], []
         self.step_sums.zero_()
         self.optimizer.zero_grad(set_to_none=True)
+        self.add_time()
         self.checkpoint(rng=self.boundary_rng)
         print(f"\n{self.desc}: interrupted; step {self.at.step} of {self.total} is saved in {self.ckpt_path}: run "
               "again with resume=True (kd-tutorial: --resume) to continue from there", file=sys.stderr)
@@ -493,7 +499,7 @@ class _Run:
         """One epoch (or what is left of it after a resume); True when patience ran out."""
         config, at = self.config, self.at
         self.model.train()
-        last, start, stopped = n_batches(len(self.data), config.batch_size), time.perf_counter(), False
+        last, stopped, self.clock = n_batches(len(self.data), config.batch_size), False, time.perf_counter()
         batches, self.boundary = self.batches(at.epoch, at.batch), at.batch
         try:  # an error in a step also stops the batch thread and frees the batches it built ahead
             for i, (batch, tokens, (weight, token_share)) in enumerate(batches, start=at.batch):
@@ -504,19 +510,21 @@ class _Run:
                 self.optimizer_step()
                 due = config.eval_every and (at.step % config.eval_every == 0 or at.step >= self.total)
                 if due and self.val_data is not None:
-                    at.stats["seconds"] += _elapsed(start, self.device)
+                    self.add_time()
                     stopped = self.validate()
                     self.checkpoint()
-                    start = time.perf_counter()
+                    self.clock = time.perf_counter()
                 elif self.ckpt_path is not None and time.monotonic() - self.saved_at >= self.checkpoint_every_s:
+                    self.add_time()  # the checkpoint keeps these steps' tokens: their seconds go with them
                     self.checkpoint()
+                    self.clock = time.perf_counter()
                 elif at.step % self.log_every == 0:
                     self.flush()
                 if at.step >= self.total or stopped:
                     break
         finally:
             batches.close()
-        at.stats["seconds"] += _elapsed(start, self.device)
+        self.add_time()
         row = self.close_epoch()
         if not config.eval_every and self.val_data is not None:
             stopped = self.validate()
@@ -526,6 +534,13 @@ class _Run:
         self.history.epochs.append(row)
         self.checkpoint()
         return stopped
+
+    def add_time(self) -> None:
+        """Add the training seconds since :attr:`clock` to the epoch's (the tokens/s of the history), and restart
+        it; called wherever the epoch's statistics are saved or closed, so that a resumed run's speed counts every
+        step's time."""
+        self.at.stats["seconds"] += _elapsed(self.clock, self.device)
+        self.clock = time.perf_counter()
 
     def micro_batch(self, batch: dict, weight: float = 1.0, token_share: float | None = None) -> None:
         """Forward and backward of one micro-batch, weighted by its shares of the step's rows and real tokens (see
@@ -548,11 +563,13 @@ class _Run:
         self.stepping = True
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None  # fp16 only: a wait for the GPU
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
+        if scale is None or self.scaler.get_scale() >= scale:  # a step the scaler skipped (its scale dropped) does
+            self.scheduler.step()  # not move the schedule on, as in transformers' Trainer: warm-up counts updates
         self.at.step += 1
         log, self.step_log = self.step_log, []
         self.pending.append((self.at.step, lr, sum(loss for loss, _ in log), grad_norm.detach(),

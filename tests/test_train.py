@@ -287,6 +287,85 @@ def test_patience_stops_a_run_that_no_longer_gains(rows):
     assert [e["step"] for e in history.evals] == [2, 4, 6] and len(history.steps) == 6
 
 
+def test_resuming_a_run_that_patience_stopped_trains_no_further(rows, tmp_path):
+    """A run stopped by patience, resumed from its checkpoint (say, after a crash before its student was saved),
+    validated once more and, on a new best, trained on: the result differed from the uninterrupted run's."""
+    config = TrainConfig(max_steps=200, lr=0.0, warmup_fraction=0.0, batch_size=32, eval_every=2, patience=2)
+    model = small_model(12)
+    first = train(model, rows["train"], config=config, val_data=rows["validation"], checkpoint_dir=tmp_path,
+                  progress=False)
+    again = train(model, rows["train"], config=config, val_data=rows["validation"], checkpoint_dir=tmp_path,
+                  resume=True, progress=False)
+    assert [e["step"] for e in again.evals] == [e["step"] for e in first.evals] == [2, 4, 6]
+    assert len(again.steps) == 6
+
+
+def test_a_resumed_runs_speed_counts_the_seconds_of_steps_saved_mid_epoch(rows, tmp_path, monkeypatch):
+    """The timed (and Ctrl-C) checkpoint kept the tokens of its steps but not their seconds: a run interrupted and
+    resumed reported its training several times faster than it ran (tokens/s reach results.json)."""
+    import time
+    import kd_tutorial.train as T
+    real, calls = T._Run.micro_batch, []
+
+    def slow(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 9 and crash:
+            raise KeyboardInterrupt
+        time.sleep(0.05)  # every micro-batch takes at least this long
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(T._Run, "micro_batch", slow)
+    config = TrainConfig(epochs=1, lr=3e-3, batch_size=32, seed=2)
+    crash = True
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(13), rows["train"], config=config, checkpoint_dir=tmp_path, checkpoint_every_s=0.0,
+              progress=False)
+    crash = False
+    history = train(small_model(13), rows["train"], config=config, checkpoint_dir=tmp_path, resume=True,
+                    progress=False)
+    batches = -(-len(rows["train"]) // 32)
+    assert history.seconds >= 0.05 * batches  # every batch's sleep, before and after the interruption
+
+
+def test_ctrl_c_right_after_a_resume_saves_the_resumed_random_state(rows, tmp_path, monkeypatch):
+    """Resume, then Ctrl-C before the first step: the checkpoint was rewritten with the random state of the new
+    process's start, not the restored one, so the next resume drew other dropout masks than a straight run."""
+    import kd_tutorial.train as T
+    config = TrainConfig(epochs=1, lr=3e-3, batch_size=32, seed=5)
+    straight = train(small_model(7), rows["train"], config=config, progress=False)
+    real, calls, stop_at = T._Run.micro_batch, [], set()
+
+    def interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) in stop_at:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(T._Run, "micro_batch", interrupt)
+    stop_at.add(4)  # after 3 steps
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(7), rows["train"], config=config, checkpoint_dir=tmp_path, progress=False)
+    torch.manual_seed(1234)  # the new process's own random state
+    calls.clear(), stop_at.clear(), stop_at.add(1)  # resumed, and interrupted in its first micro-batch
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(99), rows["train"], config=config, checkpoint_dir=tmp_path, resume=True, progress=False)
+    stop_at.clear()
+    resumed = train(small_model(99), rows["train"], config=config, checkpoint_dir=tmp_path, resume=True,
+                    progress=False)
+    assert [s["loss"] for s in resumed.steps] == pytest.approx([s["loss"] for s in straight.steps], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["teacher_logits", "teacher_cls"])
+def test_teacher_outputs_for_other_rows_are_refused(rows, name):
+    """Logits of another split (or of the whole train split beside a labelled subset) trained the student on
+    other reviews' targets without a word (correctness note 10: the right tensors)."""
+    n = len(rows["train"]) + 5
+    given = {"teacher_logits": torch.zeros(n, 2)} | ({"teacher_cls": torch.zeros(n, 1, 32)} if name == "teacher_cls"
+                                                     else {})
+    if name == "teacher_cls":
+        given["teacher_logits"] = torch.zeros(len(rows["train"]), 2)
+    with pytest.raises(ValueError, match=rf"{name} hold {n} rows for {len(rows['train'])} training rows"):
+        train(small_model(), rows["train"], config=TrainConfig(mode="kd", max_steps=1), progress=False, **given)
+
+
 def test_keep_best_without_validation_data_is_refused(rows):
     with pytest.raises(ValueError, match="pass val_data"):
         train(small_model(), rows["train"], config=TrainConfig(max_steps=2, keep_best=True), progress=False)
@@ -425,3 +504,25 @@ def test_a_step_the_gradient_scaler_skipped_is_logged_as_such_in_strict_json(row
     assert first["grad_norm"] is None and first.get("skipped") is (True if precision == "fp16" else None)
     assert all(math.isfinite(s["grad_norm"]) and "skipped" not in s for s in rest)
     json.dumps(history.to_dict(), allow_nan=False)  # strict JSON
+
+
+def test_a_step_the_gradient_scaler_skipped_does_not_move_the_schedule(rows, monkeypatch):
+    """fp16 skips its first updates (the scaler's starting scale overflows): they ate the warm-up and the decay
+    without an update, and a baseline and a KD run could lose different numbers of them (as in transformers'
+    Trainer, the schedule now counts updates)."""
+    import kd_tutorial.train as T
+    real, calls = T._Run.micro_batch, []
+
+    def overflow_first(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:  # what an overflow leaves: inf gradients, which the scaler finds and skips
+            next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(float("inf"))
+    config = TrainConfig(max_steps=4, batch_size=32, lr=1e-3, warmup_fraction=0.5, precision="fp16")
+    plain = [s["lr"] for s in train(small_model(), rows["train"], config=config, device="cpu",
+                                    progress=False).steps]
+    monkeypatch.setattr(T._Run, "micro_batch", overflow_first)
+    history = train(small_model(), rows["train"], config=config, device="cpu", progress=False)
+    assert history.steps[0].get("skipped") is True and plain[0] != plain[1]  # warm-up moves at every update
+    # the skipped step left the schedule where it was: each later step has the rate of one step earlier
+    assert [s["lr"] for s in history.steps] == pytest.approx([plain[0], *plain[:3]])
