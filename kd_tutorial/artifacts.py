@@ -107,19 +107,31 @@ def _split_hash(encoded: dict, names) -> str:
 
 def data_key(profile: Profile, data_dir: str | None) -> str:
     """Which data a run reads: an explicit folder, ``$KD_TUTORIAL_DATA_DIR``, or the profile's source; a folder as
-    its resolved path. The source's own name ("tiny", "hub", as :attr:`Prepared.where` passes it) names the source,
-    unless such a folder exists."""
+    its resolved path. The profile's own source, by its name ("tiny", "hub", as :attr:`Prepared.where` passes it),
+    is that source even where a folder of that name lies in the working directory (as ``load_imdb`` reads names)."""
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
     if not data_dir:
         if profile.data_source in NAMED_SOURCES:
             return profile.data_source
         data_dir = profile.data_source  # a folder the profile names (--set data_source=PATH)
-    elif data_dir == profile.data_source and not Path(data_dir).expanduser().exists():
+    elif data_dir == profile.data_source and data_dir in NAMED_SOURCES:
         return profile.data_source
     return str(Path(data_dir).expanduser().resolve())
 
 
 _PREPARED: dict[tuple, Prepared] = {}
+
+
+def _folder_stamp(key: str) -> tuple:
+    """A data folder's files (sizes and times) and its folders' times, three levels down (an aclImdb copy's
+    train/pos): data replaced in a folder is read again, where this process's cache kept the old splits. Empty
+    for a named source. Reads no file."""
+    root = Path(key)
+    if not root.is_absolute() or not root.is_dir():
+        return ()
+    entries = [root, *root.iterdir()]
+    entries += [p for level in ("*/*", "*/*/*") for p in root.glob(level) if p.is_dir()]
+    return tuple(sorted((str(p), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns) for p in entries))
 
 
 def _prepare(profile: Profile, key: str, teacher_name: str, init: str, seed: int) -> Prepared:
@@ -135,7 +147,7 @@ def prepare(profile: Profile, *, data_dir: str | None = None, teacher: str | Non
             init: str = "pretrained", seed: int = 0) -> Prepared:
     """Load and tokenize a profile's data (cached in this process)."""
     args = (profile, data_key(profile, data_dir), teacher or profile.teacher, init, seed)
-    cache_key = (profile.config_hash(),) + args[1:]
+    cache_key = (profile.config_hash(),) + args[1:] + _folder_stamp(args[1])
     if cache_key not in _PREPARED:
         _PREPARED[cache_key] = _prepare(*args)
     return _PREPARED[cache_key]

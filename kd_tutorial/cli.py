@@ -83,13 +83,16 @@ def _check_data_folder(data_dir: str | None) -> None:
     """Refuse a ``--data-dir`` (or ``$KD_TUTORIAL_DATA_DIR``) that cannot be read, naming where it came from and how
     to fall back on the profile's own data."""
     folder = data_dir or os.environ.get(DATA_DIR_ENV)
+    given, way_out = (("--data-dir", "leave --data-dir out") if data_dir else
+                      (f"${DATA_DIR_ENV}", f"unset {DATA_DIR_ENV}"))
+    if data_dir and os.environ.get(DATA_DIR_ENV):  # without the flag, the variable's folder is read
+        way_out += f" and unset {DATA_DIR_ENV}"
+    if folder in NAMED_SOURCES:  # data_key and load_imdb read these as sources, never as folders
+        raise DataSourceError(f"{given} {folder}: {folder!r} names a data source, not a folder: give ./{folder} for "
+                              f"a folder of that name, or --set data_source={folder} for the source")
     try:
         check_data_source(folder)  # a folder, as artifacts.data_key reads it
     except DataSourceError as err:
-        given, way_out = (("--data-dir", "leave --data-dir out") if data_dir else
-                          (f"${DATA_DIR_ENV}", f"unset {DATA_DIR_ENV}"))
-        if data_dir and os.environ.get(DATA_DIR_ENV):  # without the flag, the variable's folder is read
-            way_out += f" and unset {DATA_DIR_ENV}"
         raise DataSourceError(f"{given} {folder}: {_one_line(err)} (or {way_out} for the profile's own data)") \
             from None
 

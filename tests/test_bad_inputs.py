@@ -90,6 +90,17 @@ def test_a_train_csv_that_is_not_valid_csv(tmp_path, capsys, body, says):
     assert re.search(says, line) and "to_csv(index=False)" in line
 
 
+@pytest.mark.parametrize("name", ["tiny", "hub"])
+def test_a_data_dir_that_names_a_source_is_refused_with_the_folder_spelling(tmp_path, capsys, monkeypatch, name):
+    """--data-dir tiny with a folder called tiny here: the run read the built-in reviews, as a source's name is
+    read, and the folder was ignored without a word."""
+    write_parquet((tmp_path / name).mkdir() or tmp_path / name / "train.parquet", 40)
+    monkeypatch.chdir(tmp_path)
+    line = distill_error(capsys, name, tmp_path)
+    assert line.endswith(f"--data-dir {name}: '{name}' names a data source, not a folder: give ./{name} for a "
+                         f"folder of that name, or --set data_source={name} for the source")
+
+
 def test_an_empty_train_split_is_refused_before_training(tmp_path, capsys):
     (tmp_path / "train.csv").write_text("text,label\n")
     line = distill_error(capsys, tmp_path, tmp_path)

@@ -589,6 +589,36 @@ def test_a_moved_data_folder_keeps_its_teacher_and_other_reviews_do_not(tmp_path
     assert artifacts.prepare(profile).directory != here.directory  # the built-in reviews are not the folder's
 
 
+def test_the_built_in_data_is_found_again_beside_a_folder_of_its_name(tmp_path, monkeypatch):
+    """prep.where names the profile's source ("tiny"), and a folder called tiny in the working directory was taken
+    for it: a run on the built-in reviews read that folder's mid-run, after its teacher had trained."""
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+    write_parquet((tmp_path / "tiny").mkdir() or tmp_path / "tiny" / "train.parquet", 400)
+    monkeypatch.chdir(tmp_path)
+    profile = get_profile("tiny")
+    prep = artifacts.prepare(profile)
+    again = artifacts.prepare(profile, **prep.where)
+    assert again is prep and again.data_key == "tiny"
+    assert artifacts.prepare(profile, data_dir="./tiny").data_key == str((tmp_path / "tiny").resolve())
+
+
+def test_data_replaced_in_its_folder_is_read_again_in_the_same_process(tmp_path, monkeypatch):
+    """This process's cache of prepared data was keyed on the folder's path: a notebook whose data files were
+    replaced kept the old splits (and their teacher's folder) until the kernel restarted."""
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_parquet(folder / "train.parquet", 400)
+    write_parquet(folder / "test.parquet", 100, seed=1)
+    profile = get_profile("tiny")
+    before = artifacts.prepare(profile, data_dir=str(folder))
+    assert artifacts.prepare(profile, data_dir=str(folder)) is before  # nothing changed: the cache answers
+    write_parquet(folder / "train.parquet", 400, seed=3)  # other reviews, same file name
+    after = artifacts.prepare(profile, data_dir=str(folder))
+    assert after.fingerprint != before.fingerprint and after.data.train.texts != before.data.train.texts
+
+
 @pytest.mark.parametrize("name", ["tiny", "cpu", "full"])
 def test_setting_a_field_to_its_own_value_keeps_every_artifact_key(name):
     """--set read 8 as 8.0 for a float field whose preset holds the int 8, and 8 and 8.0 hash apart: the same
