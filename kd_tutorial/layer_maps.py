@@ -4,7 +4,8 @@ Layers are numbered as in ``hidden_states``: 0 is the embeddings' output and
 ``i`` (1-based) the output of layer ``i``. For a student of ``S`` layers and a
 teacher of ``T``, student layer ``i = 1..S`` learns from teacher layer:
 
-* ``uniform`` (TinyBERT): ``round(i * T / S)``: spread evenly, ending at the top (6 -> 3: 2, 4, 6);
+* ``uniform`` (TinyBERT): ``i * T / S`` rounded half up: spread evenly, ending at the top (6 -> 3: 2, 4, 6;
+  6 -> 4: 2, 3, 5, 6, where Python's ``round``, halves to even, would give 2, 3, 4, 6);
 * ``skip`` (Patient KD, PKD-skip): ``2 i``: every other layer from the bottom (12 -> 4: 2, 4, 6, 8);
 * ``last`` (Patient KD, PKD-last): ``T - S + i``: the top ``S`` layers (6 -> 3: 4, 5, 6).
 
@@ -21,7 +22,7 @@ def layer_mapping(kind: str, student_layers: int, teacher_layers: int) -> list[i
     if not 1 <= S <= T:
         raise ValueError(f"a {S}-layer student cannot map onto a {T}-layer teacher (need 1 <= S <= T)")
     if kind == "uniform":
-        return [round(i * T / S) for i in range(1, S + 1)]
+        return [(2 * i * T + S) // (2 * S) for i in range(1, S + 1)]  # floor(i T / S + 1/2), in whole numbers
     if kind == "skip":
         if 2 * S > T:
             raise ValueError(f"mapping 'skip' needs a teacher with at least 2 x {S} layers, not {T}: use 'uniform'")

@@ -332,6 +332,8 @@ def test_hard_cross_entropy_weighs_every_review_the_same_whatever_the_batch_mix(
 @pytest.mark.parametrize("kind,S,T,expected", [
     ("uniform", 3, 6, [2, 4, 6]), ("uniform", 2, 6, [3, 6]), ("uniform", 6, 12, [2, 4, 6, 8, 10, 12]),
     ("uniform", 4, 12, [3, 6, 9, 12]), ("skip", 4, 12, [2, 4, 6, 8]), ("skip", 3, 6, [2, 4, 6]),
+    # halves round up, so the mapping is as even from the top as from the bottom (Python's round gave 2, 3, 4, 6)
+    ("uniform", 4, 6, [2, 3, 5, 6]), ("uniform", 8, 12, [2, 3, 5, 6, 8, 9, 11, 12]),
     ("last", 3, 6, [4, 5, 6]), ("last", 2, 12, [11, 12]),
 ])
 def test_layer_mappings(kind, S, T, expected):
