@@ -33,9 +33,11 @@ def data_only(device: str = "cpu", prompt_tokens: int = 1):
 
 
 def online(teacher, device: str = "cpu"):
-    """The teacher's side of a batch, computed now: ``side(rows) -> logits (B, L - 1, V)`` under no_grad."""
+    """The teacher's side of a batch, computed now: ``side(rows) -> logits (B, L - 1, V)`` under no_grad, with the
+    teacher in eval mode (no dropout: its targets are not noise)."""
     @torch.no_grad()
     def side(rows):
+        teacher.eval()  # at every batch: a teacher put back in train mode between batches is caught too
         batch = collate(rows)
         return next_token(logits_of(teacher, batch, device), batch)[0]
     return side
@@ -48,15 +50,17 @@ def cache_logits(teacher, rows: list[list[int]], top_k: int | None = None, batch
 
     Keyed by the row (as a tuple): ``logits (len - 1, V)``, or with ``top_k`` only the k largest,
     ``(logits (len - 1, k), ids (len - 1, k))``: 2k numbers per token instead of the vocabulary's V (50,257
-    for GPT-2: a review of 256 tokens would need 51 MB in fp32, against 66 kB for k = 32).
+    for GPT-2: a review of 256 tokens would need 51 MB in fp32, against 98 kB for k = 32, its ids being int64).
+    The top k are chosen on ``device``: only they travel to the CPU.
     """
     cache = {}
     for start in range(0, len(rows), batch_size):
         part = rows[start: start + batch_size]
-        z = online(teacher, device)(part).float().cpu()
+        z = online(teacher, device)(part).float()
+        z = tuple(t.cpu() for t in z.topk(top_k, dim=-1)) if top_k else (z.cpu(),)
         for b, row in enumerate(part):
-            zb = z[b, : len(row) - 1]
-            cache[tuple(row)] = zb.topk(top_k, dim=-1) if top_k else zb
+            kept = tuple(t[b, : len(row) - 1] for t in z)
+            cache[tuple(row)] = kept if top_k else kept[0]
     return cache
 
 

@@ -108,6 +108,17 @@ def test_the_top_k_cache_holds_the_teachers_largest_logits(data, teacher):
     assert torch.allclose(M.cached(full)(rows[:3])[real], M.online(teacher)(rows[:3])[real], atol=1e-5)
 
 
+def test_the_teachers_side_runs_it_in_eval_mode(data, teacher):
+    """online() (and cache_logits, on_policy_kd through it) ran the teacher in whatever mode it was left: a GPT-2
+    in train mode gave dropout-noised targets (correctness note 7: the teacher frozen, in eval mode)."""
+    teacher.train()
+    try:
+        M.online(teacher)(data.student[:2])
+        assert not teacher.training
+    finally:
+        teacher.eval()
+
+
 @pytest.mark.parametrize("method", ["data", "forward", "reverse", "top-k", "sequence", "on-policy"])
 def test_every_method_trains_the_student(data, teacher, method):
     student = lm.student_model(TINY, teacher)
