@@ -436,7 +436,12 @@ def cmd_report(args) -> int:
             raise UsageError("--summary writes one file: give exactly one results.json")
         check_summary_target(args.summary, args.results, args.readme)
         try:
-            atomic_write_json(Path(args.summary), summary(results[args.results[0]]))
+            kept = summary(results[args.results[0]])
+        except (TypeError, AttributeError, ValueError) as err:
+            raise UsageError(f"results file {args.results[0]} is incomplete or edited ({err.__class__.__name__}: "
+                             f"{err}): {RESULTS_FIX}, or run it again") from None
+        try:
+            atomic_write_json(Path(args.summary), kept)
         except OSError as err:
             raise UsageError(f"cannot write --summary {args.summary} ({err.strerror or err}): give a file path "
                              "you can write") from None

@@ -237,8 +237,17 @@ def check_summary_target(target: str | Path, results_paths, readme: str | Path |
     not a results summary: the summary would replace it."""
     refuse_overwrite(target, "--summary", [*results_paths, readme],
                      fix="give --summary another file, e.g. docs/results/<run>.json")
-    refuse_foreign(target, "--summary", "a results summary",
-                   lambda data: isinstance(data.get("run"), dict) and isinstance(data.get("models"), list))
+    refuse_foreign(target, "--summary", "a results summary", is_summary)
+
+
+def is_summary(data: dict) -> bool:
+    """Whether ``data`` is what :func:`summary` writes: a run and its models, and no per-step training log or plot
+    path (which a whole ``results.json``, another run's record, holds)."""
+    histories, plots = data.get("histories", {}), data.get("plots", [])
+    return (isinstance(data.get("run"), dict) and isinstance(data.get("models"), list)
+            and isinstance(histories, dict) and isinstance(plots, list)
+            and not any(isinstance(h, dict) and "steps" in h for h in histories.values())
+            and all(isinstance(p, str) and Path(p).name == p for p in plots))
 
 
 def refuse_foreign(target: str | Path, flag: str, kind: str, ours) -> None:

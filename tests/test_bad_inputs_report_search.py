@@ -3,6 +3,7 @@ fix, and loses nothing: a report never writes over a file it reads, a README's m
 splice, and a ``search.db`` that is not a study is left as it is."""
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -216,8 +217,33 @@ def test_a_summary_onto_an_existing_file_that_is_not_a_summary_is_refused(run, c
                          "new file name, or move that file away first"), line
     assert readme.read_text() == "# my course notes\n"
     older = run.parent / "older.json"
-    older.write_text(run.read_text())  # an earlier summary may be replaced
+    older.write_text(json.dumps(report.summary(json.loads(run.read_text()))))  # an earlier summary may be replaced
     assert cli.main(["report", str(run), "--summary", str(older)]) == 0
+
+
+def test_a_summary_onto_another_runs_whole_results_file_is_refused(run, capsys):
+    """A whole results.json has a run and models too, so it passed for a summary: another run's record was replaced
+    by this one's summary, its per-step logs lost, exit 0."""
+    whole = json.loads(run.read_text())
+    name = next(n for n, h in whole["histories"].items() if h)
+    whole["histories"][name]["steps"] = [{"step": 1, "loss": 0.69, "lr": 1e-4, "grad_norm": 1.0}]
+    other = run.parent.parent / "other_run" / "results.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps(whole))
+    line = error_line(capsys, "report", str(run), "--summary", str(other))
+    assert line.endswith(f"--summary {other} exists and is not a results summary, so writing it would lose it: give "
+                         "a new file name, or move that file away first"), line
+    assert json.loads(other.read_text()) == whole
+
+
+@pytest.mark.parametrize("edit", [{"histories": []}, {"plots": [1]}])
+def test_a_summary_of_an_edited_results_file_is_one_line(run, capsys, edit):
+    """Before: a traceback (AttributeError, TypeError), where the tables of the same file gave one line."""
+    run.write_text(json.dumps(json.loads(run.read_text()) | edit))
+    line = error_line(capsys, "report", str(run), "--summary", str(run.parent / "s.json"))
+    assert re.search(rf"results file {re.escape(str(run))} is incomplete or edited \((TypeError|AttributeError): ",
+                     line), line
+    assert not (run.parent / "s.json").exists()
 
 
 def test_readme_and_summary_together_are_refused(run, capsys):
