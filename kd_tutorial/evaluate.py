@@ -330,11 +330,16 @@ def verdict(ci_low: float, ci_high: float, p: float | None = None, level: float 
 
 
 def compare_paired(correct_a: torch.Tensor, correct_b: torch.Tensor, **bootstrap) -> dict:
-    """:func:`paired_bootstrap`, :func:`mcnemar` and the :func:`verdict`, in one dict."""
+    """:func:`paired_bootstrap`, :func:`mcnemar` and the :func:`verdict`, in one dict, with each seed's own
+    difference in accuracy (``diff_per_seed``). The interval and the test resample and pair *reviews*: they say
+    whether these trained models differ on new reviews, not how much the difference moves with the training seed,
+    which ``diff_per_seed`` shows."""
     stats = paired_bootstrap(correct_a, correct_b, **bootstrap)
     test = mcnemar(correct_a, correct_b)
+    a, b = _paired(correct_a, correct_b)
     return stats | {"p_mcnemar": test["p"], "n_ab": test["n_ab"], "n_ba": test["n_ba"],
-                    "verdict": verdict(stats["ci_low"], stats["ci_high"], test["p"], stats["level"])}
+                    "verdict": verdict(stats["ci_low"], stats["ci_high"], test["p"], stats["level"]),
+                    "diff_per_seed": (a.float().mean(1) - b.float().mean(1)).tolist()}
 
 
 def _paired(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -445,7 +445,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     split_name = results["run"]["evaluated_on"]
     print(format_table(rows, title=f"{profile.name} profile, {len(prep.encoded['test'])} {split_name} reviews, "
                                    f"{device}"))
-    print(format_comparisons(stats))
+    print(format_comparisons(stats, rows))
     return results
 
 

@@ -41,14 +41,29 @@ def format_table(rows: list[dict], title: str | None = None) -> str:
     return ((title + "\n") if title else "") + "\n".join(lines)
 
 
-def format_comparisons(rows: list[dict]) -> str:
-    """A markdown table of :func:`kd_tutorial.pipeline.comparisons`: difference, 95 % CI, McNemar's p, verdict."""
-    lines = ["| student | recipe | against | difference (points) | 95 % CI | McNemar p | verdict |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
+def format_comparisons(rows: list[dict], models: list[dict] | None = None) -> str:
+    """A markdown table of :func:`kd_tutorial.pipeline.comparisons`: difference, 95 % CI, McNemar's p, verdict, and
+    with several seeds each seed's difference (recorded, or from ``models``' accuracies per seed in older files)."""
+    per_seed = [_seed_diffs(r, models) for r in rows]
+    several = any(len(d) > 1 for d in per_seed)
+    lines = ["| student | recipe | against | difference (points) | 95 % CI | McNemar p | verdict |"
+             + (" per seed (points) |" if several else ""), "|---|---|---|---|---|---|---|" + ("---|" if several else "")]
+    for r, diffs in zip(rows, per_seed):
+        seeds = (" " + (", ".join(f"{100 * d:+.2f}" for d in diffs) or "-") + " |") if several else ""
         lines.append(f"| {r['student']} | {r['recipe']} | {r['against']} | {100 * r['diff']:+.2f} | "
-                     f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['p_mcnemar']:.2g} | {r['verdict']} |")
+                     f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['p_mcnemar']:.2g} | {r['verdict']} |"
+                     + seeds)
     return "\n".join(lines)
+
+
+def _seed_diffs(row: dict, models: list[dict] | None) -> list[float]:
+    """Each seed's difference of one comparison: as recorded, or the difference of the two runs' accuracies per seed
+    (results files from before it was recorded); empty where neither is known."""
+    if row.get("diff_per_seed") is not None:
+        return list(row["diff_per_seed"])
+    by_name = {m["name"]: m.get("accuracy_per_seed") or [] for m in models or []}
+    a, b = (by_name.get(f"{row['student']} {recipe}", []) for recipe in (row["recipe"], row["against"]))
+    return [x - y for x, y in zip(a, b)] if len(a) == len(b) else []
 
 
 def _mean_std(row: dict, key: str, scale: float = 100, digits: int = 2) -> str:
@@ -129,16 +144,19 @@ def results_markdown(results: dict) -> str:
     out = head + (f"Data: {'; '.join(notes)}.\n\n" if notes else "") + table + "\n".join(rows) + "\n\n"
     out += _cached_speed_note(results["models"])
     if len(run.get("seeds", [])) > 1:
-        out += ("Accuracy, agreement, ECE and the speeds are means over the seeds (± the sample standard deviation, "
-                "n - 1); p50 latency pools every seed's timings.\n\n")
+        out += ("Accuracy and agreement are means over the seeds ± the sample standard deviation (n - 1); ECE and the "
+                "speeds are means over the seeds; p50 latency pools every seed's timings.\n\n")
     if results.get("comparisons"):
         extra = (", and the recipes that add to `kd+transfer` against it"
                  if any(c["against"] == "kd+transfer" for c in results["comparisons"]) else "")
         out += (f"Each recipe against its student's baseline (and the soft-target runs against the pseudo-label "
                 f"control{extra}), on the same {split} reviews, pooled over seeds: paired bootstrap 95 % interval and "
                 f"McNemar's exact test over reviews (with several seeds, each review counts once, with its difference "
-                f"averaged over the seeds: the exact sign-flip test, which is McNemar's for one seed).\n\n"
-                + format_comparisons(results["comparisons"]) + "\n\n")
+                f"averaged over the seeds: the exact sign-flip test, which is McNemar's for one seed). Both resample "
+                f"or pair reviews, so a verdict is about these trained models on new reviews"
+                f"{'; how much a difference moves from one training seed to the next is its per-seed column, which the interval does not include' if len(run.get('seeds', [])) > 1 else ''}"
+                f".\n\n"
+                + format_comparisons(results["comparisons"], results["models"]) + "\n\n")
     if results.get("best_recipes"):
         best = [f"{student} `{b['recipe']}` (validation {100 * b['val_accuracy']:.2f} %, {split} "
                 f"{100 * b['test_accuracy']:.2f} %)" for student, b in results["best_recipes"].items()]
