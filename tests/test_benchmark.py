@@ -85,3 +85,23 @@ def test_synthetic_rows_and_report_names():
     assert len(rows) == 2000 and max(lengths) == 512 and 200 < lengths[1000] < 260
     assert all(ids[0] == 101 and ids[-1] == 102 for ids in rows.input_ids[:50])
     assert report_name("NVIDIA H100 80GB HBM3") == "docs/results/benchmark-nvidia-h100-80gb-hbm3.json"
+
+
+def test_each_loop_reports_its_own_peak_memory(monkeypatch):
+    """The peak was reset once and read after both loops: the course loop's row showed the naive loop's peak (fp32,
+    padded, the teacher at every step), the same GiB on both rows. Faked here: a CPU has no peak to read."""
+    from kd_tutorial import benchmark as B
+    from kd_tutorial.profiles import get_profile
+    peak, real_train = [0.0], B.train
+
+    def train(model, rows, **kwargs):  # each loop raises the fake device's peak to its own size
+        peak[0] = max(peak[0], {"naive loop": 5.0, "course loop": 1.0}[kwargs["desc"]])
+        return real_train(model, rows, **kwargs)
+    monkeypatch.setattr(B, "train", train)
+    monkeypatch.setattr(B, "_reset_memory", lambda device: peak.__setitem__(0, 0.0))
+    monkeypatch.setattr(B, "_peak_memory_gib", lambda device: peak[0])
+    bench = B._Bench(get_profile("tiny"), "cpu", dict(B.SETTINGS["quick"]), {"peak_tflops": None}, False)
+    teacher = bench.teacher()
+    B.freeze(teacher)
+    out = bench.naive_vs_optimised(teacher)
+    assert out["naive"]["peak_memory_gib"] == 5.0 and out["optimised"]["peak_memory_gib"] == 1.0
