@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import sys
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ QUIET_ENV = {
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 PACKAGES = ("kd-tutorial", "torch", "transformers", "tokenizers", "datasets", "matplotlib", "ipywidgets",
             "tqdm", "numpy")
+# what pyproject.toml asks for: transformers 5 is where SDPA returns no attention weights and models have
+# set_attn_implementation, as notebooks 01 and 07 show; an older one left installed (Colab) fails there, mid-notebook
+MINIMUM = {"torch": (2, 3), "transformers": (5, 0)}
 
 
 @dataclass
@@ -81,6 +85,7 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
     from it) and leaves it as the environment says otherwise.
     """
     _check_setup(profile, seed, offline)
+    check_versions()
     quiet()
     chosen = resolve_profile(profile)
     if offline is None:
@@ -111,6 +116,26 @@ def _check_setup(profile, seed, offline) -> None:
         raise UsageError(f"setup(seed={seed!r}): give a whole number from 0 to {MAX_SEED}")
     if offline not in (None, True, False):
         raise UsageError(f"setup(offline={offline!r}): give True, False, or None (offline for tiny)")
+
+
+def check_versions(found: dict[str, str] | None = None) -> None:
+    """Refuse, in one line naming the pip command, a package older than :data:`MINIMUM` (``found``: name ->
+    version, the installed ones by default); a missing one is left to the import that needs it."""
+    found = found or {name: versions().get(name, "missing") for name in MINIMUM}
+    old = [f"{name} {found[name]}" for name, least in MINIMUM.items()
+           if found.get(name, "missing") != "missing" and _release(found[name]) < least]
+    if old:
+        wanted = " ".join(f"'{name}>={'.'.join(map(str, MINIMUM[name]))}'" for name in MINIMUM
+                          if any(o.startswith(name + " ") for o in old))
+        raise UsageError(f"{', '.join(old)} {'is' if len(old) == 1 else 'are'} older than the course needs: "
+                         f"pip install -U {wanted}, then restart the kernel")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version string: "5.24.0" -> (5, 24, 0), "2.13.0+cpu" -> (2, 13, 0), "5.0.0rc1"
+    -> (5, 0, 0)."""
+    match = re.match(r"\d+(\.\d+)*", version)
+    return tuple(int(x) for x in match.group(0).split(".")) if match else ()
 
 
 def versions() -> dict[str, str]:

@@ -6,6 +6,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,35 @@ def test_environment_yml_agrees_with_pyproject():
              ("- pip", "- pip:")]
     assert len(lines) >= len(runtime)
     assert all("#" in line for line in lines), [line for line in lines if "#" not in line]
+
+
+def test_the_version_floors_the_notebooks_check_are_the_packages_own():
+    """transformers>=4.46 was declared, but notebooks 01 and 07 need 5 (set_attn_implementation, SDPA without
+    attention weights): an older transformers left installed failed mid-notebook. setup() now refuses it first,
+    with the floors pyproject.toml and environment.yml declare."""
+    from kd_tutorial import env
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    conda = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+    for name, least in env.MINIMUM.items():
+        floor = ".".join(map(str, least))
+        assert any(re.fullmatch(rf"{name}>={re.escape(floor)}", r.split("#")[0].strip()) for r in project), name
+        conda_name = CONDA_NAMES.get(name, name)
+        assert any(isinstance(d, str) and d.replace(" ", "") == f"{conda_name}>={floor}" for d in conda), name
+    env.check_versions()  # what is installed here passes
+
+
+def test_setup_refuses_a_transformers_older_than_the_course_in_one_line(monkeypatch):
+    from kd_tutorial import env
+    from kd_tutorial.errors import UsageError
+    monkeypatch.setattr(env, "versions", lambda: {"torch": "2.13.0+cpu", "transformers": "4.46.0"})
+    with pytest.raises(UsageError) as caught:
+        env.setup("tiny")
+    assert str(caught.value) == ("transformers 4.46.0 is older than the course needs: pip install -U "
+                                 "'transformers>=5.0', then restart the kernel")
+    with pytest.raises(UsageError, match=r"^torch 2.1.0, transformers 4.46.0 are older than the course needs: pip "
+                                         r"install -U 'torch>=2.3' 'transformers>=5.0', then restart the kernel$"):
+        env.check_versions({"torch": "2.1.0", "transformers": "4.46.0"})
+    env.check_versions({"torch": "2.3.0", "transformers": "5.0.0rc1"})  # a release candidate of the floor passes
 
 
 def test_pyproject_declares_the_extras_and_the_console_script():
