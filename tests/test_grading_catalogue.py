@@ -521,6 +521,10 @@ wrong("ex07.q1", "each review's rows, then the reviews")(
         m[:, None, :].float().expand(-1, s.shape[1], -1)))
 wrong("ex07.q1", "F.kl_div")(
     lambda s, t, m: F.kl_div(s.clamp_min(1e-12).log(), t, reduction="batchmean"))
+wrong("ex07.q1", "its first argument must be log-probabilities")(  # the student's probabilities, not their log
+    lambda s, t, m: (lambda rows, w: (rows * w).sum() / w.sum())(
+        F.kl_div(s, t.detach(), reduction="none").masked_fill(m[:, None, None, :] == 0, 0).sum(-1),
+        m[:, None, :].float().expand(-1, s.shape[1], -1)))
 
 
 # -- ex07.q2: hidden states through a projection ------------------------------------------------------
@@ -573,6 +577,11 @@ wrong("ex07.q3", "averaged within each sequence")(lambda s, t, m, T: _tok(s, t, 
 wrong("ex07.q3", "divided by the batch size B")(lambda s, t, m, T: _tok(s, t, m, T, norm="batch"))
 wrong("ex07.q3", "over the sequence dimension")(lambda s, t, m, T: _tok(s, t, m, T, dim=1))
 wrong("ex07.q3", "T^2 too small")(lambda s, t, m, T: _tok(s, t, m, T, scale=False))
+wrong("ex07.q3", "temperature on both sides")(  # the student's softmax at T = 1
+    lambda s, t, m, T: _tok(s * T, t, m, T))
+wrong("ex07.q3", "soft cross-entropy")(
+    lambda s, t, m, T: T * T * (-(F.softmax(t.detach() / T, -1) * F.log_softmax(s / T, -1)).sum(-1) * m).sum()
+    / m.sum())
 wrong("ex07.q3", "padding included, and divided by the batch size B")(
     lambda s, t, m, T: F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1), reduction="batchmean") * T * T)
 

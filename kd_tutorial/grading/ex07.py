@@ -49,6 +49,13 @@ def _kl_rows(p, q, mask, keys=True, queries=True, eps=1e-12):
     return (rows * m).sum() / m.sum()
 
 
+def _probabilities_as_input(p, q, mask, eps=1e-12):
+    """F.kl_div(q, p) handed the student's probabilities q where it wants log-probabilities: sum p (log p - q)."""
+    rows = (p * (p.clamp_min(eps).log() - q)).masked_fill(mask[:, None, None, :] == 0, 0.0).sum(-1)
+    m = mask[:, None, :].expand_as(rows).float()
+    return (rows * m).sum() / m.sum()
+
+
 def _per_review_kl(p, q, mask, eps=1e-12):
     """The masked row KL averaged within each review first, then over the reviews (a wrong normalisation)."""
     rows = (p * (p.clamp_min(eps).log() - q.clamp_min(eps).log())).masked_fill(mask[:, None, None, :] == 0, 0.0)
@@ -90,6 +97,9 @@ def _check_attention(call):
         "F.kl_div(..., reduction='batchmean') divides the sum over every row, padded rows and every head "
         "included, by the batch size: average over heads and real query rows yourself":
             V(lambda s, t, m: _kl_rows(t, s, m, queries=False) * s.shape[1] * s.shape[2]),
+        "you gave F.kl_div the student's probabilities: its first argument must be log-probabilities (take "
+        "the log of the clamped student attention), or a KL can come out negative, as yours may":
+            V(lambda s, t, m: _probabilities_as_input(t, s, m)),
     })
     raise Wrong(message or f"your loss is {got[0]:.5f} on a batch where the masked KL(teacher || student) "
                 f"is {expected[0]:.5f} (lengths {LENGTHS[0]})")
@@ -163,8 +173,9 @@ def _check_hidden(call):
     V = lambda **kw: (lambda: [float(_hidden_ref(*c, **kw)) for c in cases])  # noqa: E731
     with torch.no_grad():
         message = diagnose(got, {
-            "you skipped the projection where the widths agree: they may agree, but the student's space is not "
-            "the teacher's; always use projections[i - 1](student_hidden[i])":
+            "you skipped the projection where the widths agree: this exercise gives a learned projection for every "
+            "layer (kd_tutorial's DistillationStudent holds nn.Identity where widths agree; here they are Linear "
+            "layers to train), so apply projections[i - 1] to every student_hidden[i]":
                 V(project="if-needed"),
             "student layer i must learn from teacher layer mapping[i - 1] (hidden_states indices: 0 is the "
             "embeddings), not teacher layer i":
@@ -229,8 +240,11 @@ def _check_token_kl(call):
     cases = _token_cases()
     got = [as_float(call(s.clone(), t.clone(), m.clone(), T), "token_kd_loss") for s, t, m, T in cases]
 
-    def reference(s, t, m, T, dim=-1, scale=True, norm="tokens", masked=True):
-        kl = _token_kl(s, t, T, dim) * (T * T if scale else 1.0)
+    def reference(s, t, m, T, dim=-1, scale=True, norm="tokens", masked=True, student_t=True, entropy=True):
+        kl = _token_kl(s * (1.0 if student_t else T), t, T, dim) * (T * T if scale else 1.0)
+        if not entropy:  # soft cross-entropy: the KL plus the teacher's entropy
+            p = F.softmax(t / T, -1)
+            kl = kl - T * T * (p * F.log_softmax(t / T, -1)).sum(-1)
         w = m.float() if masked else torch.ones_like(m, dtype=torch.float)
         if norm == "tokens":
             return (kl * w).sum() / w.sum()
@@ -260,6 +274,12 @@ def _check_token_kl(call):
                 V(scale=False),
             "you computed KL(student || teacher): the teacher's probabilities are the target":
                 lambda: [reference(t, s, m, T) for s, t, m, T in cases],
+            "you divided only the teacher's logits by T: the student's softmax takes its logits / T too "
+            "(correctness note 5: temperature on both sides)":
+                V(student_t=False),
+            "you computed the soft cross-entropy, -sum p log q: it is the KL plus the teacher's entropy, the same "
+            "gradient but another value; the exercise asks for the KL, sum p (log p - log q)":
+                V(entropy=False),
         })
         raise Wrong(message or f"your loss is {got[0]:.4f}, expected {expected[0]:.4f} on the first batch "
                     "(T^2 x the mean over real tokens of KL(teacher || student) over the vocabulary)")
