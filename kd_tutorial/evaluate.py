@@ -187,17 +187,20 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     with latency_q1_ms / latency_q3_ms (its interquartile range over ``latency_repeats`` passes) and the
     timings themselves, reviews_per_s and tokens_per_s (batch ``batch_size``), train_tokens_per_s (if given),
     and the ``precision`` both timings ran in (the same one, ``"auto"`` resolved for the device).
-    ``logits`` may pass already computed predictions to skip recomputing them.
+    ``logits`` may pass already computed predictions to skip recomputing them. Each model goes back to the device
+    it came on once measured, so a comparison does not pile every model onto a GPU.
     """
-    logits = dict(logits or {})
+    logits, home = dict(logits or {}), {name: _device_of(model) for name, model in models.items()}
     for name, model in models.items():
         if name not in logits:
             logits[name] = predict_logits(model, encoded, batch_size=batch_size, device=device, precision=precision)
+            model.to(home[name])
     rows = []
     for name, model in models.items():
         speed = throughput(model, encoded, device=device, batch_size=batch_size, max_batches=throughput_batches,
                            precision=precision)
         timing = latency(model, encoded, device=device, n=latency_n, repeats=latency_repeats, precision=precision)
+        model.to(home[name])
         rows.append({
             "name": name,
             "accuracy": accuracy(logits[name], encoded.labels),
@@ -213,6 +216,11 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
             "precision": resolve_precision(device, precision),
         })
     return rows
+
+
+def _device_of(model) -> torch.device:
+    """Where ``model``'s parameters are (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 # --------------------------------------------------------------------------- paired statistics

@@ -318,7 +318,9 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
                     checkpoint_dir=folder, resume=resume, desc=desc, progress=progress)
     student = fold_word_embeddings(student)  # a plain BERT again (a no-op unless spec.teacher_word_vectors)
     save_student(folder, student, history)
-    return {"model": student, "history": history, "status": "trained", "run_hash": run_hash(folder)}
+    # back on the CPU, as a student from the cache comes: a GPU keeps room for the next run (a T4 running the full
+    # profile's seeds would otherwise hold every finished student), and evaluation moves each one over in turn
+    return {"model": student.cpu(), "history": history, "status": "trained", "run_hash": run_hash(folder)}
 
 
 # --------------------------------------------------------------------------- evaluation and results

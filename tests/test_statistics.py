@@ -182,6 +182,26 @@ def test_latency_times_the_same_reviews_in_every_pass_and_never_the_warm_up_ones
     assert len(seen) == 2 and len(small["samples"]) == 1
 
 
+def test_compare_hands_each_model_back_on_the_device_it_came_on(monkeypatch):
+    """compare moved every model to the measuring device and left it there: after the pipeline's evaluation a GPU
+    held every student of every seed. A device the CPU also answers to (cpu:0, which compares unequal to cpu)
+    stands in for a model's own device here."""
+    from kd_tutorial import data, evaluate, models
+    home, moves = torch.device("cpu", 0), []
+    monkeypatch.setattr(evaluate, "_device_of", lambda model: home)
+    real_to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **kw: (moves.append((id(self), a)),
+                                                                       real_to(self, *a, **kw))[1])
+    small = {"num_hidden_layers": 1, "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2}
+    pair = {"teacher": models.load_teacher("tiny-bert", config_overrides=small),
+            "student": models.load_teacher("tiny-bert", config_overrides=small)}
+    enc = data.Encoded([[101, 1000 + i, 102] for i in range(6)], torch.tensor([0, 1] * 3), "six")
+    evaluate.compare(pair, enc, device="cpu", precision="fp32", latency_n=2, latency_repeats=1, throughput_batches=1)
+    for model in pair.values():
+        own = [args for who, args in moves if who == id(model)]
+        assert ("cpu",) in own and own[-1] == (home,)  # measured on the device asked for, then sent home
+
+
 def test_compare_predicts_in_the_precision_it_times_in(monkeypatch):
     """Accuracy and agreement come from predictions in the table's precision, as its timings and the teacher's logits
     do (they were made in "auto", bf16 here, whatever the profile asked for)."""
