@@ -119,19 +119,29 @@ def data_key(profile: Profile, data_dir: str | None) -> str:
     return str(Path(data_dir).expanduser().resolve())
 
 
-_PREPARED: dict[tuple, Prepared] = {}
+_PREPARED: dict[tuple, tuple[tuple, Prepared]] = {}  # the configuration -> (its folder's stamp, its data)
+
+
+# what a data folder's loader reads (data._table_raw, data._acl_raw): stamped, so that data replaced there is read again
+STAMPED = tuple(f"{stem}{ext}" for stem in ("train", "test", "unsupervised", "unsup") for ext in (".parquet", ".csv")) \
+    + ("train/pos", "train/neg", "train/unsup", "test/pos", "test/neg")
 
 
 def _folder_stamp(key: str) -> tuple:
-    """A data folder's files (sizes and times) and its folders' times, three levels down (an aclImdb copy's
-    train/pos): data replaced in a folder is read again, where this process's cache kept the old splits. Empty
-    for a named source. Reads no file."""
+    """The sizes and times of what a data folder's loader reads (:data:`STAMPED`, in the folder or its aclImdb):
+    data replaced in a folder is read again, where this process's cache kept the old splits. Empty for a named
+    source. Reads no file and lists no folder (an aclImdb folder's time changes when a review file comes or goes)."""
     root = Path(key)
     if not root.is_absolute() or not root.is_dir():
         return ()
-    entries = [root, *root.iterdir()]
-    entries += [p for level in ("*/*", "*/*/*") for p in root.glob(level) if p.is_dir()]
-    return tuple(sorted((str(p), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns) for p in entries))
+    stamps = []
+    for path in (base / name for base in (root, root / "aclImdb") for name in STAMPED):
+        try:
+            stat = path.stat()
+        except OSError:  # not there: nothing to stamp
+            continue
+        stamps.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
 
 
 def _prepare(profile: Profile, key: str, teacher_name: str, init: str, seed: int) -> Prepared:
@@ -147,10 +157,11 @@ def prepare(profile: Profile, *, data_dir: str | None = None, teacher: str | Non
             init: str = "pretrained", seed: int = 0) -> Prepared:
     """Load and tokenize a profile's data (cached in this process)."""
     args = (profile, data_key(profile, data_dir), teacher or profile.teacher, init, seed)
-    cache_key = (profile.config_hash(),) + args[1:] + _folder_stamp(args[1])
-    if cache_key not in _PREPARED:
-        _PREPARED[cache_key] = _prepare(*args)
-    return _PREPARED[cache_key]
+    same = (profile.config_hash(),) + args[1:]
+    stamp = _folder_stamp(args[1])
+    if _PREPARED.get(same, (None,))[0] != stamp:  # new, or its folder's files changed since: (re)load
+        _PREPARED[same] = (stamp, _prepare(*args))
+    return _PREPARED[same][1]
 
 
 # --------------------------------------------------------------------------- students

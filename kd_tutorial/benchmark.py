@@ -80,7 +80,8 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
 def naive_vs_ours(profile: Profile, spec, teacher, rows, *, steps: int, device: str, init: str = "pretrained",
                   progress: bool = False, between=None):
     """Train one student ``steps`` KD steps the naive way, then (from the same weights) the course's way;
-    ``between()``, if given, is called after the naive loop (the benchmark reads each loop's peak memory there).
+    ``between(phase)``, if given, is called after the naive loop ("naive") and after caching the teacher's logits
+    ("cache"), the naive student off the device by then: the benchmark reads each loop's own peak memory so.
 
     Returns ``(naive history, course history, seconds to cache the teacher's logits on rows)``.
     """
@@ -94,11 +95,13 @@ def naive_vs_ours(profile: Profile, spec, teacher, rows, *, steps: int, device: 
     naive = train(naive_student, rows, teacher=teacher, device=device, progress=progress, desc="naive loop",
                   config=TrainConfig(precision="fp32", group_by_length=False, pad_to_max=profile.max_length,
                                      **common))
-    if between is not None:
-        between()
+    naive_student.cpu()
+    between = between or (lambda phase: None)
+    between("naive")
     start = time.perf_counter()  # the cache is paid once, for every student, run and epoch
     cached = predict_logits(teacher, rows, batch_size=profile.eval_batch_size, device=device)
     cache_seconds = time.perf_counter() - start
+    between("cache")
     ours = train(ours_student, rows, teacher_logits=cached, device=device, progress=progress,
                  desc="course loop", config=TrainConfig(precision="auto", group_by_length=True, **common))
     return naive, ours, cache_seconds
@@ -304,20 +307,20 @@ class _Bench:
         bs, steps = self.profile.batch_size, self.s["steps"]
         naive_vs_ours(self.profile, spec, teacher, self.rows(self.s["warmup"] * bs), steps=self.s["warmup"],
                       device=self.device, init="random")  # warm-up of both loops
-        rows, peaks = self.rows(steps * bs), []
+        rows, peaks = self.rows(steps * bs), {}
 
-        def naive_peak():  # each loop's own peak: read after the naive one, reset for the course's
-            peaks.append(_peak_memory_gib(self.device))
+        def phase_done(phase):  # each loop's own peak: read after each phase, and reset for the next
+            peaks[phase] = _peak_memory_gib(self.device)
             _reset_memory(self.device)
         _reset_memory(self.device)
         naive, ours, cache_seconds = naive_vs_ours(self.profile, spec, teacher, rows, steps=steps, device=self.device,
-                                                   init="random", between=naive_peak)
+                                                   init="random", between=phase_done)
         student = train_flops(self.configs[spec.name], rows.lengths)
         online = forward_flops(self.configs["teacher"], rows.lengths)
         common = dict(steps=steps, batch_size=bs)
         return {"student": spec.name,
                 "naive": self.record(seconds=naive.seconds, tokens=naive.tokens, flops=student + online,
-                                     precision="fp32", padded_to=self.profile.max_length, peak_memory_gib=peaks[0],
+                                     precision="fp32", padded_to=self.profile.max_length, peak_memory_gib=peaks["naive"],
                                      **common),
                 "optimised": self.record(seconds=ours.seconds, tokens=ours.tokens, flops=student, **common),
                 "cache_seconds": cache_seconds, "speedup": naive.seconds / ours.seconds if ours.seconds else None}

@@ -607,8 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="render a results.json as the README's markdown table")
     r.add_argument("results", nargs="+", help="results.json files (one table each, in path order)")
     r.add_argument("--readme", help="rewrite the table between the results markers of this README")
-    r.add_argument("--summary", metavar="OUT.json", help="write the results without the per-step training logs "
-                                                          "(what docs/results/ keeps)")
+    r.add_argument("--summary", metavar="OUT.json", help="write the results without the per-step training logs, "
+                                                          "small enough to commit (a whole results.json there is "
+                                                          "never replaced)")
     _add_benchmark(sub, profile_help)
     _add_search(sub, profile_help)
     sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)

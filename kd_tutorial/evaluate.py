@@ -194,7 +194,6 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     for name, model in models.items():
         if name not in logits:
             logits[name] = predict_logits(model, encoded, batch_size=batch_size, device=device, precision=precision)
-            model.to(home[name])
     rows = []
     for name, model in models.items():
         speed = throughput(model, encoded, device=device, batch_size=batch_size, max_batches=throughput_batches,

@@ -93,9 +93,9 @@ def run_gkd(teacher, student, rows: list[list[int]], word_tokenizer: WordTokeniz
     At each step, with probability ``lmbda`` the batch's completions are replaced by ones the student writes
     from their prompts (sampled at temperature 1, as :func:`kd_tutorial.lm.sample` does); the loss is the
     generalised Jensen-Shannon divergence (``beta=0``: forward KL, ``beta=1``: reverse KL) at every completion
-    position. The schedule is nearly the course's (AdamW, weight decay 0.01, 10 % warm-up then linear decay, gradient
-    clipping at 1; transformers' warm-up starts from 0 where the course's starts at one warm-up step's share, and
-    it decays no bias or LayerNorm weight), and the precision is the course's: fp32, where TRL's configs default to bf16 autocast (emulated,
+    position. The schedule is nearly the course's (AdamW, weight decay 0.01, 10 % warm-up then linear decay,
+    gradient clipping at 1; transformers' warm-up starts from 0, the course's from one warm-up step's share), and
+    the precision is the course's: fp32, where TRL's configs default to bf16 autocast (emulated,
     and 4-5x slower, on a CPU without bf16 units). Quiet: no progress bar, no logging service, no checkpoint
     (``output_dir``, a temporary folder unless given, stays empty). Returns ``(student, losses)``: the trained
     student in eval mode and the loss of every step.

@@ -509,6 +509,7 @@ def student_test_logits(profile: Profile, prep, item: dict, *, device: str) -> t
         return load_cached_logits(path, len(test), width=2)
     logits = predict_logits(item["model"], test, batch_size=profile.eval_batch_size, device=device,
                             precision=profile.precision)
+    item["model"].cpu()  # predict_logits left it on the device: compare then moves each student over in turn
     atomic_torch_save(logits, path)
     return logits
 

@@ -372,6 +372,9 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
                              "outputs on these training rows, in their order")
     if teacher is not None and any(p.requires_grad for p in teacher.parameters()):
         raise ValueError("the teacher must be frozen: call kd_tutorial.train.freeze(teacher) first")
+    if config.patience is not None and (not isinstance(config.patience, int) or config.patience < 1):
+        raise ValueError(f"patience={config.patience!r}: give the number of validation passes without a gain that "
+                         "stop a run (1 or more), or None for no early stopping")
     if (config.keep_best or config.patience) and val_data is None:
         raise ValueError("keep_best and patience choose on validation: pass val_data")
     device = device or pick_device()

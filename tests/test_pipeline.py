@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_tutorial import artifacts, cli, parallel, pipeline, store, teachers
+from kd_tutorial import artifacts, cli, models, parallel, pipeline, store, teachers
 from kd_tutorial.profiles import get_profile
 
 from test_data import write_parquet
@@ -321,6 +321,23 @@ def test_a_student_with_the_teachers_word_vectors_is_stored_and_reloaded_as_a_pl
                                       **kw | dict(students=(profile.students[1],)))["compact-1L-H32 kd+transfer"]
     assert plain["path"] != trained["path"]  # its own cache entry
     assert plain["history"].steps[-1]["loss"] != trained["history"].steps[-1]["loss"]
+
+
+def test_a_student_leaves_the_device_once_its_test_logits_are_made(tmp_path, monkeypatch):
+    """predict_logits left each student on the GPU, so compare (which hands each model back where it found it)
+    handed them all back to the GPU: every student of every seed ended the evaluation there."""
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))
+    profile = get_profile("tiny")
+    prep = artifacts.prepare(profile)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    model, moved = models.load_teacher("tiny-bert", config_overrides={"num_hidden_layers": 1}), []
+    real_cpu = model.cpu
+    model.cpu = lambda: moved.append("cpu") or real_cpu()
+    monkeypatch.setattr(pipeline, "predict_logits", lambda m, enc, **kw: torch.zeros(len(enc), 2))
+    pipeline.student_test_logits(profile, prep, {"path": str(folder), "run_hash": "0123456789ab", "model": model},
+                                 device="cpu")
+    assert moved == ["cpu"]
 
 
 def test_a_students_corrupt_test_logits_give_a_clear_error(tiny_run, tmp_path, monkeypatch):

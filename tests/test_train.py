@@ -366,6 +366,15 @@ def test_teacher_outputs_for_other_rows_are_refused(rows, name):
         train(small_model(), rows["train"], config=TrainConfig(mode="kd", max_steps=1), progress=False, **given)
 
 
+@pytest.mark.parametrize("patience", [0, -1, 1.5])
+def test_a_patience_below_one_pass_is_refused(rows, patience):
+    """patience=0 trained no step at all (a run resumed as stopped), where it had meant 'off' in one check and
+    'stop after the first pass' in another."""
+    with pytest.raises(ValueError, match=rf"patience={patience!r}: give the number of validation passes"):
+        train(small_model(), rows["train"], config=TrainConfig(max_steps=2, eval_every=1, patience=patience),
+              val_data=rows["validation"], progress=False)
+
+
 def test_keep_best_without_validation_data_is_refused(rows):
     with pytest.raises(ValueError, match="pass val_data"):
         train(small_model(), rows["train"], config=TrainConfig(max_steps=2, keep_best=True), progress=False)
