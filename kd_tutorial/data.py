@@ -6,10 +6,10 @@ Sources (``load_imdb(source)``):
   a folder in aclImdb layout (train/pos, train/neg, test/pos, test/neg, train/unsup)
            or with train / test / unsupervised ``.parquet`` or ``.csv`` files (columns text, label).
 
-Splits are disjoint: validation is carved (stratified, seeded) from train; with no
-test split, the test set is a stratified *held-out* slice of train
-(``ImdbData.test_is_held_out``). The transfer set, which the teacher labels for
-the students, has its labels hidden (-1) so they can never reach a cross-entropy.
+Splits are disjoint, and a review the source holds twice counts once: validation is carved (stratified, seeded)
+from train; with no test split, the test set is a stratified *held-out* slice of train
+(``ImdbData.test_is_held_out``). The transfer set, which the teacher labels for the students, has its labels hidden
+(-1) so they can never reach a cross-entropy.
 
 Data that cannot work (a file that is not parquet / UTF-8 CSV, a missing column, labels other than 0/1,
 a split too small for ``val_size`` or without both classes) is refused before anything trains, with a
@@ -213,8 +213,12 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     ``val_block`` carves validation in runs of that many consecutive reviews of each class, with
     :data:`MOVIE_GUARD` reviews on either side of each run left unused (None: rows drawn at random).
 
+    A review the source holds more than once is kept once: in test, once; otherwise in the first of train,
+    validation and transfer that drew it (so a split may hold a few reviews fewer than asked; ``notes`` says so).
+
     A :class:`DataSourceError` refuses labels other than 0/1, an empty train split, a ``val_size`` the
-    reviews cannot hold, and any labelled split that would end up without both classes.
+    reviews cannot hold, no reviews left for the transfer set, and any labelled split that would end up without
+    both classes.
     """
     train, test, unsup = raw.get("train"), raw.get("test"), raw.get("unsupervised")
     if train is None:
@@ -242,19 +246,15 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
         keep = n_train if n_train is not None else len(train) // 2
         n_tf = min(n_transfer if n_transfer is not None else len(train), max(0, len(train) - keep))
         if n_tf < 1:
-            raise DataSourceError(f"{source}: no reviews are left for the transfer set: n_train={keep} takes all "
-                                  f"{len(train)} training reviews left after validation: give --set n_train=N with "
-                                  "N below that, a smaller --set val_size=N, or add an unsupervised.parquet of "
-                                  "unlabelled reviews")
+            why = (f"n_transfer={n_transfer} asks for none" if n_transfer is not None and n_transfer < 1 else
+                   f"n_train={keep} takes all {len(train)} training reviews left after validation")
+            raise DataSourceError(f"{source}: no reviews are left for the transfer set: {why}: give --set n_train=N "
+                                  "below the reviews left, a smaller --set val_size=N, or add an unsupervised.parquet "
+                                  "of unlabelled reviews")
         transfer, train = _carve(train, n_tf, _rng(seed, "transfer"), "transfer")
     train = _carve(train, n_train, _rng(seed, "train"), "train")[0]
-    # a review the source holds twice stays in the first split of train, validation, transfer that drew it (the
-    # carves above stay as they were), and counts once in test
-    train, repeats_tr = _without_texts(train, [], itself=True)
-    validation, repeats_v = _without_texts(validation, [train], itself=True)
-    transfer, repeats_t = _without_texts(transfer, [train, validation], itself=True)
-    repeated = {name: n for name, n in (("train", repeats_tr), ("validation", repeats_v), ("transfer", repeats_t),
-                                        ("test", repeats)) if n}
+    (train, validation, transfer), repeated = _keep_once(train, validation, transfer)
+    repeated |= {"test": repeats} if repeats else {}
     notes = _notes({"train": (train, n_train), "transfer": (transfer, n_transfer),
                     "test": (test, None if held_out else n_test)}, dropped, has_unsup, repeated)
     data = ImdbData(train, validation, test.renamed("held-out" if held_out else "test"),
@@ -284,6 +284,18 @@ def _notes(splits: dict, dropped: int, has_unsup: bool, repeated: dict[str, int]
         notes.append(f"no unlabelled split: the transfer reviews are train reviews with their labels hidden, and "
                      f"train keeps {len(train):,}")
     return tuple(notes)
+
+
+def _keep_once(*splits: Reviews) -> tuple[tuple[Reviews, ...], dict[str, int]]:
+    """``splits`` (train, validation, transfer) with each text (stripped) kept once, in the first split that drew
+    it; the carves stay as they were, so no other review moves. Also how many each split left out (where any)."""
+    kept, repeated = [], {}
+    for split in splits:
+        once, n = _without_texts(split, kept, itself=True)
+        kept.append(once)
+        if n:
+            repeated[split.name] = n
+    return tuple(kept), repeated
 
 
 def _without_texts(reviews: Reviews, others, itself: bool = False) -> tuple[Reviews, int]:
