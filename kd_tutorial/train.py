@@ -566,13 +566,13 @@ class _Run:
         self.stepping = True
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None  # fp16 only: a wait for the GPU
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
-        if scale is None or self.scaler.get_scale() >= scale:  # a step the scaler skipped (its scale dropped) does
-            self.scheduler.step()  # not move the schedule on, as in transformers' Trainer: warm-up counts updates
+        # a step fp16's scaler skipped (its first few, at most) still moves the schedule and counts toward the budget:
+        # telling it apart now would wait for the GPU at every step (transformers' Trainer does); the log marks it
+        self.scheduler.step()
         self.at.step += 1
         log, self.step_log = self.step_log, []
         self.pending.append((self.at.step, lr, sum(loss for loss, _ in log), grad_norm.detach(),

@@ -159,7 +159,8 @@ def test_the_estimated_train_split_leaves_out_the_reviews_around_the_validation_
     full = get_profile("full")
     n = 25_000  # the Hub's train split: 12,500 negative reviews, then 12,500 positive
     hub = data.Reviews([f"review {i}" for i in range(n)], [0] * (n // 2) + [1] * (n // 2))
-    other = {"test": data.Reviews(["t"] * 4, [0, 1] * 2), "unsupervised": data.Reviews(["u"] * 4, [-1] * 4)}
+    other = {"test": data.Reviews([f"t{i}" for i in range(4)], [0, 1] * 2),
+             "unsupervised": data.Reviews([f"u{i}" for i in range(4)], [-1] * 4)}
     carved = data.split_raw({"train": hub} | other, "hub layout", val_size=full.val_size, seed=seed,
                             val_block=full.val_block)
     estimated = flops.split_rows(full)["train"]
