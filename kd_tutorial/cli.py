@@ -206,6 +206,11 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the projection from a
     measured ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``: its (name,
     precision), asked of CUDA when not given."""
+    if not device.startswith("cuda") and profile.time_budget_s is None:
+        flops = estimate_profile(profile, n_seeds=n_seeds, recipes=runs,
+                                 source=folder_rows(data_dir) if data_dir else None)["total_flops"]
+        return (f"not measured on a CPU (the {profile.name} profile is sized for a GPU): about {flops / 1e15:.3g} "
+                "PFLOP of model arithmetic")
     if not device.startswith("cuda"):
         ratio = work_ratio(profile, runs)
         slower, why = cpu_slowdown(profile, device)
@@ -626,7 +631,8 @@ def _add_distill(sub, profile_help: str) -> None:
                                       "default $KD_TUTORIAL_DATA_DIR, else the profile's source")
     d.add_argument("--teacher", type=_given, help="a Hub name or local path overriding the profile's teacher")
     d.add_argument("--init", choices=("pretrained", "random"), default="pretrained",
-                   help="random: the same architectures with random weights (speed runs without the Hub)")
+                   help="random: the same architectures with random weights (speed runs that download no weights; "
+                        "the tokenizer, config and data still need the Hub's cache or --data-dir)")
     d.add_argument("--out", type=_given, default="runs/latest", help="output folder (default runs/latest)")
     d.add_argument("--resume", action="store_true",
                    help="reuse the students this configuration already trained (artifact cache), and their "
@@ -668,11 +674,12 @@ def _add_benchmark(sub, profile_help: str) -> None:
     b.add_argument("--device", type=_given)
     b.add_argument("--quiet", action="store_true")
     b.add_argument("--report", metavar="FILE", type=_given, help="measure every phase of the profile on this device (random "
-                   "weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; a few minutes "
-                   "for full on an H100) and write the JSON report to FILE; a GPU's report belongs in "
+                   "weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; not yet timed "
+                   "on a GPU) and write the JSON report to FILE; a GPU's report belongs in "
                    "docs/results/benchmark-<device>.json")
     b.add_argument("--quick", action="store_true", help="with --report: 3 timed steps per phase and few latency "
-                   "samples (a check of the command: seconds on a CPU with --profile tiny)")
+                   "samples (a check of the command: under 20 s on 2 CPU cores with --profile tiny, in this "
+                   "project's CI)")
 
 
 def _add_search(sub, profile_help: str) -> None:

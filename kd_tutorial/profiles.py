@@ -94,7 +94,7 @@ FIELD_RULES = {
     "teacher_config": (_optional(_tiny_bert_config),
                        "None or a dict of " + ", ".join(BERT_SIZES) + " (whole numbers >= 1, hidden_size a multiple of "
                        "num_attention_heads), hidden_dropout_prob, attention_probs_dropout_prob (0 to below 1)"),
-    "time_budget_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "time_budget_s": (_optional(lambda v: v > 0), "None (not measured) or a number of seconds > 0"),
     "budget_evaluation": (lambda v: v is None or (len(v) == 2 and v[0] >= 0 and _whole(1)(v[1])),
                           "None or (seconds >= 0, test reviews >= 1): the evaluation inside time_budget_s"),
     "seeds": (lambda v: len(v) >= 1 and all(_whole(0)(s) and s <= MAX_SEED for s in v),
@@ -233,8 +233,9 @@ class Profile:
     evals_per_run: int = 4  # validation passes per student run: the best one's weights are kept
     patience: int | None = None  # stop a run after this many validation passes without a gain
     seeds: tuple[int, ...] = (0,)
-    # seconds one seed of the preset took where it was measured: the printed CPU estimate starts from it
-    time_budget_s: int = 60
+    # seconds one seed of the preset took on 2 CPU cores where it was measured: the printed CPU estimate starts from
+    # it (None: never measured on a CPU, and the estimate says so)
+    time_budget_s: int | None = 60
     # (seconds, test reviews) of the evaluation inside time_budget_s, where it grows with the data folder's test split
     budget_evaluation: tuple[int, int] | None = None
     notes: str = ""
@@ -494,7 +495,7 @@ PROFILES: dict[str, Profile] = {
         temperature=2.0,
         alpha=0.5,
         seeds=(0,),
-        time_budget_s=30 * 60,
+        time_budget_s=None,  # a GPU profile: never run on a CPU, so no CPU time to start an estimate from
     ),
 }
 

@@ -549,7 +549,8 @@ def test_a_setting_given_by_its_flag_and_by_set_is_refused(capsys, flag, field):
 
 @pytest.mark.parametrize("setting, says", [("teacher_epochs=1e999", "teacher_epochs=inf: give a finite number"),
                                            ("budget_evaluation=(1,0)", "budget_evaluation=(1, 0): give None or"),
-                                           ("time_budget_s=0", "time_budget_s=0: give a number of seconds > 0")])
+                                           ("time_budget_s=0",
+                                            "time_budget_s=0: give None (not measured) or a number of seconds > 0")])
 def test_set_values_that_crashed_later_are_refused_at_once(capsys, setting, says):
     """Before: an OverflowError and a ZeroDivisionError traceback in the time estimate."""
     assert says in error_line(capsys, "distill", "--profile", "cpu", "--set", setting)

@@ -406,3 +406,12 @@ def test_out_of_memory_names_the_knobs(monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "for benchmark, which has no batch options" in err[0] and "--batch-size" not in err[0]
 
+
+
+def test_a_profile_never_timed_on_a_cpu_prints_no_cpu_minutes():
+    """full printed "about 30 minute(s) on 2 CPU cores" from a budget nobody measured (the README says not yet
+    measured); it now says so, with the model arithmetic it counts."""
+    full = profiles.get_profile("full")
+    assert full.time_budget_s is None
+    said = cli.estimate(full, "cpu")
+    assert said.startswith("not measured on a CPU (the full profile is sized for a GPU): about ") and "minute" not in said
