@@ -67,7 +67,7 @@ class Prepared:
         profile, source = self.profile, self.data_key
         if Path(self.data_key).is_absolute():  # data_key resolves a folder's path; the named sources stay names
             profile, source = profile.replace(data_source="local folder"), "local folder"
-        key = profile.teacher_hash(source, self.teacher_name, self.init, self.seed, self.fingerprint)
+        key = profile.teacher_hash(source, teacher_key(self.teacher_name), self.init, self.seed, self.fingerprint)
         return home() / self.profile.name / key
 
     @property
@@ -93,6 +93,17 @@ class Prepared:
             self._test_hash = _split_hash(self.encoded, ("test",))[:8]
         suffix = f"-{self._test_hash}" if split == "test" else ""
         return self.directory / f"{kind}-{split}{suffix}.pt"
+
+
+def teacher_key(name: str) -> str:
+    """What keys a teacher's artifact folder: the built-in or a Hub name as it is; a folder by its files' names,
+    sizes and times, not by the path typed (``./teacher`` run from two places, or another checkpoint saved into the
+    same folder, is another teacher, whose fine-tuning and logits must not be taken for this one's)."""
+    folder = Path(name).expanduser()
+    if name == TINY_TEACHER or not folder.is_dir():
+        return name
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return "folder " + stable_hash([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
 
 
 def _split_hash(encoded: dict, names) -> str:
@@ -171,7 +182,10 @@ def teacher_tokenizer(profile: Profile, teacher_name: str):
 def prepare(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,
             init: str = "pretrained", seed: int = 0) -> Prepared:
     """Load and tokenize a profile's data (cached in this process)."""
-    args = (profile, data_key(profile, data_dir), teacher or profile.teacher, init, seed)
+    name = teacher or profile.teacher
+    if name != TINY_TEACHER and Path(name).expanduser().is_dir():  # a folder: by where it lies, not how it is typed
+        name = str(Path(name).expanduser().resolve())
+    args = (profile, data_key(profile, data_dir), name, init, seed)
     same = (profile.config_hash(),) + args[1:]
     stamp = _folder_stamp(args[1])
     if _PREPARED.get(same, (None,))[0] != stamp:  # new, or its folder's files changed since: (re)load

@@ -32,7 +32,7 @@ from .errors import looks_like_a_folder, model_source_error, UsageError, UserErr
 from .flops import duration_text, estimate_profile, time_estimate
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
-from .models import check_positions, TINY_TEACHER
+from .models import cached_config, check_positions, fallback_for, TINY_TEACHER
 from .parallel import check_workers
 from .pipeline import check_depths, run_distill
 from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, TINY_BERT
@@ -71,12 +71,18 @@ def _check_inputs(args, profile, data: bool = True) -> None:
     teacher = getattr(args, "teacher", None)
     if teacher and looks_like_a_folder(teacher) and not Path(teacher).expanduser().exists():
         raise model_source_error(teacher, "teacher")
-    if (teacher or profile.teacher) == TINY_TEACHER:
+    name, recipes = teacher or profile.teacher, _recipes(getattr(args, "recipes", None))
+    if name == TINY_TEACHER:
         config = TINY_BERT | (profile.teacher_config or {})
         check_positions(config["max_position_embeddings"], profile.max_length, "tiny teacher")  # before it is built
-        check_depths(profile, config["num_hidden_layers"], config["num_attention_heads"],
-                     _recipes(getattr(args, "recipes", None)),
+        check_depths(profile, config["num_hidden_layers"], config["num_attention_heads"], recipes,
                      fix="give --set \"teacher_config={'num_hidden_layers': N}\"")
+        return
+    config = cached_config(name, fallback_for(profile, name))  # a Hub teacher not cached yet is checked once loaded
+    if config is not None:  # before its fine-tuning: a refusal after it would leave a teacher no student can use
+        check_positions(config.max_position_embeddings, profile.max_length, name)
+        check_depths(profile, config.num_hidden_layers, config.num_attention_heads, recipes,
+                     fix="give a teacher with more layers (--teacher), or students with fewer")
 
 
 def _check_data_folder(data_dir: str | None) -> None:
@@ -569,6 +575,7 @@ def cmd_search(args) -> int:
     profile, fitted = fit_to_device(profile, device)  # as distill fits it: the same teacher in the cache
     if fitted:
         print(fitted, flush=True)
+    _check_inputs(args, profile, data=False)  # search reads the profile's own data
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
     run_search(profile, trials=args.trials, out=args.out, steps=args.steps, device=device, progress=not args.quiet,

@@ -75,6 +75,17 @@ def fallback_for(profile: Profile, teacher: str) -> str | None:
     return profile.teacher_fallback if teacher == profile.teacher else None
 
 
+def cached_config(name_or_path: str, fallback: str | None = None):
+    """A Hub model's or a folder's config where it can be read without the network (the folder, the Hugging Face
+    cache, the offline package when offline); None where it cannot. For checks that should refuse a teacher
+    before minutes of work, and stay silent where only that work would find out."""
+    from transformers import AutoConfig
+    try:
+        return AutoConfig.from_pretrained(resolve_source(name_or_path, fallback), local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
 def resolve_source(name_or_path: str, fallback: str | None = None, prefer_local: bool = False) -> str:
     """Where to load ``name_or_path`` from: itself, or the ``fallback`` package's copy when offline."""
     local = fallback_path(fallback)

@@ -101,6 +101,21 @@ def test_a_data_dir_that_names_a_source_is_refused_with_the_folder_spelling(tmp_
                          f"folder of that name, or --set data_source={name} for the source")
 
 
+def test_a_local_teacher_too_shallow_for_the_students_is_refused_before_it_is_fine_tuned(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """Only the built-in teacher's depth was checked up front: a Hub or folder teacher was fine-tuned (minutes to
+    hours) before the refusal, and the cached teacher was of no use after the fix the message asked for."""
+    from kd_tutorial import data, models, pipeline
+    folder = tmp_path / "shallow"
+    models.load_teacher("tiny-bert", config_overrides={"num_hidden_layers": 1}).save_pretrained(folder)
+    data.get_tokenizer(None).save_pretrained(folder)
+    monkeypatch.setattr(pipeline, "ensure_teacher", lambda *a, **kw: pytest.fail("fine-tuned before the refusal"))
+    line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", str(folder), "--out", str(tmp_path / "o"),
+                      "--quiet")
+    assert line.endswith("student distil-2L maps its layers onto 2 of the teacher's, and the teacher has 1: give a "
+                         "teacher with more layers (--teacher), or students with fewer (at least 2 layers)"), line
+
+
 def test_an_empty_train_split_is_refused_before_training(tmp_path, capsys):
     (tmp_path / "train.csv").write_text("text,label\n")
     line = distill_error(capsys, tmp_path, tmp_path)

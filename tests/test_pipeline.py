@@ -636,6 +636,26 @@ def test_data_replaced_in_its_folder_is_read_again_in_the_same_process(tmp_path,
     assert after.fingerprint != before.fingerprint and after.data.train.texts != before.data.train.texts
 
 
+def test_a_teacher_folder_is_keyed_by_what_it_holds_not_by_the_path_typed(tmp_path, monkeypatch):
+    """--teacher ./teacher was hashed as typed: two different checkpoints at that relative path (two course folders,
+    or a folder refilled) shared one artifact folder, and the second reused the first's fine-tuned teacher."""
+    from kd_tutorial import data
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    for place, layers in (("a", 1), ("b", 2)):
+        folder = tmp_path / place / "teacher"
+        models.load_teacher("tiny-bert", config_overrides={"num_hidden_layers": layers}).save_pretrained(folder)
+        data.get_tokenizer(None).save_pretrained(folder)
+    profile = get_profile("tiny")
+    keys = {}
+    for place in ("a", "b"):
+        monkeypatch.chdir(tmp_path / place)
+        keys[place] = artifacts.prepare(profile, teacher="./teacher").directory
+    assert keys["a"] != keys["b"]
+    monkeypatch.chdir(tmp_path / "a")
+    assert artifacts.prepare(profile, teacher="./teacher").directory == keys["a"]  # the same checkpoint: found again
+    assert artifacts.teacher_key("tiny-bert") == "tiny-bert" and artifacts.teacher_key("org/name") == "org/name"
+
+
 @pytest.mark.parametrize("name", ["tiny", "cpu", "full"])
 def test_setting_a_field_to_its_own_value_keeps_every_artifact_key(name):
     """--set read 8 as 8.0 for a float field whose preset holds the int 8, and 8 and 8.0 hash apart: the same
