@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 import time
 import warnings
 
@@ -465,6 +466,22 @@ def test_ex06_times_the_fakes_on_a_virtual_clock_exactly(monkeypatch):
     assert time.perf_counter is real_clock  # given back after the check
 
 
+@pytest.mark.parametrize("call", ["timeit.timeit(run, number=repeats)", "timeit.Timer(run).timeit(repeats)",
+                                  "min(timeit.repeat(run, number=repeats, repeat=1))"])
+def test_ex06_a_correct_measurement_with_timeit_passes(call):
+    """timeit's functions bound the real perf_counter as a default argument when timeit was imported (Jupyter
+    imports it at start): a correct answer read 0.0 ms and was told to use perf_counter, which it did."""
+    import timeit
+    ns = {"timeit": timeit}
+    exec("def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):\n"
+         "    for _ in range(warmup):\n        model(**batch)\n"
+         "    sync()\n"
+         "    def run():\n        model(**batch)\n        sync()\n"
+         f"    return {call} / repeats\n", ns)
+    assert EXERCISES["ex06.q1"].grade(ns["measure_latency"]).status == PASSED
+    assert timeit.timeit.__defaults__[2] is time.perf_counter  # given back after the check
+
+
 def test_ex06_virtual_clock_reaches_from_imports_and_only_the_checking_thread():
     import threading
     ns = {}
@@ -729,6 +746,17 @@ wrong("ex09.q2", ".mean() divides it by every position")(lambda s, t, m: _rkl(s,
 wrong("ex09.q2", "your loss is nan")(lambda s, t, m: _rkl(s, t, m, naive=True))
 wrong("ex09.q2", "carries no gradient")(lambda s, t, m: _rkl(s, t, m).detach())
 
+
+def _fixed_temperature(s, t, T):
+    T = 2.0  # the learner's own constant: the first case's T, so that case agrees
+    return F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1), reduction="batchmean") * T * T
+
+
+wrong("ex03.q1", "ignores its temperature argument (it computed T = 2 whatever T it was given)")(_fixed_temperature)
+wrong("ex03.q2", "ignores its alpha argument (it computed alpha = 0.5")(
+    lambda s, t, y, T, a: distillation_loss(s, t, y, T, 0.5))
+
+
 CASES = [(key, fn, fragment) for key, items in CATALOGUE.items() for fn, fragment in items]
 EXERCISES = {ex.key: ex for ex in registry.all_exercises()}
 
@@ -880,3 +908,16 @@ def test_ex04_q3_accepts_length_buckets_and_refuses_half_empty_batches():
     assert EXERCISES["ex04.q3"].grade(narrow).status == PASSED
     result = EXERCISES["ex04.q3"].grade(halves)
     assert result.status == FAILED and "batches where 63 can hold the 1003 reviews" in result.message, result
+
+
+def test_a_generic_message_quotes_a_batch_where_the_answer_differs():
+    """A loss that ignored an argument matched the first case, which used the default, and the message read
+    'your loss is 3.8734 for a batch where ... is 3.8734'."""
+    from kd_tutorial.grading import core
+    assert core.mismatch([1.0, 2.0, 3.0], [1.0, 2.5, 3.5]) == 1 and core.mismatch([1.0], [1.0]) == 0
+
+    def odd(s, t, T):  # right on the first batch only, and no known mistake
+        return _fixed_temperature(s, t, T) * (1.0 if T == 2.0 else 1.37)
+    message = EXERCISES["ex03.q1"].grade(odd).message
+    got, want = re.search(r"your loss is (\S+) for a batch where T\^2 \* KL \(batchmean\) is (\S+) ", message).groups()
+    assert got != want, message

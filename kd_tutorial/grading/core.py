@@ -467,6 +467,13 @@ def close(a, b, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
 
 
+def mismatch(got: list, expected: list, rtol: float = 1e-4, atol: float = 1e-6) -> int:
+    """The index of the first input on which ``got`` and ``expected`` differ (0 when none does): the case a generic
+    message quotes, since quoting one where they agree (a learner who ignored an argument still matches the
+    default case) reads as "your 3.8734 should be 3.8734"."""
+    return next((i for i, (g, e) in enumerate(zip(got, expected)) if not close(g, e, rtol, atol)), 0)
+
+
 def diagnose(got: list, variants: dict[str, Callable[[], list]], rtol: float = 1e-4,
              atol: float = 1e-6) -> str | None:
     """Return the message of the first known-wrong variant whose outputs match ``got`` on every input.

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import (Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, student_gradient,
-                   wrong_return)
+from .core import (Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, mismatch,
+                   student_gradient, wrong_return)
 
 
 def _cases():
@@ -74,10 +74,15 @@ def _check_soft(call):
         got.append(as_float(call(s.clone(), t.clone(), T), "soft_kd_loss"))
     expected = [float(ref.kl_divergence(s, t, T)) for s, t, T in cases]
     if not all(close(g, e) for g, e in zip(got, expected)):
-        message = diagnose(got, _soft_variants(cases))
-        s, t, T = cases[0]
-        raise Wrong(message or f"your loss is {got[0]:.4f} for a batch where T^2 * KL (batchmean) is "
-                    f"{expected[0]:.4f} (B={s.shape[0]}, C={s.shape[1]}, T={T})")
+        message = diagnose(got, _soft_variants(cases) | {
+            f"your loss ignores its temperature argument (it computed T = {fixed:g} whatever T it was given): "
+            "use the temperature passed in":
+                (lambda fixed=fixed: [float(ref.kl_divergence(s, t, fixed)) for s, t, _ in cases])
+            for fixed in (1.0, 2.0, 4.0)})
+        i = mismatch(got, expected)
+        s, t, T = cases[i]
+        raise Wrong(message or f"your loss is {got[i]:.4f} for a batch where T^2 * KL (batchmean) is "
+                    f"{expected[i]:.4f} (B={s.shape[0]}, C={s.shape[1]}, T={T})")
     # gradients: must reach the student, never the teacher
     student_gradient(call, *cases[1], student_name="student_logits", teacher_name="teacher_logits")
 
@@ -139,9 +144,15 @@ def _check_full(call):
             "this is the seed article's loss, F.cross_entropy(student_logits, softmax(teacher_logits)): "
             "no temperature, no T^2, no hard-label term":
                 V(lambda s, t, y, T, a: F.cross_entropy(s, F.softmax(t, -1))),
-        })
+        } | {f"your loss ignores its {name} argument (it computed {name} = {fixed:g} whatever it was given): use "
+             f"the {name} passed in":
+                 V(lambda s, t, y, T, a, name=name, fixed=fixed: ref.distillation_loss(
+                     s, t, y, fixed if name == "temperature" else T, fixed if name == "alpha" else a))
+             for name, values in (("temperature", (1.0, 2.0, 4.0)), ("alpha", (0.5, 0.9))) for fixed in values})
+        i = mismatch(got, expected)
         raise Wrong(message or "your loss differs from alpha * T^2 * KL + (1 - alpha) * CE "
-                    f"(got {got[0]:.4f}, expected {expected[0]:.4f} on the first batch)")
+                    f"(got {got[i]:.4f}, expected {expected[i]:.4f} on batch {i + 1} of {len(cases)}, T = "
+                    f"{cases[i][3]:g}, alpha = {cases[i][4]:g})")
     # a batch of unlabelled transfer reviews only: the hard term must vanish
     s, t, _, T, a = cases[0]
     y = torch.full((s.shape[0],), -1)

@@ -97,6 +97,11 @@ def virtual_time(clock: VirtualClock, namespace: dict | None = None):
     if timeit is not None and timeit.default_timer is real["perf_counter"]:
         undo.append((timeit, "default_timer", real["perf_counter"]))
         timeit.default_timer = patched["perf_counter"]
+    for fn in (timeit.timeit, timeit.repeat, timeit.Timer.__init__) if timeit is not None else ():
+        defaults = fn.__defaults__ or ()  # timer=default_timer, bound when timeit was imported (Jupyter does early)
+        if any(d is real["perf_counter"] for d in defaults):
+            undo.append((fn, "__defaults__", defaults))
+            fn.__defaults__ = tuple(patched["perf_counter"] if d is real["perf_counter"] else d for d in defaults)
     by_id = {id(f): name for name, f in real.items()}
     for key, value in list((namespace or {}).items()):
         if id(value) in by_id and value is real[by_id[id(value)]]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, student_gradient
+from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, mismatch, student_gradient
 
 LENGTHS = [(7, 4, 2), (5, 5, 3, 1), (6, 2)]
 
@@ -101,8 +101,9 @@ def _check_attention(call):
         "the log of the clamped student attention), or a KL can come out negative, as yours may":
             V(lambda s, t, m: _probabilities_as_input(t, s, m)),
     })
-    raise Wrong(message or f"your loss is {got[0]:.5f} on a batch where the masked KL(teacher || student) "
-                f"is {expected[0]:.5f} (lengths {LENGTHS[0]})")
+    i = mismatch(got, expected)
+    raise Wrong(message or f"your loss is {got[i]:.5f} on a batch where the masked KL(teacher || student) "
+                f"is {expected[i]:.5f} (lengths {LENGTHS[i]})")
 
 
 def _check_attention_gradient(call, case):
@@ -189,8 +190,9 @@ def _check_hidden(call):
             "your average includes the padded positions: average over real tokens (and hidden units) only":
                 V(masked=False),
         })
-    raise Wrong(message or f"your loss is {got[0]:.5f} where the mean over mapped layers of the masked MSE is "
-                f"{expected[0]:.5f}")
+    i = mismatch(got, expected)
+    raise Wrong(message or f"your loss is {got[i]:.5f} where the mean over mapped layers of the masked MSE is "
+                f"{expected[i]:.5f} (batch {i + 1} of {len(cases)})")
 
 
 def _check_hidden_gradient(call, case):
@@ -281,8 +283,10 @@ def _check_token_kl(call):
             "gradient but another value; the exercise asks for the KL, sum p (log p - log q)":
                 V(entropy=False),
         })
-        raise Wrong(message or f"your loss is {got[0]:.4f}, expected {expected[0]:.4f} on the first batch "
-                    "(T^2 x the mean over real tokens of KL(teacher || student) over the vocabulary)")
+        i = mismatch(got, expected)
+        raise Wrong(message or f"your loss is {got[i]:.4f}, expected {expected[i]:.4f} on batch {i + 1} of "
+                    f"{len(cases)}, T = {cases[i][3]:g} (T^2 x the mean over real tokens of KL(teacher || student) "
+                    "over the vocabulary)")
     s, t, m, T = cases[0]
     grad = student_gradient(call, s, t, m, T, student_name="student_logits", teacher_name="teacher_logits")
     if grad is not None and float(grad[m == 0].abs().sum()) > 0:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, Wrong, as_float, close, diagnose, student_gradient
+from .core import Exercise, Wrong, as_float, close, diagnose, mismatch, student_gradient
 
 # (batch, length, vocabulary, temperature, prompt tokens per row, real tokens per row)
 CASES = [
@@ -124,10 +124,10 @@ def _check_lm_kd(call):
         raise Wrong(_nan_message("lm_kd_loss"))
     expected = [float(ref.token_kl(s[:, :-1], t[:, :-1], m[:, 1:], T)) for s, t, _, m, T in cases]
     if not all(close(g, e) for g, e in zip(got, expected)):
-        T = cases[0][-1]
+        i = mismatch(got, expected)
         raise Wrong(diagnose(got, _q1_variants(cases)) or
-                    f"your loss is {got[0]:.5f} on a batch where T^2 x the mean over counted targets of KL(teacher "
-                    f"|| student), the logits at t scored at token t + 1, is {expected[0]:.5f} (T = {T})")
+                    f"your loss is {got[i]:.5f} on a batch where T^2 x the mean over counted targets of KL(teacher "
+                    f"|| student), the logits at t scored at token t + 1, is {expected[i]:.5f} (T = {cases[i][-1]})")
     s, t, a, m, T = cases[0]
     grad = student_gradient(call, s, t, a, m, T, student_name="student_logits", teacher_name="teacher_logits")
     if grad is None or not bool(torch.isfinite(grad).all()):
@@ -188,8 +188,9 @@ def _check_reverse(call):
             "you masked the sum but .mean() divides it by every position, prompt and padding included: divide "
             "by the number of counted tokens": lambda: _rev_values(cases, norm="positions"),
         })
-        raise Wrong(message or f"your loss is {got[0]:.5f} on a batch where the mean over counted tokens of "
-                    f"KL(student || teacher) is {expected[0]:.5f}")
+        i = mismatch(got, expected)
+        raise Wrong(message or f"your loss is {got[i]:.5f} on a batch where the mean over counted tokens of "
+                    f"KL(student || teacher) is {expected[i]:.5f} (batch {i + 1} of {len(cases)})")
     s, t, m = cases[0]
     grad = student_gradient(call, s, t, m, student_name="student_logits", teacher_name="teacher_logits")
     if grad is None or not bool(torch.isfinite(grad).all()):
