@@ -757,6 +757,23 @@ wrong("ex03.q2", "ignores its alpha argument (it computed alpha = 0.5")(
     lambda s, t, y, T, a: distillation_loss(s, t, y, T, 0.5))
 
 
+
+def _divides_in_place(s, t, T):
+    t = t.detach()
+    t /= T  # the caller's (cached) teacher logits, divided again at every call
+    return F.kl_div(F.log_softmax(s / T, -1), F.softmax(t, -1), reduction="batchmean") * T * T
+
+
+def _relabels_in_place(s, t, y, T, a):
+    y[y == -1] = -100  # the caller's labels, changed for good
+    soft = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1), reduction="batchmean") * T * T
+    return a * soft + (1 - a) * F.cross_entropy(s, y, ignore_index=-100, reduction="sum") / len(y)
+
+
+wrong("ex03.q1", "changed its argument `t` in place")(_divides_in_place)
+wrong("ex03.q2", "changed its argument `y` in place")(_relabels_in_place)
+
+
 CASES = [(key, fn, fragment) for key, items in CATALOGUE.items() for fn, fragment in items]
 EXERCISES = {ex.key: ex for ex in registry.all_exercises()}
 

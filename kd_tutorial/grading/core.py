@@ -15,6 +15,7 @@ which the workshop grader uses; it never parses printed text.
 """
 from __future__ import annotations
 
+import inspect
 import sys
 import sysconfig
 import textwrap
@@ -119,6 +120,32 @@ class _Stub(Exception):
     pass
 
 
+def _tensor_snapshot(args: tuple, kwargs: dict) -> dict:
+    """Copies of the tensors among a call's arguments, by position or name."""
+    import torch  # noqa: PLC0415
+    given = dict(enumerate(args)) | kwargs
+    return {key: value.detach().clone() for key, value in given.items() if isinstance(value, torch.Tensor)}
+
+
+def _refuse_changed_inputs(before: dict, args: tuple, kwargs: dict, fn, name: str) -> None:
+    """A :class:`Wrong` when the learner's function changed a tensor it was given, in place: the caller's tensor
+    changes for good (``t /= T`` divides a cached teacher's logits again at every call), and a check that compares
+    values alone would pass it."""
+    given = dict(enumerate(args)) | kwargs
+    for key, old in before.items():
+        new = given[key]
+        same = old.shape == new.shape and old.dtype == new.dtype and bool(
+            ((old == new) | (old.isnan() & new.isnan())).all() if old.is_floating_point() else old.equal(new))
+        if not same:
+            try:
+                param = key if isinstance(key, str) else list(inspect.signature(fn).parameters)[key]
+            except (TypeError, ValueError, IndexError):
+                param = f"number {key + 1}"
+            raise Wrong(f"your `{name}` changed its argument `{param}` in place (an operation such as `/=`, "
+                        "`[...] =` or a method ending in `_`): the caller's tensor stays changed after the call. "
+                        "Work on a new tensor instead, e.g. `x = x / T`")
+
+
 class LearnerCrash(Exception):
     """The learner's function raised; checkers may catch it to give a specific message."""
 
@@ -173,8 +200,11 @@ class Exercise:
             return Result(FAILED, f"{self.label}: `{self.name}` is imported from {module}: write your own")
 
         def call(*args, **kwargs):
+            before = _tensor_snapshot(args, kwargs)
             try:
-                return fn(*args, **kwargs)
+                out = fn(*args, **kwargs)
+                _refuse_changed_inputs(before, args, kwargs, fn, self.name)
+                return out
             except NotImplementedError as exc:
                 if _is_stub(exc, fn):
                     raise _Stub() from None
