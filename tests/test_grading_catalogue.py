@@ -330,11 +330,12 @@ wrong("ex04.q4", "raise a ValueError")(  # a dict lookup: a KeyError, not a refu
 
 
 # -- ex05.q1: the distillation step ------------------------------------------------------------------------
-def _step(student, teacher, batch, optimizer, T=2.0, alpha=0.5, *, eval_=True, no_grad=True, zero=True, loss="hinton"):
-    student.train()
+def _step(student, teacher, batch, optimizer, T=2.0, alpha=0.5, *, eval_=True, no_grad=True, zero=True, loss="hinton",
+          student_train=True, whole_batch=False):
+    student.train(student_train)
     if eval_:
         teacher.eval()
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    inputs = batch if whole_batch else {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     with torch.set_grad_enabled(not no_grad):
         t = teacher(**inputs).logits
     s = student(**inputs).logits
@@ -342,6 +343,10 @@ def _step(student, teacher, batch, optimizer, T=2.0, alpha=0.5, *, eval_=True, n
         value = F.cross_entropy(s, F.softmax(t, -1))
     elif loss == "soft_only":
         value = alpha * _soft(s, t, T)
+    elif loss == "swapped":
+        value = distillation_loss(t, s, batch["labels"], T, alpha)
+    elif loss == "labelled_mean":
+        value = alpha * _soft(s, t, T) + (1 - alpha) * F.cross_entropy(s, batch["labels"], ignore_index=-1)
     else:
         value = distillation_loss(s, t, batch["labels"], T, alpha)
     if zero:
@@ -369,6 +374,10 @@ wrong("ex05.q1", "still in training mode")(lambda *a: _step(*a, eval_=False))
 wrong("ex05.q1", "seed article")(lambda *a: _step(*a, loss="seed"))
 wrong("ex05.q1", "no hard-label term")(lambda *a: _step(*a, loss="soft_only"))
 wrong("ex05.q1", "gradients accumulate")(lambda *a: _step(*a, zero=False))
+wrong("ex05.q1", "the student ran in eval mode")(lambda *a: _step(*a, student_train=False))
+wrong("ex05.q1", "no gradient reaches the student: its logits go first")(lambda *a: _step(*a, loss="swapped"))
+wrong("ex05.q1", "averaged the hard term over the labelled reviews only")(lambda *a: _step(*a, loss="labelled_mean"))
+wrong("ex05.q1", "pass the models only input_ids and attention_mask")(lambda *a: _step(*a, whole_batch=True))
 
 
 # -- ex05.q2: DistilBERT-style init ---------------------------------------------------------------------------
@@ -428,6 +437,9 @@ wrong("ex06.q2", "student time / teacher time")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(s, mk(b), sync) / _latency(t, mk(b), sync) for b in sizes})
 wrong("ex06.q2", "barely change with the batch size")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(t, mk(1), sync) / _latency(s, mk(1), sync) for b in sizes})
+wrong("ex06.q2", "warm up, sync() around the timed region")(  # one cold call per model and size: no warm-up
+    lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(t, mk(b), sync, do_warmup=False, repeats=1)
+                                                / _latency(s, mk(b), sync, do_warmup=False, repeats=1) for b in sizes})
 wrong("ex06.q2", "with the keys")(lambda t, s, mk, sizes, sync=lambda: None: [1.0 for _ in sizes])
 
 

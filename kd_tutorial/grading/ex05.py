@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, Wrong, as_float, close, diagnose, ignored_settings, wrong_return
+from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, wrong_return
 from .toys import toy_batch, toy_bert
 
 # imported by the grader before the learner's cells (outside the per-cell time limit): the checks build toy BERTs
@@ -50,6 +50,22 @@ def _reference_steps(student, teacher, batches, T, alpha, lr, zero_grad=True):
     return student, losses, first
 
 
+def _step(call, student, teacher, batch, optimizer, T, alpha):
+    """One call of the learner's step, with autograd on; the crashes a common mistake causes, named."""
+    try:
+        with torch.enable_grad():
+            return call(student, teacher, {k: v.clone() for k, v in batch.items()}, optimizer, T, alpha)
+    except LearnerCrash as crash:
+        said = str(crash)
+        if "does not require grad" in said:
+            raise Wrong("no gradient reaches the student: its logits go first in distillation_loss(student_logits, "
+                        "teacher_logits, ...), and are computed with autograd on (not under torch.no_grad())") from None
+        if "out of bounds" in said and "Target" in said:
+            raise Wrong("a model computed its own loss from batch['labels'] (-1 for the transfer reviews): pass the "
+                        "models only input_ids and attention_mask, not **batch") from None
+        raise
+
+
 def _check_step(call):
     # the defaults first, then other values: a step that drops temperature or alpha passes the first only
     for T, alpha in ((2.0, 0.5), (4.0, 0.7)):
@@ -66,11 +82,12 @@ def _check_step_at(call, T, alpha):
     ref_student, ref_losses, (s0, t0) = _reference_steps(student, teacher, batches, T, alpha, lr)
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     optimizer = torch.optim.SGD(student.parameters(), lr=lr)
-    got = []
-    with torch.enable_grad():
-        for b in batches:
-            got.append(as_float(call(student, teacher, {k: v.clone() for k, v in b.items()}, optimizer,
-                                     T, alpha), "distillation_step"))
+    student_modes: list[bool] = []
+    student.register_forward_hook(lambda module, *_: student_modes.append(module.training))
+    got = [as_float(_step(call, student, teacher, b, optimizer, T, alpha), "distillation_step") for b in batches]
+    if not all(student_modes):
+        raise Wrong("the student ran in eval mode: call student.train() in the step (its dropout must be on while "
+                    "it learns; only the teacher is in eval mode)")
     if any(not torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items()):
         raise Wrong("the teacher's weights changed: the teacher is fixed during distillation "
                     "(only the student's parameters are in the optimizer)")
@@ -100,6 +117,9 @@ def _check_step_at(call, T, alpha):
                 lambda: [alpha * ref.kl_divergence(s0, t0, 1.0) + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
             "you swapped teacher and student in the soft term: the teacher's probabilities are the target":
                 lambda: [alpha * ref.kl_divergence(t0, s0, T) + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
+            "you averaged the hard term over the labelled reviews only (F.cross_entropy(..., ignore_index=-1)): "
+            "divide its sum by the whole batch, as distillation_loss does, so every review weighs the same":
+                lambda: [alpha * ref.kl_divergence(s0, t0, T) + (1 - alpha) * F.cross_entropy(s0, y, ignore_index=-1)],
         }, rtol=1e-4, atol=1e-5)
         raise Wrong(message or f"the loss of your first step is {got[0]:.5f}, expected {ref_losses[0]:.5f} "
                     "(distillation_loss(student_logits, teacher_logits, labels, temperature, alpha))")
