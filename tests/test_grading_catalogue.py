@@ -786,6 +786,10 @@ wrong("ex03.q1", "changed its argument `t` in place")(_divides_in_place)
 wrong("ex03.q2", "changed its argument `y` in place")(_relabels_in_place)
 
 
+wrong("ex03.q1", "log-probabilities need log_target=True")(  # a log-probability target, read as probabilities
+    lambda s, t, T: F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t.detach() / T, -1), reduction="batchmean") * T * T)
+
+
 CASES = [(key, fn, fragment) for key, items in CATALOGUE.items() for fn, fragment in items]
 EXERCISES = {ex.key: ex for ex in registry.all_exercises()}
 

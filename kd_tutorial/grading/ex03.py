@@ -73,6 +73,10 @@ def _check_soft(call):
     for s, t, T in cases:
         got.append(as_float(call(s.clone(), t.clone(), T), "soft_kd_loss"))
     expected = [float(ref.kl_divergence(s, t, T)) for s, t, T in cases]
+    if any(g != g for g in got):
+        raise Wrong("your loss is nan: F.kl_div's target must be probabilities, softmax(teacher_logits / T); "
+                    "log-probabilities need log_target=True. In a hand-written KL, use F.log_softmax for every log "
+                    "(0 * log 0 is nan)")
     if not all(close(g, e) for g, e in zip(got, expected)):
         message = diagnose(got, _soft_variants(cases) | {
             f"your loss ignores its temperature argument (it computed T = {fixed:g} whatever T it was given): "

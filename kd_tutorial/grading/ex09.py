@@ -56,9 +56,9 @@ def _average(kl, w, norm="tokens"):
 
 
 def _nan_message(name):
-    return (f"your loss is nan: padded positions hold large garbage logits, so a softmax puts exactly 0 on some "
-            f"tokens and p * log p = 0 * log 0 = nan there; the mask cannot remove it (nan * 0 = nan). Take the "
-            f"logs with F.log_softmax in {name}, or select the counted positions first")
+    return (f"your loss is nan: a log-probability target needs F.kl_div(..., log_target=True); and padded "
+            f"positions' garbage logits give p * log p = 0 * log 0 = nan, which the mask cannot remove. Use "
+            f"F.log_softmax in {name}, or select the counted positions first")
 
 
 def _grad_nan_message():
