@@ -27,7 +27,7 @@ from pathlib import Path
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, NAMED_SOURCES
 from .device import configure, pick_device, resolve_precision
-from .env import environment_report, fit_to_device, format_report, quiet
+from .env import environment_report, fit_to_device, format_report, hub_reachable, quiet
 from .errors import looks_like_a_folder, model_source_error, UsageError, UserError
 from .flops import duration_text, estimate_profile, time_estimate
 from .grading.authoring import main as authoring_main
@@ -270,6 +270,11 @@ def cmd_distill(args) -> int:
     if profile.name == "tiny" and not _reaches_the_hub(profile, args.teacher, folder):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    elif _reaches_the_hub(profile, args.teacher, folder) and hub_reachable() is False:
+        # the cache alone, at once: what is cached loads, what is not gives its one-line error in seconds, where
+        # the Hub's clients retried for half a minute, printing each retry
+        os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+        print("the Hugging Face Hub is unreachable: reading its cache only (HF_HUB_OFFLINE=1)", flush=True)
     device = check_device(args.device) if args.device else pick_device()
     check_workers(args.workers or 1, device, setting=f"--workers {args.workers}", fix="leave --workers out")
     seeds = args.seeds or [0 if args.seed is None else args.seed]

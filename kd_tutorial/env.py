@@ -150,12 +150,16 @@ def versions() -> dict[str, str]:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool | None:
-    """Whether huggingface.co answers on port 443 (None when HF_HUB_OFFLINE=1 says not to ask)."""
+    """Whether the Hub answers: ``$HF_ENDPOINT``'s host (a mirror), else huggingface.co, on its port (None when
+    HF_HUB_OFFLINE=1 says not to ask)."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return None
     import socket
+    from urllib.parse import urlparse
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+        with socket.create_connection((url.hostname or "huggingface.co",
+                                       url.port or (80 if url.scheme == "http" else 443)), timeout=timeout):
             return True
     except OSError:
         return False

@@ -415,3 +415,42 @@ def test_a_profile_never_timed_on_a_cpu_prints_no_cpu_minutes():
     assert full.time_budget_s is None
     said = cli.estimate(full, "cpu")
     assert said.startswith("not measured on a CPU (the full profile is sized for a GPU): about ") and "minute" not in said
+
+
+def test_distill_with_the_hub_unreachable_reads_its_cache_at_once(monkeypatch, capsys, tmp_path):
+    """With no network and no offline flag, `distill --profile cpu` spent 28 s on the Hub clients' retries, printing
+    each, before its one-line error; it now turns the offline flags on and says so."""
+    seen = {}
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+    monkeypatch.setattr(cli, "hub_reachable", lambda: False)
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: seen.update(
+        offline=(os.environ.get("HF_HUB_OFFLINE"), os.environ.get("HF_DATASETS_OFFLINE"))) or {"plots": []})
+    assert cli.main(["distill", "--profile", "cpu", "--device", "cpu", "--quiet", "--out", str(tmp_path)]) == 0
+    assert seen["offline"] == ("1", "1")
+    assert "the Hugging Face Hub is unreachable: reading its cache only (HF_HUB_OFFLINE=1)" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "hub_reachable", lambda: True)  # reachable: the flags are left as they were
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    assert cli.main(["distill", "--profile", "cpu", "--device", "cpu", "--quiet", "--out", str(tmp_path)]) == 0
+    assert seen["offline"] == (None, None)
+
+
+def test_hub_reachable_asks_the_mirror_that_hf_endpoint_names(monkeypatch):
+    """docs/setup-mirrors.md sends learners through HF_ENDPOINT: asking huggingface.co instead would call a working
+    mirror unreachable and turn the Hub off."""
+    import socket
+    from kd_tutorial import env
+    asked = []
+
+    def connect(address, timeout):
+        asked.append(address)
+        raise OSError("no network here")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com")
+    assert env.hub_reachable() is False and asked[-1] == ("hf-mirror.com", 443)
+    monkeypatch.delenv("HF_ENDPOINT")
+    env.hub_reachable()
+    assert asked[-1] == ("huggingface.co", 443)
