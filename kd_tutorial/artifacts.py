@@ -56,6 +56,7 @@ class Prepared:
     teacher_name: str
     init: str
     seed: int
+    teacher_id: str = ""  # teacher_key(teacher_name), taken once when prepared: a folder's files may change later
 
     @property
     def directory(self) -> Path:
@@ -67,7 +68,8 @@ class Prepared:
         profile, source = self.profile, self.data_key
         if Path(self.data_key).is_absolute():  # data_key resolves a folder's path; the named sources stay names
             profile, source = profile.replace(data_source="local folder"), "local folder"
-        key = profile.teacher_hash(source, teacher_key(self.teacher_name), self.init, self.seed, self.fingerprint)
+        key = profile.teacher_hash(source, self.teacher_id or teacher_key(self.teacher_name), self.init, self.seed,
+                                   self.fingerprint)
         return home() / self.profile.name / key
 
     @property
@@ -161,7 +163,7 @@ def _prepare(profile: Profile, key: str, teacher_name: str, init: str, seed: int
     tokenizer = teacher_tokenizer(profile, teacher_name)
     encoded = {name: encode(getattr(imdb, name), tokenizer, profile.max_length, profile.truncation)
                for name in ("train", "validation", "test", "transfer")}
-    return Prepared(profile, imdb, tokenizer, encoded, key, teacher_name, init, seed)
+    return Prepared(profile, imdb, tokenizer, encoded, key, teacher_name, init, seed, teacher_key(teacher_name))
 
 
 def teacher_tokenizer(profile: Profile, teacher_name: str):
@@ -187,7 +189,7 @@ def prepare(profile: Profile, *, data_dir: str | None = None, teacher: str | Non
         name = str(Path(name).expanduser().resolve())
     args = (profile, data_key(profile, data_dir), name, init, seed)
     same = (profile.config_hash(),) + args[1:]
-    stamp = _folder_stamp(args[1])
+    stamp = _folder_stamp(args[1]) + (teacher_key(name),)  # a checkpoint replaced in a teacher folder: reload
     if _PREPARED.get(same, (None,))[0] != stamp:  # new, or its folder's files changed since: (re)load
         _PREPARED[same] = (stamp, _prepare(*args))
     return _PREPARED[same][1]

@@ -39,7 +39,7 @@ from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, TINY
 from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, README_START, results_markdown,
                      refuse_foreign, splice_readme, summary)
-from .search import run_search
+from .search import RECIPE as SEARCH_RECIPE, run_search
 from .store import atomic_write_json, home, HOME_ENV
 
 
@@ -62,7 +62,7 @@ def _check_set_twice(args) -> None:
             raise UsageError(f"{flag} and --set {field}= both set {field}: give one of them")
 
 
-def _check_inputs(args, profile, data: bool = True) -> None:
+def _check_inputs(args, profile, data: bool = True, recipes=None) -> None:
     """Refuse, before anything is loaded or trained: a --data-dir (or $KD_TUTORIAL_DATA_DIR) that cannot be read
     (unless ``data`` is False), a --teacher folder that does not exist, and a max_length beyond the positions of the
     tiny teacher that will be built."""
@@ -71,7 +71,7 @@ def _check_inputs(args, profile, data: bool = True) -> None:
     teacher = getattr(args, "teacher", None)
     if teacher and looks_like_a_folder(teacher) and not Path(teacher).expanduser().exists():
         raise model_source_error(teacher, "teacher")
-    name, recipes = teacher or profile.teacher, _recipes(getattr(args, "recipes", None))
+    name, recipes = teacher or profile.teacher, recipes or _recipes(getattr(args, "recipes", None))
     if name == TINY_TEACHER:
         config = TINY_BERT | (profile.teacher_config or {})
         check_positions(config["max_position_embeddings"], profile.max_length, "tiny teacher")  # before it is built
@@ -79,10 +79,11 @@ def _check_inputs(args, profile, data: bool = True) -> None:
                      fix="give --set \"teacher_config={'num_hidden_layers': N}\"")
         return
     config = cached_config(name, fallback_for(profile, name))  # a Hub teacher not cached yet is checked once loaded
-    if config is not None:  # before its fine-tuning: a refusal after it would leave a teacher no student can use
+    if config is not None and config.model_type == "bert":  # before its fine-tuning (another kind of model is
+        # refused when it loads): a refusal after it would leave a teacher no student can use
         check_positions(config.max_position_embeddings, profile.max_length, name)
         check_depths(profile, config.num_hidden_layers, config.num_attention_heads, recipes,
-                     fix="give a teacher with more layers (--teacher), or students with fewer")
+                     fix="give a teacher with more layers, or students with fewer")
 
 
 def _check_data_folder(data_dir: str | None) -> None:
@@ -213,10 +214,13 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     measured ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``: its (name,
     precision), asked of CUDA when not given."""
     if not device.startswith("cuda") and profile.time_budget_s is None:
-        flops = estimate_profile(profile, n_seeds=n_seeds, recipes=runs,
-                                 source=folder_rows(data_dir) if data_dir else None)["total_flops"]
-        return (f"not measured on a CPU (the {profile.name} profile is sized for a GPU): about {flops / 1e15:.3g} "
-                "PFLOP of model arithmetic")
+        said = f"not measured on a CPU (the {profile.name} profile is sized for a GPU)"
+        try:
+            flops = estimate_profile(profile, n_seeds=n_seeds, recipes=runs,
+                                     source=folder_rows(data_dir) if data_dir else None)["total_flops"]
+        except (ValueError, KeyError, TypeError):  # a teacher whose size the FLOP counter does not know
+            return said
+        return f"{said}: about {flops / 1e15:.3g} PFLOP of model arithmetic"
     if not device.startswith("cuda"):
         ratio = work_ratio(profile, runs)
         slower, why = cpu_slowdown(profile, device)
@@ -252,6 +256,14 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
                    "(kd_tutorial.flops reads docs/results/benchmark-*.json)")
 
 
+def _go_offline() -> None:
+    """Turn the Hugging Face offline flags on, in huggingface_hub too when something imported it already."""
+    os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+
+
 def _reaches_the_hub(profile, teacher: str | None, folder: str | None) -> bool:
     """Whether a run needs the Hub: a teacher that is neither the built-in one nor a folder (``--teacher NAME``), or
     the Hub's IMDB where no data ``folder`` replaces it. The ``tiny`` profile's own run needs nothing from it."""
@@ -265,16 +277,17 @@ def cmd_distill(args) -> int:
     """Run the whole pipeline for the chosen profile."""
     quiet()
     profile = _profile(args)
-    _check_inputs(args, profile)
     folder = args.data_dir or os.environ.get(DATA_DIR_ENV)  # the data folder, where one replaces the profile's
     if profile.name == "tiny" and not _reaches_the_hub(profile, args.teacher, folder):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     elif _reaches_the_hub(profile, args.teacher, folder) and hub_reachable() is False:
         # the cache alone, at once: what is cached loads, what is not gives its one-line error in seconds, where
-        # the Hub's clients retried for half a minute, printing each retry
-        os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+        # the Hub's clients retried for half a minute, printing each retry. Before anything imports them (the
+        # checks below may): huggingface_hub reads the flag once, at import
+        _go_offline()
         print("the Hugging Face Hub is unreachable: reading its cache only (HF_HUB_OFFLINE=1)", flush=True)
+    _check_inputs(args, profile)
     device = check_device(args.device) if args.device else pick_device()
     check_workers(args.workers or 1, device, setting=f"--workers {args.workers}", fix="leave --workers out")
     seeds = args.seeds or [0 if args.seed is None else args.seed]
@@ -580,7 +593,7 @@ def cmd_search(args) -> int:
     profile, fitted = fit_to_device(profile, device)  # as distill fits it: the same teacher in the cache
     if fitted:
         print(fitted, flush=True)
-    _check_inputs(args, profile, data=False)  # search reads the profile's own data
+    _check_inputs(args, profile, data=False, recipes=[SEARCH_RECIPE])  # the profile's own data; one recipe
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
     run_search(profile, trials=args.trials, out=args.out, steps=args.steps, device=device, progress=not args.quiet,

@@ -290,11 +290,11 @@ def _keep_once(*splits: Reviews) -> tuple[tuple[Reviews, ...], dict[str, int]]:
     """``splits`` (train, validation, transfer) with each text (stripped) kept once, in the first split that drew
     it; the carves stay as they were, so no other review moves. Also how many each split left out (where any)."""
     kept, repeated = [], {}
-    for split in splits:
-        once, n = _without_texts(split, kept, itself=True)
+    for name, split in zip(("train", "validation", "transfer"), splits):  # not split.name: transfer drawn from an
+        once, n = _without_texts(split, kept, itself=True)                  # unsupervised split keeps that name
         kept.append(once)
         if n:
-            repeated[split.name] = n
+            repeated[name] = n
     return tuple(kept), repeated
 
 

@@ -151,9 +151,11 @@ def versions() -> dict[str, str]:
 
 def hub_reachable(timeout: float = 3.0) -> bool | None:
     """Whether the Hub answers: ``$HF_ENDPOINT``'s host (a mirror), else huggingface.co, on its port (None when
-    HF_HUB_OFFLINE=1 says not to ask)."""
+    HF_HUB_OFFLINE=1 says not to ask, or behind an HTTPS proxy, which a direct socket does not go through)."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return None
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # the clients go through the proxy, where a direct socket may not: no verdict
     import socket
     from urllib.parse import urlparse
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")

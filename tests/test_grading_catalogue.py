@@ -380,6 +380,13 @@ wrong("ex05.q1", "averaged the hard term over the labelled reviews only")(lambda
 wrong("ex05.q1", "pass the models only input_ids and attention_mask")(lambda *a: _step(*a, whole_batch=True))
 
 
+@wrong("ex05.q1", "changed its argument `batch['labels']` in place")
+def _relabels_the_batch(student, teacher, batch, optimizer, T=2.0, alpha=0.5):
+    batch["labels"][batch["labels"] == -1] = -100  # the caller's batch, changed for good
+    return _step(student, teacher, batch | {"labels": batch["labels"].masked_fill(batch["labels"] == -100, -1)},
+                 optimizer, T, alpha)
+
+
 # -- ex05.q2: DistilBERT-style init ---------------------------------------------------------------------------
 def _init(teacher, layer_map, *, first_k=False, emb=True, pooler=True, share=False, inplace=False, head=False):
     from transformers import BertForSequenceClassification

@@ -317,3 +317,16 @@ def test_a_checkpoint_that_is_not_a_bert_is_refused_in_one_line(tmp_path):
         models.load_teacher(str(tmp_path / "roberta"))
     with pytest.raises(ModelSourceError, match=r"the course's students are BERTs"):
         models.compact_student(1, 16, 2, pretrained=str(tmp_path / "roberta"))
+
+
+def test_a_bert_checkpoint_without_model_type_still_loads(tmp_path):
+    """Google's original BERT configs hold no model_type, and transformers 5's AutoConfig refuses them: the full
+    profile's pretrained student (bert_uncased_L-2_H-128_A-2) must load as it did before the BERT check."""
+    import json
+    folder = tmp_path / "google_style"
+    models.load_teacher("tiny-bert", config_overrides={"num_hidden_layers": 1}).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("model_type")
+    (folder / "config.json").write_text(json.dumps(config))
+    assert models.load_teacher(str(folder)).config.num_hidden_layers == 1
+    assert models.compact_student(1, 64, 4, pretrained=str(folder)).config.hidden_size == 64

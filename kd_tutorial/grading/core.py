@@ -120,28 +120,39 @@ class _Stub(Exception):
     pass
 
 
-def _tensor_snapshot(args: tuple, kwargs: dict) -> dict:
-    """Copies of the tensors among a call's arguments, by position or name."""
+def _tensors(args: tuple, kwargs: dict) -> dict:
+    """The tensors among a call's arguments, and one level into the dicts, lists and tuples among them (a batch),
+    keyed by (argument position or name, key inside it or None)."""
     import torch  # noqa: PLC0415
-    given = dict(enumerate(args)) | kwargs
-    return {key: value.detach().clone() for key, value in given.items() if isinstance(value, torch.Tensor)}
+    out = {}
+    for key, value in (dict(enumerate(args)) | kwargs).items():
+        inner = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) \
+            else [(None, value)]
+        out |= {(key, k): v for k, v in inner if isinstance(v, torch.Tensor)}
+    return out
+
+
+def _tensor_snapshot(args: tuple, kwargs: dict) -> dict:
+    """Copies of the tensors a call is given (:func:`_tensors`)."""
+    return {key: value.detach().clone() for key, value in _tensors(args, kwargs).items()}
 
 
 def _refuse_changed_inputs(before: dict, args: tuple, kwargs: dict, fn, name: str) -> None:
     """A :class:`Wrong` when the learner's function changed a tensor it was given, in place: the caller's tensor
     changes for good (``t /= T`` divides a cached teacher's logits again at every call), and a check that compares
     values alone would pass it."""
-    given = dict(enumerate(args)) | kwargs
-    for key, old in before.items():
-        new = given[key]
-        same = old.shape == new.shape and old.dtype == new.dtype and bool(
+    now = _tensors(args, kwargs)
+    for (key, inner), old in before.items():
+        new = now.get((key, inner))
+        same = new is not None and old.shape == new.shape and old.dtype == new.dtype and bool(
             ((old == new) | (old.isnan() & new.isnan())).all() if old.is_floating_point() else old.equal(new))
         if not same:
             try:
                 param = key if isinstance(key, str) else list(inspect.signature(fn).parameters)[key]
             except (TypeError, ValueError, IndexError):
                 param = f"number {key + 1}"
-            raise Wrong(f"your `{name}` changed its argument `{param}` in place (an operation such as `/=`, "
+            where = param if inner is None else f"{param}[{inner!r}]"
+            raise Wrong(f"your `{name}` changed its argument `{where}` in place (an operation such as `/=`, "
                         "`[...] =` or a method ending in `_`): the caller's tensor stays changed after the call. "
                         "Work on a new tensor instead, e.g. `x = x / T`")
 
