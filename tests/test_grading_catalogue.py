@@ -797,6 +797,23 @@ wrong("ex03.q1", "log-probabilities need log_target=True")(  # a log-probability
     lambda s, t, T: F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t.detach() / T, -1), reduction="batchmean") * T * T)
 
 
+
+def _lm_counted(s, t, m, T, per_token):
+    """ex09.q1's shape with another per-position term: logits[:, :-1] scored at loss_mask[:, 1:], times T^2."""
+    w = m[:, 1:].float()
+    return (per_token(s[:, :-1], t.detach()[:, :-1]) * w).sum() / w.sum() * T * T
+
+
+wrong("ex09.q1", "divided only the teacher's logits by T")(lambda s, t, a, m, T: _lm_counted(s, t, m, T, lambda x, y: (
+    F.softmax(y / T, -1) * (F.log_softmax(y / T, -1) - F.log_softmax(x, -1))).sum(-1)))
+wrong("ex09.q1", "averaged over the vocabulary too")(lambda s, t, a, m, T: _lm_counted(s, t, m, T, lambda x, y: (
+    F.softmax(y / T, -1) * (F.log_softmax(y / T, -1) - F.log_softmax(x / T, -1))).mean(-1)))
+wrong("ex09.q1", "this is the soft cross-entropy")(lambda s, t, a, m, T: _lm_counted(s, t, m, T, lambda x, y: -(
+    F.softmax(y / T, -1) * F.log_softmax(x / T, -1)).sum(-1)))
+wrong("ex09.q1", "and you gave it probabilities")(lambda s, t, a, m, T: _lm_counted(s, t, m, T, lambda x, y: F.kl_div(
+    F.softmax(x / T, -1), F.softmax(y / T, -1), reduction="none").sum(-1)))
+
+
 CASES = [(key, fn, fragment) for key, items in CATALOGUE.items() for fn, fragment in items]
 EXERCISES = {ex.key: ex for ex in registry.all_exercises()}
 

@@ -114,7 +114,31 @@ def _q1_variants(cases):
             V(lambda s, t, a, m, T: shifted(s, t, m[:, 1:], T, reverse=True)),
         "your loss is T^2 too small: multiply the KL by temperature ** 2":
             V(lambda s, t, a, m, T: shifted(s, t, m[:, 1:], T, scale=False)),
+        "you divided only the teacher's logits by T: the student's softmax takes its logits / T too":
+            V(lambda s, t, a, m, T: shifted(s * T, t, m[:, 1:], T)),
+        "you divided only the student's logits by T: the teacher's softmax takes its logits / T too":
+            V(lambda s, t, a, m, T: shifted(s, t * T, m[:, 1:], T)),
+        "you averaged over the vocabulary too (.mean(-1)): a KL sums over the vocabulary, then averages over the "
+        "counted tokens":
+            V(lambda s, t, a, m, T: shifted(s, t, m[:, 1:], T) / s.shape[-1]),
+        "this is the soft cross-entropy, -sum p log q: the KL plus the teacher's entropy, the same gradient but "
+        "another value; the exercise asks for the KL, sum p (log p - log q)":
+            V(lambda s, t, a, m, T: _average(_soft_ce(s[:, :-1], t[:, :-1], T), m[:, 1:]) * T * T),
+        "F.kl_div takes log-probabilities as its first argument, and you gave it probabilities: use "
+        "F.log_softmax(student_logits / T)":
+            V(lambda s, t, a, m, T: _average(_probs_as_input(s[:, :-1], t[:, :-1], T), m[:, 1:]) * T * T),
     }
+
+
+def _soft_ce(s, t, T):
+    """-sum_v p log q per position (the soft cross-entropy), (B, L)."""
+    return -(F.softmax(t / T, -1) * F.log_softmax(s / T, -1)).sum(-1)
+
+
+def _probs_as_input(s, t, T):
+    """F.kl_div(softmax(s / T), softmax(t / T)) per position: sum_v p (log p - q), (B, L)."""
+    p = F.softmax(t / T, -1)
+    return (p * (F.log_softmax(t / T, -1) - F.softmax(s / T, -1))).sum(-1)
 
 
 def _check_lm_kd(call):
