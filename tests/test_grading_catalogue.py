@@ -263,14 +263,16 @@ wrong("ex04.q1", "autograd on: .detach() afterwards comes too late")(  # eval, b
 
 
 # -- ex04.q2: padding waste of a batch order -----------------------------------------------------------------
-def _waste(word_counts, batch_size, max_length=512, *, specials=2, cap_words=False, global_max=False, mean=False):
+def _waste(word_counts, batch_size, max_length=512, *, specials=2, cap_words=False, global_max=False, mean=False,
+           pad_to_max_length=False, drop_last=False):
     lengths = []
     for n in word_counts:
         lengths.append(min(n, max_length) + specials if cap_words else min(n + specials, max_length))
-    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    stop = len(lengths) - len(lengths) % batch_size if drop_last else len(lengths)
+    batches = [lengths[i:i + batch_size] for i in range(0, stop, batch_size)]
     fractions, pad, total = [], 0, 0
     for batch in batches:
-        width = max(lengths) if global_max else max(batch)
+        width = max_length if pad_to_max_length else max(lengths) if global_max else max(batch)
         fractions.append(sum(width - x for x in batch) / (width * len(batch)))
         pad += sum(width - x for x in batch)
         total += width * len(batch)
@@ -283,6 +285,8 @@ wrong("ex04.q2", "max_length counts the special tokens too")(lambda w, b, m=512:
 wrong("ex04.q2", "longest review overall")(lambda w, b, m=512: _waste(w, b, m, global_max=True))
 wrong("ex04.q2", "averaged the per-batch fractions")(lambda w, b, m=512: _waste(w, b, m, mean=True))
 wrong("ex04.q2", "not a percentage")(lambda w, b, m=512: 100 * _waste(w, b, m))
+wrong("ex04.q2", "padded every review to max_length")(lambda w, b, m=512: _waste(w, b, m, pad_to_max_length=True))
+wrong("ex04.q2", "left out the last, shorter batch")(lambda w, b, m=512: _waste(w, b, m, drop_last=True))
 
 
 # -- ex04.q3: length-grouped batches ----------------------------------------------------------------------
@@ -665,6 +669,11 @@ wrong("ex08.q1", "the Trainer passes no step size")(lambda *a: _ga(*a, none="cra
 wrong("ex08.q1", "(evaluation) you still divided by K")(lambda *a: _ga(*a, none="K"))
 wrong("ex08.q1", "a gradient reaches teacher_logits")(lambda *a: _ga(*a, detach=False))
 wrong("ex08.q1", "carries no gradient")(lambda *a: _ga(*a).item())
+wrong("ex08.q1", "ignores temperature/alpha (called with temperature=3, alpha=0.7")(  # right in the first step only
+    lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y) * len(y) / n)
+wrong("ex08.q1", "ignores alpha (called with")(lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y, T) * len(y) / n)
+wrong("ex08.q1", "micro-batch 1 returned")(  # a mistake no message names: the generic one quotes the numbers
+    lambda s, t, y, n, T=2.0, a=0.5: 1.1 * distillation_loss(s, t, y, T, a) * len(y) / n)
 
 
 # -- ex09.q1: the token-level KD loss of a language model -----------------------------------------------
@@ -865,6 +874,29 @@ def test_ex01_q2_accepts_an_answer_that_uses_the_bertconfig_it_was_promised():
 
     result = EXERCISES["ex01.q2"].grade(count_student_parameters)
     assert result.status == PASSED, result.message
+
+
+def test_a_teacher_frozen_as_notebook_04_freezes_it_passes_ex04_q1_and_ex05_q1():
+    """Notebook 04 freezes the teacher with eval() and requires_grad_(False): its forward pass builds no graph with
+    grad mode on, so both checks accept it (they refused it as "ran with autograd on", which was untrue)."""
+    def teacher_logits(teacher, batch):
+        teacher.eval().requires_grad_(False)
+        return teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def distillation_step(student, teacher, batch, optimizer, temperature=2.0, alpha=0.5):
+        student.train()
+        teacher.eval().requires_grad_(False)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        loss = distillation_loss(student(**inputs).logits, teacher(**inputs).logits, batch["labels"], temperature,
+                                 alpha)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    for key, answer in (("ex04.q1", teacher_logits), ("ex05.q1", distillation_step)):
+        result = EXERCISES[key].grade(answer)
+        assert result.status == PASSED, (key, result.message)
 
 
 @pytest.mark.parametrize("key", ["ex03.q3", "ex05.q1", "ex08.q1", "ex09.q1"])

@@ -167,8 +167,6 @@ def test_an_exercise_whose_cell_raised_is_an_error_not_unattempted(tmp_path, mon
 
 def test_the_grader_reports_a_syntax_error_in_a_def_cell_as_an_error(tmp_path):
     """End to end, in a real kernel: the failed cell is recorded as it runs."""
-    import json
-
     import nbformat
 
     from kd_tutorial.grading import grader

@@ -498,6 +498,13 @@ def student_gradient(call: Callable, student, teacher, *rest, student_name: str,
     return student.grad
 
 
+def records_graph(module) -> bool:
+    """Whether a forward pass of ``module`` now builds an autograd graph: grad mode on and a parameter that requires
+    grad. A teacher under ``torch.no_grad()``, or frozen with ``requires_grad_(False)`` (notebook 04), builds none."""
+    import torch  # noqa: PLC0415
+    return torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+
+
 def close(a, b, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
     """``allclose`` for tensors or floats; False (not an error) on shape mismatch or NaN."""
     import torch  # noqa: PLC0415

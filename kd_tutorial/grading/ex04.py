@@ -6,7 +6,8 @@ import random
 
 import torch
 
-from .core import Exercise, LearnerCrash, Wrong, as_float, as_tensor, close, describe, diagnose, wrong_return
+from .core import (Exercise, LearnerCrash, Wrong, as_float, as_tensor, close, describe, diagnose, records_graph,
+                   wrong_return)
 from .toys import toy_batch, toy_bert
 
 # imported by the grader before the learner's cells (outside the per-cell time limit): the checks build toy BERTs
@@ -26,8 +27,8 @@ def _check_teacher_logits(call):
         expected = teacher(input_ids=ids, attention_mask=mask).logits
         no_mask = teacher(input_ids=ids).logits
         teacher.train()
-    grad_on: list[bool] = []  # whether autograd was recording during each forward pass of the teacher
-    hook = teacher.register_forward_hook(lambda *_: grad_on.append(torch.is_grad_enabled()))
+    grad_on: list[bool] = []  # whether autograd recorded each forward pass of the teacher (a frozen one records none)
+    hook = teacher.register_forward_hook(lambda module, *_: grad_on.append(records_graph(module)))
     try:
         with torch.enable_grad():
             out = call(teacher, {k: v.clone() for k, v in batch.items()})
@@ -61,7 +62,7 @@ def _check_teacher_logits(call):
 
 
 def _waste_of_order(word_counts, batch_size, max_length, *, specials=2, truncate="after", global_max=False,
-                    per_batch=False):
+                    per_batch=False, to_max_length=False, drop_last=False):
     if truncate == "after":
         tokens = [min(n + specials, max_length) for n in word_counts]
     elif truncate == "before":
@@ -69,8 +70,11 @@ def _waste_of_order(word_counts, batch_size, max_length, *, specials=2, truncate
     else:
         tokens = [n + specials for n in word_counts]
     batches = [tokens[i:i + batch_size] for i in range(0, len(tokens), batch_size)]
-    width = max(tokens)
-    padded = [len(b) * (width if global_max else max(b)) for b in batches]
+    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches = batches[:-1]
+        tokens = [t for b in batches for t in b]
+    width = max_length if to_max_length else max(tokens)
+    padded = [len(b) * (width if global_max or to_max_length else max(b)) for b in batches]
     if per_batch:
         return sum((p - sum(b)) / p for p, b in zip(padded, batches)) / len(batches)
     return (sum(padded) - sum(tokens)) / sum(padded)
@@ -103,6 +107,9 @@ def _check_waste(call):
         "longest review": V(global_max=True),
         "you averaged the per-batch fractions: batches have different sizes (the last one is shorter), so "
         "divide the padding positions of all batches by all their positions": V(per_batch=True),
+        "you padded every review to max_length (padding=\"max_length\"): dynamic padding pads each batch only to "
+        "its own longest review": V(to_max_length=True),
+        "you left out the last, shorter batch: its reviews are padded too, count every batch": V(drop_last=True),
     })
     if message:
         raise Wrong(message)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, wrong_return
+from .core import (Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, records_graph,
+                   wrong_return)
 from .toys import toy_batch, toy_bert
 
 # imported by the grader before the learner's cells (outside the per-cell time limit): the checks build toy BERTs
@@ -76,7 +77,7 @@ def _check_step_at(call, T, alpha):
     lr = 0.5
     teacher = toy_bert(num_layers=2, seed=11, dropout=0.3, logit_scale=100.0).train()
     grad_mode: list[bool] = []
-    teacher.register_forward_hook(lambda *_: grad_mode.append(torch.is_grad_enabled()))
+    teacher.register_forward_hook(lambda module, *_: grad_mode.append(records_graph(module)))
     student = toy_bert(num_layers=1, seed=12, dropout=0.0)
     batches = [toy_batch(4, 10, seed=21, labels=[0, 1, -1, 1]), toy_batch(4, 9, seed=22, labels=[-1, -1, 0, 1])]
     ref_student, ref_losses, (s0, t0) = _reference_steps(student, teacher, batches, T, alpha, lr)
