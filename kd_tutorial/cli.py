@@ -278,10 +278,10 @@ def cmd_distill(args) -> int:
     quiet()
     profile = _profile(args)
     folder = args.data_dir or os.environ.get(DATA_DIR_ENV)  # the data folder, where one replaces the profile's
-    if profile.name == "tiny" and not _reaches_the_hub(profile, args.teacher, folder):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    elif _reaches_the_hub(profile, args.teacher, folder) and hub_reachable() is False:
+    needs_hub = _reaches_the_hub(profile, args.teacher, folder)
+    if profile.name == "tiny" and not needs_hub:
+        _go_offline()
+    elif needs_hub and hub_reachable() is False:
         # the cache alone, at once: what is cached loads, what is not gives its one-line error in seconds, where
         # the Hub's clients retried for half a minute, printing each retry. Before anything imports them (the
         # checks below may): huggingface_hub reads the flag once, at import

@@ -74,7 +74,7 @@ def fit_to_device(profile: Profile, device: str) -> tuple[Profile, str | None]:
     fitted = profile.fit_memory(kernel, memory)
     if fitted == profile:
         return profile, None
-    return fitted, (f"{memory:.0f} GB GPU in {precision}: batch {fitted.batch_size} x {fitted.grad_accum} "
+    return fitted, (f"{memory:.1f} GiB GPU in {precision}: batch {fitted.batch_size} x {fitted.grad_accum} "
                     f"accumulation steps (the profile's effective batch of {profile.effective_batch})")
 
 

@@ -281,8 +281,9 @@ class Profile:
 
     def fit_memory(self, precision: str, memory_gb: float) -> "Profile":
         """This profile with ``batch_size`` divided and ``grad_accum`` multiplied by one factor (the same
-        effective batch), so that its worst batch fits a GPU of ``memory_gb`` running ``precision``
-        (:data:`FITS_16GB`); unchanged from 24 GB up, or when it already fits."""
+        effective batch), so that its worst batch fits a GPU of ``memory_gb`` GiB (as ``torch.cuda`` reports it: a T4
+        has 14.7, an L4 22.5) running ``precision`` (:data:`FITS_16GB`); unchanged from 24 GiB up, or when it
+        already fits."""
         fits = FITS_16GB.get(self.max_length)
         if fits is None or memory_gb >= 24 or self.batch_size <= fits.get(precision, self.batch_size):
             return self

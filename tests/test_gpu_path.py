@@ -279,7 +279,7 @@ def test_the_notebooks_search_and_distill_fit_a_small_gpus_batch_alike(monkeypat
     distill = cli._fit_device(full, "cuda", argparse.Namespace(batch_size=None, grad_accum=None))
     assert (notebook.batch_size, notebook.grad_accum) == (distill.batch_size, distill.grad_accum) == (16, 2)
     assert notebook.teacher_hash() == distill.teacher_hash() != full.teacher_hash()
-    assert "15 GB GPU in fp16: batch 16 x 2 accumulation steps" in capsys.readouterr().out
+    assert "14.7 GiB GPU in fp16: batch 16 x 2 accumulation steps" in capsys.readouterr().out
     searched = {}
     monkeypatch.setattr(cli, "check_device", lambda device: device)
     monkeypatch.setattr(cli, "run_search", lambda profile, **kw: searched.update(profile=profile))
