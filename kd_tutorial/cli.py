@@ -40,7 +40,7 @@ from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, README_START, results_markdown,
                      refuse_foreign, splice_readme, summary)
 from .search import RECIPE as SEARCH_RECIPE, run_search
-from .store import atomic_write_json, home, HOME_ENV
+from .store import atomic_write_json, home, HOME_ENV, StorageError
 
 
 def _profile(args, file=None):
@@ -464,27 +464,38 @@ def cmd_report(args) -> int:
         if len(args.results) != 1:
             raise UsageError("--summary writes one file: give exactly one results.json")
         check_summary_target(args.summary, args.results, args.readme)
+        path = args.results[0]
+        if results[path].get("kind") == "benchmark":
+            raise UsageError(f"{path} is a benchmark report, which --summary does not shorten: commit it as it is "
+                             "(`kd-tutorial report` reads it)")
+        _markdown(path, results[path])  # a summary that `report` could not read back is not written
         try:
-            kept = summary(results[args.results[0]])
+            kept = summary(results[path])
         except (TypeError, AttributeError, ValueError) as err:
-            raise UsageError(f"results file {args.results[0]} is incomplete or edited ({err.__class__.__name__}: "
+            raise UsageError(f"results file {path} is incomplete or edited ({err.__class__.__name__}: "
                              f"{err}): {RESULTS_FIX}, or run it again") from None
-        try:
-            atomic_write_json(Path(args.summary), kept)
-        except OSError as err:
-            raise UsageError(f"cannot write --summary {args.summary} ({err.strerror or err}): give a file path "
-                             "you can write") from None
+        _write_or_say(lambda: atomic_write_json(Path(args.summary), kept), f"--summary {args.summary}")
         print(f"wrote {args.summary}")
         return 0
     if args.readme:
         _check_readme(args.readme)
     tables = {path: _markdown(path, r) for path, r in results.items()}  # every file renders before any write
     if args.readme:
-        splice_readme(args.readme, args.results)
+        _write_or_say(lambda: splice_readme(args.readme, args.results), f"--readme {args.readme}")
         print(f"updated the results tables in {args.readme}")
         return 0
     print("".join(tables[p] for p in sorted(tables)))
     return 0
+
+
+def _write_or_say(write, what: str) -> None:
+    """Run ``write``; a file it cannot write is one line that names ``what`` (the option), not the artifact home."""
+    try:
+        write()
+    except (OSError, StorageError) as err:
+        cause = err.__cause__ if isinstance(err, StorageError) and err.__cause__ is not None else err
+        raise UsageError(f"cannot write {what} ({getattr(cause, 'strerror', None) or cause}): give a file path you "
+                         "can write; what was there before is untouched") from None
 
 
 RESULTS_FIX = ("give the results.json that `kd-tutorial distill` wrote (in its --out folder), or the file of "
@@ -593,7 +604,9 @@ def cmd_search(args) -> int:
     profile, fitted = fit_to_device(profile, device)  # as distill fits it: the same teacher in the cache
     if fitted:
         print(fitted, flush=True)
-    _check_inputs(args, profile, data=False, recipes=[SEARCH_RECIPE])  # the profile's own data; one recipe
+    if os.environ.get(DATA_DIR_ENV):  # search has no --data-dir, but reads the variable's folder
+        _check_data_folder(None)
+    _check_inputs(args, profile, data=False, recipes=[SEARCH_RECIPE])  # one recipe
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
     run_search(profile, trials=args.trials, out=args.out, steps=args.steps, device=device, progress=not args.quiet,
@@ -793,6 +806,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kd-tutorial: interrupted; {AFTER_CTRL_C.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as the shell's tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+        return 141
     except Exception as err:  # the known failure modes of the libraries underneath
         if err.__class__.__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
             return _fail(OOM_HINT if args.command == "distill" else OOM_HINT_OTHER.format(command=args.command))
@@ -821,7 +837,8 @@ def _is_offline_error(err: BaseException | None) -> bool:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        names = {c.__name__ for c in type(err).__mro__}
+        # the Hub clients' own classes: Python's ConnectionError is also a closed pipe (`distill | head`)
+        names = {c.__name__ for c in type(err).__mro__ if c.__module__ != "builtins"}
         if names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError"}:
             return True
         err = err.__cause__ or err.__context__

@@ -272,7 +272,10 @@ def refuse_foreign(target: str | Path, flag: str, kind: str, ours) -> None:
     """A UsageError when ``target`` exists and is not ``kind``: a JSON object for which ``ours(data)`` is true.
     The file ``flag`` writes may replace an earlier one of its kind, never another file."""
     target = Path(target)
-    if not target.exists() or target.is_dir():
+    if target.is_dir():  # found now, not when the file is written at the end of a run
+        raise UsageError(f"{target} is a folder, where {flag} writes a file: move that folder away, or give "
+                         f"another {flag}")
+    if not target.exists():
         return
     try:
         data = json.loads(target.read_text(encoding="utf-8"))

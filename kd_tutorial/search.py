@@ -184,7 +184,8 @@ def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **
     one_batch = profile.replace(batch_size=profile.effective_batch, grad_accum=1)
     now = {"profile": profile.name, "steps": steps, "profile settings": one_batch.config_hash(), "seed": seed,
            **settings}
-    kept = study.user_attrs
+    kept = study.user_attrs if study.trials else {}  # a study without a trial compares nothing: it takes today's
+    _refuse_earlier_trials(Path(out), study)
     differ = [k for k, v in now.items() if k in kept and kept[k] != v]  # a study from before a key was kept: its own
     if differ:
         was = ", ".join(f"{FLAGS.get(k, k)} {kept[k]!r} (now {now[k]!r})" for k in differ)
@@ -198,6 +199,15 @@ def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **
     return study
 
 
+def _refuse_earlier_trials(out: Path, study) -> None:
+    """A new study (no trial in its search.db) would number its trials from 0 again and write over the models and
+    search.json an earlier study left in ``out``: a UsageError instead."""
+    left = [name for name in ("trials", "search.json") if (out / name).exists()]
+    if not study.trials and left:
+        raise UsageError(f"{out} holds {' and '.join(left)} of an earlier study, which a new study there would "
+                         f"overwrite: give another --out, or move {' and '.join(left)} away")
+
+
 def _create_study(db: Path):
     """The study in the SQLite file ``db``, created or loaded; a UsageError, the file left as it is, when it cannot
     be opened as an Optuna study (not a database, a folder, another program's tables...)."""
@@ -208,7 +218,7 @@ def _create_study(db: Path):
                                    directions=["maximize", "minimize"], load_if_exists=True)
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
         raise UsageError(f"{db} cannot be opened as a study database ({_database_cause(err)}): give another "
-                         f"--out, or move {db} away to start a new study there") from None
+                         f"--out, or move {db} (with the trials/ and search.json beside it) away to start a new study there") from None
 
 
 def _database_cause(err: BaseException) -> str:

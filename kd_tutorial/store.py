@@ -37,7 +37,8 @@ _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk q
                 errno.EPERM: "operation not permitted",
                 errno.ENOTDIR: "a part of the path is a file, not a folder",
                 errno.ENOENT: "a folder on the way cannot be created",
-                errno.EFBIG: "the file is larger than a limit on this system allows"}
+                errno.EFBIG: "the file is larger than a limit on this system allows",
+                errno.EISDIR: "a folder stands where the file goes"}
 _FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors that freeing space fixes
 _HELD: set[tuple[int, int, str]] = set()  # (process, thread, folder) of every lock this process holds
 

@@ -839,3 +839,18 @@ def test_distill_does_not_replace_a_results_json_it_did_not_write(tmp_path, caps
     line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path))
     assert "results.json exists and is not a kd-tutorial results.json" in line
     assert (tmp_path / "results.json").read_text() == '{"my": "own experiment log"}'
+
+
+@pytest.mark.parametrize("command", ["distill", "report"])
+def test_a_folder_where_a_file_goes_is_refused_before_any_work(tmp_path, capsys, monkeypatch, command):
+    """A folder named results.json (or --summary) passed every check and failed with a traceback when the file was
+    written, after the whole run."""
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started"))
+    summary = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "tiny.json")
+    target = tmp_path / ("results.json" if command == "distill" else "summary.json")
+    target.mkdir()
+    args = (["distill", "--profile", "tiny", "--out", str(tmp_path)] if command == "distill"
+            else ["report", summary, "--summary", str(target)])
+    line = error_line(capsys, *args)
+    assert f"{target} is a folder, where {'--out' if command == 'distill' else '--summary'} writes a file" in line
+    assert target.is_dir() and not any(target.iterdir())

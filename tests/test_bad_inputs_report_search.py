@@ -155,7 +155,8 @@ def test_search_into_an_out_whose_search_db_is_garbage_is_one_line(tmp_path, cap
                       "--quiet")
     db = out / "search.db"
     assert line == (f"kd-tutorial: error: {db} cannot be opened as a study database (file is not a database): "
-                    f"give another --out, or move {db} away to start a new study there")
+                    f"give another --out, or move {db} (with the trials/ and search.json beside it) away to start a new study "
+                    "there")
     assert db.read_text() == "garbage\n"
 
 
@@ -174,7 +175,7 @@ def test_open_study_refuses_a_search_db_it_cannot_open_and_keeps_it(tmp_path, ki
         open_study(out, get_profile("tiny"), 2)
     db = out / "search.db"
     assert str(caught.value) == (f"{db} cannot be opened as a study database ({cause}): give another --out, or "
-                                 f"move {db} away to start a new study there")
+                                 f"move {db} (with the trials/ and search.json beside it) away to start a new study there")
     if kind == "foreign":
         with sqlite3.connect(db) as kept:
             assert kept.execute("select x from studies").fetchall() == [(42,)]
@@ -189,7 +190,8 @@ def test_a_study_is_continued_only_with_the_settings_it_was_made_with(tmp_path):
     from kd_tutorial.search import open_study
     out, tiny = tmp_path / "out", get_profile("tiny")
     out.mkdir()
-    open_study(out, tiny, 2, 0, device="cpu", data="tiny")
+    study = open_study(out, tiny, 2, 0, device="cpu", data="tiny")
+    study.tell(study.ask(), [0.5, 1.0])  # one trial: from now on the settings are the study's
     open_study(out, tiny, 2, 0, device="cpu", data="tiny")  # the same settings: continued
     for changed, args, kwargs in (("--seed 0 (now 3)", (tiny, 2, 3), {"device": "cpu", "data": "tiny"}),
                                   ("--device 'cpu' (now 'cuda')", (tiny, 2, 0), {"device": "cuda", "data": "tiny"}),
@@ -206,6 +208,35 @@ def test_a_study_is_continued_only_with_the_settings_it_was_made_with(tmp_path):
     open_study(out, split, 2, 0, device="cpu", data="tiny")
     with pytest.raises(UsageError, match="profile settings hash"):  # another effective batch is another study
         open_study(out, tiny.replace(batch_size=tiny.batch_size // 2), 2, 0, device="cpu", data="tiny")
+
+
+def test_a_study_without_a_trial_takes_the_settings_given_now(tmp_path, capsys, monkeypatch):
+    """A mistyped $KD_TUTORIAL_DATA_DIR was written into search.db before the data was read; the corrected run was
+    then refused as another study, and the only way on the message offered was to give the typo again."""
+    pytest.importorskip("optuna", reason="optuna is not installed: pip install -e '.[search]'")
+    from kd_tutorial.profiles import get_profile
+    from kd_tutorial.search import open_study
+    out, tiny = tmp_path / "out", get_profile("tiny")
+    out.mkdir()
+    open_study(out, tiny, 2, 0, device="cpu", data=str(tmp_path / "typo"))
+    assert open_study(out, tiny, 2, 0, device="cpu", data="tiny").user_attrs["data"] == "tiny"
+    monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(tmp_path / "typo"))  # and the CLI now refuses the typo first
+    line = error_line(capsys, "search", "--profile", "tiny", "--trials", "1", "--out", str(tmp_path / "other"))
+    assert f"$KD_TUTORIAL_DATA_DIR {tmp_path / 'typo'}:" in line and not (tmp_path / "other").exists()
+
+
+def test_a_new_study_does_not_write_over_an_earlier_studys_trials(tmp_path):
+    """search.db moved away (as the message said) left trials/0000/model and search.json, which trial 0 of the new
+    study then replaced."""
+    pytest.importorskip("optuna", reason="optuna is not installed: pip install -e '.[search]'")
+    from kd_tutorial.profiles import get_profile
+    from kd_tutorial.search import open_study
+    out = tmp_path / "out"
+    (out / "trials" / "0000" / "model").mkdir(parents=True)
+    with pytest.raises(UsageError, match=r"holds trials of an earlier study, which a new study there would "
+                                         r"overwrite: give another --out, or move trials away$"):
+        open_study(out, get_profile("tiny"), 2)
+    assert (out / "trials" / "0000" / "model").is_dir()
 
 
 def test_a_summary_onto_an_existing_file_that_is_not_a_summary_is_refused(run, capsys):
@@ -276,3 +307,36 @@ def test_a_hand_edited_results_file_is_one_line(run, capsys, edit):
     run.write_text(json.dumps(results))
     line = error_line(capsys, "report", str(run))
     assert "is incomplete or edited" in line and "or run it again" in line, line
+
+
+def test_a_summary_report_could_not_read_back_is_not_written(run, tmp_path, capsys):
+    """A latency edited to null: plain `report` refused the file, but --summary wrote it (exit 0), and the summary
+    then failed every later `report` or --readme splice."""
+    data = json.loads(run.read_text())
+    data["models"][0]["latency_ms"] = None
+    run.write_text(json.dumps(data))
+    target = tmp_path / "summary.json"
+    line = error_line(capsys, "report", str(run), "--summary", str(target))
+    assert "is incomplete or edited" in line and not target.exists()
+
+
+def test_a_benchmark_report_is_not_summarised(tmp_path, capsys):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"kind": "benchmark", "phases": []}))
+    line = error_line(capsys, "report", str(bench), "--summary", str(tmp_path / "b.json"))
+    assert "is a benchmark report, which --summary does not shorten" in line
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_summary_that_cannot_be_written_names_the_option_not_the_artifact_home(run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from kd_tutorial import store
+
+    def read_only(path, data):
+        with store.disk_errors(path):
+            raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(cli, "atomic_write_json", read_only)
+    line = error_line(capsys, "report", str(run), "--summary", str(tmp_path / "s.json"))
+    assert line == (f"kd-tutorial: error: cannot write --summary {tmp_path / 's.json'} (Read-only file system): give a "
+                    "file path you can write; what was there before is untouched")

@@ -465,3 +465,22 @@ def test_the_cpu_estimate_of_full_with_a_teacher_of_unknown_size_is_one_line():
     """The FLOP counter knows no size for another Hub teacher: the estimate raised a traceback before the run."""
     full = profiles.get_profile("full").replace(teacher="org/unknown-bert")
     assert cli.estimate(full, "cpu") == "not measured on a CPU (the full profile is sized for a GPU)"
+
+
+def test_a_reader_that_leaves_the_pipe_is_not_reported_as_the_hub_unreachable():
+    """`kd-tutorial report ... | head -1`: the closed pipe is a BrokenPipeError, a subclass of Python's
+    ConnectionError, which was read as the Hub's and reported as "cannot reach the Hugging Face Hub"."""
+    results = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "tiny.json")
+    child = subprocess.Popen([sys.executable, "-m", "kd_tutorial.cli", "report", results],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # the reader is gone before the first line
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 141, err
+    assert b"Hub" not in err and b"Traceback" not in err, err
+
+
+def test_only_the_hub_clients_connection_errors_mean_offline():
+    hub_error = type("ConnectionError", (OSError,), {"__module__": "requests.exceptions"})
+    assert cli._is_offline_error(hub_error("Max retries exceeded"))
+    assert not cli._is_offline_error(BrokenPipeError(32, "Broken pipe"))
+    assert not cli._is_offline_error(ConnectionResetError())
