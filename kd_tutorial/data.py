@@ -514,6 +514,10 @@ def _folder_layout(path: Path) -> tuple[str, Path]:
     has = {stem: any((path / f"{stem}{ext}").is_file() for ext in (".parquet", ".csv")) for stem in ("train", "test")}
     if has["train"]:
         return "tables", path
+    for name in ("train.parquet", "train.csv"):  # a name the listing below would show, yet no file to read
+        if (path / name).is_dir() or ((path / name).is_symlink() and not (path / name).exists()):
+            what = "a folder" if (path / name).is_dir() else "a link to nothing"
+            raise DataSourceError(f"{path / name} is {what}, not a file: put the {name} file itself there")
     if has["test"] or (root / "test" / "pos").is_dir() or (root / "test" / "neg").is_dir():
         raise DataSourceError(f"{path} holds a test split but no train split: add train.parquet or train.csv "
                               f"with {COLUMNS_HINT}, or train/pos and train/neg of an aclImdb copy")

@@ -201,6 +201,28 @@ def test_a_data_dir_that_is_a_file(tmp_path, capsys):
     assert re.search(r"train.parquet is a file: give the folder that holds train.parquet", line)
 
 
+@pytest.mark.parametrize("kind", ["folder", "broken link"])
+def test_a_train_csv_that_is_no_file_is_named(tmp_path, capsys, kind):
+    """The error said "expected train.parquet or train.csv ... found: train.csv" of a folder or a dangling link."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if kind == "folder":
+        (data / "train.csv").mkdir()
+    else:
+        (data / "train.csv").symlink_to(tmp_path / "moved.csv")
+    line = distill_error(capsys, data, tmp_path)
+    what = "a folder" if kind == "folder" else "a link to nothing"
+    assert line.endswith(f"{data / 'train.csv'} is {what}, not a file: put the train.csv file itself there "
+                         "(or leave --data-dir out for the profile's own data)"), line
+
+
+def test_a_teacher_that_is_a_file_is_not_called_a_missing_folder(tmp_path, capsys):
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", str(tmp_path / "model.safetensors"),
+                      "--out", str(tmp_path / "out"))
+    assert f"{tmp_path / 'model.safetensors'} is a file: give the folder written by save_pretrained()" in line
+
+
 def _unreadable_folder(kind, tmp_path):
     """A data folder that cannot hold reviews, of one ``kind``; the error it must give."""
     if kind == "missing":
