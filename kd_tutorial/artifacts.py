@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .data import (check_data_source, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, load_for_profile,
                    NAMED_SOURCES)
-from .errors import ModelSourceError
+from .errors import error_cause as _cause, ModelSourceError
 from .models import fallback_for, fallback_path, resolve_source, TINY_TEACHER
 from .profiles import Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
@@ -222,7 +222,7 @@ def load_student(folder: Path):
         history = History.from_dict(json.loads((folder / "history.json").read_text()))
         return BertForSequenceClassification.from_pretrained(folder / "model"), history
     except Exception as err:
-        raise ArtifactError(f"cannot read the cached student in {folder} ({err.__class__.__name__}): delete the "
+        raise ArtifactError(f"cannot read the cached student in {folder} ({_cause(err)}): delete the "
                             "folder and run again") from err
 
 

@@ -29,7 +29,7 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision
 from .env import environment_report, fit_to_device, format_report, hub_reachable, quiet
 from .errors import looks_like_a_folder, model_source_error, UsageError, UserError
-from .flops import duration_text, estimate_profile, time_estimate
+from .flops import duration_text, estimate_profile, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .models import cached_config, check_positions, fallback_for, TINY_TEACHER
@@ -131,7 +131,7 @@ def _flops_ratio(profile, runs, work) -> float:
     preset = PROFILES.get(profile.name)
     try:
         ratio = work(profile, runs) / work(preset) if preset is not None else 1.0
-    except (ValueError, TypeError, KeyError):
+    except UnknownSizeError:
         return 1.0
     return 1.0 if abs(ratio - 1) < 0.01 else ratio
 
@@ -218,7 +218,7 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
         try:
             flops = estimate_profile(profile, n_seeds=n_seeds, recipes=runs,
                                      source=folder_rows(data_dir) if data_dir else None)["total_flops"]
-        except (ValueError, KeyError, TypeError):  # a teacher whose size the FLOP counter does not know
+        except UnknownSizeError:
             return said
         return f"{said}: about {flops / 1e15:.3g} PFLOP of model arithmetic"
     if not device.startswith("cuda"):

@@ -50,3 +50,10 @@ def model_source_error(name_or_path: str, what: str = "model", hint: str = "", c
     return ModelSourceError(f"cannot load {what} {name_or_path!r} (offline or not cached){said}: load it once on a "
                             f"machine with internet (`kd-tutorial prefetch --profile P` does, for a profile's "
                             f"models){hint}, or check the name")
+
+
+def error_cause(err: BaseException, limit: int = 160) -> str:
+    """``"ClassName: first line of its message"`` (cut to ``limit`` characters), to quote an error in one line."""
+    lines = str(err).strip().splitlines()
+    text = f"{err.__class__.__name__}: {lines[0]}" if lines else err.__class__.__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

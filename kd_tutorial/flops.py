@@ -87,13 +87,17 @@ def config_dict(config) -> dict:
                 num_labels=int(get("num_labels") or NUM_LABELS))
 
 
+class UnknownSizeError(ValueError):
+    """A teacher whose sizes the FLOP counter does not know (neither ``teacher_config`` nor :data:`KNOWN_CONFIGS`)."""
+
+
 def teacher_config(profile: Profile) -> dict:
     """The profile's teacher sizes: its ``teacher_config`` (tiny: laid over ``TINY_BERT``, as the teacher is
     built), else :data:`KNOWN_CONFIGS`."""
     if profile.teacher_config:
         return config_dict(TINY_BERT | profile.teacher_config)
     if profile.teacher not in KNOWN_CONFIGS:
-        raise ValueError(f"no known size for teacher {profile.teacher!r}: add it to kd_tutorial.flops.KNOWN_CONFIGS "
+        raise UnknownSizeError(f"no known size for teacher {profile.teacher!r}: add it to kd_tutorial.flops.KNOWN_CONFIGS "
                          f"(known: {', '.join(KNOWN_CONFIGS)})")
     return config_dict(KNOWN_CONFIGS[profile.teacher])
 

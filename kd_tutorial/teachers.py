@@ -22,6 +22,7 @@ import torch
 
 from .artifacts import ArtifactError, prepare
 from .device import pick_device
+from .errors import error_cause as _cause
 from .evaluate import predict_logits
 from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
 from .models import check_positions, check_same_vocab, teacher_for_profile
@@ -83,13 +84,13 @@ def _cached_teacher(folder: Path):
     try:
         info = json.loads(meta_path.read_text())
     except Exception as err:
-        raise ArtifactError(f"cannot read {meta_path} ({err.__class__.__name__}): delete it and run again (the "
+        raise ArtifactError(f"cannot read {meta_path} ({_cause(err)}): delete it and run again (the "
                             "teacher is trained again; what was cached from the old one is kept if the new one has "
                             "the same weights, and set aside if not)") from err
     try:
         model = BertForSequenceClassification.from_pretrained(folder / "teacher")
     except Exception as err:
-        raise ArtifactError(f"cannot read the cached teacher in {folder} ({err.__class__.__name__}): delete "
+        raise ArtifactError(f"cannot read the cached teacher in {folder} ({_cause(err)}): delete "
                             f"{folder / 'teacher'} and run again (the teacher is retrained; what was cached from "
                             "the old one is kept if the new one has the same weights, and set aside if not)") from err
     return model, info | {"status": "cached", "path": str(folder / "teacher")}
@@ -279,7 +280,7 @@ def _open_layers(prep, paths: dict, depth: int) -> LayerStates:
         return LayerStates.open(paths, depth)
     except Exception as err:
         raise ArtifactError(f"cannot read the cached teacher layers in {prep.directory} "
-                            f"({err.__class__.__name__}): delete its .npy files and run again") from err
+                            f"({_cause(err)}): delete its .npy files and run again") from err
 
 
 def _layer_pass(teacher_model, encoded, writer: LayerWriter, *, batch_size: int, device: str, precision: str,
@@ -301,7 +302,7 @@ def load_cached_logits(path: Path, rows: int, width: int | None = None) -> torch
     try:
         logits = torch.load(path)
     except Exception as err:
-        raise ArtifactError(f"cannot read cached logits {path} ({err.__class__.__name__}): delete the file "
+        raise ArtifactError(f"cannot read cached logits {path} ({_cause(err)}): delete the file "
                             "and run again") from err
     wrong = _wrong_output(logits, rows, width)
     if wrong:
