@@ -242,7 +242,7 @@ def a_class(folder: Path, *names: str) -> Path:
 
 def learners(out: Path) -> tuple[list[str], list[str]]:
     """The learners of the CSV report ``out`` (one per row) and of the JSON beside it (one per submission)."""
-    with out.open(encoding="utf-8", newline="") as fh:
+    with out.open(encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.DictReader(fh))
     return [r["learner"] for r in rows], [s["learner"] for s in json.loads(out.with_suffix(".json").read_text())[
         "submissions"]]
@@ -300,7 +300,7 @@ def test_earlier_reports_are_overwritten(tmp_path, capsys, empty_class):
     out = tmp_path / "grades.csv"
     assert cli.main(["grade", NOTEBOOK, "--out", str(out)]) == 0
     assert cli.main(["grade", NOTEBOOK, "--out", str(out)]) == 0
-    assert out.read_text().strip() == ",".join(grader.COLUMNS)
+    assert out.read_text(encoding="utf-8-sig").strip() == ",".join(grader.COLUMNS)
     assert json.loads(out.with_suffix(".json").read_text())["rows"] == []
 
 
@@ -380,10 +380,10 @@ def test_a_failed_write_leaves_the_earlier_reports_as_they_were(tmp_path, monkey
     if failure == "JSON":
         submissions[0]["seconds"] = object()  # anything that fails once the CSV text is made
     else:
-        def full(path, text):
+        def full(path, text, newline=None):
             if ".json" in path.name:
                 raise store.StorageError(f"cannot write {path}: no space left on the disk")
-            real(path, text)
+            real(path, text, newline=newline)
         real = store.atomic_write_text
         monkeypatch.setattr(store, "atomic_write_text", full)
     with pytest.raises((TypeError, store.StorageError)):

@@ -932,7 +932,7 @@ def test_a_csv_cell_that_a_spreadsheet_would_take_for_a_formula_is_text(tmp_path
     row = {c: "" for c in grader.COLUMNS} | {"learner": "=1+2 alice", "message": "-0.5 too small", "seconds": 1.5}
     grader.write_reports([row], [], tmp_path / "grades.csv", 1.0)
     import csv
-    with open(tmp_path / "grades.csv", newline="", encoding="utf-8") as f:
+    with open(tmp_path / "grades.csv", newline="", encoding="utf-8-sig") as f:
         written = next(csv.DictReader(f))
     assert written["learner"] == "'=1+2 alice" and written["message"] == "'-0.5 too small"
     import json

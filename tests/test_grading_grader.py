@@ -74,7 +74,7 @@ def test_cli_writes_csv_and_json_and_prints_a_summary(tmp_path, capsys):
     out = tmp_path / "report" / "grades.csv"
     files = [str(FIXTURES / "correct.ipynb"), str(FIXTURES / "not_a_notebook.ipynb")]
     assert grader.main([*files, "--out", str(out), "--timeout", "90", "--cell-timeout", "8"]) == 0
-    rows = list(csv.DictReader(out.open()))
+    rows = list(csv.DictReader(out.open(encoding="utf-8-sig", newline="")))
     assert [(r["learner"], r["exercise"], r["status"]) for r in rows] == [
         ("correct", "ex02.q1", "passed"), ("correct", "ex02.q2", "passed"),
         ("not_a_notebook", "ex02.q1", "error"), ("not_a_notebook", "ex02.q2", "error")]

@@ -1,13 +1,15 @@
 """Grader-side execution of one submission in a fresh kernel (nbclient), with timeouts and an output cap.
 
 The executed notebook is built by the grader: a guard cell, then the
-learner's code cells unchanged, then one check cell per exercise. Results
-come back as JSON lines, tagged with a nonce, in a file the grader chose.
+learner's code cells (unchanged but for lines that install packages, which
+become ``pass``), then one check cell per exercise. Results come back as JSON
+lines, tagged with a nonce, in a file the grader chose.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -29,6 +31,12 @@ OFFLINE_ENV = {
 # notebook limit applies): a cold ``import torch`` can take seconds on a busy machine, and must not use up
 # the time limit of the learner's first cell. The exercise set's module and its own ``PRELOAD`` follow.
 PRELOAD: tuple[str, ...] = ("torch", "torch.nn.functional")
+# A learner's `!pip install ...` (Colab learners are told to add one) would change the grader's environment for
+# every later submission: such lines become `pass`. `!`/`!!` or `%`, then pip, conda, mamba, uv pip, apt(-get), or
+# python -m pip, at the start of a line (indented or not), optionally after sudo.
+INSTALL_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:!{1,2}|%)[ \t]*(?:sudo[ \t]+)?"
+                          r"(?:pip3?|conda|mamba|micromamba|uv[ \t]+pip|apt-get|apt|"
+                          r"(?:python[\d.]*|\{sys\.executable\})[ \t]+-m[ \t]+pip)(?:[ \t]|$)")
 
 
 @dataclass
@@ -100,9 +108,30 @@ def _blocked_dirs() -> list[str]:
     return sorted({str(p.resolve()) for p in candidates if p.is_dir()})
 
 
-def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str, check_nonce: str) -> list:
+def without_installs(source: str) -> tuple[str, bool]:
+    """``source`` with every line that installs packages (:data:`INSTALL_LINE`, with its ``\\`` continuation lines)
+    replaced by ``pass  # <line> : not run by the grader`` at its indentation; and whether there was one."""
+    lines, found, out = source.split("\n"), False, []
+    i = 0
+    while i < len(lines):
+        match = INSTALL_LINE.match(lines[i])
+        if not match:
+            out.append(lines[i])
+            i += 1
+            continue
+        found, end = True, i
+        while lines[end].rstrip().endswith("\\") and end + 1 < len(lines):
+            end += 1
+        command = " ".join(line.strip().rstrip("\\").strip() for line in lines[i:end + 1])
+        out += [f"{match['indent']}pass  # {command} : not run by the grader"] + [""] * (end - i)
+        i = end + 1
+    return "\n".join(out), found
+
+
+def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str, check_nonce: str):
     """The cells the grader runs, as ``(kind, ref, cell)``: its setup (the guard and the preloaded imports), the
-    learner's code cells, a purge of the learner's modules, and one check per exercise label."""
+    learner's code cells (their installs made ``pass``: :func:`without_installs`), a purge of the learner's modules,
+    and one check per exercise label; also the numbers (from 1) of the cells whose installs were skipped."""
     from nbformat.v4 import new_code_cell  # noqa: PLC0415
     guard = (f"import kd_tutorial.grading.runner as _kd_runner\n"
              f"_kd_runner.install_guard({results_path!r}, {guard_nonce!r}, {_blocked_dirs()!r})\n"
@@ -114,14 +143,15 @@ def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str,
                f"del _kd_importlib, _kd_name")
     learner = [(i, c) for i, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
     cells = [("setup", None, new_code_cell(guard)), ("setup", None, new_code_cell(preload))]
-    cells += [("learner", i, new_code_cell(str(c.get("source", "")))) for i, c in learner]
+    sources = {i: without_installs(str(c.get("source", ""))) for i, c in learner}
+    cells += [("learner", i, new_code_cell(sources[i][0])) for i, _ in learner]
     cells.append(("purge", None, new_code_cell(
         "__import__('kd_tutorial.grading.runner', fromlist=['_']).purge_modules()")))
     for label in labels:
         cells.append(("check", label, new_code_cell(
             f"__import__('kd_tutorial.grading.runner', fromlist=['_']).grade_into("
             f"{set_id!r}, {label!r}, globals(), {results_path!r}, {check_nonce!r})")))
-    return cells
+    return cells, [i + 1 for i, (_, found) in sources.items() if found]
 
 
 def _make_client(exec_nb, cell_timeout: float, workdir: str):
@@ -134,58 +164,46 @@ def _make_client(exec_nb, cell_timeout: float, workdir: str):
         resources={"metadata": {"path": workdir}})
 
 
+def check_reserve(n_checks: int, cell_timeout: float, timeout: float) -> float:
+    """Seconds of the notebook limit kept for the checks: ``min(cell_timeout, 15)`` each, at most half the limit."""
+    return min(n_checks * min(cell_timeout, 15.0), timeout / 2)
+
+
 def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
                    max_output_bytes: int = 1_000_000) -> Run:
-    """Execute notebook ``nb`` (a ``NotebookNode``) in a fresh kernel and grade exercise set ``set_id``."""
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: PLC0415
+    """Execute notebook ``nb`` (a ``NotebookNode``) in a fresh kernel and grade exercise set ``set_id``. Lines that
+    install packages are not run; slow learner cells leave :func:`check_reserve` seconds for the checks."""
+    from nbclient.exceptions import DeadKernelError  # noqa: PLC0415
     from nbformat.v4 import new_notebook  # noqa: PLC0415
 
     labels = SETS[set_id][1]
     run = Run()
     start = time.monotonic()
-    deadline = start + timeout
     workdir = tempfile.mkdtemp(prefix="kd-grade-cwd-")
     resdir = tempfile.mkdtemp(prefix="kd-grade-res-")
     results_path = os.path.join(resdir, f"{secrets.token_hex(8)}.jsonl")
     guard_nonce, check_nonce = secrets.token_hex(16), secrets.token_hex(16)
-
-    cells = _grading_cells(nb, set_id, labels, results_path, guard_nonce, check_nonce)
-    exec_nb = new_notebook(cells=[c for _, _, c in cells])
-    client = _make_client(exec_nb, cell_timeout, workdir)
-    client.max_output_bytes = max_output_bytes
-    # tiny tensors: one thread avoids OpenMP stalls on a busy machine (a learner's env may override)
-    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ, **OFFLINE_ENV}
     fate: dict[str, tuple[str, str]] = {}  # label -> (status, message) for checks that never reported
     stop: tuple[str, str] | None = None
+    client = None
     try:
+        cells, installs = _grading_cells(nb, set_id, labels, results_path, guard_nonce, check_nonce)
+        if installs:
+            run.notes.append(f"installs skipped (the grader does not run them): cell{'s' * (len(installs) > 1)} "
+                             f"{', '.join(map(str, installs[:10]))}")
+        client = _make_client(new_notebook(cells=[c for _, _, c in cells]), cell_timeout, workdir)
+        client.max_output_bytes = max_output_bytes
+        # tiny tensors: one thread avoids OpenMP stalls on a busy machine (a learner's env may override)
+        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ, **OFFLINE_ENV}
         with client.setup_kernel(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
-            for index, (kind, ref, cell) in enumerate(cells):
-                remaining = deadline - time.monotonic()
-                if remaining <= 1:
-                    stop = (TIMEOUT, f"the notebook time limit ({timeout:g} s) was reached before this check ran")
-                    run.notes.append(f"notebook time limit ({timeout:g} s) reached")
-                    break
-                # the grader's own setup (imports) has only the notebook limit; every other cell also the cell limit
-                client.timeout = max(1, int(remaining if kind == "setup" else min(cell_timeout, remaining)))
-                client.timed_out = False
-                try:
-                    client.execute_cell(cell, index)
-                except DeadKernelError:
-                    stop = _after_death(run, fate, kind, ref)
-                    break
-                except CellTimeoutError:
-                    client.timed_out = True
-                if client.timed_out:
-                    stop = _after_timeout(client, run, fate, kind, ref, index, deadline)
-                    if stop:
-                        break
+            stop = _run_cells(client, cells, run, fate, start + timeout, timeout, cell_timeout)
     except DeadKernelError:
         stop = stop or (ERROR, "the kernel died")
     except Exception as exc:  # kernel failed to start, etc.: report, never crash the whole grading run
         run.notes.append(f"grader could not run the notebook: {type(exc).__name__}: {exc}"[:300])
         stop = stop or (ERROR, f"the grader could not run the notebook ({type(exc).__name__})")
-    finally:
-        if client.truncated:
+    finally:  # also on Ctrl-C, SIGTERM, SIGHUP (KeyboardInterrupt): no kd-grade-* folder is left behind
+        if client is not None and client.truncated:
             run.notes.append(f"printed more than {max_output_bytes:,} bytes of output (truncated)")
         _read_results(results_path, guard_nonce, check_nonce, set_id, run)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -194,6 +212,49 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
         run.results[label] = fate.get(label) or stop or (ERROR, f"{label}: the check did not report a result")
     run.seconds = round(time.monotonic() - start, 2)
     return run
+
+
+def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeout: float, cell_timeout: float):
+    """Run ``cells`` in ``client``'s kernel, each under its limit; the reason the remaining checks could not run, or
+    None. Learner cells stop short of the time kept for the checks (:func:`check_reserve`)."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: PLC0415
+
+    reserve = check_reserve(sum(kind == "check" for kind, _, _ in cells), cell_timeout, timeout)
+    skipped: list[int] = []
+    for index, (kind, ref, cell) in enumerate(cells):
+        remaining = deadline - time.monotonic()
+        if kind == "learner" and (skipped or remaining - reserve < 1):
+            skipped.append(ref + 1)  # the learner's cells come one after another: what is left goes to the checks
+            continue
+        if skipped and kind == "purge":
+            run.notes.append(_skipped_note(skipped, timeout))
+        if remaining <= 1:
+            run.notes.append(f"notebook time limit ({timeout:g} s) reached")
+            return (TIMEOUT, f"the notebook time limit ({timeout:g} s) was reached before this check ran")
+        # the grader's own setup (imports) has only the notebook limit; a learner's cell also the cell limit and
+        # the time left before the checks' reserve; the grader's other cells the cell limit
+        limit = {"setup": remaining, "learner": min(cell_timeout, remaining - reserve)}.get(
+            kind, min(cell_timeout, remaining))
+        client.timeout = max(1, int(limit))
+        client.timed_out = False
+        try:
+            client.execute_cell(cell, index)
+        except DeadKernelError:
+            return _after_death(run, fate, kind, ref)
+        except CellTimeoutError:
+            client.timed_out = True
+        if client.timed_out:
+            stop = _after_timeout(client, run, fate, kind, ref, index, deadline)
+            if stop:
+                return stop
+    return None
+
+
+def _skipped_note(cells: list[int], timeout: float) -> str:
+    """The note on the learner cells not run, to leave the checks their time."""
+    shown = ", ".join(map(str, cells[:10])) + (", ..." if len(cells) > 10 else "")
+    return (f"notebook time limit ({timeout:g} s) nearly reached: cell{'s' * (len(cells) > 1)} {shown} not run, "
+            "to leave time for the checks")
 
 
 def _after_death(run: Run, fate: dict, kind: str, ref):

@@ -3,15 +3,17 @@
 Each submission runs in a fresh kernel of this interpreter (whatever
 kernelspec the file names), with per-cell and per-notebook timeouts; the
 package's checks run in that kernel after the learner's cells and report as
-structured data. The learner's ID is the file name (stem), or, when stems repeat
-(one folder per learner), the path below the submissions' common folder. One row
-per learner and exercise goes to a CSV and a JSON file (both written to temporary
-files, then renamed into place together), and a summary table is printed; text
-that cannot be encoded (a file name that is not UTF-8) is escaped, never fatal.
+structured data. The learner's ID is the file name (stem), or, for the stems that
+repeat (one folder per learner), the path below those notebooks' common folder. One
+row per learner and exercise goes to a CSV (UTF-8 with a byte-order mark, for
+Excel) and a JSON file (both written to temporary files, then renamed into place
+together), and a summary table is printed; text that cannot be encoded (a file name
+that is not UTF-8) is escaped, never fatal. An earlier report at ``--out`` is
+merged: the notebooks graded now replace their rows, the others' rows are kept.
 Exit status: 0 once everything is graded, 2 on usage errors (one line naming the
 fix, before anything is graded: a report path that cannot be written or would
-overwrite a file that is not an earlier report is refused first), 130 on Ctrl-C
-(the reports then hold the notebooks graded before it).
+overwrite a file that is not an earlier report is refused first), 130 on Ctrl-C,
+SIGTERM or SIGHUP (the reports then hold the notebooks graded before it).
 
 Security model: grading *runs the learners' code*. Grade untrusted
 submissions inside a container or VM. The solutions are public (and
@@ -20,13 +22,16 @@ submissions inside a container or VM. The solutions are public (and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,25 +40,49 @@ from ..errors import UsageError, UserError
 from .core import ERROR, NOT_ATTEMPTED, PASSED
 from .registry import SETS, set_for_name
 
+SUBMISSION_KEYS = ("learner", "file", "notebook", "flags", "notes", "seconds")
 COLUMNS = ["learner", "file", "notebook", "exercise", "title", "status", "message", "flags", "notes", "seconds"]
 SHORT = {"passed": "pass", "failed": "FAIL", "not attempted": "-", "error": "ERROR", "timeout": "TIMEOUT"}
+CLUTTER = {"__MACOSX", ".ipynb_checkpoints"}  # folders whose files are never a learner's notebook
 UNKNOWN_SET = ("cannot tell which exercise notebook this is: give the learner's copy of a notebook of exercises/, "
                "or put its name in the file name (e.g. alice_02_soft_targets_temperature.ipynb)")
 
 
 def find_submissions(paths: list[str]) -> tuple[list[Path], list[str]]:
     """Expand files and folders into notebook paths; also return the missing paths."""
-    found, missing = [], []
+    found, missing, _ = scan(paths)
+    return found, missing
+
+
+def _skipped(path: Path, folder: Path) -> bool:
+    """Whether a file found in ``folder`` is clutter, never a learner's: what a Mac adds to a zip (``__MACOSX/``,
+    ``._name`` AppleDouble files, ``.DS_Store``), Jupyter's ``.ipynb_checkpoints/``."""
+    return (not path.is_file() or path.name.startswith("._") or path.name == ".DS_Store"
+            or bool(CLUTTER & set(path.relative_to(folder).parts[:-1])))
+
+
+def scan(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]:
+    """The notebooks of ``paths`` (files as given; ``*.ipynb`` in folders, in any case: ``.IPYNB``), each file once
+    however it was named (relative, absolute, a link); the missing paths; the other files found in the folders."""
+    found, missing, others = [], [], []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found += sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
+            for q in sorted(q for q in p.rglob("*") if not _skipped(q, p)):
+                (found if q.suffix.lower() == ".ipynb" else others).append(q)
         elif p.is_file():
             found.append(p)
         else:
             missing.append(raw)
-    unique = list(dict.fromkeys(found))
-    return unique, missing
+    unique: dict[str, Path] = {}
+    for p in found:
+        unique.setdefault(file_key(p), p)
+    return list(unique.values()), missing, others
+
+
+def file_key(file) -> str:
+    """A submission's identity in the reports: its resolved path (:func:`printable`), however it was given."""
+    return printable(os.path.realpath(os.fspath(file)))
 
 
 def load(path: Path):
@@ -106,11 +135,15 @@ def _say(message: str, file=None) -> None:
     """Print ``message`` on ``file`` (stdout), what its encoding cannot encode escaped."""
     stream = file or sys.stdout
     encoding = getattr(stream, "encoding", None) or "utf-8"
-    print(printable(message).encode(encoding, "backslashreplace").decode(encoding), flush=True, file=stream)
+    try:
+        print(printable(message).encode(encoding, "backslashreplace").decode(encoding), flush=True, file=stream)
+    except OSError:  # a terminal gone with a dropped SSH session (SIGHUP): the reports are written all the same
+        pass
 
 
 class GradingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`grade_paths`: the rows and submissions of the notebooks finished before it, of ``total``."""
+    """Ctrl-C (SIGTERM, SIGHUP) during :func:`grade_paths`: the rows and submissions of the notebooks finished before
+    it, of ``total``."""
 
     def __init__(self, rows: list[dict], submissions: list[dict], total: int):
         super().__init__(f"interrupted after {len(submissions)} of {total} notebooks")
@@ -118,34 +151,70 @@ class GradingInterrupted(KeyboardInterrupt):
 
 
 def learner_names(paths: list[Path]) -> dict[Path, str]:
-    """Each notebook's learner: its stem, or, when stems repeat (``alice/02.ipynb``, ``bob/02.ipynb``), its path
-    below the notebooks' common folder without the suffix (``alice/02``)."""
-    if len({p.stem for p in paths}) == len(paths):
-        return {p: p.stem for p in paths}
-    absolute = {p: Path(os.path.abspath(p)) for p in paths}
-    common = os.path.commonpath([str(a.parent) for a in absolute.values()])
-    return {p: a.relative_to(common).with_suffix("").as_posix() for p, a in absolute.items()}
+    """Each notebook's learner: its stem, or, for notebooks whose stems repeat (``alice/02.ipynb``, ``bob/02.ipynb``),
+    their path below their common folder without the suffix (``alice/02``); the other learners keep their stems."""
+    by_stem: dict[str, list[Path]] = {}
+    for p in paths:
+        by_stem.setdefault(p.stem, []).append(p)
+    names = {}
+    for stem, group in by_stem.items():
+        if len(group) == 1:
+            names[group[0]] = stem
+            continue
+        absolute = {p: Path(os.path.abspath(p)) for p in group}
+        common = os.path.commonpath([str(a.parent) for a in absolute.values()])
+        longer = {p: a.relative_to(common).with_suffix("").as_posix() for p, a in absolute.items()}
+        if len(set(longer.values())) < len(group):  # x.ipynb and x.IPYNB in one folder: keep the suffix
+            longer = {p: a.relative_to(common).as_posix() for p, a in absolute.items()}
+        names.update(longer)
+    return names
+
+
+@contextlib.contextmanager
+def signals_interrupt():
+    """While in this block, SIGTERM and SIGHUP (``docker stop``, a dropped SSH session) raise KeyboardInterrupt once,
+    as Ctrl-C does: the kernel is shut down, the temporary folders removed and the notebooks graded so far reported.
+    The previous handlers come back after; outside the main thread (no handlers there) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum, frame):
+        if not fired:  # a second signal must not break the cleanup that the first one started
+            fired.append(signum)
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {}
+    try:
+        for sig in (getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)):
+            previous[sig] = signal.signal(sig, handler)
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
 
 
 def grade_paths(paths: list[Path], *, timeout: float, cell_timeout: float, max_output: int = 1_000_000,
                 progress=_say) -> tuple[list[dict], list[dict]]:
-    """Grade every notebook; return ``(rows, submissions)``. Ctrl-C stops it: the running kernel is shut down, then
-    :class:`GradingInterrupted` carries the notebooks finished before."""
+    """Grade every notebook; return ``(rows, submissions)``. Ctrl-C (or SIGTERM, SIGHUP) stops it: the running kernel
+    is shut down, then :class:`GradingInterrupted` carries the notebooks finished before."""
     loaded = [(p, *load(p)) for p in paths]
     sets = {p: detect_set(nb, p) for p, nb, _ in loaded}
     common = Counter(s for s in sets.values() if s).most_common(1)
     fallback, names = (common[0][0] if common else None), learner_names(paths)
     done: list[tuple[list[dict], dict]] = []  # appended whole, so an interrupt never splits a notebook's rows
     try:
-        for i, (path, nb, problem) in enumerate(loaded, 1):
-            if progress:
-                progress(f"[{i}/{len(loaded)}] {names[path]} ({path})")
-            limits = dict(timeout=timeout, cell_timeout=cell_timeout, max_output_bytes=max_output)
-            try:
-                done.append(grade_one(path, nb, problem, names[path], sets[path], fallback, limits))
-            except Exception as exc:  # noqa: BLE001 - one odd file is an error row, never the end of the batch
-                done.append(grade_one(path, None, f"the grader failed on it ({type(exc).__name__}: {exc})",
-                                      names[path], sets[path], fallback, limits))
+        with signals_interrupt():
+            for i, (path, nb, problem) in enumerate(loaded, 1):
+                if progress:
+                    progress(f"[{i}/{len(loaded)}] {names[path]} ({path})")
+                limits = dict(timeout=timeout, cell_timeout=cell_timeout, max_output_bytes=max_output)
+                try:
+                    done.append(grade_one(path, nb, problem, names[path], sets[path], fallback, limits))
+                except Exception as exc:  # noqa: BLE001 - one odd file is an error row, never the end of the batch
+                    done.append(grade_one(path, None, f"the grader failed on it ({type(exc).__name__}: {exc})",
+                                          names[path], sets[path], fallback, limits))
     except KeyboardInterrupt:
         raise GradingInterrupted([r for rows, _ in done for r in rows], [s for _, s in done], len(paths)) from None
     return [r for rows, _ in done for r in rows], [s for _, s in done]
@@ -186,7 +255,7 @@ def grade_one(path: Path, nb, problem: str | None, learner: str, detected: str |
         status, message = results.get(label, (ERROR, "no result"))
         rows.append({**base, "exercise": f"{set_id}.{label}", "title": titles.get(label, ""),
                      "status": status, "message": message})
-    return rows, {**{k: base[k] for k in ("learner", "file", "notebook", "flags", "notes", "seconds")},
+    return rows, {**{k: base[k] for k in SUBMISSION_KEYS},
                   "exercise_set": set_id, "kernel_python": kernel,
                   "passed": sum(1 for s, _ in results.values() if s == PASSED),
                   "total": len(SETS[set_id][1]) if set_id else 0}
@@ -206,9 +275,9 @@ def is_report(path: Path) -> bool:
         if path.stat().st_size == 0:
             return True
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
             return isinstance(data, dict) and {"submissions", "rows"} <= data.keys()
-        with path.open(encoding="utf-8", errors="replace") as fh:
+        with path.open(encoding="utf-8-sig", errors="replace") as fh:  # -sig: the CSV starts with Excel's BOM
             return fh.readline().strip() == ",".join(COLUMNS)
     except (OSError, ValueError):
         return False
@@ -248,7 +317,8 @@ def _not_a_formula(value):
 
 def write_reports(rows: list[dict], submissions: list[dict], out: Path, seconds: float) -> Path:
     """Write ``out`` (CSV) and the JSON next to it, text that UTF-8 cannot encode escaped; return the JSON path.
-    Both are written in full to temporary files before either replaces its earlier report."""
+    Both are written in full to temporary files before either replaces its earlier report. The CSV starts with
+    UTF-8's byte-order mark, so that Excel shows non-ASCII names right, and ends its lines with CRLF as written."""
     json_path = json_path_of(out)
     rows, submissions = printable_all(rows), printable_all(submissions)
     table = io.StringIO(newline="")
@@ -257,25 +327,84 @@ def write_reports(rows: list[dict], submissions: list[dict], out: Path, seconds:
     writer.writerows([{key: _not_a_formula(value) for key, value in row.items()} for row in rows])
     report = json.dumps({"seconds": round(seconds, 2), "submissions": submissions, "rows": rows},
                         indent=2, ensure_ascii=False) + "\n"
-    replace_together({out: table.getvalue(), json_path: report})
+    replace_together({out: "\ufeff" + table.getvalue(), json_path: report})
     return json_path
 
 
 def replace_together(texts: dict[Path, str]) -> None:
-    """Write every ``{path: text}`` to a temporary file beside its path, then rename them all into place: a failure
-    while writing leaves every earlier file as it was."""
+    """Write every ``{path: text}`` (line endings untranslated) to a temporary file beside its path, then rename them
+    all into place: a failure while writing leaves every earlier file as it was."""
     from ..store import MARK, atomic_write_text  # noqa: PLC0415 - store imports torch
 
     staged: dict[Path, Path] = {}
     try:
         for path, text in texts.items():
             staged[path] = path.with_name(f".{path.name}.{MARK}grade{os.getpid()}.tmp")
-            atomic_write_text(staged[path], text)
+            atomic_write_text(staged[path], text, newline="")  # "": the CSV's \r\n never becomes \r\r\n
         for path, tmp in staged.items():
             os.replace(tmp, path)
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
+
+
+def read_report(out: Path) -> tuple[list[dict], list[dict]]:
+    """The rows and submissions of the earlier report at ``out``: from the JSON beside it, else (JSON gone or not a
+    report) from the CSV itself, its submissions rebuilt from its rows; ``([], [])`` when ``out`` holds no report."""
+    if not (out.is_file() and out.stat().st_size > 0 and is_report(out)):
+        return [], []
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):  # no JSON (moved away, say): the CSV then
+        data = json.loads(json_path_of(out).read_text(encoding="utf-8-sig"))
+        if all(isinstance(x, dict) and isinstance(x.get("file"), str) for key in ("rows", "submissions")
+               for x in data[key]):
+            return [{k: r.get(k, "") for k in COLUMNS} for r in data["rows"]], data["submissions"]
+    try:
+        with out.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+            rows = [{k: _formula_back(row.get(k) or "") for k in COLUMNS} for row in csv.DictReader(fh)
+                    if isinstance(row.get("file"), str)]
+    except (OSError, csv.Error) as err:
+        raise UsageError(f"cannot read the earlier report {out} ({err}): give --out a new .csv name, or move {out} "
+                         "away") from None
+    submissions: dict[str, dict] = {}
+    for row in rows:
+        with contextlib.suppress(ValueError):
+            row["seconds"] = float(row["seconds"])
+        set_id = row["exercise"].partition(".")[0] if "." in row["exercise"] else None
+        sub = submissions.setdefault(row["file"], {**{k: row[k] for k in SUBMISSION_KEYS}, "exercise_set": set_id,
+                                                   "kernel_python": None, "passed": 0, "total": 0})
+        sub["passed"] += row["status"] == PASSED
+        sub["total"] += set_id is not None
+    return rows, list(submissions.values())
+
+
+def _formula_back(value):
+    """A CSV cell as :func:`_not_a_formula` found it."""
+    return value[1:] if isinstance(value, str) and value[:1] == "'" and value[1:2] in ("=", "+", "-", "@") else value
+
+
+def merge_reports(rows: list[dict], submissions: list[dict], earlier_rows: list[dict],
+                  earlier_submissions: list[dict]) -> tuple[list[dict], list[dict], int, int]:
+    """An earlier report with this run's notebooks in it: a notebook graded again (the same file, however named)
+    replaces its rows in place, under its earlier learner ID; the others' rows are kept; new ones are added at the
+    end. Returns the rows, the submissions, and how many earlier rows, of how many notebooks, were kept."""
+    earlier_ids = {file_key(x["file"]): x["learner"] for x in (*earlier_rows, *earlier_submissions) if "learner" in x}
+    now = {file_key(s["file"]) for s in submissions}
+    rows, submissions = ([{**x, "learner": earlier_ids.get(file_key(x["file"]), x["learner"])} for x in xs]
+                         for xs in (rows, submissions))
+
+    def merged(new: list[dict], old: list[dict]) -> list[dict]:
+        groups: dict[str, list[dict]] = {}
+        for x in old:
+            groups.setdefault(file_key(x["file"]), []).append(x)
+        for key in now & groups.keys():
+            groups[key] = []  # graded again: its new rows go where its old ones were
+        for x in new:
+            groups.setdefault(file_key(x["file"]), []).append(x)
+        return [x for group in groups.values() for x in group]
+
+    kept = [r for r in earlier_rows if file_key(r["file"]) not in now]
+    return (merged(rows, earlier_rows), merged(submissions, earlier_submissions), len(kept),
+            len({file_key(r["file"]) for r in kept}))
 
 
 def summary(rows: list[dict], submissions: list[dict]) -> str:
@@ -307,7 +436,8 @@ def _parser(parser_class) -> argparse.ArgumentParser:
     parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS",
                         help="notebooks, or folders searched recursively for *.ipynb")
     parser.add_argument("--out", type=Path, default=Path("grades.csv"),
-                        help="CSV report (the JSON report goes next to it); default grades.csv")
+                        help="CSV report (the JSON report goes next to it); default grades.csv. An earlier report "
+                        "there keeps the rows of the notebooks not graded now")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                         help="time limit per notebook, kernel start included (default 300)")
     parser.add_argument("--cell-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -332,7 +462,11 @@ def check_limits(args) -> None:
 
 def submissions_of(raw: list[str]) -> list[Path]:
     """The notebooks to grade; a UsageError naming what to give for a missing path or no notebook at all."""
-    paths, missing = find_submissions(raw)
+    paths, missing, others = scan(raw)
+    if others:  # a zip's README or data file, a notebook saved as .txt: named, so nobody is missed silently
+        names = ", ".join(p.name for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        _say(f"skipped {len(others)} file{'s that are' if len(others) > 1 else ' that is'} not "
+             f"{'notebooks' if len(others) > 1 else 'a notebook'}: {names}")
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}: give the learners' .ipynb files, or "
                          "folders that hold them")
@@ -372,11 +506,12 @@ def _partial_out(out: Path) -> Path:
 
 
 def _grade(args) -> int:
-    """Check every input of ``args``, then grade, write the reports and print the summary; the exit status (130,
-    with the reports of the notebooks finished, when interrupted)."""
+    """Check every input of ``args``, then grade, write the reports (merged into an earlier report at ``--out``) and
+    print the summary; the exit status (130, with the reports of the notebooks finished, when interrupted)."""
     check_limits(args)
     paths = submissions_of(args.submissions)
     check_out(args.out)
+    earlier = read_report(args.out)  # read before grading: a report that cannot be read is refused first
     start, stopped = time.monotonic(), None
     try:
         rows, submissions = grade_paths(paths, timeout=args.timeout, cell_timeout=args.cell_timeout,
@@ -387,10 +522,16 @@ def _grade(args) -> int:
                  "written; run it again to grade them", file=sys.stderr)
             return 130
         rows, submissions, stopped = stop.rows, stop.submissions, stop
-        args.out = _partial_out(args.out)
+        args.out, earlier = _partial_out(args.out), ([], [])  # a partial report holds this run's notebooks only
     seconds = time.monotonic() - start
-    json_path = write_reports(rows, submissions, args.out, seconds)
-    _say("\n" + summary(rows, submissions))
+    all_rows, all_submissions, kept, notebooks = merge_reports(rows, submissions, *earlier)
+    json_path = write_reports(all_rows, all_submissions, args.out, seconds)
+    graded = {file_key(s["file"]) for s in submissions}
+    _say("\n" + summary([r for r in all_rows if file_key(r["file"]) in graded],
+                        [s for s in all_submissions if file_key(s["file"]) in graded]))
+    if kept:
+        _say(f"\nkept {kept} earlier row(s) in {args.out}, of {notebooks} notebook(s) this run did not grade (give "
+             "--out a new name for a report of this run only)")
     _say(f"\nGraded {len(submissions)} notebook(s) in {seconds:.1f} s -> {args.out}, {json_path}")
     if stopped is None:
         return 0
