@@ -56,9 +56,9 @@ def _average(kl, w, norm="tokens"):
 
 
 def _nan_message(name):
-    return (f"your loss is nan: a log-probability target needs F.kl_div(..., log_target=True); and padded "
-            f"positions' garbage logits give p * log p = 0 * log 0 = nan, which the mask cannot remove. Use "
-            f"F.log_softmax in {name}, or select the counted positions first")
+    return (f"your loss is nan: padded positions' garbage logits give p * log p = 0 * log 0 = nan, which the mask "
+            f"cannot remove. Use F.log_softmax in {name} (with F.kl_div, a log-probability target needs "
+            f"log_target=True), or select the counted positions first")
 
 
 def _grad_nan_message():
