@@ -165,6 +165,25 @@ def test_an_exercise_whose_cell_raised_is_an_error_not_unattempted(tmp_path, mon
         "defined: fix that cell")
 
 
+def test_a_notebook_of_an_earlier_course_version_is_told_so(tmp_path, monkeypatch):
+    """A learner's notebook saved from an earlier version defines `scaled_dot_product_attention`, where ex01.q1 now
+    asks for `packed_multi_head_attention` (another task): it was reported "not attempted yet", which hid the work."""
+    import json
+    import types
+
+    from kd_tutorial.grading import runner
+    monkeypatch.setattr(runner, "_shell", lambda: types.SimpleNamespace(kd_failed_cells=[]))
+    results = tmp_path / "results.jsonl"
+    runner.grade_into("ex01", "q1", {"scaled_dot_product_attention": lambda q, k, v: q}, str(results), "n")
+    runner.grade_into("ex01", "q1", {"scaled_dot_product_attention": 3}, str(results), "n")  # not a function
+    old, other = (json.loads(line) for line in results.read_text().splitlines())
+    assert old["status"] == other["status"] == "not attempted"
+    assert old["message"] == ("q1: this notebook defines `scaled_dot_product_attention`, the exercise of an earlier "
+                              "version of the course; this version asks for `packed_multi_head_attention`, another "
+                              "task: do q1 in the current exercises/ notebook")
+    assert "earlier version" not in other["message"]
+
+
 def test_the_grader_reports_a_syntax_error_in_a_def_cell_as_an_error(tmp_path):
     """End to end, in a real kernel: the failed cell is recorded as it runs."""
     import nbformat

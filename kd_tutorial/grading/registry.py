@@ -16,6 +16,14 @@ SETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ex09": ("09_distilling_generative_lms", ("q1", "q2")),
 }
 
+# the function an exercise asked for in an earlier version of the course, where it was another task: a notebook of
+# that version defines the old name, and is told so rather than "not attempted" (kd_tutorial.grading.runner)
+FORMER_NAMES: dict[str, tuple[str, ...]] = {
+    "ex01.q1": ("scaled_dot_product_attention",),
+    "ex01.q2": ("count_bert_parameters",),
+    "ex04.q2": ("padding_waste",),
+}
+
 
 def notebook_name(set_id: str) -> str:
     """Course notebook stem of an exercise set, e.g. ``"03_kd_losses"`` for ``"ex03"``."""

@@ -111,6 +111,19 @@ def failed_definition(name: str) -> str | None:
     return None
 
 
+def _earlier_version(set_id: str, label: str, name: str, namespace: dict):
+    """A not-attempted Result that says the notebook answers an earlier version of the course (it defines the name
+    this exercise had then: :data:`~kd_tutorial.grading.registry.FORMER_NAMES`); None when it does not."""
+    from kd_tutorial.grading.core import NOT_ATTEMPTED, Result  # noqa: PLC0415
+    from kd_tutorial.grading.registry import FORMER_NAMES  # noqa: PLC0415
+    old = next((n for n in FORMER_NAMES.get(f"{set_id}.{label}", ()) if callable(namespace.get(n))), None)
+    if old is None:
+        return None
+    return Result(NOT_ATTEMPTED, f"{label}: this notebook defines `{old}`, the exercise of an earlier version of the "
+                                 f"course; this version asks for `{name}`, another task: do {label} in the current "
+                                 f"exercises/ notebook")
+
+
 def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonce: str) -> None:
     """Run one exercise's check on the learner's namespace; append the result as a JSON line."""
     import importlib  # noqa: PLC0415
@@ -124,6 +137,8 @@ def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonc
     if result.status == NOT_ATTEMPTED and failed:
         result = Result(ERROR, f"{label}: the cell that defines `{exercise.name}` raised {failed}, so "
                                f"`{exercise.name}` was never defined: fix that cell")
+    elif result.status == NOT_ATTEMPTED:
+        result = _earlier_version(set_id, label, exercise.name, namespace) or result
     _write(results_path, {"nonce": nonce, "kind": "result", "exercise": f"{set_id}.{label}",
                           "status": result.status, "message": result.message[:1000],
                           "seconds": round(time.perf_counter() - start, 3)})
