@@ -240,7 +240,10 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
         gpu = torch.cuda.get_device_name(torch.device(device)), resolve_precision(device, profile.precision)
     name, precision = gpu
     rows = folder_rows(data_dir) if data_dir else None
-    t = time_estimate(profile, name, precision, n_seeds=n_seeds, recipes=runs, source=rows)
+    try:
+        t = time_estimate(profile, name, precision, n_seeds=n_seeds, recipes=runs, source=rows)
+    except UnknownSizeError:
+        return f"not estimated: the size of teacher {profile.teacher!r} is not known before it loads"
     text = f"about {t['total_flops'] / 1e15:.3g} PFLOP of model arithmetic"
     if data_dir:
         text += (" (on the data folder's reviews" if rows else " (on the Hub's IMDB sizes: the data folder's are "
@@ -800,14 +803,18 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report,
                 "benchmark": cmd_benchmark, "search": cmd_search}
     try:
-        return handlers[args.command](args)
+        status = handlers[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
+        return status
     except UserError as err:
         return _fail(_one_line(err))
     except KeyboardInterrupt:
         print(f"kd-tutorial: interrupted; {AFTER_CTRL_C.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as the shell's tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+        if sys.stdout is not sys.__stdout__:  # a pipe of ours, not the terminal's: not the reader leaving
+            raise
+        _quiet_stdout()
         return 141
     except Exception as err:  # the known failure modes of the libraries underneath
         if err.__class__.__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
@@ -825,6 +832,16 @@ AFTER_CTRL_C = {"distill": "checkpoints are kept: run the same command with --re
                 "benchmark": "nothing was written: run the same command again"}
 
 
+def _quiet_stdout() -> None:
+    """Point the process's stdout at /dev/null, so that the flush at exit does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def _fail(message: str) -> int:
     """Print ``kd-tutorial: error: message`` on stderr; the exit status of an error the user can fix."""
     print(f"kd-tutorial: error: {message}", file=sys.stderr)
@@ -837,9 +854,9 @@ def _is_offline_error(err: BaseException | None) -> bool:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        # the Hub clients' own classes: Python's ConnectionError is also a closed pipe (`distill | head`)
-        names = {c.__name__ for c in type(err).__mro__ if c.__module__ != "builtins"}
-        if names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError"}:
+        names = {c.__name__ for c in type(err).__mro__}  # datasets raises Python's own ConnectionError
+        closed_pipe = isinstance(err, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError))
+        if names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError"} and not closed_pipe:
             return True
         err = err.__cause__ or err.__context__
     return False

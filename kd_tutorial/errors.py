@@ -37,13 +37,13 @@ def model_source_error(name_or_path: str, what: str = "model", hint: str = "", c
     the advice for a Hub name, and ``cause`` (the library's own first line) is quoted."""
     path = os.path.expanduser(name_or_path)
     said = f" ({cause})" if cause else ""
+    files = "vocab.txt or tokenizer.json" if what == "tokenizer" else "config.json and model.safetensors"
     if os.path.isdir(path):
-        files = "vocab.txt or tokenizer.json" if what == "tokenizer" else "config.json and model.safetensors"
         return ModelSourceError(f"{name_or_path} holds no {what} that transformers can load{said}: give a folder "
                                 f"written by save_pretrained() ({files})")
-    if os.path.isfile(path):
+    if os.path.isfile(path):  # the library's complaint about a file it was never meant to read says nothing
         return ModelSourceError(f"{name_or_path} is a file: give the folder written by save_pretrained() that holds "
-                                "config.json and the weights, or a Hugging Face Hub name")
+                                f"the {what}'s files ({files}), or a Hugging Face Hub name")
     if looks_like_a_folder(name_or_path):
         return ModelSourceError(f"{name_or_path}: no such folder: give a folder written by save_pretrained() or a "
                                 "Hugging Face Hub name")

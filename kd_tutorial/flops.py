@@ -97,8 +97,8 @@ def teacher_config(profile: Profile) -> dict:
     if profile.teacher_config:
         return config_dict(TINY_BERT | profile.teacher_config)
     if profile.teacher not in KNOWN_CONFIGS:
-        raise UnknownSizeError(f"no known size for teacher {profile.teacher!r}: add it to kd_tutorial.flops.KNOWN_CONFIGS "
-                         f"(known: {', '.join(KNOWN_CONFIGS)})")
+        raise UnknownSizeError(f"no known size for teacher {profile.teacher!r}: add it to "
+                               f"kd_tutorial.flops.KNOWN_CONFIGS (known: {', '.join(KNOWN_CONFIGS)})")
     return config_dict(KNOWN_CONFIGS[profile.teacher])
 
 

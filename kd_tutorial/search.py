@@ -178,6 +178,8 @@ def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **
     by an interrupted call are marked FAIL (not counted)."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not (Path(out) / "search.db").exists():  # refused before a new, empty search.db is left behind
+        _refuse_earlier_trials(Path(out), None)
     study = _create_study(Path(out) / "search.db")
     # the effective batch, not its split: a GPU's memory fit (16 x 2 for 32 x 1) trains alike, and continues a
     # study made before the fit
@@ -200,10 +202,10 @@ def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **
 
 
 def _refuse_earlier_trials(out: Path, study) -> None:
-    """A new study (no trial in its search.db) would number its trials from 0 again and write over the models and
-    search.json an earlier study left in ``out``: a UsageError instead."""
+    """A new study (no trial in its search.db, or no search.db: ``study`` None) would number its trials from 0 again
+    and write over the models and search.json an earlier study left in ``out``: a UsageError instead."""
     left = [name for name in ("trials", "search.json") if (out / name).exists()]
-    if not study.trials and left:
+    if (study is None or not study.trials) and left:
         raise UsageError(f"{out} holds {' and '.join(left)} of an earlier study, which a new study there would "
                          f"overwrite: give another --out, or move {' and '.join(left)} away")
 
@@ -218,7 +220,8 @@ def _create_study(db: Path):
                                    directions=["maximize", "minimize"], load_if_exists=True)
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
         raise UsageError(f"{db} cannot be opened as a study database ({_database_cause(err)}): give another "
-                         f"--out, or move {db} (with the trials/ and search.json beside it) away to start a new study there") from None
+                         f"--out, or move {db} (with the trials/ and search.json beside it) away to start a new "
+                         "study there") from None
 
 
 def _database_cause(err: BaseException) -> str:

@@ -155,8 +155,8 @@ def test_search_into_an_out_whose_search_db_is_garbage_is_one_line(tmp_path, cap
                       "--quiet")
     db = out / "search.db"
     assert line == (f"kd-tutorial: error: {db} cannot be opened as a study database (file is not a database): "
-                    f"give another --out, or move {db} (with the trials/ and search.json beside it) away to start a new study "
-                    "there")
+                    f"give another --out, or move {db} (with the trials/ and search.json beside it) away to start a "
+                    "new study there")
     assert db.read_text() == "garbage\n"
 
 
@@ -175,7 +175,8 @@ def test_open_study_refuses_a_search_db_it_cannot_open_and_keeps_it(tmp_path, ki
         open_study(out, get_profile("tiny"), 2)
     db = out / "search.db"
     assert str(caught.value) == (f"{db} cannot be opened as a study database ({cause}): give another --out, or "
-                                 f"move {db} (with the trials/ and search.json beside it) away to start a new study there")
+                                 f"move {db} (with the trials/ and search.json beside it) away to start a new study "
+                                 "there")
     if kind == "foreign":
         with sqlite3.connect(db) as kept:
             assert kept.execute("select x from studies").fetchall() == [(42,)]
@@ -236,7 +237,7 @@ def test_a_new_study_does_not_write_over_an_earlier_studys_trials(tmp_path):
     with pytest.raises(UsageError, match=r"holds trials of an earlier study, which a new study there would "
                                          r"overwrite: give another --out, or move trials away$"):
         open_study(out, get_profile("tiny"), 2)
-    assert (out / "trials" / "0000" / "model").is_dir()
+    assert (out / "trials" / "0000" / "model").is_dir() and not (out / "search.db").exists()  # none left behind
 
 
 def test_a_summary_onto_an_existing_file_that_is_not_a_summary_is_refused(run, capsys):

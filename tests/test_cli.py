@@ -472,8 +472,9 @@ def test_a_reader_that_leaves_the_pipe_is_not_reported_as_the_hub_unreachable():
     """`kd-tutorial report ... | head -1`: the closed pipe is a BrokenPipeError, a subclass of Python's
     ConnectionError, which was read as the Hub's and reported as "cannot reach the Hugging Face Hub"."""
     results = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "tiny.json")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as in a plain shell
     child = subprocess.Popen([sys.executable, "-m", "kd_tutorial.cli", "report", results],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     child.stdout.close()  # the reader is gone before the first line
     _, err = child.communicate(timeout=120)
     assert child.returncode == 141, err
@@ -485,3 +486,18 @@ def test_only_the_hub_clients_connection_errors_mean_offline():
     assert cli._is_offline_error(hub_error("Max retries exceeded"))
     assert not cli._is_offline_error(BrokenPipeError(32, "Broken pipe"))
     assert not cli._is_offline_error(ConnectionResetError())
+    try:  # datasets raises Python's own ConnectionError, "from None", inside its handler of the Hub's error
+        try:
+            raise FileNotFoundError("stanfordnlp/imdb")
+        except FileNotFoundError:
+            raise ConnectionError("Couldn't reach 'stanfordnlp/imdb' on the Hub (LocalEntryNotFoundError)") from None
+    except ConnectionError as err:
+        assert cli._is_offline_error(err)
+
+
+def test_a_gpu_estimate_for_a_teacher_of_unknown_size_is_a_line_not_a_traceback():
+    """`distill --profile full --set teacher=org/other-bert` on a GPU: the FLOP counter knows no size for it, and
+    the estimate raised before the run started (only the CPU paths fell back)."""
+    full = profiles.get_profile("full").replace(teacher="org/unknown-bert")
+    said = cli.estimate(full, "cuda", gpu=("NVIDIA H100 80GB HBM3", "bf16"))
+    assert said == "not estimated: the size of teacher 'org/unknown-bert' is not known before it loads"

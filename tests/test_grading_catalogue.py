@@ -671,9 +671,12 @@ wrong("ex08.q1", "a gradient reaches teacher_logits")(lambda *a: _ga(*a, detach=
 wrong("ex08.q1", "carries no gradient")(lambda *a: _ga(*a).item())
 wrong("ex08.q1", "ignores temperature/alpha (called with temperature=3, alpha=0.7")(  # right in the first step only
     lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y) * len(y) / n)
-wrong("ex08.q1", "ignores alpha (called with")(lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y, T) * len(y) / n)
-wrong("ex08.q1", "micro-batch 1 returned")(  # a mistake no message names: the generic one quotes the numbers
+wrong("ex08.q1", "ignores alpha (called with")(
+    lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y, T) * len(y) / n)
+wrong("ex08.q1", "(temperature=2, alpha=0.5), micro-batch 1 returned")(  # a mistake no message names: the numbers
     lambda s, t, y, n, T=2.0, a=0.5: 1.1 * distillation_loss(s, t, y, T, a) * len(y) / n)
+wrong("ex08.q1", "(temperature=3, alpha=0.7), micro-batch 1 returned")(  # right in the first step: quoted where wrong
+    lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y, T, a) * len(y) / n * (1.0 if T == 2.0 else 1.1))
 
 
 # -- ex09.q1: the token-level KD loss of a language model -----------------------------------------------

@@ -539,7 +539,7 @@ def diagnose(got: list, variants: dict[str, Callable[[], list]], rtol: float = 1
     return None
 
 
-def ignored_settings(T, a, default, callee: str, outputs) -> dict:
+def ignored_settings(T, a, default, callee: str, outputs, subject: str = "your step") -> dict:
     """Diagnoses for a step that drops temperature and/or alpha, so that ``callee`` ran at its defaults:
     ``outputs(T, a)`` gives what the step would produce at that setting (for :func:`diagnose`)."""
     variants = {}
@@ -548,7 +548,7 @@ def ignored_settings(T, a, default, callee: str, outputs) -> dict:
         if not names:
             continue
         them = "them" if "/" in names else "it"
-        variants[f"your step ignores {names} (called with temperature={T:g}, alpha={a:g}, it computed the loss "
+        variants[f"{subject} ignores {names} (called with temperature={T:g}, alpha={a:g}, it computed the loss "
                  f"at T={used[0]:g}, alpha={used[1]:g} instead): pass {them} on to {callee}"] = \
             (lambda used=used: outputs(*used))
     return variants

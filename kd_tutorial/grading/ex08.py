@@ -139,7 +139,8 @@ def _check_values(calls, steps):
     (micro, T, a), k = where[i]
     n = sum(len(y) for _, _, y in micro)
     raise Wrong(f"in a step of {_sizes((micro, T, a))} (temperature={T:g}, alpha={a:g}), micro-batch {k + 1} returned "
-                f"{got[i]:.5f}; its share of the step's loss is {expected[i]:.5f} (its mean x {len(micro[k][2])} / {n})")
+                f"{got[i]:.5f}; its share of the step's loss is {expected[i]:.5f} "
+                f"(its mean x {len(micro[k][2])} / {n})")
 
 
 def _ignored(steps):
@@ -150,7 +151,7 @@ def _ignored(steps):
     def values(T_, a_):
         return [float(ref.distillation_loss(s, t, y, T if T_ == last_T else 2.0, a if a_ == last_a else 0.5)
                       * len(y) / sum(len(x) for _, _, x in micro)) for micro, T, a in steps for s, t, y in micro]
-    return ignored_settings(last_T, last_a, (2.0, 0.5), "distillation_loss", values)
+    return ignored_settings(last_T, last_a, (2.0, 0.5), "distillation_loss", values, subject="your compute_loss")
 
 
 def _check_gradients(calls, steps):
