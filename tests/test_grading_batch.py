@@ -101,6 +101,45 @@ def test_regrading_a_few_notebooks_keeps_the_rest_of_the_class(tmp_path, capsys,
     assert (tmp_path / "marks.csv").read_text() == "name,score\nalice,3\n"
 
 
+def test_a_relative_path_graded_from_elsewhere_is_the_same_notebook(tmp_path, capsys, fake_kernel, monkeypatch):
+    """The report kept paths as typed: `class/bob_02...` graded again from another folder as `../course/class/...`
+    was a new notebook (bob twice, his stale rows kept); now the report holds each notebook's resolved path."""
+    course = tmp_path / "course"
+    a_class(course / "class", f"alice_{NB}", f"bob_{NB}")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(course)
+    assert grade("class", "--out", "grades.csv") == 0
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    fake_kernel.failing = {f"bob_{NB}"}
+    assert grade(f"../course/class/bob_{NB}", "--out", "../course/grades.csv") == 0
+    rows = csv_rows(course / "grades.csv")
+    assert [(r["learner"], r["status"]) for r in rows] == [(f"alice_{NB[:-6]}", "passed")] * 2 + [
+        (f"bob_{NB[:-6]}", "failed")] * 2
+    assert {r["file"] for r in rows} == {str(course / "class" / f"{n}_{NB}") for n in ("alice", "bob")}
+
+
+def test_another_folders_notebook_of_the_same_name_is_another_learner(tmp_path, capsys, fake_kernel):
+    """late/frank_02 graded after class/frank_02 was given the same learner ID (two franks, one name)."""
+    a_class(tmp_path / "class", f"frank_{NB}")
+    a_class(tmp_path / "late", f"frank_{NB}")
+    out = tmp_path / "grades.csv"
+    assert grade(tmp_path / "class", "--out", out) == 0
+    assert grade(tmp_path / "late", "--out", out) == 0
+    assert [r["learner"] for r in csv_rows(out)] == [f"frank_{NB[:-6]}"] * 2 + [f"late/frank_{NB[:-6]}"] * 2
+
+
+def test_an_edit_made_to_the_csv_is_kept(tmp_path, capsys, fake_kernel):
+    """The merge read the JSON, so a mark an instructor corrected in grades.csv came back as it was."""
+    folder = a_class(tmp_path / "class", f"alice_{NB}", f"bob_{NB}")
+    out = tmp_path / "grades.csv"
+    fake_kernel.failing = {f"alice_{NB}"}
+    assert grade(folder / f"alice_{NB}", "--out", out) == 0
+    text = out.read_text(encoding="utf-8-sig")
+    out.write_text("\ufeff" + text.replace(",failed,", ",passed (by hand),", 1), encoding="utf-8", newline="")
+    assert grade(folder / f"bob_{NB}", "--out", out) == 0
+    assert [r["status"] for r in csv_rows(out)] == ["passed (by hand)", "failed", "passed", "passed"]
+
+
 def test_the_merge_reads_the_csv_when_the_json_is_gone(tmp_path, capsys, fake_kernel):
     """Without its JSON, the CSV (byte-order mark, formula-safe cells) is the gradebook that is kept."""
     folder = a_class(tmp_path / "class", f"=alice_{NB}", f"bob_{NB}")
@@ -160,6 +199,18 @@ def test_sigterm_and_sighup_stop_the_run_as_ctrl_c_does(tmp_path, capsys, fake_k
     assert "interrupted after 1 of 3 notebooks" in capsys.readouterr().err
 
 
+def test_a_signal_ignored_when_grading_starts_stays_ignored():
+    """`nohup kd-tutorial grade ... &`: SIGHUP is ignored, and a closed terminal stopped the run all the same."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with grader.signals_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # taken over, as before
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 def test_sigterm_shuts_the_kernel_down_and_removes_the_temporary_folders(tmp_path):
     """Real kernel, in a subprocess: SIGTERM while a learner's cell runs; the report holds the notebook finished
     before (one that is not JSON: no kernel, quick), and no /tmp/kd-grade-* folder or kernel is left."""
@@ -217,6 +268,11 @@ def test_lines_that_install_packages_become_pass():
         "pass  # !python3 -m pip install v : not run by the grader",
         "pass  # %mamba install m : not run by the grader", "!pipeline --help", "x = '!pip install'"]
     assert execute.without_installs("!ls\n%time x = 1") == ("!ls\n%time x = 1", False)
+    # IPython's automagic runs a bare `pip install` as %pip (notebook 00 shows that form); `pip = 3` is code
+    out, found = execute.without_installs("pip install -q x\n  conda install y\npip = 3\npip3.11 uninstall z")
+    assert found and out.split("\n") == ["pass  # pip install -q x : not run by the grader",
+                                         "  pass  # conda install y : not run by the grader", "pip = 3",
+                                         "pass  # pip3.11 uninstall z : not run by the grader"]
 
 
 def test_a_learners_pip_install_is_not_run_and_is_noted(tmp_path, monkeypatch):
@@ -308,9 +364,21 @@ def test_slow_cells_leave_the_checks_their_time(tmp_path):
     nb = nbformat.read(FIXTURES / "correct.ipynb", as_version=4)
     first = len(nb.cells)
     nb.cells += [new_code_cell("import time\ntime.sleep(3)") for _ in range(8)]
-    run = execute.run_submission(nb, "ex02", timeout=24, cell_timeout=4)  # 2 checks: 8 s kept for them
+    run = execute.run_submission(nb, "ex02", timeout=24, cell_timeout=4)  # 2 checks: 6 s kept for them
     assert run.results == {"q1": ("passed", run.results["q1"][1]), "q2": ("passed", run.results["q2"][1])}, run.notes
     note = next(n for n in run.notes if "nearly reached" in n)
     skipped = [int(n) for n in note.split(" not run")[0].split("cells ")[1].split(", ")]
     assert note.startswith("notebook time limit (24 s) nearly reached: cells ") and note.endswith(
         " not run, to leave time for the checks") and skipped[-1] == first + 8 and len(note) < 300
+
+
+def test_a_function_left_undefined_by_the_time_limit_is_a_timeout_not_unattempted(tmp_path):
+    """Real kernel: slow cells before the answers, so the cells that define them are skipped: the report said
+    "not attempted" (a stub never touched), of a finished notebook."""
+    nb = nbformat.read(FIXTURES / "correct.ipynb", as_version=4)
+    setup = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "import" in c.source)
+    for _ in range(3):
+        nb.cells.insert(setup + 1, new_code_cell("import time\ntime.sleep(4)"))
+    run = execute.run_submission(nb, "ex02", timeout=16, cell_timeout=5)
+    assert {q: status for q, (status, _) in run.results.items()} == {"q1": "timeout", "q2": "timeout"}, run.notes
+    assert "not checked: the notebook time limit (16 s) left some of its cells unrun" in run.results["q1"][1]

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import ERROR, TIMEOUT
+from .core import ERROR, NOT_ATTEMPTED, TIMEOUT
 from .registry import SETS
 
 OFFLINE_ENV = {
@@ -34,9 +34,11 @@ PRELOAD: tuple[str, ...] = ("torch", "torch.nn.functional")
 # A learner's `!pip install ...` (Colab learners are told to add one) would change the grader's environment for
 # every later submission: such lines become `pass`. `!`/`!!` or `%`, then pip, conda, mamba, uv pip, apt(-get), or
 # python -m pip, at the start of a line (indented or not), optionally after sudo.
-INSTALL_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:!{1,2}|%)[ \t]*(?:sudo[ \t]+)?"
-                          r"(?:pip3?|conda|mamba|micromamba|uv[ \t]+pip|apt-get|apt|"
-                          r"(?:python[\d.]*|\{sys\.executable\})[ \t]+-m[ \t]+pip)(?:[ \t]|$)")
+INSTALL_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:(?:!{1,2}|%)[ \t]*(?:sudo[ \t]+)?"
+                          r"(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip|apt-get|apt|"
+                          r"(?:python[\d.]*|\{sys\.executable\})[ \t]+-m[ \t]+pip)(?:[ \t]|$)"
+                          # IPython's automagic runs a bare `pip install x` as %pip (never valid Python)
+                          r"|(?:pip[\d.]*|conda|mamba)[ \t]+(?:install|uninstall|remove|update)\b)")
 
 
 @dataclass
@@ -165,8 +167,9 @@ def _make_client(exec_nb, cell_timeout: float, workdir: str):
 
 
 def check_reserve(n_checks: int, cell_timeout: float, timeout: float) -> float:
-    """Seconds of the notebook limit kept for the checks: ``min(cell_timeout, 15)`` each, at most half the limit."""
-    return min(n_checks * min(cell_timeout, 15.0), timeout / 2)
+    """Seconds of the notebook limit kept for the checks: ``min(cell_timeout, 3)`` each (a check takes under a
+    second: its imports are preloaded), at most half the limit. More would cut a slow but finished notebook short."""
+    return min(n_checks * min(cell_timeout, 3.0), timeout / 2)
 
 
 def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
@@ -210,6 +213,10 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
         shutil.rmtree(resdir, ignore_errors=True)
     for label in (label for label in labels if label not in run.results):
         run.results[label] = fate.get(label) or stop or (ERROR, f"{label}: the check did not report a result")
+    if any(note.startswith(SKIPPED) for note in run.notes):  # its function may sit in a cell that never ran
+        run.results.update({label: (TIMEOUT, f"{label}: not checked: the notebook time limit ({timeout:g} s) left "
+                                              "some of its cells unrun (see the notes)")
+                            for label, (status, _) in run.results.items() if status == NOT_ATTEMPTED})
     run.seconds = round(time.monotonic() - start, 2)
     return run
 
@@ -253,8 +260,11 @@ def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeo
 def _skipped_note(cells: list[int], timeout: float) -> str:
     """The note on the learner cells not run, to leave the checks their time."""
     shown = ", ".join(map(str, cells[:10])) + (", ..." if len(cells) > 10 else "")
-    return (f"notebook time limit ({timeout:g} s) nearly reached: cell{'s' * (len(cells) > 1)} {shown} not run, "
+    return (f"{SKIPPED} ({timeout:g} s) nearly reached: cell{'s' * (len(cells) > 1)} {shown} not run, "
             "to leave time for the checks")
+
+
+SKIPPED = "notebook time limit"  # how the note on unrun learner cells begins
 
 
 def _after_death(run: Run, fate: dict, kind: str, ref):

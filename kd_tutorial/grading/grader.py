@@ -188,7 +188,21 @@ def signals_interrupt():
     previous = {}
     try:
         for sig in (getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)):
-            previous[sig] = signal.signal(sig, handler)
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup` ignores SIGHUP: so does the grading
+                previous[sig] = signal.signal(sig, handler)
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+@contextlib.contextmanager
+def signals_ignored():
+    """SIGTERM and SIGHUP ignored in this block (the main thread only), their handlers restored after."""
+    names = ("SIGTERM", "SIGHUP") if threading.current_thread() is threading.main_thread() else ()
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (getattr(signal, n) for n in names
+                                                                     if hasattr(signal, n))}
+    try:
         yield
     finally:
         for sig, old in previous.items():
@@ -247,7 +261,7 @@ def grade_one(path: Path, nb, problem: str | None, learner: str, detected: str |
             titles = {ex.label: ex.title for ex in exercises(set_id)}
         except Exception:  # noqa: BLE001 - titles are cosmetic
             titles = {}
-    base = {"learner": learner, "file": str(path), "notebook": SETS[set_id][0] if set_id else "?",
+    base = {"learner": learner, "file": file_key(path), "notebook": SETS[set_id][0] if set_id else "?",
             "flags": "; ".join(flags), "notes": "; ".join(notes), "seconds": seconds}
     rows = [] if results else [{**base, "exercise": "?", "title": "", "status": ERROR,
                                 "message": "; ".join(notes) or "could not grade"}]
@@ -353,18 +367,19 @@ def read_report(out: Path) -> tuple[list[dict], list[dict]]:
     report) from the CSV itself, its submissions rebuilt from its rows; ``([], [])`` when ``out`` holds no report."""
     if not (out.is_file() and out.stat().st_size > 0 and is_report(out)):
         return [], []
-    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):  # no JSON (moved away, say): the CSV then
-        data = json.loads(json_path_of(out).read_text(encoding="utf-8-sig"))
-        if all(isinstance(x, dict) and isinstance(x.get("file"), str) for key in ("rows", "submissions")
-               for x in data[key]):
-            return [{k: r.get(k, "") for k in COLUMNS} for r in data["rows"]], data["submissions"]
-    try:
+    try:  # the CSV is the gradebook (an instructor may have edited it): the JSON only where it says the same
         with out.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
             rows = [{k: _formula_back(row.get(k) or "") for k in COLUMNS} for row in csv.DictReader(fh)
                     if isinstance(row.get("file"), str)]
     except (OSError, csv.Error) as err:
         raise UsageError(f"cannot read the earlier report {out} ({err}): give --out a new .csv name, or move {out} "
                          "away") from None
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):  # no JSON (moved away, say): the CSV alone
+        data = json.loads(json_path_of(out).read_text(encoding="utf-8-sig"))
+        same = [[str(r.get(k, "")) for k in ("file", "exercise", "status", "message")] for r in data["rows"]] == \
+            [[r[k] for k in ("file", "exercise", "status", "message")] for r in rows]
+        if same and all(isinstance(x, dict) and isinstance(x.get("file"), str) for x in data["submissions"]):
+            return [{k: r.get(k, "") for k in COLUMNS} for r in data["rows"]], data["submissions"]
     submissions: dict[str, dict] = {}
     for row in rows:
         with contextlib.suppress(ValueError):
@@ -382,14 +397,26 @@ def _formula_back(value):
     return value[1:] if isinstance(value, str) and value[:1] == "'" and value[1:2] in ("=", "+", "-", "@") else value
 
 
+def _free_id(learner: str, file: str, taken: set) -> str:
+    """``learner``, or, where a kept learner of the report has that ID (another folder's frank_02), the ID with the
+    notebook's folder in front (late/frank_02), else its whole path."""
+    if learner not in taken:
+        return learner
+    longer = f"{Path(file).parent.name}/{learner}"
+    return longer if longer not in taken else str(Path(file).with_suffix(""))
+
+
 def merge_reports(rows: list[dict], submissions: list[dict], earlier_rows: list[dict],
                   earlier_submissions: list[dict]) -> tuple[list[dict], list[dict], int, int]:
     """An earlier report with this run's notebooks in it: a notebook graded again (the same file, however named)
     replaces its rows in place, under its earlier learner ID; the others' rows are kept; new ones are added at the
-    end. Returns the rows, the submissions, and how many earlier rows, of how many notebooks, were kept."""
+    end. Returns the rows, the submissions, how many earlier rows were kept, and the notebooks they are of."""
     earlier_ids = {file_key(x["file"]): x["learner"] for x in (*earlier_rows, *earlier_submissions) if "learner" in x}
     now = {file_key(s["file"]) for s in submissions}
-    rows, submissions = ([{**x, "learner": earlier_ids.get(file_key(x["file"]), x["learner"])} for x in xs]
+    taken = {v for k, v in earlier_ids.items() if k not in now}
+    ids = {key: earlier_ids.get(key) or _free_id(s["learner"], key, taken)
+           for key, s in ((file_key(s["file"]), s) for s in submissions)}
+    rows, submissions = ([{**x, "learner": ids.get(file_key(x["file"]), x["learner"])} for x in xs]
                          for xs in (rows, submissions))
 
     def merged(new: list[dict], old: list[dict]) -> list[dict]:
@@ -404,7 +431,7 @@ def merge_reports(rows: list[dict], submissions: list[dict], earlier_rows: list[
 
     kept = [r for r in earlier_rows if file_key(r["file"]) not in now]
     return (merged(rows, earlier_rows), merged(submissions, earlier_submissions), len(kept),
-            len({file_key(r["file"]) for r in kept}))
+            sorted({file_key(r["file"]) for r in kept}))
 
 
 def summary(rows: list[dict], submissions: list[dict]) -> str:
@@ -525,13 +552,16 @@ def _grade(args) -> int:
         args.out, earlier = _partial_out(args.out), ([], [])  # a partial report holds this run's notebooks only
     seconds = time.monotonic() - start
     all_rows, all_submissions, kept, notebooks = merge_reports(rows, submissions, *earlier)
-    json_path = write_reports(all_rows, all_submissions, args.out, seconds)
+    with signals_ignored():  # a second SIGTERM must not cut the report being written
+        json_path = write_reports(all_rows, all_submissions, args.out, seconds)
     graded = {file_key(s["file"]) for s in submissions}
     _say("\n" + summary([r for r in all_rows if file_key(r["file"]) in graded],
                         [s for s in all_submissions if file_key(s["file"]) in graded]))
     if kept:
-        _say(f"\nkept {kept} earlier row(s) in {args.out}, of {notebooks} notebook(s) this run did not grade (give "
-             "--out a new name for a report of this run only)")
+        gone = [n for n in notebooks if not os.path.exists(n)]
+        _say(f"\nkept {kept} earlier row(s) in {args.out}, of {len(notebooks)} notebook(s) this run did not grade"
+             + (f" ({len(gone)} of them no longer there: {', '.join(Path(n).name for n in gone[:3])})" if gone else "")
+             + " (give --out a new name for a report of this run only)")
     _say(f"\nGraded {len(submissions)} notebook(s) in {seconds:.1f} s -> {args.out}, {json_path}")
     if stopped is None:
         return 0
