@@ -36,7 +36,7 @@ def wrong(key: str, fragment: str):
 
 # -- ex01.q1: multi-head attention from a packed QKV projection ------------------------------------
 def _mha(x, mask, w, b, h, *, scale="head", mask_op="fill", split="heads", packed="blocks", concat=True,
-         query_mask=False):
+         query_mask=False, softmax_dim=-1):
     B, L, H = x.shape
     d = H // h
     qkv = x @ w.T + b
@@ -59,7 +59,7 @@ def _mha(x, mask, w, b, h, *, scale="head", mask_op="fill", split="heads", packe
         scores = scores.masked_fill(keys == 0, float("-inf"))
     elif mask_op == "zero":
         scores = scores.masked_fill(keys == 0, 0.0)
-    att = scores.softmax(-1)
+    att = scores.softmax(softmax_dim)
     if mask_op == "after":
         att = att * keys
     out = att @ v
@@ -67,6 +67,8 @@ def _mha(x, mask, w, b, h, *, scale="head", mask_op="fill", split="heads", packe
     return out, att
 
 
+wrong("ex01.q1", "over the queries (dim=-2)")(lambda *a: _mha(*a, softmax_dim=-2))  # was told to mask the keys
+wrong("ex01.q1", "over the heads (dim=1)")(lambda *a: _mha(*a, softmax_dim=1))
 wrong("ex01.q1", "not by the head dimension itself")(lambda *a: _mha(*a, scale="d"))
 wrong("ex01.q1", "divided by sqrt(hidden size)")(lambda *a: _mha(*a, scale="hidden"))
 wrong("ex01.q1", "after the softmax")(lambda *a: _mha(*a, mask_op="after"))
@@ -82,11 +84,13 @@ wrong("ex01.q1", "return a pair")(lambda *a: _mha(*a)[0])
 
 # -- ex01.q2: parameters of a student configuration ------------------------------------------------
 def _student(teacher, overrides, add_pooling_layer=True, *, bias=1, ln=True, own_positions=True, pooler="flag",
-             use_overrides=True, segments=True):
+             use_overrides=True, segments=True, own_vocab=True):
     get = (lambda k: overrides.get(k, getattr(teacher, k))) if use_overrides else (lambda k: getattr(teacher, k))
     V, H, L, I = get("vocab_size"), get("hidden_size"), get("num_hidden_layers"), get("intermediate_size")
     P = get("max_position_embeddings") if own_positions else teacher.max_position_embeddings
     T = get("type_vocab_size") if segments else 0
+    if not own_vocab:
+        V, T = teacher.vocab_size, teacher.type_vocab_size
     norm = 2 * H if ln else 0
     total = (V + P + T) * H + norm
     total += L * (4 * (H * H + bias * H) + norm + H * I + bias * I + I * H + bias * H + norm)
@@ -96,6 +100,8 @@ def _student(teacher, overrides, add_pooling_layer=True, *, bias=1, ln=True, own
     return total
 
 
+wrong("ex01.q2", "your vocabulary is the teacher's")(lambda t, o, add_pooling_layer=True: _student(
+    t, o, add_pooling_layer, own_vocab=False))
 wrong("ex01.q2", "teacher's count")(lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer,
                                                                                    use_overrides=False))
 wrong("ex01.q2", "forgot the biases")(lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer, bias=0))
@@ -128,6 +134,8 @@ wrong("ex02.q1", "after the softmax")(lambda z, T=1.0: torch.softmax(z, -1) / T)
 wrong("ex02.q1", "log-probabilities")(lambda z, T=1.0: torch.log_softmax(z / T, -1))
 wrong("ex02.q1", "wrong dimension")(lambda z, T=1.0: torch.softmax(z / T, 0))
 wrong("ex02.q1", "nan/inf for large logits")(lambda z, T=1.0: torch.exp(z / T) / torch.exp(z / T).sum(-1, keepdim=True))
+wrong("ex02.q1", "subtract the largest of z / T, not of z")(  # stable at T = 1 only: nan at T = 2 for z = 1000
+    lambda z, T=1.0: (lambda e: e / e.sum(-1, keepdim=True))(torch.exp(z / T - z.max(-1, keepdim=True).values)))
 wrong("ex02.q1", "should return a torch.Tensor")(lambda z, T=1.0: torch.softmax(z / T, -1).tolist())
 
 # -- ex02.q2: entropy ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ PRELOAD = ("transformers.models.bert.configuration_bert",)
 
 
 def _mha_ref(x, mask, w, b, heads, *, scale="head", mask_mode="fill", split="heads", layout="blocks",
-             concat=True):
+             concat=True, softmax_dim=-1):
     B, L, H = x.shape
     d = H // heads
     qkv = x @ w.T + b
@@ -42,7 +42,7 @@ def _mha_ref(x, mask, w, b, heads, *, scale="head", mask_mode="fill", split="hea
         scores = scores.masked_fill(m == 0, 0.0)
     elif mask_mode == "add":
         scores = scores + m
-    weights = torch.softmax(scores, dim=-1)
+    weights = torch.softmax(scores, dim=softmax_dim)
     if mask_mode == "after":
         weights = weights * m
     out = weights @ v
@@ -73,6 +73,12 @@ def _check_mha(call):
         outs.append(as_tensor(res[0], ref_out.shape, "the attention output"))
         weights.append(as_tensor(res[1], ref_w.shape, "the attention weights"))
     expected = [_mha_ref(*c) for c in cases]
+    axis = diagnose(weights, {  # before the nan message: over the queries, masked keys' columns are all -inf
+        f"your softmax runs over the {where}: each query's weights over the keys sum to 1, so softmax over the "
+        "last dimension of the scores (dim=-1)": (lambda dim=dim: [_mha_ref(*c, softmax_dim=dim)[1] for c in cases])
+        for where, dim in (("queries (dim=-2)", -2), ("heads (dim=1)", 1))}, atol=1e-5)
+    if axis:
+        raise Wrong(axis)
     if any(bool(torch.isnan(t).any()) for t in weights + outs):
         raise Wrong("your result holds nan: a row of scores that is all -inf (every key masked) has no "
                     "softmax, so mask the keys (the last dimension of the scores), never the queries; and 0 x -inf "
@@ -143,11 +149,13 @@ _FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size"
 
 def _student_total(teacher, overrides, pooler, *, bias=True, layer_norm=True, teacher_positions=False,
                    teacher_width_table=False, token_type=True, pooler_times=1, ignore_flag=False,
-                   ignore_overrides=False):
+                   ignore_overrides=False, teacher_vocab=False):
     c = SimpleNamespace(**{k: getattr(teacher, k) if ignore_overrides else overrides.get(k, getattr(teacher, k))
                            for k in _FIELDS})
     if teacher_positions:
         c.max_position_embeddings = teacher.max_position_embeddings
+    if teacher_vocab:
+        c.vocab_size, c.type_vocab_size = teacher.vocab_size, teacher.type_vocab_size
     V, H, L, I, P = c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.max_position_embeddings
     b, ln = (1 if bias else 0), (2 * H if layer_norm else 0)
     E = teacher.hidden_size if teacher_width_table else H
@@ -175,6 +183,7 @@ def _student_cases():
         (_BERT_BASE, {"num_hidden_layers": 6}, True),
         (_BERT_BASE, {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2,
                       "intermediate_size": 512}, False),
+        (small, {"vocab_size": 50, "type_vocab_size": 1, "num_hidden_layers": 1}, False),  # a smaller vocabulary
     ]
 
 
@@ -205,6 +214,8 @@ def _check_student_count(call):
         "your embedding tables have the teacher's width: the student's embeddings are its own hidden_size "
         "wide": V(teacher_width_table=True),
         "you forgot the token-type (segment) embeddings: type_vocab_size x hidden_size": V(token_type=False),
+        "your vocabulary is the teacher's: when `overrides` sets vocab_size or type_vocab_size, the student's "
+        "tables have that many rows": V(teacher_vocab=True),
         "you counted the pooler twice: it is one hidden x hidden dense layer with its bias": V(pooler_times=2),
         "with add_pooling_layer=False the model has no pooler: leave it out of the count": V(ignore_flag=True),
         "with add_pooling_layer=True the model has a pooler (hidden x hidden + hidden): count it":
@@ -288,8 +299,8 @@ def count_student_parameters(teacher_config, overrides, add_pooling_layer=True):
     return embeddings + L * per_layer + pooler
     ### END SOLUTION
 ''',
-    success="Correct! Depth costs linearly, width quadratically, and the embedding table stays whatever you do "
-            "to the layers.",
+    success="Correct! Depth costs linearly and width quadratically; the embedding table does not shrink with depth, "
+            "only with width (and the vocabulary).",
 )
 
 __all__ = ["q1", "q2", "bert_parameter_counts"]

@@ -27,13 +27,17 @@ def _check_softmax(call):
     for logits, T in cases:
         out = as_tensor(call(logits.clone(), T), logits.shape, "softmax_with_temperature")
         got.append(out)
-    big = torch.tensor([[1000.0, 999.0, 0.0]])
-    out_big = as_tensor(call(big.clone(), 1.0), big.shape, "softmax_with_temperature")
-    if not torch.isfinite(out_big).all():
+    big = torch.tensor([[1000.0, 999.0, 0.0], [-1000.0, 0.0, 1000.0]])
+    out_big = {T: as_tensor(call(big.clone(), T), big.shape, "softmax_with_temperature") for T in (1.0, 2.0, 0.5)}
+    if not torch.isfinite(out_big[1.0]).all():
         raise Wrong("your function returns nan/inf for large logits (e.g. 1000): subtract the "
                     "largest logit before exp, or use torch.softmax, which does it for you")
+    if not all(torch.isfinite(out).all() for out in out_big.values()):
+        raise Wrong("your function returns nan/inf for large logits at T = 2 or T = 0.5 (fine at T = 1): subtract "
+                    "the largest of z / T, not of z, before exp (or use torch.softmax on z / T)")
     expected = [torch.softmax(z / T, dim=-1) for z, T in cases]
-    if all(close(g, e) for g, e in zip(got, expected)) and close(out_big, torch.softmax(big, -1)):
+    if all(close(g, e) for g, e in zip(got, expected)) and all(close(out, torch.softmax(big / T, -1))
+                                                               for T, out in out_big.items()):
         return
     message = diagnose(got, {
         "the temperature has no effect in your function: divide the logits by T before the softmax":
