@@ -282,11 +282,16 @@ def _folder_status(data_dir: str) -> str:
 
 
 def _hub_cached(repo_id: str, repo_type: str) -> str:
+    """"cached" when the Hugging Face cache holds ``repo_id`` (a model: with its weights, not only the config and
+    tokenizer that ``--init random`` or a cut prefetch leave), else what is missing and the fix."""
     try:
         from huggingface_hub import scan_cache_dir
-        for repo in scan_cache_dir().repos:
-            if repo.repo_id == repo_id and repo.repo_type == repo_type:
-                return "cached"
+        repos = [r for r in scan_cache_dir().repos if r.repo_id == repo_id and r.repo_type == repo_type]
     except Exception:  # an empty or missing cache folder
-        pass
-    return "missing (run `kd-tutorial prefetch`)"
+        repos = []
+    if not repos:
+        return "missing (run `kd-tutorial prefetch`)"
+    names = [f.file_name for r in repos for rev in r.revisions for f in rev.files]
+    if repo_type == "model" and not any(n.endswith((".safetensors", ".bin")) for n in names):
+        return "missing its weights (only its config or tokenizer is cached): run `kd-tutorial prefetch`"
+    return "cached"

@@ -501,3 +501,21 @@ def test_a_gpu_estimate_for_a_teacher_of_unknown_size_is_a_line_not_a_traceback(
     full = profiles.get_profile("full").replace(teacher="org/unknown-bert")
     said = cli.estimate(full, "cuda", gpu=("NVIDIA H100 80GB HBM3", "bf16"))
     assert said == "not estimated: the size of teacher 'org/unknown-bert' is not known before it loads"
+
+
+def test_a_model_cached_without_its_weights_is_not_ready(tmp_path, monkeypatch):
+    """`--init random` (or a cut prefetch) leaves a model's config and tokenizer in the Hub cache: notebook 00 said
+    "cached", and loading the weights offline failed later, in notebook 04."""
+    from huggingface_hub.utils import _cache_manager
+
+    from kd_tutorial.artifacts import _hub_cached
+    snapshot = tmp_path / "models--org--bert" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (tmp_path / "models--org--bert" / "refs").mkdir()
+    (tmp_path / "models--org--bert" / "refs" / "main").write_text("a" * 40)
+    (snapshot / "config.json").write_text("{}")
+    monkeypatch.setattr(_cache_manager, "HF_HUB_CACHE", str(tmp_path))
+    assert _hub_cached("org/bert", "model").startswith("missing its weights")
+    (snapshot / "model.safetensors").write_bytes(b"weights")
+    assert _hub_cached("org/bert", "model") == "cached"
+    assert _hub_cached("org/other", "model").startswith("missing (")
