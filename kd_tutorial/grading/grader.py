@@ -407,7 +407,7 @@ def _free_id(learner: str, file: str, taken: set) -> str:
 
 
 def merge_reports(rows: list[dict], submissions: list[dict], earlier_rows: list[dict],
-                  earlier_submissions: list[dict]) -> tuple[list[dict], list[dict], int, int]:
+                  earlier_submissions: list[dict]) -> tuple[list[dict], list[dict], int, list[str]]:
     """An earlier report with this run's notebooks in it: a notebook graded again (the same file, however named)
     replaces its rows in place, under its earlier learner ID; the others' rows are kept; new ones are added at the
     end. Returns the rows, the submissions, how many earlier rows were kept, and the notebooks they are of."""
