@@ -1,7 +1,8 @@
 """The notebook header: offline flags, seeds, device, quiet logging, and an environment report.
 
-Call :func:`setup` in the first code cell of every notebook, *before* anything
-imports transformers: the Hugging Face offline flags are read at import time.
+Call :func:`setup` in the first code cell that runs of every notebook (after the
+commented install line), *before* anything imports transformers: the Hugging Face
+offline flags are read at import time.
 """
 from __future__ import annotations
 

@@ -135,9 +135,11 @@ def test_an_edit_made_to_the_csv_is_kept(tmp_path, capsys, fake_kernel):
     fake_kernel.failing = {f"alice_{NB}"}
     assert grade(folder / f"alice_{NB}", "--out", out) == 0
     text = out.read_text(encoding="utf-8-sig")
-    out.write_text("\ufeff" + text.replace(",failed,", ",passed (by hand),", 1), encoding="utf-8", newline="")
+    text = text.replace(",failed,", ",passed (by hand),", 1).replace(f"alice_{NB[:-6]},", "Alice Smith,")
+    out.write_text("\ufeff" + text, encoding="utf-8", newline="")
     assert grade(folder / f"bob_{NB}", "--out", out) == 0
     assert [r["status"] for r in csv_rows(out)] == ["passed (by hand)", "failed", "passed", "passed"]
+    assert [r["learner"] for r in csv_rows(out)][:2] == ["Alice Smith"] * 2  # a renamed learner stays renamed
 
 
 def test_the_merge_reads_the_csv_when_the_json_is_gone(tmp_path, capsys, fake_kernel):
@@ -269,10 +271,12 @@ def test_lines_that_install_packages_become_pass():
         "pass  # %mamba install m : not run by the grader", "!pipeline --help", "x = '!pip install'"]
     assert execute.without_installs("!ls\n%time x = 1") == ("!ls\n%time x = 1", False)
     # IPython's automagic runs a bare `pip install` as %pip (notebook 00 shows that form); `pip = 3` is code
-    out, found = execute.without_installs("pip install -q x\n  conda install y\npip = 3\npip3.11 uninstall z")
+    out, found = execute.without_installs("pip install -q x\n  conda install y\npip = 3\npip3.11 uninstall z\n"
+                                          "uv pip install w")
     assert found and out.split("\n") == ["pass  # pip install -q x : not run by the grader",
                                          "  pass  # conda install y : not run by the grader", "pip = 3",
-                                         "pass  # pip3.11 uninstall z : not run by the grader"]
+                                         "pass  # pip3.11 uninstall z : not run by the grader",
+                                         "pass  # uv pip install w : not run by the grader"]
 
 
 def test_a_learners_pip_install_is_not_run_and_is_noted(tmp_path, monkeypatch):

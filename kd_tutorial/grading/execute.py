@@ -38,7 +38,8 @@ INSTALL_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:(?:!{1,2}|%)[ \t]*(?:sudo[ \t]
                           r"(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip|apt-get|apt|"
                           r"(?:python[\d.]*|\{sys\.executable\})[ \t]+-m[ \t]+pip)(?:[ \t]|$)"
                           # IPython's automagic runs a bare `pip install x` as %pip (never valid Python)
-                          r"|(?:pip[\d.]*|conda|mamba)[ \t]+(?:install|uninstall|remove|update)\b)")
+                          r"|(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip)[ \t]+"
+                          r"(?:install|uninstall|remove|update)\b)")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Run:
     flags: list[str] = field(default_factory=list)
     seconds: float = 0.0
     kernel_python: str | None = None
+    skipped_cells: list[int] = field(default_factory=list)  # learner cells not run, to leave the checks their time
 
 
 def kernel_manager_class():
@@ -213,10 +215,11 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
         shutil.rmtree(resdir, ignore_errors=True)
     for label in (label for label in labels if label not in run.results):
         run.results[label] = fate.get(label) or stop or (ERROR, f"{label}: the check did not report a result")
-    if any(note.startswith(SKIPPED) for note in run.notes):  # its function may sit in a cell that never ran
+    if run.skipped_cells:  # a function "not defined" may be one that a skipped cell defines
         run.results.update({label: (TIMEOUT, f"{label}: not checked: the notebook time limit ({timeout:g} s) left "
                                               "some of its cells unrun (see the notes)")
-                            for label, (status, _) in run.results.items() if status == NOT_ATTEMPTED})
+                            for label, (status, message) in run.results.items()
+                            if status == NOT_ATTEMPTED and "is not defined" in message})
     run.seconds = round(time.monotonic() - start, 2)
     return run
 
@@ -232,6 +235,7 @@ def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeo
         remaining = deadline - time.monotonic()
         if kind == "learner" and (skipped or remaining - reserve < 1):
             skipped.append(ref + 1)  # the learner's cells come one after another: what is left goes to the checks
+            run.skipped_cells = skipped
             continue
         if skipped and kind == "purge":
             run.notes.append(_skipped_note(skipped, timeout))
@@ -260,11 +264,8 @@ def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeo
 def _skipped_note(cells: list[int], timeout: float) -> str:
     """The note on the learner cells not run, to leave the checks their time."""
     shown = ", ".join(map(str, cells[:10])) + (", ..." if len(cells) > 10 else "")
-    return (f"{SKIPPED} ({timeout:g} s) nearly reached: cell{'s' * (len(cells) > 1)} {shown} not run, "
+    return (f"notebook time limit ({timeout:g} s) nearly reached: cell{'s' * (len(cells) > 1)} {shown} not run, "
             "to leave time for the checks")
-
-
-SKIPPED = "notebook time limit"  # how the note on unrun learner cells begins
 
 
 def _after_death(run: Run, fate: dict, kind: str, ref):

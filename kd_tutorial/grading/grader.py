@@ -369,15 +369,15 @@ def read_report(out: Path) -> tuple[list[dict], list[dict]]:
         return [], []
     try:  # the CSV is the gradebook (an instructor may have edited it): the JSON only where it says the same
         with out.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
-            rows = [{k: _formula_back(row.get(k) or "") for k in COLUMNS} for row in csv.DictReader(fh)
-                    if isinstance(row.get("file"), str)]
+            raw = [row for row in csv.DictReader(fh) if isinstance(row.get("file"), str)]
+        rows = [{k: _formula_back(row.get(k) or "") for k in COLUMNS} for row in raw]
     except (OSError, csv.Error) as err:
         raise UsageError(f"cannot read the earlier report {out} ({err}): give --out a new .csv name, or move {out} "
                          "away") from None
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError):  # no JSON (moved away, say): the CSV alone
         data = json.loads(json_path_of(out).read_text(encoding="utf-8-sig"))
-        same = [[str(r.get(k, "")) for k in ("file", "exercise", "status", "message")] for r in data["rows"]] == \
-            [[r[k] for k in ("file", "exercise", "status", "message")] for r in rows]
+        same = [[_csv_cell(r.get(k)) for k in COLUMNS] for r in data["rows"]] == \
+            [[r.get(k) or "" for k in COLUMNS] for r in raw]  # every column: an ID renamed in the CSV is kept
         if same and all(isinstance(x, dict) and isinstance(x.get("file"), str) for x in data["submissions"]):
             return [{k: r.get(k, "") for k in COLUMNS} for r in data["rows"]], data["submissions"]
     submissions: dict[str, dict] = {}
@@ -390,6 +390,11 @@ def read_report(out: Path) -> tuple[list[dict], list[dict]]:
         sub["passed"] += row["status"] == PASSED
         sub["total"] += set_id is not None
     return rows, list(submissions.values())
+
+
+def _csv_cell(value) -> str:
+    """What :func:`write_reports` wrote in the CSV for a JSON report's ``value``."""
+    return "" if value is None else str(_not_a_formula(value))
 
 
 def _formula_back(value):
