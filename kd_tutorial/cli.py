@@ -812,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kd-tutorial: interrupted; {AFTER_CTRL_C.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as the shell's tools do
-        if sys.stdout is not sys.__stdout__:  # a pipe of ours, not the terminal's: not the reader leaving
+        if sys.stdout is not sys.__stdout__:  # stdout replaced (Jupyter, a capture): some other pipe broke
             raise
         _quiet_stdout()
         return 141

@@ -169,6 +169,9 @@ class LearnerCrash(Exception):
 HINT_TIERS = ("concept", "API", "near-solution")
 
 
+UNDEFINED = "is not defined: not attempted yet"  # the message's end when the function does not exist (execute.py)
+
+
 class Exercise:
     """One graded exercise.
 
@@ -203,7 +206,7 @@ class Exercise:
     def grade(self, fn: Any) -> Result:
         """Run the check on ``fn`` and return a :class:`Result` (never raises for learner faults)."""
         if fn is None:
-            return Result(NOT_ATTEMPTED, f"`{self.name}` is not defined: not attempted yet")
+            return Result(NOT_ATTEMPTED, f"`{self.name}` {UNDEFINED}")
         if not callable(fn):
             return Result(FAILED, f"`{self.name}` should be a function, got {type(fn).__name__}")
         module = getattr(fn, "__module__", None) or ""

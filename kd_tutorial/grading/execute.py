@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import ERROR, NOT_ATTEMPTED, TIMEOUT
+from .core import ERROR, NOT_ATTEMPTED, TIMEOUT, UNDEFINED
 from .registry import SETS
 
 OFFLINE_ENV = {
@@ -219,7 +219,7 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
         run.results.update({label: (TIMEOUT, f"{label}: not checked: the notebook time limit ({timeout:g} s) left "
                                               "some of its cells unrun (see the notes)")
                             for label, (status, message) in run.results.items()
-                            if status == NOT_ATTEMPTED and "is not defined" in message})
+                            if status == NOT_ATTEMPTED and message.endswith(UNDEFINED)})
     run.seconds = round(time.monotonic() - start, 2)
     return run
 
