@@ -376,6 +376,15 @@ def test_each_term_compares_a_student_layer_with_its_mapped_teacher_layer():
     for name in spec.weights:
         assert abs(float(same[name])) < 1e-5, (name, same[name])
         assert float(shifted[name]) > 1e-4, (name, shifted[name])
+    # each term is the mean over the mapped layers, and student layer i goes through its own projection i - 1
+    scales = (1.0, 2.0, -0.5)
+    projections = [lambda x, c=c: c * x for c in scales]
+    projected = intermediate_terms(spec, s, t, mask, [2, 3, 3], projections)
+    pairs = list(zip(scales, (1, 2, 3), (2, 3, 3)))
+    expected = sum(losses.hidden_mse(c * s.hidden[i], t.hidden[m], mask) for c, i, m in pairs) / 3
+    assert torch.allclose(projected["hidden_mse"], expected, atol=1e-6)
+    assert torch.allclose(shifted["hidden_cosine"], sum(
+        losses.hidden_cosine(s.hidden[i], t.hidden[m], mask) for _, i, m in pairs) / 3, atol=1e-6)
 
 
 @given(st.integers(0, 10_000), lengths_st, st.integers(1, 4))

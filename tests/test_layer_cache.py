@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from kd_tutorial import layer_cache, pipeline, teacher_layers, teachers
+from kd_tutorial import layer_cache, losses, pipeline, teacher_layers, teachers
 from kd_tutorial.data import collate
 from kd_tutorial.features import forward_features
 from kd_tutorial.layer_cache import LayerStates, LayerWriter
@@ -169,13 +169,17 @@ def test_a_batch_loss_from_cached_layers_is_the_online_teachers(small, name):
     recipe = get_recipe(name)
     model = _student(profile, teacher, recipe).eval()  # no dropout: the two calls see the same student
     rows = prep.encoded["transfer"]
-    batch = collate(rows, list(range(8)))
+    batch = collate(rows, [5, 0, 11, 3, 9, 1, 14, 2])  # shuffled: rows are read by index
     config = TrainConfig(mode="kd", intermediate=recipe.intermediate)
     keys = set(recipe.intermediate.layer_keys([4]))  # the 1-layer student's uniform mapping: teacher layer 4
     assert keys <= states["transfer"].keys
-    online = recipe_loss(model, batch, config, logits["transfer"], teacher=teacher)
-    cached = recipe_loss(model, batch, config, logits["transfer"], teacher_states=states["transfer"])
+    targets = torch.randn_like(logits["transfer"]) * 3  # rows that differ, so a row read from the wrong place shows
+    online = recipe_loss(model, batch, config, targets, teacher=teacher)
+    cached = recipe_loss(model, batch, config, targets, teacher_states=states["transfer"])
     assert cached[0].item() == pytest.approx(online[0].item(), rel=1e-2)
+    kd = losses.distillation_loss(cached[1], targets[batch["index"]], batch["labels"], config.temperature, config.alpha)
+    weights = recipe.intermediate.weights
+    assert (cached[0] - sum(weights[k] * v for k, v in cached[2].items())).item() == pytest.approx(kd.item(), rel=1e-5)
     assert set(cached[2]) == set(online[2]) and len(online[2]) == 1
     for term in online[2]:
         assert cached[2][term].item() == pytest.approx(online[2][term].item(), rel=2e-2, abs=1e-4), term
@@ -328,7 +332,7 @@ def test_a_cls_term_beside_a_per_token_one_reads_its_states_from_the_cache_too(s
     recipe = base.with_(intermediate=dataclasses.replace(base.intermediate, cls=1.0))
     assert set(recipe.intermediate.layer_keys([4])) == {("hidden", 4), ("values", 4)} <= states["transfer"].keys
     model = _student(profile, teacher, recipe).eval()
-    batch = collate(prep.encoded["transfer"], list(range(8)))
+    batch = collate(prep.encoded["transfer"], [5, 0, 11, 3, 9, 1, 14, 2])
     config = TrainConfig(mode="kd", intermediate=recipe.intermediate)
     online = recipe_loss(model, batch, config, logits["transfer"], teacher=teacher)[2]
     cached = recipe_loss(model, batch, config, logits["transfer"], teacher_states=states["transfer"])[2]

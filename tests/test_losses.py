@@ -63,6 +63,14 @@ def check_zero_at_teacher(kd):
     assert float(kd(s, t, None, 2.0, 1.0)) > 1e-4
 
 
+def check_unlabelled_rows_weigh_the_soft_term_by_alpha(kd):
+    """No labels (or every row -1): the hard term is 0, the soft one still weighs alpha (not 1)."""
+    s, t = logits_pair(4, 5, 3)
+    none = kd(s, t, None, 2.0, 0.3)
+    assert torch.allclose(none, kd(s, t, torch.full((5,), -1), 2.0, 0.3))
+    assert torch.allclose(none, 0.3 * reference_soft(s, t, 2.0))
+
+
 def check_no_teacher_gradient(kd):
     s, t = logits_pair(3, 4, 3)
     s.requires_grad_(True)
@@ -99,8 +107,8 @@ def check_gradient_closed_form(kd):
     assert torch.allclose(x.grad, closed_form_gradient(s, t, labels, 3.0, 0.7), rtol=1e-7, atol=1e-12)
 
 
-CHECKS = [check_value, check_zero_at_teacher, check_no_teacher_gradient, check_batch_invariance,
-          check_temperature_scaling, check_gradient_closed_form]
+CHECKS = [check_value, check_zero_at_teacher, check_unlabelled_rows_weigh_the_soft_term_by_alpha,
+          check_no_teacher_gradient, check_batch_invariance, check_temperature_scaling, check_gradient_closed_form]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -124,16 +132,16 @@ def _soft_mutant(kind):
             soft = F.kl_div(F.log_softmax(t / T, -1), F.softmax(s / T, -1), reduction="batchmean") * T * T
         elif kind == "teacher on both sides":
             soft = F.kl_div(F.log_softmax(t / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
-        elif kind in ("gradient leak", "reference"):
+        elif kind in ("gradient leak", "reference", "alpha ignored without labels"):
             soft = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
         if labels is None or alpha == 1.0:
-            return alpha * soft
+            return soft if kind == "alpha ignored without labels" else alpha * soft
         return alpha * soft + (1 - alpha) * losses.hard_cross_entropy(s, labels)
     return kd
 
 
 MUTANTS = ["reduction mean", "no T^2", "probabilities as input", "swapped", "teacher on both sides",
-           "gradient leak"]
+           "gradient leak", "alpha ignored without labels"]
 
 
 def test_the_unmutated_template_passes():

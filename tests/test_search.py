@@ -94,6 +94,15 @@ def test_the_pruning_rule():
     assert search.prune_reason([0.85], [[0.8]], **rule) is None  # one finished trial: no median yet
     assert "median" in search.prune_reason([0.85], [[0.88, 0.9], [0.9]], **rule)
     assert search.prune_reason([0.85, 0.9], [[0.88, 0.9], [0.9]], **rule) is None
+    assert search.prune_reason([0.9, 0.7], [], **rule) is None  # its best pass counts, not its last
+    # peers are compared up to this trial's pass: their later 0.95 does not count against an early 0.80
+    assert search.prune_reason([0.80], [[0.70, 0.95], [0.75, 0.95]], **(rule | {"margin": 0.5})) is None
+    assert search.prune_reason([0.85], [[0.9]], **(rule | {"min_finished": 2})) is None
+    assert search.prune_reason([0.85], [[0.9], [0.9]], **(rule | {"min_finished": 3})) is None
+    assert search.prune_reason([0.85], [[0.85], [0.85]], **rule) is None  # level with the median: goes on
+    two_reached = [[0.9], [0.86, 0.9], [0.87, 0.9]]  # only two finished trials had a second pass
+    assert "median" in search.prune_reason([0.85, 0.85], two_reached, **rule)
+    assert search.prune_reason([0.85, 0.85], two_reached, **(rule | {"min_finished": 3})) is None
 
 
 def test_a_study_of_another_budget_is_not_continued(study):

@@ -132,6 +132,16 @@ def test_paired_bootstrap_draws_what_resampling_the_reviews_draws():
     assert out["diff"] == pytest.approx(float(per_review.mean()))
 
 
+def test_seeds_that_agree_add_no_reviews_to_the_bootstrap():
+    """The bootstrap resamples reviews, each with all its seeds' answers: three seeds that agree on every review
+    give the one seed's interval (resampling (seed, review) pairs would narrow it by sqrt(3))."""
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(300, generator=g) < 0.85, torch.rand(300, generator=g) < 0.8
+    one, three = paired_bootstrap(a, b), paired_bootstrap(a.repeat(3, 1), b.repeat(3, 1))
+    assert (three["ci_low"], three["ci_high"], three["reviews"]) == (one["ci_low"], one["ci_high"], 300)
+    assert three["seeds"] == 3 and one["ci_high"] - one["ci_low"] > 0.05
+
+
 def test_paired_statistics_refuse_unpaired_inputs():
     a, b = _pair(3, 2)
     for stat in (paired_bootstrap, mcnemar):

@@ -39,6 +39,17 @@ def test_a_retrained_teacher_keeps_an_identical_ones_outputs_and_sets_aside_anot
         assert (folder / "logits-train.pt").exists() and again.shape == logits["train"].shape
 
 
+def test_the_weights_hash_tells_apart_weights_that_differ_in_one_value_only():
+    """The hash decides whether a retrained teacher keeps its predecessor's logits and layers: it must read every
+    value (a hash of the names and shapes would keep another teacher's outputs)."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    before = teachers.weights_hash(model)
+    assert teachers.weights_hash(model) == before and len(before) == 16
+    with torch.no_grad():
+        model[0].weight[1, 2] += 1e-6
+    assert teachers.weights_hash(model) != before
+
+
 def test_outputs_of_a_teacher_that_predates_the_weights_record_are_set_aside(tmp_path, capsys):
     (tmp_path / "teacher.json").write_text(json.dumps({"val_accuracy": 0.8}))  # written before the hash existed
     (tmp_path / "logits-train.pt").write_bytes(b"x")

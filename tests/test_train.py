@@ -58,6 +58,22 @@ def test_kd_step_uses_student_and_cached_teacher_logits(rows):
     assert not torch.allclose(loss, losses.distillation_loss(logits, wrong_rows, batch["labels"], 2.0, 0.6))
 
 
+def test_a_recipe_that_asks_the_live_teacher_still_distils_the_cached_logits(rows):
+    """Recipes whose layers come from the teacher's own pass take its logits from the cache, so that every run
+    of a student distils the same targets: the logit half of the loss is KD against the cached rows."""
+    from kd_tutorial import recipes
+    teacher, student = freeze(small_model(2)), models.DistillationStudent(small_model(4), 32).eval()
+    cached = torch.randn(len(rows["train"]), 2) * 3  # not the teacher's own logits
+    config = TrainConfig(mode="kd", temperature=2.0, alpha=0.6,
+                         intermediate=recipes.get_recipe("kd+transfer+hidden").intermediate)
+    batch = data.make_batches(rows["train"], 8, shuffle=True, seed=3)[0]
+    loss, logits, terms = recipe_loss(student, batch, config, teacher_logits=cached, teacher=teacher)
+    kd = losses.distillation_loss(logits, cached[batch["index"]], batch["labels"], 2.0, 0.6)
+    weights = config.intermediate.weights
+    assert torch.allclose(loss, kd + sum(weights[name] * value for name, value in terms.items()), atol=1e-6)
+    assert terms and all(value > 0 for value in terms.values())
+
+
 def test_kd_with_a_live_teacher_leaves_it_untouched_and_pulls_the_student_to_it(rows):
     teacher = freeze(small_model(2))
     before = copy.deepcopy(teacher.state_dict())
@@ -121,7 +137,7 @@ def no_dropout(model):
     return model
 
 
-@pytest.mark.parametrize("recipe", ["kd+transfer+hidden", "kd+transfer+attn"])
+@pytest.mark.parametrize("recipe", ["kd+transfer+hidden", "kd+transfer+attn", "kd+transfer+values", "kd+transfer+pkd"])
 def test_accumulated_micro_batches_of_unequal_lengths_match_the_whole_batch(rows, recipe):
     """Per-token terms are means over real tokens: accumulated micro-batches of different lengths must weigh each
     by its share of the step's tokens (not its rows) to match one batch. The step's logged loss and terms are the
@@ -477,7 +493,7 @@ def test_the_cls_term_asks_the_teacher_when_its_states_are_not_cached(rows):
     config = TrainConfig(mode="kd", max_steps=2, batch_size=8, lr=1e-3, precision="fp32",
                          intermediate=recipes.get_recipe("kd+transfer+pkd").intermediate)
     student = models.DistillationStudent(small_model(21), teacher.config.hidden_size).eval()  # no dropout
-    batch = data.collate(rows["train"], list(range(8)))
+    batch = data.collate(rows["train"], [5, 0, 17, 3, 9, 1, 30, 2])  # shuffled: rows are read by index, not place
     online = recipe_loss(student, batch, config, teacher_logits=cached, teacher=teacher)[2]["cls"]
     from_cache = recipe_loss(student, batch, config, teacher_logits=cached, teacher_cls=cls)[2]["cls"]
     assert torch.allclose(online, from_cache, atol=1e-5)
