@@ -122,6 +122,9 @@ def describe(device: str) -> dict:
 
 
 def synchronize(device: str) -> None:
-    """Wait for the device's queued work (CUDA runs asynchronously), so that a timer measures it."""
-    if device_type(device) == "cuda":
+    """Wait for the device's queued work (CUDA and Apple's MPS run asynchronously), so that a timer measures it."""
+    kind = device_type(device)
+    if kind == "cuda":
         torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()

@@ -194,12 +194,14 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     for name, model in models.items():
         if name not in logits:
             logits[name] = predict_logits(model, encoded, batch_size=batch_size, device=device, precision=precision)
+    timings = latency_in_turns(models, encoded, device=device, n=latency_n, repeats=latency_repeats,
+                               precision=precision)
     rows = []
     for name, model in models.items():
         speed = throughput(model, encoded, device=device, batch_size=batch_size, max_batches=throughput_batches,
                            precision=precision)
-        timing = latency(model, encoded, device=device, n=latency_n, repeats=latency_repeats, precision=precision)
         model.to(home[name])
+        timing = timings[name]
         rows.append({
             "name": name,
             "accuracy": accuracy(logits[name], encoded.labels),
@@ -215,6 +217,23 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
             "precision": resolve_precision(device, precision),
         })
     return rows
+
+
+def latency_in_turns(models: dict, encoded, *, device: str = "cpu", n: int = 30, repeats: int = 3,
+                     precision: str = "auto") -> dict:
+    """Each model's :func:`latency`, its ``repeats`` passes taken in turns: every round times one pass of each model
+    (the order reversed every other round), so that the machine's drift over the comparison (another process,
+    clock speed, heat) falls on every model alike, not on whichever was timed last. Identical architectures timed
+    one after another differed by 40 % in a table. Each model goes back to the device it came on after its pass."""
+    home = {name: _device_of(model) for name, model in models.items()}
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(repeats):
+        for name in (list(models) if r % 2 == 0 else list(reversed(models))):
+            timing = latency(models[name], encoded, device=device, n=n, repeats=1, precision=precision)
+            samples[name] += timing["samples"]
+            models[name].to(home[name])
+    return {name: dict(zip(("q1", "p50", "q3"), quartiles(times))) | {"samples": times}
+            for name, times in samples.items()}
 
 
 def _device_of(model) -> torch.device:

@@ -71,6 +71,9 @@ def test_report_renders_as_markdown_and_in_the_readme_splice(report, tmp_path):
     path, data = report
     text = benchmark_markdown(data)
     assert "teacher fine-tuning" in text and "distil-2L, naive loop" in text and "Projected wall time" in text
+    n = data["phases"]["naive_vs_optimised"]  # the speed-up, and the same with the pass that cached the logits
+    once = n["naive"]["seconds"] / (n["optimised"]["seconds"] + n["cache_seconds"])
+    assert f"course loop ({n['speedup']:.1f}x; {once:.1f}x with its logits pass)" in text
     assert results_markdown(data) == text  # what `kd-tutorial report docs/results/*.json` renders for it
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nrest\n")

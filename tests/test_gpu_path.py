@@ -299,3 +299,14 @@ def test_a_gpu_with_native_bf16_fits_the_batch_of_the_fused_attention_kernels(mo
     fitted, said = env.fit_to_device(PROFILES["full"], "cuda")
     assert (fitted.batch_size, fitted.grad_accum) == batch and f"batch {batch[0]} x {batch[1]}" in said
     assert "GPU in bf16" in said
+
+
+def test_timers_wait_for_apples_mps_as_for_cuda(monkeypatch):
+    """MPS queues work as CUDA does: a timer that does not wait for it measures the queueing, not the work."""
+    from kd_tutorial import device
+    calls = []
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: calls.append("mps"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(f"cuda {device}"))
+    for name in ("mps", "cuda:1", "cpu"):
+        device.synchronize(name)
+    assert calls == ["mps", "cuda cuda:1"]

@@ -45,3 +45,25 @@ def test_each_seeds_difference_is_shown_beside_the_interval_over_reviews():
     assert format_comparisons([older], models).splitlines()[2].endswith("| +5.00, +0.00, -5.00 |")
     one_seed = row | {"diff_per_seed": [0.1]}
     assert "per seed" not in format_comparisons([one_seed])  # one seed: the difference is the seed's
+
+
+def test_a_printed_p_value_or_bound_never_contradicts_the_verdict_beside_it():
+    """p = 0.0496 printed to 2 digits read 0.05 beside "better", and a lower bound of +0.004 points +0.00."""
+    from kd_tutorial.report import format_comparisons, format_interval, format_p
+    assert [format_p(p) for p in (0.0496, 0.0504, 0.049999, 0.2, 1.0)] == ["0.0496", "0.05", "0.049999", "0.2", "1"]
+    assert format_p(0.0099, level=0.99) == "0.0099" and format_p(0.011, level=0.99) == "0.011"
+    assert format_interval({"ci_low": 0.00004, "ci_high": 0.0123}) == "[+0.004, +1.23]"
+    assert format_interval({"ci_low": -0.0051, "ci_high": 1e-13}) == "[-0.51, +0.00]"  # float noise stays 0.00
+    row = {"student": "s", "recipe": "kd", "against": "baseline", "diff": 0.004, "ci_low": 0.0004,
+           "ci_high": 0.008, "p_mcnemar": 0.0496, "level": 0.95, "verdict": "better"}
+    assert format_comparisons([row]).splitlines()[2] == \
+        "| s | kd | baseline | +0.40 | [+0.04, +0.80] | 0.0496 | better |"
+
+
+def test_a_verdict_recorded_by_an_earlier_rule_is_shown_beside_todays():
+    """Three tuning files recorded "better" beside p = 0.0567: the table said what the p beside it denies."""
+    from kd_tutorial.report import format_comparisons
+    row = {"student": "s", "recipe": "kd", "against": "baseline", "diff": 0.004, "ci_low": 0.001,
+           "ci_high": 0.008, "p_mcnemar": 0.0567, "level": 0.95, "verdict": "better"}
+    assert format_comparisons([row]).splitlines()[2].endswith(
+        "| 0.057 | no detectable difference at this size (recorded: better, by an earlier rule) |")

@@ -105,6 +105,25 @@ def test_the_pruning_rule():
     assert search.prune_reason([0.85, 0.85], two_reached, **(rule | {"min_finished": 3})) is None
 
 
+def test_a_student_is_timed_once_and_a_trial_trains_as_long_whatever_share_of_the_transfer_set_it_reads(
+        monkeypatch):
+    """Two trials of one student differ in weights, not in speed: timing each let the timer's noise keep the less
+    accurate one on the front. And a trial on a quarter of the transfer set got a quarter of the steps, so the
+    fraction changed two things at once."""
+    from types import SimpleNamespace
+    timed = []
+    monkeypatch.setattr(search, "latency", lambda model, *a, **kw: timed.append(model) or {"p50": 1.0 + len(timed)})
+    study = SimpleNamespace(user_attrs={})
+    study.set_user_attr = study.user_attrs.__setitem__
+    ctx = SimpleNamespace(prep=SimpleNamespace(encoded={"validation": None}), device="cpu", latency_n=8,
+                          profile=PROFILE, rows=list(range(1000)), steps=None)
+    ms = [search.student_latency(study, ctx, name, model) for name, model in (("a", "A1"), ("b", "B"), ("a", "A2"))]
+    assert ms == [2.0, 3.0, 2.0] and timed == ["A1", "B"]
+    spec = PROFILE.students[0]
+    assert search.trial_steps(ctx, spec) == search.step_budget(PROFILE, spec, 1000)
+    assert search.trial_steps(SimpleNamespace(**{**vars(ctx), "steps": 7}), spec) == 7
+
+
 def test_a_study_of_another_budget_is_not_continued(study):
     out, _, _ = study
     with pytest.raises(UsageError, match="--steps 2"):

@@ -1,6 +1,7 @@
 """The paired statistics behind every verdict: the bootstrap interval, McNemar's test and the verdict rule."""
 import itertools
 import math
+import statistics
 
 import pytest
 import torch
@@ -190,6 +191,23 @@ def test_latency_times_the_same_reviews_in_every_pass_and_never_the_warm_up_ones
     small = evaluate.latency(Recorder(), data.Encoded([[101, 7, 102]] * 2, torch.zeros(2, dtype=torch.long), "two"),
                              device="cpu", n=30, warmup=5, repeats=1)
     assert len(seen) == 2 and len(small["samples"]) == 1
+
+
+def test_models_compared_are_timed_in_turns_so_drift_falls_on_all_of_them(monkeypatch):
+    """compare timed one model's passes back to back, then the next's: a machine that slowed down half-way made one
+    architecture 40 % slower than its twin. Each round now times one pass of every model, in alternating order."""
+    from kd_tutorial import evaluate
+    order, clock = [], iter(range(100))
+    monkeypatch.setattr(evaluate, "latency", lambda model, *a, **kw: order.append(model.tag) or {
+        "samples": [float(next(clock))] * 2})
+    models = {}
+    for tag in ("a", "b", "c"):
+        models[tag] = torch.nn.Linear(1, 1)
+        models[tag].tag = tag
+    out = evaluate.latency_in_turns(models, None, repeats=4)
+    assert order == list("abccbaabccba")
+    assert out["a"]["samples"] == [0.0, 0.0, 5.0, 5.0, 6.0, 6.0, 11.0, 11.0]  # one pass per round, all kept
+    assert out["b"]["p50"] == statistics.median(out["b"]["samples"])
 
 
 def test_compare_hands_each_model_back_on_the_device_it_came_on(monkeypatch):
