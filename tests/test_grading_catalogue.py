@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_tutorial.grading import registry
-from kd_tutorial.grading.core import FAILED, PASSED
+from kd_tutorial.grading.core import ERROR, FAILED, PASSED
 from kd_tutorial.losses import distillation_loss
 
 CATALOGUE: dict[str, list] = {}
@@ -456,10 +456,28 @@ wrong("ex06.q2", "student time / teacher time")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(s, mk(b), sync) / _latency(t, mk(b), sync) for b in sizes})
 wrong("ex06.q2", "barely change with the batch size")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(t, mk(1), sync) / _latency(s, mk(1), sync) for b in sizes})
-wrong("ex06.q2", "warm up, sync() around the timed region")(  # one cold call per model and size: no warm-up
+wrong("ex06.q2", "Likely causes: timings without warm-up or sync()")(  # one cold call per model and size: no warm-up
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(t, mk(b), sync, do_warmup=False, repeats=1)
                                                 / _latency(s, mk(b), sync, do_warmup=False, repeats=1) for b in sizes})
 wrong("ex06.q2", "with the keys")(lambda t, s, mk, sizes, sync=lambda: None: [1.0 for _ in sizes])
+wrong("ex06.q2", "you timed the teacher once, at batch size 1")(
+    lambda t, s, mk, sizes, sync=lambda: None: (lambda teacher: {b: teacher / _latency(s, mk(b), sync) for b in sizes})(
+        _latency(t, mk(1), sync)))
+wrong("ex06.q2", "you timed the student once, at batch size 1")(
+    lambda t, s, mk, sizes, sync=lambda: None: (lambda student: {b: _latency(t, mk(b), sync) / student for b in sizes})(
+        _latency(s, mk(1), sync)))
+wrong("ex06.q2", "the teacher's time per review (latency / batch size) by the student's time per batch")(
+    lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(t, mk(b), sync) / b / _latency(s, mk(b), sync)
+                                                for b in sizes})
+wrong("ex06.q2", "the teacher's time per batch by the student's time per review (latency / batch size)")(
+    lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(t, mk(b), sync) / (_latency(s, mk(b), sync) / b)
+                                                for b in sizes})
+wrong("ex06.q2", "(teacher - student) / student, which is the speed-up - 1")(
+    lambda t, s, mk, sizes, sync=lambda: None: {b: (_latency(t, mk(b), sync) - _latency(s, mk(b), sync))
+                                                / _latency(s, mk(b), sync) for b in sizes})
+wrong("ex06.q2", "only your speed-up for batch size 1, the first one measured, is off (2.31, not 1.19)")(
+    lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(t, mk(b), sync, warmup=0)  # no warm-up at all
+                                                / _latency(s, mk(b), sync, warmup=0) for b in sizes})
 
 
 @wrong("ex06.q1", "your clock did not see the wait")
@@ -472,6 +490,100 @@ def latency_on_cpu_time(model, batch, sync=lambda: None, warmup=3, repeats=10):
         model(**batch)
     sync()
     return (time.process_time() - t0) / repeats
+
+
+@wrong("ex06.q1", "no two readings of your clock had 7 calls between them: time `repeats` calls")
+def latency_of_ten_calls_whatever_repeats_is(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    for _ in range(warmup):
+        model(**batch)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(10):  # right when repeats=10, and still the right latency otherwise: but not `repeats` calls
+        model(**batch)
+    sync()
+    return (time.perf_counter() - t0) / 10
+
+
+@wrong("ex06.q1", "it was called 55 times, and you measured 100.0 ms per call, not 10.0 ms")
+def latency_with_timeit_repeat_undivided(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    import timeit
+    for _ in range(warmup):
+        model(**batch)
+    sync()
+
+    def run():
+        model(**batch)
+        sync()
+    return min(timeit.repeat(run, number=repeats))  # the time of `repeats` calls: not divided by repeats
+
+
+def _latency_on_a_saved_clock(clock=time.perf_counter):  # runs when this module is imported: the real clock
+    def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):
+        for _ in range(warmup):
+            model(**batch)
+        sync()
+        t0 = clock()  # the closure keeps the machine's clock: the check cannot redirect it
+        for _ in range(repeats):
+            model(**batch)
+        sync()
+        return (clock() - t0) / repeats
+    return measure_latency
+
+
+wrong("ex06.q1", "your clock did not see the wait. Call time.perf_counter() inside the function")(
+    _latency_on_a_saved_clock())
+
+
+_EXTRA_CALLS = {  # correct measurements that call the model more than warmup + repeats times
+    "timeit.repeat": "    def run():\n        model(**batch)\n        sync()\n"
+                     "    return min(timeit.repeat(run, number=repeats)) / repeats\n",
+    "torch.utils.benchmark": "    import torch.utils.benchmark as benchmark\n"
+                             "    timer = benchmark.Timer(stmt='model(**batch); sync()', globals={'model': model, "
+                             "'batch': batch, 'sync': sync})\n"
+                             "    return timer.timeit(repeats).mean\n",
+    "a look at the output": "    assert model(**batch).logits.shape[0] == batch['input_ids'].shape[0]\n"
+                            "    sync()\n    start = time.perf_counter()\n"
+                            "    for _ in range(repeats):\n        model(**batch)\n"
+                            "    sync()\n    return (time.perf_counter() - start) / repeats\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EXTRA_CALLS))
+def test_ex06_a_correct_measurement_with_extra_calls_passes(name):
+    """timeit.repeat (5 x repeats calls), torch.utils.benchmark (its own warm-up calls) or one more call to look at
+    the output: the value is exact and `repeats` calls were timed, so the count alone does not fail them."""
+    import timeit
+    ns = {"timeit": timeit, "time": time}
+    exec("def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):\n"
+         "    for _ in range(warmup):\n        model(**batch)\n"
+         "    sync()\n" + _EXTRA_CALLS[name], ns)
+    result = EXERCISES["ex06.q1"].grade(ns["measure_latency"])
+    assert result.status == PASSED, result
+
+
+@pytest.mark.parametrize("source", [
+    "def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10, clock=time.perf_counter):\n"
+    "    for _ in range(warmup):\n        model(**batch)\n"
+    "    sync()\n    start = clock()\n"
+    "    for _ in range(repeats):\n        model(**batch)\n"
+    "    sync()\n    return (clock() - start) / repeats\n",
+    "class Stopwatch:\n    now = staticmethod(time.perf_counter)\n\n"
+    "    def __enter__(self):\n        self.start = self.now()\n        return self\n\n"
+    "    def __exit__(self, *exc):\n        self.elapsed = self.now() - self.start\n\n"
+    "def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):\n"
+    "    for _ in range(warmup):\n        model(**batch)\n"
+    "    sync()\n    with Stopwatch() as watch:\n"
+    "        for _ in range(repeats):\n            model(**batch)\n"
+    "        sync()\n    return watch.elapsed / repeats\n",
+], ids=["default argument", "class attribute"])
+def test_ex06_a_clock_bound_before_the_check_is_redirected(source):
+    """perf_counter saved as a default argument or a class attribute, before the check ran: it reads the virtual
+    clock during the check, and the learner's bindings are given back afterwards."""
+    ns = {"time": time, "__name__": "__main__"}
+    exec(source, ns)
+    assert EXERCISES["ex06.q1"].grade(ns["measure_latency"]).status == PASSED
+    assert ns["measure_latency"].__defaults__[-1] in (time.perf_counter, 10)
+    assert "Stopwatch" not in ns or ns["Stopwatch"].now is time.perf_counter
 
 
 def _ex06_solution():
@@ -574,6 +686,14 @@ wrong("ex07.q1", "its first argument must be log-probabilities")(  # the student
         F.kl_div(s, t.detach(), reduction="none").masked_fill(m[:, None, None, :] == 0, 0).sum(-1),
         m[:, None, :].float().expand(-1, s.shape[1], -1)))
 
+wrong("ex07.q1", "you averaged over the keys (.mean(-1) divides each row's KL by the padded length L)")(
+    lambda s, t, m: (lambda rows, w: (rows * w).sum() / w.sum())(
+        (t.detach() * (t.detach().clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).mean(-1),
+        m[:, None, :].float().expand(-1, s.shape[1], -1)))
+wrong("ex07.q1", "then divided by the batch size B (as reduction='batchmean' does after masking)")(
+    lambda s, t, m: (lambda real: F.kl_div(s.clamp_min(1e-12).log().masked_fill(~real, 0), t.detach() * real,
+                                           reduction="batchmean"))((m[:, None, None, :] * m[:, None, :, None]).bool()))
+
 
 # -- ex07.q2: hidden states through a projection ------------------------------------------------------
 def _hidden(s, t, m, proj, mapping, project=True, same_layer=False, student_off=0, teacher_off=0, masked=True,
@@ -607,6 +727,51 @@ wrong("ex07.q2", "no gradient reaches the projections")(
 wrong("ex07.q2", "reaches teacher_hidden")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, detach_teacher=False))
 
 
+@wrong("ex07.q2", "your loss ignores `mapping`: it matched student layer i with teacher layer i x T / S")
+def hidden_loss_with_the_uniform_mapping(student_hidden, teacher_hidden, attention_mask, projections, mapping):
+    S, T = len(student_hidden) - 1, len(teacher_hidden) - 1  # the mapping recomputed from the depths
+    return _hidden(student_hidden, teacher_hidden, attention_mask, projections,
+                   [round(i * T / S) for i in range(1, S + 1)])
+
+
+@wrong("ex07.q2", "it returned the same value when the check changed mapping from [4, 5, 6] to [1, 2, 3]")
+def hidden_loss_with_every_other_teacher_layer(student_hidden, teacher_hidden, attention_mask, projections, mapping):
+    return _hidden(student_hidden, teacher_hidden, attention_mask, projections,
+                   [2 * i for i in range(1, len(student_hidden))])
+
+
+def _hidden_indexed(student_hidden, teacher_hidden, attention_mask, projections, mapping, *, proj_off=1,
+                    student_off=0, map_off=1):
+    """The loss written with explicit indices; the offsets reproduce indexing mistakes."""
+    w = attention_mask[..., None].float()
+    total = 0.0
+    for i in range(1, len(student_hidden)):
+        x = projections[i - proj_off](student_hidden[i + student_off])
+        y = teacher_hidden[mapping[i - map_off]].detach()
+        total = total + ((x - y) ** 2 * w).sum() / (w.sum() * y.shape[-1])
+    return total / len(mapping)
+
+
+wrong("ex07.q2", "your loss reads projections[2], which is not there (projections has 2 entries)")(
+    lambda *a: _hidden_indexed(*a, proj_off=0))
+wrong("ex07.q2", "your loss reads student_hidden[3], which is not there")(lambda *a: _hidden_indexed(*a, student_off=1))
+wrong("ex07.q2", "your loss reads mapping[2], which is not there")(lambda *a: _hidden_indexed(*a, map_off=0))
+
+
+def test_ex07_q2_a_crash_after_the_projection_is_shown_as_it_is():
+    """A mask shaped (B, 1, L) crashes once the states are projected: the projection is not to blame."""
+    def hidden_state_loss(student_hidden, teacher_hidden, attention_mask, projections, mapping):
+        w = attention_mask[:, None].float()  # (B, 1, L): does not broadcast over the hidden units
+        total = 0.0
+        for i, t in enumerate(mapping, 1):
+            x = projections[i - 1](student_hidden[i])
+            total = total + ((x - teacher_hidden[t].detach()) ** 2 * w).sum() / (w.sum() * x.shape[-1])
+        return total / len(mapping)
+    result = EXERCISES["ex07.q2"].grade(hidden_state_loss)
+    assert result.status == ERROR and "must match the size of tensor b" in result.message, result
+    assert "projection" not in result.message, result.message
+
+
 
 # -- ex07.q3: token-level KL ----------------------------------------------------------------------------
 def _tok(s, t, m, T, *, masked=True, norm="tokens", dim=-1, scale=True):
@@ -630,6 +795,10 @@ wrong("ex07.q3", "temperature on both sides")(  # the student's softmax at T = 1
 wrong("ex07.q3", "soft cross-entropy")(
     lambda s, t, m, T: T * T * (-(F.softmax(t.detach() / T, -1) * F.log_softmax(s / T, -1)).sum(-1) * m).sum()
     / m.sum())
+wrong("ex07.q3", "your loss ignores the temperature")(
+    lambda s, t, m, T: (F.kl_div(F.log_softmax(s, -1), F.softmax(t.detach(), -1), reduction="none").sum(-1) * m).sum()
+    / m.sum())
+wrong("ex07.q3", "T times too small")(lambda s, t, m, T: _tok(s, t, m, T) / T)
 wrong("ex07.q3", "padding included, and divided by the batch size B")(
     lambda s, t, m, T: F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1), reduction="batchmean") * T * T)
 

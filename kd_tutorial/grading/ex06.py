@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from types import SimpleNamespace
+from types import FunctionType, SimpleNamespace
 
 import torch
 
@@ -58,16 +58,9 @@ class VirtualClock:
         self.elapsed += max(0.0, float(seconds))
 
 
-@contextmanager
-def virtual_time(clock: VirtualClock, namespace: dict | None = None):
-    """Let the calling thread's ``time`` functions read ``clock`` (other threads keep the real ones).
-
-    Each virtual reading is the real reading at entry plus ``clock``'s elapsed seconds, so values look
-    like the real clock's. ``namespace`` (the learner's globals) may hold ``from time import perf_counter``
-    bindings: they are redirected too, as is ``timeit.default_timer``.
-    """
+def _patched_clocks(clock: VirtualClock, real: dict, on_read=None) -> dict:
+    """The ``time`` functions that read ``clock`` in the calling thread (the real ones elsewhere)."""
     me = threading.get_ident()
-    real = {name: getattr(time, name) for name in (*CLOCKS, *(f"{c}_ns" for c in CLOCKS), "sleep")}
     start = {c: real[c]() for c in CLOCKS}
     start0 = clock.elapsed
 
@@ -82,31 +75,86 @@ def virtual_time(clock: VirtualClock, namespace: dict | None = None):
 
     def per_thread(name):
         fake, original = virtual[name], real[name]
+        reads = on_read is not None and name != "sleep"
 
         def fn(*args):
-            return fake(*args) if threading.get_ident() == me else original(*args)
+            if threading.get_ident() != me:
+                return original(*args)
+            if reads:
+                on_read()
+            return fake(*args)
         fn.__name__ = fn.__qualname__ = name
         return fn
 
-    patched = {name: per_thread(name) for name in real}
-    undo = []  # (mapping or module, name, original value)
+    return {name: per_thread(name) for name in real}
+
+
+def _redirect_defaults(fn, swap, undo: list) -> None:
+    """Point ``fn``'s default arguments that hold a real clock (``clock=time.perf_counter``) at the virtual one."""
+    for attr in ("__defaults__", "__kwdefaults__"):
+        old = getattr(fn, attr, None)
+        if not old:
+            continue
+        values = old.values() if isinstance(old, dict) else old
+        if any(swap(v) is not None for v in values):
+            new = {k: swap(v) or v for k, v in old.items()} if isinstance(old, dict) else \
+                tuple(swap(v) or v for v in old)
+            undo.append((fn, attr, old))
+            setattr(fn, attr, new)
+
+
+def _redirect_namespace(namespace: dict, real: dict, patched: dict, undo: list) -> None:
+    """Redirect the learner's saved references to the real clocks: ``from time import perf_counter``, a default
+    argument ``clock=time.perf_counter`` and a class attribute ``now = staticmethod(time.perf_counter)``."""
+    by_id = {id(f): name for name, f in real.items()}
+
+    def swap(value):
+        name = by_id.get(id(value))
+        return patched[name] if name is not None and value is real[name] else None
+
+    for key, value in list(namespace.items()):
+        if swap(value) is not None:
+            undo.append((namespace, key, value))
+            namespace[key] = swap(value)
+        elif isinstance(value, FunctionType):
+            _redirect_defaults(value, swap, undo)
+        elif isinstance(value, type):
+            for attr, held in list(vars(value).items()):
+                inner = held.__func__ if isinstance(held, staticmethod) else held
+                if swap(inner) is not None:
+                    setattr(value, attr, staticmethod(swap(inner)) if isinstance(held, staticmethod) else swap(inner))
+                    undo.append((value, attr, held))
+
+
+def _redirect_timeit(real: dict, patched: dict, undo: list) -> None:
+    """``timeit.default_timer``, and timeit's functions that bound it as a default when timeit was imported."""
+    timeit = sys.modules.get("timeit")
+    if timeit is None:
+        return
+    if timeit.default_timer is real["perf_counter"]:
+        undo.append((timeit, "default_timer", real["perf_counter"]))
+        timeit.default_timer = patched["perf_counter"]
+    for fn in (timeit.timeit, timeit.repeat, timeit.Timer.__init__):  # timer=default_timer (Jupyter imports early)
+        _redirect_defaults(fn, lambda v: patched["perf_counter"] if v is real["perf_counter"] else None, undo)
+
+
+@contextmanager
+def virtual_time(clock: VirtualClock, namespace: dict | None = None, on_read=None):
+    """Let the calling thread's ``time`` functions read ``clock`` (other threads keep the real ones).
+
+    Each virtual reading is the real reading at entry plus ``clock``'s elapsed seconds, so values look
+    like the real clock's. ``namespace`` (the learner's globals) may hold saved references to the clocks
+    (``from time import perf_counter``, a default argument, a class attribute): they are redirected too, as is
+    ``timeit.default_timer``. ``on_read()`` is called at each reading of a virtual clock.
+    """
+    real = {name: getattr(time, name) for name in (*CLOCKS, *(f"{c}_ns" for c in CLOCKS), "sleep")}
+    patched = _patched_clocks(clock, real, on_read)
+    undo = []  # (mapping, module, class or function; name; original value)
     for name, fn in patched.items():
         undo.append((time, name, real[name]))
         setattr(time, name, fn)
-    timeit = sys.modules.get("timeit")
-    if timeit is not None and timeit.default_timer is real["perf_counter"]:
-        undo.append((timeit, "default_timer", real["perf_counter"]))
-        timeit.default_timer = patched["perf_counter"]
-    for fn in (timeit.timeit, timeit.repeat, timeit.Timer.__init__) if timeit is not None else ():
-        defaults = fn.__defaults__ or ()  # timer=default_timer, bound when timeit was imported (Jupyter does early)
-        if any(d is real["perf_counter"] for d in defaults):
-            undo.append((fn, "__defaults__", defaults))
-            fn.__defaults__ = tuple(patched["perf_counter"] if d is real["perf_counter"] else d for d in defaults)
-    by_id = {id(f): name for name, f in real.items()}
-    for key, value in list((namespace or {}).items()):
-        if id(value) in by_id and value is real[by_id[id(value)]]:
-            undo.append((namespace, key, value))
-            namespace[key] = patched[by_id[id(value)]]
+    _redirect_timeit(real, patched, undo)
+    _redirect_namespace(namespace or {}, real, patched, undo)
     try:
         yield clock
     finally:
@@ -180,10 +228,10 @@ def _close(got: float, want: float) -> bool:
     return abs(got - want) <= 1e-3 * abs(want)
 
 
-def _measure(call, clock: VirtualClock, *args):
+def _measure(call, clock: VirtualClock, *args, on_read=None):
     """Call the learner's function with the ``time`` functions reading ``clock``."""
     learner = getattr(call, "__wrapped__", None)
-    with virtual_time(clock, getattr(learner, "__globals__", None)):
+    with virtual_time(clock, getattr(learner, "__globals__", None), on_read):
         return call(*args)
 
 
@@ -193,33 +241,45 @@ def _check_latency(call):
         _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats)
 
 
+def _spans(reads: list, n: int) -> bool:
+    """Whether two clock readings had exactly ``n`` model calls between them (``reads``: the calls made at each)."""
+    seen = set(reads)
+    return any(r + n in seen for r in seen)
+
+
 def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats):
-    clock = VirtualClock()
+    clock, reads = VirtualClock(), []
     model = FakeModel(base_s=base_s, per_item_s=per_item_s, cold_calls=warmup, cold_factor=8.0,
                       device=FakeDevice(clock))
     expected = model.latency(batch_size)
-    got = as_float(_measure(call, clock, model, make_batch(batch_size), model.sync, warmup, repeats),
-                   "measure_latency")
+    got = as_float(_measure(call, clock, model, make_batch(batch_size), model.sync, warmup, repeats,
+                            on_read=lambda: reads.append(model.calls)), "measure_latency")
     ms = lambda x: f"{x * 1e3:.1f} ms"  # noqa: E731
-    if model.calls < repeats:
+    calls, right = model.calls, _close(got, expected)
+    if calls < repeats:
         raise Wrong(f"with repeats={repeats} the model should be called at least {repeats} times, it was called "
-                    f"{model.calls} times")
-    counts = (f"with warmup={warmup} and repeats={repeats} the model should be called {warmup + repeats} times "
-              f"(warmup untimed calls, then repeats timed ones), it was called {model.calls} times: use the `warmup` "
-              "and `repeats` arguments, not fixed counts")
-    if model.calls not in (warmup + repeats, repeats):  # `repeats` calls only: no warm-up, diagnosed below
-        raise Wrong(counts)
-    if _close(got, expected):
-        if model.calls != warmup + repeats:
-            raise Wrong(counts)
+                    f"{calls} times")
+    # extra calls are fine (timeit.repeat, torch.utils.benchmark, a call to look at the output) when the value is
+    # right and `repeats` calls were timed; the same count with a fixed number of timed calls is not
+    if right and (calls == warmup + repeats or (calls > warmup + repeats and _spans(reads, repeats))):
         return
+    fixed = "use the `warmup` and `repeats` arguments, not fixed counts"
+    if right and calls > warmup + repeats:
+        raise Wrong(f"with warmup={warmup} and repeats={repeats} the model was called {calls} times, but no two "
+                    f"readings of your clock had {repeats} calls between them: time `repeats` calls; {fixed}")
+    if right or calls not in (warmup + repeats, repeats):  # `repeats` calls only: no warm-up, diagnosed below
+        value = "" if right else f", and you measured {ms(got)} per call, not {ms(expected)}"
+        raise Wrong(f"with warmup={warmup} and repeats={repeats} the model should be called {warmup + repeats} "
+                    f"times (warmup untimed calls, then repeats timed ones); it was called {calls} times{value}: "
+                    f"{fixed}")
     if _close(got, expected * 1000):
         raise Wrong("return seconds, not milliseconds")
     if _close(got, expected * repeats):
         raise Wrong(f"you returned the total time of all repeats ({ms(got)}): divide by repeats")
     if got < 0.3 * expected and model.device.idle:
-        raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)} and you did wait for "
-                    "it with sync(): your clock did not see the wait. Time with time.perf_counter()")
+        raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)} and you waited for it "
+                    "with sync(): your clock did not see the wait. Call time.perf_counter() inside the function (a "
+                    "reference saved elsewhere may keep the machine's clock, which the check cannot see)")
     if got < 0.3 * expected:
         raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)}: calls return before "
                     "the work is done (asynchronous, as on a GPU). Call sync() before starting the clock "
@@ -271,14 +331,46 @@ def _check_speedups(call):
         raise _zero_latency(device)
     if all(_close(got[b], expected[b]) for b in sizes):
         return
-    if all(_close(got[b], 1 / expected[b]) for b in sizes):
-        raise Wrong("you computed student time / teacher time: the speed-up is teacher latency / student latency")
+    raise Wrong(_speedup_mistake(got, teacher.latency, student.latency, sizes))
+
+
+def _speedup_mistake(got: dict, t, s, sizes: list) -> str:
+    """What is wrong with speed-ups ``got`` that differ from ``t(b) / s(b)`` (``t``, ``s``: the true latencies)."""
+    shown = lambda d: "{" + ", ".join(f"{b}: {v:.3g}" for b, v in d.items()) + "}"  # noqa: E731
+    expected = {b: t(b) / s(b) for b in sizes}
+    first, rest = sizes[0], sizes[1:]
+    variants = {
+        "you computed student time / teacher time: the speed-up is teacher latency / student latency":
+            {b: s(b) / t(b) for b in sizes},
+        f"you timed the teacher once, at batch size {first}, and divided that by the student's latency at each "
+        "size: time both models on the same batch of each size":
+            {b: t(first) / s(b) for b in sizes},
+        f"you timed the student once, at batch size {first}, and divided the teacher's latency at each size by it: "
+        "time both models on the same batch of each size":
+            {b: t(b) / s(first) for b in sizes},
+        "you divided the teacher's time per review (latency / batch size) by the student's time per batch: "
+        "compare like with like, the two latencies of the same batch":
+            {b: t(b) / b / s(b) for b in sizes},
+        "you divided the teacher's time per batch by the student's time per review (latency / batch size): "
+        "compare like with like, the two latencies of the same batch":
+            {b: t(b) * b / s(b) for b in sizes},
+        "you computed how much faster the student is, (teacher - student) / student, which is the speed-up - 1: "
+        "the speed-up is the plain ratio teacher latency / student latency":
+            {b: t(b) / s(b) - 1 for b in sizes},
+    }
+    for message, values in variants.items():
+        if all(_close(got[b], values[b]) for b in sizes):
+            return message
     if max(got.values()) < 1.3 * min(got.values()):
-        raise Wrong(f"your speed-ups barely change with the batch size "
-                    f"({ {b: round(v, 2) for b, v in got.items()} }): time a batch of each size "
-                    "(make_batch(batch_size)); fixed per-call overheads make small batches look worse")
-    raise Wrong(f"your speed-ups {({b: round(v, 2) for b, v in got.items()})} differ from the true ones "
-                f"{({b: round(v, 2) for b, v in expected.items()})}: warm up, sync() around the timed region")
+        return (f"your speed-ups barely change with the batch size ({shown(got)}): time a batch of each size "
+                "(make_batch(batch_size)); fixed per-call overheads make small batches look worse")
+    if rest and all(_close(got[b], expected[b]) for b in rest):
+        return (f"only your speed-up for batch size {first}, the first one measured, is off ({got[first]:.2f}, not "
+                f"{expected[first]:.2f}): the first calls of a model are slow (warm-up), so time each model only "
+                "after `warmup` untimed calls, as measure_latency does")
+    return (f"your speed-ups {shown(got)} differ from teacher latency / student latency, {shown(expected)}. Likely "
+            "causes: timings without warm-up or sync(), the models timed on batches of different sizes, another "
+            "formula than the ratio")
 
 
 q1 = Exercise(

@@ -91,6 +91,12 @@ def _check_attention(call):
             V(lambda s, t, m: _kl_rows(t, s, m) * s.shape[1]),
         "you averaged over the keys too: a KL sums over the keys of a row, then averages over rows":
             V(lambda s, t, m: _kl_rows(t, s, m) / m.sum(-1).float().mean()),
+        "you averaged over the keys (.mean(-1) divides each row's KL by the padded length L): a KL sums over the "
+        "keys of a row; then average over heads and real query rows":
+            V(lambda s, t, m: _kl_rows(t, s, m) / m.shape[1]),
+        "you summed the row KLs over every head and real query row, then divided by the batch size B (as "
+        "reduction='batchmean' does after masking): divide by the number of heads x real query rows instead":
+            V(lambda s, t, m: _kl_rows(t, s, m) * s.shape[1] * m.sum() / m.shape[0]),
         "you averaged each review's rows, then the reviews: every real query row of the batch weighs the same, "
         "so a long review's rows count more than a short one's":
             V(lambda s, t, m: _per_review_kl(t, s, m)),
@@ -114,25 +120,76 @@ def _check_attention_gradient(call, case):
                     "Clamp the probabilities (or mask them) before taking the log")
 
 
+# (lengths, (S, T, student width, teacher width), mapping); the last mapping is not uniform (the teacher's last
+# layers), or an answer that ignores `mapping` and computes round(i * T / S) from the depths would pass
+_HIDDEN = [(LENGTHS[0], (2, 4, 4, 8), [2, 4]), (LENGTHS[1], (3, 6, 6, 6), [2, 4, 6]),
+           (LENGTHS[2], (2, 6, 4, 12), [3, 6]), ((4, 6, 3), (3, 6, 4, 8), [4, 5, 6])]
+
+
+class _Projection(torch.nn.Linear):
+    """A Linear that notes when its weights are read: by a call, or by F.linear(x, p.weight, p.bias)."""
+
+    used = False
+
+    def __getattr__(self, name):
+        if name in ("weight", "bias"):
+            self.__dict__["used"] = True
+        return super().__getattr__(name)
+
+
+class _Watched:
+    """Mixin for the sequences handed to the learner: notes the first index that was out of range."""
+
+    seq_name, bad = "?", None
+
+    def __getitem__(self, key):
+        try:
+            return super().__getitem__(key)
+        except IndexError:
+            if self.bad is None:
+                self.bad = key
+            raise
+
+
+class _WatchedTuple(_Watched, tuple):
+    pass
+
+
+class _WatchedList(_Watched, list):
+    pass
+
+
+def _watched(seq, name: str):
+    """A copy of ``seq`` (a list stays a list, a tuple a tuple) that notes an index out of range under ``name``."""
+    out = (_WatchedList if isinstance(seq, list) else _WatchedTuple)(seq)
+    out.seq_name = name
+    return out
+
+
 def _hidden_cases():
     """(student states, teacher states, mask, projections, mapping) with a narrower student."""
     g = torch.Generator().manual_seed(11)
     out = []
-    for lengths, (S, T, hs, ht), mapping in zip(LENGTHS, [(2, 4, 4, 8), (3, 6, 6, 6), (2, 6, 4, 12)],
-                                                ([2, 4], [2, 4, 6], [3, 6])):
+    for lengths, (S, T, hs, ht), mapping in _HIDDEN:
         m = _mask(lengths)
         B, L = m.shape
         student = tuple(torch.randn(B, L, hs, generator=g) for _ in range(S + 1))
         teacher = tuple(torch.randn(B, L, ht, generator=g) for _ in range(T + 1))
         projections = []
         for _ in range(S):
-            lin = torch.nn.Linear(hs, ht)
+            lin = _Projection(hs, ht)
             with torch.no_grad():
                 lin.weight.copy_(torch.randn(ht, hs, generator=g) * 0.5)
                 lin.bias.copy_(torch.randn(ht, generator=g) * 0.1)
             projections.append(lin)
-        out.append((student, teacher, m, projections, mapping))
+        out.append((student, teacher, m, projections, list(mapping)))
     return out
+
+
+def _uniform(s, t) -> list:
+    """The uniform mapping an answer that ignores `mapping` computes from the depths: layer i -> i * T / S."""
+    S, T = len(s) - 1, len(t) - 1
+    return [round(i * T / S) for i in range(1, S + 1)]
 
 
 def _hidden_ref(s, t, m, proj, mapping, *, project: bool | str = True, layer=lambda i, tl: (i, tl),
@@ -150,22 +207,52 @@ def _hidden_ref(s, t, m, proj, mapping, *, project: bool | str = True, layer=lam
     return total / len(mapping)
 
 
+_OUT_OF_RANGE = {  # what each sequence holds, and how to index it
+    "teacher_hidden": "mapping holds hidden_states indices, counted from 1 (0 is the embeddings), so student layer i "
+                      "learns from teacher_hidden[mapping[i - 1]], with no + 1",
+    "student_hidden": "index 0 is the embeddings, so student layer i (i = 1..S) is student_hidden[i]",
+    "projections": "one per student layer, counted from 0: student layer i (i = 1..S) goes through "
+                   "projections[i - 1]",
+    "mapping": "one entry per student layer, counted from 0: student layer i (i = 1..S) learns from teacher "
+               "layer mapping[i - 1]",
+}
+
+
+def _hidden_crash(crash: LearnerCrash, case, watched) -> Wrong | None:
+    """A specific message for a crash on ``case`` when its cause is clear, else None (the crash is shown as is)."""
+    s, t, m, proj, mapping = case
+    if isinstance(crash.exc, IndexError):
+        bad = [w for w in watched if w.bad is not None]
+        if bad:
+            w = bad[-1]
+            return Wrong(f"your loss reads {w.seq_name}[{w.bad!r}], which is not there ({w.seq_name} has "
+                         f"{len(w)} entries): {_OUT_OF_RANGE[w.seq_name]}")
+        return None
+    if s[1].shape[-1] != t[1].shape[-1] and not any(p.used for p in proj):
+        return Wrong(f"your loss fails when the student ({s[1].shape[-1]} wide) is narrower than the teacher "
+                     f"({t[1].shape[-1]} wide): {crash}. Pass the student's states through its projection first")
+    return None
+
+
+def _call_hidden(call, case) -> float:
+    """The learner's loss on ``case``, given sequences that note an index out of range."""
+    s, t, m, proj, mapping = case
+    for p in proj:
+        p.used = False
+    watched = [_watched(s, "student_hidden"), _watched(t, "teacher_hidden"), _watched(proj, "projections"),
+               _watched(mapping, "mapping")]
+    try:
+        return as_float(call(watched[0], watched[1], m, *watched[2:]), "hidden_state_loss")
+    except LearnerCrash as crash:
+        wrong = _hidden_crash(crash, case, watched)
+        if wrong is None:
+            raise
+        raise wrong from None
+
+
 def _check_hidden(call):
     cases = _hidden_cases()
-    got = []
-    for s, t, m, proj, mapping in cases:
-        try:
-            got.append(as_float(call(s, t, m, proj, mapping), "hidden_state_loss"))
-        except LearnerCrash as crash:
-            if isinstance(crash.exc, IndexError):
-                raise Wrong(f"your loss reads a layer that is not there ({crash}): mapping holds hidden_states "
-                            "indices, counted from 1 (0 is the embeddings), so student layer i learns from "
-                            "teacher_hidden[mapping[i - 1]], with no + 1") from None
-            if s[1].shape[-1] != t[1].shape[-1]:
-                raise Wrong(f"your loss fails when the student ({s[1].shape[-1]} wide) is narrower than the "
-                            f"teacher ({t[1].shape[-1]} wide): {crash}. Pass the student's states through its "
-                            "projection first") from None
-            raise
+    got = [_call_hidden(call, c) for c in cases]
     with torch.no_grad():
         expected = [float(_hidden_ref(*c)) for c in cases]
     if all(close(g, e) for g, e in zip(got, expected)):
@@ -174,6 +261,10 @@ def _check_hidden(call):
     V = lambda **kw: (lambda: [float(_hidden_ref(*c, **kw)) for c in cases])  # noqa: E731
     with torch.no_grad():
         message = diagnose(got, {
+            f"your loss ignores `mapping`: it matched student layer i with teacher layer i x T / S (the uniform "
+            f"mapping), but mapping may pick any layers (here {cases[-1][-1]}, the last ones): use "
+            "teacher_hidden[mapping[i - 1]]":
+                lambda: [float(_hidden_ref(s, t, m, p, _uniform(s, t))) for s, t, m, p, _ in cases],
             "you skipped the projection where the widths agree: this exercise gives a learned projection for every "
             "layer (kd_tutorial's DistillationStudent holds nn.Identity where widths agree; here they are Linear "
             "layers to train), so apply projections[i - 1] to every student_hidden[i]":
@@ -190,9 +281,25 @@ def _check_hidden(call):
             "your average includes the padded positions: average over real tokens (and hidden units) only":
                 V(masked=False),
         })
+    message = message or _ignores_mapping(call, cases[-1], got[-1])
     i = mismatch(got, expected)
     raise Wrong(message or f"your loss is {got[i]:.5f} where the mean over mapped layers of the masked MSE is "
                 f"{expected[i]:.5f} (batch {i + 1} of {len(cases)})")
+
+
+def _ignores_mapping(call, case, value: float) -> str | None:
+    """A message when the learner's loss stays ``value`` on ``case`` with another mapping (layers 1..S)."""
+    s, t, m, proj, mapping = case
+    other = list(range(1, len(mapping) + 1))
+    try:
+        again = _call_hidden(call, (s, t, m, proj, other))
+    except (LearnerCrash, Wrong):
+        return None
+    if not close(again, value):
+        return None
+    return (f"your loss ignores `mapping`: it returned the same value when the check changed mapping from "
+            f"{mapping} to {other}. Student layer i learns from teacher_hidden[mapping[i - 1]], whichever layers "
+            "mapping picks")
 
 
 def _check_hidden_gradient(call, case):
@@ -274,6 +381,11 @@ def _check_token_kl(call):
                 V(dim=1),
             "your loss is T^2 too small: multiply the KL by temperature ** 2":
                 V(scale=False),
+            "your loss ignores the temperature: divide both models' logits by T before the softmax, and multiply "
+            "the KL by T ** 2":
+                lambda: [reference(s, t, m, 1.0) for s, t, m, _ in cases],
+            "your loss is T times too small: multiply the KL by temperature ** 2, not by temperature":
+                lambda: [reference(s, t, m, T) / T for s, t, m, T in cases],
             "you computed KL(student || teacher): the teacher's probabilities are the target":
                 lambda: [reference(t, s, m, T) for s, t, m, T in cases],
             "you divided only the teacher's logits by T: the student's softmax takes its logits / T too "
