@@ -142,6 +142,18 @@ def test_an_edit_made_to_the_csv_is_kept(tmp_path, capsys, fake_kernel):
     assert [r["learner"] for r in csv_rows(out)][:2] == ["Alice Smith"] * 2  # a renamed learner stays renamed
 
 
+def test_rows_another_grading_wrote_while_this_one_ran_are_kept(tmp_path, capsys, fake_kernel):
+    """Two instructors grading into one --out: the report was read at the start and written at the end, so the run
+    that finished last dropped the rows the other had written meanwhile. It is read again just before writing."""
+    folder = a_class(tmp_path / "class", f"alice_{NB}", f"bob_{NB}", f"carol_{NB}")
+    out = tmp_path / "grades.csv"
+    assert grade(folder / f"alice_{NB}", "--out", out) == 0
+    fake_kernel.during = lambda call: call == 2 and grade(folder / f"bob_{NB}", "--out", out)  # another grading
+    assert grade(folder / f"carol_{NB}", "--out", out) == 0
+    assert [r["learner"] for r in csv_rows(out)] == [f"{who}_{NB[:-6]}" for who in ("alice", "bob", "carol")
+                                                     for _ in range(2)]
+
+
 def test_the_merge_reads_the_csv_when_the_json_is_gone(tmp_path, capsys, fake_kernel):
     """Without its JSON, the CSV (byte-order mark, formula-safe cells) is the gradebook that is kept."""
     folder = a_class(tmp_path / "class", f"=alice_{NB}", f"bob_{NB}")

@@ -537,6 +537,16 @@ def _partial_out(out: Path) -> Path:
     return partial
 
 
+def _read_again(out: Path, earlier: tuple) -> tuple:
+    """The earlier report at ``out`` read again just before this run's rows are merged in, so that rows another
+    grading wrote there while this one ran (or an instructor's edits) are kept; ``earlier``, as read at the start,
+    when it can no longer be read. (Two gradings that write at the same instant can still lose one's rows.)"""
+    try:
+        return read_report(out)
+    except UsageError:
+        return earlier
+
+
 def _grade(args) -> int:
     """Check every input of ``args``, then grade, write the reports (merged into an earlier report at ``--out``) and
     print the summary; the exit status (130, with the reports of the notebooks finished, when interrupted)."""
@@ -556,6 +566,8 @@ def _grade(args) -> int:
         rows, submissions, stopped = stop.rows, stop.submissions, stop
         args.out, earlier = _partial_out(args.out), ([], [])  # a partial report holds this run's notebooks only
     seconds = time.monotonic() - start
+    if stopped is None:  # the report as it is now: another grading into this --out may have written it meanwhile
+        earlier = _read_again(args.out, earlier)
     all_rows, all_submissions, kept, notebooks = merge_reports(rows, submissions, *earlier)
     with signals_ignored():  # a second SIGTERM must not cut the report being written
         json_path = write_reports(all_rows, all_submissions, args.out, seconds)
