@@ -112,13 +112,22 @@ def _blocked_dirs() -> list[str]:
     return sorted({str(p.resolve()) for p in candidates if p.is_dir()})
 
 
+# a cell run by a shell (%%bash, %%sh, %%script bash ...): its lines are shell commands, installs with no prefix
+SHELL_CELL = re.compile(r"^\s*%%(?:bash|sh|script[ \t]+(?:\S*/)?(?:bash|sh|zsh|dash))\b")
+SHELL_INSTALL = re.compile(r"^(?P<indent>[ \t]*)(?:sudo[ \t]+)?(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip"
+                           r"|apt-get|apt|(?:\S*/)?python[\d.]*[ \t]+-m[ \t]+pip)[ \t]")
+
+
 def without_installs(source: str) -> tuple[str, bool]:
     """``source`` with every line that installs packages (:data:`INSTALL_LINE`, with its ``\\`` continuation lines)
-    replaced by ``pass  # <line> : not run by the grader`` at its indentation; and whether there was one."""
+    replaced by ``pass  # <line> : not run by the grader`` at its indentation (``:`` in a shell cell, where any
+    pip, conda or apt command counts: :data:`SHELL_INSTALL`); and whether there was one."""
     lines, found, out = source.split("\n"), False, []
+    shell = bool(SHELL_CELL.match(source))
+    pattern, noop = (SHELL_INSTALL, ":") if shell else (INSTALL_LINE, "pass")
     i = 0
     while i < len(lines):
-        match = INSTALL_LINE.match(lines[i])
+        match = pattern.match(lines[i]) if not (shell and i == 0) else None
         if not match:
             out.append(lines[i])
             i += 1
@@ -127,7 +136,7 @@ def without_installs(source: str) -> tuple[str, bool]:
         while lines[end].rstrip().endswith("\\") and end + 1 < len(lines):
             end += 1
         command = " ".join(line.strip().rstrip("\\").strip() for line in lines[i:end + 1])
-        out += [f"{match['indent']}pass  # {command} : not run by the grader"] + [""] * (end - i)
+        out += [f"{match['indent']}{noop}  # {command} : not run by the grader"] + [""] * (end - i)
         i = end + 1
     return "\n".join(out), found
 
