@@ -27,10 +27,14 @@ package imports this module (import it explicitly). ``Trainer`` itself needs ``a
 """
 from __future__ import annotations
 
+import copy
+import os
 import warnings
+from contextlib import contextmanager
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from . import losses
 from .store import refuse_unfolded
@@ -66,9 +70,15 @@ class EncodedCollator:
     Returns what :func:`kd_tutorial.data.collate` returns: ``input_ids`` padded with ``pad_id`` to the
     longest row (rounded up to ``pad_to_multiple_of`` when given), ``attention_mask`` (1 = real token),
     ``labels`` (-1 = unlabelled) and ``index``, all ``torch.long``.
+
+    ``pad_id=None`` (the default) pads with 0, BERT's ``[PAD]``, when the collator is used on its own; inside
+    :class:`DistillationTrainer` it becomes the student's ``config.pad_token_id`` (else the
+    ``processing_class``'s ``pad_token_id``). A decoder classifier (GPT-2, Llama ``...ForSequenceClassification``)
+    reads the logits at the last token that is not its pad token, so padding with another id would make it
+    classify a padding position.
     """
 
-    def __init__(self, pad_id: int = 0, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_id: int | None = None, pad_to_multiple_of: int | None = None):
         self.pad_id, self.pad_to_multiple_of = pad_id, pad_to_multiple_of
 
     def __call__(self, features: list[dict]) -> dict:
@@ -76,7 +86,8 @@ class EncodedCollator:
         width = max(len(x) for x in ids)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch = {"input_ids": torch.tensor([x + [self.pad_id] * (width - len(x)) for x in ids], dtype=torch.long),
+        pad = 0 if self.pad_id is None else int(self.pad_id)
+        batch = {"input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in ids], dtype=torch.long),
                  "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids],
                                                 dtype=torch.long)}
         if all("labels" in f for f in features):
@@ -134,8 +145,15 @@ class DistillationTrainer(Trainer):
 
     A student built with ``teacher_word_vectors`` trains as it is, and its checkpoints resume it; fold it with
     :func:`kd_tutorial.models.fold_word_embeddings` before ``save_pretrained``. ``trainer.save_model`` and
-    ``trainer.push_to_hub`` refuse it unfolded (``from_pretrained`` would give it random word vectors). Checkpoints
-    are not checked, so ``args.push_to_hub=True`` would upload them unfolded: push after folding instead.
+    ``trainer.push_to_hub`` refuse it unfolded (``from_pretrained`` would give it random word vectors). A wrapper
+    that holds the student as ``.student`` (:class:`kd_tutorial.models.DistillationStudent`) is saved and pushed as
+    its student alone, which ``from_pretrained`` reloads. Checkpoints are saved as they are (they resume training),
+    so ``args.push_to_hub=True`` would upload them unfolded, or wrapped: call ``trainer.push_to_hub()`` after
+    training (and folding) instead.
+
+    **Padding.** The batches are padded with the student's ``config.pad_token_id`` (else the ``processing_class``'s
+    ``pad_token_id``), see :class:`EncodedCollator`; a collator or an online teacher padding with another id is
+    refused (a decoder classifier would read a padding position).
 
     **The loss.** For a batch of ``B`` rows with student logits ``z_s``, teacher logits ``z_t`` and
     labels ``y`` (-1, or transformers' -100, for an unlabelled row), per row ``i``::
@@ -177,7 +195,9 @@ class DistillationTrainer(Trainer):
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self._scaled_for_ga = False
         self._warned_hard_eval = False
-        super().__init__(model=model, args=args, data_collator=data_collator or EncodedCollator(), **kwargs)
+        self._save_student_alone = False
+        data_collator = _padding_collator(model, teacher, data_collator, kwargs.get("processing_class"))
+        super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.teacher = freeze(teacher) if teacher is not None else None
         self._teacher_device = None
         self.teacher_logits = _as_logits(teacher_logits, "teacher_logits")
@@ -191,18 +211,52 @@ class DistillationTrainer(Trainer):
         self._check(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """``Trainer.save_model``, refusing a student whose teacher word vectors are not folded yet.
+        """``Trainer.save_model``, saving what ``from_pretrained`` reloads: a wrapper's ``.student`` alone.
 
-        Checkpoints (``_internal_call``) save it as it is: resuming loads them into the same unfolded student."""
+        A student built with ``teacher_word_vectors`` and not folded yet is refused. A wrapper such as
+        :class:`kd_tutorial.models.DistillationStudent` (the model holds the student as ``.student``) is saved as
+        ``model.student.save_pretrained(output_dir)``, with the processing class and the training arguments as
+        ``Trainer`` saves them; its projections are left out. Checkpoints (``_internal_call``) save the model as it
+        is: resuming loads them into the same wrapper, or the same unfolded student."""
         if not _internal_call:
             refuse_unfolded(self.model, output_dir or self.args.output_dir)
-        super().save_model(output_dir, _internal_call)
+        with self._student_alone(not _internal_call):
+            super().save_model(output_dir, _internal_call)
 
     def push_to_hub(self, *args, **kwargs):
-        """``Trainer.push_to_hub``, refusing an unfolded student as :meth:`save_model` does (it saves it as a
-        checkpoint would, and the Hub's copy would load with random word vectors)."""
+        """``Trainer.push_to_hub``, refusing an unfolded student and uploading a wrapper's ``.student`` alone, as
+        :meth:`save_model` does (``Trainer`` saves it as a checkpoint would, which ``from_pretrained`` cannot read)."""
         refuse_unfolded(self.model, self.args.hub_model_id or self.args.output_dir)
-        return super().push_to_hub(*args, **kwargs)
+        with self._student_alone(True):
+            return super().push_to_hub(*args, **kwargs)
+
+    @contextmanager
+    def _student_alone(self, on: bool):
+        """While open (and ``on``), :meth:`_save` saves a wrapper's ``.student`` instead of the wrapper."""
+        before = self._save_student_alone
+        self._save_student_alone = before or on
+        try:
+            yield
+        finally:
+            self._save_student_alone = before
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """``Trainer._save``; for a final save of a wrapper, ``.student.save_pretrained`` (see :meth:`save_model`)."""
+        student = getattr(self.model, "student", None)
+        if not self._save_student_alone or isinstance(self.model, PreTrainedModel) \
+                or not isinstance(student, PreTrainedModel):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return None
+        os.makedirs(output_dir, exist_ok=True)
+        if state_dict is not None:  # gathered from the wrapper (FSDP, DeepSpeed): its names start with "student."
+            state_dict = {k[len("student."):]: v for k, v in state_dict.items() if k.startswith("student.")}
+        student.save_pretrained(output_dir, state_dict=state_dict)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+        return None
 
     # --------------------------------------------------------------------- checks
 
@@ -320,6 +374,29 @@ class DistillationTrainer(Trainer):
             teacher.to(self.args.device)
             self._teacher_device = self.args.device
         return teacher
+
+
+def _padding_collator(model, teacher, data_collator, processing_class):
+    """The trainer's collator, padding with the student's pad token (:class:`EncodedCollator` with ``pad_id=None``
+    gets ``config.pad_token_id``, else ``processing_class.pad_token_id``); refuses a collator or an online teacher
+    that pads with another id, on which a decoder classifier would classify a padding position."""
+    student = getattr(model, "student", model)
+    config_pad = getattr(getattr(student, "config", None), "pad_token_id", None)
+    pad = config_pad if config_pad is not None else getattr(processing_class, "pad_token_id", None)
+    collator = data_collator if data_collator is not None else EncodedCollator()
+    given = getattr(collator, "pad_id", getattr(getattr(collator, "tokenizer", None), "pad_token_id", None))
+    if given is not None and config_pad is not None and int(given) != int(config_pad):
+        raise ValueError(f"the data collator pads with id {given} but the student's config.pad_token_id is "
+                         f"{config_pad}: build it with pad_id={config_pad}, or leave pad_id out to use the config's")
+    pad = given if given is not None else pad  # what the batches will be padded with, where known
+    teacher_pad = getattr(getattr(teacher, "config", None), "pad_token_id", None)
+    if teacher_pad is not None and pad is not None and int(teacher_pad) != int(pad):
+        raise ValueError(f"the teacher's config.pad_token_id is {teacher_pad}, the student pads with {pad}: set both "
+                         "configs' pad_token_id to the tokenizer's pad token id")
+    if isinstance(collator, EncodedCollator) and collator.pad_id is None and pad is not None:
+        collator = copy.copy(collator)  # the caller's collator is left as it was
+        collator.pad_id = int(pad)
+    return collator
 
 
 def _batch_rows(batch) -> int:

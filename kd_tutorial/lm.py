@@ -160,10 +160,18 @@ def encode_texts(profile: LMProfile, texts: dict[str, list[str]], tokenizer=None
 
 
 def _encode(tokenizer, text: str) -> list[int]:
-    """Ids of ``text`` framed by begin and end of sequence, for this course's and Hugging Face tokenizers."""
+    """Ids of ``text`` framed by begin and end of sequence, for this course's and Hugging Face tokenizers.
+
+    A Hugging Face tokenizer encodes without its own special tokens (a Llama-style one would add a second
+    ``<bos>``), and one without a begin- or end-of-sequence token is refused: the loss mask leaves out the first
+    token of every row, and sampling stops at the end token."""
     if isinstance(tokenizer, WordTokenizer):
         return tokenizer.encode(text)
-    return [tokenizer.bos_token_id] + tokenizer.encode(text) + [tokenizer.eos_token_id]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is None or eos is None:
+        raise ValueError(f"the tokenizer has no {'bos' if bos is None else 'eos'}_token_id: set tokenizer.bos_token "
+                         "and tokenizer.eos_token (GPT-2 uses '<|endoftext|>' for both) before encoding the reviews")
+    return [bos] + tokenizer.encode(text, add_special_tokens=False) + [eos]
 
 
 # ----------------------------------------------------------------------------- batches
@@ -336,7 +344,12 @@ def mean_entropy(model, rows: list[list[int]], batch_size: int = 128, device: st
 
 
 def agreement(student, teacher, rows: list[list[int]], batch_size: int = 128, device: str = "cpu") -> float:
-    """The share of held-out positions where student and teacher predict the same most likely next token."""
+    """The share of held-out positions where student and teacher predict the same most likely next token.
+
+    Refuses two models of different vocabularies (:func:`kd_tutorial.models.check_same_vocab`): their ids would
+    name different tokens."""
+    from .models import check_same_vocab
+    check_same_vocab(teacher, student)
     same, count = 0.0, 0.0
     pairs = zip(_predictions(student, rows, batch_size, device), _predictions(teacher, rows, batch_size, device))
     for (zs, _, m), (zt, _, _) in pairs:

@@ -8,19 +8,29 @@ token rows (``<bos>`` ... ``<eos>``):
   at every position; ``reverse=True`` uses ``KL(student || teacher)``. The teacher's logits come from
   :func:`online` (run alongside) or :func:`cached` (:func:`cache_logits`, computed once).
 * :func:`topk_kd` - the same forward KL against a cache of only the teacher's top k tokens per position
-  (:func:`cache_logits` with ``top_k``): what a 50k-entry vocabulary forces.
+  (:func:`cache_logits` with ``top_k``): what a 50k-entry vocabulary forces. The plain top-k KL teaches the
+  student that the other tokens are impossible (over-confidence); a cache with ``rest=True`` keeps the teacher's
+  mass outside its top k as one more number per position, and the loss is then :func:`topk_rest_token_kl`.
 * :func:`sequence_kd_rows` - sequence-level KD (Kim & Rush 2016): the teacher writes reviews from the
   student's prompts, and the student trains on them with :func:`data_only` (prompt masked).
 * :func:`on_policy_kd` - on-policy distillation (GKD, MiniLLM): the student writes continuations, the
   teacher scores every position of them, and the student moves towards the teacher's distribution
   there, where its own mistakes lead it.
+
+Teacher and student must read the same token ids (one tokenizer). The methods that read the teacher's logits
+refuse logits, or cached top-k ids, that do not fit the student's vocabulary, and :func:`on_policy_kd` checks the two models with
+:func:`kd_tutorial.models.check_same_vocab` before the student writes. Two tokenizers of one size that number the
+tokens differently show only in the tokenizers: compare them with ``check_same_vocab(teacher, student,
+teacher_tokenizer=..., student_tokenizer=...)`` before distilling.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from . import losses
 from .lm import collate, logits_of, next_token, sample
+from .models import VocabularyMismatchError, check_same_vocab
 
 
 def data_only(device: str = "cpu", prompt_tokens: int = 1):
@@ -45,23 +55,39 @@ def online(teacher, device: str = "cpu"):
 
 @torch.no_grad()
 def cache_logits(teacher, rows: list[list[int]], top_k: int | None = None, batch_size: int = 128,
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", rest: bool = False) -> dict:
     """The teacher's next-token logits at every position of every row, computed once, kept on the CPU.
 
     Keyed by the row (as a tuple): ``logits (len - 1, V)``, or with ``top_k`` only the k largest,
     ``(logits (len - 1, k), ids (len - 1, k))``: 2k numbers per token instead of the vocabulary's V (50,257
     for GPT-2: a review of 256 tokens would need 51 MB in fp32, against 98 kB for k = 32, its ids being int64).
-    The top k are chosen on ``device``: only they travel to the CPU.
+    With ``top_k`` and ``rest=True`` a third tensor ``log_rest (len - 1,)`` holds the log of the teacher's
+    probability outside its top k (at temperature 1), for :func:`topk_rest_token_kl`. The top k are chosen on
+    ``device``: only they travel to the CPU.
     """
+    if rest and not top_k:
+        raise ValueError("rest=True caches the teacher's mass outside its top k: give top_k too")
     cache = {}
     for start in range(0, len(rows), batch_size):
         part = rows[start: start + batch_size]
         z = online(teacher, device)(part).float()
-        z = tuple(t.cpu() for t in z.topk(top_k, dim=-1)) if top_k else (z.cpu(),)
+        if top_k:
+            values, ids = z.topk(top_k, dim=-1)
+            kept = (values, ids, _log_outside(z, ids)) if rest else (values, ids)
+            z = tuple(t.cpu() for t in kept)
+        else:
+            z = (z.cpu(),)
         for b, row in enumerate(part):
             kept = tuple(t[b, : len(row) - 1] for t in z)
             cache[tuple(row)] = kept if top_k else kept[0]
     return cache
+
+
+def _log_outside(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``log sum_{v not in ids} softmax(logits)_v`` per position, from the full logits (-inf when ``ids`` covers
+    the vocabulary)."""
+    outside = logits.scatter(-1, ids, float("-inf")).logsumexp(-1)
+    return outside - logits.logsumexp(-1)
 
 
 def cached(cache: dict):
@@ -88,30 +114,86 @@ def token_kd(teacher_side, *, alpha: float = 0.5, temperature: float = 1.0, reve
         batch = collate(rows)
         z, y, m = next_token(logits_of(student, batch, device), batch)
         zt, m = teacher_side(rows).to(z.device), m.to(z.device)
+        _same_vocab(z.shape[-1], zt.shape[-1])
         return alpha * divergence(z, zt, m, temperature) + (1 - alpha) * losses.token_cross_entropy(z, y, m)
     return loss
 
 
+def _same_vocab(student_size: int, teacher_size: int) -> None:
+    """Refuse teacher logits over a vocabulary of another size than the student's: not one tokenizer's ids."""
+    if student_size != teacher_size:
+        raise VocabularyMismatchError(
+            f"the teacher's logits cover {teacher_size} tokens, the student's {student_size}: distil between models "
+            "of one tokenizer (check them with kd_tutorial.models.check_same_vocab)")
+
+
 def topk_kd(cache: dict, *, alpha: float = 0.5, temperature: float = 1.0, device: str = "cpu"):
-    """:func:`token_kd` (forward) against a top-k cache (:func:`cache_logits` with ``top_k``)."""
+    """:func:`token_kd` (forward) against a top-k cache (:func:`cache_logits` with ``top_k``).
+
+    A plain top-k cache gives :func:`kd_tutorial.losses.topk_token_kl`, which drives the student's mass outside
+    the teacher's top k to zero; a cache with ``rest=True`` gives :func:`topk_rest_token_kl` (temperature 1 only:
+    the cached rest mass is the teacher's at temperature 1).
+    """
+    first = next(iter(cache.values()))
+    if not isinstance(first, tuple):
+        raise ValueError("topk_kd reads a top-k cache: build it with cache_logits(..., top_k=k), or use "
+                         "token_kd(cached(cache)) for full logits")
+    rest = len(first) == 3
+    if rest and float(temperature) != 1.0:
+        raise ValueError(f"temperature={temperature}: the cache's rest mass is the teacher's at temperature 1; "
+                         "give temperature=1.0, or a cache without rest=True")
+
     def loss(student, rows):
         batch = collate(rows)
         z, y, m = next_token(logits_of(student, batch, device), batch)
-        values, ids = _padded_topk(cache, rows, z.shape[1])
+        cached_side = _padded_topk(cache, rows, z.shape[1])
+        if int(cached_side[1].max()) >= z.shape[-1]:
+            raise VocabularyMismatchError(
+                f"the cached teacher ids reach {int(cached_side[1].max())}, the student's vocabulary has {z.shape[-1]} "
+                "tokens: distil between models of one tokenizer (check them with kd_tutorial.models.check_same_vocab)")
+        cached_side = [t.to(z.device) for t in cached_side]
         m = m.to(z.device)
-        kl = losses.topk_token_kl(z, values.to(z.device), ids.to(z.device), m, temperature)
+        kl = topk_rest_token_kl(z, *cached_side, m) if rest else losses.topk_token_kl(z, *cached_side, m, temperature)
         return alpha * kl + (1 - alpha) * losses.token_cross_entropy(z, y, m)
     return loss
 
 
-def _padded_topk(cache: dict, rows: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cached top-k logits and ids of ``rows``, padded to ``width`` positions (padding is masked out)."""
-    k = next(iter(cache.values()))[0].shape[-1]
-    values, ids = torch.zeros(len(rows), width, k), torch.zeros(len(rows), width, k, dtype=torch.long)
+def topk_rest_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tensor,
+                       teacher_topk_ids: torch.Tensor, teacher_log_rest: torch.Tensor,
+                       loss_mask: torch.Tensor) -> torch.Tensor:
+    """Forward KL against a top-k cache plus a "rest" bucket: the teacher's mass outside its top k (temperature 1).
+
+    With ``S`` the cached ids, ``p_rest`` the teacher's probability outside ``S`` (``exp(teacher_log_rest)``),
+    ``p_v = (1 - p_rest) softmax(z_t[S])_v`` the teacher's own probabilities on ``S``, ``q`` the student's
+    full softmax and ``q_rest = 1 - sum_{v in S} q_v``::
+
+        sum_{b,t} m_bt [sum_{v in S} p_v (log p_v - log q_v) + p_rest (log p_rest - log q_rest)] / sum_{b,t} m_bt
+
+    The exact KL between the two distributions coarsened to k + 1 outcomes (the top k, everything else): the
+    student keeps the teacher's mass outside the top k instead of being taught that those tokens are impossible.
+    """
+    log_q = F.log_softmax(student_logits.float(), dim=-1)
+    outside = log_q.scatter(-1, teacher_topk_ids, torch.finfo(log_q.dtype).min)  # finite: no nan gradient if k = V
+    log_q_buckets = torch.cat([log_q.gather(-1, teacher_topk_ids), outside.logsumexp(-1, keepdim=True)], -1)
+    log_rest = teacher_log_rest.float()[..., None]
+    log_p_top = F.log_softmax(teacher_topk_logits.float(), dim=-1) + torch.log1p(-log_rest.exp())
+    # both are normalised log-probabilities over the k + 1 buckets, which log_softmax leaves as they are:
+    # token_kl on them is the KL above, with its masking and 0 log 0 = 0 for an empty rest
+    return losses.token_kl(log_q_buckets, torch.cat([log_p_top, log_rest], -1), loss_mask)
+
+
+def _padded_topk(cache: dict, rows: list[list[int]], width: int) -> tuple[torch.Tensor, ...]:
+    """The cached top-k logits and ids of ``rows`` (and the rest's log-mass, if cached), padded to ``width``
+    positions (padding is masked out)."""
+    first = next(iter(cache.values()))
+    k = first[0].shape[-1]
+    out = [torch.zeros(len(rows), width, k), torch.zeros(len(rows), width, k, dtype=torch.long)]
+    if len(first) == 3:
+        out.append(torch.zeros(len(rows), width))
     for b, row in enumerate(rows):
-        v, i = cache[tuple(row)]
-        values[b, : len(v)], ids[b, : len(i)] = v, i
-    return values, ids
+        for padded, cached_part in zip(out, cache[tuple(row)]):
+            padded[b, : len(cached_part)] = cached_part
+    return tuple(out)
 
 
 def prompts_of(rows: list[list[int]], prompt_tokens: int) -> list[list[int]]:
@@ -154,10 +236,13 @@ def on_policy_kd(teacher, prompts: list[list[int]], data_side, *, max_length: in
     def kl(student, rows, prompt, side):
         batch = collate(rows, prompt)
         z, _, m = next_token(logits_of(student, batch, device), batch)
-        return divergence(z, side(rows).to(z.device), m.to(z.device))
+        zt = side(rows).to(z.device)
+        _same_vocab(z.shape[-1], zt.shape[-1])
+        return divergence(z, zt, m.to(z.device))
 
     def loss(student, rows):
         if state["step"] % refresh_every == 0:
+            check_same_vocab(teacher, student)  # before the teacher reads ids the student wrote
             picks = torch.randint(len(prompts), (pool_size,), generator=generator).tolist()
             state["pool"] = sample(student, [prompts[i] for i in picks], max_length=max_length,
                                    generator=generator, device=device)

@@ -91,20 +91,28 @@ def run_gkd(teacher, student, rows: list[list[int]], word_tokenizer: WordTokeniz
     """Train ``student`` towards ``teacher`` with TRL's ``GKDTrainer`` for ``steps`` optimizer steps.
 
     At each step, with probability ``lmbda`` the batch's completions are replaced by ones the student writes
-    from their prompts (sampled at temperature 1, as :func:`kd_tutorial.lm.sample` does); the loss is the
-    generalised Jensen-Shannon divergence (``beta=0``: forward KL, ``beta=1``: reverse KL) at every completion
-    position. The schedule is nearly the course's (AdamW, weight decay 0.01, 10 % warm-up then linear decay,
+    from their prompts (sampled at temperature 1, as :func:`kd_tutorial.lm.sample` does); the loss is TRL's
+    generalised Jensen-Shannon divergence at every completion position. Only its ends are the plain KLs
+    (``beta=0``: forward ``KL(p || q)``, ``beta=1``: reverse ``KL(q || p)``, teacher ``p``, student ``q``); in
+    between it is ``beta KL(p || m) + (1 - beta) KL(q || m)`` against the mixture ``m = beta p + (1 - beta) q``,
+    not a blend of the two KLs: it shrinks to 0 towards both ends (about ``beta`` times the forward KL near 0,
+    ``1 - beta`` times the reverse KL near 1), so a ``beta`` near an end is not that end's KL. The schedule is
+    nearly the course's (AdamW, weight decay 0.01, 10 % warm-up then linear decay,
     gradient clipping at 1; transformers' warm-up starts from 0, the course's from one warm-up step's share), and
     the precision is the course's: fp32, where TRL's configs default to bf16 autocast (emulated,
     and 4-5x slower, on a CPU without bf16 units). Quiet: no progress bar, no logging service, no checkpoint
     (``output_dir``, a temporary folder unless given, stays empty). Returns ``(student, losses)``: the trained
-    student in eval mode and the loss of every step.
+    student in eval mode and the loss of every step. Refused up front: teacher, student and ``word_tokenizer`` of
+    different vocabularies (:func:`kd_tutorial.models.check_same_vocab`), and ``prompt_tokens + max_new_tokens``
+    beyond the positions the models read.
     """
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # trl.experimental warns on import otherwise
     from transformers import PrinterCallback
     from trl.experimental.gkd import GKDConfig, GKDTrainer
     from trl.experimental.utils import DataCollatorForChatML
 
+    _check_models(teacher, student, word_tokenizer)
+    _check_lengths(teacher, student, prompt_tokens, max_new_tokens)
     tokenizer = hf_tokenizer(word_tokenizer)
     max_length = student.config.n_positions
     with tempfile.TemporaryDirectory() as scratch:
@@ -129,3 +137,31 @@ def run_gkd(teacher, student, rows: list[list[int]], word_tokenizer: WordTokeniz
             trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return trainer.model.eval(), losses
+
+
+def _check_models(teacher, student, word_tokenizer: WordTokenizer) -> None:
+    """Refuse a teacher and a student that do not read ``word_tokenizer``'s ids (one vocabulary for all three)."""
+    from .models import VocabularyMismatchError, check_same_vocab
+    check_same_vocab(teacher, student)
+    if len(word_tokenizer) != student.config.vocab_size:
+        raise VocabularyMismatchError(
+            f"the word tokenizer has {len(word_tokenizer)} tokens, the models' vocabulary {student.config.vocab_size}: "
+            "build teacher and student with vocab_size=len(word_tokenizer), from the tokenizer of their training rows")
+
+
+def _positions(model) -> int:
+    """How many positions the model reads: ``n_positions`` (GPT-2) or ``max_position_embeddings``."""
+    config = model.config
+    return getattr(config, "n_positions", None) or config.max_position_embeddings
+
+
+def _check_lengths(teacher, student, prompt_tokens: int, max_new_tokens: int) -> None:
+    """Refuse on-policy samples longer than the models read: the run would stop mid-way (an IndexError on the CPU,
+    a device-side assert on a GPU) at the first sample that runs that long."""
+    positions = min(_positions(student), _positions(teacher))
+    if prompt_tokens >= positions:
+        raise ValueError(f"prompt_tokens={prompt_tokens} leaves no room to write: the models read {positions} "
+                         f"positions; give prompt_tokens <= {positions - 1}")
+    if prompt_tokens + max_new_tokens > positions:
+        raise ValueError(f"prompt_tokens={prompt_tokens} + max_new_tokens={max_new_tokens} exceeds the {positions} "
+                         f"positions the models read: give max_new_tokens <= {positions - prompt_tokens}")

@@ -297,9 +297,14 @@ def topk_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tenso
 
         T^2 * sum_{b,t} m_bt sum_{v in S} p~_v (log p~_v - log q_s,v^T) / sum_{b,t} m_bt
 
-    where ``q_s^T`` is the student's full softmax over the vocabulary. Equals :func:`token_kl` when
-    ``k = V``; the cache shrinks from V to 2k numbers per token, and what it loses is the teacher's mass
-    outside its top k (the student is no longer told how unlikely the other tokens are).
+    where ``q_s^T`` is the student's full softmax over the vocabulary, not renormalised over ``S``. Equals
+    :func:`token_kl` when ``k = V``, and the cache shrinks from V to 2k numbers per token. For ``k < V`` the
+    per-token term is ``KL(p~ || q~) - log sum_{v in S} q_s,v^T`` (``q~`` the student renormalised over ``S``):
+    it is smallest when the student puts all its mass on ``S``. Minimising it teaches the student that every
+    token outside the teacher's top k is impossible, however much mass the teacher gave them together: an
+    over-confident student, with all its mass where the teacher put only part of its own. The way out is to cache
+    the teacher's mass outside its top k as well and add a "rest" bucket
+    (:func:`kd_tutorial.lm_methods.topk_rest_token_kl`).
     """
     T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1).gather(-1, teacher_topk_ids)

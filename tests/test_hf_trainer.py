@@ -335,3 +335,83 @@ def test_save_model_refuses_an_unfolded_student_and_keeps_its_checkpoints(kd, tm
     with torch.no_grad():
         got = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     torch.testing.assert_close(got, expected)
+
+
+# --------------------------------------------------------------------------- decoder classifiers and wrappers
+
+
+def _gpt2_classifier(pad):
+    """A tiny GPT-2 classifier: it reads the logits at the last token that is not ``config.pad_token_id``."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2, num_labels=2,
+                        pad_token_id=pad, bos_token_id=1, eos_token_id=2)
+    return GPT2ForSequenceClassification(config).eval()
+
+
+def test_a_decoder_classifier_gives_a_short_row_the_same_logits_alone_and_padded_in_the_trainers_batch(tmp_path):
+    """The collator padded with 0 whatever the model's pad token: GPT-2 (pad id 49) then classified a padding
+    position of every short row, silently."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+    student = _gpt2_classifier(pad=49)
+    trainer = hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=torch.zeros(2, 2))
+    short, long = [3, 7, 9], [3, 7, 9, 11, 12, 13]
+    batch = trainer.data_collator([{"input_ids": short, "labels": 0, "index": 0},
+                                   {"input_ids": long, "labels": 1, "index": 1}])
+    assert batch["input_ids"][0].tolist() == short + [49] * 3
+    with torch.no_grad():
+        alone = student(input_ids=torch.tensor([short])).logits[0]
+        padded = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[0]
+    torch.testing.assert_close(padded, alone)
+    with pytest.raises(ValueError, match="pads with id 0 but the student's config.pad_token_id is 49: build it with "
+                                         "pad_id=49"):
+        hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=torch.zeros(2, 2),
+                               data_collator=hf.EncodedCollator(pad_id=0))
+    with pytest.raises(ValueError, match="the teacher's config.pad_token_id is 48, the student pads with 49"):
+        hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher=_gpt2_classifier(pad=48))
+    # no pad id in the config: the processing class's
+    vocab = {f"w{i}": i for i in range(50)}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="w0")),
+                                        pad_token="w5", unk_token="w0")
+    trainer = hf.DistillationTrainer(model=_gpt2_classifier(pad=None), args=arguments(tmp_path),
+                                     teacher_logits=torch.zeros(2, 2), processing_class=tokenizer)
+    assert trainer.data_collator([{"input_ids": short}, {"input_ids": long}])["input_ids"][0].tolist() == [3, 7, 9, 5,
+                                                                                                          5, 5]
+    assert hf.EncodedCollator()([{"input_ids": short}, {"input_ids": long}])["input_ids"][0].tolist()[3:] == [0] * 3
+
+
+def test_save_model_and_push_to_hub_save_a_wrappers_student_that_from_pretrained_reloads(kd, tmp_path, monkeypatch):
+    """Trainer saved a DistillationStudent as a state dict of 'student.'-prefixed names without config.json; the
+    reload was a random model, with only a warning."""
+    import transformers.trainer
+    from safetensors.torch import load_file
+    wrapped = models.DistillationStudent(new_student(2), teacher_width=64)  # learned projections, 32 -> 64
+    start = copy.deepcopy(wrapped.student.state_dict())
+    args = arguments(tmp_path / "out", per_device_train_batch_size=8, max_steps=2, learning_rate=1e-2)
+    trainer = hf.DistillationTrainer(model=wrapped, args=args, train_dataset=hf.EncodedDataset(kd["rows"]),
+                                     teacher_logits=kd["logits"])
+    trainer.train()
+    trained = wrapped.student.state_dict()
+    assert any(not torch.equal(start[k], v) for k, v in trained.items()), "the student learned"
+
+    def same_as_trained(folder):
+        loaded = type(wrapped.student).from_pretrained(folder).state_dict()
+        return loaded.keys() == trained.keys() and all(torch.equal(loaded[k], v) for k, v in trained.items())
+    trainer.save_model(str(tmp_path / "final"))
+    assert same_as_trained(tmp_path / "final")
+    trainer.save_model(str(tmp_path / "checkpoint"), _internal_call=True)  # a checkpoint: the wrapper, to resume
+    names = load_file(str(tmp_path / "checkpoint" / "model.safetensors")).keys()
+    assert any(k.startswith("projections.") for k in names) and all(k.startswith(("student.", "projections."))
+                                                                    for k in names)
+    uploaded = []
+
+    class Hub:
+        def upload_folder(self, folder_path, **kwargs):
+            uploaded.append(same_as_trained(folder_path))
+    monkeypatch.setattr(transformers.trainer, "hf_api", Hub)
+    monkeypatch.setattr(trainer, "init_hf_repo", lambda **kw: setattr(trainer, "hub_model_id", "me/student"))
+    monkeypatch.setattr(trainer, "create_model_card", lambda **kw: None)
+    trainer.push_to_hub()
+    assert uploaded == [True]

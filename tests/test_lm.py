@@ -7,6 +7,7 @@ import torch
 
 from kd_tutorial import lm
 from kd_tutorial import lm_methods as M
+from kd_tutorial.models import VocabularyMismatchError
 
 TINY = dataclasses.replace(lm.LM_PROFILES["tiny"], teacher_width=32, teacher_heads=2, student_width=16,
                            student_heads=2, max_length=48)
@@ -108,6 +109,31 @@ def test_the_top_k_cache_holds_the_teachers_largest_logits(data, teacher):
     assert torch.allclose(M.cached(full)(rows[:3])[real], M.online(teacher)(rows[:3])[real], atol=1e-5)
 
 
+def test_a_rest_cache_holds_the_teachers_mass_outside_its_top_k(data, teacher):
+    rows = data.student[:10]
+    full, top = M.cache_logits(teacher, rows), M.cache_logits(teacher, rows, top_k=4, rest=True)
+    for row in rows:
+        z, (values, ids, log_rest) = full[tuple(row)], top[tuple(row)]
+        assert torch.equal(values, z.topk(4, -1).values) and log_rest.shape == (len(row) - 1,)
+        outside = 1 - torch.softmax(z.double(), -1).gather(-1, ids).sum(-1)
+        assert torch.allclose(log_rest.exp().double(), outside, rtol=1e-4)
+    with pytest.raises(ValueError, match="give top_k too"):
+        M.cache_logits(teacher, rows, rest=True)
+    with pytest.raises(ValueError, match="give temperature=1.0, or a cache without rest=True"):
+        M.topk_kd(top, temperature=2.0)
+    with pytest.raises(ValueError, match="build it with cache_logits"):
+        M.topk_kd(full)
+    # topk_kd reads the rest: its KL is topk_rest_token_kl's on the padded batch, not topk_token_kl's
+    student = lm.student_model(TINY, teacher)
+    batch = lm.collate(rows[:4])
+    z, y, m = lm.next_token(lm.logits_of(student, batch), batch)
+    side = M._padded_topk(top, rows[:4], z.shape[1])
+    ce = M.losses.token_cross_entropy(z, y, m)
+    expected = 0.5 * M.topk_rest_token_kl(z, *side, m) + 0.5 * ce
+    assert torch.allclose(M.topk_kd(top)(student, rows[:4]), expected, atol=1e-6)
+    assert not torch.allclose(expected, 0.5 * M.losses.topk_token_kl(z, *side[:2], m) + 0.5 * ce, atol=1e-3)
+
+
 def test_the_teachers_side_runs_it_in_eval_mode(data, teacher):
     """online() (and cache_logits, on_policy_kd through it) ran the teacher in whatever mode it was left: a GPT-2
     in train mode gave dropout-noised targets (correctness note 7: the teacher frozen, in eval mode)."""
@@ -119,7 +145,7 @@ def test_the_teachers_side_runs_it_in_eval_mode(data, teacher):
         teacher.eval()
 
 
-@pytest.mark.parametrize("method", ["data", "forward", "reverse", "top-k", "sequence", "on-policy"])
+@pytest.mark.parametrize("method", ["data", "forward", "reverse", "top-k", "top-k + rest", "sequence", "on-policy"])
 def test_every_method_trains_the_student(data, teacher, method):
     student = lm.student_model(TINY, teacher)
     before = lm.perplexity(student, data.held_out[:100])
@@ -129,6 +155,7 @@ def test_every_method_trains_the_student(data, teacher, method):
         "forward": lambda: M.token_kd(M.cached(full)),
         "reverse": lambda: M.token_kd(M.online(teacher), reverse=True),
         "top-k": lambda: M.topk_kd(M.cache_logits(teacher, data.student[:200], top_k=4)),
+        "top-k + rest": lambda: M.topk_kd(M.cache_logits(teacher, data.student[:200], top_k=4, rest=True)),
         "sequence": lambda: M.data_only(prompt_tokens=TINY.prompt_tokens),
         "on-policy": lambda: M.on_policy_kd(teacher, M.prompts_of(data.student[:200], TINY.prompt_tokens),
                                             M.cached(full), max_length=TINY.max_length, pool_size=32, refresh_every=10),
@@ -195,3 +222,41 @@ def test_too_few_rows_for_one_batch_is_an_error_not_an_endless_loop():
     with pytest.raises(ValueError, match="3 rows cannot fill one batch of 4: give more rows or a batch_size of at most 3"):
         next(lm.batches([[1, 2], [3], [4, 5]], 4, torch.Generator().manual_seed(0)))
     assert len(next(lm.batches([[1, 2], [3], [4, 5]], 3, torch.Generator().manual_seed(0)))) == 3
+
+
+def test_a_teacher_of_another_vocabulary_is_refused_by_every_method(data, teacher):
+    """Logits over two vocabularies were compared position by position (a shape error at best, nonsense when the
+    sizes agree); the teacher also read ids the student wrote (on-policy) from a vocabulary it does not have."""
+    V = len(data.tokenizer)
+    other = lm.gpt(V + 5, 1, 16, 2, TINY.max_length)
+    student, rows = lm.student_model(TINY, teacher), data.student[:4]
+    logits = f"the teacher's logits cover {V + 5} tokens, the student's {V}: distil between models of one tokenizer"
+    with pytest.raises(VocabularyMismatchError, match=logits):
+        M.token_kd(M.online(other))(student, rows)
+    with pytest.raises(VocabularyMismatchError, match=logits):
+        M.token_kd(M.cached(M.cache_logits(other, rows)), reverse=True)(student, rows)
+    shifted = {row: (values, ids + V) for row, (values, ids) in M.cache_logits(teacher, rows, top_k=4).items()}
+    with pytest.raises(VocabularyMismatchError, match=f"the student's vocabulary has {V} tokens: distil between"):
+        M.topk_kd(shifted)(student, rows)
+    models = f"the teacher's vocabulary has {V + 5} tokens, the student's {V}"
+    on_policy = M.on_policy_kd(other, M.prompts_of(rows, TINY.prompt_tokens), M.online(other),
+                               max_length=TINY.max_length, pool_size=4)
+    with pytest.raises(VocabularyMismatchError, match=models):
+        on_policy(student, rows)
+    with pytest.raises(VocabularyMismatchError, match=models):
+        lm.agreement(student, other, data.held_out[:4])
+
+
+def test_a_hugging_face_tokenizer_that_adds_its_own_specials_frames_each_review_once(data):
+    """_encode added <bos> and <eos> around tokenizer.encode(text), which a Llama-style tokenizer had already
+    framed: two <bos> and two <eos>; a tokenizer without a bos id put None among the ids."""
+    from kd_tutorial import lm_trl
+    hf = lm_trl.hf_tokenizer(data.tokenizer)  # adds <bos> and <eos> itself, like Llama's
+    text = "a great movie ."
+    assert hf(text)["input_ids"][0] == lm.BOS_ID  # the tokenizer does add its specials
+    assert lm._encode(hf, text) == data.tokenizer.encode(text)  # one <bos>, one <eos>
+    assert lm.encode_texts(TINY, {"train": [text], "held_out": []}, hf).teacher == [data.tokenizer.encode(text)]
+    hf.bos_token = None
+    with pytest.raises(ValueError, match="the tokenizer has no bos_token_id: set tokenizer.bos_token and "
+                                         "tokenizer.eos_token"):
+        lm._encode(hf, text)

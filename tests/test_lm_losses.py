@@ -1,11 +1,13 @@
-"""The generative-LM losses (kd_tutorial.losses: token_cross_entropy, token_kl, reverse_token_kl, topk_token_kl):
-values against direct formulas, identities as property tests, padding and prompt masks, gradients."""
+"""The generative-LM losses (kd_tutorial.losses: token_cross_entropy, token_kl, reverse_token_kl, topk_token_kl;
+kd_tutorial.lm_methods.topk_rest_token_kl): values against direct formulas, identities as property tests, padding
+and prompt masks, gradients."""
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kd_tutorial import losses
+from kd_tutorial import lm_methods
 
 seeds = st.integers(0, 10_000)
 temps = st.floats(0.5, 8.0)
@@ -158,3 +160,61 @@ def test_reverse_kl_is_mode_seeking_and_forward_kl_mean_seeking():
     (mu_f, sigma_f), (mu_r, sigma_r) = best(losses.token_kl), best(losses.reverse_token_kl)
     assert mu_f == 20 and sigma_f > 10
     assert mu_r in (10, 30) and sigma_r == 2.0
+
+
+def brute_force_rest_kl(s, t, ids, mask):
+    """The KL over k + 1 outcomes (the teacher's top k, everything else), position by position, in float64."""
+    total, count = 0.0, 0
+    for b in range(mask.shape[0]):
+        for i in range(mask.shape[1]):
+            if mask[b, i]:
+                p, q = torch.softmax(t[b, i].double(), -1), torch.softmax(s[b, i].double(), -1)
+                top, outside = ids[b, i], torch.ones(len(p), dtype=torch.bool)
+                outside[top] = False
+                p_rest, q_rest = p[outside].sum(), q[outside].sum()  # an empty rest sums to 0
+                kl = float((p[top] * (p[top].log() - q[top].log())).sum())
+                if p_rest > 0:
+                    kl += float(p_rest * (p_rest.log() - q_rest.log()))
+                total += kl
+                count += 1
+    return total / count
+
+
+@given(seeds, st.integers(1, 11))
+@settings(deadline=None)
+def test_topk_with_a_rest_bucket_is_the_kl_over_the_top_k_and_everything_else(seed, k):
+    s, t, m = case(seed)
+    values, ids = t.topk(k, dim=-1)
+    outside = torch.ones_like(t, dtype=torch.bool).scatter(-1, ids, False)
+    log_rest = (torch.softmax(t.double(), -1) * outside).sum(-1).log().float()  # -inf when k = V
+    value = float(lm_methods.topk_rest_token_kl(s, values, ids, log_rest, m))
+    expected = brute_force_rest_kl(s, t, ids, m)
+    assert abs(value - expected) < 1e-4 * max(1.0, expected), (value, expected)
+    if k == t.shape[-1]:  # no rest: the full KL
+        assert abs(value - float(losses.token_kl(s, t, m))) < 1e-4
+
+
+def test_the_rest_bucket_keeps_the_teachers_mass_outside_its_top_k_where_plain_top_k_drops_it():
+    """Minimised on one position, topk_token_kl puts nearly all the student's mass on the teacher's top 5 (the
+    other tokens taught as impossible); with the rest bucket the student keeps the teacher's share outside them."""
+    torch.manual_seed(0)
+    z_t, one = torch.randn(1, 1, 50) * 1.5, torch.ones(1, 1)
+    values, ids = z_t.topk(5, dim=-1)
+    teacher_top = float(torch.softmax(z_t, -1).gather(-1, ids).sum())
+    log_rest = torch.log1p(-torch.softmax(z_t, -1).gather(-1, ids).sum(-1))
+    assert 0.6 < teacher_top < 0.9
+    for loss, target in ((lambda z: losses.topk_token_kl(z, values, ids, one), 0.99),
+                         (lambda z: lm_methods.topk_rest_token_kl(z, values, ids, log_rest, one), teacher_top)):
+        z = torch.zeros(1, 1, 50, requires_grad=True)
+        optimizer = torch.optim.Adam([z], lr=0.1)
+        for _ in range(500):
+            optimizer.zero_grad()
+            loss(z).backward()
+            optimizer.step()
+        student_top = float(torch.softmax(z.detach(), -1).gather(-1, ids).sum())
+        assert (student_top > target) if target == 0.99 else abs(student_top - target) < 1e-3, (student_top, target)
+    full = values.new_full((1, 1), float("-inf"))  # k = V: an empty rest gives finite gradients
+    z = torch.randn(1, 1, 50, requires_grad=True)
+    everything = z_t.topk(50, dim=-1)
+    lm_methods.topk_rest_token_kl(z, *everything, full, one).backward()
+    assert bool(torch.isfinite(z.grad).all())

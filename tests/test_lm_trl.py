@@ -108,3 +108,30 @@ def test_an_on_policy_step_averages_over_the_tokens_it_scores(data, teacher, mon
     lm_trl.run_gkd(teacher, lm.student_model(TINY, teacher), data.student, data.tokenizer, steps=3, lmbda=1.0,
                    lr=3e-3, batch_size=4, prompt_tokens=TINY.prompt_tokens, max_new_tokens=4)
     assert len(seen) == 3 and all(loss == pytest.approx(mean, rel=1e-6) for loss, mean in seen), seen
+
+
+def test_run_gkd_refuses_models_and_a_tokenizer_of_different_vocabularies(data, teacher):
+    from kd_tutorial.models import VocabularyMismatchError
+    V = len(data.tokenizer)
+    other = lm.gpt(V + 5, 1, 16, 2, TINY.max_length)
+    kwargs = dict(steps=1, lr=3e-3, batch_size=4, prompt_tokens=TINY.prompt_tokens, max_new_tokens=4)
+    with pytest.raises(VocabularyMismatchError, match=f"the teacher's vocabulary has {V + 5} tokens, the student's "
+                                                      f"{V}"):
+        lm_trl.run_gkd(other, lm.student_model(TINY, teacher), data.student, data.tokenizer, **kwargs)
+    small = lm.WordTokenizer(["a great movie ."])
+    with pytest.raises(VocabularyMismatchError, match=f"the word tokenizer has {len(small)} tokens, the models' "
+                                                      f"vocabulary {V}: build teacher and student with"):
+        lm_trl.run_gkd(teacher, lm.student_model(TINY, teacher), data.student, small, **kwargs)
+
+
+def test_run_gkd_refuses_samples_longer_than_the_models_read(data, teacher):
+    """A prompt of 4 tokens and 45 new ones overflow GPT-2's 48 positions: the first sample that long stopped the
+    run mid-way (an IndexError on the CPU, a device-side assert on a GPU)."""
+    student = lm.student_model(TINY, teacher)
+    assert student.config.n_positions == TINY.max_length == 48
+    kwargs = dict(steps=1, lmbda=1.0, lr=3e-3, batch_size=4, prompt_tokens=4)
+    with pytest.raises(ValueError, match="prompt_tokens=4 \\+ max_new_tokens=45 exceeds the 48 positions the models "
+                                         "read: give max_new_tokens <= 44"):
+        lm_trl.run_gkd(teacher, student, data.student, data.tokenizer, max_new_tokens=45, **kwargs)
+    _, losses = lm_trl.run_gkd(teacher, student, data.student, data.tokenizer, max_new_tokens=44, **kwargs)
+    assert len(losses) == 1 and math.isfinite(losses[0])
