@@ -188,6 +188,11 @@ FLAGS = {"profile": "--profile", "steps": "--steps", "profile settings": "--set 
          "seed": "--seed", "device": "--device", "data": "data ($KD_TUTORIAL_DATA_DIR)"}
 
 
+# how a trial is trained and timed; a study whose trials followed another rule is not continued. 2: one step
+# budget whatever share of the transfer set a trial reads, and one latency per student (:func:`student_latency`)
+TRIAL_RULE = 2
+
+
 def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **settings):
     """The study in ``out/search.db``: created, or loaded to continue; a UsageError when it was made with another
     profile (its name or any setting), step budget, seed or ``settings`` (device, data, latency reviews...), since one
@@ -205,6 +210,11 @@ def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **
            **settings}
     kept = study.user_attrs if study.trials else {}  # a study without a trial compares nothing: it takes today's
     _refuse_earlier_trials(Path(out), study)
+    if kept and kept.get("trial rule", 1) != TRIAL_RULE:
+        raise UsageError(f"{out}/search.db holds a study whose trials an earlier kd-tutorial trained and timed another "
+                         "way (steps by their share of the transfer set, each trial timed on its own), which one front "
+                         "cannot compare with today's: give another --out for a new study")
+    now["trial rule"] = TRIAL_RULE
     differ = [k for k, v in now.items() if k in kept and kept[k] != v]  # a study from before a key was kept: its own
     if differ:
         was = ", ".join(f"{FLAGS.get(k, k)} {kept[k]!r} (now {now[k]!r})" for k in differ)

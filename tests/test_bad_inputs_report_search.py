@@ -211,6 +211,22 @@ def test_a_study_is_continued_only_with_the_settings_it_was_made_with(tmp_path):
         open_study(out, tiny.replace(batch_size=tiny.batch_size // 2), 2, 0, device="cpu", data="tiny")
 
 
+def test_a_study_whose_trials_followed_an_earlier_rule_is_not_continued(tmp_path):
+    """Trials of an earlier kd-tutorial trained for their share of the transfer set and were timed one by one: no
+    setting differed, so a resumed study mixed them with today's on one front."""
+    pytest.importorskip("optuna", reason="optuna is not installed: pip install -e '.[search]'")
+    from kd_tutorial.profiles import get_profile
+    from kd_tutorial.search import TRIAL_RULE, open_study
+    out, tiny = tmp_path / "out", get_profile("tiny")
+    out.mkdir()
+    study = open_study(out, tiny, 2, 0, device="cpu", data="tiny")
+    study.tell(study.ask(), [0.5, 1.0])
+    assert open_study(out, tiny, 2, 0, device="cpu", data="tiny").user_attrs["trial rule"] == TRIAL_RULE
+    study.set_user_attr("trial rule", TRIAL_RULE - 1)
+    with pytest.raises(UsageError, match="an earlier kd-tutorial trained and timed another way.*another --out"):
+        open_study(out, tiny, 2, 0, device="cpu", data="tiny")
+
+
 def test_a_study_without_a_trial_takes_the_settings_given_now(tmp_path, capsys, monkeypatch):
     """A mistyped $KD_TUTORIAL_DATA_DIR was written into search.db before the data was read; the corrected run was
     then refused as another study, and the only way on the message offered was to give the typo again."""
