@@ -205,18 +205,20 @@ class Profile:
     grad_accum: int = 1
     precision: str = "auto"  # "auto" (kd_tutorial.device.precision_for), "fp32", "bf16" or "fp16"
     # dropout on the attention probabilities of the teacher and the students (None: the model's own, 0.1 for
-    # BERT). At 0, PyTorch's scaled_dot_product_attention can use its fused kernel on a CPU: the cpu profile's
-    # teacher and students train 1.3-1.5x faster (measured on 2 cores). The students' other dropouts:
-    # student_hidden_dropout.
+    # BERT). At 0, PyTorch's scaled_dot_product_attention can use its fused kernel on a CPU, so the cpu profile's
+    # teacher and students train faster (no record holds by how much for this profile: notebook 05, section 5d,
+    # times it on your device; the tiny pipeline's pairs are in docs/tuning/tiny-dropout.json). The students' other
+    # dropouts: student_hidden_dropout.
     attention_dropout: float | None = None
     # dropout on the students' hidden states, everywhere but the attention probabilities: the embeddings, two sites a
-    # layer and the classifier (None: the model's own, BERT's 0.1). The teacher keeps its own. Validation saw no
-    # difference at 0 for the cpu profile's students; a step alone on 2 threads is 26 % (distil-3L) and 14 % cheaper,
-    # a seed of runs in one-thread workers was not measurably faster (docs/tuning.md, "Hidden dropout 0")
+    # layer and the classifier (None: the model's own, BERT's 0.1). The teacher keeps its own. At 0, the cpu profile's
+    # students' validation means moved by +0.03 (distil-3L) and -0.10 points, with no interval computed; a step alone
+    # on 2 threads is 26 % (distil-3L) and 14 % cheaper, and one timed seed of runs in one-thread workers, against
+    # one at 0.1 on another day, showed no speed-up (docs/tuning.md, "Hidden dropout 0")
     student_hidden_dropout: float | None = None
     # keep the word embeddings (30,522 x H) fixed while fine-tuning the teacher and training the layer-copied
-    # students, which start from the teacher's: fewer weights for AdamW to update (about 1.2x faster steps for
-    # the cpu profile's students, measured on 2 cores); compact students learn theirs (beside the teacher's, with
+    # students, which start from the teacher's: fewer weights for AdamW to update, so faster steps (no record holds
+    # by how much); compact students learn theirs (beside the teacher's, with
     # teacher_word_vectors)
     freeze_word_embeddings: bool = False
     # carve validation in runs of this many consecutive reviews per class, with kd_tutorial.data.MOVIE_GUARD reviews
