@@ -492,7 +492,7 @@ def latency_on_cpu_time(model, batch, sync=lambda: None, warmup=3, repeats=10):
     return (time.process_time() - t0) / repeats
 
 
-@wrong("ex06.q1", "no two readings of your clock had 7 calls between them: time `repeats` calls")
+@wrong("ex06.q1", "with repeats=9 your clock timed one span of 10 calls: time `repeats` calls")
 def latency_of_ten_calls_whatever_repeats_is(model, batch, sync=lambda: None, warmup=3, repeats=10):
     for _ in range(warmup):
         model(**batch)
@@ -534,7 +534,57 @@ wrong("ex06.q1", "your clock did not see the wait. Call time.perf_counter() insi
     _latency_on_a_saved_clock())
 
 
-_EXTRA_CALLS = {  # correct measurements that call the model more than warmup + repeats times
+@wrong("ex06.q1", "your warm-up ran `repeats` calls: your clock started after 10 model calls with repeats=10 and "
+                  "after 9 with repeats=9")
+def latency_warmed_up_with_repeats(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    for _ in range(repeats):  # typo: the warm-up loop counts `repeats` (enough calls, so the value is right)
+        model(**batch)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        model(**batch)
+    sync()
+    return (time.perf_counter() - t0) / repeats
+
+
+@wrong("ex06.q1", "your clock started after 10 model calls both with warmup=5 and with warmup=2")
+def latency_with_ten_warmup_calls(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    for _ in range(10):  # "surely enough": right whenever warmup <= 10, but not `warmup` calls
+        model(**batch)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        model(**batch)
+    sync()
+    return (time.perf_counter() - t0) / repeats
+
+
+@wrong("ex06.q1", "with repeats=10 your clock timed 20 calls, each on its own: time `repeats` calls")
+def latency_of_twenty_calls_timed_one_by_one(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    for _ in range(warmup):
+        model(**batch)
+    sync()
+    times = []
+    for _ in range(20):  # a fixed count: every call is steady-state on the fakes, so the mean is right
+        t0 = time.perf_counter()
+        model(**batch)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return sum(times) / len(times)
+
+
+@wrong("ex06.q1", "with warmup=5 your clock started after only 0 model calls: make the `warmup` warm-up calls before")
+def latency_with_timeit_repeat_and_no_warmup(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    import timeit
+
+    def run():
+        for _ in range(repeats):
+            model(**batch)
+        sync()
+    return min(timeit.repeat(run, number=1, repeat=5)) / repeats  # the cold calls are timed in the first run
+
+
+_EXTRA_CALLS = {  # correct measurements that call the model more than warmup + repeats times, or time each call
     "timeit.repeat": "    def run():\n        model(**batch)\n        sync()\n"
                      "    return min(timeit.repeat(run, number=repeats)) / repeats\n",
     "torch.utils.benchmark": "    import torch.utils.benchmark as benchmark\n"
@@ -545,18 +595,54 @@ _EXTRA_CALLS = {  # correct measurements that call the model more than warmup + 
                             "    sync()\n    start = time.perf_counter()\n"
                             "    for _ in range(repeats):\n        model(**batch)\n"
                             "    sync()\n    return (time.perf_counter() - start) / repeats\n",
+    "timeit.repeat of a loop": "    def run():\n        for _ in range(repeats):\n            model(**batch)\n"
+                               "        sync()\n"
+                               "    return min(timeit.repeat(run, number=1, repeat=3)) / repeats\n",
+    "each call timed on its own": "    times = []\n    for _ in range(repeats):\n"
+                                  "        start = time.perf_counter()\n        model(**batch)\n        sync()\n"
+                                  "        times.append(time.perf_counter() - start)\n"
+                                  "    return sorted(times)[len(times) // 2]\n",
 }
 
 
 @pytest.mark.parametrize("name", sorted(_EXTRA_CALLS))
 def test_ex06_a_correct_measurement_with_extra_calls_passes(name):
-    """timeit.repeat (5 x repeats calls), torch.utils.benchmark (its own warm-up calls) or one more call to look at
-    the output: the value is exact and `repeats` calls were timed, so the count alone does not fail them."""
+    """timeit.repeat (5 x repeats calls), torch.utils.benchmark (its own warm-up calls), one more call to look at
+    the output, or each call timed on its own: the value is exact, the warm-up came before the clock started and
+    `repeats` calls were timed, so the count alone does not fail them."""
     import timeit
     ns = {"timeit": timeit, "time": time}
     exec("def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):\n"
          "    for _ in range(warmup):\n        model(**batch)\n"
          "    sync()\n" + _EXTRA_CALLS[name], ns)
+    result = EXERCISES["ex06.q1"].grade(ns["measure_latency"])
+    assert result.status == PASSED, result
+
+
+_WARMUP_TIMED_TOO = {  # correct: every call timed, the warm-up ones left out of the result
+    "each call timed, the first warmup dropped": (
+        "def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):\n"
+        "    times = []\n    for _ in range(warmup + repeats):\n        sync()\n"
+        "        start = time.perf_counter()\n        model(**batch)\n        sync()\n"
+        "        times.append(time.perf_counter() - start)\n"
+        "    return sum(times[warmup:]) / repeats\n"),
+    "one clock reading before the warm-up too": (
+        "def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):\n"
+        "    sync()\n    t0 = time.perf_counter()\n"
+        "    for _ in range(warmup):\n        model(**batch)\n"
+        "    sync()\n    t1 = time.perf_counter()\n"
+        "    for _ in range(repeats):\n        model(**batch)\n"
+        "    sync()\n    total = time.perf_counter() - t0\n"
+        "    return (total - (t1 - t0)) / repeats\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_WARMUP_TIMED_TOO))
+def test_ex06_a_correct_measurement_that_also_times_the_warm_up_passes(name):
+    """Timing the warm-up calls as well and leaving them out of the result is right: warmup + repeats calls and an
+    exact value (a cold call in the result would show: it is 8 times slower)."""
+    ns = {"time": time}
+    exec(_WARMUP_TIMED_TOO[name], ns)
     result = EXERCISES["ex06.q1"].grade(ns["measure_latency"])
     assert result.status == PASSED, result
 
@@ -575,7 +661,15 @@ def test_ex06_a_correct_measurement_with_extra_calls_passes(name):
     "    sync()\n    with Stopwatch() as watch:\n"
     "        for _ in range(repeats):\n            model(**batch)\n"
     "        sync()\n    return watch.elapsed / repeats\n",
-], ids=["default argument", "class attribute"])
+    "class Stopwatch:\n    now = time.perf_counter\n\n"  # no staticmethod: a builtin does not bind as a method
+    "    def __enter__(self):\n        self.start = self.now()\n        return self\n\n"
+    "    def __exit__(self, *exc):\n        self.elapsed = self.now() - self.start\n\n"
+    "def measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):\n"
+    "    for _ in range(warmup):\n        model(**batch)\n"
+    "    sync()\n    with Stopwatch() as watch:\n"
+    "        for _ in range(repeats):\n            model(**batch)\n"
+    "        sync()\n    return watch.elapsed / repeats\n",
+], ids=["default argument", "class attribute", "plain class attribute"])
 def test_ex06_a_clock_bound_before_the_check_is_redirected(source):
     """perf_counter saved as a default argument or a class attribute, before the check ran: it reads the virtual
     clock during the check, and the learner's bindings are given back afterwards."""
@@ -584,6 +678,8 @@ def test_ex06_a_clock_bound_before_the_check_is_redirected(source):
     assert EXERCISES["ex06.q1"].grade(ns["measure_latency"]).status == PASSED
     assert ns["measure_latency"].__defaults__[-1] in (time.perf_counter, 10)
     assert "Stopwatch" not in ns or ns["Stopwatch"].now is time.perf_counter
+    if "Stopwatch" in ns:  # given back as written: a staticmethod only where the learner wrote one
+        assert isinstance(vars(ns["Stopwatch"])["now"], staticmethod) == ("staticmethod" in source)
 
 
 def _ex06_solution():

@@ -1,5 +1,6 @@
 """Wrong answers a review found passing ex03.q3, ex03.q4, ex05.q1, ex06.q1 and ex06.q2; each now fails with a
-message that names the mistake, and each reference solution still passes.
+message that names the mistake, and each reference solution still passes. Also what a later review found in the
+ex06 clock redirection (a class that refuses setattr, the clock left patched) and ex07.q2's crash messages.
 
 The wrong answers are written the way a learner would write them in the notebook.
 """
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_tutorial.grading import registry
-from kd_tutorial.grading.core import FAILED, PASSED
+from kd_tutorial.grading.core import ERROR, FAILED, PASSED
 from kd_tutorial.losses import distillation_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -250,6 +251,86 @@ def choose_returning_a_fixed_pair(sweep, default=(2.0, 0.5)):
 ])
 def test_choose_setting_with_a_wrong_rule_fails(fn, fragments):
     assert_fails_with("ex03.q4", fn, *fragments)
+
+
+# -- 5. ex06's virtual clock is given back whatever the learner's namespace holds ----------------------------------
+class _Frozen(type):
+    def __setattr__(cls, name, value):
+        raise AttributeError("frozen")
+
+
+class _Config(metaclass=_Frozen):  # a learner's settings class whose metaclass refuses setattr
+    clock = staticmethod(time.perf_counter)
+
+
+def test_ex06_a_class_that_refuses_setattr_is_left_alone_and_the_clock_given_back():
+    """Redirecting _Config.clock raised: the check failed as "the check itself is at fault" and left time.perf_counter
+    and time.sleep patched for the rest of the kernel."""
+    real = time.perf_counter, time.sleep
+    ns = {"time": time, "torch": torch, "_Config": _Config}
+    exec(EXERCISES["ex06.q1"].solution_code, ns)
+    result = EXERCISES["ex06.q1"].grade(ns["measure_latency"])
+    assert result.status == PASSED, result
+    assert (time.perf_counter, time.sleep) == real and vars(_Config)["clock"].__func__ is real[0]
+
+
+def test_virtual_time_gives_the_clock_back_when_redirecting_fails(monkeypatch):
+    from kd_tutorial.grading import ex06
+    real = {name: getattr(time, name) for name in ("perf_counter", "monotonic", "time", "perf_counter_ns", "sleep")}
+
+    def refuse(*args):
+        raise RuntimeError("redirecting failed")
+    monkeypatch.setattr(ex06, "_redirect_namespace", refuse)
+    with pytest.raises(RuntimeError, match="redirecting failed"):
+        with ex06.virtual_time(ex06.VirtualClock(), {}):
+            pass
+    assert {name: getattr(time, name) for name in real} == real
+    monkeypatch.undo()
+    with ex06.virtual_time(ex06.VirtualClock(), {}) as clock:
+        kept = time.perf_counter  # as a module first imported during the check would keep it
+        clock.sleep(1000.0)
+    assert abs(kept() - real["perf_counter"]()) < 1.0  # after the check it reads the machine's clock
+
+
+# -- 6. ex07.q2 names the sequence whose IndexError crashed the loss ---------------------------------------------
+def _hidden_loss(student_hidden, teacher_hidden, attention_mask, projections, mapping, student_off=0):
+    w = attention_mask[..., None].float()
+    total = 0.0
+    for i, t in enumerate(mapping, 1):
+        x = projections[i - 1](student_hidden[i + student_off])
+        total = total + ((x - teacher_hidden[t].detach()) ** 2 * w).sum() / (w.sum() * x.shape[-1])
+    return total / len(mapping)
+
+
+def hidden_loss_probing_the_teacher_then_reading_a_student_layer_too_far(student_hidden, teacher_hidden,
+                                                                          attention_mask, projections, mapping):
+    try:
+        teacher_hidden[len(teacher_hidden)]  # a probe, caught: not the crash
+    except IndexError:
+        pass
+    return _hidden_loss(student_hidden, teacher_hidden, attention_mask, projections, mapping, student_off=1)
+
+
+def hidden_loss_probing_the_teacher_then_indexing_a_tensor_too_far(student_hidden, teacher_hidden, attention_mask,
+                                                                   projections, mapping):
+    try:
+        teacher_hidden[len(teacher_hidden)]
+    except IndexError:
+        pass
+    student_hidden[1][:, :, 10 ** 6]  # a tensor's IndexError: no sequence to name
+    return _hidden_loss(student_hidden, teacher_hidden, attention_mask, projections, mapping)
+
+
+def test_ex07_q2_names_the_sequence_that_crashed_not_one_probed_before():
+    """Both sequences recorded an index out of range; the message named the last in list order (teacher_hidden)."""
+    assert_fails_with("ex07.q2", hidden_loss_probing_the_teacher_then_reading_a_student_layer_too_far,
+                      "your loss reads student_hidden[3], which is not there (student_hidden has 3 entries)")
+
+
+def test_ex07_q2_shows_a_crash_outside_the_sequences_as_it_is():
+    result = EXERCISES["ex07.q2"].grade(hidden_loss_probing_the_teacher_then_indexing_a_tensor_too_far)
+    assert result.status == ERROR and "index 1000000 is out of bounds for dimension 2" in result.message, result
+    assert "teacher_hidden" not in result.message, result.message
 
 
 # -- the reference solutions still pass ---------------------------------------------------------------------------

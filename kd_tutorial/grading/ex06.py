@@ -58,8 +58,9 @@ class VirtualClock:
         self.elapsed += max(0.0, float(seconds))
 
 
-def _patched_clocks(clock: VirtualClock, real: dict, on_read=None) -> dict:
-    """The ``time`` functions that read ``clock`` in the calling thread (the real ones elsewhere)."""
+def _patched_clocks(clock: VirtualClock, real: dict, on_read=None, live=(True,)) -> dict:
+    """The ``time`` functions that read ``clock`` in the calling thread while ``live[0]`` (the real ones elsewhere,
+    and after the check: a module first imported during the check may have kept one)."""
     me = threading.get_ident()
     start = {c: real[c]() for c in CLOCKS}
     start0 = clock.elapsed
@@ -78,7 +79,7 @@ def _patched_clocks(clock: VirtualClock, real: dict, on_read=None) -> dict:
         reads = on_read is not None and name != "sleep"
 
         def fn(*args):
-            if threading.get_ident() != me:
+            if not live[0] or threading.get_ident() != me:
                 return original(*args)
             if reads:
                 on_read()
@@ -99,8 +100,8 @@ def _redirect_defaults(fn, swap, undo: list) -> None:
         if any(swap(v) is not None for v in values):
             new = {k: swap(v) or v for k, v in old.items()} if isinstance(old, dict) else \
                 tuple(swap(v) or v for v in old)
-            undo.append((fn, attr, old))
             setattr(fn, attr, new)
+            undo.append((fn, attr, old))
 
 
 def _redirect_namespace(namespace: dict, real: dict, patched: dict, undo: list) -> None:
@@ -114,16 +115,25 @@ def _redirect_namespace(namespace: dict, real: dict, patched: dict, undo: list) 
 
     for key, value in list(namespace.items()):
         if swap(value) is not None:
-            undo.append((namespace, key, value))
             namespace[key] = swap(value)
+            undo.append((namespace, key, value))
         elif isinstance(value, FunctionType):
             _redirect_defaults(value, swap, undo)
         elif isinstance(value, type):
-            for attr, held in list(vars(value).items()):
-                inner = held.__func__ if isinstance(held, staticmethod) else held
-                if swap(inner) is not None:
-                    setattr(value, attr, staticmethod(swap(inner)) if isinstance(held, staticmethod) else swap(inner))
-                    undo.append((value, attr, held))
+            _redirect_class(value, swap, undo)
+
+
+def _redirect_class(cls: type, swap, undo: list) -> None:
+    """Class attributes holding a clock (``now = time.perf_counter``, or in a staticmethod) read the virtual one."""
+    for attr, held in list(vars(cls).items()):
+        inner = held.__func__ if isinstance(held, staticmethod) else held
+        if swap(inner) is None:
+            continue
+        try:  # a staticmethod either way: the patched clock is a Python function, which would bind as a method
+            setattr(cls, attr, staticmethod(swap(inner)))
+        except Exception:  # a metaclass that refuses setattr: that class keeps the machine's clock
+            continue
+        undo.append((cls, attr, held))
 
 
 def _redirect_timeit(real: dict, patched: dict, undo: list) -> None:
@@ -132,8 +142,8 @@ def _redirect_timeit(real: dict, patched: dict, undo: list) -> None:
     if timeit is None:
         return
     if timeit.default_timer is real["perf_counter"]:
-        undo.append((timeit, "default_timer", real["perf_counter"]))
         timeit.default_timer = patched["perf_counter"]
+        undo.append((timeit, "default_timer", real["perf_counter"]))
     for fn in (timeit.timeit, timeit.repeat, timeit.Timer.__init__):  # timer=default_timer (Jupyter imports early)
         _redirect_defaults(fn, lambda v: patched["perf_counter"] if v is real["perf_counter"] else None, undo)
 
@@ -148,21 +158,34 @@ def virtual_time(clock: VirtualClock, namespace: dict | None = None, on_read=Non
     ``timeit.default_timer``. ``on_read()`` is called at each reading of a virtual clock.
     """
     real = {name: getattr(time, name) for name in (*CLOCKS, *(f"{c}_ns" for c in CLOCKS), "sleep")}
-    patched = _patched_clocks(clock, real, on_read)
-    undo = []  # (mapping, module, class or function; name; original value)
-    for name, fn in patched.items():
-        undo.append((time, name, real[name]))
-        setattr(time, name, fn)
-    _redirect_timeit(real, patched, undo)
-    _redirect_namespace(namespace or {}, real, patched, undo)
-    try:
+    live = [True]
+    patched = _patched_clocks(clock, real, on_read, live)
+    undo = []  # (mapping, module, class or function; name; original value), each added once its change is made
+    try:  # from the first change on: a failure while redirecting must not leave the time module patched
+        for name, fn in patched.items():
+            setattr(time, name, fn)
+            undo.append((time, name, real[name]))
+        _redirect_timeit(real, patched, undo)
+        _redirect_namespace(namespace or {}, real, patched, undo)
         yield clock
     finally:
-        for target, name, value in reversed(undo):
+        live[0] = False
+        _restore(undo)
+
+
+def _restore(undo: list) -> None:
+    """Undo the changes in ``undo``, latest first; each is tried even when one fails (the first failure is raised)."""
+    failed = None
+    for target, name, value in reversed(undo):
+        try:
             if isinstance(target, dict):
                 target[name] = value
             else:
                 setattr(target, name, value)
+        except Exception as exc:  # a learner's class that refuses to be given its attribute back
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 class FakeDevice:
@@ -235,19 +258,56 @@ def _measure(call, clock: VirtualClock, *args, on_read=None):
         return call(*args)
 
 
+_FIXED = "use the `warmup` and `repeats` arguments, not fixed counts"
+
+
 def _check_latency(call):
-    # two settings, each with exactly `warmup` slow first calls: fixed warm-up or repeat counts fail one of them
-    for batch_size, base_s, per_item_s, warmup, repeats in ((4, 0.010, 0.0, 5, 10), (8, 0.006, 0.00075, 2, 7)):
-        _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats)
+    # two settings, each with exactly `warmup` slow first calls: fixed warm-up or repeat counts fail one of them, and
+    # repeats - warmup differs between them, so a warm-up of `repeats` calls shows (the clock starts repeats - warmup
+    # calls late in one, by another number in the other), as does a fixed warm-up
+    settings = ((4, 0.010, 0.0, 5, 10), (8, 0.006, 0.00075, 2, 9))
+    starts = [_check_latency_at(call, *setting) for setting in settings]
+    if None in starts or len({a - s[3] for a, s in zip(starts, settings)}) == 1:
+        return
+    (a1, w1, r1), (a2, w2, r2) = ((a, s[3], s[4]) for a, s in zip(starts, settings))
+    if (a1, a2) == (r1, r2):
+        raise Wrong(f"your warm-up ran `repeats` calls: your clock started after {a1} model calls with repeats={r1} "
+                    f"and after {a2} with repeats={r2}, whatever warmup was ({w1}, then {w2}): warm up with "
+                    "for _ in range(warmup)")
+    if a1 == a2:
+        raise Wrong(f"your clock started after {a1} model calls both with warmup={w1} and with warmup={w2}: make "
+                    f"`warmup` untimed calls (for _ in range(warmup)), then time `repeats` calls; {_FIXED}")
+    raise Wrong(f"your clock started after {a1} model calls with warmup={w1} and after {a2} with warmup={w2}: the "
+                f"untimed calls before it should follow `warmup`; {_FIXED}")
 
 
-def _spans(reads: list, n: int) -> bool:
-    """Whether two clock readings had exactly ``n`` model calls between them (``reads``: the calls made at each)."""
-    seen = set(reads)
-    return any(r + n in seen for r in seen)
+def _timed_start(reads: list, calls: int, warmup: int, repeats: int) -> int | None:
+    """For a right value: how many model calls were made before the clock first timed one (None when the clock was
+    never read around a call). ``reads``: the calls made at each reading of the clock."""
+    spans = [b - a for a, b in zip(reads, reads[1:]) if b > a]  # model calls between consecutive readings
+    if not spans:
+        if calls == warmup + repeats:
+            return None
+        raise Wrong(f"with warmup={warmup} and repeats={repeats} the model should be called {warmup + repeats} "
+                    f"times (warmup untimed calls, then repeats timed ones); it was called {calls} times: {_FIXED}")
+    first = next(a for a, b in zip(reads, reads[1:]) if b > a)
+    if first < warmup:
+        raise Wrong(f"with warmup={warmup} your clock started after only {first} model calls: make the `warmup` "
+                    "warm-up calls before starting the clock (timing them and keeping the fastest run, as "
+                    "timeit.repeat does, is not a warm-up)")
+    # `repeats` calls in one span (timeit.repeat, torch.utils.benchmark time more spans), or each timed on its own
+    if repeats in spans or sum(spans) == repeats:
+        return first
+    n, sizes = len(spans), sorted(set(spans))
+    seen = (f"{n} calls, each on its own" if sizes == [1] else f"one span of {spans[0]} calls" if n == 1 else
+            f"{n} spans of {', '.join(map(str, sizes[:4]))}{', ...' if len(sizes) > 4 else ''} calls, "
+            f"{sum(spans)} in all")
+    raise Wrong(f"with repeats={repeats} your clock timed {seen}: time `repeats` calls (in one span, or each on "
+                f"its own); {_FIXED}")
 
 
-def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats):
+def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> int | None:
+    """Check the learner's latency in one setting; the calls made before the clock started (see _timed_start)."""
     clock, reads = VirtualClock(), []
     model = FakeModel(base_s=base_s, per_item_s=per_item_s, cold_calls=warmup, cold_factor=8.0,
                       device=FakeDevice(clock))
@@ -255,23 +315,19 @@ def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats):
     got = as_float(_measure(call, clock, model, make_batch(batch_size), model.sync, warmup, repeats,
                             on_read=lambda: reads.append(model.calls)), "measure_latency")
     ms = lambda x: f"{x * 1e3:.1f} ms"  # noqa: E731
-    calls, right = model.calls, _close(got, expected)
+    calls = model.calls
     if calls < repeats:
         raise Wrong(f"with repeats={repeats} the model should be called at least {repeats} times, it was called "
                     f"{calls} times")
-    # extra calls are fine (timeit.repeat, torch.utils.benchmark, a call to look at the output) when the value is
-    # right and `repeats` calls were timed; the same count with a fixed number of timed calls is not
-    if right and (calls == warmup + repeats or (calls > warmup + repeats and _spans(reads, repeats))):
-        return
-    fixed = "use the `warmup` and `repeats` arguments, not fixed counts"
-    if right and calls > warmup + repeats:
-        raise Wrong(f"with warmup={warmup} and repeats={repeats} the model was called {calls} times, but no two "
-                    f"readings of your clock had {repeats} calls between them: time `repeats` calls; {fixed}")
-    if right or calls not in (warmup + repeats, repeats):  # `repeats` calls only: no warm-up, diagnosed below
-        value = "" if right else f", and you measured {ms(got)} per call, not {ms(expected)}"
+    # a right value with warmup + repeats calls left the cold calls out of the result (one would show: it is 8
+    # times slower), however the clock was read; extra calls (timeit.repeat, torch.utils.benchmark, a call to look
+    # at the output) are fine when the warm-up came first and `repeats` calls were timed
+    if _close(got, expected):
+        return warmup if calls == warmup + repeats else _timed_start(reads, calls, warmup, repeats)
+    if calls not in (warmup + repeats, repeats):  # `repeats` calls only: no warm-up, diagnosed below
         raise Wrong(f"with warmup={warmup} and repeats={repeats} the model should be called {warmup + repeats} "
-                    f"times (warmup untimed calls, then repeats timed ones); it was called {calls} times{value}: "
-                    f"{fixed}")
+                    f"times (warmup untimed calls, then repeats timed ones); it was called {calls} times, and you "
+                    f"measured {ms(got)} per call, not {ms(expected)}: {_FIXED}")
     if _close(got, expected * 1000):
         raise Wrong("return seconds, not milliseconds")
     if _close(got, expected * repeats):

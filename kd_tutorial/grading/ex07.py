@@ -138,16 +138,16 @@ class _Projection(torch.nn.Linear):
 
 
 class _Watched:
-    """Mixin for the sequences handed to the learner: notes the first index that was out of range."""
+    """Mixin for the sequences handed to the learner: notes each index that was out of range, with its IndexError
+    (a learner may catch one, then crash elsewhere)."""
 
-    seq_name, bad = "?", None
+    seq_name, misses = "?", ()
 
     def __getitem__(self, key):
         try:
             return super().__getitem__(key)
-        except IndexError:
-            if self.bad is None:
-                self.bad = key
+        except IndexError as exc:
+            self.misses = (*self.misses, (key, exc))
             raise
 
 
@@ -221,12 +221,12 @@ _OUT_OF_RANGE = {  # what each sequence holds, and how to index it
 def _hidden_crash(crash: LearnerCrash, case, watched) -> Wrong | None:
     """A specific message for a crash on ``case`` when its cause is clear, else None (the crash is shown as is)."""
     s, t, m, proj, mapping = case
-    if isinstance(crash.exc, IndexError):
-        bad = [w for w in watched if w.bad is not None]
-        if bad:
-            w = bad[-1]
-            return Wrong(f"your loss reads {w.seq_name}[{w.bad!r}], which is not there ({w.seq_name} has "
-                         f"{len(w)} entries): {_OUT_OF_RANGE[w.seq_name]}")
+    if isinstance(crash.exc, IndexError):  # the sequence whose read raised the crash's own IndexError, if one did
+        for w in watched:
+            for key, exc in w.misses:
+                if exc is crash.exc:
+                    return Wrong(f"your loss reads {w.seq_name}[{key!r}], which is not there ({w.seq_name} has "
+                                 f"{len(w)} entries): {_OUT_OF_RANGE[w.seq_name]}")
         return None
     if s[1].shape[-1] != t[1].shape[-1] and not any(p.used for p in proj):
         return Wrong(f"your loss fails when the student ({s[1].shape[-1]} wide) is narrower than the teacher "
