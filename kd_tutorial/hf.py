@@ -152,8 +152,8 @@ class DistillationTrainer(Trainer):
     training (and folding) instead.
 
     **Padding.** The batches are padded with the student's ``config.pad_token_id`` (else the ``processing_class``'s
-    ``pad_token_id``), see :class:`EncodedCollator`; a collator or an online teacher padding with another id is
-    refused (a decoder classifier would read a padding position).
+    ``pad_token_id``), see :class:`EncodedCollator`; a collator or an online teacher padding with another id gets
+    a warning (a decoder classifier would read a padding position; an encoder reads the attention mask only).
 
     **The loss.** For a batch of ``B`` rows with student logits ``z_s``, teacher logits ``z_t`` and
     labels ``y`` (-1, or transformers' -100, for an unlabelled row), per row ``i``::
@@ -255,6 +255,8 @@ class DistillationTrainer(Trainer):
         student.save_pretrained(output_dir, state_dict=state_dict)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
+        elif getattr(self.data_collator, "tokenizer", None) is not None:  # as Trainer._save falls back to it
+            self.data_collator.tokenizer.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
         return None
 
@@ -385,14 +387,17 @@ def _padding_collator(model, teacher, data_collator, processing_class):
     pad = config_pad if config_pad is not None else getattr(processing_class, "pad_token_id", None)
     collator = data_collator if data_collator is not None else EncodedCollator()
     given = getattr(collator, "pad_id", getattr(getattr(collator, "tokenizer", None), "pad_token_id", None))
+    # warnings, not errors: an encoder reads the attention mask and never the pad id, a decoder classifier does
     if given is not None and config_pad is not None and int(given) != int(config_pad):
-        raise ValueError(f"the data collator pads with id {given} but the student's config.pad_token_id is "
-                         f"{config_pad}: build it with pad_id={config_pad}, or leave pad_id out to use the config's")
+        warnings.warn(f"the data collator pads with id {given} but the student's config.pad_token_id is {config_pad}: "
+                      "a decoder classifier (GPT-2, Llama ...ForSequenceClassification) would classify a padding "
+                      f"position; pad with {config_pad} (EncodedCollator(pad_id=None) does)", stacklevel=3)
     pad = given if given is not None else pad  # what the batches will be padded with, where known
     teacher_pad = getattr(getattr(teacher, "config", None), "pad_token_id", None)
     if teacher_pad is not None and pad is not None and int(teacher_pad) != int(pad):
-        raise ValueError(f"the teacher's config.pad_token_id is {teacher_pad}, the student pads with {pad}: set both "
-                         "configs' pad_token_id to the tokenizer's pad token id")
+        warnings.warn(f"the teacher's config.pad_token_id is {teacher_pad}, the student pads with {pad}: a decoder "
+                      "classifier teacher would classify a padding position; set both configs' pad_token_id to the "
+                      "tokenizer's pad token id", stacklevel=3)
     if isinstance(collator, EncodedCollator) and collator.pad_id is None and pad is not None:
         collator = copy.copy(collator)  # the caller's collator is left as it was
         collator.pad_id = int(pad)

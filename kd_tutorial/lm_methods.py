@@ -85,9 +85,20 @@ def cache_logits(teacher, rows: list[list[int]], top_k: int | None = None, batch
 
 def _log_outside(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """``log sum_{v not in ids} softmax(logits)_v`` per position, from the full logits (-inf when ``ids`` covers
-    the vocabulary)."""
-    outside = logits.scatter(-1, ids, float("-inf")).logsumexp(-1)
-    return outside - logits.logsumexp(-1)
+    the vocabulary). Where the rest holds most of the mass it is ``log(1 - P(ids))``, from the top mass: summed
+    directly, a nearly flat vocabulary of 250k tokens rounds it to 0 or above in float32; where the top holds
+    most, it is summed directly, which keeps a small rest exact."""
+    logits = logits.float()
+    total = logits.logsumexp(-1)
+    log_top = (logits.gather(-1, ids).logsumexp(-1) - total).clamp(max=0.0)
+    direct = (logits.scatter(-1, ids, float("-inf")).logsumexp(-1) - total).clamp(max=0.0)
+    return torch.where(log_top > -0.6931471805599453, direct, log1mexp(log_top))
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate at both ends (Maechler 2012): ``log(-expm1(x))`` near 0,
+    ``log1p(-exp(x))`` below -log 2; -inf at 0."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 def cached(cache: dict):
@@ -175,8 +186,8 @@ def topk_rest_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.
     log_q = F.log_softmax(student_logits.float(), dim=-1)
     outside = log_q.scatter(-1, teacher_topk_ids, torch.finfo(log_q.dtype).min)  # finite: no nan gradient if k = V
     log_q_buckets = torch.cat([log_q.gather(-1, teacher_topk_ids), outside.logsumexp(-1, keepdim=True)], -1)
-    log_rest = teacher_log_rest.float()[..., None]
-    log_p_top = F.log_softmax(teacher_topk_logits.float(), dim=-1) + torch.log1p(-log_rest.exp())
+    log_rest = teacher_log_rest.float().clamp(max=0.0)[..., None]
+    log_p_top = F.log_softmax(teacher_topk_logits.float(), dim=-1) + log1mexp(log_rest)
     # both are normalised log-probabilities over the k + 1 buckets, which log_softmax leaves as they are:
     # token_kl on them is the KL above, with its masking and 0 log 0 = 0 for an empty rest
     return losses.token_kl(log_q_buckets, torch.cat([log_p_top, log_rest], -1), loss_mask)

@@ -140,13 +140,15 @@ def run_gkd(teacher, student, rows: list[list[int]], word_tokenizer: WordTokeniz
 
 
 def _check_models(teacher, student, word_tokenizer: WordTokenizer) -> None:
-    """Refuse a teacher and a student that do not read ``word_tokenizer``'s ids (one vocabulary for all three)."""
+    """Refuse a teacher and a student of two vocabularies, or whose vocabulary is smaller than ``word_tokenizer``'s
+    (a larger one is a vocabulary padded to a round size)."""
     from .models import VocabularyMismatchError, check_same_vocab
     check_same_vocab(teacher, student)
-    if len(word_tokenizer) != student.config.vocab_size:
+    if len(word_tokenizer) > student.config.vocab_size:  # fewer is a vocabulary padded beyond the tokenizer's
         raise VocabularyMismatchError(
-            f"the word tokenizer has {len(word_tokenizer)} tokens, the models' vocabulary {student.config.vocab_size}: "
-            "build teacher and student with vocab_size=len(word_tokenizer), from the tokenizer of their training rows")
+            f"the word tokenizer has {len(word_tokenizer)} tokens, the models' vocabulary only "
+            f"{student.config.vocab_size}: build teacher and student with vocab_size=len(word_tokenizer), from the "
+            "tokenizer of their training rows")
 
 
 def _positions(model) -> int:

@@ -365,11 +365,12 @@ def test_a_decoder_classifier_gives_a_short_row_the_same_logits_alone_and_padded
         alone = student(input_ids=torch.tensor([short])).logits[0]
         padded = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[0]
     torch.testing.assert_close(padded, alone)
-    with pytest.raises(ValueError, match="pads with id 0 but the student's config.pad_token_id is 49: build it with "
-                                         "pad_id=49"):
+    # warned, not refused: an encoder (BERT pads with 0, RoBERTa with 1) reads only the attention mask
+    with pytest.warns(UserWarning, match="pads with id 0 but the student's config.pad_token_id is 49: a decoder "
+                                         "classifier"):
         hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=torch.zeros(2, 2),
                                data_collator=hf.EncodedCollator(pad_id=0))
-    with pytest.raises(ValueError, match="the teacher's config.pad_token_id is 48, the student pads with 49"):
+    with pytest.warns(UserWarning, match="the teacher's config.pad_token_id is 48, the student pads with 49"):
         hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher=_gpt2_classifier(pad=48))
     # no pad id in the config: the processing class's
     vocab = {f"w{i}": i for i in range(50)}
@@ -415,3 +416,8 @@ def test_save_model_and_push_to_hub_save_a_wrappers_student_that_from_pretrained
     monkeypatch.setattr(trainer, "create_model_card", lambda **kw: None)
     trainer.push_to_hub()
     assert uploaded == [True]
+    # no processing_class: Trainer saves the collator's tokenizer, and so does a wrapper's final save
+    saved = []
+    trainer.data_collator.tokenizer = type("Tok", (), {"save_pretrained": lambda self, d: saved.append(d)})()
+    trainer.save_model(str(tmp_path / "with-tokenizer"))
+    assert saved == [str(tmp_path / "with-tokenizer")]

@@ -218,3 +218,18 @@ def test_the_rest_bucket_keeps_the_teachers_mass_outside_its_top_k_where_plain_t
     everything = z_t.topk(50, dim=-1)
     lm_methods.topk_rest_token_kl(z, *everything, full, one).backward()
     assert bool(torch.isfinite(z.grad).all())
+
+
+def test_the_teachers_rest_mass_stays_below_one_on_a_large_nearly_flat_vocabulary():
+    """Summed directly in float32, the mass outside the top k of 262,144 nearly equal logits rounded to the whole
+    (log 0): the top bucket then got -inf and the loss 0, or nan a rounding the other way."""
+    from kd_tutorial.lm_methods import _log_outside
+    g = torch.Generator().manual_seed(0)
+    flat = 40 + 1e-3 * torch.randn(1, 2, 262_144, generator=g)
+    peaked = torch.randn(1, 2, 50, generator=g) * 10
+    for z, k in ((flat, 1), (peaked, 5)):
+        ids = z.topk(k, -1).indices
+        p = z.double().softmax(-1)
+        exact = torch.log(1 - p.gather(-1, ids).sum(-1))  # float64
+        got = _log_outside(z, ids)
+        assert (got < 0).all() and torch.allclose(got.double(), exact, rtol=1e-4, atol=0), (got, exact)

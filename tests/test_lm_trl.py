@@ -118,10 +118,10 @@ def test_run_gkd_refuses_models_and_a_tokenizer_of_different_vocabularies(data, 
     with pytest.raises(VocabularyMismatchError, match=f"the teacher's vocabulary has {V + 5} tokens, the student's "
                                                       f"{V}"):
         lm_trl.run_gkd(other, lm.student_model(TINY, teacher), data.student, data.tokenizer, **kwargs)
-    small = lm.WordTokenizer(["a great movie ."])
-    with pytest.raises(VocabularyMismatchError, match=f"the word tokenizer has {len(small)} tokens, the models' "
-                                                      f"vocabulary {V}: build teacher and student with"):
-        lm_trl.run_gkd(teacher, lm.student_model(TINY, teacher), data.student, small, **kwargs)
+    big = lm.WordTokenizer([" ".join(f"w{i}" for i in range(V))])  # more ids than the models have
+    with pytest.raises(VocabularyMismatchError, match=f"the word tokenizer has {len(big)} tokens, the models' "
+                                                      f"vocabulary only {V}: build teacher and student with"):
+        lm_trl.run_gkd(teacher, lm.student_model(TINY, teacher), data.student, big, **kwargs)
 
 
 def test_run_gkd_refuses_samples_longer_than_the_models_read(data, teacher):
