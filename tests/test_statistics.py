@@ -152,7 +152,9 @@ def test_paired_statistics_refuse_unpaired_inputs():
 
 @pytest.mark.parametrize("low, high, expected", [
     (0.01, 0.03, "better"), (-0.03, -0.01, "worse"), (-0.01, 0.02, "no detectable difference at this size"),
-    (0.0, 0.02, "no detectable difference at this size"), (-0.02, 0.0, "no detectable difference at this size")])
+    (0.0, 0.02, "no detectable difference at this size"), (-0.02, 0.0, "no detectable difference at this size"),
+    (1e-17, 0.02, "no detectable difference at this size"), (-0.02, -1e-17, "no detectable difference at this size"),
+    (1e-6, 0.02, "better")])  # a bound of 1e-17 is rounding of a 0, printed +0.00; one review in a million is not
 def test_verdict_needs_the_whole_interval_on_one_side_of_zero(low, high, expected):
     assert verdict(low, high) == expected and expected in VERDICTS
 
