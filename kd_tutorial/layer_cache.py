@@ -39,8 +39,9 @@ def has_room(folder: Path, size: int) -> bool:
 class LayerWriter:
     """Writes ``keys`` layers of ``rows`` reviews into ``.npy`` files, each renamed into place only when complete.
 
-    Until then each is a ``.NAME.<pid>.tmp`` file, its disk space reserved up front (a full disk then fails here,
-    not halfway); :meth:`discard` removes them, and :func:`kd_tutorial.store.clean_stale` what a crash left.
+    Until then each is a ``.NAME.kd-pid-<pid>.tmp`` file, its disk space reserved up front (a full disk then fails
+    here, not halfway); :meth:`discard` removes them, and :func:`kd_tutorial.store.clean_stale` what a killed process
+    left, at once (its writer must hold the folder's lock, :func:`kd_tutorial.store.locked`, for the writer's life).
     """
 
     def __init__(self, paths: dict[Key, Path], rows: int, length: int, width: int):
@@ -75,8 +76,9 @@ class LayerWriter:
 
 
 def _partial(path: Path) -> Path:
-    # "kd-" is store.MARK (a leaf does not import store): store.clean_stale removes what a crash left, and only that
-    return path.with_name(f".{path.name}.kd-{os.getpid()}.tmp")
+    # "kd-" is store.MARK (a leaf does not import store): store.clean_stale removes what a crash left, and only that;
+    # "pid-PID" lets it remove the file at once when that process is gone (its writer holds the folder's lock)
+    return path.with_name(f".{path.name}.kd-pid-{os.getpid()}.tmp")
 
 
 def _reserve(path: Path) -> None:

@@ -18,6 +18,7 @@ A leaf module: it knows nothing of students or recipes; :func:`kd_tutorial.pipel
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -65,23 +66,48 @@ def check_workers(workers: int, device: str, *, setting: str, fix: str) -> None:
 
 
 _JOB = None  # the job function, handed to the forked children by inheritance (it need not be picklable)
+STOP_GRACE_S = 20.0  # on Ctrl-C, how long the workers get to save their runs' last completed step
+_RUNNING = False  # in a worker: a job is running (Ctrl-C interrupts it)
+_STOPPING = False  # in a worker: Ctrl-C came (no other job starts; another Ctrl-C does not cut the save short)
 
 
-def _worker_setup() -> None:
-    """In each worker: one thread; die with the parent; leave Ctrl-C to the parent (which stops the workers);
-    a progress-bar lock of its own (the inherited one may be held by a killed sibling)."""
+def _worker_setup(parent: int) -> None:
+    """In each worker: one thread; die with the parent (``parent``: its PID, taken before the fork), at once if
+    it is gone already; Ctrl-C interrupts the running job once (:func:`_on_interrupt`); a progress-bar lock of its
+    own (the inherited one may be held by a killed sibling)."""
+    global _RUNNING, _STOPPING
+    _RUNNING = _STOPPING = False
+    signal.signal(signal.SIGINT, _on_interrupt)
     import torch
     from tqdm import tqdm
-    torch.set_num_threads(1)
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent dies, even by SIGKILL
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.getppid() != parent:  # it died before the line above: nothing would stop this orphan running jobs
+        os._exit(1)
+    torch.set_num_threads(1)
     tqdm.set_lock(threading.RLock())
+
+
+def _on_interrupt(signum, frame) -> None:
+    """A worker's Ctrl-C (from the terminal, or passed on by the parent): a KeyboardInterrupt in the running job,
+    which saves its last completed step as a run one after another does; only the first (the terminal's and the
+    parent's both come), and no job starts after it."""
+    global _STOPPING
+    if _STOPPING:
+        return
+    _STOPPING = True
+    if _RUNNING:
+        raise KeyboardInterrupt
 
 
 def _call(index: int):
     """One job in a child. An exception that would not survive the trip back (one that pickles but cannot be
-    rebuilt breaks the whole pool, which then reads as a dead worker) comes back as a RuntimeError with its text."""
+    rebuilt breaks the whole pool, which then reads as a dead worker) comes back as a RuntimeError with its text.
+    After Ctrl-C no job starts: each raises KeyboardInterrupt at once."""
+    global _RUNNING
+    _RUNNING = True
     try:
+        if _STOPPING:
+            raise KeyboardInterrupt
         return _JOB(index)
     except Exception as exc:  # noqa: BLE001 - re-raised, as itself whenever it can travel
         try:
@@ -89,14 +115,17 @@ def _call(index: int):
         except Exception:  # noqa: BLE001 - any failure to round-trip
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
         raise
+    finally:
+        _RUNNING = False
 
 
 def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
     """``[job(0), ..., job(n_jobs - 1)]``, computed ``workers`` at a time in forked processes of one thread each.
 
     ``job`` may be any callable (a closure over models and data is fine: the children inherit it). Its results
-    must pickle. ``on_done(index)`` is called in this process as each job finishes. An exception in a job, or
-    Ctrl-C, stops every worker at once and is raised here; a worker that dies raises :class:`WorkerDiedError`.
+    must pickle. ``on_done(index)`` is called in this process as each job finishes. An exception in a job stops
+    every worker at once and is raised here; Ctrl-C too, once the jobs running have had :data:`STOP_GRACE_S`
+    seconds to save (each gets a KeyboardInterrupt); a worker that dies raises :class:`WorkerDiedError`.
     """
     global _JOB
     if workers < 1:
@@ -105,15 +134,15 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
         raise RuntimeError("forked workers need Linux: run the jobs one after another (workers=1)")
     if _JOB is not None:
         raise RuntimeError("run_forked is already running: a job may not start workers of its own")
-    _JOB, results = job, [None] * n_jobs
     quiet = "TOKENIZERS_PARALLELISM" not in os.environ  # the tokenizers library warns in each child otherwise
-    if quiet:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
     others = set(multiprocessing.active_children())  # the caller's own children, left alone
-    pool = ProcessPoolExecutor(min(workers, n_jobs) or 1, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_worker_setup)
-    workers_started: set = set()
-    try:
+    pool, workers_started, results, pending = None, set(), [None] * n_jobs, {}
+    try:  # all the setup inside: a pool that cannot start (no /dev/shm) or a Ctrl-C here must undo it too
+        _JOB = job
+        if quiet:
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        pool = ProcessPoolExecutor(min(workers, n_jobs) or 1, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_worker_setup, initargs=(os.getpid(),))
         pending = {pool.submit(_call, i): i for i in range(n_jobs)}
         workers_started = set(multiprocessing.active_children()) - others  # all forked at the first submit
         while pending:
@@ -129,14 +158,35 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
         raise WorkerDiedError("a worker process died before its run finished (killed by the system, often for lack "
                               "of memory): run again with --workers 1 and --resume (in Python: workers=1, resume=True) "
                               "to keep the finished runs") from None
-    except BaseException:
-        _stop(pool, workers_started or set(multiprocessing.active_children()) - others)
+    except BaseException as err:
+        if pool is not None:
+            started = workers_started or set(multiprocessing.active_children()) - others
+            if isinstance(err, KeyboardInterrupt):
+                _interrupt(pool, started, pending)
+            else:
+                _stop(pool, started)
         raise
     finally:
         _JOB = None
         if quiet:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
     return results
+
+
+def _interrupt(pool: ProcessPoolExecutor, workers: set, pending: dict) -> None:
+    """Ctrl-C: cancel the jobs not started, pass Ctrl-C on to the workers, and give the jobs they run up to
+    :data:`STOP_GRACE_S` seconds to save their last completed step; then stop them (another Ctrl-C: at once)."""
+    for future in pending:
+        future.cancel()
+    print(f"stopping: the runs in progress save their last completed step (up to {STOP_GRACE_S:.0f} s; Ctrl-C "
+          "again to stop them now)", file=sys.stderr, flush=True)
+    try:
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                os.kill(worker.pid, signal.SIGINT)
+        wait([f for f in pending if not f.cancelled()], timeout=STOP_GRACE_S)
+    finally:
+        _stop(pool, workers)
 
 
 def _stop(pool: ProcessPoolExecutor, workers: set) -> None:

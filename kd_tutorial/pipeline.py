@@ -174,21 +174,22 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     ``" s<seed>"`` appended when there are several seeds. ``cls`` holds the teacher's cached [CLS] states per split,
     for recipes with a [CLS] term, and ``layers`` its cached per-token layers
     (:func:`kd_tutorial.teacher_layers.teacher_layer_cache`; built here when the profile asks for them and none are
-    given; ``{}``: none). Every run is stored in the artifact cache, under its teacher. With ``resume=True`` a
-    finished run is loaded from there (``status="cached"``) and an interrupted one continues from its last
-    checkpoint; otherwise it is trained again. With ``workers`` > 1 (a CPU, Linux) and at least two runs left to train, up to
-    that many train at once, one thread each (:mod:`kd_tutorial.parallel`), and are read back from the artifact
-    cache.
+    given, for the runs still to train; ``{}``: none). Every run is stored in the artifact cache, under its teacher.
+    With ``resume=True`` a finished run is loaded from there (``status="cached"``), whether it read the cached
+    layers or called the teacher (not trained again for want of room for the cache today), and an interrupted one
+    continues from its last checkpoint; otherwise it is trained again. With ``workers`` > 1 (a CPU, Linux) and at
+    least two runs left to train, up to that many train at once, one thread each (:mod:`kd_tutorial.parallel`), and
+    are read back from the artifact cache.
     """
     check_workers(workers, device, setting=f"workers={workers}", fix="give workers=1")
-    chosen = {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher.config.num_attention_heads)]
-              for spec in students or profile.students}
-    logits, cls, layers = _teacher_extras(profile, prep, teacher, students or profile.students, chosen, logits, cls,
-                                          layers, device=device, progress=progress)
+    specs = students or profile.students
+    chosen = chosen_recipes(profile, specs, runs, teacher.config.num_attention_heads)
+    jobs = _plan_jobs(profile, specs, chosen, seeds, teacher, prep, init, resume=resume)
+    logits, cls, layers = _teacher_extras(profile, prep, teacher, chosen, logits, cls, layers, _keys_to_train(jobs),
+                                          device=device, progress=progress)
     sets = student_data(profile, prep, logits, cls)
     states = transfer_states(layers, student_labels(profile, prep)) if layers else None
-    jobs = _jobs(profile, students or profile.students, chosen, seeds, teacher, prep, init, len(sets["transfer"][0]),
-                 states)
+    jobs = _place_jobs(jobs, states)
     todo = [job for job in jobs if not (resume and student_finished(job["folder"]))]
     side = min(workers, len(todo)) > 1  # else every run trains here, with every thread
     initials: dict = {}  # the (student, seed) in training's initial weights, built on first need
@@ -220,10 +221,18 @@ def write_checkpoints(trained: dict, out: Path) -> None:
         atomic_save_pretrained(item["model"], out / "checkpoints" / name.replace(" ", "_") / "model")
 
 
-def _teacher_extras(profile: Profile, prep, teacher, specs, chosen: dict, logits: dict, cls, layers, *, device: str,
+def chosen_recipes(profile: Profile, specs, runs, teacher_heads: int) -> dict:
+    """``{student name: the recipes it runs}`` (:func:`student_recipes`), less those that cannot run under a
+    teacher of ``teacher_heads`` attention heads (:func:`applicable`)."""
+    return {spec.name: [r for r in student_recipes(profile, spec, runs) if applicable(r, spec, teacher_heads)]
+            for spec in specs}
+
+
+def _teacher_extras(profile: Profile, prep, teacher, chosen: dict, logits: dict, cls, layers, keys, *, device: str,
                     progress: bool):
     """What the ``chosen`` recipes need of the teacher beyond its logits, where not given: [CLS] states, the
-    augmented copies' logits, the cached per-token layers. Returns ``(logits, cls, layers)``."""
+    augmented copies' logits, the cached per-token layers ``keys`` (those that runs still to train read).
+    Returns ``(logits, cls, layers)``."""
     wanted = [r for rs in chosen.values() for r in rs]
     where = dict(teacher_model=teacher, device=device, progress=progress, **prep.where)
     if cls is None and any(r.intermediate is not None and r.intermediate.cls for r in wanted):
@@ -232,31 +241,64 @@ def _teacher_extras(profile: Profile, prep, teacher, specs, chosen: dict, logits
         logits = logits | {"augmented": augmented_transfer(profile, prep, teacher, device=device, progress=progress,
                                                            **prep.where)}
     if layers is None and profile.teacher_layers == "cache":
-        keys = cached_layer_keys(profile, specs, lambda spec: chosen[spec.name], teacher.config.num_hidden_layers)
         layers = teacher_layer_cache(profile, prep, keys, **where)
     return logits, cls, layers
 
 
-def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str, n_rows: int,
-          states=None) -> list[dict]:
-    """Every (student, seed, recipe) run in training order, with its name, config, cache folder and whether it
-    reads the teacher's cached layers (``states``); announces each student's plan."""
+def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str, n_rows: int | None = None,
+          states=None, *, resume: bool = False) -> list[dict]:
+    """Every (student, seed, recipe) run in training order (:func:`_plan_jobs`), each in the cache folder it
+    reads or trains in (:func:`_place_jobs`, ``states``: the teacher's cached layers); announces each student's
+    plan. ``n_rows``: the students' transfer rows, which the step budget counts (None: the profile's). Kept for
+    docs/tuning/student_dropout_compare.py, which finds cached runs with it."""
+    return _place_jobs(_plan_jobs(profile, specs, chosen, seeds, teacher, prep, init, n_rows, resume=resume), states)
+
+
+def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str, n_rows: int | None = None, *,
+               resume: bool = False) -> list[dict]:
+    """Every (student, seed, recipe) run in training order, with its name, config and cache folders: ``folders``
+    maps whether it reads the teacher's cached layers to that key's folder (``False`` alone for a run that cannot).
+    With ``resume``, ``finished`` is the folder of a finished run under either key (the cached layers' first), so
+    that a run is not trained again because today's disk has no room for the cache; else None."""
+    n_rows = n_rows or len(student_labels(profile, prep)) + len(prep.encoded["transfer"])
     jobs = []
     for spec in specs:
         recipes = chosen[spec.name]
         plan = student_plan(spec, recipes, step_budget(profile, spec, n_rows), teacher)
-        _announce(spec.name, plan)
         for seed in seeds:
             for recipe in recipes:
                 config = run_config(profile, spec, recipe, plan["steps"], seed)
-                cached = (states is not None and reads_cached_layers(profile, recipe)
-                          and run_layer_keys(spec, recipe, states.depth) <= states.keys)
-                folder = student_folder(prep, f"{spec.name} {recipe.name} s{seed}",
-                                        *run_key(profile, spec, config, init, recipe, cached_layers=cached))
-                jobs.append({"spec": spec, "recipe": recipe, "seed": seed, "config": config, "folder": folder,
-                             "cached_layers": cached, "online_teacher": recipe.online_teacher and not cached,
-                             "plan": plan, "student": spec.name, "base": f"{spec.name} {recipe.name}",
+                reads = reads_cached_layers(profile, recipe)
+                folders = {c: student_folder(prep, f"{spec.name} {recipe.name} s{seed}",
+                                             *run_key(profile, spec, config, init, recipe, cached_layers=c))
+                           for c in ((True, False) if reads else (False,))}
+                jobs.append({"spec": spec, "recipe": recipe, "seed": seed, "config": config, "folders": folders,
+                             "finished": next((f for f in folders.values() if student_finished(f)), None)
+                             if resume else None, "reads": reads,
+                             "layer_keys": run_layer_keys(spec, recipe, teacher.config.num_hidden_layers)
+                             if reads else set(), "plan": plan, "student": spec.name,
+                             "base": f"{spec.name} {recipe.name}",
                              "name": f"{spec.name} {recipe.name}" + (f" s{seed}" if len(seeds) > 1 else "")})
+    return jobs
+
+
+def _keys_to_train(jobs: list[dict]) -> list[tuple[str, int]]:
+    """The teacher's (kind, layer) pairs that the runs still to train would read from the cache."""
+    return sorted({key for job in jobs if job["finished"] is None for key in job["layer_keys"]})
+
+
+def _place_jobs(jobs: list[dict], states=None) -> list[dict]:
+    """Give each planned job its ``folder``, ``cached_layers`` and ``online_teacher``: a finished run's own, else
+    whether ``states`` (the teacher's cached layers, or None) hold every layer it reads; announce each student."""
+    for job in jobs:
+        if job["finished"] is not None:
+            cached = job["finished"] == job["folders"].get(True)
+        else:
+            cached = states is not None and job["reads"] and job["layer_keys"] <= states.keys
+        job |= {"folder": job["finished"] or job["folders"][cached], "cached_layers": cached,
+                "online_teacher": job["recipe"].online_teacher and not cached}
+    for student, plan in {job["student"]: job["plan"] for job in jobs}.items():
+        _announce(student, plan)
     return jobs
 
 
@@ -416,9 +458,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     check_depths(profile, config.num_hidden_layers, config.num_attention_heads, runs)
     kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
               device=device, progress=progress)
-    keys = cached_layer_keys(profile, profile.students, lambda spec: [
-        r for r in student_recipes(profile, spec, runs) if applicable(r, spec, config.num_attention_heads)],
-        config.num_hidden_layers)
+    keys = _layers_to_cache(profile, prep, teacher_model, runs, seeds, init, resume)
     with clock("teacher_layers"):  # first: the same pass caches the logits (none when no run reads layers)
         layers = teacher_layer_cache(profile, prep, keys, **kw)
     with clock("teacher_logits"):
@@ -449,6 +489,18 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
                                    f"{device}"))
     print(format_comparisons(stats, rows))
     return results
+
+
+def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: str, resume: bool) -> list:
+    """The teacher's (kind, layer) pairs that :func:`run_distill`'s runs read from the cache: with ``resume``, only
+    those that runs still to train read (none when all of those are finished: no layer pass)."""
+    config = teacher_model.config
+    chosen = chosen_recipes(profile, profile.students, runs, config.num_attention_heads)
+    keys = cached_layer_keys(profile, profile.students, lambda spec: chosen[spec.name], config.num_hidden_layers)
+    if keys and resume:
+        keys = _keys_to_train(_plan_jobs(profile, profile.students, chosen, seeds, teacher_model, prep, init,
+                                         resume=True))
+    return keys
 
 
 class _Phases:

@@ -32,6 +32,9 @@ LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another pro
 STALE_AFTER_S = 3600  # leftovers of an interrupted write older than this are removed when the folder is locked
 MARK = "kd-"  # in the name of every temporary file and folder the package writes, so cleanup never takes another's
 _LEFTOVER = re.compile(rf"^\..+\.{MARK}(?:[^.]+\.tmp|old)$")
+# a file that one process writes for its whole life holding the folder's lock, named by that process
+# (layer_cache's ``.NAME.kd-pid-PID.tmp``; mkstemp's random part never holds a "-")
+_BY_PROCESS = re.compile(rf"^\..+\.{MARK}pid-(\d+)\.tmp$")
 _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk quota exceeded",
                 errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
                 errno.EPERM: "operation not permitted",
@@ -127,18 +130,40 @@ def _holder(owner: Path) -> str:
 
 def clean_stale(directory: Path, older_than_s: float = STALE_AFTER_S) -> list[str]:
     """Remove what interrupted atomic writes left in ``directory`` (``.NAME.kd-*.tmp``, ``.NAME.kd-old``) when older
-    than ``older_than_s``; return their names. Only the package's own names: a user's ``.bashrc.old`` or
-    ``.notes.tmp`` in a folder it locks (``search --out``) is never touched. Call it holding the folder's lock."""
+    than ``older_than_s``, or at once when its writer's process is gone (:func:`_writer_gone`); return their names.
+    Only the package's own names: a user's ``.bashrc.old`` or ``.notes.tmp`` in a folder it locks (``search
+    --out``) is never touched. Call it holding the folder's lock."""
     removed, now = [], time.time()
     for entry in Path(directory).iterdir():
         try:
-            if not _LEFTOVER.match(entry.name) or now - entry.lstat().st_mtime < older_than_s:
+            if not _LEFTOVER.match(entry.name):
+                continue
+            stat = entry.lstat()
+            if now - stat.st_mtime < older_than_s and not _writer_gone(entry.name, stat):
                 continue
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             removed.append(entry.name)
         except OSError:  # gone already, or not ours to remove: leave it
             continue
     return removed
+
+
+def _writer_gone(name: str, stat: os.stat_result) -> bool:
+    """Whether ``name`` is this user's ``.NAME.kd-pid-PID.tmp`` (a teacher layer pass's file, its disk space
+    reserved in full) and process PID no longer runs, or runs as another user (the PID reused: not its writer).
+    A process of this user with that PID may be the writer, or a reuse: the hour rule decides. POSIX only."""
+    found = _BY_PROCESS.match(name)
+    if found is None or os.name != "posix" or stat.st_uid != os.getuid() or int(found.group(1)) <= 0:
+        return False
+    try:
+        os.kill(int(found.group(1)), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return True  # a process of another user
+    except OSError:
+        return False
+    return False
 
 
 def lock_timeout() -> float:

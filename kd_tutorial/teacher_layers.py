@@ -13,6 +13,7 @@ from .layer_cache import LayerStates, has_room
 from .layer_maps import layer_mapping
 from .profiles import Profile, StudentSpec
 from .recipes import Recipe
+from .store import locked
 from .teachers import ensure_teacher_layers, layer_file, missing_layer_bytes
 
 SPLITS = ("train", "transfer")  # what the students train on
@@ -41,22 +42,48 @@ def cached_layer_keys(profile: Profile, specs, recipes_of, depth: int) -> list[t
 def teacher_layer_cache(profile: Profile, prep, keys, **kw) -> dict | None:
     """The teacher's cached ``keys`` layers on train and transfer (:func:`kd_tutorial.teachers.ensure_teacher_layers`).
 
-    When the missing ones do not fit on the disk, nothing is written, a line says so, and only the layers
-    already cached are returned (None if none): the runs that need the others call the teacher.
+    When the missing ones do not fit on the disk (or their space cannot be reserved: a disk quota, a disk that
+    filled up meanwhile), nothing more is written, a line says so, and only the layers already cached on both
+    splits are returned (None if none): the runs that need the others call the teacher.
     """
-    need = sum(missing_layer_bytes(profile, s, keys, teacher_model=kw["teacher_model"], **prep.where) for s in SPLITS)
-    if need and not has_room(prep.directory, need):
-        keys = [k for k in keys if all(layer_file(prep, k, s).exists() for s in SPLITS)]
-        print(f"teacher layers: {need / 1e9:.1f} GB more do not fit on the disk of {prep.directory} (2 GB must stay "
-              "free): the runs that need them call the teacher at every step (slower)", flush=True)
-    if not keys:
-        return None
-    states = {split: ensure_teacher_layers(profile, split, keys, **kw) for split in SPLITS}
-    if any(s is None for s in states.values()):  # the disk filled up meanwhile
+    with locked(prep.directory):  # first its clean-up: a killed layer pass's files still hold their full size
+        need = sum(missing_layer_bytes(profile, s, keys, teacher_model=kw["teacher_model"], **prep.where)
+                   for s in SPLITS)
+        fits = not need or has_room(prep.directory, need)
+    if not fits:
+        keys = _cached_on_both(prep, keys)
+        _say_no_room(f"{need / 1e9:.1f} GB more do not fit on the disk of {prep.directory} (2 GB must stay free)")
+    states = _open_both(profile, keys, **kw)
+    if states is None and keys:  # the room check passed, the reservation did not
+        keys = _cached_on_both(prep, keys)
+        _say_no_room(f"the disk of {prep.directory} refused the space for the missing ones (a disk quota, or it "
+                     "filled up meanwhile)")
+        states = _open_both(profile, keys, **kw)
+    if states is None:
         return None
     print(f"teacher layers: {', '.join(f'{k} {t}' for k, t in keys)} read from a bf16 cache "
           f"({cache_gb(states):.2f} GB on disk)", flush=True)
     return states
+
+
+def _cached_on_both(prep, keys) -> list[tuple[str, int]]:
+    """Those of ``keys`` whose layers are cached on every split the students train on."""
+    return [k for k in keys if all(layer_file(prep, k, s).exists() for s in SPLITS)]
+
+
+def _open_both(profile: Profile, keys, **kw) -> dict | None:
+    """``{split: LayerStates}`` of ``keys`` on every split, computing the missing ones; None when there are no
+    keys or a split's missing layers found no room."""
+    if not keys:
+        return None
+    states = {split: ensure_teacher_layers(profile, split, keys, **kw) for split in SPLITS}
+    return None if any(s is None for s in states.values()) else states
+
+
+def _say_no_room(why: str) -> None:
+    """The one line that says the layers not cached yet will not be: why, and what it costs."""
+    print(f"teacher layers: {why}: the runs that need them call the teacher at every step (slower); free some "
+          "space or point KD_TUTORIAL_HOME at a disk with room to cache them", flush=True)
 
 
 def cache_gb(states: dict | None) -> float:

@@ -218,8 +218,9 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     one pass and cached (:mod:`kd_tutorial.layer_cache`); row ``i`` belongs to review ``i`` of the split.
 
     The same pass gives the teacher's logits and [CLS] states: when the split's are not cached yet, they are
-    cached too (:func:`ensure_teacher_logits` then reads them, with no pass of its own). ``None`` when the
-    layers would not fit on the cache's disk: the runs then compute them online.
+    cached too (:func:`ensure_teacher_logits` then reads them, with no pass of its own). ``None``, with nothing
+    written, when the missing layers would not fit on the cache's disk or their space is refused (a full disk, a
+    quota): :func:`kd_tutorial.teacher_layers.teacher_layer_cache` then says so and reads those cached.
     """
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     encoded = prep.encoded[split]

@@ -247,6 +247,37 @@ def test_the_pipeline_trains_from_the_cache_and_keys_those_runs_apart(small):
     assert last[0] == pytest.approx(last[1], rel=0.05)  # the same run, but for the targets' bf16 rounding
 
 
+def test_resume_finds_a_finished_run_under_either_key_and_builds_no_cache_that_no_run_left_reads(small, monkeypatch,
+                                                                                                  tmp_path):
+    """Whether a run reads the cached layers depends on today's disk room: --resume must not train a finished run
+    again (online) when the cache cannot be had now, nor one trained online when it can; and with every run that
+    reads the cache finished, no layer pass runs (about 430 s on the cpu profile)."""
+    profile, teacher, prep, logits, _ = small
+    name, kw = "compact-1L-H32 kd+transfer+values", dict(runs=("kd+transfer+values",), progress=False, resume=True)
+    from_cache = pipeline.distill_students(profile, teacher, prep, logits, seeds=(0,), **kw)[name]
+    online = pipeline.distill_students(profile, teacher, prep, logits, seeds=(8,), layers={}, **kw)[name]
+    assert from_cache["cached_layers"] and not online["cached_layers"]
+    built = []
+    monkeypatch.setattr(pipeline, "teacher_layer_cache", lambda profile, prep, keys, **k: built.append(keys))
+    for seed, before in ((0, from_cache), (8, online)):
+        for layers in ({}, None):  # no room for the cache now; the cache to be built if a run needs it
+            again = pipeline.distill_students(profile, teacher, prep, logits, seeds=(seed,), layers=layers, **kw)[name]
+            assert again["status"] == "cached" and again["path"] == before["path"], (seed, layers)
+            assert again["cached_layers"] == before["cached_layers"]
+    assert all(keys == [] for keys in built), built
+
+    class Stop(Exception):
+        pass
+    monkeypatch.setattr(pipeline, "ensure_teacher", lambda *args, **k: (teacher, prep, {}))
+    monkeypatch.setattr(pipeline, "teacher_outputs", lambda *args, **k: (_ for _ in ()).throw(Stop()))
+    for resume, keys in ((True, []), (False, [("values", 4)])):  # a run trained again reads the cache
+        built.clear()
+        with pytest.raises(Stop):
+            pipeline.run_distill(profile, out=tmp_path, device="cpu", progress=False, resume=resume,
+                                 runs=("kd+transfer+values",))
+        assert built == [keys], resume
+
+
 def test_the_students_rows_read_their_own_reviews_layers(small):
     """transfer_states lines the cache up with student_data's transfer set: the labelled reviews, then transfer."""
     profile, teacher, prep, logits, states = small
@@ -286,6 +317,30 @@ def test_without_room_for_more_only_the_cached_layers_are_read(small, monkeypatc
     assert both[f"{cut.name} kd+transfer+values"]["path"] == online[f"{cut.name} kd+transfer+values"]["path"]
     assert both["compact-1L-H32 kd+transfer+values"]["cached_layers"]  # while the other read the cache
     assert not both[f"{cut.name} kd+transfer+values"]["cached_layers"]
+
+
+@pytest.mark.parametrize("refusal", ["disk full", "quota", "room gone under the lock"])
+def test_space_refused_after_the_room_check_still_reads_the_layers_cached_on_both_splits(small, monkeypatch, capsys,
+                                                                                         refusal):
+    """A quota (which the room check cannot see), or a disk that filled up since the check: the layers cached on
+    both splits are read all the same, and a line says why the others are not (they were dropped, silently)."""
+    import errno
+    profile, teacher, prep, _, _ = small
+
+    class Refused(LayerWriter):
+        def __init__(self, *args, **kwargs):
+            raise OSError(errno.EDQUOT if refusal == "quota" else errno.ENOSPC, "refused")
+    if refusal == "room gone under the lock":
+        monkeypatch.setattr(teachers, "has_room", lambda folder, size: False)
+    else:
+        monkeypatch.setattr(teachers, "LayerWriter", Refused)
+    where = dict(teacher_model=teacher, progress=False, **prep.where)
+    partly = teacher_layers.teacher_layer_cache(profile, prep, [("values", 3), ("values", 4)], **where)
+    out = capsys.readouterr().out
+    assert partly is not None and partly["train"].keys == partly["transfer"].keys == {("values", 4)}
+    assert "refused the space" in out and "a disk quota" in out and "call the teacher at every step" in out, out
+    assert "values 4 read from a bf16 cache" in out
+    assert not list(prep.directory.glob("*values-3-*")) and not list(prep.directory.glob(".*.tmp"))
 
 
 def test_an_interrupted_layer_pass_leaves_nothing_behind(small, monkeypatch):
@@ -338,3 +393,24 @@ def test_a_cls_term_beside_a_per_token_one_reads_its_states_from_the_cache_too(s
     cached = recipe_loss(model, batch, config, logits["transfer"], teacher_states=states["transfer"])[2]
     assert set(cached) == {"cls", "value_relation"}
     assert cached["cls"].item() == pytest.approx(online["cls"].item(), rel=2e-2, abs=1e-4)
+
+
+def test_a_killed_layer_passs_leftover_is_cleaned_before_the_room_is_judged(small, monkeypatch, capsys):
+    """Its file keeps the whole reservation, which the room check counts: a rerun within the hour was told the
+    layers do not fit. The check now follows the folder lock's clean-up of files whose process is gone."""
+    import subprocess
+    import sys
+    profile, teacher, prep, _, _ = small
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process that is gone, as a layer pass killed mid-write
+    leftover = prep.directory / f".values-2-train.npy.kd-pid-{child.pid}.tmp"
+    leftover.write_bytes(b"\0" * 1024)
+
+    def room(folder, size):  # the disk is full while the leftover is there
+        return not leftover.exists()
+    monkeypatch.setattr(teacher_layers, "has_room", room)
+    monkeypatch.setattr(teachers, "has_room", room)
+    where = dict(teacher_model=teacher, progress=False, **prep.where)
+    states = teacher_layers.teacher_layer_cache(profile, prep, [("values", 2)], **where)
+    assert "do not fit" not in capsys.readouterr().out and not leftover.exists()
+    assert states["train"].keys == states["transfer"].keys == {("values", 2)}

@@ -1,7 +1,10 @@
 """Student runs side by side in forked workers (kd_tutorial.parallel): the same models as one after another, each
 run's status, errors raised where they can be read, and when the pipeline uses them."""
+import contextlib
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +89,147 @@ def test_a_worker_that_dies_is_named_with_the_fix_and_the_rest_are_stopped():
 def test_run_forked_refuses_to_nest():
     with pytest.raises(RuntimeError, match="already running"):
         parallel.run_forked(lambda i: parallel.run_forked(_where, 1, workers=1), 1, workers=1)
+
+
+@linux_only
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_pool_that_cannot_start_leaves_run_forked_usable_and_the_environment_as_it_was(monkeypatch, failure):
+    """No /dev/shm for the pool's semaphores, or Ctrl-C as it starts: the next call must not read 'already running'
+    (in a Jupyter kernel, until a restart), nor TOKENIZERS_PARALLELISM stay set."""
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+
+    def cannot_start(*args, **kwargs):
+        raise failure
+    with monkeypatch.context() as patched:
+        patched.setattr(parallel, "ProcessPoolExecutor", cannot_start)
+        with pytest.raises(type(failure)):
+            parallel.run_forked(_where, 2, workers=2)
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+    assert [r[1] for r in parallel.run_forked(_where, 2, workers=2)] == [1, 1]
+
+
+class _ParentDiesFirst:
+    """Stands in for ctypes in a worker: kills the worker's parent just before PR_SET_PDEATHSIG is set (the race
+    the worker must survive), then sets it; reports each worker's PID on ``fd``."""
+
+    def __init__(self, parent: int, fd: int):
+        self.parent, self.fd = parent, fd
+
+    def CDLL(self, name):  # noqa: N802 - ctypes' name
+        return self
+
+    def prctl(self, *args):
+        import ctypes
+        import time
+        os.write(self.fd, f"worker {os.getpid()}\n".encode())
+        if os.getppid() == self.parent:
+            time.sleep(0.5)  # the parent has queued the jobs by then
+            os.kill(self.parent, 9)
+        while os.getppid() == self.parent:
+            time.sleep(0.01)
+        return ctypes.CDLL(None).prctl(*args)
+
+
+def _read_until_closed(fd: int, seconds: float) -> str:
+    """What the pipe ``fd`` carries until every writer closed it, or ``seconds`` passed."""
+    import select
+    import time
+    text, end = b"", time.monotonic() + seconds
+    while time.monotonic() < end and select.select([fd], [], [], max(0.0, end - time.monotonic()))[0]:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return text.decode()
+        text += chunk
+    return text.decode() + "(still open)"
+
+
+@linux_only
+def test_a_worker_whose_parent_died_before_it_asked_to_die_with_it_runs_no_job():
+    """An orphan would run queued jobs (holding their folders' locks) and then wait forever for more."""
+    read, write = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # a process that starts workers and dies as they start
+        try:
+            os.close(read)
+            parallel.ctypes = _ParentDiesFirst(os.getpid(), write)
+            parallel.run_forked(lambda i: os.write(write, f"ran job {i}\n".encode()), 2, workers=2)
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        text = _read_until_closed(read, 30)
+    finally:
+        os.close(read)
+        os.waitpid(middle, 0)
+        for line in text.splitlines():  # leave no orphan behind when this fails
+            if line.startswith("worker "):
+                with contextlib.suppress(OSError):
+                    os.kill(int(line.split()[1]), 9)
+    assert "worker" in text and "ran job" not in text and "(still open)" not in text, text
+
+
+def _ctrl_c_once_started(folder: Path, jobs: int, terminal: bool = False) -> threading.Thread:
+    """Press Ctrl-C once ``jobs`` have started (each wrote its PID in ``started-<i>``): in this process alone, as a
+    Jupyter kernel gets it, or (``terminal``) in the workers too, as a terminal sends it to the whole group."""
+    import signal
+
+    def press():
+        deadline = time.monotonic() + 60
+        while len(list(folder.glob("started-*"))) < jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for started in folder.glob("started-*") if terminal else ():
+            os.kill(int(started.read_text()), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    thread = threading.Thread(target=press, daemon=True)
+    thread.start()
+    return thread
+
+
+@linux_only
+@pytest.mark.parametrize("terminal", [False, True])
+def test_ctrl_c_lets_the_running_jobs_save_their_last_step_and_starts_no_other(tmp_path, terminal):
+    """Runs one after another save their last completed step on Ctrl-C; workers were killed at once, each losing up
+    to checkpoint_every_s (300 s) of training. From a terminal a worker gets Ctrl-C twice: the second must not cut
+    its save short."""
+    import multiprocessing
+    before = set(multiprocessing.active_children())
+
+    def job(i):
+        (tmp_path / f"started-{i}").write_text(str(os.getpid()))
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:
+            time.sleep(0.5)  # a checkpoint being written
+            (tmp_path / f"saved-{i}").touch()
+            raise
+    press = _ctrl_c_once_started(tmp_path, 2, terminal)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_forked(job, 4, workers=2)
+    press.join()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved-0", "saved-1", "started-0", "started-1"]
+    assert time.monotonic() - start < 30 and set(multiprocessing.active_children()) == before
+
+
+@linux_only
+def test_a_job_that_will_not_stop_on_ctrl_c_is_killed_after_the_grace_period(tmp_path, monkeypatch):
+    import multiprocessing
+    before = set(multiprocessing.active_children())
+    monkeypatch.setattr(parallel, "STOP_GRACE_S", 1.0)
+
+    def stubborn(i):
+        (tmp_path / f"started-{i}").write_text(str(os.getpid()))
+        while True:
+            try:
+                time.sleep(60)
+            except KeyboardInterrupt:
+                pass
+    press = _ctrl_c_once_started(tmp_path, 2)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_forked(stubborn, 2, workers=2)
+    press.join()
+    assert time.monotonic() - start < 15 and set(multiprocessing.active_children()) == before
 
 
 def test_workers_below_one_are_refused():

@@ -65,6 +65,59 @@ def test_every_temporary_name_the_package_writes_is_one_cleanup_recognises(tmp_p
     assert not store._LEFTOVER.match(".bashrc.old") and not store._LEFTOVER.match(".notes.tmp")
 
 
+def _dead_pid() -> int:
+    """The PID of a process that has just ended."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process IDs are asked after on POSIX only")
+def test_a_killed_layer_passs_file_is_removed_at_once_and_only_that(tmp_path, monkeypatch):
+    """A layer pass killed mid-write leaves a file of its full reserved size: a rerun within the hour must not be
+    told the layers do not fit. Only a file named by a process that is gone goes at once."""
+    import signal
+    import subprocess
+    import sys
+    code = ("import sys, time, torch; from pathlib import Path; from kd_tutorial.layer_cache import LayerWriter\n"
+            "w = LayerWriter({('hidden', 2): Path(sys.argv[1]) / 'hidden-2-train.npy'}, rows=50, length=64, width=32)\n"
+            "w.write(('hidden', 2), torch.arange(8), torch.randn(8, 10, 32))\n"
+            "print('ready', flush=True); time.sleep(60)")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "ready\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    killed = tmp_path / f".hidden-2-train.npy.kd-pid-{writer.pid}.tmp"
+    assert killed.exists() and killed.stat().st_size > 50 * 64 * 32 * 2  # its reserved size, left behind
+    gone, other_user = _dead_pid(), _dead_pid()
+    live = tmp_path / f".hidden-4-train.npy.kd-pid-{os.getpid()}.tmp"  # a writer that runs: kept
+    random = tmp_path / f".logits-train.pt.kd-{gone}.tmp"  # mkstemp's name (random letters, digits here): kept
+    for path in (live, random):
+        path.write_bytes(b"x")
+    with store.locked(tmp_path):
+        pass
+    assert not killed.exists() and live.exists() and random.exists()
+    (tmp_path / f".values-4-train.npy.kd-pid-{other_user}.tmp").write_bytes(b"x")
+    real_kill = os.kill
+
+    def kill(pid, sig):  # PID reused by another user's process: not the writer of this user's file
+        if pid == other_user:
+            raise PermissionError(1, "Operation not permitted")
+        return real_kill(pid, sig)
+    monkeypatch.setattr(os, "kill", kill)
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)  # another user's files: kept
+    with store.locked(tmp_path):
+        pass
+    assert (tmp_path / f".values-4-train.npy.kd-pid-{other_user}.tmp").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "kill", kill)
+    with store.locked(tmp_path):
+        pass
+    assert not (tmp_path / f".values-4-train.npy.kd-pid-{other_user}.tmp").exists() and live.exists()
+
+
 def test_a_full_disk_is_one_error_that_says_what_to_do_and_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "last.pt"
     store.atomic_torch_save({"step": 1}, target)
