@@ -184,7 +184,12 @@ def _interrupt(pool: ProcessPoolExecutor, workers: set, pending: dict) -> None:
         for worker in workers:
             with contextlib.suppress(OSError):
                 os.kill(worker.pid, signal.SIGINT)
-        wait([f for f in pending if not f.cancelled()], timeout=STOP_GRACE_S)
+        done, _ = wait([f for f in pending if not f.cancelled()], timeout=STOP_GRACE_S)
+        for future in done:  # a save that failed (a full disk, say) must not vanish behind the KeyboardInterrupt
+            error = future.exception()
+            if error is not None and not isinstance(error, KeyboardInterrupt):
+                print(f"stopping: a run could not save its last step: {type(error).__name__}: {error}",
+                      file=sys.stderr, flush=True)
     finally:
         _stop(pool, workers)
 

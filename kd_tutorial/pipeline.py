@@ -191,6 +191,9 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     states = transfer_states(layers, student_labels(profile, prep)) if layers else None
     jobs = _place_jobs(jobs, states)
     todo = [job for job in jobs if not (resume and student_finished(job["folder"]))]
+    for job in todo:  # finished when planned, not now (deleted, or being retrained by another process): placed again
+        if job["finished"] is not None:
+            _place(job | {"finished": None}, states, into=job)
     side = min(workers, len(todo)) > 1  # else every run trains here, with every thread
     initials: dict = {}  # the (student, seed) in training's initial weights, built on first need
 
@@ -291,15 +294,22 @@ def _place_jobs(jobs: list[dict], states=None) -> list[dict]:
     """Give each planned job its ``folder``, ``cached_layers`` and ``online_teacher``: a finished run's own, else
     whether ``states`` (the teacher's cached layers, or None) hold every layer it reads; announce each student."""
     for job in jobs:
-        if job["finished"] is not None:
-            cached = job["finished"] == job["folders"].get(True)
-        else:
-            cached = states is not None and job["reads"] and job["layer_keys"] <= states.keys
-        job |= {"folder": job["finished"] or job["folders"][cached], "cached_layers": cached,
-                "online_teacher": job["recipe"].online_teacher and not cached}
+        _place(job, states)
     for student, plan in {job["student"]: job["plan"] for job in jobs}.items():
         _announce(student, plan)
     return jobs
+
+
+def _place(job: dict, states, into: dict | None = None) -> None:
+    """Set ``folder``, ``cached_layers`` and ``online_teacher`` of ``into`` (``job`` itself by default) from
+    ``job``: its finished run's, else the cached-layers key's when ``states`` hold every layer it reads."""
+    if job["finished"] is not None:
+        cached = job["finished"] == job["folders"].get(True)
+    else:
+        cached = states is not None and job["reads"] and job["layer_keys"] <= states.keys
+    (job if into is None else into).update({
+        "folder": job["finished"] or job["folders"][cached], "cached_layers": cached, "finished": job["finished"],
+        "online_teacher": job["recipe"].online_teacher and not cached})
 
 
 def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progress: bool) -> dict:
@@ -476,7 +486,9 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
                         phases=clock.seconds, wall=clock.wall(), workers=workers)
     record["teacher_layers"] = {"setting": profile.teacher_layers, "gb": cache_gb(layers),
-                                "cached": [f"{k} {t}" for k, t in sorted(layers["train"].keys)] if layers else []}
+                                "cached": [f"{k} {t}" for k, t in sorted(layers["train"].keys)] if layers else [],
+                                # with --resume a run may come from either key: which ones read the cache
+                                "runs_reading_it": sorted(n for n, item in trained.items() if item["cached_layers"])}
     results = {"run": record,
                "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
                "histories": {"teacher": info.get("history")} |

@@ -161,7 +161,7 @@ def _writer_gone(name: str, stat: os.stat_result) -> bool:
         return True
     except PermissionError:
         return True  # a process of another user
-    except OSError:
+    except (OSError, OverflowError, ValueError):  # a number no PID can be: not a name this package wrote
         return False
     return False
 

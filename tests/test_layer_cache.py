@@ -278,6 +278,26 @@ def test_resume_finds_a_finished_run_under_either_key_and_builds_no_cache_that_n
         assert built == [keys], resume
 
 
+def test_a_run_planned_as_finished_but_gone_when_it_runs_is_placed_again(small, monkeypatch):
+    """A finished cached-layers run, deleted (or being retrained elsewhere) between --resume's plan and its turn, was
+    trained in the cached-layers folder with the teacher online and recorded as reading the cache."""
+    profile, teacher, prep, logits, _ = small
+    name, kw = "compact-1L-H32 kd+transfer+values", dict(runs=("kd+transfer+values",), progress=False, resume=True)
+    first = pipeline.distill_students(profile, teacher, prep, logits, seeds=(3,), **kw)[name]
+    assert first["cached_layers"]
+    plan = pipeline._plan_jobs
+
+    def plan_then_delete(*args, **k):
+        jobs = plan(*args, **k)
+        for job in jobs:
+            if job["finished"] is not None:
+                (job["finished"] / "history.json").unlink()  # gone after the plan found it finished
+        return jobs
+    monkeypatch.setattr(pipeline, "_plan_jobs", plan_then_delete)
+    again = pipeline.distill_students(profile, teacher, prep, logits, seeds=(3,), layers={}, **kw)[name]
+    assert again["status"] == "trained" and not again["cached_layers"] and again["path"] != first["path"]
+
+
 def test_the_students_rows_read_their_own_reviews_layers(small):
     """transfer_states lines the cache up with student_data's transfer set: the labelled reviews, then transfer."""
     profile, teacher, prep, logits, states = small

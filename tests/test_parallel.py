@@ -212,6 +212,24 @@ def test_ctrl_c_lets_the_running_jobs_save_their_last_step_and_starts_no_other(t
 
 
 @linux_only
+def test_a_save_that_fails_after_ctrl_c_is_reported_not_swallowed(tmp_path, capsys):
+    """The KeyboardInterrupt raised in the parent hid a worker's failed save (a full disk): the user was told the
+    runs save their last step, and nothing said that one could not."""
+    def job(i):
+        (tmp_path / f"started-{i}").write_text(str(os.getpid()))
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:
+            raise OSError(28, "No space left on device") from None
+    press = _ctrl_c_once_started(tmp_path, 2)
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_forked(job, 2, workers=2)
+    press.join()
+    err = capsys.readouterr().err
+    assert err.count("stopping: a run could not save its last step: OSError: [Errno 28] No space left on") == 2
+
+
+@linux_only
 def test_a_job_that_will_not_stop_on_ctrl_c_is_killed_after_the_grace_period(tmp_path, monkeypatch):
     import multiprocessing
     before = set(multiprocessing.active_children())

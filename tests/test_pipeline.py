@@ -89,6 +89,7 @@ def test_results_json_has_the_promised_fields(tiny_run):
     assert set(run["phase_seconds"]) == {"teacher", "teacher_logits", "teacher_layers", "students", "evaluation"}
     # compact-1L-H32's kd+transfer+values reads the value vectors of the teacher's layer 4 (of 4) from the bf16 cache
     assert run["teacher_layers"]["setting"] == "cache" and run["teacher_layers"]["cached"] == ["values 4"]
+    assert run["teacher_layers"]["runs_reading_it"] == ["compact-1L-H32 kd+transfer+values"]  # the one run that does
     rows = sum(run["split_sizes"][s] for s in ("train", "transfer"))
     assert 0 < run["teacher_layers"]["gb"] * 1e9 <= rows * 64 * 64 * 2  # up to 64 tokens x width 64 x 2 bytes a row
     assert run["student_workers"] == parallel.default_workers("cpu")  # one per core on 2 to 4 cores (Linux); else 1
