@@ -836,6 +836,21 @@ def hidden_loss_with_every_other_teacher_layer(student_hidden, teacher_hidden, a
                    [2 * i for i in range(1, len(student_hidden))])
 
 
+@wrong("ex07.q2", "you summed over the mapped layers: average them (divide by len(mapping))")
+def hidden_loss_summed_over_layers(student_hidden, teacher_hidden, attention_mask, projections, mapping):
+    return _hidden(student_hidden, teacher_hidden, attention_mask, projections, mapping) * len(mapping)
+
+
+@wrong("ex07.q2", "you summed over the hidden units: the mean squared error averages over them too")
+def hidden_loss_summed_over_units(student_hidden, teacher_hidden, attention_mask, projections, mapping):
+    w = attention_mask[..., None].float()
+    total = 0.0
+    for i, t_layer in enumerate(mapping, start=1):
+        x, y = projections[i - 1](student_hidden[i]), teacher_hidden[t_layer].detach()
+        total = total + ((x - y) ** 2 * w).sum() / w.sum()  # per real token, summed over the units
+    return total / len(mapping)
+
+
 def _hidden_indexed(student_hidden, teacher_hidden, attention_mask, projections, mapping, *, proj_off=1,
                     student_off=0, map_off=1):
     """The loss written with explicit indices; the offsets reproduce indexing mistakes."""

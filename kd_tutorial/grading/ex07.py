@@ -280,6 +280,12 @@ def _check_hidden(call):
                 V(layer=lambda i, tl: (i, tl - 1)),
             "your average includes the padded positions: average over real tokens (and hidden units) only":
                 V(masked=False),
+            "you summed over the mapped layers: average them (divide by len(mapping)), so that the term's weight "
+            "does not grow with the student's depth":
+                lambda: [e * len(c[-1]) for c, e in zip(cases, expected)],
+            "you summed over the hidden units: the mean squared error averages over them too (divide by the "
+            "teacher's width, teacher_hidden[0].shape[-1]), as over the real tokens":
+                lambda: [e * c[1][0].shape[-1] for c, e in zip(cases, expected)],
         })
     message = message or _ignores_mapping(call, cases[-1], got[-1])
     i = mismatch(got, expected)
