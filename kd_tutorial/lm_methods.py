@@ -10,7 +10,7 @@ token rows (``<bos>`` ... ``<eos>``):
 * :func:`topk_kd` - the same forward KL against a cache of only the teacher's top k tokens per position
   (:func:`cache_logits` with ``top_k``): what a 50k-entry vocabulary forces. The plain top-k KL teaches the
   student that the other tokens are impossible (over-confidence); a cache with ``rest=True`` keeps the teacher's
-  mass outside its top k as one more number per position, and the loss is then :func:`topk_rest_token_kl`.
+  mass outside its top k as one more number per position, and the loss is then :func:`kd_tutorial.losses.topk_rest_token_kl`.
 * :func:`sequence_kd_rows` - sequence-level KD (Kim & Rush 2016): the teacher writes reviews from the
   student's prompts, and the student trains on them with :func:`data_only` (prompt masked).
 * :func:`on_policy_kd` - on-policy distillation (GKD, MiniLLM): the student writes continuations, the
@@ -18,15 +18,14 @@ token rows (``<bos>`` ... ``<eos>``):
   there, where its own mistakes lead it.
 
 Teacher and student must read the same token ids (one tokenizer). The methods that read the teacher's logits
-refuse logits, or cached top-k ids, that do not fit the student's vocabulary, and :func:`on_policy_kd` checks the two models with
-:func:`kd_tutorial.models.check_same_vocab` before the student writes. Two tokenizers of one size that number the
+refuse logits, or cached top-k ids, that do not fit the student's vocabulary, and :func:`on_policy_kd` checks the
+two models with :func:`kd_tutorial.models.check_same_vocab` before the student writes. Two tokenizers of one size that number the
 tokens differently show only in the tokenizers: compare them with ``check_same_vocab(teacher, student,
 teacher_tokenizer=..., student_tokenizer=...)`` before distilling.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import losses
 from .lm import collate, logits_of, next_token, sample
@@ -62,7 +61,7 @@ def cache_logits(teacher, rows: list[list[int]], top_k: int | None = None, batch
     ``(logits (len - 1, k), ids (len - 1, k))``: 2k numbers per token instead of the vocabulary's V (50,257
     for GPT-2: a review of 256 tokens would need 51 MB in fp32, against 98 kB for k = 32, its ids being int64).
     With ``top_k`` and ``rest=True`` a third tensor ``log_rest (len - 1,)`` holds the log of the teacher's
-    probability outside its top k (at temperature 1), for :func:`topk_rest_token_kl`. The top k are chosen on
+    probability outside its top k (at temperature 1), for :func:`kd_tutorial.losses.topk_rest_token_kl`. The top k are chosen on
     ``device``: only they travel to the CPU.
     """
     if rest and not top_k:
@@ -92,13 +91,7 @@ def _log_outside(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     total = logits.logsumexp(-1)
     log_top = (logits.gather(-1, ids).logsumexp(-1) - total).clamp(max=0.0)
     direct = (logits.scatter(-1, ids, float("-inf")).logsumexp(-1) - total).clamp(max=0.0)
-    return torch.where(log_top > -0.6931471805599453, direct, log1mexp(log_top))
-
-
-def log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(x))`` for ``x <= 0``, accurate at both ends (Maechler 2012): ``log(-expm1(x))`` near 0,
-    ``log1p(-exp(x))`` below -log 2; -inf at 0."""
-    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    return torch.where(log_top > -0.6931471805599453, direct, losses.log1mexp(log_top))
 
 
 def cached(cache: dict):
@@ -142,7 +135,7 @@ def topk_kd(cache: dict, *, alpha: float = 0.5, temperature: float = 1.0, device
     """:func:`token_kd` (forward) against a top-k cache (:func:`cache_logits` with ``top_k``).
 
     A plain top-k cache gives :func:`kd_tutorial.losses.topk_token_kl`, which drives the student's mass outside
-    the teacher's top k to zero; a cache with ``rest=True`` gives :func:`topk_rest_token_kl` (temperature 1 only:
+    the teacher's top k to zero; a cache with ``rest=True`` gives :func:`kd_tutorial.losses.topk_rest_token_kl` (temperature 1 only:
     the cached rest mass is the teacher's at temperature 1).
     """
     first = next(iter(cache.values()))
@@ -164,33 +157,9 @@ def topk_kd(cache: dict, *, alpha: float = 0.5, temperature: float = 1.0, device
                 "tokens: distil between models of one tokenizer (check them with kd_tutorial.models.check_same_vocab)")
         cached_side = [t.to(z.device) for t in cached_side]
         m = m.to(z.device)
-        kl = topk_rest_token_kl(z, *cached_side, m) if rest else losses.topk_token_kl(z, *cached_side, m, temperature)
+        kl = losses.topk_rest_token_kl(z, *cached_side, m) if rest else losses.topk_token_kl(z, *cached_side, m, temperature)
         return alpha * kl + (1 - alpha) * losses.token_cross_entropy(z, y, m)
     return loss
-
-
-def topk_rest_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tensor,
-                       teacher_topk_ids: torch.Tensor, teacher_log_rest: torch.Tensor,
-                       loss_mask: torch.Tensor) -> torch.Tensor:
-    """Forward KL against a top-k cache plus a "rest" bucket: the teacher's mass outside its top k (temperature 1).
-
-    With ``S`` the cached ids, ``p_rest`` the teacher's probability outside ``S`` (``exp(teacher_log_rest)``),
-    ``p_v = (1 - p_rest) softmax(z_t[S])_v`` the teacher's own probabilities on ``S``, ``q`` the student's
-    full softmax and ``q_rest = 1 - sum_{v in S} q_v``::
-
-        sum_{b,t} m_bt [sum_{v in S} p_v (log p_v - log q_v) + p_rest (log p_rest - log q_rest)] / sum_{b,t} m_bt
-
-    The exact KL between the two distributions coarsened to k + 1 outcomes (the top k, everything else): the
-    student keeps the teacher's mass outside the top k instead of being taught that those tokens are impossible.
-    """
-    log_q = F.log_softmax(student_logits.float(), dim=-1)
-    outside = log_q.scatter(-1, teacher_topk_ids, torch.finfo(log_q.dtype).min)  # finite: no nan gradient if k = V
-    log_q_buckets = torch.cat([log_q.gather(-1, teacher_topk_ids), outside.logsumexp(-1, keepdim=True)], -1)
-    log_rest = teacher_log_rest.float().clamp(max=0.0)[..., None]
-    log_p_top = F.log_softmax(teacher_topk_logits.float(), dim=-1) + log1mexp(log_rest)
-    # both are normalised log-probabilities over the k + 1 buckets, which log_softmax leaves as they are:
-    # token_kl on them is the KL above, with its masking and 0 log 0 = 0 for an empty rest
-    return losses.token_kl(log_q_buckets, torch.cat([log_p_top, log_rest], -1), loss_mask)
 
 
 def _padded_topk(cache: dict, rows: list[list[int]], width: int) -> tuple[torch.Tensor, ...]:

@@ -15,7 +15,8 @@ real tokens) so that padding never changes a value: :func:`hidden_mse`,
 
 Generative language models, one distribution per token and a ``loss_mask`` of the
 tokens that count: :func:`token_cross_entropy`, :func:`token_kl` (forward),
-:func:`reverse_token_kl` and :func:`topk_token_kl` (a teacher cached as its top k).
+:func:`reverse_token_kl`, :func:`topk_token_kl` (a teacher cached as its top k) and
+:func:`topk_rest_token_kl` (its top k and the mass outside them).
 
 Every function returns a scalar tensor, and none lets a gradient reach the
 teacher's logits (they are detached).
@@ -304,9 +305,39 @@ def topk_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tenso
     token outside the teacher's top k is impossible, however much mass the teacher gave them together: an
     over-confident student, with all its mass where the teacher put only part of its own. The way out is to cache
     the teacher's mass outside its top k as well and add a "rest" bucket
-    (:func:`kd_tutorial.lm_methods.topk_rest_token_kl`).
+    (:func:`topk_rest_token_kl`).
     """
     T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1).gather(-1, teacher_topk_ids)
     log_p = F.log_softmax(_full(teacher_topk_logits.detach()) / T, dim=-1)
     return _token_mean(_kl_rows(log_p, log_q), loss_mask) * T * T
+
+
+def topk_rest_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tensor,
+                       teacher_topk_ids: torch.Tensor, teacher_log_rest: torch.Tensor,
+                       loss_mask: torch.Tensor) -> torch.Tensor:
+    """Forward KL against a top-k cache plus a "rest" bucket: the teacher's mass outside its top k (temperature 1).
+
+    With ``S`` the cached ids, ``p_rest`` the teacher's probability outside ``S`` (``exp(teacher_log_rest)``),
+    ``p_v = (1 - p_rest) softmax(z_t[S])_v`` the teacher's own probabilities on ``S``, ``q`` the student's
+    full softmax and ``q_rest = 1 - sum_{v in S} q_v``::
+
+        sum_{b,t} m_bt [sum_{v in S} p_v (log p_v - log q_v) + p_rest (log p_rest - log q_rest)] / sum_{b,t} m_bt
+
+    The exact KL between the two distributions coarsened to k + 1 outcomes (the top k, everything else): the
+    student keeps the teacher's mass outside the top k instead of being taught that those tokens are impossible.
+    """
+    log_q = F.log_softmax(student_logits.float(), dim=-1)
+    outside = log_q.scatter(-1, teacher_topk_ids, torch.finfo(log_q.dtype).min)  # finite: no nan gradient if k = V
+    log_q_buckets = torch.cat([log_q.gather(-1, teacher_topk_ids), outside.logsumexp(-1, keepdim=True)], -1)
+    log_rest = teacher_log_rest.float().clamp(max=0.0)[..., None]
+    log_p_top = F.log_softmax(teacher_topk_logits.float(), dim=-1) + log1mexp(log_rest)
+    # both are normalised log-probabilities over the k + 1 buckets, which log_softmax leaves as they are:
+    # token_kl on them is the KL above, with its masking and 0 log 0 = 0 for an empty rest
+    return token_kl(log_q_buckets, torch.cat([log_p_top, log_rest], -1), loss_mask)
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate at both ends (Maechler 2012): ``log(-expm1(x))`` near 0,
+    ``log1p(-exp(x))`` below -log 2; -inf at 0."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))

@@ -1,5 +1,5 @@
-"""The generative-LM losses (kd_tutorial.losses: token_cross_entropy, token_kl, reverse_token_kl, topk_token_kl;
-kd_tutorial.lm_methods.topk_rest_token_kl): values against direct formulas, identities as property tests, padding
+"""The generative-LM losses (kd_tutorial.losses: token_cross_entropy, token_kl, reverse_token_kl, topk_token_kl,
+topk_rest_token_kl): values against direct formulas, identities as property tests, padding
 and prompt masks, gradients."""
 import torch
 import torch.nn.functional as F
@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kd_tutorial import losses
-from kd_tutorial import lm_methods
 
 seeds = st.integers(0, 10_000)
 temps = st.floats(0.5, 8.0)
@@ -187,7 +186,7 @@ def test_topk_with_a_rest_bucket_is_the_kl_over_the_top_k_and_everything_else(se
     values, ids = t.topk(k, dim=-1)
     outside = torch.ones_like(t, dtype=torch.bool).scatter(-1, ids, False)
     log_rest = (torch.softmax(t.double(), -1) * outside).sum(-1).log().float()  # -inf when k = V
-    value = float(lm_methods.topk_rest_token_kl(s, values, ids, log_rest, m))
+    value = float(losses.topk_rest_token_kl(s, values, ids, log_rest, m))
     expected = brute_force_rest_kl(s, t, ids, m)
     assert abs(value - expected) < 1e-4 * max(1.0, expected), (value, expected)
     if k == t.shape[-1]:  # no rest: the full KL
@@ -204,7 +203,7 @@ def test_the_rest_bucket_keeps_the_teachers_mass_outside_its_top_k_where_plain_t
     log_rest = torch.log1p(-torch.softmax(z_t, -1).gather(-1, ids).sum(-1))
     assert 0.6 < teacher_top < 0.9
     for loss, target in ((lambda z: losses.topk_token_kl(z, values, ids, one), 0.99),
-                         (lambda z: lm_methods.topk_rest_token_kl(z, values, ids, log_rest, one), teacher_top)):
+                         (lambda z: losses.topk_rest_token_kl(z, values, ids, log_rest, one), teacher_top)):
         z = torch.zeros(1, 1, 50, requires_grad=True)
         optimizer = torch.optim.Adam([z], lr=0.1)
         for _ in range(500):
@@ -216,7 +215,7 @@ def test_the_rest_bucket_keeps_the_teachers_mass_outside_its_top_k_where_plain_t
     full = values.new_full((1, 1), float("-inf"))  # k = V: an empty rest gives finite gradients
     z = torch.randn(1, 1, 50, requires_grad=True)
     everything = z_t.topk(50, dim=-1)
-    lm_methods.topk_rest_token_kl(z, *everything, full, one).backward()
+    losses.topk_rest_token_kl(z, *everything, full, one).backward()
     assert bool(torch.isfinite(z.grad).all())
 
 
