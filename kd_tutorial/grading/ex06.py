@@ -306,14 +306,25 @@ def _timed_start(reads: list, calls: int, warmup: int, repeats: int) -> int | No
                 f"its own); {_FIXED}")
 
 
+def _check_synced_end(reads: list, idle: list) -> None:
+    """Refuse a clock stopped with work still queued: after the last model call that the clock timed, at least one
+    reading must find the device idle (``reads``: the calls made at each reading; ``idle``: whether sync() had been
+    called since the last call). Readings inside the loop, with a sync() after it, are fine."""
+    if reads and reads[-1] > reads[0] and not any(ok for n, ok in zip(reads, idle) if n == reads[-1]):
+        raise Wrong("your clock stopped while the last timed call was still running: your last sync() came before "
+                    "the last model call (at the top of the loop, say), so that call's work was not waited for. Call "
+                    "sync() after the timing loop, before reading the clock")
+
+
 def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> int | None:
     """Check the learner's latency in one setting; the calls made before the clock started (see _timed_start)."""
-    clock, reads = VirtualClock(), []
+    clock, reads, idle = VirtualClock(), [], []
     model = FakeModel(base_s=base_s, per_item_s=per_item_s, cold_calls=warmup, cold_factor=8.0,
                       device=FakeDevice(clock))
     expected = model.latency(batch_size)
     got = as_float(_measure(call, clock, model, make_batch(batch_size), model.sync, warmup, repeats,
-                            on_read=lambda: reads.append(model.calls)), "measure_latency")
+                            on_read=lambda: (reads.append(model.calls), idle.append(model.device.idle))),
+                   "measure_latency")
     ms = lambda x: f"{x * 1e3:.1f} ms"  # noqa: E731
     calls = model.calls
     if calls < repeats:
@@ -323,6 +334,7 @@ def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> 
     # times slower), however the clock was read; extra calls (timeit.repeat, torch.utils.benchmark, a call to look
     # at the output) are fine when the warm-up came first and `repeats` calls were timed
     if _close(got, expected):
+        _check_synced_end(reads, idle)
         return warmup if calls == warmup + repeats else _timed_start(reads, calls, warmup, repeats)
     if calls not in (warmup + repeats, repeats):  # `repeats` calls only: no warm-up, diagnosed below
         raise Wrong(f"with warmup={warmup} and repeats={repeats} the model should be called {warmup + repeats} "
@@ -344,6 +356,7 @@ def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> 
         raise Wrong(f"you measured {ms(got)} per call, but a warm call takes {ms(expected)}: the slow "
                     "warm-up calls ended up inside your timed region. Run `warmup` calls first, then "
                     "sync() before starting the clock")
+    _check_synced_end(reads, idle)
     raise Wrong(f"you measured {ms(got)} per call; expected {ms(expected)}")
 
 

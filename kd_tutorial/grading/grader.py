@@ -13,7 +13,8 @@ merged: the notebooks graded now replace their rows, the others' rows are kept.
 Exit status: 0 once everything is graded, 2 on usage errors (one line naming the
 fix, before anything is graded: a report path that cannot be written or would
 overwrite a file that is not an earlier report is refused first), 130 on Ctrl-C,
-SIGTERM or SIGHUP (the reports then hold the notebooks graded before it).
+SIGTERM or SIGHUP (the reports then hold the notebooks graded before it; one that comes while they are written
+lets the write finish first).
 
 Security model: grading *runs the learners' code*. Grade untrusted
 submissions inside a container or VM. The solutions are public (and
@@ -28,6 +29,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -83,6 +85,18 @@ def scan(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]:
 def file_key(file) -> str:
     """A submission's identity in the reports: its resolved path (:func:`printable`), however it was given."""
     return printable(os.path.realpath(os.fspath(file)))
+
+
+def still_there(key: str) -> bool:
+    """Whether the notebook of a report's ``file`` (a :func:`file_key`) exists: under that name, or under the name
+    whose undecodable bytes :func:`printable` escaped (``\\xff`` back to the byte 0xff)."""
+    if os.path.exists(key):
+        return True
+    try:
+        raw = re.sub(rb"\\x([89a-f][0-9a-f])", lambda m: bytes([int(m[1], 16)]), os.fsencode(key))
+    except UnicodeEncodeError:  # a lone surrogate: no file name decodes to it
+        return False
+    return os.path.exists(raw)
 
 
 def load(path: Path):
@@ -197,13 +211,18 @@ def signals_interrupt():
 
 
 @contextlib.contextmanager
-def signals_ignored():
-    """SIGTERM and SIGHUP ignored in this block (the main thread only), their handlers restored after."""
+def signals_deferred():
+    """SIGTERM and SIGHUP held off in this block (the main thread only): each one that arrives is appended to the
+    yielded list instead of acting, so that the block (the reports' write) ends whole, and the caller stops after it.
+    The previous handlers come back after; a signal ignored before the block (``nohup``'s SIGHUP) stays ignored."""
+    received: list[int] = []
     names = ("SIGTERM", "SIGHUP") if threading.current_thread() is threading.main_thread() else ()
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (getattr(signal, n) for n in names
-                                                                     if hasattr(signal, n))}
+    previous = {}
     try:
-        yield
+        for sig in (getattr(signal, n) for n in names if hasattr(signal, n)):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+        yield received
     finally:
         for sig, old in previous.items():
             signal.signal(sig, signal.SIG_DFL if old is None else old)
@@ -566,25 +585,31 @@ def _grade(args) -> int:
         rows, submissions, stopped = stop.rows, stop.submissions, stop
         args.out, earlier = _partial_out(args.out), ([], [])  # a partial report holds this run's notebooks only
     seconds = time.monotonic() - start
-    if stopped is None:  # the report as it is now: another grading into this --out may have written it meanwhile
-        earlier = _read_again(args.out, earlier)
-    all_rows, all_submissions, kept, notebooks = merge_reports(rows, submissions, *earlier)
-    with signals_ignored():  # a second SIGTERM must not cut the report being written
+    with signals_deferred() as received:  # a signal now must not cut the report: it stops the run once it is written
+        if stopped is None:  # the report as it is now: another grading into this --out may have written it meanwhile
+            earlier = _read_again(args.out, earlier)
+        all_rows, all_submissions, kept, notebooks = merge_reports(rows, submissions, *earlier)
         json_path = write_reports(all_rows, all_submissions, args.out, seconds)
+    if received and stopped is None:  # every notebook was graded: the reports hold them all
+        return _interrupted(len(submissions), len(paths), args.out, json_path)
     graded = {file_key(s["file"]) for s in submissions}
     _say("\n" + summary([r for r in all_rows if file_key(r["file"]) in graded],
                         [s for s in all_submissions if file_key(s["file"]) in graded]))
     if kept:
-        gone = [n for n in notebooks if not os.path.exists(n)]
+        gone = [n for n in notebooks if not still_there(n)]
         _say(f"\nkept {kept} earlier row(s) in {args.out}, of {len(notebooks)} notebook(s) this run did not grade"
              + (f" ({len(gone)} of them no longer there: {', '.join(Path(n).name for n in gone[:3])})" if gone else "")
              + " (give --out a new name for a report of this run only)")
     _say(f"\nGraded {len(submissions)} notebook(s) in {seconds:.1f} s -> {args.out}, {json_path}")
-    if stopped is None:
-        return 0
-    n = len(submissions)
-    _say(f"kd-tutorial grade: interrupted after {n} of {stopped.total} notebooks: the reports ({args.out}, "
-         f"{json_path}) hold those {n}; run it again to grade all {stopped.total}", file=sys.stderr)
+    return 0 if stopped is None else _interrupted(len(submissions), stopped.total, args.out, json_path)
+
+
+def _interrupted(n: int, total: int, out: Path, json_path: Path) -> int:
+    """Say that the run stopped (Ctrl-C, SIGTERM, SIGHUP) after ``n`` of ``total`` notebooks, whose rows the reports
+    hold; exit status 130."""
+    again = f"; run it again to grade all {total}" if n < total else ""
+    _say(f"kd-tutorial grade: interrupted after {n} of {total} notebooks: the reports ({out}, {json_path}) hold "
+         f"those {n}{again}", file=sys.stderr)
     return 130
 
 
