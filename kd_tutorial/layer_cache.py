@@ -39,18 +39,21 @@ def has_room(folder: Path, size: int) -> bool:
 class LayerWriter:
     """Writes ``keys`` layers of ``rows`` reviews into ``.npy`` files, each renamed into place only when complete.
 
-    Until then each is a ``.NAME.kd-pid-<pid>.tmp`` file, its disk space reserved up front (a full disk then fails
-    here, not halfway); :meth:`discard` removes them, and :func:`kd_tutorial.store.clean_stale` what a killed process
-    left, at once (its writer must hold the folder's lock, :func:`kd_tutorial.store.locked`, for the writer's life).
+    Until then each is a ``.NAME.kd-TAG.tmp`` file (:func:`_partial`), its disk space reserved up front (a full disk
+    then fails here, not halfway); :meth:`discard` removes them, and :func:`kd_tutorial.store.clean_stale` what a
+    killed process left, at once when ``tag`` (:func:`kd_tutorial.store.writer_tag`, default ``pid-PID``) shows it
+    ran on this host in this PID namespace (its writer must hold the folder's lock, :func:`kd_tutorial.store.locked`,
+    for the writer's life).
     """
 
-    def __init__(self, paths: dict[Key, Path], rows: int, length: int, width: int):
+    def __init__(self, paths: dict[Key, Path], rows: int, length: int, width: int, tag: str | None = None):
         self.paths, self.arrays = paths, {}
+        self.partial = {key: _partial(path, tag) for key, path in paths.items()}
         try:
-            for key, path in paths.items():
-                self.arrays[key] = np.lib.format.open_memmap(_partial(path), mode="w+", dtype=np.int16,
+            for key in paths:
+                self.arrays[key] = np.lib.format.open_memmap(self.partial[key], mode="w+", dtype=np.int16,
                                                              shape=(rows, length, width))
-                _reserve(_partial(path))
+                _reserve(self.partial[key])
         except BaseException:
             self.discard()
             raise
@@ -65,20 +68,49 @@ class LayerWriter:
         for array in self.arrays.values():
             array.flush()
         self.arrays = {}  # unmapped before the rename (Windows refuses to rename a mapped file)
-        for path in self.paths.values():
-            os.replace(_partial(path), path)
+        for key, path in self.paths.items():
+            os.replace(self.partial[key], path)
 
     def discard(self) -> None:
         """Remove the unfinished files (after an error or an interruption)."""
         self.arrays = {}
-        for path in self.paths.values():
-            _partial(path).unlink(missing_ok=True)
+        for partial in self.partial.values():
+            partial.unlink(missing_ok=True)
 
 
-def _partial(path: Path) -> Path:
-    # "kd-" is store.MARK (a leaf does not import store): store.clean_stale removes what a crash left, and only that;
-    # "pid-PID" lets it remove the file at once when that process is gone (its writer holds the folder's lock)
-    return path.with_name(f".{path.name}.kd-pid-{os.getpid()}.tmp")
+def _partial(path: Path, tag: str | None = None) -> Path:
+    """The temporary name of ``path`` while it is written. "kd-" is store.MARK (a leaf does not import store):
+    store.clean_stale removes what a crash left, and only that; ``tag`` (store.writer_tag: ``pid-PID@HOST_nsN``)
+    lets it remove the file at once when that process is gone, judged only where the PID means that process."""
+    return path.with_name(f".{path.name}.kd-{tag or f'pid-{os.getpid()}'}.tmp")
+
+
+class Reservation:
+    """Disk space held in ``folder`` for layer files not written yet: ``sizes[name]`` bytes under each name, in a
+    ``.layers-NAME.reserved.kd-pid-….tmp`` file whose blocks are allocated (:func:`_reserve`). Every later pass's
+    space is thus secured before the first pass runs; :meth:`release` gives one name's back just before its pass
+    reserves it for real (:class:`LayerWriter`; ``tag`` as there). A full disk or a quota raises OSError here,
+    holding nothing."""
+
+    def __init__(self, folder: Path, sizes: dict[str, int], tag: str | None = None):
+        self.paths: dict[str, Path] = {}
+        try:
+            for name, size in sizes.items():
+                if size:
+                    self.paths[name] = _partial(Path(folder) / f"layers-{name}.reserved", tag)
+                    with open(self.paths[name], "wb") as f:
+                        f.truncate(size)
+                    _reserve(self.paths[name])
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self, name: str | None = None) -> None:
+        """Free the space held for ``name``, or for every name when None."""
+        for key in list(self.paths) if name is None else [name]:
+            path = self.paths.pop(key, None)
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def _reserve(path: Path) -> None:

@@ -32,9 +32,10 @@ LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another pro
 STALE_AFTER_S = 3600  # leftovers of an interrupted write older than this are removed when the folder is locked
 MARK = "kd-"  # in the name of every temporary file and folder the package writes, so cleanup never takes another's
 _LEFTOVER = re.compile(rf"^\..+\.{MARK}(?:[^.]+\.tmp|old)$")
-# a file that one process writes for its whole life holding the folder's lock, named by that process
-# (layer_cache's ``.NAME.kd-pid-PID.tmp``; mkstemp's random part never holds a "-")
-_BY_PROCESS = re.compile(rf"^\..+\.{MARK}pid-(\d+)\.tmp$")
+# a file that one process writes for its whole life holding the folder's lock, named by that process, its host and
+# its PID namespace where known (layer_cache's ``.NAME.kd-pid-PID@HOST_nsN.tmp``; before them ``.NAME.kd-pid-PID.tmp``;
+# mkstemp's random part never holds a "-")
+_BY_PROCESS = re.compile(rf"^\..+\.{MARK}pid-(\d+)(?:@([A-Za-z0-9-]+)(?:_ns(\d+))?)?\.tmp$")
 _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk quota exceeded",
                 errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
                 errno.EPERM: "operation not permitted",
@@ -149,11 +150,16 @@ def clean_stale(directory: Path, older_than_s: float = STALE_AFTER_S) -> list[st
 
 
 def _writer_gone(name: str, stat: os.stat_result) -> bool:
-    """Whether ``name`` is this user's ``.NAME.kd-pid-PID.tmp`` (a teacher layer pass's file, its disk space
-    reserved in full) and process PID no longer runs, or runs as another user (the PID reused: not its writer).
-    A process of this user with that PID may be the writer, or a reuse: the hour rule decides. POSIX only."""
+    """Whether ``name`` is this user's ``.NAME.kd-pid-PID@HOST_nsN.tmp`` (a teacher layer pass's file, its disk
+    space reserved in full), written on this host in this PID namespace, and process PID no longer runs, or runs as
+    another user (the PID reused: not its writer). A PID is asked after only where it was written: the folder's lock
+    does not exclude a writer on a share without working locks, nor one in another container, whose PID means
+    another process here or none. Such a file, and one whose PID runs as this user (its writer, or a reuse), is left
+    to the hour rule. An older ``.NAME.kd-pid-PID.tmp`` (no host) is judged by its PID alone, as before. POSIX only."""
     found = _BY_PROCESS.match(name)
     if found is None or os.name != "posix" or stat.st_uid != os.getuid() or int(found.group(1)) <= 0:
+        return False
+    if found.group(2) is not None and found.group(2, 3) != _process_space():  # written elsewhere
         return False
     try:
         os.kill(int(found.group(1)), 0)  # signal 0: only asks whether the process exists
@@ -164,6 +170,24 @@ def _writer_gone(name: str, stat: os.stat_result) -> bool:
     except (OSError, OverflowError, ValueError):  # a number no PID can be: not a name this package wrote
         return False
     return False
+
+
+def writer_tag() -> str:
+    """This process as a temporary file's name holds it, ``pid-PID@HOST_nsN`` (``_nsN`` only where /proc gives the PID
+    namespace): :func:`clean_stale` asks after that PID only from the same host and namespace."""
+    host, namespace = _process_space()
+    return f"pid-{os.getpid()}@{host}" + (f"_ns{namespace}" if namespace else "")
+
+
+def _process_space() -> tuple[str, str | None]:
+    """This process's host (letters, digits and "-") and PID namespace (None where /proc does not give it): a PID
+    in a temporary file's name is this process's to ask after only under this pair."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "-"
+    try:
+        ns = re.search(r"\d+", os.readlink("/proc/self/ns/pid"))
+    except (OSError, AttributeError):  # no /proc (macOS), or no readlink
+        ns = None
+    return host, ns.group() if ns else None
 
 
 def lock_timeout() -> float:

@@ -9,11 +9,13 @@ students' training rows. :mod:`kd_tutorial.pipeline` wires it in; :mod:`kd_tutor
 """
 from __future__ import annotations
 
-from .layer_cache import LayerStates, has_room
+import errno
+
+from .layer_cache import LayerStates, Reservation, has_room
 from .layer_maps import layer_mapping
 from .profiles import Profile, StudentSpec
 from .recipes import Recipe
-from .store import locked
+from .store import disk_errors, locked, writer_tag
 from .teachers import ensure_teacher_layers, layer_file, missing_layer_bytes
 
 SPLITS = ("train", "transfer")  # what the students train on
@@ -42,23 +44,23 @@ def cached_layer_keys(profile: Profile, specs, recipes_of, depth: int) -> list[t
 def teacher_layer_cache(profile: Profile, prep, keys, **kw) -> dict | None:
     """The teacher's cached ``keys`` layers on train and transfer (:func:`kd_tutorial.teachers.ensure_teacher_layers`).
 
-    When the missing ones do not fit on the disk (or their space cannot be reserved: a disk quota, a disk that
-    filled up meanwhile), nothing more is written, a line says so, and only the layers already cached on both
+    The missing ones' disk space is reserved on both splits before either split's pass runs (a pass whose other
+    split then found no room would be wasted). When they do not fit on the disk, or the space is refused (a disk
+    quota, a disk that filled up meanwhile), no pass runs, a line says so, and only the layers already cached on both
     splits are returned (None if none): the runs that need the others call the teacher.
     """
-    with locked(prep.directory):  # first its clean-up: a killed layer pass's files still hold their full size
-        need = sum(missing_layer_bytes(profile, s, keys, teacher_model=kw["teacher_model"], **prep.where)
-                   for s in SPLITS)
-        fits = not need or has_room(prep.directory, need)
-    if not fits:
-        keys = _cached_on_both(prep, keys)
-        _say_no_room(f"{need / 1e9:.1f} GB more do not fit on the disk of {prep.directory} (2 GB must stay free)")
-    states = _open_both(profile, keys, **kw)
-    if states is None and keys:  # the room check passed, the reservation did not
-        keys = _cached_on_both(prep, keys)
-        _say_no_room(f"the disk of {prep.directory} refused the space for the missing ones (a disk quota, or it "
-                     "filled up meanwhile)")
-        states = _open_both(profile, keys, **kw)
+    with locked(prep.directory):  # for both passes; first its clean-up: a killed pass's files still hold their size
+        keys, held = _reserve_both(profile, prep, keys, kw["teacher_model"])
+        try:
+            states = _open_both(profile, keys, held, **kw)
+        finally:
+            if held is not None:
+                held.release()
+        if states is None and keys:  # refused after all: the space changed hands between the two reservations
+            keys = _cached_on_both(prep, keys)
+            _say_no_room(f"the disk of {prep.directory} refused the space for the missing ones (a disk quota, or it "
+                         "filled up meanwhile)")
+            states = _open_both(profile, keys, None, **kw)
     if states is None:
         return None
     print(f"teacher layers: {', '.join(f'{k} {t}' for k, t in keys)} read from a bf16 cache "
@@ -66,18 +68,44 @@ def teacher_layer_cache(profile: Profile, prep, keys, **kw) -> dict | None:
     return states
 
 
+def _reserve_both(profile: Profile, prep, keys, teacher_model) -> tuple[list, Reservation | None]:
+    """``keys`` and the disk space of their missing layers on every split, held; when it does not fit (with 2 GB to
+    spare) or is refused, a line that says so, the keys cached on both splits, and nothing held."""
+    need = {s: missing_layer_bytes(profile, s, keys, teacher_model=teacher_model, **prep.where) for s in SPLITS}
+    total = sum(need.values())
+    if total and not has_room(prep.directory, total):
+        _say_no_room(f"{total / 1e9:.1f} GB more do not fit on the disk of {prep.directory} (2 GB must stay free)")
+        return _cached_on_both(prep, keys), None
+    try:
+        return keys, Reservation(prep.directory, need, writer_tag())
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            with disk_errors(prep.directory):  # a read-only folder, a file too large: one line
+                raise
+    _say_no_room(f"the disk of {prep.directory} refused the space for the missing ones ({total / 1e9:.1f} GB; a disk "
+                 "quota, or it filled up meanwhile), so no layer pass ran")
+    return _cached_on_both(prep, keys), None
+
+
 def _cached_on_both(prep, keys) -> list[tuple[str, int]]:
     """Those of ``keys`` whose layers are cached on every split the students train on."""
     return [k for k in keys if all(layer_file(prep, k, s).exists() for s in SPLITS)]
 
 
-def _open_both(profile: Profile, keys, **kw) -> dict | None:
-    """``{split: LayerStates}`` of ``keys`` on every split, computing the missing ones; None when there are no
-    keys or a split's missing layers found no room."""
+def _open_both(profile: Profile, keys, held: Reservation | None, **kw) -> dict | None:
+    """``{split: LayerStates}`` of ``keys`` on every split, computing the missing ones (the space ``held`` for a
+    split, if any, is given back just before its pass takes it); None when there are no keys or a split's missing
+    layers found no room (the splits after it are then not computed)."""
     if not keys:
         return None
-    states = {split: ensure_teacher_layers(profile, split, keys, **kw) for split in SPLITS}
-    return None if any(s is None for s in states.values()) else states
+    states = {}
+    for split in SPLITS:
+        if held is not None:
+            held.release(split)
+        states[split] = ensure_teacher_layers(profile, split, keys, **kw)
+        if states[split] is None:
+            return None
+    return states
 
 
 def _say_no_room(why: str) -> None:

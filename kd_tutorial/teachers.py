@@ -28,7 +28,7 @@ from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
 from .models import check_positions, check_same_vocab, teacher_for_profile
 from .profiles import Profile, stable_hash
 from .store import (atomic_save_pretrained, atomic_torch_save, atomic_write_json, disk_errors, locked,
-                    move_aside)
+                    move_aside, writer_tag)
 from .train import TrainConfig, freeze, seed_everything, train
 
 
@@ -231,7 +231,7 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
             if not has_room(prep.directory, nbytes(*shape, missing)):
                 return None
             try:
-                writer = LayerWriter(missing, *shape)
+                writer = LayerWriter(missing, *shape, tag=writer_tag())
             except OSError as err:  # the space could not be reserved after all: the runs call the teacher
                 if err.errno in (errno.ENOSPC, errno.EDQUOT):
                     return None

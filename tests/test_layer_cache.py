@@ -1,12 +1,13 @@
 """The teacher's mapped layers cached in bf16: written once, read back by row, equal to the online teacher's, and
 the runs that read them learn as the runs that call the teacher do."""
 import dataclasses
+import os
 import threading
 
 import pytest
 import torch
 
-from kd_tutorial import layer_cache, losses, pipeline, teacher_layers, teachers
+from kd_tutorial import layer_cache, losses, pipeline, store, teacher_layers, teachers
 from kd_tutorial.data import collate
 from kd_tutorial.features import forward_features
 from kd_tutorial.layer_cache import LayerStates, LayerWriter
@@ -434,3 +435,91 @@ def test_a_killed_layer_passs_leftover_is_cleaned_before_the_room_is_judged(smal
     states = teacher_layers.teacher_layer_cache(profile, prep, [("values", 2)], **where)
     assert "do not fit" not in capsys.readouterr().out and not leftover.exists()
     assert states["train"].keys == states["transfer"].keys == {("values", 2)}
+
+
+@pytest.mark.parametrize("refusal", ["ENOSPC", "EDQUOT"])
+def test_space_refused_for_the_transfer_split_runs_no_pass_on_train(small, monkeypatch, capsys, refusal):
+    """The train split's layers were computed and written, then the transfer split's space was refused: a wasted
+    pass (only layers cached on both splits are read). Both splits' space is now reserved before either pass."""
+    import errno
+    profile, teacher, prep, _, _ = small
+    reserve, passes = layer_cache._reserve, []
+
+    def refuse_transfer(path):  # the disk gives the train split its space, then refuses the transfer split's
+        if "transfer" in path.name:
+            raise OSError(getattr(errno, refusal), "refused")
+        reserve(path)
+
+    def layer_pass(*args, desc, **kw):
+        passes.append(desc)
+        return real_pass(*args, desc=desc, **kw)
+    real_pass = teachers._layer_pass
+    monkeypatch.setattr(layer_cache, "_reserve", refuse_transfer)
+    monkeypatch.setattr(teachers, "_layer_pass", layer_pass)
+    where = dict(teacher_model=teacher, progress=False, **prep.where)
+    assert not list(prep.directory.glob("*values-1-*"))  # no other test caches it: missing on both splits
+    partly = teacher_layers.teacher_layer_cache(profile, prep, [("values", 1), ("values", 4)], **where)
+    out = capsys.readouterr().out
+    assert passes == []  # no teacher pass on either split
+    assert partly["train"].keys == partly["transfer"].keys == {("values", 4)}
+    assert "refused the space" in out and "no layer pass ran" in out and "call the teacher at every step" in out, out
+    assert not list(prep.directory.glob("*values-1-*")) and not list(prep.directory.glob(".*.tmp"))
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has just ended."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _partial_of(path, monkeypatch, pid, host=None, namespace=None):
+    """The temporary name a layer writer of process ``pid`` on ``host`` in PID namespace ``namespace`` (these
+    defaulting to this process's) gives ``path``."""
+    import socket
+    with monkeypatch.context() as m:
+        m.setattr(os, "getpid", lambda: pid)
+        if host is not None:
+            m.setattr(socket, "gethostname", lambda: host)
+        if namespace is not None:
+            m.setattr(os, "readlink", lambda p: f"pid:[{namespace}]")
+        return layer_cache._partial(path, store.writer_tag())
+
+
+def test_a_temporary_layer_file_names_its_writers_host_and_pid_namespace(tmp_path, monkeypatch):
+    here = store._BY_PROCESS.match(layer_cache._partial(tmp_path / "hidden-3-train.npy", store.writer_tag()).name)
+    assert here.group(1) == str(os.getpid()) and here.group(2, 3) == store._process_space()
+    dotted = _partial_of(tmp_path / "hidden-3-train.npy", monkeypatch, 12, host="node1.cluster.local")
+    assert store._LEFTOVER.match(dotted.name) and store._BY_PROCESS.match(dotted.name).group(1, 2) == (
+        "12", "node1-cluster-local")
+    held = layer_cache.Reservation(tmp_path, {"train": 4096, "transfer": 0}, store.writer_tag())
+    assert [p.name for p in held.paths.values()] == [
+        layer_cache._partial(tmp_path / "layers-train.reserved", store.writer_tag()).name]
+    held.release()
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process IDs are asked after on POSIX only")
+def test_a_dead_writers_file_is_removed_at_once_only_when_written_on_this_host_and_pid_namespace(tmp_path,
+                                                                                                 monkeypatch):
+    """A file's PID was judged under the folder's lock, which a share without working locks (NFS nolock) or a writer
+    in another container (another PID namespace) does not exclude: a live writer there lost its file."""
+    import time
+    dead, layer = _dead_pid(), tmp_path / "hidden-2-train.npy"
+    mine = _partial_of(layer, monkeypatch, dead)
+    elsewhere = _partial_of(layer, monkeypatch, dead, host="another-host")
+    other_ns = _partial_of(layer, monkeypatch, dead, namespace=1)  # no real namespace's inode (they are ~4e9)
+    old_format = tmp_path / f".hidden-4-train.npy.kd-pid-{dead}.tmp"  # written before names held a host
+    for path in (mine, elsewhere, other_ns, old_format):
+        path.write_bytes(b"x")
+    with store.locked(tmp_path):
+        pass
+    assert not mine.exists() and not old_format.exists()  # this host and namespace: its writer is gone
+    assert elsewhere.exists() and other_ns.exists()  # its PID may be a live writer's there
+    hour_ago = time.time() - store.STALE_AFTER_S - 60
+    os.utime(elsewhere, (hour_ago, hour_ago))
+    with store.locked(tmp_path):
+        pass
+    assert not elsewhere.exists()  # from elsewhere: removed once old, as before
