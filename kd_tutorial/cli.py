@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from .artifacts import data_key, prepare
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, NAMED_SOURCES
 from .device import configure, pick_device, resolve_precision
@@ -78,7 +79,8 @@ def _check_inputs(args, profile, data: bool = True, recipes=None) -> None:
         check_depths(profile, config["num_hidden_layers"], config["num_attention_heads"], recipes,
                      fix="give --set \"teacher_config={'num_hidden_layers': N}\"")
         return
-    config = cached_config(name, fallback_for(profile, name))  # a Hub teacher not cached yet is checked once loaded
+    # a Hub teacher not cached yet: its config.json is read when the run starts, before its weights download
+    config = cached_config(name, fallback_for(profile, name))  # (kd_tutorial.pipeline.teacher_shape)
     if config is not None and config.model_type == "bert":  # before its fine-tuning (another kind of model is
         # refused when it loads): a refusal after it would leave a teacher no student can use
         check_positions(config.max_position_embeddings, profile.max_length, name)
@@ -302,6 +304,7 @@ def cmd_distill(args) -> int:
     refuse_foreign(Path(args.out) / "results.json", "--out", "a kd-tutorial results.json",
                    lambda data: "run" in data and "models" in data)  # an earlier run's is replaced, nothing else
     profile = _fit_device(profile, device, args)
+    _read_data_folder(profile, args, seeds[0])
     said = estimate(profile, device, len(seeds), runs=runs, test_reviews=test_reviews_of(profile, folder),
                     data_dir=folder)
     print(f"device: {device}; estimated time: {said}", flush=True)
@@ -311,6 +314,15 @@ def cmd_distill(args) -> int:
                           workers=args.workers)
     print(f"wrote {args.out}/results.json and {len(results['plots'])} plots in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _read_data_folder(profile, args, seed: int) -> None:
+    """Read and tokenize a data folder before the time estimate, as the pipeline's first step does (cached in this
+    process: it is not done twice), so that a folder whose files hold no usable reviews (an empty or one-class
+    train split, missing columns) gives its one-line error with no estimate printed for nothing. A named source
+    (the built-in reviews, the Hub's IMDB) is left to the pipeline."""
+    if data_key(profile, args.data_dir) not in NAMED_SOURCES:
+        prepare(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, seed=seed)
 
 
 def _fit_device(profile, device: str, args):
@@ -714,9 +726,9 @@ def _add_benchmark(sub, profile_help: str) -> None:
     b.add_argument("--init", choices=("pretrained", "random"), default="pretrained")
     b.add_argument("--device", type=_given)
     b.add_argument("--quiet", action="store_true")
-    b.add_argument("--report", metavar="FILE", type=_given, help="measure every phase of the profile on this device (random "
-                   "weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; not yet timed "
-                   "on a GPU) and write the JSON report to FILE; a GPU's report belongs in "
+    b.add_argument("--report", metavar="FILE", type=_given, help="measure every phase of the profile on this device "
+                   "(random weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; not yet "
+                   "timed on a GPU) and write the JSON report to FILE; a GPU's report belongs in "
                    "docs/results/benchmark-<device>.json")
     b.add_argument("--quick", action="store_true", help="with --report: 3 timed steps per phase and few latency "
                    "samples (a check of the command: under 20 s on 2 CPU cores with --profile tiny, in this "
@@ -731,8 +743,8 @@ def _add_search(sub, profile_help: str) -> None:
     s.add_argument("--trials", type=_number(int, "--trials"), default=20,
                    help="trials in the study in all, finished ones included (default 20): run again with more to "
                         "continue it")
-    s.add_argument("--out", type=_given, default="runs/search", help="folder of search.db, search.json, the plot and each "
-                                                        "trial's weights (default runs/search)")
+    s.add_argument("--out", type=_given, default="runs/search", help="folder of search.db, search.json, the plot "
+                   "and each trial's weights (default runs/search)")
     s.add_argument("--steps", type=_number(int, "--steps"), help="optimizer steps per trial (default: the "
                    "profile's budget for the student and transfer set); a study keeps its --steps")
     s.add_argument("--margin", type=_number(float, "--margin"), default=0.15,

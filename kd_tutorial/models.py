@@ -7,7 +7,9 @@
 * :func:`compact_student` - a narrow, shallow BERT, random or pretrained.
 * :class:`SummedWordEmbedding` / :func:`fold_word_embeddings` - a compact student's own word vectors plus the
   teacher's frozen ones through a learned projection, folded into one plain table after training.
-* :func:`check_same_vocab` - refuse to distil across vocabularies (sizes, and token -> id maps).
+* :func:`check_same_vocab` - refuse to distil across vocabularies (sizes, and token -> id maps);
+  :func:`check_student_tokenizer` compares a pretrained student's own tokenizer with the teacher's.
+* :func:`teacher_config` - a teacher's config before its weights (cached, else config.json from the Hub).
 * :func:`check_positions` - refuse reviews longer than a model's position embeddings.
 * :func:`check_same_labels` - refuse to distil across label orders (``id2label`` / ``label2id``).
 
@@ -79,11 +81,35 @@ def cached_config(name_or_path: str, fallback: str | None = None):
     """A Hub model's or a folder's config where it can be read without the network (the folder, the Hugging Face
     cache, the offline package when offline); None where it cannot. For checks that should refuse a teacher
     before minutes of work, and stay silent where only that work would find out."""
-    from transformers import AutoConfig
     try:
-        return AutoConfig.from_pretrained(resolve_source(name_or_path, fallback), local_files_only=True)
+        return _config_at(resolve_source(name_or_path, fallback), local_files_only=True)
     except (OSError, ValueError):
         return None
+
+
+def teacher_config(name_or_path: str, fallback: str | None = None):
+    """A teacher's config before its weights: :func:`cached_config`, else its config.json alone from the Hub (a
+    small download), unless HF_HUB_OFFLINE says not to ask; None where neither gives it (loading the teacher then
+    says why). Lets a run refuse a teacher too shallow for its students in seconds, not after downloading it."""
+    config = cached_config(name_or_path, fallback)
+    if config is not None or _hub_offline() or Path(name_or_path).expanduser().exists():
+        return config
+    try:
+        return _config_at(name_or_path)
+    except Exception:  # unreachable, no such repo, an unknown model_type: the teacher's loading names the cause
+        return None
+
+
+def _config_at(source: str, **kwargs):
+    """``AutoConfig.from_pretrained(source)``; a config.json without ``model_type`` (Google's original BERTs) as a
+    ``BertConfig``, as :func:`_bert_config` reads it."""
+    from transformers import AutoConfig, BertConfig
+    try:
+        return AutoConfig.from_pretrained(source, **kwargs)
+    except ValueError as err:
+        if "model_type" not in str(err):
+            raise
+        return BertConfig.from_pretrained(source, **kwargs)
 
 
 def resolve_source(name_or_path: str, fallback: str | None = None, prefer_local: bool = False) -> str:
@@ -316,14 +342,18 @@ def freeze_word_embeddings(model, freeze: bool = True):
 
 
 def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", attention_dropout: float | None = None,
-                  freeze_embeddings: bool = False, hidden_dropout: float | None = None):
+                  freeze_embeddings: bool = False, hidden_dropout: float | None = None, teacher_tokenizer=None):
     """The student described by ``spec``, checked against the teacher's vocabulary.
 
     ``attention_dropout`` (a profile setting) overrides the dropout on its attention probabilities, and
     ``hidden_dropout`` (the profile's ``student_hidden_dropout``) every other dropout;
     ``freeze_embeddings`` keeps the word embeddings a layer-copied student took from the teacher fixed.
+    With ``teacher_tokenizer``, a pretrained student's own tokenizer must map every token to the same id
+    (:func:`check_student_tokenizer`); without it only the vocabulary sizes can be compared.
     """
     _check_word_vectors(spec)
+    if teacher_tokenizer is not None:
+        check_student_tokenizer(spec, teacher_tokenizer, init=init)  # before the student's weights load
     if spec.kind == "distil":
         student = freeze_word_embeddings(distil_student(teacher, spec.num_layers, spec.layer_map, spec.copy_head),
                                          freeze_embeddings)
@@ -338,6 +368,28 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
         raise ValueError(f"unknown student kind {spec.kind!r}: use 'distil' or 'compact'")
     check_same_vocab(teacher, student)
     return set_hidden_dropout(set_attention_dropout(student, attention_dropout), hidden_dropout)
+
+
+def student_tokenizer(name_or_path: str):
+    """The tokenizer a pretrained student came with: ``AutoTokenizer``'s, else ``BertTokenizerFast``'s (Google's
+    compact BERTs ship a vocab.txt beside a config.json without ``model_type``, which AutoTokenizer cannot place);
+    a one-line ModelSourceError when neither loads."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+    for loader in (AutoTokenizer, BertTokenizerFast):
+        try:
+            return loader.from_pretrained(name_or_path)
+        except Exception as err:  # OSError (no files, offline), ValueError (no backend for its files), ...
+            cause = err
+    raise model_source_error(name_or_path, "tokenizer", cause=errors.error_cause(cause)) from cause
+
+
+def check_student_tokenizer(spec: StudentSpec, teacher_tokenizer, *, init: str = "pretrained") -> None:
+    """Refuse a pretrained student (``spec.pretrained``) whose own tokenizer gives any token another id than
+    ``teacher_tokenizer`` does, with :func:`check_same_vocab`'s one-line VocabularyMismatchError: its word vectors
+    were trained on its ids, and the same vocabulary size does not make them the teacher's. Students built from
+    scratch (``init="random"`` included) read the teacher's ids, and pass. Loads the tokenizer only, not weights."""
+    if spec.pretrained and init == "pretrained":
+        check_same_vocab(teacher_tokenizer, student_tokenizer(spec.pretrained))
 
 
 def _check_word_vectors(spec: StudentSpec) -> None:

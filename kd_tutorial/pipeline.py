@@ -31,9 +31,10 @@ from .env import versions
 from .errors import UsageError
 from .evaluate import compare, compare_paired, correct_matrix, predict_logits, quartiles
 from .layer_maps import describe as describe_mapping, layer_mapping
-from .models import DistillationStudent, build_student, fold_word_embeddings
+from .models import (DistillationStudent, TINY_TEACHER, build_student, check_student_tokenizer, fallback_for,
+                     fold_word_embeddings, teacher_config)
 from .parallel import check_workers, default_workers, run_forked
-from .profiles import Profile, StudentSpec
+from .profiles import Profile, StudentSpec, TINY_BERT
 from .recipes import Recipe, get_recipe
 from .report import format_comparisons, format_table
 from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked
@@ -62,6 +63,34 @@ def check_depths(profile: Profile, teacher_layers: int, teacher_heads: int, runs
         if maps and needs > teacher_layers:
             raise UsageError(f"student {spec.name} maps its layers onto {needs} of the teacher's, and the teacher "
                              f"has {teacher_layers}: {fix} (at least {needs} layers)")
+
+
+def teacher_shape(profile: Profile, teacher: str | None = None) -> tuple[int, int] | None:
+    """The (layers, attention heads) of the run's teacher from its config alone, before any weights: the built-in
+    teacher's from the profile, another's from :func:`kd_tutorial.models.teacher_config` (cached, or config.json
+    from the Hub); None where that cannot be read, or for a model other than a BERT (its loading refuses it)."""
+    name = teacher or profile.teacher
+    if name == TINY_TEACHER:
+        config = TINY_BERT | (profile.teacher_config or {})
+        return config["num_hidden_layers"], config["num_attention_heads"]
+    config = teacher_config(name, fallback_for(profile, name))
+    if config is None or getattr(config, "model_type", None) != "bert":
+        return None
+    return config.num_hidden_layers, config.num_attention_heads
+
+
+def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed: int, runs) -> None:
+    """What a run refuses or says before its teacher is downloaded or fine-tuned: students deeper than the teacher
+    (from its config), the data's notes, and a pretrained student whose own tokenizer numbers tokens otherwise
+    than the teacher's (from the tokenizers alone)."""
+    shape = teacher_shape(profile, teacher)
+    if shape is not None:
+        check_depths(profile, *shape, runs, fix="give a teacher with more layers, or students with fewer")
+    prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    for note in prep.data.notes:
+        print(f"data: {note}", flush=True)  # before the teacher's minutes: what the splits hold, if not as asked
+    for spec in profile.students:
+        check_student_tokenizer(spec, prep.tokenizer, init=init)
 
 
 def student_recipes(profile: Profile, spec: StudentSpec, names=None) -> list[Recipe]:
@@ -354,7 +383,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
         seed_everything(config.seed)
         initial.append(build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout,
                                      freeze_embeddings=profile.freeze_word_embeddings,
-                                     hidden_dropout=profile.student_hidden_dropout))
+                                     hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer))
     student = copy.deepcopy(initial[0])
     spec_i = recipe.intermediate
     seed_everything(config.seed)  # the projections' start, too, must not depend on the runs before this one
@@ -460,8 +489,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     out.mkdir(parents=True, exist_ok=True)
     seeds, clock = tuple(seeds), _Phases()
     with clock("teacher"):
-        for note in prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0]).data.notes:
-            print(f"data: {note}", flush=True)  # before the teacher's minutes: what the splits hold, if not as asked
+        _before_the_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0], runs=runs)
         teacher_model, prep, info = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init,
                                                    seed=seeds[0], device=device, progress=progress)
     config = teacher_model.config  # the teacher is cached: a refusal here loses nothing

@@ -149,7 +149,7 @@ def run_trial(trial, ctx: SearchContext) -> tuple[float, float]:
     seed_everything(ctx.seed)
     student = build_student(spec, ctx.teacher, attention_dropout=profile.attention_dropout,
                             freeze_embeddings=profile.freeze_word_embeddings,
-                            hidden_dropout=profile.student_hidden_dropout)
+                            hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=ctx.prep.tokenizer)
     seed_everything(ctx.seed)
     history = train(student, rows, config=config, val_data=ctx.prep.encoded["validation"], teacher_logits=t_logits,
                     device=ctx.device, desc=f"trial {trial.number} {spec.name}", progress=False,

@@ -519,3 +519,73 @@ def test_a_model_cached_without_its_weights_is_not_ready(tmp_path, monkeypatch):
     (snapshot / "model.safetensors").write_bytes(b"weights")
     assert _hub_cached("org/bert", "model") == "cached"
     assert _hub_cached("org/other", "model").startswith("missing (")
+
+
+def test_an_uncached_hub_teacher_too_shallow_is_refused_from_its_config_before_its_weights(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """A Hub teacher not cached yet was checked for depth only once loaded (after its download and its
+    fine-tuning): its config.json alone (a small download) now refuses it, with the same one-line message."""
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+    from kd_tutorial import data, models
+    real_config, real_tokenizer, loaded = AutoConfig.from_pretrained, AutoTokenizer.from_pretrained, []
+
+    def config(name, *args, **kwargs):  # org/shallow-bert: on the Hub (faked here), not in the cache
+        if str(name) != "org/shallow-bert":
+            return real_config(name, *args, **kwargs)
+        if kwargs.get("local_files_only"):
+            raise OSError("not in the cache")
+        return models.tiny_bert_config(num_hidden_layers=1)
+
+    def weights(name, *args, **kwargs):
+        loaded.append(str(name))
+        raise RuntimeError("the teacher's weights were loaded")
+    monkeypatch.setattr(AutoConfig, "from_pretrained", config)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda name, *a, **k: data.get_tokenizer(None)
+                        if str(name) == "org/shallow-bert" else real_tokenizer(name, *a, **k))
+    monkeypatch.setattr(BertForSequenceClassification, "from_pretrained", weights)
+    monkeypatch.setattr(cli, "hub_reachable", lambda: True)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    status = cli.main(["distill", "--profile", "tiny", "--teacher", "org/shallow-bert", "--out", str(tmp_path / "out"),
+                       "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and loaded == [], err
+    assert err == ("kd-tutorial: error: student distil-2L maps its layers onto 2 of the teacher's, and the teacher "
+                   "has 1: give a teacher with more layers, or students with fewer (at least 2 layers)\n")
+
+
+@pytest.mark.parametrize("rows, says", [("text,label\n", "the train split is empty"),
+                                        ("text,label\n" + "a fine film,1\n" * 300, "0 negative and 300 positive")])
+def test_a_data_folder_without_usable_reviews_fails_before_the_time_estimate(tmp_path, capsys, monkeypatch, rows,
+                                                                             says):
+    """The estimate was printed, then the data folder failed (an empty train split, one class): an estimate for a run
+    that never starts. Its files are read before the estimate now."""
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text(rows)
+    status = cli.main(["distill", "--profile", "tiny", "--data-dir", str(tmp_path / "data"),
+                       "--out", str(tmp_path / "out"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert status == 2 and "estimated time" not in out, out
+    assert err.startswith("kd-tutorial: error: ") and says in err and err.count("\n") == 1, err
+
+
+def test_a_usable_data_folder_is_read_once_before_the_estimate(tmp_path, capsys, monkeypatch):
+    """The pipeline finds the data the command read before its estimate: the folder is not read twice."""
+    from test_data import write_parquet
+    from kd_tutorial import artifacts
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    (tmp_path / "data").mkdir()
+    write_parquet(tmp_path / "data" / "train.parquet", 400)
+    real, reads = artifacts._prepare, []
+    monkeypatch.setattr(artifacts, "_prepare", lambda *a: reads.append(a) or real(*a))
+
+    def run_distill(profile, **kwargs):
+        assert len(reads) == 1 and "estimated time" in capsys.readouterr().out
+        artifacts.prepare(profile, data_dir=kwargs["data_dir"], teacher=kwargs["teacher"], init=kwargs["init"],
+                          seed=kwargs["seeds"][0])
+        return {"plots": []}
+    monkeypatch.setattr(cli, "run_distill", run_distill)
+    assert cli.main(["distill", "--profile", "tiny", "--data-dir", str(tmp_path / "data"), "--set", "val_size=40",
+                     "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert len(reads) == 1

@@ -330,3 +330,67 @@ def test_a_bert_checkpoint_without_model_type_still_loads(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     assert models.load_teacher(str(folder)).config.num_hidden_layers == 1
     assert models.compact_student(1, 64, 4, pretrained=str(folder)).config.hidden_size == 64
+
+
+def write_pretrained_student(folder, swap=()):
+    """A compact BERT saved as a pretrained student, with the committed vocab.txt as its own (``swap``: two tokens
+    that trade ids in it): the same 30,522 tokens and the same size as the tiny teacher's, numbered otherwise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    models.compact_student(1, 16, 2, 32, max_position_embeddings=128).save_pretrained(folder)
+    lines = (models.Path(models.__file__).parent / "resources" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    if swap:
+        i, j = lines.index(swap[0]), lines.index(swap[1])
+        lines[i], lines[j] = lines[j], lines[i]
+    (folder / "vocab.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return StudentSpec("pretrained-1L", "compact", num_layers=1, hidden_size=16, num_heads=2, intermediate_size=32,
+                       pretrained=str(folder))
+
+
+def test_a_pretrained_student_numbering_tokens_otherwise_is_refused_before_its_weights_load(teacher, tmp_path,
+                                                                                          monkeypatch):
+    """The full profile's pretrained student was checked by vocabulary size alone: a student whose own tokenizer
+    has the teacher's size but other ids trained on ids that meant other words to it, with no error."""
+    from transformers import BertForSequenceClassification
+    from kd_tutorial.data import get_tokenizer
+    teacher_tokenizer = get_tokenizer(None)
+    same = write_pretrained_student(tmp_path / "same")
+    assert models.build_student(same, teacher, teacher_tokenizer=teacher_tokenizer).config.hidden_size == 16
+    swapped = write_pretrained_student(tmp_path / "swapped", swap=("good", "bad"))
+    monkeypatch.setattr(BertForSequenceClassification, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the student's weights loaded before its tokenizer was checked"))
+    with pytest.raises(models.VocabularyMismatchError,
+                       match=r"^tokenizer mismatch: same size \(30522\) but 2 token\(s\) map to other ids, e.g. 'good' "
+                             r"is id 2204 for the teacher and id 2919 for the student"):
+        models.build_student(swapped, teacher, teacher_tokenizer=teacher_tokenizer)
+    models.check_student_tokenizer(swapped, teacher_tokenizer, init="random")  # built from scratch: the teacher's ids
+
+
+def test_a_pretrained_students_tokenizer_loads_without_model_type(tmp_path):
+    """Google's compact BERTs ship vocab.txt beside a config.json without model_type, which AutoTokenizer cannot
+    place: the student's tokenizer must still load (as BertTokenizerFast), or the full profile could not run."""
+    import json
+    spec = write_pretrained_student(tmp_path / "google_style")
+    config = json.loads((tmp_path / "google_style" / "config.json").read_text())
+    config.pop("model_type")
+    (tmp_path / "google_style" / "config.json").write_text(json.dumps(config))
+    tokenizer = models.student_tokenizer(spec.pretrained)
+    assert len(tokenizer) == 30522 and tokenizer("good")["input_ids"] == [101, 2204, 102]
+    with pytest.raises(ModelSourceError, match="nowhere"):
+        models.student_tokenizer(str(tmp_path / "nowhere"))
+
+
+def test_a_teachers_config_is_read_from_the_hub_only_where_it_may_ask(tmp_path, monkeypatch):
+    """teacher_config: the cache first; the Hub (config.json alone) when it is not cached; nothing asked offline."""
+    from transformers import AutoConfig
+    asked = []
+
+    def hub(name, *args, **kwargs):
+        asked.append(kwargs.get("local_files_only", False))
+        if kwargs.get("local_files_only"):
+            raise OSError("not cached")
+        return models.tiny_bert_config(num_hidden_layers=3)
+    monkeypatch.setattr(AutoConfig, "from_pretrained", hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert models.teacher_config("org/bert") is None and asked == [True]
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert models.teacher_config("org/bert").num_hidden_layers == 3 and asked == [True, True, False]

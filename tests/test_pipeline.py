@@ -550,8 +550,8 @@ def test_a_runs_projections_start_the_same_whatever_ran_before_it(monkeypatch):
 
     def run(recipe, initial):
         pipeline._one_run(profile, spec, get_recipe(recipe), SimpleNamespace(seed=0), sets, teacher,
-                          SimpleNamespace(encoded={"validation": None}), None, initial, resume=False, device="cpu",
-                          init="random", desc="x", progress=False)
+                          SimpleNamespace(encoded={"validation": None}, tokenizer=None), None, initial, resume=False,
+                          device="cpu", init="random", desc="x", progress=False)
 
     run("kd+transfer+hidden", [])  # alone: the first run of its seed, or one in a forked worker
     initial = []
@@ -667,3 +667,18 @@ def test_setting_a_field_to_its_own_value_keeps_every_artifact_key(name):
         assert same.teacher_hash() == profile.teacher_hash() and same.changes() == {}
     assert profile.with_overrides(["teacher_epochs=1.5"]).teacher_epochs == 1.5
     assert profile.with_overrides(["temperature=3"]).temperature == 3.0
+
+
+def test_a_pretrained_student_numbering_tokens_otherwise_is_refused_before_the_teacher_trains(tmp_path, monkeypatch):
+    """The pretrained student (the full profile's google/bert_uncased_L-2_H-128_A-2) was compared with the teacher
+    by vocabulary size alone: one with the same size and other ids was trained, teacher first, on ids that meant
+    other words to it. Its own tokenizer is now compared with the teacher's before any training."""
+    from test_models import write_pretrained_student
+    spec = write_pretrained_student(tmp_path / "student", swap=("good", "bad"))
+    profile = get_profile("tiny").replace(students=(spec,))
+    monkeypatch.setattr(pipeline, "ensure_teacher", lambda *a, **k: pytest.fail("the teacher trained first"))
+    with pytest.raises(models.VocabularyMismatchError, match=r"same size \(30522\) but 2 token\(s\) map to other ids"):
+        pipeline.run_distill(profile, out=tmp_path / "out", device="cpu", progress=False, workers=1)
+    monkeypatch.setattr(pipeline, "ensure_teacher", lambda *a, **k: pytest.fail("reached"))
+    with pytest.raises(pytest.fail.Exception, match="reached"):  # built from scratch, it reads the teacher's ids
+        pipeline.run_distill(profile, init="random", out=tmp_path / "out", device="cpu", progress=False, workers=1)
