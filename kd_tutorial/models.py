@@ -18,6 +18,7 @@ transformers is imported inside the functions, never at module import.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import os
 import re
@@ -94,6 +95,8 @@ def teacher_config(name_or_path: str, fallback: str | None = None):
     config = cached_config(name_or_path, fallback)
     if config is not None or _hub_offline() or Path(name_or_path).expanduser().exists():
         return config
+    if fallback_path(fallback) is not None:  # the offline package's copy of the same model: no Hub request
+        return cached_config(str(fallback_path(fallback)))
     try:
         return _config_at(name_or_path)
     except Exception:  # unreachable, no such repo, an unknown model_type: the teacher's loading names the cause
@@ -370,17 +373,24 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
     return set_hidden_dropout(set_attention_dropout(student, attention_dropout), hidden_dropout)
 
 
+@functools.lru_cache(maxsize=8)
 def student_tokenizer(name_or_path: str):
     """The tokenizer a pretrained student came with: ``AutoTokenizer``'s, else ``BertTokenizerFast``'s (Google's
     compact BERTs ship a vocab.txt beside a config.json without ``model_type``, which AutoTokenizer cannot place);
-    a one-line ModelSourceError when neither loads."""
+    a one-line ModelSourceError when neither loads one with words (offline and not cached, ``BertTokenizerFast``
+    gives the special tokens alone). Loaded once per process: each load asks the Hub again."""
     from transformers import AutoTokenizer, BertTokenizerFast
+    cause = None
     for loader in (AutoTokenizer, BertTokenizerFast):
         try:
-            return loader.from_pretrained(name_or_path)
+            tok = loader.from_pretrained(name_or_path)
         except Exception as err:  # OSError (no files, offline), ValueError (no backend for its files), ...
-            cause = err
-    raise model_source_error(name_or_path, "tokenizer", cause=errors.error_cause(cause)) from cause
+            cause = cause or err
+            continue
+        if not set(tok.get_vocab()) <= set(tok.all_special_tokens):
+            return tok
+    raise model_source_error(name_or_path, "tokenizer", ", or pass --init random",
+                             errors.error_cause(cause) if cause else "only special tokens found, no vocabulary")
 
 
 def check_student_tokenizer(spec: StudentSpec, teacher_tokenizer, *, init: str = "pretrained") -> None:

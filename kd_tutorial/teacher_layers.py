@@ -79,7 +79,7 @@ def _reserve_both(profile: Profile, prep, keys, teacher_model) -> tuple[list, Re
     try:
         return keys, Reservation(prep.directory, need, writer_tag())
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: FAT32, ulimit -f
             with disk_errors(prep.directory):  # a read-only folder, a file too large: one line
                 raise
     _say_no_room(f"the disk of {prep.directory} refused the space for the missing ones ({total / 1e9:.1f} GB; a disk "

@@ -233,7 +233,7 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
             try:
                 writer = LayerWriter(missing, *shape, tag=writer_tag())
             except OSError as err:  # the space could not be reserved after all: the runs call the teacher
-                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                     return None
                 with disk_errors(prep.directory):  # a file too large for the disk, a read-only folder: one line
                     raise

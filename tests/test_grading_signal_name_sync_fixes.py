@@ -204,6 +204,22 @@ def latency_synced_at_the_top_of_one_more_iteration(model, batch, sync=lambda: N
     return (time.perf_counter() - start) / repeats
 
 
+def latency_then_one_more_call_and_a_log_time(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    """Measured right, then an untimed call and a clock read for a log line: the measurement was synced (a review
+    found this refused by the first version of the check, which looked only at the last clock reading)."""
+    for _ in range(warmup):
+        model(**batch)
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model(**batch)
+    sync()
+    latency = (time.perf_counter() - start) / repeats
+    model(**batch)
+    print(f"logged at {time.time():.0f}")
+    return latency
+
+
 def _reference():
     """The reference solution of ex06.q1, defined from its source."""
     import torch
@@ -213,7 +229,9 @@ def _reference():
 
 
 @pytest.mark.parametrize("fn", [latency_synced_at_the_top_and_after, latency_synced_at_the_top_of_one_more_iteration,
-                                _reference()], ids=["sync at the top and after", "one more iteration", "reference"])
+                                latency_then_one_more_call_and_a_log_time, _reference()],
+                         ids=["sync at the top and after", "one more iteration", "a call and a clock after",
+                              "reference"])
 def test_ex06_q1_a_sync_after_the_last_call_still_passes(fn):
     """A sync at the top of the loop too, or one that waits for the last call at the top of one more iteration, and
     the reference solution: all pass."""

@@ -1,4 +1,6 @@
 """Teachers, students, layer copying and the vocabulary guard."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -394,3 +396,19 @@ def test_a_teachers_config_is_read_from_the_hub_only_where_it_may_ask(tmp_path, 
     assert models.teacher_config("org/bert") is None and asked == [True]
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert models.teacher_config("org/bert").num_hidden_layers == 3 and asked == [True, True, False]
+
+
+def test_a_pretrained_students_tokenizer_not_cached_offline_is_a_source_error_not_a_mismatch(tmp_path, monkeypatch):
+    """Offline with nothing cached, BertTokenizerFast "loaded" a tokenizer of the 5 special tokens alone, and the run
+    was refused as a vocabulary mismatch (30522 against 5) with the wrong fix; it is the model source's error now,
+    naming prefetch and --init random. A name is loaded once per process (each load asks the Hub again)."""
+    from kd_tutorial import data
+    name = "org/not-cached-bert-student"
+    models.student_tokenizer.cache_clear()
+    with pytest.raises(models.ModelSourceError, match=r"cannot load tokenizer .*prefetch.*--init random"):
+        models.check_student_tokenizer(SimpleNamespace(pretrained=name), data.get_tokenizer(None))
+    models.student_tokenizer.cache_clear()
+    folder = tmp_path / "student"
+    data.get_tokenizer(None).save_pretrained(folder)
+    assert models.student_tokenizer(str(folder)) is models.student_tokenizer(str(folder))
+    models.student_tokenizer.cache_clear()

@@ -306,11 +306,13 @@ def _timed_start(reads: list, calls: int, warmup: int, repeats: int) -> int | No
                 f"its own); {_FIXED}")
 
 
-def _check_synced_end(reads: list, idle: list) -> None:
-    """Refuse a clock stopped with work still queued: after the last model call that the clock timed, at least one
-    reading must find the device idle (``reads``: the calls made at each reading; ``idle``: whether sync() had been
-    called since the last call). Readings inside the loop, with a sync() after it, are fine."""
-    if reads and reads[-1] > reads[0] and not any(ok for n, ok in zip(reads, idle) if n == reads[-1]):
+def _check_synced_end(reads: list, idle: list, timed: int) -> None:
+    """Refuse a clock stopped with work still queued: once the ``timed`` calls (warm-up and repeats) are made, or at
+    the last reading if fewer were, at least one reading must find the device idle (``reads``: the calls made at
+    each reading; ``idle``: whether sync() had been called since the last call). Readings inside the loop with a
+    sync() after it are fine, and so are an untimed call and a clock read after the measurement (a log line)."""
+    end = min(reads[-1], timed) if reads else 0
+    if reads and reads[-1] > reads[0] and not any(ok for n, ok in zip(reads, idle) if n >= end and n > reads[0]):
         raise Wrong("your clock stopped while the last timed call was still running: your last sync() came before "
                     "the last model call (at the top of the loop, say), so that call's work was not waited for. Call "
                     "sync() after the timing loop, before reading the clock")
@@ -334,7 +336,7 @@ def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> 
     # times slower), however the clock was read; extra calls (timeit.repeat, torch.utils.benchmark, a call to look
     # at the output) are fine when the warm-up came first and `repeats` calls were timed
     if _close(got, expected):
-        _check_synced_end(reads, idle)
+        _check_synced_end(reads, idle, warmup + repeats)
         return warmup if calls == warmup + repeats else _timed_start(reads, calls, warmup, repeats)
     if calls not in (warmup + repeats, repeats):  # `repeats` calls only: no warm-up, diagnosed below
         raise Wrong(f"with warmup={warmup} and repeats={repeats} the model should be called {warmup + repeats} "
@@ -356,7 +358,7 @@ def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> 
         raise Wrong(f"you measured {ms(got)} per call, but a warm call takes {ms(expected)}: the slow "
                     "warm-up calls ended up inside your timed region. Run `warmup` calls first, then "
                     "sync() before starting the clock")
-    _check_synced_end(reads, idle)
+    _check_synced_end(reads, idle, warmup + repeats)
     raise Wrong(f"you measured {ms(got)} per call; expected {ms(expected)}")
 
 

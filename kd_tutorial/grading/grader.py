@@ -212,11 +212,12 @@ def signals_interrupt():
 
 @contextlib.contextmanager
 def signals_deferred():
-    """SIGTERM and SIGHUP held off in this block (the main thread only): each one that arrives is appended to the
-    yielded list instead of acting, so that the block (the reports' write) ends whole, and the caller stops after it.
-    The previous handlers come back after; a signal ignored before the block (``nohup``'s SIGHUP) stays ignored."""
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP held off in this block (the main thread only): each one that arrives is
+    appended to the yielded list instead of acting, so that the block (the reports' write: two renames) ends whole,
+    and the caller stops after it. The previous handlers come back after; a signal ignored before the block
+    (``nohup``'s SIGHUP) stays ignored."""
     received: list[int] = []
-    names = ("SIGTERM", "SIGHUP") if threading.current_thread() is threading.main_thread() else ()
+    names = ("SIGINT", "SIGTERM", "SIGHUP") if threading.current_thread() is threading.main_thread() else ()
     previous = {}
     try:
         for sig in (getattr(signal, n) for n in names if hasattr(signal, n)):
