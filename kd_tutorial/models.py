@@ -399,7 +399,11 @@ def check_student_tokenizer(spec: StudentSpec, teacher_tokenizer, *, init: str =
     were trained on its ids, and the same vocabulary size does not make them the teacher's. Students built from
     scratch (``init="random"`` included) read the teacher's ids, and pass. Loads the tokenizer only, not weights."""
     if spec.pretrained and init == "pretrained":
-        check_same_vocab(teacher_tokenizer, student_tokenizer(spec.pretrained))
+        try:
+            check_same_vocab(teacher_tokenizer, student_tokenizer(spec.pretrained))
+        except VocabularyMismatchError as err:  # its word vectors are its own ids': a pretrained student's fixes
+            raise VocabularyMismatchError(f"student {spec.name} ({spec.pretrained}): {err}; for a pretrained student, "
+                                          "give a teacher of its vocabulary, or pass --init random") from None
 
 
 def _check_word_vectors(spec: StudentSpec) -> None:

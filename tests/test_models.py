@@ -361,8 +361,9 @@ def test_a_pretrained_student_numbering_tokens_otherwise_is_refused_before_its_w
     monkeypatch.setattr(BertForSequenceClassification, "from_pretrained",
                         lambda *a, **k: pytest.fail("the student's weights loaded before its tokenizer was checked"))
     with pytest.raises(models.VocabularyMismatchError,
-                       match=r"^tokenizer mismatch: same size \(30522\) but 2 token\(s\) map to other ids, e.g. 'good' "
-                             r"is id 2204 for the teacher and id 2919 for the student"):
+                       match=r"^student pretrained-1L \(.*swapped\): tokenizer mismatch: same size \(30522\) but 2 "
+                             r"token\(s\) map to other ids, e.g. 'good' is id 2204 for the teacher and id 2919 for the "
+                             r"student; .* give a teacher of its vocabulary, or pass --init random$"):
         models.build_student(swapped, teacher, teacher_tokenizer=teacher_tokenizer)
     models.check_student_tokenizer(swapped, teacher_tokenizer, init="random")  # built from scratch: the teacher's ids
 
