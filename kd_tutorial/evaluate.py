@@ -277,6 +277,32 @@ def paired_bootstrap(correct_a: torch.Tensor, correct_b: torch.Tensor, *, n_boot
             "reviews": n, "seeds": a.shape[0]}
 
 
+def teacher_share(correct_student: torch.Tensor, correct_teacher: torch.Tensor, *, n_boot: int = 10_000,
+                  seed: int = 0, level: float = 0.95) -> dict:
+    """The student's accuracy as a share of the teacher's, ``share = acc(student) / acc(teacher)``, with a paired
+    bootstrap confidence interval.
+
+    ``correct_student`` is ``(seeds, N)`` (or ``(N,)``) booleans, ``correct_teacher`` ``(N,)`` (or one row per
+    teacher), on the same reviews; accuracies are pooled over the rows. Each bootstrap sample draws ``N`` reviews
+    with replacement and takes both models' answers on them, so the ratio's numerator and denominator move
+    together (a review the teacher gets wrong is often one the student gets wrong). A review is one of at most
+    ``2 * (seeds + 1)`` (student, teacher) pairs, drawn as a multinomial as in :func:`paired_bootstrap`.
+    """
+    s, t = _as_matrix(correct_student).double().mean(0), _as_matrix(correct_teacher).double().mean(0)
+    if s.shape != t.shape:
+        raise ValueError(f"a share of the teacher needs the same reviews: {s.numel()} vs {t.numel()}")
+    if not t.any():
+        raise ValueError("a share of the teacher needs a teacher that gets at least one review right")
+    pairs, counts = torch.unique(torch.stack([s, t], 1), dim=0, return_counts=True)
+    draws = multinomial_counts(counts, n_boot, generator=torch.Generator().manual_seed(seed))
+    right = draws @ pairs[:, 1]  # the teacher's right answers in each sample (the N cancels in the ratio)
+    boot = torch.where(right > 0, (draws @ pairs[:, 0]) / right, torch.nan)  # no share without one: left out
+    tail = (1 - level) / 2
+    low, high = torch.nanquantile(boot, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return {"share": float(s.mean() / t.mean()), "ci_low": low, "ci_high": high, "level": level, "n_boot": n_boot,
+            "reviews": s.numel(), "seeds": _as_matrix(correct_student).shape[0]}
+
+
 def multinomial_counts(counts: torch.Tensor, n_draws: int, *, generator=None) -> torch.Tensor:
     """``(n_draws, K)`` float64 draws of Multinomial(N, counts / N), ``N = counts.sum()``: how often ``N`` draws
     with replacement from a pool with ``counts[k]`` items of kind ``k`` pick each kind.

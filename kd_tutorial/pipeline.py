@@ -29,7 +29,7 @@ from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_enco
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
 from .errors import UsageError
-from .evaluate import compare, compare_paired, correct_matrix, predict_logits, quartiles
+from .evaluate import compare, compare_paired, correct_matrix, predict_logits, quartiles, teacher_share
 from .layer_maps import describe as describe_mapping, layer_mapping
 from .models import (DistillationStudent, TINY_TEACHER, build_student, check_student_tokenizer, fallback_for,
                      fold_word_embeddings, teacher_config)
@@ -437,9 +437,7 @@ def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
 
     Paired over the same test reviews and pooled over seeds (:func:`kd_tutorial.evaluate.compare_paired`).
     """
-    runs: dict[tuple[str, str], list[str]] = {}  # (student, recipe) -> its runs' names, one per seed
-    for name, item in trained.items():
-        runs.setdefault((item["student"], item["recipe"]), []).append(name)
+    runs = _runs_per_recipe(trained)
     correct = {key: correct_matrix([test_logits[n] for n in names], labels) for key, names in runs.items()}
     out = []
     for student in dict.fromkeys(s for s, _ in runs):
@@ -454,6 +452,22 @@ def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
     return out
 
 
+def _runs_per_recipe(trained: dict) -> dict[tuple[str, str], list[str]]:
+    """(student, recipe) -> the names of its runs, one per seed."""
+    runs: dict[tuple[str, str], list[str]] = {}
+    for name, item in trained.items():
+        runs.setdefault((item["student"], item["recipe"]), []).append(name)
+    return runs
+
+
+def teacher_shares(trained: dict, test_logits: dict, labels) -> dict[str, dict]:
+    """Each recipe's test accuracy as a share of the teacher's, pooled over seeds, with a paired bootstrap interval
+    over reviews (:func:`kd_tutorial.evaluate.teacher_share`), keyed by the row name ``"student recipe"``."""
+    teacher = correct_matrix([test_logits["teacher"]], labels)
+    return {f"{student} {recipe}": teacher_share(correct_matrix([test_logits[n] for n in names], labels), teacher)
+            for (student, recipe), names in _runs_per_recipe(trained).items()}
+
+
 def best_recipes(rows: list[dict], trained: dict) -> dict:
     """Per student, the distillation recipe (soft targets) whose runs scored best on *validation* (mean over
     seeds), and its test accuracy. The baseline and the pseudo-label control are references, never chosen."""
@@ -461,13 +475,15 @@ def best_recipes(rows: list[dict], trained: dict) -> dict:
     for item in trained.values():
         val.setdefault((item["student"], item["recipe"]), []).append(item["history"].best_val_acc or 0.0)
     test = {r["name"]: r["accuracy"] for r in rows}
+    share = {r["name"]: r.get("share_of_teacher") for r in rows}
     out = {}
     for (student, recipe), accs in val.items():
         if get_recipe(recipe).targets != "soft":
             continue
         mean = statistics.mean(accs)
         if student not in out or mean > out[student]["val_accuracy"]:
-            out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(f"{student} {recipe}")}
+            out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(f"{student} {recipe}"),
+                            "share_of_teacher": share.get(f"{student} {recipe}")}
     return out
 
 
@@ -588,7 +604,12 @@ def evaluate_all(profile: Profile, prep, info: dict, trained: dict, seeds, **kw)
                    train_tokens_per_s=train_speed, precision=profile.precision)
     for row in rows:
         row["train_speed_from"] = _speed_source(info if row["name"] == "teacher" else trained[row["name"]])
-    return _aggregate(rows, trained), comparisons(trained, test_logits, test.labels, seeds)
+    rows = _aggregate(rows, trained)
+    shares = teacher_shares(trained, test_logits, test.labels)
+    for row in rows:
+        if row["name"] in shares:
+            row["share_of_teacher"] = shares[row["name"]]
+    return rows, comparisons(trained, test_logits, test.labels, seeds)
 
 
 def student_test_logits(profile: Profile, prep, item: dict, *, device: str) -> torch.Tensor:

@@ -150,7 +150,7 @@ def results_markdown(results: dict) -> str:
         if _cached_speed_sources(r):
             train_speed += " †"
         agree = _mean_std(r, "agreement", digits=1) if r.get("agreement") is not None else "-"
-        ratio = f"{100 * r['accuracy'] / teacher_acc:.1f}" if teacher_acc else "-"
+        ratio = f"{100 * r['accuracy'] / teacher_acc:.1f}{_share_interval(r)}" if teacher_acc else "-"
         iqr = (f" ({r['latency_q1_ms']:.2f}-{r['latency_q3_ms']:.2f})" if r.get("latency_q1_ms") is not None else "")
         rows.append(f"| {r['name']} | {_mean_std(r, 'accuracy')} | {ratio} | {agree} | {r['ece']:.3f} | "
                     f"{r['params'] / 1e6:.2f} | {r['latency_ms']:.2f}{iqr} | {r['reviews_per_s']:.0f} | {train_speed} |")
@@ -188,9 +188,28 @@ def results_markdown(results: dict) -> str:
                 + format_comparisons(results["comparisons"], results["models"]) + "\n\n")
     if results.get("best_recipes"):
         best = [f"{student} `{b['recipe']}` (validation {100 * b['val_accuracy']:.2f} %, {split} "
-                f"{100 * b['test_accuracy']:.2f} %)" for student, b in results["best_recipes"].items()]
+                f"{100 * b['test_accuracy']:.2f} %{_share_text(b.get('share_of_teacher'))})"
+                for student, b in results["best_recipes"].items()]
         out += "Best recipe per student, chosen on validation: " + "; ".join(best) + ".\n\n"
+    if any(r.get("share_of_teacher") for r in results["models"]):
+        out += ("% of teacher: the student's accuracy over the teacher's, pooled over seeds, and in brackets its "
+                f"paired bootstrap 95 % interval over the {split} reviews (both models' answers on each drawn review)."
+                "\n\n")
     return out
+
+
+def _share_interval(row: dict) -> str:
+    """" [low, high]" of a row's share of the teacher, in %, or "" for a file from before it was measured."""
+    share = row.get("share_of_teacher")
+    return f" [{100 * share['ci_low']:.1f}, {100 * share['ci_high']:.1f}]" if share else ""
+
+
+def _share_text(share: dict | None) -> str:
+    """", 97.9 % of the teacher [97.3, 98.6]" for the best-recipe line, or "" when not measured."""
+    if not share:
+        return ""
+    return (f", {100 * share['share']:.1f} % of the teacher "
+            f"[{100 * share['ci_low']:.1f}, {100 * share['ci_high']:.1f}]")
 
 
 def _num(value, spec: str = "{:.0f}", scale: float = 1.0) -> str:

@@ -120,7 +120,13 @@ def test_results_json_has_the_promised_fields(tiny_run):
     for s in profile.students:  # chosen on validation, and never the baseline or the pseudo-label control
         best = results["best_recipes"][s.name]
         assert best["recipe"] in runs[s.name] and best["recipe"] not in ("baseline", "pseudo-label")
-    assert _row(results, "teacher")["agreement"] == 1.0
+        assert best["share_of_teacher"] == _row(results, f"{s.name} {best['recipe']}")["share_of_teacher"]
+    teacher = _row(results, "teacher")
+    assert teacher["agreement"] == 1.0 and "share_of_teacher" not in teacher
+    for row in results["models"][1:]:  # each student's share of the teacher: its accuracy over the teacher's
+        share = row["share_of_teacher"]
+        assert share["share"] == pytest.approx(row["accuracy"] / teacher["accuracy"], rel=1e-6), row["name"]
+        assert share["ci_low"] <= share["share"] <= share["ci_high"] and share["reviews"] == len_test(results)
     for png in ("training_curves.png", "accuracy_vs_latency.png"):
         assert (out / png).stat().st_size > 10_000
     assert (out / "checkpoints").is_dir()
@@ -482,6 +488,17 @@ def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
     line = next(l for l in text.splitlines() if l.startswith("Best recipe per student, chosen on validation"))
     for student, best in results["best_recipes"].items():
         assert f"{student} `{best['recipe']}` (validation {100 * best['val_accuracy']:.2f} %" in line
+        share = best["share_of_teacher"]
+        assert (f"{100 * share['share']:.1f} % of the teacher [{100 * share['ci_low']:.1f}, "
+                f"{100 * share['ci_high']:.1f}])") in line
+    row = next(l for l in text.splitlines() if l.startswith(f"| {student} {best['recipe']} |"))
+    assert f" [{100 * share['ci_low']:.1f}, {100 * share['ci_high']:.1f}] |" in row  # the table's % of teacher
+    # a results file from before the share was measured renders as it did
+    older = results | {"models": [{k: v for k, v in r.items() if k != "share_of_teacher"} for r in results["models"]],
+                       "best_recipes": {s: {k: v for k, v in b.items() if k != "share_of_teacher"}
+                                        for s, b in results["best_recipes"].items()}}
+    assert "of the teacher [" not in results_markdown(older) and "paired bootstrap 95 % interval over the" not in \
+        results_markdown(older)
     # the sentence above the comparisons names the kd+transfer pairs only when the file has them
     clause = "and the recipes that add to `kd+transfer` against it"
     assert clause in text

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kd_tutorial.evaluate import (VERDICTS, compare_paired, correct_matrix, mcnemar, multinomial_counts,
-                                  paired_bootstrap, verdict)
+                                  paired_bootstrap, teacher_share, verdict)
 
 
 def _pair(n_ab: int, n_ba: int, n_both: int = 50, n_neither: int = 10):
@@ -141,6 +141,49 @@ def test_seeds_that_agree_add_no_reviews_to_the_bootstrap():
     one, three = paired_bootstrap(a, b), paired_bootstrap(a.repeat(3, 1), b.repeat(3, 1))
     assert (three["ci_low"], three["ci_high"], three["reviews"]) == (one["ci_low"], one["ci_high"], 300)
     assert three["seeds"] == 3 and one["ci_high"] - one["ci_low"] > 0.05
+
+
+def test_teacher_share_is_the_ratio_of_pooled_accuracies_and_its_interval_holds_it():
+    g = torch.Generator().manual_seed(3)
+    teacher = torch.rand(400, generator=g) < 0.85
+    student = teacher & (torch.rand(3, 400, generator=g) < 0.95)  # right mostly where the teacher is
+    out = teacher_share(student, teacher, n_boot=4000)
+    assert out["share"] == pytest.approx(student.double().mean().item() / teacher.double().mean().item())
+    assert out["ci_low"] < out["share"] < out["ci_high"] <= 1.0  # never right where the teacher is wrong
+    assert (out["reviews"], out["seeds"], out["n_boot"], out["level"]) == (400, 3, 4000, 0.95)
+    assert teacher_share(teacher, teacher) | {"n_boot": 0} == {"share": 1.0, "ci_low": 1.0, "ci_high": 1.0,
+                                                               "level": 0.95, "n_boot": 0, "reviews": 400, "seeds": 1}
+
+
+def test_teacher_share_draws_what_resampling_the_reviews_draws():
+    """Reviews are drawn with both models' answers on them: the interval of drawing N review indices."""
+    g = torch.Generator().manual_seed(4)
+    teacher = torch.rand(300, generator=g) < 0.85
+    student = torch.where(torch.rand(2, 300, generator=g) < 0.8, teacher, ~teacher)  # agrees on 80 %
+    s, t = student.double().mean(0), teacher.double()
+    idx = torch.randint(0, 300, (40_000, 300), generator=g)
+    by_index = s[idx].sum(1) / t[idx].sum(1)
+    expected = torch.quantile(by_index, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    out = teacher_share(student, teacher, n_boot=40_000)
+    assert [out["ci_low"], out["ci_high"]] == pytest.approx(expected, abs=0.004)
+
+
+def test_teacher_share_pairs_the_reviews():
+    """A student that errs where the teacher errs has a narrower interval than one erring on other reviews with
+    the same accuracy: resampling the two models separately would give both the same width."""
+    teacher = torch.tensor([True] * 170 + [False] * 30)
+    same = torch.tensor([True] * 160 + [False] * 40)  # wrong on the teacher's 30 and 10 more
+    other = torch.tensor([False] * 40 + [True] * 160)  # wrong on 40 the teacher gets right
+    width = lambda s: (lambda o: o["ci_high"] - o["ci_low"])(teacher_share(s, teacher, n_boot=4000))
+    assert teacher_share(same, teacher)["share"] == teacher_share(other, teacher)["share"]
+    assert width(same) < 0.6 * width(other)
+
+
+def test_teacher_share_refuses_other_reviews_and_a_teacher_never_right():
+    with pytest.raises(ValueError, match="same reviews: 5 vs 6"):
+        teacher_share(torch.ones(5, dtype=torch.bool), torch.ones(6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="at least one review right"):
+        teacher_share(torch.ones(5, dtype=torch.bool), torch.zeros(5, dtype=torch.bool))
 
 
 def test_paired_statistics_refuse_unpaired_inputs():
