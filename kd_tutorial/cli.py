@@ -33,10 +33,10 @@ from .errors import looks_like_a_folder, model_source_error, UsageError, UserErr
 from .flops import duration_text, estimate_profile, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
-from .models import cached_config, check_positions, fallback_for, TINY_TEACHER
+from .models import TINY_TEACHER
 from .parallel import check_workers
-from .pipeline import check_depths, run_distill
-from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, TINY_BERT
+from .pipeline import check_teacher_shape, run_distill
+from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile
 from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, README_START, results_markdown,
                      refuse_foreign, splice_readme, summary)
@@ -65,27 +65,15 @@ def _check_set_twice(args) -> None:
 
 def _check_inputs(args, profile, data: bool = True, recipes=None) -> None:
     """Refuse, before anything is loaded or trained: a --data-dir (or $KD_TUTORIAL_DATA_DIR) that cannot be read
-    (unless ``data`` is False), a --teacher folder that does not exist, and a max_length beyond the positions of the
-    tiny teacher that will be built."""
+    (unless ``data`` is False), a --teacher folder that does not exist, and, from the teacher's config where it is
+    on disk (the tiny teacher's always), a max_length beyond its positions or students it cannot teach."""
     if data:
         _check_data_folder(args.data_dir)
     teacher = getattr(args, "teacher", None)
     if teacher and looks_like_a_folder(teacher) and not Path(teacher).expanduser().exists():
         raise model_source_error(teacher, "teacher")
-    name, recipes = teacher or profile.teacher, recipes or _recipes(getattr(args, "recipes", None))
-    if name == TINY_TEACHER:
-        config = TINY_BERT | (profile.teacher_config or {})
-        check_positions(config["max_position_embeddings"], profile.max_length, "tiny teacher")  # before it is built
-        check_depths(profile, config["num_hidden_layers"], config["num_attention_heads"], recipes,
-                     fix="give --set \"teacher_config={'num_hidden_layers': N}\"")
-        return
     # a Hub teacher not cached yet: its config.json is read when the run starts, before its weights download
-    config = cached_config(name, fallback_for(profile, name))  # (kd_tutorial.pipeline.teacher_shape)
-    if config is not None and config.model_type == "bert":  # before its fine-tuning (another kind of model is
-        # refused when it loads): a refusal after it would leave a teacher no student can use
-        check_positions(config.max_position_embeddings, profile.max_length, name)
-        check_depths(profile, config.num_hidden_layers, config.num_attention_heads, recipes,
-                     fix="give a teacher with more layers, or students with fewer")
+    check_teacher_shape(profile, teacher, recipes or _recipes(getattr(args, "recipes", None)), ask_hub=False)
 
 
 def _check_data_folder(data_dir: str | None) -> None:

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -31,8 +32,8 @@ from .env import versions
 from .errors import UsageError
 from .evaluate import compare, compare_paired, correct_matrix, predict_logits, quartiles, teacher_share
 from .layer_maps import describe as describe_mapping, layer_mapping
-from .models import (DistillationStudent, TINY_TEACHER, build_student, check_student_tokenizer, fallback_for,
-                     fold_word_embeddings, teacher_config)
+from .models import (DistillationStudent, TINY_TEACHER, build_student, cached_config, check_positions,
+                     check_student_tokenizer, fallback_for, fold_word_embeddings, teacher_config)
 from .parallel import check_workers, default_workers, run_forked
 from .profiles import Profile, StudentSpec, TINY_BERT
 from .recipes import Recipe, get_recipe
@@ -65,27 +66,49 @@ def check_depths(profile: Profile, teacher_layers: int, teacher_heads: int, runs
                              f"has {teacher_layers}: {fix} (at least {needs} layers)")
 
 
-def teacher_shape(profile: Profile, teacher: str | None = None) -> tuple[int, int] | None:
-    """The (layers, attention heads) of the run's teacher from its config alone, before any weights: the built-in
-    teacher's from the profile, another's from :func:`kd_tutorial.models.teacher_config` (cached, or config.json
-    from the Hub); None where that cannot be read, or for a model other than a BERT (its loading refuses it)."""
+class TeacherShape(NamedTuple):
+    """What the checks before a teacher is built or downloaded need from its config."""
+    layers: int
+    heads: int
+    positions: int
+
+
+def teacher_shape(profile: Profile, teacher: str | None = None, *, ask_hub: bool = True) -> TeacherShape | None:
+    """The run's teacher's shape from its config alone, before any weights: the built-in teacher's from the profile,
+    another's from :func:`kd_tutorial.models.teacher_config` (cached, or config.json from the Hub), or with
+    ``ask_hub=False`` from :func:`kd_tutorial.models.cached_config` only (the CLI's checks, which never wait on the
+    network); None where that cannot be read, or for a model other than a BERT (its loading refuses it)."""
     name = teacher or profile.teacher
     if name == TINY_TEACHER:
         config = TINY_BERT | (profile.teacher_config or {})
-        return config["num_hidden_layers"], config["num_attention_heads"]
-    config = teacher_config(name, fallback_for(profile, name))
+        return TeacherShape(config["num_hidden_layers"], config["num_attention_heads"],
+                            config["max_position_embeddings"])
+    config = (teacher_config if ask_hub else cached_config)(name, fallback_for(profile, name))
     if config is None or getattr(config, "model_type", None) != "bert":
         return None
-    return config.num_hidden_layers, config.num_attention_heads
+    return TeacherShape(config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings)
+
+
+def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *, ask_hub: bool = True) -> None:
+    """Refuse, from the teacher's config alone (:func:`teacher_shape`), a ``max_length`` beyond its positions and
+    students it cannot teach (:func:`check_depths`): before its weights download or its fine-tuning, after which
+    a refusal would waste them. Silent where the config cannot be read: loading the teacher then says why."""
+    name = teacher or profile.teacher
+    shape = teacher_shape(profile, name, ask_hub=ask_hub)
+    if shape is None:
+        return
+    tiny = name == TINY_TEACHER
+    check_positions(shape.positions, profile.max_length, "tiny teacher" if tiny else name)
+    check_depths(profile, shape.layers, shape.heads, runs,
+                 fix=("give --set \"teacher_config={'num_hidden_layers': N}\"" if tiny else
+                      "give a teacher with more layers, or students with fewer"))
 
 
 def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed: int, runs) -> None:
     """What a run refuses or says before its teacher is downloaded or fine-tuned: students deeper than the teacher
     (from its config), the data's notes, and a pretrained student whose own tokenizer numbers tokens otherwise
     than the teacher's (from the tokenizers alone)."""
-    shape = teacher_shape(profile, teacher)
-    if shape is not None:
-        check_depths(profile, *shape, runs, fix="give a teacher with more layers, or students with fewer")
+    check_teacher_shape(profile, teacher, runs)
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     for note in prep.data.notes:
         print(f"data: {note}", flush=True)  # before the teacher's minutes: what the splits hold, if not as asked

@@ -521,37 +521,56 @@ def test_a_model_cached_without_its_weights_is_not_ready(tmp_path, monkeypatch):
     assert _hub_cached("org/other", "model").startswith("missing (")
 
 
-def test_an_uncached_hub_teacher_too_shallow_is_refused_from_its_config_before_its_weights(tmp_path, capsys,
-                                                                                         monkeypatch):
-    """A Hub teacher not cached yet was checked for depth only once loaded (after its download and its
-    fine-tuning): its config.json alone (a small download) now refuses it, with the same one-line message."""
+def _a_hub_teacher_not_cached(monkeypatch, tmp_path, name: str, **config) -> list:
+    """``name``'s config.json is on the Hub (faked here) and not in the cache; its weights were never loaded while the
+    returned list stays empty."""
     from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
     from kd_tutorial import data, models
     real_config, real_tokenizer, loaded = AutoConfig.from_pretrained, AutoTokenizer.from_pretrained, []
 
-    def config(name, *args, **kwargs):  # org/shallow-bert: on the Hub (faked here), not in the cache
-        if str(name) != "org/shallow-bert":
-            return real_config(name, *args, **kwargs)
+    def fake_config(source, *args, **kwargs):
+        if str(source) != name:
+            return real_config(source, *args, **kwargs)
         if kwargs.get("local_files_only"):
             raise OSError("not in the cache")
-        return models.tiny_bert_config(num_hidden_layers=1)
+        return models.tiny_bert_config(**config)
 
-    def weights(name, *args, **kwargs):
-        loaded.append(str(name))
+    def weights(source, *args, **kwargs):
+        loaded.append(str(source))
         raise RuntimeError("the teacher's weights were loaded")
-    monkeypatch.setattr(AutoConfig, "from_pretrained", config)
-    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda name, *a, **k: data.get_tokenizer(None)
-                        if str(name) == "org/shallow-bert" else real_tokenizer(name, *a, **k))
+    monkeypatch.setattr(AutoConfig, "from_pretrained", fake_config)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda source, *a, **k: data.get_tokenizer(None)
+                        if str(source) == name else real_tokenizer(source, *a, **k))
     monkeypatch.setattr(BertForSequenceClassification, "from_pretrained", weights)
     monkeypatch.setattr(cli, "hub_reachable", lambda: True)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    return loaded
+
+
+def test_an_uncached_hub_teacher_too_shallow_is_refused_from_its_config_before_its_weights(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """A Hub teacher not cached yet was checked for depth only once loaded (after its download and its
+    fine-tuning): its config.json alone (a small download) now refuses it, with the same one-line message."""
+    loaded = _a_hub_teacher_not_cached(monkeypatch, tmp_path, "org/shallow-bert", num_hidden_layers=1)
     status = cli.main(["distill", "--profile", "tiny", "--teacher", "org/shallow-bert", "--out", str(tmp_path / "out"),
                        "--quiet"])
     err = capsys.readouterr().err
     assert status == 2 and loaded == [], err
     assert err == ("kd-tutorial: error: student distil-2L maps its layers onto 2 of the teacher's, and the teacher "
                    "has 1: give a teacher with more layers, or students with fewer (at least 2 layers)\n")
+
+
+def test_an_uncached_hub_teacher_with_too_few_positions_is_refused_from_its_config_before_its_weights(
+        tmp_path, capsys, monkeypatch):
+    """The CLI checks max_length against the positions of a teacher whose config is on disk; one that is not was
+    checked only when its weights loaded. The run's own check reads its config.json first."""
+    loaded = _a_hub_teacher_not_cached(monkeypatch, tmp_path, "org/short-bert", max_position_embeddings=32)
+    status = cli.main(["distill", "--profile", "tiny", "--teacher", "org/short-bert", "--out", str(tmp_path / "out"),
+                       "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and loaded == [], err
+    assert "max_length=64" in err and "org/short-bert" in err and "32" in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("rows, says", [("text,label\n", "the train split is empty"),
