@@ -99,6 +99,64 @@ def test_signals_deferred_records_a_signal_and_gives_the_handlers_back():
         signal.signal(signal.SIGTERM, before)
 
 
+@pytest.mark.usefixtures("fake_kernel")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_between_the_grading_and_the_write_stops_the_run_after_the_write(tmp_path, capsys, monkeypatch,
+                                                                                   name):
+    """The grading gave its handlers back before the write held the signals: a SIGTERM or SIGHUP then killed the run
+    with no report (here it reached the previous handler: status 0), Ctrl-C lost the graded notebooks. Now it is
+    held as during the write: both reports, then status 130."""
+    sig, seen, real = getattr(signal, name), [], grader.grade_paths
+
+    def grade_then_signal(*args, **kw):
+        graded = real(*args, **kw)
+        os.kill(os.getpid(), sig)
+        time.sleep(0.01)  # the handler runs here
+        return graded
+    monkeypatch.setattr(grader, "grade_paths", grade_then_signal)
+    folder = a_class(tmp_path / "class", f"a_{NB}", f"b_{NB}", f"c_{NB}")
+    mine = signal.default_int_handler if name == "SIGINT" else lambda signum, frame: seen.append(signum)
+    previous = signal.signal(sig, mine)
+    try:
+        status = grader.main([str(folder), "--out", str(tmp_path / "grades.csv")])
+        assert signal.getsignal(sig) is mine
+    finally:
+        signal.signal(sig, previous)
+    err = capsys.readouterr().err
+    assert (status, seen) == (130, []), err
+    assert "kd-tutorial grade: interrupted after 3 of 3 notebooks: the reports (" in err
+    assert [r["learner"] for r in csv_rows(tmp_path / "grades.csv")] == [f"{x}_{NB[:-6]}" for x in "aabbcc"]
+    assert len(json.loads((tmp_path / "grades.json").read_text(encoding="utf-8"))["submissions"]) == 3
+
+
+@pytest.mark.parametrize("when", ["grading", "loading"])
+def test_ctrl_c_still_stops_the_grading_at_once(tmp_path, capsys, fake_kernel, monkeypatch, when):
+    """The write's hold now starts before the grading: Ctrl-C in it (or in the notebooks' loading) must still stop
+    it at once, with the report of the notebooks finished before, not wait for the whole class (held, it would
+    grade all three: the counts below say where it stopped)."""
+    def ctrl_c():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises before this ends
+    fake_kernel.during = lambda call: call == 2 and ctrl_c()
+    if when == "loading":
+        load = grader.load
+        monkeypatch.setattr(grader, "load", lambda path: ctrl_c() if "b_" in path.name else load(path))
+    folder = a_class(tmp_path / "class", f"a_{NB}", f"b_{NB}", f"c_{NB}")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        status = grader.main([str(folder), "--out", str(tmp_path / "grades.csv")])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    err = capsys.readouterr().err
+    assert status == 130, err
+    if when == "loading":
+        assert "kd-tutorial grade: interrupted before" in err and not (tmp_path / "grades.csv").exists()
+    else:
+        assert "interrupted after 1 of 3 notebooks" in err
+        assert [r["learner"] for r in csv_rows(tmp_path / "grades.csv")] == [f"a_{NB[:-6]}"] * 2
+
+
 # ----------------------------------------------------------------------------- 2. a name that is not UTF-8
 
 

@@ -184,11 +184,16 @@ def learner_names(paths: list[Path]) -> dict[Path, str]:
     return names
 
 
+_HELD_FROM: dict = {}  # while signals_deferred() holds a signal: the handler it replaced
+
+
 @contextlib.contextmanager
 def signals_interrupt():
     """While in this block, SIGTERM and SIGHUP (``docker stop``, a dropped SSH session) raise KeyboardInterrupt once,
     as Ctrl-C does: the kernel is shut down, the temporary folders removed and the notebooks graded so far reported.
-    The previous handlers come back after; outside the main thread (no handlers there) nothing changes."""
+    Inside :func:`signals_deferred` (the CLI's: no signal may fall between the grading and the reports' write),
+    Ctrl-C gets its handler from before that block back meanwhile. The previous handlers come back after; outside
+    the main thread (no handlers there) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -204,6 +209,8 @@ def signals_interrupt():
         for sig in (getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)):
             if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup` ignores SIGHUP: so does the grading
                 previous[sig] = signal.signal(sig, handler)
+        if signal.SIGINT in _HELD_FROM:  # Ctrl-C interrupts the grading, as it would without the deferral
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, _HELD_FROM[signal.SIGINT])
         yield
     finally:
         for sig, old in previous.items():
@@ -215,7 +222,8 @@ def signals_deferred():
     """Ctrl-C (SIGINT), SIGTERM and SIGHUP held off in this block (the main thread only): each one that arrives is
     appended to the yielded list instead of acting, so that the block (the reports' write: two renames) ends whole,
     and the caller stops after it. The previous handlers come back after; a signal ignored before the block
-    (``nohup``'s SIGHUP) stays ignored."""
+    (``nohup``'s SIGHUP) stays ignored. A :func:`signals_interrupt` block inside takes the signals over, and gives
+    them back to this one as it ends: a signal then is held too, never lost between the two."""
     received: list[int] = []
     names = ("SIGINT", "SIGTERM", "SIGHUP") if threading.current_thread() is threading.main_thread() else ()
     previous = {}
@@ -223,9 +231,11 @@ def signals_deferred():
         for sig in (getattr(signal, n) for n in names if hasattr(signal, n)):
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+                _HELD_FROM[sig] = signal.SIG_DFL if previous[sig] is None else previous[sig]
         yield received
     finally:
         for sig, old in previous.items():
+            _HELD_FROM.pop(sig, None)
             signal.signal(sig, signal.SIG_DFL if old is None else old)
 
 
@@ -233,13 +243,13 @@ def grade_paths(paths: list[Path], *, timeout: float, cell_timeout: float, max_o
                 progress=_say) -> tuple[list[dict], list[dict]]:
     """Grade every notebook; return ``(rows, submissions)``. Ctrl-C (or SIGTERM, SIGHUP) stops it: the running kernel
     is shut down, then :class:`GradingInterrupted` carries the notebooks finished before."""
-    loaded = [(p, *load(p)) for p in paths]
-    sets = {p: detect_set(nb, p) for p, nb, _ in loaded}
-    common = Counter(s for s in sets.values() if s).most_common(1)
-    fallback, names = (common[0][0] if common else None), learner_names(paths)
     done: list[tuple[list[dict], dict]] = []  # appended whole, so an interrupt never splits a notebook's rows
     try:
-        with signals_interrupt():
+        with signals_interrupt():  # the loading too: inside the CLI's signals_deferred(), a signal then would wait
+            loaded = [(p, *load(p)) for p in paths]
+            sets = {p: detect_set(nb, p) for p, nb, _ in loaded}
+            common = Counter(s for s in sets.values() if s).most_common(1)
+            fallback, names = (common[0][0] if common else None), learner_names(paths)
             for i, (path, nb, problem) in enumerate(loaded, 1):
                 if progress:
                     progress(f"[{i}/{len(loaded)}] {names[path]} ({path})")
@@ -575,18 +585,20 @@ def _grade(args) -> int:
     check_out(args.out)
     earlier = read_report(args.out)  # read before grading: a report that cannot be read is refused first
     start, stopped = time.monotonic(), None
-    try:
-        rows, submissions = grade_paths(paths, timeout=args.timeout, cell_timeout=args.cell_timeout,
-                                        max_output=args.max_output)
-    except GradingInterrupted as stop:
-        if not stop.submissions:  # nothing graded: earlier reports are kept as they are
-            _say(f"kd-tutorial grade: interrupted before any of the {stop.total} notebooks was graded: nothing was "
-                 "written; run it again to grade them", file=sys.stderr)
-            return 130
-        rows, submissions, stopped = stop.rows, stop.submissions, stop
-        args.out, earlier = _partial_out(args.out), ([], [])  # a partial report holds this run's notebooks only
-    seconds = time.monotonic() - start
-    with signals_deferred() as received:  # a signal now must not cut the report: it stops the run once it is written
+    # held from before the grading hands its signals back until the reports are whole: a signal after the grading
+    # neither kills the run with no report nor cuts the report; it stops the run once the reports are written
+    with signals_deferred() as received:
+        try:
+            rows, submissions = grade_paths(paths, timeout=args.timeout, cell_timeout=args.cell_timeout,
+                                            max_output=args.max_output)
+        except GradingInterrupted as stop:
+            if not stop.submissions:  # nothing graded: earlier reports are kept as they are
+                _say(f"kd-tutorial grade: interrupted before any of the {stop.total} notebooks was graded: nothing "
+                     "was written; run it again to grade them", file=sys.stderr)
+                return 130
+            rows, submissions, stopped = stop.rows, stop.submissions, stop
+            args.out, earlier = _partial_out(args.out), ([], [])  # a partial report holds this run's notebooks only
+        seconds = time.monotonic() - start
         if stopped is None:  # the report as it is now: another grading into this --out may have written it meanwhile
             earlier = _read_again(args.out, earlier)
         all_rows, all_submissions, kept, notebooks = merge_reports(rows, submissions, *earlier)
