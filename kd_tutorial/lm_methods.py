@@ -31,6 +31,8 @@ from . import losses
 from .lm import collate, logits_of, next_token, sample
 from .models import VocabularyMismatchError, check_same_vocab
 
+topk_rest_token_kl = losses.topk_rest_token_kl  # moved to losses; older copies of notebook 09 call it here
+
 
 def data_only(device: str = "cpu", prompt_tokens: int = 1):
     """Next-token cross-entropy on the rows (from ``prompt_tokens`` on; 1 = everything after ``<bos>``)."""

@@ -340,17 +340,19 @@ def test_without_room_for_more_only_the_cached_layers_are_read(small, monkeypatc
     assert not both[f"{cut.name} kd+transfer+values"]["cached_layers"]
 
 
-@pytest.mark.parametrize("refusal", ["disk full", "quota", "room gone under the lock"])
+@pytest.mark.parametrize("refusal", ["disk full", "quota", "file too large", "room gone under the lock"])
 def test_space_refused_after_the_room_check_still_reads_the_layers_cached_on_both_splits(small, monkeypatch, capsys,
                                                                                          refusal):
-    """A quota (which the room check cannot see), or a disk that filled up since the check: the layers cached on
-    both splits are read all the same, and a line says why the others are not (they were dropped, silently)."""
+    """A quota (which the room check cannot see), a disk that filled up since the check, or a layer file too large
+    for the file system (EFBIG: FAT32, ulimit -f): the layers cached on both splits are read all the same, and a
+    line says why the others are not (they were dropped, silently)."""
     import errno
     profile, teacher, prep, _, _ = small
+    code = {"quota": errno.EDQUOT, "file too large": errno.EFBIG}.get(refusal, errno.ENOSPC)
 
     class Refused(LayerWriter):
         def __init__(self, *args, **kwargs):
-            raise OSError(errno.EDQUOT if refusal == "quota" else errno.ENOSPC, "refused")
+            raise OSError(code, "refused")
     if refusal == "room gone under the lock":
         monkeypatch.setattr(teachers, "has_room", lambda folder, size: False)
     else:
@@ -400,6 +402,21 @@ def test_the_room_check_leaves_room_to_spare(tmp_path, monkeypatch):
     assert layer_cache.nbytes(10_000, 256, 384, [("hidden", 2)]) == 10_000 * 256 * 384 * 2
 
 
+def test_a_reservation_over_the_file_size_limit_is_refused_as_efbig_and_holds_nothing(tmp_path):
+    """What the EFBIG fallback above stands in for: under a file-size limit (ulimit -f; FAT32's 4 GB alike) the
+    reservation's file cannot grow to its size, the system says EFBIG (Python ignores SIGXFSZ), and nothing stays."""
+    import errno
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))  # this process's files only, undone below
+    try:
+        with pytest.raises(OSError) as refused:
+            layer_cache.Reservation(tmp_path, {"train": 1024, "transfer": 1024 ** 2}, tag="pid-1")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert refused.value.errno == errno.EFBIG and not list(tmp_path.iterdir())
+
+
 def test_a_cls_term_beside_a_per_token_one_reads_its_states_from_the_cache_too(small):
     """[CLS] plus value relations counts as cacheable; the run then reads the cache, not the [CLS] states, so the
     cache must hold the [CLS] term's hidden layers (it asked for none, and the term crashed on None)."""
@@ -437,7 +454,7 @@ def test_a_killed_layer_passs_leftover_is_cleaned_before_the_room_is_judged(smal
     assert states["train"].keys == states["transfer"].keys == {("values", 2)}
 
 
-@pytest.mark.parametrize("refusal", ["ENOSPC", "EDQUOT"])
+@pytest.mark.parametrize("refusal", ["ENOSPC", "EDQUOT", "EFBIG"])  # EFBIG: a reservation too large (FAT32, ulimit -f)
 def test_space_refused_for_the_transfer_split_runs_no_pass_on_train(small, monkeypatch, capsys, refusal):
     """The train split's layers were computed and written, then the transfer split's space was refused: a wasted
     pass (only layers cached on both splits are read). Both splits' space is now reserved before either pass."""

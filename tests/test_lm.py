@@ -134,6 +134,12 @@ def test_a_rest_cache_holds_the_teachers_mass_outside_its_top_k(data, teacher):
     assert not torch.allclose(expected, 0.5 * M.losses.topk_token_kl(z, *side[:2], m) + 0.5 * ce, atol=1e-3)
 
 
+def test_older_notebooks_still_find_the_rest_kl_in_lm_methods():
+    """topk_rest_token_kl moved to losses; older copies of notebook 09 call methods.topk_rest_token_kl, which must
+    be the very same function (not a copy that could drift from the one the tests check)."""
+    assert M.topk_rest_token_kl is losses.topk_rest_token_kl
+
+
 def test_the_teachers_side_runs_it_in_eval_mode(data, teacher):
     """online() (and cache_logits, on_policy_kd through it) ran the teacher in whatever mode it was left: a GPT-2
     in train mode gave dropout-noised targets (correctness note 7: the teacher frozen, in eval mode)."""

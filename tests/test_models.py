@@ -1,4 +1,5 @@
 """Teachers, students, layer copying and the vocabulary guard."""
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -397,6 +398,32 @@ def test_a_teachers_config_is_read_from_the_hub_only_where_it_may_ask(tmp_path, 
     assert models.teacher_config("org/bert") is None and asked == [True]
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert models.teacher_config("org/bert").num_hidden_layers == 3 and asked == [True, True, False]
+
+
+def test_an_uncached_teachers_config_is_read_from_the_offline_package_before_the_hub(tmp_path, monkeypatch):
+    """With the offline package (its fallback folder) installed, teacher_config reads that package's config.json
+    and never asks the Hub for it (offline, the Hub's retries cost ~25 s); without the package it asks the Hub."""
+    from transformers import AutoConfig
+    package = tmp_path / "gt_offline_bert" / "model"
+    models.tiny_bert_config(num_hidden_layers=5, hidden_size=48).save_pretrained(package)
+    real, hub_asked = AutoConfig.from_pretrained, []
+
+    def from_pretrained(source, *args, **kwargs):
+        if Path(source).exists():  # a folder: read as it is, no Hub involved
+            return real(source, *args, **kwargs)
+        hub_asked.append((source, kwargs.get("local_files_only", False)))
+        if kwargs.get("local_files_only"):
+            raise OSError("not cached")
+        return models.tiny_bert_config(num_hidden_layers=3)  # the Hub's answer, told apart by its depth
+    monkeypatch.setattr(AutoConfig, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(models, "fallback_path", lambda name: package if name == "gt-offline-bert" else None)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    config = models.teacher_config("org/bert", "gt-offline-bert")
+    assert (config.num_hidden_layers, config.hidden_size) == (5, 48)  # the package's config.json
+    assert hub_asked == [("org/bert", True)]  # the cache was looked at, the Hub never asked
+    hub_asked.clear()
+    assert models.teacher_config("org/bert").num_hidden_layers == 3  # no package: the Hub is asked
+    assert hub_asked == [("org/bert", True), ("org/bert", False)]
 
 
 def test_a_pretrained_students_tokenizer_not_cached_offline_is_a_source_error_not_a_mismatch(tmp_path, monkeypatch):
