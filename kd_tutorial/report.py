@@ -186,6 +186,12 @@ def results_markdown(results: dict) -> str:
                 f"{'; how much a difference moves from one training seed to the next is its per-seed column, which the interval does not include' if len(run.get('seeds', [])) > 1 else ''}"
                 f".\n\n"
                 + format_comparisons(results["comparisons"], results["models"]) + "\n\n")
+    return out + _best_recipes_text(results, split)
+
+
+def _best_recipes_text(results: dict, split: str) -> str:
+    """The line naming each student's best recipe, and what the "% of teacher" brackets mean where a file has them."""
+    out = ""
     if results.get("best_recipes"):
         best = [f"{student} `{b['recipe']}` (validation {100 * b['val_accuracy']:.2f} %, {split} "
                 f"{100 * b['test_accuracy']:.2f} %{_share_text(b.get('share_of_teacher'))})"

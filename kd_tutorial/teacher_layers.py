@@ -80,10 +80,12 @@ def _reserve_both(profile: Profile, prep, keys, teacher_model) -> tuple[list, Re
         return keys, Reservation(prep.directory, need, writer_tag())
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: FAT32, ulimit -f
-            with disk_errors(prep.directory):  # a read-only folder, a file too large: one line
+            with disk_errors(prep.directory):  # a read-only folder, another refusal: one line
                 raise
-    _say_no_room(f"the disk of {prep.directory} refused the space for the missing ones ({total / 1e9:.1f} GB; a disk "
-                 "quota, or it filled up meanwhile), so no layer pass ran")
+        why = ("a file that large is over a limit there: FAT32's 4 GB, or ulimit -f" if err.errno == errno.EFBIG
+               else "a disk quota, or it filled up meanwhile")
+    _say_no_room(f"the disk of {prep.directory} refused the space for the missing ones ({total / 1e9:.1f} GB; {why}), "
+                 "so no layer pass ran")
     return _cached_on_both(prep, keys), None
 
 

@@ -235,7 +235,7 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
             except OSError as err:  # the space could not be reserved after all: the runs call the teacher
                 if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                     return None
-                with disk_errors(prep.directory):  # a file too large for the disk, a read-only folder: one line
+                with disk_errors(prep.directory):  # a read-only folder, another refusal: one line
                     raise
             try:
                 outputs = _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,

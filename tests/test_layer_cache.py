@@ -480,6 +480,7 @@ def test_space_refused_for_the_transfer_split_runs_no_pass_on_train(small, monke
     assert passes == []  # no teacher pass on either split
     assert partly["train"].keys == partly["transfer"].keys == {("values", 4)}
     assert "refused the space" in out and "no layer pass ran" in out and "call the teacher at every step" in out, out
+    assert ("ulimit -f" in out) == (refusal == "EFBIG") != ("quota" in out), out  # the cause it names
     assert not list(prep.directory.glob("*values-1-*")) and not list(prep.directory.glob(".*.tmp"))
 
 
