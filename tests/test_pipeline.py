@@ -420,10 +420,13 @@ def test_the_best_recipe_is_a_distillation_recipe_chosen_on_validation():
     trained = {f"{r} {i}": run(r, v) for i, (r, v) in enumerate(
         [("baseline", 0.95), ("pseudo-label", 0.94), ("kd+transfer", 0.80), ("kd+transfer", 0.90),
          ("kd+transfer+cosine", 0.84), ("kd+transfer+cosine", 0.84)])}
-    rows = [{"name": "my s kd+transfer", "accuracy": 0.81}, {"name": "my s kd+transfer+cosine", "accuracy": 0.9}]
+    share = {"share": 0.9, "ci_low": 0.88, "ci_high": 0.92}
+    rows = [{"name": "my s kd+transfer", "accuracy": 0.81, "share_of_teacher": share},
+            {"name": "my s kd+transfer+cosine", "accuracy": 0.9}]
     best = pipeline.best_recipes(rows, trained)["my s"]  # a student's name may hold a space
-    # kd+transfer's mean over seeds (0.85) beats cosine's 0.84; test accuracy never decides
-    assert best == {"recipe": "kd+transfer", "val_accuracy": pytest.approx(0.85), "test_accuracy": 0.81}
+    # kd+transfer's mean over seeds (0.85) beats cosine's 0.84; test accuracy never decides; its share comes along
+    assert best == {"recipe": "kd+transfer", "val_accuracy": pytest.approx(0.85), "test_accuracy": 0.81,
+                    "share_of_teacher": share}
 
 
 def test_comparisons_pair_each_students_runs_even_when_its_name_holds_a_space():
