@@ -157,7 +157,8 @@ def evaluation_change(profile, test_reviews: int | None, ratio: float = 1.0,
     if test_reviews is None:
         return change, (f", evaluating {measured:,} test reviews as measured (about {seconds / 60:.0f} minute(s) of "
                         "it; more reviews, more time)")
-    return change, f", evaluating {test_reviews:,} test reviews"
+    # "up to": a test review whose text is also a train review is left out once the data is read
+    return change, f", evaluating up to {test_reviews:,} test reviews"
 
 
 def test_reviews_of(profile, data_dir: str | None) -> int | None:
