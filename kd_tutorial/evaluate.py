@@ -77,9 +77,17 @@ def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
     return float((logits_a.argmax(-1) == logits_b.argmax(-1)).float().mean())
 
 
-def expected_calibration_error(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> float:
-    """ECE with ``n_bins`` equal-width confidence bins: ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``."""
+def _labelled(logits: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows with a label: those labelled -1 (unlabelled, as transfer reviews) are left out, as in accuracy."""
     labels = torch.as_tensor(labels)
+    mask = labels >= 0
+    return logits[mask], labels[mask]
+
+
+def expected_calibration_error(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> float:
+    """ECE with ``n_bins`` equal-width confidence bins: ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``, over the
+    labelled rows (a row labelled -1 is left out, as :func:`accuracy` leaves it out)."""
+    logits, labels = _labelled(logits, labels)
     probs = logits.float().softmax(-1)
     conf, pred = probs.max(-1)
     correct = (pred == labels).float()
@@ -93,8 +101,8 @@ def expected_calibration_error(logits: torch.Tensor, labels, n_bins: int = ECE_B
 
 
 def reliability_curve(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> dict:
-    """Per-bin confidence, accuracy and count, for a reliability diagram."""
-    labels = torch.as_tensor(labels)
+    """Per-bin confidence, accuracy and count, for a reliability diagram (labelled rows only, as the ECE)."""
+    logits, labels = _labelled(logits, labels)
     conf, pred = logits.float().softmax(-1).max(-1)
     correct = (pred == labels).float()
     edges = torch.linspace(0, 1, n_bins + 1)

@@ -1,0 +1,36 @@
+"""Calibration: the expected calibration error and the reliability curve, over the labelled rows only."""
+import math
+
+import pytest
+import torch
+
+from kd_tutorial.evaluate import accuracy, expected_calibration_error, reliability_curve
+
+
+def _logits(confidences: list[float], predictions: list[int]) -> torch.Tensor:
+    """Two-class logits whose softmax gives each row ``confidence`` for class ``prediction``."""
+    rows = [[c, 1 - c] if p == 0 else [1 - c, c] for c, p in zip(confidences, predictions)]
+    return torch.tensor(rows, dtype=torch.float64).log()
+
+
+def test_ece_weighs_each_bins_gap_between_accuracy_and_confidence_by_its_share_of_rows():
+    # two rows at 0.95 (one right: accuracy 0.5) and two at 0.65 (both right): 0.5 * 0.45 + 0.5 * 0.35
+    logits = _logits([0.95, 0.95, 0.65, 0.65], [0, 0, 1, 1])
+    assert expected_calibration_error(logits, [0, 1, 1, 1]) == pytest.approx(0.40, abs=1e-6)
+
+
+def test_ece_is_zero_where_each_bins_accuracy_equals_its_confidence():
+    logits = _logits([0.75] * 4, [0, 0, 0, 0])  # three of four right at 75 % confidence
+    assert expected_calibration_error(logits, [0, 0, 0, 1]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_unlabelled_rows_are_left_out_of_the_ece_and_the_curve_as_of_the_accuracy():
+    labelled = _logits([0.95, 0.95, 0.65, 0.65], [0, 0, 1, 1])
+    extra = _logits([0.95, 0.55, 0.85], [1, 0, 1])  # rows labelled -1: no answer to be right or wrong about
+    logits, labels = torch.cat([labelled, extra]), [0, 1, 1, 1, -1, -1, -1]
+    assert accuracy(logits, labels) == accuracy(labelled, [0, 1, 1, 1]) == 0.75
+    assert expected_calibration_error(logits, labels) == pytest.approx(0.40, abs=1e-6)
+    curve = reliability_curve(logits, labels)
+    assert sum(curve["count"]) == 4 and curve["count"][9] == 2 and curve["count"][6] == 2
+    assert curve["accuracy"][9] == pytest.approx(0.5) and curve["confidence"][9] == pytest.approx(0.95)
+    assert math.isnan(curve["accuracy"][5]) and curve["count"][5] == 0  # 0.55 was an unlabelled row's
