@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import math
 import platform
+import shutil
 import statistics
 import subprocess
 import time
@@ -268,12 +270,31 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     return trained
 
 
-def write_checkpoints(trained: dict, out: Path) -> None:
-    """Each final model into ``out/checkpoints/<name>/model``, once the run is evaluated. An earlier run's
-    ``out/results.json`` is removed first, so that a write cut short never leaves it describing these models."""
+def write_checkpoints(trained: dict, out: Path, tokenizer=None) -> None:
+    """Each final model, with ``tokenizer``, into ``out/checkpoints/<name>/model``, once the run is evaluated. An
+    earlier run's ``out/results.json`` is removed first, so that a write cut short never leaves it describing these
+    models; then the checkpoints it named that this run does not write, so that none is left beside the new ones."""
+    earlier = _checkpoints_named(out / "results.json")
     (out / "results.json").unlink(missing_ok=True)
+    names = {name.replace(" ", "_") for name in trained}
     for name, item in trained.items():
-        atomic_save_pretrained(item["model"], out / "checkpoints" / name.replace(" ", "_") / "model")
+        atomic_save_pretrained(item["model"], out / "checkpoints" / name.replace(" ", "_") / "model", tokenizer)
+    for name in sorted(earlier - names):
+        folder = out / "checkpoints" / name
+        shutil.rmtree(folder / "model", ignore_errors=True)  # what kd-tutorial wrote there, and only that
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # kept when it holds anything else
+
+
+def _checkpoints_named(results: Path) -> set[str]:
+    """The checkpoint folders of the run that wrote ``results`` (its ``student_status`` names), none when it is
+    missing or not a kd-tutorial run's."""
+    try:
+        names = json.loads(results.read_text(encoding="utf-8"))["run"]["student_status"]
+        return {n.replace(" ", "_") for n in names
+                if isinstance(n, str) and Path(n).name == n and n not in ("", ".", "..")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 def chosen_recipes(profile: Profile, specs, runs, teacher_heads: int) -> dict:
@@ -549,7 +570,8 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     workers = max(1, min(workers, n_trained))  # what ran side by side, for the record
     with clock("evaluation"):
         rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
-    write_checkpoints(trained, out)  # not before: a run cut short leaves the earlier run's files as they were
+    # not before: a run cut short leaves the earlier run's files as they were
+    write_checkpoints(trained, out, prep.tokenizer)
     record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
                         phases=clock.seconds, wall=clock.wall(), workers=workers)
     record["teacher_layers"] = {"setting": profile.teacher_layers, "gb": cache_gb(layers),

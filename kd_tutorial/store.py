@@ -304,8 +304,9 @@ def refuse_unfolded(model, directory) -> None:
                          "fold them first with kd_tutorial.models.fold_word_embeddings(model)")
 
 
-def atomic_save_pretrained(model, directory: Path) -> None:
-    """``model.save_pretrained`` into a temporary folder, then swap it into ``directory``.
+def atomic_save_pretrained(model, directory: Path, tokenizer=None) -> None:
+    """``model.save_pretrained`` (and ``tokenizer.save_pretrained``, when given) into a temporary folder, then swap
+    it into ``directory``.
 
     A model that must be folded first is refused (:func:`refuse_unfolded`).
     """
@@ -316,6 +317,8 @@ def atomic_save_pretrained(model, directory: Path) -> None:
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{MARK}", suffix=".tmp"))
         try:
             model.save_pretrained(tmp)
+            if tokenizer is not None:  # a folder that from_pretrained, pipeline() or --teacher loads whole
+                tokenizer.save_pretrained(tmp)
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.{MARK}old")

@@ -148,6 +148,50 @@ def test_a_run_cut_short_leaves_the_earlier_runs_files_as_they_were(tiny_run, mo
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
 
 
+def test_each_checkpoint_holds_its_tokenizer_so_it_loads_whole(tiny_run):
+    """A checkpoint held only config.json and the weights: `--teacher` (and transformers' pipeline()) refused it,
+    "holds no tokenizer that transformers can load". It holds the tokenizer the run encoded its reviews with."""
+    out, results = tiny_run
+    folder = out / "checkpoints" / "compact-1L-H32_kd+transfer" / "model"
+    tokenizer = artifacts.teacher_tokenizer(get_profile("tiny"), str(folder))
+    assert tokenizer.get_vocab() == artifacts.teacher_tokenizer(get_profile("tiny"), "tiny-bert").get_vocab()
+    for name in results["run"]["student_status"]:
+        assert (out / "checkpoints" / name.replace(" ", "_") / "model" / "tokenizer_config.json").is_file(), name
+
+
+def test_checkpoints_an_earlier_run_wrote_and_this_one_does_not_are_removed_and_nothing_else(tmp_path):
+    """`--out` reused (runs/latest, after a run of another profile): the earlier run's checkpoints stayed beside the
+    new ones, which results.json did not name. They go; a folder results.json did not name, and a file of the
+    learner's own inside a named one, stay."""
+    from transformers import BertConfig, BertForSequenceClassification
+    from kd_tutorial.profiles import TINY_BERT
+    earlier = {"run": {"student_status": {"old-3L baseline": "trained", "both kd": "trained", "../up": "trained"}}}
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    for name in ("old-3L_baseline", "both_kd", "mine"):
+        (tmp_path / "checkpoints" / name / "model").mkdir(parents=True)
+        (tmp_path / "checkpoints" / name / "model" / "config.json").write_text("{}")
+    (tmp_path / "checkpoints" / "both_kd" / "notes.txt").write_text("my notes")
+    (tmp_path / "up").mkdir()
+    model = BertForSequenceClassification(BertConfig(vocab_size=100, **TINY_BERT))
+    pipeline.write_checkpoints({"new-2L baseline": {"model": model}, "both kd": {"model": model}}, tmp_path)
+    kept = tmp_path / "checkpoints"
+    left = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file())
+    assert [p for p in left if not p.startswith(("new-2L_baseline/model/", "both_kd/model/"))] == [
+        "both_kd/notes.txt", "mine/model/config.json"]  # old-3L_baseline gone whole
+    assert (tmp_path / "checkpoints" / "both_kd" / "model" / "model.safetensors").is_file()  # rewritten, not removed
+    assert not (tmp_path / "checkpoints" / "old-3L_baseline").exists() and (tmp_path / "up").is_dir()
+    assert not (tmp_path / "results.json").exists()  # the run writes its own next
+
+
+def test_a_stale_checkpoint_folder_keeps_the_learners_own_files(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"run": {"student_status": {"old baseline": "trained"}}}))
+    (tmp_path / "checkpoints" / "old_baseline" / "model").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "old_baseline" / "notes.txt").write_text("my notes")
+    pipeline.write_checkpoints({}, tmp_path)
+    assert not (tmp_path / "checkpoints" / "old_baseline" / "model").exists()
+    assert (tmp_path / "checkpoints" / "old_baseline" / "notes.txt").read_text() == "my notes"
+
+
 def test_students_are_smaller_and_faster_than_the_teacher(tiny_run):
     _, results = tiny_run
     teacher = _row(results, "teacher")
