@@ -261,7 +261,11 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
                     transfer.unlabelled("transfer"), source + ("; test = held-out slice of train" if held_out else ""),
                     held_out, notes)
     for split, knob in ((data.train, "n_train"), (data.validation, "val_size"), (data.test, "n_test")):
-        _check_classes(split, source, split.name, f"add reviews of the rarer class, or change --set {knob}=N")
+        fix = f"add reviews of the rarer class, or change --set {knob}=N"
+        if split is data.test and dropped:  # left out as train reviews: a test split copied from train ends here
+            fix = (f"{dropped} of its reviews are also train reviews and were left out (a review seen in training "
+                   "tests nothing): give a test split of other reviews")
+        _check_classes(split, source, split.name, fix)
     return data
 
 

@@ -152,6 +152,18 @@ def test_a_split_that_would_end_up_with_one_class_names_the_knob(tmp_path):
         data.load_imdb(str(tmp_path), val_size=10)
 
 
+def test_a_test_split_copied_from_train_says_so_not_to_add_reviews(tmp_path, capsys):
+    """Every test review is also a train review, so each is left out: the refusal said to add reviews of the rarer
+    class, or change n_test, neither of which helps."""
+    write_parquet(tmp_path / "train.parquet", 400)
+    write_parquet(tmp_path / "test.parquet", 400)
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert line.endswith("the test split is empty, and it needs reviews of both classes: 400 of its reviews are also "
+                         "train reviews and were left out (a review seen in training tests nothing): give a test "
+                         "split of other reviews"), line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 @pytest.mark.parametrize("labels, shown", [([0, 1, 2, 1] * 10, "2"), (["neg", "pos"] * 20, "'neg'"),
                                            ([0.0, 1.0, None, 1.0] * 10, "None")])
 def test_labels_other_than_0_and_1(tmp_path, capsys, labels, shown):
