@@ -342,8 +342,9 @@ def _read_acl(root: Path, sub: str, label: int) -> Reviews:
     folder = root / sub
     if not folder.is_dir():
         return Reviews([], [], [], sub)
-    files = sorted(folder.glob("*.txt"), key=lambda p: (int(p.stem.split("_")[0]) if p.stem.split("_")[0].isdigit()
-                                                        else 0, p.name))
+    # hidden names are not reviews: "._5_8.txt" is macOS's AppleDouble copy of 5_8.txt's metadata
+    files = sorted((p for p in folder.glob("*.txt") if not p.name.startswith(".")),
+                   key=lambda p: (int(p.stem.split("_")[0]) if p.stem.split("_")[0].isdigit() else 0, p.name))
     stars = []
     for p in files:
         parts = p.stem.split("_")
@@ -352,12 +353,18 @@ def _read_acl(root: Path, sub: str, label: int) -> Reviews:
 
 
 def _read_utf8(path: Path) -> str:
-    """The text of one review file; a :class:`DataSourceError` when it is not UTF-8."""
+    """The text of one review file; a :class:`DataSourceError` when it cannot be read, is not UTF-8, or is blank."""
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataSourceError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): save the reviews "
                               "as UTF-8") from None
+    except OSError as err:  # a broken link, a folder of that name, no permission
+        raise DataSourceError(f"{path} cannot be read ({err.strerror or err}): replace it with the review's text "
+                              "file, or remove it") from None
+    if not text.strip():
+        raise DataSourceError(f"{path} has no text: remove it, or fill it in")
+    return text
 
 
 def _concat(*parts: Reviews, name: str) -> Reviews:

@@ -207,6 +207,36 @@ def test_an_aclimdb_copy_with_only_a_test_split(tmp_path, capsys):
     assert "holds a test split but no train split" in line and "train/pos and train/neg" in line
 
 
+def _acl_copy(root):
+    """An aclImdb copy big enough for the tiny profile's carve: 120 train and 40 test reviews per class."""
+    for split, n in (("train", 120), ("test", 40)):
+        for sub in ("pos", "neg"):
+            (root / split / sub).mkdir(parents=True)
+            for i in range(n):
+                (root / split / sub / f"{i}_{8 if sub == 'pos' else 2}.txt").write_text(f"{split} {sub} review {i}")
+    return root
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda p: p.symlink_to(p.parent / "gone.txt"), "cannot be read (No such file or directory)"),
+    (lambda p: p.mkdir(), "cannot be read (Is a directory)"),
+    (lambda p: p.write_text("  \n"), "has no text: remove it, or fill it in")])
+def test_an_aclimdb_review_file_that_cannot_be_read_is_named_in_one_line(tmp_path, capsys, make, said):
+    """A broken link or a folder named like a review ended in a 50-line traceback; a blank review was read."""
+    bad = _acl_copy(tmp_path / "aclImdb") / "train" / "pos" / "5001_8.txt"
+    make(bad)
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert line.endswith(f"{bad} {said}" + ("" if "no text" in said else ": replace it with the review's text file, "
+                                                                            "or remove it")), line
+
+
+def test_macos_appledouble_files_in_an_aclimdb_copy_are_not_reviews(tmp_path):
+    root = _acl_copy(tmp_path / "aclImdb")
+    (root / "train" / "pos" / "._7_8.txt").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    reviews = data._read_acl(root, "train/pos", 1)
+    assert len(reviews) == 120 and all(t.startswith("train pos review") for t in reviews.texts)
+
+
 def test_a_data_dir_that_is_a_file(tmp_path, capsys):
     path = write_parquet(tmp_path / "train.parquet", 20) / "train.parquet"
     line = distill_error(capsys, path, tmp_path)
