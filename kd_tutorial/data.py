@@ -260,13 +260,19 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     data = ImdbData(train, validation, test.renamed("held-out" if held_out else "test"),
                     transfer.unlabelled("transfer"), source + ("; test = held-out slice of train" if held_out else ""),
                     held_out, notes)
+    _check_carved(data, source, dropped)
+    return data
+
+
+def _check_carved(data: ImdbData, source: str, dropped: int) -> None:
+    """Refuse a carved split without both classes, naming the knob to change (``dropped``: test reviews left out
+    as train reviews, which is where a test split copied from train ends)."""
     for split, knob in ((data.train, "n_train"), (data.validation, "val_size"), (data.test, "n_test")):
         fix = f"add reviews of the rarer class, or change --set {knob}=N"
-        if split is data.test and dropped:  # left out as train reviews: a test split copied from train ends here
+        if split is data.test and dropped:
             fix = (f"{dropped} of its reviews are also train reviews and were left out (a review seen in training "
                    "tests nothing): give a test split of other reviews")
         _check_classes(split, source, split.name, fix)
-    return data
 
 
 def _notes(splits: dict, dropped: int, has_unsup: bool, repeated: dict[str, int]) -> tuple[str, ...]:
