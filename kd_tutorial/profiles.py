@@ -73,6 +73,7 @@ FIELD_RULES = {
     "precision": (lambda v: v in ("auto", "fp32", "bf16", "fp16"), "one of auto, fp32, bf16, fp16"),
     "max_length": (_whole(3), "a whole number >= 3 (room for [CLS], [SEP] and one token)"),
     "truncation": (lambda v: v in TRUNCATIONS, "one of " + ", ".join(TRUNCATIONS)),
+    "teacher": (lambda v: isinstance(v, str) and bool(v.strip()), "a Hub name, a folder written by save_pretrained(), or tiny-bert"),
     "n_train": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
     "n_transfer": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
     "n_test": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
@@ -100,6 +101,13 @@ FIELD_RULES = {
     "seeds": (lambda v: len(v) >= 1 and all(_whole(0)(s) and s <= MAX_SEED for s in v),
               f"one or more whole numbers from 0 to {MAX_SEED}"),
 }
+
+
+def _type_fix(name: str) -> str:
+    """What to give ``--set NAME=`` instead of a value of the wrong type."""
+    if name == "recipes":
+        return "give --recipes NAME [NAME ...] (or --set \"recipes=('NAME',)\")"
+    return f"give {FIELD_RULES[name][1]}" if name in FIELD_RULES else "give a Python literal of that type"
 
 
 def _same_number_type(value, current, allowed: tuple):
@@ -185,7 +193,7 @@ class Profile:
     # data
     data_source: str  # "tiny" (built-in corpus) or "hub" (stanfordnlp/imdb)
     n_train: int | None  # labelled reviews used (None: all)
-    n_transfer: int  # unlabelled reviews the teacher labels for the students
+    n_transfer: int | None  # unlabelled reviews the teacher labels for the students (None: all)
     student_labels: int | None  # labelled reviews the students see (a stratified subset; None: all of train)
     n_test: int | None  # test / held-out reviews evaluated (None: all)
     val_size: int  # validation reviews carved (stratified) from train
@@ -352,7 +360,7 @@ class Profile:
             value = _same_number_type(value, getattr(self, name), allowed)
             if not (isinstance(value, allowed) or (float in allowed and type(value) is int)):
                 kinds = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
-                raise ProfileOverrideError(f"--set {item!r}: {name} takes {kinds}, not {value!r}")
+                raise ProfileOverrideError(f"--set {item!r}: {name} takes {kinds}, not {value!r}: {_type_fix(name)}")
             self._check_used(item, name)
             changes[name] = value
         return self.replace(**changes)

@@ -341,6 +341,24 @@ def test_set_overrides_a_profile_field_and_refuses_unknown_ones(tmp_path, kd):
     assert cpu.replace(students=cpu.students[:1]).changes() == {"students": ["distil-3L"]}
 
 
+@pytest.mark.parametrize("item, said", [
+    ("recipes=baseline", "recipes takes tuple, not 'baseline': give --recipes NAME [NAME ...] (or --set "
+                         "\"recipes=('NAME',)\")"),
+    ("n_test=many", "n_test takes int or None, not 'many': give None (all) or a whole number >= 1"),
+    ("teacher=", "teacher='': give a Hub name, a folder written by save_pretrained(), or tiny-bert")])
+def test_set_of_a_value_of_the_wrong_type_names_what_to_give(item, said):
+    """A type error named the type only ("recipes takes tuple, not 'baseline'"), and an empty teacher (an unset
+    shell variable) passed, to fail after the estimate as a folder without a tokenizer: the current folder."""
+    with pytest.raises(profiles.ProfileOverrideError) as err:
+        profiles.get_profile("tiny").with_overrides([item])
+    assert str(err.value).endswith(said), str(err.value)
+
+
+def test_set_n_transfer_none_takes_every_unlabelled_review_as_its_rule_says():
+    """The field's rule said "None (all)", and its type refused None."""
+    assert profiles.get_profile("tiny").with_overrides(["n_transfer=None"]).n_transfer is None
+
+
 @pytest.mark.parametrize("item, fix", [
     ("seeds=(0, 0)", "kd-tutorial takes its seeds from --seeds (the notebooks from the profile): give --seeds N"),
     ("recipes=('bogus',)", "every student of the cpu profile sets its own recipes, so recipes would change nothing: "
