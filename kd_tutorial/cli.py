@@ -70,8 +70,9 @@ def _check_inputs(args, profile, data: bool = True, recipes=None) -> None:
     if data:
         _check_data_folder(args.data_dir)
     teacher = getattr(args, "teacher", None)
-    if teacher and looks_like_a_folder(teacher) and not Path(teacher).expanduser().exists():
-        raise model_source_error(teacher, "teacher")
+    named = teacher or profile.teacher  # --teacher, or the profile's (--set teacher=)
+    if looks_like_a_folder(named) and not Path(named).expanduser().exists():
+        raise model_source_error(named, "teacher")
     # a Hub teacher not cached yet: its config.json is read when the run starts, before its weights download
     check_teacher_shape(profile, teacher, recipes or _recipes(getattr(args, "recipes", None)), ask_hub=False)
 

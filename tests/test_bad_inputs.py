@@ -297,11 +297,14 @@ def test_an_unreadable_data_folder_is_refused_before_anything_loads(tmp_path, ca
         assert how in line and way_out in line and "'hub'" not in line, line
 
 
-def test_a_teacher_folder_that_does_not_exist_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("how", ["--teacher", "--set teacher="])
+def test_a_teacher_folder_that_does_not_exist_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch, how):
+    """--set teacher= named a missing folder after the estimate, where --teacher named it before anything."""
     for name in ("estimate", "run_distill"):
-        monkeypatch.setattr(cli, name, lambda *a, **k: pytest.fail("work started before --teacher was checked"))
-    line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", str(tmp_path / "no-such-teacher"),
-                      "--out", str(tmp_path / "out"))
+        monkeypatch.setattr(cli, name, lambda *a, **k: pytest.fail("work started before the teacher was checked"))
+    folder = str(tmp_path / "no-such-teacher")
+    given = ["--teacher", folder] if how == "--teacher" else ["--set", f"teacher={folder}"]
+    line = error_line(capsys, "distill", "--profile", "tiny", *given, "--out", str(tmp_path / "out"))
     assert re.search(r"no-such-teacher: no such folder: give a folder written by save_pretrained\(\) or a Hugging "
                      r"Face Hub name", line)
 
