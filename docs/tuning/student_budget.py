@@ -1,16 +1,18 @@
-"""e26: compact-2L-H128's budget at the current defaults: 3 epochs instead of 2, or lr 1e-3 instead of 5e-4.
+"""e26, e27: one student's budget at the current defaults, each variant against the profile, on validation.
 
-Usage: python docs/tuning/compact_budget.py OUT.json   (KD_TUTORIAL_DATA_DIR: the IMDB parquet files;
-KD_TUTORIAL_HOME: the artifact cache that holds the profile's teacher and its `kd+transfer` runs)
+Usage: python docs/tuning/student_budget.py OUT.json STUDENT FIELD=VALUE [FIELD=VALUE ...]
+   (KD_TUTORIAL_DATA_DIR: the IMDB parquet files; KD_TUTORIAL_HOME: the artifact cache that holds the profile's
+   teacher and its `kd+transfer` runs)
+   e26: python docs/tuning/student_budget.py OUT.json compact-2L-H128 epochs=3.0 lr=1e-3
+   e27: python docs/tuning/student_budget.py OUT.json distil-3L lr=5e-5
 
-The compact student's validation accuracy was still rising at its last pass in the three seeds of
-docs/results/cpu-3-seeds.json, and its learning rate (5e-4) was chosen before its word vectors were summed with the
-teacher's, which makes it take off sooner. Each variant trains `kd+transfer` on seeds 0, 1 and 2 into the artifact
-cache, two runs at a time; the profile's own runs (the reference) are read back from there. Every run is then scored
-on validation and on test. The choice is made on validation only: a variant is adopted when the paired bootstrap
-interval of its validation accuracy minus the reference's, pooled over the seeds (`evaluate.compare_paired`), lies
-above 0. Test is recorded, not used.
+Each FIELD=VALUE is one variant: the student's StudentSpec with that field changed. Each trains `kd+transfer` on
+seeds 0, 1 and 2 into the artifact cache, two runs at a time; the profile's own runs (the reference) are read back
+from there. Every run is then scored on validation and on test. The choice is made on validation only: a variant is
+adopted when the paired bootstrap interval of its validation accuracy minus the reference's, pooled over the seeds
+(`evaluate.compare_paired`), lies above 0. Test is recorded, not used.
 """
+import ast
 import dataclasses
 import json
 import statistics
@@ -23,9 +25,16 @@ from kd_tutorial.profiles import get_profile
 
 SEEDS, RECIPE = (0, 1, 2), "kd+transfer"
 profile = get_profile("cpu")
-compact = next(s for s in profile.students if s.name == "compact-2L-H128")
-VARIANTS = {"profile": compact, "3 epochs": dataclasses.replace(compact, epochs=3.0),
-            "lr 1e-3": dataclasses.replace(compact, lr=1e-3)}
+
+
+def variants(student: str, changes: list[str]) -> dict:
+    """``{"profile": the student's spec, "FIELD=VALUE": the spec so changed, ...}``."""
+    spec = next(s for s in profile.students if s.name == student)
+    out = {"profile": spec}
+    for change in changes:
+        field, _, value = change.partition("=")
+        out[change] = dataclasses.replace(spec, **{field: ast.literal_eval(value)})
+    return out
 
 
 def trained(teacher, prep, logits, spec) -> dict:
@@ -42,7 +51,7 @@ def correct_on(item, split) -> torch.Tensor:
     return z.argmax(-1) == torch.as_tensor(split.labels)
 
 
-def main(out_path: str) -> None:
+def main(out_path: str, student: str, changes: list[str]) -> None:
     teacher, prep, info = teachers.ensure_teacher(profile, progress=False)
     logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
     teacher_test = evaluate.accuracy(teachers.ensure_teacher_logits(profile, "test", progress=False),
@@ -51,7 +60,8 @@ def main(out_path: str) -> None:
            "validation_reviews": len(prep.encoded["validation"]), "test_reviews": len(prep.encoded["test"]),
            "variants": {}}
     correct = {}
-    for name, spec in VARIANTS.items():
+    specs = variants(student, changes)
+    for name, spec in specs.items():
         runs = sorted(trained(teacher, prep, logits, spec).values(), key=lambda item: item["seed"])
         rows = []
         for item in runs:
@@ -64,11 +74,11 @@ def main(out_path: str) -> None:
                          "evals": [[e["step"], e["val_acc"]] for e in item["history"].to_dict()["evals"]],
                          "train_s": item["history"].seconds})
         test_mean = statistics.mean(r["test"] for r in rows)
-        out["variants"][name] = {"epochs": spec.epochs, "lr": spec.lr, "runs": rows,
+        out["variants"][name] = {"student": student, "epochs": spec.epochs, "lr": spec.lr, "runs": rows,
                                  "val_mean": statistics.mean(r["val"] for r in rows), "test_mean": test_mean,
                                  "share_of_teacher": test_mean / teacher_test}
         print(name, json.dumps(out["variants"][name]["runs"]), flush=True)
-    for name in VARIANTS:
+    for name in specs:
         if name != "profile":
             for split in ("val", "test"):
                 a, b = (torch.stack(correct[n][split]) for n in (name, "profile"))
@@ -79,4 +89,4 @@ def main(out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])
