@@ -35,7 +35,7 @@ from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .models import TINY_TEACHER
 from .parallel import check_workers
-from .pipeline import check_teacher_shape, run_distill
+from .pipeline import check_teacher_outside, check_teacher_shape, run_distill
 from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile
 from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, README_START, results_markdown,
@@ -65,14 +65,17 @@ def _check_set_twice(args) -> None:
 
 def _check_inputs(args, profile, data: bool = True, recipes=None) -> None:
     """Refuse, before anything is loaded or trained: a --data-dir (or $KD_TUTORIAL_DATA_DIR) that cannot be read
-    (unless ``data`` is False), a --teacher folder that does not exist, and, from the teacher's config where it is
-    on disk (the tiny teacher's always), a max_length beyond its positions or students it cannot teach."""
+    (unless ``data`` is False), a teacher folder (--teacher, or --set teacher=) that does not exist or lies in the
+    checkpoints --out replaces, and, from the teacher's config where it is on disk (the tiny teacher's always), a
+    max_length beyond its positions or students it cannot teach."""
     if data:
         _check_data_folder(args.data_dir)
     teacher = getattr(args, "teacher", None)
     named = teacher or profile.teacher  # --teacher, or the profile's (--set teacher=)
     if looks_like_a_folder(named) and not Path(named).expanduser().exists():
         raise model_source_error(named, "teacher")
+    if getattr(args, "out", None):
+        check_teacher_outside(named, args.out)
     # a Hub teacher not cached yet: its config.json is read when the run starts, before its weights download
     check_teacher_shape(profile, teacher, recipes or _recipes(getattr(args, "recipes", None)), ask_hub=False)
 

@@ -279,7 +279,8 @@ def write_checkpoints(trained: dict, out: Path, tokenizer=None) -> None:
     names = {name.replace(" ", "_") for name in trained}
     for name, item in trained.items():
         atomic_save_pretrained(item["model"], out / "checkpoints" / name.replace(" ", "_") / "model", tokenizer)
-    for name in sorted(earlier - names):
+    written = {n.lower() for n in names}  # a file system that ignores case sees Foo_kd and foo_kd as one folder
+    for name in sorted(n for n in earlier if n.lower() not in written):
         folder = out / "checkpoints" / name
         shutil.rmtree(folder / "model", ignore_errors=True)  # what kd-tutorial wrote there, and only that
         with contextlib.suppress(OSError):
@@ -288,13 +289,26 @@ def write_checkpoints(trained: dict, out: Path, tokenizer=None) -> None:
 
 def _checkpoints_named(results: Path) -> set[str]:
     """The checkpoint folders of the run that wrote ``results`` (its ``student_status`` names), none when it is
-    missing or not a kd-tutorial run's."""
+    missing or not a kd-tutorial run's; only plain folder names, never a path."""
     try:
         names = json.loads(results.read_text(encoding="utf-8"))["run"]["student_status"]
-        return {n.replace(" ", "_") for n in names
-                if isinstance(n, str) and Path(n).name == n and n not in ("", ".", "..")}
     except (OSError, ValueError, KeyError, TypeError):
         return set()
+    if not isinstance(names, dict):
+        return set()
+    return {n.replace(" ", "_") for n in names if isinstance(n, str) and n not in ("", ".", "..")
+            and "\0" not in n and "/" not in n and "\\" not in n}
+
+
+def check_teacher_outside(teacher: str | None, out: str | Path) -> None:
+    """Refuse a teacher folder inside ``out/checkpoints``, which the run's own checkpoints replace or remove."""
+    if not teacher or not Path(teacher).expanduser().is_dir():
+        return
+    inside = Path(teacher).expanduser().resolve()
+    outs = Path(out).expanduser().resolve() / "checkpoints"
+    if inside == outs or outs in inside.parents:
+        raise UsageError(f"teacher {teacher} lies in the checkpoints of --out {out}, which this run replaces or "
+                         "removes: copy it elsewhere first (cp -r), or give another --out")
 
 
 def chosen_recipes(profile: Profile, specs, runs, teacher_heads: int) -> dict:
@@ -545,6 +559,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     """
     device = device or pick_device()
     check_workers(workers or 1, device, setting=f"workers={workers}", fix="give workers=1")  # before the teacher
+    check_teacher_outside(teacher or profile.teacher, out)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seeds, clock = tuple(seeds), _Phases()

@@ -192,6 +192,43 @@ def test_a_stale_checkpoint_folder_keeps_the_learners_own_files(tmp_path):
     assert (tmp_path / "checkpoints" / "old_baseline" / "notes.txt").read_text() == "my notes"
 
 
+@pytest.mark.parametrize("status", ["mine", ["mine"], {"a\x00b": "trained", "x/y": "trained", "..": "trained"}])
+def test_an_odd_earlier_results_json_names_no_checkpoint_to_remove(tmp_path, status):
+    """A string was read letter by letter (checkpoints/m, i, n, e removed), and a NUL in a name raised after the
+    earlier results.json was gone, so the run ended with none."""
+    (tmp_path / "results.json").write_text(json.dumps({"run": {"student_status": status}}))
+    for name in ("m", "mine", "a\x00b".replace("\x00", "_"), "x"):
+        (tmp_path / "checkpoints" / name / "model").mkdir(parents=True, exist_ok=True)
+    pipeline.write_checkpoints({}, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["a_b", "m", "mine", "x"]
+
+
+def test_an_earlier_checkpoint_differing_only_in_case_is_not_removed_after_the_new_one_is_written(tmp_path):
+    """On a file system that ignores case (macOS's default), Foo_kd and foo_kd are one folder: the stale one's
+    removal would take the checkpoint just written."""
+    from transformers import BertConfig, BertForSequenceClassification
+    from kd_tutorial.profiles import TINY_BERT
+    (tmp_path / "results.json").write_text(json.dumps({"run": {"student_status": {"Foo kd": "trained"}}}))
+    (tmp_path / "checkpoints" / "Foo_kd" / "model").mkdir(parents=True)
+    model = BertForSequenceClassification(BertConfig(vocab_size=100, **TINY_BERT))
+    pipeline.write_checkpoints({"foo kd": {"model": model}}, tmp_path)
+    assert (tmp_path / "checkpoints" / "Foo_kd" / "model").is_dir()  # on Linux two folders: the old one is left
+
+
+def test_a_teacher_in_the_checkpoints_this_run_replaces_is_refused_before_anything_loads(tiny_run, tmp_path, capsys):
+    """README: a checkpoint loads whole as --teacher. One in the --out it was written to (runs/latest, the default)
+    would be replaced or removed by the run it teaches."""
+    out, _ = tiny_run
+    teacher = out / "checkpoints" / "distil-2L_kd+transfer" / "model"
+    assert cli.main(["distill", "--profile", "tiny", "--teacher", str(teacher), "--out", str(out), "--quiet"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.endswith(f"teacher {teacher} lies in the checkpoints of --out {out}, which this run replaces or "
+                         "removes: copy it elsewhere first (cp -r), or give another --out"), line
+    with pytest.raises(Exception, match="lies in the checkpoints of --out"):
+        pipeline.run_distill(get_profile("tiny"), teacher=str(teacher), out=out, progress=False, workers=1)
+    pipeline.check_teacher_outside(str(teacher), tmp_path)  # another --out: fine
+
+
 def test_students_are_smaller_and_faster_than_the_teacher(tiny_run):
     _, results = tiny_run
     teacher = _row(results, "teacher")
