@@ -266,12 +266,12 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
 
 def _check_carved(data: ImdbData, source: str, dropped: int) -> None:
     """Refuse a carved split without both classes, naming the knob to change (``dropped``: test reviews left out
-    as train reviews, which is where a test split copied from train ends)."""
+    as training reviews; all of them, for a test split copied from train, which then says so)."""
     for split, knob in ((data.train, "n_train"), (data.validation, "val_size"), (data.test, "n_test")):
         fix = f"add reviews of the rarer class, or change --set {knob}=N"
-        if split is data.test and dropped:
-            fix = (f"{dropped} of its reviews are also train reviews and were left out (a review seen in training "
-                   "tests nothing): give a test split of other reviews")
+        if split is data.test and dropped and not len(split) and not data.test_is_held_out:
+            fix = (f"{dropped} of its reviews are also in the source's training reviews and were left out (a review "
+                   "seen in training tests nothing): give a test split of other reviews")
         _check_classes(split, source, split.name, fix)
 
 

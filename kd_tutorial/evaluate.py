@@ -88,6 +88,8 @@ def expected_calibration_error(logits: torch.Tensor, labels, n_bins: int = ECE_B
     """ECE with ``n_bins`` equal-width confidence bins: ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``, over the
     labelled rows (a row labelled -1 is left out, as :func:`accuracy` leaves it out)."""
     logits, labels = _labelled(logits, labels)
+    if not len(labels):
+        return float("nan")  # no labelled row: nothing to be calibrated about (accuracy is nan too)
     probs = logits.float().softmax(-1)
     conf, pred = probs.max(-1)
     correct = (pred == labels).float()

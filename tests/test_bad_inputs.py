@@ -159,8 +159,18 @@ def test_a_test_split_copied_from_train_says_so_not_to_add_reviews(tmp_path, cap
     write_parquet(tmp_path / "test.parquet", 400)
     line = distill_error(capsys, tmp_path, tmp_path)
     assert line.endswith("the test split is empty, and it needs reviews of both classes: 400 of its reviews are also "
-                         "train reviews and were left out (a review seen in training tests nothing): give a test "
-                         "split of other reviews"), line
+                         "in the source's training reviews and were left out (a review seen in training tests "
+                         "nothing): give a test split of other reviews"), line
+
+
+def test_a_test_split_of_one_class_with_a_review_from_train_is_told_to_add_the_other_class(tmp_path, capsys):
+    write_parquet(tmp_path / "train.parquet", 400)
+    pq.write_table(pa.table({"text": [f"a fine film, number {i}" for i in range(50)] + [
+        pq.read_table(tmp_path / "train.parquet").column("text")[1].as_py()], "label": [1] * 51}),
+        tmp_path / "test.parquet")
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert line.endswith("the test split has 0 negative and 50 positive review(s), and it needs reviews of both "
+                         "classes: add reviews of the rarer class, or change --set n_test=N"), line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

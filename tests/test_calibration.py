@@ -34,3 +34,8 @@ def test_unlabelled_rows_are_left_out_of_the_ece_and_the_curve_as_of_the_accurac
     assert sum(curve["count"]) == 4 and curve["count"][9] == 2 and curve["count"][6] == 2
     assert curve["accuracy"][9] == pytest.approx(0.5) and curve["confidence"][9] == pytest.approx(0.95)
     assert math.isnan(curve["accuracy"][5]) and curve["count"][5] == 0  # 0.55 was an unlabelled row's
+
+
+def test_ece_of_no_labelled_row_is_nan_as_the_accuracy():
+    logits = _logits([0.9, 0.6], [0, 1])
+    assert math.isnan(expected_calibration_error(logits, [-1, -1])) and math.isnan(accuracy(logits, [-1, -1]))
