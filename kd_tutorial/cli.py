@@ -17,6 +17,7 @@ line, ``kd-tutorial: error: <what is wrong>: <what to do>``, and exits with stat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -293,7 +294,7 @@ def cmd_distill(args) -> int:
         raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")
     runs = _recipes(args.recipes)
     check_writable_home()
-    _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
+    _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write", leave_none=True)
     refuse_foreign(Path(args.out) / "results.json", "--out", "a kd-tutorial results.json",
                    lambda data: "run" in data and "models" in data)  # an earlier run's is replaced, nothing else
     profile = _fit_device(profile, device, args)
@@ -383,9 +384,12 @@ def check_writable_home() -> Path:
     return root
 
 
-def _check_writable(folder: Path, what: str, fix: str) -> None:
-    """Create ``folder`` if needed and write a temporary file there; a UsageError naming ``what`` and ``fix``."""
+def _check_writable(folder: Path, what: str, fix: str, *, leave_none: bool = False) -> None:
+    """Create ``folder`` if needed and write a temporary file there; a UsageError naming ``what`` and ``fix``. With
+    ``leave_none``, the folders the check created are removed again (the run creates them when it writes), so that
+    a run refused later leaves no empty folder behind."""
     import tempfile
+    made = [p for p in (folder, *folder.parents) if not p.exists()] if leave_none else []  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -393,6 +397,10 @@ def _check_writable(folder: Path, what: str, fix: str) -> None:
     except OSError as err:
         why = "it is a file" if folder.is_file() else (err.strerror or err.__class__.__name__).lower()
         raise UsageError(f"{what} is not a writable folder ({why}): {fix}") from None
+    finally:
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def _recipes(names: list[str] | None) -> tuple[str, ...] | None:

@@ -171,7 +171,15 @@ def test_a_test_split_of_one_class_with_a_review_from_train_is_told_to_add_the_o
     line = distill_error(capsys, tmp_path, tmp_path)
     assert line.endswith("the test split has 0 negative and 50 positive review(s), and it needs reviews of both "
                          "classes: add reviews of the rarer class, or change --set n_test=N"), line
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_run_refused_after_the_out_check_leaves_no_empty_out_folder(tmp_path, capsys):
+    """--out was created by its writability check, before the data was read: a refused run left it, empty."""
+    write_parquet(tmp_path / "train.parquet", 400)
+    write_parquet(tmp_path / "test.parquet", 400)  # refused when the data is read, after the --out check
+    out = tmp_path / "new" / "deeper"
+    line = error_line(capsys, "distill", "--profile", "tiny", "--data-dir", str(tmp_path), "--out", str(out), "--quiet")
+    assert "give a test split of other reviews" in line and not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("labels, shown", [([0, 1, 2, 1] * 10, "2"), (["neg", "pos"] * 20, "'neg'"),
