@@ -276,10 +276,10 @@ def write_checkpoints(trained: dict, out: Path, tokenizer=None) -> None:
     models; then the checkpoints it named that this run does not write, so that none is left beside the new ones."""
     earlier = _checkpoints_named(out / "results.json")
     (out / "results.json").unlink(missing_ok=True)
-    names = {name.replace(" ", "_") for name in trained}
     for name, item in trained.items():
         atomic_save_pretrained(item["model"], out / "checkpoints" / name.replace(" ", "_") / "model", tokenizer)
-    written = {n.lower() for n in names}  # a file system that ignores case sees Foo_kd and foo_kd as one folder
+    # a file system that ignores case sees Foo_kd and foo_kd as one folder
+    written = {name.replace(" ", "_").lower() for name in trained}
     for name in sorted(n for n in earlier if n.lower() not in written):
         folder = out / "checkpoints" / name
         shutil.rmtree(folder / "model", ignore_errors=True)  # what kd-tutorial wrote there, and only that

@@ -257,7 +257,8 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     assert cli.test_reviews_of(cpu.replace(n_test=2000), None) == cli.test_reviews_of(cpu.replace(n_test=2000), "d")
     hub = cli.estimate(cpu, "cpu", test_reviews=25_000)
     longer = cpu.time_budget_s + seconds * (25_000 / measured - 1)
-    assert hub.startswith(f"about {longer / 60:.0f} minute(s) on 2 CPU cores for one seed, evaluating up to 25,000 test")
+    assert hub.startswith(f"about {longer / 60:.0f} minute(s) on 2 CPU cores for one seed, "
+                          "evaluating up to 25,000 test")
     assert longer / 60 > cpu.time_budget_s / 60 + 20  # the Hub's test split is five times the measured one
     assert f"evaluating {measured:,} test reviews as measured" in cli.estimate(cpu, "cpu")
     # the CPU estimate is the profile's own measured budget, whatever it is (minutes, or seconds under one)
