@@ -30,7 +30,8 @@ import time
 
 from .artifacts import prepare
 from .data import concat_encoded, Encoded
-from .device import autocast_dtype, bf16_supported, configure, pick_device, resolve_precision, synchronize
+from .device import (autocast_dtype, bf16_supported, configure, pick_device, resolve_precision, slow_first_calls,
+                     synchronize)
 from .errors import UsageError
 from .evaluate import latency, predict_logits, throughput
 from .flops import (estimate_profile, forward_flops, imdb_lengths, peak_tflops, precision_name, project,
@@ -215,7 +216,9 @@ class _Bench:
         return set_attention_dropout(model, self.profile.attention_dropout).to(self.device)
 
     def train_phase(self, model, name: str, mode: str, lr: float) -> dict:
-        """Warm-up steps, then ``steps`` timed steps of :func:`kd_tutorial.train.train` on fresh rows."""
+        """Warm-up steps, then ``steps`` timed steps of :func:`kd_tutorial.train.train` on fresh rows. On a GPU the
+        warm-up is the timed steps themselves, every batch's shape once (:func:`kd_tutorial.device.slow_first_calls`):
+        the rate of a long run, in which every width recurs, not that of each width's first call."""
         import torch
 
         bs = self.profile.batch_size
@@ -226,8 +229,11 @@ class _Bench:
                                  alpha=self.profile.alpha, precision=getattr(self.profile, "precision", "auto"))
             return train(model, rows, config=config, teacher_logits=logits, device=self.device, progress=self.progress,
                          desc=f"benchmark {name}")
-        run(self.s["warmup"], self.rows(self.s["warmup"] * bs))
         rows = self.rows(self.s["steps"] * bs)  # one epoch of exactly ``steps`` batches: every row once
+        if slow_first_calls(self.device):
+            run(self.s["steps"], rows)
+        else:
+            run(self.s["warmup"], self.rows(self.s["warmup"] * bs))
         _reset_memory(self.device)
         history = run(self.s["steps"], rows)
         return self.record(seconds=history.seconds, tokens=history.tokens, steps=self.s["steps"], batch_size=bs,
@@ -280,8 +286,9 @@ class _Bench:
     def teacher_logits(self, teacher) -> dict:
         """:func:`kd_tutorial.evaluate.predict_logits` over ``steps`` batches of ``eval_batch_size`` reviews."""
         bs = self.profile.eval_batch_size
-        predict_logits(teacher, self.rows(bs), batch_size=bs, device=self.device)  # warm-up
         rows = self.rows(self.s["steps"] * bs)
+        warm = rows if slow_first_calls(self.device) else self.rows(bs)  # on a GPU, every timed shape once
+        predict_logits(teacher, warm, batch_size=bs, device=self.device)
         _reset_memory(self.device)
         start = time.perf_counter()
         predict_logits(teacher, rows, batch_size=bs, device=self.device)  # returns on the host: synchronised
@@ -305,9 +312,10 @@ class _Bench:
         """:func:`naive_vs_ours` on the first student: fp32, padded, teacher every step against the course loop."""
         spec = self.profile.students[0]
         bs, steps = self.profile.batch_size, self.s["steps"]
-        naive_vs_ours(self.profile, spec, teacher, self.rows(self.s["warmup"] * bs), steps=self.s["warmup"],
-                      device=self.device, init="random")  # warm-up of both loops
         rows, peaks = self.rows(steps * bs), {}
+        warm = (rows, steps) if slow_first_calls(self.device) else (self.rows(self.s["warmup"] * bs), self.s["warmup"])
+        naive_vs_ours(self.profile, spec, teacher, warm[0], steps=warm[1], device=self.device,
+                      init="random")  # warm-up of both loops
 
         def phase_done(phase):  # each loop's own peak: read after each phase, and reset for the next
             peaks[phase] = _peak_memory_gib(self.device)
@@ -370,11 +378,13 @@ def run_benchmark(profile: Profile, *, device: str | None = None, quick: bool = 
     """Every phase of ``profile``'s pipeline on ``device``, timed (see the module docstring); returns the report.
 
     ``quick``: 3 timed steps after 1 warm-up and a few latency samples (seconds on a CPU with ``tiny``);
-    otherwise 30 timed steps after 3 warm-up steps per phase. ``steps`` overrides the timed steps.
+    otherwise 30 timed steps after 3 warm-up steps per phase; on a GPU, after the timed steps themselves, untimed
+    (``settings["warm_every_shape"]``). ``steps`` overrides the timed steps.
     """
     device = device or pick_device()
     configure(device)
     settings = dict(SETTINGS["quick" if quick else "full"]) | ({"steps": steps} if steps else {})
+    settings["warm_every_shape"] = slow_first_calls(device)
     started = time.perf_counter()
     bench = _Bench(profile, device, settings, environment(device), progress)
     teacher = bench.teacher()

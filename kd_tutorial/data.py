@@ -692,14 +692,19 @@ def n_batches(n_rows: int, batch_size: int) -> int:
 
 
 def collate(encoded: Encoded, rows: list[int], *, pad_to_max: int | None = None, pad_id: int = 0,
-            pin: bool = False) -> dict:
+            pin: bool = False, multiple: int = 1, limit: int | None = None) -> dict:
     """One padded batch of ``rows``: input_ids, attention_mask, labels, index (row in ``encoded``).
 
-    Padded to its longest row (or to ``pad_to_max``, the naive baseline). ``pin=True`` puts the
-    tensors in page-locked memory, so that a ``non_blocking`` copy to a GPU overlaps with compute.
+    Padded to its longest row rounded up to a multiple of ``multiple`` but not past ``limit`` (a GPU's
+    :func:`kd_tutorial.device.pad_multiple`, capped at the split's longest row), or to ``pad_to_max`` (the naive
+    baseline). ``pin=True`` puts the tensors in page-locked memory, so that a ``non_blocking`` copy to a GPU
+    overlaps with compute.
     """
     lengths = [len(encoded.input_ids[i]) for i in rows]
     width = max(lengths)
+    if multiple > 1:
+        rounded = -(-width // multiple) * multiple
+        width = rounded if limit is None else max(width, min(rounded, limit))
     if pad_to_max is not None:
         if width > pad_to_max:
             raise ValueError(f"a row has {width} tokens, more than pad_to_max={pad_to_max}")

@@ -43,6 +43,21 @@ def device_type(device: str | torch.device) -> str:
     return torch.device(device).type
 
 
+def pad_multiple(device: str | torch.device) -> int:
+    """The multiple a batch's width is rounded up to: 8 tokens on a GPU, 1 elsewhere.
+
+    A GPU chooses its kernels for a new input shape at the shape's first call, which costs far more than the call
+    itself (measured on an H200: docs/gpu/README.md): fewer widths mean fewer first calls, and 8 suits its tensor
+    cores. A CPU would only compute the extra padding."""
+    return 8 if device_type(device) == "cuda" else 1
+
+
+def slow_first_calls(device: str | torch.device) -> bool:
+    """Whether a new input shape's first call is slow on ``device`` (a GPU's kernel choice, :func:`pad_multiple`):
+    the timings then run every shape they time once beforehand."""
+    return device_type(device) == "cuda"
+
+
 def cuda_capability(device: str | torch.device = "cuda") -> tuple[int, int]:
     """The GPU's compute capability, e.g. ``(7, 5)`` for a T4 and ``(9, 0)`` for an H100."""
     index = torch.device(device).index

@@ -13,7 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import batch_groups, collate, make_batches, prefetch
-from .device import autocast_dtype, device_type, pick_device, resolve_precision, synchronize
+from .device import (autocast_dtype, device_type, pad_multiple, pick_device, resolve_precision, slow_first_calls,
+                     synchronize)
 from .features import forward_features
 from .models import count_parameters, model_size_mb
 
@@ -38,10 +39,13 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
     model.eval().to(device)
     dtype, kind = autocast_dtype(device, precision), device_type(device)
     groups = batch_groups(encoded, batch_size, shuffle=False, group_by_length=True)
+    multiple, longest = pad_multiple(device), max(encoded.lengths, default=0)
+
+    def build(group):
+        return collate(encoded, group, pin=kind == "cuda", multiple=multiple, limit=longest)
     out = cls = None  # filled on the device and copied to the host once: no wait per batch
     try:
-        for batch in tqdm(prefetch(lambda g: collate(encoded, g, pin=kind == "cuda"), groups), total=len(groups),
-                          desc=desc, disable=not progress, leave=False):
+        for batch in tqdm(prefetch(build, groups), total=len(groups), desc=desc, disable=not progress, leave=False):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
                 result = forward_features(model, batch["input_ids"], batch["attention_mask"], hidden=cls_states,
@@ -130,7 +134,8 @@ def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5
     """Wall time in ms of one review at batch size 1: ``p50`` and its interquartile range ``q1``-``q3``.
 
     ``repeats`` passes over the same ``n`` reviews (after ``warmup`` untimed calls on
-    other reviews, fewer when the split is small), so the spread covers both the
+    other reviews, fewer when the split is small, and on a GPU one untimed pass over the
+    ``n``: :func:`kd_tutorial.device.slow_first_calls`), so the spread covers both the
     reviews' lengths and the machine's noise. The precision is the one
     :func:`throughput` and training use (``"auto"``).
     """
@@ -139,7 +144,7 @@ def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5
     if not batches:
         raise ValueError("latency needs at least one review")
     warm = min(warmup, len(batches) - 1)
-    for batch in batches[:warm]:
+    for batch in batches[:warm] + (batches[warm:] if slow_first_calls(device) else []):
         _forward_ms(model, batch, device, precision)
     times = [_forward_ms(model, batch, device, precision) for _ in range(repeats) for batch in batches[warm:]]
     q1, p50, q3 = quartiles(times)
@@ -173,9 +178,13 @@ def latency_ms(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int 
 @torch.no_grad()
 def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max_batches: int = 8,
                precision: str = "auto") -> dict:
-    """Reviews/s and real (non-pad) tokens/s at a large batch, length-grouped, after one warm-up batch."""
+    """Reviews/s and real (non-pad) tokens/s at a large batch, length-grouped, after one warm-up batch (on a GPU,
+    after every timed batch once: :func:`kd_tutorial.device.slow_first_calls`)."""
     model.eval().to(device)
     batches = make_batches(encoded, batch_size, shuffle=True, group_by_length=True, seed=0)[: max_batches + 1]
+    if slow_first_calls(device):
+        for batch in batches[1:]:
+            _forward_ms(model, batch, device, precision)
     reviews = tokens = 0
     seconds = 0.0
     for i, batch in enumerate(batches):

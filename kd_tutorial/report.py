@@ -222,6 +222,13 @@ def _num(value, spec: str = "{:.0f}", scale: float = 1.0) -> str:
     return "-" if value is None else spec.format(value * scale)
 
 
+def _warm_up(settings: dict) -> str:
+    """What ran untimed before each phase: a few steps, or on a GPU the timed steps themselves."""
+    if settings.get("warm_every_shape"):
+        return "the same steps untimed (a GPU's first call of each shape picks its kernels)"
+    return f"{settings['warmup']} warm-up step(s)"
+
+
 def _phase_row(label: str, r: dict) -> str:
     if "skipped" in r:
         return f"| {label} | skipped: {r['skipped']} | | | | |"
@@ -240,8 +247,8 @@ def benchmark_markdown(report: dict) -> str:
            f"compute capability {env['compute_capability'] or '-'}, {env['precision']}{peak}; "
            f"SDPA kernels: {kernels}), "
            f"torch {env['torch']}, commit `{report.get('git_commit') or '-'}`: random weights at the profile's sizes, "
-           f"synthetic reviews with IMDB's lengths, {s['steps']} timed steps per phase after {s['warmup']} warm-up "
-           f"step(s). MFU: model FLOPs on real tokens against the dense {env['precision']} peak.\n",
+           f"synthetic reviews with IMDB's lengths, {s['steps']} timed steps per phase after {_warm_up(s)}. "
+           f"MFU: model FLOPs on real tokens against the dense {env['precision']} peak.\n",
            "| phase | tokens/s | TFLOP/s | MFU % | peak memory GiB | seconds |", "|---|---|---|---|---|---|",
            _phase_row(f"teacher fine-tuning, batch {bs}", ph["teacher_train"]),
            _phase_row(f"teacher logits, batch {ph['teacher_logits']['batch_size']}", ph["teacher_logits"])]

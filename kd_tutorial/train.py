@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import losses
 from .data import batch_groups, collate, n_batches, prefetch
-from .device import autocast_dtype, device_type, pick_device, synchronize
+from .device import autocast_dtype, device_type, pad_multiple, pick_device, synchronize
 from .errors import UserError
 from .evaluate import accuracy, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
@@ -453,11 +453,11 @@ class _Run:
         tokens = [sum(len(self.data.input_ids[i]) for i in g) for g in groups]
         weights = list(zip(_step_shares([len(g) for g in groups], c.grad_accum), _step_shares(tokens, c.grad_accum)))
         logits, _, _, states = self.teacher_side
-        pin = self.kind == "cuda"
+        pin, multiple, longest = self.kind == "cuda", pad_multiple(self.kind), max(self.data.lengths, default=0)
         read = layer_reader(self.model, c, states) if logits is not None else None  # else the step asks the teacher
 
         def build(j):
-            batch = collate(self.data, groups[j], pad_to_max=c.pad_to_max, pin=pin)
+            batch = collate(self.data, groups[j], pad_to_max=c.pad_to_max, pin=pin, multiple=multiple, limit=longest)
             if read is not None:
                 batch["teacher_layers"] = {key: x.pin_memory() if pin else x for key, x in read(batch).items()}
             return batch, tokens[j], weights[j]
