@@ -310,3 +310,93 @@ def test_timers_wait_for_apples_mps_as_for_cuda(monkeypatch):
     for name in ("mps", "cuda:1", "cpu"):
         device.synchronize(name)
     assert calls == ["mps", "cuda cuda:1"]
+
+
+# A GPU picks kernels at each input shape's first call (docs/gpu/README.md): it pads to multiples of 8, and times
+# known shapes. These run the same code on a CPU with the device's answers patched.
+
+@pytest.mark.parametrize("device, multiple, slow", [("cpu", 1, False), ("cuda", 8, True), ("cuda:1", 8, True),
+                                                    (torch.device("cuda", 0), 8, True)])
+def test_a_gpu_pads_to_multiples_of_8_and_times_known_shapes(device, multiple, slow):
+    assert dev.pad_multiple(device) == multiple and dev.slow_first_calls(device) is slow
+
+
+def test_collate_rounds_the_width_up_to_the_multiple_but_never_past_the_limit():
+    enc = data.Encoded([[101] + [7] * n + [102] for n in (3, 9, 15)], torch.tensor([0, 1, 0]), "x")
+    width = {rows: data.collate(enc, list(rows), multiple=8, limit=17)["input_ids"].shape[1]
+             for rows in ((0,), (1,), (2,), (0, 1))}
+    assert width == {(0,): 8, (1,): 16, (2,): 17, (0, 1): 16}  # 5 -> 8, 11 -> 16, 17 stays: the limit is 17
+    batch = data.collate(enc, [0, 1], multiple=8, limit=17)
+    assert batch["attention_mask"].sum(1).tolist() == [5, 11]  # the padding is masked
+    assert batch["input_ids"][0, 5:].eq(0).all()
+    assert data.collate(enc, [0, 1])["input_ids"].shape[1] == 11  # a CPU's multiple, 1: the longest row
+    assert data.collate(enc, [0], multiple=8)["input_ids"].shape[1] == 8  # no limit given: the multiple alone
+
+
+def _recording_collate():
+    """``(widths, collate)``: :func:`kd_tutorial.data.collate`, noting each batch's width in ``widths``."""
+    widths, collate = [], data.collate
+
+    def seen(*args, **kwargs):
+        batch = collate(*args, **kwargs)
+        widths.append(batch["input_ids"].shape[1])
+        return batch
+    return widths, seen
+
+
+def test_padding_to_a_multiple_changes_no_prediction(monkeypatch):
+    from kd_tutorial import evaluate
+    torch.manual_seed(0)
+    enc = data.Encoded([[101] + [(3 * i + j) % 90 + 5 for j in range(2 + i)] + [102] for i in range(12)],
+                       torch.arange(12) % 2, "rows")
+    model = models.load_teacher("tiny-bert", config_overrides=SMALL)
+    exact = evaluate.predict_logits(model, enc, batch_size=4, device="cpu", precision="fp32")
+    widths, seen = _recording_collate()
+    monkeypatch.setattr(evaluate, "pad_multiple", lambda device: 8)
+    monkeypatch.setattr(evaluate, "collate", seen)
+    padded = evaluate.predict_logits(model, enc, batch_size=4, device="cpu", precision="fp32")
+    assert sorted(widths) == [8, 15, 15]  # rows of 4-7, 8-11 and 12-15 tokens: 8, then 16 capped at the longest row
+    torch.testing.assert_close(padded, exact, atol=1e-5, rtol=1e-5)
+
+
+def test_the_training_loop_pads_to_the_devices_multiple(monkeypatch):
+    import kd_tutorial.train as train_module
+    enc = data.Encoded([[101] + [7] * (2 + i % 11) + [102] for i in range(40)], torch.arange(40) % 2, "rows")
+    widths, seen = _recording_collate()
+    monkeypatch.setattr(train_module, "pad_multiple", lambda device: 8)
+    monkeypatch.setattr(train_module, "collate", seen)
+    model = models.load_teacher("tiny-bert", config_overrides=SMALL)
+    train(model, enc, config=TrainConfig(mode="ce", max_steps=5, batch_size=8), device="cpu", progress=False)
+    assert widths and all(w % 8 == 0 or w == 14 for w in widths) and max(widths) <= 14  # 14: the longest row
+    assert len(set(widths)) < len({len(r) for r in enc.input_ids})
+
+
+@pytest.mark.parametrize("slow", [True, False])
+def test_throughput_times_known_shapes_where_first_calls_are_slow(monkeypatch, slow):
+    """A fake clock: a shape's first call takes 100 ms, later ones 1 ms."""
+    from kd_tutorial import evaluate
+    enc = data.Encoded([[101] + [7] * (2 + i) + [102] for i in range(32)], torch.arange(32) % 2, "rows")
+    seen = set()
+
+    def fake_ms(model, batch, device, precision):
+        shape = tuple(batch["input_ids"].shape)
+        first = shape not in seen
+        seen.add(shape)
+        return 100.0 if first else 1.0
+    monkeypatch.setattr(evaluate, "_forward_ms", fake_ms)
+    monkeypatch.setattr(evaluate, "slow_first_calls", lambda device: slow)
+    model = models.load_teacher("tiny-bert", config_overrides=SMALL)
+    rate = evaluate.throughput(model, enc, device="cpu", batch_size=4, max_batches=4)["reviews_per_s"]
+    assert rate == pytest.approx(16 / 0.004) if slow else rate == pytest.approx(16 / 0.4)
+
+
+def test_the_benchmark_says_what_ran_untimed_before_each_phase():
+    import json
+    from pathlib import Path
+
+    from kd_tutorial.report import benchmark_markdown
+    gpu = json.loads((Path(__file__).parents[1] / "docs/results/benchmark-nvidia-h200.json").read_text())
+    assert gpu["settings"]["warm_every_shape"] is True
+    assert "30 timed steps per phase after the same steps untimed" in benchmark_markdown(gpu)
+    cpu = gpu | {"settings": gpu["settings"] | {"warm_every_shape": False}}
+    assert "30 timed steps per phase after 3 warm-up step(s)" in benchmark_markdown(cpu)
