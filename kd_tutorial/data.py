@@ -702,7 +702,7 @@ def collate(encoded: Encoded, rows: list[int], *, pad_to_max: int | None = None,
     """
     lengths = [len(encoded.input_ids[i]) for i in rows]
     width = max(lengths)
-    if multiple > 1:
+    if multiple > 1 and pad_to_max is None:
         rounded = -(-width // multiple) * multiple
         width = rounded if limit is None else max(width, min(rounded, limit))
     if pad_to_max is not None:

@@ -178,12 +178,15 @@ def latency_ms(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int 
 @torch.no_grad()
 def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max_batches: int = 8,
                precision: str = "auto") -> dict:
-    """Reviews/s and real (non-pad) tokens/s at a large batch, length-grouped, after one warm-up batch (on a GPU,
-    after every timed batch once: :func:`kd_tutorial.device.slow_first_calls`)."""
+    """Reviews/s and real (non-pad) tokens/s at a large batch, length-grouped and padded as :func:`predict_logits`
+    pads them, after one warm-up batch (on a GPU, after every timed batch once:
+    :func:`kd_tutorial.device.slow_first_calls`)."""
     model.eval().to(device)
-    batches = make_batches(encoded, batch_size, shuffle=True, group_by_length=True, seed=0)[: max_batches + 1]
+    groups = batch_groups(encoded, batch_size, shuffle=True, group_by_length=True, seed=0)[: max_batches + 1]
+    multiple, longest = pad_multiple(device), max(encoded.lengths, default=0)
+    batches = [collate(encoded, g, multiple=multiple, limit=longest) for g in groups]
     if slow_first_calls(device):
-        for batch in batches[1:]:
+        for batch in batches[1:] or batches:
             _forward_ms(model, batch, device, precision)
     reviews = tokens = 0
     seconds = 0.0
