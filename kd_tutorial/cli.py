@@ -39,8 +39,8 @@ from .parallel import check_workers
 from .pipeline import check_teacher_outside, check_teacher_shape, run_distill
 from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile
 from .recipes import get_recipe, RECIPES
-from .report import (benchmark_markdown, check_readme_markers, check_summary_target, README_START, results_markdown,
-                     refuse_foreign, splice_readme, summary)
+from .report import (benchmark_markdown, check_readme_markers, check_summary_target, profile_of, README_START,
+                     refuse_foreign, results_markdown, splice_readme, summary)
 from .search import RECIPE as SEARCH_RECIPE, run_search
 from .store import atomic_write_json, home, HOME_ENV, StorageError
 
@@ -479,8 +479,8 @@ def cmd_report(args) -> int:
     if args.summary:
         if len(args.results) != 1:
             raise UsageError("--summary writes one file: give exactly one results.json")
-        check_summary_target(args.summary, args.results, args.readme)
         path = args.results[0]
+        check_summary_target(args.summary, args.results, args.readme, profile=profile_of(results[path]))
         if results[path].get("kind") == "benchmark":
             raise UsageError(f"{path} is a benchmark report, which --summary does not shorten: commit it as it is "
                              "(`kd-tutorial report` reads it)")

@@ -319,12 +319,24 @@ def refuse_overwrite(target: str | Path, flag: str, inputs, fix: str = "") -> No
                              f"{fix or f'give {flag} a file of its own'}")
 
 
-def check_summary_target(target: str | Path, results_paths, readme: str | Path | None = None) -> None:
-    """Refuse a ``--summary`` file that is one of the results files or the README, or any existing file that is
-    not a results summary: the summary would replace it."""
+def check_summary_target(target: str | Path, results_paths, readme: str | Path | None = None,
+                         profile: str | None = None) -> None:
+    """Refuse a ``--summary`` file that is one of the results files or the README, any existing file that is not a
+    results summary, or the summary of another profile's run than ``profile``'s: the summary would replace it."""
     refuse_overwrite(target, "--summary", [*results_paths, readme],
                      fix="give --summary another file, e.g. docs/results/<run>.json")
     refuse_foreign(target, "--summary", "a results summary", is_summary)
+    earlier = profile_of(json.loads(Path(target).read_text(encoding="utf-8"))) if Path(target).exists() else None
+    if profile is not None and earlier not in (None, profile):
+        raise UsageError(f"--summary {target} holds the summary of a `{earlier}` run and this is a `{profile}` run, "
+                         f"so it would replace that one: give --summary another file, e.g. "
+                         f"docs/results/{profile}.json, or remove {target} first")
+
+
+def profile_of(results: dict) -> str | None:
+    """The profile a results file or summary names (``run.profile``), or None."""
+    run = results.get("run") if isinstance(results, dict) else None
+    return run.get("profile") if isinstance(run, dict) and isinstance(run.get("profile"), str) else None
 
 
 def is_summary(data: dict) -> bool:

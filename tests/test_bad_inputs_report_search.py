@@ -284,6 +284,20 @@ def test_a_summary_onto_another_runs_whole_results_file_is_refused(run, capsys):
     assert json.loads(other.read_text()) == whole
 
 
+def test_a_summary_onto_another_profiles_summary_is_refused(run, capsys):
+    """Before, `report tiny-run/results.json --summary docs/results/cpu-3-seeds.json` replaced the cpu record with the
+    tiny one, exit 0."""
+    cpu = report.summary(json.loads(run.read_text()))
+    cpu["run"]["profile"] = "cpu"
+    target = run.parent / "cpu-3-seeds.json"
+    target.write_text(json.dumps(cpu))
+    line = error_line(capsys, "report", str(run), "--summary", str(target))
+    assert line.endswith(f"--summary {target} holds the summary of a `cpu` run and this is a `tiny` run, so it "
+                         f"would replace that one: give --summary another file, e.g. docs/results/tiny.json, or "
+                         f"remove {target} first"), line
+    assert json.loads(target.read_text()) == cpu
+
+
 @pytest.mark.parametrize("edit", [{"histories": []}, {"plots": [1]}])
 def test_a_summary_of_an_edited_results_file_is_one_line(run, capsys, edit):
     """Before: a traceback (AttributeError, TypeError), where the tables of the same file gave one line."""
