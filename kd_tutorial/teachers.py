@@ -59,7 +59,7 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
                              seed=seed, mode="ce", grad_accum=profile.grad_accum, precision=profile.precision)
         history = train(model, prep.encoded["train"], config=config, val_data=prep.encoded["validation"],
                         device=device, checkpoint_dir=folder / "teacher-checkpoint", resume=True,
-                        desc=f"teacher ({profile.name})", progress=progress)
+                        desc=f"teacher ({profile.name} profile)", progress=progress)
         weights = weights_hash(model)
         if before != weights:
             set_aside_outputs(folder)
