@@ -14,7 +14,8 @@ import sys
 from dataclasses import dataclass
 
 from .artifacts import cache_status
-from .device import bf16_supported, describe, memory_gb, pick_device, resolve_precision  # noqa: F401  (notebooks)
+from .device import (bf16_supported, configure, describe, memory_gb, pick_device,  # noqa: F401  (notebooks)
+                     resolve_precision)
 from .errors import UsageError
 from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
 from .store import folder_problem, home
@@ -80,7 +81,8 @@ def fit_to_device(profile: Profile, device: str) -> tuple[Profile, str | None]:
 
 
 def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None) -> Session:
-    """Prepare a notebook or script: quiet logging, offline flags, seeds, profile and device.
+    """Prepare a notebook or script: quiet logging, offline flags, seeds, profile and device (set up as ``distill``
+    sets it up: :func:`kd_tutorial.device.configure`).
 
     ``offline=None`` turns the Hub off for the ``tiny`` profile (it needs nothing
     from it) and leaves it as the environment says otherwise.
@@ -98,6 +100,7 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
         os.environ.update(OFFLINE_ENV)
     seed_everything(seed)
     device = pick_device()
+    configure(device)  # as distill does: on a GPU, TF32 from sm80 and the allocator, before anything is allocated
     source = "argument" if profile else (f"${PROFILE_ENV}" if os.environ.get(PROFILE_ENV) else None)
     print(describe_choice(chosen, source))
     chosen, fitted = fit_to_device(chosen, device)  # as distill fits it, so that both find the same teacher

@@ -273,9 +273,12 @@ def test_the_notebooks_search_and_distill_fit_a_small_gpus_batch_alike(monkeypat
     for module in (env, cli):
         monkeypatch.setattr(module, "resolve_precision", lambda device, precision="auto": "fp16")
     monkeypatch.setattr(env, "pick_device", lambda: "cuda")
-    monkeypatch.setattr(cli, "configure", lambda device: {"tf32": False})
+    configured = []
+    for module in (env, cli):
+        monkeypatch.setattr(module, "configure", lambda device: configured.append(device) or {"tf32": False})
     full = PROFILES["full"]
     notebook = env.setup("full", offline=True).profile
+    assert configured == ["cuda"]  # the notebooks set up the GPU as distill does (TF32, the allocator)
     distill = cli._fit_device(full, "cuda", argparse.Namespace(batch_size=None, grad_accum=None))
     assert (notebook.batch_size, notebook.grad_accum) == (distill.batch_size, distill.grad_accum) == (16, 2)
     assert notebook.teacher_hash() == distill.teacher_hash() != full.teacher_hash()
