@@ -63,12 +63,13 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
                "precision": resolve_precision(device, "auto"), "attention_dropout": profile.attention_dropout,
                "student_hidden_dropout": profile.student_hidden_dropout}
 
-    # untimed, as run_benchmark does: the first loop would otherwise pay the start-up costs (on a GPU, every timed
-    # shape's first call: the same rows and steps)
-    warm = steps if slow_first_calls(device) else min(3, steps)
-    naive_vs_ours(profile, spec, teacher, Encoded(rows.input_ids[: warm * profile.batch_size],
-                                                  rows.labels[: warm * profile.batch_size], "warm-up rows"),
-                  steps=warm, device=device, init=init)
+    if slow_first_calls(device):  # on a GPU, the timed rows and steps themselves: every timed shape's first call
+        warm_rows, warm = rows, steps
+    else:  # untimed, as run_benchmark does: the first loop would otherwise pay the start-up costs
+        warm = min(3, steps)
+        warm_rows = Encoded(rows.input_ids[: warm * profile.batch_size], rows.labels[: warm * profile.batch_size],
+                            "warm-up rows")
+    naive_vs_ours(profile, spec, teacher, warm_rows, steps=warm, device=device, init=init)
     naive, ours, cache_seconds = naive_vs_ours(profile, spec, teacher, rows, steps=steps, device=device, init=init,
                                                progress=progress)
     results |= {
