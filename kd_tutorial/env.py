@@ -150,6 +150,9 @@ def versions() -> dict[str, str]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = "missing"
+    if out["kd-tutorial"] == "missing":  # imported from a checkout that pip never installed: say so, not "missing"
+        from . import __version__
+        out["kd-tutorial"] = f"{__version__} (from source, not installed: pip install -e .)"
     return out
 
 

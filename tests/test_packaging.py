@@ -52,6 +52,25 @@ def test_the_version_floors_the_notebooks_check_are_the_packages_own():
     env.check_versions()  # what is installed here passes
 
 
+def test_env_names_the_course_version_when_run_from_a_checkout_pip_never_installed(monkeypatch):
+    """`python -m kd_tutorial env` from a fresh clone listed the very package it ran as "kd-tutorial: missing"."""
+    import importlib.metadata
+    import kd_tutorial
+    from kd_tutorial import env
+    real = importlib.metadata.version
+
+    def version(name):
+        if name == "kd-tutorial":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    found = env.versions()
+    assert found["kd-tutorial"] == f"{kd_tutorial.__version__} (from source, not installed: pip install -e .)"
+    assert found["torch"] == real("torch")
+    monkeypatch.undo()
+    assert env.versions()["kd-tutorial"] == real("kd-tutorial")  # installed: the installed version, nothing added
+
+
 def test_setup_refuses_a_transformers_older_than_the_course_in_one_line(monkeypatch):
     from kd_tutorial import env
     from kd_tutorial.errors import UsageError
