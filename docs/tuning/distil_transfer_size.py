@@ -1,0 +1,119 @@
+"""e28: distil-3L `kd+transfer` for one epoch over a transfer set enlarged with the train reviews no split uses.
+
+Usage: python docs/tuning/distil_transfer_size.py OUT.json
+   (KD_TUTORIAL_DATA_DIR: the IMDB parquet files; KD_TUTORIAL_HOME: the artifact cache that holds the `cpu`
+   profile's teacher and its distil-3L `kd+transfer` runs, the reference)
+
+The profile's transfer set is 8,000 of IMDB's 25,000 train reviews. The extra reviews are the train reviews that no
+split holds, that no validation run's guard fences (:data:`kd_tutorial.data.MOVIE_GUARD` rows on either side of a
+run, in each class's source order) and whose text no split holds; each text once. The teacher is the profile's own
+(its 2,000 reviews are unchanged), run over them. Each seed trains one epoch over labelled + transfer + extra reviews
+(the profile's rule for the step budget, so about 2.5 times its steps), two runs at a time with one thread each.
+Every run is scored on validation and on test. The rule, fixed before the runs, as in e26 and e27: adopt when the
+paired bootstrap interval of the validation accuracy minus the profile's, pooled over the seeds, lies above 0. Test
+is recorded, not used.
+"""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from kd_tutorial import data, evaluate, parallel, pipeline, teachers
+from kd_tutorial.artifacts import save_student
+from kd_tutorial.models import build_student, fold_word_embeddings
+from kd_tutorial.profiles import get_profile
+from kd_tutorial.train import seed_everything, train
+
+SEEDS, RECIPE, STUDENT = (0, 1, 2), "kd+transfer", "distil-3L"
+profile = get_profile("cpu")
+spec = next(s for s in profile.students if s.name == STUDENT)
+
+
+def extra_reviews(prep) -> data.Reviews:
+    """The train reviews no split holds, unfenced by validation's runs, each text once, labels hidden."""
+    raw = data._table_raw(Path(prep.data_key))["train"]
+    used = {t for split in (prep.data.train, prep.data.validation, prep.data.transfer, prep.data.test)
+            for t in split.texts}
+    val = set(prep.data.validation.texts)
+    keep, seen = [], set()
+    for label in (0, 1):
+        rows = [i for i, y in enumerate(raw.labels) if y == label]
+        in_val = [p for p, i in enumerate(rows) if raw.texts[i] in val]
+        fenced = {q for p in in_val for q in range(p - data.MOVIE_GUARD, p + data.MOVIE_GUARD + 1)}
+        for p, i in enumerate(rows):
+            text = raw.texts[i]
+            if p not in fenced and text not in used and text not in seen:
+                seen.add(text)
+                keep.append(i)
+    return raw.subset(keep).unlabelled("extra")
+
+
+def reference(teacher, prep, logits) -> list[dict]:
+    """The profile's own distil-3L `kd+transfer` runs, read back from the artifact cache."""
+    runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=SEEDS, runs=[RECIPE], resume=True,
+                                     progress=False, workers=1, layers={}, students=(spec,))
+    return sorted(runs.values(), key=lambda item: item["seed"])
+
+
+def correct_on(model, split) -> list[bool]:
+    """Whether ``model`` gets each review of ``split`` right, in the profile's precision."""
+    z = evaluate.predict_logits(model, split, batch_size=profile.eval_batch_size, progress=False,
+                                precision=profile.precision)
+    return (z.argmax(-1) == torch.as_tensor(split.labels)).tolist()
+
+
+def main(out_path: str) -> None:
+    teacher, prep, info = teachers.ensure_teacher(profile, progress=False)
+    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer", "test")}
+    extra = data.encode(extra_reviews(prep), prep.tokenizer, profile.max_length, profile.truncation)
+    extra_logits = teachers.ensure_teacher_logits_on(profile, "extra", extra, teacher_model=teacher, progress=False)
+    rows, t_logits, _ = pipeline.student_data(profile, prep, logits)["transfer"]
+    rows, t_logits = data.concat_encoded(rows, extra, "train+transfer+extra"), torch.cat([t_logits, extra_logits])
+    steps = pipeline.step_budget(profile, spec, len(rows))
+    print(f"{len(extra)} extra reviews; {len(rows)} rows; {steps} steps per run", flush=True)
+    teacher_test = evaluate.accuracy(logits["test"], prep.encoded["test"].labels)
+
+    def job(k: int) -> dict:
+        seed = SEEDS[k]
+        config = pipeline.run_config(profile, spec, RECIPE, steps, seed)
+        seed_everything(seed)
+        student = build_student(spec, teacher, attention_dropout=profile.attention_dropout,
+                                freeze_embeddings=profile.freeze_word_embeddings,
+                                hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer)
+        folder = prep.directory / "experiments" / f"e28-distil-3L-extra-transfer-s{seed}"
+        seed_everything(seed)
+        history = train(student, rows, config=config, val_data=prep.encoded["validation"], teacher_logits=t_logits,
+                        device="cpu", checkpoint_dir=folder, resume=True, progress=False)
+        student = fold_word_embeddings(student)
+        save_student(folder, student, history)
+        return {"seed": seed, "val": correct_on(student, prep.encoded["validation"]),
+                "test": correct_on(student, prep.encoded["test"]), "train_s": history.seconds,
+                "kept_val": history.best_val_acc, "evals": [[e["step"], e["val_acc"]]
+                                                            for e in history.to_dict()["evals"]]}
+
+    variant = parallel.run_forked(job, len(SEEDS), parallel.default_workers("cpu"))
+    ref = [{"seed": item["seed"], "val": correct_on(item["model"], prep.encoded["validation"]),
+            "test": correct_on(item["model"], prep.encoded["test"]), "train_s": item["history"].seconds,
+            "kept_val": item["history"].best_val_acc} for item in reference(teacher, prep, logits)]
+    out = {"teacher": {"val": info["val_accuracy"], "test": teacher_test, "weights": info.get("weights")},
+           "extra_reviews": len(extra), "rows": len(rows), "steps": steps,
+           "validation_reviews": len(prep.encoded["validation"]), "test_reviews": len(prep.encoded["test"])}
+    for name, runs in (("profile", ref), ("extra transfer, 1 epoch", variant)):
+        test_mean = statistics.mean(statistics.mean(r["test"]) for r in runs)
+        out[name] = {"runs": [{k: v for k, v in r.items() if k not in ("val", "test")}
+                              | {"val": statistics.mean(r["val"]), "test": statistics.mean(r["test"])} for r in runs],
+                     "val_mean": statistics.mean(statistics.mean(r["val"]) for r in runs), "test_mean": test_mean,
+                     "share_of_teacher": test_mean / teacher_test}
+        print(name, json.dumps(out[name]), flush=True)
+    for split in ("val", "test"):
+        a, b = (torch.tensor([r[split] for r in runs]) for runs in (variant, ref))
+        out[f"{split}_against_profile"] = evaluate.compare_paired(a, b)
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
