@@ -1,14 +1,16 @@
-"""e28: distil-3L `kd+transfer` for one epoch over a transfer set enlarged with the train reviews no split uses.
+"""e28 (and e32): a student's `kd+transfer` over a transfer set enlarged with the train reviews no split uses.
 
-Usage: python docs/tuning/distil_transfer_size.py OUT.json
+Usage: python docs/tuning/distil_transfer_size.py OUT.json [STUDENT [SEEDS]]
    (KD_TUTORIAL_DATA_DIR: the IMDB parquet files; KD_TUTORIAL_HOME: the artifact cache that holds the `cpu`
-   profile's teacher and its distil-3L `kd+transfer` runs, the reference)
+   profile's teacher and the student's `kd+transfer` runs, the reference; STUDENT: distil-3L, as in e28, unless
+   given: e32 gave compact-2L-H128; SEEDS: 0,1,2 unless given, as 3,4: e32 confirmed on those two)
 
 The profile's transfer set is 8,000 of IMDB's 25,000 train reviews. The extra reviews are the train reviews that no
 split holds, that no validation run's guard fences (:data:`kd_tutorial.data.MOVIE_GUARD` rows on either side of a
 run, in each class's source order) and whose text no split holds; each text once. The teacher is the profile's own
-(its 2,000 reviews are unchanged), run over them. Each seed trains one epoch over labelled + transfer + extra reviews
-(the profile's rule for the step budget, so about 2.5 times its steps), two runs at a time with one thread each.
+(its 2,000 reviews are unchanged), run over them. Each seed trains the student's epochs (distil-3L 1,
+compact-2L-H128 2) over labelled + transfer + extra reviews (the profile's rule for the step budget, so about 2.5
+times its steps), two runs at a time with one thread each.
 Every run is scored on validation and on test. The rule, fixed before the runs, as in e26 and e27: adopt when the
 paired bootstrap interval of the validation accuracy minus the profile's, pooled over the seeds, lies above 0. Test
 is recorded, not used.
@@ -26,9 +28,9 @@ from kd_tutorial.models import build_student, fold_word_embeddings
 from kd_tutorial.profiles import get_profile
 from kd_tutorial.train import seed_everything, train
 
-SEEDS, RECIPE, STUDENT = (0, 1, 2), "kd+transfer", "distil-3L"
+RECIPE = "kd+transfer"
 profile = get_profile("cpu")
-spec = next(s for s in profile.students if s.name == STUDENT)
+SPECS = {s.name: s for s in profile.students}
 
 
 def extra_reviews(prep) -> data.Reviews:
@@ -50,10 +52,12 @@ def extra_reviews(prep) -> data.Reviews:
     return raw.subset(keep).unlabelled("extra")
 
 
-def reference(teacher, prep, logits) -> list[dict]:
-    """The profile's own distil-3L `kd+transfer` runs, read back from the artifact cache."""
-    runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=SEEDS, runs=[RECIPE], resume=True,
-                                     progress=False, workers=1, layers={}, students=(spec,))
+def reference(teacher, prep, logits, spec, seeds) -> list[dict]:
+    """The profile's own `kd+transfer` runs of ``spec``, read back from the artifact cache (trained into it first
+    for a seed it lacks)."""
+    runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=seeds, runs=[RECIPE], resume=True,
+                                     progress=False, workers=parallel.default_workers("cpu"), layers={},
+                                     students=(spec,))  # seeds not yet cached train two at a time
     return sorted(runs.values(), key=lambda item: item["seed"])
 
 
@@ -64,7 +68,8 @@ def correct_on(model, split) -> list[bool]:
     return (z.argmax(-1) == torch.as_tensor(split.labels)).tolist()
 
 
-def main(out_path: str) -> None:
+def main(out_path: str, student_name: str = "distil-3L", seeds: str = "0,1,2") -> None:
+    spec, seeds = SPECS[student_name], tuple(int(s) for s in seeds.split(","))
     teacher, prep, info = teachers.ensure_teacher(profile, progress=False)
     logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer", "test")}
     extra = data.encode(extra_reviews(prep), prep.tokenizer, profile.max_length, profile.truncation)
@@ -76,13 +81,13 @@ def main(out_path: str) -> None:
     teacher_test = evaluate.accuracy(logits["test"], prep.encoded["test"].labels)
 
     def job(k: int) -> dict:
-        seed = SEEDS[k]
+        seed = seeds[k]
         config = pipeline.run_config(profile, spec, RECIPE, steps, seed)
         seed_everything(seed)
         student = build_student(spec, teacher, attention_dropout=profile.attention_dropout,
                                 freeze_embeddings=profile.freeze_word_embeddings,
                                 hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer)
-        folder = prep.directory / "experiments" / f"e28-distil-3L-extra-transfer-s{seed}"
+        folder = prep.directory / "experiments" / f"e28-{student_name}-extra-transfer-s{seed}"
         seed_everything(seed)
         history = train(student, rows, config=config, val_data=prep.encoded["validation"], teacher_logits=t_logits,
                         device="cpu", checkpoint_dir=folder, resume=True, progress=False)
@@ -93,14 +98,16 @@ def main(out_path: str) -> None:
                 "kept_val": history.best_val_acc, "evals": [[e["step"], e["val_acc"]]
                                                             for e in history.to_dict()["evals"]]}
 
-    variant = parallel.run_forked(job, len(SEEDS), parallel.default_workers("cpu"))
+    variant = parallel.run_forked(job, len(seeds), parallel.default_workers("cpu"))
     ref = [{"seed": item["seed"], "val": correct_on(item["model"], prep.encoded["validation"]),
             "test": correct_on(item["model"], prep.encoded["test"]), "train_s": item["history"].seconds,
-            "kept_val": item["history"].best_val_acc} for item in reference(teacher, prep, logits)]
+            "kept_val": item["history"].best_val_acc} for item in reference(teacher, prep, logits, spec, seeds)]
     out = {"teacher": {"val": info["val_accuracy"], "test": teacher_test, "weights": info.get("weights")},
            "extra_reviews": len(extra), "rows": len(rows), "steps": steps,
            "validation_reviews": len(prep.encoded["validation"]), "test_reviews": len(prep.encoded["test"])}
-    for name, runs in (("profile", ref), ("extra transfer, 1 epoch", variant)):
+    epochs = "1 epoch" if spec.epochs == 1 else f"{spec.epochs:g} epochs"
+    out["student"] = student_name
+    for name, runs in (("profile", ref), (f"extra transfer, {epochs}", variant)):
         test_mean = statistics.mean(statistics.mean(r["test"]) for r in runs)
         out[name] = {"runs": [{k: v for k, v in r.items() if k not in ("val", "test")}
                               | {"val": statistics.mean(r["val"]), "test": statistics.mean(r["test"])} for r in runs],
@@ -116,4 +123,4 @@ def main(out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:4])
