@@ -1,9 +1,10 @@
 """e28 (and e32): a student's `kd+transfer` over a transfer set enlarged with the train reviews no split uses.
 
-Usage: python docs/tuning/distil_transfer_size.py OUT.json [STUDENT [SEEDS]]
+Usage: python docs/tuning/distil_transfer_size.py OUT.json [STUDENT [SEEDS [RECIPE]]]
    (KD_TUTORIAL_DATA_DIR: the IMDB parquet files; KD_TUTORIAL_HOME: the artifact cache that holds the `cpu`
-   profile's teacher and the student's `kd+transfer` runs, the reference; STUDENT: distil-3L, as in e28, unless
-   given: e32 gave compact-2L-H128; SEEDS: 0,1,2 unless given, as 3,4: e32 confirmed on those two)
+   profile's teacher and the student's `kd+transfer` runs, the reference; STUDENT: distil-3L by default, as in
+   e28, and compact-2L-H128 in e32; SEEDS: 0,1,2 by default, and 3,4 for e32's confirmation; RECIPE: kd+transfer
+   by default, and pseudo-label for e32's control, against the profile's runs of the same recipe)
 
 The profile's transfer set is 8,000 of IMDB's 25,000 train reviews. The extra reviews are the train reviews that no
 split holds, that no validation run's guard fences (:data:`kd_tutorial.data.MOVIE_GUARD` rows on either side of a
@@ -28,7 +29,6 @@ from kd_tutorial.models import build_student, fold_word_embeddings
 from kd_tutorial.profiles import get_profile
 from kd_tutorial.train import seed_everything, train
 
-RECIPE = "kd+transfer"
 profile = get_profile("cpu")
 SPECS = {s.name: s for s in profile.students}
 
@@ -52,10 +52,10 @@ def extra_reviews(prep) -> data.Reviews:
     return raw.subset(keep).unlabelled("extra")
 
 
-def reference(teacher, prep, logits, spec, seeds) -> list[dict]:
-    """The profile's own `kd+transfer` runs of ``spec``, read back from the artifact cache (trained into it first
+def reference(teacher, prep, logits, spec, seeds, recipe: str = "kd+transfer") -> list[dict]:
+    """The profile's own runs of ``spec`` and ``recipe``, read back from the artifact cache (trained into it
     for a seed it lacks)."""
-    runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=seeds, runs=[RECIPE], resume=True,
+    runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=seeds, runs=[recipe], resume=True,
                                      progress=False, workers=parallel.default_workers("cpu"), layers={},
                                      students=(spec,))  # seeds not yet cached train two at a time
     return sorted(runs.values(), key=lambda item: item["seed"])
@@ -68,8 +68,9 @@ def correct_on(model, split) -> list[bool]:
     return (z.argmax(-1) == torch.as_tensor(split.labels)).tolist()
 
 
-def main(out_path: str, student_name: str = "distil-3L", seeds: str = "0,1,2") -> None:
-    spec, seeds = SPECS[student_name], tuple(int(s) for s in seeds.split(","))
+def main(out_path: str, student_name: str = "distil-3L", seeds: str = "0,1,2", recipe: str = "kd+transfer") -> None:
+    spec, seeds = SPECS[student_name], tuple(sorted(int(s) for s in seeds.split(",")))  # as reference() sorts them
+    run_name = student_name if recipe == "kd+transfer" else f"{student_name}-{recipe}"  # e28's folders unchanged
     teacher, prep, info = teachers.ensure_teacher(profile, progress=False)
     logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer", "test")}
     extra = data.encode(extra_reviews(prep), prep.tokenizer, profile.max_length, profile.truncation)
@@ -82,12 +83,12 @@ def main(out_path: str, student_name: str = "distil-3L", seeds: str = "0,1,2") -
 
     def job(k: int) -> dict:
         seed = seeds[k]
-        config = pipeline.run_config(profile, spec, RECIPE, steps, seed)
+        config = pipeline.run_config(profile, spec, recipe, steps, seed)
         seed_everything(seed)
         student = build_student(spec, teacher, attention_dropout=profile.attention_dropout,
                                 freeze_embeddings=profile.freeze_word_embeddings,
                                 hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer)
-        folder = prep.directory / "experiments" / f"e28-{student_name}-extra-transfer-s{seed}"
+        folder = prep.directory / "experiments" / f"e28-{run_name}-extra-transfer-s{seed}"
         seed_everything(seed)
         history = train(student, rows, config=config, val_data=prep.encoded["validation"], teacher_logits=t_logits,
                         device="cpu", checkpoint_dir=folder, resume=True, progress=False)
@@ -101,12 +102,13 @@ def main(out_path: str, student_name: str = "distil-3L", seeds: str = "0,1,2") -
     variant = parallel.run_forked(job, len(seeds), parallel.default_workers("cpu"))
     ref = [{"seed": item["seed"], "val": correct_on(item["model"], prep.encoded["validation"]),
             "test": correct_on(item["model"], prep.encoded["test"]), "train_s": item["history"].seconds,
-            "kept_val": item["history"].best_val_acc} for item in reference(teacher, prep, logits, spec, seeds)]
+            "kept_val": item["history"].best_val_acc}
+           for item in reference(teacher, prep, logits, spec, seeds, recipe)]
     out = {"teacher": {"val": info["val_accuracy"], "test": teacher_test, "weights": info.get("weights")},
            "extra_reviews": len(extra), "rows": len(rows), "steps": steps,
            "validation_reviews": len(prep.encoded["validation"]), "test_reviews": len(prep.encoded["test"])}
     epochs = "1 epoch" if spec.epochs == 1 else f"{spec.epochs:g} epochs"
-    out["student"] = student_name
+    out["student"], out["recipe"] = student_name, recipe
     for name, runs in (("profile", ref), (f"extra transfer, {epochs}", variant)):
         test_mean = statistics.mean(statistics.mean(r["test"]) for r in runs)
         out[name] = {"runs": [{k: v for k, v in r.items() if k not in ("val", "test")}
@@ -123,4 +125,4 @@ def main(out_path: str, student_name: str = "distil-3L", seeds: str = "0,1,2") -
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

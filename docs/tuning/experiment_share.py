@@ -22,7 +22,7 @@ from distil_transfer_size import correct_on, profile, reference, SPECS
 
 
 def main(out_path: str, student_name: str, folder: str, seeds: str) -> None:
-    seeds = tuple(int(s) for s in seeds.split(","))
+    seeds = tuple(sorted(int(s) for s in seeds.split(",")))  # the order reference() returns the profile's in
     teacher, prep, info = teachers.ensure_teacher(profile, progress=False)
     logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer", "test")}
     teacher_right = logits["test"].argmax(-1) == prep.encoded["test"].labels
