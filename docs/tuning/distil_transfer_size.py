@@ -17,20 +17,13 @@ paired bootstrap interval of the validation accuracy minus the profile's, pooled
 is recorded, not used.
 """
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 from kd_tutorial import data, evaluate, parallel, pipeline, teachers
-from kd_tutorial.artifacts import save_student
-from kd_tutorial.models import build_student, fold_word_embeddings
-from kd_tutorial.profiles import get_profile
-from kd_tutorial.train import seed_everything, train
-
-profile = get_profile("cpu")
-SPECS = {s.name: s for s in profile.students}
+from teacher_whole_review import profile, run_student, scored_reference, SPECS, summary
 
 
 def extra_reviews(prep) -> data.Reviews:
@@ -52,22 +45,6 @@ def extra_reviews(prep) -> data.Reviews:
     return raw.subset(keep).unlabelled("extra")
 
 
-def reference(teacher, prep, logits, spec, seeds, recipe: str = "kd+transfer") -> list[dict]:
-    """The profile's own runs of ``spec`` and ``recipe``, read back from the artifact cache (trained into it
-    for a seed it lacks)."""
-    runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=seeds, runs=[recipe], resume=True,
-                                     progress=False, workers=parallel.default_workers("cpu"), layers={},
-                                     students=(spec,))  # seeds not yet cached train two at a time
-    return sorted(runs.values(), key=lambda item: item["seed"])
-
-
-def correct_on(model, split) -> list[bool]:
-    """Whether ``model`` gets each review of ``split`` right, in the profile's precision."""
-    z = evaluate.predict_logits(model, split, batch_size=profile.eval_batch_size, progress=False,
-                                precision=profile.precision)
-    return (z.argmax(-1) == torch.as_tensor(split.labels)).tolist()
-
-
 def main(out_path: str, student_name: str = "distil-3L", seeds: str = "0,1,2", recipe: str = "kd+transfer") -> None:
     spec, seeds = SPECS[student_name], tuple(sorted(int(s) for s in seeds.split(",")))  # as reference() sorts them
     run_name = student_name if recipe == "kd+transfer" else f"{student_name}-{recipe}"  # e28's folders unchanged
@@ -82,39 +59,20 @@ def main(out_path: str, student_name: str = "distil-3L", seeds: str = "0,1,2", r
     teacher_test = evaluate.accuracy(logits["test"], prep.encoded["test"].labels)
 
     def job(k: int) -> dict:
-        seed = seeds[k]
-        config = pipeline.run_config(profile, spec, recipe, steps, seed)
-        seed_everything(seed)
-        student = build_student(spec, teacher, attention_dropout=profile.attention_dropout,
-                                freeze_embeddings=profile.freeze_word_embeddings,
-                                hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer)
-        folder = prep.directory / "experiments" / f"e28-{run_name}-extra-transfer-s{seed}"
-        seed_everything(seed)
-        history = train(student, rows, config=config, val_data=prep.encoded["validation"], teacher_logits=t_logits,
-                        device="cpu", checkpoint_dir=folder, resume=True, progress=False)
-        student = fold_word_embeddings(student)
-        save_student(folder, student, history)
-        return {"seed": seed, "val": correct_on(student, prep.encoded["validation"]),
-                "test": correct_on(student, prep.encoded["test"]), "train_s": history.seconds,
-                "kept_val": history.best_val_acc, "evals": [[e["step"], e["val_acc"]]
-                                                            for e in history.to_dict()["evals"]]}
+        config = pipeline.run_config(profile, spec, recipe, steps, seeds[k])
+        folder = prep.directory / "experiments" / f"e28-{run_name}-extra-transfer-s{seeds[k]}"
+        return run_student(spec, config, teacher, prep, rows, t_logits, folder, val=prep.encoded["validation"],
+                           test=prep.encoded["test"])[0]
 
     variant = parallel.run_forked(job, len(seeds), parallel.default_workers("cpu"))
-    ref = [{"seed": item["seed"], "val": correct_on(item["model"], prep.encoded["validation"]),
-            "test": correct_on(item["model"], prep.encoded["test"]), "train_s": item["history"].seconds,
-            "kept_val": item["history"].best_val_acc}
-           for item in reference(teacher, prep, logits, spec, seeds, recipe)]
+    ref = scored_reference(teacher, prep, logits, spec, seeds, recipe)
     out = {"teacher": {"val": info["val_accuracy"], "test": teacher_test, "weights": info.get("weights")},
            "extra_reviews": len(extra), "rows": len(rows), "steps": steps,
            "validation_reviews": len(prep.encoded["validation"]), "test_reviews": len(prep.encoded["test"])}
     epochs = "1 epoch" if spec.epochs == 1 else f"{spec.epochs:g} epochs"
     out["student"], out["recipe"] = student_name, recipe
     for name, runs in (("profile", ref), (f"extra transfer, {epochs}", variant)):
-        test_mean = statistics.mean(statistics.mean(r["test"]) for r in runs)
-        out[name] = {"runs": [{k: v for k, v in r.items() if k not in ("val", "test")}
-                              | {"val": statistics.mean(r["val"]), "test": statistics.mean(r["test"])} for r in runs],
-                     "val_mean": statistics.mean(statistics.mean(r["val"]) for r in runs), "test_mean": test_mean,
-                     "share_of_teacher": test_mean / teacher_test}
+        out[name] = summary(runs, teacher_test)
         print(name, json.dumps(out[name]), flush=True)
     for split in ("val", "test"):
         a, b = (torch.tensor([r[split] for r in runs]) for runs in (variant, ref))

@@ -19,7 +19,7 @@ import torch
 
 from kd_tutorial import evaluate, teachers
 from kd_tutorial.artifacts import load_student
-from distil_transfer_size import correct_on, profile, reference, SPECS
+from teacher_whole_review import correct_on, profile, reference, SPECS
 
 
 def main(out_path: str, student_name: str, folder: str, seeds: str, other: str | None = None) -> None:

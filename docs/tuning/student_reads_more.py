@@ -12,8 +12,9 @@ at 256 tokens, so it can afford the longer input; distil-3L's runs take about 1.
 reviews, steps and seeds as the profile's `kd+transfer`; two runs at a time with one thread each.
 
 Its share is given against the teacher on the same reviews read whole (what taught it) as well as against the
-profile's 256-token teacher; teacher_lengths.py measures the teacher reading 512 tokens. The rule, fixed before the runs, as in e26 to e29: adopt when the paired bootstrap
-interval of the validation accuracy minus the profile's, pooled over the seeds, lies above 0. Test is recorded.
+profile's 256-token teacher; teacher_lengths.py measures the teacher reading 512 tokens. The rule, fixed before the
+runs, as in e26 to e29: adopt when the paired bootstrap interval of the validation accuracy minus the profile's,
+pooled over the seeds, lies above 0. Test is recorded.
 """
 import json
 import sys
@@ -21,11 +22,8 @@ import sys
 import torch
 
 from kd_tutorial import data, evaluate, parallel, pipeline, teachers
-from kd_tutorial.artifacts import save_student
-from kd_tutorial.models import build_student, fold_word_embeddings
-from kd_tutorial.train import seed_everything, train
-from teacher_whole_review import (correct_on, profile, reference, RECIPE, SEEDS, SPECS, summary, teacher_both_ways,
-                                  whole_review_logits)
+from teacher_whole_review import (profile, RECIPE, run_student, scored_reference, SEEDS, SPECS,
+                                  summary, teacher_both_ways, whole_review_logits)
 
 LENGTH = 512
 
@@ -52,26 +50,13 @@ def main(out_path: str, student_name: str) -> None:
     def job(k: int) -> dict:
         seed = SEEDS[k]
         config = pipeline.run_config(profile, spec, RECIPE, steps, seed)
-        seed_everything(seed)
-        student = build_student(spec, teacher, attention_dropout=profile.attention_dropout,
-                                freeze_embeddings=profile.freeze_word_embeddings,
-                                hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer)
         folder = prep.directory / "experiments" / f"e30-{student_name}-{LENGTH}-tokens-whole-review-teacher-s{seed}"
-        seed_everything(seed)
-        history = train(student, rows, config=config, val_data=longer["validation"], teacher_logits=t_logits,
-                        device="cpu", checkpoint_dir=folder, resume=True, progress=False)
-        student = fold_word_embeddings(student)
-        save_student(folder, student, history)
-        return {"seed": seed, "val": correct_on(student, longer["validation"]),
-                "test": correct_on(student, longer["test"]), "train_s": history.seconds, "steps": steps,
-                "kept_val": history.best_val_acc, "evals": [[e["step"], e["val_acc"]]
-                                                            for e in history.to_dict()["evals"]]}
+        return run_student(spec, config, teacher, prep, rows, t_logits, folder, val=longer["validation"],
+                           test=longer["test"])[0]
 
     variant = parallel.run_forked(job, len(SEEDS), parallel.default_workers("cpu"))
     both = teacher_both_ways(teacher, prep, logits)
-    ref = [{"seed": item["seed"], "val": correct_on(item["model"], prep.encoded["validation"]),
-            "test": correct_on(item["model"], prep.encoded["test"]), "train_s": item["history"].seconds,
-            "kept_val": item["history"].best_val_acc} for item in reference(teacher, prep, logits, spec)]
+    ref = scored_reference(teacher, prep, logits, spec)
     out = {"teacher": {"val": info["val_accuracy"], "weights": info.get("weights")}
            | {s: {k: v for k, v in both[s].items() if not k.startswith("correct")} for s in both},
            "student": student_name, "tokens": LENGTH, "steps": steps,

@@ -24,10 +24,7 @@ import torch
 
 from kd_tutorial import evaluate, parallel, pipeline, teachers
 from kd_tutorial import train as train_module
-from kd_tutorial.artifacts import save_student
-from kd_tutorial.models import build_student, fold_word_embeddings
-from kd_tutorial.train import seed_everything, train
-from teacher_whole_review import correct_on, profile, reference, RECIPE, SEEDS, SPECS, summary
+from teacher_whole_review import profile, RECIPE, run_student, scored_reference, SEEDS, SPECS, summary
 
 
 class AveragedRun(train_module._Run):
@@ -73,20 +70,10 @@ def main(out_path: str, student_name: str) -> None:
     def job(k: int) -> dict:
         seed = SEEDS[k]
         config = pipeline.run_config(profile, spec, RECIPE, steps, seed)
-        seed_everything(seed)
-        student = build_student(spec, teacher, attention_dropout=profile.attention_dropout,
-                                freeze_embeddings=profile.freeze_word_embeddings,
-                                hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer)
         folder = prep.directory / "experiments" / f"e31-{student_name}-ema-s{seed}"
-        seed_everything(seed)
-        history = train(student, rows, config=config, val_data=prep.encoded["validation"], teacher_logits=t_logits,
-                        device="cpu", checkpoint_dir=folder, resume=False, progress=False)
-        student = fold_word_embeddings(student)
-        save_student(folder, student, history)
-        return {"seed": seed, "val": correct_on(student, prep.encoded["validation"]),
-                "test": correct_on(student, prep.encoded["test"]), "train_s": history.seconds, "steps": steps,
-                "kept_val": history.best_val_acc, "evals": [[e["step"], e["val_acc"]] for e in history.evals],
-                "raw_evals": history.raw_evals}
+        record, history = run_student(spec, config, teacher, prep, rows, t_logits, folder,
+                                      val=prep.encoded["validation"], test=prep.encoded["test"], resume=False)
+        return record | {"raw_evals": history.raw_evals}
 
     train_module._Run = AveragedRun  # the forked workers inherit it
     try:
@@ -94,11 +81,7 @@ def main(out_path: str, student_name: str) -> None:
     finally:
         train_module._Run = plain  # the reference is read back, never trained with the average
     teacher_test = evaluate.accuracy(logits["test"], prep.encoded["test"].labels)
-    ref = [{"seed": item["seed"], "val": correct_on(item["model"], prep.encoded["validation"]),
-            "test": correct_on(item["model"], prep.encoded["test"]), "train_s": item["history"].seconds,
-            "kept_val": item["history"].best_val_acc,
-            "evals": [[e["step"], e["val_acc"]] for e in item["history"].evals]}
-           for item in reference(teacher, prep, logits, spec)]
+    ref = scored_reference(teacher, prep, logits, spec)
     out = {"teacher": {"val": info["val_accuracy"], "test": teacher_test, "weights": info.get("weights")},
            "student": student_name, "steps": steps, "decay": AveragedRun.decay,
            "validation_reviews": len(prep.encoded["validation"]), "test_reviews": len(prep.encoded["test"]),

@@ -97,11 +97,39 @@ def teacher_both_ways(teacher, prep, logits) -> dict:
     return out
 
 
-def reference(teacher, prep, logits, spec) -> list[dict]:
-    """The profile's own `kd+transfer` runs of ``spec``, read back from the artifact cache."""
-    runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=SEEDS, runs=[RECIPE], resume=True,
-                                     progress=False, workers=1, layers={}, students=(spec,))
+def reference(teacher, prep, logits, spec, seeds=SEEDS, recipe: str = RECIPE) -> list[dict]:
+    """The profile's own runs of ``spec`` and ``recipe``, read back from the artifact cache (trained into it, two at
+    a time, for a seed it lacks)."""
+    runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=seeds, runs=[recipe], resume=True,
+                                     progress=False, workers=parallel.default_workers("cpu"), layers={},
+                                     students=(spec,))
     return sorted(runs.values(), key=lambda item: item["seed"])
+
+
+def scored_reference(teacher, prep, logits, spec, seeds=SEEDS, recipe: str = RECIPE) -> list[dict]:
+    """The profile's runs (:func:`reference`), each scored on validation and test as the profile encodes them."""
+    return [{"seed": item["seed"], "val": correct_on(item["model"], prep.encoded["validation"]),
+             "test": correct_on(item["model"], prep.encoded["test"]), "train_s": item["history"].seconds,
+             "kept_val": item["history"].best_val_acc,
+             "evals": [[e["step"], e["val_acc"]] for e in item["history"].evals]}
+            for item in reference(teacher, prep, logits, spec, seeds, recipe)]
+
+
+def run_student(spec, config, teacher, prep, rows, t_logits, folder, *, val, test, resume: bool = True):
+    """One student run on ``rows`` and the teacher's ``t_logits``, built and seeded as ``pipeline._one_run`` does,
+    stored in ``folder`` and scored on ``val`` and ``test``; returns ``(its record, its history)``."""
+    seed_everything(config.seed)
+    student = build_student(spec, teacher, attention_dropout=profile.attention_dropout,
+                            freeze_embeddings=profile.freeze_word_embeddings,
+                            hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer)
+    seed_everything(config.seed)
+    history = train(student, rows, config=config, val_data=val, teacher_logits=t_logits, device="cpu",
+                    checkpoint_dir=folder, resume=resume, progress=False)
+    student = fold_word_embeddings(student)
+    save_student(folder, student, history)
+    return {"seed": config.seed, "val": correct_on(student, val), "test": correct_on(student, test),
+            "train_s": history.seconds, "steps": config.max_steps, "kept_val": history.best_val_acc,
+            "evals": [[e["step"], e["val_acc"]] for e in history.evals]}, history
 
 
 def summary(runs: list[dict], teacher_test: float) -> dict:
@@ -126,21 +154,9 @@ def main(out_path: str) -> None:
         name, seed = jobs[k]
         spec = SPECS[name]
         config = pipeline.run_config(profile, spec, RECIPE, pipeline.step_budget(profile, spec, len(rows)), seed)
-        seed_everything(seed)
-        student = build_student(spec, teacher, attention_dropout=profile.attention_dropout,
-                                freeze_embeddings=profile.freeze_word_embeddings,
-                                hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer)
         folder = prep.directory / "experiments" / f"e29-{name}-whole-review-teacher-s{seed}"
-        seed_everything(seed)
-        history = train(student, rows, config=config, val_data=prep.encoded["validation"], teacher_logits=t_logits,
-                        device="cpu", checkpoint_dir=folder, resume=True, progress=False)
-        student = fold_word_embeddings(student)
-        save_student(folder, student, history)
-        return {"seed": seed, "val": correct_on(student, prep.encoded["validation"]),
-                "test": correct_on(student, prep.encoded["test"]), "train_s": history.seconds,
-                "steps": config.max_steps,
-                "kept_val": history.best_val_acc, "evals": [[e["step"], e["val_acc"]]
-                                                            for e in history.to_dict()["evals"]]}
+        return run_student(spec, config, teacher, prep, rows, t_logits, folder, val=prep.encoded["validation"],
+                           test=prep.encoded["test"])[0]
 
     done = parallel.run_forked(job, len(jobs), parallel.default_workers("cpu"))
     both = teacher_both_ways(teacher, prep, logits)
@@ -152,9 +168,7 @@ def main(out_path: str) -> None:
            "validation_reviews": len(prep.encoded["validation"]), "test_reviews": len(prep.encoded["test"]),
            "students": {}}
     for name, spec in SPECS.items():
-        ref = [{"seed": item["seed"], "val": correct_on(item["model"], prep.encoded["validation"]),
-                "test": correct_on(item["model"], prep.encoded["test"]), "train_s": item["history"].seconds,
-                "kept_val": item["history"].best_val_acc} for item in reference(teacher, prep, logits, spec)]
+        ref = scored_reference(teacher, prep, logits, spec)
         variant = [r for (n, _), r in zip(jobs, done) if n == name]
         entry = {"profile": summary(ref, teacher_test), "whole-review teacher": summary(variant, teacher_test)}
         for split in ("val", "test"):
