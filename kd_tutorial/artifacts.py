@@ -89,12 +89,26 @@ class Prepared:
         return self._fingerprint
 
     def split_file(self, kind: str, split: str) -> Path:
-        """Where the teacher's ``kind`` ("logits" or "cls") of ``split`` is cached; the test split's name carries
-        a hash of its reviews, since the folder's key does not."""
-        if split == "test" and not hasattr(self, "_test_hash"):
-            self._test_hash = _split_hash(self.encoded, ("test",))[:8]
-        suffix = f"-{self._test_hash}" if split == "test" else ""
+        """Where the teacher's ``kind`` ("logits" or "cls") of ``split`` is cached; the test and spare splits'
+        names carry a hash of their reviews, since the folder's key does not."""
+        suffix = f"-{self.split_hash(split)}" if split in UNKEYED_SPLITS else ""
         return self.directory / f"{kind}-{split}{suffix}.pt"
+
+    def spare_rows(self) -> int:
+        """How many spare train reviews there are (``data.spare``), tokenized into ``encoded["spare"]`` on first
+        call: only the students that learn from them need them."""
+        if "spare" not in self.encoded:
+            spare = self.data.spare
+            self.encoded["spare"] = encode(spare, self.tokenizer, self.profile.max_length, self.profile.truncation)
+        return len(self.encoded["spare"])
+
+    def split_hash(self, split: str) -> str:
+        """A short hash of one split's token ids (computed once)."""
+        if not hasattr(self, "_split_hashes"):
+            self._split_hashes = {}
+        if split not in self._split_hashes:
+            self._split_hashes[split] = _split_hash(self.encoded, (split,))[:8]
+        return self._split_hashes[split]
 
 
 def teacher_key(name: str) -> str:
@@ -133,6 +147,9 @@ def data_key(profile: Profile, data_dir: str | None) -> str:
     return str(Path(data_dir).expanduser().resolve())
 
 
+# splits that the folder's key (Prepared.fingerprint) leaves out: the files made from them carry their own hash
+UNKEYED_SPLITS = ("test", "spare")
+
 _PREPARED: dict[tuple, tuple[tuple, Prepared]] = {}  # the configuration -> (its folder's stamp, its data)
 
 
@@ -162,7 +179,7 @@ def _prepare(profile: Profile, key: str, teacher_name: str, init: str, seed: int
     imdb = load_for_profile(profile, data_dir=key, seed=seed)  # the key names the source: no second look at the env
     tokenizer = teacher_tokenizer(profile, teacher_name)
     encoded = {name: encode(getattr(imdb, name), tokenizer, profile.max_length, profile.truncation)
-               for name in ("train", "validation", "test", "transfer")}
+               for name in ("train", "validation", "test", "transfer")}  # and "spare", on first need (spare_rows)
     return Prepared(profile, imdb, tokenizer, encoded, key, teacher_name, init, seed, teacher_key(teacher_name))
 
 

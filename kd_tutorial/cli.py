@@ -37,7 +37,7 @@ from .grading.grader import main as grade_main
 from .models import TINY_TEACHER
 from .parallel import check_workers
 from .pipeline import check_teacher_outside, check_teacher_shape, run_distill
-from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile
+from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, timed_preset
 from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, profile_of, README_START,
                      refuse_foreign, results_markdown, splice_readme, summary)
@@ -99,14 +99,16 @@ def _check_data_folder(data_dir: str | None) -> None:
             from None
 
 
-def work_ratio(profile, runs=None) -> float:
+def work_ratio(profile, runs=None, source: dict | None = None) -> float:
     """The model arithmetic of ``profile`` (every student running ``runs``; None: their own recipes) over that of
-    the preset of its name, whose ``time_budget_s`` was measured as it stands, as FLOPs counted by
+    the preset of its name as its ``time_budget_s`` was measured (:func:`~kd_tutorial.profiles.timed_preset`), as
+    FLOPs counted by
     :mod:`kd_tutorial.flops`, the final evaluation left out (its size is the data folder's test split, which the
     profile does not know). 1.0 within 1 %, for an unknown name, and for sizes the FLOP counter cannot tell (a
-    Hub teacher it does not list). A proxy: it ignores fixed costs, which dominate the ``tiny`` profile's minute."""
+    Hub teacher it does not list). A proxy: it ignores fixed costs, which dominate the ``tiny`` profile's minute.
+    ``source``: a data folder's split sizes (:func:`kd_tutorial.data.folder_rows`), where not the profile's."""
     def work(p, recipes=None):
-        phases = estimate_profile(p, recipes=recipes)["phases"]
+        phases = estimate_profile(p, recipes=recipes, source=source)["phases"]
         return sum(phase["flops"] for name, phase in phases.items() if name != "evaluation")
     return _flops_ratio(profile, runs, work)
 
@@ -121,9 +123,9 @@ def evaluation_ratio(profile, runs=None) -> float:
 
 
 def _flops_ratio(profile, runs, work) -> float:
-    """``work(profile, runs) / work(preset)`` for the preset of ``profile``'s name; 1.0 within 1 %, for an unknown
-    name, and where the FLOP counter cannot tell."""
-    preset = PROFILES.get(profile.name)
+    """``work(profile, runs) / work(preset)`` for the preset of ``profile``'s name as it was timed; 1.0 within 1 %,
+    for an unknown name, and where the FLOP counter cannot tell."""
+    preset = timed_preset(profile.name)
     try:
         ratio = work(profile, runs) / work(preset) if preset is not None else 1.0
     except UnknownSizeError:
@@ -218,13 +220,13 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
             return said
         return f"{said}: about {flops / 1e15:.3g} PFLOP of model arithmetic"
     if not device.startswith("cuda"):
-        ratio = work_ratio(profile, runs)
+        ratio = work_ratio(profile, runs, folder_rows(data_dir) if data_dir else None)
         slower, why = cpu_slowdown(profile, device)
         extra_s, evaluated = evaluation_change(profile, test_reviews, ratio, evaluation_ratio(profile, runs))
         seconds = round((profile.time_budget_s * ratio + extra_s) * slower)
         budget = f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {seconds} s"
         scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "
-                  "arithmetic with these settings to its own)") if ratio != 1.0 else ""
+                  "arithmetic with these settings to those it was measured with)") if ratio != 1.0 else ""
         if slower != 1.0:
             scaled += f" ({why})"
         more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "

@@ -150,7 +150,8 @@ def imdb_lengths(n: int, max_length: int | None = None, seed: int = 0) -> list[i
 # --------------------------------------------------------------------------- a profile's phases
 
 def split_rows(profile: Profile, source: dict | None = None) -> dict[str, int]:
-    """Reviews per split as the pipeline carves them: train (after validation), validation, test, transfer.
+    """Reviews per split as the pipeline carves them: train (after validation), validation, test, transfer, and the
+    spare train reviews no split holds (a few more than the pipeline's, which drops repeated texts).
     ``source``: the reviews of the source's train, test and unsupervised splits (a data folder's,
     :func:`kd_tutorial.data.folder_rows`); else the profile's own source (the Hub's IMDB). Without unlabelled
     reviews the transfer set is carved from train, as :func:`kd_tutorial.data.split_raw` does."""
@@ -162,8 +163,9 @@ def split_rows(profile: Profile, source: dict | None = None) -> dict[str, int]:
         keep = min(profile.n_train or train // 2, train)
         transfer = min(profile.n_transfer or train, train - keep)
         train -= transfer
-    return dict(train=min(profile.n_train or train, train), validation=profile.val_size,
-                test=min(profile.n_test or src["test"], src["test"]), transfer=transfer)
+    kept = min(profile.n_train or train, train)
+    return dict(train=kept, validation=profile.val_size, test=min(profile.n_test or src["test"], src["test"]),
+                transfer=transfer, spare=train - kept)
 
 
 def validation_guards(profile: Profile) -> int:
@@ -215,11 +217,14 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     per_review = {name: forward_flops(c, mix) / len(mix) for name, c in configs.items()}
     runs = [(spec, r) for spec in profile.students for r in student_recipes(profile, spec, recipes)
             if applicable(r, spec, teacher["num_attention_heads"])]
-    phases = _teacher_phases(profile, rows, per_review["teacher"], augmented=any(r.augment for _, r in runs),
+    spare = any(spec.spare_reviews and recipe.transfer for spec, recipe in runs)
+    phases = _teacher_phases(profile, rows | {"spare": rows["spare"] if spare else 0}, per_review["teacher"],
+                             augmented=any(r.augment for _, r in runs),
                              layers=any(reads_cached_layers(profile, r) for _, r in runs))
     labelled = min(profile.student_labels or rows["train"], rows["train"])
     for spec, recipe in runs:
-        one = _student_run(profile, spec, recipe, rows, per_review, labelled + rows["transfer"])
+        n_rows = labelled + rows["transfer"] + (rows["spare"] if spec.spare_reviews else 0)
+        one = _student_run(profile, spec, recipe, rows, per_review, n_rows)
         phases[f"{spec.name} {recipe.name}"] = _scaled(one, n_seeds) | {"student": spec.name, "recipe": recipe.name}
     evaluation = {"infer:teacher": rows["test"] * per_review["teacher"]}
     for spec, _ in runs:  # every run's model, on every seed
@@ -234,10 +239,11 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
 
 def _teacher_phases(profile: Profile, rows: dict, per_review: float, augmented: bool, layers: bool = False) -> dict:
     """Fine-tuning (``teacher_epochs`` over train, a validation pass per epoch) and the pass over train + transfer
-    that gives its logits: ``teacher_layers`` when runs read cached layers (the pass writes them too), else
-    ``teacher_logits``, which also holds the pass over an augmented copy of transfer when a recipe needs one."""
+    (+ ``rows["spare"]``, the spare reviews that students learn from) that gives its logits: ``teacher_layers`` when
+    runs read cached layers (the pass writes them too), else ``teacher_logits``, which also holds the pass over an
+    augmented copy of transfer when a recipe needs one."""
     epochs = profile.teacher_epochs
-    one_pass = rows["train"] + rows["transfer"]
+    one_pass = rows["train"] + rows["transfer"] + rows.get("spare", 0)
     logits_rows = (0 if layers else one_pass) + (rows["transfer"] if augmented else 0)
     phases = {"teacher": _phase({"train:teacher": 3 * epochs * rows["train"] * per_review,
                                  "infer:teacher": math.ceil(epochs) * rows["validation"] * per_review})}

@@ -41,7 +41,7 @@ from .profiles import Profile, StudentSpec, TINY_BERT
 from .recipes import Recipe, get_recipe
 from .report import format_comparisons, format_table
 from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked
-from .teacher_layers import (cache_gb, cached_layer_keys, reads_cached_layers, run_layer_keys, teacher_layer_cache,
+from .teacher_layers import (cache_gb, reads_cached_layers, run_layer_keys, teacher_layer_cache,
                              transfer_states)
 from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on,
                        load_cached_logits)
@@ -157,18 +157,22 @@ RUN_REVISION = 2
 
 
 def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Recipe | None = None,
-            cached_layers: bool = False) -> tuple:
+            cached_layers: bool = False, spare: str | None = None) -> tuple:
     """Everything that decides one student run (the key of its folder in the artifact cache): ``cached_layers``
-    when its per-token targets come from the teacher's cached layers (bf16) instead of the teacher, and the code's
-    :data:`RUN_REVISION`."""
+    when its per-token targets come from the teacher's cached layers (bf16) instead of the teacher, ``spare`` (the
+    hash of the spare reviews it learns from, :func:`spare_hash`; None: none) and the code's :data:`RUN_REVISION`."""
     student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
-    if not spec.teacher_word_vectors:
-        del student["teacher_word_vectors"]  # keys from before the option existed stay valid
+    for option in ("teacher_word_vectors", "spare_reviews"):
+        if not student[option]:
+            del student[option]  # keys from before the option existed stay valid
+    if not spare:  # asked for, but not read by this run (no transfer set) or none in the source: as if off
+        student.pop("spare_reviews", None)
     key = (student, dataclasses.asdict(config), init, profile.student_labels, profile.attention_dropout,
            profile.freeze_word_embeddings)
     if recipe is not None:
         key += (dataclasses.asdict(recipe),) + ((AUGMENT,) if recipe.augment else ())
     key += (("teacher layers: bf16 cache",) if cached_layers else ()) + (("revision", RUN_REVISION),)
+    key += (("spare reviews", spare),) if spare else ()
     if profile.student_hidden_dropout is not None:  # last, as docs/tuning/student_dropout.py keyed its runs (e24)
         key += (("student hidden dropout", float(profile.student_hidden_dropout)),)
     return key
@@ -189,23 +193,43 @@ def git_commit() -> str | None:
         return None
 
 
-def student_data(profile: Profile, prep, logits: dict, cls: dict | None = None) -> dict:
-    """The students' data sets: ``labelled``, ``transfer`` (labelled + transfer reviews) and, when
-    ``logits`` holds ``"augmented"``, ``augmented`` (labelled + transfer + augmented copies).
+def uses_spare(spec: StudentSpec, prep) -> bool:
+    """Whether ``spec``'s transfer set holds the spare train reviews: it asks for them and the source has some."""
+    return spec.spare_reviews and prep.spare_rows() > 0
+
+
+def transfer_splits(spec: StudentSpec, prep) -> tuple[str, ...]:
+    """The splits whose reviews, after its labelled ones, make up ``spec``'s transfer set."""
+    return ("transfer", "spare") if uses_spare(spec, prep) else ("transfer",)
+
+
+def spare_hash(spec: StudentSpec, recipe: Recipe, prep) -> str | None:
+    """What :func:`run_key` records of the spare reviews: their hash where ``recipe`` reads the transfer set and
+    ``spec`` learns from them, else None."""
+    return prep.split_hash("spare") if recipe.transfer and uses_spare(spec, prep) else None
+
+
+def student_data(profile: Profile, prep, logits: dict, cls: dict | None = None, splits=("transfer",)) -> dict:
+    """The students' data sets: ``labelled``, ``transfer`` (labelled reviews, then those of ``splits``: the
+    transfer reviews, and the spare ones for a student that learns from them) and, when ``logits`` holds
+    ``"augmented"``, ``augmented`` (that transfer set + augmented copies of the transfer reviews).
 
     Each is ``(rows, teacher logits, teacher [CLS] states or None)``, aligned row by row.
     """
     keep = student_labels(profile, prep)
     labelled = subset_encoded(prep.encoded["train"], keep, "student labels")
-    both = concat_encoded(labelled, prep.encoded["transfer"], "train+transfer")
-    both_logits = torch.cat([logits["train"][keep], logits["transfer"]])
+    both = labelled
+    for split in splits:
+        both = concat_encoded(both, prep.encoded[split], "+".join(("train",) + tuple(splits)))
+    both_logits = torch.cat([logits["train"][keep]] + [logits[s] for s in splits])
     cls = cls or {}
     l_cls = cls["train"][keep] if "train" in cls else None
-    t_cls = torch.cat([l_cls, cls["transfer"]]) if l_cls is not None and "transfer" in cls else None
+    t_cls = torch.cat([l_cls] + [cls[s] for s in splits]) if l_cls is not None and all(s in cls for s in splits) \
+        else None
     sets = {"labelled": (labelled, logits["train"][keep], l_cls), "transfer": (both, both_logits, t_cls)}
     if "augmented" in logits:
         rows, aug_logits = logits["augmented"]
-        sets["augmented"] = (concat_encoded(both, rows, "train+transfer+augmented"),
+        sets["augmented"] = (concat_encoded(both, rows, f"{both.name}+augmented"),
                              torch.cat([both_logits, aug_logits]), None)
     return sets
 
@@ -239,10 +263,13 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     specs = students or profile.students
     chosen = chosen_recipes(profile, specs, runs, teacher.config.num_attention_heads)
     jobs = _plan_jobs(profile, specs, chosen, seeds, teacher, prep, init, resume=resume)
-    logits, cls, layers = _teacher_extras(profile, prep, teacher, chosen, logits, cls, layers, _keys_to_train(jobs),
-                                          device=device, progress=progress)
-    sets = student_data(profile, prep, logits, cls)
-    states = transfer_states(layers, student_labels(profile, prep)) if layers else None
+    logits, cls, layers = _teacher_extras(profile, prep, teacher, chosen, logits, cls, layers, *_keys_to_train(jobs),
+                                          splits=outputs_splits(prep, specs, chosen), device=device,
+                                          progress=progress)
+    kinds = {job["splits"] for job in jobs}  # each student's transfer set: its splits after its labelled reviews
+    sets = {splits: student_data(profile, prep, logits, cls, splits) for splits in kinds}
+    states = {splits: transfer_states(layers, student_labels(profile, prep), splits) for splits in kinds} \
+        if layers else None
     jobs = _place_jobs(jobs, states)
     todo = [job for job in jobs if not (resume and student_finished(job["folder"]))]
     for job in todo:  # finished when planned, not now (deleted, or being retrained by another process): placed again
@@ -256,9 +283,10 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
         if key not in initials:  # a fully cached seed needs none; the last seed's are dropped
             initials.clear()
         with locked(job["folder"]):
-            return _one_run(profile, job["spec"], job["recipe"], job["config"], sets, teacher, prep, job["folder"],
-                            initials.setdefault(key, []), resume=resume, device=device, init=init, desc=job["name"],
-                            progress=progress and not side, states=states if job["cached_layers"] else None)
+            return _one_run(profile, job["spec"], job["recipe"], job["config"], sets[job["splits"]], teacher, prep,
+                            job["folder"], initials.setdefault(key, []), resume=resume, device=device, init=init,
+                            desc=job["name"], progress=progress and not side,
+                            states=(states or {}).get(job["splits"]) if job["cached_layers"] else None)
     status = _train_side_by_side(todo, run, resume, workers, progress) if side else {}
     trained = {}
     for job in jobs:
@@ -318,21 +346,30 @@ def chosen_recipes(profile: Profile, specs, runs, teacher_heads: int) -> dict:
             for spec in specs}
 
 
-def _teacher_extras(profile: Profile, prep, teacher, chosen: dict, logits: dict, cls, layers, keys, *, device: str,
-                    progress: bool):
-    """What the ``chosen`` recipes need of the teacher beyond its logits, where not given: [CLS] states, the
-    augmented copies' logits, the cached per-token layers ``keys`` (those that runs still to train read).
-    Returns ``(logits, cls, layers)``."""
+def _teacher_extras(profile: Profile, prep, teacher, chosen: dict, logits: dict, cls, layers, keys, spare_keys=(),
+                    *, splits=("train", "transfer"), device: str, progress: bool):
+    """What the ``chosen`` recipes need of the teacher beyond what is given: its logits on every one of ``splits``
+    (:func:`outputs_splits`), [CLS] states, the augmented copies' logits, the cached per-token layers ``keys``
+    (those that runs still to train read; ``spare_keys`` on the spare reviews too). Returns
+    ``(logits, cls, layers)``."""
     wanted = [r for rs in chosen.values() for r in rs]
     where = dict(teacher_model=teacher, device=device, progress=progress, **prep.where)
-    if cls is None and any(r.intermediate is not None and r.intermediate.cls for r in wanted):
-        cls = {s: ensure_teacher_cls(profile, s, **where) for s in ("train", "transfer")}
+    if layers is None and profile.teacher_layers == "cache":  # first: its pass gives the logits too
+        layers = teacher_layer_cache(profile, prep, keys, spare_keys, **where)
+    if any(r.intermediate is not None and r.intermediate.cls for r in wanted):
+        cls = (cls or {}) | {s: ensure_teacher_cls(profile, s, **where) for s in splits if s not in (cls or {})}
+    logits = logits | {s: ensure_teacher_logits(profile, s, **where) for s in splits if s not in logits}
     if "augmented" not in logits and any(r.augment for r in wanted):
         logits = logits | {"augmented": augmented_transfer(profile, prep, teacher, device=device, progress=progress,
                                                            **prep.where)}
-    if layers is None and profile.teacher_layers == "cache":
-        layers = teacher_layer_cache(profile, prep, keys, **where)
     return logits, cls, layers
+
+
+def outputs_splits(prep, specs, chosen: dict) -> tuple[str, ...]:
+    """The splits whose teacher outputs the students ``specs`` read: train and transfer, and the spare reviews
+    where a student learns from them in a recipe that reads its transfer set (``chosen``: each one's recipes)."""
+    spare = any(uses_spare(spec, prep) and any(r.transfer for r in chosen.get(spec.name, ())) for spec in specs)
+    return ("train", "transfer") + (("spare",) if spare else ())
 
 
 def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str, n_rows: int | None = None,
@@ -350,19 +387,21 @@ def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init
     maps whether it reads the teacher's cached layers to that key's folder (``False`` alone for a run that cannot).
     With ``resume``, ``finished`` is the folder of a finished run under either key (the cached layers' first), so
     that a run is not trained again because today's disk has no room for the cache; else None."""
-    n_rows = n_rows or len(student_labels(profile, prep)) + len(prep.encoded["transfer"])
     jobs = []
     for spec in specs:
-        recipes = chosen[spec.name]
-        plan = student_plan(spec, recipes, step_budget(profile, spec, n_rows), teacher)
+        recipes, splits = chosen[spec.name], transfer_splits(spec, prep)
+        rows = n_rows or len(student_labels(profile, prep)) + sum(len(prep.encoded[s]) for s in splits)
+        plan = student_plan(spec, recipes, step_budget(profile, spec, rows), teacher) | _spare_plan(spec, prep)
         for seed in seeds:
             for recipe in recipes:
                 config = run_config(profile, spec, recipe, plan["steps"], seed)
                 reads = reads_cached_layers(profile, recipe)
                 folders = {c: student_folder(prep, f"{spec.name} {recipe.name} s{seed}",
-                                             *run_key(profile, spec, config, init, recipe, cached_layers=c))
+                                             *run_key(profile, spec, config, init, recipe, cached_layers=c,
+                                                      spare=spare_hash(spec, recipe, prep)))
                            for c in ((True, False) if reads else (False,))}
                 jobs.append({"spec": spec, "recipe": recipe, "seed": seed, "config": config, "folders": folders,
+                             "splits": splits,
                              "finished": next((f for f in folders.values() if student_finished(f)), None)
                              if resume else None, "reads": reads,
                              "layer_keys": run_layer_keys(spec, recipe, teacher.config.num_hidden_layers)
@@ -372,9 +411,12 @@ def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init
     return jobs
 
 
-def _keys_to_train(jobs: list[dict]) -> list[tuple[str, int]]:
-    """The teacher's (kind, layer) pairs that the runs still to train would read from the cache."""
-    return sorted({key for job in jobs if job["finished"] is None for key in job["layer_keys"]})
+def _keys_to_train(jobs: list[dict]) -> tuple[list, list]:
+    """The teacher's (kind, layer) pairs that the runs still to train would read from the cache: on train and
+    transfer, and on the spare reviews (those of the runs that learn from them)."""
+    todo = [job for job in jobs if job["finished"] is None]
+    return (sorted({key for job in todo for key in job["layer_keys"]}),
+            sorted({key for job in todo if "spare" in job["splits"] for key in job["layer_keys"]}))
 
 
 def _place_jobs(jobs: list[dict], states=None) -> list[dict]:
@@ -390,6 +432,7 @@ def _place_jobs(jobs: list[dict], states=None) -> list[dict]:
 def _place(job: dict, states, into: dict | None = None) -> None:
     """Set ``folder``, ``cached_layers`` and ``online_teacher`` of ``into`` (``job`` itself by default) from
     ``job``: its finished run's, else the cached-layers key's when ``states`` hold every layer it reads."""
+    states = states.get(job["splits"]) if states else None  # the cached layers in the rows of its transfer set
     if job["finished"] is not None:
         cached = job["finished"] == job["folders"].get(True)
     else:
@@ -422,9 +465,19 @@ def student_plan(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher) 
     return plan
 
 
+def _spare_plan(spec: StudentSpec, prep) -> dict:
+    """For a student that asks for the spare reviews (``spare_reviews``), how many its transfer set holds."""
+    return {"spare_reviews": prep.spare_rows()} if spec.spare_reviews else {}
+
+
 def _announce(name: str, plan: dict) -> None:
-    """One line per student: its step budget, its recipes and, when a recipe needs one, its layer mapping."""
+    """One line per student: its step budget, its recipes, the spare reviews it learns from where it asks for them
+    and, when a recipe needs one, its layer mapping."""
     line = f"{name}: {plan['steps']} steps per run; recipes {', '.join(plan['recipes'])}"
+    if "spare_reviews" in plan:
+        line += (f"; the transfer-set runs also learn from {plan['spare_reviews']:,} spare train reviews"
+                 if plan["spare_reviews"] else "; no spare train reviews in this data (every one is in a split), so "
+                 "its transfer set is the labelled and transfer reviews")
     if "layer_mapping" in plan:
         line += f"; layer mapping {plan['layer_mapping']}"
     print(line, flush=True)
@@ -571,9 +624,9 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     check_depths(profile, config.num_hidden_layers, config.num_attention_heads, runs)
     kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
               device=device, progress=progress)
-    keys = _layers_to_cache(profile, prep, teacher_model, runs, seeds, init, resume)
+    keys, spare_keys = _layers_to_cache(profile, prep, teacher_model, runs, seeds, init, resume)
     with clock("teacher_layers"):  # first: the same pass caches the logits (none when no run reads layers)
-        layers = teacher_layer_cache(profile, prep, keys, **kw)
+        layers = teacher_layer_cache(profile, prep, keys, spare_keys, **kw)
     with clock("teacher_logits"):
         logits, cls = teacher_outputs(profile, prep, runs, **kw)
     workers = workers or default_workers(device)
@@ -607,16 +660,13 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     return results
 
 
-def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: str, resume: bool) -> list:
-    """The teacher's (kind, layer) pairs that :func:`run_distill`'s runs read from the cache: with ``resume``, only
-    those that runs still to train read (none when all of those are finished: no layer pass)."""
-    config = teacher_model.config
-    chosen = chosen_recipes(profile, profile.students, runs, config.num_attention_heads)
-    keys = cached_layer_keys(profile, profile.students, lambda spec: chosen[spec.name], config.num_hidden_layers)
-    if keys and resume:
-        keys = _keys_to_train(_plan_jobs(profile, profile.students, chosen, seeds, teacher_model, prep, init,
-                                         resume=True))
-    return keys
+def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: str, resume: bool) -> tuple:
+    """The teacher's (kind, layer) pairs that :func:`run_distill`'s runs read from the cache, on train and transfer
+    and on the spare reviews (:func:`_keys_to_train`): with ``resume``, only those that runs still to train read
+    (none when all of those are finished: no layer pass)."""
+    chosen = chosen_recipes(profile, profile.students, runs, teacher_model.config.num_attention_heads)
+    return _keys_to_train(_plan_jobs(profile, profile.students, chosen, seeds, teacher_model, prep, init,
+                                     resume=resume))
 
 
 class _Phases:
@@ -639,12 +689,15 @@ class _Phases:
 
 
 def teacher_outputs(profile: Profile, prep, runs, **kw) -> tuple[dict, dict | None]:
-    """The teacher's cached logits on train and transfer (and augmented copies, when a recipe needs them), and
-    its [CLS] states when a recipe has a [CLS] term: computed once, then read from the artifact cache."""
-    logits = {split: ensure_teacher_logits(profile, split, **kw) for split in ("train", "transfer")}
-    recipes = [r for spec in profile.students for r in student_recipes(profile, spec, runs)]
+    """The teacher's cached logits on train and transfer (the spare reviews too, for a student that learns from
+    them; augmented copies, when a recipe needs them), and its [CLS] states when a recipe has a [CLS] term: computed
+    once, then read from the artifact cache."""
+    chosen = {spec.name: student_recipes(profile, spec, runs) for spec in profile.students}
+    splits = outputs_splits(prep, profile.students, chosen)
+    logits = {split: ensure_teacher_logits(profile, split, **kw) for split in splits}
+    recipes = [r for rs in chosen.values() for r in rs]
     needs_cls = any(r.intermediate is not None and r.intermediate.cls for r in recipes)
-    cls = {split: ensure_teacher_cls(profile, split, **kw) for split in ("train", "transfer")} if needs_cls else None
+    cls = {split: ensure_teacher_cls(profile, split, **kw) for split in splits} if needs_cls else None
     if any(r.augment for r in recipes):
         logits["augmented"] = augmented_transfer(profile, prep, kw["teacher_model"], device=kw["device"],
                                                  progress=kw["progress"], **prep.where)

@@ -18,7 +18,7 @@ from .recipes import Recipe
 from .store import disk_errors, locked, writer_tag
 from .teachers import ensure_teacher_layers, layer_file, missing_layer_bytes
 
-SPLITS = ("train", "transfer")  # what the students train on
+SPLITS = ("train", "transfer")  # what every student's transfer set reads; "spare" too for some (spare_keys)
 
 
 def reads_cached_layers(profile: Profile, recipe: Recipe) -> bool:
@@ -41,43 +41,50 @@ def cached_layer_keys(profile: Profile, specs, recipes_of, depth: int) -> list[t
                    for key in run_layer_keys(spec, recipe, depth)})
 
 
-def teacher_layer_cache(profile: Profile, prep, keys, **kw) -> dict | None:
-    """The teacher's cached ``keys`` layers on train and transfer (:func:`kd_tutorial.teachers.ensure_teacher_layers`).
+def teacher_layer_cache(profile: Profile, prep, keys, spare_keys=(), **kw) -> dict | None:
+    """The teacher's cached ``keys`` layers on train and transfer, and ``spare_keys`` (some of ``keys``: those of
+    the students that learn from the spare reviews) on the spare reviews
+    (:func:`kd_tutorial.teachers.ensure_teacher_layers`).
 
-    The missing ones' disk space is reserved on both splits before either split's pass runs (a pass whose other
+    The missing ones' disk space is reserved on every split before any split's pass runs (a pass whose other
     split then found no room would be wasted). When they do not fit on the disk, or the space is refused (a disk
-    quota, a disk that filled up meanwhile), no pass runs, a line says so, and only the layers already cached on both
-    splits are returned (None if none): the runs that need the others call the teacher.
+    quota, a disk that filled up meanwhile), no pass runs, a line says so, and only the layers already cached on every
+    split that needs them are returned (None if none): the runs that need the others call the teacher.
     """
-    with locked(prep.directory):  # for both passes; first its clean-up: a killed pass's files still hold their size
-        keys, held = _reserve_both(profile, prep, keys, kw["teacher_model"])
+    wanted = {split: sorted(keys) for split in SPLITS} | ({"spare": sorted(spare_keys)} if spare_keys else {})
+    with locked(prep.directory):  # for every pass; first its clean-up: a killed pass's files still hold their size
+        wanted, held = _reserve_both(profile, prep, wanted, kw["teacher_model"])
         try:
-            states = _open_both(profile, keys, held, **kw)
+            states = _open_both(profile, wanted, held, **kw)
         finally:
             if held is not None:
                 held.release()
-        if states is None and keys:  # refused after all: the space changed hands between the two reservations
-            keys = _cached_on_both(prep, keys)
+        if states is None and wanted["train"]:  # refused after all: the space changed hands between reservations
+            wanted = _cached_on_both(prep, wanted)
             _say_no_room(f"the disk of {prep.directory} refused the space for the missing ones (a disk quota, or it "
                          "filled up meanwhile)")
-            states = _open_both(profile, keys, None, **kw)
+            states = _open_both(profile, wanted, None, **kw)
     if states is None:
         return None
-    print(f"teacher layers: {', '.join(f'{k} {t}' for k, t in keys)} read from a bf16 cache "
+    spare = f"; {', '.join(f'{k} {t}' for k, t in wanted['spare'])} on the spare reviews too" \
+        if wanted.get("spare") else ""
+    print(f"teacher layers: {', '.join(f'{k} {t}' for k, t in wanted['train'])} read from a bf16 cache{spare} "
           f"({cache_gb(states):.2f} GB on disk)", flush=True)
     return states
 
 
-def _reserve_both(profile: Profile, prep, keys, teacher_model) -> tuple[list, Reservation | None]:
-    """``keys`` and the disk space of their missing layers on every split, held; when it does not fit (with 2 GB to
-    spare) or is refused, a line that says so, the keys cached on both splits, and nothing held."""
-    need = {s: missing_layer_bytes(profile, s, keys, teacher_model=teacher_model, **prep.where) for s in SPLITS}
+def _reserve_both(profile: Profile, prep, wanted: dict, teacher_model) -> tuple[dict, Reservation | None]:
+    """``wanted`` ({split: keys}) and the disk space of their missing layers on every split, held; when it does not
+    fit (with 2 GB to spare) or is refused, a line that says so, the keys cached already (:func:`_cached_on_both`),
+    and nothing held."""
+    need = {s: missing_layer_bytes(profile, s, keys, teacher_model=teacher_model, **prep.where)
+            for s, keys in wanted.items()}
     total = sum(need.values())
     if total and not has_room(prep.directory, total):
         _say_no_room(f"{total / 1e9:.1f} GB more do not fit on the disk of {prep.directory} (2 GB must stay free)")
-        return _cached_on_both(prep, keys), None
+        return _cached_on_both(prep, wanted), None
     try:
-        return keys, Reservation(prep.directory, need, writer_tag())
+        return wanted, Reservation(prep.directory, need, writer_tag())
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: FAT32, ulimit -f
             with disk_errors(prep.directory):  # a read-only folder, another refusal: one line
@@ -86,22 +93,27 @@ def _reserve_both(profile: Profile, prep, keys, teacher_model) -> tuple[list, Re
                else "a disk quota, or it filled up meanwhile")
     _say_no_room(f"the disk of {prep.directory} refused the space for the missing ones ({total / 1e9:.1f} GB; {why}), "
                  "so no layer pass ran")
-    return _cached_on_both(prep, keys), None
+    return _cached_on_both(prep, wanted), None
 
 
-def _cached_on_both(prep, keys) -> list[tuple[str, int]]:
-    """Those of ``keys`` whose layers are cached on every split the students train on."""
-    return [k for k in keys if all(layer_file(prep, k, s).exists() for s in SPLITS)]
+def _cached_on_both(prep, wanted: dict) -> dict:
+    """Of ``wanted`` ({split: keys}), the keys cached on both train and transfer, and on the spare reviews those
+    cached there too."""
+    both = [k for k in wanted["train"] if all(layer_file(prep, k, s).exists() for s in SPLITS)]
+    spare = [k for k in wanted.get("spare", ()) if k in both and layer_file(prep, k, "spare").exists()]
+    return {s: both for s in SPLITS} | ({"spare": spare} if spare else {})
 
 
-def _open_both(profile: Profile, keys, held: Reservation | None, **kw) -> dict | None:
-    """``{split: LayerStates}`` of ``keys`` on every split, computing the missing ones (the space ``held`` for a
-    split, if any, is given back just before its pass takes it); None when there are no keys or a split's missing
-    layers found no room (the splits after it are then not computed)."""
-    if not keys:
+def _open_both(profile: Profile, wanted: dict, held: Reservation | None, **kw) -> dict | None:
+    """``{split: LayerStates}`` of ``wanted`` ({split: keys}) on every split, computing the missing ones (the space
+    ``held`` for a split, if any, is given back just before its pass takes it); None when there are no keys or a
+    split's missing layers found no room (the splits after it are then not computed)."""
+    if not wanted["train"]:
         return None
     states = {}
-    for split in SPLITS:
+    for split, keys in wanted.items():
+        if not keys:
+            continue
         if held is not None:
             held.release(split)
         states[split] = ensure_teacher_layers(profile, split, keys, **kw)
@@ -121,7 +133,13 @@ def cache_gb(states: dict | None) -> float:
     return sum(a.nbytes for s in (states or {}).values() for part in s.parts for a in part.values()) / 1e9
 
 
-def transfer_states(states: dict, labelled) -> LayerStates:
-    """The cached layers in the rows of the students' ``transfer`` set: the train rows ``labelled`` (the
-    reviews whose labels the students see, :func:`kd_tutorial.pipeline.student_labels`), then the transfer reviews."""
-    return states["train"].subset(labelled).concat(states["transfer"])
+def transfer_states(states: dict, labelled, splits=("transfer",)) -> LayerStates | None:
+    """The cached layers in the rows of a student's ``transfer`` set: the train rows ``labelled`` (the reviews
+    whose labels the students see, :func:`kd_tutorial.pipeline.student_labels`), then the reviews of ``splits``
+    (the transfer reviews, and the spare ones for a student that learns from them); None when a split has none."""
+    if not all(split in states for split in splits):
+        return None
+    out = states["train"].subset(labelled)
+    for split in splits:
+        out = out.concat(states[split])
+    return out

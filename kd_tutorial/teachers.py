@@ -178,6 +178,8 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
                   device, progress, encoded=None) -> torch.Tensor:
     """Load ``what`` ("logits" or "cls") of ``split`` from the cache, or run the teacher once and store both."""
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    if split == "spare":
+        prep.spare_rows()  # tokenized on first need
     if encoded is None and split not in prep.encoded:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(prep.encoded)}")
     encoded = prep.encoded[split] if encoded is None else encoded

@@ -81,7 +81,7 @@ def test_full_profile_totals():
     assert 140e15 < est["total_flops"] < 170e15, est["total_flops"]
     plain = flops.estimate_profile(full, recipes=full.recipes)
     assert 80e15 < plain["total_flops"] < 130e15, plain["total_flops"]
-    assert est["rows"] == dict(train=23_400, validation=1000, test=25_000, transfer=50_000)
+    assert est["rows"] == dict(train=23_400, validation=1000, test=25_000, transfer=50_000, spare=0)
     assert 6e15 < est["phases"]["teacher"]["flops"] < 8e15  # 2 epochs of 23.4k reviews
     online = est["phases"]["distil-6L kd+transfer+cosine"]
     assert online["online_teacher"] and online["steps"] == 6882  # 3 epochs of 73,400 reviews, 32 a step
@@ -180,7 +180,7 @@ def test_a_data_folders_sizes_replace_the_hubs_and_without_unlabelled_reviews_tr
     rows = data.folder_rows(tmp_path)
     assert rows == {"train": 400, "test": 90, "unsupervised": 0}
     full = get_profile("full").replace(val_size=40)
-    assert flops.split_rows(full, rows) == {"train": 120, "validation": 40, "test": 90, "transfer": 120}
+    assert flops.split_rows(full, rows) == {"train": 120, "validation": 40, "test": 90, "transfer": 120, "spare": 0}
     carved = data.load_for_profile(full, data_dir=str(tmp_path))  # 135 and 135: a run at the start of its class
     assert 120 <= len(carved.train) <= 120 + data.MOVIE_GUARD  # drops 30 fewer than estimated
     assert flops.estimate_profile(full, source=rows)["total_flops"] < flops.estimate_profile(full)["total_flops"] / 20

@@ -259,7 +259,8 @@ def test_resume_finds_a_finished_run_under_either_key_and_builds_no_cache_that_n
     online = pipeline.distill_students(profile, teacher, prep, logits, seeds=(8,), layers={}, **kw)[name]
     assert from_cache["cached_layers"] and not online["cached_layers"]
     built = []
-    monkeypatch.setattr(pipeline, "teacher_layer_cache", lambda profile, prep, keys, **k: built.append(keys))
+    monkeypatch.setattr(pipeline, "teacher_layer_cache",
+                        lambda profile, prep, keys, spare_keys=(), **k: built.append(keys))
     for seed, before in ((0, from_cache), (8, online)):
         for layers in ({}, None):  # no room for the cache now; the cache to be built if a run needs it
             again = pipeline.distill_students(profile, teacher, prep, logits, seeds=(seed,), layers=layers, **kw)[name]
