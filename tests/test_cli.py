@@ -192,13 +192,20 @@ def test_prefetch_tiny_needs_nothing(kd):
     assert proc.returncode == 0 and "nothing to download" in proc.stdout
 
 
-def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_stands():
-    """The printed estimate starts from time_budget_s: it must be a measured seed of this very preset."""
+def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_was_timed():
+    """The printed estimate starts from time_budget_s: it must be a measured seed of this very preset, less only the
+    changes listed since (profiles.UNTIMED_CHANGES), whose arithmetic the estimate adds."""
+    import dataclasses
     import json
     from pathlib import Path
     record = Path(__file__).resolve().parents[1] / "docs/tuning/cpu-1-seed-bf16-cache-137a549.json"
     run = json.loads(record.read_text())["run"]
-    cpu = profiles.get_profile("cpu")
+    cpu, now = profiles.timed_preset("cpu"), profiles.get_profile("cpu")
+    assert cpu.students != now.students  # the listed change: compact-2L-H128 learns from the spare reviews now
+    assert cpu.replace(students=now.students) == now  # and nothing else changed
+    for spec, then in zip(now.students, cpu.students):
+        assert dataclasses.replace(spec, **profiles.UNTIMED_CHANGES["cpu"].get(spec.name, {})) == then
+    assert not any(s.spare_reviews for s in cpu.students) and now.students[1].spare_reviews
     assert (run["profile"], run["profile_changes"], run["seeds"]) == ("cpu", {}, [0])
     if "settings" in run:  # records from c78c633 on hold every setting, so a changed default is seen too
         recorded, now = run["settings"], cpu.settings()
@@ -246,7 +253,16 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     from kd_tutorial import device
     from kd_tutorial.profiles import get_profile
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
-    cpu = get_profile("cpu")  # its budget was measured as it stands: its own work ratio is 1
+    cpu = profiles.timed_preset("cpu")  # the preset as its budget was measured: its own work ratio is 1
+    # the preset as it stands: the spare reviews' arithmetic scales the budget (compact-2L-H128's steps, the teacher's
+    # pass over them), more on the Hub (21,400 spare train reviews, the transfer set being its unlabelled split)
+    # than on a data folder of IMDB's train split alone (13,400)
+    now, folder = get_profile("cpu"), dict(train=25_000, test=4_934, unsupervised=0)
+    assert 1.1 < cli.work_ratio(now, source=folder) < 1.4 < cli.work_ratio(now) < 1.6
+    said = cli.estimate(now, "cpu")
+    ratio = cli.work_ratio(now)
+    expected = round(cpu.time_budget_s * ratio + cli.evaluation_change(now, None, ratio)[0])
+    assert said.startswith(f"about {expected / 60:.0f} minute(s) ") and f"scaled by {ratio:.2f}" in said
     # with the teacher online, its intermediate runs pay the teacher's forward pass at every step (the preset reads
     # the mapped layers from a cache written by the pass that gives the logits)
     assert 1.2 < cli.work_ratio(cpu.replace(teacher_layers="online")) < 1.45

@@ -155,6 +155,33 @@ def test_validation_in_blocks_shares_no_movie_with_training():
     assert again.validation.texts == blocks.validation.texts != other.validation.texts
 
 
+def test_the_spare_reviews_are_the_train_reviews_no_split_holds_outside_validations_movies():
+    """``ImdbData.spare``: what the carve leaves of train, labels hidden, each text once, in source order, and none
+    of a validation movie (within MOVIE_GUARD of a validation review of its class), so that a student learning from
+    them is not chosen by reviews of movies it saw."""
+    train = movie_reviews()
+    train.texts[700] = train.texts[3]  # a text held twice: one spare review at most
+    raw = {"train": train, "test": movie_reviews(5, 4, prefix="unseen")}
+    d = data.split_raw(raw, "movies", n_train=200, n_transfer=200, val_size=100, seed=0, val_block=20)
+    spare = d.spare
+    assert spare.name == "spare" and set(spare.labels) == {-1} and spare.stars is None
+    assert not texts(spare) & (texts(d.train) | texts(d.validation) | texts(d.transfer) | texts(d.test))
+    assert len(texts(spare)) == len(spare)  # each text once
+    rows = {t: i for i, t in reversed(list(enumerate(train.texts)))}  # a text's first row
+    assert [rows[t] for t in spare.texts] == sorted(rows[t] for t in spare.texts)  # source order
+    assert not movies(spare) & movies(d.validation)
+    for t in spare.texts:  # outside the guard of every validation review of its class
+        assert all(abs(rows[t] - rows[v]) > data.MOVIE_GUARD for v in d.validation.texts
+                   if train.labels[rows[v]] == train.labels[rows[t]])
+    used = len(d.train) + len(d.validation) + len(d.transfer)
+    assert 0 < len(spare) < len(train) - used  # the guards drop some of what is left
+    # validation drawn at random has no movies to keep apart: everything left over is spare
+    drawn = data.split_raw(raw, "movies", n_train=200, n_transfer=200, val_size=100, seed=0)
+    assert len(drawn.spare) == len(train) - len(drawn.train) - len(drawn.validation) - len(drawn.transfer) - 1
+    # a carve that uses every train review leaves none
+    assert len(data.split_raw(raw, "movies", val_size=100, seed=0).spare) == 0
+
+
 def test_the_students_labels_keep_each_class_share():
     """A stratified subset keeps an imbalanced split's proportions, and always holds n rows; on a balanced split it
     is the subset the course's students were trained on (the same rows as the half-and-half rule it replaced)."""

@@ -337,6 +337,73 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
     assert "teacher_word_vectors" not in pipeline.run_key(profile, spec, config, "pretrained")[0]
 
 
+def test_a_student_learning_from_the_spare_reviews_reads_them_in_every_transfer_set_run_and_only_there(capsys):
+    """StudentSpec.spare_reviews (the cpu profile's compact student, e32): the train reviews no split holds join
+    its transfer set, labelled reviews first, then the transfer reviews, then the spare ones, each with the
+    teacher's logits; every run of that student, baseline included, gets the step budget they make; a run that does
+    not read the transfer set keeps its folder, and the other student is untouched."""
+    base = get_profile("tiny").with_overrides(["n_train=400"])  # 600 of the corpus's train reviews are left over
+    spare_spec = dataclasses.replace(base.students[1], spare_reviews=True)
+    profile = base.replace(students=(base.students[0], spare_spec))
+    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+    kw = dict(runs=("baseline", "kd+transfer", "pseudo-label", "kd+transfer+values"), progress=False)
+    with_spare = pipeline.distill_students(profile, teacher, prep, logits, **kw)
+    n_spare = len(prep.data.spare)
+    assert n_spare == 600 and prep.spare_rows() == n_spare
+    # the teacher's layers are cached on the spare reviews for the student that reads them there, and only its keys
+    assert with_spare["compact-1L-H32 kd+transfer+values"]["cached_layers"]
+    spare_files = sorted(p.name for p in prep.directory.glob("*-spare-*.npy"))
+    assert spare_files == [f"values-4-spare-{prep.split_hash('spare')}.npy"], spare_files
+    assert len(teachers.ensure_teacher_layers(profile, "spare", [("values", 4)], teacher_model=teacher)) == n_spare
+    said = capsys.readouterr().out
+    assert f"compact-1L-H32: {with_spare['compact-1L-H32 baseline']['plan']['steps']} steps per run" in said
+    assert "the transfer-set runs also learn from 600 spare train reviews" in said
+    rows = pipeline.student_labels(profile, prep)
+    n_rows = len(rows) + len(prep.encoded["transfer"])
+    steps = {s.name: pipeline.step_budget(profile, s, n_rows + (n_spare if s.spare_reviews else 0))
+             for s in profile.students}
+    for name, item in with_spare.items():
+        assert item["plan"]["steps"] == steps[item["student"]], name  # the same budget for every run of a student
+    assert steps["compact-1L-H32"] > steps["distil-2L"]
+    # the transfer set: labelled, transfer, spare reviews in that order, each with the teacher's logits on it
+    sets = pipeline.student_data(profile, prep, logits | {"spare": teachers.ensure_teacher_logits(profile, "spare")},
+                                 splits=("transfer", "spare"))
+    both, t_logits, _ = sets["transfer"]
+    assert len(both) == len(t_logits) == n_rows + n_spare and both.name == "train+transfer+spare"
+    assert both.input_ids[n_rows:] == prep.encoded["spare"].input_ids and (both.labels[n_rows:] == -1).all()
+    assert torch.equal(t_logits[n_rows:], teachers.ensure_teacher_logits(profile, "spare"))
+    assert teachers.ensure_teacher_logits(profile, "spare").shape == (n_spare, 2)
+    assert prep.split_file("logits", "spare").name == f"logits-spare-{prep.split_hash('spare')}.pt"
+    assert prep.split_file("logits", "spare").exists()
+    # without the option: the same folder for the run that reads no transfer set (at the other budget, another
+    # folder), another one for those that do; the other student keeps its runs
+    without = pipeline.distill_students(base, teacher, prep, logits, resume=True, **kw)
+    for name, item in with_spare.items():
+        same = item["student"] != "compact-1L-H32"
+        assert (without[name]["path"] == item["path"]) == same, name
+        assert without[name]["status"] == ("cached" if same else "trained"), name
+    baseline = pipeline.get_recipe("baseline")
+    keys = [pipeline.run_key(p, spec, pipeline.run_config(p, spec, baseline, 10, 0), "pretrained", baseline)
+            for p, spec in ((profile, spare_spec), (base, base.students[1]))]
+    assert keys[0] == keys[1]  # the baseline's key leaves out an option it does not read
+
+
+def test_a_student_asking_for_spare_reviews_where_there_are_none_trains_as_without_them(tiny_run, capsys):
+    """The tiny corpus's carve uses every train review: the option changes nothing, and says so."""
+    profile = get_profile("tiny")
+    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+    spec = dataclasses.replace(profile.students[1], spare_reviews=True)
+    kw = dict(students=(spec,), runs=("kd+transfer",), progress=False, resume=True)
+    asked = pipeline.distill_students(profile, teacher, prep, logits, **kw)["compact-1L-H32 kd+transfer"]
+    assert "no spare train reviews in this data (every one is in a split)" in capsys.readouterr().out
+    plain = pipeline.distill_students(profile, teacher, prep, logits,
+                                      **kw | dict(students=(profile.students[1],)))["compact-1L-H32 kd+transfer"]
+    assert asked["path"] == plain["path"] and asked["status"] == plain["status"] == "cached"  # tiny_run's run
+    assert asked["plan"]["spare_reviews"] == 0 and "spare_reviews" not in plain["plan"]
+
+
 def test_a_smaller_evaluation_batch_keeps_the_teacher():
     """The out-of-memory hint says --set eval_batch_size=N for the evaluation; that changed the teacher's cache key,
     and the teacher (an hour on a T4 for full) was trained again, and every student with it. It only batches the
