@@ -274,8 +274,9 @@ def spare_reviews(raw_train: Reviews, data: ImdbData, guard: bool = True) -> Rev
     review (or of a held-out test review), so that they share no movie with what chooses or scores a run. In source
     order, negative reviews first.
 
-    IMDB's train split holds 25,000 reviews and the ``cpu`` profile's splits use about 11,000, so a student with
-    ``spare_reviews`` learns from the teacher's answers on about 13,000 more (docs/tuning.md, e32)."""
+    On a folder of IMDB's train and test splits the ``cpu`` profile's splits use about 11,000 of the 25,000 train
+    reviews, so a student with ``spare_reviews`` learns from the teacher's answers on about 13,000 more
+    (docs/tuning.md, e32); from the Hub, whose unlabelled split gives the transfer set, about 21,400."""
     splits = (data.train, data.validation, data.transfer, data.test)
     used = {t.strip() for split in splits for t in split.texts}
     guarded = {t.strip() for t in data.validation.texts} | (

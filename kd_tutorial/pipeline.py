@@ -401,7 +401,7 @@ def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init
                                                       spare=spare_hash(spec, recipe, prep)))
                            for c in ((True, False) if reads else (False,))}
                 jobs.append({"spec": spec, "recipe": recipe, "seed": seed, "config": config, "folders": folders,
-                             "splits": splits,
+                             "splits": splits if recipe.transfer else ("transfer",),  # what its rows come from
                              "finished": next((f for f in folders.values() if student_finished(f)), None)
                              if resume else None, "reads": reads,
                              "layer_keys": run_layer_keys(spec, recipe, teacher.config.num_hidden_layers)
@@ -607,8 +607,9 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     ``runs``: recipe names for every student (None: each student's own; ``kd-tutorial distill --recipes``).
     ``workers``: student runs trained at once (None: :func:`kd_tutorial.parallel.default_workers`).
     The steps, each timed into ``results["run"]["phase_seconds"]``: the teacher, its outputs, the students,
-    the evaluation. When runs read the teacher's cached layers, one teacher pass over train + transfer writes
-    them with its logits and [CLS] states (``teacher_layers``); ``teacher_logits`` then reads those back.
+    the evaluation. When runs read the teacher's cached layers, one teacher pass over train + transfer (and the
+    spare reviews, for a student that learns from them) writes them with its logits and [CLS] states
+    (``teacher_layers``); ``teacher_logits`` then reads those back.
     """
     device = device or pick_device()
     check_workers(workers or 1, device, setting=f"workers={workers}", fix="give workers=1")  # before the teacher
@@ -644,6 +645,8 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
                         phases=clock.seconds, wall=clock.wall(), workers=workers)
     record["teacher_layers"] = {"setting": profile.teacher_layers, "gb": cache_gb(layers),
                                 "cached": [f"{k} {t}" for k, t in sorted(layers["train"].keys)] if layers else [],
+                                "cached_on_spare": [f"{k} {t}" for k, t in sorted(layers["spare"].keys)]
+                                if layers and "spare" in layers else [],
                                 # with --resume a run may come from either key: which ones read the cache
                                 "runs_reading_it": sorted(n for n, item in trained.items() if item["cached_layers"])}
     results = {"run": record,

@@ -444,7 +444,9 @@ PROFILES: dict[str, Profile] = {
             StudentSpec("compact-2L-H128", "compact", num_layers=2, hidden_size=128, num_heads=2,
                         intermediate_size=512, epochs=2.0, lr=5e-4, teacher_word_vectors=True,
                         recipes=("baseline", "kd+transfer", "kd+transfer+values", "pseudo-label"),
-                        spare_reviews=True),  # validation +1.04 [+0.22, +1.86] over 5 seeds (docs/tuning.md, e32)
+                        # validation +1.04 [+0.22, +1.86] over 5 seeds, on a folder's 13,294 spare reviews
+                        # (docs/tuning.md, e32; from the Hub there are about 21,400, not measured)
+                        spare_reviews=True),
         ),
         data_source="hub",
         n_train=2000,

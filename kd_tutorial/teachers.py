@@ -225,6 +225,8 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     quota): :func:`kd_tutorial.teacher_layers.teacher_layer_cache` then says so and reads those cached.
     """
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    if split == "spare":
+        prep.spare_rows()  # tokenized on first need
     encoded = prep.encoded[split]
     paths = {key: layer_file(prep, key, split) for key in sorted(set(keys))}
     with locked(prep.directory):
@@ -266,6 +268,8 @@ def missing_layer_bytes(profile: Profile, split: str, keys, *, teacher_model, da
                         teacher: str | None = None, init: str = "pretrained", seed: int = 0) -> int:
     """Bytes on disk that the layers ``keys`` of ``split`` not cached yet would take."""
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    if split == "spare":
+        prep.spare_rows()  # tokenized on first need
     missing, shape = _missing_layers(prep, split, keys, teacher_model.config.hidden_size)
     return nbytes(*shape, missing)
 

@@ -376,6 +376,10 @@ def test_a_student_learning_from_the_spare_reviews_reads_them_in_every_transfer_
     assert teachers.ensure_teacher_logits(profile, "spare").shape == (n_spare, 2)
     assert prep.split_file("logits", "spare").name == f"logits-spare-{prep.split_hash('spare')}.pt"
     assert prep.split_file("logits", "spare").exists()
+    # asked for runs that read no transfer set only, it needs nothing of the spare reviews (it once asked for the
+    # teacher's logits on them, which no recipe had computed); the same budget finds the same runs
+    alone = pipeline.distill_students(profile, teacher, prep, logits, runs=("baseline",), resume=True, progress=False)
+    assert alone["compact-1L-H32 baseline"]["path"] == with_spare["compact-1L-H32 baseline"]["path"]
     # without the option: the same folder for the run that reads no transfer set (at the other budget, another
     # folder), another one for those that do; the other student keeps its runs
     without = pipeline.distill_students(base, teacher, prep, logits, resume=True, **kw)

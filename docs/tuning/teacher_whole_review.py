@@ -17,6 +17,7 @@ runs (the reference) are read back from the cache. Every run is scored on valida
 both ways. The rule, fixed before the runs, as in e26 to e28: adopt when the paired bootstrap interval of the
 validation accuracy minus the profile's, pooled over the seeds, lies above 0. Test is recorded, not used.
 """
+import dataclasses
 import json
 import statistics
 import sys
@@ -99,10 +100,10 @@ def teacher_both_ways(teacher, prep, logits) -> dict:
 
 def reference(teacher, prep, logits, spec, seeds=SEEDS, recipe: str = RECIPE) -> list[dict]:
     """The profile's own runs of ``spec`` and ``recipe``, read back from the artifact cache (trained into it, two at
-    a time, for a seed it lacks)."""
+    a time, for a seed it lacks), as they were before e32's spare reviews (which the experiments compare against)."""
     runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=seeds, runs=[recipe], resume=True,
                                      progress=False, workers=parallel.default_workers("cpu"), layers={},
-                                     students=(spec,))
+                                     students=(dataclasses.replace(spec, spare_reviews=False),))
     return sorted(runs.values(), key=lambda item: item["seed"])
 
 
