@@ -643,12 +643,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     write_checkpoints(trained, out, prep.tokenizer)
     record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
                         phases=clock.seconds, wall=clock.wall(), workers=workers)
-    record["teacher_layers"] = {"setting": profile.teacher_layers, "gb": cache_gb(layers),
-                                "cached": [f"{k} {t}" for k, t in sorted(layers["train"].keys)] if layers else [],
-                                "cached_on_spare": [f"{k} {t}" for k, t in sorted(layers["spare"].keys)]
-                                if layers and "spare" in layers else [],
-                                # with --resume a run may come from either key: which ones read the cache
-                                "runs_reading_it": sorted(n for n, item in trained.items() if item["cached_layers"])}
+    record["teacher_layers"] = _layers_record(profile, layers, trained)
     results = {"run": record,
                "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
                "histories": {"teacher": info.get("history")} |
@@ -661,6 +656,17 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
                                    f"{device}"))
     print(format_comparisons(stats, rows))
     return results
+
+
+def _layers_record(profile: Profile, layers: dict | None, trained: dict) -> dict:
+    """``results["run"]["teacher_layers"]``: the setting, the cache's size and keys (on the spare reviews too), and
+    the runs that read it."""
+    def keys(split):
+        return [f"{k} {t}" for k, t in sorted(layers[split].keys)] if layers and split in layers else []
+    return {"setting": profile.teacher_layers, "gb": cache_gb(layers), "cached": keys("train"),
+            "cached_on_spare": keys("spare"),
+            # with --resume a run may come from either key: which ones read the cache
+            "runs_reading_it": sorted(n for n, item in trained.items() if item["cached_layers"])}
 
 
 def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: str, resume: bool) -> tuple:
