@@ -203,6 +203,13 @@ def transfer_splits(spec: StudentSpec, prep) -> tuple[str, ...]:
     return ("transfer", "spare") if uses_spare(spec, prep) else ("transfer",)
 
 
+def run_splits(spec: StudentSpec, recipe: Recipe, prep) -> tuple[str, ...]:
+    """The splits whose reviews follow the labelled ones in the rows a run of ``recipe`` trains ``spec`` on
+    (:func:`transfer_splits`); ``("transfer",)`` for a recipe that reads its labelled reviews alone, which names
+    the same data set (:func:`student_data`) as any run without the spare reviews."""
+    return transfer_splits(spec, prep) if recipe.transfer else ("transfer",)
+
+
 def spare_hash(spec: StudentSpec, recipe: Recipe, prep) -> str | None:
     """What :func:`run_key` records of the spare reviews: their hash where ``recipe`` reads the transfer set and
     ``spec`` learns from them, else None."""
@@ -263,6 +270,8 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     specs = students or profile.students
     chosen = chosen_recipes(profile, specs, runs, teacher.config.num_attention_heads)
     jobs = _plan_jobs(profile, specs, chosen, seeds, teacher, prep, init, resume=resume)
+    if layers:
+        _say_uncovered(layers, jobs)
     logits, cls, layers = _teacher_extras(profile, prep, teacher, chosen, logits, cls, layers, *_keys_to_train(jobs),
                                           splits=outputs_splits(prep, specs, chosen), device=device,
                                           progress=progress)
@@ -296,6 +305,17 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
         trained[job["name"]] = item | {k: job[k] for k in ("seed", "base", "student", "plan", "cached_layers")} | {
             "recipe": job["recipe"].name, "path": str(job["folder"])}
     return trained
+
+
+def _say_uncovered(layers: dict, jobs: list[dict]) -> None:
+    """One line when the teacher's cached ``layers`` given to :func:`distill_students` lack some that runs still to
+    train read (a layer, or any on the spare reviews): those runs call the teacher at every step instead."""
+    short = [job["name"] for job in jobs if job["reads"] and job["finished"] is None
+             and not all(s in layers and job["layer_keys"] <= layers[s].keys for s in job["splits"])]
+    if short:
+        print(f"teacher layers: the cache given lacks layers that {', '.join(short)} read on its reviews, so "
+              f"{'they call' if len(short) > 1 else 'it calls'} the teacher at every step (slower); build the cache "
+              "with teacher_layer_cache(profile, prep, keys, spare_keys) for every run's keys", flush=True)
 
 
 def write_checkpoints(trained: dict, out: Path, tokenizer=None) -> None:
@@ -367,9 +387,10 @@ def _teacher_extras(profile: Profile, prep, teacher, chosen: dict, logits: dict,
 
 def outputs_splits(prep, specs, chosen: dict) -> tuple[str, ...]:
     """The splits whose teacher outputs the students ``specs`` read: train and transfer, and the spare reviews
-    where a student learns from them in a recipe that reads its transfer set (``chosen``: each one's recipes)."""
-    spare = any(uses_spare(spec, prep) and any(r.transfer for r in chosen.get(spec.name, ())) for spec in specs)
-    return ("train", "transfer") + (("spare",) if spare else ())
+    where a run reads them (:func:`run_splits`, the rule each planned run's rows follow; ``chosen``: each student's
+    recipes)."""
+    read = {split for spec in specs for r in chosen.get(spec.name, ()) for split in run_splits(spec, r, prep)}
+    return ("train", "transfer") + (("spare",) if "spare" in read else ())
 
 
 def _jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init: str, n_rows: int | None = None,
@@ -389,8 +410,9 @@ def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init
     that a run is not trained again because today's disk has no room for the cache; else None."""
     jobs = []
     for spec in specs:
-        recipes, splits = chosen[spec.name], transfer_splits(spec, prep)
-        rows = n_rows or len(student_labels(profile, prep)) + sum(len(prep.encoded[s]) for s in splits)
+        recipes = chosen[spec.name]
+        rows = n_rows or len(student_labels(profile, prep)) + sum(len(prep.encoded[s])
+                                                                  for s in transfer_splits(spec, prep))
         plan = student_plan(spec, recipes, step_budget(profile, spec, rows), teacher) | _spare_plan(spec, prep)
         for seed in seeds:
             for recipe in recipes:
@@ -401,7 +423,7 @@ def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init
                                                       spare=spare_hash(spec, recipe, prep)))
                            for c in ((True, False) if reads else (False,))}
                 jobs.append({"spec": spec, "recipe": recipe, "seed": seed, "config": config, "folders": folders,
-                             "splits": splits if recipe.transfer else ("transfer",),  # what its rows come from
+                             "splits": run_splits(spec, recipe, prep),  # what its rows come from
                              "finished": next((f for f in folders.values() if student_finished(f)), None)
                              if resume else None, "reads": reads,
                              "layer_keys": run_layer_keys(spec, recipe, teacher.config.num_hidden_layers)
@@ -701,7 +723,7 @@ def teacher_outputs(profile: Profile, prep, runs, **kw) -> tuple[dict, dict | No
     """The teacher's cached logits on train and transfer (the spare reviews too, for a student that learns from
     them; augmented copies, when a recipe needs them), and its [CLS] states when a recipe has a [CLS] term: computed
     once, then read from the artifact cache."""
-    chosen = {spec.name: student_recipes(profile, spec, runs) for spec in profile.students}
+    chosen = chosen_recipes(profile, profile.students, runs, kw["teacher_model"].config.num_attention_heads)
     splits = outputs_splits(prep, profile.students, chosen)
     logits = {split: ensure_teacher_logits(profile, split, **kw) for split in splits}
     recipes = [r for rs in chosen.values() for r in rs]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_tutorial import artifacts, cli, models, parallel, pipeline, store, teachers
+from kd_tutorial import artifacts, cli, models, parallel, pipeline, store, teacher_layers, teachers
 from kd_tutorial.profiles import get_profile
 
 from test_data import write_parquet
@@ -380,6 +380,22 @@ def test_a_student_learning_from_the_spare_reviews_reads_them_in_every_transfer_
     # teacher's logits on them, which no recipe had computed); the same budget finds the same runs
     alone = pipeline.distill_students(profile, teacher, prep, logits, runs=("baseline",), resume=True, progress=False)
     assert alone["compact-1L-H32 baseline"]["path"] == with_spare["compact-1L-H32 baseline"]["path"]
+    # the teacher's outputs cover the spare reviews exactly when a planned run's rows hold them
+    heads = teacher.config.num_attention_heads
+    for runs, spare in ((("baseline",), False), (("baseline", "pseudo-label"), True), (("kd+transfer",), True)):
+        chosen = pipeline.chosen_recipes(profile, profile.students, runs, heads)
+        jobs = pipeline._plan_jobs(profile, profile.students, chosen, (0,), teacher, prep, "pretrained")
+        assert any("spare" in job["splits"] for job in jobs) == spare, runs
+        assert pipeline.outputs_splits(prep, profile.students, chosen) == ("train", "transfer", "spare")[:2 + spare]
+    # given a cache without the spare reviews, a run still to train that reads them calls the teacher, and says so
+    given = teacher_layers.teacher_layer_cache(profile, prep, [("values", 4)], teacher_model=teacher)
+    assert set(given) == {"train", "transfer"}
+    capsys.readouterr()
+    online = pipeline.distill_students(profile, teacher, prep, logits, runs=("kd+transfer+values",), seeds=(1,),
+                                       students=(spare_spec,), layers=given, progress=False)
+    assert not online["compact-1L-H32 kd+transfer+values"]["cached_layers"]
+    assert ("teacher layers: the cache given lacks layers that compact-1L-H32 kd+transfer+values read on its "
+            "reviews, so it calls the teacher") in capsys.readouterr().out
     # without the option: the same folder for the run that reads no transfer set (at the other budget, another
     # folder), another one for those that do; the other student keeps its runs
     without = pipeline.distill_students(base, teacher, prep, logits, resume=True, **kw)
