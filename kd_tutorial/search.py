@@ -10,7 +10,9 @@ multi-objective, so the answer is a Pareto front (``study.best_trials``), not on
 
 Search space: ``T`` (1-8, log scale), ``alpha`` (0-1), ``student`` (one of the profile's students, plus for the
 first ``distil`` student every other depth below the teacher's: ``distil-1L`` ... ``distil-(L-1)L``) and
-``transfer_fraction`` (0.25, 0.5 or 1.0 of the profile's transfer reviews, always with the labelled ones).
+``transfer_fraction`` (0.25, 0.5 or 1.0 of the profile's transfer reviews, always with the labelled ones). Every
+student reads that one transfer set: a student that learns from the spare train reviews in ``distill``
+(``StudentSpec.spare_reviews``) reads none here, and its budget counts the reviews it reads (:func:`spare_note`).
 
 Pruning: Optuna's pruners (``MedianPruner``...) work on single-objective studies only (``Trial.report`` is refused
 in a multi-objective one), so this module applies its own rule at the end of every training epoch (the
@@ -363,11 +365,23 @@ def run_search(profile: Profile, *, trials: int = 20, out: str | Path = "runs/se
         ctx = make_context(profile, out, device=device, steps=steps, progress=progress, margin=margin,
                            min_finished=min_finished, seed=seed, latency_n=latency_n)
         todo = max(0, trials - finished_count(study))
+        if spare_note(profile):
+            print(spare_note(profile), flush=True)
         print(f"study {STUDY_NAME} in {out / 'search.db'}: {finished_count(study)} finished trial(s), running "
               f"{todo} more", flush=True)
         if todo:
             study.optimize(lambda trial: run_trial(trial, ctx), n_trials=todo, gc_after_trial=True, callbacks=[_say])
         return write_results(study, ctx)
+
+
+def spare_note(profile: Profile) -> str | None:
+    """The line that says which students learn from the spare train reviews in ``distill`` but not in the study
+    (None: no student asks for them)."""
+    names = [spec.name for spec in profile.students if spec.spare_reviews]
+    if not names:
+        return None
+    return (f"search: {', '.join(names)} also learn{'s' if len(names) == 1 else ''} from the spare train reviews in "
+            "distill; here every trial reads the labelled and transfer reviews alone, at the budget they make")
 
 
 def _say(study, trial) -> None:

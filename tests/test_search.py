@@ -1,4 +1,5 @@
 """`kd-tutorial search`: a small multi-objective Optuna study on the tiny profile (a few steps per trial)."""
+import dataclasses
 import json
 
 import pytest
@@ -103,6 +104,18 @@ def test_the_pruning_rule():
     two_reached = [[0.9], [0.86, 0.9], [0.87, 0.9]]  # only two finished trials had a second pass
     assert "median" in search.prune_reason([0.85, 0.85], two_reached, **rule)
     assert search.prune_reason([0.85, 0.85], two_reached, **(rule | {"min_finished": 3})) is None
+
+
+def test_a_student_that_learns_from_the_spare_reviews_in_distill_is_told_the_study_reads_none():
+    """search's transfer set is the labelled and transfer reviews for every student: the cpu profile's compact
+    student, which reads the spare train reviews too in distill, is named in one line; tiny has none to name."""
+    assert search.spare_note(get_profile("tiny")) is None
+    assert search.spare_note(get_profile("cpu")) == (
+        "search: compact-2L-H128 also learns from the spare train reviews in distill; here every trial reads the "
+        "labelled and transfer reviews alone, at the budget they make")
+    cpu = get_profile("cpu")
+    both = cpu.replace(students=tuple(dataclasses.replace(s, spare_reviews=True) for s in cpu.students))
+    assert search.spare_note(both).startswith("search: distil-3L, compact-2L-H128 also learn from")
 
 
 def test_a_student_is_timed_once_and_a_trial_trains_as_long_whatever_share_of_the_transfer_set_it_reads(
