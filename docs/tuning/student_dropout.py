@@ -9,6 +9,7 @@ BERT's own 0.1 (so those runs stay the profile's). Forked workers inherit both p
 With "train-only", the runs are trained (two at a time) into the artifact cache and not evaluated:
 `student_dropout_compare.py` scores both settings on the same test reviews.
 """
+import dataclasses
 import sys
 
 from kd_tutorial import pipeline
@@ -29,6 +30,8 @@ def key(*args, **kwargs):
 
 pipeline.build_student, pipeline.run_key = build, key
 profile = get_profile("cpu").replace(student_hidden_dropout=None)  # 0.1 unless patched (preset: 0 since e25)
+profile = profile.replace(students=tuple(dataclasses.replace(s, spare_reviews=False)  # its runs predate e32
+                                         for s in profile.students))
 if sys.argv[3:] == ["train-only"]:
     from kd_tutorial import parallel, teachers
     teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)

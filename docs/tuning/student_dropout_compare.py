@@ -6,6 +6,7 @@ Loads the six `kd+transfer` runs of each setting from the artifact cache (nothin
 cache is an error), scores each on the profile's test split, and compares the settings per student, paired over the
 same reviews and pooled over the three seeds (`evaluate.compare_paired`). Validation accuracy is each run's kept pass.
 """
+import dataclasses
 import json
 import statistics
 import sys
@@ -18,6 +19,8 @@ from kd_tutorial.profiles import get_profile
 
 SEEDS, RECIPE = (0, 1, 2), "kd+transfer"
 profile = get_profile("cpu").replace(student_hidden_dropout=None)  # 0.1 unless patched (preset: 0 since e25)
+profile = profile.replace(students=tuple(dataclasses.replace(s, spare_reviews=False)  # its runs predate e32
+                                         for s in profile.students))
 teacher, prep, info = teachers.ensure_teacher(profile, progress=False)
 logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
 real_key = pipeline.run_key

@@ -18,6 +18,7 @@ only three, the record gives each seed's value and a t interval (2 degrees of fr
 The runs were scored with the code of commit dc95d96, which evaluated the three-seed block (docs/tuning.md says at
 which commits they were trained).
 """
+import dataclasses
 import json
 import os
 import sys
@@ -45,6 +46,8 @@ def predict(student: str, out: str) -> None:
     quiet()
     configure("cpu")
     p = get_profile("cpu").replace(student_hidden_dropout=None)  # those runs kept BERT's 0.1
+    p = p.replace(students=tuple(dataclasses.replace(s, spare_reviews=False)  # its runs predate e32
+                                 for s in p.students))
     # the three-seed runs called the teacher at every step: they are cached under the online teacher's keys
     p = p.replace(students=tuple(s for s in p.students if s.name == student), teacher_layers="online")
     kw = dict(data_dir=None, teacher=None, init="pretrained", seed=0, device="cpu", progress=False)
