@@ -24,10 +24,11 @@ os.environ.pop("KD_TUTORIAL_DATA_DIR", None)
 # one artifact cache per test session (shared by the xdist workers of one run)
 os.environ.setdefault("KD_TUTORIAL_HOME", os.path.join(tempfile.gettempdir(), f"kd-tutorial-tests-{os.getppid()}"))
 # pytest-xdist runs two workers on two cores: one thread each avoids oversubscription (10x slower steps).
+# Without xdist too, so that a file run alone computes what CI computes: two threads sum in another order, and the
+# tiny runs' margins (pseudo-label's agreement with the teacher, a retrained student's weights) moved with it.
 # Notebook kernels started by nbval inherit this environment.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ["MKL_NUM_THREADS"] = "1"
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")
