@@ -603,20 +603,21 @@ def teacher_shares(trained: dict, test_logits: dict, labels) -> dict[str, dict]:
 
 def best_recipes(rows: list[dict], trained: dict) -> dict:
     """Per student, the distillation recipe (soft targets) whose runs scored best on *validation* (mean over
-    seeds), and its test accuracy. The baseline and the pseudo-label control are references, never chosen."""
-    val: dict[tuple[str, str], list[float]] = {}
+    seeds), and its test accuracy; ``validation`` holds every such recipe's mean, best first, so that the margin
+    over the runner-up shows. The baseline and the pseudo-label control are references, never chosen."""
+    val: dict[str, dict[str, list[float]]] = {}
     for item in trained.values():
-        val.setdefault((item["student"], item["recipe"]), []).append(item["history"].best_val_acc or 0.0)
+        if get_recipe(item["recipe"]).targets == "soft":
+            val.setdefault(item["student"], {}).setdefault(item["recipe"], []).append(
+                item["history"].best_val_acc or 0.0)
     test = {r["name"]: r["accuracy"] for r in rows}
     share = {r["name"]: r.get("share_of_teacher") for r in rows}
     out = {}
-    for (student, recipe), accs in val.items():
-        if get_recipe(recipe).targets != "soft":
-            continue
-        mean = statistics.mean(accs)
-        if student not in out or mean > out[student]["val_accuracy"]:
-            out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(f"{student} {recipe}"),
-                            "share_of_teacher": share.get(f"{student} {recipe}")}
+    for student, recipes in val.items():
+        means = dict(sorted(((r, statistics.mean(a)) for r, a in recipes.items()), key=lambda kv: -kv[1]))
+        recipe, mean = next(iter(means.items()))  # the first of a tie, in training order
+        out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(f"{student} {recipe}"),
+                        "share_of_teacher": share.get(f"{student} {recipe}"), "validation": means}
     return out
 
 
