@@ -618,7 +618,23 @@ def best_recipes(rows: list[dict], trained: dict) -> dict:
         recipe, mean = next(iter(means.items()))  # the first of a tie, in training order
         out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(f"{student} {recipe}"),
                         "share_of_teacher": share.get(f"{student} {recipe}"), "validation": means}
+        lead = _validation_lead(trained, student, *list(means)[:2]) if len(means) > 1 else None
+        if lead is not None:
+            out[student]["validation_lead"] = lead
     return out
+
+
+def _validation_lead(trained: dict, student: str, recipe: str, runner: str) -> dict | None:
+    """``recipe`` against ``runner`` on validation (:func:`kd_tutorial.evaluate.compare_paired`: the kept passes'
+    answers review by review, seeds pooled), with ``against``; None where a run kept no answers (trained before
+    they were kept) or the runs answered on different reviews."""
+    answers = [[getattr(item["history"], "best_val_correct", None) for item in trained.values()
+                if item["student"] == student and item["recipe"] == r] for r in (recipe, runner)]
+    flat = answers[0] + answers[1]
+    if not all(flat) or len(answers[0]) != len(answers[1]) or len({len(a) for a in flat}) != 1:
+        return None
+    a, b = (torch.tensor([[c == "1" for c in one] for one in runs]) for runs in answers)
+    return {"against": runner} | compare_paired(a, b)
 
 
 def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,

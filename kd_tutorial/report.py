@@ -199,10 +199,15 @@ def _best_recipes_text(results: dict, split: str) -> str:
                 f"{100 * b['test_accuracy']:.2f} %{_share_text(b.get('share_of_teacher'))})"
                 for student, b in results["best_recipes"].items()]
         out += "Best recipe per student, chosen on validation: " + "; ".join(best) + ".\n\n"
-        if any(margins.values()):
-            out += ("Each margin is a difference of mean validation accuracies over the seeds, without an interval: "
-                    "validation chooses, but a small margin does not show that the chosen recipe is the better one "
-                    f"(the comparisons above test that on the {split} reviews).\n\n")
+        tested = [bool(b.get("validation_lead")) for s, b in results["best_recipes"].items() if margins[s]]
+        if any(tested):
+            out += ("A margin's 95 % interval and verdict are the comparisons' (paired bootstrap and McNemar's test), "
+                    "over the validation reviews that each run's kept pass answered, seeds pooled.\n\n")
+        if not all(tested):
+            out += ("A margin without an interval is a difference of mean validation accuracies over the seeds (from "
+                    "runs that did not keep their answers): validation chooses, but a small margin does not show that "
+                    f"the chosen recipe is the better one (the comparisons above test that on the {split} reviews)."
+                    "\n\n")
     if any(r.get("share_of_teacher") for r in results["models"]):
         out += ("% of teacher: the student's accuracy over the teacher's, pooled over seeds, and in brackets its "
                 f"paired bootstrap 95 % interval over the {split} reviews (both models' answers on each drawn review)."
@@ -219,10 +224,12 @@ def _margin_text(results: dict, student: str, best: dict) -> str:
     runner = max(others, key=others.get)
     n_val = results["run"].get("split_sizes", {}).get("validation")
     on = f" on {n_val:,} reviews" if n_val else ""
-    lead = 100 * (best["val_accuracy"] - others[runner])
+    lead, tested = 100 * (best["val_accuracy"] - others[runner]), best.get("validation_lead") or {}
+    test = (f" [{100 * tested['ci_low']:+.2f}, {100 * tested['ci_high']:+.2f}], {tested['verdict']}"
+            if tested.get("against") == runner else "")
     if f"{lead:.2f}" == "0.00":
-        return f", level with `{runner}`{on} and kept as the one trained first"
-    return f", {lead:.2f} points above `{runner}`{on}"
+        return f", level with `{runner}`{on}{test}, and kept as the one trained first"
+    return f", {lead:.2f} points above `{runner}`{on}{test}"
 
 
 def _validation_means(results: dict, student: str, best: dict) -> dict[str, float]:

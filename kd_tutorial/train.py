@@ -82,6 +82,8 @@ class History:
     tokens: int = 0  # real (non-pad) tokens seen
     eval_seconds: float = 0.0  # time spent in validation passes
     best_step: int | None = None  # the step whose weights were kept (keep_best)
+    # the best pass's answer on each validation review, "1" right and "0" wrong, for paired comparisons of runs
+    best_val_correct: str | None = None
     finished_at: str | None = None  # when training ended (local time): a cached model's speed is from then
 
     @property
@@ -101,13 +103,15 @@ class History:
     def to_dict(self) -> dict:
         return {"steps": self.steps, "epochs": self.epochs, "evals": self.evals, "seconds": self.seconds,
                 "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "eval_seconds": self.eval_seconds,
-                "best_step": self.best_step, "finished_at": self.finished_at}
+                "best_step": self.best_step, "finished_at": self.finished_at,
+                "best_val_correct": self.best_val_correct}
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         return cls(steps=list(d["steps"]), epochs=list(d["epochs"]), evals=list(d.get("evals", [])),
                    seconds=d["seconds"], tokens=d["tokens"], eval_seconds=d.get("eval_seconds", 0.0),
-                   best_step=d.get("best_step"), finished_at=d.get("finished_at"))
+                   best_step=d.get("best_step"), finished_at=d.get("finished_at"),
+                   best_val_correct=d.get("best_val_correct"))
 
 
 def seed_everything(seed: int) -> None:
@@ -331,10 +335,13 @@ def _set_cuda_rng_states(states: list | None) -> None:
         torch.cuda.set_rng_state_all(states)
 
 
-def _validate(model, val_data, config: TrainConfig, device: str) -> float:
+def _validate(model, val_data, config: TrainConfig, device: str) -> tuple[float, str]:
+    """Accuracy on ``val_data``, and each labelled review's answer as a string of "1" (right) and "0" (wrong)."""
     logits = predict_logits(model, val_data, batch_size=max(config.batch_size, 64), device=device,
                             precision=config.precision, progress=False)
-    return accuracy(logits, val_data.labels)
+    labels = torch.as_tensor(val_data.labels)
+    right = (logits.argmax(-1)[labels >= 0] == labels[labels >= 0]).tolist()
+    return accuracy(logits, val_data.labels), "".join("1" if r else "0" for r in right)
 
 
 def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=None, teacher_logits=None,
@@ -618,12 +625,13 @@ class _Run:
         self.flush()
         at, t0 = self.at, time.perf_counter()
         self.validating = True
-        val_acc = _validate(self.model, self.val_data, self.config, self.device)
+        val_acc, correct = _validate(self.model, self.val_data, self.config, self.device)
         self.validating = False
         self.history.eval_seconds += time.perf_counter() - t0
         self.history.evals.append({"step": at.step, "val_acc": val_acc})
         if val_acc > at.best_val:
             at.best_val, at.bad_evals, self.history.best_step = val_acc, 0, at.step
+            self.history.best_val_correct = correct
             if self.config.keep_best:
                 self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         else:

@@ -607,6 +607,16 @@ def test_the_best_recipe_is_a_distillation_recipe_chosen_on_validation():
     assert list(best["validation"]) == ["kd+transfer", "kd+transfer+cosine"]
     tied = {k: v for k, v in trained.items() if v["recipe"] != "kd+transfer"} | {"x": run("kd+transfer", 0.84)}
     assert pipeline.best_recipes(rows, tied)["my s"]["recipe"] == "kd+transfer+cosine"  # a tie: the first trained
+    # runs that kept their answers on validation: the lead over the runner-up is tested as the comparisons are
+    answers = {"kd+transfer": ["1111011110", "1111111110"], "kd+transfer+cosine": ["1111000110", "1011011110"]}
+    for item in trained.values():
+        if item["recipe"] in answers:
+            item["history"].best_val_correct = answers[item["recipe"]].pop(0)
+    lead = pipeline.best_recipes(rows, trained)["my s"]["validation_lead"]
+    assert lead["against"] == "kd+transfer+cosine" and lead["diff"] == pytest.approx(0.2)  # 17 right of 20 vs 13
+    assert lead["ci_low"] <= 0.2 <= lead["ci_high"] and lead["reviews"] == 10 and lead["seeds"] == 2
+    trained["kd+transfer 3"]["history"].best_val_correct = None  # one run from before answers were kept: no test
+    assert "validation_lead" not in pipeline.best_recipes(rows, trained)["my s"]
 
 
 def test_comparisons_pair_each_students_runs_even_when_its_name_holds_a_space():
@@ -673,12 +683,16 @@ def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
         runner = list(best["validation"])[1]  # the tiny profile's students run two distillation recipes or more
         margin = 100 * (best["val_accuracy"] - best["validation"][runner])
         n_val = results["run"]["split_sizes"]["validation"]
-        lead = (f"level with `{runner}` on {n_val:,} reviews and kept as the one trained first" if margin < 0.005
-                else f"{margin:.2f} points above `{runner}` on {n_val:,} reviews")
+        tested = best["validation_lead"]  # these runs kept their answers on validation: the lead is tested
+        assert tested["against"] == runner and tested["diff"] == pytest.approx(margin / 100, abs=1e-6)
+        test = f"[{100 * tested['ci_low']:+.2f}, {100 * tested['ci_high']:+.2f}], {tested['verdict']}"
+        lead = (f"level with `{runner}` on {n_val:,} reviews {test}, and kept as the one trained first"
+                if margin < 0.005 else f"{margin:.2f} points above `{runner}` on {n_val:,} reviews {test}")
         assert f"{student} `{best['recipe']}` (validation {100 * best['val_accuracy']:.2f} %, {lead}, " in line
         share = best["share_of_teacher"]
         assert (f"{100 * share['share']:.1f} % of the teacher [{100 * share['ci_low']:.1f}, "
                 f"{100 * share['ci_high']:.1f}])") in line
+    assert "A margin's 95 % interval and verdict are the comparisons'" in text and "A margin without" not in text
     row = next(l for l in text.splitlines() if l.startswith(f"| {student} {best['recipe']} |"))
     assert f" [{100 * share['ci_low']:.1f}, {100 * share['ci_high']:.1f}] |" in row  # the table's % of teacher
     # a results file from before the share was measured renders as it did

@@ -82,11 +82,11 @@ def test_the_best_recipes_margin_on_validation_is_named_in_files_from_before_it_
     text = results_markdown(results)
     assert ("compact-2L-H128 `kd+transfer+values` (validation 86.67 %, 0.07 points above `kd+transfer` on 998 "
             "reviews, test 86.22 %") in text
-    assert "Each margin is a difference of mean validation accuracies over the seeds, without an interval" in text
+    assert "A margin without an interval is a difference of mean validation accuracies over the seeds" in text
     level = results | {"best_recipes": {s: b | {"validation": {b["recipe"]: b["val_accuracy"], "kd": b["val_accuracy"]}}
                                         for s, b in results["best_recipes"].items()}}
-    assert "(validation 86.67 %, level with `kd` on 998 reviews and kept as the one trained first, test" in \
+    assert "(validation 86.67 %, level with `kd` on 998 reviews, and kept as the one trained first, test" in \
         results_markdown(level)
     one = results | {"best_recipes": {s: b | {"validation": {b["recipe"]: b["val_accuracy"]}}
                                       for s, b in results["best_recipes"].items()}}
-    assert "points above" not in results_markdown(one) and "Each margin" not in results_markdown(one)
+    assert "points above" not in results_markdown(one) and "A margin" not in results_markdown(one)

@@ -8,7 +8,7 @@ import torch
 
 from kd_tutorial import data, losses, models
 from kd_tutorial.store import ArtifactError
-from kd_tutorial.train import TrainConfig, TrainingDivergedError, batch_loss, freeze, recipe_loss, train
+from kd_tutorial.train import History, TrainConfig, TrainingDivergedError, batch_loss, freeze, recipe_loss, train
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
 
@@ -296,7 +296,15 @@ def test_keep_best_ends_with_the_weights_of_the_best_validation_pass(rows):
     best = max(history.evals, key=lambda e: e["val_acc"])
     assert history.best_step == best["step"] and history.best_val_acc == best["val_acc"]
     from kd_tutorial.evaluate import accuracy, predict_logits
-    assert accuracy(predict_logits(model, rows["validation"]), rows["validation"].labels) == best["val_acc"]
+    kept = predict_logits(model, rows["validation"])
+    assert accuracy(kept, rows["validation"].labels) == best["val_acc"]
+    # and the kept pass's answer on each validation review, for paired comparisons of runs; through its json too
+    right = (kept.argmax(-1) == torch.as_tensor(rows["validation"].labels)).tolist()
+    assert history.best_val_correct == "".join("1" if r else "0" for r in right)
+    assert history.best_val_correct.count("1") / len(right) == pytest.approx(best["val_acc"])
+    assert History.from_dict(history.to_dict()).best_val_correct == history.best_val_correct
+    assert History.from_dict({k: v for k, v in history.to_dict().items() if k != "best_val_correct"}) \
+        .best_val_correct is None  # a run saved before answers were kept
 
 
 def test_patience_stops_a_run_that_no_longer_gains(rows):
