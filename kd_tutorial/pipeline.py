@@ -311,11 +311,11 @@ def _say_uncovered(layers: dict, jobs: list[dict]) -> None:
     """One line when the teacher's cached ``layers`` given to :func:`distill_students` lack some that runs still to
     train read (a layer, or any on the spare reviews): those runs call the teacher at every step instead."""
     short = [job["name"] for job in jobs if job["reads"] and job["finished"] is None
-             and not all(s in layers and job["layer_keys"] <= layers[s].keys for s in job["splits"])]
+             and not all(s in layers and job["layer_keys"] <= layers[s].keys for s in ("train",) + job["splits"])]
     if short:
-        print(f"teacher layers: the cache given lacks layers that {', '.join(short)} read on its reviews, so "
-              f"{'they call' if len(short) > 1 else 'it calls'} the teacher at every step (slower); build the cache "
-              "with teacher_layer_cache(profile, prep, keys, spare_keys) for every run's keys", flush=True)
+        print(f"teacher layers: the cache given lacks layers that {', '.join(short)} read on its reviews (built for "
+              f"other runs, or no room on the disk for them), so {'they call' if len(short) > 1 else 'it calls'} the "
+              "teacher at every step (slower)", flush=True)
 
 
 def write_checkpoints(trained: dict, out: Path, tokenizer=None) -> None:
@@ -604,7 +604,9 @@ def teacher_shares(trained: dict, test_logits: dict, labels) -> dict[str, dict]:
 def best_recipes(rows: list[dict], trained: dict) -> dict:
     """Per student, the distillation recipe (soft targets) whose runs scored best on *validation* (mean over
     seeds), and its test accuracy; ``validation`` holds every such recipe's mean, best first, so that the margin
-    over the runner-up shows. The baseline and the pseudo-label control are references, never chosen."""
+    over the runner-up shows. Means within float rounding of each other (the same right answers over the seeds)
+    are a tie, which the recipe trained first wins. The baseline and the pseudo-label control are references, never
+    chosen."""
     val: dict[str, dict[str, list[float]]] = {}
     for item in trained.values():
         if get_recipe(item["recipe"]).targets == "soft":
@@ -614,8 +616,9 @@ def best_recipes(rows: list[dict], trained: dict) -> dict:
     share = {r["name"]: r.get("share_of_teacher") for r in rows}
     out = {}
     for student, recipes in val.items():
-        means = dict(sorted(((r, statistics.mean(a)) for r, a in recipes.items()), key=lambda kv: -kv[1]))
-        recipe, mean = next(iter(means.items()))  # the first of a tie, in training order
+        # float32 accuracies: equal counts of right answers can differ in the 8th digit, which must not decide
+        means = dict(sorted(((r, statistics.mean(a)) for r, a in recipes.items()), key=lambda kv: -round(kv[1], 6)))
+        recipe, mean = next(iter(means.items()))  # the first of a tie, in training order (a stable sort)
         out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(f"{student} {recipe}"),
                         "share_of_teacher": share.get(f"{student} {recipe}"), "validation": means}
         lead = _validation_lead(trained, student, *list(means)[:2]) if len(means) > 1 else None
@@ -626,14 +629,14 @@ def best_recipes(rows: list[dict], trained: dict) -> dict:
 
 def _validation_lead(trained: dict, student: str, recipe: str, runner: str) -> dict | None:
     """``recipe`` against ``runner`` on validation (:func:`kd_tutorial.evaluate.compare_paired`: the kept passes'
-    answers review by review, seeds pooled), with ``against``; None where a run kept no answers (trained before
-    they were kept) or the runs answered on different reviews."""
-    answers = [[getattr(item["history"], "best_val_correct", None) for item in trained.values()
-                if item["student"] == student and item["recipe"] == r] for r in (recipe, runner)]
-    flat = answers[0] + answers[1]
-    if not all(flat) or len(answers[0]) != len(answers[1]) or len({len(a) for a in flat}) != 1:
+    answers review by review, each seed's runs paired, seeds pooled), with ``against``; None where a run kept no
+    answers (trained before they were kept), or the two ran other seeds or answered on different reviews."""
+    answers = [{item["seed"]: getattr(item["history"], "best_val_correct", None) for item in trained.values()
+                if item["student"] == student and item["recipe"] == r} for r in (recipe, runner)]
+    flat = list(answers[0].values()) + list(answers[1].values())
+    if not all(flat) or answers[0].keys() != answers[1].keys() or len({len(a) for a in flat}) != 1:
         return None
-    a, b = (torch.tensor([[c == "1" for c in one] for one in runs]) for runs in answers)
+    a, b = (torch.tensor([[c == "1" for c in runs[seed]] for seed in sorted(runs)]) for runs in answers)
     return {"against": runner} | compare_paired(a, b)
 
 

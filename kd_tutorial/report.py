@@ -227,7 +227,7 @@ def _margin_text(results: dict, student: str, best: dict) -> str:
     lead, tested = 100 * (best["val_accuracy"] - others[runner]), best.get("validation_lead") or {}
     test = (f" [{100 * tested['ci_low']:+.2f}, {100 * tested['ci_high']:+.2f}], {tested['verdict']}"
             if tested.get("against") == runner else "")
-    if f"{lead:.2f}" == "0.00":
+    if round(best["val_accuracy"], 6) == round(others[runner], 6):  # a tie, as best_recipes rounds it
         return f", level with `{runner}`{on}{test}, and kept as the one trained first"
     return f", {lead:.2f} points above `{runner}`{on}{test}"
 
