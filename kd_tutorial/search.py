@@ -365,8 +365,8 @@ def run_search(profile: Profile, *, trials: int = 20, out: str | Path = "runs/se
         ctx = make_context(profile, out, device=device, steps=steps, progress=progress, margin=margin,
                            min_finished=min_finished, seed=seed, latency_n=latency_n)
         todo = max(0, trials - finished_count(study))
-        if spare_note(profile):
-            print(spare_note(profile), flush=True)
+        if spare_note(profile, ctx.prep):
+            print(spare_note(profile, ctx.prep), flush=True)
         print(f"study {STUDY_NAME} in {out / 'search.db'}: {finished_count(study)} finished trial(s), running "
               f"{todo} more", flush=True)
         if todo:
@@ -374,9 +374,11 @@ def run_search(profile: Profile, *, trials: int = 20, out: str | Path = "runs/se
         return write_results(study, ctx)
 
 
-def spare_note(profile: Profile) -> str | None:
+def spare_note(profile: Profile, prep=None) -> str | None:
     """The line that says which students learn from the spare train reviews in ``distill`` but not in the study
-    (None: no student asks for them)."""
+    (None: no student asks for them, or ``prep``'s data, when given, holds none)."""
+    if prep is not None and prep.spare_rows() == 0:
+        return None
     names = [spec.name for spec in profile.students if spec.spare_reviews]
     if not names:
         return None

@@ -116,6 +116,9 @@ def test_a_student_that_learns_from_the_spare_reviews_in_distill_is_told_the_stu
     cpu = get_profile("cpu")
     both = cpu.replace(students=tuple(dataclasses.replace(s, spare_reviews=True) for s in cpu.students))
     assert search.spare_note(both).startswith("search: distil-3L, compact-2L-H128 also learn from")
+    from types import SimpleNamespace
+    assert search.spare_note(cpu, SimpleNamespace(spare_rows=lambda: 0)) is None  # data with none: nothing to say
+    assert search.spare_note(cpu, SimpleNamespace(spare_rows=lambda: 5)) == search.spare_note(cpu)
 
 
 def test_a_student_is_timed_once_and_a_trial_trains_as_long_whatever_share_of_the_transfer_set_it_reads(
