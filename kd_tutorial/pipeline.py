@@ -39,7 +39,7 @@ from .models import (DistillationStudent, TINY_TEACHER, build_student, cached_co
 from .parallel import check_workers, default_workers, run_forked
 from .profiles import Profile, StudentSpec, TINY_BERT
 from .recipes import Recipe, get_recipe
-from .report import format_comparisons, format_table
+from .report import format_best_recipes, format_comparisons, format_table
 from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked
 from .teacher_layers import (cache_gb, reads_cached_layers, run_layer_keys, teacher_layer_cache,
                              transfer_states)
@@ -693,11 +693,18 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     atomic_write_json(out / "results.json", results)
     results["plots"] = plots.save_pipeline_plots(results, out)
     atomic_write_json(out / "results.json", results)
-    split_name = results["run"]["evaluated_on"]
-    print(format_table(rows, title=f"{profile.name} profile, {len(prep.encoded['test'])} {split_name} reviews, "
-                                   f"{device}"))
-    print(format_comparisons(stats, rows))
+    _print_results(results, profile, device)
     return results
+
+
+def _print_results(results: dict, profile: Profile, device: str) -> None:
+    """The table, each recipe against its references, and each student's best recipe with its lead on
+    validation, as ``kd-tutorial distill`` ends."""
+    split = results["run"]["evaluated_on"]
+    print(format_table(results["models"], title=f"{profile.name} profile, {results['run']['split_sizes']['test']} "
+                                                f"{split} reviews, {device}"))
+    print(format_comparisons(results["comparisons"], results["models"]))
+    print("\n" + format_best_recipes(results, split).rstrip())
 
 
 def _layers_record(profile: Profile, layers: dict | None, trained: dict) -> dict:

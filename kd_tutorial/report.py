@@ -186,10 +186,10 @@ def results_markdown(results: dict) -> str:
                 f"{'; how much a difference moves from one training seed to the next is its per-seed column, which the interval does not include' if len(run.get('seeds', [])) > 1 else ''}"
                 f".\n\n"
                 + format_comparisons(results["comparisons"], results["models"]) + "\n\n")
-    return out + _best_recipes_text(results, split)
+    return out + format_best_recipes(results, split)
 
 
-def _best_recipes_text(results: dict, split: str) -> str:
+def format_best_recipes(results: dict, split: str) -> str:
     """The line naming each student's best recipe and its margin on validation, and what the "% of teacher"
     brackets mean where a file has them."""
     out = ""

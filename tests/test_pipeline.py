@@ -685,11 +685,15 @@ def test_results_record_each_students_budget_terms_and_layer_mapping(tiny_run):
             assert plan["layer_mapping"].count("<-") == spec.num_layers
 
 
-def test_the_rendered_results_name_each_students_best_recipe(tiny_run):
+def test_the_rendered_results_name_each_students_best_recipe(tiny_run, capsys):
     from kd_tutorial.report import results_markdown
     _, results = tiny_run
     text = results_markdown(results)
     line = next(l for l in text.splitlines() if l.startswith("Best recipe per student, chosen on validation"))
+    pipeline._print_results(results, get_profile("tiny"), "cpu")  # distill ends with the table, verdicts and choice
+    printed = capsys.readouterr().out
+    assert "tiny profile, 1000 test reviews, cpu" in printed and "| compact-1L-H32 | kd+transfer | baseline |" in printed
+    assert f"\n{line}\n" in printed and printed.index("| compact-1L-H32 | kd+transfer |") < printed.index(line)
     for student, best in results["best_recipes"].items():
         runner = list(best["validation"])[1]  # the tiny profile's students run two distillation recipes or more
         margin = 100 * (best["val_accuracy"] - best["validation"][runner])
