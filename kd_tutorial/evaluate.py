@@ -268,6 +268,12 @@ def _device_of(model) -> torch.device:
 VERDICTS = ("better", "worse", "no detectable difference at this size")
 
 
+def choice_key(accuracy: float) -> float:
+    """An accuracy as a choice between runs compares it: rounded to 6 digits, since float32 means of the same right
+    answers can differ in the 8th (equal keys are a tie)."""
+    return round(accuracy, 6)
+
+
 def correct_matrix(logits_per_seed: list[torch.Tensor], labels) -> torch.Tensor:
     """``(seeds, N)`` booleans: whether each seed's model got each review right."""
     labels = torch.as_tensor(labels)

@@ -32,7 +32,8 @@ from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_enco
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
 from .errors import UsageError
-from .evaluate import compare, compare_paired, correct_matrix, predict_logits, quartiles, teacher_share
+from .evaluate import (choice_key, compare, compare_paired, correct_matrix, predict_logits, quartiles,
+                       teacher_share)
 from .layer_maps import describe as describe_mapping, layer_mapping
 from .models import (DistillationStudent, TINY_TEACHER, build_student, cached_config, check_positions,
                      check_student_tokenizer, fallback_for, fold_word_embeddings, teacher_config)
@@ -270,8 +271,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     specs = students or profile.students
     chosen = chosen_recipes(profile, specs, runs, teacher.config.num_attention_heads)
     jobs = _plan_jobs(profile, specs, chosen, seeds, teacher, prep, init, resume=resume)
-    if layers:
-        _say_uncovered(layers, jobs)
+    given = bool(layers)  # the teacher's layers, cached by the caller
     logits, cls, layers = _teacher_extras(profile, prep, teacher, chosen, logits, cls, layers, *_keys_to_train(jobs),
                                           splits=outputs_splits(prep, specs, chosen), device=device,
                                           progress=progress)
@@ -284,6 +284,8 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     for job in todo:  # finished when planned, not now (deleted, or being retrained by another process): placed again
         if job["finished"] is not None:
             _place(job | {"finished": None}, states, into=job)
+    if given:
+        _say_uncovered(todo)
     side = min(workers, len(todo)) > 1  # else every run trains here, with every thread
     initials: dict = {}  # the (student, seed) in training's initial weights, built on first need
 
@@ -307,11 +309,11 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     return trained
 
 
-def _say_uncovered(layers: dict, jobs: list[dict]) -> None:
-    """One line when the teacher's cached ``layers`` given to :func:`distill_students` lack some that runs still to
-    train read (a layer, or any on the spare reviews): those runs call the teacher at every step instead."""
-    short = [job["name"] for job in jobs if job["reads"] and job["finished"] is None
-             and not all(s in layers and job["layer_keys"] <= layers[s].keys for s in ("train",) + job["splits"])]
+def _say_uncovered(todo: list[dict]) -> None:
+    """One line when runs still to train (``todo``, placed by :func:`_place`) would read the teacher's cached layers
+    but the cache given to :func:`distill_students` lacks some of theirs (a layer, or any on the spare reviews):
+    they call the teacher at every step instead."""
+    short = [job["name"] for job in todo if job["reads"] and not job["cached_layers"]]
     if short:
         print(f"teacher layers: the cache given lacks layers that {', '.join(short)} read on its reviews (built for "
               f"other runs, or no room on the disk for them), so {'they call' if len(short) > 1 else 'it calls'} the "
@@ -616,8 +618,7 @@ def best_recipes(rows: list[dict], trained: dict) -> dict:
     share = {r["name"]: r.get("share_of_teacher") for r in rows}
     out = {}
     for student, recipes in val.items():
-        # float32 accuracies: equal counts of right answers can differ in the 8th digit, which must not decide
-        means = dict(sorted(((r, statistics.mean(a)) for r, a in recipes.items()), key=lambda kv: -round(kv[1], 6)))
+        means = dict(sorted(((r, statistics.mean(a)) for r, a in recipes.items()), key=lambda kv: -choice_key(kv[1])))
         recipe, mean = next(iter(means.items()))  # the first of a tie, in training order (a stable sort)
         out[student] = {"recipe": recipe, "val_accuracy": mean, "test_accuracy": test.get(f"{student} {recipe}"),
                         "share_of_teacher": share.get(f"{student} {recipe}"), "validation": means}

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import UsageError
-from .evaluate import ECE_BINS, verdict
+from .evaluate import choice_key, ECE_BINS, verdict
 from .store import atomic_write_text
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -227,7 +227,7 @@ def _margin_text(results: dict, student: str, best: dict) -> str:
     lead, tested = 100 * (best["val_accuracy"] - others[runner]), best.get("validation_lead") or {}
     test = (f" [{100 * tested['ci_low']:+.2f}, {100 * tested['ci_high']:+.2f}], {tested['verdict']}"
             if tested.get("against") == runner else "")
-    if round(best["val_accuracy"], 6) == round(others[runner], 6):  # a tie, as best_recipes rounds it
+    if choice_key(best["val_accuracy"]) == choice_key(others[runner]):  # a tie, which best_recipes broke
         return f", level with `{runner}`{on}{test}, and kept as the one trained first"
     return f", {lead:.2f} points above `{runner}`{on}{test}"
 
