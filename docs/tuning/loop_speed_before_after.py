@@ -3,7 +3,7 @@
 Run for issue 9 against the commit before the loop changes (a29518e) and after them, alternating, on 2 idle cores
 (KD_TUTORIAL_DATA_DIR=../shared/data/imdb HF_HUB_OFFLINE=1); the records are in loop-speed-before-after.jsonl.
 """
-import json, sys, time, os
+import json, sys, time
 import kd_tutorial
 from kd_tutorial.profiles import PROFILES
 from kd_tutorial.artifacts import prepare
