@@ -68,6 +68,7 @@ class Reviews:
                        None if self.stars is None else [self.stars[i] for i in idx], self.name)
 
     def renamed(self, name: str) -> "Reviews":
+        """The same reviews under another name."""
         return Reviews(self.texts, self.labels, self.stars, name)
 
     def unlabelled(self, name: str = "transfer") -> "Reviews":
@@ -675,6 +676,7 @@ class Encoded:
 
     @property
     def lengths(self) -> list[int]:
+        """Each review's length in tokens."""
         return [len(x) for x in self.input_ids]
 
     def __len__(self) -> int:

@@ -435,9 +435,11 @@ class DistillationStudent(torch.nn.Module):
 
     @property
     def config(self):
+        """The wrapped student's config."""
         return self.student.config
 
     def forward(self, *args, **kwargs):
+        """The wrapped student's forward pass alone: the intermediate terms project its states (recipes)."""
         return self.student(*args, **kwargs)
 
 

@@ -386,6 +386,7 @@ class Profile:
 
     @property
     def student_names(self) -> list[str]:
+        """The students' names, in the profile's order."""
         return [s.name for s in self.students]
 
 

@@ -55,6 +55,7 @@ class Intermediate:
 
     @property
     def needs_hidden(self) -> bool:
+        """Whether a term reads hidden states (MSE, cosine or PKD's [CLS])."""
         return bool(self.hidden_mse or self.hidden_cosine or self.cls)
 
     @property

@@ -101,6 +101,7 @@ class History:
         return self.epochs[-1].get(key) if self.epochs else None
 
     def to_dict(self) -> dict:
+        """The history as plain JSON values (``from_dict`` reads it back)."""
         return {"steps": self.steps, "epochs": self.epochs, "evals": self.evals, "seconds": self.seconds,
                 "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "eval_seconds": self.eval_seconds,
                 "best_step": self.best_step, "finished_at": self.finished_at,
@@ -108,6 +109,7 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
+        """A history from ``to_dict``'s values; keys added later default for older files."""
         return cls(steps=list(d["steps"]), epochs=list(d["epochs"]), evals=list(d.get("evals", [])),
                    seconds=d["seconds"], tokens=d["tokens"], eval_seconds=d.get("eval_seconds", 0.0),
                    best_step=d.get("best_step"), finished_at=d.get("finished_at"),

@@ -68,6 +68,7 @@ class Result:
 
     @property
     def passed(self) -> bool:
+        """Whether the check passed."""
         return self.status == PASSED
 
 
@@ -197,6 +198,7 @@ class Exercise:
 
     @property
     def label(self) -> str:
+        """The exercise's short name: the last part of its key."""
         return self.key.split(".")[-1]
 
     def __repr__(self) -> str:

@@ -33,10 +33,12 @@ class RealClock:
 
     @staticmethod
     def now() -> float:
+        """The machine's clock, in seconds."""
         return time.perf_counter()
 
     @staticmethod
     def advance_to(when: float) -> None:
+        """Sleep until the clock reads ``when``."""
         delay = when - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
@@ -49,12 +51,15 @@ class VirtualClock:
         self.elapsed = 0.0
 
     def now(self) -> float:
+        """The seconds that have passed so far."""
         return self.elapsed
 
     def advance_to(self, when: float) -> None:
+        """Move the clock on to ``when`` (never back)."""
         self.elapsed = max(self.elapsed, when)
 
     def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` pass, without waiting."""
         self.elapsed += max(0.0, float(seconds))
 
 
@@ -234,9 +239,11 @@ class FakeModel:
         return SimpleNamespace(logits=torch.zeros(bs, self.num_labels))
 
     def eval(self):
+        """As ``nn.Module.eval``: nothing to switch."""
         return self
 
     def to(self, *_, **__):
+        """As ``nn.Module.to``: the fake model stays where it is."""
         return self
 
 
