@@ -22,7 +22,7 @@ import torch
 
 from .artifacts import ArtifactError, prepare
 from .device import pick_device
-from .errors import error_cause as _cause
+from .errors import UserError, error_cause as _cause
 from .evaluate import predict_logits
 from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
 from .models import check_positions, check_same_vocab, teacher_for_profile
@@ -118,6 +118,16 @@ def _recorded_weights(folder: Path) -> str | None:
     return None
 
 
+def check_given_teacher(folder: Path, model) -> None:
+    """Refuse to cache the outputs of a model that is not the teacher ``folder`` holds (its weights hash differs
+    from the recorded one): every student trained later would learn from them, and nothing would say so."""
+    recorded = _recorded_weights(folder)
+    if recorded is not None and weights_hash(model) != recorded:
+        raise UserError(f"the teacher_model given is not the teacher cached in {folder} (other weights), so its "
+                        "outputs would be cached as the teacher's: pass the model ensure_teacher returns, or leave "
+                        "teacher_model out")
+
+
 def teacher_outputs(folder: Path) -> list[Path]:
     """What ``folder`` holds that was computed from its teacher: logits, [CLS] states, layers and students."""
     found = [p for pattern in ("logits-*.pt", "cls-*.pt", "*.npy") for p in sorted(folder.glob(pattern))]
@@ -188,12 +198,15 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
     width = 2 if what == "logits" else None  # the course's two classes
     if path[what].exists():
         return load_cached_logits(path[what], rows, width)
-    if teacher_model is None:
+    given = teacher_model is not None
+    if not given:
         teacher_model, _, _ = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed,
                                              device=device, progress=progress)
     with locked(prep.directory):
         if path[what].exists():
             return load_cached_logits(path[what], rows, width)
+        if given:
+            check_given_teacher(prep.directory, teacher_model)
         _store_outputs(path, *predict_logits(teacher_model, encoded, batch_size=profile.eval_batch_size,
                                              device=device, precision=profile.precision, progress=progress,
                                              desc=f"teacher logits ({split})", cls_states=True))
@@ -232,6 +245,7 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     with locked(prep.directory):
         missing, shape = _missing_layers(prep, split, keys, teacher_model.config.hidden_size)
         if missing:
+            check_given_teacher(prep.directory, teacher_model)
             if not has_room(prep.directory, nbytes(*shape, missing)):
                 return None
             try:

@@ -82,3 +82,25 @@ def test_a_teacher_saved_again_is_not_cached_until_its_new_record_is_written(tmp
     with pytest.raises(KeyboardInterrupt):
         teachers.ensure_teacher(profile, progress=False)
     assert not (folder / "teacher.json").exists() and teachers._cached_teacher(folder) is None
+
+
+def test_outputs_of_a_model_that_is_not_the_cached_teacher_are_refused_and_nothing_is_written(cut_tiny):
+    """A notebook that passes the wrong model as ``teacher_model`` (a student, a teacher trained in the notebook)
+    once had its logits cached as the teacher's for good, and every later run learned from them."""
+    from kd_tutorial import models
+    from kd_tutorial.errors import UserError
+    with cut_tiny(n_transfer=100) as (profile, teacher, prep, logits):
+        folder = prep.directory
+        student = models.build_student(profile.students[0], teacher, teacher_tokenizer=prep.tokenizer)
+        before = sorted(p.name for p in folder.iterdir())
+        with pytest.raises(UserError, match="is not the teacher cached in .*: pass the model ensure_teacher returns, "
+                                            "or leave teacher_model out"):
+            teachers.ensure_teacher_logits(profile, "validation", teacher_model=student, progress=False)
+        with pytest.raises(UserError, match="is not the teacher cached in"):
+            teachers.ensure_teacher_layers(profile, "validation", [("hidden", 1)], teacher_model=student,
+                                           progress=False)
+        assert sorted(p.name for p in folder.iterdir()) == before  # nothing cached from the wrong model
+        # what is cached already is read back whoever asks; the teacher itself writes
+        assert torch.equal(teachers.ensure_teacher_logits(profile, "train", teacher_model=student), logits["train"])
+        given = teachers.ensure_teacher_logits(profile, "validation", teacher_model=teacher, progress=False)
+        assert torch.equal(given, teachers.ensure_teacher_logits(profile, "validation"))
