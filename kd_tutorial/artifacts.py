@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import (check_data_source, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, load_for_profile,
+from .data import (check_data_readable, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, load_for_profile,
                    NAMED_SOURCES)
 from .errors import error_cause as _cause, ModelSourceError
 from .models import fallback_for, fallback_path, resolve_source, TINY_TEACHER
@@ -292,7 +292,7 @@ def cache_status(profile: Profile) -> dict:
 def _folder_status(data_dir: str) -> str:
     """A data folder as ``distill`` would judge it: "local folder X", or why it cannot be read and the fix."""
     try:
-        check_data_source(data_dir)
+        check_data_readable(data_dir)
     except DataSourceError as err:
         return f"unusable: {err}"
     return f"local folder {data_dir}"

@@ -581,6 +581,17 @@ def check_data_source(data_dir: str | os.PathLike | None) -> None:
         _folder_layout(Path(data_dir).expanduser())
 
 
+def check_data_readable(data_dir: str | os.PathLike | None) -> None:
+    """:func:`check_data_source`, then, for a folder of parquet / csv files, read them as ``distill`` would (their
+    columns, labels and texts), so that ``kd-tutorial env`` calls a folder usable only when it is. An aclImdb copy
+    is judged by its layout: reading its 100,000 files would make the check slow."""
+    check_data_source(data_dir)
+    if data_dir:
+        layout, root = _folder_layout(Path(data_dir).expanduser())
+        if layout == "tables":
+            _table_raw(root)
+
+
 def _folder_raw(path: Path) -> tuple[dict[str, Reviews], str]:
     layout, root = _folder_layout(path)
     if layout == "acl":

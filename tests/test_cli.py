@@ -139,16 +139,24 @@ def test_env_json_is_the_report_alone_on_stdout():
 
 def test_env_reports_the_data_folder_every_profile_reads_and_whether_it_can(tmp_path, monkeypatch):
     """$KD_TUTORIAL_DATA_DIR is read before the profile's own source (tiny too), so env shows it, judged as distill
-    would judge it, without refusing: env is where a learner goes to find out what is wrong."""
+    would judge it (a folder of tables is read: its columns, labels and texts), without refusing: env is where a
+    learner goes to find out what is wrong."""
     from kd_tutorial.artifacts import cache_status
     tiny = profiles.get_profile("tiny")
     monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
     assert cache_status(tiny)["data"] == "built in"
-    (tmp_path / "imdb").mkdir()
-    (tmp_path / "imdb" / "train.parquet").write_bytes(b"")
+    tables = {"imdb": "text,label\ngood film,1\nbad film,0\n", "kaggle": "review,sentiment\ngood,positive\n"}
+    for name, text in tables.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.csv").write_text(text)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "train.parquet").write_bytes(b"")  # names alone said "local folder" for these two
     for folder, expected in ((tmp_path / "imdb", f"local folder {tmp_path / 'imdb'}"),
                              (tmp_path / "none", "unusable: data folder .* does not exist"),
-                             (tmp_path / "imdb" / "train.parquet", "unusable: .* is a file: give the folder")):
+                             (tmp_path / "imdb" / "train.csv", "unusable: .* is a file: give the folder"),
+                             (tmp_path / "kaggle", "unusable: .*train.csv: missing column.s. text, label .found: "
+                                                   "'review', 'sentiment'.; give the file columns text and label"),
+                             (tmp_path / "empty", "unusable: .*train.parquet is not a readable parquet file")):
         monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(folder))
         for name in ("tiny", "cpu"):
             import re
