@@ -188,17 +188,51 @@ def _check_classes(reviews: Reviews, where: str, role: str, fix: str) -> None:
         raise DataSourceError(f"{where}: the {role} split {what}, and it needs reviews of both classes: {fix}")
 
 
-def _check_val_size(val_size, available: int, rest: int, where: str, after: str) -> None:
-    """Refuse a ``val_size`` that leaves fewer than ``rest`` of ``available`` labelled reviews to train on."""
-    most = available - rest
+def _carve_validation(train: Reviews, val_size, seed: int, block: int | None, rest: int, where: str,
+                      after: str) -> tuple[Reviews, Reviews]:
+    """``(validation, the rest of train)``: ``val_size`` reviews carved from ``train`` (in runs of ``block`` when
+    given), refused in one line when fewer than ``rest`` reviews would be left to train on."""
+    if isinstance(val_size, int) and not isinstance(val_size, bool) and val_size >= 2:
+        validation, left = _carve(train, val_size, _rng(seed, "val"), "validation", block=block)
+        if len(validation) == val_size and _leaves_enough(left.labels, rest, block):
+            return validation, left
+    most = len(train) - rest if not block else _most_in_blocks(train.labels, rest, block, _rng, seed)
+    fences = (f" (with val_block={block}, each run of validation{' and of the held-out slice' if after else ''} "
+              f"leaves {MOVIE_GUARD} reviews of its class unused on either side)" if block else "")
+    unfence = ["--set val_block=None (drawn at random)"] if block else []
     if most < 2:
-        smaller = ", or give a smaller --set n_test=N" if after else ""  # the held-out slice took the rest
-        raise DataSourceError(f"{where}: {available} labelled review(s){after} are too few for a validation split "
-                              f"and training (at least {rest + 2} needed): add labelled reviews to the train "
-                              f"split{smaller}")
-    if not isinstance(val_size, int) or not 2 <= val_size <= most:
-        raise DataSourceError(f"{where}: val_size={val_size} does not fit the {available} labelled reviews{after}: "
-                              f"give --set val_size=N with 2 <= N <= {most}, or add reviews")
+        smaller = ["a smaller --set n_test=N"] if after else []  # the held-out slice took the rest
+        raise DataSourceError(f"{where}: {len(train)} labelled review(s){after} are too few for a validation split "
+                              f"and training (at least {rest + 2} needed){fences}: give "
+                              f"{_either(unfence + smaller + ['more labelled reviews in the train split'])}")
+    fixes = [f"--set val_size=N with 2 <= N <= {most}"] + unfence + ["more reviews"]
+    raise DataSourceError(f"{where}: val_size={val_size} does not fit the {len(train)} labelled reviews{after}"
+                          f"{fences}: give {_either(fixes)}")
+
+
+def _either(fixes: list[str]) -> str:
+    """``a, b or c``: the fixes of one message."""
+    return fixes[0] if len(fixes) == 1 else ", ".join(fixes[:-1]) + " or " + fixes[-1]
+
+
+def _leaves_enough(left: list[int], rest: int, block: int | None) -> bool:
+    """Whether the labels ``left`` after validation can train: ``rest`` reviews, and, carved in runs (whose fences
+    need not leave the classes balanced), ``rest // 2`` of each class."""
+    return len(left) >= rest and (not block or min(left.count(0), left.count(1)) >= rest // 2)
+
+
+def _most_in_blocks(labels: list[int], rest: int, block: int, rng, seed: int) -> int:
+    """The largest validation size whose runs, with their fences, leave enough reviews to train on
+    (:func:`_leaves_enough`; the runs taken for a size are those taken for a smaller one, and more)."""
+    low, high = 0, len(labels) - rest
+    while low < high:
+        mid = (low + high + 1) // 2
+        left = _in_blocks(labels, mid, block, rng(seed, "val"))[1]
+        if _leaves_enough([labels[i] for i in left], rest, block):
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def _check_block(val_block) -> int | None:
@@ -242,20 +276,12 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     test, repeats = _without_texts(test, [], itself=True)
     has_unsup = unsup is not None and len(unsup) > 0
     after = f" left after the held-out test slice of {len(test)}" if held_out else ""
-    _check_val_size(val_size, len(train), 2 if has_unsup else 4, source, after)
-    validation, train = _carve(train, val_size, _rng(seed, "val"), "validation", block=_check_block(val_block))
+    validation, train = _carve_validation(train, val_size, seed, _check_block(val_block), 2 if has_unsup else 4,
+                                          source, after)
     if has_unsup:
         transfer = unsup.subset(_stratified([-1] * len(unsup), n_transfer, _rng(seed, "transfer"))[0])
-    else:  # transfer = other train reviews, labels hidden; train keeps n_train (or half of what is left)
-        keep = n_train if n_train is not None else len(train) // 2
-        n_tf = min(n_transfer if n_transfer is not None else len(train), max(0, len(train) - keep))
-        if n_tf < 1:
-            why = (f"n_transfer={n_transfer} asks for none" if n_transfer is not None and n_transfer < 1 else
-                   f"n_train={keep} takes all {len(train)} training reviews left after validation")
-            raise DataSourceError(f"{source}: no reviews are left for the transfer set: {why}: give --set n_train=N "
-                                  "below the reviews left, a smaller --set val_size=N, or add an unsupervised.parquet "
-                                  "of unlabelled reviews")
-        transfer, train = _carve(train, n_tf, _rng(seed, "transfer"), "transfer")
+    else:  # transfer = other train reviews, labels hidden
+        transfer, train = _transfer_from_train(train, n_train, n_transfer, seed, source, val_block)
     train = _carve(train, n_train, _rng(seed, "train"), "train")[0]
     (train, validation, transfer), repeated = _keep_once(train, validation, transfer)
     repeated |= {"test": repeats} if repeats else {}
@@ -267,6 +293,22 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     _check_carved(data, source, dropped)
     data.spare = spare_reviews(raw["train"], data, guard=val_block is not None)
     return data
+
+
+def _transfer_from_train(train: Reviews, n_train, n_transfer, seed: int, where: str,
+                         val_block) -> tuple[Reviews, Reviews]:
+    """``(transfer, the rest of train)`` for a source without unlabelled reviews: other train reviews, of which
+    train keeps ``n_train`` (or half of what is left); refused in one line when none are left for transfer."""
+    keep = n_train if n_train is not None else len(train) // 2
+    n_tf = min(n_transfer if n_transfer is not None else len(train), max(0, len(train) - keep))
+    if n_tf < 1:
+        why = (f"n_transfer={n_transfer} asks for none" if n_transfer is not None and n_transfer < 1 else
+               f"n_train={keep} takes all {len(train)} training reviews left after validation")
+        unfence = ", --set val_block=None (no reviews unused around validation's runs)" if val_block else ""
+        raise DataSourceError(f"{where}: no reviews are left for the transfer set: {why}: give --set n_train=N "
+                              f"below the reviews left, a smaller --set val_size=N{unfence}, or add an "
+                              "unsupervised.parquet of unlabelled reviews")
+    return _carve(train, n_tf, _rng(seed, "transfer"), "transfer")
 
 
 def spare_reviews(raw_train: Reviews, data: ImdbData, guard: bool = True) -> Reviews:

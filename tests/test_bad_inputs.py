@@ -126,7 +126,7 @@ def test_a_train_split_too_small_for_val_size_names_a_val_size_that_fits(tmp_pat
     write_parquet(tmp_path / "train.parquet", 30)  # 6 held out for testing, 24 left; tiny asks for 200
     line = distill_error(capsys, tmp_path, tmp_path)
     assert re.search(r"val_size=200 does not fit the 24 labelled reviews left after the held-out test slice of 6: "
-                     r"give --set val_size=N with 2 <= N <= 20, or add reviews", line)
+                     r"give --set val_size=N with 2 <= N <= 20 or more reviews", line)
     most = int(re.search(r"N <= (\d+)", line).group(1))
     assert data.load_imdb(str(tmp_path), val_size=most).sizes()["validation"] == most  # the advice works
 
@@ -135,7 +135,7 @@ def test_a_train_split_too_small_for_any_validation(tmp_path, capsys):
     write_parquet(tmp_path / "train.parquet", 5)
     line = distill_error(capsys, tmp_path, tmp_path)
     assert re.search(r"4 labelled review\(s\) left after the held-out test slice of 1 are too few .* \(at least 6 "
-                     r"needed\): add labelled reviews to the train split", line)
+                     r"needed\): give a smaller --set n_test=N or more labelled reviews in the train split", line)
 
 
 def test_a_train_split_of_one_class(tmp_path, capsys):

@@ -555,7 +555,30 @@ def test_a_held_out_slice_that_leaves_too_few_reviews_names_n_test(tmp_path):
     write_parquet(tmp_path / "train.parquet", 40)
     with pytest.raises(DataSourceError) as caught:
         load_imdb(str(tmp_path), n_test=38, val_size=10)
-    assert str(caught.value).endswith("add labelled reviews to the train split, or give a smaller --set n_test=N")
+    assert str(caught.value).endswith("give a smaller --set n_test=N or more labelled reviews in the train split")
+
+
+def test_a_validation_carved_in_runs_names_the_reviews_its_fences_leave_unused_and_a_size_that_fits(tmp_path):
+    """val_block's fences (MOVIE_GUARD reviews on either side of each run) leave reviews unused: the largest
+    val_size the message offered once did not fit, and no message named val_block."""
+    write_parquet(tmp_path / "train.parquet", 400)
+    with pytest.raises(DataSourceError) as caught:
+        load_imdb(str(tmp_path), val_size=256, val_block=100)
+    line = str(caught.value)
+    assert re.search(r"val_size=256 does not fit the 260 labelled reviews left after the held-out test slice of 80 "
+                     r"\(with val_block=100, each run of validation and of the held-out slice leaves 30 reviews of its "
+                     r"class unused on either side\): give --set val_size=N with 2 <= N <= \d+, --set val_block=None "
+                     r"\(drawn at random\) or more reviews$", line)
+    most = int(re.search(r"N <= (\d+)", line).group(1))
+    assert most < 256 and load_imdb(str(tmp_path), val_size=most, val_block=100).sizes()["validation"] == most
+    with pytest.raises(DataSourceError, match=f"val_size={most + 1} does not fit"):  # the largest that fits
+        load_imdb(str(tmp_path), val_size=most + 1, val_block=100)
+    assert load_imdb(str(tmp_path), val_size=256).sizes()["validation"] == 256  # the other advice
+    write_parquet(tmp_path / "train.parquet", 40)  # a held-out slice's runs and fences take every review
+    with pytest.raises(DataSourceError, match=r"are too few .* give --set val_block=None \(drawn at random\), a "
+                                              r"smaller --set n_test=N or more labelled reviews in the train split$"):
+        load_imdb(str(tmp_path), n_test=2, val_size=10, val_block=100)
+    assert load_imdb(str(tmp_path), n_test=2, val_size=10).sizes()["validation"] == 10
 
 
 def test_special_tokens_written_in_a_review_are_text(tok):
