@@ -268,8 +268,9 @@ def student_test_logits_file(prep: Prepared, folder: Path, trained: str) -> Path
     return folder / f"{prep.split_file('logits', 'test').stem}-{trained}.pt"
 
 
-def cache_status(profile: Profile) -> dict:
-    """What the profile needs from the Hub, and whether each piece is cached locally (or built in)."""
+def cache_status(profile: Profile, also=()) -> dict:
+    """What the profile needs from the Hub, and whether each piece is cached locally (or built in); ``also``:
+    more Hub models to look for (notebook 09's, :func:`kd_tutorial.lm.hub_models`)."""
     needs = {}
     if profile.teacher == TINY_TEACHER:
         needs[profile.teacher] = "built in"
@@ -277,9 +278,8 @@ def cache_status(profile: Profile) -> dict:
         needs[profile.teacher] = _hub_cached(profile.teacher, "model")
         if needs[profile.teacher] != "cached" and fallback_path(profile.teacher_fallback):
             needs[profile.teacher] = f"offline copy from {profile.teacher_fallback}"
-    for spec in profile.students:
-        if spec.pretrained:
-            needs[spec.pretrained] = _hub_cached(spec.pretrained, "model")
+    for name in [spec.pretrained for spec in profile.students if spec.pretrained] + list(also):
+        needs[name] = _hub_cached(name, "model")
     if os.environ.get(DATA_DIR_ENV):  # read before the profile's own source, as data_key does
         needs["data"] = _folder_status(os.environ[DATA_DIR_ENV])
     elif profile.data_source == "tiny":

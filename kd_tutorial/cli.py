@@ -34,6 +34,7 @@ from .errors import looks_like_a_folder, model_source_error, UsageError, UserErr
 from .flops import duration_text, estimate_profile, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
+from .lm import hub_models
 from .models import TINY_TEACHER
 from .parallel import check_workers
 from .pipeline import check_teacher_outside, check_teacher_shape, run_distill
@@ -458,18 +459,28 @@ def cmd_prefetch(args) -> int:
         verb = "turns" if len(offline) == 1 else "turn"
         raise UsageError(f"prefetch downloads from the Hub, but {' and '.join(offline)} {verb} it off in this "
                          f"shell: run `unset {' '.join(offline)}`, then prefetch again")
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    names = [profile.teacher] + [s.pretrained for s in profile.students if s.pretrained]
-    for name in names:
+    for name in [profile.teacher] + [s.pretrained for s in profile.students if s.pretrained]:
         print(f"downloading {name} ...", flush=True)
-        AutoTokenizer.from_pretrained(name)
-        BertForSequenceClassification.from_pretrained(name, num_labels=2)
+        _download(name)
+    for name in hub_models(profile.name):  # notebook 09's generative teacher
+        print(f"downloading {name} (notebook 09) ...", flush=True)
+        _download(name, generative=True)
     if not args.models_only:
         import datasets
         print("downloading stanfordnlp/imdb ...", flush=True)
         datasets.load_dataset("stanfordnlp/imdb")
     print("done: set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 to run without the network")
     return 0
+
+
+def _download(name: str, generative: bool = False) -> None:
+    """Fetch model ``name``'s tokenizer and weights (a BERT classifier's, or GPT-2's) into the Hugging Face cache."""
+    from transformers import AutoTokenizer, BertForSequenceClassification, GPT2LMHeadModel
+    AutoTokenizer.from_pretrained(name)
+    if generative:
+        GPT2LMHeadModel.from_pretrained(name)
+    else:
+        BertForSequenceClassification.from_pretrained(name, num_labels=2)
 
 
 def cmd_report(args) -> int:

@@ -17,6 +17,7 @@ from .artifacts import cache_status
 from .device import (bf16_supported, configure, describe, memory_gb, pick_device,  # noqa: F401  (notebooks)
                      resolve_precision)
 from .errors import UsageError
+from .lm import hub_models
 from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
 from .store import folder_problem, home
 from .train import seed_everything
@@ -187,7 +188,7 @@ def environment_report(profile: Profile | None = None) -> dict:
     if device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name(0)
     report["precision"] = describe(device)
-    report["needs"] = cache_status(profile)
+    report["needs"] = cache_status(profile, also=hub_models(profile.name))
     report["artifact_home"] = str(home())
     report["artifact_home_problem"] = folder_problem(home())
     return report

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from .corpus import generate_corpus
+from .errors import model_source_error
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -78,6 +80,12 @@ LM_PROFILES = {
 def profile_for(course_profile: str) -> LMProfile:
     """The generative-LM setting that goes with a course profile: ``full`` on a GPU, ``tiny`` everywhere else."""
     return LM_PROFILES["full" if course_profile == "full" else "tiny"]
+
+
+def hub_models(course_profile: str) -> list[str]:
+    """The Hub models notebook 09 loads with ``course_profile`` (``kd-tutorial prefetch`` and ``env`` list them)."""
+    teacher = profile_for(course_profile).teacher
+    return [teacher] if teacher else []
 
 
 # ----------------------------------------------------------------------------- text and tokens
@@ -132,14 +140,15 @@ def load_texts(profile: LMProfile, data_dir: str | None = None, seed: int = 0) -
     """Review texts: ``train`` (teacher and student) and ``held_out`` (never trained on, for perplexity).
 
     ``tiny``: the built-in corpus (offline). A profile with a pretrained teacher: IMDB (``data_dir``, else
-    the Hub), its train and unsupervised reviews for training and 2,000 of its test reviews held out.
+    ``$KD_TUTORIAL_DATA_DIR``, else the Hub), its train and unsupervised reviews for training and 2,000 of its test
+    reviews held out.
     """
     if profile.teacher is None:
         corpus = generate_corpus(seed=seed)
         return {"train": [r["text"] for r in corpus["train"] + corpus["unsupervised"]],
                 "held_out": [r["text"] for r in corpus["test"]]}
-    from .data import load_imdb
-    imdb = load_imdb(data_dir or "hub", n_test=2000, val_size=2, seed=seed)  # no choice is tuned here: the
+    from .data import DATA_DIR_ENV, load_imdb
+    imdb = load_imdb(data_dir or os.environ.get(DATA_DIR_ENV) or "hub", n_test=2000, val_size=2, seed=seed)  # no choice is tuned here: the
     # smallest validation split load_imdb accepts, so that nearly every labelled review is text to learn from
     return {"train": imdb.train.texts + imdb.transfer.texts, "held_out": imdb.test.texts}
 
@@ -149,7 +158,10 @@ def tokenizer_for(profile: LMProfile, texts: dict[str, list[str]]):
     if profile.teacher is None:
         return WordTokenizer(texts["train"])
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(profile.teacher)
+    try:
+        return AutoTokenizer.from_pretrained(profile.teacher)
+    except OSError as err:  # offline and not cached, or no such name: one line, naming prefetch
+        raise model_source_error(profile.teacher, "tokenizer", ", here --profile full") from err
 
 
 def encode_texts(profile: LMProfile, texts: dict[str, list[str]], tokenizer=None) -> LMData:
@@ -234,7 +246,10 @@ def teacher_model(profile: LMProfile, vocab_size: int, seed: int = 0):
         return gpt(vocab_size, profile.teacher_layers, profile.teacher_width, profile.teacher_heads,
                    profile.max_length, seed)
     from transformers import GPT2LMHeadModel
-    return GPT2LMHeadModel.from_pretrained(profile.teacher)
+    try:
+        return GPT2LMHeadModel.from_pretrained(profile.teacher)
+    except OSError as err:
+        raise model_source_error(profile.teacher, "model", ", here --profile full") from err
 
 
 def student_model(profile: LMProfile, teacher, seed: int = 1):

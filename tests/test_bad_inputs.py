@@ -941,3 +941,17 @@ def test_a_folder_where_a_file_goes_is_refused_before_any_work(tmp_path, capsys,
     line = error_line(capsys, *args)
     assert f"{target} is a folder, where {'--out' if command == 'distill' else '--summary'} writes a file" in line
     assert target.is_dir() and not any(target.iterdir())
+
+
+def test_prefetch_for_the_full_profile_fetches_notebook_09s_teacher_too(capsys, monkeypatch):
+    """After the README's workshop prefetch, notebook 09 on the full profile could not load gpt2 offline."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    fetched = []
+    monkeypatch.setattr(cli, "_download", lambda name, generative=False: fetched.append((name, generative)))
+    assert cli.main(["prefetch", "--profile", "full", "--models-only"]) == 0
+    assert fetched == [("bert-base-uncased", False), ("google/bert_uncased_L-2_H-128_A-2", False), ("gpt2", True)]
+    assert "downloading gpt2 (notebook 09) ..." in capsys.readouterr().out
+    fetched.clear()
+    assert cli.main(["prefetch", "--profile", "cpu", "--models-only"]) == 0
+    assert fetched and not any(generative for _, generative in fetched)  # notebook 09 trains its own GPT there

@@ -264,3 +264,31 @@ def test_a_hugging_face_tokenizer_that_adds_its_own_specials_frames_each_review_
     with pytest.raises(ValueError, match="the tokenizer has no bos_token_id: set tokenizer.bos_token and "
                                          "tokenizer.eos_token"):
         lm._encode(hf, text)
+
+
+def test_a_pretrained_teachers_reviews_come_from_the_data_folder_the_course_uses(tmp_path, monkeypatch):
+    """Notebook 09 on the full profile went to the Hub with $KD_TUTORIAL_DATA_DIR set, and its error said to set it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    for split, n in (("train", 40), ("test", 10)):
+        pq.write_table(pa.table({"text": [f"{split} review {i}" for i in range(n)], "label": [i % 2 for i in range(n)]}),
+                       tmp_path / f"{split}.parquet")
+    monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", str(tmp_path))
+    texts = lm.load_texts(lm.LM_PROFILES["full"])
+    assert len(texts["held_out"]) == 10 and all(t.startswith("test review") for t in texts["held_out"])
+    assert len(texts["train"]) == 38 and all(t.startswith("train review") for t in texts["train"])  # 2 validate
+
+
+def test_a_pretrained_teacher_that_cannot_be_loaded_is_one_line_naming_prefetch_and_prefetch_lists_it():
+    from kd_tutorial.errors import ModelSourceError
+    missing = dataclasses.replace(lm.LM_PROFILES["full"], teacher="kd-tutorial-tests/no-such-gpt")  # offline here
+    for load in (lambda: lm.tokenizer_for(missing, {}), lambda: lm.teacher_model(missing, 10)):
+        with pytest.raises(ModelSourceError, match=r"^cannot load (tokenizer|model) 'kd-tutorial-tests/no-such-gpt' "
+                                                   r"\(offline or not cached\): .*kd-tutorial prefetch") as caught:
+            load()
+        assert "\n" not in str(caught.value)
+    assert lm.hub_models("full") == ["gpt2"] == [lm.LM_PROFILES["full"].teacher]
+    assert lm.hub_models("cpu") == lm.hub_models("tiny") == []  # notebook 09 trains its own GPT there
+    from kd_tutorial.artifacts import cache_status
+    from kd_tutorial.profiles import get_profile
+    assert "gpt2" in cache_status(get_profile("full"), also=lm.hub_models("full"))  # what env lists
