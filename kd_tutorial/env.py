@@ -19,7 +19,7 @@ from .device import (bf16_supported, configure, describe, memory_gb, pick_device
 from .errors import UsageError
 from .lm import hub_models
 from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
-from .store import folder_problem, home
+from .store import ArtifactError, folder_problem, home, HOME_ENV
 from .train import seed_everything
 
 
@@ -189,8 +189,12 @@ def environment_report(profile: Profile | None = None) -> dict:
         report["gpu"] = torch.cuda.get_device_name(0)
     report["precision"] = describe(device)
     report["needs"] = cache_status(profile, also=hub_models(profile.name))
-    report["artifact_home"] = str(home())
-    report["artifact_home_problem"] = folder_problem(home())
+    try:
+        report["artifact_home"] = str(home())
+        report["artifact_home_problem"] = folder_problem(home())
+    except ArtifactError as err:  # a relative $KD_TUTORIAL_HOME: shown, as every other problem here, its fix said
+        report["artifact_home"], report["artifact_home_problem"] = os.environ.get(HOME_ENV), str(err)
+        report["artifact_home_fix"] = None
     return report
 
 
@@ -240,7 +244,8 @@ def _cache_lines(report: dict) -> list[tuple[str, str]]:
         hub = {True: "reachable", False: "unreachable: run `kd-tutorial prefetch` where there is internet, then "
                                          "set HF_HUB_OFFLINE=1", None: "-"}[report.get("hub_reachable")]
     problem = report.get("artifact_home_problem")
-    cache = (f"unusable: {problem}: point KD_TUTORIAL_HOME to a folder you can write" if problem
+    fix = report.get("artifact_home_fix", "point KD_TUTORIAL_HOME to a folder you can write")
+    cache = (f"unusable: {problem}" + (f": {fix}" if fix else "") if problem
              else f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)")
     lines = [("artifact cache", cache),
              ("Hugging Face Hub", hub)]

@@ -56,9 +56,17 @@ class StorageError(ArtifactError):
 
 
 def home() -> Path:
-    """The artifact root: ``$KD_TUTORIAL_HOME``, else ``$XDG_CACHE_HOME/kd-tutorial``, else ``~/.cache/kd-tutorial``."""
+    """The artifact root: ``$KD_TUTORIAL_HOME``, else ``$XDG_CACHE_HOME/kd-tutorial``, else ``~/.cache/kd-tutorial``.
+
+    A relative ``$KD_TUTORIAL_HOME`` is refused: notebooks run in ``notebooks/`` and the command line wherever it is
+    typed, so each would find another cache, and retrain what the other trained."""
     if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV]).expanduser()
+        path = Path(os.environ[HOME_ENV]).expanduser()
+        if not path.is_absolute():
+            raise ArtifactError(f"{HOME_ENV}={os.environ[HOME_ENV]} is a relative path, which notebooks (run in "
+                                f"notebooks/) and the command line would each read from another folder: give an "
+                                f"absolute one, e.g. export {HOME_ENV}=\"$PWD/{os.environ[HOME_ENV]}\"")
+        return path
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "kd-tutorial"
 

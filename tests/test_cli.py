@@ -195,6 +195,20 @@ def test_env_exits_1_with_one_line_when_a_folder_the_run_needs_is_unusable(tmp_p
     assert fine.returncode == 0, fine.stderr
 
 
+def test_a_relative_artifact_cache_is_refused_in_one_line_and_shown_by_env(tmp_path, kd):
+    """KD_TUTORIAL_HOME=cache: notebooks (run in notebooks/) and the command line read other folders, so a notebook
+    quietly retrained what distill had trained."""
+    said = "KD_TUTORIAL_HOME=cache is a relative path, which notebooks (run in notebooks/) and the command line "
+    proc = kd("distill", "--profile", "tiny", "--out", str(tmp_path / "out"), env={"KD_TUTORIAL_HOME": "cache"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"kd-tutorial: error: {said}would each read from another folder: "
+                                                'give an absolute one, e.g. export KD_TUTORIAL_HOME="$PWD/cache"']
+    assert not (tmp_path / "out").exists()
+    report = kd("env", "--profile", "tiny", env={"KD_TUTORIAL_HOME": "cache"})
+    assert report.returncode == 1 and f"artifact cache:   unusable: {said}" in report.stdout
+    assert report.stdout.count("KD_TUTORIAL_HOME to a folder you can write") == 0  # its own fix, not the generic one
+
+
 def test_prefetch_tiny_needs_nothing(kd):
     proc = kd("prefetch", "--profile", "tiny")
     assert proc.returncode == 0 and "nothing to download" in proc.stdout
