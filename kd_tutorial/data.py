@@ -188,24 +188,54 @@ def _check_classes(reviews: Reviews, where: str, role: str, fix: str) -> None:
         raise DataSourceError(f"{where}: the {role} split {what}, and it needs reviews of both classes: {fix}")
 
 
-def _carve_validation(train: Reviews, val_size, seed: int, block: int | None, rest: int, where: str,
+@dataclass(frozen=True)
+class _Rest:
+    """What the labelled reviews left after validation must give: ``n_train`` to train on, and, without unlabelled
+    reviews (``has_unsup`` false), at least one for the transfer set; ``reviews`` is the least that can."""
+    n_train: int | None
+    n_transfer: int | None
+    has_unsup: bool
+    seed: int
+
+    @property
+    def reviews(self) -> int:
+        """The fewest reviews that can: 2 to train on, and 2 more for transfer (or ``n_train`` and one more)."""
+        return 2 if self.has_unsup else max(4, (self.n_train or 0) + 1)
+
+    def enough(self, left: Reviews, block: int | None) -> bool:
+        """Whether ``left`` can: carved in runs, whose fences need not leave the classes balanced, the carves
+        that follow are made here, and their train split must hold both classes."""
+        if len(left) < self.reviews or not block:
+            return len(left) >= self.reviews
+        if not self.has_unsup:
+            try:
+                left = _transfer_from_train(left, self.n_train, self.n_transfer, self.seed, "", None)[1]
+            except DataSourceError:  # n_transfer=0: refused by the carve itself, whatever validation leaves
+                return True
+        train = _carve(left, self.n_train, _rng(self.seed, "train"), "train")[0]
+        return 0 in train.labels and 1 in train.labels
+
+
+def _carve_validation(train: Reviews, val_size, block: int | None, rest: _Rest, where: str,
                       after: str) -> tuple[Reviews, Reviews]:
     """``(validation, the rest of train)``: ``val_size`` reviews carved from ``train`` (in runs of ``block`` when
-    given), refused in one line when fewer than ``rest`` reviews would be left to train on."""
+    given), refused in one line when what is left cannot give ``rest``."""
     if isinstance(val_size, int) and not isinstance(val_size, bool) and val_size >= 2:
-        validation, left = _carve(train, val_size, _rng(seed, "val"), "validation", block=block)
-        if len(validation) == val_size and _leaves_enough(left.labels, rest, block):
+        validation, left = _carve(train, val_size, _rng(rest.seed, "val"), "validation", block=block)
+        if len(validation) == val_size and rest.enough(left, block):
             return validation, left
-    most = len(train) - rest if not block else _most_in_blocks(train.labels, rest, block, _rng, seed)
+    most = len(train) - rest.reviews if not block else _most_in_blocks(train, rest, block)
     fences = (f" (with val_block={block}, each run of validation{' and of the held-out slice' if after else ''} "
               f"leaves {MOVIE_GUARD} reviews of its class unused on either side)" if block else "")
     unfence = ["--set val_block=None (drawn at random)"] if block else []
+    fewer = [f"a smaller --set n_train=N (it keeps {rest.n_train})"] if rest.reviews > 4 else []
     if most < 2:
         smaller = ["a smaller --set n_test=N"] if after else []  # the held-out slice took the rest
+        need = f" (at least {rest.reviews + 2} needed)" if not block else fences  # the fences' share varies
         raise DataSourceError(f"{where}: {len(train)} labelled review(s){after} are too few for a validation split "
-                              f"and training (at least {rest + 2} needed){fences}: give "
-                              f"{_either(unfence + smaller + ['more labelled reviews in the train split'])}")
-    fixes = [f"--set val_size=N with 2 <= N <= {most}"] + unfence + ["more reviews"]
+                              f"and training{need}: give "
+                              f"{_either(unfence + fewer + smaller + ['more labelled reviews in the train split'])}")
+    fixes = [f"--set val_size=N with 2 <= N <= {most}"] + unfence + fewer + ["more reviews"]
     raise DataSourceError(f"{where}: val_size={val_size} does not fit the {len(train)} labelled reviews{after}"
                           f"{fences}: give {_either(fixes)}")
 
@@ -215,20 +245,15 @@ def _either(fixes: list[str]) -> str:
     return fixes[0] if len(fixes) == 1 else ", ".join(fixes[:-1]) + " or " + fixes[-1]
 
 
-def _leaves_enough(left: list[int], rest: int, block: int | None) -> bool:
-    """Whether the labels ``left`` after validation can train: ``rest`` reviews, and, carved in runs (whose fences
-    need not leave the classes balanced), ``rest // 2`` of each class."""
-    return len(left) >= rest and (not block or min(left.count(0), left.count(1)) >= rest // 2)
-
-
-def _most_in_blocks(labels: list[int], rest: int, block: int, rng, seed: int) -> int:
-    """The largest validation size whose runs, with their fences, leave enough reviews to train on
-    (:func:`_leaves_enough`; the runs taken for a size are those taken for a smaller one, and more)."""
-    low, high = 0, len(labels) - rest
+def _most_in_blocks(train: Reviews, rest: _Rest, block: int) -> int:
+    """The largest validation size whose runs, with their fences, leave what ``rest`` asks for (searched by
+    halving: the runs taken for a size are those taken for a smaller one and more, so the reviews left shrink);
+    the size returned was checked, 0 when none fits."""
+    low, high = 0, len(train) - rest.reviews
     while low < high:
         mid = (low + high + 1) // 2
-        left = _in_blocks(labels, mid, block, rng(seed, "val"))[1]
-        if _leaves_enough([labels[i] for i in left], rest, block):
+        left = _in_blocks(train.labels, mid, block, _rng(rest.seed, "val"))[1]
+        if rest.enough(train.subset(sorted(left)), block):
             low = mid
         else:
             high = mid - 1
@@ -276,8 +301,8 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     test, repeats = _without_texts(test, [], itself=True)
     has_unsup = unsup is not None and len(unsup) > 0
     after = f" left after the held-out test slice of {len(test)}" if held_out else ""
-    validation, train = _carve_validation(train, val_size, seed, _check_block(val_block), 2 if has_unsup else 4,
-                                          source, after)
+    rest = _Rest(n_train, n_transfer, has_unsup, seed)
+    validation, train = _carve_validation(train, val_size, _check_block(val_block), rest, source, after)
     if has_unsup:
         transfer = unsup.subset(_stratified([-1] * len(unsup), n_transfer, _rng(seed, "transfer"))[0])
     else:  # transfer = other train reviews, labels hidden

@@ -148,8 +148,9 @@ def load_texts(profile: LMProfile, data_dir: str | None = None, seed: int = 0) -
         return {"train": [r["text"] for r in corpus["train"] + corpus["unsupervised"]],
                 "held_out": [r["text"] for r in corpus["test"]]}
     from .data import DATA_DIR_ENV, load_imdb
-    imdb = load_imdb(data_dir or os.environ.get(DATA_DIR_ENV) or "hub", n_test=2000, val_size=2, seed=seed)  # no choice is tuned here: the
-    # smallest validation split load_imdb accepts, so that nearly every labelled review is text to learn from
+    # no choice is tuned here: the smallest validation split load_imdb accepts, so that nearly every labelled review
+    # is text to learn from
+    imdb = load_imdb(data_dir or os.environ.get(DATA_DIR_ENV) or "hub", n_test=2000, val_size=2, seed=seed)
     return {"train": imdb.train.texts + imdb.transfer.texts, "held_out": imdb.test.texts}
 
 

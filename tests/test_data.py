@@ -502,9 +502,15 @@ def test_no_transfer_reviews_left_is_refused_with_the_fix():
     then a traceback once the teacher had trained."""
     raw = {"train": _reviews([f"r{i}" for i in range(60)], "train"),
            "test": _reviews([f"t{i}" for i in range(20)], "test")}
-    with pytest.raises(DataSourceError, match=r"mem: no reviews are left for the transfer set: n_train=50 takes all "
-                                              r"50 training reviews left after validation: give --set n_train=N"):
+    with pytest.raises(DataSourceError, match=r"mem: val_size=10 does not fit the 60 labelled reviews: give --set "
+                                              r"val_size=N with 2 <= N <= 9, a smaller --set n_train=N \(it keeps "
+                                              r"50\) or more reviews$"):
         data.split_raw(raw, "mem", val_size=10, n_train=50)
+    assert data.split_raw(raw, "mem", val_size=9, n_train=50).sizes()["transfer"] == 1  # either advice works
+    assert data.split_raw(raw, "mem", val_size=10, n_train=49).sizes()["transfer"] == 1
+    with pytest.raises(DataSourceError, match=r"mem: no reviews are left for the transfer set: n_transfer=0 asks "
+                                              r"for none: give --set n_train=N"):
+        data.split_raw(raw, "mem", val_size=10, n_transfer=0)
 
 
 @pytest.mark.parametrize("split", ["test", "unsupervised"])
@@ -587,3 +593,23 @@ def test_special_tokens_written_in_a_review_are_text(tok):
     ids = enc.input_ids[0]
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
     assert tok.sep_token_id not in ids[1:-1] and tok.cls_token_id not in ids[1:-1]
+
+
+def test_the_val_size_offered_leaves_n_train_and_a_transfer_set_and_runs_need_only_both_classes_left():
+    """Without unlabelled reviews, validation must leave n_train reviews and at least one for the transfer set:
+    the largest val_size once offered then failed at the transfer carve. Carved in runs, what is left needs both
+    classes, not two of each (that refused a carve that had worked)."""
+    test = data.Reviews([f"t{i}" for i in range(10)], [i % 2 for i in range(10)], None, "test")
+    train = data.Reviews([f"r{i}" for i in range(100)], [i % 2 for i in range(100)], None, "train")
+    with pytest.raises(DataSourceError, match=r"val_size=80 does not fit the 100 labelled reviews: give --set "
+                                              r"val_size=N with 2 <= N <= 49, a smaller --set n_train=N \(it keeps "
+                                              r"50\) or more reviews$") as caught:
+        data.split_raw({"train": train, "test": test}, "src", val_size=80, n_train=50)
+    most = int(re.search(r"N <= (\d+)", str(caught.value)).group(1))
+    carved = data.split_raw({"train": train, "test": test}, "src", val_size=most, n_train=50)
+    assert carved.sizes()["validation"] == most and carved.sizes()["train"] == 50 and carved.sizes()["transfer"] >= 1
+    bits = ("0100111100111010100101110000100001010000101110111101101000111000000110101100000110011001001110000000"
+            "10111000111010")
+    lopsided = data.Reviews([f"r{i}" for i in range(len(bits))], [int(b) for b in bits], None, "train")
+    carved = data.split_raw({"train": lopsided, "test": test}, "src", val_size=2, seed=4, val_block=20)
+    assert sorted(set(carved.train.labels)) == [0, 1] and carved.sizes()["validation"] == 2
