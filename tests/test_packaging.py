@@ -158,8 +158,17 @@ def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_rec
                                 readme).groups()
     seed = json.loads((ROOT / record).read_text())["run"]
     assert int(minutes) == round(seed["wall_seconds"] / 60), (minutes, seed["wall_seconds"])
-    gb, layers = re.search(r"([\d.]+) GB in bf16 for `cpu`, \[measured\]\((docs/tuning/[^)]+\.json)\)", readme).groups()
-    assert float(gb) == round(json.loads((ROOT / layers).read_text())["run"]["teacher_layers"]["gb"], 1)
+    said = re.search(r"about (\d+) GB in bf16 for `cpu` from an empty cache: distil-3L's three hidden layers, "
+                     r"([\d.]+) GB of the five layers' ([\d.]+) GB \[measured\]\((docs/tuning/[^)]+\.json)\) on train "
+                     r"and transfer, and compact-2L-H128's two value layers, ([\d.]+) GB with the spare reviews, "
+                     r"\[measured\]\((docs/results/[^)]+\.json)\)", readme).groups()
+    total, hidden, five, five_record, values, values_record = said
+    five_layers = json.loads((ROOT / five_record).read_text())["run"]["teacher_layers"]
+    assert sum(key.startswith("hidden") for key in five_layers["cached"]) == 3 and len(five_layers["cached"]) == 5
+    assert float(five) == round(five_layers["gb"], 1) and float(hidden) == round(five_layers["gb"] * 3 / 5, 1)
+    value_layers = json.loads((ROOT / values_record).read_text())["run"]["teacher_layers"]
+    assert value_layers["cached"] == ["values 3", "values 6"] and float(values) == round(value_layers["gb"], 1)
+    assert int(total) == round(five_layers["gb"] * 3 / 5 + value_layers["gb"])
     tiny = re.search(r"about a minute on 2 CPU cores with bf16 units \(\[record\]\((docs/tuning/[^)]+\.json)\)",
                      readme).group(1)
     assert 30 <= json.loads((ROOT / tiny).read_text())["run"]["wall_seconds"] <= 90  # "about a minute"
