@@ -67,8 +67,9 @@ def home() -> Path:
                                 f"notebooks/) and the command line would each read from another folder: give an "
                                 f"absolute one, e.g. export {HOME_ENV}=\"$PWD/{os.environ[HOME_ENV]}\"")
         return path
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "kd-tutorial"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    cache = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # the XDG spec: ignore a relative one
+    return cache / "kd-tutorial"
 
 
 def folder_problem(folder: Path) -> str | None:

@@ -259,3 +259,20 @@ def test_a_pid_no_process_can_have_in_a_file_name_does_not_break_the_lock(tmp_pa
         pass
     assert odd.exists()  # not a name this package writes: left to the hour rule
 
+
+
+def test_the_artifact_home_is_absolute_or_refused(tmp_path, monkeypatch):
+    """A relative KD_TUTORIAL_HOME is refused (notebooks and the command line would read other folders); a relative
+    XDG_CACHE_HOME is ignored, as the XDG spec says, for the same reason."""
+    monkeypatch.delenv("KD_TUTORIAL_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert store.home() == tmp_path / "kd-tutorial"
+    monkeypatch.setenv("XDG_CACHE_HOME", "cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "me"))
+    assert store.home() == tmp_path / "me" / ".cache" / "kd-tutorial"
+    monkeypatch.setenv("KD_TUTORIAL_HOME", "~/kd")
+    assert store.home() == tmp_path / "me" / "kd"  # ~ is absolute once expanded
+    monkeypatch.setenv("KD_TUTORIAL_HOME", "kd")
+    with pytest.raises(store.ArtifactError, match=r'^KD_TUTORIAL_HOME=kd is a relative path, .* e\.g\. export '
+                                                  r'KD_TUTORIAL_HOME="\$PWD/kd"$'):
+        store.home()
