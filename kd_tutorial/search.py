@@ -389,7 +389,8 @@ def spare_note(profile: Profile, prep=None) -> str | None:
 def _say(study, trial) -> None:
     """One line per finished trial."""
     values = "" if not trial.values else f": val {100 * trial.values[0]:.1f} %, {trial.values[1]:.2f} ms"
-    print(f"trial {trial.number} {trial.state.name.lower()} {dict(trial.params)}{values}", flush=True)
+    params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trial.params.items())
+    print(f"trial {trial.number} {trial.state.name.lower()} ({params}){values}", flush=True)
 
 
 def write_results(study, ctx: SearchContext) -> dict:
