@@ -197,6 +197,8 @@ wrong("ex03.q2", "labelled rows only")(
     lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * F.cross_entropy(s, y, ignore_index=-1))
 wrong("ex03.q2", "no hard-label term")(lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T))
 wrong("ex03.q2", "unlabelled rows (label -1)")(lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * F.cross_entropy(s, y))
+wrong("ex03.q2", "counts the unlabelled rows (label -1) as class 0")(
+    lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * _hard(s, y.clamp_min(0)))
 wrong("ex03.q2", "hard term must be 0")(
     lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * _hard_nan_when_unlabelled(s, y))
 
@@ -245,6 +247,14 @@ wrong("ex03.q4", "largest temperature")(
     lambda sweep, default=(2.0, 0.5): max((r["temperature"], r["alpha"]) for r in sweep))
 wrong("ex03.q4", "you kept the default")(lambda sweep, default=(2.0, 0.5): tuple(default))
 wrong("ex03.q4", "return a pair")(lambda sweep, default=(2.0, 0.5): max(sweep, key=lambda r: r["val_acc"]))
+
+
+@wrong("ex03.q4", "is not in this sweep, so there is nothing to keep")
+def keeps_a_default_the_sweep_lacks(sweep, default=(2.0, 0.5)):
+    from kd_tutorial.grading.ex03 import _choose
+    if all((r["temperature"], r["alpha"]) != tuple(default) for r in sweep):
+        return tuple(default)
+    return _choose(sweep, default)
 
 
 # -- ex04.q1: teacher logits ----------------------------------------------------------------------------
@@ -763,6 +773,9 @@ def _attn_kl(s, t, mask, reverse=False, mask_keys=True, mask_queries=True, log_z
 
 
 wrong("ex07.q1", "KL(student || teacher)")(lambda s, t, m: _attn_kl(s, t, m, reverse=True))
+wrong("ex07.q1", "zeroed the padded positions, then .mean() divided by every row")(  # padded rows zeroed, then mean
+    lambda s, t, m: ((t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).masked_fill(
+        m[:, None, None, :] == 0, 0).sum(-1) * m[:, None, :]).mean())
 wrong("ex07.q1", "padded query positions")(lambda s, t, m: _attn_kl(s, t, m, mask_queries=False))
 wrong("ex07.q1", "is nan")(lambda s, t, m: _attn_kl(s, t, m, log_zero=True, mask_keys=False))
 wrong("ex07.q1", "gradient is nan")(lambda s, t, m: _attn_kl(s, t, m, log_zero=True))
@@ -815,6 +828,9 @@ wrong("ex07.q2", "not teacher layer i")(lambda s, t, m, p, mp: _hidden(s, t, m, 
 wrong("ex07.q2", "student_hidden[i]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, student_off=1))
 wrong("ex07.q2", "teacher_hidden[mapping[i - 1]]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, teacher_off=1))
 wrong("ex07.q2", "padded positions")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, masked=False))
+wrong("ex07.q2", "zeroed the padded positions, then .mean() divided by every position")(
+    lambda s, t, m, p, mp: sum(((p[i - 1](s[i]) - t[tl].detach()) ** 2 * m[..., None]).mean()
+                               for i, tl in enumerate(mp, start=1)) / len(mp))
 wrong("ex07.q2", "mapping holds hidden_states indices, counted from 1")(  # ex05's 0-based layer_map carried over
     lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, teacher_off=-1))
 wrong("ex07.q2", "carries no gradient")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp).item())
@@ -899,6 +915,10 @@ def _tok(s, t, m, T, *, masked=True, norm="tokens", dim=-1, scale=True):
 wrong("ex07.q3", "counts the padded positions")(lambda s, t, m, T: _tok(s, t, m, T, masked=False))
 wrong("ex07.q3", "averaged within each sequence")(lambda s, t, m, T: _tok(s, t, m, T, norm="sequence"))
 wrong("ex07.q3", "divided by the batch size B")(lambda s, t, m, T: _tok(s, t, m, T, norm="batch"))
+wrong("ex07.q3", "zeroed the padded positions, then .mean() divided by every position")(
+    lambda s, t, m, T: T * T * (F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1),
+                                         reduction="none").sum(-1) * m).mean())
+wrong("ex07.q3", "averaged over the vocabulary")(lambda s, t, m, T: _tok(s, t, m, T) / s.shape[-1])
 wrong("ex07.q3", "over the sequence dimension")(lambda s, t, m, T: _tok(s, t, m, T, dim=1))
 wrong("ex07.q3", "T^2 too small")(lambda s, t, m, T: _tok(s, t, m, T, scale=False))
 wrong("ex07.q3", "temperature on both sides")(  # the student's softmax at T = 1

@@ -143,6 +143,9 @@ def _check_full(call):
             "the batch holds fewer of them. Divide the sum over labelled rows by the whole batch size, so every "
             "review weighs 1/B":
                 V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce_lab(s, y)),
+            "your hard term counts the unlabelled rows (label -1) as class 0: they must add nothing to it "
+            "(ignore_index=-1), not be clamped to a class":
+                V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce(s, y.clamp_min(0))),
             "your loss has no hard-label term: add (1 - alpha) * cross-entropy with the labels":
                 V(lambda s, t, y, T, a: a * kl(s, t, T)),
             "this is the seed article's loss, F.cross_entropy(student_logits, softmax(teacher_logits)): "
@@ -393,21 +396,24 @@ def _check_sweep(call):
         if got == on_test:
             raise Wrong("you chose on the test accuracy: the test set is for the final report only; choosing on it "
                         "makes the reported number optimistic. Choose on validation")
+        if base is None and got == tuple(default):
+            raise Wrong(f"the default {tuple(default)} is not in this sweep, so there is nothing to keep: return the "
+                        "best setting on validation")
         if got == tuple(default) and got == _choose(sweep, default, ci="default"):
             raise Wrong(f"you kept the default, but {on_val} leads it by {lead:.3f}, more than the best setting's "
-                        f"val_ci ({best['val_ci']:.3f}): compare the lead with the best setting's val_ci, not the "
-                        f"default's ({base['val_ci']:.3f})")
+                        f"val_ci ({best['val_ci']:.3f}): the threshold is the best setting's val_ci alone, not the "
+                        f"default's ({base['val_ci']:.3f}) nor the two combined")
         if got == on_val:
             raise Wrong(f"you took the best validation accuracy, {on_val}, but it leads the default {tuple(default)} "
                         f"by {lead:.3f}, less than its confidence interval (val_ci = {best['val_ci']:.3f}): that "
                         "lead is noise, so keep the default (the threshold is the best setting's val_ci, not a "
                         "fixed number)")
         if got[0] == max(r["temperature"] for r in sweep):
-            raise Wrong("you chose the largest temperature: a larger T is not better in itself (notebook 03: the "
-                        "differences between T = 1, 2 and 4 are within the noise). Choose on validation accuracy")
+            raise Wrong("you chose the largest temperature: a larger T is not better in itself (notebook 03 sets "
+                        "T = 2 and 4 against T = 1 on one run of one task). Choose on validation accuracy")
         if got == tuple(default):
             raise Wrong(f"you kept the default, but {on_val} leads it on validation by more than its interval: "
-                        "that difference is real, take it")
+                        "that difference is real, take it (the threshold is the best setting's val_ci alone)")
         raise Wrong(f"you chose {got}, expected {expected} (the best on validation, or the default when the best "
                     "leads it by no more than the best's val_ci)")
 

@@ -97,6 +97,9 @@ def _check_attention(call):
         "you summed the row KLs over every head and real query row, then divided by the batch size B (as "
         "reduction='batchmean' does after masking): divide by the number of heads x real query rows instead":
             V(lambda s, t, m: _kl_rows(t, s, m) * s.shape[1] * m.sum() / m.shape[0]),
+        "you zeroed the padded positions, then .mean() divided by every row, padded ones included (B x heads x "
+        "L): divide the masked sum by the number of real rows (heads x attention_mask.sum())":
+            V(lambda s, t, m: _kl_rows(t, s, m) * m.sum() / m.numel()),
         "you averaged each review's rows, then the reviews: every real query row of the batch weighs the same, "
         "so a long review's rows count more than a short one's":
             V(lambda s, t, m: _per_review_kl(t, s, m)),
@@ -280,6 +283,9 @@ def _check_hidden(call):
                 V(layer=lambda i, tl: (i, tl - 1)),
             "your average includes the padded positions: average over real tokens (and hidden units) only":
                 V(masked=False),
+            "you zeroed the padded positions, then .mean() divided by every position, padded ones included (B x L "
+            "x width): divide the masked sum by the number of real positions (attention_mask.sum() x width)":
+                lambda: [e * float(c[2].sum()) / c[2].numel() for c, e in zip(cases, expected)],
             "you summed over the mapped layers: average them (divide by len(mapping)), so that the term's weight "
             "does not grow with the student's depth":
                 lambda: [e * len(c[-1]) for c, e in zip(cases, expected)],
@@ -365,6 +371,8 @@ def _check_token_kl(call):
             return (kl * w).sum() / w.sum()
         if norm == "batch":
             return (kl * w).sum() / m.shape[0]
+        if norm == "positions":  # every position, padding included
+            return (kl * w).sum() / m.numel()
         return ((kl * w).sum(-1) / w.sum(-1)).mean()  # per sequence, then over sequences
 
     expected = [float(reference(*c)) for c in cases]
@@ -382,6 +390,12 @@ def _check_token_kl(call):
             "you summed over every position, padding included, and divided by the batch size B (F.kl_div's "
             "reduction='batchmean' on (B, L, V) logits does that): average over the real tokens only":
                 V(norm="batch", masked=False),
+            "you zeroed the padded positions, then .mean() divided by every position, padded ones included (B x "
+            "L): divide the masked sum by the number of real tokens (attention_mask.sum())":
+                V(norm="positions"),
+            "you averaged over the vocabulary: a KL sums over the V entries of each token's distribution "
+            "(.sum(-1)), then averages over the real tokens":
+                lambda: [reference(*c) / c[0].shape[-1] for c in cases],
             "your softmax runs over the sequence dimension: each token's distribution is over the vocabulary "
             "(the last dimension)":
                 V(dim=1),
