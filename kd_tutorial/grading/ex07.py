@@ -357,24 +357,27 @@ def _token_kl(s, t, T, dim=-1):
     return (p * (F.log_softmax(t / T, dim) - F.log_softmax(s / T, dim))).sum(dim if dim == -1 else -1)
 
 
+def _token_reference(s, t, m, T, dim=-1, scale=True, norm="tokens", masked=True, student_t=True, entropy=True):
+    """T^2 x the mean over real tokens of KL(teacher || student), and its known-wrong variants: ``norm`` "batch"
+    divides by B, "positions" by every position, "sequence" averages each review first."""
+    kl = _token_kl(s * (1.0 if student_t else T), t, T, dim) * (T * T if scale else 1.0)
+    if not entropy:  # soft cross-entropy: the KL plus the teacher's entropy
+        p = F.softmax(t / T, -1)
+        kl = kl - T * T * (p * F.log_softmax(t / T, -1)).sum(-1)
+    w = m.float() if masked else torch.ones_like(m, dtype=torch.float)
+    if norm == "tokens":
+        return (kl * w).sum() / w.sum()
+    if norm == "batch":
+        return (kl * w).sum() / m.shape[0]
+    if norm == "positions":  # every position, padding included
+        return (kl * w).sum() / m.numel()
+    return ((kl * w).sum(-1) / w.sum(-1)).mean()  # per sequence, then over sequences
+
+
 def _check_token_kl(call):
     cases = _token_cases()
     got = [as_float(call(s.clone(), t.clone(), m.clone(), T), "token_kd_loss") for s, t, m, T in cases]
-
-    def reference(s, t, m, T, dim=-1, scale=True, norm="tokens", masked=True, student_t=True, entropy=True):
-        kl = _token_kl(s * (1.0 if student_t else T), t, T, dim) * (T * T if scale else 1.0)
-        if not entropy:  # soft cross-entropy: the KL plus the teacher's entropy
-            p = F.softmax(t / T, -1)
-            kl = kl - T * T * (p * F.log_softmax(t / T, -1)).sum(-1)
-        w = m.float() if masked else torch.ones_like(m, dtype=torch.float)
-        if norm == "tokens":
-            return (kl * w).sum() / w.sum()
-        if norm == "batch":
-            return (kl * w).sum() / m.shape[0]
-        if norm == "positions":  # every position, padding included
-            return (kl * w).sum() / m.numel()
-        return ((kl * w).sum(-1) / w.sum(-1)).mean()  # per sequence, then over sequences
-
+    reference = _token_reference
     expected = [float(reference(*c)) for c in cases]
     if not all(close(g, e) for g, e in zip(got, expected)):
         V = lambda **kw: (lambda: [reference(*c, **kw) for c in cases])  # noqa: E731
