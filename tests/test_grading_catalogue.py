@@ -461,6 +461,7 @@ def _latency(model, batch, sync=lambda: None, warmup=3, repeats=10, *, do_warmup
 wrong("ex06.q1", "Call sync() before starting the clock")(lambda *a: _latency(*a, do_sync=False))
 wrong("ex06.q1", "warm-up calls ended up inside your timed region")(lambda *a: _latency(*a, do_warmup=False))
 wrong("ex06.q1", "not milliseconds")(lambda *a: _latency(*a, unit=1000.0))
+wrong("ex06.q1", "not nanoseconds: time.perf_counter_ns() counts nanoseconds")(lambda *a: _latency(*a, unit=1e9))
 wrong("ex06.q1", "total time of all repeats")(lambda *a: _latency(*a, per_call=False))
 wrong("ex06.q2", "student time / teacher time")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(s, mk(b), sync) / _latency(t, mk(b), sync) for b in sizes})
@@ -481,6 +482,9 @@ wrong("ex06.q2", "the teacher's time per review (latency / batch size) by the st
                                                 for b in sizes})
 wrong("ex06.q2", "the teacher's time per batch by the student's time per review (latency / batch size)")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(t, mk(b), sync) / (_latency(s, mk(b), sync) / b)
+                                                for b in sizes})
+wrong("ex06.q2", "the percentage of time saved, 100 x (1 - student / teacher)")(
+    lambda t, s, mk, sizes, sync=lambda: None: {b: 100 * (1 - _latency(s, mk(b), sync) / _latency(t, mk(b), sync))
                                                 for b in sizes})
 wrong("ex06.q2", "(teacher - student) / student, which is the speed-up - 1")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: (_latency(t, mk(b), sync) - _latency(s, mk(b), sync))
@@ -1046,6 +1050,8 @@ wrong("ex09.q1", "your loss counts the padded positions")(_drop_the_prompt)
 wrong("ex09.q1", "averaged within each sequence")(lambda s, t, a, m, T: _lmkd(s, t, m, T, norm="sequence"))
 wrong("ex09.q1", ".mean() divides it by every position")(lambda s, t, a, m, T: _lmkd(s, t, m, T, norm="mean"))
 wrong("ex09.q1", "divided by the batch size B")(lambda s, t, a, m, T: _lmkd(s, t, m, T, norm="batch"))
+wrong("ex09.q1", "T times too small: multiply the KL by temperature ** 2, not by temperature")(
+    lambda s, t, a, m, T: _lmkd(s, t, m, T) / T)
 wrong("ex09.q1", "reduction='batchmean') on (B, L, V) logits")(
     lambda s, t, a, m, T: F.kl_div(F.log_softmax(s[:, :-1] / T, -1), F.softmax(t[:, :-1].detach() / T, -1),
                                    reduction="batchmean") * T * T)
@@ -1072,7 +1078,8 @@ def _rkl(s, t, m, *, kind="reverse", norm="tokens", detach="teacher", naive=Fals
           "cross": lambda: -(q * log_p).sum(-1)}[kind]()
     w = m.float()
     return {"tokens": lambda: (kl * w).sum() / w.sum(), "all": lambda: kl.mean(), "mean": lambda: (kl * w).mean(),
-            "sequence": lambda: ((kl * w).sum(-1) / w.sum(-1)).mean()}[norm]()
+            "sequence": lambda: ((kl * w).sum(-1) / w.sum(-1)).mean(), "batch": lambda: (kl * w).sum() / w.shape[0],
+            "sum": lambda: (kl * w).sum()}[norm]()
 
 
 wrong("ex09.q2", "forward KL(teacher || student)")(lambda s, t, m: _rkl(s, t, m, kind="forward"))
@@ -1082,6 +1089,8 @@ wrong("ex09.q2", "reaches the teacher")(lambda s, t, m: _rkl(s, t, m, detach="no
 wrong("ex09.q2", "ignores loss_mask")(lambda s, t, m: _rkl(s, t, m, norm="all"))
 wrong("ex09.q2", "averaged within each sequence")(lambda s, t, m: _rkl(s, t, m, norm="sequence"))
 wrong("ex09.q2", ".mean() divides it by every position")(lambda s, t, m: _rkl(s, t, m, norm="mean"))
+wrong("ex09.q2", "you divided by the batch size B")(lambda s, t, m: _rkl(s, t, m, norm="batch"))
+wrong("ex09.q2", "you summed over the counted tokens without dividing")(lambda s, t, m: _rkl(s, t, m, norm="sum"))
 wrong("ex09.q2", "your loss is nan")(lambda s, t, m: _rkl(s, t, m, naive=True))
 wrong("ex09.q2", "carries no gradient")(lambda s, t, m: _rkl(s, t, m).detach())
 

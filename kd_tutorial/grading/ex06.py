@@ -351,6 +351,9 @@ def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> 
                     f"measured {ms(got)} per call, not {ms(expected)}: {_FIXED}")
     if _close(got, expected * 1000):
         raise Wrong("return seconds, not milliseconds")
+    if _close(got, expected * 1e9):
+        raise Wrong("return seconds, not nanoseconds: time.perf_counter_ns() counts nanoseconds, so divide by 1e9 "
+                    "(or use time.perf_counter())")
     if _close(got, expected * repeats):
         raise Wrong(f"you returned the total time of all repeats ({ms(got)}): divide by repeats")
     if got < 0.3 * expected and model.device.idle:
@@ -432,6 +435,9 @@ def _speedup_mistake(got: dict, t, s, sizes: list) -> str:
         "you divided the teacher's time per batch by the student's time per review (latency / batch size): "
         "compare like with like, the two latencies of the same batch":
             {b: t(b) * b / s(b) for b in sizes},
+        "you returned the percentage of time saved, 100 x (1 - student / teacher): the speed-up is the ratio "
+        "teacher latency / student latency":
+            {b: 100 * (1 - s(b) / t(b)) for b in sizes},
         "you computed how much faster the student is, (teacher - student) / student, which is the speed-up - 1: "
         "the speed-up is the plain ratio teacher latency / student latency":
             {b: t(b) / s(b) - 1 for b in sizes},

@@ -52,13 +52,15 @@ def _average(kl, w, norm="tokens"):
         return (kl * w).sum() / w.sum()
     if norm == "sequence":
         return ((kl * w).sum(-1) / w.sum(-1)).mean()
+    if norm == "sum":  # no division at all
+        return (kl * w).sum()
     return (kl * w).sum() / (kl.shape[0] if norm == "batch" else kl.numel())
 
 
 def _nan_message(name):
-    return (f"your loss is nan: padded positions' garbage logits give p * log p = 0 * log 0 = nan, which the mask "
-            f"cannot remove. Use F.log_softmax in {name} (with F.kl_div, a log-probability target needs "
-            f"log_target=True), or select the counted positions first")
+    return (f"your loss is nan: padded positions' garbage logits give 0 * log 0 (or torch.distributions' inf * 0), "
+            f"which the mask cannot remove. Use F.log_softmax in {name} (with F.kl_div, a log-probability target "
+            f"needs log_target=True), or select the counted positions first")
 
 
 def _grad_nan_message():
@@ -105,6 +107,8 @@ def _q1_variants(cases):
         "you divided by the batch size B (as reduction='batchmean' does), not by the number of counted tokens: "
         "the loss then grows with the length of the continuations":
             V(lambda s, t, a, m, T: shifted(s, t, m[:, 1:], T, "batch")),
+        "your loss is T times too small: multiply the KL by temperature ** 2, not by temperature":
+            V(lambda s, t, a, m, T: shifted(s, t, m[:, 1:], T) / T),
         "F.kl_div(..., reduction='batchmean') on (B, L, V) logits sums over every position, prompt and padding "
         "included, and divides by B: compute one KL per token (reduction='none', sum over the vocabulary), then "
         "average over the counted tokens":
@@ -211,6 +215,10 @@ def _check_reverse(call):
             "batch and divide by their number": lambda: _rev_values(cases, norm="sequence"),
             "you masked the sum but .mean() divides it by every position, prompt and padding included: divide "
             "by the number of counted tokens": lambda: _rev_values(cases, norm="positions"),
+            "you divided by the batch size B (as reduction='batchmean' does), not by the number of counted tokens: "
+            "the loss then grows with the length of the continuations": lambda: _rev_values(cases, norm="batch"),
+            "you summed over the counted tokens without dividing: average, dividing by their number (the mask's "
+            "sum), so that the loss does not grow with the batch": lambda: _rev_values(cases, norm="sum"),
         })
         i = mismatch(got, expected)
         raise Wrong(message or f"your loss is {got[i]:.5f} on a batch where the mean over counted tokens of "
