@@ -322,6 +322,8 @@ wrong("ex04.q3", "drop the last")(lambda ls, bs, seed=0: _grouped(ls, bs, seed, 
 wrong("ex04.q3", "in order of length")(lambda ls, bs, seed=0: _grouped(ls, bs, seed, shuffle=False))
 wrong("ex04.q3", "about as much as random")(lambda ls, bs, seed=0: _grouped(ls, bs, seed, sort=False))
 wrong("ex04.q3", "more than one batch")(lambda ls, bs, seed=0: _grouped(ls, bs, seed) + [[0]])
+wrong("ex04.q3", "your batches hold the reviews' lengths, not their indices")(
+    lambda ls, bs, seed=0: [[ls[i] for i in b] for b in _grouped(ls, bs, seed)])
 wrong("ex04.q3", "same seed gave different batches")(
     lambda ls, bs, seed=0: _grouped(ls, bs, seed, rng=random.Random()))
 wrong("ex04.q3", "seeds 0 and 1 gave the same batches")(lambda ls, bs, seed=0: _grouped(ls, bs, 0))

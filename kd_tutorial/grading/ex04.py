@@ -167,6 +167,9 @@ def _check_grouping(call):
     if any(len(b) == 0 for b in batches):
         raise Wrong("some of your batches are empty: every batch holds at least one review")
     seen = [i for b in batches for i in b]
+    if sorted(seen) == sorted(lengths) and sorted(seen) != list(range(len(lengths))):
+        raise Wrong("your batches hold the reviews' lengths, not their indices: a batch is a list of positions in "
+                    "`lengths` (sort the indices by length, e.g. sorted(range(len(lengths)), key=lengths.__getitem__))")
     if len(set(seen)) != len(seen):
         raise Wrong("some reviews appear in more than one batch: use each index exactly once")
     missing = set(range(len(lengths))) - set(seen)
