@@ -280,6 +280,13 @@ wrong("ex04.q1", "autograd on: .detach() afterwards comes too late")(  # eval, b
     lambda t, b: t.eval()(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.detach())
 
 
+@wrong("ex04.q1", "you passed the batch's labels to the teacher (teacher(**batch) does)")
+def teacher_logits_from_the_whole_batch(teacher, batch):
+    teacher.eval()
+    with torch.no_grad():
+        return teacher(**batch).logits
+
+
 # -- ex04.q2: padding waste of a batch order -----------------------------------------------------------------
 def _waste(word_counts, batch_size, max_length=512, *, specials=2, cap_words=False, global_max=False, mean=False,
            pad_to_max_length=False, drop_last=False):

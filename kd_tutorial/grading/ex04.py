@@ -29,11 +29,20 @@ def _check_teacher_logits(call):
         teacher.train()
     grad_on: list[bool] = []  # whether autograd recorded each forward pass of the teacher (a frozen one records none)
     hook = teacher.register_forward_hook(lambda module, *_: grad_on.append(records_graph(module)))
+    given: set[str] = set()  # the keyword arguments the teacher was called with
+    pre = teacher.register_forward_pre_hook(lambda module, args, kwargs: given.update(kwargs), with_kwargs=True)
     try:
         with torch.enable_grad():
             out = call(teacher, {k: v.clone() for k, v in batch.items()})
+    except LearnerCrash:
+        if "labels" in given:  # teacher(**batch): the model computes its own loss, and -1 is no class
+            raise Wrong("you passed the batch's labels to the teacher (teacher(**batch) does): unlabelled reviews "
+                        "have label -1, which its built-in loss cannot take, and predicting needs no labels: pass "
+                        "input_ids and attention_mask only") from None
+        raise
     finally:
         hook.remove()
+        pre.remove()
     if hasattr(out, "logits"):
         raise Wrong("return the logits tensor (outputs.logits), not the whole model output")
     if isinstance(out, torch.Tensor) and out.requires_grad:
