@@ -59,6 +59,10 @@ def _mha(x, mask, w, b, h, *, scale="head", mask_op="fill", split="heads", packe
         scores = scores.masked_fill(keys == 0, float("-inf"))
     elif mask_op == "zero":
         scores = scores.masked_fill(keys == 0, 0.0)
+    elif mask_op == "inverted":  # the real tokens masked
+        scores = scores.masked_fill(keys == 1, float("-inf"))
+    elif mask_op == "inverted_add":
+        scores = scores + keys * -10000.0
     att = scores.softmax(softmax_dim)
     if mask_op == "after":
         att = att * keys
@@ -69,6 +73,10 @@ def _mha(x, mask, w, b, h, *, scale="head", mask_op="fill", split="heads", packe
 
 wrong("ex01.q1", "over the queries (dim=-2)")(lambda *a: _mha(*a, softmax_dim=-2))  # was told to mask the keys
 wrong("ex01.q1", "over the heads (dim=1)")(lambda *a: _mha(*a, softmax_dim=1))
+wrong("ex01.q1", "you masked the real tokens: attention_mask is 1 for a real token")(
+    lambda *a: _mha(*a, mask_op="inverted"))
+wrong("ex01.q1", "you masked the real tokens: attention_mask is 1 for a real token")(
+    lambda *a: _mha(*a, mask_op="inverted_add"))
 wrong("ex01.q1", "not by the head dimension itself")(lambda *a: _mha(*a, scale="d"))
 wrong("ex01.q1", "divided by sqrt(hidden size)")(lambda *a: _mha(*a, scale="hidden"))
 wrong("ex01.q1", "after the softmax")(lambda *a: _mha(*a, mask_op="after"))

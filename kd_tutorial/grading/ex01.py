@@ -42,6 +42,10 @@ def _mha_ref(x, mask, w, b, heads, *, scale="head", mask_mode="fill", split="hea
         scores = scores.masked_fill(m == 0, 0.0)
     elif mask_mode == "add":
         scores = scores + m
+    elif mask_mode == "inverted":  # the real tokens masked: -inf where the mask is 1
+        scores = scores.masked_fill(m == 1, float("-inf"))
+    elif mask_mode == "inverted_add":
+        scores = scores + m * -10000.0
     weights = torch.softmax(scores, dim=softmax_dim)
     if mask_mode == "after":
         weights = weights * m
@@ -59,6 +63,10 @@ def _mha_cases():
         mask = (torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]).long()
         out.append((x, mask, w, b, heads))
     return out
+
+
+_INVERTED = ("you masked the real tokens: attention_mask is 1 for a real token and 0 for padding, so the keys to "
+             "set to -inf (or a large negative number) are those where mask == 0")
 
 
 def _check_mha(call):
@@ -79,6 +87,9 @@ def _check_mha(call):
         for where, dim in (("queries (dim=-2)", -2), ("heads (dim=1)", 1))}, atol=1e-5)
     if axis:
         raise Wrong(axis)
+    inverted = [_mha_ref(*c, mask_mode="inverted")[1] for c in cases]  # nan where a review has no padding
+    if all(torch.allclose(wt, iv, atol=1e-5, equal_nan=True) for wt, iv in zip(weights, inverted)):
+        raise Wrong(_INVERTED)
     if any(bool(torch.isnan(t).any()) for t in weights + outs):
         raise Wrong("your result holds nan: a row of scores that is all -inf (every key masked) has no "
                     "softmax, so mask the keys (the last dimension of the scores), never the queries; and 0 x -inf "
@@ -97,6 +108,7 @@ def _check_mha(call):
             "you set the padded keys' scores to 0, which still gives them weight (exp(0) = 1): they need -inf "
             "before the softmax": V(mask_mode="zero"),
             "you added the 0/1 mask to the scores: padded keys need -inf before the softmax": V(mask_mode="add"),
+            _INVERTED: V(mask_mode="inverted_add"),
             "padded keys receive attention: use the attention_mask (1 = real token, 0 = padding) on the keys":
                 V(mask_mode="none"),
             "your heads are split along the wrong axis: head h owns the h-th block of head_dim consecutive "
