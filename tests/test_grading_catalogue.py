@@ -985,6 +985,10 @@ def compute_loss_as_shown(student_logits, teacher_logits, labels, num_items_in_b
 
 
 wrong("ex08.q1", "plain mean")(lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y, T, a))
+wrong("ex08.q1", "your values are K = 4 times too big")(
+    lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y, T, a) * len(y) / n * 4)
+wrong("ex08.q1", "pass alpha itself, not 1 - alpha")(
+    lambda s, t, y, n, T=2.0, a=0.5: distillation_loss(s, t, y, T, 1 - a) * len(y) / n)
 wrong("ex08.q1", "already divided by its own B_k rows")(lambda *a: _ga(*a, scale="over_n"))
 wrong("ex08.q1", "sum over the micro-batch's rows")(lambda *a: _ga(*a, scale="sum"))
 wrong("ex08.q1", "upside down")(lambda *a: _ga(*a, scale="upside_down"))

@@ -115,6 +115,12 @@ def _variants(steps):
         "your loss has no hard-label term: add (1 - alpha) x the cross-entropy with the labels "
         "(distillation_loss has both terms)":
             V(lambda s, t, y, n, T, a: a * ref.kl_divergence(s, t, T) * len(y) / n),
+        f"your values are K = {K} times too big: the Trainer does not divide a loss declared normalised for "
+        f"accumulation by K, so B_k / num_items_in_batch is the whole scale: drop the x {K}":
+            V(lambda s, t, y, n, T, a: dl(s, t, y, T, a) * len(y) / n * K),
+        "alpha weights the soft (teacher) term: distillation_loss(..., alpha) gives alpha x soft + (1 - alpha) x "
+        "hard, so pass alpha itself, not 1 - alpha":
+            V(lambda s, t, y, n, T, a: dl(s, t, y, T, 1 - a) * len(y) / n),
     }
 
 
