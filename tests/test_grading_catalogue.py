@@ -127,6 +127,24 @@ wrong("ex01.q2", "add_pooling_layer=True the model has a pooler")(
     lambda t, o, add_pooling_layer=True: _student(t, o, add_pooling_layer, pooler="never"))
 
 
+def _student_less(part):
+    """The right count less one component, as a learner who forgot it counts."""
+    def count(t, o, add_pooling_layer=True):
+        H, L, I, P = (o.get(k, getattr(t, k)) for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
+                                                          "max_position_embeddings"))
+        less = {"out_proj": L * (H * H + H), "ffn_out": L * (I * H + H), "layer_ln": L * 2 * H, "emb_ln": 2 * H,
+                "positions": P * H}[part]
+        return _student(t, o, add_pooling_layer) - less
+    return count
+
+
+wrong("ex01.q2", "you left out the attention's output dense layer")(_student_less("out_proj"))
+wrong("ex01.q2", "you counted one feed-forward linear per layer")(_student_less("ffn_out"))
+wrong("ex01.q2", "you counted one LayerNorm per layer")(_student_less("layer_ln"))
+wrong("ex01.q2", "you forgot the LayerNorm after the embeddings")(_student_less("emb_ln"))
+wrong("ex01.q2", "you forgot the position embeddings")(_student_less("positions"))
+
+
 @wrong("ex01.q2", "changed its arguments")
 def student_count_mutating(teacher, overrides, add_pooling_layer=True):
     for key, value in overrides.items():

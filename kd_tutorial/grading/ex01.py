@@ -161,7 +161,8 @@ _FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size"
 
 def _student_total(teacher, overrides, pooler, *, bias=True, layer_norm=True, teacher_positions=False,
                    teacher_width_table=False, token_type=True, pooler_times=1, ignore_flag=False,
-                   ignore_overrides=False, teacher_vocab=False):
+                   ignore_overrides=False, teacher_vocab=False, out_proj=True, ffn_out=True, layer_lns=2,
+                   emb_ln=True, position=True):
     c = SimpleNamespace(**{k: getattr(teacher, k) if ignore_overrides else overrides.get(k, getattr(teacher, k))
                            for k in _FIELDS})
     if teacher_positions:
@@ -171,8 +172,10 @@ def _student_total(teacher, overrides, pooler, *, bias=True, layer_norm=True, te
     V, H, L, I, P = c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.max_position_embeddings
     b, ln = (1 if bias else 0), (2 * H if layer_norm else 0)
     E = teacher.hidden_size if teacher_width_table else H
-    emb = (V + P + (c.type_vocab_size if token_type else 0)) * E + (2 * E if layer_norm else 0)
-    layer = 4 * (H * H + b * H) + ln + (H * I + b * I) + (I * H + b * H) + ln
+    emb = (V + (P if position else 0) + (c.type_vocab_size if token_type else 0)) * E \
+        + (2 * E if layer_norm and emb_ln else 0)
+    layer = (4 if out_proj else 3) * (H * H + b * H) + (H * I + b * I) + ((I * H + b * H) if ffn_out else 0) \
+        + layer_lns * ln
     with_pooler = pooler or ignore_flag
     return emb + L * layer + (pooler_times * (H * H + b * H) if with_pooler else 0)
 
@@ -229,6 +232,14 @@ def _check_student_count(call):
         "your vocabulary is the teacher's: when `overrides` sets vocab_size or type_vocab_size, the student's "
         "tables have that many rows": V(teacher_vocab=True),
         "you counted the pooler twice: it is one hidden x hidden dense layer with its bias": V(pooler_times=2),
+        "you left out the attention's output dense layer: each layer has four hidden x hidden linears (Q, K, V "
+        "and the output), each with its bias": V(out_proj=False),
+        "you counted one feed-forward linear per layer: there are two, hidden -> intermediate and back "
+        "(intermediate x hidden + hidden)": V(ffn_out=False),
+        "you counted one LayerNorm per layer: there are two, after the attention and after the feed-forward, "
+        "each 2 x hidden_size": V(layer_lns=1),
+        "you forgot the LayerNorm after the embeddings (2 x hidden_size)": V(emb_ln=False),
+        "you forgot the position embeddings: max_position_embeddings x hidden_size": V(position=False),
         "with add_pooling_layer=False the model has no pooler: leave it out of the count": V(ignore_flag=True),
         "with add_pooling_layer=True the model has a pooler (hidden x hidden + hidden): count it":
             V(pooler_times=0),
