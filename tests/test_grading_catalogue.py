@@ -337,6 +337,23 @@ wrong("ex04.q2", "longest review overall")(lambda w, b, m=512: _waste(w, b, m, g
 wrong("ex04.q2", "averaged the per-batch fractions")(lambda w, b, m=512: _waste(w, b, m, mean=True))
 wrong("ex04.q2", "not a percentage")(lambda w, b, m=512: 100 * _waste(w, b, m))
 wrong("ex04.q2", "padded every review to max_length")(lambda w, b, m=512: _waste(w, b, m, pad_to_max_length=True))
+
+
+def _padding(w, b, m=512, full_last=False):
+    """(padding positions, all positions, real tokens) of the given order; ``full_last``: the short last batch
+    counted as ``b`` rows."""
+    lengths = [min(n + 2, m) for n in w]
+    batches = [lengths[i:i + b] for i in range(0, len(lengths), b)]
+    total = sum((b if full_last else len(x)) * max(x) for x in batches)
+    return total - sum(lengths), total, sum(lengths)
+
+
+wrong("ex04.q2", "you sorted the reviews first")(lambda w, b, m=512: _waste(sorted(w), b, m))
+wrong("ex04.q2", "counted the last, shorter batch as batch_size rows")(
+    lambda w, b, m=512: (lambda pad, total, real: pad / total)(*_padding(w, b, m, full_last=True)))
+wrong("ex04.q2", "you returned the number of padding positions")(lambda w, b, m=512: _padding(w, b, m)[0])
+wrong("ex04.q2", "you divided the padding by the real tokens")(
+    lambda w, b, m=512: (lambda pad, total, real: pad / real)(*_padding(w, b, m)))
 wrong("ex04.q2", "left out the last, shorter batch")(lambda w, b, m=512: _waste(w, b, m, drop_last=True))
 
 

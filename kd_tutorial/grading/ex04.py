@@ -71,19 +71,26 @@ def _check_teacher_logits(call):
 
 
 def _waste_of_order(word_counts, batch_size, max_length, *, specials=2, truncate="after", global_max=False,
-                    per_batch=False, to_max_length=False, drop_last=False):
+                    per_batch=False, to_max_length=False, drop_last=False, sort=False, full_last=False, of="all"):
     if truncate == "after":
         tokens = [min(n + specials, max_length) for n in word_counts]
     elif truncate == "before":
         tokens = [min(n, max_length) + specials for n in word_counts]
     else:
         tokens = [n + specials for n in word_counts]
+    if sort:
+        tokens = sorted(tokens)
     batches = [tokens[i:i + batch_size] for i in range(0, len(tokens), batch_size)]
     if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
         batches = batches[:-1]
         tokens = [t for b in batches for t in b]
     width = max_length if to_max_length else max(tokens)
-    padded = [len(b) * (width if global_max or to_max_length else max(b)) for b in batches]
+    padded = [(batch_size if full_last else len(b)) * (width if global_max or to_max_length else max(b))
+              for b in batches]
+    if of == "count":  # padding positions, not a fraction
+        return sum(padded) - sum(tokens)
+    if of == "real":  # padding over the real tokens
+        return (sum(padded) - sum(tokens)) / sum(tokens)
     if per_batch:
         return sum((p - sum(b)) / p for p, b in zip(padded, batches)) / len(batches)
     return (sum(padded) - sum(tokens)) / sum(padded)
@@ -119,6 +126,14 @@ def _check_waste(call):
         "you padded every review to max_length (padding=\"max_length\"): dynamic padding pads each batch only to "
         "its own longest review": V(to_max_length=True),
         "you left out the last, shorter batch: its reviews are padded too, count every batch": V(drop_last=True),
+        "you sorted the reviews first: the reviews come in the given order, and that order is what is measured "
+        "(the exercise compares a random order with a sorted one)": V(sort=True),
+        "you counted the last, shorter batch as batch_size rows: it holds only the reviews left, each padded to "
+        "its longest": V(full_last=True),
+        "you returned the number of padding positions: return their fraction of all the batches' positions":
+            V(of="count"),
+        "you divided the padding by the real tokens: divide it by all the positions (real and padding)":
+            V(of="real"),
     })
     if message:
         raise Wrong(message)
