@@ -516,7 +516,7 @@ wrong("ex06.q1", "not milliseconds")(lambda *a: _latency(*a, unit=1000.0))
 wrong("ex06.q1", "not nanoseconds: time.perf_counter_ns() counts nanoseconds")(lambda *a: _latency(*a, unit=1e9))
 
 
-@wrong("ex06.q1", "one too many: range(warmup) untimed calls, then range(repeats) timed ones")
+@wrong("ex06.q1", "one too many: make range(warmup) untimed calls, then range(repeats) timed ones")
 def latency_with_one_call_too_many(model, batch, sync=lambda: None, warmup=3, repeats=10):
     for _ in range(warmup):
         model(**batch)

@@ -347,8 +347,8 @@ def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> 
         return warmup if calls == warmup + repeats else _timed_start(reads, calls, warmup, repeats)
     if abs(calls - (warmup + repeats)) == 1:  # range(warmup - 1), range(repeats + 1), ...
         raise Wrong(f"with warmup={warmup} and repeats={repeats} the model was called {calls} times, one "
-                    f"{'too many' if calls > warmup + repeats else 'too few'}: range(warmup) untimed calls, then "
-                    "range(repeats) timed ones")
+                    f"{'too many' if calls > warmup + repeats else 'too few'}: make range(warmup) untimed calls, "
+                    f"then range(repeats) timed ones; {_FIXED}")
     if calls not in (warmup + repeats, repeats):  # `repeats` calls only: no warm-up, diagnosed below
         raise Wrong(f"with warmup={warmup} and repeats={repeats} the model should be called {warmup + repeats} "
                     f"times (warmup untimed calls, then repeats timed ones); it was called {calls} times, and you "
