@@ -515,17 +515,10 @@ wrong("ex06.q1", "warm-up calls ended up inside your timed region")(lambda *a: _
 wrong("ex06.q1", "not milliseconds")(lambda *a: _latency(*a, unit=1000.0))
 wrong("ex06.q1", "not nanoseconds: time.perf_counter_ns() counts nanoseconds")(lambda *a: _latency(*a, unit=1e9))
 
-
-@wrong("ex06.q1", "one too many: make range(warmup) untimed calls, then range(repeats) timed ones")
-def latency_with_one_call_too_many(model, batch, sync=lambda: None, warmup=3, repeats=10):
-    for _ in range(warmup):
-        model(**batch)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(repeats + 1):  # off by one
-        model(**batch)
-    sync()
-    return (time.perf_counter() - t0) / repeats
+# range(repeats + 1) timed calls, divided by repeats: one call too many
+wrong("ex06.q1", "one too many: make range(warmup) untimed calls, then range(repeats) timed ones")(
+    lambda m, b, sync=lambda: None, warmup=3, repeats=10: _latency(m, b, sync, warmup, repeats + 1) * (repeats + 1)
+    / repeats)
 wrong("ex06.q1", "total time of all repeats")(lambda *a: _latency(*a, per_call=False))
 wrong("ex06.q2", "student time / teacher time")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(s, mk(b), sync) / _latency(t, mk(b), sync) for b in sizes})
