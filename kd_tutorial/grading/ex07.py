@@ -377,10 +377,9 @@ def _token_reference(s, t, m, T, dim=-1, scale=True, norm="tokens", masked=True,
 def _check_token_kl(call):
     cases = _token_cases()
     got = [as_float(call(s.clone(), t.clone(), m.clone(), T), "token_kd_loss") for s, t, m, T in cases]
-    reference = _token_reference
-    expected = [float(reference(*c)) for c in cases]
+    expected = [float(_token_reference(*c)) for c in cases]
     if not all(close(g, e) for g, e in zip(got, expected)):
-        V = lambda **kw: (lambda: [reference(*c, **kw) for c in cases])  # noqa: E731
+        V = lambda **kw: (lambda: [_token_reference(*c, **kw) for c in cases])  # noqa: E731
         message = diagnose(got, {
             "your loss counts the padded positions: average over the real tokens only (attention_mask == 1)":
                 V(masked=False),
@@ -398,7 +397,7 @@ def _check_token_kl(call):
                 V(norm="positions"),
             "you averaged over the vocabulary: a KL sums over the V entries of each token's distribution "
             "(.sum(-1)), then averages over the real tokens":
-                lambda: [reference(*c) / c[0].shape[-1] for c in cases],
+                lambda: [_token_reference(*c) / c[0].shape[-1] for c in cases],
             "your softmax runs over the sequence dimension: each token's distribution is over the vocabulary "
             "(the last dimension)":
                 V(dim=1),
@@ -406,11 +405,11 @@ def _check_token_kl(call):
                 V(scale=False),
             "your loss ignores the temperature: divide both models' logits by T before the softmax, and multiply "
             "the KL by T ** 2":
-                lambda: [reference(s, t, m, 1.0) for s, t, m, _ in cases],
+                lambda: [_token_reference(s, t, m, 1.0) for s, t, m, _ in cases],
             "your loss is T times too small: multiply the KL by temperature ** 2, not by temperature":
-                lambda: [reference(s, t, m, T) / T for s, t, m, T in cases],
+                lambda: [_token_reference(s, t, m, T) / T for s, t, m, T in cases],
             "you computed KL(student || teacher): the teacher's probabilities are the target":
-                lambda: [reference(t, s, m, T) for s, t, m, T in cases],
+                lambda: [_token_reference(t, s, m, T) for s, t, m, T in cases],
             "you divided only the teacher's logits by T: the student's softmax takes its logits / T too "
             "(correctness note 5: temperature on both sides)":
                 V(student_t=False),
