@@ -28,7 +28,12 @@ def _check_teacher_logits(call):
         no_mask = teacher(input_ids=ids).logits
         teacher.train()
     grad_on: list[bool] = []  # whether autograd recorded each forward pass of the teacher (a frozen one records none)
-    hook = teacher.register_forward_hook(lambda module, *_: grad_on.append(records_graph(module)))
+    dropout_on: list[bool] = []  # whether each forward pass ran in training mode (eval() after it comes too late)
+
+    def seen(module, *_):  # a forward hook that returns nothing leaves the output alone
+        grad_on.append(records_graph(module))
+        dropout_on.append(module.training)
+    hook = teacher.register_forward_hook(seen)
     given: set[str] = set()  # the keyword arguments the teacher was called with
     pre = teacher.register_forward_pre_hook(lambda module, args, kwargs: given.update(kwargs), with_kwargs=True)
     try:
@@ -62,8 +67,8 @@ def _check_teacher_logits(call):
         raise Wrong("return logits, not probabilities: the loss applies the temperature to the logits")
     if close(out, no_mask, atol=1e-5):
         raise Wrong("pass the attention_mask too: without it the padding changes the logits")
-    if teacher.training:
-        raise Wrong("dropout was on: call teacher.eval() before predicting, or the soft labels are noisy")
+    if teacher.training or any(dropout_on):
+        raise Wrong("dropout was on: call teacher.eval() before predicting (not after), or the soft labels are noisy")
     raise Wrong("your logits differ from teacher(input_ids=..., attention_mask=...).logits in eval mode")
 
 
