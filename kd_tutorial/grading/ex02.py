@@ -98,6 +98,8 @@ def _check_entropy(call):
             lambda: [-e for e in expected],
         "your entropy is in bits (log2): use the natural log (nats), like the KL losses":
             lambda: [e / math.log(2) for e in expected],
+        "your entropy is in base-10 logs (log10): use the natural log (nats), torch.log, like the KL losses":
+            lambda: [e / math.log(10) for e in expected],
         "you averaged over the classes instead of summing: H(p) = -sum_c p_c log p_c":
             lambda: [e / p.shape[-1] for e, p in zip(expected, cases)],
     })
