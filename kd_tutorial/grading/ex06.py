@@ -360,6 +360,10 @@ def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> 
                     "(or use time.perf_counter())")
     if _close(got, expected * repeats):
         raise Wrong(f"you returned the total time of all repeats ({ms(got)}): divide by repeats")
+    if got < 0.3 * expected and model.device.idle and reads:  # synced, but after reading the clock
+        raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)}: your clock was read while "
+                    "the work was still queued, and the sync() after the reading came too late. Call sync() before "
+                    "each reading of the clock (before starting it and before stopping it)")
     if got < 0.3 * expected and model.device.idle:
         raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)} and you waited for it "
                     "with sync(): your clock did not see the wait. Call time.perf_counter() inside the function (a "
