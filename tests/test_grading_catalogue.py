@@ -166,6 +166,7 @@ wrong("ex02.q1", "should return a torch.Tensor")(lambda z, T=1.0: torch.softmax(
 
 # -- ex02.q2: entropy ----------------------------------------------------------------------------
 wrong("ex02.q2", "in bits")(lambda p: -torch.special.xlogy(p, p).sum(-1) / math.log(2))
+wrong("ex02.q2", "base-10 logs")(lambda p: -(torch.special.xlogy(p, p) / math.log(10)).sum(-1))
 wrong("ex02.q2", "forgot the minus sign")(lambda p: torch.special.xlogy(p, p).sum(-1))
 wrong("ex02.q2", "averaged over the classes")(lambda p: -torch.special.xlogy(p, p).mean(-1))
 wrong("ex02.q2", "nan when a probability is 0")(lambda p: -(p * p.log()).sum(-1))
@@ -298,6 +299,7 @@ def _tl(teacher, batch, eval_=True, no_grad=True, mask=True, probs=False, whole=
 
 
 wrong("ex04.q1", "dropout was on")(lambda t, b: _tl(t, b, eval_=False))
+wrong("ex04.q1", "eval() before predicting (not after)")(lambda t, b: (_tl(t, b, eval_=False), t.eval())[0])
 wrong("ex04.q1", "carry a gradient")(lambda t, b: _tl(t, b, no_grad=False))
 wrong("ex04.q1", "not probabilities")(lambda t, b: _tl(t, b, probs=True))
 wrong("ex04.q1", "pass the attention_mask")(lambda t, b: _tl(t, b, mask=False))
@@ -561,6 +563,20 @@ def latency_on_cpu_time(model, batch, sync=lambda: None, warmup=3, repeats=10):
         model(**batch)
     sync()
     return (time.process_time() - t0) / repeats
+
+
+@wrong("ex06.q1", "your clock was read while the work was still queued, and the sync() after the reading came too late")
+def latency_with_the_sync_after_each_reading(model, batch, sync=lambda: None, warmup=3, repeats=10):
+    for _ in range(warmup):
+        model(**batch)
+    sync()
+    total = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(**batch)
+        total += time.perf_counter() - t0  # read while the call's work is still queued
+        sync()
+    return total / repeats
 
 
 @wrong("ex06.q1", "with repeats=9 your clock timed one span of 10 calls: time `repeats` calls")
