@@ -67,7 +67,10 @@ def _check_teacher_logits(call):
         raise Wrong("return logits, not probabilities: the loss applies the temperature to the logits")
     if close(out, no_mask, atol=1e-5):
         raise Wrong("pass the attention_mask too: without it the padding changes the logits")
-    if teacher.training or any(dropout_on):
+    if teacher.training:  # never switched: teacher.eval without its (), or no eval at all
+        raise Wrong("dropout was on: the teacher is still in training mode, so call teacher.eval() (with its "
+                    "parentheses) before predicting, or the soft labels are noisy")
+    if any(dropout_on):
         raise Wrong("dropout was on: call teacher.eval() before predicting (not after), or the soft labels are noisy")
     raise Wrong("your logits differ from teacher(input_ids=..., attention_mask=...).logits in eval mode")
 
@@ -217,9 +220,15 @@ def _check_grouping(call):
     random.Random(0).shuffle(order)
     random_waste = _batches_waste(lengths, [order[i:i + batch_size] for i in range(0, len(order), batch_size)])
     waste = _batches_waste(lengths, batches)
-    if waste > 0.25 * random_waste:
+    if waste > 0.5 * random_waste:
         raise Wrong(f"your batches waste {waste:.0%} of their positions on padding, about as much as random "
                     f"batches ({random_waste:.0%}): put reviews of similar length in the same batch")
+    if waste > 0.25 * random_waste:  # grouped within small pools (a bucket iterator): better, not enough
+        ranked = sorted(range(len(lengths)), key=lengths.__getitem__)
+        floor = _batches_waste(lengths, [ranked[i:i + batch_size] for i in range(0, len(ranked), batch_size)])
+        raise Wrong(f"your grouping cut the padding from {random_waste:.0%} (random batches) to {waste:.0%} of the "
+                    f"positions, not enough: group over all the reviews, or pools far larger than a few batches "
+                    f"(batches of all the indices sorted by length waste {floor:.0%})")
     maxes = [max(lengths[i] for i in b) for b in batches]
     if maxes == sorted(maxes) or maxes == sorted(maxes, reverse=True):
         raise Wrong("your batches come in order of length: shuffle the order of the batches "
