@@ -228,10 +228,16 @@ def _check_accumulation(call):
 
 def _check_micro_batches(student, optimizer, B, K):
     """The student saw one micro-batch per forward pass, and the optimizer stepped once."""
-    if student.rows and max(student.rows) > B // K:
-        raise Wrong(f"your student's forward pass saw {max(student.rows)} rows at once, but with micro_batches={K} "
+    rows = student.rows
+    if rows and max(rows) > B // K and max(rows) < B and max(rows) == K and len(rows) == -(-B // K):
+        raise Wrong(f"your student's forward passes saw {K} rows each, {len(rows)} times: inputs.split({K}) cuts "
+                    f"pieces of {K} rows, inputs.chunk({K}) cuts {K} pieces; with micro_batches={K} and a batch of "
+                    f"{B}, run the student on {K} micro-batches of {B // K} rows (inputs.chunk(micro_batches))")
+    if rows and max(rows) > B // K:
+        raise Wrong(f"your student's forward pass saw {max(rows)} rows at once, but with micro_batches={K} "
                     f"and a batch of {B} each forward should see at most {B // K}: run the student on each "
-                    "micro-batch in turn (inputs.chunk(micro_batches)), never on the whole batch")
+                    "micro-batch in turn (inputs.chunk(micro_batches))" + (", never on the whole batch"
+                                                                           if max(rows) == B else ""))
     if optimizer.steps == 0:
         raise Wrong("the student did not move: call optimizer.step() once, after the last micro-batch")
     if optimizer.steps == K:
