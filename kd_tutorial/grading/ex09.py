@@ -65,8 +65,8 @@ def _nan_message(name):
 
 def _grad_nan_message():
     return ("the value is right but its gradient is nan: a log of a probability that underflowed to 0 at a padded "
-            "position has an infinite derivative, even where torch.where or the mask drops the value. Take every "
-            "logarithm with F.log_softmax (with F.kl_div, pass log-probabilities as the target too: log_target=True)")
+            "position has an infinite derivative, even where torch.where or the mask drops it. Take every log "
+            "with F.log_softmax (with F.kl_div, pass log-probabilities as the target too: log_target=True)")
 
 
 # -- q1: the token-level KD loss of a language model ---------------------------------------------------------
@@ -83,6 +83,9 @@ def _q1_variants(cases):
         "off by one: the logits at position t predict token t + 1, so the prediction at t counts when token t + 1 "
         "does. Weigh logits[:, :-1] with loss_mask[:, 1:], not loss_mask[:, :-1]":
             V(lambda s, t, a, m, T: shifted(s, t, m[:, :-1], T)),
+        "you shifted the wrong way: logits[:, 1:] weighed by loss_mask[:, :-1] scores each prediction at the token "
+        "before it, but the logits at position t predict token t + 1. Pair logits[:, :-1] with loss_mask[:, 1:]":
+            V(lambda s, t, a, m, T: _average(_per_token(s[:, 1:], t[:, 1:], T), m[:, :-1]) * T * T),
         "you did not shift (or shifted the wrong way, logits[:, 1:] with loss_mask[:, 1:], which is the same): "
         "each position's logits were scored at its own token, but they predict token t + 1. Pair "
         "logits[:, :-1] with loss_mask[:, 1:] (the last position predicts nothing of the sequence)":
@@ -231,8 +234,8 @@ def _check_reverse(call):
         message = diagnose([grad], {
             "the value is right, but you detached the student's probabilities q that weigh the terms: in the "
             "reverse KL the student's distribution is also the weight, and moving it is how the student leaves "
-            "the places where the teacher has little mass, so the gradient must flow through q as well as through "
-            "log q": lambda: [_rev_gradient(s, t, m, detach_q=True)],
+            "where the teacher has little mass, so the gradient must flow through q as well as log q":
+            lambda: [_rev_gradient(s, t, m, detach_q=True)],
         }, atol=1e-6)
         raise Wrong(message or "the value is right but the gradient is not: is part of the student's side "
                     "detached? The gradient flows through both q and log q")
