@@ -255,6 +255,21 @@ def _accumulate(student, optimizer, x, t, y, k, T=2.0, a=0.5, *, divide=True, ze
 wrong("ex03.q3", "4x too large: divide each micro-batch's loss by K")(lambda *a: _accumulate(*a, divide=False))
 wrong("ex03.q3", "averages over the labelled rows of each micro-batch")(
     lambda *a: _accumulate(*a, hard=lambda s, y: F.cross_entropy(s, y, ignore_index=-1)))
+
+
+@wrong("ex03.q3", "inputs.split(4) cuts pieces of 4 rows, inputs.chunk(4) cuts 4 pieces")
+def accumulates_over_split_not_chunk(student, optimizer, x, t, y, k, T=2.0, a=0.5):
+    optimizer.zero_grad()
+    total = 0.0
+    for xs, ts, ys in zip(x.split(k), t.split(k), y.split(k)):  # pieces of k rows, not k pieces
+        s = student(xs)
+        loss = (a * _soft(s, ts, T) + (1 - a) * _hard(s, ys)) / k
+        loss.backward()
+        total += loss.item()
+    optimizer.step()
+    return total
+
+
 wrong("ex03.q3", "after every micro-batch")(lambda *a: _accumulate(*a, step="every"))
 wrong("ex03.q3", "zeroed the gradients in every micro-batch")(lambda *a: _accumulate(*a, zero="every"))
 wrong("ex03.q3", "left over from the previous step leaked")(lambda *a: _accumulate(*a, zero="never"))
@@ -298,7 +313,8 @@ def _tl(teacher, batch, eval_=True, no_grad=True, mask=True, probs=False, whole=
     return out.logits.softmax(-1) if probs else out.logits
 
 
-wrong("ex04.q1", "dropout was on")(lambda t, b: _tl(t, b, eval_=False))
+wrong("ex04.q1", "still in training mode, so call teacher.eval() (with its parentheses)")(
+    lambda t, b: _tl(t, b, eval_=False))
 wrong("ex04.q1", "eval() before predicting (not after)")(lambda t, b: (_tl(t, b, eval_=False), t.eval())[0])
 wrong("ex04.q1", "carry a gradient")(lambda t, b: _tl(t, b, no_grad=False))
 wrong("ex04.q1", "not probabilities")(lambda t, b: _tl(t, b, probs=True))
@@ -373,6 +389,19 @@ def _grouped(lengths, bs, seed, drop_last=False, shuffle=True, sort=True, rng=No
 wrong("ex04.q3", "drop the last")(lambda ls, bs, seed=0: _grouped(ls, bs, seed, drop_last=True))
 wrong("ex04.q3", "in order of length")(lambda ls, bs, seed=0: _grouped(ls, bs, seed, shuffle=False))
 wrong("ex04.q3", "about as much as random")(lambda ls, bs, seed=0: _grouped(ls, bs, seed, sort=False))
+
+
+@wrong("ex04.q3", "your grouping cut the padding from 61% (random batches) to 17% of the positions, not enough")
+def grouped_within_pools_of_a_hundred(lengths, bs, seed=0, pool=100):  # a bucket iterator with small pools
+    rng, order, batches = random.Random(seed), list(range(len(lengths))), []
+    rng.shuffle(order)
+    for i in range(0, len(order), pool):
+        chunk = sorted(order[i:i + pool], key=lengths.__getitem__)
+        batches += [chunk[j:j + bs] for j in range(0, len(chunk), bs)]
+    rng.shuffle(batches)
+    return batches
+
+
 wrong("ex04.q3", "more than one batch")(lambda ls, bs, seed=0: _grouped(ls, bs, seed) + [[0]])
 wrong("ex04.q3", "your batches hold the reviews' lengths, not their indices")(
     lambda ls, bs, seed=0: [[ls[i] for i in b] for b in _grouped(ls, bs, seed)])
@@ -1103,6 +1132,8 @@ def _drop_the_prompt(s, t, a, m, T):
 wrong("ex09.q1", "not loss_mask[:, :-1]")(lambda s, t, a, m, T: _lmkd(s, t, m, T, mask="head"))
 wrong("ex09.q1", "you did not shift")(lambda s, t, a, m, T: _lmkd(s, t, m, T, logits="all", mask="all"))
 wrong("ex09.q1", "or shifted the wrong way")(lambda s, t, a, m, T: _lmkd(s, t, m, T, logits="tail"))
+wrong("ex09.q1", "you shifted the wrong way: logits[:, 1:] weighed by loss_mask[:, :-1]")(
+    lambda s, t, a, m, T: _lmkd(s, t, m, T, logits="tail", mask="head"))
 
 
 @wrong("ex09.q1", "you counted the prompt's tokens")
@@ -1234,6 +1265,7 @@ def test_wrong_answer_gets_its_message(key, fn, fragment):
     result = EXERCISES[key].grade(fn)
     assert result.status == FAILED, result
     assert fragment in result.message, result.message
+    assert "\n" not in result.message and len(result.message) < 300, result.message  # one line a learner reads
 
 
 def reference_solution(key: str):
