@@ -72,13 +72,21 @@ def _grad_nan_message():
 # -- q1: the token-level KD loss of a language model ---------------------------------------------------------
 
 
+def _shifted(s, t, m, T, norm="tokens", reverse=False, scale=True):
+    """The KD loss over shifted positions (logits[:, :-1]) weighed by ``m``, with the given mistakes."""
+    kl = _per_token(s[:, :-1], t[:, :-1], T, reverse)
+    return _average(kl, m, norm) * (T * T if scale else 1.0)
+
+
 def _q1_variants(cases):
     def V(f):
         return lambda: [float(f(s, t, a, m, T)) for s, t, a, m, T in cases]
+    return _q1_position_variants(V) | _q1_scale_variants(V)
 
-    def shifted(s, t, m, T, norm="tokens", reverse=False, scale=True):
-        kl = _per_token(s[:, :-1], t[:, :-1], T, reverse)
-        return _average(kl, m, norm) * (T * T if scale else 1.0)
+
+def _q1_position_variants(V):
+    """Wrong answers about which positions count (shift, masks, normalisation): message -> values."""
+    shifted = _shifted
     return {
         "off by one: the logits at position t predict token t + 1, so the prediction at t counts when token t + 1 "
         "does. Weigh logits[:, :-1] with loss_mask[:, 1:], not loss_mask[:, :-1]":
@@ -110,6 +118,13 @@ def _q1_variants(cases):
         "you divided by the batch size B (as reduction='batchmean' does), not by the number of counted tokens: "
         "the loss then grows with the length of the continuations":
             V(lambda s, t, a, m, T: shifted(s, t, m[:, 1:], T, "batch")),
+    }
+
+
+def _q1_scale_variants(V):
+    """Wrong answers about the temperature, the direction and the reduction: message -> values."""
+    shifted = _shifted
+    return {
         "your loss is T times too small: multiply the KL by temperature ** 2, not by temperature":
             V(lambda s, t, a, m, T: shifted(s, t, m[:, 1:], T) / T),
         "F.kl_div(..., reduction='batchmean') on (B, L, V) logits sums over every position, prompt and padding "
