@@ -30,7 +30,7 @@ from .benchmark import loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, NAMED_SOURCES
 from .device import configure, pick_device, resolve_precision
 from .env import environment_report, fit_to_device, format_report, hub_reachable, quiet
-from .errors import looks_like_a_folder, model_source_error, UsageError, UserError
+from .errors import JSON_ERRORS, looks_like_a_folder, model_source_error, UsageError, UserError
 from .flops import duration_text, estimate_profile, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -535,7 +535,7 @@ def read_results(path: str) -> dict:
     """A results.json of ``kd-tutorial distill`` (or a benchmark report), read and checked for its sections."""
     try:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, *JSON_ERRORS) as err:
         raise UsageError(f"cannot read results file {path} ({err.__class__.__name__}): {RESULTS_FIX}") from None
     if isinstance(results, dict) and results.get("kind") == "benchmark":
         return results

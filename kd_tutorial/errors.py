@@ -10,6 +10,9 @@ traceback; code that calls the package directly can catch the same type.
 """
 import os
 
+# what json.loads raises on text that is not JSON: a ValueError, or a RecursionError for arrays nested too deep
+JSON_ERRORS = (ValueError, RecursionError)
+
 
 class UserError(Exception):
     """Input the user chose cannot work; the message is one line: what is wrong, then how to fix it."""

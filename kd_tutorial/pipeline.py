@@ -31,7 +31,7 @@ from .artifacts import (load_student, prepare, run_hash, save_student, student_f
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
-from .errors import UsageError
+from .errors import JSON_ERRORS, UsageError
 from .evaluate import (choice_key, compare, compare_paired, correct_matrix, predict_logits, quartiles,
                        teacher_share)
 from .layer_maps import describe as describe_mapping, layer_mapping
@@ -342,7 +342,7 @@ def _checkpoints_named(results: Path) -> set[str]:
     missing or not a kd-tutorial run's; only plain folder names, never a path."""
     try:
         names = json.loads(results.read_text(encoding="utf-8"))["run"]["student_status"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, *JSON_ERRORS, KeyError, TypeError):
         return set()
     if not isinstance(names, dict):
         return set()

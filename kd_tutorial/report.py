@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import JSON_ERRORS, UsageError
 from .evaluate import choice_key, ECE_BINS, verdict
 from .store import atomic_write_text
 
@@ -371,7 +371,10 @@ def check_summary_target(target: str | Path, results_paths, readme: str | Path |
     refuse_overwrite(target, "--summary", [*results_paths, readme],
                      fix="give --summary another file, e.g. docs/results/<run>.json")
     refuse_foreign(target, "--summary", "a results summary", is_summary)
-    earlier = profile_of(json.loads(Path(target).read_text(encoding="utf-8"))) if Path(target).exists() else None
+    try:  # a summary (refuse_foreign let it through), or an empty file
+        earlier = profile_of(json.loads(Path(target).read_text(encoding="utf-8")))
+    except (OSError, *JSON_ERRORS):
+        earlier = None
     if profile is not None and earlier not in (None, profile):
         raise UsageError(f"--summary {target} holds the summary of a `{earlier}` run and this is a `{profile}` run, "
                          f"so it would replace that one: give --summary another file, e.g. "
@@ -403,10 +406,13 @@ def refuse_foreign(target: str | Path, flag: str, kind: str, ours) -> None:
                          f"another {flag}")
     if not target.exists():
         return
+    if not target.is_file():  # a device (/dev/null) or a pipe: replaced by a file, or a read that never ends
+        raise UsageError(f"{flag} {target} is not a regular file (a device or a pipe), where {flag} writes a file: "
+                         f"give a file path")
     try:
         data = json.loads(target.read_text(encoding="utf-8"))
         mine = isinstance(data, dict) and bool(ours(data))
-    except (OSError, ValueError):
+    except (OSError, *JSON_ERRORS):
         mine = False
     if not mine and target.stat().st_size > 0:
         raise UsageError(f"{flag} {target} exists and is not {kind}, so writing it would lose it: give a new file "

@@ -29,6 +29,15 @@ def error_line(capsys, *argv) -> str:
     return lines[0]
 
 
+def socket_file(path):
+    """A file that is not a regular file, bound and kept open until the ``with`` ends: a Unix socket, which like
+    /dev/null or a pipe is nothing to read or replace (and, unlike a pipe, never blocks a read that should not be)."""
+    import socket
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    return sock
+
+
 def distill_error(capsys, data_dir, tmp_path, *more) -> str:
     """The error line of ``kd-tutorial distill --profile tiny --data-dir data_dir``."""
     return error_line(capsys, "distill", "--profile", "tiny", "--data-dir", str(data_dir),

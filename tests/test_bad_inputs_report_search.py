@@ -10,7 +10,7 @@ import pytest
 
 from kd_tutorial import cli, report
 from kd_tutorial.errors import UsageError
-from test_bad_inputs import error_line
+from test_bad_inputs import error_line, socket_file
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "tiny.json"
 START, END = report.README_START, report.README_END
@@ -371,3 +371,49 @@ def test_a_summary_that_cannot_be_written_names_the_option_not_the_artifact_home
     line = error_line(capsys, "report", str(run), "--summary", str(tmp_path / "s.json"))
     assert line == (f"kd-tutorial: error: cannot write --summary {tmp_path / 's.json'} (Read-only file system): give a "
                     "file path you can write; what was there before is untouched")
+
+
+def test_a_summary_onto_an_empty_file_is_written(run, capsys):
+    """Before: `touch summary.json` first gave a JSONDecodeError traceback (the empty file was let through, then read
+    again as JSON)."""
+    target = run.parent / "summary.json"
+    target.touch()
+    assert cli.main(["report", str(run), "--summary", str(target)]) == 0
+    assert report.is_summary(json.loads(target.read_text()))
+
+
+def test_a_summary_through_a_link_writes_the_file_it_names_and_keeps_the_link(run, capsys):
+    """Before: the link was replaced by a file, and the summary it named was left as it was."""
+    (run.parent / "summaries").mkdir()
+    target = run.parent / "summaries" / "tiny.json"
+    target.touch()
+    (run.parent / "link.json").symlink_to(target)
+    assert cli.main(["report", str(run), "--summary", str(run.parent / "link.json")]) == 0
+    assert (run.parent / "link.json").is_symlink() and report.is_summary(json.loads(target.read_text()))
+
+
+@pytest.mark.parametrize("command", ["report --summary", "benchmark --report"])
+def test_a_target_that_is_not_a_regular_file_is_refused_and_kept(run, capsys, monkeypatch, command):
+    """Before: a device (`--summary /dev/null`, run as root) counted as an empty file and was replaced by a regular
+    one, exit 0; a pipe hung the command on reading it."""
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: pytest.fail("measured before the path was checked"))
+    target, flag = run.parent / "out.json", command.split()[1]
+    argv = [str(run), "--summary", str(target)] if command == "report --summary" else ["--profile", "tiny", "--report",
+                                                                                          str(target)]
+    with socket_file(target):
+        line = error_line(capsys, command.split()[0], *argv)
+        assert line.endswith(f"{flag} {target} is not a regular file (a device or a pipe), where {flag} writes a "
+                             "file: give a file path"), line
+        assert target.is_socket()
+
+
+def test_json_nested_too_deep_is_one_line_and_kept(run, capsys):
+    """Before: a RecursionError traceback from json's parser, as results file or as --summary target."""
+    deep = run.parent / "deep.json"
+    deep.write_text("[" * 100_000)
+    line = error_line(capsys, "report", str(deep))
+    assert line.startswith(f"kd-tutorial: error: cannot read results file {deep} (RecursionError): give the "), line
+    line = error_line(capsys, "report", str(run), "--summary", str(deep))
+    assert line.endswith(f"--summary {deep} exists and is not a results summary, so writing it would lose it: give a "
+                         "new file name, or move that file away first"), line
+    assert deep.read_text() == "[" * 100_000

@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..errors import UsageError, UserError
+from ..errors import JSON_ERRORS, UsageError, UserError
 from .core import ERROR, NOT_ATTEMPTED, PASSED
 from .registry import SETS, set_for_name
 
@@ -323,7 +323,7 @@ def is_report(path: Path) -> bool:
             return isinstance(data, dict) and {"submissions", "rows"} <= data.keys()
         with path.open(encoding="utf-8-sig", errors="replace") as fh:  # -sig: the CSV starts with Excel's BOM
             return fh.readline().strip() == ",".join(COLUMNS)
-    except (OSError, ValueError):
+    except (OSError, *JSON_ERRORS):
         return False
 
 
@@ -333,6 +333,10 @@ def check_out(out: Path) -> Path:
     json_path = json_path_of(out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder: give a file name in it, e.g. --out {out / 'grades.csv'}")
+    for path in (out, json_path):  # a device (/dev/null) or a pipe: replaced by a file, or a read that never ends
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise UsageError(f"--out {out} would write {path}, which is not a regular file (a device or a pipe): "
+                             "give --out a file path")
     if out.exists() and not is_report(out):
         raise UsageError(f"--out {out} is a file but not a report of kd-tutorial grade: give --out a new .csv name, "
                          f"or move {out} away")
@@ -404,7 +408,7 @@ def read_report(out: Path) -> tuple[list[dict], list[dict]]:
     except (OSError, csv.Error) as err:
         raise UsageError(f"cannot read the earlier report {out} ({err}): give --out a new .csv name, or move {out} "
                          "away") from None
-    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):  # no JSON (moved away, say): the CSV alone
+    with contextlib.suppress(OSError, *JSON_ERRORS, TypeError, KeyError):  # no JSON (moved away, say): the CSV alone
         data = json.loads(json_path_of(out).read_text(encoding="utf-8-sig"))
         same = [[_csv_cell(r.get(k)) for k in COLUMNS] for r in data["rows"]] == \
             [[r.get(k) or "" for k in COLUMNS] for r in raw]  # every column: an ID renamed in the CSV is kept
