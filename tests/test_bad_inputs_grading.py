@@ -20,6 +20,7 @@ import pytest
 from kd_tutorial import cli, store
 from kd_tutorial.grading import authoring, execute, grader
 from kd_tutorial.grading.registry import SETS
+from test_bad_inputs import socket_file
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("02_soft_targets_temperature.ipynb", "03_kd_losses.ipynb", "05_distillation.ipynb")
@@ -64,6 +65,33 @@ def edit(path: Path, line: str = "answer = 42  # the learner's work") -> None:
 
 
 # ----------------------------------------------------------------------------- make-exercises
+
+
+def test_ctrl_c_in_make_exercises_is_one_line_and_leaves_each_notebook_whole(solutions, tmp_path, capsys,
+                                                                            monkeypatch):
+    """Before: a traceback, and a plain write_text that a Ctrl-C could cut short left half a notebook, which the
+    next run took for a learner's edit. The interrupt here comes as the second notebook replaces the old one."""
+    out = tmp_path / "exercises"
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    for name in NAMES:
+        edit(solutions / name, "answer = 43")
+    before, real, calls = snapshot(out), os.replace, []
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(src, dst)
+    monkeypatch.setattr(os, "replace", interrupted)
+    capsys.readouterr()
+    assert make("--solutions", solutions, "--exercises", out) == 130
+    assert capsys.readouterr().err == ("kd-tutorial make-exercises: interrupted; each notebook is whole, as it was "
+                                       "or as written: run it again to finish\n")
+    after = snapshot(out)
+    assert sorted(after) == sorted(before)  # no temporary file left behind
+    assert after[out / NAMES[1]] == before[out / NAMES[1]] and after[out / NAMES[0]] != before[out / NAMES[0]]
+    monkeypatch.setattr(os, "replace", real)
+    assert make("--solutions", solutions, "--exercises", out) == 0  # no --force: nothing was taken for an edit
 
 
 def test_make_exercises_keeps_notebooks_it_did_not_generate(solutions, tmp_path, capsys):
@@ -285,6 +313,27 @@ def test_an_unrelated_json_beside_out_is_never_overwritten(tmp_path, capsys, no_
                     f"{tmp_path / 'results.json'} away")
     assert (tmp_path / "results.json").read_text() == '{"run": {}, "models": []}'
     assert not (tmp_path / "results.csv").exists()
+
+
+@pytest.mark.parametrize("which", ["the csv", "the json beside it"])
+def test_an_out_that_is_not_a_regular_file_is_refused_and_kept(tmp_path, capsys, no_grading, which):
+    """Before: a device (--out /dev/null, run as root) counted as an empty report and was replaced by one; a pipe
+    hung the grader."""
+    target = tmp_path / ("g.csv" if which == "the csv" else "g.json")
+    with socket_file(target):
+        line = one_line(capsys, "grade", NOTEBOOK, "--out", str(tmp_path / "g.csv"))
+        assert line == (f"kd-tutorial grade: --out {tmp_path / 'g.csv'} would write {target}, which is not a regular "
+                        "file (a device or a pipe): give --out a file path")
+        assert target.is_socket()
+
+
+def test_a_json_nested_too_deep_beside_out_is_refused_and_kept(tmp_path, capsys, no_grading):
+    """Before: a RecursionError traceback (json's parser recurses into each array)."""
+    deep = "[" * 100_000
+    (tmp_path / "g.json").write_text(deep)
+    line = one_line(capsys, "grade", NOTEBOOK, "--out", str(tmp_path / "g.csv"))
+    assert line.startswith(f"kd-tutorial grade: --out {tmp_path / 'g.csv'} would overwrite {tmp_path / 'g.json'}")
+    assert (tmp_path / "g.json").read_text() == deep
 
 
 def test_an_out_that_is_a_notebook_is_never_overwritten(tmp_path, capsys, no_grading):

@@ -18,11 +18,12 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
-from ..errors import UsageError, UserError
+from ..errors import JSON_ERRORS, UsageError, UserError
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
@@ -106,7 +107,7 @@ def cells_hash(text: str) -> str | None:
     left out); None when ``text`` is not a notebook."""
     try:
         cells = [[c.get("cell_type"), "".join(c.get("source", ""))] for c in json.loads(text)["cells"]]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (*JSON_ERRORS, KeyError, TypeError, AttributeError):
         return None
     return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
@@ -116,7 +117,7 @@ def read_record(exercises: Path) -> dict[str, str]:
     try:
         record = json.loads((exercises / RECORD).read_text(encoding="utf-8"))["notebooks"]
         return {str(name): str(digest) for name, digest in record.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, *JSON_ERRORS, KeyError, TypeError, AttributeError):
         return {}
 
 
@@ -176,8 +177,8 @@ def generate(solutions: Path, exercises: Path, force: bool = False) -> tuple[lis
         written = [exercises / name for name, text in wanted.items() if _write(exercises / name, text)]
         kept = prune(exercises, set(wanted), record)
         notebooks = {name: cells_hash(text) for name, text in wanted.items()}
-        (exercises / RECORD).write_text(json.dumps({"written_by": "kd-tutorial make-exercises",
-                                                    "notebooks": notebooks}, indent=1) + "\n", encoding="utf-8")
+        _replace(exercises / RECORD, json.dumps({"written_by": "kd-tutorial make-exercises",
+                                                 "notebooks": notebooks}, indent=1) + "\n")
     except OSError as err:
         raise UsageError(f"cannot write the exercises in {exercises} ({err.strerror or type(err).__name__}): give "
                          "--exercises a folder you can write") from None
@@ -188,8 +189,18 @@ def _write(path: Path, text: str) -> bool:
     """Write ``text`` to ``path`` unless it holds it already; whether it was written."""
     if path.exists() and path.read_text(encoding="utf-8", errors="replace") == text:
         return False
-    path.write_text(text, encoding="utf-8")
+    _replace(path, text)
     return True
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it: a Ctrl-C never leaves half a notebook."""
+    tmp = path.with_name(f".{path.name}.kd-{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def prune(exercises: Path, wanted: set[str], record: dict[str, str]) -> list[str]:
@@ -253,6 +264,10 @@ def main(argv: list[str] | None = None, parser_class=argparse.ArgumentParser) ->
     except UserError as exc:
         print(f"kd-tutorial make-exercises: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("kd-tutorial make-exercises: interrupted; each notebook is whole, as it was or as written: run it again "
+              "to finish", file=sys.stderr)
+        return 130
 
 
 def _make(args) -> int:
