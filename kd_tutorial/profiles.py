@@ -88,7 +88,8 @@ FIELD_RULES = {
     "attention_dropout": (lambda v: v is None or 0 <= v < 1, "None (the model's own) or a number from 0 to below 1"),
     "student_hidden_dropout": (lambda v: v is None or 0 <= v < 1,
                                "None (the model's own) or a number from 0 to below 1"),
-    "temperature": (lambda v: v > 0, "a number > 0 (1 leaves the teacher's probabilities as they are)"),
+    "temperature": (lambda v: 0.01 <= v <= 100, "a number from 0.01 to 100 (1 leaves the teacher's probabilities "
+                    "as they are; beyond that range the scaled logits and T**2 under- or overflow)"),
     "alpha": (lambda v: 0 <= v <= 1, "a number from 0 (hard labels only) to 1 (soft targets only)"),
     "evals_per_run": (_whole(1), "a whole number >= 1"),
     "patience": (_optional(_whole(1)), "None (no early stop) or a whole number >= 1"),

@@ -593,6 +593,11 @@ class _Run:
         self.boundary, self.boundary_rng, self.stepping = self.at.batch, _rng_states(), False
         self.bar.update(1)
 
+    def _fix(self) -> str:
+        """What to do about a loss that became nan or inf: fp32 is advice only for a run in lower precision."""
+        return "lower the learning rate" + (" or train in fp32 (precision='fp32')" if self.dtype is not None else
+                                            " (this run is in fp32 already)")
+
     def flush(self) -> None:
         """Bring the pending steps' values to the host (one transfer), log them, and stop a diverged run."""
         if not self.pending and not self.at.stats["n"]:
@@ -606,8 +611,7 @@ class _Run:
             loss, grad_norm, *term_values = rows[j * width:(j + 1) * width]
             if not math.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"{self.desc}: the loss became {loss} at step {step} (epoch {self.at.epoch}); lower the "
-                    "learning rate or train in fp32 (precision='fp32')")
+                    f"{self.desc}: the loss became {loss} at step {step} (epoch {self.at.epoch}); {self._fix()}")
             row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
             if not math.isfinite(grad_norm):  # JSON has no inf or NaN; fp16's GradScaler skipped this update
                 row |= {"grad_norm": None} | ({"skipped": True} if self.scaler.is_enabled() else {})
@@ -617,8 +621,7 @@ class _Run:
         self.pending, self.sums = [], torch.zeros_like(self.sums)
         if not math.isfinite(st["loss"]):
             raise TrainingDivergedError(f"{self.desc}: the loss became {st['loss']} before step {self.at.step} "
-                                        "(a gradient-accumulation micro-batch); lower the learning rate or train "
-                                        "in fp32 (precision='fp32')")
+                                        f"(a gradient-accumulation micro-batch); {self._fix()}")
         self.bar.set_postfix(loss=f"{st['loss'] / max(1, st['n']):.4f}",
                              acc=f"{st['correct'] / max(1, st['labelled']):.3f}", refresh=False)
 

@@ -106,6 +106,18 @@ def test_nan_loss_stops_with_a_clear_message(rows):
               progress=False)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_diverged_run_advises_fp32_only_where_it_did_not_run_in_fp32(rows, precision):
+    """Before, a run already in fp32 was told to "train in fp32 (precision='fp32')"."""
+    cached = torch.full((len(rows["train"]), 2), float("nan"))
+    with pytest.raises(TrainingDivergedError) as caught:
+        train(small_model(), rows["train"], config=TrainConfig(mode="kd", max_steps=3, precision=precision),
+              teacher_logits=cached, progress=False)
+    said = str(caught.value)
+    assert said.endswith("lower the learning rate (this run is in fp32 already)" if precision == "fp32" else
+                         "lower the learning rate or train in fp32 (precision='fp32')"), said
+
+
 def test_a_run_that_fails_in_a_step_leaves_no_batch_thread_behind(rows):
     """The loop's batch thread, which builds batches ahead, stops when a step raises, not when the traceback goes."""
     before = {t for t in threading.enumerate() if t.name == "kd_tutorial-prefetch"}
