@@ -313,7 +313,7 @@ def _tl(teacher, batch, eval_=True, no_grad=True, mask=True, probs=False, whole=
     return out.logits.softmax(-1) if probs else out.logits
 
 
-wrong("ex04.q1", "still in training mode, so call teacher.eval() (with its parentheses)")(
+wrong("ex04.q1", "still in training mode; call teacher.eval() before predicting (teacher.eval without ()")(
     lambda t, b: _tl(t, b, eval_=False))
 wrong("ex04.q1", "eval() before predicting (not after)")(lambda t, b: (_tl(t, b, eval_=False), t.eval())[0])
 wrong("ex04.q1", "carry a gradient")(lambda t, b: _tl(t, b, no_grad=False))
@@ -551,6 +551,10 @@ wrong("ex06.q1", "one too many: make range(warmup) untimed calls, then range(rep
     lambda m, b, sync=lambda: None, warmup=3, repeats=10: _latency(m, b, sync, warmup, repeats + 1) * (repeats + 1)
     / repeats)
 wrong("ex06.q1", "total time of all repeats")(lambda *a: _latency(*a, per_call=False))
+wrong("ex06.q1", "; expected 10.0 ms")(  # synced right, divided by repeats twice: no diagnosis fits, the values do
+    lambda m, b, sync=lambda: None, warmup=3, repeats=10: _latency(m, b, sync, warmup, repeats) / repeats)
+wrong("ex06.q1", "the time per review: return the seconds per call of model(**batch)")(
+    lambda m, b, *a: _latency(m, b, *a) / len(b["input_ids"]))
 wrong("ex06.q2", "student time / teacher time")(
     lambda t, s, mk, sizes, sync=lambda: None: {b: _latency(s, mk(b), sync) / _latency(t, mk(b), sync) for b in sizes})
 wrong("ex06.q2", "barely change with the batch size")(

@@ -67,9 +67,9 @@ def _check_teacher_logits(call):
         raise Wrong("return logits, not probabilities: the loss applies the temperature to the logits")
     if close(out, no_mask, atol=1e-5):
         raise Wrong("pass the attention_mask too: without it the padding changes the logits")
-    if teacher.training:  # never switched: teacher.eval without its (), or no eval at all
-        raise Wrong("dropout was on: the teacher is still in training mode, so call teacher.eval() (with its "
-                    "parentheses) before predicting, or the soft labels are noisy")
+    if any(dropout_on) and teacher.training:  # never switched: teacher.eval without its (), or no eval at all
+        raise Wrong("dropout was on: the teacher is still in training mode; call teacher.eval() before predicting "
+                    "(teacher.eval without () does nothing), or the soft labels are noisy")
     if any(dropout_on):
         raise Wrong("dropout was on: call teacher.eval() before predicting (not after), or the soft labels are noisy")
     raise Wrong("your logits differ from teacher(input_ids=..., attention_mask=...).logits in eval mode")

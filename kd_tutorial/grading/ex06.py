@@ -360,15 +360,18 @@ def _check_latency_at(call, batch_size, base_s, per_item_s, warmup, repeats) -> 
                     "(or use time.perf_counter())")
     if _close(got, expected * repeats):
         raise Wrong(f"you returned the total time of all repeats ({ms(got)}): divide by repeats")
-    if got < 0.3 * expected and model.device.idle and reads:  # synced, but after reading the clock
+    if _close(got * batch_size, expected) and batch_size > 1:
+        raise Wrong(f"you measured {ms(got)}, the time per review: return the seconds per call of model(**batch) "
+                    f"(all {batch_size} reviews of the batch), {ms(expected)}; do not divide by the batch size")
+    if got < 0.3 * expected and model.device.idle and reads and not all(idle):  # a reading with work still queued
         raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)}: your clock was read while "
                     "the work was still queued, and the sync() after the reading came too late. Call sync() before "
                     "each reading of the clock (before starting it and before stopping it)")
-    if got < 0.3 * expected and model.device.idle:
+    if got < 0.3 * expected and model.device.idle and not reads:
         raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)} and you waited for it "
                     "with sync(): your clock did not see the wait. Call time.perf_counter() inside the function (a "
                     "reference saved elsewhere may keep the machine's clock, which the check cannot see)")
-    if got < 0.3 * expected:
+    if got < 0.3 * expected and not model.device.idle:
         raise Wrong(f"you measured {ms(got)} per call, but the work takes {ms(expected)}: calls return before "
                     "the work is done (asynchronous, as on a GPU). Call sync() before starting the clock "
                     "and again before stopping it")
