@@ -32,6 +32,7 @@ import statistics
 from pathlib import Path
 
 from .data import MOVIE_GUARD
+from .errors import JSON_ERRORS
 from .pipeline import applicable, step_budget, student_recipes
 from .profiles import TINY_BERT, Profile, StudentSpec
 from .teacher_layers import reads_cached_layers
@@ -285,7 +286,7 @@ def find_report(device_name: str | None, results_dir: str | Path | None = None) 
     for path in sorted(Path(results_dir or RESULTS_DIR).glob("benchmark-*.json")):
         try:
             measured = json.loads(path.read_text())["environment"]["device_name"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, *JSON_ERRORS, KeyError, TypeError):
             continue
         if measured == device_name or (kind is not None and device_kind(measured) == kind):
             return path

@@ -89,7 +89,7 @@ FIELD_RULES = {
     "student_hidden_dropout": (lambda v: v is None or 0 <= v < 1,
                                "None (the model's own) or a number from 0 to below 1"),
     "temperature": (lambda v: 0.01 <= v <= 100, "a number from 0.01 to 100 (1 leaves the teacher's probabilities "
-                    "as they are; beyond that range the scaled logits and T**2 under- or overflow)"),
+                    "as they are; 100 already flattens any teacher to nearly uniform)"),
     "alpha": (lambda v: 0 <= v <= 1, "a number from 0 (hard labels only) to 1 (soft targets only)"),
     "evals_per_run": (_whole(1), "a whole number >= 1"),
     "patience": (_optional(_whole(1)), "None (no early stop) or a whole number >= 1"),

@@ -407,8 +407,8 @@ def refuse_foreign(target: str | Path, flag: str, kind: str, ours) -> None:
     if not target.exists():
         return
     if not target.is_file():  # a device (/dev/null) or a pipe: replaced by a file, or a read that never ends
-        raise UsageError(f"{flag} {target} is not a regular file (a device or a pipe), where {flag} writes a file: "
-                         f"give a file path")
+        raise UsageError(f"{flag} would write {target}, which is not a regular file (a device or a pipe): move it "
+                         f"away, or give another {flag}")
     try:
         data = json.loads(target.read_text(encoding="utf-8"))
         mine = isinstance(data, dict) and bool(ours(data))

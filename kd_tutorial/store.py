@@ -251,7 +251,7 @@ def atomic_write_text(path: Path, text: str, newline: str | None = None) -> None
     """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written); ``newline`` as
     :func:`open` takes it ("" writes the line endings ``text`` holds, untranslated). Through a symbolic link, the
     file it names is written and the link stays a link."""
-    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)  # a loop: the link is replaced
     with disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")

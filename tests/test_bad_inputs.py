@@ -33,8 +33,12 @@ def socket_file(path):
     """A file that is not a regular file, bound and kept open until the ``with`` ends: a Unix socket, which like
     /dev/null or a pipe is nothing to read or replace (and, unlike a pipe, never blocks a read that should not be)."""
     import socket
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(path))
+    sock, here = socket.socket(socket.AF_UNIX), os.getcwd()
+    os.chdir(path.parent)  # bound by its name: a socket's path has a limit (104 bytes on macOS) that tmp_path may pass
+    try:
+        sock.bind(path.name)
+    finally:
+        os.chdir(here)
     return sock
 
 

@@ -402,8 +402,8 @@ def test_a_target_that_is_not_a_regular_file_is_refused_and_kept(run, capsys, mo
                                                                                           str(target)]
     with socket_file(target):
         line = error_line(capsys, command.split()[0], *argv)
-        assert line.endswith(f"{flag} {target} is not a regular file (a device or a pipe), where {flag} writes a "
-                             "file: give a file path"), line
+        assert line.endswith(f"{flag} would write {target}, which is not a regular file (a device or a pipe): move "
+                             f"it away, or give another {flag}"), line
         assert target.is_socket()
 
 

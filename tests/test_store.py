@@ -276,3 +276,15 @@ def test_the_artifact_home_is_absolute_or_refused(tmp_path, monkeypatch):
     with pytest.raises(store.ArtifactError, match=r'^KD_TUTORIAL_HOME=kd is a relative path, .* e\.g\. export '
                                                   r'KD_TUTORIAL_HOME="\$PWD/kd"$'):
         store.home()
+
+
+def test_an_atomic_write_through_a_link_writes_the_file_it_names_and_a_link_loop_is_replaced(tmp_path):
+    """A link stays a link and its file gets the text (as `report --readme` and `--summary` need); a link that
+    points at itself has no file to name, so it is replaced, as before links were followed (no RuntimeError)."""
+    (tmp_path / "real.json").write_text("old")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    store.atomic_write_text(tmp_path / "link.json", "new")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "new"
+    (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
+    store.atomic_write_text(tmp_path / "loop.json", "text")
+    assert not (tmp_path / "loop.json").is_symlink() and (tmp_path / "loop.json").read_text() == "text"

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import JSON_ERRORS
 from .core import ERROR, NOT_ATTEMPTED, TIMEOUT, UNDEFINED
 from .registry import SETS
 
@@ -320,7 +321,7 @@ def _read_results(path: str, guard_nonce: str, check_nonce: str, set_id: str, ru
     for line in lines:
         try:
             rec = json.loads(line)
-        except ValueError:
+        except JSON_ERRORS:
             continue
         if not isinstance(rec, dict):
             continue

@@ -388,6 +388,7 @@ def replace_together(texts: dict[Path, str]) -> None:
     try:
         for path, text in texts.items():
             staged[path] = path.with_name(f".{path.name}.{MARK}grade{os.getpid()}.tmp")
+            staged[path].unlink(missing_ok=True)  # a leftover of ours, or a link the write would follow
             atomic_write_text(staged[path], text, newline="")  # "": the CSV's \r\n never becomes \r\r\n
         for path, tmp in staged.items():
             os.replace(tmp, path)
