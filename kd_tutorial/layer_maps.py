@@ -9,6 +9,10 @@ teacher of ``T``, student layer ``i = 1..S`` learns from teacher layer:
 * ``skip`` (Patient KD, PKD-skip): ``2 i``: every other layer from the bottom (12 -> 4: 2, 4, 6, 8);
 * ``last`` (Patient KD, PKD-last): ``T - S + i``: the top ``S`` layers (6 -> 3: 4, 5, 6).
 
+Every student layer, its top one included, is matched here, so the three maps compare on the same number of
+layers. Patient KD as published (Sun et al. 2019) matches one layer fewer and leaves the top to the logit loss:
+for 12 -> 6, teacher layers 2, 4, 6, 8, 10 (skip) or 7 to 11 (last).
+
 A mapping is a choice (correctness note 13): state it. :func:`describe` prints it.
 """
 from __future__ import annotations
