@@ -69,7 +69,9 @@ class EncodedCollator:
 
     Returns what :func:`kd_tutorial.data.collate` returns: ``input_ids`` padded with ``pad_id`` to the
     longest row (rounded up to ``pad_to_multiple_of`` when given), ``attention_mask`` (1 = real token),
-    ``labels`` (-1 = unlabelled) and ``index``, all ``torch.long``.
+    ``labels`` (-1 = unlabelled) and ``index``, all ``torch.long``. Labels are read from a ``labels``, else a
+    ``label`` (a ``datasets`` table's name, IMDB's), else a ``label_ids`` column, as transformers' own collators
+    read them; ``token_type_ids`` (sentence pairs) are padded with 0 and kept.
 
     ``pad_id=None`` (the default) pads with 0, BERT's ``[PAD]``, when the collator is used on its own; inside
     :class:`DistillationTrainer` it becomes the student's ``config.pad_token_id`` (else the
@@ -90,8 +92,12 @@ class EncodedCollator:
         batch = {"input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in ids], dtype=torch.long),
                  "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids],
                                                 dtype=torch.long)}
-        if all("labels" in f for f in features):
-            batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+        if all("token_type_ids" in f for f in features):
+            batch["token_type_ids"] = torch.tensor([list(f["token_type_ids"]) + [0] * (width - len(f["token_type_ids"]))
+                                                    for f in features], dtype=torch.long)
+        key = next((k for k in ("labels", "label", "label_ids") if all(k in f for f in features)), None)
+        if key is not None:
+            batch["labels"] = torch.tensor([int(f[key]) for f in features], dtype=torch.long)
         if all("index" in f for f in features):
             batch["index"] = torch.tensor([int(f["index"]) for f in features], dtype=torch.long)
         return batch
@@ -112,13 +118,15 @@ def training_arguments(output_dir: str, **overrides) -> TrainingArguments:
 
 
 def compute_accuracy(eval_pred) -> dict:
-    """A ``compute_metrics`` for ``Trainer``: ``{"accuracy": ...}`` over labelled rows (label -1 / -100 skipped)."""
+    """A ``compute_metrics`` for ``Trainer``: ``{"accuracy": ...}`` over labelled rows (label -1 / -100 skipped);
+    nan when no row is labelled (there is nothing to be right about, and 0.0 would read as all wrong)."""
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     logits = torch.as_tensor(logits[0] if isinstance(logits, tuple) else logits)
     labels = torch.as_tensor(labels)
     labelled = (labels != IGNORE_LABEL) & (labels != HF_IGNORE_INDEX)
     hits = (logits.argmax(-1) == labels) & labelled
-    return {"accuracy": hits.sum().item() / max(1, labelled.sum().item())}
+    n = labelled.sum().item()
+    return {"accuracy": hits.sum().item() / n if n else float("nan")}
 
 
 class DistillationTrainer(Trainer):
@@ -270,21 +278,65 @@ class DistillationTrainer(Trainer):
                              "drops unless TrainingArguments(remove_unused_columns=False): use "
                              "kd_tutorial.hf.training_arguments(...)")
         student = getattr(model, "student", model)
-        classes = getattr(getattr(student, "config", None), "num_labels", None)
+        if self.eval_teacher_logits is not None and isinstance(eval_dataset, dict):
+            raise ValueError("eval_teacher_logits are aligned with one dataset's rows, and eval_dataset is a dict of "
+                             "several: give one eval_dataset, or an online teacher= for evaluation")
         for table, data, what in ((self.teacher_logits, train_dataset, "teacher_logits"),
                                   (self.eval_teacher_logits, eval_dataset, "eval_teacher_logits")):
-            if table is None:
-                continue
-            if classes is not None and table.shape[1] != classes:
-                raise ValueError(f"{what} has {table.shape[1]} classes, the student {classes}")
-            rows = _rows_of(data)
-            if rows is not None and table.shape[0] != rows:
-                raise ValueError(f"{what} has {table.shape[0]} rows but its dataset has {rows}: the logits must be "
-                                 "aligned with the dataset's rows (row i = review i, found by the 'index' column)")
+            if table is not None:
+                self._check_table(table, data, what)
         if self.teacher is not None and student is not None and hasattr(self.teacher, "config") \
                 and hasattr(student, "config"):
             from .models import check_same_vocab
             check_same_vocab(self.teacher, student)
+
+    def _check_table(self, table: torch.Tensor, data, what: str) -> None:
+        """Refuse cached logits with another number of classes than the student, or of rows than ``data``."""
+        student = getattr(self.model, "student", self.model)
+        classes = getattr(getattr(student, "config", None), "num_labels", None)
+        if classes is not None and table.shape[1] != classes:
+            raise ValueError(f"{what} has {table.shape[1]} classes, the student {classes}")
+        rows = _rows_of(data)
+        if rows is not None and table.shape[0] != rows:
+            raise ValueError(f"{what} has {table.shape[0]} rows but its dataset has {rows}: the logits must be "
+                             "aligned with the dataset's rows (row i = review i, found by the 'index' column)")
+
+    # --------------------------------------------------------------------- evaluation on another dataset
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", *,
+                 eval_teacher_logits: torch.Tensor | None = None):
+        """``Trainer.evaluate``; ``eval_teacher_logits``: the cached teacher logits of the ``eval_dataset`` given
+        here (see :meth:`_eval_targets`: the trainer's own serve only the dataset they were checked against)."""
+        with self._eval_targets(eval_dataset, eval_teacher_logits):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test", *,
+                eval_teacher_logits: torch.Tensor | None = None):
+        """``Trainer.predict``; ``eval_teacher_logits``: the cached teacher logits of ``test_dataset``, for its loss
+        (see :meth:`_eval_targets`)."""
+        with self._eval_targets(test_dataset, eval_teacher_logits):
+            return super().predict(test_dataset, ignore_keys, metric_key_prefix)
+
+    @contextmanager
+    def _eval_targets(self, dataset, table: torch.Tensor | None):
+        """While open, the evaluation's cached teacher logits: ``table`` (checked against ``dataset``) when given;
+        the trainer's ``eval_teacher_logits`` for the ``eval_dataset`` they were checked against; none, with a
+        warning, for another dataset, whose loss then comes from the online teacher, else the hard cross-entropy
+        (its rows' ``index`` would read another dataset's logits)."""
+        before, swap = self.eval_teacher_logits, False
+        if table is not None:
+            self._check_table(table, dataset if dataset is not None else self.eval_dataset, "eval_teacher_logits")
+            self.eval_teacher_logits, swap = _as_logits(table, "eval_teacher_logits"), True
+        elif before is not None and dataset is not None and dataset is not self.eval_dataset:
+            warnings.warn("eval_teacher_logits belong to the trainer's eval_dataset, not to this dataset: its loss "
+                          "comes from the online teacher, else the hard cross-entropy; pass eval_teacher_logits=... "
+                          "for it", stacklevel=3)
+            self.eval_teacher_logits, swap = None, True
+        try:
+            yield
+        finally:
+            if swap:
+                self.eval_teacher_logits = before
 
     # --------------------------------------------------------------------- gradient accumulation
 
@@ -328,6 +380,10 @@ class DistillationTrainer(Trainer):
         if labels is not None:
             labels = labels.masked_fill(labels == HF_IGNORE_INDEX, IGNORE_LABEL)
         training = model.training
+        if training and labels is None and self.alpha < 1:
+            raise ValueError(f"this batch has no labels, so the hard term (weight 1 - alpha = {1 - self.alpha:g}) "
+                             "would silently drop out: name the label column 'labels' or 'label' (unlabelled rows: "
+                             "-1 or -100), or pass alpha=1.0 to train on the soft targets alone")
         target = self._teacher_side(inputs, index, training)
         if target is None:
             if not self._warned_hard_eval:
@@ -343,6 +399,8 @@ class DistillationTrainer(Trainer):
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
                 loss = loss * self.accelerator.num_processes
         self._scaled_for_ga = scaled
+        if isinstance(outputs, tuple):  # Trainer.prediction_step reads a tuple's logits after its loss
+            outputs = (loss, *outputs)
         return (loss, outputs) if return_outputs else loss
 
     def _teacher_side(self, inputs: dict, index, training: bool):

@@ -8,6 +8,7 @@ off in the students so that two runs from one initialisation differ only in thei
 """
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -421,3 +422,69 @@ def test_save_model_and_push_to_hub_save_a_wrappers_student_that_from_pretrained
     trainer.data_collator.tokenizer = type("Tok", (), {"save_pretrained": lambda self, d: saved.append(d)})()
     trainer.save_model(str(tmp_path / "with-tokenizer"))
     assert saved == [str(tmp_path / "with-tokenizer")]
+
+
+# --------------------------------------------------------------------------- datasets as practitioners bring them
+
+
+def test_a_label_column_named_label_keeps_the_hard_term_and_a_batch_without_labels_is_refused(kd, tmp_path):
+    """Before, the collator kept only ``labels``: a ``datasets`` table's ``label`` column (IMDB's) was dropped and the
+    loss was alpha * soft alone, without a word; ``token_type_ids`` (sentence pairs) were dropped too."""
+    rows, logits, order = kd["rows"], kd["logits"], [5, 310, 7, 640]
+    items = [{"input_ids": rows.input_ids[i], "label": int(rows.labels[i]), "index": i,
+              "token_type_ids": [0] * len(rows.input_ids[i])} for i in order]
+    batch = hf.EncodedCollator()(items)
+    assert torch.equal(batch["labels"], hf_batch(rows, order)["labels"])
+    assert batch["token_type_ids"].shape == batch["input_ids"].shape and int(batch["token_type_ids"].sum()) == 0
+    student = new_student().train()
+    trainer = hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=logits, alpha=0.5)
+    assert torch.allclose(trainer.compute_loss(student, batch), trainer.compute_loss(student, hf_batch(rows, order)))
+    del batch["labels"]
+    with pytest.raises(ValueError, match=r"no labels, so the hard term \(weight 1 - alpha = 0.5\) would silently "
+                                         r"drop out: name the label column 'labels' or 'label'"):
+        trainer.compute_loss(student, batch)
+    trainer.alpha = 1.0  # soft targets alone need no labels
+    assert torch.isfinite(trainer.compute_loss(student, batch))
+
+
+def test_evaluating_another_dataset_never_reads_the_eval_datasets_cached_logits(kd, tmp_path):
+    """Before, evaluate(other) looked the other dataset's rows up in eval_dataset's table: the wrong targets, silently
+    (an IndexError only when it was larger). Now its own table is taken when given, else a warning and the hard
+    cross-entropy; a dict of eval datasets cannot share one table."""
+    rows, logits, test = kd["rows"], kd["logits"], kd["test"]
+    student = new_student()
+    trainer = hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=logits,
+                                     train_dataset=hf.EncodedDataset(rows), eval_dataset=hf.EncodedDataset(rows),
+                                     eval_teacher_logits=logits)
+    other = hf.EncodedDataset(test)
+    with pytest.warns(UserWarning, match="belong to the trainer's eval_dataset, not to this dataset"):
+        hard = trainer.evaluate(other)["eval_loss"]
+    student.eval()
+    with torch.no_grad():
+        test_logits = predict_logits(student, test, device="cpu")
+    assert hard == pytest.approx(losses.hard_cross_entropy(test_logits, test.labels).item(), rel=1e-5)
+    own = torch.randn(len(test), 2, generator=torch.Generator().manual_seed(0))
+    kd_loss = trainer.evaluate(other, eval_teacher_logits=own)["eval_loss"]
+    assert kd_loss == pytest.approx(losses.distillation_loss(test_logits, own, test.labels, 2.0, 0.5).item(), rel=1e-5)
+    assert trainer.eval_teacher_logits is not None and len(trainer.eval_teacher_logits) == len(rows)  # given back
+    with pytest.raises(ValueError, match="has 399 rows but its dataset has 400"):
+        trainer.evaluate(other, eval_teacher_logits=own[:-1])
+    with pytest.raises(ValueError, match="eval_dataset is a dict of several"):
+        hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=logits,
+                               eval_dataset={"a": other, "b": other}, eval_teacher_logits=own)
+
+
+def test_a_student_that_returns_tuples_still_gives_its_predictions(kd, tmp_path):
+    """transformers reads a tuple's logits after its loss; the student's own tuple holds none, so predict() gave ()
+    and compute_accuracy an IndexError. An eval set with no labelled row has no accuracy (nan), not 0.0."""
+    logits, test = kd["logits"], kd["test"]
+    student = new_student()
+    student.config.return_dict = False
+    trainer = hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=logits,
+                                     compute_metrics=hf.compute_accuracy)
+    out = trainer.predict(hf.EncodedDataset(test))
+    student.config.return_dict = True
+    assert torch.allclose(torch.as_tensor(out.predictions), predict_logits(student, test, device="cpu"), atol=1e-5)
+    assert 0.0 <= out.metrics["test_accuracy"] <= 1.0
+    unlabelled = type("P", (), {"predictions": out.predictions, "label_ids": -torch.ones(len(test))})()
+    assert math.isnan(hf.compute_accuracy(unlabelled)["accuracy"])
