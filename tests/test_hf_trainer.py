@@ -457,8 +457,10 @@ def test_evaluating_another_dataset_never_reads_the_eval_datasets_cached_logits(
                                      train_dataset=hf.EncodedDataset(rows), eval_dataset=hf.EncodedDataset(rows),
                                      eval_teacher_logits=logits)
     other = hf.EncodedDataset(test)
-    with pytest.warns(UserWarning, match="belong to the trainer's eval_dataset, not to this dataset"):
+    with pytest.warns(UserWarning) as said:
         hard = trainer.evaluate(other)["eval_loss"]
+    expected = ("belong to the trainer's eval_dataset, not to this dataset", "eval_loss is the student's hard")
+    assert [any(m in str(w.message) for w in said) for m in expected] == [True, True]
     student.eval()
     with torch.no_grad():
         test_logits = predict_logits(student, test, device="cpu")
@@ -482,7 +484,8 @@ def test_a_student_that_returns_tuples_still_gives_its_predictions(kd, tmp_path)
     student.config.return_dict = False
     trainer = hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=logits,
                                      compute_metrics=hf.compute_accuracy)
-    out = trainer.predict(hf.EncodedDataset(test))
+    with pytest.warns(UserWarning, match="eval_loss is the student's hard cross-entropy"):  # no teacher for it
+        out = trainer.predict(hf.EncodedDataset(test))
     student.config.return_dict = True
     assert torch.allclose(torch.as_tensor(out.predictions), predict_logits(student, test, device="cpu"), atol=1e-5)
     assert 0.0 <= out.metrics["test_accuracy"] <= 1.0
