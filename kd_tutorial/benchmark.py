@@ -33,7 +33,7 @@ from .data import concat_encoded, Encoded
 from .device import (autocast_dtype, bf16_supported, configure, pick_device, resolve_precision, slow_first_calls,
                      synchronize)
 from .errors import UsageError
-from .evaluate import latency, predict_logits, throughput
+from .evaluate import latency_in_turns, predict_logits, throughput
 from .flops import (estimate_profile, forward_flops, imdb_lengths, peak_tflops, precision_name, project,
                     student_config, teacher_config, train_flops)
 from .models import (build_student, fold_word_embeddings, freeze_word_embeddings, set_attention_dropout,
@@ -54,7 +54,7 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
     configure(device)  # as distill and --report set the GPU up: TF32 for the naive loop's fp32, from sm80
     prep = prepare(profile, data_dir=data_dir, init=init)
     both = concat_encoded(prep.encoded["train"], prep.encoded["transfer"], "train+transfer")
-    n = min(len(both), 2 * steps * profile.batch_size)  # the rows a run of ``steps`` steps reads
+    n = min(len(both), steps * profile.batch_size)  # one pass: both loops read the same rows, and the cache is theirs
     rows = Encoded(both.input_ids[:n], both.labels[:n], "benchmark rows")
     teacher = freeze(teacher_for_profile(profile, init=init)).to(device)
     spec = profile.students[student]
@@ -337,15 +337,17 @@ class _Bench:
                 "cache_seconds": cache_seconds, "speedup": naive.seconds / ours.seconds if ours.seconds else None}
 
     def inference(self, models: dict) -> dict:
-        """Each model's latency at batch 1 and throughput at batch 256 (:mod:`kd_tutorial.evaluate`)."""
+        """Each model's latency at batch 1, its 3 passes taken in turns with the other models'
+        (:func:`kd_tutorial.evaluate.latency_in_turns`), and its throughput at batch 256."""
         n, batches = self.s["latency_n"], self.s["throughput_batches"]
         short, big = self.rows(n + 5), self.rows(256 * (batches + 1))
-        out = {}
+        timings, out = latency_in_turns(models, short, device=self.device, n=n, repeats=3), {}
         for name, model in models.items():
-            lat = latency(model, short, device=self.device, n=n, warmup=5, repeats=1)
+            lat = timings[name]
             _reset_memory(self.device)
             speed = throughput(model, big, device=self.device, batch_size=256, max_batches=batches)
-            per_token = forward_flops(self.configs[name], big.lengths) / sum(big.lengths)  # this length mix
+            timed = speed["lengths"]  # the timed batches' reviews: the warm-up batch's are not in the rate
+            per_token = forward_flops(self.configs[name], timed) / sum(timed)
             seconds = 256 * batches / speed["reviews_per_s"]
             out[name] = self.record(seconds=seconds, tokens=round(speed["tokens_per_s"] * seconds),
                                     flops=per_token * speed["tokens_per_s"] * seconds, batch_size=256,

@@ -180,7 +180,8 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
                precision: str = "auto") -> dict:
     """Reviews/s and real (non-pad) tokens/s at a large batch, length-grouped and padded as :func:`predict_logits`
     pads them, after one warm-up batch (on a GPU, after every timed batch once:
-    :func:`kd_tutorial.device.slow_first_calls`)."""
+    :func:`kd_tutorial.device.slow_first_calls`); ``lengths``: the timed reviews' lengths (the FLOPs behind the
+    rate)."""
     model.eval().to(device)
     groups = batch_groups(encoded, batch_size, shuffle=True, group_by_length=True, seed=0)[: max_batches + 1]
     multiple, longest = pad_multiple(device), max(encoded.lengths, default=0)
@@ -189,7 +190,7 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
         for batch in batches[1:] or batches:
             _forward_ms(model, batch, device, precision)
     reviews = tokens = 0
-    seconds = 0.0
+    seconds, lengths = 0.0, []
     for i, batch in enumerate(batches):
         ms = _forward_ms(model, batch, device, precision)
         if i == 0 and len(batches) > 1:
@@ -197,7 +198,8 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
         seconds += ms / 1000
         reviews += batch["input_ids"].shape[0]
         tokens += int(batch["attention_mask"].sum())
-    return {"reviews_per_s": reviews / seconds, "tokens_per_s": tokens / seconds}
+        lengths += batch["attention_mask"].sum(1).tolist()
+    return {"reviews_per_s": reviews / seconds, "tokens_per_s": tokens / seconds, "lengths": lengths}
 
 
 def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "cpu", batch_size: int = 64,
@@ -206,7 +208,8 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     """Measure every model side by side on ``encoded`` (same device, same run) and return table rows.
 
     Each row: name, accuracy, agreement (with ``teacher``), ece, params, mb, latency_ms (p50 at batch 1)
-    with latency_q1_ms / latency_q3_ms (its interquartile range over ``latency_repeats`` passes) and the
+    with latency_q1_ms / latency_q3_ms (the interquartile range of its ``latency_n`` reviews x ``latency_repeats``
+    passes: the reviews' lengths as well as the machine's noise, :func:`latency`) and the
     timings themselves, reviews_per_s and tokens_per_s (batch ``batch_size``), train_tokens_per_s (if given),
     and the ``precision`` both timings ran in (the same one, ``"auto"`` resolved for the device).
     ``logits`` may pass already computed predictions to skip recomputing them. Each model goes back to the device

@@ -114,3 +114,47 @@ def test_each_loop_reports_its_own_peak_memory(monkeypatch):
     B.freeze(teacher)
     out = bench.naive_vs_optimised(teacher)
     assert out["naive"]["peak_memory_gib"] == 5.0 and out["optimised"]["peak_memory_gib"] == 1.0
+
+
+def test_inference_times_the_models_in_turns_and_counts_the_flops_it_timed(monkeypatch):
+    """Before, each model's one latency pass came straight after the previous model's (a busy moment fell on one
+    model alone), and the FLOP rate counted the untimed warm-up batch's reviews too."""
+    from kd_tutorial import benchmark as B
+    from kd_tutorial import evaluate as E
+    from kd_tutorial.profiles import get_profile
+    order, real_latency, counted, real_flops = [], E.latency, [], B.forward_flops
+
+    def latency(model, encoded, **kwargs):
+        order.append(model.tag)
+        return real_latency(model, encoded, **kwargs)
+
+    def forward_flops(config, lengths):
+        counted.append(sorted(lengths))
+        return real_flops(config, lengths)
+    monkeypatch.setattr(E, "latency", latency)
+    monkeypatch.setattr(B, "forward_flops", forward_flops)
+    bench = B._Bench(get_profile("tiny"), "cpu", dict(B.SETTINGS["quick"]), {"peak_tflops": None}, False)
+    teacher, other = bench.teacher().eval(), bench.teacher().eval()
+    teacher.tag, other.tag = "a", "b"
+    out = bench.inference({"teacher": teacher, "distil-2L": other})
+    assert order == ["a", "b", "b", "a", "a", "b"]  # 3 passes each, in turns, the order reversed every other round
+    big = 256 * B.SETTINGS["quick"]["throughput_batches"]
+    assert [len(c) for c in counted] == [big, big]  # the timed batches' reviews only, not the warm-up batch's
+    assert all(r["latency_ms_q1"] <= r["latency_ms_p50"] <= r["latency_ms_q3"] for r in out.values())
+
+
+def test_the_loop_benchmark_reads_one_pass_of_rows_in_both_loops(monkeypatch):
+    """Before, it cached twice the rows either loop read (2 x steps x batch), so the two loops trained on different
+    halves and the logits pass timed twice the reviews the loop used."""
+    from kd_tutorial import benchmark as B
+    from kd_tutorial.profiles import get_profile
+    seen = []
+
+    def naive_vs_ours(profile, spec, teacher, rows, *, steps, **kwargs):
+        seen.append((len(rows), steps))
+        history = type("H", (), {"tokens_per_s": 1.0, "seconds": 1.0})()
+        return history, history, 1.0
+    monkeypatch.setattr(B, "naive_vs_ours", naive_vs_ours)
+    profile = get_profile("tiny")
+    B.loop_speed(profile, steps=5, device="cpu")
+    assert seen[-1] == (5 * profile.batch_size, 5)
