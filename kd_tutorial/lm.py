@@ -387,7 +387,9 @@ def sample(model, prompts: list[list[int]], *, max_length: int, generator: torch
     step_input, past, cache_arg = ids, None, _cache_argument(model)
     while ids.shape[1] < max_length and not bool(done.all()):
         out = model(input_ids=step_input, use_cache=True, **({} if past is None else {cache_arg: past}))
-        logits, past = out.logits[:, -1].float() / temperature, out.get("cache", out.get("past_key_values"))
+        # "cache" first: reading the deprecated "past_key_values" alongside it logs a warning at every step
+        logits, past = out.logits[:, -1].float() / temperature, out["cache"] if "cache" in out else out.get(
+            "past_key_values")
         nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).squeeze(-1).to(device)
         step_input = torch.where(done, torch.full_like(nxt, eos), nxt)[:, None]
         ids = torch.cat([ids, step_input], dim=1)
