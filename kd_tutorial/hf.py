@@ -71,7 +71,8 @@ class EncodedCollator:
     longest row (rounded up to ``pad_to_multiple_of`` when given), ``attention_mask`` (1 = real token),
     ``labels`` (-1 = unlabelled) and ``index``, all ``torch.long``. Labels are read from a ``labels``, else a
     ``label`` (a ``datasets`` table's name, IMDB's), else a ``label_ids`` column, as transformers' own collators
-    read them; ``token_type_ids`` (sentence pairs) are padded with 0 and kept.
+    read them; ``token_type_ids`` (sentence pairs) are padded with 0 and kept (a GPT-2 classifier adds them to its
+    embeddings, zeros included: leave them out of its rows).
 
     ``pad_id=None`` (the default) pads with 0, BERT's ``[PAD]``, when the collator is used on its own; inside
     :class:`DistillationTrainer` it becomes the student's ``config.pad_token_id`` (else the
@@ -325,12 +326,18 @@ class DistillationTrainer(Trainer):
         (its rows' ``index`` would read another dataset's logits)."""
         before, swap = self.eval_teacher_logits, False
         if table is not None:
-            self._check_table(table, dataset if dataset is not None else self.eval_dataset, "eval_teacher_logits")
+            target = dataset if dataset is not None else self.eval_dataset
+            if isinstance(target, str) and isinstance(self.eval_dataset, dict):  # a name, as Trainer takes one
+                target = self.eval_dataset.get(target)
+            if isinstance(target, dict):
+                raise ValueError("eval_teacher_logits are aligned with one dataset's rows, and this is a dict of "
+                                 "several: evaluate each dataset with its own eval_teacher_logits")
+            self._check_table(table, target, "eval_teacher_logits")
             self.eval_teacher_logits, swap = _as_logits(table, "eval_teacher_logits"), True
         elif before is not None and dataset is not None and dataset is not self.eval_dataset:
             warnings.warn("eval_teacher_logits belong to the trainer's eval_dataset, not to this dataset: its loss "
                           "comes from the online teacher, else the hard cross-entropy; pass eval_teacher_logits=... "
-                          "for it", stacklevel=3)
+                          "for it", stacklevel=4)  # the caller of evaluate / predict, past contextlib
             self.eval_teacher_logits, swap = None, True
         try:
             yield
@@ -484,6 +491,6 @@ def _rows_of(dataset) -> int | None:
     if isinstance(dataset, EncodedDataset):
         return len(dataset.encoded)  # ``index`` is the row in the whole Encoded, whatever ``rows`` selects
     try:
-        return len(dataset) if dataset is not None and not isinstance(dataset, dict) else None
+        return len(dataset) if dataset is not None and not isinstance(dataset, (dict, str)) else None
     except TypeError:
         return None

@@ -491,3 +491,17 @@ def test_a_student_that_returns_tuples_still_gives_its_predictions(kd, tmp_path)
     assert 0.0 <= out.metrics["test_accuracy"] <= 1.0
     unlabelled = type("P", (), {"predictions": out.predictions, "label_ids": -torch.ones(len(test))})()
     assert math.isnan(hf.compute_accuracy(unlabelled)["accuracy"])
+
+
+def test_cached_eval_logits_passed_with_several_datasets_or_by_name_are_checked_against_the_right_one(kd, tmp_path):
+    """A review of the evaluate override: with a dict of datasets, the logits given were dropped as "the trainer's"
+    (a false warning, the hard loss); a dataset given by its name was measured as a string (1 row)."""
+    logits, test = kd["logits"], kd["test"]
+    student, other = new_student(), hf.EncodedDataset(test)
+    own = torch.randn(len(test), 2, generator=torch.Generator().manual_seed(0))
+    trainer = hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=logits,
+                                     eval_dataset={"test": other})
+    with pytest.raises(ValueError, match="this is a dict of several: evaluate each dataset with its own"):
+        trainer.evaluate(eval_teacher_logits=own)
+    by_name = trainer.evaluate("test", eval_teacher_logits=own)["eval_loss"]
+    assert by_name == pytest.approx(trainer.evaluate(other, eval_teacher_logits=own)["eval_loss"], rel=1e-6)
