@@ -254,6 +254,10 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
                  f"({t['peak_tflops']:.0f} TFLOP/s)")
     if t["projection_s"] is not None:
         return text + f"; about {duration_text(t['projection_s'])} at the rates measured in {t['report']}"
+    ref = t.get("reference")
+    if ref:  # another GPU's share of its peak: a guess, said to be one
+        text += (f"; about {duration_text(t['floor_s'] / ref['share'])} if it reaches the {ref['share']:.1%} of its "
+                 f"peak that an {ref['device']} reached over a whole run ({ref['report']}), a guess")
     return text + ("; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time "
                    "(kd_tutorial.flops reads docs/results/benchmark-*.json)")
 

@@ -331,4 +331,23 @@ def time_estimate(profile: Profile, device_name: str | None, precision: str = "b
     rates = json.loads(path.read_text()).get("rates") if path else None
     if rates:
         out |= {"report": str(path), "projection_s": project(est, rates)["seconds"]}
+    elif peak:
+        out["reference"] = reference_share(results_dir)
     return out
+
+
+def reference_share(results_dir: str | Path | None = None) -> dict | None:
+    """The share of its dense peak that a measured GPU reached over a whole profile (its report's floor over its
+    projection), from the first ``benchmark-*.json`` that holds both: ``{"share", "report", "device"}``, or None.
+    Another GPU's share is a guess for this one (a smaller GPU is often busier with the same batches), never a
+    measurement."""
+    for path in sorted(Path(results_dir or RESULTS_DIR).glob("benchmark-*.json")):
+        try:
+            report = json.loads(path.read_text())
+            floor, projected = report["projection"]["floor_s"], report["projection"]["projected_s"]
+            device = report["environment"]["device_name"]
+        except (OSError, *JSON_ERRORS, KeyError, TypeError):
+            continue
+        if floor and projected and projected >= floor:
+            return {"share": floor / projected, "report": str(path), "device": device}
+    return None

@@ -193,3 +193,21 @@ def test_a_data_folders_sizes_replace_the_hubs_and_without_unlabelled_reviews_tr
     assert data.folder_rows(tmp_path) is None
     assert "(on the Hub's IMDB sizes: the data folder's are not known before it is read)" in \
         cli.estimate(full, "cuda", gpu=gpu, data_dir=str(tmp_path))
+
+
+def test_a_gpu_without_its_own_report_gets_another_gpus_share_of_peak_said_to_be_a_guess(monkeypatch, tmp_path):
+    """Before, a T4 learner saw only the floor at 100 % of its peak (40 min for `full`), where the H200 reached 8.6 %
+    of its own: hours, not minutes. The share comes from a committed report's floor over its projection."""
+    from kd_tutorial.cli import estimate
+    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)
+    t4, full = ("Tesla T4", "fp16"), get_profile("full")
+    assert "if it reaches" not in estimate(full, "cuda", gpu=t4)  # no report at all: the floor alone
+    report = {"environment": {"device_name": "NVIDIA H200"}, "rates": {"train:teacher": 300e12},
+              "projection": {"floor_s": 100.0, "projected_s": 1000.0}}
+    (tmp_path / "benchmark-nvidia-h200.json").write_text(json.dumps(report))
+    t = flops.time_estimate(full, *t4)
+    assert t["projection_s"] is None and t["reference"]["share"] == pytest.approx(0.1)
+    text = estimate(full, "cuda", gpu=t4)
+    assert (f"; about {flops.duration_text(t['floor_s'] / 0.1)} if it reaches the 10.0% of its peak that an NVIDIA "
+            "H200 reached over a whole run") in text and text.count("a guess") == 1
+    assert "if it reaches" not in estimate(full, "cuda", gpu=("NVIDIA H200", "bf16"))  # its own rates instead
