@@ -142,19 +142,3 @@ def test_inference_times_the_models_in_turns_and_counts_the_flops_it_timed(monke
     assert [len(c) for c in counted] == [big, big]  # the timed batches' reviews only, not the warm-up batch's
     assert all(r["latency_ms_q1"] <= r["latency_ms_p50"] <= r["latency_ms_q3"] for r in out.values())
 
-
-def test_the_loop_benchmark_reads_one_pass_of_rows_in_both_loops(monkeypatch):
-    """Before, it cached twice the rows either loop read (2 x steps x batch), so the two loops trained on different
-    halves and the logits pass timed twice the reviews the loop used."""
-    from kd_tutorial import benchmark as B
-    from kd_tutorial.profiles import get_profile
-    seen = []
-
-    def naive_vs_ours(profile, spec, teacher, rows, *, steps, **kwargs):
-        seen.append((len(rows), steps))
-        history = type("H", (), {"tokens_per_s": 1.0, "seconds": 1.0})()
-        return history, history, 1.0
-    monkeypatch.setattr(B, "naive_vs_ours", naive_vs_ours)
-    profile = get_profile("tiny")
-    B.loop_speed(profile, steps=5, device="cpu")
-    assert seen[-1] == (5 * profile.batch_size, 5)
