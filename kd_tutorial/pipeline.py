@@ -669,6 +669,8 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
               device=device, progress=progress)
     keys, spare_keys = _layers_to_cache(profile, prep, teacher_model, runs, seeds, init, resume)
+    if not resume:
+        _say_finished(profile, prep, teacher_model, runs, seeds, init)
     with clock("teacher_layers"):  # first: the same pass caches the logits (none when no run reads layers)
         layers = teacher_layer_cache(profile, prep, keys, spare_keys, **kw)
     with clock("teacher_logits"):
@@ -726,6 +728,17 @@ def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: s
     chosen = chosen_recipes(profile, profile.students, runs, teacher_model.config.num_attention_heads)
     return _keys_to_train(_plan_jobs(profile, profile.students, chosen, seeds, teacher_model, prep, init,
                                      resume=resume))
+
+
+def _say_finished(profile: Profile, prep, teacher_model, runs, seeds, init: str) -> None:
+    """Without ``resume``, say how many of the runs the artifact cache already holds finished: they are trained
+    again (a command rerun after a disconnect, on a GPU's hours, would otherwise spend them without a word)."""
+    chosen = chosen_recipes(profile, profile.students, runs, teacher_model.config.num_attention_heads)
+    jobs = _plan_jobs(profile, profile.students, chosen, seeds, teacher_model, prep, init, resume=True)
+    done = sum(job["finished"] is not None for job in jobs)
+    if done:
+        print(f"students: {done} of these {len(jobs)} runs are finished in the artifact cache and will be trained "
+              "again: add --resume (resume=True) to reuse them", flush=True)
 
 
 class _Phases:

@@ -917,3 +917,21 @@ def test_a_pretrained_student_numbering_tokens_otherwise_is_refused_before_the_t
     monkeypatch.setattr(pipeline, "ensure_teacher", lambda *a, **k: pytest.fail("reached"))
     with pytest.raises(pytest.fail.Exception, match="reached"):  # built from scratch, it reads the teacher's ids
         pipeline.run_distill(profile, init="random", out=tmp_path / "out", device="cpu", progress=False, workers=1)
+
+
+def test_a_rerun_without_resume_says_how_many_finished_runs_it_will_train_again(tiny_run, tmp_path, monkeypatch,
+                                                                                capsys):
+    """A Colab review: the same command rerun after a disconnect, without --resume, trained every finished student
+    again without a word (hours on a T4)."""
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+    monkeypatch.setattr(pipeline, "distill_students", stop)
+    capsys.readouterr()
+    with pytest.raises(Stop):
+        pipeline.run_distill(get_profile("tiny"), out=tmp_path / "again", progress=False)
+    n = len(tiny_run[1]["run"]["student_status"])
+    assert (f"students: {n} of these {n} runs are finished in the artifact cache and will be trained again: add "
+            "--resume (resume=True) to reuse them") in capsys.readouterr().out
