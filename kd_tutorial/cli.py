@@ -31,7 +31,7 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision
 from .env import environment_report, fit_to_device, format_report, hub_reachable, quiet
 from .errors import JSON_ERRORS, looks_like_a_folder, model_source_error, UsageError, UserError
-from .flops import duration_text, estimate_profile, time_estimate, UnknownSizeError
+from .flops import duration_text, estimate_profile, peak_tflops, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .lm import hub_models
@@ -247,7 +247,10 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     if data_dir:
         text += (" (on the data folder's reviews" if rows else " (on the Hub's IMDB sizes: the data folder's are "
                  "not known before it is read") + ")"
-    if t["floor_s"] is None:
+    if t["floor_s"] is None and t["precision"] == "bf16" and peak_tflops(name, "fp16"):  # a T4, a V100
+        text += (f" ({name} has no {t['precision']} units: emulated, far slower than its fp16; leave precision to "
+                 "auto, which picks fp16 there)")
+    elif t["floor_s"] is None:
         text += f" (no dense peak known for {name}: {duration_text(t['total_flops'] / 100e12)} at 100 TFLOP/s)"
     else:
         text += (f", at least {duration_text(t['floor_s'])} at 100 % of this {name}'s dense {t['precision']} peak "

@@ -211,3 +211,14 @@ def test_a_gpu_without_its_own_report_gets_another_gpus_share_of_peak_said_to_be
     assert (f"; about {flops.duration_text(t['floor_s'] / 0.1)} if it reaches the 10.0% of its peak that an NVIDIA "
             "H200 reached over a whole run") in text and text.count("a guess") == 1
     assert "if it reaches" not in estimate(full, "cuda", gpu=("NVIDIA H200", "bf16"))  # its own rates instead
+
+
+def test_a_known_gpu_without_the_precisions_units_is_named_not_given_an_arbitrary_peak(monkeypatch, tmp_path):
+    """Before, `--set precision=bf16` on a T4 printed "no dense peak known for Tesla T4" and a time at 100 TFLOP/s,
+    above the T4's fp16 peak, for a precision it emulates."""
+    from kd_tutorial.cli import estimate
+    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)
+    text = estimate(get_profile("full"), "cuda", gpu=("Tesla T4", "bf16"))
+    assert "Tesla T4 has no bf16 units: emulated, far slower than its fp16; leave precision to auto" in text
+    assert "100 TFLOP/s" not in text
+    assert "no dense peak known for Some GPU" in estimate(get_profile("full"), "cuda", gpu=("Some GPU", "bf16"))
