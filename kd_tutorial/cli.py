@@ -31,7 +31,7 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision
 from .env import environment_report, fit_to_device, format_report, hub_reachable, quiet
 from .errors import JSON_ERRORS, looks_like_a_folder, model_source_error, UsageError, UserError
-from .flops import duration_text, estimate_profile, peak_tflops, time_estimate, UnknownSizeError
+from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .lm import hub_models
@@ -210,8 +210,8 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     settings or ``runs`` differ from the preset's, by :func:`cpu_slowdown` on a CPU unlike the one it was
     measured on, and its evaluation by ``test_reviews``: :func:`evaluation_change`); on CUDA its FLOPs counted
     phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the projection from a
-    measured ``docs/results/benchmark-*.json`` of this kind of GPU when there is one. ``gpu``: its (name,
-    precision), asked of CUDA when not given."""
+    measured ``benchmark-*.json`` of this kind of GPU when there is one (:func:`kd_tutorial.flops.report_dirs`).
+    ``gpu``: its (name, precision), asked of CUDA when not given."""
     if not device.startswith("cuda") and profile.time_budget_s is None:
         said = f"not measured on a CPU (the {profile.name} profile is sized for a GPU)"
         try:
@@ -261,8 +261,9 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     if ref:  # another GPU's share of its peak: a guess, said to be one
         text += (f"; about {duration_text(t['floor_s'] / ref['share'])} if it reaches the {ref['share']:.1%} of its "
                  f"peak that an {ref['device']} reached over a whole run ({ref['report']}), a guess")
-    return text + ("; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time "
-                   "(kd_tutorial.flops reads docs/results/benchmark-*.json)")
+    where = " or ".join(f"{d}/benchmark-<gpu>.json" for d in report_dirs())
+    return text + (f"; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time (FILE: "
+                   f"{where})")
 
 
 def _go_offline() -> None:

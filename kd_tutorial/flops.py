@@ -15,7 +15,7 @@ gradients of the activations and of the weights) for every one of the forward.
 ``forward_flops`` counts one forward over given token lengths; :func:`estimate_profile`
 counts every phase of a profile's pipeline from its real sizes (no Hub needed), and
 :func:`time_estimate` turns the total into a floor at a GPU's dense peak and, when a
-measured ``docs/results/benchmark-*.json`` of that GPU exists, into a projection from
+measured ``benchmark-*.json`` of that GPU exists (:func:`report_dirs`), into a projection from
 its measured rates (``kd-tutorial benchmark --report``).
 
 It sits above :mod:`kd_tutorial.pipeline` and reads its plan (step budgets, recipes, and which runs
@@ -280,10 +280,28 @@ def peak_tflops(device_name: str | None, precision: str = "bf16") -> float | Non
     return peaks.get(precision)
 
 
+def report_dirs(results_dir: str | Path | None = None) -> list[Path]:
+    """Where GPU benchmark reports are read: ``results_dir`` when given, else a checkout's ``docs/results`` and the
+    artifact cache's ``results`` folder (an install from pip or git has no ``docs/``: a report goes there)."""
+    if results_dir:
+        return [Path(results_dir)]
+    from .errors import UserError
+    from .store import home
+    try:
+        return [RESULTS_DIR, home() / "results"]
+    except UserError:  # an unusable KD_TUTORIAL_HOME, refused where the cache is used
+        return [RESULTS_DIR]
+
+
+def _reports(results_dir: str | Path | None = None) -> list[Path]:
+    """Every ``benchmark-*.json`` of :func:`report_dirs`, in order."""
+    return [path for folder in report_dirs(results_dir) for path in sorted(folder.glob("benchmark-*.json"))]
+
+
 def find_report(device_name: str | None, results_dir: str | Path | None = None) -> Path | None:
-    """A ``benchmark-*.json`` in ``results_dir`` (default ``docs/results``) measured on this kind of device."""
+    """A ``benchmark-*.json`` of :func:`report_dirs` measured on this kind of device."""
     kind = device_kind(device_name)
-    for path in sorted(Path(results_dir or RESULTS_DIR).glob("benchmark-*.json")):
+    for path in _reports(results_dir):
         try:
             measured = json.loads(path.read_text())["environment"]["device_name"]
         except (OSError, *JSON_ERRORS, KeyError, TypeError):
@@ -341,7 +359,7 @@ def reference_share(results_dir: str | Path | None = None) -> dict | None:
     projection), from the first ``benchmark-*.json`` that holds both: ``{"share", "report", "device"}``, or None.
     Another GPU's share is a guess for this one (a smaller GPU is often busier with the same batches), never a
     measurement."""
-    for path in sorted(Path(results_dir or RESULTS_DIR).glob("benchmark-*.json")):
+    for path in _reports(results_dir):
         try:
             report = json.loads(path.read_text())
             floor, projected = report["projection"]["floor_s"], report["projection"]["projected_s"]

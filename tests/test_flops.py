@@ -222,3 +222,20 @@ def test_a_known_gpu_without_the_precisions_units_is_named_not_given_an_arbitrar
     assert "Tesla T4 has no bf16 units: emulated, far slower than its fp16; leave precision to auto" in text
     assert "100 TFLOP/s" not in text
     assert "no dense peak known for Some GPU" in estimate(get_profile("full"), "cuda", gpu=("Some GPU", "bf16"))
+
+
+def test_a_report_in_the_artifact_cache_is_read_where_there_is_no_checkout(monkeypatch, tmp_path):
+    """An install from pip or git (Colab's) has no docs/results: a GPU's report written there was never read back,
+    though the estimate asked for one. The artifact cache's results folder is read too, and the advice names both."""
+    from kd_tutorial.cli import estimate
+    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path / "no-checkout" / "docs" / "results")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    t4, full = ("Tesla T4", "fp16"), get_profile("full")
+    text = estimate(full, "cuda", gpu=t4)
+    assert f"(FILE: {flops.RESULTS_DIR}/benchmark-<gpu>.json or {tmp_path / 'home' / 'results'}/benchmark-<gpu>.json)" \
+        in text
+    (tmp_path / "home" / "results").mkdir(parents=True)
+    report = {"environment": {"device_name": "Tesla T4"}, "rates": {"train:teacher": 20e12, "infer:teacher": 40e12}}
+    (tmp_path / "home" / "results" / "benchmark-tesla-t4.json").write_text(json.dumps(report))
+    assert flops.time_estimate(full, *t4)["projection_s"] is not None
+    assert "at the rates measured in" in estimate(full, "cuda", gpu=t4)
