@@ -669,8 +669,6 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
               device=device, progress=progress)
     keys, spare_keys = _layers_to_cache(profile, prep, teacher_model, runs, seeds, init, resume)
-    if not resume:
-        _say_finished(profile, prep, teacher_model, runs, seeds, init)
     with clock("teacher_layers"):  # first: the same pass caches the logits (none when no run reads layers)
         layers = teacher_layer_cache(profile, prep, keys, spare_keys, **kw)
     with clock("teacher_logits"):
@@ -724,17 +722,19 @@ def _layers_record(profile: Profile, layers: dict | None, trained: dict) -> dict
 def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: str, resume: bool) -> tuple:
     """The teacher's (kind, layer) pairs that :func:`run_distill`'s runs read from the cache, on train and transfer
     and on the spare reviews (:func:`_keys_to_train`): with ``resume``, only those that runs still to train read
-    (none when all of those are finished: no layer pass)."""
-    chosen = chosen_recipes(profile, profile.students, runs, teacher_model.config.num_attention_heads)
-    return _keys_to_train(_plan_jobs(profile, profile.students, chosen, seeds, teacher_model, prep, init,
-                                     resume=resume))
-
-
-def _say_finished(profile: Profile, prep, teacher_model, runs, seeds, init: str) -> None:
-    """Without ``resume``, say how many of the runs the artifact cache already holds finished: they are trained
-    again (a command rerun after a disconnect, on a GPU's hours, would otherwise spend them without a word)."""
+    (none when all of those are finished: no layer pass). Without it, says how many runs the artifact cache holds
+    finished, which are trained again."""
     chosen = chosen_recipes(profile, profile.students, runs, teacher_model.config.num_attention_heads)
     jobs = _plan_jobs(profile, profile.students, chosen, seeds, teacher_model, prep, init, resume=True)
+    if not resume:
+        _say_finished(jobs)
+        jobs = [job | {"finished": None} for job in jobs]  # every run trains
+    return _keys_to_train(jobs)
+
+
+def _say_finished(jobs: list[dict]) -> None:
+    """Say how many of ``jobs`` the artifact cache holds finished, which a run without ``resume`` trains again (a
+    command rerun after a disconnect, on a GPU's hours, would otherwise spend them without a word)."""
     done = sum(job["finished"] is not None for job in jobs)
     if done:
         print(f"students: {done} of these {len(jobs)} runs are finished in the artifact cache and will be trained "
