@@ -60,3 +60,11 @@ def error_cause(err: BaseException, limit: int = 160) -> str:
     lines = str(err).strip().splitlines()
     text = f"{err.__class__.__name__}: {lines[0]}" if lines else err.__class__.__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def refuse_not_regular(path, said: str, fix: str) -> None:
+    """A :class:`UsageError` ``"{said}, which is not a regular file (a device or a pipe): {fix}"`` when ``path``
+    exists and is neither a file nor a folder: writing would replace a device such as /dev/null by a file, and
+    reading a pipe never ends."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise UsageError(f"{said}, which is not a regular file (a device or a pipe): {fix}")

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import JSON_ERRORS, UsageError
+from .errors import JSON_ERRORS, refuse_not_regular, UsageError
 from .evaluate import choice_key, ECE_BINS, verdict
 from .store import atomic_write_text
 
@@ -406,9 +406,7 @@ def refuse_foreign(target: str | Path, flag: str, kind: str, ours) -> None:
                          f"another {flag}")
     if not target.exists():
         return
-    if not target.is_file():  # a device (/dev/null) or a pipe: replaced by a file, or a read that never ends
-        raise UsageError(f"{flag} would write {target}, which is not a regular file (a device or a pipe): move it "
-                         f"away, or give another {flag}")
+    refuse_not_regular(target, f"{flag} would write {target}", f"move it away, or give another {flag}")
     try:
         data = json.loads(target.read_text(encoding="utf-8"))
         mine = isinstance(data, dict) and bool(ours(data))

@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..errors import JSON_ERRORS, UsageError, UserError
+from ..errors import JSON_ERRORS, refuse_not_regular, UsageError, UserError
 from .core import ERROR, NOT_ATTEMPTED, PASSED
 from .registry import SETS, set_for_name
 
@@ -333,10 +333,8 @@ def check_out(out: Path) -> Path:
     json_path = json_path_of(out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder: give a file name in it, e.g. --out {out / 'grades.csv'}")
-    for path in (out, json_path):  # a device (/dev/null) or a pipe: replaced by a file, or a read that never ends
-        if path.exists() and not path.is_file() and not path.is_dir():
-            raise UsageError(f"--out {out} would write {path}, which is not a regular file (a device or a pipe): "
-                             "give --out a file path")
+    for path in (out, json_path):
+        refuse_not_regular(path, f"--out {out} would write {path}", "give --out a file path")
     if out.exists() and not is_report(out):
         raise UsageError(f"--out {out} is a file but not a report of kd-tutorial grade: give --out a new .csv name, "
                          f"or move {out} away")
