@@ -279,9 +279,6 @@ class DistillationTrainer(Trainer):
                              "drops unless TrainingArguments(remove_unused_columns=False): use "
                              "kd_tutorial.hf.training_arguments(...)")
         student = getattr(model, "student", model)
-        if self.eval_teacher_logits is not None and isinstance(eval_dataset, dict):
-            raise ValueError("eval_teacher_logits are aligned with one dataset's rows, and eval_dataset is a dict of "
-                             "several: give one eval_dataset, or an online teacher= for evaluation")
         for table, data, what in ((self.teacher_logits, train_dataset, "teacher_logits"),
                                   (self.eval_teacher_logits, eval_dataset, "eval_teacher_logits")):
             if table is not None:
@@ -292,7 +289,11 @@ class DistillationTrainer(Trainer):
             check_same_vocab(self.teacher, student)
 
     def _check_table(self, table: torch.Tensor, data, what: str) -> None:
-        """Refuse cached logits with another number of classes than the student, or of rows than ``data``."""
+        """Refuse cached logits for a dict of datasets, or with another number of classes than the student, or of
+        rows than ``data``."""
+        if isinstance(data, dict):
+            raise ValueError(f"{what} are aligned with one dataset's rows, and this is a dict of several: give each "
+                             "dataset its own, or an online teacher=")
         student = getattr(self.model, "student", self.model)
         classes = getattr(getattr(student, "config", None), "num_labels", None)
         if classes is not None and table.shape[1] != classes:
@@ -329,9 +330,6 @@ class DistillationTrainer(Trainer):
             target = dataset if dataset is not None else self.eval_dataset
             if isinstance(target, str) and isinstance(self.eval_dataset, dict):  # a name, as Trainer takes one
                 target = self.eval_dataset.get(target)
-            if isinstance(target, dict):
-                raise ValueError("eval_teacher_logits are aligned with one dataset's rows, and this is a dict of "
-                                 "several: evaluate each dataset with its own eval_teacher_logits")
             self._check_table(table, target, "eval_teacher_logits")
             self.eval_teacher_logits, swap = _as_logits(table, "eval_teacher_logits"), True
         elif before is not None and dataset is not None and dataset is not self.eval_dataset:

@@ -471,7 +471,7 @@ def test_evaluating_another_dataset_never_reads_the_eval_datasets_cached_logits(
     assert trainer.eval_teacher_logits is not None and len(trainer.eval_teacher_logits) == len(rows)  # given back
     with pytest.raises(ValueError, match="has 399 rows but its dataset has 400"):
         trainer.evaluate(other, eval_teacher_logits=own[:-1])
-    with pytest.raises(ValueError, match="eval_dataset is a dict of several"):
+    with pytest.raises(ValueError, match="this is a dict of several: give each dataset its own"):
         hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=logits,
                                eval_dataset={"a": other, "b": other}, eval_teacher_logits=own)
 
@@ -501,7 +501,7 @@ def test_cached_eval_logits_passed_with_several_datasets_or_by_name_are_checked_
     own = torch.randn(len(test), 2, generator=torch.Generator().manual_seed(0))
     trainer = hf.DistillationTrainer(model=student, args=arguments(tmp_path), teacher_logits=logits,
                                      eval_dataset={"test": other})
-    with pytest.raises(ValueError, match="this is a dict of several: evaluate each dataset with its own"):
+    with pytest.raises(ValueError, match="this is a dict of several: give each dataset its own"):
         trainer.evaluate(eval_teacher_logits=own)
     by_name = trainer.evaluate("test", eval_teacher_logits=own)["eval_loss"]
     assert by_name == pytest.approx(trainer.evaluate(other, eval_teacher_logits=own)["eval_loss"], rel=1e-6)
