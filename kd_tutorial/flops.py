@@ -32,9 +32,10 @@ import statistics
 from pathlib import Path
 
 from .data import MOVIE_GUARD
-from .errors import JSON_ERRORS
+from .errors import JSON_ERRORS, UserError
 from .pipeline import applicable, step_budget, student_recipes
 from .profiles import TINY_BERT, Profile, StudentSpec
+from .store import home
 from .teacher_layers import reads_cached_layers
 
 NUM_LABELS = 2
@@ -285,8 +286,6 @@ def report_dirs(results_dir: str | Path | None = None) -> list[Path]:
     artifact cache's ``results`` folder (an install from pip or git has no ``docs/``: a report goes there)."""
     if results_dir:
         return [Path(results_dir)]
-    from .errors import UserError
-    from .store import home
     try:
         return [RESULTS_DIR, home() / "results"]
     except UserError:  # an unusable KD_TUTORIAL_HOME, refused where the cache is used

@@ -194,7 +194,8 @@ def _write(path: Path, text: str) -> bool:
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it: a Ctrl-C never leaves half a notebook."""
+    """Write ``text`` to ``path`` through a temporary file beside it: a Ctrl-C never leaves half a notebook.
+    (Not store.atomic_write_text: that imports torch and names the artifact cache in its errors.)"""
     tmp = path.with_name(f".{path.name}.kd-{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
