@@ -82,17 +82,19 @@ def _check_inputs(args, profile, data: bool = True, recipes=None) -> None:
     check_teacher_shape(profile, teacher, recipes or _recipes(getattr(args, "recipes", None)), ask_hub=False)
 
 
-def _check_data_folder(data_dir: str | None) -> None:
+def _check_data_folder(data_dir: str | None, *, has_set: bool = True) -> None:
     """Refuse a ``--data-dir`` (or ``$KD_TUTORIAL_DATA_DIR``) that cannot be read, naming where it came from and how
-    to fall back on the profile's own data."""
+    to fall back on the profile's own data (``has_set``: the command takes ``--set``, so a named source can be
+    chosen with it)."""
     folder = data_dir or os.environ.get(DATA_DIR_ENV)
     given, way_out = (("--data-dir", "leave --data-dir out") if data_dir else
                       (f"${DATA_DIR_ENV}", f"unset {DATA_DIR_ENV}"))
     if data_dir and os.environ.get(DATA_DIR_ENV):  # without the flag, the variable's folder is read
         way_out += f" and unset {DATA_DIR_ENV}"
     if folder in NAMED_SOURCES:  # data_key and load_imdb read these as sources, never as folders
+        source = f"--set data_source={folder} for the source" if has_set else f"{way_out} for the profile's own data"
         raise DataSourceError(f"{given} {folder}: {folder!r} names a data source, not a folder: give ./{folder} for "
-                              f"a folder of that name, or --set data_source={folder} for the source")
+                              f"a folder of that name, or {source}")
     try:
         check_data_source(folder)  # a folder, as artifacts.data_key reads it
     except DataSourceError as err:
@@ -642,7 +644,7 @@ def cmd_search(args) -> int:
     if fitted:
         print(fitted, flush=True)
     if os.environ.get(DATA_DIR_ENV):  # search has no --data-dir, but reads the variable's folder
-        _check_data_folder(None)
+        _check_data_folder(None, has_set=False)
     _check_inputs(args, profile, data=False, recipes=[SEARCH_RECIPE])  # one recipe
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")

@@ -76,6 +76,16 @@ def accuracy(logits: torch.Tensor, labels) -> float:
     return float((logits.argmax(-1)[mask] == labels[mask]).float().mean())
 
 
+def accuracy_interval(correct: int, n: int, z: float = statistics.NormalDist().inv_cdf(0.975)) -> tuple[float, float]:
+    """Wilson's 95 % interval for an accuracy of ``correct`` out of ``n`` reviews (``z`` = 1.95996...):
+    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``, with ``p = correct / n``; it stays within [0, 1]."""
+    if n < 1 or not 0 <= correct <= n:
+        raise ValueError(f"accuracy_interval needs 0 <= correct <= n and n >= 1, got {correct} of {n}")
+    p, zz = correct / n, z * z
+    centre, half = p + zz / (2 * n), z * math.sqrt(p * (1 - p) / n + zz / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + zz / n)), min(1.0, (centre + half) / (1 + zz / n))
+
+
 def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
     """Fraction of rows on which two models predict the same class (e.g. student and teacher)."""
     return float((logits_a.argmax(-1) == logits_b.argmax(-1)).float().mean())

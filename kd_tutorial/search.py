@@ -6,7 +6,9 @@ its cached logits, then measures two objectives: the best validation accuracy of
 latency of one review at batch 1 on this device (minimised). Latency depends on the student's architecture, not
 its weights, so it is measured once per student (kept in the study): two trials of one student differ in accuracy
 only, not in the timer's noise, which would otherwise keep a less accurate trial on the front. The study is
-multi-objective, so the answer is a Pareto front (``study.best_trials``), not one trial.
+multi-objective, so the answer is a Pareto front, not one trial. One reading taken while the machine was busy
+would stay in the study for good, so the front is chosen on latencies timed again when the results are written,
+every student side by side in turns (:func:`retime`), with their interquartile ranges.
 
 Search space: ``T`` (1-8, log scale), ``alpha`` (0-1), ``student`` (one of the profile's students, plus for the
 first ``distil`` student every other depth below the teacher's: ``distil-1L`` ... ``distil-(L-1)L``) and
@@ -18,8 +20,11 @@ Pruning: Optuna's pruners (``MedianPruner``...) work on single-objective studies
 in a multi-objective one), so this module applies its own rule at the end of every training epoch (the
 ``on_epoch_end`` hook of :func:`kd_tutorial.train.train`), on the validation passes so far: a trial is pruned
 (``raise optuna.TrialPruned()``, state PRUNED) when its best validation accuracy is below the teacher's by more
-than ``margin``, or, once ``min_finished`` trials have completed, below the median of theirs at the same pass.
-Short runs (``steps`` under one epoch) are checked once, at their end: they are marked, not shortened.
+than ``margin``, or, once ``min_finished`` trials *of the same student* have completed, below the median of theirs
+at the same pass by more than one standard error of that median accuracy on the validation reviews. Only trials of
+one student share a latency: a faster student's trial can be on the front below a slower one's median. Short runs
+(``steps`` under one epoch) are checked once, at their end: they are marked, not shortened. A trial whose training
+diverges is pruned too, its reason kept, and the study goes on.
 
 Resumable: the study lives in ``<out>/search.db`` (SQLite) as :data:`STUDY_NAME`; a second call continues it up
 to ``trials`` finished (completed or pruned) trials in all. The sampler is seeded with the count of trials
@@ -31,6 +36,7 @@ the weights each completed trial keeps in ``<out>/trials/<number>/model``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from pathlib import Path
 
@@ -40,12 +46,12 @@ from .artifacts import data_key
 from .data import subset_encoded
 from .device import pick_device
 from .errors import UsageError
-from .evaluate import accuracy, latency, predict_logits
+from .evaluate import accuracy, accuracy_interval, latency, latency_in_turns, predict_logits
 from .pipeline import run_config, step_budget, student_data
 from .profiles import Profile, StudentSpec
 from .store import atomic_save_pretrained, atomic_write_json, locked
 from .teachers import ensure_teacher, ensure_teacher_logits
-from .train import seed_everything, train
+from .train import TrainingDivergedError, seed_everything, train
 
 STUDY_NAME = "kd-search"
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -104,12 +110,13 @@ def transfer_rows(ctx: SearchContext, fraction: float):
 
 
 def prune_reason(curve: list[float], finished: list[list[float]], *, teacher_val: float, margin: float,
-                 min_finished: int) -> str | None:
+                 min_finished: int, n_val: int | None = None) -> str | None:
     """Why a trial whose validation passes so far scored ``curve`` should stop (None: it goes on).
 
-    ``finished``: the curves of the completed trials. The rule: the best accuracy so far is below the
-    teacher's by more than ``margin``, or (with at least ``min_finished`` completed trials that reached this
-    pass) below the median of their best accuracies up to the same pass.
+    ``finished``: the curves of the completed trials of the same student. The rule: the best accuracy so far is
+    below the teacher's by more than ``margin``, or (with at least ``min_finished`` completed trials that reached
+    this pass) below the median ``m`` of their best accuracies up to the same pass by more than one standard error,
+    ``sqrt(m(1 - m) / n_val)`` on ``n_val`` validation reviews (None: by any amount).
     """
     if not curve:
         return None
@@ -117,22 +124,29 @@ def prune_reason(curve: list[float], finished: list[list[float]], *, teacher_val
     if best < teacher_val - margin:
         return f"validation accuracy {best:.3f} after pass {k} is below the teacher's {teacher_val:.3f} - {margin}"
     peers = [max(c[:k]) for c in finished if len(c) >= k]
-    if len(peers) >= max(1, min_finished) and best < statistics.median(peers):
-        return f"validation accuracy {best:.3f} after pass {k} is below the median {statistics.median(peers):.3f}"
+    if len(peers) < max(1, min_finished):
+        return None
+    median = statistics.median(peers)
+    noise = math.sqrt(median * (1 - median) / n_val) if n_val else 0.0
+    if best < median - noise:
+        return (f"validation accuracy {best:.3f} after pass {k} is below the median {median:.3f} of this student's "
+                f"completed trials by more than one standard error ({noise:.3f})")
     return None
 
 
-def _pruning_hook(trial, ctx: SearchContext):
-    """An ``on_epoch_end`` callback that applies :func:`prune_reason` and raises ``optuna.TrialPruned``."""
+def _pruning_hook(trial, ctx: SearchContext, student: str):
+    """An ``on_epoch_end`` callback that applies :func:`prune_reason` (against the completed trials of ``student``)
+    and raises ``optuna.TrialPruned``."""
     import optuna
     complete = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    finished = [t.user_attrs.get("val_curve", []) for t in complete]
+    finished = [t.user_attrs.get("val_curve", []) for t in complete if t.params.get("student") == student]
+    n_val = len(ctx.prep.encoded["validation"])
 
     def hook(epoch: int, history) -> None:
         curve = [e["val_acc"] for e in history.evals]
         trial.set_user_attr("val_curve", curve)
         reason = prune_reason(curve, finished, teacher_val=ctx.teacher_val, margin=ctx.margin,
-                              min_finished=ctx.min_finished)
+                              min_finished=ctx.min_finished, n_val=n_val)
         if reason is not None:
             trial.set_user_attr("pruned_because", reason)
             raise optuna.TrialPruned(reason)
@@ -153,9 +167,15 @@ def run_trial(trial, ctx: SearchContext) -> tuple[float, float]:
                             freeze_embeddings=profile.freeze_word_embeddings,
                             hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=ctx.prep.tokenizer)
     seed_everything(ctx.seed)
-    history = train(student, rows, config=config, val_data=ctx.prep.encoded["validation"], teacher_logits=t_logits,
-                    device=ctx.device, desc=f"trial {trial.number} {spec.name}", progress=False,
-                    on_epoch_end=_pruning_hook(trial, ctx))
+    try:
+        history = train(student, rows, config=config, val_data=ctx.prep.encoded["validation"],
+                        teacher_logits=t_logits, device=ctx.device, desc=f"trial {trial.number} {spec.name}",
+                        progress=False, on_epoch_end=_pruning_hook(trial, ctx, spec.name))
+    except TrainingDivergedError as err:  # a bad point of the space, not the user's error: the study goes on
+        import optuna
+        reason = f"training diverged: {str(err).split(';')[0]}"
+        trial.set_user_attr("pruned_because", reason)
+        raise optuna.TrialPruned(reason) from None
     student = fold_word_embeddings(student)
     atomic_save_pretrained(student, trial_folder(ctx.out, trial.number))
     trial.set_user_attr("steps", steps)
@@ -186,7 +206,8 @@ def trial_folder(out: Path, number: int) -> Path:
 
 
 # what sets each of a study's settings, for the message that refuses to continue it with others
-FLAGS = {"profile": "--profile", "steps": "--steps", "profile settings": "--set (profile settings hash)",
+FLAGS = {"profile": "--profile", "steps": "--steps",
+         "profile settings": "the profile's settings (a hash; they change with kd-tutorial's version or in Python)",
          "seed": "--seed", "device": "--device", "data": "data ($KD_TUTORIAL_DATA_DIR)"}
 
 
@@ -201,7 +222,8 @@ def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **
     Pareto front must compare like with like, or is no study database (:func:`_create_study`). Trials left RUNNING
     by an interrupted call are marked FAIL (not counted)."""
     import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: optuna logs a failed trial (Ctrl-C in one) as a WARNING with its traceback; the CLI says it in a line
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if not (Path(out) / "search.db").exists():  # refused before a new, empty search.db is left behind
         _refuse_earlier_trials(Path(out), None)
     study = _create_study(Path(out) / "search.db")
@@ -220,8 +242,8 @@ def open_study(out: Path, profile: Profile, steps: int | None, seed: int = 0, **
     differ = [k for k, v in now.items() if k in kept and kept[k] != v]  # a study from before a key was kept: its own
     if differ:
         was = ", ".join(f"{FLAGS.get(k, k)} {kept[k]!r} (now {now[k]!r})" for k in differ)
-        raise UsageError(f"{out}/search.db holds a study made with {was}: give the same again to continue it, or "
-                         "another --out for a new study")
+        raise UsageError(f"{out}/search.db holds a study made with {was}: continue it with the same settings, or "
+                         "give another --out for a new study")
     for key, value in now.items():
         study.set_user_attr(key, value)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -303,25 +325,56 @@ def dominates(a: dict, b: dict) -> bool:
     return ge and (a["val_accuracy"] > b["val_accuracy"] or a["latency_ms"] < b["latency_ms"])
 
 
-def evaluate_on_test(ctx: SearchContext, number: int) -> float:
-    """A completed trial's accuracy on the test split, from its kept weights (only for chosen trials)."""
-    from transformers import BertForSequenceClassification
-    model = BertForSequenceClassification.from_pretrained(trial_folder(ctx.out, number))
+def evaluate_on_test(ctx: SearchContext, number: int) -> dict:
+    """A completed trial's accuracy on the test split, from its kept weights (only for chosen trials), with its
+    95 % interval (:func:`kd_tutorial.evaluate.accuracy_interval`) and the count of test reviews."""
     test = ctx.prep.encoded["test"]
-    logits = predict_logits(model, test, batch_size=ctx.profile.eval_batch_size, device=ctx.device,
-                            precision=ctx.profile.precision)
-    return accuracy(logits, test.labels)
+    logits = predict_logits(load_trial(ctx, number), test, batch_size=ctx.profile.eval_batch_size,
+                            device=ctx.device, precision=ctx.profile.precision)
+    acc, n = accuracy(logits, test.labels), int((torch.as_tensor(test.labels) >= 0).sum())
+    return {"test_accuracy": acc, "test_interval": list(accuracy_interval(round(acc * n), n)), "n_test": n}
+
+
+def load_trial(ctx: SearchContext, number: int):
+    """A completed trial's kept model; a UsageError naming the fix when its folder is gone."""
+    from transformers import BertForSequenceClassification
+    folder = trial_folder(ctx.out, number)
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"trial {number}'s weights are missing from {folder}: restore them there, or give another "
+                         "--out for a new study")
+    return BertForSequenceClassification.from_pretrained(folder)
+
+
+def retime(ctx: SearchContext, records: list[dict]) -> None:
+    """Time every student of the completed ``records`` again, side by side in turns
+    (:func:`kd_tutorial.evaluate.latency_in_turns`, 3 passes), and set each record's ``latency_ms`` (p50) and
+    ``latency_iqr`` from it; the study's own reading stays in ``study_latency_ms``."""
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    first = {}
+    for r in done:
+        first.setdefault(r["params"]["student"], r["number"])
+    models = {name: load_trial(ctx, number) for name, number in first.items()}
+    timings = latency_in_turns(models, ctx.prep.encoded["validation"], device=ctx.device, n=ctx.latency_n,
+                               repeats=3, precision=ctx.profile.precision) if models else {}
+    for r in done:
+        t = timings[r["params"]["student"]]
+        r["study_latency_ms"], r["latency_ms"], r["latency_iqr"] = r["latency_ms"], t["p50"], [t["q1"], t["q3"]]
 
 
 def format_front(front: list[dict]) -> str:
-    """The Pareto front as a markdown table, fastest first."""
-    lines = ["| trial | T | alpha | student | transfer fraction | val accuracy | test accuracy | p50 ms |",
-             "|---:|---:|---:|---|---:|---:|---:|---:|"]
+    """The Pareto front as a markdown table, fastest first: test accuracy with its 95 % interval, latency with its
+    interquartile range."""
+    lines = ["| trial | T | alpha | student | transfer fraction | val accuracy | test accuracy [95 % CI] | "
+             "p50 ms (IQR) |", "|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in sorted(front, key=lambda r: r["latency_ms"]):
-        p, test = r["params"], r.get("test_accuracy")
+        p, test, (lo, hi) = r["params"], r.get("test_accuracy"), r.get("test_interval") or (None, None)
+        shown = "-" if test is None else f"{100 * test:.1f}"
+        shown += "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+        iqr = r.get("latency_iqr")
+        spread = "" if not iqr else f" ({iqr[0]:.2f}-{iqr[1]:.2f})"
         lines.append(f"| {r['number']} | {p['T']:.2f} | {p['alpha']:.2f} | {p['student']} | "
-                     f"{p['transfer_fraction']:g} | {100 * r['val_accuracy']:.1f} | "
-                     f"{'-' if test is None else f'{100 * test:.1f}'} | {r['latency_ms']:.2f} |")
+                     f"{p['transfer_fraction']:g} | {100 * r['val_accuracy']:.1f} | {shown} | "
+                     f"{r['latency_ms']:.2f}{spread} |")
     return "\n".join(lines)
 
 
@@ -389,6 +442,8 @@ def spare_note(profile: Profile, prep=None) -> str | None:
 def _say(study, trial) -> None:
     """One line per finished trial."""
     values = "" if not trial.values else f": val {100 * trial.values[0]:.1f} %, {trial.values[1]:.2f} ms"
+    if trial.user_attrs.get("pruned_because"):
+        values = f": {trial.user_attrs['pruned_because']}"
     params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trial.params.items())
     print(f"trial {trial.number} {trial.state.name.lower()} ({params}){values}", flush=True)
 
@@ -398,17 +453,25 @@ def write_results(study, ctx: SearchContext) -> dict:
     import optuna
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     records = [trial_record(t) for t in study.get_trials(deepcopy=False, states=finished)]
-    chosen = {t.number for t in study.best_trials}
-    front = [r for r in records if r["number"] in chosen]
+    retime(ctx, records)
+    front = pareto_front(records)
     for r in front:
-        r["test_accuracy"] = evaluate_on_test(ctx, r["number"])
+        r.update(evaluate_on_test(ctx, r["number"]))
     plot = plot_front(records, front, ctx.out / "search-pareto.png",
                       f"{ctx.profile.name}: {len(records)} trials, Pareto front of {len(front)}")
     result = {"study": STUDY_NAME, "storage": str(ctx.out / "search.db"), "profile": ctx.profile.name,
               "device": ctx.device, "steps": ctx.steps, "teacher_val_accuracy": ctx.teacher_val,
+              "n_validation": len(ctx.prep.encoded["validation"]),
               "objectives": ["val_accuracy (max)", "latency_ms p50 batch 1 (min)"], "trials": records,
               "front": front, "plot": plot}
     atomic_write_json(ctx.out / "search.json", result)
     print(format_front(front), flush=True)
+    if not front:
+        print("no trial completed, so the front is empty (each pruned trial's reason is above and in search.json): "
+              "give a larger --margin, or more --trials", flush=True)
+    else:
+        print(f"validation accuracy is on {result['n_validation']} reviews (one review is "
+              f"{100 / max(1, result['n_validation']):.2f} points), so the front's points may differ by noise alone: "
+              "the test intervals show how much", flush=True)
     print(f"wrote {ctx.out / 'search.json'} and {plot}", flush=True)
     return result

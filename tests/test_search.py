@@ -45,6 +45,14 @@ def test_the_front_is_non_empty_and_non_dominated(study):
         assert set(point["params"]) == {"T", "alpha", "student", "transfer_fraction"}
         assert 1.0 <= point["params"]["T"] <= 8.0 and 0.0 <= point["params"]["alpha"] <= 1.0
         assert point["latency_ms"] > 0 and 0.0 <= point["val_accuracy"] <= 1.0
+        # timed again side by side, with a spread; the study's single reading is kept beside it
+        q1, q3 = point["latency_iqr"]
+        assert q1 <= point["latency_ms"] <= q3 and point["study_latency_ms"] > 0
+        lo, hi = point["test_interval"]
+        assert lo <= point["test_accuracy"] <= hi and 0 < hi - lo < 1 and point["n_test"] > 0
+    done = [t for t in first["trials"] if t["state"] == "COMPLETE"]
+    for t in done:  # one student, one latency: its trials differ in accuracy alone
+        assert {o["latency_ms"] for o in done if o["params"]["student"] == t["params"]["student"]} == {t["latency_ms"]}
 
 
 def test_search_json_and_the_plot_are_written(study):
@@ -60,8 +68,10 @@ def test_a_second_call_resumes_the_study_without_repeating_trials(study):
     assert [t["number"] for t in second["trials"]] == [0, 1, 2, 3]
     # finished trials are read back, not rerun. Only the front's trials carry a test accuracy, and a new trial can
     # push an old one off the front (its latency is measured, so which one varies from run to run)
+    # Latency is timed again at each call, so it is left out too (the study's own reading is compared)
     def stored(t):
-        return {k: v for k, v in t.items() if k != "test_accuracy"}
+        return {k: v for k, v in t.items() if k not in ("test_accuracy", "test_interval", "n_test", "latency_ms",
+                                                        "latency_iqr")}
     for before, after in zip(first["trials"], second["trials"]):
         assert stored(after) == stored(before)
     for run in (first, second):
@@ -104,6 +114,61 @@ def test_the_pruning_rule():
     two_reached = [[0.9], [0.86, 0.9], [0.87, 0.9]]  # only two finished trials had a second pass
     assert "median" in search.prune_reason([0.85, 0.85], two_reached, **rule)
     assert search.prune_reason([0.85, 0.85], two_reached, **(rule | {"min_finished": 3})) is None
+    # below the median by more than one standard error of it on n_val reviews: sqrt(0.9 * 0.1 / 100) = 0.03
+    assert "standard error (0.030)" in search.prune_reason([0.86], [[0.9], [0.9]], **rule, n_val=100)
+    assert search.prune_reason([0.88], [[0.9], [0.9]], **rule, n_val=100) is None  # within noise: goes on
+
+
+def test_a_trial_is_compared_only_with_finished_trials_of_its_own_student():
+    """Trials of a faster student have their own place on the front: a slower student's median does not prune them."""
+    from types import SimpleNamespace
+    done = [SimpleNamespace(params={"student": "big"}, user_attrs={"val_curve": [0.9]}) for _ in range(5)]
+    study = SimpleNamespace(get_trials=lambda **kw: done)
+    attrs = {}
+    trial = SimpleNamespace(study=study, set_user_attr=attrs.__setitem__)
+    ctx = SimpleNamespace(teacher_val=0.9, margin=0.5, min_finished=2, prep=SimpleNamespace(
+        encoded={"validation": [0] * 10_000}))
+    history = SimpleNamespace(evals=[{"val_acc": 0.8}])
+    search._pruning_hook(trial, ctx, "small")(0, history)  # goes on: no finished trial of "small"
+    assert "pruned_because" not in attrs
+    with pytest.raises(optuna.TrialPruned, match="median 0.900 of this student's"):
+        search._pruning_hook(trial, ctx, "big")(0, history)
+    assert "median" in attrs["pruned_because"]
+
+
+def test_a_diverged_trial_is_pruned_with_its_reason_and_the_study_goes_on(study, monkeypatch, capfd, tmp_path):
+    """A nan loss is a bad point of the space, not the user's error; an empty front says why and what to change."""
+    from kd_tutorial.train import TrainingDivergedError
+
+    def diverge(*args, **kwargs):
+        raise TrainingDivergedError("the loss became nan at step 1 (epoch 0); lower the learning rate")
+    monkeypatch.setattr(search, "train", diverge)
+    result = search.run_search(PROFILE, trials=2, out=tmp_path / "nan", **FAST)
+    assert [t["state"] for t in result["trials"]] == ["PRUNED", "PRUNED"] and result["front"] == []
+    assert result["trials"][0]["pruned_because"] == "training diverged: the loss became nan at step 1 (epoch 0)"
+    said = capfd.readouterr()
+    assert "trial 1 pruned (" in said.out and "): training diverged" in said.out
+    assert "the front is empty" in said.out and "--margin" in said.out and "Traceback" not in said.err
+
+
+def test_ctrl_c_in_a_trial_leaves_no_traceback_from_optuna(study, monkeypatch, capfd, tmp_path):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(search, "train", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        search.run_search(PROFILE, trials=1, out=tmp_path / "int", **FAST)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_missing_trial_weights_are_a_one_line_error(study, tmp_path):
+    import shutil
+    out, *_ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "trials")
+    (copy / "trials").mkdir()
+    with pytest.raises(UsageError, match=r"weights are missing from .*: restore them there, or give another --out"):
+        search.run_search(PROFILE, trials=5, out=copy, margin=-1.0, **FAST)
 
 
 def test_a_student_that_learns_from_the_spare_reviews_in_distill_is_told_the_study_reads_none():
@@ -156,3 +221,12 @@ def test_bad_values_are_one_line_errors(argv, said, capsys, tmp_path):
         code = stop.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and said in err and "\n" not in err and err.startswith("kd-tutorial: error:")
+
+
+def test_a_data_variable_that_names_a_source_is_refused_with_a_fix_search_can_take(capsys, monkeypatch, tmp_path):
+    """search has no --set: its refusal of KD_TUTORIAL_DATA_DIR=tiny named one."""
+    monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", "tiny")
+    assert cli.main(["search", "--profile", "tiny", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("'tiny' names a data source, not a folder: give ./tiny for a folder of that name, or unset "
+                        "KD_TUTORIAL_DATA_DIR for the profile's own data") and "--set" not in err

@@ -308,3 +308,18 @@ def test_latency_quartiles_stay_within_the_timings():
     assert quartiles([1.0, 10.0]) == (3.25, 5.5, 7.75)  # the default method gave q1 = -1.25 from these two
     assert quartiles([4.0]) == (4.0, 4.0, 4.0)
     assert quartiles([3.0, 1.0, 2.0, 5.0, 4.0]) == (2.0, 3.0, 4.0)
+
+
+def test_the_wilson_interval_of_one_accuracy():
+    """Wilson's interval, as scipy.stats.binomtest(...).proportion_ci(method="wilson") gives it for 838 of 1000 and
+    3 of 17; it stays within [0, 1] at 0 and n, and refuses counts that are not one."""
+    from kd_tutorial.evaluate import accuracy_interval
+    assert accuracy_interval(838, 1000) == pytest.approx((0.8138772231121078, 0.8595358881516569), abs=1e-12)
+    assert accuracy_interval(3, 17) == pytest.approx((0.061911266376209945, 0.4102945856883412), abs=1e-12)
+    lo, hi = accuracy_interval(0, 10)
+    assert lo == pytest.approx(0.0, abs=1e-12) and 0.2 < hi < 0.3
+    lo, hi = accuracy_interval(10, 10)
+    assert 0.7 < lo < 0.8 and hi == 1.0
+    for bad in ((11, 10), (-1, 10), (0, 0)):
+        with pytest.raises(ValueError, match="accuracy_interval needs"):
+            accuracy_interval(*bad)
