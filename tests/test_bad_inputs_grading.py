@@ -507,3 +507,125 @@ def test_earlier_reports_named_among_the_submissions_are_skipped_not_graded(tmp_
     assert sorted(p.name for p in paths) == ["a_02.ipynb", "b_02.ipynb.txt"]
     assert capsys.readouterr().out.strip() == (f"skipped 2 earlier grading report(s), not notebooks: {out}, "
                                                f"{out.with_suffix('.json')}")
+
+
+# --------------------------------------------------------------------------- an instructor's review (stop 52)
+
+def test_a_disk_that_refuses_the_reports_after_grading_keeps_them_elsewhere(tmp_path, capsys, fake_kernel,
+                                                                           monkeypatch):
+    """Defect 1: a disk that filled up while a class was graded threw every grade away, with a message about
+    KD_TUTORIAL_HOME and a hidden temporary file."""
+    import errno
+    folder = a_class(tmp_path / "class", "a_02.ipynb", "b_02.ipynb")
+    out = tmp_path / "full" / "grades.csv"
+    out.parent.mkdir()
+    real = grader.replace_together
+
+    def full(texts):
+        if any(path.parent == out.parent for path in texts):
+            raise store.StorageError("cannot write .grades.csv.tmp") from OSError(errno.ENOSPC, "No space left on "
+                                                                                   "device")
+        return real(texts)
+    monkeypatch.setattr(grader, "replace_together", full)
+    assert cli.main(["grade", str(folder), "--out", str(out)]) == 2
+    said = capsys.readouterr()
+    line = said.err.strip()
+    aside = Path(line.split("the reports are in ")[1].split(" and ")[0])
+    assert line == (f"kd-tutorial grade: cannot write {out} (no space left on device): the reports are in {aside} and "
+                    f"{aside.with_suffix('.json')} instead; copy them to {out} once it can be written (what was "
+                    "there is untouched)")
+    assert learners(aside) == (["a_02"] * 2 + ["b_02"] * 2, ["a_02", "b_02"]) and "a_02" in said.out  # the summary
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_report_saved_again_by_excel_in_its_own_encoding_is_refused_before_grading(tmp_path, capsys, no_grading):
+    """Defect 2: a report re-saved as cp1252 was read with replacement characters: zoë's row became zo\ufffd, a
+    second row of hers was added, and the summary said her notebook was gone."""
+    out = tmp_path / "grades.csv"
+    grader.write_reports([{"learner": "zoë_02", "file": str(tmp_path / "zoë_02.ipynb"), "exercise": "ex02.q1"}], [],
+                         out, 1.0)
+    out.write_bytes(out.read_text(encoding="utf-8-sig").encode("cp1252"))
+    before = snapshot(tmp_path)
+    assert one_line(capsys, "grade", NOTEBOOK, "--out", str(out)) == (
+        f"kd-tutorial grade: the earlier report {out} is not UTF-8 (saved by Excel as \"CSV (Comma delimited)\"?): "
+        "save it again as \"CSV UTF-8\", or give --out a new .csv name")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_learner_graded_alone_first_is_named_by_folder_once_the_class_is_graded(tmp_path, fake_kernel):
+    """Defect 3: grading alice's notebook alone first (a trial run) kept her bare, ambiguous ID for good."""
+    stem = "02_soft_targets_temperature"
+    folder = a_class(tmp_path / "class", f"alice/{stem}.ipynb", f"bob/{stem}.ipynb")
+    out = tmp_path / "grades.csv"
+    assert cli.main(["grade", str(folder / "alice" / f"{stem}.ipynb"), "--out", str(out)]) == 0
+    assert learners(out)[1] == [stem]
+    assert cli.main(["grade", str(folder), "--out", str(out)]) == 0
+    assert learners(out)[1] == [f"alice/{stem}", f"bob/{stem}"]
+
+
+def test_a_second_interrupted_run_adds_to_the_first_ones_partial_report(tmp_path, capsys, fake_kernel):
+    """Defect 4: the second Ctrl-C run's partial report replaced the first one's: b_02's grades were lost."""
+    folder = a_class(tmp_path / "class", "a_02.ipynb", "b_02.ipynb", "c_02.ipynb")
+    out = tmp_path / "grades.csv"
+    grader.write_reports([], [], out, 1.0)  # the class's report
+    fake_kernel.interrupt_at = 3
+    assert cli.main(["grade", str(folder), "--out", str(out)]) == 130
+    fake_kernel.calls, fake_kernel.interrupt_at = 0, 2
+    assert cli.main(["grade", str(folder), "--out", str(out)]) == 130
+    assert learners(out.with_name("grades-interrupted.csv"))[1] == ["a_02", "b_02"]
+
+
+def test_a_subfolder_that_cannot_be_read_is_named(tmp_path, capsys, monkeypatch):
+    """Defect 5: a learner's folder without read permission was passed by in silence, and the learner was missing.
+    (Run as root, permissions are not enforced: the refusal is made by os.scandir here.)"""
+    folder = a_class(tmp_path / "class", "alice/a_02.ipynb", "bob/b_02.ipynb")
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == folder / "bob":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [p.name for p in grader.submissions_of([str(folder)])] == ["a_02.ipynb"]
+    assert capsys.readouterr().out.strip() == (f"cannot read {folder / 'bob'} (permission denied): its notebooks are "
+                                               "not graded; fix its permissions and grade it again")
+
+
+def test_a_gradebook_with_an_added_column_and_blank_rows_is_merged_keeping_the_column(tmp_path, fake_kernel):
+    """Defect 6: a comment column made the gradebook "not a report of kd-tutorial grade", and the blank rows a
+    spreadsheet leaves became a phantom submission."""
+    folder = a_class(tmp_path / "class", "a_02.ipynb", "b_02.ipynb")
+    out = tmp_path / "grades.csv"
+    assert cli.main(["grade", str(folder), "--out", str(out)]) == 0
+    with out.open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with out.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=grader.COLUMNS + ["comment"])
+        writer.writeheader()
+        writer.writerows([{**r, "comment": f"seen {r['learner']} {r['exercise']}"} for r in rows])
+        fh.write("," * len(grader.COLUMNS) + "\r\n")
+    assert cli.main(["grade", str(folder / "a_02.ipynb"), "--out", str(out)]) == 0
+    with out.open(encoding="utf-8-sig", newline="") as fh:
+        again = list(csv.DictReader(fh))
+    assert [(r["learner"], r["comment"]) for r in again] == [(r["learner"], f"seen {r['learner']} {r['exercise']}")
+                                                              for r in rows]
+    assert [s["learner"] for s in json.loads(out.with_suffix(".json").read_text())["submissions"]] == ["a_02", "b_02"]
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"", "the file is empty: download the learner's notebook again"),
+    (b"<!DOCTYPE html><html>Sign in to Google Drive</html>",
+     "it is a web page (HTML), not a notebook: download the learner's notebook again (File > Download)"),
+    (b'{"cells": [{"cell_type": "code", "sour',
+     "NotJSONError: it is not JSON, perhaps cut short: download the learner's notebook again, or re-save it in "
+     "Jupyter"),
+    (b'{"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": []}], "metadata": {}}',
+     "it has no nbformat version, so Jupyter did not save it: open it and save it again in Jupyter"),
+    (b'{"cells": [{"cell_type": "markdown"}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
+     "; open it and save it again in Jupyter")])
+def test_a_notebook_a_download_spoiled_gets_a_reason_that_names_the_fix(tmp_path, content, says):
+    """Defect 7: an empty file, a web page and a cut-short file were all "Notebook does not appear to be JSON"; one
+    without an nbformat key was read as version 2, its code cells emptied (or an UnboundLocalError)."""
+    (tmp_path / "a_02.ipynb").write_bytes(content)
+    nb, reason = grader.load(tmp_path / "a_02.ipynb")
+    assert nb is None and (reason == says or reason.endswith(says) and says.startswith(";"))

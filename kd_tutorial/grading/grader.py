@@ -12,7 +12,8 @@ that is not UTF-8) is escaped, never fatal. An earlier report at ``--out`` is
 merged: the notebooks graded now replace their rows, the others' rows are kept.
 Exit status: 0 once everything is graded, 2 on usage errors (one line naming the
 fix, before anything is graded: a report path that cannot be written or would
-overwrite a file that is not an earlier report is refused first), 130 on Ctrl-C,
+overwrite a file that is not an earlier report is refused first; or, after grading, when the disk refused the
+reports at ``--out``: they are then in a new temporary folder, named in one line), 130 on Ctrl-C,
 SIGTERM or SIGHUP (the reports then hold the notebooks graded before it; one that comes while they are written
 lets the write finish first).
 
@@ -70,6 +71,7 @@ def scan(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
+            unreadable(p)
             for q in sorted(q for q in p.rglob("*") if not _skipped(q, p)):
                 (found if q.suffix.lower() == ".ipynb" else others).append(q)
         elif p.is_file():
@@ -80,6 +82,16 @@ def scan(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]:
     for p in found:
         unique.setdefault(file_key(p), p)
     return list(unique.values()), missing, others
+
+
+def unreadable(folder: Path) -> None:
+    """Name, in one line each, the subfolders of ``folder`` that cannot be read: a glob passes them by without a
+    word, and a learner whose folder it is would be missing from the reports unnoticed."""
+    def say(err: OSError) -> None:
+        _say(f"cannot read {err.filename} ({(err.strerror or type(err).__name__).lower()}): its notebooks are not "
+             "graded; fix its permissions and grade it again")
+    for _ in os.walk(folder, onerror=say):
+        pass
 
 
 def file_key(file) -> str:
@@ -100,9 +112,22 @@ def still_there(key: str) -> bool:
 
 
 def load(path: Path):
-    """Read a notebook; return ``(nb, None)`` or ``(None, short reason)``."""
+    """Read a notebook; return ``(nb, None)`` or ``(None, short reason)``, the reason naming the fix for what a
+    download gets wrong (an empty file, a web page, a file cut short)."""
     import nbformat  # noqa: PLC0415
+    again = "download the learner's notebook again"
     try:
+        raw = path.read_bytes()
+        if not raw.strip():
+            return None, f"the file is empty: {again}"
+        if raw.lstrip()[:1] == b"<":
+            return None, f"it is a web page (HTML), not a notebook: {again} (File > Download)"
+        try:
+            data = json.loads(raw)
+        except (*JSON_ERRORS, UnicodeDecodeError):
+            return None, f"NotJSONError: it is not JSON, perhaps cut short: {again}, or re-save it in Jupyter"
+        if not (isinstance(data, dict) and "nbformat" in data):  # nbformat would read it as version 2, cells emptied
+            return None, "it has no nbformat version, so Jupyter did not save it: open it and save it again in Jupyter"
         nb = nbformat.read(str(path), as_version=4)
         if not isinstance(nb.get("cells"), list):
             return None, "it has no list of cells"
@@ -110,7 +135,8 @@ def load(path: Path):
     except Exception as exc:  # noqa: BLE001 - any unreadable file is graded as 'error'
         reason = " ".join(str(exc).replace("\\n", " ").split())
         reason = reason.split(": '")[0][:120]  # drop the echoed file content
-        return None, f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        return None, (f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__) + \
+            "; open it and save it again in Jupyter"
 
 
 def detect_set(nb, path: Path) -> str | None:
@@ -321,9 +347,10 @@ def is_report(path: Path) -> bool:
         if path.suffix.lower() == ".json":
             data = json.loads(path.read_text(encoding="utf-8-sig"))
             return isinstance(data, dict) and {"submissions", "rows"} <= data.keys()
-        with path.open(encoding="utf-8-sig", errors="replace") as fh:  # -sig: the CSV starts with Excel's BOM
-            return fh.readline().strip() == ",".join(COLUMNS)
-    except (OSError, *JSON_ERRORS):
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:  # -sig: Excel's BOM
+            header = next(csv.reader(fh), [])
+        return set(COLUMNS) <= set(header)  # columns an instructor added (comments) are the gradebook's too
+    except (OSError, csv.Error, *JSON_ERRORS):
         return False
 
 
@@ -368,13 +395,30 @@ def write_reports(rows: list[dict], submissions: list[dict], out: Path, seconds:
     json_path = json_path_of(out)
     rows, submissions = printable_all(rows), printable_all(submissions)
     table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    extra = list(dict.fromkeys(k for row in rows for k in row if k not in COLUMNS))  # an instructor's own columns
+    writer = csv.DictWriter(table, fieldnames=COLUMNS + extra)
     writer.writeheader()
     writer.writerows([{key: _not_a_formula(value) for key, value in row.items()} for row in rows])
     report = json.dumps({"seconds": round(seconds, 2), "submissions": submissions, "rows": rows},
                         indent=2, ensure_ascii=False) + "\n"
     replace_together({out: "\ufeff" + table.getvalue(), json_path: report})
     return json_path
+
+
+def write_or_set_aside(rows: list[dict], submissions: list[dict], out: Path, seconds: float) -> tuple:
+    """:func:`write_reports` to ``out``; when the disk refuses (full, gone, read-only since the start), to a new
+    folder in the system's temporary folder instead, so that a batch's grades are never lost. Returns the CSV and
+    JSON paths written, and None or the one line that says why they are not at ``out``."""
+    from ..store import StorageError  # noqa: PLC0415 - store imports torch
+    try:
+        return out, write_reports(rows, submissions, out, seconds), None
+    except (StorageError, OSError) as err:
+        cause = err.__cause__ if isinstance(err.__cause__, OSError) else err
+        why = (getattr(cause, "strerror", None) or type(cause).__name__).lower()
+    aside = Path(tempfile.mkdtemp(prefix="kd-grade-reports-")) / out.name
+    json_path = write_reports(rows, submissions, aside, seconds)
+    return aside, json_path, (f"cannot write {out} ({why}): the reports are in {aside} and {json_path} instead; "
+                              f"copy them to {out} once it can be written (what was there is untouched)")
 
 
 def replace_together(texts: dict[Path, str]) -> None:
@@ -401,9 +445,14 @@ def read_report(out: Path) -> tuple[list[dict], list[dict]]:
     if not (out.is_file() and out.stat().st_size > 0 and is_report(out)):
         return [], []
     try:  # the CSV is the gradebook (an instructor may have edited it): the JSON only where it says the same
-        with out.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
-            raw = [row for row in csv.DictReader(fh) if isinstance(row.get("file"), str)]
-        rows = [{k: _formula_back(row.get(k) or "") for k in COLUMNS} for row in raw]
+        with out.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            raw = [row for row in reader if isinstance(row.get("file"), str) and row["file"].strip()]  # no blank rows
+            columns = COLUMNS + [k for k in reader.fieldnames or [] if k and k not in COLUMNS]  # an added column kept
+        rows = [{k: _formula_back(row.get(k) or "") for k in columns} for row in raw]
+    except UnicodeDecodeError:
+        raise UsageError(f"the earlier report {out} is not UTF-8 (saved by Excel as \"CSV (Comma delimited)\"?): save "
+                         "it again as \"CSV UTF-8\", or give --out a new .csv name") from None
     except (OSError, csv.Error) as err:
         raise UsageError(f"cannot read the earlier report {out} ({err}): give --out a new .csv name, or move {out} "
                          "away") from None
@@ -411,7 +460,8 @@ def read_report(out: Path) -> tuple[list[dict], list[dict]]:
         data = json.loads(json_path_of(out).read_text(encoding="utf-8-sig"))
         same = [[_csv_cell(r.get(k)) for k in COLUMNS] for r in data["rows"]] == \
             [[r.get(k) or "" for k in COLUMNS] for r in raw]  # every column: an ID renamed in the CSV is kept
-        if same and all(isinstance(x, dict) and isinstance(x.get("file"), str) for x in data["submissions"]):
+        if same and columns == COLUMNS and all(isinstance(x, dict) and isinstance(x.get("file"), str)
+                                               for x in data["submissions"]):
             return [{k: r.get(k, "") for k in COLUMNS} for r in data["rows"]], data["submissions"]
     submissions: dict[str, dict] = {}
     for row in rows:
@@ -444,16 +494,31 @@ def _free_id(learner: str, file: str, taken: set) -> str:
     return longer if longer not in taken else str(Path(file).with_suffix(""))
 
 
+def _kept_id(earlier: str | None, now: str, key: str, taken: set) -> str:
+    """A regraded notebook's learner ID: its earlier one, unless that was the bare file name (one notebook graded
+    alone) and this run names it by its folder (alice/02_...) as it names the others; a new notebook's is free."""
+    if earlier is None:
+        return _free_id(now, key, taken)
+    if earlier == Path(key).stem and now != earlier and now not in taken:
+        return now
+    return earlier
+
+
 def merge_reports(rows: list[dict], submissions: list[dict], earlier_rows: list[dict],
                   earlier_submissions: list[dict]) -> tuple[list[dict], list[dict], int, list[str]]:
     """An earlier report with this run's notebooks in it: a notebook graded again (the same file, however named)
-    replaces its rows in place, under its earlier learner ID; the others' rows are kept; new ones are added at the
-    end. Returns the rows, the submissions, how many earlier rows were kept, and the notebooks they are of."""
+    replaces its rows in place, under its earlier learner ID (unless that was its bare file name and this run, seeing
+    more of the class, tells it apart by its folder), and keeps the values of the columns an instructor added; the
+    others' rows are kept; new ones are added at the end. Returns the rows, the submissions, how many earlier rows
+    were kept, and the notebooks they are of."""
     earlier_ids = {file_key(x["file"]): x["learner"] for x in (*earlier_rows, *earlier_submissions) if "learner" in x}
     now = {file_key(s["file"]) for s in submissions}
     taken = {v for k, v in earlier_ids.items() if k not in now}
-    ids = {key: earlier_ids.get(key) or _free_id(s["learner"], key, taken)
+    ids = {key: _kept_id(earlier_ids.get(key), s["learner"], key, taken)
            for key, s in ((file_key(s["file"]), s) for s in submissions)}
+    added = {(file_key(r["file"]), r.get("exercise")): {k: v for k, v in r.items() if k not in COLUMNS}
+             for r in earlier_rows}
+    rows = [{**added.get((file_key(x["file"]), x.get("exercise")), {}), **x} for x in rows]
     rows, submissions = ([{**x, "learner": ids.get(file_key(x["file"]), x["learner"])} for x in xs]
                          for xs in (rows, submissions))
 
@@ -600,13 +665,17 @@ def _grade(args) -> int:
                      "was written; run it again to grade them", file=sys.stderr)
                 return 130
             rows, submissions, stopped = stop.rows, stop.submissions, stop
-            args.out, earlier = _partial_out(args.out), ([], [])  # a partial report holds this run's notebooks only
+            partial = _partial_out(args.out)  # this run's notebooks, and an earlier interrupted run's there
+            earlier = ([], []) if partial == args.out else _read_again(partial, ([], []))
+            args.out = partial
         seconds = time.monotonic() - start
         if stopped is None:  # the report as it is now: another grading into this --out may have written it meanwhile
             earlier = _read_again(args.out, earlier)
         all_rows, all_submissions, kept, notebooks = merge_reports(rows, submissions, *earlier)
-        json_path = write_reports(all_rows, all_submissions, args.out, seconds)
+        args.out, json_path, failed = write_or_set_aside(all_rows, all_submissions, args.out, seconds)
     if received and stopped is None:  # every notebook was graded: the reports hold them all
+        if failed:
+            _say(f"kd-tutorial grade: {failed}", file=sys.stderr)
         return _interrupted(len(submissions), len(paths), args.out, json_path)
     graded = {file_key(s["file"]) for s in submissions}
     _say("\n" + summary([r for r in all_rows if file_key(r["file"]) in graded],
@@ -617,7 +686,11 @@ def _grade(args) -> int:
              + (f" ({len(gone)} of them no longer there: {', '.join(Path(n).name for n in gone[:3])})" if gone else "")
              + " (give --out a new name for a report of this run only)")
     _say(f"\nGraded {len(submissions)} notebook(s) in {seconds:.1f} s -> {args.out}, {json_path}")
-    return 0 if stopped is None else _interrupted(len(submissions), stopped.total, args.out, json_path)
+    if failed:
+        _say(f"kd-tutorial grade: {failed}", file=sys.stderr)
+    if stopped is not None:
+        return _interrupted(len(submissions), stopped.total, args.out, json_path)
+    return 2 if failed else 0
 
 
 def _interrupted(n: int, total: int, out: Path, json_path: Path) -> int:
