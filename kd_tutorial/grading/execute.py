@@ -149,6 +149,7 @@ def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str,
     from nbformat.v4 import new_code_cell  # noqa: PLC0415
     guard = (f"import kd_tutorial.grading.runner as _kd_runner\n"
              f"_kd_runner.install_guard({results_path!r}, {guard_nonce!r}, {_blocked_dirs()!r})\n"
+             f"_kd_runner.keep_kernel(globals())\n"
              f"del _kd_runner")
     preload = (f"import importlib as _kd_importlib\n"
                f"for _kd_name in {PRELOAD!r}:\n    _kd_importlib.import_module(_kd_name)\n"
