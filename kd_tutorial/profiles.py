@@ -351,6 +351,8 @@ class Profile:
             if not sep or name not in settable:
                 raise ProfileOverrideError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
                                            f"{', '.join(settable)}")
+            if name == "seeds":  # refused whatever its value: named before its type is checked
+                self._check_used(item, name)
             if name in changes:
                 raise ProfileOverrideError(f"--set sets {name} twice ({item!r} after an earlier {name}=): give it "
                                            "once")

@@ -400,6 +400,7 @@ def test_set_n_transfer_none_takes_every_unlabelled_review_as_its_rule_says():
 
 @pytest.mark.parametrize("item, fix", [
     ("seeds=(0, 0)", "kd-tutorial takes its seeds from --seeds (the notebooks from the profile): give --seeds N"),
+    ("seeds=1", "kd-tutorial takes its seeds from --seeds"),  # named at once, not after a fix of its type
     ("recipes=('bogus',)", "every student of the cpu profile sets its own recipes, so recipes would change nothing: "
                            "give --recipes NAME [NAME ...] or --recipes all"),
     ("student_lr=1e-3", "every student of the cpu profile sets its own lr, so student_lr would change nothing: "

@@ -562,7 +562,9 @@ def summary(rows: list[dict], submissions: list[dict]) -> str:
 
 def _parser(parser_class) -> argparse.ArgumentParser:
     """The arguments of ``kd-tutorial grade``."""
-    parser = parser_class(prog="kd-tutorial grade", description=__doc__.split("\n\n")[0])
+    parser = parser_class(prog="kd-tutorial grade", description="Grade a workshop's notebooks: each runs in a fresh "
+                          "kernel, its checks report, and one row per learner and exercise goes to a CSV and a JSON "
+                          "report (merged into an earlier report at --out).")
     parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS",
                         help="notebooks, or folders searched recursively for *.ipynb")
     parser.add_argument("--out", type=Path, default=Path("grades.csv"),
