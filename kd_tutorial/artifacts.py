@@ -275,17 +275,17 @@ def cache_status(profile: Profile, also=()) -> dict:
     if profile.teacher == TINY_TEACHER:
         needs[profile.teacher] = "built in"
     else:
-        needs[profile.teacher] = _hub_cached(profile.teacher, "model")
+        needs[profile.teacher] = _hub_cached(profile.teacher, "model", profile.name)
         if needs[profile.teacher] != "cached" and fallback_path(profile.teacher_fallback):
             needs[profile.teacher] = f"offline copy from {profile.teacher_fallback}"
     for name in [spec.pretrained for spec in profile.students if spec.pretrained] + list(also):
-        needs[name] = _hub_cached(name, "model")
+        needs[name] = _hub_cached(name, "model", profile.name)
     if os.environ.get(DATA_DIR_ENV):  # read before the profile's own source, as data_key does
         needs["data"] = _folder_status(os.environ[DATA_DIR_ENV])
     elif profile.data_source == "tiny":
         needs["data"] = "built in"
     else:
-        needs["stanfordnlp/imdb"] = _hub_cached("stanfordnlp/imdb", "dataset")
+        needs["stanfordnlp/imdb"] = _hub_cached("stanfordnlp/imdb", "dataset", profile.name)
     return needs
 
 
@@ -298,17 +298,19 @@ def _folder_status(data_dir: str) -> str:
     return f"local folder {data_dir}"
 
 
-def _hub_cached(repo_id: str, repo_type: str) -> str:
+def _hub_cached(repo_id: str, repo_type: str, profile: str) -> str:
     """"cached" when the Hugging Face cache holds ``repo_id`` (a model: with its weights, not only the config and
-    tokenizer that ``--init random`` or a cut prefetch leave), else what is missing and the fix."""
+    tokenizer that ``--init random`` or a cut prefetch leave), else what is missing and the fix (a prefetch of
+    ``profile``: without ``--profile``, prefetch fetches the default profile's, which may be another)."""
+    fix = f"kd-tutorial prefetch --profile {profile}"
     try:
         from huggingface_hub import scan_cache_dir
         repos = [r for r in scan_cache_dir().repos if r.repo_id == repo_id and r.repo_type == repo_type]
     except Exception:  # an empty or missing cache folder
         repos = []
     if not repos:
-        return "missing (run `kd-tutorial prefetch`)"
+        return f"missing (run `{fix}`)"
     names = [f.file_name for r in repos for rev in r.revisions for f in rev.files]
     if repo_type == "model" and not any(n.endswith((".safetensors", ".bin")) for n in names):
-        return "missing its weights (only its config or tokenizer is cached): run `kd-tutorial prefetch`"
+        return f"missing its weights (only its config or tokenizer is cached): run `{fix}`"
     return "cached"

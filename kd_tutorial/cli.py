@@ -29,7 +29,8 @@ from .artifacts import data_key, prepare
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, NAMED_SOURCES
 from .device import configure, pick_device, resolve_precision
-from .env import environment_report, fit_to_device, format_report, hub_reachable, quiet
+from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
+                  quiet)
 from .errors import JSON_ERRORS, looks_like_a_folder, model_source_error, UsageError, UserError
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
@@ -440,21 +441,12 @@ def cmd_env(args) -> int:
     report = environment_report(profile)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     unusable = ([HOME_ENV] if report.get("artifact_home_problem") else []) + \
+        (["versions"] if report.get("version_problem") else []) + \
         [name for name, status in report.get("needs", {}).items() if str(status).startswith("unusable")]
     if unusable:
         print(f"kd-tutorial env: unusable: {', '.join(unusable)} (see above for the fix)", file=sys.stderr)
         return 1
     return 0
-
-
-HF_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub and datasets read as "on" in their offline variables
-
-
-def offline_flags(models_only: bool = False) -> list[str]:
-    """The variables that turn the Hub off in this environment, of those a download of the models (and, unless
-    ``models_only``, of the dataset) reads."""
-    asks = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") + (() if models_only else ("HF_DATASETS_OFFLINE",))
-    return [name for name in asks if os.environ.get(name, "").upper() in HF_TRUE]
 
 
 def cmd_prefetch(args) -> int:

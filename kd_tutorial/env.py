@@ -32,6 +32,10 @@ QUIET_ENV = {
 # 1.7x slower on 2 cores for 10k IMDB reviews). Unset, the Rust tokenizer uses every core and, in a process forked
 # after that, turns its threads off by itself (printing a warning) rather than deadlock.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+HF_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub and datasets read as "on" in their offline variables
+# where a library already imported keeps the offline setting it read then
+READ_AT_IMPORT = {"huggingface_hub": ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+                  "datasets": ("datasets.config", "HF_DATASETS_OFFLINE")}
 PACKAGES = ("kd-tutorial", "torch", "transformers", "tokenizers", "datasets", "matplotlib", "ipywidgets",
             "tqdm", "numpy")
 # what pyproject.toml asks for: transformers 5 is where SDPA returns no attention weights and models have
@@ -93,14 +97,13 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
     quiet()
     chosen = resolve_profile(profile)
     if offline is None:
-        offline = chosen.name == "tiny" or os.environ.get("HF_HUB_OFFLINE") == "1"
-    if offline:
-        if "transformers" in sys.modules and os.environ.get("HF_HUB_OFFLINE") != "1":
-            print("warning: transformers was imported before setup(); the offline flag may not apply. "
-                  "Restart the kernel and run this cell first.")
-        os.environ.update(OFFLINE_ENV)
+        offline = chosen.name == "tiny" or bool(offline_flags(models_only=True))
+    _apply_offline(offline)
     seed_everything(seed)
     device = pick_device()
+    if device == "cpu" and _cuda_build():
+        print(f"torch is a CUDA {_cuda_build()} build but sees no GPU: on Colab, Runtime > Change runtime type > "
+              "GPU; elsewhere check nvidia-smi and CUDA_VISIBLE_DEVICES")
     configure(device)  # as distill does: on a GPU, TF32 from sm80 and the allocator, before anything is allocated
     source = "argument" if profile else (f"${PROFILE_ENV}" if os.environ.get(PROFILE_ENV) else None)
     print(describe_choice(chosen, source))
@@ -109,6 +112,39 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
         print(fitted)
     print(f"device: {device} | seed: {seed} | Hugging Face Hub: {'offline' if offline else 'online'}")
     return Session(profile=chosen, device=device, seed=seed, offline=offline)
+
+
+def offline_flags(models_only: bool = False) -> list[str]:
+    """The variables that turn the Hub off in this environment, read as huggingface_hub and datasets read them
+    ("1", "true", "yes", "on"), of those a download of the models (and, unless ``models_only``, of the dataset)
+    reads."""
+    asks = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") + (() if models_only else ("HF_DATASETS_OFFLINE",))
+    return [name for name in asks if os.environ.get(name, "").upper() in HF_TRUE]
+
+
+def _apply_offline(offline: bool) -> None:
+    """Set the offline variables (``offline``), or unset those that are set (an explicit ``offline=False``), and
+    warn in one line when a library imported earlier read the other setting: it keeps it."""
+    if offline:
+        os.environ.update(OFFLINE_ENV)
+    else:
+        was = offline_flags()
+        for name in was:
+            del os.environ[name]
+        if was:
+            print(f"setup(offline=False): {', '.join(was)} unset, so the Hub is used")
+    stale = [name for name, (module, flag) in READ_AT_IMPORT.items()
+             if module in sys.modules and bool(getattr(sys.modules[module], flag, offline)) != offline]
+    if stale:
+        print(f"warning: {' and '.join(stale)} {'was' if len(stale) == 1 else 'were'} imported before setup(), with "
+              f"the Hub {'on' if offline else 'off'}, and keep{'s' if len(stale) == 1 else ''} it: restart the kernel "
+              "and run this cell first")
+
+
+def _cuda_build() -> str | None:
+    """The CUDA version torch was built with (None for a CPU-only or MPS build)."""
+    import torch
+    return torch.version.cuda
 
 
 def _check_setup(profile, seed, offline) -> None:
@@ -159,8 +195,8 @@ def versions() -> dict[str, str]:
 
 def hub_reachable(timeout: float = 3.0) -> bool | None:
     """Whether the Hub answers: ``$HF_ENDPOINT``'s host (a mirror), else huggingface.co, on its port (None when
-    HF_HUB_OFFLINE=1 says not to ask, or behind an HTTPS proxy, which a direct socket does not go through)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    the offline variables say not to ask, or behind an HTTPS proxy, which a direct socket does not go through)."""
+    if offline_flags(models_only=True):
         return None
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return None  # the clients go through the proxy, where a direct socket may not: no verdict
@@ -182,7 +218,8 @@ def environment_report(profile: Profile | None = None) -> dict:
     device = pick_device()
     report = {"versions": versions(), "device": device, "profile": profile.name,
               "torch_threads": torch.get_num_threads(), "bf16": bf16_supported(device),
-              "hub_offline": os.environ.get("HF_HUB_OFFLINE") == "1", "hub_reachable": hub_reachable(),
+              "hub_offline": bool(offline_flags(models_only=True)), "offline_flags": offline_flags(models_only=True),
+              "hub_reachable": hub_reachable(),
               "data_dir": os.environ.get("KD_TUTORIAL_DATA_DIR"), "data_source": profile.data_source,
               "cuda_build": torch.version.cuda}
     if device.startswith("cuda"):
@@ -190,18 +227,37 @@ def environment_report(profile: Profile | None = None) -> dict:
     report["precision"] = describe(device)
     report["needs"] = cache_status(profile, also=hub_models(profile.name))
     try:
+        check_versions()
+    except UsageError as err:  # an old transformers left installed (Colab): the report says so, env exits 1
+        report["version_problem"] = str(err)
+    try:
         report["artifact_home"] = str(home())
-        report["artifact_home_problem"] = folder_problem(home())
+        report["artifact_home_problem"] = folder_problem(home()) or _short_of_room(home())
     except ArtifactError as err:  # a relative $KD_TUTORIAL_HOME: shown, as every other problem here, its fix said
         report["artifact_home"], report["artifact_home_problem"] = os.environ.get(HOME_ENV), str(err)
         report["artifact_home_fix"] = None
     return report
 
 
+LOW_ROOM_MB = 512  # below this much free space, the artifact cache is called unusable: a teacher's checkpoint won't fit
+
+
+def _short_of_room(folder) -> str | None:
+    """"only N MB free on ..." when the disk of ``folder`` (or of its nearest existing parent) is nearly full."""
+    import shutil
+    from pathlib import Path
+    where = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), None)
+    if where is None:
+        return None
+    free_mb = shutil.disk_usage(where).free / 2**20
+    return f"only {free_mb:.0f} MB free on the disk of {folder}" if free_mb < LOW_ROOM_MB else None
+
+
 def format_report(report: dict) -> str:
     """:func:`environment_report` as aligned ``key: value`` lines in four groups: versions, device and
     precision, profile, and cache status (what ``kd-tutorial env`` prints; ``--json`` gives the dict)."""
-    sections = {"versions": list(report.get("versions", {}).items()),
+    old = [("too old", report["version_problem"])] if report.get("version_problem") else []
+    sections = {"versions": list(report.get("versions", {}).items()) + old,
                 "device and precision": _device_lines(report),
                 "profile": _profile_lines(report),
                 "cache status": _cache_lines(report)}
@@ -222,7 +278,10 @@ def _device_lines(report: dict) -> list[tuple[str, str]]:
     lines = [("device", report.get("device", "-"))]
     if report.get("gpu"):
         lines.append(("GPU", f"{report['gpu']} (compute capability {p.get('capability') or '-'})"))
-    lines += [("CUDA build", report.get("cuda_build") or "none (CPU-only torch)"),
+    build = report.get("cuda_build") or ("none (CPU-only torch)" if report.get("device") == "cpu" else "none")
+    if report.get("cuda_build") and report.get("device") == "cpu":
+        build += " (sees no GPU: on Colab, Runtime > Change runtime type > GPU; elsewhere nvidia-smi)"
+    lines += [("CUDA build", build),
               ("precision (auto)", p.get("precision", "-")), ("native bf16", _yes(report.get("bf16"))),
               ("GradScaler", _yes(p.get("grad_scaler"))), ("TF32 matmuls", _yes(p.get("tf32"))),
               ("torch threads", str(report.get("torch_threads", "-")))]
@@ -239,10 +298,11 @@ def _profile_lines(report: dict) -> list[tuple[str, str]]:
 def _cache_lines(report: dict) -> list[tuple[str, str]]:
     """The artifact cache, the Hub, and whether each model and data set the profile needs is there."""
     if report.get("hub_offline"):
-        hub = "offline (HF_HUB_OFFLINE=1)"
+        hub = f"offline ({', '.join(f'{n}={os.environ.get(n)}' for n in report.get('offline_flags', [])) or 'flags'})"
     else:
-        hub = {True: "reachable", False: "unreachable: run `kd-tutorial prefetch` where there is internet, then "
-                                         "set HF_HUB_OFFLINE=1", None: "-"}[report.get("hub_reachable")]
+        hub = {True: "reachable", False: f"unreachable: run `kd-tutorial prefetch --profile {report.get('profile')}` "
+                                         "where there is internet, then set HF_HUB_OFFLINE=1",
+               None: "-"}[report.get("hub_reachable")]
     problem = report.get("artifact_home_problem")
     fix = report.get("artifact_home_fix", "point KD_TUTORIAL_HOME to a folder you can write")
     cache = (f"unusable: {problem}" + (f": {fix}" if fix else "") if problem

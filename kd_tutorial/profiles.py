@@ -139,6 +139,10 @@ def stable_hash(*parts: object) -> str:
 # 0.5-0.9 GB per layer, more than 16 GB with the activations). Conservative by design: measure with
 # `kd-tutorial benchmark --report` on the GPU itself for the exact figures.
 FITS_16GB = {512: {"fp16": 16, "bf16": 8, "fp32": 8}, 256: {"fp16": 32, "bf16": 16, "fp32": 16}}
+T4_GIB = 14.7  # what torch.cuda reports for a 16 GB T4, the card FITS_16GB was sized on
+# what a smaller card loses before its first row: bert-base's fp32 weights, gradients and Adam state (1.6 GiB) and
+# the CUDA context, rounded up; the rest holds the rows' activations, in proportion to FITS_16GB's
+FIXED_GIB = 2.5
 
 
 class UnknownProfileError(UserError, ValueError):
@@ -298,11 +302,18 @@ class Profile:
         """This profile with ``batch_size`` divided and ``grad_accum`` multiplied by one factor (the same
         effective batch), so that its worst batch fits a GPU of ``memory_gb`` GiB (as ``torch.cuda`` reports it: a T4
         has 14.7, an L4 22.5) running ``precision`` (:data:`FITS_16GB`); unchanged from 24 GiB up, or when it
-        already fits."""
+        already fits. Below a T4's 14.7 GiB, the rows that fit shrink with the memory left after
+        :data:`FIXED_GIB` (an estimate, not measured on such a card), down to one."""
         fits = FITS_16GB.get(self.max_length)
-        if fits is None or memory_gb >= 24 or self.batch_size <= fits.get(precision, self.batch_size):
+        if fits is None or memory_gb >= 24:
             return self
-        factor = -(-self.batch_size // fits[precision])
+        rows = fits.get(precision, self.batch_size)
+        if memory_gb < T4_GIB:
+            rows = max(1, int(rows * max(0.0, memory_gb - FIXED_GIB) / (T4_GIB - FIXED_GIB)))
+        if self.batch_size <= rows:
+            return self
+        factor = next(f for f in range(2, self.batch_size + 1)
+                      if self.batch_size % f == 0 and self.batch_size // f <= rows)  # the same effective batch
         return self.replace(batch_size=self.batch_size // factor, grad_accum=self.grad_accum * factor)
 
     def changes(self) -> dict:

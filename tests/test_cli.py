@@ -573,10 +573,10 @@ def test_a_model_cached_without_its_weights_is_not_ready(tmp_path, monkeypatch):
     (tmp_path / "models--org--bert" / "refs" / "main").write_text("a" * 40)
     (snapshot / "config.json").write_text("{}")
     monkeypatch.setattr(_cache_manager, "HF_HUB_CACHE", str(tmp_path))
-    assert _hub_cached("org/bert", "model").startswith("missing its weights")
+    assert _hub_cached("org/bert", "model", "cpu").startswith("missing its weights")
     (snapshot / "model.safetensors").write_bytes(b"weights")
-    assert _hub_cached("org/bert", "model") == "cached"
-    assert _hub_cached("org/other", "model").startswith("missing (")
+    assert _hub_cached("org/bert", "model", "cpu") == "cached"
+    assert _hub_cached("org/other", "model", "cpu") == "missing (run `kd-tutorial prefetch --profile cpu`)"
 
 
 def _a_hub_teacher_not_cached(monkeypatch, tmp_path, name: str, **config) -> list:
@@ -666,3 +666,87 @@ def test_a_usable_data_folder_is_read_once_before_the_estimate(tmp_path, capsys,
     assert cli.main(["distill", "--profile", "tiny", "--data-dir", str(tmp_path / "data"), "--set", "val_size=40",
                      "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert len(reads) == 1
+
+
+# --------------------------------------------------------------------------- the environment layer (stop 52)
+
+@pytest.fixture
+def hub_flags(monkeypatch):
+    """No offline variable set, and setup()'s own changes to them undone after the test."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("name, value", [("HF_HUB_OFFLINE", "true"), ("TRANSFORMERS_OFFLINE", "1"),
+                                         ("HF_HUB_OFFLINE", "1")])
+def test_setup_reads_the_offline_variables_as_the_hub_reads_them(hub_flags, capsys, name, value):
+    """HF_HUB_OFFLINE=true or TRANSFORMERS_OFFLINE=1 turned the Hub off for the libraries, and setup() printed
+    'online' (env said 'unreachable: ... set HF_HUB_OFFLINE=1', which was set)."""
+    from kd_tutorial import env
+    hub_flags.setenv(name, value)
+    assert env.setup("cpu").offline is True
+    assert "Hugging Face Hub: offline" in capsys.readouterr().out
+    assert env.hub_reachable() is None and env.environment_report(profiles.get_profile("tiny"))["hub_offline"]
+
+
+def test_setup_offline_false_unsets_the_variables_it_would_otherwise_leave_on(hub_flags, capsys):
+    from kd_tutorial import env
+    hub_flags.setenv("HF_HUB_OFFLINE", "1")
+    hub_flags.setenv("HF_DATASETS_OFFLINE", "1")
+    assert env.setup("cpu", offline=False).offline is False
+    out = capsys.readouterr().out
+    assert "setup(offline=False): HF_HUB_OFFLINE, HF_DATASETS_OFFLINE unset, so the Hub is used" in out
+    assert env.offline_flags() == [] and "Hugging Face Hub: online" in out
+
+
+def test_setup_warns_when_a_library_imported_earlier_read_the_other_setting(hub_flags, capsys):
+    """Only `"transformers" in sys.modules` was looked at: datasets, or huggingface_hub imported first, were not."""
+    import sys
+    from types import SimpleNamespace
+
+    from kd_tutorial import env
+    hub_flags.setitem(sys.modules, "huggingface_hub.constants", SimpleNamespace(HF_HUB_OFFLINE=False))
+    hub_flags.setitem(sys.modules, "datasets.config", SimpleNamespace(HF_DATASETS_OFFLINE=False))
+    env.setup("tiny")  # offline for tiny: both libraries read "online" at their import
+    assert ("warning: huggingface_hub and datasets were imported before setup(), with the Hub on, and keep it: "
+            "restart the kernel and run this cell first") in capsys.readouterr().out
+    hub_flags.setitem(sys.modules, "huggingface_hub.constants", SimpleNamespace(HF_HUB_OFFLINE=True))
+    hub_flags.setitem(sys.modules, "datasets.config", SimpleNamespace(HF_DATASETS_OFFLINE=True))
+    env.setup("tiny")
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_a_cuda_build_that_sees_no_gpu_is_told_where_to_look(hub_flags, capsys, monkeypatch):
+    """Colab without a GPU runtime (or CUDA_VISIBLE_DEVICES=""): setup() quietly picked tiny on the CPU."""
+    from kd_tutorial import env
+    monkeypatch.setattr(env, "_cuda_build", lambda: "12.4")
+    monkeypatch.setattr(env, "pick_device", lambda: "cpu")
+    env.setup("tiny")
+    assert ("torch is a CUDA 12.4 build but sees no GPU: on Colab, Runtime > Change runtime type > GPU; elsewhere "
+            "check nvidia-smi and CUDA_VISIBLE_DEVICES") in capsys.readouterr().out
+    lines = dict(env._device_lines({"device": "cpu", "cuda_build": "12.4"}))
+    assert lines["CUDA build"].startswith("12.4 (sees no GPU")
+    assert dict(env._device_lines({"device": "mps", "cuda_build": None}))["CUDA build"] == "none"  # not "CPU-only"
+    assert dict(env._device_lines({"device": "cpu", "cuda_build": None}))["CUDA build"] == "none (CPU-only torch)"
+
+
+def test_env_calls_a_nearly_full_disk_unusable_and_an_old_transformers_too(tmp_path, monkeypatch):
+    """A full disk was 'artifact cache: <path>', rc 0, and distill failed 30 s later; an old transformers was
+    listed with no word (only setup() checked versions)."""
+    import shutil
+    from collections import namedtuple
+
+    from kd_tutorial import env
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "kd"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 64 * 2**20, 64 * 2**20))
+    report = env.environment_report(profiles.get_profile("tiny"))
+    assert report["artifact_home_problem"] == f"only 64 MB free on the disk of {tmp_path / 'kd'}"
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 0, 10 * 2**30))
+    monkeypatch.setattr(env, "versions", lambda: {"torch": "2.13.0", "transformers": "4.46.0"})
+    report = env.environment_report(profiles.get_profile("tiny"))
+    assert report["artifact_home_problem"] is None
+    assert report["version_problem"].startswith("transformers 4.46.0 is older than the course needs: pip install -U")
+    shown = [line for line in env.format_report(report).splitlines() if line.startswith("  too old:")]
+    assert len(shown) == 1 and shown[0].endswith(report["version_problem"])

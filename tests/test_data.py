@@ -613,3 +613,14 @@ def test_the_val_size_offered_leaves_n_train_and_a_transfer_set_and_runs_need_on
     lopsided = data.Reviews([f"r{i}" for i in range(len(bits))], [int(b) for b in bits], None, "train")
     carved = data.split_raw({"train": lopsided, "test": test}, "src", val_size=2, seed=4, val_block=20)
     assert sorted(set(carved.train.labels)) == [0, 1] and carved.sizes()["validation"] == 2
+
+
+def test_a_missing_datasets_package_names_pip_not_prefetch(monkeypatch):
+    """Without the datasets package, reading IMDB from the Hub said to run prefetch, which needs the same package."""
+    import sys
+
+    from kd_tutorial import data
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ModuleNotFoundError
+    with pytest.raises(data.DataSourceError, match=r"needs the datasets package, which is not installed: pip install "
+                                                   r"'datasets>=2.19', or set KD_TUTORIAL_DATA_DIR"):
+        data._hub_raw()

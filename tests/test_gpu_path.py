@@ -89,6 +89,15 @@ def test_the_full_profile_fits_16_gb_with_the_same_effective_batch():
     assert full.replace(grad_accum=1, precision="auto").teacher_hash() == full.teacher_hash()
 
 
+@pytest.mark.parametrize("memory, rows", [(14.7, 16), (11.0, 8), (7.8, 4), (3.8, 1), (2.0, 1)])
+def test_a_gpu_smaller_than_a_t4_gets_fewer_rows_per_step_and_the_same_effective_batch(memory, rows):
+    """Every card under 24 GiB got the T4's 16 rows of 512 tokens: an 8 GiB card's fit line said so, and a 4 GiB
+    card cannot hold them (bert-base's weights, gradients and Adam state alone take 1.6 GiB)."""
+    full = PROFILES["full"]
+    fitted = full.fit_memory("fp16", memory)
+    assert fitted.batch_size == rows and fitted.effective_batch == full.effective_batch
+
+
 @pytest.mark.parametrize("field, value", [("grad_accum", 0), ("batch_size", -2), ("precision", "half")])
 def test_profile_refuses_impossible_batches_and_precisions(field, value):
     with pytest.raises(ProfileOverrideError, match=field):
