@@ -553,3 +553,89 @@ def test_a_step_the_gradient_scaler_skipped_is_logged_as_such_in_strict_json(row
     assert all(math.isfinite(s["grad_norm"]) and "skipped" not in s for s in rest)
     json.dumps(history.to_dict(), allow_nan=False)  # strict JSON
 
+
+
+# --------------------------------------------------------------------------- tests a mutation audit asked for (stop 52)
+
+def test_keep_best_restores_the_weights_of_the_best_pass_not_the_last(rows, monkeypatch):
+    """test_keep_best_ends_with_the_weights_of_the_best_validation_pass scores every pass alike there (0.5), so it
+    passed whether or not the best weights were restored, or were a copy at all: validation is scripted here."""
+    from kd_tutorial import train as loop
+    scores, snapshots = iter([0.5, 0.9, 0.6, 0.7]), []
+
+    def scripted(model, val_data, config, device):
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return next(scores), "1" * len(val_data)
+    monkeypatch.setattr(loop, "_validate", scripted)
+    model = small_model(11)
+    config = TrainConfig(max_steps=12, lr=5e-3, batch_size=32, eval_every=3, keep_best=True, seed=1)
+    history = train(model, rows["train"], config=config, val_data=rows["validation"], progress=False)
+    assert history.best_step == 6 and len(snapshots) == 4
+    final = model.state_dict()
+    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)  # the pass at step 6, restored
+    assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)  # not the last pass's weights
+
+
+class RowLogits(torch.nn.Module):
+    """A stand-in student whose logits differ by row (an untrained BERT gives every row nearly the same ones)."""
+
+    def __init__(self, n_rows: int):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(n_rows, 2, generator=torch.Generator().manual_seed(0)) * 2)
+        self.config = type("Config", (), {"_attn_implementation": "sdpa"})()
+        self.rows = None
+
+    def forward(self, input_ids, attention_mask, **_):
+        from types import SimpleNamespace
+        return SimpleNamespace(logits=self.table[self.rows], hidden_states=None, attentions=None)
+
+
+def test_pseudo_label_targets_are_the_label_where_there_is_one_and_the_teachers_argmax_elsewhere(rows):
+    """With near-identical logits on every row, the older test could not tell the labelled rows' targets from the
+    teacher's argmax there (the losses differed by 4e-6): per-row logits make each target count."""
+    cached = torch.randn(len(rows["train"]), 2) * 3
+    batch = data.make_batches(rows["train"], 16, seed=1)[0]
+    batch["labels"][::2] = losses.IGNORE_LABEL
+    student = RowLogits(len(rows["train"]))
+    student.rows = batch["index"]
+    loss, logits = batch_loss(student, batch, TrainConfig(mode="pseudo"), teacher_logits=cached)
+    argmax = cached[batch["index"]].argmax(-1)
+    labelled = batch["labels"] >= 0
+    assert (argmax[labelled] != batch["labels"][labelled]).any()  # the two rules differ on this batch
+    ce = torch.nn.functional.cross_entropy
+    torch.testing.assert_close(loss, ce(logits, torch.where(labelled, batch["labels"], argmax)))
+    assert abs(loss - ce(logits, argmax)).item() > 1e-3
+
+
+def test_gradient_accumulation_of_unequal_micro_batches_weighs_them_by_rows(rows):
+    """28 rows as 16 + 12: weighing each micro-batch by 1/K instead of by its rows gives another step (32 rows as
+    16 + 16, the other test, cannot tell the two apart). The weights after the step are compared, not a norm."""
+    sub = data.Encoded(rows["train"].input_ids[:28], rows["train"].labels[:28], "sub")
+    common = dict(lr=1e-3, max_steps=1, warmup_fraction=0.0, group_by_length=False, precision="fp32")
+    after = []
+    for config in (TrainConfig(batch_size=28, **common), TrainConfig(batch_size=16, grad_accum=2, **common)):
+        model = no_dropout(small_model(4))
+        history = train(model, sub, config=config, progress=False)
+        assert len(history.steps) == 1
+        after.append(model.state_dict())
+    for key in after[0]:
+        torch.testing.assert_close(after[1][key], after[0][key], rtol=1e-4, atol=1e-6)
+
+
+def test_the_learning_rate_warms_up_linearly_then_decays_to_zero(rows):
+    """Nothing read the logged learning rate: a schedule that never decayed passed every test."""
+    config = TrainConfig(max_steps=20, lr=1e-3, warmup_fraction=0.2, batch_size=32, seed=0)
+    history = train(small_model(5), rows["train"], config=config, progress=False)
+    lrs = [s["lr"] for s in history.steps]
+    assert lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])  # 4 warm-up steps up to the peak
+    assert lrs[4:] == pytest.approx([1e-3 * (20 - k) / 16 for k in range(4, 20)])  # then down, one step from 0
+    assert max(lrs) == pytest.approx(config.lr)
+
+
+def test_an_epoch_of_an_odd_number_of_micro_batches_still_ends_on_a_step(rows):
+    """3 micro-batches an epoch at grad_accum 2: the third is the epoch's last step, on its own rows (every other
+    accumulation test had an even count, so a loop that dropped it passed them)."""
+    sub = data.Encoded(rows["train"].input_ids[:24], rows["train"].labels[:24], "sub")
+    config = TrainConfig(epochs=2, lr=1e-3, batch_size=8, grad_accum=2, group_by_length=False, precision="fp32")
+    history = train(no_dropout(small_model(6)), sub, config=config, progress=False)
+    assert len(history.steps) == 4 and [e["step"] for e in history.epochs] == [2, 4]
