@@ -42,7 +42,7 @@ from .pipeline import check_teacher_outside, check_teacher_shape, run_distill
 from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile, timed_preset
 from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, profile_of, README_START,
-                     refuse_foreign, results_markdown, splice_readme, summary)
+                     refuse_foreign, refuse_overwrite, results_markdown, splice_readme, summary)
 from .search import RECIPE as SEARCH_RECIPE, run_search
 from .store import atomic_write_json, home, HOME_ENV, StorageError
 
@@ -490,6 +490,11 @@ def cmd_report(args) -> int:
     if args.summary and args.readme:
         raise UsageError("--summary writes a file of its own and --readme rewrites the README's tables: give one of "
                          "them per command")
+    args.results = [p for i, p in enumerate(args.results)
+                    if os.path.realpath(p) not in {os.path.realpath(q) for q in args.results[:i]}]  # each file once
+    if args.readme:  # its own input named as the README: said so, before its markers are looked for
+        refuse_overwrite(args.readme, "--readme", args.results, fix="give --readme the README.md that holds the "
+                         f"{README_START} marker")
     results = {path: read_results(path) for path in args.results}
     if args.summary:
         if len(args.results) != 1:
@@ -533,8 +538,16 @@ RESULTS_FIX = ("give the results.json that `kd-tutorial distill` wrote (in its -
                "`kd-tutorial benchmark --report`")
 
 
+RESULTS_MAX_MB = 256  # a results.json of three seeds is a few MB; a file far larger is something else
+
+
 def read_results(path: str) -> dict:
-    """A results.json of ``kd-tutorial distill`` (or a benchmark report), read and checked for its sections."""
+    """A results.json of ``kd-tutorial distill`` (or a benchmark report), read and checked for its sections; a
+    device or pipe, or a file over :data:`RESULTS_MAX_MB`, is refused before it is read."""
+    _refuse_device(path, f"results file {path}", RESULTS_FIX)
+    if os.path.isfile(path) and os.path.getsize(path) > RESULTS_MAX_MB * 2**20:
+        raise UsageError(f"results file {path} is {os.path.getsize(path) / 2**30:.1f} GB, not a results.json: "
+                         f"{RESULTS_FIX}")
     try:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, *JSON_ERRORS) as err:
@@ -558,8 +571,18 @@ def _markdown(path: str, results: dict) -> str:
                          f"{RESULTS_FIX}, or run it again") from None
 
 
+def _refuse_device(path: str, said: str, fix: str) -> None:
+    """A UsageError for a device (``/dev/zero`` reads forever); a pipe stays readable (``report <(cat r.json)``)."""
+    import stat
+    with contextlib.suppress(OSError):
+        mode = os.stat(path).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            raise UsageError(f"{said} is a device, not a file: {fix}")
+
+
 def _check_readme(readme: str) -> None:
     """Refuse a ``--readme`` that cannot be read or has no results markers, before anything is written."""
+    _refuse_device(readme, f"--readme {readme}", f"give the README.md that holds the {README_START} marker")
     try:
         text = Path(readme).read_text(encoding="utf-8")
     except OSError as err:

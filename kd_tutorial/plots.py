@@ -67,9 +67,10 @@ def training_curves(histories: dict, title: str = "Training curves"):
         if not h:
             continue
         style = dict(linestyle=RUN_STYLE.get(_run_of(name), "-"), color=colour[name.split()[0]])
-        steps = [s["step"] for s in h["steps"]]
-        loss = _smooth([s["loss"] for s in h["steps"]], max(1, len(steps) // 50))
-        ax_loss.plot(steps, loss, label=name, **style)
+        logged = h.get("steps") or []  # a results summary keeps the validation passes, not the steps
+        if logged:
+            steps = [s["step"] for s in logged]
+            ax_loss.plot(steps, _smooth([s["loss"] for s in logged], max(1, len(steps) // 50)), label=name, **style)
         # x = the optimizer step of each validation pass: runs over data sets of different sizes line up
         evals = h.get("evals") or [{"step": e["step"], "val_acc": e["val_acc"]} for e in h["epochs"]
                                    if e.get("val_acc") is not None]
@@ -80,9 +81,13 @@ def training_curves(histories: dict, title: str = "Training curves"):
                 title="Loss (KD runs: distillation loss; others: cross-entropy)")
     ax_acc.set(xlabel="optimizer step", ylabel="validation accuracy (%)",
                title="Validation accuracy (each validation pass)")
+    if not ax_loss.lines:
+        ax_loss.text(0.5, 0.5, "no per-step losses here\n(a results summary keeps the validation passes only)",
+                     ha="center", va="center", transform=ax_loss.transAxes, fontsize=9)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -7,11 +7,12 @@ and computes no metric itself. Every number in the README comes from a
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 from .errors import JSON_ERRORS, refuse_not_regular, UsageError
-from .evaluate import choice_key, ECE_BINS, verdict
+from .evaluate import _NOISE, choice_key, ECE_BINS, verdict
 from .store import atomic_write_text
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -34,7 +35,7 @@ def format_table(rows: list[dict], title: str | None = None) -> str:
 
     header = [c[0] for c in cols]
     body = [[cell(r, k, f) for _, k, f in cols] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(header)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(b, widths)) + " |" for b in body]
@@ -44,9 +45,9 @@ def format_table(rows: list[dict], title: str | None = None) -> str:
 def format_points(x: float) -> str:
     """A difference in accuracy as signed points, to 2 decimals; a bound nearer 0 than that keeps one significant
     digit (``+0.004``), so an interval that lies above 0 never prints ``+0.00`` (below 1e-9 points is rounding
-    noise, and prints as it)."""
+    noise, as :func:`kd_tutorial.evaluate.verdict` reads it, and prints as it)."""
     points = 100 * x
-    return f"{points:+.1g}" if 1e-9 < abs(points) < 0.005 else f"{points:+.2f}"
+    return f"{points:+.1g}" if 100 * _NOISE < abs(points) < 0.005 else f"{points:+.2f}"
 
 
 def format_interval(comparison: dict) -> str:
@@ -77,6 +78,10 @@ def format_comparisons(rows: list[dict], models: list[dict] | None = None) -> st
     for r, diffs in zip(rows, per_seed):
         seeds = (" " + (", ".join(f"{100 * d:+.2f}" for d in diffs) or "-") + " |") if several else ""
         level = r.get("level", 0.95)
+        if any(isinstance(v, float) and math.isnan(v) for v in (r["diff"], r["ci_low"], r["ci_high"], r["p_mcnemar"])):
+            lines.append(f"| {r['student']} | {r['recipe']} | {r['against']} | - | - | - | not measured (the file "
+                         "holds nan): no verdict |" + seeds)
+            continue
         said = verdict(r["ci_low"], r["ci_high"], r["p_mcnemar"], level)
         if r.get("verdict", said) != said:
             said += f" (recorded: {r['verdict']}, by an earlier rule)"
@@ -264,7 +269,13 @@ def _share_text(share: dict | None) -> str:
 
 
 def _num(value, spec: str = "{:.0f}", scale: float = 1.0) -> str:
+    """``value * scale`` in ``spec``, "-" for None."""
     return "-" if value is None else spec.format(value * scale)
+
+
+def _mfu(value) -> str:
+    """MFU in percent: whole numbers, and two significant digits under 1 % (0.22, not a 0 that reads unmeasured)."""
+    return _num(value, "{:.2g}" if value is not None and value * 100 < 1 else "{:.0f}", 100)
 
 
 def _warm_up(settings: dict) -> str:
@@ -277,7 +288,7 @@ def _warm_up(settings: dict) -> str:
 def _phase_row(label: str, r: dict) -> str:
     if "skipped" in r:
         return f"| {label} | skipped: {r['skipped']} | | | | |"
-    return (f"| {label} | {_num(r['tokens_per_s'])} | {_num(r['tflops'], '{:.3g}')} | {_num(r['mfu'], '{:.0f}', 100)} "
+    return (f"| {label} | {_num(r['tokens_per_s'])} | {_num(r['tflops'], '{:.3g}')} | {_mfu(r['mfu'])} "
             f"| {_num(r['peak_memory_gib'], '{:.1f}')} | {_num(r['seconds'], '{:.2f}')} |")
 
 
@@ -304,7 +315,7 @@ def benchmark_markdown(report: dict) -> str:
             for dtype, r in ph["worst_batch"].items()]
     out += ["", "| model | p50 ms, batch 1 (IQR) | reviews/s, batch 256 | TFLOP/s | MFU % |", "|---|---|---|---|---|"]
     out += [f"| {name} | {r['latency_ms_p50']:.2f} ({r['latency_ms_q1']:.2f}-{r['latency_ms_q3']:.2f}) | "
-            f"{r['reviews_per_s']:.0f} | {_num(r['tflops'], '{:.3g}')} | {_num(r['mfu'], '{:.0f}', 100)} |"
+            f"{r['reviews_per_s']:.0f} | {_num(r['tflops'], '{:.3g}')} | {_mfu(r['mfu'])} |"
             for name, r in ph["inference"].items()]
     return "\n".join(out) + "\n\n" + _projection_line(report["projection"]) + "\n\n"
 

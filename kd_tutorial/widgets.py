@@ -35,7 +35,7 @@ def softened(logits, temperature: float) -> list[float]:
 def entropy(probs) -> float:
     """Entropy in nats, ``-sum_c p_c log p_c`` (with ``0 log 0 = 0``)."""
     p = torch.as_tensor(probs, dtype=torch.float64)
-    return float(-(p * torch.log(p.clamp_min(1e-300))).sum())
+    return float(-(p * torch.log(p.clamp_min(1e-300))).sum()) + 0.0  # + 0.0: a one-hot's -0.0 prints as 0.00
 
 
 def _names(n: int, class_names: Sequence[str] | None) -> list[str]:
@@ -107,8 +107,11 @@ def temperature_explorer(logits, class_names: Sequence[str] | None = None, *, t_
     import matplotlib.pyplot as plt
 
     z = _as_logits(logits)
-    if not 0 < t_min < value <= t_max:
-        raise ValueError(f"need 0 < t_min < value <= t_max, got {t_min}, {value}, {t_max}")
+    if not 0 < t_min <= value <= t_max:
+        raise ValueError(f"need 0 < t_min <= value <= t_max, got {t_min}, {value}, {t_max}")
+    _names(z.numel(), class_names)  # refused now, not inside the widget's first draw, where the error is hidden
+    if highlight is not None and not 0 <= highlight < z.numel():
+        raise ValueError(f"highlight={highlight}: give the index of one of the {z.numel()} classes")
 
     def show(T: float) -> None:
         fig, ax = plt.subplots(figsize=(7, 3.5))

@@ -198,16 +198,18 @@ def test_a_study_is_continued_only_with_the_settings_it_was_made_with(tmp_path):
                                   ("--device 'cpu' (now 'cuda')", (tiny, 2, 0), {"device": "cuda", "data": "tiny"}),
                                   ("data ($KD_TUTORIAL_DATA_DIR) 'tiny' (now '/d')", (tiny, 2, 0),
                                    {"device": "cpu", "data": "/d"}),
-                                  ("--set (profile settings hash)", (tiny.replace(temperature=4.0), 2, 0),
+                                  ("the profile's settings (a hash", (tiny.replace(temperature=4.0), 2, 0),
                                    {"device": "cpu", "data": "tiny"})):
         with pytest.raises(UsageError) as caught:
             open_study(out, *args, **kwargs)
         assert f"search.db holds a study made with {changed}" in str(caught.value), str(caught.value)
-        assert str(caught.value).endswith("give the same again to continue it, or another --out for a new study")
+        assert str(caught.value).endswith("continue it with the same settings, or give another --out for a new "
+                                          "study")
+        assert "--set" not in str(caught.value)  # search takes no --set
     # a GPU's memory fit splits the batch (search fits it as distill does): the same effective batch continues it
     split = tiny.replace(batch_size=tiny.batch_size // 2, grad_accum=2)
     open_study(out, split, 2, 0, device="cpu", data="tiny")
-    with pytest.raises(UsageError, match="profile settings hash"):  # another effective batch is another study
+    with pytest.raises(UsageError, match="the profile's settings"):  # another effective batch is another study
         open_study(out, tiny.replace(batch_size=tiny.batch_size // 2), 2, 0, device="cpu", data="tiny")
 
 
@@ -417,3 +419,65 @@ def test_json_nested_too_deep_is_one_line_and_kept(run, capsys):
     assert line.endswith(f"--summary {deep} exists and is not a results summary, so writing it would lose it: give a "
                          "new file name, or move that file away first"), line
     assert deep.read_text() == "[" * 100_000
+
+
+# ----------------------------------------------------------------------------- report: a review of its rendering (stop 52)
+
+def test_one_file_named_twice_is_rendered_once_printed_or_spliced(run, capsys, tmp_path, monkeypatch):
+    """The printed report showed it once, --readme spliced its tables twice."""
+    monkeypatch.chdir(run.parent)
+    assert cli.main(["report", str(run), "./results.json"]) == 0
+    assert capsys.readouterr().out.count("Profile `tiny`") == 1
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    assert cli.main(["report", str(run), "./results.json", "--readme", str(readme)]) == 0
+    assert readme.read_text().count("Profile `tiny`") == 1
+
+
+def test_a_readme_that_is_the_results_file_is_named_as_such(run, capsys):
+    """It was told the results file lacked the README's markers: add them to the JSON."""
+    before = run.read_bytes()
+    line = error_line(capsys, "report", str(run), "--readme", str(run))
+    assert line == (f"kd-tutorial: error: --readme {run} would overwrite the input {run}: give --readme the README.md "
+                    f"that holds the {START} marker")
+    assert run.read_bytes() == before
+
+
+def test_a_device_or_a_huge_file_is_refused_before_it_is_read(capsys, tmp_path):
+    """/dev/zero and a 3 GB file were read whole: a MemoryError traceback, or no end."""
+    if os.path.exists("/dev/zero"):
+        assert error_line(capsys, "report", "/dev/zero") == (
+            f"kd-tutorial: error: results file /dev/zero is a device, not a file: {cli.RESULTS_FIX}")
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as fh:  # sparse: no disk used
+        fh.truncate((cli.RESULTS_MAX_MB + 1) * 2**20)
+    assert error_line(capsys, "report", str(huge)) == (
+        f"kd-tutorial: error: results file {huge} is 0.3 GB, not a results.json: {cli.RESULTS_FIX}")
+
+
+def test_a_comparison_that_holds_nan_gets_no_verdict():
+    """A nan bound printed '[+nan, +3.70]' beside 'no detectable difference at this size'."""
+    row = dict(student="s", recipe="kd", against="baseline", diff=0.014, ci_low=float("nan"), ci_high=0.037,
+               p_mcnemar=float("nan"))
+    line = report.format_comparisons([row]).splitlines()[-1]
+    assert line == "| s | kd | baseline | - | - | - | not measured (the file holds nan): no verdict |"
+
+
+def test_a_bound_above_zero_by_more_than_rounding_never_prints_as_zero():
+    """format_points called anything under 1e-11 noise, the verdict anything under 1e-12: a bound of 5e-12 printed
+    '+0.00' beside 'better'."""
+    row = dict(student="s", recipe="kd", against="baseline", diff=0.01, ci_low=5e-12, ci_high=0.02, p_mcnemar=0.001)
+    line = report.format_comparisons([row]).splitlines()[-1]
+    assert line.endswith("| better |") and "[+0.00," not in line and "[+5e-10, +2.00]" in line
+
+
+def test_a_small_mfu_keeps_two_significant_digits():
+    """The H200 report's compact student ran at 0.22 % MFU and the table printed 0, as if unmeasured."""
+    assert report._mfu(0.00221) == "0.22" and report._mfu(0.4321) == "43" and report._mfu(None) == "-"
+    text = cli.benchmark_markdown(json.loads((RESULTS.parent / "benchmark-nvidia-h200.json").read_text()))
+    row = next(line for line in text.splitlines() if line.startswith("| compact-2L-H128 distillation"))
+    assert row.split("|")[4].strip() == "0.22"
+
+
+def test_an_empty_comparison_table_is_its_header():
+    assert report.format_table([]).splitlines()[0].startswith("| model")

@@ -49,3 +49,33 @@ def test_accuracy_against_latency_colours_models_and_marks_runs():
     assert {tuple(h.get_sizes()) for h in ax.get_legend().legend_handles} == {(40,)}
     assert ax.get_xlabel() == "p50 latency at batch 1 (ms)" and ax.get_ylabel() == "held-out accuracy (%)"
     assert ax.get_title() == "t"
+
+
+def test_training_curves_of_a_results_summary_draw_the_validation_passes():
+    """A summary (kd-tutorial report --summary, the committed cpu files) keeps each run's validation passes and not
+    its steps: the figure raised KeyError 'steps'."""
+    summary = {"teacher": {"evals": [{"step": 5, "val_acc": 0.8}, {"step": 10, "val_acc": 0.85}]},
+               "distil-3L kd": {"evals": [{"step": 5, "val_acc": 0.7}, {"step": 10, "val_acc": 0.75}]}}
+    fig = plots.training_curves(summary)
+    ax_loss, ax_acc = fig.axes
+    assert [line.get_label() for line in ax_acc.get_lines()] == ["teacher", "distil-3L kd"]
+    assert not ax_loss.get_lines() and "no per-step losses" in ax_loss.texts[0].get_text()
+
+
+def test_a_one_hot_distribution_has_entropy_zero_not_minus_zero():
+    from kd_tutorial import widgets
+    assert f"{widgets.entropy([1.0, 0.0]):.2f}" == "0.00"
+    assert "entropy 0.00 of max" in widgets.plot_temperature([100.0, 0.0], 0.1).get_title()
+
+
+def test_the_temperature_explorer_refuses_wrong_class_names_at_once_and_starts_at_t_min():
+    """A wrong number of names was refused only inside the widget's first draw, where the error is hidden; and a
+    slider starting at its leftmost position (value == t_min) was refused."""
+    import pytest
+
+    from kd_tutorial import widgets
+    with pytest.raises(ValueError, match="2 class names for 3 logits"):
+        widgets.temperature_explorer([1.0, 2.0, 3.0], ["a", "b"])
+    with pytest.raises(ValueError, match="highlight=5: give the index of one of the 2 classes"):
+        widgets.temperature_explorer([1.0, 2.0], highlight=5)
+    assert widgets.temperature_explorer([1.0, 2.0], t_min=1.0, value=1.0) is not None
