@@ -507,12 +507,27 @@ def test_kd_tutorial_home_that_is_a_file(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "a-file").read_text() == "not a folder"
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_kd_tutorial_home_that_is_read_only(tmp_path, capsys, monkeypatch):
+    """Guards against a read-only KD_TUTORIAL_HOME getting past the writability check (or its message losing the
+    variable to change). Root writes into read-only folders, and CI runs as root: the check's probe file meets the
+    folder's permission bits as a user's would, so the test runs there too."""
+    import errno
+    import stat
+    import tempfile
+    real = tempfile.TemporaryFile
+
+    def as_a_user(*args, dir=None, **kwargs):
+        if dir is not None and not os.stat(dir).st_mode & stat.S_IWUSR:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", as_a_user)
     (tmp_path / "ro").mkdir(mode=0o555)
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "ro"))
     line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"))
     assert "is not a writable folder (permission denied): point KD_TUTORIAL_HOME" in line
+    assert not any((tmp_path / "ro").iterdir()) and not (tmp_path / "out").exists()  # refused before any write
 
 
 def test_out_that_is_a_file(tmp_path, capsys):

@@ -212,6 +212,21 @@ def test_without_a_test_split_the_held_out_slice_and_validation_share_no_movie_w
     assert movies(drawn.test) & (movies(drawn.train) | movies(drawn.transfer))  # without runs: shared
 
 
+def test_without_a_test_split_the_spare_reviews_share_no_movie_with_the_held_out_test():
+    """Guards against spare reviews that keep apart only validation's movies: with no test split the held-out test
+    is carved from train too, and a spare review of one of its movies would teach the student the movies it is
+    scored on."""
+    train = movie_reviews(200, 7)
+    d = data.split_raw({"train": train}, "movies", n_train=300, n_transfer=300, n_test=140, val_size=100, seed=0,
+                       val_block=20)
+    assert d.test_is_held_out and len(d.spare) > 0
+    assert not movies(d.spare) & movies(d.test) and not movies(d.spare) & movies(d.validation)
+    rows = {t: i for i, t in enumerate(train.texts)}
+    for t in d.spare.texts:  # outside the guard of every held-out review of its class
+        assert all(abs(rows[t] - rows[v]) > data.MOVIE_GUARD for v in d.test.texts
+                   if train.labels[rows[v]] == train.labels[rows[t]])
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "100"])
 def test_a_bad_val_block_is_refused_with_the_fix(bad):
     with pytest.raises(DataSourceError, match=r"val_block=.* must be a whole number of reviews.*--set val_block=100"):

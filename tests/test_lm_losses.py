@@ -145,6 +145,21 @@ def test_gradients_reach_the_student_only_and_are_finite():
         assert float(x.grad[m == 0].abs().sum()) == 0.0  # uncounted positions get no gradient
 
 
+@given(seeds, temps)
+@settings(deadline=None)
+def test_reverse_kl_gradient_is_autograd_of_the_float64_formula(seed, T):
+    """Guards against a reverse KL whose value is right but whose gradient skips the ``q`` weights
+    (``log_q.exp().detach()``): the student's gradient must be that of the formula, through ``q`` and ``log q``."""
+    s, t, m = case(seed)
+    x = s.clone().requires_grad_(True)
+    losses.reverse_token_kl(x, t, m, T).backward()
+    ref = s.double().requires_grad_(True)
+    log_q, log_p = F.log_softmax(ref / T, -1), F.log_softmax(t.double() / T, -1)
+    per_token = (log_q.exp() * (log_q - log_p)).sum(-1)
+    (T * T * (per_token * m).sum() / m.sum()).backward()
+    assert torch.allclose(x.grad.double(), ref.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_reverse_kl_is_mode_seeking_and_forward_kl_mean_seeking():
     """The one-peak student (a discretised Gaussian) closest to a two-peak target, found by grid search:
     under forward KL it sits between the peaks and covers both; under reverse KL it sits on one peak."""

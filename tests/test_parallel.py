@@ -185,14 +185,29 @@ def _ctrl_c_once_started(folder: Path, jobs: int, terminal: bool = False) -> thr
     return thread
 
 
+def _grace_waits(monkeypatch) -> list:
+    """Record the waits of run_forked that return (the main loop's wait is cut short by Ctrl-C; the grace period's
+    returns): ``(timeout, what the finished jobs raised, how many were still running)`` for each."""
+    waits, real = [], parallel.wait
+
+    def wait(fs, *args, **kwargs):
+        done, not_done = real(fs, *args, **kwargs)
+        waits.append((kwargs.get("timeout", args[0] if args else None),
+                      sorted(type(f.exception()).__name__ for f in done), len(not_done)))
+        return done, not_done
+    monkeypatch.setattr(parallel, "wait", wait)
+    return waits
+
+
 @linux_only
 @pytest.mark.parametrize("terminal", [False, True])
-def test_ctrl_c_lets_the_running_jobs_save_their_last_step_and_starts_no_other(tmp_path, terminal):
+def test_ctrl_c_lets_the_running_jobs_save_their_last_step_and_starts_no_other(tmp_path, terminal, monkeypatch):
     """Runs one after another save their last completed step on Ctrl-C; workers were killed at once, each losing up
     to checkpoint_every_s (300 s) of training. From a terminal a worker gets Ctrl-C twice: the second must not cut
-    its save short."""
+    its save short. The parent waits for the saves to end, within the grace period, not for the period to run out."""
     import multiprocessing
     before = set(multiprocessing.active_children())
+    waits = _grace_waits(monkeypatch)
 
     def job(i):
         (tmp_path / f"started-{i}").write_text(str(os.getpid()))
@@ -203,12 +218,16 @@ def test_ctrl_c_lets_the_running_jobs_save_their_last_step_and_starts_no_other(t
             (tmp_path / f"saved-{i}").touch()
             raise
     press = _ctrl_c_once_started(tmp_path, 2, terminal)
-    start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         parallel.run_forked(job, 4, workers=2)
     press.join()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved-0", "saved-1", "started-0", "started-1"]
-    assert time.monotonic() - start < 30 and set(multiprocessing.active_children()) == before
+    # one grace wait, of STOP_GRACE_S, that ended with every job it waited on stopped by the Ctrl-C (a job queued to
+    # a worker before the Ctrl-C, and so past cancelling, is waited on too: it stops at once without starting)
+    [(timeout, raised, running)] = waits
+    assert timeout == parallel.STOP_GRACE_S and running == 0 and len(raised) >= 2
+    assert set(raised) == {"KeyboardInterrupt"}
+    assert set(multiprocessing.active_children()) == before
 
 
 @linux_only
@@ -231,9 +250,14 @@ def test_a_save_that_fails_after_ctrl_c_is_reported_not_swallowed(tmp_path, caps
 
 @linux_only
 def test_a_job_that_will_not_stop_on_ctrl_c_is_killed_after_the_grace_period(tmp_path, monkeypatch):
+    """Guards against a worker that ignores Ctrl-C keeping the parent waiting (longer than STOP_GRACE_S, or for ever):
+    the grace wait reads the constant when it runs, times out with both jobs running, and the workers are killed."""
     import multiprocessing
+    import signal
     before = set(multiprocessing.active_children())
     monkeypatch.setattr(parallel, "STOP_GRACE_S", 1.0)
+    waits, stopped, real_stop = _grace_waits(monkeypatch), [], parallel._stop
+    monkeypatch.setattr(parallel, "_stop", lambda pool, workers: (stopped.extend(workers), real_stop(pool, workers)))
 
     def stubborn(i):
         (tmp_path / f"started-{i}").write_text(str(os.getpid()))
@@ -243,11 +267,12 @@ def test_a_job_that_will_not_stop_on_ctrl_c_is_killed_after_the_grace_period(tmp
             except KeyboardInterrupt:
                 pass
     press = _ctrl_c_once_started(tmp_path, 2)
-    start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         parallel.run_forked(stubborn, 2, workers=2)
     press.join()
-    assert time.monotonic() - start < 15 and set(multiprocessing.active_children()) == before
+    assert waits == [(1.0, [], 2)]  # the patched grace period, run out with both jobs still running
+    assert len(stopped) == 2 and [w.exitcode for w in stopped] == [-signal.SIGKILL] * 2
+    assert set(multiprocessing.active_children()) == before
 
 
 def test_workers_below_one_are_refused():

@@ -238,6 +238,19 @@ def test_latency_times_the_same_reviews_in_every_pass_and_never_the_warm_up_ones
     assert len(seen) == 2 and len(small["samples"]) == 1
 
 
+def test_latency_reports_the_quartiles_of_its_timings_in_order(monkeypatch):
+    """Guards against latency() returning its quartiles mislabelled (q1 and q3 swapped, or not those of its samples):
+    each timing comes from a stand-in clock, so the quartiles are known exactly."""
+    from kd_tutorial import data, evaluate
+    timings = iter([50.0, 40.0] + [7.0, 1.0, 9.0, 3.0, 5.0, 2.0, 8.0, 4.0])  # two warm-up calls, then 4 x 2 timed
+    monkeypatch.setattr(evaluate, "_forward_ms", lambda *a, **kw: next(timings))
+    enc = data.Encoded([[101, 1000 + i, 102] for i in range(6)], torch.zeros(6, dtype=torch.long), "six")
+    out = evaluate.latency(torch.nn.Identity(), enc, device="cpu", n=4, warmup=2, repeats=2)
+    assert out["samples"] == [7.0, 1.0, 9.0, 3.0, 5.0, 2.0, 8.0, 4.0]  # the warm-up calls are not timed
+    assert (out["q1"], out["p50"], out["q3"]) == evaluate.quartiles(out["samples"]) == (2.75, 4.5, 7.25)
+    assert out["q1"] <= out["p50"] <= out["q3"]
+
+
 def test_models_compared_are_timed_in_turns_so_drift_falls_on_all_of_them(monkeypatch):
     """compare timed one model's passes back to back, then the next's: a machine that slowed down half-way made one
     architecture 40 % slower than its twin. Each round now times one pass of every model, in alternating order."""
