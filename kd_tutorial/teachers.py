@@ -18,6 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .artifacts import ArtifactError, prepare
@@ -196,17 +197,17 @@ def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, dat
     rows = len(encoded)
     path = _output_files(prep, split)
     width = 2 if what == "logits" else None  # the course's two classes
+    given = teacher_model is not None
+    if given:  # cached or not: another model's outputs, or the cached teacher's handed to another model, are refused
+        check_given_teacher(prep.directory, teacher_model)
     if path[what].exists():
         return load_cached_logits(path[what], rows, width)
-    given = teacher_model is not None
     if not given:
         teacher_model, _, _ = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed,
                                              device=device, progress=progress)
     with locked(prep.directory):
         if path[what].exists():
             return load_cached_logits(path[what], rows, width)
-        if given:
-            check_given_teacher(prep.directory, teacher_model)
         _store_outputs(path, *predict_logits(teacher_model, encoded, batch_size=profile.eval_batch_size,
                                              device=device, precision=profile.precision, progress=progress,
                                              desc=f"teacher logits ({split})", cls_states=True))
@@ -243,9 +244,9 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     encoded = prep.encoded[split]
     paths = {key: layer_file(prep, key, split) for key in sorted(set(keys))}
     with locked(prep.directory):
+        check_given_teacher(prep.directory, teacher_model)  # also when every layer is cached: they are its own
         missing, shape = _missing_layers(prep, split, keys, teacher_model.config.hidden_size)
         if missing:
-            check_given_teacher(prep.directory, teacher_model)
             if not has_room(prep.directory, nbytes(*shape, missing)):
                 return None
             try:
@@ -267,10 +268,23 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
             if not all(p.exists() for p in path.values()):
                 _store_outputs(path, *outputs)
         states = _open_layers(prep, paths, teacher_model.config.num_hidden_layers)
+        _check_layer_files(states, paths, (len(encoded), max(map(len, encoded.input_ids), default=0),
+                                           teacher_model.config.hidden_size))
     if len(states) != len(encoded):
         raise ArtifactError(f"the cached teacher layers in {prep.directory} have {len(states)} rows for "
                             f"{len(encoded)} reviews: delete its .npy files and run again")
     return states
+
+
+def _check_layer_files(states: LayerStates, paths: dict, shape: tuple[int, int, int]) -> None:
+    """An ArtifactError naming the one file to delete when a cached layer is not the int16 (bf16 bits) array of
+    ``shape`` (reviews, longest review, the teacher's width) this code writes: read as it is, a shorter one gives
+    zeros as targets past its end, a float16 one garbage."""
+    for key, path in paths.items():
+        array = states.parts[0][key]
+        if array.dtype != np.int16 or array.shape != shape:
+            raise ArtifactError(f"the cached teacher layer {path} holds {array.dtype} {tuple(array.shape)}, not "
+                                f"int16 {shape}: delete that file and run again (the next run computes it)")
 
 
 def layer_file(prep, key, split: str) -> Path:
@@ -334,7 +348,7 @@ def load_cached_logits(path: Path, rows: int, width: int | None = None) -> torch
 def _wrong_output(value, rows: int, width: int | None) -> str:
     """What is wrong with a cached teacher output, in a few words; "" when it is a finite tensor of ``rows`` rows,
     ``(rows, width)`` when a width is given (logits; [CLS] states are ``(rows, layers, hidden)``)."""
-    if not isinstance(value, torch.Tensor) or value.dim() < 2 or (width is not None and value.dim() != 2):
+    if not isinstance(value, torch.Tensor) or value.dim() != (2 if width is not None else 3):
         return f"hold {type(value).__name__}{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, " \
                f"not a table of {rows} rows"
     if value.shape[0] != rows:

@@ -542,3 +542,34 @@ def test_a_dead_writers_file_is_removed_at_once_only_when_written_on_this_host_a
     with store.locked(tmp_path):
         pass
     assert not elsewhere.exists()  # from elsewhere: removed once old, as before
+
+
+@pytest.mark.parametrize("damage", ["shorter", "float16", "narrower"])
+def test_a_cached_layer_of_another_shape_or_type_is_refused_naming_its_file(small, damage):
+    """Only the row count was checked: a file cut to 20 positions gave zeros as targets past them, a float16 one
+    was read as bf16 bits (garbage), a narrower one a narrower target; none said a word."""
+    import numpy as np
+
+    from kd_tutorial.artifacts import ArtifactError
+    profile, teacher, prep, _, _ = small
+    path = teachers.layer_file(prep, KEYS[0], "train")
+    kept = path.read_bytes()
+    array = np.load(path)
+    try:
+        np.save(path, {"shorter": array[:, :20], "float16": array.astype(np.float16),
+                       "narrower": array[:, :, :-1]}[damage])
+        with pytest.raises(ArtifactError, match=f"the cached teacher layer {path} holds .*: delete that file and "
+                                                "run again"):
+            teachers.ensure_teacher_layers(profile, "train", KEYS, teacher_model=teacher, progress=False)
+    finally:
+        path.write_bytes(kept)
+
+
+def test_cached_cls_states_must_be_a_table_of_layers(tmp_path):
+    """A [CLS] file of two dimensions (rows, hidden) was accepted: the teacher's depth was then read off its shape."""
+    from kd_tutorial.artifacts import ArtifactError
+    torch.save(torch.zeros(5, 8), tmp_path / "cls.pt")
+    with pytest.raises(ArtifactError, match="not a table of 5 rows"):
+        teachers.load_cached_logits(tmp_path / "cls.pt", 5)
+    torch.save(torch.zeros(5, 3, 8), tmp_path / "cls.pt")
+    assert teachers.load_cached_logits(tmp_path / "cls.pt", 5).shape == (5, 3, 8)

@@ -86,7 +86,8 @@ def test_a_teacher_saved_again_is_not_cached_until_its_new_record_is_written(tmp
 
 def test_outputs_of_a_model_that_is_not_the_cached_teacher_are_refused_and_nothing_is_written(cut_tiny):
     """A notebook that passes the wrong model as ``teacher_model`` (a student, a teacher trained in the notebook)
-    once had its logits cached as the teacher's for good, and every later run learned from them."""
+    once had its logits cached as the teacher's for good, and every later run learned from them; and a model handed
+    over where the outputs were cached already got the cached teacher's back without a word."""
     from kd_tutorial import models
     from kd_tutorial.errors import UserError
     with cut_tiny(n_transfer=100) as (profile, teacher, prep, logits):
@@ -100,7 +101,10 @@ def test_outputs_of_a_model_that_is_not_the_cached_teacher_are_refused_and_nothi
             teachers.ensure_teacher_layers(profile, "validation", [("hidden", 1)], teacher_model=student,
                                            progress=False)
         assert sorted(p.name for p in folder.iterdir()) == before  # nothing cached from the wrong model
-        # what is cached already is read back whoever asks; the teacher itself writes
-        assert torch.equal(teachers.ensure_teacher_logits(profile, "train", teacher_model=student), logits["train"])
+        # what is cached already is refused to another model too: it read the cached teacher's logits back, and a
+        # run calling the teacher online for its attention maps (+attn) mixed two teachers in one loss
+        with pytest.raises(UserError, match="is not the teacher cached in"):
+            teachers.ensure_teacher_logits(profile, "train", teacher_model=student)
+        assert torch.equal(teachers.ensure_teacher_logits(profile, "train", teacher_model=teacher), logits["train"])
         given = teachers.ensure_teacher_logits(profile, "validation", teacher_model=teacher, progress=False)
         assert torch.equal(given, teachers.ensure_teacher_logits(profile, "validation"))
