@@ -22,8 +22,11 @@ an atomic checkpoint after each validation pass; and ``resume``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -428,7 +431,7 @@ class _Run:
                  ckpt_path: Path | None, desc: str, log_every: int = 25, checkpoint_every_s: float = 300.0):
         self.model, self.data, self.config, self.val_data, self.device = model, data, config, val_data, device
         self.teacher_side, self.ckpt_path, self.desc, self.log_every = teacher_side, ckpt_path, desc, log_every
-        self.checkpoint_every_s, self.saved_at = checkpoint_every_s, time.monotonic()
+        self.checkpoint_every_s, self.saved_at, self.saved_step = checkpoint_every_s, time.monotonic(), None
         per_epoch = n_batches(len(data), config.batch_size)
         if per_epoch == 0:
             raise ValueError(f"{desc}: the training data is empty")
@@ -478,6 +481,7 @@ class _Run:
             self.history, self.at, self.best_state = _load_checkpoint(
                 self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.config)
             self.boundary_rng = _rng_states()  # restored: Ctrl-C before the next step saves these, not the start's
+            self.saved_step = self.at.step
 
     def loop(self, progress: bool, on_epoch_end) -> None:
         """Epochs until the step budget is spent or patience runs out."""
@@ -497,7 +501,13 @@ class _Run:
 
     def save_interrupted(self) -> None:
         """On Ctrl-C: checkpoint the last completed step (dropping the half-done one) and say how to go on."""
-        if self.ckpt_path is None or self.stepping or self.validating:  # the last checkpoint stands
+        if self.ckpt_path is not None and (self.stepping or self.validating):  # the last checkpoint stands
+            when = "during a validation pass" if self.validating else "mid-step"
+            kept = (f"the checkpoint of step {self.saved_step} in {self.ckpt_path} stands: run again with resume=True "
+                    "(kd-tutorial: --resume) to continue from there" if self.saved_step is not None else
+                    "no step of this run was saved yet")
+            print(f"\n{self.desc}: interrupted {when}; {kept}", file=sys.stderr)
+        if self.ckpt_path is None or self.stepping or self.validating:
             return
         self.at.batch, self.step_counts, self.step_log = self.boundary, [0, 0], []
         self.step_sums.zero_()
@@ -571,7 +581,13 @@ class _Run:
 
     def optimizer_step(self) -> None:
         """Unscale, clip, step; the step's log row (its micro-batches' weighted loss and terms, summed) waits on
-        the device until :meth:`flush`."""
+        the device until :meth:`flush`. A Ctrl-C meanwhile waits for the step's end (:func:`ctrl_c_after`), so
+        that the step it interrupts is the one saved, not dropped for the last checkpoint's."""
+        with ctrl_c_after():
+            self._optimizer_step()
+
+    def _optimizer_step(self) -> None:
+        """:meth:`optimizer_step`, with Ctrl-C held."""
         self.stepping = True
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
@@ -663,7 +679,29 @@ class _Run:
             self.flush()
             _save_checkpoint(self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.history,
                              self.at, self.best_state, self.config, rng or _rng_states())
-            self.saved_at = time.monotonic()
+            self.saved_at, self.saved_step = time.monotonic(), self.at.step
+
+
+@contextlib.contextmanager
+def ctrl_c_after():
+    """Hold Ctrl-C (SIGINT) until the block ends, then hand it to the handler that was in place (Python's raises
+    KeyboardInterrupt; a worker's, :func:`kd_tutorial.parallel._on_interrupt`, too): weights half-updated by an
+    optimizer step cannot be saved, and a step takes well under a second. Outside the main thread, where signal
+    handlers cannot be set, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if came:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 def _step_shares(sizes: list[int], k: int) -> list[float]:

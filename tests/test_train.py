@@ -639,3 +639,50 @@ def test_an_epoch_of_an_odd_number_of_micro_batches_still_ends_on_a_step(rows):
     config = TrainConfig(epochs=2, lr=1e-3, batch_size=8, grad_accum=2, group_by_length=False, precision="fp32")
     history = train(no_dropout(small_model(6)), sub, config=config, progress=False)
     assert len(history.steps) == 4 and [e["step"] for e in history.epochs] == [2, 4]
+
+
+def test_ctrl_c_during_an_optimizer_step_saves_that_step(rows, tmp_path, monkeypatch):
+    """Ctrl-C landing inside the optimizer step (clipping, AdamW: about half of a tiny step's time) kept only the
+    last checkpoint, here none at all, without a word. The step now finishes first, and is the one saved."""
+    import os
+    import signal
+    config = TrainConfig(max_steps=8, lr=3e-3, batch_size=16, seed=2)
+    straight = small_model(13)
+    train(straight, rows["train"], config=config, progress=False)
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def ctrl_c_at_the_fifth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # as the terminal's Ctrl-C: the handler runs inside the step
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", ctrl_c_at_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(13), rows["train"], config=config, checkpoint_dir=tmp_path, progress=False)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["progress"]["step"] == 5
+    resumed = small_model(99)
+    train(resumed, rows["train"], config=config, checkpoint_dir=tmp_path, resume=True, progress=False)
+    for p1, p2 in zip(straight.parameters(), resumed.parameters()):
+        assert torch.allclose(p1, p2, atol=1e-6)
+
+
+def test_ctrl_c_after_hands_a_held_interrupt_to_the_handler_in_place():
+    """The held Ctrl-C goes, once, to the handler that was in place (a worker's own, in kd-tutorial distill), after
+    the block; the handler is back in place."""
+    import os
+    import signal
+
+    from kd_tutorial.train import ctrl_c_after
+    seen = []
+
+    def handler(signum, frame):
+        seen.append("handler")
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        with ctrl_c_after():
+            os.kill(os.getpid(), signal.SIGINT)
+            seen.append("block ran on")
+        assert seen == ["block ran on", "handler"] and signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
