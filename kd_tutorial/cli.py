@@ -557,9 +557,31 @@ def read_results(path: str) -> dict:
     if isinstance(results, dict) and isinstance(results.get("run"), dict) and isinstance(results.get("models"), list):
         if not results["models"]:
             raise UsageError(f"results file {path} lists no models: {RESULTS_FIX}, from a run that finished")
+        wrong = _not_a_measurement(results)
+        if wrong:
+            raise UsageError(f"results file {path} is incomplete or edited ({wrong}): {RESULTS_FIX}, or run it again")
         return results
     raise UsageError(f"results file {path} is JSON but not a results.json (it has no 'run' and 'models'): "
                      f"{RESULTS_FIX}")
+
+
+MEASURED = ("accuracy", "agreement", "ece", "reviews_per_s", "tokens_per_s", "train_tokens_per_s", "latency_ms",
+            "latency_q1_ms", "latency_q3_ms", "params", "mb")  # a model's numbers as distill writes them
+
+
+def _not_a_measurement(results: dict) -> str:
+    """What in ``results`` is no number distill would write (true for an accuracy, nan, text for the data notes),
+    in a few words; "" when nothing is. A hand edit read as a number printed as one (true as 100.00)."""
+    import math
+    for model in results["models"]:
+        for key in (k for k in MEASURED if isinstance(model, dict) and model.get(k) is not None):
+            value = model[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"{model.get('name', '?')}'s {key} is {value!r}, not a number"
+    notes = results["run"].get("data_notes")
+    if notes is not None and not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
+        return f"run.data_notes is {type(notes).__name__}, not a list of notes"
+    return ""
 
 
 def _markdown(path: str, results: dict) -> str:

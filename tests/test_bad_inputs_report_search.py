@@ -481,3 +481,17 @@ def test_a_small_mfu_keeps_two_significant_digits():
 
 def test_an_empty_comparison_table_is_its_header():
     assert report.format_table([]).splitlines()[0].startswith("| model")
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda r: r["models"][1].update(accuracy=True), "'s accuracy is True, not a number"),
+    (lambda r: r["models"][1].update(latency_ms=float("nan")), "'s latency_ms is nan, not a number"),
+    (lambda r: r["models"][1].update(ece="0.03"), "'s ece is '0.03', not a number"),
+    (lambda r: r["run"].update(data_notes="abc"), "run.data_notes is str, not a list of notes")])
+def test_a_hand_edited_number_is_refused_not_printed_as_one(run, capsys, edit, said):
+    """A pipeline review: accuracy true printed 100.00, nan printed nan, data notes "abc" printed 'a; b; c'."""
+    results = json.loads(run.read_text())
+    edit(results)
+    run.write_text(json.dumps(results))
+    line = error_line(capsys, "report", str(run))
+    assert line.startswith(f"kd-tutorial: error: results file {run} is incomplete or edited (") and said in line
