@@ -320,16 +320,24 @@ def _say_uncovered(todo: list[dict]) -> None:
               "teacher at every step (slower)", flush=True)
 
 
+PENDING = ".kd-checkpoints-pending.json"  # in --out: the checkpoints there that no results.json names yet
+
+
 def write_checkpoints(trained: dict, out: Path, tokenizer=None) -> None:
     """Each final model, with ``tokenizer``, into ``out/checkpoints/<name>/model``, once the run is evaluated. An
     earlier run's ``out/results.json`` is removed first, so that a write cut short never leaves it describing these
-    models; then the checkpoints it named that this run does not write, so that none is left beside the new ones."""
-    earlier = _checkpoints_named(out / "results.json")
+    models; then the checkpoints it named that this run does not write, so that none is left beside the new ones.
+    Until the new results.json is written, :data:`PENDING` names the earlier run's and
+    these: a run cut short meanwhile (Ctrl-C, a full disk) leaves the next one those to clean up."""
+    written = {name.replace(" ", "_") for name in trained}
+    earlier = _checkpoints_named(out / "results.json") | _checkpoints_named(out / PENDING)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / PENDING, {"run": {"student_status": {n: "pending" for n in sorted(earlier | written)}}})
     (out / "results.json").unlink(missing_ok=True)
     for name, item in trained.items():
         atomic_save_pretrained(item["model"], out / "checkpoints" / name.replace(" ", "_") / "model", tokenizer)
     # a file system that ignores case sees Foo_kd and foo_kd as one folder
-    written = {name.replace(" ", "_").lower() for name in trained}
+    written = {name.lower() for name in written}
     for name in sorted(n for n in earlier if n.lower() not in written):
         folder = out / "checkpoints" / name
         shutil.rmtree(folder / "model", ignore_errors=True)  # what kd-tutorial wrote there, and only that
@@ -692,6 +700,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
                "histories": {"teacher": info.get("history")} |
                             {n: item["history"].to_dict() for n, item in trained.items() if item["history"]}}
     atomic_write_json(out / "results.json", results)
+    (out / PENDING).unlink(missing_ok=True)  # results.json names the checkpoints now
     results["plots"] = plots.save_pipeline_plots(results, out)
     atomic_write_json(out / "results.json", results)
     _print_results(results, profile, device)

@@ -935,3 +935,25 @@ def test_a_rerun_without_resume_says_how_many_finished_runs_it_will_train_again(
     n = len(tiny_run[1]["run"]["student_status"])
     assert (f"students: {n} of these {n} runs are finished in the artifact cache and will be trained again: add "
             "--resume (resume=True) to reuse them") in capsys.readouterr().out
+
+
+def test_checkpoints_of_a_run_cut_short_while_writing_them_are_cleaned_by_the_next(tmp_path, monkeypatch):
+    """results.json goes first, so that a write cut short never describes models it does not hold; a Ctrl-C (or a
+    full disk) then left the earlier run's checkpoints with nothing naming them, and a later run of other recipes
+    kept them beside its own. The names wait in a file of their own until the new results.json is written."""
+    from transformers import BertConfig, BertForSequenceClassification
+    from kd_tutorial.profiles import TINY_BERT
+    (tmp_path / "results.json").write_text(json.dumps({"run": {"student_status": {"old kd": "trained"}}}))
+    (tmp_path / "checkpoints" / "old_kd" / "model").mkdir(parents=True)
+    model = BertForSequenceClassification(BertConfig(vocab_size=100, **TINY_BERT))
+    real = pipeline.atomic_save_pretrained
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline, "atomic_save_pretrained", cut)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.write_checkpoints({"new baseline": {"model": model}}, tmp_path)
+    assert not (tmp_path / "results.json").exists() and (tmp_path / "checkpoints" / "old_kd" / "model").is_dir()
+    monkeypatch.setattr(pipeline, "atomic_save_pretrained", real)
+    pipeline.write_checkpoints({"other kd": {"model": model}}, tmp_path)  # the next run, of another recipe
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["other_kd"]
