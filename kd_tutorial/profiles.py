@@ -302,13 +302,14 @@ class Profile:
         """This profile with ``batch_size`` divided and ``grad_accum`` multiplied by one factor (the same
         effective batch), so that its worst batch fits a GPU of ``memory_gb`` GiB (as ``torch.cuda`` reports it: a T4
         has 14.7, an L4 22.5) running ``precision`` (:data:`FITS_16GB`); unchanged from 24 GiB up, or when it
-        already fits. Below a T4's 14.7 GiB, the rows that fit shrink with the memory left after
-        :data:`FIXED_GIB` (an estimate, not measured on such a card), down to one."""
+        already fits. Below a T4's 14.7 GiB, 512-token rows (the ``full`` profile's bert-base) shrink with the memory
+        left after :data:`FIXED_GIB` (an estimate, not measured on such a card), down to one; a smaller card trains
+        another teacher than a T4 (the batch is in its cache key), as it must when the T4's batch does not fit."""
         fits = FITS_16GB.get(self.max_length)
         if fits is None or memory_gb >= 24:
             return self
         rows = fits.get(precision, self.batch_size)
-        if memory_gb < T4_GIB:
+        if memory_gb < T4_GIB and self.max_length == 512:  # the 256-token profile's MiniLM fits as it is
             rows = max(1, int(rows * max(0.0, memory_gb - FIXED_GIB) / (T4_GIB - FIXED_GIB)))
         if self.batch_size <= rows:
             return self

@@ -350,8 +350,9 @@ def retime(ctx: SearchContext, records: list[dict]) -> None:
     (:func:`kd_tutorial.evaluate.latency_in_turns`, 3 passes), and set each record's ``latency_ms`` (p50) and
     ``latency_iqr`` from it; the study's own reading stays in ``study_latency_ms``."""
     done = [r for r in records if r["state"] == "COMPLETE"]
-    first = {}
-    for r in done:
+    first: dict[str, int] = {}
+    # any trial of a student whose weights are kept will do (its latency is its architecture's): those first
+    for r in sorted(done, key=lambda r: not (trial_folder(ctx.out, r["number"]) / "config.json").is_file()):
         first.setdefault(r["params"]["student"], r["number"])
     models = {name: load_trial(ctx, number) for name, number in first.items()}
     timings = latency_in_turns(models, ctx.prep.encoded["validation"], device=ctx.device, n=ctx.latency_n,
@@ -448,6 +449,16 @@ def _say(study, trial) -> None:
     print(f"trial {trial.number} {trial.state.name.lower()} ({params}){values}", flush=True)
 
 
+def empty_front_fix(records: list[dict]) -> str:
+    """What to change when no trial completed, from the pruned trials' reasons: the margin, for trials pruned
+    below the teacher by it; more trials, for diverged ones (other points of T and alpha) and the rest."""
+    reasons = [r.get("pruned_because") or "" for r in records]
+    fixes = (["give a larger --margin"] if any("below the teacher" in r for r in reasons) else []) + \
+        ["give more --trials" + (" (a diverged trial is a bad point of T and alpha)" if any(
+            r.startswith("training diverged") for r in reasons) else "")]
+    return ", or ".join(fixes)
+
+
 def write_results(study, ctx: SearchContext) -> dict:
     """Choose the front on validation, then (only then) measure its trials on test; write search.json + plot."""
     import optuna
@@ -467,8 +478,8 @@ def write_results(study, ctx: SearchContext) -> dict:
     atomic_write_json(ctx.out / "search.json", result)
     print(format_front(front), flush=True)
     if not front:
-        print("no trial completed, so the front is empty (each pruned trial's reason is above and in search.json): "
-              "give a larger --margin, or more --trials", flush=True)
+        print(f"no trial completed, so the front is empty (each pruned trial's reason is above and in search.json): "
+              f"{empty_front_fix(records)}", flush=True)
     else:
         print(f"validation accuracy is on {result['n_validation']} reviews (one review is "
               f"{100 / max(1, result['n_validation']):.2f} points), so the front's points may differ by noise alone: "

@@ -120,13 +120,14 @@ def _recorded_weights(folder: Path) -> str | None:
 
 
 def check_given_teacher(folder: Path, model) -> None:
-    """Refuse to cache the outputs of a model that is not the teacher ``folder`` holds (its weights hash differs
-    from the recorded one): every student trained later would learn from them, and nothing would say so."""
+    """Refuse a model that is not the teacher ``folder`` holds (its weights hash differs from the recorded one),
+    given to cache or read the teacher's outputs: cached, they would be taken as the teacher's by every student
+    trained later; read, the cached teacher's would be handed to another model's run, and mixed with its own."""
     recorded = _recorded_weights(folder)
     if recorded is not None and weights_hash(model) != recorded:
         raise UserError(f"the teacher_model given is not the teacher cached in {folder} (other weights), so its "
-                        "outputs would be cached as the teacher's: pass the model ensure_teacher returns, or leave "
-                        "teacher_model out")
+                        "outputs and the cached teacher's would be taken for one another: pass the model "
+                        "ensure_teacher returns, or leave teacher_model out")
 
 
 def teacher_outputs(folder: Path) -> list[Path]:
@@ -349,8 +350,9 @@ def _wrong_output(value, rows: int, width: int | None) -> str:
     """What is wrong with a cached teacher output, in a few words; "" when it is a finite tensor of ``rows`` rows,
     ``(rows, width)`` when a width is given (logits; [CLS] states are ``(rows, layers, hidden)``)."""
     if not isinstance(value, torch.Tensor) or value.dim() != (2 if width is not None else 3):
-        return f"hold {type(value).__name__}{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, " \
-               f"not a table of {rows} rows"
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ""
+        wanted = f"a table of {rows} rows" if width is not None else "(rows, layers, hidden)"
+        return f"hold {type(value).__name__}{shape}, not {wanted}"
     if value.shape[0] != rows:
         return f"have {value.shape[0]} rows for {rows} reviews"
     if width is not None and value.shape[1] != width:

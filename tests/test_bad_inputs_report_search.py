@@ -421,7 +421,7 @@ def test_json_nested_too_deep_is_one_line_and_kept(run, capsys):
     assert deep.read_text() == "[" * 100_000
 
 
-# ----------------------------------------------------------------------------- report: a review of its rendering (stop 52)
+# ------------------------------------------------------------------- report: a review of its rendering (stop 52)
 
 def test_one_file_named_twice_is_rendered_once_printed_or_spliced(run, capsys, tmp_path, monkeypatch):
     """The printed report showed it once, --readme spliced its tables twice."""

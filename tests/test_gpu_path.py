@@ -96,6 +96,7 @@ def test_a_gpu_smaller_than_a_t4_gets_fewer_rows_per_step_and_the_same_effective
     full = PROFILES["full"]
     fitted = full.fit_memory("fp16", memory)
     assert fitted.batch_size == rows and fitted.effective_batch == full.effective_batch
+    assert PROFILES["cpu"].fit_memory("fp16", memory) is PROFILES["cpu"]  # MiniLM at 16 x 256: the T4's batch
 
 
 @pytest.mark.parametrize("field, value", [("grad_accum", 0), ("batch_size", -2), ("precision", "half")])

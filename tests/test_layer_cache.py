@@ -569,7 +569,7 @@ def test_cached_cls_states_must_be_a_table_of_layers(tmp_path):
     """A [CLS] file of two dimensions (rows, hidden) was accepted: the teacher's depth was then read off its shape."""
     from kd_tutorial.artifacts import ArtifactError
     torch.save(torch.zeros(5, 8), tmp_path / "cls.pt")
-    with pytest.raises(ArtifactError, match="not a table of 5 rows"):
+    with pytest.raises(ArtifactError, match=r"hold Tensor\(5, 8\), not \(rows, layers, hidden\)"):
         teachers.load_cached_logits(tmp_path / "cls.pt", 5)
     torch.save(torch.zeros(5, 3, 8), tmp_path / "cls.pt")
     assert teachers.load_cached_logits(tmp_path / "cls.pt", 5).shape == (5, 3, 8)
