@@ -811,8 +811,10 @@ def _add_search(sub, profile_help: str) -> None:
                    "profile's budget for the student and transfer set); a study keeps its --steps")
     s.add_argument("--margin", type=_number(float, "--margin"), default=0.15,
                    help="prune a trial whose validation accuracy is below the teacher's by more than this "
-                        "(default 0.15)")
-    s.add_argument("--seed", type=_seed, default=0)
+                        "(default 0.15); a trial is also pruned below the median of 5 or more completed trials of "
+                        "its own student by more than a standard error")
+    s.add_argument("--seed", type=_seed, default=0, help="the study's seed: its sampler's and every trial's "
+                   "(default 0); a study keeps its --seed")
     s.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
 
