@@ -713,7 +713,8 @@ def _print_results(results: dict, profile: Profile, device: str) -> None:
     split = results["run"]["evaluated_on"]
     print(format_table(results["models"], title=f"{profile.name} profile, {results['run']['split_sizes']['test']} "
                                                 f"{split} reviews, {device}"))
-    print(format_comparisons(results["comparisons"], results["models"]))
+    if results["comparisons"]:  # a run of baselines alone compares nothing: no table of no rows
+        print(format_comparisons(results["comparisons"], results["models"]))
     print("\n" + format_best_recipes(results, split).rstrip())
 
 

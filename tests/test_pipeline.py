@@ -957,3 +957,14 @@ def test_checkpoints_of_a_run_cut_short_while_writing_them_are_cleaned_by_the_ne
     monkeypatch.setattr(pipeline, "atomic_save_pretrained", real)
     pipeline.write_checkpoints({"other kd": {"model": model}}, tmp_path)  # the next run, of another recipe
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["other_kd"]
+
+
+def test_a_run_with_nothing_to_compare_prints_no_empty_comparison_table(capsys):
+    """distill --recipes baseline printed the comparisons' header with no row under it."""
+    from kd_tutorial.profiles import get_profile
+    results = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "tiny.json").read_text())
+    pipeline._print_results(results, get_profile("tiny"), "cpu")
+    assert "| student | recipe | against |" in capsys.readouterr().out
+    results["comparisons"] = []
+    pipeline._print_results(results, get_profile("tiny"), "cpu")
+    assert "| student | recipe | against |" not in capsys.readouterr().out
