@@ -31,7 +31,7 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
-from .errors import JSON_ERRORS, looks_like_a_folder, model_source_error, UsageError, UserError
+from .errors import JSON_ERRORS, looks_like_a_folder, model_source_error, refuse_not_regular, UsageError, UserError
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -544,7 +544,7 @@ RESULTS_MAX_MB = 256  # a results.json of three seeds is a few MB; a file far la
 def read_results(path: str) -> dict:
     """A results.json of ``kd-tutorial distill`` (or a benchmark report), read and checked for its sections; a
     device or pipe, or a file over :data:`RESULTS_MAX_MB`, is refused before it is read."""
-    _refuse_device(path, f"results file {path}", RESULTS_FIX)
+    refuse_not_regular(path, f"results file {path}", RESULTS_FIX, pipes=True)
     if os.path.isfile(path) and os.path.getsize(path) > RESULTS_MAX_MB * 2**20:
         raise UsageError(f"results file {path} is {os.path.getsize(path) / 2**30:.1f} GB, not a results.json: "
                          f"{RESULTS_FIX}")
@@ -593,18 +593,10 @@ def _markdown(path: str, results: dict) -> str:
                          f"{RESULTS_FIX}, or run it again") from None
 
 
-def _refuse_device(path: str, said: str, fix: str) -> None:
-    """A UsageError for a device (``/dev/zero`` reads forever); a pipe stays readable (``report <(cat r.json)``)."""
-    import stat
-    with contextlib.suppress(OSError):
-        mode = os.stat(path).st_mode
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            raise UsageError(f"{said} is a device, not a file: {fix}")
-
-
 def _check_readme(readme: str) -> None:
     """Refuse a ``--readme`` that cannot be read or has no results markers, before anything is written."""
-    _refuse_device(readme, f"--readme {readme}", f"give the README.md that holds the {README_START} marker")
+    refuse_not_regular(readme, f"--readme {readme}", f"give the README.md that holds the {README_START} marker",
+                       pipes=True)
     try:
         text = Path(readme).read_text(encoding="utf-8")
     except OSError as err:

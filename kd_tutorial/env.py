@@ -234,25 +234,11 @@ def environment_report(profile: Profile | None = None) -> dict:
         report["version_problem"] = str(err)
     try:
         report["artifact_home"] = str(home())
-        report["artifact_home_problem"] = folder_problem(home()) or _short_of_room(home())
+        report["artifact_home_problem"] = folder_problem(home())
     except ArtifactError as err:  # a relative $KD_TUTORIAL_HOME: shown, as every other problem here, its fix said
         report["artifact_home"], report["artifact_home_problem"] = os.environ.get(HOME_ENV), str(err)
         report["artifact_home_fix"] = None
     return report
-
-
-LOW_ROOM_MB = 512  # below this much free space, the artifact cache is called unusable: a teacher's checkpoint won't fit
-
-
-def _short_of_room(folder) -> str | None:
-    """"only N MB free on ..." when the disk of ``folder`` (or of its nearest existing parent) is nearly full."""
-    import shutil
-    from pathlib import Path
-    where = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), None)
-    if where is None:
-        return None
-    free_mb = shutil.disk_usage(where).free / 2**20
-    return f"only {free_mb:.0f} MB free on the disk of {folder}" if free_mb < LOW_ROOM_MB else None
 
 
 def format_report(report: dict) -> str:

@@ -9,6 +9,7 @@ as ``kd-tutorial: error: <message>`` and exits with status 2, never with a
 traceback; code that calls the package directly can catch the same type.
 """
 import os
+import stat
 
 # what json.loads raises on text that is not JSON: a ValueError, or a RecursionError for arrays nested too deep
 JSON_ERRORS = (ValueError, RecursionError)
@@ -62,9 +63,11 @@ def error_cause(err: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def refuse_not_regular(path, said: str, fix: str) -> None:
+def refuse_not_regular(path, said: str, fix: str, pipes: bool = False) -> None:
     """A :class:`UsageError` ``"{said}, which is not a regular file (a device or a pipe): {fix}"`` when ``path``
     exists and is neither a file nor a folder: writing would replace a device such as /dev/null by a file, and
-    reading a pipe never ends."""
+    reading a pipe nobody writes never ends. ``pipes``: a pipe is read (``report <(cat r.json)``), a device still
+    refused (``/dev/zero`` reads for ever)."""
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
-        raise UsageError(f"{said}, which is not a regular file (a device or a pipe): {fix}")
+        if not (pipes and stat.S_ISFIFO(os.stat(path).st_mode)):
+            raise UsageError(f"{said}, which is not a regular file (a device or a pipe): {fix}")

@@ -72,9 +72,13 @@ def home() -> Path:
     return cache / "kd-tutorial"
 
 
+LOW_ROOM_MB = 512  # below this much free space a folder cannot hold files: a teacher's checkpoint would not fit
+
+
 def folder_problem(folder: Path) -> str | None:
     """Why ``folder`` could not hold files, judged without creating anything: None when it (or the nearest
-    existing folder above it, where it would be created) is a folder this process can write."""
+    existing folder above it, where it would be created) is a folder this process can write, on a disk with
+    :data:`LOW_ROOM_MB` free."""
     path = Path(folder).expanduser().absolute()
     while not path.exists() and path != path.parent:
         if path.is_symlink():
@@ -84,7 +88,8 @@ def folder_problem(folder: Path) -> str | None:
         return f"{path} is a file, not a folder"
     if not os.access(path, os.W_OK | os.X_OK):
         return f"{path} is not writable"
-    return None
+    free_mb = shutil.disk_usage(path).free / 2**20
+    return f"only {free_mb:.0f} MB free on the disk of {path}" if free_mb < LOW_ROOM_MB else None
 
 
 @contextlib.contextmanager

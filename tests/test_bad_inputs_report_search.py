@@ -447,7 +447,8 @@ def test_a_device_or_a_huge_file_is_refused_before_it_is_read(capsys, tmp_path):
     """/dev/zero and a 3 GB file were read whole: a MemoryError traceback, or no end."""
     if os.path.exists("/dev/zero"):
         assert error_line(capsys, "report", "/dev/zero") == (
-            f"kd-tutorial: error: results file /dev/zero is a device, not a file: {cli.RESULTS_FIX}")
+            f"kd-tutorial: error: results file /dev/zero, which is not a regular file (a device or a pipe): "
+            f"{cli.RESULTS_FIX}")
     huge = tmp_path / "huge.json"
     with huge.open("wb") as fh:  # sparse: no disk used
         fh.truncate((cli.RESULTS_MAX_MB + 1) * 2**20)

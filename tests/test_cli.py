@@ -742,7 +742,7 @@ def test_env_calls_a_nearly_full_disk_unusable_and_an_old_transformers_too(tmp_p
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 64 * 2**20, 64 * 2**20))
     report = env.environment_report(profiles.get_profile("tiny"))
-    assert report["artifact_home_problem"] == f"only 64 MB free on the disk of {tmp_path / 'kd'}"
+    assert report["artifact_home_problem"] == f"only 64 MB free on the disk of {tmp_path}"  # where kd would go
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 0, 10 * 2**30))
     monkeypatch.setattr(env, "versions", lambda: {"torch": "2.13.0", "transformers": "4.46.0"})
     report = env.environment_report(profiles.get_profile("tiny"))
