@@ -1443,3 +1443,16 @@ def test_a_generic_message_quotes_a_batch_where_the_answer_differs():
     message = EXERCISES["ex03.q1"].grade(odd).message
     got, want = re.search(r"your loss is (\S+) for a batch where T\^2 \* KL \(batchmean\) is (\S+) ", message).groups()
     assert got != want, message
+
+
+def test_ex02_generic_messages_quote_an_input_where_the_answer_differs():
+    """An entropy right on the uniform distribution only (the mean of -log p) read 'your entropy of the uniform
+    distribution over 8 classes is 2.0794, expected log(8) = 2.0794'; a softmax that clamps T at 1 (wrong at
+    T = 0.5 only) was quoted at T = 2, where it is right."""
+    message = EXERCISES["ex02.q2"].grade(lambda p: -p.clamp_min(1e-12).log().mean(-1)).message
+    got, want = re.search(r"your entropy is (\S+), expected -sum p log p = (\S+)$", message).groups()
+    assert got != want and "uniform" not in message, message
+    message = EXERCISES["ex02.q1"].grade(lambda z, T=1.0: torch.softmax(z / max(T, 1.0), -1)).message
+    assert "and T = 0.5 you returned" in message, message
+    got, want = re.search(r"you returned (\[.*\]), expected (\[.*\])$", message).groups()
+    assert got != want and len(message) < 300, message

@@ -6,7 +6,7 @@ import numbers
 
 import torch
 
-from .core import Exercise, Wrong, as_tensor, close, diagnose
+from .core import Exercise, Wrong, as_tensor, close, diagnose, mismatch
 
 
 def _logit_cases():
@@ -57,8 +57,22 @@ def _check_softmax(call):
     for g, (z, T) in zip(got, cases):
         if not close(g.sum(-1), torch.ones(z.shape[:-1])):
             raise Wrong("your probabilities do not sum to 1 over the classes (the last dimension)")
-    raise Wrong("your probabilities differ from softmax(z / T) "
-                f"(for z = {cases[1][0][0].tolist()!r:.60}..., T = {cases[1][1]})")
+    i = mismatch(got, expected)  # quote an input where the answer differs, not one where it agrees
+    z, row, want = _first_row_that_differs(cases[i][0], got[i], expected[i])
+    raise Wrong(f"your probabilities differ from softmax(z / T): for z = {_rounded(z)} and T = {cases[i][1]:g} you "
+                f"returned {_rounded(row)}, expected {_rounded(want)}")
+
+
+def _rounded(values: torch.Tensor) -> list[float]:
+    """A short row for a message: its values to 3 decimals."""
+    return [round(float(v), 3) for v in values.reshape(-1)]
+
+
+def _first_row_that_differs(logits: torch.Tensor, got: torch.Tensor, expected: torch.Tensor):
+    """``(logits row, got row, expected row)`` for the first row (last dimension) where the learner is wrong."""
+    rows, wanted = got.reshape(-1, got.shape[-1]), expected.reshape(-1, got.shape[-1])
+    k = next((k for k in range(len(rows)) if not close(rows[k], wanted[k])), 0)
+    return logits.reshape(-1, logits.shape[-1])[k], rows[k], wanted[k]
 
 
 def _prob_cases():
@@ -105,8 +119,20 @@ def _check_entropy(call):
     })
     if message:
         raise Wrong(message)
-    raise Wrong(f"your entropy of the uniform distribution over 8 classes is {float(got[2]):.4f}, "
-                f"expected log(8) = {math.log(8):.4f}")
+    i = mismatch(got, expected)  # quote a distribution where the answer differs, not one where it agrees
+    if i == 2:
+        raise Wrong(f"your entropy of the uniform distribution over 8 classes is {float(got[2]):.4f}, "
+                    f"expected log(8) = {math.log(8):.4f}")
+    p, value, want = _first_entropy_that_differs(cases[i], got[i], expected[i])
+    raise Wrong(f"for the distribution p = {_rounded(p)} your entropy is {value:.4f}, expected "
+                f"-sum p log p = {want:.4f}")
+
+
+def _first_entropy_that_differs(probs: torch.Tensor, got: torch.Tensor, expected: torch.Tensor):
+    """``(distribution, got, expected)`` for the first row of ``probs`` whose entropy the learner got wrong."""
+    rows, values, wanted = probs.reshape(-1, probs.shape[-1]), got.reshape(-1), expected.reshape(-1)
+    k = next((k for k in range(len(values)) if not close(values[k], wanted[k])), 0)
+    return rows[k], float(values[k]), float(wanted[k])
 
 
 q1 = Exercise(
