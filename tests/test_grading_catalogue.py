@@ -1456,3 +1456,16 @@ def test_ex02_generic_messages_quote_an_input_where_the_answer_differs():
     assert "and T = 0.5 you returned" in message, message
     got, want = re.search(r"you returned (\[.*\]), expected (\[.*\])$", message).groups()
     assert got != want and len(message) < 300, message
+
+
+def test_ex04_q4_refuses_an_answer_that_lower_cases_the_teachers_names_only():
+    """'Names match regardless of case', but every case gave the data's names in lower case, so lower-casing the
+    teacher's names alone passed; it fails on data labels such as 'Negative'."""
+    def teacher_only(logits, teacher_labels, data_labels):
+        names = [n.lower() for n in teacher_labels]
+        if sorted(names) != sorted(data_labels):
+            raise ValueError("the label sets differ")
+        return logits[:, [names.index(n) for n in data_labels]]
+    result = EXERCISES["ex04.q4"].grade(teacher_only)
+    assert result.status == FAILED and "differ only in case" in result.message, result
+    assert "Compare both lists' names lower-cased" in result.message and len(result.message) < 300, result

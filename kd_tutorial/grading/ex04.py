@@ -250,6 +250,8 @@ def _label_cases():
         (torch.randn(4, 2, generator=g), ["POSITIVE", "NEGATIVE"], ["negative", "positive"]),
         (torch.randn(3, 3, generator=g), ["neutral", "negative", "positive"], ["negative", "positive", "neutral"]),
         (torch.randn(5, 2, generator=g), ["neg", "pos"], ["neg", "pos"]),
+        # the data's names in capitals: lower-casing the teacher's names alone is not "regardless of case"
+        (torch.randn(3, 2, generator=g), ["negative", "positive"], ["Positive", "NEGATIVE"]),
     ]
 
 
@@ -263,7 +265,7 @@ def _check_label_order(call):
         except LearnerCrash as crash:
             if any(a != b and a.lower() == b.lower() for a in teacher_labels for b in data_labels):
                 raise Wrong(f"your function fails when the names differ only in case ({teacher_labels} vs "
-                            f"{data_labels}): {crash}. Compare the names lower-cased") from None
+                            f"{data_labels}): {crash}. Compare both lists' names lower-cased") from None
             raise
         got = as_tensor(got, tuple(logits.shape), "align_teacher_logits")
         if close(got, expected):
