@@ -139,7 +139,8 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
-    """Linear warm-up from 0 to the peak learning rate, then linear decay to 0."""
+    """Linear warm-up from peak / warmup_steps (the first step) to the peak learning rate, then linear decay
+    towards 0 (notebook 04 writes the formula out and checks it against this schedule)."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
