@@ -894,6 +894,9 @@ wrong("ex07.q1", "no gradient")(lambda s, t, m: _attn_kl(s, t, m).detach())
 wrong("ex07.q1", "reaches the teacher")(
     lambda s, t, m: ((t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).masked_fill(
         m[:, None, None, :] == 0, 0).sum(-1) * m[:, None, :]).sum() / (m.sum() * s.shape[1]))
+wrong("ex07.q1", "reaches the teacher")(  # xlogy(p, p) of an undetached teacher: its gradient is nan where p is 0
+    lambda s, t, m: (lambda rows: (rows * m[:, None, :]).sum() / (m.sum() * s.shape[1]))(
+        (torch.xlogy(t, t) - t * s.clamp_min(1e-12).log()).sum(-1)))
 wrong("ex07.q1", "each review's rows, then the reviews")(
     lambda s, t, m: (lambda rows, w: ((rows * w).sum((1, 2)) / w.sum((1, 2))).mean())(
         (t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).masked_fill(m[:, None, None, :] == 0, 0).sum(-1),

@@ -198,3 +198,13 @@ def test_the_grader_reports_a_syntax_error_in_a_def_cell_as_an_error(tmp_path):
     status = {r["exercise"].split(".")[-1]: (r["status"], r["message"]) for r in rows}
     assert status["q1"][0] == "error" and "raised SyntaxError" in status["q1"][1], status
     assert status["q2"][0] == "not attempted", status
+
+
+def test_a_nan_gradient_reaches_the_tensor():
+    """`float(grad.abs().sum()) > 0` is False for a nan gradient: an undetached teacher whose loss used
+    torch.xlogy(p, p) on probabilities of exactly 0 (padded keys) got a nan gradient and passed as frozen."""
+    import torch
+
+    from kd_tutorial.grading.core import reaches
+    assert reaches(torch.tensor([0.0, float("nan")])) and reaches(torch.tensor([0.0, -1e-30]))
+    assert not reaches(torch.zeros(3)) and not reaches(None)

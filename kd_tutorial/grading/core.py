@@ -482,6 +482,12 @@ def as_tensor(value: Any, shape: tuple | None = None, what: str = "your function
     return value.detach().cpu()
 
 
+def reaches(grad) -> bool:
+    """Whether a gradient reached a tensor: any entry that is not 0, nan included (``torch.xlogy(p, p)`` on a
+    teacher's probability of exactly 0 gives a nan gradient, whose sum compares False with 0)."""
+    return grad is not None and bool((grad != 0).any())
+
+
 def student_gradient(call: Callable, student, teacher, *rest, student_name: str, teacher_name: str):
     """Call ``call(student, teacher, *rest)`` on fresh leaf copies, backpropagate, and return the student's
     gradient; raise :class:`Wrong` when no gradient flows or when one reaches the (frozen) teacher."""
@@ -497,7 +503,7 @@ def student_gradient(call: Callable, student, teacher, *rest, student_name: str,
             loss.backward()
         except Exception as exc:  # noqa: BLE001 - the learner's graph (a custom backward, a hook) failed
             raise LearnerCrash(exc) from None
-    if teacher.grad is not None and float(teacher.grad.abs().sum()) > 0:
+    if reaches(teacher.grad):
         raise Wrong(f"a gradient reaches {teacher_name}, so it reaches the teacher, which is frozen: "
                     f"use {teacher_name}.detach()")
     return student.grad

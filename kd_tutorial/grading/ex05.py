@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import (Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, records_graph,
-                   wrong_return)
+from .core import (Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, reaches,
+                   records_graph, wrong_return)
 from .toys import toy_batch, toy_bert
 
 # imported by the grader before the learner's cells (outside the per-cell time limit): the checks build toy BERTs
@@ -92,7 +92,7 @@ def _check_step_at(call, T, alpha):
     if any(not torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items()):
         raise Wrong("the teacher's weights changed: the teacher is fixed during distillation "
                     "(only the student's parameters are in the optimizer)")
-    if any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in teacher.parameters()):
+    if any(reaches(p.grad) for p in teacher.parameters()):
         raise Wrong("a gradient reached the teacher: compute its logits under torch.no_grad()")
     if any(grad_mode):
         raise Wrong("the teacher's forward pass ran with autograd on: wrap it in torch.no_grad() (autograd "

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, mismatch
+from .core import Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, mismatch, reaches
 
 GRADIENT_ACCUMULATION_STEPS = 4  # K: the micro-batches of every step the check plays (the notebook shows it too)
 K = GRADIENT_ACCUMULATION_STEPS
@@ -171,7 +171,7 @@ def _check_gradients(calls, steps):
                 loss.backward()
             except Exception as exc:  # noqa: BLE001 - the learner's graph (a custom backward, a hook) failed
                 raise LearnerCrash(exc) from None
-            if t.grad is not None and float(t.grad.abs().sum()) > 0:
+            if reaches(t.grad):
                 raise Wrong("a gradient reaches teacher_logits, so it reaches the teacher, which is frozen: use "
                             "teacher_logits.detach() (distillation_loss does)")
             if s.grad is None:
