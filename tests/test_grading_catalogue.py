@@ -229,6 +229,12 @@ wrong("ex03.q2", "counts the unlabelled rows (label -1) as class 0")(
 wrong("ex03.q2", "hard term must be 0")(
     lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * _hard_nan_when_unlabelled(s, y))
 
+wrong("ex03.q2", "carries no gradient to student_logits")(  # a value, but nothing can train on it
+    lambda s, t, y, T=2.0, a=0.5: (a * _soft(s, t, T) + (1 - a) * _hard(s, y)).item())
+wrong("ex03.q2", "a gradient reaches teacher_logits")(
+    lambda s, t, y, T=2.0, a=0.5: a * T * T * F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1),
+                                                       reduction="batchmean") + (1 - a) * _hard(s, y))
+
 
 # -- ex03.q3: gradient accumulation ---------------------------------------------------------------------
 def _accumulate(student, optimizer, x, t, y, k, T=2.0, a=0.5, *, divide=True, zero="once", step="once",

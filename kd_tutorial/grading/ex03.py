@@ -171,6 +171,8 @@ def _check_full(call):
     if not close(value, float(ref.distillation_loss(s, t, y, T, a))):
         raise Wrong("on a batch of unlabelled reviews only (all labels -1) the hard term must be 0 "
                     f"(a mean over no labelled row is nan), got {value:.4f}")
+    # the loss trains the student (a float from .item() or a value under torch.no_grad() cannot), never the teacher
+    student_gradient(call, *cases[1], student_name="student_logits", teacher_name="teacher_logits")
 
 
 # -- q3: gradient accumulation -----------------------------------------------------------
