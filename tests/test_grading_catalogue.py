@@ -491,6 +491,19 @@ wrong("ex05.q1", "averaged the hard term over the labelled reviews only")(lambda
 wrong("ex05.q1", "pass the models only input_ids and attention_mask")(lambda *a: _step(*a, whole_batch=True))
 
 
+def test_ex05_q1_accepts_a_step_that_pops_the_labels_off_the_batch():
+    """`labels = batch.pop("labels")` (the Trainer idiom) changes no tensor, and was refused as "changed its argument
+    `batch['labels']` in place (an operation such as `/=`...)"; relabelling the caller's tensor stays refused."""
+    def distillation_step(student, teacher, batch, optimizer, temperature=2.0, alpha=0.5):
+        labels = batch.pop("labels")
+        batch.pop("index", None)
+        return _step(student, teacher, batch | {"labels": labels}, optimizer, temperature, alpha)
+    result = EXERCISES["ex05.q1"].grade(distillation_step)
+    assert result.status == PASSED, result.message
+    result = EXERCISES["ex05.q1"].grade(_relabels_the_batch)
+    assert result.status == FAILED and "changed its argument `batch['labels']` in place" in result.message
+
+
 @wrong("ex05.q1", "changed its argument `batch['labels']` in place")
 def _relabels_the_batch(student, teacher, batch, optimizer, T=2.0, alpha=0.5):
     batch["labels"][batch["labels"] == -1] = -100  # the caller's batch, changed for good

@@ -141,11 +141,13 @@ def _tensor_snapshot(args: tuple, kwargs: dict) -> dict:
 def _refuse_changed_inputs(before: dict, args: tuple, kwargs: dict, fn, name: str) -> None:
     """A :class:`Wrong` when the learner's function changed a tensor it was given, in place: the caller's tensor
     changes for good (``t /= T`` divides a cached teacher's logits again at every call), and a check that compares
-    values alone would pass it."""
+    values alone would pass it. A tensor taken out of a dict (Trainer's ``inputs.pop("labels")``) is not changed."""
     now = _tensors(args, kwargs)
     for (key, inner), old in before.items():
         new = now.get((key, inner))
-        same = new is not None and old.shape == new.shape and old.dtype == new.dtype and bool(
+        if new is None:  # taken out of a dict (labels = batch.pop("labels")): the tensor itself is unchanged
+            continue
+        same = old.shape == new.shape and old.dtype == new.dtype and bool(
             ((old == new) | (old.isnan() & new.isnan())).all() if old.is_floating_point() else old.equal(new))
         if not same:
             try:
