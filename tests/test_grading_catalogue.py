@@ -90,6 +90,22 @@ wrong("ex01.q1", "never the queries")(lambda *a: _mha(*a, query_mask=True))
 wrong("ex01.q1", "return a pair")(lambda *a: _mha(*a)[0])
 
 
+
+def test_ex01_q1_accepts_float64_weights_and_a_list_pair():
+    """Weights from a softmax taken in float64 made the check itself fail ("Double did not match Float ... the check
+    itself is at fault"), and `return [output, weights]` was told to return a pair; both are the right answer."""
+    def in_float64(x, attention_mask, w_qkv, b_qkv, num_heads):
+        out, weights = _mha(x.double(), attention_mask, w_qkv.double(), b_qkv.double(), num_heads)
+        return out.float(), weights
+
+    def as_list(*args):
+        return list(_mha(*args))
+    for answer in (in_float64, as_list):
+        result = EXERCISES["ex01.q1"].grade(answer)
+        assert result.status == PASSED, result.message
+    result = EXERCISES["ex01.q1"].grade(lambda *a: [t.double() for t in _mha(*a, mask_op="inverted")])
+    assert result.status == FAILED and "you masked the real tokens" in result.message, result.message
+
 # -- ex01.q2: parameters of a student configuration ------------------------------------------------
 def _student(teacher, overrides, add_pooling_layer=True, *, bias=1, ln=True, own_positions=True, pooler="flag",
              use_overrides=True, segments=True, own_vocab=True):
