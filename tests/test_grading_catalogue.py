@@ -321,6 +321,21 @@ def keeps_a_default_the_sweep_lacks(sweep, default=(2.0, 0.5)):
     return _choose(sweep, default)
 
 
+
+@wrong("ex03.q4", "reordered the caller's list (sweep.sort(...) sorts it in place)")  # was "changed the sweep's rows"
+def sorts_the_sweep_in_place(sweep, default=(2.0, 0.5)):
+    from kd_tutorial.grading.ex03 import _choose
+    sweep.sort(key=lambda r: r["val_acc"], reverse=True)
+    return _choose(sweep, default)
+
+
+@wrong("ex03.q4", "changed the sweep's rows")
+def rounds_the_rows(sweep, default=(2.0, 0.5)):
+    from kd_tutorial.grading.ex03 import _choose
+    for r in sweep:
+        r["val_acc"] = round(r["val_acc"], 2)
+    return _choose(sweep, default)
+
 # -- ex04.q1: teacher logits ----------------------------------------------------------------------------
 def _tl(teacher, batch, eval_=True, no_grad=True, mask=True, probs=False, whole=False):
     if eval_:

@@ -383,6 +383,9 @@ def _check_sweep(call):
     for sweep, default in _sweeps():
         rows = [dict(r) for r in sweep]
         got = call(rows, default)
+        if rows != sweep and len(rows) == len(sweep) and all(r in rows for r in sweep):
+            raise Wrong("your function reordered the caller's list (sweep.sort(...) sorts it in place): use "
+                        "sorted(sweep, ...) or max(sweep, ...), which leave it as it was")
         if rows != sweep:
             raise Wrong("your function changed the sweep's rows: read them, do not modify them")
         got = _as_pair(got)
