@@ -953,6 +953,12 @@ wrong("ex07.q1", "each review's rows, then the reviews")(
         m[:, None, :].float().expand(-1, s.shape[1], -1)))
 wrong("ex07.q1", "F.kl_div")(
     lambda s, t, m: F.kl_div(s.clamp_min(1e-12).log(), t, reduction="batchmean"))
+wrong("ex07.q1", "you added 1e-06 inside the log")(  # F.kl_div on log(q + 1e-6): off by about 1e-6 / q
+    lambda s, t, m: (lambda rows, w: (rows * w).sum() / w.sum())(
+        F.kl_div((s + 1e-6).log(), t.detach(), reduction="none").masked_fill(m[:, None, None, :] == 0, 0).sum(-1),
+        m[:, None, :].float().expand(-1, s.shape[1], -1)))
+wrong("ex07.q1", "you added 1e-05 inside the log")(  # on both sides
+    lambda s, t, m: _attn_kl(s + 1e-5, t.detach() + 1e-5, m))
 wrong("ex07.q1", "its first argument must be log-probabilities")(  # the student's probabilities, not their log
     lambda s, t, m: (lambda rows, w: (rows * w).sum() / w.sum())(
         F.kl_div(s, t.detach(), reduction="none").masked_fill(m[:, None, None, :] == 0, 0).sum(-1),

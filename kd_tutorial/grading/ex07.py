@@ -111,8 +111,27 @@ def _check_attention(call):
             V(lambda s, t, m: _probabilities_as_input(t, s, m)),
     })
     i = mismatch(got, expected)
-    raise Wrong(message or f"your loss is {got[i]:.5f} on a batch where the masked KL(teacher || student) "
-                f"is {expected[i]:.5f} (lengths {LENGTHS[i]})")
+    raise Wrong(message or _added_eps(got, cases) or f"your loss is {got[i]:.5f} on a batch where the masked "
+                f"KL(teacher || student) is {expected[i]:.5f} (lengths {LENGTHS[i]})")
+
+
+def _eps_kl(p, q, mask, eps: float, both: bool):
+    """The masked row KL with ``eps`` added inside the student's log (and the teacher's, when ``both``)."""
+    log_p = (p + eps).log() if both else p.clamp_min(1e-12).log()
+    rows = (p * (log_p - (q + eps).log())).masked_fill(mask[:, None, None, :] == 0, 0.0).sum(-1)
+    m = mask[:, None, :].expand_as(rows).float()
+    return (rows * m).sum() / m.sum()
+
+
+def _added_eps(got: list[float], cases) -> str | None:
+    """The message for ``log(q + eps)``: right to about eps / q, which is beyond the check's tolerance from 1e-6."""
+    for eps in (1e-6, 1e-5, 1e-4, 1e-3):
+        for both in (False, True):
+            if all(close(g, float(_eps_kl(t, s, m, eps, both))) for g, (s, t, m) in zip(got, cases)):
+                return (f"you added {eps:g} inside the log (log(q + {eps:g})): that shifts the log of every small "
+                        "probability, and this attention has many; clamp instead, q.clamp_min(1e-12).log(), which "
+                        "leaves every probability above 1e-12 as it is")
+    return None
 
 
 def _check_attention_gradient(call, case):
