@@ -660,51 +660,52 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     The steps, each timed into ``results["run"]["phase_seconds"]``: the teacher, its outputs, the students,
     the evaluation. When runs read the teacher's cached layers, one teacher pass over train + transfer (and the
     spare reviews, for a student that learns from them) writes them with its logits and [CLS] states
-    (``teacher_layers``); ``teacher_logits`` then reads those back.
+    (``teacher_layers``); ``teacher_logits`` then reads those back. ``out`` is locked for the whole run
+    (:func:`kd_tutorial.store.locked`): a second run into it waits, saying for which process, until this one ends.
     """
     device = device or pick_device()
     check_workers(workers or 1, device, setting=f"workers={workers}", fix="give workers=1")  # before the teacher
     check_teacher_outside(teacher or profile.teacher, out)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    seeds, clock = tuple(seeds), _Phases()
-    with clock("teacher"):
-        _before_the_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0], runs=runs)
-        teacher_model, prep, info = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init,
-                                                   seed=seeds[0], device=device, progress=progress)
-    config = teacher_model.config  # the teacher is cached: a refusal here loses nothing
-    check_depths(profile, config.num_hidden_layers, config.num_attention_heads, runs)
-    kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
-              device=device, progress=progress)
-    keys, spare_keys = _layers_to_cache(profile, prep, teacher_model, runs, seeds, init, resume)
-    with clock("teacher_layers"):  # first: the same pass caches the logits (none when no run reads layers)
-        layers = teacher_layer_cache(profile, prep, keys, spare_keys, **kw)
-    with clock("teacher_logits"):
-        logits, cls = teacher_outputs(profile, prep, runs, **kw)
-    workers = workers or default_workers(device)
-    with clock("students"):
-        trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, resume=resume,
-                                   device=device, init=init, progress=progress, cls=cls, runs=runs, workers=workers,
-                                   layers=layers or {})  # {}: none cached, and none to build again
-    n_trained = sum(item["status"] == "trained" for item in trained.values())
-    workers = max(1, min(workers, n_trained))  # what ran side by side, for the record
-    with clock("evaluation"):
-        rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
-    # not before: a run cut short leaves the earlier run's files as they were
-    write_checkpoints(trained, out, prep.tokenizer)
-    record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
-                        phases=clock.seconds, wall=clock.wall(), workers=workers)
-    record["teacher_layers"] = _layers_record(profile, layers, trained)
-    results = {"run": record,
-               "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
-               "histories": {"teacher": info.get("history")} |
-                            {n: item["history"].to_dict() for n, item in trained.items() if item["history"]}}
-    atomic_write_json(out / "results.json", results)
-    (out / PENDING).unlink(missing_ok=True)  # results.json names the checkpoints now
-    results["plots"] = plots.save_pipeline_plots(results, out)
-    atomic_write_json(out / "results.json", results)
-    _print_results(results, profile, device)
-    return results
+    with locked(out, instead="give another --out"):  # another run writing there would mix its files with these
+        seeds, clock = tuple(seeds), _Phases()
+        with clock("teacher"):
+            _before_the_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0], runs=runs)
+            teacher_model, prep, info = ensure_teacher(profile, data_dir=data_dir, teacher=teacher, init=init,
+                                                       seed=seeds[0], device=device, progress=progress)
+        config = teacher_model.config  # the teacher is cached: a refusal here loses nothing
+        check_depths(profile, config.num_hidden_layers, config.num_attention_heads, runs)
+        kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
+                  device=device, progress=progress)
+        keys, spare_keys = _layers_to_cache(profile, prep, teacher_model, runs, seeds, init, resume)
+        with clock("teacher_layers"):  # first: the same pass caches the logits (none when no run reads layers)
+            layers = teacher_layer_cache(profile, prep, keys, spare_keys, **kw)
+        with clock("teacher_logits"):
+            logits, cls = teacher_outputs(profile, prep, runs, **kw)
+        workers = workers or default_workers(device)
+        with clock("students"):
+            trained = distill_students(profile, teacher_model, prep, logits, seeds=seeds, resume=resume,
+                                       device=device, init=init, progress=progress, cls=cls, runs=runs, workers=workers,
+                                       layers=layers or {})  # {}: none cached, and none to build again
+        n_trained = sum(item["status"] == "trained" for item in trained.values())
+        workers = max(1, min(workers, n_trained))  # what ran side by side, for the record
+        with clock("evaluation"):
+            rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
+        # not before: a run cut short leaves the earlier run's files as they were
+        write_checkpoints(trained, out, prep.tokenizer)
+        record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
+                            phases=clock.seconds, wall=clock.wall(), workers=workers)
+        record["teacher_layers"] = _layers_record(profile, layers, trained)
+        results = {"run": record,
+                   "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
+                   "histories": {"teacher": info.get("history")} |
+                                {n: item["history"].to_dict() for n, item in trained.items() if item["history"]}}
+        atomic_write_json(out / "results.json", results)
+        (out / PENDING).unlink(missing_ok=True)  # results.json names the checkpoints now
+        results["plots"] = plots.save_pipeline_plots(results, out)
+        atomic_write_json(out / "results.json", results)
+        _print_results(results, profile, device)
+        return results
 
 
 def _print_results(results: dict, profile: Profile, device: str) -> None:

@@ -93,12 +93,14 @@ def folder_problem(folder: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def locked(directory: Path, timeout: float | None = None):
+def locked(directory: Path, timeout: float | None = None, *, instead: str | None = None):
     """Hold ``directory/.lock`` (a cross-process file lock) for the duration of the block.
 
     When another process holds it, say which one and wait, at most ``timeout`` seconds
     (``$KD_TUTORIAL_LOCK_TIMEOUT``, default an hour); then an :class:`ArtifactError`
-    names the holder and how to clear a lock whose process is gone. Once held, the
+    names the holder and how to clear a lock whose process is gone. ``instead``: what the user may do rather than
+    wait (``"give another --out"``), said in both. The lock is the system's (``flock``): a process that dies, even
+    by SIGKILL, releases it, and the ``.lock`` file it leaves blocks nobody. Once held, the
     leftovers of interrupted writes in ``directory`` are cleaned up (:func:`clean_stale`).
     A thread that already holds the lock (a nested call) goes straight in; other threads and
     processes, forked ones included, wait as any other holder's would.
@@ -116,12 +118,15 @@ def locked(directory: Path, timeout: float | None = None):
         with disk_errors(directory):  # a read-only copy of the cache cannot take its lock
             lock.acquire(timeout=min(2.0, timeout))
     except Timeout:
-        print(f"waiting for {directory}: in use by {_holder(owner)}", file=sys.stderr, flush=True)
+        print(f"waiting for {directory}: in use by {_holder(owner)}"
+              + (f"; going on when it ends (or press Ctrl-C and {instead})" if instead else ""),
+              file=sys.stderr, flush=True)
         try:
             lock.acquire(timeout=max(0.0, timeout - 2.0))
         except Timeout:
             raise ArtifactError(f"{directory} has been in use by {_holder(owner)} for over {timeout:.0f} s: let it "
-                                f"finish, or if that process no longer runs, delete {directory / '.lock'}") from None
+                                f"finish, {instead + ', ' if instead else ''}or if that process no longer runs, "
+                                f"delete {directory / '.lock'}") from None
     _HELD.add(mine)
     try:
         with contextlib.suppress(OSError):

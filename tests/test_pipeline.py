@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,39 @@ def test_a_teacher_in_the_checkpoints_this_run_replaces_is_refused_before_anythi
     with pytest.raises(Exception, match="lies in the checkpoints of --out"):
         pipeline.run_distill(get_profile("tiny"), teacher=str(teacher), out=out, progress=False, workers=1)
     pipeline.check_teacher_outside(str(teacher), tmp_path)  # another --out: fine
+
+
+def test_a_second_run_into_an_out_in_use_waits_for_it_and_names_it_instead_of_mixing_files(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """Two `distill --out SAME` at once (a double-click, a notebook cell and a terminal): the one that finished its
+    checkpoints second removed the other's, whose results.json then named checkpoints that were gone, beside the
+    other run's plots. The second run now waits for the --out; past the timeout, one line names the holder and the
+    fix, before anything loads, and the earlier results are untouched."""
+    (tmp_path / "results.json").write_text('{"run": {"student_status": {}}, "models": []}')
+    monkeypatch.setattr(pipeline, "_before_the_teacher", lambda *a, **k: pytest.fail("went on without the lock"))
+    monkeypatch.setenv(store.LOCK_TIMEOUT_ENV, "0")
+    held, release = threading.Event(), threading.Event()
+
+    def other_run():  # another thread waits for the lock as another process would (store.locked)
+        with store.locked(tmp_path):
+            held.set()
+            release.wait(10)
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    try:
+        assert held.wait(10)
+        status = cli.main(["distill", "--profile", "tiny", "--out", str(tmp_path), "--quiet"])
+    finally:
+        release.set()
+        thread.join()
+    err = capsys.readouterr().err
+    assert status == 2
+    assert f"waiting for {tmp_path}: in use by process {os.getpid()} on " in err
+    assert "(or press Ctrl-C and give another --out)" in err
+    line = err.strip().splitlines()[-1]
+    assert f"{tmp_path} has been in use by process {os.getpid()} on " in line
+    assert "let it finish, give another --out, or if that process no longer runs, delete" in line
+    assert (tmp_path / "results.json").read_text() == '{"run": {"student_status": {}}, "models": []}'
 
 
 def test_students_are_smaller_and_faster_than_the_teacher(tiny_run):
