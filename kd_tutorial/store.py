@@ -44,7 +44,7 @@ _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk q
                 errno.EFBIG: "the file is larger than a limit on this system allows",
                 errno.EISDIR: "a folder stands where the file goes"}
 _FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors that freeing space fixes
-_HELD: set[tuple[int, int, str]] = set()  # (process, thread, folder) of every lock this process holds
+_HELD: set[tuple[int, int, str]] = set()  # (process, thread, lock file) of every lock this process holds
 
 
 class ArtifactError(UserError, RuntimeError):
@@ -93,40 +93,42 @@ def folder_problem(folder: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def locked(directory: Path, timeout: float | None = None, *, instead: str | None = None):
-    """Hold ``directory/.lock`` (a cross-process file lock) for the duration of the block.
+def locked(directory: Path, timeout: float | None = None, *, instead: str | None = None, name: str = ".lock",
+           what: str | None = None):
+    """Hold ``directory/<name>`` (a cross-process file lock, ``.lock`` unless named) for the duration of the block.
 
     When another process holds it, say which one and wait, at most ``timeout`` seconds
     (``$KD_TUTORIAL_LOCK_TIMEOUT``, default an hour); then an :class:`ArtifactError`
     names the holder and how to clear a lock whose process is gone. ``instead``: what the user may do rather than
-    wait (``"give another --out"``), said in both. The lock is the system's (``flock``): a process that dies, even
-    by SIGKILL, releases it, and the ``.lock`` file it leaves blocks nobody. Once held, the
-    leftovers of interrupted writes in ``directory`` are cleaned up (:func:`clean_stale`).
+    wait (``"give another --out"``), and ``what``: what is locked (default ``directory``), both said in either.
+    The lock is the system's (``flock``): a process that dies, even by SIGKILL, releases it, and the lock file it
+    leaves blocks nobody. Once held, the leftovers of interrupted writes in ``directory`` are cleaned up
+    (:func:`clean_stale`).
     A thread that already holds the lock (a nested call) goes straight in; other threads and
     processes, forked ones included, wait as any other holder's would.
     """
     directory = Path(directory)
     with disk_errors(directory):
         directory.mkdir(parents=True, exist_ok=True)
-    mine = (os.getpid(), threading.get_ident(), str(directory.resolve()))
+    mine = (os.getpid(), threading.get_ident(), str(directory.resolve() / name))
     if mine in _HELD:  # held by this very thread already (a nested call): waiting on ourselves would never end
         yield
         return
-    lock, owner = FileLock(str(directory / ".lock")), directory / ".lock.owner"
+    lock, owner = FileLock(str(directory / name)), directory / f"{name}.owner"
     timeout = lock_timeout() if timeout is None else timeout
     try:
         with disk_errors(directory):  # a read-only copy of the cache cannot take its lock
             lock.acquire(timeout=min(2.0, timeout))
     except Timeout:
-        print(f"waiting for {directory}: in use by {_holder(owner)}"
+        print(f"waiting for {what or directory}: in use by {_holder(owner)}"
               + (f"; going on when it ends (or press Ctrl-C and {instead})" if instead else ""),
               file=sys.stderr, flush=True)
         try:
             lock.acquire(timeout=max(0.0, timeout - 2.0))
         except Timeout:
-            raise ArtifactError(f"{directory} has been in use by {_holder(owner)} for over {timeout:.0f} s: let it "
-                                f"finish, {instead + ', ' if instead else ''}or if that process no longer runs, "
-                                f"delete {directory / '.lock'}") from None
+            raise ArtifactError(f"{what or directory} has been in use by {_holder(owner)} for over {timeout:.0f} s: "
+                                f"let it finish, {instead + ', ' if instead else ''}or if that process no longer runs, "
+                                f"delete {directory / name}") from None
     _HELD.add(mine)
     try:
         with contextlib.suppress(OSError):

@@ -535,7 +535,8 @@ def test_a_disk_that_refuses_the_reports_after_grading_keeps_them_elsewhere(tmp_
                     f"{aside.with_suffix('.json')} instead; copy them to {out} once it can be written (what was "
                     "there is untouched)")
     assert learners(aside) == (["a_02"] * 2 + ["b_02"] * 2, ["a_02", "b_02"]) and "a_02" in said.out  # the summary
-    assert list(out.parent.iterdir()) == []
+    assert list(out.parent.iterdir()) == [out.parent / ".grades.csv.kd-lock"]  # no report: only the empty lock
+    assert (out.parent / ".grades.csv.kd-lock").stat().st_size == 0
 
 
 def test_a_report_saved_again_by_excel_in_its_own_encoding_is_refused_before_grading(tmp_path, capsys, no_grading):

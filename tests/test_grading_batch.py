@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -152,6 +153,48 @@ def test_rows_another_grading_wrote_while_this_one_ran_are_kept(tmp_path, capsys
     assert grade(folder / f"carol_{NB}", "--out", out) == 0
     assert [r["learner"] for r in csv_rows(out)] == [f"{who}_{NB[:-6]}" for who in ("alice", "bob", "carol")
                                                      for _ in range(2)]
+
+
+def test_two_gradings_writing_one_report_at_once_take_turns_and_keep_each_others_rows(tmp_path, capsys, fake_kernel,
+                                                                                      monkeypatch):
+    """The report was read again just before it was written, with no lock: a grading that had read it, while
+    another read and wrote it, then wrote its own and dropped the other's rows, both saying "Graded". They now
+    hold a lock on the report (store.locked) from reading it again to writing it: the other one waits its turn."""
+    from kd_tutorial import store
+    folder = a_class(tmp_path / "class", f"alice_{NB}", f"bob_{NB}")
+    out = tmp_path / "grades.csv"
+    reached, statuses, real_locked, real_merge = threading.Event(), [], store.locked, grader.merge_reports
+
+    def other_grading():  # another thread waits for the lock as another process would
+        try:
+            statuses.append(grade(folder / f"bob_{NB}", "--out", out))
+        finally:
+            reached.set()
+    other = threading.Thread(target=other_grading)
+
+    def locked(*args, **kwargs):  # the other grading asks for the report: it waits there, or goes on without a lock
+        if threading.current_thread() is other:
+            reached.set()
+        return real_locked(*args, **kwargs)
+
+    def merge(*args, **kwargs):  # alice's grading has read the report again: bob's runs up to the report now
+        if threading.current_thread() is threading.main_thread() and not other.ident:
+            other.start()
+            assert reached.wait(10)
+        return real_merge(*args, **kwargs)
+    monkeypatch.setattr(store, "locked", locked)
+    monkeypatch.setattr(grader, "merge_reports", merge)
+    try:
+        assert grade(folder / f"alice_{NB}", "--out", out) == 0
+    finally:
+        other.join(10)
+    assert statuses == [0]
+    assert [r["learner"] for r in csv_rows(out)] == [f"{who}_{NB[:-6]}" for who in ("alice", "bob") for _ in range(2)]
+    assert [s["learner"] for s in json.loads(out.with_suffix(".json").read_text())["submissions"]] == [
+        f"alice_{NB[:-6]}", f"bob_{NB[:-6]}"]
+    capsys.readouterr()  # the lock stays beside the report, empty, and is no learner's file to grade or name
+    assert (tmp_path / ".grades.csv.kd-lock").stat().st_size == 0 and len(grader.submissions_of([str(tmp_path)])) == 2
+    assert "kd-lock" not in capsys.readouterr().out
 
 
 def test_the_merge_reads_the_csv_when_the_json_is_gone(tmp_path, capsys, fake_kernel):

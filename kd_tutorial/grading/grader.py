@@ -47,6 +47,7 @@ SUBMISSION_KEYS = ("learner", "file", "notebook", "flags", "notes", "seconds")
 COLUMNS = ["learner", "file", "notebook", "exercise", "title", "status", "message", "flags", "notes", "seconds"]
 SHORT = {"passed": "pass", "failed": "FAIL", "not attempted": "-", "error": "ERROR", "timeout": "TIMEOUT"}
 CLUTTER = {"__MACOSX", ".ipynb_checkpoints"}  # folders whose files are never a learner's notebook
+LOCK_SUFFIX = ".kd-lock"  # a report's lock beside it, .<name>.kd-lock (report_locked): never a learner's file
 UNKNOWN_SET = ("cannot tell which exercise notebook this is: give the learner's copy of a notebook of exercises/, "
                "or put its name in the file name (e.g. alice_02_soft_targets_temperature.ipynb)")
 
@@ -59,8 +60,10 @@ def find_submissions(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 def _skipped(path: Path, folder: Path) -> bool:
     """Whether a file found in ``folder`` is clutter, never a learner's: what a Mac adds to a zip (``__MACOSX/``,
-    ``._name`` AppleDouble files, ``.DS_Store``), Jupyter's ``.ipynb_checkpoints/``."""
+    ``._name`` AppleDouble files, ``.DS_Store``), Jupyter's ``.ipynb_checkpoints/``, a report's lock
+    (:func:`report_locked`)."""
     return (not path.is_file() or path.name.startswith("._") or path.name == ".DS_Store"
+            or (path.name.startswith(".") and LOCK_SUFFIX in path.name)
             or bool(CLUTTER & set(path.relative_to(folder).parts[:-1])))
 
 
@@ -637,10 +640,24 @@ def _partial_out(out: Path) -> Path:
     return partial
 
 
+@contextlib.contextmanager
+def report_locked(out: Path):
+    """Hold a lock on the report ``out`` (:func:`kd_tutorial.store.locked`: ``.<name>.kd-lock`` beside it, an empty
+    file that stays) for the block: two gradings into one --out read, merge and write it one after the other, so
+    neither drops the rows the other writes. Where the lock cannot be had (a folder read-only since the start, or a holder past
+    ``$KD_TUTORIAL_LOCK_TIMEOUT``), the block runs without it: the grades are written still (or, where the folder
+    refuses them, set aside by :func:`write_or_set_aside`), never lost."""
+    from ..store import locked  # noqa: PLC0415 - store imports torch
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError, UserError):  # StorageError, ArtifactError: kd_tutorial.store's
+            stack.enter_context(locked(out.parent, name=f".{out.name}{LOCK_SUFFIX}", what=f"the report {out}"))
+        yield
+
+
 def _read_again(out: Path, earlier: tuple) -> tuple:
-    """The earlier report at ``out`` read again just before this run's rows are merged in, so that rows another
-    grading wrote there while this one ran (or an instructor's edits) are kept; ``earlier``, as read at the start,
-    when it can no longer be read. (Two gradings that write at the same instant can still lose one's rows.)"""
+    """The earlier report at ``out`` read again just before this run's rows are merged in (holding
+    :func:`report_locked`), so that rows another grading wrote there while this one ran (or an instructor's edits)
+    are kept; ``earlier``, as read at the start, when it can no longer be read."""
     try:
         return read_report(out)
     except UsageError:
@@ -667,14 +684,13 @@ def _grade(args) -> int:
                      "was written; run it again to grade them", file=sys.stderr)
                 return 130
             rows, submissions, stopped = stop.rows, stop.submissions, stop
-            partial = _partial_out(args.out)  # this run's notebooks, and an earlier interrupted run's there
-            earlier = ([], []) if partial == args.out else _read_again(partial, ([], []))
-            args.out = partial
+            args.out = _partial_out(args.out)  # this run's notebooks, and an earlier interrupted run's there
         seconds = time.monotonic() - start
-        if stopped is None:  # the report as it is now: another grading into this --out may have written it meanwhile
-            earlier = _read_again(args.out, earlier)
-        all_rows, all_submissions, kept, notebooks = merge_reports(rows, submissions, *earlier)
-        args.out, json_path, failed = write_or_set_aside(all_rows, all_submissions, args.out, seconds)
+        with report_locked(args.out):  # read, merged and written while another grading into it waits
+            # the report as it is now: another grading into this --out may have written it meanwhile
+            earlier = _read_again(args.out, earlier if stopped is None else ([], []))
+            all_rows, all_submissions, kept, notebooks = merge_reports(rows, submissions, *earlier)
+            args.out, json_path, failed = write_or_set_aside(all_rows, all_submissions, args.out, seconds)
     if received and stopped is None:  # every notebook was graded: the reports hold them all
         if failed:
             _say(f"kd-tutorial grade: {failed}", file=sys.stderr)
