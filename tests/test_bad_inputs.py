@@ -992,3 +992,63 @@ def test_prefetch_for_the_full_profile_fetches_notebook_09s_teacher_too(capsys, 
     fetched.clear()
     assert cli.main(["prefetch", "--profile", "cpu", "--models-only"]) == 0
     assert fetched and not any(generative for _, generative in fetched)  # notebook 09 trains its own GPT there
+
+
+def _hub_download_errors() -> dict:
+    """The errors a download that breaks off half-way reaches prefetch with, as the libraries raise them: the Hub's
+    HTTP client's own (huggingface_hub re-raises it once its retries are spent), a 503 that transformers wraps in a
+    plain OSError, and the short file huggingface_hub refuses."""
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import httpx  # the client huggingface_hub uses (httpx, or its successor)
+    request = httpx.Request("GET", "https://huggingface.co/org/m/resolve/main/model.safetensors")
+    try:
+        try:
+            raise HfHubHTTPError("503 Server Error: Service Unavailable", response=httpx.Response(503, request=request))
+        except HfHubHTTPError as err:
+            raise OSError("There was a specific connection error when trying to load org/m:\n503 Server Error") from err
+    except OSError as err:
+        wrapped = err
+    return {"ReadTimeout: The read operation timed out": httpx.ReadTimeout("The read operation timed out",
+                                                                            request=request),
+            "HfHubHTTPError: 503 Server Error: Service Unavailable": wrapped,
+            "OSError: Consistency check failed: file should be of size 9 but has size 3 (model.safetensors).":
+                OSError("Consistency check failed: file should be of size 9 but has size 3 (model.safetensors).\n"
+                        "This is usually due to network issues while downloading the file.")}
+
+
+@pytest.mark.parametrize("cause", list(_hub_download_errors()))
+def test_a_prefetch_cut_half_way_is_one_line_and_running_it_again_finishes(capsys, monkeypatch, cause):
+    """Flaky Wi-Fi: a read timeout, a 503 or a short file in the middle of `prefetch` was a traceback."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    fetched, drops = [], [_hub_download_errors()[cause]]
+
+    def download(name, generative=False):
+        if len(fetched) == 1 and drops:  # the connection drops on the second model, once
+            raise drops.pop()
+        fetched.append(name)
+    monkeypatch.setattr(cli, "_download", download)
+    line = error_line(capsys, "prefetch", "--profile", "full", "--models-only")
+    assert line == (f"kd-tutorial: error: a download from the Hugging Face Hub broke off ({cause}); what was "
+                    "downloaded is kept: run `kd-tutorial prefetch --profile full` again to fetch the rest")
+    assert fetched == ["bert-base-uncased"]
+    assert cli.main(["prefetch", "--profile", "full", "--models-only"]) == 0
+    assert fetched == ["bert-base-uncased", "bert-base-uncased", "google/bert_uncased_L-2_H-128_A-2", "gpt2"]
+    assert "done:" in capsys.readouterr().out
+
+
+def test_a_download_cut_while_distilling_names_the_same_command_and_prefetch(capsys, monkeypatch):
+    error = _hub_download_errors()["ReadTimeout: The read operation timed out"]
+    monkeypatch.setattr(cli, "cmd_distill", lambda args: (_ for _ in ()).throw(error))
+    assert error_line(capsys, "distill", "--profile", "cpu").endswith(
+        "what was downloaded is kept: run the same command again, or `kd-tutorial prefetch --profile cpu` first "
+        "where the connection is steady")
+
+
+def test_a_hub_answer_that_a_second_try_would_not_change_is_not_a_cut_download():
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import httpx
+    request = httpx.Request("GET", "https://huggingface.co/org/m/resolve/main/config.json")
+    assert cli._download_cut(HfHubHTTPError("404 Client Error", response=httpx.Response(404, request=request))) is None
+    assert cli._download_cut(OSError("disk full")) is None
+    assert cli._download_cut(HfHubHTTPError("429 Too Many Requests", response=httpx.Response(429, request=request)))
