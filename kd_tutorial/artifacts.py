@@ -32,8 +32,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import (check_data_readable, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, load_for_profile,
-                   NAMED_SOURCES)
+from .data import (check_data_readable, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, HUB_DATASET,
+                   load_for_profile, NAMED_SOURCES, prepared_hub_copy)
 from .errors import error_cause as _cause, ModelSourceError
 from .models import fallback_for, fallback_path, resolve_source, TINY_TEACHER
 from .profiles import Profile, stable_hash
@@ -285,7 +285,8 @@ def cache_status(profile: Profile, also=()) -> dict:
     elif profile.data_source == "tiny":
         needs["data"] = "built in"
     else:
-        needs["stanfordnlp/imdb"] = _hub_cached("stanfordnlp/imdb", "dataset", profile.name)
+        needs[HUB_DATASET] = ("cached" if prepared_hub_copy() else
+                              f"missing (run `kd-tutorial prefetch --profile {profile.name}`)")
     return needs
 
 

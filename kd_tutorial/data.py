@@ -447,6 +447,43 @@ def _hub_raw() -> dict[str, Reviews]:
             for split in ("train", "test", "unsupervised") if split in ds}
 
 
+def prepared_hub_copy() -> Path | None:
+    """The folder of the copy of stanfordnlp/imdb that ``datasets`` prepared in its cache (``HF_DATASETS_CACHE``),
+    which ``load_dataset`` reads offline: the newest of a plain configuration, as it picks it, when every split its
+    ``dataset_info.json`` lists is there in full; None otherwise, or with no datasets package to have made one."""
+    try:
+        from datasets import config
+    except ModuleNotFoundError:
+        return None
+    root = Path(config.HF_DATASETS_CACHE) / HUB_DATASET.replace("/", "___")
+    found = [d for d in root.glob("*/*/*") if d.is_dir() and not d.name.endswith(".incomplete")
+             and _arrow_files(d) is not None]
+    newest = max(found, key=lambda d: d.stat().st_mtime, default=None)
+    return newest if newest is not None and _arrow_files(newest) else None
+
+
+def _arrow_files(folder: Path) -> dict[str, list[Path]] | None:
+    """``{split: its Arrow files, in order}`` of a prepared copy, as its ``dataset_info.json`` (which ``datasets``
+    writes last) lists the splits: None when that file is missing or unreadable, or names another configuration than
+    the folder's (``load_dataset`` passes such a folder by); ``{}`` when a split lacks a file, or train or test is not
+    there (``load_dataset`` would pick it, and fail)."""
+    import json
+    try:
+        info = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8"))
+        if info.get("config_name") != folder.parts[-3]:
+            return None
+        splits = dict(info.get("splits") or {})
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    files = {}
+    for name, split in splits.items():
+        found = sorted(folder.glob(f"*-{name}.arrow")) or sorted(folder.glob(f"*-{name}-*-of-*.arrow"))
+        if not found or len(found) != len((split or {}).get("shard_lengths") or [None]):
+            return {}
+        files[name] = found
+    return files if {"train", "test"} <= set(files) else {}
+
+
 def _read_acl(root: Path, sub: str, label: int) -> Reviews:
     folder = root / sub
     if not folder.is_dir():

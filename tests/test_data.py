@@ -639,3 +639,59 @@ def test_a_missing_datasets_package_names_pip_not_prefetch(monkeypatch):
     with pytest.raises(data.DataSourceError, match=r"needs the datasets package, which is not installed: pip install "
                                                    r"'datasets>=2.19', or set KD_TUTORIAL_DATA_DIR"):
         data._hub_raw()
+
+
+def _prepared_imdb(cache, rows: dict, shards: dict | None = None, folder: str = "plain_text/0.0.0/" + "a" * 40):
+    """A copy of stanfordnlp/imdb in the datasets cache ``cache`` as ``load_dataset`` prepares it (and reads it
+    offline): each split's Arrow file(s), ``imdb-SPLIT.arrow`` or ``imdb-SPLIT-0000i-of-0000n.arrow``, and the
+    dataset_info.json that lists them. ``rows``: split -> (texts, labels); ``shards``: split -> number of files."""
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+    target = cache / "stanfordnlp___imdb" / folder
+    target.mkdir(parents=True)
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("int64")})
+    splits = datasets.SplitDict()
+    for name, (texts, labels) in rows.items():
+        n = (shards or {}).get(name, 1)
+        cuts = [len(texts) * i // n for i in range(n + 1)]
+        for i in range(n):
+            file = target / (f"imdb-{name}.arrow" if n == 1 else f"imdb-{name}-{i:05d}-of-{n:05d}.arrow")
+            with ArrowWriter(features=features, path=str(file)) as writer:
+                writer.write_batch({"text": texts[cuts[i]:cuts[i + 1]], "label": labels[cuts[i]:cuts[i + 1]]})
+                writer.finalize()
+        lengths = [cuts[i + 1] - cuts[i] for i in range(n)] if n > 1 else None
+        splits.add(datasets.SplitInfo(name=name, num_examples=len(texts), shard_lengths=lengths))
+    datasets.DatasetInfo(config_name=folder.split("/")[0], features=features, splits=splits).write_to_directory(
+        str(target))
+    return target
+
+
+IMDB_ROWS = {"train": (["good", "bad", "fine", "awful", "great"], [1, 0, 1, 0, 1]),
+             "test": (["nice", "dull"], [1, 0]), "unsupervised": (["meh"], [-1])}
+
+
+def test_env_says_imdb_is_cached_only_where_load_dataset_finds_it_offline(tmp_path, monkeypatch):
+    """A prefetch cut while IMDB downloaded leaves some of its files in the Hub's cache, and nothing prepared:
+    env and notebook 00 said "cached", and distill failed offline in the workshop."""
+    import datasets
+    from huggingface_hub.utils import _cache_manager
+
+    from kd_tutorial.artifacts import cache_status
+    cpu = get_profile("cpu")
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+    hub = tmp_path / "hub" / "datasets--stanfordnlp--imdb"
+    (hub / "snapshots" / ("a" * 40) / "plain_text").mkdir(parents=True)
+    (hub / "refs").mkdir()
+    (hub / "refs" / "main").write_text("a" * 40)
+    (hub / "snapshots" / ("a" * 40) / "plain_text" / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
+    monkeypatch.setattr(_cache_manager, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    missing = "missing (run `kd-tutorial prefetch --profile cpu`)"
+    assert cache_status(cpu)["stanfordnlp/imdb"] == missing
+    cut = _prepared_imdb(tmp_path / "datasets", IMDB_ROWS, folder="plain_text/0.0.0/" + "b" * 40 + ".incomplete")
+    assert cache_status(cpu)["stanfordnlp/imdb"] == missing  # still being prepared when it was cut
+    shared = _prepared_imdb(tmp_path / "datasets", IMDB_ROWS, shards={"train": 2})
+    (shared / "imdb-train-00001-of-00002.arrow").rename(cut / "moved.arrow")  # a copy that lost a file
+    assert cache_status(cpu)["stanfordnlp/imdb"] == missing
+    (cut / "moved.arrow").rename(shared / "imdb-train-00001-of-00002.arrow")
+    assert cache_status(cpu)["stanfordnlp/imdb"] == "cached"
