@@ -2,7 +2,8 @@
 
 Sources (``load_imdb(source)``):
   "tiny"   the built-in corpus (:mod:`kd_tutorial.corpus`), offline, instant;
-  "hub"    ``stanfordnlp/imdb`` from the Hugging Face Hub (train / test / unsupervised);
+  "hub"    ``stanfordnlp/imdb`` from the Hugging Face Hub (train / test / unsupervised), or its prepared copy
+           in a Hugging Face cache that cannot be written (a read-only share);
   a folder in aclImdb layout (train/pos, train/neg, test/pos, test/neg, train/unsup)
            or with train / test / unsupervised ``.parquet`` or ``.csv`` files (columns text, label).
 
@@ -20,6 +21,7 @@ transformers and datasets are imported lazily, inside the functions that use the
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import queue
 import random
@@ -437,7 +439,10 @@ def _hub_raw() -> dict[str, Reviews]:
                               "test.parquet or an aclImdb copy") from e
     try:
         ds = datasets.load_dataset(HUB_DATASET)
-    except Exception as e:  # offline with no cache, Hub down, ...
+    except Exception as e:  # offline with no cache, Hub down, a cache it may not write in, ...
+        copy = prepared_hub_copy() if _write_refused(e) else None
+        if copy is not None:  # a read-only copy of the cache (a shared mount): load_dataset cannot take its lock
+            return _read_prepared(copy)
         msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
         raise DataSourceError(
             f"could not load {HUB_DATASET} from the Hugging Face Hub or its cache ({type(e).__name__}: {msg}); "
@@ -482,6 +487,30 @@ def _arrow_files(folder: Path) -> dict[str, list[Path]] | None:
             return {}
         files[name] = found
     return files if {"train", "test"} <= set(files) else {}
+
+
+def _write_refused(err: BaseException | None) -> bool:
+    """Whether ``err``, or an error it came from, is the system refusing a write (a read-only file system, a folder
+    of another user): where ``load_dataset`` cannot create its lock file in the cache."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _read_prepared(folder: Path) -> dict[str, Reviews]:
+    """The splits of a prepared copy of stanfordnlp/imdb, read from its Arrow files (memory-mapped; nothing is
+    written), as ``load_dataset`` would give them."""
+    import datasets
+    out = {}
+    for name, files in (_arrow_files(folder) or {}).items():
+        if name in ("train", "test", "unsupervised"):
+            table = datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in files])
+            out[name] = Reviews(list(table["text"]), [int(y) for y in table["label"]], None, name)
+    return out
 
 
 def _read_acl(root: Path, sub: str, label: int) -> Reviews:

@@ -670,6 +670,27 @@ IMDB_ROWS = {"train": (["good", "bad", "fine", "awful", "great"], [1, 0, 1, 0, 1
              "test": (["nice", "dull"], [1, 0]), "unsupervised": (["meh"], [-1])}
 
 
+@pytest.mark.parametrize("refusal", [OSError(30, "Read-only file system"), PermissionError(13, "Permission denied")])
+def test_imdb_is_read_from_a_hugging_face_cache_that_cannot_be_written(tmp_path, monkeypatch, refusal):
+    """A workshop's Hugging Face cache on a read-only share (or another user's folder): load_dataset, offline,
+    could not create its lock file there, and distill said to run prefetch, which had been run."""
+    import datasets
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
+    _prepared_imdb(tmp_path, IMDB_ROWS, shards={"train": 2})
+
+    def load_dataset(path, *args, **kwargs):
+        try:
+            raise refusal
+        except OSError as err:  # datasets lets filelock's error through as it is; wrapped here to check the chain
+            raise RuntimeError("while preparing") from err
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    raw = data._hub_raw()
+    assert {name: (r.texts, r.labels) for name, r in raw.items()} == {k: (t, y) for k, (t, y) in IMDB_ROWS.items()}
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("offline")))
+    with pytest.raises(DataSourceError, match="run `kd-tutorial prefetch"):  # not a refused write: as before
+        data._hub_raw()
+
+
 def test_env_says_imdb_is_cached_only_where_load_dataset_finds_it_offline(tmp_path, monkeypatch):
     """A prefetch cut while IMDB downloaded leaves some of its files in the Hub's cache, and nothing prepared:
     env and notebook 00 said "cached", and distill failed offline in the workshop."""
