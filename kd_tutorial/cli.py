@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .artifacts import data_key, prepare
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
-from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, NAMED_SOURCES
+from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, HUB_DATASET, NAMED_SOURCES
 from .device import configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
@@ -436,7 +436,8 @@ def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
 
 def cmd_env(args) -> int:
     """Print the environment report: readable ``key: value`` lines, or JSON with ``--json`` (alone on stdout).
-    Exit status 1, with one line on stderr, when a folder the run needs is unusable (a script can check it)."""
+    Exit status 1, with one line on stderr, when a folder the run needs is unusable, or when the Hub is turned off
+    and a model or the dataset the profile needs is not cached (a workshop's room check can be a script)."""
     quiet()
     profile = _profile(args, file=sys.stderr if args.json else None)
     report = environment_report(profile)
@@ -444,8 +445,13 @@ def cmd_env(args) -> int:
     unusable = ([HOME_ENV] if report.get("artifact_home_problem") else []) + \
         (["versions"] if report.get("version_problem") else []) + \
         [name for name, status in report.get("needs", {}).items() if str(status).startswith("unusable")]
-    if unusable:
-        print(f"kd-tutorial env: unusable: {', '.join(unusable)} (see above for the fix)", file=sys.stderr)
+    offline = {True: offline_flags(), False: offline_flags(models_only=True)}  # is it the dataset: what turns it off
+    missing = [name for name, status in report.get("needs", {}).items()
+               if str(status).startswith("missing") and offline[name == HUB_DATASET]]
+    if unusable or missing:
+        said = [f"unusable: {', '.join(unusable)}"] * bool(unusable) + \
+            [f"not cached, with the Hub off: {', '.join(missing)}"] * bool(missing)
+        print(f"kd-tutorial env: {'; '.join(said)} (see above for the fix)", file=sys.stderr)
         return 1
     return 0
 

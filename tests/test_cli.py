@@ -750,3 +750,24 @@ def test_env_calls_a_nearly_full_disk_unusable_and_an_old_transformers_too(tmp_p
     assert report["version_problem"].startswith("transformers 4.46.0 is older than the course needs: pip install -U")
     shown = [line for line in env.format_report(report).splitlines() if line.startswith("  too old:")]
     assert len(shown) == 1 and shown[0].endswith(report["version_problem"])
+
+
+def test_env_fails_a_room_check_where_the_hub_is_off_and_a_piece_is_not_cached(capsys, monkeypatch):
+    """The README's workshop check (prefetch, the offline flags, `kd-tutorial env`; "a room check can be a script")
+    exited 0 on a laptop whose copy of the cache lacked the teacher and IMDB: distill then failed there, offline."""
+    needs = {"bert-base-uncased": "missing (run `kd-tutorial prefetch --profile full`)", "gpt2": "cached",
+             "stanfordnlp/imdb": "missing (run `kd-tutorial prefetch --profile full`)"}
+    monkeypatch.setattr(cli, "environment_report", lambda profile: {"needs": dict(needs)})
+    monkeypatch.setattr(cli, "format_report", lambda report: "the report")
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["env", "--profile", "full"]) == 0  # online: what is missing downloads when it is needed
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert cli.main(["env", "--profile", "full"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == ("kd-tutorial env: not cached, with the Hub off: "
+                                                        "stanfordnlp/imdb (see above for the fix)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["env", "--profile", "full"]) == 1
+    assert "not cached, with the Hub off: bert-base-uncased, stanfordnlp/imdb (see" in capsys.readouterr().err
+    needs.update({"bert-base-uncased": "cached", "stanfordnlp/imdb": "cached"})
+    assert cli.main(["env", "--profile", "full"]) == 0
