@@ -45,7 +45,7 @@ from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, profile_of, README_START,
                      refuse_foreign, refuse_overwrite, results_markdown, splice_readme, summary)
 from .search import RECIPE as SEARCH_RECIPE, run_search
-from .store import atomic_write_json, home, HOME_ENV, StorageError
+from .store import atomic_write_json, home, HOME_ENV, StorageError, copy_home_fix
 
 
 def _profile(args, file=None):
@@ -394,8 +394,8 @@ def check_writable_home() -> Path:
     """The artifact root (``$KD_TUTORIAL_HOME``), checked writable before anything trains."""
     root = home()
     where = f"{HOME_ENV}={os.environ[HOME_ENV]}" if os.environ.get(HOME_ENV) else f"the artifact cache {root}"
-    _check_writable(root, where, f"point {HOME_ENV} to a folder you can write, e.g. export "
-                                 f"{HOME_ENV}=$HOME/kd-tutorial-cache")
+    _check_writable(root, where, copy_home_fix(root) or f"point {HOME_ENV} to a folder you can write, e.g. export "
+                                                        f"{HOME_ENV}=$HOME/kd-tutorial-cache")
     return root
 
 

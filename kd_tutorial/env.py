@@ -19,7 +19,7 @@ from .device import (bf16_supported, configure, describe, memory_gb, pick_device
 from .errors import UsageError
 from .lm import hub_models
 from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
-from .store import ArtifactError, folder_problem, home, HOME_ENV
+from .store import ArtifactError, folder_problem, home, HOME_ENV, copy_home_fix
 from .train import seed_everything
 
 
@@ -235,6 +235,8 @@ def environment_report(profile: Profile | None = None) -> dict:
     try:
         report["artifact_home"] = str(home())
         report["artifact_home_problem"] = folder_problem(home())
+        if report["artifact_home_problem"] and copy_home_fix(home()):  # a copy of a cache that holds teachers
+            report["artifact_home_fix"] = copy_home_fix(home())
     except ArtifactError as err:  # a relative $KD_TUTORIAL_HOME: shown, as every other problem here, its fix said
         report["artifact_home"], report["artifact_home_problem"] = os.environ.get(HOME_ENV), str(err)
         report["artifact_home_fix"] = None

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import sys
@@ -70,6 +71,20 @@ def home() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     cache = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # the XDG spec: ignore a relative one
     return cache / "kd-tutorial"
+
+
+def copy_home_fix(root: Path) -> str | None:
+    """The fix for an artifact cache ``root`` that holds artifacts and refuses writes (a workshop's prefetched copy
+    on a read-only share, or one copied with read-only modes): copy it and make the copy writable, which keeps the
+    teachers trained in it, where pointing ``$KD_TUTORIAL_HOME`` at another folder would train them again. None for
+    any other folder (an empty one, a full disk): another folder will do."""
+    try:
+        holds = Path(root).is_dir() and any(Path(root).iterdir()) and not os.access(root, os.W_OK | os.X_OK)
+    except OSError:
+        return None
+    target = "~/kd-tutorial-cache"
+    return (f"copy it where you can write, which keeps the teachers trained in it: cp -r {shlex.quote(str(root))} "
+            f"{target} && chmod -R u+w {target} && export {HOME_ENV}={target}") if holds else None
 
 
 LOW_ROOM_MB = 512  # below this much free space a folder cannot hold files: a teacher's checkpoint would not fit

@@ -3,11 +3,13 @@ import errno
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from kd_tutorial import store
+from kd_tutorial.errors import UserError
 
 
 def test_a_held_lock_names_its_holder_and_times_out_with_the_fix(tmp_path, capsys):
@@ -288,3 +290,39 @@ def test_an_atomic_write_through_a_link_writes_the_file_it_names_and_a_link_loop
     (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
     store.atomic_write_text(tmp_path / "loop.json", "text")
     assert not (tmp_path / "loop.json").is_symlink() and (tmp_path / "loop.json").read_text() == "text"
+
+
+def test_a_read_only_artifact_cache_that_holds_teachers_is_copied_not_left_behind(tmp_path, monkeypatch):
+    """A workshop's prefetched KD_TUTORIAL_HOME on a read-only share: distill and env said to point KD_TUTORIAL_HOME
+    at another folder, where every laptop trained the teacher again. (Root writes anywhere: the refusals are faked.)"""
+    import tempfile
+
+    from kd_tutorial import cli
+    root = tmp_path / "shared kd"
+    (root / "cpu" / "abc").mkdir(parents=True)
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(root))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == root else real_access(path, mode))
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    copy = (f"copy it where you can write, which keeps the teachers trained in it: cp -r '{root}' ~/kd-tutorial-cache "
+            "&& chmod -R u+w ~/kd-tutorial-cache && export KD_TUTORIAL_HOME=~/kd-tutorial-cache")
+    with pytest.raises(UserError) as err:
+        cli.check_writable_home()
+    assert str(err.value) == f"KD_TUTORIAL_HOME={root} is not a writable folder (read-only file system): {copy}"
+    assert store.copy_home_fix(root) == copy
+    from kd_tutorial import env, profiles
+    monkeypatch.setattr(env, "hub_reachable", lambda: None)
+    assert env.format_report(env.environment_report(profiles.get_profile("tiny"))).count(
+        f"artifact cache:   unusable: {root} is not writable: {copy}") == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False)
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(empty))
+    with pytest.raises(UserError, match=r"\(read-only file system\): point KD_TUTORIAL_HOME to a folder you can write, "
+                                        r"e.g. export KD_TUTORIAL_HOME=\$HOME/kd-tutorial-cache$"):
+        cli.check_writable_home()  # nothing in it to keep
+    monkeypatch.setattr(os, "access", real_access)  # a full disk, say: it can be written, and another folder will do
+    assert store.copy_home_fix(root) is None
