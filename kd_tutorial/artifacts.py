@@ -35,7 +35,7 @@ from pathlib import Path
 from .data import (check_data_readable, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, HUB_DATASET,
                    load_for_profile, NAMED_SOURCES, prepared_hub_copy)
 from .errors import error_cause as _cause, ModelSourceError
-from .models import fallback_for, fallback_path, resolve_source, TINY_TEACHER
+from .models import fallback_for, fallback_path, prefetch_hint, resolve_source, TINY_TEACHER
 from .profiles import Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
 from .train import History
@@ -191,7 +191,7 @@ def teacher_tokenizer(profile: Profile, teacher_name: str):
     fallback = fallback_for(profile, teacher_name)
     source, local = resolve_source(teacher_name, fallback), fallback_path(fallback)
     try:
-        return get_tokenizer(source)
+        return get_tokenizer(source, hint=prefetch_hint(profile, teacher_name))
     except ModelSourceError:
         if local is None or source == str(local):
             raise

