@@ -61,9 +61,19 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     student's *log*-probabilities first and the teacher's probabilities second.
     """
     T = _temperature(temperature)
+    _check_logits(student_logits, teacher_logits, "kl_divergence")
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * T * T
+
+
+def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor, what: str) -> None:
+    """Refuse logits that are not both ``(B, C)`` of one shape. ``F.kl_div`` broadcasts a teacher's ``(B, 1)`` or
+    ``(1, C)`` against the student's, and ``batchmean`` divides one row's ``(C,)`` by ``C``: a number, no error."""
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"{what}: student logits {tuple(student_logits.shape)}, teacher logits "
+                         f"{tuple(teacher_logits.shape)}; give both as (rows, classes), the teacher's for the same "
+                         "rows and classes (one row: logits[None]; per-token logits: token_kl)")
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -75,6 +85,7 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     the logged values are not (this one is never below the teacher's entropy).
     """
     T = _temperature(temperature)
+    _check_logits(student_logits, teacher_logits, "soft_cross_entropy")
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     p = F.softmax(_full(teacher_logits.detach()) / T, dim=-1)
     return -(p * log_q).sum(dim=-1).mean() * T * T
@@ -88,6 +99,7 @@ def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tor
     batch ``T^2 * KL -> 0.5 * logit_mse`` as ``T -> inf`` (Hinton et al. 2015,
     section 2.1; Tang et al. 2019 train on this loss directly).
     """
+    _check_logits(student_logits, teacher_logits, "logit_mse")
     return F.mse_loss(_full(student_logits), _full(teacher_logits.detach()), reduction="mean")
 
 
@@ -99,9 +111,23 @@ def hard_cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> to
     same whatever the mix of labelled and transfer reviews in its batch, and on a
     fully labelled batch this is the ordinary mean cross-entropy.
     """
+    _check_labels(student_logits, labels)
     labelled = labels >= 0
     per_row = F.cross_entropy(_full(student_logits), labels.clamp_min(0), reduction="none")
     return (per_row * labelled).sum() / max(1, labels.numel())
+
+
+def _check_labels(student_logits: torch.Tensor, labels) -> None:
+    """Refuse labels that are not one ``torch.long`` class id per row of ``(B, C)`` logits (shape and dtype only:
+    reading the values would make a GPU wait at every step)."""
+    if student_logits.dim() == 2 and torch.is_tensor(labels) and labels.dtype == torch.long \
+            and labels.shape == student_logits.shape[:1]:
+        return
+    got = (f"a {labels.dtype} tensor of shape {tuple(labels.shape)}" if torch.is_tensor(labels)
+           else f"a {type(labels).__name__}")
+    raise ValueError(f"labels: give a torch.long tensor of shape ({len(student_logits)},), one class id per row of the "
+                     f"student's logits {tuple(student_logits.shape)} (-1: unlabelled), e.g. "
+                     f"torch.tensor(labels, dtype=torch.long); got {got}")
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

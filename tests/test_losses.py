@@ -308,3 +308,33 @@ def test_seed_article_loss_is_not_hintons():
     labels = torch.tensor([0, 1] * 4)
     seed_loss = F.cross_entropy(s, torch.softmax(t, -1))
     assert not torch.allclose(seed_loss.double(), losses.distillation_loss(s, t, labels, 2.0, 0.5).double())
+
+
+@pytest.mark.parametrize("teacher_shape", [(4, 1), (1, 3), (4, 2)])
+def test_logit_losses_refuse_teacher_logits_of_another_shape(teacher_shape):
+    """A (4, 1) teacher (one logit per review) or a (1, 3) one (one row for the batch) broadcast inside F.kl_div and
+    gave a number, no error: a student distilled from nothing that it could learn."""
+    s = logits_pair(11, 4, 3)[0]
+    t = torch.randn(*teacher_shape, dtype=torch.float64)
+    for call in (lambda: losses.kl_divergence(s, t, 2.0), lambda: losses.soft_cross_entropy(s, t, 2.0),
+                 lambda: losses.logit_mse(s, t), lambda: losses.distillation_loss(s, t, torch.tensor([0, 1, 2, -1]))):
+        with pytest.raises(ValueError, match=r"give both as \(rows, classes\)"):
+            call()
+
+
+def test_one_review_s_logits_must_keep_their_batch_axis():
+    """``batchmean`` divides by the first axis: one review's (C,) logits gave the KL divided by C, silently."""
+    s, t = logits_pair(12, 1, 3)
+    assert float(losses.kl_divergence(s, t, 2.0)) > 0  # (1, C): a batch of one review
+    with pytest.raises(ValueError, match=r"one row: logits\[None\]"):
+        losses.kl_divergence(s[0], t[0], 2.0)
+
+
+@pytest.mark.parametrize("labels", [[0, 2, -1, 1], torch.tensor([0.0, 2.0, 1.0, 1.0]), torch.tensor([0, 1]),
+                                    torch.tensor([[0], [2], [1], [1]])])
+def test_the_hard_loss_names_the_labels_it_needs(labels):
+    """A Python list stopped on ``'>=' not supported``, a float tensor or a column deep in F.cross_entropy."""
+    s, t = logits_pair(13, 4, 3)
+    for call in (lambda: losses.hard_cross_entropy(s, labels), lambda: losses.distillation_loss(s, t, labels)):
+        with pytest.raises(ValueError, match=r"labels: give a torch.long tensor of shape \(4,\)"):
+            call()
