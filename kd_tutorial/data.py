@@ -823,6 +823,16 @@ class Encoded:
     labels: torch.Tensor  # LongTensor [N], -1 = unlabelled
     name: str = ""
 
+    def __post_init__(self):
+        """Refuse labels that every batch would fail on: a list stopped in :func:`collate`'s thread, far from here."""
+        labels = self.labels
+        if not (torch.is_tensor(labels) and labels.dtype == torch.long and labels.shape == (len(self.input_ids),)):
+            got = (f"a {labels.dtype} tensor of shape {tuple(labels.shape)}" if torch.is_tensor(labels)
+                   else f"a {type(labels).__name__}")
+            raise ValueError(f"Encoded {self.name!r}: labels must be a torch.long tensor of shape "
+                             f"({len(self.input_ids)},), one per row of input_ids (-1: unlabelled), e.g. "
+                             f"torch.tensor(labels, dtype=torch.long); got {got}")
+
     @property
     def lengths(self) -> list[int]:
         """Each review's length in tokens."""

@@ -716,3 +716,13 @@ def test_env_says_imdb_is_cached_only_where_load_dataset_finds_it_offline(tmp_pa
     assert cache_status(cpu)["stanfordnlp/imdb"] == missing
     (cut / "moved.arrow").rename(shared / "imdb-train-00001-of-00002.arrow")
     assert cache_status(cpu)["stanfordnlp/imdb"] == "cached"
+
+
+@pytest.mark.parametrize("labels", [[0, 2, -1], torch.tensor([0.0, 2.0, 1.0]), torch.tensor([0, 1])])
+def test_encoded_refuses_labels_no_batch_could_read(labels):
+    """Labels given as a Python list (or floats, or one short) built an Encoded, and training then stopped in the
+    batch thread on "only integer tensors of a single element can be converted to an index"."""
+    with pytest.raises(ValueError, match=r"labels must be a torch.long tensor of shape \(3,\).*torch.tensor\(labels"):
+        Encoded([[101, 7, 102]] * 3, labels, "mine")
+    three = Encoded([[101, 7, 102]] * 3, torch.tensor([0, 2, -1]), "mine")  # three classes, one unlabelled row
+    assert data.collate(three, [0, 1, 2])["labels"].tolist() == [0, 2, -1]
