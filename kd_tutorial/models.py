@@ -10,7 +10,8 @@
 * :func:`check_same_vocab` - refuse to distil across vocabularies (sizes, and token -> id maps);
   :func:`check_student_tokenizer` compares a pretrained student's own tokenizer with the teacher's.
 * :func:`teacher_config` - a teacher's config before its weights (cached, else config.json from the Hub).
-* :func:`check_positions` - refuse reviews longer than a model's position embeddings.
+* :func:`check_positions` - refuse reviews longer than a model's position embeddings; :func:`check_rows` - refuse an
+  ``Encoded``'s rows too long for a model, or labels past its classes.
 * :func:`check_same_labels` - refuse to distil across label orders (``id2label`` / ``label2id``).
 
 transformers is imported inside the functions, never at module import.
@@ -470,6 +471,23 @@ def check_positions(positions: int, max_length: int, role: str = "teacher") -> N
     if max_length > positions:
         raise errors.UsageError(f"max_length={max_length}: the {role} has {positions} positions; give "
                                 f"--set max_length=N with N <= {positions}")
+
+
+def check_rows(model, encoded, what: str, labels: bool = True) -> None:
+    """Refuse rows of ``encoded`` (a :class:`kd_tutorial.data.Encoded`) that ``model`` cannot read, before any step:
+    a row longer than its position embeddings (a shape error inside BERT's embeddings), and, with ``labels``, a class
+    id past its ``config.num_labels`` (an IndexError in the cross-entropy on a CPU, a device-side assert on a GPU)."""
+    config = getattr(getattr(model, "student", model), "config", None)
+    positions, classes = getattr(config, "max_position_embeddings", None), getattr(config, "num_labels", None)
+    longest = max(encoded.lengths, default=0)
+    if positions is not None and longest > positions:
+        raise ValueError(f"{what}: a row has {longest} tokens and the model {positions} positions; cut the rows to "
+                         f"at most {positions} tokens ([CLS] and [SEP] included: data.encode(..., "
+                         f"max_length={positions}))")
+    top = int(encoded.labels.max()) if labels and len(encoded.labels) else -1
+    if classes is not None and top >= classes:
+        raise ValueError(f"{what}: label {top} for a model of {classes} classes (config.num_labels); give labels "
+                         f"0 to {classes - 1} (-1: unlabelled), or build the model with num_labels={top + 1}")
 
 
 def check_same_vocab(teacher, student, *, teacher_tokenizer=None, student_tokenizer=None) -> None:

@@ -41,6 +41,7 @@ from .errors import UserError
 from .evaluate import accuracy, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
 from .layer_maps import layer_mapping
+from .models import check_rows, check_same_vocab
 from .recipes import Intermediate, intermediate_terms, TOKEN_TERMS
 from .store import ArtifactError, atomic_torch_save
 
@@ -371,6 +372,7 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     """
     if config.mode != "ce" and teacher_logits is None and teacher is None:
         raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
+    _check_inputs(model, train_data, val_data, teacher if config.mode != "ce" else None, teacher_logits)
     spec = config.intermediate
     if spec is not None and spec.needs_online_teacher and teacher is None and not _states_cover(spec, teacher_states,
                                                                                                  model):
@@ -408,6 +410,27 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
         model.load_state_dict(run.best_state)
     run.history.finished_at = time.strftime("%Y-%m-%d %H:%M")
     return run.history
+
+
+def _check_inputs(model, train_data, val_data, teacher, teacher_logits) -> None:
+    """Refuse, before any step, what would stop a run mid-epoch with a shape error, or train it in silence: rows or
+    labels the student cannot read (:func:`~kd_tutorial.models.check_rows`), a teacher of another vocabulary or label
+    order (:func:`~kd_tutorial.models.check_same_vocab`, correctness notes 8 and 9), cached logits of another number
+    of classes, and validation rows without a label (every pass would score nan and never keep a weight)."""
+    student = getattr(model, "student", model)
+    for name, rows in (("train_data", train_data), ("val_data", val_data)):
+        if rows is not None:
+            check_rows(student, rows, name)
+    if teacher is not None:
+        check_rows(teacher, train_data, "train_data (for the teacher)", labels=False)
+        check_same_vocab(teacher, student)
+    classes = getattr(student.config, "num_labels", None)
+    if teacher_logits is not None and (teacher_logits.dim() != 2 or teacher_logits.shape[1] != classes):
+        raise ValueError(f"teacher_logits of shape {tuple(teacher_logits.shape)} for a student of {classes} classes: "
+                         f"give the teacher's (rows, {classes}) logits, its classes in the student's order")
+    if val_data is not None and not bool((val_data.labels >= 0).any()):
+        raise ValueError(f"val_data {val_data.name!r} has no labelled rows, so validation accuracy is nan at every "
+                         "pass: give labelled validation rows, or no val_data")
 
 
 def _states_cover(spec: Intermediate, teacher_states, model) -> bool:

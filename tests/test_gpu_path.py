@@ -160,34 +160,39 @@ HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__",
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_the_loop_reads_device_values_only_when_it_logs(monkeypatch, precision):
-    """Every host read of a tensor (what makes a CPU wait for a GPU) happens inside a flush; on CPU we count
-    them, on a GPU torch.cuda.set_sync_debug_mode("warn") would."""
+    """Every host read of a tensor (what makes a CPU wait for a GPU) happens inside a flush, or in the checks of the
+    host-side rows before the first step (the labels of an Encoded live on the CPU); on CPU we count them, on a GPU
+    torch.cuda.set_sync_debug_mode("warn") would."""
+    from kd_tutorial import train as train_module
     torch.manual_seed(0)
     enc = data.Encoded([[101] + [(5 * i + j) % 90 + 5 for j in range(4 + i % 9)] + [102] for i in range(96)],
                        torch.tensor([i % 2 if i < 48 else -1 for i in range(96)]), "rows")
     logits = torch.randn(96, 2)
-    reads, where = collections.Counter(), {"flush": 0}
-    flush = _Run.flush
+    reads, where = collections.Counter(), {"flush": 0, "checks": 0}
 
-    def counted_flush(self):
-        where["flush"] += 1
-        try:
-            return flush(self)
-        finally:
-            where["flush"] -= 1
-    monkeypatch.setattr(_Run, "flush", counted_flush)
+    def counted(function, place):
+        def call(*args, **kwargs):
+            where[place] += 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                where[place] -= 1
+        return call
+    monkeypatch.setattr(_Run, "flush", counted(_Run.flush, "flush"))
+    monkeypatch.setattr(train_module, "_check_inputs", counted(train_module._check_inputs, "checks"))
     for name in HOST_READS:
         original = getattr(torch.Tensor, name)
 
         def read(self, *args, _name=name, _original=original, **kwargs):
-            reads["in flush" if where["flush"] else _name] += 1
+            reads["in flush" if where["flush"] else "before the loop" if where["checks"] else _name] += 1
             return _original(self, *args, **kwargs)
         monkeypatch.setattr(torch.Tensor, name, read)
     model = models.load_teacher("tiny-bert", config_overrides=SMALL)
     config = TrainConfig(mode="kd", max_steps=12, batch_size=8, grad_accum=2, precision=precision)
     history = train(model, enc, config=config, teacher_logits=logits, device="cpu", progress=False, log_every=5)
-    outside = {k: v for k, v in reads.items() if k != "in flush"}
+    outside = {k: v for k, v in reads.items() if k not in ("in flush", "before the loop")}
     assert outside == {}, f"host reads outside the logging flush: {outside}"
+    assert reads["before the loop"] <= 2  # the labels' largest class id, and whether validation has a label
     assert reads["in flush"] > 0 and [s["step"] for s in history.steps] == list(range(1, 13))
     assert all(torch.isfinite(torch.tensor(s["loss"])) for s in history.steps)
 

@@ -686,3 +686,51 @@ def test_ctrl_c_after_hands_a_held_interrupt_to_the_handler_in_place():
         assert seen == ["block ran on", "handler"] and signal.getsignal(signal.SIGINT) is handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _three_classes(names=None, seed=0, **overrides):
+    """A one-layer BERT of three classes, named ``names`` (id order) when given."""
+    torch.manual_seed(seed)
+    model = models.load_teacher("tiny-bert", num_labels=3, config_overrides=SMALL | overrides)
+    if names:
+        model.config.id2label, model.config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+    return model
+
+
+THREE = data.Encoded([[101, 2000 + i, 2001, 102] for i in range(8)], torch.tensor([0, 1, 2, -1] * 2), "three")
+
+
+def test_an_online_teacher_of_another_label_order_or_vocabulary_is_refused():
+    """train(..., teacher=...) checked neither: a student whose label 0 is the teacher's label 2 trained in silence
+    (the Trainer version and build_student refused it)."""
+    config = TrainConfig(mode="kd", batch_size=4, max_steps=1)
+    teacher = freeze(_three_classes(["neg", "neu", "pos"]))
+    with pytest.raises(models.LabelOrderMismatchError, match="label 0 is 'neg' for the teacher and 'pos'"):
+        train(_three_classes(["pos", "neu", "neg"]), THREE, config=config, teacher=teacher, device="cpu",
+              progress=False)
+    with pytest.raises(models.VocabularyMismatchError, match="30522 tokens, the student's 3000"):
+        train(_three_classes(vocab_size=3000), THREE, config=config, teacher=teacher, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("classes", [1, 2])
+def test_cached_logits_of_another_number_of_classes_are_refused_before_training(classes):
+    """(N, 2) logits stopped the first step with a broadcasting RuntimeError; (N, 1) trained a 3-class student on
+    a loss of nothing (softmax over one class), without an error."""
+    with pytest.raises(ValueError, match=rf"teacher_logits of shape \(8, {classes}\) for a student of 3 classes"):
+        train(_three_classes(), THREE, config=TrainConfig(mode="kd", max_steps=1),
+              teacher_logits=torch.zeros(8, classes), device="cpu", progress=False)
+
+
+def test_rows_the_student_cannot_read_are_refused_before_training():
+    """A label past num_labels stopped on "IndexError: Target 2 is out of bounds" (a device-side assert on a GPU),
+    a row past the position embeddings on a shape error inside BERT, an unlabelled validation split scored nan at
+    every pass and kept no weights."""
+    config = TrainConfig(max_steps=1, keep_best=True)
+    with pytest.raises(ValueError, match=r"train_data: label 2 for a model of 2 classes.*num_labels=3"):
+        train(small_model(), THREE, config=TrainConfig(max_steps=1), device="cpu", progress=False)
+    long_rows = data.Encoded([[101] + [7] * 20 + [102]] * 2, torch.tensor([0, 1]), "long")
+    with pytest.raises(ValueError, match=r"a row has 22 tokens and the model 16 positions.*max_length=16"):
+        train(_three_classes(max_position_embeddings=16), long_rows, config=config, device="cpu", progress=False)
+    unlabelled = data.Encoded(THREE.input_ids, torch.full((8,), -1), "unlabelled")
+    with pytest.raises(ValueError, match="val_data 'unlabelled' has no labelled rows"):
+        train(_three_classes(), THREE, config=config, val_data=unlabelled, device="cpu", progress=False)
