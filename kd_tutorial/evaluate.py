@@ -16,7 +16,7 @@ from .data import batch_groups, collate, make_batches, prefetch
 from .device import (autocast_dtype, device_type, pad_multiple, pick_device, resolve_precision, slow_first_calls,
                      synchronize)
 from .features import forward_features
-from .models import count_parameters, model_size_mb
+from .models import check_rows, count_parameters, model_size_mb
 
 ECE_BINS = 10
 
@@ -35,6 +35,7 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
     how the teacher's per-token layers are cached in the same pass as its logits.
     """
     device = device or pick_device()
+    check_rows(model, encoded, desc, labels=False)  # a row past the positions: one line, not a shape error in BERT
     was_training = model.training
     model.eval().to(device)
     dtype, kind = autocast_dtype(device, precision), device_type(device)

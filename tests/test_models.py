@@ -467,3 +467,15 @@ def test_a_profiles_teacher_missing_offline_names_the_prefetch_of_that_profile(m
     assert "here --profile" not in str(err.value)
     assert models.prefetch_hint(full, "google/bert_uncased_L-2_H-128_A-2") == ", here --profile full"
     assert models.prefetch_hint(get_profile("cpu"), "bert-base-uncased") == ""
+
+
+def test_predicting_rows_longer_than_the_positions_names_the_cut():
+    """A student built with fewer positions than the rows' length stopped inside BERT's embeddings on "The expanded
+    size of the tensor (22) must match the existing size (16)"."""
+    from kd_tutorial import data, evaluate
+    student = models.compact_student(1, 32, 2, 64, vocab_size_=200, max_position_embeddings=16, num_labels=3)
+    rows = data.Encoded([[101] + [7] * 20 + [102], [101, 7, 102]], torch.tensor([0, 2]), "mine")
+    with pytest.raises(ValueError, match=r"a row has 22 tokens and the model 16 positions.*max_length=16"):
+        evaluate.predict_logits(student, rows, device="cpu")
+    short = data.Encoded(rows.input_ids[1:], rows.labels[1:], "short")  # shorter than the positions: fine
+    assert evaluate.predict_logits(student, short, device="cpu").shape == (1, 3)
