@@ -375,6 +375,10 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
                                   vocab_size_=teacher.config.vocab_size,
                                   max_position_embeddings=teacher.config.max_position_embeddings,
                                   num_labels=teacher.config.num_labels, pretrained=spec.pretrained, init=init)
+        if _generic([str(name) for name in student.config.id2label.values()]):  # a new config names no class:
+            # the teacher's names, so that the saved student says which is which (a pretrained one's own are checked)
+            student.config.id2label = dict(teacher.config.id2label)
+            student.config.label2id = dict(teacher.config.label2id)
         if spec.teacher_word_vectors:
             student = add_teacher_word_vectors(student, teacher)
     else:

@@ -479,3 +479,17 @@ def test_predicting_rows_longer_than_the_positions_names_the_cut():
         evaluate.predict_logits(student, rows, device="cpu")
     short = data.Encoded(rows.input_ids[1:], rows.labels[1:], "short")  # shorter than the positions: fine
     assert evaluate.predict_logits(student, short, device="cpu").shape == (1, 3)
+
+
+def test_a_compact_student_keeps_the_teachers_class_names(teacher):
+    """A compact student got a new config, LABEL_0..LABEL_2, so the distilled model no longer said which class is
+    which (a distil student, whose config is the teacher's, kept them); the label guard then could not compare it."""
+    small = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64}
+    named = models.load_teacher("tiny-bert", num_labels=3, config_overrides=small)
+    named.config.id2label = {0: "neg", 1: "neu", 2: "pos"}
+    named.config.label2id = {"neg": 0, "neu": 1, "pos": 2}
+    for spec in (StudentSpec("c", "compact", 1, hidden_size=16, num_heads=2, intermediate_size=32),
+                 StudentSpec("d", "distil", 1)):
+        student = models.build_student(spec, named)
+        assert student.config.id2label == {0: "neg", 1: "neu", 2: "pos"}, spec.kind
+        assert student.config.label2id == {"neg": 0, "neu": 1, "pos": 2}, spec.kind
