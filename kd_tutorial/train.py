@@ -368,8 +368,9 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     interruption). Losses and metrics stay on the device and reach the host every
     ``log_every`` steps (the only times the loop waits for a GPU). The checkpoint is
     also rewritten every ``checkpoint_every_s`` seconds, mid-epoch, and on Ctrl-C
-    (at the last completed step), so an interrupted run loses at most that much.
-    """
+    (at the last completed step), so an interrupted run loses at most that much. Inputs that cannot train are refused
+    first, in one line: an online teacher of another vocabulary or label order, cached logits of another number of
+    classes, labels past ``num_labels``, rows past the position embeddings, ``val_data`` without labels."""
     if config.mode != "ce" and teacher_logits is None and teacher is None:
         raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
     _check_inputs(model, train_data, val_data, teacher if config.mode != "ce" else None, teacher_logits)
