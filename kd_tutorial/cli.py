@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -868,6 +869,7 @@ def _one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kd-tutorial`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _escape_unencodable_output()
     parser = build_parser()
     if argv and argv[0] in ("grade", "make-exercises"):
         handler = cmd_grade if argv[0] == "grade" else cmd_make_exercises
@@ -954,6 +956,16 @@ AFTER_CTRL_C = {"distill": "checkpoints are kept: run the same command with --re
                 "search": "finished trials are kept in --out's search.db: run the same command again to continue",
                 "prefetch": "what was downloaded is kept: run the same command again to fetch the rest",
                 "benchmark": "nothing was written: run the same command again"}
+
+
+def _escape_unencodable_output() -> None:
+    """Have stdout write what its encoding cannot as ``\\u`` escapes, as stderr does, not raise. Redirected on Windows
+    (``> log.txt``, Git Bash's pipes) stdout encodes in the ANSI code page (cp1252...), which has no bytes for a
+    path's Chinese or Greek letters, and a Linux file name that is not UTF-8 comes as surrogates no codec takes:
+    a command would end in a UnicodeEncodeError when it prints the path, its work done but its report cut short."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        with contextlib.suppress(ValueError, OSError):  # a closed stream, or one that cannot change mid-stream
+            sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def _quiet_stdout() -> None:
