@@ -10,6 +10,7 @@ traceback; code that calls the package directly can catch the same type.
 """
 import os
 import stat
+import sys
 
 # what json.loads raises on text that is not JSON: a ValueError, or a RecursionError for arrays nested too deep
 JSON_ERRORS = (ValueError, RecursionError)
@@ -71,3 +72,13 @@ def refuse_not_regular(path, said: str, fix: str, pipes: bool = False) -> None:
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
         if not (pipes and stat.S_ISFIFO(os.stat(path).st_mode)):
             raise UsageError(f"{said}, which is not a regular file (a device or a pipe): {fix}")
+
+
+def held_open_fix(err: BaseException) -> str:
+    """The first words of the fix when ``err`` may be Windows refusing a file that another program holds open (a
+    CSV shown in Excel, a checkpoint a notebook loaded): Windows says only "permission denied" (a PermissionError)
+    then, which elsewhere means the folder's permissions. "" for any other error, and off Windows."""
+    if sys.platform == "win32" and isinstance(err, PermissionError):
+        return ("close the program that has it open (on Windows a CSV shown in Excel, or a model a notebook loaded, "
+                "cannot be replaced), or ")
+    return ""

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from .errors import UserError
+from .errors import held_open_fix, UserError
 
 HOME_ENV = "KD_TUTORIAL_HOME"
 LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another process's lock (default an hour)
@@ -248,7 +248,7 @@ def disk_errors(path: Path):
         err = _as_os_error(err)
         if err is None or err.errno not in _DISK_ERRORS:
             raise
-        free = "free some space or " if err.errno in _FULL else ""
+        free = "free some space or " if err.errno in _FULL else held_open_fix(err)
         raise StorageError(f"cannot write {path}: {_DISK_ERRORS[err.errno]}; {free}point {HOME_ENV} (artifacts) or "
                            "--out (results) to a writable folder on a disk with room; what was there before is "
                            "untouched") from err

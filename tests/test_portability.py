@@ -1,7 +1,12 @@
 """What learners on Windows and macOS meet that Linux alone would not show, simulated here: a console that encodes
 in a Windows code page, platforms without a safe ``fork``."""
+import errno
 import io
+import os
 import sys
+from pathlib import Path
+
+import pytest
 
 from kd_tutorial import cli
 
@@ -21,3 +26,48 @@ def test_a_path_the_windows_code_page_cannot_encode_is_printed_escaped_not_a_tra
     monkeypatch.setenv("KD_TUTORIAL_HOME", home)
     assert cli.main(["env", "--profile", "tiny"]) == 0
     assert home.replace("实验", "\\u5b9e\\u9a8c") in raw.getvalue().decode("cp1252")
+
+
+def test_a_report_held_open_on_windows_is_named_as_the_cause_before_grading(tmp_path, monkeypatch):
+    """Excel locks the grades.csv it shows; Windows then says "permission denied", and the line only said to give
+    --out a folder one can write, which the instructor's folder already is."""
+    from kd_tutorial.errors import UsageError
+    from kd_tutorial.grading import grader
+
+    out = tmp_path / "grades.csv"
+    grader.write_reports([], [], out, 0.0)
+    real_open = Path.open
+
+    def excel_holds(self, mode="r", *args, **kwargs):
+        if self == out and "a" in mode:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", excel_holds)
+    said = {}
+    for platform in ("linux", "win32"):
+        monkeypatch.setattr(sys, "platform", platform)
+        with pytest.raises(UsageError) as err:
+            grader.check_out(out)
+        said[platform] = str(err.value)
+    assert "close the program" not in said["linux"] and said["linux"].endswith("give --out a file in a folder you "
+                                                                              "can write")
+    assert "permission denied): close the program that has it open (on Windows a CSV shown in Excel" in said["win32"]
+
+
+def test_a_checkpoint_windows_will_not_replace_says_to_close_what_holds_it(tmp_path, monkeypatch):
+    """os.replace onto a file another program holds open is "Access is denied" on Windows (a notebook that loaded a
+    checkpoint keeps its weights mapped): the StorageError names that, and what was there stays."""
+    from kd_tutorial.store import atomic_write_text, StorageError
+
+    path = tmp_path / "results.json"
+    path.write_text("before", encoding="utf-8")
+
+    def held(src, dst):
+        raise PermissionError(errno.EACCES, "Access is denied", str(src), None, str(dst))
+
+    monkeypatch.setattr(os, "replace", held)
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(StorageError, match=r"permission denied; close the program that has it open .*, or point "):
+        atomic_write_text(path, "after")
+    assert path.read_text(encoding="utf-8") == "before" and [p.name for p in tmp_path.iterdir()] == ["results.json"]

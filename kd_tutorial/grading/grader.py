@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..errors import JSON_ERRORS, refuse_not_regular, UsageError, UserError
+from ..errors import held_open_fix, JSON_ERRORS, refuse_not_regular, UsageError, UserError
 from .core import ERROR, NOT_ATTEMPTED, PASSED
 from .registry import SETS, set_for_name
 
@@ -380,8 +380,8 @@ def check_out(out: Path) -> Path:
                 pass
     except OSError as err:
         why = "it is a file" if out.parent.is_file() else (err.strerror or type(err).__name__).lower()
-        raise UsageError(f"cannot write --out {out} ({err.filename or out.parent}: {why}): give --out a file in a "
-                         "folder you can write") from None
+        raise UsageError(f"cannot write --out {out} ({err.filename or out.parent}: {why}): {held_open_fix(err)}give "
+                         "--out a file in a folder you can write") from None
     return json_path
 
 
