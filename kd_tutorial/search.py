@@ -266,13 +266,29 @@ def _create_study(db: Path):
     be opened as an Optuna study (not a database, a folder, another program's tables...)."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError  # optuna's storage layer: installed with it
+    url = _sqlite_url(db)
     try:
-        return optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{db.resolve()}",
-                                   directions=["maximize", "minimize"], load_if_exists=True)
+        return optuna.create_study(study_name=STUDY_NAME, storage=url, directions=["maximize", "minimize"],
+                                   load_if_exists=True)
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
         raise UsageError(f"{db} cannot be opened as a study database ({_database_cause(err)}): give another "
                          f"--out, or move {db} (with the trials/ and search.json beside it) away to start a new "
                          "study there") from None
+
+
+def _sqlite_url(db: Path) -> str:
+    """The SQLAlchemy URL that names the file ``db`` itself. Written plainly, a "?" in a folder's name starts the
+    URL's query (the study went to a file above ``--out``) and "%20" reads as a space; such a path is percent-quoted
+    where this SQLAlchemy decodes it back, else refused in one line."""
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+    path = str(db.resolve())
+    for url in (f"sqlite:///{path}", f"sqlite:///{quote(path, safe='/')}"):
+        if make_url(url).database == path:
+            return url
+    raise UsageError(f"{db.parent} cannot hold the study: the database URL cannot name a path with characters such as "
+                     "? or % in this SQLAlchemy: give another --out")
 
 
 def _database_cause(err: BaseException) -> str:

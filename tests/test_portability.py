@@ -71,3 +71,15 @@ def test_a_checkpoint_windows_will_not_replace_says_to_close_what_holds_it(tmp_p
     with pytest.raises(StorageError, match=r"permission denied; close the program that has it open .*, or point "):
         atomic_write_text(path, "after")
     assert path.read_text(encoding="utf-8") == "before" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+@pytest.mark.parametrize("name", ["q?x", "a%20b"])
+def test_the_study_database_goes_inside_an_out_whose_name_holds_url_characters(tmp_path, name):
+    """Put in a SQLite URL as it was, --out "q?x" kept the study in a file q beside it ("?" starts the URL's query),
+    and --out a%20b was refused as an unreadable database (its "%20" read as a space)."""
+    pytest.importorskip("optuna", reason="optuna is not installed: pip install -e '.[search]'")
+    from kd_tutorial.search import _create_study
+
+    (tmp_path / name).mkdir()
+    _create_study(tmp_path / name / "search.db")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [name, f"{name}/search.db"]
