@@ -83,3 +83,26 @@ def test_the_study_database_goes_inside_an_out_whose_name_holds_url_characters(t
     (tmp_path / name).mkdir()
     _create_study(tmp_path / name / "search.db")
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [name, f"{name}/search.db"]
+
+
+def test_reports_windows_will_not_replace_after_grading_are_set_aside_with_the_cause(tmp_path, monkeypatch):
+    """A grades.csv opened in Excel while a class was graded: the reports go to a temporary folder, and the line
+    says to copy them back once Excel lets go, not merely "once it can be written"."""
+    from kd_tutorial.grading import grader
+
+    out = tmp_path / "grades.csv"
+    grader.write_reports([], [], out, 0.0)
+    real_replace = os.replace
+
+    def excel_holds(src, dst):
+        if Path(dst) == out:
+            raise PermissionError(errno.EACCES, "Permission denied", str(src), None, str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", excel_holds)
+    monkeypatch.setattr(sys, "platform", "win32")
+    row = {"learner": "a", "notebook": "n", "exercise": "q1", "status": "passed"}
+    aside, json_path, said = grader.write_or_set_aside([row], [], out, 1.0)
+    assert said.endswith(f"copy them to {out} once no program has it open (on Windows, Excel locks the CSV it shows) "
+                         "(what was there is untouched)")
+    assert aside.parent != tmp_path and '"learner": "a"' in json_path.read_text(encoding="utf-8")

@@ -418,10 +418,12 @@ def write_or_set_aside(rows: list[dict], submissions: list[dict], out: Path, sec
     except (StorageError, OSError) as err:
         cause = err.__cause__ if isinstance(err.__cause__, OSError) else err
         why = (getattr(cause, "strerror", None) or type(cause).__name__).lower()
+    when = "no program has it open (on Windows, Excel locks the CSV it shows)" if held_open_fix(cause) else \
+        "it can be written"
     aside = Path(tempfile.mkdtemp(prefix="kd-grade-reports-")) / out.name
     json_path = write_reports(rows, submissions, aside, seconds)
     return aside, json_path, (f"cannot write {out} ({why}): the reports are in {aside} and {json_path} instead; "
-                              f"copy them to {out} once it can be written (what was there is untouched)")
+                              f"copy them to {out} once {when} (what was there is untouched)")
 
 
 def replace_together(texts: dict[Path, str]) -> None:
