@@ -285,6 +285,16 @@ def _profile_lines(report: dict) -> list[tuple[str, str]]:
     return [("profile", report.get("profile", "-")), ("data", source)]
 
 
+def home_problem(report: dict) -> str | None:
+    """Why the artifact cache of :func:`environment_report`'s ``report`` cannot be used, with its fix, in one line
+    (None when it can): what ``kd-tutorial env`` and notebook 00 print."""
+    problem = report.get("artifact_home_problem")
+    if not problem:
+        return None
+    fix = report.get("artifact_home_fix", "point KD_TUTORIAL_HOME to a folder you can write")
+    return problem + (f": {fix}" if fix else "")
+
+
 def _cache_lines(report: dict) -> list[tuple[str, str]]:
     """The artifact cache, the Hub, and whether each model and data set the profile needs is there."""
     if report.get("hub_offline"):
@@ -293,10 +303,9 @@ def _cache_lines(report: dict) -> list[tuple[str, str]]:
         hub = {True: "reachable", False: f"unreachable: run `kd-tutorial prefetch --profile {report.get('profile')}` "
                                          "where there is internet, then set HF_HUB_OFFLINE=1",
                None: "-"}[report.get("hub_reachable")]
-    problem = report.get("artifact_home_problem")
-    fix = report.get("artifact_home_fix", "point KD_TUTORIAL_HOME to a folder you can write")
-    cache = (f"unusable: {problem}" + (f": {fix}" if fix else "") if problem
-             else f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)")
+    problem = home_problem(report)
+    cache = f"unusable: {problem}" if problem else \
+        f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)"
     lines = [("artifact cache", cache),
              ("Hugging Face Hub", hub)]
     return lines + [(name, status) for name, status in report.get("needs", {}).items()]

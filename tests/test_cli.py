@@ -743,10 +743,14 @@ def test_env_calls_a_nearly_full_disk_unusable_and_an_old_transformers_too(tmp_p
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 64 * 2**20, 64 * 2**20))
     report = env.environment_report(profiles.get_profile("tiny"))
     assert report["artifact_home_problem"] == f"only 64 MB free on the disk of {tmp_path}"  # where kd would go
+    # notebook 00's NOT READY line gives the fix too (it printed the problem alone), as `env` does
+    assert env.home_problem(report) == (f"only 64 MB free on the disk of {tmp_path}: point KD_TUTORIAL_HOME to a "
+                                        "folder you can write")
+    assert f"unusable: {env.home_problem(report)}" in env.format_report(report)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 0, 10 * 2**30))
     monkeypatch.setattr(env, "versions", lambda: {"torch": "2.13.0", "transformers": "4.46.0"})
     report = env.environment_report(profiles.get_profile("tiny"))
-    assert report["artifact_home_problem"] is None
+    assert report["artifact_home_problem"] is None and env.home_problem(report) is None
     assert report["version_problem"].startswith("transformers 4.46.0 is older than the course needs: pip install -U")
     shown = [line for line in env.format_report(report).splitlines() if line.startswith("  too old:")]
     assert len(shown) == 1 and shown[0].endswith(report["version_problem"])
