@@ -424,9 +424,10 @@ def _check_inputs(model, train_data, val_data, teacher, teacher_logits) -> None:
             check_rows(student, rows, name)
     if teacher is not None:
         check_rows(teacher, train_data, "train_data (for the teacher)", labels=False)
-        check_same_vocab(teacher, student)
-    classes = getattr(student.config, "num_labels", None)
-    if teacher_logits is not None and (teacher_logits.dim() != 2 or teacher_logits.shape[1] != classes):
+        if hasattr(teacher, "config") and hasattr(student, "config"):  # a module of one's own has no vocab to compare
+            check_same_vocab(teacher, student)
+    classes = getattr(getattr(student, "config", None), "num_labels", None)
+    if teacher_logits is not None and (teacher_logits.dim() != 2 or classes not in (None, teacher_logits.shape[1])):
         raise ValueError(f"teacher_logits of shape {tuple(teacher_logits.shape)} for a student of {classes} classes: "
                          f"give the teacher's (rows, {classes}) logits, its classes in the student's order")
     if val_data is not None and not bool((val_data.labels >= 0).any()):

@@ -734,3 +734,13 @@ def test_rows_the_student_cannot_read_are_refused_before_training():
     unlabelled = data.Encoded(THREE.input_ids, torch.full((8,), -1), "unlabelled")
     with pytest.raises(ValueError, match="val_data 'unlabelled' has no labelled rows"):
         train(_three_classes(), THREE, config=config, val_data=unlabelled, device="cpu", progress=False)
+
+
+def test_the_up_front_checks_pass_a_module_without_a_config_to_the_frozen_teacher_check():
+    """Notebook 04 shows train() refusing an unfrozen teacher with a torch.nn.Linear as the student: the vocabulary
+    check, run first, stopped it with "TypeError: object of type 'Linear' has no len()", which its cell does not
+    catch."""
+    teacher = small_model().requires_grad_(True)
+    with pytest.raises(ValueError, match="the teacher must be frozen"):
+        train(torch.nn.Linear(1, 1), THREE, config=TrainConfig(mode="kd", max_steps=1), teacher=teacher,
+              device="cpu", progress=False)
