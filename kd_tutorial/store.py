@@ -82,9 +82,10 @@ def copy_home_fix(root: Path) -> str | None:
         holds = Path(root).is_dir() and any(Path(root).iterdir()) and not os.access(root, os.W_OK | os.X_OK)
     except OSError:
         return None
-    target = "~/kd-tutorial-cache"
-    return (f"copy it where you can write, which keeps the teachers trained in it: cp -r {shlex.quote(str(root))} "
-            f"{target} && chmod -R u+w {target} && export {HOME_ENV}={target}") if holds else None
+    target = "~/kd-tutorial-cache"  # its contents copied ("root/."): into a folder already there, cp -r root nests it
+    return (f"copy it where you can write, which keeps the teachers trained in it: mkdir -p {target} && cp -r "
+            f"{shlex.quote(os.path.join(str(root), '.'))} {target} && chmod -R u+w {target} && export "
+            f"{HOME_ENV}={target}") if holds else None
 
 
 LOW_ROOM_MB = 512  # below this much free space a folder cannot hold files: a teacher's checkpoint would not fit

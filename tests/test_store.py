@@ -1,6 +1,8 @@
 """Writing safely: locks that say who holds them, leftovers cleaned up, a full disk answered in one line."""
 import errno
 import os
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -307,8 +309,9 @@ def test_a_read_only_artifact_cache_that_holds_teachers_is_copied_not_left_behin
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
-    copy = (f"copy it where you can write, which keeps the teachers trained in it: cp -r '{root}' ~/kd-tutorial-cache "
-            "&& chmod -R u+w ~/kd-tutorial-cache && export KD_TUTORIAL_HOME=~/kd-tutorial-cache")
+    copy = (f"copy it where you can write, which keeps the teachers trained in it: mkdir -p ~/kd-tutorial-cache && "
+            f"cp -r '{root}/.' ~/kd-tutorial-cache && chmod -R u+w ~/kd-tutorial-cache && "
+            "export KD_TUTORIAL_HOME=~/kd-tutorial-cache")
     with pytest.raises(UserError) as err:
         cli.check_writable_home()
     assert str(err.value) == f"KD_TUTORIAL_HOME={root} is not a writable folder (read-only file system): {copy}"
@@ -326,3 +329,21 @@ def test_a_read_only_artifact_cache_that_holds_teachers_is_copied_not_left_behin
         cli.check_writable_home()  # nothing in it to keep
     monkeypatch.setattr(os, "access", real_access)  # a full disk, say: it can be written, and another folder will do
     assert store.copy_home_fix(root) is None
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or os.name != "posix", reason="runs the fix's shell command")
+def test_the_copy_of_a_read_only_cache_lands_where_the_fix_points_even_into_a_folder_already_there(tmp_path,
+                                                                                                   monkeypatch):
+    """The fix said ``cp -r ROOT ~/kd-tutorial-cache``: where that folder was already there (made earlier, or by an
+    earlier try), cp put the cache in ~/kd-tutorial-cache/<root's name>, and every teacher was trained again."""
+    root = tmp_path / "shared kd"
+    (root / "cpu" / "abc").mkdir(parents=True)
+    (root / "cpu" / "abc" / "teacher.bin").write_text("weights")
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False)
+    fix = store.copy_home_fix(root)
+    home = tmp_path / "home"
+    (home / "kd-tutorial-cache").mkdir(parents=True)  # already there
+    command = fix.split(": ", 1)[1] + ' && printf %s "$KD_TUTORIAL_HOME"'
+    done = subprocess.run(["bash", "-c", command], env={**os.environ, "HOME": str(home)}, capture_output=True,
+                          text=True, check=True)
+    assert (Path(done.stdout) / "cpu" / "abc" / "teacher.bin").read_text() == "weights"
