@@ -959,6 +959,8 @@ wrong("ex07.q1", "you added 1e-06 inside the log")(  # F.kl_div on log(q + 1e-6)
         m[:, None, :].float().expand(-1, s.shape[1], -1)))
 wrong("ex07.q1", "you added 1e-05 inside the log")(  # on both sides
     lambda s, t, m: _attn_kl(s + 1e-5, t.detach() + 1e-5, m))
+wrong("ex07.q1", "you added 5e-06 inside the log")(  # not a power of ten
+    lambda s, t, m: _attn_kl(s + 5e-6, t.detach() + 5e-6, m))
 wrong("ex07.q1", "its first argument must be log-probabilities")(  # the student's probabilities, not their log
     lambda s, t, m: (lambda rows, w: (rows * w).sum() / w.sum())(
         F.kl_div(s, t.detach(), reduction="none").masked_fill(m[:, None, None, :] == 0, 0).sum(-1),

@@ -124,14 +124,20 @@ def _eps_kl(p, q, mask, eps: float, both: bool):
 
 
 def _added_eps(got: list[float], cases) -> str | None:
-    """The message for ``log(q + eps)``: right to about eps / q, which is beyond the check's tolerance from 1e-6."""
-    for eps in (1e-6, 1e-5, 1e-4, 1e-3):
+    """The message for ``log(q + eps)``: right to about eps / q, which is beyond the check's tolerance from 1e-6.
+    The eps named is the one (1, 2 or 5 times a power of ten) whose loss is nearest the learner's."""
+    fits = []
+    for eps in (m * 10.0 ** e for e in range(-7, -1) for m in (1, 2, 5)):  # 1e-7 ... 5e-2
         for both in (False, True):
-            if all(close(g, float(_eps_kl(t, s, m, eps, both))) for g, (s, t, m) in zip(got, cases)):
-                return (f"you added {eps:g} inside the log (log(q + {eps:g})): that shifts the log of every small "
-                        "probability, and this attention has many; clamp instead, q.clamp_min(1e-12).log(), which "
-                        "leaves every probability above 1e-12 as it is")
-    return None
+            values = [float(_eps_kl(t, s, m, eps, both)) for s, t, m in cases]
+            if all(close(g, v) for g, v in zip(got, values)):
+                fits.append((max(abs(g - v) for g, v in zip(got, values)), eps))
+    if not fits:
+        return None
+    eps = min(fits)[1]
+    return (f"you added {eps:g} inside the log (log(q + {eps:g})): that shifts the log of every small probability, "
+            "and this attention has many; clamp instead, q.clamp_min(1e-12).log(), which leaves every probability "
+            "above 1e-12 as it is")
 
 
 def _check_attention_gradient(call, case):
