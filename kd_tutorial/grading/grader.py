@@ -646,9 +646,9 @@ def _partial_out(out: Path) -> Path:
 def report_locked(out: Path):
     """Hold a lock on the report ``out`` (:func:`kd_tutorial.store.locked`: ``.<name>.kd-lock`` beside it, an empty
     file that stays) for the block: two gradings into one --out read, merge and write it one after the other, so
-    neither drops the rows the other writes. Where the lock cannot be had (a folder read-only since the start, or a holder past
-    ``$KD_TUTORIAL_LOCK_TIMEOUT``), the block runs without it: the grades are written still (or, where the folder
-    refuses them, set aside by :func:`write_or_set_aside`), never lost."""
+    neither drops the rows the other writes. Where the lock cannot be had (a folder read-only since the start, or
+    a holder past ``$KD_TUTORIAL_LOCK_TIMEOUT``), the block runs without it: the grades are written still (or, where
+    the folder refuses them, set aside by :func:`write_or_set_aside`), never lost."""
     from ..store import locked  # noqa: PLC0415 - store imports torch
     with contextlib.ExitStack() as stack:
         with contextlib.suppress(OSError, UserError):  # StorageError, ArtifactError: kd_tutorial.store's
