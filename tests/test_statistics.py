@@ -104,6 +104,17 @@ def test_paired_bootstrap_of_a_model_with_itself_is_exactly_zero():
     assert out["diff"] == out["ci_low"] == out["ci_high"] == 0.0
 
 
+def test_paired_bootstrap_of_one_difference_on_every_review_is_exactly_that_difference():
+    """Every resample of reviews that all differ by the same amount has that mean: a mean over another count than the
+    reviews drawn (N + 1) shrank the interval to [0.875, 0.875] for 7 reviews and stayed inside every other test."""
+    right = torch.ones(2, 7, dtype=torch.bool)
+    out = paired_bootstrap(right, ~right, n_boot=200)
+    assert out["diff"] == out["ci_low"] == out["ci_high"] == 1.0
+    one_seed_of_two = torch.stack([right[0], ~right[0]])  # +1/2 on every review, pooled over the two seeds
+    out = paired_bootstrap(one_seed_of_two, ~right, n_boot=200)
+    assert out["diff"] == out["ci_low"] == out["ci_high"] == 0.5
+
+
 def test_paired_bootstrap_is_reproducible_and_narrows_with_more_reviews():
     a, b = _pair(10, 5, n_both=80, n_neither=5)
     assert paired_bootstrap(a, b, seed=3) == paired_bootstrap(a, b, seed=3)
@@ -316,6 +327,19 @@ def test_a_handful_of_disagreements_is_no_verdict_however_narrow_the_bootstrap_i
     assert verdict(0.01, 0.02, p=0.05) == VERDICTS[2] and verdict(0.01, 0.02, p=0.049) == "better"
 
 
+def test_the_verdict_asks_p_below_one_minus_the_level_it_was_given():
+    """compare_paired(level=0.99) gives a 99 % interval and needs McNemar's p below 0.01: A right and B wrong on 6
+    reviews of 1,000 (p = 2 / 2**6 = 0.031; a resample misses all six 0.24 % of the time, so the 99 % interval stays
+    above 0) is "better" at 95 % and not at 99 %. A rule that kept 0.05 whatever the level said "better" at both."""
+    a = torch.ones(1000, dtype=torch.bool)
+    b = a.clone()
+    b[:6] = False
+    at_95, at_99 = compare_paired(a, b), compare_paired(a, b, level=0.99)
+    assert at_99["p_mcnemar"] == pytest.approx(2 / 2 ** 6) and at_99["ci_low"] > 0 and at_99["level"] == 0.99
+    assert at_95["verdict"] == "better" and at_99["verdict"] == VERDICTS[2]
+    assert verdict(0.01, 0.02, p=0.07, level=0.9) == "better"
+
+
 def test_latency_quartiles_stay_within_the_timings():
     from kd_tutorial.evaluate import quartiles
     assert quartiles([1.0, 10.0]) == (3.25, 5.5, 7.75)  # the default method gave q1 = -1.25 from these two
@@ -336,3 +360,5 @@ def test_the_wilson_interval_of_one_accuracy():
     for bad in ((11, 10), (-1, 10), (0, 0)):
         with pytest.raises(ValueError, match="accuracy_interval needs"):
             accuracy_interval(*bad)
+    # in floats the formula's ends pass 0 and 1 by an ulp (0 of 9: -1.9e-17): the interval stays within [0, 1]
+    assert all(accuracy_interval(0, n)[0] >= 0.0 and accuracy_interval(n, n)[1] <= 1.0 for n in range(1, 100))
