@@ -52,6 +52,24 @@ def test_layer_states_read_back_each_row_in_any_order_subset_and_concatenation(t
     assert torch.equal(again[0, :5], _bf16(states[("hidden", 2)][0])) and torch.equal(again[1], _bf16(states[("hidden", 2)][2]))
 
 
+def test_cached_layers_stand_in_for_the_teacher_only_where_every_row_holds_every_layer_a_run_reads():
+    """A student's rows can join splits cached with different layers (the spare reviews hold only those of the
+    students that learn from them, fewer on a full disk): the keys are the layers every row has, and a run that
+    misses one of its layers calls the teacher. The union of the parts' keys, or a run given some of its layers,
+    passed every test and would read a layer that is not there (a KeyError, or None for a teacher layer)."""
+    import numpy as np
+    from kd_tutorial.recipes import Intermediate
+
+    def split(*keys):
+        return LayerStates([{key: np.zeros((2, 3, 4), dtype=np.int16) for key in keys}],
+                           torch.tensor([[0, 0], [0, 1]]), depth=4)
+    rows = split(*KEYS).concat(split(("hidden", 2), ("hidden", 4)))
+    assert rows.keys == {("hidden", 2), ("hidden", 4)}
+    hidden, values = Intermediate(hidden_mse=1.0), Intermediate(value_relation=1.0)
+    assert train_module.uses_cached_layers(hidden, rows, [2, 4])
+    assert not train_module.uses_cached_layers(values, rows, [4])
+    assert not train_module.uses_cached_layers(hidden, split(("hidden", 4)), [2, 4])
+
 @pytest.fixture(scope="module")
 def small(cut_tiny):
     """The tiny profile cut to seconds (tests/conftest.py), with the teacher's layers cached for KEYS."""
