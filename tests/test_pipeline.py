@@ -424,6 +424,7 @@ def test_a_student_learning_from_the_spare_reviews_reads_them_in_every_transfer_
         chosen = pipeline.chosen_recipes(profile, profile.students, runs, heads)
         jobs = pipeline._plan_jobs(profile, profile.students, chosen, (0,), teacher, prep, "pretrained")
         assert any("spare" in job["splits"] for job in jobs) == spare, runs
+        assert all(job["config"].max_steps == job["plan"]["steps"] for job in jobs)  # the baseline's budget too
         assert pipeline.outputs_splits(prep, profile.students, chosen) == ("train", "transfer", "spare")[:2 + spare]
     # given a cache without the spare reviews, a run still to train that reads them calls the teacher, and says so
     given = teacher_layers.teacher_layer_cache(profile, prep, [("values", 4)], teacher_model=teacher)
@@ -672,6 +673,34 @@ def test_comparisons_pair_each_students_runs_even_when_its_name_holds_a_space():
     test_logits = {"my student baseline": wrong, "my student kd+transfer": right}
     [c] = pipeline.comparisons(trained, test_logits, labels, seeds=(0,))  # it found none before
     assert (c["student"], c["recipe"], c["against"], c["diff"]) == ("my student", "kd+transfer", "baseline", 1.0)
+
+
+def test_comparisons_and_shares_of_the_teacher_pool_every_seed_and_pair_each_recipe_with_its_references():
+    """Two seeds, 40 test reviews: every recipe against the baseline, the soft-target runs against the pseudo-label
+    control, kd+transfer+values against kd+transfer, each difference and share pooled over both seeds. Reading the
+    first seed only, comparing only kd+transfer with the control, or an added term with the baseline in place of
+    kd+transfer passed every fast test (the end-to-end run has one seed)."""
+    labels = torch.tensor([0, 1] * 20)
+
+    def logits(n_right):  # right on the first n_right reviews
+        right = torch.arange(40) < n_right
+        return torch.nn.functional.one_hot(torch.where(right, labels, 1 - labels), 2).float()
+    n_right = {("teacher", 0): 36, ("baseline", 0): 20, ("baseline", 1): 20, ("pseudo-label", 0): 24,
+               ("pseudo-label", 1): 24, ("kd+transfer", 0): 30, ("kd+transfer", 1): 34,
+               ("kd+transfer+values", 0): 32, ("kd+transfer+values", 1): 36}
+    trained = {f"s {r} s{seed}": {"student": "s", "recipe": r} for r, seed in n_right if r != "teacher"}
+    test_logits = {f"s {r} s{seed}": logits(n) for (r, seed), n in n_right.items()} | {"teacher": logits(36)}
+    rows = pipeline.comparisons(trained, test_logits, labels, seeds=(0, 1))
+    got = {(c["recipe"], c["against"]): (c["diff"], c["seeds"]) for c in rows}
+    assert got == {("kd+transfer", "baseline"): (pytest.approx(0.8 - 0.5), 2),
+                   ("kd+transfer+values", "baseline"): (pytest.approx(0.85 - 0.5), 2),
+                   ("pseudo-label", "baseline"): (pytest.approx(0.6 - 0.5), 2),
+                   ("kd+transfer", "pseudo-label"): (pytest.approx(0.8 - 0.6), 2),
+                   ("kd+transfer+values", "pseudo-label"): (pytest.approx(0.85 - 0.6), 2),
+                   ("kd+transfer+values", "kd+transfer"): (pytest.approx(0.85 - 0.8), 2)}
+    shares = pipeline.teacher_shares(trained, test_logits, labels)
+    assert shares["s kd+transfer"]["share"] == pytest.approx(0.8 / 0.9) and shares["s kd+transfer"]["seeds"] == 2
+    assert shares["s baseline"]["share"] == pytest.approx(0.5 / 0.9)
 
 
 def test_results_say_which_settings_differ_from_the_profile(tiny_run):
