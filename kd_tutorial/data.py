@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
 import queue
 import random
@@ -472,7 +473,6 @@ def _arrow_files(folder: Path) -> dict[str, list[Path]] | None:
     writes last) lists the splits: None when that file is missing or unreadable, or names another configuration than
     the folder's (``load_dataset`` passes such a folder by); ``{}`` when a split lacks a file, or train or test is not
     there (``load_dataset`` would pick it, and fail)."""
-    import json
     try:
         info = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8"))
         if info.get("config_name") != folder.parts[-3]:

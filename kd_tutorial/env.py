@@ -235,8 +235,9 @@ def environment_report(profile: Profile | None = None) -> dict:
     try:
         report["artifact_home"] = str(home())
         report["artifact_home_problem"] = folder_problem(home())
-        if report["artifact_home_problem"] and copy_home_fix(home()):  # a copy of a cache that holds teachers
-            report["artifact_home_fix"] = copy_home_fix(home())
+        fix = copy_home_fix(home()) if report["artifact_home_problem"] else None  # a copy of a cache holding teachers
+        if fix:
+            report["artifact_home_fix"] = fix
     except ArtifactError as err:  # a relative $KD_TUTORIAL_HOME: shown, as every other problem here, its fix said
         report["artifact_home"], report["artifact_home_problem"] = os.environ.get(HOME_ENV), str(err)
         report["artifact_home_fix"] = None

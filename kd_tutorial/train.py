@@ -428,8 +428,9 @@ def _check_inputs(model, train_data, val_data, teacher, teacher_logits) -> None:
             check_same_vocab(teacher, student)
     classes = getattr(getattr(student, "config", None), "num_labels", None)
     if teacher_logits is not None and (teacher_logits.dim() != 2 or classes not in (None, teacher_logits.shape[1])):
-        raise ValueError(f"teacher_logits of shape {tuple(teacher_logits.shape)} for a student of {classes} classes: "
-                         f"give the teacher's (rows, {classes}) logits, its classes in the student's order")
+        student_of = f" for a student of {classes} classes" if classes is not None else ""
+        raise ValueError(f"teacher_logits of shape {tuple(teacher_logits.shape)}{student_of}: give the teacher's "
+                         f"(rows, {classes or 'classes'}) logits, its classes in the student's order")
     if val_data is not None and not bool((val_data.labels >= 0).any()):
         raise ValueError(f"val_data {val_data.name!r} has no labelled rows, so validation accuracy is nan at every "
                          "pass: give labelled validation rows, or no val_data")

@@ -721,6 +721,19 @@ def test_cached_logits_of_another_number_of_classes_are_refused_before_training(
               teacher_logits=torch.zeros(8, classes), device="cpu", progress=False)
 
 
+def test_one_dimensional_cached_logits_are_refused_without_naming_classes_the_student_does_not_state():
+    """A student with no config (a module of one's own) states no class count: the line read "a student of None
+    classes" and "(rows, None)"."""
+    class Own(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return input_ids.float()[:, :3]
+    with pytest.raises(ValueError) as err:
+        train(Own(), THREE, config=TrainConfig(mode="kd", max_steps=1), teacher_logits=torch.zeros(8),
+              device="cpu", progress=False)
+    assert str(err.value) == ("teacher_logits of shape (8,): give the teacher's (rows, classes) logits, its classes "
+                              "in the student's order")
+
+
 def test_rows_the_student_cannot_read_are_refused_before_training():
     """A label past num_labels stopped on "IndexError: Target 2 is out of bounds" (a device-side assert on a GPU),
     a row past the position embeddings on a shape error inside BERT, an unlabelled validation split scored nan at
