@@ -2,8 +2,9 @@
 
 Reads the timed seed (cpu-1-seed-bf16-cache-137a549.json: 2 cores with bf16 units, students two at a time with one
 thread each), counts each phase's FLOPs with kd_tutorial.flops at that seed's split sizes (IMDB's length
-distribution, 256 tokens), and writes the rate each phase reached and what 20 minutes would need to
-cpu-time-floor.json. Runs in a second; trains nothing.
+distribution, 256 tokens) for the profile as that seed ran it (profiles.timed_preset) and the data folder it
+read (25,000 train reviews, no unlabelled ones), and writes the rate each phase reached and what 20 minutes would
+need to cpu-time-floor.json. Runs in a second; trains nothing.
 
     python docs/tuning/time_floor.py
 """
@@ -11,7 +12,7 @@ import json
 from pathlib import Path
 
 from kd_tutorial.flops import estimate_profile
-from kd_tutorial.profiles import get_profile
+from kd_tutorial.profiles import timed_preset
 
 HERE = Path(__file__).resolve().parent
 TARGET_S = 20 * 60
@@ -20,11 +21,12 @@ TARGET_S = 20 * 60
 def main():
     run = json.loads((HERE / "cpu-1-seed-bf16-cache-137a549.json").read_text())["run"]
     sizes, threads = run["split_sizes"], run["torch_threads"]
-    cpu = get_profile("cpu")
-    source = {"train": sizes["train"] + sizes["validation"], "test": sizes["test"], "unsupervised": sizes["transfer"]}
-    phases = estimate_profile(cpu, source=source)["phases"]
-    assert estimate_profile(cpu, source=source)["rows"] == {k: sizes[k] for k in ("train", "validation", "test",
-                                                                                   "transfer")}
+    cpu = timed_preset("cpu")
+    # the shared data folder: validation, its guards, train and transfer are all carved from its train reviews
+    source = {"train": 25_000, "test": sizes["test"], "unsupervised": 0}
+    estimate = estimate_profile(cpu, source=source)
+    phases, splits = estimate["phases"], ("train", "validation", "test", "transfer")
+    assert {k: estimate["rows"][k] for k in splits} == {k: sizes[k] for k in splits}, "not the record's carve"
     out = {"record": "cpu-1-seed-bf16-cache-137a549.json", "target_s": TARGET_S, "phases": {}, "runs": {}}
     for name in ("teacher", "teacher_layers", "evaluation"):  # one process, all the threads
         seconds = run["phase_seconds"][name]
