@@ -32,8 +32,8 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
-from .errors import (error_cause, JSON_ERRORS, looks_like_a_folder, model_source_error, refuse_not_regular, UsageError,
-                     UserError)
+from .errors import (error_cause, JSON_ERRORS, looks_like_a_folder, model_source_error, refuse_not_regular,
+                     set_env_command, UsageError, UserError)
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -395,8 +395,8 @@ def check_writable_home() -> Path:
     """The artifact root (``$KD_TUTORIAL_HOME``), checked writable before anything trains."""
     root = home()
     where = f"{HOME_ENV}={os.environ[HOME_ENV]}" if os.environ.get(HOME_ENV) else f"the artifact cache {root}"
-    _check_writable(root, where, copy_home_fix(root) or f"point {HOME_ENV} to a folder you can write, e.g. export "
-                                                        f"{HOME_ENV}=$HOME/kd-tutorial-cache")
+    _check_writable(root, where, copy_home_fix(root) or f"point {HOME_ENV} to a folder you can write, e.g. "
+                                                        f"{set_env_command(HOME_ENV, 'kd-tutorial-cache', 'HOME')}")
     return root
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from .corpus import generate_corpus
-from .errors import model_source_error, UserError
+from .errors import model_source_error, stray_quotes, UserError
 from .profiles import TRUNCATIONS
 
 
@@ -716,6 +716,11 @@ def check_data_source(data_dir: str | os.PathLike | None) -> None:
     """Refuse a data folder that cannot be read (missing, a file, no train split) with a one-line DataSourceError,
     from its file names alone; None (the profile's own source) passes. The CLI calls it before loading any model."""
     if data_dir:
+        meant = stray_quotes(str(data_dir))
+        if meant:
+            raise DataSourceError(f"data folder {data_dir} holds the quote marks typed around the path (cmd keeps "
+                                  f"them, and a backslash before a closing quote escapes it): give the path alone: "
+                                  f"{meant}")
         _folder_layout(Path(data_dir).expanduser())
 
 

@@ -9,6 +9,8 @@ as ``kd-tutorial: error: <message>`` and exits with status 2, never with a
 traceback; code that calls the package directly can catch the same type.
 """
 import os
+import re
+import shlex
 import stat
 import sys
 
@@ -82,3 +84,29 @@ def held_open_fix(err: BaseException) -> str:
         return ("close the program that has it open (on Windows a CSV shown in Excel, or a model a notebook loaded, "
                 "cannot be replaced), or ")
     return ""
+
+
+def set_env_command(name: str, path: str, base: str = "") -> str:
+    """The command that sets environment variable ``name`` to ``path`` in the user's shell, ``path`` quoted for it:
+    under ``base`` ("PWD": the folder the shell is in, "HOME": the home folder; "": ``path`` alone). bash and zsh's
+    ``export``; on Windows, where ``export`` is no command, PowerShell's and cmd's."""
+    if sys.platform == "win32":
+        folder = {"PWD": ("$PWD", "%CD%\\"), "HOME": ("$HOME", "%USERPROFILE%\\")}.get(base, ("", ""))
+        literal = "'" + path.replace("'", "''") + "'"  # PowerShell's single quotes expand nothing
+        power = f"Join-Path {folder[0]} {literal}" if base else literal
+        return f'$env:{name} = {power} (PowerShell) or set "{name}={folder[1]}{path}" (cmd)'
+    if base:  # inside double quotes, where $base expands and only \ " $ ` need a backslash
+        return f'export {name}="${base}/' + re.sub(r'([\\"$`])', r"\\\1", path) + '"'
+    return f"export {name}={shlex.quote(path)}"
+
+
+def stray_quotes(path: str) -> str | None:
+    """The path meant when ``path`` (from a flag or an environment variable) starts or ends with a quote mark and
+    names nothing as typed: cmd's ``set NAME="C:\\x"`` keeps the quotes, as does a flag given ``'C:\\x'`` in cmd,
+    and a backslash before a closing quote escapes it (``"C:\\my data\\"`` reads as ``C:\\my data"``). None for
+    any other path."""
+    text = str(path).strip()
+    if text[:1] in ("'", '"') or text[-1:] in ("'", '"'):
+        if not os.path.exists(os.path.expanduser(text)):
+            return text.strip("'\"") or None
+    return None

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from .errors import held_open_fix, UserError
+from .errors import held_open_fix, set_env_command, stray_quotes, UserError
 
 HOME_ENV = "KD_TUTORIAL_HOME"
 LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another process's lock (default an hour)
@@ -62,11 +62,17 @@ def home() -> Path:
     A relative ``$KD_TUTORIAL_HOME`` is refused: notebooks run in ``notebooks/`` and the command line wherever it is
     typed, so each would find another cache, and retrain what the other trained."""
     if os.environ.get(HOME_ENV):
-        path = Path(os.environ[HOME_ENV]).expanduser()
+        value = os.environ[HOME_ENV]
+        meant = stray_quotes(value)
+        if meant:
+            raise ArtifactError(f"{HOME_ENV}={value} holds the quote marks typed around the path (cmd's set keeps "
+                                f"them, and a backslash before a closing quote escapes it): set it to the path alone, "
+                                f"e.g. {set_env_command(HOME_ENV, meant)}")
+        path = Path(value).expanduser()
         if not path.is_absolute():
-            raise ArtifactError(f"{HOME_ENV}={os.environ[HOME_ENV]} is a relative path, which notebooks (run in "
-                                f"notebooks/) and the command line would each read from another folder: give an "
-                                f"absolute one, e.g. export {HOME_ENV}=\"$PWD/{os.environ[HOME_ENV]}\"")
+            raise ArtifactError(f"{HOME_ENV}={value} is a relative path, which notebooks (run in notebooks/) and the "
+                                f"command line would each read from another folder: give an absolute one, e.g. "
+                                f"{set_env_command(HOME_ENV, value, 'PWD')}")
         return path
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     cache = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # the XDG spec: ignore a relative one

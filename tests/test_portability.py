@@ -106,3 +106,73 @@ def test_reports_windows_will_not_replace_after_grading_are_set_aside_with_the_c
     assert said.endswith(f"copy them to {out} once no program has it open (on Windows, Excel locks the CSV it shows) "
                          "(what was there is untouched)")
     assert aside.parent != tmp_path and '"learner": "a"' in json_path.read_text(encoding="utf-8")
+
+
+def test_a_relative_artifact_cache_on_windows_is_fixed_by_a_command_powershell_and_cmd_run(monkeypatch):
+    """`set KD_TUTORIAL_HOME=kd cache` in cmd was answered with `export KD_TUTORIAL_HOME="$PWD/kd cache"`, which
+    neither PowerShell nor cmd has."""
+    from kd_tutorial import store
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", "kd cache")
+    with pytest.raises(store.ArtifactError) as caught:
+        store.home()
+    assert str(caught.value).endswith("give an absolute one, e.g. $env:KD_TUTORIAL_HOME = Join-Path $PWD 'kd cache' "
+                                      '(PowerShell) or set "KD_TUTORIAL_HOME=%CD%\\kd cache" (cmd)')
+
+
+def test_the_export_printed_for_a_relative_cache_sets_the_folder_whatever_its_name_holds(tmp_path, monkeypatch):
+    """A name holding a double quote, a $ or a backquote broke the printed `export NAME="$PWD/..."` (or ran what the
+    backquotes held): the command, run by bash, now sets the absolute path of that name."""
+    import subprocess
+    from kd_tutorial import store
+
+    name = 'kd "runs" $HOME `true`'
+    monkeypatch.setenv("KD_TUTORIAL_HOME", name)
+    with pytest.raises(store.ArtifactError) as caught:
+        store.home()
+    command = str(caught.value).partition("e.g. ")[2]
+    done = subprocess.run(["bash", "-c", f'{command} && printf %s "$KD_TUTORIAL_HOME"'], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.stdout == f"{tmp_path}/{name}"
+
+
+@pytest.mark.parametrize("typed", ['"{path}"', "'{path}'", '{path}"'])
+def test_an_artifact_cache_with_the_quotes_cmd_keeps_is_refused_naming_them(tmp_path, monkeypatch, typed):
+    """`set KD_TUTORIAL_HOME="C:\\kd cache"` keeps its quotes in cmd; the line said the path was relative, and told
+    the learner to export "$PWD/"C:\\kd cache"", a folder inside the current one. A trailing backslash before the
+    closing quote (`"C:\\kd cache\\"`) leaves one quote at the end."""
+    from kd_tutorial import store
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    path = str(tmp_path / "kd cache")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", typed.format(path=path))
+    with pytest.raises(store.ArtifactError, match="holds the quote marks typed around the path") as caught:
+        store.home()
+    assert str(caught.value).endswith(f"e.g. $env:KD_TUTORIAL_HOME = '{path}' (PowerShell) or set "
+                                      f'"KD_TUTORIAL_HOME={path}" (cmd)')
+
+
+def test_a_data_folder_given_with_quotes_kept_is_refused_naming_them(tmp_path):
+    """`--data-dir 'C:\\imdb'` in cmd (no single quotes there) or `set KD_TUTORIAL_DATA_DIR="C:\\imdb"`: the line
+    said the folder did not exist, showing quotes a learner reads as the message's own."""
+    from kd_tutorial.data import check_data_source, DataSourceError
+
+    (tmp_path / "imdb").mkdir()
+    (tmp_path / "imdb" / "train.csv").write_text("text,label\ngood,1\n", encoding="utf-8")
+    check_data_source(str(tmp_path / "imdb"))
+    with pytest.raises(DataSourceError, match=f"holds the quote marks .*: give the path alone: {tmp_path}/imdb$"):
+        check_data_source(f"'{tmp_path / 'imdb'}'")
+
+
+def test_an_unwritable_cache_on_windows_is_fixed_by_a_command_powershell_and_cmd_run(tmp_path, monkeypatch):
+    """A KD_TUTORIAL_HOME that is a file was answered with `export KD_TUTORIAL_HOME=$HOME/kd-tutorial-cache`."""
+    from kd_tutorial.errors import UsageError
+
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "file"))
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(UsageError) as caught:
+        cli.check_writable_home()
+    assert str(caught.value).endswith("e.g. $env:KD_TUTORIAL_HOME = Join-Path $HOME 'kd-tutorial-cache' (PowerShell) "
+                                      'or set "KD_TUTORIAL_HOME=%USERPROFILE%\\kd-tutorial-cache" (cmd)')

@@ -325,7 +325,7 @@ def test_a_read_only_artifact_cache_that_holds_teachers_is_copied_not_left_behin
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: False)
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(empty))
     with pytest.raises(UserError, match=r"\(read-only file system\): point KD_TUTORIAL_HOME to a folder you can write, "
-                                        r"e.g. export KD_TUTORIAL_HOME=\$HOME/kd-tutorial-cache$"):
+                                        r'e.g. export KD_TUTORIAL_HOME="\$HOME/kd-tutorial-cache"$'):
         cli.check_writable_home()  # nothing in it to keep
     monkeypatch.setattr(os, "access", real_access)  # a full disk, say: it can be written, and another folder will do
     assert store.copy_home_fix(root) is None
