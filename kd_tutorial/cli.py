@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib.util
 import io
 import json
@@ -888,12 +889,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kd-tutorial: interrupted; {AFTER_CTRL_C.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as the shell's tools do
-        if sys.stdout is not sys.__stdout__:  # stdout replaced (Jupyter, a capture): some other pipe broke
-            raise
-        _quiet_stdout()
-        return 141
     except Exception as err:  # the known failure modes of the libraries underneath
+        if _reader_left(err):  # the reader of stdout left (`| head`): stop quietly, as the shell's tools do
+            _quiet_stdout()
+            return 141
         if err.__class__.__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
             return _fail(OOM_HINT if args.command == "distill" else OOM_HINT_OTHER.format(command=args.command))
         if _is_offline_error(err):
@@ -966,6 +965,24 @@ def _escape_unencodable_output() -> None:
     if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
         with contextlib.suppress(ValueError, OSError):  # a closed stream, or one that cannot change mid-stream
             sys.stdout.reconfigure(errors="backslashreplace")
+
+
+def _reader_left(err: BaseException) -> bool:
+    """Whether ``err`` says that the reader of the process's stdout left (`| head`, `| more` quit early): a
+    BrokenPipeError, or on Windows, where writing to a closed pipe fails with EINVAL instead (python/cpython#79935),
+    an EINVAL that stdout's own flush raises again. Never when stdout is replaced (Jupyter, a capture): some other
+    pipe broke then."""
+    if sys.stdout is not sys.__stdout__ or not isinstance(err, OSError):
+        return False
+    if isinstance(err, BrokenPipeError):
+        return True
+    if sys.platform != "win32" or err.errno != errno.EINVAL:  # EINVAL also means a bad file name, "a:b" on Windows
+        return False
+    try:
+        sys.stdout.flush()  # what stdout failed to write is still in its buffer: it fails again if it was stdout
+    except OSError as again:
+        return again.errno in (errno.EINVAL, errno.EPIPE)
+    return False
 
 
 def _quiet_stdout() -> None:

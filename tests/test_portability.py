@@ -176,3 +176,36 @@ def test_an_unwritable_cache_on_windows_is_fixed_by_a_command_powershell_and_cmd
         cli.check_writable_home()
     assert str(caught.value).endswith("e.g. $env:KD_TUTORIAL_HOME = Join-Path $HOME 'kd-tutorial-cache' (PowerShell) "
                                       'or set "KD_TUTORIAL_HOME=%USERPROFILE%\\kd-tutorial-cache" (cmd)')
+
+
+class _ClosedWindowsPipe(io.RawIOBase):
+    """A pipe whose reader has left, as Windows reports it: every write fails with EINVAL, not EPIPE."""
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+
+def test_a_reader_that_leaves_the_pipe_on_windows_ends_the_command_quietly(monkeypatch, capsys):
+    """`kd-tutorial report tiny.json | more`, quit early: Windows fails the write with OSError EINVAL, which only a
+    BrokenPipeError was caught as, so the learner got a traceback ending in "[Errno 22] Invalid argument"."""
+    results = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "tiny.json")
+    monkeypatch.setattr(sys, "platform", "win32")
+    stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedWindowsPipe()), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "__stdout__", stdout)
+    assert cli.main(["report", results]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_an_invalid_argument_that_is_not_the_pipe_is_not_taken_for_a_reader_that_left(monkeypatch):
+    """EINVAL is also Windows' answer to a file name holding ":": that error is not hidden as a closed pipe."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # a reader that stays
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "__stdout__", stdout)
+    print("some output")
+    assert not cli._reader_left(OSError(errno.EINVAL, "Invalid argument", "a:b"))
+    assert cli._reader_left(BrokenPipeError(errno.EPIPE, "Broken pipe"))
