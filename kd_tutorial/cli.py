@@ -676,7 +676,7 @@ def cmd_search(args) -> int:
         raise UsageError(f"--margin {args.margin}: give an accuracy difference between -1 and 1 (e.g. 0.15)")
     profile = _profile(args)
     if importlib.util.find_spec("optuna") is None:  # kd_tutorial.search imports it where it is used
-        raise UsageError("kd-tutorial search needs optuna, which is not installed: pip install -e '.[search]'")
+        raise UsageError('kd-tutorial search needs optuna, which is not installed: pip install -e ".[search]"')
     device = check_device(args.device) if args.device else pick_device()
     profile, fitted = fit_to_device(profile, device)  # as distill fits it: the same teacher in the cache
     if fitted:

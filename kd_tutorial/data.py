@@ -436,7 +436,7 @@ def _hub_raw() -> dict[str, Reviews]:
         import datasets
     except ModuleNotFoundError as e:  # not a download problem: prefetch would not help
         raise DataSourceError(f"reading {HUB_DATASET} needs the datasets package, which is not installed: pip install "
-                              f"'datasets>=2.19', or set {DATA_DIR_ENV} to a folder with train.parquet / "
+                              f"\"datasets>=2.19\", or set {DATA_DIR_ENV} to a folder with train.parquet / "
                               "test.parquet or an aclImdb copy") from e
     try:
         ds = datasets.load_dataset(HUB_DATASET)

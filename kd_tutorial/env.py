@@ -168,7 +168,7 @@ def check_versions(found: dict[str, str] | None = None) -> None:
     old = [f"{name} {found[name]}" for name, least in MINIMUM.items()
            if found.get(name, "missing") != "missing" and _release(found[name]) < least]
     if old:
-        wanted = " ".join(f"'{name}>={'.'.join(map(str, MINIMUM[name]))}'" for name in MINIMUM
+        wanted = " ".join(f'"{name}>={".".join(map(str, MINIMUM[name]))}"' for name in MINIMUM
                           if any(o.startswith(name + " ") for o in old))
         raise UsageError(f"{', '.join(old)} {'is' if len(old) == 1 else 'are'} older than the course needs: "
                          f"pip install -U {wanted}, then restart the kernel")

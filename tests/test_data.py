@@ -637,7 +637,7 @@ def test_a_missing_datasets_package_names_pip_not_prefetch(monkeypatch):
     from kd_tutorial import data
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ModuleNotFoundError
     with pytest.raises(data.DataSourceError, match=r"needs the datasets package, which is not installed: pip install "
-                                                   r"'datasets>=2.19', or set KD_TUTORIAL_DATA_DIR"):
+                                                   r'"datasets>=2.19", or set KD_TUTORIAL_DATA_DIR'):
         data._hub_raw()
 
 

@@ -78,9 +78,9 @@ def test_setup_refuses_a_transformers_older_than_the_course_in_one_line(monkeypa
     with pytest.raises(UsageError) as caught:
         env.setup("tiny")
     assert str(caught.value) == ("transformers 4.46.0 is older than the course needs: pip install -U "
-                                 "'transformers>=5.0', then restart the kernel")
+                                 '"transformers>=5.0", then restart the kernel')
     with pytest.raises(UsageError, match=r"^torch 2.1.0, transformers 4.46.0 are older than the course needs: pip "
-                                         r"install -U 'torch>=2.3' 'transformers>=5.0', then restart the kernel$"):
+                                         r'install -U "torch>=2.3" "transformers>=5.0", then restart the kernel$'):
         env.check_versions({"torch": "2.1.0", "transformers": "4.46.0"})
     env.check_versions({"torch": "2.3.0", "transformers": "5.0.0rc1"})  # a release candidate of the floor passes
 

@@ -209,3 +209,35 @@ def test_an_invalid_argument_that_is_not_the_pipe_is_not_taken_for_a_reader_that
     print("some output")
     assert not cli._reader_left(OSError(errno.EINVAL, "Invalid argument", "a:b"))
     assert cli._reader_left(BrokenPipeError(errno.EPIPE, "Broken pipe"))
+
+
+def _pip_command_cmd_can_run(message: str) -> list[str]:
+    """The pip command at the end of ``message`` as bash splits it, after checking that cmd (Windows' shell, and the
+    Anaconda Prompt's) would pass it on alike: outside double quotes it reads ``'`` as a letter and ``>`` ``<`` ``|``
+    ``&`` as redirections."""
+    import re
+    import shlex
+
+    command = "pip install" + message.partition("pip install")[2].partition(", ")[0]
+    assert not re.search(r"""['<>|&^%]""", re.sub(r'"[^"]*"', "", command)), command
+    return shlex.split(command)
+
+
+def test_the_pip_commands_in_error_lines_run_in_cmd_as_in_bash(monkeypatch, tmp_path):
+    """`pip install -U 'torch>=2.3'` in cmd (or %pip in a notebook on Windows) sent the output to a file named
+    `=2.3'` and asked pip for the requirement `'torch`; double quotes mean the same in every shell."""
+    from kd_tutorial import data, env
+    from kd_tutorial.errors import UserError
+
+    with pytest.raises(UserError) as old:
+        env.check_versions({"torch": "2.1.0", "transformers": "4.46.0"})
+    assert _pip_command_cmd_can_run(str(old.value)) == ["pip", "install", "-U", "torch>=2.3", "transformers>=5.0"]
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else object())
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))
+    with pytest.raises(UserError) as no_optuna:
+        cli.cmd_search(cli.build_parser().parse_args(["search", "--profile", "tiny", "--out", str(tmp_path / "s")]))
+    assert _pip_command_cmd_can_run(str(no_optuna.value)) == ["pip", "install", "-e", ".[search]"]
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(UserError) as missing:
+        data._hub_raw()
+    assert _pip_command_cmd_can_run(str(missing.value)) == ["pip", "install", "datasets>=2.19"]
