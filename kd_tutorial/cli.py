@@ -725,11 +725,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-only", action="store_true", help="skip the IMDB dataset")
 
     r = sub.add_parser("report", help="render a results.json as the README's markdown table")
-    r.add_argument("results", nargs="+", help="results.json files (one table each, in path order)")
-    r.add_argument("--readme", help="rewrite the table between the results markers of this README")
-    r.add_argument("--summary", metavar="OUT.json", help="write the results without the per-step training logs, "
-                                                          "small enough to commit (a whole results.json there is "
-                                                          "never replaced)")
+    r.add_argument("results", nargs="+", type=_path, help="results.json files (one table each, in path order)")
+    r.add_argument("--readme", type=_path, help="rewrite the table between the results markers of this README")
+    r.add_argument("--summary", metavar="OUT.json", type=_path,
+                   help="write the results without the per-step training logs, small enough to commit (a whole "
+                   "results.json there is never replaced)")
     _add_benchmark(sub, profile_help)
     _add_search(sub, profile_help)
     sub.add_parser("grade", help="grade exercise notebooks (see kd-tutorial grade --help)", add_help=False)
@@ -742,13 +742,13 @@ def _add_distill(sub, profile_help: str) -> None:
     """The ``distill`` sub-command's arguments."""
     d = sub.add_parser("distill", help="fine-tune the teacher, distil the students, compare them")
     d.add_argument("--profile", type=_given, help=profile_help)
-    d.add_argument("--data-dir", type=_given, help="a local IMDB folder (aclImdb layout or train/test parquet/csv); "
+    d.add_argument("--data-dir", type=_path, help="a local IMDB folder (aclImdb layout or train/test parquet/csv); "
                                       "default $KD_TUTORIAL_DATA_DIR, else the profile's source")
     d.add_argument("--teacher", type=_given, help="a Hub name or local path overriding the profile's teacher")
     d.add_argument("--init", choices=("pretrained", "random"), default="pretrained",
                    help="random: the same architectures with random weights (speed runs that download no weights; "
                         "the tokenizer, config and data still need the Hub's cache or --data-dir)")
-    d.add_argument("--out", type=_given, default="runs/latest", help="output folder (default runs/latest)")
+    d.add_argument("--out", type=_path, default="runs/latest", help="output folder (default runs/latest)")
     d.add_argument("--resume", action="store_true",
                    help="reuse the students this configuration already trained (artifact cache), and their "
                         "predictions on the test split where one was evaluated, and continue interrupted ones from "
@@ -780,7 +780,7 @@ def _add_benchmark(sub, profile_help: str) -> None:
     b = sub.add_parser("benchmark", help="training tokens/s of the course loop against a naive loop; with "
                                        "--report, every phase of the pipeline on this device")
     b.add_argument("--profile", type=_given, help=profile_help)
-    b.add_argument("--data-dir", type=_given, help="a local IMDB folder, as for distill")
+    b.add_argument("--data-dir", type=_path, help="a local IMDB folder, as for distill")
     b.add_argument("--student", type=int, default=0, help="index of the profile's student (default 0; see "
                                                           "kd_tutorial.profiles)")
     b.add_argument("--steps", type=_positive,
@@ -789,7 +789,7 @@ def _add_benchmark(sub, profile_help: str) -> None:
                    help="random: the same architectures with random weights, as for distill (default pretrained)")
     b.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
-    b.add_argument("--report", metavar="FILE", type=_given, help="measure every phase of the profile on this device "
+    b.add_argument("--report", metavar="FILE", type=_path, help="measure every phase of the profile on this device "
                    "(random weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; about "
                    "a minute on one H200 with full) and write the JSON report to FILE; a GPU's report belongs in "
                    "docs/results/benchmark-<device>.json")
@@ -806,7 +806,7 @@ def _add_search(sub, profile_help: str) -> None:
     s.add_argument("--trials", type=_number(int, "--trials"), default=20,
                    help="trials in the study in all, finished ones included (default 20): run again with more to "
                         "continue it")
-    s.add_argument("--out", type=_given, default="runs/search", help="folder of search.db, search.json, the plot "
+    s.add_argument("--out", type=_path, default="runs/search", help="folder of search.db, search.json, the plot "
                    "and each trial's weights (default runs/search)")
     s.add_argument("--steps", type=_number(int, "--steps"), help="optimizer steps per trial (default: the "
                    "profile's budget for the student and transfer set); a study keeps its --steps")
@@ -848,6 +848,13 @@ def _given(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty value: give one, or leave the option out for its default")
     return text
+
+
+def _path(text: str) -> str:
+    """An argparse type: a path that is not empty, ``~`` expanded. The shell leaves ``--out=~/runs`` as typed (bash
+    expands ``~`` only at a word's start), and PowerShell leaves ``--out ~\\runs``: the run went to a folder named
+    ``~`` in the current one, which ``rm -rf ~`` would then be typed to remove."""
+    return os.path.expanduser(_given(text))
 
 
 def _seed(text: str) -> int:

@@ -241,3 +241,26 @@ def test_the_pip_commands_in_error_lines_run_in_cmd_as_in_bash(monkeypatch, tmp_
     with pytest.raises(UserError) as missing:
         data._hub_raw()
     assert _pip_command_cmd_can_run(str(missing.value)) == ["pip", "install", "datasets>=2.19"]
+
+
+@pytest.mark.parametrize("argv, field", [(["distill", "--out=~/runs/kd"], "out"),
+                                         (["search", "--out=~/runs/kd"], "out"),
+                                         (["distill", "--data-dir=~/runs/kd"], "data_dir"),
+                                         (["benchmark", "--report=~/runs/kd"], "report"),
+                                         (["report", "~/runs/kd", "--summary=~/runs/kd"], "summary")])
+def test_a_path_flag_given_with_a_tilde_the_shell_left_means_the_home_folder(monkeypatch, tmp_path, argv, field):
+    """bash leaves `--out=~/runs/kd` as typed, and PowerShell `--out ~\\runs\\kd`: the run wrote into a folder named
+    "~" in the current one, which `rm -rf ~` would then be typed to remove."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = cli.build_parser().parse_args(argv)
+    assert getattr(args, field) == str(tmp_path / "runs" / "kd")
+    assert argv[0] != "report" or args.results == [str(tmp_path / "runs" / "kd")]
+
+
+def test_the_grade_report_given_with_a_tilde_the_shell_left_goes_to_the_home_folder(monkeypatch, tmp_path):
+    import argparse
+    from kd_tutorial.grading import grader
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert grader._parser(argparse.ArgumentParser).parse_args(["a.ipynb", "--out=~/grades.csv"]).out == \
+        tmp_path / "grades.csv"

@@ -572,7 +572,7 @@ def _parser(parser_class) -> argparse.ArgumentParser:
                           "report (merged into an earlier report at --out).")
     parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS",
                         help="notebooks, or folders searched recursively for *.ipynb")
-    parser.add_argument("--out", type=Path, default=Path("grades.csv"),
+    parser.add_argument("--out", type=lambda text: Path(text).expanduser(), default=Path("grades.csv"),
                         help="CSV report (the JSON report goes next to it); default grades.csv. An earlier report "
                         "there keeps the rows of the notebooks not graded now")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
