@@ -264,3 +264,15 @@ def test_the_grade_report_given_with_a_tilde_the_shell_left_goes_to_the_home_fol
     monkeypatch.setenv("HOME", str(tmp_path))
     assert grader._parser(argparse.ArgumentParser).parse_args(["a.ipynb", "--out=~/grades.csv"]).out == \
         tmp_path / "grades.csv"
+
+
+def test_the_estimate_on_a_mac_says_it_is_a_cpu_figure_not_a_measure_of_mps(tmp_path, monkeypatch, capsys):
+    """On Apple's GPU, distill printed "device: mps; estimated time: about 1 minute(s) on 2 CPU cores": the CPU's
+    measured time, given as if it were the MPS run's, where no profile was timed."""
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cli, "pick_device", lambda: "mps")
+    monkeypatch.setattr(cli, "run_distill", lambda profile, **kwargs: {"plots": []})
+    assert cli.main(["distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("device: "))
+    cpu = cli.estimate(cli.resolve_profile("tiny"), "cpu")
+    assert line == f"device: mps; estimated time: not measured on MPS (Apple's GPU); for comparison: {cpu}"
