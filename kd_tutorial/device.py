@@ -21,6 +21,7 @@ attention takes only fp16/fp32 below sm80: so the compute capability decides.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -103,6 +104,19 @@ def resolve_precision(device: str, precision: str = "auto") -> str:
 def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for ``device`` (None means fp32): bf16 from capability 8.0, fp16 below, on CUDA."""
     return DTYPES[resolve_precision(device, precision)]
+
+
+def autocast(device: str | torch.device, dtype: torch.dtype | None = None):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type; with ``dtype`` None (fp32), a region with autocast off
+    (inside an autocast one, for what needs fp32). Where torch has no autocast for the device at all, an fp32 region
+    is no context: torch before 2.5 refuses even a disabled autocast on Apple's MPS ("User specified an unsupported
+    autocast device_type 'mps'"), and autocast cannot be on there to turn off."""
+    try:
+        return torch.autocast(device_type=device_type(device), dtype=dtype or torch.float32, enabled=dtype is not None)
+    except RuntimeError:
+        if dtype is not None:  # asked for a 16-bit precision that this torch cannot give on this device
+            raise
+        return contextlib.nullcontext()
 
 
 def tf32_enabled(device: str) -> bool:

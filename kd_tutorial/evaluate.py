@@ -13,8 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import batch_groups, collate, make_batches, prefetch
-from .device import (autocast_dtype, device_type, pad_multiple, pick_device, resolve_precision, slow_first_calls,
-                     synchronize)
+from .device import (autocast, autocast_dtype, device_type, pad_multiple, pick_device, resolve_precision,
+                     slow_first_calls, synchronize)
 from .features import forward_features
 from .models import check_rows, count_parameters, model_size_mb
 
@@ -48,7 +48,7 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
     try:
         for batch in tqdm(prefetch(build, groups), total=len(groups), desc=desc, disable=not progress, leave=False):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with autocast(kind, dtype):
                 result = forward_features(model, batch["input_ids"], batch["attention_mask"], hidden=cls_states,
                                           values=values)
             if on_batch is not None:
@@ -135,8 +135,7 @@ def reliability_curve(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> d
 
 def _autocast(device: str, precision: str):
     """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
-    dtype = autocast_dtype(device, precision)
-    return torch.autocast(device_type=device_type(device), dtype=dtype or torch.float32, enabled=dtype is not None)
+    return autocast(device, autocast_dtype(device, precision))
 
 
 @torch.no_grad()

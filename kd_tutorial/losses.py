@@ -23,6 +23,7 @@ teacher's logits (they are detached).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -231,13 +232,22 @@ def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor, attenti
     return _masked_row_kl(log_p, log_q, attention_mask)
 
 
+def _fp32(device: torch.device):
+    """A region with autocast off on ``device``; no context where torch has no autocast for it at all (torch before
+    2.5 refuses even a disabled autocast on Apple's MPS, where none can be on)."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # "User specified an unsupported autocast device_type 'mps'"
+        return contextlib.nullcontext()
+
+
 def _relation_log_probs(values: torch.Tensor, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
     """``log softmax(V_r V_r^T / sqrt(d_r))`` per relation head ``r``, padded keys masked: (B, heads, L, L)."""
     b, length, width = values.shape
     if width % heads:
         raise ValueError(f"value_relation_kl: width {width} is not divisible by relation_heads={heads}")
     v = _full(values).view(b, length, heads, width // heads).transpose(1, 2)  # (B, heads, L, d_r)
-    with torch.autocast(device_type=values.device.type, enabled=False):  # a KL of near-equal rows needs fp32
+    with _fp32(values.device):  # a KL of near-equal rows needs fp32
         scores = v @ v.transpose(-1, -2) / math.sqrt(width // heads)
     keys = attention_mask[:, None, None, :].bool()
     return scores.masked_fill(~keys, float("-inf")).log_softmax(-1).masked_fill(~keys, 0.0)

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import losses
 from .data import batch_groups, collate, n_batches, prefetch
-from .device import autocast_dtype, device_type, pad_multiple, pick_device, synchronize
+from .device import autocast, autocast_dtype, device_type, pad_multiple, pick_device, synchronize
 from .errors import UserError
 from .evaluate import accuracy, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
@@ -595,7 +595,7 @@ class _Run:
         """Forward and backward of one micro-batch, weighted by its shares of the step's rows and real tokens (see
         :meth:`batches`); its loss and terms, so weighted, add up to the step's in ``self.step_log``."""
         token_share = weight if token_share is None else token_share
-        with torch.autocast(device_type=self.kind, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+        with autocast(self.kind, self.dtype):
             loss, logits, terms = recipe_loss(self.model, batch, self.config, *self.teacher_side,
                                               token_scale=token_share / weight)
         self.scaler.scale(loss * weight).backward()

@@ -2,6 +2,7 @@
 in a Windows code page, platforms without a safe ``fork``."""
 import errno
 import io
+import math
 import os
 import sys
 from pathlib import Path
@@ -276,3 +277,32 @@ def test_the_estimate_on_a_mac_says_it_is_a_cpu_figure_not_a_measure_of_mps(tmp_
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("device: "))
     cpu = cli.estimate(cli.resolve_profile("tiny"), "cpu")
     assert line == f"device: mps; estimated time: not measured on MPS (Apple's GPU); for comparison: {cpu}"
+
+
+def test_a_torch_without_autocast_for_the_device_trains_and_predicts_in_fp32(monkeypatch):
+    """torch before 2.5 has no autocast on Apple's MPS and refuses even a disabled one ("User specified an
+    unsupported autocast device_type 'mps'"), while the course allows torch 2.3 and transformers 5.0 torch 2.2: on
+    such a Mac every step and every prediction raised, in fp32 too. Simulated on the CPU, with a torch.autocast that
+    refuses the device; a values-relation term (autocast turned off inside the step) included."""
+    import torch
+    from test_train import small_model
+    from kd_tutorial import data, recipes
+    from kd_tutorial.evaluate import predict_logits
+    from kd_tutorial.models import DistillationStudent
+    from kd_tutorial.train import freeze, TrainConfig, train
+
+    def refuses(device_type, *args, **kwargs):
+        raise RuntimeError(f"User specified an unsupported autocast device_type '{device_type}'")
+
+    imdb = data.load_imdb("tiny", n_train=64, n_transfer=0, val_size=16, n_test=16, seed=0)
+    rows = data.encode(imdb.train, data.get_tokenizer(), 32, "head+tail")
+    teacher = freeze(small_model(1))
+    cached = predict_logits(teacher, rows, progress=False)
+    monkeypatch.setattr(torch, "autocast", refuses)
+    student = DistillationStudent(small_model(2), teacher.config.hidden_size)
+    config = TrainConfig(mode="kd", max_steps=2, batch_size=16, lr=1e-3, precision="fp32",
+                         intermediate=recipes.get_recipe("kd+transfer+values").intermediate)
+    history = train(student, rows, config=config, teacher_logits=cached, teacher=teacher, device="cpu",
+                    progress=False)
+    assert len(history.steps) == 2 and all(math.isfinite(s["value_relation"]) for s in history.steps)
+    assert torch.equal(predict_logits(teacher, rows, progress=False, precision="fp32"), cached)
