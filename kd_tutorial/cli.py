@@ -34,7 +34,7 @@ from .device import configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
 from .errors import (error_cause, JSON_ERRORS, looks_like_a_folder, model_source_error, refuse_not_regular,
-                     set_env_command, UsageError, UserError)
+                     set_env_command, unset_env_command, UsageError, UserError)
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -471,7 +471,7 @@ def cmd_prefetch(args) -> int:
     if offline:
         verb = "turns" if len(offline) == 1 else "turn"
         raise UsageError(f"prefetch downloads from the Hub, but {' and '.join(offline)} {verb} it off in this "
-                         f"shell: run `unset {' '.join(offline)}`, then prefetch again")
+                         f"shell: run {unset_env_command(offline)}, then prefetch again")
     for name in [profile.teacher] + [s.pretrained for s in profile.students if s.pretrained]:
         print(f"downloading {name} ...", flush=True)
         _download(name)

@@ -100,6 +100,15 @@ def set_env_command(name: str, path: str, base: str = "") -> str:
     return f"export {name}={shlex.quote(path)}"
 
 
+def unset_env_command(names: list[str]) -> str:
+    """The command, in backquotes, that removes the environment variables ``names`` in the user's shell: ``unset``
+    for bash and zsh; on Windows, where ``unset`` is no command, PowerShell's and cmd's."""
+    if sys.platform == "win32":
+        cmd = " & ".join(f'set "{name}="' for name in names)
+        return f"`Remove-Item {', '.join(f'Env:{name}' for name in names)}` (PowerShell) or `{cmd}` (cmd)"
+    return f"`unset {' '.join(names)}`"
+
+
 def stray_quotes(path: str) -> str | None:
     """The path meant when ``path`` (from a flag or an environment variable) starts or ends with a quote mark and
     names nothing as typed: cmd's ``set NAME="C:\\x"`` keeps the quotes, as does a flag given ``'C:\\x'`` in cmd,

@@ -306,3 +306,16 @@ def test_a_torch_without_autocast_for_the_device_trains_and_predicts_in_fp32(mon
                     progress=False)
     assert len(history.steps) == 2 and all(math.isfinite(s["value_relation"]) for s in history.steps)
     assert torch.equal(predict_logits(teacher, rows, progress=False, precision="fp32"), cached)
+
+
+def test_prefetch_with_the_hub_turned_off_on_windows_says_how_powershell_and_cmd_turn_it_on(monkeypatch, capsys):
+    """A workshop's Windows machine with HF_HUB_OFFLINE set: the line said to run `unset HF_HUB_OFFLINE`, which
+    neither PowerShell nor cmd has."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert cli.main(["prefetch", "--profile", "cpu"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "turn it off in this shell: run `Remove-Item Env:HF_HUB_OFFLINE, Env:HF_DATASETS_OFFLINE` (PowerShell) or "
+        '`set "HF_HUB_OFFLINE=" & set "HF_DATASETS_OFFLINE="` (cmd), then prefetch again')
