@@ -883,7 +883,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if argv and argv[0] in ("grade", "make-exercises"):
         handler = cmd_grade if argv[0] == "grade" else cmd_make_exercises
-        return handler(None, argv[1:])
+        status = handler(None, argv[1:])  # its reports written, whether anyone still reads its summary or not
+        try:
+            sys.stdout.flush()  # here, not at exit, where a reader that left is "Exception ignored" and status 120
+        except OSError as err:
+            if not _reader_left(err):
+                raise
+            _quiet_stdout()
+        return status
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # refused by the sub-command's parser, whose --help lists the flags it takes
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -319,3 +319,21 @@ def test_prefetch_with_the_hub_turned_off_on_windows_says_how_powershell_and_cmd
     assert capsys.readouterr().err.strip().endswith(
         "turn it off in this shell: run `Remove-Item Env:HF_HUB_OFFLINE, Env:HF_DATASETS_OFFLINE` (PowerShell) or "
         '`set "HF_HUB_OFFLINE=" & set "HF_DATASETS_OFFLINE="` (cmd), then prefetch again')
+
+
+def test_a_reader_that_leaves_the_summary_of_grade_leaves_its_status_and_no_error_at_exit(monkeypatch, tmp_path):
+    """`kd-tutorial grade ... | head`: grade's own lines swallow the closed pipe, but what they left in stdout's
+    buffer failed again at exit: "Exception ignored ... BrokenPipeError" on stderr and status 120, the reports
+    written all the same."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has left
+    stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write, "w")), encoding="utf-8")  # as Python sets it up
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "__stdout__", stdout)
+    notebook = Path(__file__).parent / "fixtures" / "grading" / "not_a_notebook.ipynb"
+    try:
+        assert cli.main(["grade", str(notebook), "--out", str(tmp_path / "grades.csv")]) == 0
+        assert (tmp_path / "grades.csv").exists()
+        stdout.flush()  # what the interpreter does at exit
+    finally:
+        stdout.close()
