@@ -100,6 +100,15 @@ def set_env_command(name: str, path: str, base: str = "") -> str:
     return f"export {name}={shlex.quote(path)}"
 
 
+def shell_arg(path) -> str:
+    """``path`` as an argument to type in the user's shell: quoted where it holds a space or another character the
+    shell reads (``shlex.quote`` for bash and zsh; on Windows double quotes, which PowerShell and cmd both take)."""
+    text = str(path)
+    if sys.platform == "win32":
+        return f'"{text}"' if re.search(r"[\s&|<>^%;,'`$()@{}]", text) else text
+    return shlex.quote(text)
+
+
 def unset_env_command(names: list[str]) -> str:
     """The command, in backquotes, that removes the environment variables ``names`` in the user's shell: ``unset``
     for bash and zsh; on Windows, where ``unset`` is no command, PowerShell's and cmd's."""

@@ -337,3 +337,21 @@ def test_a_reader_that_leaves_the_summary_of_grade_leaves_its_status_and_no_erro
         stdout.flush()  # what the interpreter does at exit
     finally:
         stdout.close()
+
+
+def test_the_grade_report_suggested_for_a_folder_with_a_space_is_one_argument_when_pasted(tmp_path, monkeypatch):
+    """`--out "kd tutorial"` (a folder) was answered with "e.g. --out .../kd tutorial/grades.csv": pasted, the shell
+    gave --out ".../kd" and a submission "tutorial/grades.csv"."""
+    import shlex
+    from kd_tutorial.errors import UsageError
+    from kd_tutorial.grading import grader
+
+    folder = tmp_path / "kd tutorial"
+    folder.mkdir()
+    with pytest.raises(UsageError) as caught:
+        grader.check_out(folder)
+    assert shlex.split(str(caught.value).partition("e.g. ")[2]) == ["--out", str(folder / "grades.csv")]
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(UsageError) as caught:
+        grader.check_out(folder)
+    assert str(caught.value).endswith(f'e.g. --out "{folder / "grades.csv"}"')

@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..errors import held_open_fix, JSON_ERRORS, refuse_not_regular, UsageError, UserError
+from ..errors import held_open_fix, JSON_ERRORS, refuse_not_regular, shell_arg, UsageError, UserError
 from .core import ERROR, NOT_ATTEMPTED, PASSED
 from .registry import SETS, set_for_name
 
@@ -338,7 +338,7 @@ def json_path_of(out: Path) -> Path:
     """The JSON report beside the CSV ``out``; a UsageError for an ``out`` that is itself a .json name."""
     if out.suffix.lower() == ".json":
         raise UsageError(f"--out {out} would put the CSV report where the JSON report goes: give a .csv name, e.g. "
-                         f"--out {out.with_suffix('.csv')} (the JSON report is written beside it)")
+                         f"--out {shell_arg(out.with_suffix('.csv'))} (the JSON report is written beside it)")
     return out.with_suffix(".json")
 
 
@@ -362,7 +362,7 @@ def check_out(out: Path) -> Path:
     (or a JSON beside it) that is not an earlier report, a folder that cannot be written. Returns the JSON path."""
     json_path = json_path_of(out)
     if out.is_dir():
-        raise UsageError(f"--out {out} is a folder: give a file name in it, e.g. --out {out / 'grades.csv'}")
+        raise UsageError(f"--out {out} is a folder: give a file name in it, e.g. --out {shell_arg(out / 'grades.csv')}")
     for path in (out, json_path):
         refuse_not_regular(path, f"--out {out} would write {path}", "give --out a file path")
     if out.exists() and not is_report(out):
