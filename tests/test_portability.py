@@ -355,3 +355,18 @@ def test_the_grade_report_suggested_for_a_folder_with_a_space_is_one_argument_wh
     with pytest.raises(UsageError) as caught:
         grader.check_out(folder)
     assert str(caught.value).endswith(f'e.g. --out "{folder / "grades.csv"}"')
+
+
+def test_a_windows_path_that_swallowed_its_closing_quote_is_refused_naming_the_backslash(monkeypatch, capsys):
+    """`--out "C:\\my runs\\" --profile tiny` in PowerShell or cmd reaches Python as one argument
+    `C:\\my runs" --profile tiny` (a backslash before a closing quote escapes it): the run was then refused as
+    "not a writable folder (invalid argument)", with the flags after it lost in the path."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(SystemExit) as caught:
+        cli.build_parser().parse_args(["distill", "--out", 'C:\\my runs" --profile tiny'])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a backslash before a closing double quote escapes it" in err
+    assert err.endswith('with no backslash at the end, e.g. "C:\\my runs" (see kd-tutorial distill --help)')
+    assert cli.build_parser().parse_args(["distill", "--out", "C:\\Users\\José Pérez\\kd tutorial"]).out == \
+        "C:\\Users\\José Pérez\\kd tutorial"
