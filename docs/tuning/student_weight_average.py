@@ -47,8 +47,8 @@ class AveragedRun(train_module._Run):
 
     def validate(self) -> bool:
         self.flush()
-        self.raw_evals.append([self.at.step, train_module._validate(self.model, self.val_data, self.config,
-                                                                      self.device)])
+        raw_acc, _ = train_module._validate(self.model, self.val_data, self.config, self.device)  # and its answers
+        self.raw_evals.append([self.at.step, raw_acc])
         raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(self.average)
         try:
