@@ -8,8 +8,9 @@ Usage: python docs/tuning/student_reads_more.py OUT.json STUDENT
 not follow it. Here the student reads more: each review cut to 512 tokens (`head+tail`, its first 128 and its
 last 382), in training, validation and test, on the teacher's whole-review answers
 (``teacher_whole_review.whole_review_logits``). compact-2L-H128's steps are a seventh of the students' arithmetic
-at 256 tokens, so it can afford the longer input; distil-3L's runs take about 1.55 times as long. The same
-reviews, steps and seeds as the profile's `kd+transfer`; two runs at a time with one thread each.
+at 256 tokens, so it can afford the longer input; distil-3L's runs took 1.54 times as long (2,645.8 s against
+1,715.2 s over the three seeds, cpu-distil-reads-512.json). The same reviews, steps and seeds as the profile's
+`kd+transfer`; two runs at a time with one thread each.
 
 Its share is given against the teacher on the same reviews read whole (what taught it) as well as against the
 profile's 256-token teacher; teacher_lengths.py measures the teacher reading 512 tokens. The rule, fixed before the
