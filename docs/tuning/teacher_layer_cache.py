@@ -1,8 +1,9 @@
 """The online teacher against a cache of its mapped layers, measured on the cpu profile's shapes.
 
 Issue 8 asks to compute the teacher's per-token internals online or to cache the mapped layers in bf16, to measure
-the trade-off, and to say which was chosen. The course computes them online. This script prototypes the cache, here
-only, to measure what it would cost and save:
+the trade-off, and to say which was chosen. The course computed them online when this script ran (09b49ba; the
+package caches them since ad285b3, kd_tutorial/layer_cache.py). This script prototypes the cache, here only, to
+measure what it would cost and save:
 
 1. Building it: one teacher pass over N reviews (batch 64, length-grouped, as the logits pass), first plain, then
    also copying the mapped layers to a bf16 memmap on disk: distil-3L's hidden states (teacher layers 2, 4, 6) and
@@ -77,8 +78,10 @@ def capture_pass() -> None:
         memmap.flush()
 
 
-def cached_teacher_outputs(batch, config, teacher_logits=None, teacher=None, teacher_cls=None) -> Features:
-    """The loop's teacher side read from the memmaps: logits from the logits cache, mapped layers from disk."""
+def cached_teacher_outputs(batch, config, teacher_logits=None, teacher=None, teacher_cls=None, teacher_states=None,
+                           mapping=None) -> Features:
+    """The loop's teacher side read from the memmaps: logits from the logits cache, mapped layers from disk (the
+    package's own cache, ``teacher_states`` and ``mapping``, is not given here)."""
     idx, length = batch["index"].numpy(), batch["input_ids"].shape[1]
     read = {key: torch.from_numpy(m[idx, :length]).view(torch.bfloat16).float() for key, m in store.items()}
     hidden = [read.get(("hidden", t)) for t in range(layers + 1)]
