@@ -5,7 +5,8 @@ Usage: python docs/tuning/teacher_whole_review.py OUT.json
    profile's teacher and its `kd+transfer` runs, the reference)
 
 The profile cuts every review to 256 tokens (its first 64 and its last 190: `head+tail`), for the teacher as for the
-students. About 43 % of IMDB's reviews are longer. Here the profile's own teacher also reads each longer review in
+students. About 44 % of IMDB's reviews are longer (6,973 of the profile's 15,885 in cpu-teacher-whole-review.json:
+42 % of validation, 44 % of train, transfer and test). Here the profile's own teacher also reads each longer review in
 consecutive windows of 254 tokens that cover all of it, and its answer is the mean of its log-probabilities over the
 `head+tail` window and those windows (a review of 254 tokens or fewer keeps its answer). The students learn from
 these answers on their labelled and transfer reviews, in place of the `head+tail` ones; nothing else changes: the
