@@ -16,7 +16,11 @@ only three, the record gives each seed's value and a t interval (2 degrees of fr
         > docs/tuning/validation-test-gap-distil-3L.json
 
 The runs were scored with the code of commit dc95d96, which evaluated the three-seed block (docs/tuning.md says at
-which commits they were trained).
+which commits they were trained). Neither step runs against those runs at the current code: the package has carved
+other splits since (c4ee0ca: other train and transfer reviews around validation's runs; 3d4a0c9: 4,915 test
+reviews, then 7d8dd55: 4,906, and 998 validation reviews, two runs of 99), and the cached runs are keyed by their
+splits, so `predict` cannot find them (it refuses to train) and `stats`' carve check fails (AssertionError: a
+run of 99). To check the records, run this file as committed at 82f0a33 in a worktree of dc95d96.
 """
 import dataclasses
 import json
