@@ -5,6 +5,12 @@ Usage: python docs/tuning/student_dropout_compare.py OUT.json   (after both runs
 Loads the six `kd+transfer` runs of each setting from the artifact cache (nothing is trained: a run missing from the
 cache is an error), scores each on the profile's test split, and compares the settings per student, paired over the
 same reviews and pooled over the three seeds (`evaluate.compare_paired`). Validation accuracy is each run's kept pass.
+
+cpu-student-dropout.json was written at e708380, from runs (and a teacher) on the carve of that time. The package has
+carved other splits since 7d8dd55 (a repeated text counts once: 998 validation and 4,906 test reviews), and a cache
+is keyed by its splits, so at the current code this script finds neither in that cache: it fine-tunes a teacher first
+(not guarded, unlike the runs), then stops, naming the runs to train. Rerunning student_dropout.py before it gives
+new runs on the current splits, not the record's; to check the record, run both at e708380.
 """
 import dataclasses
 import json
