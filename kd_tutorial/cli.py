@@ -763,7 +763,8 @@ def _add_distill(sub, profile_help: str) -> None:
     d.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")
     d.add_argument("--recipes", nargs="+", action="extend", metavar="NAME",
                    help="the recipes every student runs: 'all', or names from kd_tutorial.recipes (default: each "
-                        "student's own, the profile's choice)")
+                        "student's own, the profile's choice); an attention recipe only where the student has as "
+                        "many heads as the teacher")
     d.add_argument("--set", nargs="+", action="extend", metavar="FIELD=VALUE",
                    help="override profile fields, e.g. --set n_test=4934 temperature=4 (values are Python literals; "
                         "None for none; repeating --set adds to the list)")

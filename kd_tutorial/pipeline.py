@@ -270,6 +270,8 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     check_workers(workers, device, setting=f"workers={workers}", fix="give workers=1")
     specs = students or profile.students
     chosen = chosen_recipes(profile, specs, runs, teacher.config.num_attention_heads)
+    for line in left_out(profile, specs, runs, teacher.config.num_attention_heads):
+        print(line, flush=True)
     jobs = _plan_jobs(profile, specs, chosen, seeds, teacher, prep, init, resume=resume)
     given = bool(layers)  # the teacher's layers, cached by the caller
     logits, cls, layers = _teacher_extras(profile, prep, teacher, chosen, logits, cls, layers, *_keys_to_train(jobs),
@@ -367,6 +369,18 @@ def check_teacher_outside(teacher: str | None, out: str | Path) -> None:
     if inside == outs or outs in inside.parents:
         raise UsageError(f"teacher {teacher} lies in the checkpoints of --out {out}, which this run replaces or "
                          "removes: copy it elsewhere first (cp -r), or give another --out")
+
+
+def left_out(profile: Profile, specs, runs, teacher_heads: int) -> list[str]:
+    """One line per student for the recipes asked of it that :func:`applicable` leaves out under a teacher of
+    ``teacher_heads`` attention heads (``--recipes all`` or a named attention recipe), so that none goes unsaid."""
+    lines = []
+    for spec in specs:
+        skipped = [r.name for r in student_recipes(profile, spec, runs) if not applicable(r, spec, teacher_heads)]
+        if skipped:
+            lines.append(f"{spec.name}: {', '.join(skipped)} left out: attention maps need as many heads as the "
+                         f"teacher's {teacher_heads}, and this student has {spec.num_heads}")
+    return lines
 
 
 def chosen_recipes(profile: Profile, specs, runs, teacher_heads: int) -> dict:

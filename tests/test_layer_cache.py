@@ -591,3 +591,17 @@ def test_cached_cls_states_must_be_a_table_of_layers(tmp_path):
         teachers.load_cached_logits(tmp_path / "cls.pt", 5)
     torch.save(torch.zeros(5, 3, 8), tmp_path / "cls.pt")
     assert teachers.load_cached_logits(tmp_path / "cls.pt", 5).shape == (5, 3, 8)
+
+
+def test_a_recipe_a_student_cannot_run_is_named_not_left_out_in_silence(small, capsys):
+    """`distill --recipes kd+transfer+attn` (or `--recipes all`) left compact-1L-H32 (2 heads; its teacher has 4) out
+    of the run without a word, where the README and `--help` said every student runs the recipes named."""
+    profile, teacher, prep, logits, _ = small
+    compact = next(s for s in profile.students if s.kind == "compact")
+    capsys.readouterr()
+    trained = pipeline.distill_students(profile, teacher, prep, logits, runs=("kd+transfer+attn",),
+                                        students=(compact,), progress=False)
+    assert trained == {}
+    assert (f"{compact.name}: kd+transfer+attn left out: attention maps need as many heads as the teacher's "
+            f"{teacher.config.num_attention_heads}, and this student has {compact.num_heads}\n"
+            in capsys.readouterr().out)
