@@ -80,6 +80,23 @@ def test_hint_and_solution(capsys):
     assert "return 2 * x" in out and "BEGIN SOLUTION" not in out
 
 
+def test_solution_in_a_terminal_ipython_shows_the_code_not_an_object_repr(monkeypatch):
+    """Under IPython, q.solution() displayed a Markdown object: a terminal IPython (ipython, jupyter console) has no
+    Markdown renderer and showed `<IPython.core.display.Markdown object>` instead of the code. The plain-text
+    form a terminal shows must hold the code too, and Jupyter still gets the Markdown."""
+    import IPython
+    import IPython.display
+    from IPython.core.formatters import DisplayFormatter
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False, **kw: shown.append((obj, raw)))
+    EX.solution()
+    (obj, raw), = shown
+    data = obj if raw else DisplayFormatter().format(obj)[0]
+    assert "return 2 * x" in data["text/plain"] and "BEGIN SOLUTION" not in data["text/plain"]
+    assert "```python" in data["text/markdown"] and "return 2 * x" in data["text/markdown"]
+
+
 def _new(hints=("Doubling adds a number to itself.", "Use + or *.", "x + x")):
     return Exercise("ex00.q1", "Double", "double", _checker, hints=hints, solution=EX.solution_code)
 

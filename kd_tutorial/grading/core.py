@@ -282,10 +282,10 @@ class Exercise:
                          if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
         text = f"Solution ({self.label}):\n```python\n{code}\n```"
         try:
-            from IPython.display import Markdown, display  # noqa: PLC0415
+            from IPython.display import display  # noqa: PLC0415
             from IPython import get_ipython  # noqa: PLC0415
-            if get_ipython() is not None:
-                display(Markdown(text))
+            if get_ipython() is not None:  # Jupyter renders the Markdown; a terminal IPython shows the plain text
+                display({"text/markdown": text, "text/plain": text}, raw=True)
                 return None
         except ImportError:
             pass
