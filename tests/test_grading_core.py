@@ -70,6 +70,21 @@ def test_check_prints_or_raises_short_exceptions(capsys):
         EX.check(lambda x: 1 / 0)
 
 
+def test_check_with_no_argument_checks_the_notebooks_function(capsys, monkeypatch):
+    """q1.check() with no argument (the Kaggle Learn habit) said "`double` is not defined: not attempted yet" although
+    the learner had defined it: it now checks the function of that name in the notebook's namespace (__main__), and
+    says how to define it when there is none."""
+    import sys
+    main = sys.modules["__main__"]
+    monkeypatch.setattr(main, "double", lambda x: 2 * x, raising=False)
+    EX.check()
+    assert capsys.readouterr().out.startswith("\N{WHITE HEAVY CHECK MARK} q1: Correct!")
+    monkeypatch.delattr(main, "double")
+    with pytest.raises(NotAttempted) as info:
+        EX.check()
+    assert str(info.value) == "q1: `double` is not defined yet: run the cell that defines it, then `q1.check(double)`"
+
+
 def test_hint_and_solution(capsys):
     ex = Exercise("ex00.q1", "Double", "double", _checker, hints=EX.hints, solution=EX.solution_code)
     ex.hint()

@@ -256,7 +256,13 @@ class Exercise:
 
     # -- what the learner calls -------------------------------------------
     def check(self, fn: Any = None) -> None:
-        """Check ``fn``: print a short confirmation, or raise a short :class:`CheckFailed`."""
+        """Check ``fn``: print a short confirmation, or raise a short :class:`CheckFailed`. With no argument
+        (``q1.check()``, as on Kaggle Learn), the function of the exercise's name in the notebook's namespace."""
+        if fn is None:
+            fn = getattr(sys.modules.get("__main__"), self.name, None)
+        if fn is None:
+            raise NotAttempted(f"{self.label}: `{self.name}` is not defined yet: run the cell that defines it, "
+                               f"then `{self.label}.check({self.name})`")
         result = self.grade(fn)
         if result.passed:
             print(f"\N{WHITE HEAVY CHECK MARK} {result.message}")
