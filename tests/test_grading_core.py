@@ -240,3 +240,12 @@ def test_a_nan_gradient_reaches_the_tensor():
     from kd_tutorial.grading.core import reaches
     assert reaches(torch.tensor([0.0, float("nan")])) and reaches(torch.tensor([0.0, -1e-30]))
     assert not reaches(torch.zeros(3)) and not reaches(None)
+
+
+def test_near_solution_hint_of_the_lm_kd_loss_names_the_forward_kl():
+    """ex09.q1's third hint said "the KL over the vocabulary from the detached teacher's log-softmax at T to the
+    student's": "the KL from Q to P" is the usual name of KL(P || Q), so it read as KL(student || teacher), the
+    reverse KL of q2, which the check refuses. The hint now names the direction the check wants."""
+    from kd_tutorial.grading import ex09
+    near = ex09.q1.hints[2]
+    assert "KL(teacher || student)" in near and "teacher's log-softmax at T to the student's" not in near

@@ -268,9 +268,10 @@ q1 = Exercise(
         "at padding: attention_mask is not needed for the loss); F.log_softmax(x / T, dim=-1) gives "
         "log-probabilities over the vocabulary (no 0 * log 0 at padded positions); (p * (log p - log q)).sum(-1) "
         "is one KL per position, shape (B, L - 1); .detach() the teacher.",
-        "Drop the last position of both logits and the first position of loss_mask; per position, the KL over "
-        "the vocabulary from the detached teacher's log-softmax at T to the student's; multiply by the float "
-        "loss_mask, sum over the whole batch, divide by its sum (not by B, not per sequence), times T ** 2.",
+        "Drop the last position of both logits and the first position of loss_mask; per position, "
+        "KL(teacher || student) over the vocabulary: the detached teacher's probabilities at T weigh its "
+        "log-softmax at T minus the student's; multiply by the float loss_mask, sum over the whole batch, divide "
+        "by its sum (not by B, not per sequence), times T ** 2.",
     ),
     solution='''
 def lm_kd_loss(student_logits, teacher_logits, attention_mask, loss_mask, temperature):
