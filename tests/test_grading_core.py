@@ -126,6 +126,7 @@ def test_hint_tiers_in_order_then_the_last_again(capsys):
     assert "2/3" in outs[1] and "API" in outs[1] and "Use + or *." in outs[1]
     assert "3/3" in outs[2] and "near-solution" in outs[2] and "x + x" in outs[2]
     assert "x + x" in outs[3] and "last one again" in outs[3] and "last one again" not in outs[2]
+    assert "q1.solution() shows the answer" in outs[3]  # the notebook's name for it (it said q.solution())
     assert "x + x" not in outs[0] + outs[1]
 
 

@@ -276,7 +276,8 @@ class Exercise:
         again = self._hints_shown >= len(self.hints)
         self._hints_shown += 1
         n = len(self.hints)
-        note = " (no more hints: this is the last one again; q.solution() shows the answer)" if again else ""
+        note = (f" (no more hints: this is the last one again; {self.label}.solution() shows the answer)"
+                if again else "")
         print(f"\N{ELECTRIC LIGHT BULB} Hint {tier + 1}/{n} ({self.label}, {HINT_TIERS[tier]}){note}: "
               f"{self.hints[tier]}")
 
