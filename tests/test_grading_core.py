@@ -93,6 +93,7 @@ def test_hint_and_solution(capsys):
     EX.solution()
     out = capsys.readouterr().out
     assert "return 2 * x" in out and "BEGIN SOLUTION" not in out
+    assert "```" not in out  # a plain terminal renders no Markdown: the code is shown as it is, ready to paste
 
 
 def test_solution_in_a_terminal_ipython_shows_the_code_not_an_object_repr(monkeypatch):
@@ -109,6 +110,7 @@ def test_solution_in_a_terminal_ipython_shows_the_code_not_an_object_repr(monkey
     (obj, raw), = shown
     data = obj if raw else DisplayFormatter().format(obj)[0]
     assert "return 2 * x" in data["text/plain"] and "BEGIN SOLUTION" not in data["text/plain"]
+    assert "```" not in data["text/plain"]
     assert "```python" in data["text/markdown"] and "return 2 * x" in data["text/markdown"]
 
 

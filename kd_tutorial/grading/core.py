@@ -287,16 +287,17 @@ class Exercise:
             sys.audit("kd_tutorial.grading.solution", self.key)
         code = "\n".join(line for line in self.solution_code.splitlines()
                          if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
-        text = f"Solution ({self.label}):\n```python\n{code}\n```"
+        plain = f"Solution ({self.label}):\n{code}"  # a terminal shows the code as it is, ready to paste
         try:
             from IPython.display import display  # noqa: PLC0415
             from IPython import get_ipython  # noqa: PLC0415
             if get_ipython() is not None:  # Jupyter renders the Markdown; a terminal IPython shows the plain text
-                display({"text/markdown": text, "text/plain": text}, raw=True)
+                markdown = f"Solution ({self.label}):\n```python\n{code}\n```"
+                display({"text/markdown": markdown, "text/plain": plain}, raw=True)
                 return None
         except ImportError:
             pass
-        print(text)
+        print(plain)
         return None
 
 
