@@ -275,3 +275,24 @@ def test_the_self_check_in_ex01_q2s_hint_runs_in_the_notebook():
     exec(code, ns)
     exec(ex01.q2.solution_code, ns)
     assert ns["n"] == ns["count_student_parameters"](teacher, {"num_hidden_layers": 1})
+
+
+def test_a_solution_call_while_grading_is_flagged_and_a_hint_is_not(tmp_path):
+    """exercises/README.md: a q.solution() call that runs in the grading kernel is flagged in the report (the
+    audit hook sees it); a q.hint() call is not. Run in a subprocess: the guard's audit hook cannot be removed."""
+    import subprocess
+    import sys
+
+    from kd_tutorial.grading.execute import Run, _read_results
+    results = tmp_path / "results.jsonl"
+    code = ("from kd_tutorial.grading.runner import install_guard\n"
+            f"install_guard({str(results)!r}, 'n1', [{str(tmp_path / 'solutions')!r}])\n"
+            "from kd_tutorial.grading.core import Exercise\n"
+            f"q1 = Exercise('ex02.q1', 'Double', 'double', None, hints={EX.hints!r}, solution={EX.solution_code!r})\n"
+            "q1.hint()\nq1.solution()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "return 2 * x" in done.stdout and "Hint 1/3 (q1" in done.stdout
+    run = Run()
+    _read_results(str(results), "n1", "n2", "ex02", run)
+    assert run.flags == ["called .solution(): ex02.q1"]
