@@ -362,3 +362,14 @@ def test_the_wilson_interval_of_one_accuracy():
             accuracy_interval(*bad)
     # in floats the formula's ends pass 0 and 1 by an ulp (0 of 9: -1.9e-17): the interval stays within [0, 1]
     assert all(accuracy_interval(0, n)[0] >= 0.0 and accuracy_interval(n, n)[1] <= 1.0 for n in range(1, 100))
+
+
+def test_the_bootstrap_seed_decides_the_resample():
+    """Guards against a ``seed`` that paired_bootstrap and teacher_share accept and never use: each seed is its
+    own resample (the same seed, the same interval), so a learner asking for another seed gets one."""
+    a, b = _pair(10, 5, n_both=80, n_neither=5)
+    runs = [paired_bootstrap(a, b, n_boot=200, seed=s) for s in (0, 0, 1)]
+    assert runs[0] == runs[1] and (runs[0]["ci_low"], runs[0]["ci_high"]) != (runs[2]["ci_low"], runs[2]["ci_high"])
+    shares = [teacher_share(a, a | b, n_boot=200, seed=s) for s in (0, 0, 1)]
+    assert shares[0] == shares[1] and (shares[0]["ci_low"], shares[0]["ci_high"]) != (shares[2]["ci_low"],
+                                                                                       shares[2]["ci_high"])
