@@ -373,3 +373,17 @@ def test_the_bootstrap_seed_decides_the_resample():
     shares = [teacher_share(a, a | b, n_boot=200, seed=s) for s in (0, 0, 1)]
     assert shares[0] == shares[1] and (shares[0]["ci_low"], shares[0]["ci_high"]) != (shares[2]["ci_low"],
                                                                                        shares[2]["ci_high"])
+
+
+def test_throughput_leaves_its_warm_up_batch_out_of_the_rate(monkeypatch):
+    """Guards against throughput() counting the warm-up batch's reviews and time: each batch's time comes from a
+    stand-in clock, so the rate of the timed batches alone is known exactly; and against counting
+    padding as tokens."""
+    from kd_tutorial import data, evaluate
+    timings = iter([1000.0, 100.0, 300.0])  # the warm-up batch, then two timed ones: 4 reviews in 0.4 s
+    monkeypatch.setattr(evaluate, "_forward_ms", lambda *a, **kw: next(timings))
+    enc = data.Encoded([[101, *range(n), 102] for n in range(1, 7)], torch.zeros(6, dtype=torch.long), "six")
+    out = evaluate.throughput(torch.nn.Identity(), enc, device="cpu", batch_size=2, max_batches=2, precision="fp32")
+    assert out["reviews_per_s"] == pytest.approx(10.0) and len(out["lengths"]) == 4
+    # every batch pairs two lengths (8 and 7, 6 and 5, 4 and 3 tokens): its padding is no token processed
+    assert out["tokens_per_s"] == pytest.approx(sum(out["lengths"]) / 0.4) and sum(out["lengths"]) in (18, 22, 26)
