@@ -39,3 +39,13 @@ def test_unlabelled_rows_are_left_out_of_the_ece_and_the_curve_as_of_the_accurac
 def test_ece_of_no_labelled_row_is_nan_as_the_accuracy():
     logits = _logits([0.9, 0.6], [0, 1])
     assert math.isnan(expected_calibration_error(logits, [-1, -1])) and math.isnan(accuracy(logits, [-1, -1]))
+
+
+def test_rows_of_full_confidence_count_in_the_top_bin():
+    """Guards against bins that leave out a confidence of exactly 1 (a float32 softmax of logits 80 apart): an
+    over-confident model's worst rows then weighed nothing, and its ECE read 0."""
+    logits = torch.tensor([[40.0, -40.0]] * 4)
+    assert float(logits.softmax(-1).max()) == 1.0
+    assert expected_calibration_error(logits, [0, 0, 1, 1]) == pytest.approx(0.5)
+    curve = reliability_curve(logits, [0, 0, 1, 1])
+    assert curve["count"][9] == 4 and curve["accuracy"][9] == pytest.approx(0.5)
