@@ -726,3 +726,18 @@ def test_encoded_refuses_labels_no_batch_could_read(labels):
         Encoded([[101, 7, 102]] * 3, labels, "mine")
     three = Encoded([[101, 7, 102]] * 3, torch.tensor([0, 2, -1]), "mine")  # three classes, one unlabelled row
     assert data.collate(three, [0, 1, 2])["labels"].tolist() == [0, 2, -1]
+
+
+def test_augment_windows_start_anywhere_in_the_review():
+    """Guards against a window that always keeps a review's first tokens (or always its last): Tang et al.'s n-gram
+    sampling draws where the window starts, so the teacher labels every part of a long review. Also that
+    ``p_window`` is the share of reviews cut to a window."""
+    src = _reviews_for_augmenting()
+    out = data.augment(src, mask_id=103, p_mask=0.0, p_window=1.0, min_window=0.5, seed=2)
+    starts = [old.index(new[1]) - 1 for new, old in zip(out.input_ids, src.input_ids)]
+    ends = [s + len(new) - 2 for s, new in zip(starts, out.input_ids)]
+    assert sum(s == 0 for s in starts) < 0.2 * len(src) and sum(e == 60 for e in ends) < 0.2 * len(src)
+    assert max(starts) > 20  # up to 30 tokens of 60 can be cut before a window of half the review
+    quarter = data.augment(src, mask_id=103, p_mask=0.0, p_window=0.25, seed=2)
+    cut = sum(len(new) < len(old) for new, old in zip(quarter.input_ids, src.input_ids)) / len(src)
+    assert cut == pytest.approx(0.25, abs=0.06)
