@@ -741,3 +741,12 @@ def test_augment_windows_start_anywhere_in_the_review():
     quarter = data.augment(src, mask_id=103, p_mask=0.0, p_window=0.25, seed=2)
     cut = sum(len(new) < len(old) for new, old in zip(quarter.input_ids, src.input_ids)) / len(src)
     assert cut == pytest.approx(0.25, abs=0.06)
+
+
+def test_the_seed_draws_the_transfer_set_too():
+    """Guards against a transfer set drawn from the unlabelled split with a fixed seed: the seed varies train,
+    validation and transfer (only the test set stays), so seeds averaged in a table differ in their transfer set."""
+    raw = {"train": _reviews([f"r{i}" for i in range(200)], "train"), "test": _reviews(["t0", "t1"], "test"),
+           "unsupervised": _reviews([f"u{i}" for i in range(300)], "unsupervised", labelled=False)}
+    a, again, b = (data.split_raw(raw, "mem", n_train=100, n_transfer=100, val_size=20, seed=s) for s in (0, 0, 1))
+    assert a.transfer.texts == again.transfer.texts and texts(a.transfer) != texts(b.transfer)
