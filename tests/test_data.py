@@ -750,3 +750,13 @@ def test_the_seed_draws_the_transfer_set_too():
            "unsupervised": _reviews([f"u{i}" for i in range(300)], "unsupervised", labelled=False)}
     a, again, b = (data.split_raw(raw, "mem", n_train=100, n_transfer=100, val_size=20, seed=s) for s in (0, 0, 1))
     assert a.transfer.texts == again.transfer.texts and texts(a.transfer) != texts(b.transfer)
+
+
+def test_a_spare_review_the_source_holds_twice_is_spare_once():
+    """Guards against spare reviews that keep a repeated text twice (once as " b " with spaces): the student would
+    learn the teacher's answer on it twice. Each text once, in source order, negatives first; used texts never."""
+    raw = Reviews(["a", "b", "a", " b ", "c", "d"], [0, 1, 0, 1, 0, 1], None, "train")
+    none = Reviews([], [], None, "")
+    d = data.ImdbData(Reviews(["c"], [0], None, "train"), none, Reviews(["d"], [1], None, "test"), none, "mem")
+    spare = data.spare_reviews(raw, d, guard=False)
+    assert spare.texts == ["a", "b"] and spare.labels == [-1, -1]
