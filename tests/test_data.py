@@ -104,6 +104,17 @@ def test_the_random_carve_is_the_one_every_cache_was_made_with():
         [20, 16, 10, 11, 14, 23, 5, 21, 7, 15, 26, 22, 13, 2, 9, 29, 8, 17, 4, 27, 0, 24, 28])
 
 
+def test_split_raw_draws_each_split_with_the_generator_every_cache_was_made_with():
+    """Pinned as the carve above, through split_raw: a validation drawn with another step's generator (the train
+    one), or train and transfer with each other's, is as random, and orphans every cached teacher and student."""
+    raw = {"train": _reviews([f"r{i}" for i in range(40)], "train"), "test": _reviews(["t0", "t1"], "test"),
+           "unsupervised": _reviews([f"u{i}" for i in range(30)], "unsupervised", labelled=False)}
+    d = data.split_raw(raw, "mem", n_train=10, n_transfer=10, val_size=6, seed=0)
+    assert d.validation.texts == ["r21", "r0", "r1", "r24", "r31", "r14"]
+    assert d.train.texts == ["r5", "r8", "r16", "r10", "r33", "r27", "r29", "r7", "r36", "r26"]
+    assert d.transfer.texts == ["u20", "u23", "u16", "u13", "u18", "u10", "u17", "u21", "u1", "u28"]
+
+
 def movie_reviews(movies_per_class=100, per_movie=7, prefix="movie"):
     """A train split laid out as the Hub's IMDB: negatives then positives, each movie's reviews together."""
     texts, labels = [], []
