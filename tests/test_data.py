@@ -115,6 +115,21 @@ def test_split_raw_draws_each_split_with_the_generator_every_cache_was_made_with
     assert d.transfer.texts == ["u20", "u23", "u16", "u13", "u18", "u10", "u17", "u21", "u1", "u28"]
 
 
+def test_each_class_gets_its_share_of_a_carve_to_one_row():
+    """Guards against quotas that miss a row or give the leftover rows to the smallest remainders: for every
+    size, the quotas add up to n and each is its class's exact share rounded down or up."""
+    for negatives in range(0, 13):
+        for positives in range(1, 13):
+            labels = [0] * negatives + [1] * positives
+            total = len(labels)
+            for n in range(total + 1):
+                quota = data._by_label(labels, n)[1]
+                exact = {k: n * labels.count(k) / total for k in quota}
+                assert sum(quota.values()) == n and all(abs(quota[k] - exact[k]) < 1 for k in quota)
+                up, down = [k for k in quota if quota[k] > exact[k]], [k for k in quota if quota[k] < exact[k]]
+                assert all(exact[u] % 1 >= exact[d] % 1 for u in up for d in down)  # largest remainders first
+
+
 def movie_reviews(movies_per_class=100, per_movie=7, prefix="movie"):
     """A train split laid out as the Hub's IMDB: negatives then positives, each movie's reviews together."""
     texts, labels = [], []
