@@ -935,6 +935,22 @@ def test_data_replaced_in_its_folder_is_read_again_in_the_same_process(tmp_path,
     assert after.fingerprint != before.fingerprint and after.data.train.texts != before.data.train.texts
 
 
+def test_the_teacher_folder_changes_with_the_transfer_reviews_and_with_any_label():
+    """Guards against a fingerprint that leaves out the transfer split or the labels: a data folder whose
+    unsupervised file, or one label, was fixed kept the teacher's folder, and the students read logits cached for
+    the old reviews or a teacher trained on the wrong labels. Another test set keeps it (its files carry a hash)."""
+    from kd_tutorial.data import Encoded
+
+    def fingerprint(**changed):
+        encoded = {name: Encoded([[101, 1000 + i, 102]], torch.tensor([0 if name != "transfer" else -1]), name)
+                   for i, name in enumerate(("train", "validation", "transfer", "test"))}
+        encoded |= {name: Encoded([[101, token, 102]], torch.tensor([label]), name)
+                    for name, (token, label) in changed.items()}
+        return artifacts.Prepared(None, None, None, encoded, "tiny", "tiny-bert", "pretrained", 0).fingerprint
+    assert fingerprint(transfer=(2000, -1)) != fingerprint() != fingerprint(train=(1000, 1))
+    assert fingerprint(test=(2000, 1)) == fingerprint()
+
+
 def test_a_teacher_folder_is_keyed_by_what_it_holds_not_by_the_path_typed(tmp_path, monkeypatch):
     """--teacher ./teacher was hashed as typed: two different checkpoints at that relative path (two course folders,
     or a folder refilled) shared one artifact folder, and the second reused the first's fine-tuned teacher."""
