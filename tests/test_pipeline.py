@@ -453,6 +453,23 @@ def test_a_student_learning_from_the_spare_reviews_reads_them_in_every_transfer_
     assert keys[0] == keys[1]  # the baseline's key leaves out an option it does not read
 
 
+def test_an_augmenting_runs_key_holds_the_augmentation_settings(monkeypatch):
+    """Guards against a run key without data.AUGMENT: runs with other augmentation settings would share a folder,
+    and a student augmented the old way would be taken for one augmented the new way. Runs without augmentation
+    keep their key."""
+    profile = get_profile("tiny")
+    spec = profile.students[0]
+    keys = {}
+    for when in ("before", "after"):
+        for name in ("kd+transfer+aug", "kd+transfer"):
+            recipe = pipeline.get_recipe(name)
+            keys[when, name] = pipeline.run_key(profile, spec, pipeline.run_config(profile, spec, recipe, 10, 0),
+                                                "pretrained", recipe)
+        monkeypatch.setattr(pipeline, "AUGMENT", dict(pipeline.AUGMENT, p_mask=0.2))
+    assert keys["before", "kd+transfer+aug"] != keys["after", "kd+transfer+aug"]
+    assert keys["before", "kd+transfer"] == keys["after", "kd+transfer"]
+
+
 def test_a_student_asking_for_spare_reviews_where_there_are_none_trains_as_without_them(tiny_run, capsys):
     """The tiny corpus's carve uses every train review: the option changes nothing, and says so."""
     profile = get_profile("tiny")
