@@ -968,6 +968,20 @@ def test_the_teacher_folder_changes_with_the_transfer_reviews_and_with_any_label
     assert fingerprint(test=(2000, 1)) == fingerprint()
 
 
+def test_the_test_splits_files_carry_a_hash_of_its_reviews_where_the_folder_does_not():
+    """Guards against a test split whose cached logits are named by the split alone: the folder's key leaves the
+    test set out (another n_test keeps the teacher), so logits of the old test reviews would score the new ones."""
+    from kd_tutorial.data import Encoded
+
+    def prepared(test_token):
+        encoded = {name: Encoded([[101, token, 102]], torch.tensor([0]), name)
+                   for name, token in (("train", 1000), ("validation", 1001), ("transfer", 1002), ("test", test_token))}
+        return artifacts.Prepared(get_profile("tiny"), None, None, encoded, "tiny", "tiny-bert", "pretrained", 0)
+    old, new = prepared(2000), prepared(2001)
+    assert old.directory == new.directory and old.split_file("logits", "train") == new.split_file("logits", "train")
+    assert old.split_file("logits", "test") != new.split_file("logits", "test")
+
+
 def test_a_teacher_folder_is_keyed_by_what_it_holds_not_by_the_path_typed(tmp_path, monkeypatch):
     """--teacher ./teacher was hashed as typed: two different checkpoints at that relative path (two course folders,
     or a folder refilled) shared one artifact folder, and the second reused the first's fine-tuned teacher."""
