@@ -338,3 +338,16 @@ def test_the_hard_loss_names_the_labels_it_needs(labels):
     for call in (lambda: losses.hard_cross_entropy(s, labels), lambda: losses.distillation_loss(s, t, labels)):
         with pytest.raises(ValueError, match=r"labels: give a torch.long tensor of shape \(4,\)"):
             call()
+
+
+def test_half_precision_logits_are_scored_in_float32():
+    """Guards against losses computed in the bf16 / fp16 that autocast hands them: a KL of near-equal rows, or a
+    loss logged to four digits, then reads bf16's 3 significant digits. Each equals its float32 value."""
+    g = torch.Generator().manual_seed(0)
+    s, t = (torch.randn(8, 2, generator=g).bfloat16() for _ in range(2))
+    labels = torch.tensor([0, 1] * 4)
+    pairs = ((losses.kl_divergence(s, t, 2.0), losses.kl_divergence(s.float(), t.float(), 2.0)),
+             (losses.distillation_loss(s, t, labels), losses.distillation_loss(s.float(), t.float(), labels)),
+             (losses.logit_mse(s.half(), t.half()), losses.logit_mse(s.float(), t.float())))
+    for value, exact in pairs:
+        assert value.dtype == torch.float32 and torch.allclose(value, exact, rtol=1e-6, atol=0)
