@@ -79,3 +79,23 @@ def test_the_temperature_explorer_refuses_wrong_class_names_at_once_and_starts_a
     with pytest.raises(ValueError, match="highlight=5: give the index of one of the 2 classes"):
         widgets.temperature_explorer([1.0, 2.0], highlight=5)
     assert widgets.temperature_explorer([1.0, 2.0], t_min=1.0, value=1.0) is not None
+
+
+def test_accuracy_against_latency_says_what_its_bars_are():
+    """A three-seed run (kd-tutorial distill --seeds 0 1 2) drew vertical bars of ± 1 std over the seeds and
+    horizontal bars of the latency's interquartile range, and nothing on the figure said so: a learner read them
+    as confidence intervals."""
+    rows = [{"name": "teacher", "accuracy": 0.88, "latency_ms": 34.0, "latency_q1_ms": 28.0, "latency_q3_ms": 38.0,
+             "params": 22e6, "accuracy_std": 0.0, "seeds": 1},
+            {"name": "distil-3L baseline", "accuracy": 0.77, "latency_ms": 3.4, "latency_q1_ms": 3.2,
+             "latency_q3_ms": 3.8, "params": 4e6, "accuracy_std": 0.02, "seeds": 3}]
+    fig = plots.accuracy_vs_latency(rows, split="test")
+    caption = " ".join(t.get_text() for t in fig.texts)
+    assert "horizontal bars: latency p25-p75" in caption
+    assert "vertical bars: test accuracy ± 1 std over 3 seeds" in caption
+    from matplotlib.collections import LineCollection
+    segments = [seg for c in fig.axes[0].collections if isinstance(c, LineCollection) for seg in c.get_segments()]
+    vertical = [seg[:, 1].round(6).tolist() for seg in segments if seg[0][0] == seg[1][0]]
+    assert vertical == [[75.0, 79.0]]  # 77 ± 2 points: the std, drawn as the caption says
+    one_seed = plots.accuracy_vs_latency([rows[0]], split="test")
+    assert "vertical" not in " ".join(t.get_text() for t in one_seed.texts)
