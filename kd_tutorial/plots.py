@@ -58,7 +58,8 @@ def _smooth(values: list[float], k: int) -> list[float]:
 def training_curves(histories: dict, title: str = "Training curves"):
     """Loss per optimizer step (smoothed) and validation accuracy per epoch, one line per model.
 
-    One colour per model (the first word of its name: ``teacher``, ``distil-3L``...), one line style per run.
+    One colour per model (the first word of its name: ``teacher``, ``distil-3L``...), one line style and marker per
+    run (the markers of :func:`accuracy_vs_latency`).
     """
     plt = _plt()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
@@ -66,17 +67,22 @@ def training_curves(histories: dict, title: str = "Training curves"):
     for name, h in histories.items():
         if not h:
             continue
-        style = dict(linestyle=RUN_STYLE.get(_run_of(name), "-"), color=colour[name.split()[0]])
+        # the run's marker too (the one accuracy_vs_latency gives it): some line styles look alike at this size,
+        # e.g. ":" (baseline) and the densely dotted one (kd+transfer+cosine)
+        run = _run_of(name)
+        style = dict(linestyle=RUN_STYLE.get(run, "-"), color=colour[name.split()[0]],
+                     marker=RUN_MARKER.get(run, "o"), markersize=4)
         logged = h.get("steps") or []  # a results summary keeps the validation passes, not the steps
         if logged:
             steps = [s["step"] for s in logged]
-            ax_loss.plot(steps, _smooth([s["loss"] for s in logged], max(1, len(steps) // 50)), label=name, **style)
+            ax_loss.plot(steps, _smooth([s["loss"] for s in logged], max(1, len(steps) // 50)), label=name,
+                         markevery=max(1, len(steps) // 6), **style)
         # x = the optimizer step of each validation pass: runs over data sets of different sizes line up
         evals = h.get("evals") or [{"step": e["step"], "val_acc": e["val_acc"]} for e in h["epochs"]
                                    if e.get("val_acc") is not None]
         ends, accs = [e["step"] for e in evals], [100 * e["val_acc"] for e in evals]
         if accs:
-            ax_acc.plot(ends, accs, marker="o", markersize=3, label=name, **style)
+            ax_acc.plot(ends, accs, label=name, **style)
     ax_loss.set(xlabel="optimizer step", ylabel="training loss (smoothed)",
                 title="Loss (KD runs: distillation loss; others: cross-entropy)")
     ax_acc.set(xlabel="optimizer step", ylabel="validation accuracy (%)",

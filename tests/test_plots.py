@@ -99,3 +99,14 @@ def test_accuracy_against_latency_says_what_its_bars_are():
     assert vertical == [[75.0, 79.0]]  # 77 ± 2 points: the std, drawn as the caption says
     one_seed = plots.accuracy_vs_latency([rows[0]], split="test")
     assert "vertical" not in " ".join(t.get_text() for t in one_seed.texts)
+
+
+def test_training_curves_tell_every_run_apart_by_marker_as_the_latency_plot_does():
+    """The cpu profile's figure drew distil-3L baseline (":") and kd+transfer+cosine (densely dotted) as two blue dotted
+    lines with one marker, "o": a learner could not tell which curve was the baseline."""
+    fig = plots.training_curves({"distil-3L baseline": history(0.6), "distil-3L kd+transfer+cosine": history(0.5)})
+    for ax in fig.axes:
+        marker = {line.get_label(): line.get_marker() for line in ax.get_lines()}
+        assert marker == {"distil-3L baseline": plots.RUN_MARKER["baseline"],
+                          "distil-3L kd+transfer+cosine": plots.RUN_MARKER["kd+transfer+cosine"]}
+        assert len(set(marker.values())) == 2
