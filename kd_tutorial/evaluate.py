@@ -10,8 +10,8 @@ import statistics
 import time
 
 import torch
-from tqdm.auto import tqdm
 
+from .bars import progress_bar
 from .data import batch_groups, collate, make_batches, prefetch
 from .device import (autocast, autocast_dtype, device_type, pad_multiple, pick_device, resolve_precision,
                      slow_first_calls, synchronize)
@@ -46,7 +46,8 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
         return collate(encoded, group, pin=kind == "cuda", multiple=multiple, limit=longest)
     out = cls = None  # filled on the device and copied to the host once: no wait per batch
     try:
-        for batch in tqdm(prefetch(build, groups), total=len(groups), desc=desc, disable=not progress, leave=False):
+        for batch in progress_bar(prefetch(build, groups), total=len(groups), desc=desc, disable=not progress,
+                                  leave=False):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(kind, dtype):
                 result = forward_features(model, batch["input_ids"], batch["attention_mask"], hidden=cls_states,

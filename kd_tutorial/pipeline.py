@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__, plots
 from .artifacts import (load_student, prepare, run_hash, save_student, student_finished, student_folder,
                         student_test_logits_file)
+from .bars import progress_bar
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
@@ -494,7 +494,7 @@ def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progr
     ``"cached"`` when ``resume`` found it finished)."""
     print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers, or workers=)", flush=True)
     order = sorted(range(len(jobs)), key=lambda i: not jobs[i]["online_teacher"])
-    with tqdm(total=len(jobs), desc="student runs", disable=not progress) as bar:
+    with progress_bar(total=len(jobs), desc="student runs", disable=not progress) as bar:
         statuses = run_forked(lambda k: run(jobs[order[k]], resume)["status"], len(jobs), workers,
                               on_done=lambda k: bar.update())
     return {jobs[i]["name"]: s for i, s in zip(order, statuses)}

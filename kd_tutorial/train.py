@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import losses
+from .bars import progress_bar
 from .data import batch_groups, collate, n_batches, prefetch
 from .device import autocast, autocast_dtype, device_type, pad_multiple, pick_device, synchronize
 from .errors import UserError
@@ -512,8 +512,8 @@ class _Run:
 
     def loop(self, progress: bool, on_epoch_end) -> None:
         """Epochs until the step budget is spent or patience runs out."""
-        self.bar = tqdm(total=self.total, initial=self.at.step, desc=self.desc, disable=not progress, leave=True,
-                        dynamic_ncols=True, mininterval=0.5)
+        self.bar = progress_bar(total=self.total, initial=self.at.step, desc=self.desc, disable=not progress,
+                                leave=True, dynamic_ncols=True, mininterval=0.5)
         stopped = self.config.patience is not None and self.at.bad_evals >= self.config.patience  # resumed, stopped
         try:
             while self.at.step < self.total and not stopped:

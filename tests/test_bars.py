@@ -1,0 +1,54 @@
+"""Progress bars: live in a terminal or a notebook, a few lines in a file or a CI log."""
+import itertools
+
+import torch
+import tqdm.std
+
+from kd_tutorial import bars, data, models
+from kd_tutorial.train import TrainConfig, train
+
+SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+
+
+class _Terminal:
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_a_training_bar_in_a_log_redraws_every_30_seconds_not_twice_a_second(monkeypatch, capsys):
+    """kd-tutorial distill > log.txt 2>&1 (or a CI job) kept every redraw of a bar as one more carriage-return line:
+    two a second (mininterval 0.5), thousands in an hour's run. A fake clock: one second at every reading."""
+    clock = itertools.count(0.0, 1.0)
+    monkeypatch.setattr(tqdm.std, "time", lambda: float(next(clock)))
+    monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)  # no monitor thread reading its own clock
+    enc = data.Encoded([[101] + [7] * (2 + i % 5) + [102] for i in range(16)], torch.arange(16) % 2, "rows")
+    model = models.load_teacher("tiny-bert", config_overrides=SMALL)
+    train(model, enc, config=TrainConfig(mode="ce", max_steps=8, batch_size=2), device="cpu", desc="run")
+    err = capsys.readouterr().err
+    lines = [line for line in err.split("\r") if line.strip()]
+    assert len(lines) <= 3, lines  # the first, at most one in between, the last
+    assert "8/8" in lines[-1]  # the closing line: the bar's total, reached
+
+
+def test_a_bar_in_a_terminal_keeps_its_redraw_rate():
+    terminal = _Terminal()
+    live = bars.progress_bar(total=3, file=terminal, mininterval=0.5)
+    assert bars.is_live(terminal) and live.mininterval == 0.5
+    live.close()
+    logged = bars.progress_bar(total=3, file=_Log())
+    assert logged.mininterval == logged.maxinterval == bars.LOG_INTERVAL_S
+    logged.close()
+
+
+class _Log(_Terminal):
+    def isatty(self):
+        return False
