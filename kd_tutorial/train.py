@@ -520,6 +520,10 @@ class _Run:
                 stopped = self.epoch()
                 if on_epoch_end is not None:
                     on_epoch_end(self.at.epoch, self.history)
+            if stopped and self.at.step < self.total:  # else the bar ends short of its total with no word of why
+                n = self.at.bad_evals
+                self.bar.set_postfix_str(f"stopped early: {n} validation pass{'es' if n != 1 else ''} without a "
+                                         f"gain (patience), best val_acc {self.at.best_val:.3f}", refresh=False)
         except KeyboardInterrupt:
             self.save_interrupted()
             raise

@@ -52,3 +52,14 @@ def test_a_bar_in_a_terminal_keeps_its_redraw_rate():
 class _Log(_Terminal):
     def isatty(self):
         return False
+
+
+def test_a_run_stopped_by_patience_says_so_on_its_bar(capsys):
+    """With patience, the bar ended at '10%| 4/40' and nothing said why: the run looked cut short or hung."""
+    enc = data.Encoded([[101] + [7] * (2 + i % 5) + [102] for i in range(16)], torch.arange(16) % 2, "rows")
+    model = models.load_teacher("tiny-bert", config_overrides=SMALL)
+    config = TrainConfig(mode="ce", max_steps=16, batch_size=2, eval_every=2, patience=1, lr=0.0)
+    history = train(model, enc, val_data=enc, config=config, device="cpu", desc="run")
+    last = [line for line in capsys.readouterr().err.split("\r") if line.strip()][-1]
+    assert f"{len(history.steps)}/16" in last and len(history.steps) < 16
+    assert "stopped early: 1 validation pass without a gain (patience)" in last
