@@ -123,23 +123,25 @@ def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency
     ax.grid(alpha=0.3)
     for handle in ax.legend(fontsize=7, loc="best").legend_handles:
         handle.set_sizes([40])  # legend markers of one size: the plot's marker area encodes parameters
-    note = _bars_note(rows, split)
-    if note:  # what the bars are, on the figure itself: seed spread is not a confidence interval
+    note = _caption(rows, split)
+    if note:  # what the marker sizes and bars are, on the figure itself: seed spread is not a confidence interval
         fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8)
-    fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.045 * (note.count("\n") + 1) if note else 0, 1, 1))
     return fig
 
 
-def _bars_note(rows: list[dict], split: str) -> str:
-    """The caption that says what :func:`accuracy_vs_latency`'s error bars show ("" when it draws none)."""
+def _caption(rows: list[dict], split: str) -> str:
+    """The caption under :func:`accuracy_vs_latency`: what its marker sizes and error bars show ("" for neither)."""
     drawn = [r for r in rows if r.get("latency_ms") is not None]
-    parts = []
+    lines, bars = [], []
+    if len({r["params"] for r in drawn}) > 1:
+        lines.append("marker area grows with the number of parameters")
     if any(r.get("latency_q1_ms") is not None for r in drawn):
-        parts.append("horizontal bars: latency p25-p75 (interquartile range)")
+        bars.append("horizontal bars: latency p25-p75 (interquartile range)")
     if any(r.get("accuracy_std") for r in drawn):
         seeds = max(r.get("seeds") or 0 for r in drawn)
-        parts.append(f"vertical bars: {split} accuracy ± 1 std over " + (f"{seeds} seeds" if seeds else "seeds"))
-    return "; ".join(parts)
+        bars.append(f"vertical bars: {split} accuracy ± 1 std over " + (f"{seeds} seeds" if seeds else "seeds"))
+    return "\n".join(lines + (["; ".join(bars)] if bars else []))
 
 
 def reliability_diagram(curves: dict, title: str = "Reliability diagram"):

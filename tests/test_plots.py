@@ -92,6 +92,7 @@ def test_accuracy_against_latency_says_what_its_bars_are():
     fig = plots.accuracy_vs_latency(rows, split="test")
     caption = " ".join(t.get_text() for t in fig.texts)
     assert "horizontal bars: latency p25-p75" in caption
+    assert "marker area grows with the number of parameters" in caption  # the docstring said so, the figure did not
     assert "vertical bars: test accuracy ± 1 std over 3 seeds" in caption
     from matplotlib.collections import LineCollection
     segments = [seg for c in fig.axes[0].collections if isinstance(c, LineCollection) for seg in c.get_segments()]
