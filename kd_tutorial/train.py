@@ -521,14 +521,21 @@ class _Run:
                 if on_epoch_end is not None:
                     on_epoch_end(self.at.epoch, self.history)
             if stopped and self.at.step < self.total:  # else the bar ends short of its total with no word of why
-                n = self.at.bad_evals
-                self.bar.set_postfix_str(f"stopped early: {n} validation pass{'es' if n != 1 else ''} without a "
-                                         f"gain (patience), best val_acc {self.at.best_val:.3f}", refresh=False)
+                self.stopped_early()
         except KeyboardInterrupt:
             self.save_interrupted()
             raise
         finally:
             self.bar.close()
+
+    def stopped_early(self) -> None:
+        """Say on the bar (short: a terminal's width cuts it), and in a line above it, that patience ended the run."""
+        self.bar.set_postfix_str("stopped early (patience)", refresh=False)
+        if not self.bar.disable:
+            n = self.at.bad_evals
+            self.bar.write(f"{self.desc}: stopped early at step {self.at.step} of {self.total}: {n} validation "
+                           f"pass{'es' if n != 1 else ''} without a gain (patience={self.config.patience}); best "
+                           f"val_acc {self.at.best_val:.3f} at step {self.history.best_step}", file=sys.stderr)
 
     def save_interrupted(self) -> None:
         """On Ctrl-C: checkpoint the last completed step (dropping the half-done one) and say how to go on."""

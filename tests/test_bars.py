@@ -60,6 +60,8 @@ def test_a_run_stopped_by_patience_says_so_on_its_bar(capsys):
     model = models.load_teacher("tiny-bert", config_overrides=SMALL)
     config = TrainConfig(mode="ce", max_steps=16, batch_size=2, eval_every=2, patience=1, lr=0.0)
     history = train(model, enc, val_data=enc, config=config, device="cpu", desc="run")
-    last = [line for line in capsys.readouterr().err.split("\r") if line.strip()][-1]
-    assert f"{len(history.steps)}/16" in last and len(history.steps) < 16
-    assert "stopped early: 1 validation pass without a gain (patience)" in last
+    err = capsys.readouterr().err
+    last = [line for line in err.split("\r") if line.strip()][-1]
+    assert f"{len(history.steps)}/16" in last and len(history.steps) < 16 and "stopped early (patience)" in last
+    assert (f"run: stopped early at step {len(history.steps)} of 16: 1 validation pass without a gain (patience=1); "
+            f"best val_acc") in err
