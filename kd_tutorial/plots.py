@@ -62,7 +62,7 @@ def training_curves(histories: dict, title: str = "Training curves"):
     run (the markers of :func:`accuracy_vs_latency`).
     """
     plt = _plt()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     colour = _colours(histories)
     for name, h in histories.items():
         if not h:
@@ -92,10 +92,11 @@ def training_curves(histories: dict, title: str = "Training curves"):
                      ha="center", va="center", transform=ax_loss.transAxes, fontsize=9)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
+    # one legend for both panels (they draw the same runs), under them: inside a panel, nine runs' legend hid curves
+    keys = {line.get_label(): line for ax in (ax_loss, ax_acc) for line in ax.lines}
+    if keys:
+        fig.legend(list(keys.values()), list(keys), loc="outside lower center", ncols=min(3, len(keys)), fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 

@@ -21,8 +21,25 @@ def test_training_curves_colour_by_model_and_style_by_run():
     assert lines["distil-3L kd"].get_color() != lines["compact-2L kd"].get_color()
     assert lines["distil-3L kd"].get_linestyle() != lines["distil-3L baseline"].get_linestyle()  # run style
     for ax in (ax_loss, ax_acc):
-        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
     assert fig._suptitle.get_text() == "t"
+    (legend,) = fig.legends  # one legend under both panels, each run once
+    assert [t.get_text() for t in legend.get_texts()] == ["teacher", "distil-3L kd", "distil-3L baseline",
+                                                          "compact-2L kd"]
+
+
+def test_the_training_curves_legend_sits_under_the_panels_not_on_the_curves():
+    """The tiny profile's nine runs: a legend inside each panel, over the validation panel's empty-looking middle, hid
+    compact-1L-H32 baseline's curve from step 105 to 210 (72 % to 66 %), and each panel repeated the same legend."""
+    names = [f"{model} {run}" for model in ("distil-2L", "compact-1L-H32")
+             for run in ("baseline", "kd+transfer", "kd+transfer+pkd", "pseudo-label")]
+    fig = plots.training_curves({"teacher": history(0.3)} | {name: history(0.5) for name in names})
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == 9
+    fig.canvas.draw()
+    below = legend.get_window_extent()
+    assert all(below.y1 <= ax.get_tightbbox().y0 for ax in fig.axes)  # under the panels' tick labels, not on them
 
 
 def test_first_seed_keeps_the_teacher_and_one_seed():
