@@ -105,7 +105,7 @@ def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency
     (o: KD + transfer set, square: KD, triangle: hard-label baseline, others: the other recipes); marker
     area grows with parameters, horizontal bars span the latency's interquartile range."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
     colour = _colours(r["name"] for r in rows)
     for row in rows:
         if row.get("latency_ms") is None:
@@ -122,12 +122,14 @@ def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency
                         ecolor="gray")
     ax.set(xlabel="p50 latency at batch 1 (ms)", ylabel=f"{split} accuracy (%)", title=title)
     ax.grid(alpha=0.3)
-    for handle in ax.legend(fontsize=7, loc="best").legend_handles:
+    handles, labels = ax.get_legend_handles_labels()
+    # beside the axes: inside, "best" placement weighs the markers, not the error bars, and hid the bars' ends
+    for handle in fig.legend(handles, labels, fontsize=7, loc="outside right upper").legend_handles:
         handle.set_sizes([40])  # legend markers of one size: the plot's marker area encodes parameters
     note = _caption(rows, split)
     if note:  # what the marker sizes and bars are, on the figure itself: seed spread is not a confidence interval
         fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8)
-    fig.tight_layout(rect=(0, 0.045 * (note.count("\n") + 1) if note else 0, 1, 1))
+        fig.get_layout_engine().set(rect=(0, 0.045 * (note.count("\n") + 1), 1, 1 - 0.045 * (note.count("\n") + 1)))
     return fig
 
 

@@ -63,7 +63,10 @@ def test_accuracy_against_latency_colours_models_and_marks_runs():
     assert colour["distil-3L kd+transfer"] == colour["distil-3L baseline"] != colour["compact-2L kd+transfer"]
     # marker area grows with parameters; the legend shows every marker at one size
     assert points["teacher"].get_sizes()[0] > points["compact-2L kd+transfer"].get_sizes()[0]
-    assert {tuple(h.get_sizes()) for h in ax.get_legend().legend_handles} == {(40,)}
+    (legend,) = fig.legends  # beside the axes, where it hides no error bar
+    assert {tuple(h.get_sizes()) for h in legend.legend_handles} == {(40,)} and ax.get_legend() is None
+    fig.canvas.draw()
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
     assert ax.get_xlabel() == "p50 latency at batch 1 (ms)" and ax.get_ylabel() == "held-out accuracy (%)"
     assert ax.get_title() == "t"
 
