@@ -95,8 +95,9 @@ def set_env_command(name: str, path: str, base: str = "") -> str:
         literal = "'" + path.replace("'", "''") + "'"  # PowerShell's single quotes expand nothing
         power = f"Join-Path {folder[0]} {literal}" if base else literal
         return f'$env:{name} = {power} (PowerShell) or set "{name}={folder[1]}{path}" (cmd)'
-    if base:  # inside double quotes, where $base expands and only \ " $ ` need a backslash
-        return f'export {name}="${base}/' + re.sub(r'([\\"$`])', r"\\\1", path) + '"'
+    if base:  # $base expands in double quotes; a name that needs quoting goes in single quotes after it, where
+        quoted = shlex.quote(path)  # an interactive bash or zsh expands no `!` from its history ("event not found")
+        return f'export {name}="${base}/{path}"' if quoted == path else f'export {name}="${base}"/{quoted}'
     return f"export {name}={shlex.quote(path)}"
 
 

@@ -138,6 +138,23 @@ def test_the_export_printed_for_a_relative_cache_sets_the_folder_whatever_its_na
     assert done.stdout == f"{tmp_path}/{name}"
 
 
+def test_the_export_printed_for_a_relative_cache_with_a_bang_runs_in_an_interactive_shell(tmp_path, monkeypatch):
+    """`KD_TUTORIAL_HOME=wow!cache` was answered with `export KD_TUTORIAL_HOME="$PWD/wow!cache"`: pasted at a bash
+    prompt, whose history expansion reads `!` inside double quotes, it failed with "!cache: event not found"."""
+    import subprocess
+    from kd_tutorial import store
+
+    name = "wow!cache it's"
+    monkeypatch.setenv("KD_TUTORIAL_HOME", name)
+    with pytest.raises(store.ArtifactError) as caught:
+        store.home()
+    command = str(caught.value).partition("e.g. ")[2]
+    script = f'set -o history -H\n{command}\nprintf %s "$KD_TUTORIAL_HOME"\n'  # history expansion on, as typed
+    done = subprocess.run(["bash", "--norc", "--noprofile"], input=script, cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert done.stdout == f"{tmp_path}/{name}", done.stderr
+
+
 @pytest.mark.parametrize("typed", ['"{path}"', "'{path}'", '{path}"'])
 def test_an_artifact_cache_with_the_quotes_cmd_keeps_is_refused_naming_them(tmp_path, monkeypatch, typed):
     """`set KD_TUTORIAL_HOME="C:\\kd cache"` keeps its quotes in cmd; the line said the path was relative, and told
