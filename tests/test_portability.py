@@ -284,6 +284,21 @@ def test_the_grade_report_given_with_a_tilde_the_shell_left_goes_to_the_home_fol
         tmp_path / "grades.csv"
 
 
+def test_submissions_and_exercise_folders_given_with_a_tilde_the_shell_left_are_in_the_home_folder(monkeypatch,
+                                                                                                    tmp_path):
+    """PowerShell passes `kd-tutorial grade ~\\subs` and `make-exercises --solutions ~\\sol` on as typed, and bash
+    `--solutions=~/sol`: grade said "no such file or folder: ~/subs", make-exercises "no solution notebooks in
+    ~/sol"."""
+    import argparse
+    from kd_tutorial.grading import authoring, grader
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert grader._parser(argparse.ArgumentParser).parse_args(["~/subs", "b.ipynb"]).submissions == \
+        [str(tmp_path / "subs"), "b.ipynb"]
+    args = authoring._parser(argparse.ArgumentParser).parse_args(["--solutions=~/sol", "--exercises=~/ex"])
+    assert (args.solutions, args.exercises) == (tmp_path / "sol", tmp_path / "ex")
+
+
 def test_the_estimate_on_a_mac_says_it_is_a_cpu_figure_not_a_measure_of_mps(tmp_path, monkeypatch, capsys):
     """On Apple's GPU, distill printed "device: mps; estimated time: about 1 minute(s) on 2 CPU cores": the CPU's
     measured time, given as if it were the MPS run's, where no profile was timed."""

@@ -244,13 +244,19 @@ def check_folders(solutions: Path, exercises: Path) -> None:
                          f"folder of its own, e.g. --exercises {other}")
 
 
+def _path(text: str) -> Path:
+    """An argparse type: a path, ``~`` expanded (the shell leaves ``--solutions=~/x`` as typed, as PowerShell does
+    ``~\\x``)."""
+    return Path(text).expanduser()
+
+
 def _parser(parser_class) -> argparse.ArgumentParser:
     """The arguments of ``kd-tutorial make-exercises``."""
     parser = parser_class(prog="kd-tutorial make-exercises",
                           description="Generate exercises/ from solutions/ (nbgrader-style stubs).")
-    parser.add_argument("--solutions", type=Path, default=None, help="source notebooks (default: ./solutions, else "
+    parser.add_argument("--solutions", type=_path, default=None, help="source notebooks (default: ./solutions, else "
                         "the solutions/ of the checkout kd_tutorial is installed from)")
-    parser.add_argument("--exercises", type=Path, default=None, help="output folder (default: exercises/ beside the "
+    parser.add_argument("--exercises", type=_path, default=None, help="output folder (default: exercises/ beside the "
                         "solutions folder)")
     parser.add_argument("--check", action="store_true", help="exit 1 if exercises/ is stale; write nothing")
     parser.add_argument("--force", action="store_true", help="overwrite exercise notebooks changed since they "

@@ -570,7 +570,7 @@ def _parser(parser_class) -> argparse.ArgumentParser:
     parser = parser_class(prog="kd-tutorial grade", description="Grade a workshop's notebooks: each runs in a fresh "
                           "kernel, its checks report, and one row per learner and exercise goes to a CSV and a JSON "
                           "report (merged into an earlier report at --out).")
-    parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS",
+    parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS", type=os.path.expanduser,  # PowerShell's ~
                         help="notebooks, or folders searched recursively for *.ipynb")
     parser.add_argument("--out", type=lambda text: Path(text).expanduser(), default=Path("grades.csv"),
                         help="CSV report (the JSON report goes next to it); default grades.csv. An earlier report "
