@@ -862,9 +862,11 @@ def _path(text: str) -> str:
     if sys.platform == "win32" and (stray_quotes(text) or '"' in text):
         meant = stray_quotes(text) or text.partition('"')[0] or "."
         meant += "\\" if len(meant) == 2 and meant[1] == ":" else ""  # "C:\" came as C:" (C: alone: a drive's cwd)
+        cut = text[:1] == "'" and text[-1:] != "'"  # cmd split 'C:\my runs' at its space: `runs'` came apart
+        example = f'"{meant} ..." with the rest of the path' if cut else shell_arg(meant)
         raise argparse.ArgumentTypeError(f"{text}: a quote mark stayed in the path (cmd keeps single quotes, and a "
                                          "backslash before a closing double quote escapes it): give it in double "
-                                         f"quotes, or none, with no backslash at the end, e.g. {shell_arg(meant)}")
+                                         f"quotes, or none, with no backslash at the end, e.g. {example}")
     return os.path.expanduser(_given(text))
 
 

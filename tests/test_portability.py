@@ -402,3 +402,16 @@ def test_a_windows_path_that_swallowed_its_closing_quote_is_refused_naming_the_b
     assert err.endswith('with no backslash at the end, e.g. "C:\\my runs" (see kd-tutorial distill --help)')
     assert cli.build_parser().parse_args(["distill", "--out", "C:\\Users\\José Pérez\\kd tutorial"]).out == \
         "C:\\Users\\José Pérez\\kd tutorial"
+
+
+def test_a_windows_path_in_single_quotes_that_cmd_split_at_a_space_is_not_shortened_in_the_fix(monkeypatch, capsys):
+    """cmd has no single quotes: `--out 'C:\\my runs'` reaches Python as `'C:\\my` and `runs'`, and the line
+    suggested "e.g. C:\\my", another folder than the one meant."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["distill", "--out", "'C:\\my", "runs'"])
+    err = capsys.readouterr().err.strip()
+    assert 'e.g. "C:\\my ..." with the rest of the path' in err and not err.endswith("e.g. C:\\my")
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["distill", "--out", "'C:\\runs'"])  # no space: the path whole
+    assert "with no backslash at the end, e.g. C:\\runs (see" in capsys.readouterr().err
