@@ -256,25 +256,25 @@ def test_near_solution_hint_of_the_lm_kd_loss_names_the_forward_kl():
 
 def test_the_self_check_in_ex01_q2s_hint_runs_in_the_notebook():
     """ex01.q2's second hint said "To check yourself: sum(p.numel() for p in BertModel(config, ...))", but the
-    notebook imports no BertModel and has no `config`: typed as given, it raised NameError. The hint's statements,
-    run in the notebook's namespace (its setup imports math and torch), now count what the solution counts."""
+    notebook imports no BertModel and has no `config`, nor a `teacher_config` or `overrides` outside the function:
+    typed as given, it raised NameError. The hint's statements, run in the notebook's namespace (its setup imports
+    math and torch, nothing more), now count what the solution counts."""
     import math
+    import re
 
     import torch
-    from transformers import BertConfig
 
     from kd_tutorial.grading import ex01
     hint = ex01.q2.hints[1]
     assert "from transformers import" in hint, hint
     code = hint[hint.index("from transformers import"):].rstrip(".")
-    code = code.replace("add_pooling_layer=...", "add_pooling_layer=True")
+    code = re.sub(r" \([^)]*\);", ";", code.replace("add_pooling_layer=...", "add_pooling_layer=True"))  # prose
     code = "\n".join(s.replace("then sum(", "n = sum(") for s in code.split("; "))
-    teacher = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=20)
-    ns = {"math": math, "torch": torch, "teacher_config": teacher, "overrides": {"num_hidden_layers": 1}}
-    exec(code, ns)
+    ns = {"math": math, "torch": torch}
+    with torch.device("meta"):  # sizes alone: no bert-base weights drawn
+        exec(code, ns)
     exec(ex01.q2.solution_code, ns)
-    assert ns["n"] == ns["count_student_parameters"](teacher, {"num_hidden_layers": 1})
+    assert ns["n"] == ns["count_student_parameters"](ns["teacher_config"], ns["overrides"]) == 52_779_264
 
 
 def test_a_solution_call_while_grading_is_flagged_and_a_hint_is_not(tmp_path):

@@ -301,8 +301,9 @@ q2 = Exercise(
         'overrides.get(name, getattr(teacher_config, name)) reads a setting of the student. Linear(a, b) has '
         'a*b + b parameters, LayerNorm(h) 2*h. The embeddings are three tables (vocab_size, '
         'max_position_embeddings and type_vocab_size rows) of width hidden_size, then a LayerNorm. To check '
-        'yourself, outside the function (BertConfig() is bert-base): from transformers import BertConfig, '
-        'BertModel; config = BertConfig(**{**teacher_config.to_dict(), **overrides}); then '
+        'yourself, in a cell of its own: from transformers import BertConfig, BertModel; teacher_config, '
+        'overrides = BertConfig(), {"num_hidden_layers": 4} (bert-base and a student of it); config = '
+        'BertConfig(**{**teacher_config.to_dict(), **overrides}); then '
         'sum(p.numel() for p in BertModel(config, add_pooling_layer=...).parameters()).',
         'Read V, H, L, I, P and T for the student (override first, teacher otherwise). Embeddings: (V + P + T) '
         'tables of H columns, plus 2H. One layer: four H x H linears with biases and a LayerNorm, then an H -> '
