@@ -86,11 +86,17 @@ def held_open_fix(err: BaseException) -> str:
     return ""
 
 
+def windows_shell() -> bool:
+    """Whether the user's shell is PowerShell or cmd: Windows, unless Git Bash (MSYS2, which sets ``MSYSTEM``) runs
+    the command, whose shell is bash and takes bash's ``export`` and ``unset``."""
+    return sys.platform == "win32" and not os.environ.get("MSYSTEM")
+
+
 def set_env_command(name: str, path: str, base: str = "") -> str:
     """The command that sets environment variable ``name`` to ``path`` in the user's shell, ``path`` quoted for it:
     under ``base`` ("PWD": the folder the shell is in, "HOME": the home folder; "": ``path`` alone). bash and zsh's
-    ``export``; on Windows, where ``export`` is no command, PowerShell's and cmd's."""
-    if sys.platform == "win32":
+    ``export``; on Windows, where ``export`` is no command, PowerShell's and cmd's (Git Bash's is bash)."""
+    if windows_shell():
         folder = {"PWD": ("$PWD", "%CD%\\"), "HOME": ("$HOME", "%USERPROFILE%\\")}.get(base, ("", ""))
         literal = "'" + path.replace("'", "''") + "'"  # PowerShell's single quotes expand nothing
         power = f"Join-Path {folder[0]} {literal}" if base else literal
@@ -112,8 +118,8 @@ def shell_arg(path) -> str:
 
 def unset_env_command(names: list[str]) -> str:
     """The command, in backquotes, that removes the environment variables ``names`` in the user's shell: ``unset``
-    for bash and zsh; on Windows, where ``unset`` is no command, PowerShell's and cmd's."""
-    if sys.platform == "win32":
+    for bash and zsh; on Windows, where ``unset`` is no command, PowerShell's and cmd's (Git Bash's is bash)."""
+    if windows_shell():
         cmd = " & ".join(f'set "{name}="' for name in names)
         return f"`Remove-Item {', '.join(f'Env:{name}' for name in names)}` (PowerShell) or `{cmd}` (cmd)"
     return f"`unset {' '.join(names)}`"

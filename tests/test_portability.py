@@ -122,6 +122,26 @@ def test_a_relative_artifact_cache_on_windows_is_fixed_by_a_command_powershell_a
                                       '(PowerShell) or set "KD_TUTORIAL_HOME=%CD%\\kd cache" (cmd)')
 
 
+def test_git_bash_on_windows_is_told_the_bash_commands(monkeypatch, capsys):
+    """Git Bash (MSYS2) is bash on Windows: it was told `$env:KD_TUTORIAL_HOME = Join-Path $PWD 'kd' (PowerShell) or
+    set "KD_TUTORIAL_HOME=%CD%\\kd" (cmd)` and `Remove-Item Env:HF_HUB_OFFLINE`, which it has not, where before
+    it got the `export` and `unset` it runs."""
+    from kd_tutorial import store
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("MSYSTEM", "MINGW64")  # set by Git Bash
+    monkeypatch.setenv("KD_TUTORIAL_HOME", "kd")
+    with pytest.raises(store.ArtifactError) as caught:
+        store.home()
+    assert str(caught.value).endswith('e.g. export KD_TUTORIAL_HOME="$PWD/kd"')
+    monkeypatch.delenv("KD_TUTORIAL_HOME")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert cli.main(["prefetch", "--profile", "cpu"]) == 2
+    assert capsys.readouterr().err.strip().endswith("run `unset HF_HUB_OFFLINE`, then prefetch again")
+
+
 def test_the_export_printed_for_a_relative_cache_sets_the_folder_whatever_its_name_holds(tmp_path, monkeypatch):
     """A name holding a double quote, a $ or a backquote broke the printed `export NAME="$PWD/..."` (or ran what the
     backquotes held): the command, run by bash, now sets the absolute path of that name."""
