@@ -98,7 +98,8 @@ def set_env_command(name: str, path: str, base: str = "") -> str:
     ``export``; on Windows, where ``export`` is no command, PowerShell's and cmd's (Git Bash's is bash)."""
     if windows_shell():
         folder = {"PWD": ("$PWD", "%CD%\\"), "HOME": ("$HOME", "%USERPROFILE%\\")}.get(base, ("", ""))
-        literal = "'" + path.replace("'", "''") + "'"  # PowerShell's single quotes expand nothing
+        # PowerShell's single quotes expand nothing; it takes the curly ones for quotes too, each doubled inside
+        literal = "'" + re.sub("(['\u2018\u2019\u201a\u201b])", r"\1\1", path) + "'"
         power = f"Join-Path {folder[0]} {literal}" if base else literal
         return f'$env:{name} = {power} (PowerShell) or set "{name}={folder[1]}{path}" (cmd)'
     if base:  # $base expands in double quotes; a name that needs quoting goes in single quotes after it, where

@@ -122,6 +122,17 @@ def test_a_relative_artifact_cache_on_windows_is_fixed_by_a_command_powershell_a
                                       '(PowerShell) or set "KD_TUTORIAL_HOME=%CD%\\kd cache" (cmd)')
 
 
+def test_a_curly_apostrophe_is_doubled_in_powershells_single_quotes(monkeypatch):
+    """PowerShell reads ‘ and ’ as single quotes: `$env:X = 'O’Brien'` ended the string at the apostrophe.
+    Each quote mark, straight or curly, is doubled inside the quotes, as PowerShell's quoting rules ask."""
+    from kd_tutorial import errors
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.delenv("MSYSTEM", raising=False)
+    command = errors.set_env_command("KD_TUTORIAL_HOME", "O’Brien's ‘kd’")
+    assert command.startswith("$env:KD_TUTORIAL_HOME = 'O’’Brien''s ‘‘kd’’' (PowerShell)")
+
+
 def test_git_bash_on_windows_is_told_the_bash_commands(monkeypatch, capsys):
     """Git Bash (MSYS2) is bash on Windows: it was told `$env:KD_TUTORIAL_HOME = Join-Path $PWD 'kd' (PowerShell) or
     set "KD_TUTORIAL_HOME=%CD%\\kd" (cmd)` and `Remove-Item Env:HF_HUB_OFFLINE`, which it has not, where before
