@@ -28,3 +28,13 @@ def progress_bar(iterable=None, **kwargs):
         kwargs["mininterval"] = max(kwargs.get("mininterval", 0.1), LOG_INTERVAL_S)
         kwargs["maxinterval"] = max(kwargs.get("maxinterval", 10.0), LOG_INTERVAL_S)  # the monitor's forced redraw
     return auto.tqdm(iterable, **kwargs)
+
+
+def tick(bar) -> None:
+    """Redraw ``bar`` (its elapsed time, its postfix) unless this did less than its ``mininterval`` ago: a bar whose
+    count moves rarely still shows it is alive, in a log (:func:`progress_bar`) no more often than it redraws itself.
+    Unlike ``bar.update(0)`` it leaves alone the rate (and so the time left) that tqdm measures between updates."""
+    now = bar._time()
+    if not bar.disable and now - getattr(bar, "kd_ticked_at", -float("inf")) >= bar.mininterval:
+        bar.kd_ticked_at = now
+        bar.refresh()

@@ -1,6 +1,7 @@
 """Progress bars: live in a terminal or a notebook, a few lines in a file or a CI log."""
 import itertools
 
+import pytest
 import torch
 import tqdm.std
 
@@ -65,3 +66,25 @@ def test_a_run_stopped_by_patience_says_so_on_its_bar(capsys):
     assert f"{len(history.steps)}/16" in last and len(history.steps) < 16 and "stopped early (patience)" in last
     assert (f"run: stopped early at step {len(history.steps)} of 16: 1 validation pass without a gain (patience=1); "
             f"best val_acc") in err
+
+
+def test_tick_redraws_a_still_bar_once_per_interval_and_keeps_its_rate(monkeypatch):
+    """Student runs side by side: their bar's count moves only when a run ends (minutes apart), so tick redraws it
+    in between (elapsed time, steps), in a log no more than every 30 s, without resetting tqdm's rate."""
+    now = [0.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: now[0])
+    monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)
+    log = _Terminal()
+    log.isatty = lambda: False
+    bar = bars.progress_bar(total=4, desc="student runs", file=log)
+    for t in (1.0, 10.0, 31.0, 45.0, 62.0):
+        now[0] = t
+        bar.set_postfix_str(f"steps {int(t)}/310", refresh=False)
+        bars.tick(bar)
+    lines = [line for line in log.text.split("\r") if line.strip()]
+    assert [line.split("steps ")[-1].rstrip("] ") for line in lines[1:]] == ["1/310", "31/310", "62/310"]
+    assert "01:02" in lines[-1]  # its elapsed time moved
+    now[0] = 100.0
+    bar.update()
+    assert bar.format_dict["rate"] == pytest.approx(0.01)  # one run in 100 s, not one in the 38 s since the last tick
+    bar.close()
