@@ -69,6 +69,9 @@ _JOB = None  # the job function, handed to the forked children by inheritance (i
 STOP_GRACE_S = 20.0  # on Ctrl-C, how long the workers get to save their runs' last completed step
 _RUNNING = False  # in a worker: a job is running (Ctrl-C interrupts it)
 _STOPPING = False  # in a worker: Ctrl-C came (no other job starts; another Ctrl-C does not cut the save short)
+POLL_S = 1.0  # while jobs run, how often the parent reads their steps (:func:`report_step`) for ``on_progress``
+_STEPS = None  # (done, total) per job, in memory shared with the forked children (a RawArray, made before the fork)
+_INDEX = None  # in a worker: the index of the job it runs (its slot in _STEPS)
 
 
 def _worker_setup(parent: int) -> None:
@@ -103,8 +106,8 @@ def _call(index: int):
     """One job in a child. An exception that would not survive the trip back (one that pickles but cannot be
     rebuilt breaks the whole pool, which then reads as a dead worker) comes back as a RuntimeError with its text.
     After Ctrl-C no job starts: each raises KeyboardInterrupt at once."""
-    global _RUNNING
-    _RUNNING = True
+    global _RUNNING, _INDEX
+    _RUNNING, _INDEX = True, index
     try:
         if _STOPPING:
             raise KeyboardInterrupt
@@ -116,18 +119,45 @@ def _call(index: int):
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
         raise
     finally:
-        _RUNNING = False
+        _RUNNING, _INDEX = False, None
 
 
-def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
+def report_step(done: int, total: int) -> None:
+    """In a job that :func:`run_forked` runs: it has done ``done`` of its ``total`` steps (the parent's
+    ``on_progress`` shows them). Anywhere else (a job run one after another, say) it does nothing."""
+    if _STEPS is not None and _INDEX is not None:
+        _STEPS[2 * _INDEX], _STEPS[2 * _INDEX + 1] = done, total
+
+
+def _collect(pending: dict, results: list, on_done, on_progress) -> None:
+    """Wait for the ``pending`` futures (future: job index), filling ``results``: every :data:`POLL_S` seconds and as
+    jobs finish, ``on_progress`` with the steps of the jobs still running that have reported any
+    (:func:`report_step`), ``{index: (done, total)}`` (``{}`` at the end), then ``on_done(index)`` for each job
+    finished."""
+    while pending:
+        done, _ = wait(pending, timeout=POLL_S if on_progress is not None else None, return_when=FIRST_COMPLETED)
+        finished = []
+        for future in done:
+            finished.append(pending.pop(future))
+            results[finished[-1]] = future.result()  # a job's exception is raised here
+        if on_progress is not None:
+            steps = {i: (_STEPS[2 * i], _STEPS[2 * i + 1]) for i in sorted(pending.values())}
+            on_progress({i: step for i, step in steps.items() if step[1] > 0})
+        for index in finished if on_done is not None else ():
+            on_done(index)
+
+
+def run_forked(job, n_jobs: int, workers: int, on_done=None, on_progress=None) -> list:
     """``[job(0), ..., job(n_jobs - 1)]``, computed ``workers`` at a time in forked processes of one thread each.
 
     ``job`` may be any callable (a closure over models and data is fine: the children inherit it). Its results
-    must pickle. ``on_done(index)`` is called in this process as each job finishes. An exception in a job stops
-    every worker at once and is raised here; Ctrl-C too, once the jobs running have had :data:`STOP_GRACE_S`
-    seconds to save (each gets a KeyboardInterrupt); a worker that dies raises :class:`WorkerDiedError`.
+    must pickle. ``on_done(index)`` is called in this process as each job finishes, and ``on_progress`` every
+    :data:`POLL_S` seconds with the steps the running jobs report (:func:`_collect`, :func:`report_step`). An
+    exception in a job stops every worker at once and is raised here; Ctrl-C too, once the jobs running have had
+    :data:`STOP_GRACE_S` seconds to save (each gets a KeyboardInterrupt); a worker that dies raises
+    :class:`WorkerDiedError`.
     """
-    global _JOB
+    global _JOB, _STEPS
     if workers < 1:
         raise ValueError(f"workers={workers}: give a whole number >= 1")
     if not can_fork():
@@ -138,20 +168,14 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
     others = set(multiprocessing.active_children())  # the caller's own children, left alone
     pool, workers_started, results, pending = None, set(), [None] * n_jobs, {}
     try:  # all the setup inside: a pool that cannot start (no /dev/shm) or a Ctrl-C here must undo it too
-        _JOB = job
+        _JOB, _STEPS = job, multiprocessing.get_context("fork").RawArray("q", 2 * n_jobs)
         if quiet:
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         pool = ProcessPoolExecutor(min(workers, n_jobs) or 1, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_worker_setup, initargs=(os.getpid(),))
         pending = {pool.submit(_call, i): i for i in range(n_jobs)}
         workers_started = set(multiprocessing.active_children()) - others  # all forked at the first submit
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                index = pending.pop(future)
-                results[index] = future.result()  # a job's exception is raised here
-                if on_done is not None:
-                    on_done(index)
+        _collect(pending, results, on_done, on_progress)
         pool.shutdown()
     except BrokenProcessPool:
         _stop(pool, workers_started or set(multiprocessing.active_children()) - others)
@@ -167,7 +191,7 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None) -> list:
                 _stop(pool, started)
         raise
     finally:
-        _JOB = None
+        _JOB = _STEPS = None
         if quiet:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
     return results

@@ -27,7 +27,7 @@ import torch
 from . import __version__, plots
 from .artifacts import (load_student, prepare, run_hash, save_student, student_finished, student_folder,
                         student_test_logits_file)
-from .bars import progress_bar
+from .bars import progress_bar, tick
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
@@ -37,7 +37,7 @@ from .evaluate import (choice_key, compare, compare_paired, correct_matrix, pred
 from .layer_maps import describe as describe_mapping, layer_mapping
 from .models import (DistillationStudent, TINY_TEACHER, build_student, cached_config, check_positions,
                      check_student_tokenizer, fallback_for, fold_word_embeddings, teacher_config)
-from .parallel import check_workers, default_workers, run_forked
+from .parallel import check_workers, default_workers, report_step, run_forked
 from .profiles import Profile, StudentSpec, TINY_BERT
 from .recipes import Recipe, get_recipe
 from .report import format_best_recipes, format_comparisons, format_table
@@ -298,7 +298,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
         with locked(job["folder"]):
             return _one_run(profile, job["spec"], job["recipe"], job["config"], sets[job["splits"]], teacher, prep,
                             job["folder"], initials.setdefault(key, []), resume=resume, device=device, init=init,
-                            desc=job["name"], progress=progress and not side,
+                            desc=job["name"], progress=progress and not side, on_step=report_step if side else None,
                             states=(states or {}).get(job["splits"]) if job["cached_layers"] else None)
     status = _train_side_by_side(todo, run, resume, workers, progress) if side else {}
     trained = {}
@@ -491,12 +491,17 @@ def _place(job: dict, states, into: dict | None = None) -> None:
 def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progress: bool) -> dict:
     """Train ``jobs`` ``workers`` at a time in forked processes (:func:`kd_tutorial.parallel.run_forked`), the
     runs that call the teacher at every step (the costliest) first; return each run's status (``"trained"``, or
-    ``"cached"`` when ``resume`` found it finished)."""
+    ``"cached"`` when ``resume`` found it finished). The bar counts finished runs and shows the steps of those
+    training (their own bars are off: side by side they would overwrite each other)."""
     print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers, or workers=)", flush=True)
     order = sorted(range(len(jobs)), key=lambda i: not jobs[i]["online_teacher"])
-    with progress_bar(total=len(jobs), desc="student runs", disable=not progress) as bar:
+    with progress_bar(total=len(jobs), desc="student runs", unit="run", disable=not progress) as bar:
+        def show(steps: dict) -> None:  # {job: (done, total)} of the runs training
+            bar.set_postfix_str("steps " + ", ".join(f"{done}/{total}" for done, total in steps.values())
+                                if steps else "", refresh=False)
+            tick(bar)  # the elapsed time moves too, between two finished runs
         statuses = run_forked(lambda k: run(jobs[order[k]], resume)["status"], len(jobs), workers,
-                              on_done=lambda k: bar.update())
+                              on_done=lambda k: bar.update(), on_progress=show if progress else None)
     return {jobs[i]["name"]: s for i, s in zip(order, statuses)}
 
 
@@ -530,9 +535,9 @@ def _announce(name: str, plan: dict) -> None:
 
 
 def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial: list, *, resume, device, init,
-             desc, progress, states=None) -> dict:
+             desc, progress, states=None, on_step=None) -> dict:
     """One student run: from the cache when ``resume`` finds it finished, else trained (and stored); ``states``:
-    the teacher's cached layers, in the transfer set's rows, for a run that reads them."""
+    the teacher's cached layers, in the transfer set's rows, for a run that reads them; ``on_step``: :func:`train`'s."""
     cached = load_student(folder) if resume else None
     if cached is not None:
         return {"model": cached[0], "history": cached[1], "status": "cached", "run_hash": run_hash(folder)}
@@ -553,7 +558,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
                     teacher_logits=t_logits if recipe.mode != "ce" else None, teacher=teacher if online else None,
                     teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, teacher_states=states,
                     device=device,
-                    checkpoint_dir=folder, resume=resume, desc=desc, progress=progress)
+                    checkpoint_dir=folder, resume=resume, desc=desc, progress=progress, on_step=on_step)
     student = fold_word_embeddings(student)  # a plain BERT again (a no-op unless spec.teacher_word_vectors)
     save_student(folder, student, history)
     # back on the CPU, as a student from the cache comes: a GPU keeps room for the next run (a T4 running the full

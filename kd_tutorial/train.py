@@ -354,7 +354,7 @@ def _validate(model, val_data, config: TrainConfig, device: str) -> tuple[float,
 def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=None, teacher_logits=None,
           teacher=None, teacher_cls=None, teacher_states=None, device: str | None = None,
           checkpoint_dir: str | Path | None = None,
-          resume: bool = False, desc: str = "train", progress: bool = True, on_epoch_end=None,
+          resume: bool = False, desc: str = "train", progress: bool = True, on_epoch_end=None, on_step=None,
           log_every: int = 25, checkpoint_every_s: float = 300.0) -> History:
     """Train ``model`` on ``train_data`` (a :class:`kd_tutorial.data.Encoded`) and return its history.
 
@@ -363,10 +363,10 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     internals need the ``teacher`` itself, or its cached layers (``teacher_states``,
     rows aligned too; attention maps always need the teacher). With ``checkpoint_dir``, one checkpoint
     (``last.pt``, with the optimizer state) is rewritten after every validation
-    pass (or epoch); ``resume=True`` continues from it. ``on_epoch_end(epoch,
-    history)`` is called after each epoch (tests use it to simulate an
-    interruption). Losses and metrics stay on the device and reach the host every
-    ``log_every`` steps (the only times the loop waits for a GPU). The checkpoint is
+    pass (or epoch); ``resume=True`` continues from it. ``on_epoch_end(epoch, history)`` is called after each epoch
+    (tests use it to simulate an interruption), ``on_step(step, total)`` as the run starts and after each optimizer
+    step (a parent process shows it: :func:`kd_tutorial.parallel.report_step`). Losses and metrics stay on the
+    device and reach the host every ``log_every`` steps (the only times the loop waits for a GPU). The checkpoint is
     also rewritten every ``checkpoint_every_s`` seconds, mid-epoch, and on Ctrl-C
     (at the last completed step), so an interrupted run loses at most that much. Inputs that cannot train are refused
     first, in one line: an online teacher of another vocabulary or label order, cached logits of another number of
@@ -404,7 +404,7 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
         run.resume()
     eager = _eager_for_attention(config, model, teacher)
     try:
-        run.loop(progress, on_epoch_end)
+        run.loop(progress, on_epoch_end, on_step)
     finally:
         _restore_attention(eager)
     if config.keep_best and run.best_state is not None:
@@ -469,6 +469,7 @@ class _Run:
         self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
         self.scheduler = linear_schedule(self.optimizer, int(config.warmup_fraction * self.total), self.total)
         self.history, self.at, self.best_state, self.bar = History(), _Progress(), None, None
+        self.on_step = None  # the caller's on_step (:meth:`loop`)
         self.pending: list[tuple] = []  # (step, lr, loss, grad_norm, terms) of steps not yet logged
         self.sums = torch.zeros(3, device=device)  # loss, correct, labelled since the flush
         self.step_sums = torch.zeros(3, device=device)  # the same, for the micro-batches of the step under way
@@ -510,10 +511,14 @@ class _Run:
             self.boundary_rng = _rng_states()  # restored: Ctrl-C before the next step saves these, not the start's
             self.saved_step = self.at.step
 
-    def loop(self, progress: bool, on_epoch_end) -> None:
-        """Epochs until the step budget is spent or patience runs out."""
+    def loop(self, progress: bool, on_epoch_end, on_step=None) -> None:
+        """Epochs until the step budget is spent or patience runs out; ``on_step(step, total)`` at the start and
+        after each step."""
         self.bar = progress_bar(total=self.total, initial=self.at.step, desc=self.desc, disable=not progress,
                                 leave=True, dynamic_ncols=True, mininterval=0.5)
+        self.on_step = on_step
+        if on_step is not None:
+            on_step(self.at.step, self.total)
         stopped = self.config.patience is not None and self.at.bad_evals >= self.config.patience  # resumed, stopped
         try:
             while self.at.step < self.total and not stopped:
@@ -646,6 +651,8 @@ class _Run:
         self.step_sums, self.step_counts = torch.zeros_like(self.step_sums), [0, 0]
         self.boundary, self.boundary_rng, self.stepping = self.at.batch, _rng_states(), False
         self.bar.update(1)
+        if self.on_step is not None:
+            self.on_step(self.at.step, self.total)
 
     def _fix(self) -> str:
         """What to do about a loss that became nan or inf: fp32 is advice only for a run in lower precision."""

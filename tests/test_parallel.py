@@ -413,3 +413,71 @@ def test_jobs_run_side_by_side_from_a_jupyter_kernel(tmp_path):
     text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.output_type == "stream")
     assert "[(0, 1), (1, 1), (4, 1), (9, 1)]" in text, text  # in order, one thread each
     assert text.count("a worker") == 4 and "the kernel" not in text, text  # the two workers' lines may interleave
+
+
+def _wait_for(path: Path) -> bool:
+    """In a job: wait (up to 3 s) for the parent to create ``path``; whether it did."""
+    for _ in range(300):
+        if path.exists():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@linux_only
+def test_the_parent_sees_each_running_jobs_steps_before_it_finishes(tmp_path, monkeypatch):
+    """Side by side, a run's own bar is off: the parent polls the steps each job reports (report_step) while it
+    waits, so its bar moves between two finished runs. A job reporting none (a run from the cache) is left out."""
+    monkeypatch.setattr(parallel, "POLL_S", 0.02)
+    seen = []
+
+    def on_progress(steps):
+        seen.append(steps)
+        for index, (done, _total) in steps.items():
+            if done == index + 1:
+                (tmp_path / str(index)).touch()  # job index may finish: its step was seen here
+
+    def job(index):
+        if index == 2:
+            return "cached"  # no steps
+        parallel.report_step(index + 1, 5)
+        seen_here = _wait_for(tmp_path / str(index))
+        parallel.report_step(5, 5)
+        return seen_here
+
+    assert parallel.run_forked(job, 3, workers=2, on_progress=on_progress) == [True, True, "cached"]
+    assert {i for steps in seen for i in steps} == {0, 1}
+    assert all(total == 5 for steps in seen for _done, total in steps.values())
+    assert seen[-1] == {}  # all finished: no steps left to show
+    parallel.report_step(1, 5)  # here, outside a worker: nothing to report to, and no error
+
+
+@linux_only
+def test_the_student_runs_bar_shows_the_steps_of_the_runs_training(tmp_path, monkeypatch):
+    """The pipeline's 'student runs' bar counts finished runs and, between them, shows the running runs' steps."""
+    import io
+
+    from tqdm import tqdm
+    monkeypatch.setattr(parallel, "POLL_S", 0.02)
+    postfixes = []
+
+    class Bar(tqdm):
+        def set_postfix_str(self, s="", refresh=True):
+            postfixes.append(s)
+            if "3/7" in s:
+                (tmp_path / "seen").touch()
+            super().set_postfix_str(s, refresh)
+
+    bars = []
+    monkeypatch.setattr(pipeline, "progress_bar", lambda **kw: bars.append(Bar(file=io.StringIO(), **kw)) or bars[-1])
+
+    def run(job, resume):
+        parallel.report_step(3, 7)
+        return {"status": "trained" if _wait_for(tmp_path / "seen") else "not seen"}
+
+    jobs = [{"name": f"run {i}", "online_teacher": False} for i in range(3)]
+    status = pipeline._train_side_by_side(jobs, run, False, 2, True)
+    assert status == {f"run {i}": "trained" for i in range(3)}
+    assert bars[0].n == 3 and bars[0].total == 3
+    assert "steps 3/7, 3/7" in postfixes or "steps 3/7" in postfixes
+    assert postfixes[-1] == ""  # the closing line shows no steps of runs that are over

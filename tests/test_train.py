@@ -757,3 +757,16 @@ def test_the_up_front_checks_pass_a_module_without_a_config_to_the_frozen_teache
     with pytest.raises(ValueError, match="the teacher must be frozen"):
         train(torch.nn.Linear(1, 1), THREE, config=TrainConfig(mode="kd", max_steps=1), teacher=teacher,
               device="cpu", progress=False)
+
+
+def test_on_step_reports_each_step_of_the_budget_and_a_resumed_runs_start(rows, tmp_path):
+    """A parent process shows a side-by-side run's steps through on_step (kd_tutorial.parallel.report_step)."""
+    config = TrainConfig(epochs=1, lr=3e-3, batch_size=32, seed=0, max_steps=4)
+    seen = []
+    train(small_model(), rows["train"], config=config, checkpoint_dir=tmp_path, progress=False,
+          on_step=lambda step, total: seen.append((step, total)))
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    seen.clear()
+    train(small_model(), rows["train"], config=config, checkpoint_dir=tmp_path, resume=True, progress=False,
+          on_step=lambda step, total: seen.append((step, total)))
+    assert seen == [(4, 4)]  # nothing left to train: it says where it stands, once
