@@ -159,8 +159,8 @@ class StudentSpec:
 
     ``kind="distil"``: the teacher's width, ``num_layers`` layers, embeddings and
     layers copied from the teacher (``layer_map`` names the teacher layer each
-    student layer starts from; ``None`` means every other layer), and with
-    ``copy_head`` the teacher's pooler and classification head.
+    student layer starts from; ``None`` means every other layer) with the teacher's pooler, and with
+    ``copy_head`` its classification head too.
     ``kind="compact"``: a BERT of ``num_layers`` x ``hidden_size`` with
     ``num_heads`` heads, random or from ``pretrained``; with ``teacher_word_vectors`` its word vectors add the
     teacher's, frozen, through a learned projection (:class:`kd_tutorial.models.SummedWordEmbedding`).
