@@ -33,8 +33,8 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
-from .errors import (error_cause, JSON_ERRORS, looks_like_a_folder, model_source_error, refuse_not_regular,
-                     set_env_command, shell_arg, stray_quotes, unset_env_command, UsageError, UserError)
+from .errors import (error_cause, JSON_ERRORS, looks_like_a_folder, model_source_error, path_argument,
+                     refuse_not_regular, set_env_command, unset_env_command, UsageError, UserError)
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -854,20 +854,8 @@ def _given(text: str) -> str:
 
 
 def _path(text: str) -> str:
-    """An argparse type: a path that is not empty, ``~`` expanded. The shell leaves ``--out=~/runs`` as typed (bash
-    expands ``~`` only at a word's start), and PowerShell leaves ``--out ~\\runs``: the run went to a folder named
-    ``~`` in the current one, which ``rm -rf ~`` would then be typed to remove. On Windows, where no path holds
-    a quote mark, one that does is refused: cmd passes ``'C:\\x'`` on with its quotes, and ``"C:\\my runs\\"``
-    reaches Python as ``C:\\my runs"``, the arguments after it run into the path."""
-    if sys.platform == "win32" and (stray_quotes(text) or '"' in text):
-        meant = stray_quotes(text) or text.partition('"')[0] or "."
-        meant += "\\" if len(meant) == 2 and meant[1] == ":" else ""  # "C:\" came as C:" (C: alone: a drive's cwd)
-        cut = text[:1] == "'" and text[-1:] != "'"  # cmd split 'C:\my runs' at its space: `runs'` came apart
-        example = f'"{meant} ..." with the rest of the path' if cut else shell_arg(meant)
-        raise argparse.ArgumentTypeError(f"{text}: a quote mark stayed in the path (cmd keeps single quotes, and a "
-                                         "backslash before a closing double quote escapes it): give it in double "
-                                         f"quotes, or none, with no backslash at the end, e.g. {example}")
-    return os.path.expanduser(_given(text))
+    """An argparse type: a path that is not empty, ``~`` expanded (:func:`kd_tutorial.errors.path_argument`)."""
+    return path_argument(_given(text))
 
 
 def _seed(text: str) -> int:

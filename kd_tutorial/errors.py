@@ -8,6 +8,7 @@ environment variable). The command line (:func:`kd_tutorial.cli.main`) prints it
 as ``kd-tutorial: error: <message>`` and exits with status 2, never with a
 traceback; code that calls the package directly can catch the same type.
 """
+import argparse
 import os
 import re
 import shlex
@@ -136,3 +137,20 @@ def stray_quotes(path: str) -> str | None:
         if not os.path.exists(os.path.expanduser(text)):
             return text.strip("'\"") or None
     return None
+
+
+def path_argument(text: str) -> str:
+    """An argparse type for every path flag of the command line: ``~`` expanded. The shell leaves ``--out=~/runs`` as
+    typed (bash expands ``~`` only at a word's start), and PowerShell leaves ``--out ~\\runs``: the run went to a
+    folder named ``~`` in the current one, which ``rm -rf ~`` would then be typed to remove. On Windows, where no
+    path holds a quote mark, one that does is refused: cmd passes ``'C:\\x'`` on with its quotes, and
+    ``"C:\\my runs\\"`` reaches Python as ``C:\\my runs"``, the arguments after it run into the path."""
+    if sys.platform == "win32" and (stray_quotes(text) or '"' in text):
+        meant = stray_quotes(text) or text.partition('"')[0] or "."
+        meant += "\\" if len(meant) == 2 and meant[1] == ":" else ""  # "C:\" came as C:" (C: alone: a drive's cwd)
+        cut = text[:1] == "'" and text[-1:] != "'"  # cmd split 'C:\my runs' at its space: `runs'` came apart
+        example = f'"{meant} ..." with the rest of the path' if cut else shell_arg(meant)
+        raise argparse.ArgumentTypeError(f"{text}: a quote mark stayed in the path (cmd keeps single quotes, and a "
+                                         "backslash before a closing double quote escapes it): give it in double "
+                                         f"quotes, or none, with no backslash at the end, e.g. {example}")
+    return os.path.expanduser(text)

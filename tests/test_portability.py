@@ -446,3 +446,17 @@ def test_a_windows_path_in_single_quotes_that_cmd_split_at_a_space_is_not_shorte
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["distill", "--out", "'C:\\runs'"])  # no space: the path whole
     assert "with no backslash at the end, e.g. C:\\runs (see" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["grade", "C:\\subs\" --out g.csv"], ["grade", "n.ipynb", "--out", "'C:\\g.csv'"],
+                                  ["make-exercises", "--solutions", "C:\\sol\" --check"]])
+def test_grade_and_make_exercises_refuse_a_windows_path_that_kept_a_quote_as_the_other_commands_do(
+        monkeypatch, capsys, argv):
+    """Their path arguments expanded `~` beside the other commands' flags but took a kept quote mark into the path:
+    `grade "C:\\subs\\" --out g.csv` graded nothing in a folder named `C:\\subs" --out g.csv`."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "a quote mark stayed in the path" in err and "e.g. C:\\" in err

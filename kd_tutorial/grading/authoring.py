@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import JSON_ERRORS, UsageError, UserError
+from ..errors import JSON_ERRORS, path_argument, UsageError, UserError
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
@@ -245,9 +245,8 @@ def check_folders(solutions: Path, exercises: Path) -> None:
 
 
 def _path(text: str) -> Path:
-    """An argparse type: a path, ``~`` expanded (the shell leaves ``--solutions=~/x`` as typed, as PowerShell does
-    ``~\\x``)."""
-    return Path(text).expanduser()
+    """An argparse type: a path, ``~`` expanded (:func:`kd_tutorial.errors.path_argument`)."""
+    return Path(path_argument(text))
 
 
 def _parser(parser_class) -> argparse.ArgumentParser:

@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..errors import held_open_fix, JSON_ERRORS, refuse_not_regular, shell_arg, UsageError, UserError
+from ..errors import held_open_fix, JSON_ERRORS, path_argument, refuse_not_regular, shell_arg, UsageError, UserError
 from .core import ERROR, NOT_ATTEMPTED, PASSED
 from .registry import SETS, set_for_name
 
@@ -570,9 +570,9 @@ def _parser(parser_class) -> argparse.ArgumentParser:
     parser = parser_class(prog="kd-tutorial grade", description="Grade a workshop's notebooks: each runs in a fresh "
                           "kernel, its checks report, and one row per learner and exercise goes to a CSV and a JSON "
                           "report (merged into an earlier report at --out).")
-    parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS", type=os.path.expanduser,  # PowerShell's ~
+    parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS", type=path_argument,
                         help="notebooks, or folders searched recursively for *.ipynb")
-    parser.add_argument("--out", type=lambda text: Path(text).expanduser(), default=Path("grades.csv"),
+    parser.add_argument("--out", type=lambda text: Path(path_argument(text)), default=Path("grades.csv"),
                         help="CSV report (the JSON report goes next to it); default grades.csv. An earlier report "
                         "there keeps the rows of the notebooks not graded now")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
