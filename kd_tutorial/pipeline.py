@@ -491,18 +491,45 @@ def _place(job: dict, states, into: dict | None = None) -> None:
 def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progress: bool) -> dict:
     """Train ``jobs`` ``workers`` at a time in forked processes (:func:`kd_tutorial.parallel.run_forked`), the
     runs that call the teacher at every step (the costliest) first; return each run's status (``"trained"``, or
-    ``"cached"`` when ``resume`` found it finished). The bar counts finished runs and shows the steps of those
-    training (their own bars are off: side by side they would overwrite each other)."""
+    ``"cached"`` when ``resume`` found it finished). The bar counts finished runs, plus the share of their steps the
+    runs training have done, and shows those steps (their own bars are off: side by side they would overwrite each
+    other)."""
     print(f"students: {min(workers, len(jobs))} runs at a time, one thread each (--workers, or workers=)", flush=True)
     order = sorted(range(len(jobs)), key=lambda i: not jobs[i]["online_teacher"])
-    with progress_bar(total=len(jobs), desc="student runs", unit="run", disable=not progress) as bar:
-        def show(steps: dict) -> None:  # {job: (done, total)} of the runs training
-            bar.set_postfix_str("steps " + ", ".join(f"{done}/{total}" for done, total in steps.values())
-                                if steps else "", refresh=False)
-            tick(bar)  # the elapsed time moves too, between two finished runs
+    with progress_bar(total=len(jobs), desc="student runs", unit="run", disable=not progress,
+                      bar_format=RUNS_BAR_FORMAT) as bar:
+        on_done, on_progress = _runs_bar_callbacks(bar)
         statuses = run_forked(lambda k: run(jobs[order[k]], resume)["status"], len(jobs), workers,
-                              on_done=lambda k: bar.update(), on_progress=show if progress else None)
+                              on_done=on_done, on_progress=on_progress if progress else None)
     return {jobs[i]["name"]: s for i, s in zip(order, statuses)}
+
+
+RUNS_BAR_FORMAT = "{l_bar}{bar}| {n:.3g}/{total} runs [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
+def _runs_bar_callbacks(bar):
+    """``on_done`` and ``on_progress`` for :func:`kd_tutorial.parallel.run_forked` that move ``bar`` by finished
+    runs plus the share of their steps the running runs have done (3 of 7 steps counts 3/7 of a run), so its
+    time left moves between two finished runs, and show the running runs' steps after the bar."""
+    runs = {"finished": 0, "running": 0.0}
+
+    def move() -> None:  # never backwards: a run that just ended leaves `running` a moment before `finished` counts it
+        ahead = runs["finished"] + runs["running"] - bar.n
+        if ahead > 0:
+            bar.update(ahead)
+        else:
+            tick(bar)  # the elapsed time moves even when the count does not
+
+    def on_done(_index: int) -> None:
+        runs["finished"] += 1
+        move()
+
+    def on_progress(steps: dict) -> None:  # {job: (done, total)} of the runs training
+        runs["running"] = sum(done / total for done, total in steps.values())
+        bar.set_postfix_str("steps " + ", ".join(f"{done}/{total}" for done, total in steps.values())
+                            if steps else "", refresh=False)
+        move()
+    return on_done, on_progress
 
 
 def student_plan(spec: StudentSpec, recipes: list[Recipe], steps: int, teacher) -> dict:

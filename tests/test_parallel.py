@@ -452,6 +452,27 @@ def test_the_parent_sees_each_running_jobs_steps_before_it_finishes(tmp_path, mo
     parallel.report_step(1, 5)  # here, outside a worker: nothing to report to, and no error
 
 
+def test_the_student_runs_bar_moves_with_the_running_runs_steps_and_never_back():
+    """Between two finished runs the bar moves by the running runs' share of their steps (so its time left does
+    too), a run that just ended does not pull it back before it is counted, and it ends on the number of runs."""
+    import io
+
+    from kd_tutorial.bars import progress_bar
+    bar = progress_bar(total=2, desc="student runs", unit="run", file=io.StringIO(),
+                       bar_format=pipeline.RUNS_BAR_FORMAT)
+    on_done, on_progress = pipeline._runs_bar_callbacks(bar)
+    on_progress({0: (3, 7), 1: (2, 7)})
+    assert bar.n == pytest.approx(5 / 7) and "0.714/2 runs" in str(bar) and str(bar).endswith("steps 3/7, 2/7]")
+    on_progress({1: (4, 7)})  # run 0 has ended; on_done counts it next
+    assert bar.n == pytest.approx(5 / 7)
+    on_done(0)
+    assert bar.n == pytest.approx(1 + 4 / 7)
+    on_progress({})
+    on_done(1)
+    assert bar.n == 2 and "| 2/2 runs [" in str(bar)
+    bar.close()
+
+
 @linux_only
 def test_the_student_runs_bar_shows_the_steps_of_the_runs_training(tmp_path, monkeypatch):
     """The pipeline's 'student runs' bar counts finished runs and, between them, shows the running runs' steps."""
