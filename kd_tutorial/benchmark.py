@@ -259,7 +259,8 @@ class _Bench:
             try:
                 with kernel:
                     out[label] = self.one_worst_batch(model, dtype)
-            except (RuntimeError, NotImplementedError) as err:  # out of memory, or a dtype this build cannot run
+            # out of memory, or a dtype this build cannot run (MPS before macOS 14 refuses bf16 with a TypeError)
+            except (RuntimeError, NotImplementedError, TypeError) as err:
                 out[label] = {"skipped": f"{err.__class__.__name__}: {str(err).splitlines()[0][:200]}"}
                 model.zero_grad(set_to_none=True)
                 if self.device.startswith("cuda"):

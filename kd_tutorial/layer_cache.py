@@ -59,8 +59,9 @@ class LayerWriter:
             raise
 
     def write(self, key: Key, index: torch.Tensor, states: torch.Tensor) -> None:
-        """Store ``states`` (B, L, width) as rows ``index`` (their first L positions)."""
-        bits = states.detach().to(torch.bfloat16).view(torch.int16).cpu().numpy()
+        """Store ``states`` (B, L, width) as rows ``index`` (their first L positions), narrowed to bf16 on a CUDA
+        device (half the bytes copied) and on the CPU elsewhere (:func:`bf16_host`)."""
+        bits = bf16_host(states.detach()).view(torch.int16).numpy()
         self.arrays[key][index.cpu().numpy(), : bits.shape[1]] = bits
 
     def close(self) -> None:
@@ -76,6 +77,22 @@ class LayerWriter:
         self.arrays = {}
         for partial in self.partial.values():
             partial.unlink(missing_ok=True)
+
+
+def bf16_host(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as bf16 on the CPU, narrowed where it lies only on CUDA: Apple's MPS refuses every bf16 tensor before
+    macOS 14 ("MPS BFloat16 is only supported on MacOS 14 or newer"), so elsewhere ``x`` is copied first."""
+    if x.device.type == "cuda":
+        return x.to(torch.bfloat16).cpu()
+    return x.cpu().to(torch.bfloat16)
+
+
+def widened(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` (bf16 on the CPU, as :meth:`LayerStates.read` gives it) as float32 on ``device``: widened there on CUDA
+    (half the bytes copied), on the CPU first elsewhere, since MPS before macOS 14 holds no bf16 tensor."""
+    if torch.device(device).type == "cuda":
+        return x.to(device, non_blocking=True).float()
+    return x.float().to(device)
 
 
 def _partial(path: Path, tag: str | None = None) -> Path:

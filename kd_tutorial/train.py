@@ -40,6 +40,7 @@ from .device import autocast, autocast_dtype, device_type, pad_multiple, pick_de
 from .errors import UserError
 from .evaluate import accuracy, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
+from .layer_cache import widened
 from .layer_maps import layer_mapping
 from .models import check_rows, check_same_vocab
 from .recipes import Intermediate, intermediate_terms, TOKEN_TERMS
@@ -207,7 +208,7 @@ def _cached_layers(batch: dict, spec: Intermediate, teacher_logits, teacher_stat
     read = batch.get("teacher_layers")
     if read is None or not set(keys) <= read.keys():
         read = teacher_states.read(batch["index"], batch["input_ids"].shape[1], keys)
-    read = {key: x.to(device, non_blocking=True).float() for key, x in read.items()}
+    read = {key: widened(x, device) for key, x in read.items()}
     layers = teacher_states.depth
     return Features(logits=teacher_logits[batch["index"]].to(device),
                     hidden=tuple(read.get(("hidden", t)) for t in range(layers + 1)),

@@ -460,3 +460,89 @@ def test_grade_and_make_exercises_refuse_a_windows_path_that_kept_a_quote_as_the
     assert caught.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "a quote mark stayed in the path" in err and "e.g. C:\\" in err
+
+
+class _MacOS13Tensor:
+    """A tensor on Apple's MPS under macOS 13, where torch refuses every bf16 tensor ("MPS BFloat16 is only supported
+    on MacOS 14 or newer"); ``.cpu()`` gives the real tensor back."""
+
+    def __init__(self, x):
+        import torch
+        self.x, self.device, self.dtype, self.shape = x, torch.device("mps"), x.dtype, x.shape
+
+    def detach(self):
+        return self
+
+    def to(self, *args, **kwargs):
+        import torch
+        if torch.bfloat16 in args or kwargs.get("dtype") is torch.bfloat16:
+            raise TypeError("MPS BFloat16 is only supported on MacOS 14 or newer")
+        raise AssertionError(f"not simulated: .to{args}")
+
+    def cpu(self):
+        return self.x
+
+
+def test_the_layer_cache_is_written_from_apples_gpu_under_macos_13_narrowed_on_the_cpu(tmp_path):
+    """The layer pass narrowed the teacher's states to bf16 where they lay: on a Mac under macOS 13 an intermediate
+    recipe's first run ended in "TypeError: MPS BFloat16 is only supported on MacOS 14 or newer"."""
+    import numpy as np
+    import torch
+    from kd_tutorial.layer_cache import LayerWriter
+
+    states = torch.randn(2, 3, 4)
+    writer = LayerWriter({("hidden", 1): tmp_path / "h.npy"}, rows=2, length=3, width=4)
+    writer.write(("hidden", 1), torch.tensor([1, 0]), _MacOS13Tensor(states))
+    writer.close()
+    bits = torch.from_numpy(np.load(tmp_path / "h.npy")).view(torch.bfloat16)
+    assert torch.equal(bits, states[[1, 0]].to(torch.bfloat16))
+
+
+def test_cached_layers_reach_apples_gpu_as_float32_never_as_bf16(monkeypatch):
+    """A step that read cached layers moved them to the device in bf16 and widened them there: under macOS 13 MPS
+    refuses the bf16 tensor. Simulated with a Tensor.to that records what each move to "mps" carries (and keeps the
+    tensor on the CPU); the cached states arrive in float32, equal to the cache's bf16 values."""
+    import types
+    import torch
+    from kd_tutorial.recipes import get_recipe
+    from kd_tutorial.train import _cached_layers
+
+    moved, real_to = [], torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        target = next((a for a in args if isinstance(a, (str, torch.device))), kwargs.get("device"))
+        if target is not None and torch.device(target).type == "mps":
+            moved.append(self.dtype)
+            if self.dtype is torch.bfloat16:
+                raise TypeError("MPS BFloat16 is only supported on MacOS 14 or newer")
+            return self
+        return real_to(self, *args, **kwargs)
+
+    spec = get_recipe("kd+transfer+values").intermediate
+    keys = spec.layer_keys([2])
+    cached = {key: torch.randn(2, 3, 4).to(torch.bfloat16) for key in keys}
+    batch = {"input_ids": types.SimpleNamespace(device=torch.device("mps"), shape=(2, 3)),
+             "index": torch.tensor([0, 1]), "teacher_layers": cached}
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    out = _cached_layers(batch, spec, torch.randn(2, 2), types.SimpleNamespace(depth=2), [2])
+    assert moved and torch.bfloat16 not in moved
+    assert torch.equal(out.values[1], cached[("values", 2)].float())
+
+
+def test_the_benchmarks_bf16_batch_on_apples_gpu_under_macos_13_is_skipped_with_the_reason(monkeypatch):
+    """MPS refuses bf16 before macOS 14 with a TypeError, which the worst-batch loop did not catch (only a
+    RuntimeError, the out-of-memory or unsupported-dtype error of other devices): `kd-tutorial benchmark` on such a
+    Mac ended in a traceback after its timings, where the bf16 row is now skipped naming the cause."""
+    import types
+    import torch
+    from kd_tutorial import benchmark
+
+    def one_worst_batch(model, dtype):
+        if dtype is torch.bfloat16:
+            raise TypeError("MPS BFloat16 is only supported on MacOS 14 or newer")
+        return {"seconds": 1.0}
+
+    bench = types.SimpleNamespace(device="mps", one_worst_batch=one_worst_batch)
+    out = benchmark._Bench.worst_batch(bench, torch.nn.Linear(1, 1))
+    assert out["bf16"] == {"skipped": "TypeError: MPS BFloat16 is only supported on MacOS 14 or newer"}
+    assert out["fp16"] == {"seconds": 1.0}
