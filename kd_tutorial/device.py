@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 
 import torch
+
+from .errors import UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -95,10 +98,43 @@ def precision_for(device: str) -> str:
 
 
 def resolve_precision(device: str, precision: str = "auto") -> str:
-    """``precision`` with ``"auto"`` replaced by :func:`precision_for`; a ValueError names the choices."""
+    """``precision`` with ``"auto"`` replaced by :func:`precision_for`; a ValueError names the choices, and a
+    :class:`~kd_tutorial.errors.UsageError` a 16-bit precision that Apple's GPU cannot run here
+    (:func:`check_mps_precision`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    check_mps_precision(device, precision)
     return precision_for(device) if precision == "auto" else precision
+
+
+# The torch release from which Apple's GPU (MPS) runs each 16-bit precision of the training loop: fp16 autocast came
+# in 2.5, but its GradScaler's unscale_ raised there until 2.8 ("Cannot convert a MPS Tensor to float64 dtype",
+# pytorch/pytorch#142397, fixed by #150255); bf16 autocast came in 2.6 (#139390), on macOS 14 or newer only.
+MPS_TORCH = {"fp16": (2, 8), "bf16": (2, 6)}
+
+
+def _release(version: str) -> tuple[int, int]:
+    """``(2, 5)`` for ``"2.5.1+cpu"`` or ``"2.5.0a0"``."""
+    parts = [int("".join(c for c in p if c.isdigit()) or 0) for p in version.split("+")[0].split(".")[:2]]
+    return tuple(parts + [0] * (2 - len(parts)))
+
+
+def check_mps_precision(device: str, precision: str) -> None:
+    """A one-line UsageError when ``precision`` (fp16 or bf16) cannot run on Apple's GPU ``device`` here: a torch
+    older than :data:`MPS_TORCH` says (before 2.5 every step raised "unsupported autocast device_type 'mps'"), or
+    bf16 before macOS 14 (MPS refuses bf16 tensors). Nothing for other devices, or for fp32 and auto (fp32 on MPS)."""
+    if device_type(device) != "mps" or precision not in MPS_TORCH:
+        return
+    fix = "or set precision to fp32 or auto (--set precision=auto), which runs fp32 on MPS"
+    mac = platform.mac_ver()[0]
+    if precision == "bf16" and mac and _release(mac) < (14, 0):
+        raise UsageError(f"precision=bf16 on Apple's GPU (MPS) needs macOS 14 or newer (this is macOS {mac}): "
+                         f"use precision=fp16 (torch 2.8 or newer), {fix}")
+    least = MPS_TORCH[precision]
+    if _release(torch.__version__) < least:
+        wanted = ".".join(map(str, least))
+        raise UsageError(f"precision={precision} on Apple's GPU (MPS) needs torch {wanted} or newer (this is torch "
+                         f'{torch.__version__}): pip install -U "torch>={wanted}", {fix}')
 
 
 def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:

@@ -546,3 +546,44 @@ def test_the_benchmarks_bf16_batch_on_apples_gpu_under_macos_13_is_skipped_with_
     out = benchmark._Bench.worst_batch(bench, torch.nn.Linear(1, 1))
     assert out["bf16"] == {"skipped": "TypeError: MPS BFloat16 is only supported on MacOS 14 or newer"}
     assert out["fp16"] == {"seconds": 1.0}
+
+
+@pytest.mark.parametrize("precision, torch_version, mac, fix", [
+    ("fp16", "2.4.1", "14.5", 'needs torch 2.8 or newer (this is torch 2.4.1): pip install -U "torch>=2.8", or set'),
+    ("fp16", "2.5.1", "14.5", 'needs torch 2.8 or newer (this is torch 2.5.1): pip install -U "torch>=2.8", or set'),
+    ("bf16", "2.5.1", "14.5", 'needs torch 2.6 or newer (this is torch 2.5.1): pip install -U "torch>=2.6", or set'),
+    ("bf16", "2.13.0", "13.6.1", "needs macOS 14 or newer (this is macOS 13.6.1): use precision=fp16 (torch 2.8 or")],
+    ids=["fp16-torch-2.4", "fp16-torch-2.5", "bf16-torch-2.5", "bf16-macos-13"])
+def test_a_16_bit_precision_apples_gpu_cannot_run_here_is_refused_in_one_line_before_the_run(
+        tmp_path, monkeypatch, capsys, precision, torch_version, mac, fix):
+    """`distill --set precision=fp16` on a Mac with torch 2.3 or 2.4 (the course allows 2.3) ran into a traceback at
+    the first step: torch.autocast has no MPS there ("User specified an unsupported autocast device_type 'mps'"); on
+    torch 2.5 to 2.7 the GradScaler's unscale_ raised instead (MPS has no float64); bf16 has no autocast on MPS before
+    torch 2.6, and no tensor at all before macOS 14. Refused before anything runs, naming the fix."""
+    import platform
+    import torch
+
+    ran = []
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cli, "pick_device", lambda: "mps")
+    monkeypatch.setattr(cli, "run_distill", lambda profile, **kwargs: ran.append(profile) or {"plots": []})
+    monkeypatch.setattr(torch, "__version__", torch_version)
+    monkeypatch.setattr(platform, "mac_ver", lambda *a: (mac, ("", "", ""), "arm64"))
+    argv = ["distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--quiet", "--set"]
+    assert cli.main(argv + [f"precision={precision}"]) == 2 and not ran
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"error: precision={precision} on Apple's GPU (MPS) {fix}" in err
+    assert err.endswith("set precision to fp32 or auto (--set precision=auto), which runs fp32 on MPS")
+    assert cli.main(argv + ["precision=auto"]) == 0 and len(ran) == 1  # fp32 on MPS: any torch, any macOS
+
+
+def test_the_16_bit_precisions_apples_gpu_runs_are_not_refused(monkeypatch):
+    import platform
+    import torch
+    from kd_tutorial import device
+
+    monkeypatch.setattr(platform, "mac_ver", lambda *a: ("14.0", ("", "", ""), "arm64"))
+    monkeypatch.setattr(torch, "__version__", "2.8.0")
+    assert device.resolve_precision("mps", "fp16") == "fp16" and device.resolve_precision("mps", "bf16") == "bf16"
+    monkeypatch.setattr(torch, "__version__", "2.3.1")
+    assert device.resolve_precision("cpu", "fp16") == "fp16" and device.resolve_precision("mps", "fp32") == "fp32"
