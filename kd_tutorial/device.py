@@ -1,6 +1,6 @@
 """The device and its precision: which device to use, which number format pays off there, and synchronising.
 
-A leaf module: it imports nothing of the package, so the training loop,
+A leaf module: it imports nothing of the package but its error type, so the training loop,
 evaluation, the benchmark and the notebook header can all use it.
 
 The precision each device gets (:func:`precision_for`):
@@ -12,6 +12,7 @@ CUDA, compute capability >= 8.0        bf16        no             TF32
 (A100, L4, H100, H200)
 CUDA below 8.0 (T4 7.5, V100 7.0)      fp16        yes            fp32
 CPU with AVX-512 BF16 / AMX            bf16        no             fp32
+(:func:`cpu_bf16_units`)
 other CPUs, MPS                        none (fp32) no             fp32
 =====================================  ==========  =============  ==============
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 
 import torch
 
@@ -76,18 +78,35 @@ def memory_gb(device: str) -> float | None:
 
 
 def bf16_supported(device: str) -> bool:
-    """Whether bf16 runs natively (not emulated) on ``device``: CUDA capability >= 8.0, or a CPU with bf16 units."""
+    """Whether bf16 runs natively (not emulated) on ``device``: CUDA capability >= 8.0, or a CPU with bf16 units
+    (:func:`cpu_bf16_units`)."""
     kind = device_type(device)
     if kind == "cuda":
         return cuda_capability(device) >= (8, 0)
-    if kind == "cpu":
+    return kind == "cpu" and cpu_bf16_units()
+
+
+def cpu_bf16_units() -> bool:
+    """Whether this x86 CPU has bf16 units (AVX-512 BF16 or AMX): the flags of Linux's /proc/cpuinfo there, and
+    elsewhere (Windows, which has no such file) the same two features as torch's copy of cpuinfo reads them from the
+    CPU (``torch.cpu._is_avx512_bf16_supported``, ``_is_amx_tile_supported``; False where this torch has neither).
+
+    Not counted: AVX-512 without BF16, where ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is True for oneDNN's
+    emulated bf16 (slower than fp32), and Arm CPUs. Apple's M2 and later have Arm's BF16 instructions (``sysctl -n
+    hw.optional.arm.FEAT_BF16`` prints 1), but whether torch's bf16 autocast runs faster than fp32 on them was never
+    measured (there is no Mac here), so ``"auto"`` stays fp32 on a Mac's CPU; ``--set precision=bf16`` tries it."""
+    if sys.platform.startswith("linux"):
         try:
             with open("/proc/cpuinfo") as f:
                 flags = f.read()
         except OSError:
             return False
         return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(bool(probe()) for probe in probes if probe is not None)
+    except (RuntimeError, AttributeError):  # a private function that this torch's build lacks underneath
+        return False
 
 
 def precision_for(device: str) -> str:

@@ -587,3 +587,21 @@ def test_the_16_bit_precisions_apples_gpu_runs_are_not_refused(monkeypatch):
     assert device.resolve_precision("mps", "fp16") == "fp16" and device.resolve_precision("mps", "bf16") == "bf16"
     monkeypatch.setattr(torch, "__version__", "2.3.1")
     assert device.resolve_precision("cpu", "fp16") == "fp16" and device.resolve_precision("mps", "fp32") == "fp32"
+
+
+def test_a_windows_cpu_with_bf16_units_is_told_apart_from_one_without(monkeypatch):
+    """bf16_supported("cpu") read Linux's /proc/cpuinfo only: on Windows every CPU counted as one without bf16 units
+    (a Ryzen 7040 laptop's AVX-512 BF16 included), so "auto" trained in fp32 and the estimate said "this CPU has no
+    bf16 units". There torch's cpuinfo probe (CPUID) decides; AVX-512 without BF16 stays emulation."""
+    import torch
+    from kd_tutorial import device
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    for units in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: units, raising=False)
+        assert device.bf16_supported("cpu") is units
+        assert device.precision_for("cpu") == ("bf16" if units else "fp32")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert device.bf16_supported("cpu") is False  # a torch without the probes: fp32, as before
