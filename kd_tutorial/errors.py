@@ -93,15 +93,29 @@ def windows_shell() -> bool:
     return sys.platform == "win32" and not os.environ.get("MSYSTEM")
 
 
+def powershell_literal(text: str) -> str:
+    """``text`` in PowerShell's single quotes, which expand nothing (double quotes expand ``$name`` and read a
+    backquote as an escape: ``"C:\\a$b"`` is ``C:\\a``); it takes the curly single quotes for quotes too, so each
+    quote mark, straight or curly, is doubled inside."""
+    return "'" + re.sub("(['\u2018\u2019\u201a\u201b])", r"\1\1", text) + "'"
+
+
+def cmd_expands(text: str) -> bool:
+    """Whether cmd may read part of ``text`` as a variable: two ``%`` marks (``%OS%``) expand even inside double
+    quotes, and at cmd's prompt no quoting or escape keeps them inside a quoted word."""
+    return text.count("%") >= 2
+
+
 def set_env_command(name: str, path: str, base: str = "") -> str:
     """The command that sets environment variable ``name`` to ``path`` in the user's shell, ``path`` quoted for it:
     under ``base`` ("PWD": the folder the shell is in, "HOME": the home folder; "": ``path`` alone). bash and zsh's
-    ``export``; on Windows, where ``export`` is no command, PowerShell's and cmd's (Git Bash's is bash)."""
+    ``export``; on Windows, where ``export`` is no command, PowerShell's and cmd's (Git Bash's is bash): cmd's only
+    where it keeps ``path`` as it is (:func:`cmd_expands`)."""
     if windows_shell():
         folder = {"PWD": ("$PWD", "%CD%\\"), "HOME": ("$HOME", "%USERPROFILE%\\")}.get(base, ("", ""))
-        # PowerShell's single quotes expand nothing; it takes the curly ones for quotes too, each doubled inside
-        literal = "'" + re.sub("(['\u2018\u2019\u201a\u201b])", r"\1\1", path) + "'"
-        power = f"Join-Path {folder[0]} {literal}" if base else literal
+        power = f"Join-Path {folder[0]} {powershell_literal(path)}" if base else powershell_literal(path)
+        if cmd_expands(path):
+            return f"$env:{name} = {power} (PowerShell; cmd's set would expand the %...% in this path)"
         return f'$env:{name} = {power} (PowerShell) or set "{name}={folder[1]}{path}" (cmd)'
     if base:  # $base expands in double quotes; a name that needs quoting goes in single quotes after it, where
         quoted = shlex.quote(path)  # an interactive bash or zsh expands no `!` from its history ("event not found")
@@ -111,11 +125,19 @@ def set_env_command(name: str, path: str, base: str = "") -> str:
 
 def shell_arg(path) -> str:
     """``path`` as an argument to type in the user's shell: quoted where it holds a space or another character the
-    shell reads (``shlex.quote`` for bash and zsh; on Windows double quotes, which PowerShell and cmd both take)."""
+    shell reads (``shlex.quote`` for bash and zsh; on Windows double quotes, which PowerShell and cmd both take,
+    unless PowerShell would expand a ``$`` or a backquote in them or cmd a ``%...%``: then one form for each shell,
+    PowerShell's in single quotes, cmd's left out where no quoting keeps the path)."""
     text = str(path)
-    if sys.platform == "win32":
-        return f'"{text}"' if re.search(r"[\s&|<>^%;,'`$()@{}]", text) else text
-    return shlex.quote(text)
+    if sys.platform != "win32":
+        return shlex.quote(text)
+    if not re.search(r"[\s&|<>^%;,'`$()@{}\u2018-\u201e]", text):
+        return text
+    if not re.search(r"[`$\u201c-\u201e]", text) and not cmd_expands(text):
+        return f'"{text}"'
+    if cmd_expands(text):
+        return f"{powershell_literal(text)} in PowerShell (cmd would expand the %...% in it)"
+    return f'{powershell_literal(text)} in PowerShell, "{text}" in cmd'
 
 
 def unset_env_command(names: list[str]) -> str:

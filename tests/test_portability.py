@@ -605,3 +605,47 @@ def test_a_windows_cpu_with_bf16_units_is_told_apart_from_one_without(monkeypatc
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
     assert device.bf16_supported("cpu") is False  # a torch without the probes: fp32, as before
+
+
+def test_a_path_that_powershell_or_cmd_would_expand_is_quoted_for_each_shell_or_left_to_the_one_that_keeps_it(
+        tmp_path, monkeypatch):
+    """The fixes printed for Windows put the path in double quotes, where PowerShell expands `$name` and reads a
+    backquote as an escape (`--out "C:\\kd $HOME`bak\\grades.csv"` wrote to "C:\\kd C:\\Users\\me<backspace>ak"), and
+    cmd expands `%name%` inside `set "X=..."` too (`kd %OS% cache` became `kd Windows_NT cache`): pasted, the line
+    set or wrote another path. PowerShell now gets single quotes where it needs them, and cmd no line where no
+    quoting keeps the path."""
+    from kd_tutorial import errors, store
+    from kd_tutorial.errors import UsageError
+    from kd_tutorial.grading import grader
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.delenv("MSYSTEM", raising=False)
+    monkeypatch.setenv("KD_TUTORIAL_HOME", "kd %OS% cache")
+    with pytest.raises(store.ArtifactError) as caught:
+        store.home()
+    assert str(caught.value).endswith("e.g. $env:KD_TUTORIAL_HOME = Join-Path $PWD 'kd %OS% cache' (PowerShell; "
+                                      "cmd's set would expand the %...% in this path)")
+    folder = tmp_path / "kd $HOME`bak"
+    folder.mkdir()
+    with pytest.raises(UsageError) as caught:
+        grader.check_out(folder)
+    csv = folder / "grades.csv"
+    assert str(caught.value).endswith(f"e.g. --out '{csv}' in PowerShell, \"{csv}\" in cmd")
+    assert errors.shell_arg("C:\\kd %OS%\\g.csv") == \
+        "'C:\\kd %OS%\\g.csv' in PowerShell (cmd would expand the %...% in it)"
+    assert errors.shell_arg("C:\\O’Brien's & co\\g.csv") == '"C:\\O’Brien\'s & co\\g.csv"'  # both shells keep it
+    assert errors.shell_arg("C:\\“kd”\\g.csv") == \
+        "'C:\\“kd”\\g.csv' in PowerShell, \"C:\\“kd”\\g.csv\" in cmd"  # PowerShell ends a string at “
+    assert errors.set_env_command("KD_TUTORIAL_HOME", "C:\\50% & $x`'") == (
+        "$env:KD_TUTORIAL_HOME = 'C:\\50% & $x`''' (PowerShell) or set \"KD_TUTORIAL_HOME=C:\\50% & $x`'\" (cmd)")
+
+
+def test_the_bash_commands_printed_keep_a_path_with_every_character_a_shell_reads(tmp_path):
+    """The same characters in bash (macOS, Linux, Git Bash): `export` and an argument, run as printed."""
+    import subprocess
+    from kd_tutorial import errors
+
+    path = str(tmp_path / "a %OS% $HOME `true` it's \"q\" & b")
+    script = f'{errors.set_env_command("X", path)}\nprintf "%s\\n" "$X" {errors.shell_arg(path)}\n'
+    done = subprocess.run(["bash", "--norc", "--noprofile"], input=script, capture_output=True, text=True)
+    assert done.stdout == f"{path}\n{path}\n", done.stderr
