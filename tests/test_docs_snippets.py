@@ -1,0 +1,161 @@
+"""What a reader copies out of the docs still works: every relative link and #anchor in the markdown files and the
+notebooks' markdown cells resolves (GitHub's anchor rules), every ```python block of a markdown file compiles, and
+every `kd-tutorial ...` command the docs show parses with today's flags, its --set fields and --recipes names
+included. Text only: nothing is trained, nothing downloaded."""
+import argparse
+import json
+import re
+import shlex
+import unicodedata
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from kd_tutorial import cli
+from kd_tutorial.grading import authoring, grader
+from kd_tutorial.profiles import get_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKDOWN = sorted(p for p in ROOT.rglob("*.md") if not {".git", ".venv-ci", "node_modules"} & set(p.parts))
+NOTEBOOKS = sorted(p for folder in ("notebooks", "exercises", "solutions") for p in (ROOT / folder).glob("*.ipynb"))
+FENCE = re.compile(r"^```.*?^```", flags=re.S | re.M)
+
+
+def _texts(path: Path, kind: str = "markdown") -> list[str]:
+    """The markdown of a file: the whole file, or each markdown cell of a notebook."""
+    if path.suffix == ".ipynb":
+        return ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+                if c["cell_type"] == kind]
+    return [path.read_text(encoding="utf-8")]
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: link text kept, lower case, every character but letters, digits, marks, '_',
+    '-' and spaces dropped, spaces to '-'."""
+    text = re.sub(r"<[^>]+>", "", re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)).strip().lower()
+    kept = "".join(ch for ch in text if ch in "-_ " or unicodedata.category(ch)[0] in "LNM")
+    return kept.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    """Every anchor of a markdown file or notebook: its headings (repeats numbered -1, -2, ...) and <a id=...>."""
+    seen: dict[str, int] = {}
+    found = set()
+    for text in _texts(path):
+        for match in re.finditer(r"^#{1,6}\s+(.*?)\s*#*\s*$", FENCE.sub("", text), flags=re.M):
+            slug = _slug(match.group(1))
+            found.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+            seen[slug] = seen.get(slug, 0) + 1
+        found.update(re.findall(r'<a\s+(?:name|id)="([^"]+)"', text))
+    return found
+
+
+def _links(path: Path):
+    """The relative links of a markdown file or a notebook's markdown cells (code blocks and spans left out)."""
+    for text in _texts(path):
+        prose = re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
+        for url in re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", prose):
+            if not re.match(r"[a-z][a-z0-9+.-]*:", url):
+                yield url
+
+
+def test_the_slug_follows_githubs_rules():
+    assert _slug("Two runs at a time: `--workers`") == "two-runs-at-a-time---workers"
+    assert _slug("compact-2L-H128 on a transfer set 25 times larger (e32)") == \
+        "compact-2l-h128-on-a-transfer-set-25-times-larger-e32"
+    assert _slug("Setup without the Hub · 镜像与离线安装") == "setup-without-the-hub--镜像与离线安装"
+
+
+@pytest.mark.parametrize("path", MARKDOWN + NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_and_anchors_resolve(path):
+    broken = []
+    for url in _links(path):
+        target, _, anchor = url.partition("#")
+        file = (path.parent / unquote(target)).resolve() if target else path
+        if not file.exists():
+            broken.append(f"{url}: no such file")
+        elif anchor and file.suffix in (".md", ".ipynb") and unquote(anchor) not in _anchors(file):
+            broken.append(f"{url}: no such heading")
+    assert not broken, broken
+
+
+def test_the_python_blocks_of_the_markdown_files_compile():
+    blocks = [(p, block) for p in MARKDOWN for text in _texts(p)
+              for lang, block in re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M) if lang == "python"]
+    assert blocks  # the README's Trainer example at least
+    for path, block in blocks:
+        compile(block, str(path), "exec")
+
+
+COMMAND = re.compile(r"\bkd-tutorial ((?:distill|env|prefetch|report|benchmark|search|grade|make-exercises)\b.*)")
+
+
+def _commands() -> list[tuple[str, str]]:
+    """``(where, the words after kd-tutorial)`` of every command a reader would copy, in a line of a shell block
+    (`... && kd-tutorial distill`, `docker run ... kd-tutorial grade ...` included) or a code span; optional parts
+    in [brackets] and comments left out. One that spans more than one word of a sentence ends at its code span."""
+    found = []
+    for path in MARKDOWN + NOTEBOOKS:
+        if path.name == "tuning.md":  # a history of measurements, whose commands ran at their own commits
+            continue
+        for text in _texts(path):
+            blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+            lines = [line for lang, block in blocks if lang in ("", "bash", "console", "sh")
+                     for line in block.splitlines()]
+            spans = re.findall(r"`([^`]+)`", FENCE.sub("", text))
+            for line in lines + spans:
+                match = COMMAND.search(re.sub(r"\s+", " ", line.split(" #")[0]).strip())
+                if match:
+                    found.append((str(path.relative_to(ROOT)), re.sub(r"\s*\[[^\]]*\]", "", match.group(1))))
+    return found
+
+
+def test_the_docs_show_kd_tutorial_commands():
+    assert len({c for _, c in _commands()}) >= 15  # the README's, the exercises' and the notebooks'
+
+
+def _parser_of(name: str) -> argparse.ArgumentParser:
+    """The parser of one sub-command (grade and make-exercises parse their own arguments)."""
+    if name in ("grade", "make-exercises"):
+        return (grader if name == "grade" else authoring)._parser(_Refusing)
+    return cli.build_parser().commands[name]
+
+
+@pytest.mark.parametrize("where, command", sorted(set(_commands())))
+def test_every_documented_command_parses(where, command):
+    name, *rest = shlex.split(command)
+    assert name in cli.build_parser().commands, f"{where}: kd-tutorial {command}: no such command"
+    flags = {flag: action for action in _parser_of(name)._actions for flag in action.option_strings}
+    if not rest or (len(rest) == 1 and rest[0] in flags and flags[rest[0]].nargs != 0):
+        return  # prose naming a command or a flag (`kd-tutorial grade`, `kd-tutorial distill --workers`)
+    if name in ("grade", "make-exercises"):
+        _parser_of(name).parse_args(rest)
+        return
+    args, unknown = cli.build_parser().parse_known_args([name, *rest])
+    assert not unknown, f"{where}: kd-tutorial {command}: {unknown} are not {name}'s flags"
+    if getattr(args, "set", None):
+        get_profile(args.profile or "tiny").with_overrides(args.set)
+    if getattr(args, "recipes", None):
+        cli._recipes(args.recipes)
+
+
+def test_the_readmes_set_examples_are_fields_a_run_takes():
+    """`--set FIELD=VALUE ...` spans of the README (placeholders such as N left out) are refused by no profile."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    spans = re.findall(r"`--set ([^`]+)`", readme)
+    checked = 0
+    for span in spans:
+        items = [item for item in span.split() if re.fullmatch(r"[a-z_]+=[\w.\"']+", item) and
+                 not re.fullmatch(r"\w+=[A-Z]", item)]
+        for item in items:  # each alone: the README's examples name fields of different profiles' concerns
+            get_profile("tiny").with_overrides([item])
+            checked += 1
+    assert checked >= 4  # n_test, temperature, max_length, teacher_layers
+
+
+class _Refusing(argparse.ArgumentParser):
+    """A parser whose errors fail the test with argparse's message, rather than exiting."""
+
+    def error(self, message):
+        pytest.fail(f"{self.prog}: {message}")
