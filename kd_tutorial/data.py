@@ -431,7 +431,11 @@ def _tiny_raw() -> dict[str, Reviews]:
             for split, rows in c.items()}
 
 
-def _hub_raw() -> dict[str, Reviews]:
+def _hub_raw(prefetch_profile: str = "cpu") -> dict[str, Reviews]:
+    """The Hub's IMDB splits; offline with nothing cached, one line naming ``kd-tutorial prefetch --profile
+    <prefetch_profile>``, the profile being run (the full profile's prefetch also fetches its own models; the tiny
+    profile's fetches nothing, so a tiny run told to read the Hub's IMDB names the cpu profile's)."""
+    prefetch_profile = "cpu" if prefetch_profile == "tiny" else prefetch_profile
     try:
         import datasets
     except ModuleNotFoundError as e:  # not a download problem: prefetch would not help
@@ -447,7 +451,7 @@ def _hub_raw() -> dict[str, Reviews]:
         msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
         raise DataSourceError(
             f"could not load {HUB_DATASET} from the Hugging Face Hub or its cache ({type(e).__name__}: {msg}); "
-            f"run `kd-tutorial prefetch --profile cpu` while online, or set {DATA_DIR_ENV} to a folder "
+            f"run `kd-tutorial prefetch --profile {prefetch_profile}` while online, or set {DATA_DIR_ENV} to a folder "
             f"with train.parquet / test.parquet or an aclImdb copy") from e
     return {split: Reviews(list(ds[split]["text"]), [int(y) for y in ds[split]["label"]], None, split)
             for split in ("train", "test", "unsupervised") if split in ds}
@@ -744,19 +748,20 @@ def _folder_raw(path: Path) -> tuple[dict[str, Reviews], str]:
 
 def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: int | None = None,
               n_test: int | None = None, val_size: int = 1000, seed: int = 0,
-              val_block: int | None = None) -> ImdbData:
+              val_block: int | None = None, prefetch_profile: str = "cpu") -> ImdbData:
     """Load IMDB-style reviews from ``source`` ("tiny", "hub" or a folder) as disjoint, seeded splits.
 
     Validation (``val_size``) is carved from train, stratified, in runs of ``val_block`` reviews when given
     (:func:`split_raw`). ``n_train``/``n_transfer``/``n_test`` subsample (stratified, seeded; ``None`` keeps all);
     the test set does not depend on ``seed``. With no test split, the test set is a held-out slice of train; with no
-    unsupervised split, the transfer set is other train reviews.
+    unsupervised split, the transfer set is other train reviews. ``prefetch_profile``: the profile whose
+    ``kd-tutorial prefetch`` the Hub's offline error names.
     """
     source = str(source)
     if source == "tiny":
         raw, desc = _tiny_raw(), "built-in tiny movie-review corpus (kd_tutorial.corpus)"
     elif source in NAMED_SOURCES:  # the Hub's, by either name
-        raw, desc = _hub_raw(), f"{HUB_DATASET} (Hugging Face Hub)"
+        raw, desc = _hub_raw(prefetch_profile), f"{HUB_DATASET} (Hugging Face Hub)"
     elif not Path(source).expanduser().exists():  # neither a name nor a folder
         raise DataSourceError(f"data source {source!r} does not exist: give 'tiny', 'hub' or a folder with "
                               "train.parquet / train.csv or an aclImdb copy")
@@ -771,7 +776,7 @@ def load_for_profile(profile, data_dir: str | os.PathLike | None = None, seed: i
     override its source."""
     source = data_dir or os.environ.get(DATA_DIR_ENV) or profile.data_source
     return load_imdb(str(source), n_train=profile.n_train, n_transfer=profile.n_transfer, n_test=profile.n_test,
-                     val_size=profile.val_size, seed=seed, val_block=profile.val_block)
+                     val_size=profile.val_size, seed=seed, val_block=profile.val_block, prefetch_profile=profile.name)
 
 
 # ----------------------------------------------------------------------------- tokenizing

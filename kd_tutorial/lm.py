@@ -150,7 +150,8 @@ def load_texts(profile: LMProfile, data_dir: str | None = None, seed: int = 0) -
     from .data import DATA_DIR_ENV, load_imdb
     # no choice is tuned here: the smallest validation split load_imdb accepts, so that nearly every labelled review
     # is text to learn from
-    imdb = load_imdb(data_dir or os.environ.get(DATA_DIR_ENV) or "hub", n_test=2000, val_size=2, seed=seed)
+    imdb = load_imdb(data_dir or os.environ.get(DATA_DIR_ENV) or "hub", n_test=2000, val_size=2, seed=seed,
+                     prefetch_profile=profile.name)  # full: its prefetch fetches gpt2 and IMDB
     return {"train": imdb.train.texts + imdb.transfer.texts, "held_out": imdb.test.texts}
 
 

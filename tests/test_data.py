@@ -786,3 +786,25 @@ def test_a_spare_review_the_source_holds_twice_is_spare_once():
     d = data.ImdbData(Reviews(["c"], [0], None, "train"), none, Reviews(["d"], [1], None, "test"), none, "mem")
     spare = data.spare_reviews(raw, d, guard=False)
     assert spare.texts == ["a", "b"] and spare.labels == [-1, -1]
+
+
+@pytest.mark.parametrize("name, prefetch", [("cpu", "cpu"), ("full", "full"), ("tiny", "cpu")])
+def test_imdb_offline_names_the_prefetch_of_the_profile_being_run(monkeypatch, name, prefetch):
+    """`kd-tutorial distill --profile full` offline said to run `kd-tutorial prefetch --profile cpu`, which fetches
+    IMDB but not bert-base-uncased or BERT-tiny: the next run failed again, on the first of those."""
+    import datasets
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("offline")))
+    with pytest.raises(DataSourceError, match=rf"run `kd-tutorial prefetch --profile {prefetch}` while online"):
+        data.load_for_profile(get_profile(name), data_dir="hub")  # tiny's prefetch fetches nothing: cpu's
+
+
+def test_notebook_09s_imdb_offline_names_the_full_profiles_prefetch(monkeypatch):
+    """Notebook 09 on `full` (gpt2 on IMDB) offline was told to prefetch the cpu profile, which fetches no gpt2."""
+    import datasets
+
+    from kd_tutorial import lm
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("offline")))
+    with pytest.raises(DataSourceError, match=r"run `kd-tutorial prefetch --profile full` while online"):
+        lm.load_texts(lm.LM_PROFILES["full"])
