@@ -3,7 +3,10 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10, which requires-python allows: pytest's own dependency there, same API
+    import tomli as tomllib
 from pathlib import Path
 
 import pytest
