@@ -140,10 +140,12 @@ def test_every_documented_command_parses(where, command):
         cli._recipes(args.recipes)
 
 
-def test_the_readmes_set_examples_are_fields_a_run_takes():
-    """`--set FIELD=VALUE ...` spans of the README (placeholders such as N left out) are refused by no profile."""
+def test_the_set_examples_of_the_readme_and_of_distill_help_are_fields_a_run_takes():
+    """`--set FIELD=VALUE ...` spans of the README and the e.g. of `distill --help` (placeholders such as N left
+    out) are refused by no profile."""
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
-    spans = re.findall(r"`--set ([^`]+)`", readme)
+    helps = " ".join(action.help or "" for action in cli.build_parser().commands["distill"]._actions)
+    spans = re.findall(r"`--set ([^`]+)`", readme) + re.findall(r"e\.g\. --set ((?:[a-z_]+=\S+ ?)+)", helps)
     checked = 0
     for span in spans:
         items = [item for item in span.split() if re.fullmatch(r"[a-z_]+=[\w.\"']+", item) and
@@ -151,7 +153,7 @@ def test_the_readmes_set_examples_are_fields_a_run_takes():
         for item in items:  # each alone: the README's examples name fields of different profiles' concerns
             get_profile("tiny").with_overrides([item])
             checked += 1
-    assert checked >= 4  # n_test, temperature, max_length, teacher_layers
+    assert checked >= 6  # the README's n_test, temperature, max_length, teacher_layers; the help's two
 
 
 class _Refusing(argparse.ArgumentParser):
