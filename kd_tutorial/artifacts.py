@@ -1,6 +1,6 @@
 """The artifact cache: where each artifact of a configuration lives, its tokenized data, and its students.
 
-Layout (``KD_TUTORIAL_HOME``, default ``~/.cache/kd-tutorial``)::
+Layout (``KD_TUTORIAL_HOME``, default ``$XDG_CACHE_HOME/kd-tutorial``, else ``~/.cache/kd-tutorial``)::
 
     <home>/<profile>/<config-hash>/teacher/        save_pretrained() of the fine-tuned teacher
                                    teacher.json    its history, validation accuracy and weights hash
