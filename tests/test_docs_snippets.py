@@ -101,7 +101,7 @@ def _commands() -> list[tuple[str, str]]:
             continue
         for text in _texts(path):
             blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
-            lines = [line for lang, block in blocks if lang in ("", "bash", "console", "sh")
+            lines = [line for lang, block in blocks if lang in ("", "bash", "console", "sh", "powershell")
                      for line in block.splitlines()]
             spans = re.findall(r"`([^`]+)`", FENCE.sub("", text))
             for line in lines + spans:
