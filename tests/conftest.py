@@ -6,6 +6,7 @@ here, before any test module imports it.
 """
 import contextlib
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -35,18 +36,28 @@ os.environ["MKL_NUM_THREADS"] = "1"
 def cut_tiny(tmp_path_factory):
     """Builds the tiny profile cut to seconds (one teacher epoch, half-epoch student runs, the compact student
     only) in a private cache of its own: ``with cut_tiny(n_transfer) as (profile, teacher, prep, logits)``,
-    the teacher trained and its logits on train and transfer cached."""
+    the teacher trained and its logits on train and transfer cached. Each call gets a cache of its own to change
+    at will; a second call with the same ``n_transfer`` (in this worker) starts from a copy of the first's, as
+    it was once built, and loads that teacher instead of training the same one again (same seed, same weights)."""
+    built = {}  # n_transfer -> an untouched copy of the cache its first call built
+
     @contextlib.contextmanager
     def build(n_transfer: int):
         from kd_tutorial import teachers
         from kd_tutorial.profiles import get_profile
+        home = tmp_path_factory.mktemp("kd-home")
+        if n_transfer in built:
+            shutil.copytree(built[n_transfer], home, dirs_exist_ok=True)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("KD_TUTORIAL_HOME", str(tmp_path_factory.mktemp("kd-home")))
+            mp.setenv("KD_TUTORIAL_HOME", str(home))
             tiny = get_profile("tiny")
             profile = tiny.replace(teacher_epochs=1, n_transfer=n_transfer, student_epochs=0.5,
                                    students=tiny.students[1:], evals_per_run=1)
             teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
             logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+            if n_transfer not in built:
+                built[n_transfer] = tmp_path_factory.mktemp("kd-home-built")
+                shutil.copytree(home, built[n_transfer], dirs_exist_ok=True)
             yield profile, teacher, prep, logits
     return build
 
