@@ -6,6 +6,7 @@ same reviews: numbers from different machines are never mixed.
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 import time
 
@@ -307,6 +308,7 @@ def paired_bootstrap(correct_a: torch.Tensor, correct_b: torch.Tensor, *, n_boot
     is drawn as how many times it picks each value (a multinomial), not as ``N``
     indices: the same distribution, without an ``n_boot x N`` tensor of indices.
     """
+    _check_resampling(n_boot, level)
     a, b = _paired(correct_a, correct_b)
     per_review = (a.double() - b.double()).mean(0)  # (N,): the difference on each review, averaged over seeds
     g = torch.Generator().manual_seed(seed)
@@ -330,6 +332,7 @@ def teacher_share(correct_student: torch.Tensor, correct_teacher: torch.Tensor, 
     together (a review the teacher gets wrong is often one the student gets wrong). A review is one of at most
     ``2 * (seeds + 1)`` (student, teacher) pairs, drawn as a multinomial as in :func:`paired_bootstrap`.
     """
+    _check_resampling(n_boot, level)
     s, t = _as_matrix(correct_student).double().mean(0), _as_matrix(correct_teacher).double().mean(0)
     if s.shape != t.shape:
         raise ValueError(f"a share of the teacher needs the same reviews: {s.numel()} vs {t.numel()}")
@@ -448,5 +451,20 @@ def _paired(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[torch.Ten
 
 
 def _as_matrix(correct: torch.Tensor) -> torch.Tensor:
+    """Right/wrong answers as ``(seeds, N)`` booleans (``(N,)``: one seed); refused unless 1 or 2 dimensions and at
+    least one review, in one line (a third dimension was read as more reviews; none failed inside torch)."""
     correct = torch.as_tensor(correct).bool()
+    if correct.dim() not in (1, 2) or correct.shape[-1] == 0:
+        raise ValueError(f"right answers must be (seeds, reviews) or (reviews,) booleans with at least one review, "
+                         f"got shape {tuple(correct.shape)}: pass correct_matrix(logits_per_seed, labels)")
     return correct[None] if correct.dim() == 1 else correct
+
+
+def _check_resampling(n_boot: int, level: float) -> None:
+    """Refuse, in one line, a bootstrap with no resample or a level that is no fraction strictly between 0 and 1
+    (``level=95`` failed inside torch.quantile; ``level=0`` gave a zero-width interval, and a verdict with it)."""
+    if not (isinstance(n_boot, numbers.Integral) and n_boot >= 1):
+        raise ValueError(f"n_boot is how many resamples to draw, at least 1 (10_000 by default): got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level is the interval's coverage as a fraction strictly between 0 and 1 (0.95 for 95 %), "
+                         f"got {level!r}")

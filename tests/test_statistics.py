@@ -396,3 +396,21 @@ def test_choice_key_ties_float_noise_but_not_one_review_in_a_hundred_thousand():
     right = torch.tensor([True] * 85_431 + [False] * 14_569)
     assert choice_key(float(right.float().mean())) == choice_key(85_431 / 100_000)
     assert choice_key(85_431 / 100_000) > choice_key(85_430 / 100_000)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda a, b: compare_paired(a, b, level=95), "fraction strictly between 0 and 1"),  # torch: q values must be in..
+    (lambda a, b: compare_paired(a, b, level=0), "fraction strictly between 0 and 1"),  # a 0-width interval: "better"
+    (lambda a, b: teacher_share(a, a | b, level=1.5), "fraction strictly between 0 and 1"),
+    (lambda a, b: paired_bootstrap(a, b, n_boot=0), "n_boot is how many resamples"),  # torch: input must be non-empty
+    (lambda a, b: compare_paired(a[:0], b[:0]), "at least one review, got shape \\(0,\\)"),  # torch: size mismatch
+    (lambda a, b: compare_paired(a.repeat(2, 3, 1), b.repeat(2, 3, 1)), "got shape \\(2, 3, 20\\)")])  # 6 x 20 reviews
+def test_paired_statistics_refuse_a_level_no_resample_and_answers_they_cannot_pair_in_one_line(call, match):
+    """Guards against inputs the statistics took into torch's own errors or into a wrong answer: a level given in
+    percent, a level of 0 (a zero-width interval read as a verdict), no resample, no review, a 3-D stack of answers
+    (its reviews counted 6 x 20 = 120, and each seed's difference a nested list)."""
+    a, b = _pair(7, 3, n_both=8, n_neither=2)
+    with pytest.raises(ValueError, match=match) as error:
+        call(a, b)
+    assert "\n" not in str(error.value)
+    assert compare_paired(a, b, level=0.9, n_boot=1)["level"] == 0.9  # the least a bootstrap can do still works
