@@ -658,12 +658,34 @@ def _benchmark_report(profile, args) -> int:
     _check_writable(target.parent, f"the folder of --report {args.report}", "give a FILE in a folder you can write")
     refuse_foreign(target, "--report", "a benchmark report", lambda data: data.get("kind") == "benchmark")
     report = run_benchmark(profile, device=args.device, quick=args.quick, steps=args.steps, progress=not args.quiet)
-    write_report(report, args.report)
+    refused = _write_benchmark_report(report, target)
     print(benchmark_markdown(report))
+    if refused:
+        return _fail(refused)
     env = report["environment"]
     where = f"; a GPU's report belongs in {report_name(env['device_name'])}" if env["device"].startswith("cuda") else ""
     print(f"wrote {args.report}{where}")
     return 0
+
+
+def _write_benchmark_report(report: dict, target: Path) -> str | None:
+    """Write the benchmark ``report`` to ``target``; when the disk refuses (full, read-only since the start), to a new
+    folder in the system's temporary folder instead, or else onto stdout, so that a measurement is never lost.
+    None when ``target`` was written, else the one line that says where the report is and what to do."""
+    import tempfile
+    try:
+        write_report(report, target)
+        return None
+    except (OSError, StorageError) as err:
+        cause = err.__cause__ if isinstance(err, StorageError) and err.__cause__ is not None else err
+        why = f"cannot write --report {target} ({getattr(cause, 'strerror', None) or cause})"
+    try:
+        aside = Path(tempfile.mkdtemp(prefix="kd-benchmark-")) / target.name
+        write_report(report, aside)
+    except (OSError, StorageError):
+        print(json.dumps(report, indent=2))
+        return f"{why}: the report is printed above as JSON; save it as {target} once the disk has room"
+    return f"{why}: the report is in {aside} instead; copy it to {target} once the disk has room or can be written"
 
 
 def cmd_search(args) -> int:

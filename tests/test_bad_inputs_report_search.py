@@ -496,3 +496,35 @@ def test_a_hand_edited_number_is_refused_not_printed_as_one(run, capsys, edit, s
     run.write_text(json.dumps(results))
     line = error_line(capsys, "report", str(run))
     assert line.startswith(f"kd-tutorial: error: results file {run} is incomplete or edited (") and said in line
+
+
+@pytest.mark.parametrize("aside", ["writable", "full too"])
+def test_a_benchmark_report_the_disk_refuses_is_kept(tmp_path, capsys, monkeypatch, aside):
+    """Before: a full disk when the measured report was written was a StorageError that named --out (benchmark has
+    none) and KD_TUTORIAL_HOME, and the measurement was lost. Now it goes to a temporary folder, or onto stdout."""
+    import errno
+    import tempfile
+    from kd_tutorial import store
+    measured = json.loads((RESULTS.parent / "benchmark-nvidia-h200.json").read_text())
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: measured)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    target, real = tmp_path / "out" / "bench.json", tempfile.mkstemp
+
+    def full(*a, dir=None, **k):
+        if aside == "full too" or Path(dir) == target.parent:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, dir=dir, **k)
+    monkeypatch.setattr(store.tempfile, "mkstemp", full)
+    assert cli.main(["benchmark", "--profile", "tiny", "--report", str(target)]) == 2
+    out, err = capsys.readouterr()
+    [line] = err.splitlines()
+    assert not target.exists() and "| " in out  # the report's markdown is printed either way
+    if aside == "writable":
+        [kept] = (tmp_path / "tmp").glob("kd-benchmark-*/bench.json")
+        assert json.loads(kept.read_text()) == measured
+        assert line == (f"kd-tutorial: error: cannot write --report {target} (No space left on device): the report is "
+                        f"in {kept} instead; copy it to {target} once the disk has room or can be written")
+    else:
+        assert json.loads(out[out.index("\n{") + 1:out.rindex("}") + 1]) == measured
+        assert line.endswith(f"the report is printed above as JSON; save it as {target} once the disk has room")
