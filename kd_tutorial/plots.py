@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .recipes import RECIPES
+from .store import atomic_savefig
 
 _STYLES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)), (0, (5, 2, 1, 2)),
            (0, (2, 2)), (0, (4, 1, 1, 1, 1, 1))]
@@ -163,12 +164,13 @@ def reliability_diagram(curves: dict, title: str = "Reliability diagram"):
 
 
 def save(fig, path: str | Path) -> str:
-    """Save ``fig`` as a PNG (dpi 120) and close it; return the path."""
+    """Save ``fig`` as a PNG (dpi 120) and close it; return the path. Written whole or not at all
+    (:func:`kd_tutorial.store.atomic_savefig`: a full disk is one StorageError that names the fix)."""
     plt = _plt()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        atomic_savefig(fig, Path(path), dpi=120)
+    finally:
+        plt.close(fig)
     return str(path)
 
 

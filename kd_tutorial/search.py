@@ -49,7 +49,7 @@ from .errors import UsageError
 from .evaluate import accuracy, accuracy_interval, latency, latency_in_turns, predict_logits
 from .pipeline import run_config, step_budget, student_data
 from .profiles import Profile, StudentSpec
-from .store import atomic_save_pretrained, atomic_write_json, locked
+from .store import atomic_save_pretrained, atomic_savefig, atomic_write_json, locked
 from .teachers import ensure_teacher, ensure_teacher_logits
 from .train import TrainingDivergedError, seed_everything, train
 
@@ -412,9 +412,7 @@ def plot_front(records: list[dict], front: list[dict], path: Path, title: str) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, Path(path), dpi=120)  # a full disk: one line, and no cut PNG left
     return str(path)
 
 

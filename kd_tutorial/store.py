@@ -328,6 +328,24 @@ def atomic_torch_save(obj, path: Path) -> None:
             raise
 
 
+def atomic_savefig(fig, path: Path, dpi: int = 120) -> None:
+    """``fig.savefig`` as a PNG to a temporary file, then rename into place: a full disk never leaves a cut PNG
+    under the plot's name, and is one :class:`StorageError` that names the fix."""
+    path = Path(path)
+    with disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                fig.savefig(f, dpi=dpi, format="png")
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
 def _os_error_in(err: BaseException) -> OSError | None:
     """The first OSError in ``err``'s chain of causes and contexts, if any."""
     seen = set()

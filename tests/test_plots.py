@@ -131,3 +131,26 @@ def test_training_curves_tell_every_run_apart_by_marker_as_the_latency_plot_does
         assert marker == {"distil-3L baseline": plots.RUN_MARKER["baseline"],
                           "distil-3L kd+transfer+cosine": plots.RUN_MARKER["kd+transfer+cosine"]}
         assert len(set(marker.values())) == 2
+
+
+def test_a_plot_the_disk_refuses_is_one_storage_error_and_leaves_no_cut_png(tmp_path, monkeypatch):
+    """Before: a full disk while `distill` saved its plots (after results.json) was an OSError traceback, and the PNG
+    was left cut short under its own name. Now it is one StorageError, and the earlier PNG stays whole."""
+    import contextlib
+    import errno
+    from pathlib import Path
+
+    import pytest
+    from matplotlib.figure import Figure
+    from kd_tutorial.store import StorageError
+
+    def full(self, fname, **kwargs):
+        with open(fname, "wb") if isinstance(fname, (str, Path)) else contextlib.nullcontext(fname) as f:
+            f.write(b"\x89PNG half")  # a cut PNG, to a path (as before) or a file object
+        raise OSError(errno.ENOSPC, "No space left on device")
+    (tmp_path / "training_curves.png").write_bytes(b"an earlier plot")
+    monkeypatch.setattr(Figure, "savefig", full)
+    with pytest.raises(StorageError, match="no space left on the disk; free some space"):
+        plots.save(plots.training_curves({"teacher": history(0.5)}), tmp_path / "training_curves.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["training_curves.png"]
+    assert (tmp_path / "training_curves.png").read_bytes() == b"an earlier plot"

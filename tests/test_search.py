@@ -248,3 +248,23 @@ def test_a_data_variable_that_names_a_source_is_refused_with_a_fix_search_can_ta
     err = capsys.readouterr().err.strip()
     assert err.endswith("'tiny' names a data source, not a folder: give ./tiny for a folder of that name, or unset "
                         "KD_TUTORIAL_DATA_DIR for the profile's own data") and "--set" not in err
+
+
+def test_a_front_plot_the_disk_refuses_is_one_storage_error_and_leaves_no_cut_png(tmp_path, monkeypatch):
+    """Before: a full disk while the Pareto plot was saved was an OSError traceback, with a cut PNG left."""
+    import contextlib
+    import errno
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+    from kd_tutorial.store import StorageError
+
+    def full(self, fname, **kwargs):
+        with open(fname, "wb") if isinstance(fname, (str, Path)) else contextlib.nullcontext(fname) as f:
+            f.write(b"\x89PNG half")  # a cut PNG, to a path (as before) or a file object
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Figure, "savefig", full)
+    record = {"number": 0, "state": "COMPLETE", "latency_ms": 1.0, "val_accuracy": 0.8, "params": {"student": "s"}}
+    with pytest.raises(StorageError, match="no space left on the disk"):
+        search.plot_front([record], [record], tmp_path / "search-pareto.png", "t")
+    assert list(tmp_path.iterdir()) == []
