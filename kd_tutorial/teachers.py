@@ -84,6 +84,8 @@ def _cached_teacher(folder: Path):
         return None
     try:
         info = json.loads(meta_path.read_text())
+        if not isinstance(info, dict):  # JSON, but not the record this code writes ([], a number)
+            raise ValueError(f"it holds a JSON {type(info).__name__}, not an object")
     except Exception as err:
         raise ArtifactError(f"cannot read {meta_path} ({_cause(err)}): delete it and run again (the "
                             "teacher is trained again; what was cached from the old one is kept if the new one has "

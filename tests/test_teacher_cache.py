@@ -108,3 +108,15 @@ def test_outputs_of_a_model_that_is_not_the_cached_teacher_are_refused_and_nothi
         assert torch.equal(teachers.ensure_teacher_logits(profile, "train", teacher_model=teacher), logits["train"])
         given = teachers.ensure_teacher_logits(profile, "validation", teacher_model=teacher, progress=False)
         assert torch.equal(given, teachers.ensure_teacher_logits(profile, "validation"))
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "0.85", "null"])
+def test_a_teacher_record_that_is_json_but_no_object_is_one_line(tmp_path, text):
+    """Before: teacher.json holding a JSON list or number (a hand edit, another tool's file) was a TypeError
+    traceback (``list | dict``) in the cache lookup; now it is the ArtifactError of a corrupt record."""
+    from kd_tutorial.store import ArtifactError
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher.json").write_text(text)
+    with pytest.raises(ArtifactError, match=r"cannot read .*teacher.json \(ValueError: it holds a JSON \w+, not an "
+                                            r"object\): delete it and run again"):
+        teachers._cached_teacher(tmp_path)
