@@ -314,17 +314,25 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: Tr
     except Exception as err:
         raise ArtifactError(f"cannot read the checkpoint {path} ({err.__class__.__name__}): delete it to train this "
                             "run from the start") from err
+    if not isinstance(state, dict):  # another file saved under its name (a tensor, a list)
+        raise ArtifactError(f"cannot resume from {path}: it holds a {type(state).__name__}, not a checkpoint of "
+                            "kd-tutorial; delete it to train this run from the start")
     if state.get("config") != asdict(config):
         raise ArtifactError(f"cannot resume from {path}: it was written with a different configuration; delete it "
                             "to train this run from the start")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if state["scaler"]:  # empty when written where fp16 was not chosen (bf16 or fp32): a fresh scale then
-        scaler.load_state_dict(state["scaler"])  # (precision "auto" picks per device, and a run resumes anywhere)
-    torch.set_rng_state(state["rng"])
-    _set_cuda_rng_states(state.get("cuda_rng"))
-    return History.from_dict(state["history"]), _Progress(**state["progress"]), state["best_state"]
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:  # empty when written where fp16 was not chosen (bf16 or fp32): a fresh scale then
+            scaler.load_state_dict(state["scaler"])  # (precision "auto" picks per device, and a run resumes anywhere)
+        torch.set_rng_state(state["rng"])
+        _set_cuda_rng_states(state.get("cuda_rng"))
+        return History.from_dict(state["history"]), _Progress(**state["progress"]), state["best_state"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a part missing or of another shape
+        why = (str(err).splitlines() or [""])[0][:120]
+        raise ArtifactError(f"cannot resume from {path} ({err.__class__.__name__}: {why}): delete it "
+                            "to train this run from the start") from err
 
 
 def _rng_states() -> tuple:

@@ -770,3 +770,16 @@ def test_on_step_reports_each_step_of_the_budget_and_a_resumed_runs_start(rows, 
     train(small_model(), rows["train"], config=config, checkpoint_dir=tmp_path, resume=True, progress=False,
           on_step=lambda step, total: seen.append((step, total)))
     assert seen == [(4, 4)]  # nothing left to train: it says where it stands, once
+
+
+@pytest.mark.parametrize("kind", ["a tensor", "a checkpoint without its parts"])
+def test_a_checkpoint_of_another_kind_is_one_line_naming_the_file(tmp_path, kind):
+    """Before: a last.pt holding a tensor was an AttributeError traceback ('Tensor' object has no attribute 'get'),
+    and one of this configuration that lacked a part a KeyError traceback; both now name the file to delete."""
+    from dataclasses import asdict
+    from kd_tutorial.train import _load_checkpoint
+    config = TrainConfig()
+    torch.save(torch.zeros(3) if kind == "a tensor" else {"config": asdict(config)}, tmp_path / "last.pt")
+    with pytest.raises(ArtifactError, match=r"cannot resume from .*last.pt.*delete it to train this run from the "
+                                            r"start$"):
+        _load_checkpoint(tmp_path / "last.pt", torch.nn.Linear(2, 2), None, None, None, config)
