@@ -35,6 +35,7 @@ the weights each completed trial keeps in ``<out>/trials/<number>/model``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
@@ -49,7 +50,7 @@ from .errors import UsageError
 from .evaluate import accuracy, accuracy_interval, latency, latency_in_turns, predict_logits
 from .pipeline import run_config, step_budget, student_data
 from .profiles import Profile, StudentSpec
-from .store import atomic_save_pretrained, atomic_savefig, atomic_write_json, locked
+from .store import atomic_save_pretrained, atomic_savefig, atomic_write_json, locked, StorageError
 from .teachers import ensure_teacher, ensure_teacher_logits
 from .train import TrainingDivergedError, seed_everything, train
 
@@ -427,7 +428,7 @@ def run_search(profile: Profile, *, trials: int = 20, out: str | Path = "runs/se
     if trials < 1 or (steps is not None and steps < 1):
         raise UsageError(f"trials={trials}, steps={steps}: give whole numbers >= 1")
     out, device = Path(out), device or pick_device()
-    with locked(out):
+    with locked(out), _study_writes(out / "search.db"):
         study = open_study(out, profile, steps, seed, device=device, latency_n=latency_n,
                            data=data_key(profile, None))  # not the pruning rule: it measures nothing
         ctx = make_context(profile, out, device=device, steps=steps, progress=progress, margin=margin,
@@ -440,6 +441,34 @@ def run_search(profile: Profile, *, trials: int = 20, out: str | Path = "runs/se
         if todo:
             study.optimize(lambda trial: run_trial(trial, ctx), n_trials=todo, gc_after_trial=True, callbacks=[_say])
         return write_results(study, ctx)
+
+
+@contextlib.contextmanager
+def _study_writes(db: Path):
+    """Turn SQLite refusing to write the study (a full disk: "database or disk is full", a read-only file) into one
+    StorageError that names the fix; optuna re-raises it as an AssertionError ("Should not reach.") when a trial's
+    result could not be stored. SQLite rolls the refused write back: the finished trials stay in ``db``."""
+    try:
+        yield
+    except Exception as err:
+        why = _refused_write(err)
+        if why is None:
+            raise
+        raise StorageError(f"cannot write {db}: {why}; free some space, or make {db} writable, then run the same "
+                           "command again to continue: the finished trials are kept in it") from err
+
+
+def _refused_write(err: BaseException | None) -> str | None:
+    """SQLite's complaint in ``err``'s chain when it could not write (full, read-only, an I/O error), else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(getattr(err, "orig", None) or err).strip().splitlines()
+        if type(err).__module__.split(".")[0] in ("sqlalchemy", "sqlite3") and text and any(
+                words in text[0] for words in ("disk is full", "readonly database", "disk I/O error")):
+            return text[0].removeprefix("(sqlite3.OperationalError) ")
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def spare_note(profile: Profile, prep=None) -> str | None:

@@ -268,3 +268,33 @@ def test_a_front_plot_the_disk_refuses_is_one_storage_error_and_leaves_no_cut_pn
     with pytest.raises(StorageError, match="no space left on the disk"):
         search.plot_front([record], [record], tmp_path / "search-pareto.png", "t")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_under_the_study_database_is_one_line_and_keeps_the_finished_trials(tmp_path, monkeypatch):
+    """Before: SQLite's "database or disk is full" when a trial's result was stored reached the user as optuna's
+    AssertionError traceback ("Should not reach."); now it is one StorageError naming the fix, and the trials
+    finished before it stay in search.db for the next call."""
+    import sqlite3
+
+    import optuna
+    import sqlalchemy.exc
+    from optuna.storages._rdb import storage as rdb
+    from kd_tutorial.store import StorageError
+    db = tmp_path / "search.db"
+    study = search._create_study(db)
+    study.optimize(lambda trial: (0.8, 1.0), n_trials=1)
+
+    def full(self, *a, **k):
+        raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, sqlite3.OperationalError("database or disk is full"))
+    monkeypatch.setattr(rdb.RDBStorage, "set_trial_state_values", full)
+    with pytest.raises(StorageError, match=r"^cannot write .*search.db: database or disk is full; free some space, "
+                                           r"or make .* writable, then run the same command again to continue"):
+        with search._study_writes(db):
+            study.optimize(lambda trial: (0.9, 1.0), n_trials=1)
+    monkeypatch.undo()
+    done = optuna.load_study(study_name=search.STUDY_NAME, storage=f"sqlite:///{db}").get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,))
+    assert [t.values for t in done] == [[0.8, 1.0]]
+    with pytest.raises(ValueError, match="not a database one"):  # any other error goes through as it is
+        with search._study_writes(db):
+            raise ValueError("not a database one")
