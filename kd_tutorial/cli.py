@@ -937,6 +937,9 @@ def main(argv: list[str] | None = None) -> int:
         cut = _download_cut(err)
         if cut:
             return _fail(cut_advice(args, cut))
+        full = _disk_full(err)
+        if full is not None:  # a library's own write (the Hub's downloads, datasets' cache) on a full disk
+            return _fail(disk_full_advice(args.command, full))
         raise
 
 
@@ -985,6 +988,27 @@ def _download_cut(err: BaseException | None) -> str | None:
             return error_cause(err)
         err = err.__cause__ or err.__context__
     return None
+
+
+def _disk_full(err: BaseException | None) -> OSError | None:
+    """The OSError in ``err``'s chain that says the disk is full or over its quota, or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def disk_full_advice(command: str, err: OSError) -> str:
+    """The line for a full disk met in a library's write, not the package's own (those are StorageErrors): where,
+    the fix (for prefetch, the Hugging Face cache's disk) and what is kept."""
+    where = f"cannot write {err.filename}" if err.filename else "a write failed"
+    fix = ("free some space on the disk of the Hugging Face cache, or set HF_HOME to a folder on a disk with room"
+           if command == "prefetch" else "free some space on that disk")
+    return f"{where} ({err.strerror or 'no space left on the disk'}): {fix}; " + \
+        AFTER_CTRL_C.get(command, "then run the same command again")
 
 
 # what Ctrl-C leaves behind, per command, and how to go on

@@ -1052,3 +1052,19 @@ def test_a_hub_answer_that_a_second_try_would_not_change_is_not_a_cut_download()
     assert cli._download_cut(HfHubHTTPError("404 Client Error", response=httpx.Response(404, request=request))) is None
     assert cli._download_cut(OSError("disk full")) is None
     assert cli._download_cut(HfHubHTTPError("429 Too Many Requests", response=httpx.Response(429, request=request)))
+
+
+def test_a_full_disk_in_a_download_is_one_line_that_names_the_cache(monkeypatch, capsys):
+    """Before: a full disk while prefetch downloaded (huggingface_hub's write raises OSError ENOSPC, which transformers
+    re-raises as it is) was a traceback; now one line names the Hugging Face cache's disk and says what is kept."""
+    import errno
+    import transformers.utils.hub as hub
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/hf/hub/models--x/blobs/abc.incomplete")
+    monkeypatch.setattr(hub, "hf_hub_download", full)
+    monkeypatch.setattr(cli, "offline_flags", lambda **kwargs: [])
+    line = error_line(capsys, "prefetch", "--profile", "cpu", "--models-only")
+    assert line == ("kd-tutorial: error: cannot write /hf/hub/models--x/blobs/abc.incomplete (No space left on "
+                    "device): free some space on the disk of the Hugging Face cache, or set HF_HOME to a folder on a "
+                    "disk with room; what was downloaded is kept: run the same command again to fetch the rest")
