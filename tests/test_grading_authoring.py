@@ -85,3 +85,27 @@ def test_solution_shown_by_the_package_matches_the_notebook(set_id):
 
 def test_course_has_at_least_twelve_exercises():
     assert len(registry.all_exercises()) >= 12
+
+
+def test_a_full_disk_says_free_space_and_the_rerun_finishes(tmp_path, monkeypatch, capsys):
+    """Before: a full disk halfway through make-exercises said 'give --exercises a folder you can write', a fix for
+    permissions, of a folder that was writable. Now it says to free space; the notebooks written are kept, and the
+    rerun writes the same exercises as the committed ones."""
+    import errno
+    out, real, calls = tmp_path / "exercises", Path.write_text, []
+
+    def full(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", full)
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"cannot write the exercises in {out} (No space left on device): "
+                                                    "free some space on its disk (the notebooks already written are "
+                                                    "kept), then run it again")
+    assert len(list(out.glob("*.ipynb"))) == 2 and not list(out.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out)]) == 0
+    assert {p.name: p.read_text() for p in out.glob("*.ipynb")} == {
+        p.name: p.read_text() for p in EXERCISES.glob("*.ipynb")}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import hashlib
 import json
 import os
@@ -179,9 +180,11 @@ def generate(solutions: Path, exercises: Path, force: bool = False) -> tuple[lis
         notebooks = {name: cells_hash(text) for name, text in wanted.items()}
         _replace(exercises / RECORD, json.dumps({"written_by": "kd-tutorial make-exercises",
                                                  "notebooks": notebooks}, indent=1) + "\n")
-    except OSError as err:
-        raise UsageError(f"cannot write the exercises in {exercises} ({err.strerror or type(err).__name__}): give "
-                         "--exercises a folder you can write") from None
+    except OSError as err:  # a full disk is fixed by room on it, not by another folder's permissions
+        fix = ("free some space on its disk (the notebooks already written are kept), then run it again" if
+               err.errno in (errno.ENOSPC, errno.EDQUOT) else "give --exercises a folder you can write")
+        raise UsageError(f"cannot write the exercises in {exercises} ({err.strerror or type(err).__name__}): "
+                         f"{fix}") from None
     return written, kept
 
 
