@@ -46,7 +46,7 @@ import torch
 from .artifacts import data_key
 from .data import subset_encoded
 from .device import pick_device
-from .errors import UsageError
+from .errors import error_cause, UsageError
 from .evaluate import accuracy, accuracy_interval, latency, latency_in_turns, predict_logits
 from .pipeline import run_config, step_budget, student_data
 from .profiles import Profile, StudentSpec
@@ -353,13 +353,18 @@ def evaluate_on_test(ctx: SearchContext, number: int) -> dict:
 
 
 def load_trial(ctx: SearchContext, number: int):
-    """A completed trial's kept model; a UsageError naming the fix when its folder is gone."""
+    """A completed trial's kept model; a UsageError naming the fix when its folder is gone or cannot be read (a
+    copy of the study cut short)."""
     from transformers import BertForSequenceClassification
     folder = trial_folder(ctx.out, number)
     if not (folder / "config.json").is_file():
         raise UsageError(f"trial {number}'s weights are missing from {folder}: restore them there, or give another "
                          "--out for a new study")
-    return BertForSequenceClassification.from_pretrained(folder)
+    try:
+        return BertForSequenceClassification.from_pretrained(folder)
+    except Exception as err:  # a cut or damaged model.safetensors, a config.json edited
+        raise UsageError(f"cannot read trial {number}'s weights in {folder} ({error_cause(err)}): restore them there "
+                         "from where the study was copied, or give another --out for a new study") from None
 
 
 def retime(ctx: SearchContext, records: list[dict]) -> None:

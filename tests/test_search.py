@@ -298,3 +298,19 @@ def test_a_full_disk_under_the_study_database_is_one_line_and_keeps_the_finished
     with pytest.raises(ValueError, match="not a database one"):  # any other error goes through as it is
         with search._study_writes(db):
             raise ValueError("not a database one")
+
+
+def test_a_trial_whose_weights_are_cut_is_one_line_naming_the_fix(tmp_path):
+    """Before: a trial folder whose model.safetensors was cut (a study copied to another machine, the copy cut short)
+    was a SafetensorError traceback once every trial had run, when the front was timed and tested."""
+    import types
+
+    from transformers import BertConfig, BertForSequenceClassification
+    folder = search.trial_folder(tmp_path, 3)
+    BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=16, max_position_embeddings=16)).save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UsageError, match=r"^cannot read trial 3's weights in .* \(SafetensorError: .*\): restore them "
+                                         r"there from where the study was copied, or give another --out"):
+        search.load_trial(types.SimpleNamespace(out=tmp_path), 3)
