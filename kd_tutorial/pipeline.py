@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import json
 import math
 import platform
@@ -41,7 +42,7 @@ from .parallel import check_workers, default_workers, report_step, run_forked
 from .profiles import Profile, StudentSpec, TINY_BERT
 from .recipes import Recipe, get_recipe
 from .report import format_best_recipes, format_comparisons, format_table
-from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked
+from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked, StorageError
 from .teacher_layers import (cache_gb, reads_cached_layers, run_layer_keys, teacher_layer_cache,
                              transfer_states)
 from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on,
@@ -738,20 +739,45 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
         with clock("evaluation"):
             rows, stats = evaluate_all(profile, prep, info, trained, seeds, **kw)
         # not before: a run cut short leaves the earlier run's files as they were
-        write_checkpoints(trained, out, prep.tokenizer)
-        record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
-                            phases=clock.seconds, wall=clock.wall(), workers=workers)
-        record["teacher_layers"] = _layers_record(profile, layers, trained)
-        results = {"run": record,
-                   "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
-                   "histories": {"teacher": info.get("history")} |
-                                {n: item["history"].to_dict() for n, item in trained.items() if item["history"]}}
-        atomic_write_json(out / "results.json", results)
-        (out / PENDING).unlink(missing_ok=True)  # results.json names the checkpoints now
-        results["plots"] = plots.save_pipeline_plots(results, out)
-        atomic_write_json(out / "results.json", results)
+        with _writing_results(out):
+            results = _write_results(trained, out, prep, profile, info, seeds, rows, stats, layers, clock,
+                                     device=device, init=init, teacher=teacher, workers=workers)
         _print_results(results, profile, device)
         return results
+
+
+def _write_results(trained, out: Path, prep, profile: Profile, info, seeds, rows, stats, layers, clock, *, device: str,
+                   init: str, teacher, workers: int) -> dict:
+    """Write ``out``'s checkpoints, results.json and plots (in that order: results.json names the checkpoints, and
+    is written again with the plots' names); return the results."""
+    write_checkpoints(trained, out, prep.tokenizer)
+    record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
+                        phases=clock.seconds, wall=clock.wall(), workers=workers)
+    record["teacher_layers"] = _layers_record(profile, layers, trained)
+    results = {"run": record,
+               "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
+               "histories": {"teacher": info.get("history")} |
+                            {n: item["history"].to_dict() for n, item in trained.items() if item["history"]}}
+    atomic_write_json(out / "results.json", results)
+    (out / PENDING).unlink(missing_ok=True)  # results.json names the checkpoints now
+    results["plots"] = plots.save_pipeline_plots(results, out)
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+@contextlib.contextmanager
+def _writing_results(out: Path):
+    """A disk that refuses ``out``'s checkpoints, results.json or plots: store's StorageError said "what was there
+    before is untouched", but by then the earlier run's results.json is removed and its checkpoints may be replaced.
+    Say instead what is kept (every student, in the artifact cache) and how to finish without training again."""
+    try:
+        yield
+    except StorageError as err:
+        cause = getattr(err.__cause__, "errno", None)
+        fix = "free some space" if cause in (errno.ENOSPC, errno.EDQUOT) else f"make {out} writable"
+        raise StorageError(f"{str(err).split('; ')[0]}; the students are trained and kept in the artifact cache: "
+                           f"{fix}, or give another --out, then run the same command with --resume to write the "
+                           "results without training again") from err.__cause__
 
 
 def _print_results(results: dict, profile: Profile, device: str) -> None:

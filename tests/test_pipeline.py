@@ -1079,3 +1079,25 @@ def test_a_run_with_nothing_to_compare_prints_no_empty_comparison_table(capsys):
     results["comparisons"] = []
     pipeline._print_results(results, get_profile("tiny"), "cpu")
     assert "| student | recipe | against |" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+def test_a_disk_that_refuses_the_results_says_resume_not_untouched(tmp_path, monkeypatch, code):
+    """Before: a full disk when distill wrote --out's results.json (after every student was trained) said "what was
+    there before is untouched", when the earlier run's results.json was already removed and its checkpoints replaced,
+    and did not say that --resume finishes from the cache (measured: the rerun with --resume gave the same table)."""
+    import errno
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(store.StorageError) as caught:
+        with pipeline._writing_results(tmp_path):
+            store.atomic_write_json(tmp_path / "results.json", {})
+    fix = "free some space" if code == "ENOSPC" else f"make {tmp_path} writable"
+    assert str(caught.value) == (f"cannot write {tmp_path / 'results.json'}: {store._DISK_ERRORS[getattr(errno, code)]};"
+                                 f" the students are trained and kept in the artifact cache: {fix}, or give another "
+                                 "--out, then run the same command with --resume to write the results without training "
+                                 "again")
+    assert "untouched" not in str(caught.value)
