@@ -32,7 +32,7 @@ from .bars import progress_bar, tick
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
-from .errors import JSON_ERRORS, UsageError
+from .errors import held_open_fix, JSON_ERRORS, UsageError
 from .evaluate import (choice_key, compare, compare_paired, correct_matrix, predict_logits, quartiles,
                        teacher_share)
 from .layer_maps import describe as describe_mapping, layer_mapping
@@ -772,9 +772,9 @@ def _writing_results(out: Path):
     Say instead what is kept (every student, in the artifact cache) and how to finish without training again."""
     try:
         yield
-    except StorageError as err:
-        cause = getattr(err.__cause__, "errno", None)
-        fix = "free some space" if cause in (errno.ENOSPC, errno.EDQUOT) else f"make {out} writable"
+    except StorageError as err:  # on Windows a checkpoint a notebook loaded is held open: store's fix says so
+        full = getattr(err.__cause__, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free some space" if full else f"{held_open_fix(err.__cause__)}make {out} writable"
         raise StorageError(f"{str(err).split('; ')[0]}; the students are trained and kept in the artifact cache: "
                            f"{fix}, or give another --out, then run the same command with --resume to write the "
                            "results without training again") from err.__cause__

@@ -1096,8 +1096,30 @@ def test_a_disk_that_refuses_the_results_says_resume_not_untouched(tmp_path, mon
         with pipeline._writing_results(tmp_path):
             store.atomic_write_json(tmp_path / "results.json", {})
     fix = "free some space" if code == "ENOSPC" else f"make {tmp_path} writable"
-    assert str(caught.value) == (f"cannot write {tmp_path / 'results.json'}: {store._DISK_ERRORS[getattr(errno, code)]};"
+    why = store._DISK_ERRORS[getattr(errno, code)]
+    assert str(caught.value) == (f"cannot write {tmp_path / 'results.json'}: {why};"
                                  f" the students are trained and kept in the artifact cache: {fix}, or give another "
                                  "--out, then run the same command with --resume to write the results without training "
                                  "again")
     assert "untouched" not in str(caught.value)
+
+
+def test_a_file_windows_holds_open_when_distill_writes_the_results_names_the_program_that_holds_it(
+        tmp_path, monkeypatch):
+    """On Windows a checkpoint in --out that a notebook loaded cannot be replaced (a PermissionError): store's line
+    says to close the program that holds it, which the results' line (students kept, --resume) dropped, leaving only
+    "make <out> writable" of a folder that was writable."""
+    import errno
+    import sys
+    import tempfile
+
+    def held(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkstemp", held)
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(store.StorageError) as caught:
+        with pipeline._writing_results(tmp_path):
+            store.atomic_write_json(tmp_path / "results.json", {})
+    assert "permission denied; the students are trained and kept in the artifact cache: close the program that has " \
+           f"it open (on Windows a CSV shown in Excel, or a model a notebook loaded, cannot be replaced), or make " \
+           f"{tmp_path} writable, or give another --out, then run the same command with --resume" in str(caught.value)
