@@ -286,18 +286,7 @@ def atomic_write_text(path: Path, text: str, newline: str | None = None) -> None
     :func:`open` takes it ("" writes the line endings ``text`` holds, untranslated). Through a symbolic link, the
     file it names is written and the link stays a link."""
     path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)  # a loop: the link is replaced
-    with disk_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
-                f.write(text)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the user's usual permissions
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+    _write_replacing(path, lambda f: f.write(text), "w", encoding="utf-8", newline=newline)
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -307,38 +296,34 @@ def atomic_write_json(path: Path, obj) -> None:
 
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename into place."""
-    path = Path(path)
-    with disk_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
+    def save(f) -> None:
         try:
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    torch.save(obj, f)
-            except RuntimeError as err:  # torch's zip writer reports a failed write ("unexpected pos ...") as its
-                cause = _os_error_in(err)  # own RuntimeError, the OSError that says why only in its context
-                if cause is None:
-                    raise
-                raise cause from err
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+            torch.save(obj, f)
+        except RuntimeError as err:  # torch's zip writer reports a failed write ("unexpected pos ...") as its
+            cause = _os_error_in(err)  # own RuntimeError, the OSError that says why only in its context
+            if cause is None:
+                raise
+            raise cause from err
+    _write_replacing(Path(path), save)
 
 
 def atomic_savefig(fig, path: Path, dpi: int = 120) -> None:
     """``fig.savefig`` as a PNG to a temporary file, then rename into place: a full disk never leaves a cut PNG
     under the plot's name, and is one :class:`StorageError` that names the fix."""
-    path = Path(path)
+    _write_replacing(Path(path), lambda f: fig.savefig(f, dpi=dpi, format="png"))
+
+
+def _write_replacing(path: Path, write, mode: str = "wb", **open_kw) -> None:
+    """``write(f)`` into a temporary file beside ``path`` (opened with ``mode`` and ``open_kw``), then rename it
+    into place with the user's usual permissions; a failure removes the temporary file, and a full disk or a
+    read-only folder is one :class:`StorageError` (:func:`disk_errors`)."""
     with disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARK}", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, dpi=dpi, format="png")
-            os.chmod(tmp, 0o666 & ~_umask())
+            with os.fdopen(fd, mode, **open_kw) as f:
+                write(f)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the user's usual permissions
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
