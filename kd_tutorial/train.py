@@ -330,6 +330,8 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: Tr
         _set_cuda_rng_states(state.get("cuda_rng"))
         return History.from_dict(state["history"]), _Progress(**state["progress"]), state["best_state"]
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a part missing or of another shape
+        if "out of memory" in str(err).lower():  # the optimizer's state moved to a full GPU: the file is fine
+            raise
         why = (str(err).splitlines() or [""])[0][:120]
         raise ArtifactError(f"cannot resume from {path} ({err.__class__.__name__}: {why}): delete it "
                             "to train this run from the start") from err

@@ -783,3 +783,20 @@ def test_a_checkpoint_of_another_kind_is_one_line_naming_the_file(tmp_path, kind
     with pytest.raises(ArtifactError, match=r"cannot resume from .*last.pt.*delete it to train this run from the "
                                             r"start$"):
         _load_checkpoint(tmp_path / "last.pt", torch.nn.Linear(2, 2), None, None, None, config)
+
+
+def test_a_gpu_out_of_memory_while_resuming_is_not_blamed_on_the_checkpoint(tmp_path):
+    """The optimizer's state moves to the GPU as a checkpoint is loaded: an out-of-memory error there (another
+    process holding the GPU) was turned into "cannot resume ...: delete it to train this run from the start", advice
+    that throws away a sound checkpoint; it now reaches the CLI's out-of-memory line, the file kept."""
+    from dataclasses import asdict
+    from kd_tutorial.train import _load_checkpoint
+    config = TrainConfig()
+    torch.save({"config": asdict(config), "model": {}}, tmp_path / "last.pt")
+
+    class FullGPU(torch.nn.Linear):
+        def load_state_dict(self, *args, **kwargs):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="CUDA out of memory"):
+        _load_checkpoint(tmp_path / "last.pt", FullGPU(2, 2), None, None, None, config)
+    assert (tmp_path / "last.pt").is_file()
