@@ -261,6 +261,8 @@ class _Bench:
                     out[label] = self.one_worst_batch(model, dtype)
             # out of memory, or a dtype this build cannot run (MPS before macOS 14 refuses bf16 with a TypeError)
             except (RuntimeError, NotImplementedError, TypeError) as err:
+                if isinstance(err, TypeError) and not self.device.startswith("mps"):
+                    raise  # elsewhere a TypeError is a bug, not a dtype the device refuses
                 out[label] = {"skipped": f"{err.__class__.__name__}: {str(err).splitlines()[0][:200]}"}
                 model.zero_grad(set_to_none=True)
                 if self.device.startswith("cuda"):

@@ -546,6 +546,9 @@ def test_the_benchmarks_bf16_batch_on_apples_gpu_under_macos_13_is_skipped_with_
     out = benchmark._Bench.worst_batch(bench, torch.nn.Linear(1, 1))
     assert out["bf16"] == {"skipped": "TypeError: MPS BFloat16 is only supported on MacOS 14 or newer"}
     assert out["fp16"] == {"seconds": 1.0}
+    bench.device = "cpu"  # anywhere else a TypeError is a bug in the batch, not a row to skip
+    with pytest.raises(TypeError):
+        benchmark._Bench.worst_batch(bench, torch.nn.Linear(1, 1))
 
 
 @pytest.mark.parametrize("precision, torch_version, mac, fix", [
