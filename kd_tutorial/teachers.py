@@ -263,10 +263,11 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
                 outputs = _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,
                                       device=device or pick_device(), precision=profile.precision, progress=progress,
                                       desc=f"teacher layers ({split})")
-            except BaseException:  # an error or Ctrl-C: no half-written file stays behind
+                with disk_errors(prep.directory):  # the last flush or a rename refused: one line
+                    writer.close()
+            except BaseException:  # an error or Ctrl-C: no half-written file stays behind (those renamed are whole)
                 writer.discard()
                 raise
-            writer.close()
             path = _output_files(prep, split)
             if not all(p.exists() for p in path.values()):
                 _store_outputs(path, *outputs)

@@ -397,6 +397,39 @@ def test_an_interrupted_layer_pass_leaves_nothing_behind(small, monkeypatch):
     assert not list(prep.directory.glob("*hidden-3-*")) and not list(prep.directory.glob(".*.tmp"))
 
 
+def test_a_disk_error_moving_the_layer_files_into_place_is_one_line_and_the_next_run_computes_the_rest(small,
+                                                                                                       monkeypatch):
+    """A disk that refuses the final rename (or flush: the same step, LayerWriter.close) is the one StorageError
+    line; no temporary file stays, the file moved into place before is whole, and the next run computes the other."""
+    import errno
+    profile, teacher, prep, _, _ = small
+    keys, renamed = [("hidden", 1), ("values", 2)], []
+    for key in keys:  # another test may have cached them
+        teachers.layer_file(prep, key, "train").unlink(missing_ok=True)
+
+    def replace(src, dst):
+        if renamed:  # the first file moved into place, the second refused
+            raise OSError(errno.ENOSPC, "No space left on device")
+        renamed.append(dst)
+        os.rename(src, dst)
+    monkeypatch.setattr(layer_cache.os, "replace", replace)
+    monkeypatch.setattr(teachers, "_layer_pass", lambda model, enc, writer, **kw: (None, None))  # no pass needed
+    with pytest.raises(store.StorageError, match="no space left on the disk; free some space") as err:
+        teachers.ensure_teacher_layers(profile, "train", keys, teacher_model=teacher, progress=False)
+    assert "\n" not in str(err.value) and str(prep.directory) in str(err.value)
+    assert not list(prep.directory.glob(".*.tmp")) and not list(prep.directory.glob("values-2-*"))
+    assert [p.name for p in renamed] == ["hidden-1-train.npy"]
+    monkeypatch.undo()
+    passes = []
+    real = teachers._layer_pass
+    monkeypatch.setattr(teachers, "_layer_pass", lambda model, enc, writer, **kw: (passes.append(set(writer.paths)),
+                                                                                  real(model, enc, writer, **kw))[1])
+    again = teachers.ensure_teacher_layers(profile, "train", keys, teacher_model=teacher, progress=False)
+    assert again.keys == set(keys) and passes == [{("values", 2)}]
+    for key in keys:
+        teachers.layer_file(prep, key, "train").unlink()
+
+
 def test_a_pass_stopped_in_its_callback_leaves_the_teacher_in_the_mode_it_came_in(small):
     from kd_tutorial.evaluate import predict_logits
     _, teacher, prep, _, _ = small
