@@ -315,11 +315,27 @@ def make_context(profile: Profile, out: Path, *, device: str, steps: int | None,
               for split in ("train", "transfer")}
     sets = student_data(profile, prep, logits)
     rows, t_logits, _ = sets["transfer"]
-    teacher_val = info.get("val_accuracy") or 0.0
+    teacher_val = teacher_val_accuracy(profile, teacher, prep, info, device=device)
     return SearchContext(profile=profile, teacher=teacher, prep=prep, rows=rows, logits=t_logits,
                          n_labelled=len(sets["labelled"][0]), teacher_val=teacher_val,
                          students=student_choices(profile, teacher.config.num_hidden_layers), out=Path(out),
                          device=device, steps=steps, **settings)
+
+
+def teacher_val_accuracy(profile: Profile, teacher, prep, info: dict, *, device: str) -> float:
+    """The cached teacher's validation accuracy, the pruning rule's bar: as ``teacher.json`` records it, or computed
+    again on the validation reviews (one pass, and a line that says so) where it records no number in [0, 1] (an
+    older or hand-edited file): read as 0, it switched the rule off and wrote 0 into search.json."""
+    recorded = info.get("val_accuracy")
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) and 0 <= recorded <= 1:
+        return float(recorded)
+    val = prep.encoded["validation"]
+    logits = predict_logits(teacher, val, batch_size=profile.eval_batch_size, device=device,
+                            precision=profile.precision)
+    acc = accuracy(logits, val.labels)
+    print(f"teacher: {prep.directory / 'teacher.json'} records no validation accuracy ({recorded!r}); computed "
+          f"again on {len(val)} validation reviews: {acc:.4f}", flush=True)
+    return acc
 
 
 def trial_record(t) -> dict:

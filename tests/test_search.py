@@ -314,3 +314,18 @@ def test_a_trial_whose_weights_are_cut_is_one_line_naming_the_fix(tmp_path):
     with pytest.raises(UsageError, match=r"^cannot read trial 3's weights in .* \(SafetensorError: .*\): restore them "
                                          r"there from where the study was copied, or give another --out"):
         search.load_trial(types.SimpleNamespace(out=tmp_path), 3)
+
+
+@pytest.mark.parametrize("recorded", ["missing", None, "0.9"])
+def test_a_teacher_json_without_a_validation_accuracy_gives_the_pruning_rule_the_teachers_computed_again(
+        study, monkeypatch, capsys, recorded):
+    """An older or hand-edited teacher.json (no val_accuracy, null, a string) was read as a teacher at 0 %: the
+    "below the teacher" rule never pruned, and search.json said 0. The cached teacher's accuracy is computed again."""
+    from kd_tutorial import teachers
+    teacher, prep, info = teachers.ensure_teacher(PROFILE, device="cpu", progress=False)
+    edited = {k: v for k, v in info.items() if k != "val_accuracy"} | ({} if recorded == "missing"
+                                                                        else {"val_accuracy": recorded})
+    monkeypatch.setattr(search, "ensure_teacher", lambda *a, **k: (teacher, prep, edited))
+    ctx = search.make_context(PROFILE, study[0], device="cpu", steps=2, progress=False)
+    assert ctx.teacher_val == pytest.approx(info["val_accuracy"], abs=1e-9) and info["val_accuracy"] > 0.5
+    assert "records no validation accuracy" in capsys.readouterr().out
