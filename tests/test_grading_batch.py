@@ -6,12 +6,15 @@ Most tests grade with a stand-in kernel (``fake_kernel``: every check passes at 
 ``failing``); the ones marked "real kernel" run notebooks, a few seconds each.
 """
 import codecs
+import contextlib
 import csv
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -306,6 +309,69 @@ def test_sigterm_shuts_the_kernel_down_and_removes_the_temporary_folders(tmp_pat
         time.sleep(0.05)
     else:
         pytest.fail(f"the kernel (pid {kernel}) outlived the grader")
+
+
+# ----------------------------------------------------------------------------- 2b. a full temporary folder
+
+
+def _checks_that_never_report(monkeypatch):
+    """run_submission without a kernel: the checks run and report nothing, as when the disk refuses their lines."""
+    class Client:
+        max_output_bytes, truncated = 0, False
+
+        def setup_kernel(self, **kw):
+            return contextlib.nullcontext()
+    monkeypatch.setattr(execute, "_make_client", lambda *a, **k: Client())
+    monkeypatch.setattr(execute, "_run_cells", lambda *a, **k: None)
+
+
+def _refuse(*a, **k):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("refused", ["results", "folders", "nothing"])
+def test_checks_that_cannot_write_their_results_stop_the_grading_instead_of_failing_the_learner(monkeypatch,
+                                                                                                   refused):
+    """A full /tmp (tmpfs: its folders are made, their files refused) marked every check "did not report a result",
+    an error in the learner's grades, and graded on. The grader now writes there itself to tell the two apart."""
+    _checks_that_never_report(monkeypatch)
+    if refused != "nothing":
+        monkeypatch.setattr(execute.tempfile, "TemporaryFile" if refused == "results" else "mkdtemp", _refuse)
+    nb = nbformat.read(FIXTURES / "correct.ipynb", as_version=4)
+    if refused == "nothing":  # a disk with room: a check that did not report is the learner's error, as before
+        run = execute.run_submission(nb, "ex02", timeout=30, cell_timeout=5)
+        assert run.results["q1"] == ("error", "q1: the check did not report a result")
+        return
+    try:
+        run = execute.run_submission(nb, "ex02", timeout=30, cell_timeout=5)
+    except Exception as exc:  # noqa: BLE001 - its type is checked below
+        said = exc
+    else:
+        pytest.fail(f"graded on as if the learner's checks had failed: {run.results}")
+    assert type(said).__name__ == "ResultsRefused"
+    assert str(said) == (f"the checks cannot write their results in {tempfile.gettempdir()} (no space left on its "
+                         "disk): free some space there or set TMPDIR to a folder on a disk with room, then run it "
+                         "again")
+
+
+@pytest.mark.parametrize("at", [1, 2])
+def test_a_full_temporary_folder_stops_the_batch_in_one_line_keeping_the_grades_before(tmp_path, capsys, fake_kernel,
+                                                                                       at):
+    """No row for the notebook being graded or the ones after it (they were not checked); the ones before are
+    written; the run ends with status 2 and one line naming the fix."""
+    folder = a_class(tmp_path / "class", f"a_{NB}", f"b_{NB}", f"c_{NB}")
+    def during(call):
+        if call == at:
+            raise execute._refused(OSError(errno.ENOSPC, "No space left on device"))
+    fake_kernel.during = during
+    assert grade(folder, "--out", tmp_path / "grades.csv") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"stopped before grading {'ab'[at - 1]}_{NB[:-6]} ({at} of 3)" in err
+    assert "set TMPDIR to a folder on a disk with room" in err and fake_kernel.calls == at
+    if at == 1:
+        assert "(nothing was written)" in err and not (tmp_path / "grades.csv").exists()
+    else:
+        assert [r["learner"] for r in csv_rows(tmp_path / "grades.csv")] == [f"a_{NB[:-6]}"] * 2
 
 
 # ----------------------------------------------------------------------------- 3. installs are not run

@@ -7,6 +7,7 @@ lines, tagged with a nonce, in a file the grader chose.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import JSON_ERRORS
+from ..errors import JSON_ERRORS, UserError
 from .core import ERROR, NOT_ATTEMPTED, TIMEOUT, UNDEFINED
 from .registry import SETS
 
@@ -41,6 +42,17 @@ INSTALL_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:(?:!{1,2}|%)[ \t]*(?:sudo[ \t]
                           # IPython's automagic runs a bare `pip install x` as %pip (never valid Python)
                           r"|(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip)[ \t]+"
                           r"(?:install|uninstall|remove|update)\b)")
+
+
+# what the system's temporary folder may answer when it cannot take the checks' results, and what that means
+_REFUSALS = {errno.ENOSPC: "no space left on its disk", errno.EDQUOT: "disk quota exceeded",
+             errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+             errno.EPERM: "operation not permitted"}
+
+
+class ResultsRefused(UserError):
+    """The system's temporary folder refuses the checks' results (a full disk...): every notebook graded from now on
+    would get "the check did not report a result" for answers that were never checked, so the grading stops."""
 
 
 @dataclass
@@ -195,8 +207,7 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
     labels = SETS[set_id][1]
     run = Run()
     start = time.monotonic()
-    workdir = tempfile.mkdtemp(prefix="kd-grade-cwd-")
-    resdir = tempfile.mkdtemp(prefix="kd-grade-res-")
+    workdir, resdir = _temp_folders()
     results_path = os.path.join(resdir, f"{secrets.token_hex(8)}.jsonl")
     guard_nonce, check_nonce = secrets.token_hex(16), secrets.token_hex(16)
     fate: dict[str, tuple[str, str]] = {}  # label -> (status, message) for checks that never reported
@@ -224,6 +235,8 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
         _read_results(results_path, guard_nonce, check_nonce, set_id, run)
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(resdir, ignore_errors=True)
+    if any(label not in run.results and label not in fate for label in labels):
+        _check_results_writable()  # a check that did not report, on a disk that refuses its line: stop, not ERROR
     for label in (label for label in labels if label not in run.results):
         run.results[label] = fate.get(label) or stop or (ERROR, f"{label}: the check did not report a result")
     if run.skipped_cells:  # a function "not defined" may be one that a skipped cell defines
@@ -233,6 +246,44 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
                             if status == NOT_ATTEMPTED and message.endswith(UNDEFINED)})
     run.seconds = round(time.monotonic() - start, 2)
     return run
+
+
+def _temp_folders() -> tuple[str, str]:
+    """New folders in the system's temporary folder: the kernel's working folder and the checks' results folder;
+    :class:`ResultsRefused` when its disk refuses them."""
+    made = []
+    try:
+        for prefix in ("kd-grade-cwd-", "kd-grade-res-"):
+            made.append(tempfile.mkdtemp(prefix=prefix))
+    except OSError as err:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+        if err.errno not in _REFUSALS:
+            raise
+        raise _refused(err) from err
+    return made[0], made[1]
+
+
+def _check_results_writable(size: int = 65536) -> None:
+    """:class:`ResultsRefused` when the system's temporary folder, where the checks write their results, refuses
+    ``size`` bytes now (the grader's own write, which no learner's code can fake); nothing when it takes them."""
+    try:
+        with tempfile.TemporaryFile(prefix="kd-grade-probe-") as fh:
+            fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        if err.errno not in _REFUSALS:
+            raise
+        raise _refused(err) from err
+
+
+def _refused(err: OSError) -> ResultsRefused:
+    """The disk's refusal ``err`` (an errno of :data:`_REFUSALS`) as the one-line :class:`ResultsRefused` that
+    names the fix."""
+    fix = "free some space there" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+    return ResultsRefused(f"the checks cannot write their results in {tempfile.gettempdir()} ({_REFUSALS[err.errno]}):"
+                          f" {fix} or set TMPDIR to a folder on a disk with room, then run it again")
 
 
 def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeout: float, cell_timeout: float):

@@ -193,6 +193,15 @@ class GradingInterrupted(KeyboardInterrupt):
         self.rows, self.submissions, self.total = rows, submissions, total
 
 
+class GradingStopped(UserError):
+    """The grading cannot go on (:class:`~kd_tutorial.grading.execute.ResultsRefused`: the checks cannot write their
+    results): ``why``, one line; the rows and submissions of the notebooks finished before, of ``total``."""
+
+    def __init__(self, why: str, rows: list[dict], submissions: list[dict], total: int):
+        super().__init__(why)
+        self.why, self.rows, self.submissions, self.total = why, rows, submissions, total
+
+
 def learner_names(paths: list[Path]) -> dict[Path, str]:
     """Each notebook's learner: its stem, or, for notebooks whose stems repeat (``alice/02.ipynb``, ``bob/02.ipynb``),
     their path below their common folder without the suffix (``alice/02``); the other learners keep their stems."""
@@ -271,7 +280,9 @@ def signals_deferred():
 def grade_paths(paths: list[Path], *, timeout: float, cell_timeout: float, max_output: int = 1_000_000,
                 progress=_say) -> tuple[list[dict], list[dict]]:
     """Grade every notebook; return ``(rows, submissions)``. Ctrl-C (or SIGTERM, SIGHUP) stops it: the running kernel
-    is shut down, then :class:`GradingInterrupted` carries the notebooks finished before."""
+    is shut down, then :class:`GradingInterrupted` carries the notebooks finished before; so does
+    :class:`GradingStopped` when the checks cannot write their results (a full disk)."""
+    from .execute import ResultsRefused  # noqa: PLC0415
     done: list[tuple[list[dict], dict]] = []  # appended whole, so an interrupt never splits a notebook's rows
     try:
         with signals_interrupt():  # the loading too: inside the CLI's signals_deferred(), a signal then would wait
@@ -285,6 +296,9 @@ def grade_paths(paths: list[Path], *, timeout: float, cell_timeout: float, max_o
                 limits = dict(timeout=timeout, cell_timeout=cell_timeout, max_output_bytes=max_output)
                 try:
                     done.append(grade_one(path, nb, problem, names[path], sets[path], fallback, limits))
+                except ResultsRefused as exc:  # this notebook's grades, and every later one's, would be wrong
+                    raise GradingStopped(f"stopped before grading {names[path]} ({i} of {len(loaded)}): {exc}",
+                                         [r for rows, _ in done for r in rows], [s for _, s in done], len(paths))
                 except Exception as exc:  # noqa: BLE001 - one odd file is an error row, never the end of the batch
                     done.append(grade_one(path, None, f"the grader failed on it ({type(exc).__name__}: {exc})",
                                           names[path], sets[path], fallback, limits))
@@ -680,7 +694,9 @@ def _grade(args) -> int:
         try:
             rows, submissions = grade_paths(paths, timeout=args.timeout, cell_timeout=args.cell_timeout,
                                             max_output=args.max_output)
-        except GradingInterrupted as stop:
+        except (GradingInterrupted, GradingStopped) as stop:
+            if not stop.submissions and isinstance(stop, GradingStopped):
+                raise UserError(f"{stop.why} (nothing was written)") from stop
             if not stop.submissions:  # nothing graded: earlier reports are kept as they are
                 _say(f"kd-tutorial grade: interrupted before any of the {stop.total} notebooks was graded: nothing "
                      "was written; run it again to grade them", file=sys.stderr)
@@ -708,6 +724,10 @@ def _grade(args) -> int:
     _say(f"\nGraded {len(submissions)} notebook(s) in {seconds:.1f} s -> {args.out}, {json_path}")
     if failed:
         _say(f"kd-tutorial grade: {failed}", file=sys.stderr)
+    if isinstance(stopped, GradingStopped):
+        _say(f"kd-tutorial grade: {stopped.why} (the reports hold the {len(submissions)} graded before)",
+             file=sys.stderr)
+        return 2
     if stopped is not None:
         return _interrupted(len(submissions), stopped.total, args.out, json_path)
     return 2 if failed else 0
