@@ -47,7 +47,7 @@ from .teacher_layers import (cache_gb, reads_cached_layers, run_layer_keys, teac
                              transfer_states)
 from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on,
                        load_cached_logits)
-from .train import TrainConfig, seed_everything, train
+from .train import TrainConfig, kept_rng, seed_everything, train
 
 
 def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
@@ -569,24 +569,26 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
     cached = load_student(folder) if resume else None
     if cached is not None:
         return {"model": cached[0], "history": cached[1], "status": "cached", "run_hash": run_hash(folder)}
-    if not initial:
+    with kept_rng():  # the caller draws the same numbers after a run trained now as after a cached one
+        if not initial:
+            seed_everything(config.seed)
+            initial.append(build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout,
+                                         freeze_embeddings=profile.freeze_word_embeddings,
+                                         hidden_dropout=profile.student_hidden_dropout,
+                                         teacher_tokenizer=prep.tokenizer))
+        student = copy.deepcopy(initial[0])
+        spec_i = recipe.intermediate
+        seed_everything(config.seed)  # the projections' start, too, must not depend on the runs before this one
+        model = (DistillationStudent(student, teacher.config.hidden_size) if spec_i is not None
+                 and spec_i.needs_projection else student)
+        rows, t_logits, t_cls = sets["augmented" if recipe.augment else "transfer" if recipe.transfer else "labelled"]
+        online = recipe.online_teacher and states is None
         seed_everything(config.seed)
-        initial.append(build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout,
-                                     freeze_embeddings=profile.freeze_word_embeddings,
-                                     hidden_dropout=profile.student_hidden_dropout, teacher_tokenizer=prep.tokenizer))
-    student = copy.deepcopy(initial[0])
-    spec_i = recipe.intermediate
-    seed_everything(config.seed)  # the projections' start, too, must not depend on the runs before this one
-    model = (DistillationStudent(student, teacher.config.hidden_size) if spec_i is not None
-             and spec_i.needs_projection else student)
-    rows, t_logits, t_cls = sets["augmented" if recipe.augment else "transfer" if recipe.transfer else "labelled"]
-    online = recipe.online_teacher and states is None
-    seed_everything(config.seed)
-    history = train(model, rows, config=config, val_data=prep.encoded["validation"],
-                    teacher_logits=t_logits if recipe.mode != "ce" else None, teacher=teacher if online else None,
-                    teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, teacher_states=states,
-                    device=device,
-                    checkpoint_dir=folder, resume=resume, desc=desc, progress=progress, on_step=on_step)
+        history = train(model, rows, config=config, val_data=prep.encoded["validation"],
+                        teacher_logits=t_logits if recipe.mode != "ce" else None, teacher=teacher if online else None,
+                        teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, teacher_states=states,
+                        device=device, checkpoint_dir=folder, resume=resume, desc=desc, progress=progress,
+                        on_step=on_step)
     student = fold_word_embeddings(student)  # a plain BERT again (a no-op unless spec.teacher_word_vectors)
     save_student(folder, student, history)
     # back on the CPU, as a student from the cache comes: a GPU keeps room for the next run (a T4 running the full

@@ -30,7 +30,7 @@ from .models import check_positions, check_same_vocab, teacher_for_profile
 from .profiles import Profile, stable_hash
 from .store import (atomic_save_pretrained, atomic_torch_save, atomic_write_json, disk_errors, locked,
                     move_aside, writer_tag)
-from .train import TrainConfig, freeze, seed_everything, train
+from .train import TrainConfig, freeze, kept_rng, seed_everything, train
 
 
 def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,
@@ -51,16 +51,17 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
             model, info = cached
             return freeze(model.to(device)), prep, info
         before = _recorded_weights(folder)  # the teacher this folder held, if its outputs outlived it
-        seed_everything(seed)  # the same seed gives the same teacher, run after run (with the same threads)
-        model = teacher_for_profile(profile, init=init, teacher=teacher)
-        check_same_vocab(model, prep.tokenizer)  # refuse before spending any time on training
-        check_positions(model.config.max_position_embeddings, profile.max_length)  # a Hub teacher's, once loaded
-        config = TrainConfig(epochs=profile.teacher_epochs, lr=profile.teacher_lr, batch_size=profile.batch_size,
-                             warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
-                             seed=seed, mode="ce", grad_accum=profile.grad_accum, precision=profile.precision)
-        history = train(model, prep.encoded["train"], config=config, val_data=prep.encoded["validation"],
-                        device=device, checkpoint_dir=folder / "teacher-checkpoint", resume=True,
-                        desc=f"teacher ({profile.name} profile)", progress=progress)
+        with kept_rng():  # the caller draws the same numbers after a teacher trained now as after a cached one
+            seed_everything(seed)  # the same seed gives the same teacher, run after run (with the same threads)
+            model = teacher_for_profile(profile, init=init, teacher=teacher)
+            check_same_vocab(model, prep.tokenizer)  # refuse before spending any time on training
+            check_positions(model.config.max_position_embeddings, profile.max_length)  # a Hub teacher's, once loaded
+            config = TrainConfig(epochs=profile.teacher_epochs, lr=profile.teacher_lr, batch_size=profile.batch_size,
+                                 warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
+                                 seed=seed, mode="ce", grad_accum=profile.grad_accum, precision=profile.precision)
+            history = train(model, prep.encoded["train"], config=config, val_data=prep.encoded["validation"],
+                            device=device, checkpoint_dir=folder / "teacher-checkpoint", resume=True,
+                            desc=f"teacher ({profile.name} profile)", progress=progress)
         weights = weights_hash(model)
         if before != weights:
             set_aside_outputs(folder)

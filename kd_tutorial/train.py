@@ -133,6 +133,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def kept_rng():
+    """Leave the caller's random state (Python, NumPy, torch on the CPU and CUDA) as it was on entry: a model trained
+    inside (the teacher, a student) then moves nothing that the code after it draws, so a notebook prints the same
+    numbers whether that model was trained now or loaded from the cache."""
+    import random
+    py, cpu = random.getstate(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        import numpy as np
+        npy = np.random.get_state()
+    except ImportError:  # pragma: no cover
+        np = npy = None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        if np is not None:
+            np.random.set_state(npy)
+
+
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
     """Put a teacher in ``eval()`` (dropout off) with ``requires_grad=False`` everywhere."""
     model.eval()

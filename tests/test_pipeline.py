@@ -1123,3 +1123,31 @@ def test_a_file_windows_holds_open_when_distill_writes_the_results_names_the_pro
     assert "permission denied; the students are trained and kept in the artifact cache: close the program that has " \
            f"it open (on Windows a CSV shown in Excel, or a model a notebook loaded, cannot be replaced), or make " \
            f"{tmp_path} writable, or give another --out, then run the same command with --resume" in str(caught.value)
+
+
+def test_a_student_run_trained_now_leaves_the_callers_random_state_as_a_cached_one_does(monkeypatch, tmp_path):
+    """A run trained in the notebook's own process (one worker: a GPU, macOS, Windows) reseeded and drew from the
+    global generators, so what the notebook drew after it differed between a cold run and Restart & Run All."""
+    import random
+    from kd_tutorial.recipes import get_recipe
+    from kd_tutorial.train import History, TrainConfig
+
+    def train_drawing(*args, **kwargs):
+        torch.rand(7), random.random()  # what training draws
+        return History()
+    for name, fake in {"load_student": lambda folder: None, "train": train_drawing, "run_hash": lambda folder: "h",
+                       "fold_word_embeddings": lambda model: model, "save_student": lambda *a: None}.items():
+        monkeypatch.setattr(pipeline, name, fake)
+    profile = get_profile("tiny")
+    recipe = get_recipe("kd+transfer")
+    sets, prep = {"transfer": (None, None, None)}, type("Prep", (), {"encoded": {"validation": None}})
+    initial = [torch.nn.Linear(2, 2)]  # the student built before (its build draws too)
+    torch.manual_seed(5)
+    random.seed(5)
+    expected = torch.rand(3), random.random()
+    torch.manual_seed(5)
+    random.seed(5)
+    run = pipeline._one_run(profile, profile.students[0], recipe, TrainConfig(seed=0), sets, None, prep, tmp_path,
+                            initial, resume=True, device="cpu", init="teacher", desc="", progress=False)
+    assert run["status"] == "trained"
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]

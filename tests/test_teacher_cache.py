@@ -120,3 +120,30 @@ def test_a_teacher_record_that_is_json_but_no_object_is_one_line(tmp_path, text)
     with pytest.raises(ArtifactError, match=r"cannot read .*teacher.json \(ValueError: it holds a JSON \w+, not an "
                                             r"object\): delete it and run again"):
         teachers._cached_teacher(tmp_path)
+
+
+def test_a_teacher_trained_now_leaves_the_callers_random_state_as_a_cached_one_does(tmp_path, monkeypatch):
+    """Notebooks 04, 05 and 07 printed other numbers on a cold run (teacher trained in the kernel) than on Restart &
+    Run All (teacher from the cache): training reseeded and drew from the global generators, so every later draw
+    (a dropout check, a student's new head, a projection) moved with whether the teacher had been cached."""
+    import random
+
+    from kd_tutorial import artifacts
+    from kd_tutorial.profiles import get_profile
+    from kd_tutorial.train import History
+
+    def train_drawing(*args, **kwargs):
+        torch.rand(7), random.random()  # what training draws
+        return History()
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))
+    monkeypatch.setattr(teachers, "train", train_drawing)
+    monkeypatch.setattr(teachers, "atomic_save_pretrained", lambda model, directory: directory.mkdir(parents=True))
+    profile = get_profile("tiny")
+    artifacts.prepare(profile).directory.mkdir(parents=True)
+    torch.manual_seed(123)
+    random.seed(123)
+    expected = torch.rand(3), random.random()
+    torch.manual_seed(123)
+    random.seed(123)
+    teachers.ensure_teacher(profile, progress=False)
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
