@@ -70,11 +70,27 @@ def check_depths(profile: Profile, teacher_layers: int, teacher_heads: int, runs
                              f"has {teacher_layers}: {fix} (at least {needs} layers)")
 
 
+def check_relation_heads(profile: Profile, teacher_width: int, teacher_heads: int, runs=None,
+                         fix: str = "give a teacher whose width they divide") -> None:
+    """Refuse, in one line, a value-relation recipe among ``runs`` that will run for a student whose
+    ``relation_heads`` do not divide its width or the teacher's (the loss splits both into that many heads)."""
+    for spec in profile.students:
+        recipes = [r for r in student_recipes(profile, spec, runs) if r.intermediate is not None
+                   and r.intermediate.value_relation and applicable(r, spec, teacher_heads)]
+        widths = {"teacher": teacher_width, f"student {spec.name}": spec.hidden_size or teacher_width}
+        for who, width in widths.items():
+            if recipes and width % spec.relation_heads:
+                raise UsageError(f"student {spec.name}'s recipe {recipes[0].name} splits the widths into "
+                                 f"relation_heads={spec.relation_heads}, which does not divide the {who}'s width "
+                                 f"{width}: {fix}, or leave {recipes[0].name} out with --recipes NAME [NAME ...]")
+
+
 class TeacherShape(NamedTuple):
     """What the checks before a teacher is built or downloaded need from its config."""
     layers: int
     heads: int
     positions: int
+    width: int
 
 
 def teacher_shape(profile: Profile, teacher: str | None = None, *, ask_hub: bool = True) -> TeacherShape | None:
@@ -86,17 +102,19 @@ def teacher_shape(profile: Profile, teacher: str | None = None, *, ask_hub: bool
     if name == TINY_TEACHER:
         config = TINY_BERT | (profile.teacher_config or {})
         return TeacherShape(config["num_hidden_layers"], config["num_attention_heads"],
-                            config["max_position_embeddings"])
+                            config["max_position_embeddings"], config["hidden_size"])
     config = (teacher_config if ask_hub else cached_config)(name, fallback_for(profile, name))
     if config is None or getattr(config, "model_type", None) != "bert":
         return None
-    return TeacherShape(config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings)
+    return TeacherShape(config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings,
+                        config.hidden_size)
 
 
 def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *, ask_hub: bool = True) -> None:
     """Refuse, from the teacher's config alone (:func:`teacher_shape`), a ``max_length`` beyond its positions and
-    students it cannot teach (:func:`check_depths`): before its weights download or its fine-tuning, after which
-    a refusal would waste them. Silent where the config cannot be read: loading the teacher then says why."""
+    students it cannot teach (:func:`check_depths`, :func:`check_relation_heads`): before its weights download or
+    its fine-tuning, after which a refusal would waste them. Silent where the config cannot be read: loading the
+    teacher then says why."""
     name = teacher or profile.teacher
     shape = teacher_shape(profile, name, ask_hub=ask_hub)
     if shape is None:
@@ -106,6 +124,9 @@ def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *, ask
     check_depths(profile, shape.layers, shape.heads, runs,
                  fix=("give --set \"teacher_config={'num_hidden_layers': N}\"" if tiny else
                       "give a teacher with more layers, or students with fewer"))
+    check_relation_heads(profile, shape.width, shape.heads, runs,
+                         fix=("give --set \"teacher_config={'hidden_size': N}\" with N a multiple of relation_heads "
+                              "and of num_attention_heads" if tiny else "give a teacher whose width they divide"))
 
 
 def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed: int, runs) -> None:
@@ -724,6 +745,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
                                                        seed=seeds[0], device=device, progress=progress)
         config = teacher_model.config  # the teacher is cached: a refusal here loses nothing
         check_depths(profile, config.num_hidden_layers, config.num_attention_heads, runs)
+        check_relation_heads(profile, config.hidden_size, config.num_attention_heads, runs)
         kw = dict(teacher_model=teacher_model, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0],
                   device=device, progress=progress)
         keys, spare_keys = _layers_to_cache(profile, prep, teacher_model, runs, seeds, init, resume)

@@ -4,6 +4,7 @@ the fix; never a traceback, and nothing trains before the input is refused (GitH
 Most tests call :func:`kd_tutorial.cli.main` in-process (an uncaught exception would fail them, so status 2
 with one error line means no traceback); a few run the console script in a subprocess, end to end.
 """
+import dataclasses
 import json
 import os
 import re
@@ -782,6 +783,32 @@ def test_check_depths_counts_layer_maps_and_intermediate_recipes():
     check_depths(compact, layers - 1, 12, runs=("baseline", "kd+transfer+attn"))
     with pytest.raises(UsageError, match=f"onto {layers} of the teacher's"):
         check_depths(compact, layers - 1, spec.num_heads, runs=("kd+transfer+attn",))
+
+
+def test_relation_heads_that_do_not_divide_the_teachers_width_are_one_line(tmp_path, capsys):
+    """Before: a teacher 63 wide (3 heads) trained, its layers were cached, then compact-1L-H32's kd+transfer+values
+    run raised "ValueError: value_relation_kl: width 63 is not divisible by relation_heads=2" as a traceback."""
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"),
+                      "--set", "teacher_config={'hidden_size': 63, 'num_attention_heads': 3}")
+    assert line == ("kd-tutorial: error: student compact-1L-H32's recipe kd+transfer+values splits the widths into "
+                    "relation_heads=2, which does not divide the teacher's width 63: give --set "
+                    "\"teacher_config={'hidden_size': N}\" with N a multiple of relation_heads and of "
+                    "num_attention_heads, or leave kd+transfer+values out with --recipes NAME [NAME ...]")
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_relation_heads_reads_only_the_value_recipes_that_run():
+    """Logits-only recipes split nothing; a student's own width counts as the teacher's does."""
+    from kd_tutorial.pipeline import check_relation_heads
+    from kd_tutorial.profiles import get_profile
+    tiny = get_profile("tiny")
+    check_relation_heads(tiny, 64, 4)
+    check_relation_heads(tiny, 63, 3, runs=("baseline", "kd+transfer", "kd+transfer+pkd"))
+    with pytest.raises(UsageError, match=r"student distil-2L's recipe kd\+transfer\+values .* teacher's width 63"):
+        check_relation_heads(tiny, 63, 3, runs=("kd+transfer+values",))
+    odd = tiny.replace(students=(dataclasses.replace(tiny.students[1], hidden_size=30, relation_heads=4),))
+    with pytest.raises(UsageError, match="does not divide the student compact-1L-H32's width 30"):
+        check_relation_heads(odd, 64, 4)
 
 
 def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):
