@@ -85,6 +85,17 @@ def check_relation_heads(profile: Profile, teacher_width: int, teacher_heads: in
                                  f"{width}: {fix}, or leave {recipes[0].name} out with --recipes NAME [NAME ...]")
 
 
+def check_grad_accum(profile: Profile, rows: int) -> None:
+    """Refuse, in one line, a ``grad_accum`` above the micro-batches in one epoch of the teacher's ``rows`` training
+    reviews: every step would end at the epoch's end on fewer rows than ``batch_size x grad_accum``, so the teacher
+    would train on another batch (and fewer steps) than the run records."""
+    per_epoch = math.ceil(rows / profile.batch_size)
+    if profile.grad_accum > per_epoch:
+        raise UsageError(f"grad_accum={profile.grad_accum}: an epoch of the teacher's {rows} training reviews holds "
+                         f"{per_epoch} micro-batch(es) of batch_size={profile.batch_size}, so no step could gather "
+                         f"{profile.grad_accum}: give --set grad_accum=N with N <= {per_epoch} (--grad-accum N)")
+
+
 class TeacherShape(NamedTuple):
     """What the checks before a teacher is built or downloaded need from its config."""
     layers: int
@@ -135,6 +146,7 @@ def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed:
     than the teacher's (from the tokenizers alone)."""
     check_teacher_shape(profile, teacher, runs)
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    check_grad_accum(profile, len(prep.encoded["train"]))
     for note in prep.data.notes:
         print(f"data: {note}", flush=True)  # before the teacher's minutes: what the splits hold, if not as asked
     for spec in profile.students:

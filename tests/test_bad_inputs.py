@@ -811,6 +811,20 @@ def test_check_relation_heads_reads_only_the_value_recipes_that_run():
         check_relation_heads(odd, 64, 4)
 
 
+def test_a_grad_accum_beyond_an_epoch_is_one_line():
+    """Before: --set grad_accum=1000 on tiny (32 micro-batches an epoch) trained the teacher one 1000-row step an
+    epoch and each student one step, while results.json recorded batches of 32 x 1000."""
+    from kd_tutorial.pipeline import check_grad_accum
+    from kd_tutorial.profiles import get_profile
+    tiny = get_profile("tiny")
+    check_grad_accum(tiny.replace(grad_accum=32), 1000)  # 32 micro-batches of 32 (the last of 8): one step
+    with pytest.raises(UsageError) as err:
+        check_grad_accum(tiny.replace(grad_accum=33), 1000)
+    assert str(err.value) == ("grad_accum=33: an epoch of the teacher's 1000 training reviews holds 32 micro-batch(es) "
+                              "of batch_size=32, so no step could gather 33: give --set grad_accum=N with N <= 32 "
+                              "(--grad-accum N)")
+
+
 def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):
     """transformers loads such a folder's tokenizer with its 5 special tokens only; the error used to be a
     "tokenizer mismatch" telling the user to give the student the teacher's tokenizer."""
