@@ -137,10 +137,12 @@ def seed_everything(seed: int) -> None:
 def kept_rng():
     """Leave the caller's random state (Python, NumPy, torch on the CPU and CUDA) as it was on entry: a model trained
     inside (the teacher, a student) then moves nothing that the code after it draws, so a notebook prints the same
-    numbers whether that model was trained now or loaded from the cache."""
+    numbers whether that model was trained now or loaded from the cache. CUDA's state only where this process has
+    started CUDA already: reading it would start CUDA here, and a forked worker (``--workers`` on a CPU of a machine
+    with a GPU) cannot start CUDA again ("Cannot re-initialize CUDA in forked subprocess")."""
     import random
     py, cpu = random.getstate(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
         import numpy as np
         npy = np.random.get_state()

@@ -800,3 +800,27 @@ def test_a_gpu_out_of_memory_while_resuming_is_not_blamed_on_the_checkpoint(tmp_
     with pytest.raises(torch.cuda.OutOfMemoryError, match="CUDA out of memory"):
         _load_checkpoint(tmp_path / "last.pt", FullGPU(2, 2), None, None, None, config)
     assert (tmp_path / "last.pt").is_file()
+
+
+def test_kept_rng_restores_the_callers_state_and_never_starts_cuda(monkeypatch):
+    """kept_rng puts back Python's, NumPy's and torch's random state; it reads CUDA's only where this process has
+    started CUDA: on a machine with a GPU, reading it started CUDA in the parent of `--workers` runs on the CPU, and
+    each forked worker then failed ("Cannot re-initialize CUDA in forked subprocess")."""
+    import random
+
+    import numpy as np
+    from kd_tutorial.train import kept_rng
+
+    def no_cuda_start():
+        raise AssertionError("kept_rng started CUDA")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", no_cuda_start)
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    expected = torch.rand(2), random.random(), np.random.rand()
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    with kept_rng():
+        torch.manual_seed(9), random.seed(9), np.random.seed(9)
+        torch.rand(5), random.random(), np.random.rand()
+    assert torch.equal(torch.rand(2), expected[0]) and random.random() == expected[1]
+    assert np.random.rand() == expected[2]
