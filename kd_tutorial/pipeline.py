@@ -801,6 +801,10 @@ def _write_results(trained, out: Path, prep, profile: Profile, info, seeds, rows
     return results
 
 
+# the disk errors that making --out writable fixes (not a folder where a file goes, a path through a file...)
+_WRITE_REFUSALS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 @contextlib.contextmanager
 def _writing_results(out: Path):
     """A disk that refuses ``out``'s checkpoints, results.json or plots: store's StorageError said "what was there
@@ -809,10 +813,11 @@ def _writing_results(out: Path):
     try:
         yield
     except StorageError as err:  # on Windows a checkpoint a notebook loaded is held open: store's fix says so
-        full = getattr(err.__cause__, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-        fix = "free some space" if full else f"{held_open_fix(err.__cause__)}make {out} writable"
+        cause = getattr(err.__cause__, "errno", None)
+        fix = ("free some space, or " if cause in (errno.ENOSPC, errno.EDQUOT) else
+               f"{held_open_fix(err.__cause__)}make {out} writable, or " if cause in _WRITE_REFUSALS else "")
         raise StorageError(f"{str(err).split('; ')[0]}; the students are trained and kept in the artifact cache: "
-                           f"{fix}, or give another --out, then run the same command with --resume to write the "
+                           f"{fix}give another --out, then run the same command with --resume to write the "
                            "results without training again") from err.__cause__
 
 

@@ -1081,7 +1081,7 @@ def test_a_run_with_nothing_to_compare_prints_no_empty_comparison_table(capsys):
     assert "| student | recipe | against |" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EISDIR"])
 def test_a_disk_that_refuses_the_results_says_resume_not_untouched(tmp_path, monkeypatch, code):
     """Before: a full disk when distill wrote --out's results.json (after every student was trained) said "what was
     there before is untouched", when the earlier run's results.json was already removed and its checkpoints replaced,
@@ -1095,10 +1095,11 @@ def test_a_disk_that_refuses_the_results_says_resume_not_untouched(tmp_path, mon
     with pytest.raises(store.StorageError) as caught:
         with pipeline._writing_results(tmp_path):
             store.atomic_write_json(tmp_path / "results.json", {})
-    fix = "free some space" if code == "ENOSPC" else f"make {tmp_path} writable"
+    # a folder where results.json goes is not fixed by making --out writable: another --out is the fix left
+    fix = {"ENOSPC": "free some space, or ", "EROFS": f"make {tmp_path} writable, or ", "EISDIR": ""}[code]
     why = store._DISK_ERRORS[getattr(errno, code)]
     assert str(caught.value) == (f"cannot write {tmp_path / 'results.json'}: {why};"
-                                 f" the students are trained and kept in the artifact cache: {fix}, or give another "
+                                 f" the students are trained and kept in the artifact cache: {fix}give another "
                                  "--out, then run the same command with --resume to write the results without training "
                                  "again")
     assert "untouched" not in str(caught.value)
