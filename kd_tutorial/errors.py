@@ -172,7 +172,8 @@ def path_argument(text: str) -> str:
         meant += "\\" if len(meant) == 2 and meant[1] == ":" else ""  # "C:\" came as C:" (C: alone: a drive's cwd)
         cut = text[:1] == "'" and text[-1:] != "'"  # cmd split 'C:\my runs' at its space: `runs'` came apart
         example = f'"{meant} ..." with the rest of the path' if cut else shell_arg(meant)
+        quoting = "in double quotes, or none," if example[:1] != "'" else "quoted as below"  # PowerShell: '...'
         raise argparse.ArgumentTypeError(f"{text}: a quote mark stayed in the path (cmd keeps single quotes, and a "
-                                         "backslash before a closing double quote escapes it): give it in double "
-                                         f"quotes, or none, with no backslash at the end, e.g. {example}")
+                                         f"backslash before a closing double quote escapes it): give it {quoting} "
+                                         f"with no backslash at the end, e.g. {example}")
     return os.path.expanduser(text)

@@ -448,6 +448,17 @@ def test_a_windows_path_in_single_quotes_that_cmd_split_at_a_space_is_not_shorte
     assert "with no backslash at the end, e.g. C:\\runs (see" in capsys.readouterr().err
 
 
+def test_a_kept_quote_in_a_path_with_a_dollar_is_told_to_quote_it_as_the_example_shows(monkeypatch, capsys):
+    """The line said "give it in double quotes", then showed PowerShell's single-quoted form for a path with `$`
+    (PowerShell expands `$name` in double quotes): the example is now what the words say."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["distill", "--out", "'C:\\kd$runs'"])
+    err = capsys.readouterr().err
+    assert "give it quoted as below with no backslash at the end, e.g. 'C:\\kd$runs' in PowerShell" in err
+    assert "double quotes, or none" not in err
+
+
 @pytest.mark.parametrize("argv", [["grade", "C:\\subs\" --out g.csv"], ["grade", "n.ipynb", "--out", "'C:\\g.csv'"],
                                   ["make-exercises", "--solutions", "C:\\sol\" --check"]])
 def test_grade_and_make_exercises_refuse_a_windows_path_that_kept_a_quote_as_the_other_commands_do(
