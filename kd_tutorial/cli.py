@@ -33,7 +33,7 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
-from .errors import (error_cause, JSON_ERRORS, looks_like_a_folder, model_source_error, path_argument,
+from .errors import (error_cause, error_chain, JSON_ERRORS, looks_like_a_folder, model_source_error, path_argument,
                      refuse_not_regular, set_env_command, unset_env_command, UsageError, UserError)
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
@@ -979,26 +979,18 @@ def _download_cut(err: BaseException | None) -> str | None:
     """The error (``Class: message``) in ``err``'s chain that says a download broke off: a connection dropped or timed
     out after it began, the Hub answered 5xx, 408 or 429, or a file came short ("Consistency check failed"); None
     when there is none. The plain OSError transformers raises around them says nothing of the cause: it is skipped."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
+    for err in error_chain(err):
         status = getattr(getattr(err, "response", None), "status_code", None)
         if ({c.__name__ for c in type(err).__mro__} & CUT_ERRORS or str(err).startswith("Consistency check failed")
                 or (isinstance(status, int) and (status >= 500 or status in RETRY_LATER))):
             return error_cause(err)
-        err = err.__cause__ or err.__context__
     return None
 
 
 def _disk_full(err: BaseException | None) -> OSError | None:
     """The OSError in ``err``'s chain that says the disk is full or over its quota, or None."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
+    return next((e for e in error_chain(err) if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)),
+                None)
 
 
 def disk_full_advice(command: str, err: OSError) -> str:
@@ -1065,14 +1057,11 @@ def _fail(message: str) -> int:
 def _is_offline_error(err: BaseException | None) -> bool:
     """Whether ``err``, or an error it was raised from, says the Hub could not be reached (transformers wraps
     huggingface_hub's ``LocalEntryNotFoundError`` in a plain ``OSError``)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
+    for err in error_chain(err):
         names = {c.__name__ for c in type(err).__mro__}  # datasets raises Python's own ConnectionError
         closed_pipe = isinstance(err, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError))
         if names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError"} and not closed_pipe:
             return True
-        err = err.__cause__ or err.__context__
     return False
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from .corpus import generate_corpus
-from .errors import model_source_error, stray_quotes, UserError
+from .errors import error_chain, model_source_error, stray_quotes, UserError
 from .profiles import TRUNCATIONS
 
 
@@ -496,13 +496,7 @@ def _arrow_files(folder: Path) -> dict[str, list[Path]] | None:
 def _write_refused(err: BaseException | None) -> bool:
     """Whether ``err``, or an error it came from, is the system refusing a write (a read-only file system, a folder
     of another user): where ``load_dataset`` cannot create its lock file in the cache."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return any(isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) for e in error_chain(err))
 
 
 def _read_prepared(folder: Path) -> dict[str, Reviews]:

@@ -60,6 +60,16 @@ def model_source_error(name_or_path: str, what: str = "model", hint: str = "", c
                             f"models){hint}, or check the name")
 
 
+def error_chain(err: BaseException | None):
+    """``err``, then each error it was raised from or during (``__cause__``, else ``__context__``), each once: where a
+    library's plain OSError or AssertionError hides the error that says what happened."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def error_cause(err: BaseException, limit: int = 160) -> str:
     """``"ClassName: first line of its message"`` (cut to ``limit`` characters), to quote an error in one line."""
     lines = str(err).strip().splitlines()

@@ -46,7 +46,7 @@ import torch
 from .artifacts import data_key
 from .data import subset_encoded
 from .device import pick_device
-from .errors import error_cause, UsageError
+from .errors import error_cause, error_chain, UsageError
 from .evaluate import accuracy, accuracy_interval, latency, latency_in_turns, predict_logits
 from .pipeline import run_config, step_budget, student_data
 from .profiles import Profile, StudentSpec
@@ -481,14 +481,11 @@ def _study_writes(db: Path):
 
 def _refused_write(err: BaseException | None) -> str | None:
     """SQLite's complaint in ``err``'s chain when it could not write (full, read-only, an I/O error), else None."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
+    for err in error_chain(err):
         text = str(getattr(err, "orig", None) or err).strip().splitlines()
         if type(err).__module__.split(".")[0] in ("sqlalchemy", "sqlite3") and text and any(
                 words in text[0] for words in ("disk is full", "readonly database", "disk I/O error")):
             return text[0].removeprefix("(sqlite3.OperationalError) ")
-        err = err.__cause__ or err.__context__
     return None
 
 

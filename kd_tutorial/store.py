@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from .errors import held_open_fix, set_env_command, stray_quotes, UserError
+from .errors import error_chain, held_open_fix, set_env_command, stray_quotes, UserError
 
 HOME_ENV = "KD_TUTORIAL_HOME"
 LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another process's lock (default an hour)
@@ -333,13 +333,7 @@ def _write_replacing(path: Path, write, mode: str = "wb", **open_kw) -> None:
 
 def _os_error_in(err: BaseException) -> OSError | None:
     """The first OSError in ``err``'s chain of causes and contexts, if any."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return next((e for e in error_chain(err) if isinstance(e, OSError)), None)
 
 
 def refuse_unfolded(model, directory) -> None:

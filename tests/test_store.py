@@ -347,3 +347,15 @@ def test_the_copy_of_a_read_only_cache_lands_where_the_fix_points_even_into_a_fo
     done = subprocess.run(["bash", "-c", command], env={**os.environ, "HOME": str(home)}, capture_output=True,
                           text=True, check=True)
     assert (Path(done.stdout) / "cpu" / "abc" / "teacher.bin").read_text() == "weights"
+
+
+def test_error_chain_walks_causes_then_contexts_once_each_even_in_a_cycle():
+    """The one walk every 'is this a full disk / a cut download / SQLite refusing' check uses: the error, then
+    what it was raised from (``from``), else what it was raised during, each error once, ending on a cycle."""
+    from kd_tutorial.errors import error_chain
+    inner, middle, outer = OSError(28, "full"), KeyError("k"), RuntimeError("wrapped")
+    middle.__context__ = inner
+    outer.__cause__, outer.__context__ = middle, ValueError("not followed: a cause comes first")
+    inner.__context__ = outer  # a cycle
+    assert list(error_chain(outer)) == [outer, middle, inner]
+    assert list(error_chain(None)) == []
