@@ -37,7 +37,7 @@ from . import losses
 from .bars import progress_bar
 from .data import batch_groups, collate, n_batches, prefetch
 from .device import autocast, autocast_dtype, device_type, pad_multiple, pick_device, synchronize
-from .errors import UserError
+from .errors import error_cause, UserError
 from .evaluate import accuracy, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
 from .layer_cache import widened
@@ -141,22 +141,16 @@ def kept_rng():
     started CUDA already: reading it would start CUDA here, and a forked worker (``--workers`` on a CPU of a machine
     with a GPU) cannot start CUDA again ("Cannot re-initialize CUDA in forked subprocess")."""
     import random
-    py, cpu = random.getstate(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    try:
-        import numpy as np
-        npy = np.random.get_state()
-    except ImportError:  # pragma: no cover
-        np = npy = None
+
+    import numpy as np
+    py, npy, (cpu, cuda) = random.getstate(), np.random.get_state(), _rng_states()
     try:
         yield
     finally:
         random.setstate(py)
+        np.random.set_state(npy)
         torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-        if np is not None:
-            np.random.set_state(npy)
+        _set_cuda_rng_states(cuda)
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -358,9 +352,8 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: Tr
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a part missing or of another shape
         if "out of memory" in str(err).lower():  # the optimizer's state moved to a full GPU: the file is fine
             raise
-        why = (str(err).splitlines() or [""])[0][:120]
-        raise ArtifactError(f"cannot resume from {path} ({err.__class__.__name__}: {why}): delete it "
-                            "to train this run from the start") from err
+        raise ArtifactError(f"cannot resume from {path} ({error_cause(err)}): delete it to train this run from the "
+                            "start") from err
 
 
 def _rng_states() -> tuple:
