@@ -33,8 +33,8 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
-from .errors import (error_cause, error_chain, JSON_ERRORS, looks_like_a_folder, model_source_error, path_argument,
-                     refuse_not_regular, set_env_command, unset_env_command, UsageError, UserError)
+from .errors import (DISK_FULL, error_cause, error_chain, JSON_ERRORS, looks_like_a_folder, model_source_error,
+                     path_argument, refuse_not_regular, set_env_command, unset_env_command, UsageError, UserError)
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -989,8 +989,7 @@ def _download_cut(err: BaseException | None) -> str | None:
 
 def _disk_full(err: BaseException | None) -> OSError | None:
     """The OSError in ``err``'s chain that says the disk is full or over its quota, or None."""
-    return next((e for e in error_chain(err) if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)),
-                None)
+    return next((e for e in error_chain(err) if isinstance(e, OSError) and e.errno in DISK_FULL), None)
 
 
 def disk_full_advice(command: str, err: OSError) -> str:

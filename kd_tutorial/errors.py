@@ -9,6 +9,7 @@ as ``kd-tutorial: error: <message>`` and exits with status 2, never with a
 traceback; code that calls the package directly can catch the same type.
 """
 import argparse
+import errno
 import os
 import re
 import shlex
@@ -17,6 +18,7 @@ import sys
 
 # what json.loads raises on text that is not JSON: a ValueError, or a RecursionError for arrays nested too deep
 JSON_ERRORS = (ValueError, RecursionError)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errnos of a write that freeing space on the disk fixes
 
 
 class UserError(Exception):

@@ -32,7 +32,7 @@ from .bars import progress_bar, tick
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
-from .errors import held_open_fix, JSON_ERRORS, UsageError
+from .errors import DISK_FULL, held_open_fix, JSON_ERRORS, UsageError
 from .evaluate import (choice_key, compare, compare_paired, correct_matrix, predict_logits, quartiles,
                        teacher_share)
 from .layer_maps import describe as describe_mapping, layer_mapping
@@ -814,7 +814,7 @@ def _writing_results(out: Path):
         yield
     except StorageError as err:  # on Windows a checkpoint a notebook loaded is held open: store's fix says so
         cause = getattr(err.__cause__, "errno", None)
-        fix = ("free some space, or " if cause in (errno.ENOSPC, errno.EDQUOT) else
+        fix = ("free some space, or " if cause in DISK_FULL else
                f"{held_open_fix(err.__cause__)}make {out} writable, or " if cause in _WRITE_REFUSALS else "")
         raise StorageError(f"{str(err).split('; ')[0]}; the students are trained and kept in the artifact cache: "
                            f"{fix}give another --out, then run the same command with --resume to write the "

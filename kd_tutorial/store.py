@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from .errors import error_chain, held_open_fix, set_env_command, stray_quotes, UserError
+from .errors import DISK_FULL, error_chain, held_open_fix, set_env_command, stray_quotes, UserError
 
 HOME_ENV = "KD_TUTORIAL_HOME"
 LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another process's lock (default an hour)
@@ -44,7 +44,6 @@ _DISK_ERRORS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk q
                 errno.ENOENT: "a folder on the way cannot be created",
                 errno.EFBIG: "the file is larger than a limit on this system allows",
                 errno.EISDIR: "a folder stands where the file goes"}
-_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors that freeing space fixes
 _HELD: set[tuple[int, int, str]] = set()  # (process, thread, lock file) of every lock this process holds
 
 
@@ -255,7 +254,7 @@ def disk_errors(path: Path):
         err = _as_os_error(err)
         if err is None or err.errno not in _DISK_ERRORS:
             raise
-        free = "free some space or " if err.errno in _FULL else held_open_fix(err)
+        free = "free some space or " if err.errno in DISK_FULL else held_open_fix(err)
         raise StorageError(f"cannot write {path}: {_DISK_ERRORS[err.errno]}; {free}point {HOME_ENV} (artifacts) or "
                            "--out (results) to a writable folder on a disk with room; what was there before is "
                            "untouched") from err

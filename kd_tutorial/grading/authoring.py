@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import errno
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import JSON_ERRORS, path_argument, UsageError, UserError
+from ..errors import DISK_FULL, JSON_ERRORS, path_argument, UsageError, UserError
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
@@ -182,7 +181,7 @@ def generate(solutions: Path, exercises: Path, force: bool = False) -> tuple[lis
                                                  "notebooks": notebooks}, indent=1) + "\n")
     except OSError as err:  # a full disk is fixed by room on it, not by another folder's permissions
         fix = ("free some space on its disk (the notebooks already written are kept), then run it again" if
-               err.errno in (errno.ENOSPC, errno.EDQUOT) else "give --exercises a folder you can write")
+               err.errno in DISK_FULL else "give --exercises a folder you can write")
         raise UsageError(f"cannot write the exercises in {exercises} ({err.strerror or type(err).__name__}): "
                          f"{fix}") from None
     return written, kept

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import JSON_ERRORS, UserError
+from ..errors import DISK_FULL, JSON_ERRORS, UserError
 from .core import ERROR, NOT_ATTEMPTED, TIMEOUT, UNDEFINED
 from .registry import SETS
 
@@ -281,7 +281,7 @@ def _check_results_writable(size: int = 65536) -> None:
 def _refused(err: OSError) -> ResultsRefused:
     """The disk's refusal ``err`` (an errno of :data:`_REFUSALS`) as the one-line :class:`ResultsRefused` that
     names the fix."""
-    fix = "free some space there" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+    fix = "free some space there" if err.errno in DISK_FULL else "make it writable"
     return ResultsRefused(f"the checks cannot write their results in {tempfile.gettempdir()} ({_REFUSALS[err.errno]}):"
                           f" {fix} or set TMPDIR to a folder on a disk with room, then run it again")
 
