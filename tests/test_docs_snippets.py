@@ -161,3 +161,19 @@ class _Refusing(argparse.ArgumentParser):
 
     def error(self, message):
         pytest.fail(f"{self.prog}: {message}")
+
+
+def _pytest_command(text: str) -> list[str]:
+    """The first `python -m pytest ...` command of a text, its backslash continuations joined."""
+    line = next(line for line in text.replace("\\\n", " ").splitlines() if line.startswith("python -m pytest"))
+    return shlex.split(line)
+
+
+def test_the_readme_runs_the_suite_as_ci_does():
+    """The README promises that .ci/run runs its test command: the two stay one command, and the files the
+    conftest starts first (its RUN_FIRST) still exist, else a renamed slow file would silently run last."""
+    from tests.conftest import RUN_FIRST
+    readme, ci = (_pytest_command((ROOT / p).read_text(encoding="utf-8")) for p in ("README.md", ".ci/run"))
+    assert readme == ci
+    assert "--no-loadscope-reorder" in ci  # else xdist orders the files by their count of tests, not RUN_FIRST
+    assert [p for p in RUN_FIRST if not (ROOT / p).is_file()] == []
