@@ -85,15 +85,34 @@ def check_relation_heads(profile: Profile, teacher_width: int, teacher_heads: in
                                  f"{width}: {fix}, or leave {recipes[0].name} out with --recipes NAME [NAME ...]")
 
 
-def check_grad_accum(profile: Profile, rows: int) -> None:
-    """Refuse, in one line, a ``grad_accum`` above the micro-batches in one epoch of the teacher's ``rows`` training
-    reviews: every step would end at the epoch's end on fewer rows than ``batch_size x grad_accum``, so the teacher
-    would train on another batch (and fewer steps) than the run records."""
-    per_epoch = math.ceil(rows / profile.batch_size)
+def check_grad_accum(profile: Profile, rows: int, student_rows: dict[str, int] | None = None) -> None:
+    """Refuse, in one line, a ``grad_accum`` above the micro-batches in one epoch of the smallest set a run trains on:
+    the teacher's ``rows`` training reviews, or a set of ``student_rows`` ({what: rows}, :func:`students_rows`). Every
+    step of that run would end at the epoch's end on fewer rows than ``batch_size x grad_accum``, so it would train on
+    another batch (and fewer steps) than the run records. The line names the largest ``grad_accum`` that fits all."""
+    sets = {f"the teacher's {rows} training reviews": rows} | (student_rows or {})
+    which, least = min(sets.items(), key=lambda item: item[1])
+    per_epoch = math.ceil(least / profile.batch_size)
     if profile.grad_accum > per_epoch:
-        raise UsageError(f"grad_accum={profile.grad_accum}: an epoch of the teacher's {rows} training reviews holds "
+        raise UsageError(f"grad_accum={profile.grad_accum}: an epoch of {which} holds "
                          f"{per_epoch} micro-batch(es) of batch_size={profile.batch_size}, so no step could gather "
                          f"{profile.grad_accum}: give --set grad_accum=N with N <= {per_epoch} (--grad-accum N)")
+
+
+def students_rows(profile: Profile, prep, runs=None) -> dict[str, int]:
+    """``{what: rows}``: the smallest set each student's runs train on (``runs``: the recipes named, None: each
+    student's own), its labelled reviews when a recipe reads those alone (baseline, kd), else them and its
+    transfer set's (:func:`transfer_splits`; an augmented set is larger still)."""
+    labelled, sets = len(student_labels(profile, prep)), {}
+    for spec in profile.students:
+        recipes = student_recipes(profile, spec, runs)
+        alone = [r.name for r in recipes if not r.transfer]
+        if alone:
+            sets[f"the {labelled} labelled reviews that student {spec.name}'s {alone[0]} trains on"] = labelled
+        elif recipes:
+            both = labelled + sum(len(prep.encoded[s]) for s in transfer_splits(spec, prep))
+            sets[f"the {both} labelled and transfer reviews that student {spec.name}'s runs train on"] = both
+    return sets
 
 
 class TeacherShape(NamedTuple):
@@ -146,7 +165,7 @@ def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed:
     than the teacher's (from the tokenizers alone)."""
     check_teacher_shape(profile, teacher, runs)
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
-    check_grad_accum(profile, len(prep.encoded["train"]))
+    check_grad_accum(profile, len(prep.encoded["train"]), students_rows(profile, prep, runs))
     for note in prep.data.notes:
         print(f"data: {note}", flush=True)  # before the teacher's minutes: what the splits hold, if not as asked
     for spec in profile.students:

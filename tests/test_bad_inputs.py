@@ -825,6 +825,39 @@ def test_a_grad_accum_beyond_an_epoch_is_one_line():
                               "(--grad-accum N)")
 
 
+def _fake_prep(train: int, transfer: int):
+    """A prepared data set of ``train`` labelled and ``transfer`` unlabelled one-token reviews, no spare ones."""
+    from types import SimpleNamespace
+
+    from kd_tutorial.data import Encoded
+    encoded = {"train": Encoded([[1]] * train, torch.arange(train) % 2, "train"),
+               "transfer": Encoded([[1]] * transfer, torch.full((transfer,), -1), "transfer")}
+    return SimpleNamespace(encoded=encoded, spare_rows=lambda: 0, data=SimpleNamespace(notes=[]), tokenizer=None)
+
+
+def test_a_grad_accum_beyond_an_epoch_of_a_students_labelled_reviews_is_one_line(monkeypatch):
+    """Before: --set grad_accum=12 on tiny passed the teacher's check (1000 reviews, 32 micro-batches), while the
+    students' baseline trains on their 300 labelled reviews (10 micro-batches): each of its steps was a whole epoch
+    of 300 rows, not the 32 x 12 that results.json records. The line names the largest grad_accum every run fits."""
+    from kd_tutorial import pipeline
+    from kd_tutorial.profiles import get_profile
+    tiny, prep = get_profile("tiny"), _fake_prep(1000, 3000)
+    monkeypatch.setattr(pipeline, "prepare", lambda *a, **kw: prep)
+    where = dict(data_dir=None, teacher=None, init="pretrained", seed=0)
+    with pytest.raises(UsageError) as err:
+        pipeline._before_the_teacher(tiny.replace(grad_accum=11), runs=None, **where)
+    assert str(err.value) == ("grad_accum=11: an epoch of the 300 labelled reviews that student distil-2L's baseline "
+                              "trains on holds 10 micro-batch(es) of batch_size=32, so no step could gather 11: give "
+                              "--set grad_accum=N with N <= 10 (--grad-accum N)")
+    pipeline.check_grad_accum(tiny.replace(grad_accum=10), 1000, pipeline.students_rows(tiny, prep))
+    transfer_only = pipeline.students_rows(tiny, prep, runs=("kd+transfer",))  # 300 + 3000 rows: the teacher's bind
+    assert transfer_only == {f"the 3300 labelled and transfer reviews that student {s.name}'s runs train on": 3300
+                             for s in tiny.students}
+    pipeline.check_grad_accum(tiny.replace(grad_accum=32), 1000, transfer_only)
+    with pytest.raises(UsageError, match="an epoch of the teacher's 1000 training reviews holds 32 micro-batch"):
+        pipeline.check_grad_accum(tiny.replace(grad_accum=33), 1000, transfer_only)
+
+
 def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):
     """transformers loads such a folder's tokenizer with its 5 special tokens only; the error used to be a
     "tokenizer mismatch" telling the user to give the student the teacher's tokenizer."""
