@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .data import MOVIE_GUARD
 from .errors import JSON_ERRORS, UserError
-from .pipeline import applicable, step_budget, student_recipes
+from .pipeline import applicable, step_budget, student_recipes, validation_passes
 from .profiles import TINY_BERT, Profile, StudentSpec
 from .store import home
 from .teacher_layers import reads_cached_layers
@@ -196,7 +196,8 @@ def _student_run(profile: Profile, spec: StudentSpec, recipe, rows: dict, per_re
     online = recipe.online_teacher and not reads_cached_layers(profile, recipe)
     return _phase({f"train:{spec.name}": 3 * reviews * per_review[spec.name],
                    "infer:teacher": reviews * per_review["teacher"] if online else 0.0,
-                   f"infer:{spec.name}": profile.evals_per_run * rows["validation"] * per_review[spec.name]},
+                   f"infer:{spec.name}": validation_passes(profile, steps)[1] * rows["validation"]
+                   * per_review[spec.name]},
                   steps=steps, reviews=reviews, online_teacher=online)
 
 
@@ -210,8 +211,9 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     and the augmented copies a recipe needs), or, when a run reads the teacher's cached layers,
     ``teacher_layers`` (train + transfer, one pass that writes those layers with the logits) and
     ``teacher_logits`` (the augmented copies only), one per student run (``"<student> <recipe>"``: its step
-    budget of training, the teacher's online forward where the recipe needs it, ``evals_per_run``
-    validation passes) times ``n_seeds``, and ``evaluation`` (every model on the test split).
+    budget of training, the teacher's online forward where the recipe needs it, its validation passes: those of
+    ``evals_per_run`` that its steps allow, :func:`kd_tutorial.pipeline.validation_passes`) times ``n_seeds``,
+    and ``evaluation`` (every model on the test split).
     """
     mix = [min(x, profile.max_length) for x in (lengths or imdb_lengths(20_000))]
     rows, teacher = split_rows(profile, source), teacher_config(profile)

@@ -199,8 +199,16 @@ def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps:
                        warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
                        mode=recipe.mode, temperature=profile.temperature, alpha=profile.alpha,
                        intermediate=recipe.intermediate, seed=seed, precision=profile.precision,
-                       eval_every=max(1, math.ceil(steps / profile.evals_per_run)), keep_best=True,
+                       eval_every=validation_passes(profile, steps)[0], keep_best=True,
                        patience=profile.patience)
+
+
+def validation_passes(profile: Profile, steps: int) -> tuple[int, int]:
+    """``(eval_every, passes)`` of a run of ``steps`` steps: it validates every ``eval_every`` steps and after its
+    last, ``passes`` times in all (fewer if patience stops it). That is ``evals_per_run`` or fewer: at most one a
+    step, and a whole number of steps apart (10 steps at evals_per_run=7: every 2nd, 5 passes)."""
+    every = max(1, math.ceil(steps / profile.evals_per_run))
+    return every, math.ceil(steps / every)
 
 
 # What a finished student run computes, for given settings, changes with the code now and then. Bump this when a change
@@ -490,7 +498,8 @@ def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init
         recipes = chosen[spec.name]
         rows = n_rows or len(student_labels(profile, prep)) + sum(len(prep.encoded[s])
                                                                   for s in transfer_splits(spec, prep))
-        plan = student_plan(spec, recipes, step_budget(profile, spec, rows), teacher) | _spare_plan(spec, prep)
+        steps = step_budget(profile, spec, rows)
+        plan = student_plan(spec, recipes, steps, teacher) | _spare_plan(spec, prep) | _evals_plan(profile, steps)
         for seed in seeds:
             for recipe in recipes:
                 config = run_config(profile, spec, recipe, plan["steps"], seed)
@@ -601,9 +610,17 @@ def _spare_plan(spec: StudentSpec, prep) -> dict:
     return {"spare_reviews": prep.spare_rows()} if spec.spare_reviews else {}
 
 
+def _evals_plan(profile: Profile, steps: int) -> dict:
+    """Where a run of ``steps`` steps validates fewer times than ``evals_per_run`` asks
+    (:func:`validation_passes`): how often and how many times it does (``results["run"]["students"]``)."""
+    every, passes = validation_passes(profile, steps)
+    return {"validation_passes": passes, "validation_every": every} if passes < profile.evals_per_run else {}
+
+
 def _announce(name: str, plan: dict) -> None:
-    """One line per student: its step budget, its recipes, the spare reviews it learns from where it asks for them
-    and, when a recipe needs one, its layer mapping."""
+    """One line per student: its step budget, its recipes, the spare reviews it learns from where it asks for them,
+    when a recipe needs one, its layer mapping and, where they are fewer than ``evals_per_run``, its validation
+    passes (:func:`_evals_plan`)."""
     line = f"{name}: {plan['steps']} steps per run; recipes {', '.join(plan['recipes'])}"
     if "spare_reviews" in plan:
         line += (f"; the transfer-set runs also learn from {plan['spare_reviews']:,} spare train reviews"
@@ -611,6 +628,11 @@ def _announce(name: str, plan: dict) -> None:
                  "its transfer set is the labelled and transfer reviews")
     if "layer_mapping" in plan:
         line += f"; layer mapping {plan['layer_mapping']}"
+    if "validation_passes" in plan:
+        every, passes = plan["validation_every"], plan["validation_passes"]
+        line += (f"; validated after every step: {passes} passes per run, fewer than evals_per_run asks (at most one "
+                 "a step)" if every == 1 else f"; validated every {every} steps and after the last: {passes} passes "
+                 "per run, fewer than evals_per_run asks (passes are a whole number of steps apart)")
     print(line, flush=True)
 
 

@@ -858,6 +858,27 @@ def test_a_grad_accum_beyond_an_epoch_of_a_students_labelled_reviews_is_one_line
         pipeline.check_grad_accum(tiny.replace(grad_accum=33), 1000, transfer_only)
 
 
+def test_fewer_validation_passes_than_evals_per_run_asks_are_said_and_recorded(capsys):
+    """Before: --set evals_per_run=1000 on tiny validated each 310-step run after every step (310 passes) without a
+    word, and results.json's plan recorded nothing of it; 10 steps at evals_per_run=7 validated every 2nd: 5 passes.
+    The student's line says how often and how many times, and the plan records it, only where they are fewer."""
+    from kd_tutorial import pipeline
+    from kd_tutorial.profiles import get_profile
+    tiny = get_profile("tiny")
+    assert pipeline.validation_passes(tiny, 310) == (104, 3) and pipeline._evals_plan(tiny, 310) == {}
+    assert pipeline.validation_passes(tiny.replace(evals_per_run=7), 10) == (2, 5)
+    assert pipeline.run_config(tiny.replace(evals_per_run=7), tiny.students[0], "baseline", 10, 0).eval_every == 2
+    plan = {"steps": 310, "recipes": {"baseline": {}}} | pipeline._evals_plan(tiny.replace(evals_per_run=1000), 310)
+    assert plan["validation_passes"] == 310 and plan["validation_every"] == 1
+    pipeline._announce("distil-2L", plan)
+    pipeline._announce("s", {"steps": 10, "recipes": {}} | pipeline._evals_plan(tiny.replace(evals_per_run=7), 10))
+    assert capsys.readouterr().out.splitlines() == [
+        "distil-2L: 310 steps per run; recipes baseline; validated after every step: 310 passes per run, fewer than "
+        "evals_per_run asks (at most one a step)",
+        "s: 10 steps per run; recipes ; validated every 2 steps and after the last: 5 passes per run, fewer than "
+        "evals_per_run asks (passes are a whole number of steps apart)"]
+
+
 def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):
     """transformers loads such a folder's tokenizer with its 5 special tokens only; the error used to be a
     "tokenizer mismatch" telling the user to give the student the teacher's tokenizer."""

@@ -108,6 +108,17 @@ def test_cached_teacher_layers_trade_a_teacher_forward_per_step_for_nothing_more
     assert "teacher_layers" not in online["phases"] and cached["total_flops"] < online["total_flops"]
 
 
+def test_a_runs_validation_flops_count_the_passes_its_steps_allow_not_evals_per_run():
+    """Before: --set evals_per_run=1000 on tiny (310 steps a run) counted 1000 validation passes a run in the time
+    estimate, where each run validates after every step, 310 times: the same work as evals_per_run=310."""
+    tiny = get_profile("tiny")
+    asked, done = (flops.estimate_profile(tiny.replace(evals_per_run=n), lengths=[64] * 8) for n in (1000, 310))
+    run = "distil-2L baseline"
+    assert asked["phases"][run]["steps"] == 310
+    assert asked["phases"][run]["parts"] == pytest.approx(done["phases"][run]["parts"])
+    assert asked["total_flops"] == pytest.approx(done["total_flops"])
+
+
 def test_given_lengths_replace_the_synthetic_mix():
     cpu = get_profile("cpu")
     short, long = flops.estimate_profile(cpu, lengths=[100] * 50), flops.estimate_profile(cpu, lengths=[256] * 50)
