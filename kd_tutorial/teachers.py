@@ -23,7 +23,7 @@ import torch
 
 from .artifacts import ArtifactError, prepare
 from .device import pick_device
-from .errors import UserError, error_cause as _cause
+from .errors import DISK_FULL, UserError, error_cause as _cause
 from .evaluate import predict_logits
 from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
 from .models import check_positions, check_same_vocab, teacher_for_profile
@@ -240,7 +240,9 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     The same pass gives the teacher's logits and [CLS] states: when the split's are not cached yet, they are
     cached too (:func:`ensure_teacher_logits` then reads them, with no pass of its own). ``None``, with nothing
     written, when the missing layers would not fit on the cache's disk or their space is refused (a full disk, a
-    quota): :func:`kd_tutorial.teacher_layers.teacher_layer_cache` then says so and reads those cached.
+    quota), or with only whole files written when the disk refuses the pass's last flush or a rename for want of
+    room (:func:`_closed`): :func:`kd_tutorial.teacher_layers.teacher_layer_cache` then says so and reads those
+    cached.
     """
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     if split == "spare":
@@ -264,8 +266,8 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
                 outputs = _layer_pass(teacher_model, encoded, writer, batch_size=profile.eval_batch_size,
                                       device=device or pick_device(), precision=profile.precision, progress=progress,
                                       desc=f"teacher layers ({split})")
-                with disk_errors(prep.directory):  # the last flush or a rename refused: one line
-                    writer.close()
+                if not _closed(writer, prep.directory):
+                    return None
             except BaseException:  # an error or Ctrl-C: no half-written file stays behind (those renamed are whole)
                 writer.discard()
                 raise
@@ -279,6 +281,22 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
         raise ArtifactError(f"the cached teacher layers in {prep.directory} have {len(states)} rows for "
                             f"{len(encoded)} reviews: delete its .npy files and run again")
     return states
+
+
+def _closed(writer: LayerWriter, folder: Path) -> bool:
+    """Close ``writer`` (its last flush and renames): False when a full disk or a quota refused that (where its space
+    was not reserved up front, as on macOS, or a copy-on-write file system needs new blocks), its unfinished files
+    removed and those moved into place before kept (whole: every one is flushed first), so that the runs that need
+    the rest call the teacher; any other refusal is one StorageError line."""
+    try:
+        writer.close()
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            with disk_errors(folder):
+                raise
+        writer.discard()
+        return False
+    return True
 
 
 def _check_layer_files(states: LayerStates, paths: dict, shape: tuple[int, int, int]) -> None:

@@ -397,10 +397,12 @@ def test_an_interrupted_layer_pass_leaves_nothing_behind(small, monkeypatch):
     assert not list(prep.directory.glob("*hidden-3-*")) and not list(prep.directory.glob(".*.tmp"))
 
 
-def test_a_disk_error_moving_the_layer_files_into_place_is_one_line_and_the_next_run_computes_the_rest(small,
-                                                                                                       monkeypatch):
-    """A disk that refuses the final rename (or flush: the same step, LayerWriter.close) is the one StorageError
-    line; no temporary file stays, the file moved into place before is whole, and the next run computes the other."""
+def test_a_full_disk_moving_the_layer_files_into_place_falls_back_to_the_teacher_and_the_next_run_computes_the_rest(
+        small, monkeypatch):
+    """Before: a full disk at the final rename (or flush: the same step, LayerWriter.close) stopped the run with a
+    StorageError line after the whole layer pass, though the runs could call the teacher, as for a refused
+    reservation. Now the pass gives None: no temporary file stays, the file moved into place before is whole, and
+    the next run computes the other."""
     import errno
     profile, teacher, prep, _, _ = small
     keys, renamed = [("hidden", 1), ("values", 2)], []
@@ -414,9 +416,7 @@ def test_a_disk_error_moving_the_layer_files_into_place_is_one_line_and_the_next
         os.rename(src, dst)
     monkeypatch.setattr(layer_cache.os, "replace", replace)
     monkeypatch.setattr(teachers, "_layer_pass", lambda model, enc, writer, **kw: (None, None))  # no pass needed
-    with pytest.raises(store.StorageError, match="no space left on the disk; free some space") as err:
-        teachers.ensure_teacher_layers(profile, "train", keys, teacher_model=teacher, progress=False)
-    assert "\n" not in str(err.value) and str(prep.directory) in str(err.value)
+    assert teachers.ensure_teacher_layers(profile, "train", keys, teacher_model=teacher, progress=False) is None
     assert not list(prep.directory.glob(".*.tmp")) and not list(prep.directory.glob("values-2-*"))
     assert [p.name for p in renamed] == ["hidden-1-train.npy"]
     monkeypatch.undo()
@@ -428,6 +428,42 @@ def test_a_disk_error_moving_the_layer_files_into_place_is_one_line_and_the_next
     assert again.keys == set(keys) and passes == [{("values", 2)}]
     for key in keys:
         teachers.layer_file(prep, key, "train").unlink()
+
+
+def test_a_full_disk_at_the_last_flush_reads_the_layers_cached_on_both_splits_and_says_why_not_the_others(
+        small, monkeypatch, capsys):
+    """The run goes on: the layers cached on both splits are read, a line says the others are not, nothing
+    half-written stays."""
+    import errno
+    profile, teacher, prep, _, _ = small
+    for split in ("train", "transfer"):  # another test may have cached it
+        teachers.layer_file(prep, ("values", 3), split).unlink(missing_ok=True)
+
+    def flush(self):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    monkeypatch.setattr(layer_cache.np.memmap, "flush", flush)
+    where = dict(teacher_model=teacher, progress=False, **prep.where)
+    partly = teacher_layers.teacher_layer_cache(profile, prep, [("values", 3), ("values", 4)], **where)
+    out = capsys.readouterr().out
+    assert partly is not None and partly["train"].keys == partly["transfer"].keys == {("values", 4)}
+    assert "refused the space" in out and "call the teacher at every step" in out, out
+    assert not list(prep.directory.glob("*values-3-*")) and not list(prep.directory.glob(".*.tmp"))
+
+
+def test_another_refusal_moving_the_layer_files_into_place_is_one_line(small, monkeypatch):
+    """A refusal that more room would not fix (permission) still stops the run, in one line, leaving no .tmp."""
+    import errno
+    profile, teacher, prep, _, _ = small
+    teachers.layer_file(prep, ("hidden", 1), "train").unlink(missing_ok=True)
+
+    def replace(src, dst):
+        raise OSError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(layer_cache.os, "replace", replace)
+    monkeypatch.setattr(teachers, "_layer_pass", lambda model, enc, writer, **kw: (None, None))  # no pass needed
+    with pytest.raises(store.StorageError, match="permission denied") as err:
+        teachers.ensure_teacher_layers(profile, "train", [("hidden", 1)], teacher_model=teacher, progress=False)
+    assert "\n" not in str(err.value) and str(prep.directory) in str(err.value)
+    assert not list(prep.directory.glob(".*.tmp")) and not list(prep.directory.glob("hidden-1-*"))
 
 
 def test_a_pass_stopped_in_its_callback_leaves_the_teacher_in_the_mode_it_came_in(small):
