@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -55,27 +56,39 @@ def cut_tiny(tmp_path_factory):
     """Builds the tiny profile cut to seconds (one teacher epoch, half-epoch student runs, the compact student
     only) in a private cache of its own: ``with cut_tiny(n_transfer) as (profile, teacher, prep, logits)``,
     the teacher trained and its logits on train and transfer cached. Each call gets a cache of its own to change
-    at will; a second call with the same ``n_transfer`` (in this worker) starts from a copy of the first's, as
-    it was once built, and loads that teacher instead of training the same one again (same seed, same weights)."""
-    built = {}  # n_transfer -> an untouched copy of the cache its first call built
+    at will; a later call with the same ``n_transfer``, in this worker or another of the run, starts from a copy of
+    the first's cache as it was once built, and loads that teacher instead of training the same one again (same
+    seed, same weights). The test files that use it ask for the same ``n_transfer``, and so share one teacher."""
+    built = {}  # n_transfer -> where the untouched copy of the cache its first call built is kept
+    # xdist's workers: the run's temporary folder, shared by its workers (theirs are popen-gw0, popen-gw1 in it)
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+
+    def kept(n_transfer: int) -> Path:
+        if n_transfer not in built:
+            built[n_transfer] = (tmp_path_factory.getbasetemp().parent / "kd-cut-tiny" / str(n_transfer) if shared
+                                 else tmp_path_factory.mktemp("kd-home-built"))
+        return built[n_transfer]
 
     @contextlib.contextmanager
     def build(n_transfer: int):
-        from kd_tutorial import teachers
+        from kd_tutorial import store, teachers
         from kd_tutorial.profiles import get_profile
-        home = tmp_path_factory.mktemp("kd-home")
-        if n_transfer in built:
-            shutil.copytree(built[n_transfer], home, dirs_exist_ok=True)
+        home, folder = tmp_path_factory.mktemp("kd-home"), kept(n_transfer)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("KD_TUTORIAL_HOME", str(home))
             tiny = get_profile("tiny")
             profile = tiny.replace(teacher_epochs=1, n_transfer=n_transfer, student_epochs=0.5,
                                    students=tiny.students[1:], evals_per_run=1)
-            teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
-            logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
-            if n_transfer not in built:
-                built[n_transfer] = tmp_path_factory.mktemp("kd-home-built")
-                shutil.copytree(home, built[n_transfer], dirs_exist_ok=True)
+            with store.locked(folder, name=".cut-tiny.lock"):  # the other worker waits, then copies
+                done = (folder / "done").exists()
+                if done:
+                    shutil.copytree(folder / "home", home, dirs_exist_ok=True)
+                teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+                logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+                if not done:  # a copy cut short by a worker that died is made again
+                    shutil.rmtree(folder / "home", ignore_errors=True)
+                    shutil.copytree(home, folder / "home")
+                    (folder / "done").touch()
             yield profile, teacher, prep, logits
     return build
 

@@ -313,7 +313,7 @@ def test_forked_workers_are_offered_on_linux_only(monkeypatch):
 @pytest.fixture(scope="module")
 def small(cut_tiny):
     """The tiny profile, cut to seconds: a briefly trained teacher and short student runs, in a private cache."""
-    with cut_tiny(n_transfer=400) as built:
+    with cut_tiny(n_transfer=300) as built:
         yield built
 
 

@@ -10,7 +10,7 @@ from kd_tutorial import teachers
 
 
 def test_a_retrained_teacher_keeps_an_identical_ones_outputs_and_sets_aside_anothers(cut_tiny, capsys):
-    with cut_tiny(n_transfer=100) as (profile, teacher, prep, logits):
+    with cut_tiny(n_transfer=300) as (profile, teacher, prep, logits):
         folder = prep.directory
         recorded = json.loads((folder / "teacher.json").read_text())["weights"]
         assert recorded == teachers.weights_hash(teacher)
@@ -90,7 +90,7 @@ def test_outputs_of_a_model_that_is_not_the_cached_teacher_are_refused_and_nothi
     over where the outputs were cached already got the cached teacher's back without a word."""
     from kd_tutorial import models
     from kd_tutorial.errors import UserError
-    with cut_tiny(n_transfer=100) as (profile, teacher, prep, logits):
+    with cut_tiny(n_transfer=300) as (profile, teacher, prep, logits):
         folder = prep.directory
         student = models.build_student(profile.students[0], teacher, teacher_tokenizer=prep.tokenizer)
         before = sorted(p.name for p in folder.iterdir())
