@@ -23,8 +23,13 @@ os.environ.update({
     "MPLBACKEND": "Agg",
 })
 os.environ.pop("KD_TUTORIAL_DATA_DIR", None)
-# one artifact cache per test session (shared by the xdist workers of one run)
-os.environ.setdefault("KD_TUTORIAL_HOME", os.path.join(tempfile.gettempdir(), f"kd-tutorial-tests-{os.getppid()}"))
+# One artifact cache per run of the suite, shared by its xdist workers (they inherit this environment from the process
+# that starts them), removed when the run ends (pytest_unconfigure). It was named after the parent process, so every
+# run from one shell reused it (a second run of tests/test_full_rehearsal.py found its teacher cached and failed) and
+# each new shell left its 250 MB in the temporary folder. A KD_TUTORIAL_HOME of your own is used instead, and kept.
+MADE_HOME = "KD_TUTORIAL_HOME" not in os.environ
+if MADE_HOME:
+    os.environ["KD_TUTORIAL_HOME"] = tempfile.mkdtemp(prefix="kd-tutorial-tests-")
 # pytest-xdist runs two workers on two cores: one thread each avoids oversubscription (10x slower steps).
 # Without xdist too, so that a file run alone computes what CI computes: two threads sum in another order, and the
 # tiny runs' margins (pseudo-label's agreement with the teacher, a retrained student's weights) moved with it.
@@ -43,6 +48,12 @@ RUN_FIRST = ("notebooks/09_distilling_generative_lms.ipynb", "notebooks/05_disti
              "tests/test_pipeline.py", "notebooks/07_intermediate_layers.ipynb", "tests/test_exercises_notebooks.py",
              "tests/test_full_rehearsal.py", "tests/test_grading_grader.py", "tests/test_grading_batch.py",
              "tests/test_browser.py")
+
+
+def pytest_unconfigure(config):
+    """Remove the run's artifact cache where this process made it (an xdist worker's is its starter's to remove)."""
+    if MADE_HOME and "PYTEST_XDIST_WORKER" not in os.environ:
+        shutil.rmtree(os.environ["KD_TUTORIAL_HOME"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

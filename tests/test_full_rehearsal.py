@@ -74,8 +74,8 @@ def rehearsal_profile():
 
 
 def test_the_full_profile_path_runs_on_cpu_in_fp16_with_accumulation(imdb_like, tmp_path, monkeypatch, capsys):
-    # a cache of its own: the session's (conftest: keyed by the parent process) outlives the run, and a second run from
-    # the same shell found this teacher cached there and failed below (12 trainings, not 13)
+    # a cache of its own: one that outlives the run (a KD_TUTORIAL_HOME of the developer's, which conftest keeps) held
+    # this teacher on a second run, which then failed below (12 trainings, not 13)
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "kd-home"))
     profile = rehearsal_profile()
     assert [s.name for s in profile.students] == ["distil-6L", "distil-4L", "compact-2L-H128"]
