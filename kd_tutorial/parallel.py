@@ -57,6 +57,22 @@ def default_workers(device: str) -> int:
     return cores
 
 
+@contextlib.contextmanager
+def worker_threads(workers: int):
+    """Where runs go side by side (``workers`` > 1), compute in the block as a worker does: one thread (the caller's
+    count comes back after). Two threads sum in another order, and over a run's steps that moves its numbers: a run
+    left to train alone (``--resume`` after Ctrl-C, one run missing) must give what it gives beside another.
+    With one worker the block runs as it is."""
+    import torch
+    before = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def check_workers(workers: int, device: str, *, setting: str, fix: str) -> None:
     """Raise :class:`SideBySideError` (one line: ``setting``, why, then ``fix``) when ``workers`` > 1 cannot run
     here: on a GPU (its runs share one device) or where :func:`can_fork` is false. One worker runs anywhere."""

@@ -38,7 +38,7 @@ from .evaluate import (choice_key, compare, compare_paired, correct_matrix, pred
 from .layer_maps import describe as describe_mapping, layer_mapping
 from .models import (DistillationStudent, TINY_TEACHER, build_student, cached_config, check_positions,
                      check_student_tokenizer, fallback_for, fold_word_embeddings, teacher_config)
-from .parallel import check_workers, default_workers, report_step, run_forked
+from .parallel import check_workers, default_workers, report_step, run_forked, worker_threads
 from .profiles import Profile, StudentSpec, TINY_BERT
 from .recipes import Recipe, get_recipe
 from .report import format_best_recipes, format_comparisons, format_table
@@ -324,9 +324,9 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     given, for the runs still to train; ``{}``: none). Every run is stored in the artifact cache, under its teacher.
     With ``resume=True`` a finished run is loaded from there (``status="cached"``), whether it read the cached
     layers or called the teacher (not trained again for want of room for the cache today), and an interrupted one
-    continues from its last checkpoint; otherwise it is trained again. With ``workers`` > 1 (a CPU, Linux) and at
-    least two runs left to train, up to that many train at once, one thread each (:mod:`kd_tutorial.parallel`), and
-    are read back from the artifact cache.
+    continues from its last checkpoint; otherwise it is trained again. With ``workers`` > 1 (a CPU, Linux), up to
+    that many train at once, one thread each (:mod:`kd_tutorial.parallel`), and are read back from the artifact
+    cache; a run left to train alone trains here, in one thread too, so its numbers are those it gets beside another.
     """
     check_workers(workers, device, setting=f"workers={workers}", fix="give workers=1")
     specs = students or profile.students
@@ -349,14 +349,14 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
             _place(job | {"finished": None}, states, into=job)
     if given:
         _say_uncovered(todo)
-    side = min(workers, len(todo)) > 1  # else every run trains here, with every thread
+    side = min(workers, len(todo)) > 1  # else every run trains here: with every thread only where workers=1
     initials: dict = {}  # the (student, seed) in training's initial weights, built on first need
 
     def run(job, resume):
         key = (job["spec"].name, job["seed"])
         if key not in initials:  # a fully cached seed needs none; the last seed's are dropped
             initials.clear()
-        with locked(job["folder"]):
+        with locked(job["folder"]), worker_threads(workers):  # a lone run, as a worker computes it
             return _one_run(profile, job["spec"], job["recipe"], job["config"], sets[job["splits"]], teacher, prep,
                             job["folder"], initials.setdefault(key, []), resume=resume, device=device, init=init,
                             desc=job["name"], progress=progress and not side, on_step=report_step if side else None,

@@ -363,7 +363,29 @@ def test_one_run_left_to_train_trains_here_and_two_go_to_the_workers(small, monk
             (Path(first[f"compact-1L-H32 {name}"]["path"]) / "history.json").unlink()  # as if interrupted
         again = pipeline.distill_students(profile, teacher, prep, logits, workers=2, resume=True, **kw)
         assert {n.split()[-1] for n, item in again.items() if item["status"] == "trained"} == set(left)
-    assert calls == [(2, 2)]  # one run left: trained here, with every thread; two: side by side
+    assert calls == [(2, 2)]  # one run left: trained here (one thread, as a worker: the next test); two: side by side
+
+
+@linux_only
+def test_a_run_left_alone_gives_the_model_it_gets_beside_another(small):
+    """With workers=2 a run's numbers must not depend on how many runs were left to train: the one run that
+    --resume retrains (interrupted last, or its folder deleted) computes as a worker does, in one thread; with two
+    threads its sums came in another order and, on the tiny profile, moved distil-2L's pseudo-label 1.5 points."""
+    profile, teacher, prep, logits = small
+    kw = dict(runs=("baseline", "kd+transfer"), seeds=(0, 1), progress=False, workers=2)  # the test above's runs
+    name, threads = "compact-1L-H32 kd+transfer s1", torch.get_num_threads()
+    torch.set_num_threads(2)  # a parent on 2 cores (the suite gives this process one)
+    try:
+        side = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw)  # cached, or trained
+        (Path(side[name]["path"]) / "history.json").unlink()  # as if interrupted: the only run left
+        alone = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw)
+        assert torch.get_num_threads() == 2  # the caller's threads, given back
+    finally:
+        torch.set_num_threads(threads)
+    assert alone[name]["status"] == "trained"
+    assert alone[name]["history"].to_dict()["steps"] == side[name]["history"].to_dict()["steps"]
+    for (p, a), b in zip(side[name]["model"].named_parameters(), alone[name]["model"].parameters()):
+        assert torch.equal(a, b), p
 
 
 @linux_only
