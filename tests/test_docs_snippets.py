@@ -172,7 +172,7 @@ def _pytest_command(text: str) -> list[str]:
 def test_the_readme_runs_the_suite_as_ci_does():
     """The README promises that .ci/run runs its test command: the two stay one command, and the files the
     conftest starts first (its RUN_FIRST) still exist, else a renamed slow file would silently run last."""
-    from tests.conftest import RUN_FIRST
+    from conftest import RUN_FIRST  # as pytest imported it (tests/ has no __init__.py), as siblings are imported
     readme, ci = (_pytest_command((ROOT / p).read_text(encoding="utf-8")) for p in ("README.md", ".ci/run"))
     assert readme == ci
     assert "--no-loadscope-reorder" in ci  # else xdist orders the files by their count of tests, not RUN_FIRST
