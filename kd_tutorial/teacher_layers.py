@@ -48,8 +48,10 @@ def teacher_layer_cache(profile: Profile, prep, keys, spare_keys=(), **kw) -> di
 
     The missing ones' disk space is reserved on every split before any split's pass runs (a pass whose other
     split then found no room would be wasted). When they do not fit on the disk, or the space is refused (a disk
-    quota, a disk that filled up meanwhile), no pass runs, a line says so, and only the layers already cached on every
-    split that needs them are returned (None if none): the runs that need the others call the teacher.
+    quota, a disk that filled up meanwhile), no pass runs; when a full disk refuses a pass's last flush or rename
+    instead, that pass's unfinished files are dropped (those of earlier splits stay, whole). Either way a line says so,
+    and only the layers cached on every split that needs them are returned (None if none): the runs that need the
+    others call the teacher.
     """
     wanted = {split: sorted(keys) for split in SPLITS} | ({"spare": sorted(spare_keys)} if spare_keys else {})
     with locked(prep.directory):  # for every pass; first its clean-up: a killed pass's files still hold their size
