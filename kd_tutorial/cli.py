@@ -23,7 +23,9 @@ import importlib.util
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -917,15 +919,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report,
                 "benchmark": cmd_benchmark, "search": cmd_search}
+    terminated: list[int] = []  # SIGTERM came (kill, docker stop, timeout, systemd, a Slurm preemption)
     try:
-        status = handlers[args.command](args)
+        with sigterm_as_ctrl_c(terminated, args.command in ("distill", "search")):
+            status = handlers[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
         return status
     except UserError as err:
         return _fail(_one_line(err))
     except KeyboardInterrupt:
-        print(f"kd-tutorial: interrupted; {AFTER_CTRL_C.get(args.command, 'nothing was written')}", file=sys.stderr)
-        return 130
+        how = "stopped by SIGTERM" if terminated else "interrupted"
+        print(f"kd-tutorial: {how}; {AFTER_CTRL_C.get(args.command, 'nothing was written')}", file=sys.stderr)
+        return 128 + signal.SIGTERM if terminated else 130
     except Exception as err:  # the known failure modes of the libraries underneath
         if _reader_left(err):  # the reader of stdout left (`| head`): stop quietly, as the shell's tools do
             _quiet_stdout()
@@ -941,6 +946,32 @@ def main(argv: list[str] | None = None) -> int:
         if full is not None:  # a library's own write (the Hub's downloads, datasets' cache) on a full disk
             return _fail(disk_full_advice(args.command, full))
         raise
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c(came: list, active: bool = True):
+    """In the block, SIGTERM (``kill``, ``docker stop``, ``timeout``, systemd, a Slurm or Kubernetes preemption) does
+    what Ctrl-C does: it goes to the SIGINT handler in place, so the run in training saves its last completed step
+    (held to a step's end, as Ctrl-C is, by :func:`kd_tutorial.train.ctrl_c_after`) and forked workers are told to
+    save theirs (their own SIGINT handler takes a SIGTERM sent to them too). Each SIGTERM is appended to ``came``;
+    a second one stops a save as a second Ctrl-C does (the saves are atomic: the last checkpoint stands). Only in
+    the CLI's commands that train (``active``), from the main thread; the previous handler is back after."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum, frame) -> None:
+        came.append(signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):  # Python's (KeyboardInterrupt), ctrl_c_after's (held), a worker's
+            handler(signal.SIGTERM, frame)
+        else:  # SIGINT ignored (a job started with & from a script) or not set from Python: stop all the same
+            raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _profile_name(args) -> str:

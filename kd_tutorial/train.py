@@ -762,7 +762,8 @@ def ctrl_c_after():
     """Hold Ctrl-C (SIGINT) until the block ends, then hand it to the handler that was in place (Python's raises
     KeyboardInterrupt; a worker's, :func:`kd_tutorial.parallel._on_interrupt`, too): weights half-updated by an
     optimizer step cannot be saved, and a step takes well under a second. Outside the main thread, where signal
-    handlers cannot be set, the block runs as it is."""
+    handlers cannot be set, the block runs as it is. A SIGTERM the CLI hands on as Ctrl-C
+    (:func:`kd_tutorial.cli.sigterm_as_ctrl_c`) is held too, and raises even where Ctrl-C itself is ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -775,7 +776,7 @@ def ctrl_c_after():
     if came:
         if callable(previous):
             previous(signal.SIGINT, None)
-        elif previous != signal.SIG_IGN:
+        elif previous != signal.SIG_IGN or signal.SIGTERM in came:
             raise KeyboardInterrupt
 
 

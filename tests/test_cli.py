@@ -781,3 +781,63 @@ def test_env_fails_a_room_check_where_the_hub_is_off_and_a_piece_is_not_cached(c
     assert "not cached, with the Hub off: bert-base-uncased, stanfordnlp/imdb (see" in capsys.readouterr().err
     needs.update({"bert-base-uncased": "cached", "stanfordnlp/imdb": "cached"})
     assert cli.main(["env", "--profile", "full"]) == 0
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM") or sys.platform == "win32",
+                    reason="SIGTERM sent with os.kill is a POSIX signal")
+def test_sigterm_during_distill_saves_the_step_and_says_resume_in_one_line(monkeypatch, capsys, tmp_path):
+    """SIGTERM (kill, docker stop, timeout, a Slurm or Kubernetes preemption) killed `kd-tutorial distill` at once:
+    no word, exit 143 from the signal, and the steps since the last checkpoint lost. It now does what Ctrl-C does:
+    the step it lands in finishes and is saved, one line says so and names --resume, the status is 143, and the
+    handler in place before the command is back after it."""
+    import signal
+
+    import torch
+
+    from kd_tutorial import data, models
+    from kd_tutorial.train import TrainConfig, train
+    imdb = data.load_imdb("tiny", n_train=64, n_transfer=8, val_size=16, n_test=8, seed=0)
+    rows = data.encode(imdb.train, data.get_tokenizer(), 32, "head+tail")
+    torch.manual_seed(0)
+    model = models.load_teacher("tiny-bert", config_overrides=dict(num_hidden_layers=1, hidden_size=32,
+                                                                   num_attention_heads=2, intermediate_size=64))
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def sigterm_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # lands inside the optimizer step, as a preemption may
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", sigterm_at_the_third)
+    monkeypatch.setattr(cli, "cmd_distill", lambda args: train(
+        model, rows, config=TrainConfig(max_steps=8, batch_size=8, seed=0), checkpoint_dir=tmp_path, progress=False))
+
+    def before(signum, frame):  # what was in place (the default kills the process: pytest with it)
+        raise AssertionError("SIGTERM reached the handler in place before the command")
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        assert cli.main(["distill", "--profile", "tiny"]) == 143
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["progress"]["step"] == 3
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("kd-tutorial: stopped by SIGTERM; checkpoints are kept: run the same command with --resume "
+                    "to continue")
+
+
+def test_sigterm_is_held_to_a_steps_end_and_stops_even_where_ctrl_c_is_ignored():
+    """A job started with & from a script ignores Ctrl-C; a SIGTERM held by ctrl_c_after (an optimizer step) was
+    then dropped with it, and the run trained on until the SIGKILL that follows a preemption's grace period."""
+    import signal
+
+    from kd_tutorial.train import ctrl_c_after
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt), cli.sigterm_as_ctrl_c(came := []):
+            with ctrl_c_after():
+                os.kill(os.getpid(), signal.SIGTERM)
+                came.append("step ran on")
+        assert came == [signal.SIGTERM, "step ran on"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
