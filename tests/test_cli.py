@@ -841,3 +841,27 @@ def test_sigterm_is_held_to_a_steps_end_and_stops_even_where_ctrl_c_is_ignored()
         assert came == [signal.SIGTERM, "step ran on"]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM sent with os.kill is a POSIX signal")
+def test_sigterm_during_search_keeps_the_finished_trials_in_one_line(monkeypatch, capsys):
+    """search shares distill's path: SIGTERM is Ctrl-C there too (the trial running is marked FAIL, as on Ctrl-C),
+    with one line, status 143, and the handler in place before the command back after it."""
+    import signal
+
+    def sigterm(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        pytest.fail("SIGTERM did not stop the command")
+    monkeypatch.setattr(cli, "cmd_search", sigterm)
+
+    def before(signum, frame):
+        raise AssertionError("SIGTERM reached the handler in place before the command")
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        assert cli.main(["search", "--profile", "tiny"]) == 143
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "kd-tutorial: stopped by SIGTERM; finished trials are kept in --out's search.db: run the same command again "
+        "to continue"]
