@@ -1,4 +1,5 @@
 """Bad input gets one line naming the fix, a non-zero exit, and no traceback."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -783,8 +784,26 @@ def test_env_fails_a_room_check_where_the_hub_is_off_and_a_piece_is_not_cached(c
     assert cli.main(["env", "--profile", "full"]) == 0
 
 
-@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM") or sys.platform == "win32",
-                    reason="SIGTERM sent with os.kill is a POSIX signal")
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM sent with os.kill is a POSIX signal")
+
+
+@contextlib.contextmanager
+def _sigterm_handler_before():
+    """A SIGTERM handler in place before the command, which fails the test if reached (the default would kill
+    pytest), and is checked to be back in place after the block."""
+    import signal
+
+    def before(signum, frame):
+        raise AssertionError("SIGTERM reached the handler in place before the command")
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        yield
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@POSIX_ONLY
 def test_sigterm_during_distill_saves_the_step_and_says_resume_in_one_line(monkeypatch, capsys, tmp_path):
     """SIGTERM (kill, docker stop, timeout, a Slurm or Kubernetes preemption) killed `kd-tutorial distill` at once:
     no word, exit 143 from the signal, and the steps since the last checkpoint lost. It now does what Ctrl-C does:
@@ -812,20 +831,15 @@ def test_sigterm_during_distill_saves_the_step_and_says_resume_in_one_line(monke
     monkeypatch.setattr(cli, "cmd_distill", lambda args: train(
         model, rows, config=TrainConfig(max_steps=8, batch_size=8, seed=0), checkpoint_dir=tmp_path, progress=False))
 
-    def before(signum, frame):  # what was in place (the default kills the process: pytest with it)
-        raise AssertionError("SIGTERM reached the handler in place before the command")
-    previous = signal.signal(signal.SIGTERM, before)
-    try:
+    with _sigterm_handler_before():
         assert cli.main(["distill", "--profile", "tiny"]) == 143
-        assert signal.getsignal(signal.SIGTERM) is before
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     assert torch.load(tmp_path / "last.pt", weights_only=False)["progress"]["step"] == 3
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == ("kd-tutorial: stopped by SIGTERM; checkpoints are kept: run the same command with --resume "
                     "to continue")
 
 
+@POSIX_ONLY
 def test_sigterm_is_held_to_a_steps_end_and_stops_even_where_ctrl_c_is_ignored():
     """A job started with & from a script ignores Ctrl-C; a SIGTERM held by ctrl_c_after (an optimizer step) was
     then dropped with it, and the run trained on until the SIGKILL that follows a preemption's grace period."""
@@ -843,7 +857,7 @@ def test_sigterm_is_held_to_a_steps_end_and_stops_even_where_ctrl_c_is_ignored()
         signal.signal(signal.SIGINT, previous)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM sent with os.kill is a POSIX signal")
+@POSIX_ONLY
 def test_sigterm_during_search_keeps_the_finished_trials_in_one_line(monkeypatch, capsys):
     """search shares distill's path: SIGTERM is Ctrl-C there too (the trial running is marked FAIL, as on Ctrl-C),
     with one line, status 143, and the handler in place before the command back after it."""
@@ -854,14 +868,8 @@ def test_sigterm_during_search_keeps_the_finished_trials_in_one_line(monkeypatch
         pytest.fail("SIGTERM did not stop the command")
     monkeypatch.setattr(cli, "cmd_search", sigterm)
 
-    def before(signum, frame):
-        raise AssertionError("SIGTERM reached the handler in place before the command")
-    previous = signal.signal(signal.SIGTERM, before)
-    try:
+    with _sigterm_handler_before():
         assert cli.main(["search", "--profile", "tiny"]) == 143
-        assert signal.getsignal(signal.SIGTERM) is before
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     assert capsys.readouterr().err.strip().splitlines() == [
         "kd-tutorial: stopped by SIGTERM; finished trials are kept in --out's search.db: run the same command again "
         "to continue"]
