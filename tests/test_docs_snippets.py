@@ -169,10 +169,14 @@ def _pytest_command(text: str) -> list[str]:
     return shlex.split(line)
 
 
-def test_the_readme_runs_the_suite_as_ci_does():
+def test_the_readme_runs_the_suite_as_ci_does(request):
     """The README promises that .ci/run runs its test command: the two stay one command, and the files the
     conftest starts first (its RUN_FIRST) still exist, else a renamed slow file would silently run last."""
-    from conftest import RUN_FIRST  # as pytest imported it (tests/ has no __init__.py), as siblings are imported
+    # tests/conftest.py as pytest loaded it: `import conftest` gets whichever conftest.py was imported last (in the
+    # whole suite, tests/fixtures/grading's), and `import tests.conftest` would run it a second time
+    conftest = ROOT / "tests" / "conftest.py"
+    RUN_FIRST = next(plugin.RUN_FIRST for plugin in request.config.pluginmanager.get_plugins()
+                     if getattr(plugin, "__file__", None) and Path(plugin.__file__) == conftest)
     readme, ci = (_pytest_command((ROOT / p).read_text(encoding="utf-8")) for p in ("README.md", ".ci/run"))
     assert readme == ci
     assert "--no-loadscope-reorder" in ci  # else xdist orders the files by their count of tests, not RUN_FIRST
