@@ -110,7 +110,7 @@ def students_rows(profile: Profile, prep, runs=None) -> dict[str, int]:
         if alone:
             sets[f"the {labelled} labelled reviews that student {spec.name}'s {alone[0]} trains on"] = labelled
         elif recipes:
-            both = labelled + sum(len(prep.encoded[s]) for s in transfer_splits(spec, prep))
+            both = transfer_set_rows(profile, spec, prep)
             sets[f"the {both} labelled and transfer reviews that student {spec.name}'s runs train on"] = both
     return sets
 
@@ -263,6 +263,12 @@ def uses_spare(spec: StudentSpec, prep) -> bool:
 def transfer_splits(spec: StudentSpec, prep) -> tuple[str, ...]:
     """The splits whose reviews, after its labelled ones, make up ``spec``'s transfer set."""
     return ("transfer", "spare") if uses_spare(spec, prep) else ("transfer",)
+
+
+def transfer_set_rows(profile: Profile, spec: StudentSpec, prep) -> int:
+    """The rows a transfer-set run of ``spec`` trains on: its labelled reviews and its transfer set's
+    (:func:`transfer_splits`). Every run of the student has the step budget of this many rows."""
+    return len(student_labels(profile, prep)) + sum(len(prep.encoded[s]) for s in transfer_splits(spec, prep))
 
 
 def run_splits(spec: StudentSpec, recipe: Recipe, prep) -> tuple[str, ...]:
@@ -496,8 +502,7 @@ def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init
     jobs = []
     for spec in specs:
         recipes = chosen[spec.name]
-        rows = n_rows or len(student_labels(profile, prep)) + sum(len(prep.encoded[s])
-                                                                  for s in transfer_splits(spec, prep))
+        rows = n_rows or transfer_set_rows(profile, spec, prep)
         steps = step_budget(profile, spec, rows)
         plan = student_plan(spec, recipes, steps, teacher) | _spare_plan(spec, prep) | _evals_plan(profile, steps)
         for seed in seeds:
