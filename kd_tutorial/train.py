@@ -37,7 +37,7 @@ from . import losses
 from .bars import progress_bar
 from .data import batch_groups, collate, n_batches, prefetch
 from .device import autocast, autocast_dtype, device_type, pad_multiple, pick_device, synchronize
-from .errors import error_cause, UserError
+from .errors import error_cause, UsageError, UserError
 from .evaluate import accuracy, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
 from .layer_cache import widened
@@ -475,6 +475,17 @@ def _states_cover(spec: Intermediate, teacher_states, model) -> bool:
     return uses_cached_layers(spec, teacher_states, mapping)
 
 
+def check_step_fits(config: TrainConfig, per_epoch: int, rows: int, desc: str) -> None:
+    """Refuse, in one line, a ``grad_accum`` above the ``per_epoch`` micro-batches of an epoch of ``rows``: each
+    step would end at the epoch's end on fewer rows than ``batch_size x grad_accum``, the batch a run records.
+    (``kd-tutorial distill`` refuses it before its teacher trains: :func:`kd_tutorial.pipeline.check_grad_accum`;
+    this catches the runs a notebook or a script starts.)"""
+    if config.grad_accum > per_epoch:
+        raise UsageError(f"{desc}: grad_accum={config.grad_accum}, but an epoch of its {rows} training rows holds "
+                         f"{per_epoch} micro-batch(es) of batch_size={config.batch_size}, so no step could gather "
+                         f"{config.grad_accum}: give grad_accum=N with N <= {per_epoch}")
+
+
 class _Run:
     """The state of one training run and its steps: what :func:`train` loops over.
 
@@ -492,6 +503,7 @@ class _Run:
         per_epoch = n_batches(len(data), config.batch_size)
         if per_epoch == 0:
             raise ValueError(f"{desc}: the training data is empty")
+        check_step_fits(config, per_epoch, len(data), desc)
         self.total = config.max_steps or max(1, math.ceil(config.epochs * math.ceil(per_epoch / config.grad_accum)))
         self.kind = device_type(device)
         self.dtype = autocast_dtype(device, config.precision)

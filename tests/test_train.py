@@ -1,5 +1,6 @@
 """The training loop: it learns, the teacher stays frozen, the right tensors meet, resume is exact."""
 import copy
+import dataclasses
 import math
 import threading
 
@@ -639,6 +640,23 @@ def test_an_epoch_of_an_odd_number_of_micro_batches_still_ends_on_a_step(rows):
     config = TrainConfig(epochs=2, lr=1e-3, batch_size=8, grad_accum=2, group_by_length=False, precision="fp32")
     history = train(no_dropout(small_model(6)), sub, config=config, progress=False)
     assert len(history.steps) == 4 and [e["step"] for e in history.epochs] == [2, 4]
+
+
+def test_a_grad_accum_beyond_an_epoch_is_refused_in_one_line_before_a_step(rows):
+    """Before: a notebook's run at grad_accum 4 over an epoch of 3 micro-batches trained each of its "steps" on the
+    whole epoch (24 rows, not the 8 x 4 its config records) without a word; only `kd-tutorial distill` checked."""
+    from kd_tutorial.errors import UsageError
+    sub = data.Encoded(rows["train"].input_ids[:24], rows["train"].labels[:24], "sub")
+    model = small_model(6)
+    before = [p.detach().clone() for p in model.parameters()]
+    config = TrainConfig(max_steps=2, batch_size=8, grad_accum=4, group_by_length=False, precision="fp32")
+    with pytest.raises(UsageError) as err:
+        train(model, sub, config=config, progress=False, desc="compact s0")
+    assert str(err.value) == ("compact s0: grad_accum=4, but an epoch of its 24 training rows holds 3 micro-batch(es) "
+                              "of batch_size=8, so no step could gather 4: give grad_accum=N with N <= 3")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # refused before any step
+    fits = train(small_model(6), sub, config=dataclasses.replace(config, grad_accum=3), progress=False)
+    assert len(fits.steps) == 2  # 3 micro-batches a step: the epoch's all
 
 
 def test_ctrl_c_during_an_optimizer_step_saves_that_step(rows, tmp_path, monkeypatch):
