@@ -99,13 +99,15 @@ def check_grad_accum(profile: Profile, rows: int, student_rows: dict[str, int] |
                          f"{profile.grad_accum}: give --set grad_accum=N with N <= {per_epoch} (--grad-accum N)")
 
 
-def students_rows(profile: Profile, prep, runs=None) -> dict[str, int]:
+def students_rows(profile: Profile, prep, runs=None, teacher_heads: int | None = None) -> dict[str, int]:
     """``{what: rows}``: the smallest set each student's runs train on (``runs``: the recipes named, None: each
-    student's own), its labelled reviews when a recipe reads those alone (baseline, kd), else them and its
-    transfer set's (:func:`transfer_splits`; an augmented set is larger still)."""
+    student's own; with ``teacher_heads``, those :func:`applicable` under that teacher), its labelled reviews when a
+    recipe reads those alone (baseline, kd), else them and its transfer set's (:func:`transfer_splits`; an
+    augmented set is larger still)."""
     labelled, sets = len(student_labels(profile, prep)), {}
     for spec in profile.students:
-        recipes = student_recipes(profile, spec, runs)
+        recipes = [r for r in student_recipes(profile, spec, runs)
+                   if teacher_heads is None or applicable(r, spec, teacher_heads)]
         alone = [r.name for r in recipes if not r.transfer]
         if alone:
             sets[f"the {labelled} labelled reviews that student {spec.name}'s {alone[0]} trains on"] = labelled
@@ -140,15 +142,16 @@ def teacher_shape(profile: Profile, teacher: str | None = None, *, ask_hub: bool
                         config.hidden_size)
 
 
-def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *, ask_hub: bool = True) -> None:
+def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *,
+                        ask_hub: bool = True) -> TeacherShape | None:
     """Refuse, from the teacher's config alone (:func:`teacher_shape`), a ``max_length`` beyond its positions and
     students it cannot teach (:func:`check_depths`, :func:`check_relation_heads`): before its weights download or
     its fine-tuning, after which a refusal would waste them. Silent where the config cannot be read: loading the
-    teacher then says why."""
+    teacher then says why. Returns the shape read (None: none)."""
     name = teacher or profile.teacher
     shape = teacher_shape(profile, name, ask_hub=ask_hub)
     if shape is None:
-        return
+        return None
     tiny = name == TINY_TEACHER
     check_positions(shape.positions, profile.max_length, "tiny teacher" if tiny else name)
     check_depths(profile, shape.layers, shape.heads, runs,
@@ -157,15 +160,16 @@ def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *, ask
     check_relation_heads(profile, shape.width, shape.heads, runs,
                          fix=("give --set \"teacher_config={'hidden_size': N}\" with N a multiple of relation_heads "
                               "and of num_attention_heads" if tiny else "give a teacher whose width they divide"))
+    return shape
 
 
 def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed: int, runs) -> None:
     """What a run refuses or says before its teacher is downloaded or fine-tuned: students deeper than the teacher
     (from its config), the data's notes, and a pretrained student whose own tokenizer numbers tokens otherwise
     than the teacher's (from the tokenizers alone)."""
-    check_teacher_shape(profile, teacher, runs)
+    shape = check_teacher_shape(profile, teacher, runs)
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
-    check_grad_accum(profile, len(prep.encoded["train"]), students_rows(profile, prep, runs))
+    check_grad_accum(profile, len(prep.encoded["train"]), students_rows(profile, prep, runs, shape and shape.heads))
     for note in prep.data.notes:
         print(f"data: {note}", flush=True)  # before the teacher's minutes: what the splits hold, if not as asked
     for spec in profile.students:

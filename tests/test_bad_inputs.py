@@ -858,6 +858,27 @@ def test_a_grad_accum_beyond_an_epoch_of_a_students_labelled_reviews_is_one_line
         pipeline.check_grad_accum(tiny.replace(grad_accum=33), 1000, transfer_only)
 
 
+def test_the_grad_accum_check_leaves_out_a_students_runs_that_cannot_run_under_the_teacher(monkeypatch):
+    """A student whose only recipe maps attention with another head count than the teacher's trains nothing (the
+    run says so and leaves it out), so its reviews must not bind grad_accum. Before, students_rows counted them."""
+    import dataclasses
+
+    from kd_tutorial import pipeline
+    from kd_tutorial.profiles import get_profile
+    tiny, prep = get_profile("tiny"), _fake_prep(1000, 3000)
+    distil, compact = tiny.students  # compact-1L-H32 has 2 heads, the tiny teacher 4
+    only_attn = tiny.replace(students=(dataclasses.replace(distil, recipes=("kd+transfer+attn",)),
+                                       dataclasses.replace(compact, recipes=("kd+transfer+attn",))))
+    both = "the 3300 labelled and transfer reviews that student {}'s runs train on"
+    assert pipeline.students_rows(only_attn, prep) == {both.format(s.name): 3300 for s in tiny.students}
+    assert pipeline.students_rows(only_attn, prep, teacher_heads=4) == {both.format(distil.name): 3300}
+    monkeypatch.setattr(pipeline, "prepare", lambda *a, **kw: prep)
+    told = []
+    monkeypatch.setattr(pipeline, "check_grad_accum", lambda profile, rows, sets: told.append(sets))
+    pipeline._before_the_teacher(only_attn, data_dir=None, teacher=None, init="pretrained", seed=0, runs=None)
+    assert told == [{both.format(distil.name): 3300}]  # the tiny teacher's heads, read from its config
+
+
 def test_fewer_validation_passes_than_evals_per_run_asks_are_said_and_recorded(capsys):
     """Before: --set evals_per_run=1000 on tiny validated each 310-step run after every step (310 passes) without a
     word, and results.json's plan recorded nothing of it; 10 steps at evals_per_run=7 validated every 2nd: 5 passes.
