@@ -136,3 +136,29 @@ def test_exit_in_a_learners_cell_stops_that_cell_not_the_kernel():
     assert namespace["quit"] is namespace["exit"]
     with pytest.raises(SystemExit, match="exit\\(\\) stops a notebook's kernel"):
         namespace["quit"]()
+
+
+def test_the_course_notebook_handed_in_for_the_exercises_is_named_not_graded(tmp_path, monkeypatch):
+    """notebooks/02_... and exercises/02_... share a file name: a learner who handed in the course notebook got
+    "q1: not defined: not attempted yet" and "q2: passed" for the lesson's own entropy(), nothing saying which
+    notebook it was; it is now named in every row, and not run (a lesson may train for minutes)."""
+    import shutil
+
+    from kd_tutorial.grading import execute
+    from kd_tutorial.grading.registry import SETS
+    root, name = Path(__file__).resolve().parents[1], "02_soft_targets_temperature.ipynb"
+    shutil.copy(root / "notebooks" / name, tmp_path / f"alice_{name}")
+    monkeypatch.setattr(execute, "run_submission", lambda *a, **k: pytest.fail("the course notebook was run"))
+    rows, subs = grader.grade_paths([tmp_path / f"alice_{name}"], timeout=NOTEBOOK_TIMEOUT,
+                                    cell_timeout=CELL_TIMEOUT, progress=None)
+    assert [(r["exercise"], r["status"]) for r in rows] == [("ex02.q1", "error"), ("ex02.q2", "error")]
+    assert all(r["message"].startswith(f"{r['exercise'][-2:]}: this is the course notebook notebooks/{name}, not "
+                                       f"the exercises") and f"exercises/{name}" in r["message"]
+               and len(r["message"]) < 300 for r in rows)
+    assert subs[0]["passed"] == 0 and "this is the course notebook" in subs[0]["notes"]
+    for stem, _ in SETS.values():  # every course notebook is told apart from its exercises and solutions
+        assert grader.course_notebook(grader.load(root / "notebooks" / f"{stem}.ipynb")[0], grader.detect_set(
+            None, Path(f"{stem}.ipynb"))), stem
+        for folder in ("exercises", "solutions"):
+            nb = grader.load(root / folder / f"{stem}.ipynb")[0]
+            assert not grader.course_notebook(nb, grader.detect_set(nb, Path(f"{stem}.ipynb"))), (folder, stem)

@@ -155,6 +155,26 @@ def detect_set(nb, path: Path) -> str | None:
     return set_for_name(str(path))
 
 
+def course_notebook(nb, set_id: str) -> bool:
+    """Whether ``nb`` is the course's notebook of ``set_id`` (notebooks/NN_*.ipynb, whose cell ids are ``NN-00``,
+    ``NN-n01``...), not the learner's copy of the exercises: it neither names an exercise set nor imports its checks,
+    and most of its cells carry the course notebook's ids."""
+    meta = nb.get("metadata", {}).get("kd_tutorial")
+    cells = [c for c in nb.get("cells", []) if isinstance(c, dict)]
+    if (isinstance(meta, dict) and "exercise_set" in meta) or not cells or any(
+            "kd_tutorial.grading.ex" in str(c.get("source", "")) for c in cells):
+        return False
+    course = re.compile(rf"{re.escape(SETS[set_id][0][:2])}-n?\d+")
+    return 2 * sum(bool(course.fullmatch(str(c.get("id", "")))) for c in cells) > len(cells)
+
+
+def course_notebook_message(set_id: str) -> str:
+    """The one line for a course notebook handed in instead of the exercises (:func:`course_notebook`)."""
+    stem = SETS[set_id][0]
+    return (f"this is the course notebook notebooks/{stem}.ipynb, not the exercises: its own code is not the "
+            f"learner's answers, so it was not graded; ask for the learner's copy of exercises/{stem}.ipynb")
+
+
 def printable(text: str) -> str:
     """``text`` with what UTF-8 cannot encode escaped: a file name's undecodable bytes (``\\xe9``), lone surrogates."""
     try:
@@ -322,6 +342,9 @@ def grade_one(path: Path, nb, problem: str | None, learner: str, detected: str |
     elif problem:
         results = {label: (ERROR, f"not a valid notebook ({problem})") for label in SETS[set_id][1]}
         notes.append(f"not a valid notebook: {problem}")
+    elif course_notebook(nb, set_id):
+        results = {label: (ERROR, f"{label}: {course_notebook_message(set_id)}") for label in SETS[set_id][1]}
+        notes.append(course_notebook_message(set_id))
     else:
         if detected is None:
             notes.append(f"exercise set guessed from the other submissions ({set_id})")
