@@ -162,3 +162,28 @@ def test_the_course_notebook_handed_in_for_the_exercises_is_named_not_graded(tmp
         for folder in ("exercises", "solutions"):
             nb = grader.load(root / folder / f"{stem}.ipynb")[0]
             assert not grader.course_notebook(nb, grader.detect_set(nb, Path(f"{stem}.ipynb"))), (folder, stem)
+
+
+def test_a_learner_saving_a_notebook_is_not_flagged_as_reading_one(tmp_path):
+    """A learner's cell that saved a backup (nbformat.write(nb, 'my_backup.ipynb')) was flagged "tried to read
+    solution/notebook files": the instructor read it as cheating. The write is still blocked (another learner's
+    notebook may be next in the batch), and the flag now says it was a write; a read is flagged as before."""
+    import subprocess
+
+    from kd_tutorial.grading import execute
+    results, mine, other = tmp_path / "results.jsonl", tmp_path / "my_backup.ipynb", tmp_path / "bob.ipynb"
+    other.write_text("{}")
+    script = ("import sys\nfrom kd_tutorial.grading import runner\n"
+              "runner.install_guard(sys.argv[1], 'guard', [])\n"
+              "for path, mode in ((sys.argv[2], 'w'), (sys.argv[3], 'r')):\n"
+              "    try:\n        open(path, mode)\n    except PermissionError as exc:\n        print(exc)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(grader.__file__).parents[2])}
+    said = subprocess.run([sys.executable, "-c", script, str(results), str(mine), str(other)], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert said.stdout.splitlines() == [f"kd-tutorial grader: writing {mine} is not allowed while grading",
+                                        f"kd-tutorial grader: reading {other} is not allowed while grading"], said
+    assert not mine.exists()
+    run = execute.Run()
+    execute._read_results(str(results), "guard", "checks", "ex02", run)
+    assert run.flags == [f"tried to write a notebook or solution file (blocked): {mine}",
+                         f"tried to read solution/notebook files (blocked): {other}"]

@@ -384,6 +384,7 @@ def _read_results(path: str, guard_nonce: str, check_nonce: str, set_id: str, ru
                 run.results[label] = (str(rec.get("status")), str(rec.get("message", "")))
         elif kind == "flag" and rec.get("nonce") == guard_nonce:
             text = {"read-solutions": "tried to read solution/notebook files (blocked)",
+                    "write-notebooks": "tried to write a notebook or solution file (blocked)",
                     "viewed-solution": "called .solution()"}.get(rec.get("flag"), str(rec.get("flag")))
             entry = f"{text}: {rec.get('detail', '')}"
             if entry not in run.flags:

@@ -62,9 +62,11 @@ def install_guard(results_path: str, nonce: str, blocked_dirs: list[str]) -> Non
             return
         if event == "open" and args:
             real = forbidden(args[0])
-            if real:
-                flag("read-solutions", real)
-                raise PermissionError(f"kd-tutorial grader: reading {real} is not allowed while grading")
+            if real:  # ("open", path, mode, flags): a learner saving a notebook of their own is not reading one
+                writes = len(args) > 2 and isinstance(args[2], int) and bool(args[2] & (os.O_WRONLY | os.O_RDWR))
+                flag("write-notebooks" if writes else "read-solutions", real)
+                raise PermissionError(f"kd-tutorial grader: {'writing' if writes else 'reading'} {real} is not "
+                                      "allowed while grading")
         elif event == "kd_tutorial.grading.solution" and args:
             flag("viewed-solution", str(args[0]))
         elif event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn"):
