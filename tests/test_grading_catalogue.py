@@ -299,6 +299,21 @@ wrong("ex03.q3", "did not move")(lambda *a: _accumulate(*a, step="never"))
 wrong("ex03.q3", "loss you return is 4x too large")(lambda *a: 4 * _accumulate(*a))
 
 
+@wrong("ex03.q3", "returned the loss as a tensor that still carries its autograd graph: return a float (loss.item())")
+def accumulate_without_item(student, optimizer, inputs, teacher_logits, labels, micro_batches, temperature=2.0,
+                            alpha=0.5):
+    """The update is right, but `total += loss` keeps tensors: the statement asks for a float."""
+    optimizer.zero_grad()
+    total = 0.0
+    for x, t, y in zip(inputs.chunk(micro_batches), teacher_logits.chunk(micro_batches), labels.chunk(micro_batches)):
+        s = student(x)
+        loss = (alpha * _soft(s, t, temperature) + (1 - alpha) * _hard(s, y)) / micro_batches
+        loss.backward()
+        total += loss
+    optimizer.step()
+    return total
+
+
 # -- ex03.q4: reading a sweep ---------------------------------------------------------------------------
 def _pick(sweep, by):
     r = max(sweep, key=lambda r: r[by])
@@ -512,6 +527,21 @@ def step_as_published(student, teacher, batch, optimizer, temperature=2.0, alpha
 
 
 wrong("ex05.q1", "autograd on: wrap it in torch.no_grad()")(lambda *a: _step(*a, no_grad=False))
+
+
+@wrong("ex05.q1", "`distillation_step` returned the loss as a tensor that still carries its autograd graph")
+def step_returning_the_tensor(student, teacher, batch, optimizer, temperature=2.0, alpha=0.5):
+    """Every bug fixed, but `return loss` where the statement asks for the loss as a float."""
+    student.train()
+    teacher.eval()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        teacher_logits = teacher(**inputs).logits
+    loss = distillation_loss(student(**inputs).logits, teacher_logits, batch["labels"], temperature, alpha)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
 wrong("ex05.q1", "still in training mode")(lambda *a: _step(*a, eval_=False))
 wrong("ex05.q1", "seed article")(lambda *a: _step(*a, loss="seed"))
 wrong("ex05.q1", "no hard-label term")(lambda *a: _step(*a, loss="soft_only"))

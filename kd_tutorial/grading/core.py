@@ -479,6 +479,16 @@ def as_float(value: Any, what: str = "your function") -> float:
         raise wrong_return(value, "a number (a float or a 0-d tensor)", what) from None
 
 
+def as_loss_float(value: Any, name: str) -> float:
+    """:func:`as_float` for a training step that returns its loss "as a float": the loss tensor itself, which still
+    carries its autograd graph, is refused with a message naming ``.item()``."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor) and value.requires_grad:
+        raise Wrong(f"`{name}` returned the loss as a tensor that still carries its autograd graph: return a float "
+                    "(loss.item()); a loop that adds up the returned losses would chain every step's graph in memory")
+    return as_float(value, name)
+
+
 def as_tensor(value: Any, shape: tuple | None = None, what: str = "your function"):
     """Check ``value`` is a real tensor (of ``shape``) and return it detached, on the CPU, or raise :class:`Wrong`."""
     import torch  # noqa: PLC0415

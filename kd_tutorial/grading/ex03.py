@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import (Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, mismatch,
-                   student_gradient, wrong_return)
+from .core import (Exercise, LearnerCrash, Wrong, as_float, as_loss_float, close, diagnose, ignored_settings,
+                   mismatch, student_gradient, wrong_return)
 
 
 def _cases():
@@ -272,7 +272,8 @@ def _check_accumulation_at(call, T, a, K):
     backwards = []  # a backward pass through the student computes its weight's gradient once
     student.weight.register_hook(lambda grad: backwards.append(1))
     with torch.enable_grad():
-        value = as_float(call(student, optimizer, x.clone(), t.clone(), y.clone(), K, T, a), "accumulated_kd_step")
+        value = as_loss_float(call(student, optimizer, x.clone(), t.clone(), y.clone(), K, T, a),
+                              "accumulated_kd_step")
     _check_micro_batches(student, optimizer, len(y), K)
     _check_backwards(len(backwards), K)
     p0 = torch.cat([w.flatten(), b])

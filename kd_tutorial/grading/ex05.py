@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as ref
-from .core import (Exercise, LearnerCrash, Wrong, as_float, close, diagnose, ignored_settings, reaches,
+from .core import (Exercise, LearnerCrash, Wrong, as_loss_float, close, diagnose, ignored_settings, reaches,
                    records_graph, wrong_return)
 from .toys import toy_batch, toy_bert
 
@@ -85,7 +85,7 @@ def _check_step_at(call, T, alpha):
     optimizer = torch.optim.SGD(student.parameters(), lr=lr)
     student_modes: list[bool] = []
     student.register_forward_hook(lambda module, *_: student_modes.append(module.training))
-    got = [as_float(_step(call, student, teacher, b, optimizer, T, alpha), "distillation_step") for b in batches]
+    got = [as_loss_float(_step(call, student, teacher, b, optimizer, T, alpha), "distillation_step") for b in batches]
     if not all(student_modes):
         raise Wrong("the student ran in eval mode: call student.train() in the step (its dropout must be on while "
                     "it learns; only the teacher is in eval mode)")
