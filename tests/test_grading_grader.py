@@ -187,3 +187,31 @@ def test_a_learner_saving_a_notebook_is_not_flagged_as_reading_one(tmp_path):
     execute._read_results(str(results), "guard", "checks", "ex02", run)
     assert run.flags == [f"tried to write a notebook or solution file (blocked): {mine}",
                          f"tried to read solution/notebook files (blocked): {other}"]
+
+
+def test_a_function_checked_under_another_name_is_graded_with_a_note(tmp_path):
+    """A learner who wrote `def my_softmax(...)` and changed the check cell to `q1.check(my_softmax)` saw the check
+    pass in the notebook, and the grader said "`softmax_with_temperature` is not defined: not attempted yet". It now
+    grades the function the learner's check cell names, and a note says to rename it."""
+    import torch
+
+    from kd_tutorial.grading import execute, runner
+
+    def my_softmax(logits, temperature=1.0):
+        return torch.softmax(logits / temperature, dim=-1)
+
+    def wrong(logits, temperature=1.0):
+        return torch.softmax(logits * temperature, dim=-1)
+    results = tmp_path / "results.jsonl"
+    namespace = {"In": ["", "import torch", "def my_softmax(logits, temperature=1.0): ...", "q1.check(my_softmax)",
+                        "q2.check(entropy)"], "my_softmax": my_softmax, "wrong": wrong}
+    for label in ("q1", "q2"):
+        runner.grade_into("ex02", label, namespace, str(results), "checks")
+    run = execute.Run()
+    execute._read_results(str(results), "guard", "checks", "ex02", run)
+    assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "not attempted", run.results
+    assert run.notes == ["q1: graded `my_softmax`, the function its check cell names; the exercise asks for "
+                         "`softmax_with_temperature`: rename it"]
+    assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["q1.check(wrong)"]}) == "wrong"
+    assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["q1.check(nothing)"]}) is None
+    assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["ex.q1.check(wrong)"]}) is None

@@ -135,6 +135,19 @@ def _earlier_version(set_id: str, label: str, name: str, namespace: dict):
                                  f"exercises/ notebook")
 
 
+def checked_instead(label: str, name: str, namespace: dict) -> str | None:
+    """The function that the learner's own check cell hands to ``label.check(...)`` when ``name`` is not defined and
+    that one is (``def my_softmax``, checked with ``q1.check(my_softmax)``: the learner saw the check pass), else
+    None. The cells' sources are IPython's input history, ``In``."""
+    call = re.compile(rf"(?<![\w.]){re.escape(label)}\.check\(\s*([A-Za-z_]\w*)\s*\)")
+    history = namespace.get("In")
+    for source in reversed(history if isinstance(history, list) else []):
+        found = [m for m in call.findall(source if isinstance(source, str) else "") if m != name]
+        if found and callable(namespace.get(found[-1])):
+            return found[-1]
+    return None
+
+
 def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonce: str) -> None:
     """Run one exercise's check on the learner's namespace; append the result as a JSON line."""
     import importlib  # noqa: PLC0415
@@ -143,7 +156,11 @@ def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonc
     module = importlib.import_module(f"kd_tutorial.grading.{set_id}")
     from kd_tutorial.grading.core import ERROR, NOT_ATTEMPTED, Result  # noqa: PLC0415  (fresh, as the checks)
     exercise = getattr(module, label)
-    result = exercise.grade(namespace.get(exercise.name))
+    other = checked_instead(label, exercise.name, namespace) if namespace.get(exercise.name) is None else None
+    result = exercise.grade(namespace.get(other or exercise.name))
+    if other:
+        _write(results_path, {"nonce": nonce, "kind": "note", "note": f"{label}: graded `{other}`, the function its "
+                              f"check cell names; the exercise asks for `{exercise.name}`: rename it"})
     failed = failed_definition(exercise.name) if namespace.get(exercise.name) is None else None
     if result.status == NOT_ATTEMPTED and failed:
         result = Result(ERROR, f"{label}: the cell that defines `{exercise.name}` raised {failed}, so "
