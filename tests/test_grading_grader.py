@@ -191,8 +191,9 @@ def test_a_learner_saving_a_notebook_is_not_flagged_as_reading_one(tmp_path):
 
 def test_a_function_checked_under_another_name_is_graded_with_a_note(tmp_path):
     """A learner who wrote `def my_softmax(...)` and changed the check cell to `q1.check(my_softmax)` saw the check
-    pass in the notebook, and the grader said "`softmax_with_temperature` is not defined: not attempted yet". It now
-    grades the function the learner's check cell names, and a note says to rename it."""
+    pass in the notebook, and the grader said "`softmax_with_temperature` is not defined: not attempted yet" (or
+    "not attempted", the stub left in its cell). It now grades the function the learner's check cell names, and a
+    note says to rename it."""
     import torch
 
     from kd_tutorial.grading import execute, runner
@@ -212,6 +213,14 @@ def test_a_function_checked_under_another_name_is_graded_with_a_note(tmp_path):
     assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "not attempted", run.results
     assert run.notes == ["q1: graded `my_softmax`, the function its check cell names; the exercise asks for "
                          "`softmax_with_temperature`: rename it"]
+    def softmax_with_temperature(logits, temperature=1.0):
+        raise NotImplementedError()
+    results.unlink()  # the stub left in its cell, and the learner's own function checked in a new one: the same
+    runner.grade_into("ex02", "q1", {**namespace, "softmax_with_temperature": softmax_with_temperature}, str(results),
+                      "checks")
+    run = execute.Run()
+    execute._read_results(str(results), "guard", "checks", "ex02", run)
+    assert run.results["q1"][0] == "passed" and run.notes[0].startswith("q1: graded `my_softmax`"), run
     assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["q1.check(wrong)"]}) == "wrong"
     assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["q1.check(nothing)"]}) is None
     assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["ex.q1.check(wrong)"]}) is None

@@ -136,9 +136,9 @@ def _earlier_version(set_id: str, label: str, name: str, namespace: dict):
 
 
 def checked_instead(label: str, name: str, namespace: dict) -> str | None:
-    """The function that the learner's own check cell hands to ``label.check(...)`` when ``name`` is not defined and
-    that one is (``def my_softmax``, checked with ``q1.check(my_softmax)``: the learner saw the check pass), else
-    None. The cells' sources are IPython's input history, ``In``."""
+    """The function other than ``name`` that the learner's own check cell hands to ``label.check(...)``, if it is
+    defined (``def my_softmax``, checked with ``q1.check(my_softmax)``: the learner saw the check pass), else None.
+    The cells' sources are IPython's input history, ``In``."""
     call = re.compile(rf"(?<![\w.]){re.escape(label)}\.check\(\s*([A-Za-z_]\w*)\s*\)")
     history = namespace.get("In")
     for source in reversed(history if isinstance(history, list) else []):
@@ -156,9 +156,10 @@ def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonc
     module = importlib.import_module(f"kd_tutorial.grading.{set_id}")
     from kd_tutorial.grading.core import ERROR, NOT_ATTEMPTED, Result  # noqa: PLC0415  (fresh, as the checks)
     exercise = getattr(module, label)
-    other = checked_instead(label, exercise.name, namespace) if namespace.get(exercise.name) is None else None
-    result = exercise.grade(namespace.get(other or exercise.name))
-    if other:
+    result = exercise.grade(namespace.get(exercise.name))
+    other = checked_instead(label, exercise.name, namespace) if result.status == NOT_ATTEMPTED else None
+    if other:  # the exercise's function is missing, or still the stub, and the learner checked another one
+        result = exercise.grade(namespace[other])
         _write(results_path, {"nonce": nonce, "kind": "note", "note": f"{label}: graded `{other}`, the function its "
                               f"check cell names; the exercise asks for `{exercise.name}`: rename it"})
     failed = failed_definition(exercise.name) if namespace.get(exercise.name) is None else None
