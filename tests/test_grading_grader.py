@@ -224,3 +224,23 @@ def test_a_function_checked_under_another_name_is_graded_with_a_note(tmp_path):
     assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["q1.check(wrong)"]}) == "wrong"
     assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["q1.check(nothing)"]}) is None
     assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["ex.q1.check(wrong)"]}) is None
+
+
+def test_a_notebook_named_for_one_assignment_holding_another_says_so(tmp_path, monkeypatch):
+    """kim_02_soft_targets_temperature.ipynb held kim's notebook 03: it was graded as 03 without a word, so the
+    gradebook of assignment 02 missed kim with no reason given. It is still graded as what it holds, with a note."""
+    import shutil
+
+    from kd_tutorial.grading import execute
+    from kd_tutorial.grading.registry import SETS
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "exercises" / "03_kd_losses.ipynb", tmp_path / "kim_02_soft_targets_temperature.ipynb")
+    shutil.copy(root / "exercises" / "03_kd_losses.ipynb", tmp_path / "lee_03_kd_losses.ipynb")
+    monkeypatch.setattr(execute, "run_submission", lambda nb, set_id, **k: execute.Run(
+        results={q: ("passed", "ok") for q in SETS[set_id][1]}))
+    rows, subs = grader.grade_paths([tmp_path / "kim_02_soft_targets_temperature.ipynb",
+                                     tmp_path / "lee_03_kd_losses.ipynb"], timeout=NOTEBOOK_TIMEOUT,
+                                    cell_timeout=CELL_TIMEOUT, progress=None)
+    assert {r["notebook"] for r in rows} == {"03_kd_losses"} and len(rows) == 8
+    assert [s["notes"] for s in subs] == ["its name or folder says 02_soft_targets_temperature, but it holds the "
+                                          "exercises of 03_kd_losses: graded as those", ""]

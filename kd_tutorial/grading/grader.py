@@ -348,6 +348,9 @@ def grade_one(path: Path, nb, problem: str | None, learner: str, detected: str |
     else:
         if detected is None:
             notes.append(f"exercise set guessed from the other submissions ({set_id})")
+        elif set_for_name(str(path)) not in (None, set_id):  # handed in for one assignment, holds another's
+            notes.append(f"its name or folder says {SETS[set_for_name(str(path))][0]}, but it holds the exercises of "
+                         f"{SETS[set_id][0]}: graded as those")
         run = run_submission(nb, set_id, **limits)
         results, flags, seconds, kernel = run.results, run.flags, run.seconds, run.kernel_python
         notes += run.notes
