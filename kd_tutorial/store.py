@@ -294,11 +294,15 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename into place."""
+    """``torch.save`` to a temporary file, then rename into place. Ctrl-C or SIGTERM in the write is a
+    KeyboardInterrupt still (the file is removed, what was in place stands), not torch's "unexpected pos"."""
     def save(f) -> None:
         try:
             torch.save(obj, f)
         except RuntimeError as err:  # torch's zip writer reports a failed write ("unexpected pos ...") as its
+            stop = next((e for e in error_chain(err) if isinstance(e, KeyboardInterrupt)), None)
+            if stop is not None:  # a signal in write(): the run's Ctrl-C save, not a traceback, must follow
+                raise stop from None
             cause = _os_error_in(err)  # own RuntimeError, the OSError that says why only in its context
             if cause is None:
                 raise

@@ -842,3 +842,40 @@ def test_kept_rng_restores_the_callers_state_and_never_starts_cuda(monkeypatch):
         torch.rand(5), random.random(), np.random.rand()
     assert torch.equal(torch.rand(2), expected[0]) and random.random() == expected[1]
     assert np.random.rand() == expected[2]
+
+
+def test_ctrl_c_in_a_checkpoints_write_is_still_ctrl_c_and_the_run_resumes_as_a_straight_one(rows, tmp_path,
+                                                                                          monkeypatch):
+    """Ctrl-C or SIGTERM landing in torch.save's write (a run's periodic checkpoint) came out as torch's
+    RuntimeError 'unexpected pos ...': a traceback from `kd-tutorial distill --workers 1`, and beside another run
+    'a run could not save its last step', with the steps since the previous checkpoint lost. It is a
+    KeyboardInterrupt now: the temporary file goes, the last completed step is saved, and resume matches."""
+    import types
+
+    import kd_tutorial.store as store
+    config = TrainConfig(max_steps=4, lr=3e-3, batch_size=16, seed=5)
+    straight = train(small_model(7), rows["train"], config=config, progress=False)
+    saves = []
+
+    def save(obj, f):
+        saves.append(obj["progress"]["step"])
+        if len(saves) == 2:  # the signal comes in the third write() of step 2's checkpoint
+            calls, write = [], f.write
+
+            def interrupted(b):
+                calls.append(1)
+                if len(calls) == 3:
+                    raise KeyboardInterrupt
+                return write(b)
+            f = types.SimpleNamespace(write=interrupted, flush=f.flush)
+        torch.save(obj, f)
+    monkeypatch.setattr(store, "torch", types.SimpleNamespace(save=save))
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(7), rows["train"], config=config, checkpoint_dir=tmp_path, checkpoint_every_s=0.0,
+              progress=False)  # a checkpoint after every step, as every 5 minutes in a real run
+    monkeypatch.undo()
+    assert saves == [1, 2, 2]  # the cut write, then the interrupted run's own save of that step
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+    resumed = train(small_model(99), rows["train"], config=config, checkpoint_dir=tmp_path, resume=True,
+                    progress=False)
+    assert [s["loss"] for s in resumed.steps] == pytest.approx([s["loss"] for s in straight.steps], rel=1e-5)
