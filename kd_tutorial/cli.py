@@ -36,7 +36,8 @@ from .device import configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
 from .errors import (DISK_FULL, error_cause, error_chain, JSON_ERRORS, looks_like_a_folder, model_source_error,
-                     path_argument, refuse_not_regular, set_env_command, unset_env_command, UsageError, UserError)
+                     path_argument, refuse_not_regular, set_env_command, Terminated, unset_env_command, UsageError,
+                     UserError)
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -951,9 +952,10 @@ def main(argv: list[str] | None = None) -> int:
 @contextlib.contextmanager
 def sigterm_as_ctrl_c(came: list, active: bool = True):
     """In the block, SIGTERM (``kill``, ``docker stop``, ``timeout``, systemd, a Slurm or Kubernetes preemption) does
-    what Ctrl-C does: it goes to the SIGINT handler in place, so the run in training saves its last completed step
-    (held to a step's end, as Ctrl-C is, by :func:`kd_tutorial.train.ctrl_c_after`) and forked workers are told to
-    save theirs (their own SIGINT handler takes a SIGTERM sent to them too). Each SIGTERM is appended to ``came``;
+    what Ctrl-C does: it raises :class:`~kd_tutorial.errors.Terminated`, a KeyboardInterrupt, or goes to the SIGINT
+    handler in place where that is not Python's own, so the run in training saves its last completed step (held to
+    a step's end, as Ctrl-C is, by :func:`kd_tutorial.train.ctrl_c_after`) and forked workers are told to save theirs
+    (their own SIGINT handler takes a SIGTERM sent to them too). Each SIGTERM is appended to ``came``;
     a second one stops a save as a second Ctrl-C does (the saves are atomic: the last checkpoint stands). Only in
     the CLI's commands that train (``active``), from the main thread; the previous handler is back after."""
     if not active or threading.current_thread() is not threading.main_thread():
@@ -963,10 +965,10 @@ def sigterm_as_ctrl_c(came: list, active: bool = True):
     def on_sigterm(signum, frame) -> None:
         came.append(signum)
         handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):  # Python's (KeyboardInterrupt), ctrl_c_after's (held), a worker's
+        if callable(handler) and handler is not signal.default_int_handler:  # ctrl_c_after's (held), a worker's
             handler(signal.SIGTERM, frame)
-        else:  # SIGINT ignored (a job started with & from a script) or not set from Python: stop all the same
-            raise KeyboardInterrupt
+        else:  # Python's own, SIGINT ignored (a job started with & from a script) or not set from Python
+            raise Terminated
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield

@@ -29,6 +29,12 @@ class UsageError(UserError, ValueError):
     """A command-line argument that cannot work; the message says which and what to give instead."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, a preemption), which ``kd-tutorial distill`` and ``search`` take as Ctrl-C
+    (:func:`kd_tutorial.cli.sigterm_as_ctrl_c`): caught as a KeyboardInterrupt, so a run saves as on Ctrl-C, and
+    told apart where a message names the signal that stopped the run."""
+
+
 class ModelSourceError(UserError, RuntimeError):
     """A model or tokenizer could not be loaded (offline with nothing cached, a bad path...)."""
 

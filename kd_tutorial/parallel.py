@@ -29,7 +29,7 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from .errors import UserError
+from .errors import Terminated, UserError
 
 MAX_AUTO_WORKERS = 4  # each worker holds its own student, optimizer state and activations
 
@@ -202,7 +202,7 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None, on_progress=None) -
         if pool is not None:
             started = workers_started or set(multiprocessing.active_children()) - others
             if isinstance(err, KeyboardInterrupt):
-                _interrupt(pool, started, pending)
+                _interrupt(pool, started, pending, "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C")
             else:
                 _stop(pool, started)
         raise
@@ -213,13 +213,14 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None, on_progress=None) -
     return results
 
 
-def _interrupt(pool: ProcessPoolExecutor, workers: set, pending: dict) -> None:
-    """Ctrl-C: cancel the jobs not started, pass Ctrl-C on to the workers, and give the jobs they run up to
-    :data:`STOP_GRACE_S` seconds to save their last completed step; then stop them (another Ctrl-C: at once)."""
+def _interrupt(pool: ProcessPoolExecutor, workers: set, pending: dict, by: str = "Ctrl-C") -> None:
+    """Ctrl-C or SIGTERM (``by``): cancel the jobs not started, pass Ctrl-C on to the workers, and give the jobs
+    they run up to :data:`STOP_GRACE_S` seconds to save their last completed step; then stop them (the same signal
+    again: at once)."""
     for future in pending:
         future.cancel()
-    print(f"stopping: the runs in progress save their last completed step (up to {STOP_GRACE_S:.0f} s; Ctrl-C "
-          "again to stop them now)", file=sys.stderr, flush=True)
+    print(f"stopping{' on SIGTERM' if by == 'SIGTERM' else ''}: the runs in progress save their last completed step "
+          f"(up to {STOP_GRACE_S:.0f} s; {by} again to stop them now)", file=sys.stderr, flush=True)
     try:
         for worker in workers:
             with contextlib.suppress(OSError):

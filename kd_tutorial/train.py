@@ -37,7 +37,7 @@ from . import losses
 from .bars import progress_bar
 from .data import batch_groups, collate, n_batches, prefetch
 from .device import autocast, autocast_dtype, device_type, pad_multiple, pick_device, synchronize
-from .errors import error_cause, UsageError, UserError
+from .errors import error_cause, Terminated, UsageError, UserError
 from .evaluate import accuracy, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
 from .layer_cache import widened
@@ -775,7 +775,8 @@ def ctrl_c_after():
     KeyboardInterrupt; a worker's, :func:`kd_tutorial.parallel._on_interrupt`, too): weights half-updated by an
     optimizer step cannot be saved, and a step takes well under a second. Outside the main thread, where signal
     handlers cannot be set, the block runs as it is. A SIGTERM the CLI hands on as Ctrl-C
-    (:func:`kd_tutorial.cli.sigterm_as_ctrl_c`) is held too, and raises even where Ctrl-C itself is ignored."""
+    (:func:`kd_tutorial.cli.sigterm_as_ctrl_c`) is held too, and raises :class:`~kd_tutorial.errors.Terminated` where
+    Python's handler or none was in place, even where Ctrl-C itself is ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -786,9 +787,11 @@ def ctrl_c_after():
     finally:
         signal.signal(signal.SIGINT, previous)
     if came:
+        if signal.SIGTERM in came and (previous is signal.default_int_handler or not callable(previous)):
+            raise Terminated  # a KeyboardInterrupt that says which signal stopped the run
         if callable(previous):
             previous(signal.SIGINT, None)
-        elif previous != signal.SIG_IGN or signal.SIGTERM in came:
+        elif previous != signal.SIG_IGN:
             raise KeyboardInterrupt
 
 

@@ -168,9 +168,10 @@ def test_a_worker_whose_parent_died_before_it_asked_to_die_with_it_runs_no_job()
     assert "worker" in text and "ran job" not in text and "(still open)" not in text, text
 
 
-def _ctrl_c_once_started(folder: Path, jobs: int, terminal: bool = False) -> threading.Thread:
-    """Press Ctrl-C once ``jobs`` have started (each wrote its PID in ``started-<i>``): in this process alone, as a
-    Jupyter kernel gets it, or (``terminal``) in the workers too, as a terminal sends it to the whole group."""
+def _ctrl_c_once_started(folder: Path, jobs: int, terminal: bool = False, sig: str = "SIGINT") -> threading.Thread:
+    """Press Ctrl-C (or send ``sig``) once ``jobs`` have started (each wrote its PID in ``started-<i>``): in this
+    process alone, as a Jupyter kernel gets it, or (``terminal``) in the workers too, as a terminal sends it to the
+    whole group (and ``timeout`` a SIGTERM)."""
     import signal
 
     def press():
@@ -178,8 +179,8 @@ def _ctrl_c_once_started(folder: Path, jobs: int, terminal: bool = False) -> thr
         while len(list(folder.glob("started-*"))) < jobs and time.monotonic() < deadline:
             time.sleep(0.05)
         for started in folder.glob("started-*") if terminal else ():
-            os.kill(int(started.read_text()), signal.SIGINT)
-        os.kill(os.getpid(), signal.SIGINT)
+            os.kill(int(started.read_text()), getattr(signal, sig))
+        os.kill(os.getpid(), getattr(signal, sig))
     thread = threading.Thread(target=press, daemon=True)
     thread.start()
     return thread
@@ -228,6 +229,34 @@ def test_ctrl_c_lets_the_running_jobs_save_their_last_step_and_starts_no_other(t
     assert timeout == parallel.STOP_GRACE_S and running == 0 and len(raised) >= 2
     assert set(raised) == {"KeyboardInterrupt"}
     assert set(multiprocessing.active_children()) == before
+
+
+@linux_only
+@pytest.mark.parametrize("sig,group", [("SIGTERM", False), ("SIGTERM", True), ("SIGINT", True)])
+def test_the_stopping_line_names_the_signal_that_came_and_the_runs_save(tmp_path, capsys, sig, group):
+    """SIGTERM to `kd-tutorial distill` (kill, docker stop; `timeout` sends it to the workers too) printed "Ctrl-C
+    again to stop them now", which no one pressed and which a script or scheduler cannot do: the line now names the
+    signal that came, SIGTERM or Ctrl-C, and the running jobs still save their last step."""
+    from kd_tutorial.cli import sigterm_as_ctrl_c
+    from kd_tutorial.errors import Terminated
+
+    def job(i):
+        (tmp_path / f"started-{i}").write_text(str(os.getpid()))
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:
+            (tmp_path / f"saved-{i}").touch()
+            raise
+    press = _ctrl_c_once_started(tmp_path, 2, group, sig)
+    with pytest.raises(Terminated if sig == "SIGTERM" else KeyboardInterrupt) as stop, sigterm_as_ctrl_c([]):
+        parallel.run_forked(job, 2, workers=2)
+    press.join()
+    assert sorted(p.name for p in tmp_path.glob("saved-*")) == ["saved-0", "saved-1"]
+    assert isinstance(stop.value, Terminated) == (sig == "SIGTERM")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("stopping")]
+    by, on = ("SIGTERM", " on SIGTERM") if sig == "SIGTERM" else ("Ctrl-C", "")
+    assert lines == [f"stopping{on}: the runs in progress save their last completed step (up to 20 s; {by} again "
+                     "to stop them now)"]
 
 
 @linux_only
