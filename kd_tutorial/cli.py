@@ -922,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
                 "benchmark": cmd_benchmark, "search": cmd_search}
     terminated: list[int] = []  # SIGTERM came (kill, docker stop, timeout, systemd, a Slurm preemption)
     try:
-        with sigterm_as_ctrl_c(terminated, args.command in ("distill", "search")):
+        with sigterm_as_ctrl_c(terminated, args.command in AFTER_CTRL_C):
             status = handlers[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
         return status
@@ -957,7 +957,8 @@ def sigterm_as_ctrl_c(came: list, active: bool = True):
     a step's end, as Ctrl-C is, by :func:`kd_tutorial.train.ctrl_c_after`) and forked workers are told to save theirs
     (their own SIGINT handler takes a SIGTERM sent to them too). Each SIGTERM is appended to ``came``;
     a second one stops a save as a second Ctrl-C does (the saves are atomic: the last checkpoint stands). Only in
-    the CLI's commands that train (``active``), from the main thread; the previous handler is back after."""
+    the CLI's commands that say what Ctrl-C leaves (``active``: :data:`AFTER_CTRL_C`'s), from the main thread; the
+    previous handler is back after."""
     if not active or threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -873,3 +873,21 @@ def test_sigterm_during_search_keeps_the_finished_trials_in_one_line(monkeypatch
     assert capsys.readouterr().err.strip().splitlines() == [
         "kd-tutorial: stopped by SIGTERM; finished trials are kept in --out's search.db: run the same command again "
         "to continue"]
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("command", ["prefetch", "benchmark"])
+def test_sigterm_during_prefetch_or_benchmark_is_one_line_with_status_143(monkeypatch, capsys, command):
+    """SIGTERM (`timeout 600 kd-tutorial prefetch`, a container stopped) ended prefetch and benchmark with no word
+    at all, where Ctrl-C says what is kept and how to go on (the Hub's partial downloads are .incomplete files it
+    resumes; benchmark writes nothing). Now the same line as Ctrl-C's, saying SIGTERM, and status 143."""
+    import signal
+
+    def sigterm(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        pytest.fail("SIGTERM did not stop the command")
+    monkeypatch.setattr(cli, f"cmd_{command}", sigterm)
+    with _sigterm_handler_before():
+        assert cli.main([command, "--profile", "cpu"]) == 143
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"kd-tutorial: stopped by SIGTERM; {cli.AFTER_CTRL_C[command]}"]
