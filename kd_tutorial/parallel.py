@@ -82,7 +82,10 @@ def check_workers(workers: int, device: str, *, setting: str, fix: str) -> None:
 
 
 _JOB = None  # the job function, handed to the forked children by inheritance (it need not be picklable)
-STOP_GRACE_S = 20.0  # on Ctrl-C, how long the workers get to save their runs' last completed step
+# on Ctrl-C or SIGTERM, how long the workers get to save their runs' last completed step (the parent waits only as
+# long as the saves take): two full-profile distil-6L checkpoints (1.07 GB each) written side by side took up to
+# 20.0 s on a busy 2-core machine (docs/tuning/stop-save-times.json), so 20 s cut them short there
+STOP_GRACE_S = 60.0
 _RUNNING = False  # in a worker: a job is running (Ctrl-C interrupts it)
 _STOPPING = False  # in a worker: Ctrl-C came (no other job starts; another Ctrl-C does not cut the save short)
 POLL_S = 1.0  # while jobs run, how often the parent reads their steps (:func:`report_step`) for ``on_progress``
