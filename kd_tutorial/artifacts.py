@@ -226,8 +226,12 @@ def student_folder(prep: Prepared, name: str, *key_parts) -> Path:
 
 
 def student_finished(folder: Path) -> bool:
-    """Whether ``folder`` holds a finished student run (its model, and the history written after it)."""
-    return (folder / "history.json").exists() and (folder / "model" / "config.json").exists()
+    """Whether ``folder`` holds a finished student run (its model, and the history written after it) and no
+    checkpoint: a ``last.pt`` beside them is a later training of the folder (a run trained again, without
+    ``--resume``) that was stopped, and which ``--resume`` continues, as its message said, rather than reusing the
+    run it was replacing."""
+    return ((folder / "history.json").exists() and (folder / "model" / "config.json").exists()
+            and not (folder / "last.pt").exists())
 
 
 def load_student(folder: Path):

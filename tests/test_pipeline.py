@@ -619,6 +619,21 @@ def test_a_student_saved_again_is_unfinished_until_its_new_history_is_written(tm
     assert not artifacts.student_finished(folder) and not list(folder.glob("logits-test-*"))
 
 
+def test_a_finished_run_trained_again_and_stopped_is_continued_by_resume(tmp_path):
+    """distill without --resume trains a finished run again; stopped at step 11 it said "step 11 of 104 is saved ...
+    run again with --resume to continue from there", but --resume then reused the run finished before and left the
+    step-11 checkpoint in its folder for good. A checkpoint beside a finished run now marks that later training as
+    the one to continue (resume loads no finished student there, so train resumes from last.pt)."""
+    folder = tmp_path / "compact-1L-H32_kd-transfer-values_s0-e51c852df165"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "config.json").write_text("{}")
+    (folder / "history.json").write_text("{}")
+    assert artifacts.student_finished(folder)
+    (folder / "last.pt").write_bytes(b"the stopped retraining's step 11")
+    assert not artifacts.student_finished(folder) and artifacts.load_student(folder) is None
+    assert (folder / "model" / "config.json").exists()  # the earlier run stays until the new one replaces it
+
+
 def test_a_corrupt_cached_student_gives_a_clear_error(tmp_path):
     folder = tmp_path / "distil-2L_kd_s0-abc"
     (folder / "model").mkdir(parents=True)
