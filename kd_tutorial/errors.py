@@ -30,9 +30,9 @@ class UsageError(UserError, ValueError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, ``docker stop``, a preemption), which ``kd-tutorial distill`` and ``search`` take as Ctrl-C
-    (:func:`kd_tutorial.cli.sigterm_as_ctrl_c`): caught as a KeyboardInterrupt, so a run saves as on Ctrl-C, and
-    told apart where a message names the signal that stopped the run."""
+    """SIGTERM (``kill``, ``docker stop``, a preemption), which ``kd-tutorial distill``, ``search``, ``prefetch`` and
+    ``benchmark`` take as Ctrl-C (:func:`kd_tutorial.cli.sigterm_as_ctrl_c`): caught as a KeyboardInterrupt, so a
+    run saves as on Ctrl-C, and told apart where a message names the signal that stopped the run."""
 
 
 class ModelSourceError(UserError, RuntimeError):
