@@ -225,6 +225,9 @@ def test_a_function_checked_under_another_name_is_graded_with_a_note(tmp_path):
     assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["q1.check(wrong)"]}) == "wrong"
     assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["q1.check(nothing)"]}) is None
     assert runner.checked_instead("q1", "softmax_with_temperature", {**namespace, "In": ["ex.q1.check(wrong)"]}) is None
+    commented = {**namespace, "In": ["q1.check(wrong)", "# q1.check(draft)\nq1.check(softmax_with_temperature)"],
+                 "draft": namespace["wrong"]}  # a check commented out ran nothing: the last one that ran counts
+    assert runner.checked_instead("q1", "softmax_with_temperature", commented) == "wrong"
 
 
 def test_a_notebook_named_for_one_assignment_holding_another_says_so(tmp_path, monkeypatch):

@@ -138,11 +138,13 @@ def _earlier_version(set_id: str, label: str, name: str, namespace: dict):
 def checked_instead(label: str, name: str, namespace: dict) -> str | None:
     """The function other than ``name`` that the learner's own check cell hands to ``label.check(...)``, if it is
     defined (``def my_softmax``, checked with ``q1.check(my_softmax)``: the learner saw the check pass), else None.
-    The cells' sources are IPython's input history, ``In``."""
+    The cells' sources are IPython's input history, ``In``; a check commented out (``# q1.check(draft)``) ran
+    nothing, and does not count."""
     call = re.compile(rf"(?<![\w.]){re.escape(label)}\.check\(\s*([A-Za-z_]\w*)\s*\)")
     history = namespace.get("In")
     for source in reversed(history if isinstance(history, list) else []):
-        found = [m for m in call.findall(source if isinstance(source, str) else "") if m != name]
+        code = re.sub(r"#[^\n]*", "", source) if isinstance(source, str) else ""
+        found = [m for m in call.findall(code) if m != name]
         if found and callable(namespace.get(found[-1])):
             return found[-1]
     return None
