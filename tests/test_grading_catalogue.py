@@ -254,7 +254,7 @@ wrong("ex03.q2", "a gradient reaches teacher_logits")(
 
 # -- ex03.q3: gradient accumulation ---------------------------------------------------------------------
 def _accumulate(student, optimizer, x, t, y, k, T=2.0, a=0.5, *, divide=True, zero="once", step="once",
-                hard=_hard):
+                hard=_hard, item=True):
     if zero == "once":
         optimizer.zero_grad()
     total = 0.0
@@ -266,7 +266,7 @@ def _accumulate(student, optimizer, x, t, y, k, T=2.0, a=0.5, *, divide=True, ze
         if divide:
             loss = loss / k
         loss.backward()
-        total += loss.item()
+        total += loss.item() if item else loss  # item=False: `total += loss` keeps tensors
         if step == "every":
             optimizer.step()
     if step == "once":
@@ -299,19 +299,8 @@ wrong("ex03.q3", "did not move")(lambda *a: _accumulate(*a, step="never"))
 wrong("ex03.q3", "loss you return is 4x too large")(lambda *a: 4 * _accumulate(*a))
 
 
-@wrong("ex03.q3", "returned the loss as a tensor that still carries its autograd graph: return a float (loss.item())")
-def accumulate_without_item(student, optimizer, inputs, teacher_logits, labels, micro_batches, temperature=2.0,
-                            alpha=0.5):
-    """The update is right, but `total += loss` keeps tensors: the statement asks for a float."""
-    optimizer.zero_grad()
-    total = 0.0
-    for x, t, y in zip(inputs.chunk(micro_batches), teacher_logits.chunk(micro_batches), labels.chunk(micro_batches)):
-        s = student(x)
-        loss = (alpha * _soft(s, t, temperature) + (1 - alpha) * _hard(s, y)) / micro_batches
-        loss.backward()
-        total += loss
-    optimizer.step()
-    return total
+wrong("ex03.q3", "returned the loss as a tensor that still carries its autograd graph: return a float (loss.item())")(
+    lambda *a: _accumulate(*a, item=False))  # the update is right; the statement asks for the loss as a float
 
 
 # -- ex03.q4: reading a sweep ---------------------------------------------------------------------------
@@ -488,7 +477,7 @@ wrong("ex04.q4", "raise a ValueError")(  # a dict lookup: a KeyError, not a refu
 
 # -- ex05.q1: the distillation step ------------------------------------------------------------------------
 def _step(student, teacher, batch, optimizer, T=2.0, alpha=0.5, *, eval_=True, no_grad=True, zero=True, loss="hinton",
-          student_train=True, whole_batch=False):
+          student_train=True, whole_batch=False, item=True):
     student.train(student_train)
     if eval_:
         teacher.eval()
@@ -510,7 +499,7 @@ def _step(student, teacher, batch, optimizer, T=2.0, alpha=0.5, *, eval_=True, n
         optimizer.zero_grad()
     value.backward()
     optimizer.step()
-    return value.item()
+    return value.item() if item else value  # item=False: `return loss`, the tensor with its graph
 
 
 @wrong("ex05.q1", "a gradient reached the teacher")
@@ -529,19 +518,8 @@ def step_as_published(student, teacher, batch, optimizer, temperature=2.0, alpha
 wrong("ex05.q1", "autograd on: wrap it in torch.no_grad()")(lambda *a: _step(*a, no_grad=False))
 
 
-@wrong("ex05.q1", "`distillation_step` returned the loss as a tensor that still carries its autograd graph")
-def step_returning_the_tensor(student, teacher, batch, optimizer, temperature=2.0, alpha=0.5):
-    """Every bug fixed, but `return loss` where the statement asks for the loss as a float."""
-    student.train()
-    teacher.eval()
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    with torch.no_grad():
-        teacher_logits = teacher(**inputs).logits
-    loss = distillation_loss(student(**inputs).logits, teacher_logits, batch["labels"], temperature, alpha)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss
+wrong("ex05.q1", "`distillation_step` returned the loss as a tensor that still carries its autograd graph")(
+    lambda *a: _step(*a, item=False))  # every bug fixed, but the statement asks for the loss as a float
 wrong("ex05.q1", "still in training mode")(lambda *a: _step(*a, eval_=False))
 wrong("ex05.q1", "seed article")(lambda *a: _step(*a, loss="seed"))
 wrong("ex05.q1", "no hard-label term")(lambda *a: _step(*a, loss="soft_only"))
