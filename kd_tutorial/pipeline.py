@@ -29,7 +29,7 @@ from . import __version__, plots
 from .artifacts import (load_student, prepare, run_hash, save_student, student_finished, student_folder,
                         student_test_logits_file)
 from .bars import progress_bar, tick
-from .data import AUGMENT, augment, concat_encoded, labelled_subset, subset_encoded
+from .data import AUGMENT, augment, concat_encoded, labelled_subset, n_batches, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
 from .env import versions
 from .errors import DISK_FULL, held_open_fix, JSON_ERRORS, UsageError
@@ -92,7 +92,7 @@ def check_grad_accum(profile: Profile, rows: int, student_rows: dict[str, int] |
     another batch (and fewer steps) than the run records. The line names the largest ``grad_accum`` that fits all."""
     sets = {f"the teacher's {rows} training reviews": rows} | (student_rows or {})
     which, least = min(sets.items(), key=lambda item: item[1])
-    per_epoch = math.ceil(least / profile.batch_size)
+    per_epoch = n_batches(least, profile.batch_size)  # as the loop counts them (train.check_step_fits)
     if profile.grad_accum > per_epoch:
         raise UsageError(f"grad_accum={profile.grad_accum}: an epoch of {which} holds "
                          f"{per_epoch} micro-batch(es) of batch_size={profile.batch_size}, so no step could gather "
