@@ -221,48 +221,74 @@ def test_prefetch_tiny_needs_nothing(kd):
     assert proc.returncode == 0 and "nothing to download" in proc.stdout
 
 
-def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_was_timed():
-    """The printed estimate starts from time_budget_s: it must be a measured seed of this very preset, less only the
-    changes listed since (profiles.UNTIMED_CHANGES), whose arithmetic the estimate adds."""
-    import dataclasses
+CPU_BUDGET_RECORD = "docs/tuning/cpu-1-seed-bf16-cache-7c0b9ad.json"  # the seed time_budget_s was measured as
+
+
+def _budget_run() -> dict:
+    """The ``run`` block of the timed seed of the ``cpu`` preset (:data:`CPU_BUDGET_RECORD`)."""
     import json
     from pathlib import Path
-    record = Path(__file__).resolve().parents[1] / "docs/tuning/cpu-1-seed-bf16-cache-137a549.json"
-    run = json.loads(record.read_text())["run"]
-    cpu, now = profiles.timed_preset("cpu"), profiles.get_profile("cpu")
-    assert cpu.students != now.students  # the listed change: compact-2L-H128 learns from the spare reviews now
-    assert cpu.replace(students=now.students) == now  # and nothing else changed
-    for spec, then in zip(now.students, cpu.students):
-        assert dataclasses.replace(spec, **profiles.UNTIMED_CHANGES["cpu"].get(spec.name, {})) == then
-    assert not any(s.spare_reviews for s in cpu.students) and now.students[1].spare_reviews
+    return json.loads((Path(__file__).resolve().parents[1] / CPU_BUDGET_RECORD).read_text())["run"]
+
+
+def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_was_timed():
+    """The printed estimate starts from time_budget_s: it must be a measured seed of this very preset, less only the
+    changes listed since (profiles.UNTIMED_CHANGES, none since this seed), whose arithmetic the estimate adds."""
+    import re
+    run, cpu = _budget_run(), profiles.timed_preset("cpu")
+    assert profiles.UNTIMED_CHANGES == {} and cpu == profiles.get_profile("cpu")  # timed as it stands
     assert (run["profile"], run["profile_changes"], run["seeds"]) == ("cpu", {}, [0])
-    if "settings" in run:  # records from c78c633 on hold every setting, so a changed default is seen too
-        recorded, now = run["settings"], cpu.settings()
-        changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
-        assert not changed, f"the preset changed since its timed seed ({changed}): time a seed again"
+    recorded, now = run["settings"], cpu.settings()
+    changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+    assert not changed, f"the preset changed since its timed seed ({changed}): time a seed again"
     assert run["precision"]["training"] == "bf16" and run["torch_threads"] == 2  # 2 cores with bf16 units
     assert round(run["wall_seconds"]) == cpu.time_budget_s
     # the same runs and step budgets as the preset names today (a changed recipe or budget needs a new record)
     from kd_tutorial.pipeline import step_budget
-    rows = cpu.student_labels + cpu.n_transfer
-    assert {s.name: (list(s.recipes), step_budget(cpu, s, rows)) for s in cpu.students} == {
-        name: (list(plan["recipes"]), plan["steps"]) for name, plan in run["students"].items()}
-    assert run["teacher_layers"]["setting"] == cpu.teacher_layers == "cache"
     sizes = run["split_sizes"]
-    assert (sizes["train"], sizes["transfer"], sizes["validation"], run["student_labels"]) == (
+    for spec in cpu.students:
+        plan = run["students"][spec.name]
+        rows = run["student_labels"] + sizes["transfer"] + plan.get("spare_reviews", 0)
+        assert (list(plan["recipes"]), plan["steps"]) == (list(spec.recipes), step_budget(cpu, spec, rows))
+        assert ("spare_reviews" in plan) == spec.spare_reviews
+    assert run["teacher_layers"]["setting"] == cpu.teacher_layers == "cache"
+    # the preset's split sizes, less the reviews the source holds twice (each counted once: data.split_raw)
+    note = next(n for n in run["data_notes"] if n.startswith("repeated reviews left out"))
+    twice = {split: int(k) for k, split in re.findall(r"(\d+) from (\w+)", note)}
+    assert (sizes["train"] + twice["train"], sizes["transfer"] + twice["transfer"],
+            sizes["validation"] + twice["validation"], run["student_labels"]) == (
         cpu.n_train, cpu.n_transfer, cpu.val_size, cpu.student_labels)
     assert (run["temperature"], run["alpha"]) == (cpu.temperature, cpu.alpha)
     # the evaluation inside the budget, and the test reviews it covered (the estimate scales it to other sizes)
     assert cpu.budget_evaluation == (round(run["phase_seconds"]["evaluation"]), sizes["test"])
+    # and the data it read: the shared copy's folder, whose split sizes the estimate counts the preset's work on
+    assert run["data_source"].startswith("folder ") and profiles.BUDGET_SOURCE["cpu"]["unsupervised"] == 0
+    assert profiles.BUDGET_SOURCE["cpu"]["test"] == sizes["test"] + sum(
+        int(k) for k in re.findall(r"(\d+) review\(s\) left out", " ".join(run["data_notes"]))) + twice["test"]
+
+
+def test_a_change_since_the_timed_seed_scales_the_estimate_by_its_arithmetic(monkeypatch):
+    """profiles.UNTIMED_CHANGES undoes a listed change for timed_preset, and the estimate counts what it adds: here
+    compact-2L-H128's spare reviews, as before this preset's seed was timed with them."""
+    import dataclasses
+    now, folder = profiles.get_profile("cpu"), dict(train=25_000, test=4_934, unsupervised=0)
+    monkeypatch.setattr(profiles, "UNTIMED_CHANGES", {"cpu": {"compact-2L-H128": {"spare_reviews": False}}})
+    then = profiles.timed_preset("cpu")
+    assert then.students[0] == now.students[0] and then.students[1] == dataclasses.replace(
+        now.students[1], spare_reviews=False)
+    assert profiles.timed_preset("tiny") == profiles.get_profile("tiny") and profiles.timed_preset("x") is None
+    ratio = cli.work_ratio(now, source=folder)
+    assert 1.2 < ratio < 1.4 and f"scaled by {cli.work_ratio(now):.2f}" in cli.estimate(now, "cpu")
+    assert cli.work_ratio(then, source=folder) == 1.0
 
 
 def test_the_cpu_fp32_factor_is_the_measured_ratio_of_the_students_steps():
     """CPU_FP32_SLOWDOWN["cpu"] is the students' steps on a CPU without bf16 units against the budget's machine, two
     runs side by side as distill trains them, each student weighted by its runs' steps (was 1.6, a product of two
-    ratios from other machines; a distil-3L step measured 2.4 times its bf16 time on two such CPUs)."""
+    ratios from other machines; a distil-3L step measured 2.4 times its bf16 time on two such CPUs; 2.2 while its
+    weights left out compact-2L-H128's spare reviews)."""
     import json
     from pathlib import Path
-    from kd_tutorial.pipeline import step_budget
     records = Path(__file__).resolve().parents[1] / "docs/tuning"
     seconds = {}
     for name in ("workers-step-cost-bf16.json", "workers-step-cost-no-bf16.json"):
@@ -272,7 +298,8 @@ def test_the_cpu_fp32_factor_is_the_measured_ratio_of_the_students_steps():
     bf16, fp32 = seconds.values()
     cpu = profiles.get_profile("cpu")
     assert {s.name for s in cpu.students} == set(bf16) == set(fp32)
-    steps = {s.name: len(s.recipes) * step_budget(cpu, s, cpu.student_labels + cpu.n_transfer) for s in cpu.students}
+    plans = _budget_run()["students"]  # the steps the preset's runs take (compact-2L-H128's spare reviews included)
+    steps = {s.name: len(s.recipes) * plans[s.name]["steps"] for s in cpu.students}
     factor = sum(steps[n] * fp32[n] for n in steps) / sum(steps[n] * bf16[n] for n in steps)
     assert round(factor, 1) == cli.CPU_FP32_SLOWDOWN["cpu"]
     assert json.loads((records / "workers-step-cost-no-bf16.json").read_text())["rows"][0]["precision"] == "fp32"
@@ -283,18 +310,21 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     from kd_tutorial.profiles import get_profile
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
     cpu = profiles.timed_preset("cpu")  # the preset as its budget was measured: its own work ratio is 1
-    # the preset as it stands: the spare reviews' arithmetic scales the budget (compact-2L-H128's steps, the teacher's
-    # pass over them), more on the Hub (21,400 spare train reviews, the transfer set being its unlabelled split)
-    # than on a data folder of IMDB's train split alone (13,400)
-    now, folder = get_profile("cpu"), dict(train=25_000, test=4_934, unsupervised=0)
-    assert 1.1 < cli.work_ratio(now, source=folder) < 1.4 < cli.work_ratio(now) < 1.6
-    said = cli.estimate(now, "cpu")
-    ratio = cli.work_ratio(now)
-    expected = round(cpu.time_budget_s * ratio + cli.evaluation_change(now, None, ratio)[0])
+    # on the data folder it was timed on; on the Hub, the spare reviews' arithmetic scales the budget
+    # (compact-2L-H128's steps, the teacher's pass over them): 21,400 spare train reviews there, the transfer set
+    # being its unlabelled split, against 13,300 in a folder of IMDB's train split alone
+    folder = dict(train=25_000, test=4_934, unsupervised=0)
+    assert cli.work_ratio(cpu, source=folder) == 1.0 < 1.1 < cli.work_ratio(cpu) < 1.2
+    said, ratio = cli.estimate(cpu, "cpu"), cli.work_ratio(cpu)
+    expected = round(cpu.time_budget_s * ratio + cli.evaluation_change(cpu, None, ratio)[0])
     assert said.startswith(f"about {expected / 60:.0f} minute(s) ") and f"scaled by {ratio:.2f}" in said
+    assert cli.work_ratio(cpu.with_overrides(["n_test=300"]), source=folder) == 1.0  # a folder of another size too:
+    assert cli.work_ratio(cpu, source=dict(folder, train=20_000)) < 1.0  # its spare reviews count
     # with the teacher online, its intermediate runs pay the teacher's forward pass at every step (the preset reads
     # the mapped layers from a cache written by the pass that gives the logits)
-    assert 1.2 < cli.work_ratio(cpu.replace(teacher_layers="online")) < 1.45
+    assert 1.3 < cli.work_ratio(cpu.replace(teacher_layers="online"), source=folder) < 1.6
+    # from here on, as if the budget had been timed on the Hub's sizes: how settings and test reviews scale it
+    monkeypatch.delitem(profiles.BUDGET_SOURCE, "cpu")
     assert cli.estimate(cpu, "cpu").startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores ")
     # its evaluation grows with the test split: the Hub's whole 25,000 reviews, or a data folder's (size unknown)
     seconds, measured = cpu.budget_evaluation

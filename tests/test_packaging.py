@@ -164,8 +164,12 @@ def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_rec
     said = re.search(r"about (\d+) GB in bf16 for `cpu` from an empty cache: distil-3L's three hidden layers, "
                      r"([\d.]+) GB of the five layers' ([\d.]+) GB \[measured\]\((docs/tuning/[^)]+\.json)\) on train "
                      r"and transfer, and compact-2L-H128's two value layers, ([\d.]+) GB with the spare reviews, "
-                     r"\[measured\]\((docs/results/[^)]+\.json)\)", readme).groups()
-    total, hidden, five, five_record, values, values_record = said
+                     r"\[measured\]\((docs/results/[^)]+\.json)\): ([\d.]+) GB in all, "
+                     r"\[measured\]\((docs/tuning/[^)]+\.json)\) in one seed", readme).groups()
+    total, hidden, five, five_record, values, values_record, whole, whole_record = said
+    measured = json.loads((ROOT / whole_record).read_text())["run"]["teacher_layers"]  # one seed from an empty cache
+    assert measured["cached_on_spare"] == ["values 3", "values 6"] and float(whole) == round(measured["gb"], 1)
+    assert int(total) == round(measured["gb"]) and abs(measured["gb"] - float(hidden) - float(values)) < 0.1
     five_layers = json.loads((ROOT / five_record).read_text())["run"]["teacher_layers"]
     assert sum(key.startswith("hidden") for key in five_layers["cached"]) == 3 and len(five_layers["cached"]) == 5
     assert float(five) == round(five_layers["gb"], 1) and float(hidden) == round(five_layers["gb"] * 3 / 5, 1)

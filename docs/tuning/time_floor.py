@@ -2,17 +2,18 @@
 
 Reads the timed seed (cpu-1-seed-bf16-cache-137a549.json: 2 cores with bf16 units, students two at a time with one
 thread each), counts each phase's FLOPs with kd_tutorial.flops at that seed's split sizes (IMDB's length
-distribution, 256 tokens) for the profile as that seed ran it (profiles.timed_preset) and the data folder it
-read (25,000 train reviews, no unlabelled ones), and writes the rate each phase reached and what 20 minutes would
-need to cpu-time-floor.json. Runs in a second; trains nothing.
+distribution, 256 tokens) for the profile as that seed ran it (compact-2L-H128 without the spare reviews) and the
+data folder it read (25,000 train reviews, no unlabelled ones), and writes the rate each phase reached and what 20
+minutes would need to cpu-time-floor.json. Runs in a second; trains nothing.
 
     python docs/tuning/time_floor.py
 """
+import dataclasses
 import json
 from pathlib import Path
 
 from kd_tutorial.flops import estimate_profile
-from kd_tutorial.profiles import timed_preset
+from kd_tutorial.profiles import get_profile
 
 HERE = Path(__file__).resolve().parent
 TARGET_S = 20 * 60
@@ -21,7 +22,8 @@ TARGET_S = 20 * 60
 def main():
     run = json.loads((HERE / "cpu-1-seed-bf16-cache-137a549.json").read_text())["run"]
     sizes, threads = run["split_sizes"], run["torch_threads"]
-    cpu = timed_preset("cpu")
+    now = get_profile("cpu")  # as that seed ran it: no student read the spare reviews before fefbc34
+    cpu = now.replace(students=tuple(dataclasses.replace(s, spare_reviews=False) for s in now.students))
     # the shared data folder: validation, its guards, train and transfer are all carved from its train reviews
     source = {"train": 25_000, "test": sizes["test"], "unsupervised": 0}
     estimate = estimate_profile(cpu, source=source)
