@@ -124,6 +124,14 @@ def work_ratio(profile, runs=None, source: dict | None = None) -> float:
     return _flops_ratio(profile, runs, work)
 
 
+def _ratio_sizes(profile, data_dir: str | None) -> dict | None:
+    """The split sizes :func:`work_ratio` counts a run on: a data folder's; for a folder whose sizes cannot be told
+    without reading it, those the budget was measured on (:data:`~kd_tutorial.profiles.BUDGET_SOURCE`, as its
+    evaluation is taken to be: :func:`evaluation_change`), not the Hub's; None (the profile's own source) without
+    one."""
+    return (folder_rows(data_dir) or BUDGET_SOURCE.get(profile.name)) if data_dir else None
+
+
 def evaluation_ratio(profile, runs=None) -> float:
     """As :func:`work_ratio`, for the evaluation alone, per test review: what the models' sizes, the length cap
     and the runs do to the cost of evaluating one review (how many reviews is :func:`evaluation_change`'s)."""
@@ -233,13 +241,13 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
             return said
         return f"{said}: about {flops / 1e15:.3g} PFLOP of model arithmetic"
     if not device.startswith("cuda"):
-        ratio = work_ratio(profile, runs, folder_rows(data_dir) if data_dir else None)
+        ratio = work_ratio(profile, runs, _ratio_sizes(profile, data_dir))
         slower, why = cpu_slowdown(profile, device)
         extra_s, evaluated = evaluation_change(profile, test_reviews, ratio, evaluation_ratio(profile, runs))
         seconds = round((profile.time_budget_s * ratio + extra_s) * slower)
         budget = f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {seconds} s"
         scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "
-                  "arithmetic with these settings to those it was measured with)") if ratio != 1.0 else ""
+                  "arithmetic with these settings and data to those it was measured with)") if ratio != 1.0 else ""
         if slower != 1.0:
             scaled += f" ({why})"
         more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "

@@ -282,6 +282,25 @@ def test_a_change_since_the_timed_seed_scales_the_estimate_by_its_arithmetic(mon
     assert cli.work_ratio(then, source=folder) == 1.0
 
 
+def test_a_data_folder_of_unknown_size_is_estimated_on_the_budgets_sizes(monkeypatch):
+    """A data folder whose sizes cannot be told without reading it (CSV files, no test.parquet) is estimated on the
+    sizes the budget was measured on (profiles.BUDGET_SOURCE), as its evaluation is ("as measured"), not on the Hub's:
+    the preset on a CSV copy of the folder it was timed on is its budget, unscaled. The scaling says it counts the
+    data too: from the Hub the preset's own settings are scaled for the spare reviews."""
+    from kd_tutorial import device
+    monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
+    monkeypatch.setattr(cli, "folder_rows", lambda folder: None)
+    cpu = profiles.get_profile("cpu")
+    said = cli.estimate(cpu, "cpu", test_reviews=cli.test_reviews_of(cpu, "/csv"), data_dir="/csv")
+    assert "as measured" in said and "scaled by" not in said, said
+    assert said.startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores "), said
+    short = cpu.with_overrides(["max_length=128"])  # settings changed: scaled, on the budget's sizes
+    ratio = cli.work_ratio(short, source=profiles.BUDGET_SOURCE["cpu"])
+    assert ratio < 1.0 and f"scaled by {ratio:.2f}" in cli.estimate(short, "cpu", data_dir="/csv")
+    hub = cli.estimate(cpu, "cpu", test_reviews=25_000)
+    assert f"scaled by {cli.work_ratio(cpu):.2f}, the ratio of model arithmetic with these settings and data " in hub
+
+
 def test_the_cpu_fp32_factor_is_the_measured_ratio_of_the_students_steps():
     """CPU_FP32_SLOWDOWN["cpu"] is the students' steps on a CPU without bf16 units against the budget's machine, two
     runs side by side as distill trains them, each student weighted by its runs' steps (was 1.6, a product of two
