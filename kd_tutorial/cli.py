@@ -125,11 +125,12 @@ def work_ratio(profile, runs=None, source: dict | None = None) -> float:
 
 
 def _ratio_sizes(profile, data_dir: str | None) -> dict | None:
-    """The split sizes :func:`work_ratio` counts a run on: a data folder's; for a folder whose sizes cannot be told
-    without reading it, those the budget was measured on (:data:`~kd_tutorial.profiles.BUDGET_SOURCE`, as its
-    evaluation is taken to be: :func:`evaluation_change`), not the Hub's; None (the profile's own source) without
-    one."""
-    return (folder_rows(data_dir) or BUDGET_SOURCE.get(profile.name)) if data_dir else None
+    """The split sizes :func:`work_ratio` counts a run on: a data folder's (``data_dir``, else one the profile names:
+    ``--set data_source=PATH``); for a folder whose sizes cannot be told without reading it, those the budget was
+    measured on (:data:`~kd_tutorial.profiles.BUDGET_SOURCE`, as its evaluation is taken to be:
+    :func:`evaluation_change`), not the Hub's; None (the profile's own source) without one."""
+    folder = data_dir or (None if profile.data_source in NAMED_SOURCES else profile.data_source)
+    return (folder_rows(folder) or BUDGET_SOURCE.get(profile.name)) if folder else None
 
 
 def evaluation_ratio(profile, runs=None) -> float:

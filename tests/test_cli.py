@@ -294,6 +294,8 @@ def test_a_data_folder_of_unknown_size_is_estimated_on_the_budgets_sizes(monkeyp
     said = cli.estimate(cpu, "cpu", test_reviews=cli.test_reviews_of(cpu, "/csv"), data_dir="/csv")
     assert "as measured" in said and "scaled by" not in said, said
     assert said.startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores "), said
+    named = cpu.replace(data_source="/csv")  # the folder named by --set data_source=PATH, not --data-dir
+    assert "scaled by" not in cli.estimate(named, "cpu", test_reviews=cli.test_reviews_of(named, None))
     short = cpu.with_overrides(["max_length=128"])  # settings changed: scaled, on the budget's sizes
     ratio = cli.work_ratio(short, source=profiles.BUDGET_SOURCE["cpu"])
     assert ratio < 1.0 and f"scaled by {ratio:.2f}" in cli.estimate(short, "cpu", data_dir="/csv")
