@@ -181,6 +181,20 @@ def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_rec
     assert 30 <= json.loads((ROOT / tiny).read_text())["run"]["wall_seconds"] <= 90  # "about a minute"
 
 
+def test_the_readmes_cpu_estimate_figures_are_those_distill_prints(monkeypatch):
+    """The README's `cpu` row names the fp32 factor the estimate assumes and what it prints from the Hub: both are
+    cli's (they went stale together when the budget was timed again at 7c0b9ad: 2.2 to 2.0, 104 to 92 minutes)."""
+    from kd_tutorial import cli, device
+    from kd_tutorial.profiles import PROFILES
+    monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budget was measured on
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    factor = re.search(r"the estimate assumes ([\d.]+) times, from the students' steps", readme).group(1)
+    assert float(factor) == cli.CPU_FP32_SLOWDOWN["cpu"], factor
+    minutes = re.search(r"about 21k spare reviews against 13k: about (\d+) minutes\)", readme).group(1)
+    said = cli.estimate(PROFILES["cpu"], "cpu", test_reviews=cli.IMDB_TEST_REVIEWS)
+    assert said.startswith(f"about {minutes} minute(s) on 2 CPU cores for one seed, evaluating up to 25,000 "), said
+
+
 def test_the_gpu_records_present_cpu_estimate_is_the_one_distill_prints(monkeypatch, tmp_path):
     """docs/gpu/README.md said `distill --profile cpu` "now prints" 148 s on an H200: the figure of commit 2aa2428,
     which compact-2L-H128's spare reviews have changed since. The figure it gives now is cli.estimate's."""
