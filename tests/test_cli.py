@@ -326,9 +326,10 @@ def test_the_cpu_fp32_factor_is_the_measured_ratio_of_the_students_steps():
     assert json.loads((records / "workers-step-cost-no-bf16.json").read_text())["rows"][0]["precision"] == "fp32"
 
 
-def test_the_printed_estimate_counts_the_seeds(monkeypatch):
+def test_the_estimate_counts_the_preset_on_the_data_it_was_timed_on(monkeypatch):
+    """profiles.BUDGET_SOURCE: the budget's seed read the shared folder; a run on other data is scaled by the
+    arithmetic its sizes change, the spare reviews' above all."""
     from kd_tutorial import device
-    from kd_tutorial.profiles import get_profile
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
     cpu = profiles.timed_preset("cpu")  # the preset as its budget was measured: its own work ratio is 1
     # on the data folder it was timed on; on the Hub, the spare reviews' arithmetic scales the budget
@@ -344,7 +345,14 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     # with the teacher online, its intermediate runs pay the teacher's forward pass at every step (the preset reads
     # the mapped layers from a cache written by the pass that gives the logits)
     assert 1.3 < cli.work_ratio(cpu.replace(teacher_layers="online"), source=folder) < 1.6
-    # from here on, as if the budget had been timed on the Hub's sizes: how settings and test reviews scale it
+
+
+def test_the_printed_estimate_counts_the_seeds(monkeypatch):
+    from kd_tutorial import device
+    from kd_tutorial.profiles import get_profile
+    monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
+    cpu = profiles.timed_preset("cpu")  # the preset as its budget was measured: its own work ratio is 1
+    # as if the budget had been timed on the Hub's sizes: how settings and test reviews scale it
     monkeypatch.delitem(profiles.BUDGET_SOURCE, "cpu")
     assert cli.estimate(cpu, "cpu").startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores ")
     # its evaluation grows with the test split: the Hub's whole 25,000 reviews, or a data folder's (size unknown)

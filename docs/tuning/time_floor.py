@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from kd_tutorial.flops import estimate_profile
+from kd_tutorial.pipeline import step_budget
 from kd_tutorial.profiles import get_profile
 
 HERE = Path(__file__).resolve().parent
@@ -24,6 +25,9 @@ def main():
     sizes, threads = run["split_sizes"], run["torch_threads"]
     now = get_profile("cpu")  # as that seed ran it: no student read the spare reviews before fefbc34
     cpu = now.replace(students=tuple(dataclasses.replace(s, spare_reviews=False) for s in now.students))
+    rows = cpu.student_labels + cpu.n_transfer  # the record's runs and step budgets, or another preset than its
+    assert {s.name: (list(s.recipes), step_budget(cpu, s, rows)) for s in cpu.students} == {
+        name: (list(plan["recipes"]), plan["steps"]) for name, plan in run["students"].items()}, "not the record's runs"
     # the shared data folder: validation, its guards, train and transfer are all carved from its train reviews
     source = {"train": 25_000, "test": sizes["test"], "unsupervised": 0}
     estimate = estimate_profile(cpu, source=source)
