@@ -225,6 +225,45 @@ def cpu_slowdown(profile, device: str) -> tuple[float, str]:
                     f"about {slower:.1f}x the time measured on a CPU with them{emulated}; faster cores may take less")
 
 
+def _cpu_estimate(profile, device: str, n_seeds: int, runs, test_reviews: int | None, data_dir: str | None) -> str:
+    """:func:`estimate` on a CPU: the measured budget, scaled for settings, data, the CPU and the test split; with
+    several seeds, their total too (:func:`seeds_ratio`)."""
+    sizes = _ratio_sizes(profile, data_dir)
+    ratio = work_ratio(profile, runs, sizes)
+    slower, why = cpu_slowdown(profile, device)
+    extra_s, evaluated = evaluation_change(profile, test_reviews, ratio, evaluation_ratio(profile, runs))
+    seconds = round((profile.time_budget_s * ratio + extra_s) * slower)
+    scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "
+              "arithmetic with these settings and data to those it was measured with)") if ratio != 1.0 else ""
+    if slower != 1.0:
+        scaled += f" ({why})"
+    more = ""
+    if n_seeds > 1:
+        seeds = seeds_ratio(profile, n_seeds, runs, sizes)
+        total = f"; {_duration(seconds * seeds)} for the {n_seeds} seeds" if seeds else ""
+        more = (f"{total}; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from "
+                "the cache with --resume")
+    return f"{_duration(seconds)} on 2 CPU cores for one seed{evaluated}{scaled}{more}"
+
+
+def _duration(seconds: float) -> str:
+    """``about N minute(s)``, or ``about N s`` under a minute."""
+    return f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {round(seconds)} s"
+
+
+def seeds_ratio(profile, n_seeds: int, runs=None, source: dict | None = None) -> float | None:
+    """How many times one seed's model arithmetic ``n_seeds`` seeds take, as FLOPs counted by
+    :mod:`kd_tutorial.flops`: the teacher and its outputs once, every student run and its evaluation once per seed
+    (a proxy, as :func:`work_ratio` is: in the ``cpu`` seed timed at 7c0b9ad the students' phase took 65 % of the
+    time, where the FLOPs give their runs 61 %). None where the FLOP counter cannot tell."""
+    try:
+        one, many = (estimate_profile(profile, n_seeds=n, recipes=runs, source=source)["total_flops"]
+                     for n in (1, n_seeds))
+    except UnknownSizeError:
+        return None
+    return many / one
+
+
 def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None = None, runs=None,
              test_reviews: int | None = None, data_dir: str | None = None) -> str:
     """The pipeline's duration: on a CPU the profile's measured budget (scaled by :func:`work_ratio` when its
@@ -242,18 +281,7 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
             return said
         return f"{said}: about {flops / 1e15:.3g} PFLOP of model arithmetic"
     if not device.startswith("cuda"):
-        ratio = work_ratio(profile, runs, _ratio_sizes(profile, data_dir))
-        slower, why = cpu_slowdown(profile, device)
-        extra_s, evaluated = evaluation_change(profile, test_reviews, ratio, evaluation_ratio(profile, runs))
-        seconds = round((profile.time_budget_s * ratio + extra_s) * slower)
-        budget = f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {seconds} s"
-        scaled = (f" (the {profile.name} profile's measured time scaled by {ratio:.2f}, the ratio of model "
-                  "arithmetic with these settings and data to those it was measured with)") if ratio != 1.0 else ""
-        if slower != 1.0:
-            scaled += f" ({why})"
-        more = (f"; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from the "
-                "cache with --resume") if n_seeds > 1 else ""
-        return f"{budget} on 2 CPU cores for one seed{evaluated}{scaled}{more}"
+        return _cpu_estimate(profile, device, n_seeds, runs, test_reviews, data_dir)
     if gpu is None:
         import torch
 

@@ -368,7 +368,17 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     # the CPU estimate is the profile's own measured budget, whatever it is (minutes, or seconds under one)
     for budget, said in ((1200, "about 20 minute(s) "), (300, "about 5 minute(s) "), (45, "about 45 s ")):
         assert cli.estimate(cpu.replace(time_budget_s=budget), "cpu").startswith(said), budget
-    assert "each of the 2 further seed(s) retrains only the students" in cli.estimate(cpu, "cpu", 3)
+    # several seeds: their total too, each further seed repeating the students' runs and their evaluation (the
+    # default cpu command runs three, and printed one seed's time alone)
+    three, one = cli.estimate(cpu, "cpu", 3), cli.estimate(cpu, "cpu")
+    assert three.startswith(one) and "each of the 2 further seed(s) retrains only the students" in three
+    seeds = cli.seeds_ratio(cpu, 3)
+    assert 1 + 2 * 0.5 < seeds < 1 + 2 * 0.8 and cli.seeds_ratio(cpu, 1) == 1.0  # the teacher is trained once
+    assert f"; about {round(cpu.time_budget_s) * seeds / 60:.0f} minute(s) for the 3 seeds; " in three
+    assert cli.seeds_ratio(cpu, 3, runs=["baseline"]) < seeds  # one run a student: the teacher weighs more
+    unknown = cpu.with_overrides(["teacher='prajjwal1/bert-small'"])  # sizes the FLOP counter cannot tell
+    assert cli.seeds_ratio(unknown, 3) is None and " for the 3 seeds" not in cli.estimate(unknown, "cpu", 3)
+    assert "each of the 2 further seed(s)" in cli.estimate(unknown, "cpu", 3)
     # changed settings scale the measured budget by the model arithmetic they change (time_budget_s does not)
     assert cli.work_ratio(cpu) == cli.work_ratio(cpu.replace(time_budget_s=5)) == 1.0
     half = cli.work_ratio(cpu.with_overrides(["max_length=128"]))
