@@ -360,7 +360,7 @@ def test_a_torch_without_autocast_for_the_device_trains_and_predicts_in_fp32(mon
     imdb = data.load_imdb("tiny", n_train=64, n_transfer=0, val_size=16, n_test=16, seed=0)
     rows = data.encode(imdb.train, data.get_tokenizer(), 32, "head+tail")
     teacher = freeze(small_model(1))
-    cached = predict_logits(teacher, rows, progress=False)
+    cached = predict_logits(teacher, rows, progress=False, precision="fp32")  # auto is bf16 on a CPU with bf16 units
     monkeypatch.setattr(torch, "autocast", refuses)
     student = DistillationStudent(small_model(2), teacher.config.hidden_size)
     config = TrainConfig(mode="kd", max_steps=2, batch_size=16, lr=1e-3, precision="fp32",
