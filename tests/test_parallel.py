@@ -168,6 +168,14 @@ def test_a_worker_whose_parent_died_before_it_asked_to_die_with_it_runs_no_job()
     assert "worker" in text and "ran job" not in text and "(still open)" not in text, text
 
 
+def _mark_started(folder: Path, i: int) -> None:
+    """Job ``i`` has started: its PID in ``started-<i>``, written whole before the name appears (a rename), so that
+    :func:`_ctrl_c_once_started` never reads it half-written."""
+    part = folder / f".started-{i}"
+    part.write_text(str(os.getpid()))
+    part.replace(folder / f"started-{i}")
+
+
 def _ctrl_c_once_started(folder: Path, jobs: int, terminal: bool = False, sig: str = "SIGINT") -> threading.Thread:
     """Press Ctrl-C (or send ``sig``) once ``jobs`` have started (each wrote its PID in ``started-<i>``): in this
     process alone, as a Jupyter kernel gets it, or (``terminal``) in the workers too, as a terminal sends it to the
@@ -211,8 +219,8 @@ def test_ctrl_c_lets_the_running_jobs_save_their_last_step_and_starts_no_other(t
     waits = _grace_waits(monkeypatch)
 
     def job(i):
-        (tmp_path / f"started-{i}").write_text(str(os.getpid()))
         try:
+            _mark_started(tmp_path, i)  # inside the try: the signal may come as soon as the file is there
             time.sleep(60)
         except KeyboardInterrupt:
             time.sleep(0.5)  # a checkpoint being written
@@ -241,8 +249,8 @@ def test_the_stopping_line_names_the_signal_that_came_and_the_runs_save(tmp_path
     from kd_tutorial.errors import Terminated
 
     def job(i):
-        (tmp_path / f"started-{i}").write_text(str(os.getpid()))
         try:
+            _mark_started(tmp_path, i)  # inside the try: the signal may come as soon as the file is there
             time.sleep(60)
         except KeyboardInterrupt:
             (tmp_path / f"saved-{i}").touch()
@@ -264,8 +272,8 @@ def test_a_save_that_fails_after_ctrl_c_is_reported_not_swallowed(tmp_path, caps
     """The KeyboardInterrupt raised in the parent hid a worker's failed save (a full disk): the user was told the
     runs save their last step, and nothing said that one could not."""
     def job(i):
-        (tmp_path / f"started-{i}").write_text(str(os.getpid()))
         try:
+            _mark_started(tmp_path, i)  # inside the try: the signal may come as soon as the file is there
             time.sleep(60)
         except KeyboardInterrupt:
             raise OSError(28, "No space left on device") from None
@@ -289,7 +297,7 @@ def test_a_job_that_will_not_stop_on_ctrl_c_is_killed_after_the_grace_period(tmp
     monkeypatch.setattr(parallel, "_stop", lambda pool, workers: (stopped.extend(workers), real_stop(pool, workers)))
 
     def stubborn(i):
-        (tmp_path / f"started-{i}").write_text(str(os.getpid()))
+        _mark_started(tmp_path, i)
         while True:
             try:
                 time.sleep(60)
