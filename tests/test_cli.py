@@ -271,7 +271,7 @@ def test_a_change_since_the_timed_seed_scales_the_estimate_by_its_arithmetic(mon
     """profiles.UNTIMED_CHANGES undoes a listed change for timed_preset, and the estimate counts what it adds: here
     compact-2L-H128's spare reviews, as before this preset's seed was timed with them."""
     import dataclasses
-    now, folder = profiles.get_profile("cpu"), dict(train=25_000, test=4_934, unsupervised=0)
+    now, folder = profiles.get_profile("cpu"), dict(profiles.BUDGET_SOURCE["cpu"])  # the shared folder
     monkeypatch.setattr(profiles, "UNTIMED_CHANGES", {"cpu": {"compact-2L-H128": {"spare_reviews": False}}})
     then = profiles.timed_preset("cpu")
     assert then.students[0] == now.students[0] and then.students[1] == dataclasses.replace(
@@ -335,7 +335,7 @@ def test_the_estimate_counts_the_preset_on_the_data_it_was_timed_on(monkeypatch)
     # on the data folder it was timed on; on the Hub, the spare reviews' arithmetic scales the budget
     # (compact-2L-H128's steps, the teacher's pass over them): 21,400 spare train reviews there, the transfer set
     # being its unlabelled split, against 13,300 in a folder of IMDB's train split alone
-    folder = dict(train=25_000, test=4_934, unsupervised=0)
+    folder = dict(profiles.BUDGET_SOURCE["cpu"])  # the shared folder (its sizes: the budget test checks them)
     assert cli.work_ratio(cpu, source=folder) == 1.0 < 1.1 < cli.work_ratio(cpu) < 1.2
     said, ratio = cli.estimate(cpu, "cpu"), cli.work_ratio(cpu)
     expected = round(cpu.time_budget_s * ratio + cli.evaluation_change(cpu, None, ratio)[0])
