@@ -196,9 +196,9 @@ def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_rec
 
 
 def test_the_readmes_cpu_estimate_figures_are_those_distill_prints(monkeypatch):
-    """The README's `cpu` row names the fp32 factor the estimate assumes and what it prints from the Hub: both are
-    cli's (they went stale together when the budget was timed again at 7c0b9ad: 2.2 to 2.0, 104 to 92 minutes)."""
-    from kd_tutorial import cli, device
+    """The README's `cpu` row names the fp32 factor the estimate assumes, what it prints from the Hub and for three
+    seeds: all are cli's (they went stale together when the budget was timed again at 7c0b9ad: 2.2 to 2.0, 104 to 92 minutes)."""
+    from kd_tutorial import cli, device, profiles
     from kd_tutorial.profiles import PROFILES
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budget was measured on
     readme = " ".join((ROOT / "README.md").read_text().split())
@@ -207,6 +207,11 @@ def test_the_readmes_cpu_estimate_figures_are_those_distill_prints(monkeypatch):
     minutes = re.search(r"about 21k spare reviews against 13k: about (\d+) minutes\)", readme).group(1)
     said = cli.estimate(PROFILES["cpu"], "cpu", test_reviews=cli.IMDB_TEST_REVIEWS)
     assert said.startswith(f"about {minutes} minute(s) on 2 CPU cores for one seed, evaluating up to 25,000 "), said
+    three = re.search(r"\(about (\d+) minutes for the three with the shared copy\)", readme).group(1)
+    folder = dict(profiles.BUDGET_SOURCE["cpu"])  # the shared copy's sizes, as folder_rows reads them
+    monkeypatch.setattr(cli, "folder_rows", lambda path: folder)
+    said = cli.estimate(PROFILES["cpu"], "cpu", 3, test_reviews=folder["test"], data_dir="/shared/imdb")
+    assert f"; about {three} minute(s) for the 3 seeds; " in said, said
 
 
 def test_the_gpu_records_present_cpu_estimate_is_the_one_distill_prints(monkeypatch, tmp_path):
