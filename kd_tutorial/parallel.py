@@ -112,13 +112,15 @@ def _worker_setup(parent: int) -> None:
 def _on_interrupt(signum, frame) -> None:
     """A worker's Ctrl-C (from the terminal, or passed on by the parent): a KeyboardInterrupt in the running job,
     which saves its last completed step as a run one after another does; only the first (the terminal's and the
-    parent's both come), and no job starts after it."""
+    parent's both come), and no job starts after it. A SIGTERM handed on as Ctrl-C
+    (:func:`kd_tutorial.cli.sigterm_as_ctrl_c`, inherited) raises :class:`Terminated`, so that the parent, which
+    may read the job's exception before its own signal, names the signal that came."""
     global _STOPPING
     if _STOPPING:
         return
     _STOPPING = True
     if _RUNNING:
-        raise KeyboardInterrupt
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def _call(index: int):

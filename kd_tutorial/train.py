@@ -789,8 +789,8 @@ def ctrl_c_after():
     if came:
         if signal.SIGTERM in came and (previous is signal.default_int_handler or not callable(previous)):
             raise Terminated  # a KeyboardInterrupt that says which signal stopped the run
-        if callable(previous):
-            previous(signal.SIGINT, None)
+        if callable(previous):  # a worker's handler: told which signal came, to raise Terminated for a SIGTERM
+            previous(signal.SIGTERM if signal.SIGTERM in came else signal.SIGINT, None)
         elif previous != signal.SIG_IGN:
             raise KeyboardInterrupt
 

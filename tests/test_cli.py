@@ -927,6 +927,24 @@ def test_sigterm_is_held_to_a_steps_end_and_stops_even_where_ctrl_c_is_ignored()
 
 
 @POSIX_ONLY
+def test_a_sigterm_held_to_a_steps_end_reaches_a_workers_handler_as_sigterm():
+    """In a forked worker, ctrl_c_after handed a held SIGTERM to the worker's handler as SIGINT, which then raised a
+    plain KeyboardInterrupt: the parent, reading it back, said "Ctrl-C again to stop them now" to a scheduler."""
+    import signal
+
+    from kd_tutorial.train import ctrl_c_after
+    got = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        with cli.sigterm_as_ctrl_c([]), ctrl_c_after():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert got == []  # held to the block's end
+        assert got == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@POSIX_ONLY
 def test_sigterm_during_search_keeps_the_finished_trials_in_one_line(monkeypatch, capsys):
     """search shares distill's path: SIGTERM is Ctrl-C there too (the trial running is marked FAIL, as on Ctrl-C),
     with one line, status 143, and the handler in place before the command back after it."""
