@@ -221,16 +221,18 @@ def test_ctrl_c_lets_the_running_jobs_save_their_last_step_and_starts_no_other(t
     import multiprocessing
     before = set(multiprocessing.active_children())
     waits = _grace_waits(monkeypatch)
+    pressed = tmp_path.parent / f"{tmp_path.name}-pressed"
 
     def job(i):
         try:
             _mark_started(tmp_path, i)  # inside the try: the signal may come as soon as the file is there
             time.sleep(60)
         except KeyboardInterrupt:
+            _wait_for(pressed, 30)  # the parent's own Ctrl-C is sent before a save ends (it may come after one)
             time.sleep(0.5)  # a checkpoint being written
             (tmp_path / f"saved-{i}").touch()
             raise
-    press = _ctrl_c_once_started(tmp_path, 2, terminal)
+    press = _ctrl_c_once_started(tmp_path, 2, terminal, pressed=pressed)
     with pytest.raises(KeyboardInterrupt):
         parallel.run_forked(job, 4, workers=2)
     press.join()
