@@ -99,7 +99,8 @@ class Prepared:
         call: only the students that learn from them need them."""
         if "spare" not in self.encoded:
             spare = self.data.spare
-            self.encoded["spare"] = encode(spare, self.tokenizer, self.profile.max_length, self.profile.truncation)
+            self.encoded["spare"] = encode(spare, self.tokenizer, self.profile.max_length, self.profile.truncation,
+                                          self.profile.markup)
         return len(self.encoded["spare"])
 
     def split_hash(self, split: str) -> str:
@@ -178,7 +179,7 @@ def _folder_stamp(key: str) -> tuple:
 def _prepare(profile: Profile, key: str, teacher_name: str, init: str, seed: int) -> Prepared:
     imdb = load_for_profile(profile, data_dir=key, seed=seed)  # the key names the source: no second look at the env
     tokenizer = teacher_tokenizer(profile, teacher_name)
-    encoded = {name: encode(getattr(imdb, name), tokenizer, profile.max_length, profile.truncation)
+    encoded = {name: encode(getattr(imdb, name), tokenizer, profile.max_length, profile.truncation, profile.markup)
                for name in ("train", "validation", "test", "transfer")}  # and "spare", on first need (spare_rows)
     return Prepared(profile, imdb, tokenizer, encoded, key, teacher_name, init, seed, teacher_key(teacher_name))
 

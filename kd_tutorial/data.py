@@ -26,6 +26,7 @@ import json
 import os
 import queue
 import random
+import re
 import statistics
 import threading
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import torch
 
 from .corpus import generate_corpus
 from .errors import error_chain, model_source_error, stray_quotes, UserError
-from .profiles import TRUNCATIONS
+from .profiles import MARKUPS, TRUNCATIONS
 
 
 VOCAB_PATH = Path(__file__).parent / "resources" / "vocab.txt"  # bert-base-uncased WordPiece, 30,522 tokens
@@ -846,9 +847,23 @@ class Encoded:
         return len(self.input_ids)
 
 
-def encode(reviews: Reviews, tokenizer, max_length: int | None, truncation: str = "head+tail") -> Encoded:
-    """Tokenize all reviews in one batched fast call, then truncate to ``max_length`` (None: keep all)."""
-    ids = tokenizer(list(reviews.texts), add_special_tokens=False, return_attention_mask=False,
+# an HTML line break as IMDB's reviews write it (`<br />`, `<br/>`, `<br>`), which WordPiece cuts into 3 or 4 pieces
+MARKUP = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+def without_markup(text: str) -> str:
+    """``text`` with a space in place of each HTML line break (:data:`MARKUP`)."""
+    return MARKUP.sub(" ", text)
+
+
+def encode(reviews: Reviews, tokenizer, max_length: int | None, truncation: str = "head+tail",
+           markup: str = "keep") -> Encoded:
+    """Tokenize all reviews in one batched fast call, then truncate to ``max_length`` (None: keep all).
+    ``markup``: "keep" tokenizes the reviews' HTML line breaks as text, "space" a space in their place."""
+    if markup not in MARKUPS:
+        raise ValueError(f"markup={markup!r}: give one of {', '.join(MARKUPS)}")
+    texts = list(reviews.texts) if markup == "keep" else [without_markup(t) for t in reviews.texts]
+    ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
                     return_token_type_ids=False, verbose=False,
                     split_special_tokens=True)["input_ids"] if len(reviews) else []  # a review's "[SEP]" is text
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id

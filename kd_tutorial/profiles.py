@@ -29,10 +29,11 @@ TEACHER_FIELDS = ("teacher", "teacher_config", "teacher_fallback", "data_source"
                   "teacher_lr", "warmup_fraction", "weight_decay", "attention_dropout", "freeze_word_embeddings")
 # fields that decide the teacher too, but enter its hash only when changed, so that caches made before they
 # existed stay valid (the default is what those runs used)
-TEACHER_FIELDS_IF_SET = {"grad_accum": 1, "precision": "auto", "val_block": None}
+TEACHER_FIELDS_IF_SET = {"grad_accum": 1, "precision": "auto", "val_block": None, "markup": "keep"}
 
 
 TRUNCATIONS = ("head", "tail", "head+tail")  # which tokens of a long review are kept (kd_tutorial.data)
+MARKUPS = ("keep", "space")  # what becomes of IMDB's HTML line breaks before tokenizing (kd_tutorial.data.MARKUP)
 
 
 MAX_SEED = 2**32 - 1  # torch and numpy take seeds from 0 to this
@@ -73,6 +74,7 @@ FIELD_RULES = {
     "precision": (lambda v: v in ("auto", "fp32", "bf16", "fp16"), "one of auto, fp32, bf16, fp16"),
     "max_length": (_whole(3), "a whole number >= 3 (room for [CLS], [SEP] and one token)"),
     "truncation": (lambda v: v in TRUNCATIONS, "one of " + ", ".join(TRUNCATIONS)),
+    "markup": (lambda v: v in MARKUPS, "one of " + ", ".join(MARKUPS)),
     "teacher": (lambda v: isinstance(v, str) and bool(v.strip()),
                 "a Hub name, a folder written by save_pretrained(), or tiny-bert"),
     "n_train": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
@@ -241,6 +243,10 @@ class Profile:
     # carve validation in runs of this many consecutive reviews per class, with kd_tutorial.data.MOVIE_GUARD reviews
     # left unused on either side, so that it shares almost no movie with training (None: reviews drawn at random)
     val_block: int | None = None
+    # IMDB's reviews hold HTML line breaks, `<br />`, each four word pieces (`<`, `br`, `/`, `>`), about 5 % of the
+    # tokens the cpu profile keeps: "keep" tokenizes them as they are (every record so far), "space" tokenizes a
+    # space in their place (kd_tutorial.data.MARKUP); the reviews themselves, and so every split, stay as they are
+    markup: str = "keep"
     # where intermediate recipes get the teacher's per-token layers: "online" (the frozen teacher at every step) or
     # "cache" (its mapped layers, written once in bf16 beside its logits and read by every run: kd_tutorial.layer_cache;
     # about 2 GB per layer for 10,000 reviews of 256 tokens at width 384; online again where the disk lacks room)

@@ -359,6 +359,7 @@ def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, tea
     ("max_length=2", r"max_length=2: give a whole number >= 3 \(room for \[CLS\], \[SEP\] and one token\)"),
     ("max_length=200", r"max_length=200: the tiny teacher has 128 positions; give --set max_length=N with N <= 128"),
     ("truncation=middle", r"truncation='middle': give one of head, tail, head\+tail"),
+    ("markup=strip", r"markup='strip': give one of keep, space"),
     ("temperature=0", r"temperature=0.0: give a number from 0.01 to 100 \(1 leaves"),
     ("temperature=1e-300", r"temperature=1e-300: give a number from 0.01 to 100"),  # 1 / T overflows: nan at step 1
     ("temperature=1e300", r"temperature=1e\+300: give a number from 0.01 to 100"),  # T ** 2 overflows

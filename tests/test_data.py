@@ -398,6 +398,20 @@ def test_encode_lengths_and_specials(tok, tiny):
     assert full.lengths == [104]  # 102 words + [CLS] + [SEP]
 
 
+def test_markup_space_tokenizes_a_space_where_a_line_break_was(tok):
+    """IMDB's `<br />` is four word pieces that take about 5 % of the cpu profile's tokens: markup="space" gives
+    them back to the words, in each spelling the reviews use, and leaves the rest of the text as it was."""
+    r = Reviews(["Great film.<br /><br />Loved it<br>really<BR/>so a < b / c > d"], [1], None, "one")
+    kept = tok.convert_ids_to_tokens(encode(r, tok, 64).input_ids[0])
+    spaced = tok.convert_ids_to_tokens(encode(r, tok, 64, markup="space").input_ids[0])
+    assert kept.count("br") == 4 and "br" not in spaced
+    assert spaced == ["[CLS]", "great", "film", ".", "loved", "it", "really", "so", "a", "<", "b", "/", "c", ">", "d",
+                      "[SEP]"]
+    assert encode(r, tok, 8, markup="space").lengths == [8]  # truncated after the markup is gone
+    with pytest.raises(ValueError, match="markup='html': give one of keep, space"):
+        encode(r, tok, 64, markup="html")
+
+
 # ----------------------------------------------------------------------------- batching
 
 def fake_encoded(n=2000, seed=0):

@@ -498,6 +498,7 @@ def test_a_smaller_evaluation_batch_keeps_the_teacher():
     for profile in PROFILES.values():
         assert profile.replace(eval_batch_size=8).teacher_hash() == profile.teacher_hash()
         assert profile.replace(batch_size=1).teacher_hash() != profile.teacher_hash()  # training settings still count
+        assert profile.replace(markup="space").teacher_hash() != profile.teacher_hash()  # other tokens: another teacher
         before = {name: getattr(profile, name) for name in TEACHER_FIELDS}  # the key as it was computed before
         before |= {name: getattr(profile, name) for name in ("grad_accum", "precision", "val_block")
                    if getattr(profile, name) != {"grad_accum": 1, "precision": "auto", "val_block": None}[name]}
@@ -940,6 +941,28 @@ def test_a_moved_data_folder_keeps_its_teacher_and_other_reviews_do_not(tmp_path
     write_parquet(other / "test.parquet", 100, seed=1)
     assert artifacts.prepare(profile, data_dir=str(other)).directory != here.directory
     assert artifacts.prepare(profile).directory != here.directory  # the built-in reviews are not the folder's
+
+
+def test_markup_space_reaches_every_split_and_keys_another_teacher(tmp_path, monkeypatch):
+    """--set markup=space tokenizes every split the pipeline encodes (the spare reviews too) without IMDB's line
+    breaks, from the same reviews, and its teacher gets a folder of its own; the default keeps the presets' keys."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
+    for name, n in (("train", 6000), ("test", 100)):
+        texts = [f"review {name} {i} was {'good' if i % 2 else 'bad'}.<br /><br />It ran {i % 7} hours"
+                 for i in range(n)]
+        pq.write_table(pa.table({"text": texts, "label": [i % 2 for i in range(n)]}), tmp_path / f"{name}.parquet")
+    profile = get_profile("tiny").replace(n_train=1000)  # 1,900 train reviews left for no split: the spare ones
+    kept, spaced = (artifacts.prepare(profile.replace(markup=m), data_dir=str(tmp_path)) for m in ("keep", "space"))
+    br = kept.tokenizer.convert_tokens_to_ids("br")
+    assert kept.spare_rows() == spaced.spare_rows() > 0
+    for split in ("train", "validation", "test", "transfer", "spare"):
+        assert getattr(kept.data, split).texts == getattr(spaced.data, split).texts, split  # the same reviews
+        assert all(br in row for row in kept.encoded[split].input_ids), split
+        assert not any(br in row for row in spaced.encoded[split].input_ids), split
+    assert spaced.directory != kept.directory
 
 
 def test_the_built_in_data_is_found_again_beside_a_folder_of_its_name(tmp_path, monkeypatch):
