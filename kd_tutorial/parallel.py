@@ -194,7 +194,8 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None, on_progress=None) -
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         pool = ProcessPoolExecutor(min(workers, n_jobs) or 1, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_worker_setup, initargs=(os.getpid(),))
-        pending = {pool.submit(_call, i): i for i in range(n_jobs)}
+        for i in range(n_jobs):  # one at a time: a Ctrl-C among the submits leaves those made to wait on
+            pending[pool.submit(_call, i)] = i
         workers_started = set(multiprocessing.active_children()) - others  # all forked at the first submit
         _collect(pending, results, on_done, on_progress)
         pool.shutdown()

@@ -279,6 +279,33 @@ def test_the_stopping_line_names_the_signal_that_came_and_the_runs_save(tmp_path
 
 
 @linux_only
+def test_ctrl_c_while_the_jobs_are_handed_out_lets_the_running_ones_save(tmp_path, monkeypatch):
+    """The jobs were handed to the pool in one expression: a Ctrl-C before the last was handed out (two running
+    already) left nothing to wait on, and the running jobs were killed without saving their last step."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    class Pool(ProcessPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            if args == (2,):  # the third job: the first two run
+                for started in ("started-0", "started-1"):
+                    _wait_for(tmp_path / started, 30)
+                raise KeyboardInterrupt
+            return super().submit(fn, *args, **kwargs)
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", Pool)
+
+    def job(i):
+        try:
+            _mark_started(tmp_path, i)  # inside the try: the signal may come as soon as the file is there
+            time.sleep(60)
+        except KeyboardInterrupt:
+            (tmp_path / f"saved-{i}").touch()
+            raise
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_forked(job, 4, workers=2)
+    assert sorted(p.name for p in tmp_path.glob("saved-*")) == ["saved-0", "saved-1"]
+
+
+@linux_only
 def test_a_save_that_fails_after_ctrl_c_is_reported_not_swallowed(tmp_path, capsys):
     """The KeyboardInterrupt raised in the parent hid a worker's failed save (a full disk): the user was told the
     runs save their last step, and nothing said that one could not."""
@@ -511,7 +538,7 @@ def test_the_parent_sees_each_running_jobs_steps_before_it_finishes(tmp_path, mo
         if index == 2:
             return "cached"  # no steps
         parallel.report_step(index + 1, 5)
-        seen_here = _wait_for(tmp_path / str(index))
+        seen_here = _wait_for(tmp_path / str(index), 30)
         parallel.report_step(5, 5)
         return seen_here
 
@@ -564,7 +591,7 @@ def test_the_student_runs_bar_shows_the_steps_of_the_runs_training(tmp_path, mon
 
     def run(job, resume):
         parallel.report_step(3, 7)
-        return {"status": "trained" if _wait_for(tmp_path / "seen") else "not seen"}
+        return {"status": "trained" if _wait_for(tmp_path / "seen", 30) else "not seen"}
 
     jobs = [{"name": f"run {i}", "online_teacher": False} for i in range(3)]
     status = pipeline._train_side_by_side(jobs, run, False, 2, True)
