@@ -968,10 +968,11 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except UserError as err:
         return _fail(_one_line(err))
-    except KeyboardInterrupt:
-        how = "stopped by SIGTERM" if terminated else "interrupted"
+    except KeyboardInterrupt as err:  # Terminated: a SIGTERM that reached only the workers (run_forked)
+        by_term = bool(terminated) or isinstance(err, Terminated)
+        how = "stopped by SIGTERM" if by_term else "interrupted"
         print(f"kd-tutorial: {how}; {AFTER_CTRL_C.get(args.command, 'nothing was written')}", file=sys.stderr)
-        return 128 + signal.SIGTERM if terminated else 130
+        return 128 + signal.SIGTERM if by_term else 130
     except Exception as err:  # the known failure modes of the libraries underneath
         if _reader_left(err):  # the reader of stdout left (`| head`): stop quietly, as the shell's tools do
             _quiet_stdout()

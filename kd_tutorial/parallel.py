@@ -87,7 +87,7 @@ _JOB = None  # the job function, handed to the forked children by inheritance (i
 # 20.0 s on a busy 2-core machine (docs/tuning/stop-save-times.json), so 20 s cut them short there
 STOP_GRACE_S = 60.0
 _RUNNING = False  # in a worker: a job is running (Ctrl-C interrupts it)
-_STOPPING = False  # in a worker: Ctrl-C came (no other job starts; another Ctrl-C does not cut the save short)
+_STOPPING = False  # in a worker: the signal once Ctrl-C came (no other job starts; another does not cut the save short)
 POLL_S = 1.0  # while jobs run, how often the parent reads their steps (:func:`report_step`) for ``on_progress``
 _STEPS = None  # (done, total) per job, in memory shared with the forked children (a RawArray, made before the fork)
 _INDEX = None  # in a worker: the index of the job it runs (its slot in _STEPS)
@@ -118,7 +118,7 @@ def _on_interrupt(signum, frame) -> None:
     global _STOPPING
     if _STOPPING:
         return
-    _STOPPING = True
+    _STOPPING = signum  # the signal, for the jobs that would start after it (_call)
     if _RUNNING:
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
@@ -131,7 +131,7 @@ def _call(index: int):
     _RUNNING, _INDEX = True, index
     try:
         if _STOPPING:
-            raise KeyboardInterrupt
+            raise Terminated if _STOPPING == signal.SIGTERM else KeyboardInterrupt
         return _JOB(index)
     except Exception as exc:  # noqa: BLE001 - re-raised, as itself whenever it can travel
         try:
@@ -194,8 +194,8 @@ def run_forked(job, n_jobs: int, workers: int, on_done=None, on_progress=None) -
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         pool = ProcessPoolExecutor(min(workers, n_jobs) or 1, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_worker_setup, initargs=(os.getpid(),))
-        for i in range(n_jobs):  # one at a time: a Ctrl-C among the submits leaves those made to wait on
-            pending[pool.submit(_call, i)] = i
+        for i in range(n_jobs):  # one at a time: a Ctrl-C among the submits leaves those made to wait on (all but
+            pending[pool.submit(_call, i)] = i  # one landing between a submit and this assignment: a bytecode's width)
         workers_started = set(multiprocessing.active_children()) - others  # all forked at the first submit
         _collect(pending, results, on_done, on_progress)
         pool.shutdown()

@@ -946,6 +946,19 @@ def test_a_sigterm_held_to_a_steps_end_reaches_a_workers_handler_as_sigterm():
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_sigterm_that_reached_only_the_workers_still_ends_as_sigterm(monkeypatch, capsys):
+    """The workers alone got SIGTERM (the parent's own handler saw none): run_forked raises Terminated and says
+    "stopping on SIGTERM", and the command then ended "interrupted", with status 130, as after a Ctrl-C."""
+    from kd_tutorial.errors import Terminated
+
+    def workers_terminated(args):
+        raise Terminated
+    monkeypatch.setattr(cli, "cmd_distill", workers_terminated)
+    assert cli.main(["distill", "--profile", "tiny"]) == 143
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("kd-tutorial: stopped by SIGTERM; ")
+
+
 @POSIX_ONLY
 def test_sigterm_during_search_keeps_the_finished_trials_in_one_line(monkeypatch, capsys):
     """search shares distill's path: SIGTERM is Ctrl-C there too (the trial running is marked FAIL, as on Ctrl-C),

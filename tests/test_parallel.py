@@ -298,11 +298,28 @@ def test_ctrl_c_while_the_jobs_are_handed_out_lets_the_running_ones_save(tmp_pat
             _mark_started(tmp_path, i)  # inside the try: the signal may come as soon as the file is there
             time.sleep(60)
         except KeyboardInterrupt:
+            time.sleep(0.5)  # a checkpoint being written: a worker killed at once saves nothing
             (tmp_path / f"saved-{i}").touch()
             raise
     with pytest.raises(KeyboardInterrupt):
         parallel.run_forked(job, 4, workers=2)
     assert sorted(p.name for p in tmp_path.glob("saved-*")) == ["saved-0", "saved-1"]
+
+
+def test_a_job_that_would_start_after_the_signal_names_it(monkeypatch):
+    """A worker signalled between two jobs starts no other: the next raises at once, Terminated after a SIGTERM (it
+    raised a plain KeyboardInterrupt, and the parent said Ctrl-C), KeyboardInterrupt after a Ctrl-C."""
+    import signal
+
+    from kd_tutorial.errors import Terminated
+    monkeypatch.setattr(parallel, "_JOB", lambda i: i)
+    for signum, raised in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)):
+        monkeypatch.setattr(parallel, "_STOPPING", signum)
+        with pytest.raises(KeyboardInterrupt) as stop:
+            parallel._call(0)
+        assert type(stop.value) is raised
+    monkeypatch.setattr(parallel, "_STOPPING", False)
+    assert parallel._call(3) == 3
 
 
 @linux_only
