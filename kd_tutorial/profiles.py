@@ -246,7 +246,8 @@ class Profile:
     # IMDB's reviews hold HTML line breaks, `<br />`, each four word pieces (`<`, `br`, `/`, `>`), about 5 % of the
     # tokens the cpu profile keeps: "keep" tokenizes them as they are (every record so far), "space" tokenizes a
     # space in their place (kd_tutorial.data.MARKUP); the reviews themselves, and so every split, stay as they are.
-    # On one seed of the cpu profile no model gained from "space" on validation (docs/tuning.md, e33)
+    # On one seed of the cpu profile no model gained from "space" on validation (docs/tuning.md, e33). Only the
+    # pipeline's splits: a checkpoint's tokenizer is the teacher's, so strip the markup wherever such a model is used
     markup: str = "keep"
     # where intermediate recipes get the teacher's per-token layers: "online" (the frozen teacher at every step) or
     # "cache" (its mapped layers, written once in bf16 beside its logits and read by every run: kd_tutorial.layer_cache;

@@ -962,7 +962,8 @@ def test_markup_space_reaches_every_split_and_keys_another_teacher(tmp_path, mon
         assert getattr(kept.data, split).texts == getattr(spaced.data, split).texts, split  # the same reviews
         assert all(br in row for row in kept.encoded[split].input_ids), split
         assert not any(br in row for row in spaced.encoded[split].input_ids), split
-    assert spaced.directory != kept.directory
+    assert spaced.directory != kept.directory  # the token ids alone would part them (the data's fingerprint),
+    assert profile.replace(markup="space").teacher_hash() != profile.teacher_hash()  # and the setting does too
 
 
 def test_the_built_in_data_is_found_again_beside_a_folder_of_its_name(tmp_path, monkeypatch):

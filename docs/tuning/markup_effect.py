@@ -7,9 +7,10 @@ Usage: python docs/tuning/markup_effect.py OUT.json
    kd-tutorial distill --profile cpu --seeds 0 --recipes kd+transfer --set markup=space
 
 Reads each configuration's cached test logits (the teacher's, and each student run's, as `distill` evaluated them)
-and each run's answers on validation at the pass it kept, and compares "space" with "keep" per model (``evaluate.compare_paired``: paired bootstrap and McNemar over the
-reviews), and each side's share of its own teacher (``evaluate.teacher_share``). One seed: the intervals say whether
-these models differ on new reviews, not how much the difference moves with the training seed.
+and each run's answers on validation at the pass it kept, and compares "space" with "keep" per model
+(``evaluate.compare_paired``: paired bootstrap and McNemar over the reviews), and each side's share of its own
+teacher (``evaluate.teacher_share``). One seed: the intervals say whether these models differ on new reviews, not
+how much the difference moves with the training seed.
 """
 import json
 import sys
@@ -49,6 +50,8 @@ def answers(prep, profile, name: str) -> dict:
 
 
 def main(out_path: str) -> None:
+    """Compare the two configurations' models on validation and test; print the comparison and write it to
+    ``out_path``."""
     profiles = {m: get_profile("cpu").replace(markup=m) for m in MARKUPS}
     preps = {m: artifacts.prepare(p) for m, p in profiles.items()}
     for split in ("validation", "test"):  # the same reviews, encoded two ways
@@ -74,4 +77,6 @@ def main(out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__.split("\n\n")[1])  # the usage lines
+    main(sys.argv[1])
