@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
 
 os.environ.update({
     "HF_HUB_OFFLINE": "1",
@@ -37,11 +36,6 @@ if MADE_HOME:
 # Notebook kernels started by nbval inherit this environment.
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
-
-# Hypothesis's default deadline (200 ms an example) fails property tests on a busy 2-core machine; a module's own
-# profile (test_losses' "kd") sets deadline=None too. This one holds for a file run alone.
-settings.register_profile("kd-suite", deadline=None)
-settings.load_profile("kd-suite")
 
 
 # The suite's longest files, handed out first. pytest-xdist (--dist loadscope) gives a worker one file at a time in
