@@ -120,7 +120,12 @@ def _on_interrupt(signum, frame) -> None:
         return
     _STOPPING = signum  # the signal, for the jobs that would start after it (_call)
     if _RUNNING:
-        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        raise _interruption(signum)
+
+
+def _interruption(signum: int) -> KeyboardInterrupt:
+    """What a job stopped by ``signum`` raises: :class:`Terminated` for a SIGTERM, else a KeyboardInterrupt."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _call(index: int):
@@ -131,7 +136,7 @@ def _call(index: int):
     _RUNNING, _INDEX = True, index
     try:
         if _STOPPING:
-            raise Terminated if _STOPPING == signal.SIGTERM else KeyboardInterrupt
+            raise _interruption(_STOPPING)
         return _JOB(index)
     except Exception as exc:  # noqa: BLE001 - re-raised, as itself whenever it can travel
         try:
