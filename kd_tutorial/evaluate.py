@@ -69,11 +69,29 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
     if out is None:
         raise ValueError(f"{desc}: no reviews to predict (the split {getattr(encoded, 'name', '')!r} is empty)")
     out, cls = out.cpu(), None if cls is None else cls.cpu()
+    lower = str(dtype).removeprefix("torch.")
+    check_finite(out, f"{desc}: the model's logits", fix="its weights hold NaN or infinity: retrain it" if dtype is None
+                 else f"its weights hold NaN or infinity, or {lower} overflowed: predict in fp32 (precision='fp32')")
     return (out, cls) if cls_states else out
+
+
+FINITE_FIX = ("the model that gave them has NaN weights, or overflowed in fp16 or bf16: retrain it, or predict in "
+              "fp32 (predict_logits(..., precision='fp32'))")
+
+
+def check_finite(logits: torch.Tensor, what: str = "logits", fix: str = FINITE_FIX) -> torch.Tensor:
+    """``logits`` unchanged, or a ValueError naming how many rows hold NaN or infinity: ``argmax`` would read a NaN
+    as the largest value, and every score would count such a row as an answer."""
+    finite = torch.isfinite(logits)
+    bad = ~(finite.flatten(1).all(-1) if logits.dim() > 1 else finite)
+    if bad.any():
+        raise ValueError(f"{what} hold NaN or infinity on {int(bad.sum()):,} of {len(logits):,} rows: {fix}")
+    return logits
 
 
 def accuracy(logits: torch.Tensor, labels) -> float:
     """Fraction of rows whose arg-max class equals the label (rows labelled -1 are skipped)."""
+    check_finite(logits)
     labels = torch.as_tensor(labels)
     mask = labels >= 0
     return float((logits.argmax(-1)[mask] == labels[mask]).float().mean())
@@ -91,6 +109,7 @@ def accuracy_interval(correct: int, n: int, z: float = statistics.NormalDist().i
 
 def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
     """Fraction of rows on which two models predict the same class (e.g. student and teacher)."""
+    check_finite(logits_a), check_finite(logits_b)
     return float((logits_a.argmax(-1) == logits_b.argmax(-1)).float().mean())
 
 
@@ -98,7 +117,7 @@ def _labelled(logits: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]
     """The rows with a label: those labelled -1 (unlabelled, as transfer reviews) are left out, as in accuracy."""
     labels = torch.as_tensor(labels)
     mask = labels >= 0
-    return logits[mask], labels[mask]
+    return check_finite(logits)[mask], labels[mask]
 
 
 def expected_calibration_error(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> float:
@@ -290,9 +309,13 @@ def choice_key(accuracy: float) -> float:
 
 
 def correct_matrix(logits_per_seed: list[torch.Tensor], labels) -> torch.Tensor:
-    """``(seeds, N)`` booleans: whether each seed's model got each review right."""
+    """``(seeds, N)`` booleans: whether each seed's model got each review right. Every review needs its label: a
+    row labelled -1 (unlabelled) would count as wrong for both models of a comparison, so it is refused."""
     labels = torch.as_tensor(labels)
-    return torch.stack([z.argmax(-1) == labels for z in logits_per_seed])
+    if (labels < 0).any():
+        raise ValueError(f"{int((labels < 0).sum()):,} of {len(labels):,} reviews have no label (-1): compare models "
+                         "on a labelled split (the test reviews, or validation)")
+    return torch.stack([check_finite(z).argmax(-1) == labels for z in logits_per_seed])
 
 
 def paired_bootstrap(correct_a: torch.Tensor, correct_b: torch.Tensor, *, n_boot: int = 10_000, seed: int = 0,
@@ -330,7 +353,9 @@ def teacher_share(correct_student: torch.Tensor, correct_teacher: torch.Tensor, 
     teacher), on the same reviews; accuracies are pooled over the rows. Each bootstrap sample draws ``N`` reviews
     with replacement and takes both models' answers on them, so the ratio's numerator and denominator move
     together (a review the teacher gets wrong is often one the student gets wrong). A review is one of at most
-    ``2 * (seeds + 1)`` (student, teacher) pairs, drawn as a multinomial as in :func:`paired_bootstrap`.
+    ``2 * (seeds + 1)`` (student, teacher) pairs, drawn as a multinomial as in :func:`paired_bootstrap`. A sample
+    in which the teacher gets no review right has no share and is left out, so the interval is conditional on the
+    others: with thousands of reviews no sample is left out, with a teacher right on a handful many would be.
     """
     _check_resampling(n_boot, level)
     s, t = _as_matrix(correct_student).double().mean(0), _as_matrix(correct_teacher).double().mean(0)

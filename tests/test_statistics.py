@@ -414,3 +414,41 @@ def test_paired_statistics_refuse_a_level_no_resample_and_answers_they_cannot_pa
         call(a, b)
     assert "\n" not in str(error.value)
     assert compare_paired(a, b, level=0.9, n_boot=1)["level"] == 0.9  # the least a bootstrap can do still works
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_logits_that_are_not_numbers_are_refused_by_every_score(bad):
+    """argmax reads a NaN as the largest value: a model whose logits were all NaN scored 50 % accuracy, agreed with
+    itself on every review and had an ECE of 0 ('perfectly calibrated'), and its rows entered the comparisons."""
+    from kd_tutorial.evaluate import accuracy, agreement, expected_calibration_error
+    labels, fine = torch.tensor([0, 0, 0, 1, 1, 1]), torch.zeros(6, 2)
+    broken = fine.clone()
+    broken[2, 1] = bad
+    for score in (lambda: accuracy(broken, labels), lambda: expected_calibration_error(broken, labels),
+                  lambda: agreement(fine, broken), lambda: correct_matrix([fine, broken], labels)):
+        with pytest.raises(ValueError, match=r"logits hold NaN or infinity on 1 of 6 rows: .*retrain it"):
+            score()
+    assert accuracy(fine, labels) == 0.5 and correct_matrix([fine], labels).shape == (1, 6)
+
+
+def test_a_model_whose_outputs_are_nan_is_refused_where_its_logits_are_predicted():
+    from kd_tutorial import data, evaluate
+    enc = data.Encoded([[101, 7, 8, 102]] * 3, torch.tensor([0, 1, 0]), "rows")
+
+    class Broken(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, **kwargs):
+            from types import SimpleNamespace
+            return SimpleNamespace(logits=torch.full((len(input_ids), 2), float("nan")), hidden=None)
+    model = Broken()
+    model.config = type("C", (), {"max_position_embeddings": 16, "vocab_size": 200})()
+    with pytest.raises(ValueError, match=r"^test: the model's logits hold NaN or infinity on 3 of 3 rows: its weights "
+                                         r"hold NaN or infinity: retrain it$"):
+        evaluate.predict_logits(model, enc, device="cpu", precision="fp32", desc="test")
+
+
+def test_reviews_without_a_label_are_refused_where_two_models_are_compared():
+    """A row labelled -1 counted as wrong for both models: accuracy skips it, the comparisons did not."""
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]), torch.tensor([0, 1, -1])
+    with pytest.raises(ValueError, match=r"^1 of 3 reviews have no label \(-1\): compare models on a labelled split"):
+        correct_matrix([logits], labels)
+    assert correct_matrix([logits], labels[:2].tolist() + [0]).all()
