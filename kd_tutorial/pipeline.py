@@ -710,9 +710,10 @@ def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
     """Every recipe against its student's baseline, the soft-target runs against the pseudo-label control, and each
     recipe that adds to logit KD (``kd+transfer+...``: an intermediate term or augmentation) against ``kd+transfer``.
 
-    Paired over the same test reviews and pooled over seeds (:func:`kd_tutorial.evaluate.compare_paired`).
+    Paired over the same test reviews and pooled over ``seeds``, each recipe's runs taken in that order, so that
+    row ``i`` of either side is the same seed's run (:func:`kd_tutorial.evaluate.compare_paired`).
     """
-    runs = _runs_per_recipe(trained)
+    runs = _runs_per_recipe(trained, seeds)
     correct = {key: correct_matrix([test_logits[n] for n in names], labels) for key, names in runs.items()}
     out = []
     for student in dict.fromkeys(s for s, _ in runs):
@@ -727,18 +728,23 @@ def comparisons(trained: dict, test_logits: dict, labels, seeds) -> list[dict]:
     return out
 
 
-def _runs_per_recipe(trained: dict) -> dict[tuple[str, str], list[str]]:
-    """(student, recipe) -> the names of its runs, one per seed."""
+def _runs_per_recipe(trained: dict, seeds=None) -> dict[tuple[str, str], list[str]]:
+    """(student, recipe) -> the names of its runs, one per seed, in the order of ``seeds`` (a seed not among them,
+    or with ``seeds`` None, after those, in training order)."""
+    order = {seed: i for i, seed in enumerate(seeds or [])}
     runs: dict[tuple[str, str], list[str]] = {}
-    for name, item in trained.items():
+    for name, item in sorted(trained.items(), key=lambda kv: order.get(kv[1].get("seed"), len(order))):
         runs.setdefault((item["student"], item["recipe"]), []).append(name)
     return runs
 
 
 def teacher_shares(trained: dict, test_logits: dict, labels) -> dict[str, dict]:
     """Each recipe's test accuracy as a share of the teacher's, pooled over seeds, with a paired bootstrap interval
-    over reviews (:func:`kd_tutorial.evaluate.teacher_share`), keyed by the row name ``"student recipe"``."""
+    over reviews (:func:`kd_tutorial.evaluate.teacher_share`), keyed by the row name ``"student recipe"``; none
+    where the teacher gets no review right (there is no share of nothing: the report prints "-")."""
     teacher = correct_matrix([test_logits["teacher"]], labels)
+    if not teacher.any():
+        return {}
     return {f"{student} {recipe}": teacher_share(correct_matrix([test_logits[n] for n in names], labels), teacher)
             for (student, recipe), names in _runs_per_recipe(trained).items()}
 

@@ -741,6 +741,31 @@ def test_comparisons_and_shares_of_the_teacher_pool_every_seed_and_pair_each_rec
     assert shares["s baseline"]["share"] == pytest.approx(0.5 / 0.9)
 
 
+def test_comparisons_pair_each_seeds_runs_whatever_order_they_were_trained_in():
+    """Each recipe's runs were stacked in the order they entered ``trained``: with kd's seed 1 trained before its
+    seed 0, every per-seed difference was taken against the other seed's baseline."""
+    labels = torch.tensor([0, 1] * 20)
+
+    def logits(n_right):  # right on the first n_right reviews
+        right = torch.arange(40) < n_right
+        return torch.nn.functional.one_hot(torch.where(right, labels, 1 - labels), 2).float()
+    order = [("baseline", 0, 20), ("baseline", 1, 30), ("kd", 1, 30), ("kd", 0, 20)]  # per seed, no difference
+    trained = {f"s {r} s{seed}": {"student": "s", "recipe": r, "seed": seed} for r, seed, _ in order}
+    test_logits = {f"s {r} s{seed}": logits(n) for r, seed, n in order}
+    [c] = pipeline.comparisons(trained, test_logits, labels, seeds=(0, 1))
+    assert c["diff_per_seed"] == [0.0, 0.0] and c["diff"] == 0.0
+    assert c["verdict"] == "no detectable difference at this size"
+
+
+def test_no_share_of_a_teacher_that_gets_no_test_review_right():
+    """A teacher wrong on every test review (a handful of reviews, or a broken teacher) made teacher_share raise
+    after every student had trained, before results.json was written; the report prints "-" for it."""
+    labels = torch.tensor([0, 1])
+    trained = {"s kd": {"student": "s", "recipe": "kd", "seed": 0}}
+    assert pipeline.teacher_shares(trained, {"teacher": torch.tensor([[0., 1.], [1., 0.]]),
+                                             "s kd": torch.tensor([[1., 0.], [0., 1.]])}, labels) == {}
+
+
 def test_results_say_which_settings_differ_from_the_profile(tiny_run):
     from kd_tutorial.report import results_markdown
     _, results = tiny_run
