@@ -226,7 +226,8 @@ def _margin_text(results: dict, student: str, best: dict) -> str:
     others = {r: v for r, v in _validation_means(results, student, best).items() if r != best["recipe"]}
     if not others:
         return ""
-    runner = max(others, key=others.get)
+    top = max(choice_key(v) for v in others.values())  # the runner-up as best_recipes ranks them: a tie goes to the
+    runner = next(r for r, v in others.items() if choice_key(v) == top)  # first listed, the one its lead was tested on
     n_val = results["run"].get("split_sizes", {}).get("validation")
     on = f" on {n_val:,} reviews" if n_val else ""
     lead, tested = 100 * (best["val_accuracy"] - others[runner]), best.get("validation_lead") or {}

@@ -90,3 +90,13 @@ def test_the_best_recipes_margin_on_validation_is_named_in_files_from_before_it_
     one = results | {"best_recipes": {s: b | {"validation": {b["recipe"]: b["val_accuracy"]}}
                                       for s, b in results["best_recipes"].items()}}
     assert "points above" not in results_markdown(one) and "A margin" not in results_markdown(one)
+
+
+def test_the_margin_names_the_runner_up_whose_lead_was_tested_when_two_tie_for_second():
+    """best_recipes ranks ties by their rounded means, first trained first, and tests the lead over that runner-up;
+    the line took the largest raw mean, so a runner-up 1e-8 higher by float noise was named, without the interval."""
+    from kd_tutorial.report import _margin_text
+    best = {"recipe": "A", "val_accuracy": 0.9, "validation": {"A": 0.9, "B": 0.85, "C": 0.85000001},
+            "validation_lead": {"against": "B", "ci_low": 0.01, "ci_high": 0.09, "verdict": "better"}}
+    assert _margin_text({"run": {"split_sizes": {"validation": 100}}}, "s", best) == \
+        ", 5.00 points above `B` on 100 reviews [+1.00, +9.00], better"
