@@ -16,6 +16,7 @@ from .bars import progress_bar
 from .data import batch_groups, collate, make_batches, prefetch
 from .device import (autocast, autocast_dtype, device_type, pad_multiple, pick_device, resolve_precision,
                      slow_first_calls, synchronize)
+from .errors import UserError
 from .features import forward_features
 from .models import check_rows, count_parameters, model_size_mb
 
@@ -75,17 +76,21 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
     return (out, cls) if cls_states else out
 
 
+class NonFiniteLogitsError(UserError, ValueError):
+    """A model's logits hold NaN or infinity: a broken checkpoint, or an overflow in lower precision."""
+
+
 FINITE_FIX = ("the model that gave them has NaN weights, or overflowed in fp16 or bf16: retrain it, or predict in "
               "fp32 (predict_logits(..., precision='fp32'))")
 
 
 def check_finite(logits: torch.Tensor, what: str = "logits", fix: str = FINITE_FIX) -> torch.Tensor:
-    """``logits`` unchanged, or a ValueError naming how many rows hold NaN or infinity: ``argmax`` would read a NaN
+    """``logits`` unchanged, or a :class:`NonFiniteLogitsError` naming how many rows hold NaN or infinity: ``argmax`` would read a NaN
     as the largest value, and every score would count such a row as an answer."""
     finite = torch.isfinite(logits)
     bad = ~(finite.flatten(1).all(-1) if logits.dim() > 1 else finite)
     if bad.any():
-        raise ValueError(f"{what} hold NaN or infinity on {int(bad.sum()):,} of {len(logits):,} rows: {fix}")
+        raise NonFiniteLogitsError(f"{what} hold NaN or infinity on {int(bad.sum()):,} of {len(logits):,} rows: {fix}")
     return logits
 
 

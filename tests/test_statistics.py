@@ -441,7 +441,7 @@ def test_a_model_whose_outputs_are_nan_is_refused_where_its_logits_are_predicted
             return SimpleNamespace(logits=torch.full((len(input_ids), 2), float("nan")), hidden=None)
     model = Broken()
     model.config = type("C", (), {"max_position_embeddings": 16, "vocab_size": 200})()
-    with pytest.raises(ValueError, match=r"^test: the model's logits hold NaN or infinity on 3 of 3 rows: its weights "
+    with pytest.raises(evaluate.NonFiniteLogitsError, match=r"^test: the model's logits hold NaN or infinity on 3 of 3 rows: its weights "
                                          r"hold NaN or infinity: retrain it$"):
         evaluate.predict_logits(model, enc, device="cpu", precision="fp32", desc="test")
 
