@@ -363,11 +363,11 @@ def topk_rest_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.
     The exact KL between the two distributions coarsened to k + 1 outcomes (the top k, everything else): the
     student keeps the teacher's mass outside the top k instead of being taught that those tokens are impossible.
     """
-    log_q = F.log_softmax(student_logits.float(), dim=-1)
+    log_q = F.log_softmax(_full(student_logits), dim=-1)
     outside = log_q.scatter(-1, teacher_topk_ids, torch.finfo(log_q.dtype).min)  # finite: no nan gradient if k = V
     log_q_buckets = torch.cat([log_q.gather(-1, teacher_topk_ids), outside.logsumexp(-1, keepdim=True)], -1)
-    log_rest = teacher_log_rest.float().clamp(max=0.0)[..., None]
-    log_p_top = F.log_softmax(teacher_topk_logits.float(), dim=-1) + log1mexp(log_rest)
+    log_rest = _full(teacher_log_rest).clamp(max=0.0)[..., None]
+    log_p_top = F.log_softmax(_full(teacher_topk_logits), dim=-1) + log1mexp(log_rest)
     # both are normalised log-probabilities over the k + 1 buckets, which log_softmax leaves as they are:
     # token_kl on them is the KL above, with its masking and 0 log 0 = 0 for an empty rest
     return token_kl(log_q_buckets, torch.cat([log_p_top, log_rest], -1), loss_mask)

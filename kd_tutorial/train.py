@@ -70,7 +70,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
     group_by_length: bool = True
     pad_to_max: int | None = None  # pad every batch to this length (the naive baseline)
-    seed: int = 0
+    seed: int = 0  # the batch order only: dropout draws from the global generator (seed_everything first)
     eval_every: int | None = None  # validate every this many steps (None: after each epoch)
     keep_best: bool = False  # end with the weights that scored best on validation
     patience: int | None = None  # stop after this many validation passes without a gain (None: never)
