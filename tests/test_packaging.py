@@ -195,6 +195,35 @@ def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_rec
     assert 30 <= json.loads((ROOT / tiny).read_text())["run"]["wall_seconds"] <= 90  # "about a minute"
 
 
+def test_the_readmes_split_sizes_and_gpu_times_are_those_of_the_records_they_cite():
+    """An audit found these README numbers right but tied by no test (and the 53 minutes citing the H200's record)."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    record = lambda path: json.loads((ROOT / path).read_text())  # noqa: E731
+    overlap, three = record("docs/tuning/test-split-overlap.json"), record("docs/results/cpu-3-seeds.json")["run"]
+    kept, held = map(_number, re.search(r"\(([\d,]+) of the shared copy's ([\d,]+): \[measured\]", readme).groups())
+    assert (kept, held) == (overlap["test_kept_unique"], overlap["test_reviews"])
+    assert kept == three["split_sizes"]["test"]  # and the three seeds evaluated them all
+    spare = _number(re.search(r"also the ([\d,]+) train reviews that no split holds", readme).group(1))
+    steps = _number(re.search(r"([\d,]+) steps they make", readme).group(1))
+    assert (spare, steps) == (three["students"]["compact-2L-H128"]["spare_reviews"],
+                              three["students"]["compact-2L-H128"]["steps"])
+    projected = record("docs/results/benchmark-nvidia-h200.json")["projection"]["projected_s"]
+    assert f"| {round(projected / 60)} minutes on one H200, projected by `kd-tutorial benchmark`" in readme
+    gpu = re.search(r"teacher phase there \(tokenising, fine-tuning, validation\) from ([\d.]+) s to ([\d.]+) s\. "
+                    r"That H200 ran one `cpu` seed end to end in (\d+) s \(.*?\[record\]\((docs/gpu/[^)]+)\)\), "
+                    r"against (\d+) minutes on 2 CPU cores for the preset of that day \(\[record\]\(([^)]+)\)\)",
+                    readme).groups()
+    before, after = (record(gpu[3])["runs"][when]["cpu_seed_0"] for when in ("before", "after"))
+    assert float(gpu[0]) == round(before["phase_seconds"]["teacher"], 1)
+    assert float(gpu[1]) == round(after["phase_seconds"]["teacher"], 1) and int(gpu[2]) == round(after["wall_seconds"])
+    assert int(gpu[4]) == round(record(gpu[5])["run"]["wall_seconds"] / 60)
+
+
+def _number(text: str) -> int:
+    """``"4,906"`` as 4906."""
+    return int(text.replace(",", ""))
+
+
 def test_the_readmes_cpu_estimate_figures_are_those_distill_prints(monkeypatch):
     """The README's `cpu` row names the fp32 factor the estimate assumes, what it prints from the Hub and for three
     seeds: all are cli's (they went stale together when the budget was timed again at 7c0b9ad: 2.2 to 2.0, 104 to 92 minutes)."""
