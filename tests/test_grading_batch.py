@@ -432,6 +432,21 @@ def test_a_learners_pip_install_is_not_run_and_is_noted(tmp_path, monkeypatch):
     assert run.notes == ["installs skipped (the grader does not run them): cells 1, 2"]
 
 
+def test_colabs_restart_after_an_install_is_not_run_and_is_noted():
+    """Real kernel: the line Colab learners add after `!pip install` to restart the runtime killed the grader's
+    kernel, and every exercise scored "error" ("the kernel died while running cell 1")."""
+    nb = nbformat.read(FIXTURES / "correct.ipynb", as_version=4)
+    nb.cells.insert(0, new_code_cell("!pip install kd-not-a-package\nimport os\nos.kill(os.getpid(), 9)"))
+    nb.cells.insert(1, new_code_cell("if False:\n    os._exit(0)\nkill = 'os.kill(os.getpid(), 9)'"))
+    run = execute.run_submission(nb, "ex02", timeout=90, cell_timeout=8)
+    assert run.results == {"q1": ("passed", run.results["q1"][1]), "q2": ("passed", run.results["q2"][1])}, run.notes
+    assert run.notes == ["installs skipped (the grader does not run them): cell 1",
+                         "kernel restarts skipped (the grader does not run them): cells 1, 2"]
+    assert execute.without_installs("import os; os.kill(os.getpid(), 9)", execute.RESTART_LINE) == \
+        ("pass  # import os; os.kill(os.getpid(), 9) : not run by the grader", True)
+    assert execute.without_installs("os.kill(child, 9)", execute.RESTART_LINE) == ("os.kill(child, 9)", False)
+
+
 # ----------------------------------------------------------------------------- 4. folders from a zip
 
 

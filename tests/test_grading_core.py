@@ -200,6 +200,28 @@ def test_an_exercise_whose_cell_raised_is_an_error_not_unattempted(tmp_path, mon
         "defined: fix that cell")
 
 
+def test_a_failed_answer_cell_below_the_untouched_stub_is_an_error_not_unattempted(tmp_path, monkeypatch):
+    """The learner kept the stub cell and wrote their answer in a new cell below it, with a syntax error: the stub
+    still defined the name, so the report said "not attempted yet" of an answer that was written."""
+    import json
+    import types
+
+    from kd_tutorial.grading import ex03, runner
+    name = ex03.q1.name
+    shell = types.SimpleNamespace(kd_failed_cells=[(f"def {name}(a, b):\n    return (a",
+                                                    SyntaxError("'(' was never closed"))])
+    monkeypatch.setattr(runner, "_shell", lambda: shell)
+
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+    results = tmp_path / "results.jsonl"
+    runner.grade_into("ex03", "q1", {name: stub}, str(results), "n")
+    assert json.loads(results.read_text()) | {"seconds": 0} == {
+        "nonce": "n", "kind": "result", "exercise": "ex03.q1", "status": "error", "seconds": 0,
+        "message": f"q1: the cell that defines `{name}` raised SyntaxError: '(' was never closed, so the stub stayed "
+                   "in its place: fix that cell"}
+
+
 def test_a_notebook_of_an_earlier_course_version_is_told_so(tmp_path, monkeypatch):
     """A learner's notebook saved from an earlier version defines `scaled_dot_product_attention`, where ex01.q1 now
     asks for `packed_multi_head_attention` (another task): it was reported "not attempted yet", which hid the work."""

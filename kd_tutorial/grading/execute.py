@@ -43,6 +43,12 @@ INSTALL_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:(?:!{1,2}|%)[ \t]*(?:sudo[ \t]
                           r"|(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip)[ \t]+"
                           r"(?:install|uninstall|remove|update)\b)")
 
+# Colab's way to restart the runtime after an install (`os.kill(os.getpid(), 9)`, or `os._exit(...)`): in the grader
+# it killed the kernel, and every exercise after it scored "error". Such a line becomes `pass` too: a line that
+# starts with either call (after `import os;`, as the snippet is often pasted), at any indentation.
+RESTART_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:import[ \t]+os[ \t]*;[ \t]*)?"
+                          r"os\.(?:_exit[ \t]*\(|kill[ \t]*\([ \t]*os\.getpid[ \t]*\([ \t]*\)[ \t]*,)")
+
 
 # what the system's temporary folder may answer when it cannot take the checks' results, and what that means
 _REFUSALS = {errno.ENOSPC: "no space left on its disk", errno.EDQUOT: "disk quota exceeded",
@@ -131,13 +137,16 @@ SHELL_INSTALL = re.compile(r"^(?P<indent>[ \t]*)(?:sudo[ \t]+)?(?:pip[\d.]*|cond
                            r"|apt-get|apt|(?:\S*/)?python[\d.]*[ \t]+-m[ \t]+pip)[ \t]")
 
 
-def without_installs(source: str) -> tuple[str, bool]:
+def without_installs(source: str, pattern: re.Pattern = INSTALL_LINE) -> tuple[str, bool]:
     """``source`` with every line that installs packages (:data:`INSTALL_LINE`, with its ``\\`` continuation lines)
     replaced by ``pass  # <line> : not run by the grader`` at its indentation (``:`` in a shell cell, where any
-    pip, conda or apt command counts: :data:`SHELL_INSTALL`); and whether there was one."""
+    pip, conda or apt command counts: :data:`SHELL_INSTALL`); and whether there was one. With ``pattern``
+    :data:`RESTART_LINE`, the lines that restart the kernel, in Python cells only."""
     lines, found, out = source.split("\n"), False, []
     shell = bool(SHELL_CELL.match(source))
-    pattern, noop = (SHELL_INSTALL, ":") if shell else (INSTALL_LINE, "pass")
+    if shell and pattern is not INSTALL_LINE:
+        return source, False
+    pattern, noop = (SHELL_INSTALL, ":") if shell else (pattern, "pass")
     i = 0
     while i < len(lines):
         match = pattern.match(lines[i]) if not (shell and i == 0) else None
@@ -156,8 +165,9 @@ def without_installs(source: str) -> tuple[str, bool]:
 
 def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str, check_nonce: str):
     """The cells the grader runs, as ``(kind, ref, cell)``: its setup (the guard and the preloaded imports), the
-    learner's code cells (their installs made ``pass``: :func:`without_installs`), a purge of the learner's modules,
-    and one check per exercise label; also the numbers (from 1) of the cells whose installs were skipped."""
+    learner's code cells (their installs and kernel restarts made ``pass``: :func:`without_installs`), a purge of
+    the learner's modules, and one check per exercise label; also the numbers (from 1) of the cells whose installs
+    were skipped, and of those whose restarts were."""
     from nbformat.v4 import new_code_cell  # noqa: PLC0415
     guard = (f"import kd_tutorial.grading.runner as _kd_runner\n"
              f"_kd_runner.install_guard({results_path!r}, {guard_nonce!r}, {_blocked_dirs()!r})\n"
@@ -171,14 +181,15 @@ def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str,
     learner = [(i, c) for i, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
     cells = [("setup", None, new_code_cell(guard)), ("setup", None, new_code_cell(preload))]
     sources = {i: without_installs(str(c.get("source", ""))) for i, c in learner}
-    cells += [("learner", i, new_code_cell(sources[i][0])) for i, _ in learner]
+    restarts = {i: without_installs(source, RESTART_LINE) for i, (source, _) in sources.items()}
+    cells += [("learner", i, new_code_cell(restarts[i][0])) for i, _ in learner]
     cells.append(("purge", None, new_code_cell(
         "__import__('kd_tutorial.grading.runner', fromlist=['_']).purge_modules()")))
     for label in labels:
         cells.append(("check", label, new_code_cell(
             f"__import__('kd_tutorial.grading.runner', fromlist=['_']).grade_into("
             f"{set_id!r}, {label!r}, globals(), {results_path!r}, {check_nonce!r})")))
-    return cells, [i + 1 for i, (_, found) in sources.items() if found]
+    return cells, *([i + 1 for i, (_, found) in skipped.items() if found] for skipped in (sources, restarts))
 
 
 def _make_client(exec_nb, cell_timeout: float, workdir: str):
@@ -214,10 +225,11 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
     stop: tuple[str, str] | None = None
     client = None
     try:
-        cells, installs = _grading_cells(nb, set_id, labels, results_path, guard_nonce, check_nonce)
-        if installs:
-            run.notes.append(f"installs skipped (the grader does not run them): cell{'s' * (len(installs) > 1)} "
-                             f"{', '.join(map(str, installs[:10]))}")
+        cells, installs, restarts = _grading_cells(nb, set_id, labels, results_path, guard_nonce, check_nonce)
+        for what, found in (("installs", installs), ("kernel restarts", restarts)):
+            if found:
+                run.notes.append(f"{what} skipped (the grader does not run them): cell{'s' * (len(found) > 1)} "
+                                 f"{', '.join(map(str, found[:10]))}")
         client = _make_client(new_notebook(cells=[c for _, _, c in cells]), cell_timeout, workdir)
         client.max_output_bytes = max_output_bytes
         # tiny tensors: one thread avoids OpenMP stalls on a busy machine (a learner's env may override)

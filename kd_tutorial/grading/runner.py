@@ -164,10 +164,12 @@ def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonc
         result = exercise.grade(namespace[other])
         _write(results_path, {"nonce": nonce, "kind": "note", "note": f"{label}: graded `{other}`, the function its "
                               f"check cell names; the exercise asks for `{exercise.name}`: rename it"})
-    failed = failed_definition(exercise.name) if namespace.get(exercise.name) is None else None
-    if result.status == NOT_ATTEMPTED and failed:
-        result = Result(ERROR, f"{label}: the cell that defines `{exercise.name}` raised {failed}, so "
-                               f"`{exercise.name}` was never defined: fix that cell")
+    failed = failed_definition(exercise.name) if result.status == NOT_ATTEMPTED else None
+    if failed:  # the name undefined, or still the stub above a cell of the learner's own that failed
+        left = ("the stub stayed in its place" if callable(namespace.get(exercise.name))
+                else f"`{exercise.name}` was never defined")
+        result = Result(ERROR, f"{label}: the cell that defines `{exercise.name}` raised {failed}, so {left}: "
+                               "fix that cell")
     elif result.status == NOT_ATTEMPTED:
         result = _earlier_version(set_id, label, exercise.name, namespace) or result
     _write(results_path, {"nonce": nonce, "kind": "result", "exercise": f"{set_id}.{label}",
