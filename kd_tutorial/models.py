@@ -156,7 +156,11 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
         if init == "random":
             return BertForSequenceClassification._from_config(config, **kwargs)
         return BertForSequenceClassification.from_pretrained(source, config=config, **kwargs)
-    except OSError as err:
+    except Exception as err:
+        if not isinstance(err, OSError):  # a weights file cut short (half-copied): safetensors' own error
+            if type(err).__name__ != "SafetensorError":
+                raise
+            raise model_source_error(name_or_path, "model", cause=errors.error_cause(err)) from err
         if local is not None and source != str(local):
             return load_teacher(str(local), num_labels=num_labels, init=init,
                                 config_overrides=config_overrides, attn_implementation=attn_implementation)

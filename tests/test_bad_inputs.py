@@ -297,6 +297,19 @@ def test_a_teacher_that_is_a_file_is_not_called_a_missing_folder(tmp_path, capsy
     assert f"{tmp_path / 'model.safetensors'} is a file: give the folder written by save_pretrained()" in line
 
 
+def test_a_teacher_folder_whose_weights_were_cut_short_gets_one_line(tmp_path, capsys):
+    """A half-copied --teacher folder: safetensors' SafetensorError came out as a traceback."""
+    from kd_tutorial import data, models
+    folder = tmp_path / "teacher"
+    models.load_teacher("tiny-bert").save_pretrained(folder)
+    data.get_tokenizer(None).save_pretrained(folder)
+    with open(folder / "model.safetensors", "r+b") as fh:
+        fh.truncate(1000)
+    line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", str(folder), "--out", str(tmp_path / "out"))
+    said = f"kd-tutorial: error: {folder} holds no model that transformers can load (SafetensorError: "
+    assert line.startswith(said) and line.endswith("give a folder written by save_pretrained() (config.json and model.safetensors)"), line
+
+
 def _unreadable_folder(kind, tmp_path):
     """A data folder that cannot hold reviews, of one ``kind``; the error it must give."""
     if kind == "missing":
