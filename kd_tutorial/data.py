@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from .corpus import generate_corpus
-from .errors import error_chain, model_source_error, stray_quotes, UserError
+from .errors import error_chain, model_source_error, not_utf8, NOT_UTF8_FIX, stray_quotes, stray_space, UserError
 from .profiles import MARKUPS, TRUNCATIONS
 
 
@@ -720,6 +720,11 @@ def check_data_source(data_dir: str | os.PathLike | None) -> None:
             raise DataSourceError(f"data folder {data_dir} holds the quote marks typed around the path (cmd keeps "
                                   f"them, and a backslash before a closing quote escapes it): give the path alone: "
                                   f"{meant}")
+        if not_utf8(data_dir):
+            raise DataSourceError(f"data folder {not_utf8(data_dir)} {NOT_UTF8_FIX}")
+        if stray_space(str(data_dir)):
+            raise DataSourceError(f"data folder {str(data_dir)!r} starts or ends with a space, and names no folder: "
+                                  f"give the path alone: {stray_space(str(data_dir))}")
         _folder_layout(Path(data_dir).expanduser())
 
 

@@ -179,6 +179,31 @@ def stray_quotes(path: str) -> str | None:
     return None
 
 
+def stray_space(path: str) -> str | None:
+    """The path meant when ``path`` starts or ends with white space and names nothing as typed (a space left after
+    ``KD_TUTORIAL_HOME=/path `` in a script or a .env file cannot be seen in a message); None otherwise."""
+    text = str(path)
+    if text != text.strip() and text.strip() and not os.path.exists(os.path.expanduser(text)):
+        return text.strip()
+    return None
+
+
+def not_utf8(path) -> str | None:
+    """``path`` as it can be shown (its stray bytes as ``\\xff``) when it holds bytes that are not UTF-8, which
+    Python keeps as lone surrogates and the libraries underneath cannot write (transformers' tokenizer files, a
+    sqlite URL); None for a path that is all UTF-8."""
+    text = os.fsdecode(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return None
+
+
+NOT_UTF8_FIX = "holds bytes that are not UTF-8, which the libraries underneath cannot write: rename it (convmv does) " \
+               "or give another path"
+
+
 def path_argument(text: str) -> str:
     """An argparse type for every path flag of the command line: ``~`` expanded. The shell leaves ``--out=~/runs`` as
     typed (bash expands ``~`` only at a word's start), and PowerShell leaves ``--out ~\\runs``: the run went to a
@@ -194,4 +219,6 @@ def path_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text}: a quote mark stayed in the path (cmd keeps single quotes, and a "
                                          f"backslash before a closing double quote escapes it): give it {quoting} "
                                          f"with no backslash at the end, e.g. {example}")
+    if not_utf8(text):
+        raise argparse.ArgumentTypeError(f"{not_utf8(text)} {NOT_UTF8_FIX}")
     return os.path.expanduser(text)

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from .errors import DISK_FULL, error_chain, held_open_fix, set_env_command, stray_quotes, UserError
+from .errors import (DISK_FULL, error_chain, held_open_fix, not_utf8, NOT_UTF8_FIX, set_env_command, stray_quotes,
+                     stray_space, UserError)
 
 HOME_ENV = "KD_TUTORIAL_HOME"
 LOCK_TIMEOUT_ENV = "KD_TUTORIAL_LOCK_TIMEOUT"  # seconds to wait for another process's lock (default an hour)
@@ -67,6 +68,11 @@ def home() -> Path:
             raise ArtifactError(f"{HOME_ENV}={value} holds the quote marks typed around the path (cmd's set keeps "
                                 f"them, and a backslash before a closing quote escapes it): set it to the path alone, "
                                 f"e.g. {set_env_command(HOME_ENV, meant)}")
+        if not_utf8(value) or stray_space(value):
+            said = (f"{not_utf8(value)} {NOT_UTF8_FIX}" if not_utf8(value) else
+                    f"{value!r} starts or ends with a space, and names no folder: set it to the path alone, e.g. "
+                    f"{set_env_command(HOME_ENV, stray_space(value))}")
+            raise ArtifactError(f"{HOME_ENV}={said}")
         path = Path(value).expanduser()
         if not path.is_absolute():
             raise ArtifactError(f"{HOME_ENV}={value} is a relative path, which notebooks (run in notebooks/) and the "

@@ -307,7 +307,8 @@ def test_a_teacher_folder_whose_weights_were_cut_short_gets_one_line(tmp_path, c
         fh.truncate(1000)
     line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", str(folder), "--out", str(tmp_path / "out"))
     said = f"kd-tutorial: error: {folder} holds no model that transformers can load (SafetensorError: "
-    assert line.startswith(said) and line.endswith("give a folder written by save_pretrained() (config.json and model.safetensors)"), line
+    assert line.startswith(said), line
+    assert line.endswith("give a folder written by save_pretrained() (config.json and model.safetensors)"), line
 
 
 def _unreadable_folder(kind, tmp_path):

@@ -663,3 +663,47 @@ def test_the_bash_commands_printed_keep_a_path_with_every_character_a_shell_read
     script = f'{errors.set_env_command("X", path)}\nprintf "%s\\n" "$X" {errors.shell_arg(path)}\n'
     done = subprocess.run(["bash", "--norc", "--noprofile"], input=script, capture_output=True, text=True)
     assert done.stdout == f"{path}\n{path}\n", done.stderr
+
+
+def test_paths_holding_bytes_that_are_not_utf8_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    """A folder named with a byte that is not UTF-8 (b"old\\xffrun", as Python reads it: "old\\udcffrun"): --out
+    trained the whole run, then transformers could not write the tokenizer there, a traceback, and the folder's
+    earlier results.json was gone; as the artifact cache, every cached model was called unreadable."""
+    from kd_tutorial import cli, store
+    from kd_tutorial.data import check_data_source, DataSourceError
+
+    odd = str(tmp_path / "old\udcffrun")
+    os.makedirs(odd)
+    (tmp_path / "old\udcffrun" / "results.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(SystemExit) as stopped:  # argparse's error: status 2
+        cli.main(["distill", "--profile", "tiny", "--out", odd])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert "Traceback" not in err and (
+        f"{tmp_path}/old\\xffrun holds bytes that are not UTF-8, which the libraries underneath cannot write: rename "
+        "it (convmv does) or give another path") in err.strip().splitlines()[-1], err
+    assert os.listdir(odd) == ["results.json"]  # nothing written, nothing removed
+    monkeypatch.setenv("KD_TUTORIAL_HOME", odd)
+    with pytest.raises(store.ArtifactError, match=r"^KD_TUTORIAL_HOME=.*old\\xffrun holds bytes that are not UTF-8"):
+        store.home()
+    with pytest.raises(DataSourceError, match=r"^data folder .*old\\xffrun holds bytes that are not UTF-8"):
+        check_data_source(odd)
+
+
+def test_a_path_with_a_space_left_at_its_end_is_refused_naming_the_path_meant(tmp_path, monkeypatch):
+    """`KD_TUTORIAL_DATA_DIR=/data/imdb ` (a space after it, in a script or a .env file): "does not exist", of a
+    folder that does, the space unseen; as the artifact cache, a new empty cache, so every model trained again."""
+    from kd_tutorial import store
+    from kd_tutorial.data import check_data_source, DataSourceError
+
+    (tmp_path / "imdb").mkdir()
+    with pytest.raises(DataSourceError, match=f"^data folder '{tmp_path}/imdb ' starts or ends with a space, and "
+                                              f"names no folder: give the path alone: {tmp_path}/imdb$"):
+        check_data_source(f"{tmp_path / 'imdb'} ")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", f"{tmp_path / 'cache'} ")
+    with pytest.raises(store.ArtifactError, match=f"^KD_TUTORIAL_HOME='{tmp_path}/cache ' starts or ends with a "
+                                                  f"space, and names no folder: set it to the path alone, e.g. "):
+        store.home()
+    (tmp_path / "cache ").mkdir()  # a folder that really ends with a space is taken as it is
+    monkeypatch.setenv("KD_TUTORIAL_HOME", f"{tmp_path / 'cache'} ")
+    assert str(store.home()) == f"{tmp_path / 'cache'} "
