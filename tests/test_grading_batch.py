@@ -132,6 +132,18 @@ def test_another_folders_notebook_of_the_same_name_is_another_learner(tmp_path, 
     assert [r["learner"] for r in csv_rows(out)] == [f"frank_{NB[:-6]}"] * 2 + [f"late/frank_{NB[:-6]}"] * 2
 
 
+def test_a_learner_graded_late_into_a_class_named_by_folder_is_named_by_folder_too(tmp_path, capsys, fake_kernel):
+    """alice/02 and bob/02 graded together, then carol's notebook alone: carol's row said only `02_...`, and a
+    second late learner would have been told apart by yet another scheme."""
+    room = a_class(tmp_path / "room", f"alice/{NB}", f"bob/{NB}", f"carol/{NB}", f"dave/{NB}")
+    out = tmp_path / "room.csv"
+    assert grade(room / "alice", room / "bob", "--out", out) == 0
+    assert grade(room / "carol" / NB, "--out", out) == 0
+    assert grade(room / "dave" / NB, "--out", out) == 0
+    assert [r["learner"] for r in csv_rows(out)][::2] == [f"{who}/{NB[:-6]}" for who in ("alice", "bob", "carol",
+                                                                                       "dave")]
+
+
 def test_an_edit_made_to_the_csv_is_kept(tmp_path, capsys, fake_kernel):
     """The merge read the JSON, so a mark an instructor corrected in grades.csv came back as it was."""
     folder = a_class(tmp_path / "class", f"alice_{NB}", f"bob_{NB}")
@@ -445,6 +457,23 @@ def test_colabs_restart_after_an_install_is_not_run_and_is_noted():
     assert execute.without_installs("import os; os.kill(os.getpid(), 9)", execute.RESTART_LINE) == \
         ("pass  # import os; os.kill(os.getpid(), 9) : not run by the grader", True)
     assert execute.without_installs("os.kill(child, 9)", execute.RESTART_LINE) == ("os.kill(child, 9)", False)
+
+
+def test_functions_the_checks_use_are_put_back_before_them_and_flagged():
+    """Real kernel: wrong answers (zeros) and one line that makes `torch.allclose` or `all` agree with anything:
+    both exercises passed. The grader now puts the libraries back before the checks and flags the notebook."""
+    nb = nbformat.read(FIXTURES / "untouched.ipynb", as_version=4)
+    for cell in nb.cells:
+        for name in ("softmax_with_temperature", "entropy"):
+            if cell.source.startswith(f"def {name}("):
+                cell.source = f"def {name}(x, *args):\n    return torch.zeros_like(x)"
+    nb.cells.insert(3, new_code_cell("import builtins\ntorch.allclose = lambda *a, **k: True\n"
+                                     "builtins.all = lambda items: True\n"
+                                     "torch.Tensor.softmax = lambda self, dim: self"))
+    run = execute.run_submission(nb, "ex02", timeout=90, cell_timeout=8)
+    assert {q: status for q, (status, _) in run.results.items()} == {"q1": "failed", "q2": "failed"}, run.results
+    assert run.flags == ["replaced functions the checks use (put back before the checks): builtins.all, "
+                         "torch.allclose, torch.Tensor.softmax"], run.flags
 
 
 # ----------------------------------------------------------------------------- 4. folders from a zip

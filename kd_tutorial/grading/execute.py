@@ -177,6 +177,7 @@ def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str,
                f"for _kd_name in {PRELOAD!r}:\n    _kd_importlib.import_module(_kd_name)\n"
                f"for _kd_name in getattr(_kd_importlib.import_module('kd_tutorial.grading.{set_id}'), 'PRELOAD', ()):\n"
                f"    _kd_importlib.import_module(_kd_name)\n"
+               f"_kd_importlib.import_module('kd_tutorial.grading.runner').remember_libraries()\n"
                f"del _kd_importlib, _kd_name")
     learner = [(i, c) for i, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
     cells = [("setup", None, new_code_cell(guard)), ("setup", None, new_code_cell(preload))]
@@ -399,7 +400,9 @@ def _read_results(path: str, guard_nonce: str, check_nonce: str, set_id: str, ru
         elif kind == "flag" and rec.get("nonce") == guard_nonce:
             text = {"read-solutions": "tried to read solution/notebook files (blocked)",
                     "write-notebooks": "tried to write a notebook or solution file (blocked)",
-                    "viewed-solution": "called .solution()"}.get(rec.get("flag"), str(rec.get("flag")))
+                    "viewed-solution": "called .solution()",
+                    "patched-libraries": "replaced functions the checks use (put back before the checks)"}.get(
+                rec.get("flag"), str(rec.get("flag")))
             entry = f"{text}: {rec.get('detail', '')}"
             if entry not in run.flags:
                 run.flags.append(entry)

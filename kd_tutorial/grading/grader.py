@@ -531,9 +531,10 @@ def _formula_back(value):
 
 
 def _free_id(learner: str, file: str, taken: set) -> str:
-    """``learner``, or, where a kept learner of the report has that ID (another folder's frank_02), the ID with the
-    notebook's folder in front (late/frank_02), else its whole path."""
-    if learner not in taken:
+    """``learner``, or, where a kept learner of the report has that ID (another folder's frank_02), or the report
+    tells this notebook's learners apart by their folders (alice/02, bob/02), the ID with the notebook's folder in
+    front (late/frank_02, carol/02), else its whole path."""
+    if learner not in taken and not any(t.endswith(f"/{learner}") for t in taken):
         return learner
     longer = f"{Path(file).parent.name}/{learner}"
     return longer if longer not in taken else str(Path(file).with_suffix(""))

@@ -76,13 +76,65 @@ def install_guard(results_path: str, nonce: str, blocked_dirs: list[str]) -> Non
                 raise PermissionError("kd-tutorial grader: this command is not allowed while grading")
 
     sys.addaudithook(hook)
+    _flag[0] = flag
     record_failed_cells()  # a cell that raises before its def is an error, not an exercise left blank
     fh.write(json.dumps({"nonce": nonce, "kind": "kernel", "executable": sys.executable,
                          "version": sys.version.split()[0]}) + "\n")
 
 
+# What the checks call into besides their own code: a learner's `torch.allclose = lambda *a, **k: True` or
+# `builtins.all = ...` made every check pass. Their public names are remembered before the learner's cells,
+# and put back (and flagged) before the checks.
+LIBRARIES = ("builtins", "math", "torch", "torch.nn.functional", "torch.testing")
+_remembered: dict[tuple[str, str], object] = {}
+_flag = [None]  # install_guard's flag(kind, detail), for purge_modules
+
+
+KERNEL_OWN = {"input"}  # builtins the kernel itself replaces for every cell (ipykernel's input)
+
+
+def _public(owner) -> dict:
+    """``owner``'s own public attributes (a module's, or a class's), less those the kernel manages."""
+    return {k: v for k, v in vars(owner).items() if not k.startswith("_") and k not in KERNEL_OWN}
+
+
+def _owners() -> dict:
+    """``{name: module or class}`` of :data:`LIBRARIES` as imported now, and ``torch.Tensor``."""
+    owners = {name: sys.modules[name] for name in LIBRARIES if name in sys.modules}
+    if "torch" in owners:
+        owners["torch.Tensor"] = owners["torch"].Tensor
+    return owners
+
+
+def remember_libraries() -> None:
+    """Note the public attributes of the libraries the checks call into (after the grader's own imports)."""
+    _remembered.clear()
+    for name, owner in _owners().items():
+        _remembered.update({(name, k): v for k, v in _public(owner).items()})
+
+
+def restore_libraries() -> list[str]:
+    """Put back every remembered attribute that the learner's cells replaced or deleted, and remove a method they
+    added to ``torch.Tensor`` (it would shadow the one its base class holds); their names."""
+    owners, changed = _owners(), []
+    for (name, key), value in _remembered.items():
+        owner = owners.get(name)
+        if owner is not None and vars(owner).get(key, _remembered) is not value:
+            setattr(owner, key, value)
+            changed.append(f"{name}.{key}")
+    tensor = owners.get("torch.Tensor")
+    for key in [k for k in _public(tensor) if ("torch.Tensor", k) not in _remembered] if tensor else []:
+        delattr(tensor, key)
+        changed.append(f"torch.Tensor.{key}")
+    return changed
+
+
 def purge_modules() -> None:
-    """Forget every imported ``kd_tutorial`` module, so that checks run from fresh, unpatched code."""
+    """Put back what the learner's cells changed in the libraries the checks use (flagged), then forget every
+    imported ``kd_tutorial`` module, so that checks run from fresh, unpatched code."""
+    changed = restore_libraries()
+    if changed and _flag[0] is not None:
+        _flag[0]("patched-libraries", ", ".join(changed))
     for name in [m for m in sys.modules if m == "kd_tutorial" or m.startswith("kd_tutorial.")]:
         del sys.modules[name]
 
