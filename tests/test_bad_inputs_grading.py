@@ -630,3 +630,13 @@ def test_a_notebook_a_download_spoiled_gets_a_reason_that_names_the_fix(tmp_path
     (tmp_path / "a_02.ipynb").write_bytes(content)
     nb, reason = grader.load(tmp_path / "a_02.ipynb")
     assert nb is None and (reason == says or reason.endswith(says) and says.startswith(";"))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_a_notebook_saved_with_a_byte_order_mark_or_in_utf16_is_read(tmp_path, encoding):
+    """A Windows editor's save: the learner was told to "open it and save it again in Jupyter", which cannot open it
+    either; json reads both, and so does the grader now."""
+    text = (FIXTURES / "untouched.ipynb").read_text(encoding="utf-8")
+    (tmp_path / "a_02.ipynb").write_bytes(text.replace("YOUR CODE HERE", "YOUR CODE HERE é").encode(encoding))
+    nb, reason = grader.load(tmp_path / "a_02.ipynb")
+    assert reason is None and any("YOUR CODE HERE é" in c.source for c in nb.cells)

@@ -476,6 +476,15 @@ def test_functions_the_checks_use_are_put_back_before_them_and_flagged():
                          "torch.allclose, torch.Tensor.softmax"], run.flags
 
 
+def test_half_an_emoji_in_a_cell_does_not_fail_the_whole_notebook():
+    """Real kernel: a lone surrogate (an emoji cut in two, "\\ud83d" in the file) in a comment made every exercise
+    "error" (UnicodeEncodeError sending the cell to the kernel)."""
+    nb = nbformat.read(FIXTURES / "correct.ipynb", as_version=4)
+    nb.cells.insert(0, new_code_cell("# great \ud83d\nhalf = '\ud83d'"))
+    run = execute.run_submission(nb, "ex02", timeout=90, cell_timeout=8)
+    assert run.results == {"q1": ("passed", run.results["q1"][1]), "q2": ("passed", run.results["q2"][1])}, run.notes
+
+
 # ----------------------------------------------------------------------------- 4. folders from a zip
 
 

@@ -163,6 +163,12 @@ def without_installs(source: str, pattern: re.Pattern = INSTALL_LINE) -> tuple[s
     return "\n".join(out), found
 
 
+def _sendable(source: str) -> str:
+    """``source`` with each lone surrogate (half of an emoji a copy cut in two, kept by the notebook's JSON as
+    ``\\ud83d``) made U+FFFD: the message to the kernel cannot encode one, and the whole notebook scored "error"."""
+    return re.sub("[\ud800-\udfff]", "\ufffd", source)
+
+
 def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str, check_nonce: str):
     """The cells the grader runs, as ``(kind, ref, cell)``: its setup (the guard and the preloaded imports), the
     learner's code cells (their installs and kernel restarts made ``pass``: :func:`without_installs`), a purge of
@@ -181,7 +187,7 @@ def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str,
                f"del _kd_importlib, _kd_name")
     learner = [(i, c) for i, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
     cells = [("setup", None, new_code_cell(guard)), ("setup", None, new_code_cell(preload))]
-    sources = {i: without_installs(str(c.get("source", ""))) for i, c in learner}
+    sources = {i: without_installs(_sendable(str(c.get("source", "")))) for i, c in learner}
     restarts = {i: without_installs(source, RESTART_LINE) for i, (source, _) in sources.items()}
     cells += [("learner", i, new_code_cell(restarts[i][0])) for i, _ in learner]
     cells.append(("purge", None, new_code_cell(

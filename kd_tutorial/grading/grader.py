@@ -131,7 +131,8 @@ def load(path: Path):
             return None, f"NotJSONError: it is not JSON, perhaps cut short: {again}, or re-save it in Jupyter"
         if not (isinstance(data, dict) and "nbformat" in data):  # nbformat would read it as version 2, cells emptied
             return None, "it has no nbformat version, so Jupyter did not save it: open it and save it again in Jupyter"
-        nb = nbformat.read(str(path), as_version=4)
+        # with a byte-order mark, or in UTF-16 (Windows editors save so): json reads either, and so does this
+        nb = nbformat.reads(raw.decode(json.detect_encoding(raw)), as_version=4)
         if not isinstance(nb.get("cells"), list):
             return None, "it has no list of cells"
         return nb, None
