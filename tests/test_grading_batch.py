@@ -444,6 +444,25 @@ def test_a_learners_pip_install_is_not_run_and_is_noted(tmp_path, monkeypatch):
     assert run.notes == ["installs skipped (the grader does not run them): cells 1, 2"]
 
 
+def test_an_install_chained_after_another_command_or_run_as_a_subprocess_is_not_run(tmp_path, monkeypatch):
+    """Real kernel: `!cd . && pip install ...` and `subprocess.check_call([sys.executable, "-m", "pip", ...])` ran
+    pip (only lines that start with an install were skipped); now the kernel refuses them, with a note."""
+    bin_dir, pip_ran = tmp_path / "bin", tmp_path / "pip-ran"
+    bin_dir.mkdir()
+    (bin_dir / "pip").write_text(f"#!/bin/sh\ntouch {pip_ran}\n")
+    (bin_dir / "pip").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    nb = nbformat.read(FIXTURES / "correct.ipynb", as_version=4)
+    nb.cells.insert(0, new_code_cell("!cd . && pip install kd-not-a-package"))
+    nb.cells.insert(1, new_code_cell("import subprocess, sys\n"
+                                     "subprocess.check_call([sys.executable, '-m', 'pip', 'install', 'kd-not-x'])"))
+    run = execute.run_submission(nb, "ex02", timeout=90, cell_timeout=8)
+    assert run.results == {"q1": ("passed", run.results["q1"][1]), "q2": ("passed", run.results["q2"][1])}, run.notes
+    assert not pip_ran.exists() and not run.flags
+    assert run.notes[0] == "installs skipped (the grader does not run them): cell 1", run.notes
+    assert len(run.notes) == 2 and run.notes[1].startswith("an install was not run (the grader runs none): ")
+
+
 def test_colabs_restart_after_an_install_is_not_run_and_is_noted():
     """Real kernel: the line Colab learners add after `!pip install` to restart the runtime killed the grader's
     kernel, and every exercise scored "error" ("the kernel died while running cell 1")."""

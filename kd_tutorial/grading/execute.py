@@ -35,10 +35,14 @@ OFFLINE_ENV = {
 PRELOAD: tuple[str, ...] = ("torch", "torch.nn.functional")
 # A learner's `!pip install ...` (Colab learners are told to add one) would change the grader's environment for
 # every later submission: such lines become `pass`. `!`/`!!` or `%`, then pip, conda, mamba, uv pip, apt(-get), or
-# python -m pip, at the start of a line (indented or not), optionally after sudo.
+# python -m pip, at the start of a line (indented or not), optionally after sudo, or after `&&`, `;` or a pipe on
+# a `!` line. What reaches a shell or a subprocess otherwise is refused in the kernel (runner.INSTALL_COMMAND).
 INSTALL_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:(?:!{1,2}|%)[ \t]*(?:sudo[ \t]+)?"
                           r"(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip|apt-get|apt|"
                           r"(?:python[\d.]*|\{sys\.executable\})[ \t]+-m[ \t]+pip)(?:[ \t]|$)"
+                          # or chained after another command on a shell line: `!cd x && pip install -e .`
+                          r"|!{1,2}.*?(?:&&|\|\||;|\|)[ \t]*(?:sudo[ \t]+)?(?:pip[\d.]*|conda|mamba|micromamba|"
+                          r"uv[ \t]+pip|apt-get|apt|python[\d.]*[ \t]+-m[ \t]+pip)[ \t]"
                           # IPython's automagic runs a bare `pip install x` as %pip (never valid Python)
                           r"|(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip)[ \t]+"
                           r"(?:install|uninstall|remove|update)\b)")
@@ -403,6 +407,9 @@ def _read_results(path: str, guard_nonce: str, check_nonce: str, set_id: str, ru
                 run.results[label] = (str(rec.get("status")), str(rec.get("message", "")))
         elif kind == "note" and rec.get("nonce") == check_nonce and str(rec.get("note", "")) not in run.notes:
             run.notes.append(str(rec.get("note", ""))[:300])
+        elif kind == "flag" and rec.get("nonce") == guard_nonce and rec.get("flag") == "note":  # not a flag
+            if str(rec.get("detail", ""))[:300] not in run.notes:
+                run.notes.append(str(rec.get("detail", ""))[:300])
         elif kind == "flag" and rec.get("nonce") == guard_nonce:
             text = {"read-solutions": "tried to read solution/notebook files (blocked)",
                     "write-notebooks": "tried to write a notebook or solution file (blocked)",

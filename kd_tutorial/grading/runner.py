@@ -33,6 +33,14 @@ def keep_kernel(namespace: dict) -> None:
     namespace["exit"] = namespace["quit"] = exit
 
 
+# A command that installs packages, anywhere in what a learner's cell hands to a shell or a subprocess (`!cd x && pip
+# install y`, `subprocess.check_call([sys.executable, "-m", "pip", "install", ...])`): the grader's own check skips
+# only the lines that start with one (execute.INSTALL_LINE), and an install changes the machine for every later
+# learner.
+INSTALL_COMMAND = re.compile(r"\b(?:pip[\d.]*|conda|mamba|micromamba|apt-get|apt)['\",\s]+(?:install|uninstall|remove)\b"
+                             r"|-m['\",\s]+pip\b|\buv['\",\s]+pip\b")
+
+
 def install_guard(results_path: str, nonce: str, blocked_dirs: list[str]) -> None:
     """Block reads of notebooks and solution files from now on in this process; record attempts."""
     blocked = [os.path.realpath(d) for d in blocked_dirs]
@@ -43,6 +51,8 @@ def install_guard(results_path: str, nonce: str, blocked_dirs: list[str]) -> Non
         busy[0] = True
         try:
             fh.write(json.dumps({"nonce": nonce, "kind": "flag", "flag": kind, "detail": detail[:300]}) + "\n")
+        except (OSError, ValueError):  # a forked child that closed its files before exec (pexpect, for IPython's !)
+            pass
         finally:
             busy[0] = False
 
@@ -74,6 +84,9 @@ def install_guard(results_path: str, nonce: str, blocked_dirs: list[str]) -> Non
             if ".ipynb" in text or any(b in text for b in blocked) or "solutions" in text:
                 flag("read-solutions", f"{event}: {text}")
                 raise PermissionError("kd-tutorial grader: this command is not allowed while grading")
+            if INSTALL_COMMAND.search(text):
+                flag("note", f"an install was not run (the grader runs none): {text}")
+                raise PermissionError("kd-tutorial grader: installing packages is not allowed while grading")
 
     sys.addaudithook(hook)
     _flag[0] = flag
