@@ -37,8 +37,8 @@ def keep_kernel(namespace: dict) -> None:
 # install y`, `subprocess.check_call([sys.executable, "-m", "pip", "install", ...])`): the grader's own check skips
 # only the lines that start with one (execute.INSTALL_LINE), and an install changes the machine for every later
 # learner.
-INSTALL_COMMAND = re.compile(r"\b(?:pip[\d.]*|conda|mamba|micromamba|apt-get|apt)['\",\s]+(?:install|uninstall|remove)\b"
-                             r"|-m['\",\s]+pip\b|\buv['\",\s]+pip\b")
+INSTALL_COMMAND = re.compile(r"\b(?:pip[\d.]*|conda|mamba|micromamba|apt-get|apt)['\",\s]+"
+                             r"(?:install|uninstall|remove)\b|-m['\",\s]+pip\b|\buv['\",\s]+pip\b")
 
 
 def install_guard(results_path: str, nonce: str, blocked_dirs: list[str]) -> None:
