@@ -945,6 +945,9 @@ wrong("ex07.q1", "zeroed the padded positions, then .mean() divided by every row
     lambda s, t, m: ((t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).masked_fill(
         m[:, None, None, :] == 0, 0).sum(-1) * m[:, None, :]).mean())
 wrong("ex07.q1", "padded query positions")(lambda s, t, m: _attn_kl(s, t, m, mask_queries=False))
+wrong("ex07.q1", "your sum still holds the padded query rows")(  # every row summed, divided by the real rows
+    lambda s, t, m: (t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).sum(-1).sum()
+    / (s.shape[1] * m.sum()))
 wrong("ex07.q1", "is nan")(lambda s, t, m: _attn_kl(s, t, m, log_zero=True, mask_keys=False))
 wrong("ex07.q1", "gradient is nan")(lambda s, t, m: _attn_kl(s, t, m, log_zero=True))
 wrong("ex07.q1", "summed over heads")(lambda s, t, m: _attn_kl(s, t, m, sum_heads=True))
@@ -1007,6 +1010,9 @@ wrong("ex07.q2", "not teacher layer i")(lambda s, t, m, p, mp: _hidden(s, t, m, 
 wrong("ex07.q2", "student_hidden[i]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, student_off=1))
 wrong("ex07.q2", "teacher_hidden[mapping[i - 1]]")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, teacher_off=1))
 wrong("ex07.q2", "padded positions")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, masked=False))
+wrong("ex07.q2", "your sum still holds the padded ones")(  # every position summed, divided by the real ones
+    lambda s, t, m, p, mp: sum(((p[i - 1](s[i]) - t[tl].detach()) ** 2).sum() / (m.sum() * t[tl].shape[-1])
+                               for i, tl in enumerate(mp, start=1)) / len(mp))
 wrong("ex07.q2", "zeroed the padded positions, then .mean() divided by every position")(
     lambda s, t, m, p, mp: sum(((p[i - 1](s[i]) - t[tl].detach()) ** 2 * m[..., None]).mean()
                                for i, tl in enumerate(mp, start=1)) / len(mp))
@@ -1092,6 +1098,9 @@ def _tok(s, t, m, T, *, masked=True, norm="tokens", dim=-1, scale=True):
 
 
 wrong("ex07.q3", "counts the padded positions")(lambda s, t, m, T: _tok(s, t, m, T, masked=False))
+wrong("ex07.q3", "your sum still holds the padded positions")(  # every position summed, divided by the real ones
+    lambda s, t, m, T: T * T * F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1),
+                                        reduction="none").sum(-1).sum() / m.sum())
 wrong("ex07.q3", "averaged within each sequence")(lambda s, t, m, T: _tok(s, t, m, T, norm="sequence"))
 wrong("ex07.q3", "divided by the batch size B")(lambda s, t, m, T: _tok(s, t, m, T, norm="batch"))
 wrong("ex07.q3", "zeroed the padded positions, then .mean() divided by every position")(

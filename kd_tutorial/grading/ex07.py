@@ -87,6 +87,9 @@ def _check_attention(call):
             V(lambda s, t, m: _kl_rows(t, s, m, queries=False)),
         "your average includes the padded query positions, and you summed over heads instead of averaging":
             V(lambda s, t, m: _kl_rows(t, s, m, queries=False) * s.shape[1]),
+        "you divided by the number of real query rows, but your sum still holds the padded query rows: zero "
+        "them (multiply each row's KL by the attention mask) before you sum":
+            V(lambda s, t, m: _kl_rows(t, s, m, queries=False) * m.numel() / m.sum()),
         "you summed over heads: average over heads and real query positions":
             V(lambda s, t, m: _kl_rows(t, s, m) * s.shape[1]),
         "you averaged over the keys too: a KL sums over the keys of a row, then averages over rows":
@@ -308,6 +311,9 @@ def _check_hidden(call):
                 V(layer=lambda i, tl: (i, tl - 1)),
             "your average includes the padded positions: average over real tokens (and hidden units) only":
                 V(masked=False),
+            "you divided by the number of real positions, but your sum still holds the padded ones: zero them "
+            "(multiply the squared errors by the attention mask) before you sum":
+                lambda: [float(_hidden_ref(*c, masked=False)) * c[2].numel() / float(c[2].sum()) for c in cases],
             "you zeroed the padded positions, then .mean() divided by every position, padded ones included (B x L "
             "x width): divide the masked sum by the number of real positions (attention_mask.sum() x width)":
                 lambda: [e * float(c[2].sum()) / c[2].numel() for c, e in zip(cases, expected)],
@@ -384,7 +390,8 @@ def _token_kl(s, t, T, dim=-1):
 
 def _token_reference(s, t, m, T, dim=-1, scale=True, norm="tokens", masked=True, student_t=True, entropy=True):
     """T^2 x the mean over real tokens of KL(teacher || student), and its known-wrong variants: ``norm`` "batch"
-    divides by B, "positions" by every position, "sequence" averages each review first."""
+    divides by B, "positions" by every position, "real" by the real tokens' count, "sequence" averages each review
+    first."""
     kl = _token_kl(s * (1.0 if student_t else T), t, T, dim) * (T * T if scale else 1.0)
     if not entropy:  # soft cross-entropy: the KL plus the teacher's entropy
         p = F.softmax(t / T, -1)
@@ -396,6 +403,8 @@ def _token_reference(s, t, m, T, dim=-1, scale=True, norm="tokens", masked=True,
         return (kl * w).sum() / m.shape[0]
     if norm == "positions":  # every position, padding included
         return (kl * w).sum() / m.numel()
+    if norm == "real":  # by the real tokens' count, whatever was summed
+        return (kl * w).sum() / m.float().sum()
     return ((kl * w).sum(-1) / w.sum(-1)).mean()  # per sequence, then over sequences
 
 
@@ -408,6 +417,9 @@ def _check_token_kl(call):
         message = diagnose(got, {
             "your loss counts the padded positions: average over the real tokens only (attention_mask == 1)":
                 V(masked=False),
+            "you divided by the number of real tokens, but your sum still holds the padded positions: zero them "
+            "(multiply each token's KL by the attention mask) before you sum":
+                V(norm="real", masked=False),
             "you averaged within each sequence, then over the sequences, so a token of a short review weighs more "
             "than one of a long review: sum over all real tokens of the batch, divide by their number":
                 V(norm="sequence"),
