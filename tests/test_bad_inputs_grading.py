@@ -221,7 +221,24 @@ def test_check_with_an_exercise_that_is_not_utf8_says_it_is_stale(solutions, tmp
     (out / NAMES[0]).write_bytes(b"\xff\xfe garbage")
     capsys.readouterr()
     assert make("--solutions", solutions, "--exercises", out, "--check") == 1
-    assert capsys.readouterr().out.strip() == f"exercises/ is stale: {NAMES[0]}. Run `kd-tutorial make-exercises`."
+    assert capsys.readouterr().out.strip() == (
+        f"{out} is stale: {NAMES[0]}. Run `kd-tutorial make-exercises --solutions {solutions} --exercises {out}`. It "
+        f"would refuse {NAMES[0]}, changed since make-exercises wrote it (a learner's work?): move it out of {out} "
+        "first, or add --force (what changed is lost).")
+
+
+def test_check_names_the_folders_it_was_given_and_what_plain_regenerating_would_fix(solutions, tmp_path, capsys):
+    """--check on another folder said "Run `kd-tutorial make-exercises`", which rebuilds the default exercises/."""
+    out = tmp_path / "exercises"
+    assert make("--solutions", solutions, "--exercises", out) == 0
+    (out / NAMES[0]).unlink()
+    capsys.readouterr()
+    assert make("--solutions", solutions, "--exercises", out, "--check") == 1
+    said = capsys.readouterr().out.strip()
+    assert said == f"{out} is stale: {NAMES[0]}. Run `kd-tutorial make-exercises --solutions {solutions} " \
+                   f"--exercises {out}`."
+    assert make("--solutions", solutions, "--exercises", out) == 0 and make("--solutions", solutions, "--exercises",
+                                                                             out, "--check") == 0
 
 
 def test_no_solution_notebooks_names_the_flag(tmp_path, capsys):

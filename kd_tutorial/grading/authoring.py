@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import DISK_FULL, JSON_ERRORS, path_argument, UsageError, UserError
+from ..errors import DISK_FULL, JSON_ERRORS, path_argument, shell_arg, UsageError, UserError
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
@@ -146,14 +146,23 @@ def stale(solutions: Path, exercises: Path) -> list[str]:
     return problems
 
 
-def check_advice(problems: list[str], solutions: Path, exercises: Path) -> str:
-    """What ``--check`` says of ``problems`` (:func:`stale`): the notebooks generating would write, and those with no
-    solution that it would keep (it removes only its own, unchanged), which only moving them away fixes."""
+def check_advice(problems: list[str], solutions: Path, exercises: Path, command: str = "kd-tutorial make-exercises") \
+        -> str:
+    """What ``--check`` says of ``problems`` (:func:`stale`): the notebooks generating would write, with the
+    ``command`` that writes them (the folders as given), those among them it would refuse to overwrite (changed since
+    it wrote them: move them away, or ``--force``), and those with no solution that it would keep (it removes only
+    its own, unchanged), which only moving them away fixes."""
     wanted, record = {p.name for p in solutions.glob("*.ipynb")}, read_record(exercises)
     keep = [n for n in problems if n not in wanted and not (
         record.get(n) and cells_hash(_read(exercises / n)) == record[n])]
     redo = [n for n in problems if n not in keep]
-    said = [f"exercises/ is stale: {', '.join(redo)}. Run `kd-tutorial make-exercises`."] if redo else []
+    texts = render(solutions) if redo else {}
+    edited = [n for n in redo if n in texts and changed(exercises / n, texts[n], record.get(n))]
+    said = [f"{exercises} is stale: {', '.join(redo)}. Run `{command}`."] if redo else []
+    if edited:
+        it = "it" if len(edited) == 1 else "them"
+        said.append(f"It would refuse {', '.join(edited)}, changed since make-exercises wrote {it} (a learner's "
+                    f"work?): move {it} out of {exercises} first, or add --force (what changed is lost).")
     if keep:
         said.append(f"{exercises} holds {', '.join(keep)}, which no solution generates and make-exercises did not "
                     f"write as it stands: move {'it' if len(keep) == 1 else 'them'} out of {exercises}.")
@@ -288,7 +297,9 @@ def _make(args) -> int:
     if args.check:
         problems = stale(solutions, exercises)
         if problems:
-            print(check_advice(problems, solutions, exercises))
+            given = "".join(f" --{flag} {shell_arg(getattr(args, flag))}" for flag in ("solutions", "exercises")
+                            if getattr(args, flag) is not None)
+            print(check_advice(problems, solutions, exercises, f"kd-tutorial make-exercises{given}"))
             return 1
         print(f"exercises/ is up to date ({len(render(solutions))} notebooks).")
         return 0
