@@ -77,6 +77,8 @@ FIELD_RULES = {
     "markup": (lambda v: v in MARKUPS, "one of " + ", ".join(MARKUPS)),
     "teacher": (lambda v: isinstance(v, str) and bool(v.strip()),
                 "a Hub name, a folder written by save_pretrained(), or tiny-bert"),
+    "data_source": (lambda v: isinstance(v, (str, os.PathLike)) and bool(str(v).strip()),
+                    "tiny (the built-in reviews), hub, or a data folder (an empty value read the current one)"),
     "n_train": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
     "n_transfer": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
     "n_test": (_optional(_whole(1)), "None (all) or a whole number >= 1"),

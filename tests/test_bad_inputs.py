@@ -374,6 +374,8 @@ def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, tea
     ("max_length=200", r"max_length=200: the tiny teacher has 128 positions; give --set max_length=N with N <= 128"),
     ("truncation=middle", r"truncation='middle': give one of head, tail, head\+tail"),
     ("markup=strip", r"markup='strip': give one of keep, space"),
+    ("data_source=", r"data_source='': give tiny \(the built-in reviews\), hub, or a data folder \(an empty value "
+                     r"read the current one\)"),  # it read the current folder, and listed its files
     ("temperature=0", r"temperature=0.0: give a number from 0.01 to 100 \(1 leaves"),
     ("temperature=1e-300", r"temperature=1e-300: give a number from 0.01 to 100"),  # 1 / T overflows: nan at step 1
     ("temperature=1e300", r"temperature=1e\+300: give a number from 0.01 to 100"),  # T ** 2 overflows
