@@ -700,9 +700,11 @@ def _folder_layout(path: Path) -> tuple[str, Path]:
     if has["train"]:
         return "tables", path
     for name in ("train.parquet", "train.csv"):  # a name the listing below would show, yet no file to read
-        if (path / name).is_dir() or ((path / name).is_symlink() and not (path / name).exists()):
-            what = "a folder" if (path / name).is_dir() else "a link to nothing"
-            raise DataSourceError(f"{path / name} is {what}, not a file: put the {name} file itself there")
+        target = path / name
+        if os.path.lexists(target):  # there, and not a file (has["train"] says so)
+            what = ("a folder" if target.is_dir() else "a link to nothing" if not target.exists() else
+                    "a device or a pipe")
+            raise DataSourceError(f"{target} is {what}, not a file: put the {name} file itself there")
     if has["test"] or (root / "test" / "pos").is_dir() or (root / "test" / "neg").is_dir():
         raise DataSourceError(f"{path} holds a test split but no train split: add train.parquet or train.csv "
                               f"with {COLUMNS_HINT}, or train/pos and train/neg of an aclImdb copy")

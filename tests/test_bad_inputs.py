@@ -275,17 +275,20 @@ def test_a_data_dir_that_is_a_file(tmp_path, capsys):
     assert re.search(r"train.parquet is a file: give the folder that holds train.parquet", line)
 
 
-@pytest.mark.parametrize("kind", ["folder", "broken link"])
+@pytest.mark.parametrize("kind", ["folder", "broken link", "pipe", "device"])
 def test_a_train_csv_that_is_no_file_is_named(tmp_path, capsys, kind):
-    """The error said "expected train.parquet or train.csv ... found: train.csv" of a folder or a dangling link."""
+    """The error said "expected train.parquet or train.csv ... found: train.csv" of a folder, a dangling link, a
+    named pipe or a link to /dev/zero."""
     data = tmp_path / "data"
     data.mkdir()
     if kind == "folder":
         (data / "train.csv").mkdir()
+    elif kind == "pipe":
+        os.mkfifo(data / "train.csv")
     else:
-        (data / "train.csv").symlink_to(tmp_path / "moved.csv")
+        (data / "train.csv").symlink_to(tmp_path / "moved.csv" if kind == "broken link" else "/dev/zero")
     line = distill_error(capsys, data, tmp_path)
-    what = "a folder" if kind == "folder" else "a link to nothing"
+    what = {"folder": "a folder", "broken link": "a link to nothing"}.get(kind, "a device or a pipe")
     assert line.endswith(f"{data / 'train.csv'} is {what}, not a file: put the train.csv file itself there "
                          "(or leave --data-dir out for the profile's own data)"), line
 
