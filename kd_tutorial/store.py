@@ -135,8 +135,7 @@ def locked(directory: Path, timeout: float | None = None, *, instead: str | None
     processes, forked ones included, wait as any other holder's would.
     """
     directory = Path(directory)
-    created = [d for d in (directory, *directory.parents) if not d.exists()]  # deepest first: removed if the block
-    with disk_errors(directory):                                               # fails before writing anything
+    with disk_errors(directory):
         directory.mkdir(parents=True, exist_ok=True)
     mine = (os.getpid(), threading.get_ident(), str(directory.resolve() / name))
     if mine in _HELD:  # held by this very thread already (a nested call): waiting on ourselves would never end
@@ -158,30 +157,16 @@ def locked(directory: Path, timeout: float | None = None, *, instead: str | None
                                 f"let it finish, {instead + ', ' if instead else ''}or if that process no longer runs, "
                                 f"delete {directory / name}") from None
     _HELD.add(mine)
-    failed = True
     try:
         with contextlib.suppress(OSError):
             owner.write_text(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
         clean_stale(directory)
         yield
-        failed = False
     finally:
         _HELD.discard(mine)
         with contextlib.suppress(OSError):
             owner.unlink()
         lock.release()
-        if failed:  # a run refused or stopped before it wrote anything leaves no folder it made
-            _remove_if_only(created, directory / name)
-
-
-def _remove_if_only(created: list[Path], lock_file: Path) -> None:
-    """Remove ``lock_file`` and the folders in ``created`` (deepest first) when they hold nothing else."""
-    if not created or {p.name for p in created[0].iterdir()} != {lock_file.name}:
-        return
-    with contextlib.suppress(OSError):
-        lock_file.unlink()
-        for folder in created:
-            folder.rmdir()
 
 
 def _holder(owner: Path) -> str:

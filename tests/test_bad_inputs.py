@@ -1204,3 +1204,15 @@ def test_a_full_disk_in_a_download_is_one_line_that_names_the_cache(monkeypatch,
     assert line == ("kd-tutorial: error: cannot write /hf/hub/models--x/blobs/abc.incomplete (No space left on "
                     "device): free some space on the disk of the Hugging Face cache, or set HF_HOME to a folder on a "
                     "disk with room; what was downloaded is kept: run the same command again to fetch the rest")
+
+
+def test_a_setting_the_built_in_reviews_cannot_meet_is_refused_before_any_folder_is_made(tmp_path, capsys,
+                                                                                      monkeypatch):
+    """The built-in reviews were read inside the pipeline's lock on --out: the refusal came after the time estimate
+    and left a new, empty --out folder holding only .lock."""
+    monkeypatch.setattr(cli, "estimate", lambda *a, **k: pytest.fail("an estimate printed for a run that cannot start"))
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "new" / "deep"),
+                      "--set", "val_size=0")
+    assert line.endswith("val_size=0 does not fit the 1200 labelled reviews: give --set val_size=N with 2 <= N <= "
+                         "1198 or more reviews"), line
+    assert not (tmp_path / "new").exists()

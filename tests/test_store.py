@@ -359,25 +359,3 @@ def test_error_chain_walks_causes_then_contexts_once_each_even_in_a_cycle():
     inner.__context__ = outer  # a cycle
     assert list(error_chain(outer)) == [outer, middle, inner]
     assert list(error_chain(None)) == []
-
-
-def test_a_block_that_fails_before_writing_leaves_no_folder_the_lock_made(tmp_path):
-    """A run refused inside its lock (bad data, a setting its data cannot meet) left a new, empty --out folder
-    holding only .lock; one that wrote something, or a folder that was there before, is kept."""
-    with pytest.raises(ValueError):
-        with store.locked(tmp_path / "new" / "deep"):
-            raise ValueError("refused")
-    assert not (tmp_path / "new").exists()
-    with pytest.raises(ValueError):
-        with store.locked(tmp_path / "wrote"):
-            (tmp_path / "wrote" / "partial.json").write_text("{}")
-            raise ValueError("stopped")
-    assert (tmp_path / "wrote" / "partial.json").exists()
-    (tmp_path / "was_there").mkdir()
-    with pytest.raises(ValueError):
-        with store.locked(tmp_path / "was_there"):
-            raise ValueError("refused")
-    assert (tmp_path / "was_there").is_dir()
-    with store.locked(tmp_path / "fine"):
-        pass
-    assert (tmp_path / "fine" / ".lock").exists()  # a run that ended well keeps its folder
