@@ -38,7 +38,7 @@ from .bars import progress_bar
 from .data import batch_groups, collate, n_batches, prefetch
 from .device import autocast, autocast_dtype, device_type, pad_multiple, pick_device, synchronize
 from .errors import error_cause, Terminated, UsageError, UserError
-from .evaluate import accuracy, predict_logits
+from .evaluate import accuracy, NonFiniteLogitsError, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
 from .layer_cache import widened
 from .layer_maps import layer_mapping
@@ -733,7 +733,11 @@ class _Run:
         self.flush()
         at, t0 = self.at, time.perf_counter()
         self.validating = True
-        val_acc, correct = _validate(self.model, self.val_data, self.config, self.device)
+        try:
+            val_acc, correct = _validate(self.model, self.val_data, self.config, self.device)
+        except NonFiniteLogitsError:  # the last update made the weights NaN: the run diverged
+            raise TrainingDivergedError(f"{self.desc}: the model's outputs became NaN or infinite at step {at.step} "
+                                        f"(epoch {at.epoch}), at its validation pass; {self._fix()}") from None
         self.validating = False
         self.history.eval_seconds += time.perf_counter() - t0
         self.history.evals.append({"step": at.step, "val_acc": val_acc})

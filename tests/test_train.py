@@ -110,6 +110,26 @@ def test_nan_loss_stops_with_a_clear_message(rows):
               progress=False)
 
 
+def test_weights_that_become_nan_before_a_validation_pass_stop_the_run_as_diverged(rows):
+    """The update before a validation pass made the weights NaN: that pass refused its logits ("predict in fp32"),
+    which a hyper-parameter search does not take as a diverged trial (it prunes TrainingDivergedError only)."""
+    model = small_model()
+
+    def poison(optimizer, args, kwargs):  # one update too far: every weight NaN after the first step
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+    config = TrainConfig(max_steps=4, eval_every=1, batch_size=32, lr=1e-3, precision="fp32")
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    handle = register_optimizer_step_post_hook(poison)
+    try:
+        with pytest.raises(TrainingDivergedError, match=r"outputs became NaN or infinite at step 1 .*at its "
+                                                        r"validation pass; lower the learning rate"):
+            train(model, rows["train"], config=config, val_data=rows["validation"], progress=False)
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_diverged_run_advises_fp32_only_where_it_did_not_run_in_fp32(rows, precision):
     """Before, a run already in fp32 was told to "train in fp32 (precision='fp32')"."""
