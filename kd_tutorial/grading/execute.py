@@ -42,7 +42,7 @@ INSTALL_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:(?:!{1,2}|%)[ \t]*(?:sudo[ \t]
                           r"(?:python[\d.]*|\{sys\.executable\})[ \t]+-m[ \t]+pip)(?:[ \t]|$)"
                           # or chained after another command on a shell line: `!cd x && pip install -e .`
                           r"|!{1,2}.*?(?:&&|\|\||;|\|)[ \t]*(?:sudo[ \t]+)?(?:pip[\d.]*|conda|mamba|micromamba|"
-                          r"uv[ \t]+pip|apt-get|apt|python[\d.]*[ \t]+-m[ \t]+pip)[ \t]"
+                          r"uv[ \t]+pip|apt-get|apt|python[\d.]*[ \t]+-m[ \t]+pip)[ \t]+(?:install|uninstall|remove)\b"
                           # IPython's automagic runs a bare `pip install x` as %pip (never valid Python)
                           r"|(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip)[ \t]+"
                           r"(?:install|uninstall|remove|update)\b)")
@@ -154,6 +154,8 @@ def without_installs(source: str, pattern: re.Pattern = INSTALL_LINE) -> tuple[s
     i = 0
     while i < len(lines):
         match = pattern.match(lines[i]) if not (shell and i == 0) else None
+        if match and pattern is RESTART_LINE and lines[i].count("(") != lines[i].count(")"):
+            match = None  # a restart call split over lines is left whole: its next lines would not parse alone
         if not match:
             out.append(lines[i])
             i += 1

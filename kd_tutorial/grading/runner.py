@@ -37,8 +37,8 @@ def keep_kernel(namespace: dict) -> None:
 # install y`, `subprocess.check_call([sys.executable, "-m", "pip", "install", ...])`): the grader's own check skips
 # only the lines that start with one (execute.INSTALL_LINE), and an install changes the machine for every later
 # learner.
-INSTALL_COMMAND = re.compile(r"\b(?:pip[\d.]*|conda|mamba|micromamba|apt-get|apt)['\",\s]+"
-                             r"(?:install|uninstall|remove)\b|-m['\",\s]+pip\b|\buv['\",\s]+pip\b")
+INSTALL_COMMAND = re.compile(r"(?:\b|(?<=-m))(?:pip[\d.]*|conda|mamba|micromamba|apt-get|apt)['\",\s]+"
+                             r"(?:install|uninstall|remove)\b")  # `-m pip install`, `uv pip install` too; not pip list
 
 
 def install_guard(results_path: str, nonce: str, blocked_dirs: list[str]) -> None:
@@ -126,13 +126,25 @@ def remember_libraries() -> None:
         _remembered.update({(name, k): v for k, v in _public(owner).items()})
 
 
+def _torch_wrapped(current, original) -> bool:
+    """Whether ``current`` is ``original`` or torch's own wrapper of it: importing ``torch._dynamo`` (the first
+    optimizer step does) replaces ``torch.manual_seed`` with one, which is no learner's patch."""
+    for _ in range(5):
+        if current is original:
+            return True
+        if not str(getattr(current, "__module__", "")).startswith("torch") or not hasattr(current, "__wrapped__"):
+            return False
+        current = current.__wrapped__
+    return False
+
+
 def restore_libraries() -> list[str]:
-    """Put back every remembered attribute that the learner's cells replaced or deleted, and remove a method they
-    added to ``torch.Tensor`` (it would shadow the one its base class holds); their names."""
+    """Put back every remembered attribute that the learner's cells replaced or deleted (not torch's own wrappers),
+    and remove a method they added to ``torch.Tensor`` (it would shadow the one its base class holds); their names."""
     owners, changed = _owners(), []
     for (name, key), value in _remembered.items():
         owner = owners.get(name)
-        if owner is not None and vars(owner).get(key, _remembered) is not value:
+        if owner is not None and not _torch_wrapped(vars(owner).get(key, _remembered), value):
             setattr(owner, key, value)
             changed.append(f"{name}.{key}")
     tensor = owners.get("torch.Tensor")
