@@ -376,9 +376,11 @@ def _read_data_folder(profile, args, seed: int) -> None:
     """Read and tokenize a data folder before the time estimate, as the pipeline's first step does (cached in this
     process: it is not done twice), so that a folder whose files hold no usable reviews (an empty or one-class
     train split, missing columns) gives its one-line error with no estimate printed for nothing. So are the built-in
-    reviews (a moment's work), so that a setting they cannot meet (``--set val_size=0``) is refused before the
-    pipeline makes its --out folder; the Hub's IMDB is left to the pipeline."""
-    if data_key(profile, args.data_dir) not in NAMED_SOURCES or data_key(profile, args.data_dir) == "tiny":
+    reviews with the built-in teacher's tokenizer (a moment's work), so that a setting they cannot meet
+    (``--set val_size=0``) is refused before the pipeline makes its --out folder; the Hub's IMDB, and a teacher whose
+    tokenizer may need the Hub, are left to the pipeline."""
+    key = data_key(profile, args.data_dir)
+    if key not in NAMED_SOURCES or (key == "tiny" and (args.teacher or profile.teacher) == TINY_TEACHER):
         prepare(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, seed=seed)
 
 

@@ -193,7 +193,7 @@ def test_accumulating_four_micro_batches_equals_one_batch_four_times_larger(kd, 
     exact = _gradient(start, kd, [order], one_batch)
     micro = [order[i:i + 4] for i in range(0, 14, 4)]
 
-XX
+    def mean_over_k(z_s, z_t, y, k):  # each micro-batch mean divided by K (transformers 4; 5 does not divide it)
         return losses.distillation_loss(z_s, z_t, y, 2.0, 0.5) / k
 
     def labelled_mean(z_s, z_t, y, k):  # hard term over each micro-batch's labelled rows (transformers' -100 rule)
