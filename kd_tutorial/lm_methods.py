@@ -12,8 +12,9 @@ token rows (``<bos>`` ... ``<eos>``):
   student that the other tokens are impossible (over-confidence); a cache with ``rest=True`` keeps the teacher's
   mass outside its top k as one more number per position, and the loss is then :func:`kd_tutorial.losses.topk_rest_token_kl`.
 * :func:`sequence_kd_rows` - sequence-level KD (Kim & Rush 2016, who took the teacher's beam-search output; here
-  sampled at T = 1, as TRL's ``seq_kd`` samples): the teacher writes reviews from the student's prompts, and the
-  student trains on them with :func:`data_only` (prompt masked).
+  sampled at T = 1, where TRL's ``seq_kd`` samples at ``GKDConfig.temperature``, 0.9 by default): the teacher
+  writes reviews from the student's prompts, and the student trains on them with :func:`data_only` (prompt
+  masked).
 * :func:`on_policy_kd` - on-policy distillation (GKD, MiniLLM): the student writes continuations, the
   teacher scores every position of them, and the student moves towards the teacher's distribution
   there, where its own mistakes lead it.

@@ -318,12 +318,14 @@ def reverse_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
     ``KL(q || p) = sum_v q_v (log q_v - log p_v)``: the student's own distribution weighs the terms.
     Mode-seeking: putting mass where the teacher has little is what costs, so the student may drop a
-    mode of the teacher altogether (MiniLLM, GKD). The gradient flows through both ``q`` and ``log q``.
+    mode of the teacher altogether (MiniLLM, GKD). The gradient flows through both ``q`` and ``log q``. A token
+    both models rule out (logit -inf on both sides) adds nothing: ``0 log 0 = 0``.
     """
     T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
-    return _token_mean((log_q.exp() * (log_q - log_p)).sum(-1), loss_mask) * T * T
+    gap = torch.where(log_q > float("-inf"), log_q - log_p, 0.0)  # -inf - (-inf) would be nan, and its gradient too
+    return _token_mean((log_q.exp() * gap).sum(-1), loss_mask) * T * T
 
 
 def topk_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tensor, teacher_topk_ids: torch.Tensor,

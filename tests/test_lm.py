@@ -176,6 +176,60 @@ def test_every_method_trains_the_student(data, teacher, method):
     assert lm.perplexity(student, data.held_out[:100]) < 0.8 * before
 
 
+def _row_kl(student, teacher, rows, first: int, temperature: float = 1.0, reverse: bool = False):
+    """Each row's token KL computed alone, unpadded, over the positions that predict tokens ``first`` on: their sum
+    and count (written out here, not by the package's masks)."""
+    total, count = 0.0, 0
+    for row in rows:
+        ids = torch.tensor([row])
+        with torch.no_grad():
+            log_p = torch.log_softmax(teacher(input_ids=ids).logits[0, first - 1:-1] / temperature, -1)
+            log_q = torch.log_softmax(student(input_ids=ids).logits[0, first - 1:-1] / temperature, -1)
+        a, b = (log_q, log_p) if reverse else (log_p, log_q)
+        total += float((a.exp() * (a - b)).sum())
+        count += len(row) - first
+    return total, count
+
+
+@pytest.mark.parametrize("reverse, temperature", [(False, 2.0), (True, 1.0)])
+def test_token_kd_is_the_teachers_kl_row_by_row_at_its_temperature(data, teacher, reverse, temperature):
+    """The method-level tests only asked that the student learn, which the cross-entropy half does alone: swapping
+    teacher and student, inverting `reverse`, shifting the teacher by a position or ignoring T passed them all."""
+    student, rows = lm.student_model(TINY, teacher), data.student[:6]
+    total, count = _row_kl(student, teacher, rows, 1, temperature, reverse)
+    value = M.token_kd(M.online(teacher), alpha=1.0, temperature=temperature, reverse=reverse)(student, rows)
+    assert float(value) == pytest.approx(temperature ** 2 * total / count, rel=1e-4)
+    full = M.cache_logits(teacher, rows)
+    top = M.cache_logits(teacher, rows, top_k=len(data.tokenizer))  # every token: the top-k KL is the full one
+    if not reverse:
+        assert float(M.topk_kd(top, alpha=1.0, temperature=temperature)(student, rows)) == pytest.approx(
+            float(M.token_kd(M.cached(full), alpha=1.0, temperature=temperature)(student, rows)), rel=1e-5)
+
+
+def test_on_policy_mixes_the_kl_on_the_students_continuation_and_on_the_data(data, teacher, monkeypatch):
+    """With a pool of one continuation: mix x its KL after the prompt + (1 - mix) x the KL on the data rows after
+    <bos>. Scoring the prompt too, or dropping the pool's half, passed every test."""
+    pool = []
+    real = M.sample
+    monkeypatch.setattr(M, "sample", lambda model, prompts, **kw: pool.extend(real(model, prompts, **kw)) or pool)
+    student, rows = lm.student_model(TINY, teacher), data.student[:4]
+    prompts = M.prompts_of(data.student[:50], TINY.prompt_tokens)
+    value = M.on_policy_kd(teacher, prompts, M.online(teacher), max_length=TINY.max_length, pool_size=1,
+                           mix=0.3)(student, rows)
+    own, own_n = _row_kl(student, teacher, pool, len(prompts[0]))  # the batch is that one row, len(rows) times
+    on_data, data_n = _row_kl(student, teacher, rows, 1)
+    assert len(pool) == 1 and float(value) == pytest.approx(0.3 * own / own_n + 0.7 * on_data / data_n, rel=1e-4)
+
+
+def test_sequence_level_kd_samples_the_teacher_at_temperature_one(data, teacher, monkeypatch):
+    said = []
+    real = M.sample
+    monkeypatch.setattr(M, "sample",
+                        lambda model, prompts, **kw: said.append((model, kw)) or real(model, prompts, **kw))
+    M.sequence_kd_rows(teacher, data.student[:4], prompt_tokens=TINY.prompt_tokens, max_length=TINY.max_length)
+    assert said and all(model is teacher and kw.get("temperature", 1.0) == 1.0 for model, kw in said)
+
+
 def test_on_policy_samples_are_the_students_and_refresh_on_schedule(data, teacher, monkeypatch):
     calls = []
     real = M.sample

@@ -104,6 +104,23 @@ def test_a_token_the_teacher_rules_out_adds_nothing_to_the_forward_kl(seed, T):
     assert torch.isfinite(losses.topk_token_kl(s, t[..., 1:], ids, m, T))
 
 
+@given(seeds, temps)
+def test_a_token_both_models_rule_out_adds_nothing_to_the_reverse_kl(seed, T):
+    """A logit of -inf on both sides (a banned token, a padded vocabulary entry) gave the reverse KL nan:
+    0 * (-inf - (-inf)). It is the KL over the other tokens, with a finite gradient."""
+    s, t, m = case(seed)
+    s, t = s.clone().requires_grad_(True), t.clone()
+    t[..., 0] = float("-inf")
+    banned = torch.cat([torch.full_like(s[..., :1], float("-inf")), s[..., 1:]], -1)
+    q = torch.softmax(s[..., 1:] / T, -1)
+    per_token = (q * (q.log() - torch.log_softmax(t[..., 1:] / T, -1))).sum(-1)
+    expected = T * T * float((per_token * m).sum() / m.sum())
+    value = losses.reverse_token_kl(banned, t, m, T)
+    assert torch.isfinite(value) and abs(float(value) - expected) < 1e-4 * max(1.0, expected)
+    value.backward()
+    assert torch.isfinite(s.grad).all()
+
+
 @given(seeds)
 def test_every_counted_token_weighs_the_same(seed):
     """Not a mean of per-review means: duplicating one review's tokens by concatenation changes the weights."""
