@@ -33,6 +33,18 @@ def study(tmp_path_factory):
     return out, runs, tested
 
 
+def test_the_front_on_hand_made_trials_with_the_ties_a_search_makes():
+    """The front tests read search.dominates itself: a dominance strict on both objectives, which keeps a trial tied
+    on latency with a more accurate one (two trials of one student share its latency), passed them all."""
+    def trial(number, acc, ms, state="COMPLETE"):
+        return {"number": number, "val_accuracy": acc, "latency_ms": ms, "state": state}
+    trials = [trial(0, 0.80, 1.0), trial(1, 0.85, 2.0), trial(2, 0.83, 2.0),  # 2: tied on latency with 1, less right
+              trial(3, 0.90, 5.0), trial(4, 0.90, 5.0),  # equal on both: both kept
+              trial(5, 0.79, 1.0), trial(6, 0.95, 9.0), trial(7, 0.99, 0.5, "PRUNED")]  # 5: tied on latency with 0
+    assert [t["number"] for t in search.pareto_front(trials)] == [0, 1, 3, 4, 6]
+    assert search.dominates(trials[1], trials[2]) and not search.dominates(trials[3], trials[4])
+
+
 def test_the_front_is_non_empty_and_non_dominated(study):
     out, (first, *_), _ = study
     assert [t["state"] for t in first["trials"]] == ["COMPLETE"] * 3
