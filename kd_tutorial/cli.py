@@ -827,7 +827,8 @@ def _add_distill(sub, profile_help: str) -> None:
     one_or_more.add_argument("--seed", type=_seed, help="one seed (default 0)")  # no default: argparse then sees
     # --seed 0 --seeds 1 as two choices (a default of 0 is the very object _seed("0") returns, so it saw none)
     one_or_more.add_argument("--seeds", type=_seed, nargs="+", action="extend",
-                             help="several seeds: report mean and std")
+                             help="several seeds: report mean and std (the first one carves the data and trains "
+                                  "the teacher; the students train on each)")
     d.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")
     d.add_argument("--recipes", nargs="+", action="extend", metavar="NAME",
                    help="the recipes every student runs: 'all', or names from kd_tutorial.recipes (default: each "
