@@ -233,8 +233,10 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
             del student[option]  # keys from before the option existed stay valid
     if not spare:  # asked for, but not read by this run (no transfer set) or none in the source: as if off
         student.pop("spare_reviews", None)
-    key = (student, dataclasses.asdict(config), init, profile.student_labels, profile.attention_dropout,
-           profile.freeze_word_embeddings)
+    trained = dataclasses.asdict(config)
+    if config.mode != "kd":  # T and alpha weigh only soft targets: a baseline or pseudo-label run reads neither
+        trained |= {name: getattr(TrainConfig, name) for name in ("temperature", "alpha")}
+    key = (student, trained, init, profile.student_labels, profile.attention_dropout, profile.freeze_word_embeddings)
     if recipe is not None:
         key += (dataclasses.asdict(recipe),) + ((AUGMENT,) if recipe.augment else ())
     key += (("teacher layers: bf16 cache",) if cached_layers else ()) + (("revision", RUN_REVISION),)

@@ -458,6 +458,24 @@ def test_a_student_learning_from_the_spare_reviews_reads_them_in_every_transfer_
     assert keys[0] == keys[1]  # the baseline's key leaves out an option it does not read
 
 
+def test_a_run_that_reads_no_soft_targets_keeps_its_key_when_the_temperature_or_alpha_changes():
+    """--set temperature=4 retrained the baseline and pseudo-label runs, which read neither T nor alpha, and gave
+    the same models; the runs that read them get new keys, and the presets' keys stay as they were."""
+    profile = get_profile("tiny")
+    spec = profile.students[0]
+
+    def key(p, name):
+        recipe = pipeline.get_recipe(name)
+        return pipeline.run_key(p, spec, pipeline.run_config(p, spec, recipe, 10, 0), "pretrained", recipe)
+    changed = profile.replace(temperature=4.0, alpha=0.9)
+    for name in ("baseline", "pseudo-label"):
+        assert key(changed, name) == key(profile, name), name
+    for name in ("kd", "kd+transfer"):
+        assert key(changed, name) != key(profile, name), name
+    assert key(profile, "baseline")[1] == dataclasses.asdict(pipeline.run_config(
+        profile, spec, pipeline.get_recipe("baseline"), 10, 0))  # the preset's T and alpha are the defaults
+
+
 def test_an_augmenting_runs_key_holds_the_augmentation_settings(monkeypatch):
     """Guards against a run key without data.AUGMENT: runs with other augmentation settings would share a folder,
     and a student augmented the old way would be taken for one augmented the new way. Runs without augmentation
