@@ -722,11 +722,12 @@ def check_data_source(data_dir: str | os.PathLike | None) -> None:
             raise DataSourceError(f"data folder {data_dir} holds the quote marks typed around the path (cmd keeps "
                                   f"them, and a backslash before a closing quote escapes it): give the path alone: "
                                   f"{meant}")
-        if not_utf8(data_dir):
-            raise DataSourceError(f"data folder {not_utf8(data_dir)} {NOT_UTF8_FIX}")
-        if stray_space(str(data_dir)):
+        shown, meant = not_utf8(data_dir), stray_space(str(data_dir))
+        if shown:
+            raise DataSourceError(f"data folder {shown} {NOT_UTF8_FIX}")
+        if meant:
             raise DataSourceError(f"data folder {str(data_dir)!r} starts or ends with a space, and names no folder: "
-                                  f"give the path alone: {stray_space(str(data_dir))}")
+                                  f"give the path alone: {meant}")
         _folder_layout(Path(data_dir).expanduser())
 
 

@@ -219,6 +219,7 @@ def path_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text}: a quote mark stayed in the path (cmd keeps single quotes, and a "
                                          f"backslash before a closing double quote escapes it): give it {quoting} "
                                          f"with no backslash at the end, e.g. {example}")
-    if not_utf8(text):
-        raise argparse.ArgumentTypeError(f"{not_utf8(text)} {NOT_UTF8_FIX}")
+    shown = not_utf8(text)
+    if shown:
+        raise argparse.ArgumentTypeError(f"{shown} {NOT_UTF8_FIX}")
     return os.path.expanduser(text)

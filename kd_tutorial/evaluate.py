@@ -85,8 +85,8 @@ FINITE_FIX = ("the model that gave them has NaN weights, or overflowed in fp16 o
 
 
 def check_finite(logits: torch.Tensor, what: str = "logits", fix: str = FINITE_FIX) -> torch.Tensor:
-    """``logits`` unchanged, or a :class:`NonFiniteLogitsError` naming how many rows hold NaN or infinity: ``argmax`` would read a NaN
-    as the largest value, and every score would count such a row as an answer."""
+    """``logits`` unchanged, or a :class:`NonFiniteLogitsError` naming how many rows hold NaN or infinity:
+    ``argmax`` would read a NaN as the largest value, and every score would count such a row as an answer."""
     finite = torch.isfinite(logits)
     bad = ~(finite.flatten(1).all(-1) if logits.dim() > 1 else finite)
     if bad.any():

@@ -68,10 +68,10 @@ def home() -> Path:
             raise ArtifactError(f"{HOME_ENV}={value} holds the quote marks typed around the path (cmd's set keeps "
                                 f"them, and a backslash before a closing quote escapes it): set it to the path alone, "
                                 f"e.g. {set_env_command(HOME_ENV, meant)}")
-        if not_utf8(value) or stray_space(value):
-            said = (f"{not_utf8(value)} {NOT_UTF8_FIX}" if not_utf8(value) else
-                    f"{value!r} starts or ends with a space, and names no folder: set it to the path alone, e.g. "
-                    f"{set_env_command(HOME_ENV, stray_space(value))}")
+        shown, meant = not_utf8(value), stray_space(value)
+        if shown or meant:
+            said = (f"{shown} {NOT_UTF8_FIX}" if shown else f"{value!r} starts or ends with a space, and names no "
+                    f"folder: set it to the path alone, e.g. {set_env_command(HOME_ENV, meant)}")
             raise ArtifactError(f"{HOME_ENV}={said}")
         path = Path(value).expanduser()
         if not path.is_absolute():

@@ -407,11 +407,9 @@ def _read_results(path: str, guard_nonce: str, check_nonce: str, set_id: str, ru
             ex_set, _, label = str(rec.get("exercise", "")).partition(".")
             if ex_set == set_id and label in SETS[set_id][1] and label not in run.results:
                 run.results[label] = (str(rec.get("status")), str(rec.get("message", "")))
-        elif kind == "note" and rec.get("nonce") == check_nonce and str(rec.get("note", "")) not in run.notes:
+        elif kind == "note" and rec.get("nonce") in (check_nonce, guard_nonce) and \
+                str(rec.get("note", ""))[:300] not in run.notes:  # the checks' notes, and the kernel's guard's
             run.notes.append(str(rec.get("note", ""))[:300])
-        elif kind == "flag" and rec.get("nonce") == guard_nonce and rec.get("flag") == "note":  # not a flag
-            if str(rec.get("detail", ""))[:300] not in run.notes:
-                run.notes.append(str(rec.get("detail", ""))[:300])
         elif kind == "flag" and rec.get("nonce") == guard_nonce:
             text = {"read-solutions": "tried to read solution/notebook files (blocked)",
                     "write-notebooks": "tried to write a notebook or solution file (blocked)",

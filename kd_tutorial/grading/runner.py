@@ -47,10 +47,12 @@ def install_guard(results_path: str, nonce: str, blocked_dirs: list[str]) -> Non
     fh = open(results_path, "a", encoding="utf-8", buffering=1)  # kept open: writes raise no audit event
     busy = [False]
 
-    def flag(kind: str, detail: str) -> None:
+    def flag(kind: str, detail: str) -> None:  # kind "note": a line for the notes, not a flag
         busy[0] = True
+        record = {"kind": "note", "note": detail[:300]} if kind == "note" else \
+            {"kind": "flag", "flag": kind, "detail": detail[:300]}
         try:
-            fh.write(json.dumps({"nonce": nonce, "kind": "flag", "flag": kind, "detail": detail[:300]}) + "\n")
+            fh.write(json.dumps({"nonce": nonce} | record) + "\n")
         except (OSError, ValueError):  # a forked child that closed its files before exec (pexpect, for IPython's !)
             pass
         finally:
