@@ -1024,4 +1024,14 @@ def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, devi
         "student_labels": len(student_labels(profile, prep)),
         "train_seconds": {name: item["history"].seconds for name, item in trained.items()},
         "validation_seconds": {name: item["history"].eval_seconds for name, item in trained.items()},
+        "trained_in": trained_precisions(info, trained),
     }
+
+
+def trained_precisions(info: dict, trained: dict) -> dict:
+    """The precision each model trained in, as its history recorded it (None: not fine-tuned here, or cached before
+    histories recorded it): a model from the artifact cache may have trained on a machine where "auto" meant
+    another precision than this one's."""
+    history = info.get("history") or {}
+    teacher = history.get("precision") if isinstance(history, dict) else history.precision
+    return {"teacher": teacher} | {name: item["history"].precision for name, item in trained.items()}

@@ -117,9 +117,19 @@ def _precision_text(run: dict) -> str:
     student runs trained at once, one thread each, when more than one did (``--workers``)."""
     precision = (run.get("precision") or {}).get("training", "not recorded")
     threads, workers = run.get("torch_threads"), run.get("student_workers") or 1
-    return (f"precision {precision}" + (f", {threads} threads" if threads else "") +
+    return (f"precision {precision}" + _other_precisions(run, precision) + (f", {threads} threads" if threads else "") +
             (f", students {workers} runs at a time with one thread each (so their train tokens/s are one "
              "thread's)" if workers > 1 else ""))
+
+
+def _other_precisions(run: dict, precision: str) -> str:
+    """`` (trained in fp32 by an earlier run: teacher, distil-3L)``: the models from the cache (or resumed) that
+    trained in another precision than this run's (on another machine, where "auto" meant another); "" if none."""
+    others: dict[str, list[str]] = {}
+    for name, trained_in in (run.get("trained_in") or {}).items():
+        if trained_in and trained_in != precision:
+            others.setdefault(trained_in, []).append(name)
+    return "".join(f" (trained in {p} by an earlier run: {', '.join(names)})" for p, names in others.items())
 
 
 def _cached_speed_sources(row: dict) -> list[str]:

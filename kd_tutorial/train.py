@@ -36,7 +36,8 @@ import torch
 from . import losses
 from .bars import progress_bar
 from .data import batch_groups, collate, n_batches, prefetch
-from .device import autocast, autocast_dtype, device_type, pad_multiple, pick_device, synchronize
+from .device import (autocast, autocast_dtype, device_type, pad_multiple, pick_device, resolve_precision,
+                     synchronize)
 from .errors import error_cause, Terminated, UsageError, UserError
 from .evaluate import accuracy, NonFiniteLogitsError, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
@@ -90,6 +91,9 @@ class History:
     # the best pass's answer on each validation review, "1" right and "0" wrong, for paired comparisons of runs
     best_val_correct: str | None = None
     finished_at: str | None = None  # when training ended (local time): a cached model's speed is from then
+    # the precision it trained in ("bf16", "fp32"...; "bf16, then fp32" for a run resumed elsewhere): "auto" resolves
+    # per machine, and a model from the cache may have been trained on another (None: before this was recorded)
+    precision: str | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -110,7 +114,7 @@ class History:
         return {"steps": self.steps, "epochs": self.epochs, "evals": self.evals, "seconds": self.seconds,
                 "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "eval_seconds": self.eval_seconds,
                 "best_step": self.best_step, "finished_at": self.finished_at,
-                "best_val_correct": self.best_val_correct}
+                "best_val_correct": self.best_val_correct, "precision": self.precision}
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
@@ -118,7 +122,7 @@ class History:
         return cls(steps=list(d["steps"]), epochs=list(d["epochs"]), evals=list(d.get("evals", [])),
                    seconds=d["seconds"], tokens=d["tokens"], eval_seconds=d.get("eval_seconds", 0.0),
                    best_step=d.get("best_step"), finished_at=d.get("finished_at"),
-                   best_val_correct=d.get("best_val_correct"))
+                   best_val_correct=d.get("best_val_correct"), precision=d.get("precision"))
 
 
 def seed_everything(seed: int) -> None:
@@ -443,6 +447,11 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     return run.history
 
 
+def _precisions(before: str | None, now: str) -> str:
+    """The precision a run trained in: ``now``, or ``"bf16, then fp32"`` for a run resumed in another one."""
+    return now if before in (None, now) or before.endswith(f", then {now}") else f"{before}, then {now}"
+
+
 def _check_inputs(model, train_data, val_data, teacher, teacher_logits) -> None:
     """Refuse, before any step, what would stop a run mid-epoch with a shape error, or train it in silence: rows or
     labels the student cannot read (:func:`~kd_tutorial.models.check_rows`), a teacher of another vocabulary or label
@@ -559,6 +568,8 @@ class _Run:
         self.bar = progress_bar(total=self.total, initial=self.at.step, desc=self.desc, disable=not progress,
                                 leave=True, dynamic_ncols=True, mininterval=0.5)
         self.on_step = on_step
+        self.history.precision = _precisions(self.history.precision, resolve_precision(self.device,
+                                                                                       self.config.precision))
         if on_step is not None:
             on_step(self.at.step, self.total)
         stopped = self.config.patience is not None and self.at.bad_evals >= self.config.patience  # resumed, stopped

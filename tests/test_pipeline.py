@@ -812,6 +812,24 @@ def test_the_rendered_results_say_when_student_runs_trained_side_by_side(tiny_ru
         assert "2 threads, commit" in results_markdown(alone) and "at a time" not in results_markdown(alone)
 
 
+def test_results_name_the_models_from_the_cache_that_trained_in_another_precision(tiny_run):
+    """precision "auto" is bf16 on one machine and fp32 on another, and the cache's keys hold "auto": a model trained
+    elsewhere is reused, so the results say which precision each trained in, and the summary names the others."""
+    from kd_tutorial.report import results_markdown
+    _, results = tiny_run
+    trained_in = results["run"]["trained_in"]
+    assert set(trained_in) == {"teacher", *results["run"]["student_status"]}
+    assert set(trained_in.values()) == {"fp32"}  # this run trained them all, in the profile's precision
+    assert "trained in" not in results_markdown(results)
+    first, second = list(results["run"]["student_status"])[:2]
+    elsewhere = trained_in | {"teacher": "bf16", first: "bf16", second: "fp32, then bf16"}
+    text = results_markdown(results | {"run": results["run"] | {"trained_in": elsewhere}})
+    assert (f"precision fp32 (trained in bf16 by an earlier run: teacher, {first}) "
+            f"(trained in fp32, then bf16 by an earlier run: {second})") in text
+    old = {k: v for k, v in results["run"].items() if k != "trained_in"}  # a file from before it was recorded
+    assert "trained in" not in results_markdown(results | {"run": old})
+
+
 def test_results_record_each_students_budget_terms_and_layer_mapping(tiny_run):
     from kd_tutorial import recipes
     _, results = tiny_run

@@ -238,6 +238,32 @@ def test_a_run_checkpointed_without_fp16_resumes_where_auto_chooses_fp16(rows, t
     assert len(resumed.epochs) == 2 and all(math.isfinite(s["loss"]) for s in resumed.steps)
 
 
+def test_a_history_records_the_precision_it_trained_in_and_a_resume_in_another(rows, tmp_path, monkeypatch):
+    """"auto" resolves per machine, so a cached model's precision is its history's, not the machine's that reads it:
+    each run records its own, a run resumed in another records both, and a history from before reads as None."""
+    from kd_tutorial import train as train_module
+    from kd_tutorial.device import resolve_precision
+    config = TrainConfig(epochs=2, lr=3e-3, batch_size=32, seed=5)
+    assert train(small_model(7), rows["train"], config=config, progress=False, device="cpu").precision == (
+        resolve_precision("cpu", "auto"))
+    fp32 = dataclasses.replace(config, precision="fp32")
+
+    def stop_after_first(epoch, history):
+        if epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path, on_epoch_end=stop_after_first,
+              progress=False, device="cpu")
+    monkeypatch.setattr(train_module, "resolve_precision", lambda device, precision="auto": "bf16")  # elsewhere
+    resumed = train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path, resume=True,
+                    progress=False, device="cpu")
+    assert resumed.precision == "fp32, then bf16"
+    assert History.from_dict(resumed.to_dict()).precision == "fp32, then bf16"
+    assert History.from_dict(resumed.to_dict() | {"precision": None}).precision is None
+    old = {k: v for k, v in resumed.to_dict().items() if k != "precision"}
+    assert History.from_dict(old).precision is None
+
+
 def test_resume_with_another_configuration_is_refused(rows, tmp_path):
     train(small_model(), rows["train"], config=TrainConfig(max_steps=2, batch_size=64), checkpoint_dir=tmp_path,
           progress=False)
