@@ -32,7 +32,7 @@ from pathlib import Path
 from .artifacts import data_key, prepare
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, HUB_DATASET, NAMED_SOURCES
-from .device import configure, pick_device, resolve_precision
+from .device import configure, pick_device, resolve_precision, tf32_enabled
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
 from .errors import (DISK_FULL, error_cause, error_chain, JSON_ERRORS, looks_like_a_folder, model_source_error,
@@ -285,7 +285,7 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     if gpu is None:
         import torch
 
-        gpu = torch.cuda.get_device_name(torch.device(device)), resolve_precision(device, profile.precision)
+        gpu = torch.cuda.get_device_name(torch.device(device)), matmul_precision(device, profile.precision)
     name, precision = gpu
     rows = folder_rows(data_dir) if data_dir else None
     try:
@@ -305,7 +305,7 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
         text += (f", at least {duration_text(t['floor_s'])} at 100 % of this {name}'s dense {t['precision']} peak "
                  f"({t['peak_tflops']:.0f} TFLOP/s)")
     if t["projection_s"] is not None:
-        return text + f"; about {duration_text(t['projection_s'])} at the rates measured in {t['report']}"
+        return text + _projection_text(t)
     ref = t.get("reference")
     if ref:  # another GPU's share of its peak: a guess, said to be one
         text += (f"; about {duration_text(t['floor_s'] / ref['share'])} if it reaches the {ref['share']:.1%} of its "
@@ -313,6 +313,25 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     where = " or ".join(f"{d}/benchmark-<gpu>.json" for d in report_dirs())
     return text + (f"; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time (FILE: "
                    f"{where})")
+
+
+def _projection_text(t: dict) -> str:
+    """``; about 3.2 min at the rates measured in FILE``, and what makes that a guess: a report of another profile's
+    models, or models it has no rate for (projected at the slowest rate it measured)."""
+    text = f"; about {duration_text(t['projection_s'])} at the rates measured"
+    if t["report_profile"]:
+        text += f" for the {t['report_profile']} profile's models"
+    text += f" in {t['report']}"
+    slowest = ", ".join(f"{key.split(':', 1)[1]} ({key.split(':')[0]})" for key in t["fallbacks"])
+    text += f", where {slowest} took the slowest rate it measured, having none" if slowest else ""
+    return text + (", a guess" if t["report_profile"] or slowest else "")
+
+
+def matmul_precision(device: str, precision: str) -> str:
+    """The number format of the matrix products ``precision`` runs on CUDA ``device``: ``"tf32"`` for fp32 where
+    :func:`~kd_tutorial.device.configure` lets fp32 matmuls use TF32 (capability 8.0 and up), else the precision."""
+    precision = resolve_precision(device, precision)
+    return "tf32" if precision == "fp32" and tf32_enabled(device) else precision
 
 
 def _go_offline() -> None:

@@ -299,17 +299,23 @@ def _reports(results_dir: str | Path | None = None) -> list[Path]:
     return [path for folder in report_dirs(results_dir) for path in sorted(folder.glob("benchmark-*.json"))]
 
 
-def find_report(device_name: str | None, results_dir: str | Path | None = None) -> Path | None:
-    """A ``benchmark-*.json`` of :func:`report_dirs` measured on this kind of device."""
-    kind = device_kind(device_name)
+def find_report(device_name: str | None, results_dir: str | Path | None = None, *, profile: str | None = None,
+                precision: str | None = None) -> Path | None:
+    """A ``benchmark-*.json`` of :func:`report_dirs` measured on this kind of device, in ``precision`` when given
+    (another precision's kernels run at other rates), of ``profile`` if there is one (another profile's models are a
+    guess for this one's); a report that does not say its precision or profile is taken for any."""
+    kind, found = device_kind(device_name), []
     for path in _reports(results_dir):
         try:
-            measured = json.loads(path.read_text())["environment"]["device_name"]
+            report = json.loads(path.read_text())
+            measured, env = report["environment"]["device_name"], report["environment"]
         except (OSError, *JSON_ERRORS, KeyError, TypeError):
             continue
+        if precision and env.get("precision", precision) != precision:
+            continue
         if measured == device_name or (kind is not None and device_kind(measured) == kind):
-            return path
-    return None
+            found.append((not profile or report.get("profile", profile) == profile, path))
+    return next((path for same, path in found if same), found[0][1] if found else None)
 
 
 def duration_text(seconds: float) -> str:
@@ -339,17 +345,21 @@ def project(estimate: dict, rates: dict[str, float]) -> dict:
 def time_estimate(profile: Profile, device_name: str | None, precision: str = "bf16", *, n_seeds: int = 1,
                   lengths=None, results_dir: str | Path | None = None, recipes=None, source: dict | None = None) -> dict:
     """The profile's total FLOPs, the floor at ``device_name``'s dense peak (None when unknown) and, when a
-    benchmark report of this kind of device exists, the projection from its measured rates. ``recipes``: the
+    benchmark report of this kind of device and precision exists, the projection from its measured rates
+    (``fallbacks``: the models it had no rate for, projected at the slowest of their kind; ``report_profile``: the
+    profile it measured, when another one's). ``recipes``: the
     names every student runs (None: each student's own); ``source``: the data's split sizes (:func:`split_rows`)."""
     est = estimate_profile(profile, lengths=lengths, n_seeds=n_seeds, recipes=recipes, source=source)
     peak = peak_tflops(device_name, precision)
     out = {"total_flops": est["total_flops"], "peak_tflops": peak, "precision": precision,
            "floor_s": est["total_flops"] / (peak * 1e12) if peak else None, "report": None, "projection_s": None,
            "estimate": est}
-    path = find_report(device_name, results_dir)
+    path = find_report(device_name, results_dir, profile=profile.name, precision=precision)
     rates = json.loads(path.read_text()).get("rates") if path else None
     if rates:
-        out |= {"report": str(path), "projection_s": project(est, rates)["seconds"]}
+        projected, measured = project(est, rates), json.loads(path.read_text()).get("profile")
+        out |= {"report": str(path), "projection_s": projected["seconds"], "fallbacks": projected["fallbacks"],
+                "report_profile": measured if measured and measured != profile.name else None}
     elif peak:
         out["reference"] = reference_share(results_dir)
     return out

@@ -150,6 +150,44 @@ def test_projection_uses_a_measured_report_of_the_same_kind_of_gpu(tmp_path):
     assert unknown["floor_s"] is None and unknown["projection_s"] is None
 
 
+def test_the_projection_takes_a_report_of_its_own_precision_and_profile_or_says_it_guesses(tmp_path):
+    """The projection took the first report of the GPU, whatever it measured: `--set precision=fp32` projected at
+    bf16's rates, and the cpu profile at the full profile's, with distil-3L at compact-2L-H128's rate, unsaid."""
+    from kd_tutorial.cli import _projection_text
+    cpu, h200 = get_profile("cpu"), "NVIDIA H200"
+    env = {"device_name": h200, "precision": "bf16"}
+    full_rates = {"train:teacher": 400e12, "infer:teacher": 500e12, "train:compact-2L-H128": 2e12,
+                  "infer:compact-2L-H128": 4e12}
+    (tmp_path / "benchmark-a.json").write_text(json.dumps({"profile": "full", "environment": env, "rates": full_rates}))
+    guessed = flops.time_estimate(cpu, h200, "bf16", results_dir=tmp_path)
+    assert guessed["report_profile"] == "full" and guessed["fallbacks"] == ["infer:distil-3L", "train:distil-3L"]
+    text = _projection_text(guessed)
+    assert text.startswith("; about ") and text.endswith(
+        f"at the rates measured for the full profile's models in {tmp_path / 'benchmark-a.json'}, where distil-3L "
+        "(infer), distil-3L (train) took the slowest rate it measured, having none, a guess")
+    assert flops.time_estimate(cpu, h200, "tf32", results_dir=tmp_path)["projection_s"] is None  # bf16's rates
+    own = {"train:teacher": 100e12, "infer:teacher": 200e12} | {f"{kind}:{spec.name}": 50e12 for spec in cpu.students
+                                                                 for kind in ("train", "infer")}
+    (tmp_path / "benchmark-b.json").write_text(json.dumps({"profile": "cpu", "environment": env, "rates": own}))
+    measured = flops.time_estimate(cpu, h200, "bf16", results_dir=tmp_path)
+    assert measured["report"].endswith("benchmark-b.json") and measured["report_profile"] is None
+    assert measured["projection_s"] == pytest.approx(flops.project(measured["estimate"], own)["seconds"])
+    assert _projection_text(measured) == (f"; about {flops.duration_text(measured['projection_s'])} at the rates "
+                                          f"measured in {tmp_path / 'benchmark-b.json'}")
+
+
+def test_fp32_on_a_gpu_with_tf32_matmuls_is_estimated_at_the_tf32_peak(monkeypatch):
+    """configure() lets fp32 matmuls use TF32 from capability 8.0: the floor at the plain fp32 peak (67 TFLOP/s on
+    an H200, against 494) came out longer than the run."""
+    from kd_tutorial import cli
+    monkeypatch.setattr(cli, "tf32_enabled", lambda device: True)
+    assert cli.matmul_precision("cuda", "fp32") == "tf32" and cli.matmul_precision("cuda", "bf16") == "bf16"
+    text = cli.estimate(get_profile("full"), "cuda", gpu=("NVIDIA H200", cli.matmul_precision("cuda", "fp32")))
+    assert "dense tf32 peak (494 TFLOP/s)" in text
+    monkeypatch.setattr(cli, "tf32_enabled", lambda device: False)  # a T4, a V100: fp32 is fp32
+    assert cli.matmul_precision("cuda", "fp32") == "fp32"
+
+
 def test_cli_estimate_on_a_gpu_prints_pflop_and_the_floor(monkeypatch, tmp_path):
     from kd_tutorial.cli import estimate
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
