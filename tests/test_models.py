@@ -323,6 +323,46 @@ def test_a_checkpoint_that_is_not_a_bert_is_refused_in_one_line(tmp_path):
         models.compact_student(1, 16, 2, pretrained=str(tmp_path / "roberta"))
 
 
+def test_a_checkpoint_saved_in_bf16_loads_in_fp32_and_trains(teacher, tmp_path):
+    """transformers 5 keeps a checkpoint's stored dtype: a teacher saved in bf16 stayed bf16, where 84 % of its
+    weights did not move in three AdamW steps at 1e-5 (the update rounds away), and eager attention's fp32 mask met
+    bf16 scores in a matmul. Teachers and pretrained students load in fp32; autocast gives the speed."""
+    import copy
+    copy.deepcopy(teacher).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    loaded = models.load_teacher(str(tmp_path / "bf16"))
+    student = models.compact_student(1, 32, 2, pretrained=str(tmp_path / "bf16"))
+    assert {p.dtype for p in loaded.parameters()} == {p.dtype for p in student.parameters()} == {torch.float32}
+    expected = teacher.bert.encoder.layer[0].output.dense.weight.to(torch.bfloat16).float()
+    assert torch.equal(loaded.bert.encoder.layer[0].output.dense.weight, expected)  # the checkpoint's values
+
+
+def test_a_classifier_of_another_number_of_classes_is_refused_in_one_line_before_it_loads(tmp_path, capfd):
+    """A 3-class sentiment BERT as --teacher printed transformers' table of mismatched weights and a traceback
+    ("You set ignore_mismatched_sizes to False"). A base checkpoint's unused label map still loads (its head is new)."""
+    three = models.load_teacher("tiny-bert", num_labels=3)
+    three.save_pretrained(tmp_path / "three")
+    capfd.readouterr()
+    message = (r"three has a 3-class head, and the course's (teacher|student) needs 2 classes: give a BERT with a "
+               r"2-class head, or none \(a base checkpoint, such as bert-base-uncased\)$")
+    with pytest.raises(ModelSourceError, match=message):
+        models.load_teacher(str(tmp_path / "three"))
+    with pytest.raises(ModelSourceError, match=message):
+        models.compact_student(1, 32, 2, pretrained=str(tmp_path / "three"))
+    assert "MISMATCH" not in capfd.readouterr().err  # refused before from_pretrained's load report
+    three.bert.config.architectures = ["BertModel"]
+    three.bert.save_pretrained(tmp_path / "base")  # an encoder without a head, whose config says 3 labels
+    base = models.load_teacher(str(tmp_path / "base"))
+    assert base.config.num_labels == 2 and base.classifier.out_features == 2
+
+
+def test_a_layer_map_naming_a_layer_the_teacher_lacks_is_refused(teacher):
+    """-1 copied the teacher's last layer without a word, and 99 gave a bare IndexError."""
+    for layer_map in ([-1, 0], [0, 99], [0, 4]):
+        with pytest.raises(ValueError, match=r"names a layer the teacher does not have: use layers 0 to 3$"):
+            models.distil_student(teacher, 2, layer_map=layer_map)
+    assert models.distil_student(teacher, 2, layer_map=[0, 3]).kd_layer_map == [0, 3]
+
+
 def test_a_bert_checkpoint_without_model_type_still_loads(tmp_path):
     """Google's original BERT configs hold no model_type, and transformers 5's AutoConfig refuses them: the full
     profile's pretrained student (bert_uncased_L-2_H-128_A-2) must load as it did before the BERT check."""
