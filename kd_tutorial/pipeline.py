@@ -228,6 +228,9 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
     when its per-token targets come from the teacher's cached layers (bf16) instead of the teacher, ``spare`` (the
     hash of the spare reviews it learns from, :func:`spare_hash`; None: none) and the code's :data:`RUN_REVISION`."""
     student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
+    if recipe is None or recipe.intermediate is None:  # which layers map, and the relation heads, weigh only the
+        # intermediate terms: a baseline's key is the same whatever they are, as with their defaults
+        student |= {name: getattr(StudentSpec, name) for name in ("mapping", "relation_heads")}
     for option in ("teacher_word_vectors", "spare_reviews"):
         if not student[option]:
             del student[option]  # keys from before the option existed stay valid

@@ -283,6 +283,10 @@ class Profile:
                 fine = False
             if not fine:
                 raise ProfileOverrideError(f"{name}={getattr(self, name)!r}: give {give}")
+        names = [spec.name for spec in self.students]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # runs, checkpoints and results are keyed by name: one of the two would be lost
+            raise ProfileOverrideError(f"students named {', '.join(twice)} more than once: give each a name of its own")
 
     def config_hash(self, *parts: object) -> str:
         """A short, stable hash of this whole profile (plus ``parts``)."""

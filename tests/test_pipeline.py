@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kd_tutorial import artifacts, cli, models, parallel, pipeline, store, teacher_layers, teachers
-from kd_tutorial.profiles import get_profile
+from kd_tutorial.profiles import get_profile, ProfileOverrideError
 
 from test_data import write_parquet
 
@@ -474,6 +474,33 @@ def test_a_run_that_reads_no_soft_targets_keeps_its_key_when_the_temperature_or_
         assert key(changed, name) != key(profile, name), name
     assert key(profile, "baseline")[1] == dataclasses.asdict(pipeline.run_config(
         profile, spec, pipeline.get_recipe("baseline"), 10, 0))  # the preset's T and alpha are the defaults
+
+
+def test_a_run_without_intermediate_terms_keeps_its_key_when_the_layer_mapping_or_relation_heads_change():
+    """Comparing layer mappings retrained every baseline, kd and pseudo-label run, which map no layer; the runs
+    whose intermediate terms read them get new keys, and the presets' keys stay as they were."""
+    profile = get_profile("tiny")
+    spec = profile.students[0]
+
+    def key(s, name):
+        recipe = pipeline.get_recipe(name)
+        return pipeline.run_key(profile, s, pipeline.run_config(profile, spec, recipe, 10, 0), "pretrained", recipe)
+    changed = dataclasses.replace(spec, mapping="last", relation_heads=4)
+    for name in ("baseline", "kd", "kd+transfer", "pseudo-label"):
+        assert key(changed, name) == key(spec, name), name
+    for name in ("kd+transfer+hidden", "kd+transfer+values"):
+        assert key(changed, name) != key(spec, name), name
+    assert key(spec, "baseline")[0]["mapping"] == "uniform" == spec.mapping  # the preset's are the defaults
+
+
+def test_two_students_of_one_name_are_refused_in_one_line():
+    """Runs, checkpoints and results are keyed by a student's name: of two distil-2L students trained side by side,
+    one vanished from the results without a word."""
+    profile = get_profile("tiny")
+    twin = dataclasses.replace(profile.students[0], num_layers=1)
+    with pytest.raises(ProfileOverrideError, match=r"^students named distil-2L more than once: give each a name of "
+                                                   r"its own$"):
+        profile.replace(students=(profile.students[0], twin))
 
 
 def test_an_augmenting_runs_key_holds_the_augmentation_settings(monkeypatch):
