@@ -256,7 +256,8 @@ def teacher_model(profile: LMProfile, vocab_size: int, seed: int = 0):
 
 def student_model(profile: LMProfile, teacher, seed: int = 1):
     """The profile's student: a new, smaller GPT next to a teacher trained from scratch, or, next to a
-    pretrained teacher, ``student_layers`` of its layers, every other one (distilGPT-2's initialisation)."""
+    pretrained teacher, ``student_layers`` of its layers, every other one from the first (0, 2, ..., 10 of GPT-2's 12;
+    distilGPT-2 itself was initialised from layers 0, 2, 4, 7, 9 and 11)."""
     if profile.teacher is None:
         return gpt(teacher.config.vocab_size, profile.student_layers, profile.student_width,
                    profile.student_heads, teacher.config.n_positions, seed)
@@ -264,7 +265,8 @@ def student_model(profile: LMProfile, teacher, seed: int = 1):
 
 
 def copy_layers(teacher, layers: list[int]):
-    """A GPT-2 made of the teacher's embeddings, the blocks ``layers`` and its final norm (distilGPT-2's init)."""
+    """A GPT-2 made of the teacher's embeddings, the blocks ``layers`` and its final norm (as distilGPT-2 was
+    initialised, from six of GPT-2's blocks)."""
     import copy
     student = copy.deepcopy(teacher).requires_grad_(True).train()  # a frozen teacher's copy is frozen too
     student.transformer.h = torch.nn.ModuleList([student.transformer.h[i] for i in layers])
