@@ -297,6 +297,9 @@ def cache_status(profile: Profile, also=()) -> dict:
 
 def _folder_status(data_dir: str) -> str:
     """A data folder as ``distill`` would judge it: "local folder X", or why it cannot be read and the fix."""
+    if data_dir in NAMED_SOURCES:  # distill reads these as sources, never as folders (cli._check_data_folder)
+        return (f"unusable: {data_dir!r} names a data source, not a folder: give ./{data_dir} for a folder of that "
+                "name")
     try:
         check_data_readable(data_dir)
     except DataSourceError as err:

@@ -34,7 +34,9 @@ def tick(bar) -> None:
     """Redraw ``bar`` (its elapsed time, its postfix) unless this did less than its ``mininterval`` ago: a bar whose
     count moves rarely still shows it is alive, in a log (:func:`progress_bar`) no more often than it redraws itself.
     Unlike ``bar.update(0)`` it leaves alone the rate (and so the time left) that tqdm measures between updates."""
+    if bar.disable:  # a disabled bar has no clock to read
+        return
     now = bar._time()
-    if not bar.disable and now - getattr(bar, "kd_ticked_at", -float("inf")) >= bar.mininterval:
+    if now - getattr(bar, "kd_ticked_at", -float("inf")) >= bar.mininterval:
         bar.kd_ticked_at = now
         bar.refresh()

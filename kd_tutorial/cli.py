@@ -515,11 +515,13 @@ def cmd_env(args) -> int:
         (["versions"] if report.get("version_problem") else []) + \
         [name for name, status in report.get("needs", {}).items() if str(status).startswith("unusable")]
     offline = {True: offline_flags(), False: offline_flags(models_only=True)}  # is it the dataset: what turns it off
+    unreachable = report.get("hub_reachable") is False  # distill goes offline then (_go_offline)
     missing = [name for name, status in report.get("needs", {}).items()
-               if str(status).startswith("missing") and offline[name == HUB_DATASET]]
+               if str(status).startswith("missing") and (offline[name == HUB_DATASET] or unreachable)]
     if unusable or missing:
         said = [f"unusable: {', '.join(unusable)}"] * bool(unusable) + \
-            [f"not cached, with the Hub off: {', '.join(missing)}"] * bool(missing)
+            [f"not cached, with the Hub {'unreachable' if unreachable else 'off'}: {', '.join(missing)}"] * \
+            bool(missing)
         print(f"kd-tutorial env: {'; '.join(said)} (see above for the fix)", file=sys.stderr)
         return 1
     return 0
@@ -537,6 +539,12 @@ def cmd_prefetch(args) -> int:
         verb = "turns" if len(offline) == 1 else "turn"
         raise UsageError(f"prefetch downloads from the Hub, but {' and '.join(offline)} {verb} it off in this "
                          f"shell: run {unset_env_command(offline)}, then prefetch again")
+    if hub_reachable() is False:  # else a minute of the clients' retries before their error
+        raise UsageError("prefetch downloads from the Hub, which does not answer from here: run it where there is "
+                         "internet (or set HF_ENDPOINT to a mirror), then copy the Hugging Face cache over")
+    from huggingface_hub.constants import HF_HUB_CACHE
+    _check_writable(Path(HF_HUB_CACHE), f"the Hugging Face cache {HF_HUB_CACHE}", "set HF_HOME to a folder you can "
+                    "write (and to the same folder where the course runs)")
     for name in [profile.teacher] + [s.pretrained for s in profile.students if s.pretrained]:
         print(f"downloading {name} ...", flush=True)
         _download(name)

@@ -10,7 +10,8 @@ device                                 autocast    GradScaler     fp32 matmuls
 =====================================  ==========  =============  ==============
 CUDA, compute capability >= 8.0        bf16        no             TF32
 (A100, L4, H100, H200)
-CUDA below 8.0 (T4 7.5, V100 7.0)      fp16        yes            fp32
+CUDA 7.x (T4 7.5, V100 7.0)            fp16        yes            fp32
+CUDA below 7.0 (P100, GTX 10xx, P40)   none (fp32) no             fp32
 CPU with AVX-512 BF16 / AMX            bf16        no             fp32
 (:func:`cpu_bf16_units`)
 other CPUs, MPS                        none (fp32) no             fp32
@@ -110,10 +111,12 @@ def cpu_bf16_units() -> bool:
 
 
 def precision_for(device: str) -> str:
-    """The precision ``"auto"`` means on ``device``: ``"bf16"``, ``"fp16"`` (CUDA below 8.0) or ``"fp32"``."""
+    """The precision ``"auto"`` means on ``device``: ``"bf16"``, ``"fp16"`` (CUDA 7.x, whose tensor cores run it) or
+    ``"fp32"`` (CUDA below 7.0 too: Pascal's GTX 10xx and P40 run fp16 at 1/64 of their fp32 rate, without tensor
+    cores, and a P100's fp16 would pay a GradScaler for no tensor core either)."""
     if bf16_supported(device):
         return "bf16"
-    return "fp16" if device_type(device) == "cuda" else "fp32"
+    return "fp16" if device_type(device) == "cuda" and cuda_capability(device) >= (7, 0) else "fp32"
 
 
 def resolve_precision(device: str, precision: str = "auto") -> str:

@@ -115,6 +115,17 @@ def test_a_data_dir_that_names_a_source_is_refused_with_the_folder_spelling(tmp_
                          f"folder of that name, or --set data_source={name} for the source")
 
 
+@pytest.mark.parametrize("name", ["tiny", "hub"])
+def test_env_judges_a_data_folder_named_after_a_source_as_distill_does(tmp_path, monkeypatch, name):
+    """`kd-tutorial env` said "local folder hub" and exited 0 where distill refused KD_TUTORIAL_DATA_DIR=hub."""
+    from kd_tutorial import artifacts
+    write_parquet((tmp_path / name).mkdir() or tmp_path / name / "train.parquet", 40)
+    monkeypatch.chdir(tmp_path)
+    assert artifacts._folder_status(name) == (f"unusable: '{name}' names a data source, not a folder: give ./{name} "
+                                              "for a folder of that name")
+    assert artifacts._folder_status(f"./{name}") == f"local folder ./{name}"
+
+
 def test_a_local_teacher_too_shallow_for_the_students_is_refused_before_it_is_fine_tuned(tmp_path, capsys,
                                                                                         monkeypatch):
     """Only the built-in teacher's depth was checked up front: a Hub or folder teacher was fine-tuned (minutes to
@@ -1116,11 +1127,33 @@ def test_a_folder_where_a_file_goes_is_refused_before_any_work(tmp_path, capsys,
     assert target.is_dir() and not any(target.iterdir())
 
 
+def test_prefetch_where_the_hub_does_not_answer_or_its_cache_is_not_writable_is_one_line_before_any_download(
+        capsys, monkeypatch, tmp_path):
+    """Without internet, prefetch printed a minute of the clients' "Retrying" lines before its advice; with a Hugging
+    Face cache it could not write, transformers' PermissionError (wrapped in a plain OSError) was a traceback."""
+    import huggingface_hub.constants as hf_constants
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cli, "_download", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr(cli, "hub_reachable", lambda: False)
+    assert error_line(capsys, "prefetch", "--profile", "cpu") == (
+        "kd-tutorial: error: prefetch downloads from the Hub, which does not answer from here: run it where there is "
+        "internet (or set HF_ENDPOINT to a mirror), then copy the Hugging Face cache over")
+    monkeypatch.setattr(cli, "hub_reachable", lambda: True)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "file" / "hub"))
+    line = error_line(capsys, "prefetch", "--profile", "cpu")
+    assert line.startswith(f"kd-tutorial: error: the Hugging Face cache {tmp_path / 'file' / 'hub'} is not a "
+                           "writable folder (") and line.endswith("): set HF_HOME to a folder you can write (and to "
+                                                                  "the same folder where the course runs)")
+
+
 def test_prefetch_for_the_full_profile_fetches_notebook_09s_teacher_too(capsys, monkeypatch):
     """After the README's workshop prefetch, notebook 09 on the full profile could not load gpt2 offline."""
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     fetched = []
+    monkeypatch.setattr(cli, "hub_reachable", lambda: True)  # a machine with internet (this one has none)
     monkeypatch.setattr(cli, "_download", lambda name, generative=False: fetched.append((name, generative)))
     assert cli.main(["prefetch", "--profile", "full", "--models-only"]) == 0
     assert fetched == [("bert-base-uncased", False), ("google/bert_uncased_L-2_H-128_A-2", False), ("gpt2", True)]
@@ -1163,6 +1196,7 @@ def test_a_prefetch_cut_half_way_is_one_line_and_running_it_again_finishes(capsy
         if len(fetched) == 1 and drops:  # the connection drops on the second model, once
             raise drops.pop()
         fetched.append(name)
+    monkeypatch.setattr(cli, "hub_reachable", lambda: True)  # a machine with internet (this one has none)
     monkeypatch.setattr(cli, "_download", download)
     line = error_line(capsys, "prefetch", "--profile", "full", "--models-only")
     assert line == (f"kd-tutorial: error: a download from the Hugging Face Hub broke off ({cause}); what was "
@@ -1200,6 +1234,7 @@ def test_a_full_disk_in_a_download_is_one_line_that_names_the_cache(monkeypatch,
         raise OSError(errno.ENOSPC, "No space left on device", "/hf/hub/models--x/blobs/abc.incomplete")
     monkeypatch.setattr(hub, "hf_hub_download", full)
     monkeypatch.setattr(cli, "offline_flags", lambda **kwargs: [])
+    monkeypatch.setattr(cli, "hub_reachable", lambda: True)
     line = error_line(capsys, "prefetch", "--profile", "cpu", "--models-only")
     assert line == ("kd-tutorial: error: cannot write /hf/hub/models--x/blobs/abc.incomplete (No space left on "
                     "device): free some space on the disk of the Hugging Face cache, or set HF_HOME to a folder on a "

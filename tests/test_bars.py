@@ -88,3 +88,10 @@ def test_tick_redraws_a_still_bar_once_per_interval_and_keeps_its_rate(monkeypat
     bar.update()
     assert bar.format_dict["rate"] == pytest.approx(0.01)  # one run in 100 s, not one in the 38 s since the last tick
     bar.close()
+
+
+def test_tick_leaves_a_disabled_bar_alone():
+    """A bar made with disable=True (--quiet, a run without progress) has no clock: tick raised AttributeError."""
+    bar = bars.progress_bar(total=4, disable=True)
+    bars.tick(bar)
+    bar.close()

@@ -851,6 +851,11 @@ def test_env_fails_a_room_check_where_the_hub_is_off_and_a_piece_is_not_cached(c
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert cli.main(["env", "--profile", "full"]) == 1
     assert "not cached, with the Hub off: bert-base-uncased, stanfordnlp/imdb (see" in capsys.readouterr().err
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(cli, "environment_report", lambda profile: {"needs": dict(needs), "hub_reachable": False})
+    assert cli.main(["env", "--profile", "full"]) == 1  # no flag, but no Hub either: distill goes offline there
+    assert "not cached, with the Hub unreachable: bert-base-uncased, stanfordnlp/imdb (see" in capsys.readouterr().err
     needs.update({"bert-base-uncased": "cached", "stanfordnlp/imdb": "cached"})
     assert cli.main(["env", "--profile", "full"]) == 0
 

@@ -13,9 +13,12 @@ from kd_tutorial.train import TrainConfig, _Run, train
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
 
 # (name, compute capability): what torch reports for each GPU
-GPUS = {"T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "L4": (8, 9), "H100": (9, 0), "H200": (9, 0)}
-EXPECTED = {"T4": ("fp16", True, False), "V100": ("fp16", True, False), "A100": ("bf16", False, True),
-            "L4": ("bf16", False, True), "H100": ("bf16", False, True), "H200": ("bf16", False, True)}
+# Pascal (P100 6.0, GTX 1080 and P40 6.1): no tensor cores, fp16 at 1/64 of fp32 on 6.1, so fp32 without a scaler
+GPUS = {"P100": (6, 0), "GTX 1080": (6, 1), "T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "L4": (8, 9),
+        "H100": (9, 0), "H200": (9, 0)}
+EXPECTED = {"P100": ("fp32", False, False), "GTX 1080": ("fp32", False, False), "T4": ("fp16", True, False),
+            "V100": ("fp16", True, False), "A100": ("bf16", False, True), "L4": ("bf16", False, True),
+            "H100": ("bf16", False, True), "H200": ("bf16", False, True)}
 
 
 @pytest.fixture
@@ -35,7 +38,7 @@ def test_precision_follows_the_compute_capability_not_emulated_bf16(fake_gpu, gp
     precision, scaler, tf32 = EXPECTED[gpu]
     for name in ("cuda", "cuda:0", torch.device("cuda", 0)):
         assert dev.precision_for(name) == precision
-        assert dev.autocast_dtype(name) == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        assert dev.autocast_dtype(name) == {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         assert dev.describe(name) | {"device": None} == {
             "device": None, "capability": "{}.{}".format(*GPUS[gpu]), "precision": precision,
             "grad_scaler": scaler, "tf32": tf32}
@@ -58,18 +61,23 @@ def test_cpu_precision_depends_on_bf16_units(monkeypatch):
                                    "grad_scaler": False, "tf32": False}
 
 
+@pytest.fixture
+def tf32_restored():
+    """Both TF32 flags as they were before the test, whatever configure() set (on a GPU, the later "fp32" tests
+    would otherwise run in TF32)."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 @pytest.mark.parametrize("capability, tf32", [((7, 5), False), ((9, 0), True)])
-def test_configure_sets_tf32_and_the_allocator_only_on_cuda(fake_gpu, monkeypatch, capability, tf32):
+def test_configure_sets_tf32_and_the_allocator_only_on_cuda(fake_gpu, monkeypatch, tf32_restored, capability, tf32):
     fake_gpu(capability)
     for key in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"):
         monkeypatch.delenv(key, raising=False)
-    before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        chosen = dev.configure("cuda:0")
-        assert chosen["tf32"] is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+    chosen = dev.configure("cuda:0")
+    assert chosen["tf32"] is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
     import os
     assert os.environ["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"
     monkeypatch.setenv("PYTORCH_ALLOC_CONF", "max_split_size_mb:128")
