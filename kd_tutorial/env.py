@@ -301,9 +301,10 @@ def _cache_lines(report: dict) -> list[tuple[str, str]]:
     if report.get("hub_offline"):
         hub = f"offline ({', '.join(f'{n}={os.environ.get(n)}' for n in report.get('offline_flags', [])) or 'flags'})"
     else:
-        hub = {True: "reachable", False: f"unreachable: run `kd-tutorial prefetch --profile {report.get('profile')}` "
-                                         "where there is internet, then set HF_HUB_OFFLINE=1",
-               None: "-"}[report.get("hub_reachable")]
+        fetch = "the tiny profile needs nothing from it" if report.get("profile") == "tiny" else (
+            f"run `kd-tutorial prefetch --profile {report.get('profile')}` where there is internet, then set "
+            "HF_HUB_OFFLINE=1")
+        hub = {True: "reachable", False: f"unreachable: {fetch}", None: "-"}[report.get("hub_reachable")]
     problem = home_problem(report)
     cache = f"unusable: {problem}" if problem else \
         f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)"

@@ -998,3 +998,13 @@ def test_sigterm_during_prefetch_or_benchmark_is_one_line_with_status_143(monkey
         assert cli.main([command, "--profile", "cpu"]) == 143
     assert capsys.readouterr().err.strip().splitlines() == [
         f"kd-tutorial: stopped by SIGTERM; {cli.AFTER_CTRL_C[command]}"]
+
+
+def test_env_without_the_hub_tells_a_tiny_learner_it_needs_nothing_and_others_to_prefetch():
+    """`env --profile tiny` offline advised `kd-tutorial prefetch --profile tiny`, which downloads nothing."""
+    from kd_tutorial.env import format_report
+    lines = {p: [line for line in format_report({"profile": p, "hub_reachable": False}).splitlines()
+                 if "Hugging Face Hub" in line] for p in ("tiny", "cpu")}
+    assert lines["tiny"][0].endswith("unreachable: the tiny profile needs nothing from it")
+    assert lines["cpu"][0].endswith("unreachable: run `kd-tutorial prefetch --profile cpu` where there is internet, "
+                                    "then set HF_HUB_OFFLINE=1")
