@@ -207,6 +207,8 @@ wrong("ex03.q1", "3x too large")(lambda s, t, T: _kd(s, t, T, "sum"))
 wrong("ex03.q1", "T^2 too small")(lambda s, t, T: _kd(s, t, T, factor=1.0))
 wrong("ex03.q1", "you multiplied by T;")(lambda s, t, T: _kd(s, t, T, factor=T))
 wrong("ex03.q1", "not softmax")(lambda s, t, T: _kd(s, t, T, inp="prob"))
+wrong("ex03.q1", "your softmax runs over the batch (dim=0)")(
+    lambda s, t, T: F.kl_div(F.log_softmax(s / T, 0), F.softmax(t / T, 0), reduction="batchmean") * T * T)
 wrong("ex03.q1", "raw logits")(lambda s, t, T: _kd(s, t, T, inp="raw"))
 wrong("ex03.q1", "KL(student || teacher)")(lambda s, t, T: _kd(s, t, T, swap=True))
 wrong("ex03.q1", "divide the student's logits by T too")(lambda s, t, T: _kd(s, t, T, s_T=False))
@@ -1022,6 +1024,12 @@ wrong("ex07.q2", "carries no gradient")(lambda s, t, m, p, mp: _hidden(s, t, m, 
 wrong("ex07.q2", "no gradient reaches the projections")(
     lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, detach_projected=True) + 0 * sum(x.sum() for x in s))
 wrong("ex07.q2", "reaches teacher_hidden")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, detach_teacher=False))
+# the projection left out without a crash: the teacher sliced to the student's width, or the student zero-padded
+wrong("ex07.q2", "your loss never uses projections, and the student is narrower than the teacher")(
+    lambda s, t, m, p, mp: _hidden([x for x in s], [y[..., :s[0].shape[-1]] for y in t], m, p, mp, project=False))
+wrong("ex07.q2", "your loss never uses projections, and the student is narrower than the teacher")(
+    lambda s, t, m, p, mp: _hidden([F.pad(x, (0, t[0].shape[-1] - x.shape[-1])) for x in s], t, m, p, mp,
+                                   project=False))
 
 
 @wrong("ex07.q2", "your loss ignores `mapping`: it matched student layer i with teacher layer i x T / S")
@@ -1098,6 +1106,9 @@ def _tok(s, t, m, T, *, masked=True, norm="tokens", dim=-1, scale=True):
 
 
 wrong("ex07.q3", "counts the padded positions")(lambda s, t, m, T: _tok(s, t, m, T, masked=False))
+wrong("ex07.q3", "F.kl_div expects log-probabilities as its first argument")(  # softmax where log_softmax belongs
+    lambda s, t, m, T: (F.kl_div(F.softmax(s / T, -1), F.softmax(t.detach() / T, -1), reduction="none").sum(-1)
+                        * m).sum() / m.sum() * T * T)
 wrong("ex07.q3", "your sum still holds the padded positions")(  # every position summed, divided by the real ones
     lambda s, t, m, T: T * T * F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1),
                                         reduction="none").sum(-1).sum() / m.sum())

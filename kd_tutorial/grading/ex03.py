@@ -52,6 +52,9 @@ def _soft_variants(cases):
         "you computed KL(student || teacher): the teacher's probabilities are the target "
         "(second argument of F.kl_div), the student's log-probabilities the input":
             V(lambda s, t, T: _kl(ls(t / T, -1), sm(s / T, -1)) * T * T),
+        "your softmax runs over the batch (dim=0): each review's distribution is over its classes, the last "
+        "dimension (dim=-1)":
+            V(lambda s, t, T: _kl(ls(s / T, 0), sm(t / T, 0)) * T * T),
         "divide the student's logits by T too: both distributions are softened":
             V(lambda s, t, T: _kl(ls(s, -1), sm(t / T, -1)) * T * T),
         "divide the teacher's logits by T too: both distributions are softened":

@@ -88,7 +88,8 @@ def _check_attention(call):
         "your average includes the padded query positions, and you summed over heads instead of averaging":
             V(lambda s, t, m: _kl_rows(t, s, m, queries=False) * s.shape[1]),
         "you divided by the number of real query rows, but your sum still holds the padded query rows: zero "
-        "them (multiply each row's KL by the attention mask) before you sum":
+        "them (multiply each row's KL by the attention mask) before you sum, and check that each row's KL sums "
+        "over the keys, the last dimension (.sum(-1)), before that mask":
             V(lambda s, t, m: _kl_rows(t, s, m, queries=False) * m.numel() / m.sum()),
         "you summed over heads: average over heads and real query positions":
             V(lambda s, t, m: _kl_rows(t, s, m) * s.shape[1]),
@@ -284,11 +285,16 @@ def _call_hidden(call, case) -> float:
 def _check_hidden(call):
     cases = _hidden_cases()
     got = [_call_hidden(call, c) for c in cases]
-    with torch.no_grad():
+    projected = [any(p.used for p in c[3]) for c in cases if c[0][1].shape[-1] != c[1][1].shape[-1]]  # read now:
+    with torch.no_grad():  # the reference reads them too
         expected = [float(_hidden_ref(*c)) for c in cases]
     if all(close(g, e) for g, e in zip(got, expected)):
         _check_hidden_gradient(call, cases[0])
         return
+    if not any(projected):  # the student's states sliced or padded to the other width, never projected
+        raise Wrong("your loss never uses projections, and the student is narrower than the teacher in some "
+                    "batches: a slice or a zero-padding of either state is not a learned map; pass every student "
+                    "state through its projection, projections[i - 1](student_hidden[i])")
     V = lambda **kw: (lambda: [float(_hidden_ref(*c, **kw)) for c in cases])  # noqa: E731
     with torch.no_grad():
         message = diagnose(got, {
@@ -408,6 +414,13 @@ def _token_reference(s, t, m, T, dim=-1, scale=True, norm="tokens", masked=True,
     return ((kl * w).sum(-1) / w.sum(-1)).mean()  # per sequence, then over sequences
 
 
+def _kl_div_of_probabilities(s, t, m, T) -> float:
+    """The masked token KL with F.kl_div given the student's probabilities where it takes log-probabilities."""
+    kl = F.kl_div(F.softmax(s / T, -1), F.softmax(t / T, -1), reduction="none").sum(-1)
+    w = m.float()
+    return float((kl * w).sum() / w.sum() * T * T)
+
+
 def _check_token_kl(call):
     cases = _token_cases()
     got = [as_float(call(s.clone(), t.clone(), m.clone(), T), "token_kd_loss") for s, t, m, T in cases]
@@ -447,6 +460,9 @@ def _check_token_kl(call):
                 lambda: [_token_reference(s, t, m, T) / T for s, t, m, T in cases],
             "you computed KL(student || teacher): the teacher's probabilities are the target":
                 lambda: [_token_reference(t, s, m, T) for s, t, m, T in cases],
+            "F.kl_div expects log-probabilities as its first argument: use log_softmax(student_logits / T), not "
+            "softmax":
+                lambda: [_kl_div_of_probabilities(*c) for c in cases],
             "you divided only the teacher's logits by T: the student's softmax takes its logits / T too "
             "(correctness note 5: temperature on both sides)":
                 V(student_t=False),
