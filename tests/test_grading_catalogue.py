@@ -1078,6 +1078,16 @@ wrong("ex07.q2", "your loss reads student_hidden[3], which is not there")(lambda
 wrong("ex07.q2", "your loss reads mapping[2], which is not there")(lambda *a: _hidden_indexed(*a, map_off=0))
 
 
+@wrong("ex07.q2", "your loss reads teacher_hidden[1:][4], which is not there (teacher_hidden has 5 entries): mapping "
+                  "holds hidden_states indices")
+def hidden_loss_that_drops_the_embeddings_then_indexes_by_mapping(student_hidden, teacher_hidden, attention_mask,
+                                                                  projections, mapping):
+    """A slice is a sequence of its own: its IndexError was a bare crash, not named (a review found)."""
+    layers = teacher_hidden[1:]  # the embeddings dropped, then indexed with hidden_states indices
+    return _hidden_indexed(student_hidden, (teacher_hidden[0], *layers), attention_mask, projections,
+                           [m for m in mapping]) * 0 + sum(layers[m].sum() * 0 for m in mapping)
+
+
 def test_ex07_q2_a_crash_after_the_projection_is_shown_as_it_is():
     """A mask shaped (B, 1, L) crashes once the states are projected: the projection is not to blame."""
     def hidden_state_loss(student_hidden, teacher_hidden, attention_mask, projections, mapping):

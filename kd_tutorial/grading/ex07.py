@@ -173,14 +173,28 @@ class _Watched:
     """Mixin for the sequences handed to the learner: notes each index that was out of range, with its IndexError
     (a learner may catch one, then crash elsewhere)."""
 
-    seq_name, misses = "?", ()
+    seq_name, misses, shown, parent = "?", (), "?", None
 
     def __getitem__(self, key):
         try:
-            return super().__getitem__(key)
+            got = super().__getitem__(key)
         except IndexError as exc:
-            self.misses = (*self.misses, (key, exc))
+            miss = (f"{self.shown}[{key!r}]", exc)
+            self.misses = (*self.misses, miss)
+            if self.parent is not None:  # a slice's miss is its sequence's (teacher_hidden[1:][k])
+                self.parent.misses = (*self.parent.misses, miss)
             raise
+        if isinstance(key, slice):
+            part = _watched(got, self.seq_name)
+            part.shown, part.parent = f"{self.shown}[{_slice_text(key)}]", self.parent or self
+            return part
+        return got
+
+
+def _slice_text(key: slice) -> str:
+    """``1:`` for ``slice(1, None)``, as the learner wrote it."""
+    text = ":".join("" if v is None else str(v) for v in (key.start, key.stop))
+    return text + (f":{key.step}" if key.step is not None else "")
 
 
 class _WatchedTuple(_Watched, tuple):
@@ -194,7 +208,7 @@ class _WatchedList(_Watched, list):
 def _watched(seq, name: str):
     """A copy of ``seq`` (a list stays a list, a tuple a tuple) that notes an index out of range under ``name``."""
     out = (_WatchedList if isinstance(seq, list) else _WatchedTuple)(seq)
-    out.seq_name = name
+    out.seq_name = out.shown = name
     return out
 
 
@@ -255,10 +269,10 @@ def _hidden_crash(crash: LearnerCrash, case, watched) -> Wrong | None:
     s, t, m, proj, mapping = case
     if isinstance(crash.exc, IndexError):  # the sequence whose read raised the crash's own IndexError, if one did
         for w in watched:
-            for key, exc in w.misses:
+            for shown, exc in w.misses:
                 if exc is crash.exc:
-                    return Wrong(f"your loss reads {w.seq_name}[{key!r}], which is not there ({w.seq_name} has "
-                                 f"{len(w)} entries): {_OUT_OF_RANGE[w.seq_name]}")
+                    return Wrong(f"your loss reads {shown}, which is not there ({w.seq_name} has {len(w)} "
+                                 f"entries): {_OUT_OF_RANGE[w.seq_name]}")
         return None
     if s[1].shape[-1] != t[1].shape[-1] and not any(p.used for p in proj):
         return Wrong(f"your loss fails when the student ({s[1].shape[-1]} wide) is narrower than the teacher "
