@@ -223,10 +223,12 @@ RUN_REVISION = 2
 
 
 def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Recipe | None = None,
-            cached_layers: bool = False, spare: str | None = None) -> tuple:
+            cached_layers: bool = False, spare: str | None = None, teacher_layers: int | None = None) -> tuple:
     """Everything that decides one student run (the key of its folder in the artifact cache): ``cached_layers``
     when its per-token targets come from the teacher's cached layers (bf16) instead of the teacher, ``spare`` (the
-    hash of the spare reviews it learns from, :func:`spare_hash`; None: none) and the code's :data:`RUN_REVISION`."""
+    hash of the spare reviews it learns from, :func:`spare_hash`; None: none), the code's :data:`RUN_REVISION`, and
+    (``teacher_layers``: the teacher's depth) the rounding of a ``uniform`` mapping where it changed
+    (:func:`_rounding_changed`)."""
     student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
     if recipe is None or recipe.intermediate is None:  # which layers map, and the relation heads, weigh only the
         # intermediate terms: a baseline's key is the same whatever they are, as with their defaults
@@ -244,9 +246,22 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
         key += (dataclasses.asdict(recipe),) + ((AUGMENT,) if recipe.augment else ())
     key += (("teacher layers: bf16 cache",) if cached_layers else ()) + (("revision", RUN_REVISION),)
     key += (("spare reviews", spare),) if spare else ()
+    if recipe is not None and recipe.intermediate is not None and _rounding_changed(spec, teacher_layers):
+        key += (("uniform mapping", "rounded half up"),)
     if profile.student_hidden_dropout is not None:  # last, as docs/tuning/student_dropout.py keyed its runs (e24)
         key += (("student hidden dropout", float(profile.student_hidden_dropout)),)
     return key
+
+
+def _rounding_changed(spec: StudentSpec, teacher_layers: int | None) -> bool:
+    """Whether ``spec``'s ``uniform`` mapping onto ``teacher_layers`` layers rounds i T / S half up otherwise than
+    Python's round (halves to even), which it used at :data:`RUN_REVISION` 2 (6 -> 4: 2, 3, 5, 6 against 2, 3, 4,
+    6): such a run was trained on other layers and keys apart. Every preset maps without a half (6 -> 3, 6 -> 2,
+    12 -> 6, 12 -> 4), so their keys stay as they were."""
+    if spec.mapping != "uniform" or not teacher_layers or not 1 <= spec.num_layers <= teacher_layers:
+        return False
+    S, T = spec.num_layers, teacher_layers
+    return layer_mapping("uniform", S, T) != [round(i * T / S) for i in range(1, S + 1)]
 
 
 def student_labels(profile: Profile, prep) -> list[int]:
@@ -520,7 +535,8 @@ def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init
                 reads = reads_cached_layers(profile, recipe)
                 folders = {c: student_folder(prep, f"{spec.name} {recipe.name} s{seed}",
                                              *run_key(profile, spec, config, init, recipe, cached_layers=c,
-                                                      spare=spare_hash(spec, recipe, prep)))
+                                                      spare=spare_hash(spec, recipe, prep),
+                                                      teacher_layers=teacher.config.num_hidden_layers))
                            for c in ((True, False) if reads else (False,))}
                 jobs.append({"spec": spec, "recipe": recipe, "seed": seed, "config": config, "folders": folders,
                              "splits": run_splits(spec, recipe, prep),  # what its rows come from

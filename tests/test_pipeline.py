@@ -493,6 +493,28 @@ def test_a_run_without_intermediate_terms_keeps_its_key_when_the_layer_mapping_o
     assert key(spec, "baseline")[0]["mapping"] == "uniform" == spec.mapping  # the preset's are the defaults
 
 
+def test_a_uniform_mapping_whose_rounding_changed_keys_its_intermediate_runs_apart():
+    """6 -> 4 maps onto 2, 3, 5, 6 now (half up) and onto 2, 3, 4, 6 before (Python's round), with RUN_REVISION
+    unchanged: a cached run of such a student would have been handed back, trained on other layers. The presets
+    map without a half, so their keys are the same with the teacher's depth given or not."""
+    from kd_tutorial.profiles import PROFILES
+    profile = get_profile("tiny")
+    four = dataclasses.replace(profile.students[0], name="distil-4L", num_layers=4)
+
+    def key(spec, name, depth, p=profile):
+        recipe = pipeline.get_recipe(name)
+        return pipeline.run_key(p, spec, pipeline.run_config(p, spec, recipe, 10, 0), "pretrained", recipe,
+                                teacher_layers=depth)
+    assert key(four, "kd+transfer+hidden", 6) != key(four, "kd+transfer+hidden", None)
+    assert key(four, "kd+transfer+hidden", 8) == key(four, "kd+transfer+hidden", None)  # 8 -> 4: 2, 4, 6, 8
+    assert key(four, "kd+transfer", 6) == key(four, "kd+transfer", None)  # no layer mapped
+    depth = {"tiny": 4, "cpu": 6, "full": 12}
+    for name, preset in PROFILES.items():
+        for spec in preset.students:
+            for recipe in ("kd+transfer+hidden", "kd+transfer+values"):
+                assert key(spec, recipe, depth[name], preset) == key(spec, recipe, None, preset), (name, spec.name)
+
+
 def test_two_students_of_one_name_are_refused_in_one_line():
     """Runs, checkpoints and results are keyed by a student's name: of two distil-2L students trained side by side,
     one vanished from the results without a word."""
