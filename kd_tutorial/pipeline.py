@@ -1044,6 +1044,7 @@ def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, devi
         "train_seconds": {name: item["history"].seconds for name, item in trained.items()},
         "validation_seconds": {name: item["history"].eval_seconds for name, item in trained.items()},
         "trained_in": trained_precisions(info, trained),
+        "trained_threads": {name: item["history"].threads for name, item in trained.items()},
     }
 
 

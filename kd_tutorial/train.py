@@ -94,6 +94,9 @@ class History:
     # the precision it trained in ("bf16", "fp32"...; "bf16, then fp32" for a run resumed elsewhere): "auto" resolves
     # per machine, and a model from the cache may have been trained on another (None: before this was recorded)
     precision: str | None = None
+    # the CPU threads it trained with ("2", or "2, then 1" resumed with another count; None: on a GPU, or not
+    # recorded): sums run in another order with another count, so the same run differs in its last digits
+    threads: str | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -114,7 +117,7 @@ class History:
         return {"steps": self.steps, "epochs": self.epochs, "evals": self.evals, "seconds": self.seconds,
                 "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "eval_seconds": self.eval_seconds,
                 "best_step": self.best_step, "finished_at": self.finished_at,
-                "best_val_correct": self.best_val_correct, "precision": self.precision}
+                "best_val_correct": self.best_val_correct, "precision": self.precision, "threads": self.threads}
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
@@ -122,7 +125,8 @@ class History:
         return cls(steps=list(d["steps"]), epochs=list(d["epochs"]), evals=list(d.get("evals", [])),
                    seconds=d["seconds"], tokens=d["tokens"], eval_seconds=d.get("eval_seconds", 0.0),
                    best_step=d.get("best_step"), finished_at=d.get("finished_at"),
-                   best_val_correct=d.get("best_val_correct"), precision=d.get("precision"))
+                   best_val_correct=d.get("best_val_correct"), precision=d.get("precision"),
+                   threads=d.get("threads"))
 
 
 def seed_everything(seed: int) -> None:
@@ -448,7 +452,8 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
 
 
 def _precisions(before: str | None, now: str) -> str:
-    """The precision a run trained in: ``now``, or ``"bf16, then fp32"`` for a run resumed in another one."""
+    """The precision (or thread count) a run trained in: ``now``, or ``"bf16, then fp32"`` for a run resumed in
+    another one."""
     return now if before in (None, now) or before.endswith(f", then {now}") else f"{before}, then {now}"
 
 
@@ -570,6 +575,8 @@ class _Run:
         self.on_step = on_step
         self.history.precision = _precisions(self.history.precision, resolve_precision(self.device,
                                                                                        self.config.precision))
+        if device_type(self.device) == "cpu":
+            self.history.threads = _precisions(self.history.threads, str(torch.get_num_threads()))
         if on_step is not None:
             on_step(self.at.step, self.total)
         stopped = self.config.patience is not None and self.at.bad_evals >= self.config.patience  # resumed, stopped

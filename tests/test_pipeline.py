@@ -869,6 +869,10 @@ def test_results_name_the_models_from_the_cache_that_trained_in_another_precisio
     trained_in = results["run"]["trained_in"]
     assert set(trained_in) == {"teacher", *results["run"]["student_status"]}
     assert set(trained_in.values()) == {"fp32"}  # this run trained them all, in the profile's precision
+    run = results["run"]
+    one_each = run["student_workers"] > 1  # side by side: one thread each; else every thread
+    assert run["trained_threads"] == {name: str(1 if one_each else run["torch_threads"]) for name in trained_in
+                                      if name != "teacher"}
     assert "trained in" not in results_markdown(results)
     first, second = list(results["run"]["student_status"])[:2]
     elsewhere = trained_in | {"teacher": "bf16", first: "bf16", second: "fp32, then bf16"}

@@ -258,6 +258,18 @@ def test_a_history_records_the_precision_it_trained_in_and_a_resume_in_another(r
     resumed = train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path, resume=True,
                     progress=False, device="cpu")
     assert resumed.precision == "fp32, then bf16"
+    threads = torch.get_num_threads()
+    assert resumed.threads == str(threads)  # the same count both times: said once
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path / "b", on_epoch_end=stop_after_first,
+              progress=False, device="cpu")
+    torch.set_num_threads(threads + 1)
+    try:
+        again = train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path / "b", resume=True,
+                      progress=False, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert again.threads == f"{threads}, then {threads + 1}"  # the sums ran in another order after the resume
     assert History.from_dict(resumed.to_dict()).precision == "fp32, then bf16"
     assert History.from_dict(resumed.to_dict() | {"precision": None}).precision is None
     old = {k: v for k, v in resumed.to_dict().items() if k != "precision"}
