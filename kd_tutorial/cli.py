@@ -310,6 +310,9 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     if ref:  # another GPU's share of its peak: a guess, said to be one
         text += (f"; about {duration_text(t['floor_s'] / ref['share'])} if it reaches the {ref['share']:.1%} of its "
                  f"peak that an {ref['device']} reached over a whole run ({ref['report']}), a guess")
+    if precision in ("tf32", "fp32"):  # the benchmark measures what auto picks, a 16-bit precision on a GPU
+        return text + (f"; no benchmark report projects {precision} (`kd-tutorial benchmark` measures the precision "
+                       "auto picks): leave precision to auto for a projection")
     where = " or ".join(f"{d}/benchmark-<gpu>.json" for d in report_dirs())
     return text + (f"; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time (FILE: "
                    f"{where})")
@@ -543,8 +546,9 @@ def cmd_prefetch(args) -> int:
         raise UsageError("prefetch downloads from the Hub, which does not answer from here: run it where there is "
                          "internet (or set HF_ENDPOINT to a mirror), then copy the Hugging Face cache over")
     from huggingface_hub.constants import HF_HUB_CACHE
-    _check_writable(Path(HF_HUB_CACHE), f"the Hugging Face cache {HF_HUB_CACHE}", "set HF_HOME to a folder you can "
-                    "write (and to the same folder where the course runs)")
+    variable = "HF_HUB_CACHE" if os.environ.get("HF_HUB_CACHE") else "HF_HOME"  # the first wins where both are set
+    _check_writable(Path(HF_HUB_CACHE), f"the Hugging Face cache {HF_HUB_CACHE}", f"set {variable} to a folder you "
+                    "can write (and to the same folder where the course runs)")
     for name in [profile.teacher] + [s.pretrained for s in profile.students if s.pretrained]:
         print(f"downloading {name} ...", flush=True)
         _download(name)

@@ -152,7 +152,8 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
     local = fallback_path(fallback)
     source = resolve_source(name_or_path, fallback, prefer_local=init == "random")
     try:
-        config = _bert_config(source, name_or_path, "teacher", num_labels=num_labels, **(config_overrides or {}))
+        config = _bert_config(source, name_or_path, "teacher", num_labels=num_labels, check_head=init != "random",
+                              **(config_overrides or {}))
         if init == "random":
             return BertForSequenceClassification._from_config(config, **kwargs)
         return _load_fp32(source, name_or_path, config, "teacher", **kwargs)
@@ -236,7 +237,8 @@ def distil_student(teacher, num_layers: int, layer_map: list[int] | None = None,
     return student
 
 
-def _bert_config(source: str, name_or_path: str, role: str, num_labels: int = 2, **kwargs):
+def _bert_config(source: str, name_or_path: str, role: str, num_labels: int = 2, check_head: bool = True,
+                 **kwargs):
     """The config at ``source`` for ``num_labels`` classes, refused in one line unless it is a BERT's:
     BertForSequenceClassification loads a RoBERTa or an ELECTRA checkpoint with a warning (hidden by quiet logging)
     and every encoder weight random, so a 'teacher' would be trained from scratch (correctness note 9); and refused
@@ -255,7 +257,8 @@ def _bert_config(source: str, name_or_path: str, role: str, num_labels: int = 2,
             f"{name_or_path} is a {config.model_type} model, and the course's {role}s are BERTs "
             "(BertForSequenceClassification would load none of its weights): give a BERT checkpoint (model_type "
             "'bert', e.g. bert-base-uncased or sentence-transformers/all-MiniLM-L6-v2)")
-    _check_head(config, name_or_path, role, num_labels)
+    if check_head:  # not for --init random, which loads no weight
+        _check_head(config, name_or_path, role, num_labels)
     config.num_labels = num_labels
     return config
 

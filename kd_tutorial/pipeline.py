@@ -230,9 +230,10 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
     (``teacher_layers``: the teacher's depth) the rounding of a ``uniform`` mapping where it changed
     (:func:`_rounding_changed`)."""
     student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
-    if recipe is None or recipe.intermediate is None:  # which layers map, and the relation heads, weigh only the
-        # intermediate terms: a baseline's key is the same whatever they are, as with their defaults
-        student |= {name: getattr(StudentSpec, name) for name in ("mapping", "relation_heads")}
+    if recipe is None or recipe.intermediate is None:  # which layers map weighs only the intermediate terms: a
+        # baseline's key is the same whatever it is (no preset sets it, so theirs are unchanged; the relation heads
+        # stay in every key, since the full profile's compact student sets them)
+        student["mapping"] = StudentSpec.mapping
     for option in ("teacher_word_vectors", "spare_reviews"):
         if not student[option]:
             del student[option]  # keys from before the option existed stay valid

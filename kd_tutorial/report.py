@@ -123,13 +123,13 @@ def _precision_text(run: dict) -> str:
 
 
 def _other_precisions(run: dict, precision: str) -> str:
-    """`` (trained in fp32 by an earlier run: teacher, distil-3L)``: the models from the cache (or resumed) that
-    trained in another precision than this run's (on another machine, where "auto" meant another); "" if none."""
+    """`` (teacher, distil-3L kd trained in fp32)``: the models from the cache (or resumed) that trained in another
+    precision than this run's (on another machine, where "auto" meant another); "" if none."""
     others: dict[str, list[str]] = {}
     for name, trained_in in (run.get("trained_in") or {}).items():
         if trained_in and trained_in != precision:
             others.setdefault(trained_in, []).append(name)
-    return "".join(f" (trained in {p} by an earlier run: {', '.join(names)})" for p, names in others.items())
+    return "".join(f" ({', '.join(names)} trained in {p})" for p, names in others.items())
 
 
 def _cached_speed_sources(row: dict) -> list[str]:

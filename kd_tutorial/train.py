@@ -573,10 +573,11 @@ class _Run:
         self.bar = progress_bar(total=self.total, initial=self.at.step, desc=self.desc, disable=not progress,
                                 leave=True, dynamic_ncols=True, mininterval=0.5)
         self.on_step = on_step
-        self.history.precision = _precisions(self.history.precision, resolve_precision(self.device,
-                                                                                       self.config.precision))
+        unknown = "not recorded" if self.at.step else None  # a checkpoint from before histories recorded them
+        self.history.precision = _precisions(self.history.precision or unknown,
+                                             resolve_precision(self.device, self.config.precision))
         if device_type(self.device) == "cpu":
-            self.history.threads = _precisions(self.history.threads, str(torch.get_num_threads()))
+            self.history.threads = _precisions(self.history.threads or unknown, str(torch.get_num_threads()))
         if on_step is not None:
             on_step(self.at.step, self.total)
         stopped = self.config.patience is not None and self.at.bad_evals >= self.config.patience  # resumed, stopped

@@ -1146,6 +1146,9 @@ def test_prefetch_where_the_hub_does_not_answer_or_its_cache_is_not_writable_is_
     assert line.startswith(f"kd-tutorial: error: the Hugging Face cache {tmp_path / 'file' / 'hub'} is not a "
                            "writable folder (") and line.endswith("): set HF_HOME to a folder you can write (and to "
                                                                   "the same folder where the course runs)")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "file" / "hub"))  # it wins over HF_HOME: name it
+    assert error_line(capsys, "prefetch", "--profile", "cpu").endswith("): set HF_HUB_CACHE to a folder you can write "
+                                                                       "(and to the same folder where the course runs)")
 
 
 def test_prefetch_for_the_full_profile_fetches_notebook_09s_teacher_too(capsys, monkeypatch):

@@ -184,6 +184,8 @@ def test_fp32_on_a_gpu_with_tf32_matmuls_is_estimated_at_the_tf32_peak(monkeypat
     assert cli.matmul_precision("cuda", "fp32") == "tf32" and cli.matmul_precision("cuda", "bf16") == "bf16"
     text = cli.estimate(get_profile("full"), "cuda", gpu=("NVIDIA H200", cli.matmul_precision("cuda", "fp32")))
     assert "dense tf32 peak (494 TFLOP/s)" in text
+    assert text.endswith("; no benchmark report projects tf32 (`kd-tutorial benchmark` measures the precision auto "
+                         "picks): leave precision to auto for a projection")  # not advice to write one more bf16 one
     monkeypatch.setattr(cli, "tf32_enabled", lambda device: False)  # a T4, a V100: fp32 is fp32
     assert cli.matmul_precision("cuda", "fp32") == "fp32"
 

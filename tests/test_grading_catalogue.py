@@ -1024,6 +1024,10 @@ wrong("ex07.q2", "carries no gradient")(lambda s, t, m, p, mp: _hidden(s, t, m, 
 wrong("ex07.q2", "no gradient reaches the projections")(
     lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, detach_projected=True) + 0 * sum(x.sum() for x in s))
 wrong("ex07.q2", "reaches teacher_hidden")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, detach_teacher=False))
+# a projection read through .parameters() (or a state_dict), then summed over the layers: the sum is what is named
+wrong("ex07.q2", "you summed over the mapped layers")(
+    lambda s, t, m, p, mp: sum(((F.linear(s[i], *p[i - 1].parameters()) - t[tl].detach()) ** 2 * m[..., None]).sum()
+                               / (m.sum() * t[tl].shape[-1]) for i, tl in enumerate(mp, start=1)))
 # the projection left out without a crash: the teacher sliced to the student's width, or the student zero-padded
 wrong("ex07.q2", "your loss never uses projections, and the student is narrower than the teacher")(
     lambda s, t, m, p, mp: _hidden([x for x in s], [y[..., :s[0].shape[-1]] for y in t], m, p, mp, project=False))
@@ -1568,3 +1572,19 @@ def test_ex04_q4_refuses_an_answer_that_lower_cases_the_teachers_names_only():
     result = EXERCISES["ex04.q4"].grade(teacher_only)
     assert result.status == FAILED and "differ only in case" in result.message, result
     assert "Compare both lists' names lower-cased" in result.message and len(result.message) < 300, result
+
+
+def test_ex07_q2_a_projection_applied_through_its_parameters_or_state_dict_passes():
+    """The check told a learner who wrote W, b = projections[i - 1].parameters() that the loss never used them."""
+    def through(read):
+        def loss(s, t, m, p, mp):
+            total = 0.0
+            for i, tl in enumerate(mp, start=1):
+                x = F.linear(s[i], *read(p[i - 1]))
+                total = total + ((x - t[tl].detach()) ** 2 * m[..., None]).sum() / (m.sum() * t[tl].shape[-1])
+            return total / len(mp)
+        return loss
+    for read in (lambda q: q.parameters(), lambda q: [w for _, w in q.named_parameters()],
+                 lambda q: (q.state_dict(keep_vars=True)["weight"], q.state_dict(keep_vars=True)["bias"])):
+        result = EXERCISES["ex07.q2"].grade(through(read))
+        assert result.status == PASSED, result.message

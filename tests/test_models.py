@@ -349,6 +349,8 @@ def test_a_classifier_of_another_number_of_classes_is_refused_in_one_line_before
     with pytest.raises(ModelSourceError, match=message):
         models.compact_student(1, 32, 2, pretrained=str(tmp_path / "three"))
     assert "MISMATCH" not in capfd.readouterr().err  # refused before from_pretrained's load report
+    random = models.load_teacher(str(tmp_path / "three"), init="random")  # --init random loads no weight
+    assert random.config.num_labels == 2 and random.classifier.out_features == 2
     three.bert.config.architectures = ["BertModel"]
     three.bert.save_pretrained(tmp_path / "base")  # an encoder without a head, whose config says 3 labels
     base = models.load_teacher(str(tmp_path / "base"))

@@ -270,6 +270,15 @@ def test_a_history_records_the_precision_it_trained_in_and_a_resume_in_another(r
     finally:
         torch.set_num_threads(threads)
     assert again.threads == f"{threads}, then {threads + 1}"  # the sums ran in another order after the resume
+    with pytest.raises(KeyboardInterrupt):  # a checkpoint written before histories recorded either
+        train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path / "c", on_epoch_end=stop_after_first,
+              progress=False, device="cpu")
+    state = torch.load(tmp_path / "c" / "last.pt", weights_only=False)
+    state["history"] = {k: v for k, v in state["history"].items() if k not in ("precision", "threads")}
+    torch.save(state, tmp_path / "c" / "last.pt")
+    old = train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path / "c", resume=True, progress=False,
+                device="cpu")
+    assert (old.precision, old.threads) == ("not recorded, then bf16", f"not recorded, then {threads}")
     assert History.from_dict(resumed.to_dict()).precision == "fp32, then bf16"
     assert History.from_dict(resumed.to_dict() | {"precision": None}).precision is None
     old = {k: v for k, v in resumed.to_dict().items() if k != "precision"}

@@ -168,6 +168,18 @@ class _Projection(torch.nn.Linear):
             self.__dict__["used"] = True
         return super().__getattr__(name)
 
+    def parameters(self, *args, **kwargs):  # W, b = p.parameters(), or a state_dict's tensors: read all the same
+        self.__dict__["used"] = True
+        return super().parameters(*args, **kwargs)
+
+    def named_parameters(self, *args, **kwargs):
+        self.__dict__["used"] = True
+        return super().named_parameters(*args, **kwargs)
+
+    def state_dict(self, *args, **kwargs):
+        self.__dict__["used"] = True
+        return super().state_dict(*args, **kwargs)
+
 
 class _Watched:
     """Mixin for the sequences handed to the learner: notes each index that was out of range, with its IndexError
