@@ -208,11 +208,11 @@ def test_latency_with_fixed_counts_fails(fn):
     assert_fails_with("ex06.q1", fn, "use the `warmup` and `repeats` arguments, not fixed counts")
 
 
-# -- 4. ex03.q4: the rule's threshold is the best setting's val_ci, and the default is an argument ---------------
-def choose_with_the_defaults_ci(sweep, default=(2.0, 0.5)):
+# -- 4. ex03.q4: the rule's threshold is the interval of the best's lead, and the default is an argument ----------
+def choose_with_the_defaults_lead_ci(sweep, default=(2.0, 0.5)):
     best = max(sweep, key=lambda r: r["val_acc"])
-    for r in sweep:
-        if (r["temperature"], r["alpha"]) == tuple(default) and best["val_acc"] - r["val_acc"] <= r["val_ci"]:
+    for r in sweep:  # the default's own row holds 0: any lead at all moves off it
+        if (r["temperature"], r["alpha"]) == tuple(default) and best["val_acc"] - r["val_acc"] <= r["lead_ci"]:
             return tuple(default)
     return best["temperature"], best["alpha"]
 
@@ -228,7 +228,7 @@ def choose_with_a_fixed_threshold(sweep, default=(2.0, 0.5)):
 def choose_with_a_hard_coded_default(sweep, default=(2.0, 0.5)):
     best = max(sweep, key=lambda r: r["val_acc"])
     for r in sweep:
-        if (r["temperature"], r["alpha"]) == (2.0, 0.5) and r["val_acc"] >= best["val_acc"] - best["val_ci"]:
+        if (r["temperature"], r["alpha"]) == (2.0, 0.5) and best["val_acc"] - r["val_acc"] <= best["lead_ci"]:
             return 2.0, 0.5
     return best["temperature"], best["alpha"]
 
@@ -236,14 +236,15 @@ def choose_with_a_hard_coded_default(sweep, default=(2.0, 0.5)):
 def choose_returning_a_fixed_pair(sweep, default=(2.0, 0.5)):
     best = max(sweep, key=lambda r: r["val_acc"])
     for r in sweep:
-        if (r["temperature"], r["alpha"]) == tuple(default) and r["val_acc"] >= best["val_acc"] - best["val_ci"]:
+        if (r["temperature"], r["alpha"]) == tuple(default) and best["val_acc"] - r["val_acc"] <= best["lead_ci"]:
             return 2.0, 0.5
     return best["temperature"], best["alpha"]
 
 
 @pytest.mark.parametrize("fn,fragments", [
-    (choose_with_the_defaults_ci, ("you kept the default", "not the default's (0.020)")),
-    (choose_with_a_fixed_threshold, ("by 0.012, less than its confidence interval (val_ci = 0.015)",
+    (choose_with_the_defaults_lead_ci, ("you took the best validation accuracy", "less than the interval of that "
+                                        "lead (lead_ci = 0.019)")),
+    (choose_with_a_fixed_threshold, ("by 0.012, less than the interval of that lead (lead_ci = 0.015)",
                                      "not a fixed number")),
     (choose_with_a_hard_coded_default, ("you compared the best setting with (2.0, 0.5)",
                                         "use the `default` argument")),
@@ -251,6 +252,19 @@ def choose_returning_a_fixed_pair(sweep, default=(2.0, 0.5)):
 ])
 def test_choose_setting_with_a_wrong_rule_fails(fn, fragments):
     assert_fails_with("ex03.q4", fn, *fragments)
+
+
+def test_choose_setting_reads_a_paired_interval_of_the_lead_not_one_accuracys():
+    """The exercise judged a lead by the best setting's own accuracy interval (val_ci), which notebook 03 never
+    does: a difference measured on the same reviews has its paired interval. Each row now carries that one."""
+    from kd_tutorial.grading.ex03 import _sweeps
+    for sweep, default in _sweeps():
+        assert all("val_ci" not in r for r in sweep)
+        base = [r for r in sweep if (r["temperature"], r["alpha"]) == tuple(default)]
+        if base:
+            assert base[0]["lead_ci"] == 0.0 and all(r["lead_ci"] > 0 for r in sweep if r is not base[0])
+        else:
+            assert all(r["lead_ci"] is None for r in sweep)
 
 
 # -- 5. ex06's virtual clock is given back whatever the learner's namespace holds ----------------------------------
