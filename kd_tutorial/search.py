@@ -268,6 +268,7 @@ def _create_study(db: Path):
     import optuna
     from sqlalchemy.exc import SQLAlchemyError  # optuna's storage layer: installed with it
     url = _sqlite_url(db)
+    _refuse_foreign_database(db)
     try:
         return optuna.create_study(study_name=STUDY_NAME, storage=url, directions=["maximize", "minimize"],
                                    load_if_exists=True)
@@ -275,6 +276,25 @@ def _create_study(db: Path):
         raise UsageError(f"{db} cannot be opened as a study database ({_database_cause(err)}): give another "
                          f"--out, or move {db} (with the trials/ and search.json beside it) away to start a new "
                          "study there") from None
+
+
+def _refuse_foreign_database(db: Path) -> None:
+    """A UsageError, the file left as it is, for a SQLite ``db`` that holds tables and none of Optuna's: Optuna adds
+    its own tables to any database it is given (another program's search.db came back with 25 more)."""
+    import sqlite3
+    from urllib.parse import quote
+    if not db.is_file() or db.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(db.resolve()))}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return  # not a database: create_study's own error names it
+    if tables and not {"studies", "version_info"} <= tables:
+        names = sorted(tables)
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise UsageError(f"{db} is another program's database (tables {shown}), not a study's: give another --out, "
+                         "or move it away")
 
 
 def _sqlite_url(db: Path) -> str:

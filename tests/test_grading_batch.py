@@ -613,3 +613,29 @@ def test_a_function_left_undefined_by_the_time_limit_is_a_timeout_not_unattempte
     run = execute.run_submission(nb, "ex02", timeout=16, cell_timeout=5)
     assert {q: status for q, (status, _) in run.results.items()} == {"q1": "timeout", "q2": "timeout"}, run.notes
     assert "not checked: the notebook time limit (16 s) left some of its cells unrun" in run.results["q1"][1]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["submissions"][0].update(learner=5),
+    lambda d: d["submissions"][0].update(learner=["a"]),
+    lambda d: d["rows"][0].update(learner=5),
+    lambda d: d.update(rows=[1]),
+    lambda d: d.update(rows={"a": 1}),
+    lambda d: d.update(submissions="x"),
+])
+def test_an_earlier_json_report_edited_by_hand_is_left_for_its_csv(tmp_path, edit):
+    """A learner edited to 5 or ["a"] in grades.json stopped a grading with a traceback after every notebook had
+    run, and lost the batch; a 'rows' that is no list, before grading. The CSV (the gradebook) is read instead."""
+    from kd_tutorial.grading.grader import json_path_of, read_report, write_reports
+    row = {"learner": "alice", "file": "alice.ipynb", "notebook": "02", "exercise": "ex02.q1", "title": "t",
+           "status": "passed", "message": "", "flags": "", "notes": "", "seconds": 1.0}
+    sub = {"learner": "alice", "file": "alice.ipynb", "notebook": "02", "flags": "", "notes": "", "seconds": 1.0,
+           "exercise_set": "ex02", "kernel_python": None, "passed": 1, "total": 1}
+    out = tmp_path / "grades.csv"
+    write_reports([row], [sub], out, 1.0)
+    data = json.loads(json_path_of(out).read_text(encoding="utf-8-sig"))
+    edit(data)
+    json_path_of(out).write_text(json.dumps(data), encoding="utf-8")
+    rows, submissions = read_report(out)
+    assert [(r["learner"], r["file"], r["exercise"]) for r in rows] == [("alice", "alice.ipynb", "ex02.q1")]
+    assert [(s["learner"], s["file"]) for s in submissions] == [("alice", "alice.ipynb")]

@@ -502,12 +502,11 @@ def read_report(out: Path) -> tuple[list[dict], list[dict]]:
     except (OSError, csv.Error) as err:
         raise UsageError(f"cannot read the earlier report {out} ({err}): give --out a new .csv name, or move {out} "
                          "away") from None
-    with contextlib.suppress(OSError, *JSON_ERRORS, TypeError, KeyError):  # no JSON (moved away, say): the CSV alone
-        data = json.loads(json_path_of(out).read_text(encoding="utf-8-sig"))
-        same = [[_csv_cell(r.get(k)) for k in COLUMNS] for r in data["rows"]] == \
+    with contextlib.suppress(OSError, *JSON_ERRORS, TypeError, KeyError, AttributeError):  # no JSON (moved away,
+        data = json.loads(json_path_of(out).read_text(encoding="utf-8-sig"))  # say), or an edited one: the CSV alone
+        same = _well_formed(data) and [[_csv_cell(r.get(k)) for k in COLUMNS] for r in data["rows"]] == \
             [[r.get(k) or "" for k in COLUMNS] for r in raw]  # every column: an ID renamed in the CSV is kept
-        if same and columns == COLUMNS and all(isinstance(x, dict) and isinstance(x.get("file"), str)
-                                               for x in data["submissions"]):
+        if same and columns == COLUMNS:
             return [{k: r.get(k, "") for k in COLUMNS} for r in data["rows"]], data["submissions"]
     submissions: dict[str, dict] = {}
     for row in rows:
@@ -519,6 +518,16 @@ def read_report(out: Path) -> tuple[list[dict], list[dict]]:
         sub["passed"] += row["status"] == PASSED
         sub["total"] += set_id is not None
     return rows, list(submissions.values())
+
+
+def _well_formed(data) -> bool:
+    """Whether a JSON report's rows and submissions are what :func:`write_reports` writes, as far as merging reads
+    them: lists of dicts whose ``file`` and ``learner`` are text (a hand-edited learner of 5 or ["a"] stopped a
+    grading after every notebook had run)."""
+    parts = [data.get("rows"), data.get("submissions")] if isinstance(data, dict) else [None]
+    return all(isinstance(part, list) and all(
+        isinstance(x, dict) and isinstance(x.get("file"), str) and isinstance(x.get("learner", ""), str)
+        for x in part) for part in parts)
 
 
 def _csv_cell(value) -> str:
