@@ -605,7 +605,7 @@ def cmd_report(args) -> int:
         _check_readme(args.readme)
     tables = {path: _markdown(path, r) for path, r in results.items()}  # every file renders before any write
     if args.readme:
-        _write_or_say(lambda: splice_readme(args.readme, args.results), f"--readme {args.readme}")
+        _write_or_say(lambda: splice_readme(args.readme, args.results, results), f"--readme {args.readme}")
         print(f"updated the results tables in {args.readme}")
         return 0
     print("".join(tables[p] for p in sorted(tables)))

@@ -454,8 +454,9 @@ def check_readme_markers(text: str, readme: str | Path) -> None:
                          "line above the results tables, and the end marker after them")
 
 
-def splice_readme(readme: str | Path, results_paths: list[str | Path]) -> None:
-    """Rewrite the block between the README's results markers with the tables of ``results_paths``.
+def splice_readme(readme: str | Path, results_paths: list[str | Path], read: dict | None = None) -> None:
+    """Rewrite the block between the README's results markers with the tables of ``results_paths`` (their contents
+    as ``read`` holds them, by path, where the caller read them already: a pipe reads empty the second time).
 
     The markers are checked (:func:`check_readme_markers`) and a README that is one of the results files is
     refused, before anything is written. The new text is written to a temporary file and renamed into place:
@@ -464,7 +465,8 @@ def splice_readme(readme: str | Path, results_paths: list[str | Path]) -> None:
     refuse_overwrite(readme, "--readme", results_paths, fix=f"give --readme the README.md that holds the "
                                                             f"{README_START} marker")
     readme = Path(readme).resolve()  # through a link, the file it names (the link stays a link)
-    table = "".join(results_markdown(json.loads(Path(p).read_text(encoding="utf-8")))
+    read = {str(p): data for p, data in (read or {}).items()}
+    table = "".join(results_markdown(read[p] if p in read else json.loads(Path(p).read_text(encoding="utf-8")))
                     for p in sorted(map(str, results_paths)))
     with open(readme, encoding="utf-8", newline="") as f:  # UTF-8 whatever the locale; its line endings kept
         text = f.read()

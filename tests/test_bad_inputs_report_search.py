@@ -115,6 +115,29 @@ def test_report_into_a_readme_with_one_block_still_splices(run, capsys, tmp_path
     assert readme.read_text() == f"intro\n{START}\n{table}{END}\nrest\n"
 
 
+def test_report_from_a_pipe_into_a_readme_splices_what_it_read(run, tmp_path):
+    """`report <(cat results.json) --readme README.md` gave a JSONDecodeError traceback: the README's splice read
+    each results file a second time, and a pipe is empty the second time."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\nrest\n")
+    import threading
+    r, w = os.pipe()  # what <(cat results.json) hands over: /dev/fd/N, whose second read finds the pipe empty
+
+    def write():
+        with os.fdopen(w, "wb") as pipe:
+            pipe.write(run.read_bytes())
+    writer = threading.Thread(target=write)
+    writer.start()
+    from kd_tutorial import cli
+    try:
+        assert cli.main(["report", f"/dev/fd/{r}", "--readme", str(readme)]) == 0
+    finally:
+        writer.join()
+        os.close(r)
+    table = report.results_markdown(json.loads(run.read_text()))
+    assert readme.read_text() == f"intro\n{START}\n{table}{END}\nrest\n"
+
+
 def test_report_into_a_readme_through_a_link_keeps_the_link_its_endings_and_its_mode(run, tmp_path):
     """The splice replaced a linked README with a plain file (the real one untouched), rewrote CRLF as LF, and made
     a read-only file writable. (It also read the README in the locale's encoding; it reads UTF-8 now.)"""
