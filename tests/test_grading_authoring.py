@@ -109,3 +109,21 @@ def test_a_full_disk_says_free_space_and_the_rerun_finishes(tmp_path, monkeypatc
     assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out)]) == 0
     assert {p.name: p.read_text() for p in out.glob("*.ipynb")} == {
         p.name: p.read_text() for p in EXERCISES.glob("*.ipynb")}
+
+
+def test_a_folder_where_an_exercise_notebook_goes_is_one_line_in_check_and_in_generate(tmp_path, capsys):
+    """`make-exercises --check` with exercises/03_kd_losses.ipynb a folder gave IsADirectoryError's traceback; the
+    generator's refusal did not name the path. Both name it, and the folder is left as it is."""
+    out = tmp_path / "exercises"
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out)]) == 0
+    (out / "03_kd_losses.ipynb").unlink()
+    (out / "03_kd_losses.ipynb").mkdir()
+    capsys.readouterr()
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out), "--check"]) == 1
+    said = capsys.readouterr()
+    assert "Traceback" not in said.err and "03_kd_losses.ipynb" in said.out + said.err
+    assert "It would refuse 03_kd_losses.ipynb" in said.out + said.err
+    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "03_kd_losses.ipynb" in err and len(err.strip().splitlines()) == 1, err
+    assert (out / "03_kd_losses.ipynb").is_dir()

@@ -126,7 +126,9 @@ def changed(path: Path, text: str, recorded: str | None) -> bool:
     the hash ``recorded`` when it was written or, with no record (an older version wrote it), from ``text``'s."""
     if not path.exists():
         return False
-    current = path.read_text(encoding="utf-8", errors="replace")
+    current = _read(path)
+    if current is None:  # a folder, or a file it cannot read, where the notebook goes: not make-exercises' to replace
+        return True
     return current != text and cells_hash(current) != (recorded or cells_hash(text))
 
 
