@@ -35,9 +35,9 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows,
 from .device import configure, pick_device, resolve_precision, tf32_enabled
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
-from .errors import (DISK_FULL, error_cause, error_chain, JSON_ERRORS, looks_like_a_folder, model_source_error,
-                     path_argument, refuse_not_regular, set_env_command, Terminated, unset_env_command, UsageError,
-                     UserError)
+from .errors import (DISK_FULL, error_cause, error_chain, file_argument, JSON_ERRORS, looks_like_a_folder,
+                     model_source_error, path_argument, refuse_not_regular, set_env_command, Terminated,
+                     unset_env_command, UsageError, UserError)
 from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
@@ -828,7 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="render a results.json as the README's markdown table")
     r.add_argument("results", nargs="+", type=_path, help="results.json files (one table each, in path order)")
     r.add_argument("--readme", type=_path, help="rewrite the table between the results markers of this README")
-    r.add_argument("--summary", metavar="OUT.json", type=_path,
+    r.add_argument("--summary", metavar="OUT.json", type=_file("summary.json"),
                    help="write the results without the per-step training logs, small enough to commit (a whole "
                    "results.json there is never replaced)")
     _add_benchmark(sub, profile_help)
@@ -892,7 +892,8 @@ def _add_benchmark(sub, profile_help: str) -> None:
                    help="random: the same architectures with random weights, as for distill (default pretrained)")
     b.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
-    b.add_argument("--report", metavar="FILE", type=_path, help="measure every phase of the profile on this device "
+    b.add_argument("--report", metavar="FILE", type=_file("benchmark.json"),
+                   help="measure every phase of the profile on this device "
                    "(random weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; about "
                    "a minute on one H200 with full) and write the JSON report to FILE; a GPU's report belongs in "
                    "docs/results/benchmark-<device>.json")
@@ -956,6 +957,12 @@ def _given(text: str) -> str:
 def _path(text: str) -> str:
     """An argparse type: a path that is not empty, ``~`` expanded (:func:`kd_tutorial.errors.path_argument`)."""
     return path_argument(_given(text))
+
+
+def _file(example: str):
+    """An argparse type: :func:`_path` of a file to write, refused when it ends in a separator
+    (:func:`kd_tutorial.errors.file_argument`)."""
+    return lambda text: file_argument(example)(_given(text))
 
 
 def _seed(text: str) -> int:

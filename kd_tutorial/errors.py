@@ -204,6 +204,19 @@ NOT_UTF8_FIX = "holds bytes that are not UTF-8, which the libraries underneath c
                "or give another path"
 
 
+def file_argument(example: str):
+    """An argparse type, :func:`path_argument` for a flag that names a file to write: a path ending in a separator
+    names a folder (``--out grades/`` wrote a file called ``grades``), so it is refused, with ``example`` in that
+    folder as the file to give."""
+    def parse(text: str) -> str:
+        path = path_argument(text)
+        if path.endswith(("/", os.sep)) and path.strip("/" + os.sep):
+            raise argparse.ArgumentTypeError(f"{text} ends in a separator, so it names a folder: give a file in it, "
+                                             f"e.g. {path}{example}")
+        return path
+    return parse
+
+
 def path_argument(text: str) -> str:
     """An argparse type for every path flag of the command line: ``~`` expanded. The shell leaves ``--out=~/runs`` as
     typed (bash expands ``~`` only at a word's start), and PowerShell leaves ``--out ~\\runs``: the run went to a

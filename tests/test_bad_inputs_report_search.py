@@ -565,3 +565,21 @@ def test_a_benchmark_report_the_disk_refuses_is_kept(tmp_path, capsys, monkeypat
     else:
         assert json.loads(out[out.index("\n{") + 1:out.rindex("}") + 1]) == measured
         assert line.endswith(f"the report is printed above as JSON; save it as {target} once the disk has room")
+
+
+@pytest.mark.parametrize("command, flag, example", [
+    (["grade", "sub.ipynb"], "--out", "grades.csv"),
+    (["report", "r.json"], "--summary", "summary.json"),
+    (["benchmark", "--profile", "tiny"], "--report", "benchmark.json"),
+])
+def test_a_file_flag_ending_in_a_separator_is_refused_before_it_writes_a_file_of_the_folders_name(
+        tmp_path, capsys, monkeypatch, command, flag, example):
+    """`grade ... --out newgrades/` wrote the files newgrades and newgrades.json; --summary and --report alike."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:  # argparse's own refusal: usage, then one error line, status 2
+        cli.main([*command, flag, "new/"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"argument {flag}: new/ ends in a separator, so it names a folder: give a file in it, e.g. "
+            f"new/{example}") in err.splitlines()[-1], err
+    assert list(tmp_path.iterdir()) == []

@@ -39,7 +39,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..errors import held_open_fix, JSON_ERRORS, path_argument, refuse_not_regular, shell_arg, UsageError, UserError
+from ..errors import (file_argument, held_open_fix, JSON_ERRORS, path_argument, refuse_not_regular, shell_arg,
+                      UsageError, UserError)
 from .core import ERROR, NOT_ATTEMPTED, PASSED
 from .registry import SETS, set_for_name
 
@@ -623,7 +624,7 @@ def _parser(parser_class) -> argparse.ArgumentParser:
                           "report (merged into an earlier report at --out).")
     parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS", type=path_argument,
                         help="notebooks, or folders searched recursively for *.ipynb")
-    parser.add_argument("--out", type=lambda text: Path(path_argument(text)), default=Path("grades.csv"),
+    parser.add_argument("--out", type=lambda text: Path(file_argument("grades.csv")(text)), default=Path("grades.csv"),
                         help="CSV report (the JSON report goes next to it); default grades.csv. An earlier report "
                         "there keeps the rows of the notebooks not graded now")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
