@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import __version__
 from .artifacts import data_key, prepare
 from .benchmark import loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, HUB_DATASET, NAMED_SOURCES
@@ -812,6 +813,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = _Parser(prog="kd-tutorial", description="Knowledge distillation of BERT: the course's tools")
+    parser.add_argument("--version", action="version", version=f"kd-tutorial {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     profile_help = f"one of {', '.join(PROFILES)} (default: $KD_TUTORIAL_PROFILE, else full with CUDA, tiny without)"
     _add_distill(sub, profile_help)

@@ -1008,3 +1008,11 @@ def test_env_without_the_hub_tells_a_tiny_learner_it_needs_nothing_and_others_to
     assert lines["tiny"][0].endswith("unreachable: the tiny profile needs nothing from it")
     assert lines["cpu"][0].endswith("unreachable: run `kd-tutorial prefetch --profile cpu` where there is internet, "
                                     "then set HF_HUB_OFFLINE=1")
+
+
+def test_version_prints_the_package_version(capsys):
+    """`kd-tutorial --version` said "the following arguments are required: command"."""
+    import kd_tutorial
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"kd-tutorial {kd_tutorial.__version__}"
