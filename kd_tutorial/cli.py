@@ -733,7 +733,8 @@ def _benchmark_report(profile, args) -> int:
     target = Path(args.report)
     if target.is_dir():
         raise UsageError(f"--report {args.report} is a folder: give a file name, e.g. {target / 'benchmark.json'}")
-    _check_writable(target.parent, f"the folder of --report {args.report}", "give a FILE in a folder you can write")
+    _check_writable(target.parent, f"the folder of --report {args.report}", "give a FILE in a folder you can write",
+                    leave_none=True)  # made when the report is written: a run stopped before leaves no empty folder
     refuse_foreign(target, "--report", "a benchmark report", lambda data: data.get("kind") == "benchmark")
     report = run_benchmark(profile, device=args.device, quick=args.quick, steps=args.steps, progress=not args.quiet)
     refused = _write_benchmark_report(report, target)

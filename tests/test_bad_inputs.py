@@ -472,6 +472,18 @@ def test_a_benchmark_report_path_that_cannot_be_written_is_refused_before_measur
     assert re.search(expected, line), line
 
 
+def test_a_benchmark_stopped_before_its_report_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):
+    """`benchmark --report nd/sub/b.json` stopped by SIGTERM said nothing was written, and left nd/sub behind:
+    the path check made the folders, which the report's write makes itself."""
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "run_benchmark", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        cli.cmd_benchmark(cli.build_parser().parse_args(
+            ["benchmark", "--profile", "tiny", "--report", str(tmp_path / "nd" / "sub" / "b.json")]))
+    assert not (tmp_path / "nd").exists()
+
+
 # ----------------------------------------------------------------------------- report, benchmark, device
 
 
