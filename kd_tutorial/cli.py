@@ -808,7 +808,20 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line naming the fix, like every other error of the CLI."""
 
     def error(self, message: str):
-        self.exit(2, f"kd-tutorial: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"kd-tutorial: error: {message}{_did_you_mean(message)} (see {self.prog} --help)\n")
+
+
+def _did_you_mean(message: str) -> str:
+    """``: did you mean 'report'?`` for argparse's "invalid choice: 'reprot' (choose from ...)", where one choice is
+    close to what was typed; "" otherwise."""
+    import difflib
+    import re
+    typed = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not typed:
+        return ""
+    choices = re.findall(r"'([^']*)'", typed[2]) or [c.strip() for c in typed[2].split(",")]  # quoted before 3.12.8
+    close = difflib.get_close_matches(typed[1], choices, n=1)
+    return f": did you mean {close[0]!r}?" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1016,3 +1016,23 @@ def test_version_prints_the_package_version(capsys):
     with pytest.raises(SystemExit) as exited:
         cli.main(["--version"])
     assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"kd-tutorial {kd_tutorial.__version__}"
+
+
+@pytest.mark.parametrize("message, said", [
+    ("argument command: invalid choice: 'reprot' (choose from 'distill', 'env', 'report')", ": did you mean 'report'?"),
+    ("argument command: invalid choice: 'distil' (choose from distill, env, report)", ": did you mean 'distill'?"),
+    ("argument command: invalid choice: 'zzz' (choose from 'distill', 'env', 'report')", ""),
+    ("the following arguments are required: command", ""),
+])
+def test_a_mistyped_choice_is_answered_with_the_closest_one(message, said):
+    """`kd-tutorial reprot` listed every command; the closest is named (argparse quotes the choices before Python
+    3.12.8 and lists them bare after)."""
+    assert cli._did_you_mean(message) == said
+
+
+def test_a_mistyped_subcommand_names_the_closest_in_its_one_line(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["reprot", "results.json"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean 'report'?" in err[0]
