@@ -639,3 +639,15 @@ def test_an_earlier_json_report_edited_by_hand_is_left_for_its_csv(tmp_path, edi
     rows, submissions = read_report(out)
     assert [(r["learner"], r["file"], r["exercise"]) for r in rows] == [("alice", "alice.ipynb", "ex02.q1")]
     assert [(s["learner"], s["file"]) for s in submissions] == [("alice", "alice.ipynb")]
+
+
+def test_a_report_written_through_a_link_updates_the_file_it_names_and_keeps_the_link(tmp_path):
+    """`grade --out link.csv` replaced the link with a new file, leaving the gradebook it pointed to stale."""
+    from kd_tutorial.grading.grader import replace_together
+    book = tmp_path / "shared" / "grades.csv"
+    book.parent.mkdir()
+    book.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(book)
+    replace_together({link: "new\n", tmp_path / "link.json": "{}\n"})
+    assert link.is_symlink() and book.read_text() == "new\n" and (tmp_path / "link.json").read_text() == "{}\n"

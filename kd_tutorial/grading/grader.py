@@ -474,7 +474,8 @@ def replace_together(texts: dict[Path, str]) -> None:
     from ..store import MARK, atomic_write_text  # noqa: PLC0415 - store imports torch
 
     staged: dict[Path, Path] = {}
-    try:
+    texts = {Path(os.path.realpath(p)) if Path(p).is_symlink() else p: t for p, t in texts.items()}  # through a link,
+    try:  # the file it names (a gradebook kept elsewhere): the link stays a link, as report's writes keep it
         for path, text in texts.items():
             staged[path] = path.with_name(f".{path.name}.{MARK}grade{os.getpid()}.tmp")
             staged[path].unlink(missing_ok=True)  # a leftover of ours, or a link the write would follow
