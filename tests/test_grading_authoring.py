@@ -123,7 +123,9 @@ def test_a_folder_where_an_exercise_notebook_goes_is_one_line_in_check_and_in_ge
     said = capsys.readouterr()
     assert "Traceback" not in said.err and "03_kd_losses.ipynb" in said.out + said.err
     assert "It would refuse 03_kd_losses.ipynb" in said.out + said.err
-    assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "03_kd_losses.ipynb" in err and len(err.strip().splitlines()) == 1, err
-    assert (out / "03_kd_losses.ipynb").is_dir()
+    for force in ([], ["--force"]):  # --force cannot replace a folder either: refused before anything is written
+        assert authoring.main(["--solutions", str(SOLUTIONS), "--exercises", str(out), *force]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().endswith(f"03_kd_losses.ipynb in {out} is a folder where the exercise notebook goes: move "
+                                    f"it out of {out}, then run it again"), err
+        assert (out / "03_kd_losses.ipynb").is_dir()

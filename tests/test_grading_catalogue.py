@@ -312,7 +312,7 @@ def _pick(sweep, by):
 
 
 wrong("ex03.q4", "chose on the test accuracy")(lambda sweep, default=(2.0, 0.5): _pick(sweep, "test_acc"))
-wrong("ex03.q4", "less than the interval of that lead")(lambda sweep, default=(2.0, 0.5): _pick(sweep, "val_acc"))
+wrong("ex03.q4", "no more than the interval of that lead")(lambda sweep, default=(2.0, 0.5): _pick(sweep, "val_acc"))
 wrong("ex03.q4", "largest temperature")(
     lambda sweep, default=(2.0, 0.5): max((r["temperature"], r["alpha"]) for r in sweep))
 wrong("ex03.q4", "you kept the default")(lambda sweep, default=(2.0, 0.5): tuple(default))

@@ -242,15 +242,51 @@ def choose_returning_a_fixed_pair(sweep, default=(2.0, 0.5)):
 
 
 @pytest.mark.parametrize("fn,fragments", [
-    (choose_with_the_defaults_lead_ci, ("you took the best validation accuracy", "less than the interval of that "
-                                        "lead (lead_ci = 0.019)")),
-    (choose_with_a_fixed_threshold, ("by 0.012, less than the interval of that lead (lead_ci = 0.015)",
+    (choose_with_the_defaults_lead_ci, ("you took the best validation accuracy", "no more than the interval of "
+                                        "that lead (lead_ci = 0.019)")),
+    (choose_with_a_fixed_threshold, ("by 0.012, no more than the interval of that lead (lead_ci = 0.015)",
                                      "not a fixed number")),
     (choose_with_a_hard_coded_default, ("you compared the best setting with (2.0, 0.5)",
                                         "use the `default` argument")),
     (choose_returning_a_fixed_pair, ("you returned (2.0, 0.5)", "default=(4.0, 0.9)", "use the `default` argument")),
 ])
 def test_choose_setting_with_a_wrong_rule_fails(fn, fragments):
+    assert_fails_with("ex03.q4", fn, *fragments)
+
+
+def choose_with_a_strict_comparison(sweep, default=(2.0, 0.5)):
+    best = max(sweep, key=lambda r: r["val_acc"])
+    for r in sweep:  # "<" where the statement says "no larger than"
+        if (r["temperature"], r["alpha"]) == tuple(default) and best["val_acc"] - r["val_acc"] < best["lead_ci"]:
+            return tuple(default)
+    return best["temperature"], best["alpha"]
+
+
+def choose_with_the_old_field(sweep, default=(2.0, 0.5)):
+    best = max(sweep, key=lambda r: r["val_acc"])  # a notebook done before the rows held lead_ci
+    for r in sweep:
+        if (r["temperature"], r["alpha"]) == tuple(default) and r["val_acc"] >= best["val_acc"] - best["val_ci"]:
+            return tuple(default)
+    return best["temperature"], best["alpha"]
+
+
+def choose_reading_lead_ci_first(sweep, default=(2.0, 0.5)):
+    best = max(sweep, key=lambda r: r["val_acc"])
+    floor = best["val_acc"] - best["lead_ci"]  # None where the default is not swept
+    for r in sweep:
+        if (r["temperature"], r["alpha"]) == tuple(default) and r["val_acc"] >= floor:
+            return tuple(default)
+    return best["temperature"], best["alpha"]
+
+
+@pytest.mark.parametrize("fn,fragments", [
+    (choose_with_a_strict_comparison, ("by 0.125, no more than the interval of that lead (lead_ci = 0.125)",)),
+    (choose_with_the_old_field, ("the rows hold no val_ci any more: each holds lead_ci",)),
+    (choose_reading_lead_ci_first, ("where every lead_ci is None", "check that the default is in the sweep first")),
+])
+def test_choose_setting_names_a_tie_taken_as_a_lead_and_the_rows_it_reads(fn, fragments):
+    """A reviewer's strict '<' passed (no sweep had a lead equal to its interval); a notebook done before the rows
+    held lead_ci, or one that reads it before looking for the default, got a bare KeyError or TypeError."""
     assert_fails_with("ex03.q4", fn, *fragments)
 
 

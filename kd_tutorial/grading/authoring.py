@@ -178,6 +178,12 @@ def generate(solutions: Path, exercises: Path, force: bool = False) -> tuple[lis
     wanted = render(solutions)
     try:
         record = read_record(exercises)
+        folders = [name for name in wanted if (exercises / name).is_dir()]
+        if folders:  # not a notebook --force could replace: refused before anything is written
+            one = len(folders) == 1
+            raise UsageError(f"{', '.join(folders)} in {exercises} {'is a folder' if one else 'are folders'} where "
+                             f"the exercise notebook goes: move {'it' if one else 'them'} out of {exercises}, then "
+                             "run it again")
         edited = [name for name, text in wanted.items() if changed(exercises / name, text, record.get(name))]
         if edited and not force:
             them = "it" if len(edited) == 1 else "them"

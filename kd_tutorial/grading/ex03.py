@@ -350,6 +350,8 @@ def _sweeps():
         # a lead of 0.012: more than a fixed 0.01, within the best's lead_ci (0.015): keep the default
         ([_row(1.0, 0.9, 0.820, 0.015, 0.790), _row(2.0, 0.5, 0.808, 0.0, 0.800),
           _row(3.0, 0.7, 0.801, 0.016, 0.812), _row(4.0, 0.5, 0.795, 0.016, 0.790)], (2.0, 0.5)),
+        # a lead exactly equal to its interval (0.125, held exactly): "no larger than" keeps the default
+        ([_row(1.0, 0.5, 0.875, 0.125, 0.8), _row(2.0, 0.5, 0.75, 0.0, 0.85)], (2.0, 0.5)),
         # another default: (1.0, 0.5) leads (4.0, 0.9) by 0.008, within its lead_ci (0.013); (2.0, 0.5) by 0.020
         ([_row(1.0, 0.5, 0.870, 0.013, 0.855), _row(2.0, 0.5, 0.850, 0.014, 0.848),
           _row(4.0, 0.9, 0.862, 0.0, 0.852), _row(5.0, 0.7, 0.845, 0.015, 0.859)], (4.0, 0.9)),
@@ -384,10 +386,25 @@ def _as_pair(value) -> tuple[float, float]:
     return as_float(temperature, "the temperature you returned"), as_float(alpha, "the alpha you returned")
 
 
+def _call_sweep(call, rows, default):
+    """The learner's choice on ``rows``, with the two crashes this exercise's rows explain named."""
+    try:
+        return call(rows, default)
+    except LearnerCrash as crash:
+        if isinstance(crash.exc, KeyError) and crash.exc.args == ("val_ci",):
+            raise Wrong("the rows hold no val_ci any more: each holds lead_ci, the paired interval of its lead over "
+                        "the default (one accuracy's interval does not measure a difference): compare the best's "
+                        "lead with the best's lead_ci") from None
+        if isinstance(crash.exc, TypeError) and all(r["lead_ci"] is None for r in rows):
+            raise Wrong(f"your function raised {crash} on a sweep without the default, where every lead_ci is None "
+                        "(there is no lead to measure): check that the default is in the sweep first") from None
+        raise
+
+
 def _check_sweep(call):
     for sweep, default in _sweeps():
         rows = [dict(r) for r in sweep]
-        got = call(rows, default)
+        got = _call_sweep(call, rows, default)
         if rows != sweep and len(rows) == len(sweep) and all(r in rows for r in sweep):
             raise Wrong("your function reordered the caller's list (sweep.sort(...) sorts it in place): use "
                         "sorted(sweep, ...) or max(sweep, ...), which leave it as it was")
@@ -417,7 +434,7 @@ def _check_sweep(call):
                         "best setting on validation")
         if got == on_val:
             raise Wrong(f"you took the best validation accuracy, {on_val}, but it leads the default {tuple(default)} "
-                        f"by {lead:.3f}, less than the interval of that lead (lead_ci = {best['lead_ci']:.3f}): "
+                        f"by {lead:.3f}, no more than the interval of that lead (lead_ci = {best['lead_ci']:.3f}): "
                         "the sweep cannot tell them apart, so keep the default (the threshold is the best setting's "
                         "lead_ci, not a fixed number)")
         if got[0] == max(r["temperature"] for r in sweep):
@@ -524,8 +541,8 @@ q4 = Exercise(
         "is not evidence, so it is no reason to move off a well-tried default. The uncertainty of a difference "
         "measured on the same reviews is its own paired interval (notebook 03), not either accuracy's.",
         "max(sweep, key=lambda r: r['val_acc']) finds the best row on validation; its lead_ci is the half-width "
-        "of the 95 % interval of its lead over the default; compare (r['temperature'], r['alpha']) with the "
-        "default pair.",
+        "of the 95 % interval of its lead over the default (None in every row when the default is not in the "
+        "sweep: look for the default first); compare (r['temperature'], r['alpha']) with the default pair.",
         "Find the best row by validation accuracy (never look at test_acc, and not at the temperature); if "
         "the default's row is in the sweep and the best's val_acc minus the default's is at most the best's "
         "lead_ci, return the default pair; otherwise return the best row's (temperature, alpha).",
