@@ -219,18 +219,23 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(rows, tmp_pat
         assert torch.allclose(p1, p2, atol=1e-6)
 
 
+def interrupt_after_one_epoch(rows, config, folder) -> None:
+    """A run of ``small_model(7)`` on CPU stopped by Ctrl-C at the end of its first epoch, its checkpoint in
+    ``folder``."""
+    def stop_after_first(epoch, history):
+        if epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(7), rows["train"], config=config, checkpoint_dir=folder, on_epoch_end=stop_after_first,
+              progress=False, device="cpu")
+
+
 def test_a_run_checkpointed_without_fp16_resumes_where_auto_chooses_fp16(rows, tmp_path, monkeypatch):
     """precision "auto" resolves per device: a run cut short on a CPU or an A100 (no GradScaler, an empty scaler
     state) and resumed on a T4 (fp16, the scaler on) stopped with GradScaler's RuntimeError on the empty state."""
     from kd_tutorial import train as train_module
     config = TrainConfig(epochs=2, lr=3e-3, batch_size=32, seed=5)  # precision "auto"
-
-    def stop_after_first(epoch, history):
-        if epoch == 1:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        train(small_model(7), rows["train"], config=config, checkpoint_dir=tmp_path, on_epoch_end=stop_after_first,
-              progress=False, device="cpu")
+    interrupt_after_one_epoch(rows, config, tmp_path)
     assert torch.load(tmp_path / "last.pt", weights_only=False)["scaler"] == {}  # written with the scaler off
     monkeypatch.setattr(train_module, "autocast_dtype", lambda device, precision="auto": torch.float16)
     resumed = train(small_model(7), rows["train"], config=config, checkpoint_dir=tmp_path, resume=True,
@@ -247,22 +252,14 @@ def test_a_history_records_the_precision_it_trained_in_and_a_resume_in_another(r
     assert train(small_model(7), rows["train"], config=config, progress=False, device="cpu").precision == (
         resolve_precision("cpu", "auto"))
     fp32 = dataclasses.replace(config, precision="fp32")
-
-    def stop_after_first(epoch, history):
-        if epoch == 1:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path, on_epoch_end=stop_after_first,
-              progress=False, device="cpu")
+    interrupt_after_one_epoch(rows, fp32, tmp_path)
     monkeypatch.setattr(train_module, "resolve_precision", lambda device, precision="auto": "bf16")  # elsewhere
     resumed = train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path, resume=True,
                     progress=False, device="cpu")
     assert resumed.precision == "fp32, then bf16"
     threads = torch.get_num_threads()
     assert resumed.threads == str(threads)  # the same count both times: said once
-    with pytest.raises(KeyboardInterrupt):
-        train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path / "b", on_epoch_end=stop_after_first,
-              progress=False, device="cpu")
+    interrupt_after_one_epoch(rows, fp32, tmp_path / "b")
     torch.set_num_threads(threads + 1)
     try:
         again = train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path / "b", resume=True,
@@ -270,9 +267,7 @@ def test_a_history_records_the_precision_it_trained_in_and_a_resume_in_another(r
     finally:
         torch.set_num_threads(threads)
     assert again.threads == f"{threads}, then {threads + 1}"  # the sums ran in another order after the resume
-    with pytest.raises(KeyboardInterrupt):  # a checkpoint written before histories recorded either
-        train(small_model(7), rows["train"], config=fp32, checkpoint_dir=tmp_path / "c", on_epoch_end=stop_after_first,
-              progress=False, device="cpu")
+    interrupt_after_one_epoch(rows, fp32, tmp_path / "c")  # then a checkpoint from before histories recorded either
     state = torch.load(tmp_path / "c" / "last.pt", weights_only=False)
     state["history"] = {k: v for k, v in state["history"].items() if k not in ("precision", "threads")}
     torch.save(state, tmp_path / "c" / "last.pt")
