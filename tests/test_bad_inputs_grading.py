@@ -362,6 +362,17 @@ def test_an_out_that_is_a_notebook_is_never_overwritten(tmp_path, capsys, no_gra
     assert snapshot(tmp_path) == before
 
 
+def test_a_bad_lock_timeout_is_refused_before_grading(tmp_path, capsys, no_grading, monkeypatch):
+    """`search` refused KD_TUTORIAL_LOCK_TIMEOUT=soon; `grade` took the lock's refusal for a read-only folder and
+    wrote the report without its lock, so two gradings into one --out could drop each other's rows."""
+    monkeypatch.setenv("KD_TUTORIAL_LOCK_TIMEOUT", "soon")
+    before = snapshot(tmp_path)
+    line = one_line(capsys, "grade", NOTEBOOK, "--out", str(tmp_path / "grades.csv"))
+    assert line.endswith("KD_TUTORIAL_LOCK_TIMEOUT='soon' is not a number of seconds: give one >= 0 (e.g. "
+                         "KD_TUTORIAL_LOCK_TIMEOUT=3600), or unset it for an hour"), line
+    assert snapshot(tmp_path) == before
+
+
 def test_earlier_reports_are_overwritten(tmp_path, capsys, empty_class):
     out = tmp_path / "grades.csv"
     assert cli.main(["grade", NOTEBOOK, "--out", str(out)]) == 0

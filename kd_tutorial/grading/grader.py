@@ -723,6 +723,8 @@ def _grade(args) -> int:
     """Check every input of ``args``, then grade, write the reports (merged into an earlier report at ``--out``) and
     print the summary; the exit status (130, with the reports of the notebooks finished, when interrupted)."""
     check_limits(args)
+    from ..store import lock_timeout  # noqa: PLC0415 - store imports torch
+    lock_timeout()  # a bad $KD_TUTORIAL_LOCK_TIMEOUT, refused now: inside report_locked it left the report unlocked
     paths = submissions_of(args.submissions)
     check_out(args.out)
     earlier = read_report(args.out)  # read before grading: a report that cannot be read is refused first
