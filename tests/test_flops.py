@@ -141,7 +141,10 @@ def test_projection_uses_a_measured_report_of_the_same_kind_of_gpu(tmp_path):
     (tmp_path / "benchmark-nvidia-h100-80gb-hbm3.json").write_text(json.dumps(report))
     measured = flops.time_estimate(full, "NVIDIA H100 80GB HBM3", results_dir=tmp_path)
     expected = flops.project(measured["estimate"], rates)
-    assert measured["projection_s"] == expected["seconds"] > measured["floor_s"]
+    slowest = {"train": 250e12, "infer": 500e12}  # written out: a model without a rate takes its kind's slowest
+    by_hand = sum(f / rates.get(key, slowest[key.split(":")[0]])
+                  for phase in measured["estimate"]["phases"].values() for key, f in phase["parts"].items())
+    assert measured["projection_s"] == pytest.approx(by_hand) and by_hand > measured["floor_s"]
     assert measured["floor_s"] == pytest.approx(measured["total_flops"] / 989e12)
     assert "train:compact-2L-H128" in expected["fallbacks"]  # no measured rate: the slowest training rate
     other = flops.time_estimate(full, "NVIDIA A100-SXM4-80GB", results_dir=tmp_path)
@@ -161,6 +164,10 @@ def test_the_projection_takes_a_report_of_its_own_precision_and_profile_or_says_
     (tmp_path / "benchmark-a.json").write_text(json.dumps({"profile": "full", "environment": env, "rates": full_rates}))
     guessed = flops.time_estimate(cpu, h200, "bf16", results_dir=tmp_path)
     assert guessed["report_profile"] == "full" and guessed["fallbacks"] == ["infer:distil-3L", "train:distil-3L"]
+    slowest = {"train": 2e12, "infer": 4e12}  # compact-2L-H128's rates, the slowest of each kind
+    assert guessed["projection_s"] == pytest.approx(sum(
+        f / full_rates.get(key, slowest[key.split(":")[0]])
+        for phase in guessed["estimate"]["phases"].values() for key, f in phase["parts"].items()))
     text = _projection_text(guessed)
     assert text.startswith("; about ") and text.endswith(
         f"at the rates measured for the full profile's models in {tmp_path / 'benchmark-a.json'}, where distil-3L "

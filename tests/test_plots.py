@@ -83,8 +83,14 @@ def test_training_curves_of_a_results_summary_draw_the_validation_passes():
 
 
 def test_a_one_hot_distribution_has_entropy_zero_not_minus_zero():
+    import math
+
+    import pytest
+
     from kd_tutorial import widgets
     assert f"{widgets.entropy([1.0, 0.0]):.2f}" == "0.00"
+    assert widgets.entropy([0.5, 0.5]) == pytest.approx(math.log(2))  # the value, not only the one-hot's sign
+    assert widgets.entropy([0.5, 0.25, 0.25]) == pytest.approx(1.5 * math.log(2))
     assert "entropy 0.00 of max" in widgets.plot_temperature([100.0, 0.0], 0.1).get_title()
 
 
@@ -98,7 +104,8 @@ def test_the_temperature_explorer_refuses_wrong_class_names_at_once_and_starts_a
         widgets.temperature_explorer([1.0, 2.0, 3.0], ["a", "b"])
     with pytest.raises(ValueError, match="highlight=5: give the index of one of the 2 classes"):
         widgets.temperature_explorer([1.0, 2.0], highlight=5)
-    assert widgets.temperature_explorer([1.0, 2.0], t_min=1.0, value=1.0) is not None
+    slider = widgets.temperature_explorer([1.0, 2.0], t_min=1.0, value=1.0).children[0]
+    assert slider.value == pytest.approx(1.0) and 10 ** slider.min == pytest.approx(1.0)  # at its leftmost position
 
 
 def test_accuracy_against_latency_says_what_its_bars_are():
