@@ -978,7 +978,8 @@ def _path(text: str) -> str:
 def _file(example: str):
     """An argparse type: :func:`_path` of a file to write, refused when it ends in a separator
     (:func:`kd_tutorial.errors.file_argument`)."""
-    return lambda text: file_argument(example)(_given(text))
+    parse = file_argument(example)
+    return lambda text: parse(_given(text))
 
 
 def _seed(text: str) -> int:

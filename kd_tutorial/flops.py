@@ -355,9 +355,10 @@ def time_estimate(profile: Profile, device_name: str | None, precision: str = "b
            "floor_s": est["total_flops"] / (peak * 1e12) if peak else None, "report": None, "projection_s": None,
            "estimate": est}
     path = find_report(device_name, results_dir, profile=profile.name, precision=precision)
-    rates = json.loads(path.read_text()).get("rates") if path else None
+    report = json.loads(path.read_text()) if path else {}  # find_report read it: it is JSON, with its environment
+    rates, measured = report.get("rates"), report.get("profile")
     if rates:
-        projected, measured = project(est, rates), json.loads(path.read_text()).get("profile")
+        projected = project(est, rates)
         out |= {"report": str(path), "projection_s": projected["seconds"], "fallbacks": projected["fallbacks"],
                 "report_profile": measured if measured and measured != profile.name else None}
     elif peak:

@@ -451,9 +451,9 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     return run.history
 
 
-def _precisions(before: str | None, now: str) -> str:
-    """The precision (or thread count) a run trained in: ``now``, or ``"bf16, then fp32"`` for a run resumed in
-    another one."""
+def _then(before: str | None, now: str) -> str:
+    """What a run trained in (its precision, or thread count): ``now``, or ``"bf16, then fp32"`` for a run resumed
+    in another one."""
     return now if before in (None, now) or before.endswith(f", then {now}") else f"{before}, then {now}"
 
 
@@ -574,10 +574,10 @@ class _Run:
                                 leave=True, dynamic_ncols=True, mininterval=0.5)
         self.on_step = on_step
         unknown = "not recorded" if self.at.step else None  # a checkpoint from before histories recorded them
-        self.history.precision = _precisions(self.history.precision or unknown,
-                                             resolve_precision(self.device, self.config.precision))
+        self.history.precision = _then(self.history.precision or unknown,
+                                       resolve_precision(self.device, self.config.precision))
         if device_type(self.device) == "cpu":
-            self.history.threads = _precisions(self.history.threads or unknown, str(torch.get_num_threads()))
+            self.history.threads = _then(self.history.threads or unknown, str(torch.get_num_threads()))
         if on_step is not None:
             on_step(self.at.step, self.total)
         stopped = self.config.patience is not None and self.at.bad_evals >= self.config.patience  # resumed, stopped
