@@ -582,6 +582,7 @@ class _Run:
             on_step(self.at.step, self.total)
         stopped = self.config.patience is not None and self.at.bad_evals >= self.config.patience  # resumed, stopped
         try:
+            stopped = stopped or self.catch_up()
             while self.at.step < self.total and not stopped:
                 stopped = self.epoch()
                 if on_epoch_end is not None:
@@ -650,15 +651,31 @@ class _Run:
                     break
         finally:
             batches.close()
+        return self.end_epoch() or stopped
+
+    def end_epoch(self) -> bool:
+        """Close the epoch, with its validation pass when passes are per epoch; True when patience ran out."""
         self.add_time()
-        row = self.close_epoch()
-        if not config.eval_every and self.val_data is not None:
+        row, stopped = self.close_epoch(), False
+        if not self.config.eval_every and self.val_data is not None:
             stopped = self.validate()
-            row["val_acc"] = self.history.evals[-1]["val_acc"]
-        elif self.history.evals and self.history.evals[-1]["step"] == at.step:
+        if self.history.evals and self.history.evals[-1]["step"] == self.at.step:
             row["val_acc"] = self.history.evals[-1]["val_acc"]
         self.history.epochs.append(row)
         self.checkpoint()
+        return stopped
+
+    def catch_up(self) -> bool:
+        """After a resume, what a Ctrl-C held to the end of an optimizer step (:func:`ctrl_c_after`) kept from
+        running: the step is saved as done, but its validation pass, and the epoch's close at the budget's last
+        step, came after it. Without them a resumed run could keep other weights than a straight one."""
+        c, at, evals, stopped = self.config, self.at, self.history.evals, False
+        due = c.eval_every and at.step and (at.step % c.eval_every == 0 or at.step >= self.total)
+        if due and self.val_data is not None and not (evals and evals[-1]["step"] == at.step):
+            stopped = self.validate()
+            self.checkpoint()
+        if at.step >= self.total and at.batch:  # the budget ended within an epoch that was never closed
+            stopped = self.end_epoch() or stopped
         return stopped
 
     def add_time(self) -> None:

@@ -783,6 +783,50 @@ def test_ctrl_c_during_an_optimizer_step_saves_that_step(rows, tmp_path, monkeyp
         assert torch.allclose(p1, p2, atol=1e-6)
 
 
+@pytest.mark.parametrize("at_step", [5, 8])
+def test_ctrl_c_held_to_a_steps_end_loses_neither_its_validation_pass_nor_its_epochs_close(rows, tmp_path,
+                                                                                          monkeypatch, at_step):
+    """The held Ctrl-C ended the run after the step and before its validation pass (and, at the budget's last step,
+    before the epoch's close): the resumed run skipped both, so its best weights could be others than a straight
+    run's. Step 5 is mid-budget, step 8 the last."""
+    import os
+    import signal
+    from kd_tutorial import train as train_module
+    config = TrainConfig(max_steps=8, lr=3e-3, batch_size=16, seed=2, eval_every=1, keep_best=True)
+    at = [0]
+
+    def scripted(model, val_data, config, device):  # the pass after the interrupted step scores best
+        return (0.9 if at[0] == at_step else 0.5), "1" * len(val_data)
+    monkeypatch.setattr(train_module, "_validate", scripted)
+
+    def track(step, total):
+        at[0] = step
+    straight = small_model(13)
+    h1 = train(straight, rows["train"], config=config, val_data=rows["validation"], on_step=track, progress=False)
+    assert h1.best_step == at_step
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def ctrl_c_in_the_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", ctrl_c_in_the_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(13), rows["train"], config=config, val_data=rows["validation"], checkpoint_dir=tmp_path,
+              on_step=track, progress=False)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real)
+    resumed = small_model(99)
+    h2 = train(resumed, rows["train"], config=config, val_data=rows["validation"], checkpoint_dir=tmp_path,
+               resume=True, on_step=track, progress=False)
+    assert h2.evals == h1.evals and h2.best_step == at_step
+    assert [(e["epoch"], e["step"], e.get("val_acc")) for e in h2.epochs] == \
+        [(e["epoch"], e["step"], e.get("val_acc")) for e in h1.epochs]
+    assert h2.tokens == h1.tokens
+    for p1, p2 in zip(straight.parameters(), resumed.parameters()):
+        assert torch.allclose(p1, p2, atol=1e-6)
+
+
 def test_ctrl_c_after_hands_a_held_interrupt_to_the_handler_in_place():
     """The held Ctrl-C goes, once, to the handler that was in place (a worker's own, in kd-tutorial distill), after
     the block; the handler is back in place."""
