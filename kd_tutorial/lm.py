@@ -311,16 +311,31 @@ def logits_of(model, batch: dict, device: str = "cpu") -> torch.Tensor:
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
+# the most logits one evaluation batch may hold (B x L x V numbers, 256 MB in fp32): 128 reviews of a small
+# vocabulary's, but 5 of 256 tokens for GPT-2's 50,257, whose 128 would take 6.6 GB a copy (a T4 has 16 GB)
+LOGIT_BUDGET = 2 ** 26
+
+
+def fitting_rows(model, rows: list[list[int]], batch_size: int | None = None) -> int:
+    """``batch_size`` when given; else the most rows (128 at most) whose logits, ``(B, longest row, V)``, stay
+    within :data:`LOGIT_BUDGET`."""
+    if batch_size is not None:
+        return batch_size
+    longest = max((len(row) for row in rows), default=1)
+    return max(1, min(128, LOGIT_BUDGET // (longest * model.config.vocab_size)))
+
+
 @torch.no_grad()
-def _predictions(model, rows: list[list[int]], batch_size: int, device: str):
+def _predictions(model, rows: list[list[int]], batch_size: int | None, device: str):
     """Batches of ``rows`` through ``model`` in eval mode: ``(logits, targets, mask)`` shifted (:func:`next_token`)."""
     model.eval()
+    batch_size = fitting_rows(model, rows, batch_size)
     for start in range(0, len(rows), batch_size):
         batch = to_device(collate(rows[start: start + batch_size]), device)
         yield next_token(logits_of(model, batch, device), batch)
 
 
-def review_nll(model, rows: list[list[int]], batch_size: int = 128,
+def review_nll(model, rows: list[list[int]], batch_size: int | None = None,
                device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Per review: the summed negative log-likelihood of every token after ``<bos>``, and how many there are."""
     nll, counts = [], []
@@ -331,7 +346,7 @@ def review_nll(model, rows: list[list[int]], batch_size: int = 128,
     return torch.cat(nll), torch.cat(counts)
 
 
-def perplexity(model, rows: list[list[int]], batch_size: int = 128, device: str = "cpu") -> float:
+def perplexity(model, rows: list[list[int]], batch_size: int | None = None, device: str = "cpu") -> float:
     """``exp`` of the mean negative log-likelihood over every token after ``<bos>`` (``<eos>`` included)."""
     nll, counts = review_nll(model, rows, batch_size, device)
     return math.exp(float(nll.sum() / counts.sum()))
@@ -352,7 +367,7 @@ def perplexity_ratio(nll_a: torch.Tensor, nll_b: torch.Tensor, counts: torch.Ten
     return math.exp(float(diff.sum() / counts.sum())), math.exp(lo), math.exp(hi)
 
 
-def mean_entropy(model, rows: list[list[int]], batch_size: int = 128, device: str = "cpu") -> float:
+def mean_entropy(model, rows: list[list[int]], batch_size: int | None = None, device: str = "cpu") -> float:
     """The model's next-token entropy in nats, averaged over the held-out positions (low: peaked, mode-seeking)."""
     total, count = 0.0, 0.0
     for z, _, m in _predictions(model, rows, batch_size, device):
@@ -362,7 +377,7 @@ def mean_entropy(model, rows: list[list[int]], batch_size: int = 128, device: st
     return total / count
 
 
-def agreement(student, teacher, rows: list[list[int]], batch_size: int = 128, device: str = "cpu") -> float:
+def agreement(student, teacher, rows: list[list[int]], batch_size: int | None = None, device: str = "cpu") -> float:
     """The share of held-out positions where student and teacher predict the same most likely next token.
 
     The two must read one tokenizer (their ids name the same tokens); a vocabulary padded beyond the tokenizer's

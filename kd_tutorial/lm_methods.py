@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from . import losses
-from .lm import collate, logits_of, next_token, sample
+from .lm import collate, fitting_rows, logits_of, next_token, sample
 from .models import VocabularyMismatchError, check_same_vocab
 
 topk_rest_token_kl = losses.topk_rest_token_kl  # moved to losses; older copies of notebook 09 call it here
@@ -57,7 +57,7 @@ def online(teacher, device: str = "cpu"):
 
 
 @torch.no_grad()
-def cache_logits(teacher, rows: list[list[int]], top_k: int | None = None, batch_size: int = 128,
+def cache_logits(teacher, rows: list[list[int]], top_k: int | None = None, batch_size: int | None = None,
                  device: str = "cpu", rest: bool = False) -> dict:
     """The teacher's next-token logits at every position of every row, computed once, kept on the CPU.
 
@@ -66,11 +66,12 @@ def cache_logits(teacher, rows: list[list[int]], top_k: int | None = None, batch
     for GPT-2: a review of 256 tokens would need 51 MB in fp32, against 98 kB for k = 32, its ids being int64).
     With ``top_k`` and ``rest=True`` a third tensor ``log_rest (len - 1,)`` holds the log of the teacher's
     probability outside its top k (at temperature 1), for :func:`kd_tutorial.losses.topk_rest_token_kl`. The top k are chosen on
-    ``device``: only they travel to the CPU.
+    ``device``: only they travel to the CPU. ``batch_size`` None: as many rows as :func:`~kd_tutorial.lm.fitting_rows`
+    allows.
     """
     if rest and not top_k:
         raise ValueError("rest=True caches the teacher's mass outside its top k: give top_k too")
-    cache = {}
+    cache, batch_size = {}, fitting_rows(teacher, rows, batch_size)
     for start in range(0, len(rows), batch_size):
         part = rows[start: start + batch_size]
         z = online(teacher, device)(part).float()

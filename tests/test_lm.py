@@ -72,6 +72,32 @@ def test_a_uniform_model_has_the_vocabularys_perplexity_and_training_lowers_it(d
     assert lm.perplexity(teacher, data.held_out) < 0.2 * len(data.tokenizer)
 
 
+def test_evaluation_batches_fit_a_large_vocabularys_logits_and_give_the_same_values(data, teacher, monkeypatch):
+    """128 reviews a batch (the old default) were 6.6 GB of logits a copy for GPT-2's 50,257-token vocabulary, on
+    the ``full`` profile: more than a T4 holds. Batches now shrink to the logit budget; values do not move."""
+    class Gpt2Sized:
+        config = type("Config", (), {"vocab_size": 50_257})()
+    rows = [[0] * 256] * 300
+    chosen = lm.fitting_rows(Gpt2Sized(), rows)
+    assert chosen == 5 and chosen * 256 * 50_257 <= lm.LOGIT_BUDGET < (chosen + 1) * 256 * 50_257
+    assert lm.fitting_rows(teacher, data.held_out) == 128 and lm.fitting_rows(Gpt2Sized(), rows, 64) == 64
+    held_out = data.held_out[:40]
+    before = (lm.review_nll(teacher, held_out, batch_size=128), lm.mean_entropy(teacher, held_out, batch_size=128),
+              M.cache_logits(teacher, held_out[:10], batch_size=128))
+    seen, real = [], lm.collate
+    for module in (lm, M):
+        monkeypatch.setattr(module, "collate", lambda part, *a, **k: seen.append(len(part)) or real(part, *a, **k))
+    longest = max(map(len, held_out))
+    monkeypatch.setattr(lm, "LOGIT_BUDGET", 7 * longest * len(data.tokenizer))  # 7 rows of the longest a batch
+    nll, counts = lm.review_nll(teacher, held_out)
+    assert set(seen) == {7, 40 % 7} and torch.allclose(nll, before[0][0], rtol=1e-5)
+    assert torch.equal(counts, before[0][1])
+    assert lm.mean_entropy(teacher, held_out) == pytest.approx(before[1], rel=1e-5)
+    seen.clear()
+    cached = M.cache_logits(teacher, held_out[:10])
+    assert seen == [7, 3] and all(torch.allclose(cached[k], v, atol=1e-5) for k, v in before[2].items())
+
+
 def test_the_perplexity_ratio_and_its_interval(data, teacher):
     nll, counts = lm.review_nll(teacher, data.held_out[:200])
     assert lm.perplexity_ratio(nll, nll, counts) == (1.0, 1.0, 1.0)
