@@ -300,6 +300,8 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
                              block=_check_block(val_block))
     else:
         _check_labels(test, source)
+        _check_classes(test, source, "test", "add reviews of the rarer class to it (no --set n_test draws a class "
+                       "it lacks)")
         test = _carve(test, n_test, test_rng, "test")[0]
     test, dropped = _without_texts(test, [train, unsup])
     test, repeats = _without_texts(test, [], itself=True)
@@ -319,7 +321,7 @@ def split_raw(raw: dict[str, Reviews | None], source: str, *, n_train=None, n_tr
     data = ImdbData(train, validation, test.renamed("held-out" if held_out else "test"),
                     transfer.unlabelled("transfer"), source + ("; test = held-out slice of train" if held_out else ""),
                     held_out, notes)
-    _check_carved(data, source, dropped)
+    _check_carved(data, source, dropped, repeated)
     data.spare = spare_reviews(raw["train"], data, guard=val_block is not None)
     return data
 
@@ -366,11 +368,16 @@ def spare_reviews(raw_train: Reviews, data: ImdbData, guard: bool = True) -> Rev
     return raw_train.subset(keep).unlabelled("spare")
 
 
-def _check_carved(data: ImdbData, source: str, dropped: int) -> None:
+def _check_carved(data: ImdbData, source: str, dropped: int, repeated: dict[str, int]) -> None:
     """Refuse a carved split without both classes, naming the knob to change (``dropped``: test reviews left out
-    as training reviews; all of them, for a test split copied from train, which then says so)."""
-    for split, knob in ((data.train, "n_train"), (data.validation, "val_size"), (data.test, "n_test")):
+    as training reviews; all of them, for a test split copied from train, which then says so; ``repeated``: split ->
+    reviews left out as repeats, which a knob alone may not bring back)."""
+    for split, knob, key in ((data.train, "n_train", "train"), (data.validation, "val_size", "validation"),
+                             (data.test, "n_test", "test")):
         fix = f"add reviews of the rarer class, or change --set {knob}=N"
+        if repeated.get(key):
+            fix += (f"; {repeated[key]} of its reviews were left out as repeats (the source holds their text more "
+                    "than once): give a source with more distinct reviews")
         if split is data.test and dropped and not len(split) and not data.test_is_held_out:
             fix = (f"{dropped} of its reviews are also in the source's training reviews and were left out (a review "
                    "seen in training tests nothing): give a test split of other reviews")

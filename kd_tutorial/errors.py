@@ -54,6 +54,9 @@ def model_source_error(name_or_path: str, what: str = "model", hint: str = "", c
     path = os.path.expanduser(name_or_path)
     said = f" ({cause})" if cause else ""
     files = "vocab.txt or tokenizer.json" if what == "tokenizer" else "config.json and model.safetensors"
+    if os.path.isdir(path) and "config.json" in cause:  # read for a tokenizer too: its files may well be there
+        return ModelSourceError(f"{name_or_path}: its config.json cannot be read{said}: repair it (save_pretrained() "
+                                f"writes it), or give another folder")
     if os.path.isdir(path):
         return ModelSourceError(f"{name_or_path} holds no {what} that transformers can load{said}: give a folder "
                                 f"written by save_pretrained() ({files})")

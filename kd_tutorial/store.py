@@ -121,7 +121,7 @@ def folder_problem(folder: Path) -> str | None:
 
 @contextlib.contextmanager
 def locked(directory: Path, timeout: float | None = None, *, instead: str | None = None, name: str = ".lock",
-           what: str | None = None):
+           what: str | None = None, leave_none: bool = False):
     """Hold ``directory/<name>`` (a cross-process file lock, ``.lock`` unless named) for the duration of the block.
 
     When another process holds it, say which one and wait, at most ``timeout`` seconds
@@ -132,9 +132,11 @@ def locked(directory: Path, timeout: float | None = None, *, instead: str | None
     leaves blocks nobody. Once held, the leftovers of interrupted writes in ``directory`` are cleaned up
     (:func:`clean_stale`).
     A thread that already holds the lock (a nested call) goes straight in; other threads and
-    processes, forked ones included, wait as any other holder's would.
+    processes, forked ones included, wait as any other holder's would. ``leave_none``: a block that fails (a refusal,
+    Ctrl-C) in a folder this call created, and wrote nothing there, leaves no folder holding only the lock file.
     """
     directory = Path(directory)
+    made = [p for p in (directory, *directory.parents) if not p.exists()] if leave_none else []  # deepest first
     with disk_errors(directory):
         directory.mkdir(parents=True, exist_ok=True)
     mine = (os.getpid(), threading.get_ident(), str(directory.resolve() / name))
@@ -162,11 +164,28 @@ def locked(directory: Path, timeout: float | None = None, *, instead: str | None
             owner.write_text(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
         clean_stale(directory)
         yield
+        made = []  # the block went through: what it made stays
+    except BaseException:
+        made = _unmade(made, name) if made else []
+        raise
     finally:
         _HELD.discard(mine)
         with contextlib.suppress(OSError):
             owner.unlink()
         lock.release()
+        for folder in made:  # those a failed block left holding only the lock file
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _unmade(made: list[Path], name: str) -> list[Path]:
+    """The folders ``locked`` made, to remove once it lets go, where the deepest holds nothing but the lock file
+    (whose removal they wait on); none otherwise."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in made[0].iterdir()} <= {name, f"{name}.owner"}:
+            (made[0] / name).unlink()
+            return made
+    return []
 
 
 def _holder(owner: Path) -> str:

@@ -194,8 +194,21 @@ def test_a_test_split_of_one_class_with_a_review_from_train_is_told_to_add_the_o
         pq.read_table(tmp_path / "train.parquet").column("text")[1].as_py()], "label": [1] * 51}),
         tmp_path / "test.parquet")
     line = distill_error(capsys, tmp_path, tmp_path)
-    assert line.endswith("the test split has 0 negative and 50 positive review(s), and it needs reviews of both "
-                         "classes: add reviews of the rarer class, or change --set n_test=N"), line
+    assert line.endswith("the test split has 0 negative and 51 positive review(s), and it needs reviews of both "
+                         "classes: add reviews of the rarer class to it (no --set n_test draws a class it lacks)"), line
+
+
+def test_a_split_emptied_by_repeated_reviews_says_so(tmp_path, capsys):
+    """Repeats are left out after the carve: 20 reviews, each 20 times, emptied validation, and the line named only
+    the class balance and val_size, which no value fixes."""
+    texts = [f"review number {i}, a film of some kind" for i in range(20)]
+    pq.write_table(pa.table({"text": texts * 20, "label": [i % 2 for i in range(20)] * 20}),
+                   tmp_path / "train.parquet")
+    line = distill_error(capsys, tmp_path, tmp_path)
+    assert re.search(r"the validation split (is empty|has \d+ negative and \d+ positive review\(s\)), and it needs "
+                     r"reviews of both classes: .*or change --set val_size=N; \d+ of its reviews were left out "
+                     r"as repeats \(the source holds their text more than once\): give a source with more distinct "
+                     r"reviews$", line), line
 
 
 def test_a_run_refused_after_the_out_check_leaves_no_empty_out_folder(tmp_path, capsys):
@@ -379,6 +392,19 @@ def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, tea
         given, expected = "no-such-org/no-such-bert", r"cannot load tokenizer 'no-such-org/no-such-bert' \(offline"
     line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", given, "--out", str(tmp_path / "out"))
     assert re.search(expected, line), line
+
+
+def test_a_teacher_folder_with_a_broken_config_names_it_and_leaves_no_out_folder(tmp_path, capsys):
+    """Its tokenizer files were there, but the line blamed the tokenizer; and the run, refused inside the lock of
+    --out, left that new folder holding only its lock file."""
+    teacher = tmp_path / "teacher"
+    data.get_tokenizer(None).save_pretrained(teacher)
+    (teacher / "config.json").write_text("{not json")
+    out = tmp_path / "new" / "out"
+    line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", str(teacher), "--out", str(out), "--quiet")
+    assert re.search(r"teacher: its config.json cannot be read \(.*\): repair it \(save_pretrained\(\) writes it\), or "
+                     r"give another folder$", line), line
+    assert not (tmp_path / "new").exists()
 
 
 # ----------------------------------------------------------------------------- profile values no run can use

@@ -509,6 +509,12 @@ def test_a_profiles_teacher_missing_offline_names_the_prefetch_of_that_profile(m
     assert "here --profile" not in str(err.value)
     assert models.prefetch_hint(full, "google/bert_uncased_L-2_H-128_A-2") == ", here --profile full"
     assert models.prefetch_hint(get_profile("cpu"), "bert-base-uncased") == ""
+    cpu = get_profile("cpu")  # where the offline extra is not installed, it is named: it would do as well
+    monkeypatch.setattr(models, "fallback_path", lambda package: Path("/installed/copy"))
+    assert models.prefetch_hint(cpu, cpu.teacher) == ", here --profile cpu"
+    monkeypatch.setattr(models, "fallback_path", lambda package: None)
+    assert models.prefetch_hint(cpu, cpu.teacher) == (", here --profile cpu, or install its offline copy (pip install "
+                                                      f"\"kd-tutorial[offline]\", or {cpu.teacher_fallback})")
 
 
 def test_predicting_rows_longer_than_the_positions_names_the_cut():

@@ -39,6 +39,25 @@ def test_a_held_lock_names_its_holder_and_times_out_with_the_fix(tmp_path, capsy
     assert not (tmp_path / ".lock.owner").exists()
 
 
+def test_a_failed_block_leaves_no_folder_it_made_holding_only_the_lock(tmp_path):
+    """leave_none: a refusal inside the lock of a new --out left that folder (and its parents) with a .lock alone."""
+    new = tmp_path / "a" / "b"
+    with pytest.raises(KeyboardInterrupt), store.locked(new, leave_none=True):
+        raise KeyboardInterrupt
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError), store.locked(new, leave_none=True):  # it wrote something: all stays
+        (new / "results.json").write_text("{}")
+        raise ValueError
+    assert sorted(p.name for p in new.iterdir()) == [".lock", "results.json"]
+    (new / "results.json").unlink()
+    with pytest.raises(ValueError), store.locked(new, leave_none=True):  # not made by this call: it stays
+        raise ValueError
+    assert new.is_dir()
+    with store.locked(tmp_path / "c", leave_none=True):  # a block that went through keeps its folder
+        pass
+    assert (tmp_path / "c").is_dir()
+
+
 def test_locking_cleans_old_leftovers_of_interrupted_writes_only(tmp_path):
     old = time.time() - 2 * store.STALE_AFTER_S
     leftovers = [tmp_path / ".model.kd-ab12cd34.tmp", tmp_path / ".teacher.kd-old",
