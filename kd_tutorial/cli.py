@@ -52,6 +52,7 @@ from .report import (benchmark_markdown, check_readme_markers, check_summary_tar
                      refuse_foreign, refuse_overwrite, results_markdown, splice_readme, summary)
 from .search import RECIPE as SEARCH_RECIPE, run_search
 from .store import atomic_write_json, home, HOME_ENV, StorageError, copy_home_fix
+from .threads import busy_note
 
 
 def _profile(args, file=None):
@@ -420,6 +421,8 @@ def _fit_device(profile, device: str, args):
             print(fitted, flush=True)
     print(f"precision: {precision}{' with a GradScaler' if precision == 'fp16' else ''}; TF32 matmuls "
           f"{'on' if chosen['tf32'] else 'off'}; batch {profile.batch_size} x {profile.grad_accum}", flush=True)
+    if note := busy_note():
+        print(note, flush=True)
     return profile
 
 

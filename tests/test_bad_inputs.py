@@ -714,6 +714,7 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line_too(monkeypatch, 
     """Loading the command line (PyTorch) takes seconds, and Ctrl-C then printed a traceback."""
     import sys
     from kd_tutorial import console
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle machine: the thread policy stays
 
     class InterruptedImport:  # Ctrl-C lands while kd_tutorial.cli is being imported
         def find_spec(self, name, path=None, target=None):
@@ -726,6 +727,26 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line_too(monkeypatch, 
     assert capsys.readouterr().err == "kd-tutorial: interrupted while starting; nothing was written\n"
     monkeypatch.setattr(sys, "argv", ["kd-tutorial", "report", "missing.json"])  # loaded: the command runs
     assert console.main() == 2 and capsys.readouterr().err.startswith("kd-tutorial: error: ")
+
+
+def test_a_busy_machine_gets_threads_that_wait_passively_and_is_told(monkeypatch, capsys):
+    """OpenMP's spinning threads took the tiny teacher 2.6 times as long beside one busy process; passive waiting
+    costs about 15 % on idle cores. So from a load of 1 on, unless the user chose a policy."""
+    import argparse
+    from kd_tutorial import threads
+    from kd_tutorial.profiles import get_profile
+    env = {}
+    assert threads.quiet_threads_when_busy(env, load=0.9) is None and env == {}
+    assert threads.quiet_threads_when_busy(env, load=1.6) == 1.6 and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    chosen = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert threads.quiet_threads_when_busy(chosen, load=5.0) is None and chosen == {"OMP_WAIT_POLICY": "ACTIVE"}
+    monkeypatch.delattr(os, "getloadavg")  # Windows has none
+    assert threads.quiet_threads_when_busy({}) is None
+    monkeypatch.setattr(threads, "busy_at", 1.6)
+    cli._fit_device(get_profile("tiny"), "cpu", argparse.Namespace(batch_size=None, grad_accum=None))
+    assert "threads: this machine was busy as the command started (load 1.6), so PyTorch's threads sleep while they " \
+           "wait instead of spinning (OMP_WAIT_POLICY=PASSIVE; set OMP_WAIT_POLICY=ACTIVE to keep them spinning)" \
+           in capsys.readouterr().out
 
 
 def test_a_benchmark_report_onto_a_file_that_is_not_one_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
