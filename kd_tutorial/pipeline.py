@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import json
 import math
+import os
 import platform
 import shutil
 import statistics
@@ -1035,6 +1036,7 @@ def run_record(profile: Profile, prep, info: dict, trained: dict, seeds, *, devi
         "precision": describe_device(device) | {"training": resolve_precision(device, profile.precision),
                                                 "batch_size": profile.batch_size, "grad_accum": profile.grad_accum},
         "torch_threads": torch.get_num_threads(), "student_workers": workers,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # PASSIVE: threads slept, on a busy machine (threads)
         "teacher": teacher or profile.teacher, "teacher_status": info["status"],
         "students": {item["student"]: item["plan"] for item in trained.values()},
         "student_status": {name: item["status"] for name, item in trained.items()},
