@@ -374,6 +374,9 @@ class Profile:
         changes = {}
         for item in assignments:
             name, sep, text = item.partition("=")
+            if not sep and name.strip() in settable:  # "--set temperature = 4": the shell split it in three
+                raise ProfileOverrideError(f"--set {item!r}: expected FIELD=VALUE with no spaces around '=': "
+                                           f"--set {name.strip()}=VALUE")
             if not sep or name not in settable:
                 raise ProfileOverrideError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
                                            f"{', '.join(settable)}")

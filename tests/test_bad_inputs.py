@@ -1081,6 +1081,15 @@ def test_a_value_given_twice_is_refused_not_overwritten(tmp_path, capsys, monkey
     assert says in error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"), *argv)
 
 
+def test_spaces_around_the_equals_sign_of_set_are_named(tmp_path, capsys, monkeypatch):
+    """``--set temperature = 4`` reached the profile as three items, and the line listed every field."""
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started"))
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--set", "temperature",
+                      "=", "4")
+    assert line.endswith("--set 'temperature': expected FIELD=VALUE with no spaces around '=': "
+                         "--set temperature=VALUE"), line
+
+
 @pytest.mark.parametrize("command", ["distill", "benchmark", "search", "env"])
 def test_an_unknown_flag_points_to_the_help_of_its_own_command(capsys, command):
     """The top-level help lists no sub-command's flags; the error pointed there."""
