@@ -321,7 +321,7 @@ def fitting_rows(model, rows: list[list[int]], batch_size: int | None = None) ->
     within :data:`LOGIT_BUDGET`."""
     if batch_size is not None:
         return batch_size
-    longest = max((len(row) for row in rows), default=1)
+    longest = max(1, max((len(row) for row in rows), default=1))
     return max(1, min(128, LOGIT_BUDGET // (longest * model.config.vocab_size)))
 
 
@@ -383,6 +383,8 @@ def agreement(student, teacher, rows: list[list[int]], batch_size: int | None = 
     The two must read one tokenizer (their ids name the same tokens); a vocabulary padded beyond the tokenizer's
     (to a multiple of 64, say) is fine, since the padded ids are never the most likely."""
     same, count = 0.0, 0.0
+    if batch_size is None:  # one batching for both: two vocabularies' budgets would pair other rows
+        batch_size = min(fitting_rows(student, rows), fitting_rows(teacher, rows))
     pairs = zip(_predictions(student, rows, batch_size, device), _predictions(teacher, rows, batch_size, device))
     for (zs, _, m), (zt, _, _) in pairs:
         same += float(((zs.argmax(-1) == zt.argmax(-1)) * m).sum())

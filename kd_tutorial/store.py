@@ -147,13 +147,13 @@ def locked(directory: Path, timeout: float | None = None, *, instead: str | None
     timeout = lock_timeout() if timeout is None else timeout
     try:
         with disk_errors(directory):  # a read-only copy of the cache cannot take its lock
-            lock.acquire(timeout=min(2.0, timeout))
+            _acquire(lock, directory, min(2.0, timeout))
     except Timeout:
         print(f"waiting for {what or directory}: in use by {_holder(owner)}"
               + (f"; going on when it ends (or press Ctrl-C and {instead})" if instead else ""),
               file=sys.stderr, flush=True)
         try:
-            lock.acquire(timeout=max(0.0, timeout - 2.0))
+            _acquire(lock, directory, max(0.0, timeout - 2.0))
         except Timeout:
             raise ArtifactError(f"{what or directory} has been in use by {_holder(owner)} for over {timeout:.0f} s: "
                                 f"let it finish, {instead + ', ' if instead else ''}or if that process no longer runs, "
@@ -176,6 +176,19 @@ def locked(directory: Path, timeout: float | None = None, *, instead: str | None
         for folder in made:  # those a failed block left holding only the lock file
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+def _acquire(lock: FileLock, directory: Path, timeout: float) -> None:
+    """``lock.acquire``, in a folder that the holder may remove meanwhile: a run refused in a new folder it made
+    leaves none (``locked(leave_none=True)``), and a run that waited there makes it again and goes on."""
+    for attempt in range(3):
+        try:
+            lock.acquire(timeout=timeout)
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+            directory.mkdir(parents=True, exist_ok=True)
 
 
 def _unmade(made: list[Path], name: str) -> list[Path]:

@@ -580,9 +580,8 @@ class _Run:
             self.history.threads = _then(self.history.threads or unknown, str(torch.get_num_threads()))
         if on_step is not None:
             on_step(self.at.step, self.total)
-        stopped = self.config.patience is not None and self.at.bad_evals >= self.config.patience  # resumed, stopped
         try:
-            stopped = stopped or self.catch_up()
+            stopped = self.catch_up(on_epoch_end)
             while self.at.step < self.total and not stopped:
                 stopped = self.epoch()
                 if on_epoch_end is not None:
@@ -665,17 +664,21 @@ class _Run:
         self.checkpoint()
         return stopped
 
-    def catch_up(self) -> bool:
-        """After a resume, what a Ctrl-C held to the end of an optimizer step (:func:`ctrl_c_after`) kept from
-        running: the step is saved as done, but its validation pass, and the epoch's close at the budget's last
-        step, came after it. Without them a resumed run could keep other weights than a straight one."""
-        c, at, evals, stopped = self.config, self.at, self.history.evals, False
+    def catch_up(self, on_epoch_end=None) -> bool:
+        """After a resume: whether patience has run out, once what a Ctrl-C held to the end of an optimizer step
+        (:func:`ctrl_c_after`) kept from running has run. The step is saved as done, but its validation pass, and
+        the epoch's close where the budget or patience ended there, came after it; without them a resumed run could
+        keep other weights, and another history, than a straight one."""
+        c, at, evals = self.config, self.at, self.history.evals
+        stopped = c.patience is not None and at.bad_evals >= c.patience  # a run resumed after patience ended it
         due = c.eval_every and at.step and (at.step % c.eval_every == 0 or at.step >= self.total)
-        if due and self.val_data is not None and not (evals and evals[-1]["step"] == at.step):
+        if not stopped and due and self.val_data is not None and not (evals and evals[-1]["step"] == at.step):
             stopped = self.validate()
             self.checkpoint()
-        if at.step >= self.total and at.batch:  # the budget ended within an epoch that was never closed
+        if (stopped or at.step >= self.total) and at.batch:  # the run ended within an epoch never closed
             stopped = self.end_epoch() or stopped
+            if on_epoch_end is not None:
+                on_epoch_end(at.epoch, self.history)
         return stopped
 
     def add_time(self) -> None:

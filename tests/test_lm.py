@@ -93,6 +93,9 @@ def test_evaluation_batches_fit_a_large_vocabularys_logits_and_give_the_same_val
     assert set(seen) == {7, 40 % 7} and torch.allclose(nll, before[0][0], rtol=1e-5)
     assert torch.equal(counts, before[0][1])
     assert lm.mean_entropy(teacher, held_out) == pytest.approx(before[1], rel=1e-5)
+    padded = lm.gpt(len(data.tokenizer) + 5, 1, 16, 2, 48)  # a vocabulary padded beyond the tokenizer's: 6 rows
+    assert lm.fitting_rows(padded, held_out) == 6  # a batch, where the teacher's gives 7: agreement pairs them
+    assert lm.agreement(padded, teacher, held_out) == pytest.approx(lm.agreement(padded, teacher, held_out, 128))
     seen.clear()
     cached = M.cache_logits(teacher, held_out[:10])
     assert seen == [7, 3] and all(torch.allclose(cached[k], v, atol=1e-5) for k, v in before[2].items())

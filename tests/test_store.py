@@ -58,6 +58,32 @@ def test_a_failed_block_leaves_no_folder_it_made_holding_only_the_lock(tmp_path)
     assert (tmp_path / "c").is_dir()
 
 
+def test_a_run_waiting_on_a_new_folder_that_a_refused_run_removed_makes_it_again_and_goes_on(tmp_path):
+    """The waiting run's lock file went with the folder: it stopped with "a folder on the way cannot be created"."""
+    out, inside, outcome = tmp_path / "new", threading.Event(), []
+
+    def refused():
+        with pytest.raises(ValueError), store.locked(out, leave_none=True):
+            inside.set()
+            time.sleep(1.5)  # the other run is waiting by now
+            raise ValueError("refused")
+
+    def waiting():
+        inside.wait()
+        try:
+            with store.locked(out, leave_none=True):
+                (out / "results.json").write_text("{}")
+            outcome.append("done")
+        except Exception as err:  # noqa: BLE001 (the failure is the finding)
+            outcome.append(repr(err))
+    threads = [threading.Thread(target=refused), threading.Thread(target=waiting)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert outcome == ["done"] and (out / "results.json").exists()
+
+
 def test_locking_cleans_old_leftovers_of_interrupted_writes_only(tmp_path):
     old = time.time() - 2 * store.STALE_AFTER_S
     leftovers = [tmp_path / ".model.kd-ab12cd34.tmp", tmp_path / ".teacher.kd-old",

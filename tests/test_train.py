@@ -783,27 +783,32 @@ def test_ctrl_c_during_an_optimizer_step_saves_that_step(rows, tmp_path, monkeyp
         assert torch.allclose(p1, p2, atol=1e-6)
 
 
-@pytest.mark.parametrize("at_step", [5, 8])
-def test_ctrl_c_held_to_a_steps_end_loses_neither_its_validation_pass_nor_its_epochs_close(rows, tmp_path,
-                                                                                          monkeypatch, at_step):
-    """The held Ctrl-C ended the run after the step and before its validation pass (and, at the budget's last step,
-    before the epoch's close): the resumed run skipped both, so its best weights could be others than a straight
-    run's. Step 5 is mid-budget, step 8 the last."""
+@pytest.mark.parametrize("settings, at_step, best", [
+    (dict(max_steps=8), 5, 5),                                # mid-budget
+    (dict(max_steps=8), 8, 8),                                # the budget's last step
+    (dict(max_steps=8, grad_accum=2), 8, 8),                  # ... with micro-batches
+    (dict(max_steps=30, patience=2), 3, 1)])                  # the step whose pass runs out of patience
+def test_ctrl_c_held_to_a_steps_end_loses_neither_its_validation_pass_nor_its_epochs_close(
+        rows, tmp_path, monkeypatch, settings, at_step, best):
+    """The held Ctrl-C ended the run after the step and before its validation pass (and, where the budget or
+    patience ended at that step, before the epoch's close): the resumed run skipped both, so its best weights could
+    be others than a straight run's, and its history had no epoch row."""
     import os
     import signal
     from kd_tutorial import train as train_module
-    config = TrainConfig(max_steps=8, lr=3e-3, batch_size=16, seed=2, eval_every=1, keep_best=True)
+    config = TrainConfig(lr=3e-3, batch_size=16, seed=2, eval_every=1, keep_best=True, **settings)
     at = [0]
 
-    def scripted(model, val_data, config, device):  # the pass after the interrupted step scores best
-        return (0.9 if at[0] == at_step else 0.5), "1" * len(val_data)
+    def scripted(model, val_data, config, device):  # the pass after step ``best`` scores best
+        return (0.9 if at[0] == best else 0.5), "1" * len(val_data)
     monkeypatch.setattr(train_module, "_validate", scripted)
 
     def track(step, total):
         at[0] = step
-    straight = small_model(13)
-    h1 = train(straight, rows["train"], config=config, val_data=rows["validation"], on_step=track, progress=False)
-    assert h1.best_step == at_step
+    straight, ends = small_model(13), ([], [])
+    h1 = train(straight, rows["train"], config=config, val_data=rows["validation"], on_step=track, progress=False,
+               on_epoch_end=lambda epoch, history: ends[0].append(epoch))
+    assert h1.best_step == best
     real, calls = torch.nn.utils.clip_grad_norm_, []
 
     def ctrl_c_in_the_step(*args, **kwargs):
@@ -814,12 +819,12 @@ def test_ctrl_c_held_to_a_steps_end_loses_neither_its_validation_pass_nor_its_ep
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", ctrl_c_in_the_step)
     with pytest.raises(KeyboardInterrupt):
         train(small_model(13), rows["train"], config=config, val_data=rows["validation"], checkpoint_dir=tmp_path,
-              on_step=track, progress=False)
+              on_step=track, progress=False, on_epoch_end=lambda epoch, history: ends[1].append(epoch))
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real)
     resumed = small_model(99)
     h2 = train(resumed, rows["train"], config=config, val_data=rows["validation"], checkpoint_dir=tmp_path,
-               resume=True, on_step=track, progress=False)
-    assert h2.evals == h1.evals and h2.best_step == at_step
+               resume=True, on_step=track, progress=False, on_epoch_end=lambda epoch, history: ends[1].append(epoch))
+    assert h2.evals == h1.evals and h2.best_step == best and ends[1] == ends[0]
     assert [(e["epoch"], e["step"], e.get("val_acc")) for e in h2.epochs] == \
         [(e["epoch"], e["step"], e.get("val_acc")) for e in h1.epochs]
     assert h2.tokens == h1.tokens
