@@ -26,6 +26,7 @@ README renders them.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 from .artifacts import prepare
@@ -159,7 +160,8 @@ def environment(device: str) -> dict:
             "peak_tflops": peak_tflops(name, precision) if cuda else None, "sdpa": sdpa,
             "memory_gib": torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30 if cuda else None,
             "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-            "cpu_threads": torch.get_num_threads(), "platform": platform.platform()}
+            "cpu_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "platform": platform.platform()}
 
 
 def _cpu_name() -> str:

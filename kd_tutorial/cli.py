@@ -421,8 +421,6 @@ def _fit_device(profile, device: str, args):
             print(fitted, flush=True)
     print(f"precision: {precision}{' with a GradScaler' if precision == 'fp16' else ''}; TF32 matmuls "
           f"{'on' if chosen['tf32'] else 'off'}; batch {profile.batch_size} x {profile.grad_accum}", flush=True)
-    if note := busy_note():
-        print(note, flush=True)
     return profile
 
 
@@ -1002,6 +1000,9 @@ def _one_line(err: BaseException) -> str:
     return text[0] if text else err.__class__.__name__
 
 
+TRAINS = ("distill", "benchmark", "search")  # the commands whose times PyTorch's thread policy moves
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kd-tutorial`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -1023,6 +1024,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report,
                 "benchmark": cmd_benchmark, "search": cmd_search}
     terminated: list[int] = []  # SIGTERM came (kill, docker stop, timeout, systemd, a Slurm preemption)
+    if args.command in TRAINS and (note := busy_note()):  # their times depend on it
+        print(note, file=sys.stderr, flush=True)
     try:
         with sigterm_as_ctrl_c(terminated, args.command in AFTER_CTRL_C):
             status = handlers[args.command](args)

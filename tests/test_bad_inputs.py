@@ -732,9 +732,7 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line_too(monkeypatch, 
 def test_a_busy_machine_gets_threads_that_wait_passively_and_is_told(monkeypatch, capsys):
     """OpenMP's spinning threads took the tiny teacher 2.6 times as long beside one busy process; passive waiting
     costs about 15 % on idle cores. So from a load of 1 on, unless the user chose a policy."""
-    import argparse
-    from kd_tutorial import threads
-    from kd_tutorial.profiles import get_profile
+    from kd_tutorial import benchmark, threads
     env = {}
     assert threads.quiet_threads_when_busy(env, load=0.9) is None and env == {}
     assert threads.quiet_threads_when_busy(env, load=1.6) == 1.6 and env == {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -743,10 +741,14 @@ def test_a_busy_machine_gets_threads_that_wait_passively_and_is_told(monkeypatch
     monkeypatch.delattr(os, "getloadavg")  # Windows has none
     assert threads.quiet_threads_when_busy({}) is None
     monkeypatch.setattr(threads, "busy_at", 1.6)
-    cli._fit_device(get_profile("tiny"), "cpu", argparse.Namespace(batch_size=None, grad_accum=None))
-    assert "threads: this machine was busy as the command started (load 1.6), so PyTorch's threads sleep while they " \
-           "wait instead of spinning (OMP_WAIT_POLICY=PASSIVE; set OMP_WAIT_POLICY=ACTIVE to keep them spinning)" \
-           in capsys.readouterr().out
+    said = ("threads: this machine was busy as the command started (load 1.6), so PyTorch's threads sleep while they "
+            "wait instead of spinning (OMP_WAIT_POLICY=PASSIVE; set OMP_WAIT_POLICY=ACTIVE to keep them spinning)")
+    for command, told in (["distill", "--profile", "tiny", "--data-dir", "/no/such"], True), \
+            (["search", "--profile", "tiny", "--trials", "0"], True), (["report", "/no/such.json"], False):
+        assert cli.main(command) == 2  # refused, after the line: a command that trains nothing is not told
+        assert (said in capsys.readouterr().err) is told, command
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # and a benchmark report keeps it with its times
+    assert benchmark.environment("cpu")["omp_wait_policy"] == "PASSIVE"
 
 
 def test_a_benchmark_report_onto_a_file_that_is_not_one_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
