@@ -28,7 +28,7 @@ import torch
 
 from . import __version__, plots
 from .artifacts import (load_student, prepare, run_hash, save_student, student_finished, student_folder,
-                        student_test_logits_file)
+                        student_test_logits_file, teacher_key)
 from .bars import progress_bar, tick
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, n_batches, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
@@ -231,6 +231,8 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
     (``teacher_layers``: the teacher's depth) the rounding of a ``uniform`` mapping where it changed
     (:func:`_rounding_changed`)."""
     student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
+    if spec.pretrained:  # a folder by the files it holds, as a teacher folder is (a Hub name as it is): other weights
+        student["pretrained"] = teacher_key(spec.pretrained)  # saved there are another start, not this run's
     if recipe is None or recipe.intermediate is None:  # which layers map weighs only the intermediate terms: a
         # baseline's key is the same whatever it is (no preset sets it, so theirs are unchanged; the relation heads
         # stay in every key, since the full profile's compact student sets them)

@@ -557,6 +557,27 @@ def test_an_augmenting_runs_key_holds_the_augmentation_settings(monkeypatch):
     assert keys["before", "kd+transfer"] == keys["after", "kd+transfer"]
 
 
+def test_a_students_pretrained_folder_is_keyed_by_what_it_holds(tmp_path, monkeypatch):
+    """Keyed by its path, other weights saved into the folder were taken for the run trained from the first ones
+    (a review: "cached", the old accuracy). A folder now keys as a teacher folder does; a Hub name as it is."""
+    profile = get_profile("full")
+    recipe = pipeline.get_recipe("baseline")
+    hub = next(s for s in profile.students if s.pretrained)
+
+    def key(spec):
+        return pipeline.run_key(profile, spec, pipeline.run_config(profile, spec, recipe, 10, 0), "pretrained", recipe)
+    assert key(hub)[0]["pretrained"] == hub.pretrained  # the preset's keys are those they were
+    folder = tmp_path / "my-bert"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"first weights")
+    mine = dataclasses.replace(hub, pretrained=str(folder))
+    first = key(mine)
+    monkeypatch.chdir(tmp_path)
+    assert key(dataclasses.replace(mine, pretrained="./my-bert")) == first  # the same folder, typed otherwise
+    (folder / "model.safetensors").write_bytes(b"other weights, saved later")
+    assert key(mine) != first
+
+
 def test_a_student_asking_for_spare_reviews_where_there_are_none_trains_as_without_them(tiny_run, capsys):
     """The tiny corpus's carve uses every train review: the option changes nothing, and says so."""
     profile = get_profile("tiny")
