@@ -65,6 +65,28 @@ def test_sampling_with_the_cache_equals_sampling_without_it(teacher):
     assert all(lm.EOS_ID not in r[3:-1] for r in rows)  # nothing after the end of a review
 
 
+def test_sampling_draws_where_the_model_runs_with_the_seed_still_fixing_it(monkeypatch):
+    """Drawn on the host, every token of a GPU's samples copied the vocabulary's probabilities over and sampled on
+    the CPU (GPT-2: over a second a token for 256 rows). A generator of another device is now seeded from the one
+    given: the same seed gives the same generator there; on the CPU it is the one given."""
+    given = torch.Generator().manual_seed(3)
+    assert lm.generator_on(given, "cpu") is given
+    made = []
+
+    class OtherDevice:  # torch.Generator(device=...) on a machine with no GPU, as lm.generator_on calls it
+        def __init__(self, device):
+            self.device = torch.device(device)
+
+        def manual_seed(self, seed):
+            made.append(seed)
+            return self
+    monkeypatch.setattr(torch, "Generator", OtherDevice)
+    first = lm.generator_on(given.manual_seed(3), "meta")
+    lm.generator_on(given.manual_seed(3), "meta")
+    lm.generator_on(given.manual_seed(4), "meta")
+    assert first.device.type == "meta" and made[0] == made[1] != made[2]  # the seed given decides it
+
+
 def test_a_uniform_model_has_the_vocabularys_perplexity_and_training_lowers_it(data, teacher):
     untrained = lm.gpt(len(data.tokenizer), 1, 16, 2, 48)
     torch.nn.init.zeros_(untrained.lm_head.weight)  # tied to the embeddings: all logits 0, a uniform model
