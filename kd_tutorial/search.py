@@ -563,7 +563,9 @@ def write_results(study, ctx: SearchContext) -> dict:
               f"{empty_front_fix(records)}", flush=True)
     else:
         print(f"validation accuracy is on {result['n_validation']} reviews (one review is "
-              f"{100 / max(1, result['n_validation']):.2f} points), so the front's points may differ by noise alone: "
-              "the test intervals show how much", flush=True)
+              f"{100 / max(1, result['n_validation']):.2f} points), so the front's points may differ by noise alone; "
+              "two points are scored on the same test reviews, so a paired interval of their difference "
+              "(kd_tutorial.evaluate.paired_bootstrap) tells them apart, not whether these intervals overlap",
+              flush=True)
     print(f"wrote {ctx.out / 'search.json'} and {plot}", flush=True)
     return result
