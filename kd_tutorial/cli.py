@@ -387,6 +387,7 @@ def cmd_distill(args) -> int:
     said = estimate(profile, "cpu" if mps else device, len(seeds), runs=runs,
                     test_reviews=test_reviews_of(profile, folder), data_dir=folder)
     said = f"not measured on MPS (Apple's GPU); for comparison: {said}" if mps else said
+    say_threads()
     print(f"device: {device}; estimated time: {said}", flush=True)
     start = time.perf_counter()
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
@@ -709,6 +710,7 @@ def cmd_benchmark(args) -> int:
         check_device(args.device)
     if args.report:
         return _benchmark_report(profile, args)
+    say_threads()
     result = loop_speed(profile, data_dir=args.data_dir, student=args.student, steps=args.steps or 40, init=args.init,
                         device=args.device, progress=not args.quiet)
     print(json.dumps(result, indent=2))
@@ -737,6 +739,7 @@ def _benchmark_report(profile, args) -> int:
     _check_writable(target.parent, f"the folder of --report {args.report}", "give a FILE in a folder you can write",
                     leave_none=True)  # made when the report is written: a run stopped before leaves no empty folder
     refuse_foreign(target, "--report", "a benchmark report", lambda data: data.get("kind") == "benchmark")
+    say_threads()
     report = run_benchmark(profile, device=args.device, quick=args.quick, steps=args.steps, progress=not args.quiet)
     refused = _write_benchmark_report(report, target)
     print(benchmark_markdown(report))
@@ -790,6 +793,7 @@ def cmd_search(args) -> int:
     _check_inputs(args, profile, data=False, recipes=[SEARCH_RECIPE])  # one recipe
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write")
+    say_threads()
     run_search(profile, trials=args.trials, out=args.out, steps=args.steps, device=device, progress=not args.quiet,
                margin=args.margin, seed=args.seed)
     return 0
@@ -1000,7 +1004,12 @@ def _one_line(err: BaseException) -> str:
     return text[0] if text else err.__class__.__name__
 
 
-TRAINS = ("distill", "benchmark", "search")  # the commands whose times PyTorch's thread policy moves
+def say_threads() -> None:
+    """Where a command that trains or times starts its work, once its input is checked: a line on stderr when the
+    console script made PyTorch's threads wait passively (:func:`kd_tutorial.threads.busy_note`), since its times
+    depend on it. After the checks of its input, so that a command they refuse is not told."""
+    if note := busy_note():
+        print(note, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1024,8 +1033,6 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"distill": cmd_distill, "env": cmd_env, "prefetch": cmd_prefetch, "report": cmd_report,
                 "benchmark": cmd_benchmark, "search": cmd_search}
     terminated: list[int] = []  # SIGTERM came (kill, docker stop, timeout, systemd, a Slurm preemption)
-    if args.command in TRAINS and (note := busy_note()):  # their times depend on it
-        print(note, file=sys.stderr, flush=True)
     try:
         with sigterm_as_ctrl_c(terminated, args.command in AFTER_CTRL_C):
             status = handlers[args.command](args)

@@ -729,7 +729,7 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line_too(monkeypatch, 
     assert console.main() == 2 and capsys.readouterr().err.startswith("kd-tutorial: error: ")
 
 
-def test_a_busy_machine_gets_threads_that_wait_passively_and_is_told(monkeypatch, capsys):
+def test_a_busy_machine_gets_threads_that_wait_passively_and_is_told(monkeypatch, capsys, tmp_path):
     """OpenMP's spinning threads took the tiny teacher 2.6 times as long beside one busy process; passive waiting
     costs about 15 % on idle cores. So from a load of 1 on, unless the user chose a policy."""
     from kd_tutorial import benchmark, threads
@@ -743,10 +743,18 @@ def test_a_busy_machine_gets_threads_that_wait_passively_and_is_told(monkeypatch
     monkeypatch.setattr(threads, "busy_at", 1.6)
     said = ("threads: this machine was busy as the command started (load 1.6), so PyTorch's threads sleep while they "
             "wait instead of spinning (OMP_WAIT_POLICY=PASSIVE; set OMP_WAIT_POLICY=ACTIVE to keep them spinning)")
-    for command, told in (["distill", "--profile", "tiny", "--data-dir", "/no/such"], True), \
-            (["search", "--profile", "tiny", "--trials", "0"], True), (["report", "/no/such.json"], False):
-        assert cli.main(command) == 2  # refused, after the line: a command that trains nothing is not told
-        assert (said in capsys.readouterr().err) is told, command
+    for command in (["distill", "--profile", "tiny", "--data-dir", "/no/such"], ["search", "--profile", "tiny",
+                    "--trials", "0"], ["benchmark", "--profile", "tiny", "--quick"], ["report", "/no/such.json"]):
+        assert cli.main(command) == 2  # refused: nothing trained, so not told (it was, before the refusal)
+        assert said not in capsys.readouterr().err, command
+    started = []
+    for name in ("run_distill", "run_search", "loop_speed", "run_benchmark"):  # the work, once the input passed
+        monkeypatch.setattr(cli, name, lambda *a, **k: started.append(True) or (_ for _ in ()).throw(KeyboardInterrupt))
+    for command in (["distill", "--profile", "tiny", "--out", str(tmp_path / "run")], ["search", "--profile", "tiny",
+                    "--out", str(tmp_path / "study")], ["benchmark", "--profile", "tiny"],
+                    ["benchmark", "--profile", "tiny", "--report", str(tmp_path / "b.json")]):
+        assert cli.main(command) == 130 and started.pop(), command
+        assert said in capsys.readouterr().err, command
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # and a benchmark report keeps it with its times
     assert benchmark.environment("cpu")["omp_wait_policy"] == "PASSIVE"
 
