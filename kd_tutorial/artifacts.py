@@ -3,7 +3,9 @@
 Layout (``KD_TUTORIAL_HOME``, default ``$XDG_CACHE_HOME/kd-tutorial``, else ``~/.cache/kd-tutorial``)::
 
     <home>/<profile>/<config-hash>/teacher/        save_pretrained() of the fine-tuned teacher
-                                   teacher.json    its history, validation accuracy and weights hash
+                                   teacher.json    its history, validation accuracy, weights hash and what
+                                                   it was fine-tuned on (a folder whose data differ in the
+                                                   transfer set alone copies that teacher, not retrains it)
                                    logits-<split>.pt, cls-<split>.pt   its logits and [CLS] states (one pass;
                                                                        the test split's names add a hash of its reviews)
                                    logits-augmented-<hash>.pt          its logits on augmented reviews
@@ -65,12 +67,23 @@ class Prepared:
         A local folder is keyed by what it holds, not where it lies: a data folder moved or copied elsewhere (an
         instructor's prefetched copy) finds the teacher already trained from it, however it was named (a
         ``--data-dir``, ``$KD_TUTORIAL_DATA_DIR``, or a profile's ``data_source``)."""
-        profile, source = self.profile, self.data_key
+        return home() / self.profile.name / self._key(self.profile, self.fingerprint)
+
+    @property
+    def teacher_inputs(self) -> str:
+        """A hash of what the teacher's fine-tuning reads: the same settings as :attr:`directory`'s key but the
+        transfer set's size, and the train and validation reviews. Two folders with equal ``teacher_inputs`` (they
+        differ in the transfer set alone: ``--set n_transfer=N`` on a source with unlabelled reviews) hold the same
+        teacher, which :func:`kd_tutorial.teachers.ensure_teacher` copies instead of fine-tuning it again."""
+        return self._key(self.profile.replace(n_transfer=None), _split_hash(self.encoded, ("train", "validation")))
+
+    def _key(self, profile: Profile, fingerprint: str) -> str:
+        """The teacher's settings in ``profile``, the data's source, the teacher, init, seed and ``fingerprint``."""
+        source = self.data_key
         if Path(self.data_key).is_absolute():  # data_key resolves a folder's path; the named sources stay names
             profile, source = profile.replace(data_source="local folder"), "local folder"
-        key = profile.teacher_hash(source, self.teacher_id or teacher_key(self.teacher_name), self.init, self.seed,
-                                   self.fingerprint)
-        return home() / self.profile.name / key
+        return profile.teacher_hash(source, self.teacher_id or teacher_key(self.teacher_name), self.init, self.seed,
+                                    fingerprint)
 
     @property
     def where(self) -> dict:

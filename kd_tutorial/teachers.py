@@ -51,6 +51,9 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
             model, info = cached
             return freeze(model.to(device)), prep, info
         before = _recorded_weights(folder)  # the teacher this folder held, if its outputs outlived it
+        elsewhere = _trained_elsewhere(prep)
+        if elsewhere is not None:
+            return _keep_copy(folder, prep, *elsewhere, before=before, device=device)
         with kept_rng():  # the caller draws the same numbers after a teacher trained now as after a cached one
             seed_everything(seed)  # the same seed gives the same teacher, run after run (with the same threads)
             model = teacher_for_profile(profile, init=init, teacher=teacher)
@@ -72,9 +75,39 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
         info = {"history": history.to_dict(), "val_accuracy": history.final("val_acc"),
                 "train_seconds": history.seconds, "profile": profile.name, "data": prep.data.source,
                 "weights": weights}
-        atomic_write_json(folder / "teacher.json", info)
+        atomic_write_json(folder / "teacher.json", info | {"trained_on": prep.teacher_inputs})
         shutil.rmtree(folder / "teacher-checkpoint", ignore_errors=True)
         return freeze(model), prep, info | {"status": "trained", "path": str(folder / "teacher")}
+
+
+def _trained_elsewhere(prep):
+    """``(model, info, its folder)`` of the same teacher fine-tuned in another folder of this profile, one whose
+    data differ in the transfer set alone (:attr:`~kd_tutorial.artifacts.Prepared.teacher_inputs`), its weights
+    checked against their recorded hash; None when there is none."""
+    from transformers import BertForSequenceClassification
+    here, wanted = prep.directory, prep.teacher_inputs
+    for meta in sorted(here.parent.glob("*/teacher.json")):
+        with contextlib.suppress(Exception):  # a record or a teacher being written, or unreadable: not this one
+            info = json.loads(meta.read_text())
+            if meta.parent != here and info.get("trained_on") == wanted:
+                model = BertForSequenceClassification.from_pretrained(meta.parent / "teacher")
+                if weights_hash(model) == info.get("weights"):
+                    return model, info, meta.parent
+    return None
+
+
+def _keep_copy(folder: Path, prep, model, info: dict, source: Path, *, before: str | None, device: str):
+    """Store the teacher that :func:`_trained_elsewhere` found in ``source`` in ``folder``, as
+    :func:`ensure_teacher` stores one it trained, and return what that returns (``"cached"``, ``copied_from``)."""
+    if before != info["weights"]:
+        set_aside_outputs(folder)
+    (folder / "teacher.json").unlink(missing_ok=True)
+    atomic_save_pretrained(model, folder / "teacher")
+    info = info | {"data": prep.data.source, "trained_on": prep.teacher_inputs, "copied_from": str(source)}
+    atomic_write_json(folder / "teacher.json", info)
+    print(f"teacher: fine-tuned before on the same reviews with the same settings (another transfer set), in "
+          f"{source}: copied, not trained again", flush=True)
+    return freeze(model.to(device)), prep, info | {"status": "cached", "path": str(folder / "teacher")}
 
 
 def _cached_teacher(folder: Path):

@@ -147,3 +147,31 @@ def test_a_teacher_trained_now_leaves_the_callers_random_state_as_a_cached_one_d
     random.seed(123)
     teachers.ensure_teacher(profile, progress=False)
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+def test_a_transfer_set_of_another_size_copies_the_teacher_instead_of_fine_tuning_it_again(cut_tiny, capsys):
+    """``--set n_transfer=N`` alone keyed another folder, so the teacher was fine-tuned again on the same reviews
+    (bit-identical weights; on ``full``, a BERT-base). A source with unlabelled reviews draws the transfer set from
+    them, so train and validation stay; the teacher trained on them is copied. Other train reviews still train."""
+    from kd_tutorial.artifacts import prepare
+    with cut_tiny(n_transfer=300) as (profile, teacher, prep, _):
+        other = profile.replace(n_transfer=200)
+        there = prepare(other)
+        assert there.directory != prep.directory and there.teacher_inputs == prep.teacher_inputs
+        assert prepare(profile.replace(n_train=200)).teacher_inputs != prep.teacher_inputs  # other train reviews
+        assert prepare(profile.replace(teacher_lr=1e-4)).teacher_inputs != prep.teacher_inputs
+        capsys.readouterr()
+        model, _, info = teachers.ensure_teacher(other, progress=False)
+        assert info["status"] == "cached" and info["copied_from"] == str(prep.directory)
+        assert teachers.weights_hash(model) == teachers.weights_hash(teacher) == info["weights"]
+        assert f"in {prep.directory}: copied, not trained again" in capsys.readouterr().out
+        record = json.loads((there.directory / "teacher.json").read_text())
+        assert record["trained_on"] == prep.teacher_inputs and record["weights"] == info["weights"]
+        assert teachers.ensure_teacher(other, progress=False)[2].get("copied_from") == str(prep.directory)
+        logits = teachers.ensure_teacher_logits(other, "transfer", progress=False)  # its own transfer set's
+        assert logits.shape[0] == len(there.encoded["transfer"]) == 200
+
+        shutil.rmtree(there.directory)  # a source whose weights are not those recorded is not copied
+        meta = json.loads((prep.directory / "teacher.json").read_text())
+        (prep.directory / "teacher.json").write_text(json.dumps(meta | {"weights": "0" * 16}))
+        assert teachers._trained_elsewhere(prepare(other)) is None
