@@ -78,12 +78,14 @@ class Prepared:
         return self._key(self.profile.replace(n_transfer=None), _split_hash(self.encoded, ("train", "validation")))
 
     def _key(self, profile: Profile, fingerprint: str) -> str:
-        """The teacher's settings in ``profile``, the data's source, the teacher, init, seed and ``fingerprint``."""
+        """The teacher's settings in ``profile``, the data's source, the teacher, init, seed and ``fingerprint``. The
+        teacher enters by its key alone, not by the profile's field as typed: a folder given as ``--teacher`` and as
+        ``--set teacher=``, or the name a ``--teacher`` replaced, key alike."""
         source = self.data_key
         if Path(self.data_key).is_absolute():  # data_key resolves a folder's path; the named sources stay names
             profile, source = profile.replace(data_source="local folder"), "local folder"
-        return profile.teacher_hash(source, self.teacher_id or teacher_key(self.teacher_name), self.init, self.seed,
-                                    fingerprint)
+        teacher = self.teacher_id or teacher_key(self.teacher_name)  # a preset's own is its name: keys stay
+        return profile.teacher_hash(source, teacher, self.init, self.seed, fingerprint, teacher=teacher)
 
     @property
     def where(self) -> dict:

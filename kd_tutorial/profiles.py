@@ -292,13 +292,14 @@ class Profile:
         """A short, stable hash of this whole profile (plus ``parts``)."""
         return stable_hash(dataclasses.asdict(self), *parts)
 
-    def teacher_hash(self, *parts: object) -> str:
+    def teacher_hash(self, *parts: object, teacher: str | None = None) -> str:
         """A hash of only the fields that decide the teacher and its data (plus ``parts``).
 
         The teacher's artifact folder is keyed on this, so changing a student, the
-        temperature or the seeds never retrains an 8-minute teacher.
+        temperature or the seeds never retrains an 8-minute teacher. ``teacher`` stands for the ``teacher`` field
+        where given: the teacher a run uses (``--teacher`` wins over ``--set teacher=``), by its key.
         """
-        fields = {name: getattr(self, name) for name in TEACHER_FIELDS}
+        fields = {name: getattr(self, name) for name in TEACHER_FIELDS} | ({"teacher": teacher} if teacher else {})
         fields |= {name: getattr(self, name) for name, default in TEACHER_FIELDS_IF_SET.items()
                    if getattr(self, name) != default}
         if self.name in PROFILES:  # eval_batch_size only batches the teacher's passes over its splits (rounding):

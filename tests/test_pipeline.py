@@ -1195,6 +1195,25 @@ def test_a_teacher_folder_is_keyed_by_what_it_holds_not_by_the_path_typed(tmp_pa
     assert artifacts.teacher_key("tiny-bert") == "tiny-bert" and artifacts.teacher_key("org/name") == "org/name"
 
 
+def test_a_teacher_folder_keys_alike_as_teacher_and_as_set_teacher(tmp_path, monkeypatch):
+    """The profile's teacher field entered the key as typed, beside the teacher's own key: the same folder given as
+    --teacher and as --set teacher= trained two teachers, and a --set teacher= that --teacher replaced (unused)
+    still moved the key. A preset's teacher is its name, its key: the presets' keys did not move."""
+    from kd_tutorial import data
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for name, layers in (("teacher", 1), ("other", 2)):
+        models.load_teacher("tiny-bert", config_overrides={"num_hidden_layers": layers}).save_pretrained(name)
+        data.get_tokenizer(None).save_pretrained(name)
+    tiny = get_profile("tiny")
+    by_flag = artifacts.prepare(tiny, teacher="./teacher").directory
+    assert artifacts.prepare(tiny.replace(teacher=str(tmp_path / "teacher"))).directory == by_flag
+    assert artifacts.prepare(tiny.replace(teacher="other"), teacher="teacher").directory == by_flag
+    assert artifacts.prepare(tiny.replace(teacher="other")).directory != by_flag
+    prep = artifacts.prepare(tiny)  # as the key was computed before: the field as it is
+    assert prep.directory.name == tiny.teacher_hash("tiny", "tiny-bert", "pretrained", 0, prep.fingerprint)
+
+
 @pytest.mark.parametrize("name", ["tiny", "cpu", "full"])
 def test_setting_a_field_to_its_own_value_keeps_every_artifact_key(name):
     """--set read 8 as 8.0 for a float field whose preset holds the int 8, and 8 and 8.0 hash apart: the same
