@@ -176,15 +176,24 @@ def latency(model, encoded, *, device: str = "cpu", n: int = 30, warmup: int = 5
     :func:`throughput` and training use (``"auto"``).
     """
     model.eval().to(device)
+    timed = _warmed_up([model], encoded, n, warmup, device, precision)
+    times = [_forward_ms(model, batch, device, precision) for _ in range(repeats) for batch in timed]
+    q1, p50, q3 = quartiles(times)
+    return {"p50": p50, "q1": q1, "q3": q3, "samples": times}
+
+
+def _warmed_up(models: list, encoded, n: int, warmup: int, device: str, precision: str) -> list[dict]:
+    """The ``n`` reviews :func:`latency` times (batches of one, drawn with seed 0), once each model has made
+    ``warmup`` untimed calls on other reviews (fewer when the split is small) and, on a GPU, one untimed pass over
+    the ``n`` (:func:`kd_tutorial.device.slow_first_calls`)."""
     batches = make_batches(encoded, 1, shuffle=True, group_by_length=False, seed=0)[: n + warmup]
     if not batches:
         raise ValueError("latency needs at least one review")
     warm = min(warmup, len(batches) - 1)
-    for batch in batches[:warm] + (batches[warm:] if slow_first_calls(device) else []):
-        _forward_ms(model, batch, device, precision)
-    times = [_forward_ms(model, batch, device, precision) for _ in range(repeats) for batch in batches[warm:]]
-    q1, p50, q3 = quartiles(times)
-    return {"p50": p50, "q1": q1, "q3": q3, "samples": times}
+    for model in models:
+        for batch in batches[:warm] + (batches[warm:] if slow_first_calls(device) else []):
+            _forward_ms(model, batch, device, precision)
+    return batches[warm:]
 
 
 def quartiles(samples) -> tuple[float, float, float]:
@@ -282,10 +291,24 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
 
 def latency_in_turns(models: dict, encoded, *, device: str = "cpu", n: int = 30, repeats: int = 3,
                      precision: str = "auto") -> dict:
-    """Each model's :func:`latency`, its ``repeats`` passes taken in turns: every round times one pass of each model
-    (the order reversed every other round), so that the machine's drift over the comparison (another process,
-    clock speed, heat) falls on every model alike, not on whichever was timed last. Identical architectures timed
-    one after another differed by 40 % in a table. Each model goes back to the device it came on after its pass."""
+    """Each model's :func:`latency`, its ``repeats`` passes taken in turns, so that the machine's drift over the
+    comparison (another process, clock speed, heat) falls on every model alike, not on whichever was timed last.
+    Identical architectures timed one after another differed by 40 % in a table. On a GPU every round times one pass
+    of each model (the order reversed every other round), and each model goes back to the device it came on after
+    its pass, so that a comparison does not pile every model onto the GPU. On the CPU, where the models stay where
+    they are, the turns are taken review by review: sample ``i`` of every model is the same review, timed moments
+    apart, so that two models' samples pair up (:func:`sign_test`; a busy second falls on both)."""
+    if device_type(device) == "cpu":
+        samples = _turns_by_review(models, encoded, n=n, repeats=repeats, precision=precision)
+    else:
+        samples = _turns_by_pass(models, encoded, device=device, n=n, repeats=repeats, precision=precision)
+    return {name: dict(zip(("q1", "p50", "q3"), quartiles(times))) | {"samples": times}
+            for name, times in samples.items()}
+
+
+def _turns_by_pass(models: dict, encoded, *, device: str, n: int, repeats: int, precision: str) -> dict:
+    """``{name: timings}``: every round one :func:`latency` pass of each model, the order reversed every other round,
+    each model sent back to its own device after its pass."""
     home = {name: _device_of(model) for name, model in models.items()}
     samples: dict[str, list[float]] = {name: [] for name in models}
     for r in range(repeats):
@@ -293,8 +316,32 @@ def latency_in_turns(models: dict, encoded, *, device: str = "cpu", n: int = 30,
             timing = latency(models[name], encoded, device=device, n=n, repeats=1, precision=precision)
             samples[name] += timing["samples"]
             models[name].to(home[name])
-    return {name: dict(zip(("q1", "p50", "q3"), quartiles(times))) | {"samples": times}
-            for name, times in samples.items()}
+    return samples
+
+
+@torch.no_grad()
+def _turns_by_review(models: dict, encoded, *, n: int, repeats: int, precision: str) -> dict:
+    """``{name: timings}`` on the CPU: for each of ``repeats`` rounds and each of the ``n`` reviews, every model
+    times that review (the order reversed at every other review), after the warm-up :func:`latency` makes."""
+    home = {name: _device_of(model) for name, model in models.items()}
+    for model in models.values():
+        model.eval().to("cpu")
+    timed = _warmed_up(list(models.values()), encoded, n, 5, "cpu", precision)
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    for k, batch in enumerate(batch for _ in range(repeats) for batch in timed):
+        for name in (list(models) if k % 2 == 0 else list(reversed(models))):
+            samples[name].append(_forward_ms(models[name], batch, "cpu", precision))
+    for name, model in models.items():
+        model.to(home[name])
+    return samples
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """The exact two-sided sign test of "either of two paired measurements is as likely to be the smaller":
+    ``min(1, 2 * P(Binomial(wins + losses, 1/2) <= min(wins, losses)))`` (ties left out by the caller); 1 for no
+    pairs."""
+    n = wins + losses
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2 ** n) if n else 1.0
 
 
 def _device_of(model) -> torch.device:

@@ -273,10 +273,34 @@ def test_models_compared_are_timed_in_turns_so_drift_falls_on_all_of_them(monkey
     for tag in ("a", "b", "c"):
         models[tag] = torch.nn.Linear(1, 1)
         models[tag].tag = tag
-    out = evaluate.latency_in_turns(models, None, repeats=4)
+    out = evaluate.latency_in_turns(models, None, device="cuda", repeats=4)  # a GPU's turns (latency is a stand-in)
     assert order == list("abccbaabccba")
     assert out["a"]["samples"] == [0.0, 0.0, 5.0, 5.0, 6.0, 6.0, 11.0, 11.0]  # one pass per round, all kept
     assert out["b"]["p50"] == statistics.median(out["b"]["samples"])
+
+
+def test_on_the_cpu_models_take_turns_review_by_review_so_their_timings_pair_up(monkeypatch):
+    """Turns of one pass each left a busy second on one model's whole pass, so its timings were not comparable
+    review by review with another's. On the CPU every model now times review i in turn, moments apart."""
+    from kd_tutorial import data, evaluate
+    calls, clock = [], iter(range(1000))
+    monkeypatch.setattr(evaluate, "_forward_ms", lambda model, batch, *a: calls.append(
+        (model.tag, int(batch["input_ids"][0, 1]))) or float(next(clock)))
+    models = {}
+    for tag in ("a", "b"):
+        models[tag] = torch.nn.Linear(1, 1)
+        models[tag].tag = tag
+    enc = data.Encoded([[101, 1000 + i, 102] for i in range(10)], torch.zeros(10, dtype=torch.long), "ten")
+    out = evaluate.latency_in_turns(models, enc, device="cpu", n=3, repeats=2)
+    timed = calls[10:]  # after 5 warm-up calls each, on other reviews
+    assert {r for _, r in calls[:10]}.isdisjoint({r for _, r in timed}) and len(timed) == 12
+    assert [t for t, _ in timed] == list("abbaabbaabba")
+    reviews = [r for _, r in timed]
+    assert reviews[0::2] == reviews[1::2] and len(set(reviews)) == 3  # each review timed by both, one after the other
+    assert out["a"]["samples"] == [10.0, 13.0, 14.0, 17.0, 18.0, 21.0]
+    assert out["b"]["samples"] == [11.0, 12.0, 15.0, 16.0, 19.0, 20.0]  # pair i: the same review, moments apart
+    assert evaluate.sign_test(9, 1) == pytest.approx(22 / 1024) and evaluate.sign_test(3, 3) == 1.0
+    assert evaluate.sign_test(0, 0) == 1.0 and evaluate.sign_test(0, 6) == pytest.approx(2 / 64)
 
 
 def test_compare_hands_each_model_back_on_the_device_it_came_on(monkeypatch):
