@@ -63,6 +63,8 @@ def _mha(x, mask, w, b, h, *, scale="head", mask_op="fill", split="heads", packe
         scores = scores.masked_fill(keys == 1, float("-inf"))
     elif mask_op == "inverted_add":
         scores = scores + keys * -10000.0
+    elif mask_op.startswith("add "):  # "add -1e9": scores + (1 - mask) * -1e9
+        scores = scores + (1 - keys) * float(mask_op.split()[1])
     att = scores.softmax(softmax_dim)
     if mask_op == "after":
         att = att * keys
@@ -87,6 +89,9 @@ wrong("ex01.q1", "mixes positions between heads")(lambda *a: _mha(*a, split="fla
 wrong("ex01.q1", "Q, then K, then V")(lambda *a: _mha(*a, packed="per_head"))
 wrong("ex01.q1", "not concatenated per token")(lambda *a: _mha(*a, concat=False))
 wrong("ex01.q1", "never the queries")(lambda *a: _mha(*a, query_mask=True))
+# the additive version of the same mistake: no nan, the padded queries' rows come out uniform (or nearly unmasked)
+wrong("ex01.q1", "you masked the queries, not the keys")(lambda *a: _mha(*a, query_mask=True, mask_op="add -1e9"))
+wrong("ex01.q1", "you masked the queries, not the keys")(lambda *a: _mha(*a, query_mask=True, mask_op="add -10000"))
 wrong("ex01.q1", "return a pair")(lambda *a: _mha(*a)[0])
 
 
@@ -100,7 +105,9 @@ def test_ex01_q1_accepts_float64_weights_and_a_list_pair():
 
     def as_list(*args):
         return list(_mha(*args))
-    for answer in (in_float64, as_list):
+    def additive_keys(*args):  # scores + (1 - mask[:, None, None, :]) * -1e9 masks the keys right
+        return _mha(*args, mask_op="add -1e9")
+    for answer in (in_float64, as_list, additive_keys):
         result = EXERCISES["ex01.q1"].grade(answer)
         assert result.status == PASSED, result.message
     result = EXERCISES["ex01.q1"].grade(lambda *a: [t.double() for t in _mha(*a, mask_op="inverted")])

@@ -65,6 +65,21 @@ def _mha_cases():
     return out
 
 
+_QUERIES = ("you masked the queries, not the keys: padded keys still get weight from every real token; mask the keys "
+            "(the last dimension of the scores, attention_mask[:, None, None, :]), never the queries")
+
+
+def _queries_masked(weights, cases):
+    """The learner's ``weights`` with every real query's row set to unmasked attention: they match it when the
+    keys went unmasked and the padded queries' rows were changed (an additive mask on the queries, of any size)."""
+    out = []
+    for wt, c in zip(weights, cases):
+        unmasked = _mha_ref(*c, mask_mode="none")[1].to(torch.float64)
+        padded_query = (c[1] == 0)[:, None, :, None]
+        out.append(torch.where(padded_query, wt.detach().cpu().to(torch.float64), unmasked))
+    return out
+
+
 _INVERTED = ("you masked the real tokens: attention_mask is 1 for a real token and 0 for padding, so the keys to "
              "set to -inf (or a large negative number) are those where mask == 0")
 
@@ -111,6 +126,7 @@ def _check_mha(call):
             _INVERTED: V(mask_mode="inverted_add"),
             "padded keys receive attention: use the attention_mask (1 = real token, 0 = padding) on the keys":
                 V(mask_mode="none"),
+            _QUERIES: lambda: _queries_masked(weights, cases),  # after "none": it matches that too
             "your heads are split along the wrong axis: head h owns the h-th block of head_dim consecutive "
             "features, i.e. view(B, L, num_heads, head_dim), not every num_heads-th feature":
                 V(split="interleaved"),
@@ -121,6 +137,11 @@ def _check_mha(call):
         }, atol=1e-5)
         raise Wrong(message or "your attention weights differ from softmax(Q K^T / sqrt(head_dim)) with the "
                     "padded keys at -inf, per head")
+    _check_mha_output(outs, cases, expected)
+
+
+def _check_mha_output(outs, cases, expected):
+    """With the weights right: the output must be each head's weights @ values, heads concatenated per token."""
     for o, c, e in zip(outs, cases, expected):
         if close(o, e[0], atol=1e-5):
             continue
