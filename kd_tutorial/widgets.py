@@ -62,7 +62,7 @@ def plot_temperature(logits, temperature: float, class_names: Sequence[str] | No
         _, ax = plt.subplots(figsize=(6, 3.5))
     colors = ["tab:blue" if i != highlight else "tab:red" for i in range(len(p))]
     ax.bar(names, p, color=colors, label=f"softmax(z / T), T = {temperature:.3g}")
-    ax.axhline(1 / len(p), color="gray", linestyle="--", linewidth=1, label=f"uniform 1/C = {1 / len(p):.2f}")
+    ax.axhline(1 / len(p), color="gray", linestyle="--", linewidth=1, label=f"uniform 1/C = {1 / len(p):.3g}")
     ax.set_ylim(0, 1)
     ax.set_xlabel("class")
     ax.set_ylabel("probability")

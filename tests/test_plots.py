@@ -94,6 +94,17 @@ def test_a_one_hot_distribution_has_entropy_zero_not_minus_zero():
     assert "entropy 0.00 of max" in widgets.plot_temperature([100.0, 0.0], 0.1).get_title()
 
 
+def test_the_uniform_line_is_labelled_with_its_value_to_three_digits():
+    """With C = 8 classes the legend read "uniform 1/C = 0.12" for 0.125 (two decimals)."""
+    import matplotlib.pyplot as plt
+
+    from kd_tutorial import widgets
+    for logits, label in (([0.0] * 8, "uniform 1/C = 0.125"), ([0.0] * 3, "uniform 1/C = 0.333")):
+        ax = widgets.plot_temperature(logits, 1.0)
+        assert label in [t.get_text() for t in ax.get_legend().get_texts()]
+        plt.close(ax.figure)
+
+
 def test_the_temperature_explorer_refuses_wrong_class_names_at_once_and_starts_at_t_min():
     """A wrong number of names was refused only inside the widget's first draw, where the error is hidden; and a
     slider starting at its leftmost position (value == t_min) was refused."""
