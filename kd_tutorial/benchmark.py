@@ -26,6 +26,7 @@ README renders them.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 
@@ -34,7 +35,7 @@ from .data import concat_encoded, Encoded
 from .device import (autocast_dtype, bf16_supported, configure, pick_device, resolve_precision, slow_first_calls,
                      synchronize)
 from .errors import UsageError
-from .evaluate import latency_in_turns, predict_logits, throughput
+from .evaluate import latency_in_turns, median_pass, passes_in_turns, predict_logits, throughput
 from .flops import (estimate_profile, forward_flops, imdb_lengths, peak_tflops, precision_name, project,
                     student_config, teacher_config, train_flops)
 from .models import (build_student, fold_word_embeddings, freeze_word_embeddings, set_attention_dropout,
@@ -342,22 +343,27 @@ class _Bench:
                 "cache_seconds": cache_seconds, "speedup": naive.seconds / ours.seconds if ours.seconds else None}
 
     def inference(self, models: dict) -> dict:
-        """Each model's latency at batch 1, its 3 passes taken in turns with the other models'
-        (:func:`kd_tutorial.evaluate.latency_in_turns`), and its throughput at batch 256."""
+        """Each model's latency at batch 1 and its throughput at batch 256, each taken in turns with the other models'
+        (:func:`kd_tutorial.evaluate.latency_in_turns`, :func:`~kd_tutorial.evaluate.passes_in_turns`: three passes of
+        a third of the batches each, the median pass kept)."""
         n, batches = self.s["latency_n"], self.s["throughput_batches"]
         short, big = self.rows(n + 5), self.rows(256 * (batches + 1))
         timings, out = latency_in_turns(models, short, device=self.device, n=n, repeats=3), {}
-        for name, model in models.items():
-            lat = timings[name]
+
+        def one_pass(model):  # each pass's own peak memory
             _reset_memory(self.device)
-            speed = throughput(model, big, device=self.device, batch_size=256, max_batches=batches)
-            timed = speed["lengths"]  # the timed batches' reviews: the warm-up batch's are not in the rate
+            speed = throughput(model, big, device=self.device, batch_size=256, max_batches=math.ceil(batches / 3))
+            return speed | {"peak_memory_gib": _peak_memory_gib(self.device)}
+        for name, runs in passes_in_turns(models, 3, one_pass).items():
+            lat, speed = timings[name], median_pass(runs)
+            timed = speed["lengths"]  # the pass's timed batches' reviews: the warm-up batch's are not in the rate
             per_token = forward_flops(self.configs[name], timed) / sum(timed)
-            seconds = 256 * batches / speed["reviews_per_s"]
+            seconds = len(timed) / speed["reviews_per_s"]
             out[name] = self.record(seconds=seconds, tokens=round(speed["tokens_per_s"] * seconds),
                                     flops=per_token * speed["tokens_per_s"] * seconds, batch_size=256,
-                                    reviews_per_s=speed["reviews_per_s"], latency_ms_p50=lat["p50"],
-                                    latency_ms_q1=lat["q1"], latency_ms_q3=lat["q3"])
+                                    reviews_per_s=speed["reviews_per_s"], reviews_per_s_passes=speed["passes"],
+                                    latency_ms_p50=lat["p50"], latency_ms_q1=lat["q1"], latency_ms_q3=lat["q3"],
+                                    peak_memory_gib=speed["peak_memory_gib"])
         return out
 
 

@@ -247,6 +247,25 @@ def throughput(model, encoded, *, device: str = "cpu", batch_size: int = 64, max
     return {"reviews_per_s": reviews / seconds, "tokens_per_s": tokens / seconds, "lengths": lengths}
 
 
+def throughput_in_turns(models: dict, encoded, *, device: str = "cpu", batch_size: int = 64, max_batches: int = 8,
+                        repeats: int = 3, precision: str = "auto") -> dict:
+    """Each model's :func:`throughput`, taken in ``repeats`` passes in turns (:func:`passes_in_turns`), each pass
+    over the same ``ceil(max_batches / repeats)`` batches, so that a busy spell falls on every model alike: four
+    identical students timed one after another differed 32-fold on a loaded machine. Each model's median pass
+    (:func:`median_pass`)."""
+    per_pass = max(1, math.ceil(max_batches / repeats))
+    passes = passes_in_turns(models, repeats, lambda model: throughput(
+        model, encoded, device=device, batch_size=batch_size, max_batches=per_pass, precision=precision))
+    return {name: median_pass(runs) for name, runs in passes.items()}
+
+
+def median_pass(runs: list[dict]) -> dict:
+    """The pass of median ``reviews_per_s`` among :func:`throughput`'s ``runs`` (the lower one of an even count),
+    with ``passes``: every pass's reviews/s."""
+    ranked = sorted(runs, key=lambda run: run["reviews_per_s"])
+    return ranked[(len(ranked) - 1) // 2] | {"passes": [run["reviews_per_s"] for run in runs]}
+
+
 def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "cpu", batch_size: int = 64,
             logits: dict | None = None, latency_n: int = 30, latency_repeats: int = 3, throughput_batches: int = 8,
             train_tokens_per_s: dict | None = None, precision: str = "auto") -> list[dict]:
@@ -255,7 +274,8 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     Each row: name, accuracy, agreement (with ``teacher``), ece, params, mb, latency_ms (p50 at batch 1)
     with latency_q1_ms / latency_q3_ms (the interquartile range of its ``latency_n`` reviews x ``latency_repeats``
     passes: the reviews' lengths as well as the machine's noise, :func:`latency`) and the
-    timings themselves, reviews_per_s and tokens_per_s (batch ``batch_size``), train_tokens_per_s (if given),
+    timings themselves, reviews_per_s and tokens_per_s (batch ``batch_size``; the median of three passes taken in
+    turns, :func:`throughput_in_turns`, every pass's in reviews_per_s_passes), train_tokens_per_s (if given),
     and the ``precision`` both timings ran in (the same one, ``"auto"`` resolved for the device).
     ``logits`` may pass already computed predictions to skip recomputing them. Each model goes back to the device
     it came on once measured, so a comparison does not pile every model onto a GPU.
@@ -264,14 +284,14 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
     for name, model in models.items():
         if name not in logits:
             logits[name] = predict_logits(model, encoded, batch_size=batch_size, device=device, precision=precision)
+            model.to(home[name])  # predict_logits leaves it on the device; the timings send each home after its turn
     timings = latency_in_turns(models, encoded, device=device, n=latency_n, repeats=latency_repeats,
                                precision=precision)
+    speeds = throughput_in_turns(models, encoded, device=device, batch_size=batch_size,
+                                 max_batches=throughput_batches, precision=precision)
     rows = []
     for name, model in models.items():
-        speed = throughput(model, encoded, device=device, batch_size=batch_size, max_batches=throughput_batches,
-                           precision=precision)
-        model.to(home[name])
-        timing = timings[name]
+        speed, timing = speeds[name], timings[name]
         rows.append({
             "name": name,
             "accuracy": accuracy(logits[name], encoded.labels),
@@ -281,7 +301,7 @@ def compare(models: dict, encoded, *, teacher: str = "teacher", device: str = "c
             "mb": model_size_mb(model),
             "latency_ms": timing["p50"], "latency_q1_ms": timing["q1"], "latency_q3_ms": timing["q3"],
             "latency_samples_ms": timing["samples"],
-            "reviews_per_s": speed["reviews_per_s"],
+            "reviews_per_s": speed["reviews_per_s"], "reviews_per_s_passes": speed["passes"],
             "tokens_per_s": speed["tokens_per_s"],
             "train_tokens_per_s": (train_tokens_per_s or {}).get(name),
             "precision": resolve_precision(device, precision),
@@ -307,16 +327,22 @@ def latency_in_turns(models: dict, encoded, *, device: str = "cpu", n: int = 30,
 
 
 def _turns_by_pass(models: dict, encoded, *, device: str, n: int, repeats: int, precision: str) -> dict:
-    """``{name: timings}``: every round one :func:`latency` pass of each model, the order reversed every other round,
-    each model sent back to its own device after its pass."""
+    """``{name: timings}``: :func:`latency`'s passes of the models in turns (:func:`_passes_in_turns`)."""
+    passes = passes_in_turns(models, repeats, lambda model: latency(model, encoded, device=device, n=n, repeats=1,
+                                                                     precision=precision))
+    return {name: [t for timing in runs for t in timing["samples"]] for name, runs in passes.items()}
+
+
+def passes_in_turns(models: dict, repeats: int, measure) -> dict[str, list]:
+    """``{name: [measure(model) of each round]}``: every round measures each model once, the order reversed every
+    other round, each model sent back to the device it came on after its turn."""
     home = {name: _device_of(model) for name, model in models.items()}
-    samples: dict[str, list[float]] = {name: [] for name in models}
+    out: dict[str, list] = {name: [] for name in models}
     for r in range(repeats):
         for name in (list(models) if r % 2 == 0 else list(reversed(models))):
-            timing = latency(models[name], encoded, device=device, n=n, repeats=1, precision=precision)
-            samples[name] += timing["samples"]
+            out[name].append(measure(models[name]))
             models[name].to(home[name])
-    return samples
+    return out
 
 
 @torch.no_grad()

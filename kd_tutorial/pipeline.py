@@ -48,6 +48,7 @@ from .teacher_layers import (cache_gb, reads_cached_layers, run_layer_keys, teac
                              transfer_states)
 from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on,
                        load_cached_logits)
+from .threads import load_average
 from .train import TrainConfig, kept_rng, seed_everything, train
 
 
@@ -724,6 +725,8 @@ def _aggregate(rows: list[dict], trained: dict) -> list[dict]:
                 agg[key] = statistics.mean(values)
                 agg[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
                 agg[key + "_per_seed"] = values
+        if all("reviews_per_s_passes" in g for g in group):  # each seed's three throughput passes
+            agg["reviews_per_s_passes"] = [g["reviews_per_s_passes"] for g in group]
         timings = sorted(t for g in group for t in g["latency_samples_ms"])
         q1, p50, q3 = quartiles(timings)
         agg |= {"latency_ms": p50, "latency_q1_ms": q1, "latency_q3_ms": q3}
@@ -870,6 +873,7 @@ def _write_results(trained, out: Path, prep, profile: Profile, info, seeds, rows
     write_checkpoints(trained, out, prep.tokenizer)
     record = run_record(profile, prep, info, trained, seeds, device=device, init=init, teacher=teacher,
                         phases=clock.seconds, wall=clock.wall(), workers=workers)
+    record["load_at_start"] = clock.load  # other processes' demand on the cores: times on a busy machine are slower
     record["teacher_layers"] = _layers_record(profile, layers, trained)
     results = {"run": record,
                "models": rows, "comparisons": stats, "best_recipes": best_recipes(rows, trained),
@@ -950,7 +954,7 @@ class _Phases:
     """Wall time per named step: ``with clock("teacher"): ...`` adds to ``clock.seconds["teacher"]``."""
 
     def __init__(self):
-        self.seconds, self.start = {}, time.perf_counter()
+        self.seconds, self.start, self.load = {}, time.perf_counter(), load_average()  # the load before the run
 
     @contextlib.contextmanager
     def __call__(self, name: str):

@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import JSON_ERRORS, refuse_not_regular, UsageError
 from .evaluate import _NOISE, choice_key, ECE_BINS, verdict
 from .store import atomic_write_text
+from .threads import BUSY_LOAD
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -122,6 +123,17 @@ def _precision_text(run: dict) -> str:
              "thread's)" if workers > 1 else ""))
 
 
+def _busy_text(run: dict) -> str:
+    """`` The machine was busy as the run started ...`` where its 1-minute load average (``load_at_start``) was at
+    least :data:`kd_tutorial.threads.BUSY_LOAD`: its times are slower and noisier than idle cores give; "" if not (or
+    not recorded)."""
+    load = run.get("load_at_start")
+    if not isinstance(load, (int, float)) or isinstance(load, bool) or not load >= BUSY_LOAD:
+        return ""
+    return (f" The machine was busy as the run started (1-minute load average {load:.1f}), so its times are slower "
+            "and noisier than idle cores give.")
+
+
 def _other_precisions(run: dict, precision: str) -> str:
     """`` (teacher, distil-3L kd trained in fp32)``: the models from the cache (or resumed) that trained in another
     precision than this run's (on another machine, where "auto" meant another); "" if none."""
@@ -181,7 +193,7 @@ def results_markdown(results: dict) -> str:
             f"{phases['teacher']:.0f} s, teacher logits {phases.get('teacher_logits', 0):.0f} s, "
             f"{_layers_phase(phases)}students "
             f"{phases['students']:.0f} s, evaluation {phases['evaluation']:.0f} s{reused}), {_precision_text(run)}, commit "
-            f"`{run.get('git_commit') or '-'}`.\n\n")
+            f"`{run.get('git_commit') or '-'}`.{_busy_text(run)}\n\n")
     table = (f"| model | {split} acc % | % of teacher | agreement % | ECE ({ECE_BINS} bins) | params M | "
              "p50 ms, batch 1 (IQR) | reviews/s | train tokens/s |\n|---|---|---|---|---|---|---|---|---|\n")
     notes = run.get("data_notes")

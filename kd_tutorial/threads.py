@@ -20,14 +20,19 @@ def quiet_threads_when_busy(environ=os.environ, load: float | None = None) -> fl
     siblings at every barrier. Returns the load when it set it, else None."""
     if "OMP_WAIT_POLICY" in environ:
         return None
-    try:
-        load = os.getloadavg()[0] if load is None else load
-    except (AttributeError, OSError):  # no load average (Windows)
-        return None
-    if load < BUSY_LOAD:
+    load = load_average() if load is None else load
+    if load is None or load < BUSY_LOAD:
         return None
     environ["OMP_WAIT_POLICY"] = "PASSIVE"
     return load
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: how many processes wanted a core, on average; None where there is none (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def busy_note() -> str | None:

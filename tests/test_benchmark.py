@@ -124,9 +124,11 @@ def test_inference_times_the_models_in_turns_and_counts_the_flops_it_timed(monke
     from kd_tutorial.profiles import get_profile
     order, real_forward, counted, real_flops = [], E._forward_ms, [], B.forward_flops
 
+    passes = []
+
     def forward_ms(model, batch, *args):
-        if batch["input_ids"].shape[0] == 1:  # a latency call (the throughput's batches hold 256)
-            order.append(model.tag)
+        # a latency call (batch 1), or a throughput call (batches of 256: a warm-up and a timed one per pass)
+        (order if batch["input_ids"].shape[0] == 1 else passes).append(model.tag)
         return real_forward(model, batch, *args)
 
     def forward_flops(config, lengths):
@@ -140,7 +142,10 @@ def test_inference_times_the_models_in_turns_and_counts_the_flops_it_timed(monke
     out = bench.inference({"teacher": teacher, "distil-2L": other})
     timed = order[2 * 5:]  # after 5 warm-up calls each: on the CPU, turns review by review, reversed every other one
     assert timed == [tag for k in range(len(timed) // 2) for tag in ("ab" if k % 2 == 0 else "ba")] and len(timed) > 6
-    big = 256 * B.SETTINGS["quick"]["throughput_batches"]
+    assert passes[0::2] == passes[1::2] == list("abbaab")  # 3 throughput passes each, in turns, reversed every other
+    big = 256 * -(-B.SETTINGS["quick"]["throughput_batches"] // 3)  # a pass times a third of the batches
     assert [len(c) for c in counted] == [big, big]  # the timed batches' reviews only, not the warm-up batch's
+    assert all(len(r["reviews_per_s_passes"]) == 3 and r["reviews_per_s"] == sorted(r["reviews_per_s_passes"])[1]
+               for r in out.values())  # the median pass
     assert all(r["latency_ms_q1"] <= r["latency_ms_p50"] <= r["latency_ms_q3"] for r in out.values())
 

@@ -37,6 +37,11 @@ def tiny_run(tmp_path_factory):
 def test_the_record_says_how_the_threads_waited(tiny_run):
     """Its times depend on it: a run the console script made wait passively (a busy machine) says so."""
     assert tiny_run[1]["run"]["omp_wait_policy"] == "PASSIVE"
+    load = tiny_run[1]["run"]["load_at_start"]  # and how busy the machine was as it started
+    assert load is None or load >= 0
+    for m in tiny_run[1]["models"]:  # one seed's three throughput passes, in turns, the median kept
+        [passes] = m["reviews_per_s_passes"]
+        assert len(passes) == 3 and sorted(passes)[1] == m["reviews_per_s"]
 
 
 def len_test(results):

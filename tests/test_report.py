@@ -23,6 +23,25 @@ def test_the_rendered_results_say_where_the_splits_differ_from_what_was_asked():
         in results_markdown(results)
 
 
+def test_a_run_started_on_a_busy_machine_says_so_beside_its_times():
+    """Times taken while other processes kept the cores busy read like idle-core times (a 32-fold spread of four
+    identical students' reviews/s, with nothing said). The load before the run is recorded, and shown from 1 on."""
+    results = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "tiny.json").read_text())
+    said = "The machine was busy as the run started (1-minute load average 4.7), so its times are slower"
+    assert "busy" not in results_markdown(results)  # recorded before the load was: nothing to say
+    for load, shown in ((0.4, False), (4.7, True), (None, False), (True, False)):
+        results["run"]["load_at_start"] = load
+        assert (said in results_markdown(results)) is shown, load
+
+
+def test_distill_records_the_load_before_it_started(monkeypatch):
+    from kd_tutorial import pipeline, threads
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.5, 1.0, 0.5))
+    assert pipeline._Phases().load == 2.5 and threads.load_average() == 2.5
+    monkeypatch.delattr(threads.os, "getloadavg")  # Windows has none
+    assert pipeline._Phases().load is None
+
+
 def test_each_seeds_difference_is_shown_beside_the_interval_over_reviews():
     """The interval resamples reviews only: a 'better' whose seeds disagree (+0.63, +0.57, -0.04) read as a
     verdict on the recipe. Each seed's difference is now recorded and shown; older files give it from the
