@@ -342,7 +342,7 @@ def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeo
         except CellTimeoutError:
             client.timed_out = True
         if client.timed_out:
-            stop = _after_timeout(client, run, fate, kind, ref, index, deadline)
+            stop = _after_timeout(client, run, fate, (kind, ref, index), deadline, cell_timeout)
             if stop:
                 return stop
     return None
@@ -364,27 +364,38 @@ def _after_death(run: Run, fate: dict, kind: str, ref):
     return (ERROR, f"the kernel died while running {where}; the remaining checks could not run")
 
 
-def _after_timeout(client, run: Run, fate: dict, kind: str, ref, index: int, deadline: float):
-    """Note a cell that timed out (and the check's fate); the reason to stop when the kernel stays stuck, else None."""
+def _after_timeout(client, run: Run, fate: dict, where: tuple, deadline: float, cell_timeout: float):
+    """Note a cell (``where``: its kind, ref and index) that timed out (and the check's fate, or a learner cell's
+    reason: :func:`_interrupted_code`); the reason to stop when the kernel stays stuck, else None."""
+    kind, ref, index = where
     what = f"cell {ref + 1}" if kind == "learner" else f"the check of {ref}" if kind == "check" \
         else "grader setup" if kind == "setup" else "a grader cell"
     run.notes.append(f"{what} timed out after {client.timeout} s and was interrupted")
     if kind == "check":
         fate[ref] = (TIMEOUT, f"{ref}: the check timed out after {client.timeout} s (an infinite loop in your function?)")
-    if not _responsive(client, index, max(1, min(5, int(deadline - time.monotonic())))):
+    limit = (f"the cell limit ({client.timeout} s)" if client.timeout >= int(cell_timeout)
+             else f"the {client.timeout} s the notebook limit left it")
+    code = _interrupted_code(f"ran past {limit} and was interrupted", True) if kind == "learner" else "pass"
+    if not _responsive(client, index, max(1, min(5, int(deadline - time.monotonic()))), code):
         run.notes.append("the kernel ignored the interrupt and was stopped")
         return (TIMEOUT, "the kernel was stuck (ignored an interrupt) before this check ran")
     return None
 
 
-def _responsive(client, index: int, seconds: int = 5) -> bool:
-    """After an interrupt: does the kernel answer a trivial cell within ``seconds``?"""
+def _interrupted_code(reason: str, timed_out: bool) -> str:
+    """A cell that tells the kernel why the grader interrupted the cell run last (:func:`runner.mark_interrupted`): a
+    name that cell left undefined is then reported as such, not as the learner's KeyboardInterrupt."""
+    return f"__import__('kd_tutorial.grading.runner', fromlist=['_']).mark_interrupted({reason!r}, {timed_out!r})"
+
+
+def _responsive(client, index: int, seconds: int = 5, code: str = "pass") -> bool:
+    """After an interrupt: does the kernel answer a trivial cell (``code``) within ``seconds``?"""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: PLC0415
     from nbformat.v4 import new_code_cell  # noqa: PLC0415
 
     client.timeout, client.timed_out = seconds, False
     try:
-        client.execute_cell(new_code_cell("pass"), index)
+        client.execute_cell(new_code_cell(code), index)
     except (CellTimeoutError, DeadKernelError):
         return False
     return not client.timed_out

@@ -185,20 +185,49 @@ def record_failed_cells() -> None:
 
     def after(result) -> None:
         err = result.error_before_exec or result.error_in_exec
+        shell.kd_last_error = err  # the error of the cell run last, for mark_interrupted
         if err is not None:
             shell.kd_failed_cells.append((result.info.raw_cell, err))
     shell.events.register("post_run_cell", after)
 
 
+def mark_interrupted(reason: str, timed_out: bool = True) -> None:
+    """Run by the grader right after it interrupted a learner's cell (at its time limit, or for too much output:
+    ``timed_out`` False): when that cell, the last one run, failed with the KeyboardInterrupt, its record says why
+    (``reason``: "ran past the cell limit (60 s) and was interrupted"), so that a name it left undefined is not
+    blamed on a Ctrl-C of the learner's."""
+    shell = _shell()
+    cells = getattr(shell, "kd_failed_cells", None)
+    err = getattr(shell, "kd_last_error", None)
+    if cells and isinstance(err, KeyboardInterrupt) and cells[-1][1] is err:
+        cells[-1] = (cells[-1][0], err, (reason, timed_out))
+
+
+def _failed_cell(name: str) -> tuple | None:
+    """The latest record ``(source, error[, reason])`` of a failed cell that holds ``def name(``; None if none."""
+    pattern = re.compile(rf"^\s*def {re.escape(name)}\s*\(", re.M)
+    for record in reversed(getattr(_shell(), "kd_failed_cells", None) or []):
+        if isinstance(record[0], str) and pattern.search(record[0]):
+            return record
+    return None
+
+
 def failed_definition(name: str) -> str | None:
     """``"Type: message"`` of the error of a cell that holds ``def name(`` and raised (a SyntaxError, or an error
     above the ``def``), so that ``name`` was never defined; None when no such cell failed."""
-    pattern = re.compile(rf"^\s*def {re.escape(name)}\s*\(", re.M)
-    for source, err in reversed(getattr(_shell(), "kd_failed_cells", None) or []):
-        if isinstance(source, str) and pattern.search(source):
-            text = str(err).strip().splitlines()
-            return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
-    return None
+    record = _failed_cell(name)
+    if record is None:
+        return None
+    err = record[1]
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def interrupted_definition(name: str) -> tuple[str, bool] | None:
+    """``(reason, timed_out)``: why the grader interrupted the failed cell that holds ``def name(``
+    (:func:`mark_interrupted`); None when that cell failed by itself, or none did."""
+    record = _failed_cell(name)
+    return record[2] if record is not None and len(record) > 2 else None
 
 
 def _earlier_version(set_id: str, label: str, name: str, namespace: dict):
@@ -229,6 +258,18 @@ def checked_instead(label: str, name: str, namespace: dict) -> str | None:
     return None
 
 
+def _interrupted(label: str, name: str, left: str, why: tuple[str, bool]):
+    """The Result of an exercise whose function's cell the grader interrupted (``why``: :func:`interrupted_definition`):
+    a timeout at its time limit, an error for too much output."""
+    from kd_tutorial.grading.core import ERROR, TIMEOUT, Result  # noqa: PLC0415  (fresh, as the checks)
+    reason, timed_out = why
+    if not timed_out:
+        return Result(ERROR, f"{label}: the cell that defines `{name}` {reason}, so {left}: print less above the "
+                             "`def`")
+    return Result(TIMEOUT, f"{label}: the cell that defines `{name}` {reason}, so {left}: an infinite loop or a long "
+                           "wait above the `def`?")
+
+
 def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonce: str) -> None:
     """Run one exercise's check on the learner's namespace; append the result as a JSON line."""
     import importlib  # noqa: PLC0415
@@ -247,8 +288,9 @@ def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonc
     if failed:  # the name undefined, or still the stub above a cell of the learner's own that failed
         left = ("the stub stayed in its place" if callable(namespace.get(exercise.name))
                 else f"`{exercise.name}` was never defined")
+        why = interrupted_definition(exercise.name)  # the grader interrupted it: not the learner's Ctrl-C
         result = Result(ERROR, f"{label}: the cell that defines `{exercise.name}` raised {failed}, so {left}: "
-                               "fix that cell")
+                               "fix that cell") if why is None else _interrupted(label, exercise.name, left, why)
     elif result.status == NOT_ATTEMPTED:
         result = _earlier_version(set_id, label, exercise.name, namespace) or result
     _write(results_path, {"nonce": nonce, "kind": "result", "exercise": f"{set_id}.{label}",

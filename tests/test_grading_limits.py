@@ -1,0 +1,38 @@
+"""The grader's limits as a learner meets them (a review): a cell the grader interrupted is not blamed on the
+learner, a flood of output stops its cell, a looping check leaves the later checks their time, and the printed
+summary cuts long text at a word."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from kd_tutorial.grading import execute
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"
+
+
+def _correct_with(label_cell: str, prefix: str):
+    """The correct ex02 notebook with ``prefix`` put above the ``def`` of the cell that answers ``label_cell``."""
+    nb = nbformat.read(FIXTURES / "correct.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith(f"def {label_cell}("))
+    cell.source = prefix + cell.source
+    return nb
+
+
+def test_a_cell_interrupted_at_its_limit_above_a_def_is_a_timeout_not_the_learners_interrupt():
+    """Real kernel: a wait above `def entropy` ran past the cell limit; the grader interrupted it, and the row said
+    `error`, "raised KeyboardInterrupt ... fix that cell", of a key the learner never pressed."""
+    nb = _correct_with("entropy", "import time\ntime.sleep(60)\n")
+    run = execute.run_submission(nb, "ex02", timeout=40, cell_timeout=3)
+    assert run.results["q1"][0] == "passed", run
+    assert run.results["q2"] == ("timeout", "q2: the cell that defines `entropy` ran past the cell limit (3 s) and was "
+                                            "interrupted, so `entropy` was never defined: an infinite loop or a long "
+                                            "wait above the `def`?"), run
+
+
+def test_the_learners_own_keyboard_interrupt_above_a_def_is_still_an_error():
+    """Real kernel: a KeyboardInterrupt the learner's cell raised itself (no limit reached) keeps its `error` row."""
+    nb = _correct_with("entropy", "raise KeyboardInterrupt\n")
+    run = execute.run_submission(nb, "ex02", timeout=40, cell_timeout=8)
+    assert run.results["q2"][0] == "error" and "raised KeyboardInterrupt" in run.results["q2"][1], run
