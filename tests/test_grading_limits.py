@@ -36,3 +36,24 @@ def test_the_learners_own_keyboard_interrupt_above_a_def_is_still_an_error():
     nb = _correct_with("entropy", "raise KeyboardInterrupt\n")
     run = execute.run_submission(nb, "ex02", timeout=40, cell_timeout=8)
     assert run.results["q2"][0] == "error" and "raised KeyboardInterrupt" in run.results["q2"][1], run
+
+
+def test_a_looping_check_leaves_the_later_checks_their_time():
+    """Real kernel: q1's function loops; its check took what was left of the notebook limit, and a correct q2 said
+    "TIMEOUT: the notebook time limit was reached before this check ran". Each later check now keeps its share."""
+    nb = _correct_with("softmax_with_temperature", "")
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source = "def softmax_with_temperature(logits, temperature=1.0):\n    while True:\n        pass"
+    nb.cells = [c for c in nb.cells if "q1.check(" not in c.source]  # the learner's own check would loop too
+    run = execute.run_submission(nb, "ex02", timeout=10, cell_timeout=20)  # 5 s kept for the checks
+    assert run.results["q1"][0] == "timeout" and "the check timed out" in run.results["q1"][1], run
+    assert run.results["q2"][0] == "passed", run
+
+
+def test_a_checks_limit_keeps_a_share_for_each_later_check_and_a_floor():
+    limit = execute._cell_limit
+    assert limit("check", 17.0, 6.0, 20.0, 1) == 14.0  # a share of min(20, 3) s kept for the one check after it
+    assert limit("check", 17.0, 6.0, 20.0, 0) == 17.0  # the last check: all that is left, within the cell limit
+    assert limit("check", 40.0, 6.0, 20.0, 1) == 20.0
+    assert limit("check", 4.0, 6.0, 2.0, 3) == 1.0  # never below the floor
+    assert limit("learner", 17.0, 6.0, 20.0, 2) == 11.0 and limit("setup", 17.0, 6.0, 20.0, 2) == 17.0

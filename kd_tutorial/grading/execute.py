@@ -317,6 +317,7 @@ def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeo
     from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: PLC0415
 
     reserve = check_reserve(sum(kind == "check" for kind, _, _ in cells), cell_timeout, timeout)
+    checks_after = [sum(kind == "check" for kind, _, _ in cells[i + 1:]) for i in range(len(cells))]
     skipped: list[int] = []
     for index, (kind, ref, cell) in enumerate(cells):
         remaining = deadline - time.monotonic()
@@ -329,10 +330,7 @@ def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeo
         if remaining <= 1:
             run.notes.append(f"notebook time limit ({timeout:g} s) reached")
             return (TIMEOUT, f"the notebook time limit ({timeout:g} s) was reached before this check ran")
-        # the grader's own setup (imports) has only the notebook limit; a learner's cell also the cell limit and
-        # the time left before the checks' reserve; the grader's other cells the cell limit
-        limit = {"setup": remaining, "learner": min(cell_timeout, remaining - reserve)}.get(
-            kind, min(cell_timeout, remaining))
+        limit = _cell_limit(kind, remaining, reserve, cell_timeout, checks_after[index])
         client.timeout = max(1, int(limit))
         client.timed_out = False
         try:
@@ -346,6 +344,22 @@ def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeo
             if stop:
                 return stop
     return None
+
+
+CHECK_FLOOR = 1.0  # seconds a check (or the purge before them) gets however little of the notebook limit is left
+
+
+def _cell_limit(kind: str, remaining: float, reserve: float, cell_timeout: float, checks_after: int) -> float:
+    """Seconds a cell may run: the grader's setup (imports), the notebook limit only; a learner's cell, the cell limit
+    and the time left before the checks' ``reserve``; the grader's other cells (a check, the purge) the cell limit,
+    keeping ``min(cell_timeout, 3)`` for each of the ``checks_after`` checks still to run, but at least
+    :data:`CHECK_FLOOR` (a looping check took the time of the correct ones after it)."""
+    if kind == "setup":
+        return remaining
+    if kind == "learner":
+        return min(cell_timeout, remaining - reserve)
+    kept = min(cell_timeout, 3.0) * checks_after
+    return min(cell_timeout, remaining, max(CHECK_FLOOR, remaining - kept))
 
 
 def _skipped_note(cells: list[int], timeout: float) -> str:
