@@ -75,3 +75,19 @@ def test_a_flood_of_output_is_interrupted_at_the_cap_and_a_later_print_is_not():
                                           "100,000 bytes of output (--max-output) and was interrupted, so "
                                           "`softmax_with_temperature` was never defined: print less above the `def`")
     assert run.results["q2"][0] == "passed", run
+
+
+def test_the_summary_cuts_long_notes_and_messages_at_a_word_with_an_ellipsis():
+    """The printed table cut notes at 110 and messages at 150 characters mid-word ("...the rest was disc")."""
+    from kd_tutorial.grading import grader
+    words = " ".join(f"word{i:02d}" for i in range(40))  # 279 characters, a space every 7
+    sub = {"learner": "alice", "file": "alice.ipynb", "notebook": "02", "flags": "", "notes": words,
+           "passed": 0, "total": 1}
+    row = {"learner": "alice", "file": "alice.ipynb", "exercise": "ex02.q1", "status": "error", "message": words}
+    lines = grader.summary([row], [sub]).splitlines()
+    note = lines[1].split("  [", 1)[1]
+    assert note == words[:words.rfind(" ", 0, 109)] + "…]", note
+    message = next(line for line in lines if line.startswith("  alice ex02.q1 error: ")).split(": ", 1)[1]
+    assert message == words[:words.rfind(" ", 0, 149)] + "…" and len(message) <= 150, message
+    assert grader._cut("short", 150) == "short" and grader._cut("x" * 200, 10) == "x" * 9 + "…"
+    assert grader._cut("see the notes; " + "y" * 5, 16) == "see the notes…"

@@ -595,6 +595,18 @@ def merge_reports(rows: list[dict], submissions: list[dict], earlier_rows: list[
             sorted({file_key(r["file"]) for r in kept}))
 
 
+def _cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters: cut at the last space that leaves room for "…" (mid-word only for a
+    word longer than half the limit), the punctuation before the cut dropped."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit - 1]
+    space = head.rfind(" ")
+    if space >= limit // 2:
+        head = head[:space]
+    return head.rstrip(" ,;:") + "…"
+
+
 def summary(rows: list[dict], submissions: list[dict]) -> str:
     """A plain-text table: one line per learner, then the messages of everything not passed (:func:`printable`)."""
     rows, submissions = printable_all(rows), printable_all(submissions)
@@ -607,9 +619,10 @@ def summary(rows: list[dict], submissions: list[dict]) -> str:
         marks = " ".join(f"{r['exercise'].split('.')[-1]}:{SHORT.get(r['status'], r['status'])}"
                          for r in by_learner.get(s["file"], []))
         score = f"{s['passed']}/{s['total']}"
-        extra = "  [" + "; ".join(x for x in (s["flags"], s["notes"]) if x)[:110] + "]" if (s["flags"] or s["notes"]) else ""
+        extra = "  [" + _cut("; ".join(x for x in (s["flags"], s["notes"]) if x), 110) + "]" \
+            if (s["flags"] or s["notes"]) else ""
         lines.append(f"{s['learner']:<{width}}  {s['notebook']:<28} {score:>5}  {marks}{extra}")
-    details = [f"  {r['learner']} {r['exercise']} {r['status']}: {r['message'][:150]}"
+    details = [f"  {r['learner']} {r['exercise']} {r['status']}: {_cut(r['message'], 150)}"
                for r in rows if r["status"] not in (PASSED, NOT_ATTEMPTED)]
     if details:
         lines += ["", "Details (failed, error, timeout):", *details]
