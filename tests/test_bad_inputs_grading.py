@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -555,6 +556,8 @@ def test_a_disk_that_refuses_the_reports_after_grading_keeps_them_elsewhere(tmp_
                                                                                    "device")
         return real(texts)
     monkeypatch.setattr(grader, "replace_together", full)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the folder set aside, not in the real /tmp
+    (tmp_path / "tmp").mkdir()
     assert cli.main(["grade", str(folder), "--out", str(out)]) == 2
     said = capsys.readouterr()
     line = said.err.strip()
@@ -563,6 +566,7 @@ def test_a_disk_that_refuses_the_reports_after_grading_keeps_them_elsewhere(tmp_
                     f"{aside.with_suffix('.json')} instead; copy them to {out} once it can be written (what was "
                     "there is untouched)")
     assert learners(aside) == (["a_02"] * 2 + ["b_02"] * 2, ["a_02", "b_02"]) and "a_02" in said.out  # the summary
+    assert aside.parent.parent == tmp_path / "tmp"
     assert list(out.parent.iterdir()) == [out.parent / ".grades.csv.kd-lock"]  # no report: only the empty lock
     assert (out.parent / ".grades.csv.kd-lock").stat().st_size == 0
 

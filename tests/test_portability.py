@@ -5,6 +5,7 @@ import io
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -102,11 +103,13 @@ def test_reports_windows_will_not_replace_after_grading_are_set_aside_with_the_c
 
     monkeypatch.setattr(os, "replace", excel_holds)
     monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the folder set aside, not in the real /tmp
+    (tmp_path / "tmp").mkdir()
     row = {"learner": "a", "notebook": "n", "exercise": "q1", "status": "passed"}
     aside, json_path, said = grader.write_or_set_aside([row], [], out, 1.0)
     assert said.endswith(f"copy them to {out} once no program has it open (on Windows, Excel locks the CSV it shows) "
                          "(what was there is untouched)")
-    assert aside.parent != tmp_path and '"learner": "a"' in json_path.read_text(encoding="utf-8")
+    assert aside.parent.parent == tmp_path / "tmp" and '"learner": "a"' in json_path.read_text(encoding="utf-8")
 
 
 def test_a_relative_artifact_cache_on_windows_is_fixed_by_a_command_powershell_and_cmd_run(monkeypatch):
