@@ -191,6 +191,26 @@ class StudentSpec:
     # (data.spare_reviews): kd+transfer, the pseudo-label control and the intermediate recipes alike
     spare_reviews: bool = False
 
+    def __post_init__(self):
+        """Refuse, in one line, a field this kind of student would ignore without a word (a ``distil`` student with
+        ``hidden_size=64`` trained at the teacher's width), and an unknown kind."""
+        ignored = IGNORED_BY_KIND.get(self.kind)
+        if ignored is None:
+            raise ProfileOverrideError(f"student {self.name}: unknown student kind {self.kind!r}: give 'distil' or "
+                                       "'compact'")
+        given = [f"{name}={getattr(self, name)!r}" for name in ignored
+                 if getattr(self, name) != StudentSpec.__dataclass_fields__[name].default]
+        if given:
+            raise ProfileOverrideError(f"student {self.name}: a {self.kind} student ignores {', '.join(given)} "
+                                       f"({KIND_FIX[self.kind]}): leave {'it' if len(given) == 1 else 'them'} out")
+
+
+# the StudentSpec fields each kind of student does not read, and what it takes instead
+IGNORED_BY_KIND = {"distil": ("hidden_size", "num_heads", "intermediate_size", "pretrained"),
+                   "compact": ("layer_map", "copy_head")}
+KIND_FIX = {"distil": "it copies the teacher's width, heads and layers; kind='compact' sets its own",
+            "compact": "it copies no teacher layer or head; kind='distil' does"}
+
 
 @dataclass(frozen=True)
 class Profile:

@@ -10,7 +10,7 @@ from kd_tutorial import models
 from kd_tutorial.features import attention_dropouts
 from kd_tutorial.models import set_attention_dropout
 from kd_tutorial.errors import ModelSourceError
-from kd_tutorial.profiles import PROFILES, StudentSpec
+from kd_tutorial.profiles import PROFILES, ProfileOverrideError, StudentSpec
 
 
 @pytest.fixture(scope="module")
@@ -541,3 +541,17 @@ def test_a_compact_student_keeps_the_teachers_class_names(teacher):
         student = models.build_student(spec, named)
         assert student.config.id2label == {0: "neg", 1: "neu", 2: "pos"}, spec.kind
         assert student.config.label2id == {"neg": 0, "neu": 1, "pos": 2}, spec.kind
+
+
+@pytest.mark.parametrize("kind, field, value", [("distil", "hidden_size", 64), ("distil", "num_heads", 4),
+                                                ("distil", "intermediate_size", 128), ("distil", "pretrained", "x"),
+                                                ("compact", "layer_map", (1,)), ("compact", "copy_head", True)])
+def test_a_field_the_students_kind_ignores_is_refused_in_one_line(kind, field, value):
+    """A distil student given hidden_size=64 trained at the teacher's width without a word (and another run key);
+    a compact one given copy_head=True copied no head."""
+    sizes = {"hidden_size": 32, "num_heads": 2, "intermediate_size": 64} if kind == "compact" else {}
+    StudentSpec("s", kind, 1, **sizes)  # the fields it reads are fine
+    with pytest.raises(ProfileOverrideError) as refused:
+        StudentSpec("s", kind, 1, **(sizes | {field: value}))
+    assert str(refused.value).startswith(f"student s: a {kind} student ignores {field}={value!r} (")
+    assert str(refused.value).endswith("leave it out") and "\n" not in str(refused.value)
