@@ -96,6 +96,7 @@ def naive_vs_ours(profile: Profile, spec, teacher, rows, *, steps: int, device: 
     seed_everything(0)
     naive_student = build_student(spec, teacher, init=init)
     ours_student = build_student(spec, teacher, init=init, attention_dropout=profile.attention_dropout,
+                                 freeze_embeddings=profile.freeze_word_embeddings,
                                  hidden_dropout=profile.student_hidden_dropout)  # the student the profile trains
     ours_student.load_state_dict(naive_student.state_dict())
     naive = train(naive_student, rows, teacher=teacher, device=device, progress=progress, desc="naive loop",

@@ -149,3 +149,26 @@ def test_inference_times_the_models_in_turns_and_counts_the_flops_it_timed(monke
                for r in out.values())  # the median pass
     assert all(r["latency_ms_q1"] <= r["latency_ms_p50"] <= r["latency_ms_q3"] for r in out.values())
 
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_the_course_loop_freezes_the_word_embeddings_where_the_profile_does(monkeypatch, frozen):
+    """The course loop built its student without the profile's freeze_word_embeddings (the cpu profile sets it), so
+    it trained the embedding matrix that the pipeline keeps fixed. The naive loop trains it, as a naive loop would."""
+    import dataclasses
+    import types
+
+    from kd_tutorial import benchmark as B
+    from kd_tutorial.profiles import get_profile
+    seen = {}
+
+    def train(model, rows, **kwargs):  # stubbed: only the student each loop was given matters here
+        seen[kwargs["desc"]] = model.bert.embeddings.word_embeddings.weight.requires_grad
+        return types.SimpleNamespace(seconds=1.0, tokens=1)
+    monkeypatch.setattr(B, "train", train)
+    monkeypatch.setattr(B, "predict_logits", lambda *a, **k: torch.zeros(len(a[1]), 2))
+    profile = dataclasses.replace(get_profile("tiny"), freeze_word_embeddings=frozen)
+    bench = B._Bench(profile, "cpu", dict(B.SETTINGS["quick"]), {"peak_tflops": None}, False)
+    teacher = B.freeze(bench.teacher())
+    B.naive_vs_ours(profile, profile.students[0], teacher, bench.rows(8), steps=1, device="cpu", init="random")
+    assert seen == {"naive loop": True, "course loop": not frozen}
