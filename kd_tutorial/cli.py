@@ -39,7 +39,8 @@ from .env import (environment_report, fit_to_device, format_report, hub_reachabl
 from .errors import (DISK_FULL, error_cause, error_chain, file_argument, JSON_ERRORS, looks_like_a_folder,
                      model_source_error, path_argument, refuse_not_regular, set_env_command, Terminated,
                      unset_env_command, UsageError, UserError)
-from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
+from .flops import (duration_text, estimate_profile, not_a_number, peak_tflops, report_dirs, report_problem,
+                    time_estimate, UnknownSizeError)
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .lm import hub_models
@@ -308,6 +309,8 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
                  f"({t['peak_tflops']:.0f} TFLOP/s)")
     if t["projection_s"] is not None:
         return text + _projection_text(t)
+    if t.get("skipped"):  # this GPU's report, with a bad number: not projected from
+        text += f"; skipped the report {t['skipped']}"
     ref = t.get("reference")
     if ref:  # another GPU's share of its peak: a guess, said to be one
         text += (f"; about {duration_text(t['floor_s'] / ref['share'])} if it reaches the {ref['share']:.1%} of its "
@@ -644,6 +647,10 @@ def read_results(path: str) -> dict:
     except (OSError, *JSON_ERRORS) as err:
         raise UsageError(f"cannot read results file {path} ({err.__class__.__name__}): {RESULTS_FIX}") from None
     if isinstance(results, dict) and results.get("kind") == "benchmark":
+        wrong = report_problem(results)
+        if wrong:
+            raise UsageError(f"benchmark report {path} is incomplete or edited ({wrong}): give the file "
+                             "`kd-tutorial benchmark --report` wrote, or measure again")
         return results
     if isinstance(results, dict) and isinstance(results.get("run"), dict) and isinstance(results.get("models"), list):
         if not results["models"]:
@@ -663,12 +670,16 @@ MEASURED = ("accuracy", "agreement", "ece", "reviews_per_s", "tokens_per_s", "tr
 def _not_a_measurement(results: dict) -> str:
     """What in ``results`` is no number distill would write (true for an accuracy, nan, text for the data notes),
     in a few words; "" when nothing is. A hand edit read as a number printed as one (true as 100.00)."""
-    import math
     for model in results["models"]:
         for key in (k for k in MEASURED if isinstance(model, dict) and model.get(k) is not None):
-            value = model[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                return f"{model.get('name', '?')}'s {key} is {value!r}, not a number"
+            if not_a_number(model[key]):
+                return f"{model.get('name', '?')}'s {key} is {model[key]!r}, not a number"
+    run, phases = results["run"], results["run"].get("phase_seconds")
+    seconds = [("run.wall_seconds", run.get("wall_seconds"))]
+    seconds += [(f"run.phase_seconds.{k}", v) for k, v in phases.items()] if isinstance(phases, dict) else []
+    wrong = next((f"{where} is {value!r}, not a number" for where, value in seconds if not_a_number(value)), "")
+    if wrong:
+        return wrong
     notes = results["run"].get("data_notes")
     if notes is not None and not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
         return f"run.data_notes is {type(notes).__name__}, not a list of notes"

@@ -299,23 +299,107 @@ def _reports(results_dir: str | Path | None = None) -> list[Path]:
     return [path for folder in report_dirs(results_dir) for path in sorted(folder.glob("benchmark-*.json"))]
 
 
-def find_report(device_name: str | None, results_dir: str | Path | None = None, *, profile: str | None = None,
-                precision: str | None = None) -> Path | None:
-    """A ``benchmark-*.json`` of :func:`report_dirs` measured on this kind of device, in ``precision`` when given
-    (another precision's kernels run at other rates), of ``profile`` if there is one (another profile's models are a
-    guess for this one's); a report that does not say its precision or profile is taken for any."""
-    kind, found = device_kind(device_name), []
+# a benchmark report's numbers per phase (kd_tutorial.benchmark._Bench.record and its extras), None where unmeasured
+PHASE_NUMBERS = frozenset({"seconds", "tokens", "tokens_per_s", "flops", "tflops", "mfu", "peak_memory_gib", "steps",
+                           "batch_size", "max_length", "padded_to", "reviews", "reviews_per_s", "latency_ms_p50",
+                           "latency_ms_q1", "latency_ms_q3", "cache_seconds", "speedup"})
+PROJECTION_NUMBERS = ("total_flops", "mean_tokens", "floor_s", "projected_s")
+
+
+def not_a_number(value, *, optional: bool = True) -> bool:
+    """Whether ``value`` is no measurement: a bool, text, a list, inf or nan (and None unless ``optional``)."""
+    if value is None:
+        return not optional
+    return isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+
+
+def report_problem(report) -> str:
+    """What in a benchmark report (:func:`kd_tutorial.benchmark.run_benchmark`) is no number where one belongs, in a
+    few words (``phases.students.distil-2L.mfu is True, not a number``); "" when nothing is. Checked: every phase's
+    numbers, the rates (positive), the projection and its phases' seconds, and the run's seconds."""
+    if not isinstance(report, dict):
+        return f"it is a JSON {type(report).__name__}, not a report"
+    rates, projection = report.get("rates"), report.get("projection")
+    if rates is not None and not isinstance(rates, dict):
+        return f"rates is a {type(rates).__name__}, not a table of FLOP/s"
+    if projection is not None and not isinstance(projection, dict):
+        return f"projection is a {type(projection).__name__}, not a table"
+    projection = projection or {}
+    numbers = [(f"rates.{k}", v, True) for k, v in (rates or {}).items()]
+    numbers += [(f"projection.{k}", projection.get(k), False) for k in PROJECTION_NUMBERS]
+    seconds = projection.get("phase_seconds")
+    numbers += [(f"projection.phase_seconds.{k}", v, False)
+                for k, v in (seconds.items() if isinstance(seconds, dict) else [("", seconds)] if seconds else [])]
+    numbers += [("seconds", report.get("seconds"), False)]
+    for where, value, positive in numbers:
+        if not_a_number(value, optional=not positive) or (positive and value <= 0):
+            return f"{where.rstrip('.')} is {value!r}, not a {'positive ' if positive else ''}number"
+    return _phase_problem(report.get("phases"), "phases")
+
+
+def _phase_problem(phases, where: str) -> str:
+    """The first of :data:`PHASE_NUMBERS` under ``phases`` (at any depth) that holds no number, said as
+    :func:`report_problem` says it; "" when none."""
+    if not isinstance(phases, dict):
+        return "" if phases is None else f"{where} is a {type(phases).__name__}, not a table"
+    for key, value in phases.items():
+        if key in PHASE_NUMBERS and not_a_number(value):
+            return f"{where}.{key} is {value!r}, not a number"
+        wrong = _phase_problem(value, f"{where}.{key}") if isinstance(value, dict) else ""
+        if wrong:
+            return wrong
+    return ""
+
+
+def read_report(path: Path) -> tuple[dict | None, str]:
+    """``(report, "")`` for a benchmark report at ``path`` that names its device and holds numbers where numbers
+    belong (:func:`report_problem`); ``(None, why)`` for a file that cannot be read, is no report, or holds a bad
+    number."""
+    try:
+        report = json.loads(path.read_text())
+        report["environment"]["device_name"].lower()
+    except (OSError, *JSON_ERRORS) as err:
+        return None, f"cannot be read ({err.__class__.__name__})"
+    except (KeyError, TypeError, AttributeError):
+        return None, "names no environment.device_name"
+    wrong = report_problem(report)
+    return (None, wrong) if wrong else (report, "")
+
+
+def _matching_reports(device_name: str | None, results_dir, precision: str | None):
+    """``(path, report or None, why)`` for each ``benchmark-*.json`` of :func:`report_dirs` measured on this kind of
+    device, in ``precision`` when given; a report with a bad number is None, with what is wrong in it."""
+    kind = device_kind(device_name)
     for path in _reports(results_dir):
+        report, why = read_report(path)
         try:
-            report = json.loads(path.read_text())
-            measured, env = report["environment"]["device_name"], report["environment"]
+            env = (report or json.loads(path.read_text()))["environment"]
+            measured = env["device_name"]
         except (OSError, *JSON_ERRORS, KeyError, TypeError):
             continue
         if precision and env.get("precision", precision) != precision:
             continue
         if measured == device_name or (kind is not None and device_kind(measured) == kind):
-            found.append((not profile or report.get("profile", profile) == profile, path))
+            yield path, report, why
+
+
+def find_report(device_name: str | None, results_dir: str | Path | None = None, *, profile: str | None = None,
+                precision: str | None = None) -> Path | None:
+    """A ``benchmark-*.json`` of :func:`report_dirs` measured on this kind of device, in ``precision`` when given
+    (another precision's kernels run at other rates), of ``profile`` if there is one (another profile's models are a
+    guess for this one's); a report that does not say its precision or profile is taken for any, and one that holds
+    no number where a number belongs (:func:`report_problem`) is skipped."""
+    found = [(not profile or report.get("profile", profile) == profile, path)
+             for path, report, _ in _matching_reports(device_name, results_dir, precision) if report is not None]
     return next((path for same, path in found if same), found[0][1] if found else None)
+
+
+def bad_report(device_name: str | None, results_dir: str | Path | None = None, *,
+               precision: str | None = None) -> str | None:
+    """``"FILE (what is wrong)"`` for the first report of this kind of device that :func:`find_report` skipped for
+    a bad number, or None."""
+    return next((f"{path} ({why})" for path, report, why in _matching_reports(device_name, results_dir, precision)
+                 if report is None), None)
 
 
 def duration_text(seconds: float) -> str:
@@ -355,14 +439,16 @@ def time_estimate(profile: Profile, device_name: str | None, precision: str = "b
            "floor_s": est["total_flops"] / (peak * 1e12) if peak else None, "report": None, "projection_s": None,
            "estimate": est}
     path = find_report(device_name, results_dir, profile=profile.name, precision=precision)
-    report = json.loads(path.read_text()) if path else {}  # find_report read it: it is JSON, with its environment
+    report = (read_report(path)[0] if path else None) or {}  # checked by find_report: numbers where they belong
     rates, measured = report.get("rates"), report.get("profile")
     if rates:
         projected = project(est, rates)
         out |= {"report": str(path), "projection_s": projected["seconds"], "fallbacks": projected["fallbacks"],
                 "report_profile": measured if measured and measured != profile.name else None}
-    elif peak:
-        out["reference"] = reference_share(results_dir)
+    else:
+        out["skipped"] = bad_report(device_name, results_dir, precision=precision)
+        if peak:
+            out["reference"] = reference_share(results_dir)
     return out
 
 
@@ -372,11 +458,11 @@ def reference_share(results_dir: str | Path | None = None) -> dict | None:
     Another GPU's share is a guess for this one (a smaller GPU is often busier with the same batches), never a
     measurement."""
     for path in _reports(results_dir):
+        report = read_report(path)[0]  # None: unreadable, or a bad number (report_problem)
         try:
-            report = json.loads(path.read_text())
             floor, projected = report["projection"]["floor_s"], report["projection"]["projected_s"]
             device = report["environment"]["device_name"]
-        except (OSError, *JSON_ERRORS, KeyError, TypeError):
+        except (KeyError, TypeError):
             continue
         if floor and projected and projected >= floor:
             return {"share": floor / projected, "report": str(path), "device": device}

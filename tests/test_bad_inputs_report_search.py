@@ -392,7 +392,7 @@ def test_a_summary_report_could_not_read_back_is_not_written(run, tmp_path, caps
 
 def test_a_benchmark_report_is_not_summarised(tmp_path, capsys):
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"kind": "benchmark", "phases": []}))
+    bench.write_text(json.dumps({"kind": "benchmark", "phases": {}}))
     line = error_line(capsys, "report", str(bench), "--summary", str(tmp_path / "b.json"))
     assert "is a benchmark report, which --summary does not shorten" in line
     assert not (tmp_path / "b.json").exists()
@@ -583,3 +583,45 @@ def test_a_file_flag_ending_in_a_separator_is_refused_before_it_writes_a_file_of
     assert (f"argument {flag}: new/ ends in a separator, so it names a folder: give a file in it, e.g. "
             f"new/{example}") in err.splitlines()[-1], err
     assert list(tmp_path.iterdir()) == []
+
+
+def _first_student(report: dict) -> str:
+    return next(iter(report["phases"]["students"]))
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda r: r["phases"]["students"][_first_student(r)].update(mfu=True), ".mfu is True, not a number"),
+    (lambda r: r["projection"].update(projected_s=float("nan")), "projection.projected_s is nan, not a number"),
+    (lambda r: r["rates"].update({"train:teacher": "fast"}), "rates.train:teacher is 'fast', not a positive number"),
+    (lambda r: r.update(rates=[1, 2]), "rates is a list, not a table of FLOP/s"),
+    (lambda r: r["phases"]["inference"]["teacher"].update(latency_ms_p50=float("inf")), "is inf, not a number")])
+def test_a_benchmark_report_with_a_bad_number_is_refused_before_the_readme_is_touched(tmp_path, capsys, edit, said):
+    """A review: `report` rendered "mfu": true as a number (100 %) and a nan projection as "nan min", exit 0, and
+    --readme spliced that into the README."""
+    report_ = json.loads((RESULTS.parent / "benchmark-nvidia-h200.json").read_text())
+    edit(report_)
+    path, readme = tmp_path / "bench.json", tmp_path / "README.md"
+    path.write_text(json.dumps(report_))
+    readme.write_text(f"intro\n{START}\nold\n{END}\n")
+    for extra in ([], ["--readme", str(readme)]):
+        line = error_line(capsys, "report", str(path), *extra)
+        assert line.startswith(f"kd-tutorial: error: benchmark report {path} is incomplete or edited (")
+        assert said in line
+        assert line.endswith("give the file `kd-tutorial benchmark --report` wrote, or measure again")
+    assert readme.read_text() == f"intro\n{START}\nold\n{END}\n"
+
+
+@pytest.mark.parametrize("where, value", [("wall_seconds", float("nan")), ("wall_seconds", "12"),
+                                          ("students", True)])
+def test_a_results_file_whose_seconds_are_no_number_is_refused(run, capsys, where, value):
+    """A nan run.wall_seconds rendered "wall time nan s"; a phase's true rendered as 1 s."""
+    results = json.loads(run.read_text())
+    if where == "wall_seconds":
+        results["run"]["wall_seconds"] = value
+    else:
+        results["run"]["phase_seconds"][where] = value
+    run.write_text(json.dumps(results))
+    line = error_line(capsys, "report", str(run))
+    name = "run.wall_seconds" if where == "wall_seconds" else f"run.phase_seconds.{where}"
+    assert line.startswith(f"kd-tutorial: error: results file {run} is incomplete or edited ({name} is {value!r}, "
+                           "not a number)")

@@ -297,3 +297,32 @@ def test_a_report_in_the_artifact_cache_is_read_where_there_is_no_checkout(monke
     (tmp_path / "home" / "results" / "benchmark-tesla-t4.json").write_text(json.dumps(report))
     assert flops.time_estimate(full, *t4)["projection_s"] is not None
     assert "at the rates measured in" in estimate(full, "cuda", gpu=t4)
+
+
+@pytest.mark.parametrize("rates", [{"train:teacher": "fast"}, [300e12], {"train:teacher": float("nan")},
+                                   {"train:teacher": True}, {"train:teacher": -1.0}])
+def test_a_report_with_a_bad_rate_is_skipped_by_the_estimate_and_said_so(monkeypatch, tmp_path, rates):
+    """A review: a benchmark-*.json in $KD_TUTORIAL_HOME/results whose rate was "fast" made the estimate a TypeError
+    (a list: AttributeError; nan: a nan projection), a traceback from `distill` on a matching GPU."""
+    from kd_tutorial.cli import estimate
+    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path / "no-checkout")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "results").mkdir(parents=True)
+    bad = tmp_path / "home" / "results" / "benchmark-h100.json"
+    bad.write_text(json.dumps({"environment": {"device_name": "NVIDIA H100 80GB HBM3"}, "rates": rates}))
+    h100, full = ("NVIDIA H100 80GB HBM3", "bf16"), get_profile("full")
+    assert flops.time_estimate(full, *h100)["projection_s"] is None and flops.find_report(h100[0]) is None
+    text = estimate(full, "cuda", gpu=h100)
+    assert f"; skipped the report {bad} (rates" in text and "at the rates measured" not in text and " nan " not in text
+    good = {"environment": {"device_name": "NVIDIA H100 80GB HBM3"}, "rates": {"train:teacher": 300e12}}
+    (tmp_path / "home" / "results" / "benchmark-h100-good.json").write_text(json.dumps(good))
+    assert "at the rates measured in" in estimate(full, "cuda", gpu=h100) and flops.find_report(h100[0]) is not None
+
+
+def test_another_gpus_report_with_a_bad_projection_gives_no_share(monkeypatch, tmp_path):
+    """A text floor_s in the H200's report was a TypeError where a T4's estimate compares it with the projection."""
+    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)
+    report = {"environment": {"device_name": "NVIDIA H200"}, "rates": {"train:teacher": 300e12},
+              "projection": {"floor_s": "100", "projected_s": 1000.0}}
+    (tmp_path / "benchmark-nvidia-h200.json").write_text(json.dumps(report))
+    assert flops.time_estimate(get_profile("full"), "Tesla T4", "fp16")["reference"] is None
