@@ -306,7 +306,9 @@ class _Bench:
                            flops=forward_flops(self.configs["teacher"], rows.lengths), reviews=len(rows))
 
     def students(self, teacher) -> tuple[dict, dict]:
-        """Each student's distillation (KD from cached logits); returns the records and the students."""
+        """Each student's distillation (KD from cached logits); returns the records and the students, on the CPU:
+        each leaves the device after its phase, as in the pipeline, so that the next phase's peak memory holds no
+        earlier student's weights (the inference phase moves each model over itself)."""
         records, models = {}, {}
         for spec in self.profile.students:
             models[spec.name] = build_student(spec, teacher, init="random",
@@ -315,7 +317,7 @@ class _Bench:
                                               hidden_dropout=self.profile.student_hidden_dropout)
             lr = spec.lr or self.profile.student_lr
             records[spec.name] = self.train_phase(models[spec.name], spec.name, "kd", lr)
-            models[spec.name] = fold_word_embeddings(models[spec.name])  # inference is timed on what ships
+            models[spec.name] = fold_word_embeddings(models[spec.name]).cpu()  # inference is timed on what ships
         return records, models
 
     def naive_vs_optimised(self, teacher) -> dict:

@@ -172,3 +172,29 @@ def test_the_course_loop_freezes_the_word_embeddings_where_the_profile_does(monk
     teacher = B.freeze(bench.teacher())
     B.naive_vs_ours(profile, profile.students[0], teacher, bench.rows(8), steps=1, device="cpu", init="random")
     assert seen == {"naive loop": True, "course loop": not frozen}
+
+
+def test_each_student_leaves_the_device_after_its_phase(monkeypatch):
+    """Trained students stayed on the device, so each later phase's peak memory held the earlier students' weights
+    (the pipeline moves each to the CPU). A CPU stand-in: which students were moved off (``.cpu()``) by the time
+    each phase starts, and after the last."""
+    from kd_tutorial import benchmark as B
+    from kd_tutorial.profiles import get_profile
+    moved, seen, built, real_cpu = set(), [], {}, torch.nn.Module.cpu
+
+    def cpu(self):
+        moved.add(id(self))
+        return real_cpu(self)
+
+    def train_phase(self, model, name, mode, lr):  # stubbed: where the earlier students are as this phase starts
+        seen.append((name, sorted(n for n, m in built.items() if id(m) not in moved)))
+        built[name] = model
+        return {}
+    monkeypatch.setattr(torch.nn.Module, "cpu", cpu)
+    monkeypatch.setattr(B._Bench, "train_phase", train_phase)
+    bench = B._Bench(get_profile("tiny"), "cpu", dict(B.SETTINGS["quick"]), {"peak_tflops": None}, False)
+    teacher = B.freeze(bench.teacher())
+    _, models = bench.students(teacher)
+    assert seen == [("distil-2L", []), ("compact-1L-H32", [])]
+    assert set(models) == set(built) and all(id(m) in moved for m in models.values())
+    assert id(teacher) not in moved  # the teacher stays for the phases that read it, as in the pipeline
