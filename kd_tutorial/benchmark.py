@@ -1,7 +1,8 @@
 """Measuring speed: the course's loop against a naive one, and a one-command benchmark of a whole GPU.
 
 :func:`loop_speed` (``kd-tutorial benchmark``): how much faster is the course's loop than a naive one?
-Measured, same data, same student, one run.
+Measured, same data, same student, in 3 pairs whose order alternates; the medians, their ranges, the environment
+and the commit.
 
 naive: every batch padded to ``max_length``, fp32, random batches, the teacher called at every step.
 ours:  dynamic padding with length-grouped batches, bf16 autocast where the device has it, the
@@ -46,9 +47,15 @@ from .store import atomic_write_json
 from .train import freeze, seed_everything, train, TrainConfig
 
 
-def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 0, steps: int = 40,
+LOOP_PAIRS = 3  # timed pairs of the loop benchmark, the order alternating: naive first, course loop first, naive first
+LOOP_STEPS = 14  # each loop's steps per pair: 3 pairs of 14 take about what one pair of 40 took
+
+
+def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 0, steps: int = LOOP_STEPS,
                init: str = "pretrained", device: str | None = None, progress: bool = False) -> dict:
-    """Train the profile's ``student``-th student for ``steps`` KD steps each way; return both speeds."""
+    """Train the profile's ``student``-th student for ``steps`` KD steps each way, in :data:`LOOP_PAIRS` pairs whose
+    order alternates (a busy moment or a warming machine then falls on both loops); return each loop's median
+    tokens/s and range over the pairs, the speed-up of the medians, and the environment and commit measured on."""
     if not 0 <= student < len(profile.students):
         names = ", ".join(f"{i} ({s.name})" for i, s in enumerate(profile.students))
         raise UsageError(f"--student {student} is not a student of profile {profile.name}: give one of {names}")
@@ -63,7 +70,8 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
     results = {"profile": profile.name, "device": device, "student": spec.name, "steps": steps,
                "max_length": profile.max_length, "batch_size": profile.batch_size,
                "precision": resolve_precision(device, "auto"), "attention_dropout": profile.attention_dropout,
-               "student_hidden_dropout": profile.student_hidden_dropout}
+               "student_hidden_dropout": profile.student_hidden_dropout,
+               "freeze_word_embeddings": profile.freeze_word_embeddings}
 
     if slow_first_calls(device):  # on a GPU, the timed rows and steps themselves: every timed shape's first call
         warm_rows, warm = rows, steps
@@ -72,22 +80,40 @@ def loop_speed(profile: Profile, *, data_dir: str | None = None, student: int = 
         warm_rows = Encoded(rows.input_ids[: warm * profile.batch_size], rows.labels[: warm * profile.batch_size],
                             "warm-up rows")
     naive_vs_ours(profile, spec, teacher, warm_rows, steps=warm, device=device, init=init)
-    naive, ours, cache_seconds = naive_vs_ours(profile, spec, teacher, rows, steps=steps, device=device, init=init,
-                                               progress=progress)
-    results |= {
-        "naive_tokens_per_s": naive.tokens_per_s, "ours_tokens_per_s": ours.tokens_per_s,
-        "speedup": ours.tokens_per_s / naive.tokens_per_s,
-        "naive_seconds": naive.seconds, "ours_seconds": ours.seconds, "cache_seconds": cache_seconds,
-        "cache_tokens_per_s": sum(rows.lengths) / cache_seconds,
-    }
-    return results
+    pairs = [naive_vs_ours(profile, spec, teacher, rows, steps=steps, device=device, init=init, progress=progress,
+                           ours_first=i % 2 == 1) for i in range(LOOP_PAIRS)]
+    return results | loop_summary(pairs, sum(rows.lengths)) | {"environment": environment(device),
+                                                                "git_commit": git_commit()}
+
+
+def loop_summary(pairs: list[tuple], tokens: int) -> dict:
+    """Each loop's median tokens/s and seconds over ``pairs`` (:func:`naive_vs_ours`'s results, in the order run,
+    which alternates), its range (min, max) and every pair's, and the speed-up of the medians; ``tokens``: the real
+    tokens the teacher's cache read."""
+    import statistics
+
+    def spread(values: list[float]) -> list[float]:
+        return [min(values), max(values)]
+    naive, ours = [p[0].tokens_per_s for p in pairs], [p[1].tokens_per_s for p in pairs]
+    cache = statistics.median(p[2] for p in pairs)
+    return {"pairs": len(pairs), "order": ["course loop first" if i % 2 else "naive first" for i in range(len(pairs))],
+            "naive_tokens_per_s": statistics.median(naive), "naive_tokens_per_s_range": spread(naive),
+            "naive_tokens_per_s_per_pair": naive,
+            "ours_tokens_per_s": statistics.median(ours), "ours_tokens_per_s_range": spread(ours),
+            "ours_tokens_per_s_per_pair": ours,
+            "speedup": statistics.median(ours) / statistics.median(naive),
+            "speedup_per_pair": [o / n for o, n in zip(ours, naive)],
+            "naive_seconds": statistics.median(p[0].seconds for p in pairs),
+            "ours_seconds": statistics.median(p[1].seconds for p in pairs), "cache_seconds": cache,
+            "cache_tokens_per_s": tokens / cache}
 
 
 def naive_vs_ours(profile: Profile, spec, teacher, rows, *, steps: int, device: str, init: str = "pretrained",
-                  progress: bool = False, between=None):
-    """Train one student ``steps`` KD steps the naive way, then (from the same weights) the course's way;
-    ``between(phase)``, if given, is called after the naive loop ("naive") and after caching the teacher's logits
-    ("cache"), the naive student off the device by then: the benchmark reads each loop's own peak memory so.
+                  progress: bool = False, between=None, ours_first: bool = False):
+    """Train one student ``steps`` KD steps the naive way, then (from the same weights) the course's way, or the
+    course's first with ``ours_first``; ``between(phase)``, if given, is called after the naive loop ("naive") and
+    after caching the teacher's logits ("cache"), the naive student off the device by then: the benchmark reads each
+    loop's own peak memory so. Each student leaves the device after its loop.
 
     Returns ``(naive history, course history, seconds to cache the teacher's logits on rows)``.
     """
@@ -99,19 +125,31 @@ def naive_vs_ours(profile: Profile, spec, teacher, rows, *, steps: int, device: 
                                  freeze_embeddings=profile.freeze_word_embeddings,
                                  hidden_dropout=profile.student_hidden_dropout)  # the student the profile trains
     ours_student.load_state_dict(naive_student.state_dict())
-    naive = train(naive_student, rows, teacher=teacher, device=device, progress=progress, desc="naive loop",
-                  config=TrainConfig(precision="fp32", group_by_length=False, pad_to_max=profile.max_length,
-                                     **common))
-    naive_student.cpu()
     between = between or (lambda phase: None)
-    between("naive")
-    start = time.perf_counter()  # the cache is paid once, for every student, run and epoch
-    cached = predict_logits(teacher, rows, batch_size=profile.eval_batch_size, device=device)
-    cache_seconds = time.perf_counter() - start
-    between("cache")
-    ours = train(ours_student, rows, teacher_logits=cached, device=device, progress=progress,
-                 desc="course loop", config=TrainConfig(precision="auto", group_by_length=True, **common))
-    return naive, ours, cache_seconds
+
+    def naive():
+        history = train(naive_student, rows, teacher=teacher, device=device, progress=progress, desc="naive loop",
+                        config=TrainConfig(precision="fp32", group_by_length=False, pad_to_max=profile.max_length,
+                                           **common))
+        naive_student.cpu()
+        between("naive")
+        return history
+
+    def ours():
+        start = time.perf_counter()  # the cache is paid once, for every student, run and epoch
+        cached = predict_logits(teacher, rows, batch_size=profile.eval_batch_size, device=device)
+        cache_seconds = time.perf_counter() - start
+        between("cache")
+        history = train(ours_student, rows, teacher_logits=cached, device=device, progress=progress,
+                        desc="course loop", config=TrainConfig(precision="auto", group_by_length=True, **common))
+        ours_student.cpu()
+        return history, cache_seconds
+    if ours_first:
+        (course, cache_seconds), plain = ours(), naive()
+    else:
+        plain = naive()
+        course, cache_seconds = ours()
+    return plain, course, cache_seconds
 
 
 # --------------------------------------------------------------------------- the one-command benchmark

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from . import __version__
 from .artifacts import data_key, prepare
-from .benchmark import loop_speed, report_name, run_benchmark, write_report
+from .benchmark import LOOP_PAIRS, LOOP_STEPS, loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, folder_rows, HUB_DATASET, NAMED_SOURCES
 from .device import configure, pick_device, resolve_precision, tf32_enabled
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
@@ -722,8 +722,8 @@ def cmd_benchmark(args) -> int:
     if args.report:
         return _benchmark_report(profile, args)
     say_threads()
-    result = loop_speed(profile, data_dir=args.data_dir, student=args.student, steps=args.steps or 40, init=args.init,
-                        device=args.device, progress=not args.quiet)
+    result = loop_speed(profile, data_dir=args.data_dir, student=args.student, steps=args.steps or LOOP_STEPS,
+                        init=args.init, device=args.device, progress=not args.quiet)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -919,7 +919,8 @@ def _add_benchmark(sub, profile_help: str) -> None:
     b.add_argument("--student", type=int, default=0, help="index of the profile's student (default 0; see "
                                                           "kd_tutorial.profiles)")
     b.add_argument("--steps", type=_positive,
-                   help="timed steps (default 40; with --report 30 per phase, 3 with --quick)")
+                   help=f"timed steps (default {LOOP_STEPS} per loop in each of {LOOP_PAIRS} pairs; with --report 30 "
+                        "per phase, 3 with --quick)")
     b.add_argument("--init", choices=("pretrained", "random"), default="pretrained",
                    help="random: the same architectures with random weights, as for distill (default pretrained)")
     b.add_argument("--device", type=_given, help="cpu, cuda, cuda:N or mps (default: the best available)")

@@ -335,33 +335,76 @@ def test_the_course_loop_trains_the_student_the_profile_trains(rows, monkeypatch
 
 
 @pytest.mark.parametrize("gpu", [False, True])
-def test_loop_speed_reports_the_ratio_of_the_two_measured_rates(monkeypatch, gpu):
-    """The report's speed-up is the course loop's tokens/s over the naive loop's (fixed, fake timings)."""
+def test_loop_speed_reports_the_medians_of_pairs_run_in_alternating_order(monkeypatch, gpu):
+    """The report's speed-up is the course loop's median tokens/s over the naive loop's, over 3 pairs whose order
+    alternates (fixed, fake timings). Before, one pair, the naive loop always first, and no environment or commit."""
     from kd_tutorial import benchmark
     from kd_tutorial.profiles import get_profile
     from kd_tutorial.train import History
 
-    calls = []
+    calls, timed = [], iter([(3.0, 1.5, 0.5), (6.0, 1.0, 0.7), (2.0, 2.0, 0.6)])
 
-    def fake_runs(profile, spec, teacher, rows, *, steps, device, **kw):
-        calls.append((steps, len(rows)))
-        return History(tokens=6000, seconds=3.0), History(tokens=6000, seconds=1.5), 0.5
+    def fake_runs(profile, spec, teacher, rows, *, steps, device, ours_first=False, **kw):
+        calls.append((steps, len(rows), ours_first))
+        naive, ours, cache = next(timed) if len(calls) > 1 else (1.0, 1.0, 1.0)  # the first: the warm-up
+        return History(tokens=6000, seconds=naive), History(tokens=6000, seconds=ours), cache
     monkeypatch.setattr(benchmark, "naive_vs_ours", fake_runs)
     configured = []
     monkeypatch.setattr(benchmark, "configure", lambda device: configured.append(device) or {})
     monkeypatch.setattr(benchmark, "slow_first_calls", lambda device: gpu)
+    monkeypatch.setattr(benchmark, "git_commit", lambda: "abc1234")
     result = benchmark.loop_speed(get_profile("tiny"), steps=5, device="cpu")
     # the device set up as distill sets it (TF32 for fp32 from sm80), and the precision by name: "bf16" was
     # true for a T4's fp16
     assert configured == ["cpu"] and result["precision"] == benchmark.resolve_precision("cpu", "auto")
     bs = get_profile("tiny").batch_size
     # first an untimed warm-up of both loops (before, the naive loop, timed first, paid the start-up costs): on a
-    # GPU the timed rows and steps themselves (each shape's first call); then the rows a run of ``steps`` steps
-    # reads, once: both loops read the same rows (twice as many, before, left each loop its own half)
-    assert calls == [(5, 5 * bs) if gpu else (3, 3 * bs), (5, 5 * bs)]
+    # GPU the timed rows and steps themselves (each shape's first call); then 3 pairs on the rows a run of ``steps``
+    # steps reads, once: both loops read the same rows; naive first, then the course loop first, then naive first
+    assert calls == [(5, 5 * bs, False) if gpu else (3, 3 * bs, False), (5, 5 * bs, False), (5, 5 * bs, True),
+                     (5, 5 * bs, False)]
+    assert result["order"] == ["naive first", "course loop first", "naive first"] and result["pairs"] == 3
+    assert result["naive_tokens_per_s_per_pair"] == [2000.0, 1000.0, 3000.0]
+    assert result["ours_tokens_per_s_per_pair"] == [4000.0, 6000.0, 3000.0]
     assert (result["naive_tokens_per_s"], result["ours_tokens_per_s"], result["speedup"]) == (2000.0, 4000.0, 2.0)
-    assert (result["naive_seconds"], result["ours_seconds"], result["cache_seconds"]) == (3.0, 1.5, 0.5)
+    assert result["naive_tokens_per_s_range"] == [1000.0, 3000.0] and result["ours_tokens_per_s_range"] == [3000.0,
+                                                                                                            6000.0]
+    assert result["speedup_per_pair"] == [2.0, 6.0, 1.0]
+    assert (result["naive_seconds"], result["ours_seconds"], result["cache_seconds"]) == (3.0, 1.5, 0.6)
     assert result["steps"] == 5 and result["profile"] == "tiny" and result["device"] == "cpu"
+    env = result["environment"]  # what the times were measured on
+    assert result["git_commit"] == "abc1234" and env["device"] == "cpu" and env["torch"] == torch.__version__
+    assert {"cpu_threads", "omp_wait_policy", "transformers", "platform"} <= set(env)
+
+
+@pytest.mark.parametrize("ours_first", [False, True])
+def test_a_pair_runs_its_loops_in_the_order_asked_from_the_same_weights(monkeypatch, ours_first):
+    """naive_vs_ours with ``ours_first`` trains the course loop (after its logits cache) before the naive loop, both
+    students from the same initial weights; each leaves the device after its loop."""
+    from kd_tutorial import benchmark
+    from kd_tutorial.profiles import get_profile
+    from kd_tutorial.train import History
+
+    order, weights = [], {}
+
+    def train(model, rows, **kwargs):
+        order.append(kwargs["desc"])
+        weights[kwargs["desc"]] = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+        return History(tokens=10, seconds=1.0)
+
+    def predict_logits(model, rows, **kwargs):
+        order.append("cache")
+        return torch.zeros(len(rows), 2)
+    monkeypatch.setattr(benchmark, "train", train)
+    monkeypatch.setattr(benchmark, "predict_logits", predict_logits)
+    profile = get_profile("tiny")
+    bench = benchmark._Bench(profile, "cpu", dict(benchmark.SETTINGS["quick"]), {"peak_tflops": None}, False)
+    teacher = benchmark.freeze(bench.teacher())
+    naive, ours, cache = benchmark.naive_vs_ours(profile, profile.students[0], teacher, bench.rows(8), steps=1,
+                                                 device="cpu", init="random", ours_first=ours_first)
+    expected = ["cache", "course loop", "naive loop"] if ours_first else ["naive loop", "cache", "course loop"]
+    assert order == expected and cache >= 0 and naive.seconds == ours.seconds == 1.0
+    assert torch.equal(weights["naive loop"], weights["course loop"])
 
 
 # --------------------------------------------------------------------------- validation, best weights, recipes
