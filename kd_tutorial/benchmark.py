@@ -156,6 +156,7 @@ def naive_vs_ours(profile: Profile, spec, teacher, rows, *, steps: int, device: 
 
 SETTINGS = {"full": dict(steps=30, warmup=3, latency_n=30, throughput_batches=8),
             "quick": dict(steps=3, warmup=1, latency_n=5, throughput_batches=2)}
+T4_ROW = "fp16, memory-efficient attention (a T4's kernel)"  # the worst batch as a T4 runs its attention
 CLS_ID, SEP_ID, FIRST_WORD_ID = 101, 102, 1996  # bert-base-uncased: [CLS], [SEP], the first whole word ("the")
 
 
@@ -286,18 +287,24 @@ class _Bench:
 
     def worst_batch(self, model) -> dict:
         """Peak memory of one forward + backward at ``batch_size x max_length`` (every row full): in bf16, in
-        fp16, and in fp16 with the math attention kernel forced (a stand-in for a T4, where flash attention
-        cannot run). Dtypes the device cannot run are skipped, with the reason."""
+        fp16, in fp16 with the math attention kernel forced (the L x L attention maps of every layer stored: what
+        runs where no fused kernel does, fp32 or bf16 emulated below sm80, FITS_16GB's rows for those), and in fp16
+        with the memory-efficient kernel forced (a T4's fp16 kernel: flash attention needs sm80; CUDA only).
+        Dtypes or kernels the device cannot run are skipped, with the reason."""
         import torch
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        out = {}
-        for label, dtype, math_only in (("bf16", torch.bfloat16, False), ("fp16", torch.float16, False),
-                                        ("fp16, math attention", torch.float16, True)):
-            if dtype == torch.bfloat16 and not bf16_supported(self.device) and self.device.startswith("cuda"):
+        out, cuda = {}, self.device.startswith("cuda")
+        for label, dtype, backend in (("bf16", torch.bfloat16, None), ("fp16", torch.float16, None),
+                                      ("fp16, math attention", torch.float16, SDPBackend.MATH),
+                                      (T4_ROW, torch.float16, SDPBackend.EFFICIENT_ATTENTION)):
+            if dtype == torch.bfloat16 and not bf16_supported(self.device) and cuda:
                 out[label] = {"skipped": "no native bf16 on this GPU (compute capability below 8.0)"}
                 continue
-            kernel = sdpa_kernel(SDPBackend.MATH) if math_only else contextlib.nullcontext()
+            if backend == SDPBackend.EFFICIENT_ATTENTION and not cuda:
+                out[label] = {"skipped": "the memory-efficient attention kernel runs on CUDA GPUs alone"}
+                continue
+            kernel = sdpa_kernel(backend) if backend is not None else contextlib.nullcontext()
             try:
                 with kernel:
                     out[label] = self.one_worst_batch(model, dtype)

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from kd_tutorial.benchmark import T4_ROW
 from kd_tutorial.cli import main
 
 PHASES = ("teacher_train", "worst_batch", "teacher_logits", "students", "naive_vs_optimised", "inference")
@@ -41,7 +42,9 @@ def test_cli_writes_a_report_with_every_phase(report):
     assert data["kind"] == "benchmark" and data["profile"] == "tiny" and set(PHASES) <= set(data["phases"])
     assert set(data["phases"]["students"]) == {"distil-2L", "compact-1L-H32"}
     assert set(data["phases"]["inference"]) == {"teacher", "distil-2L", "compact-1L-H32"}
-    assert set(data["phases"]["worst_batch"]) == {"bf16", "fp16", "fp16, math attention"}
+    assert set(data["phases"]["worst_batch"]) == {"bf16", "fp16", "fp16, math attention", T4_ROW}
+    skipped = "the memory-efficient attention kernel runs on CUDA GPUs alone"  # a T4's fp16 kernel
+    assert data["phases"]["worst_batch"][T4_ROW] == {"skipped": skipped}
     assert not list(path.parent.glob(".*.tmp"))  # written atomically: no temporary file left behind
 
 
@@ -198,3 +201,24 @@ def test_each_student_leaves_the_device_after_its_phase(monkeypatch):
     assert seen == [("distil-2L", []), ("compact-1L-H32", [])]
     assert set(models) == set(built) and all(id(m) in moved for m in models.values())
     assert id(teacher) not in moved  # the teacher stays for the phases that read it, as in the pipeline
+
+
+def test_the_t4_row_forces_the_memory_efficient_kernel_and_the_math_row_the_math_one(monkeypatch):
+    """The "fp16, math attention" row was called a T4 stand-in, but a T4's fp16 runs the memory-efficient kernel
+    (flash attention needs sm80), which stores no L x L attention maps: the math row is what fp32 and emulated bf16
+    run. A GPU's report now has a row for each; which kernels each row allowed is read from torch's switches."""
+    import types
+
+    from kd_tutorial import benchmark as B
+    b = torch.backends.cuda
+
+    def one_worst_batch(model, dtype):  # stubbed: the kernels SDPA may pick inside the row's context
+        allowed = (("flash", b.flash_sdp_enabled()), ("mem_efficient", b.mem_efficient_sdp_enabled()),
+                   ("math", b.math_sdp_enabled()), ("cudnn", b.cudnn_sdp_enabled()))
+        return {"kernels": [k for k, on in allowed if on], "dtype": dtype}
+    monkeypatch.setattr(B, "bf16_supported", lambda device: True)
+    out = B._Bench.worst_batch(types.SimpleNamespace(device="cuda", one_worst_batch=one_worst_batch),
+                               torch.nn.Linear(1, 1))
+    assert out[T4_ROW] == {"kernels": ["mem_efficient"], "dtype": torch.float16}
+    assert out["fp16, math attention"] == {"kernels": ["math"], "dtype": torch.float16}
+    assert out["fp16"]["kernels"] == ["flash", "mem_efficient", "math", "cudnn"]  # SDPA's own choice
