@@ -181,7 +181,8 @@ def synthetic_rows(n: int, max_length: int, *, seed: int = 0, vocab: int = 30522
 
 
 def environment(device: str) -> dict:
-    """The device, its compute capability, the precision the course picks there, and the SDPA kernels."""
+    """The device, its compute capability, the precision the course picks there, the SDPA kernels (on the CPU, the
+    ones torch picks: :func:`_cpu_sdpa`), and the versions of Python, torch, CUDA and transformers."""
     import platform
 
     import torch
@@ -195,14 +196,32 @@ def environment(device: str) -> dict:
     compiled = getattr(b, "is_flash_attention_available", lambda: True)()  # torch >= 2.3 can tell
     sdpa = {"flash": bool(cuda and b.flash_sdp_enabled() and compiled and capability >= (8, 0)),
             "mem_efficient": cuda and b.mem_efficient_sdp_enabled(), "math": b.math_sdp_enabled(),
-            "cudnn": cuda and getattr(b, "cudnn_sdp_enabled", lambda: False)()}
+            "cudnn": cuda and getattr(b, "cudnn_sdp_enabled", lambda: False)()} if cuda else _cpu_sdpa()
     return {"device": device, "device_name": name, "compute_capability": ".".join(map(str, capability or ())) or None,
             "precision": precision, "tf32_matmuls": b.matmul.allow_tf32,
             "peak_tflops": peak_tflops(name, precision) if cuda else None, "sdpa": sdpa,
             "memory_gib": torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30 if cuda else None,
-            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
+            "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "transformers": transformers.__version__,
             "cpu_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "platform": platform.platform()}
+
+
+def _cpu_sdpa() -> dict:
+    """The kernels SDPA runs on the CPU for a BERT-shaped call (a padding mask), as torch picks them: its fused
+    flash kernel (``_scaled_dot_product_flash_attention_for_cpu``) where the attention has no dropout (inference,
+    and training at ``attention_dropout`` 0), the math kernel where it has; math alone where torch cannot say."""
+    import torch
+    from torch.nn.attention import SDPBackend
+
+    q, mask = torch.zeros(1, 2, 8, 16), torch.zeros(1, 1, 8, 8)
+    choose = getattr(torch, "_fused_sdp_choice", None)  # private: what F.scaled_dot_product_attention dispatches to
+    try:
+        picked = {int(choose(q, q, q, mask, p, False)) for p in (0.0, 0.1)}
+    except (TypeError, RuntimeError):  # missing or changed in this torch
+        picked = {int(SDPBackend.MATH)}
+    return {"flash": int(SDPBackend.FLASH_ATTENTION) in picked, "mem_efficient": False,
+            "math": int(SDPBackend.MATH) in picked, "cudnn": False}
 
 
 def _cpu_name() -> str:

@@ -222,3 +222,26 @@ def test_the_t4_row_forces_the_memory_efficient_kernel_and_the_math_row_the_math
     assert out[T4_ROW] == {"kernels": ["mem_efficient"], "dtype": torch.float16}
     assert out["fp16, math attention"] == {"kernels": ["math"], "dtype": torch.float16}
     assert out["fp16"]["kernels"] == ["flash", "mem_efficient", "math", "cudnn"]  # SDPA's own choice
+
+
+def test_the_cpu_environment_names_the_sdpa_kernels_that_run_and_the_python_version():
+    """The CPU's SDPA kernel was reported as "math" alone, while the profiler showed
+    aten::_scaled_dot_product_flash_attention_for_cpu running; and the Python version was not recorded."""
+    import platform
+
+    import torch.nn.functional as F
+    from torch.profiler import profile
+
+    from kd_tutorial.benchmark import environment
+    env = environment("cpu")
+    q, mask = torch.randn(1, 2, 8, 16), torch.zeros(1, 1, 8, 8)
+    ran = {}
+    for kernel, dropout in (("flash", 0.0), ("math", 0.1)):  # BERT's call: a padding mask, its attention dropout
+        with profile() as prof:
+            F.scaled_dot_product_attention(q, q, q, attn_mask=mask, dropout_p=dropout)
+        names = {e.name for e in prof.events()}
+        ran[kernel] = {"flash": "aten::_scaled_dot_product_flash_attention_for_cpu",
+                       "math": "aten::_scaled_dot_product_attention_math"}[kernel] in names
+    assert ran["flash"] and env["sdpa"]["flash"] == ran["flash"] and env["sdpa"]["math"] == ran["math"]
+    assert not env["sdpa"]["mem_efficient"] and not env["sdpa"]["cudnn"]
+    assert env["python"] == platform.python_version()
