@@ -7,7 +7,6 @@ lines, tagged with a nonce, in a file the grader chose.
 """
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -100,57 +99,32 @@ def kernel_manager_class():
 
 def _client_class():
     from nbclient import NotebookClient  # noqa: PLC0415
-    from nbclient.util import ensure_async, run_sync  # noqa: PLC0415
 
     class GraderClient(NotebookClient):
-        """nbclient with a cap on stored output, which interrupts the learner's cell that floods past it, and a record
-        of cell timeouts."""
+        """nbclient with a cap on stored output and a record of cell timeouts."""
 
         max_output_bytes = 1_000_000
         output_bytes = 0
         truncated = False
         timed_out = False
-        interruptible: frozenset = frozenset()  # indices of the cells that too much output interrupts (the learner's)
-        flooded: tuple = ()  # indices of the cells it interrupted
-        _cell_bytes = (-1, 0)  # (index, bytes of output) of the cell run last
-        _interrupting = None  # the interrupt sent, awaited before the cell's execution returns
 
         async def _async_handle_timeout(self, timeout, cell=None):
             self.timed_out = True
             return await super()._async_handle_timeout(timeout, cell)
-
-        async def async_execute_cell(self, *args, **kwargs):
-            try:
-                return await super().async_execute_cell(*args, **kwargs)
-            finally:  # the interrupt reaches the kernel before the next cell is sent, never in that cell
-                if self._interrupting is not None:
-                    task, self._interrupting = self._interrupting, None
-                    await asyncio.gather(task, return_exceptions=True)
-
-        execute_cell = run_sync(async_execute_cell)
 
         def output(self, outs, msg, display_id, cell_index):
             content = msg.get("content", {})
             size = len(content.get("text", "")) + sum(len(str(v)) for v in content.get("data", {}).values()) \
                 + sum(len(line) for line in content.get("traceback", []))
             self.output_bytes += size
-            index, before = self._cell_bytes
-            self._cell_bytes = (cell_index, size + (before if index == cell_index else 0))
-            if self.output_bytes <= self.max_output_bytes:
-                return super().output(outs, msg, display_id, cell_index)
-            crossed, self.truncated = not self.truncated, True
-            # the output is discarded anyway: the cell that passes the cap (or later prints as much again) is stopped,
-            # or it ran to its time limit while the kernel's memory grew by GBs
-            stop = cell_index in self.interruptible and cell_index not in self.flooded and \
-                (crossed or self._cell_bytes[1] > self.max_output_bytes)
-            if stop:
-                self.flooded += (cell_index,)
-                self._interrupting = asyncio.ensure_future(ensure_async(self.km.interrupt_kernel()))
-            if crossed:
-                from nbformat.v4 import new_output  # noqa: PLC0415
-                outs.append(new_output("stream", name="stderr", text="[kd-tutorial grader: output past --max-output "
-                                                                     f"discarded{', cell interrupted' * stop}]\n"))
-            return None
+            if self.output_bytes > self.max_output_bytes:
+                if not self.truncated:
+                    self.truncated = True
+                    from nbformat.v4 import new_output  # noqa: PLC0415
+                    outs.append(new_output("stream", name="stderr",
+                                           text="[kd-tutorial grader: output truncated]\n"))
+                return None
+            return super().output(outs, msg, display_id, cell_index)
 
     return GraderClient
 
@@ -271,7 +245,6 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
                                  f"{', '.join(map(str, found[:10]))}")
         client = _make_client(new_notebook(cells=[c for _, _, c in cells]), cell_timeout, workdir)
         client.max_output_bytes = max_output_bytes
-        client.interruptible = frozenset(i for i, (kind, _, _) in enumerate(cells) if kind == "learner")
         # tiny tensors: one thread avoids OpenMP stalls on a busy machine (a learner's env may override)
         env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ, **OFFLINE_ENV}
         with client.setup_kernel(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
@@ -283,7 +256,7 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
         stop = stop or (ERROR, f"the grader could not run the notebook ({type(exc).__name__})")
     finally:  # also on Ctrl-C, SIGTERM, SIGHUP (KeyboardInterrupt): no kd-grade-* folder is left behind
         if client is not None and client.truncated:
-            run.notes.append(_output_note(max_output_bytes, [cells[i][1] + 1 for i in client.flooded]))
+            run.notes.append(f"printed more than {max_output_bytes:,} bytes of output (truncated)")
         _read_results(results_path, guard_nonce, check_nonce, set_id, run)
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(resdir, ignore_errors=True)
@@ -298,14 +271,6 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
                             if status == NOT_ATTEMPTED and message.endswith(UNDEFINED)})
     run.seconds = round(time.monotonic() - start, 2)
     return run
-
-
-def _output_note(max_output_bytes: int, flooded: list[int]) -> str:
-    """The note on a notebook that printed past --max-output; ``flooded``: the learner's cells (from 1) interrupted
-    there."""
-    where = f", and cell{'s' * (len(flooded) > 1)} {', '.join(map(str, flooded[:10]))} interrupted there" \
-        if flooded else ""
-    return f"printed more than {max_output_bytes:,} bytes of output (truncated: the rest was discarded{where})"
 
 
 def _temp_folders() -> tuple[str, str]:
@@ -374,10 +339,6 @@ def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeo
             return _after_death(run, fate, kind, ref)
         except CellTimeoutError:
             client.timed_out = True
-        if index in client.flooded and not client.timed_out:  # interrupted for its output: say so to the checks
-            _responsive(client, index, 5, _interrupted_code(
-                f"printed more than {client.max_output_bytes:,} bytes of output (--max-output) and was interrupted",
-                False))
         if client.timed_out:
             stop = _after_timeout(client, run, fate, (kind, ref, index), deadline, cell_timeout)
             if stop:
