@@ -383,8 +383,8 @@ def dominates(a: dict, b: dict, samples: dict | None = None) -> bool:
 
 def faster(a: dict, b: dict, samples: dict | None = None, level: float = 0.05) -> bool:
     """Whether ``a``'s latency is below ``b``'s: its p50 is lower and, where ``samples`` gives each student's timings
-    (:func:`retime`: paired review by review on the CPU), the paired sign test over the reviews says so (two-sided p
-    below ``level``). A p50 lower by the timer's noise alone is a tie, which leaves the more accurate trial alone on
+    (:func:`retime`: paired review by review on the CPU), it is faster on more of the reviews, by a paired sign test
+    (two-sided p below ``level``). A p50 lower by the timer's noise alone is a tie, which leaves the more accurate trial alone on
     the front; on a busy machine the noise used to drop one of two students from it at random."""
     if a["latency_ms"] >= b["latency_ms"]:
         return False
@@ -392,7 +392,7 @@ def faster(a: dict, b: dict, samples: dict | None = None, level: float = 0.05) -
     if first is None or second is None:  # no timings to pair (hand-made records, a GPU's passes): the p50 decides
         return True
     wins, losses = sum(x < y for x, y in zip(first, second)), sum(x > y for x, y in zip(first, second))
-    return sign_test(wins, losses) < level
+    return wins > losses and sign_test(wins, losses) < level  # faster on most reviews, not merely a lower median
 
 
 def evaluate_on_test(ctx: SearchContext, number: int) -> dict:

@@ -7,7 +7,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna", reason="optuna is not installed: pip install -e '.[search]'")
 
-from kd_tutorial import cli, search  # noqa: E402
+from kd_tutorial import cli, evaluate, search  # noqa: E402
 from kd_tutorial.errors import UsageError  # noqa: E402
 from kd_tutorial.profiles import get_profile  # noqa: E402
 
@@ -66,6 +66,12 @@ def test_a_latency_lower_by_noise_alone_is_a_tie_and_the_more_accurate_trial_tak
     front = search.pareto_front([a, b, c], noisy)
     assert [t["number"] for t in front] == [1, 2]  # A: tied on latency with B, less accurate; C: slower, more accurate
     assert search.dominates(b, a, noisy) and not search.dominates(b, c, noisy)
+    # a lower median with most reviews slower (a fixed overhead against a cheaper cost per token) is not faster
+    overhead = {"D": [20.1 + i for i in range(60)] + [1.0] * 30, "E": [20.0 + i for i in range(60)] + [100.0] * 30}
+    d, e = ({"number": n, "val_accuracy": 0.8, "state": "COMPLETE", "params": {"student": s},
+             "latency_ms": statistics.median(overhead[s])} for n, s in ((3, "D"), (4, "E")))
+    assert d["latency_ms"] < e["latency_ms"] and evaluate.sign_test(30, 60) < 0.01  # D: slower on 60 of 90 reviews
+    assert not search.faster(d, e, overhead) and not search.faster(e, d, overhead)
 
 
 def test_the_front_is_non_empty_and_non_dominated(study):
