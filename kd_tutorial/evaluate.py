@@ -317,7 +317,8 @@ def latency_in_turns(models: dict, encoded, *, device: str = "cpu", n: int = 30,
     of each model (the order reversed every other round), and each model goes back to the device it came on after
     its pass, so that a comparison does not pile every model onto the GPU. On the CPU, where the models stay where
     they are, the turns are taken review by review: sample ``i`` of every model is the same review, timed moments
-    apart, so that two models' samples pair up (:func:`sign_test`; a busy second falls on both)."""
+    apart, so that even a busy second falls on every model alike (docs/tuning/search-front-stability.json: a
+    search's front chosen from these p50s, re-timed beside a busy process)."""
     if device_type(device) == "cpu":
         samples = _turns_by_review(models, encoded, n=n, repeats=repeats, precision=precision)
     else:
@@ -360,14 +361,6 @@ def _turns_by_review(models: dict, encoded, *, n: int, repeats: int, precision: 
     for name, model in models.items():
         model.to(home[name])
     return samples
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """The exact two-sided sign test of "either of two paired measurements is as likely to be the smaller":
-    ``min(1, 2 * P(Binomial(wins + losses, 1/2) <= min(wins, losses)))`` (ties left out by the caller); 1 for no
-    pairs."""
-    n = wins + losses
-    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2 ** n) if n else 1.0
 
 
 def _device_of(model) -> torch.device:

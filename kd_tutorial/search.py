@@ -8,9 +8,7 @@ its weights, so it is measured once per student (kept in the study): two trials 
 only, not in the timer's noise, which would otherwise keep a less accurate trial on the front. The study is
 multi-objective, so the answer is a Pareto front, not one trial. One reading taken while the machine was busy
 would stay in the study for good, so the front is chosen on latencies timed again when the results are written,
-every student side by side in turns (:func:`retime`), with their interquartile ranges. On the CPU those turns go
-review by review, so that two students' timings pair up, and one counts as faster only where a paired sign test over
-the reviews says so (:func:`faster`): latencies the timer's noise could have ordered either way are a tie.
+every student side by side in turns (:func:`retime`), with their interquartile ranges.
 
 Search space: ``T`` (1-8, log scale), ``alpha`` (0-1), ``student`` (one of the profile's students, plus for the
 first ``distil`` student every other depth below the teacher's: ``distil-1L`` ... ``distil-(L-1)L``) and
@@ -47,9 +45,9 @@ import torch
 
 from .artifacts import data_key
 from .data import subset_encoded
-from .device import device_type, pick_device
+from .device import pick_device
 from .errors import error_cause, error_chain, UsageError
-from .evaluate import accuracy, accuracy_interval, latency, latency_in_turns, predict_logits, sign_test
+from .evaluate import accuracy, accuracy_interval, latency, latency_in_turns, predict_logits
 from .pipeline import run_config, step_budget, student_data
 from .profiles import Profile, StudentSpec
 from .store import atomic_save_pretrained, atomic_savefig, atomic_write_json, locked, StorageError
@@ -368,31 +366,16 @@ def trial_record(t) -> dict:
             "steps": t.user_attrs.get("steps"), "pruned_because": t.user_attrs.get("pruned_because")}
 
 
-def pareto_front(records: list[dict], samples: dict | None = None) -> list[dict]:
-    """The completed records that no other completed record beats on both objectives (ties kept); ``samples``: as
-    :func:`faster` reads them."""
+def pareto_front(records: list[dict]) -> list[dict]:
+    """The completed records that no other completed record beats on both objectives (ties kept)."""
     done = [r for r in records if r["state"] == "COMPLETE"]
-    return [r for r in done if not any(dominates(o, r, samples) for o in done)]
+    return [r for r in done if not any(dominates(o, r) for o in done)]
 
 
-def dominates(a: dict, b: dict, samples: dict | None = None) -> bool:
-    """``a`` is at least as good as ``b`` on both objectives and better on one, "faster" as :func:`faster` says."""
-    ge = a["val_accuracy"] >= b["val_accuracy"] and not faster(b, a, samples)
-    return ge and (a["val_accuracy"] > b["val_accuracy"] or faster(a, b, samples))
-
-
-def faster(a: dict, b: dict, samples: dict | None = None, level: float = 0.05) -> bool:
-    """Whether ``a``'s latency is below ``b``'s: its p50 is lower and, where ``samples`` gives each student's timings
-    (:func:`retime`: paired review by review on the CPU), it is faster on more of the reviews, by a paired sign test
-    (two-sided p below ``level``). A p50 lower by the timer's noise alone is a tie, which leaves the more accurate trial alone on
-    the front; on a busy machine the noise used to drop one of two students from it at random."""
-    if a["latency_ms"] >= b["latency_ms"]:
-        return False
-    first, second = (None, None) if samples is None else (samples.get(r["params"]["student"]) for r in (a, b))
-    if first is None or second is None:  # no timings to pair (hand-made records, a GPU's passes): the p50 decides
-        return True
-    wins, losses = sum(x < y for x, y in zip(first, second)), sum(x > y for x, y in zip(first, second))
-    return wins > losses and sign_test(wins, losses) < level  # faster on most reviews, not merely a lower median
+def dominates(a: dict, b: dict) -> bool:
+    """``a`` is at least as good as ``b`` on both objectives and better on one."""
+    ge = a["val_accuracy"] >= b["val_accuracy"] and a["latency_ms"] <= b["latency_ms"]
+    return ge and (a["val_accuracy"] > b["val_accuracy"] or a["latency_ms"] < b["latency_ms"])
 
 
 def evaluate_on_test(ctx: SearchContext, number: int) -> dict:
@@ -420,11 +403,10 @@ def load_trial(ctx: SearchContext, number: int):
                          "from where the study was copied, or give another --out for a new study") from None
 
 
-def retime(ctx: SearchContext, records: list[dict]) -> dict:
+def retime(ctx: SearchContext, records: list[dict]) -> None:
     """Time every student of the completed ``records`` again, side by side in turns
     (:func:`kd_tutorial.evaluate.latency_in_turns`, 3 passes), and set each record's ``latency_ms`` (p50) and
-    ``latency_iqr`` from it; the study's own reading stays in ``study_latency_ms``. Returns each student's timings
-    (``{student: [ms, ...]}``), which :func:`faster` pairs where they pair up (on the CPU), else None."""
+    ``latency_iqr`` from it; the study's own reading stays in ``study_latency_ms``."""
     done = [r for r in records if r["state"] == "COMPLETE"]
     first: dict[str, int] = {}
     # any trial of a student whose weights are kept will do (its latency is its architecture's): those first
@@ -436,8 +418,6 @@ def retime(ctx: SearchContext, records: list[dict]) -> dict:
     for r in done:
         t = timings[r["params"]["student"]]
         r["study_latency_ms"], r["latency_ms"], r["latency_iqr"] = r["latency_ms"], t["p50"], [t["q1"], t["q3"]]
-    paired = device_type(ctx.device) == "cpu"  # latency_in_turns pairs reviews on the CPU only
-    return {name: t["samples"] for name, t in timings.items()} if paired else None
 
 
 def format_front(front: list[dict]) -> str:
@@ -565,8 +545,8 @@ def write_results(study, ctx: SearchContext) -> dict:
     import optuna
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     records = [trial_record(t) for t in study.get_trials(deepcopy=False, states=finished)]
-    samples = retime(ctx, records)
-    front = pareto_front(records, samples)
+    retime(ctx, records)
+    front = pareto_front(records)
     for r in front:
         r.update(evaluate_on_test(ctx, r["number"]))
     plot = plot_front(records, front, ctx.out / "search-pareto.png",
@@ -575,7 +555,7 @@ def write_results(study, ctx: SearchContext) -> dict:
               "device": ctx.device, "steps": ctx.steps, "teacher_val_accuracy": ctx.teacher_val,
               "n_validation": len(ctx.prep.encoded["validation"]),
               "objectives": ["val_accuracy (max)", "latency_ms p50 batch 1 (min)"], "trials": records,
-              "front": front, "plot": plot, "latency_samples": samples}
+              "front": front, "plot": plot}
     atomic_write_json(ctx.out / "search.json", result)
     print(format_front(front), flush=True)
     if not front:
@@ -585,8 +565,7 @@ def write_results(study, ctx: SearchContext) -> dict:
         print(f"validation accuracy is on {result['n_validation']} reviews (one review is "
               f"{100 / max(1, result['n_validation']):.2f} points), so the front's points may differ by noise alone; "
               "two points are scored on the same test reviews, so a paired interval of their difference "
-              "(kd_tutorial.evaluate.paired_bootstrap) tells them apart, not whether these intervals overlap"
-              + ("; two latencies count as a tie unless a paired sign test over the timed reviews tells them apart"
-                 if samples is not None else ""), flush=True)
+              "(kd_tutorial.evaluate.paired_bootstrap) tells them apart, not whether these intervals overlap",
+              flush=True)
     print(f"wrote {ctx.out / 'search.json'} and {plot}", flush=True)
     return result
