@@ -7,8 +7,9 @@ and the commit.
 naive: every batch padded to ``max_length``, fp32, random batches, the teacher called at every step.
 ours:  dynamic padding with length-grouped batches, bf16 autocast where the device has it, the
        teacher's logits computed once and read from a cache, and the profile's ``attention_dropout``
-       (0 on the cpu profile, which lets the fused attention kernel run) and ``student_hidden_dropout``
-       (0 on the cpu profile: no dropout masks to draw).
+       (0 on the cpu profile, which lets the fused attention kernel run), ``student_hidden_dropout``
+       (0 on the cpu profile: no dropout masks to draw) and ``freeze_word_embeddings`` (on the cpu profile: the
+       word embeddings a layer-copied student took from the teacher get no gradient and no Adam update).
 
 Both runs use :func:`kd_tutorial.train.train` from the same initial weights; only those switches differ.
 Throughput counts real (non-pad) tokens, so padding is pure cost.
@@ -33,8 +34,8 @@ import time
 
 from .artifacts import prepare
 from .data import concat_encoded, Encoded
-from .device import (autocast_dtype, bf16_supported, configure, pick_device, resolve_precision, slow_first_calls,
-                     synchronize)
+from .device import (autocast_dtype, bf16_supported, configure, device_type, pick_device, resolve_precision,
+                     slow_first_calls, synchronize)
 from .errors import UsageError
 from .evaluate import latency_in_turns, median_pass, passes_in_turns, predict_logits, throughput
 from .flops import (estimate_profile, forward_flops, imdb_lengths, peak_tflops, precision_name, project,
@@ -196,7 +197,9 @@ def environment(device: str) -> dict:
     compiled = getattr(b, "is_flash_attention_available", lambda: True)()  # torch >= 2.3 can tell
     sdpa = {"flash": bool(cuda and b.flash_sdp_enabled() and compiled and capability >= (8, 0)),
             "mem_efficient": cuda and b.mem_efficient_sdp_enabled(), "math": b.math_sdp_enabled(),
-            "cudnn": cuda and getattr(b, "cudnn_sdp_enabled", lambda: False)()} if cuda else _cpu_sdpa()
+            "cudnn": cuda and getattr(b, "cudnn_sdp_enabled", lambda: False)()}
+    if device_type(device) == "cpu":  # torch's own pick there; Apple's GPU has kernels of its own, not probed
+        sdpa = _cpu_sdpa()
     return {"device": device, "device_name": name, "compute_capability": ".".join(map(str, capability or ())) or None,
             "precision": precision, "tf32_matmuls": b.matmul.allow_tf32,
             "peak_tflops": peak_tflops(name, precision) if cuda else None, "sdpa": sdpa,

@@ -307,10 +307,10 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     else:
         text += (f", at least {duration_text(t['floor_s'])} at 100 % of this {name}'s dense {t['precision']} peak "
                  f"({t['peak_tflops']:.0f} TFLOP/s)")
+    skipped = f"; skipped the report {t['skipped']}" if t.get("skipped") else ""  # a bad number: not read
     if t["projection_s"] is not None:
-        return text + _projection_text(t)
-    if t.get("skipped"):  # this GPU's report, with a bad number: not projected from
-        text += f"; skipped the report {t['skipped']}"
+        return text + _projection_text(t) + skipped
+    text += skipped
     ref = t.get("reference")
     if ref:  # another GPU's share of its peak: a guess, said to be one
         text += (f"; about {duration_text(t['floor_s'] / ref['share'])} if it reaches the {ref['share']:.1%} of its "

@@ -310,7 +310,12 @@ def not_a_number(value, *, optional: bool = True) -> bool:
     """Whether ``value`` is no measurement: a bool, text, a list, inf or nan (and None unless ``optional``)."""
     if value is None:
         return not optional
-    return isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    try:
+        return not math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (400 digits typed into the file)
+        return True
 
 
 def report_problem(report) -> str:
@@ -325,15 +330,19 @@ def report_problem(report) -> str:
     if projection is not None and not isinstance(projection, dict):
         return f"projection is a {type(projection).__name__}, not a table"
     projection = projection or {}
-    numbers = [(f"rates.{k}", v, True) for k, v in (rates or {}).items()]
-    numbers += [(f"projection.{k}", projection.get(k), False) for k in PROJECTION_NUMBERS]
+    # (where, value, what it must be): a rate is a positive number; seconds, where given, are none below zero
+    numbers = [(f"rates.{k}", v, "rate") for k, v in (rates or {}).items()]
+    numbers += [(f"projection.{k}", projection.get(k), "seconds" if k.endswith("_s") else "number")
+                for k in PROJECTION_NUMBERS]
     seconds = projection.get("phase_seconds")
-    numbers += [(f"projection.phase_seconds.{k}", v, False)
+    numbers += [(f"projection.phase_seconds.{k}", v, "seconds")
                 for k, v in (seconds.items() if isinstance(seconds, dict) else [("", seconds)] if seconds else [])]
-    numbers += [("seconds", report.get("seconds"), False)]
-    for where, value, positive in numbers:
-        if not_a_number(value, optional=not positive) or (positive and value <= 0):
-            return f"{where.rstrip('.')} is {value!r}, not a {'positive ' if positive else ''}number"
+    numbers += [("seconds", report.get("seconds"), "seconds")]
+    for where, value, kind in numbers:
+        if not_a_number(value, optional=kind != "rate") or (kind == "rate" and value <= 0):
+            return f"{where.rstrip('.')} is {value!r}, not a {'positive ' if kind == 'rate' else ''}number"
+        if kind == "seconds" and value is not None and value < 0:
+            return f"{where.rstrip('.')} is {value!r}, not a number of seconds (0 or more)"
     return _phase_problem(report.get("phases"), "phases")
 
 
@@ -342,8 +351,8 @@ def _phase_problem(phases, where: str) -> str:
     :func:`report_problem` says it; "" when none."""
     if not isinstance(phases, dict):
         return "" if phases is None else f"{where} is a {type(phases).__name__}, not a table"
-    for key, value in phases.items():
-        if key in PHASE_NUMBERS and not_a_number(value):
+    for key, value in phases.items():  # a table under a number's name is a model's (a student named "speedup")
+        if key in PHASE_NUMBERS and not isinstance(value, dict) and not_a_number(value):
             return f"{where}.{key} is {value!r}, not a number"
         wrong = _phase_problem(value, f"{where}.{key}") if isinstance(value, dict) else ""
         if wrong:
@@ -376,6 +385,8 @@ def _matching_reports(device_name: str | None, results_dir, precision: str | Non
             env = (report or json.loads(path.read_text()))["environment"]
             measured = env["device_name"]
         except (OSError, *JSON_ERRORS, KeyError, TypeError):
+            continue
+        if not isinstance(measured, str):  # a device named by a number or a list: no device this one can match
             continue
         if precision and env.get("precision", precision) != precision:
             continue
@@ -441,14 +452,13 @@ def time_estimate(profile: Profile, device_name: str | None, precision: str = "b
     path = find_report(device_name, results_dir, profile=profile.name, precision=precision)
     report = (read_report(path)[0] if path else None) or {}  # checked by find_report: numbers where they belong
     rates, measured = report.get("rates"), report.get("profile")
+    out["skipped"] = bad_report(device_name, results_dir, precision=precision)  # said, even where another was used
     if rates:
         projected = project(est, rates)
         out |= {"report": str(path), "projection_s": projected["seconds"], "fallbacks": projected["fallbacks"],
                 "report_profile": measured if measured and measured != profile.name else None}
-    else:
-        out["skipped"] = bad_report(device_name, results_dir, precision=precision)
-        if peak:
-            out["reference"] = reference_share(results_dir)
+    elif peak:
+        out["reference"] = reference_share(results_dir)
     return out
 
 

@@ -245,3 +245,11 @@ def test_the_cpu_environment_names_the_sdpa_kernels_that_run_and_the_python_vers
     assert ran["flash"] and env["sdpa"]["flash"] == ran["flash"] and env["sdpa"]["math"] == ran["math"]
     assert not env["sdpa"]["mem_efficient"] and not env["sdpa"]["cudnn"]
     assert env["python"] == platform.python_version()
+
+
+def test_apples_gpu_is_not_reported_as_running_the_cpus_flash_kernel():
+    """environment() asked torch which kernel the CPU's SDPA picks for any device but CUDA, so a report from Apple's
+    GPU said flash attention (the CPU's fused kernel), which MPS cannot run (a review)."""
+    from kd_tutorial.benchmark import _cpu_sdpa, environment
+    assert environment("mps")["sdpa"]["flash"] is False
+    assert environment("cpu")["sdpa"] == _cpu_sdpa()

@@ -326,3 +326,29 @@ def test_another_gpus_report_with_a_bad_projection_gives_no_share(monkeypatch, t
               "projection": {"floor_s": "100", "projected_s": 1000.0}}
     (tmp_path / "benchmark-nvidia-h200.json").write_text(json.dumps(report))
     assert flops.time_estimate(get_profile("full"), "Tesla T4", "fp16")["reference"] is None
+
+
+def test_report_checks_a_review_found_too_strict_or_too_loose(monkeypatch, tmp_path):
+    """A second review of the check: a student named "speedup" (a table under a number's name) refused a valid
+    report; 400 digits typed into a number, or a device named by a number, were tracebacks (OverflowError,
+    TypeError); negative seconds passed; and a bad report went unmentioned where another report was used."""
+    from kd_tutorial.cli import estimate
+    assert flops.report_problem({"phases": {"students": {"speedup": {"seconds": 5.6, "mfu": 0.1}}}}) == ""
+    assert flops.report_problem({"phases": {"students": {"speedup": {"mfu": 10 ** 400}}}}) == \
+        f"phases.students.speedup.mfu is {10 ** 400!r}, not a number"
+    assert flops.report_problem({"projection": {"projected_s": -5.0}}) == \
+        "projection.projected_s is -5.0, not a number of seconds (0 or more)"
+    assert flops.report_problem({"projection": {"phase_seconds": {"teacher": 0.0}}}) == ""  # a phase with no work
+    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path / "no-checkout")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "results").mkdir(parents=True)
+    a100, full = ("NVIDIA A100-SXM4-80GB", "bf16"), get_profile("full")
+    (tmp_path / "home" / "results" / "benchmark-odd.json").write_text(
+        json.dumps({"environment": {"device_name": 5}, "rates": {"train:teacher": 1e12}}))
+    bad = tmp_path / "home" / "results" / "benchmark-a100-full.json"
+    bad.write_text(json.dumps({"environment": {"device_name": a100[0]}, "profile": "full",
+                               "rates": {"train:teacher": "fast"}}))
+    good = {"environment": {"device_name": a100[0]}, "profile": "cpu", "rates": {"train:teacher": 200e12}}
+    (tmp_path / "home" / "results" / "benchmark-a100-cpu.json").write_text(json.dumps(good))
+    text = estimate(full, "cuda", gpu=a100)
+    assert "at the rates measured" in text and f"; skipped the report {bad} (rates.train:teacher" in text
