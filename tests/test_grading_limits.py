@@ -59,6 +59,98 @@ def test_a_checks_limit_keeps_a_share_for_each_later_check_and_a_floor():
     assert limit("learner", 17.0, 6.0, 20.0, 2) == 11.0 and limit("setup", 17.0, 6.0, 20.0, 2) == 17.0
 
 
+def _number_of(nb, fragment: str) -> int:
+    """The number (from 1, as the notes count) of the first code cell of ``nb`` whose source holds ``fragment``."""
+    return 1 + next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and fragment in c.source)
+
+
+def test_a_flood_above_a_def_is_stopped_in_the_kernel_at_the_cap_and_a_later_print_still_runs():
+    """Real kernel: a cell printing without end above `def softmax_with_temperature` had its output discarded past
+    --max-output, but ran on to its cell limit while the kernel's memory grew by GBs. The kernel's own cap stops it
+    from its own print, with no signal (an interrupt sent by the grader once lost a finished cell's reply); the notes
+    and q1's row say so, and the next cell, which prints a line, runs."""
+    nb = _correct_with("softmax_with_temperature", "while True:\n    print('x' * 10000)\n")
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def entropy("))
+    answer.source = "print('the entropy cell')\n" + answer.source
+    flood = _number_of(nb, "print('x' * 10000)")
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=30, max_output_bytes=100_000)
+    assert not any("timed out" in note for note in run.notes), run.notes  # stopped well before its 30 s
+    assert run.notes == [f"printed more than 100,000 bytes of output (truncated); cell {flood} printed more than "
+                         "100,000 bytes of output by itself (--max-output) and was stopped there: print less in it"]
+    assert run.results["q1"] == ("error", "q1: the cell that defines `softmax_with_temperature` printed more than "
+                                          "100,000 bytes of output (--max-output) and was stopped, so "
+                                          "`softmax_with_temperature` was never defined: print less above the `def`")
+    assert run.results["q2"][0] == "passed", run
+
+
+def test_cells_that_each_print_up_to_the_cap_are_not_stopped_and_are_graded_as_before():
+    """Real kernel: five cells each print exactly --max-output characters (their last line; a cell of q1's `def`
+    among them), 500,000 together: none passes the cap by itself, so none is stopped, no reply is lost (the grader's
+    interrupt once lost 8 of 8: a finished cell waited out its limit), and the notebook is graded as before, with the
+    truncation note only."""
+    nb = _correct_with("softmax_with_temperature", "")
+    last_line = "\nprint('x' * 99_999)"  # 99,999 x and a newline: 100,000 characters, the cap itself
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source += last_line
+    at = nb.cells.index(answer)
+    nb.cells[at:at] = [nbformat.v4.new_code_cell(f"x = {i}{last_line}") for i in range(4)]
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=10, max_output_bytes=100_000)
+    assert run.notes == ["printed more than 100,000 bytes of output (truncated)"], run.notes
+    assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "passed", run
+
+
+def test_the_stop_passes_a_learners_except_exception_and_never_stops_a_check():
+    """Real kernel: a flood inside the learner's `try: ... except Exception: pass` above `def entropy` is stopped all
+    the same (the stop is a BaseException); a cell printing one character past the cap is stopped; q1's function,
+    which prints past the cap at each call, is not stopped inside the grader's check, which passes."""
+    nb = _correct_with("entropy", "try:\n    while True:\n        print('x' * 10000)\nexcept Exception:\n    pass\n")
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source += ("\n_kd_softmax = softmax_with_temperature\n\n\n"
+                      "def softmax_with_temperature(logits, temperature=1.0):\n"
+                      "    print('y' * 150_000)\n    return _kd_softmax(logits, temperature)\n")
+    nb.cells = [c for c in nb.cells if "q1.check(" not in c.source]  # the learner's own check cell would be stopped
+    nb.cells.append(nbformat.v4.new_code_cell("print('z' * 100_000)"))  # 100,001 characters with the newline
+    swallowed, past = _number_of(nb, "except Exception:"), _number_of(nb, "print('z' * 100_000)")
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
+    assert not any("timed out" in note for note in run.notes), run.notes
+    assert f"cells {swallowed}, {past} each printed more than 100,000 bytes of output by themselves (--max-output) " \
+           "and were stopped there: print less in them" in run.notes[0], run.notes
+    assert run.results["q2"] == ("error", "q2: the cell that defines `entropy` printed more than 100,000 bytes of "
+                                          "output (--max-output) and was stopped, so `entropy` was never defined: "
+                                          "print less above the `def`"), run
+    assert run.results["q1"][0] == "passed", run
+
+
+def test_the_kernels_cap_writes_what_fits_then_stops_the_cell_from_the_main_thread_only(monkeypatch):
+    """No kernel: runner's capped write keeps a cell's output up to the cap (the last character included), then raises
+    a BaseException from the write that passes it, and from every later one; another thread's writes (ipykernel
+    forwards a subprocess's output from one) and the grader's cells (the cap off) pass through."""
+    import threading
+
+    import pytest
+
+    from kd_tutorial.grading import runner
+    monkeypatch.setattr(runner, "_cap", {"limit": 10, "learner": True, "on": True, "count": 0})
+    written: list[str] = []
+    write = runner._capped(written.append)
+    write("abcdef")
+    write("ghij")  # 10 characters: the cap itself, not past it
+    with pytest.raises(runner.OutputLimitExceeded, match=r"more than 10 bytes .* print less in it"):
+        write("klm")
+    assert not issubclass(runner.OutputLimitExceeded, Exception)
+    with pytest.raises(runner.OutputLimitExceeded):
+        write("n")
+    runner._cap["count"] = 8  # a write that passes the cap keeps what fits
+    with pytest.raises(runner.OutputLimitExceeded):
+        write("xyz")
+    thread = threading.Thread(target=write, args=("from a thread",))
+    thread.start()
+    thread.join()
+    runner.learner_cells(False)  # the purge, before the checks
+    write("from a check")
+    assert written == ["abcdef", "ghij", "xy", "from a thread", "from a check"]
+
+
 def test_the_summary_cuts_long_notes_and_messages_at_a_word_with_an_ellipsis():
     """The printed table cut notes at 110 and messages at 150 characters mid-word ("...the rest was disc")."""
     from kd_tutorial.grading import grader
