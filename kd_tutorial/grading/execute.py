@@ -101,25 +101,16 @@ def _client_class():
     from nbclient import NotebookClient  # noqa: PLC0415
 
     class GraderClient(NotebookClient):
-        """nbclient with a cap on stored output, a record of cell timeouts, and of the cells that the kernel's own
-        cap stopped for their output (:func:`runner.cap_output`)."""
+        """nbclient with a cap on stored output and a record of cell timeouts."""
 
         max_output_bytes = 1_000_000
         output_bytes = 0
         truncated = False
         timed_out = False
-        flooded: tuple = ()  # indices of the cells that failed with runner.OutputLimitExceeded
 
         async def _async_handle_timeout(self, timeout, cell=None):
             self.timed_out = True
             return await super()._async_handle_timeout(timeout, cell)
-
-        async def _check_raise_for_error(self, cell, cell_index, exec_reply):
-            content = (exec_reply or {}).get("content", {})
-            if content.get("status") == "error" and content.get("ename") == "OutputLimitExceeded" and \
-                    cell_index not in self.flooded:
-                self.flooded += (cell_index,)
-            return await super()._check_raise_for_error(cell, cell_index, exec_reply)
 
         def output(self, outs, msg, display_id, cell_index):
             content = msg.get("content", {})
@@ -184,17 +175,14 @@ def _sendable(source: str) -> str:
     return re.sub("[\ud800-\udfff]", "\ufffd", source)
 
 
-def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str, check_nonce: str,
-                   max_output_bytes: int = 1_000_000):
-    """The cells the grader runs, as ``(kind, ref, cell)``: its setup (the guard, the cap on a learner cell's output,
-    and the preloaded imports, which turn that cap on), the learner's code cells (their installs and kernel restarts
-    made ``pass``: :func:`without_installs`), a purge of the learner's modules (which turns the cap off), and one
-    check per exercise label; also the numbers (from 1) of the cells whose installs were skipped, and of those whose
-    restarts were."""
+def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str, check_nonce: str):
+    """The cells the grader runs, as ``(kind, ref, cell)``: its setup (the guard and the preloaded imports), the
+    learner's code cells (their installs and kernel restarts made ``pass``: :func:`without_installs`), a purge of
+    the learner's modules, and one check per exercise label; also the numbers (from 1) of the cells whose installs
+    were skipped, and of those whose restarts were."""
     from nbformat.v4 import new_code_cell  # noqa: PLC0415
     guard = (f"import kd_tutorial.grading.runner as _kd_runner\n"
              f"_kd_runner.install_guard({results_path!r}, {guard_nonce!r}, {_blocked_dirs()!r})\n"
-             f"_kd_runner.cap_output({int(max_output_bytes)!r})\n"
              f"_kd_runner.keep_kernel(globals())\n"
              f"del _kd_runner")
     preload = (f"import importlib as _kd_importlib\n"
@@ -202,7 +190,6 @@ def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str,
                f"for _kd_name in getattr(_kd_importlib.import_module('kd_tutorial.grading.{set_id}'), 'PRELOAD', ()):\n"
                f"    _kd_importlib.import_module(_kd_name)\n"
                f"_kd_importlib.import_module('kd_tutorial.grading.runner').remember_libraries()\n"
-               f"_kd_importlib.import_module('kd_tutorial.grading.runner').learner_cells(True)\n"
                f"del _kd_importlib, _kd_name")
     learner = [(i, c) for i, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
     cells = [("setup", None, new_code_cell(guard)), ("setup", None, new_code_cell(preload))]
@@ -251,8 +238,7 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
     stop: tuple[str, str] | None = None
     client = None
     try:
-        cells, installs, restarts = _grading_cells(nb, set_id, labels, results_path, guard_nonce, check_nonce,
-                                                   max_output_bytes)
+        cells, installs, restarts = _grading_cells(nb, set_id, labels, results_path, guard_nonce, check_nonce)
         for what, found in (("installs", installs), ("kernel restarts", restarts)):
             if found:
                 run.notes.append(f"{what} skipped (the grader does not run them): cell{'s' * (len(found) > 1)} "
@@ -269,9 +255,8 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
         run.notes.append(f"grader could not run the notebook: {type(exc).__name__}: {exc}"[:300])
         stop = stop or (ERROR, f"the grader could not run the notebook ({type(exc).__name__})")
     finally:  # also on Ctrl-C, SIGTERM, SIGHUP (KeyboardInterrupt): no kd-grade-* folder is left behind
-        if client is not None and (client.truncated or getattr(client, "flooded", ())):
-            run.notes.append(_output_note(max_output_bytes, client.truncated,
-                                          [cells[i][1] + 1 for i in client.flooded if cells[i][0] == "learner"]))
+        if client is not None and client.truncated:
+            run.notes.append(f"printed more than {max_output_bytes:,} bytes of output (truncated)")
         _read_results(results_path, guard_nonce, check_nonce, set_id, run)
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(resdir, ignore_errors=True)
@@ -286,19 +271,6 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
                             if status == NOT_ATTEMPTED and message.endswith(UNDEFINED)})
     run.seconds = round(time.monotonic() - start, 2)
     return run
-
-
-def _output_note(max_output_bytes: int, truncated: bool, stopped: list[int]) -> str:
-    """The note on a notebook's output past --max-output: kept up to it (``truncated``), and the learner's cells
-    (numbered from 1) that the kernel's cap stopped for printing more than that by themselves (``stopped``)."""
-    kept = f"printed more than {max_output_bytes:,} bytes of output (truncated)"
-    if not stopped:
-        return kept
-    one = len(stopped) == 1
-    cells = f"cell{'' if one else 's'} {', '.join(map(str, stopped[:10]))}{'' if len(stopped) <= 10 else ', ...'}"
-    return (f"{kept + '; ' if truncated else ''}{cells} {'' if one else 'each '}printed more than "
-            f"{max_output_bytes:,} bytes of output by {'itself' if one else 'themselves'} (--max-output) and "
-            f"{'was' if one else 'were'} stopped there: print less in {'it' if one else 'them'}")
 
 
 def _temp_folders() -> tuple[str, str]:

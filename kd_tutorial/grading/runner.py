@@ -4,8 +4,6 @@
   hook (which cannot be removed) that refuses to open notebook files and
   anything under the solutions folders, and records such attempts, and calls
   to ``q.solution()``, as flags.
-* :func:`cap_output` runs before them too: a learner's cell that prints more than the grader's ``--max-output`` by
-  itself is stopped there, by :class:`OutputLimitExceeded` raised from its own write.
 * :func:`grade_into` runs *after* the learner's cells, once per exercise,
   with freshly imported checks; it appends one JSON line (tagged with a nonce
   that the learner's code never saw) to a results file chosen by the grader.
@@ -18,7 +16,6 @@ import json
 import os
 import re
 import sys
-import threading
 import time
 
 
@@ -161,9 +158,7 @@ def restore_libraries() -> list[str]:
 
 def purge_modules() -> None:
     """Put back what the learner's cells changed in the libraries the checks use (flagged), then forget every
-    imported ``kd_tutorial`` module, so that checks run from fresh, unpatched code. The output cap is off from here:
-    the checks (and the grader's cells after them) are never stopped by it."""
-    learner_cells(False)
+    imported ``kd_tutorial`` module, so that checks run from fresh, unpatched code."""
     changed = restore_libraries()
     if changed and _flag[0] is not None:
         _flag[0]("patched-libraries", ", ".join(changed))
@@ -191,94 +186,16 @@ def record_failed_cells() -> None:
     def after(result) -> None:
         err = result.error_before_exec or result.error_in_exec
         shell.kd_last_error = err  # the error of the cell run last, for mark_interrupted
-        if isinstance(err, OutputLimitExceeded):  # stopped by the grader's cap, not the learner's own error
-            shell.kd_failed_cells.append((result.info.raw_cell, err, (output_reason(_cap["limit"]), False)))
-        elif err is not None:
+        if err is not None:
             shell.kd_failed_cells.append((result.info.raw_cell, err))
     shell.events.register("post_run_cell", after)
 
 
-class OutputLimitExceeded(BaseException):
-    """Raised from a learner's own write to ``sys.stdout`` or ``sys.stderr`` once the cell running prints more than
-    the grader's ``--max-output`` (:func:`cap_output`): the cell ran on to its time limit while the kernel's memory
-    grew by GBs. A BaseException, so that the learner's ``except Exception:`` does not swallow it."""
-
-
-# the cap on one learner cell's output: its limit (None: no cap), whether the learner's cells run now (between the
-# grader's setup and its purge), whether it is on (while a learner cell's code runs), and that cell's count so far
-_cap: dict = {"limit": None, "learner": False, "on": False, "count": 0}
-
-
-def output_reason(limit: int) -> str:
-    """Why a cell was stopped for its output, as a row says it (after "the cell that defines `f`")."""
-    return f"printed more than {limit:,} bytes of output (--max-output) and was stopped"
-
-
-def _capped(write):
-    """``write`` (a stream's bound method) that counts what the main thread writes while :data:`_cap` is on, writes
-    what fits in the cell's limit, then raises :class:`OutputLimitExceeded` (again at each later write of the cell).
-    Another thread's writes (ipykernel forwards a subprocess's output from one) are passed through."""
-    main = threading.main_thread()
-
-    def capped_write(text):
-        if not _cap["on"] or not isinstance(text, str) or threading.current_thread() is not main:
-            return write(text)
-        room = _cap["limit"] - _cap["count"]
-        _cap["count"] += len(text)
-        if len(text) <= room:
-            return write(text)
-        if room > 0:
-            write(text[:room])
-        raise OutputLimitExceeded(f"kd-tutorial grader: this cell {output_reason(_cap['limit'])}: print less in it")
-    capped_write.kd_capped = True
-    return capped_write
-
-
-def _cap_streams() -> None:
-    """Wrap the write of the kernel's ``sys.stdout`` and ``sys.stderr`` (:func:`_capped`), unless done already."""
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name, None)
-        write = getattr(stream, "write", None)
-        if write is None or getattr(write, "kd_capped", False):
-            continue
-        try:
-            stream.write = _capped(write)
-        except (AttributeError, TypeError):  # a stream whose attributes are read-only: left as it is
-            pass
-
-
-def cap_output(limit: int) -> None:
-    """From now on, count the output of each cell (from its start: IPython's ``pre_run_cell``) and stop a learner's
-    cell that prints more than ``limit`` characters by itself (:class:`OutputLimitExceeded`). The cap is on only
-    while a cell's code runs (``post_execute`` turns it off, before IPython's own hooks and the kernel's reply), and
-    only for the cells run between :func:`learner_cells` ``(True)`` and ``(False)``."""
-    shell = _shell()
-    if shell is None:
-        return
-    _cap["limit"] = int(limit)
-
-    def before(info) -> None:
-        _cap_streams()  # at each cell: IPython's own wrapper of write (its history's tee) is put back after each
-        _cap["count"], _cap["on"] = 0, _cap["learner"]
-
-    def after() -> None:
-        _cap["on"] = False
-    shell.events.register("pre_run_cell", before)
-    shell.events.register("post_execute", after)
-
-
-def learner_cells(running: bool) -> None:
-    """Whether the cells from the next one on are the learner's (the output cap applies) or the grader's."""
-    _cap["learner"] = bool(running)
-    if not running:
-        _cap["on"] = False
-
-
 def mark_interrupted(reason: str, timed_out: bool = True) -> None:
-    """Run by the grader right after it interrupted a learner's cell at its time limit (``timed_out`` False: for
-    another reason; too much output is stopped in the kernel instead, :func:`cap_output`): when that cell, the last
-    one run, failed with the KeyboardInterrupt, its record says why (``reason``: "ran past the cell limit (60 s) and
-    was interrupted"), so that a name it left undefined is not blamed on a Ctrl-C of the learner's."""
+    """Run by the grader right after it interrupted a learner's cell (at its time limit, or for too much output:
+    ``timed_out`` False): when that cell, the last one run, failed with the KeyboardInterrupt, its record says why
+    (``reason``: "ran past the cell limit (60 s) and was interrupted"), so that a name it left undefined is not
+    blamed on a Ctrl-C of the learner's."""
     shell = _shell()
     cells = getattr(shell, "kd_failed_cells", None)
     err = getattr(shell, "kd_last_error", None)
