@@ -194,8 +194,10 @@ def results_markdown(results: dict) -> str:
             f"{_layers_phase(phases)}students "
             f"{phases['students']:.0f} s, evaluation {phases['evaluation']:.0f} s{reused}), {_precision_text(run)}, commit "
             f"`{run.get('git_commit') or '-'}`.{_busy_text(run)}\n\n")
+    passes = all(r.get("reviews_per_s_passes") for r in results["models"])  # in turns, the median pass kept
     table = (f"| model | {split} acc % | % of teacher | agreement % | ECE ({ECE_BINS} bins) | params M | "
-             "p50 ms, batch 1 (IQR) | reviews/s | train tokens/s |\n|---|---|---|---|---|---|---|---|---|\n")
+             f"p50 ms, batch 1 (IQR) | reviews/s{' (median of 3 passes)' if passes else ''} | train tokens/s |\n"
+             "|---|---|---|---|---|---|---|---|---|\n")
     notes = run.get("data_notes")
     out = head + (f"Data: {'; '.join(notes)}.\n\n" if notes else "") + table + "\n".join(rows) + "\n\n"
     out += _cached_speed_note(results["models"])

@@ -34,6 +34,14 @@ def test_a_run_started_on_a_busy_machine_says_so_beside_its_times():
         assert (said in results_markdown(results)) is shown, load
 
 
+def test_the_throughput_column_says_it_is_the_median_pass_where_it_is():
+    results = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "tiny.json").read_text())
+    assert "| reviews/s | train tokens/s |" in results_markdown(results)  # recorded before the passes were
+    for row in results["models"]:
+        row["reviews_per_s_passes"] = [[row["reviews_per_s"]] * 3]
+    assert "| reviews/s (median of 3 passes) | train tokens/s |" in results_markdown(results)
+
+
 def test_distill_records_the_load_before_it_started(monkeypatch):
     from kd_tutorial import pipeline, threads
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.5, 1.0, 0.5))
