@@ -337,4 +337,22 @@ def _hub_cached(repo_id: str, repo_type: str, profile: str) -> str:
     names = [f.file_name for r in repos for rev in r.revisions for f in rev.files]
     if repo_type == "model" and not any(n.endswith((".safetensors", ".bin")) for n in names):
         return f"missing its weights (only its config or tokenizer is cached): run `{fix}`"
+    cut = next((Path(f.file_path) for r in repos for rev in r.revisions for f in rev.files
+                if f.file_name.endswith(".safetensors") and not _whole_safetensors(Path(f.file_path))), None)
+    if cut is not None:  # the Hub's client hands back a cached file as it is: prefetching again would not mend it
+        return (f"damaged: its {cut.name} is cut short (a download or a copy that stopped early): delete "
+                f"{repos[0].repo_path} and run `{fix}` again")
     return "cached"
+
+
+def _whole_safetensors(path: Path) -> bool:
+    """Whether a .safetensors file holds every byte its header promises: an 8-byte length, that many bytes of JSON,
+    then the tensors up to the largest ``data_offsets`` end."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size >= 8 + size + end
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):  # no header, or not one
+        return False

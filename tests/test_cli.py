@@ -652,8 +652,17 @@ def test_a_model_cached_without_its_weights_is_not_ready(tmp_path, monkeypatch):
     (snapshot / "config.json").write_text("{}")
     monkeypatch.setattr(_cache_manager, "HF_HUB_CACHE", str(tmp_path))
     assert _hub_cached("org/bert", "model", "cpu").startswith("missing its weights")
-    (snapshot / "model.safetensors").write_bytes(b"weights")
+    import torch
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(64, 64)}, str(snapshot / "model.safetensors"))
     assert _hub_cached("org/bert", "model", "cpu") == "cached"
+    whole = (snapshot / "model.safetensors").read_bytes()  # a download or a copy (a cut tar) stopped early
+    for cut in (whole[:-100], whole[:4], b""):
+        (snapshot / "model.safetensors").write_bytes(cut)
+        assert _hub_cached("org/bert", "model", "cpu") == (
+            f"damaged: its model.safetensors is cut short (a download or a copy that stopped early): delete "
+            f"{tmp_path / 'models--org--bert'} and run `kd-tutorial prefetch --profile cpu` again"), len(cut)
+    (snapshot / "model.safetensors").write_bytes(whole)
     assert _hub_cached("org/other", "model", "cpu") == "missing (run `kd-tutorial prefetch --profile cpu`)"
 
 
