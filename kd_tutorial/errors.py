@@ -71,6 +71,18 @@ def model_source_error(name_or_path: str, what: str = "model", hint: str = "", c
                             f"models){hint}, or check the name")
 
 
+def damaged_weights_error(name_or_path: str, what: str, cause: str, hint: str = "") -> ModelSourceError:
+    """The one-line error for a ``what`` whose cached weights cannot be read (safetensors' own error, ``cause``): a
+    download or a copy that stopped early. Prefetching again does not mend it (the Hub's client hands back a cached
+    file as it is): the cached folder must go first."""
+    if os.path.isdir(os.path.expanduser(name_or_path)):  # a folder of the user's: said as any folder that cannot load
+        return model_source_error(name_or_path, what, cause=cause)
+    return ModelSourceError(f"cannot load {what} {name_or_path!r}: its cached weights file is damaged ({cause}), cut "
+                            "short by a download or a copy that stopped early: delete its folder in the Hugging Face "
+                            "cache (models--ORG--NAME under $HF_HOME/hub) and load it again on a machine with internet "
+                            f"(`kd-tutorial prefetch --profile P`{hint})")
+
+
 def error_chain(err: BaseException | None):
     """``err``, then each error it was raised from or during (``__cause__``, else ``__context__``), each once: where a
     library's plain OSError or AssertionError hides the error that says what happened."""

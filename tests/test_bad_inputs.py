@@ -1332,3 +1332,29 @@ def test_a_setting_the_built_in_reviews_cannot_meet_is_refused_before_any_folder
     assert line.endswith("val_size=0 does not fit the 1200 labelled reviews: give --set val_size=N with 2 <= N <= "
                          "1198 or more reviews"), line
     assert not (tmp_path / "new").exists()
+
+
+def test_a_hub_teacher_whose_cached_weights_were_cut_short_falls_back_or_says_what_to_delete(tmp_path, monkeypatch):
+    """A cached Hub teacher whose model.safetensors a cut download or copy left short: safetensors' error blocked the
+    [offline] package's copy (only an OSError fell back), and the line said "offline or not cached" and to prefetch
+    again, which does not mend a cached file (a review)."""
+    from kd_tutorial import data, models
+    from kd_tutorial.errors import ModelSourceError
+    hub = tmp_path / "hub"
+    models.load_teacher("tiny-bert").save_pretrained(hub)
+    data.get_tokenizer(None).save_pretrained(hub)
+    with open(hub / "model.safetensors", "r+b") as fh:
+        fh.truncate(1000)
+    package = tmp_path / "package"
+    models.load_teacher("tiny-bert").save_pretrained(package)
+    monkeypatch.setattr(models, "resolve_source", lambda name, fallback=None, prefer_local=False:
+                        str(hub) if name == "org/teacher" else name)  # the Hub's cached copy
+    monkeypatch.setattr(models, "fallback_path", lambda fallback: package if fallback else None)
+    model = models.load_teacher("org/teacher", fallback="some-package")  # the package's copy loads instead
+    assert model.config.num_hidden_layers == models.tiny_bert_config().num_hidden_layers
+    with pytest.raises(ModelSourceError) as refused:
+        models.load_teacher("org/teacher", hint=", here --profile cpu")
+    said = str(refused.value)
+    assert said.startswith("cannot load model 'org/teacher': its cached weights file is damaged (SafetensorError"), said
+    assert said.endswith("delete its folder in the Hugging Face cache (models--ORG--NAME under $HF_HOME/hub) and load "
+                         "it again on a machine with internet (`kd-tutorial prefetch --profile P`, here --profile cpu)")
