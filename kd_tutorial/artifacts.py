@@ -343,7 +343,7 @@ def _hub_cached(repo_id: str, repo_type: str, profile: str) -> str:
     cut = next((Path(f.file_path) for r in repos for rev in r.revisions for f in rev.files
                 if f.file_name.endswith(".safetensors") and not _whole_safetensors(Path(f.file_path))), None)
     if cut is not None:  # the Hub's client hands back a cached file as it is: prefetching again would not mend it
-        return (f"damaged: its {cut.name} is cut short (a download or a copy that stopped early): delete "
+        return (f"unusable: its {cut.name} is cut short (a download or a copy that stopped early): delete "
                 f"{repos[0].repo_path} and run `{fix}` again")
     return "cached"
 

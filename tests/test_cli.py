@@ -660,7 +660,7 @@ def test_a_model_cached_without_its_weights_is_not_ready(tmp_path, monkeypatch):
     for cut in (whole[:-100], whole[:4], b""):
         (snapshot / "model.safetensors").write_bytes(cut)
         assert _hub_cached("org/bert", "model", "cpu") == (
-            f"damaged: its model.safetensors is cut short (a download or a copy that stopped early): delete "
+            f"unusable: its model.safetensors is cut short (a download or a copy that stopped early): delete "
             f"{tmp_path / 'models--org--bert'} and run `kd-tutorial prefetch --profile cpu` again"), len(cut)
     (snapshot / "model.safetensors").write_bytes(whole)
     assert _hub_cached("org/other", "model", "cpu") == "missing (run `kd-tutorial prefetch --profile cpu`)"
