@@ -59,6 +59,222 @@ def test_a_checks_limit_keeps_a_share_for_each_later_check_and_a_floor():
     assert limit("learner", 17.0, 6.0, 20.0, 2) == 11.0 and limit("setup", 17.0, 6.0, 20.0, 2) == 17.0
 
 
+def _number_of(nb, fragment: str) -> int:
+    """The number (from 1, as the notes count) of the first code cell of ``nb`` whose source holds ``fragment``."""
+    return 1 + next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and fragment in c.source)
+
+
+def test_a_flood_above_a_def_is_stopped_in_the_kernel_at_the_cap_and_a_later_print_still_runs():
+    """Real kernel: a cell printing without end above `def softmax_with_temperature` had its output discarded past
+    --max-output, but ran on to its cell limit while the kernel's memory grew by GBs. The kernel's own cap stops it
+    from its own print, with no signal (an interrupt sent by the grader once lost a finished cell's reply); the notes
+    and q1's row say so, and the next cell, which prints a line, runs."""
+    nb = _correct_with("softmax_with_temperature", "while True:\n    print('x' * 10000)\n")
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def entropy("))
+    answer.source = "print('the entropy cell')\n" + answer.source
+    flood = _number_of(nb, "print('x' * 10000)")
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=30, max_output_bytes=100_000)
+    assert not any("timed out" in note for note in run.notes), run.notes  # stopped well before its 30 s
+    assert run.notes == [f"printed more than 100,000 bytes of output (truncated); cell {flood} printed more than "
+                         "100,000 bytes of output by itself (--max-output) and was stopped there: print less in it"]
+    assert run.results["q1"] == ("error", "q1: the cell that defines `softmax_with_temperature` printed more than "
+                                          "100,000 bytes of output (--max-output) and was stopped, so "
+                                          "`softmax_with_temperature` was never defined: print less above the `def`")
+    assert run.results["q2"][0] == "passed", run
+
+
+def test_cells_that_each_print_up_to_the_cap_are_not_stopped_and_are_graded_as_before():
+    """Real kernel: five cells each print exactly --max-output characters (their last line; a cell of q1's `def`
+    among them), 500,000 together: none passes the cap by itself, so none is stopped, no reply is lost (the grader's
+    interrupt once lost 8 of 8: a finished cell waited out its limit), and the notebook is graded as before, with the
+    truncation note only."""
+    nb = _correct_with("softmax_with_temperature", "")
+    last_line = "\nprint('x' * 99_999)"  # 99,999 x and a newline: 100,000 characters, the cap itself
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source += last_line
+    at = nb.cells.index(answer)
+    nb.cells[at:at] = [nbformat.v4.new_code_cell(f"x = {i}{last_line}") for i in range(4)]
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=10, max_output_bytes=100_000)
+    assert run.notes == ["printed more than 100,000 bytes of output (truncated)"], run.notes
+    assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "passed", run
+
+
+def test_the_stop_passes_a_learners_except_exception_and_never_stops_a_check():
+    """Real kernel: a flood inside the learner's `try: ... except Exception: pass` above `def entropy` is stopped all
+    the same (the stop is a BaseException); a cell printing one character past the cap is stopped; q1's function,
+    which prints past the cap at each call, is not stopped inside the grader's check, which passes."""
+    nb = _correct_with("entropy", "try:\n    while True:\n        print('x' * 10000)\nexcept Exception:\n    pass\n")
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source += ("\n_kd_softmax = softmax_with_temperature\n\n\n"
+                      "def softmax_with_temperature(logits, temperature=1.0):\n"
+                      "    print('y' * 150_000)\n    return _kd_softmax(logits, temperature)\n")
+    nb.cells = [c for c in nb.cells if "q1.check(" not in c.source]  # the learner's own check cell would be stopped
+    nb.cells.append(nbformat.v4.new_code_cell("print('z' * 100_000)"))  # 100,001 characters with the newline
+    swallowed, past = _number_of(nb, "except Exception:"), _number_of(nb, "print('z' * 100_000)")
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
+    assert not any("timed out" in note for note in run.notes), run.notes
+    assert f"cells {swallowed}, {past} each printed more than 100,000 bytes of output by themselves (--max-output) " \
+           "and were stopped there: print less in them" in run.notes[0], run.notes
+    assert run.results["q2"] == ("error", "q2: the cell that defines `entropy` printed more than 100,000 bytes of "
+                                          "output (--max-output) and was stopped, so `entropy` was never defined: "
+                                          "print less above the `def`"), run
+    assert run.results["q1"][0] == "passed", run
+
+
+def _fake_cap(monkeypatch, limit: int):
+    """runner's cap installed on a stand-in shell, as in a kernel without IPython 9's per-cell tee of write (IPython
+    8): the shell's ``pre_run_cell`` and ``post_execute`` hooks, and a cell runner ``run(source, code)``."""
+    import io
+    import sys
+    import types
+
+    from kd_tutorial.grading import runner
+    hooks: dict = {}
+    shell = types.SimpleNamespace(events=types.SimpleNamespace(
+        register=lambda event, func: hooks.setdefault(event, []).append(func)))
+    monkeypatch.setattr(runner, "_shell", lambda: shell)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # the kernel's own stream, as cap_output finds it
+    runner.cap_output(limit)
+
+    def run(source: str, code) -> None:
+        for hook in hooks["pre_run_cell"]:
+            hook(types.SimpleNamespace(raw_cell=source))
+        try:
+            code()
+        finally:
+            for hook in hooks["post_execute"]:
+                hook()
+    return shell, run
+
+
+def test_the_kernels_cap_writes_what_fits_then_stops_the_cell_from_the_main_thread_only(monkeypatch):
+    """No kernel: runner's capped write keeps a cell's output up to the cap (the last character included), then raises
+    a BaseException from the write that passes it, and from every later one; another thread's writes (ipykernel
+    forwards a subprocess's output from one) and the grader's cells (marked runner.GRADER_CELL) pass through."""
+    import sys
+    import threading
+
+    import pytest
+
+    from kd_tutorial.grading import runner
+    shell, run = _fake_cap(monkeypatch, 10)
+    written = sys.stdout
+
+    def cell():
+        sys.stdout.write("abcdef")
+        sys.stdout.write("ghij")  # 10 characters: the cap itself, not past it
+        with pytest.raises(runner.OutputLimitExceeded, match=r"more than 10 bytes .* print less in it"):
+            sys.stdout.write("klm")
+        with pytest.raises(runner.OutputLimitExceeded):
+            sys.stdout.write("n")
+        shell.kd_output_cap["count"] = 8  # a write that passes the cap keeps what fits
+        with pytest.raises(runner.OutputLimitExceeded):
+            sys.stdout.write("xyz")
+        thread = threading.Thread(target=sys.stdout.write, args=("|from a thread",))
+        thread.start()
+        thread.join()
+    run("print('learner')", cell)
+    assert not issubclass(runner.OutputLimitExceeded, Exception)
+    run(f"{runner.GRADER_CELL}\ncheck()", lambda: sys.stdout.write("|from a check" * 10))
+    assert written.getvalue() == "abcdefghijxy|from a thread" + "|from a check" * 10
+
+
+def test_a_learners_tee_of_stdout_counts_each_print_once_without_ipythons_tee(monkeypatch):
+    """No kernel, IPython 8's way (no per-cell tee of write): a learner's `sys.stdout = Tee(sys.stdout, 'log.txt')`
+    had both its own write and the kernel's stream's capped, and a print of 60 characters at a cap of 100 was stopped
+    (counted twice). The cap wraps only the kernel's own stream, and counts a write once however many capped writes
+    it passes; a file or StringIO that sys.stdout is redirected to is not counted at all."""
+    import io
+    import sys
+
+    import pytest
+
+    from kd_tutorial.grading import runner
+    _, run = _fake_cap(monkeypatch, 100)
+    kernel_stream, log = sys.stdout, io.StringIO()
+
+    class Tee:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def write(self, text):
+            self.stream.write(text)
+            log.write(text)
+    run("install the tee", lambda: setattr(sys, "stdout", Tee(sys.stdout)))
+    run("print 60", lambda: print("g" * 59))
+    run("print 60 again", lambda: print("g" * 59))
+    with pytest.raises(runner.OutputLimitExceeded):
+        run("print 101", lambda: print("g" * 100))
+    assert kernel_stream.getvalue() == "g" * 59 + "\n" + "g" * 59 + "\n" + "g" * 100
+    run("redirect to a StringIO", lambda: setattr(sys, "stdout", io.StringIO()))
+    run("print 300 there", lambda: print("s" * 300))
+    assert len(sys.stdout.getvalue()) == 301
+
+
+def _with_cells_before(nb, label_cell: str, *sources: str):
+    """``nb`` with code cells of ``sources`` put just above the cell that answers ``label_cell``."""
+    at = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.startswith(f"def {label_cell}("))
+    nb.cells[at:at] = [nbformat.v4.new_code_cell(source) for source in sources]
+    return nb
+
+
+def _not_stopped(run) -> None:
+    """No cell of ``run`` was stopped for its output, no check timed out, and both checks passed."""
+    assert not any("stopped" in note or "timed out" in note for note in run.notes), run.notes
+    assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "passed", run
+
+
+def test_a_print_after_a_cell_with_a_top_level_await_is_counted_once():
+    """Real kernel (IPython 9): a cell with a top-level `await` runs without IPython's tee of write, so the cap's
+    wrapper stayed, and from the next cell on each write passed two capped writes: a correct answer printing 60,000
+    characters at a cap of 100,000 was stopped. A write now counts once."""
+    nb = _with_cells_before(_correct_with("softmax_with_temperature", ""), "softmax_with_temperature",
+                            "import asyncio\nawait asyncio.sleep(0)", "print('a' * 60_000)")
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
+    _not_stopped(run)
+
+
+def test_a_learner_cell_that_forgets_the_kd_tutorial_modules_never_gets_a_check_stopped():
+    """Real kernel: a learner cell deleted the kd_tutorial modules from sys.modules, so the purge imported a new
+    runner that switched off another copy of the cap, and q1's check of a function printing 300,000 characters at
+    each call was stopped. The cap lives on the shell, and is never on for the grader's own cells."""
+    nb = _correct_with("softmax_with_temperature", "")
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source += ("\n_kd_softmax = softmax_with_temperature\n\n\n"
+                      "def softmax_with_temperature(logits, temperature=1.0):\n"
+                      "    print('y' * 300_000)\n    return _kd_softmax(logits, temperature)\n")
+    nb.cells = [c for c in nb.cells if "q1.check(" not in c.source]  # the learner's own check cell would be stopped
+    _with_cells_before(nb, "softmax_with_temperature",
+                       "import sys\nfor _m in [m for m in sys.modules if m.startswith('kd_tutorial')]:\n"
+                       "    del sys.modules[_m]")
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
+    _not_stopped(run)
+
+
+def test_a_learners_pre_run_cell_hook_that_floods_never_gets_a_check_stopped():
+    """Real kernel: a learner's last cell hooked pre_run_cell to print 200,000 characters; the hook's print, counted in
+    each check's cell, stopped it, and every check "did not report a result". The grader's cells are never capped."""
+    nb = _correct_with("softmax_with_temperature", "")
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "get_ipython().events.register('pre_run_cell', lambda info: print('p' * 200_000))"))
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
+    assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "passed", run
+
+
+def test_output_redirected_to_a_file_or_a_stringio_is_not_counted():
+    """Real kernel: a learner's `sys.stdout = open('train.log', 'w')` (or an io.StringIO) set in one cell had the
+    next cell's 300,000 characters to it counted, and stopped. Only the kernel's own streams are capped."""
+    nb = _with_cells_before(
+        _correct_with("softmax_with_temperature", ""), "softmax_with_temperature",
+        "import io, sys\n_old = sys.stdout\nsys.stdout = open('train.log', 'w')",
+        "for i in range(3000):\n    print('epoch', i, 'f' * 100)\nsys.stdout.close()\nsys.stdout = io.StringIO()")
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source = ("print('s' * 300_000)\n_n = len(sys.stdout.getvalue())\nsys.stdout = _old\n"  # above q1's def:
+                     "assert _n == 300_001, _n\n" + answer.source)  # q1 passes only if the print and the assert held
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
+    _not_stopped(run)
+
+
 def test_the_summary_cuts_long_notes_and_messages_at_a_word_with_an_ellipsis():
     """The printed table cut notes at 110 and messages at 150 characters mid-word ("...the rest was disc")."""
     from kd_tutorial.grading import grader

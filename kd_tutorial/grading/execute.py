@@ -23,6 +23,7 @@ from pathlib import Path
 from ..errors import DISK_FULL, JSON_ERRORS, UserError
 from .core import ERROR, NOT_ATTEMPTED, TIMEOUT, UNDEFINED
 from .registry import SETS
+from .runner import GRADER_CELL
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
@@ -101,16 +102,25 @@ def _client_class():
     from nbclient import NotebookClient  # noqa: PLC0415
 
     class GraderClient(NotebookClient):
-        """nbclient with a cap on stored output and a record of cell timeouts."""
+        """nbclient with a cap on stored output, a record of cell timeouts, and of the cells that the kernel's own
+        cap stopped for their output (:func:`runner.cap_output`)."""
 
         max_output_bytes = 1_000_000
         output_bytes = 0
         truncated = False
         timed_out = False
+        flooded: tuple = ()  # indices of the cells that failed with runner.OutputLimitExceeded
 
         async def _async_handle_timeout(self, timeout, cell=None):
             self.timed_out = True
             return await super()._async_handle_timeout(timeout, cell)
+
+        async def _check_raise_for_error(self, cell, cell_index, exec_reply):
+            content = (exec_reply or {}).get("content", {})
+            if content.get("status") == "error" and content.get("ename") == "OutputLimitExceeded" and \
+                    cell_index not in self.flooded:
+                self.flooded += (cell_index,)
+            return await super()._check_raise_for_error(cell, cell_index, exec_reply)
 
         def output(self, outs, msg, display_id, cell_index):
             content = msg.get("content", {})
@@ -175,17 +185,20 @@ def _sendable(source: str) -> str:
     return re.sub("[\ud800-\udfff]", "\ufffd", source)
 
 
-def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str, check_nonce: str):
-    """The cells the grader runs, as ``(kind, ref, cell)``: its setup (the guard and the preloaded imports), the
-    learner's code cells (their installs and kernel restarts made ``pass``: :func:`without_installs`), a purge of
-    the learner's modules, and one check per exercise label; also the numbers (from 1) of the cells whose installs
-    were skipped, and of those whose restarts were."""
+def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str, check_nonce: str,
+                   max_output_bytes: int = 1_000_000):
+    """The cells the grader runs, as ``(kind, ref, cell)``: its setup (the guard, the cap on a learner cell's output,
+    and the preloaded imports), the learner's code cells (their installs and kernel restarts made ``pass``:
+    :func:`without_installs`), a purge of the learner's modules, and one check per exercise label, each of the
+    grader's own cells marked (``runner.GRADER_CELL``: the cap is never on for them); also the numbers (from 1) of
+    the cells whose installs were skipped, and of those whose restarts were."""
     from nbformat.v4 import new_code_cell  # noqa: PLC0415
-    guard = (f"import kd_tutorial.grading.runner as _kd_runner\n"
+    guard = (f"{GRADER_CELL}\nimport kd_tutorial.grading.runner as _kd_runner\n"
              f"_kd_runner.install_guard({results_path!r}, {guard_nonce!r}, {_blocked_dirs()!r})\n"
+             f"_kd_runner.cap_output({int(max_output_bytes)!r})\n"
              f"_kd_runner.keep_kernel(globals())\n"
              f"del _kd_runner")
-    preload = (f"import importlib as _kd_importlib\n"
+    preload = (f"{GRADER_CELL}\nimport importlib as _kd_importlib\n"
                f"for _kd_name in {PRELOAD!r}:\n    _kd_importlib.import_module(_kd_name)\n"
                f"for _kd_name in getattr(_kd_importlib.import_module('kd_tutorial.grading.{set_id}'), 'PRELOAD', ()):\n"
                f"    _kd_importlib.import_module(_kd_name)\n"
@@ -197,10 +210,10 @@ def _grading_cells(nb, set_id: str, labels, results_path: str, guard_nonce: str,
     restarts = {i: without_installs(source, RESTART_LINE) for i, (source, _) in sources.items()}
     cells += [("learner", i, new_code_cell(restarts[i][0])) for i, _ in learner]
     cells.append(("purge", None, new_code_cell(
-        "__import__('kd_tutorial.grading.runner', fromlist=['_']).purge_modules()")))
+        f"{GRADER_CELL}\n__import__('kd_tutorial.grading.runner', fromlist=['_']).purge_modules()")))
     for label in labels:
         cells.append(("check", label, new_code_cell(
-            f"__import__('kd_tutorial.grading.runner', fromlist=['_']).grade_into("
+            f"{GRADER_CELL}\n__import__('kd_tutorial.grading.runner', fromlist=['_']).grade_into("
             f"{set_id!r}, {label!r}, globals(), {results_path!r}, {check_nonce!r})")))
     return cells, *([i + 1 for i, (_, found) in skipped.items() if found] for skipped in (sources, restarts))
 
@@ -238,7 +251,8 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
     stop: tuple[str, str] | None = None
     client = None
     try:
-        cells, installs, restarts = _grading_cells(nb, set_id, labels, results_path, guard_nonce, check_nonce)
+        cells, installs, restarts = _grading_cells(nb, set_id, labels, results_path, guard_nonce, check_nonce,
+                                                   max_output_bytes)
         for what, found in (("installs", installs), ("kernel restarts", restarts)):
             if found:
                 run.notes.append(f"{what} skipped (the grader does not run them): cell{'s' * (len(found) > 1)} "
@@ -255,8 +269,9 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
         run.notes.append(f"grader could not run the notebook: {type(exc).__name__}: {exc}"[:300])
         stop = stop or (ERROR, f"the grader could not run the notebook ({type(exc).__name__})")
     finally:  # also on Ctrl-C, SIGTERM, SIGHUP (KeyboardInterrupt): no kd-grade-* folder is left behind
-        if client is not None and client.truncated:
-            run.notes.append(f"printed more than {max_output_bytes:,} bytes of output (truncated)")
+        if client is not None and (client.truncated or getattr(client, "flooded", ())):
+            run.notes.append(_output_note(max_output_bytes, client.truncated,
+                                          [cells[i][1] + 1 for i in client.flooded if cells[i][0] == "learner"]))
         _read_results(results_path, guard_nonce, check_nonce, set_id, run)
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(resdir, ignore_errors=True)
@@ -271,6 +286,19 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
                             if status == NOT_ATTEMPTED and message.endswith(UNDEFINED)})
     run.seconds = round(time.monotonic() - start, 2)
     return run
+
+
+def _output_note(max_output_bytes: int, truncated: bool, stopped: list[int]) -> str:
+    """The note on a notebook's output past --max-output: kept up to it (``truncated``), and the learner's cells
+    (numbered from 1) that the kernel's cap stopped for printing more than that by themselves (``stopped``)."""
+    kept = f"printed more than {max_output_bytes:,} bytes of output (truncated)"
+    if not stopped:
+        return kept
+    one = len(stopped) == 1
+    cells = f"cell{'' if one else 's'} {', '.join(map(str, stopped[:10]))}{'' if len(stopped) <= 10 else ', ...'}"
+    return (f"{kept + '; ' if truncated else ''}{cells} {'' if one else 'each '}printed more than "
+            f"{max_output_bytes:,} bytes of output by {'itself' if one else 'themselves'} (--max-output) and "
+            f"{'was' if one else 'were'} stopped there: print less in {'it' if one else 'them'}")
 
 
 def _temp_folders() -> tuple[str, str]:
@@ -389,7 +417,8 @@ def _after_timeout(client, run: Run, fate: dict, where: tuple, deadline: float, 
         fate[ref] = (TIMEOUT, f"{ref}: the check timed out after {client.timeout} s (an infinite loop in your function?)")
     limit = (f"the cell limit ({client.timeout} s)" if client.timeout >= int(cell_timeout)
              else f"the {client.timeout} s the notebook limit left it")
-    code = _interrupted_code(f"ran past {limit} and was interrupted", True) if kind == "learner" else "pass"
+    code = _interrupted_code(f"ran past {limit} and was interrupted", True) if kind == "learner" \
+        else f"{GRADER_CELL}\npass"
     if not _responsive(client, index, max(1, min(5, int(deadline - time.monotonic()))), code):
         run.notes.append("the kernel ignored the interrupt and was stopped")
         return (TIMEOUT, "the kernel was stuck (ignored an interrupt) before this check ran")
@@ -399,10 +428,11 @@ def _after_timeout(client, run: Run, fate: dict, where: tuple, deadline: float, 
 def _interrupted_code(reason: str, timed_out: bool) -> str:
     """A cell that tells the kernel why the grader interrupted the cell run last (:func:`runner.mark_interrupted`): a
     name that cell left undefined is then reported as such, not as the learner's KeyboardInterrupt."""
-    return f"__import__('kd_tutorial.grading.runner', fromlist=['_']).mark_interrupted({reason!r}, {timed_out!r})"
+    return (f"{GRADER_CELL}\n"
+            f"__import__('kd_tutorial.grading.runner', fromlist=['_']).mark_interrupted({reason!r}, {timed_out!r})")
 
 
-def _responsive(client, index: int, seconds: int = 5, code: str = "pass") -> bool:
+def _responsive(client, index: int, seconds: int = 5, code: str = f"{GRADER_CELL}\npass") -> bool:
     """After an interrupt: does the kernel answer a trivial cell (``code``) within ``seconds``?"""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: PLC0415
     from nbformat.v4 import new_code_cell  # noqa: PLC0415

@@ -4,6 +4,8 @@
   hook (which cannot be removed) that refuses to open notebook files and
   anything under the solutions folders, and records such attempts, and calls
   to ``q.solution()``, as flags.
+* :func:`cap_output` runs before them too: a learner's cell that prints more than the grader's ``--max-output`` by
+  itself is stopped there, by :class:`OutputLimitExceeded` raised from its own write.
 * :func:`grade_into` runs *after* the learner's cells, once per exercise,
   with freshly imported checks; it appends one JSON line (tagged with a nonce
   that the learner's code never saw) to a results file chosen by the grader.
@@ -16,6 +18,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 
 
@@ -186,16 +189,115 @@ def record_failed_cells() -> None:
     def after(result) -> None:
         err = result.error_before_exec or result.error_in_exec
         shell.kd_last_error = err  # the error of the cell run last, for mark_interrupted
-        if err is not None:
+        cap = getattr(shell, "kd_output_cap", None)
+        if type(err).__name__ == "OutputLimitExceeded" and cap:  # the grader's cap (of any copy of this module)
+            shell.kd_failed_cells.append((result.info.raw_cell, err, (output_reason(cap["limit"]), False)))
+        elif err is not None:
             shell.kd_failed_cells.append((result.info.raw_cell, err))
     shell.events.register("post_run_cell", after)
 
 
+class OutputLimitExceeded(BaseException):
+    """Raised from a learner's own write to the kernel's stdout or stderr once the cell running prints more than the
+    grader's ``--max-output`` (:func:`cap_output`): the cell ran on to its time limit while the kernel's memory grew by
+    GBs. A BaseException, so that the learner's ``except Exception:`` does not swallow it."""
+
+
+# in the source of each cell the grader itself runs (its setup, purge, checks, and the cells after an interrupt):
+# the output cap is never on for them, whatever a learner's cell did to sys.modules or to the shell's hooks
+GRADER_CELL = "# kd-tutorial grader cell"
+
+
+def output_reason(limit: int) -> str:
+    """Why a cell was stopped for its output, as a row says it (after "the cell that defines `f`")."""
+    return f"printed more than {limit:,} bytes of output (--max-output) and was stopped"
+
+
+def _capped(write, cap: dict):
+    """``write`` (a stream's bound method) that counts what the main thread writes while ``cap`` is on, writes what
+    fits in the cell's limit, then raises :class:`OutputLimitExceeded` (again at each later write of the cell). A
+    write counts once however many capped writes it passes through (``cap["local"]``: IPython's history tee can sit
+    between two, and a learner's Tee of stdout can call one from another). Another thread's writes (ipykernel
+    forwards a subprocess's output from one) are passed through."""
+    main, local = threading.main_thread(), cap["local"]
+
+    def capped_write(text):
+        if getattr(local, "counting", False) or not cap["on"] or not isinstance(text, str) \
+                or threading.current_thread() is not main:
+            return write(text)
+        local.counting = True
+        try:
+            room = cap["limit"] - cap["count"]
+            cap["count"] += len(text)
+            if len(text) <= room:
+                return write(text)
+            if room > 0:
+                write(text[:room])
+        finally:
+            local.counting = False
+        if _in_event_hook():  # a learner's pre_run_cell hook: the cell stops at its own next write instead
+            return None
+        raise OutputLimitExceeded(f"kd-tutorial grader: this cell {output_reason(cap['limit'])}: print less in it")
+    capped_write.kd_capped = True
+    return capped_write
+
+
+def _in_event_hook() -> bool:
+    """Whether this runs inside one of IPython's event callbacks (a learner's ``pre_run_cell`` hook): raised there,
+    the stop would escape the shell's ``run_cell``, past the kernel's reply."""
+    try:
+        from IPython.core.events import EventManager  # noqa: PLC0415
+    except ImportError:
+        return False
+    code, frame = EventManager.trigger.__code__, sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _cap_streams(cap: dict) -> None:
+    """Wrap the write of the kernel's own streams, recorded by :func:`cap_output` (never whatever ``sys.stdout`` is
+    now: a file or a StringIO the learner redirected to), unless it is wrapped already (:func:`_capped`)."""
+    for stream in cap["streams"]:
+        write = getattr(stream, "write", None)
+        if write is None or getattr(write, "kd_capped", False):
+            continue
+        try:
+            stream.write = _capped(write, cap)
+        except (AttributeError, TypeError):  # a stream whose attributes are read-only: left as it is
+            pass
+
+
+def cap_output(limit: int) -> None:
+    """From now on, count the output of each cell (from its start: IPython's ``pre_run_cell``) to the kernel's own
+    stdout and stderr (those of now), and stop a learner's cell that prints more than ``limit`` characters by itself
+    (:class:`OutputLimitExceeded`). The cap is on only while a cell's code runs (``post_execute`` turns it off,
+    before IPython's own hooks and the kernel's reply), and never for the grader's own cells (:data:`GRADER_CELL`).
+    Its state lives on the kernel's shell, not in this module, which a learner's cell can make Python import anew."""
+    shell = _shell()
+    if shell is None:
+        return
+    streams = tuple(s for s in (sys.stdout, sys.stderr) if s is not None)
+    cap = {"limit": int(limit), "on": False, "count": 0, "streams": streams, "local": threading.local()}
+    shell.kd_output_cap = cap
+
+    def before(info) -> None:
+        _cap_streams(cap)  # at each cell: IPython 9 wraps write (its history's tee) anew for each cell
+        cap["count"], cap["on"] = 0, GRADER_CELL not in str(getattr(info, "raw_cell", "") or "")
+
+    def after() -> None:
+        cap["on"] = False
+    shell.events.register("pre_run_cell", before)
+    shell.events.register("post_execute", after)
+
+
 def mark_interrupted(reason: str, timed_out: bool = True) -> None:
-    """Run by the grader right after it interrupted a learner's cell (at its time limit, or for too much output:
-    ``timed_out`` False): when that cell, the last one run, failed with the KeyboardInterrupt, its record says why
-    (``reason``: "ran past the cell limit (60 s) and was interrupted"), so that a name it left undefined is not
-    blamed on a Ctrl-C of the learner's."""
+    """Run by the grader right after it interrupted a learner's cell at its time limit (``timed_out`` False: for
+    another reason; too much output is stopped in the kernel instead, :func:`cap_output`): when that cell, the last
+    one run, failed with the KeyboardInterrupt, its record says why (``reason``: "ran past the cell limit (60 s) and
+    was interrupted"), so that a name it left undefined is not blamed on a Ctrl-C of the learner's."""
     shell = _shell()
     cells = getattr(shell, "kd_failed_cells", None)
     err = getattr(shell, "kd_last_error", None)
