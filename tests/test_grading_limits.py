@@ -275,6 +275,21 @@ def test_output_redirected_to_a_file_or_a_stringio_is_not_counted():
     _not_stopped(run)
 
 
+def test_the_help_and_the_readme_say_what_happens_to_a_cell_that_prints_past_max_output():
+    """--max-output's help said only "output kept in memory per notebook", and exercises/README.md that a flooding cell
+    runs on to its cell limit: both now say that such a cell is stopped."""
+    import argparse
+
+    from kd_tutorial.grading import grader
+    action = next(a for a in grader._parser(argparse.ArgumentParser)._actions if "--max-output" in a.option_strings)
+    assert "prints more than this by itself to the notebook (stdout, stderr) is stopped" in action.help, action.help
+    assert "counted in characters, not bytes" in action.help and "a display() flood is not stopped" in action.help
+    readme = " ".join((FIXTURES.parents[2] / "exercises" / "README.md").read_text(encoding="utf-8").split())
+    assert "a cell of the learner's that prints more than that by itself is stopped there" in readme
+    assert "counted as characters, not bytes" in readme and "floods with `display()` is not stopped" in readme
+    assert "still runs to its cell limit" not in readme
+
+
 def test_the_summary_cuts_long_notes_and_messages_at_a_word_with_an_ellipsis():
     """The printed table cut notes at 110 and messages at 150 characters mid-word ("...the rest was disc")."""
     from kd_tutorial.grading import grader

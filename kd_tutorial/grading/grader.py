@@ -647,7 +647,10 @@ def _parser(parser_class) -> argparse.ArgumentParser:
                         help="time limit per learner cell and per check (default 60); torch and the "
                         "checks' imports are loaded before the learner's cells, under the notebook limit only")
     parser.add_argument("--max-output", type=int, default=1_000_000, metavar="BYTES",
-                        help="output kept in memory per notebook (default 1,000,000)")
+                        help="output kept per notebook, counted in characters, not bytes (default 1,000,000); a "
+                        "learner's cell that prints more than this by itself to the notebook (stdout, stderr) is "
+                        "stopped there, with an error; display() output and output redirected elsewhere are not "
+                        "counted, so a display() flood is not stopped")
     return parser
 
 
