@@ -261,6 +261,19 @@ def test_a_learners_pre_run_cell_hook_that_floods_never_gets_a_check_stopped():
     assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "passed", run
 
 
+def test_a_learners_pre_run_cell_hook_that_floods_is_charged_to_no_cell():
+    """Real kernel (a review of the third try): the hook's cut output was still counted in the cell after it, so a
+    correct cell that printed 6 characters was stopped, its function never defined (q1: error, where the code before
+    the cap gave full marks). A hook's output is cut at the cap and charged to no cell."""
+    nb = _with_cells_before(_correct_with("softmax_with_temperature", ""), "softmax_with_temperature",
+                            "get_ipython().events.register('pre_run_cell', lambda info: print('p' * 200_000))")
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source = "print('start')\n" + answer.source
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
+    assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "passed", run
+    assert not any("was stopped" in note for note in run.notes), run.notes
+
+
 def test_output_redirected_to_a_file_or_a_stringio_is_not_counted():
     """Real kernel: a learner's `sys.stdout = open('train.log', 'w')` (or an io.StringIO) set in one cell had the
     next cell's 300,000 characters to it counted, and stopped. Only the kernel's own streams are capped."""

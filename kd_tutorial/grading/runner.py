@@ -225,17 +225,18 @@ def _capped(write, cap: dict):
         if getattr(local, "counting", False) or not cap["on"] or not isinstance(text, str) \
                 or threading.current_thread() is not main:
             return write(text)
+        hook = _in_event_hook()  # a learner's pre_run_cell hook: cut at the cap, and charged to no cell
         local.counting = True
         try:
             room = cap["limit"] - cap["count"]
-            cap["count"] += len(text)
+            cap["count"] += 0 if hook else len(text)
             if len(text) <= room:
                 return write(text)
             if room > 0:
                 write(text[:room])
         finally:
             local.counting = False
-        if _in_event_hook():  # a learner's pre_run_cell hook: the cell stops at its own next write instead
+        if hook:  # raised there, the stop would escape the shell's run_cell, past the kernel's reply
             return None
         raise OutputLimitExceeded(f"kd-tutorial grader: this cell {output_reason(cap['limit'])}: print less in it")
     capped_write.kd_capped = True
