@@ -59,6 +59,16 @@ def test_a_checks_limit_keeps_a_share_for_each_later_check_and_a_floor():
     assert limit("learner", 17.0, 6.0, 20.0, 2) == 11.0 and limit("setup", 17.0, 6.0, 20.0, 2) == 17.0
 
 
+def _printing_at_each_call(nb, characters: int) -> None:
+    """Make q1's correct function print ``characters`` at each call (the grader's check calls it), and drop the
+    learner's own q1 check cell, which a cap on learner cells would stop."""
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source += ("\n_kd_softmax = softmax_with_temperature\n\n\n"
+                      "def softmax_with_temperature(logits, temperature=1.0):\n"
+                      f"    print('y' * {characters})\n    return _kd_softmax(logits, temperature)\n")
+    nb.cells[:] = [c for c in nb.cells if "q1.check(" not in c.source]
+
+
 def _number_of(nb, fragment: str) -> int:
     """The number (from 1, as the notes count) of the first code cell of ``nb`` whose source holds ``fragment``."""
     return 1 + next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and fragment in c.source)
@@ -104,11 +114,7 @@ def test_the_stop_passes_a_learners_except_exception_and_never_stops_a_check():
     the same (the stop is a BaseException); a cell printing one character past the cap is stopped; q1's function,
     which prints past the cap at each call, is not stopped inside the grader's check, which passes."""
     nb = _correct_with("entropy", "try:\n    while True:\n        print('x' * 10000)\nexcept Exception:\n    pass\n")
-    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
-    answer.source += ("\n_kd_softmax = softmax_with_temperature\n\n\n"
-                      "def softmax_with_temperature(logits, temperature=1.0):\n"
-                      "    print('y' * 150_000)\n    return _kd_softmax(logits, temperature)\n")
-    nb.cells = [c for c in nb.cells if "q1.check(" not in c.source]  # the learner's own check cell would be stopped
+    _printing_at_each_call(nb, 150_000)
     nb.cells.append(nbformat.v4.new_code_cell("print('z' * 100_000)"))  # 100,001 characters with the newline
     swallowed, past = _number_of(nb, "except Exception:"), _number_of(nb, "print('z' * 100_000)")
     run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
@@ -239,11 +245,7 @@ def test_a_learner_cell_that_forgets_the_kd_tutorial_modules_never_gets_a_check_
     runner that switched off another copy of the cap, and q1's check of a function printing 300,000 characters at
     each call was stopped. The cap lives on the shell, and is never on for the grader's own cells."""
     nb = _correct_with("softmax_with_temperature", "")
-    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
-    answer.source += ("\n_kd_softmax = softmax_with_temperature\n\n\n"
-                      "def softmax_with_temperature(logits, temperature=1.0):\n"
-                      "    print('y' * 300_000)\n    return _kd_softmax(logits, temperature)\n")
-    nb.cells = [c for c in nb.cells if "q1.check(" not in c.source]  # the learner's own check cell would be stopped
+    _printing_at_each_call(nb, 300_000)
     _with_cells_before(nb, "softmax_with_temperature",
                        "import sys\nfor _m in [m for m in sys.modules if m.startswith('kd_tutorial')]:\n"
                        "    del sys.modules[_m]")
