@@ -417,7 +417,7 @@ def _after_timeout(client, run: Run, fate: dict, where: tuple, deadline: float, 
         fate[ref] = (TIMEOUT, f"{ref}: the check timed out after {client.timeout} s (an infinite loop in your function?)")
     limit = (f"the cell limit ({client.timeout} s)" if client.timeout >= int(cell_timeout)
              else f"the {client.timeout} s the notebook limit left it")
-    code = _interrupted_code(f"ran past {limit} and was interrupted", True) if kind == "learner" \
+    code = _interrupted_code(f"ran past {limit} and was interrupted") if kind == "learner" \
         else f"{GRADER_CELL}\npass"
     if not _responsive(client, index, max(1, min(5, int(deadline - time.monotonic()))), code):
         run.notes.append("the kernel ignored the interrupt and was stopped")
@@ -425,11 +425,11 @@ def _after_timeout(client, run: Run, fate: dict, where: tuple, deadline: float, 
     return None
 
 
-def _interrupted_code(reason: str, timed_out: bool) -> str:
+def _interrupted_code(reason: str) -> str:
     """A cell that tells the kernel why the grader interrupted the cell run last (:func:`runner.mark_interrupted`): a
     name that cell left undefined is then reported as such, not as the learner's KeyboardInterrupt."""
     return (f"{GRADER_CELL}\n"
-            f"__import__('kd_tutorial.grading.runner', fromlist=['_']).mark_interrupted({reason!r}, {timed_out!r})")
+            f"__import__('kd_tutorial.grading.runner', fromlist=['_']).mark_interrupted({reason!r})")
 
 
 def _responsive(client, index: int, seconds: int = 5, code: str = f"{GRADER_CELL}\npass") -> bool:

@@ -294,16 +294,16 @@ def cap_output(limit: int) -> None:
     shell.events.register("post_execute", after)
 
 
-def mark_interrupted(reason: str, timed_out: bool = True) -> None:
-    """Run by the grader right after it interrupted a learner's cell at its time limit (``timed_out`` False: for
-    another reason; too much output is stopped in the kernel instead, :func:`cap_output`): when that cell, the last
-    one run, failed with the KeyboardInterrupt, its record says why (``reason``: "ran past the cell limit (60 s) and
-    was interrupted"), so that a name it left undefined is not blamed on a Ctrl-C of the learner's."""
+def mark_interrupted(reason: str) -> None:
+    """Run by the grader right after it interrupted a learner's cell at its time limit (too much output is stopped
+    in the kernel instead, :func:`cap_output`): when that cell, the last one run, failed with the KeyboardInterrupt,
+    its record says why (``reason``: "ran past the cell limit (60 s) and was interrupted"), as a timeout, so that a
+    name it left undefined is not blamed on a Ctrl-C of the learner's."""
     shell = _shell()
     cells = getattr(shell, "kd_failed_cells", None)
     err = getattr(shell, "kd_last_error", None)
     if cells and isinstance(err, KeyboardInterrupt) and cells[-1][1] is err:
-        cells[-1] = (cells[-1][0], err, (reason, timed_out))
+        cells[-1] = (cells[-1][0], err, (reason, True))
 
 
 def _failed_cell(name: str) -> tuple | None:
