@@ -516,12 +516,12 @@ def test_learners_in_folders_of_their_own_are_told_apart(tmp_path, fake_kernel):
 
 
 @pytest.mark.parametrize("value", ["-5", "0"])
-def test_a_max_output_below_one_byte_is_refused(tmp_path, capsys, no_grading, value):
+def test_a_max_output_below_one_character_is_refused(tmp_path, capsys, no_grading, value):
     """Review 2, defect 5: --max-output -5 was accepted, then a learner who printed nothing was noted as having
-    "printed more than -5 bytes of output (truncated)"."""
+    "printed more than -5 characters of output (truncated)"."""
     line = one_line(capsys, "grade", NOTEBOOK, "--max-output", value, "--out", str(tmp_path / "g.csv"))
-    assert line == (f"kd-tutorial grade: --max-output {value} is not an amount of output: give a number of bytes of 1 "
-                    "or more, e.g. --max-output 1000000")
+    assert line == (f"kd-tutorial grade: --max-output {value} is not an amount of output: give a number of characters "
+                    "of 1 or more, e.g. --max-output 1000000")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -85,10 +85,11 @@ def test_a_flood_above_a_def_is_stopped_in_the_kernel_at_the_cap_and_a_later_pri
     flood = _number_of(nb, "print('x' * 10000)")
     run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=30, max_output_bytes=100_000)
     assert not any("timed out" in note for note in run.notes), run.notes  # stopped well before its 30 s
-    assert run.notes == [f"printed more than 100,000 bytes of output (truncated); cell {flood} printed more than "
-                         "100,000 bytes of output by itself (--max-output) and was stopped there: print less in it"]
+    assert run.notes == [f"printed more than 100,000 characters of output (truncated); cell {flood} printed more "
+                         "than 100,000 characters of output by itself (--max-output) and was stopped there: print "
+                         "less in it"]
     assert run.results["q1"] == ("error", "q1: the cell that defines `softmax_with_temperature` printed more than "
-                                          "100,000 bytes of output (--max-output) and was stopped, so "
+                                          "100,000 characters of output (--max-output) and was stopped, so "
                                           "`softmax_with_temperature` was never defined: print less above the `def`")
     assert run.results["q2"][0] == "passed", run
 
@@ -105,7 +106,7 @@ def test_cells_that_each_print_up_to_the_cap_are_not_stopped_and_are_graded_as_b
     at = nb.cells.index(answer)
     nb.cells[at:at] = [nbformat.v4.new_code_cell(f"x = {i}{last_line}") for i in range(4)]
     run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=10, max_output_bytes=100_000)
-    assert run.notes == ["printed more than 100,000 bytes of output (truncated)"], run.notes
+    assert run.notes == ["printed more than 100,000 characters of output (truncated)"], run.notes
     assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "passed", run
 
 
@@ -119,10 +120,10 @@ def test_the_stop_passes_a_learners_except_exception_and_never_stops_a_check():
     swallowed, past = _number_of(nb, "except Exception:"), _number_of(nb, "print('z' * 100_000)")
     run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
     assert not any("timed out" in note for note in run.notes), run.notes
-    assert f"cells {swallowed}, {past} each printed more than 100,000 bytes of output by themselves (--max-output) " \
-           "and were stopped there: print less in them" in run.notes[0], run.notes
-    assert run.results["q2"] == ("error", "q2: the cell that defines `entropy` printed more than 100,000 bytes of "
-                                          "output (--max-output) and was stopped, so `entropy` was never defined: "
+    assert f"cells {swallowed}, {past} each printed more than 100,000 characters of output by themselves " \
+           "(--max-output) and were stopped there: print less in them" in run.notes[0], run.notes
+    assert run.results["q2"] == ("error", "q2: the cell that defines `entropy` printed more than 100,000 characters "
+                                          "of output (--max-output) and was stopped, so `entropy` was never defined: "
                                           "print less above the `def`"), run
     assert run.results["q1"][0] == "passed", run
 
@@ -169,7 +170,7 @@ def test_the_kernels_cap_writes_what_fits_then_stops_the_cell_from_the_main_thre
     def cell():
         sys.stdout.write("abcdef")
         sys.stdout.write("ghij")  # 10 characters: the cap itself, not past it
-        with pytest.raises(runner.OutputLimitExceeded, match=r"more than 10 bytes .* print less in it"):
+        with pytest.raises(runner.OutputLimitExceeded, match=r"more than 10 characters .* print less in it"):
             sys.stdout.write("klm")
         with pytest.raises(runner.OutputLimitExceeded):
             sys.stdout.write("n")

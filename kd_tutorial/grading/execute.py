@@ -291,13 +291,13 @@ def run_submission(nb, set_id: str, *, timeout: float, cell_timeout: float,
 def _output_note(max_output_bytes: int, truncated: bool, stopped: list[int]) -> str:
     """The note on a notebook's output past --max-output: kept up to it (``truncated``), and the learner's cells
     (numbered from 1) that the kernel's cap stopped for printing more than that by themselves (``stopped``)."""
-    kept = f"printed more than {max_output_bytes:,} bytes of output (truncated)"
+    kept = f"printed more than {max_output_bytes:,} characters of output (truncated)"
     if not stopped:
         return kept
     one = len(stopped) == 1
     cells = f"cell{'' if one else 's'} {', '.join(map(str, stopped[:10]))}{'' if len(stopped) <= 10 else ', ...'}"
     return (f"{kept + '; ' if truncated else ''}{cells} {'' if one else 'each '}printed more than "
-            f"{max_output_bytes:,} bytes of output by {'itself' if one else 'themselves'} (--max-output) and "
+            f"{max_output_bytes:,} characters of output by {'itself' if one else 'themselves'} (--max-output) and "
             f"{'was' if one else 'were'} stopped there: print less in {'it' if one else 'them'}")
 
 

@@ -662,8 +662,8 @@ def check_limits(args) -> None:
             raise UsageError(f"{flag} {value:g} is not a time limit: give a finite number of seconds above 0, "
                              f"e.g. {flag} {default}")
     if args.max_output < 1:
-        raise UsageError(f"--max-output {args.max_output} is not an amount of output: give a number of bytes of 1 "
-                         "or more, e.g. --max-output 1000000")
+        raise UsageError(f"--max-output {args.max_output} is not an amount of output: give a number of "
+                         "characters of 1 or more, e.g. --max-output 1000000")
 
 
 def submissions_of(raw: list[str]) -> list[Path]:

@@ -210,7 +210,7 @@ GRADER_CELL = "# kd-tutorial grader cell"
 
 def output_reason(limit: int) -> str:
     """Why a cell was stopped for its output, as a row says it (after "the cell that defines `f`")."""
-    return f"printed more than {limit:,} bytes of output (--max-output) and was stopped"
+    return f"printed more than {limit:,} characters of output (--max-output) and was stopped"
 
 
 def _capped(write, cap: dict):
