@@ -527,9 +527,9 @@ class _Run:
         self.history, self.at, self.best_state, self.bar = History(), _Progress(), None, None
         self.on_step = None  # the caller's on_step (:meth:`loop`)
         self.pending: list[tuple] = []  # (step, lr, loss, grad_norm, terms) of steps not yet logged
-        self.sums = torch.zeros(3, device=device)  # loss, correct, labelled since the flush
+        self.sums = torch.zeros(3, device=device)  # loss (micro-batches weighted), correct, labelled since flush
         self.step_sums = torch.zeros(3, device=device)  # the same, for the micro-batches of the step under way
-        self.step_counts = [0, 0]  # micro-batches and real tokens of the step under way
+        self.step_tokens = 0  # real tokens of the step under way
         self.step_log: list[tuple] = []  # (weighted loss, {term: weighted value}) of its micro-batches
         self.boundary, self.boundary_rng, self.stepping = 0, _rng_states(), False  # the last completed step
         self.validating = False  # a pass due at this step has not finished: Ctrl-C keeps the previous checkpoint
@@ -613,7 +613,7 @@ class _Run:
             print(f"\n{self.desc}: interrupted {when}; {kept}", file=sys.stderr)
         if self.ckpt_path is None or self.stepping or self.validating:
             return
-        self.at.batch, self.step_counts, self.step_log = self.boundary, [0, 0], []
+        self.at.batch, self.step_tokens, self.step_log = self.boundary, 0, []
         self.step_sums.zero_()
         self.optimizer.zero_grad(set_to_none=True)
         self.add_time()
@@ -630,7 +630,7 @@ class _Run:
         try:  # an error in a step also stops the batch thread and frees the batches it built ahead
             for i, (batch, tokens, (weight, token_share)) in enumerate(batches, start=at.batch):
                 self.micro_batch(_to(batch, self.device), weight, token_share)
-                at.batch, self.step_counts[1] = i + 1, self.step_counts[1] + tokens
+                at.batch, self.step_tokens = i + 1, self.step_tokens + tokens
                 if (i + 1) % config.grad_accum and i + 1 < last:
                     continue
                 self.optimizer_step()
@@ -698,8 +698,7 @@ class _Run:
         self.scaler.scale(loss * weight).backward()
         labels = batch["labels"]
         hits = ((logits.detach().argmax(-1) == labels) & (labels >= 0)).sum()
-        self.step_sums += torch.stack([loss.detach().float(), hits.float(), (labels >= 0).sum().float()])
-        self.step_counts[0] += 1
+        self.step_sums += torch.stack([loss.detach().float() * weight, hits.float(), (labels >= 0).sum().float()])
         self.step_log.append((loss.detach() * weight, {name: value.detach() * (
             token_share if name in TOKEN_TERMS else weight) for name, value in terms.items()}))
 
@@ -728,8 +727,8 @@ class _Run:
                              {k: sum(terms[k] for _, terms in log) for k in log[0][1]}))
         st = self.at.stats  # the step is complete: fold its micro-batches into the running statistics
         self.sums += self.step_sums
-        st["n"], st["tokens"] = st["n"] + self.step_counts[0], st["tokens"] + self.step_counts[1]
-        self.step_sums, self.step_counts = torch.zeros_like(self.step_sums), [0, 0]
+        st["n"], st["tokens"] = st["n"] + 1, st["tokens"] + self.step_tokens  # n: steps, whose losses average
+        self.step_sums, self.step_tokens = torch.zeros_like(self.step_sums), 0
         self.boundary, self.boundary_rng, self.stepping = self.at.batch, _rng_states(), False
         self.bar.update(1)
         if self.on_step is not None:
