@@ -242,25 +242,26 @@ def student_folder(prep: Prepared, name: str, *key_parts) -> Path:
 
 
 def student_finished(folder: Path) -> bool:
-    """Whether ``folder`` holds a finished student run (its model, and the history written after it) and no
-    checkpoint: a ``last.pt`` beside them is a later training of the folder (a run trained again, without
-    ``--resume``) that was stopped, and which ``--resume`` continues, as its message said, rather than reusing the
-    run it was replacing."""
-    return ((folder / "history.json").exists() and (folder / "model" / "config.json").exists()
-            and not (folder / "last.pt").exists())
+    """Whether ``folder`` holds a finished student run: its model, and the history written after it. A run trained
+    again (without ``--resume``) keeps no checkpoint there, so that the finished run stands until the new one
+    replaces it, and a Ctrl-C leaves it for ``--resume`` to reuse."""
+    return (folder / "history.json").exists() and (folder / "model" / "config.json").exists()
 
 
 def load_student(folder: Path):
-    """``(model, history)`` of a finished student in ``folder``, or None when it is not (fully) there."""
+    """``(model, history)`` of a finished student in ``folder``, or None when it is not (fully) there. A checkpoint
+    beside it (a retraining stopped by older code, which checkpointed it) is dropped: the finished run is reused."""
     from transformers import BertForSequenceClassification
     if not student_finished(folder):
         return None
     try:
         history = History.from_dict(json.loads((folder / "history.json").read_text()))
-        return BertForSequenceClassification.from_pretrained(folder / "model"), history
+        model = BertForSequenceClassification.from_pretrained(folder / "model")
     except Exception as err:
         raise ArtifactError(f"cannot read the cached student in {folder} ({_cause(err)}): delete the "
                             "folder and run again") from err
+    (folder / "last.pt").unlink(missing_ok=True)
+    return model, history
 
 
 def save_student(folder: Path, model, history) -> None:

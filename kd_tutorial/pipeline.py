@@ -20,6 +20,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -678,6 +679,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
     cached = load_student(folder) if resume else None
     if cached is not None:
         return {"model": cached[0], "history": cached[1], "status": "cached", "run_hash": run_hash(folder)}
+    again = student_finished(folder)  # trained before on these settings: no checkpoint, so that a Ctrl-C keeps it
     with kept_rng():  # the caller draws the same numbers after a run trained now as after a cached one
         if not initial:
             seed_everything(config.seed)
@@ -693,16 +695,31 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
         rows, t_logits, t_cls = sets["augmented" if recipe.augment else "transfer" if recipe.transfer else "labelled"]
         online = recipe.online_teacher and states is None
         seed_everything(config.seed)
-        history = train(model, rows, config=config, val_data=prep.encoded["validation"],
-                        teacher_logits=t_logits if recipe.mode != "ce" else None, teacher=teacher if online else None,
-                        teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, teacher_states=states,
-                        device=device, checkpoint_dir=folder, resume=resume, desc=desc, progress=progress,
-                        on_step=on_step)
+        with _keeps_finished_run(desc, again):
+            history = train(model, rows, config=config, val_data=prep.encoded["validation"],
+                            teacher_logits=t_logits if recipe.mode != "ce" else None,
+                            teacher=teacher if online else None,
+                            teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, teacher_states=states,
+                            device=device, checkpoint_dir=None if again else folder, resume=resume, desc=desc,
+                            progress=progress, on_step=on_step)
     student = fold_word_embeddings(student)  # a plain BERT again (a no-op unless spec.teacher_word_vectors)
     save_student(folder, student, history)
     # back on the CPU, as a student from the cache comes: a GPU keeps room for the next run (a T4 running the full
     # profile's seeds would otherwise hold every finished student), and evaluation moves each one over in turn
     return {"model": student.cpu(), "history": history, "status": "trained", "run_hash": run_hash(folder)}
+
+
+@contextlib.contextmanager
+def _keeps_finished_run(desc: str, again: bool):
+    """On Ctrl-C in a run trained again (``again``: its folder holds the run finished before on the same settings,
+    and the new training keeps no checkpoint), say that ``--resume`` reuses that run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if again:
+            print(f"\n{desc}: interrupted; the run finished before on the same settings is still in the artifact "
+                  "cache: run again with --resume (resume=True) to reuse it", file=sys.stderr, flush=True)
+        raise
 
 
 # --------------------------------------------------------------------------- evaluation and results

@@ -710,6 +710,47 @@ def test_a_students_corrupt_test_logits_give_a_clear_error(tiny_run, tmp_path, m
         pipeline.student_test_logits(get_profile("tiny"), prep, item, device="cpu")
 
 
+def test_a_finished_run_trained_again_and_stopped_is_still_reused_by_resume(tiny_run, monkeypatch, capsys):
+    """A review: distill without --resume said "N runs are finished ... add --resume to reuse them"; a Ctrl-C then
+    left a step-10 checkpoint beside each finished run, and --resume continued those retrainings, the finished runs
+    thrown away. A run trained again keeps no checkpoint, so that the finished run stands and --resume reuses it."""
+    profile = get_profile("tiny")
+    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+    kw = dict(students=(profile.students[1],), runs=("baseline",), progress=False, workers=1)
+    [before] = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw).values()
+    real = pipeline.train
+
+    def stopped(*args, on_step=None, **kwargs):
+        def step(i, total):
+            if i == 3:
+                raise KeyboardInterrupt
+        return real(*args, on_step=step, **kwargs)
+    monkeypatch.setattr(pipeline, "train", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.distill_students(profile, teacher, prep, logits, resume=False, **kw)
+    folder = Path(before["path"])
+    assert not (folder / "last.pt").exists() and artifacts.student_finished(folder)
+    assert ("baseline: interrupted; the run finished before on the same settings is still in the artifact cache: "
+            "run again with --resume (resume=True) to reuse it") in capsys.readouterr().err
+    monkeypatch.setattr(pipeline, "train", real)
+    [after] = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw).values()
+    assert after["status"] == "cached" and after["run_hash"] == before["run_hash"]
+
+
+def test_a_checkpoint_beside_a_finished_run_is_dropped_when_resume_reuses_the_run(tmp_path):
+    """Older code checkpointed a run trained again: its stopped retraining left a last.pt beside the finished run.
+    The finished run is reused, and the checkpoint does not stay in the folder for good."""
+    from transformers import BertConfig, BertForSequenceClassification
+    from kd_tutorial.profiles import TINY_BERT
+    from kd_tutorial.train import History
+    folder = tmp_path / "compact-1L-H32_kd-transfer-values_s0-e51c852df165"
+    artifacts.save_student(folder, BertForSequenceClassification(BertConfig(vocab_size=100, **TINY_BERT)), History())
+    (folder / "last.pt").write_bytes(b"the stopped retraining's step 11")
+    assert artifacts.student_finished(folder)
+    assert artifacts.load_student(folder) is not None and not (folder / "last.pt").exists()
+
+
 def test_a_student_saved_again_is_unfinished_until_its_new_history_is_written(tmp_path, monkeypatch):
     """The old history stayed while the new model was written: a write cut short between the two left a new model
     that the cache took for finished, with the old model's history (and steps, seconds, validation)."""
@@ -726,21 +767,6 @@ def test_a_student_saved_again_is_unfinished_until_its_new_history_is_written(tm
     with pytest.raises(KeyboardInterrupt):
         artifacts.save_student(folder, object(), object())
     assert not artifacts.student_finished(folder) and not list(folder.glob("logits-test-*"))
-
-
-def test_a_finished_run_trained_again_and_stopped_is_continued_by_resume(tmp_path):
-    """distill without --resume trains a finished run again; stopped at step 11 it said "step 11 of 104 is saved ...
-    run again with --resume to continue from there", but --resume then reused the run finished before and left the
-    step-11 checkpoint in its folder for good. A checkpoint beside a finished run now marks that later training as
-    the one to continue (resume loads no finished student there, so train resumes from last.pt)."""
-    folder = tmp_path / "compact-1L-H32_kd-transfer-values_s0-e51c852df165"
-    (folder / "model").mkdir(parents=True)
-    (folder / "model" / "config.json").write_text("{}")
-    (folder / "history.json").write_text("{}")
-    assert artifacts.student_finished(folder)
-    (folder / "last.pt").write_bytes(b"the stopped retraining's step 11")
-    assert not artifacts.student_finished(folder) and artifacts.load_student(folder) is None
-    assert (folder / "model" / "config.json").exists()  # the earlier run stays until the new one replaces it
 
 
 def test_a_corrupt_cached_student_gives_a_clear_error(tmp_path):
