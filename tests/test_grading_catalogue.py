@@ -260,6 +260,21 @@ wrong("ex03.q2", "a gradient reaches teacher_logits")(
     lambda s, t, y, T=2.0, a=0.5: a * T * T * F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1),
                                                        reduction="batchmean") + (1 - a) * _hard(s, y))
 
+# q1's soft-term mistakes inside the whole loss, and hard-term mistakes: each named (a review got the generic message)
+wrong("ex03.q2", "you computed KL(student || teacher)")(lambda s, t, y, T=2.0, a=0.5: a * T * T * F.kl_div(
+    F.log_softmax(t.detach() / T, -1), F.softmax(s / T, -1), reduction="batchmean") + (1 - a) * _hard(s, y))
+wrong("ex03.q2", "your soft term is 3x too small: did you use reduction='mean'")(
+    lambda s, t, y, T=2.0, a=0.5: a * T * T * F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1),
+                                                       reduction="mean") + (1 - a) * _hard(s, y))
+wrong("ex03.q2", "your soft term is the soft cross-entropy")(lambda s, t, y, T=2.0, a=0.5: a * T * T * -(
+    F.softmax(t.detach() / T, -1) * F.log_softmax(s / T, -1)).sum(-1).mean() + (1 - a) * _hard(s, y))
+wrong("ex03.q2", "not divided by the batch size: divide it by B")(lambda s, t, y, T=2.0, a=0.5: (
+    a * _soft(s, t, T) + (1 - a) * F.cross_entropy(s, y, ignore_index=-1, reduction="sum")))
+wrong("ex03.q2", "F.nll_loss expects log-probabilities, you passed raw logits")(lambda s, t, y, T=2.0, a=0.5: (
+    a * _soft(s, t, T) + (1 - a) * F.nll_loss(s, y, ignore_index=-1, reduction="sum") / len(y)))
+wrong("ex03.q2", "only the soft term is scaled by T^2")(
+    lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * T * T * _hard(s / T, y))
+
 
 # -- ex03.q3: gradient accumulation ---------------------------------------------------------------------
 def _accumulate(student, optimizer, x, t, y, k, T=2.0, a=0.5, *, divide=True, zero="once", step="once",

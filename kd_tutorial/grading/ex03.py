@@ -28,10 +28,13 @@ def _kl(log_q_input, target, reduction="batchmean"):
         return F.kl_div(log_q_input, target, reduction=reduction)
 
 
-def _soft_variants(cases):
+def _soft_variants(cases, combine=None):
+    """Known-wrong soft terms on ``cases`` (student, teacher, T), by message; ``combine(i, soft)`` builds case i's
+    whole loss around each soft term (q2), the soft term alone by default (q1)."""
     ls, sm = F.log_softmax, F.softmax
     B, C = cases[0][0].shape
-    V = lambda f: (lambda: [f(s, t, T) for s, t, T in cases])  # noqa: E731
+    combine = combine or (lambda i, soft: soft)
+    V = lambda f: (lambda: [combine(i, f(s, t, T)) for i, (s, t, T) in enumerate(cases)])  # noqa: E731
     return {
         f"your loss is {C}x too small: did you use reduction='mean'? It divides by batch size x "
         f"number of classes; use reduction='batchmean'":
@@ -119,6 +122,55 @@ def _ce(s, y):
     return ref.hard_cross_entropy(s, y)
 
 
+def _in_soft_term(message: str) -> str:
+    """A q1 message about a whole soft loss, reworded for the soft term of q2's loss."""
+    return message.replace("your loss", "your soft term").replace("this is the", "your soft term is the")
+
+
+def _full_variants(cases) -> dict:
+    """q2's known-wrong losses, by message: a mistake in the hard term or the weighting, one of q1's soft-term
+    mistakes (with the right hard term), or a temperature or alpha ignored."""
+    kl = ref.kl_divergence
+    V = lambda f: (lambda: [f(s, t, y, T, a) for s, t, y, T, a in cases])  # noqa: E731
+    soft = _soft_variants([(s, t, T) for s, t, _, T, _ in cases],
+                          lambda i, v: cases[i][4] * v + (1 - cases[i][4]) * _ce(cases[i][0], cases[i][2]))
+    return {
+        "alpha weights the soft (teacher) term: use alpha * soft + (1 - alpha) * hard":
+            V(lambda s, t, y, T, a: (1 - a) * kl(s, t, T) + a * _ce(s, y)),
+        "the hard-label cross-entropy must use the student's logits at T = 1, not divided by T":
+            V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce(s / T, y)),
+        "the hard-label cross-entropy uses the student's logits at T = 1 and no T^2 factor: only the soft term "
+        "is scaled by T^2":
+            V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * T * T * _ce(s / T, y)),
+        "your soft term is missing its T^2 factor":
+            V(lambda s, t, y, T, a: a * kl(s, t, T) / (T * T) + (1 - a) * _ce(s, y)),
+        "you averaged the hard term over the labelled rows only: then a labelled review weighs more when "
+        "the batch holds fewer of them. Divide the sum over labelled rows by the whole batch size, so every "
+        "review weighs 1/B":
+            V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce_lab(s, y)),
+        "your hard term is the sum over the labelled rows, not divided by the batch size: divide it by B "
+        "(len(labels)), so every review weighs 1/B":
+            V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce(s, y) * len(y)),
+        "F.nll_loss expects log-probabilities, you passed raw logits: use F.cross_entropy (or "
+        "F.nll_loss(F.log_softmax(student_logits, -1), ...)) for the hard term":
+            V(lambda s, t, y, T, a: a * kl(s, t, T)
+              + (1 - a) * F.nll_loss(s, y, ignore_index=-1, reduction="sum") / len(y)),
+        "your hard term counts the unlabelled rows (label -1) as class 0: they must add nothing to it "
+        "(ignore_index=-1), not be clamped to a class":
+            V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce(s, y.clamp_min(0))),
+        "your loss has no hard-label term: add (1 - alpha) * cross-entropy with the labels":
+            V(lambda s, t, y, T, a: a * kl(s, t, T)),
+        "this is the seed article's loss, F.cross_entropy(student_logits, softmax(teacher_logits)): "
+        "no temperature, no T^2, no hard-label term":
+            V(lambda s, t, y, T, a: F.cross_entropy(s, F.softmax(t, -1))),
+    } | {_in_soft_term(m): f for m, f in soft.items()} | {
+        f"your loss ignores its {name} argument (it computed {name} = {fixed:g} whatever it was given): use "
+        f"the {name} passed in":
+            V(lambda s, t, y, T, a, name=name, fixed=fixed: ref.distillation_loss(
+                s, t, y, fixed if name == "temperature" else T, fixed if name == "alpha" else a))
+        for name, values in (("temperature", (1.0, 2.0, 4.0)), ("alpha", (0.5, 0.9))) for fixed in values}
+
+
 def _check_full(call):
     cases = _label_cases()
     got = []
@@ -133,32 +185,7 @@ def _check_full(call):
             raise
     expected = [float(ref.distillation_loss(s, t, y, T, a)) for s, t, y, T, a in cases]
     if not all(close(g, e) for g, e in zip(got, expected)):
-        kl = ref.kl_divergence
-        V = lambda f: (lambda: [f(s, t, y, T, a) for s, t, y, T, a in cases])  # noqa: E731
-        message = diagnose(got, {
-            "alpha weights the soft (teacher) term: use alpha * soft + (1 - alpha) * hard":
-                V(lambda s, t, y, T, a: (1 - a) * kl(s, t, T) + a * _ce(s, y)),
-            "the hard-label cross-entropy must use the student's logits at T = 1, not divided by T":
-                V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce(s / T, y)),
-            "your soft term is missing its T^2 factor":
-                V(lambda s, t, y, T, a: a * kl(s, t, T) / (T * T) + (1 - a) * _ce(s, y)),
-            "you averaged the hard term over the labelled rows only: then a labelled review weighs more when "
-            "the batch holds fewer of them. Divide the sum over labelled rows by the whole batch size, so every "
-            "review weighs 1/B":
-                V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce_lab(s, y)),
-            "your hard term counts the unlabelled rows (label -1) as class 0: they must add nothing to it "
-            "(ignore_index=-1), not be clamped to a class":
-                V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce(s, y.clamp_min(0))),
-            "your loss has no hard-label term: add (1 - alpha) * cross-entropy with the labels":
-                V(lambda s, t, y, T, a: a * kl(s, t, T)),
-            "this is the seed article's loss, F.cross_entropy(student_logits, softmax(teacher_logits)): "
-            "no temperature, no T^2, no hard-label term":
-                V(lambda s, t, y, T, a: F.cross_entropy(s, F.softmax(t, -1))),
-        } | {f"your loss ignores its {name} argument (it computed {name} = {fixed:g} whatever it was given): use "
-             f"the {name} passed in":
-                 V(lambda s, t, y, T, a, name=name, fixed=fixed: ref.distillation_loss(
-                     s, t, y, fixed if name == "temperature" else T, fixed if name == "alpha" else a))
-             for name, values in (("temperature", (1.0, 2.0, 4.0)), ("alpha", (0.5, 0.9))) for fixed in values})
+        message = diagnose(got, _full_variants(cases))
         i = mismatch(got, expected)
         raise Wrong(message or "your loss differs from alpha * T^2 * KL + (1 - alpha) * CE "
                     f"(got {got[i]:.4f}, expected {expected[i]:.4f} on batch {i + 1} of {len(cases)}, T = "
