@@ -276,6 +276,14 @@ wrong("ex03.q2", "only the soft term is scaled by T^2")(
     lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * T * T * _hard(s / T, y))
 
 
+def test_ex03_q2_names_a_crash_on_label_minus_one_in_one_sentence():
+    """The crash's own text ends in a full stop: the message went on with another (out of bounds..)."""
+    result = EXERCISES["ex03.q2"].grade(
+        lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * F.cross_entropy(s, y))
+    assert result.status == FAILED and "out of bounds. Unlabelled rows add 0" in result.message, result.message
+    assert "bounds.." not in result.message, result.message
+
+
 # -- ex03.q3: gradient accumulation ---------------------------------------------------------------------
 def _accumulate(student, optimizer, x, t, y, k, T=2.0, a=0.5, *, divide=True, zero="once", step="once",
                 hard=_hard, item=True):

@@ -171,6 +171,12 @@ def _full_variants(cases) -> dict:
         for name, values in (("temperature", (1.0, 2.0, 4.0)), ("alpha", (0.5, 0.9))) for fixed in values}
 
 
+def _sentence(crash) -> str:
+    """A crash's text ending in one full stop (a NumPy or torch message may already end in one)."""
+    said = str(crash)
+    return said if said.endswith(".") else said + "."
+
+
 def _check_full(call):
     cases = _label_cases()
     got = []
@@ -179,7 +185,7 @@ def _check_full(call):
             got.append(as_float(call(s.clone(), t.clone(), y.clone(), T, a), "kd_loss"))
         except LearnerCrash as crash:
             if bool((y == -1).any()):
-                raise Wrong(f"your loss fails on a batch with unlabelled rows (label -1): {crash}. "
+                raise Wrong(f"your loss fails on a batch with unlabelled rows (label -1): {_sentence(crash)} "
                             "Unlabelled rows add 0 to the hard term, e.g. "
                             "F.cross_entropy(..., ignore_index=-1, reduction='sum') / batch size") from None
             raise
@@ -196,7 +202,7 @@ def _check_full(call):
     try:
         value = as_float(call(s.clone(), t.clone(), y, T, a), "kd_loss")
     except LearnerCrash as crash:
-        raise Wrong(f"your loss fails on a batch of unlabelled reviews only (all labels -1): {crash}. "
+        raise Wrong(f"your loss fails on a batch of unlabelled reviews only (all labels -1): {_sentence(crash)} "
                     "The hard term is 0 there") from None
     if not close(value, float(ref.distillation_loss(s, t, y, T, a))):
         raise Wrong("on a batch of unlabelled reviews only (all labels -1) the hard term must be 0 "
