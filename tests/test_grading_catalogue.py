@@ -511,11 +511,13 @@ wrong("ex04.q4", "raise a ValueError")(  # a dict lookup: a KeyError, not a refu
 def _step(student, teacher, batch, optimizer, T=2.0, alpha=0.5, *, eval_=True, no_grad=True, zero=True, loss="hinton",
           student_train=True, whole_batch=False, item=True):
     student.train(student_train)
-    if eval_:
+    if eval_ is True:
         teacher.eval()
     inputs = batch if whole_batch else {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     with torch.set_grad_enabled(not no_grad):
         t = teacher(**inputs).logits
+    if eval_ == "after":  # switched off, but only once the soft labels were computed with dropout
+        teacher.eval()
     s = student(**inputs).logits
     if loss == "seed":
         value = F.cross_entropy(s, F.softmax(t, -1))
@@ -560,6 +562,7 @@ wrong("ex05.q1", "the student ran in eval mode")(lambda *a: _step(*a, student_tr
 wrong("ex05.q1", "no gradient reaches the student: its logits go first")(lambda *a: _step(*a, loss="swapped"))
 wrong("ex05.q1", "averaged the hard term over the labelled reviews only")(lambda *a: _step(*a, loss="labelled_mean"))
 wrong("ex05.q1", "pass the models only input_ids and attention_mask")(lambda *a: _step(*a, whole_batch=True))
+wrong("ex05.q1", "call teacher.eval() before its forward pass, not after")(lambda *a: _step(*a, eval_="after"))
 
 
 def test_ex05_q1_accepts_a_step_that_pops_the_labels_off_the_batch():

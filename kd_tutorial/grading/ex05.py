@@ -76,8 +76,13 @@ def _check_step(call):
 def _check_step_at(call, T, alpha):
     lr = 0.5
     teacher = toy_bert(num_layers=2, seed=11, dropout=0.3, logit_scale=100.0).train()
-    grad_mode: list[bool] = []
-    teacher.register_forward_hook(lambda module, *_: grad_mode.append(records_graph(module)))
+    grad_mode: list[bool] = []  # whether autograd recorded each forward pass of the teacher
+    dropout_on: list[bool] = []  # whether each forward pass of the teacher ran in training mode
+
+    def seen(module, *_):  # a forward hook that returns nothing leaves the output alone
+        grad_mode.append(records_graph(module))
+        dropout_on.append(module.training)
+    teacher.register_forward_hook(seen)
     student = toy_bert(num_layers=1, seed=12, dropout=0.0)
     batches = [toy_batch(4, 10, seed=21, labels=[0, 1, -1, 1]), toy_batch(4, 9, seed=22, labels=[-1, -1, 0, 1])]
     ref_student, ref_losses, (s0, t0) = _reference_steps(student, teacher, batches, T, alpha, lr)
@@ -101,29 +106,10 @@ def _check_step_at(call, T, alpha):
         if teacher.training:
             raise Wrong("the teacher is still in training mode, so dropout makes its soft labels noisy: "
                         "call teacher.eval()")
-        y = batches[0]["labels"]
-        message = diagnose([got[0]], {
-            **ignored_settings(T, alpha, (2.0, 0.5), "distillation_loss",
-                               lambda T_, a_: [ref.distillation_loss(s0, t0, y, T_, a_)]),
-            "your loss is still the seed article's F.cross_entropy(student_logits, softmax(teacher_logits)): "
-            "no temperature, no T^2 and no hard-label term":
-                lambda: [F.cross_entropy(s0, F.softmax(t0, -1))],
-            "your loss has no hard-label term: alpha * soft + (1 - alpha) * cross-entropy with the labels":
-                lambda: [alpha * ref.kl_divergence(s0, t0, T)],
-            "your soft term is missing its T^2 factor":
-                lambda: [alpha * ref.kl_divergence(s0, t0, T) / T ** 2 + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
-            "alpha weights the soft term: alpha * soft + (1 - alpha) * hard":
-                lambda: [(1 - alpha) * ref.kl_divergence(s0, t0, T) + alpha * ref.hard_cross_entropy(s0, y)],
-            "your soft term has no temperature: divide both logits by T":
-                lambda: [alpha * ref.kl_divergence(s0, t0, 1.0) + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
-            "you swapped teacher and student in the soft term: the teacher's probabilities are the target":
-                lambda: [alpha * ref.kl_divergence(t0, s0, T) + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
-            "you averaged the hard term over the labelled reviews only (F.cross_entropy(..., ignore_index=-1)): "
-            "divide its sum by the whole batch, as distillation_loss does, so every review weighs the same":
-                lambda: [alpha * ref.kl_divergence(s0, t0, T) + (1 - alpha) * F.cross_entropy(s0, y, ignore_index=-1)],
-        }, rtol=1e-4, atol=1e-5)
-        raise Wrong(message or f"the loss of your first step is {got[0]:.5f}, expected {ref_losses[0]:.5f} "
-                    "(distillation_loss(student_logits, teacher_logits, labels, temperature, alpha))")
+        if any(dropout_on):  # eval() came, but after the forward pass it should have changed
+            raise Wrong("the teacher's forward pass ran in training mode, so dropout made its soft labels noisy: "
+                        "call teacher.eval() before its forward pass, not after")
+        raise Wrong(_first_loss_message(got[0], ref_losses[0], s0, t0, batches[0]["labels"], T, alpha))
     same = all(torch.allclose(p, q, atol=1e-6) for p, q in zip(student.parameters(), ref_student.parameters()))
     if same and close(got[1], ref_losses[1], rtol=1e-4, atol=1e-5):
         return
@@ -133,6 +119,33 @@ def _check_step_at(call, T, alpha):
                     "before loss.backward()")
     raise Wrong("your first loss is right, but after two steps the student differs from the reference: "
                 "zero the gradients, call loss.backward() once, then optimizer.step()")
+
+
+def _first_loss_message(got, expected, s0, t0, y, T, alpha) -> str:
+    """What is wrong with a step whose first loss is ``got`` where the reference gives ``expected`` (on the student
+    and teacher logits ``s0``, ``t0`` and the labels ``y``), named where it is a known mistake."""
+    message = diagnose([got], {
+        **ignored_settings(T, alpha, (2.0, 0.5), "distillation_loss",
+                           lambda T_, a_: [ref.distillation_loss(s0, t0, y, T_, a_)]),
+        "your loss is still the seed article's F.cross_entropy(student_logits, softmax(teacher_logits)): "
+        "no temperature, no T^2 and no hard-label term":
+            lambda: [F.cross_entropy(s0, F.softmax(t0, -1))],
+        "your loss has no hard-label term: alpha * soft + (1 - alpha) * cross-entropy with the labels":
+            lambda: [alpha * ref.kl_divergence(s0, t0, T)],
+        "your soft term is missing its T^2 factor":
+            lambda: [alpha * ref.kl_divergence(s0, t0, T) / T ** 2 + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
+        "alpha weights the soft term: alpha * soft + (1 - alpha) * hard":
+            lambda: [(1 - alpha) * ref.kl_divergence(s0, t0, T) + alpha * ref.hard_cross_entropy(s0, y)],
+        "your soft term has no temperature: divide both logits by T":
+            lambda: [alpha * ref.kl_divergence(s0, t0, 1.0) + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
+        "you swapped teacher and student in the soft term: the teacher's probabilities are the target":
+            lambda: [alpha * ref.kl_divergence(t0, s0, T) + (1 - alpha) * ref.hard_cross_entropy(s0, y)],
+        "you averaged the hard term over the labelled reviews only (F.cross_entropy(..., ignore_index=-1)): "
+        "divide its sum by the whole batch, as distillation_loss does, so every review weighs the same":
+            lambda: [alpha * ref.kl_divergence(s0, t0, T) + (1 - alpha) * F.cross_entropy(s0, y, ignore_index=-1)],
+    }, rtol=1e-4, atol=1e-5)
+    return message or (f"the loss of your first step is {got:.5f}, expected {expected:.5f} "
+                       "(distillation_loss(student_logits, teacher_logits, labels, temperature, alpha))")
 
 
 # -- q2: DistilBERT-style initialisation ----------------------------------------
