@@ -529,9 +529,11 @@ def _step(student, teacher, batch, optimizer, T=2.0, alpha=0.5, *, eval_=True, n
         value = alpha * _soft(s, t, T) + (1 - alpha) * F.cross_entropy(s, batch["labels"], ignore_index=-1)
     else:
         value = distillation_loss(s, t, batch["labels"], T, alpha)
-    if zero:
+    if zero is True:
         optimizer.zero_grad()
     value.backward()
+    if zero == "before_step":  # throws away the gradients backward() just computed
+        optimizer.zero_grad()
     optimizer.step()
     return value.item() if item else value  # item=False: `return loss`, the tensor with its graph
 
@@ -563,6 +565,7 @@ wrong("ex05.q1", "no gradient reaches the student: its logits go first")(lambda 
 wrong("ex05.q1", "averaged the hard term over the labelled reviews only")(lambda *a: _step(*a, loss="labelled_mean"))
 wrong("ex05.q1", "pass the models only input_ids and attention_mask")(lambda *a: _step(*a, whole_batch=True))
 wrong("ex05.q1", "call teacher.eval() before its forward pass, not after")(lambda *a: _step(*a, eval_="after"))
+wrong("ex05.q1", "the student never moved")(lambda *a: _step(*a, zero="before_step"))
 
 
 def test_ex05_q1_accepts_a_step_that_pops_the_labels_off_the_batch():

@@ -87,6 +87,7 @@ def _check_step_at(call, T, alpha):
     batches = [toy_batch(4, 10, seed=21, labels=[0, 1, -1, 1]), toy_batch(4, 9, seed=22, labels=[-1, -1, 0, 1])]
     ref_student, ref_losses, (s0, t0) = _reference_steps(student, teacher, batches, T, alpha, lr)
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student_before = [p.detach().clone() for p in student.parameters()]
     optimizer = torch.optim.SGD(student.parameters(), lr=lr)
     student_modes: list[bool] = []
     student.register_forward_hook(lambda module, *_: student_modes.append(module.training))
@@ -113,6 +114,10 @@ def _check_step_at(call, T, alpha):
     same = all(torch.allclose(p, q, atol=1e-6) for p, q in zip(student.parameters(), ref_student.parameters()))
     if same and close(got[1], ref_losses[1], rtol=1e-4, atol=1e-5):
         return
+    if all(torch.equal(p, q) for p, q in zip(student.parameters(), student_before)):
+        raise Wrong("your first loss is right, but the student never moved: call optimizer.step() after "
+                    "loss.backward(), with the gradients still there (zero them before backward(), not between "
+                    "backward() and step())")
     acc, _, _ = _reference_steps(toy_bert(num_layers=1, seed=12), teacher, batches, T, alpha, lr, zero_grad=False)
     if all(torch.allclose(p, q, atol=1e-6) for p, q in zip(student.parameters(), acc.parameters())):
         raise Wrong("gradients accumulate from one step to the next: call optimizer.zero_grad() "
