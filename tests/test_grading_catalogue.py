@@ -620,6 +620,19 @@ wrong("ex05.q2", "modified the teacher")(lambda t, m: _init(t, m, inplace=True))
 wrong("ex05.q2", "you copied the classification head")(lambda t, m: _init(t, m, head=True))
 
 
+def test_ex05_q2_does_not_say_distilbert_kept_every_other_layer():
+    """Notebook 05 says DistilBERT's script took layers 0, 2, 4, 7, 9, 11: the success message and the exercise's
+    statement said it kept every other layer of BERT."""
+    import json
+    from pathlib import Path
+    result = EXERCISES["ex05.q2"].grade(reference_solution("ex05.q2"))
+    assert result.status == PASSED and "a subset of its teacher's layers" in result.message, result.message
+    for folder in ("exercises", "solutions"):
+        nb = json.loads((Path(__file__).parent.parent / folder / "05_distillation.ipynb").read_text(encoding="utf-8"))
+        text = "".join(next(c for c in nb["cells"] if c.get("id") == "ex05-q2-statement")["source"])
+        assert "every other layer" not in text and "0, 2, 4, 7, 9, 11" in text, (folder, text)
+
+
 # -- ex06: timing --------------------------------------------------------------------------------------------
 def _latency(model, batch, sync=lambda: None, warmup=3, repeats=10, *, do_warmup=True, do_sync=True, unit=1.0,
              per_call=True):

@@ -279,7 +279,8 @@ def init_student_from_teacher(teacher, layer_map):
     return student                      # student.classifier stays new
     ### END SOLUTION
 ''',
-    success="Correct! DistilBERT keeps every other layer of BERT; only the task head starts from scratch.",
+    success="Correct! Like DistilBERT, the student starts from a subset of its teacher's layers; only the task "
+            "head starts from scratch.",
 )
 
 __all__ = ["q1", "q2", "BROKEN_STEP", "toy_bert", "toy_batch"]
