@@ -181,3 +181,12 @@ def test_the_readme_runs_the_suite_as_ci_does(request):
     assert readme == ci
     assert "--no-loadscope-reorder" in ci  # else xdist orders the files by their count of tests, not RUN_FIRST
     assert [p for p in RUN_FIRST if not (ROOT / p).is_file()] == []
+
+
+def test_notebook_05_section_6_promises_the_checks_its_cell_makes():
+    """Section 6 said its cell 'checks all three ways' (too big, right, too small) while the cell asserts two
+    gradients against the big batch's: the divided one and the undivided one."""
+    cells = {c.get("id"): "".join(c["source"])
+             for c in json.loads((ROOT / "notebooks" / "05_distillation.ipynb").read_text(encoding="utf-8"))["cells"]}
+    assert cells["05-n04"].count("torch.testing.assert_close(") == 2, cells["05-n04"]
+    assert "all three ways" not in cells["05-n02"] and "with and without the\ndivision by $K$" in cells["05-n02"]
