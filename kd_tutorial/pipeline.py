@@ -952,19 +952,23 @@ def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: s
     finished, which are trained again."""
     chosen = chosen_recipes(profile, profile.students, runs, teacher_model.config.num_attention_heads)
     jobs = _plan_jobs(profile, profile.students, chosen, seeds, teacher_model, prep, init, resume=True)
+    _say_finished(jobs, resume)
     if not resume:
-        _say_finished(jobs)
         jobs = [job | {"finished": None} for job in jobs]  # every run trains
     return _keys_to_train(jobs)
 
 
-def _say_finished(jobs: list[dict]) -> None:
-    """Say how many of ``jobs`` the artifact cache holds finished, which a run without ``resume`` trains again (a
-    command rerun after a disconnect, on a GPU's hours, would otherwise spend them without a word)."""
+def _say_finished(jobs: list[dict], resume: bool) -> None:
+    """Say how many of ``jobs`` the artifact cache holds finished: which a run without ``resume`` trains again (a
+    command rerun after a disconnect, on a GPU's hours, would otherwise spend them without a word), and with it
+    reuses."""
     done = sum(job["finished"] is not None for job in jobs)
-    if done:
+    if done and not resume:
         print(f"students: {done} of these {len(jobs)} runs are finished in the artifact cache and will be trained "
               "again: add --resume (resume=True) to reuse them", flush=True)
+    elif done:
+        print(f"students: {done} of these {len(jobs)} runs are finished in the artifact cache and are reused "
+              f"(--resume); {len(jobs) - done} to train", flush=True)
 
 
 class _Phases:

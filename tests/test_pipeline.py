@@ -1288,6 +1288,10 @@ def test_a_rerun_without_resume_says_how_many_finished_runs_it_will_train_again(
     n = len(tiny_run[1]["run"]["student_status"])
     assert (f"students: {n} of these {n} runs are finished in the artifact cache and will be trained again: add "
             "--resume (resume=True) to reuse them") in capsys.readouterr().out
+    with pytest.raises(Stop):  # and --resume says what it reuses (a review: it said nothing)
+        pipeline.run_distill(get_profile("tiny"), out=tmp_path / "again", progress=False, resume=True)
+    assert (f"students: {n} of these {n} runs are finished in the artifact cache and are reused (--resume); 0 to "
+            "train") in capsys.readouterr().out
 
 
 def test_checkpoints_of_a_run_cut_short_while_writing_them_are_cleaned_by_the_next(tmp_path, monkeypatch):
