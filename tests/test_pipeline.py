@@ -1037,7 +1037,7 @@ def test_aggregated_rows_keep_one_speed_source_per_seed():
     assert pipeline._aggregate(fresh, trained)[0]["train_speed_from"] == "this run"
 
 
-def test_a_runs_projections_start_the_same_whatever_ran_before_it(monkeypatch):
+def test_a_runs_projections_start_the_same_whatever_ran_before_it(monkeypatch, tmp_path):
     """A run's cache key says what it is; its start must not depend on the runs before it in the process (serial,
     resumed and forked runs share one cache). The projections used to be drawn before the run was seeded."""
     from types import SimpleNamespace
@@ -1065,9 +1065,9 @@ def test_a_runs_projections_start_the_same_whatever_ran_before_it(monkeypatch):
     sets = {k: (None, None, None) for k in ("labelled", "transfer", "augmented")}
 
     def run(recipe, initial):
-        pipeline._one_run(profile, spec, get_recipe(recipe), SimpleNamespace(seed=0), sets, teacher,
-                          SimpleNamespace(encoded={"validation": None}, tokenizer=None), None, initial, resume=False,
-                          device="cpu", init="random", desc="x", progress=False)
+        prep = SimpleNamespace(encoded={"validation": None}, tokenizer=None)
+        pipeline._one_run(profile, spec, get_recipe(recipe), SimpleNamespace(seed=0), sets, teacher, prep, tmp_path,
+                          initial, resume=False, device="cpu", init="random", desc="x", progress=False)
 
     run("kd+transfer+hidden", [])  # alone: the first run of its seed, or one in a forked worker
     initial = []
