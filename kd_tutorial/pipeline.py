@@ -102,6 +102,19 @@ def check_grad_accum(profile: Profile, rows: int, student_rows: dict[str, int] |
                          f"{profile.grad_accum}: give --set grad_accum=N with N <= {per_epoch} (--grad-accum N)")
 
 
+def check_student_labels(profile: Profile, rows: int) -> None:
+    """Refuse, in one line, a ``student_labels`` above the ``rows`` labelled training reviews there are: the students
+    would see all of them (:func:`kd_tutorial.data.labelled_subset`), as with None, while results.json and the cache
+    key record the number asked. The line names the largest value that fits."""
+    asked = profile.student_labels
+    if asked is None or asked <= rows:
+        return
+    larger = [f"a larger --set n_train=N (it keeps {profile.n_train})"] if profile.n_train is not None else []
+    fixes = [f"--set student_labels=N with 2 <= N <= {rows}", "--set student_labels=None (all of them)"] + larger
+    raise UsageError(f"student_labels={asked} is more than the {rows} labelled training reviews there are: give "
+                     + (", ".join(fixes[:-1]) + " or " + fixes[-1]))
+
+
 def students_rows(profile: Profile, prep, runs=None, teacher_heads: int | None = None) -> dict[str, int]:
     """``{what: rows}``: the smallest set each student's runs train on (``runs``: the recipes named, None: each
     student's own; with ``teacher_heads``, those :func:`applicable` under that teacher), its labelled reviews when a
@@ -168,10 +181,11 @@ def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *,
 
 def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed: int, runs) -> None:
     """What a run refuses or says before its teacher is downloaded or fine-tuned: students deeper than the teacher
-    (from its config), the data's notes, and a pretrained student whose own tokenizer numbers tokens otherwise
+    (from its config), a ``student_labels`` beyond the training reviews, the data's notes, and a pretrained student whose own tokenizer numbers tokens otherwise
     than the teacher's (from the tokenizers alone)."""
     shape = check_teacher_shape(profile, teacher, runs)
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    check_student_labels(profile, len(prep.encoded["train"]))
     check_grad_accum(profile, len(prep.encoded["train"]), students_rows(profile, prep, runs, shape and shape.heads))
     for note in prep.data.notes:
         print(f"data: {note}", flush=True)  # before the teacher's minutes: what the splits hold, if not as asked

@@ -48,7 +48,7 @@ from .data import subset_encoded
 from .device import pick_device
 from .errors import error_cause, error_chain, UsageError
 from .evaluate import accuracy, accuracy_interval, latency, latency_in_turns, predict_logits
-from .pipeline import run_config, step_budget, student_data
+from .pipeline import check_student_labels, run_config, step_budget, student_data
 from .profiles import Profile, StudentSpec
 from .store import atomic_save_pretrained, atomic_savefig, atomic_write_json, locked, StorageError
 from .teachers import ensure_teacher, ensure_teacher_logits
@@ -331,6 +331,7 @@ def make_context(profile: Profile, out: Path, *, device: str, steps: int | None,
                  **settings) -> SearchContext:
     """The cached teacher, its logits on the labelled and transfer reviews, and the student choices."""
     teacher, prep, info = ensure_teacher(profile, device=device, progress=progress)
+    check_student_labels(profile, len(prep.encoded["train"]))  # the teacher is cached: a refusal here loses nothing
     logits = {split: ensure_teacher_logits(profile, split, teacher_model=teacher, device=device, progress=progress)
               for split in ("train", "transfer")}
     sets = student_data(profile, prep, logits)

@@ -958,6 +958,26 @@ def test_a_grad_accum_beyond_an_epoch_of_a_students_labelled_reviews_is_one_line
         pipeline.check_grad_accum(tiny.replace(grad_accum=33), 1000, transfer_only)
 
 
+def test_student_labels_beyond_the_training_reviews_is_refused_in_one_line_before_the_teacher(monkeypatch):
+    """Before: --set student_labels=100000 on tiny was quietly capped to the 1000 training reviews (labelled_subset
+    keeps all rows), so the runs grew to 375 steps while results.json's settings and the run keys recorded 100000.
+    The line names the largest value that fits; the value itself, and None, pass."""
+    from kd_tutorial import pipeline
+    from kd_tutorial.profiles import get_profile
+    tiny, prep = get_profile("tiny"), _fake_prep(1000, 3000)
+    monkeypatch.setattr(pipeline, "prepare", lambda *a, **kw: prep)
+    where = dict(data_dir=None, teacher=None, init="pretrained", seed=0, runs=None)
+    with pytest.raises(UsageError) as err:
+        pipeline._before_the_teacher(tiny.replace(student_labels=100000), **where)
+    assert str(err.value) == ("student_labels=100000 is more than the 1000 labelled training reviews there are: give "
+                              "--set student_labels=N with 2 <= N <= 1000 or --set student_labels=None (all of them)")
+    with pytest.raises(UsageError, match=r"student_labels=300 is more than the 200 .* or a larger --set n_train=N "
+                                         r"\(it keeps 200\)$"):
+        pipeline.check_student_labels(tiny.replace(n_train=200), 200)
+    for fits in (1000, None):
+        pipeline._before_the_teacher(tiny.replace(student_labels=fits), **where)
+
+
 def test_the_grad_accum_check_leaves_out_a_students_runs_that_cannot_run_under_the_teacher(monkeypatch):
     """A student whose only recipe maps attention with another head count than the teacher's trains nothing (the
     run says so and leaves it out), so its reviews must not bind grad_accum. Before, students_rows counted them."""
