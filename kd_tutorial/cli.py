@@ -584,6 +584,7 @@ def cmd_report(args) -> int:
     if args.summary and args.readme:
         raise UsageError("--summary writes a file of its own and --readme rewrites the README's tables: give one of "
                          "them per command")
+    args.results = [results_file(p) for p in args.results]
     args.results = [p for i, p in enumerate(args.results)
                     if os.path.realpath(p) not in {os.path.realpath(q) for q in args.results[:i]}]  # each file once
     if args.readme:  # its own input named as the README: said so, before its markers are looked for
@@ -630,6 +631,17 @@ def _write_or_say(write, what: str) -> None:
 
 RESULTS_FIX = ("give the results.json that `kd-tutorial distill` wrote (in its --out folder), or the file of "
                "`kd-tutorial benchmark --report`")
+
+
+def results_file(path: str) -> str:
+    """``path``, or for a folder (a run's --out) the results.json in it; a folder without one is refused in one
+    line."""
+    if not os.path.isdir(path):
+        return path
+    inside = os.path.join(path, "results.json")
+    if os.path.exists(inside):
+        return inside
+    raise UsageError(f"{path} is a folder with no results.json in it: {RESULTS_FIX}")
 
 
 RESULTS_MAX_MB = 256  # a results.json of three seeds is a few MB; a file far larger is something else
@@ -858,7 +870,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-only", action="store_true", help="skip the IMDB dataset")
 
     r = sub.add_parser("report", help="render a results.json as the README's markdown table")
-    r.add_argument("results", nargs="+", type=_path, help="results.json files (one table each, in path order)")
+    r.add_argument("results", nargs="+", type=_path, help="results.json files, or the --out folders that hold them "
+                   "(one table each, in path order)")
     r.add_argument("--readme", type=_path, help="rewrite the table between the results markers of this README")
     r.add_argument("--summary", metavar="OUT.json", type=_file("summary.json"),
                    help="write the results without the per-step training logs, small enough to commit (a whole "

@@ -480,6 +480,19 @@ def test_a_readme_that_is_the_results_file_is_named_as_such(run, capsys):
     assert run.read_bytes() == before
 
 
+def test_a_run_folder_reads_its_results_json_and_a_folder_without_one_is_one_line(run, capsys, tmp_path):
+    """Before: `report DIR` on the --out folder said "cannot read results file DIR (IsADirectoryError)". The
+    folder's results.json is read, with nothing more said; a folder without one is named as such."""
+    assert cli.main(["report", str(run)]) == 0
+    alone = capsys.readouterr()
+    assert cli.main(["report", str(run.parent)]) == 0
+    assert capsys.readouterr() == alone
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert error_line(capsys, "report", str(empty)) == (
+        f"kd-tutorial: error: {empty} is a folder with no results.json in it: {cli.RESULTS_FIX}")
+
+
 def test_a_device_or_a_huge_file_is_refused_before_it_is_read(capsys, tmp_path):
     """/dev/zero and a 3 GB file were read whole: a MemoryError traceback, or no end."""
     if os.path.exists("/dev/zero"):
