@@ -243,9 +243,17 @@ def test_check_names_the_folders_it_was_given_and_what_plain_regenerating_would_
 
 
 def test_no_solution_notebooks_names_the_flag(tmp_path, capsys):
+    """Before: a --solutions that does not exist (or is a file) was told "no solution notebooks in" it, as an empty
+    folder is: the line now says what is wrong with the path."""
+    fix = "give --solutions the folder of the solution notebooks (*.ipynb), e.g. the course's solutions/"
     line = one_line(capsys, "make-exercises", "--solutions", str(tmp_path / "missing"))
-    assert line == (f"kd-tutorial make-exercises: no solution notebooks in {tmp_path / 'missing'}: give --solutions "
-                    "the folder of the solution notebooks (*.ipynb), e.g. the course's solutions/")
+    assert line == f"kd-tutorial make-exercises: --solutions {tmp_path / 'missing'} does not exist: {fix}"
+    (tmp_path / "a.ipynb").write_text("{}")
+    line = one_line(capsys, "make-exercises", "--solutions", str(tmp_path / "a.ipynb"))
+    assert line == f"kd-tutorial make-exercises: --solutions {tmp_path / 'a.ipynb'} is a file, not a folder: {fix}"
+    (tmp_path / "empty").mkdir()
+    line = one_line(capsys, "make-exercises", "--solutions", str(tmp_path / "empty"))
+    assert line == f"kd-tutorial make-exercises: no solution notebooks in {tmp_path / 'empty'}: {fix}"
 
 
 # ----------------------------------------------------------------------------- grade

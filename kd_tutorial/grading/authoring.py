@@ -247,11 +247,16 @@ def _default(name: str) -> Path:
 
 
 def check_folders(solutions: Path, exercises: Path) -> None:
-    """Refuse, before anything is read or written: no solution notebooks, an --exercises that is a file, and
+    """Refuse, before anything is read or written: a --solutions that does not exist or is a file, no solution
+    notebooks in it, an --exercises that is a file, and
     folders that are one and the same or hold one another (the stubs would replace the solutions)."""
-    if not solutions.is_dir() or not any(solutions.glob("*.ipynb")):
-        raise UsageError(f"no solution notebooks in {solutions}: give --solutions the folder of the solution "
-                         "notebooks (*.ipynb), e.g. the course's solutions/")
+    fix = "give --solutions the folder of the solution notebooks (*.ipynb), e.g. the course's solutions/"
+    if not solutions.exists():
+        raise UsageError(f"--solutions {solutions} does not exist: {fix}")
+    if not solutions.is_dir():
+        raise UsageError(f"--solutions {solutions} is a file, not a folder: {fix}")
+    if not any(solutions.glob("*.ipynb")):
+        raise UsageError(f"no solution notebooks in {solutions}: {fix}")
     if exercises.exists() and not exercises.is_dir():
         raise UsageError(f"--exercises {exercises} is a file: give --exercises a folder (by default exercises/ "
                          "beside the solutions folder)")
