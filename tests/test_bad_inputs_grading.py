@@ -439,6 +439,24 @@ def test_a_file_whose_exercise_set_is_unknown_says_what_to_give(tmp_path):
     assert subs[0]["notes"] == fix
 
 
+def test_a_class_of_which_no_file_is_a_valid_notebook_exits_1_with_its_reports_written(tmp_path, capsys,
+                                                                                       fake_kernel):
+    """Before: it exited 0 with `Totals: error 2`, as if the class had been graded. Now it exits 1, one line on
+    stderr, with the reports written still; one broken notebook among graded ones still exits 0."""
+    folder, out = tmp_path / "class", tmp_path / "grades.csv"
+    folder.mkdir()
+    for name in ("alice_02.ipynb", "bob_02.ipynb"):
+        (folder / name).write_text("<html>not a notebook</html>")
+    assert cli.main(["grade", str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("kd-tutorial grade: none of the 2 file(s) is a valid notebook, so nothing was graded (the reports "
+                   "say why for each): give the learners' .ipynb files as Jupyter saved them")
+    assert learners(out) == (["alice_02", "bob_02"], ["alice_02", "bob_02"])  # one error row each
+    a_class(folder, "carol_02.ipynb")
+    assert cli.main(["grade", str(folder), "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_text_that_is_not_utf8_is_escaped_in_the_reports_and_the_summary(tmp_path, capsys, fake_kernel):
     """Review 2, defect 1: a file name of bytes (ren\\xe9_02...), or a learner's flag naming one, crashed write_reports
     with UnicodeEncodeError after all grading, leaving grades.csv truncated beside an old grades.json."""

@@ -398,7 +398,8 @@ def test_a_reader_that_leaves_the_summary_of_grade_leaves_its_status_and_no_erro
     monkeypatch.setattr(sys, "__stdout__", stdout)
     notebook = Path(__file__).parent / "fixtures" / "grading" / "not_a_notebook.ipynb"
     try:
-        assert cli.main(["grade", str(notebook), "--out", str(tmp_path / "grades.csv")]) == 0
+        # 1: its one file is no valid notebook, so nothing was graded (the status of such a class, not the pipe's)
+        assert cli.main(["grade", str(notebook), "--out", str(tmp_path / "grades.csv")]) == 1
         assert (tmp_path / "grades.csv").exists()
         stdout.flush()  # what the interpreter does at exit
     finally:

@@ -49,6 +49,7 @@ COLUMNS = ["learner", "file", "notebook", "exercise", "title", "status", "messag
 SHORT = {"passed": "pass", "failed": "FAIL", "not attempted": "-", "error": "ERROR", "timeout": "TIMEOUT"}
 CLUTTER = {"__MACOSX", ".ipynb_checkpoints"}  # folders whose files are never a learner's notebook
 LOCK_SUFFIX = ".kd-lock"  # a report's lock beside it, .<name>.kd-lock (report_locked): never a learner's file
+INVALID = "not a valid notebook"  # how the notes of a submission that could not be read as a notebook begin
 UNKNOWN_SET = ("cannot tell which exercise notebook this is: give the learner's copy of a notebook of exercises/, "
                "or put its name in the file name (e.g. alice_02_soft_targets_temperature.ipynb)")
 
@@ -340,10 +341,10 @@ def grade_one(path: Path, nb, problem: str | None, learner: str, detected: str |
     notes, flags, seconds, kernel = [], [], 0.0, None
     if set_id is None:
         results = {}
-        notes.append(f"not a valid notebook ({problem}); {UNKNOWN_SET}" if problem else UNKNOWN_SET)
+        notes.append(f"{INVALID} ({problem}); {UNKNOWN_SET}" if problem else UNKNOWN_SET)
     elif problem:
-        results = {label: (ERROR, f"not a valid notebook ({problem})") for label in SETS[set_id][1]}
-        notes.append(f"not a valid notebook: {problem}")
+        results = {label: (ERROR, f"{INVALID} ({problem})") for label in SETS[set_id][1]}
+        notes.append(f"{INVALID}: {problem}")
     elif course_notebook(nb, set_id):
         results = {label: (ERROR, f"{label}: {course_notebook_message(set_id)}") for label in SETS[set_id][1]}
         notes.append(course_notebook_message(set_id))
@@ -635,7 +636,10 @@ def _parser(parser_class) -> argparse.ArgumentParser:
     """The arguments of ``kd-tutorial grade``."""
     parser = parser_class(prog="kd-tutorial grade", description="Grade a workshop's notebooks: each runs in a fresh "
                           "kernel, its checks report, and one row per learner and exercise goes to a CSV and a JSON "
-                          "report (merged into an earlier report at --out).")
+                          "report (merged into an earlier report at --out).",
+                          epilog="Exit status: 0 once the notebooks are graded, whatever the scores (a broken "
+                          "notebook among them is an error row); 1 when none of them is a valid notebook (the reports "
+                          "are written still); 2 on bad input; 130 when interrupted.")
     parser.add_argument("submissions", nargs="+", metavar="SUBMISSIONS", type=path_argument,
                         help="notebooks, or folders searched recursively for *.ipynb")
     parser.add_argument("--out", type=lambda text: Path(file_argument("grades.csv")(text)), default=Path("grades.csv"),
@@ -787,7 +791,17 @@ def _grade(args) -> int:
         return 2
     if stopped is not None:
         return _interrupted(len(submissions), stopped.total, args.out, json_path)
+    if not failed and none_graded(submissions):
+        _say(f"kd-tutorial grade: none of the {len(submissions)} file(s) is a valid notebook, so nothing was graded "
+             f"(the reports say why for each): give the learners' .ipynb files as Jupyter saved them", file=sys.stderr)
+        return 1
     return 2 if failed else 0
+
+
+def none_graded(submissions: list[dict]) -> bool:
+    """Whether a run had submissions and none of them could be read as a notebook (each a row of
+    :data:`INVALID`): a batch with one broken notebook among others is graded, and exits 0."""
+    return bool(submissions) and all(s["notes"].startswith(INVALID) for s in submissions)
 
 
 def _interrupted(n: int, total: int, out: Path, json_path: Path) -> int:
