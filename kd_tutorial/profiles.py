@@ -303,10 +303,23 @@ class Profile:
                 fine = False
             if not fine:
                 raise ProfileOverrideError(f"{name}={getattr(self, name)!r}: give {give}")
+        object.__setattr__(self, "teacher_config", self._same_teacher_config())
         names = [spec.name for spec in self.students]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:  # runs, checkpoints and results are keyed by name: one of the two would be lost
             raise ProfileOverrideError(f"students named {', '.join(twice)} more than once: give each a name of its own")
+
+    def _same_teacher_config(self) -> dict | None:
+        """``teacher_config`` as the default spells it where it builds the default teacher: for tiny-bert, any
+        dict that laid over :data:`TINY_BERT` leaves it as it is (``{}``) is TINY_BERT, and for another teacher, which
+        reads no teacher_config, ``{}`` is None. Then ``--set "teacher_config={}"`` keys the same teacher as the
+        preset (it trained another) and is no change; other values, and every preset's, stay as given."""
+        config = self.teacher_config
+        if config is None or TINY_BERT | config != TINY_BERT:
+            return config
+        if self.teacher == "tiny-bert":  # models.TINY_TEACHER (models imports this module)
+            return dict(TINY_BERT)
+        return None if not config else config
 
     def config_hash(self, *parts: object) -> str:
         """A short, stable hash of this whole profile (plus ``parts``)."""

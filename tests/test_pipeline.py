@@ -613,6 +613,25 @@ def test_a_smaller_evaluation_batch_keeps_the_teacher():
         assert profile.teacher_hash() == stable_hash(before)
 
 
+def test_an_empty_or_default_equal_teacher_config_keys_the_default_teacher():
+    """Before: --set "teacher_config={}" on tiny builds the default teacher ({} laid over TINY_BERT) under another
+    cache key, so it trained a new one, was recorded as a change, and the time estimate knew no size for it. The
+    presets keep their values, so their keys."""
+    from kd_tutorial import flops
+    from kd_tutorial.profiles import PROFILES, TINY_BERT
+    tiny, cpu = get_profile("tiny"), get_profile("cpu")
+    for same in ("teacher_config={}", "teacher_config={'hidden_size': 64}"):
+        profile = tiny.with_overrides([same])
+        assert (profile.teacher_hash(), profile.changes()) == (tiny.teacher_hash(), {})
+        assert flops.teacher_config(profile) == flops.teacher_config(tiny)
+    assert cpu.with_overrides(["teacher_config={}"]).teacher_hash() == cpu.teacher_hash()  # a teacher reading none
+    other = tiny.with_overrides(["teacher_config={'num_hidden_layers': 2}"])
+    assert other.teacher_config == {"num_hidden_layers": 2} and other.teacher_hash() != tiny.teacher_hash()
+    assert tiny.with_overrides(["teacher=bert-base-uncased"]).teacher_config == TINY_BERT  # kept as given
+    assert (PROFILES["tiny"].teacher_config, PROFILES["cpu"].teacher_config, PROFILES["full"].teacher_config) == (
+        TINY_BERT, None, None)  # their keys, computed from these fields: test_a_smaller_evaluation_batch_keeps_...
+
+
 def test_another_test_set_keeps_the_teacher_and_its_students(tiny_run, tmp_path):
     """n_test picks test reviews only: with a real test split, changing it reuses the fine-tuned teacher, its
     transfer logits and every student (same folder); the test logits get a file of their own. Where the test
