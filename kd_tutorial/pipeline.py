@@ -181,8 +181,8 @@ def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *,
 
 def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed: int, runs) -> None:
     """What a run refuses or says before its teacher is downloaded or fine-tuned: students deeper than the teacher
-    (from its config), a ``student_labels`` beyond the training reviews, the data's notes, and a pretrained student whose own tokenizer numbers tokens otherwise
-    than the teacher's (from the tokenizers alone)."""
+    (from its config), a ``student_labels`` beyond the training reviews, the data's notes, and a pretrained student
+    whose own tokenizer numbers tokens otherwise than the teacher's (from the tokenizers alone)."""
     shape = check_teacher_shape(profile, teacher, runs)
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     check_student_labels(profile, len(prep.encoded["train"]))
