@@ -230,7 +230,8 @@ def _interrupt(pool: ProcessPoolExecutor, workers: set, pending: dict, by: str =
     again: at once)."""
     for future in pending:
         future.cancel()
-    print(f"stopping{' on SIGTERM' if by == 'SIGTERM' else ''}: the runs in progress save their last completed step "
+    print(f"stopping{' on SIGTERM' if by == 'SIGTERM' else ''}: the runs in progress save their last completed step, "
+          "or keep the run finished before where they train one again "
           f"(up to {STOP_GRACE_S:.0f} s; {by} again to stop them now)", file=sys.stderr, flush=True)
     try:
         for worker in workers:

@@ -50,7 +50,7 @@ from .teacher_layers import (cache_gb, reads_cached_layers, run_layer_keys, teac
 from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on,
                        load_cached_logits)
 from .threads import load_average
-from .train import TrainConfig, kept_rng, seed_everything, train
+from .train import TrainConfig, ctrl_c_after, kept_rng, seed_everything, train
 
 
 def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
@@ -717,7 +717,8 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
                             device=device, checkpoint_dir=None if again else folder, resume=resume, desc=desc,
                             progress=progress, on_step=on_step)
     student = fold_word_embeddings(student)  # a plain BERT again (a no-op unless spec.teacher_word_vectors)
-    save_student(folder, student, history)
+    with ctrl_c_after() if again else contextlib.nullcontext():  # cut short, it would leave neither run: no checkpoint
+        save_student(folder, student, history)
     # back on the CPU, as a student from the cache comes: a GPU keeps room for the next run (a T4 running the full
     # profile's seeds would otherwise hold every finished student), and evaluation moves each one over in turn
     return {"model": student.cpu(), "history": history, "status": "trained", "run_hash": run_hash(folder)}

@@ -274,8 +274,9 @@ def test_the_stopping_line_names_the_signal_that_came_and_the_runs_save(tmp_path
     assert isinstance(stop.value, Terminated) == (sig == "SIGTERM")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("stopping")]
     by, on = ("SIGTERM", " on SIGTERM") if sig == "SIGTERM" else ("Ctrl-C", "")
-    assert lines == [f"stopping{on}: the runs in progress save their last completed step (up to "
-                     f"{parallel.STOP_GRACE_S:.0f} s; {by} again to stop them now)"]
+    assert lines == [f"stopping{on}: the runs in progress save their last completed step, or keep the run finished "
+                     f"before where they train one again (up to {parallel.STOP_GRACE_S:.0f} s; {by} again to stop "
+                     "them now)"]
 
 
 @linux_only

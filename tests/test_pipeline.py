@@ -757,6 +757,27 @@ def test_a_finished_run_trained_again_and_stopped_is_still_reused_by_resume(tiny
     assert after["status"] == "cached" and after["run_hash"] == before["run_hash"]
 
 
+def test_a_ctrl_c_while_a_run_trained_again_is_saved_waits_for_the_save(tiny_run, monkeypatch):
+    """A review: saving removes the old run's history first, and a run trained again keeps no checkpoint, so a Ctrl-C
+    during that save left neither run (only model/), and --resume trained it from step 0. The save now holds Ctrl-C
+    until it ends: the new run is complete, then the interrupt goes on."""
+    import signal
+    profile = get_profile("tiny")
+    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+    kw = dict(students=(profile.students[1],), runs=("baseline",), progress=False, workers=1)
+    [before] = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw).values()
+    real = artifacts.atomic_save_pretrained
+
+    def pressed_during_the_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(artifacts, "atomic_save_pretrained", pressed_during_the_save)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.distill_students(profile, teacher, prep, logits, resume=False, **kw)
+    assert artifacts.student_finished(Path(before["path"]))
+
+
 def test_a_checkpoint_beside_a_finished_run_is_dropped_when_resume_reuses_the_run(tmp_path):
     """Older code checkpointed a run trained again: its stopped retraining left a last.pt beside the finished run.
     The finished run is reused, and the checkpoint does not stay in the folder for good."""
