@@ -1,4 +1,4 @@
-"""e34: does a baseline validated three times per run keep its best weights? Each of a student's runs is validated
+"""e34, e35: does a baseline validated three times per run keep its best weights? Each of a student's runs is validated
 ``evals_per_run`` times and keeps its best pass. compact-2L-H128's baseline reads its 1,000 labels for 2,785 steps
 (44 passes over them, the budget its transfer-set runs need), so its first validation comes after 15 passes over
 its labels: a baseline that peaks before that is never seen at its best.
@@ -6,6 +6,7 @@ its labels: a baseline that peaks before that is never seen at its best.
 Usage: python docs/tuning/baseline_evals.py OUT.json STUDENT RECIPE EVALS [EVALS ...]
    (KD_TUTORIAL_DATA_DIR: the IMDB parquet files; KD_TUTORIAL_HOME: the cache holding the profile's teacher)
    e34: python docs/tuning/baseline_evals.py docs/tuning/cpu-compact-baseline-evals.json compact-2L-H128 baseline 3 30
+   e35: python docs/tuning/baseline_evals.py docs/tuning/cpu-distil-baseline-evals.json distil-3L baseline 10
 
 Trains RECIPE of STUDENT on seeds 0, 1 and 2 with each ``evals_per_run`` (the profile's own number is read back
 from the cache where it ran), and scores the kept weights on validation and on test. The rule, fixed before the
