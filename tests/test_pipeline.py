@@ -729,15 +729,25 @@ def test_a_students_corrupt_test_logits_give_a_clear_error(tiny_run, tmp_path, m
         pipeline.student_test_logits(get_profile("tiny"), prep, item, device="cpu")
 
 
+def _one_cached_run():
+    """``(run, item)``: ``run(resume=...)`` trains or loads the tiny profile's compact baseline (seed 0), and ``item``
+    is that run as the cache holds it (tiny_run trained it)."""
+    profile = get_profile("tiny")
+    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+
+    def run(resume: bool) -> dict:
+        return pipeline.distill_students(profile, teacher, prep, logits, resume=resume, progress=False, workers=1,
+                                         students=(profile.students[1],), runs=("baseline",))
+    [item] = run(resume=True).values()
+    return run, item
+
+
 def test_a_finished_run_trained_again_and_stopped_is_still_reused_by_resume(tiny_run, monkeypatch, capsys):
     """A review: distill without --resume said "N runs are finished ... add --resume to reuse them"; a Ctrl-C then
     left a step-10 checkpoint beside each finished run, and --resume continued those retrainings, the finished runs
     thrown away. A run trained again keeps no checkpoint, so that the finished run stands and --resume reuses it."""
-    profile = get_profile("tiny")
-    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
-    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
-    kw = dict(students=(profile.students[1],), runs=("baseline",), progress=False, workers=1)
-    [before] = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw).values()
+    run, before = _one_cached_run()
     real = pipeline.train
 
     def stopped(*args, on_step=None, **kwargs):
@@ -747,13 +757,13 @@ def test_a_finished_run_trained_again_and_stopped_is_still_reused_by_resume(tiny
         return real(*args, on_step=step, **kwargs)
     monkeypatch.setattr(pipeline, "train", stopped)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.distill_students(profile, teacher, prep, logits, resume=False, **kw)
+        run(resume=False)
     folder = Path(before["path"])
     assert not (folder / "last.pt").exists() and artifacts.student_finished(folder)
     assert ("baseline: interrupted; the run finished before on the same settings is still in the artifact cache: "
             "run again with --resume (resume=True) to reuse it") in capsys.readouterr().err
     monkeypatch.setattr(pipeline, "train", real)
-    [after] = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw).values()
+    [after] = run(resume=True).values()
     assert after["status"] == "cached" and after["run_hash"] == before["run_hash"]
 
 
@@ -762,11 +772,7 @@ def test_a_ctrl_c_while_a_run_trained_again_is_saved_waits_for_the_save(tiny_run
     during that save left neither run (only model/), and --resume trained it from step 0. The save now holds Ctrl-C
     until it ends: the new run is complete, then the interrupt goes on."""
     import signal
-    profile = get_profile("tiny")
-    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
-    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
-    kw = dict(students=(profile.students[1],), runs=("baseline",), progress=False, workers=1)
-    [before] = pipeline.distill_students(profile, teacher, prep, logits, resume=True, **kw).values()
+    run, before = _one_cached_run()
     real = artifacts.atomic_save_pretrained
 
     def pressed_during_the_save(*args, **kwargs):
@@ -774,7 +780,7 @@ def test_a_ctrl_c_while_a_run_trained_again_is_saved_waits_for_the_save(tiny_run
         return real(*args, **kwargs)
     monkeypatch.setattr(artifacts, "atomic_save_pretrained", pressed_during_the_save)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.distill_students(profile, teacher, prep, logits, resume=False, **kw)
+        run(resume=False)
     assert artifacts.student_finished(Path(before["path"]))
 
 
