@@ -319,7 +319,7 @@ class Profile:
             return config
         if self.teacher == "tiny-bert":  # models.TINY_TEACHER (models imports this module)
             return dict(TINY_BERT)
-        return None if not config else config
+        return config or None
 
     def config_hash(self, *parts: object) -> str:
         """A short, stable hash of this whole profile (plus ``parts``)."""

@@ -698,8 +698,9 @@ class _Run:
         self.scaler.scale(loss * weight).backward()
         labels = batch["labels"]
         hits = ((logits.detach().argmax(-1) == labels) & (labels >= 0)).sum()
-        self.step_sums += torch.stack([loss.detach().float() * weight, hits.float(), (labels >= 0).sum().float()])
-        self.step_log.append((loss.detach() * weight, {name: value.detach() * (
+        weighted = loss.detach() * weight  # the micro-batch's share of the step's loss
+        self.step_sums += torch.stack([weighted.float(), hits.float(), (labels >= 0).sum().float()])
+        self.step_log.append((weighted, {name: value.detach() * (
             token_share if name in TOKEN_TERMS else weight) for name, value in terms.items()}))
 
     def optimizer_step(self) -> None:
