@@ -196,7 +196,7 @@ def _student_run(profile: Profile, spec: StudentSpec, recipe, rows: dict, per_re
     online = recipe.online_teacher and not reads_cached_layers(profile, recipe)
     return _phase({f"train:{spec.name}": 3 * reviews * per_review[spec.name],
                    "infer:teacher": reviews * per_review["teacher"] if online else 0.0,
-                   f"infer:{spec.name}": validation_passes(profile, steps)[1] * rows["validation"]
+                   f"infer:{spec.name}": validation_passes(profile, steps, spec)[1] * rows["validation"]
                    * per_review[spec.name]},
                   steps=steps, reviews=reviews, online_teacher=online)
 

@@ -220,16 +220,22 @@ def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps:
                        warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
                        mode=recipe.mode, temperature=profile.temperature, alpha=profile.alpha,
                        intermediate=recipe.intermediate, seed=seed, precision=profile.precision,
-                       eval_every=validation_passes(profile, steps)[0], keep_best=True,
+                       eval_every=validation_passes(profile, steps, spec)[0], keep_best=True,
                        patience=profile.patience)
 
 
-def validation_passes(profile: Profile, steps: int) -> tuple[int, int]:
+def validation_passes(profile: Profile, steps: int, spec: StudentSpec | None = None) -> tuple[int, int]:
     """``(eval_every, passes)`` of a run of ``steps`` steps: it validates every ``eval_every`` steps and after its
-    last, ``passes`` times in all (fewer if patience stops it). That is ``evals_per_run`` or fewer: at most one a
-    step, and a whole number of steps apart (10 steps at evals_per_run=7: every 2nd, 5 passes)."""
-    every = max(1, math.ceil(steps / profile.evals_per_run))
+    last, ``passes`` times in all (fewer if patience stops it). That is ``evals_per_run`` (the student's own where
+    ``spec`` sets one, else the profile's: :func:`evals_asked`) or fewer: at most one a step, and a whole number of
+    steps apart (10 steps at evals_per_run=7: every 2nd, 5 passes)."""
+    every = max(1, math.ceil(steps / evals_asked(profile, spec)))
     return every, math.ceil(steps / every)
+
+
+def evals_asked(profile: Profile, spec: StudentSpec | None = None) -> int:
+    """The validation passes a run of ``spec`` asks for: its own ``evals_per_run``, else the profile's."""
+    return spec.evals_per_run if spec is not None and spec.evals_per_run is not None else profile.evals_per_run
 
 
 # What a finished student run computes, for given settings, changes with the code now and then. Bump this when a change
@@ -246,7 +252,9 @@ def run_key(profile: Profile, spec: StudentSpec, config, init: str, recipe: Reci
     hash of the spare reviews it learns from, :func:`spare_hash`; None: none), the code's :data:`RUN_REVISION`, and
     (``teacher_layers``: the teacher's depth) the rounding of a ``uniform`` mapping where it changed
     (:func:`_rounding_changed`)."""
-    student = {k: v for k, v in dataclasses.asdict(spec).items() if k != "recipes"}  # the list decides no run
+    # the recipes decide no run, and a student's own evals_per_run enters as the config's eval_every, as the
+    # profile's does: a run validated as often keys alike whichever asked (and keys from before the field stay)
+    student = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("recipes", "evals_per_run")}
     if spec.pretrained:  # a folder by the files it holds, as a teacher folder is (a Hub name as it is): other weights
         student["pretrained"] = teacher_key(spec.pretrained)  # saved there are another start, not this run's
     if recipe is None or recipe.intermediate is None:  # which layers map weighs only the intermediate terms: a
@@ -548,7 +556,7 @@ def _plan_jobs(profile: Profile, specs, chosen: dict, seeds, teacher, prep, init
         recipes = chosen[spec.name]
         rows = n_rows or transfer_set_rows(profile, spec, prep)
         steps = step_budget(profile, spec, rows)
-        plan = student_plan(spec, recipes, steps, teacher) | _spare_plan(spec, prep) | _evals_plan(profile, steps)
+        plan = student_plan(spec, recipes, steps, teacher) | _spare_plan(spec, prep) | _evals_plan(profile, steps, spec)
         for seed in seeds:
             for recipe in recipes:
                 config = run_config(profile, spec, recipe, plan["steps"], seed)
@@ -660,17 +668,20 @@ def _spare_plan(spec: StudentSpec, prep) -> dict:
     return {"spare_reviews": prep.spare_rows()} if spec.spare_reviews else {}
 
 
-def _evals_plan(profile: Profile, steps: int) -> dict:
+def _evals_plan(profile: Profile, steps: int, spec: StudentSpec | None = None) -> dict:
     """Where a run of ``steps`` steps validates fewer times than ``evals_per_run`` asks
-    (:func:`validation_passes`): how often and how many times it does (``results["run"]["students"]``)."""
-    every, passes = validation_passes(profile, steps)
-    return {"validation_passes": passes, "validation_every": every} if passes < profile.evals_per_run else {}
+    (:func:`validation_passes`): how often and how many times it does (``results["run"]["students"]``); and a
+    student's own ``evals_per_run`` where it sets one."""
+    every, passes = validation_passes(profile, steps, spec)
+    own = {"evals_per_run": spec.evals_per_run} if spec is not None and spec.evals_per_run is not None else {}
+    return own | ({"validation_passes": passes, "validation_every": every} if passes < evals_asked(profile, spec)
+                  else {})
 
 
 def _announce(name: str, plan: dict) -> None:
     """One line per student: its step budget, its recipes, the spare reviews it learns from where it asks for them,
-    when a recipe needs one, its layer mapping and, where they are fewer than ``evals_per_run``, its validation
-    passes (:func:`_evals_plan`)."""
+    when a recipe needs one, its layer mapping and, where they are its own or fewer than ``evals_per_run``, its
+    validation passes (:func:`_evals_plan`)."""
     line = f"{name}: {plan['steps']} steps per run; recipes {', '.join(plan['recipes'])}"
     if "spare_reviews" in plan:
         line += (f"; the transfer-set runs also learn from {plan['spare_reviews']:,} spare train reviews"
@@ -678,6 +689,8 @@ def _announce(name: str, plan: dict) -> None:
                  "its transfer set is the labelled and transfer reviews")
     if "layer_mapping" in plan:
         line += f"; layer mapping {plan['layer_mapping']}"
+    if "evals_per_run" in plan and "validation_passes" not in plan:
+        line += f"; validated {plan['evals_per_run']} times a run (its own evals_per_run)"
     if "validation_passes" in plan:
         every, passes = plan["validation_every"], plan["validation_passes"]
         line += (f"; validated after every step: {passes} passes per run, fewer than evals_per_run asks (at most one "

@@ -39,7 +39,7 @@ MARKUPS = ("keep", "space")  # what becomes of IMDB's HTML line breaks before to
 MAX_SEED = 2**32 - 1  # torch and numpy take seeds from 0 to this
 
 # the profile's defaults for its students, and the StudentSpec field that overrides each
-SHADOWED = {"student_epochs": "epochs", "student_lr": "lr", "recipes": "recipes"}
+SHADOWED = {"student_epochs": "epochs", "student_lr": "lr", "recipes": "recipes", "evals_per_run": "evals_per_run"}
 
 
 def _whole(low: int):
@@ -190,10 +190,16 @@ class StudentSpec:
     # its transfer-set runs also learn from the teacher's answers on the train reviews no split holds
     # (data.spare_reviews): kd+transfer, the pseudo-label control and the intermediate recipes alike
     spare_reviews: bool = False
+    # validation passes per run, the best one's weights kept; None: the profile's evals_per_run
+    evals_per_run: int | None = None
 
     def __post_init__(self):
         """Refuse, in one line, a field this kind of student would ignore without a word (a ``distil`` student with
-        ``hidden_size=64`` trained at the teacher's width), and an unknown kind."""
+        ``hidden_size=64`` trained at the teacher's width), an unknown kind, and validation passes that are no
+        whole number from 1."""
+        if self.evals_per_run is not None and not _whole(1)(self.evals_per_run):
+            raise ProfileOverrideError(f"student {self.name}: evals_per_run={self.evals_per_run!r}: give a whole "
+                                       "number >= 1, or None for the profile's")
         ignored = IGNORED_BY_KIND.get(self.kind)
         if ignored is None:
             raise ProfileOverrideError(f"student {self.name}: unknown student kind {self.kind!r}: give 'distil' or "
@@ -513,7 +519,10 @@ PROFILES: dict[str, Profile] = {
                         recipes=("baseline", "kd+transfer", "kd+transfer+values", "pseudo-label"),
                         # validation +1.04 [+0.22, +1.86] over 5 seeds, on a folder's 13,294 spare reviews
                         # (docs/tuning.md, e32; from the Hub there are about 21,400, not measured)
-                        spare_reviews=True),
+                        spare_reviews=True,
+                        # its baseline peaks after 279 to 651 of its 2,785 steps, which 3 passes never see:
+                        # validation +3.31 [+2.17, +4.48] over 3 seeds with 30 (docs/tuning.md, e34)
+                        evals_per_run=30),
         ),
         data_source="hub",
         n_train=2000,
@@ -589,7 +598,7 @@ PROFILES: dict[str, Profile] = {
 # What changed in a preset after the seed that measured its time_budget_s, as {student: {field: value then}}: the
 # printed estimate scales that budget by the model arithmetic the changes add (cli.work_ratio against
 # timed_preset), until a seed of the preset as it stands is timed again.
-UNTIMED_CHANGES: dict[str, dict[str, dict]] = {}
+UNTIMED_CHANGES: dict[str, dict[str, dict]] = {"cpu": {"compact-2L-H128": {"evals_per_run": None}}}
 
 # The split sizes of the data each preset's time_budget_s was measured on, as kd_tutorial.data.folder_rows gives them:
 # cpu's seed read the shared copy of IMDB (its train split and 4,934 test reviews, no unlabelled split). The estimate

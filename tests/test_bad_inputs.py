@@ -1020,6 +1020,39 @@ def test_fewer_validation_passes_than_evals_per_run_asks_are_said_and_recorded(c
         "evals_per_run asks (passes are a whole number of steps apart)"]
 
 
+def test_a_students_own_evals_per_run_sets_its_validation_grid_and_keys_as_the_profiles_would(capsys):
+    """e34: compact-2L-H128's baseline, validated 3 times in its 2,785 steps, never saw its best pass (steps 279 to
+    651), so the cpu profile gives that student 30 passes of its own. Its runs validate on that grid, say so, count
+    the passes in the time estimate, and key as the same grid asked by the profile would (the runs e34 cached with
+    --set evals_per_run=30 are the preset's); a bad number is refused in one line, and --set evals_per_run where every
+    student sets its own would change nothing."""
+    from kd_tutorial import pipeline, profiles
+    from kd_tutorial.profiles import get_profile, ProfileOverrideError, StudentSpec
+    cpu = get_profile("cpu")
+    distil, compact = cpu.students
+    assert (cpu.evals_per_run, distil.evals_per_run, compact.evals_per_run) == (3, None, 30)
+    config = pipeline.run_config(cpu, compact, "baseline", 2785, 0)
+    assert pipeline.validation_passes(cpu, 2785, compact) == (93, 30) and config.eval_every == 93
+    assert pipeline.run_config(cpu, distil, "baseline", 562, 0).eval_every == 188  # the profile's 3
+    asked, plain = cpu.replace(evals_per_run=30), dataclasses.replace(compact, evals_per_run=None)
+    key = pipeline.run_key(cpu, compact, config, "pretrained")
+    assert key == pipeline.run_key(asked, plain, pipeline.run_config(asked, plain, "baseline", 2785, 0), "pretrained")
+    assert key != pipeline.run_key(cpu, plain, pipeline.run_config(cpu, plain, "baseline", 2785, 0), "pretrained")
+    plan = pipeline._evals_plan(cpu, 2785, compact)
+    assert plan == {"evals_per_run": 30} and pipeline._evals_plan(cpu, 562, distil) == {}
+    pipeline._announce("compact-2L-H128", {"steps": 2785, "recipes": {"baseline": {}}} | plan)
+    assert capsys.readouterr().out == ("compact-2L-H128: 2785 steps per run; recipes baseline; validated 30 times a "
+                                       "run (its own evals_per_run)\n")
+    assert 1.01 < cli.work_ratio(cpu, source=dict(profiles.BUDGET_SOURCE["cpu"])) < 1.1  # 27 more passes, 4 runs
+    with pytest.raises(ProfileOverrideError) as err:
+        StudentSpec("c", "compact", 1, hidden_size=8, num_heads=2, intermediate_size=16, evals_per_run=0)
+    assert str(err.value) == "student c: evals_per_run=0: give a whole number >= 1, or None for the profile's"
+    both = cpu.replace(students=(dataclasses.replace(distil, evals_per_run=5), compact))
+    with pytest.raises(ProfileOverrideError, match="every student of the cpu profile sets its own evals_per_run, so "
+                                                   "evals_per_run would change nothing"):
+        both.with_overrides(["evals_per_run=4"])
+
+
 def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):
     """transformers loads such a folder's tokenizer with its 5 special tokens only; the error used to be a
     "tokenizer mismatch" telling the user to give the student the teacher's tokenizer."""

@@ -233,13 +233,17 @@ def _budget_run() -> dict:
 
 def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_was_timed():
     """The printed estimate starts from time_budget_s: it must be a measured seed of this very preset, less only the
-    changes listed since (profiles.UNTIMED_CHANGES, none since this seed), whose arithmetic the estimate adds."""
+    changes listed since (profiles.UNTIMED_CHANGES: compact-2L-H128's own evals_per_run), whose arithmetic the
+    estimate adds."""
+    import dataclasses
     import re
     run, cpu = _budget_run(), profiles.timed_preset("cpu")
-    assert profiles.UNTIMED_CHANGES == {} and cpu == profiles.get_profile("cpu")  # timed as it stands
     assert (run["profile"], run["profile_changes"], run["seeds"]) == ("cpu", {}, [0])
     recorded, now = run["settings"], cpu.settings()
-    # a setting added since (markup) counts as the record's where it holds the value every earlier run used
+    # a setting added since (markup, a student's evals_per_run) counts as the record's where it holds the value every
+    # earlier run used
+    fields = {f.name: f.default for f in dataclasses.fields(profiles.StudentSpec) if f.name not in ("name", "kind")}
+    recorded = recorded | {"students": [fields | s for s in recorded["students"]]}
     before = profiles.TEACHER_FIELDS_IF_SET
     changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k, before.get(k)) != now.get(k))
     assert not changed, f"the preset changed since its timed seed ({changed}): time a seed again"
@@ -287,12 +291,12 @@ def test_a_change_since_the_timed_seed_scales_the_estimate_by_its_arithmetic(mon
 def test_a_data_folder_of_unknown_size_is_estimated_on_the_budgets_sizes(monkeypatch):
     """A data folder whose sizes cannot be told without reading it (CSV files, no test.parquet) is estimated on the
     sizes the budget was measured on (profiles.BUDGET_SOURCE), as its evaluation is ("as measured"), not on the Hub's:
-    the preset on a CSV copy of the folder it was timed on is its budget, unscaled. The scaling says it counts the
-    data too: from the Hub the preset's own settings are scaled for the spare reviews."""
+    the preset as it was timed, on a CSV copy of the folder it was timed on, is its budget, unscaled. The scaling says
+    it counts the data too: from the Hub the preset's own settings are scaled for the spare reviews."""
     from kd_tutorial import device
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
     monkeypatch.setattr(cli, "folder_rows", lambda folder: None)
-    cpu = profiles.get_profile("cpu")
+    cpu = profiles.timed_preset("cpu")  # the preset as it was timed (profiles.UNTIMED_CHANGES undone)
     said = cli.estimate(cpu, "cpu", test_reviews=cli.test_reviews_of(cpu, "/csv"), data_dir="/csv")
     assert "as measured" in said and "scaled by" not in said, said
     assert said.startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores "), said
