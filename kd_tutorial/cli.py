@@ -62,6 +62,8 @@ def _profile(args, file=None):
     if getattr(args, "set", None):
         _check_set_twice(args)
         profile = profile.with_overrides(args.set)
+        for note in filter(None, map(profile.keeping_their_own, args.set)):
+            print(note, flush=True, file=file or sys.stdout)
     source = "--profile" if args.profile else ("$KD_TUTORIAL_PROFILE" if os.environ.get("KD_TUTORIAL_PROFILE")
                                                else None)
     print(describe_choice(profile, source), flush=True, file=file or sys.stdout)

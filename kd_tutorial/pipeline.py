@@ -221,7 +221,7 @@ def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps:
                        mode=recipe.mode, temperature=profile.temperature, alpha=profile.alpha,
                        intermediate=recipe.intermediate, seed=seed, precision=profile.precision,
                        eval_every=validation_passes(profile, steps, spec)[0], keep_best=True,
-                       patience=profile.patience)
+                       patience=student_patience(profile, spec))
 
 
 def validation_passes(profile: Profile, steps: int, spec: StudentSpec | None = None) -> tuple[int, int]:
@@ -231,6 +231,15 @@ def validation_passes(profile: Profile, steps: int, spec: StudentSpec | None = N
     steps apart (10 steps at evals_per_run=7: every 2nd, 5 passes)."""
     every = max(1, math.ceil(steps / evals_asked(profile, spec)))
     return every, math.ceil(steps / every)
+
+
+def student_patience(profile: Profile, spec: StudentSpec | None = None) -> int | None:
+    """``profile.patience`` in this student's passes: as long a share of its run as that many of the profile's
+    ``evals_per_run`` passes (patience 2 of 3 passes is 20 of a student's own 30), so one ``--set patience=`` waits
+    alike for every student; None: no early stop."""
+    if profile.patience is None:
+        return None
+    return math.ceil(profile.patience * evals_asked(profile, spec) / profile.evals_per_run)
 
 
 def evals_asked(profile: Profile, spec: StudentSpec | None = None) -> int:

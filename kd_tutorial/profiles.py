@@ -286,7 +286,9 @@ class Profile:
     # each student's runs, unless it names its own
     recipes: tuple[str, ...] = ("baseline", "kd+transfer", "pseudo-label")
     evals_per_run: int = 4  # validation passes per student run: the best one's weights are kept
-    patience: int | None = None  # stop a run after this many validation passes without a gain
+    # stop a run after this many validation passes without a gain, counted on the profile's grid of evals_per_run
+    # passes: a student validated more often waits as long a share of its run (pipeline.student_patience)
+    patience: int | None = None
     seeds: tuple[int, ...] = (0,)
     # seconds one seed of the preset took on 2 CPU cores where it was measured: the printed CPU estimate starts from
     # it (None: never measured on a CPU, and the estimate says so)
@@ -440,6 +442,17 @@ class Profile:
             self._check_used(item, name)
             changes[name] = value
         return self.replace(**changes)
+
+    def keeping_their_own(self, item: str) -> str | None:
+        """For ``--set FIELD=VALUE`` of a student default (:data:`SHADOWED`) that some students override, one line
+        naming those that keep their own value; None where every student takes it."""
+        name = item.partition("=")[0]
+        own = SHADOWED.get(name)
+        kept = [f"{s.name} ({own}={getattr(s, own)!r})" for s in self.students if own and getattr(s, own) is not None]
+        if not kept:
+            return None
+        return (f"--set {item} applies to the students that set no {own} of their own; {', '.join(kept)} "
+                f"{'keeps its' if len(kept) == 1 else 'keep their'} own (its StudentSpec in kd_tutorial/profiles.py)")
 
     def _check_used(self, item: str, name: str) -> None:
         """Refuse ``--set`` of a field no command would read: ``seeds`` (``distill --seeds``), a student default

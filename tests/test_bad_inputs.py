@@ -1053,6 +1053,31 @@ def test_a_students_own_evals_per_run_sets_its_validation_grid_and_keys_as_the_p
         both.with_overrides(["evals_per_run=4"])
 
 
+def test_a_set_student_default_names_who_keeps_their_own_and_patience_waits_alike_for_every_student(capsys):
+    """A review of the per-student evals_per_run found `--set evals_per_run=10` on cpu silently changing distil-3L
+    alone (compact-2L-H128 keeps its own 30), and `--set patience=2` stopping compact-2L-H128 after 186 steps without
+    a gain but distil-3L after 376: patience counted each student's own passes. The command line now names the
+    students that keep their own value, and patience counts passes of the profile's grid."""
+    import argparse
+    from kd_tutorial import pipeline
+    from kd_tutorial.profiles import get_profile
+    cpu = get_profile("cpu")
+    changed = cli._profile(argparse.Namespace(profile="cpu", set=["evals_per_run=10", "temperature=3"]))
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "--set evals_per_run=10 applies to the students that set no evals_per_run of their own; compact-2L-H128 "
+        "(evals_per_run=30) keeps its own (its StudentSpec in kd_tutorial/profiles.py)")
+    distil, compact = changed.students
+    assert pipeline.validation_passes(changed, 562, distil) == (57, 10)
+    assert pipeline.validation_passes(changed, 2785, compact) == (93, 30)
+    waits = {}
+    for spec, steps in ((distil, 562), (compact, 2785)):
+        config = pipeline.run_config(cpu.replace(patience=2), spec, "baseline", steps, 0)
+        waits[spec.name] = (config.patience, config.patience * config.eval_every / steps)
+    assert waits["distil-3L"][0] == 2 and waits["compact-2L-H128"][0] == 20  # 2 of 3 passes: 20 of 30
+    assert waits["distil-3L"][1] == pytest.approx(waits["compact-2L-H128"][1], abs=0.01)  # 2/3 of the run
+    assert pipeline.run_config(cpu, compact, "baseline", 2785, 0).patience is None
+
+
 def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):
     """transformers loads such a folder's tokenizer with its 5 special tokens only; the error used to be a
     "tokenizer mismatch" telling the user to give the student the teacher's tokenizer."""

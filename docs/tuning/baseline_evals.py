@@ -13,6 +13,7 @@ from the cache where it ran), and scores the kept weights on validation and on t
 runs: more passes are adopted for a recipe when the paired bootstrap interval of validation accuracy (pooled over
 the seeds) lies above 0. Test is recorded, not used for the choice.
 """
+import dataclasses
 import json
 import sys
 
@@ -39,10 +40,12 @@ def main(out_path: str, student: str, recipe: str, evals: list[int]) -> None:
     out = {"student": student, "recipe": recipe, "teacher_val": info["val_accuracy"], "variants": {}}
     correct = {}
     for n in evals:
-        profile = base.replace(evals_per_run=n)
+        # the student's own count: the profile's would not reach a student that sets one (the preset's compact one
+        # does since e34); the runs key alike either way (pipeline.run_key), so e34's runs are read back as they were
+        profile, own = base.replace(evals_per_run=n), dataclasses.replace(spec, evals_per_run=n)
         runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=SEEDS, runs=[recipe], resume=True,
                                          progress=False, workers=parallel.default_workers("cpu"), layers={},
-                                         students=(spec,))
+                                         students=(own,))
         rows = []
         for item in sorted(runs.values(), key=lambda item: item["seed"]):
             val, test = (correct_on(profile, item, prep.encoded[s]) for s in ("validation", "test"))
