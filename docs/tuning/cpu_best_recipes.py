@@ -1,4 +1,5 @@
-"""The `cpu` profile's best recipe per student (validation's choice in docs/results/cpu-3-seeds.json), on seeds 0-2.
+"""The `cpu` profile's best recipe per student (validation's choice in docs/results/cpu-3-seeds.json when this ran, at
+`a09f1d4`; since `e36` the record's choice is `kd+transfer` for both students), on seeds 0-2.
 
 Usage: python docs/tuning/cpu_best_recipes.py OUT_FOLDER   (KD_TUTORIAL_DATA_DIR: the IMDB parquet files)
 
