@@ -382,8 +382,8 @@ class _Bench:
                                               attention_dropout=self.profile.attention_dropout,
                                               freeze_embeddings=self.profile.freeze_word_embeddings,
                                               hidden_dropout=self.profile.student_hidden_dropout)
-            lr = spec.lr or self.profile.student_lr
-            records[spec.name] = self.train_phase(models[spec.name], spec.name, "kd", lr)
+            records[spec.name] = self.train_phase(models[spec.name], spec.name, "kd",
+                                                  self.profile.for_student("student_lr", spec))
             models[spec.name] = fold_word_embeddings(models[spec.name]).cpu()  # inference is timed on what ships
         return records, models
 

@@ -55,8 +55,7 @@ from .train import TrainConfig, ctrl_c_after, kept_rng, seed_everything, train
 
 def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:
     """Optimizer steps every run of one student gets: its epochs over the labelled + transfer reviews."""
-    epochs = spec.epochs if spec.epochs is not None else profile.student_epochs
-    return max(1, math.ceil(epochs * n_rows / profile.effective_batch))
+    return max(1, math.ceil(profile.for_student("student_epochs", spec) * n_rows / profile.effective_batch))
 
 
 def check_depths(profile: Profile, teacher_layers: int, teacher_heads: int, runs=None,
@@ -198,7 +197,7 @@ def student_recipes(profile: Profile, spec: StudentSpec, names=None) -> list[Rec
 
     Each recipe's layer mapping and relation heads are the student's (a choice stated per student).
     """
-    recipes = [get_recipe(name) for name in (names or spec.recipes or profile.recipes)]
+    recipes = [get_recipe(name) for name in (names or profile.for_student("recipes", spec))]
     return [r.with_(intermediate=dataclasses.replace(r.intermediate, mapping=spec.mapping,
                                                      relation_heads=spec.relation_heads))
             if r.intermediate is not None else r for r in recipes]
@@ -215,7 +214,7 @@ def applicable(recipe: Recipe, spec: StudentSpec, teacher_heads: int) -> bool:
 def run_config(profile: Profile, spec: StudentSpec, recipe: Recipe | str, steps: int, seed: int):
     """The :class:`~kd_tutorial.train.TrainConfig` of one student run."""
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    return TrainConfig(lr=spec.lr or profile.student_lr, batch_size=profile.batch_size, max_steps=steps,
+    return TrainConfig(lr=profile.for_student("student_lr", spec), batch_size=profile.batch_size, max_steps=steps,
                        grad_accum=profile.grad_accum,
                        warmup_fraction=profile.warmup_fraction, weight_decay=profile.weight_decay,
                        mode=recipe.mode, temperature=profile.temperature, alpha=profile.alpha,
@@ -244,7 +243,7 @@ def student_patience(profile: Profile, spec: StudentSpec | None = None) -> int |
 
 def evals_asked(profile: Profile, spec: StudentSpec | None = None) -> int:
     """The validation passes a run of ``spec`` asks for: its own ``evals_per_run``, else the profile's."""
-    return spec.evals_per_run if spec is not None and spec.evals_per_run is not None else profile.evals_per_run
+    return profile.for_student("evals_per_run", spec)
 
 
 # What a finished student run computes, for given settings, changes with the code now and then. Bump this when a change

@@ -96,6 +96,8 @@ FIELD_RULES = {
                     "as they are; 100 already flattens any teacher to nearly uniform)"),
     "alpha": (lambda v: 0 <= v <= 1, "a number from 0 (hard labels only) to 1 (soft targets only)"),
     "evals_per_run": (_whole(1), "a whole number >= 1"),
+    "recipes": (lambda v: isinstance(v, tuple) and len(v) >= 1 and all(isinstance(n, str) for n in v),
+                "a tuple of one or more recipe names, ('kd+transfer',) say"),
     "patience": (_optional(_whole(1)), "None (no early stop) or a whole number >= 1"),
     "teacher_layers": (lambda v: v in ("online", "cache"), "online or cache"),
     "teacher_config": (_optional(_tiny_bert_config),
@@ -195,11 +197,17 @@ class StudentSpec:
 
     def __post_init__(self):
         """Refuse, in one line, a field this kind of student would ignore without a word (a ``distil`` student with
-        ``hidden_size=64`` trained at the teacher's width), an unknown kind, and validation passes that are no
-        whole number from 1."""
-        if self.evals_per_run is not None and not _whole(1)(self.evals_per_run):
-            raise ProfileOverrideError(f"student {self.name}: evals_per_run={self.evals_per_run!r}: give a whole "
-                                       "number >= 1, or None for the profile's")
+        ``hidden_size=64`` trained at the teacher's width), an unknown kind, and an own value of a student default
+        (:data:`SHADOWED`) that the profile's field would refuse (``lr=0``, ``recipes=()``)."""
+        for default, own in SHADOWED.items():
+            value, (ok, give) = getattr(self, own), FIELD_RULES[default]
+            try:
+                fine = value is None or ok(value)
+            except TypeError:  # a value of another type: lr="1e-4"
+                fine = False
+            if not fine:
+                raise ProfileOverrideError(f"student {self.name}: {own}={value!r}: give {give}, or None for the "
+                                           "profile's")
         ignored = IGNORED_BY_KIND.get(self.kind)
         if ignored is None:
             raise ProfileOverrideError(f"student {self.name}: unknown student kind {self.kind!r}: give 'distil' or "
@@ -401,6 +409,12 @@ class Profile:
         """The student defaults (``student_epochs``, ``student_lr``, ``recipes``) that every student overrides with
         its own value, so that they change nothing."""
         return [name for name, own in SHADOWED.items() if all(getattr(s, own) is not None for s in self.students)]
+
+    def for_student(self, name: str, spec: "StudentSpec | None") -> object:
+        """The student default ``name`` (a key of :data:`SHADOWED`, ``"student_lr"`` say) as ``spec`` gets it: the
+        student's own value where it sets one, else the profile's (no spec: the profile's)."""
+        own = getattr(spec, SHADOWED[name]) if spec is not None else None
+        return getattr(self, name) if own is None else own
 
     def replace(self, **changes) -> "Profile":
         """A copy of this profile with some fields changed (as :func:`dataclasses.replace`)."""

@@ -1053,6 +1053,36 @@ def test_a_students_own_evals_per_run_sets_its_validation_grid_and_keys_as_the_p
         both.with_overrides(["evals_per_run=4"])
 
 
+@pytest.mark.parametrize("own, shown, give", [
+    ({"lr": 0}, "lr=0", "a number > 0"),
+    ({"epochs": "1"}, "epochs='1'", "a number > 0"),
+    ({"recipes": ()}, "recipes=()", "a tuple of one or more recipe names, ('kd+transfer',) say"),
+    ({"recipes": ["kd"]}, "recipes=['kd']", "a tuple of one or more recipe names, ('kd+transfer',) say"),
+])
+def test_a_students_own_default_is_refused_where_the_profiles_would_be(own, shown, give):
+    """A student's own lr, epochs, recipes or evals_per_run stands in for the profile's field (Profile.for_student),
+    so it is held to that field's rule. Before, ``lr=0`` and ``recipes=()`` fell back to the profile's value without a
+    word (``spec.lr or profile.student_lr``), and ``epochs='1'`` failed deep in the step budget."""
+    from kd_tutorial.profiles import ProfileOverrideError, StudentSpec
+    with pytest.raises(ProfileOverrideError) as err:
+        StudentSpec("s", "distil", 2, **own)
+    assert str(err.value) == f"student s: {shown}: give {give}, or None for the profile's"
+
+
+def test_a_student_default_is_the_students_own_else_the_profiles():
+    """One rule, Profile.for_student, gives every run its epochs, lr, recipes and validation passes."""
+    from kd_tutorial import pipeline
+    from kd_tutorial.profiles import get_profile
+    cpu = get_profile("cpu")
+    distil, compact = cpu.students
+    assert [cpu.for_student("student_lr", s) for s in (distil, compact, None)] == [1e-4, 5e-4, cpu.student_lr]
+    assert cpu.for_student("evals_per_run", distil) == 3 and cpu.for_student("evals_per_run", compact) == 30
+    plain = dataclasses.replace(distil, lr=None, epochs=None, recipes=None)
+    assert pipeline.run_config(cpu.replace(student_lr=3e-4), plain, "baseline", 10, 0).lr == 3e-4
+    assert pipeline.step_budget(cpu.replace(student_epochs=2), plain, 160) == 20
+    assert [r.name for r in pipeline.student_recipes(cpu, plain)] == list(cpu.recipes)
+
+
 def test_a_set_student_default_names_who_keeps_their_own_and_patience_waits_alike_for_every_student(capsys):
     """A review of the per-student evals_per_run found `--set evals_per_run=10` on cpu silently changing distil-3L
     alone (compact-2L-H128 keeps its own 30), and `--set patience=2` stopping compact-2L-H128 after 186 steps without
