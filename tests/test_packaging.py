@@ -131,7 +131,7 @@ def test_the_notebooks_train_a_profiles_student_at_its_own_learning_rate():
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             code = "".join(cell["source"]).replace(" ", "") if cell["cell_type"] == "code" else ""
-            assert "lr=profile.student_lr" not in code, f"{path.name}: give spec.lr or profile.student_lr"
+            assert "lr=profile.student_lr" not in code, f"{path.name}: give profile.for_student('student_lr', spec)"
 
 
 def test_committed_notebooks_have_no_outputs():

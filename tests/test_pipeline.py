@@ -1004,7 +1004,7 @@ def test_results_record_each_students_budget_terms_and_layer_mapping(tiny_run):
     assert list(plans) == [spec.name for spec in profile.students]
     for spec in profile.students:
         plan = plans[spec.name]
-        assert list(plan["recipes"]) == list(spec.recipes or profile.recipes)
+        assert list(plan["recipes"]) == list(profile.for_student("recipes", spec))
         for name, weights in plan["recipes"].items():
             intermediate = recipes.get_recipe(name).intermediate
             assert weights == (intermediate.weights if intermediate else {})
