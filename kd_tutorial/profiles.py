@@ -202,7 +202,7 @@ class StudentSpec:
         for default, own in SHADOWED.items():
             value, (ok, give) = getattr(self, own), FIELD_RULES[default]
             try:
-                fine = value is None or ok(value)
+                fine = value is None or (ok(value) and not (isinstance(value, float) and not math.isfinite(value)))
             except TypeError:  # a value of another type: lr="1e-4"
                 fine = False
             if not fine:

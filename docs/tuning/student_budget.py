@@ -5,8 +5,10 @@ Usage: python docs/tuning/student_budget.py OUT.json STUDENT FIELD=VALUE [FIELD=
    teacher and its `kd+transfer` runs)
    e26: python docs/tuning/student_budget.py OUT.json compact-2L-H128 epochs=3.0 lr=1e-3
    e27: python docs/tuning/student_budget.py OUT.json distil-3L lr=5e-5
+   e37: python docs/tuning/student_budget.py OUT.json distil-3L batch_size=8 lr=2e-4
 
-Each FIELD=VALUE is one variant: the student's StudentSpec with that field changed. Each trains `kd+transfer` on
+Each FIELD=VALUE is one variant: the student's StudentSpec with that field changed, or, for a field of the Profile
+(batch_size, say), the profile the student trains under, its teacher unchanged. Each trains `kd+transfer` on
 seeds 0, 1 and 2 into the artifact cache, two runs at a time; the profile's own runs (the reference) are read back
 from there. Every run is then scored on validation and on test. The choice is made on validation only: a variant is
 adopted when the paired bootstrap interval of its validation accuracy minus the reference's, pooled over the seeds
@@ -30,18 +32,23 @@ profile = profile.replace(students=tuple(dataclasses.replace(s, spare_reviews=Fa
 
 
 def variants(student: str, changes: list[str]) -> dict:
-    """``{"profile": the student's spec, "FIELD=VALUE": the spec so changed, ...}``."""
+    """``{"profile": (the profile, the student's spec), "FIELD=VALUE": (profile, spec) with the field changed in
+    the spec, or in the profile where it is one of the profile's, ...}``."""
     spec = next(s for s in profile.students if s.name == student)
-    out = {"profile": spec}
+    out = {"profile": (profile, spec)}
+    spec_fields = {f.name for f in dataclasses.fields(spec)}
     for change in changes:
         field, _, value = change.partition("=")
-        out[change] = dataclasses.replace(spec, **{field: ast.literal_eval(value)})
+        change_it = {field: ast.literal_eval(value)}
+        out[change] = ((profile, dataclasses.replace(spec, **change_it)) if field in spec_fields
+                       else (profile.replace(**change_it), spec))
     return out
 
 
-def trained(teacher, prep, logits, spec) -> dict:
-    """The three seeds of ``spec``'s `kd+transfer`, trained where the cache lacks them (two at a time)."""
-    return pipeline.distill_students(profile, teacher, prep, logits, seeds=SEEDS, runs=[RECIPE], resume=True,
+def trained(teacher, prep, logits, trained_under, spec) -> dict:
+    """The three seeds of ``spec``'s `kd+transfer` under the profile ``trained_under``, trained where the cache lacks
+    them (two at a time)."""
+    return pipeline.distill_students(trained_under, teacher, prep, logits, seeds=SEEDS, runs=[RECIPE], resume=True,
                                      progress=False, workers=parallel.default_workers("cpu"), layers={},
                                      students=(spec,))
 
@@ -63,8 +70,8 @@ def main(out_path: str, student: str, changes: list[str]) -> None:
            "variants": {}}
     correct = {}
     specs = variants(student, changes)
-    for name, spec in specs.items():
-        runs = sorted(trained(teacher, prep, logits, spec).values(), key=lambda item: item["seed"])
+    for name, (trained_under, spec) in specs.items():
+        runs = sorted(trained(teacher, prep, logits, trained_under, spec).values(), key=lambda item: item["seed"])
         rows = []
         for item in runs:
             val, test = (correct_on(item, prep.encoded[s]) for s in ("validation", "test"))
@@ -76,7 +83,8 @@ def main(out_path: str, student: str, changes: list[str]) -> None:
                          "evals": [[e["step"], e["val_acc"]] for e in item["history"].to_dict()["evals"]],
                          "train_s": item["history"].seconds})
         test_mean = statistics.mean(r["test"] for r in rows)
-        out["variants"][name] = {"student": student, "epochs": spec.epochs, "lr": spec.lr, "runs": rows,
+        out["variants"][name] = {"student": student, "epochs": spec.epochs, "lr": spec.lr,
+                                 "batch_size": trained_under.batch_size, "runs": rows,
                                  "val_mean": statistics.mean(r["val"] for r in rows), "test_mean": test_mean,
                                  "share_of_teacher": test_mean / teacher_test}
         print(name, json.dumps(out["variants"][name]["runs"]), flush=True)
