@@ -6,13 +6,15 @@ Usage: python docs/tuning/student_budget.py OUT.json STUDENT FIELD=VALUE [FIELD=
    e26: python docs/tuning/student_budget.py OUT.json compact-2L-H128 epochs=3.0 lr=1e-3
    e27: python docs/tuning/student_budget.py OUT.json distil-3L lr=5e-5
    e37: python docs/tuning/student_budget.py OUT.json distil-3L batch_size=8 lr=2e-4
+   e38: python docs/tuning/student_budget.py OUT.json distil-3L "layer_map=(0, 2, 5)" "layer_map=(0, 3, 5)"
 
 Each FIELD=VALUE is one variant: the student's StudentSpec with that field changed, or, for a field of the Profile
 (batch_size, say), the profile the student trains under, its teacher unchanged. Each trains `kd+transfer` on
 seeds 0, 1 and 2 into the artifact cache, two runs at a time; the profile's own runs (the reference) are read back
 from there. Every run is then scored on validation and on test. The choice is made on validation only: a variant is
 adopted when the paired bootstrap interval of its validation accuracy minus the reference's, pooled over the seeds
-(`evaluate.compare_paired`), lies above 0. Test is recorded, not used.
+(`evaluate.compare_paired`), lies above 0. Test is recorded, not used: each variant's share of the teacher on it, with
+its paired interval (`evaluate.teacher_share`), and its comparison with the reference.
 """
 import ast
 import dataclasses
@@ -63,8 +65,9 @@ def correct_on(item, split) -> torch.Tensor:
 def main(out_path: str, student: str, changes: list[str]) -> None:
     teacher, prep, info = teachers.ensure_teacher(profile, progress=False)
     logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
-    teacher_test = evaluate.accuracy(teachers.ensure_teacher_logits(profile, "test", progress=False),
-                                     prep.encoded["test"].labels)
+    test_logits = teachers.ensure_teacher_logits(profile, "test", progress=False)
+    teacher_test = evaluate.accuracy(test_logits, prep.encoded["test"].labels)
+    teacher_right = test_logits.argmax(-1) == torch.as_tensor(prep.encoded["test"].labels)
     out = {"teacher": {"val": info["val_accuracy"], "test": teacher_test, "weights": info.get("weights")},
            "validation_reviews": len(prep.encoded["validation"]), "test_reviews": len(prep.encoded["test"]),
            "variants": {}}
@@ -86,7 +89,8 @@ def main(out_path: str, student: str, changes: list[str]) -> None:
         out["variants"][name] = {"student": student, "epochs": spec.epochs, "lr": spec.lr,
                                  "batch_size": trained_under.batch_size, "runs": rows,
                                  "val_mean": statistics.mean(r["val"] for r in rows), "test_mean": test_mean,
-                                 "share_of_teacher": test_mean / teacher_test}
+                                 "share_of_teacher": evaluate.teacher_share(torch.stack(correct[name]["test"]),
+                                                                            teacher_right)}
         print(name, json.dumps(out["variants"][name]["runs"]), flush=True)
     for name in specs:
         if name != "profile":
