@@ -201,10 +201,13 @@ class StudentSpec:
         (:data:`SHADOWED`) that the profile's field would refuse (``lr=0``, ``recipes=()``)."""
         for default, own in SHADOWED.items():
             value, (ok, give) = getattr(self, own), FIELD_RULES[default]
-            try:
-                fine = value is None or (ok(value) and not (isinstance(value, float) and not math.isfinite(value)))
-            except TypeError:  # a value of another type: lr="1e-4"
-                fine = False
+            if isinstance(value, float) and not math.isfinite(value):  # inf passes "> 0"
+                fine, give = False, "a finite number"
+            else:
+                try:
+                    fine = value is None or ok(value)
+                except TypeError:  # a value of another type: lr="1e-4"
+                    fine = False
             if not fine:
                 raise ProfileOverrideError(f"student {self.name}: {own}={value!r}: give {give}, or None for the "
                                            "profile's")

@@ -1056,7 +1056,8 @@ def test_a_students_own_evals_per_run_sets_its_validation_grid_and_keys_as_the_p
 @pytest.mark.parametrize("own, shown, give", [
     ({"lr": 0}, "lr=0", "a number > 0"),
     ({"epochs": "1"}, "epochs='1'", "a number > 0"),
-    ({"lr": float("inf")}, "lr=inf", "a number > 0"),
+    ({"lr": float("inf")}, "lr=inf", "a finite number"),
+    ({"epochs": float("nan")}, "epochs=nan", "a finite number"),
     ({"recipes": ()}, "recipes=()", "a tuple of one or more recipe names, ('kd+transfer',) say"),
     ({"recipes": ["kd"]}, "recipes=['kd']", "a tuple of one or more recipe names, ('kd+transfer',) say"),
 ])
