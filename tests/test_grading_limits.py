@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from kd_tutorial.grading import execute
 
@@ -74,18 +75,25 @@ def _number_of(nb, fragment: str) -> int:
     return 1 + next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and fragment in c.source)
 
 
-def test_a_flood_above_a_def_is_stopped_in_the_kernel_at_the_cap_and_a_later_print_still_runs():
+# a print flood writes what fits, so the notebook's output passes the cap with the error: "(truncated)"; a display
+# past the cap is not published at all
+@pytest.mark.parametrize("flood, truncated", [("print('x' * 10000)", "printed more than 100,000 characters of output "
+                                                                     "(truncated); "),
+                                              ("display(HTML('x' * 10000))", "")])
+def test_a_flood_above_a_def_is_stopped_in_the_kernel_at_the_cap_and_a_later_print_still_runs(flood, truncated):
     """Real kernel: a cell printing without end above `def softmax_with_temperature` had its output discarded past
     --max-output, but ran on to its cell limit while the kernel's memory grew by GBs. The kernel's own cap stops it
     from its own print, with no signal (an interrupt sent by the grader once lost a finished cell's reply); the notes
-    and q1's row say so, and the next cell, which prints a line, runs."""
-    nb = _correct_with("softmax_with_temperature", "while True:\n    print('x' * 10000)\n")
+    and q1's row say so, and the next cell, which prints a line, runs. A flood of `display()` ran on to its cell limit
+    too (the cap counted only stdout and stderr); it is stopped and graded the same way."""
+    nb = _correct_with("softmax_with_temperature",
+                       f"from IPython.display import HTML, display\nwhile True:\n    {flood}\n")
     answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def entropy("))
     answer.source = "print('the entropy cell')\n" + answer.source
-    flood = _number_of(nb, "print('x' * 10000)")
+    cell = _number_of(nb, flood)
     run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=30, max_output_bytes=100_000)
     assert not any("timed out" in note for note in run.notes), run.notes  # stopped well before its 30 s
-    assert run.notes == [f"printed more than 100,000 characters of output (truncated); cell {flood} printed more "
+    assert run.notes == [f"{truncated}cell {cell} printed more "
                          "than 100,000 characters of output by itself (--max-output) and was stopped there: print "
                          "less in it"]
     assert run.results["q1"] == ("error", "q1: the cell that defines `softmax_with_temperature` printed more than "
@@ -184,6 +192,43 @@ def test_the_kernels_cap_writes_what_fits_then_stops_the_cell_from_the_main_thre
     assert not issubclass(runner.OutputLimitExceeded, Exception)
     run(f"{runner.GRADER_CELL}\ncheck()", lambda: sys.stdout.write("|from a check" * 10))
     assert written.getvalue() == "abcdefghijxy|from a thread" + "|from a check" * 10
+
+
+def test_the_kernels_cap_counts_what_a_cell_displays_but_its_images_and_stops_the_display_past_it(monkeypatch):
+    """No kernel: display() reaches the notebook through the shell's display publisher, which the cap wraps at each
+    cell. A display's text counts with the cell's prints; the one past the cap is not published and raises, as does
+    every later write; an image costs nothing (a plot, only its line of text), nor does an update of a display;
+    another thread's displays and the grader's cells pass. Before, only writes counted, and `display(df)` in a loop
+    ran on to the cell's limit."""
+    import sys
+    import threading
+    import types
+
+    import pytest
+
+    from kd_tutorial.grading import runner
+    shell, run = _fake_cap(monkeypatch, 10)
+    published = []
+    shell.display_pub = types.SimpleNamespace(publish=lambda data, metadata=None, **kwargs: published.append(data))
+    plot = {"text/plain": "<Figure>", "image/png": "i" * 1000}
+
+    def cell():
+        sys.stdout.write("ab")
+        shell.display_pub.publish(data=plot)  # 8 characters of text: the image is not counted
+        with pytest.raises(runner.OutputLimitExceeded, match=r"more than 10 characters .* print less in it"):
+            shell.display_pub.publish({"text/html": "<b>k</b>"})
+        with pytest.raises(runner.OutputLimitExceeded):
+            sys.stdout.write("l")
+        shell.display_pub.publish({"text/plain": "an update" * 10}, update=True)  # replaces a display: not counted
+        thread = threading.Thread(target=shell.display_pub.publish, args=({"text/plain": "from a thread"},))
+        thread.start()
+        thread.join()
+    run("display(fig)", cell)
+    run(f"{runner.GRADER_CELL}\ncheck()", lambda: shell.display_pub.publish({"text/plain": "m" * 100}))
+    run("display(fig)", lambda: shell.display_pub.publish(data=plot))  # a new cell: counted from 0
+    assert published == [plot, {"text/plain": "an update" * 10}, {"text/plain": "from a thread"},
+                         {"text/plain": "m" * 100}, plot]
+    assert sys.stdout.getvalue() == "ab"
 
 
 def test_a_learners_tee_of_stdout_counts_each_print_once_without_ipythons_tee(monkeypatch):
@@ -298,11 +343,13 @@ def test_the_help_and_the_readme_say_what_happens_to_a_cell_that_prints_past_max
 
     from kd_tutorial.grading import grader
     action = next(a for a in grader._parser(argparse.ArgumentParser)._actions if "--max-output" in a.option_strings)
-    assert "prints more than this by itself to the notebook (stdout, stderr) is stopped" in action.help, action.help
-    assert "counted in characters, not bytes" in action.help and "a display() flood is not stopped" in action.help
+    assert "prints or displays more than this by itself to the notebook (stdout, stderr, display()) is stopped" \
+        in action.help, action.help
+    assert "counted in characters, not bytes" in action.help
+    assert "images, updates of a display, a subprocess's" in action.help
     readme = " ".join((FIXTURES.parents[2] / "exercises" / "README.md").read_text(encoding="utf-8").split())
     assert "a cell of the learner's that prints more than that by itself is stopped there" in readme
-    assert "counted as characters, not bytes" in readme and "floods with `display()` is not stopped" in readme
+    assert "counted as characters, not bytes" in readme and "and so does `display()` (all but its images" in readme
     assert "still runs to its cell limit" not in readme
 
 

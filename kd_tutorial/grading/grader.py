@@ -652,9 +652,9 @@ def _parser(parser_class) -> argparse.ArgumentParser:
                         "checks' imports are loaded before the learner's cells, under the notebook limit only")
     parser.add_argument("--max-output", type=int, default=1_000_000, metavar="BYTES",
                         help="output kept per notebook, counted in characters, not bytes (default 1,000,000); a "
-                        "learner's cell that prints more than this by itself to the notebook (stdout, stderr) is "
-                        "stopped there, with an error; display() output and output redirected elsewhere are not "
-                        "counted, so a display() flood is not stopped")
+                        "learner's cell that prints or displays more than this by itself to the notebook (stdout, "
+                        "stderr, display()) is stopped there, with an error; images, updates of a display, a "
+                        "subprocess's or another thread's output, and output redirected elsewhere are not counted")
     return parser
 
 

@@ -4,8 +4,8 @@
   hook (which cannot be removed) that refuses to open notebook files and
   anything under the solutions folders, and records such attempts, and calls
   to ``q.solution()``, as flags.
-* :func:`cap_output` runs before them too: a learner's cell that prints more than the grader's ``--max-output`` by
-  itself is stopped there, by :class:`OutputLimitExceeded` raised from its own write.
+* :func:`cap_output` runs before them too: a learner's cell that prints or displays more than the grader's
+  ``--max-output`` by itself is stopped there, by :class:`OutputLimitExceeded` raised from its own write or display.
 * :func:`grade_into` runs *after* the learner's cells, once per exercise,
   with freshly imported checks; it appends one JSON line (tagged with a nonce
   that the learner's code never saw) to a results file chosen by the grader.
@@ -198,9 +198,10 @@ def record_failed_cells() -> None:
 
 
 class OutputLimitExceeded(BaseException):
-    """Raised from a learner's own write to the kernel's stdout or stderr once the cell running prints more than the
-    grader's ``--max-output`` (:func:`cap_output`): the cell ran on to its time limit while the kernel's memory grew by
-    GBs. A BaseException, so that the learner's ``except Exception:`` does not swallow it."""
+    """Raised from a learner's own write to the kernel's stdout or stderr, or from its ``display()``, once the cell
+    running prints more than the grader's ``--max-output`` (:func:`cap_output`): the cell ran on to its time limit
+    while the kernel's memory grew by GBs. A BaseException, so that the learner's ``except Exception:`` does not
+    swallow it."""
 
 
 # in the source of each cell the grader itself runs (its setup, purge, checks, and the cells after an interrupt):
@@ -258,25 +259,62 @@ def _in_event_hook() -> bool:
     return False
 
 
+def _wrap_once(owner, name: str, cap: dict, capped) -> None:
+    """Replace the method ``owner.<name>`` by ``capped(method, cap)``, unless it is wrapped already, or missing."""
+    method = getattr(owner, name, None)
+    if method is None or getattr(method, "kd_capped", False):
+        return
+    try:
+        setattr(owner, name, capped(method, cap))
+    except (AttributeError, TypeError):  # an object whose attributes are read-only: left as it is
+        pass
+
+
 def _cap_streams(cap: dict) -> None:
     """Wrap the write of the kernel's own streams, recorded by :func:`cap_output` (never whatever ``sys.stdout`` is
     now: a file or a StringIO the learner redirected to), unless it is wrapped already (:func:`_capped`)."""
     for stream in cap["streams"]:
-        write = getattr(stream, "write", None)
-        if write is None or getattr(write, "kd_capped", False):
-            continue
-        try:
-            stream.write = _capped(write, cap)
-        except (AttributeError, TypeError):  # a stream whose attributes are read-only: left as it is
-            pass
+        _wrap_once(stream, "write", cap, _capped)
+
+
+def _capped_publish(publish, cap: dict):
+    """``publish`` (the display publisher's bound method, which ``display()`` calls) counted against the same cap as
+    the streams' writes: what the main thread displays while ``cap`` is on counts the characters of each
+    representation but its images (a plot counts its text line, "<Figure size 640x480 with 1 Axes>"; the grader's
+    client cuts what it stores);
+    an update of a display (``handle.update(...)``) replaces it, and is not counted.
+    A display that fits is published; the one past the cap raises :class:`OutputLimitExceeded`, unpublished, as do
+    the cell's later ones. ``display(df)`` in a loop ran on to its cell's time limit before."""
+    main, local = threading.main_thread(), cap["local"]
+
+    def capped_publish(data, *args, **kwargs):
+        if getattr(local, "counting", False) or not cap["on"] or threading.current_thread() is not main \
+                or not isinstance(data, dict) or kwargs.get("update"):  # an update replaces what it displayed
+            return publish(data, *args, **kwargs)
+        size = sum(len(str(value)) for kind, value in data.items() if not str(kind).startswith("image/"))
+        hook = _in_event_hook()  # a learner's pre_run_cell hook: cut at the cap, and charged to no cell
+        room = cap["limit"] - cap["count"]
+        cap["count"] += 0 if hook else size
+        if size <= room:
+            local.counting = True  # a publisher that writes its text to stdout (a terminal's) counts it once
+            try:
+                return publish(data, *args, **kwargs)
+            finally:
+                local.counting = False
+        if hook:
+            return None
+        raise OutputLimitExceeded(f"kd-tutorial grader: this cell {output_reason(cap['limit'])}: print less in it")
+    capped_publish.kd_capped = True
+    return capped_publish
 
 
 def cap_output(limit: int) -> None:
     """From now on, count the output of each cell (from its start: IPython's ``pre_run_cell``) to the kernel's own
-    stdout and stderr (those of now), and stop a learner's cell that prints more than ``limit`` characters by itself
-    (:class:`OutputLimitExceeded`). The cap is on only while a cell's code runs (``post_execute`` turns it off,
-    before IPython's own hooks and the kernel's reply), and never for the grader's own cells (:data:`GRADER_CELL`).
-    Its state lives on the kernel's shell, not in this module, which a learner's cell can make Python import anew."""
+    stdout and stderr (those of now) and through ``display()`` (:func:`_capped_publish`), and stop a learner's cell
+    that prints more than ``limit`` characters by itself (:class:`OutputLimitExceeded`). The cap is on only while a
+    cell's code runs (``post_execute`` turns it off, before IPython's own hooks and the kernel's reply), and never for
+    the grader's own cells (:data:`GRADER_CELL`). Its state lives on the kernel's shell, not in this module, which a
+    learner's cell can make Python import anew."""
     shell = _shell()
     if shell is None:
         return
@@ -286,6 +324,7 @@ def cap_output(limit: int) -> None:
 
     def before(info) -> None:
         _cap_streams(cap)  # at each cell: IPython 9 wraps write (its history's tee) anew for each cell
+        _wrap_once(getattr(shell, "display_pub", None), "publish", cap, _capped_publish)  # display()
         cap["count"], cap["on"] = 0, GRADER_CELL not in str(getattr(info, "raw_cell", "") or "")
 
     def after() -> None:
