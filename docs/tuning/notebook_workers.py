@@ -6,7 +6,11 @@ OMP_NUM_THREADS), as a learner would. "One after another" is the same notebooks 
 its cells that call `pipeline.distill_students`, with the last lines those cells printed.
 Run from the repository root on otherwise idle cores:
     python docs/tuning/notebook_workers.py > docs/tuning/notebook-workers.json
+With `--every-notebook`, every notebook (00 to 09) in order, as committed, once: the `tiny` column of notebook 00's
+run-time table.
+    python docs/tuning/notebook_workers.py --every-notebook > docs/tuning/notebook-times.json
 """
+import glob
 import json
 import os
 import subprocess
@@ -21,13 +25,13 @@ NOTEBOOKS = ("04_teacher", "05_distillation", "06_evaluation", "07_intermediate_
 SETTINGS = {"side by side (as committed)": None, "one after another (workers=1)": "1"}
 
 
-def run_notebooks(workers: str | None) -> dict:
-    """The four notebooks in a fresh cache; ``workers`` replaces ``parallel.default_workers(device)`` when given."""
+def run_notebooks(workers: str | None, notebooks=NOTEBOOKS) -> dict:
+    """``notebooks`` in order in a fresh cache; ``workers`` replaces ``parallel.default_workers(device)`` when given."""
     env = dict(os.environ, KD_TUTORIAL_HOME=tempfile.mkdtemp(prefix="kd-notebooks-"), HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", KD_TUTORIAL_PROFILE="tiny", MPLBACKEND="Agg")
     env.pop("OMP_NUM_THREADS", None)
     record = {}
-    for name in NOTEBOOKS:
+    for name in notebooks:
         nb = nbformat.read(f"notebooks/{name}.ipynb", as_version=4)
         for cell in nb.cells:
             if workers is not None and cell.cell_type == "code":
@@ -57,8 +61,12 @@ def main() -> None:
                                 text=True).stdout.strip())
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                "unknown")
-    runs = {name: run_notebooks(workers) for name, workers in SETTINGS.items()}
-    print(json.dumps({"what": __doc__.split("\n")[0], "cpu": cpu, "cores": os.cpu_count(), "git_commit": commit,
+    if "--every-notebook" in sys.argv[1:]:
+        every = tuple(sorted(p.rsplit("/", 1)[-1][:-len(".ipynb")] for p in glob.glob("notebooks/[0-9]*.ipynb")))
+        what, runs = "Every notebook on `tiny`, in order, as committed.", {"as committed": run_notebooks(None, every)}
+    else:
+        what, runs = __doc__.split("\n")[0], {name: run_notebooks(workers) for name, workers in SETTINGS.items()}
+    print(json.dumps({"what": what, "cpu": cpu, "cores": os.cpu_count(), "git_commit": commit,
                       "uncommitted_changes": dirty, "runs": runs}, indent=1))
 
 
