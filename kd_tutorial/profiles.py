@@ -111,6 +111,19 @@ FIELD_RULES = {
 }
 
 
+def _field_problem(name: str, value) -> str | None:
+    """What to give instead of ``value`` for the profile field ``name`` (the words after "give"), None where it is
+    fine: a number that is not finite (1e999 parses as inf, and passes "> 0"), or a value :data:`FIELD_RULES` refuses.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a finite number"
+    ok, give = FIELD_RULES.get(name, (lambda v: True, None))
+    try:
+        return None if ok(value) else give
+    except TypeError:  # a value of another type: lr="1e-4", or a string given to Profile(...) directly
+        return give
+
+
 def _type_fix(name: str) -> str:
     """What to give ``--set NAME=`` instead of a value of the wrong type."""
     if name == "recipes":
@@ -200,15 +213,9 @@ class StudentSpec:
         ``hidden_size=64`` trained at the teacher's width), an unknown kind, and an own value of a student default
         (:data:`SHADOWED`) that the profile's field would refuse (``lr=0``, ``recipes=()``)."""
         for default, own in SHADOWED.items():
-            value, (ok, give) = getattr(self, own), FIELD_RULES[default]
-            if isinstance(value, float) and not math.isfinite(value):  # inf passes "> 0"
-                fine, give = False, "a finite number"
-            else:
-                try:
-                    fine = value is None or ok(value)
-                except TypeError:  # a value of another type: lr="1e-4"
-                    fine = False
-            if not fine:
+            value = getattr(self, own)
+            give = None if value is None else _field_problem(default, value)
+            if give:
                 raise ProfileOverrideError(f"student {self.name}: {own}={value!r}: give {give}, or None for the "
                                            "profile's")
         ignored = IGNORED_BY_KIND.get(self.kind)
@@ -312,16 +319,9 @@ class Profile:
     def __post_init__(self):
         """Refuse a value no run could use (``--set temperature=0``), in one line, before anything is loaded."""
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as inf, and passes "> 0"
-                raise ProfileOverrideError(f"{f.name}={value!r}: give a finite number")
-        for name, (ok, give) in FIELD_RULES.items():
-            try:
-                fine = ok(getattr(self, name))
-            except TypeError:  # a value of another type, e.g. a string given to Profile(...) directly
-                fine = False
-            if not fine:
-                raise ProfileOverrideError(f"{name}={getattr(self, name)!r}: give {give}")
+            give = _field_problem(f.name, getattr(self, f.name))
+            if give:
+                raise ProfileOverrideError(f"{f.name}={getattr(self, f.name)!r}: give {give}")
         object.__setattr__(self, "teacher_config", self._same_teacher_config())
         names = [spec.name for spec in self.students]
         twice = sorted({name for name in names if names.count(name) > 1})

@@ -281,10 +281,9 @@ def _capped_publish(publish, cap: dict):
     """``publish`` (the display publisher's bound method, which ``display()`` calls) counted against the same cap as
     the streams' writes: what the main thread displays while ``cap`` is on counts the characters of each
     representation but its images (a plot counts its text line, "<Figure size 640x480 with 1 Axes>"; the grader's
-    client cuts what it stores);
-    an update of a display (``handle.update(...)``) replaces it, and is not counted.
-    A display that fits is published; the one past the cap raises :class:`OutputLimitExceeded`, unpublished, as do
-    the cell's later ones. ``display(df)`` in a loop ran on to its cell's time limit before."""
+    client cuts what it stores). An update of a display (``handle.update(...)``) replaces it, and is not counted. A
+    display that fits is published; the one past the cap raises :class:`OutputLimitExceeded`, unpublished, as do the
+    cell's later ones. ``display(df)`` in a loop ran on to its cell's time limit before."""
     main, local = threading.main_thread(), cap["local"]
 
     def capped_publish(data, *args, **kwargs):
