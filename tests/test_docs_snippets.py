@@ -190,3 +190,25 @@ def test_notebook_05_section_6_promises_the_checks_its_cell_makes():
              for c in json.loads((ROOT / "notebooks" / "05_distillation.ipynb").read_text(encoding="utf-8"))["cells"]}
     assert cells["05-n04"].count("torch.testing.assert_close(") == 2, cells["05-n04"]
     assert "all three ways" not in cells["05-n02"] and "with and without the\ndivision by $K$" in cells["05-n02"]
+
+
+def _cells(notebook: str) -> dict[str, str]:
+    """``{cell id: source}`` of one of the course's notebooks."""
+    path = ROOT / "notebooks" / f"{notebook}.ipynb"
+    return {c.get("id"): "".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]}
+
+
+def test_notebook_00s_full_time_for_notebook_05_is_the_benchmarks_projection():
+    """The run-time table gave notebook 05 on `full` "about 10 minutes": its 12 runs (3 students x 4) are 1,620 s at
+    the per-run times benchmark-nvidia-h200.json projects. The row's per-run seconds and total are the record's."""
+    row = next(line for line in _cells("00_setup")["00-13"].splitlines() if line.startswith("| 05 · Distillation"))
+    full = row.rstrip(" |").rsplit(" | ", 1)[1]
+    minutes, runs, *seconds = re.search(r"about (\d+) minutes on an H200 .*?: 3 students × (\d) runs, at the (\d+) s "
+                                        r"per distil-6L run, (\d+) s per distil-4L run and (\d+) s per "
+                                        r"compact-2L-H128 run", full).groups()
+    phases = json.loads((ROOT / "docs/results/benchmark-nvidia-h200.json").read_text())["projection"]["phase_seconds"]
+    per_run = [phases[f"{student} baseline"] for student in ("distil-6L", "distil-4L", "compact-2L-H128")]
+    assert [int(s) for s in seconds] == [round(s) for s in per_run]
+    assert int(minutes) == round(int(runs) * sum(per_run) / 60)
+    assert all(phases[f"{s} {run}"] == phases[f"{s} baseline"]  # the same step budget, the same projected time
+               for s in ("distil-6L", "distil-4L", "compact-2L-H128") for run in ("kd+transfer", "pseudo-label"))
