@@ -212,3 +212,23 @@ def test_notebook_00s_full_time_for_notebook_05_is_the_benchmarks_projection():
     assert int(minutes) == round(int(runs) * sum(per_run) / 60)
     assert all(phases[f"{s} {run}"] == phases[f"{s} baseline"]  # the same step budget, the same projected time
                for s in ("distil-6L", "distil-4L", "compact-2L-H128") for run in ("kd+transfer", "pseudo-label"))
+
+
+def test_notebook_01s_imdb_reference_lengths_are_the_records():
+    """Notebook 01 printed IMDB's token lengths as "course reference numbers" that no record held (>256: 45 %, where
+    the shared copy's train split gives 44.3 %). They are now docs/tuning/imdb-lengths.json's, as the cell prints
+    them: whole tokens, shares to a tenth of a percent, and the number of reviews measured."""
+    cell = _cells("01_bert_anatomy")["01-14"]
+    assert "docs/tuning/imdb-lengths.json" in cell
+    code = re.search(r"^IMDB_REFERENCE = (\{.*?\})\n(?=\S)", cell, flags=re.S | re.M).group(1)
+    reference = eval(code, {"__builtins__": {}, "dict": dict})  # a literal of dicts and numbers
+    record = json.loads((ROOT / "docs/tuning/imdb-lengths.json").read_text())["splits"]
+    assert set(reference) == set(record) == {"train", "test"}
+    for split, ref in reference.items():
+        got = record[split]
+        assert ref == dict(reviews=got["reviews"], mean=round(got["mean"]), median=round(got["median"]),
+                           p90=round(got["p90"]), over_256=round(got["frac_over_256"], 3),
+                           over_512=round(got["frac_over_512"], 3)), (split, ref, got)
+    said = _cells("01_bert_anatomy")["01-13"]
+    assert f"all {record['train']['reviews']:,} train reviews" in " ".join(said.split())
+    assert f"{record['test']['reviews']:,} of the 25,000 test reviews" in " ".join(said.split())
