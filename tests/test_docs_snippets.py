@@ -232,3 +232,25 @@ def test_notebook_01s_imdb_reference_lengths_are_the_records():
     said = _cells("01_bert_anatomy")["01-13"]
     assert f"all {record['train']['reviews']:,} train reviews" in " ".join(said.split())
     assert f"{record['test']['reviews']:,} of the 25,000 test reviews" in " ".join(said.split())
+
+
+def test_notebook_07s_summary_gives_the_validation_leads_of_the_record_it_cites():
+    """The summary cited cpu-3-seeds.json through a section of docs/tuning.md that counts an older record (where
+    compact-2L-H128 chose +values, with no interval); its figures are now the cited record's `validation_lead`s."""
+    text = " ".join(_cells("07_intermediate_layers")["07-25"].split())
+    said = re.search(r"both students chose `([^`]+)`, each by a lead of ([\d.]+) points over its runner-up "
+                     r"\(distil-3L's `([^`]+)`, compact-2L-H128's `([^`]+)`\): a net (\w+) right answers among (\d+) "
+                     r"reviews x (\d) seeds, with 95 % intervals of \[([-+\d.]+), ([-+\d.]+)\] and \[([-+\d.]+), "
+                     r"([-+\d.]+)\] points and McNemar's p of ([\d.]+) and ([\d.]+), ([a-z ]+) \(each student's "
+                     r"`validation_lead` under `best_recipes` in \[docs/results/cpu-3-seeds.json\]", text).groups()
+    best = json.loads((ROOT / "docs/results/cpu-3-seeds.json").read_text())["best_recipes"]
+    distil, compact = best["distil-3L"], best["compact-2L-H128"]
+    assert distil["recipe"] == compact["recipe"] == said[0]
+    assert [distil["validation_lead"]["against"], compact["validation_lead"]["against"]] == \
+        [f"kd+transfer{said[2]}", f"kd+transfer{said[3]}"]
+    for i, lead in enumerate(b["validation_lead"] for b in (distil, compact)):
+        assert f"{100 * lead['diff']:.2f}" == said[1]
+        assert round(lead["diff"] * lead["reviews"] * lead["seeds"]) == 2 and said[4] == "two"
+        assert (int(said[5]), int(said[6])) == (lead["reviews"], lead["seeds"])
+        assert said[7 + 2 * i: 9 + 2 * i] == (f"{100 * lead['ci_low']:+.2f}", f"{100 * lead['ci_high']:+.2f}")
+        assert said[11 + i] == f"{lead['p_mcnemar']:.2f}" and said[13].startswith(lead["verdict"].split(" at ")[0])
