@@ -172,7 +172,8 @@ def entropy(probs):
     return -torch.special.xlogy(probs, probs).sum(dim=-1)
     ### END SOLUTION
 ''',
-    success="Correct! Entropy grows with the temperature: softer targets carry more information.",
+    success="Correct! Entropy grows with the temperature: softer targets give the wrong classes' ranking more weight "
+            "in the loss, until, at the uniform distribution (entropy log C), they say nothing about the classes.",
 )
 
 __all__ = ["q1", "q2"]
