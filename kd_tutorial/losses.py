@@ -165,6 +165,21 @@ def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) -
                          "project the student's states to the teacher's width first (models.DistillationStudent)")
 
 
+def _check_mask(mask: torch.Tensor, batch: int, length: int, what: str) -> None:
+    """A mask must be (B, L), one row per sequence: a (1, L) mask broadcast over the batch would count one row's
+    padding for every row, and divide by the wrong number of tokens, with no error."""
+    if tuple(mask.shape) != (batch, length):
+        raise ValueError(f"{what}: the mask is {tuple(mask.shape)} for a batch of {batch} sequences of {length} "
+                         f"tokens; pass one mask row per sequence, of shape ({batch}, {length})")
+
+
+def _check_rows(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
+    """Student and teacher must hold the same sequences: the same batch and length (their widths may differ)."""
+    if student.shape[:2] != teacher.shape[:2]:
+        raise ValueError(f"{what}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} hold different "
+                         "sequences (batch, length); compute both on the same batch")
+
+
 def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
                attention_mask: torch.Tensor) -> torch.Tensor:
     """TinyBERT's hidden-state loss: ``sum_{b,i} m_bi * ||h_s,bi - h_t,bi||^2 / (sum_{b,i} m_bi * H)``.
@@ -174,6 +189,7 @@ def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
     through its learned projection first (the projection belongs to the student).
     """
     _check_same_shape(student_hidden, teacher_hidden, "hidden_mse")
+    _check_mask(attention_mask, *student_hidden.shape[:2], "hidden_mse")
     m = _real_tokens(attention_mask)
     sq = (_full(student_hidden) - _full(teacher_hidden.detach())).pow(2).sum(-1)
     return torch.where(m > 0, sq, 0.0).sum() / (m.sum() * student_hidden.shape[-1]).clamp_min(1)
@@ -187,6 +203,7 @@ def hidden_cosine(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
     directions of the states and ignores their lengths.
     """
     _check_same_shape(student_hidden, teacher_hidden, "hidden_cosine")
+    _check_mask(attention_mask, *student_hidden.shape[:2], "hidden_cosine")
     m = _real_tokens(attention_mask)
     cos = F.cosine_similarity(_full(student_hidden), _full(teacher_hidden.detach()), dim=-1, eps=1e-8)
     return torch.where(m > 0, 1 - cos, 0.0).sum() / m.sum().clamp_min(1)
@@ -227,6 +244,7 @@ def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor, attenti
     keeps ``log A_s`` finite where a probability underflowed to 0.
     """
     _check_same_shape(student_attn, teacher_attn, "attention_kl")
+    _check_mask(attention_mask, student_attn.shape[0], student_attn.shape[-1], "attention_kl")
     log_p = _full(teacher_attn.detach()).clamp_min(eps).log()
     log_q = _full(student_attn).clamp_min(eps).log()
     return _masked_row_kl(log_p, log_q, attention_mask)
@@ -265,6 +283,8 @@ def value_relation_kl(student_values: torch.Tensor, teacher_values: torch.Tensor
     Student and teacher may differ in width and in attention heads: only ``R``
     must divide both widths, so a 128-wide student learns from a 384-wide teacher.
     """
+    _check_rows(student_values, teacher_values, "value_relation_kl")
+    _check_mask(attention_mask, *student_values.shape[:2], "value_relation_kl")
     log_p = _relation_log_probs(teacher_values.detach(), attention_mask, relation_heads)
     log_q = _relation_log_probs(student_values, attention_mask, relation_heads)
     return _masked_row_kl(log_p, log_q, attention_mask)
@@ -283,6 +303,17 @@ def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), 0.0).sum(-1)
 
 
+def _check_token_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss_mask: torch.Tensor,
+                        what: str) -> None:
+    """Refuse logits that are not both (B, L, V) of one shape (a (1, L, V) teacher broadcasts over the batch, with no
+    error), and a mask that is not (B, L)."""
+    if student_logits.dim() != 3 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"{what}: student logits {tuple(student_logits.shape)}, teacher logits "
+                         f"{tuple(teacher_logits.shape)}; give both as (batch, length, vocabulary), for the same "
+                         "sequences and the same vocabulary")
+    _check_mask(loss_mask, *student_logits.shape[:2], what)
+
+
 def _token_mean(per_token: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """``sum_{b,t} m_bt x_bt / sum_{b,t} m_bt`` (0 when no token counts)."""
     m = _real_tokens(loss_mask)
@@ -294,9 +325,11 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, loss_mask: 
 
     ``logits`` (B, L, V), ``targets`` (B, L) token ids; exp of this value is the perplexity.
     """
+    _check_mask(targets, *logits.shape[:2], "token_cross_entropy: targets")
+    _check_mask(loss_mask, *logits.shape[:2], "token_cross_entropy")
     log_q = F.log_softmax(_full(logits), dim=-1)
     nll = -log_q.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return _token_mean(nll, loss_mask)
+    return _token_mean(nll, loss_mask * (targets >= 0))  # a target of -100 (Hugging Face's "ignore") never counts
 
 
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss_mask: torch.Tensor,
@@ -306,6 +339,7 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss_ma
     ``KL(p || q) = sum_v p_v (log p_v - log q_v)`` over the vocabulary. Mean-seeking: the student is
     punished wherever the teacher puts mass and it puts none, so it spreads over all the teacher's modes.
     """
+    _check_token_logits(student_logits, teacher_logits, loss_mask, "token_kl")
     T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
@@ -321,6 +355,7 @@ def reverse_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     mode of the teacher altogether (MiniLLM, GKD). The gradient flows through both ``q`` and ``log q``. A token
     both models rule out (logit -inf on both sides) adds nothing: ``0 log 0 = 0``.
     """
+    _check_token_logits(student_logits, teacher_logits, loss_mask, "reverse_token_kl")
     T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
@@ -345,6 +380,8 @@ def topk_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tenso
     the teacher's mass outside its top k as well and add a "rest" bucket
     (:func:`topk_rest_token_kl`).
     """
+    _check_rows(student_logits, teacher_topk_logits, "topk_token_kl")
+    _check_mask(loss_mask, *student_logits.shape[:2], "topk_token_kl")
     T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1).gather(-1, teacher_topk_ids)
     log_p = F.log_softmax(_full(teacher_topk_logits.detach()) / T, dim=-1)

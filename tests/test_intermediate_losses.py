@@ -313,6 +313,24 @@ def test_a_width_mismatch_names_the_projection():
         losses.value_relation_kl(s, t, mask, 3)
 
 
+def test_a_mask_or_a_teacher_for_other_sequences_is_refused_not_broadcast():
+    """A (1, L) mask broadcast over a batch of 2 counted row 0's padding for both rows and divided by the wrong number
+    of tokens (hidden_mse 1.858 became 9.265, no error); value_relation_kl took a one-row teacher for a batch."""
+    s, mask = padded(0, [3, 2], 4)
+    t, _ = padded(1, [3, 2], 4)
+    one_row = mask[:1]
+    for fn in (losses.hidden_mse, losses.hidden_cosine):
+        with pytest.raises(ValueError, match=r"the mask is \(1, 3\) for a batch of 2 sequences of 3 tokens"):
+            fn(s, t, one_row)
+    with pytest.raises(ValueError, match="pass one mask row per sequence"):
+        losses.value_relation_kl(s, t, one_row, 2)
+    with pytest.raises(ValueError, match="hold different sequences"):
+        losses.value_relation_kl(s, t[:1], mask, 2)
+    attn = torch.softmax(torch.randn(2, 2, 3, 3), -1)
+    with pytest.raises(ValueError, match="pass one mask row per sequence"):
+        losses.attention_kl(attn, attn, one_row)
+
+
 def test_hard_cross_entropy_weighs_every_review_the_same_whatever_the_batch_mix():
     """One normalisation: each row weighs 1/B, so a labelled review's gradient does not depend on how many
     unlabelled transfer reviews share its batch."""
