@@ -108,11 +108,27 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
     configure(device)  # as distill does: on a GPU, TF32 from sm80 and the allocator, before anything is allocated
     source = "argument" if profile else (f"${PROFILE_ENV}" if os.environ.get(PROFILE_ENV) else None)
     print(describe_choice(chosen, source))
+    if source is None:  # chosen by the device: on a GPU, full, which a Colab T4 takes hours over
+        advice = full_by_default(chosen, device)
+        if advice:
+            print(advice)
     chosen, fitted = fit_to_device(chosen, device)  # as distill fits it, so that both find the same teacher
     if fitted:
         print(fitted)
     print(f"device: {device} | seed: {seed} | Hugging Face Hub: {'offline' if offline else 'online'}")
     return Session(profile=chosen, device=device, seed=seed, offline=offline)
+
+
+def full_by_default(profile: Profile, device: str) -> str | None:
+    """Advice when a GPU made ``full`` the default (a notebook on Colab's T4 lands there): it is sized for a
+    data-centre GPU, ``distill`` prints its cost on this one, and the smaller profiles are one setting away. None
+    for another profile, or off a GPU."""
+    if profile.name != "full" or not device.startswith("cuda"):
+        return None
+    return ("full is sized for a data-centre GPU: bert-base on IMDB's 100k reviews, projected at half an hour on "
+            "an H200 and far longer on Colab's T4 (`kd-tutorial distill --profile full` prints its cost on this GPU "
+            f"before it starts). On Colab or a small GPU start with cpu or tiny: setup(\"cpu\"), or {PROFILE_ENV}=cpu "
+            "before setup()")
 
 
 def offline_flags(models_only: bool = False) -> list[str]:

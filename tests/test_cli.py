@@ -808,6 +808,28 @@ def test_setup_warns_when_a_library_imported_earlier_read_the_other_setting(hub_
     assert "warning" not in capsys.readouterr().out
 
 
+def test_a_gpu_that_made_full_the_default_is_told_its_cost_and_the_smaller_profiles(hub_flags, capsys):
+    """A notebook on Colab's T4 landed on full (the default whenever CUDA is visible), said only "profile: full
+    (default for this device)", and ran notebook 05's twelve bert-base runs for hours. (The GPU is faked.)"""
+    from kd_tutorial import env, profiles
+    hub_flags.delenv(profiles.PROFILE_ENV, raising=False)
+    hub_flags.setattr(profiles, "default_profile_name", lambda: "full")
+    hub_flags.setattr(env, "pick_device", lambda: "cuda")
+    hub_flags.setattr(env, "configure", lambda device: {"tf32": False})
+    hub_flags.setattr(env, "memory_gb", lambda device: None)
+    advice = "On Colab or a small GPU start with cpu or tiny: setup(\"cpu\"), or KD_TUTORIAL_PROFILE=cpu before setup()"
+    env.setup(offline=True)
+    out = capsys.readouterr().out
+    assert "profile: full (default for this device)" in out and advice in out
+    assert "far longer on Colab's T4 (`kd-tutorial distill --profile full` prints its cost on this GPU" in out
+    env.setup("full", offline=True)  # asked for by name: no advice
+    assert advice not in capsys.readouterr().out
+    hub_flags.setattr(env, "pick_device", lambda: "cpu")
+    hub_flags.setattr(profiles, "default_profile_name", lambda: "tiny")
+    env.setup()
+    assert "data-centre" not in capsys.readouterr().out
+
+
 def test_a_cuda_build_that_sees_no_gpu_is_told_where_to_look(hub_flags, capsys, monkeypatch):
     """Colab without a GPU runtime (or CUDA_VISIBLE_DEVICES=""): setup() quietly picked tiny on the CPU."""
     from kd_tutorial import env
