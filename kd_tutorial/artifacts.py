@@ -248,6 +248,12 @@ def student_finished(folder: Path) -> bool:
     return (folder / "history.json").exists() and (folder / "model" / "config.json").exists()
 
 
+def student_interrupted(folder: Path) -> bool:
+    """Whether ``folder`` holds the checkpoint of a run stopped before it finished (``last.pt``, and no finished
+    run): what ``--resume`` continues, and what a run trained again without it leaves as it is."""
+    return (folder / "last.pt").exists() and not student_finished(folder)
+
+
 def load_student(folder: Path):
     """``(model, history)`` of a finished student in ``folder``, or None when it is not (fully) there. A checkpoint
     beside it (a retraining stopped by older code, which checkpointed it) is dropped: the finished run is reused."""

@@ -768,6 +768,46 @@ def test_a_finished_run_trained_again_and_stopped_is_still_reused_by_resume(tiny
     assert after["status"] == "cached" and after["run_hash"] == before["run_hash"]
 
 
+def test_an_interrupted_run_started_over_without_resume_leaves_its_checkpoint_for_resume(tiny_run, monkeypatch,
+                                                                                         capsys):
+    """A review: after a Ctrl-C, the same command without --resume trained the run from step 0 and wrote over its
+    checkpoint (steps 217 and 78 became 33 and 13), with no word at the start. The run started over keeps no
+    checkpoint, as a run trained again does, so the interrupted one stands for --resume; the start says so."""
+    run, before = _one_cached_run()
+    folder = Path(before["path"])
+    (folder / "history.json").unlink()  # the run as an interrupted one leaves it: no finished run, then its last.pt
+    real = pipeline.train
+
+    def stopped_at(at):
+        def train(*args, on_step=None, **kwargs):
+            def step(i, total):
+                if i == at:
+                    raise KeyboardInterrupt
+            return real(*args, on_step=step, **kwargs)
+        return train
+    monkeypatch.setattr(pipeline, "train", stopped_at(3))
+    with pytest.raises(KeyboardInterrupt):
+        run(resume=False)
+    saved = (folder / "last.pt").read_bytes()
+    assert artifacts.student_interrupted(folder)
+    capsys.readouterr()
+    monkeypatch.setattr(pipeline, "train", stopped_at(1))
+    with pytest.raises(KeyboardInterrupt):
+        run(resume=False)  # --resume forgotten, stopped again
+    assert (folder / "last.pt").read_bytes() == saved
+    assert ("baseline: interrupted; the run interrupted before on the same settings is still in the artifact cache: "
+            "run again with --resume (resume=True) to continue it from its checkpoint") in capsys.readouterr().err
+    jobs = [{"finished": None, "folders": {False: folder}}, {"finished": None, "folders": {False: folder.parent}}]
+    pipeline._say_finished(jobs, resume=False)
+    assert ("students: 1 of these 2 runs were interrupted, and their checkpoints are in the artifact cache: they "
+            "start over and leave those checkpoints as they are; add --resume (resume=True) to continue them"
+            ) in capsys.readouterr().out
+    monkeypatch.setattr(pipeline, "train", real)
+    [after] = run(resume=True).values()
+    assert after["status"] == "trained" and artifacts.student_finished(folder)
+    assert not artifacts.student_interrupted(folder)
+
+
 def test_a_ctrl_c_while_a_run_trained_again_is_saved_waits_for_the_save(tiny_run, monkeypatch):
     """A review: saving removes the old run's history first, and a run trained again keeps no checkpoint, so a Ctrl-C
     during that save left neither run (only model/), and --resume trained it from step 0. The save now holds Ctrl-C
