@@ -46,7 +46,7 @@ from .grading.grader import main as grade_main
 from .lm import hub_models
 from .models import TINY_TEACHER
 from .parallel import check_workers
-from .pipeline import check_teacher_outside, check_teacher_shape, run_distill
+from .pipeline import check_teacher_outside, check_teacher_shape, refuse_foreign_plots, run_distill
 from .profiles import BUDGET_SOURCE, describe_choice, MAX_SEED, PROFILES, resolve_profile, timed_preset
 from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, profile_of, README_START,
@@ -385,7 +385,9 @@ def cmd_distill(args) -> int:
     check_writable_home()
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write", leave_none=True)
     refuse_foreign(Path(args.out) / "results.json", "--out", "a kd-tutorial results.json",
-                   lambda data: "run" in data and "models" in data)  # an earlier run's is replaced, nothing else
+                   lambda data: "run" in data and "models" in data,  # an earlier run's is replaced, nothing else
+                   fix="give another --out")
+    refuse_foreign_plots(Path(args.out))  # nor a plot of someone else's
     profile = _fit_device(profile, device, args)
     _read_data_folder(profile, args, seeds[0])
     mps = device.startswith("mps")  # no profile was timed on Apple's GPU: a CPU's figure, said to be one

@@ -474,6 +474,25 @@ def write_checkpoints(trained: dict, out: Path, tokenizer=None) -> None:
             folder.rmdir()  # kept when it holds anything else
 
 
+def refuse_foreign_plots(out: Path) -> None:
+    """A UsageError when ``out`` holds a file of a plot's name (:data:`plots.PIPELINE_PLOTS`) and is no kd-tutorial
+    run's folder (no results.json of a run, nor the :data:`PENDING` file of one cut short): the run would replace a
+    file of someone else's."""
+    foreign = [name for name in plots.PIPELINE_PLOTS if (out / name).exists()]
+    if foreign and not (_is_run_results(out / "results.json") or (out / PENDING).exists()):
+        raise UsageError(f"--out {out} holds {' and '.join(foreign)}, which no kd-tutorial run there wrote, and the "
+                         "run would replace it: move it away, or give another --out")
+
+
+def _is_run_results(path: Path) -> bool:
+    """Whether ``path`` is a kd-tutorial results.json (a run's: "run" and "models")."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, *JSON_ERRORS):
+        return False
+    return isinstance(data, dict) and "run" in data and "models" in data
+
+
 def _checkpoints_named(results: Path) -> set[str]:
     """The checkpoint folders of the run that wrote ``results`` (its ``student_status`` names), none when it is
     missing or not a kd-tutorial run's; only plain folder names, never a path."""

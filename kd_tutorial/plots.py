@@ -14,6 +14,7 @@ _STYLES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)), (0
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 RUN_STYLE = {"kd+transfer": "-", "kd": "--", "baseline": ":"}  # line style of each run (recipe) in curves
 RUN_MARKER = {"kd+transfer": "o", "kd": "s", "baseline": "^"}  # marker of each run in scatter plots
+PIPELINE_PLOTS = ("training_curves.png", "accuracy_vs_latency.png")  # what distill writes into --out
 for _i, _name in enumerate(n for n in RECIPES if n not in RUN_STYLE):
     RUN_STYLE[_name] = _STYLES[(_i + 3) % len(_STYLES)]
     RUN_MARKER[_name] = _MARKERS[(_i + 3) % len(_MARKERS)]
@@ -190,6 +191,7 @@ def save_pipeline_plots(results: dict, out: str | Path) -> list[str]:
     profile = results["run"]["profile"]
     seeds = results["run"]["seeds"]
     title = f"Training curves ({profile} profile" + (f", seed {seeds[0]} of {len(seeds)})" if len(seeds) > 1 else ")")
-    return [save(training_curves(first_seed(results["histories"], seeds), title), out / "training_curves.png"),
+    curves, latency = PIPELINE_PLOTS
+    return [save(training_curves(first_seed(results["histories"], seeds), title), out / curves),
             save(accuracy_vs_latency(results["models"], f"Accuracy against latency ({profile} profile, "
-                                     f"device {results['run']['device']})", split), out / "accuracy_vs_latency.png")]
+                                     f"device {results['run']['device']})", split), out / latency)]

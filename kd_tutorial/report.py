@@ -433,9 +433,10 @@ def is_summary(data: dict) -> bool:
             and all(isinstance(p, str) and Path(p).name == p for p in plots))
 
 
-def refuse_foreign(target: str | Path, flag: str, kind: str, ours) -> None:
+def refuse_foreign(target: str | Path, flag: str, kind: str, ours, fix: str = "give a new file name") -> None:
     """A UsageError when ``target`` exists and is not ``kind``: a JSON object for which ``ours(data)`` is true.
-    The file ``flag`` writes may replace an earlier one of its kind, never another file."""
+    The file ``flag`` writes may replace an earlier one of its kind, never another file. ``fix``: what to give
+    instead (a flag that names a folder: "give another --out")."""
     target = Path(target)
     if target.is_dir():  # found now, not when the file is written at the end of a run
         raise UsageError(f"{target} is a folder, where {flag} writes a file: move that folder away, or give "
@@ -449,8 +450,8 @@ def refuse_foreign(target: str | Path, flag: str, kind: str, ours) -> None:
     except (OSError, *JSON_ERRORS):
         mine = False
     if not mine and target.stat().st_size > 0:
-        raise UsageError(f"{flag} {target} exists and is not {kind}, so writing it would lose it: give a new file "
-                         "name, or move that file away first")
+        raise UsageError(f"{flag} {target} exists and is not {kind}, so writing it would lose it: {fix}, or move "
+                         "that file away first")
 
 
 def check_readme_markers(text: str, readme: str | Path) -> None:

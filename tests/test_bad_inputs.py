@@ -1298,8 +1298,24 @@ def test_distill_does_not_replace_a_results_json_it_did_not_write(tmp_path, caps
     monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started"))
     (tmp_path / "results.json").write_text('{"my": "own experiment log"}')
     line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path))
-    assert "results.json exists and is not a kd-tutorial results.json" in line
+    assert line.endswith("results.json exists and is not a kd-tutorial results.json, so writing it would lose it: "
+                         "give another --out, or move that file away first"), line
     assert (tmp_path / "results.json").read_text() == '{"my": "own experiment log"}'
+
+
+def test_distill_does_not_replace_a_plot_it_did_not_write(tmp_path, capsys, monkeypatch):
+    """A review: --out's results.json was protected, but a user's own training_curves.png there was replaced by the
+    run's plot. A folder holding a plot's name is written only when it is a kd-tutorial run's (its results.json, or
+    the file a run cut short leaves)."""
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "training_curves.png").write_bytes(b"my own plot")
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path))
+    assert line == (f"kd-tutorial: error: --out {tmp_path} holds training_curves.png, which no kd-tutorial run there "
+                    "wrote, and the run would replace it: move it away, or give another --out")
+    assert (tmp_path / "training_curves.png").read_bytes() == b"my own plot"
+    (tmp_path / "results.json").write_text('{"run": {}, "models": []}')  # an earlier run's folder: its plots go
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: (_ for _ in ()).throw(UsageError("the run started")))
+    assert error_line(capsys, "distill", "--profile", "tiny", "--out", str(tmp_path)).endswith("the run started")
 
 
 @pytest.mark.parametrize("command", ["distill", "report"])
