@@ -954,7 +954,8 @@ def prefetch(build, items, depth: int = 3):
     """Yield ``build(item)`` for each item, computed in a background thread ``depth`` items ahead.
 
     The loop then never waits for Python to pad a batch: it is ready (and pinned) when the
-    device is. An exception in ``build`` is raised here; leaving the loop early stops the thread.
+    device is. An exception in ``build`` is raised here; leaving the loop early (closing the generator) stops the
+    thread, and waits for the item it is building.
     """
     out, stop = queue.Queue(maxsize=depth), threading.Event()
 
@@ -976,7 +977,8 @@ def prefetch(build, items, depth: int = 3):
         except BaseException as err:  # handed to the consumer, which raises it
             put((False, err))
 
-    threading.Thread(target=work, daemon=True, name="kd_tutorial-prefetch").start()
+    worker = threading.Thread(target=work, daemon=True, name="kd_tutorial-prefetch")
+    worker.start()
     try:
         while True:
             ok, value = out.get()
@@ -987,6 +989,9 @@ def prefetch(build, items, depth: int = 3):
             yield value
     finally:
         stop.set()
+        # wait for the batch it is building: a thread left inside a torch op as the interpreter exits (an error
+        # that ends a run) now and then aborted the process ("terminate called without an active exception")
+        worker.join(timeout=10)
 
 
 def padding_waste(batches: list[dict]) -> float:

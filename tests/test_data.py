@@ -822,3 +822,30 @@ def test_notebook_09s_imdb_offline_names_the_full_profiles_prefetch(monkeypatch)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("offline")))
     with pytest.raises(DataSourceError, match=r"run `kd-tutorial prefetch --profile full` while online"):
         lm.load_texts(lm.LM_PROFILES["full"])
+
+
+def test_prefetch_builds_ahead_in_order_raises_builds_errors_and_waits_for_its_thread_when_closed():
+    """A run that ended on an error left the prefetch thread inside a batch as the interpreter exited, which now and
+    then aborted the process ("terminate called without an active exception", status 134 for 2). Closing the
+    generator now waits for the item being built."""
+    import threading
+    import time
+
+    from kd_tutorial.data import prefetch
+
+    def alive():
+        return [t for t in threading.enumerate() if t.name == "kd_tutorial-prefetch"]
+    assert list(prefetch(lambda i: i * i, range(5))) == [0, 1, 4, 9, 16]
+
+    def slow(i):
+        time.sleep(0.3)
+        return i
+    batches = prefetch(slow, range(100))
+    assert next(batches) == 0
+    batches.close()  # left early, its thread inside slow()
+    assert not alive()
+
+    def broken(i):
+        raise ValueError(f"row {i}")
+    with pytest.raises(ValueError, match="row 0"):
+        list(prefetch(broken, range(3)))
