@@ -571,8 +571,9 @@ def _read_table(path: Path, labelled: bool = True) -> Reviews:
     missing = [c for c in ("text", "label") if c not in cols]
     if missing:
         found = ", ".join(repr(n) for n in names[:8]) or "none"
+        hint = COLUMNS_HINT if labelled else "a column text (unlabelled reviews need no label)"
         raise DataSourceError(f"{path}: missing column(s) {', '.join(missing)} (found: {found}); give the file "
-                              f"{COLUMNS_HINT}")
+                              f"{hint}")
     texts = [_text(x, i, path) for i, x in enumerate(cols["text"])]
     labels = _labels(cols["label"], path) if labelled else cols["label"]
     return Reviews(texts, labels, _stars(cols.get("stars")), path.stem)
@@ -587,10 +588,13 @@ def _text(value, row: int, path: Path) -> str:
         except UnicodeDecodeError as err:
             raise DataSourceError(f"{path}: row {row + 1}'s text is not UTF-8 ({err.reason} at byte {err.start}): "
                                   "save the reviews as UTF-8") from None
-    if value is None or not str(value).strip():
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise DataSourceError(f"{path}: row {row + 1} has no text ({'null' if value is None else 'blank'}): drop it "
                               "or fill it in")
-    return str(value)
+    if not isinstance(value, str):  # a list or a number, read as its repr ("['...']"), would train as a review
+        raise DataSourceError(f"{path}: row {row + 1}'s text is a {type(value).__name__}, not a string: give the "
+                              "text column as strings, one review each")
+    return value
 
 
 def folder_rows(folder: str | os.PathLike) -> dict[str, int] | None:
@@ -627,7 +631,9 @@ def _read_csv(path: Path) -> tuple[dict[str, list], list[str]]:
     a malformed line."""
     fix = f"write it with pandas DataFrame.to_csv(index=False), {COLUMNS_HINT}, or give a {path.stem}.parquet"
     rows, lines = [], []
+    limit = csv.field_size_limit()
     try:
+        csv.field_size_limit(2**31 - 1)  # csv's own limit, 131,072 characters, refused a long review as "not CSV"
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's UTF-8 byte-order mark is fine
             reader = csv.reader(f, strict=True)
             for row in reader:
@@ -642,9 +648,15 @@ def _read_csv(path: Path) -> tuple[dict[str, list], list[str]]:
     except OSError as err:
         raise DataSourceError(f"cannot read {path} ({err.strerror or err}): check that it is a file you can "
                               "read") from None
+    finally:
+        csv.field_size_limit(limit)
     if not rows:
         raise DataSourceError(f"{path} is empty: {fix}")
     header = rows[0]
+    twice = sorted({name for name in header if header.count(name) > 1 and name in ("text", "label", "stars")})
+    if twice:  # the last would be read, without a word
+        raise DataSourceError(f"{path}: the header names column {', '.join(map(repr, twice))} more than once: keep "
+                              "one")
     bad = next((i for i, row in enumerate(rows) if len(row) != len(header)), None)
     if bad is not None:
         raise DataSourceError(f"{path} is not valid CSV: line {lines[bad]} has {len(rows[bad])} field(s) where the "
@@ -674,18 +686,29 @@ def _stars(values: list | None) -> list[int] | None:
         return None
 
 
+def _split_files(root: Path) -> dict[str, Path]:
+    """Each split's file in a folder of tables: ``train``, ``test`` and ``unsupervised`` (or ``unsup``), ``.parquet``
+    or ``.csv``; a DataSourceError where a split has two, of which one would be read and the other ignored (perhaps
+    the one just fixed). Names only: no file is read."""
+    files = {}
+    for split, stems in (("train", ["train"]), ("test", ["test"]), ("unsupervised", ["unsupervised", "unsup"])):
+        found = [root / f"{stem}{ext}" for stem in stems for ext in (".parquet", ".csv")
+                 if (root / f"{stem}{ext}").is_file()]
+        if len(found) > 1:
+            raise DataSourceError(f"{root} holds {' and '.join(p.name for p in found)} for the {split} split: keep "
+                                  "one of them (move the other away)")
+        files.update({split: found[0]} if found else {})
+    return files
+
+
 def _table_raw(root: Path) -> dict[str, Reviews]:
     out = {}
-    for split, stems in (("train", ["train"]), ("test", ["test"]), ("unsupervised", ["unsupervised", "unsup"])):
-        for stem in stems:
-            found = [root / f"{stem}{ext}" for ext in (".parquet", ".csv") if (root / f"{stem}{ext}").is_file()]
-            if found:
-                out[split] = _read_table(found[0], labelled=split != "unsupervised")
-                if split != "train" and not len(out[split]):  # not quietly a held-out slice, or train reviews
-                    raise DataSourceError(f"{found[0]} holds no reviews: add them, or remove the file (without a "
-                                          "test file the test split is a held-out slice of train; without an "
-                                          "unsupervised file the transfer reviews are other train reviews)")
-                break
+    for split, path in _split_files(root).items():
+        out[split] = _read_table(path, labelled=split != "unsupervised")
+        if split != "train" and not len(out[split]):  # not quietly a held-out slice, or train reviews
+            raise DataSourceError(f"{path} holds no reviews: add them, or remove the file (without a test file the "
+                                  "test split is a held-out slice of train; without an unsupervised file the "
+                                  "transfer reviews are other train reviews)")
     if "unsupervised" in out:
         out["unsupervised"] = out["unsupervised"].unlabelled("unsupervised")
     return out
@@ -705,6 +728,7 @@ def _folder_layout(path: Path) -> tuple[str, Path]:
                               "(and optionally test / unsupervised), or an aclImdb copy")
     has = {stem: any((path / f"{stem}{ext}").is_file() for ext in (".parquet", ".csv")) for stem in ("train", "test")}
     if has["train"]:
+        _split_files(path)  # two files for one split: refused now, before any work
         return "tables", path
     for name in ("train.parquet", "train.csv"):  # a name the listing below would show, yet no file to read
         target = path / name

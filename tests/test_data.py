@@ -594,6 +594,55 @@ def test_a_parquet_text_column_of_bytes_is_decoded(tmp_path):
     assert all(t.startswith("review ") for t in d.train.texts + d.test.texts)
 
 
+def test_two_files_for_one_split_are_refused_before_any_work_not_one_ignored(tmp_path):
+    """A review: with train.parquet and train.csv in the folder, the parquet file was read and the csv, perhaps the
+    one just fixed, ignored without a word; unsupervised.csv beside unsup.csv likewise."""
+    write_parquet(tmp_path / "train.parquet", 40)
+    (tmp_path / "train.csv").write_text("text,label\ngood film,1\n")
+    with pytest.raises(DataSourceError, match="holds train.parquet and train.csv for the train split: keep one of "
+                                              r"them \(move the other away\)"):
+        data.check_data_source(tmp_path)
+    (tmp_path / "train.csv").unlink()
+    (tmp_path / "unsupervised.csv").write_text("text\nfine\n")
+    (tmp_path / "unsup.csv").write_text("text\nfine too\n")
+    with pytest.raises(DataSourceError, match="unsupervised.csv and unsup.csv for the unsupervised split"):
+        load_imdb(str(tmp_path), val_size=4)
+
+
+def test_a_text_column_that_is_not_strings_is_refused_not_read_as_its_repr(tmp_path):
+    """A review: a list<string> text column became reviews reading "['r review number 400 ...']", an int column
+    reviews reading "400"."""
+    for values, kind in (([[f"review {i}"] for i in range(40)], "list"), (list(range(40)), "int")):
+        pq.write_table(pa.table({"text": values, "label": [i % 2 for i in range(40)]}), tmp_path / "train.parquet")
+        with pytest.raises(DataSourceError, match=f"row 1's text is a {kind}, not a string: give the text column as "
+                                                  "strings, one review each"):
+            load_imdb(str(tmp_path), val_size=4)
+
+
+def test_a_csv_naming_a_column_twice_or_holding_a_long_review(tmp_path):
+    """A review: `text,text,label` read the last text column without a word; a review over 131,072 characters, valid
+    CSV, was refused as "not valid CSV" (csv's default field limit)."""
+    (tmp_path / "train.csv").write_text("text,text,label\na,b,1\n")
+    with pytest.raises(DataSourceError, match="the header names column 'text' more than once: keep one"):
+        load_imdb(str(tmp_path), val_size=2)
+    long = "a long review " * 12_000  # 168,000 characters
+    rows = "".join(f"review {i} fine,{i % 2}\n" for i in range(39))
+    (tmp_path / "train.csv").write_text(f"text,label\n{rows}{long},1\n")
+    d = load_imdb(str(tmp_path), val_size=4)
+    assert long in d.train.texts + d.validation.texts + d.test.texts + d.transfer.texts
+    import csv
+    assert csv.field_size_limit() == 131_072  # the process's own limit, as it was
+
+
+def test_an_unlabelled_file_without_text_is_told_it_needs_no_label(tmp_path):
+    """A review: an unsup.csv with no text column was told to "give the file columns text and label"."""
+    write_parquet(tmp_path / "train.parquet", 40)
+    (tmp_path / "unsup.csv").write_text("review\nfine\n")
+    with pytest.raises(DataSourceError, match=r"missing column\(s\) text \(found: 'review'\); give the "
+                                              r"file a column text \(unlabelled reviews need no label\)"):
+        load_imdb(str(tmp_path), val_size=4)
+
+
 def test_a_label_of_a_digit_python_cannot_read_is_refused_in_one_line(tmp_path):
     (tmp_path / "train.csv").write_text("text,label\ngood film,1\nbad film,\u00b2\n", encoding="utf-8")
     with pytest.raises(DataSourceError, match=r"row 2 has label '\u00b2'; labels must be 0 \(negative\) or 1"):
