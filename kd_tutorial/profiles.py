@@ -42,9 +42,14 @@ MAX_SEED = 2**32 - 1  # torch and numpy take seeds from 0 to this
 SHADOWED = {"student_epochs": "epochs", "student_lr": "lr", "recipes": "recipes", "evals_per_run": "evals_per_run"}
 
 
+def _integer(v) -> bool:
+    """A whole number, not a bool (``True`` is an int to Python, and was read as 1)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _whole(low: int):
     """A test: a whole number (not a bool) >= ``low``."""
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+    return lambda v: _integer(v) and v >= low
 
 
 def _optional(test):
@@ -83,6 +88,9 @@ FIELD_RULES = {
     "n_transfer": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
     "n_test": (_optional(_whole(1)), "None (all) or a whole number >= 1"),
     "student_labels": (_optional(_whole(2)), "None (all of train) or a whole number >= 2"),
+    # their bounds depend on the data, and the carve checks them (data.split_raw); here only that they are numbers
+    "val_size": (_integer, "a whole number of validation reviews"),
+    "val_block": (_optional(_integer), "None (drawn at random) or a whole number of reviews a run"),
     "teacher_epochs": (lambda v: v > 0, "a number > 0"),
     "student_epochs": (lambda v: v > 0, "a number > 0"),
     "teacher_lr": (lambda v: v > 0, "a number > 0"),

@@ -432,6 +432,7 @@ def test_a_teacher_folder_with_a_broken_config_names_it_and_leaves_no_out_folder
     ("patience=0", r"patience=0: give None \(no early stop\) or a whole number >= 1"),
     ("attention_dropout=1", r"attention_dropout=1.0: give None \(the model's own\) or a number from 0 to below 1"),
     ("student_hidden_dropout=-0.1", r"student_hidden_dropout=-0.1: give None \(the model's own\) or a number from 0"),
+    ("val_size=True", r"val_size=True: give a whole number of validation reviews"),  # read as 1 review (a review)
 ])
 def test_a_profile_value_no_run_can_use_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch, setting,
                                                                           expected):
