@@ -138,6 +138,7 @@ class TeacherShape(NamedTuple):
     heads: int
     positions: int
     width: int
+    vocab: int | None = None  # its embedding's rows (None: the built-in teacher's, built for its tokenizer)
 
 
 def teacher_shape(profile: Profile, teacher: str | None = None, *, ask_hub: bool = True) -> TeacherShape | None:
@@ -154,7 +155,7 @@ def teacher_shape(profile: Profile, teacher: str | None = None, *, ask_hub: bool
     if config is None or getattr(config, "model_type", None) != "bert":
         return None
     return TeacherShape(config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings,
-                        config.hidden_size)
+                        config.hidden_size, getattr(config, "vocab_size", None))
 
 
 def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *,
@@ -184,12 +185,21 @@ def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed:
     whose own tokenizer numbers tokens otherwise than the teacher's (from the tokenizers alone)."""
     shape = check_teacher_shape(profile, teacher, runs)
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
+    check_teacher_tokenizer(teacher or profile.teacher, shape, len(prep.tokenizer))
     check_student_labels(profile, len(prep.encoded["train"]))
     check_grad_accum(profile, len(prep.encoded["train"]), students_rows(profile, prep, runs, shape and shape.heads))
     for note in prep.data.notes:
         print(f"data: {note}", flush=True)  # before the teacher's minutes: what the splits hold, if not as asked
     for spec in profile.students:
         check_student_tokenizer(spec, prep.tokenizer, init=init)
+
+
+def check_teacher_tokenizer(name: str, shape: TeacherShape | None, tokens: int) -> None:
+    """Refuse a teacher whose tokenizer numbers more tokens than its model has embeddings (a folder saved with
+    another model's tokenizer): the ids past them would fail inside the model. A model with spare rows is fine."""
+    if shape is not None and shape.vocab is not None and tokens > shape.vocab:
+        raise UsageError(f"teacher {name}: its tokenizer has {tokens:,} tokens and its model {shape.vocab:,}: save "
+                         "the tokenizer the model was trained with beside it (tokenizer.save_pretrained(folder))")
 
 
 def student_recipes(profile: Profile, spec: StudentSpec, names=None) -> list[Recipe]:
