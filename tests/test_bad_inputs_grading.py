@@ -254,6 +254,12 @@ def test_no_solution_notebooks_names_the_flag(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     line = one_line(capsys, "make-exercises", "--solutions", str(tmp_path / "empty"))
     assert line == f"kd-tutorial make-exercises: no solution notebooks in {tmp_path / 'empty'}: {fix}"
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"  # a review: "10 exercise notebook(s) written",
+    line = one_line(capsys, "make-exercises", "--solutions", str(notebooks),  # each a copy of its course notebook
+                    "--exercises", str(tmp_path / "ex"))
+    assert line == (f"kd-tutorial make-exercises: no notebook in {notebooks} marks a solution ('### BEGIN SOLUTION' "
+                    f"... '### END SOLUTION'), so the exercises would be copies of them: {fix}")
+    assert not (tmp_path / "ex").exists()
 
 
 # ----------------------------------------------------------------------------- grade

@@ -247,8 +247,8 @@ def _default(name: str) -> Path:
 
 
 def check_folders(solutions: Path, exercises: Path) -> None:
-    """Refuse, before anything is read or written: a --solutions that does not exist or is a file, no solution
-    notebooks in it, an --exercises that is a file, and
+    """Refuse, before anything is written: a --solutions that does not exist or is a file, no solution notebooks in
+    it (none, or none that marks a solution), an --exercises that is a file, and
     folders that are one and the same or hold one another (the stubs would replace the solutions)."""
     fix = "give --solutions the folder of the solution notebooks (*.ipynb), e.g. the course's solutions/"
     if not solutions.exists():
@@ -257,6 +257,9 @@ def check_folders(solutions: Path, exercises: Path) -> None:
         raise UsageError(f"--solutions {solutions} is a file, not a folder: {fix}")
     if not any(solutions.glob("*.ipynb")):
         raise UsageError(f"no solution notebooks in {solutions}: {fix}")
+    if not any(BEGIN in _text_of(path) for path in solutions.glob("*.ipynb")):  # the course's notebooks, say: copied
+        raise UsageError(f"no notebook in {solutions} marks a solution ('{BEGIN}' ... '{END}'), so the exercises "
+                         f"would be copies of them: {fix}")
     if exercises.exists() and not exercises.is_dir():
         raise UsageError(f"--exercises {exercises} is a file: give --exercises a folder (by default exercises/ "
                          "beside the solutions folder)")
@@ -266,6 +269,14 @@ def check_folders(solutions: Path, exercises: Path) -> None:
         other = sol.parent / ("exercises" if sol.name != "exercises" else "exercises-generated")
         raise UsageError(f"--exercises {exercises} {how} the solutions folder {solutions}: give --exercises a "
                          f"folder of its own, e.g. --exercises {other}")
+
+
+def _text_of(path: Path) -> str:
+    """A notebook file's text as it stands, "" where it cannot be read (rendering it then says why)."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _path(text: str) -> Path:
