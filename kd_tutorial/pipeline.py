@@ -185,7 +185,7 @@ def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed:
     whose own tokenizer numbers tokens otherwise than the teacher's (from the tokenizers alone)."""
     shape = check_teacher_shape(profile, teacher, runs)
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
-    check_teacher_tokenizer(teacher or profile.teacher, shape, len(prep.tokenizer))
+    check_teacher_tokenizer(teacher or profile.teacher, shape, prep.tokenizer)
     check_student_labels(profile, len(prep.encoded["train"]))
     check_grad_accum(profile, len(prep.encoded["train"]), students_rows(profile, prep, runs, shape and shape.heads))
     for note in prep.data.notes:
@@ -194,10 +194,13 @@ def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed:
         check_student_tokenizer(spec, prep.tokenizer, init=init)
 
 
-def check_teacher_tokenizer(name: str, shape: TeacherShape | None, tokens: int) -> None:
+def check_teacher_tokenizer(name: str, shape: TeacherShape | None, tokenizer) -> None:
     """Refuse a teacher whose tokenizer numbers more tokens than its model has embeddings (a folder saved with
     another model's tokenizer): the ids past them would fail inside the model. A model with spare rows is fine."""
-    if shape is not None and shape.vocab is not None and tokens > shape.vocab:
+    if shape is None or shape.vocab is None:  # the built-in teacher is built for its tokenizer
+        return
+    tokens = len(tokenizer)
+    if tokens > shape.vocab:
         raise UsageError(f"teacher {name}: its tokenizer has {tokens:,} tokens and its model {shape.vocab:,}: save "
                          "the tokenizer the model was trained with beside it (tokenizer.save_pretrained(folder))")
 

@@ -394,23 +394,6 @@ def test_a_teacher_whose_tokenizer_cannot_load_is_one_line(tmp_path, capsys, tea
     assert re.search(expected, line), line
 
 
-def test_a_teacher_folder_saved_with_another_models_tokenizer_is_told_so(tmp_path, capsys, monkeypatch):
-    """A review: a --teacher folder whose model has 500 embeddings and whose tokenizer 30,522 tokens was told "give
-    the student the teacher's tokenizer", a student the learner never chose; the folder contradicts itself."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from kd_tutorial.data import get_tokenizer
-    from kd_tutorial.profiles import TINY_BERT
-    from kd_tutorial import teachers
-    folder = tmp_path / "teacher"
-    BertForSequenceClassification(BertConfig(vocab_size=500, num_labels=2, **TINY_BERT)).save_pretrained(folder)
-    get_tokenizer("tiny-bert").save_pretrained(folder)
-    monkeypatch.setattr(teachers, "ensure_teacher", lambda *a, **k: pytest.fail("the teacher was trained"))
-    line = error_line(capsys, "distill", "--profile", "tiny", "--teacher", str(folder), "--out", str(tmp_path / "o"))
-    assert line.endswith(f"teacher {folder}: its tokenizer has 30,522 tokens and its model 500: save the tokenizer "
-                         "the model was trained with beside it (tokenizer.save_pretrained(folder))"), line
-
-
 def test_a_teacher_folder_with_a_broken_config_names_it_and_leaves_no_out_folder(tmp_path, capsys):
     """Its tokenizer files were there, but the line blamed the tokenizer; and the run, refused inside the lock of
     --out, left that new folder holding only its lock file."""
