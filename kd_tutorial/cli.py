@@ -660,6 +660,8 @@ def read_results(path: str) -> dict:
                          f"{RESULTS_FIX}")
     try:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"results file {path}: no such file or folder: {RESULTS_FIX}") from None
     except (OSError, *JSON_ERRORS) as err:
         raise UsageError(f"cannot read results file {path} ({err.__class__.__name__}): {RESULTS_FIX}") from None
     if isinstance(results, dict) and results.get("kind") == "benchmark":

@@ -11,6 +11,7 @@ available and ``tiny`` when it is not.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -660,8 +661,10 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
+        close = difflib.get_close_matches(str(name).strip().lower(), PROFILES, n=1, cutoff=0.5)
+        meant = f" (did you mean {close[0]!r}?)" if close else ""
         raise UnknownProfileError(
-            f"unknown profile {name!r}: choose one of {', '.join(PROFILES)} "
+            f"unknown profile {name!r}{meant}: choose one of {', '.join(PROFILES)} "
             f"(--profile NAME or {PROFILE_ENV}=NAME)") from None
 
 
