@@ -808,8 +808,9 @@ def cmd_search(args) -> int:
         raise UsageError(f"--trials {args.trials}: give the total number of trials, a whole number >= 1")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps {args.steps}: give a whole number of optimizer steps >= 1 per trial")
-    if not -1.0 <= args.margin <= 1.0:
-        raise UsageError(f"--margin {args.margin}: give an accuracy difference between -1 and 1 (e.g. 0.15)")
+    if not 0.0 <= args.margin <= 1.0:  # below 0 a trial had to beat the teacher: --margin -1 pruned every one
+        raise UsageError(f"--margin {args.margin}: give how far below the teacher's validation accuracy a trial may "
+                         "fall before it is pruned, from 0 to 1 (e.g. 0.15)")
     profile = _profile(args)
     if importlib.util.find_spec("optuna") is None:  # kd_tutorial.search imports it where it is used
         raise UsageError('kd-tutorial search needs optuna, which is not installed: pip install -e ".[search]"')

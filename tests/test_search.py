@@ -243,7 +243,8 @@ def test_a_study_of_another_budget_is_not_continued(study):
 
 @pytest.mark.parametrize("argv, said", [
     (["--trials", "0"], "--trials"), (["--steps", "-1"], "--steps"), (["--profile", "nope"], "unknown profile"),
-    (["--margin", "x"], "--margin")])
+    (["--margin", "x"], "--margin"),
+    (["--margin", "-1"], "--margin -1.0: give how far below the teacher's validation accuracy a trial may fall")])
 def test_bad_values_are_one_line_errors(argv, said, capsys, tmp_path):
     try:
         code = cli.main(["search", "--out", str(tmp_path), *argv])
