@@ -1022,10 +1022,8 @@ def _file(example: str):
 
 def _seed(text: str) -> int:
     """An argparse type: a seed, which torch and numpy take from 0 to ``MAX_SEED`` (2**32 - 1)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
+    digits = text.strip()  # ASCII digits only: int() also reads "١" (Arabic-Indic one) and "1_000"
+    value = int(digits) if digits.isascii() and digits.isdigit() else -1
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to {MAX_SEED}")
     return value

@@ -455,7 +455,8 @@ def test_a_profile_with_seeds_no_run_can_use_is_refused(seeds, expected):
 
 
 @pytest.mark.parametrize("argv", [["distill", "--seeds", "0", "-1"], ["distill", "--seed", "4294967296"],
-                                  ["search", "--seed", "-1"], ["distill", "--seed", "one"]])
+                                  ["search", "--seed", "-1"], ["distill", "--seed", "one"],
+                                  ["distill", "--seed", "\u0661"], ["distill", "--seed", "1_0"]])  # read as 1 and 10
 def test_a_seed_out_of_range_is_refused_with_its_flag(capsys, monkeypatch, argv):
     """Before, torch or numpy refused -1 with a traceback once the run had loaded its data."""
     for name in ("run_distill", "run_search"):
