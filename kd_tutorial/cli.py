@@ -37,8 +37,8 @@ from .device import configure, pick_device, resolve_precision, tf32_enabled
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
 from .errors import (DISK_FULL, error_cause, error_chain, file_argument, JSON_ERRORS, looks_like_a_folder,
-                     model_source_error, path_argument, refuse_not_regular, set_env_command, Terminated,
-                     unset_env_command, UsageError, UserError)
+                     model_source_error, path_argument, refuse_not_regular, set_env_command, stray_space,
+                     Terminated, unset_env_command, UsageError, UserError)
 from .flops import (duration_text, estimate_profile, not_a_number, peak_tflops, report_dirs, report_problem,
                     time_estimate, UnknownSizeError)
 from .grading.authoring import main as authoring_main
@@ -383,6 +383,9 @@ def cmd_distill(args) -> int:
         raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")
     runs = _recipes(args.recipes)
     check_writable_home()
+    meant = stray_space(str(args.out))  # a new folder named "out " would hold the run, out of sight
+    if meant:
+        raise UsageError(f"--out {str(args.out)!r} starts or ends with a space: give the path alone: {meant}")
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write", leave_none=True)
     refuse_foreign(Path(args.out) / "results.json", "--out", "a kd-tutorial results.json",
                    lambda data: "run" in data and "models" in data,  # an earlier run's is replaced, nothing else

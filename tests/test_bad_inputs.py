@@ -1305,6 +1305,15 @@ def test_distill_does_not_replace_a_results_json_it_did_not_write(tmp_path, caps
     assert (tmp_path / "results.json").read_text() == '{"my": "own experiment log"}'
 
 
+def test_an_out_folder_with_a_stray_space_is_refused_before_a_folder_is_made(tmp_path, capsys, monkeypatch):
+    """A review: `--out 'o8 '` ran into a new folder named "o8 ", where --data-dir refuses a stray space."""
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started"))
+    out = f"{tmp_path / 'o8'} "
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", out)
+    assert line == f"kd-tutorial: error: --out {out!r} starts or ends with a space: give the path alone: {out.strip()}"
+    assert not os.path.exists(out)
+
+
 def test_distill_does_not_replace_a_plot_it_did_not_write(tmp_path, capsys, monkeypatch):
     """A review: --out's results.json was protected, but a user's own training_curves.png there was replaced by the
     run's plot. A folder holding a plot's name is written only when it is a kd-tutorial run's (its results.json, or
