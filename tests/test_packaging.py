@@ -193,6 +193,10 @@ def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_rec
     tiny = re.search(r"about a minute on 2 CPU cores with bf16 units \(\[record\]\((docs/tuning/[^)]+\.json)\)",
                      readme).group(1)
     assert 30 <= json.loads((ROOT / tiny).read_text())["run"]["wall_seconds"] <= 90  # "about a minute"
+    fp32, fp32_record = re.search(r"up to two minutes on 2 slower cores without them \(fp32, (\d+) s: "
+                                  r"\[record\]\((docs/tuning/[^)]+\.json)\)", readme).groups()
+    slow = json.loads((ROOT / fp32_record).read_text())["run"]
+    assert slow["precision"]["precision"] == "fp32" and int(fp32) == round(slow["wall_seconds"]) <= 120
 
 
 def test_the_readmes_split_sizes_and_gpu_times_are_those_of_the_records_they_cite():
