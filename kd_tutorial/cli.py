@@ -908,8 +908,9 @@ def _add_distill(sub, profile_help: str) -> None:
     d.add_argument("--resume", action="store_true",
                    help="reuse the students this configuration already trained (artifact cache), and their "
                         "predictions on the test split where one was evaluated, and continue interrupted ones from "
-                        "their last checkpoint; without it they are trained again, and an earlier run, finished or "
-                        "interrupted, stays in the cache for --resume until the new one finishes")
+                        "their last checkpoint; without it they are trained again, and what an earlier run left "
+                        "stays for --resume: a finished run until the new one finishes, an interrupted one's "
+                        "checkpoint until the new run passes its step")
     one_or_more = d.add_mutually_exclusive_group()
     one_or_more.add_argument("--seed", type=_seed, help="one seed (default 0)")  # no default: argparse then sees
     # --seed 0 --seeds 1 as two choices (a default of 0 is the very object _seed("0") returns, so it saw none)

@@ -746,10 +746,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
     cached = load_student(folder) if resume else None
     if cached is not None:
         return {"model": cached[0], "history": cached[1], "status": "cached", "run_hash": run_hash(folder)}
-    # trained before on these settings, or stopped and not resumed: no checkpoint, so that a Ctrl-C keeps that one
-    kept = "finished" if student_finished(folder) else \
-        "interrupted" if not resume and student_interrupted(folder) else None
-    again = kept == "finished"
+    again = student_finished(folder)  # trained before on these settings: no checkpoint, so that a Ctrl-C keeps it
     with kept_rng():  # the caller draws the same numbers after a run trained now as after a cached one
         if not initial:
             seed_everything(config.seed)
@@ -765,12 +762,12 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
         rows, t_logits, t_cls = sets["augmented" if recipe.augment else "transfer" if recipe.transfer else "labelled"]
         online = recipe.online_teacher and states is None
         seed_everything(config.seed)
-        with _keeps_earlier_run(desc, kept):
+        with _keeps_finished_run(desc, again):
             history = train(model, rows, config=config, val_data=prep.encoded["validation"],
                             teacher_logits=t_logits if recipe.mode != "ce" else None,
                             teacher=teacher if online else None,
                             teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, teacher_states=states,
-                            device=device, checkpoint_dir=None if kept else folder, resume=resume, desc=desc,
+                            device=device, checkpoint_dir=None if again else folder, resume=resume, desc=desc,
                             progress=progress, on_step=on_step)
     student = fold_word_embeddings(student)  # a plain BERT again (a no-op unless spec.teacher_word_vectors)
     with ctrl_c_after() if again else contextlib.nullcontext():  # cut short, it would leave neither run: no checkpoint
@@ -781,17 +778,16 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
 
 
 @contextlib.contextmanager
-def _keeps_earlier_run(desc: str, kept: str | None):
-    """On Ctrl-C in a run trained again while its folder holds an earlier run on the same settings (``kept``:
-    "finished", or "interrupted" and not resumed), which the new training leaves as it is (it keeps no checkpoint),
-    say that ``--resume`` reuses or continues that one."""
+def _keeps_finished_run(desc: str, again: bool):
+    """On Ctrl-C in a run trained again (``again``: its folder holds the run finished before on the same settings,
+    and the new training keeps no checkpoint), say that ``--resume`` reuses that run. (An interrupted run's
+    checkpoint stands until the new run passes its step: :meth:`kd_tutorial.train._Run.keep_earlier`.)"""
     try:
         yield
     except KeyboardInterrupt:
-        if kept:
-            what = "reuse it" if kept == "finished" else "continue it from its checkpoint"
-            print(f"\n{desc}: interrupted; the run {kept} before on the same settings is still in the artifact "
-                  f"cache: run again with --resume (resume=True) to {what}", file=sys.stderr, flush=True)
+        if again:
+            print(f"\n{desc}: interrupted; the run finished before on the same settings is still in the artifact "
+                  "cache: run again with --resume (resume=True) to reuse it", file=sys.stderr, flush=True)
         raise
 
 
@@ -1034,8 +1030,8 @@ def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: s
 def _say_finished(jobs: list[dict], resume: bool) -> None:
     """Say how many of ``jobs`` the artifact cache holds finished: which a run without ``resume`` trains again (a
     command rerun after a disconnect, on a GPU's hours, would otherwise spend them without a word), and with it
-    reuses; and how many it holds interrupted, which ``resume`` continues (without it they start over, and their
-    checkpoints are left for a later ``--resume``)."""
+    reuses; and how many it holds interrupted, which ``resume`` continues (without it they start over, and replace
+    those checkpoints only once they pass their steps)."""
     done = sum(job["finished"] is not None for job in jobs)
     if done and not resume:
         print(f"students: {done} of these {len(jobs)} runs are finished in the artifact cache and will be trained "
@@ -1046,8 +1042,9 @@ def _say_finished(jobs: list[dict], resume: bool) -> None:
     stopped = sum(job["finished"] is None and any(map(student_interrupted, job["folders"].values())) for job in jobs)
     if stopped:
         print(f"students: {stopped} of these {len(jobs)} runs were interrupted, and their checkpoints are in the "
-              "artifact cache: " + ("they continue from them (--resume)" if resume else "they start over and "
-              "leave those checkpoints as they are; add --resume (resume=True) to continue them"), flush=True)
+              "artifact cache: " + ("they continue from them (--resume)" if resume else "they start over, and "
+              "replace those checkpoints only once they pass their steps; add --resume (resume=True) to continue "
+              "them"), flush=True)
 
 
 class _Phases:

@@ -336,6 +336,16 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: H
                        "best_state": best_state, "config": asdict(config)}, path)
 
 
+def checkpoint_step(path: Path, config: TrainConfig | None = None) -> int | None:
+    """The step a run's checkpoint holds, read without loading its tensors; None where there is none, it cannot be
+    read, or (given ``config``) it was written with another configuration, which no resume would continue."""
+    try:
+        state = torch.load(path, mmap=True, weights_only=False, map_location="cpu")
+        return int(state["progress"]["step"]) if config is None or state["config"] == asdict(config) else None
+    except Exception:  # noqa: BLE001 - missing, cut short, another file: no step to keep
+        return None
+
+
 def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: TrainConfig):
     try:
         state = torch.load(path, weights_only=False, map_location="cpu")
@@ -440,6 +450,8 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
                Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc, log_every, checkpoint_every_s)
     if resume:
         run.resume()
+    else:
+        run.keep_earlier()
     eager = _eager_for_attention(config, model, teacher)
     try:
         run.loop(progress, on_epoch_end, on_step)
@@ -514,6 +526,7 @@ class _Run:
         self.model, self.data, self.config, self.val_data, self.device = model, data, config, val_data, device
         self.teacher_side, self.ckpt_path, self.desc, self.log_every = teacher_side, ckpt_path, desc, log_every
         self.checkpoint_every_s, self.saved_at, self.saved_step = checkpoint_every_s, time.monotonic(), None
+        self.earlier_step = None  # an earlier run's checkpoint step, kept until this run passes it (keep_earlier)
         per_epoch = n_batches(len(data), config.batch_size)
         if per_epoch == 0:
             raise ValueError(f"{desc}: the training data is empty")
@@ -558,6 +571,16 @@ class _Run:
                 batch["teacher_layers"] = {key: x.pin_memory() if pin else x for key, x in read(batch).items()}
             return batch, tokens[j], weights[j]
         return prefetch(build, range(skip, len(groups)))
+
+    def keep_earlier(self) -> None:
+        """Without resume: an earlier run's checkpoint stands until this run passes its step, so that a run started
+        over by mistake (``--resume`` forgotten, then stopped) loses nothing of it, and one left to train replaces
+        it. One that cannot be read, or of another configuration (no resume would continue it), is replaced."""
+        self.earlier_step = checkpoint_step(self.ckpt_path, self.config) if self.ckpt_path is not None else None
+
+    def behind_earlier(self) -> bool:
+        """Whether an earlier run's checkpoint holds more steps than this run has taken (:meth:`keep_earlier`)."""
+        return self.earlier_step is not None and self.at.step <= self.earlier_step
 
     def resume(self) -> None:
         """Continue from the checkpoint, when there is one."""
@@ -605,6 +628,11 @@ class _Run:
 
     def save_interrupted(self) -> None:
         """On Ctrl-C: checkpoint the last completed step (dropping the half-done one) and say how to go on."""
+        if self.ckpt_path is not None and self.behind_earlier():
+            print(f"\n{self.desc}: interrupted at step {self.at.step}; the checkpoint of an earlier run of these "
+                  f"settings, step {self.earlier_step}, in {self.ckpt_path} stands: run again with resume=True "
+                  "(kd-tutorial: --resume) to continue it", file=sys.stderr)
+            return
         if self.ckpt_path is not None and (self.stepping or self.validating):  # the last checkpoint stands
             when = "during a validation pass" if self.validating else "mid-step"
             kept = (f"the checkpoint of step {self.saved_step} in {self.ckpt_path} stands: run again with resume=True "
@@ -805,7 +833,7 @@ class _Run:
 
     def checkpoint(self, rng: tuple | None = None) -> None:
         """Rewrite the run's one checkpoint (weights, optimizer, scheduler, scaler, RNG states, history)."""
-        if self.ckpt_path is not None:
+        if self.ckpt_path is not None and not self.behind_earlier():
             self.flush()
             _save_checkpoint(self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.history,
                              self.at, self.best_state, self.config, rng or _rng_states())

@@ -768,19 +768,23 @@ def test_a_finished_run_trained_again_and_stopped_is_still_reused_by_resume(tiny
     assert after["status"] == "cached" and after["run_hash"] == before["run_hash"]
 
 
-def test_an_interrupted_run_started_over_without_resume_leaves_its_checkpoint_for_resume(tiny_run, monkeypatch,
+def test_an_interrupted_run_started_over_without_resume_keeps_its_checkpoint_until_passed(tiny_run, monkeypatch,
                                                                                          capsys):
     """A review: after a Ctrl-C, the same command without --resume trained the run from step 0 and wrote over its
-    checkpoint (steps 217 and 78 became 33 and 13), with no word at the start. The run started over keeps no
-    checkpoint, as a run trained again does, so the interrupted one stands for --resume; the start says so."""
+    checkpoint (steps 217 and 78 became 33 and 13), with no word at the start. The checkpoint now stands until the
+    new run passes its step, so a run started over by mistake loses nothing, and one left to train replaces it (a
+    second review: keeping no checkpoint at all sent a later --resume back to the old step); the start says so."""
+    from kd_tutorial.train import checkpoint_step
     run, before = _one_cached_run()
     folder = Path(before["path"])
     (folder / "history.json").unlink()  # the run as an interrupted one leaves it: no finished run, then its last.pt
     real = pipeline.train
+    seen = []
 
     def stopped_at(at):
         def train(*args, on_step=None, **kwargs):
             def step(i, total):
+                seen.append(i)
                 if i == at:
                     raise KeyboardInterrupt
             return real(*args, on_step=step, **kwargs)
@@ -789,22 +793,28 @@ def test_an_interrupted_run_started_over_without_resume_leaves_its_checkpoint_fo
     with pytest.raises(KeyboardInterrupt):
         run(resume=False)
     saved = (folder / "last.pt").read_bytes()
-    assert artifacts.student_interrupted(folder)
+    assert artifacts.student_interrupted(folder) and checkpoint_step(folder / "last.pt") == 3
     capsys.readouterr()
     monkeypatch.setattr(pipeline, "train", stopped_at(1))
     with pytest.raises(KeyboardInterrupt):
-        run(resume=False)  # --resume forgotten, stopped again
+        run(resume=False)  # --resume forgotten, stopped again before step 3
     assert (folder / "last.pt").read_bytes() == saved
-    assert ("baseline: interrupted; the run interrupted before on the same settings is still in the artifact cache: "
-            "run again with --resume (resume=True) to continue it from its checkpoint") in capsys.readouterr().err
+    assert (f"baseline: interrupted at step 1; the checkpoint of an earlier run of these settings, step 3, in "
+            f"{folder / 'last.pt'} stands: run again with resume=True (kd-tutorial: --resume) to continue it"
+            ) in capsys.readouterr().err
     jobs = [{"finished": None, "folders": {False: folder}}, {"finished": None, "folders": {False: folder.parent}}]
     pipeline._say_finished(jobs, resume=False)
     assert ("students: 1 of these 2 runs were interrupted, and their checkpoints are in the artifact cache: they "
-            "start over and leave those checkpoints as they are; add --resume (resume=True) to continue them"
-            ) in capsys.readouterr().out
-    monkeypatch.setattr(pipeline, "train", real)
+            "start over, and replace those checkpoints only once they pass their steps; add --resume (resume=True) "
+            "to continue them") in capsys.readouterr().out
+    monkeypatch.setattr(pipeline, "train", stopped_at(5))
+    with pytest.raises(KeyboardInterrupt):
+        run(resume=False)  # left to train past step 3: its own step replaces the checkpoint
+    assert checkpoint_step(folder / "last.pt") == 5
+    seen.clear()
+    monkeypatch.setattr(pipeline, "train", stopped_at(-1))
     [after] = run(resume=True).values()
-    assert after["status"] == "trained" and artifacts.student_finished(folder)
+    assert seen[0] == 5 and after["status"] == "trained" and artifacts.student_finished(folder)
     assert not artifacts.student_interrupted(folder)
 
 
