@@ -46,12 +46,13 @@ from .grading.grader import main as grade_main
 from .lm import hub_models
 from .models import TINY_TEACHER
 from .parallel import check_workers
-from .pipeline import check_teacher_outside, check_teacher_shape, refuse_foreign_plots, run_distill
+from .pipeline import (check_teacher_outside, check_teacher_shape, is_run_record, refuse_foreign_plots,
+                       run_distill)
 from .profiles import BUDGET_SOURCE, describe_choice, MAX_SEED, PROFILES, resolve_profile, timed_preset
 from .recipes import get_recipe, RECIPES
 from .report import (benchmark_markdown, check_readme_markers, check_summary_target, profile_of, README_START,
                      refuse_foreign, refuse_overwrite, results_markdown, splice_readme, summary)
-from .search import RECIPE as SEARCH_RECIPE, run_search
+from .search import check_margin, RECIPE as SEARCH_RECIPE, run_search
 from .store import atomic_write_json, home, HOME_ENV, StorageError, copy_home_fix
 from .threads import busy_note
 
@@ -388,7 +389,7 @@ def cmd_distill(args) -> int:
         raise UsageError(f"--out {str(args.out)!r} starts or ends with a space: give the path alone: {meant}")
     _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write", leave_none=True)
     refuse_foreign(Path(args.out) / "results.json", "--out", "a kd-tutorial results.json",
-                   lambda data: "run" in data and "models" in data,  # an earlier run's is replaced, nothing else
+                   is_run_record,  # an earlier run's is replaced, nothing else
                    fix="give another --out")
     refuse_foreign_plots(Path(args.out))  # nor a plot of someone else's
     profile = _fit_device(profile, device, args)
@@ -811,9 +812,7 @@ def cmd_search(args) -> int:
         raise UsageError(f"--trials {args.trials}: give the total number of trials, a whole number >= 1")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps {args.steps}: give a whole number of optimizer steps >= 1 per trial")
-    if not 0.0 <= args.margin <= 1.0:  # below 0 a trial had to beat the teacher: --margin -1 pruned every one
-        raise UsageError(f"--margin {args.margin}: give how far below the teacher's validation accuracy a trial may "
-                         "fall before it is pruned, from 0 to 1 (e.g. 0.15)")
+    check_margin(args.margin)
     profile = _profile(args)
     if importlib.util.find_spec("optuna") is None:  # kd_tutorial.search imports it where it is used
         raise UsageError('kd-tutorial search needs optuna, which is not installed: pip install -e ".[search]"')

@@ -630,6 +630,15 @@ def _read_csv(path: Path) -> tuple[dict[str, list], list[str]]:
     """The columns of a UTF-8 CSV file with a header line, and their names; a :class:`DataSourceError` names
     a malformed line."""
     fix = f"write it with pandas DataFrame.to_csv(index=False), {COLUMNS_HINT}, or give a {path.stem}.parquet"
+    with _CSV_LIMIT:  # the limit is the process's: one read at a time sets it and puts it back
+        return _read_csv_rows(path, fix)
+
+
+_CSV_LIMIT = threading.Lock()
+
+
+def _read_csv_rows(path: Path, fix: str) -> tuple[dict[str, list], list[str]]:
+    """:func:`_read_csv` under its lock."""
     rows, lines = [], []
     limit = csv.field_size_limit()
     try:

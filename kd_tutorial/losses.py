@@ -314,6 +314,16 @@ def _check_token_logits(student_logits: torch.Tensor, teacher_logits: torch.Tens
     _check_mask(loss_mask, *student_logits.shape[:2], what)
 
 
+def _check_topk(student_logits: torch.Tensor, topk_logits: torch.Tensor, topk_ids: torch.Tensor,
+                loss_mask: torch.Tensor, what: str) -> None:
+    """A top-k cache for the student's sequences: its logits and ids of one shape (B, L, k), and a (B, L) mask."""
+    _check_rows(student_logits, topk_logits, what)
+    if topk_ids.shape != topk_logits.shape:
+        raise ValueError(f"{what}: the teacher's top-k ids {tuple(topk_ids.shape)} and logits "
+                         f"{tuple(topk_logits.shape)} differ; give both from one topk() of the teacher's logits")
+    _check_mask(loss_mask, *student_logits.shape[:2], what)
+
+
 def _token_mean(per_token: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """``sum_{b,t} m_bt x_bt / sum_{b,t} m_bt`` (0 when no token counts)."""
     m = _real_tokens(loss_mask)
@@ -325,7 +335,9 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, loss_mask: 
 
     ``logits`` (B, L, V), ``targets`` (B, L) token ids; exp of this value is the perplexity.
     """
-    _check_mask(targets, *logits.shape[:2], "token_cross_entropy: targets")
+    if targets.shape != logits.shape[:2]:
+        raise ValueError(f"token_cross_entropy: targets {tuple(targets.shape)} for logits {tuple(logits.shape)}; "
+                         f"give one target id per position, of shape {tuple(logits.shape[:2])}")
     _check_mask(loss_mask, *logits.shape[:2], "token_cross_entropy")
     log_q = F.log_softmax(_full(logits), dim=-1)
     nll = -log_q.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
@@ -380,8 +392,7 @@ def topk_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tenso
     the teacher's mass outside its top k as well and add a "rest" bucket
     (:func:`topk_rest_token_kl`).
     """
-    _check_rows(student_logits, teacher_topk_logits, "topk_token_kl")
-    _check_mask(loss_mask, *student_logits.shape[:2], "topk_token_kl")
+    _check_topk(student_logits, teacher_topk_logits, teacher_topk_ids, loss_mask, "topk_token_kl")
     T = _temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1).gather(-1, teacher_topk_ids)
     log_p = F.log_softmax(_full(teacher_topk_logits.detach()) / T, dim=-1)
@@ -402,6 +413,7 @@ def topk_rest_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.
     The exact KL between the two distributions coarsened to k + 1 outcomes (the top k, everything else): the
     student keeps the teacher's mass outside the top k instead of being taught that those tokens are impossible.
     """
+    _check_topk(student_logits, teacher_topk_logits, teacher_topk_ids, loss_mask, "topk_rest_token_kl")
     log_q = F.log_softmax(_full(student_logits), dim=-1)
     outside = log_q.scatter(-1, teacher_topk_ids, torch.finfo(log_q.dtype).min)  # finite: no nan gradient if k = V
     log_q_buckets = torch.cat([log_q.gather(-1, teacher_topk_ids), outside.logsumexp(-1, keepdim=True)], -1)

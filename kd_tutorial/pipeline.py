@@ -497,13 +497,17 @@ def refuse_foreign_plots(out: Path) -> None:
                          "run would replace it: move it away, or give another --out")
 
 
+def is_run_record(data) -> bool:
+    """Whether ``data`` (a results.json, read) is one that ``distill`` wrote: "run" and "models"."""
+    return isinstance(data, dict) and "run" in data and "models" in data
+
+
 def _is_run_results(path: Path) -> bool:
-    """Whether ``path`` is a kd-tutorial results.json (a run's: "run" and "models")."""
+    """Whether the file ``path`` is a results.json that ``distill`` wrote (:func:`is_run_record`)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return is_run_record(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, *JSON_ERRORS):
         return False
-    return isinstance(data, dict) and "run" in data and "models" in data
 
 
 def _checkpoints_named(results: Path) -> set[str]:

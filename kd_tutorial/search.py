@@ -459,6 +459,14 @@ def plot_front(records: list[dict], front: list[dict], path: Path, title: str) -
     return str(path)
 
 
+def check_margin(margin: float) -> None:
+    """Refuse a ``--margin`` outside 0 to 1: below 0 a trial had to beat the teacher, and ``--margin -1`` pruned
+    every trial of the study. (:func:`run_search` itself takes any margin: the tests force a pruning with -1.)"""
+    if not 0.0 <= margin <= 1.0:
+        raise UsageError(f"--margin {margin}: give how far below the teacher's validation accuracy a trial may fall "
+                         "before it is pruned, from 0 to 1 (e.g. 0.15)")
+
+
 def run_search(profile: Profile, *, trials: int = 20, out: str | Path = "runs/search", steps: int | None = None,
                device: str | None = None, progress: bool = True, seed: int = 0, margin: float = 0.15,
                min_finished: int = 5, latency_n: int = 30) -> dict:

@@ -450,8 +450,6 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
                Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc, log_every, checkpoint_every_s)
     if resume:
         run.resume()
-    else:
-        run.keep_earlier()
     eager = _eager_for_attention(config, model, teacher)
     try:
         run.loop(progress, on_epoch_end, on_step)
@@ -526,7 +524,8 @@ class _Run:
         self.model, self.data, self.config, self.val_data, self.device = model, data, config, val_data, device
         self.teacher_side, self.ckpt_path, self.desc, self.log_every = teacher_side, ckpt_path, desc, log_every
         self.checkpoint_every_s, self.saved_at, self.saved_step = checkpoint_every_s, time.monotonic(), None
-        self.earlier_step = None  # an earlier run's checkpoint step, kept until this run passes it (keep_earlier)
+        # an earlier run's checkpoint step, which stands until this run passes it (behind_earlier), or None
+        self.earlier_step = checkpoint_step(ckpt_path, config) if ckpt_path is not None else None
         per_epoch = n_batches(len(data), config.batch_size)
         if per_epoch == 0:
             raise ValueError(f"{desc}: the training data is empty")
@@ -572,18 +571,16 @@ class _Run:
             return batch, tokens[j], weights[j]
         return prefetch(build, range(skip, len(groups)))
 
-    def keep_earlier(self) -> None:
-        """Without resume: an earlier run's checkpoint stands until this run passes its step, so that a run started
-        over by mistake (``--resume`` forgotten, then stopped) loses nothing of it, and one left to train replaces
-        it. One that cannot be read, or of another configuration (no resume would continue it), is replaced."""
-        self.earlier_step = checkpoint_step(self.ckpt_path, self.config) if self.ckpt_path is not None else None
-
     def behind_earlier(self) -> bool:
-        """Whether an earlier run's checkpoint holds more steps than this run has taken (:meth:`keep_earlier`)."""
+        """Whether an earlier run's checkpoint holds more steps than this run, started without resume, has taken:
+        it stands until this run passes its step, so that a run started over by mistake (``--resume`` forgotten,
+        then stopped) loses nothing of it, and one left to train replaces it. One that cannot be read, or of
+        another configuration (no resume would continue it), is replaced."""
         return self.earlier_step is not None and self.at.step <= self.earlier_step
 
     def resume(self) -> None:
         """Continue from the checkpoint, when there is one."""
+        self.earlier_step = None  # continued, not kept aside
         if self.ckpt_path is not None and self.ckpt_path.exists():
             self.history, self.at, self.best_state = _load_checkpoint(
                 self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.config)

@@ -631,7 +631,21 @@ def test_a_csv_naming_a_column_twice_or_holding_a_long_review(tmp_path):
     d = load_imdb(str(tmp_path), val_size=4)
     assert long in d.train.texts + d.validation.texts + d.test.texts + d.transfer.texts
     import csv
+    import threading
     assert csv.field_size_limit() == 131_072  # the process's own limit, as it was
+    failed = []  # a second review: two reads at once, and one set the limit back under the other's long review
+
+    def read():
+        try:
+            data._read_csv(tmp_path / "train.csv")
+        except DataSourceError as err:
+            failed.append(err)
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    for thread in readers:
+        thread.join()
+    assert not failed and csv.field_size_limit() == 131_072
 
 
 def test_an_unlabelled_file_without_text_is_told_it_needs_no_label(tmp_path):

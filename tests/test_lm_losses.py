@@ -309,3 +309,11 @@ def test_a_mask_or_a_teacher_for_other_sequences_is_refused_not_broadcast():
     for divergence in (losses.token_kl, losses.reverse_token_kl):
         with pytest.raises(ValueError, match=r"give both as \(batch, length, vocabulary\)"):
             divergence(s, t[:1], mask)
+    with pytest.raises(ValueError, match=r"targets \(1, 6\) for logits \(3, 6, 11\); give one target id per "
+                                         r"position, of shape \(3, 6\)"):
+        losses.token_cross_entropy(s, s.argmax(-1)[:1], mask)
+    log_rest = torch.zeros(3, 6) - 1.0
+    for call in (lambda ids: losses.topk_token_kl(s, k.values, ids, mask),  # a second review: (1, L, k) ids passed
+                 lambda ids: losses.topk_rest_token_kl(s, k.values, ids, log_rest, mask)):  # or failed in torch
+        with pytest.raises(ValueError, match=r"the teacher's top-k ids \(1, 6, 3\) and logits \(3, 6, 3\) differ"):
+            call(k.indices[:1])
