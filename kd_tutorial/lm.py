@@ -221,8 +221,11 @@ def batches(rows: list[list[int]], batch_size: int, generator: torch.Generator):
 
 
 def next_token(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(logits[:, :-1], input_ids[:, 1:], loss_mask[:, 1:])``: the prediction at t is scored on token t + 1."""
-    return logits[:, :-1], batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:]
+    """``(logits[:, :-1], input_ids[:, 1:], loss_mask[:, 1:])``: the prediction at t is scored on token t + 1. The
+    targets and the mask come on the logits' device (a GPU's logits, a batch collated on the CPU), where every loss
+    takes them."""
+    device = logits.device
+    return logits[:, :-1], batch["input_ids"][:, 1:].to(device), batch["loss_mask"][:, 1:].to(device)
 
 
 def to_device(batch: dict, device: str) -> dict:

@@ -46,6 +46,9 @@ def test_collate_masks_padding_and_prompts():
     z, y, m = lm.next_token(logits, batch)
     assert torch.equal(z, logits[:, :-1]) and y.tolist() == [[5, 6, 7, 2], [8, 2, 0, 0]]
     assert m.tolist() == [[0, 0, 1, 1], [1, 1, 0, 0]]  # the prediction made at t is scored on token t + 1
+    on_a_gpu = torch.empty(2, 5, 9, device="meta")  # a review: on CUDA the targets and mask stayed on the CPU,
+    _, y, m = lm.next_token(on_a_gpu, batch)  # and every token loss (a gather, a masked mean) mixed two devices
+    assert y.device == m.device == on_a_gpu.device
 
 
 def test_sampling_with_the_cache_equals_sampling_without_it(teacher):
