@@ -182,6 +182,18 @@ def tf32_enabled(device: str) -> bool:
     return device_type(device) == "cuda" and cuda_capability(device) >= (8, 0)
 
 
+@contextlib.contextmanager
+def exact_fp32():
+    """fp32 matrix products in full fp32 inside the block, whatever :func:`configure` chose: TF32 (from capability
+    8.0) keeps 10 bits of mantissa, so two attention kernels that agree to 1e-6 in fp32 differ by about 1e-3."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def configure(device: str) -> dict:
     """Set up ``device`` for training; return what was chosen (for results.json).
 

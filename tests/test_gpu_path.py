@@ -469,3 +469,22 @@ def test_the_benchmark_says_what_ran_untimed_before_each_phase():
     assert "30 timed steps per phase after the same steps untimed" in benchmark_markdown(gpu)
     cpu = gpu | {"settings": gpu["settings"] | {"warm_every_shape": False}}
     assert "30 timed steps per phase after 3 warm-up step(s)" in benchmark_markdown(cpu)
+
+
+def test_exact_fp32_turns_tf32_off_inside_and_puts_it_back():
+    """A review: notebook 07 asserts that the eager copy of the teacher gives SDPA's logits to 1e-4; with TF32, which
+    configure() turns on from capability 8.0, eager's matmuls keep 10 bits of mantissa and differed by ~1e-3 (emulated
+    on the CPU), so the assert would fail on an A100, L4 or H100. The comparison runs inside exact_fp32()."""
+    from kd_tutorial.device import exact_fp32
+    flags = torch.backends.cuda.matmul
+    before = flags.allow_tf32
+    try:
+        flags.allow_tf32 = True
+        with exact_fp32():
+            assert flags.allow_tf32 is False
+        assert flags.allow_tf32 is True
+        with pytest.raises(RuntimeError), exact_fp32():
+            raise RuntimeError("a failed comparison")
+        assert flags.allow_tf32 is True
+    finally:
+        flags.allow_tf32 = before
