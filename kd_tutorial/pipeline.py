@@ -29,7 +29,7 @@ import torch
 
 from . import __version__, plots
 from .artifacts import (load_student, prepare, run_hash, save_student, student_finished, student_folder,
-                        student_interrupted, student_test_logits_file, teacher_key)
+                        student_interrupted, student_test_logits_file, teacher_key, teacher_tokenizer)
 from .bars import progress_bar, tick
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, n_batches, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
@@ -184,8 +184,8 @@ def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed:
     (from its config), a ``student_labels`` beyond the training reviews, the data's notes, and a pretrained student
     whose own tokenizer numbers tokens otherwise than the teacher's (from the tokenizers alone)."""
     shape = check_teacher_shape(profile, teacher, runs)
+    check_teacher_tokenizer(profile, teacher or profile.teacher, shape)  # before the data is tokenized with it
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
-    check_teacher_tokenizer(teacher or profile.teacher, shape, prep.tokenizer)
     check_student_labels(profile, len(prep.encoded["train"]))
     check_grad_accum(profile, len(prep.encoded["train"]), students_rows(profile, prep, runs, shape and shape.heads))
     for note in prep.data.notes:
@@ -194,15 +194,16 @@ def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed:
         check_student_tokenizer(spec, prep.tokenizer, init=init)
 
 
-def check_teacher_tokenizer(name: str, shape: TeacherShape | None, tokenizer) -> None:
+def check_teacher_tokenizer(profile: Profile, name: str, shape: TeacherShape | None) -> None:
     """Refuse a teacher whose tokenizer numbers more tokens than its model has embeddings (a folder saved with
     another model's tokenizer): the ids past them would fail inside the model. A model with spare rows is fine."""
     if shape is None or shape.vocab is None:  # the built-in teacher is built for its tokenizer
         return
-    tokens = len(tokenizer)
+    tokens = len(teacher_tokenizer(profile, name))
     if tokens > shape.vocab:
         raise UsageError(f"teacher {name}: its tokenizer has {tokens:,} tokens and its model {shape.vocab:,}: save "
-                         "the tokenizer the model was trained with beside it (tokenizer.save_pretrained(folder))")
+                         "the tokenizer the model was trained with beside it (tokenizer.save_pretrained(folder)), "
+                         "or give a teacher whose tokenizer and model match")
 
 
 def student_recipes(profile: Profile, spec: StudentSpec, names=None) -> list[Recipe]:

@@ -97,6 +97,8 @@ def test_tokenizer_mismatch_is_refused(tmp_path, capsys, monkeypatch):
     get_tokenizer(None).save_pretrained(tmp_path / "odd-teacher")  # bert-base-uncased's 30,522 tokens
     for module in (pipeline, teachers):  # the students' and the teacher's training
         monkeypatch.setattr(module, "train", lambda *a, **k: pytest.fail("trained before refusing the teacher"))
+    # and before the data is tokenized (on full, minutes): a second review
+    monkeypatch.setattr(pipeline, "prepare", lambda *a, **k: pytest.fail("tokenized before refusing the teacher"))
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "kd"))
     status = cli.main(["distill", "--profile", "tiny", "--teacher", str(tmp_path / "odd-teacher"),
                        "--out", str(tmp_path / "out")])
