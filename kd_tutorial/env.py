@@ -125,10 +125,9 @@ def full_by_default(profile: Profile, device: str) -> str | None:
     for another profile, or off a GPU."""
     if profile.name != "full" or not device.startswith("cuda"):
         return None
-    return ("full is sized for a data-centre GPU: bert-base on IMDB's 100k reviews, projected at half an hour on "
-            "an H200 and far longer on Colab's T4 (`kd-tutorial distill --profile full` prints its cost on this GPU "
-            f"before it starts). On Colab or a small GPU start with cpu or tiny: setup(\"cpu\"), or {PROFILE_ENV}=cpu "
-            "before setup()")
+    return ("full is sized for a data-centre GPU (bert-base on IMDB's 100k reviews) and runs far longer on Colab's "
+            "T4 (`kd-tutorial distill --profile full` prints its cost on this GPU before it starts). On Colab or a "
+            f"small GPU start with cpu or tiny: setup(\"cpu\"), or {PROFILE_ENV}=cpu before setup()")
 
 
 def offline_flags(models_only: bool = False) -> list[str]:

@@ -786,7 +786,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
 def _keeps_finished_run(desc: str, again: bool):
     """On Ctrl-C in a run trained again (``again``: its folder holds the run finished before on the same settings,
     and the new training keeps no checkpoint), say that ``--resume`` reuses that run. (An interrupted run's
-    checkpoint stands until the new run passes its step: :meth:`kd_tutorial.train._Run.keep_earlier`.)"""
+    checkpoint stands until the new run passes its step: :meth:`kd_tutorial.train._Run.behind_earlier`.)"""
     try:
         yield
     except KeyboardInterrupt:

@@ -448,8 +448,7 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     cached = tuple(None if t is None else t.to(device) for t in (teacher_logits, teacher_cls))  # read every step
     run = _Run(model, train_data, config, val_data, (cached[0], teacher, cached[1], teacher_states), device,
                Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc, log_every, checkpoint_every_s)
-    if resume:
-        run.resume()
+    run.start(resume)
     eager = _eager_for_attention(config, model, teacher)
     try:
         run.loop(progress, on_epoch_end, on_step)
@@ -524,8 +523,7 @@ class _Run:
         self.model, self.data, self.config, self.val_data, self.device = model, data, config, val_data, device
         self.teacher_side, self.ckpt_path, self.desc, self.log_every = teacher_side, ckpt_path, desc, log_every
         self.checkpoint_every_s, self.saved_at, self.saved_step = checkpoint_every_s, time.monotonic(), None
-        # an earlier run's checkpoint step, which stands until this run passes it (behind_earlier), or None
-        self.earlier_step = checkpoint_step(ckpt_path, config) if ckpt_path is not None else None
+        self.earlier_step = None  # an earlier run's checkpoint step, which stands until this run passes it
         per_epoch = n_batches(len(data), config.batch_size)
         if per_epoch == 0:
             raise ValueError(f"{desc}: the training data is empty")
@@ -571,6 +569,14 @@ class _Run:
             return batch, tokens[j], weights[j]
         return prefetch(build, range(skip, len(groups)))
 
+    def start(self, resume: bool) -> None:
+        """Continue from the checkpoint (``resume``), or else keep it aside until this run passes its step
+        (:meth:`behind_earlier`)."""
+        if resume:
+            self.resume()
+        elif self.ckpt_path is not None:
+            self.earlier_step = checkpoint_step(self.ckpt_path, self.config)
+
     def behind_earlier(self) -> bool:
         """Whether an earlier run's checkpoint holds more steps than this run, started without resume, has taken:
         it stands until this run passes its step, so that a run started over by mistake (``--resume`` forgotten,
@@ -580,7 +586,6 @@ class _Run:
 
     def resume(self) -> None:
         """Continue from the checkpoint, when there is one."""
-        self.earlier_step = None  # continued, not kept aside
         if self.ckpt_path is not None and self.ckpt_path.exists():
             self.history, self.at, self.best_state = _load_checkpoint(
                 self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.config)
