@@ -427,8 +427,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     for job in todo:  # finished when planned, not now (deleted, or being retrained by another process): placed again
         if job["finished"] is not None:
             _place(job | {"finished": None}, states, into=job)
-    if given:
-        _say_uncovered(todo)
+    _say_placed(todo, len(jobs), resume, uncovered=given)
     side = min(workers, len(todo)) > 1  # else every run trains here: with every thread only where workers=1
     initials: dict = {}  # the (student, seed) in training's initial weights, built on first need
 
@@ -450,6 +449,28 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
         trained[job["name"]] = item | {k: job[k] for k in ("seed", "base", "student", "plan", "cached_layers")} | {
             "recipe": job["recipe"].name, "path": str(job["folder"])}
     return trained
+
+
+def _say_placed(todo: list[dict], n_jobs: int, resume: bool, *, uncovered: bool) -> None:
+    """What the runs still to train (``todo``, placed by :func:`_place`) start from: the interrupted ones, whose
+    checkpoint lies in the folder they train in (:func:`_say_interrupted`); with ``uncovered``, those that lack
+    some of the cached layers given (:func:`_say_uncovered`)."""
+    _say_interrupted(todo, n_jobs, resume)
+    if uncovered:
+        _say_uncovered(todo)
+
+
+def _say_interrupted(todo: list[dict], n_jobs: int, resume: bool) -> None:
+    """How many of the runs still to train hold an interrupted run's checkpoint in the folder they train in, which
+    ``resume`` continues (without it they start over, and replace it only once they pass its step). Counted where
+    each run is placed: one interrupted under the other cache key (the teacher's layers cached, or called) is not
+    the one it continues."""
+    stopped = sum(student_interrupted(job["folder"]) for job in todo)
+    if stopped:
+        print(f"students: {stopped} of these {n_jobs} runs were interrupted, and their checkpoints are in the "
+              "artifact cache: " + ("they continue from them (--resume)" if resume else "they start over, and "
+              "replace those checkpoints only once they pass their steps; add --resume (resume=True) to continue "
+              "them"), flush=True)
 
 
 def _say_uncovered(todo: list[dict]) -> None:
@@ -1035,8 +1056,7 @@ def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: s
 def _say_finished(jobs: list[dict], resume: bool) -> None:
     """Say how many of ``jobs`` the artifact cache holds finished: which a run without ``resume`` trains again (a
     command rerun after a disconnect, on a GPU's hours, would otherwise spend them without a word), and with it
-    reuses; and how many it holds interrupted, which ``resume`` continues (without it they start over, and replace
-    those checkpoints only once they pass their steps)."""
+    reuses (the interrupted ones are counted once each run is placed: :func:`_say_interrupted`)."""
     done = sum(job["finished"] is not None for job in jobs)
     if done and not resume:
         print(f"students: {done} of these {len(jobs)} runs are finished in the artifact cache and will be trained "
@@ -1044,12 +1064,6 @@ def _say_finished(jobs: list[dict], resume: bool) -> None:
     elif done:
         print(f"students: {done} of these {len(jobs)} runs are finished in the artifact cache and are reused "
               f"(--resume); {len(jobs) - done} to train", flush=True)
-    stopped = sum(job["finished"] is None and any(map(student_interrupted, job["folders"].values())) for job in jobs)
-    if stopped:
-        print(f"students: {stopped} of these {len(jobs)} runs were interrupted, and their checkpoints are in the "
-              "artifact cache: " + ("they continue from them (--resume)" if resume else "they start over, and "
-              "replace those checkpoints only once they pass their steps; add --resume (resume=True) to continue "
-              "them"), flush=True)
 
 
 class _Phases:

@@ -799,14 +799,13 @@ def test_an_interrupted_run_started_over_without_resume_keeps_its_checkpoint_unt
     with pytest.raises(KeyboardInterrupt):
         run(resume=False)  # --resume forgotten, stopped again before step 3
     assert (folder / "last.pt").read_bytes() == saved
+    said = capsys.readouterr()
     assert (f"baseline: interrupted at step 1; the checkpoint of an earlier run of these settings, step 3, in "
             f"{folder / 'last.pt'} stands: run again with resume=True (kd-tutorial: --resume) to continue it"
-            ) in capsys.readouterr().err
-    jobs = [{"finished": None, "folders": {False: folder}}, {"finished": None, "folders": {False: folder.parent}}]
-    pipeline._say_finished(jobs, resume=False)
-    assert ("students: 1 of these 2 runs were interrupted, and their checkpoints are in the artifact cache: they "
+            ) in said.err
+    assert ("students: 1 of these 1 runs were interrupted, and their checkpoints are in the artifact cache: they "
             "start over, and replace those checkpoints only once they pass their steps; add --resume (resume=True) "
-            "to continue them") in capsys.readouterr().out
+            "to continue them") in said.out
     monkeypatch.setattr(pipeline, "train", stopped_at(5))
     with pytest.raises(KeyboardInterrupt):
         run(resume=False)  # left to train past step 3: its own step replaces the checkpoint
@@ -816,6 +815,22 @@ def test_an_interrupted_run_started_over_without_resume_keeps_its_checkpoint_unt
     [after] = run(resume=True).values()
     assert seen[0] == 5 and after["status"] == "trained" and artifacts.student_finished(folder)
     assert not artifacts.student_interrupted(folder)
+
+
+def test_an_interrupted_run_is_counted_only_in_the_folder_its_run_trains_in(tmp_path, capsys):
+    """A review: the start counted a run as interrupted when either of its cache keys (the teacher's layers cached,
+    or called at every step) held a checkpoint, and promised that --resume continues it; a run placed under the
+    other key trains from step 0. Counted now in the folder each run is placed in."""
+    placed, other = tmp_path / "cached-layers", tmp_path / "online-teacher"
+    for folder in (placed, other):
+        folder.mkdir()
+    (other / "last.pt").write_bytes(b"a checkpoint")
+    pipeline._say_interrupted([{"folder": placed}], 1, resume=True)
+    assert capsys.readouterr().out == ""
+    (placed / "last.pt").write_bytes(b"a checkpoint")
+    pipeline._say_interrupted([{"folder": placed}, {"folder": other.parent}], 2, resume=True)
+    assert capsys.readouterr().out == ("students: 1 of these 2 runs were interrupted, and their checkpoints are in "
+                                       "the artifact cache: they continue from them (--resume)\n")
 
 
 def test_a_ctrl_c_while_a_run_trained_again_is_saved_waits_for_the_save(tiny_run, monkeypatch):
