@@ -10,6 +10,7 @@ import numbers
 import statistics
 import time
 
+import numpy
 import torch
 
 from .bars import progress_bar
@@ -496,16 +497,19 @@ def _sign_flip_pmf(counts: list[int]) -> torch.Tensor:
     convolution of one dilated binomial pmf per magnitude (sums of positive terms: tails
     as small as 1e-300 keep their precision).
     """
-    pmf = torch.ones(1, dtype=torch.float64)
+    pmf = numpy.ones(1)
     for k, n in enumerate(counts, start=1):
         if n == 0:
             continue
         i = torch.arange(n + 1, dtype=torch.float64)
-        binomial = torch.exp(math.lgamma(n + 1) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1) - n * math.log(2))
-        step = 2 * k  # B -> B + 1 moves the sum by 2k
-        pmf = torch.nn.functional.conv1d(pmf.view(1, 1, -1), binomial.flip(0).view(1, 1, -1),
-                                         padding=step * n, dilation=step).view(-1)
-    return pmf
+        binomial = torch.exp(math.lgamma(n + 1) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1)
+                             - n * math.log(2)).numpy()
+        step = 2 * k  # B -> B + 1 moves the sum by 2k: each residue class of the sum convolves with the binomial
+        out = numpy.zeros(len(pmf) + step * n)
+        for r in range(min(step, len(pmf))):  # direct sums, memory linear in n (conv1d's im2col took n^2: 10 GB)
+            out[r::step] = numpy.convolve(pmf[r::step], binomial)
+        pmf = out
+    return torch.from_numpy(pmf)
 
 
 def verdict(ci_low: float, ci_high: float, p: float | None = None, level: float = 0.95) -> str:
