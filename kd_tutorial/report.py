@@ -83,12 +83,18 @@ def format_comparisons(rows: list[dict], models: list[dict] | None = None) -> st
             lines.append(f"| {r['student']} | {r['recipe']} | {r['against']} | - | - | - | not measured (the file "
                          "holds nan): no verdict |" + seeds)
             continue
-        said = verdict(r["ci_low"], r["ci_high"], r["p_mcnemar"], level)
-        if r.get("verdict", said) != said:
-            said += f" (recorded: {r['verdict']}, by an earlier rule)"
         lines.append(f"| {r['student']} | {r['recipe']} | {r['against']} | {format_points(r['diff'])} | "
-                     f"{format_interval(r)} | {format_p(r['p_mcnemar'], level)} | {said} |" + seeds)
+                     f"{format_interval(r)} | {format_p(r['p_mcnemar'], level)} | {_verdict_text(r)} |" + seeds)
     return "\n".join(lines)
+
+
+def _verdict_text(comparison: dict) -> str:
+    """The verdict today's rule gives a comparison's interval and McNemar's p, and the recorded one beside it
+    where a file holds another (an earlier rule's)."""
+    said = verdict(comparison["ci_low"], comparison["ci_high"], comparison.get("p_mcnemar"),
+                   comparison.get("level", 0.95))
+    recorded = comparison.get("verdict", said)
+    return said + (f" (recorded: {recorded}, by an earlier rule)" if recorded != said else "")
 
 
 def _seed_diffs(row: dict, models: list[dict] | None) -> list[float]:
@@ -255,8 +261,7 @@ def _margin_text(results: dict, student: str, best: dict) -> str:
     n_val = results["run"].get("split_sizes", {}).get("validation")
     on = f" on {n_val:,} reviews" if n_val else ""
     lead, tested = 100 * (best["val_accuracy"] - others[runner]), best.get("validation_lead") or {}
-    test = (f" [{100 * tested['ci_low']:+.2f}, {100 * tested['ci_high']:+.2f}], {tested['verdict']}"
-            if tested.get("against") == runner else "")
+    test = f" {format_interval(tested)}, {_verdict_text(tested)}" if tested.get("against") == runner else ""
     if choice_key(best["val_accuracy"]) == choice_key(others[runner]):  # a tie, which best_recipes broke
         return f", level with `{runner}`{on}{test}, and kept as the one trained first"
     return f", {lead:.2f} points above `{runner}`{on}{test}"

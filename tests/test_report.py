@@ -128,3 +128,15 @@ def test_the_margin_names_the_runner_up_whose_lead_was_tested_when_two_tie_for_s
             "validation_lead": {"against": "B", "ci_low": 0.01, "ci_high": 0.09, "verdict": "better"}}
     assert _margin_text({"run": {"split_sizes": {"validation": 100}}}, "s", best) == \
         ", 5.00 points above `B` on 100 reviews [+1.00, +9.00], better"
+
+
+def test_the_margin_gives_todays_verdict_and_the_interval_as_the_comparisons_table_does():
+    """A review: the best-recipe line printed the verdict a file recorded, and rounded a bound of 0.004 points to
+    +0.00; the comparisons table recomputes the verdict with today's rule (McNemar's p must agree) and keeps the
+    digits that bound needs."""
+    from kd_tutorial.report import _margin_text
+    lead = {"against": "B", "ci_low": 0.00004, "ci_high": 0.003, "p_mcnemar": 0.2, "verdict": "better"}
+    best = {"recipe": "A", "val_accuracy": 0.9, "validation": {"A": 0.9, "B": 0.898}, "validation_lead": lead}
+    assert _margin_text({"run": {"split_sizes": {"validation": 1000}}}, "s", best) == (
+        ", 0.20 points above `B` on 1,000 reviews [+0.004, +0.30], no detectable difference at this size "
+        "(recorded: better, by an earlier rule)")
