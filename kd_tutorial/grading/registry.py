@@ -25,11 +25,6 @@ FORMER_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-def notebook_name(set_id: str) -> str:
-    """Course notebook stem of an exercise set, e.g. ``"03_kd_losses"`` for ``"ex03"``."""
-    return SETS[set_id][0]
-
-
 def set_for_name(text: str) -> str | None:
     """The exercise set whose notebook stem (or ``exNN`` id) appears in ``text``, if any."""
     for set_id, (stem, _) in SETS.items():
