@@ -45,7 +45,8 @@ from .models import (build_student, fold_word_embeddings, freeze_word_embeddings
 from .pipeline import git_commit
 from .profiles import Profile
 from .store import atomic_write_json
-from .train import freeze, seed_everything, train, TrainConfig
+from .seeding import seed_everything
+from .train import freeze, train, TrainConfig
 
 
 LOOP_PAIRS = 3  # timed pairs of the loop benchmark, the order alternating: naive first, course loop first, naive first

@@ -20,7 +20,7 @@ from .errors import UsageError
 from .lm import hub_models
 from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
 from .store import ArtifactError, folder_problem, home, HOME_ENV, copy_home_fix
-from .train import seed_everything
+from .seeding import seed_everything
 
 
 QUIET_ENV = {

@@ -50,7 +50,8 @@ from .teacher_layers import (cache_gb, reads_cached_layers, run_layer_keys, teac
 from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on,
                        load_cached_logits)
 from .threads import load_average
-from .train import TrainConfig, ctrl_c_after, kept_rng, seed_everything, train
+from .seeding import kept_rng, seed_everything
+from .train import TrainConfig, ctrl_c_after, train
 
 
 def step_budget(profile: Profile, spec: StudentSpec, n_rows: int) -> int:

@@ -58,6 +58,11 @@ class Intermediate:
         """Whether a term reads hidden states (MSE, cosine or PKD's [CLS])."""
         return bool(self.hidden_mse or self.hidden_cosine or self.cls)
 
+    def internals(self) -> dict[str, bool]:
+        """What a forward pass must return for these terms (:func:`kd_tutorial.features.forward_features`'s
+        flags): hidden states, attention maps, value vectors."""
+        return {"hidden": self.needs_hidden, "attentions": bool(self.attention), "values": bool(self.value_relation)}
+
     @property
     def needs_online_teacher(self) -> bool:
         """Everything but [CLS] states needs the teacher's per-token internals: from the teacher at every step,

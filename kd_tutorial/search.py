@@ -52,7 +52,8 @@ from .pipeline import check_student_labels, run_config, step_budget, student_dat
 from .profiles import Profile, StudentSpec
 from .store import atomic_save_pretrained, atomic_savefig, atomic_write_json, locked, StorageError
 from .teachers import ensure_teacher, ensure_teacher_logits
-from .train import TrainingDivergedError, seed_everything, train
+from .seeding import seed_everything
+from .train import TrainingDivergedError, train
 
 STUDY_NAME = "kd-search"
 FRACTIONS = (0.25, 0.5, 1.0)

@@ -30,7 +30,8 @@ from .models import check_positions, check_same_vocab, teacher_for_profile
 from .profiles import Profile, stable_hash
 from .store import (atomic_save_pretrained, atomic_torch_save, atomic_write_json, disk_errors, locked,
                     move_aside, writer_tag)
-from .train import TrainConfig, freeze, kept_rng, seed_everything, train
+from .seeding import kept_rng, seed_everything
+from .train import TrainConfig, freeze, train
 
 
 def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,

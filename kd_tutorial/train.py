@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -45,6 +46,7 @@ from .layer_cache import widened
 from .layer_maps import layer_mapping
 from .models import check_rows, check_same_vocab
 from .recipes import Intermediate, intermediate_terms, TOKEN_TERMS
+from .seeding import rng_states, set_cuda_rng_states
 from .store import ArtifactError, atomic_torch_save
 
 
@@ -129,38 +131,6 @@ class History:
                    threads=d.get("threads"))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy (if present) and torch, on every device: the same seed gives the same run."""
-    import random
-    random.seed(seed)
-    try:
-        import numpy as np
-        np.random.seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def kept_rng():
-    """Leave the caller's random state (Python, NumPy, torch on the CPU and CUDA) as it was on entry: a model trained
-    inside (the teacher, a student) then moves nothing that the code after it draws, so a notebook prints the same
-    numbers whether that model was trained now or loaded from the cache. CUDA's state only where this process has
-    started CUDA already: reading it would start CUDA here, and a forked worker (``--workers`` on a CPU of a machine
-    with a GPU) cannot start CUDA again ("Cannot re-initialize CUDA in forked subprocess")."""
-    import random
-
-    import numpy as np
-    py, npy, (cpu, cuda) = random.getstate(), np.random.get_state(), _rng_states()
-    try:
-        yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(npy)
-        torch.set_rng_state(cpu)
-        _set_cuda_rng_states(cuda)
-
-
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
     """Put a teacher in ``eval()`` (dropout off) with ``requires_grad=False`` everywhere."""
     model.eval()
@@ -209,9 +179,7 @@ def teacher_outputs(batch: dict, config: TrainConfig, teacher_logits=None, teach
                              "(kd_tutorial.train.freeze)")
         with torch.no_grad():
             out = forward_features(teacher, batch["input_ids"], batch["attention_mask"],
-                                   hidden=spec is not None and spec.needs_hidden,
-                                   attentions=spec is not None and bool(spec.attention),
-                                   values=spec is not None and bool(spec.value_relation))
+                                   **(spec.internals() if spec is not None else {}))
         if teacher_logits is not None:  # the cached logits, so that every run distils the same targets
             out.logits = teacher_logits[batch["index"]].to(out.logits.device)
         return out
@@ -282,9 +250,7 @@ def recipe_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, te
     spec = config.intermediate if config.mode != "ce" else None
     student = getattr(model, "student", model)
     s = forward_features(student, batch["input_ids"], batch["attention_mask"],
-                         hidden=spec is not None and spec.needs_hidden,
-                         attentions=spec is not None and bool(spec.attention),
-                         values=spec is not None and bool(spec.value_relation))
+                         **(spec.internals() if spec is not None else {}))
     labels = batch["labels"]
     if config.mode == "ce":
         return losses.hard_cross_entropy(s.logits, labels), s.logits, {}
@@ -365,29 +331,13 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, config: Tr
         if state["scaler"]:  # empty when written where fp16 was not chosen (bf16 or fp32): a fresh scale then
             scaler.load_state_dict(state["scaler"])  # (precision "auto" picks per device, and a run resumes anywhere)
         torch.set_rng_state(state["rng"])
-        _set_cuda_rng_states(state.get("cuda_rng"))
+        set_cuda_rng_states(state.get("cuda_rng"))
         return History.from_dict(state["history"]), _Progress(**state["progress"]), state["best_state"]
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a part missing or of another shape
         if "out of memory" in str(err).lower():  # the optimizer's state moved to a full GPU: the file is fine
             raise
         raise ArtifactError(f"cannot resume from {path} ({error_cause(err)}): delete it to train this run from the "
                             "start") from err
-
-
-def _rng_states() -> tuple:
-    """The CPU's and every GPU's random states (dropout masks come from them)."""
-    return torch.get_rng_state(), _cuda_rng_states()
-
-
-def _cuda_rng_states() -> list | None:
-    """Every GPU's random state (dropout masks there come from it), or None without CUDA."""
-    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-
-
-def _set_cuda_rng_states(states: list | None) -> None:
-    """Restore GPU random states saved by :func:`_cuda_rng_states`, when this machine has as many GPUs."""
-    if states and torch.cuda.is_available() and torch.cuda.device_count() == len(states):
-        torch.cuda.set_rng_state_all(states)
 
 
 def _validate(model, val_data, config: TrainConfig, device: str) -> tuple[float, str]:
@@ -419,34 +369,13 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     (at the last completed step), so an interrupted run loses at most that much. Inputs that cannot train are refused
     first, in one line: an online teacher of another vocabulary or label order, cached logits of another number of
     classes, labels past ``num_labels``, rows past the position embeddings, ``val_data`` without labels."""
-    if config.mode != "ce" and teacher_logits is None and teacher is None:
-        raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
-    _check_inputs(model, train_data, val_data, teacher if config.mode != "ce" else None, teacher_logits)
-    spec = config.intermediate
-    if spec is not None and spec.needs_online_teacher and teacher is None and not _states_cover(spec, teacher_states,
-                                                                                                 model):
-        raise ValueError("intermediate terms on per-token states, attention or values need the frozen teacher "
-                         "(or, but for attention, its cached layers: teacher_states)")
-    if spec is not None and spec.cls and teacher_cls is None and teacher is None:
-        raise ValueError("the [CLS] term needs the frozen teacher or its cached [CLS] states (teacher_cls)")
-    for name, rows in (("teacher_logits", teacher_logits), ("teacher_cls", teacher_cls),
-                       ("teacher_states", teacher_states)):
-        if rows is not None and len(rows) != len(train_data):  # another split's targets would train in silence
-            raise ValueError(f"{name} hold {len(rows)} rows for {len(train_data)} training rows: give the teacher's "
-                             "outputs on these training rows, in their order")
-    if teacher is not None and any(p.requires_grad for p in teacher.parameters()):
-        raise ValueError("the teacher must be frozen: call kd_tutorial.train.freeze(teacher) first")
-    if config.patience is not None and (not isinstance(config.patience, int) or config.patience < 1):
-        raise ValueError(f"patience={config.patience!r}: give the number of validation passes without a gain that "
-                         "stop a run (1 or more), or None for no early stopping")
-    if (config.keep_best or config.patience) and val_data is None:
-        raise ValueError("keep_best and patience choose on validation: pass val_data")
+    _check_run(config, model, train_data, val_data, TeacherSide(teacher_logits, teacher, teacher_cls, teacher_states))
     device = device or pick_device()
     model.to(device)
     if teacher is not None:
         teacher.to(device)
-    cached = tuple(None if t is None else t.to(device) for t in (teacher_logits, teacher_cls))  # read every step
-    run = _Run(model, train_data, config, val_data, (cached[0], teacher, cached[1], teacher_states), device,
+    logits, cls = (None if t is None else t.to(device) for t in (teacher_logits, teacher_cls))  # read every step
+    run = _Run(model, train_data, config, val_data, TeacherSide(logits, teacher, cls, teacher_states), device,
                Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None, desc, log_every, checkpoint_every_s)
     run.start(resume)
     eager = _eager_for_attention(config, model, teacher)
@@ -464,6 +393,35 @@ def _then(before: str | None, now: str) -> str:
     """What a run trained in (its precision, or thread count): ``now``, or ``"bf16, then fp32"`` for a run resumed
     in another one."""
     return now if before in (None, now) or before.endswith(f", then {now}") else f"{before}, then {now}"
+
+
+def _check_run(config: TrainConfig, model, train_data, val_data, side: TeacherSide) -> None:
+    """Refuse, in one line and before any step, a run that cannot train as asked: a distillation mode or a term
+    without the teacher's outputs it reads, outputs on other rows than ``train_data``, a teacher not frozen, a
+    ``patience`` that is no count of passes, choosing on validation without ``val_data``; and what
+    :func:`_check_inputs` refuses."""
+    if config.mode != "ce" and side.teacher_logits is None and side.teacher is None:
+        raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
+    _check_inputs(model, train_data, val_data, side.teacher if config.mode != "ce" else None, side.teacher_logits)
+    spec = config.intermediate
+    if spec is not None and spec.needs_online_teacher and side.teacher is None and \
+            not _states_cover(spec, side.teacher_states, model):
+        raise ValueError("intermediate terms on per-token states, attention or values need the frozen teacher "
+                         "(or, but for attention, its cached layers: teacher_states)")
+    if spec is not None and spec.cls and side.teacher_cls is None and side.teacher is None:
+        raise ValueError("the [CLS] term needs the frozen teacher or its cached [CLS] states (teacher_cls)")
+    for name, rows in (("teacher_logits", side.teacher_logits), ("teacher_cls", side.teacher_cls),
+                       ("teacher_states", side.teacher_states)):
+        if rows is not None and len(rows) != len(train_data):  # another split's targets would train in silence
+            raise ValueError(f"{name} hold {len(rows)} rows for {len(train_data)} training rows: give the teacher's "
+                             "outputs on these training rows, in their order")
+    if side.teacher is not None and any(p.requires_grad for p in side.teacher.parameters()):
+        raise ValueError("the teacher must be frozen: call kd_tutorial.train.freeze(teacher) first")
+    if config.patience is not None and (not isinstance(config.patience, int) or config.patience < 1):
+        raise ValueError(f"patience={config.patience!r}: give the number of validation passes without a gain that "
+                         "stop a run (1 or more), or None for no early stopping")
+    if (config.keep_best or config.patience) and val_data is None:
+        raise ValueError("keep_best and patience choose on validation: pass val_data")
 
 
 def _check_inputs(model, train_data, val_data, teacher, teacher_logits) -> None:
@@ -509,16 +467,24 @@ def check_step_fits(config: TrainConfig, per_epoch: int, rows: int, desc: str) -
                          f"{config.grad_accum}: give grad_accum=N with N <= {per_epoch}")
 
 
+class TeacherSide(NamedTuple):
+    """What a run's steps read of the teacher, named as :func:`recipe_loss` takes them: its cached logits, the frozen
+    teacher (called at a step where nothing cached stands in), its cached [CLS] states and its cached layers."""
+    teacher_logits: torch.Tensor | None
+    teacher: torch.nn.Module | None
+    teacher_cls: torch.Tensor | None
+    teacher_states: object | None
+
+
 class _Run:
     """The state of one training run and its steps: what :func:`train` loops over.
 
     Nothing in a step waits for the device: the loss, the accuracy counts and each
     step's log row stay on it as tensors (``self.pending``) until :meth:`flush`,
-    every ``log_every`` steps, at validation passes and at the end of an epoch. ``teacher_side`` is
-    :func:`recipe_loss`'s teacher arguments: (cached logits, teacher, [CLS] states, cached layers).
+    every ``log_every`` steps, at validation passes and at the end of an epoch.
     """
 
-    def __init__(self, model, data, config: TrainConfig, val_data, teacher_side: tuple, device: str,
+    def __init__(self, model, data, config: TrainConfig, val_data, teacher_side: TeacherSide, device: str,
                  ckpt_path: Path | None, desc: str, log_every: int = 25, checkpoint_every_s: float = 300.0):
         self.model, self.data, self.config, self.val_data, self.device = model, data, config, val_data, device
         self.teacher_side, self.ckpt_path, self.desc, self.log_every = teacher_side, ckpt_path, desc, log_every
@@ -541,7 +507,7 @@ class _Run:
         self.step_sums = torch.zeros(3, device=device)  # the same, for the micro-batches of the step under way
         self.step_tokens = 0  # real tokens of the step under way
         self.step_log: list[tuple] = []  # (weighted loss, {term: weighted value}) of its micro-batches
-        self.boundary, self.boundary_rng, self.stepping = 0, _rng_states(), False  # the last completed step
+        self.boundary, self.boundary_rng, self.stepping = 0, rng_states(), False  # the last completed step
         self.validating = False  # a pass due at this step has not finished: Ctrl-C keeps the previous checkpoint
         self.clock = time.perf_counter()  # training time not yet added to the epoch's seconds starts here
 
@@ -558,9 +524,10 @@ class _Run:
                               seed=c.seed * 1000 + epoch)
         tokens = [sum(len(self.data.input_ids[i]) for i in g) for g in groups]
         weights = list(zip(_step_shares([len(g) for g in groups], c.grad_accum), _step_shares(tokens, c.grad_accum)))
-        logits, _, _, states = self.teacher_side
+        side = self.teacher_side
         pin, multiple, longest = self.kind == "cuda", pad_multiple(self.kind), max(self.data.lengths, default=0)
-        read = layer_reader(self.model, c, states) if logits is not None else None  # else the step asks the teacher
+        read = (layer_reader(self.model, c, side.teacher_states)
+                if side.teacher_logits is not None else None)  # else the step asks the teacher
 
         def build(j):
             batch = collate(self.data, groups[j], pad_to_max=c.pad_to_max, pin=pin, multiple=multiple, limit=longest)
@@ -589,7 +556,7 @@ class _Run:
         if self.ckpt_path is not None and self.ckpt_path.exists():
             self.history, self.at, self.best_state = _load_checkpoint(
                 self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.config)
-            self.boundary_rng = _rng_states()  # restored: Ctrl-C before the next step saves these, not the start's
+            self.boundary_rng = rng_states()  # restored: Ctrl-C before the next step saves these, not the start's
             self.saved_step = self.at.step
 
     def loop(self, progress: bool, on_epoch_end, on_step=None) -> None:
@@ -723,7 +690,7 @@ class _Run:
         :meth:`batches`); its loss and terms, so weighted, add up to the step's in ``self.step_log``."""
         token_share = weight if token_share is None else token_share
         with autocast(self.kind, self.dtype):
-            loss, logits, terms = recipe_loss(self.model, batch, self.config, *self.teacher_side,
+            loss, logits, terms = recipe_loss(self.model, batch, self.config, **self.teacher_side._asdict(),
                                               token_scale=token_share / weight)
         self.scaler.scale(loss * weight).backward()
         labels = batch["labels"]
@@ -760,7 +727,7 @@ class _Run:
         self.sums += self.step_sums
         st["n"], st["tokens"] = st["n"] + 1, st["tokens"] + self.step_tokens  # n: steps, whose losses average
         self.step_sums, self.step_tokens = torch.zeros_like(self.step_sums), 0
-        self.boundary, self.boundary_rng, self.stepping = self.at.batch, _rng_states(), False
+        self.boundary, self.boundary_rng, self.stepping = self.at.batch, rng_states(), False
         self.bar.update(1)
         if self.on_step is not None:
             self.on_step(self.at.step, self.total)
@@ -838,7 +805,7 @@ class _Run:
         if self.ckpt_path is not None and not self.behind_earlier():
             self.flush()
             _save_checkpoint(self.ckpt_path, self.model, self.optimizer, self.scheduler, self.scaler, self.history,
-                             self.at, self.best_state, self.config, rng or _rng_states())
+                             self.at, self.best_state, self.config, rng or rng_states())
             self.saved_at, self.saved_step = time.monotonic(), self.at.step
 
 

@@ -8,7 +8,7 @@ import torch
 
 from kd_tutorial import data, device as dev, features, models
 from kd_tutorial.profiles import PROFILES, ProfileOverrideError
-from kd_tutorial.train import TrainConfig, _Run, train
+from kd_tutorial.train import TeacherSide, TrainConfig, _Run, train
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
 
@@ -217,7 +217,7 @@ def test_checkpoint_holds_cuda_rng_states_when_there_is_a_gpu(tmp_path):
 
 def _resume_case(tmp_path, fail_at_call, error, every_s):
     """A 12-step run (grad_accum 2, dropout on) that fails at micro-batch ``fail_at_call``, then resumes."""
-    from kd_tutorial.train import seed_everything
+    from kd_tutorial.seeding import seed_everything
     enc = data.Encoded([[101] + [(3 * i + j) % 90 + 5 for j in range(3 + i % 7)] + [102] for i in range(128)],
                        torch.arange(128) % 2, "rows")  # 16 micro-batches, 8 steps per epoch
     config = TrainConfig(max_steps=12, batch_size=8, grad_accum=2, lr=1e-3, precision="fp32")
@@ -278,7 +278,7 @@ def test_a_short_last_step_weighs_its_micro_batches_by_their_rows():
     enc = data.Encoded([[101, 5 + i, 102] for i in range(28)], torch.arange(28) % 2, "rows")
     model = models.load_teacher("tiny-bert", config_overrides=SMALL)
     run = _Run(model, enc, TrainConfig(batch_size=8, grad_accum=2, group_by_length=False, max_steps=2), None,
-               (None, None, None, None), "cpu", None, "test")
+               TeacherSide(None, None, None, None), "cpu", None, "test")
     got = [(len(batch["index"]), weight) for batch, _tokens, (weight, token_share) in run.batches(0, 0)
            if token_share == pytest.approx(weight)]
     assert sorted(got[:2]) == [(8, 0.5), (8, 0.5)] and sorted(got[2:]) == [(4, 4 / 12), (8, 8 / 12)]

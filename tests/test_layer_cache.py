@@ -14,7 +14,8 @@ from kd_tutorial.layer_cache import LayerStates, LayerWriter
 from kd_tutorial.models import DistillationStudent, build_student
 from kd_tutorial.recipes import get_recipe
 from kd_tutorial import train as train_module
-from kd_tutorial.train import TrainConfig, recipe_loss, seed_everything, train
+from kd_tutorial.seeding import seed_everything
+from kd_tutorial.train import TrainConfig, recipe_loss, train
 
 KEYS = [("hidden", 2), ("hidden", 4), ("values", 4)]
 

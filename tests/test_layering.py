@@ -8,7 +8,7 @@ import kd_tutorial
 PACKAGE = Path(kd_tutorial.__file__).parent
 # leaves import nothing of the package but the error base class, itself a leaf
 LEAVES = {"errors", "device", "store", "losses", "layer_maps", "profiles", "corpus", "features", "parallel",
-          "layer_cache", "bars"}
+          "layer_cache", "bars", "seeding"}
 MAX_LINES = 60
 
 

@@ -1030,7 +1030,7 @@ def test_kept_rng_restores_the_callers_state_and_never_starts_cuda(monkeypatch):
     import random
 
     import numpy as np
-    from kd_tutorial.train import kept_rng
+    from kd_tutorial.seeding import kept_rng
 
     def no_cuda_start():
         raise AssertionError("kept_rng started CUDA")

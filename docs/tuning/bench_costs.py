@@ -9,7 +9,8 @@ from kd_tutorial import pipeline, teachers
 from kd_tutorial.profiles import get_profile
 from kd_tutorial.models import DistillationStudent, build_student
 from kd_tutorial.recipes import get_recipe
-from kd_tutorial.train import seed_everything, train
+from kd_tutorial.seeding import seed_everything
+from kd_tutorial.train import train
 
 STEPS = 24
 profile = get_profile("cpu")

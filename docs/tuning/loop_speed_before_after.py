@@ -8,7 +8,8 @@ import kd_tutorial
 from kd_tutorial.profiles import PROFILES
 from kd_tutorial.artifacts import prepare
 from kd_tutorial.data import Encoded, concat_encoded
-from kd_tutorial.train import seed_everything, TrainConfig, freeze, train
+from kd_tutorial.seeding import seed_everything
+from kd_tutorial.train import TrainConfig, freeze, train
 from kd_tutorial.evaluate import predict_logits
 from kd_tutorial.models import build_student, teacher_for_profile
 profile = PROFILES["cpu"]; steps = int(sys.argv[1]) if len(sys.argv) > 1 else 40

@@ -38,7 +38,8 @@ from kd_tutorial.features import Features, forward_features
 from kd_tutorial.layer_maps import layer_mapping
 from kd_tutorial.models import DistillationStudent, build_student, teacher_for_profile
 from kd_tutorial.profiles import get_profile
-from kd_tutorial.train import freeze, seed_everything, train
+from kd_tutorial.seeding import seed_everything
+from kd_tutorial.train import freeze, train
 
 N, STEPS, REPEATS = (64, 2, 1) if os.environ.get("SMOKE") else (1024, 24, 2)  # SMOKE=1: a quick check
 profile = get_profile("cpu")

@@ -30,7 +30,8 @@ from kd_tutorial import data, evaluate, parallel, pipeline, teachers
 from kd_tutorial.artifacts import save_student
 from kd_tutorial.models import build_student, fold_word_embeddings
 from kd_tutorial.profiles import get_profile
-from kd_tutorial.train import seed_everything, train
+from kd_tutorial.seeding import seed_everything
+from kd_tutorial.train import train
 
 SEEDS, RECIPE = (0, 1, 2), "kd+transfer"
 profile = get_profile("cpu")
