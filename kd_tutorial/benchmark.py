@@ -42,7 +42,7 @@ from .flops import (estimate_profile, forward_flops, imdb_lengths, peak_tflops, 
                     student_config, teacher_config, train_flops)
 from .models import (build_student, fold_word_embeddings, freeze_word_embeddings, set_attention_dropout,
                      teacher_for_profile, vocab_size)
-from .pipeline import git_commit
+from .provenance import git_commit
 from .profiles import Profile
 from .store import atomic_write_json
 from .seeding import seed_everything

@@ -6,9 +6,7 @@ offline flags are read at import time.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
 import re
 import sys
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from .device import (bf16_supported, configure, describe, memory_gb, pick_device
                      resolve_precision)
 from .errors import UsageError
 from .lm import hub_models
+from .provenance import versions
 from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
 from .store import ArtifactError, folder_problem, home, HOME_ENV, copy_home_fix
 from .seeding import seed_everything
@@ -36,8 +35,6 @@ HF_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub and datasets read a
 # where a library already imported keeps the offline setting it read then
 READ_AT_IMPORT = {"huggingface_hub": ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
                   "datasets": ("datasets.config", "HF_DATASETS_OFFLINE")}
-PACKAGES = ("kd-tutorial", "torch", "transformers", "tokenizers", "datasets", "matplotlib", "ipywidgets",
-            "tqdm", "numpy")
 # what pyproject.toml asks for: transformers 5 is where SDPA returns no attention weights and models have
 # set_attn_implementation, as notebooks 01 and 07 show; an older one left installed (Colab) fails there, mid-notebook
 MINIMUM = {"torch": (2, 3), "transformers": (5, 0)}
@@ -194,20 +191,6 @@ def _release(version: str) -> tuple[int, ...]:
     -> (5, 0, 0)."""
     match = re.match(r"\d+(\.\d+)*", version)
     return tuple(int(x) for x in match.group(0).split(".")) if match else ()
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the packages the course uses ("missing" when absent)."""
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "missing"
-    if out["kd-tutorial"] == "missing":  # imported from a checkout that pip never installed: say so, not "missing"
-        from . import __version__
-        out["kd-tutorial"] = f"{__version__} (from source, not installed: pip install -e .)"
-    return out
 
 
 def hub_reachable(timeout: float = 3.0) -> bool | None:

@@ -19,7 +19,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,6 @@ from .artifacts import (load_student, prepare, run_hash, save_student, student_f
 from .bars import progress_bar, tick
 from .data import AUGMENT, augment, concat_encoded, labelled_subset, n_batches, subset_encoded
 from .device import describe as describe_device, pick_device, resolve_precision
-from .env import versions
 from .errors import DISK_FULL, held_open_fix, JSON_ERRORS, UsageError
 from .evaluate import (choice_key, compare, compare_paired, correct_matrix, predict_logits, quartiles,
                        teacher_share)
@@ -42,6 +40,7 @@ from .models import (DistillationStudent, TINY_TEACHER, build_student, cached_co
                      check_student_tokenizer, fallback_for, fold_word_embeddings, teacher_config)
 from .parallel import check_workers, default_workers, report_step, run_forked, worker_threads
 from .profiles import Profile, StudentSpec, TINY_BERT
+from .provenance import git_commit, versions
 from .recipes import Recipe, get_recipe
 from .report import format_best_recipes, format_comparisons, format_table
 from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked, StorageError
@@ -318,16 +317,6 @@ def _rounding_changed(spec: StudentSpec, teacher_layers: int | None) -> bool:
 def student_labels(profile: Profile, prep) -> list[int]:
     """The rows of train whose labels the students see (:func:`kd_tutorial.data.labelled_subset`), in order."""
     return labelled_subset(prep.encoded["train"], profile.student_labels)
-
-
-def git_commit() -> str | None:
-    """The current git commit of the course checkout, when there is one, with ``+dirty`` when tracked files
-    differ from it (so a result never claims a commit whose code it did not run)."""
-    try:
-        return subprocess.run(["git", "describe", "--always", "--abbrev=7", "--dirty=+dirty"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def uses_spare(spec: StudentSpec, prep) -> bool:

@@ -8,7 +8,8 @@ import kd_tutorial
 PACKAGE = Path(kd_tutorial.__file__).parent
 # leaves import nothing of the package but the error base class, itself a leaf
 LEAVES = {"errors", "device", "store", "losses", "layer_maps", "profiles", "corpus", "features", "parallel",
-          "layer_cache", "bars", "seeding"}
+          "layer_cache", "bars", "seeding",
+          "provenance"}
 MAX_LINES = 60
 
 
