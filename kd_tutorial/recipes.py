@@ -64,16 +64,16 @@ class Intermediate:
         return {"hidden": self.needs_hidden, "attentions": bool(self.attention), "values": bool(self.value_relation)}
 
     @property
-    def needs_online_teacher(self) -> bool:
-        """Everything but [CLS] states needs the teacher's per-token internals: from the teacher at every step,
-        or (hidden states and values, see :attr:`cacheable`) from its cached layers."""
+    def needs_token_internals(self) -> bool:
+        """Whether a term reads the teacher's per-token internals (every term but [CLS]): from the teacher called
+        at every step, or (hidden states and values, see :attr:`cacheable`) from its cached layers."""
         return bool(self.hidden_mse or self.hidden_cosine or self.attention or self.value_relation)
 
     @property
     def cacheable(self) -> bool:
         """Whether cached layers (:mod:`kd_tutorial.layer_cache`) can stand in for the teacher: hidden states and
         value vectors can; attention maps (heads x L x L per review) cannot."""
-        return self.needs_online_teacher and not self.attention
+        return self.needs_token_internals and not self.attention
 
     def layer_keys(self, mapping: list[int]) -> list[tuple[str, int]]:
         """The teacher's (kind, layer) pairs that the terms read from cached layers, for a layer ``mapping``: the
@@ -106,7 +106,7 @@ class Recipe:
     def online_teacher(self) -> bool:
         """True when a run of this recipe needs the teacher's per-token internals: the teacher at every step
         (such runs cost the most) unless its layers are cached (:mod:`kd_tutorial.layer_cache`)."""
-        return self.intermediate is not None and self.intermediate.needs_online_teacher
+        return self.intermediate is not None and self.intermediate.needs_token_internals
 
     def with_(self, **changes) -> "Recipe":
         """A copy with some fields changed (as :func:`dataclasses.replace`)."""

@@ -171,7 +171,7 @@ def teacher_outputs(batch: dict, config: TrainConfig, teacher_logits=None, teach
     spec = config.intermediate
     if teacher_logits is not None and spec is not None and uses_cached_layers(spec, teacher_states, mapping):
         return _cached_layers(batch, spec, teacher_logits, teacher_states, mapping)
-    online = teacher_logits is None or (spec is not None and (spec.needs_online_teacher
+    online = teacher_logits is None or (spec is not None and (spec.needs_token_internals
                                                               or (spec.cls and teacher_cls is None)))
     if online:
         if teacher is None or teacher.training:
@@ -404,7 +404,7 @@ def _check_run(config: TrainConfig, model, train_data, val_data, side: TeacherSi
         raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
     _check_inputs(model, train_data, val_data, side.teacher if config.mode != "ce" else None, side.teacher_logits)
     spec = config.intermediate
-    if spec is not None and spec.needs_online_teacher and side.teacher is None and \
+    if spec is not None and spec.needs_token_internals and side.teacher is None and \
             not _states_cover(spec, side.teacher_states, model):
         raise ValueError("intermediate terms on per-token states, attention or values need the frozen teacher "
                          "(or, but for attention, its cached layers: teacher_states)")

@@ -40,7 +40,7 @@ for spec in profile.students:
             spec_i = recipe.intermediate
             model = (DistillationStudent(student, teacher.config.hidden_size)
                      if spec_i is not None and spec_i.needs_projection else student)
-            online = spec_i is not None and spec_i.needs_online_teacher
+            online = spec_i is not None and spec_i.needs_token_internals
             t = time.perf_counter()
             train(model, rows, config=config, teacher_logits=t_logits, teacher=teacher if online else None,
                   teacher_cls=t_cls if spec_i is not None and spec_i.cls else None, device="cpu", progress=False)
