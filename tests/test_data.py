@@ -912,3 +912,15 @@ def test_prefetch_builds_ahead_in_order_raises_builds_errors_and_waits_for_its_t
         raise ValueError(f"row {i}")
     with pytest.raises(ValueError, match="row 0"):
         list(prefetch(broken, range(3)))
+
+
+def test_length_grouped_batches_come_in_a_shuffled_order_not_longest_first():
+    """Rows are sorted by length within a chunk, then the batches are shuffled: without that last shuffle every
+    epoch opened on the longest batch and ended on the shortest (and the shuffle of the rows did nothing)."""
+    enc = Encoded([[1] * n for n in range(3, 43)], torch.zeros(40, dtype=torch.long), "lengths")
+    for seed in range(3):
+        groups = data.batch_groups(enc, 4, shuffle=True, group_by_length=True, seed=seed)
+        widths = [max(enc.lengths[i] for i in g) for g in groups]
+        assert sorted(sorted(len(enc.input_ids[i]) for i in g) for g in groups) == \
+            [list(range(n, n + 4)) for n in range(3, 43, 4)]  # each batch: 4 neighbouring lengths
+        assert widths != sorted(widths, reverse=True) and widths != sorted(widths)

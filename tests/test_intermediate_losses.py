@@ -444,3 +444,23 @@ def test_padding_never_changes_the_attention_kl(seed, lengths, extra):
         out[..., :L, :L] = x
         return out
     assert torch.allclose(losses.attention_kl(grow(q), grow(p), wider), base, rtol=1e-9)
+
+
+def test_nan_or_inf_in_the_students_padded_attention_never_reaches_the_attention_kl():
+    """Padding never changes a value, non-finite padding included (an fp16 overflow, a fully masked row)."""
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    p, q = attention_probs(0, mask, 2), attention_probs(1, mask, 2)
+    base = losses.attention_kl(q, p, mask)
+    bad = q.clone()
+    bad[0, :, :, 3:] = float("inf")  # padded keys of real queries
+    bad[0, :, 3:, :] = float("nan")  # padded queries
+    value = losses.attention_kl(bad, p, mask)
+    assert torch.isfinite(value) and torch.allclose(value, base)
+
+
+def test_intermediate_terms_default_to_the_uniform_mapping_and_two_relation_heads():
+    """The recipes' table says nothing of the mapping or MiniLM's relation heads: their defaults are the choice."""
+    from kd_tutorial.recipes import RECIPES, Intermediate
+    assert Intermediate().mapping == "uniform" and Intermediate().relation_heads == 2
+    specs = [r.intermediate for r in RECIPES.values() if r.intermediate is not None]
+    assert {s.mapping for s in specs} == {"uniform"} and {s.relation_heads for s in specs} == {2}

@@ -351,3 +351,11 @@ def test_half_precision_logits_are_scored_in_float32():
              (losses.logit_mse(s.half(), t.half()), losses.logit_mse(s.float(), t.float())))
     for value, exact in pairs:
         assert value.dtype == torch.float32 and torch.allclose(value, exact, rtol=1e-6, atol=0)
+
+
+def test_distillation_loss_defaults_to_temperature_2_and_alpha_one_half():
+    """Notebook 05 calls distillation_loss(z_s, z_t, y) and its text reads T = 2, alpha = 0.5."""
+    s, t = logits_pair(7, 8, 3)
+    y = torch.tensor([0, 1, 2, -1, 0, 1, 2, 0])
+    torch.testing.assert_close(losses.distillation_loss(s, t, y), losses.distillation_loss(s, t, y, 2.0, 0.5))
+    assert not torch.allclose(losses.distillation_loss(s, t, y), losses.distillation_loss(s, t, y, 1.0, 0.5))

@@ -508,3 +508,13 @@ def test_reviews_without_a_label_are_refused_where_two_models_are_compared():
     with pytest.raises(ValueError, match=r"^1 of 3 reviews have no label \(-1\): compare models on a labelled split"):
         correct_matrix([logits], labels)
     assert correct_matrix([logits], labels[:2].tolist() + [0]).all()
+
+
+def test_the_median_pass_of_an_even_number_of_passes_is_the_lower_one():
+    """median_pass keeps the lower of the two middle passes (its docstring); three passes could not tell."""
+    from kd_tutorial.evaluate import median_pass
+    runs = [{"reviews_per_s": r, "tag": r} for r in (40.0, 10.0, 30.0, 20.0)]
+    out = median_pass(runs)
+    assert out["reviews_per_s"] == 20.0 and out["tag"] == 20.0
+    assert out["passes"] == [40.0, 10.0, 30.0, 20.0]  # every pass, in the order taken
+    assert median_pass(runs[:2])["reviews_per_s"] == 10.0

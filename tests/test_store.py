@@ -404,3 +404,20 @@ def test_error_chain_walks_causes_then_contexts_once_each_even_in_a_cycle():
     inner.__context__ = outer  # a cycle
     assert list(error_chain(outer)) == [outer, middle, inner]
     assert list(error_chain(None)) == []
+
+
+def test_an_atomic_writes_temporary_file_bears_the_name_clean_stale_removes(tmp_path, monkeypatch):
+    """A write killed mid-way leaves its temporary file: only a name with the package's mark is ever cleaned."""
+    import tempfile
+    names, real = [], tempfile.mkstemp
+
+    def spy(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        names.append(name)
+        return fd, name
+    monkeypatch.setattr(store.tempfile, "mkstemp", spy)
+    store.atomic_write_text(tmp_path / "notes.json", "{}")
+    leftover = Path(names[0])
+    leftover.write_text("half")  # what a killed write leaves, an hour and more ago
+    os.utime(leftover, (time.time() - 2 * store.STALE_AFTER_S,) * 2)
+    assert store.clean_stale(tmp_path) == [leftover.name] and (tmp_path / "notes.json").exists()

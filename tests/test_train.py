@@ -1082,3 +1082,72 @@ def test_ctrl_c_in_a_checkpoints_write_is_still_ctrl_c_and_the_run_resumes_as_a_
     resumed = train(small_model(99), rows["train"], config=config, checkpoint_dir=tmp_path, resume=True,
                     progress=False)
     assert [s["loss"] for s in resumed.steps] == pytest.approx([s["loss"] for s in straight.steps], rel=1e-5)
+
+
+# --------------------------------------------------------------------------- what a mutation audit found untested
+
+def test_patience_counts_the_passes_since_the_last_gain_not_all_passes_without_one(rows, monkeypatch):
+    """A gain resets the count: 0.5, 0.4 (1 bad), 0.6 (gain: 0), 0.55 (1), 0.5 (2) stops at pass 5, not pass 4."""
+    from kd_tutorial import train as loop
+    scores = iter([0.5, 0.4, 0.6, 0.55, 0.5, 0.5, 0.5, 0.5])
+    monkeypatch.setattr(loop, "_validate", lambda model, val_data, config, device: (next(scores), "1"))
+    config = TrainConfig(max_steps=8, lr=0.0, warmup_fraction=0.0, batch_size=32, eval_every=1, patience=2)
+    history = train(small_model(12), rows["train"], config=config, val_data=rows["validation"], progress=False)
+    assert [e["step"] for e in history.evals] == [1, 2, 3, 4, 5] and len(history.steps) == 5
+    assert history.best_step == 3
+
+
+def test_a_budget_that_is_no_multiple_of_eval_every_still_validates_its_last_step(rows, monkeypatch):
+    """max_steps=7, eval_every=3: passes at 3, 6 and 7; without the last one keep_best could never keep step 7."""
+    from kd_tutorial import train as loop
+    scores = iter([0.5, 0.6, 0.9])
+    monkeypatch.setattr(loop, "_validate", lambda model, val_data, config, device: (next(scores), "1"))
+    config = TrainConfig(max_steps=7, lr=1e-3, batch_size=32, eval_every=3, keep_best=True)
+    history = train(small_model(13), rows["train"], config=config, val_data=rows["validation"], progress=False)
+    assert [e["step"] for e in history.evals] == [3, 6, 7]
+    assert history.best_step == 7 and history.epochs[-1]["val_acc"] == 0.9
+
+
+def test_gradients_are_clipped_to_max_grad_norm_before_the_update(rows, monkeypatch):
+    """With plain SGD at lr 1 the update is the clipped gradient: its norm is max_grad_norm, not the raw norm."""
+    from kd_tutorial import train as loop
+    monkeypatch.setattr(loop, "make_optimizer", lambda model, lr, wd: torch.optim.SGD(model.parameters(), lr=lr))
+    model = small_model(14)
+    before = [p.detach().clone() for p in model.parameters()]
+    config = TrainConfig(max_steps=1, lr=1.0, warmup_fraction=0.0, batch_size=32, max_grad_norm=0.01,
+                         precision="fp32")
+    history = train(model, rows["train"], config=config, device="cpu", progress=False)
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert history.steps[0]["grad_norm"] > 0.1  # the raw gradient is well above the bound
+    assert moved.item() == pytest.approx(0.01, rel=1e-3)
+
+
+def test_each_intermediate_term_enters_the_loss_with_its_recipes_weight(rows):
+    """loss = logit loss + sum_k w_k * term_k: doubling a weight adds that term once more."""
+    from kd_tutorial import recipes
+    teacher = no_dropout(freeze(small_model(20)))
+    student = models.DistillationStudent(no_dropout(small_model(21)), teacher.config.hidden_size)
+    batch = data.make_batches(rows["train"], 8, seed=1)[0]
+    cached = torch.randn(len(rows["train"]), 2)
+    spec = recipes.get_recipe("kd+transfer+hidden").intermediate
+    results = []
+    for w in (spec.hidden_mse, 3 * spec.hidden_mse):
+        config = TrainConfig(mode="kd", intermediate=dataclasses.replace(spec, hidden_mse=w))
+        results.append(recipe_loss(student, batch, config, teacher_logits=cached, teacher=teacher))
+    (loss1, _, terms1), (loss3, _, terms3) = results
+    assert terms1["hidden_mse"] > 0 and torch.allclose(terms1["hidden_mse"], terms3["hidden_mse"])
+    torch.testing.assert_close(loss3 - loss1, 2 * spec.hidden_mse * terms1["hidden_mse"])
+
+
+def test_an_epochs_train_accuracy_is_over_its_labelled_rows_only(rows, monkeypatch):
+    """A run on labelled + unlabelled (-1) rows: train_acc is right answers over labelled rows, not over all rows."""
+    labelled = rows["train"]
+    mixed = data.Encoded(list(labelled.input_ids[:64]), torch.cat([labelled.labels[:32], torch.full((32,), -1)]),
+                         "mixed")
+    config = TrainConfig(max_steps=1, lr=0.0, warmup_fraction=0.0, batch_size=64, precision="fp32")
+    model = no_dropout(small_model(15))  # lr 0 and no dropout: the step's answers are the model's answers
+    history = train(model, mixed, config=config, device="cpu", progress=False)
+    from kd_tutorial.evaluate import accuracy, predict_logits
+    expected = accuracy(predict_logits(model, mixed, device="cpu", precision="fp32"), mixed.labels)
+    assert expected > 0.2  # so that counting the 32 unlabelled rows as wrong (half of it) shows
+    assert history.epochs[0]["train_acc"] == pytest.approx(expected)
