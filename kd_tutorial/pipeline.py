@@ -452,15 +452,21 @@ def _say_placed(todo: list[dict], n_jobs: int, resume: bool, *, uncovered: bool)
 
 def _say_interrupted(todo: list[dict], n_jobs: int, resume: bool) -> None:
     """How many of the runs still to train hold an interrupted run's checkpoint in the folder they train in, which
-    ``resume`` continues (without it they start over, and replace it only once they pass its step). Counted where
-    each run is placed: one interrupted under the other cache key (the teacher's layers cached, or called) is not
-    the one it continues."""
+    ``resume`` continues (without it they start over, and replace it only once they pass its step); and how many
+    hold one only under their other cache key (the teacher's layers cached, or called at every step), which they
+    cannot continue: they train from step 0, and leave it where it is."""
     stopped = sum(student_interrupted(job["folder"]) for job in todo)
+    elsewhere = sum(not student_interrupted(job["folder"]) and any(map(student_interrupted, job["folders"].values()))
+                    for job in todo)
     if stopped:
         print(f"students: {stopped} of these {n_jobs} runs were interrupted, and their checkpoints are in the "
               "artifact cache: " + ("they continue from them (--resume)" if resume else "they start over, and "
               "replace those checkpoints only once they pass their steps; add --resume (resume=True) to continue "
               "them"), flush=True)
+    if elsewhere:
+        print(f"students: {elsewhere} of these {n_jobs} runs were interrupted while they read the teacher the other "
+              "way (its cached layers, or the teacher called at every step), so no checkpoint of theirs continues "
+              "them: they train from step 0, and leave those checkpoints where they are", flush=True)
 
 
 def _say_uncovered(todo: list[dict]) -> None:
@@ -1046,7 +1052,8 @@ def _layers_to_cache(profile: Profile, prep, teacher_model, runs, seeds, init: s
 def _say_finished(jobs: list[dict], resume: bool) -> None:
     """Say how many of ``jobs`` the artifact cache holds finished: which a run without ``resume`` trains again (a
     command rerun after a disconnect, on a GPU's hours, would otherwise spend them without a word), and with it
-    reuses (the interrupted ones are counted once each run is placed: :func:`_say_interrupted`)."""
+    reuses. The interrupted ones are counted once each run is placed (:func:`_say_interrupted`, in
+    :func:`distill_students`): after the teacher's layers and logits, since where a run trains depends on them."""
     done = sum(job["finished"] is not None for job in jobs)
     if done and not resume:
         print(f"students: {done} of these {len(jobs)} runs are finished in the artifact cache and will be trained "

@@ -1,7 +1,8 @@
 """Random state: seeding every generator a run draws from, and putting a caller's state back.
 
-A leaf module: the training loop, the teacher, the pipeline, the search and the notebook
-header all seed through it, and none of them needs the others for that.
+A leaf module: the teacher, the pipeline, the search, the benchmark and the notebook header seed
+through it, and the training loop saves and restores its random states through it (a checkpoint,
+a resumed run), none of them needing the others for that.
 """
 from __future__ import annotations
 

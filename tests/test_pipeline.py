@@ -817,20 +817,40 @@ def test_an_interrupted_run_started_over_without_resume_keeps_its_checkpoint_unt
     assert not artifacts.student_interrupted(folder)
 
 
-def test_an_interrupted_run_is_counted_only_in_the_folder_its_run_trains_in(tmp_path, capsys):
+def test_an_interrupted_run_is_counted_only_in_the_folder_its_run_trains_in(tiny_run, monkeypatch, capsys):
     """A review: the start counted a run as interrupted when either of its cache keys (the teacher's layers cached,
     or called at every step) held a checkpoint, and promised that --resume continues it; a run placed under the
-    other key trains from step 0. Counted now in the folder each run is placed in."""
-    placed, other = tmp_path / "cached-layers", tmp_path / "online-teacher"
-    for folder in (placed, other):
-        folder.mkdir()
-    (other / "last.pt").write_bytes(b"a checkpoint")
-    pipeline._say_interrupted([{"folder": placed}], 1, resume=True)
-    assert capsys.readouterr().out == ""
-    (placed / "last.pt").write_bytes(b"a checkpoint")
-    pipeline._say_interrupted([{"folder": placed}, {"folder": other.parent}], 2, resume=True)
-    assert capsys.readouterr().out == ("students: 1 of these 2 runs were interrupted, and their checkpoints are in "
-                                       "the artifact cache: they continue from them (--resume)\n")
+    other key trains from step 0. distill_students counts each run where it is placed, and says which start over."""
+    profile = get_profile("tiny")
+    spec, runs = profile.students[1], ("kd+transfer+values",)
+    teacher, prep, _ = teachers.ensure_teacher(profile, progress=False)
+    logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer")}
+    chosen = pipeline.chosen_recipes(profile, (spec,), runs, teacher.config.num_attention_heads)
+    [job] = pipeline._plan_jobs(profile, (spec,), chosen, (1,), teacher, prep, "pretrained")  # a seed never trained
+    layers = teacher_layers.teacher_layer_cache(profile, prep, sorted(job["layer_keys"]), teacher_model=teacher)
+    monkeypatch.setattr(pipeline, "_one_run", lambda *a, **k: {"model": None, "history": None, "status": "trained"})
+
+    def start(folder) -> str:
+        made = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "last.pt").write_bytes(b"an interrupted run's checkpoint")
+        try:
+            [item] = pipeline.distill_students(profile, teacher, prep, logits, runs=runs, students=(spec,),
+                                               seeds=(1,), layers=layers, resume=True, progress=False).values()
+        finally:
+            (folder / "last.pt").unlink()
+            if made:
+                folder.rmdir()
+        assert item["cached_layers"]  # the cache covers the run: it trains in its cached-layers folder
+        return capsys.readouterr().out
+    said = start(job["folders"][False])  # interrupted when it called the teacher
+    assert "runs were interrupted, and their checkpoints are in the artifact cache" not in said
+    assert ("students: 1 of these 1 runs were interrupted while they read the teacher the other way (its cached "
+            "layers, or the teacher called at every step), so no checkpoint of theirs continues them: they train "
+            "from step 0, and leave those checkpoints where they are") in said
+    said = start(job["folders"][True])
+    assert ("students: 1 of these 1 runs were interrupted, and their checkpoints are in the artifact cache: they "
+            "continue from them (--resume)") in said and "the other way" not in said
 
 
 def test_a_ctrl_c_while_a_run_trained_again_is_saved_waits_for_the_save(tiny_run, monkeypatch):
