@@ -73,12 +73,24 @@ def worker_threads(workers: int):
         torch.set_num_threads(before)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it, else every core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def check_workers(workers: int, device: str, *, setting: str, fix: str) -> None:
     """Raise :class:`SideBySideError` (one line: ``setting``, why, then ``fix``) when ``workers`` > 1 cannot run
-    here: on a GPU (its runs share one device) or where :func:`can_fork` is false. One worker runs anywhere."""
+    here: on a GPU (its runs share one device), where :func:`can_fork` is false, or above the cores this process
+    may use (each worker computes in one thread: more only slow every run, and each holds a run's memory). One
+    worker runs anywhere."""
     if workers > 1 and (device != "cpu" or not can_fork()):
         where = f"on {device}" if device != "cpu" else f"on {sys.platform} (no safe fork)"
         raise SideBySideError(f"{setting}: runs train side by side only on a CPU under Linux, not {where}; {fix}")
+    if workers > 1 and workers > (cores := usable_cores()):
+        given = "--workers N" if setting.startswith("--") else "workers=N"
+        raise SideBySideError(f"{setting}: this process may use {cores} CPU core(s) and each worker computes in one "
+                              "thread, so more workers than cores slow every run, and each holds a run's memory; "
+                              + (f"give {given} with N <= {cores}" if cores > 1 else fix))
 
 
 _JOB = None  # the job function, handed to the forked children by inheritance (it need not be picklable)

@@ -801,8 +801,10 @@ def test_workers_below_one_are_refused_with_the_flag(capsys, monkeypatch, value)
 
 
 def test_workers_reach_the_pipeline(tmp_path, monkeypatch):
+    from kd_tutorial import parallel
     seen = {}
     monkeypatch.setattr(cli, "run_distill", lambda *a, **k: seen.update(k) or {"plots": []})
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 4)
     assert cli.main(["distill", "--profile", "tiny", "--workers", "3", "--out", str(tmp_path), "--quiet"]) == 0
     assert seen["workers"] == 3
     assert cli.main(["distill", "--profile", "tiny", "--out", str(tmp_path), "--quiet"]) == 0
@@ -820,6 +822,24 @@ def test_workers_where_runs_cannot_go_side_by_side_are_refused_before_any_work(c
     line = error_line(capsys, "distill", "--profile", "tiny", "--workers", "2", "--device", "cuda:0")
     assert line.endswith("--workers 2: runs train side by side only on a CPU under Linux, not on cuda:0; leave "
                          "--workers out")
+
+
+def test_more_workers_than_cores_are_refused_before_any_work(capsys, monkeypatch):
+    """A review: --workers 99 on 2 cores was accepted, up to 8 forked workers of one thread each (one per run), every
+    run slower and each holding a run's memory. Refused in one line naming the most the cores take."""
+    from kd_tutorial import parallel
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    line = error_line(capsys, "distill", "--profile", "tiny", "--workers", "99", "--device", "cpu")
+    assert line == ("kd-tutorial: error: --workers 99: this process may use 2 CPU core(s) and each worker computes in "
+                    "one thread, so more workers than cores slow every run, and each holds a run's memory; give "
+                    "--workers N with N <= 2")
+    with pytest.raises(parallel.SideBySideError, match=r"^workers=3: .* give workers=N with N <= 2$"):
+        parallel.check_workers(3, "cpu", setting="workers=3", fix="give workers=1")
+    parallel.check_workers(2, "cpu", setting="workers=2", fix="give workers=1")  # as many as the cores: taken
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 1)
+    assert error_line(capsys, "distill", "--profile", "tiny", "--workers", "2", "--device", "cpu").endswith(
+        "each holds a run's memory; leave --workers out")
 
 
 def test_a_hub_error_wrapped_in_an_oserror_is_one_line(monkeypatch, capsys):
