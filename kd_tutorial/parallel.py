@@ -51,7 +51,7 @@ def default_workers(device: str) -> int:
     """How many jobs to run at once: one per core PyTorch may use, on a CPU where :func:`can_fork` and when that is
     2 to :data:`MAX_AUTO_WORKERS` cores; otherwise 1."""
     import torch
-    cores = torch.get_num_threads()
+    cores = min(torch.get_num_threads(), usable_cores())  # never more than check_workers takes
     if device != "cpu" or not can_fork() or not 2 <= cores <= MAX_AUTO_WORKERS:
         return 1
     return cores

@@ -375,11 +375,15 @@ def test_workers_below_one_are_refused():
 
 def test_default_workers_one_per_core_on_a_small_cpu_and_one_elsewhere(monkeypatch):
     monkeypatch.setattr(parallel, "can_fork", lambda: True)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 64)
     for cores, workers in ((2, 2), (4, 4), (1, 1), (8, 1), (16, 1)):
         monkeypatch.setattr(torch, "get_num_threads", lambda: cores)  # 1: e.g. OMP_NUM_THREADS=1, as under xdist
         assert parallel.default_workers("cpu") == workers, cores  # 8 cores: measured neither way
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert parallel.default_workers("cuda") == parallel.default_workers("mps") == 1
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 3)  # PyTorch's 4 threads on a process pinned to 3 cores
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert parallel.default_workers("cpu") == 3  # never more than check_workers takes
     monkeypatch.setattr(parallel, "can_fork", lambda: False)
     assert parallel.default_workers("cpu") == 1
 
