@@ -496,7 +496,8 @@ def _check_writable(folder: Path, what: str, fix: str, *, leave_none: bool = Fal
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        why = "it is a file" if folder.is_file() else (err.strerror or err.__class__.__name__).lower()
+        why = ("it is a file" if folder.is_file() else "it is a device or other special file, not a folder"
+               if folder.exists() and not folder.is_dir() else (err.strerror or err.__class__.__name__).lower())
         raise UsageError(f"{what} is not a writable folder ({why}): {fix}") from None
     finally:
         for p in made:

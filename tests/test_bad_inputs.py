@@ -609,6 +609,14 @@ def test_out_that_is_a_file(tmp_path, capsys):
     assert (tmp_path / "results").read_text() == "keep me"
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="a system without /dev/null")
+def test_out_that_is_a_device_says_so(capsys):
+    """A review: --out /dev/null was "not a writable folder (file exists)", the errno of mkdir, which names no cause."""
+    line = error_line(capsys, "distill", "--profile", "tiny", "--out", "/dev/null")
+    assert line.endswith("--out /dev/null is not a writable folder (it is a device or other special file, not a "
+                         "folder): give --out a folder you can write")
+
+
 # ----------------------------------------------------------------------------- the cache and checkpoints
 
 
