@@ -223,6 +223,9 @@ wrong("ex03.q1", "divide the teacher's logits by T too")(lambda s, t, T: _kd(s, 
 wrong("ex03.q1", "soft cross-entropy")(
     lambda s, t, T: -(F.softmax(t / T, -1) * F.log_softmax(s / T, -1)).sum(-1).mean() * T * T)
 wrong("ex03.q1", "seed article")(lambda s, t, T: F.cross_entropy(s, F.softmax(t, -1)))
+# a loss a couple of percent off (a rounded constant, an epsilon in a hand-written log) is no correct answer: the
+# check compares to the reference, not within a loose band
+wrong("ex03.q1", "for a batch where T^2 * KL (batchmean) is")(lambda s, t, T: _kd(s, t, T) * 1.02)
 wrong("ex03.q1", "a gradient reaches teacher_logits")(lambda s, t, T: _kd(s, t, T, detach=False))
 wrong("ex03.q1", "carries no gradient")(lambda s, t, T: _kd(s, t, T).item())
 

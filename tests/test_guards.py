@@ -116,3 +116,14 @@ def test_a_config_whose_two_maps_disagree_is_refused(teacher):
     broken.config.label2id = {"negative": 1, "positive": 0}
     with pytest.raises(models.LabelOrderMismatchError, match="contradicts itself"):
         models.check_same_labels(broken, named(teacher, ["negative", "positive"]))
+
+
+def test_a_different_number_of_classes_is_refused_even_under_placeholder_names(teacher):
+    """Placeholder names (LABEL_0, LABEL_1...) skip the id-by-id comparison, not the count: a 3-class teacher
+    distilled into a 2-class student would compare logits of different widths."""
+    three = named(teacher, ["LABEL_0", "LABEL_1", "LABEL_2"])
+    with pytest.raises(models.LabelOrderMismatchError, match="label-space mismatch: the teacher has 3 labels, "
+                                                             "the student 2"):
+        models.check_same_labels(three, teacher)
+    with pytest.raises(models.LabelOrderMismatchError, match="the teacher has 3 labels, the data 2"):
+        models.check_same_labels(three, ["negative", "positive"])

@@ -675,3 +675,58 @@ def test_a_recipe_a_student_cannot_run_is_named_not_left_out_in_silence(small, c
     assert (f"{compact.name}: kd+transfer+attn left out: attention maps need as many heads as the teacher's "
             f"{teacher.config.num_attention_heads}, and this student has {compact.num_heads}\n"
             in capsys.readouterr().out)
+
+
+def test_only_transfer_set_runs_of_per_token_terms_without_augmentation_read_the_cache():
+    """The cache holds the rows of train and transfer in the students' order: a run whose rows are the labelled
+    reviews alone, or that adds augmented copies (rows no pass cached), must call the teacher; so must attention
+    maps, and every run of a profile that caches nothing."""
+    from kd_tutorial.profiles import get_profile
+    cache, online = get_profile("tiny").replace(teacher_layers="cache"), get_profile("tiny").replace(
+        teacher_layers="online")
+    values = get_recipe("kd+transfer+values")
+    assert teacher_layers.reads_cached_layers(cache, values) and teacher_layers.reads_cached_layers(
+        cache, get_recipe("kd+transfer+hidden"))
+    assert not teacher_layers.reads_cached_layers(online, values)
+    for recipe in (values.with_(name="kd+values+aug", augment=True), values.with_(name="kd+values", transfer=False),
+                   get_recipe("kd+transfer+attn"), get_recipe("kd+transfer+pkd"), get_recipe("kd+transfer")):
+        assert not teacher_layers.reads_cached_layers(cache, recipe), recipe.name
+
+
+def test_a_students_rows_read_no_cache_where_one_of_its_splits_has_none_and_the_size_is_in_gigabytes():
+    """A student learning from the spare reviews whose layers were not cached there reads none (its rows past the
+    transfer reviews would have no layers); the printed size is in GB (10^9 bytes)."""
+    import numpy as np
+
+    def split(rows):
+        return LayerStates([{("values", 4): np.zeros((rows, 5, 100), dtype=np.int16)}],
+                           torch.stack([torch.zeros(rows, dtype=torch.long), torch.arange(rows)], 1), depth=4)
+    states = {"train": split(10), "transfer": split(20)}
+    assert teacher_layers.transfer_states(states, [3, 1], splits=("transfer", "spare")) is None
+    rows = teacher_layers.transfer_states(states, [3, 1], splits=("transfer",))
+    assert len(rows) == 22
+    assert teacher_layers.cache_gb(states) == pytest.approx(30 * 5 * 100 * 2 / 1e9)
+
+
+def test_cached_layer_files_of_one_split_must_hold_as_many_rows(tmp_path):
+    """Files of one split written by passes over other reviews (a folder edited by hand) would line row i of one
+    layer up with another review's row i of the other."""
+    import numpy as np
+    np.save(tmp_path / "a.npy", np.zeros((3, 2, 4), dtype=np.int16))
+    np.save(tmp_path / "b.npy", np.zeros((4, 2, 4), dtype=np.int16))
+    with pytest.raises(ValueError, match=r"different numbers of rows: \[3, 4\]"):
+        LayerStates.open({("hidden", 1): tmp_path / "a.npy", ("hidden", 2): tmp_path / "b.npy"}, depth=4)
+
+
+def test_a_layer_cached_on_one_split_only_is_not_read_on_either(small):
+    """Where no room is left, the layers read are those cached on both train and transfer: one cached on train
+    alone would leave the transfer reviews without targets."""
+    _, _, prep, _, _ = small
+    lonely = teachers.layer_file(prep, ("values", 1), "train")
+    lonely.touch()
+    try:
+        wanted = {"train": sorted(KEYS) + [("values", 1)], "transfer": sorted(KEYS) + [("values", 1)]}
+        got = teacher_layers._cached_on_both(prep, wanted)
+        assert got["train"] == got["transfer"] == sorted(KEYS)
+    finally:
+        lonely.unlink()

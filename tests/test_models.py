@@ -555,3 +555,31 @@ def test_a_field_the_students_kind_ignores_is_refused_in_one_line(kind, field, v
         StudentSpec("s", kind, 1, **(sizes | {field: value}))
     assert str(refused.value).startswith(f"student s: a {kind} student ignores {field}={value!r} (")
     assert str(refused.value).endswith("leave it out") and "\n" not in str(refused.value)
+
+
+def test_a_distil_student_copies_the_whole_embedding_block(teacher):
+    """Not the word vectors alone: the position and token-type embeddings and the embedding LayerNorm start as the
+    teacher's too (a student with new position embeddings would read the copied layers' inputs out of order)."""
+    student = models.distil_student(teacher, 2)
+    t_sd, s_sd = teacher.bert.embeddings.state_dict(), student.bert.embeddings.state_dict()
+    for key in ("position_embeddings.weight", "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias"):
+        assert torch.equal(s_sd[key], t_sd[key]), key
+    fresh = models.compact_student(2, 32, 2, 64)
+    assert not torch.equal(fresh.bert.embeddings.position_embeddings.weight, t_sd["position_embeddings.weight"])
+
+
+def test_a_compact_students_feed_forward_is_four_times_its_width_unless_given():
+    """BERT's convention (intermediate = 4 x hidden) where a spec gives no intermediate_size."""
+    assert models.compact_student(1, 32, 2).config.intermediate_size == 128
+    assert models.compact_student(1, 32, 2, 48).config.intermediate_size == 48
+
+
+def test_a_row_as_long_as_the_positions_is_read_and_one_token_more_is_refused():
+    """The position check's boundary: ``max_position_embeddings`` tokens fit, one more stopped inside BERT."""
+    from kd_tutorial import data, evaluate
+    student = models.compact_student(1, 32, 2, 64, vocab_size_=200, max_position_embeddings=16)
+    fits = data.Encoded([[101] + [7] * 14 + [102]], torch.tensor([0]), "fits")
+    assert evaluate.predict_logits(student, fits, device="cpu").shape == (1, 2)
+    over = data.Encoded([[101] + [7] * 15 + [102]], torch.tensor([0]), "over")
+    with pytest.raises(ValueError, match=r"a row has 17 tokens and the model 16 positions"):
+        evaluate.predict_logits(student, over, device="cpu")

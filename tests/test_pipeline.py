@@ -1324,6 +1324,26 @@ def test_the_teacher_folder_changes_with_the_transfer_reviews_and_with_any_label
     assert fingerprint(test=(2000, 1)) == fingerprint()
 
 
+def test_the_teacher_folder_changes_with_every_setting_that_decides_the_teacher():
+    """Guards against a folder key that leaves out the seed, the init or one of the teacher's training settings:
+    a teacher fine-tuned another way would be handed back from the cache, and its logits taught every student. A
+    student's setting keeps the folder."""
+    from kd_tutorial.data import Encoded
+    encoded = {name: Encoded([[101, 1000 + i, 102]], torch.tensor([0]), name)
+               for i, name in enumerate(("train", "validation", "transfer", "test"))}
+    tiny = get_profile("tiny")
+
+    def folder(profile=tiny, init="pretrained", seed=0):
+        return artifacts.Prepared(profile, None, None, encoded, "tiny", "tiny-bert", init, seed).directory
+    changes = {"teacher_epochs": 3, "teacher_lr": 1e-4, "max_length": 32, "truncation": "tail", "n_train": 500,
+               "val_size": 100, "warmup_fraction": 0.2, "weight_decay": 0.0, "attention_dropout": 0.0,
+               "freeze_word_embeddings": True, "grad_accum": 2, "precision": "fp32"}
+    assert all(getattr(tiny, field) != value for field, value in changes.items())  # each one a change
+    folders = [folder(seed=1), folder(init="random")] + [folder(tiny.replace(**{k: v})) for k, v in changes.items()]
+    assert folder() not in folders and len(set(folders)) == len(folders)
+    assert folder(tiny.replace(temperature=4.0, student_lr=1e-3)) == folder()  # students' settings: same teacher
+
+
 def test_the_test_splits_files_carry_a_hash_of_its_reviews_where_the_folder_does_not():
     """Guards against a test split whose cached logits are named by the split alone: the folder's key leaves the
     test set out (another n_test keeps the teacher), so logits of the old test reviews would score the new ones."""
@@ -1530,3 +1550,44 @@ def test_a_student_run_trained_now_leaves_the_callers_random_state_as_a_cached_o
                             initial, resume=True, device="cpu", init="teacher", desc="", progress=False)
     assert run["status"] == "trained"
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+def test_a_runs_config_carries_the_profiles_training_settings_and_its_own_seed():
+    """Every preset keeps TrainConfig's defaults for the temperature, alpha, warmup, weight decay and grad_accum, so
+    a run_config that dropped one (or the seed, which gives each seed its own run and its own cache key) trained as
+    before on every profile and passed every test; --set must reach the run."""
+    from kd_tutorial.recipes import get_recipe
+    profile = get_profile("cpu").replace(temperature=4.0, alpha=0.25, warmup_fraction=0.2, weight_decay=0.05,
+                                         batch_size=8, grad_accum=2, patience=1, evals_per_run=4)
+    distil, compact = profile.students  # compact-2L-H128 keeps its own evals_per_run (30)
+    config = pipeline.run_config(profile, distil, "kd+transfer", 100, seed=3)
+    assert (config.temperature, config.alpha, config.warmup_fraction, config.weight_decay) == (4.0, 0.25, 0.2, 0.05)
+    assert (config.batch_size, config.grad_accum, config.max_steps, config.seed) == (8, 2, 100, 3)
+    assert config.mode == get_recipe("kd+transfer").mode and config.keep_best  # a student keeps its best pass
+    assert config.lr == profile.for_student("student_lr", distil)
+    assert pipeline.run_config(profile, distil, "kd+transfer", 100, seed=4).seed == 4
+    # patience 1 of the profile's 4 passes is 7.5 of compact's 30: rounded up, it never waits less than asked
+    assert pipeline.run_config(profile, compact, "baseline", 100, 0).patience == 8
+
+
+def test_the_step_budget_is_the_epochs_over_the_effective_batch_rounded_up():
+    """Steps gather grad_accum micro-batches: 2 epochs of 170 rows at 16 x 2 rows a step is 10.6, so 11 steps
+    (counting micro-batches gives 22, rounding down leaves rows unseen)."""
+    profile = get_profile("cpu").replace(student_epochs=2, batch_size=16, grad_accum=2)
+    spec = dataclasses.replace(profile.students[0], epochs=None)
+    assert pipeline.step_budget(profile, spec, 170) == 11
+    assert pipeline.step_budget(profile, spec, 1) == 1  # never a run of no step
+
+
+def test_aggregated_rows_take_the_sample_spread_over_seeds_and_pool_every_seeds_latency():
+    """The table's ± is the sample standard deviation over the seeds (0 for one seed), and the latency quartiles
+    are those of every seed's timings together, not the first seed's."""
+    rows = [{"name": f"s kd s{k}", "params": 1, "mb": 1, "accuracy": acc, "latency_samples_ms": samples}
+            for k, (acc, samples) in enumerate([(0.8, [1.0, 2.0]), (0.9, [3.0, 4.0, 5.0])])]
+    trained = {r["name"]: {"base": "s kd"} for r in rows}
+    [agg] = pipeline._aggregate(rows, trained)
+    assert agg["seeds"] == 2 and agg["accuracy"] == pytest.approx(0.85)
+    assert agg["accuracy_std"] == pytest.approx(0.0707107, abs=1e-6) and agg["accuracy_per_seed"] == [0.8, 0.9]
+    assert agg["latency_ms"] == 3.0  # the median of 1..5
+    [one] = pipeline._aggregate(rows[:1], trained)
+    assert one["accuracy_std"] == 0.0 and one["latency_ms"] == 1.5

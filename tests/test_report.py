@@ -140,3 +140,39 @@ def test_the_margin_gives_todays_verdict_and_the_interval_as_the_comparisons_tab
     assert _margin_text({"run": {"split_sizes": {"validation": 1000}}}, "s", best) == (
         ", 0.20 points above `B` on 1,000 reviews [+0.004, +0.30], no detectable difference at this size "
         "(recorded: better, by an earlier rule)")
+
+
+def test_the_table_puts_each_number_under_its_own_column_and_the_share_is_of_the_teachers_accuracy():
+    """Accuracy and agreement (both in %), parameters in millions, and the "% of teacher" column as the student's
+    accuracy over the teacher's with its interval in brackets, lower bound first; the best-recipe line gives the
+    share itself, not a bound."""
+    from kd_tutorial.report import format_table
+    share = {"share": 0.9, "ci_low": 0.85, "ci_high": 0.95}
+    models = [{"name": "teacher", "accuracy": 0.8, "agreement": 1.0, "ece": 0.1, "params": 4.0e6, "mb": 16.0,
+               "latency_ms": 2.0, "reviews_per_s": 100.0},
+              {"name": "s kd", "accuracy": 0.72, "agreement": 0.9, "ece": 0.05, "params": 1.5e6, "mb": 6.0,
+               "latency_ms": 1.0, "reviews_per_s": 300.0, "share_of_teacher": share}]
+    table = format_table(models).splitlines()
+    assert [c.strip() for c in table[0].strip("|").split("|")] == ["model", "acc %", "agree %", "ECE", "params M",
+                                                                   "MB", "p50 ms", "reviews/s"]
+    assert [c.strip() for c in table[3].strip("|").split("|")] == ["s kd", "72.00", "90.00", "0.050", "1.50", "6.0",
+                                                                   "1.00", "300"]
+    results = {"run": {"evaluated_on": "test", "split_sizes": {"test": 10}, "device": "cpu", "seeds": [0],
+                       "wall_seconds": 1.0, "phase_seconds": {"teacher": 0, "students": 0, "evaluation": 0},
+                       "profile": "tiny"},
+               "models": models,
+               "best_recipes": {"s": {"recipe": "kd", "val_accuracy": 0.75, "test_accuracy": 0.72,
+                                      "share_of_teacher": share, "validation": {"kd": 0.75}}}}
+    text = results_markdown(results)
+    row = next(line for line in text.splitlines() if line.startswith("| s kd |"))
+    assert row.startswith("| s kd | 72.00 | 90.0 [85.0, 95.0] | 90.0 | 0.050 | 1.50 | 1.00 | 300 |")
+    assert "s `kd` (validation 75.00 %, test 72.00 %, 90.0 % of the teacher [85.0, 95.0])" in text
+
+
+def test_the_margin_is_over_the_runner_up_not_the_last_recipe():
+    """With three distillation recipes the margin is the chosen one's lead over the second best, the one its lead
+    was tested against, never over the worst."""
+    from kd_tutorial.report import _margin_text
+    best = {"recipe": "A", "val_accuracy": 0.9, "validation": {"A": 0.9, "B": 0.8, "C": 0.85}}
+    assert _margin_text({"run": {"split_sizes": {"validation": 100}}}, "s", best) == \
+        ", 5.00 points above `C` on 100 reviews"

@@ -175,3 +175,29 @@ def test_a_transfer_set_of_another_size_copies_the_teacher_instead_of_fine_tunin
         meta = json.loads((prep.directory / "teacher.json").read_text())
         (prep.directory / "teacher.json").write_text(json.dumps(meta | {"weights": "0" * 16}))
         assert teachers._trained_elsewhere(prepare(other)) is None
+
+
+def test_a_teacher_fine_tuned_on_other_reviews_is_never_copied_from_a_sibling_folder(cut_tiny):
+    """Only a folder whose teacher read the same train and validation reviews with the same settings is copied:
+    one fine-tuned on other train reviews, or with another learning rate, is trained again."""
+    from kd_tutorial.artifacts import prepare
+    with cut_tiny(n_transfer=300) as (profile, teacher, prep, _):
+        assert teachers._trained_elsewhere(prepare(profile.replace(n_transfer=200))) is not None  # the same teacher
+        assert teachers._trained_elsewhere(prepare(profile.replace(n_train=200))) is None
+        assert teachers._trained_elsewhere(prepare(profile.replace(teacher_lr=1e-4))) is None
+
+
+def test_logits_on_reviews_outside_the_splits_are_cached_under_the_rows_themselves(cut_tiny):
+    """Augmented copies of other reviews (another augmentation seed) under the same name, and as many rows, get
+    their own logits, never those cached for the first rows."""
+    from kd_tutorial.data import subset_encoded
+    with cut_tiny(n_transfer=300) as (profile, teacher, prep, logits):
+        rows = subset_encoded(prep.encoded["transfer"], list(range(8)), "augmented")
+        flipped = subset_encoded(prep.encoded["transfer"], list(range(7, -1, -1)), "augmented")
+        first = teachers.ensure_teacher_logits_on(profile, "augmented", rows, teacher_model=teacher, progress=False)
+        assert not torch.allclose(first, first.flip(0))  # reviews the teacher tells apart
+        again = teachers.ensure_teacher_logits_on(profile, "augmented", flipped, teacher_model=teacher,
+                                                  progress=False)
+        assert torch.allclose(again, first.flip(0), atol=1e-3)
+        assert torch.equal(teachers.ensure_teacher_logits_on(profile, "augmented", rows, teacher_model=teacher,
+                                                             progress=False), first)  # read back from the cache
