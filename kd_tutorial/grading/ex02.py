@@ -57,6 +57,8 @@ def _check_softmax(call):
     for g, (z, T) in zip(got, cases):
         if not close(g.sum(-1), torch.ones(z.shape[:-1])):
             raise Wrong("your probabilities do not sum to 1 over the classes (the last dimension)")
+    cases += [(big, T) for T in out_big]  # an answer right on the ordinary rows differs on these (a clamp)
+    got, expected = got + list(out_big.values()), expected + [torch.softmax(big / T, -1) for T in out_big]
     i = mismatch(got, expected)  # quote an input where the answer differs, not one where it agrees
     z, row, want = _first_row_that_differs(cases[i][0], got[i], expected[i])
     raise Wrong(f"your probabilities differ from softmax(z / T): for z = {_rounded(z)} and T = {cases[i][1]:g} you "
