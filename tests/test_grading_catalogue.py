@@ -185,6 +185,8 @@ wrong("ex02.q1", "wrong dimension")(lambda z, T=1.0: torch.softmax(z / T, 0))
 wrong("ex02.q1", "nan/inf for large logits")(lambda z, T=1.0: torch.exp(z / T) / torch.exp(z / T).sum(-1, keepdim=True))
 wrong("ex02.q1", "subtract the largest of z / T, not of z")(  # stable at T = 1 only: nan at T = 2 for z = 1000
     lambda z, T=1.0: (lambda e: e / e.sum(-1, keepdim=True))(torch.exp(z / T - z.max(-1, keepdim=True).values)))
+wrong("ex02.q1", "do not sum to 1 over the classes")(  # one softmax over the whole batch, not one per row
+    lambda z, T=1.0: torch.softmax((z / T).flatten(), 0).reshape(z.shape))
 wrong("ex02.q1", "should return a torch.Tensor")(lambda z, T=1.0: torch.softmax(z / T, -1).tolist())
 
 # -- ex02.q2: entropy ----------------------------------------------------------------------------
@@ -193,6 +195,8 @@ wrong("ex02.q2", "base-10 logs")(lambda p: -(torch.special.xlogy(p, p) / math.lo
 wrong("ex02.q2", "forgot the minus sign")(lambda p: torch.special.xlogy(p, p).sum(-1))
 wrong("ex02.q2", "averaged over the classes")(lambda p: -torch.special.xlogy(p, p).mean(-1))
 wrong("ex02.q2", "nan when a probability is 0")(lambda p: -(p * p.log()).sum(-1))
+wrong("ex02.q2", "expected -sum p log p")(  # eps inside the log: about 5e-4 off, a near miss the check must see
+    lambda p: -(p * (p + 1e-4).log()).sum(-1))
 wrong("ex02.q2", "per row")(lambda p: -torch.special.xlogy(p, p).sum())
 
 
@@ -530,6 +534,14 @@ def _step(student, teacher, batch, optimizer, T=2.0, alpha=0.5, *, eval_=True, n
         value = distillation_loss(t, s, batch["labels"], T, alpha)
     elif loss == "labelled_mean":
         value = alpha * _soft(s, t, T) + (1 - alpha) * F.cross_entropy(s, batch["labels"], ignore_index=-1)
+    elif loss == "kl_swapped":  # KL(student || teacher): the teacher's probabilities taken as the prediction
+        value = alpha * _soft(t, s, T) + (1 - alpha) * _hard(s, batch["labels"])
+    elif loss == "alpha_swapped":
+        value = (1 - alpha) * _soft(s, t, T) + alpha * _hard(s, batch["labels"])
+    elif loss == "no_t2":
+        value = alpha * _soft(s, t, T) / (T * T) + (1 - alpha) * _hard(s, batch["labels"])
+    elif loss == "no_temperature":
+        value = alpha * _soft(s, t, 1.0) + (1 - alpha) * _hard(s, batch["labels"])
     else:
         value = distillation_loss(s, t, batch["labels"], T, alpha)
     if zero is True:
@@ -569,6 +581,12 @@ wrong("ex05.q1", "averaged the hard term over the labelled reviews only")(lambda
 wrong("ex05.q1", "pass the models only input_ids and attention_mask")(lambda *a: _step(*a, whole_batch=True))
 wrong("ex05.q1", "call teacher.eval() before its forward pass, not after")(lambda *a: _step(*a, eval_="after"))
 wrong("ex05.q1", "the student never moved")(lambda *a: _step(*a, zero="before_step"))
+wrong("ex05.q1", "you swapped teacher and student in the soft term")(lambda *a: _step(*a, loss="kl_swapped"))
+wrong("ex05.q1", "alpha weights the soft term")(lambda *a: _step(*a, loss="alpha_swapped"))
+wrong("ex05.q1", "your soft term is missing its T^2 factor")(lambda *a: _step(*a, loss="no_t2"))
+wrong("ex05.q1", "your soft term has no temperature")(lambda *a: _step(*a, loss="no_temperature"))
+wrong("ex05.q1", "your step ignores temperature/alpha")(  # right at the defaults only: the settings never reach the loss
+    lambda student, teacher, batch, optimizer, temperature=2.0, alpha=0.5: _step(student, teacher, batch, optimizer))
 
 
 def test_ex05_q1_accepts_a_step_that_pops_the_labels_off_the_batch():
@@ -620,6 +638,24 @@ wrong("ex05.q2", "copy the embeddings")(lambda t, m: _init(t, m, emb=False))
 wrong("ex05.q2", "copy the pooler")(lambda t, m: _init(t, m, pooler=False))
 wrong("ex05.q2", "shares tensors with the teacher")(lambda t, m: _init(t, m, share=True))
 wrong("ex05.q2", "modified the teacher")(lambda t, m: _init(t, m, inplace=True))
+wrong("ex05.q2", "for layer_map=[1, 3] you copied teacher layers [0, 2]")(  # every other layer, whatever layer_map says
+    lambda t, m: _init(t, [2 * j for j in range(len(m))]))
+
+
+@wrong("ex05.q2", "(and config.num_hidden_layers = 2), got 2")
+def student_from_a_deepcopy_with_its_layers_cut(teacher, layer_map):
+    """The teacher deep-copied and its layer list cut to layer_map, but its config still says 4 layers."""
+    student = copy.deepcopy(teacher)
+    student.bert.encoder.layer = torch.nn.ModuleList([student.bert.encoder.layer[i] for i in layer_map])
+    student.classifier.reset_parameters()  # a new head, as asked
+    return student
+
+
+@wrong("ex05.q2", "student layer 1 is not a copy of any teacher layer")
+def student_with_its_last_layer_left_uncopied(teacher, layer_map):
+    student = _init(teacher, layer_map)
+    student.bert.encoder.layer[-1].apply(student._init_weights)  # the copy loop stopped one layer short
+    return student
 wrong("ex05.q2", "you copied the classification head")(lambda t, m: _init(t, m, head=True))
 
 
@@ -1003,6 +1039,8 @@ wrong("ex07.q1", "your sum still holds the padded query rows")(  # every row sum
     lambda s, t, m: (t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).sum(-1).sum()
     / (s.shape[1] * m.sum()))
 wrong("ex07.q1", "is nan")(lambda s, t, m: _attn_kl(s, t, m, log_zero=True, mask_keys=False))
+wrong("ex07.q1", "0 * log 0 is nan in floating point")(  # the nan named for its cause, not "your loss is nan"
+    lambda s, t, m: _attn_kl(s, t, m, log_zero=True, mask_keys=False))
 wrong("ex07.q1", "gradient is nan")(lambda s, t, m: _attn_kl(s, t, m, log_zero=True))
 wrong("ex07.q1", "summed over heads")(lambda s, t, m: _attn_kl(s, t, m, sum_heads=True))
 wrong("ex07.q1", "no gradient")(lambda s, t, m: _attn_kl(s, t, m).detach())
@@ -1075,6 +1113,8 @@ wrong("ex07.q2", "mapping holds hidden_states indices, counted from 1")(  # ex05
 wrong("ex07.q2", "carries no gradient")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp).item())
 wrong("ex07.q2", "no gradient reaches the projections")(
     lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, detach_projected=True) + 0 * sum(x.sum() for x in s))
+wrong("ex07.q2", "no gradient reaches the student's states")(  # the states detached before their projection
+    lambda s, t, m, p, mp: _hidden([x.detach() for x in s], t, m, p, mp))
 wrong("ex07.q2", "reaches teacher_hidden")(lambda s, t, m, p, mp: _hidden(s, t, m, p, mp, detach_teacher=False))
 # a projection read through .parameters() (or a state_dict), then summed over the layers: the sum is what is named
 wrong("ex07.q2", "you summed over the mapped layers")(
@@ -1194,6 +1234,9 @@ wrong("ex07.q3", "soft cross-entropy")(
 wrong("ex07.q3", "your loss ignores the temperature")(
     lambda s, t, m, T: (F.kl_div(F.log_softmax(s, -1), F.softmax(t.detach(), -1), reduction="none").sum(-1) * m).sum()
     / m.sum())
+wrong("ex07.q3", "you computed KL(student || teacher)")(  # F.kl_div with its arguments the other way round
+    lambda s, t, m, T: T * T * (F.kl_div(F.log_softmax(t.detach() / T, -1), F.softmax(s / T, -1), reduction="none")
+                                .sum(-1) * m).sum() / m.sum())
 wrong("ex07.q3", "T times too small")(lambda s, t, m, T: _tok(s, t, m, T) / T)
 wrong("ex07.q3", "padding included, and divided by the batch size B")(
     lambda s, t, m, T: F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1), reduction="batchmean") * T * T)
@@ -1611,6 +1654,22 @@ def test_ex02_generic_messages_quote_an_input_where_the_answer_differs():
     assert "and T = 0.5 you returned" in message, message
     got, want = re.search(r"you returned (\[.*\]), expected (\[.*\])$", message).groups()
     assert got != want and len(message) < 300, message
+
+
+def test_ex02_q1_refuses_a_softmax_over_dim_1_that_only_works_for_a_batch_of_rows():
+    """dim=1 is the class dimension of a (batch, classes) tensor only: the check also hands 1-D and 3-D logits."""
+    result = EXERCISES["ex02.q1"].grade(lambda z, T=1.0: torch.softmax(z / T, dim=1))
+    assert result.status != PASSED, result
+
+
+def test_ex02_q1_refuses_a_softmax_that_clamps_large_logits():
+    """Clamping z / T to [-50, 50] 'for stability' is right on ordinary logits and wrong on the large ones only; the
+    message quotes a large row, where the answer differs (it quoted an ordinary one: "you returned [0.12, ...],
+    expected [0.12, ...]")."""
+    result = EXERCISES["ex02.q1"].grade(lambda z, T=1.0: torch.softmax((z / T).clamp(-50, 50), -1))
+    assert result.status == FAILED, result
+    assert ("your probabilities differ from softmax(z / T): for z = [1000.0, 999.0, 0.0] and T = 1 you returned "
+            "[0.5, 0.5, 0.0], expected [0.731, 0.269, 0.0]") in result.message
 
 
 def test_ex04_q4_refuses_an_answer_that_lower_cases_the_teachers_names_only():
