@@ -930,8 +930,8 @@ def _add_distill(sub, profile_help: str) -> None:
     d.add_argument("--grad-accum", type=_positive, metavar="K", help="micro-batches per optimizer step; keep "
                    "batch-size x grad-accum at the profile's effective batch to train alike")
     d.add_argument("--workers", type=_positive, metavar="N", help="student runs trained at once on a CPU, one "
-                   "thread each, at most one per core (default: one per core on a Linux CPU with 2 to 4 cores; 1 on more "
-                   "cores, a GPU or another system; kd_tutorial.parallel)")
+                   "thread each, at most one per core (default: one per core on a Linux CPU with 2 to 4 cores; 1 on "
+                   "more cores, a GPU or another system; kd_tutorial.parallel)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
