@@ -428,6 +428,24 @@ def test_keep_best_ends_with_the_weights_of_the_best_validation_pass(rows):
         .best_val_correct is None  # a run saved before answers were kept
 
 
+def test_the_kept_answers_on_validation_are_those_of_its_labelled_reviews_alone(rows):
+    """The answers pair two runs review by review (McNemar, the validation lead), so an unlabelled row, which no
+    answer scores, holds no place in them: one string of the labelled reviews' answers, in their order."""
+    val = rows["validation"]
+    labels = torch.as_tensor(val.labels).clone()
+    labels[::4] = -1  # a quarter of the rows unlabelled
+    mixed = data.Encoded(list(val.input_ids), labels, "mixed")
+    model = no_dropout(small_model(16))
+    config = TrainConfig(max_steps=2, lr=0.0, warmup_fraction=0.0, batch_size=32, eval_every=1, keep_best=True,
+                         precision="fp32")
+    history = train(model, rows["train"], config=config, val_data=mixed, device="cpu", progress=False)
+    from kd_tutorial.evaluate import predict_logits
+    answers = predict_logits(model, mixed, device="cpu", precision="fp32").argmax(-1)
+    kept = labels >= 0
+    assert len(history.best_val_correct) == int(kept.sum()) < len(labels)
+    assert history.best_val_correct == "".join("1" if r else "0" for r in (answers[kept] == labels[kept]).tolist())
+
+
 def test_patience_stops_a_run_that_no_longer_gains(rows):
     config = TrainConfig(max_steps=200, lr=0.0, warmup_fraction=0.0, batch_size=32, eval_every=2, patience=2)
     history = train(small_model(12), rows["train"], config=config, val_data=rows["validation"], progress=False)
