@@ -453,7 +453,8 @@ def available_devices() -> list[str]:
 
 
 def check_device(device: str) -> str:
-    """``device`` when this machine has it; otherwise a UsageError naming the devices it has."""
+    """``device`` when this machine has it (``"cpu"`` for ``"cpu:0"``); otherwise a UsageError naming the devices it
+    has, or the fix for a CPU given an index."""
     import torch
     have = available_devices()
     try:
@@ -461,7 +462,11 @@ def check_device(device: str) -> str:
         kind, index = parsed.type, parsed.index
     except (RuntimeError, ValueError):  # "tpu", "cuda:x": not a device string torch knows
         kind, index = None, None
-    if kind == "cpu" or (kind == "mps" and "mps" in have) or (kind == "cuda" and f"cuda:{index or 0}" in have):
+    if kind == "cpu" and index:  # torch takes "cpu:1", but there is one CPU device, whatever its cores
+        raise UsageError(f"--device {device}: the CPU is one device, with no index: give --device cpu")
+    if kind == "cpu":
+        return "cpu"  # "cpu:0" too: the pipeline compares the name with "cpu" (its workers, the time estimate)
+    if (kind == "mps" and "mps" in have) or (kind == "cuda" and f"cuda:{index or 0}" in have):
         return device
     if kind not in ("cuda", "mps"):
         why = "is not a device the course runs on"
@@ -741,7 +746,7 @@ def cmd_benchmark(args) -> int:
     profile = _profile(args)
     _check_inputs(args, profile, data=not args.report)  # the report runs on synthetic reviews
     if args.device:
-        check_device(args.device)
+        args.device = check_device(args.device)
     if args.report:
         return _benchmark_report(profile, args)
     say_threads()

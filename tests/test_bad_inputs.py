@@ -565,6 +565,19 @@ def test_check_device_accepts_what_this_machine_has():
         cli.check_device("cuda:99")
 
 
+def test_a_cpu_index_is_refused_and_cpu_0_is_the_cpu():
+    # torch takes "cpu:1"; the pipeline compares the name with "cpu", so "cpu:0" ran as a GPU's would
+    assert cli.check_device("cpu:0") == "cpu"
+    with pytest.raises(UsageError, match=r"^--device cpu:1: the CPU is one device, with no index: give --device cpu$"):
+        cli.check_device("cpu:1")
+
+
+@pytest.mark.parametrize("command", ["distill", "benchmark", "search"])
+def test_a_cpu_index_on_the_command_line(capsys, command):
+    line = error_line(capsys, command, "--profile", "tiny", "--device", "cpu:2")
+    assert line.endswith("--device cpu:2: the CPU is one device, with no index: give --device cpu")
+
+
 # ----------------------------------------------------------------------------- the artifact root
 
 
