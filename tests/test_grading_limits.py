@@ -231,6 +231,44 @@ def test_the_kernels_cap_counts_what_a_cell_displays_but_its_images_and_stops_th
     assert sys.stdout.getvalue() == "ab"
 
 
+def test_the_kernels_cap_counts_a_cells_last_value_and_stops_the_cell_past_it(monkeypatch):
+    """No kernel: a cell's last value reaches the notebook through the shell's displayhook (``write_format_data``),
+    which the cap wraps at each cell as it wraps display(): its text counts with the cell's prints, and the value past
+    the cap is not sent. Before, a cell ending in `'x' * 10**9` sent its whole repr to the grader's client."""
+    import sys
+    import types
+
+    import pytest
+
+    from kd_tutorial.grading import runner
+    shell, run = _fake_cap(monkeypatch, 10)
+    sent = []
+    shell.displayhook = types.SimpleNamespace(write_format_data=lambda data, md=None: sent.append(data))
+
+    def cell():
+        sys.stdout.write("ab")
+        shell.displayhook.write_format_data({"text/plain": "'12345'"})  # 7 characters: 9 with the print
+        with pytest.raises(runner.OutputLimitExceeded, match=r"more than 10 characters .* print less in it"):
+            shell.displayhook.write_format_data({"text/plain": "'xy'"})
+    run("'x' * 10**9", cell)
+    run("'12345'", lambda: shell.displayhook.write_format_data({"text/plain": "'12345678'"}))  # a new cell: 10
+    assert sent == [{"text/plain": "'12345'"}, {"text/plain": "'12345678'"}]
+
+
+def test_a_cell_whose_last_value_is_too_long_is_stopped_and_the_notebook_graded():
+    """Real kernel: a cell ending in a value whose repr passes --max-output is stopped, and named in the notes; one
+    whose value fits is not; both checks pass. Before, the value was sent whole, and only the client's truncation
+    note said that output was lost."""
+    nb = _correct_with("entropy", "")
+    at = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.startswith("def entropy("))
+    nb.cells[at:at] = [nbformat.v4.new_code_cell("'w' * 90_000"), nbformat.v4.new_code_cell("'v' * 300_000")]
+    long_value = _number_of(nb, "'v' * 300_000")
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=20, max_output_bytes=100_000)
+    assert run.notes == [f"cell {long_value} printed more than 100,000 characters of output "
+                         "by itself (--max-output) and was stopped there: print less in it"], run.notes
+    assert run.results["q1"][0] == "passed" and run.results["q2"][0] == "passed", run
+
+
 def test_a_learners_tee_of_stdout_counts_each_print_once_without_ipythons_tee(monkeypatch):
     """No kernel, IPython 8's way (no per-cell tee of write): a learner's `sys.stdout = Tee(sys.stdout, 'log.txt')`
     had both its own write and the kernel's stream's capped, and a print of 60 characters at a cap of 100 was stopped

@@ -278,7 +278,8 @@ def _cap_streams(cap: dict) -> None:
 
 
 def _capped_publish(publish, cap: dict):
-    """``publish`` (the display publisher's bound method, which ``display()`` calls) counted against the same cap as
+    """``publish`` (the display publisher's bound method, which ``display()`` calls, or the displayhook's
+    ``write_format_data``, which sends a cell's last value: the same arguments) counted against the same cap as
     the streams' writes: what the main thread displays while ``cap`` is on counts the characters of each
     representation but its images (a plot counts its text line, "<Figure size 640x480 with 1 Axes>"; the grader's
     client cuts what it stores). An update of a display (``handle.update(...)``) replaces it, and is not counted. A
@@ -309,8 +310,9 @@ def _capped_publish(publish, cap: dict):
 
 def cap_output(limit: int) -> None:
     """From now on, count the output of each cell (from its start: IPython's ``pre_run_cell``) to the kernel's own
-    stdout and stderr (those of now) and through ``display()`` (:func:`_capped_publish`), and stop a learner's cell
-    that prints more than ``limit`` characters by itself (:class:`OutputLimitExceeded`). The cap is on only while a
+    stdout and stderr (those of now), through ``display()`` and as the value of a cell's last line (the shell's
+    displayhook; both :func:`_capped_publish`), and stop a learner's cell that prints more than ``limit`` characters
+    by itself (:class:`OutputLimitExceeded`). The cap is on only while a
     cell's code runs (``post_execute`` turns it off, before IPython's own hooks and the kernel's reply), and never for
     the grader's own cells (:data:`GRADER_CELL`). Its state lives on the kernel's shell, not in this module, which a
     learner's cell can make Python import anew."""
@@ -324,6 +326,7 @@ def cap_output(limit: int) -> None:
     def before(info) -> None:
         _cap_streams(cap)  # at each cell: IPython 9 wraps write (its history's tee) anew for each cell
         _wrap_once(getattr(shell, "display_pub", None), "publish", cap, _capped_publish)  # display()
+        _wrap_once(getattr(shell, "displayhook", None), "write_format_data", cap, _capped_publish)  # a last value
         cap["count"], cap["on"] = 0, GRADER_CELL not in str(getattr(info, "raw_cell", "") or "")
 
     def after() -> None:
