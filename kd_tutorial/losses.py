@@ -250,13 +250,22 @@ def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor, attenti
     return _masked_row_kl(log_p, log_q, attention_mask)
 
 
+@contextlib.contextmanager
 def _fp32(device: torch.device):
-    """A region with autocast off on ``device``; no context where torch has no autocast for it at all (torch before
-    2.5 refuses even a disabled autocast on Apple's MPS, where none can be on)."""
+    """A region of full fp32 on ``device``: autocast off (none where torch has no autocast for it at all: torch
+    before 2.5 refuses even a disabled one on Apple's MPS), and fp32 matmuls without TF32, which the training loop
+    turns on from CUDA capability 8.0 and which keeps 10 bits of mantissa (the flag is global; it is put back)."""
     try:
-        return torch.autocast(device_type=device.type, enabled=False)
+        no_autocast = torch.autocast(device_type=device.type, enabled=False)
     except RuntimeError:  # "User specified an unsupported autocast device_type 'mps'"
-        return contextlib.nullcontext()
+        no_autocast = contextlib.nullcontext()
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with no_autocast:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def _relation_log_probs(values: torch.Tensor, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:

@@ -464,3 +464,28 @@ def test_intermediate_terms_default_to_the_uniform_mapping_and_two_relation_head
     assert Intermediate().mapping == "uniform" and Intermediate().relation_heads == 2
     specs = [r.intermediate for r in RECIPES.values() if r.intermediate is not None]
     assert {s.mapping for s in specs} == {"uniform"} and {s.relation_heads for s in specs} == {2}
+
+
+def test_value_relations_are_scored_without_tf32_and_the_flag_is_put_back():
+    """The relation scores of near-equal rows need full fp32: the training loop turns TF32 on for fp32 matmuls from
+    CUDA capability 8.0 (A100, H100), and the scores were computed with it there. Seen from the CPU through the
+    global flag at the moment of each matrix product; the flag is restored after, as the loop set it."""
+    from torch.overrides import TorchFunctionMode
+
+    seen = []
+
+    class FlagAtEachProduct(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("matmul", "__matmul__", "bmm"):
+                seen.append(torch.backends.cuda.matmul.allow_tf32)
+            return func(*args, **(kwargs or {}))
+    s, mask = padded(0, [3, 5], 8)
+    t, _ = padded(1, [3, 5], 8)
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # as device.configure sets it on an A100
+    try:
+        with FlagAtEachProduct():
+            losses.value_relation_kl(s, t, mask, 2)
+        assert seen == [False, False] and torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
