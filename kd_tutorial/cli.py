@@ -92,7 +92,8 @@ def _check_inputs(args, profile, data: bool = True, recipes=None) -> None:
     if getattr(args, "out", None):
         check_teacher_outside(named, args.out)
     # a Hub teacher not cached yet: its config.json is read when the run starts, before its weights download
-    check_teacher_shape(profile, teacher, recipes or _recipes(getattr(args, "recipes", None)), ask_hub=False)
+    check_teacher_shape(profile, teacher, recipes or _recipes(getattr(args, "recipes", None)), ask_hub=False,
+                        init=getattr(args, "init", None) or "pretrained")
 
 
 def _check_data_folder(data_dir: str | None, *, has_set: bool = True) -> None:

@@ -185,7 +185,7 @@ def _load_fp32(source: str, name_or_path: str, config, role: str, **kwargs):
     except RuntimeError as err:
         if "mismatched" not in str(err) and "size mismatch" not in str(err):
             raise
-        raise _head_error(name_or_path, role, config.num_labels) from err
+        raise head_error(name_or_path, role, config.num_labels) from err
 
 
 def _copy_layer_weights(student, teacher, layer_map: list[int], head: bool) -> None:
@@ -271,12 +271,18 @@ def _bert_config(source: str, name_or_path: str, role: str, num_labels: int = 2,
 def _check_head(config, name_or_path: str, role: str, num_labels: int) -> None:
     """A one-line ModelSourceError for a sequence classifier saved with another number of classes than
     ``num_labels`` (from_pretrained would stop on the head's shape, after a table of mismatched weights)."""
+    found = head_classes(config)
+    if found is not None and found != num_labels:
+        raise head_error(name_or_path, role, num_labels, found)
+
+
+def head_classes(config) -> int | None:
+    """The number of classes of the sequence classifier a config was saved with; None for a model without one."""
     classifier = any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or ())
-    if classifier and config.num_labels != num_labels:
-        raise _head_error(name_or_path, role, num_labels, config.num_labels)
+    return config.num_labels if classifier else None
 
 
-def _head_error(name_or_path: str, role: str, num_labels: int, found: int | None = None) -> errors.ModelSourceError:
+def head_error(name_or_path: str, role: str, num_labels: int, found: int | None = None) -> errors.ModelSourceError:
     """The one line for a classification head of another number of classes than the ``num_labels`` needed."""
     has = f"a {found}-class head" if found else "a classification head of another number of classes"
     return errors.ModelSourceError(

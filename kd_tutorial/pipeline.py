@@ -37,7 +37,8 @@ from .evaluate import (choice_key, compare, compare_paired, correct_matrix, pred
                        teacher_share)
 from .layer_maps import describe as describe_mapping, layer_mapping
 from .models import (DistillationStudent, TINY_TEACHER, build_student, cached_config, check_positions,
-                     check_student_tokenizer, fallback_for, fold_word_embeddings, teacher_config)
+                     check_student_tokenizer, fallback_for, fold_word_embeddings, head_classes, head_error,
+                     teacher_config)
 from .parallel import check_workers, default_workers, report_step, run_forked, worker_threads
 from .profiles import Profile, StudentSpec, TINY_BERT
 from .provenance import git_commit, versions
@@ -139,6 +140,7 @@ class TeacherShape(NamedTuple):
     positions: int
     width: int
     vocab: int | None = None  # its embedding's rows (None: the built-in teacher's, built for its tokenizer)
+    classes: int | None = None  # the classes of the classifier it was saved as (None: a base model, or built in)
 
 
 def teacher_shape(profile: Profile, teacher: str | None = None, *, ask_hub: bool = True) -> TeacherShape | None:
@@ -155,19 +157,22 @@ def teacher_shape(profile: Profile, teacher: str | None = None, *, ask_hub: bool
     if config is None or getattr(config, "model_type", None) != "bert":
         return None
     return TeacherShape(config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings,
-                        config.hidden_size, getattr(config, "vocab_size", None))
+                        config.hidden_size, getattr(config, "vocab_size", None), head_classes(config))
 
 
-def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *,
-                        ask_hub: bool = True) -> TeacherShape | None:
-    """Refuse, from the teacher's config alone (:func:`teacher_shape`), a ``max_length`` beyond its positions and
-    students it cannot teach (:func:`check_depths`, :func:`check_relation_heads`): before its weights download or
-    its fine-tuning, after which a refusal would waste them. Silent where the config cannot be read: loading the
-    teacher then says why. Returns the shape read (None: none)."""
+def check_teacher_shape(profile: Profile, teacher: str | None, runs=None, *, ask_hub: bool = True,
+                        init: str = "pretrained") -> TeacherShape | None:
+    """Refuse, from the teacher's config alone (:func:`teacher_shape`), a classifier of other than two classes
+    (unless ``init`` is ``"random"``, which loads no weight), a ``max_length`` beyond its positions and students it
+    cannot teach (:func:`check_depths`, :func:`check_relation_heads`): before its weights download or its
+    fine-tuning, after which a refusal would waste them. Silent where the config cannot be read: loading the teacher
+    then says why. Returns the shape read (None: none)."""
     name = teacher or profile.teacher
     shape = teacher_shape(profile, name, ask_hub=ask_hub)
     if shape is None:
         return None
+    if init != "random" and shape.classes not in (None, 2):  # the course's two classes, as load_teacher's
+        raise head_error(name, "teacher", 2, shape.classes)
     tiny = name == TINY_TEACHER
     check_positions(shape.positions, profile.max_length, "tiny teacher" if tiny else name)
     check_depths(profile, shape.layers, shape.heads, runs,
@@ -183,7 +188,7 @@ def _before_the_teacher(profile: Profile, *, data_dir, teacher, init: str, seed:
     """What a run refuses or says before its teacher is downloaded or fine-tuned: students deeper than the teacher
     (from its config), a ``student_labels`` beyond the training reviews, the data's notes, and a pretrained student
     whose own tokenizer numbers tokens otherwise than the teacher's (from the tokenizers alone)."""
-    shape = check_teacher_shape(profile, teacher, runs)
+    shape = check_teacher_shape(profile, teacher, runs, init=init)
     check_teacher_tokenizer(profile, teacher or profile.teacher, shape)  # before the data is tokenized with it
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     check_student_labels(profile, len(prep.encoded["train"]))

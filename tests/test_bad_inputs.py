@@ -558,6 +558,25 @@ def test_an_unknown_device(capsys, command):
     assert re.search(r"--device tpu is not a device the course runs on; available here: cpu", line)
 
 
+def test_a_teacher_of_three_classes_is_refused_before_the_estimate_and_the_out_folder(tmp_path, capsys):
+    """A 3-class sentiment BERT as --teacher printed the profile, the precision and an estimated time before its
+    refusal (when the pipeline loaded it): its config says so before any of them. --init random, which loads no
+    weight, takes it."""
+    from kd_tutorial import models, pipeline, profiles
+    models.load_teacher("tiny-bert", num_labels=3).save_pretrained(tmp_path / "three")
+    capsys.readouterr()
+    assert cli.main(["distill", "--profile", "tiny", "--teacher", str(tmp_path / "three"),
+                     "--out", str(tmp_path / "out")]) == 2
+    said = capsys.readouterr()
+    assert "estimated time" not in said.out and "precision" not in said.out, said.out
+    line = said.err.strip()
+    assert line.endswith("three has a 3-class head, and the course's teacher needs 2 classes: give a BERT with a "
+                         "2-class head, or none (a base checkpoint, such as bert-base-uncased)"), line
+    assert not (tmp_path / "out").exists()
+    tiny = profiles.get_profile("tiny")
+    assert pipeline.check_teacher_shape(tiny, str(tmp_path / "three"), init="random").classes == 3
+
+
 def test_check_device_accepts_what_this_machine_has():
     for device in cli.available_devices():
         assert cli.check_device(device) == device
