@@ -193,7 +193,7 @@ def _student_run(profile: Profile, spec: StudentSpec, recipe, rows: dict, per_re
     layers are not cached), validation."""
     steps = step_budget(profile, spec, n_rows)
     reviews = steps * getattr(profile, "effective_batch", profile.batch_size)  # batch_size x grad_accum
-    online = recipe.online_teacher and not reads_cached_layers(profile, recipe)
+    online = recipe.needs_token_internals and not reads_cached_layers(profile, recipe)
     return _phase({f"train:{spec.name}": 3 * reviews * per_review[spec.name],
                    "infer:teacher": reviews * per_review["teacher"] if online else 0.0,
                    f"infer:{spec.name}": validation_passes(profile, steps, spec)[1] * rows["validation"]

@@ -672,7 +672,7 @@ def _place(job: dict, states, into: dict | None = None) -> None:
         cached = states is not None and job["reads"] and job["layer_keys"] <= states.keys
     (job if into is None else into).update({
         "folder": job["finished"] or job["folders"][cached], "cached_layers": cached, "finished": job["finished"],
-        "online_teacher": job["recipe"].online_teacher and not cached})
+        "online_teacher": job["recipe"].needs_token_internals and not cached})
 
 
 def _train_side_by_side(jobs: list[dict], run, resume: bool, workers: int, progress: bool) -> dict:
@@ -787,7 +787,7 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
         model = (DistillationStudent(student, teacher.config.hidden_size) if spec_i is not None
                  and spec_i.needs_projection else student)
         rows, t_logits, t_cls = sets["augmented" if recipe.augment else "transfer" if recipe.transfer else "labelled"]
-        online = recipe.online_teacher and states is None
+        online = recipe.needs_token_internals and states is None
         seed_everything(config.seed)
         with _keeps_finished_run(desc, again):
             history = train(model, rows, config=config, val_data=prep.encoded["validation"],

@@ -103,9 +103,9 @@ class Recipe:
         return {"labels": "ce", "soft": "kd", "pseudo": "pseudo"}[self.targets]
 
     @property
-    def online_teacher(self) -> bool:
+    def needs_token_internals(self) -> bool:
         """True when a run of this recipe needs the teacher's per-token internals: the teacher at every step
-        (such runs cost the most) unless its layers are cached (:mod:`kd_tutorial.layer_cache`)."""
+        (an online teacher: such runs cost the most) unless its layers are cached (:mod:`kd_tutorial.layer_cache`)."""
         return self.intermediate is not None and self.intermediate.needs_token_internals
 
     def with_(self, **changes) -> "Recipe":

@@ -133,7 +133,7 @@ for name, spec in specs.items():
             model = DistillationStudent(student, width) if needs else student
             train_module.teacher_outputs = outputs
             start = time.perf_counter()
-            train(model, rows, config=config, teacher_logits=t_logits, teacher=teacher if recipe.online_teacher
+            train(model, rows, config=config, teacher_logits=t_logits, teacher=teacher if recipe.needs_token_internals
                   else None, device="cpu", progress=False)
             train_module.teacher_outputs = online_outputs
             seconds = (time.perf_counter() - start) / STEPS
