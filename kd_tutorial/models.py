@@ -500,13 +500,13 @@ class DistillationStudent(torch.nn.Module):
     distilled model is ``.student`` alone. Calling the wrapper calls the student.
     """
 
-    def __init__(self, student, teacher_width: int, layers: int | None = None):
+    def __init__(self, student, teacher_width: int):
         super().__init__()
         self.student = student
-        width = student.config.hidden_size
-        n = layers if layers is not None else student.config.num_hidden_layers
+        width, layers = student.config.hidden_size, student.config.num_hidden_layers
         self.projections = torch.nn.ModuleList(
-            torch.nn.Linear(width, teacher_width) if width != teacher_width else torch.nn.Identity() for _ in range(n))
+            torch.nn.Linear(width, teacher_width) if width != teacher_width else torch.nn.Identity()
+            for _ in range(layers))
 
     @property
     def config(self):

@@ -178,6 +178,8 @@ def test_the_distillation_wrapper_projects_only_when_widths_differ():
     same = models.DistillationStudent(models.compact_student(1, 64, 2, 64), teacher_width=64)
     assert all(isinstance(p, torch.nn.Identity) for p in same.projections)
     assert sum(p.numel() for p in same.projections.parameters()) == 0
+    deeper = models.DistillationStudent(models.compact_student(3, 32, 2, 64), teacher_width=64)
+    assert [(tuple(p.weight.shape), tuple(p.bias.shape)) for p in deeper.projections] == [((64, 32), (64,))] * 3
 
 
 def _summed(teacher, width=16):
