@@ -635,7 +635,7 @@ PROFILES: dict[str, Profile] = {
 
 
 # What changed in a preset after the seed that measured its time_budget_s, as {student: {field: value then}}: the
-# printed estimate scales that budget by the model arithmetic the changes add (cli.work_ratio against
+# printed estimate scales that budget by the model arithmetic the changes add (estimates.work_ratio against
 # timed_preset), until a seed of the preset as it stands is timed again.
 UNTIMED_CHANGES: dict[str, dict[str, dict]] = {}
 

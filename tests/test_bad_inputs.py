@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from kd_tutorial import cli, data
+from kd_tutorial import cli, data, estimates
 from kd_tutorial.errors import UsageError, UserError
 
 def error_line(capsys, *argv) -> str:
@@ -1107,7 +1107,7 @@ def test_a_students_own_evals_per_run_sets_its_validation_grid_and_keys_as_the_p
                                        "run (its own evals_per_run)\n")
     # the budget's seed was timed with the 30 passes (6f66fe0): 3 passes would be 27 fewer in each of 4 runs
     folder, three = dict(profiles.BUDGET_SOURCE["cpu"]), cpu.replace(students=(distil, plain))
-    assert cli.work_ratio(cpu, source=folder) == 1.0 and 0.9 < cli.work_ratio(three, source=folder) < 0.99
+    assert estimates.work_ratio(cpu, source=folder) == 1.0 and 0.9 < estimates.work_ratio(three, source=folder) < 0.99
     with pytest.raises(ProfileOverrideError) as err:
         StudentSpec("c", "compact", 1, hidden_size=8, num_heads=2, intermediate_size=16, evals_per_run=0)
     assert str(err.value) == "student c: evals_per_run=0: give a whole number >= 1, or None for the profile's"

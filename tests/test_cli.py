@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from kd_tutorial import cli, profiles
+from kd_tutorial import cli, estimates, profiles
 
 
 def run_cli(*args, env=None):
@@ -295,9 +295,9 @@ def test_a_change_since_the_timed_seed_scales_the_estimate_by_its_arithmetic(mon
     assert then.students[0] == now.students[0] and then.students[1] == dataclasses.replace(
         now.students[1], spare_reviews=False)
     assert profiles.timed_preset("tiny") == profiles.get_profile("tiny") and profiles.timed_preset("x") is None
-    ratio = cli.work_ratio(now, source=folder)
-    assert 1.2 < ratio < 1.4 and f"scaled by {cli.work_ratio(now):.2f}" in cli.estimate(now, "cpu")
-    assert cli.work_ratio(then, source=folder) == 1.0
+    ratio = estimates.work_ratio(now, source=folder)
+    assert 1.2 < ratio < 1.4 and f"scaled by {estimates.work_ratio(now):.2f}" in estimates.estimate(now, "cpu")
+    assert estimates.work_ratio(then, source=folder) == 1.0
 
 
 def test_a_data_folder_of_unknown_size_is_estimated_on_the_budgets_sizes(monkeypatch):
@@ -307,18 +307,19 @@ def test_a_data_folder_of_unknown_size_is_estimated_on_the_budgets_sizes(monkeyp
     it counts the data too: from the Hub the preset's own settings are scaled for the spare reviews."""
     from kd_tutorial import device
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budgets were measured on
-    monkeypatch.setattr(cli, "folder_rows", lambda folder: None)
+    monkeypatch.setattr(estimates, "folder_rows", lambda folder: None)
     cpu = profiles.timed_preset("cpu")  # the preset as it was timed (profiles.UNTIMED_CHANGES undone)
-    said = cli.estimate(cpu, "cpu", test_reviews=cli.test_reviews_of(cpu, "/csv"), data_dir="/csv")
+    said = estimates.estimate(cpu, "cpu", test_reviews=estimates.test_reviews_of(cpu, "/csv"), data_dir="/csv")
     assert "as measured" in said and "scaled by" not in said, said
     assert said.startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores "), said
     named = cpu.replace(data_source="/csv")  # the folder named by --set data_source=PATH, not --data-dir
-    assert "scaled by" not in cli.estimate(named, "cpu", test_reviews=cli.test_reviews_of(named, None))
+    assert "scaled by" not in estimates.estimate(named, "cpu", test_reviews=estimates.test_reviews_of(named, None))
     short = cpu.with_overrides(["max_length=128"])  # settings changed: scaled, on the budget's sizes
-    ratio = cli.work_ratio(short, source=profiles.BUDGET_SOURCE["cpu"])
-    assert ratio < 1.0 and f"scaled by {ratio:.2f}" in cli.estimate(short, "cpu", data_dir="/csv")
-    hub = cli.estimate(cpu, "cpu", test_reviews=25_000)
-    assert f"scaled by {cli.work_ratio(cpu):.2f}, the ratio of model arithmetic with these settings and data " in hub
+    ratio = estimates.work_ratio(short, source=profiles.BUDGET_SOURCE["cpu"])
+    assert ratio < 1.0 and f"scaled by {ratio:.2f}" in estimates.estimate(short, "cpu", data_dir="/csv")
+    hub = estimates.estimate(cpu, "cpu", test_reviews=25_000)
+    ratio = estimates.work_ratio(cpu)
+    assert f"scaled by {ratio:.2f}, the ratio of model arithmetic with these settings and data " in hub
 
 
 def test_the_cpu_fp32_factor_is_the_measured_ratio_of_the_students_steps():
@@ -340,7 +341,7 @@ def test_the_cpu_fp32_factor_is_the_measured_ratio_of_the_students_steps():
     plans = _budget_run()["students"]  # the steps the preset's runs take (compact-2L-H128's spare reviews included)
     steps = {s.name: len(s.recipes) * plans[s.name]["steps"] for s in cpu.students}
     factor = sum(steps[n] * fp32[n] for n in steps) / sum(steps[n] * bf16[n] for n in steps)
-    assert round(factor, 1) == cli.CPU_FP32_SLOWDOWN["cpu"]
+    assert round(factor, 1) == estimates.CPU_FP32_SLOWDOWN["cpu"]
     assert json.loads((records / "workers-step-cost-no-bf16.json").read_text())["rows"][0]["precision"] == "fp32"
 
 
@@ -354,15 +355,16 @@ def test_the_estimate_counts_the_preset_on_the_data_it_was_timed_on(monkeypatch)
     # (compact-2L-H128's steps, the teacher's pass over them): 21,400 spare train reviews there, the transfer set
     # being its unlabelled split, against 13,300 in a folder of IMDB's train split alone
     folder = dict(profiles.BUDGET_SOURCE["cpu"])  # the shared folder (its sizes: the budget test checks them)
-    assert cli.work_ratio(cpu, source=folder) == 1.0 < 1.1 < cli.work_ratio(cpu) < 1.2
-    said, ratio = cli.estimate(cpu, "cpu"), cli.work_ratio(cpu)
-    expected = round(cpu.time_budget_s * ratio + cli.evaluation_change(cpu, None, ratio)[0])
+    assert estimates.work_ratio(cpu, source=folder) == 1.0 < 1.1 < estimates.work_ratio(cpu) < 1.2
+    said, ratio = estimates.estimate(cpu, "cpu"), estimates.work_ratio(cpu)
+    expected = round(cpu.time_budget_s * ratio + estimates.evaluation_change(cpu, None, ratio)[0])
     assert said.startswith(f"about {expected / 60:.0f} minute(s) ") and f"scaled by {ratio:.2f}" in said
-    assert cli.work_ratio(cpu.with_overrides(["n_test=300"]), source=folder) == 1.0  # a folder of another size too:
-    assert cli.work_ratio(cpu, source=dict(folder, train=20_000)) < 1.0  # its spare reviews count
+    # a folder of another size too:
+    assert estimates.work_ratio(cpu.with_overrides(["n_test=300"]), source=folder) == 1.0
+    assert estimates.work_ratio(cpu, source=dict(folder, train=20_000)) < 1.0  # its spare reviews count
     # with the teacher online, its intermediate runs pay the teacher's forward pass at every step (the preset reads
     # the mapped layers from a cache written by the pass that gives the logits)
-    assert 1.3 < cli.work_ratio(cpu.replace(teacher_layers="online"), source=folder) < 1.6
+    assert 1.3 < estimates.work_ratio(cpu.replace(teacher_layers="online"), source=folder) < 1.6
 
 
 def test_the_printed_estimate_counts_the_seeds(monkeypatch):
@@ -372,79 +374,85 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     cpu = profiles.timed_preset("cpu")  # the preset as its budget was measured: its own work ratio is 1
     # as if the budget had been timed on the Hub's sizes: how settings and test reviews scale it
     monkeypatch.delitem(profiles.BUDGET_SOURCE, "cpu")
-    assert cli.estimate(cpu, "cpu").startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores ")
+    assert estimates.estimate(cpu, "cpu").startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores ")
     # its evaluation grows with the test split: the Hub's whole 25,000 reviews, or a data folder's (size unknown)
     seconds, measured = cpu.budget_evaluation
-    assert (cli.test_reviews_of(cpu, None), cli.test_reviews_of(cpu, "/data")) == (25_000, None)
-    assert cli.test_reviews_of(cpu.replace(n_test=2000), None) == cli.test_reviews_of(cpu.replace(n_test=2000), "d")
-    hub = cli.estimate(cpu, "cpu", test_reviews=25_000)
+    assert (estimates.test_reviews_of(cpu, None), estimates.test_reviews_of(cpu, "/data")) == (25_000, None)
+    two_thousand = cpu.replace(n_test=2000)
+    assert estimates.test_reviews_of(two_thousand, None) == estimates.test_reviews_of(two_thousand, "d")
+    hub = estimates.estimate(cpu, "cpu", test_reviews=25_000)
     longer = cpu.time_budget_s + seconds * (25_000 / measured - 1)
     assert hub.startswith(f"about {longer / 60:.0f} minute(s) on 2 CPU cores for one seed, "
                           "evaluating up to 25,000 test")
     assert longer / 60 > cpu.time_budget_s / 60 + 20  # the Hub's test split is five times the measured one
-    assert f"evaluating {measured:,} test reviews as measured" in cli.estimate(cpu, "cpu")
+    assert f"evaluating {measured:,} test reviews as measured" in estimates.estimate(cpu, "cpu")
     # the CPU estimate is the profile's own measured budget, whatever it is (minutes, or seconds under one)
     for budget, said in ((1200, "about 20 minute(s) "), (300, "about 5 minute(s) "), (45, "about 45 s ")):
-        assert cli.estimate(cpu.replace(time_budget_s=budget), "cpu").startswith(said), budget
+        assert estimates.estimate(cpu.replace(time_budget_s=budget), "cpu").startswith(said), budget
     # several seeds: their total too, each further seed repeating the students' runs and their evaluation (the
     # default cpu command runs three, and printed one seed's time alone)
-    three, one = cli.estimate(cpu, "cpu", 3), cli.estimate(cpu, "cpu")
+    three, one = estimates.estimate(cpu, "cpu", 3), estimates.estimate(cpu, "cpu")
     assert three.startswith(one) and "each of the 2 further seed(s) retrains only the students" in three
-    seeds = cli.seeds_ratio(cpu, 3)
-    assert 1 + 2 * 0.5 < seeds < 1 + 2 * 0.8 and cli.seeds_ratio(cpu, 1) == 1.0  # the teacher is trained once
+    seeds = estimates.seeds_ratio(cpu, 3)
+    assert 1 + 2 * 0.5 < seeds < 1 + 2 * 0.8 and estimates.seeds_ratio(cpu, 1) == 1.0  # the teacher is trained once
     assert f"; about {round(cpu.time_budget_s) * seeds / 60:.0f} minute(s) for the 3 seeds; " in three
-    assert cli.seeds_ratio(cpu, 3, runs=["baseline"]) < seeds  # one run a student: the teacher weighs more
+    assert estimates.seeds_ratio(cpu, 3, runs=["baseline"]) < seeds  # one run a student: the teacher weighs more
     unknown = cpu.with_overrides(["teacher='prajjwal1/bert-small'"])  # sizes the FLOP counter cannot tell
-    assert cli.seeds_ratio(unknown, 3) is None and " for the 3 seeds" not in cli.estimate(unknown, "cpu", 3)
-    assert "each of the 2 further seed(s)" in cli.estimate(unknown, "cpu", 3)
+    assert estimates.seeds_ratio(unknown, 3) is None and " for the 3 seeds" not in estimates.estimate(unknown, "cpu", 3)
+    assert "each of the 2 further seed(s)" in estimates.estimate(unknown, "cpu", 3)
     # changed settings scale the measured budget by the model arithmetic they change (time_budget_s does not)
-    assert cli.work_ratio(cpu) == cli.work_ratio(cpu.replace(time_budget_s=5)) == 1.0
-    half = cli.work_ratio(cpu.with_overrides(["max_length=128"]))
+    assert estimates.work_ratio(cpu) == estimates.work_ratio(cpu.replace(time_budget_s=5)) == 1.0
+    half = estimates.work_ratio(cpu.with_overrides(["max_length=128"]))
     assert 0.4 < half < 0.75  # attention is quadratic, the rest linear: a bit more than half the tokens' share
-    assert "scaled by" in cli.estimate(cpu.with_overrides(["max_length=128"]), "cpu")
-    assert cli.work_ratio(cpu, runs=["baseline"]) < 1.0 < cli.work_ratio(cpu, runs=cli._recipes(["all"]))
-    assert cli.work_ratio(cpu.with_overrides(["n_test=300"])) == 1.0  # evaluation is the data folder's, not counted
+    assert "scaled by" in estimates.estimate(cpu.with_overrides(["max_length=128"]), "cpu")
+    assert estimates.work_ratio(cpu, runs=["baseline"]) < 1.0 < estimates.work_ratio(cpu, runs=cli._recipes(["all"]))
+    # evaluation is the data folder's, not counted
+    assert estimates.work_ratio(cpu.with_overrides(["n_test=300"])) == 1.0
     # the evaluation scales with what a review costs too: shorter reviews at 25,000 were charged the preset's cost
     short = cpu.with_overrides(["max_length=64"])
-    ratio, per_review = cli.work_ratio(short), cli.evaluation_ratio(short)
-    assert 0.2 < per_review < 0.4 and cli.evaluation_ratio(cpu.with_overrides(["n_test=300"])) == 1.0
+    ratio, per_review = estimates.work_ratio(short), estimates.evaluation_ratio(short)
+    assert 0.2 < per_review < 0.4 and estimates.evaluation_ratio(cpu.with_overrides(["n_test=300"])) == 1.0
     expected = (cpu.time_budget_s - seconds) * ratio + seconds * per_review * 25_000 / measured
-    assert cli.estimate(short, "cpu", test_reviews=25_000).startswith(f"about {expected / 60:.0f} minute(s) ")
+    assert estimates.estimate(short, "cpu", test_reviews=25_000).startswith(f"about {expected / 60:.0f} minute(s) ")
     # sizes the FLOP counter cannot tell leave the budget as measured, rather than stop the run
-    assert cli.work_ratio(cpu.with_overrides(["teacher='prajjwal1/bert-small'"])) == 1.0
+    assert estimates.work_ratio(cpu.with_overrides(["teacher='prajjwal1/bert-small'"])) == 1.0
     narrow = get_profile("tiny").with_overrides(["teacher_config={'hidden_size': 32, 'num_attention_heads': 2}"])
-    assert cli.work_ratio(narrow) < 1.0  # a partial config is laid over TINY_BERT, as the teacher is built
+    assert estimates.work_ratio(narrow) < 1.0  # a partial config is laid over TINY_BERT, as the teacher is built
     # fp32 asked for on a CPU with bf16 units: the precision's own slowdown, measured on such a CPU, and why
-    fp32 = cli.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
-    assert fp32.startswith("about 40 minute(s) ") and cli.BF16_CPU_FP32_SLOWDOWN["cpu"] == 2.0
+    fp32 = estimates.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
+    assert fp32.startswith("about 40 minute(s) ") and estimates.BF16_CPU_FP32_SLOWDOWN["cpu"] == 2.0
     assert "since precision=fp32: one step of this profile's student took 2.0x its bf16 time" in fp32
-    assert cli.estimate(get_profile("tiny").replace(precision="fp32"), "cpu").startswith("about 1 minute(s) ")
-    assert cli.cpu_slowdown(get_profile("tiny").replace(precision="fp32"), "cpu") == (1.0, "")  # not measured
-    assert cli.cpu_slowdown(cpu, "mps") == cli.cpu_slowdown(cpu, "cuda") == (1.0, "")
+    assert estimates.estimate(get_profile("tiny").replace(precision="fp32"), "cpu").startswith("about 1 minute(s) ")
+    assert estimates.cpu_slowdown(get_profile("tiny").replace(precision="fp32"), "cpu") == (1.0, "")  # not measured
+    assert estimates.cpu_slowdown(cpu, "mps") == estimates.cpu_slowdown(cpu, "cuda") == (1.0, "")
     # a CPU without bf16 units runs fp32: the measured slowdown, said, for the profiles it was measured on
     monkeypatch.setattr(device, "bf16_supported", lambda name: False)
-    slow = cli.estimate(cpu.replace(time_budget_s=1200), "cpu")
-    assert slow.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ")
-    assert f"this profile takes about {cli.CPU_FP32_SLOWDOWN['cpu']:.1f}x the time measured on a CPU with them" in slow
-    assert cli.CPU_FP32_SLOWDOWN["cpu"] > 1
+    slow = estimates.estimate(cpu.replace(time_budget_s=1200), "cpu")
+    assert slow.startswith(f"about {1200 * estimates.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ")
+    slower = estimates.CPU_FP32_SLOWDOWN['cpu']
+    assert f"this profile takes about {slower:.1f}x the time measured on a CPU with them" in slow
+    assert estimates.CPU_FP32_SLOWDOWN["cpu"] > 1
     assert "this CPU has no bf16 units" in slow
     # fp32 asked for on such a CPU: the same machine as the measurement, so the same factor
-    forced = cli.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
-    assert forced.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ") and "since precision=fp32: on 2 slower cores without bf16" in forced
-    emulated = cli.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu")  # no bf16 units: slower still
-    assert emulated.startswith(f"about {1200 * cli.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ") and "bf16, emulated here, is slower still" in emulated
-    assert cli.cpu_slowdown(get_profile("full"), "cpu") == (1.0, "")  # not measured on a CPU
-    assert "fp32" not in cli.estimate(get_profile("full").replace(time_budget_s=1200), "cpu")  # not measured
+    forced = estimates.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
+    assert forced.startswith(f"about {1200 * estimates.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ") and "since precision=fp32: on 2 slower cores without bf16" in forced
+    # no bf16 units: slower still
+    emulated = estimates.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu")
+    assert emulated.startswith(f"about {1200 * estimates.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ") and "bf16, emulated here, is slower still" in emulated
+    assert estimates.cpu_slowdown(get_profile("full"), "cpu") == (1.0, "")  # not measured on a CPU
+    assert "fp32" not in estimates.estimate(get_profile("full").replace(time_budget_s=1200), "cpu")  # not measured
     tiny = get_profile("tiny")
-    assert tiny.time_budget_s * cli.CPU_FP32_SLOWDOWN["tiny"] == 114  # the 60 s budget (47 s measured in bf16) x 1.9
-    assert cli.estimate(tiny, "cpu").startswith("about 2 minute(s) ")  # 88.8-90.5 s here (tuning/tiny-workers.json)
+    # the 60 s budget (47 s measured in bf16) x 1.9
+    assert tiny.time_budget_s * estimates.CPU_FP32_SLOWDOWN["tiny"] == 114
+    # 88.8-90.5 s here (tuning/tiny-workers.json)
+    assert estimates.estimate(tiny, "cpu").startswith("about 2 minute(s) ")
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
-    one, three = (cli.estimate(get_profile("full"), "cuda", n, gpu=h100) for n in (1, 3))
+    one, three = (estimates.estimate(get_profile("full"), "cuda", n, gpu=h100) for n in (1, 3))
     assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work
     assert "at 100 % of this NVIDIA H100 80GB HBM3's dense bf16 peak (989 TFLOP/s)" in one
-    every = cli.estimate(get_profile("full"), "cuda", gpu=h100, runs=cli._recipes(["all"]))
+    every = estimates.estimate(get_profile("full"), "cuda", gpu=h100, runs=cli._recipes(["all"]))
     assert float(every.split()[1]) > float(one.split()[1])  # --recipes all counted on a GPU too
-    t4 = cli.estimate(get_profile("full"), "cuda:0", gpu=("Tesla T4", "fp16"))
+    t4 = estimates.estimate(get_profile("full"), "cuda:0", gpu=("Tesla T4", "fp16"))
     assert "dense fp16 peak (65 TFLOP/s)" in t4 and float(t4.split()[1]) == float(one.split()[1])
 
 
@@ -567,7 +575,7 @@ def test_a_profile_never_timed_on_a_cpu_prints_no_cpu_minutes():
     measured); it now says so, with the model arithmetic it counts."""
     full = profiles.get_profile("full")
     assert full.time_budget_s is None
-    said = cli.estimate(full, "cpu")
+    said = estimates.estimate(full, "cpu")
     assert said.startswith("not measured on a CPU (the full profile is sized for a GPU): about ") and "minute" not in said
 
 
@@ -618,7 +626,7 @@ def test_hub_reachable_asks_the_mirror_that_hf_endpoint_names(monkeypatch):
 def test_the_cpu_estimate_of_full_with_a_teacher_of_unknown_size_is_one_line():
     """The FLOP counter knows no size for another Hub teacher: the estimate raised a traceback before the run."""
     full = profiles.get_profile("full").replace(teacher="org/unknown-bert")
-    assert cli.estimate(full, "cpu") == "not measured on a CPU (the full profile is sized for a GPU)"
+    assert estimates.estimate(full, "cpu") == "not measured on a CPU (the full profile is sized for a GPU)"
 
 
 def test_a_reader_that_leaves_the_pipe_is_not_reported_as_the_hub_unreachable():
@@ -652,7 +660,7 @@ def test_a_gpu_estimate_for_a_teacher_of_unknown_size_is_a_line_not_a_traceback(
     """`distill --profile full --set teacher=org/other-bert` on a GPU: the FLOP counter knows no size for it, and
     the estimate raised before the run started (only the CPU paths fell back)."""
     full = profiles.get_profile("full").replace(teacher="org/unknown-bert")
-    said = cli.estimate(full, "cuda", gpu=("NVIDIA H100 80GB HBM3", "bf16"))
+    said = estimates.estimate(full, "cuda", gpu=("NVIDIA H100 80GB HBM3", "bf16"))
     assert said == "not estimated: the size of teacher 'org/unknown-bert' is not known before it loads"
 
 

@@ -156,7 +156,7 @@ def test_projection_uses_a_measured_report_of_the_same_kind_of_gpu(tmp_path):
 def test_the_projection_takes_a_report_of_its_own_precision_and_profile_or_says_it_guesses(tmp_path):
     """The projection took the first report of the GPU, whatever it measured: `--set precision=fp32` projected at
     bf16's rates, and the cpu profile at the full profile's, with distil-3L at compact-2L-H128's rate, unsaid."""
-    from kd_tutorial.cli import _projection_text
+    from kd_tutorial.estimates import _projection_text
     cpu, h200 = get_profile("cpu"), "NVIDIA H200"
     env = {"device_name": h200, "precision": "bf16"}
     full_rates = {"train:teacher": 400e12, "infer:teacher": 500e12, "train:compact-2L-H128": 2e12,
@@ -186,19 +186,20 @@ def test_the_projection_takes_a_report_of_its_own_precision_and_profile_or_says_
 def test_fp32_on_a_gpu_with_tf32_matmuls_is_estimated_at_the_tf32_peak(monkeypatch):
     """configure() lets fp32 matmuls use TF32 from capability 8.0: the floor at the plain fp32 peak (67 TFLOP/s on
     an H200, against 494) came out longer than the run."""
-    from kd_tutorial import cli
-    monkeypatch.setattr(cli, "tf32_enabled", lambda device: True)
-    assert cli.matmul_precision("cuda", "fp32") == "tf32" and cli.matmul_precision("cuda", "bf16") == "bf16"
-    text = cli.estimate(get_profile("full"), "cuda", gpu=("NVIDIA H200", cli.matmul_precision("cuda", "fp32")))
+    from kd_tutorial import estimates
+    monkeypatch.setattr(estimates, "tf32_enabled", lambda device: True)
+    assert estimates.matmul_precision("cuda", "fp32") == "tf32" and estimates.matmul_precision("cuda", "bf16") == "bf16"
+    gpu = ("NVIDIA H200", estimates.matmul_precision("cuda", "fp32"))
+    text = estimates.estimate(get_profile("full"), "cuda", gpu=gpu)
     assert "dense tf32 peak (494 TFLOP/s)" in text
     assert text.endswith("; no benchmark report projects tf32 (`kd-tutorial benchmark` measures the precision auto "
                          "picks): leave precision to auto for a projection")  # not advice to write one more bf16 one
-    monkeypatch.setattr(cli, "tf32_enabled", lambda device: False)  # a T4, a V100: fp32 is fp32
-    assert cli.matmul_precision("cuda", "fp32") == "fp32"
+    monkeypatch.setattr(estimates, "tf32_enabled", lambda device: False)  # a T4, a V100: fp32 is fp32
+    assert estimates.matmul_precision("cuda", "fp32") == "fp32"
 
 
 def test_cli_estimate_on_a_gpu_prints_pflop_and_the_floor(monkeypatch, tmp_path):
-    from kd_tutorial.cli import estimate
+    from kd_tutorial.estimates import estimate
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
     monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)  # no measured report
     text = estimate(get_profile("full"), "cuda", gpu=h100)
@@ -243,20 +244,21 @@ def test_a_data_folders_sizes_replace_the_hubs_and_without_unlabelled_reviews_tr
     assert 120 <= len(carved.train) <= 120 + data.MOVIE_GUARD  # drops 30 fewer than estimated
     assert flops.estimate_profile(full, source=rows)["total_flops"] < flops.estimate_profile(full)["total_flops"] / 20
     assert data.folder_rows(tmp_path / "nowhere") is None
-    from kd_tutorial import cli
+    from kd_tutorial import estimates
     gpu = ("NVIDIA H200", "bf16")
-    assert "(on the data folder's reviews)" in cli.estimate(full, "cuda", gpu=gpu, data_dir=str(tmp_path))
-    assert cli.test_reviews_of(full.replace(n_test=1000), str(tmp_path)) == 90  # what the folder holds, not n_test
+    assert "(on the data folder's reviews)" in estimates.estimate(full, "cuda", gpu=gpu, data_dir=str(tmp_path))
+    # what the folder holds, not n_test
+    assert estimates.test_reviews_of(full.replace(n_test=1000), str(tmp_path)) == 90
     (tmp_path / "test.parquet").unlink()  # no test split: carved from train later, so the sizes cannot be told here
     assert data.folder_rows(tmp_path) is None
     assert "(on the Hub's IMDB sizes: the data folder's are not known before it is read)" in \
-        cli.estimate(full, "cuda", gpu=gpu, data_dir=str(tmp_path))
+        estimates.estimate(full, "cuda", gpu=gpu, data_dir=str(tmp_path))
 
 
 def test_a_gpu_without_its_own_report_gets_another_gpus_share_of_peak_said_to_be_a_guess(monkeypatch, tmp_path):
     """Before, a T4 learner saw only the floor at 100 % of its peak (40 min for `full`), where the H200 reached 8.6 %
     of its own: hours, not minutes. The share comes from a committed report's floor over its projection."""
-    from kd_tutorial.cli import estimate
+    from kd_tutorial.estimates import estimate
     monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)
     t4, full = ("Tesla T4", "fp16"), get_profile("full")
     assert "if it reaches" not in estimate(full, "cuda", gpu=t4)  # no report at all: the floor alone
@@ -274,7 +276,7 @@ def test_a_gpu_without_its_own_report_gets_another_gpus_share_of_peak_said_to_be
 def test_a_known_gpu_without_the_precisions_units_is_named_not_given_an_arbitrary_peak(monkeypatch, tmp_path):
     """Before, `--set precision=bf16` on a T4 printed "no dense peak known for Tesla T4" and a time at 100 TFLOP/s,
     above the T4's fp16 peak, for a precision it emulates."""
-    from kd_tutorial.cli import estimate
+    from kd_tutorial.estimates import estimate
     monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)
     text = estimate(get_profile("full"), "cuda", gpu=("Tesla T4", "bf16"))
     assert "Tesla T4 has no bf16 units: emulated, far slower than its fp16; leave precision to auto" in text
@@ -285,7 +287,7 @@ def test_a_known_gpu_without_the_precisions_units_is_named_not_given_an_arbitrar
 def test_a_report_in_the_artifact_cache_is_read_where_there_is_no_checkout(monkeypatch, tmp_path):
     """An install from pip or git (Colab's) has no docs/results: a GPU's report written there was never read back,
     though the estimate asked for one. The artifact cache's results folder is read too, and the advice names both."""
-    from kd_tutorial.cli import estimate
+    from kd_tutorial.estimates import estimate
     monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path / "no-checkout" / "docs" / "results")
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
     t4, full = ("Tesla T4", "fp16"), get_profile("full")
@@ -304,7 +306,7 @@ def test_a_report_in_the_artifact_cache_is_read_where_there_is_no_checkout(monke
 def test_a_report_with_a_bad_rate_is_skipped_by_the_estimate_and_said_so(monkeypatch, tmp_path, rates):
     """A review: a benchmark-*.json in $KD_TUTORIAL_HOME/results whose rate was "fast" made the estimate a TypeError
     (a list: AttributeError; nan: a nan projection), a traceback from `distill` on a matching GPU."""
-    from kd_tutorial.cli import estimate
+    from kd_tutorial.estimates import estimate
     monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path / "no-checkout")
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "results").mkdir(parents=True)
@@ -332,7 +334,7 @@ def test_report_checks_a_review_found_too_strict_or_too_loose(monkeypatch, tmp_p
     """A second review of the check: a student named "speedup" (a table under a number's name) refused a valid
     report; 400 digits typed into a number, or a device named by a number, were tracebacks (OverflowError,
     TypeError); negative seconds passed; and a bad report went unmentioned where another report was used."""
-    from kd_tutorial.cli import estimate
+    from kd_tutorial.estimates import estimate
     assert flops.report_problem({"phases": {"students": {"speedup": {"seconds": 5.6, "mfu": 0.1}}}}) == ""
     assert flops.report_problem({"phases": {"students": {"speedup": {"mfu": 10 ** 400}}}}) == \
         f"phases.students.speedup.mfu is {10 ** 400!r}, not a number"

@@ -230,28 +230,28 @@ def _number(text: str) -> int:
 
 def test_the_readmes_cpu_estimate_figures_are_those_distill_prints(monkeypatch):
     """The README's `cpu` row names the fp32 factor the estimate assumes, what it prints from the Hub and for three
-    seeds: all are cli's (they went stale together when the budget was timed again at 7c0b9ad: 2.2 to 2.0, 104 to 92 minutes)."""
-    from kd_tutorial import cli, device, profiles
+    seeds: all are the estimate's (they went stale together when the budget was timed again at 7c0b9ad: 2.2 to 2.0, 104 to 92 minutes)."""
+    from kd_tutorial import device, estimates, profiles
     from kd_tutorial.profiles import PROFILES
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budget was measured on
     readme = " ".join((ROOT / "README.md").read_text().split())
     factor = re.search(r"the estimate assumes ([\d.]+) times, from the students' steps", readme).group(1)
-    assert float(factor) == cli.CPU_FP32_SLOWDOWN["cpu"], factor
+    assert float(factor) == estimates.CPU_FP32_SLOWDOWN["cpu"], factor
     minutes = re.search(r"about 21k spare reviews against 13k: about (\d+) minutes\)", readme).group(1)
-    said = cli.estimate(PROFILES["cpu"], "cpu", test_reviews=cli.IMDB_TEST_REVIEWS)
+    said = estimates.estimate(PROFILES["cpu"], "cpu", test_reviews=estimates.IMDB_TEST_REVIEWS)
     assert said.startswith(f"about {minutes} minute(s) on 2 CPU cores for one seed, evaluating up to 25,000 "), said
     three = re.search(r"\(about (\d+) minutes for the three with the shared copy\)", readme).group(1)
     folder = dict(profiles.BUDGET_SOURCE["cpu"])  # the shared copy's sizes, as folder_rows reads them
-    monkeypatch.setattr(cli, "folder_rows", lambda path: folder)
-    said = cli.estimate(PROFILES["cpu"], "cpu", 3, test_reviews=folder["test"], data_dir="/shared/imdb")
+    monkeypatch.setattr(estimates, "folder_rows", lambda path: folder)
+    said = estimates.estimate(PROFILES["cpu"], "cpu", 3, test_reviews=folder["test"], data_dir="/shared/imdb")
     assert f"; about {three} minute(s) for the 3 seeds; " in said, said
 
 
 def test_the_gpu_records_present_cpu_estimate_is_the_one_distill_prints(monkeypatch, tmp_path):
     """docs/gpu/README.md said `distill --profile cpu` "now prints" 148 s on an H200: the figure of commit 2aa2428,
-    which compact-2L-H128's spare reviews have changed since. The figure it gives now is cli.estimate's."""
+    which compact-2L-H128's spare reviews have changed since. The figure it gives now is estimates.estimate's."""
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))  # no report there: the checkout's H200 record alone
-    from kd_tutorial.cli import estimate
+    from kd_tutorial.estimates import estimate
     from kd_tutorial.profiles import PROFILES
     said = estimate(PROFILES["cpu"], "cuda", gpu=("NVIDIA H200", "bf16"))
     minutes = re.search(r"about ([\d.]+ min) at the rates measured for the full profile's models in "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kd_tutorial import cli
+from kd_tutorial import cli, estimates
 
 
 def _cp1252_stdout(monkeypatch) -> io.BytesIO:
@@ -341,7 +341,7 @@ def test_the_estimate_on_a_mac_says_it_is_a_cpu_figure_not_a_measure_of_mps(tmp_
     monkeypatch.setattr(cli, "run_distill", lambda profile, **kwargs: {"plots": []})
     assert cli.main(["distill", "--profile", "tiny", "--out", str(tmp_path / "out"), "--quiet"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("device: "))
-    cpu = cli.estimate(cli.resolve_profile("tiny"), "cpu")
+    cpu = estimates.estimate(cli.resolve_profile("tiny"), "cpu")
     assert line == f"device: mps; estimated time: not measured on MPS (Apple's GPU); for comparison: {cpu}"
 
 

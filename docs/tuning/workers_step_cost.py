@@ -13,7 +13,7 @@ Run from the repository root on otherwise idle cores (by default the tiny and cp
     python docs/tuning/workers_step_cost.py [PROFILE ...] > docs/tuning/workers-step-cost.json
 Records: workers-step-cost.json (fp32, a CPU without bf16 units), workers-step-cost-bf16.json (the machine of the
 `cpu` profile's timed seed), workers-step-cost-no-bf16.json (`cpu` only, fp32, another CPU without bf16 units, at
-71ee8c0: the factor of `kd_tutorial.cli.CPU_FP32_SLOWDOWN`).
+71ee8c0: the factor of `kd_tutorial.estimates.CPU_FP32_SLOWDOWN`).
 """
 import json
 import multiprocessing
