@@ -65,6 +65,14 @@ def test_ex01_q1_wants_exactly_a_pair():
     assert_fails_with("ex01.q1", lambda *a: (*_attention(*a), None), "a pair (output, weights)")
 
 
+def test_ex01_q1_refuses_heads_of_a_fixed_width():
+    """head_dim = 4 written in, not H // num_heads: every case had heads 4 wide, and the answer passed "Correct!"."""
+    def fixed_head_dim(x, attention_mask, w_qkv, b_qkv, num_heads):
+        return _attention(x, attention_mask, w_qkv, b_qkv, x.shape[-1] // 4)
+    assert_fails_with("ex01.q1", fixed_head_dim, "the attention weights returned shape (2, 6, 4, 4), expected "
+                      "(2, 3, 4, 4)")
+
+
 # -- ex01.q2: parameters of a student configuration -----------------------------------------------------------
 def test_ex01_q2_quotes_the_case_and_both_counts_of_an_unknown_mistake():
     """type_vocab_size read from the teacher (every other setting from the overrides): 32 parameters too many in
