@@ -136,7 +136,7 @@ def test_ex09_q1_the_generic_message_quotes_the_batch_that_is_wrong_and_its_temp
     s, t, a, m, T = ex09._lm_cases()[2]
     expected = float(_lm_kd(s, t, a, m, T))
     assert_fails_with("ex09.q1", lambda s, t, a, m, T: _lm_kd(s, t, a, m, T) * (1.1 if T == 3.0 else 1.0),
-                      f"your loss is {1.1 * expected:.5f}", f"is {expected:.5f} (T = 3.0)")
+                      f"your loss is {1.1 * expected:.5f}", f"is {expected:.5f} (T = 3)")
 
 
 def test_ex09_q1_right_values_with_the_students_normaliser_detached_fail_on_the_gradient():

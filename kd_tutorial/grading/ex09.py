@@ -173,7 +173,7 @@ def _check_lm_kd(call):
         i = mismatch(got, expected)
         raise Wrong(diagnose(got, _q1_variants(cases)) or
                     f"your loss is {got[i]:.5f} on a batch where T^2 x the mean over counted targets of KL(teacher "
-                    f"|| student), the logits at t scored at token t + 1, is {expected[i]:.5f} (T = {cases[i][-1]})")
+                    f"|| student), the logits at t scored at token t + 1, is {expected[i]:.5f} (T = {cases[i][-1]:g})")
     s, t, a, m, T = cases[0]
     grad = student_gradient(call, s, t, a, m, T, student_name="student_logits", teacher_name="teacher_logits")
     if grad is None or not bool(torch.isfinite(grad).all()):
