@@ -653,8 +653,9 @@ def _parser(parser_class) -> argparse.ArgumentParser:
     parser.add_argument("--max-output", type=int, default=1_000_000, metavar="BYTES",
                         help="output kept per notebook, counted in characters, not bytes (default 1,000,000); a "
                         "learner's cell that prints or displays more than this by itself to the notebook (stdout, "
-                        "stderr, display()) is stopped there, with an error; images, updates of a display, a "
-                        "subprocess's or another thread's output, and output redirected elsewhere are not counted")
+                        "stderr, display(), its last value) is stopped there, with an error; images, updates of a "
+                        "display, a subprocess's or another thread's output, and output redirected elsewhere are not "
+                        "counted")
     return parser
 
 
