@@ -10,7 +10,7 @@ import numbers
 import statistics
 import time
 
-import numpy
+import numpy as np
 import torch
 
 from .bars import progress_bar
@@ -497,7 +497,7 @@ def _sign_flip_pmf(counts: list[int]) -> torch.Tensor:
     convolution of one dilated binomial pmf per magnitude (sums of positive terms: tails
     as small as 1e-300 keep their precision).
     """
-    pmf = numpy.ones(1)
+    pmf = np.ones(1)
     for k, n in enumerate(counts, start=1):
         if n == 0:
             continue
@@ -505,9 +505,9 @@ def _sign_flip_pmf(counts: list[int]) -> torch.Tensor:
         binomial = torch.exp(math.lgamma(n + 1) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1)
                              - n * math.log(2)).numpy()
         step = 2 * k  # B -> B + 1 moves the sum by 2k: each residue class of the sum convolves with the binomial
-        out = numpy.zeros(len(pmf) + step * n)
+        out = np.zeros(len(pmf) + step * n)
         for r in range(min(step, len(pmf))):  # direct sums, memory linear in n (conv1d's im2col took n^2: 10 GB)
-            out[r::step] = numpy.convolve(pmf[r::step], binomial)
+            out[r::step] = np.convolve(pmf[r::step], binomial)
         pmf = out
     return torch.from_numpy(pmf)
 
