@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .artifacts import data_key, prepare
+from .artifacts import data_key, prepare, teacher_tokenizer
 from .benchmark import LOOP_PAIRS, LOOP_STEPS, loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, HUB_DATASET, NAMED_SOURCES
 from .device import configure, pick_device, resolve_precision
@@ -185,10 +185,14 @@ def _read_data_folder(profile, args, seed: int) -> None:
     train split, missing columns) gives its one-line error with no estimate printed for nothing. So are the built-in
     reviews with the built-in teacher's tokenizer (a moment's work), so that a setting they cannot meet
     (``--set val_size=0``) is refused before the pipeline makes its --out folder; the Hub's IMDB, and a teacher whose
-    tokenizer may need the Hub, are left to the pipeline."""
+    tokenizer may need the Hub, are left to the pipeline. A teacher folder's tokenizer is loaded (it needs no Hub), so
+    that a folder without one is refused before the estimate too."""
     key = data_key(profile, args.data_dir)
-    if key not in NAMED_SOURCES or (key == "tiny" and (args.teacher or profile.teacher) == TINY_TEACHER):
+    teacher = args.teacher or profile.teacher
+    if key not in NAMED_SOURCES or (key == "tiny" and teacher == TINY_TEACHER):
         prepare(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, seed=seed)
+    elif teacher != TINY_TEACHER and Path(teacher).expanduser().is_dir():
+        teacher_tokenizer(profile, teacher)
 
 
 def _fit_device(profile, device: str, args):

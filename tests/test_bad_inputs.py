@@ -577,6 +577,22 @@ def test_a_teacher_of_three_classes_is_refused_before_the_estimate_and_the_out_f
     assert pipeline.check_teacher_shape(tiny, str(tmp_path / "three"), init="random").classes == 3
 
 
+def test_a_teacher_folder_without_a_tokenizer_is_refused_before_the_estimate(tmp_path, capsys):
+    """A model saved without its tokenizer, as --teacher of the tiny profile: the profile, the precision and an
+    estimated time printed before the refusal, which came when the pipeline tokenized the built-in reviews."""
+    from kd_tutorial import models
+    models.load_teacher("tiny-bert").save_pretrained(tmp_path / "bare")  # the weights, no tokenizer
+    capsys.readouterr()
+    assert cli.main(["distill", "--profile", "tiny", "--teacher", str(tmp_path / "bare"),
+                     "--out", str(tmp_path / "out")]) == 2
+    said = capsys.readouterr()
+    assert "estimated time" not in said.out, said.out
+    assert said.err.strip().endswith("holds no tokenizer that transformers can load (it loads with only the 5 special "
+                                     "tokens, so every word would be [UNK]): give a folder written by "
+                                     "save_pretrained() (vocab.txt or tokenizer.json)"), said.err
+    assert not (tmp_path / "out").exists()
+
+
 def test_check_device_accepts_what_this_machine_has():
     for device in cli.available_devices():
         assert cli.check_device(device) == device
@@ -1294,7 +1310,7 @@ def test_tiny_turns_the_hub_off_only_where_the_run_needs_nothing_from_it(tmp_pat
     monkeypatch.setattr(cli, "run_distill", run_distill)
     monkeypatch.setattr(cli, "estimate", lambda *a, **k: "")
     monkeypatch.setattr(cli, "hub_reachable", lambda: True)  # a machine with internet (this one has none)
-    (tmp_path / "teacher").mkdir()
+    data.get_tokenizer(None).save_pretrained(tmp_path / "teacher")  # a teacher folder: its tokenizer is read first
     for teacher, offline in ((None, "1"), (str(tmp_path / "teacher"), "1"), ("prajjwal1/bert-mini", None)):
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
             monkeypatch.delenv(name, raising=False)  # restored after the test
