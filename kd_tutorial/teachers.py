@@ -167,16 +167,16 @@ def check_given_teacher(folder: Path, model) -> None:
                         "ensure_teacher returns, or leave teacher_model out")
 
 
-def teacher_outputs(folder: Path) -> list[Path]:
+def files_from_the_teacher(folder: Path) -> list[Path]:
     """What ``folder`` holds that was computed from its teacher: logits, [CLS] states, layers and students."""
     found = [p for pattern in ("logits-*.pt", "cls-*.pt", "*.npy") for p in sorted(folder.glob(pattern))]
     return found + ([folder / "students"] if (folder / "students").exists() else [])
 
 
 def set_aside_outputs(folder: Path) -> Path | None:
-    """Move ``folder``'s outputs of a teacher that is gone (:func:`teacher_outputs`) into ``folder/stale-<time>-*``,
+    """Move ``folder``'s outputs of a teacher that is gone (:func:`files_from_the_teacher`) into ``folder/stale-<time>-*``,
     so that a different teacher never meets them, and say so; None when there were none. Nothing is deleted."""
-    outputs = teacher_outputs(folder)
+    outputs = files_from_the_teacher(folder)
     if not outputs:
         return None
     aside = move_aside(folder, outputs, "stale")

@@ -15,13 +15,13 @@ def test_a_retrained_teacher_keeps_an_identical_ones_outputs_and_sets_aside_anot
         recorded = json.loads((folder / "teacher.json").read_text())["weights"]
         assert recorded == teachers.weights_hash(teacher)
         (folder / "students" / "some-run").mkdir(parents=True)
-        outputs = sorted(p.name for p in teachers.teacher_outputs(folder))
+        outputs = sorted(p.name for p in teachers.files_from_the_teacher(folder))
         assert {"logits-train.pt", "logits-transfer.pt", "cls-train.pt", "students"} <= set(outputs)
 
         shutil.rmtree(folder / "teacher")  # as the advice for a corrupt teacher says: teacher.json stays
         _, _, info = teachers.ensure_teacher(profile, progress=False)
         assert info["status"] == "trained" and info["weights"] == recorded  # same seed, same threads
-        assert sorted(p.name for p in teachers.teacher_outputs(folder)) == outputs
+        assert sorted(p.name for p in teachers.files_from_the_teacher(folder)) == outputs
         assert not list(folder.glob("stale-*"))
 
         # the same, where the outputs came from a teacher with other weights (another thread count, say)
@@ -30,7 +30,7 @@ def test_a_retrained_teacher_keeps_an_identical_ones_outputs_and_sets_aside_anot
         shutil.rmtree(folder / "teacher")
         capsys.readouterr()
         teachers.ensure_teacher(profile, progress=False)
-        assert teachers.teacher_outputs(folder) == []
+        assert teachers.files_from_the_teacher(folder) == []
         [aside] = folder.glob("stale-*")
         assert sorted(p.name for p in aside.iterdir()) == outputs  # moved whole, nothing deleted
         assert torch.equal(torch.load(aside / "logits-train.pt"), logits["train"])
