@@ -181,14 +181,8 @@ def test_ex04_q4_refuses_data_with_a_class_the_teacher_lacks():
 
 # -- ex06.q1: measuring latency -------------------------------------------------------------------------------
 def latency_warmed_up_one_call_short(model, batch, sync=lambda: None, warmup=3, repeats=10):
-    for _ in range(warmup - 1):  # off by one: the last cold call is timed
-        model(**batch)
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        model(**batch)
-    sync()
-    return (time.perf_counter() - start) / repeats
+    # off by one: the last cold call is timed
+    return reference_solution("ex06.q1")(model, batch, sync, warmup - 1, repeats)
 
 
 def latency_of_the_fastest_run_one_warm_up_call_short(model, batch, sync=lambda: None, warmup=3, repeats=10):
@@ -231,24 +225,17 @@ def test_ex06_q1_accepts_each_call_timed_on_its_own_after_a_look_at_the_output()
 
 
 # -- ex06.q2: speed-ups -----------------------------------------------------------------------------------------
-def _measure_latency(model, batch, sync=lambda: None, warmup=3, repeats=10):
-    for _ in range(warmup):
-        model(**batch)
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        model(**batch)
-    sync()
-    return (time.perf_counter() - start) / repeats
+def _latency(model, batch, sync=lambda: None):
+    return reference_solution("ex06.q1")(model, batch, sync)
 
 
 def test_ex06_q2_says_the_student_was_never_called():
     assert_fails_with("ex06.q2", lambda t, s, make_batch, sizes, sync=lambda: None: {
-        b: _measure_latency(t, make_batch(b), sync) / _measure_latency(t, make_batch(b), sync) for b in sizes},
+        b: _latency(t, make_batch(b), sync) / _latency(t, make_batch(b), sync) for b in sizes},
         "the student was never called")
 
 
 def test_ex06_q2_names_a_zero_speed_up_from_a_teacher_timed_without_sync():
     assert_fails_with("ex06.q2", lambda t, s, make_batch, sizes, sync=lambda: None: {
-        b: _measure_latency(t, make_batch(b)) / _measure_latency(s, make_batch(b), sync) for b in sizes},
+        b: _latency(t, make_batch(b)) / _latency(s, make_batch(b), sync) for b in sizes},
         "a latency came out as 0 s")
