@@ -15,21 +15,13 @@ import pytest
 import torch
 
 from kd_tutorial.grading import registry
-from kd_tutorial.grading.core import FAILED, PASSED
+from kd_tutorial.grading.core import PASSED
 from test_grading_catalogue import _student, reference_solution
+from test_grading_review_fixes import assert_fails_with
 
 EXERCISES = {ex.key: ex for ex in registry.all_exercises()}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def assert_fails_with(key, fn, *fragments):
-    result = EXERCISES[key].grade(fn)
-    assert result.status == FAILED, result
-    for fragment in fragments:
-        assert fragment in result.message, result.message
-    assert "\n" not in result.message and len(result.message) < 300, result.message
-    return result.message
 
 
 # -- ex01.q1: multi-head attention -----------------------------------------------------------------------------

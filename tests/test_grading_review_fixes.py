@@ -31,6 +31,7 @@ def assert_fails_with(key, fn, *fragments):
     for fragment in fragments:
         assert fragment in result.message, result.message
     assert "\n" not in result.message and len(result.message) < 300, result.message
+    return result.message
 
 
 # -- what the learner wrote earlier in the same notebooks (the grader finds them in the notebook's namespace) -----
