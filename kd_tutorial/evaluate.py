@@ -95,10 +95,21 @@ def check_finite(logits: torch.Tensor, what: str = "logits", fix: str = FINITE_F
     return logits
 
 
+def _one_label_per_row(logits: torch.Tensor, labels, what: str) -> torch.Tensor:
+    """``labels`` as a tensor, refused in one line unless there is one per row of ``logits`` (torch would broadcast
+    one row against them all, or fail on a mask's shape)."""
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or len(labels) != len(logits):
+        raise ValueError(f"{what} needs one label per row of logits, got {len(logits):,} rows and "
+                         f"{len(labels) if labels.dim() == 1 else tuple(labels.shape)} labels: pass the labels of "
+                         "the split the logits were predicted on")
+    return labels
+
+
 def accuracy(logits: torch.Tensor, labels) -> float:
     """Fraction of rows whose arg-max class equals the label (rows labelled -1 are skipped)."""
     check_finite(logits)
-    labels = torch.as_tensor(labels)
+    labels = _one_label_per_row(logits, labels, "accuracy")
     mask = labels >= 0
     return float((logits.argmax(-1)[mask] == labels[mask]).float().mean())
 
@@ -116,12 +127,15 @@ def accuracy_interval(correct: int, n: int, z: float = statistics.NormalDist().i
 def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
     """Fraction of rows on which two models predict the same class (e.g. student and teacher)."""
     check_finite(logits_a), check_finite(logits_b)
+    if len(logits_a) != len(logits_b):
+        raise ValueError(f"agreement needs both models' logits on the same reviews, got {len(logits_a):,} vs "
+                         f"{len(logits_b):,} rows: predict both on the same split")
     return float((logits_a.argmax(-1) == logits_b.argmax(-1)).float().mean())
 
 
 def _labelled(logits: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows with a label: those labelled -1 (unlabelled, as transfer reviews) are left out, as in accuracy."""
-    labels = torch.as_tensor(labels)
+    labels = _one_label_per_row(logits, labels, "calibration")
     mask = labels >= 0
     return check_finite(logits)[mask], labels[mask]
 
@@ -384,6 +398,8 @@ def correct_matrix(logits_per_seed: list[torch.Tensor], labels) -> torch.Tensor:
     """``(seeds, N)`` booleans: whether each seed's model got each review right. Every review needs its label: a
     row labelled -1 (unlabelled) would count as wrong for both models of a comparison, so it is refused."""
     labels = torch.as_tensor(labels)
+    for z in logits_per_seed:
+        _one_label_per_row(z, labels, "correct_matrix")
     if (labels < 0).any():
         raise ValueError(f"{int((labels < 0).sum()):,} of {len(labels):,} reviews have no label (-1): compare models "
                          "on a labelled split (the test reviews, or validation)")
