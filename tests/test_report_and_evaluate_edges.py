@@ -311,3 +311,24 @@ def test_agreement_and_accuracy_refuse_logits_and_labels_of_different_reviews_in
     with pytest.raises(ValueError, match="correct_matrix needs one label per row"):
         evaluate.correct_matrix([teacher, teacher[:3]], labels)
     assert evaluate.accuracy(teacher, labels) == 1.0 and evaluate.agreement(teacher, 2 * teacher) == 1.0
+
+
+def test_a_summary_keeps_each_historys_best_step_and_bare_plot_names():
+    """The summary in docs/results keeps which validation pass a run kept (its best step), and is told apart from a
+    whole results.json by its plots being bare file names, not paths into a run's --out folder."""
+    history = {"steps": [{"loss": 1.0}], "evals": [{"step": 5, "val_acc": 0.8}], "best_step": 5, "seconds": 2.0}
+    kept = report.summary(_results() | {"histories": {"s kd": history}, "plots": ["runs/latest/curves.png"]})
+    assert kept["histories"]["s kd"]["best_step"] == 5 and kept["plots"] == ["curves.png"]
+    assert report.is_summary(kept)
+    assert not report.is_summary(kept | {"plots": ["runs/latest/curves.png"]})  # a whole results.json's paths
+
+
+def test_the_readme_block_lists_the_results_files_in_path_order_whatever_order_they_come_in(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nold\n{report.README_END}\nend\n", encoding="utf-8")
+    paths = [tmp_path / "b-cpu.json", tmp_path / "a-tiny.json"]
+    read = {str(paths[0]): _results(profile="cpu"), str(paths[1]): _results(profile="tiny")}
+    report.splice_readme(readme, paths, read=read)
+    text = readme.read_text(encoding="utf-8")
+    assert text.index("Profile `tiny`") < text.index("Profile `cpu`")
+    assert text.startswith(f"intro\n{report.README_START}\n") and text.endswith(f"{report.README_END}\nend\n")
