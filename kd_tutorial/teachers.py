@@ -223,15 +223,21 @@ def ensure_teacher_logits_on(profile: Profile, name: str, encoded, *, teacher_mo
                          teacher=teacher, init=init, seed=seed, device=device, progress=progress, encoded=encoded)
 
 
+def _split_of(prep, split: str):
+    """``prep``'s encoded ``split`` (the spare reviews tokenized on first need), refused in one line, naming the
+    splits it has, when it has no such split."""
+    if split == "spare":
+        prep.spare_rows()
+    if split not in prep.encoded:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(prep.encoded)}")
+    return prep.encoded[split]
+
+
 def _teacher_pass(profile: Profile, split: str, what: str, *, teacher_model, data_dir, teacher, init, seed,
                   device, progress, encoded=None) -> torch.Tensor:
     """Load ``what`` ("logits" or "cls") of ``split`` from the cache, or run the teacher once and store both."""
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
-    if split == "spare":
-        prep.spare_rows()  # tokenized on first need
-    if encoded is None and split not in prep.encoded:
-        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(prep.encoded)}")
-    encoded = prep.encoded[split] if encoded is None else encoded
+    encoded = _split_of(prep, split) if encoded is None else encoded  # given: reviews that are no split of prep's
     rows = len(encoded)
     path = _output_files(prep, split)
     width = 2 if what == "logits" else None  # the course's two classes
@@ -279,9 +285,7 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     cached.
     """
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
-    if split == "spare":
-        prep.spare_rows()  # tokenized on first need
-    encoded = prep.encoded[split]
+    encoded = _split_of(prep, split)
     paths = {key: layer_file(prep, key, split) for key in sorted(set(keys))}
     with locked(prep.directory):
         check_given_teacher(prep.directory, teacher_model)  # also when every layer is cached: they are its own
@@ -353,8 +357,7 @@ def missing_layer_bytes(profile: Profile, split: str, keys, *, teacher_model, da
                         teacher: str | None = None, init: str = "pretrained", seed: int = 0) -> int:
     """Bytes on disk that the layers ``keys`` of ``split`` not cached yet would take."""
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
-    if split == "spare":
-        prep.spare_rows()  # tokenized on first need
+    _split_of(prep, split)
     missing, shape = _missing_layers(prep, split, keys, teacher_model.config.hidden_size)
     return nbytes(*shape, missing)
 
