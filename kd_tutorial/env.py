@@ -202,10 +202,15 @@ def hub_reachable(timeout: float = 3.0) -> bool | None:
         return None  # the clients go through the proxy, where a direct socket may not: no verdict
     import socket
     from urllib.parse import urlparse
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
     try:
-        with socket.create_connection((url.hostname or "huggingface.co",
-                                       url.port or (80 if url.scheme == "http" else 443)), timeout=timeout):
+        port = url.port or (80 if url.scheme == "http" else 443)
+    except ValueError:  # "Port could not be cast to integer value", "Port out of range 0-65535"
+        raise UsageError(f"HF_ENDPOINT={endpoint} has no valid port: give the mirror's address as "
+                         "https://host or https://host:port, with a port from 1 to 65535") from None
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
             return True
     except OSError:
         return False
