@@ -244,7 +244,8 @@ def check_device(device: str) -> str:
     if (kind == "mps" and "mps" in have) or (kind == "cuda" and f"cuda:{index or 0}" in have):
         return device
     if kind not in ("cuda", "mps"):
-        why = "is not a device the course runs on"
+        why = "is not a device the course runs on" + (f" (its names are lower case: {device.lower()})"
+                                                       if device.lower() != device else "")
     elif kind == "mps":
         why = "needs Apple silicon with an MPS build of torch"
     elif any(d.startswith("cuda") for d in have):
