@@ -114,7 +114,7 @@ def run_gkd(teacher, student, rows: list[list[int]], word_tokenizer: WordTokeniz
     _check_models(teacher, student, word_tokenizer)
     _check_lengths(teacher, student, prompt_tokens, max_new_tokens)
     tokenizer = hf_tokenizer(word_tokenizer)
-    max_length = student.config.n_positions
+    max_length = min(_positions(student), _positions(teacher))  # what both read, as _check_lengths measured
     with tempfile.TemporaryDirectory() as scratch:
         collator = _right_padded(DataCollatorForChatML(tokenizer=tokenizer, max_length=max_length))
         with warnings.catch_warnings():  # transformers 5 warns about TrainingArguments fields GKDConfig sets
