@@ -46,6 +46,12 @@ def _names(n: int, class_names: Sequence[str] | None) -> list[str]:
     return [str(c) for c in class_names]
 
 
+def _check_highlight(highlight: int | None, n: int) -> None:
+    """Refuse a ``highlight`` that is no class index (drawing would leave every bar plain, as if none was given)."""
+    if highlight is not None and not 0 <= highlight < n:
+        raise ValueError(f"highlight={highlight}: give the index of one of the {n} classes")
+
+
 def plot_temperature(logits, temperature: float, class_names: Sequence[str] | None = None, ax=None,
                      highlight: int | None = None, title: str | None = None):
     """Bar chart of ``softmax(z / T)``; the uniform distribution ``1/C`` is drawn as a dashed line.
@@ -57,6 +63,7 @@ def plot_temperature(logits, temperature: float, class_names: Sequence[str] | No
 
     z = _as_logits(logits)
     names = _names(z.numel(), class_names)
+    _check_highlight(highlight, z.numel())
     p = softened(z, temperature)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
@@ -80,6 +87,8 @@ def plot_temperature_grid(logits, temperatures: Sequence[float] = (0.5, 1, 2, 5)
     import matplotlib.pyplot as plt
 
     temperatures = list(temperatures)
+    if not temperatures:
+        raise ValueError("plot_temperature_grid needs at least one temperature, e.g. temperatures=(0.5, 1, 2, 5)")
     fig, axes = plt.subplots(1, len(temperatures), figsize=(3.6 * len(temperatures), 3.6), sharey=True)
     axes = [axes] if len(temperatures) == 1 else list(axes)
     for ax, t in zip(axes, temperatures):
@@ -110,8 +119,7 @@ def temperature_explorer(logits, class_names: Sequence[str] | None = None, *, t_
     if not 0 < t_min <= value <= t_max:
         raise ValueError(f"need 0 < t_min <= value <= t_max, got {t_min}, {value}, {t_max}")
     _names(z.numel(), class_names)  # refused now, not inside the widget's first draw, where the error is hidden
-    if highlight is not None and not 0 <= highlight < z.numel():
-        raise ValueError(f"highlight={highlight}: give the index of one of the {z.numel()} classes")
+    _check_highlight(highlight, z.numel())
 
     def show(T: float) -> None:
         fig, ax = plt.subplots(figsize=(7, 3.5))

@@ -378,3 +378,16 @@ def test_run_gkd_pads_and_samples_to_the_positions_both_models_read(trl_parts, r
     lm_trl.run_gkd(short_teacher, student, rows, tok, steps=1, lr=1e-3, batch_size=4, prompt_tokens=2,
                    max_new_tokens=4)
     assert recorded_config["args"].max_length == 32
+
+
+@pytest.mark.parametrize("draw", ["plot_temperature", "plot_temperature_grid"])
+def test_the_static_plots_refuse_a_highlight_that_is_no_class_as_the_explorer_does(draw):
+    """They drew every bar plain, as if no class had been asked for (the explorer refused it)."""
+    args = (2.0,) if draw == "plot_temperature" else ()
+    with pytest.raises(ValueError, match=r"^highlight=2: give the index of one of the 2 classes$"):
+        getattr(widgets, draw)([0.0, 1.0], *args, highlight=2)
+
+
+def test_a_grid_of_no_temperatures_is_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"^plot_temperature_grid needs at least one temperature, e\.g\. "):
+        widgets.plot_temperature_grid([0.0, 1.0], ())  # matplotlib's "Number of columns must be a positive integer"
