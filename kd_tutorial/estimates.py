@@ -33,8 +33,14 @@ def _ratio_sizes(profile, data_dir: str | None) -> dict | None:
     ``--set data_source=PATH``); for a folder whose sizes cannot be told without reading it, those the budget was
     measured on (:data:`~kd_tutorial.profiles.BUDGET_SOURCE`, as its evaluation is taken to be:
     :func:`evaluation_change`), not the Hub's; None (the profile's own source) without one."""
-    folder = data_dir or (None if profile.data_source in NAMED_SOURCES else profile.data_source)
+    folder = _data_folder(profile, data_dir)
     return (folder_rows(folder) or BUDGET_SOURCE.get(profile.name)) if folder else None
+
+
+def _data_folder(profile, data_dir: str | None) -> str | None:
+    """The data folder a run reads: ``data_dir``, else the one the profile names (``--set data_source=PATH``); None
+    for a source read by name (the built-in reviews, the Hub's IMDB by either of its names)."""
+    return data_dir or (None if profile.data_source in NAMED_SOURCES else profile.data_source)
 
 
 def evaluation_ratio(profile, runs=None) -> float:
@@ -99,12 +105,13 @@ def test_reviews_of(profile, data_dir: str | None) -> int | None:
     a data folder's test split (its parquet metadata: :func:`kd_tutorial.data.folder_rows`), or of the whole of
     IMDB's for a profile that reads the Hub; ``n_test`` or None where the folder's size cannot be told (a few test
     reviews that are also train reviews are left out later, which this does not count)."""
-    if data_dir or profile.data_source != "hub":
-        rows = folder_rows(data_dir) if data_dir else None
-        if rows is None:
-            return profile.n_test
-        return min(profile.n_test or rows["test"], rows["test"])
-    return min(profile.n_test or IMDB_TEST_REVIEWS, IMDB_TEST_REVIEWS)
+    folder = _data_folder(profile, data_dir)
+    if folder:
+        rows = folder_rows(folder)
+        return profile.n_test if rows is None else min(profile.n_test or rows["test"], rows["test"])
+    if profile.data_source == "tiny":
+        return profile.n_test
+    return min(profile.n_test or IMDB_TEST_REVIEWS, IMDB_TEST_REVIEWS)  # the Hub's, by either of its names
 
 
 def cpu_slowdown(profile, device: str) -> tuple[float, str]:
