@@ -85,6 +85,9 @@ class Prepared:
         if Path(self.data_key).is_absolute():  # data_key resolves a folder's path; the named sources stay names
             profile, source = profile.replace(data_source="local folder"), "local folder"
         teacher = self.teacher_id or teacher_key(self.teacher_name)  # a preset's own is its name: keys stay
+        # the package that may stand in for this teacher, none for one set in place of a preset's: a folder filed
+        # when the preset's package stood in for any teacher is never found again under the teacher's own key
+        profile = profile.replace(teacher_fallback=fallback_for(profile, self.teacher_name))
         return profile.teacher_hash(source, teacher, self.init, self.seed, fingerprint, teacher=teacher)
 
     @property

@@ -244,8 +244,9 @@ def check_device(device: str) -> str:
     if (kind == "mps" and "mps" in have) or (kind == "cuda" and f"cuda:{index or 0}" in have):
         return device
     if kind not in ("cuda", "mps"):
-        why = "is not a device the course runs on" + (f" (its names are lower case: {device.lower()})"
-                                                       if device.lower() != device else "")
+        lower = device.lower()  # "CUDA", "Cpu": torch takes lower case alone ("GPU" is no device either way)
+        why = "is not a device the course runs on" + (f" (its names are lower case: {lower})" if lower != device
+                                                       and lower.partition(":")[0] in ("cpu", "cuda", "mps") else "")
     elif kind == "mps":
         why = "needs Apple silicon with an MPS build of torch"
     elif any(d.startswith("cuda") for d in have):

@@ -205,10 +205,12 @@ def hub_reachable(timeout: float = 3.0) -> bool | None:
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     url = urlparse(endpoint)
     try:
-        port = url.port or (80 if url.scheme == "http" else 443)
+        port = url.port if url.port is not None else (80 if url.scheme == "http" else 443)
     except ValueError:  # "Port could not be cast to integer value", "Port out of range 0-65535"
+        port = 0
+    if not port:
         raise UsageError(f"HF_ENDPOINT={endpoint} has no valid port: give the mirror's address as "
-                         "https://host or https://host:port, with a port from 1 to 65535") from None
+                         "https://host or https://host:port, with a port from 1 to 65535")
     try:
         with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
             return True

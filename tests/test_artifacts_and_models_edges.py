@@ -243,6 +243,21 @@ def test_a_teacher_set_with_set_never_becomes_the_presets_offline_copy(tmp_path,
     assert models.fallback_for(both, "org/x") == "pkg_of_x" and models.fallback_for(both, preset.teacher) is None
 
 
+def test_the_teachers_folder_is_keyed_by_the_package_that_may_stand_in_for_it_and_none_for_a_teacher_set():
+    """A folder filed when the cpu preset's offline package stood in for any teacher (``--set teacher=X`` offline
+    fine-tuned MiniLM as X) must not be found again as X's: a teacher set in place of the preset's keys as if the
+    profile had no package, whichever way it is named; the preset's own teacher keeps its key, package and all."""
+    cpu = get_profile("cpu")
+    encoded = {name: Encoded([[101, 1000 + i, 102]], torch.tensor([0]), name)
+               for i, name in enumerate(("train", "validation", "transfer", "test"))}
+
+    def folder(profile, teacher):
+        return artifacts.Prepared(profile, None, None, encoded, "hub", teacher, "pretrained", 0).directory
+    by_set = folder(cpu.replace(teacher="org/x"), "org/x")
+    assert by_set == folder(cpu.replace(teacher="org/x", teacher_fallback=None), "org/x") == folder(cpu, "org/x")
+    assert folder(cpu, cpu.teacher) != folder(cpu.replace(teacher_fallback=None), cpu.teacher)
+
+
 def test_spare_reviews_are_cut_to_the_profiles_max_length():
     """The spare train reviews are tokenized on first need, as the other splits are: cut to ``max_length``."""
     from kd_tutorial.data import get_tokenizer, Reviews

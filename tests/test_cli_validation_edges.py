@@ -115,11 +115,11 @@ def test_a_device_torch_knows_but_the_course_does_not_run_on_is_named_as_such(ma
         cli.check_device(device)
 
 
-@pytest.mark.parametrize("device", ["CUDA", "Cpu", "cuda:0 "])
+@pytest.mark.parametrize("device", ["CUDA", "Cpu", "cuda:0 ", "GPU"])
 def test_a_device_name_in_capitals_is_told_its_lower_case_spelling(machine, device):
     """torch refuses "CUDA" and "Cpu": the line said only that the course does not run on them."""
     machine("cuda:0")
-    lower = f" \\(its names are lower case: {device.lower()}\\)" if device.lower() != device else ""
+    lower = f" \\(its names are lower case: {device.lower()}\\)" if device in ("CUDA", "Cpu") else ""  # not "gpu"
     with pytest.raises(UsageError, match=rf"^--device {device} is not a device the course runs on{lower}; available "
                                          r"here: cpu, cuda:0: give one of them"):
         cli.check_device(device)

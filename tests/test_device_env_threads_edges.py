@@ -336,7 +336,8 @@ def test_quiet_keeps_a_users_own_verbosity_and_silences_an_imported_transformers
         transformers.logging.set_verbosity(before)
 
 
-@pytest.mark.parametrize("endpoint", ["https://hf-mirror.com:443x", "https://hf-mirror.com:99999"])
+@pytest.mark.parametrize("endpoint", ["https://hf-mirror.com:443x", "https://hf-mirror.com:99999",
+                                      "https://hf-mirror.com:0"])
 def test_a_mistyped_port_in_hf_endpoint_is_refused_in_one_line_naming_it(hub_flags, endpoint):
     import socket
     hub_flags.setattr(socket, "create_connection", lambda where, timeout: pytest.fail("no socket for a bad port"))
