@@ -350,3 +350,17 @@ def test_label_maps_with_a_gap_are_refused_and_a_placeholder_label2id_beside_nam
                                                              r"0..1: set config.id2label and config.label2id"):
         models.check_same_labels(named, model({0: "negative", 2: "positive"}, {}))
     models.check_same_labels(named, model({0: "negative", 1: "positive"}, {"LABEL_0": 0, "LABEL_1": 1}))
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_profiles_teacher_is_built_from_its_teacher_config_and_freezes_its_word_vectors_as_asked(freeze):
+    """``--set teacher_config={...}`` shapes the tiny teacher, and ``freeze_word_embeddings`` holds its word vectors
+    still during fine-tuning (and only them): a teacher built from the defaults, or trained with all its weights,
+    would be cached under the key of the settings asked for."""
+    profile = get_profile("tiny").replace(teacher_config={"num_hidden_layers": 1, "hidden_size": 16,
+                                                          "num_attention_heads": 2, "intermediate_size": 32},
+                                          freeze_word_embeddings=freeze)
+    teacher = models.teacher_for_profile(profile)
+    assert (teacher.config.num_hidden_layers, teacher.config.hidden_size) == (1, 16)
+    frozen = [name for name, p in teacher.named_parameters() if not p.requires_grad]
+    assert frozen == (["bert.embeddings.word_embeddings.weight"] if freeze else [])
