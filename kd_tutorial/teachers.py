@@ -174,8 +174,9 @@ def files_from_the_teacher(folder: Path) -> list[Path]:
 
 
 def set_aside_outputs(folder: Path) -> Path | None:
-    """Move ``folder``'s outputs of a teacher that is gone (:func:`files_from_the_teacher`) into ``folder/stale-<time>-*``,
-    so that a different teacher never meets them, and say so; None when there were none. Nothing is deleted."""
+    """Move ``folder``'s outputs of a teacher that is gone (:func:`files_from_the_teacher`) into
+    ``folder/stale-<time>-*``, so that a different teacher never meets them, and say so; None when there were none.
+    Nothing is deleted."""
     outputs = files_from_the_teacher(folder)
     if not outputs:
         return None

@@ -89,9 +89,9 @@ def test_a_teacher_whose_record_holds_no_weights_hash_is_still_told_from_another
 
 def test_any_model_is_the_teacher_of_a_folder_that_holds_none(tmp_path):
     """Nothing recorded, nothing to compare: a folder without teacher.json or teacher is no reason to refuse."""
-    teachers.check_given_teacher(tmp_path, _bert(1))
+    assert teachers.check_given_teacher(tmp_path, _bert(1)) is None  # no refusal
     (tmp_path / "teacher.json").write_text("{half a record")  # unreadable and no teacher beside it: none either
-    teachers.check_given_teacher(tmp_path, _bert(1))
+    assert teachers.check_given_teacher(tmp_path, _bert(1)) is None
 
 
 # ----------------------------------------------------------------------------- logits and [CLS] states
