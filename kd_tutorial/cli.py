@@ -305,13 +305,15 @@ def _recipes(names: list[str] | None) -> tuple[str, ...] | None:
 
 def cmd_env(args) -> int:
     """Print the environment report: readable ``key: value`` lines, or JSON with ``--json`` (alone on stdout).
-    Exit status 1, with one line on stderr, when a folder the run needs is unusable, or when the Hub is turned off
-    and a model or the dataset the profile needs is not cached (a workshop's room check can be a script)."""
+    Exit status 1, with one line on stderr, when a folder the run needs or ``$HF_ENDPOINT`` is unusable, or when the
+    Hub is turned off and a model or the dataset the profile needs is not cached (a workshop's room check can be a
+    script)."""
     quiet()
     profile = _profile(args, file=sys.stderr if args.json else None)
     report = environment_report(profile)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     unusable = ([HOME_ENV] if report.get("artifact_home_problem") else []) + \
+        (["HF_ENDPOINT"] if report.get("hub_problem") else []) + \
         (["versions"] if report.get("version_problem") else []) + \
         [name for name, status in report.get("needs", {}).items() if str(status).startswith("unusable")]
     offline = {True: offline_flags(), False: offline_flags(models_only=True)}  # is it the dataset: what turns it off

@@ -226,13 +226,17 @@ def environment_report(profile: Profile | None = None) -> dict:
     report = {"versions": versions(), "device": device, "profile": profile.name,
               "torch_threads": torch.get_num_threads(), "bf16": bf16_supported(device),
               "hub_offline": bool(offline_flags(models_only=True)), "offline_flags": offline_flags(models_only=True),
-              "hub_reachable": hub_reachable(),
+              "hub_reachable": None,
               "data_dir": os.environ.get("KD_TUTORIAL_DATA_DIR"), "data_source": profile.data_source,
               "cuda_build": torch.version.cuda}
     if device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name(0)
     report["precision"] = describe(device)
     report["needs"] = cache_status(profile, also=hub_models(profile.name))
+    try:
+        report["hub_reachable"] = hub_reachable()
+    except UsageError as err:  # a mistyped $HF_ENDPOINT: the report says so with its fix, as below, and env exits 1
+        report["hub_problem"] = str(err)
     try:
         check_versions()
     except UsageError as err:  # an old transformers left installed (Colab): the report says so, env exits 1
@@ -310,6 +314,7 @@ def _cache_lines(report: dict) -> list[tuple[str, str]]:
             f"run `kd-tutorial prefetch --profile {report.get('profile')}` where there is internet, then set "
             "HF_HUB_OFFLINE=1")
         hub = {True: "reachable", False: f"unreachable: {fetch}", None: "-"}[report.get("hub_reachable")]
+        hub = f"unusable: {report['hub_problem']}" if report.get("hub_problem") else hub
     problem = home_problem(report)
     cache = f"unusable: {problem}" if problem else \
         f"{report.get('artifact_home', '-')} (set KD_TUTORIAL_HOME to move it)"

@@ -347,3 +347,21 @@ def test_a_mistyped_port_in_hf_endpoint_is_refused_in_one_line_naming_it(hub_fla
     with pytest.raises(UsageError, match=rf"^HF_ENDPOINT={endpoint} has no valid port: give the mirror's address as "
                                          r"https://host or https://host:port, with a port from 1 to 65535$"):
         env.hub_reachable()  # urllib's ValueError, a traceback from `kd-tutorial env`, `prefetch` and `distill`
+
+
+def test_kd_tutorial_env_lists_a_mistyped_hf_endpoint_in_its_report_and_exits_1(hub_flags, capsys):
+    """The room check reports every problem with its fix, as it does an unusable cache folder, instead of stopping
+    at the first: the whole report is printed, the Hub's line names the fix, and one line on stderr names the
+    variable."""
+    from kd_tutorial import cli
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        hub_flags.delenv(name, raising=False)
+    hub_flags.setenv("HF_ENDPOINT", "https://hf-mirror.com:443x")
+    assert cli.main(["env", "--profile", "tiny"]) == 1
+    out, err = capsys.readouterr()
+    hub = [line for line in out.splitlines() if line.strip().startswith("Hugging Face Hub:")]
+    assert hub == ["  Hugging Face Hub: unusable: HF_ENDPOINT=https://hf-mirror.com:443x has no valid port: give the "
+                   "mirror's address as https://host or https://host:port, with a port from 1 to 65535"]
+    assert "torch threads:" in out and "tiny-bert:" in out  # the rest of the report is there too
+    assert err.splitlines() == ["kd-tutorial env: unusable: HF_ENDPOINT (see above for the fix)"]
+    assert env.environment_report(PROFILES["tiny"])["hub_problem"].startswith("HF_ENDPOINT=https://hf-mirror.com:443x")
