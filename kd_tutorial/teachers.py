@@ -229,8 +229,9 @@ def _split_of(prep, split: str):
     splits it has, when it has no such split."""
     if split == "spare":
         prep.spare_rows()
-    if split not in prep.encoded:
-        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(prep.encoded)}")
+    if split not in prep.encoded:  # spare is named before it is first tokenized too: the message never varies
+        names = list(prep.encoded) + ["spare"] * ("spare" not in prep.encoded)
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(names)}")
     return prep.encoded[split]
 
 
