@@ -364,3 +364,19 @@ def test_the_profiles_teacher_is_built_from_its_teacher_config_and_freezes_its_w
     assert (teacher.config.num_hidden_layers, teacher.config.hidden_size) == (1, 16)
     frozen = [name for name, p in teacher.named_parameters() if not p.requires_grad]
     assert frozen == (["bert.embeddings.word_embeddings.weight"] if freeze else [])
+
+
+def test_a_pretrained_student_folder_whose_weights_were_cut_short_gets_one_line(tmp_path):
+    """A half-copied --set pretrained= folder: safetensors' own error, not an OSError, is said in one line with the
+    fix, as for a teacher (untested before: re-raising it as a traceback failed no test)."""
+    from kd_tutorial.errors import ModelSourceError
+    folder = tmp_path / "student"
+    models.compact_student(2, 32, 2, vocab_size_=100, max_position_embeddings=64).save_pretrained(folder)
+    with open(folder / "model.safetensors", "r+b") as fh:
+        fh.truncate(1000)
+    with pytest.raises(ModelSourceError) as refused:
+        models.compact_student(2, 32, 2, pretrained=str(folder))
+    said = str(refused.value)
+    assert "\n" not in said and said.startswith(f"{folder} holds no student that transformers can load "
+                                                "(SafetensorError: "), said
+    assert said.endswith("give a folder written by save_pretrained() (config.json and model.safetensors)"), said
