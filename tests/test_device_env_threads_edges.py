@@ -365,3 +365,40 @@ def test_kd_tutorial_env_lists_a_mistyped_hf_endpoint_in_its_report_and_exits_1(
     assert "torch threads:" in out and "tiny-bert:" in out  # the rest of the report is there too
     assert err.splitlines() == ["kd-tutorial env: unusable: HF_ENDPOINT (see above for the fix)"]
     assert env.environment_report(PROFILES["tiny"])["hub_problem"].startswith("HF_ENDPOINT=https://hf-mirror.com:443x")
+
+
+# ----------------------------------------------------------------------------- survivors of the leftover mutants
+
+
+def test_setup_turns_the_hub_off_for_tiny_in_the_variables_the_libraries_read(hub_flags, capsys):
+    """The notebooks' header on ``tiny`` says "Hub: offline": the variables must say it too, or a later import of
+    transformers or datasets would ask the Hub (a room without Wi-Fi waits on each call's retries)."""
+    assert env.setup("tiny").offline is True
+    assert os.environ.get("HF_HUB_OFFLINE") == "1" and os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    assert env.offline_flags() == ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"]
+
+
+def test_full_as_the_default_is_advised_against_only_on_a_gpu():
+    """The advice names a GPU's cost; full on the CPU is a choice the user typed (the default there is tiny)."""
+    assert "full is sized for a data-centre GPU" in env.full_by_default(PROFILES["full"], "cuda")
+    assert env.full_by_default(PROFILES["full"], "cpu") is None
+    assert env.full_by_default(PROFILES["cpu"], "cuda") is None
+
+
+def test_the_report_says_where_the_data_comes_from():
+    lines = dict(env._profile_lines({"profile": "cpu", "data_dir": "/data/imdb", "data_source": "stanfordnlp/imdb"}))
+    assert lines["data"] == "/data/imdb (KD_TUTORIAL_DATA_DIR)"
+    lines = dict(env._profile_lines({"profile": "cpu", "data_source": "stanfordnlp/imdb"}))
+    assert lines["data"] == "stanfordnlp/imdb (the profile's)"
+
+
+def test_bf16_on_apples_gpu_is_not_refused_when_the_macos_version_cannot_be_read(monkeypatch):
+    """platform.mac_ver() answers "" where it cannot read the version: that is no proof of a macOS before 14."""
+    import platform
+    monkeypatch.setattr(platform, "mac_ver", lambda *a: ("", ("", "", ""), ""))
+    monkeypatch.setattr(torch, "__version__", "2.8.0")
+    assert dev.resolve_precision("mps", "bf16") == "bf16"
+    monkeypatch.setattr(platform, "mac_ver", lambda *a: ("13.6", ("", "", ""), "arm64"))
+    with pytest.raises(UsageError, match=r"^precision=bf16 on Apple's GPU \(MPS\) needs macOS 14 or newer "
+                                         r"\(this is macOS 13\.6\): use precision=fp16"):
+        dev.resolve_precision("mps", "bf16")
