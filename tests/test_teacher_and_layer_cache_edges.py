@@ -167,6 +167,14 @@ def test_logits_on_a_split_that_does_not_exist_name_the_splits(prep):
         prep.spare_rows()
 
 
+def test_the_layer_functions_tokenize_the_spare_reviews_on_first_need(prep):
+    """A spare-reviews student asks how much its spare layers take before anything tokenized those reviews: two
+    reviews of up to 3 tokens, one layer 4 wide, in bf16."""
+    assert "spare" not in prep.encoded
+    got = teachers.missing_layer_bytes(get_profile("tiny"), "spare", [("hidden", 1)], teacher_model=FAKE_TEACHER)
+    assert got == 2 * 3 * 4 * 2 and len(prep.encoded["spare"]) == 2
+
+
 @pytest.mark.parametrize("function", ["ensure_teacher_layers", "missing_layer_bytes"])
 def test_layers_on_a_split_that_does_not_exist_name_the_splits(prep, function):
     """ensure_teacher_logits answers ``unknown split 'val': choose one of ...``; its public sibling for the layers
