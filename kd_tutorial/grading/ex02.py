@@ -61,13 +61,14 @@ def _check_softmax(call):
     got, expected = got + list(out_big.values()), expected + [torch.softmax(big / T, -1) for T in out_big]
     i = mismatch(got, expected)  # quote an input where the answer differs, not one where it agrees
     z, row, want = _first_row_that_differs(cases[i][0], got[i], expected[i])
+    digits = next((d for d in range(3, 8) if _rounded(row, d) != _rounded(want, d)), 8)  # a near miss: more digits
     raise Wrong(f"your probabilities differ from softmax(z / T): for z = {_rounded(z)} and T = {cases[i][1]:g} you "
-                f"returned {_rounded(row)}, expected {_rounded(want)}")
+                f"returned {_rounded(row, digits)}, expected {_rounded(want, digits)}")
 
 
-def _rounded(values: torch.Tensor) -> list[float]:
-    """A short row for a message: its values to 3 decimals."""
-    return [round(float(v), 3) for v in values.reshape(-1)]
+def _rounded(values: torch.Tensor, digits: int = 3) -> list[float]:
+    """A short row for a message: its values to ``digits`` decimals."""
+    return [round(float(v), digits) for v in values.reshape(-1)]
 
 
 def _first_row_that_differs(logits: torch.Tensor, got: torch.Tensor, expected: torch.Tensor):

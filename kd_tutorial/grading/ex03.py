@@ -421,6 +421,7 @@ def _as_pair(value) -> tuple[float, float]:
 
 def _call_sweep(call, rows, default):
     """The learner's choice on ``rows``, with the two crashes this exercise's rows explain named."""
+    no_default = all(r["lead_ci"] is None for r in rows)  # read before the learner's code may change the rows
     try:
         return call(rows, default)
     except LearnerCrash as crash:
@@ -428,7 +429,7 @@ def _call_sweep(call, rows, default):
             raise Wrong("the rows hold no val_ci any more: each holds lead_ci, the paired interval of its lead over "
                         "the default (one accuracy's interval does not measure a difference): compare the best's "
                         "lead with the best's lead_ci") from None
-        if isinstance(crash.exc, TypeError) and all(r["lead_ci"] is None for r in rows):
+        if isinstance(crash.exc, TypeError) and no_default:
             raise Wrong(f"your function raised {crash} on a sweep without the default, where every lead_ci is None "
                         "(there is no lead to measure): check that the default is in the sweep first") from None
         raise
