@@ -306,8 +306,14 @@ def _num(x: Any) -> str:
     """One number, short: 4 significant digits for floats."""
     if isinstance(x, bool) or not isinstance(x, (int, float, complex)):
         return str(x)
+    if isinstance(x, int) and abs(x) < 10 ** 12:
+        return str(x)
+    if isinstance(x, int) and abs(x) >= 10 ** 300:  # past float's range, where "{:.4g}" raises OverflowError
+        digits = str(abs(x))
+        mantissa = f"{digits[0]}.{digits[1:4]}".rstrip("0").rstrip(".")  # as "{:.4g}" writes it: 1e+400, 1.5e+400
+        return f"{'-' * (x < 0)}{mantissa}e+{len(digits) - 1}"
     if isinstance(x, int):
-        return str(x) if abs(x) < 10 ** 12 else f"{x:.4g}"
+        return f"{x:.4g}"
     return f"{x:.4g}" if isinstance(x, float) else f"{x:.3g}"
 
 
@@ -390,7 +396,7 @@ def describe(value: Any, limit: int = 80) -> str:
     try:
         text = _describe(value)
     except Exception:  # noqa: BLE001 - a value that cannot even be described is named by its type
-        text = f"a {type(value).__name__}"
+        text = _a(type(value).__name__)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
