@@ -106,6 +106,22 @@ def test_cached_logits_are_read_without_loading_or_training_the_teacher(prep, mo
     assert torch.equal(teachers.ensure_teacher_logits(get_profile("tiny"), "validation", progress=False), planted)
 
 
+def test_logits_another_process_cached_while_this_one_waited_for_the_lock_are_read_not_computed(prep, monkeypatch):
+    """Two notebooks ask for the same logits at once: the one that waited on the folder's lock reads what the other
+    wrote, and does not run the teacher over the split again (nor rewrite the file students already read)."""
+    import contextlib
+    planted = torch.tensor([[0.5, -0.5], [1.0, 2.0]])
+
+    @contextlib.contextmanager
+    def the_other_finished_first(folder):
+        torch.save(planted, prep.split_file("logits", "validation"))
+        yield
+    monkeypatch.setattr(teachers, "locked", the_other_finished_first)
+    monkeypatch.setattr(teachers, "ensure_teacher", lambda *a, **k: (FAKE_TEACHER, None, None))
+    monkeypatch.setattr(teachers, "predict_logits", lambda *a, **k: pytest.fail("the teacher ran again"))
+    assert torch.equal(teachers.ensure_teacher_logits(get_profile("tiny"), "validation", progress=False), planted)
+
+
 def test_a_layer_pass_beside_cached_logits_writes_the_missing_cls_states_and_keeps_the_logits(prep, monkeypatch):
     """The pass that caches layers gives the [CLS] states too: missing, they are written (else another pass would
     compute them), while the logits already cached stay those that students trained on."""
