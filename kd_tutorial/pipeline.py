@@ -63,14 +63,17 @@ def check_depths(profile: Profile, teacher_layers: int, teacher_heads: int, runs
                  fix: str = "give a deeper teacher") -> None:
     """Refuse, in one line, a student whose layers map onto more teacher layers than there are: a layer-copied
     student (its ``layer_map`` included) or one with an intermediate recipe among ``runs`` that will run (one
-    that :func:`applicable` skips for this teacher maps nothing)."""
+    that :func:`applicable` skips for this teacher maps nothing; a ``skip`` mapping takes every second layer)."""
     for spec in profile.students:
-        needs = max(spec.layer_map) + 1 if spec.layer_map else spec.num_layers
-        maps = spec.kind == "distil" or any(r.intermediate is not None and applicable(r, spec, teacher_heads)
-                                            for r in student_recipes(profile, spec, runs))
-        if maps and needs > teacher_layers:
+        copies = (max(spec.layer_map) + 1 if spec.layer_map else spec.num_layers) if spec.kind == "distil" else 0
+        maps = any(r.intermediate is not None and applicable(r, spec, teacher_heads)
+                   for r in student_recipes(profile, spec, runs))
+        skip = maps and spec.mapping == "skip"  # every second teacher layer: 2 x its own
+        needs = max(copies, spec.num_layers * (2 if skip else 1) if maps else 0)
+        if needs > teacher_layers:
             raise UsageError(f"student {spec.name} maps its layers onto {needs} of the teacher's, and the teacher "
-                             f"has {teacher_layers}: {fix} (at least {needs} layers)")
+                             f"has {teacher_layers}: {fix} (at least {needs} layers)"
+                             + (", or map them with 'uniform' (mapping='uniform')" if skip else ""))
 
 
 def check_relation_heads(profile: Profile, teacher_width: int, teacher_heads: int, runs=None,
