@@ -211,6 +211,8 @@ def collate(rows: list[list[int]], prompt_lengths=1, pad_id: int = PAD_ID) -> di
 
 def batches(rows: list[list[int]], batch_size: int, generator: torch.Generator):
     """Endless shuffled batches of ``rows`` (reshuffled every pass), as lists of rows."""
+    if batch_size < 1:  # range() below stops on "arg 3 must not be zero", or, below 0, yields nothing for ever
+        raise ValueError(f"batch_size={batch_size}: give a whole number of rows >= 1")
     if len(rows) < batch_size:  # no full batch in a pass: the loop below would spin for ever
         raise ValueError(f"{len(rows)} rows cannot fill one batch of {batch_size}: give more rows or a batch_size "
                          f"of at most {len(rows)}")
