@@ -339,3 +339,55 @@ def test_a_copy_of_a_siblings_teacher_cut_short_is_not_taken_for_cached_with_the
     with pytest.raises(KeyboardInterrupt):
         teachers.ensure_teacher(profile, device="cpu", progress=False)
     assert not (folder / "teacher.json").exists() and teachers._cached_teacher(folder) is None
+
+
+# ----------------------------------------------------------------------------- the writer's reserved space
+
+
+def _allocated_with_posix_fallocate(folder) -> bool:
+    """Whether this file system allocates blocks with posix_fallocate (not every one does; Windows has none)."""
+    import os
+    if not hasattr(os, "posix_fallocate"):
+        return False
+    probe = folder / "probe"
+    with open(probe, "wb") as f:
+        f.truncate(1 << 16)
+    try:
+        with open(probe, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, 1 << 16)
+        return getattr(os.stat(probe), "st_blocks", 0) * 512 >= 1 << 16
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+
+
+def test_the_writer_holds_every_files_blocks_before_the_pass_writes_into_them(tmp_path):
+    """A memory map gets its blocks on first write, where a full disk kills the process (SIGBUS) instead of raising:
+    the writer allocates each whole file up front, so a full disk is an OSError before any pass."""
+    import os
+    from kd_tutorial.layer_cache import LayerWriter
+    if not _allocated_with_posix_fallocate(tmp_path):
+        pytest.skip("this file system does not allocate blocks with posix_fallocate")
+    writer = LayerWriter({("hidden", 1): tmp_path / "h1.npy", ("hidden", 2): tmp_path / "h2.npy"},
+                         rows=8, length=64, width=32)
+    for partial in writer.partial.values():
+        assert os.stat(partial).st_blocks * 512 >= 8 * 64 * 32 * 2  # the whole array, in bf16
+    writer.discard()
+
+
+def test_a_writer_refused_the_space_of_its_second_file_leaves_no_file_behind(tmp_path, monkeypatch):
+    """The first file's space was granted, the second's refused: the error is raised and nothing is left in the
+    cache folder (the first partial file would otherwise hold its space until a later clean-up)."""
+    from kd_tutorial import layer_cache
+    granted = []
+
+    def refuse_the_second(path):
+        if granted:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        granted.append(path)
+    monkeypatch.setattr(layer_cache, "_reserve", refuse_the_second)
+    with pytest.raises(OSError, match="No space left"):
+        layer_cache.LayerWriter({("hidden", 1): tmp_path / "h1.npy", ("hidden", 2): tmp_path / "h2.npy"},
+                                rows=2, length=3, width=4)
+    assert granted and list(tmp_path.iterdir()) == []
