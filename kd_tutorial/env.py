@@ -198,8 +198,6 @@ def hub_reachable(timeout: float = 3.0) -> bool | None:
     the offline variables say not to ask, or behind an HTTPS proxy, which a direct socket does not go through)."""
     if offline_flags(models_only=True):
         return None
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # the clients go through the proxy, where a direct socket may not: no verdict
     import socket
     from urllib.parse import urlparse
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
@@ -211,6 +209,8 @@ def hub_reachable(timeout: float = 3.0) -> bool | None:
     if not port:
         raise UsageError(f"HF_ENDPOINT={endpoint} has no valid port: give the mirror's address as "
                          "https://host or https://host:port, with a port from 1 to 65535")
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # the clients go through the proxy, where a direct socket may not: no verdict (a bad port still is)
     try:
         with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
             return True

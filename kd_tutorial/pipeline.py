@@ -71,9 +71,10 @@ def check_depths(profile: Profile, teacher_layers: int, teacher_heads: int, runs
         skip = maps and spec.mapping == "skip"  # every second teacher layer: 2 x its own
         needs = max(copies, spec.num_layers * (2 if skip else 1) if maps else 0)
         if needs > teacher_layers:
+            uniform_fits = skip and max(copies, spec.num_layers) <= teacher_layers  # skip alone is too deep
             raise UsageError(f"student {spec.name} maps its layers onto {needs} of the teacher's, and the teacher "
                              f"has {teacher_layers}: {fix} (at least {needs} layers)"
-                             + (", or map them with 'uniform' (mapping='uniform')" if skip else ""))
+                             + (", or map them with 'uniform' (mapping='uniform')" if uniform_fits else ""))
 
 
 def check_relation_heads(profile: Profile, teacher_width: int, teacher_heads: int, runs=None,

@@ -402,3 +402,30 @@ def test_bf16_on_apples_gpu_is_not_refused_when_the_macos_version_cannot_be_read
     with pytest.raises(UsageError, match=r"^precision=bf16 on Apple's GPU \(MPS\) needs macOS 14 or newer "
                                          r"\(this is macOS 13\.6\): use precision=fp16"):
         dev.resolve_precision("mps", "bf16")
+
+
+def test_a_mistyped_hf_endpoint_behind_a_proxy_is_refused_too(hub_flags):
+    """Behind a proxy the socket probe gives no verdict, but the libraries still read the address: it is checked."""
+    hub_flags.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    hub_flags.setenv("HF_ENDPOINT", "https://hf-mirror.com:443x")
+    with pytest.raises(UsageError, match=r"^HF_ENDPOINT=https://hf-mirror.com:443x has no valid port"):
+        env.hub_reachable()
+    hub_flags.setenv("HF_ENDPOINT", "https://hf-mirror.com")
+    assert env.hub_reachable() is None
+
+
+def test_notebook_00_lists_a_mistyped_hf_endpoint_as_not_ready(hub_flags, capsys):
+    """Notebook 00's report cell, run on a report holding a bad $HF_ENDPOINT: its NOT READY line names it with the
+    fix (the report no longer raises, so the cell has to say it)."""
+    import json
+    from pathlib import Path
+    cells = json.loads((Path(__file__).parents[1] / "notebooks" / "00_setup.ipynb").read_text(encoding="utf-8"))
+    cell = next("".join(c["source"]) for c in cells["cells"]
+                if c["cell_type"] == "code" and "NOT READY" in "".join(c["source"]))
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        hub_flags.delenv(name, raising=False)
+    hub_flags.setenv("HF_ENDPOINT", "https://hf-mirror.com:443x")
+    exec(cell, {"env": env, "session": SimpleNamespace(profile=PROFILES["tiny"])})
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("NOT READY:")]
+    assert len(said) == 1 and "{'HF_ENDPOINT': \"HF_ENDPOINT=https://hf-mirror.com:443x has no valid port: give " \
+                              "the mirror's address as https://host" in said[0], said

@@ -96,6 +96,8 @@ def test_an_int_too_large_for_a_float_is_described_as_a_number():
     """It said "a int": _num's '.4g' format overflowed, and describe's fallback named the type without its article."""
     from kd_tutorial.grading.core import describe
     assert describe(10 ** 400) == "the number 1e+400" and describe(-15 * 10 ** 399) == "the number -1.5e+400"
+    assert describe(10 ** 400 - 1) == "the number 1e+400"  # rounded as "{:.4g}" rounds, not cut to 9.999e+399
+    assert describe(123456 * 10 ** 300) == "the number 1.235e+305" and describe(10 ** 5000) == "the number 1e+5000"
     assert describe(10 ** 15) == "the number 1e+15"  # the same form as a number within float's range
 
 

@@ -250,4 +250,7 @@ def test_a_skip_mapping_deeper_than_half_the_teacher_is_refused_before_the_teach
                                          r"with 'uniform' \(mapping='uniform'\)$"):
         pipeline.check_depths(skip, 2, 4, runs=("kd+transfer+hidden",))
     pipeline.check_depths(skip, 4, 4, runs=("kd+transfer+hidden",))  # every second of four layers: two
+    deeper = TINY.replace(students=(dataclasses.replace(COMPACT, num_layers=3, mapping="skip"),))
+    with pytest.raises(UsageError, match=r"the teacher has 2: give a deeper teacher \(at least 6 layers\)$"):
+        pipeline.check_depths(deeper, 2, 4, runs=("kd+transfer+hidden",))  # 'uniform' needs 3: not named as a fix
     pipeline.check_depths(skip, 2, 4, runs=("kd+transfer",))  # logits alone map no layer

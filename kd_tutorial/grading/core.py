@@ -20,6 +20,7 @@ import sys
 import sysconfig
 import textwrap
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -308,12 +309,9 @@ def _num(x: Any) -> str:
         return str(x)
     if isinstance(x, int) and abs(x) < 10 ** 12:
         return str(x)
-    if isinstance(x, int) and abs(x) >= 10 ** 300:  # past float's range, where "{:.4g}" raises OverflowError
-        digits = str(abs(x))
-        mantissa = f"{digits[0]}.{digits[1:4]}".rstrip("0").rstrip(".")  # as "{:.4g}" writes it: 1e+400, 1.5e+400
-        return f"{'-' * (x < 0)}{mantissa}e+{len(digits) - 1}"
-    if isinstance(x, int):
-        return f"{x:.4g}"
+    if isinstance(x, int):  # as a Decimal: a float overflows past 1e308, and str() stops at 4,300 digits
+        mantissa, exponent = f"{Decimal(x):.4g}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"  # as a float's "{:.4g}" writes it: 1e+15, 1.5e+400
     return f"{x:.4g}" if isinstance(x, float) else f"{x:.3g}"
 
 
