@@ -62,7 +62,8 @@ def make_exercise(nb):
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        is_solution = cell.get("metadata", {}).get("nbgrader", {}).get("solution", False)
+        nbgrader = cell.get("metadata", {}).get("nbgrader")  # null where a tool wrote the key empty: no solution
+        is_solution = isinstance(nbgrader, dict) and nbgrader.get("solution", False)
         if BEGIN in cell.source or END in cell.source:
             cell.source = stub_source(cell.source, f"cell {i}")
         elif is_solution:  # nbgrader replaces an unmarked solution cell entirely

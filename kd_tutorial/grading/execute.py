@@ -161,12 +161,13 @@ def without_installs(source: str, pattern: re.Pattern = INSTALL_LINE) -> tuple[s
     if shell and pattern is not INSTALL_LINE:
         return source, False
     pattern, noop = (SHELL_INSTALL, ":") if shell else (pattern, "pass")
-    i = 0
+    i, quote = 0, None  # quote: the triple quote of a Python string still open at the start of line i
     while i < len(lines):
-        match = pattern.match(lines[i]) if not (shell and i == 0) else None
+        match = pattern.match(lines[i]) if not (shell and i == 0) and quote is None else None
         if match and pattern is RESTART_LINE and lines[i].count("(") != lines[i].count(")"):
             match = None  # a restart call split over lines is left whole: its next lines would not parse alone
         if not match:
+            quote = quote if shell else _open_quote_after(lines[i], quote)  # a line inside a string is text
             out.append(lines[i])
             i += 1
             continue
@@ -177,6 +178,29 @@ def without_installs(source: str, pattern: re.Pattern = INSTALL_LINE) -> tuple[s
         out += [f"{match['indent']}{noop}  # {command} : not run by the grader"] + [""] * (end - i)
         i = end + 1
     return "\n".join(out), found
+
+
+def _open_quote_after(line: str, quote: str | None) -> str | None:
+    """The triple quote (three double or three single quotes) of a Python string still open after ``line``, given
+    the one open before it (None: none). Single-quoted strings and comments are stepped over: enough to tell the
+    lines of a docstring or a help text, which are never commands, from code."""
+    i = 0
+    while i < len(line):
+        if quote:
+            end = line.find(quote, i)
+            if end < 0:
+                return quote
+            i, quote = end + 3, None
+        elif line[i] == "#":
+            return None
+        elif line.startswith(('"""', "'''"), i):
+            quote, i = line[i:i + 3], i + 3
+        elif line[i] in "\"'":
+            close = re.match(rf"{line[i]}(?:\\.|[^\\{line[i]}])*{line[i]}", line[i:])
+            i += len(close.group()) if close else len(line)
+        else:
+            i += 1
+    return quote
 
 
 def _sendable(source: str) -> str:
@@ -414,7 +438,8 @@ def _after_timeout(client, run: Run, fate: dict, where: tuple, deadline: float, 
         else "grader setup" if kind == "setup" else "a grader cell"
     run.notes.append(f"{what} timed out after {client.timeout} s and was interrupted")
     if kind == "check":
-        fate[ref] = (TIMEOUT, f"{ref}: the check timed out after {client.timeout} s (an infinite loop in your function?)")
+        fate[ref] = (TIMEOUT, f"{ref}: the check timed out after {client.timeout} s "
+                              "(an infinite loop in your function?)")
     limit = (f"the cell limit ({client.timeout} s)" if client.timeout >= int(cell_timeout)
              else f"the {client.timeout} s the notebook limit left it")
     code = _interrupted_code(f"ran past {limit} and was interrupted") if kind == "learner" \
