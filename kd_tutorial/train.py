@@ -392,14 +392,17 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
 def _then(before: str | None, now: str) -> str:
     """What a run trained in (its precision, or thread count): ``now``, or ``"bf16, then fp32"`` for a run resumed
     in another one."""
-    return now if before in (None, now) or before.endswith(f", then {now}") else f"{before}, then {now}"
+    if before in (None, now) or before.endswith(f", then {now}"):  # resumed again in the same one: said already
+        return before or now
+    return f"{before}, then {now}"
 
 
 def _check_run(config: TrainConfig, model, train_data, val_data, side: TeacherSide) -> None:
     """Refuse, in one line and before any step, a run that cannot train as asked: a distillation mode or a term
     without the teacher's outputs it reads, outputs on other rows than ``train_data``, a teacher not frozen, a
     ``patience`` that is no count of passes, choosing on validation without ``val_data``; and what
-    :func:`_check_inputs` refuses."""
+    :func:`_check_inputs` refuses; and :func:`_check_budget`'s."""
+    _check_budget(config)
     if config.mode != "ce" and side.teacher_logits is None and side.teacher is None:
         raise ValueError(f"mode={config.mode!r} needs teacher_logits or a teacher")
     _check_inputs(model, train_data, val_data, side.teacher if config.mode != "ce" else None, side.teacher_logits)
@@ -422,6 +425,24 @@ def _check_run(config: TrainConfig, model, train_data, val_data, side: TeacherSi
                          "stop a run (1 or more), or None for no early stopping")
     if (config.keep_best or config.patience) and val_data is None:
         raise ValueError("keep_best and patience choose on validation: pass val_data")
+
+
+def _check_budget(config: TrainConfig) -> None:
+    """Refuse, in one line, a mode the loop does not know and a budget that trains nothing or stops on a division by
+    zero: a batch or an accumulation below 1, a step budget below 1, a number of epochs not above 0."""
+    if config.mode not in ("ce", "kd", "pseudo"):
+        raise ValueError(f"unknown mode {config.mode!r}: use 'ce', 'kd' or 'pseudo'")
+    for name in ("batch_size", "grad_accum"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: give a whole number of rows >= 1" if name == "batch_size" else
+                             f"{name}={value!r}: give a whole number of micro-batches >= 1 (1: no accumulation)")
+    if config.max_steps is not None and (isinstance(config.max_steps, bool) or not isinstance(config.max_steps, int)
+                                         or config.max_steps < 1):
+        raise ValueError(f"max_steps={config.max_steps!r}: give a step budget of 1 or more, or None to train for "
+                         "`epochs`")
+    if config.max_steps is None and not config.epochs > 0:
+        raise ValueError(f"epochs={config.epochs!r}: give a number of passes above 0 (a fraction such as 0.5 too)")
 
 
 def _check_inputs(model, train_data, val_data, teacher, teacher_logits) -> None:
