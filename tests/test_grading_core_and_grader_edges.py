@@ -193,6 +193,7 @@ def test_the_guard_blocks_a_notebook_opened_for_update_and_commands_that_uninsta
               "runner.install_guard(sys.argv[1], 'guard', [])\n"
               "try:\n    open(sys.argv[2], 'r+')\nexcept PermissionError as exc:\n    print(exc)\n"
               "for cmd in (['pip', 'uninstall', '-y', 'kd-not-a-package'], ['conda', 'remove', 'kd-not-a-package'], "
+              "['pip', '-q', '--no-cache-dir', 'install', 'kd-not-a-package'], "
               "['cat', 'solutions/03.py'], ['true']):\n"
               "    try:\n        subprocess.run(cmd)\n        print('ran', cmd[0])\n"
               "    except PermissionError as exc:\n        print(exc)\n")
@@ -204,6 +205,7 @@ def test_the_guard_blocks_a_notebook_opened_for_update_and_commands_that_uninsta
         f"kd-tutorial grader: writing {notebook} is not allowed while grading",
         "kd-tutorial grader: installing packages is not allowed while grading",
         "kd-tutorial grader: installing packages is not allowed while grading",
+        "kd-tutorial grader: installing packages is not allowed while grading",  # options before install too
         "kd-tutorial grader: this command is not allowed while grading",
         "ran true"], said
     assert notebook.read_text() == "{}" and not ran.exists()
@@ -211,7 +213,7 @@ def test_the_guard_blocks_a_notebook_opened_for_update_and_commands_that_uninsta
     execute._read_results(str(results), "guard", "checks", "ex02", run)
     assert run.flags[0] == f"tried to write a notebook or solution file (blocked): {notebook}"
     assert len(run.flags) == 2 and "solutions/03.py" in run.flags[1]
-    assert [n.split(":")[0] for n in run.notes] == ["an install was not run (the grader runs none)"] * 2
+    assert [n.split(":")[0] for n in run.notes] == ["an install was not run (the grader runs none)"] * 3
 
 
 # ----------------------------------------------------------------------------- grader: reading, reports, refusals

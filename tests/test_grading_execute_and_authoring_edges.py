@@ -431,3 +431,14 @@ def test_a_cell_whose_nbgrader_metadata_is_null_is_no_solution(tmp_path):
     assert authoring.main(["--solutions", str(solutions), "--exercises", str(tmp_path / "ex")]) == 0
     made = nbformat.read(tmp_path / "ex" / "01_tiny.ipynb", as_version=4)
     assert made.cells[-1].source == "x = 1"
+
+
+@pytest.mark.parametrize("source", [
+    '!echo """\n!pip install x',  # a shell line's quotes open no Python string
+    "%env A='''\n!pip install x",
+    's = """a \\"""\n"""\n!pip install x',  # an escaped triple quote does not end the string
+    "!cd src && pip -q install x"])  # an option between the tool and its command
+def test_an_install_after_quotes_that_open_no_string_or_after_options_is_still_made_pass(source):
+    """A review of the string-aware rewrite: each of these left a real install line as it was."""
+    rewritten, found = execute.without_installs(source)
+    assert found and rewritten.splitlines()[-1].startswith("pass  # "), rewritten

@@ -43,7 +43,8 @@ INSTALL_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:(?:!{1,2}|%)[ \t]*(?:sudo[ \t]
                           r"(?:python[\d.]*|\{sys\.executable\})[ \t]+-m[ \t]+pip)(?:[ \t]|$)"
                           # or chained after another command on a shell line: `!cd x && pip install -e .`
                           r"|!{1,2}.*?(?:&&|\|\||;|\|)[ \t]*(?:sudo[ \t]+)?(?:pip[\d.]*|conda|mamba|micromamba|"
-                          r"uv[ \t]+pip|apt-get|apt|python[\d.]*[ \t]+-m[ \t]+pip)[ \t]+(?:install|uninstall|remove)\b"
+                          r"uv[ \t]+pip|apt-get|apt|python[\d.]*[ \t]+-m[ \t]+pip)[ \t]+(?:-{1,2}[\w=.:/@+-]*[ \t]+)*"
+                          r"(?:install|uninstall|remove)\b"
                           # IPython's automagic runs a bare `pip install x` as %pip (never valid Python)
                           r"|(?:pip[\d.]*|conda|mamba|micromamba|uv[ \t]+pip)[ \t]+"
                           r"(?:install|uninstall|remove|update)\b)")
@@ -182,25 +183,32 @@ def without_installs(source: str, pattern: re.Pattern = INSTALL_LINE) -> tuple[s
 
 def _open_quote_after(line: str, quote: str | None) -> str | None:
     """The triple quote (three double or three single quotes) of a Python string still open after ``line``, given
-    the one open before it (None: none). Single-quoted strings and comments are stepped over: enough to tell the
-    lines of a docstring or a help text, which are never commands, from code."""
+    the one open before it (None: none). Single-quoted strings and comments are stepped over, and a ``!`` or ``%``
+    line is IPython's, whose quotes open no Python string: enough to tell the lines of a docstring or a help text,
+    which are never commands, from code."""
+    if quote is None and line.lstrip()[:1] in ("!", "%"):
+        return None
     i = 0
     while i < len(line):
         if quote:
-            end = line.find(quote, i)
-            if end < 0:
+            end = _TRIPLE_END[quote].match(line, i)  # a backslash-escaped quote does not end it
+            if end is None:
                 return quote
-            i, quote = end + 3, None
+            i, quote = end.end(), None
         elif line[i] == "#":
             return None
         elif line.startswith(('"""', "'''"), i):
             quote, i = line[i:i + 3], i + 3
         elif line[i] in "\"'":
-            close = re.match(rf"{line[i]}(?:\\.|[^\\{line[i]}])*{line[i]}", line[i:])
-            i += len(close.group()) if close else len(line)
+            close = _ONE_LINE_STRING[line[i]].match(line, i)
+            i = close.end() if close else len(line)
         else:
             i += 1
     return quote
+
+
+_TRIPLE_END = {q: re.compile(rf"(?:\\.|[^\\])*?{q}", re.S) for q in ('"""', "'''")}
+_ONE_LINE_STRING = {q: re.compile(rf"{q}(?:\\.|[^\\{q}])*{q}") for q in ('"', "'")}
 
 
 def _sendable(source: str) -> str:

@@ -41,6 +41,7 @@ def keep_kernel(namespace: dict) -> None:
 # only the lines that start with one (execute.INSTALL_LINE), and an install changes the machine for every later
 # learner.
 INSTALL_COMMAND = re.compile(r"(?:\b|(?<=-m))(?:pip[\d.]*|conda|mamba|micromamba|apt-get|apt)['\",\s]+"
+                             r"(?:-{1,2}[\w=.:/@+-]*['\",\s]+)*"  # options before the command: `pip -q install`
                              r"(?:install|uninstall|remove)\b")  # `-m pip install`, `uv pip install` too; not pip list
 
 
