@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import signal
 import sys
 import threading
@@ -429,20 +430,22 @@ def _check_run(config: TrainConfig, model, train_data, val_data, side: TeacherSi
 
 def _check_budget(config: TrainConfig) -> None:
     """Refuse, in one line, a mode the loop does not know and a budget that trains nothing or stops on a division by
-    zero: a batch or an accumulation below 1, a step budget below 1, a number of epochs not above 0."""
+    zero: a batch or an accumulation below 1, a step budget below 1, a number of epochs not above 0 (or not finite).
+    Whole numbers may be NumPy's; a float is refused where a count goes, as the profiles refuse it."""
     if config.mode not in ("ce", "kd", "pseudo"):
         raise ValueError(f"unknown mode {config.mode!r}: use 'ce', 'kd' or 'pseudo'")
-    for name in ("batch_size", "grad_accum"):
+    counts = {"batch_size": ("rows", ""), "grad_accum": ("micro-batches", " (1: no accumulation)"),
+              "max_steps": ("optimizer steps", ", or None to train for `epochs`")}
+    for name, (what, also) in counts.items():
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r}: give a whole number of rows >= 1" if name == "batch_size" else
-                             f"{name}={value!r}: give a whole number of micro-batches >= 1 (1: no accumulation)")
-    if config.max_steps is not None and (isinstance(config.max_steps, bool) or not isinstance(config.max_steps, int)
-                                         or config.max_steps < 1):
-        raise ValueError(f"max_steps={config.max_steps!r}: give a step budget of 1 or more, or None to train for "
-                         "`epochs`")
-    if config.max_steps is None and not config.epochs > 0:
-        raise ValueError(f"epochs={config.epochs!r}: give a number of passes above 0 (a fraction such as 0.5 too)")
+        if name == "max_steps" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name}={value!r}: give a whole number of {what} >= 1{also}")
+    epochs = config.epochs
+    if config.max_steps is None and (isinstance(epochs, bool) or not isinstance(epochs, numbers.Real)
+                                     or not math.isfinite(epochs) or epochs <= 0):
+        raise ValueError(f"epochs={epochs!r}: give a number of passes above 0 (a fraction such as 0.5 too)")
 
 
 def _check_inputs(model, train_data, val_data, teacher, teacher_logits) -> None:

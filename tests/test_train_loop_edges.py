@@ -316,12 +316,22 @@ def test_a_batch_size_below_one_is_refused_in_one_line():
 
 
 @pytest.mark.parametrize("change, said", [
-    ({"max_steps": -3}, r"^max_steps=-3: give a step budget of 1 or more, or None to train for `epochs`$"),
-    ({"max_steps": 0}, r"^max_steps=0: give a step budget"),  # it fell back to `epochs`
+    ({"max_steps": -3}, r"^max_steps=-3: give a whole number of optimizer steps >= 1, or None to train for "
+                        r"`epochs`$"),
+    ({"max_steps": 0}, r"^max_steps=0: give a whole number of optimizer steps"),  # it fell back to `epochs`
     ({"epochs": 0}, r"^epochs=0: give a number of passes above 0"),  # it trained one step
+    ({"epochs": None}, r"^epochs=None: give a number of passes above 0"),  # a TypeError traceback
+    ({"epochs": float("inf")}, r"^epochs=inf: give a number of passes above 0"),  # an OverflowError traceback
     ({"mode": "KD", "max_steps": 1}, r"^unknown mode 'KD': use 'ce', 'kd' or 'pseudo'$")])  # was "needs teacher_logits"
 def test_a_budget_that_trains_nothing_and_an_unknown_mode_are_refused_in_one_line(change, said):
     """max_steps=-3 trained no step and returned an empty history in silence."""
     config = TrainConfig(**{"batch_size": 4, **change})
     with pytest.raises(ValueError, match=said):
         train(small_model(), ROWS, config=config, device="cpu", progress=False)
+
+
+def test_whole_numbers_from_numpy_are_taken_as_counts():
+    """A budget computed with NumPy (np.int64) trains as an int does: only its type differs."""
+    import numpy as np
+    config = TrainConfig(max_steps=np.int64(2), batch_size=np.int64(4), grad_accum=np.int64(1), lr=1e-3)
+    assert len(train(small_model(), ROWS, config=config, device="cpu", progress=False).steps) == 2
