@@ -255,8 +255,7 @@ def recipe_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, te
     labels = batch["labels"]
     if config.mode == "ce":
         return losses.hard_cross_entropy(s.logits, labels), s.logits, {}
-    if config.mode not in ("kd", "pseudo"):
-        raise ValueError(f"unknown mode {config.mode!r}: use 'ce', 'kd' or 'pseudo'")
+    _check_mode(config.mode)
     mapping = None if spec is None else layer_mapping(spec.mapping, student.config.num_hidden_layers,
                                                       _teacher_layers(teacher, teacher_cls, teacher_states))
     t = teacher_outputs(batch, config, teacher_logits, teacher, teacher_cls, teacher_states, mapping)
@@ -428,12 +427,17 @@ def _check_run(config: TrainConfig, model, train_data, val_data, side: TeacherSi
         raise ValueError("keep_best and patience choose on validation: pass val_data")
 
 
+def _check_mode(mode: str) -> None:
+    """Refuse, in one line, a mode the loop does not know (:class:`TrainConfig`'s ``mode``)."""
+    if mode not in ("ce", "kd", "pseudo"):
+        raise ValueError(f"unknown mode {mode!r}: use 'ce', 'kd' or 'pseudo'")
+
+
 def _check_budget(config: TrainConfig) -> None:
     """Refuse, in one line, a mode the loop does not know and a budget that trains nothing or stops on a division by
     zero: a batch or an accumulation below 1, a step budget below 1, a number of epochs not above 0 (or not finite).
     Whole numbers may be NumPy's; a float is refused where a count goes, as the profiles refuse it."""
-    if config.mode not in ("ce", "kd", "pseudo"):
-        raise ValueError(f"unknown mode {config.mode!r}: use 'ce', 'kd' or 'pseudo'")
+    _check_mode(config.mode)
     counts = {"batch_size": ("rows", ""), "grad_accum": ("micro-batches", " (1: no accumulation)"),
               "max_steps": ("optimizer steps", ", or None to train for `epochs`")}
     for name, (what, also) in counts.items():

@@ -61,9 +61,8 @@ def _check_softmax(call):
     got, expected = got + list(out_big.values()), expected + [torch.softmax(big / T, -1) for T in out_big]
     i = mismatch(got, expected)  # quote an input where the answer differs, not one where it agrees
     z, row, want = _first_row_that_differs(cases[i][0], got[i], expected[i])
-    wrong = [k for k in range(len(row)) if not close(row[k], want[k])] or range(len(row))  # not a rounding edge
-    digits = next((d for d in range(3, 8) if any(round(float(row[k]), d) != round(float(want[k]), d) for k in wrong)),
-                  8)  # a near miss: the digits that show it
+    wrong = [k for k in range(len(row)) if not close(row[k], want[k])] or list(range(len(row)))  # not a rounding edge
+    digits = next((d for d in range(3, 8) if _rounded(row[wrong], d) != _rounded(want[wrong], d)), 8)  # a near miss
     raise Wrong(f"your probabilities differ from softmax(z / T): for z = {_rounded(z)} and T = {cases[i][1]:g} you "
                 f"returned {_rounded(row, digits)}, expected {_rounded(want, digits)}")
 

@@ -181,6 +181,12 @@ def without_installs(source: str, pattern: re.Pattern = INSTALL_LINE) -> tuple[s
     return "\n".join(out), found
 
 
+# the end of a triple-quoted string (a backslash-escaped quote does not end it), and a one-line string: for
+# :func:`_open_quote_after`
+_TRIPLE_END = {q: re.compile(rf"(?:\\.|[^\\])*?{q}", re.S) for q in ('"""', "'''")}
+_ONE_LINE_STRING = {q: re.compile(rf"{q}(?:\\.|[^\\{q}])*{q}") for q in ('"', "'")}
+
+
 def _open_quote_after(line: str, quote: str | None) -> str | None:
     """The triple quote (three double or three single quotes) of a Python string still open after ``line``, given
     the one open before it (None: none). Single-quoted strings and comments are stepped over, and a ``!`` or ``%``
@@ -205,10 +211,6 @@ def _open_quote_after(line: str, quote: str | None) -> str | None:
         else:
             i += 1
     return quote
-
-
-_TRIPLE_END = {q: re.compile(rf"(?:\\.|[^\\])*?{q}", re.S) for q in ('"""', "'''")}
-_ONE_LINE_STRING = {q: re.compile(rf"{q}(?:\\.|[^\\{q}])*{q}") for q in ('"', "'")}
 
 
 def _sendable(source: str) -> str:
