@@ -217,7 +217,7 @@ def layer_reader(model, config: TrainConfig, teacher_states):
     reads none. The loop calls it where it builds its batches, in a background thread, so that reading the rows
     from disk overlaps the step before instead of stalling the next (only for a run given the teacher's logits:
     without them, the step calls the teacher)."""
-    spec = config.intermediate if config.mode != "ce" else None
+    spec = config.intermediate
     if spec is None or teacher_states is None:
         return None
     student = getattr(model, "student", model)
@@ -248,14 +248,14 @@ def recipe_loss(model, batch: dict, config: TrainConfig, teacher_logits=None, te
     weighs the latter against the former. 1 for a whole batch; in a micro-batch, its share of the step's real
     tokens over its share of the step's rows, so that the micro-batches add up to the whole batch's loss.
     """
-    spec = config.intermediate if config.mode != "ce" else None
+    _check_mode(config)
+    spec = config.intermediate
     student = getattr(model, "student", model)
     s = forward_features(student, batch["input_ids"], batch["attention_mask"],
                          **(spec.internals() if spec is not None else {}))
     labels = batch["labels"]
     if config.mode == "ce":
         return losses.hard_cross_entropy(s.logits, labels), s.logits, {}
-    _check_mode(config.mode)
     mapping = None if spec is None else layer_mapping(spec.mapping, student.config.num_hidden_layers,
                                                       _teacher_layers(teacher, teacher_cls, teacher_states))
     t = teacher_outputs(batch, config, teacher_logits, teacher, teacher_cls, teacher_states, mapping)
@@ -427,17 +427,21 @@ def _check_run(config: TrainConfig, model, train_data, val_data, side: TeacherSi
         raise ValueError("keep_best and patience choose on validation: pass val_data")
 
 
-def _check_mode(mode: str) -> None:
-    """Refuse, in one line, a mode the loop does not know (:class:`TrainConfig`'s ``mode``)."""
-    if mode not in ("ce", "kd", "pseudo"):
-        raise ValueError(f"unknown mode {mode!r}: use 'ce', 'kd' or 'pseudo'")
+def _check_mode(config: TrainConfig) -> None:
+    """Refuse, in one line, a mode the loop does not know (:class:`TrainConfig`'s ``mode``), and intermediate terms
+    in a run on the labels alone, which reads no teacher (it would train without them in silence)."""
+    if config.mode not in ("ce", "kd", "pseudo"):
+        raise ValueError(f"unknown mode {config.mode!r}: use 'ce', 'kd' or 'pseudo'")
+    if config.mode == "ce" and config.intermediate is not None:
+        raise ValueError("mode='ce' trains on the labels alone and reads no intermediate terms: set "
+                         "intermediate=None, or mode='kd' (or 'pseudo') to distil with them")
 
 
 def _check_budget(config: TrainConfig) -> None:
     """Refuse, in one line, a mode the loop does not know and a budget that trains nothing or stops on a division by
     zero: a batch or an accumulation below 1, a step budget below 1, a number of epochs not above 0 (or not finite).
     Whole numbers may be NumPy's; a float is refused where a count goes, as the profiles refuse it."""
-    _check_mode(config.mode)
+    _check_mode(config)
     counts = {"batch_size": ("rows", ""), "grad_accum": ("micro-batches", " (1: no accumulation)"),
               "max_steps": ("optimizer steps", ", or None to train for `epochs`")}
     for name, (what, also) in counts.items():
@@ -879,7 +883,7 @@ def _eager_for_attention(config: TrainConfig, model, teacher) -> dict:
     attention probabilities: eager attention returns the maps after dropout, and a row with zeroed and rescaled
     entries is no distribution to compare with the teacher's. Return what to restore."""
     spec = config.intermediate
-    if spec is None or not spec.attention or config.mode == "ce":
+    if spec is None or not spec.attention:
         return {}
     before = {}
     for m in (getattr(model, "student", model), teacher):

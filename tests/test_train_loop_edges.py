@@ -330,6 +330,22 @@ def test_a_budget_that_trains_nothing_and_an_unknown_mode_are_refused_in_one_lin
         train(small_model(), ROWS, config=config, device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("teacher", [False, True])
+def test_intermediate_terms_in_a_run_on_labels_alone_are_refused_in_one_line(teacher):
+    """mode="ce" reads no teacher: its terms were dropped in silence with a teacher given, and without one the run
+    was told it needs the teacher it would never read. Both runs (and recipe_loss itself) name the two fixes now."""
+    from kd_tutorial.recipes import Intermediate
+    config = TrainConfig(mode="ce", max_steps=1, batch_size=4, intermediate=Intermediate(hidden_mse=1.0))
+    said = r"^mode='ce' trains on the labels alone and reads no intermediate terms: set intermediate=None, or mode="
+    with pytest.raises(ValueError, match=said):
+        train(small_model(), ROWS, config=config, teacher=freeze(small_model(1)) if teacher else None, device="cpu",
+              progress=False)
+    batch = {"input_ids": torch.tensor([[101, 7, 102]]), "attention_mask": torch.ones(1, 3, dtype=torch.long),
+             "labels": torch.tensor([1])}
+    with pytest.raises(ValueError, match=said):
+        loop.recipe_loss(small_model(), batch, config)
+
+
 def test_whole_numbers_from_numpy_are_taken_as_counts():
     """A budget computed with NumPy (np.int64) trains as an int does: only its type differs."""
     import numpy as np
