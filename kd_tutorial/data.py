@@ -599,16 +599,18 @@ def _text(value, row: int, path: Path) -> str:
 
 def folder_rows(folder: str | os.PathLike) -> dict[str, int] | None:
     """Reviews in a data folder's train, test and unsupervised splits, read from parquet metadata without loading
-    them (0 for a split it does not have); None where that cannot tell: no train.parquet or no test.parquet (the
-    test is then carved from train), other layouts, an unreadable file."""
+    them (0 for a split it does not have), under the names :func:`load_imdb` reads (``unsup.parquet`` too); None
+    where that cannot tell: no train or no test split (the test is then carved from train), a split in a CSV file,
+    two files for one split, other layouts, an unreadable file."""
     import pyarrow.parquet as pq
-    rows = {}
-    for split in ("train", "test", "unsupervised"):
-        path = Path(folder).expanduser() / f"{split}.parquet"
-        try:
-            rows[split] = pq.read_metadata(path).num_rows if path.is_file() else 0
-        except (OSError, ValueError):
+    try:
+        files = _split_files(Path(folder).expanduser())
+        if any(path.suffix != ".parquet" for path in files.values()):
             return None
+        rows = {split: pq.read_metadata(files[split]).num_rows if split in files else 0
+                for split in ("train", "test", "unsupervised")}
+    except (OSError, ValueError, DataSourceError):
+        return None
     return rows if rows["train"] and rows["test"] else None
 
 
