@@ -31,9 +31,17 @@ def versions() -> dict[str, str]:
 
 def git_commit() -> str | None:
     """The current git commit of the course checkout, when there is one, with ``+dirty`` when tracked files
-    differ from it (so a result never claims a commit whose code it did not run)."""
+    differ from it (so a result never claims a commit whose code it did not run). None where this file is not
+    tracked there: a package installed into a virtual environment inside another project's checkout is no part of
+    that project, whose commit would name code the run did not come from."""
+    here = Path(__file__)
     try:
-        return subprocess.run(["git", "describe", "--always", "--abbrev=7", "--dirty=+dirty"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+        if _git(here.parent, "ls-files", "--error-unmatch", here.name).returncode != 0:
+            return None
+        return _git(here.parent, "describe", "--always", "--abbrev=7", "--dirty=+dirty").stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _git(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=folder, timeout=5)
