@@ -41,6 +41,8 @@ MAX_SEED = 2**32 - 1  # torch and numpy take seeds from 0 to this
 
 # the profile's defaults for its students, and the StudentSpec field that overrides each
 SHADOWED = {"student_epochs": "epochs", "student_lr": "lr", "recipes": "recipes", "evals_per_run": "evals_per_run"}
+# kd_tutorial.layer_maps.MAPPINGS (both modules are leaves; a test keeps the two the same)
+LAYER_MAPPINGS = ("uniform", "skip", "last")
 
 
 def _integer(v) -> bool:
@@ -51,6 +53,13 @@ def _integer(v) -> bool:
 def _whole(low: int):
     """A test: a whole number (not a bool) >= ``low``."""
     return lambda v: _integer(v) and v >= low
+
+
+# a student's own fields, each with its test and what to give instead
+STUDENT_RULES = {"num_layers": (_whole(1), "a whole number of layers >= 1"),
+                 "relation_heads": (_whole(1), "a whole number of heads >= 1 that divides the student's width and "
+                                               "the teacher's"),
+                 "mapping": (lambda v: v in LAYER_MAPPINGS, f"one of {', '.join(LAYER_MAPPINGS)}")}
 
 
 def _optional(test):
@@ -219,14 +228,18 @@ class StudentSpec:
 
     def __post_init__(self):
         """Refuse, in one line, a field this kind of student would ignore without a word (a ``distil`` student with
-        ``hidden_size=64`` trained at the teacher's width), an unknown kind, and an own value of a student default
-        (:data:`SHADOWED`) that the profile's field would refuse (``lr=0``, ``recipes=()``)."""
+        ``hidden_size=64`` trained at the teacher's width), an unknown kind, an own value of a student default
+        (:data:`SHADOWED`) that the profile's field would refuse (``lr=0``, ``recipes=()``), and what
+        :data:`STUDENT_RULES` refuses (a misspelt mapping was refused only after the teacher was fine-tuned)."""
         for default, own in SHADOWED.items():
             value = getattr(self, own)
             give = None if value is None else _field_problem(default, value)
             if give:
                 raise ProfileOverrideError(f"student {self.name}: {own}={value!r}: give {give}, or None for the "
                                            "profile's")
+        for own, (ok, give) in STUDENT_RULES.items():
+            if not ok(getattr(self, own)):
+                raise ProfileOverrideError(f"student {self.name}: {own}={getattr(self, own)!r}: give {give}")
         ignored = IGNORED_BY_KIND.get(self.kind)
         if ignored is None:
             raise ProfileOverrideError(f"student {self.name}: unknown student kind {self.kind!r}: give 'distil' or "
