@@ -87,6 +87,13 @@ class Intermediate:
         return self.needs_hidden
 
 
+class RecipeError(UserError, ValueError):
+    """A recipe that cannot train as it is written."""
+
+
+TARGETS = {"labels": "ce", "soft": "kd", "pseudo": "pseudo"}  # a recipe's logit target: the training loop's mode
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One kind of student run: its data, its logit target, its intermediate terms."""
@@ -97,10 +104,20 @@ class Recipe:
     intermediate: Intermediate | None = None
     augment: bool = False  # add an augmented copy of the transfer set (token masking, n-gram sampling)
 
+    def __post_init__(self):
+        """Refuse, in one line, a logit target the loop does not know, and intermediate terms in a run on the labels
+        alone, which reads no teacher (the loop refuses them too, but only once the teacher is fine-tuned)."""
+        if self.targets not in TARGETS:
+            raise RecipeError(f"recipe {self.name!r}: targets={self.targets!r}: give one of "
+                              f"{', '.join(map(repr, TARGETS))}")
+        if self.targets == "labels" and self.intermediate is not None:
+            raise RecipeError(f"recipe {self.name!r} trains on the labels alone and reads no intermediate terms: "
+                              "give targets='soft' (or 'pseudo') to distil with them, or intermediate=None")
+
     @property
     def mode(self) -> str:
         """The training loop's mode: ``ce`` for hard labels, ``kd`` for soft targets, ``pseudo``."""
-        return {"labels": "ce", "soft": "kd", "pseudo": "pseudo"}[self.targets]
+        return TARGETS[self.targets]
 
     @property
     def needs_token_internals(self) -> bool:
@@ -127,7 +144,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 )}
 
 
-class UnknownRecipeError(UserError, ValueError):
+class UnknownRecipeError(RecipeError):
     """A recipe name that is not in :data:`RECIPES`."""
 
 

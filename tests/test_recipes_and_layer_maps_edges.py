@@ -158,3 +158,17 @@ def test_the_students_mapping_names_are_the_layer_mappings():
     """profiles (a leaf) keeps its own copy of the names layer_maps (a leaf) maps with."""
     from kd_tutorial import profiles
     assert profiles.LAYER_MAPPINGS == layer_maps.MAPPINGS
+
+
+@pytest.mark.parametrize("fields, said", [
+    ({"targets": "hard"}, "recipe 'mine': targets='hard': give one of 'labels', 'soft', 'pseudo'"),
+    ({"targets": "labels", "intermediate": Intermediate(hidden_mse=1.0)},
+     "recipe 'mine' trains on the labels alone and reads no intermediate terms: give targets='soft' (or 'pseudo') to "
+     "distil with them, or intermediate=None")], ids=["unknown-target", "terms-on-labels"])
+def test_a_recipe_that_cannot_train_as_written_is_refused_when_it_is_made(fields, said):
+    """A notebook's own recipe: an unknown target stopped on a KeyError at its first run's .mode, and terms on the
+    labels alone were refused by the loop only after the teacher was fine-tuned."""
+    from kd_tutorial.recipes import Recipe
+    with pytest.raises(UserError) as refused:
+        Recipe("mine", **fields)
+    assert str(refused.value) == said and isinstance(refused.value, ValueError)
