@@ -31,9 +31,14 @@ import torch
 from . import losses
 from .errors import UserError
 from .features import Features
+from .layer_maps import MAPPINGS
 
 TERMS = ("hidden_mse", "hidden_cosine", "cls", "attention", "value_relation")
 TOKEN_TERMS = ("hidden_mse", "hidden_cosine", "attention", "value_relation")  # means over real tokens; cls: rows
+
+
+class RecipeError(UserError, ValueError):
+    """A recipe that cannot train as it is written."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,15 @@ class Intermediate:
     value_relation: float = 0.0
     mapping: str = "uniform"  # see kd_tutorial.layer_maps
     relation_heads: int = 2
+
+    def __post_init__(self):
+        """Refuse, in one line, a mapping :mod:`kd_tutorial.layer_maps` does not know (refused at the first step
+        otherwise) and relation heads below 1 (a ZeroDivisionError in the value term)."""
+        if not isinstance(self.mapping, str) or self.mapping not in MAPPINGS:
+            raise RecipeError(f"mapping={self.mapping!r}: give one of {', '.join(MAPPINGS)}")
+        if isinstance(self.relation_heads, bool) or not isinstance(self.relation_heads, int) or self.relation_heads < 1:
+            raise RecipeError(f"relation_heads={self.relation_heads!r}: give a whole number of heads >= 1 that "
+                              "divides the student's width and the teacher's")
 
     @property
     def weights(self) -> dict[str, float]:
@@ -87,10 +101,6 @@ class Intermediate:
         return self.needs_hidden
 
 
-class RecipeError(UserError, ValueError):
-    """A recipe that cannot train as it is written."""
-
-
 TARGETS = {"labels": "ce", "soft": "kd", "pseudo": "pseudo"}  # a recipe's logit target: the training loop's mode
 
 
@@ -107,7 +117,7 @@ class Recipe:
     def __post_init__(self):
         """Refuse, in one line, a logit target the loop does not know, and intermediate terms in a run on the labels
         alone, which reads no teacher (the loop refuses them too, but only once the teacher is fine-tuned)."""
-        if self.targets not in TARGETS:
+        if not isinstance(self.targets, str) or self.targets not in TARGETS:
             raise RecipeError(f"recipe {self.name!r}: targets={self.targets!r}: give one of "
                               f"{', '.join(map(repr, TARGETS))}")
         if self.targets == "labels" and self.intermediate is not None:

@@ -172,3 +172,21 @@ def test_a_recipe_that_cannot_train_as_written_is_refused_when_it_is_made(fields
     with pytest.raises(UserError) as refused:
         Recipe("mine", **fields)
     assert str(refused.value) == said and isinstance(refused.value, ValueError)
+
+
+@pytest.mark.parametrize("fields, said", [
+    ({"mapping": "Skip"}, "mapping='Skip': give one of uniform, skip, last"),
+    ({"relation_heads": 0}, "relation_heads=0: give a whole number of heads >= 1 that divides the student's width "
+                            "and the teacher's")], ids=["misspelt-mapping", "no-relation-heads"])
+def test_intermediate_terms_built_in_a_notebook_refuse_what_cannot_map_or_split(fields, said):
+    """Notebook 07 builds an Intermediate directly: a misspelt mapping was refused only at the first step, and 0
+    relation heads stopped the value term on a ZeroDivisionError."""
+    with pytest.raises(UserError) as refused:
+        Intermediate(**fields)
+    assert str(refused.value) == said
+
+
+def test_a_recipe_target_that_is_no_name_is_refused_in_one_line():
+    from kd_tutorial.recipes import Recipe
+    with pytest.raises(UserError, match=r"^recipe 'x': targets=\['soft'\]: give one of 'labels', 'soft', 'pseudo'$"):
+        Recipe("x", targets=["soft"])  # was a TypeError: unhashable type: 'list'
