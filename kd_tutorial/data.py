@@ -600,8 +600,9 @@ def _text(value, row: int, path: Path) -> str:
 def folder_rows(folder: str | os.PathLike) -> dict[str, int] | None:
     """Reviews in a data folder's train, test and unsupervised splits, read from parquet metadata without loading
     them (0 for a split it does not have), under the names :func:`load_imdb` reads (``unsup.parquet`` too); None
-    where that cannot tell: no train or no test split (the test is then carved from train), a split in a CSV file,
-    two files for one split, other layouts, an unreadable file."""
+    where that cannot tell: no train or no test split (the test is then carved from train), a split in a CSV file
+    (whose rows no metadata gives: all three sizes are then unknown, not a wrong count of one), two files for one
+    split, other layouts, an unreadable file."""
     import pyarrow.parquet as pq
     try:
         files = _split_files(Path(folder).expanduser())

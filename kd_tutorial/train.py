@@ -438,8 +438,8 @@ def _check_mode(config: TrainConfig) -> None:
 
 
 def _check_budget(config: TrainConfig) -> None:
-    """Refuse, in one line, a mode the loop does not know and a budget that trains nothing or stops on a division by
-    zero: a batch or an accumulation below 1, a step budget below 1, a number of epochs not above 0 (or not finite).
+    """Refuse, in one line, what :func:`_check_mode` refuses and a budget that trains nothing or stops on a division
+    by zero: a batch or an accumulation below 1, a step budget below 1, a number of epochs not above 0 (or not finite).
     Whole numbers may be NumPy's; a float is refused where a count goes, as the profiles refuse it."""
     _check_mode(config)
     counts = {"batch_size": ("rows", ""), "grad_accum": ("micro-batches", " (1: no accumulation)"),

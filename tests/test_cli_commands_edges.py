@@ -202,10 +202,13 @@ def test_make_exercises_refuses_an_unknown_option_in_the_clis_one_line(capsys):
 @pytest.mark.parametrize("answer", [subprocess.CompletedProcess([], 128, stdout="", stderr="fatal: not a git repo"),
                                     subprocess.TimeoutExpired("git", 5)])
 def test_a_checkout_without_a_commit_to_name_records_none(monkeypatch, answer):
-    """Outside a git checkout (a pip install), or a git that hangs: no commit, rather than "" or a traceback."""
+    """A checkout whose describe fails (no commit yet) or hangs: no commit, rather than "" or a traceback. The file
+    is tracked (ls-files answers), so each answer is describe's."""
     from kd_tutorial import provenance
 
-    def git(*args, **kwargs):
+    def git(command, **kwargs):
+        if "ls-files" in command:
+            return subprocess.CompletedProcess(command, 0, stdout="provenance.py\n")
         if isinstance(answer, Exception):
             raise answer
         return answer

@@ -187,3 +187,12 @@ def test_folder_rows_counts_an_unlabelled_split_under_any_name_load_imdb_reads(t
     rows = data.folder_rows(tmp_path)
     assert rows == ({"train": 20, "test": 4, "unsupervised": 5} if name.endswith(".parquet") else None)  # a CSV
     # has no metadata that gives its rows: None, as for a train.csv (the estimates fall back on the profile's source)
+
+
+def test_folder_rows_of_a_folder_with_two_files_for_one_split_is_unknown(tmp_path):
+    """load_imdb refuses such a folder (which file is meant?): its sizes are not guessed from either."""
+    for name, n in (("train.parquet", 20), ("test.parquet", 4), ("unsup.parquet", 5), ("unsupervised.parquet", 6)):
+        _parquet(tmp_path / name, n)
+    assert data.folder_rows(tmp_path) is None
+    (tmp_path / "unsupervised.parquet").unlink()
+    assert data.folder_rows(tmp_path) == {"train": 20, "test": 4, "unsupervised": 5}
