@@ -159,10 +159,19 @@ def _real_tokens(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.to(torch.float32)
 
 
-def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
-    if student.shape != teacher.shape:
-        raise ValueError(f"{what}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ; "
-                         "project the student's states to the teacher's width first (models.DistillationStudent)")
+_PROJECT = "project the student's states to the teacher's width first (models.DistillationStudent)"
+
+
+def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str, rows: tuple = (0, 1),
+                      fix: str = _PROJECT) -> None:
+    """The same shape, or a one-line refusal naming what differs: the sequences (the ``rows`` dimensions: batch and
+    length) or else the rest, with ``fix`` (a projection, for states of other widths)."""
+    if student.shape == teacher.shape:
+        return
+    shapes = f"{what}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)}"
+    if student.dim() == teacher.dim() and any(student.shape[d] != teacher.shape[d] for d in rows if d < student.dim()):
+        raise ValueError(f"{shapes} hold different sequences; compute both on the same batch")
+    raise ValueError(f"{shapes} differ; {fix}")
 
 
 def _check_mask(mask: torch.Tensor, batch: int, length: int, what: str) -> None:
@@ -215,7 +224,10 @@ def cls_mse(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tenso
     ``(B, H)`` [CLS] states of one mapped layer, each normalised to unit length
     (Sun et al. 2019). [CLS] is never padding, so no mask is needed.
     """
-    _check_same_shape(student_cls, teacher_cls, "cls_mse")
+    if student_cls.dim() != 2:  # (B, L, H) states would average every token, padding included
+        raise ValueError(f"cls_mse: the student's states are {tuple(student_cls.shape)}; give the [CLS] states, "
+                         "(batch, width): states[:, 0]")
+    _check_same_shape(student_cls, teacher_cls, "cls_mse", rows=(0,))
     s = F.normalize(_full(student_cls), dim=-1)
     t = F.normalize(_full(teacher_cls.detach()), dim=-1)
     return (s - t).pow(2).sum(-1).mean()
@@ -243,7 +255,9 @@ def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor, attenti
     number of heads (``attn_implementation="eager"`` returns them). ``eps``
     keeps ``log A_s`` finite where a probability underflowed to 0.
     """
-    _check_same_shape(student_attn, teacher_attn, "attention_kl")
+    _check_same_shape(student_attn, teacher_attn, "attention_kl", rows=(0, 3),
+                      fix="attention maps are compared head by head: give the student the teacher's number of "
+                          "heads, or compare values with value_relation_kl, which takes any heads")
     _check_mask(attention_mask, student_attn.shape[0], student_attn.shape[-1], "attention_kl")
     log_p = _full(teacher_attn.detach()).clamp_min(eps).log()
     log_q = _full(student_attn).clamp_min(eps).log()
@@ -271,6 +285,9 @@ def _fp32(device: torch.device):
 def _relation_log_probs(values: torch.Tensor, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
     """``log softmax(V_r V_r^T / sqrt(d_r))`` per relation head ``r``, padded keys masked: (B, heads, L, L)."""
     b, length, width = values.shape
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise ValueError(f"value_relation_kl: relation_heads={heads!r}: give a whole number of heads >= 1 that "
+                         "divides both widths")
     if width % heads:
         raise ValueError(f"value_relation_kl: width {width} is not divisible by relation_heads={heads}")
     v = _full(values).view(b, length, heads, width // heads).transpose(1, 2)  # (B, heads, L, d_r)
@@ -423,6 +440,9 @@ def topk_rest_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.
     student keeps the teacher's mass outside the top k instead of being taught that those tokens are impossible.
     """
     _check_topk(student_logits, teacher_topk_logits, teacher_topk_ids, loss_mask, "topk_rest_token_kl")
+    if teacher_log_rest.shape != loss_mask.shape:
+        raise ValueError(f"topk_rest_token_kl: teacher_log_rest is {tuple(teacher_log_rest.shape)}; give one log "
+                         f"mass per token, of shape {tuple(loss_mask.shape)} (batch, length)")
     log_q = F.log_softmax(_full(student_logits), dim=-1)
     outside = log_q.scatter(-1, teacher_topk_ids, torch.finfo(log_q.dtype).min)  # finite: no nan gradient if k = V
     log_q_buckets = torch.cat([log_q.gather(-1, teacher_topk_ids), outside.logsumexp(-1, keepdim=True)], -1)
