@@ -378,9 +378,11 @@ def _check_carved(data: ImdbData, source: str, dropped: int, repeated: dict[str,
         if repeated.get(key):
             fix += (f"; {repeated[key]} of its reviews were left out as repeats (the source holds their text more "
                     "than once): give a source with more distinct reviews")
-        if split is data.test and dropped and not len(split) and not data.test_is_held_out:
+        if split is data.test and dropped and not len(split):
+            other = ("a source with more distinct reviews (the slice is carved from train, which holds their text "
+                     "more than once)" if data.test_is_held_out else "a test split of other reviews")
             fix = (f"{dropped} of its reviews are also in the source's training reviews and were left out (a review "
-                   "seen in training tests nothing): give a test split of other reviews")
+                   f"seen in training tests nothing): give {other}")
         _check_classes(split, source, split.name, fix)
 
 
