@@ -379,8 +379,9 @@ def _check_carved(data: ImdbData, source: str, dropped: int, repeated: dict[str,
             fix += (f"; {repeated[key]} of its reviews were left out as repeats (the source holds their text more "
                     "than once): give a source with more distinct reviews")
         if split is data.test and dropped and not len(split):
-            other = ("a source with more distinct reviews (the slice is carved from train, which holds their text "
-                     "more than once)" if data.test_is_held_out else "a test split of other reviews")
+            other = ("a source with more distinct reviews (the slice is carved from train, whose other reviews or "
+                     "the unlabelled ones hold the same texts)" if data.test_is_held_out else "a test split of other "
+                     "reviews")
             fix = (f"{dropped} of its reviews are also in the source's training reviews and were left out (a review "
                    f"seen in training tests nothing): give {other}")
         _check_classes(split, source, split.name, fix)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -159,17 +160,21 @@ def _real_tokens(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.to(torch.float32)
 
 
+_STATES = "(batch, length, width)"
 _PROJECT = "project the student's states to the teacher's width first (models.DistillationStudent)"
 
 
-def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str, rows: tuple = (0, 1),
-                      fix: str = _PROJECT) -> None:
-    """The same shape, or a one-line refusal naming what differs: the sequences (the ``rows`` dimensions: batch and
-    length) or else the rest, with ``fix`` (a projection, for states of other widths)."""
+def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str, dims: int = 3,
+                      layout: str = _STATES, rows: tuple = (0, 1), fix: str = _PROJECT) -> None:
+    """The same shape, or a one-line refusal naming what differs: the number of dimensions (both must have ``dims``,
+    as ``layout`` says), the sequences (the ``rows`` dimensions: batch and positions), or else the rest, with ``fix`` (a
+    projection, for states of other widths)."""
+    shapes = f"{what}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)}"
+    if student.dim() != dims or teacher.dim() != dims:
+        raise ValueError(f"{shapes}: give both as {layout}")
     if student.shape == teacher.shape:
         return
-    shapes = f"{what}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)}"
-    if student.dim() == teacher.dim() and any(student.shape[d] != teacher.shape[d] for d in rows if d < student.dim()):
+    if any(student.shape[d] != teacher.shape[d] for d in rows):
         raise ValueError(f"{shapes} hold different sequences; compute both on the same batch")
     raise ValueError(f"{shapes} differ; {fix}")
 
@@ -224,10 +229,9 @@ def cls_mse(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tenso
     ``(B, H)`` [CLS] states of one mapped layer, each normalised to unit length
     (Sun et al. 2019). [CLS] is never padding, so no mask is needed.
     """
-    if student_cls.dim() != 2:  # (B, L, H) states would average every token, padding included
-        raise ValueError(f"cls_mse: the student's states are {tuple(student_cls.shape)}; give the [CLS] states, "
-                         "(batch, width): states[:, 0]")
-    _check_same_shape(student_cls, teacher_cls, "cls_mse", rows=(0,))
+    # (B, L, H) states would average every token, padding included
+    _check_same_shape(student_cls, teacher_cls, "cls_mse", 2, "(batch, width), each row's [CLS] state (hidden[:, 0] "
+                      "of (batch, length, width) states)", rows=(0,))
     s = F.normalize(_full(student_cls), dim=-1)
     t = F.normalize(_full(teacher_cls.detach()), dim=-1)
     return (s - t).pow(2).sum(-1).mean()
@@ -255,7 +259,7 @@ def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor, attenti
     number of heads (``attn_implementation="eager"`` returns them). ``eps``
     keeps ``log A_s`` finite where a probability underflowed to 0.
     """
-    _check_same_shape(student_attn, teacher_attn, "attention_kl", rows=(0, 3),
+    _check_same_shape(student_attn, teacher_attn, "attention_kl", 4, "(batch, heads, length, length)", rows=(0, 2, 3),
                       fix="attention maps are compared head by head: give the student the teacher's number of "
                           "heads, or compare values with value_relation_kl, which takes any heads")
     _check_mask(attention_mask, student_attn.shape[0], student_attn.shape[-1], "attention_kl")
@@ -282,12 +286,20 @@ def _fp32(device: torch.device):
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
+def _count(value, what: str, also: str) -> int:
+    """``value`` as an int (NumPy's and a 0-d tensor's whole numbers too), or a one-line refusal below 1."""
+    try:
+        count = operator.index(value) if not isinstance(value, bool) else 0
+    except TypeError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{what}={value!r}: give a whole number >= 1 that {also}")
+    return count
+
+
 def _relation_log_probs(values: torch.Tensor, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
     """``log softmax(V_r V_r^T / sqrt(d_r))`` per relation head ``r``, padded keys masked: (B, heads, L, L)."""
     b, length, width = values.shape
-    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
-        raise ValueError(f"value_relation_kl: relation_heads={heads!r}: give a whole number of heads >= 1 that "
-                         "divides both widths")
     if width % heads:
         raise ValueError(f"value_relation_kl: width {width} is not divisible by relation_heads={heads}")
     v = _full(values).view(b, length, heads, width // heads).transpose(1, 2)  # (B, heads, L, d_r)
@@ -311,6 +323,7 @@ def value_relation_kl(student_values: torch.Tensor, teacher_values: torch.Tensor
     """
     _check_rows(student_values, teacher_values, "value_relation_kl")
     _check_mask(attention_mask, *student_values.shape[:2], "value_relation_kl")
+    relation_heads = _count(relation_heads, "value_relation_kl: relation_heads", "divides both widths")
     log_p = _relation_log_probs(teacher_values.detach(), attention_mask, relation_heads)
     log_q = _relation_log_probs(student_values, attention_mask, relation_heads)
     return _masked_row_kl(log_p, log_q, attention_mask)

@@ -247,4 +247,8 @@ def test_a_held_out_slice_emptied_by_repeats_of_training_reviews_says_they_were_
     assert str(caught.value) == ("mem: the held-out split is empty, and it needs reviews of both classes: 10 of its "
                                  "reviews are also in the source's training reviews and were left out (a review seen "
                                  "in training tests nothing): give a source with more distinct reviews (the slice is "
-                                 "carved from train, which holds their text more than once)")
+                                 "carved from train, whose other reviews or the unlabelled ones hold the same texts)")
+    unlabelled = {"train": Reviews(texts, [i % 2 for i in range(50)], None, "train"),
+                  "unsupervised": Reviews(texts, [-1] * 50, None, "unsupervised")}  # train's texts once, again here
+    with pytest.raises(DataSourceError, match="whose other reviews or the unlabelled ones hold the same texts"):
+        data.split_raw(unlabelled, "mem", val_size=20, n_train=2, n_test=10)

@@ -1,13 +1,13 @@
 """Edges of the intermediate-layer and language-model losses (kd_tutorial.losses), from a mutation audit (which
-also changed the layer keys and projections of kd_tutorial.recipes.Intermediate: the tests there caught those).
+also mutated the layer keys and projections of kd_tutorial.recipes.Intermediate: other files' tests caught those).
 
 Each test pins a behaviour that a small change of the code left every other test passing: masks and teachers that
 would broadcast over the tokens are refused in one line naming the fix, a batch with no token that counts scores 0
 (not nan), probabilities that underflowed to 0 keep the attention KL finite and exact, the cosine ignores lengths
 however short the states, the value relations are computed where autocast is refused, a token only the student
 rules out adds nothing to the reverse KL, the rest bucket takes a rest mass rounded just above 1, and log1mexp is
-accurate at both ends. The last four tests pin defects the audit found, fixed: each was a traceback or a
-refusal naming a fix that cannot help.
+accurate at both ends. The last tests pin defects the audit and a review found, fixed: a traceback, a refusal
+naming a fix that cannot help, or states of every token taken for [CLS] states.
 """
 import math
 
@@ -223,8 +223,17 @@ def test_a_relation_head_count_below_1_is_refused_in_one_line(heads):
     s, t, mask = states(7)
     with pytest.raises(ValueError) as refused:
         losses.value_relation_kl(s, t, mask, heads)
-    assert str(refused.value) == (f"value_relation_kl: relation_heads={heads}: give a whole number of heads >= 1 "
-                                  "that divides both widths")
+    assert str(refused.value) == (f"value_relation_kl: relation_heads={heads}: give a whole number >= 1 that "
+                                  "divides both widths")
+
+
+def test_relation_heads_from_numpy_or_a_tensor_are_whole_numbers():
+    """The first check of relation_heads refused np.int64(2), which worked before it."""
+    import numpy as np
+    s, t, mask = states(7)
+    expected = losses.value_relation_kl(s, t, mask, 2)
+    for heads in (np.int64(2), torch.tensor(2)):
+        assert torch.equal(losses.value_relation_kl(s, t, mask, heads), expected)
 
 
 def test_a_shape_mismatch_that_is_not_a_width_does_not_ask_for_a_projection():
@@ -242,6 +251,14 @@ def test_a_shape_mismatch_that_is_not_a_width_does_not_ask_for_a_projection():
                                            "which takes any heads")
     with pytest.raises(ValueError, match="hold different sequences"):
         losses.attention_kl(attention(1, mask), attention(2, mask)[:1], mask)
+    with pytest.raises(ValueError, match="hold different sequences"):  # other queries: no head count would help
+        losses.attention_kl(attention(1, mask)[:, :, :3], attention(2, mask), mask)
+    with pytest.raises(ValueError) as averaged:  # maps averaged over their heads
+        losses.attention_kl(attention(1, mask).mean(1), attention(2, mask), mask)
+    assert str(averaged.value) == ("attention_kl: student (2, 5, 5) and teacher (2, 2, 5, 5): give both as (batch, "
+                                   "heads, length, length)")
+    with pytest.raises(ValueError, match=r"teacher \(5, 8\): give both as \(batch, length, width\)$"):
+        losses.hidden_mse(s, t[0], mask)  # one sequence's states: no projection would help
     with pytest.raises(ValueError, match="differ; project the student's states to the teacher's width first"):
         losses.hidden_cosine(s, torch.cat([t, t], -1), mask)  # a width: the projection is the fix
 
@@ -249,10 +266,11 @@ def test_a_shape_mismatch_that_is_not_a_width_does_not_ask_for_a_projection():
 def test_cls_mse_refuses_the_states_of_every_token():
     """(B, L, H) states were taken and averaged over every token, padding included, as if each were a [CLS]."""
     s, t, _ = states(10)
-    with pytest.raises(ValueError) as refused:
-        losses.cls_mse(s, t)
-    assert str(refused.value) == ("cls_mse: the student's states are (2, 5, 8); give the [CLS] states, "
-                                  "(batch, width): states[:, 0]")
+    for student, teacher in ((s, t), (s[:, 0], t)):  # every token's states, on either side
+        with pytest.raises(ValueError) as refused:
+            losses.cls_mse(student, teacher)
+        assert str(refused.value).endswith(": give both as (batch, width), each row's [CLS] state (hidden[:, 0] of "
+                                           "(batch, length, width) states)")
     assert torch.isfinite(losses.cls_mse(s[:, 0], t[:, 0]))
 
 
