@@ -129,6 +129,13 @@ FIELD_RULES = {
 }
 
 
+def _as_python(value, give: str) -> str:
+    """``give``, and for a NumPy whole number (which ``int`` checks refuse: a config holding one would not save as
+    JSON) the conversion that makes it one."""
+    numpy_int = type(value).__module__ == "numpy" and hasattr(value, "__index__") and not isinstance(value, bool)
+    return f"{give} (a Python int: int(x), not NumPy's {type(value).__name__})" if numpy_int else give
+
+
 def _field_problem(name: str, value) -> str | None:
     """What to give instead of ``value`` for the profile field ``name`` (the words after "give"), None where it is
     fine: a number that is not finite (1e999 parses as inf, and passes "> 0"), or a value :data:`FIELD_RULES` refuses.
@@ -137,7 +144,7 @@ def _field_problem(name: str, value) -> str | None:
         return "a finite number"
     ok, give = FIELD_RULES.get(name, (lambda v: True, None))
     try:
-        return None if ok(value) else give
+        return None if ok(value) else _as_python(value, give)
     except TypeError:  # a value of another type: lr="1e-4", or a string given to Profile(...) directly
         return give
 
@@ -239,7 +246,8 @@ class StudentSpec:
                                            "profile's")
         for own, (ok, give) in STUDENT_RULES.items():
             if not ok(getattr(self, own)):
-                raise ProfileOverrideError(f"student {self.name}: {own}={getattr(self, own)!r}: give {give}")
+                raise ProfileOverrideError(f"student {self.name}: {own}={getattr(self, own)!r}: give "
+                                           f"{_as_python(getattr(self, own), give)}")
         ignored = IGNORED_BY_KIND.get(self.kind)
         if ignored is None:
             raise ProfileOverrideError(f"student {self.name}: unknown student kind {self.kind!r}: give 'distil' or "
@@ -442,7 +450,14 @@ class Profile:
         return getattr(self, name) if own is None else own
 
     def replace(self, **changes) -> "Profile":
-        """A copy of this profile with some fields changed (as :func:`dataclasses.replace`)."""
+        """A copy of this profile with some fields changed (as :func:`dataclasses.replace`); a field it does not
+        have is refused in one line naming the one meant (``lr``: ``student_lr``)."""
+        fields = [f.name for f in dataclasses.fields(self)]
+        for name in changes:
+            if name not in fields:
+                close = [f for f in fields if f.endswith(f"_{name}")] or difflib.get_close_matches(name, fields, n=1)
+                raise ProfileOverrideError(f"a profile has no field {name!r}: " + (
+                    f"did you mean {' or '.join(map(repr, close))}?" if close else f"give one of {', '.join(fields)}"))
         return dataclasses.replace(self, **changes)
 
     def with_overrides(self, assignments: list[str]) -> "Profile":

@@ -190,3 +190,34 @@ def test_a_recipe_target_that_is_no_name_is_refused_in_one_line():
     from kd_tutorial.recipes import Recipe
     with pytest.raises(UserError, match=r"^recipe 'x': targets=\['soft'\]: give one of 'labels', 'soft', 'pseudo'$"):
         Recipe("x", targets=["soft"])  # was a TypeError: unhashable type: 'list'
+
+
+def test_a_profile_field_it_does_not_have_is_refused_naming_the_ones_meant():
+    """profile.replace(lr=...) in a notebook was Python's TypeError, "unexpected keyword argument 'lr'", naming no
+    field that exists."""
+    from kd_tutorial.profiles import get_profile, ProfileOverrideError
+    tiny = get_profile("tiny")
+    with pytest.raises(ProfileOverrideError) as refused:
+        tiny.replace(lr=1e-4)
+    assert str(refused.value) == "a profile has no field 'lr': did you mean 'teacher_lr' or 'student_lr'?"
+    with pytest.raises(ProfileOverrideError, match="^a profile has no field 'batch_sise': did you mean 'batch_size'"):
+        tiny.replace(batch_sise=8)
+    with pytest.raises(ProfileOverrideError, match="^a profile has no field 'zzz': give one of name, description, "):
+        tiny.replace(zzz=1)
+
+
+def test_a_numpy_whole_number_is_told_to_become_a_python_int():
+    """np.int64(8) was told to "give a whole number >= 1", which it is: the refusal stays (a config holding one would
+    not save as JSON), and says what to change."""
+    import numpy as np
+    from kd_tutorial.profiles import get_profile, ProfileOverrideError
+    tiny = get_profile("tiny")
+    with pytest.raises(ProfileOverrideError) as refused:
+        tiny.replace(batch_size=np.int64(8))
+    assert str(refused.value) == ("batch_size=np.int64(8): give a whole number >= 1 (a Python int: int(x), not "
+                                  "NumPy's int64)")
+    with pytest.raises(ProfileOverrideError, match=r"num_layers=np.int64\(2\): give a whole number of layers >= 1 \(a "
+                                                   r"Python int: int\(x\), not NumPy's int64\)$"):
+        dataclasses.replace(tiny.students[0], num_layers=np.int64(2))
+    with pytest.raises(ProfileOverrideError, match=r"^batch_size=True: give a whole number >= 1$"):
+        tiny.replace(batch_size=True)
