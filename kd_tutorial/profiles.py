@@ -136,6 +136,14 @@ def _as_python(value, give: str) -> str:
     return f"{give} (a Python int: int(x), not NumPy's {type(value).__name__})" if numpy_int else give
 
 
+def student_field_problem(name: str, value) -> str | None:
+    """What to give instead of ``value`` for the student field ``name`` of :data:`STUDENT_RULES` (the words after
+    "give"), None where it is fine; :class:`kd_tutorial.recipes.Intermediate` refuses its mapping and relation heads
+    by the same rules."""
+    ok, give = STUDENT_RULES[name]
+    return None if ok(value) else _as_python(value, give)
+
+
 def _field_problem(name: str, value) -> str | None:
     """What to give instead of ``value`` for the profile field ``name`` (the words after "give"), None where it is
     fine: a number that is not finite (1e999 parses as inf, and passes "> 0"), or a value :data:`FIELD_RULES` refuses.
@@ -244,10 +252,10 @@ class StudentSpec:
             if give:
                 raise ProfileOverrideError(f"student {self.name}: {own}={value!r}: give {give}, or None for the "
                                            "profile's")
-        for own, (ok, give) in STUDENT_RULES.items():
-            if not ok(getattr(self, own)):
-                raise ProfileOverrideError(f"student {self.name}: {own}={getattr(self, own)!r}: give "
-                                           f"{_as_python(getattr(self, own), give)}")
+        for own in STUDENT_RULES:
+            give = student_field_problem(own, getattr(self, own))
+            if give:
+                raise ProfileOverrideError(f"student {self.name}: {own}={getattr(self, own)!r}: give {give}")
         ignored = IGNORED_BY_KIND.get(self.kind)
         if ignored is None:
             raise ProfileOverrideError(f"student {self.name}: unknown student kind {self.kind!r}: give 'distil' or "

@@ -31,7 +31,7 @@ import torch
 from . import losses
 from .errors import UserError
 from .features import Features
-from .layer_maps import MAPPINGS
+from .profiles import student_field_problem
 
 TERMS = ("hidden_mse", "hidden_cosine", "cls", "attention", "value_relation")
 TOKEN_TERMS = ("hidden_mse", "hidden_cosine", "attention", "value_relation")  # means over real tokens; cls: rows
@@ -55,12 +55,11 @@ class Intermediate:
 
     def __post_init__(self):
         """Refuse, in one line, a mapping :mod:`kd_tutorial.layer_maps` does not know (refused at the first step
-        otherwise) and relation heads below 1 (a ZeroDivisionError in the value term)."""
-        if not isinstance(self.mapping, str) or self.mapping not in MAPPINGS:
-            raise RecipeError(f"mapping={self.mapping!r}: give one of {', '.join(MAPPINGS)}")
-        if isinstance(self.relation_heads, bool) or not isinstance(self.relation_heads, int) or self.relation_heads < 1:
-            raise RecipeError(f"relation_heads={self.relation_heads!r}: give a whole number of heads >= 1 that "
-                              "divides the student's width and the teacher's")
+        otherwise) and relation heads below 1 (a ZeroDivisionError in the value term), as a student refuses them."""
+        for name in ("mapping", "relation_heads"):  # a student's own, checked by the student's rules
+            give = student_field_problem(name, getattr(self, name))
+            if give:
+                raise RecipeError(f"{name}={getattr(self, name)!r}: give {give}")
 
     @property
     def weights(self) -> dict[str, float]:
