@@ -64,6 +64,14 @@ def private_home(tmp_path, monkeypatch):
     monkeypatch.delenv("KD_TUTORIAL_DATA_DIR", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def no_work(monkeypatch):
+    """A bad input let through search or benchmark fails at once, not after minutes of a real study or measurement
+    (distill's own refusals of a teacher or data folder come from inside run_distill, which is left real)."""
+    for job in ("run_benchmark", "run_search"):
+        monkeypatch.setattr(cli, job, lambda *a, _job=job, **k: pytest.fail(f"{_job} started: the input got through"))
+
+
 # ----------------------------------------------------------------------------- data files
 
 

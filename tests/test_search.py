@@ -245,7 +245,8 @@ def test_a_study_of_another_budget_is_not_continued(study):
     (["--trials", "0"], "--trials"), (["--steps", "-1"], "--steps"), (["--profile", "nope"], "unknown profile"),
     (["--margin", "x"], "--margin"),
     (["--margin", "-1"], "--margin -1.0: give how far below the teacher's validation accuracy a trial may fall")])
-def test_bad_values_are_one_line_errors(argv, said, capsys, tmp_path):
+def test_bad_values_are_one_line_errors(argv, said, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "run_search", lambda *a, **k: pytest.fail("a study started: the value was let through"))
     try:
         code = cli.main(["search", "--out", str(tmp_path), *argv])
     except SystemExit as stop:  # argparse's own errors
@@ -257,6 +258,7 @@ def test_bad_values_are_one_line_errors(argv, said, capsys, tmp_path):
 def test_a_data_variable_that_names_a_source_is_refused_with_a_fix_search_can_take(capsys, monkeypatch, tmp_path):
     """search has no --set: its refusal of KD_TUTORIAL_DATA_DIR=tiny named one."""
     monkeypatch.setenv("KD_TUTORIAL_DATA_DIR", "tiny")
+    monkeypatch.setattr(cli, "run_search", lambda *a, **k: pytest.fail("a study started: the folder was let through"))
     assert cli.main(["search", "--profile", "tiny", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("'tiny' names a data source, not a folder: give ./tiny for a folder of that name, or unset "
