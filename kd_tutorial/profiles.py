@@ -201,6 +201,12 @@ class UnknownProfileError(UserError, ValueError):
     """Raised for a profile name that is not in :data:`PROFILES`."""
 
 
+def _fields_meant(name: str, fields: list[str]) -> list[str]:
+    """The fields a misspelt or shortened ``name`` likely means: those ending in ``_name`` (``lr``: ``teacher_lr``,
+    ``student_lr``), else the closest spelling (``tempreature``: ``temperature``); [] where none is close."""
+    return [f for f in fields if f.endswith(f"_{name}")] or difflib.get_close_matches(name, fields, n=1)
+
+
 class ProfileOverrideError(UserError, ValueError):
     """A ``--set FIELD=VALUE`` that names no field or gives a value of the wrong kind."""
 
@@ -463,7 +469,7 @@ class Profile:
         fields = [f.name for f in dataclasses.fields(self)]
         for name in changes:
             if name not in fields:
-                close = [f for f in fields if f.endswith(f"_{name}")] or difflib.get_close_matches(name, fields, n=1)
+                close = _fields_meant(name, fields)
                 raise ProfileOverrideError(f"a profile has no field {name!r}: " + (
                     f"did you mean {' or '.join(map(repr, close))}?" if close else f"give one of {', '.join(fields)}"))
         return dataclasses.replace(self, **changes)
@@ -481,6 +487,11 @@ class Profile:
             if not sep and name.strip() in settable:  # "--set temperature = 4": the shell split it in three
                 raise ProfileOverrideError(f"--set {item!r}: expected FIELD=VALUE with no spaces around '=': "
                                            f"--set {name.strip()}=VALUE")
+            misspelt = sep and not hasattr(self, name)  # students, name, extra: fields --set cannot change
+            close = _fields_meant(name, settable) if misspelt else []
+            if close:  # a misspelt field: the one meant, not the 37 names
+                raise ProfileOverrideError(f"--set {item!r}: a profile has no field {name!r}: did you mean "
+                                           f"{' or '.join(f'--set {c}={text}' for c in close)}?")
             if not sep or name not in settable:
                 raise ProfileOverrideError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
                                            f"{', '.join(settable)}")

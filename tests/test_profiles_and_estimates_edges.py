@@ -169,3 +169,27 @@ def test_the_hubs_imdb_by_either_name_evaluates_its_whole_test_split():
     cpu = get_profile("cpu")
     assert estimates.test_reviews_of(cpu.replace(data_source=HUB_DATASET), None) == estimates.test_reviews_of(
         cpu, None) == 25_000
+
+
+# --------------------------------------------------------------------------- --set: a misspelt field
+
+@pytest.mark.parametrize("item, meant", [
+    ("tempreature=4", "did you mean --set temperature=4?"),
+    ("lr=1e-3", "did you mean --set teacher_lr=1e-3 or --set student_lr=1e-3?"),
+    ("Alpha=0.5", "did you mean --set alpha=0.5?"),
+])
+def test_a_misspelt_set_field_is_told_the_field_meant_not_the_whole_list(item, meant):
+    """A learner's typo got the 37 settable names; the profile's own did-you-mean (profile.replace) was not used."""
+    with pytest.raises(ProfileOverrideError) as refused:
+        get_profile("tiny").with_overrides([item])
+    said = str(refused.value)
+    assert said == f"--set {item!r}: a profile has no field {item.split('=')[0]!r}: {meant}"
+
+
+@pytest.mark.parametrize("item", ["zzz=1", "students=()", "name=cpu"])
+def test_a_set_field_with_nothing_close_or_not_settable_gets_the_list(item):
+    """No near spelling, or a field --set cannot change (students, name): the settable fields are listed, and no
+    field is said to be missing that the profile has."""
+    with pytest.raises(ProfileOverrideError, match=r"expected FIELD=VALUE with FIELD one of .*temperature") as refused:
+        get_profile("tiny").with_overrides([item])
+    assert "did you mean" not in str(refused.value) and "has no field" not in str(refused.value)
