@@ -1030,6 +1030,9 @@ def _print_results(results: dict, profile: Profile, device: str) -> None:
     print(format_table(results["models"], title=f"{profile.name} profile, {results['run']['split_sizes']['test']} "
                                                 f"{split} reviews, {device}"))
     if results["comparisons"]:  # a run of baselines alone compares nothing: no table of no rows
+        print(f"\nEach recipe against its student's baseline (the soft targets also against the pseudo-label control, "
+              f"a recipe that adds to kd+transfer against it), on the same {split} reviews: the difference, its paired "
+              "bootstrap 95 % interval and McNemar's p; a verdict is better or worse only where both agree")
         print(format_comparisons(results["comparisons"], results["models"]))
     print("\n" + format_best_recipes(results, split).rstrip())
 

@@ -20,11 +20,16 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def format_table(rows: list[dict], title: str | None = None) -> str:
-    """A plain-text table of :func:`kd_tutorial.evaluate.compare` rows (markdown-compatible)."""
-    cols = [("model", "name", "{}"), ("acc %", "accuracy", "{:.2f}"), ("agree %", "agreement", "{:.2f}"),
+    """A plain-text table of :func:`kd_tutorial.evaluate.compare` rows (markdown-compatible); "% teacher" is each
+    model's accuracy over the teacher's row's, as in the README's table, where the rows hold a teacher."""
+    teacher_acc = next((r.get("accuracy") for r in rows if r.get("name") == "teacher"), None)
+    if teacher_acc:
+        rows = [r | {"of_teacher": r["accuracy"] / teacher_acc} if r.get("accuracy") is not None else r for r in rows]
+    share = [("% teacher", "of_teacher", "{:.1f}")] if teacher_acc else []
+    cols = [("model", "name", "{}"), ("acc %", "accuracy", "{:.2f}"), *share, ("agree %", "agreement", "{:.2f}"),
             ("ECE", "ece", "{:.3f}"), ("params M", "params", "{:.2f}"), ("MB", "mb", "{:.1f}"),
             ("p50 ms", "latency_ms", "{:.2f}"), ("reviews/s", "reviews_per_s", "{:.0f}")]
-    scale = {"accuracy": 100, "agreement": 100, "params": 1e-6}
+    scale = {"accuracy": 100, "of_teacher": 100, "agreement": 100, "params": 1e-6}
 
     def cell(row, key, fmt):
         value = row.get(key)
@@ -124,7 +129,8 @@ def _precision_text(run: dict) -> str:
     student runs trained at once, one thread each, when more than one did (``--workers``)."""
     precision = (run.get("precision") or {}).get("training", "not recorded")
     threads, workers = run.get("torch_threads"), run.get("student_workers") or 1
-    return (f"precision {precision}" + _other_precisions(run, precision) + (f", {threads} threads" if threads else "") +
+    threads_text = f", {threads} thread{'s' * (threads != 1)}" if threads else ""
+    return (f"precision {precision}" + _other_precisions(run, precision) + threads_text +
             (f", students {workers} runs at a time with one thread each (so their train tokens/s are one "
              "thread's)" if workers > 1 else ""))
 

@@ -214,3 +214,33 @@ def test_a_checkout_without_a_commit_to_name_records_none(monkeypatch, answer):
         return answer
     monkeypatch.setattr(provenance.subprocess, "run", git)
     assert provenance.git_commit() is None
+
+
+# ----------------------------------------------------------------------------- distill: how it ends
+
+def test_distill_ends_naming_its_plots_its_checkpoints_and_what_to_run_next(tmp_path, monkeypatch, capsys):
+    """It ended "wrote runs/latest/results.json and 2 plots": no plot's name, no checkpoints, no next step."""
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    out = tmp_path / "run"
+
+    def trained(*args, **kwargs):
+        (out / "checkpoints").mkdir(parents=True)
+        return {"plots": [str(out / "accuracy_vs_latency.png"), str(out / "training_curves.png")]}
+    monkeypatch.setattr(cli, "run_distill", trained)
+    assert cli.main(["distill", "--profile", "tiny", "--out", str(out), "--quiet"]) == 0
+    wrote, then = capsys.readouterr().out.splitlines()[-2:]
+    assert wrote.startswith(f"wrote {out / 'results.json'}, the plots accuracy_vs_latency.png, training_curves.png "
+                            f"and the checkpoints in {out / 'checkpoints'}/ in ")
+    assert then.startswith(f"next: `kd-tutorial report {out / 'results.json'}` renders the tables")
+
+
+def test_distill_captions_its_comparisons_with_how_a_verdict_is_reached(capsys):
+    """The comparisons table came with no words in the console: the caption says what is compared and the rule."""
+    from kd_tutorial import pipeline
+    from kd_tutorial.profiles import get_profile
+    results = json.loads((RESULTS / "tiny.json").read_text())
+    pipeline._print_results(results, get_profile("tiny"), "cpu")
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| student | recipe | against |"))
+    assert lines[at - 1].startswith("Each recipe against its student's baseline") and "McNemar's p" in lines[at - 1]
+    assert lines[at - 1].endswith("a verdict is better or worse only where both agree")

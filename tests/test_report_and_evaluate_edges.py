@@ -1,7 +1,9 @@
 """Edges of the scores and of their rendering, found by a mutation audit of kd_tutorial/evaluate.py and
 kd_tutorial/report.py: a confidence on a bin edge, a teacher right on few reviews, a split of one batch or none,
 inputs the statistics refuse, and the numbers, signs and sentences the results table and README block print."""
+import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -332,3 +334,20 @@ def test_the_readme_block_lists_the_results_files_in_path_order_whatever_order_t
     text = readme.read_text(encoding="utf-8")
     assert text.index("Profile `tiny`") < text.index("Profile `cpu`")
     assert text.startswith(f"intro\n{report.README_START}\n") and text.endswith(f"{report.README_END}\nend\n")
+
+
+def test_the_console_table_gives_each_model_its_share_of_the_teacher_only_beside_a_teacher():
+    """distill's console table had no "% of teacher" column, which its footnote and the README's table explain."""
+    rows = [_model_row(name="teacher", accuracy=0.8), _model_row(accuracy=0.72), _model_row(name="s x", accuracy=None)]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in report.format_table(rows).splitlines()]
+    assert cells[0][:4] == ["model", "acc %", "% teacher", "agree %"]
+    assert [c[2] for c in cells[2:]] == ["100.0", "90.0", "-"]
+    assert "% teacher" not in report.format_table([_model_row()])  # rows without a teacher: no share to give
+
+
+def test_a_run_of_one_thread_is_said_in_the_singular():
+    """`kd-tutorial report` of a one-thread run said "1 threads"."""
+    run = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "tiny.json").read_text())["run"]
+    alone = run | {"student_workers": 1}
+    assert report._precision_text(alone | {"torch_threads": 1}).endswith(", 1 thread")
+    assert report._precision_text(alone | {"torch_threads": 2}).endswith(", 2 threads")
