@@ -13,6 +13,7 @@
 * :func:`check_positions` - refuse reviews longer than a model's position embeddings; :func:`check_rows` - refuse an
   ``Encoded``'s rows too long for a model, or labels past its classes.
 * :func:`check_same_labels` - refuse to distil across label orders (``id2label`` / ``label2id``).
+* :func:`name_classes` - the course's class names (negative, positive) on a classifier whose config names none.
 
 transformers is imported inside the functions, never at module import.
 """
@@ -688,4 +689,18 @@ def teacher_for_profile(profile: Profile, *, init: str = "pretrained", teacher: 
                          hint=prefetch_hint(profile, name))
     if profile.freeze_word_embeddings:
         freeze_word_embeddings(model)
-    return set_attention_dropout(model, profile.attention_dropout)
+    return set_attention_dropout(name_classes(model), profile.attention_dropout)
+
+
+CLASS_NAMES = ("negative", "positive")  # the course's label ids: IMDB's 0 and 1
+
+
+def name_classes(model, names=CLASS_NAMES):
+    """Give a classifier whose config names no class (transformers' ``LABEL_0``, ``LABEL_1``) the course's names, so
+    that a saved teacher or student says which is which (a pipeline() prints "positive", not "LABEL_1"); a model
+    that names its own classes, or has another number of them, keeps its config. Returns ``model``."""
+    config = model.config
+    if config.num_labels == len(names) and _generic([str(n) for n in config.id2label.values()]):
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: i for i, name in enumerate(names)}
+    return model

@@ -26,7 +26,7 @@ from .device import pick_device
 from .errors import DISK_FULL, UserError, error_cause as _cause
 from .evaluate import predict_logits
 from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
-from .models import check_positions, check_same_vocab, teacher_for_profile
+from .models import check_positions, check_same_vocab, name_classes, teacher_for_profile
 from .profiles import Profile, stable_hash
 from .store import (atomic_save_pretrained, atomic_torch_save, atomic_write_json, disk_errors, locked,
                     move_aside, writer_tag)
@@ -49,8 +49,8 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
     with locked(folder):
         cached = _cached_teacher(folder)
         if cached is not None:
-            model, info = cached
-            return freeze(model.to(device)), prep, info
+            model, info = cached  # one cached before teachers named their classes is named now
+            return freeze(name_classes(model).to(device)), prep, info
         before = _recorded_weights(folder)  # the teacher this folder held, if its outputs outlived it
         elsewhere = _trained_elsewhere(prep)
         if elsewhere is not None:

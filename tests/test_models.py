@@ -585,3 +585,23 @@ def test_a_row_as_long_as_the_positions_is_read_and_one_token_more_is_refused():
     over = data.Encoded([[101] + [7] * 15 + [102]], torch.tensor([0]), "over")
     with pytest.raises(ValueError, match=r"a row has 17 tokens and the model 16 positions"):
         evaluate.predict_logits(student, over, device="cpu")
+
+
+def test_the_profiles_teacher_and_its_students_name_the_classes_and_a_saved_one_says_them(tmp_path):
+    """A saved teacher or student said LABEL_0 / LABEL_1, so a practitioner's pipeline() printed "LABEL_1"."""
+    from transformers import AutoConfig
+    teacher = models.teacher_for_profile(PROFILES["tiny"])
+    assert teacher.config.id2label == {0: "negative", 1: "positive"}
+    assert teacher.config.label2id == {"negative": 0, "positive": 1}
+    for spec in PROFILES["tiny"].students:
+        models.build_student(spec, teacher).save_pretrained(tmp_path / spec.name)
+        assert AutoConfig.from_pretrained(tmp_path / spec.name).id2label == {0: "negative", 1: "positive"}
+
+
+def test_a_classifier_that_names_its_own_classes_or_has_other_classes_keeps_them():
+    from transformers import BertForSequenceClassification
+    own = models.name_classes(BertForSequenceClassification(models.tiny_bert_config(
+        id2label={0: "bad", 1: "good"}, label2id={"bad": 0, "good": 1})))
+    assert own.config.id2label == {0: "bad", 1: "good"}
+    three = models.name_classes(BertForSequenceClassification(models.tiny_bert_config(num_labels=3)))
+    assert list(three.config.id2label.values()) == ["LABEL_0", "LABEL_1", "LABEL_2"]
