@@ -385,7 +385,7 @@ def test_the_help_and_the_readme_say_what_happens_to_a_cell_that_prints_past_max
     action = next(a for a in grader._parser(argparse.ArgumentParser)._actions if "--max-output" in a.option_strings)
     assert "prints or displays more than this by itself to the notebook (stdout, stderr, display(), its last value) " \
         "is stopped" in action.help, action.help
-    assert "counted in characters, not bytes" in action.help
+    assert "counted in characters, not bytes" in action.help and action.metavar == "CHARS"  # was BYTES
     assert "images, updates of a display, a subprocess's" in action.help
     readme = " ".join((FIXTURES.parents[2] / "exercises" / "README.md").read_text(encoding="utf-8").split())
     assert "a cell of the learner's that prints more than that by itself is stopped there" in readme

@@ -650,7 +650,7 @@ def _parser(parser_class) -> argparse.ArgumentParser:
     parser.add_argument("--cell-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="time limit per learner cell and per check (default 60); torch and the "
                         "checks' imports are loaded before the learner's cells, under the notebook limit only")
-    parser.add_argument("--max-output", type=int, default=1_000_000, metavar="BYTES",
+    parser.add_argument("--max-output", type=int, default=1_000_000, metavar="CHARS",
                         help="output kept per notebook, counted in characters, not bytes (default 1,000,000); a "
                         "learner's cell that prints or displays more than this by itself to the notebook (stdout, "
                         "stderr, display(), its last value) is stopped there, with an error; images, updates of a "
@@ -661,7 +661,7 @@ def _parser(parser_class) -> argparse.ArgumentParser:
 
 def check_limits(args) -> None:
     """Refuse a --timeout or --cell-timeout that is not a finite number of seconds above 0 (nan, inf, 0, -1), and a
-    --max-output below 1 byte."""
+    --max-output below 1 character."""
     for flag, value, default in (("--timeout", args.timeout, 300), ("--cell-timeout", args.cell_timeout, 60)):
         if not (math.isfinite(value) and value > 0):
             raise UsageError(f"{flag} {value:g} is not a time limit: give a finite number of seconds above 0, "
