@@ -175,9 +175,11 @@ def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_rec
                                 readme).groups()
     seed = json.loads((ROOT / record).read_text())["run"]
     assert int(minutes) == round(seed["wall_seconds"] / 60), (minutes, seed["wall_seconds"])
-    said = re.search(r"about (\d+) GB in bf16 for `cpu` from an empty cache: distil-3L's three hidden layers, "
-                     r"([\d.]+) GB of the five layers' ([\d.]+) GB \[measured\]\((docs/tuning/[^)]+\.json)\) on train "
-                     r"and transfer, and compact-2L-H128's two value layers, ([\d.]+) GB with the spare reviews, "
+    assert f"| about {minutes} minutes a seed on 2 CPU cores |" in readme  # the profile table's short cell
+    said = re.search(r"about (\d+) GB in bf16 for `cpu` from an empty cache: distil-3L's three hidden layers on "
+                     r"train and transfer, ([\d.]+) GB, three fifths of the five layers' ([\d.]+) GB "
+                     r"\[measured\]\((docs/tuning/[^)]+\.json)\) on those reviews, and compact-2L-H128's two "
+                     r"value layers, ([\d.]+) GB with the spare reviews, "
                      r"\[measured\]\((docs/results/[^)]+\.json)\): ([\d.]+) GB in all, "
                      r"\[measured\]\((docs/tuning/[^)]+\.json)\) in one seed", readme).groups()
     total, hidden, five, five_record, values, values_record, whole, whole_record = said
@@ -199,12 +201,28 @@ def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_rec
     assert slow["precision"]["precision"] == "fp32" and int(fp32) == round(slow["wall_seconds"]) <= 120
 
 
+def test_the_readmes_profile_table_names_each_profiles_students_and_transfer_set():
+    """The profile table's short cells (details in the subsection below it) are the profiles' own: its students and
+    the size of its transfer set, and the `cpu` teacher's labelled reviews."""
+    from kd_tutorial.profiles import PROFILES
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| profile | teacher | students | data | time |", 1)[1].split("\n\n", 1)[0]
+    rows = {m.group(1): m.group(2).split(" | ") for m in re.finditer(r"^\| `(\w+)` \| (.*) \|$", table, flags=re.M)}
+    assert set(rows) == set(PROFILES)
+    for name, (teacher, students, data, time) in rows.items():
+        profile = PROFILES[name]
+        assert re.findall(r"`([^`]+)`", students) == [s.name for s in profile.students], (name, students)
+        assert f" + {profile.n_transfer // 1000}k transfer " in data, (name, data)
+    assert rows["cpu"][2].startswith(f"{PROFILES['cpu'].n_train // 1000}k labelled + ")
+
+
 def test_the_readmes_split_sizes_and_gpu_times_are_those_of_the_records_they_cite():
     """An audit found these README numbers right but tied by no test (and the 53 minutes citing the H200's record)."""
     readme = " ".join((ROOT / "README.md").read_text().split())
     record = lambda path: json.loads((ROOT / path).read_text())  # noqa: E731
     overlap, three = record("docs/tuning/test-split-overlap.json"), record("docs/results/cpu-3-seeds.json")["run"]
-    kept, held = map(_number, re.search(r"\(([\d,]+) of the shared copy's ([\d,]+): \[measured\]", readme).groups())
+    kept, held = map(_number, re.search(r"sample of ([\d,]+) of its 25,000 test reviews, of which it keeps "
+                                        r"([\d,]+) \(\[measured\]", readme).groups()[::-1])
     assert (kept, held) == (overlap["test_kept_unique"], overlap["test_reviews"])
     assert kept == three["split_sizes"]["test"]  # and the three seeds evaluated them all
     spare = _number(re.search(r"also the ([\d,]+) train reviews that no split holds", readme).group(1))
@@ -212,7 +230,9 @@ def test_the_readmes_split_sizes_and_gpu_times_are_those_of_the_records_they_cit
     assert (spare, steps) == (three["students"]["compact-2L-H128"]["spare_reviews"],
                               three["students"]["compact-2L-H128"]["steps"])
     projected = record("docs/results/benchmark-nvidia-h200.json")["projection"]["projected_s"]
-    assert f"| {round(projected / 60)} minutes on one H200, projected by `kd-tutorial benchmark`" in readme
+    assert f"* **`full`, on a GPU.** {round(projected / 60)} minutes on one H200, projected by `kd-tutorial " \
+        "benchmark`" in readme
+    assert f"| about {round(projected / 60)} minutes a seed on one H200, projected |" in readme  # the table's cell
     gpu = re.search(r"teacher phase there \(tokenising, fine-tuning, validation\) from ([\d.]+) s to ([\d.]+) s\. "
                     r"That H200 ran one `cpu` seed end to end in (\d+) s \(.*?\[record\]\((docs/gpu/[^)]+)\)\), "
                     r"against (\d+) minutes on 2 CPU cores for the preset of that day \(\[record\]\(([^)]+)\)\)",
@@ -229,8 +249,9 @@ def _number(text: str) -> int:
 
 
 def test_the_readmes_cpu_estimate_figures_are_those_distill_prints(monkeypatch):
-    """The README's `cpu` row names the fp32 factor the estimate assumes, what it prints from the Hub and for three
-    seeds: all are the estimate's (they went stale together when the budget was timed again at 7c0b9ad: 2.2 to 2.0, 104 to 92 minutes)."""
+    """The README's `cpu` time (its bullet below the profile table) names the fp32 factor the estimate assumes, what
+    it prints from the Hub and for three seeds: all are the estimate's (they went stale together when the budget was
+    timed again at 7c0b9ad: 2.2 to 2.0, 104 to 92 minutes)."""
     from kd_tutorial import device, estimates, profiles
     from kd_tutorial.profiles import PROFILES
     monkeypatch.setattr(device, "bf16_supported", lambda name: True)  # the CPU the budget was measured on
@@ -240,7 +261,7 @@ def test_the_readmes_cpu_estimate_figures_are_those_distill_prints(monkeypatch):
     minutes = re.search(r"about 21k spare reviews against 13k: about (\d+) minutes\)", readme).group(1)
     said = estimates.estimate(PROFILES["cpu"], "cpu", test_reviews=estimates.IMDB_TEST_REVIEWS)
     assert said.startswith(f"about {minutes} minute(s) on 2 CPU cores for one seed, evaluating up to 25,000 "), said
-    three = re.search(r"\(about (\d+) minutes for the three with the shared copy\)", readme).group(1)
+    three = re.search(r"\(about (\d+) minutes for the three with that folder\)", readme).group(1)
     folder = dict(profiles.BUDGET_SOURCE["cpu"])  # the shared copy's sizes, as folder_rows reads them
     monkeypatch.setattr(estimates, "folder_rows", lambda path: folder)
     said = estimates.estimate(PROFILES["cpu"], "cpu", 3, test_reviews=folder["test"], data_dir="/shared/imdb")
