@@ -254,3 +254,24 @@ def test_notebook_07s_summary_gives_the_validation_leads_of_the_record_it_cites(
         assert (int(said[5]), int(said[6])) == (lead["reviews"], lead["seeds"])
         assert said[7 + 2 * i: 9 + 2 * i] == (f"{100 * lead['ci_low']:+.2f}", f"{100 * lead['ci_high']:+.2f}")
         assert said[11 + i] == f"{lead['p_mcnemar']:.2f}" and said[13].startswith(lead["verdict"].split(" at ")[0])
+
+
+def test_the_readmes_thread_count_paragraph_says_what_its_record_holds():
+    """The README's `tiny` bullet says a run of 2 threads gives the block's numbers to the review and a run of one
+    thread another teacher: the record (docs/tuning/tiny-threads.json) must show both, and the figures typed in the
+    README must be the record's."""
+    record = json.loads((ROOT / "docs" / "tuning" / "tiny-threads.json").read_text(encoding="utf-8"))
+    block = json.loads((ROOT / "docs" / "results" / "tiny.json").read_text(encoding="utf-8"))
+    two, one, again = record["runs"]
+    assert (two["torch_threads"], one["torch_threads"], again["torch_threads"]) == (2, 1, 1)
+    assert two["accuracy"] == {m["name"]: m["accuracy"] for m in block["models"]} and one["accuracy"] == again["accuracy"]
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    pseudo = next(c for c in one["against_baseline"] if (c["student"], c["recipe"]) == ("distil-2L", "pseudo-label"))
+    compact = [c for c in one["against_baseline"] if c["student"] == "compact-1L-H32"]
+    gains = sorted(100 * c["diff"] for c in compact)
+    assert f"scores {100 * one['accuracy']['teacher']:.2f} %" in readme
+    assert (f"lands {100 * pseudo['diff']:.2f} points [{100 * pseudo['ci_low']:+.2f}, {100 * pseudo['ci_high']:+.2f}] "
+            f"from its baseline (no detectable difference)") in readme and pseudo["verdict"].startswith("no detectable")
+    assert f"by {gains[0]:.1f} to {gains[-1]:.1f} points, all three \"better\"" in readme
+    assert [c["verdict"] for c in compact] == ["better"] * 3
+    assert f"Rerun at commit `{two['git_commit'].split('+')[0]}` with 2 threads" in readme
