@@ -213,8 +213,9 @@ def _kd(s, t, T, reduction="batchmean", factor=None, s_T=True, t_T=True, inp="lo
         return F.kl_div(x, F.softmax(zt, -1), reduction=reduction) * (T * T if factor is None else factor)
 
 
-wrong("ex03.q1", "4x too small: did you use reduction='mean'")(lambda s, t, T: _kd(s, t, T, "mean"))
-wrong("ex03.q1", "3x too large")(lambda s, t, T: _kd(s, t, T, "sum"))
+wrong("ex03.q1", "4x too small on a batch of 4 classes (C times for C classes): did you use reduction='mean'")(
+    lambda s, t, T: _kd(s, t, T, "mean"))
+wrong("ex03.q1", "3x too large on a batch of 3 reviews (B times for a batch of B)")(lambda s, t, T: _kd(s, t, T, "sum"))
 wrong("ex03.q1", "T^2 too small")(lambda s, t, T: _kd(s, t, T, factor=1.0))
 wrong("ex03.q1", "you multiplied by T;")(lambda s, t, T: _kd(s, t, T, factor=T))
 wrong("ex03.q1", "not softmax")(lambda s, t, T: _kd(s, t, T, inp="prob"))
@@ -270,7 +271,7 @@ wrong("ex03.q2", "a gradient reaches teacher_logits")(
 # q1's soft-term mistakes inside the whole loss, and hard-term mistakes: each named (a review got the generic message)
 wrong("ex03.q2", "you computed KL(student || teacher)")(lambda s, t, y, T=2.0, a=0.5: a * T * T * F.kl_div(
     F.log_softmax(t.detach() / T, -1), F.softmax(s / T, -1), reduction="batchmean") + (1 - a) * _hard(s, y))
-wrong("ex03.q2", "your soft term is 3x too small: did you use reduction='mean'")(
+wrong("ex03.q2", "your soft term is 3x too small on a batch of 3 classes (C times for C classes)")(
     lambda s, t, y, T=2.0, a=0.5: a * T * T * F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1),
                                                        reduction="mean") + (1 - a) * _hard(s, y))
 wrong("ex03.q2", "your soft term is the soft cross-entropy")(lambda s, t, y, T=2.0, a=0.5: a * T * T * -(

@@ -75,9 +75,51 @@ def test_ex03_q2_a_crash_on_a_fully_labelled_batch_is_not_blamed_on_unlabelled_r
     assert result.status == ERROR and "unlabelled" not in result.message, result
 
 
-def test_ex03_q2_a_crash_on_label_minus_one_names_ignore_index():
+def test_ex03_q2_a_crash_on_label_minus_one_names_the_labelled_rows():
     assert_fails_with("ex03.q2", lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * F.cross_entropy(s, y),
-                      "F.cross_entropy(..., ignore_index=-1, reduction='sum') / batch size")
+                      "keep the rows with labels >= 0, e.g. F.cross_entropy(logits[labelled], labels[labelled], "
+                      "reduction='sum') / batch size")
+
+
+def test_ex03_q2_a_row_labelled_minus_100_is_unlabelled_too():
+    """Any negative label is unlabelled, as in kd_tutorial.losses: ignore_index=-1 passes every batch labelled -1 and
+    crashes on -100; a mask of labels >= 0 (the solution), or -100 mapped to the ignored -1, passes."""
+    assert_fails_with("ex03.q2", lambda s, t, y, T=2.0, a=0.5: a * _soft(s, t, T) + (1 - a) * _hard(s, y),
+                      "your loss fails on a batch whose unlabelled rows are labelled -100", "ignore_index=-1 ignores "
+                      "-1 only: keep the rows with labels >= 0")
+
+    def kd_loss_mapped(s, t, y, T=2.0, a=0.5):
+        return a * _soft(s, t, T) + (1 - a) * _hard(s, y.clamp_min(-1))
+    assert EXERCISES["ex03.q2"].grade(kd_loss_mapped).status == "passed"
+
+    def kd_loss_drops_minus_100(s, t, y, T=2.0, a=0.5):  # the -100 rows left out of B: wrong value, no crash
+        keep = y != -100
+        return a * _soft(s[keep], t[keep], T) + (1 - a) * _hard(s[keep], y[keep])
+    assert_fails_with("ex03.q2", kd_loss_drops_minus_100, "on a batch whose unlabelled rows are labelled -100 your "
+                      "loss is ", "any negative label marks an unlabelled review")
+
+
+def test_ex03_reduction_messages_give_the_factor_of_the_batch_they_quote():
+    """reduction='mean' divides by C and 'sum' multiplies by B, which differ from batch to batch (q1's: C = 4, 3, 6,
+    2): each message says the factor is C (or B) and quotes it for the first batch, q1's (C = 4, B = 3) and q2's
+    (C = 3), not q1's C for q2."""
+    from kd_tutorial.grading import ex03
+    classes = [s.shape[1] for s, _, _ in ex03._cases()]
+    assert len(set(classes)) > 1 and classes[0] == 4 and ex03._label_cases()[0][0].shape == (4, 3)
+    for s, t, T in ex03._cases():  # the claim behind "C times for C classes", in every batch
+        torch.testing.assert_close(_kd_mean(s, t, T) * s.shape[1], _soft(s, t, T))
+    assert_fails_with("ex03.q1", lambda s, t, T: _kd_mean(s, t, T), "your loss is 4x too small on a batch of 4 "
+                      "classes (C times for C classes)")
+    assert_fails_with("ex03.q1", lambda s, t, T: _soft(s, t, T) * s.shape[0], "your loss is 3x too large on a "
+                      "batch of 3 reviews (B times for a batch of B)")
+    message = assert_fails_with("ex03.q2", lambda s, t, y, T=2.0, a=0.5: a * _kd_mean(s, t, T) + (1 - a) * _hard(s, y),
+                                "your soft term is 3x too small on a batch of 3 classes (C times for C classes)")
+    assert "4x" not in message, message
+
+
+def _kd_mean(s, t, T):
+    """T^2 * KL with reduction='mean' (the learner's mistake): batchmean / C."""
+    return F.kl_div(F.log_softmax(s / T, -1), F.softmax(t.detach() / T, -1), reduction="sum") / s.numel() * T * T
 
 
 def test_ex03_q2_a_crash_on_a_batch_of_unlabelled_reviews_only_is_named():

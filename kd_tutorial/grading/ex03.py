@@ -30,16 +30,19 @@ def _kl(log_q_input, target, reduction="batchmean"):
 
 def _soft_variants(cases, combine=None):
     """Known-wrong soft terms on ``cases`` (student, teacher, T), by message; ``combine(i, soft)`` builds case i's
-    whole loss around each soft term (q2), the soft term alone by default (q1)."""
+    whole loss around each soft term (q2), the soft term alone by default (q1). A factor that depends on the batch
+    (C for reduction='mean', B for 'sum') differs from case to case: the message gives it for the first case, the
+    one a mistake that matches every case is quoted on."""
     ls, sm = F.log_softmax, F.softmax
     B, C = cases[0][0].shape
     combine = combine or (lambda i, soft: soft)
     V = lambda f: (lambda: [combine(i, f(s, t, T)) for i, (s, t, T) in enumerate(cases)])  # noqa: E731
     return {
-        f"your loss is {C}x too small: did you use reduction='mean'? It divides by batch size x "
-        f"number of classes; use reduction='batchmean'":
+        f"your loss is {C}x too small on a batch of {C} classes (C times for C classes): did you use "
+        "reduction='mean'? It divides by batch size x number of classes; use reduction='batchmean'":
             V(lambda s, t, T: _kl(ls(s / T, -1), sm(t / T, -1), "mean") * T * T),
-        f"your loss is {B}x too large: reduction='sum' adds over the batch; use reduction='batchmean'":
+        f"your loss is {B}x too large on a batch of {B} reviews (B times for a batch of B): reduction='sum' adds "
+        "over the batch; use reduction='batchmean'":
             V(lambda s, t, T: _kl(ls(s / T, -1), sm(t / T, -1), "sum") * T * T),
         "your loss is T^2 too small: multiply the KL by temperature ** 2, so the soft term's "
         "gradients keep their size when T changes":
@@ -113,7 +116,7 @@ def _label_cases():
 
 def _ce_lab(s, y):
     """The cross-entropy averaged over the labelled rows only (the usual ignore_index mean)."""
-    m = y != -1
+    m = y >= 0
     return F.cross_entropy(s[m], y[m]) if bool(m.any()) else s.sum() * 0
 
 
@@ -156,7 +159,7 @@ def _full_variants(cases) -> dict:
             V(lambda s, t, y, T, a: a * kl(s, t, T)
               + (1 - a) * F.nll_loss(s, y, ignore_index=-1, reduction="sum") / len(y)),
         "your hard term counts the unlabelled rows (label -1) as class 0: they must add nothing to it "
-        "(ignore_index=-1), not be clamped to a class":
+        "(keep the rows with labels >= 0), not be clamped to a class":
             V(lambda s, t, y, T, a: a * kl(s, t, T) + (1 - a) * _ce(s, y.clamp_min(0))),
         "your loss has no hard-label term: add (1 - alpha) * cross-entropy with the labels":
             V(lambda s, t, y, T, a: a * kl(s, t, T)),
@@ -186,8 +189,9 @@ def _check_full(call):
         except LearnerCrash as crash:
             if bool((y == -1).any()):
                 raise Wrong(f"your loss fails on a batch with unlabelled rows (label -1): {_sentence(crash)} "
-                            "Unlabelled rows add 0 to the hard term, e.g. "
-                            "F.cross_entropy(..., ignore_index=-1, reduction='sum') / batch size") from None
+                            "Unlabelled rows add 0 to the hard term: keep the rows with labels >= 0, e.g. "
+                            "F.cross_entropy(logits[labelled], labels[labelled], reduction='sum') / batch size"
+                            ) from None
             raise
     expected = [float(ref.distillation_loss(s, t, y, T, a)) for s, t, y, T, a in cases]
     if not all(close(g, e) for g, e in zip(got, expected)):
@@ -209,6 +213,25 @@ def _check_full(call):
                     f"(a mean over no labelled row is nan), got {value:.4f}")
     # the loss trains the student (a float from .item() or a value under torch.no_grad() cannot), never the teacher
     student_gradient(call, *cases[1], student_name="student_logits", teacher_name="teacher_logits")
+    _check_any_negative_label(call, cases[1])
+
+
+def _check_any_negative_label(call, case):
+    """A row labelled -100 (transformers' "ignore" label) is unlabelled too, as in kd_tutorial.losses: any negative
+    label is. ``ignore_index=-1`` ignores -1 only, and F.cross_entropy refuses -100 as a class."""
+    s, t, y, T, a = case
+    y = y.masked_fill(y == -1, -100)
+    advice = ("marks an unlabelled review (-1, or -100 as in transformers), and ignore_index=-1 ignores -1 only: keep "
+              "the rows with labels >= 0")
+    try:
+        value = as_float(call(s.clone(), t.clone(), y.clone(), T, a), "kd_loss")
+    except LearnerCrash as crash:
+        raise Wrong(f"your loss fails on a batch whose unlabelled rows are labelled -100: {_sentence(crash)} Any "
+                    f"negative label {advice}") from None
+    expected = float(ref.distillation_loss(s, t, y, T, a))
+    if not close(value, expected):
+        raise Wrong(f"on a batch whose unlabelled rows are labelled -100 your loss is {value:.4f}, expected "
+                    f"{expected:.4f}: any negative label {advice}")
 
 
 # -- q3: gradient accumulation -----------------------------------------------------------
@@ -515,20 +538,21 @@ q2 = Exercise(
         "The full loss mixes the soft term (the teacher's knowledge) and the hard term (the true labels) with"
         ' a weight alpha on the soft term. Unlabelled rows can only teach through the soft term, and every '
         'row of the batch weighs the same in both terms.',
-        "Reuse your soft_kd_loss. F.cross_entropy(student_logits, labels, ignore_index=-1, reduction='sum') "
-        'adds the cross-entropy of the labelled rows only (0 when there are none); divide by len(labels), the'
-        ' batch size. The hard term uses the raw logits (T = 1).',
-        'the soft term is your soft_kd_loss at this temperature; hard = cross-entropy at T = 1, '
-        'summed over the labelled rows with ignore_index=-1 and divided by the whole batch size (not by the '
-        'number of labelled rows, whose mean is nan on an all-unlabelled batch); return alpha times soft plus'
-        ' (1 - alpha) times hard.',
+        "Reuse your soft_kd_loss. labelled = labels >= 0 marks the labelled rows (any negative label is "
+        "unlabelled; ignore_index ignores one value only); F.cross_entropy(student_logits[labelled], "
+        "labels[labelled], reduction='sum') adds their cross-entropy (0 when there are none); divide by "
+        'len(labels), the batch size. The hard term uses the raw logits (T = 1).',
+        'the soft term is your soft_kd_loss at this temperature; hard = cross-entropy at T = 1 of the rows '
+        'with labels >= 0, summed and divided by the whole batch size (not by the number of labelled rows, whose '
+        'mean is nan on an all-unlabelled batch); return alpha times soft plus (1 - alpha) times hard.',
     ),
     solution='''
 def kd_loss(student_logits, teacher_logits, labels, temperature=2.0, alpha=0.5):
-    """alpha * T^2 * KL + (1 - alpha) * CE, both averaged over the B rows (label -1 = unlabelled: CE adds 0)."""
+    """alpha * T^2 * KL + (1 - alpha) * CE, both averaged over the B rows (negative label = unlabelled: CE adds 0)."""
     ### BEGIN SOLUTION
     soft = soft_kd_loss(student_logits, teacher_logits, temperature)
-    hard = F.cross_entropy(student_logits, labels, ignore_index=-1, reduction="sum") / len(labels)
+    labelled = labels >= 0  # -1 here, -100 in transformers: any negative label marks an unlabelled review
+    hard = F.cross_entropy(student_logits[labelled], labels[labelled], reduction="sum") / len(labels)
     return alpha * soft + (1 - alpha) * hard
     ### END SOLUTION
 ''',
@@ -573,7 +597,7 @@ q4 = Exercise(
         "Three data splits, three jobs: train on train, choose on validation, report on test (a choice made on "
         "the test set makes the reported score optimistic). A lead smaller than the uncertainty of that lead "
         "is not evidence, so it is no reason to move off a well-tried default. The uncertainty of a difference "
-        "measured on the same reviews is its own paired interval (notebook 03), not either accuracy's.",
+        "measured on the same reviews is its own paired interval (notebook 05), not either accuracy's.",
         "max(sweep, key=lambda r: r['val_acc']) finds the best row on validation; its lead_ci is the half-width "
         "of the 95 % interval of its lead over the default (None in every row when the default is not in the "
         "sweep: look for the default first); compare (r['temperature'], r['alpha']) with the default pair.",
