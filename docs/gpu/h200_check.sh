@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script for a lent H200 (the device tool), run from the repository root with `.gpu` carried
-# (built here by docs/gpu/payload.py: IMDB and the cpu profile's teacher base, since that machine reaches no Hub).
+# The GPU checks, as one script (written for an H200), run from the repository root with a `.gpu` folder beside it
+# (built by docs/gpu/payload.py: IMDB and the cpu profile's teacher base, for a GPU machine that reaches no Hub).
 # Each step has its own time limit, so one that hangs leaves the others their time; STEPS="..." runs some of them.
 # Writes under $OUT:
 #   env.txt                 the GPU, the driver and the library versions

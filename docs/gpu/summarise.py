@@ -1,11 +1,12 @@
-"""Summarise the H200 checks' output folders (what the device tool brought back from docs/gpu/h200_check.sh) into
-one record without per-step logs, docs/gpu/h200-checks.json.
+"""Summarise the GPU checks' output folders (what docs/gpu/h200_check.sh wrote under $OUT) into one record without
+per-step logs, as docs/gpu/h200-checks.json was made.
 
     python docs/gpu/summarise.py OUT.json NAME=FOLDER:TREE ...
 
-TREE is the commit whose working tree the folder's run used (the device's copy recorded the session's first
-commit, with "+dirty", rather than the one checked out).
+TREE is the commit whose working tree the folder's run used (a copy of a working tree records the commit it was
+copied from, with "+dirty" where it had changes, which need not be the one its files hold).
 """
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def folder(path: Path, tree: str) -> dict:
 
 
 def main(out: str, *runs: str) -> None:
-    record = {"what": "docs/gpu/h200_check.sh on a lent H200, 2026-12-04 (docs/gpu/README.md)", "runs": {}}
+    record = {"what": f"docs/gpu/h200_check.sh, summarised {datetime.date.today()} (docs/gpu/README.md)", "runs": {}}
     for spec in runs:
         name, rest = spec.split("=", 1)
         path, tree = rest.rsplit(":", 1)
