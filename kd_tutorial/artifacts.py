@@ -37,7 +37,7 @@ from pathlib import Path
 from .data import (check_data_readable, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, HUB_DATASET,
                    load_for_profile, NAMED_SOURCES, prepared_hub_copy)
 from .errors import error_cause as _cause, ModelSourceError
-from .models import fallback_for, fallback_path, prefetch_hint, resolve_source, TINY_TEACHER
+from .models import fallback_for, fallback_path, name_classes, prefetch_hint, resolve_source, TINY_TEACHER
 from .profiles import Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
 from .train import History
@@ -270,7 +270,7 @@ def load_student(folder: Path):
         raise ArtifactError(f"cannot read the cached student in {folder} ({_cause(err)}): delete the "
                             "folder and run again") from err
     (folder / "last.pt").unlink(missing_ok=True)
-    return model, history
+    return name_classes(model), history  # one cached before students named their classes is named now
 
 
 def save_student(folder: Path, model, history) -> None:

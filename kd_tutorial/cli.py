@@ -175,17 +175,18 @@ def cmd_distill(args) -> int:
     results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
                           resume=args.resume, seeds=seeds, device=device, progress=not args.quiet, runs=runs,
                           workers=args.workers)
-    _say_written(Path(args.out), results["plots"], time.perf_counter() - start)
+    _say_written(Path(args.out), results["plots"], time.perf_counter() - start, profile)
     return 0
 
 
-def _say_written(out: Path, plots: list, seconds: float) -> None:
+def _say_written(out: Path, plots: list, seconds: float, profile) -> None:
     """What distill wrote, where, and what to run next."""
     checkpoints = out / "checkpoints"
     kept = f" and the checkpoints in {checkpoints}{os.sep}" if checkpoints.is_dir() else ""
     print(f"wrote {out / 'results.json'}, the plots {', '.join(Path(p).name for p in plots)}{kept} in {seconds:.1f} s")
+    same = " and the same settings" if profile.changes() else ""
     print(f"next: `kd-tutorial report {out / 'results.json'}` renders the tables with what each column means; "
-          "notebooks 05 and 06 reuse the students this run trained")
+          f"notebooks 05 and 06, with KD_TUTORIAL_PROFILE={profile.name}{same}, reuse the students this run trained")
 
 
 def _read_data_folder(profile, args, seed: int) -> None:

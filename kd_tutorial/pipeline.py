@@ -43,7 +43,7 @@ from .parallel import check_workers, default_workers, report_step, run_forked, w
 from .profiles import Profile, StudentSpec, TINY_BERT
 from .provenance import git_commit, versions
 from .recipes import Recipe, get_recipe
-from .report import format_best_recipes, format_comparisons, format_table
+from .report import comparisons_caption, format_best_recipes, format_comparisons, format_table
 from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked, StorageError
 from .teacher_layers import (cache_gb, reads_cached_layers, run_layer_keys, teacher_layer_cache,
                              transfer_states)
@@ -1030,9 +1030,7 @@ def _print_results(results: dict, profile: Profile, device: str) -> None:
     print(format_table(results["models"], title=f"{profile.name} profile, {results['run']['split_sizes']['test']} "
                                                 f"{split} reviews, {device}"))
     if results["comparisons"]:  # a run of baselines alone compares nothing: no table of no rows
-        print(f"\nEach recipe against its student's baseline (the soft targets also against the pseudo-label control, "
-              f"a recipe that adds to kd+transfer against it), on the same {split} reviews: the difference, its paired "
-              "bootstrap 95 % interval and McNemar's p; a verdict is better or worse only where both agree")
+        print("\n" + comparisons_caption(results["comparisons"], split, len(results["run"]["seeds"])))
         print(format_comparisons(results["comparisons"], results["models"]))
     print("\n" + format_best_recipes(results, split).rstrip())
 

@@ -20,16 +20,18 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def format_table(rows: list[dict], title: str | None = None) -> str:
-    """A plain-text table of :func:`kd_tutorial.evaluate.compare` rows (markdown-compatible); "% teacher" is each
-    model's accuracy over the teacher's row's, as in the README's table, where the rows hold a teacher."""
+    """A plain-text table of :func:`kd_tutorial.evaluate.compare` rows (markdown-compatible); "% of teacher" is each
+    model's accuracy over the teacher's row's, with its interval where measured, as in the README's table, where the
+    rows hold a teacher."""
     teacher_acc = next((r.get("accuracy") for r in rows if r.get("name") == "teacher"), None)
     if teacher_acc:
-        rows = [r | {"of_teacher": r["accuracy"] / teacher_acc} if r.get("accuracy") is not None else r for r in rows]
-    share = [("% teacher", "of_teacher", "{:.1f}")] if teacher_acc else []
+        rows = [r | {"of_teacher": f"{100 * r['accuracy'] / teacher_acc:.1f}{_share_interval(r)}"}
+                if r.get("accuracy") is not None else r for r in rows]
+    share = [("% of teacher", "of_teacher", "{}")] if teacher_acc else []
     cols = [("model", "name", "{}"), ("acc %", "accuracy", "{:.2f}"), *share, ("agree %", "agreement", "{:.2f}"),
             ("ECE", "ece", "{:.3f}"), ("params M", "params", "{:.2f}"), ("MB", "mb", "{:.1f}"),
             ("p50 ms", "latency_ms", "{:.2f}"), ("reviews/s", "reviews_per_s", "{:.0f}")]
-    scale = {"accuracy": 100, "of_teacher": 100, "agreement": 100, "params": 1e-6}
+    scale = {"accuracy": 100, "agreement": 100, "params": 1e-6}
 
     def cell(row, key, fmt):
         value = row.get(key)
@@ -70,6 +72,19 @@ def format_p(p: float, level: float = 0.95) -> str:
         if (float(text) < alpha) == (p < alpha):
             return text
     return repr(p)
+
+
+def comparisons_caption(rows: list[dict], split: str, n_seeds: int = 1) -> str:
+    """The console's line above :func:`format_comparisons`: what each row compares (the references ``rows`` hold)
+    and when a verdict is better or worse."""
+    against = {r["against"] for r in rows}
+    also = [what for ref, what in (("pseudo-label", "the soft targets against the pseudo-label control"),
+                                   ("kd+transfer", "each recipe that adds a term to kd+transfer against kd+transfer"))
+            if ref in against]
+    pooled = ", pooled over seeds" if n_seeds > 1 else ""
+    return (f"Each recipe against its student's baseline{' (and ' + '; '.join(also) + ')' if also else ''}, on the "
+            f"same {split} reviews{pooled}: the difference, its paired bootstrap 95 % interval and McNemar's p; a "
+            "verdict is better or worse only where both agree")
 
 
 def format_comparisons(rows: list[dict], models: list[dict] | None = None) -> str:

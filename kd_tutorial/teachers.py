@@ -108,7 +108,7 @@ def _keep_copy(folder: Path, prep, model, info: dict, source: Path, *, before: s
     atomic_write_json(folder / "teacher.json", info)
     print(f"teacher: fine-tuned before on the same reviews with the same settings (another transfer set), in "
           f"{source}: copied, not trained again", flush=True)
-    return freeze(model.to(device)), prep, info | {"status": "cached", "path": str(folder / "teacher")}
+    return freeze(name_classes(model).to(device)), prep, info | {"status": "cached", "path": str(folder / "teacher")}
 
 
 def _cached_teacher(folder: Path):

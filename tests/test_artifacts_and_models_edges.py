@@ -380,3 +380,15 @@ def test_a_pretrained_student_folder_whose_weights_were_cut_short_gets_one_line(
     assert "\n" not in said and said.startswith(f"{folder} holds no student that transformers can load "
                                                 "(SafetensorError: "), said
     assert said.endswith("give a folder written by save_pretrained() (config.json and model.safetensors)"), said
+
+
+def test_a_student_cached_before_classes_were_named_is_named_as_it_loads(tmp_path):
+    """A student from the cache, trained before teachers named their classes, went on to the run's checkpoints as
+    LABEL_0 / LABEL_1 (the cache key did not move, so --resume reuses it)."""
+    from transformers import BertConfig, BertForSequenceClassification
+    from kd_tutorial.profiles import TINY_BERT
+    from kd_tutorial.train import History
+    folder = tmp_path / "student"
+    artifacts.save_student(folder, BertForSequenceClassification(BertConfig(vocab_size=100, **TINY_BERT)), History())
+    model, _ = artifacts.load_student(folder)
+    assert model.config.id2label == {0: "negative", 1: "positive"}

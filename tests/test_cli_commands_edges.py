@@ -232,6 +232,7 @@ def test_distill_ends_naming_its_plots_its_checkpoints_and_what_to_run_next(tmp_
     assert wrote.startswith(f"wrote {out / 'results.json'}, the plots accuracy_vs_latency.png, training_curves.png "
                             f"and the checkpoints in {out / 'checkpoints'}/ in ")
     assert then.startswith(f"next: `kd-tutorial report {out / 'results.json'}` renders the tables")
+    assert then.endswith("notebooks 05 and 06, with KD_TUTORIAL_PROFILE=tiny, reuse the students this run trained")
 
 
 def test_distill_captions_its_comparisons_with_how_a_verdict_is_reached(capsys):
@@ -242,5 +243,15 @@ def test_distill_captions_its_comparisons_with_how_a_verdict_is_reached(capsys):
     pipeline._print_results(results, get_profile("tiny"), "cpu")
     lines = capsys.readouterr().out.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("| student | recipe | against |"))
-    assert lines[at - 1].startswith("Each recipe against its student's baseline") and "McNemar's p" in lines[at - 1]
-    assert lines[at - 1].endswith("a verdict is better or worse only where both agree")
+    assert lines[at - 1].startswith("Each recipe against its student's baseline (and the soft targets against the "
+                                    "pseudo-label control; each recipe that adds a term to kd+transfer against")
+    assert "McNemar's p" in lines[at - 1] and lines[at - 1].endswith("a verdict is better or worse only where both agree")
+
+
+def test_the_comparisons_caption_names_only_the_references_the_rows_hold_and_pools_seeds():
+    """The caption named the pseudo-label control and kd+transfer whatever the rows compared, and never the seeds."""
+    rows = json.loads((RESULTS / "tiny.json").read_text())["comparisons"]
+    alone = report.comparisons_caption([r for r in rows if r["against"] == "baseline"], "held-out", 3)
+    assert alone.startswith("Each recipe against its student's baseline, on the same held-out reviews, pooled over "
+                            "seeds: the difference") and "pseudo-label" not in alone and "kd+transfer" not in alone
+    assert "pooled" not in report.comparisons_caption(rows, "test", 1)

@@ -153,11 +153,11 @@ def test_the_table_puts_each_number_under_its_own_column_and_the_share_is_of_the
               {"name": "s kd", "accuracy": 0.72, "agreement": 0.9, "ece": 0.05, "params": 1.5e6, "mb": 6.0,
                "latency_ms": 1.0, "reviews_per_s": 300.0, "share_of_teacher": share}]
     table = format_table(models).splitlines()
-    assert [c.strip() for c in table[0].strip("|").split("|")] == ["model", "acc %", "% teacher", "agree %", "ECE",
+    assert [c.strip() for c in table[0].strip("|").split("|")] == ["model", "acc %", "% of teacher", "agree %", "ECE",
                                                                    "params M", "MB", "p50 ms", "reviews/s"]
     assert [c.strip() for c in table[2].strip("|").split("|")][:3] == ["teacher", "80.00", "100.0"]
-    assert [c.strip() for c in table[3].strip("|").split("|")] == ["s kd", "72.00", "90.0", "90.00", "0.050", "1.50",
-                                                                   "6.0", "1.00", "300"]
+    assert [c.strip() for c in table[3].strip("|").split("|")] == ["s kd", "72.00", "90.0 [85.0, 95.0]", "90.00",
+                                                                   "0.050", "1.50", "6.0", "1.00", "300"]
     results = {"run": {"evaluated_on": "test", "split_sizes": {"test": 10}, "device": "cpu", "seeds": [0],
                        "wall_seconds": 1.0, "phase_seconds": {"teacher": 0, "students": 0, "evaluation": 0},
                        "profile": "tiny"},

@@ -338,11 +338,13 @@ def test_the_readme_block_lists_the_results_files_in_path_order_whatever_order_t
 
 def test_the_console_table_gives_each_model_its_share_of_the_teacher_only_beside_a_teacher():
     """distill's console table had no "% of teacher" column, which its footnote and the README's table explain."""
-    rows = [_model_row(name="teacher", accuracy=0.8), _model_row(accuracy=0.72), _model_row(name="s x", accuracy=None)]
+    share = {"share": 0.9, "ci_low": 0.871, "ci_high": 0.934}  # its interval, as the README's table gives it
+    rows = [_model_row(name="teacher", accuracy=0.8), _model_row(accuracy=0.72), _model_row(name="s x", accuracy=None),
+            _model_row(name="s y", accuracy=0.72, share_of_teacher=share)]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in report.format_table(rows).splitlines()]
-    assert cells[0][:4] == ["model", "acc %", "% teacher", "agree %"]
-    assert [c[2] for c in cells[2:]] == ["100.0", "90.0", "-"]
-    assert "% teacher" not in report.format_table([_model_row()])  # rows without a teacher: no share to give
+    assert cells[0][:4] == ["model", "acc %", "% of teacher", "agree %"]
+    assert [c[2] for c in cells[2:]] == ["100.0", "90.0", "-", "90.0 [87.1, 93.4]"]
+    assert "% of teacher" not in report.format_table([_model_row()])  # rows without a teacher: no share to give
 
 
 def test_a_run_of_one_thread_is_said_in_the_singular():
