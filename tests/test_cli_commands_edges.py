@@ -245,7 +245,8 @@ def test_distill_captions_its_comparisons_with_how_a_verdict_is_reached(capsys):
     at = next(i for i, line in enumerate(lines) if line.startswith("| student | recipe | against |"))
     assert lines[at - 1].startswith("Each recipe against its student's baseline (and the soft targets against the "
                                     "pseudo-label control; each recipe that adds a term to kd+transfer against")
-    assert "McNemar's p" in lines[at - 1] and lines[at - 1].endswith("a verdict is better or worse only where both agree")
+    assert "McNemar's p" in lines[at - 1]
+    assert lines[at - 1].endswith("a verdict is better or worse only where both agree")
 
 
 def test_the_comparisons_caption_names_only_the_references_the_rows_hold_and_pools_seeds():
