@@ -488,10 +488,7 @@ class Profile:
                 raise ProfileOverrideError(f"--set {item!r}: expected FIELD=VALUE with no spaces around '=': "
                                            f"--set {name.strip()}=VALUE")
             misspelt = sep and not hasattr(self, name)  # students, name, extra: fields --set cannot change
-            close = _fields_meant(name, settable) if misspelt else []
-            if close:  # a misspelt field: the one meant, not the 37 names
-                raise ProfileOverrideError(f"--set {item!r}: a profile has no field {name!r}: did you mean "
-                                           f"{' or '.join(f'--set {c}={text}' for c in close)}?")
+            self._refuse_misspelt(item, name, _fields_meant(name, settable) if misspelt else [], text)
             if not sep or name not in settable:
                 raise ProfileOverrideError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
                                            f"{', '.join(settable)}")
@@ -526,6 +523,22 @@ class Profile:
             return None
         return (f"--set {item} applies to the students that set no {own} of their own; {', '.join(kept)} "
                 f"{'keeps its' if len(kept) == 1 else 'keep their'} own (its StudentSpec in kd_tutorial/profiles.py)")
+
+    def _refuse_misspelt(self, item: str, name: str, close: list[str], text: str) -> None:
+        """Refuse ``--set name=text`` for a misspelt ``name`` by the fields ``close`` to it that --set takes (the 37
+        names otherwise); where the only ones close are fields --set refuses (``seed``: ``seeds``), by their fix."""
+        meant, refusals = [], []
+        for near in close:
+            try:
+                self._check_used(item, near)
+                meant.append(near)
+            except ProfileOverrideError as refused:
+                refusals.append(refused)
+        if meant:
+            raise ProfileOverrideError(f"--set {item!r}: a profile has no field {name!r}: did you mean "
+                                       f"{' or '.join(f'--set {c}={text}' for c in meant)}?")
+        if refusals:
+            raise refusals[0]
 
     def _check_used(self, item: str, name: str) -> None:
         """Refuse ``--set`` of a field no command would read: ``seeds`` (``distill --seeds``), a student default

@@ -193,3 +193,17 @@ def test_a_set_field_with_nothing_close_or_not_settable_gets_the_list(item):
     with pytest.raises(ProfileOverrideError, match=r"expected FIELD=VALUE with FIELD one of .*temperature") as refused:
         get_profile("tiny").with_overrides([item])
     assert "did you mean" not in str(refused.value) and "has no field" not in str(refused.value)
+
+
+@pytest.mark.parametrize("profile, item, says", [
+    ("tiny", "seed=1", "--set 'seed=1': kd-tutorial takes its seeds from --seeds"),
+    ("tiny", "recipe=kd", "--set 'recipe=kd': every student of the tiny profile sets its own recipes"),
+    ("cpu", "lr=1e-3", "--set 'lr=1e-3': a profile has no field 'lr': did you mean --set teacher_lr=1e-3?"),
+])
+def test_a_misspelt_set_field_is_never_told_a_field_that_set_then_refuses(profile, item, says):
+    """`seed=1` was told "did you mean --set seeds=1?", which --set refuses (give --seeds); on cpu, whose students
+    all set their own learning rate, `lr` was told student_lr too: the fix given is one that works."""
+    with pytest.raises(ProfileOverrideError) as refused:
+        get_profile(profile).with_overrides([item])
+    assert str(refused.value).startswith(says) and "seeds=1?" not in str(refused.value)
+    assert "student_lr" not in str(refused.value) and "recipes=kd?" not in str(refused.value)
