@@ -264,7 +264,8 @@ def test_the_readmes_thread_count_paragraph_says_what_its_record_holds():
     block = json.loads((ROOT / "docs" / "results" / "tiny.json").read_text(encoding="utf-8"))
     two, one, again = record["runs"]
     assert (two["torch_threads"], one["torch_threads"], again["torch_threads"]) == (2, 1, 1)
-    assert two["accuracy"] == {m["name"]: m["accuracy"] for m in block["models"]} and one["accuracy"] == again["accuracy"]
+    assert two["accuracy"] == {m["name"]: m["accuracy"] for m in block["models"]}
+    assert one["accuracy"] == again["accuracy"]
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     pseudo = next(c for c in one["against_baseline"] if (c["student"], c["recipe"]) == ("distil-2L", "pseudo-label"))
     compact = [c for c in one["against_baseline"] if c["student"] == "compact-1L-H32"]
@@ -275,3 +276,82 @@ def test_the_readmes_thread_count_paragraph_says_what_its_record_holds():
     assert f"by {gains[0]:.1f} to {gains[-1]:.1f} points, all three \"better\"" in readme
     assert [c["verdict"] for c in compact] == ["better"] * 3
     assert f"Rerun at commit `{two['git_commit'].split('+')[0]}` with 2 threads" in readme
+
+
+def _lead(readme: str, title: str) -> str:
+    """The short lead of one profile's bullet under "Latest results": from its bold title to its <details>."""
+    return readme.split(title, 1)[1].split("<details>", 1)[0]
+
+
+def _numbers(text: str) -> list[str]:
+    """The numbers typed in a text, signs kept ("+2.26", "4,906"); digits inside names (distil-3L, bf16) left out."""
+    return re.findall(r"(?<![\w.+-])[-+]?\d+(?:[.,]\d+)*", re.sub(r"`[0-9a-f]{7}`", "", text))
+
+
+def test_the_readmes_cpu_lead_gives_the_numbers_of_the_record_it_sums_up():
+    """The `cpu` bullet under "Latest results" opens with a lead: what ran, on what data, each student's best recipe
+    (its share of the teacher, its gain over its baseline) and the pseudo-label control. Every number typed there is
+    docs/results/cpu-3-seeds.json's, as the block prints it, and said next to what it measures."""
+    record = json.loads((ROOT / "docs/results/cpu-3-seeds.json").read_text(encoding="utf-8"))
+    run, settings, best = record["run"], record["run"]["settings"], record["best_recipes"]
+    lead = _lead(" ".join((ROOT / "README.md").read_text(encoding="utf-8").split()),
+                 "**`cpu`: real IMDB, both students, three seeds**")
+    compared = {(c["student"], c["recipe"], c["against"]): c for c in record["comparisons"]}
+    point = lambda x: f"{100 * x:+.2f}"  # noqa: E731  -- the comparisons table's format
+    ci = lambda c: f"[{point(c['ci_low'])}, {point(c['ci_high'])}]"  # noqa: E731
+    said = [f"(brackets: {round(100 * compared[('distil-3L', 'kd+transfer', 'baseline')]['level'])} % intervals)",
+            f"at commit `{run['git_commit']}`, seeds {', '.join(map(str, run['seeds'][:-1]))} and {run['seeds'][-1]} ",
+            f"`kd-tutorial distill --profile cpu --seeds {' '.join(map(str, run['seeds']))} --resume`",
+            f"the teacher learns from {settings['n_train']:,} labelled IMDB train reviews and scores "
+            f"{100 * record['models'][0]['accuracy']:.2f} % on test",
+            f"the students see {settings['student_labels']:,} of those labels, and the runs with a transfer set also "
+            f"{settings['n_transfer']:,} reviews labelled only by the teacher",
+            f"{settings['val_size']:,} validation reviews carved from train",
+            f"every score is on {run['split_sizes']['test']:,} IMDB **test** reviews"]
+    assert record["models"][0]["name"] == "teacher" and set(best) == {"distil-3L", "compact-2L-H128"}
+    assert {b["recipe"] for b in best.values()} == {"kd+transfer"}
+    assert "validation chose `kd+transfer` for both students" in lead
+    for student, b in best.items():
+        share, gain = b["share_of_teacher"], compared[(student, b["recipe"], "baseline")]
+        assert gain["verdict"] == "better" and share["level"] == gain["level"]
+        said.append(f"{student}: {100 * share['share']:.1f} % of the teacher [{100 * share['ci_low']:.1f}, "
+                    f"{100 * share['ci_high']:.1f}], {point(gain['diff'])} points over its baseline {ci(gain)}")
+    assert "; both \"better\"" in lead
+    pseudo = [compared[(s, "pseudo-label", "baseline")] for s in best]
+    assert [c["verdict"] for c in pseudo] == ["better", "better"]
+    said.append(f"gains {point(pseudo[0]['diff'])} {ci(pseudo[0])} and {point(pseudo[1]['diff'])} {ci(pseudo[1])} "
+                "points over the two baselines, both \"better\"")
+    soft = [compared[(s, "kd+transfer", "pseudo-label")] for s in best]
+    words = [c["verdict"] if c["verdict"].startswith("no detectable") else f"\"{c['verdict']}\"" for c in soft]
+    said.append(f"add {point(soft[0]['diff'])} {ci(soft[0])} points for distil-3L ({words[0]}) and "
+                f"{point(soft[1]['diff'])} {ci(soft[1])} for compact-2L-H128 ({words[1]})")
+    for text in said:
+        assert text in lead, text
+    # "most of each gain comes from the extra reviews the teacher labels": the control's gain is most of kd+transfer's
+    assert all(2 * p["diff"] > compared[(p["student"], "kd+transfer", "baseline")]["diff"] for p in pseudo)
+    typed = _numbers(lead)
+    assert typed and set(typed) <= set(_numbers(" ".join(said))), set(typed) - set(_numbers(" ".join(said)))
+
+
+def test_the_readmes_tiny_lead_gives_the_numbers_of_its_record():
+    """The `tiny` bullet's lead: the commit, the seed, the threads and the split sizes are docs/results/tiny.json's,
+    and distil-2L's one interval above 0 is its pseudo-label control's."""
+    record = json.loads((ROOT / "docs/results/tiny.json").read_text(encoding="utf-8"))
+    run = record["run"]
+    lead = _lead(" ".join((ROOT / "README.md").read_text(encoding="utf-8").split()),
+                 "**`tiny`: the built-in corpus, one seed**")
+    said = [f"at commit `{run['git_commit']}` (the block names it), one seed, from an empty artifact cache on "
+            f"{run['torch_threads']} idle cores",
+            f"the students see {run['settings']['student_labels']:,} labelled reviews and the runs with a transfer set "
+            f"also {run['settings']['n_transfer']:,} unlabelled reviews labelled only by the teacher; "
+            f"{run['split_sizes']['test']:,} test reviews",
+            f"with {run['split_sizes']['test']:,} test reviews, every recipe of the compact student",
+            "only its pseudo-label control beats its baseline with the interval above 0 on this seed"]
+    assert len(run["seeds"]) == 1
+    above = [c["recipe"] for c in record["comparisons"]
+             if (c["student"], c["against"]) == ("distil-2L", "baseline") and c["ci_low"] > 0]
+    assert above == ["pseudo-label"]
+    for text in said:
+        assert text in lead, text
+    assert "**The thread count is part of the seed.**" in lead
+    assert set(_numbers(lead)) <= set(_numbers(" ".join(said))), set(_numbers(lead)) - set(_numbers(" ".join(said)))
