@@ -347,7 +347,17 @@ def test_the_readmes_tiny_lead_gives_the_numbers_of_its_record():
             f"{run['split_sizes']['test']:,} test reviews",
             f"with {run['split_sizes']['test']:,} test reviews, every recipe of the compact student",
             "only its pseudo-label control beats its baseline with the interval above 0 on this seed"]
-    assert len(run["seeds"]) == 1
+    compared = {(c["student"], c["recipe"], c["against"]): c for c in record["comparisons"]}
+    point = lambda x: f"{100 * x:+.2f}"  # noqa: E731  -- the comparisons table's format
+    best = []
+    for student, b in record["best_recipes"].items():
+        share, gain = b["share_of_teacher"], compared[(student, b["recipe"], "baseline")]
+        best.append(f"{student}'s `{b['recipe']}`, {100 * share['share']:.1f} %{' of the teacher' * (not best)} "
+                    f"[{100 * share['ci_low']:.1f}, {100 * share['ci_high']:.1f}], {point(gain['diff'])} points over "
+                    f"its baseline [{point(gain['ci_low'])}, {point(gain['ci_high'])}]")
+    said.append(f"the teacher scores {100 * record['models'][0]['accuracy']:.2f} %; validation chose {best[0]}, and "
+                f"{best[1]}.")
+    assert len(run["seeds"]) == 1 and record["models"][0]["name"] == "teacher"
     above = [c["recipe"] for c in record["comparisons"]
              if (c["student"], c["against"]) == ("distil-2L", "baseline") and c["ci_low"] > 0]
     assert above == ["pseudo-label"]

@@ -175,7 +175,7 @@ def test_the_readmes_few_numbers_outside_the_rendered_table_are_those_of_the_rec
                                 readme).groups()
     seed = json.loads((ROOT / record).read_text())["run"]
     assert int(minutes) == round(seed["wall_seconds"] / 60), (minutes, seed["wall_seconds"])
-    assert f"| about {minutes} minutes a seed on 2 CPU cores |" in readme  # the profile table's short cell
+    assert f"| about {minutes} minutes a seed on 2 CPU cores from a local copy of IMDB, about " in readme  # the table
     said = re.search(r"about (\d+) GB in bf16 for `cpu` from an empty cache: distil-3L's three hidden layers on "
                      r"train and transfer, ([\d.]+) GB, three fifths of the five layers' ([\d.]+) GB "
                      r"\[measured\]\((docs/tuning/[^)]+\.json)\) on those reviews, and compact-2L-H128's two "
@@ -261,6 +261,7 @@ def test_the_readmes_cpu_estimate_figures_are_those_distill_prints(monkeypatch):
     minutes = re.search(r"about 21k spare reviews against 13k: about (\d+) minutes\)", readme).group(1)
     said = estimates.estimate(PROFILES["cpu"], "cpu", test_reviews=estimates.IMDB_TEST_REVIEWS)
     assert said.startswith(f"about {minutes} minute(s) on 2 CPU cores for one seed, evaluating up to 25,000 "), said
+    assert f" minutes a seed on 2 CPU cores from a local copy of IMDB, about {minutes} from the Hub |" in readme
     three = re.search(r"\(about (\d+) minutes for the three with that folder\)", readme).group(1)
     folder = dict(profiles.BUDGET_SOURCE["cpu"])  # the shared copy's sizes, as folder_rows reads them
     monkeypatch.setattr(estimates, "folder_rows", lambda path: folder)
