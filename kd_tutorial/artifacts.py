@@ -319,8 +319,10 @@ def cache_status(profile: Profile, also=()) -> dict:
     elif profile.data_source == "tiny":
         needs["data"] = "built in"
     else:
-        needs[HUB_DATASET] = ("cached" if prepared_hub_copy() else
-                              f"missing (run `kd-tutorial prefetch --profile {profile.name}`)")
+        needs[HUB_DATASET] = ("cached" if prepared_hub_copy() else  # and the fix that works with no network:
+                              f"missing (run `kd-tutorial prefetch --profile {profile.name}`), or set {DATA_DIR_ENV} "
+                              "to a local copy of IMDB (train.parquet and test.parquet, or aclImdb: "
+                              "docs/setup-mirrors.md)")
     return needs
 
 

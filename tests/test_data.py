@@ -810,7 +810,9 @@ def test_env_says_imdb_is_cached_only_where_load_dataset_finds_it_offline(tmp_pa
     (hub / "snapshots" / ("a" * 40) / "plain_text" / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
     monkeypatch.setattr(_cache_manager, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
-    missing = "missing (run `kd-tutorial prefetch --profile cpu`)"
+    # and the fix that needs no network, as the teacher's line gives one (an offline room: an instructor's walkthrough)
+    missing = ("missing (run `kd-tutorial prefetch --profile cpu`), or set KD_TUTORIAL_DATA_DIR to a local copy of "
+               "IMDB (train.parquet and test.parquet, or aclImdb: docs/setup-mirrors.md)")
     assert cache_status(cpu)["stanfordnlp/imdb"] == missing
     cut = _prepared_imdb(tmp_path / "datasets", IMDB_ROWS, folder="plain_text/0.0.0/" + "b" * 40 + ".incomplete")
     assert cache_status(cpu)["stanfordnlp/imdb"] == missing  # still being prepared when it was cut
