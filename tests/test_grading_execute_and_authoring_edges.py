@@ -442,3 +442,13 @@ def test_an_install_after_quotes_that_open_no_string_or_after_options_is_still_m
     """A review of the string-aware rewrite: each of these left a real install line as it was."""
     rewritten, found = execute.without_installs(source)
     assert found and rewritten.splitlines()[-1].startswith("pass  # "), rewritten
+
+
+def test_a_kernel_that_dies_in_a_learners_cell_names_the_cell_by_its_first_line(monkeypatch):
+    """"the kernel died while running cell 2": JupyterLab numbers no cell, so the note quotes the cell's first line
+    (cut at 40 characters) beside its number."""
+    crash = "import ctypes  # a crash the kernel does not survive, in a cell whose first line is long enough to cut"
+    run, _ = fake_run(monkeypatch, [ANSWERS, "\n" + crash], {"import ctypes": DeadKernelError("dead")})
+    said = f"cell 2 (`{crash[:40]}...`)"
+    assert run.notes == [f"the kernel died while running {said} (os._exit, crash or out of memory)"]
+    assert run.results["q1"] == ("error", f"the kernel died while running {said}; the remaining checks could not run")

@@ -62,8 +62,9 @@ def test_the_cell_limit_times_the_learners_code_not_the_imports(tmp_path, monkey
     nb.cells[first].source += "\nimport kd_slow_import"
     nb.cells.insert(first + 1, new_code_cell("while True:\n    pass"))
     run = execute.run_submission(nb, "ex02", timeout=NOTEBOOK_TIMEOUT, cell_timeout=3)
-    # the notes number the notebook's cells from 1: the import cell is cell first + 1, the loop the next one
-    assert run.notes[:1] == [f"cell {first + 2} timed out after 3 s and was interrupted"], run.notes
+    # the notes number the notebook's cells from 1 (the import cell is cell first + 1, the loop the next one) and
+    # quote the cell's first line, which a learner finds where JupyterLab numbers nothing
+    assert run.notes[:1] == [f"cell {first + 2} (`while True:`) timed out after 3 s and was interrupted"], run.notes
     assert run.results == {"q1": ("not attempted", run.results["q1"][1]), "q2": ("not attempted", run.results["q2"][1])}
 
 

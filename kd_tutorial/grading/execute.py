@@ -398,11 +398,11 @@ def _run_cells(client, cells: list, run: Run, fate: dict, deadline: float, timeo
         try:
             client.execute_cell(cell, index)
         except DeadKernelError:
-            return _after_death(run, fate, kind, ref)
+            return _after_death(run, fate, kind, ref, cell)
         except CellTimeoutError:
             client.timed_out = True
         if client.timed_out:
-            stop = _after_timeout(client, run, fate, (kind, ref, index), deadline, cell_timeout)
+            stop = _after_timeout(client, run, fate, (kind, ref, index, cell), deadline, cell_timeout)
             if stop:
                 return stop
     return None
@@ -431,9 +431,17 @@ def _skipped_note(cells: list[int], timeout: float) -> str:
             "to leave time for the checks")
 
 
-def _after_death(run: Run, fate: dict, kind: str, ref):
+def _learner_cell(ref: int, cell) -> str:
+    """``cell 5 (`while True:`)``: a learner's cell by its number among all the notebook's cells, counted from 1, and
+    its first line, which a learner can find where JupyterLab shows no number."""
+    first = next((line.strip() for line in str(cell.get("source", "")).splitlines() if line.strip()), "")
+    return f"cell {ref + 1}" + (f" (`{first[:40]}{'...' if len(first) > 40 else ''}`)" if first else "")
+
+
+def _after_death(run: Run, fate: dict, kind: str, ref, cell=None):
     """Note a kernel that died in a cell (and the check's fate); the reason the remaining checks could not run."""
-    where = f"cell {ref + 1}" if kind == "learner" else f"the check of {ref}" if kind == "check" else "grader setup"
+    where = (_learner_cell(ref, cell or {}) if kind == "learner" else f"the check of {ref}" if kind == "check"
+             else "grader setup")
     run.notes.append(f"the kernel died while running {where} (os._exit, crash or out of memory)")
     if kind == "check":
         fate[ref] = (ERROR, f"the kernel died while checking {ref} (os._exit, crash or out of memory)")
@@ -441,10 +449,10 @@ def _after_death(run: Run, fate: dict, kind: str, ref):
 
 
 def _after_timeout(client, run: Run, fate: dict, where: tuple, deadline: float, cell_timeout: float):
-    """Note a cell (``where``: its kind, ref and index) that timed out (and the check's fate, or a learner cell's
-    reason: :func:`_interrupted_code`); the reason to stop when the kernel stays stuck, else None."""
-    kind, ref, index = where
-    what = f"cell {ref + 1}" if kind == "learner" else f"the check of {ref}" if kind == "check" \
+    """Note a cell (``where``: its kind, ref, index and the cell) that timed out (and the check's fate, or a learner
+    cell's reason: :func:`_interrupted_code`); the reason to stop when the kernel stays stuck, else None."""
+    kind, ref, index, cell = where
+    what = _learner_cell(ref, cell) if kind == "learner" else f"the check of {ref}" if kind == "check" \
         else "grader setup" if kind == "setup" else "a grader cell"
     run.notes.append(f"{what} timed out after {client.timeout} s and was interrupted")
     if kind == "check":
