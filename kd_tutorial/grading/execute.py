@@ -438,9 +438,9 @@ def _learner_cell(ref: int, cell) -> str:
     return f"cell {ref + 1}" + (f" (`{first[:40]}{'...' if len(first) > 40 else ''}`)" if first else "")
 
 
-def _after_death(run: Run, fate: dict, kind: str, ref, cell=None):
+def _after_death(run: Run, fate: dict, kind: str, ref, cell):
     """Note a kernel that died in a cell (and the check's fate); the reason the remaining checks could not run."""
-    where = (_learner_cell(ref, cell or {}) if kind == "learner" else f"the check of {ref}" if kind == "check"
+    where = (_learner_cell(ref, cell) if kind == "learner" else f"the check of {ref}" if kind == "check"
              else "grader setup")
     run.notes.append(f"the kernel died while running {where} (os._exit, crash or out of memory)")
     if kind == "check":
