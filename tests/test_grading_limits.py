@@ -53,6 +53,35 @@ def test_a_looping_check_leaves_the_later_checks_their_time():
     assert run.results["q2"][0] == "passed", run
 
 
+def _looping_q1(nb) -> None:
+    """Make q1's function of ``nb`` loop forever (the learner's own ``q1.check`` cell below it stays)."""
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    answer.source = "def softmax_with_temperature(logits, temperature=1.0):\n    while True:\n        pass"
+
+
+def test_a_check_the_learners_own_cell_ran_past_the_cell_limit_is_not_run_again():
+    """Real kernel: the learner's `q1.check(...)` cell looped to the cell limit, then the grader's check of the same
+    function looped as long again (twice --cell-timeout for one mistake). The grader's check reports the timeout."""
+    nb = _correct_with("softmax_with_temperature", "")
+    _looping_q1(nb)
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=4)
+    assert run.results["q1"] == ("timeout", "q1: not checked again: your own `q1.check` cell ran past the cell limit "
+                                            "(4 s) and was interrupted while it checked this same "
+                                            "`softmax_with_temperature` (an infinite loop in your function?)"), run
+    assert run.results["q2"][0] == "passed", run
+
+
+def test_a_function_redefined_after_its_looping_check_is_checked_again():
+    """Real kernel: a learner who fixed the function in a later cell is graded on the fix."""
+    nb = _correct_with("softmax_with_temperature", "")
+    fixed = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def softmax_with_temperature("))
+    at = nb.cells.index(fixed)
+    nb.cells.insert(at + 2, nbformat.v4.new_code_cell(fixed.source))  # after the learner's own q1 check cell
+    _looping_q1(nb)
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=4)
+    assert "q1.check" in nb.cells[at + 1].source and run.results["q1"][0] == "passed", run
+
+
 def test_a_checks_limit_keeps_a_share_for_each_later_check_and_a_floor():
     limit = execute._cell_limit
     assert limit("check", 17.0, 6.0, 20.0, 1) == 14.0  # a share of min(20, 3) s kept for the one check after it

@@ -460,19 +460,20 @@ def _after_timeout(client, run: Run, fate: dict, where: tuple, deadline: float, 
                               "(an infinite loop in your function?)")
     limit = (f"the cell limit ({client.timeout} s)" if client.timeout >= int(cell_timeout)
              else f"the {client.timeout} s the notebook limit left it")
-    code = _interrupted_code(f"ran past {limit} and was interrupted") if kind == "learner" \
-        else f"{GRADER_CELL}\npass"
+    code = _interrupted_code(f"ran past {limit} and was interrupted", client.timeout >= int(cell_timeout)) \
+        if kind == "learner" else f"{GRADER_CELL}\npass"
     if not _responsive(client, index, max(1, min(5, int(deadline - time.monotonic()))), code):
         run.notes.append("the kernel ignored the interrupt and was stopped")
         return (TIMEOUT, "the kernel was stuck (ignored an interrupt) before this check ran")
     return None
 
 
-def _interrupted_code(reason: str) -> str:
+def _interrupted_code(reason: str, whole_limit: bool) -> str:
     """A cell that tells the kernel why the grader interrupted the cell run last (:func:`runner.mark_interrupted`): a
-    name that cell left undefined is then reported as such, not as the learner's KeyboardInterrupt."""
+    name that cell left undefined is then reported as such, not as the learner's KeyboardInterrupt; and, when it ran
+    the ``whole_limit``, a check it called is not run again on the same function."""
     return (f"{GRADER_CELL}\n"
-            f"__import__('kd_tutorial.grading.runner', fromlist=['_']).mark_interrupted({reason!r})")
+            f"__import__('kd_tutorial.grading.runner', fromlist=['_']).mark_interrupted({reason!r}, {whole_limit!r})")
 
 
 def _responsive(client, index: int, seconds: int = 5, code: str = f"{GRADER_CELL}\npass") -> bool:

@@ -336,16 +336,40 @@ def cap_output(limit: int) -> None:
     shell.events.register("post_execute", after)
 
 
-def mark_interrupted(reason: str) -> None:
+def mark_interrupted(reason: str, whole_limit: bool = False) -> None:
     """Run by the grader right after it interrupted a learner's cell at its time limit (too much output is stopped
     in the kernel instead, :func:`cap_output`): when that cell, the last one run, failed with the KeyboardInterrupt,
     its record says why (``reason``: "ran past the cell limit (60 s) and was interrupted"), as a timeout, so that a
-    name it left undefined is not blamed on a Ctrl-C of the learner's."""
+    name it left undefined is not blamed on a Ctrl-C of the learner's. A cell stopped at the ``whole_limit`` (the cell
+    limit, not what the notebook limit left) that called ``q1.check(fn)`` also marks that check of ``fn`` as timed
+    out (:func:`timed_out_check`): the grader's own check of the same function would loop as long again."""
     shell = _shell()
     cells = getattr(shell, "kd_failed_cells", None)
     err = getattr(shell, "kd_last_error", None)
     if cells and isinstance(err, KeyboardInterrupt) and cells[-1][1] is err:
         cells[-1] = (cells[-1][0], err, (reason, True))
+        if whole_limit and isinstance(cells[-1][0], str):
+            shell.kd_timed_out_checks = getattr(shell, "kd_timed_out_checks", []) + [
+                (label, fn, reason) for label, fn in _checked_functions(cells[-1][0], shell.user_ns)]
+
+
+def _checked_functions(source: str, namespace: dict) -> list[tuple[str, object]]:
+    """``(label, function)`` for each ``label.check(fn)`` (or ``label.check()``: the exercise's own name) that
+    ``source`` calls outside a comment, where the function is defined in ``namespace``."""
+    code = re.sub(r"#[^\n]*", "", source)
+    found = []
+    for label, arg in re.findall(r"(?<![\w.])([A-Za-z_]\w*)\.check\(\s*([A-Za-z_]\w*)?\s*\)", code):
+        fn = namespace.get(arg or str(getattr(namespace.get(label), "name", "")))
+        if callable(fn):
+            found.append((label, fn))
+    return found
+
+
+def timed_out_check(label: str, fn: object) -> str | None:
+    """Why the learner's own ``label.check(...)`` cell was stopped while it checked this very ``fn``
+    (:func:`mark_interrupted`), or None when it was not."""
+    marks = getattr(_shell(), "kd_timed_out_checks", None) or []
+    return next((reason for marked, obj, reason in marks if marked == label and obj is fn), None)
 
 
 def _failed_cell(name: str) -> tuple | None:
@@ -415,6 +439,18 @@ def _interrupted(label: str, name: str, left: str, why: tuple[str, bool]):
                            "wait above the `def`?")
 
 
+def _graded(exercise, label: str, name: str, namespace: dict):
+    """``exercise``'s Result for the function ``name`` of ``namespace``; a timeout, without running the check again,
+    when the learner's own check cell ran past the cell limit with this same function (:func:`timed_out_check`)."""
+    from kd_tutorial.grading.core import TIMEOUT, Result  # noqa: PLC0415  (fresh, as the checks)
+    fn = namespace.get(name)
+    reason = timed_out_check(label, fn) if fn is not None else None
+    if reason is None:
+        return exercise.grade(fn)
+    return Result(TIMEOUT, f"{label}: not checked again: your own `{label}.check` cell {reason} while it checked this "
+                           f"same `{name}` (an infinite loop in your function?)")
+
+
 def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonce: str) -> None:
     """Run one exercise's check on the learner's namespace; append the result as a JSON line."""
     import importlib  # noqa: PLC0415
@@ -423,10 +459,10 @@ def grade_into(set_id: str, label: str, namespace: dict, results_path: str, nonc
     module = importlib.import_module(f"kd_tutorial.grading.{set_id}")
     from kd_tutorial.grading.core import ERROR, NOT_ATTEMPTED, Result  # noqa: PLC0415  (fresh, as the checks)
     exercise = getattr(module, label)
-    result = exercise.grade(namespace.get(exercise.name))
+    result = _graded(exercise, label, exercise.name, namespace)
     other = checked_instead(label, exercise.name, namespace) if result.status == NOT_ATTEMPTED else None
     if other:  # the exercise's function is missing, or still the stub, and the learner checked another one
-        result = exercise.grade(namespace[other])
+        result = _graded(exercise, label, other, namespace)
         _write(results_path, {"nonce": nonce, "kind": "note", "note": f"{label}: graded `{other}`, the function its "
                               f"check cell names; the exercise asks for `{exercise.name}`: rename it"})
     failed = failed_definition(exercise.name) if result.status == NOT_ATTEMPTED else None
