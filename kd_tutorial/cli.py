@@ -46,7 +46,7 @@ from .grading.grader import main as grade_main
 from .lm import hub_models
 from .models import TINY_TEACHER
 from .parallel import check_workers
-from .pipeline import (check_teacher_outside, check_teacher_shape, is_run_record, refuse_foreign_plots,
+from .pipeline import (check_seeds, check_teacher_outside, check_teacher_shape, is_run_record, refuse_foreign_plots,
                        run_distill)
 from .profiles import describe_choice, MAX_SEED, PROFILES, resolve_profile
 from .recipes import get_recipe, RECIPES
@@ -151,8 +151,7 @@ def cmd_distill(args) -> int:
     device = check_device(args.device) if args.device else pick_device()
     check_workers(args.workers or 1, device, setting=f"--workers {args.workers}", fix="leave --workers out")
     seeds = args.seeds or [0 if args.seed is None else args.seed]
-    if len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seeds {' '.join(map(str, seeds))} repeats a seed: give each seed once")
+    check_seeds(seeds, f"--seeds {' '.join(map(str, seeds))}")
     runs = _recipes(args.recipes)
     check_writable_home()
     meant = stray_space(str(args.out))  # a new folder named "out " would hold the run, out of sight

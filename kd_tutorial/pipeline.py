@@ -106,6 +106,17 @@ def check_grad_accum(profile: Profile, rows: int, student_rows: dict[str, int] |
                          f"{profile.grad_accum}: give --set grad_accum=N with N <= {per_epoch} (--grad-accum N)")
 
 
+def check_seeds(seeds, said: str | None = None) -> None:
+    """Refuse, in one line, no seed or a seed given twice (``said``: how the caller gave them, for the message): two
+    runs of one seed share a model name, so the record would list two seeds and average one."""
+    seeds = list(seeds)
+    said = said or f"seeds={tuple(seeds)}"
+    if not seeds:
+        raise UsageError(f"{said} gives no seed: give at least one, as in seeds=(0,)")
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"{said} repeats a seed: give each seed once")
+
+
 def check_student_labels(profile: Profile, rows: int) -> None:
     """Refuse, in one line, a ``student_labels`` above the ``rows`` labelled training reviews there are: the students
     would see all of them (:func:`kd_tutorial.data.labelled_subset`), as with None, while results.json and the cache
@@ -407,6 +418,7 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     that many train at once, one thread each (:mod:`kd_tutorial.parallel`), and are read back from the artifact
     cache; a run left to train alone trains here, in one thread too, so its numbers are those it gets beside another.
     """
+    check_seeds(seeds)
     check_workers(workers, device, setting=f"workers={workers}", fix="give workers=1")
     specs = students or profile.students
     chosen = chosen_recipes(profile, specs, runs, teacher.config.num_attention_heads)
@@ -947,7 +959,8 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     (:func:`kd_tutorial.store.locked`): a second run into it waits, saying for which process, until this one ends.
     """
     device = device or pick_device()
-    check_workers(workers or 1, device, setting=f"workers={workers}", fix="give workers=1")  # before the teacher
+    check_seeds(seeds)  # before the teacher, as the two below
+    check_workers(workers or 1, device, setting=f"workers={workers}", fix="give workers=1")
     check_teacher_outside(teacher or profile.teacher, out)
     out = Path(out)
     with locked(out, instead="give another --out", leave_none=True):  # another run there would mix its files

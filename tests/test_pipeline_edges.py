@@ -254,3 +254,15 @@ def test_a_skip_mapping_deeper_than_half_the_teacher_is_refused_before_the_teach
     with pytest.raises(UsageError, match=r"the teacher has 2: give a deeper teacher \(at least 6 layers\)$"):
         pipeline.check_depths(deeper, 2, 4, runs=("kd+transfer+hidden",))  # 'uniform' needs 3: not named as a fix
     pipeline.check_depths(skip, 2, 4, runs=("kd+transfer",))  # logits alone map no layer
+
+
+@pytest.mark.parametrize("seeds, line", [((0, 0), "seeds=(0, 0) repeats a seed: give each seed once"),
+                                         ((), "seeds=() gives no seed: give at least one, as in seeds=(0,)")])
+def test_a_notebooks_repeated_or_missing_seed_is_refused_before_the_teacher(tmp_path, seeds, line):
+    """A review: only the command line refused `--seeds 0 0`; `run_distill(..., seeds=(0, 0))` from a notebook trained
+    one run per recipe under one name and wrote a results.json listing two seeds, each model averaged over one."""
+    with pytest.raises(UsageError) as err:
+        pipeline.run_distill(get_profile("tiny"), out=tmp_path / "run", seeds=seeds, device="cpu", workers=1)
+    assert str(err.value) == line and not (tmp_path / "run").exists()
+    with pytest.raises(UsageError, match="repeats a seed"):  # the notebooks' own call, before any planning
+        pipeline.distill_students(get_profile("tiny"), None, None, {}, seeds=(1, 1))
