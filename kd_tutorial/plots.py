@@ -14,10 +14,13 @@ _STYLES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)), (0
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 RUN_STYLE = {"kd+transfer": "-", "kd": "--", "baseline": ":"}  # line style of each run (recipe) in curves
 RUN_MARKER = {"kd+transfer": "o", "kd": "s", "baseline": "^"}  # marker of each run in scatter plots
+RUN_COLOUR = {"baseline": "C7", "kd": "C1", "kd+transfer": "C0", "pseudo-label": "C2"}  # grey: the baseline
 PIPELINE_PLOTS = ("training_curves.png", "accuracy_vs_latency.png")  # what distill writes into --out
 for _i, _name in enumerate(n for n in RECIPES if n not in RUN_STYLE):
     RUN_STYLE[_name] = _STYLES[(_i + 3) % len(_STYLES)]
     RUN_MARKER[_name] = _MARKERS[(_i + 3) % len(_MARKERS)]
+for _i, _name in enumerate(n for n in RECIPES if n not in RUN_COLOUR):
+    RUN_COLOUR[_name] = f"C{(3, 4, 5, 6, 8, 9)[_i % 6]}"
 
 
 def _run_of(name: str) -> str | None:
@@ -25,10 +28,10 @@ def _run_of(name: str) -> str | None:
     return next((token for token in name.split() if token in RUN_STYLE), None)
 
 
-def _colours(names) -> dict:
-    """One colour per model (the first word of its name): black for the teacher, C0, C1... for the students."""
-    families = dict.fromkeys(name.split()[0] for name in names if name.split()[0] != "teacher")
-    return {"teacher": "black"} | {family: f"C{i}" for i, family in enumerate(families)}
+def run_colour(name: str) -> str:
+    """The colour of a model name's run, the same in every figure: black for the teacher (or a name with no run),
+    grey for the hard-label baseline, one of matplotlib's ten others for each recipe."""
+    return RUN_COLOUR.get(_run_of(name), "black")
 
 
 def _plt():
@@ -57,64 +60,93 @@ def _smooth(values: list[float], k: int) -> list[float]:
     return out
 
 
-def training_curves(histories: dict, title: str = "Training curves"):
-    """Loss per optimizer step (smoothed) and validation accuracy per epoch, one line per model.
+def _by_model(histories: dict) -> dict[str, list[tuple[str, dict]]]:
+    """The histories that hold anything, grouped by model (a name's first word), the teacher first."""
+    groups: dict[str, list[tuple[str, dict]]] = {}
+    for name, h in sorted(histories.items(), key=lambda item: item[0].split()[0] != "teacher"):
+        if h:
+            groups.setdefault(name.split()[0], []).append((name, h))
+    return groups
 
-    One colour per model (the first word of its name: ``teacher``, ``distil-3L``...), one line style and marker per
-    run (the markers of :func:`accuracy_vs_latency`).
-    """
+
+def _evals(h: dict) -> list[dict]:
+    """A history's validation passes, ``{"step", "val_acc"}``: its ``evals``, or else its epochs that validated."""
+    return h.get("evals") or [{"step": e["step"], "val_acc": e["val_acc"]} for e in h.get("epochs") or []
+                              if e.get("val_acc") is not None]
+
+
+def _draw_run(row, name: str, h: dict) -> None:
+    """One run's smoothed loss per step (when a loss panel and steps are there) and its validation accuracy."""
+    run = _run_of(name)
+    style = dict(linestyle=RUN_STYLE.get(run, "-"), color=run_colour(name), marker=RUN_MARKER.get(run, "o"),
+                 markersize=4)
+    logged = h.get("steps") or []  # a results summary keeps the validation passes, not the steps
+    if logged and len(row) > 1:
+        steps = [s["step"] for s in logged]
+        row[0].plot(steps, _smooth([s["loss"] for s in logged], max(1, len(steps) // 50)), label=name,
+                    markevery=max(1, len(steps) // 6), **style)
+    evals = _evals(h)  # x = the optimizer step of each validation pass
+    if evals:
+        row[-1].plot([e["step"] for e in evals], [100 * e["val_acc"] for e in evals], label=name, **style)
+
+
+def training_curves(histories: dict, title: str = "Training curves", teacher_val_acc: float | None = None):
+    """One row per model (the teacher, then each student): its runs' training loss per optimizer step (smoothed)
+    and validation accuracy at each validation pass, one colour, line style and marker per run (the run's colour
+    and marker in :func:`accuracy_vs_latency` too). A student's accuracy panel draws the teacher's validation
+    accuracy as a reference: ``teacher_val_acc``, else the best pass of the teacher's history. A results summary
+    keeps no steps: then the accuracy panels alone."""
     plt = _plt()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
-    colour = _colours(histories)
-    for name, h in histories.items():
-        if not h:
-            continue
-        # the run's marker too (the one accuracy_vs_latency gives it): some line styles look alike at this size,
-        # e.g. ":" (baseline) and the densely dotted one (kd+transfer+cosine)
-        run = _run_of(name)
-        style = dict(linestyle=RUN_STYLE.get(run, "-"), color=colour[name.split()[0]],
-                     marker=RUN_MARKER.get(run, "o"), markersize=4)
-        logged = h.get("steps") or []  # a results summary keeps the validation passes, not the steps
-        if logged:
-            steps = [s["step"] for s in logged]
-            ax_loss.plot(steps, _smooth([s["loss"] for s in logged], max(1, len(steps) // 50)), label=name,
-                         markevery=max(1, len(steps) // 6), **style)
-        # x = the optimizer step of each validation pass: runs over data sets of different sizes line up
-        evals = h.get("evals") or [{"step": e["step"], "val_acc": e["val_acc"]} for e in h["epochs"]
-                                   if e.get("val_acc") is not None]
-        ends, accs = [e["step"] for e in evals], [100 * e["val_acc"] for e in evals]
-        if accs:
-            ax_acc.plot(ends, accs, label=name, **style)
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss (smoothed)",
-                title="Loss (KD runs: distillation loss; others: cross-entropy)")
-    ax_acc.set(xlabel="optimizer step", ylabel="validation accuracy (%)",
-               title="Validation accuracy (each validation pass)")
-    if not ax_loss.lines:
-        ax_loss.text(0.5, 0.5, "no per-step losses here\n(a results summary keeps the validation passes only)",
-                     ha="center", va="center", transform=ax_loss.transAxes, fontsize=9)
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-    # one legend for both panels (they draw the same runs), under them: inside a panel, nine runs' legend hid curves
-    keys = {line.get_label(): line for ax in (ax_loss, ax_acc) for line in ax.lines}
-    if keys:
-        fig.legend(list(keys.values()), list(keys), loc="outside lower center", ncols=min(3, len(keys)), fontsize=7)
-    fig.suptitle(title)
+    groups = _by_model(histories)
+    with_loss = any(h.get("steps") for runs in groups.values() for _, h in runs)
+    fig, axes = plt.subplots(max(1, len(groups)), 2 if with_loss else 1, squeeze=False, layout="constrained",
+                             figsize=(11 if with_loss else 7.5, 0.8 + 2.9 * max(1, len(groups))))
+    teacher_evals = _evals(dict(groups.get("teacher", [("", {})])[0][1]))
+    reference = teacher_val_acc if teacher_val_acc is not None else \
+        max((e["val_acc"] for e in teacher_evals), default=None)
+    for (model, runs), row in zip(groups.items(), axes):
+        for name, h in runs:
+            _draw_run(row, name, h)
+        if model != "teacher" and reference is not None:
+            row[-1].axhline(100 * reference, color="black", lw=1, alpha=0.5, label="teacher (validation)")
+        _label_row(row, model)
+    if not groups:
+        axes[0][0].text(0.5, 0.5, "no history to draw", ha="center", va="center", transform=axes[0][0].transAxes)
+    fig.suptitle(title if with_loss or not groups else f"{title}\n(a results summary keeps no per-step losses: "
+                                                        "the validation passes alone)")
+    if with_loss and set(groups) - {"teacher"}:  # under the panels: the levels of two kinds of loss
+        fig.supxlabel("loss: the distillation loss for KD runs, cross-entropy for the baseline and pseudo-label "
+                      "(their levels do not compare)", fontsize=8)
     return fig
 
 
+def _label_row(row, model: str) -> None:
+    """Titles, axis labels, a grid, and a legend of run names beside the row's last panel."""
+    if len(row) > 1:
+        row[0].set(xlabel="optimizer step", ylabel="training loss (smoothed)", title=f"{model}: training loss")
+    row[-1].set(xlabel="optimizer step", ylabel="validation accuracy (%)",
+                title=f"{model}: validation accuracy at each validation pass")
+    for ax in row:
+        ax.grid(alpha=0.3)
+    handles = [line for line in row[-1].lines] or [line for line in row[0].lines]
+    if handles:  # beside the panels, not on the curves; run names, as the row's title names the model
+        row[-1].legend(handles, [_run_of(h.get_label()) or h.get_label() for h in handles], fontsize=7,
+                       loc="upper left", bbox_to_anchor=(1.02, 1))
+
+
 def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency", split: str = "test"):
-    """Each model's accuracy against its p50 batch-1 latency: one colour per model, one marker per run
-    (o: KD + transfer set, square: KD, triangle: hard-label baseline, others: the other recipes); marker
-    area grows with parameters, horizontal bars span the latency's interquartile range."""
+    """Each model's accuracy against its p50 batch-1 latency: one colour and marker per run, those of
+    :func:`training_curves` (o: KD + transfer set, square: KD, grey triangle: hard-label baseline, others: the other
+    recipes; the teacher black), each student where its latency puts it; marker area grows with parameters,
+    horizontal bars span the latency's interquartile range."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
-    colour = _colours(r["name"] for r in rows)
     for row in rows:
         if row.get("latency_ms") is None:
             continue
         size = 30 + 300 * (row["params"] / max(r["params"] for r in rows))
         ax.scatter(row["latency_ms"], 100 * row["accuracy"], s=size, alpha=0.7, label=row["name"],
-                   color=colour[row["name"].split()[0]], marker=RUN_MARKER.get(_run_of(row["name"]), "o"))
+                   color=run_colour(row["name"]), marker=RUN_MARKER.get(_run_of(row["name"]), "o"))
         xerr = None
         if row.get("latency_q1_ms") is not None:
             xerr = [[row["latency_ms"] - row["latency_q1_ms"]], [row["latency_q3_ms"] - row["latency_ms"]]]

@@ -11,35 +11,43 @@ def history(loss: float, steps: int = 10) -> dict:
             "epochs": [{"step": steps, "val_acc": 0.8}]}
 
 
-def test_training_curves_colour_by_model_and_style_by_run():
-    fig = plots.training_curves({"teacher": history(0.3), "distil-3L kd": history(0.5),
+def test_training_curves_draw_one_row_per_model_and_one_colour_per_run():
+    """A review: nine runs in two panels, coloured by model and told apart by line style alone, with two kinds of
+    loss on one axis, could not be read. One row per model (teacher first), the runs of a row in their own colours."""
+    fig = plots.training_curves({"distil-3L kd": history(0.5), "teacher": history(0.3),
                                  "distil-3L baseline": history(0.6), "compact-2L kd": history(0.7)}, title="t")
-    ax_loss, ax_acc = fig.axes
-    lines = {line.get_label(): line for line in ax_loss.get_lines()}
-    assert lines["teacher"].get_color() == "black"
-    assert lines["distil-3L kd"].get_color() == lines["distil-3L baseline"].get_color()  # one model, one colour
-    assert lines["distil-3L kd"].get_color() != lines["compact-2L kd"].get_color()
-    assert lines["distil-3L kd"].get_linestyle() != lines["distil-3L baseline"].get_linestyle()  # run style
-    for ax in (ax_loss, ax_acc):
+    assert [ax.get_title() for ax in fig.axes] == [
+        "teacher: training loss", "teacher: validation accuracy at each validation pass",
+        "distil-3L: training loss", "distil-3L: validation accuracy at each validation pass",
+        "compact-2L: training loss", "compact-2L: validation accuracy at each validation pass"]
+    lines = {line.get_label(): line for ax in fig.axes[::2] for line in ax.get_lines()}
+    assert lines["teacher"].get_color() == "black" and lines["distil-3L baseline"].get_color() == "C7"  # grey
+    assert lines["distil-3L kd"].get_color() == lines["compact-2L kd"].get_color() == plots.RUN_COLOUR["kd"]
+    assert lines["distil-3L kd"].get_linestyle() != lines["distil-3L baseline"].get_linestyle()
+    for ax in fig.axes:
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
-    assert fig._suptitle.get_text() == "t"
-    (legend,) = fig.legends  # one legend under both panels, each run once
-    assert [t.get_text() for t in legend.get_texts()] == ["teacher", "distil-3L kd", "distil-3L baseline",
-                                                          "compact-2L kd"]
+    assert fig._suptitle.get_text() == "t" and "cross-entropy" in fig._supxlabel.get_text()
+    # each student's accuracy panel: its runs, then the teacher's best validation pass as a reference
+    assert [line.get_label() for line in fig.axes[3].get_lines()] == ["distil-3L kd", "distil-3L baseline",
+                                                                     "teacher (validation)"]
+    assert list(fig.axes[3].get_lines()[-1].get_ydata()) == [80.0, 80.0]
 
 
-def test_the_training_curves_legend_sits_under_the_panels_not_on_the_curves():
-    """The tiny profile's nine runs: a legend inside each panel, over the validation panel's empty-looking middle, hid
-    compact-1L-H32 baseline's curve from step 105 to 210 (72 % to 66 %), and each panel repeated the same legend."""
+def test_each_rows_legend_names_its_runs_beside_the_panels_not_on_the_curves():
+    """The tiny profile's nine runs: a legend inside a panel hid compact-1L-H32 baseline's curve from step 105 to
+    210. Each row's legend sits right of its panels, and names runs (the row's title names the model)."""
     names = [f"{model} {run}" for model in ("distil-2L", "compact-1L-H32")
              for run in ("baseline", "kd+transfer", "kd+transfer+pkd", "pseudo-label")]
-    fig = plots.training_curves({"teacher": history(0.3)} | {name: history(0.5) for name in names})
-    assert all(ax.get_legend() is None for ax in fig.axes)
-    (legend,) = fig.legends
-    assert len(legend.get_texts()) == 9
+    fig = plots.training_curves({"teacher": history(0.3)} | {name: history(0.5) for name in names},
+                                teacher_val_acc=0.9)
+    legends = [ax.get_legend() for ax in fig.axes]
+    assert legends[0::2] == [None] * 3 and not fig.legends
+    assert [t.get_text() for t in legends[3].get_texts()] == ["baseline", "kd+transfer", "kd+transfer+pkd",
+                                                              "pseudo-label", "teacher (validation)"]
+    assert list(fig.axes[5].get_lines()[-1].get_ydata()) == [90.0, 90.0]  # the reference given, not the history's
     fig.canvas.draw()
-    below = legend.get_window_extent()
-    assert all(below.y1 <= ax.get_tightbbox().y0 for ax in fig.axes)  # under the panels' tick labels, not on them
+    for loss, acc in zip(fig.axes[0::2], fig.axes[1::2]):
+        assert acc.get_legend().get_window_extent().x0 >= acc.get_window_extent().x1 > loss.get_window_extent().x1
 
 
 def test_first_seed_keeps_the_teacher_and_one_seed():
@@ -49,7 +57,7 @@ def test_first_seed_keeps_the_teacher_and_one_seed():
     assert plots.first_seed({"teacher": None, "a kd": hs["a kd s0"]}, [0]) == {"teacher": None, "a kd": hs["a kd s0"]}
 
 
-def test_accuracy_against_latency_colours_models_and_marks_runs():
+def test_accuracy_against_latency_colours_and_marks_runs_as_the_training_curves_do():
     rows = [{"name": "teacher", "accuracy": 0.89, "latency_ms": 35.0, "params": 22e6},
             {"name": "distil-3L kd+transfer", "accuracy": 0.87, "latency_ms": 17.0, "params": 17e6,
              "accuracy_std": 0.01},
@@ -60,7 +68,8 @@ def test_accuracy_against_latency_colours_models_and_marks_runs():
     points = {c.get_label(): c for c in ax.collections if not c.get_label().startswith("_")}
     colour = {name: tuple(p.get_facecolor()[0][:3]) for name, p in points.items()}
     assert colour["teacher"] == (0.0, 0.0, 0.0)
-    assert colour["distil-3L kd+transfer"] == colour["distil-3L baseline"] != colour["compact-2L kd+transfer"]
+    assert colour["distil-3L kd+transfer"] == colour["compact-2L kd+transfer"] != colour["distil-3L baseline"]
+    assert colour["distil-3L baseline"] == matplotlib.colors.to_rgb("C7")
     # marker area grows with parameters; the legend shows every marker at one size
     assert points["teacher"].get_sizes()[0] > points["compact-2L kd+transfer"].get_sizes()[0]
     (legend,) = fig.legends  # beside the axes, where it hides no error bar
@@ -73,13 +82,15 @@ def test_accuracy_against_latency_colours_models_and_marks_runs():
 
 def test_training_curves_of_a_results_summary_draw_the_validation_passes():
     """A summary (kd-tutorial report --summary, the committed cpu files) keeps each run's validation passes and not
-    its steps: the figure raised KeyError 'steps'."""
+    its steps: the figure raised KeyError 'steps', then drew an empty loss panel. Now the accuracy panels alone."""
     summary = {"teacher": {"evals": [{"step": 5, "val_acc": 0.8}, {"step": 10, "val_acc": 0.85}]},
                "distil-3L kd": {"evals": [{"step": 5, "val_acc": 0.7}, {"step": 10, "val_acc": 0.75}]}}
     fig = plots.training_curves(summary)
-    ax_loss, ax_acc = fig.axes
-    assert [line.get_label() for line in ax_acc.get_lines()] == ["teacher", "distil-3L kd"]
-    assert not ax_loss.get_lines() and "no per-step losses" in ax_loss.texts[0].get_text()
+    ax_teacher, ax_student = fig.axes
+    assert [line.get_label() for line in ax_teacher.get_lines()] == ["teacher"]
+    assert [line.get_label() for line in ax_student.get_lines()] == ["distil-3L kd", "teacher (validation)"]
+    assert list(ax_student.get_lines()[-1].get_ydata()) == [85.0, 85.0]  # the teacher's best pass
+    assert "no per-step losses" in fig._suptitle.get_text()
 
 
 def test_a_one_hot_distribution_has_entropy_zero_not_minus_zero():

@@ -66,14 +66,14 @@ def test_a_missing_teacher_history_and_epochs_without_validation_are_skipped():
     assert list(_lines(ax_acc)["distil-3L baseline"].get_xdata()) == [6]
 
 
-def test_every_recipe_of_one_model_has_its_own_line_style_and_marker_and_the_teacher_neither():
-    """One colour per model, so the runs of one student are told apart by line style and marker only (notebook 05
-    draws its per-student panels with RUN_STYLE too)."""
+def test_every_recipe_of_one_model_has_its_own_colour_style_and_marker_and_the_teacher_none():
+    """One row per model, its runs told apart by colour, line style and marker, none of them the teacher's black."""
     runs = list(plots.RUN_STYLE)
     fig = plots.training_curves({"teacher": _history([0.3])} | {f"distil-3L {run}": _history([0.5]) for run in runs})
-    lines = _lines(fig.axes[0])
+    lines = _lines(fig.axes[0]) | _lines(fig.axes[2])
     assert len({repr(style) for style in plots.RUN_STYLE.values()}) == len(runs)
     assert len({lines[f"distil-3L {run}"].get_marker() for run in runs}) == len(runs)
+    assert len({lines[f"distil-3L {run}"].get_color() for run in runs} | {"black"}) == len(runs) + 1
     assert (lines["teacher"].get_linestyle(), lines["teacher"].get_marker()) == ("-", "o")
 
 
