@@ -505,6 +505,17 @@ def mcnemar(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
     return {"n_ab": n_ab, "n_ba": n_ba, "p": min(1.0, float(tails.sum()))}
 
 
+def binomial_lower_tail(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p): sum over i <= k of C(n, i) p^i (1 - p)^(n - i), summed in log space (float64),
+    so a tail of 1e-300 keeps its digits."""
+    if k < 0:
+        return 0.0
+    i = torch.arange(min(k, n) + 1, dtype=torch.float64)
+    log_terms = (math.lgamma(n + 1) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1)
+                 + i * math.log(p) + (n - i) * math.log1p(-p))
+    return min(1.0, float(torch.logsumexp(log_terms, 0).exp()))
+
+
 def _sign_flip_pmf(counts: list[int]) -> torch.Tensor:
     """P(sum of k * (+-1) = t) for t = -m..m (m = sum of k * counts[k-1]), every sign a fair coin, float64.
 

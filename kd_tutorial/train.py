@@ -41,7 +41,7 @@ from .data import batch_groups, collate, n_batches, prefetch
 from .device import (autocast, autocast_dtype, device_type, pad_multiple, pick_device, resolve_precision,
                      synchronize)
 from .errors import error_cause, Terminated, UsageError, UserError
-from .evaluate import accuracy, NonFiniteLogitsError, predict_logits
+from .evaluate import accuracy, binomial_lower_tail, NonFiniteLogitsError, predict_logits
 from .features import attention_dropouts, Features, forward_features, use_eager_attention
 from .layer_cache import widened
 from .layer_maps import layer_mapping
@@ -368,7 +368,8 @@ def train(model: torch.nn.Module, train_data, *, config: TrainConfig, val_data=N
     also rewritten every ``checkpoint_every_s`` seconds, mid-epoch, and on Ctrl-C
     (at the last completed step), so an interrupted run loses at most that much. Inputs that cannot train are refused
     first, in one line: an online teacher of another vocabulary or label order, cached logits of another number of
-    classes, labels past ``num_labels``, rows past the position embeddings, ``val_data`` without labels."""
+    classes or with their classes evidently in another order, labels past ``num_labels``, rows past the position
+    embeddings, ``val_data`` without labels. The model comes back in training mode (``model.eval()`` to use it)."""
     _check_run(config, model, train_data, val_data, TeacherSide(teacher_logits, teacher, teacher_cls, teacher_states))
     device = device or pick_device()
     model.to(device)
@@ -474,9 +475,31 @@ def _check_inputs(model, train_data, val_data, teacher, teacher_logits) -> None:
         student_of = f" for a student of {classes} classes" if classes is not None else ""
         raise ValueError(f"teacher_logits of shape {tuple(teacher_logits.shape)}{student_of}: give the teacher's "
                          f"(rows, {classes or 'classes'}) logits, its classes in the student's order")
+    if teacher_logits is not None:
+        _check_logit_order(teacher_logits, train_data.labels)
     if val_data is not None and not bool((val_data.labels >= 0).any()):
         raise ValueError(f"val_data {val_data.name!r} has no labelled rows, so validation accuracy is nan at every "
                          "pass: give labelled validation rows, or no val_data")
+
+
+LOGIT_ORDER_TAIL = 1e-6  # how unlikely at chance an agreement with the labels must be to refuse cached logits
+
+
+def _check_logit_order(teacher_logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Refuse cached logits whose arg-max agrees with the labelled training rows far less often than chance (1/C):
+    their classes are in another order than the labels (correctness note 9; the vocabulary, note 8, logits cannot
+    show). Far less: at most :data:`LOGIT_ORDER_TAIL` likely for a teacher that guesses, so a weak one passes."""
+    if len(teacher_logits) != len(labels):  # logits of other rows: _check_run refuses them
+        return
+    labelled = labels >= 0
+    n, classes = int(labelled.sum()), teacher_logits.shape[1]
+    if n == 0 or classes < 2:
+        return
+    agree = int((teacher_logits[labelled].float().argmax(-1) == labels[labelled]).sum())
+    if agree < n / classes and binomial_lower_tail(agree, n, 1 / classes) < LOGIT_ORDER_TAIL:
+        raise ValueError(f"teacher_logits agree with {agree} of the {n} labelled training rows' labels, far fewer than "
+                         f"the {n / classes:.0f} of a guess (1 in {classes}): their classes are in another order than "
+                         "the labels; permute their columns to the labels' order (e.g. logits.flip(-1) for two)")
 
 
 def _states_cover(spec: Intermediate, teacher_states, model) -> bool:

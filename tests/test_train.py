@@ -1173,3 +1173,34 @@ def test_an_epochs_train_accuracy_is_over_its_labelled_rows_only(rows, monkeypat
     expected = accuracy(predict_logits(model, mixed, device="cpu", precision="fp32"), mixed.labels)
     assert expected > 0.2  # so that counting the 32 unlabelled rows as wrong (half of it) shows
     assert history.epochs[0]["train_acc"] == pytest.approx(expected)
+
+
+def test_cached_logits_with_their_classes_in_another_order_are_refused_and_a_weak_teacher_is_not(rows):
+    """A practitioner's review: a teacher's logits with the two classes swapped (`logits.flip(-1)`) trained 100 steps
+    in silence into a student always wrong (0 % on validation); a live teacher of another label order was refused.
+    Refused now from the labelled rows, when agreeing this rarely would be under 1e-6 likely for a guess."""
+    labels = rows["train"].labels
+    right = torch.nn.functional.one_hot(labels.clamp(min=0), 2).float() * 4 - 2  # a teacher right on every row
+    config = TrainConfig(mode="kd", max_steps=1, batch_size=32, precision="fp32")
+    with pytest.raises(ValueError) as err:
+        train(small_model(3), rows["train"], config=config, device="cpu", progress=False,
+              teacher_logits=right.flip(-1))
+    n = int((labels >= 0).sum())
+    assert str(err.value) == (f"teacher_logits agree with 0 of the {n} labelled training rows' labels, far fewer than "
+                              f"the {n / 2:.0f} of a guess (1 in 2): their classes are in another order than the "
+                              "labels; permute their columns to the labels' order (e.g. logits.flip(-1) for two)")
+    weak = right.clone()
+    weak[: len(labels) * 55 // 100] *= -1  # right on about 45 % of the rows: below chance, as a guess often is
+    assert 0.4 < float((weak.argmax(-1) == labels).float().mean()) < 0.5
+    for logits in (right, torch.randn(len(labels), 2, generator=torch.Generator().manual_seed(0)), weak):
+        train(small_model(3), rows["train"], config=config, device="cpu", progress=False, teacher_logits=logits)
+
+
+def test_the_binomial_lower_tail_is_the_sum_of_its_terms():
+    from math import comb
+
+    from kd_tutorial.evaluate import binomial_lower_tail
+    for k, n, p in [(0, 8, 0.5), (3, 10, 0.3), (10, 10, 0.2), (5, 40, 0.5), (7, 30, 1 / 3)]:
+        exact = sum(comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+        assert binomial_lower_tail(k, n, p) == pytest.approx(exact, rel=1e-12)
+    assert binomial_lower_tail(-1, 5, 0.5) == 0.0 and binomial_lower_tail(0, 200, 0.5) == pytest.approx(2.0 ** -200)
