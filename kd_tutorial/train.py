@@ -440,8 +440,9 @@ def _check_mode(config: TrainConfig) -> None:
 
 def _check_budget(config: TrainConfig) -> None:
     """Refuse, in one line, what :func:`_check_mode` refuses and a budget that trains nothing or stops on a division
-    by zero: a batch or an accumulation below 1, a step budget below 1, a number of epochs not above 0 (or not finite).
-    Whole numbers may be NumPy's; a float is refused where a count goes, as the profiles refuse it."""
+    by zero: a batch or an accumulation below 1, a step budget below 1, a number of epochs not above 0 (or not finite);
+    and an optimizer's number outside :data:`RATE_RULES`. Whole numbers may be NumPy's; a float is refused where a
+    count goes, as the profiles refuse it."""
     _check_mode(config)
     counts = {"batch_size": ("rows", ""), "grad_accum": ("micro-batches", " (1: no accumulation)"),
               "max_steps": ("optimizer steps", ", or None to train for `epochs`")}
@@ -455,6 +456,17 @@ def _check_budget(config: TrainConfig) -> None:
     if config.max_steps is None and (isinstance(epochs, bool) or not isinstance(epochs, numbers.Real)
                                      or not math.isfinite(epochs) or epochs <= 0):
         raise ValueError(f"epochs={epochs!r}: give a number of passes above 0 (a fraction such as 0.5 too)")
+    for name, (ok, give) in RATE_RULES.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or not ok(value):
+            raise ValueError(f"{name}={value!r}: give {give}")
+
+
+# what the optimizer's numbers must be (a negative max_grad_norm flipped every gradient: the loss climbed)
+RATE_RULES = {"lr": (lambda v: 0 <= v < math.inf, "a finite learning rate >= 0, such as 1e-4 (0: no update)"),
+              "warmup_fraction": (lambda v: 0 <= v <= 1, "the share of the steps spent warming up, from 0 to 1"),
+              "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number >= 0 (0: no decay)"),
+              "max_grad_norm": (lambda v: v > 0, "the largest gradient norm kept, above 0 (inf: no clipping)")}
 
 
 def _check_inputs(model, train_data, val_data, teacher, teacher_logits) -> None:

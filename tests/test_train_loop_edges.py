@@ -330,6 +330,25 @@ def test_a_budget_that_trains_nothing_and_an_unknown_mode_are_refused_in_one_lin
         train(small_model(), ROWS, config=config, device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("change, said", [
+    ({"max_grad_norm": -1.0}, "max_grad_norm=-1.0: give the largest gradient norm kept, above 0 (inf: no clipping)"),
+    ({"max_grad_norm": 0.0}, "max_grad_norm=0.0: give the largest gradient norm kept, above 0 (inf: no clipping)"),
+    ({"lr": -1}, "lr=-1: give a finite learning rate >= 0, such as 1e-4 (0: no update)"),  # torch's own error
+    ({"lr": "1e-3"}, "lr='1e-3': give a finite learning rate >= 0, such as 1e-4 (0: no update)"),  # a TypeError
+    ({"lr": float("nan")}, "lr=nan: give a finite learning rate >= 0, such as 1e-4 (0: no update)"),
+    ({"warmup_fraction": 2}, "warmup_fraction=2: give the share of the steps spent warming up, from 0 to 1"),
+    ({"weight_decay": -0.01}, "weight_decay=-0.01: give a finite number >= 0 (0: no decay)")])
+def test_an_optimizer_number_out_of_its_range_is_refused_in_one_line(change, said):
+    """A bad-input sweep: max_grad_norm=-1 flipped every gradient, so 32 steps took the loss from 0.69 to 2.17 in
+    silence; warmup_fraction=2 was taken; lr=-1 and lr='1e-3' stopped on torch's or Python's own errors."""
+    with pytest.raises(ValueError) as err:
+        train(small_model(), ROWS, config=TrainConfig(max_steps=1, batch_size=4, **change), device="cpu",
+              progress=False)
+    assert str(err.value) == said
+    train(small_model(), ROWS, config=TrainConfig(max_steps=1, batch_size=4, max_grad_norm=float("inf"),
+                                                  warmup_fraction=0, weight_decay=0), device="cpu", progress=False)
+
+
 @pytest.mark.parametrize("teacher", [False, True])
 def test_intermediate_terms_in_a_run_on_labels_alone_are_refused_in_one_line(teacher):
     """mode="ce" reads no teacher: its terms were dropped in silence with a teacher given, and without one the run
