@@ -38,7 +38,7 @@ from .data import (check_data_readable, DATA_DIR_ENV, DataSourceError, encode, g
                    load_for_profile, NAMED_SOURCES, prepared_hub_copy)
 from .errors import error_cause as _cause, ModelSourceError
 from .models import fallback_for, fallback_path, name_classes, prefetch_hint, resolve_source, TINY_TEACHER
-from .profiles import Profile, stable_hash
+from .profiles import check_profile, Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
 from .train import History
 
@@ -220,6 +220,7 @@ def teacher_tokenizer(profile: Profile, teacher_name: str):
 def prepare(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,
             init: str = "pretrained", seed: int = 0) -> Prepared:
     """Load and tokenize a profile's data (cached in this process)."""
+    check_profile(profile, "prepare")
     name = teacher or profile.teacher
     if name != TINY_TEACHER and Path(name).expanduser().is_dir():  # a folder: by where it lies, not how it is typed
         name = str(Path(name).expanduser().resolve())

@@ -36,7 +36,7 @@ import torch
 
 from .corpus import generate_corpus
 from .errors import error_chain, model_source_error, not_utf8, NOT_UTF8_FIX, stray_quotes, stray_space, UserError
-from .profiles import MARKUPS, TRUNCATIONS
+from .profiles import check_profile, MARKUPS, TRUNCATIONS
 
 
 VOCAB_PATH = Path(__file__).parent / "resources" / "vocab.txt"  # bert-base-uncased WordPiece, 30,522 tokens
@@ -823,6 +823,7 @@ def load_imdb(source: str = "hub", *, n_train: int | None = None, n_transfer: in
 def load_for_profile(profile, data_dir: str | os.PathLike | None = None, seed: int = 0) -> ImdbData:
     """Load the data a :class:`~kd_tutorial.profiles.Profile` asks for; ``data_dir`` or $KD_TUTORIAL_DATA_DIR
     override its source."""
+    check_profile(profile, "load_for_profile")
     source = data_dir or os.environ.get(DATA_DIR_ENV) or profile.data_source
     return load_imdb(str(source), n_train=profile.n_train, n_transfer=profile.n_transfer, n_test=profile.n_test,
                      val_size=profile.val_size, seed=seed, val_block=profile.val_block, prefetch_profile=profile.name)

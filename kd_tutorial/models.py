@@ -429,6 +429,9 @@ def build_student(spec: StudentSpec, teacher, *, init: str = "pretrained", atten
     With ``teacher_tokenizer``, a pretrained student's own tokenizer must map every token to the same id
     (:func:`check_student_tokenizer`); without it only the vocabulary sizes can be compared.
     """
+    if not isinstance(spec, StudentSpec):
+        raise UserError(f"build_student takes a StudentSpec, not {type(spec).__name__} {spec!r:.40}: give one of "
+                        "profile.students (e.g. get_profile('tiny').students[0])")
     _check_word_vectors(spec)
     if teacher_tokenizer is not None:
         check_student_tokenizer(spec, teacher_tokenizer, init=init)  # before the student's weights load

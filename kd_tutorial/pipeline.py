@@ -40,7 +40,7 @@ from .models import (DistillationStudent, TINY_TEACHER, build_student, cached_co
                      check_student_tokenizer, fallback_for, fold_word_embeddings, head_classes, head_error,
                      teacher_config)
 from .parallel import check_workers, default_workers, report_step, run_forked, worker_threads
-from .profiles import Profile, StudentSpec, TINY_BERT
+from .profiles import check_profile, Profile, StudentSpec, TINY_BERT
 from .provenance import git_commit, versions
 from .recipes import Recipe, get_recipe
 from .report import comparisons_caption, format_best_recipes, format_comparisons, format_table
@@ -958,6 +958,7 @@ def run_distill(profile: Profile, *, data_dir: str | None = None, teacher: str |
     (``teacher_layers``); ``teacher_logits`` then reads those back. ``out`` is locked for the whole run
     (:func:`kd_tutorial.store.locked`): a second run into it waits, saying for which process, until this one ends.
     """
+    check_profile(profile, "run_distill")
     device = device or pick_device()
     check_seeds(seeds)  # before the teacher, as the two below
     check_workers(workers or 1, device, setting=f"workers={workers}", fix="give workers=1")

@@ -82,6 +82,13 @@ def _tiny_bert_config(v) -> bool:
 
 
 # what each field must be, and what to give instead: checked whenever a profile is made, --set included
+# the Profile fields --set cannot change, and how to change them instead
+UNSETTABLE = {"students": "choose them with --profile, or in Python profile.replace(students=profile.students[:1]) "
+                          "(a tuple of StudentSpec)",
+              "name": "--profile NAME picks a profile",
+              "extra": "it is a free-form dict for code of your own, which no run reads (in Python, "
+                       "profile.replace(extra={...}))"}
+
 FIELD_RULES = {
     "batch_size": (_whole(1), "a whole number >= 1"),
     "eval_batch_size": (_whole(1), "a whole number >= 1"),
@@ -148,9 +155,9 @@ def _field_problem(name: str, value) -> str | None:
     """What to give instead of ``value`` for the profile field ``name`` (the words after "give"), None where it is
     fine: a number that is not finite (1e999 parses as inf, and passes "> 0"), or a value :data:`FIELD_RULES` refuses.
     """
-    if isinstance(value, float) and not math.isfinite(value):
-        return "a finite number"
     ok, give = FIELD_RULES.get(name, (lambda v: True, None))
+    if isinstance(value, float) and not math.isfinite(value):  # the rule's range, said to be finite
+        return give.replace("a number", "a finite number", 1) if give and "a number" in give else "a finite number"
     try:
         return None if ok(value) else _as_python(value, give)
     except TypeError:  # a value of another type: lr="1e-4", or a string given to Profile(...) directly
@@ -367,6 +374,10 @@ class Profile:
             if give:
                 raise ProfileOverrideError(f"{f.name}={getattr(self, f.name)!r}: give {give}")
         object.__setattr__(self, "teacher_config", self._same_teacher_config())
+        stray = next((s for s in self.students if not isinstance(s, StudentSpec)), None)
+        if stray is not None or not isinstance(self.students, tuple):
+            raise ProfileOverrideError(f"students={self.students!r:.60}: give a tuple of StudentSpec, as "
+                                       "profile.students holds (profile.students[:1] keeps the first)")
         names = [spec.name for spec in self.students]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:  # runs, checkpoints and results are keyed by name: one of the two would be lost
@@ -489,6 +500,8 @@ class Profile:
                                            f"--set {name.strip()}=VALUE")
             misspelt = sep and not hasattr(self, name)  # students, name, extra: fields --set cannot change
             self._refuse_misspelt(item, name, _fields_meant(name, settable) if misspelt else [], text)
+            if sep and name in UNSETTABLE:
+                raise ProfileOverrideError(f"--set {item!r}: --set cannot change {name}: {UNSETTABLE[name]}")
             if not sep or name not in settable:
                 raise ProfileOverrideError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
                                            f"{', '.join(settable)}")
@@ -499,8 +512,8 @@ class Profile:
                                            "once")
             try:
                 value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text  # a bare word: a string such as head+tail
+            except (ValueError, SyntaxError):  # a bare word: a string such as head+tail, or nan and inf
+                value = float(text) if text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity") else text
             value = tuple(value) if isinstance(value, list) else value
             hint = hints[name]
             union = typing.get_origin(hint) in (typing.Union, types.UnionType)
@@ -714,6 +727,15 @@ def timed_preset(name: str) -> Profile | None:
     if preset is None or not then:
         return preset
     return preset.replace(students=tuple(dataclasses.replace(s, **then.get(s.name, {})) for s in preset.students))
+
+
+def check_profile(value, where: str) -> None:
+    """Refuse, in one line, anything but a :class:`Profile` where ``where`` (a function's name) takes one: a
+    profile's name, say, which ``env.setup("tiny")`` takes and these functions do not."""
+    if not isinstance(value, Profile):
+        named = repr(value) if isinstance(value, str) else "'tiny'"
+        raise ProfileOverrideError(f"{where} takes a Profile, not {type(value).__name__} {value!r:.40}: give "
+                                   f"get_profile({named}) (kd_tutorial.profiles), or a notebook's session.profile")
 
 
 def get_profile(name: str) -> Profile:

@@ -27,7 +27,7 @@ from .errors import DISK_FULL, UserError, error_cause as _cause
 from .evaluate import predict_logits
 from .layer_cache import LayerStates, LayerWriter, has_room, nbytes
 from .models import check_positions, check_same_vocab, name_classes, teacher_for_profile
-from .profiles import Profile, stable_hash
+from .profiles import check_profile, Profile, stable_hash
 from .store import (atomic_save_pretrained, atomic_torch_save, atomic_write_json, disk_errors, locked,
                     move_aside, writer_tag)
 from .seeding import kept_rng, seed_everything
@@ -43,6 +43,7 @@ def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: st
     the validation accuracy and whether it was ``"trained"`` or ``"cached"``.
     The teacher comes back in ``eval()`` mode with gradients off: it is frozen.
     """
+    check_profile(profile, "ensure_teacher")
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     device = device or pick_device()
     folder = prep.directory
@@ -194,6 +195,7 @@ def ensure_teacher_logits(profile: Profile, split: str, *, teacher_model=None, d
     Every student and notebook reuses the same tensor instead of calling the
     teacher at every step. Row ``i`` belongs to review ``i`` of the split.
     """
+    check_profile(profile, "ensure_teacher_logits")
     return _teacher_pass(profile, split, "logits", teacher_model=teacher_model, data_dir=data_dir, teacher=teacher,
                          init=init, seed=seed, device=device, progress=progress)
 
@@ -207,6 +209,7 @@ def ensure_teacher_cls(profile: Profile, split: str, *, teacher_model=None, data
     review's per-token states are ``L`` times larger: those are computed online,
     or cached only for the mapped layers, see :func:`ensure_teacher_layers`).
     """
+    check_profile(profile, "ensure_teacher_cls")
     return _teacher_pass(profile, split, "cls", teacher_model=teacher_model, data_dir=data_dir, teacher=teacher,
                          init=init, seed=seed, device=device, progress=progress)
 
@@ -219,6 +222,7 @@ def ensure_teacher_logits_on(profile: Profile, name: str, encoded, *, teacher_mo
     Cached like a split's, under ``name`` and a hash of the rows themselves, so other rows never meet
     stale logits.
     """
+    check_profile(profile, "ensure_teacher_logits_on")
     key = stable_hash(encoded.input_ids)
     return _teacher_pass(profile, f"{name}-{key}", "logits", teacher_model=teacher_model, data_dir=data_dir,
                          teacher=teacher, init=init, seed=seed, device=device, progress=progress, encoded=encoded)
@@ -286,6 +290,7 @@ def ensure_teacher_layers(profile: Profile, split: str, keys, *, teacher_model, 
     room (:func:`_closed`): :func:`kd_tutorial.teacher_layers.teacher_layer_cache` then says so and reads those
     cached.
     """
+    check_profile(profile, "ensure_teacher_layers")
     prep = prepare(profile, data_dir=data_dir, teacher=teacher, init=init, seed=seed)
     encoded = _split_of(prep, split)
     paths = {key: layer_file(prep, key, split) for key in sorted(set(keys))}

@@ -855,6 +855,21 @@ def test_set_values_that_crashed_later_are_refused_at_once(capsys, setting, says
     assert says in error_line(capsys, "distill", "--profile", "cpu", "--set", setting)
 
 
+@pytest.mark.parametrize("setting, line", [
+    ("temperature=nan", "temperature=nan: give a finite number from 0.01 to 100 (1 leaves the teacher's"),
+    ("temperature=inf", "temperature=inf: give a finite number from 0.01 to 100 (1 leaves the teacher's"),
+    ("temperature=1e999", "temperature=inf: give a finite number from 0.01 to 100 (1 leaves the teacher's"),
+    ("students=1", "--set 'students=1': --set cannot change students: choose them with --profile, or in Python "
+                   "profile.replace(students=profile.students[:1]) (a tuple of StudentSpec)"),
+    ("name=mine", "--set 'name=mine': --set cannot change name: --profile NAME picks a profile")])
+def test_set_of_nan_inf_or_a_field_set_cannot_change_names_the_fix(capsys, setting, line):
+    """A bad-input sweep: temperature=nan was told "takes float, not 'nan'" (nan is a float), 1e999 "a finite number"
+    without the range every other temperature hears, and students=1 got the 37 fields --set takes, students not among
+    them, as if it were misspelt."""
+    said = error_line(capsys, "distill", "--profile", "tiny", "--set", setting)
+    assert said.startswith(f"kd-tutorial: error: {line}"), said
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "two"])
 def test_workers_below_one_are_refused_with_the_flag(capsys, monkeypatch, value):
     monkeypatch.setattr(cli, "run_distill", lambda *a, **k: pytest.fail("work started with --workers " + value))
@@ -1144,8 +1159,8 @@ def test_a_students_own_evals_per_run_sets_its_validation_grid_and_keys_as_the_p
 @pytest.mark.parametrize("own, shown, give", [
     ({"lr": 0}, "lr=0", "a number > 0"),
     ({"epochs": "1"}, "epochs='1'", "a number > 0"),
-    ({"lr": float("inf")}, "lr=inf", "a finite number"),
-    ({"epochs": float("nan")}, "epochs=nan", "a finite number"),
+    ({"lr": float("inf")}, "lr=inf", "a finite number > 0"),
+    ({"epochs": float("nan")}, "epochs=nan", "a finite number > 0"),
     ({"recipes": ()}, "recipes=()", "a tuple of one or more recipe names, ('kd+transfer',) say"),
     ({"recipes": ["kd"]}, "recipes=['kd']", "a tuple of one or more recipe names, ('kd+transfer',) say"),
 ])

@@ -266,3 +266,24 @@ def test_a_notebooks_repeated_or_missing_seed_is_refused_before_the_teacher(tmp_
     assert str(err.value) == line and not (tmp_path / "run").exists()
     with pytest.raises(UsageError, match="repeats a seed"):  # the notebooks' own call, before any planning
         pipeline.distill_students(get_profile("tiny"), None, None, {}, seeds=(1, 1))
+
+
+def test_a_profile_given_by_name_where_a_profile_goes_is_refused_in_one_line_naming_get_profile():
+    """A bad-input sweep: env.setup("tiny") takes a name, and prepare("tiny"), ensure_teacher("tiny"),
+    load_for_profile("tiny") stopped on "'str' object has no attribute 'teacher'"; build_student("distil-2L", ...)
+    and profile.replace(students=(1,)) on AttributeErrors too."""
+    from kd_tutorial import artifacts, data, models, teachers
+    from kd_tutorial.errors import UserError
+    for call, where in ((lambda: artifacts.prepare("tiny"), "prepare"),
+                        (lambda: teachers.ensure_teacher("tiny"), "ensure_teacher"),
+                        (lambda: teachers.ensure_teacher_logits("tiny", "test"), "ensure_teacher_logits"),
+                        (lambda: data.load_for_profile("tiny"), "load_for_profile"),
+                        (lambda: pipeline.run_distill("tiny", out="never"), "run_distill")):
+        with pytest.raises(UserError) as err:
+            call()
+        assert str(err.value) == (f"{where} takes a Profile, not str 'tiny': give get_profile('tiny') "
+                                  "(kd_tutorial.profiles), or a notebook's session.profile")
+    with pytest.raises(UserError, match=r"^build_student takes a StudentSpec, not str 'distil-2L': give one of "):
+        models.build_student("distil-2L", None)
+    with pytest.raises(UserError, match=r"^students=\(1,\): give a tuple of StudentSpec, as profile.students holds"):
+        get_profile("tiny").replace(students=(1,))

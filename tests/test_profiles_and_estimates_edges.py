@@ -186,11 +186,13 @@ def test_a_misspelt_set_field_is_told_the_field_meant_not_the_whole_list(item, m
     assert said == f"--set {item!r}: a profile has no field {item.split('=')[0]!r}: {meant}"
 
 
-@pytest.mark.parametrize("item", ["zzz=1", "students=()", "name=cpu"])
-def test_a_set_field_with_nothing_close_or_not_settable_gets_the_list(item):
-    """No near spelling, or a field --set cannot change (students, name): the settable fields are listed, and no
-    field is said to be missing that the profile has."""
-    with pytest.raises(ProfileOverrideError, match=r"expected FIELD=VALUE with FIELD one of .*temperature") as refused:
+@pytest.mark.parametrize("item, said", [("zzz=1", "expected FIELD=VALUE with FIELD one of .*temperature"),
+                                        ("students=()", "--set cannot change students: choose them with --profile"),
+                                        ("name=cpu", "--set cannot change name: --profile NAME picks a profile")])
+def test_a_set_field_with_nothing_close_or_not_settable_gets_the_list_or_its_fix(item, said):
+    """No near spelling: the settable fields are listed; a field --set cannot change (students, name): how to change
+    it instead (it got the list, itself not in it). No field is said to be missing that the profile has."""
+    with pytest.raises(ProfileOverrideError, match=said) as refused:
         get_profile("tiny").with_overrides([item])
     assert "did you mean" not in str(refused.value) and "has no field" not in str(refused.value)
 
