@@ -46,7 +46,8 @@ from .provenance import git_commit
 from .profiles import Profile
 from .store import atomic_write_json
 from .seeding import seed_everything
-from .train import freeze, train, TrainConfig
+from .train import freeze, train
+from .train_config import TrainConfig
 
 
 LOOP_PAIRS = 3  # timed pairs of the loop benchmark, the order alternating: naive first, course loop first, naive first

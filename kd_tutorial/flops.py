@@ -18,9 +18,9 @@ counts every phase of a profile's pipeline from its real sizes (no Hub needed), 
 measured ``benchmark-*.json`` of that GPU exists (:func:`report_dirs`), into a projection from
 its measured rates (``kd-tutorial benchmark --report``).
 
-It sits above :mod:`kd_tutorial.pipeline` and reads its plan (step budgets, recipes, and which runs
-read the teacher's cached layers: :mod:`kd_tutorial.teacher_layers`), so that the count never drifts
-from what the pipeline runs; it never builds or trains a model.
+It reads the pipeline's plan (step budgets, recipes: :mod:`kd_tutorial.plan`; which runs read the teacher's
+cached layers: :mod:`kd_tutorial.teacher_layers`), so that the count never drifts from what the pipeline runs;
+it never builds or trains a model, and sits below :mod:`kd_tutorial.pipeline`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .data import MOVIE_GUARD
 from .errors import JSON_ERRORS, UserError
-from .pipeline import applicable, step_budget, student_recipes, validation_passes
+from .plan import applicable, step_budget, student_recipes, validation_passes
 from .profiles import TINY_BERT, Profile, StudentSpec
 from .store import home
 from .teacher_layers import reads_cached_layers
@@ -212,7 +212,7 @@ def estimate_profile(profile: Profile, lengths=None, n_seeds: int = 1, recipes=N
     ``teacher_layers`` (train + transfer, one pass that writes those layers with the logits) and
     ``teacher_logits`` (the augmented copies only), one per student run (``"<student> <recipe>"``: its step
     budget of training, the teacher's online forward where the recipe needs it, its validation passes: those of
-    ``evals_per_run`` that its steps allow, :func:`kd_tutorial.pipeline.validation_passes`) times ``n_seeds``,
+    ``evals_per_run`` that its steps allow, :func:`kd_tutorial.plan.validation_passes`) times ``n_seeds``,
     and ``evaluation`` (every model on the test split).
     """
     mix = [min(x, profile.max_length) for x in (lengths or imdb_lengths(20_000))]

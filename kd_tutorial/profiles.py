@@ -356,7 +356,7 @@ class Profile:
     recipes: tuple[str, ...] = ("baseline", "kd+transfer", "pseudo-label")
     evals_per_run: int = 4  # validation passes per student run: the best one's weights are kept
     # stop a run after this many validation passes without a gain, counted on the profile's grid of evals_per_run
-    # passes: a student validated more often waits as long a share of its run (pipeline.student_patience)
+    # passes: a student validated more often waits as long a share of its run (plan.student_patience)
     patience: int | None = None
     seeds: tuple[int, ...] = (0,)
     # seconds one seed of the preset took on 2 CPU cores where it was measured: the printed CPU estimate starts from

@@ -1,6 +1,6 @@
 """``kd-tutorial search``: an Optuna study over T, alpha, the student and the transfer-set size.
 
-Each trial trains one ``kd+transfer`` run (:func:`kd_tutorial.pipeline.run_config`, the profile's step budget
+Each trial trains one ``kd+transfer`` run (:func:`kd_tutorial.plan.run_config`, the profile's step budget
 for the whole transfer set whatever fraction the trial reads, or ``steps`` of them) from the cached teacher and
 its cached logits, then measures two objectives: the best validation accuracy of the run (maximised) and the p50
 latency of one review at batch 1 on this device (minimised). Latency depends on the student's architecture, not
@@ -48,7 +48,7 @@ from .data import subset_encoded
 from .device import pick_device
 from .errors import error_cause, error_chain, UsageError
 from .evaluate import accuracy, accuracy_interval, latency, latency_in_turns, predict_logits
-from .pipeline import check_student_labels, run_config, step_budget, student_data
+from .plan import check_student_labels, run_config, step_budget, student_data
 from .profiles import Profile, StudentSpec
 from .store import atomic_save_pretrained, atomic_savefig, atomic_write_json, locked, StorageError
 from .teachers import ensure_teacher, ensure_teacher_logits

@@ -137,7 +137,7 @@ def cache_gb(states: dict | None) -> float:
 
 def transfer_states(states: dict, labelled, splits=("transfer",)) -> LayerStates | None:
     """The cached layers in the rows of a student's ``transfer`` set: the train rows ``labelled`` (the reviews
-    whose labels the students see, :func:`kd_tutorial.pipeline.student_labels`), then the reviews of ``splits``
+    whose labels the students see, :func:`kd_tutorial.plan.student_labels`), then the reviews of ``splits``
     (the transfer reviews, and the spare ones for a student that learns from them); None when a split has none."""
     if not all(split in states for split in splits):
         return None

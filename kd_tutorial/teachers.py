@@ -31,7 +31,8 @@ from .profiles import check_profile, Profile, stable_hash
 from .store import (atomic_save_pretrained, atomic_torch_save, atomic_write_json, disk_errors, locked,
                     move_aside, writer_tag)
 from .seeding import kept_rng, seed_everything
-from .train import TrainConfig, freeze, train
+from .train import freeze, train
+from .train_config import TrainConfig
 
 
 def ensure_teacher(profile: Profile, *, data_dir: str | None = None, teacher: str | None = None,

@@ -1063,7 +1063,7 @@ def test_student_labels_beyond_the_training_reviews_is_refused_in_one_line_befor
     """Before: --set student_labels=100000 on tiny was quietly capped to the 1000 training reviews (labelled_subset
     keeps all rows), so the runs grew to 375 steps while results.json's settings and the run keys recorded 100000.
     The line names the largest value that fits; the value itself, and None, pass."""
-    from kd_tutorial import pipeline
+    from kd_tutorial import pipeline, plan
     from kd_tutorial.profiles import get_profile
     tiny, prep = get_profile("tiny"), _fake_prep(1000, 3000)
     monkeypatch.setattr(pipeline, "prepare", lambda *a, **kw: prep)
@@ -1074,7 +1074,7 @@ def test_student_labels_beyond_the_training_reviews_is_refused_in_one_line_befor
                               "--set student_labels=N with 2 <= N <= 1000 or --set student_labels=None (all of them)")
     with pytest.raises(UsageError, match=r"student_labels=300 is more than the 200 .* or a larger --set n_train=N "
                                          r"\(it keeps 200\)$"):
-        pipeline.check_student_labels(tiny.replace(n_train=200), 200)
+        plan.check_student_labels(tiny.replace(n_train=200), 200)
     for fits in (1000, None):
         pipeline._before_the_teacher(tiny.replace(student_labels=fits), **where)
 
@@ -1104,15 +1104,15 @@ def test_fewer_validation_passes_than_evals_per_run_asks_are_said_and_recorded(c
     """Before: --set evals_per_run=1000 on tiny validated each 310-step run after every step (310 passes) without a
     word, and results.json's plan recorded nothing of it; 10 steps at evals_per_run=7 validated every 2nd: 5 passes.
     The student's line says how often and how many times, and the plan records it, only where they are fewer."""
-    from kd_tutorial import pipeline
+    from kd_tutorial import pipeline, plan
     from kd_tutorial.profiles import get_profile
     tiny = get_profile("tiny")
-    assert pipeline.validation_passes(tiny, 310) == (104, 3) and pipeline._evals_plan(tiny, 310) == {}
-    assert pipeline.validation_passes(tiny.replace(evals_per_run=7), 10) == (2, 5)
-    assert pipeline.run_config(tiny.replace(evals_per_run=7), tiny.students[0], "baseline", 10, 0).eval_every == 2
-    plan = {"steps": 310, "recipes": {"baseline": {}}} | pipeline._evals_plan(tiny.replace(evals_per_run=1000), 310)
-    assert plan["validation_passes"] == 310 and plan["validation_every"] == 1
-    pipeline._announce("distil-2L", plan)
+    assert plan.validation_passes(tiny, 310) == (104, 3) and pipeline._evals_plan(tiny, 310) == {}
+    assert plan.validation_passes(tiny.replace(evals_per_run=7), 10) == (2, 5)
+    assert plan.run_config(tiny.replace(evals_per_run=7), tiny.students[0], "baseline", 10, 0).eval_every == 2
+    recorded = {"steps": 310, "recipes": {"baseline": {}}} | pipeline._evals_plan(tiny.replace(evals_per_run=1000), 310)
+    assert recorded["validation_passes"] == 310 and recorded["validation_every"] == 1
+    pipeline._announce("distil-2L", recorded)
     pipeline._announce("s", {"steps": 10, "recipes": {}} | pipeline._evals_plan(tiny.replace(evals_per_run=7), 10))
     assert capsys.readouterr().out.splitlines() == [
         "distil-2L: 310 steps per run; recipes baseline; validated after every step: 310 passes per run, fewer than "
@@ -1127,21 +1127,21 @@ def test_a_students_own_evals_per_run_sets_its_validation_grid_and_keys_as_the_p
     the passes in the time estimate, and key as the same grid asked by the profile would (the runs e34 cached with
     --set evals_per_run=30 are the preset's); a bad number is refused in one line, and --set evals_per_run where every
     student sets its own would change nothing."""
-    from kd_tutorial import pipeline, profiles
+    from kd_tutorial import pipeline, plan, profiles
     from kd_tutorial.profiles import get_profile, ProfileOverrideError, StudentSpec
     cpu = get_profile("cpu")
     distil, compact = cpu.students
     assert (cpu.evals_per_run, distil.evals_per_run, compact.evals_per_run) == (3, None, 30)
-    config = pipeline.run_config(cpu, compact, "baseline", 2785, 0)
-    assert pipeline.validation_passes(cpu, 2785, compact) == (93, 30) and config.eval_every == 93
-    assert pipeline.run_config(cpu, distil, "baseline", 562, 0).eval_every == 188  # the profile's 3
+    config = plan.run_config(cpu, compact, "baseline", 2785, 0)
+    assert plan.validation_passes(cpu, 2785, compact) == (93, 30) and config.eval_every == 93
+    assert plan.run_config(cpu, distil, "baseline", 562, 0).eval_every == 188  # the profile's 3
     asked, plain = cpu.replace(evals_per_run=30), dataclasses.replace(compact, evals_per_run=None)
-    key = pipeline.run_key(cpu, compact, config, "pretrained")
-    assert key == pipeline.run_key(asked, plain, pipeline.run_config(asked, plain, "baseline", 2785, 0), "pretrained")
-    assert key != pipeline.run_key(cpu, plain, pipeline.run_config(cpu, plain, "baseline", 2785, 0), "pretrained")
-    plan = pipeline._evals_plan(cpu, 2785, compact)
-    assert plan == {"evals_per_run": 30} and pipeline._evals_plan(cpu, 562, distil) == {}
-    pipeline._announce("compact-2L-H128", {"steps": 2785, "recipes": {"baseline": {}}} | plan)
+    key = plan.run_key(cpu, compact, config, "pretrained")
+    assert key == plan.run_key(asked, plain, plan.run_config(asked, plain, "baseline", 2785, 0), "pretrained")
+    assert key != plan.run_key(cpu, plain, plan.run_config(cpu, plain, "baseline", 2785, 0), "pretrained")
+    recorded = pipeline._evals_plan(cpu, 2785, compact)
+    assert recorded == {"evals_per_run": 30} and pipeline._evals_plan(cpu, 562, distil) == {}
+    pipeline._announce("compact-2L-H128", {"steps": 2785, "recipes": {"baseline": {}}} | recorded)
     assert capsys.readouterr().out == ("compact-2L-H128: 2785 steps per run; recipes baseline; validated 30 times a "
                                        "run (its own evals_per_run)\n")
     # the budget's seed was timed with the 30 passes (6f66fe0): 3 passes would be 27 fewer in each of 4 runs
@@ -1176,16 +1176,16 @@ def test_a_students_own_default_is_refused_where_the_profiles_would_be(own, show
 
 def test_a_student_default_is_the_students_own_else_the_profiles():
     """One rule, Profile.for_student, gives every run its epochs, lr, recipes and validation passes."""
-    from kd_tutorial import pipeline
+    from kd_tutorial import plan
     from kd_tutorial.profiles import get_profile
     cpu = get_profile("cpu")
     distil, compact = cpu.students
     assert [cpu.for_student("student_lr", s) for s in (distil, compact, None)] == [1e-4, 5e-4, cpu.student_lr]
     assert cpu.for_student("evals_per_run", distil) == 3 and cpu.for_student("evals_per_run", compact) == 30
     plain = dataclasses.replace(distil, lr=None, epochs=None, recipes=None)
-    assert pipeline.run_config(cpu.replace(student_lr=3e-4), plain, "baseline", 10, 0).lr == 3e-4
-    assert pipeline.step_budget(cpu.replace(student_epochs=2), plain, 160) == 20
-    assert [r.name for r in pipeline.student_recipes(cpu, plain)] == list(cpu.recipes)
+    assert plan.run_config(cpu.replace(student_lr=3e-4), plain, "baseline", 10, 0).lr == 3e-4
+    assert plan.step_budget(cpu.replace(student_epochs=2), plain, 160) == 20
+    assert [r.name for r in plan.student_recipes(cpu, plain)] == list(cpu.recipes)
 
 
 def test_a_set_student_default_names_who_keeps_their_own_and_patience_waits_alike_for_every_student(capsys):
@@ -1194,7 +1194,7 @@ def test_a_set_student_default_names_who_keeps_their_own_and_patience_waits_alik
     a gain but distil-3L after 376: patience counted each student's own passes. The command line now names the
     students that keep their own value, and patience counts passes of the profile's grid."""
     import argparse
-    from kd_tutorial import pipeline
+    from kd_tutorial import plan
     from kd_tutorial.profiles import get_profile
     cpu = get_profile("cpu")
     changed = cli._profile(argparse.Namespace(profile="cpu", set=["evals_per_run=10", "temperature=3"]))
@@ -1202,15 +1202,15 @@ def test_a_set_student_default_names_who_keeps_their_own_and_patience_waits_alik
         "--set evals_per_run=10 applies to the students that set no evals_per_run of their own; compact-2L-H128 "
         "(evals_per_run=30) keeps its own (its StudentSpec in kd_tutorial/profiles.py)")
     distil, compact = changed.students
-    assert pipeline.validation_passes(changed, 562, distil) == (57, 10)
-    assert pipeline.validation_passes(changed, 2785, compact) == (93, 30)
+    assert plan.validation_passes(changed, 562, distil) == (57, 10)
+    assert plan.validation_passes(changed, 2785, compact) == (93, 30)
     waits = {}
     for spec, steps in ((distil, 562), (compact, 2785)):
-        config = pipeline.run_config(cpu.replace(patience=2), spec, "baseline", steps, 0)
+        config = plan.run_config(cpu.replace(patience=2), spec, "baseline", steps, 0)
         waits[spec.name] = (config.patience, config.patience * config.eval_every / steps)
     assert waits["distil-3L"][0] == 2 and waits["compact-2L-H128"][0] == 20  # 2 of 3 passes: 20 of 30
     assert waits["distil-3L"][1] == pytest.approx(waits["compact-2L-H128"][1], abs=0.01)  # 2/3 of the run
-    assert pipeline.run_config(cpu, compact, "baseline", 2785, 0).patience is None
+    assert plan.run_config(cpu, compact, "baseline", 2785, 0).patience is None
 
 
 def test_a_model_folder_without_tokenizer_files_is_named_as_such(tmp_path):

@@ -262,7 +262,7 @@ def test_the_cpu_budget_is_the_recorded_seed_of_the_preset_as_it_was_timed():
     assert run["precision"]["training"] == "bf16" and run["torch_threads"] == 2  # 2 cores with bf16 units
     assert round(run["wall_seconds"]) == cpu.time_budget_s
     # the same runs and step budgets as the preset names today (a changed recipe or budget needs a new record)
-    from kd_tutorial.pipeline import step_budget
+    from kd_tutorial.plan import step_budget
     sizes = run["split_sizes"]
     for spec in cpu.students:
         plan = run["students"][spec.name]

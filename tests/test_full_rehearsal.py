@@ -21,7 +21,7 @@ import random
 import pytest
 import torch
 
-from kd_tutorial import models, pipeline, teachers
+from kd_tutorial import models, pipeline, plan, teachers
 from kd_tutorial.artifacts import prepare
 from kd_tutorial.profiles import PROFILES
 
@@ -126,7 +126,7 @@ def test_the_full_profile_path_runs_on_cpu_in_fp16_with_accumulation(imdb_like, 
         if desc.startswith("teacher"):
             continue
         spec = next(s for s in profile.students if desc.startswith(s.name + " "))
-        budget = pipeline.step_budget(profile, spec, len(prep.encoded["train"]) + len(prep.encoded["transfer"]))
+        budget = plan.step_budget(profile, spec, len(prep.encoded["train"]) + len(prep.encoded["transfer"]))
         assert config.max_steps == budget and results["histories"][desc]["steps"][-1]["step"] == budget, desc
 
     # the GradScaler ran at every optimizer step, and stepped (a skipped step resets its growth tracker)

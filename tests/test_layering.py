@@ -9,7 +9,7 @@ PACKAGE = Path(kd_tutorial.__file__).parent
 # leaves import nothing of the package but the error base class, itself a leaf
 LEAVES = {"errors", "device", "store", "losses", "layer_maps", "profiles", "corpus", "features", "parallel",
           "layer_cache", "bars", "seeding",
-          "provenance"}
+          "provenance", "threads"}
 MAX_LINES = 60
 
 
@@ -97,6 +97,18 @@ def test_which_runs_read_the_teachers_cached_layers_is_decided_between_teachers_
     assert {"kd_tutorial.teachers", "kd_tutorial.layer_cache"} <= graph["kd_tutorial.teacher_layers"]
     assert "kd_tutorial.teacher_layers" in graph["kd_tutorial.pipeline"]
     assert not {"kd_tutorial.pipeline", "kd_tutorial.cli", "kd_tutorial.flops"} & graph["kd_tutorial.teacher_layers"]
+
+
+def test_the_plan_of_runs_sits_below_the_pipeline_and_what_counts_or_searches_it():
+    """A FLOP counter and the search read the plan of runs (step budgets, recipes, a run's config), which needs no
+    model: they import it from ``plan``, not from the whole pipeline, and the plan imports none of them."""
+    graph = import_graph()
+    for reader in ("flops", "search"):
+        assert "kd_tutorial.plan" in graph[f"kd_tutorial.{reader}"]
+        assert "kd_tutorial.pipeline" not in graph[f"kd_tutorial.{reader}"], f"{reader} imports pipeline"
+    assert "kd_tutorial.plan" in graph["kd_tutorial.pipeline"]
+    above = {f"kd_tutorial.{m}" for m in ("pipeline", "train", "flops", "search", "cli")}
+    assert not above & graph["kd_tutorial.plan"], above & graph["kd_tutorial.plan"]
 
 
 def test_no_function_is_longer_than_a_screen_without_saying_why():

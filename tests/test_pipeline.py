@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_tutorial import artifacts, cli, models, parallel, pipeline, store, teacher_layers, teachers
+from kd_tutorial import artifacts, cli, models, parallel, pipeline, plan, store, teacher_layers, teachers
 from kd_tutorial.profiles import get_profile, ProfileOverrideError
 
 from test_data import write_parquet
@@ -83,7 +83,7 @@ def test_every_run_that_learns_from_the_teacher_agrees_with_it_more_than_the_bas
     _, results = tiny_run
     for spec in get_profile("tiny").students:
         base = _row(results, f"{spec.name} baseline")["agreement"]
-        for recipe in pipeline.student_recipes(get_profile("tiny"), spec):
+        for recipe in plan.student_recipes(get_profile("tiny"), spec):
             if recipe.name != "baseline":
                 assert _row(results, f"{spec.name} {recipe.name}")["agreement"] > base + 0.03, (spec.name, recipe.name)
     for recipe in ("kd+transfer+values", "pseudo-label"):
@@ -107,7 +107,7 @@ def test_results_json_has_the_promised_fields(tiny_run):
     assert run["student_workers"] == parallel.default_workers("cpu")  # one per core on 2 to 4 cores (Linux); else 1
     names = {r["name"] for r in results["models"]}
     profile = get_profile("tiny")
-    runs = {s.name: [r.name for r in pipeline.student_recipes(profile, s)] for s in profile.students}
+    runs = {s.name: [r.name for r in plan.student_recipes(profile, s)] for s in profile.students}
     assert names == {"teacher"} | {f"{s} {r}" for s, rs in runs.items() for r in rs}
     for row in results["models"]:
         for key in ("accuracy", "agreement", "ece", "params", "mb", "latency_ms", "latency_q1_ms", "latency_q3_ms",
@@ -357,10 +357,10 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
     profile = get_profile("tiny")
     prep = artifacts.prepare(profile)
     spec = profile.students[0]
-    config = pipeline.run_config(profile, spec, "kd", steps=100, seed=0)
+    config = plan.run_config(profile, spec, "kd", steps=100, seed=0)
 
     def folder(profile=profile, spec=spec, config=config, init="pretrained"):
-        return artifacts.student_folder(prep, "distil-2L kd s0", *pipeline.run_key(profile, spec, config, init))
+        return artifacts.student_folder(prep, "distil-2L kd s0", *plan.run_key(profile, spec, config, init))
     assert folder() == folder()  # stable
     assert folder().parent == prep.directory / "students"  # stored under its own teacher
     changes = [dict(config=dataclasses.replace(config, **change)) for change in
@@ -372,18 +372,18 @@ def test_student_cache_key_changes_with_any_setting_that_decides_the_run(tiny_ru
     for change in changes:
         assert folder(**change) != folder(), change
     # a run cached by code that computed runs differently is never handed back
-    revision, before = pipeline.RUN_REVISION, folder()
-    pipeline.RUN_REVISION += 1
+    revision, before = plan.RUN_REVISION, folder()
+    plan.RUN_REVISION += 1
     try:
         assert folder() != before
     finally:
-        pipeline.RUN_REVISION = revision
+        plan.RUN_REVISION = revision
     # the runs docs/tuning/student_dropout.py trained with the setting patched in (e24) keep their folders
-    assert pipeline.run_key(profile.replace(student_hidden_dropout=0), spec, config, "pretrained")[-1] == (
+    assert plan.run_key(profile.replace(student_hidden_dropout=0), spec, config, "pretrained")[-1] == (
         "student hidden dropout", 0.0)
     assert profile.replace(student_hidden_dropout=0.0).teacher_hash() == profile.teacher_hash()  # the same teacher
     # a student without the option keeps the key it had before teacher_word_vectors existed
-    assert "teacher_word_vectors" not in pipeline.run_key(profile, spec, config, "pretrained")[0]
+    assert "teacher_word_vectors" not in plan.run_key(profile, spec, config, "pretrained")[0]
 
 
 def test_a_student_learning_from_the_spare_reviews_reads_them_in_every_transfer_set_run_and_only_there(
@@ -413,16 +413,16 @@ def test_a_student_learning_from_the_spare_reviews_reads_them_in_every_transfer_
     said = capsys.readouterr().out
     assert f"compact-1L-H32: {with_spare['compact-1L-H32 baseline']['plan']['steps']} steps per run" in said
     assert "the transfer-set runs also learn from 600 spare train reviews" in said
-    rows = pipeline.student_labels(profile, prep)
+    rows = plan.student_labels(profile, prep)
     n_rows = len(rows) + len(prep.encoded["transfer"])
-    steps = {s.name: pipeline.step_budget(profile, s, n_rows + (n_spare if s.spare_reviews else 0))
+    steps = {s.name: plan.step_budget(profile, s, n_rows + (n_spare if s.spare_reviews else 0))
              for s in profile.students}
     for name, item in with_spare.items():
         assert item["plan"]["steps"] == steps[item["student"]], name  # the same budget for every run of a student
     assert steps["compact-1L-H32"] > steps["distil-2L"]
     # the transfer set: labelled, transfer, spare reviews in that order, each with the teacher's logits on it
-    sets = pipeline.student_data(profile, prep, logits | {"spare": teachers.ensure_teacher_logits(profile, "spare")},
-                                 splits=("transfer", "spare"))
+    sets = plan.student_data(profile, prep, logits | {"spare": teachers.ensure_teacher_logits(profile, "spare")},
+                             splits=("transfer", "spare"))
     both, t_logits, _ = sets["transfer"]
     assert len(both) == len(t_logits) == n_rows + n_spare and both.name == "train+transfer+spare"
     assert both.input_ids[n_rows:] == prep.encoded["spare"].input_ids and (both.labels[n_rows:] == -1).all()
@@ -464,7 +464,7 @@ def test_a_student_learning_from_the_spare_reviews_reads_them_in_every_transfer_
         assert (without[name]["path"] == item["path"]) == same, name
         assert without[name]["status"] == ("cached" if same else "trained"), name
     baseline = pipeline.get_recipe("baseline")
-    keys = [pipeline.run_key(p, spec, pipeline.run_config(p, spec, baseline, 10, 0), "pretrained", baseline)
+    keys = [plan.run_key(p, spec, plan.run_config(p, spec, baseline, 10, 0), "pretrained", baseline)
             for p, spec in ((profile, spare_spec), (base, base.students[1]))]
     assert keys[0] == keys[1]  # the baseline's key leaves out an option it does not read
 
@@ -477,13 +477,13 @@ def test_a_run_that_reads_no_soft_targets_keeps_its_key_when_the_temperature_or_
 
     def key(p, name):
         recipe = pipeline.get_recipe(name)
-        return pipeline.run_key(p, spec, pipeline.run_config(p, spec, recipe, 10, 0), "pretrained", recipe)
+        return plan.run_key(p, spec, plan.run_config(p, spec, recipe, 10, 0), "pretrained", recipe)
     changed = profile.replace(temperature=4.0, alpha=0.9)
     for name in ("baseline", "pseudo-label"):
         assert key(changed, name) == key(profile, name), name
     for name in ("kd", "kd+transfer"):
         assert key(changed, name) != key(profile, name), name
-    assert key(profile, "baseline")[1] == dataclasses.asdict(pipeline.run_config(
+    assert key(profile, "baseline")[1] == dataclasses.asdict(plan.run_config(
         profile, spec, pipeline.get_recipe("baseline"), 10, 0))  # the preset's T and alpha are the defaults
 
 
@@ -498,7 +498,7 @@ def test_a_run_without_intermediate_terms_keeps_its_key_when_the_layer_mapping_c
 
     def key(s, name):
         recipe = pipeline.get_recipe(name)
-        return pipeline.run_key(profile, s, pipeline.run_config(profile, spec, recipe, 10, 0), "pretrained", recipe)
+        return plan.run_key(profile, s, plan.run_config(profile, spec, recipe, 10, 0), "pretrained", recipe)
     changed = dataclasses.replace(spec, mapping="last")
     for name in ("baseline", "kd", "kd+transfer", "pseudo-label"):
         assert key(changed, name) == key(spec, name), name
@@ -524,8 +524,8 @@ def test_a_uniform_mapping_whose_rounding_changed_keys_its_intermediate_runs_apa
 
     def key(spec, name, depth, p=profile):
         recipe = pipeline.get_recipe(name)
-        return pipeline.run_key(p, spec, pipeline.run_config(p, spec, recipe, 10, 0), "pretrained", recipe,
-                                teacher_layers=depth)
+        return plan.run_key(p, spec, plan.run_config(p, spec, recipe, 10, 0), "pretrained", recipe,
+                            teacher_layers=depth)
     assert key(four, "kd+transfer+hidden", 6) != key(four, "kd+transfer+hidden", None)
     assert key(four, "kd+transfer+hidden", 8) == key(four, "kd+transfer+hidden", None)  # 8 -> 4: 2, 4, 6, 8
     assert key(four, "kd+transfer", 6) == key(four, "kd+transfer", None)  # no layer mapped
@@ -556,9 +556,9 @@ def test_an_augmenting_runs_key_holds_the_augmentation_settings(monkeypatch):
     for when in ("before", "after"):
         for name in ("kd+transfer+aug", "kd+transfer"):
             recipe = pipeline.get_recipe(name)
-            keys[when, name] = pipeline.run_key(profile, spec, pipeline.run_config(profile, spec, recipe, 10, 0),
-                                                "pretrained", recipe)
-        monkeypatch.setattr(pipeline, "AUGMENT", dict(pipeline.AUGMENT, p_mask=0.2))
+            keys[when, name] = plan.run_key(profile, spec, plan.run_config(profile, spec, recipe, 10, 0),
+                                            "pretrained", recipe)
+        monkeypatch.setattr(plan, "AUGMENT", dict(plan.AUGMENT, p_mask=0.2))
     assert keys["before", "kd+transfer+aug"] != keys["after", "kd+transfer+aug"]
     assert keys["before", "kd+transfer"] == keys["after", "kd+transfer"]
 
@@ -571,7 +571,7 @@ def test_a_students_pretrained_folder_is_keyed_by_what_it_holds(tmp_path, monkey
     hub = next(s for s in profile.students if s.pretrained)
 
     def key(spec):
-        return pipeline.run_key(profile, spec, pipeline.run_config(profile, spec, recipe, 10, 0), "pretrained", recipe)
+        return plan.run_key(profile, spec, plan.run_config(profile, spec, recipe, 10, 0), "pretrained", recipe)
     assert key(hub)[0]["pretrained"] == hub.pretrained  # the preset's keys are those they were
     folder = tmp_path / "my-bert"
     folder.mkdir()
@@ -922,12 +922,12 @@ def test_every_profile_names_recipes_that_can_run(name):
     profile = PROFILES[name]
     width, heads = TEACHERS[name]
     for spec in profile.students:
-        recipes = pipeline.student_recipes(profile, spec)
+        recipes = plan.student_recipes(profile, spec)
         names = [r.name for r in recipes]
         assert {"baseline", "kd+transfer", "pseudo-label"} <= set(names), (spec.name, names)
         assert any(r.intermediate is not None for r in recipes), f"{spec.name}: no intermediate recipe"
         for r in recipes:
-            assert pipeline.applicable(r, spec, heads), (spec.name, r.name)
+            assert plan.applicable(r, spec, heads), (spec.name, r.name)
             if r.intermediate is not None and r.intermediate.value_relation:
                 student_width = spec.hidden_size or width
                 assert student_width % spec.relation_heads == 0 and width % spec.relation_heads == 0
@@ -1560,14 +1560,14 @@ def test_a_runs_config_carries_the_profiles_training_settings_and_its_own_seed()
     profile = get_profile("cpu").replace(temperature=4.0, alpha=0.25, warmup_fraction=0.2, weight_decay=0.05,
                                          batch_size=8, grad_accum=2, patience=1, evals_per_run=4)
     distil, compact = profile.students  # compact-2L-H128 keeps its own evals_per_run (30)
-    config = pipeline.run_config(profile, distil, "kd+transfer", 100, seed=3)
+    config = plan.run_config(profile, distil, "kd+transfer", 100, seed=3)
     assert (config.temperature, config.alpha, config.warmup_fraction, config.weight_decay) == (4.0, 0.25, 0.2, 0.05)
     assert (config.batch_size, config.grad_accum, config.max_steps, config.seed) == (8, 2, 100, 3)
     assert config.mode == get_recipe("kd+transfer").mode and config.keep_best  # a student keeps its best pass
     assert config.lr == profile.for_student("student_lr", distil)
-    assert pipeline.run_config(profile, distil, "kd+transfer", 100, seed=4).seed == 4
+    assert plan.run_config(profile, distil, "kd+transfer", 100, seed=4).seed == 4
     # patience 1 of the profile's 4 passes is 7.5 of compact's 30: rounded up, it never waits less than asked
-    assert pipeline.run_config(profile, compact, "baseline", 100, 0).patience == 8
+    assert plan.run_config(profile, compact, "baseline", 100, 0).patience == 8
 
 
 def test_the_step_budget_is_the_epochs_over_the_effective_batch_rounded_up():
@@ -1575,8 +1575,8 @@ def test_the_step_budget_is_the_epochs_over_the_effective_batch_rounded_up():
     (counting micro-batches gives 22, rounding down leaves rows unseen)."""
     profile = get_profile("cpu").replace(student_epochs=2, batch_size=16, grad_accum=2)
     spec = dataclasses.replace(profile.students[0], epochs=None)
-    assert pipeline.step_budget(profile, spec, 170) == 11
-    assert pipeline.step_budget(profile, spec, 1) == 1  # never a run of no step
+    assert plan.step_budget(profile, spec, 170) == 11
+    assert plan.step_budget(profile, spec, 1) == 1  # never a run of no step
 
 
 def test_aggregated_rows_take_the_sample_spread_over_seeds_and_pool_every_seeds_latency():

@@ -41,7 +41,7 @@ def main(out_path: str, student: str, recipe: str, evals: list[int]) -> None:
     correct = {}
     for n in evals:
         # the student's own count: the profile's would not reach a student that sets one (the preset's compact one
-        # does since e34); the runs key alike either way (pipeline.run_key), so e34's runs are read back as they were
+        # does since e34); the runs key alike either way (plan.run_key), so e34's runs are read back as they were
         profile, own = base.replace(evals_per_run=n), dataclasses.replace(spec, evals_per_run=n)
         runs = pipeline.distill_students(profile, teacher, prep, logits, seeds=SEEDS, runs=[recipe], resume=True,
                                          progress=False, workers=parallel.default_workers("cpu"), layers={},

@@ -5,7 +5,7 @@ Measures what an intermediate term costs over logit KD from the cache: the onlin
 Run with KD_TUTORIAL_HOME pointing at a home whose cpu teacher and logits are cached.
 """
 import copy, dataclasses, json, sys, time
-from kd_tutorial import pipeline, teachers
+from kd_tutorial import plan, teachers
 from kd_tutorial.profiles import get_profile
 from kd_tutorial.models import DistillationStudent, build_student
 from kd_tutorial.recipes import get_recipe
@@ -18,7 +18,7 @@ teacher, prep, _ = teachers.ensure_teacher(profile, device="cpu", progress=False
 logits = {s: teachers.ensure_teacher_logits(profile, s, teacher_model=teacher, progress=False)
           for s in ("train", "transfer")}
 cls = {s: teachers.ensure_teacher_cls(profile, s, teacher_model=teacher, progress=False) for s in ("train", "transfer")}
-sets = pipeline.student_data(profile, prep, logits, cls)
+sets = plan.student_data(profile, prep, logits, cls)
 rows, t_logits, t_cls = sets["transfer"]
 out = {"steps": STEPS, "batch_size": profile.batch_size, "max_length": profile.max_length, "seconds_per_step": {}}
 RECIPES = {"distil-3L": ["kd+transfer", "kd+transfer+pkd", "kd+transfer+cosine", "kd+transfer+hidden",
@@ -32,9 +32,9 @@ for spec in profile.students:
     for repeat in range(2):
         for name in RECIPES[spec.name]:
             recipe = get_recipe(name)
-            if not pipeline.applicable(recipe, spec, teacher.config.num_attention_heads):
+            if not plan.applicable(recipe, spec, teacher.config.num_attention_heads):
                 continue
-            config = pipeline.run_config(profile, spec, recipe, STEPS, 0)
+            config = plan.run_config(profile, spec, recipe, STEPS, 0)
             config = dataclasses.replace(config, eval_every=None, keep_best=False, patience=None)
             student = copy.deepcopy(base)
             spec_i = recipe.intermediate

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from kd_tutorial import parallel, pipeline, teacher_layers, teachers, train as train_module
+from kd_tutorial import parallel, pipeline, plan, teacher_layers, teachers, train as train_module
 from kd_tutorial.device import resolve_precision
 from kd_tutorial.models import DistillationStudent, build_student
 from kd_tutorial.profiles import get_profile
@@ -35,9 +35,9 @@ profile = get_profile("cpu")
 teacher, prep, _ = teachers.ensure_teacher(profile, device="cpu", progress=False)
 kw = dict(teacher_model=teacher, device="cpu", progress=False, **prep.where)
 logits, _ = pipeline.teacher_outputs(profile, prep, None, **kw)
-rows, t_logits, _ = pipeline.student_data(profile, prep, logits)["transfer"]
+rows, t_logits, _ = plan.student_data(profile, prep, logits)["transfer"]
 specs = {s.name: s for s in profile.students}
-recipes = {name: pipeline.student_recipes(profile, specs[name], [RUNS[name]])[0] for name in RUNS}
+recipes = {name: plan.student_recipes(profile, specs[name], [RUNS[name]])[0] for name in RUNS}
 keys = teacher_layers.cached_layer_keys(profile, [specs[n] for n in RUNS], lambda spec: [recipes[spec.name]],
                                         teacher.config.num_hidden_layers)
 files = [prep.directory / f"{k}-{t}-{split}.npy" for k, t in keys for split in teacher_layers.SPLITS]
@@ -47,7 +47,7 @@ real_reader = train_module.layer_reader
 def open_states():
     """The cached layers in the students' rows, mapped afresh (pages mapped by an earlier run stay in memory)."""
     layers = teacher_layers.teacher_layer_cache(profile, prep, keys, **kw)
-    return teacher_layers.transfer_states(layers, pipeline.student_labels(profile, prep))
+    return teacher_layers.transfer_states(layers, plan.student_labels(profile, prep))
 
 
 def drop_page_cache() -> None:
@@ -69,7 +69,7 @@ def warm_page_cache() -> None:
 def one_run(name: str, background: bool) -> dict:
     """Seconds per step of STEPS steps of ``name``'s recipe, and its last loss (the same in both ways)."""
     spec, recipe = specs[name], recipes[name]
-    config = dataclasses.replace(pipeline.run_config(profile, spec, recipe, STEPS, 0), eval_every=None,
+    config = dataclasses.replace(plan.run_config(profile, spec, recipe, STEPS, 0), eval_every=None,
                                  keep_best=False, patience=None)
     torch.manual_seed(0)
     student = build_student(spec, teacher, init="pretrained", attention_dropout=profile.attention_dropout,

@@ -5,7 +5,7 @@ Usage: python docs/tuning/cpu_best_recipes.py OUT_FOLDER   (KD_TUTORIAL_DATA_DIR
 
 Runs `kd-tutorial distill --profile cpu --seeds 0 1 2 --resume` in-process with each student's recipes cut to the
 one validation chose: distil-3L `kd+transfer+cosine`, compact-2L-H128 `kd+transfer+values`. A run's cache key leaves
-out the recipe list (`pipeline.run_key`), so these are the profile's own runs: the full command with `--resume`
+out the recipe list (`plan.run_key`), so these are the profile's own runs: the full command with `--resume`
 reuses them. What it answers: whether the current code, on a CPU with bf16 units, trains the README block's teacher
 and best students again to the same test accuracies, and each best recipe's share of its teacher with an interval.
 """

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from kd_tutorial import pipeline, teacher_layers, teachers
+from kd_tutorial import pipeline, plan, teacher_layers, teachers
 from kd_tutorial.device import resolve_precision
 from kd_tutorial.evaluate import accuracy, predict_logits
 from kd_tutorial.profiles import get_profile
@@ -36,7 +36,7 @@ logits, _ = pipeline.teacher_outputs(profile, prep, None, **kw)
 test_logits = {"teacher": teachers.ensure_teacher_logits(profile, "test", **kw)}
 seconds["teacher_logits"] = time.perf_counter() - start
 specs = {s.name: s for s in profile.students}
-runs_of = {name: [r for r in pipeline.student_recipes(profile, specs[name], [RUNS[name]])] for name in RUNS}
+runs_of = {name: [r for r in plan.student_recipes(profile, specs[name], [RUNS[name]])] for name in RUNS}
 keys = teacher_layers.cached_layer_keys(profile, [specs[n] for n in RUNS], lambda spec: runs_of[spec.name],
                                         teacher.config.num_hidden_layers)
 start = time.perf_counter()

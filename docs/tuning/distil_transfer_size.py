@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from kd_tutorial import data, evaluate, parallel, pipeline, teachers
+from kd_tutorial import data, evaluate, parallel, plan, teachers
 from teacher_whole_review import profile, run_student, scored_reference, SPECS, summary
 
 
@@ -52,14 +52,14 @@ def main(out_path: str, student_name: str = "distil-3L", seeds: str = "0,1,2", r
     logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer", "test")}
     extra = data.encode(extra_reviews(prep), prep.tokenizer, profile.max_length, profile.truncation)
     extra_logits = teachers.ensure_teacher_logits_on(profile, "extra", extra, teacher_model=teacher, progress=False)
-    rows, t_logits, _ = pipeline.student_data(profile, prep, logits)["transfer"]
+    rows, t_logits, _ = plan.student_data(profile, prep, logits)["transfer"]
     rows, t_logits = data.concat_encoded(rows, extra, "train+transfer+extra"), torch.cat([t_logits, extra_logits])
-    steps = pipeline.step_budget(profile, spec, len(rows))
+    steps = plan.step_budget(profile, spec, len(rows))
     print(f"{len(extra)} extra reviews; {len(rows)} rows; {steps} steps per run", flush=True)
     teacher_test = evaluate.accuracy(logits["test"], prep.encoded["test"].labels)
 
     def job(k: int) -> dict:
-        config = pipeline.run_config(profile, spec, recipe, steps, seeds[k])
+        config = plan.run_config(profile, spec, recipe, steps, seeds[k])
         folder = prep.directory / "experiments" / f"e28-{run_name}-extra-transfer-s{seeds[k]}"
         return run_student(spec, config, teacher, prep, rows, t_logits, folder, val=prep.encoded["validation"],
                            test=prep.encoded["test"])[0]

@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from kd_tutorial import evaluate, pipeline, teachers
+from kd_tutorial import evaluate, pipeline, plan, teachers
 from kd_tutorial.artifacts import student_finished
 from kd_tutorial.profiles import get_profile
 
@@ -36,7 +36,7 @@ def runs(p: float) -> dict:
     """The six cached runs trained with the students' hidden dropout at ``p``, as distill_students loads them."""
     pipeline.run_key = lambda *a, **k: real_key(*a, **k) + ((("student hidden dropout", p),) if p != 0.1 else ())
     try:
-        n_rows = len(pipeline.student_data(profile, prep, logits, None)["transfer"][0])  # decides the step budget
+        n_rows = len(plan.student_data(profile, prep, logits, None)["transfer"][0])  # decides the step budget
         chosen = {s.name: [pipeline.get_recipe(RECIPE)] for s in profile.students}
         jobs = pipeline._jobs(profile, profile.students, chosen, SEEDS, teacher, prep, "pretrained", n_rows)
         missing = [j["name"] for j in jobs if not student_finished(j["folder"])]

@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from kd_tutorial import data, evaluate, parallel, pipeline, teachers
+from kd_tutorial import data, evaluate, parallel, plan, teachers
 from teacher_whole_review import (profile, RECIPE, run_student, scored_reference, SEEDS, SPECS,
                                   summary, teacher_both_ways, whole_review_logits)
 
@@ -41,16 +41,16 @@ def main(out_path: str, student_name: str) -> None:
     whole = {s: whole_review_logits(teacher, getattr(prep.data, s), prep.tokenizer, logits[s])["logits"]
              for s in ("train", "transfer")}
     longer = {s: read_longer(prep, s) for s in ("train", "transfer", "validation", "test")}
-    keep = pipeline.student_labels(profile, prep)
+    keep = plan.student_labels(profile, prep)
     rows = data.concat_encoded(data.subset_encoded(longer["train"], keep, "student labels"), longer["transfer"],
                                "train+transfer")
     t_logits = torch.cat([whole["train"][keep], whole["transfer"]])
-    steps = pipeline.step_budget(profile, spec, len(rows))
+    steps = plan.step_budget(profile, spec, len(rows))
     print(len(rows), "rows,", steps, "steps;", "mean tokens", sum(rows.lengths) / len(rows), flush=True)
 
     def job(k: int) -> dict:
         seed = SEEDS[k]
-        config = pipeline.run_config(profile, spec, RECIPE, steps, seed)
+        config = plan.run_config(profile, spec, RECIPE, steps, seed)
         folder = prep.directory / "experiments" / f"e30-{student_name}-{LENGTH}-tokens-whole-review-teacher-s{seed}"
         return run_student(spec, config, teacher, prep, rows, t_logits, folder, val=longer["validation"],
                            test=longer["test"])[0]

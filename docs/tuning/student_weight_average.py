@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from kd_tutorial import evaluate, parallel, pipeline, teachers
+from kd_tutorial import evaluate, parallel, plan, teachers
 from kd_tutorial import train as train_module
 from teacher_whole_review import profile, RECIPE, run_student, scored_reference, SEEDS, SPECS, summary
 
@@ -62,14 +62,14 @@ def main(out_path: str, student_name: str) -> None:
     spec = SPECS[student_name]
     teacher, prep, info = teachers.ensure_teacher(profile, progress=False)
     logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer", "test")}
-    rows, t_logits, _ = pipeline.student_data(profile, prep, logits)["transfer"]
-    steps = pipeline.step_budget(profile, spec, len(rows))
+    rows, t_logits, _ = plan.student_data(profile, prep, logits)["transfer"]
+    steps = plan.step_budget(profile, spec, len(rows))
     AveragedRun.decay, plain = 1 - 6 / steps, train_module._Run
     print(len(rows), "rows,", steps, "steps; decay", AveragedRun.decay, flush=True)
 
     def job(k: int) -> dict:
         seed = SEEDS[k]
-        config = pipeline.run_config(profile, spec, RECIPE, steps, seed)
+        config = plan.run_config(profile, spec, RECIPE, steps, seed)
         folder = prep.directory / "experiments" / f"e31-{student_name}-ema-s{seed}"
         record, history = run_student(spec, config, teacher, prep, rows, t_logits, folder,
                                       val=prep.encoded["validation"], test=prep.encoded["test"], resume=False)

@@ -29,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from kd_tutorial import pipeline
+from kd_tutorial import pipeline, plan
 from kd_tutorial import train as train_module
 from kd_tutorial.benchmark import synthetic_rows
 from kd_tutorial.data import batch_groups, collate
@@ -50,7 +50,7 @@ specs = {s.name: s for s in profile.students}
 RECIPE = {"distil-3L": "kd+transfer+cosine", "compact-2L-H128": "kd+transfer+values"}
 KIND = {"distil-3L": "hidden", "compact-2L-H128": "values"}
 width, layers = teacher.config.hidden_size, teacher.config.num_hidden_layers
-recipes = {name: {r.name: r for r in pipeline.student_recipes(profile, specs[name], ["kd+transfer", RECIPE[name]])}
+recipes = {name: {r.name: r for r in plan.student_recipes(profile, specs[name], ["kd+transfer", RECIPE[name]])}
            for name in RECIPE}  # with the student's own layer mapping and relation heads
 mapped = {name: layer_mapping(recipes[name][RECIPE[name]].intermediate.mapping, specs[name].num_layers, layers)
           for name in RECIPE}
@@ -126,7 +126,7 @@ for name, spec in specs.items():
     for _ in range(REPEATS):
         for label, (recipe_name, outputs) in variants.items():
             recipe = recipes[name][recipe_name]
-            config = dataclasses.replace(pipeline.run_config(profile, spec, recipe, STEPS, 0), eval_every=None,
+            config = dataclasses.replace(plan.run_config(profile, spec, recipe, STEPS, 0), eval_every=None,
                                          keep_best=False, patience=None)
             student = copy.deepcopy(base)
             needs = recipe.intermediate is not None and recipe.intermediate.needs_projection
@@ -148,7 +148,7 @@ bytes_per_layer = profile.max_length * width * 2 * reviews
 capture_extra = (min(timing["pass + capture"]) - min(timing["plain pass"])) / N * reviews
 projection = {}
 for name, spec in specs.items():
-    steps = pipeline.step_budget(profile, spec, profile.student_labels + 8_000)
+    steps = plan.step_budget(profile, spec, profile.student_labels + 8_000)
     online, cached = (per_step[name][RECIPE[name] + s] for s in (", online teacher", ", cached layers"))
     projection[name] = {"recipe": RECIPE[name], "mapped_teacher_layers": mapped[name], "kind": KIND[name],
                         "steps": steps, "online_seconds": online * steps, "cached_seconds": cached * steps,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from kd_tutorial import pipeline, teacher_layers
+from kd_tutorial import pipeline, plan, teacher_layers
 from kd_tutorial.profiles import get_profile
 
 
@@ -34,7 +34,7 @@ def time_phases(order: str) -> dict:
     kw = dict(teacher_model=teacher, data_dir=None, teacher=None, init="pretrained", seed=0, device="cpu",
               progress=False)
     keys = teacher_layers.cached_layer_keys(profile, profile.students, lambda spec: [
-        r for r in pipeline.student_recipes(profile, spec, None) if pipeline.applicable(r, spec, teacher.config.num_attention_heads)],
+        r for r in plan.student_recipes(profile, spec, None) if plan.applicable(r, spec, teacher.config.num_attention_heads)],
         teacher.config.num_hidden_layers)
     steps = {"teacher_logits": lambda: pipeline.teacher_outputs(profile, prep, None, **kw),
              "teacher_layers": lambda: pipeline.teacher_layer_cache(profile, prep, keys, **kw)}

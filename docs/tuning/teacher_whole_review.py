@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from kd_tutorial import data, evaluate, parallel, pipeline, teachers
+from kd_tutorial import data, evaluate, parallel, pipeline, plan, teachers
 from kd_tutorial.artifacts import save_student
 from kd_tutorial.models import build_student, fold_word_embeddings
 from kd_tutorial.profiles import get_profile
@@ -149,14 +149,14 @@ def main(out_path: str) -> None:
     logits = {s: teachers.ensure_teacher_logits(profile, s, progress=False) for s in ("train", "transfer", "test")}
     whole = {s: whole_review_logits(teacher, getattr(prep.data, s), prep.tokenizer, logits[s])
              for s in ("train", "transfer")}
-    rows, t_logits, _ = pipeline.student_data(profile, prep, {s: whole[s]["logits"] for s in whole})["transfer"]
+    rows, t_logits, _ = plan.student_data(profile, prep, {s: whole[s]["logits"] for s in whole})["transfer"]
     jobs = [(name, seed) for name in SPECS for seed in SEEDS]
     print({s: (whole[s]["windows"], round(whole[s]["seconds"])) for s in whole}, len(rows), "rows", flush=True)
 
     def job(k: int) -> dict:
         name, seed = jobs[k]
         spec = SPECS[name]
-        config = pipeline.run_config(profile, spec, RECIPE, pipeline.step_budget(profile, spec, len(rows)), seed)
+        config = plan.run_config(profile, spec, RECIPE, plan.step_budget(profile, spec, len(rows)), seed)
         folder = prep.directory / "experiments" / f"e29-{name}-whole-review-teacher-s{seed}"
         return run_student(spec, config, teacher, prep, rows, t_logits, folder, val=prep.encoded["validation"],
                            test=prep.encoded["test"])[0]

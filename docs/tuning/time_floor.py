@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from kd_tutorial.flops import estimate_profile
-from kd_tutorial.pipeline import step_budget
+from kd_tutorial.plan import step_budget
 from kd_tutorial.profiles import get_profile
 
 HERE = Path(__file__).resolve().parent
