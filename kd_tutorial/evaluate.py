@@ -546,14 +546,14 @@ def verdict(ci_low: float, ci_high: float, p: float | None = None, level: float 
     test is not."""
     if p is not None and not p < round(1 - level, 12):  # 1 - 0.95 is 0.05000000000000004 in floats
         return VERDICTS[2]
-    if ci_low > _NOISE:  # a bound of 1e-17 is a sum of differences that should have been 0, not a gain
+    if ci_low > ROUNDING_NOISE:  # a bound of 1e-17 is a sum of differences that should have been 0, not a gain
         return VERDICTS[0]
-    if ci_high < -_NOISE:
+    if ci_high < -ROUNDING_NOISE:
         return VERDICTS[1]
     return VERDICTS[2]
 
 
-_NOISE = 1e-12  # below any difference one review makes among a million (1e-6): rounding, not a measurement
+ROUNDING_NOISE = 1e-12  # below any difference one review makes among a million (1e-6): rounding, not a measurement
 
 
 def compare_paired(correct_a: torch.Tensor, correct_b: torch.Tensor, **bootstrap) -> dict:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import JSON_ERRORS, refuse_not_regular, UsageError
-from .evaluate import _NOISE, choice_key, ECE_BINS, verdict
+from .evaluate import choice_key, ECE_BINS, ROUNDING_NOISE, verdict
 from .store import atomic_write_text
 from .threads import BUSY_LOAD
 
@@ -55,7 +55,7 @@ def format_points(x: float) -> str:
     digit (``+0.004``), so an interval that lies above 0 never prints ``+0.00`` (below 1e-9 points is rounding
     noise, as :func:`kd_tutorial.evaluate.verdict` reads it, and prints as it)."""
     points = 100 * x
-    return f"{points:+.1g}" if 100 * _NOISE < abs(points) < 0.005 else f"{points:+.2f}"
+    return f"{points:+.1g}" if 100 * ROUNDING_NOISE < abs(points) < 0.005 else f"{points:+.2f}"
 
 
 def format_interval(comparison: dict) -> str:

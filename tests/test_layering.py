@@ -111,6 +111,18 @@ def test_the_plan_of_runs_sits_below_the_pipeline_and_what_counts_or_searches_it
     assert not above & graph["kd_tutorial.plan"], above & graph["kd_tutorial.plan"]
 
 
+def test_no_module_imports_a_private_name_of_another():
+    """A name another module needs is public (report read evaluate's ``_NOISE``): ``from .x import _name`` ties a
+    module to what ``x`` is free to change."""
+    private = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("kd_tutorial")):
+                private += [f"{path.relative_to(PACKAGE)}:{node.lineno} {alias.name}" for alias in node.names
+                            if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not private, private
+
+
 def test_no_function_is_longer_than_a_screen_without_saying_why():
     """A function over 60 lines needs a ``# long: <why>`` comment on the line above its ``def``."""
     too_long = []
