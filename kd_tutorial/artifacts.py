@@ -37,10 +37,10 @@ from pathlib import Path
 from .data import (check_data_readable, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, HUB_DATASET,
                    load_for_profile, NAMED_SOURCES, prepared_hub_copy)
 from .errors import error_cause as _cause, ModelSourceError
+from .history import History
 from .models import fallback_for, fallback_path, name_classes, prefetch_hint, resolve_source, TINY_TEACHER
 from .profiles import check_profile, Profile, stable_hash
 from .store import ArtifactError, atomic_save_pretrained, atomic_write_json, home
-from .train import History
 
 
 # --------------------------------------------------------------------------- the prepared data

@@ -104,7 +104,7 @@ def test_a_history_without_its_model_is_not_a_finished_run(tmp_path):
 
 
 def test_saving_a_finished_student_drops_its_epoch_checkpoint(tmp_path, saving):
-    from kd_tutorial.train import History
+    from kd_tutorial.history import History
     (tmp_path / "last.pt").write_bytes(b"epoch 1")
     saving(tmp_path, "a student", History())
     assert artifacts.student_finished(tmp_path) and not (tmp_path / "last.pt").exists()
@@ -114,7 +114,7 @@ def test_saving_a_finished_student_drops_its_epoch_checkpoint(tmp_path, saving):
 def test_a_run_trained_again_gets_another_run_hash_and_the_same_history_the_same(tmp_path, saving):
     """The run hash names the test logits of one training: a model trained again with another history must not
     read the logits of the first, even where the model's config is the same."""
-    from kd_tutorial.train import History
+    from kd_tutorial.history import History
     saving(tmp_path, "a student", History(seconds=1.0))
     first = artifacts.run_hash(tmp_path)
     assert artifacts.run_hash(tmp_path) == first and len(first) == 12
@@ -387,7 +387,7 @@ def test_a_student_cached_before_classes_were_named_is_named_as_it_loads(tmp_pat
     LABEL_0 / LABEL_1 (the cache key did not move, so --resume reuses it)."""
     from transformers import BertConfig, BertForSequenceClassification
     from kd_tutorial.profiles import TINY_BERT
-    from kd_tutorial.train import History
+    from kd_tutorial.history import History
     folder = tmp_path / "student"
     artifacts.save_student(folder, BertForSequenceClassification(BertConfig(vocab_size=100, **TINY_BERT)), History())
     model, _ = artifacts.load_student(folder)

@@ -9,7 +9,7 @@ PACKAGE = Path(kd_tutorial.__file__).parent
 # leaves import nothing of the package but the error base class, itself a leaf
 LEAVES = {"errors", "device", "store", "losses", "layer_maps", "profiles", "corpus", "features", "parallel",
           "layer_cache", "bars", "seeding",
-          "provenance", "threads"}
+          "provenance", "threads", "history"}
 MAX_LINES = 60
 
 
@@ -109,6 +109,25 @@ def test_the_plan_of_runs_sits_below_the_pipeline_and_what_counts_or_searches_it
     assert "kd_tutorial.plan" in graph["kd_tutorial.pipeline"]
     above = {f"kd_tutorial.{m}" for m in ("pipeline", "train", "flops", "search", "cli")}
     assert not above & graph["kd_tutorial.plan"], above & graph["kd_tutorial.plan"]
+
+
+def _reached(graph: dict[str, set[str]], name: str) -> set[str]:
+    """Every module ``name`` imports, directly or through others."""
+    seen, todo = set(), [name]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_a_cached_runs_history_is_read_without_the_training_loop():
+    """artifacts imported train for ``History.from_dict`` alone: the cache of runs, and the plan of runs above it,
+    loaded the whole training loop. History is a leaf now, and neither reaches train at any depth."""
+    graph = import_graph()
+    assert "kd_tutorial.history" in graph["kd_tutorial.artifacts"]
+    for name in ("artifacts", "plan"):
+        assert "kd_tutorial.train" not in _reached(graph, f"kd_tutorial.{name}"), f"{name} reaches train"
 
 
 def test_no_module_imports_a_private_name_of_another():

@@ -875,7 +875,7 @@ def test_a_checkpoint_beside_a_finished_run_is_dropped_when_resume_reuses_the_ru
     The finished run is reused, and the checkpoint does not stay in the folder for good."""
     from transformers import BertConfig, BertForSequenceClassification
     from kd_tutorial.profiles import TINY_BERT
-    from kd_tutorial.train import History
+    from kd_tutorial.history import History
     folder = tmp_path / "compact-1L-H32_kd-transfer-values_s0-e51c852df165"
     artifacts.save_student(folder, BertForSequenceClassification(BertConfig(vocab_size=100, **TINY_BERT)), History())
     (folder / "last.pt").write_bytes(b"the stopped retraining's step 11")
@@ -1529,7 +1529,8 @@ def test_a_student_run_trained_now_leaves_the_callers_random_state_as_a_cached_o
     global generators, so what the notebook drew after it differed between a cold run and Restart & Run All."""
     import random
     from kd_tutorial.recipes import get_recipe
-    from kd_tutorial.train import History, TrainConfig
+    from kd_tutorial.history import History
+    from kd_tutorial.train import TrainConfig
 
     def train_drawing(*args, **kwargs):
         torch.rand(7), random.random()  # what training draws

@@ -14,7 +14,7 @@ from kd_tutorial.data import Encoded  # noqa: E402
 from kd_tutorial.errors import UsageError  # noqa: E402
 from kd_tutorial.flops import forward_flops, train_flops  # noqa: E402
 from kd_tutorial.profiles import get_profile  # noqa: E402
-from kd_tutorial.train import History  # noqa: E402
+from kd_tutorial.history import History  # noqa: E402
 
 TINY = get_profile("tiny")
 NS = types.SimpleNamespace

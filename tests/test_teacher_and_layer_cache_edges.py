@@ -282,7 +282,7 @@ def test_the_teacher_resumes_its_checkpoint_clears_it_once_saved_and_comes_back_
     """An interrupted fine-tuning goes on from the folder's teacher-checkpoint; once the teacher is saved the
     checkpoint (an optimizer state, three times the weights) is removed; the cached teacher comes back in eval()
     mode with no gradients, as the one just trained does."""
-    from kd_tutorial.train import History
+    from kd_tutorial.history import History
     profile, prep = _tiny_folder(tmp_path, monkeypatch)
     folder, asked = prep.directory, []
 

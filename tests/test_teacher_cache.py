@@ -66,7 +66,7 @@ def test_a_teacher_saved_again_is_not_cached_until_its_new_record_is_written(tmp
     weights beside the old record, and the next run took them for cached, with the old history and accuracy."""
     from kd_tutorial import artifacts, teachers
     from kd_tutorial.profiles import get_profile
-    from kd_tutorial.train import History
+    from kd_tutorial.history import History
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))
     profile = get_profile("tiny")
     folder = artifacts.prepare(profile).directory
@@ -130,7 +130,7 @@ def test_a_teacher_trained_now_leaves_the_callers_random_state_as_a_cached_one_d
 
     from kd_tutorial import artifacts
     from kd_tutorial.profiles import get_profile
-    from kd_tutorial.train import History
+    from kd_tutorial.history import History
 
     def train_drawing(*args, **kwargs):
         torch.rand(7), random.random()  # what training draws

@@ -9,7 +9,8 @@ import torch
 
 from kd_tutorial import data, losses, models
 from kd_tutorial.store import ArtifactError
-from kd_tutorial.train import History, TrainConfig, TrainingDivergedError, batch_loss, freeze, recipe_loss, train
+from kd_tutorial.history import History
+from kd_tutorial.train import TrainConfig, TrainingDivergedError, batch_loss, freeze, recipe_loss, train
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
 
@@ -340,7 +341,7 @@ def test_loop_speed_reports_the_medians_of_pairs_run_in_alternating_order(monkey
     alternates (fixed, fake timings). Before, one pair, the naive loop always first, and no environment or commit."""
     from kd_tutorial import benchmark
     from kd_tutorial.profiles import get_profile
-    from kd_tutorial.train import History
+    from kd_tutorial.history import History
 
     calls, timed = [], iter([(3.0, 1.5, 0.5), (6.0, 1.0, 0.7), (2.0, 2.0, 0.6)])
 
@@ -383,7 +384,7 @@ def test_a_pair_runs_its_loops_in_the_order_asked_from_the_same_weights(monkeypa
     students from the same initial weights; each leaves the device after its loop."""
     from kd_tutorial import benchmark
     from kd_tutorial.profiles import get_profile
-    from kd_tutorial.train import History
+    from kd_tutorial.history import History
 
     order, weights = [], {}
 

@@ -8,7 +8,8 @@ import torch
 
 from kd_tutorial import data, models
 from kd_tutorial import train as loop
-from kd_tutorial.train import History, TrainConfig, freeze, train
+from kd_tutorial.history import History
+from kd_tutorial.train import TrainConfig, freeze, train
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
 ROWS = data.Encoded([[101] + [7 + i] * (2 + i % 5) + [102] for i in range(16)], torch.arange(16) % 2, "rows")
