@@ -240,35 +240,35 @@ def distill_students(profile: Profile, teacher, prep, logits: dict, *, seeds=(0,
     for line in left_out(profile, specs, runs, teacher.config.num_attention_heads):
         print(line, flush=True)
     jobs = _plan_jobs(profile, specs, chosen, seeds, teacher, prep, init, resume=resume)
-    given = bool(layers)  # the teacher's layers, cached by the caller
+    caller_cached_layers = bool(layers)  # the teacher's layers, cached by the caller
     logits, cls, layers = _teacher_extras(profile, prep, teacher, chosen, logits, cls, layers, *_keys_to_train(jobs),
                                           splits=outputs_splits(prep, specs, chosen), device=device,
                                           progress=progress)
-    kinds = {job["splits"] for job in jobs}  # each student's transfer set: its splits after its labelled reviews
-    sets = {splits: student_data(profile, prep, logits, cls, splits) for splits in kinds}
-    states = {splits: transfer_states(layers, student_labels(profile, prep), splits) for splits in kinds} \
+    split_sets = {job["splits"] for job in jobs}  # each student's transfer set: its splits after its labelled reviews
+    sets = {splits: student_data(profile, prep, logits, cls, splits) for splits in split_sets}
+    states = {splits: transfer_states(layers, student_labels(profile, prep), splits) for splits in split_sets} \
         if layers else None
     jobs = _place_jobs(jobs, states)
     todo = [job for job in jobs if not (resume and student_finished(job["folder"]))]
     for job in todo:  # finished when planned, not now (deleted, or being retrained by another process): placed again
         if job["finished"] is not None:
             _place(job | {"finished": None}, states, into=job)
-    _say_placed(todo, len(jobs), resume, uncovered=given)
-    side = min(workers, len(todo)) > 1  # else every run trains here: with every thread only where workers=1
+    _say_placed(todo, len(jobs), resume, uncovered=caller_cached_layers)
+    forked = min(workers, len(todo)) > 1  # trained in worker processes; else here (every thread only at workers=1)
     initials: dict = {}  # the (student, seed) in training's initial weights, built on first need
 
-    def run(job, resume):
+    def run(job, resume):  # one run, trained here or read back from the cache (resume)
         key = (job["spec"].name, job["seed"])
         if key not in initials:  # a fully cached seed needs none; the last seed's are dropped
             initials.clear()
         with locked(job["folder"]), worker_threads(workers):  # a lone run, as a worker computes it
             return _one_run(profile, job["spec"], job["recipe"], job["config"], sets[job["splits"]], teacher, prep,
                             job["folder"], initials.setdefault(key, []), resume=resume, device=device, init=init,
-                            desc=job["name"], progress=progress and not side, on_step=report_step if side else None,
+                            desc=job["name"], progress=progress and not forked, on_step=report_step if forked else None,
                             states=(states or {}).get(job["splits"]) if job["cached_layers"] else None)
-    status = _train_side_by_side(todo, run, resume, workers, progress) if side else {}
+    status = _train_side_by_side(todo, run, resume, workers, progress) if forked else {}
     trained = {}
-    for job in jobs:
+    for job in jobs:  # every run, in order: those the workers trained (status) are read back from the cache
         item = run(job, resume=resume or job["name"] in status)
         if job["name"] in status:
             item["status"] = status[job["name"]]  # trained in a worker (or cached there by another process)
