@@ -33,10 +33,9 @@ from pathlib import Path
 
 from .data import MOVIE_GUARD
 from .errors import JSON_ERRORS, UserError
-from .plan import applicable, step_budget, student_recipes, validation_passes
+from .plan import applicable, reads_cached_layers, step_budget, student_recipes, validation_passes
 from .profiles import TINY_BERT, Profile, StudentSpec
 from .store import home
-from .teacher_layers import reads_cached_layers
 
 NUM_LABELS = 2
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"

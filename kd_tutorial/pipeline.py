@@ -38,15 +38,15 @@ from .models import (DistillationStudent, TINY_TEACHER, build_student, cached_co
                      check_student_tokenizer, fallback_for, fold_word_embeddings, head_classes, head_error,
                      teacher_config)
 from .parallel import check_workers, default_workers, report_step, run_forked, worker_threads
-from .plan import (applicable, check_student_labels, evals_asked, run_config, run_key, run_splits, spare_hash,
-                   step_budget, student_data, student_labels, student_recipes, transfer_set_rows, validation_passes)
+from .plan import (applicable, check_student_labels, evals_asked, reads_cached_layers, run_config, run_key, run_splits,
+                   spare_hash, step_budget, student_data, student_labels, student_recipes, transfer_set_rows,
+                   validation_passes)
 from .profiles import check_profile, Profile, StudentSpec, TINY_BERT
 from .provenance import git_commit, versions
 from .recipes import Recipe, get_recipe
 from .report import comparisons_caption, format_best_recipes, format_comparisons, format_table
 from .store import atomic_save_pretrained, atomic_torch_save, atomic_write_json, locked, StorageError
-from .teacher_layers import (cache_gb, reads_cached_layers, run_layer_keys, teacher_layer_cache,
-                             transfer_states)
+from .teacher_layers import cache_gb, run_layer_keys, teacher_layer_cache, transfer_states
 from .teachers import (ensure_teacher, ensure_teacher_cls, ensure_teacher_logits, ensure_teacher_logits_on,
                        load_cached_logits)
 from .threads import load_average

@@ -206,3 +206,11 @@ def student_data(profile: Profile, prep, logits: dict, cls: dict | None = None, 
         sets["augmented"] = (concat_encoded(both, rows, f"{both.name}+augmented"),
                              torch.cat([both_logits, aug_logits]), None)
     return sets
+
+
+def reads_cached_layers(profile: Profile, recipe: Recipe) -> bool:
+    """Whether a run of ``recipe`` reads the teacher's per-token layers from the cache (``teacher_layers="cache"``)
+    rather than from the teacher at every step: its terms must allow it, and its rows be the transfer set's."""
+    spec = recipe.intermediate
+    return (profile.teacher_layers == "cache" and spec is not None and spec.cacheable and recipe.transfer
+            and not recipe.augment)

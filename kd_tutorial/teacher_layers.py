@@ -13,20 +13,13 @@ import errno
 
 from .layer_cache import LayerStates, Reservation, has_room
 from .layer_maps import layer_mapping
+from .plan import reads_cached_layers
 from .profiles import Profile, StudentSpec
 from .recipes import Recipe
 from .store import disk_errors, locked, writer_tag
 from .teachers import ensure_teacher_layers, layer_file, missing_layer_bytes
 
 SPLITS = ("train", "transfer")  # what every student's transfer set reads; "spare" too for some (spare_keys)
-
-
-def reads_cached_layers(profile: Profile, recipe: Recipe) -> bool:
-    """Whether a run of ``recipe`` reads the teacher's per-token layers from the cache (``teacher_layers="cache"``)
-    rather than from the teacher at every step: its terms must allow it, and its rows be the transfer set's."""
-    spec = recipe.intermediate
-    return (profile.teacher_layers == "cache" and spec is not None and spec.cacheable and recipe.transfer
-            and not recipe.augment)
 
 
 def run_layer_keys(spec: StudentSpec, recipe: Recipe, depth: int) -> set[tuple[str, int]]:

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from kd_tutorial import layer_cache, losses, pipeline, store, teacher_layers, teachers
+from kd_tutorial import layer_cache, losses, pipeline, plan, store, teacher_layers, teachers
 from kd_tutorial.data import collate
 from kd_tutorial.features import forward_features
 from kd_tutorial.layer_cache import LayerStates, LayerWriter
@@ -685,12 +685,12 @@ def test_only_transfer_set_runs_of_per_token_terms_without_augmentation_read_the
     cache, online = get_profile("tiny").replace(teacher_layers="cache"), get_profile("tiny").replace(
         teacher_layers="online")
     values = get_recipe("kd+transfer+values")
-    assert teacher_layers.reads_cached_layers(cache, values) and teacher_layers.reads_cached_layers(
+    assert plan.reads_cached_layers(cache, values) and plan.reads_cached_layers(
         cache, get_recipe("kd+transfer+hidden"))
-    assert not teacher_layers.reads_cached_layers(online, values)
+    assert not plan.reads_cached_layers(online, values)
     for recipe in (values.with_(name="kd+values+aug", augment=True), values.with_(name="kd+values", transfer=False),
                    get_recipe("kd+transfer+attn"), get_recipe("kd+transfer+pkd"), get_recipe("kd+transfer")):
-        assert not teacher_layers.reads_cached_layers(cache, recipe), recipe.name
+        assert not plan.reads_cached_layers(cache, recipe), recipe.name
 
 
 def test_a_students_rows_read_no_cache_where_one_of_its_splits_has_none_and_the_size_is_in_gigabytes():
