@@ -162,6 +162,7 @@ def cmd_distill(args) -> int:
                    is_run_record,  # an earlier run's is replaced, nothing else
                    fix="give another --out")
     refuse_foreign_plots(Path(args.out))  # nor a plot of someone else's
+    _say_replacing(Path(args.out) / "results.json")
     profile = _fit_device(profile, device, args)
     _read_data_folder(profile, args, seeds[0])
     mps = device.startswith("mps")  # no profile was timed on Apple's GPU: a CPU's figure, said to be one
@@ -176,6 +177,20 @@ def cmd_distill(args) -> int:
                           workers=args.workers)
     _say_written(Path(args.out), results["plots"], time.perf_counter() - start, profile)
     return 0
+
+
+def _say_replacing(path: Path) -> None:
+    """One line when ``path`` holds an earlier run's results.json, which this run replaces as it ends: which run (its
+    profile, models, and when it was written), so that another configuration's record is not lost unawares."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        written = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+    except (OSError, *JSON_ERRORS):
+        return
+    if is_run_record(earlier) and isinstance(earlier["run"], dict) and isinstance(earlier["models"], list):
+        print(f"{path} holds an earlier run's results ({earlier['run'].get('profile', 'unknown')} profile, "
+              f"{len(earlier['models'])} models, written {written}): this run replaces them as it ends (copy the file "
+              "to keep it); its trained models stay in the artifact cache", flush=True)
 
 
 def _say_written(out: Path, plots: list, seconds: float, profile) -> None:

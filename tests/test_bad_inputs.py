@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -1596,3 +1597,21 @@ def test_a_hub_teacher_whose_cached_weights_were_cut_short_falls_back_or_says_wh
     assert said.startswith("cannot load model 'org/teacher': its cached weights file is damaged (SafetensorError"), said
     assert said.endswith("delete its folder in the Hugging Face cache (models--ORG--NAME under $HF_HOME/hub) and load "
                          "it again on a machine with internet (`kd-tutorial prefetch --profile P`, here --profile cpu)")
+
+
+def test_distill_into_an_out_holding_an_earlier_runs_results_says_which_run_it_replaces(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """A bad-input sweep: `--recipes baseline --out a_copy` replaced a copy of an eight-model run's results.json with
+    a three-model one, and said nothing: the earlier record (its timings, its run) was gone unawares."""
+    monkeypatch.setattr(cli, "run_distill", lambda *a, **k: {"plots": []})
+    earlier = tmp_path / "results.json"
+    earlier.write_text(json.dumps({"run": {"profile": "cpu"}, "models": [{"name": f"m{i}"} for i in range(9)]}))
+    os.utime(earlier, (1_800_000_000, 1_800_000_000))
+    assert cli.main(["distill", "--profile", "tiny", "--out", str(tmp_path), "--quiet"]) == 0
+    written = time.strftime("%Y-%m-%d %H:%M", time.localtime(1_800_000_000))
+    assert (f"{earlier} holds an earlier run's results (cpu profile, 9 models, written {written}): this run replaces "
+            "them as it ends (copy the file to keep it); its trained models stay in the artifact cache\n"
+            ) in capsys.readouterr().out
+    earlier.unlink()
+    assert cli.main(["distill", "--profile", "tiny", "--out", str(tmp_path), "--quiet"]) == 0
+    assert "holds an earlier run's results" not in capsys.readouterr().out
