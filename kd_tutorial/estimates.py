@@ -2,7 +2,7 @@
 it adds or drops (FLOPs counted by :mod:`kd_tutorial.flops`), by the seeds, and by a slower CPU; on a GPU, the FLOPs
 over the card's peak.
 
-:func:`estimate` is the line ``kd-tutorial distill`` prints ("about 61 minute(s) on 2 CPU cores for one seed"). The
+:func:`estimate` is the line ``kd-tutorial distill`` prints ("about 61 minutes on 2 CPU cores for one seed"). The
 budgets themselves are measured (``Profile.time_budget_s``, on the split sizes of
 :data:`~kd_tutorial.profiles.BUDGET_SOURCE`): docs/tuning.md says how.
 """
@@ -94,8 +94,8 @@ def evaluation_change(profile, test_reviews: int | None, ratio: float = 1.0,
     reviews = measured if test_reviews is None else test_reviews
     change = seconds * (per_review * reviews / measured - ratio)  # the evaluation as it will be, less as scaled
     if test_reviews is None:
-        return change, (f", evaluating {measured:,} test reviews as measured (about {seconds / 60:.0f} minute(s) of "
-                        "it; more reviews, more time)")
+        return change, (f", evaluating {measured:,} test reviews as measured ({_duration(seconds)} of it; "
+                        "more reviews, more time)")
     # "up to": a test review whose text is also a train review is left out once the data is read
     return change, f", evaluating up to {test_reviews:,} test reviews"
 
@@ -152,14 +152,18 @@ def _cpu_estimate(profile, device: str, n_seeds: int, runs, test_reviews: int | 
     if n_seeds > 1:
         seeds = seeds_ratio(profile, n_seeds, runs, sizes)
         total = f"; {_duration(seconds * seeds)} for the {n_seeds} seeds" if seeds else ""
-        more = (f"{total}; each of the {n_seeds - 1} further seed(s) retrains only the students, or reuses them from "
+        further = "the further seed" if n_seeds == 2 else f"each of the {n_seeds - 1} further seeds"
+        more = (f"{total}; {further} retrains only the students, or reuses them from "
                 "the cache with --resume")
     return f"{_duration(seconds)} on 2 CPU cores for one seed{evaluated}{scaled}{more}"
 
 
 def _duration(seconds: float) -> str:
-    """``about N minute(s)``, or ``about N s`` under a minute."""
-    return f"about {seconds / 60:.0f} minute(s)" if seconds >= 60 else f"about {round(seconds)} s"
+    """``about 61 minutes`` (``about 1 minute``), or ``about N s`` under a minute."""
+    if seconds < 60:
+        return f"about {round(seconds)} s"
+    minutes = f"{seconds / 60:.0f}"
+    return f"about {minutes} minute{'' if minutes == '1' else 's'}"
 
 
 def seeds_ratio(profile, n_seeds: int, runs=None, source: dict | None = None) -> float | None:

@@ -311,7 +311,7 @@ def test_a_data_folder_of_unknown_size_is_estimated_on_the_budgets_sizes(monkeyp
     cpu = profiles.timed_preset("cpu")  # the preset as it was timed (profiles.UNTIMED_CHANGES undone)
     said = estimates.estimate(cpu, "cpu", test_reviews=estimates.test_reviews_of(cpu, "/csv"), data_dir="/csv")
     assert "as measured" in said and "scaled by" not in said, said
-    assert said.startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores "), said
+    assert said.startswith(f"about {cpu.time_budget_s / 60:.0f} minutes on 2 CPU cores "), said
     named = cpu.replace(data_source="/csv")  # the folder named by --set data_source=PATH, not --data-dir
     assert "scaled by" not in estimates.estimate(named, "cpu", test_reviews=estimates.test_reviews_of(named, None))
     short = cpu.with_overrides(["max_length=128"])  # settings changed: scaled, on the budget's sizes
@@ -358,7 +358,7 @@ def test_the_estimate_counts_the_preset_on_the_data_it_was_timed_on(monkeypatch)
     assert estimates.work_ratio(cpu, source=folder) == 1.0 < 1.1 < estimates.work_ratio(cpu) < 1.2
     said, ratio = estimates.estimate(cpu, "cpu"), estimates.work_ratio(cpu)
     expected = round(cpu.time_budget_s * ratio + estimates.evaluation_change(cpu, None, ratio)[0])
-    assert said.startswith(f"about {expected / 60:.0f} minute(s) ") and f"scaled by {ratio:.2f}" in said
+    assert said.startswith(f"about {expected / 60:.0f} minutes ") and f"scaled by {ratio:.2f}" in said
     # a folder of another size too:
     assert estimates.work_ratio(cpu.with_overrides(["n_test=300"]), source=folder) == 1.0
     assert estimates.work_ratio(cpu, source=dict(folder, train=20_000)) < 1.0  # its spare reviews count
@@ -374,7 +374,7 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     cpu = profiles.timed_preset("cpu")  # the preset as its budget was measured: its own work ratio is 1
     # as if the budget had been timed on the Hub's sizes: how settings and test reviews scale it
     monkeypatch.delitem(profiles.BUDGET_SOURCE, "cpu")
-    assert estimates.estimate(cpu, "cpu").startswith(f"about {cpu.time_budget_s / 60:.0f} minute(s) on 2 CPU cores ")
+    assert estimates.estimate(cpu, "cpu").startswith(f"about {cpu.time_budget_s / 60:.0f} minutes on 2 CPU cores ")
     # its evaluation grows with the test split: the Hub's whole 25,000 reviews, or a data folder's (size unknown)
     seconds, measured = cpu.budget_evaluation
     assert (estimates.test_reviews_of(cpu, None), estimates.test_reviews_of(cpu, "/data")) == (25_000, None)
@@ -382,24 +382,24 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     assert estimates.test_reviews_of(two_thousand, None) == estimates.test_reviews_of(two_thousand, "d")
     hub = estimates.estimate(cpu, "cpu", test_reviews=25_000)
     longer = cpu.time_budget_s + seconds * (25_000 / measured - 1)
-    assert hub.startswith(f"about {longer / 60:.0f} minute(s) on 2 CPU cores for one seed, "
+    assert hub.startswith(f"about {longer / 60:.0f} minutes on 2 CPU cores for one seed, "
                           "evaluating up to 25,000 test")
     assert longer / 60 > cpu.time_budget_s / 60 + 20  # the Hub's test split is five times the measured one
     assert f"evaluating {measured:,} test reviews as measured" in estimates.estimate(cpu, "cpu")
     # the CPU estimate is the profile's own measured budget, whatever it is (minutes, or seconds under one)
-    for budget, said in ((1200, "about 20 minute(s) "), (300, "about 5 minute(s) "), (45, "about 45 s ")):
+    for budget, said in ((1200, "about 20 minutes "), (300, "about 5 minutes "), (45, "about 45 s ")):
         assert estimates.estimate(cpu.replace(time_budget_s=budget), "cpu").startswith(said), budget
     # several seeds: their total too, each further seed repeating the students' runs and their evaluation (the
     # default cpu command runs three, and printed one seed's time alone)
     three, one = estimates.estimate(cpu, "cpu", 3), estimates.estimate(cpu, "cpu")
-    assert three.startswith(one) and "each of the 2 further seed(s) retrains only the students" in three
+    assert three.startswith(one) and "each of the 2 further seeds retrains only the students" in three
     seeds = estimates.seeds_ratio(cpu, 3)
     assert 1 + 2 * 0.5 < seeds < 1 + 2 * 0.8 and estimates.seeds_ratio(cpu, 1) == 1.0  # the teacher is trained once
-    assert f"; about {round(cpu.time_budget_s) * seeds / 60:.0f} minute(s) for the 3 seeds; " in three
+    assert f"; about {round(cpu.time_budget_s) * seeds / 60:.0f} minutes for the 3 seeds; " in three
     assert estimates.seeds_ratio(cpu, 3, runs=["baseline"]) < seeds  # one run a student: the teacher weighs more
     unknown = cpu.with_overrides(["teacher='prajjwal1/bert-small'"])  # sizes the FLOP counter cannot tell
     assert estimates.seeds_ratio(unknown, 3) is None and " for the 3 seeds" not in estimates.estimate(unknown, "cpu", 3)
-    assert "each of the 2 further seed(s)" in estimates.estimate(unknown, "cpu", 3)
+    assert "each of the 2 further seeds" in estimates.estimate(unknown, "cpu", 3)
     # changed settings scale the measured budget by the model arithmetic they change (time_budget_s does not)
     assert estimates.work_ratio(cpu) == estimates.work_ratio(cpu.replace(time_budget_s=5)) == 1.0
     half = estimates.work_ratio(cpu.with_overrides(["max_length=128"]))
@@ -413,39 +413,41 @@ def test_the_printed_estimate_counts_the_seeds(monkeypatch):
     ratio, per_review = estimates.work_ratio(short), estimates.evaluation_ratio(short)
     assert 0.2 < per_review < 0.4 and estimates.evaluation_ratio(cpu.with_overrides(["n_test=300"])) == 1.0
     expected = (cpu.time_budget_s - seconds) * ratio + seconds * per_review * 25_000 / measured
-    assert estimates.estimate(short, "cpu", test_reviews=25_000).startswith(f"about {expected / 60:.0f} minute(s) ")
+    assert estimates.estimate(short, "cpu", test_reviews=25_000).startswith(f"about {expected / 60:.0f} minutes ")
     # sizes the FLOP counter cannot tell leave the budget as measured, rather than stop the run
     assert estimates.work_ratio(cpu.with_overrides(["teacher='prajjwal1/bert-small'"])) == 1.0
     narrow = get_profile("tiny").with_overrides(["teacher_config={'hidden_size': 32, 'num_attention_heads': 2}"])
     assert estimates.work_ratio(narrow) < 1.0  # a partial config is laid over TINY_BERT, as the teacher is built
     # fp32 asked for on a CPU with bf16 units: the precision's own slowdown, measured on such a CPU, and why
     fp32 = estimates.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
-    assert fp32.startswith("about 40 minute(s) ") and estimates.BF16_CPU_FP32_SLOWDOWN["cpu"] == 2.0
+    assert fp32.startswith("about 40 minutes ") and estimates.BF16_CPU_FP32_SLOWDOWN["cpu"] == 2.0
     assert "since precision=fp32: one step of this profile's student took 2.0x its bf16 time" in fp32
-    assert estimates.estimate(get_profile("tiny").replace(precision="fp32"), "cpu").startswith("about 1 minute(s) ")
+    assert estimates.estimate(get_profile("tiny").replace(precision="fp32"), "cpu").startswith("about 1 minute ")
     assert estimates.cpu_slowdown(get_profile("tiny").replace(precision="fp32"), "cpu") == (1.0, "")  # not measured
     assert estimates.cpu_slowdown(cpu, "mps") == estimates.cpu_slowdown(cpu, "cuda") == (1.0, "")
     # a CPU without bf16 units runs fp32: the measured slowdown, said, for the profiles it was measured on
     monkeypatch.setattr(device, "bf16_supported", lambda name: False)
     slow = estimates.estimate(cpu.replace(time_budget_s=1200), "cpu")
-    assert slow.startswith(f"about {1200 * estimates.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ")
+    assert slow.startswith(f"about {1200 * estimates.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minutes ")
     slower = estimates.CPU_FP32_SLOWDOWN['cpu']
     assert f"this profile takes about {slower:.1f}x the time measured on a CPU with them" in slow
     assert estimates.CPU_FP32_SLOWDOWN["cpu"] > 1
     assert "this CPU has no bf16 units" in slow
     # fp32 asked for on such a CPU: the same machine as the measurement, so the same factor
     forced = estimates.estimate(cpu.replace(time_budget_s=1200, precision="fp32"), "cpu")
-    assert forced.startswith(f"about {1200 * estimates.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ") and "since precision=fp32: on 2 slower cores without bf16" in forced
+    assert forced.startswith(f"about {1200 * estimates.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minutes ")
+    assert "since precision=fp32: on 2 slower cores without bf16" in forced
     # no bf16 units: slower still
     emulated = estimates.estimate(cpu.replace(time_budget_s=1200, precision="bf16"), "cpu")
-    assert emulated.startswith(f"about {1200 * estimates.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minute(s) ") and "bf16, emulated here, is slower still" in emulated
+    assert emulated.startswith(f"about {1200 * estimates.CPU_FP32_SLOWDOWN['cpu'] / 60:.0f} minutes ")
+    assert "bf16, emulated here, is slower still" in emulated
     assert estimates.cpu_slowdown(get_profile("full"), "cpu") == (1.0, "")  # not measured on a CPU
     assert "fp32" not in estimates.estimate(get_profile("full").replace(time_budget_s=1200), "cpu")  # not measured
     tiny = get_profile("tiny")
     # the 60 s budget (47 s measured in bf16) x 1.9
     assert tiny.time_budget_s * estimates.CPU_FP32_SLOWDOWN["tiny"] == 114
     # 88.8-90.5 s here (tuning/tiny-workers.json)
-    assert estimates.estimate(tiny, "cpu").startswith("about 2 minute(s) ")
+    assert estimates.estimate(tiny, "cpu").startswith("about 2 minutes ")
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
     one, three = (estimates.estimate(get_profile("full"), "cuda", n, gpu=h100) for n in (1, 3))
     assert float(three.split()[1]) > float(one.split()[1])  # "about N PFLOP": more seeds, more work

@@ -260,13 +260,13 @@ def test_the_readmes_cpu_estimate_figures_are_those_distill_prints(monkeypatch):
     assert float(factor) == estimates.CPU_FP32_SLOWDOWN["cpu"], factor
     minutes = re.search(r"about 21k spare reviews against 13k: about (\d+) minutes\)", readme).group(1)
     said = estimates.estimate(PROFILES["cpu"], "cpu", test_reviews=estimates.IMDB_TEST_REVIEWS)
-    assert said.startswith(f"about {minutes} minute(s) on 2 CPU cores for one seed, evaluating up to 25,000 "), said
+    assert said.startswith(f"about {minutes} minutes on 2 CPU cores for one seed, evaluating up to 25,000 "), said
     assert f" minutes a seed on 2 CPU cores from a local copy of IMDB, about {minutes} from the Hub |" in readme
     three = re.search(r"\(about (\d+) minutes for the three with that folder\)", readme).group(1)
     folder = dict(profiles.BUDGET_SOURCE["cpu"])  # the shared copy's sizes, as folder_rows reads them
     monkeypatch.setattr(estimates, "folder_rows", lambda path: folder)
     said = estimates.estimate(PROFILES["cpu"], "cpu", 3, test_reviews=folder["test"], data_dir="/shared/imdb")
-    assert f"; about {three} minute(s) for the 3 seeds; " in said, said
+    assert f"; about {three} minutes for the 3 seeds; " in said, said
 
 
 def test_the_gpu_records_present_cpu_estimate_is_the_one_distill_prints(monkeypatch, tmp_path):
