@@ -428,11 +428,11 @@ def _check_logit_order(teacher_logits: torch.Tensor, labels: torch.Tensor) -> No
     show). Far less: at most :data:`LOGIT_ORDER_TAIL` likely for a teacher that guesses, so a weak one passes."""
     if len(teacher_logits) != len(labels):  # logits of other rows: _check_run refuses them
         return
-    labelled = labels >= 0
-    n, classes = int(labelled.sum()), teacher_logits.shape[1]
+    labelled, classes = labels >= 0, teacher_logits.shape[1]
+    hits = (teacher_logits.argmax(-1).to(labels.device) == labels) & labelled
+    n, agree = torch.stack([labelled.sum(), hits.sum()]).tolist()  # one read of the host
     if n == 0 or classes < 2:
         return
-    agree = int((teacher_logits[labelled].float().argmax(-1) == labels[labelled]).sum())
     if agree < n / classes and binomial_lower_tail(agree, n, 1 / classes) < LOGIT_ORDER_TAIL:
         raise ValueError(f"teacher_logits agree with {agree} of the {n} labelled training rows' labels, far fewer than "
                          f"the {n / classes:.0f} of a guess (1 in {classes}): their classes are in another order than "
