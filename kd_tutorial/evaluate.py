@@ -579,8 +579,17 @@ def _paired(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[torch.Ten
 
 def _as_matrix(correct: torch.Tensor) -> torch.Tensor:
     """Right/wrong answers as ``(seeds, N)`` booleans (``(N,)``: one seed); refused unless 1 or 2 dimensions and at
-    least one review, in one line (a third dimension was read as more reviews; none failed inside torch)."""
-    correct = torch.as_tensor(correct).bool()
+    least one review, in one line (a third dimension was read as more reviews; none failed inside torch), and
+    unless every value is a boolean or exactly 0 or 1: ``.bool()`` read confidences of 0.6-0.9 and 0.1-0.4 alike as
+    right answers, and reported no difference between them."""
+    correct = torch.as_tensor(correct)
+    if correct.dtype != torch.bool:
+        if not ((correct == 0) | (correct == 1)).all():
+            bad = correct[(correct != 0) & (correct != 1)].flatten()[0].item()
+            raise ValueError(f"right answers must be booleans (or exactly 0 and 1), got {bad:.4g} among the "
+                             f"{correct.dtype} values: pass correct_matrix(logits_per_seed, labels), whether each "
+                             "model got each review right, not probabilities or scores")
+        correct = correct.bool()
     if correct.dim() not in (1, 2) or correct.shape[-1] == 0:
         raise ValueError(f"right answers must be (seeds, reviews) or (reviews,) booleans with at least one review, "
                          f"got shape {tuple(correct.shape)}: pass correct_matrix(logits_per_seed, labels)")

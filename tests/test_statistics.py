@@ -518,3 +518,21 @@ def test_the_median_pass_of_an_even_number_of_passes_is_the_lower_one():
     assert out["reviews_per_s"] == 20.0 and out["tag"] == 20.0
     assert out["passes"] == [40.0, 10.0, 30.0, 20.0]  # every pass, in the order taken
     assert median_pass(runs[:2])["reviews_per_s"] == 10.0
+
+
+def test_paired_statistics_refuse_probabilities_for_right_answers_in_one_line():
+    """``.bool()`` read any nonzero value as a right answer: confidences of 0.6-0.9 against 0.1-0.4 came out as a
+    difference of 0.0, p = 1 and "no detectable difference". Exactly 0 and 1, of any dtype, are still answers."""
+    sure, unsure = torch.tensor([0.6, 0.7, 0.8, 0.9]), torch.tensor([0.1, 0.2, 0.3, 0.4])
+    right = torch.tensor([True, False, True, True])
+    for call in (lambda: compare_paired(sure, unsure), lambda: paired_bootstrap(sure, right),
+                 lambda: mcnemar(right, unsure), lambda: teacher_share(sure, right),
+                 lambda: teacher_share(right, torch.tensor([1.0, float("nan"), 1.0, 0.0]))):
+        with pytest.raises(ValueError, match=r"^right answers must be booleans \(or exactly 0 and 1\), got \S+ among "
+                                             r"the torch.float32 values: pass correct_matrix\(logits_per_seed, labels\)"
+                           ) as error:
+            call()
+        assert "\n" not in str(error.value)
+    as_floats = compare_paired(right.float(), torch.tensor([1, 0, 0, 0]), n_boot=100)
+    assert as_floats == compare_paired(right, torch.tensor([True, False, False, False]), n_boot=100)
+    assert as_floats["diff"] == 0.5
