@@ -143,6 +143,7 @@ def _labelled(logits: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]
 def expected_calibration_error(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> float:
     """ECE with ``n_bins`` equal-width confidence bins: ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``, over the
     labelled rows (a row labelled -1 is left out, as :func:`accuracy` leaves it out)."""
+    _check_bins(n_bins)
     logits, labels = _labelled(logits, labels)
     if not len(labels):
         return float("nan")  # no labelled row: nothing to be calibrated about (accuracy is nan too)
@@ -160,6 +161,7 @@ def expected_calibration_error(logits: torch.Tensor, labels, n_bins: int = ECE_B
 
 def reliability_curve(logits: torch.Tensor, labels, n_bins: int = ECE_BINS) -> dict:
     """Per-bin confidence, accuracy and count, for a reliability diagram (labelled rows only, as the ECE)."""
+    _check_bins(n_bins)
     logits, labels = _labelled(logits, labels)
     conf, pred = logits.float().softmax(-1).max(-1)
     correct = (pred == labels).float()
@@ -381,6 +383,13 @@ def _turns_by_review(models: dict, encoded, *, n: int, repeats: int, precision: 
 def _device_of(model) -> torch.device:
     """Where ``model``'s parameters are (the CPU for a model without any)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _check_bins(n_bins) -> None:
+    """Refuse, in one line, a number of confidence bins that is not a whole number >= 1: ``n_bins=0`` gave an ECE of
+    0.0 that was never computed (no bin), ``n_bins=-3`` an error inside torch.linspace."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
+        raise ValueError(f"n_bins={n_bins!r}: give a whole number of confidence bins >= 1 ({ECE_BINS} by default)")
 
 
 # --------------------------------------------------------------------------- paired statistics

@@ -49,3 +49,16 @@ def test_rows_of_full_confidence_count_in_the_top_bin():
     assert expected_calibration_error(logits, [0, 0, 1, 1]) == pytest.approx(0.5)
     curve = reliability_curve(logits, [0, 0, 1, 1])
     assert curve["count"][9] == 4 and curve["accuracy"][9] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("n_bins", [0, -3, 2.5, True, "10"])
+def test_a_number_of_bins_that_is_no_whole_number_from_one_is_refused_in_one_line(n_bins):
+    """``n_bins=0`` gave an ECE of 0.0 ("perfectly calibrated") that was never computed, ``n_bins=-3`` an error inside
+    torch.linspace."""
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), [0, 1, 1]
+    for score in (expected_calibration_error, reliability_curve):
+        with pytest.raises(ValueError, match=rf"^n_bins={n_bins!r}: give a whole number of confidence bins >= 1 "
+                                             r"\(10 by default\)$"):
+            score(logits, labels, n_bins=n_bins)
+    assert expected_calibration_error(logits, labels, n_bins=1) >= 0
+    assert len(reliability_curve(logits, labels, n_bins=1)["count"]) == 1
