@@ -44,15 +44,38 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0) -> 
     ``T = 1`` is the ordinary softmax; ``T > 1`` flattens the distribution and
     reveals the teacher's "dark knowledge"; ``T -> 0`` tends to one-hot.
     """
+    if not torch.is_tensor(logits):  # a list failed on '/' with "unsupported operand type(s)"
+        _float_logits(logits, "softmax_with_temperature", "the")
     return F.softmax(logits / _temperature(temperature), dim=-1)
 
 
 def _temperature(temperature: float) -> float:
-    """``temperature`` as a float, refused unless it is a positive number (T <= 0 gave nan or a sign flip)."""
-    T = float(temperature)
-    if not T > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    """``temperature`` as a float, refused unless it is a finite number above 0 (T <= 0 gave nan or a sign flip,
+    T = inf a loss of nan)."""
+    try:
+        T = float(temperature)
+    except (TypeError, ValueError, RuntimeError):  # a word, None, a tensor of several values
+        T = math.nan
+    if not (math.isfinite(T) and T > 0):
+        raise ValueError(f"temperature must be a finite number above 0, got {temperature!r}")
     return T
+
+
+def _float_logits(logits, what: str, whose: str) -> None:
+    """Refuse logits that are not a floating-point tensor, in one line: a list failed on ``.dim()``, an integer
+    tensor inside log_softmax ("not implemented for 'Long'")."""
+    if torch.is_tensor(logits) and logits.is_floating_point():
+        return
+    got = f"a {logits.dtype} tensor" if torch.is_tensor(logits) else f"a {type(logits).__name__}"
+    raise ValueError(f"{what}: {whose} logits are {got}; give a float tensor of logits, e.g. "
+                     "torch.tensor(logits, dtype=torch.float32)")
+
+
+def _check_rows_present(logits: torch.Tensor, what: str) -> None:
+    """Refuse an empty batch: a mean over 0 rows is 0 / 0, a loss of nan."""
+    if logits.shape[0] == 0:
+        raise ValueError(f"{what}: the batch has no rows (logits {tuple(logits.shape)}), so it has no mean loss; "
+                         "give at least one row (skip empty batches)")
 
 
 def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -71,11 +94,19 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor, what: str) -> None:
     """Refuse logits that are not both ``(B, C)`` of one shape. ``F.kl_div`` broadcasts a teacher's ``(B, 1)`` or
-    ``(1, C)`` against the student's, and ``batchmean`` divides one row's ``(C,)`` by ``C``: a number, no error."""
+    ``(1, C)`` against the student's, and ``batchmean`` divides one row's ``(C,)`` by ``C``: a number, no error.
+    Refuse too logits that are not float tensors, and a batch of no rows (a loss of nan); shapes and dtypes only,
+    so no check makes a GPU wait."""
+    for whose, logits in (("student", student_logits), ("teacher", teacher_logits)):
+        if not torch.is_tensor(logits):
+            _float_logits(logits, what, whose)
     if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
         raise ValueError(f"{what}: student logits {tuple(student_logits.shape)}, teacher logits "
                          f"{tuple(teacher_logits.shape)}; give both as (rows, classes), the teacher's for the same "
                          "rows and classes (one row: logits[None]; per-token logits: token_kl)")
+    _float_logits(student_logits, what, "student")
+    _float_logits(teacher_logits, what, "teacher")
+    _check_rows_present(student_logits, what)
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -113,17 +144,26 @@ def hard_cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> to
     same whatever the mix of labelled and transfer reviews in its batch, and on a
     fully labelled batch this is the ordinary mean cross-entropy.
     """
+    _float_logits(student_logits, "hard_cross_entropy", "student")
     _check_labels(student_logits, labels)
     labelled = labels >= 0
-    per_row = F.cross_entropy(_full(student_logits), labels.clamp_min(0), reduction="none")
+    try:
+        per_row = F.cross_entropy(_full(student_logits), labels.clamp_min(0), reduction="none")
+    except IndexError:  # "Target 2 is out of bounds", on the CPU; read the labels only then, never on the way
+        classes = student_logits.shape[1]
+        raise ValueError(f"labels: class id {int(labels.max())} for the student's logits of {classes} classes; give "
+                         f"ids from 0 to {classes - 1} (-1: unlabelled), or a student of more classes") from None
     return (per_row * labelled).sum() / max(1, labels.numel())
 
 
 def _check_labels(student_logits: torch.Tensor, labels) -> None:
-    """Refuse labels that are not one ``torch.long`` class id per row of ``(B, C)`` logits (shape and dtype only:
-    reading the values would make a GPU wait at every step)."""
+    """Refuse labels that are not one ``torch.long`` class id per row of ``(B, C)`` logits, and a batch of no rows
+    (shape and dtype only: reading the values would make a GPU wait at every step; a class id ``>= C`` is caught
+    where torch refuses it, on the CPU, and the training loop checks every label once before its first step:
+    :func:`kd_tutorial.models.check_rows`)."""
     if student_logits.dim() == 2 and torch.is_tensor(labels) and labels.dtype == torch.long \
             and labels.shape == student_logits.shape[:1]:
+        _check_rows_present(student_logits, "hard_cross_entropy")
         return
     got = (f"a {labels.dtype} tensor of shape {tuple(labels.shape)}" if torch.is_tensor(labels)
            else f"a {type(labels).__name__}")
@@ -344,8 +384,10 @@ def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 def _check_token_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss_mask: torch.Tensor,
                         what: str) -> None:
-    """Refuse logits that are not both (B, L, V) of one shape (a (1, L, V) teacher broadcasts over the batch, with no
-    error), and a mask that is not (B, L)."""
+    """Refuse logits that are not both (B, L, V) float tensors of one shape (a (1, L, V) teacher broadcasts over the
+    batch, with no error), and a mask that is not (B, L)."""
+    _float_logits(student_logits, what, "student")
+    _float_logits(teacher_logits, what, "teacher")
     if student_logits.dim() != 3 or student_logits.shape != teacher_logits.shape:
         raise ValueError(f"{what}: student logits {tuple(student_logits.shape)}, teacher logits "
                          f"{tuple(teacher_logits.shape)}; give both as (batch, length, vocabulary), for the same "

@@ -253,19 +253,20 @@ def test_temperature_flattens_and_sharpens():
     ent = lambda p: float(-(p * p.log()).sum())  # noqa: E731
     assert ent(losses.softmax_with_temperature(z, 0.5)) < ent(losses.softmax_with_temperature(z, 1)) \
         < ent(losses.softmax_with_temperature(z, 5))
-    with pytest.raises(ValueError, match="temperature must be positive"):
+    with pytest.raises(ValueError, match="temperature must be a finite number above 0"):
         losses.softmax_with_temperature(z, 0)
 
 
-@pytest.mark.parametrize("T", [0, -2.0, float("nan")])
+@pytest.mark.parametrize("T", [0, -2.0, float("nan"), float("inf"), "abc", None])
 def test_every_tempered_loss_refuses_a_temperature_that_is_not_positive(T):
-    """T = 0 gave nan and T < 0 a loss that rewards the wrong class, silently."""
+    """T = 0 gave nan and T < 0 a loss that rewards the wrong class, silently; T = inf a loss of nan, and a word
+    Python's own "could not convert string to float"."""
     s, t = logits_pair(1, 4, 3)
     m = torch.ones(4, 1)
     for call in (lambda: losses.kl_divergence(s, t, T), lambda: losses.soft_cross_entropy(s, t, T),
                  lambda: losses.distillation_loss(s, t, None, T), lambda: losses.token_kl(s[:, None], t[:, None], m, T),
                  lambda: losses.reverse_token_kl(s[:, None], t[:, None], m, T)):
-        with pytest.raises(ValueError, match="temperature must be positive"):
+        with pytest.raises(ValueError, match="temperature must be a finite number above 0"):
             call()
 
 
@@ -359,3 +360,34 @@ def test_distillation_loss_defaults_to_temperature_2_and_alpha_one_half():
     y = torch.tensor([0, 1, 2, -1, 0, 1, 2, 0])
     torch.testing.assert_close(losses.distillation_loss(s, t, y), losses.distillation_loss(s, t, y, 2.0, 0.5))
     assert not torch.allclose(losses.distillation_loss(s, t, y), losses.distillation_loss(s, t, y, 1.0, 0.5))
+
+
+def test_the_losses_refuse_labels_past_the_classes_an_empty_batch_and_logits_that_are_no_float_tensor():
+    """Each gave torch's own error or a nan: labels [0, 1, 2] for two classes an IndexError ("Target 2 is out of
+    bounds"), an empty batch a loss of nan, logits as a list an AttributeError ('list' has no 'dim'), integer logits
+    "log_softmax ... not implemented for 'Long'". Now one line each, naming the fix; -1 (unlabelled) still counts 0."""
+    s, t = logits_pair(5, 4, 2)
+    y = torch.tensor([0, 1, 1, 0])
+    cases = [
+        (lambda: losses.distillation_loss(s, t, torch.tensor([0, 1, 2, 0])),
+         r"^labels: class id 2 for the student's logits of 2 classes; give ids from 0 to 1 \(-1: unlabelled\)"),
+        (lambda: losses.hard_cross_entropy(s, torch.tensor([0, 5, 1, 0])), r"^labels: class id 5 .* of 2 classes"),
+        (lambda: losses.distillation_loss(s[:0], t[:0], y[:0]), r"^kl_divergence: the batch has no rows"),
+        (lambda: losses.hard_cross_entropy(s[:0], y[:0]), r"^hard_cross_entropy: the batch has no rows"),
+        (lambda: losses.logit_mse(s[:0], t[:0]), r"^logit_mse: the batch has no rows"),
+        (lambda: losses.distillation_loss(s.tolist(), t, y), r"^kl_divergence: student logits are a list; give a "
+                                                             r"float tensor of logits"),
+        (lambda: losses.distillation_loss(s, t.long(), y), r"^kl_divergence: teacher logits are a torch.int64 tensor; "
+                                                           r"give a float tensor of logits"),
+        (lambda: losses.hard_cross_entropy(s.long(), y), r"^hard_cross_entropy: student logits are a torch.int64"),
+        (lambda: losses.soft_cross_entropy(s, t.tolist()), r"^soft_cross_entropy: teacher logits are a list"),
+        (lambda: losses.softmax_with_temperature([1.0, 2.0], 2), r"^softmax_with_temperature: the logits are a list"),
+        (lambda: losses.token_kl(s[:, None].long(), t[:, None], torch.ones(4, 1)), r"^token_kl: student logits are "
+                                                                                    r"a torch.int64 tensor")]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match) as error:
+            call()
+        assert "\n" not in str(error.value)
+    unlabelled = torch.tensor([0, 1, -1, -100])
+    assert torch.isfinite(losses.distillation_loss(s, t, unlabelled)) and torch.isfinite(losses.hard_cross_entropy(
+        s, unlabelled))
