@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import numbers
 import os
 import queue
 import random
@@ -936,6 +937,7 @@ def batch_groups(encoded: Encoded, batch_size: int, *, shuffle: bool = True, gro
     when ``shuffle=False``) and then shuffles the batch order, so batches hold similar lengths.
     There are always ``ceil(len(encoded) / batch_size)`` groups (:func:`n_batches`).
     """
+    check_batch_size(batch_size)
     rng = random.Random(seed)
     order = list(range(len(encoded)))
     if shuffle:
@@ -953,7 +955,15 @@ def batch_groups(encoded: Encoded, batch_size: int, *, shuffle: bool = True, gro
 
 def n_batches(n_rows: int, batch_size: int) -> int:
     """How many batches :func:`batch_groups` makes of ``n_rows`` rows: arithmetic, nothing is built."""
-    return -(-n_rows // batch_size)
+    return -(-n_rows // check_batch_size(batch_size))
+
+
+def check_batch_size(batch_size) -> int:
+    """``batch_size``, refused in one line unless it is a whole number >= 1 (NumPy's too): 0 stopped in ``range()``
+    ("arg 3 must not be zero"), and -1 made no batch at all, in silence."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: give a whole number of rows >= 1")
+    return batch_size
 
 
 def collate(encoded: Encoded, rows: list[int], *, pad_to_max: int | None = None, pad_id: int = 0,
@@ -1059,8 +1069,14 @@ def concat_encoded(a: Encoded, b: Encoded, name: str) -> Encoded:
 
 
 def subset_encoded(encoded: Encoded, rows, name: str | None = None) -> Encoded:
-    """The rows ``rows`` (indices) of ``encoded``, in that order."""
+    """The rows ``rows`` (indices) of ``encoded``, in that order; an index past its rows is refused in one line."""
     rows = torch.as_tensor(rows, dtype=torch.long)
+    n = len(encoded)
+    outside = rows[(rows >= n) | (rows < -n)]
+    if len(outside):
+        raise IndexError(f"subset_encoded: row {int(outside[0])} of {encoded.name or 'the rows'!r}, which has {n:,} "
+                         f"rows; give row indices from 0 to {n - 1}" if n else
+                         f"subset_encoded: row {int(outside[0])} of {encoded.name or 'the rows'!r}, which has no rows")
     return Encoded([encoded.input_ids[i] for i in rows.tolist()], encoded.labels[rows], name or encoded.name)
 
 

@@ -1,5 +1,6 @@
 """kd_tutorial.data: behaviours a careless edit could break without the rest of the suite noticing (found by
 mutation testing). Small hand-made data, offline and fast."""
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -149,3 +150,28 @@ def test_concat_encoded_keeps_each_rows_label():
     both = data.concat_encoded(a, b, "train+transfer")
     assert both.input_ids == a.input_ids + b.input_ids and both.labels.tolist() == [0, 1, -1]
     assert both.name == "train+transfer"
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8"])
+def test_a_batch_size_that_is_no_whole_number_from_one_is_refused_in_one_line(batch_size):
+    """0 stopped in range() ("arg 3 must not be zero"), in make_batches and in evaluate.predict_logits alike, and -1
+    made no batch at all, in silence."""
+    enc = Encoded([[101, 7, 102], [101, 8, 9, 102], [101, 5, 102]], torch.tensor([0, 1, 0]), "rows")
+    for call in (lambda: make_batches(enc, batch_size), lambda: data.batch_groups(enc, batch_size),
+                 lambda: data.n_batches(len(enc), batch_size)):
+        with pytest.raises(ValueError, match=rf"^batch_size={batch_size!r}: give a whole number of rows >= 1$"):
+            call()
+    assert len(make_batches(enc, np.int64(2))) == 2 == data.n_batches(3, 2)
+
+
+def test_subset_encoded_refuses_a_row_past_the_end_naming_how_many_rows_there_are():
+    """An index past the rows gave a bare IndexError ("list index out of range")."""
+    enc = Encoded([[101, 7, 102], [101, 8, 9, 102], [101, 5, 102]], torch.tensor([0, 1, 0]), "rows")
+    for rows in ([1000], [0, 3], [-4]):
+        with pytest.raises(IndexError, match=r"^subset_encoded: row -?\d+ of 'rows', which has 3 rows; give row "
+                                             r"indices from 0 to 2$"):
+            data.subset_encoded(enc, rows)
+    with pytest.raises(IndexError, match="which has no rows"):
+        data.subset_encoded(data.subset_encoded(enc, []), [0])
+    picked = data.subset_encoded(enc, [2, -3])
+    assert picked.input_ids == [[101, 5, 102], [101, 7, 102]] and picked.labels.tolist() == [0, 0]
