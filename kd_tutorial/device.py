@@ -45,6 +45,45 @@ def pick_device() -> str:
     return "cpu"
 
 
+def available_devices() -> list[str]:
+    """The devices this machine can compute on: ``cpu``, then ``cuda:0`` ... and ``mps`` where there are."""
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    mps = getattr(torch.backends, "mps", None)
+    return devices + (["mps"] if mps is not None and mps.is_available() else [])
+
+
+def check_device(device: str | torch.device, what: str = "device") -> str | torch.device:
+    """``device`` when this machine has it (``"cpu"`` for ``"cpu:0"``); otherwise a one-line UsageError naming the
+    devices it has, or the fix for a CPU given an index. ``what`` names the argument: ``"device"`` (a function's,
+    said ``device='gpu'``) or a flag (``"--device"``, said ``--device gpu``), as the command line says it."""
+    have, flag = available_devices(), what.startswith("-")
+    said, cpu = (f"{what} {device}", f"{what} cpu") if flag else (f"{what}={str(device)!r}", f"{what}='cpu'")
+    try:
+        parsed = torch.device(device)
+        kind, index = parsed.type, parsed.index
+    except (RuntimeError, ValueError, TypeError):  # "tpu", "cuda:x", 3: not a device torch knows
+        kind, index = None, None
+    if kind == "cpu" and index:  # torch takes "cpu:1", but there is one CPU device, whatever its cores
+        raise UsageError(f"{said}: the CPU is one device, with no index: give {cpu}")
+    if kind == "cpu":
+        return "cpu"
+    if (kind == "mps" and "mps" in have) or (kind == "cuda" and f"cuda:{index or 0}" in have):
+        return device
+    if kind not in ("cuda", "mps"):
+        lower = str(device).lower()  # "CUDA", "Cpu": torch takes lower case alone ("GPU" is no device either way)
+        why = "is not a device the course runs on" + (f" (its names are lower case: {lower})" if lower != str(device)
+                                                       and lower.partition(":")[0] in ("cpu", "cuda", "mps") else "")
+    elif kind == "mps":
+        why = "needs Apple silicon with an MPS build of torch"
+    elif any(d.startswith("cuda") for d in have):
+        why = f"is not here: this machine has {sum(d.startswith('cuda') for d in have)} CUDA GPU(s)"
+    else:
+        why = (f"needs a CUDA GPU, and torch {torch.__version__} "
+               + ("is built without CUDA" if torch.version.cuda is None else "sees none"))
+    raise UsageError(f"{said} {why}; available here: {', '.join(have)}: give one of them, or leave {what} out for the "
+                     "best one")
+
+
 def device_type(device: str | torch.device) -> str:
     """``"cuda"`` for ``"cuda"``, ``"cuda:1"`` or ``torch.device("cuda", 0)``: what ``torch.autocast`` wants."""
     return torch.device(device).type

@@ -15,8 +15,8 @@ import torch
 
 from .bars import progress_bar
 from .data import batch_groups, collate, make_batches, prefetch
-from .device import (autocast, autocast_dtype, device_type, pad_multiple, pick_device, resolve_precision,
-                     slow_first_calls, synchronize)
+from .device import (autocast, autocast_dtype, check_device, device_type, pad_multiple, pick_device,
+                     resolve_precision, slow_first_calls, synchronize)
 from .errors import UserError
 from .features import forward_features
 from .models import check_rows, count_parameters, model_size_mb
@@ -37,7 +37,7 @@ def predict_logits(model, encoded, *, batch_size: int = 64, device: str | None =
     states with ``cls_states``, value vectors with ``values``) also go to ``on_batch(index, features)``:
     how the teacher's per-token layers are cached in the same pass as its logits.
     """
-    device = device or pick_device()
+    device = check_device(device) if device else pick_device()  # "gpu": one line naming this machine's devices
     check_rows(model, encoded, desc, labels=False)  # a row past the positions: one line, not a shape error in BERT
     was_training = model.training
     model.eval().to(device)

@@ -429,3 +429,25 @@ def test_notebook_00_lists_a_mistyped_hf_endpoint_as_not_ready(hub_flags, capsys
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("NOT READY:")]
     assert len(said) == 1 and "{'HF_ENDPOINT': \"HF_ENDPOINT=https://hf-mirror.com:443x has no valid port: give " \
                               "the mirror's address as https://host" in said[0], said
+
+
+@pytest.mark.parametrize("device", ["gpu", "GPU", "cuda", "cuda:3", "mps", "cpu:1", "tpu", "meta"])
+def test_a_device_the_machine_lacks_is_refused_by_predict_logits_as_the_command_line_refuses_it(device, monkeypatch):
+    """evaluate.predict_logits(..., device="gpu") gave torch's list of device types ("Expected one of cpu, cuda, ...
+    device type at start of device string: gpu"); it now says what ``--device gpu`` says, with the argument named as
+    Python names it. device.check_device with a flag says word for word what the command line's check says."""
+    from kd_tutorial import cli, data, evaluate
+    for module in (cli, dev):  # a machine with the CPU alone, wherever the test runs
+        monkeypatch.setattr(module, "available_devices", lambda: ["cpu"])
+    with pytest.raises(UsageError) as flag:
+        cli.check_device(device)
+    with pytest.raises(UsageError) as same:
+        dev.check_device(device, "--device")
+    assert str(same.value) == str(flag.value)
+    model = torch.nn.Linear(1, 2)
+    model.config = SimpleNamespace(max_position_embeddings=16, num_labels=2)
+    with pytest.raises(UsageError) as refused:
+        evaluate.predict_logits(model, data.Encoded([[101, 7, 102]], torch.tensor([0]), "rows"), device=device)
+    expected = str(flag.value).replace(f"--device {device}", f"device={device!r}").replace("--device", "device")
+    assert str(refused.value) == expected.replace("device cpu", "device='cpu'") and "\n" not in expected
+    assert dev.check_device("cpu:0") == "cpu" == dev.check_device(torch.device("cpu"))
