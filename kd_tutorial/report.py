@@ -196,6 +196,7 @@ def results_markdown(results: dict) -> str:
     """
     if results.get("kind") == "benchmark":
         return benchmark_markdown(results)
+    _check_fractions(results["models"])
     run = results["run"]
     rows = []
     teacher_acc = next((r["accuracy"] for r in results["models"] if r["name"] == "teacher"), None)
@@ -242,7 +243,29 @@ def results_markdown(results: dict) -> str:
                 f"{'; how much a difference moves from one training seed to the next is its per-seed column, which the interval does not include' if len(run.get('seeds', [])) > 1 else ''}"
                 f".\n\n"
                 + format_comparisons(results["comparisons"], results["models"]) + "\n\n")
+    elif "comparisons" not in results:
+        out += ("No comparisons in this file: it has no `comparisons` entry, which `kd-tutorial distill` always "
+                "writes, so it was cut or edited; the run's own results.json (in its --out folder) has them.\n\n")
+    else:
+        out += ("No comparisons in this file: no student was trained with both a recipe and what it is compared "
+                "against (its baseline, or the pseudo-label control).\n\n")
     return out + format_best_recipes(results, split)
+
+
+FRACTIONS = ("accuracy", "agreement", "ece")  # a model's numbers that are shares of its reviews, from 0 to 1
+
+
+def _check_fractions(models: list[dict]) -> None:
+    """Refuse, as a ValueError (``kd-tutorial report``'s "incomplete or edited" line), a model's accuracy, agreement
+    or ECE outside [0, 1], or one seed's: an edited accuracy of 1.7 rendered as 170.00 beside an interval that
+    excludes it. A nan stays (it prints as nan: not measured)."""
+    for model in models:
+        for key in FRACTIONS:
+            for where, value in [(key, model.get(key))] + [
+                    (f"{key}_per_seed[{i}]", v) for i, v in enumerate(model.get(f"{key}_per_seed") or [])]:
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= 1 \
+                        and value == value:
+                    raise ValueError(f"{model.get('name', '?')}'s {where} is {value!r}, not a fraction from 0 to 1")
 
 
 def format_best_recipes(results: dict, split: str) -> str:

@@ -638,3 +638,34 @@ def test_a_results_file_whose_seconds_are_no_number_is_refused(run, capsys, wher
     name = "run.wall_seconds" if where == "wall_seconds" else f"run.phase_seconds.{where}"
     assert line.startswith(f"kd-tutorial: error: results file {run} is incomplete or edited ({name} is {value!r}, "
                            "not a number)")
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda r: r["models"][0].update(accuracy=1.7), "(ValueError: teacher's accuracy is 1.7, not a fraction from 0 to 1)"),
+    (lambda r: r["models"][1].update(agreement=-0.2), "'s agreement is -0.2, not a fraction from 0 to 1)"),
+    (lambda r: r["models"][1]["accuracy_per_seed"].__setitem__(0, 85.1),
+     "'s accuracy_per_seed[0] is 85.1, not a fraction from 0 to 1)")])
+def test_a_hand_edited_accuracy_outside_0_to_1_is_refused_not_printed_as_a_percentage(run, capsys, edit, said):
+    """A bad-input sweep: an accuracy edited to 1.7 rendered as 170.00, beside an interval that excludes it."""
+    results = json.loads(run.read_text())
+    edit(results)
+    run.write_text(json.dumps(results))
+    line = error_line(capsys, "report", str(run))
+    assert line.startswith(f"kd-tutorial: error: results file {run} is incomplete or edited (") and said in line, line
+
+
+@pytest.mark.parametrize("comparisons, said", [
+    (None, "No comparisons in this file: it has no `comparisons` entry, which `kd-tutorial distill` always writes"),
+    ([], "No comparisons in this file: no student was trained with both a recipe and what it is compared against")])
+def test_a_results_file_without_comparisons_says_so_where_their_table_would_be(run, capsys, comparisons, said):
+    """A file without its comparisons rendered the models' table and then nothing, as if none had been measured."""
+    from kd_tutorial import cli
+    results = json.loads(run.read_text())
+    del results["comparisons"]
+    if comparisons is not None:
+        results["comparisons"] = comparisons
+    run.write_text(json.dumps(results))
+    assert cli.main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert said in out and "| student | recipe | against |" not in out
+    assert out.count("No comparisons in this file") == 1
