@@ -33,7 +33,7 @@ from . import __version__
 from .artifacts import data_key, prepare, teacher_tokenizer
 from .benchmark import LOOP_PAIRS, LOOP_STEPS, loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, HUB_DATASET, NAMED_SOURCES
-from .device import configure, pick_device, resolve_precision
+from .device import check_device as device_check, configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
 from .errors import (DISK_FULL, error_cause, error_chain, file_argument, JSON_ERRORS, looks_like_a_folder,
@@ -243,43 +243,9 @@ OOM_HINT_OTHER = ("out of memory: the profile's batch does not fit this device f
                   "options: give a smaller profile (e.g. --profile cpu)")
 
 
-def available_devices() -> list[str]:
-    """The devices this machine can train on: ``cpu``, then ``cuda:0`` ... and ``mps`` where there are."""
-    import torch
-    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
-    mps = getattr(torch.backends, "mps", None)
-    return devices + (["mps"] if mps is not None and mps.is_available() else [])
-
-
 def check_device(device: str) -> str:
-    """``device`` when this machine has it (``"cpu"`` for ``"cpu:0"``); otherwise a UsageError naming the devices it
-    has, or the fix for a CPU given an index."""
-    import torch
-    have = available_devices()
-    try:
-        parsed = torch.device(device)
-        kind, index = parsed.type, parsed.index
-    except (RuntimeError, ValueError):  # "tpu", "cuda:x": not a device string torch knows
-        kind, index = None, None
-    if kind == "cpu" and index:  # torch takes "cpu:1", but there is one CPU device, whatever its cores
-        raise UsageError(f"--device {device}: the CPU is one device, with no index: give --device cpu")
-    if kind == "cpu":
-        return "cpu"  # "cpu:0" too: the pipeline compares the name with "cpu" (its workers, the time estimate)
-    if (kind == "mps" and "mps" in have) or (kind == "cuda" and f"cuda:{index or 0}" in have):
-        return device
-    if kind not in ("cuda", "mps"):
-        lower = device.lower()  # "CUDA", "Cpu": torch takes lower case alone ("GPU" is no device either way)
-        why = "is not a device the course runs on" + (f" (its names are lower case: {lower})" if lower != device
-                                                       and lower.partition(":")[0] in ("cpu", "cuda", "mps") else "")
-    elif kind == "mps":
-        why = "needs Apple silicon with an MPS build of torch"
-    elif any(d.startswith("cuda") for d in have):
-        why = f"is not here: this machine has {sum(d.startswith('cuda') for d in have)} CUDA GPU(s)"
-    else:
-        why = (f"needs a CUDA GPU, and torch {torch.__version__} "
-               + ("is built without CUDA" if torch.version.cuda is None else "sees none"))
-    raise UsageError(f"--device {device} {why}; available here: {', '.join(have)}: give one of them, or leave "
-                     "--device out for the best one")
+    """``--device``'s value when this machine has it (:func:`kd_tutorial.device.check_device`, said as a flag)."""
+    return device_check(device, "--device")
 
 
 def check_writable_home() -> Path:

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from kd_tutorial import cli, data, estimates
+from kd_tutorial.device import available_devices
 from kd_tutorial.errors import UsageError, UserError
 
 def error_line(capsys, *argv) -> str:
@@ -603,7 +604,7 @@ def test_a_teacher_folder_without_a_tokenizer_is_refused_before_the_estimate(tmp
 
 
 def test_check_device_accepts_what_this_machine_has():
-    for device in cli.available_devices():
+    for device in available_devices():
         assert cli.check_device(device) == device
     with pytest.raises(UsageError, match="available here"):
         cli.check_device("cuda:99")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kd_tutorial import cli
+from kd_tutorial import cli, device
 from kd_tutorial.errors import UsageError, UserError
 from kd_tutorial.profiles import get_profile
 
@@ -84,7 +84,7 @@ def test_a_teacher_of_three_classes_passes_the_early_check_with_init_random(tmp_
 def machine(monkeypatch):
     """``machine(*devices)``: check_device on a machine that has these devices."""
     def have(*devices):
-        monkeypatch.setattr(cli, "available_devices", lambda: ["cpu", *devices])
+        monkeypatch.setattr(device, "available_devices", lambda: ["cpu", *devices])
     return have
 
 

@@ -435,10 +435,9 @@ def test_notebook_00_lists_a_mistyped_hf_endpoint_as_not_ready(hub_flags, capsys
 def test_a_device_the_machine_lacks_is_refused_by_predict_logits_as_the_command_line_refuses_it(device, monkeypatch):
     """evaluate.predict_logits(..., device="gpu") gave torch's list of device types ("Expected one of cpu, cuda, ...
     device type at start of device string: gpu"); it now says what ``--device gpu`` says, with the argument named as
-    Python names it. device.check_device with a flag says word for word what the command line's check says."""
+    Python names it. The command line's check is device.check_device said as a flag."""
     from kd_tutorial import cli, data, evaluate
-    for module in (cli, dev):  # a machine with the CPU alone, wherever the test runs
-        monkeypatch.setattr(module, "available_devices", lambda: ["cpu"])
+    monkeypatch.setattr(dev, "available_devices", lambda: ["cpu"])  # a machine with the CPU alone, wherever it runs
     with pytest.raises(UsageError) as flag:
         cli.check_device(device)
     with pytest.raises(UsageError) as same:
