@@ -71,6 +71,20 @@ def test_a_check_the_learners_own_cell_ran_past_the_cell_limit_is_not_run_again(
     assert run.results["q2"][0] == "passed", run
 
 
+def test_only_the_check_that_looped_in_a_cell_of_several_is_not_run_again():
+    """A review: with `q1.check(...)` and `q2.check(...)` in one cell and only q2's function looping, q1's correct
+    answer was reported as a timeout too: every check the cell named was marked, not the one that was running."""
+    nb = _correct_with("entropy", "")
+    answer = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def entropy("))
+    answer.source = "def entropy(p):\n    while True:\n        pass"
+    checks = [c for c in nb.cells if c.cell_type == "code" and ".check(" in c.source]
+    checks[-1].source = "q1.check(softmax_with_temperature)\nq2.check(entropy)"  # below both functions
+    nb.cells = [c for c in nb.cells if c not in checks[:-1]]
+    run = execute.run_submission(nb, "ex02", timeout=60, cell_timeout=4)
+    assert run.results["q1"][0] == "passed", run
+    assert run.results["q2"][0] == "timeout" and "not checked again" in run.results["q2"][1], run
+
+
 def test_a_function_redefined_after_its_looping_check_is_checked_again():
     """Real kernel: a learner who fixed the function in a later cell is graded on the fix."""
     nb = _correct_with("softmax_with_temperature", "")

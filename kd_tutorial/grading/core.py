@@ -32,6 +32,15 @@ TIMEOUT = "timeout"
 STATUSES = (PASSED, FAILED, NOT_ATTEMPTED, ERROR, TIMEOUT)
 
 
+def _ipython():
+    """The IPython shell this code runs in, or None (a script, a test)."""
+    try:
+        from IPython import get_ipython  # noqa: PLC0415
+    except ImportError:
+        return None
+    return get_ipython()
+
+
 class CheckFailed(Exception):
     """A check did not pass. Jupyter shows only the short message (``_render_traceback_``)."""
 
@@ -264,7 +273,12 @@ class Exercise:
         if fn is None:
             raise NotAttempted(f"{self.label}: `{self.name}` is not defined yet: run the cell that defines it, "
                                f"then `{self.label}.check({self.name})`")
+        shell = _ipython()
+        if shell is not None:  # what a cell interrupted now was checking (the grader's runner.mark_interrupted)
+            shell.kd_checking = (self.label, fn)
         result = self.grade(fn)
+        if shell is not None:  # not reached when interrupted (KeyboardInterrupt passes through grade)
+            shell.kd_checking = None
         if result.passed:
             print(f"\N{WHITE HEAVY CHECK MARK} {result.message}")
             return None

@@ -341,28 +341,19 @@ def mark_interrupted(reason: str, whole_limit: bool = False) -> None:
     in the kernel instead, :func:`cap_output`): when that cell, the last one run, failed with the KeyboardInterrupt,
     its record says why (``reason``: "ran past the cell limit (60 s) and was interrupted"), as a timeout, so that a
     name it left undefined is not blamed on a Ctrl-C of the learner's. A cell stopped at the ``whole_limit`` (the cell
-    limit, not what the notebook limit left) that called ``q1.check(fn)`` also marks that check of ``fn`` as timed
-    out (:func:`timed_out_check`): the grader's own check of the same function would loop as long again."""
+    limit, not what the notebook limit left) while its ``q1.check(fn)`` ran also marks that check of ``fn`` as timed
+    out (:func:`timed_out_check`): the grader's own check of the same function would loop as long again. Only the
+    check that was running (``Exercise.check`` leaves it on the shell when interrupted), not the cell's others."""
     shell = _shell()
+    if shell is None:
+        return
     cells = getattr(shell, "kd_failed_cells", None)
     err = getattr(shell, "kd_last_error", None)
+    checking, shell.kd_checking = getattr(shell, "kd_checking", None), None
     if cells and isinstance(err, KeyboardInterrupt) and cells[-1][1] is err:
         cells[-1] = (cells[-1][0], err, (reason, True))
-        if whole_limit and isinstance(cells[-1][0], str):
-            shell.kd_timed_out_checks = getattr(shell, "kd_timed_out_checks", []) + [
-                (label, fn, reason) for label, fn in _checked_functions(cells[-1][0], shell.user_ns)]
-
-
-def _checked_functions(source: str, namespace: dict) -> list[tuple[str, object]]:
-    """``(label, function)`` for each ``label.check(fn)`` (or ``label.check()``: the exercise's own name) that
-    ``source`` calls outside a comment, where the function is defined in ``namespace``."""
-    code = re.sub(r"#[^\n]*", "", source)
-    found = []
-    for label, arg in re.findall(r"(?<![\w.])([A-Za-z_]\w*)\.check\(\s*([A-Za-z_]\w*)?\s*\)", code):
-        fn = namespace.get(arg or str(getattr(namespace.get(label), "name", "")))
-        if callable(fn):
-            found.append((label, fn))
-    return found
+        if whole_limit and checking is not None:
+            shell.kd_timed_out_checks = getattr(shell, "kd_timed_out_checks", []) + [(*checking, reason)]
 
 
 def timed_out_check(label: str, fn: object) -> str | None:
