@@ -423,20 +423,25 @@ LOGIT_ORDER_TAIL = 1e-6  # how unlikely at chance an agreement with the labels m
 
 
 def _check_logit_order(teacher_logits: torch.Tensor, labels: torch.Tensor) -> None:
-    """Refuse cached logits whose arg-max agrees with the labelled training rows far less often than chance (1/C):
-    their classes are in another order than the labels (correctness note 9; the vocabulary, note 8, logits cannot
-    show). Far less: at most :data:`LOGIT_ORDER_TAIL` likely for a teacher that guesses, so a weak one passes."""
+    """Refuse cached logits whose arg-max agrees with the labelled training rows far less often than chance: their
+    classes in another order than the labels (correctness note 9; the vocabulary, note 8, logits cannot show).
+    Chance is what predictions of the same class frequencies would agree with these labels by accident,
+    sum_c p_pred(c) p_label(c) (a uniform or one-sided teacher is no mistake); far less, at most
+    :data:`LOGIT_ORDER_TAIL` likely at chance, so a weak teacher passes."""
     if len(teacher_logits) != len(labels):  # logits of other rows: _check_run refuses them
         return
-    labelled, classes = labels >= 0, teacher_logits.shape[1]
-    hits = (teacher_logits.argmax(-1).to(labels.device) == labels) & labelled
-    n, agree = torch.stack([labelled.sum(), hits.sum()]).tolist()  # one read of the host
-    if n == 0 or classes < 2:
-        return
-    if agree < n / classes and binomial_lower_tail(agree, n, 1 / classes) < LOGIT_ORDER_TAIL:
+    classes = teacher_logits.shape[1]
+    labelled = (labels >= 0).unsqueeze(1)
+    predicted = torch.nn.functional.one_hot(teacher_logits.argmax(-1).to(labels.device), classes) * labelled
+    given = torch.nn.functional.one_hot(labels.clamp(0, classes - 1), classes) * labelled
+    counts = torch.cat([(predicted * given).sum().view(1), predicted.sum(0), given.sum(0)]).tolist()  # one read
+    agree, n = counts[0], sum(counts[1:classes + 1])
+    chance = sum(p * g for p, g in zip(counts[1:classes + 1], counts[classes + 1:])) / n ** 2 if n else 0.0
+    if 0 < chance < 1 and agree < n * chance and binomial_lower_tail(agree, n, chance) < LOGIT_ORDER_TAIL:
         raise ValueError(f"teacher_logits agree with {agree} of the {n} labelled training rows' labels, far fewer than "
-                         f"the {n / classes:.0f} of a guess (1 in {classes}): their classes are in another order than "
-                         "the labels; permute their columns to the labels' order (e.g. logits.flip(-1) for two)")
+                         f"the {n * chance:.0f} that chance gives predictions of their class frequencies: their "
+                         "classes are in another order than the labels; permute their columns to the labels' order "
+                         "(e.g. logits.flip(-1) for two)")
 
 
 def _states_cover(spec: Intermediate, teacher_states, model) -> bool:

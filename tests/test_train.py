@@ -1179,22 +1179,42 @@ def test_an_epochs_train_accuracy_is_over_its_labelled_rows_only(rows, monkeypat
 def test_cached_logits_with_their_classes_in_another_order_are_refused_and_a_weak_teacher_is_not(rows):
     """A practitioner's review: a teacher's logits with the two classes swapped (`logits.flip(-1)`) trained 100 steps
     in silence into a student always wrong (0 % on validation); a live teacher of another label order was refused.
-    Refused now from the labelled rows, when agreeing this rarely would be under 1e-6 likely for a guess."""
+    Refused now from the labelled rows, when agreeing this rarely would be under 1e-6 likely by chance for predictions
+    of their class frequencies; a weak, uniform or one-sided teacher is not (a review: chance taken as 1/C refused
+    all-zero logits, KD as label smoothing, on 580/420 labels)."""
     labels = rows["train"].labels
     right = torch.nn.functional.one_hot(labels.clamp(min=0), 2).float() * 4 - 2  # a teacher right on every row
     config = TrainConfig(mode="kd", max_steps=1, batch_size=32, precision="fp32")
     with pytest.raises(ValueError) as err:
         train(small_model(3), rows["train"], config=config, device="cpu", progress=False,
               teacher_logits=right.flip(-1))
-    n = int((labels >= 0).sum())
+    n1, n = int((labels == 1).sum()), int((labels >= 0).sum())
     assert str(err.value) == (f"teacher_logits agree with 0 of the {n} labelled training rows' labels, far fewer than "
-                              f"the {n / 2:.0f} of a guess (1 in 2): their classes are in another order than the "
-                              "labels; permute their columns to the labels' order (e.g. logits.flip(-1) for two)")
+                              f"the {2 * n1 * (n - n1) / n:.0f} that chance gives predictions of their class "
+                              "frequencies: their classes are in another order than the labels; permute their columns "
+                              "to the labels' order (e.g. logits.flip(-1) for two)")
     weak = right.clone()
     weak[: len(labels) * 55 // 100] *= -1  # right on about 45 % of the rows: below chance, as a guess often is
     assert 0.4 < float((weak.argmax(-1) == labels).float().mean()) < 0.5
-    for logits in (right, torch.randn(len(labels), 2, generator=torch.Generator().manual_seed(0)), weak):
+    one_sided = torch.zeros(len(labels), 2)  # a uniform teacher: every arg-max class 0
+    lopsided = torch.tensor([[0.0, 1.0]]).repeat(len(labels), 1)  # every row class 1, whatever the split of labels
+    for logits in (right, torch.randn(len(labels), 2, generator=torch.Generator().manual_seed(0)), weak, one_sided,
+                   lopsided):
         train(small_model(3), rows["train"], config=config, device="cpu", progress=False, teacher_logits=logits)
+
+
+def test_the_logit_order_check_takes_chance_from_the_class_frequencies():
+    """The review's case: 580 positive and 420 negative labels; all-zero logits (every arg-max the negative class)
+    agree on 420, below 1/2 of 1,000 and at chance for a teacher that always says negative; the same teacher, right
+    on every row but with its columns swapped, agrees on none."""
+    from kd_tutorial.train import _check_logit_order
+    labels = torch.tensor([1] * 580 + [0] * 420 + [-1] * 50)
+    _check_logit_order(torch.zeros(len(labels), 2), labels)
+    right = torch.nn.functional.one_hot(labels.clamp(min=0), 2).float()
+    _check_logit_order(right, labels)
+    with pytest.raises(ValueError, match=r"^teacher_logits agree with 0 of the 1000 labelled training rows' labels, "
+                                         r"far fewer than the 487 that chance gives"):
+        _check_logit_order(right.flip(-1), labels)
 
 
 def test_the_binomial_lower_tail_is_the_sum_of_its_terms():
