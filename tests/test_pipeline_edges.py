@@ -258,9 +258,10 @@ def test_a_skip_mapping_deeper_than_half_the_teacher_is_refused_before_the_teach
 
 @pytest.mark.parametrize("seeds, line", [((0, 0), "seeds=(0, 0) repeats a seed: give each seed once"),
                                          ((), "seeds=() gives no seed: give at least one, as in seeds=(0,)")])
-def test_a_notebooks_repeated_or_missing_seed_is_refused_before_the_teacher(tmp_path, seeds, line):
+def test_a_notebooks_repeated_or_missing_seed_is_refused_before_the_teacher(tmp_path, seeds, line, monkeypatch):
     """A review: only the command line refused `--seeds 0 0`; `run_distill(..., seeds=(0, 0))` from a notebook trained
     one run per recipe under one name and wrote a results.json listing two seeds, each model averaged over one."""
+    monkeypatch.setattr(pipeline, "ensure_teacher", lambda *a, **k: pytest.fail("the teacher came first"))
     with pytest.raises(UsageError) as err:
         pipeline.run_distill(get_profile("tiny"), out=tmp_path / "run", seeds=seeds, device="cpu", workers=1)
     assert str(err.value) == line and not (tmp_path / "run").exists()
