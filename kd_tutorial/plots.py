@@ -20,7 +20,7 @@ for _i, _name in enumerate(n for n in RECIPES if n not in RUN_STYLE):
     RUN_STYLE[_name] = _STYLES[(_i + 3) % len(_STYLES)]
     RUN_MARKER[_name] = _MARKERS[(_i + 3) % len(_MARKERS)]
 for _i, _name in enumerate(n for n in RECIPES if n not in RUN_COLOUR):
-    RUN_COLOUR[_name] = f"C{(3, 4, 5, 6, 8, 9)[_i % 6]}"
+    RUN_COLOUR[_name] = f"C{(3, 4, 5, 6, 9, 8)[_i % 6]}"  # olive (C8) last: the faintest on white
 
 
 def _run_of(name: str) -> str | None:
@@ -32,6 +32,12 @@ def run_colour(name: str) -> str:
     """The colour of a model name's run, the same in every figure: black for the teacher (or a name with no run),
     grey for the hard-label baseline, one of matplotlib's ten others for each recipe."""
     return RUN_COLOUR.get(_run_of(name), "black")
+
+
+def _model_markers(names) -> dict:
+    """One marker per model (a name's first word), in order: a star for the teacher, then circle, square, triangle..."""
+    models = dict.fromkeys(name.split()[0] for name in names if name.split()[0] != "teacher")
+    return {"teacher": "*"} | {model: _MARKERS[i % len(_MARKERS)] for i, model in enumerate(models)}
 
 
 def _plt():
@@ -94,7 +100,8 @@ def training_curves(histories: dict, title: str = "Training curves", teacher_val
     """One row per model (the teacher, then each student): its runs' training loss per optimizer step (smoothed)
     and validation accuracy at each validation pass, one colour, line style and marker per run (the run's colour
     and marker in :func:`accuracy_vs_latency` too). A student's accuracy panel draws the teacher's validation
-    accuracy as a reference: ``teacher_val_acc``, else the best pass of the teacher's history. A results summary
+    accuracy as a reference: ``teacher_val_acc``, else the last pass of the teacher's history (whose weights it
+    keeps). A results summary
     keeps no steps: then the accuracy panels alone."""
     plt = _plt()
     groups = _by_model(histories)
@@ -103,12 +110,12 @@ def training_curves(histories: dict, title: str = "Training curves", teacher_val
                              figsize=(11 if with_loss else 7.5, 0.8 + 2.9 * max(1, len(groups))))
     teacher_evals = _evals(dict(groups.get("teacher", [("", {})])[0][1]))
     reference = teacher_val_acc if teacher_val_acc is not None else \
-        max((e["val_acc"] for e in teacher_evals), default=None)
+        (teacher_evals[-1]["val_acc"] if teacher_evals else None)  # the teacher keeps its last weights
     for (model, runs), row in zip(groups.items(), axes):
         for name, h in runs:
             _draw_run(row, name, h)
         if model != "teacher" and reference is not None:
-            row[-1].axhline(100 * reference, color="black", lw=1, alpha=0.5, label="teacher (validation)")
+            row[-1].axhline(100 * reference, color="black", lw=1, linestyle="--", label="teacher (validation)")
         _label_row(row, model)
     if not groups:
         axes[0][0].text(0.5, 0.5, "no history to draw", ha="center", va="center", transform=axes[0][0].transAxes)
@@ -135,18 +142,18 @@ def _label_row(row, model: str) -> None:
 
 
 def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency", split: str = "test"):
-    """Each model's accuracy against its p50 batch-1 latency: one colour and marker per run, those of
-    :func:`training_curves` (o: KD + transfer set, square: KD, grey triangle: hard-label baseline, others: the other
-    recipes; the teacher black), each student where its latency puts it; marker area grows with parameters,
-    horizontal bars span the latency's interquartile range."""
+    """Each model's accuracy against its p50 batch-1 latency: one colour per run, that of :func:`training_curves`
+    (grey: the hard-label baseline; the teacher black), one marker per model (the teacher a star); marker area grows
+    with parameters, horizontal bars span the latency's interquartile range."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
+    marker = _model_markers(r["name"] for r in rows)
     for row in rows:
         if row.get("latency_ms") is None:
             continue
         size = 30 + 300 * (row["params"] / max(r["params"] for r in rows))
         ax.scatter(row["latency_ms"], 100 * row["accuracy"], s=size, alpha=0.7, label=row["name"],
-                   color=run_colour(row["name"]), marker=RUN_MARKER.get(_run_of(row["name"]), "o"))
+                   color=run_colour(row["name"]), marker=marker[row["name"].split()[0]])
         xerr = None
         if row.get("latency_q1_ms") is not None:
             xerr = [[row["latency_ms"] - row["latency_q1_ms"]], [row["latency_q3_ms"] - row["latency_ms"]]]

@@ -27,7 +27,7 @@ def test_training_curves_draw_one_row_per_model_and_one_colour_per_run():
     for ax in fig.axes:
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
     assert fig._suptitle.get_text() == "t" and "cross-entropy" in fig._supxlabel.get_text()
-    # each student's accuracy panel: its runs, then the teacher's best validation pass as a reference
+    # each student's accuracy panel: its runs, then the teacher's last validation pass as a reference
     assert [line.get_label() for line in fig.axes[3].get_lines()] == ["distil-3L kd", "distil-3L baseline",
                                                                      "teacher (validation)"]
     assert list(fig.axes[3].get_lines()[-1].get_ydata()) == [80.0, 80.0]
@@ -70,6 +70,11 @@ def test_accuracy_against_latency_colours_and_marks_runs_as_the_training_curves_
     assert colour["teacher"] == (0.0, 0.0, 0.0)
     assert colour["distil-3L kd+transfer"] == colour["compact-2L kd+transfer"] != colour["distil-3L baseline"]
     assert colour["distil-3L baseline"] == matplotlib.colors.to_rgb("C7")
+    # one marker per model: a review found distil-2L's and compact-1L-H32's kd+transfer two identical blue circles
+    shape = {name: p.get_paths()[0].vertices.round(3).tobytes() for name, p in points.items()}
+    assert shape["distil-3L kd+transfer"] == shape["distil-3L baseline"] != shape["compact-2L kd+transfer"]
+    assert len({(colour[n], shape[n]) for n in points}) == len(points) and shape["teacher"] not in (
+        shape["distil-3L baseline"], shape["compact-2L kd+transfer"])
     # marker area grows with parameters; the legend shows every marker at one size
     assert points["teacher"].get_sizes()[0] > points["compact-2L kd+transfer"].get_sizes()[0]
     (legend,) = fig.legends  # beside the axes, where it hides no error bar
@@ -83,13 +88,13 @@ def test_accuracy_against_latency_colours_and_marks_runs_as_the_training_curves_
 def test_training_curves_of_a_results_summary_draw_the_validation_passes():
     """A summary (kd-tutorial report --summary, the committed cpu files) keeps each run's validation passes and not
     its steps: the figure raised KeyError 'steps', then drew an empty loss panel. Now the accuracy panels alone."""
-    summary = {"teacher": {"evals": [{"step": 5, "val_acc": 0.8}, {"step": 10, "val_acc": 0.85}]},
+    summary = {"teacher": {"evals": [{"step": 5, "val_acc": 0.85}, {"step": 10, "val_acc": 0.8}]},
                "distil-3L kd": {"evals": [{"step": 5, "val_acc": 0.7}, {"step": 10, "val_acc": 0.75}]}}
     fig = plots.training_curves(summary)
     ax_teacher, ax_student = fig.axes
     assert [line.get_label() for line in ax_teacher.get_lines()] == ["teacher"]
     assert [line.get_label() for line in ax_student.get_lines()] == ["distil-3L kd", "teacher (validation)"]
-    assert list(ax_student.get_lines()[-1].get_ydata()) == [85.0, 85.0]  # the teacher's best pass
+    assert list(ax_student.get_lines()[-1].get_ydata()) == [80.0, 80.0]  # the teacher's last pass: it keeps those
     assert "no per-step losses" in fig._suptitle.get_text()
 
 
@@ -151,7 +156,7 @@ def test_accuracy_against_latency_says_what_its_bars_are():
     assert "vertical" not in " ".join(t.get_text() for t in one_seed.texts)
 
 
-def test_training_curves_tell_every_run_apart_by_marker_as_the_latency_plot_does():
+def test_training_curves_tell_every_run_apart_by_marker_too():
     """The cpu profile's figure drew distil-3L baseline (":") and kd+transfer+cosine (densely dotted) as two blue dotted
     lines with one marker, "o": a learner could not tell which curve was the baseline."""
     fig = plots.training_curves({"distil-3L baseline": history(0.6), "distil-3L kd+transfer+cosine": history(0.5)})
