@@ -189,6 +189,28 @@ def _cached_speed_note(models: list[dict]) -> str:
             f"measured when they were trained, in: {'; '.join(when)}.\n\n")
 
 
+def _comparisons_text(results: dict, split: str, seeds: int) -> str:
+    """The comparisons section of :func:`results_markdown`: its caption and table, or the line that says why a file
+    holds none."""
+    if results.get("comparisons"):
+        extra = (", and the recipes that add to `kd+transfer` against it"
+                 if any(c["against"] == "kd+transfer" for c in results["comparisons"]) else "")
+        return (f"Each recipe against its student's baseline (and the soft-target runs against the pseudo-label "
+                f"control{extra}), on the same {split} reviews, pooled over seeds: paired bootstrap 95 % interval and "
+                f"McNemar's exact test over reviews (with several seeds, each review counts once, with its difference "
+                f"averaged over the seeds: the exact sign-flip test, which is McNemar's for one seed). Both resample "
+                f"or pair reviews, so a verdict is about these trained models on new reviews"
+                f"{'; how much a difference moves from one training seed to the next is its per-seed column, which the interval does not include' if seeds > 1 else ''}"
+                f".\n\n"
+                + format_comparisons(results["comparisons"], results["models"]) + "\n\n")
+    elif "comparisons" not in results:
+        return ("No comparisons in this file: it has no `comparisons` entry, which `kd-tutorial distill` always "
+                "writes, so it was cut or edited; the run's own results.json (in its --out folder) has them.\n\n")
+    else:
+        return ("No comparisons in this file: no student was trained with both a recipe and what it is compared "
+                "against (its baseline, or the pseudo-label control).\n\n")
+
+
 def results_markdown(results: dict) -> str:
     """The README's results for one ``results.json``: a header line, the models, and the paired comparisons.
 
@@ -232,23 +254,7 @@ def results_markdown(results: dict) -> str:
     if len(run.get("seeds", [])) > 1:
         out += ("Accuracy and agreement are means over the seeds ± the sample standard deviation (n - 1); ECE and the "
                 "speeds are means over the seeds; p50 latency pools every seed's timings.\n\n")
-    if results.get("comparisons"):
-        extra = (", and the recipes that add to `kd+transfer` against it"
-                 if any(c["against"] == "kd+transfer" for c in results["comparisons"]) else "")
-        out += (f"Each recipe against its student's baseline (and the soft-target runs against the pseudo-label "
-                f"control{extra}), on the same {split} reviews, pooled over seeds: paired bootstrap 95 % interval and "
-                f"McNemar's exact test over reviews (with several seeds, each review counts once, with its difference "
-                f"averaged over the seeds: the exact sign-flip test, which is McNemar's for one seed). Both resample "
-                f"or pair reviews, so a verdict is about these trained models on new reviews"
-                f"{'; how much a difference moves from one training seed to the next is its per-seed column, which the interval does not include' if len(run.get('seeds', [])) > 1 else ''}"
-                f".\n\n"
-                + format_comparisons(results["comparisons"], results["models"]) + "\n\n")
-    elif "comparisons" not in results:
-        out += ("No comparisons in this file: it has no `comparisons` entry, which `kd-tutorial distill` always "
-                "writes, so it was cut or edited; the run's own results.json (in its --out folder) has them.\n\n")
-    else:
-        out += ("No comparisons in this file: no student was trained with both a recipe and what it is compared "
-                "against (its baseline, or the pseudo-label control).\n\n")
+    out += _comparisons_text(results, split, len(run.get("seeds", [])))
     return out + format_best_recipes(results, split)
 
 
