@@ -456,6 +456,10 @@ def read_results(path: str) -> dict:
         if wrong:
             raise UsageError(f"results file {path} is incomplete or edited ({wrong}): {RESULTS_FIX}, or run it again")
         return results
+    if isinstance(results, dict) and "run" in results and "models" in results:  # both there, of the wrong kind
+        kinds = f"'run' is {type(results['run']).__name__}, 'models' {type(results['models']).__name__}"
+        raise UsageError(f"results file {path} is incomplete or edited ({kinds}, where distill writes a dict and a "
+                         f"list of models): {RESULTS_FIX}, or run it again")
     raise UsageError(f"results file {path} is JSON but not a results.json (it has no 'run' and 'models'): "
                      f"{RESULTS_FIX}")
 

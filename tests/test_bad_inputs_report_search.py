@@ -669,3 +669,15 @@ def test_a_results_file_without_comparisons_says_so_where_their_table_would_be(r
     out = capsys.readouterr().out
     assert said in out and "| student | recipe | against |" not in out
     assert out.count("No comparisons in this file") == 1
+
+
+def test_a_results_json_whose_models_are_no_list_is_called_edited_not_foreign(tmp_path, capsys):
+    """A helper's finding: `"models": {}` was told "it has no 'run' and 'models'", both keys being there."""
+    from kd_tutorial import cli
+    path = tmp_path / "results.json"
+    path.write_text('{"run": {"profile": "tiny"}, "models": {}}')
+    assert cli.main(["report", str(path)]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith(
+        f"kd-tutorial: error: results file {path} is incomplete or edited ('run' is dict, 'models' dict, where "
+        "distill writes a dict and a list of models): "), said

@@ -73,12 +73,14 @@ def test_a_readme_that_is_a_folder_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("section", ["run", "models"])
-def test_a_run_or_models_section_of_another_type_is_not_a_results_json(tmp_path, capsys, section):
-    """A hand edit that left "run": 5 or "models": 5 gets the line that says what a results.json has."""
+def test_a_run_or_models_section_of_another_type_is_an_edited_results_json(tmp_path, capsys, section):
+    """A hand edit that left "run": 5 or "models": 5 gets the line that says what a results.json has there (it was
+    told the file has no 'run' and 'models', both being there)."""
     path = _results(tmp_path, lambda r: r.update({section: 5}))
     line = error_line(capsys, "report", str(path))
-    assert line == (f"kd-tutorial: error: results file {path} is JSON but not a results.json (it has no 'run' and "
-                    f"'models'): {cli.RESULTS_FIX}")
+    kinds = "'run' is int, 'models' list" if section == "run" else "'run' is dict, 'models' int"
+    assert line == (f"kd-tutorial: error: results file {path} is incomplete or edited ({kinds}, where distill writes "
+                    f"a dict and a list of models): {cli.RESULTS_FIX}, or run it again")
 
 
 @pytest.mark.parametrize("key", ["agreement", "params", "mb", "tokens_per_s", "latency_q3_ms"])
