@@ -198,8 +198,7 @@ class DistillationTrainer(Trainer):
         if teacher is None and teacher_logits is None:
             raise ValueError("DistillationTrainer needs a teacher (teacher=...) or its cached logits "
                              "(teacher_logits=..., aligned with the training rows)")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        losses.check_temperature(temperature)  # a finite number above 0, refused as the losses refuse it
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self._scaled_for_ga = False

@@ -46,10 +46,10 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0) -> 
     """
     if not torch.is_tensor(logits):  # a list failed on '/' with "unsupported operand type(s)"
         _float_logits(logits, "softmax_with_temperature", "the")
-    return F.softmax(logits / _temperature(temperature), dim=-1)
+    return F.softmax(logits / check_temperature(temperature), dim=-1)
 
 
-def _temperature(temperature: float) -> float:
+def check_temperature(temperature: float) -> float:
     """``temperature`` as a float, refused unless it is a finite number above 0 (T <= 0 gave nan or a sign flip,
     T = inf a loss of nan)."""
     try:
@@ -85,7 +85,7 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     ``KL(p || q) = sum_c p_c (log p_c - log q_c)``. ``F.kl_div`` takes the
     student's *log*-probabilities first and the teacher's probabilities second.
     """
-    T = _temperature(temperature)
+    T = check_temperature(temperature)
     _check_logits(student_logits, teacher_logits, "kl_divergence")
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
@@ -117,7 +117,7 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     entropy, which does not depend on the student: the gradients are identical,
     the logged values are not (this one is never below the teacher's entropy).
     """
-    T = _temperature(temperature)
+    T = check_temperature(temperature)
     _check_logits(student_logits, teacher_logits, "soft_cross_entropy")
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     p = F.softmax(_full(teacher_logits.detach()) / T, dim=-1)
@@ -433,7 +433,7 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss_ma
     punished wherever the teacher puts mass and it puts none, so it spreads over all the teacher's modes.
     """
     _check_token_logits(student_logits, teacher_logits, loss_mask, "token_kl")
-    T = _temperature(temperature)
+    T = check_temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
     return _token_mean(_kl_rows(log_p, log_q), loss_mask) * T * T
@@ -449,7 +449,7 @@ def reverse_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     both models rule out (logit -inf on both sides) adds nothing: ``0 log 0 = 0``.
     """
     _check_token_logits(student_logits, teacher_logits, loss_mask, "reverse_token_kl")
-    T = _temperature(temperature)
+    T = check_temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits.detach()) / T, dim=-1)
     gap = torch.where(log_q > float("-inf"), log_q - log_p, 0.0)  # -inf - (-inf) would be nan, and its gradient too
@@ -474,7 +474,7 @@ def topk_token_kl(student_logits: torch.Tensor, teacher_topk_logits: torch.Tenso
     (:func:`topk_rest_token_kl`).
     """
     _check_topk(student_logits, teacher_topk_logits, teacher_topk_ids, loss_mask, "topk_token_kl")
-    T = _temperature(temperature)
+    T = check_temperature(temperature)
     log_q = F.log_softmax(_full(student_logits) / T, dim=-1).gather(-1, teacher_topk_ids)
     log_p = F.log_softmax(_full(teacher_topk_logits.detach()) / T, dim=-1)
     return _token_mean(_kl_rows(log_p, log_q), loss_mask) * T * T

@@ -67,8 +67,9 @@ def test_out_of_range_temperature_alpha_and_misshapen_logits_are_refused(kd, tmp
 
     def make(**kw):
         return hf.DistillationTrainer(model=student, args=arguments(tmp_path), train_dataset=data, **kw)
-    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
-        make(teacher_logits=logits, temperature=0)
+    for T in (0, float("nan"), float("inf")):  # nan and inf passed "<= 0" and trained on a loss of nan
+        with pytest.raises(ValueError, match=f"^temperature must be a finite number above 0, got {T!r}$"):
+            make(teacher_logits=logits, temperature=T)
     for alpha in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
             make(teacher_logits=logits, alpha=alpha)
