@@ -2,6 +2,7 @@
 the teacher checks read from its config and tokenizer, which recipes a student runs or leaves out (and says so), the
 plan recorded per student, the results' comparisons, best recipe and aggregation on odd inputs, and what --out may
 hold: the checkpoints an earlier results.json names, someone else's plots, a teacher inside the checkpoints."""
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -288,3 +289,32 @@ def test_a_profile_given_by_name_where_a_profile_goes_is_refused_in_one_line_nam
         models.build_student("distil-2L", None)
     with pytest.raises(UserError, match=r"^students=\(1,\): give a tuple of StudentSpec, as profile.students holds"):
         get_profile("tiny").replace(students=(1,))
+
+
+def test_every_recipe_of_a_student_and_seed_starts_from_the_same_weights(tmp_path, monkeypatch):
+    """Correctness note 12, a fair baseline, asserted directly (a practitioner's review found it checked only through
+    a cached run's reproducibility): the student is built once per (student, seed) and each run trains a deep copy,
+    so the baseline, kd+transfer and a recipe with an intermediate term all start from the weights the first one
+    started from, though that one trained before them."""
+    from kd_tutorial import artifacts, models, plan
+    from kd_tutorial.train import freeze, train as real_train
+    profile = get_profile("tiny")
+    prep = artifacts.prepare(profile)
+    teacher = freeze(models.teacher_for_profile(profile))
+    spec, started = profile.students[0], []
+    rows = prep.encoded["train"]
+    sets = {k: (rows, torch.randn(len(rows), 2), None) for k in ("labelled", "transfer", "augmented")}
+
+    def recording(model, *args, config, **kwargs):
+        started.append({k: v.clone() for k, v in getattr(model, "student", model).state_dict().items()})
+        return real_train(model, *args, config=dataclasses.replace(config, max_steps=2), **kwargs)
+    monkeypatch.setattr(pipeline, "train", recording)
+    initial: list = []
+    for recipe in ("baseline", "kd+transfer", "kd+transfer+hidden"):
+        config = plan.run_config(profile, spec, recipe, steps=2, seed=0)
+        pipeline._one_run(profile, spec, get_recipe(recipe), config, sets, teacher, prep, tmp_path / recipe, initial,
+                          resume=False, device="cpu", init="pretrained", desc=recipe, progress=False)
+    assert len(initial) == 1 and len(started) == 3
+    for later in started[1:]:
+        assert later.keys() == started[0].keys() and all(torch.equal(later[k], started[0][k]) for k in later)
+    assert all(torch.equal(v, started[0][k]) for k, v in initial[0].state_dict().items())  # untouched by training
