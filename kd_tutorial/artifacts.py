@@ -258,6 +258,14 @@ def student_interrupted(folder: Path) -> bool:
     return (folder / "last.pt").exists() and not student_finished(folder)
 
 
+class DamagedRun(ArtifactError):
+    """A finished student run in the cache that cannot be read (``cause``: why, in a few words)."""
+
+    def __init__(self, message: str, cause: str):
+        super().__init__(message)
+        self.cause = cause
+
+
 def load_student(folder: Path):
     """``(model, history)`` of a finished student in ``folder``, or None when it is not (fully) there. A checkpoint
     beside it (a retraining stopped by older code, which checkpointed it) is dropped: the finished run is reused."""
@@ -268,8 +276,8 @@ def load_student(folder: Path):
         history = History.from_dict(json.loads((folder / "history.json").read_text()))
         model = BertForSequenceClassification.from_pretrained(folder / "model")
     except Exception as err:
-        raise ArtifactError(f"cannot read the cached student in {folder} ({_cause(err)}): delete the "
-                            "folder and run again") from err
+        raise DamagedRun(f"cannot read the cached student in {folder} ({_cause(err)}): delete the folder and run "
+                         "again", cause=_cause(err)) from err
     (folder / "last.pt").unlink(missing_ok=True)
     return name_classes(model), history  # one cached before students named their classes is named now
 

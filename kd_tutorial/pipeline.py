@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 
 from . import __version__, plots
-from .artifacts import (load_student, prepare, run_hash, save_student, student_finished, student_folder,
+from .artifacts import (DamagedRun, load_student, prepare, run_hash, save_student, student_finished, student_folder,
                         student_interrupted, student_test_logits_file, teacher_tokenizer)
 from .bars import progress_bar, tick
 from .data import augment, n_batches
@@ -601,7 +601,12 @@ def _one_run(profile, spec, recipe, config, sets, teacher, prep, folder, initial
              desc, progress, states=None, on_step=None) -> dict:
     """One student run: from the cache when ``resume`` finds it finished, else trained (and stored); ``states``:
     the teacher's cached layers, in the transfer set's rows, for a run that reads them; ``on_step``: :func:`train`'s."""
-    cached = load_student(folder) if resume else None
+    try:
+        cached = load_student(folder) if resume else None
+    except DamagedRun as damaged:  # the run is deterministic: trained again, it is the run that was lost
+        print(f"{desc}: the finished run cached in {folder} cannot be read ({damaged.cause}): training it again",
+              flush=True)
+        cached = None
     if cached is not None:
         return {"model": cached[0], "history": cached[1], "status": "cached", "run_hash": run_hash(folder)}
     again = student_finished(folder)  # trained before on these settings: no checkpoint, so that a Ctrl-C keeps it

@@ -291,19 +291,26 @@ def test_a_profile_given_by_name_where_a_profile_goes_is_refused_in_one_line_nam
         get_profile("tiny").replace(students=(1,))
 
 
+def _run_parts():
+    """The tiny profile, its data, its (untrained, frozen) teacher and the data sets one student run reads."""
+    from kd_tutorial import artifacts, models
+    from kd_tutorial.train import freeze
+    profile = get_profile("tiny")
+    prep = artifacts.prepare(profile)
+    rows = prep.encoded["train"]
+    sets = {k: (rows, torch.randn(len(rows), 2), None) for k in ("labelled", "transfer", "augmented")}
+    return profile, prep, freeze(models.teacher_for_profile(profile)), sets
+
+
 def test_every_recipe_of_a_student_and_seed_starts_from_the_same_weights(tmp_path, monkeypatch):
     """Correctness note 12, a fair baseline, asserted directly (a practitioner's review found it checked only through
     a cached run's reproducibility): the student is built once per (student, seed) and each run trains a deep copy,
     so the baseline, kd+transfer and a recipe with an intermediate term all start from the weights the first one
     started from, though that one trained before them."""
-    from kd_tutorial import artifacts, models, plan
-    from kd_tutorial.train import freeze, train as real_train
-    profile = get_profile("tiny")
-    prep = artifacts.prepare(profile)
-    teacher = freeze(models.teacher_for_profile(profile))
+    from kd_tutorial import plan
+    from kd_tutorial.train import train as real_train
+    profile, prep, teacher, sets = _run_parts()
     spec, started = profile.students[0], []
-    rows = prep.encoded["train"]
-    sets = {k: (rows, torch.randn(len(rows), 2), None) for k in ("labelled", "transfer", "augmented")}
 
     def recording(model, *args, config, **kwargs):
         started.append({k: v.clone() for k, v in getattr(model, "student", model).state_dict().items()})
@@ -318,3 +325,29 @@ def test_every_recipe_of_a_student_and_seed_starts_from_the_same_weights(tmp_pat
     for later in started[1:]:
         assert later.keys() == started[0].keys() and all(torch.equal(later[k], started[0][k]) for k in later)
     assert all(torch.equal(v, started[0][k]) for k, v in initial[0].state_dict().items())  # untouched by training
+
+
+def test_a_finished_run_whose_cached_history_is_damaged_is_trained_again_not_left_to_delete(tmp_path, capsys):
+    """A bad-input sweep: a finished student's history.json cut to 100 bytes made `distill --resume` stop with "cannot
+    read the cached student ...: delete the folder and run again", after counting the run as reused. The run is
+    deterministic: it is trained again, with a line that says why."""
+    from kd_tutorial import artifacts, plan
+    profile, prep, teacher, sets = _run_parts()
+    spec, folder = profile.students[0], tmp_path / "run"
+    config = plan.run_config(profile, spec, "baseline", steps=2, seed=0)
+
+    def run(resume):
+        return pipeline._one_run(profile, spec, get_recipe("baseline"), config, sets, teacher, prep, folder, [],
+                                 resume=resume, device="cpu", init="pretrained", desc="distil-2L baseline",
+                                 progress=False)
+    first = run(resume=False)
+    history = folder / "history.json"
+    history.write_text(history.read_text()[:100])
+    with pytest.raises(artifacts.DamagedRun):
+        artifacts.load_student(folder)
+    again = run(resume=True)
+    assert again["status"] == "trained" and artifacts.load_student(folder) is not None
+    assert [s["loss"] for s in again["history"].steps] == [s["loss"] for s in first["history"].steps]
+    said = capsys.readouterr().out
+    assert f"distil-2L baseline: the finished run cached in {folder} cannot be read (JSONDecodeError" in said
+    assert said.rstrip().endswith("training it again")
