@@ -1069,8 +1069,16 @@ def concat_encoded(a: Encoded, b: Encoded, name: str) -> Encoded:
 
 
 def subset_encoded(encoded: Encoded, rows, name: str | None = None) -> Encoded:
-    """The rows ``rows`` (indices) of ``encoded``, in that order; an index past its rows is refused in one line."""
-    rows = torch.as_tensor(rows, dtype=torch.long)
+    """The rows ``rows`` (indices) of ``encoded``, in that order; an index past its rows, or not a whole number, is
+    refused in one line."""
+    given = torch.as_tensor(rows)
+    if given.numel() and given.dtype == torch.bool:  # a mask: True, False read as rows 1 and 0, in silence
+        raise TypeError("subset_encoded: rows is a mask of booleans, not row indices: give "
+                        "mask.nonzero().flatten() (or [i for i, keep in enumerate(mask) if keep])")
+    if given.numel() and (given.is_floating_point() or given.is_complex()):  # 1.5 became row 1, in silence
+        raise TypeError(f"subset_encoded: row indices are whole numbers, not {given.flatten()[0].item()!r}: give "
+                        "int row indices (e.g. list(range(10)))")
+    rows = given.to(torch.long)
     n = len(encoded)
     outside = rows[(rows >= n) | (rows < -n)]
     if len(outside):

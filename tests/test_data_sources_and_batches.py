@@ -175,3 +175,15 @@ def test_subset_encoded_refuses_a_row_past_the_end_naming_how_many_rows_there_ar
         data.subset_encoded(data.subset_encoded(enc, []), [0])
     picked = data.subset_encoded(enc, [2, -3])
     assert picked.input_ids == [[101, 5, 102], [101, 7, 102]] and picked.labels.tolist() == [0, 0]
+
+
+def test_subset_encoded_refuses_a_mask_or_fractional_rows_that_it_read_as_other_rows():
+    """A bad-input sweep: row 1.5 became row 1, and a mask [True, False, True] rows 1, 0, 1, in silence."""
+    enc = Encoded([[101, 7, 102], [101, 8, 9, 102], [101, 5, 102]], torch.tensor([0, 1, 0]), "rows")
+    with pytest.raises(TypeError, match=r"^subset_encoded: row indices are whole numbers, not 1\.5: give int row"):
+        data.subset_encoded(enc, [1.5])
+    mask = torch.tensor([True, False, True])
+    with pytest.raises(TypeError, match=r"^subset_encoded: rows is a mask of booleans, not row indices: give "):
+        data.subset_encoded(enc, mask.tolist())
+    assert data.subset_encoded(enc, mask.nonzero().flatten()).input_ids == [[101, 7, 102], [101, 5, 102]]
+    assert len(data.subset_encoded(enc, [])) == 0 and len(data.subset_encoded(enc, np.array([0, 2]))) == 2
