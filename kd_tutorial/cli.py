@@ -134,19 +134,41 @@ def _reaches_the_hub(profile, teacher: str | None, folder: str | None) -> bool:
 
 
 def cmd_distill(args) -> int:
-    """Run the whole pipeline for the chosen profile."""
+    """Run the whole pipeline for the chosen profile: its inputs checked (each refusal one line, before any work),
+    the time it will take, the run, and what it wrote."""
     quiet()
     profile = _profile(args)
     folder = args.data_dir or os.environ.get(DATA_DIR_ENV)  # the data folder, where one replaces the profile's
-    needs_hub = _reaches_the_hub(profile, args.teacher, folder)
+    _offline_when_needed(profile, args.teacher, folder)
+    device, seeds, runs = _checked_run_inputs(args, profile)
+    _check_out(args.out)
+    profile = _fit_device(profile, device, args)
+    _read_data_folder(profile, args, seeds[0])
+    _say_estimate(profile, device, seeds, runs, folder)
+    start = time.perf_counter()
+    results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
+                          resume=args.resume, seeds=seeds, device=device, progress=not args.quiet, runs=runs,
+                          workers=args.workers)
+    _say_written(Path(args.out), results["plots"], time.perf_counter() - start, profile)
+    return 0
+
+
+def _offline_when_needed(profile, teacher: str | None, folder: str | None) -> None:
+    """Set the Hub's offline flags where the run needs no Hub (``tiny`` on its own data), or the Hub is unreachable
+    (then say so): before anything imports huggingface_hub, which reads the flag once, at import."""
+    needs_hub = _reaches_the_hub(profile, teacher, folder)
     if profile.name == "tiny" and not needs_hub:
         _go_offline()
     elif needs_hub and hub_reachable() is False:
         # the cache alone, at once: what is cached loads, what is not gives its one-line error in seconds, where
-        # the Hub's clients retried for half a minute, printing each retry. Before anything imports them (the
-        # checks below may): huggingface_hub reads the flag once, at import
+        # the Hub's clients retried for half a minute, printing each retry
         _go_offline()
         print("the Hugging Face Hub is unreachable: reading its cache only (HF_HUB_OFFLINE=1)", flush=True)
+
+
+def _checked_run_inputs(args, profile) -> tuple[str, list[int], list[str] | None]:
+    """distill's ``(device, seeds, recipes)``, each refused in one line when no run could use it, and the artifact
+    cache checked writable."""
     _check_inputs(args, profile)
     device = check_device(args.device) if args.device else pick_device()
     check_workers(args.workers or 1, device, setting=f"--workers {args.workers}", fix="leave --workers out")
@@ -154,29 +176,31 @@ def cmd_distill(args) -> int:
     check_seeds(seeds, f"--seeds {' '.join(map(str, seeds))}")
     runs = _recipes(args.recipes)
     check_writable_home()
-    meant = stray_space(str(args.out))  # a new folder named "out " would hold the run, out of sight
+    return device, seeds, runs
+
+
+def _check_out(given) -> None:
+    """Refuse an ``--out`` (``given``: as typed) no run should write into (a name with a stray space, a folder not
+    writable, someone else's results.json or plots there); say which earlier run's results a run there replaces."""
+    meant, out = stray_space(str(given)), Path(given)  # a new folder named "out " would hold the run, out of sight
     if meant:
-        raise UsageError(f"--out {str(args.out)!r} starts or ends with a space: give the path alone: {meant}")
-    _check_writable(Path(args.out), f"--out {args.out}", "give --out a folder you can write", leave_none=True)
-    refuse_foreign(Path(args.out) / "results.json", "--out", "a kd-tutorial results.json",
+        raise UsageError(f"--out {str(given)!r} starts or ends with a space: give the path alone: {meant}")
+    _check_writable(out, f"--out {given}", "give --out a folder you can write", leave_none=True)
+    refuse_foreign(out / "results.json", "--out", "a kd-tutorial results.json",
                    is_run_record,  # an earlier run's is replaced, nothing else
                    fix="give another --out")
-    refuse_foreign_plots(Path(args.out))  # nor a plot of someone else's
-    _say_replacing(Path(args.out) / "results.json")
-    profile = _fit_device(profile, device, args)
-    _read_data_folder(profile, args, seeds[0])
+    refuse_foreign_plots(out)  # nor a plot of someone else's
+    _say_replacing(out / "results.json")
+
+
+def _say_estimate(profile, device: str, seeds: list[int], runs, folder: str | None) -> None:
+    """The line that says the device and how long the run will take (:func:`kd_tutorial.estimates.estimate`)."""
     mps = device.startswith("mps")  # no profile was timed on Apple's GPU: a CPU's figure, said to be one
     said = estimate(profile, "cpu" if mps else device, len(seeds), runs=runs,
                     test_reviews=test_reviews_of(profile, folder), data_dir=folder)
     said = f"not measured on MPS (Apple's GPU); for comparison: {said}" if mps else said
     say_threads()
     print(f"device: {device}; estimated time: {said}", flush=True)
-    start = time.perf_counter()
-    results = run_distill(profile, data_dir=args.data_dir, teacher=args.teacher, init=args.init, out=args.out,
-                          resume=args.resume, seeds=seeds, device=device, progress=not args.quiet, runs=runs,
-                          workers=args.workers)
-    _say_written(Path(args.out), results["plots"], time.perf_counter() - start, profile)
-    return 0
 
 
 def _say_replacing(path: Path) -> None:
