@@ -938,6 +938,9 @@ def batch_groups(encoded: Encoded, batch_size: int, *, shuffle: bool = True, gro
     There are always ``ceil(len(encoded) / batch_size)`` groups (:func:`n_batches`).
     """
     check_batch_size(batch_size)
+    if not hasattr(encoded, "lengths"):  # a list of texts or ids: "'list' object has no attribute 'lengths'"
+        raise TypeError(f"batches are made of encoded rows, not a {type(encoded).__name__}: give "
+                        "data.encode(reviews, tokenizer, max_length) (an Encoded)")
     rng = random.Random(seed)
     order = list(range(len(encoded)))
     if shuffle:

@@ -97,8 +97,16 @@ def check_finite(logits: torch.Tensor, what: str = "logits", fix: str = FINITE_F
 
 def _one_label_per_row(logits: torch.Tensor, labels, what: str) -> torch.Tensor:
     """``labels`` as a tensor, refused in one line unless there is one per row of ``logits`` (torch would broadcast
-    one row against them all, or fail on a mask's shape)."""
-    labels = torch.as_tensor(labels)
+    one row against them all, or fail on a mask's shape), nor unless they are class ids."""
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as err:  # text labels: "too many dimensions 'str'"
+        raise TypeError(f"{what} takes labels as class ids (0 to C - 1, -1 unlabelled), not {type(labels).__name__} "
+                        f"that torch cannot read ({err}): map the class names to their ids first") from None
+    if labels.is_floating_point() and not bool((labels == labels.round()).all()):  # 0.0 and 1.0 are ids still
+        raise TypeError(f"{what} takes labels as class ids (0 to C - 1, -1 unlabelled), not fractions such as "
+                        f"{labels[labels != labels.round()][0].item():g}: give the labels, not probabilities")
+    labels = labels.long() if labels.is_floating_point() or labels.dtype == torch.bool else labels
     if labels.dim() != 1 or len(labels) != len(logits):
         raise ValueError(f"{what} needs one label per row of logits, got {len(logits):,} rows and "
                          f"{len(labels) if labels.dim() == 1 else tuple(labels.shape)} labels: pass the labels of "

@@ -187,3 +187,19 @@ def test_subset_encoded_refuses_a_mask_or_fractional_rows_that_it_read_as_other_
         data.subset_encoded(enc, mask.tolist())
     assert data.subset_encoded(enc, mask.nonzero().flatten()).input_ids == [[101, 7, 102], [101, 5, 102]]
     assert len(data.subset_encoded(enc, [])) == 0 and len(data.subset_encoded(enc, np.array([0, 2]))) == 2
+
+
+def test_batches_of_rows_that_are_no_encoded_set_and_text_labels_are_refused_in_one_line():
+    """A bad-input sweep: make_batches([...], 4) stopped on "'list' object has no attribute 'lengths'", and
+    evaluate.accuracy on text labels on torch's "too many dimensions 'str'"; labels of 0.2 and 0.9 (probabilities)
+    were compared with class ids in silence."""
+    from kd_tutorial import evaluate
+    with pytest.raises(TypeError, match=r"^batches are made of encoded rows, not a list: give data\.encode\("):
+        make_batches([[101, 7, 102]], 4)
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(TypeError, match=r"^accuracy takes labels as class ids \(0 to C - 1, -1 unlabelled\), not "
+                                        r"list that torch cannot read"):
+        evaluate.accuracy(logits, ["neg", "pos"])
+    with pytest.raises(TypeError, match=r"not fractions such as 0\.2: give the labels, not probabilities$"):
+        evaluate.accuracy(logits, [0.2, 0.9])
+    assert evaluate.accuracy(logits, [0.0, 1.0]) == 1.0 == evaluate.accuracy(logits, torch.tensor([False, True]))
