@@ -33,13 +33,14 @@ import os
 import time
 
 from .artifacts import prepare
+from .bench_reports import project
 from .data import concat_encoded, Encoded
 from .device import (autocast_dtype, bf16_supported, configure, device_type, pick_device, resolve_precision,
                      slow_first_calls, synchronize)
 from .errors import UsageError
 from .evaluate import latency_in_turns, median_pass, passes_in_turns, predict_logits, throughput
-from .flops import (estimate_profile, forward_flops, imdb_lengths, peak_tflops, precision_name, project,
-                    student_config, teacher_config, train_flops)
+from .flops import (estimate_profile, forward_flops, imdb_lengths, peak_tflops, precision_name, student_config,
+                    teacher_config, train_flops)
 from .models import (build_student, fold_word_embeddings, freeze_word_embeddings, set_attention_dropout,
                      teacher_for_profile, vocab_size)
 from .provenance import git_commit
@@ -440,7 +441,7 @@ class _Bench:
 
 
 def rates(phases: dict) -> dict[str, float]:
-    """Measured FLOP/s per :func:`kd_tutorial.flops.project` key: ``train:<model>`` from the training phases,
+    """Measured FLOP/s per :func:`kd_tutorial.bench_reports.project` key: ``train:<model>`` from the training phases,
     ``infer:teacher`` from the teacher-logits pass, ``infer:<student>`` from the batch-256 throughput."""
     def rate(record):
         return record["flops"] / record["seconds"] if record.get("seconds") else None

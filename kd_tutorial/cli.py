@@ -31,6 +31,7 @@ from pathlib import Path
 
 from . import __version__
 from .artifacts import data_key, prepare, teacher_tokenizer
+from .bench_reports import not_a_number, report_problem
 from .benchmark import LOOP_PAIRS, LOOP_STEPS, loop_speed, report_name, run_benchmark, write_report
 from .data import check_data_source, DATA_DIR_ENV, DataSourceError, HUB_DATASET, NAMED_SOURCES
 from .device import check_device as device_check, configure, pick_device, resolve_precision
@@ -40,7 +41,6 @@ from .errors import (DISK_FULL, error_cause, error_chain, file_argument, JSON_ER
                      model_source_error, path_argument, refuse_not_regular, set_env_command, stray_space,
                      Terminated, unset_env_command, UsageError, UserError)
 from .estimates import estimate, test_reviews_of
-from .flops import not_a_number, report_problem
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main
 from .lm import hub_models

@@ -8,9 +8,10 @@ budgets themselves are measured (``Profile.time_budget_s``, on the split sizes o
 """
 from __future__ import annotations
 
+from .bench_reports import report_dirs, time_estimate
 from .data import folder_rows, NAMED_SOURCES
 from .device import resolve_precision, tf32_enabled
-from .flops import duration_text, estimate_profile, peak_tflops, report_dirs, time_estimate, UnknownSizeError
+from .flops import duration_text, estimate_profile, peak_tflops, UnknownSizeError
 from .profiles import BUDGET_SOURCE, timed_preset
 
 def work_ratio(profile, runs=None, source: dict | None = None) -> float:
@@ -185,7 +186,7 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     settings or ``runs`` differ from the preset's, by :func:`cpu_slowdown` on a CPU unlike the one it was
     measured on, and its evaluation by ``test_reviews``: :func:`evaluation_change`); on CUDA its FLOPs counted
     phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the projection from a
-    measured ``benchmark-*.json`` of this kind of GPU when there is one (:func:`kd_tutorial.flops.report_dirs`).
+    measured ``benchmark-*.json`` of this kind of GPU when there is one (:func:`kd_tutorial.bench_reports.report_dirs`).
     ``gpu``: its (name, precision), asked of CUDA when not given."""
     if not device.startswith("cuda") and profile.time_budget_s is None:
         said = f"not measured on a CPU (the {profile.name} profile is sized for a GPU)"

@@ -1,10 +1,11 @@
-"""FLOP counts, peaks and time estimates (kd_tutorial.flops): hand counts, scaling, and the profiles' totals."""
+"""FLOP counts, peaks and time estimates (kd_tutorial.flops, and kd_tutorial.bench_reports for the reports they
+are projected from): hand counts, scaling, and the profiles' totals."""
 import json
 
 import pytest
 import torch
 
-from kd_tutorial import flops
+from kd_tutorial import bench_reports, flops
 from kd_tutorial.profiles import get_profile
 
 ONE_LAYER = dict(num_hidden_layers=1, hidden_size=4, num_attention_heads=2, intermediate_size=8, num_labels=2)
@@ -139,17 +140,17 @@ def test_projection_uses_a_measured_report_of_the_same_kind_of_gpu(tmp_path):
     rates = {"train:teacher": 400e12, "infer:teacher": 500e12, "train:distil-6L": 300e12, "train:distil-4L": 250e12}
     report = {"kind": "benchmark", "environment": {"device_name": "NVIDIA H100 80GB HBM3"}, "rates": rates}
     (tmp_path / "benchmark-nvidia-h100-80gb-hbm3.json").write_text(json.dumps(report))
-    measured = flops.time_estimate(full, "NVIDIA H100 80GB HBM3", results_dir=tmp_path)
-    expected = flops.project(measured["estimate"], rates)
+    measured = bench_reports.time_estimate(full, "NVIDIA H100 80GB HBM3", results_dir=tmp_path)
+    expected = bench_reports.project(measured["estimate"], rates)
     slowest = {"train": 250e12, "infer": 500e12}  # written out: a model without a rate takes its kind's slowest
     by_hand = sum(f / rates.get(key, slowest[key.split(":")[0]])
                   for phase in measured["estimate"]["phases"].values() for key, f in phase["parts"].items())
     assert measured["projection_s"] == pytest.approx(by_hand) and by_hand > measured["floor_s"]
     assert measured["floor_s"] == pytest.approx(measured["total_flops"] / 989e12)
     assert "train:compact-2L-H128" in expected["fallbacks"]  # no measured rate: the slowest training rate
-    other = flops.time_estimate(full, "NVIDIA A100-SXM4-80GB", results_dir=tmp_path)
+    other = bench_reports.time_estimate(full, "NVIDIA A100-SXM4-80GB", results_dir=tmp_path)
     assert other["projection_s"] is None and other["floor_s"] == pytest.approx(other["total_flops"] / 312e12)
-    unknown = flops.time_estimate(full, "Some GPU", results_dir=tmp_path)
+    unknown = bench_reports.time_estimate(full, "Some GPU", results_dir=tmp_path)
     assert unknown["floor_s"] is None and unknown["projection_s"] is None
 
 
@@ -162,7 +163,7 @@ def test_the_projection_takes_a_report_of_its_own_precision_and_profile_or_says_
     full_rates = {"train:teacher": 400e12, "infer:teacher": 500e12, "train:compact-2L-H128": 2e12,
                   "infer:compact-2L-H128": 4e12}
     (tmp_path / "benchmark-a.json").write_text(json.dumps({"profile": "full", "environment": env, "rates": full_rates}))
-    guessed = flops.time_estimate(cpu, h200, "bf16", results_dir=tmp_path)
+    guessed = bench_reports.time_estimate(cpu, h200, "bf16", results_dir=tmp_path)
     assert guessed["report_profile"] == "full" and guessed["fallbacks"] == ["infer:distil-3L", "train:distil-3L"]
     slowest = {"train": 2e12, "infer": 4e12}  # compact-2L-H128's rates, the slowest of each kind
     assert guessed["projection_s"] == pytest.approx(sum(
@@ -172,13 +173,13 @@ def test_the_projection_takes_a_report_of_its_own_precision_and_profile_or_says_
     assert text.startswith("; about ") and text.endswith(
         f"at the rates measured for the full profile's models in {tmp_path / 'benchmark-a.json'}, where distil-3L "
         "(infer), distil-3L (train) took the slowest rate it measured, having none, a guess")
-    assert flops.time_estimate(cpu, h200, "tf32", results_dir=tmp_path)["projection_s"] is None  # bf16's rates
+    assert bench_reports.time_estimate(cpu, h200, "tf32", results_dir=tmp_path)["projection_s"] is None  # bf16's rates
     own = {"train:teacher": 100e12, "infer:teacher": 200e12} | {f"{kind}:{spec.name}": 50e12 for spec in cpu.students
                                                                  for kind in ("train", "infer")}
     (tmp_path / "benchmark-b.json").write_text(json.dumps({"profile": "cpu", "environment": env, "rates": own}))
-    measured = flops.time_estimate(cpu, h200, "bf16", results_dir=tmp_path)
+    measured = bench_reports.time_estimate(cpu, h200, "bf16", results_dir=tmp_path)
     assert measured["report"].endswith("benchmark-b.json") and measured["report_profile"] is None
-    assert measured["projection_s"] == pytest.approx(flops.project(measured["estimate"], own)["seconds"])
+    assert measured["projection_s"] == pytest.approx(bench_reports.project(measured["estimate"], own)["seconds"])
     assert _projection_text(measured) == (f"; about {flops.duration_text(measured['projection_s'])} at the rates "
                                           f"measured in {tmp_path / 'benchmark-b.json'}")
 
@@ -201,7 +202,7 @@ def test_fp32_on_a_gpu_with_tf32_matmuls_is_estimated_at_the_tf32_peak(monkeypat
 def test_cli_estimate_on_a_gpu_prints_pflop_and_the_floor(monkeypatch, tmp_path):
     from kd_tutorial.estimates import estimate
     h100 = ("NVIDIA H100 80GB HBM3", "bf16")
-    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)  # no measured report
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path)  # no measured report
     text = estimate(get_profile("full"), "cuda", gpu=h100)
     assert "154 PFLOP" in text and "2.6 min" in text and "989 TFLOP/s" in text and "benchmark --report" in text
     report = {"environment": {"device_name": "NVIDIA H100 80GB HBM3"}, "rates": {"train:teacher": 300e12}}
@@ -259,13 +260,13 @@ def test_a_gpu_without_its_own_report_gets_another_gpus_share_of_peak_said_to_be
     """Before, a T4 learner saw only the floor at 100 % of its peak (40 min for `full`), where the H200 reached 8.6 %
     of its own: hours, not minutes. The share comes from a committed report's floor over its projection."""
     from kd_tutorial.estimates import estimate
-    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path)
     t4, full = ("Tesla T4", "fp16"), get_profile("full")
     assert "if it reaches" not in estimate(full, "cuda", gpu=t4)  # no report at all: the floor alone
     report = {"environment": {"device_name": "NVIDIA H200"}, "rates": {"train:teacher": 300e12},
               "projection": {"floor_s": 100.0, "projected_s": 1000.0}}
     (tmp_path / "benchmark-nvidia-h200.json").write_text(json.dumps(report))
-    t = flops.time_estimate(full, *t4)
+    t = bench_reports.time_estimate(full, *t4)
     assert t["projection_s"] is None and t["reference"]["share"] == pytest.approx(0.1)
     text = estimate(full, "cuda", gpu=t4)
     assert (f"; about {flops.duration_text(t['floor_s'] / 0.1)} if it reaches the 10.0% of its peak that an NVIDIA "
@@ -277,7 +278,7 @@ def test_a_known_gpu_without_the_precisions_units_is_named_not_given_an_arbitrar
     """Before, `--set precision=bf16` on a T4 printed "no dense peak known for Tesla T4" and a time at 100 TFLOP/s,
     above the T4's fp16 peak, for a precision it emulates."""
     from kd_tutorial.estimates import estimate
-    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path)
     text = estimate(get_profile("full"), "cuda", gpu=("Tesla T4", "bf16"))
     assert "Tesla T4 has no bf16 units: emulated, far slower than its fp16; leave precision to auto" in text
     assert "100 TFLOP/s" not in text
@@ -288,16 +289,16 @@ def test_a_report_in_the_artifact_cache_is_read_where_there_is_no_checkout(monke
     """An install from pip or git (Colab's) has no docs/results: a GPU's report written there was never read back,
     though the estimate asked for one. The artifact cache's results folder is read too, and the advice names both."""
     from kd_tutorial.estimates import estimate
-    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path / "no-checkout" / "docs" / "results")
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path / "no-checkout" / "docs" / "results")
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
     t4, full = ("Tesla T4", "fp16"), get_profile("full")
     text = estimate(full, "cuda", gpu=t4)
-    assert f"(FILE: {flops.RESULTS_DIR}/benchmark-<gpu>.json or {tmp_path / 'home' / 'results'}/benchmark-<gpu>.json)" \
+    assert f"(FILE: {bench_reports.RESULTS_DIR}/benchmark-<gpu>.json or {tmp_path / 'home' / 'results'}/benchmark-<gpu>.json)" \
         in text
     (tmp_path / "home" / "results").mkdir(parents=True)
     report = {"environment": {"device_name": "Tesla T4"}, "rates": {"train:teacher": 20e12, "infer:teacher": 40e12}}
     (tmp_path / "home" / "results" / "benchmark-tesla-t4.json").write_text(json.dumps(report))
-    assert flops.time_estimate(full, *t4)["projection_s"] is not None
+    assert bench_reports.time_estimate(full, *t4)["projection_s"] is not None
     assert "at the rates measured in" in estimate(full, "cuda", gpu=t4)
 
 
@@ -307,27 +308,27 @@ def test_a_report_with_a_bad_rate_is_skipped_by_the_estimate_and_said_so(monkeyp
     """A review: a benchmark-*.json in $KD_TUTORIAL_HOME/results whose rate was "fast" made the estimate a TypeError
     (a list: AttributeError; nan: a nan projection), a traceback from `distill` on a matching GPU."""
     from kd_tutorial.estimates import estimate
-    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path / "no-checkout")
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path / "no-checkout")
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "results").mkdir(parents=True)
     bad = tmp_path / "home" / "results" / "benchmark-h100.json"
     bad.write_text(json.dumps({"environment": {"device_name": "NVIDIA H100 80GB HBM3"}, "rates": rates}))
     h100, full = ("NVIDIA H100 80GB HBM3", "bf16"), get_profile("full")
-    assert flops.time_estimate(full, *h100)["projection_s"] is None and flops.find_report(h100[0]) is None
+    assert bench_reports.time_estimate(full, *h100)["projection_s"] is None and bench_reports.find_report(h100[0]) is None
     text = estimate(full, "cuda", gpu=h100)
     assert f"; skipped the report {bad} (rates" in text and "at the rates measured" not in text and " nan " not in text
     good = {"environment": {"device_name": "NVIDIA H100 80GB HBM3"}, "rates": {"train:teacher": 300e12}}
     (tmp_path / "home" / "results" / "benchmark-h100-good.json").write_text(json.dumps(good))
-    assert "at the rates measured in" in estimate(full, "cuda", gpu=h100) and flops.find_report(h100[0]) is not None
+    assert "at the rates measured in" in estimate(full, "cuda", gpu=h100) and bench_reports.find_report(h100[0]) is not None
 
 
 def test_another_gpus_report_with_a_bad_projection_gives_no_share(monkeypatch, tmp_path):
     """A text floor_s in the H200's report was a TypeError where a T4's estimate compares it with the projection."""
-    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path)
     report = {"environment": {"device_name": "NVIDIA H200"}, "rates": {"train:teacher": 300e12},
               "projection": {"floor_s": "100", "projected_s": 1000.0}}
     (tmp_path / "benchmark-nvidia-h200.json").write_text(json.dumps(report))
-    assert flops.time_estimate(get_profile("full"), "Tesla T4", "fp16")["reference"] is None
+    assert bench_reports.time_estimate(get_profile("full"), "Tesla T4", "fp16")["reference"] is None
 
 
 def test_report_checks_a_review_found_too_strict_or_too_loose(monkeypatch, tmp_path):
@@ -335,13 +336,13 @@ def test_report_checks_a_review_found_too_strict_or_too_loose(monkeypatch, tmp_p
     report; 400 digits typed into a number, or a device named by a number, were tracebacks (OverflowError,
     TypeError); negative seconds passed; and a bad report went unmentioned where another report was used."""
     from kd_tutorial.estimates import estimate
-    assert flops.report_problem({"phases": {"students": {"speedup": {"seconds": 5.6, "mfu": 0.1}}}}) == ""
-    assert flops.report_problem({"phases": {"students": {"speedup": {"mfu": 10 ** 400}}}}) == \
+    assert bench_reports.report_problem({"phases": {"students": {"speedup": {"seconds": 5.6, "mfu": 0.1}}}}) == ""
+    assert bench_reports.report_problem({"phases": {"students": {"speedup": {"mfu": 10 ** 400}}}}) == \
         f"phases.students.speedup.mfu is {10 ** 400!r}, not a number"
-    assert flops.report_problem({"projection": {"projected_s": -5.0}}) == \
+    assert bench_reports.report_problem({"projection": {"projected_s": -5.0}}) == \
         "projection.projected_s is -5.0, not a number of seconds (0 or more)"
-    assert flops.report_problem({"projection": {"phase_seconds": {"teacher": 0.0}}}) == ""  # a phase with no work
-    monkeypatch.setattr(flops, "RESULTS_DIR", tmp_path / "no-checkout")
+    assert bench_reports.report_problem({"projection": {"phase_seconds": {"teacher": 0.0}}}) == ""  # a phase with no work
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path / "no-checkout")
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "results").mkdir(parents=True)
     a100, full = ("NVIDIA A100-SXM4-80GB", "bf16"), get_profile("full")

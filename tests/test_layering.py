@@ -154,3 +154,19 @@ def test_no_function_is_longer_than_a_screen_without_saying_why():
                 if length > MAX_LINES and not lines[first - 2].strip().startswith("# long:"):
                     too_long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({length} lines)")
     assert not too_long, too_long
+
+
+def test_benchmark_reports_are_read_above_the_flop_counter_not_inside_it():
+    """flops held the reading of ``benchmark --report`` files and the projection from them beside its FLOP counts and
+    peaks, and cli imported its report checks from there. The readers and the projection are ``bench_reports`` now,
+    above ``flops``: it counts, and reads no report, at any depth."""
+    graph = import_graph()
+    assert "kd_tutorial.flops" in graph["kd_tutorial.bench_reports"]
+    for above in ("bench_reports", "benchmark"):
+        assert f"kd_tutorial.{above}" not in _reached(graph, "kd_tutorial.flops"), f"flops reaches {above}"
+    for reader in ("cli", "estimates", "benchmark"):  # a report's checks; distill's projection; a report's own
+        assert "kd_tutorial.bench_reports" in graph[f"kd_tutorial.{reader}"], reader
+    from kd_tutorial import bench_reports, flops
+    moved = {n for n, v in vars(bench_reports).items() if getattr(v, "__module__", None) == bench_reports.__name__}
+    assert {"read_report", "time_estimate", "project"} <= moved and not moved & set(vars(flops)), moved & set(vars(flops))
+    assert not hasattr(flops, "RESULTS_DIR")  # one name, one place: no shim left behind
