@@ -7,6 +7,7 @@ Usage: python docs/tuning/student_budget.py OUT.json STUDENT FIELD=VALUE [FIELD=
    e27: python docs/tuning/student_budget.py OUT.json distil-3L lr=5e-5
    e37: python docs/tuning/student_budget.py OUT.json distil-3L batch_size=8 lr=2e-4
    e38: python docs/tuning/student_budget.py OUT.json distil-3L "layer_map=(0, 2, 5)" "layer_map=(0, 3, 5)"
+   e39: python docs/tuning/student_budget.py OUT.json distil-3L copy_head=True
 
 Each FIELD=VALUE is one variant: the student's StudentSpec with that field changed, or, for a field of the Profile
 (batch_size, say), the profile the student trains under, its teacher unchanged. Each trains `kd+transfer` on
