@@ -1,7 +1,7 @@
 """Reading ``kd-tutorial benchmark --report`` files, and projecting a run's time from one.
 
 A benchmark report (:func:`kd_tutorial.benchmark.run_benchmark`) holds a GPU's measured FLOP/s per model and
-phase (``rates``). :func:`report_dirs` says where reports are read, :func:`read_report` reads one and refuses one
+phase (``rates``). :func:`report_dirs` says where reports are read and :func:`report_home` where a new one belongs, :func:`read_report` reads one and refuses one
 with no number where a number belongs (:func:`report_problem`), :func:`find_report` picks the one of a kind of GPU,
 precision and profile. :func:`time_estimate` counts a profile's FLOPs (:mod:`kd_tutorial.flops`), takes the floor
 at the GPU's dense peak and, when such a report exists, projects the run's time from its rates (:func:`project`);
@@ -24,14 +24,29 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
 def report_dirs(results_dir: str | Path | None = None) -> list[Path]:
-    """Where GPU benchmark reports are read: ``results_dir`` when given, else a checkout's ``docs/results`` and the
-    artifact cache's ``results`` folder (an install from pip or git has no ``docs/``: a report goes there)."""
+    """Where GPU benchmark reports are read: ``results_dir`` when given, else a checkout's ``docs/results`` where
+    the package runs from a checkout, and the artifact cache's ``results`` folder (an install from pip or git has no
+    ``docs/``: a report goes there, and the ``docs/results`` beside the installed package is never named)."""
     if results_dir:
         return [Path(results_dir)]
+    checkout = [RESULTS_DIR] if RESULTS_DIR.is_dir() else []
     try:
-        return [RESULTS_DIR, home() / "results"]
+        return checkout + [home() / "results"]
     except UserError:  # an unusable KD_TUTORIAL_HOME, refused where the cache is used
-        return [RESULTS_DIR]
+        return checkout
+
+
+def report_home(file_name: str) -> str:
+    """Where a GPU's report named ``file_name`` belongs, so that ``distill`` reads it (:func:`report_dirs`): a
+    checkout's ``docs/results`` (said as ``docs/results/...`` when typed from the checkout's root), else the artifact
+    cache's ``results`` folder (``$KD_TUTORIAL_HOME/results/...`` where that variable cannot be used)."""
+    if RESULTS_DIR.is_dir():
+        here = (Path.cwd() / "docs" / "results").resolve()
+        return f"docs/results/{file_name}" if here == RESULTS_DIR.resolve() else str(RESULTS_DIR / file_name)
+    try:
+        return str(home() / "results" / file_name)
+    except UserError:
+        return f"$KD_TUTORIAL_HOME/results/{file_name}"
 
 
 def _reports(results_dir: str | Path | None = None) -> list[Path]:

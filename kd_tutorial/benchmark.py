@@ -22,7 +22,7 @@ seconds; the report ends with a projection of the profile's wall time from the m
 few minutes on one H100/H200 with ``full`` (30 timed steps per phase after 3 warm-up steps: every phase's
 arithmetic is seconds there, building the models and the synthetic reviews on the host the rest); seconds on a
 CPU with ``tiny --quick``. Reports measured on a GPU belong in ``docs/results/benchmark-<device>.json``
-(:func:`report_name`): ``kd-tutorial distill`` then projects its time on that kind of GPU from them, and the
+in a checkout, else in the artifact cache's ``results`` folder (:func:`report_name`): ``kd-tutorial distill`` then projects its time on that kind of GPU from them, and the
 README renders them.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import os
 import time
 
 from .artifacts import prepare
-from .bench_reports import project
+from .bench_reports import project, report_home
 from .data import concat_encoded, Encoded
 from .device import (autocast_dtype, bf16_supported, configure, device_type, pick_device, resolve_precision,
                      slow_first_calls, synchronize)
@@ -165,9 +165,11 @@ CLS_ID, SEP_ID, FIRST_WORD_ID = 101, 102, 1996  # bert-base-uncased: [CLS], [SEP
 
 
 def report_name(device_name: str) -> str:
-    """Where a GPU's report belongs: ``docs/results/benchmark-<device>.json`` (e.g. ``benchmark-nvidia-h200.json``)."""
+    """Where a GPU's report belongs, so that ``distill`` projects from it: ``docs/results/benchmark-<device>.json``
+    in a checkout (e.g. ``benchmark-nvidia-h200.json``), else in the artifact cache's ``results`` folder
+    (:func:`kd_tutorial.bench_reports.report_home`)."""
     slug = "-".join(w for w in "".join(c if c.isalnum() else " " for c in device_name.lower()).split())
-    return f"docs/results/benchmark-{slug or 'device'}.json"
+    return report_home(f"benchmark-{slug or 'device'}.json")
 
 
 def synthetic_rows(n: int, max_length: int, *, seed: int = 0, vocab: int = 30522, name: str = "synthetic"):

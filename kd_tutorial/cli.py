@@ -756,7 +756,8 @@ def _add_benchmark(sub, profile_help: str) -> None:
                    help="measure every phase of the profile on this device "
                    "(random weights at the real sizes, synthetic IMDB-length reviews: no Hub, no datasets; about "
                    "a minute on one H200 with full) and write the JSON report to FILE; a GPU's report belongs in "
-                   "docs/results/benchmark-<device>.json")
+                   "docs/results/benchmark-<device>.json in a checkout, else in the artifact cache's results/ "
+                   "folder (kd-tutorial env names the cache): where distill reads it")
     b.add_argument("--quick", action="store_true", help="with --report: 3 timed steps per phase and few latency "
                    "samples (a check of the command: under 20 s on 2 CPU cores with --profile tiny, in this "
                    "project's CI)")

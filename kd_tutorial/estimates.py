@@ -232,8 +232,8 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
         return text + (f"; no benchmark report projects {precision} (`kd-tutorial benchmark` measures the precision "
                        "auto picks): leave precision to auto for a projection")
     where = " or ".join(f"{d}/benchmark-<gpu>.json" for d in report_dirs())
-    return text + (f"; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time (FILE: "
-                   f"{where})")
+    return text + ("; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time"
+                   + (f" (FILE: {where})" if where else ""))
 
 
 def _projection_text(t: dict) -> str:

@@ -293,8 +293,7 @@ def test_a_report_in_the_artifact_cache_is_read_where_there_is_no_checkout(monke
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
     t4, full = ("Tesla T4", "fp16"), get_profile("full")
     text = estimate(full, "cuda", gpu=t4)
-    assert f"(FILE: {bench_reports.RESULTS_DIR}/benchmark-<gpu>.json or {tmp_path / 'home' / 'results'}/benchmark-<gpu>.json)" \
-        in text
+    assert f"(FILE: {tmp_path / 'home' / 'results'}/benchmark-<gpu>.json)" in text  # no docs/results: not named
     (tmp_path / "home" / "results").mkdir(parents=True)
     report = {"environment": {"device_name": "Tesla T4"}, "rates": {"train:teacher": 20e12, "infer:teacher": 40e12}}
     (tmp_path / "home" / "results" / "benchmark-tesla-t4.json").write_text(json.dumps(report))
@@ -355,3 +354,28 @@ def test_report_checks_a_review_found_too_strict_or_too_loose(monkeypatch, tmp_p
     (tmp_path / "home" / "results" / "benchmark-a100-cpu.json").write_text(json.dumps(good))
     text = estimate(full, "cuda", gpu=a100)
     assert "at the rates measured" in text and f"; skipped the report {bad} (rates.train:teacher" in text
+
+
+def test_an_install_without_a_checkout_names_only_the_artifact_caches_results_folder(monkeypatch, tmp_path):
+    """From a wheel (`pip install git+...`, as on Colab) the estimate told a GPU user to put a report in
+    `<site-packages>/docs/results/`, and `benchmark --report` said it "belongs in docs/results/...", a folder of the
+    current directory: distill reads neither there. Both name the artifact cache's results folder now; a checkout's
+    docs/results keeps its short name from the checkout's root, and its whole path from anywhere else."""
+    from kd_tutorial.benchmark import report_name
+    from kd_tutorial.estimates import estimate
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path / "site-packages" / "docs" / "results")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert bench_reports.report_dirs() == [tmp_path / "home" / "results"]
+    text = estimate(get_profile("full"), "cuda", gpu=("Tesla T4", "fp16"))
+    assert "site-packages" not in text and text.endswith(f"(FILE: {tmp_path / 'home' / 'results'}/benchmark-<gpu>.json)")
+    assert report_name("Tesla T4") == str(tmp_path / "home" / "results" / "benchmark-tesla-t4.json")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", "relative/home")  # refused by store.home: no folder to name
+    assert bench_reports.report_dirs() == [] and report_name("Tesla T4") == "$KD_TUTORIAL_HOME/results/benchmark-tesla-t4.json"
+    assert estimate(get_profile("full"), "cuda", gpu=("Tesla T4", "fp16")).endswith("to project the wall time")
+    checkout = tmp_path / "clone" / "docs" / "results"
+    checkout.mkdir(parents=True)
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", checkout)
+    assert report_name("Tesla T4") == str(checkout / "benchmark-tesla-t4.json")  # typed from another folder
+    monkeypatch.chdir(tmp_path / "clone")
+    assert report_name("Tesla T4") == "docs/results/benchmark-tesla-t4.json"
