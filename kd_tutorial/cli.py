@@ -56,6 +56,9 @@ from .search import check_margin, RECIPE as SEARCH_RECIPE, run_search
 from .store import atomic_write_json, home, HOME_ENV, StorageError, copy_home_fix
 from .threads import busy_note
 
+SEARCH_NEEDS = "optuna>=3.5"  # the search extra's one package, as pyproject.toml declares it: pip installs it in a
+# checkout and beside a wheel alike, where `pip install -e ".[search]"` needs the checkout's folder as the current one
+
 
 def _profile(args, file=None):
     """The chosen profile with its ``--set`` overrides; one line saying which and how to change it."""
@@ -618,7 +621,7 @@ def cmd_search(args) -> int:
     check_margin(args.margin)
     profile = _profile(args)
     if importlib.util.find_spec("optuna") is None:  # kd_tutorial.search imports it where it is used
-        raise UsageError('kd-tutorial search needs optuna, which is not installed: pip install -e ".[search]"')
+        raise UsageError(f'kd-tutorial search needs optuna, which is not installed: pip install "{SEARCH_NEEDS}"')
     device = check_device(args.device) if args.device else pick_device()
     profile, fitted = fit_to_device(profile, device)  # as distill fits it: the same teacher in the cache
     if fitted:

@@ -96,6 +96,15 @@ def test_pyproject_declares_the_extras_and_the_console_script():
     assert {"pytest", "nbval", "hypothesis", "pytest-xdist", "nbclient"} <= dev
 
 
+def test_the_search_commands_install_line_is_the_extras_own_requirement_and_needs_no_checkout():
+    """`kd-tutorial search` without optuna said `pip install -e ".[search]"`, which fails outside the checkout's
+    folder ("does not appear to be a Python project"): from a wheel (`pip install git+...`) there is none. It names
+    the search extra's requirement as pyproject.toml declares it."""
+    from kd_tutorial import cli
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["search"] == [cli.SEARCH_NEEDS]
+
+
 def test_import_does_not_load_transformers_or_datasets():
     code = ("import sys, kd_tutorial, kd_tutorial.losses, kd_tutorial.profiles, kd_tutorial.data, "
             "kd_tutorial.models, kd_tutorial.train, kd_tutorial.evaluate, kd_tutorial.artifacts, kd_tutorial.env, "
