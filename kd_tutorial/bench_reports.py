@@ -1,11 +1,12 @@
 """Reading ``kd-tutorial benchmark --report`` files, and projecting a run's time from one.
 
 A benchmark report (:func:`kd_tutorial.benchmark.run_benchmark`) holds a GPU's measured FLOP/s per model and
-phase (``rates``). :func:`report_dirs` says where reports are read and :func:`report_home` where a new one belongs, :func:`read_report` reads one and refuses one
-with no number where a number belongs (:func:`report_problem`), :func:`find_report` picks the one of a kind of GPU,
-precision and profile. :func:`time_estimate` counts a profile's FLOPs (:mod:`kd_tutorial.flops`), takes the floor
-at the GPU's dense peak and, when such a report exists, projects the run's time from its rates (:func:`project`);
-else :func:`reference_share` gives the share of its peak another measured GPU reached.
+phase (``rates``). :func:`report_dirs` says where reports are read and :func:`report_home` where a new one belongs;
+:func:`read_report` reads one and refuses one with no number where a number belongs (:func:`report_problem`),
+:func:`find_report` picks the one of a kind of GPU, precision and profile. :func:`time_estimate` counts a
+profile's FLOPs (:mod:`kd_tutorial.flops`), takes the floor at the GPU's dense peak and, when such a report exists,
+projects the run's time from its rates (:func:`project`); else :func:`reference_share` gives the share of its peak
+another measured GPU reached.
 
 It sits above :mod:`kd_tutorial.flops`, which counts and knows peaks but reads no report.
 """
@@ -21,19 +22,23 @@ from .profiles import Profile
 from .store import home
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
+# the course's GPU reports as the package ships them (pyproject's package-data), for an install from pip or git
+# (Colab's), which has no docs/: copies of docs/results/benchmark-*.json, kept identical by tests/test_packaging.py
+SHIPPED_DIR = Path(__file__).resolve().parent / "resources" / "benchmarks"
 
 
 def report_dirs(results_dir: str | Path | None = None) -> list[Path]:
-    """Where GPU benchmark reports are read: ``results_dir`` when given, else a checkout's ``docs/results`` where
-    the package runs from a checkout, and the artifact cache's ``results`` folder (an install from pip or git has no
-    ``docs/``: a report goes there, and the ``docs/results`` beside the installed package is never named)."""
+    """Where GPU benchmark reports are read, first found first used: ``results_dir`` when given; else, in a
+    checkout, its ``docs/results`` then the artifact cache's ``results`` folder; in an install from pip or git (no
+    ``docs/``), the cache's ``results`` folder (where a user's own reports go) then the reports the package ships
+    (:data:`SHIPPED_DIR`)."""
     if results_dir:
         return [Path(results_dir)]
-    checkout = [RESULTS_DIR] if RESULTS_DIR.is_dir() else []
     try:
-        return checkout + [home() / "results"]
+        cache = [home() / "results"]
     except UserError:  # an unusable KD_TUTORIAL_HOME, refused where the cache is used
-        return checkout
+        cache = []
+    return [RESULTS_DIR] + cache if RESULTS_DIR.is_dir() else cache + [SHIPPED_DIR]
 
 
 def report_home(file_name: str) -> str:

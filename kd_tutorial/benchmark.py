@@ -21,9 +21,9 @@ real tokens/s, model TFLOP/s (:mod:`kd_tutorial.flops`), MFU against the device'
 seconds; the report ends with a projection of the profile's wall time from the measured rates. Sized for a
 few minutes on one H100/H200 with ``full`` (30 timed steps per phase after 3 warm-up steps: every phase's
 arithmetic is seconds there, building the models and the synthetic reviews on the host the rest); seconds on a
-CPU with ``tiny --quick``. Reports measured on a GPU belong in ``docs/results/benchmark-<device>.json``
-in a checkout, else in the artifact cache's ``results`` folder (:func:`report_name`): ``kd-tutorial distill`` then projects its time on that kind of GPU from them, and the
-README renders them.
+CPU with ``tiny --quick``. Reports measured on a GPU belong in ``docs/results/benchmark-<device>.json`` in a
+checkout, else in the artifact cache's ``results`` folder (:func:`report_name`): ``kd-tutorial distill`` then
+projects its time on that kind of GPU from them, and the README renders them.
 """
 from __future__ import annotations
 

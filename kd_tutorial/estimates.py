@@ -8,7 +8,7 @@ budgets themselves are measured (``Profile.time_budget_s``, on the split sizes o
 """
 from __future__ import annotations
 
-from .bench_reports import report_dirs, time_estimate
+from .bench_reports import report_home, time_estimate
 from .data import folder_rows, NAMED_SOURCES
 from .device import resolve_precision, tf32_enabled
 from .flops import duration_text, estimate_profile, peak_tflops, UnknownSizeError
@@ -186,7 +186,8 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     settings or ``runs`` differ from the preset's, by :func:`cpu_slowdown` on a CPU unlike the one it was
     measured on, and its evaluation by ``test_reviews``: :func:`evaluation_change`); on CUDA its FLOPs counted
     phase by phase (:mod:`kd_tutorial.flops`), the floor at this GPU's dense peak, and the projection from a
-    measured ``benchmark-*.json`` of this kind of GPU when there is one (:func:`kd_tutorial.bench_reports.report_dirs`).
+    measured ``benchmark-*.json`` of this kind of GPU when there is one (:func:`kd_tutorial.bench_reports.report_dirs`;
+    a new one belongs in :func:`~kd_tutorial.bench_reports.report_home`).
     ``gpu``: its (name, precision), asked of CUDA when not given."""
     if not device.startswith("cuda") and profile.time_budget_s is None:
         said = f"not measured on a CPU (the {profile.name} profile is sized for a GPU)"
@@ -231,9 +232,8 @@ def estimate(profile, device: str, n_seeds: int = 1, gpu: tuple[str, str] | None
     if precision in ("tf32", "fp32"):  # the benchmark measures what auto picks, a 16-bit precision on a GPU
         return text + (f"; no benchmark report projects {precision} (`kd-tutorial benchmark` measures the precision "
                        "auto picks): leave precision to auto for a projection")
-    where = " or ".join(f"{d}/benchmark-<gpu>.json" for d in report_dirs())
-    return text + ("; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time"
-                   + (f" (FILE: {where})" if where else ""))
+    return text + ("; measure this GPU with `kd-tutorial benchmark --report FILE` to project the wall time (FILE: "
+                   f"{report_home('benchmark-<gpu>.json')})")
 
 
 def _projection_text(t: dict) -> str:

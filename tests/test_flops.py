@@ -366,16 +366,40 @@ def test_an_install_without_a_checkout_names_only_the_artifact_caches_results_fo
     monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path / "site-packages" / "docs" / "results")
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    assert bench_reports.report_dirs() == [tmp_path / "home" / "results"]
+    assert bench_reports.report_dirs() == [tmp_path / "home" / "results", bench_reports.SHIPPED_DIR]
     text = estimate(get_profile("full"), "cuda", gpu=("Tesla T4", "fp16"))
-    assert "site-packages" not in text and text.endswith(f"(FILE: {tmp_path / 'home' / 'results'}/benchmark-<gpu>.json)")
+    assert "site-packages" not in text
+    assert text.endswith(f"(FILE: {tmp_path / 'home' / 'results'}/benchmark-<gpu>.json)")
     assert report_name("Tesla T4") == str(tmp_path / "home" / "results" / "benchmark-tesla-t4.json")
     monkeypatch.setenv("KD_TUTORIAL_HOME", "relative/home")  # refused by store.home: no folder to name
-    assert bench_reports.report_dirs() == [] and report_name("Tesla T4") == "$KD_TUTORIAL_HOME/results/benchmark-tesla-t4.json"
-    assert estimate(get_profile("full"), "cuda", gpu=("Tesla T4", "fp16")).endswith("to project the wall time")
+    assert bench_reports.report_dirs() == [bench_reports.SHIPPED_DIR]
+    assert report_name("Tesla T4") == "$KD_TUTORIAL_HOME/results/benchmark-tesla-t4.json"
+    assert estimate(get_profile("full"), "cuda", gpu=("Tesla T4", "fp16")).endswith(
+        "(FILE: $KD_TUTORIAL_HOME/results/benchmark-<gpu>.json)")
     checkout = tmp_path / "clone" / "docs" / "results"
     checkout.mkdir(parents=True)
     monkeypatch.setattr(bench_reports, "RESULTS_DIR", checkout)
     assert report_name("Tesla T4") == str(checkout / "benchmark-tesla-t4.json")  # typed from another folder
     monkeypatch.chdir(tmp_path / "clone")
     assert report_name("Tesla T4") == "docs/results/benchmark-tesla-t4.json"
+
+
+def test_an_install_without_a_checkout_projects_from_the_reports_the_package_ships(monkeypatch, tmp_path):
+    """A packaging review: the course's GPU reports lived in docs/results alone, which an install from git (every
+    notebook's first cell on Colab) lacks, so a T4 learner got the bare floor ("at least 39.5 min") where a checkout
+    gets the H200's measured share of peak as a guess, and an H200 user no projection at all. The package ships
+    copies; a user's own report in the artifact cache comes first."""
+    from kd_tutorial.estimates import estimate
+    monkeypatch.setattr(bench_reports, "RESULTS_DIR", tmp_path / "site-packages" / "docs" / "results")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "home"))
+    full = get_profile("full")
+    shipped = bench_reports.SHIPPED_DIR / "benchmark-nvidia-h200.json"
+    h200 = estimate(full, "cuda", gpu=("NVIDIA H200", "bf16"))
+    assert f"at the rates measured in {shipped}" in h200, h200
+    t4 = estimate(full, "cuda", gpu=("Tesla T4", "fp16"))
+    assert f"of its peak that an NVIDIA H200 reached over a whole run ({shipped}), a guess" in t4, t4
+    own = tmp_path / "home" / "results"
+    own.mkdir(parents=True)
+    (own / "benchmark-nvidia-h200.json").write_text(shipped.read_text())
+    assert f"at the rates measured in {own / 'benchmark-nvidia-h200.json'}" in estimate(full, "cuda",
+                                                                                        gpu=("NVIDIA H200", "bf16"))

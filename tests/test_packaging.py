@@ -96,6 +96,22 @@ def test_pyproject_declares_the_extras_and_the_console_script():
     assert {"pytest", "nbval", "hypothesis", "pytest-xdist", "nbclient"} <= dev
 
 
+def test_the_package_ships_the_gpu_reports_of_docs_results_unchanged():
+    """An install from git (Colab's) has no docs/: the GPU reports the estimate projects from are shipped in the
+    package (bench_reports.SHIPPED_DIR), each byte for byte a report of docs/results, every one of them, and named
+    by pyproject's package-data so that a wheel holds them."""
+    from fnmatch import fnmatch
+
+    from kd_tutorial import bench_reports
+    records = {p.name: p.read_bytes() for p in (ROOT / "docs" / "results").glob("benchmark-*.json")}
+    shipped = {p.name: p.read_bytes() for p in bench_reports.SHIPPED_DIR.glob("*")}
+    assert records and shipped == records, "copy docs/results/benchmark-*.json into kd_tutorial/resources/benchmarks/"
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["kd_tutorial"]
+    package = ROOT / "kd_tutorial"
+    assert all(any(fnmatch(str((bench_reports.SHIPPED_DIR / name).relative_to(package)), p) for p in patterns)
+               for name in shipped)
+
+
 def test_the_search_commands_install_line_is_the_extras_own_requirement_and_needs_no_checkout():
     """`kd-tutorial search` without optuna said `pip install -e ".[search]"`, which fails outside the checkout's
     folder ("does not appear to be a Python project"): from a wheel (`pip install git+...`) there is none. It names
