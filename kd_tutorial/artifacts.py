@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .data import (check_data_readable, DATA_DIR_ENV, DataSourceError, encode, get_tokenizer, HUB_DATASET,
                    load_for_profile, NAMED_SOURCES, prepared_hub_copy)
-from .errors import error_cause as _cause, ModelSourceError
+from .errors import error_cause as _cause, ModelSourceError, SETUP_MIRRORS
 from .history import History
 from .models import fallback_for, fallback_path, name_classes, prefetch_hint, resolve_source, TINY_TEACHER
 from .profiles import check_profile, Profile, stable_hash
@@ -330,8 +330,7 @@ def cache_status(profile: Profile, also=()) -> dict:
     else:
         needs[HUB_DATASET] = ("cached" if prepared_hub_copy() else  # and the fix that works with no network:
                               f"missing (run `kd-tutorial prefetch --profile {profile.name}`), or set {DATA_DIR_ENV} "
-                              "to a local copy of IMDB (train.parquet and test.parquet, or aclImdb: "
-                              "docs/setup-mirrors.md)")
+                              f"to a local copy of IMDB (train.parquet and test.parquet, or aclImdb: {SETUP_MIRRORS})")
     return needs
 
 

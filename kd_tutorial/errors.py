@@ -19,6 +19,8 @@ import sys
 # what json.loads raises on text that is not JSON: a ValueError, or a RecursionError for arrays nested too deep
 JSON_ERRORS = (ValueError, RecursionError)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errnos of a write that freeing space on the disk fixes
+# the guide to mirrors and local copies, named in advice by its address: an install from pip or git has no docs/
+SETUP_MIRRORS = "https://github.com/kd-tutorial/kd-tutorial/blob/main/docs/setup-mirrors.md"
 
 
 class UserError(Exception):

@@ -23,7 +23,7 @@ use ``Trainer`` get the same distillation here, with the same loss
 
 This module imports transformers at the top: ``import kd_tutorial`` never imports it, and nothing in the
 package imports this module (import it explicitly). ``Trainer`` itself needs ``accelerate``:
-``pip install -e ".[hf]"`` (the ``dev`` extra has it too). Tested with transformers 5.
+``pip install "kd-tutorial[hf]"`` (the ``dev`` extra has it too). Tested with transformers 5.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 * :func:`run_gkd` - train a student on a teacher with ``trl.experimental.gkd.GKDTrainer``; return the
   student and its loss at every step.
 
-TRL is optional (the ``trl`` extra: ``pip install -e ".[trl]"`` in a checkout): it, transformers, tokenizers and
+TRL is optional (the ``trl`` extra: ``pip install "kd-tutorial[trl]"``): it, transformers, tokenizers and
 datasets are imported inside the functions, so importing this module, like ``import kd_tutorial``, loads none
 of them.
 """

