@@ -155,6 +155,18 @@ def test_public_functions_have_docstrings():
     assert not missing, missing
 
 
+def test_each_prediction_a_notebook_asks_for_has_a_name_of_its_own():
+    """A learner's review: notebooks 03 and 07 asked for each prediction in one variable, `my_guess`, so a learner who
+    went back up to an earlier answer cell was told they had predicted a later question's answer (03: "you predicted
+    'finite', the answer is 'down'"), or got an AttributeError (07: a string where the layers' dict was). Each
+    prediction cell, `my_guess... = None`, sets a name no other cell of its notebook sets."""
+    assigned = re.compile(r"^(my_guess\w*)\s*=", re.M)
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+        names = [name for c in cells for name in set(assigned.findall("".join(c["source"])))]
+        assert len(names) == len(set(names)), (path.name, sorted(names))
+
+
 def test_the_notebooks_train_a_profiles_student_at_its_own_learning_rate():
     """A student's own lr overrides the profile's shared student_lr in distill (the cpu profile's compact-2L-H128:
     5e-4, not 1e-4). Notebook 08 trained it at student_lr, and on the cpu profile its 100-step run learned nothing
