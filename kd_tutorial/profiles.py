@@ -334,8 +334,8 @@ class Profile:
     student_hidden_dropout: float | None = None
     # keep the word embeddings (30,522 x H) fixed while fine-tuning the teacher and training the layer-copied
     # students, which start from the teacher's: fewer weights for AdamW to update, so faster steps (no record holds
-    # by how much); compact students learn theirs (beside the teacher's, with
-    # teacher_word_vectors)
+    # by how much; on the cpu profile, distil-3L learning them tied on validation: docs/tuning.md, e40); compact
+    # students learn theirs (beside the teacher's, with teacher_word_vectors)
     freeze_word_embeddings: bool = False
     # carve validation in runs of this many consecutive reviews per class, with kd_tutorial.data.MOVIE_GUARD reviews
     # left unused on either side, so that it shares almost no movie with training (None: reviews drawn at random)

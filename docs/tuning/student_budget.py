@@ -1,4 +1,4 @@
-"""e26, e27: one student's budget at the current defaults, each variant against the profile, on validation.
+"""e26, e27 (and e37 to e40): one student's budget at the current defaults, each variant against the profile, on validation.
 
 Usage: python docs/tuning/student_budget.py OUT.json STUDENT FIELD=VALUE [FIELD=VALUE ...]
    (KD_TUTORIAL_DATA_DIR: the IMDB parquet files; KD_TUTORIAL_HOME: the artifact cache that holds the profile's
@@ -8,6 +8,7 @@ Usage: python docs/tuning/student_budget.py OUT.json STUDENT FIELD=VALUE [FIELD=
    e37: python docs/tuning/student_budget.py OUT.json distil-3L batch_size=8 lr=2e-4
    e38: python docs/tuning/student_budget.py OUT.json distil-3L "layer_map=(0, 2, 5)" "layer_map=(0, 3, 5)"
    e39: python docs/tuning/student_budget.py OUT.json distil-3L copy_head=True
+   e40: python docs/tuning/student_budget.py OUT.json distil-3L freeze_word_embeddings=False
 
 Each FIELD=VALUE is one variant: the student's StudentSpec with that field changed, or, for a field of the Profile
 (batch_size, say), the profile the student trains under, its teacher unchanged. Each trains `kd+transfer` on
