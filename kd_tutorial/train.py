@@ -473,6 +473,12 @@ class TeacherSide(NamedTuple):
     teacher_states: object | None
 
 
+# after Ctrl-C, how to continue from the checkpoint: a run started without resume is told how to ask for it; one
+# started with it (a notebook cell, ensure_teacher, distill --resume) continues when the same call runs again
+RESUME_WITH = "run again with resume=True (kd-tutorial: --resume)"
+RESUMES = "run it again as it is (it resumes)"
+
+
 class _Run:
     """The state of one training run and its steps: what :func:`train` loops over.
 
@@ -487,6 +493,7 @@ class _Run:
         self.teacher_side, self.ckpt_path, self.desc, self.log_every = teacher_side, ckpt_path, desc, log_every
         self.checkpoint_every_s, self.saved_at, self.saved_step = checkpoint_every_s, time.monotonic(), None
         self.earlier_step = None  # an earlier run's checkpoint step, which stands until this run passes it
+        self.again = RESUME_WITH  # how to continue after Ctrl-C: start() says it as the caller needs
         per_epoch = n_batches(len(data), config.batch_size)
         if per_epoch == 0:
             raise ValueError(f"{desc}: the training data is empty")
@@ -537,6 +544,7 @@ class _Run:
         """Continue from the checkpoint (``resume``), or else keep it aside until this run passes its step
         (:meth:`behind_earlier`)."""
         if resume:
+            self.again = RESUMES  # the same call again continues (a notebook cell, ensure_teacher): say so
             self.resume()
         elif self.ckpt_path is not None:
             self.earlier_step = checkpoint_step(self.ckpt_path, self.config)
@@ -601,8 +609,8 @@ class _Run:
             return
         if self.ckpt_path is not None and (self.stepping or self.validating):  # the last checkpoint stands
             when = "during a validation pass" if self.validating else "mid-step"
-            kept = (f"the checkpoint of step {self.saved_step} in {self.ckpt_path} stands: run again with resume=True "
-                    "(kd-tutorial: --resume) to continue from there" if self.saved_step is not None else
+            kept = (f"the checkpoint of step {self.saved_step} in {self.ckpt_path} stands: {self.again} to continue "
+                    "from there" if self.saved_step is not None else
                     "no step of this run was saved yet")
             print(f"\n{self.desc}: interrupted {when}; {kept}", file=sys.stderr)
         if self.ckpt_path is None or self.stepping or self.validating:
@@ -612,8 +620,8 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.add_time()
         self.checkpoint(rng=self.boundary_rng)
-        print(f"\n{self.desc}: interrupted; step {self.at.step} of {self.total} is saved in {self.ckpt_path}: run "
-              "again with resume=True (kd-tutorial: --resume) to continue from there", file=sys.stderr)
+        print(f"\n{self.desc}: interrupted; step {self.at.step} of {self.total} is saved in {self.ckpt_path}: "
+              f"{self.again} to continue from there", file=sys.stderr)
 
     def epoch(self) -> bool:
         """One epoch (or what is left of it after a resume); True when patience ran out."""

@@ -190,7 +190,9 @@ def test_a_run_resumed_twice_with_another_thread_count_records_the_change_once(t
 
 
 def test_an_interrupt_mid_step_after_a_resume_names_the_checkpoint_it_resumed_from(tmp_path, monkeypatch, capsys):
-    """The resumed run has saved nothing yet, but the step-2 checkpoint it started from stands: say so, with resume."""
+    """The resumed run has saved nothing yet, but the step-2 checkpoint it started from stands: say so. A run started
+    without resume is told to ask for it; one started with it, that the same call again continues (the interrupt
+    review: the teacher of notebook 04 told a learner to pass resume=True, which ensure_teacher does not take)."""
     config = TrainConfig(max_steps=4, batch_size=4, lr=1e-3, precision="fp32")
 
     def ctrl_c_at_2(step, total):
@@ -199,7 +201,8 @@ def test_an_interrupt_mid_step_after_a_resume_names_the_checkpoint_it_resumed_fr
     with pytest.raises(KeyboardInterrupt):
         train(small_model(), ROWS, config=config, checkpoint_dir=tmp_path, device="cpu", on_step=ctrl_c_at_2,
               progress=False)
-    capsys.readouterr()
+    assert ("step 2 of 4 is saved in " f"{tmp_path / 'last.pt'}: run again with resume=True (kd-tutorial: --resume) "
+            "to continue from there") in capsys.readouterr().err
 
     def interrupted(*args, **kwargs):  # an interrupt inside the optimizer step, as if it were not held
         raise KeyboardInterrupt
@@ -207,8 +210,8 @@ def test_an_interrupt_mid_step_after_a_resume_names_the_checkpoint_it_resumed_fr
     with pytest.raises(KeyboardInterrupt):
         train(small_model(), ROWS, config=config, checkpoint_dir=tmp_path, resume=True, device="cpu", desc="run",
               progress=False)
-    assert (f"run: interrupted mid-step; the checkpoint of step 2 in {tmp_path / 'last.pt'} stands: run again with "
-            "resume=True") in capsys.readouterr().err
+    assert (f"run: interrupted mid-step; the checkpoint of step 2 in {tmp_path / 'last.pt'} stands: run it again as "
+            "it is (it resumes) to continue from there") in capsys.readouterr().err
 
 
 
