@@ -365,3 +365,23 @@ def test_the_readmes_tiny_lead_gives_the_numbers_of_its_record():
         assert text in lead, text
     assert "**The thread count is part of the seed.**" in lead
     assert set(_numbers(lead)) <= set(_numbers(" ".join(said))), set(_numbers(lead)) - set(_numbers(" ".join(said)))
+
+
+def test_notebook_05s_cells_after_a_stopped_students_cell_say_to_run_it_again():
+    """The interrupt review: stopped part-way, the students' cell (05-09) left `trained` with some runs, and the
+    cells after it drew empty curves, printed a table of the teacher alone without a word, then a KeyError. They
+    check first, with `check_trained`, defined before the runs start, and say to run the cell again."""
+    import ast
+    import types
+    cells = _cells("05_distillation")
+    define = next(node for node in ast.parse(cells["05-09"]).body
+                  if isinstance(node, ast.FunctionDef) and node.name == "check_trained")
+    profile = types.SimpleNamespace(students=("a", "b"), seeds=(0,))
+    space = {"profile": profile, "RUNS": ("baseline", "kd"), "trained": {"a baseline": 1}}
+    exec(compile(ast.Module([define], []), "05-09", "exec"), space)
+    with pytest.raises(AssertionError, match=r"^3 run\(s\) missing: .* run it again \(it resumes\)$"):
+        space["check_trained"]()
+    space["trained"].update({"a kd": 1, "b baseline": 1, "b kd": 1})
+    space["check_trained"]()  # all four: no word
+    assert all(cells[cid].startswith("check_trained()") for cid in ("05-10", "05-14"))
+    assert cells["05-09"].index("def check_trained") < cells["05-09"].index("pipeline.distill_students")
