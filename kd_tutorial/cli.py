@@ -37,9 +37,9 @@ from .data import check_data_source, DATA_DIR_ENV, DataSourceError, HUB_DATASET,
 from .device import check_device as device_check, configure, pick_device, resolve_precision
 from .env import (environment_report, fit_to_device, format_report, hub_reachable, offline_flags,  # noqa: F401
                   quiet)
-from .errors import (DISK_FULL, SETUP_MIRRORS, error_cause, error_chain, file_argument, JSON_ERRORS, looks_like_a_folder,
-                     model_source_error, path_argument, refuse_not_regular, set_env_command, stray_space,
-                     Terminated, unset_env_command, UsageError, UserError)
+from .errors import (DISK_FULL, error_cause, error_chain, file_argument, JSON_ERRORS, looks_like_a_folder,
+                     model_source_error, path_argument, refuse_not_regular, set_env_command, SETUP_MIRRORS,
+                     stray_space, Terminated, unset_env_command, UsageError, UserError)
 from .estimates import estimate, test_reviews_of
 from .grading.authoring import main as authoring_main
 from .grading.grader import main as grade_main

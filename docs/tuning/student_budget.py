@@ -1,4 +1,5 @@
-"""e26, e27 (and e37 to e40): one student's budget at the current defaults, each variant against the profile, on validation.
+"""e26, e27 (and e37 to e40): one student's budget at the current defaults, each variant against the profile, on
+validation.
 
 Usage: python docs/tuning/student_budget.py OUT.json STUDENT FIELD=VALUE [FIELD=VALUE ...]
    (KD_TUTORIAL_DATA_DIR: the IMDB parquet files; KD_TUTORIAL_HOME: the artifact cache that holds the profile's
