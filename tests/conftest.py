@@ -27,6 +27,13 @@ os.environ.pop("KD_TUTORIAL_DATA_DIR", None)
 # that starts them), removed when the run ends (pytest_unconfigure). It was named after the parent process, so every
 # run from one shell reused it (a second run of tests/test_full_rehearsal.py found its teacher cached and failed) and
 # each new shell left its 250 MB in the temporary folder. A KD_TUTORIAL_HOME of your own is used instead, and kept.
+# One temporary folder per run of the suite, too, for what the tests and the notebooks' kernels leave in the system's
+# (nbval kills its kernels, so notebook 08's 28 MB search study, removed when a kernel shuts down, stayed there each
+# run): TMPDIR, inherited by the xdist workers and the kernels, is a folder of it, removed when the run ends.
+MADE_TMP = "KD_TUTORIAL_TESTS_TMP" not in os.environ
+if MADE_TMP:
+    os.environ["KD_TUTORIAL_TESTS_TMP"] = os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="kd-tutorial-suite-")
+    tempfile.tempdir = None  # tempfile reads TMPDIR again
 MADE_HOME = "KD_TUTORIAL_HOME" not in os.environ
 if MADE_HOME:
     os.environ["KD_TUTORIAL_HOME"] = tempfile.mkdtemp(prefix="kd-tutorial-tests-")
@@ -51,9 +58,13 @@ RUN_FIRST = ("notebooks/09_distilling_generative_lms.ipynb", "notebooks/05_disti
 
 
 def pytest_unconfigure(config):
-    """Remove the run's artifact cache where this process made it (an xdist worker's is its starter's to remove)."""
-    if MADE_HOME and "PYTEST_XDIST_WORKER" not in os.environ:
-        shutil.rmtree(os.environ["KD_TUTORIAL_HOME"], ignore_errors=True)
+    """Remove the run's artifact cache and temporary folder where this process made them (an xdist worker's are
+    its starter's to remove)."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    for made, name in ((MADE_HOME, "KD_TUTORIAL_HOME"), (MADE_TMP, "KD_TUTORIAL_TESTS_TMP")):
+        if made:
+            shutil.rmtree(os.environ[name], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):
