@@ -34,11 +34,18 @@ def report_dirs(results_dir: str | Path | None = None) -> list[Path]:
     (:data:`SHIPPED_DIR`)."""
     if results_dir:
         return [Path(results_dir)]
+    cache = _cache_results()
+    own = [] if cache is None else [cache]
+    return [RESULTS_DIR] + own if RESULTS_DIR.is_dir() else own + [SHIPPED_DIR]
+
+
+def _cache_results() -> Path | None:
+    """The artifact cache's ``results`` folder; None where ``KD_TUTORIAL_HOME`` is unusable (refused where the cache
+    is used)."""
     try:
-        cache = [home() / "results"]
-    except UserError:  # an unusable KD_TUTORIAL_HOME, refused where the cache is used
-        cache = []
-    return [RESULTS_DIR] + cache if RESULTS_DIR.is_dir() else cache + [SHIPPED_DIR]
+        return home() / "results"
+    except UserError:
+        return None
 
 
 def report_home(file_name: str) -> str:
@@ -48,10 +55,8 @@ def report_home(file_name: str) -> str:
     if RESULTS_DIR.is_dir():
         here = (Path.cwd() / "docs" / "results").resolve()
         return f"docs/results/{file_name}" if here == RESULTS_DIR.resolve() else str(RESULTS_DIR / file_name)
-    try:
-        return str(home() / "results" / file_name)
-    except UserError:
-        return f"$KD_TUTORIAL_HOME/results/{file_name}"
+    cache = _cache_results()
+    return f"$KD_TUTORIAL_HOME/results/{file_name}" if cache is None else str(cache / file_name)
 
 
 def _reports(results_dir: str | Path | None = None) -> list[Path]:

@@ -56,8 +56,9 @@ from .search import check_margin, RECIPE as SEARCH_RECIPE, run_search
 from .store import atomic_write_json, home, HOME_ENV, StorageError, copy_home_fix
 from .threads import busy_note
 
-SEARCH_NEEDS = "optuna>=3.5"  # the search extra's one package, as pyproject.toml declares it: pip installs it in a
-# checkout and beside a wheel alike, where `pip install -e ".[search]"` needs the checkout's folder as the current one
+# the search extra's one package, as pyproject.toml declares it: pip installs it in a checkout and beside a wheel
+# alike, where `pip install -e ".[search]"` needs the checkout's folder as the current one
+SEARCH_NEEDS = "optuna>=3.5"
 
 
 def _profile(args, file=None):

@@ -23,17 +23,17 @@ os.environ.update({
     "MPLBACKEND": "Agg",
 })
 os.environ.pop("KD_TUTORIAL_DATA_DIR", None)
-# One artifact cache per run of the suite, shared by its xdist workers (they inherit this environment from the process
-# that starts them), removed when the run ends (pytest_unconfigure). It was named after the parent process, so every
-# run from one shell reused it (a second run of tests/test_full_rehearsal.py found its teacher cached and failed) and
-# each new shell left its 250 MB in the temporary folder. A KD_TUTORIAL_HOME of your own is used instead, and kept.
-# One temporary folder per run of the suite, too, for what the tests and the notebooks' kernels leave in the system's
+# One temporary folder per run of the suite, for what the tests and the notebooks' kernels leave in the system's
 # (nbval kills its kernels, so notebook 08's 28 MB search study, removed when a kernel shuts down, stayed there each
 # run): TMPDIR, inherited by the xdist workers and the kernels, is a folder of it, removed when the run ends.
 MADE_TMP = "KD_TUTORIAL_TESTS_TMP" not in os.environ
 if MADE_TMP:
     os.environ["KD_TUTORIAL_TESTS_TMP"] = os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="kd-tutorial-suite-")
     tempfile.tempdir = None  # tempfile reads TMPDIR again
+# One artifact cache per run of the suite, shared by its xdist workers (they inherit this environment from the process
+# that starts them), removed when the run ends (pytest_unconfigure). It was named after the parent process, so every
+# run from one shell reused it (a second run of tests/test_full_rehearsal.py found its teacher cached and failed) and
+# each new shell left its 250 MB in the temporary folder. A KD_TUTORIAL_HOME of your own is used instead, and kept.
 MADE_HOME = "KD_TUTORIAL_HOME" not in os.environ
 if MADE_HOME:
     os.environ["KD_TUTORIAL_HOME"] = tempfile.mkdtemp(prefix="kd-tutorial-tests-")
