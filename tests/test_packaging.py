@@ -165,6 +165,16 @@ def test_each_prediction_a_notebook_asks_for_has_a_name_of_its_own():
         assert len(names) == len(set(names)), (path.name, sorted(names))
 
 
+def test_the_notebooks_temporary_folders_are_removed():
+    """Notebook 08 gave its Trainers `tempfile.mkdtemp()` folders, which nothing removes: two more empty folders in
+    the system's temporary folder each time it ran. A notebook's temporary folders are `TemporaryDirectory`s (removed
+    when the kernel shuts down, or when the cell that made one runs again)."""
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            code = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
+            assert "mkdtemp(" not in code and "mkstemp(" not in code, f"{path.name}: use tempfile.TemporaryDirectory"
+
+
 def test_the_notebooks_train_a_profiles_student_at_its_own_learning_rate():
     """A student's own lr overrides the profile's shared student_lr in distill (the cpu profile's compact-2L-H128:
     5e-4, not 1e-4). Notebook 08 trained it at student_lr, and on the cpu profile its 100-step run learned nothing
