@@ -619,7 +619,13 @@ class _Run:
         self.step_sums.zero_()
         self.optimizer.zero_grad(set_to_none=True)
         self.add_time()
-        self.checkpoint(rng=self.boundary_rng)
+        try:
+            self.checkpoint(rng=self.boundary_rng)
+        except KeyboardInterrupt:  # a second one (the stop button clicked twice) stops the save; saves are atomic
+            kept = (f"the checkpoint of step {self.saved_step} in {self.ckpt_path} stands: {self.again} to continue "
+                    "from there" if self.saved_step is not None else "no step of this run was saved")
+            print(f"\n{self.desc}: interrupted again while saving step {self.at.step}; {kept}", file=sys.stderr)
+            raise
         print(f"\n{self.desc}: interrupted; step {self.at.step} of {self.total} is saved in {self.ckpt_path}: "
               f"{self.again} to continue from there", file=sys.stderr)
 

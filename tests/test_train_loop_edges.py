@@ -215,6 +215,35 @@ def test_an_interrupt_mid_step_after_a_resume_names_the_checkpoint_it_resumed_fr
 
 
 
+def test_a_second_interrupt_during_the_save_names_the_checkpoint_that_stands(tmp_path, monkeypatch, capsys):
+    """Jupyter's stop button clicked twice: the second interrupt stops the save of the step the first one held. The
+    saves are atomic, so the previous checkpoint stands; the run said nothing of it, and a learner who read "step 3"
+    before the click would resume from step 2 without a word. It names the checkpoint that stands."""
+    config = TrainConfig(max_steps=4, batch_size=4, lr=1e-3, precision="fp32")
+    saves = []
+    real_save = loop._save_checkpoint
+
+    def second_ctrl_c_in_the_interrupts_save(*args, **kwargs):
+        saves.append(kwargs)
+        if len(saves) == 3:  # step 1's and step 2's timed saves went through; the interrupt's save is cut
+            raise KeyboardInterrupt
+        return real_save(*args, **kwargs)
+
+    def ctrl_c_at_3(step, total):
+        if step == 3:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "_save_checkpoint", second_ctrl_c_in_the_interrupts_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(), ROWS, config=config, checkpoint_dir=tmp_path, device="cpu", on_step=ctrl_c_at_3,
+              progress=False, desc="run", checkpoint_every_s=0.0)
+    assert (f"run: interrupted again while saving step 3; the checkpoint of step 2 in {tmp_path / 'last.pt'} "
+            "stands: run again with resume=True (kd-tutorial: --resume) to continue from there"
+            ) in capsys.readouterr().err
+    history = train(small_model(), ROWS, config=config, checkpoint_dir=tmp_path, resume=True, device="cpu",
+                    progress=False)
+    assert len(history.steps) == 4
+
+
 def test_a_held_ctrl_c_where_ctrl_c_is_ignored_stays_ignored():
     """A process that ignores SIGINT (SIG_IGN) must not be stopped by the Ctrl-C held during an optimizer step."""
     import os
