@@ -13,7 +13,7 @@ _STYLES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)), (0
            (0, (2, 2)), (0, (4, 1, 1, 1, 1, 1))]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 RUN_STYLE = {"kd+transfer": "-", "kd": "--", "baseline": ":"}  # line style of each run (recipe) in curves
-RUN_MARKER = {"kd+transfer": "o", "kd": "s", "baseline": "^"}  # marker of each run in scatter plots
+RUN_MARKER = {"kd+transfer": "o", "kd": "s", "baseline": "^"}  # marker of each run in training curves
 RUN_COLOUR = {"baseline": "C7", "kd": "C1", "kd+transfer": "C0", "pseudo-label": "C2"}  # grey: the baseline
 PIPELINE_PLOTS = ("training_curves.png", "accuracy_vs_latency.png")  # what distill writes into --out
 for _i, _name in enumerate(n for n in RECIPES if n not in RUN_STYLE):
@@ -143,8 +143,10 @@ def _label_row(row, model: str) -> None:
 
 def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency", split: str = "test"):
     """Each model's accuracy against its p50 batch-1 latency: one colour per run, that of :func:`training_curves`
-    (grey: the hard-label baseline; the teacher black), one marker per model (the teacher a star); marker area grows
-    with parameters, horizontal bars span the latency's interquartile range."""
+    (grey: the hard-label baseline; the teacher black), one marker per model (the teacher a star), and the run's
+    name beside each point: a model's runs differ by colour alone otherwise, and ten colours hold pairs a
+    colour-blind reader cannot tell apart (C1/C8, C0/C4...). Marker area grows with parameters; horizontal bars span
+    the latency's interquartile range."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
     marker = _model_markers(r["name"] for r in rows)
@@ -154,6 +156,8 @@ def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency
         size = 30 + 300 * (row["params"] / max(r["params"] for r in rows))
         ax.scatter(row["latency_ms"], 100 * row["accuracy"], s=size, alpha=0.7, label=row["name"],
                    color=run_colour(row["name"]), marker=marker[row["name"].split()[0]])
+        ax.annotate(_run_of(row["name"]) or row["name"].split()[0], (row["latency_ms"], 100 * row["accuracy"]),
+                    xytext=(5, 3), textcoords="offset points", fontsize=7)
         xerr = None
         if row.get("latency_q1_ms") is not None:
             xerr = [[row["latency_ms"] - row["latency_q1_ms"]], [row["latency_q3_ms"] - row["latency_ms"]]]
@@ -193,9 +197,9 @@ def reliability_diagram(curves: dict, title: str = "Reliability diagram"):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    for name, c in curves.items():
+    for i, (name, c) in enumerate(curves.items()):  # a marker of its own each: C1 and C2 are near alike to some eyes
         pts = [(x, y) for x, y, n in zip(c["confidence"], c["accuracy"], c["count"]) if n]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=_MARKERS[i % len(_MARKERS)], label=name)
     ax.set(xlabel="confidence (max probability)", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -56,7 +56,8 @@ def plot_temperature(logits, temperature: float, class_names: Sequence[str] | No
                      highlight: int | None = None, title: str | None = None):
     """Bar chart of ``softmax(z / T)``; the uniform distribution ``1/C`` is drawn as a dashed line.
 
-    ``highlight`` (a class index, e.g. the true label) is drawn in a darker colour.
+    ``highlight`` (a class index, e.g. the true label) is drawn in red and hatched, with a black edge: the hatch tells
+    it apart where the hue does not (in greyscale, tab:red and tab:blue are equally dark).
     Returns the axes.
     """
     import matplotlib.pyplot as plt
@@ -68,7 +69,9 @@ def plot_temperature(logits, temperature: float, class_names: Sequence[str] | No
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     colors = ["tab:blue" if i != highlight else "tab:red" for i in range(len(p))]
-    ax.bar(names, p, color=colors, label=f"softmax(z / T), T = {temperature:.3g}")
+    bars = ax.bar(names, p, color=colors, label=f"softmax(z / T), T = {temperature:.3g}")
+    if highlight is not None:
+        bars[highlight].set(hatch="//", edgecolor="black")
     ax.axhline(1 / len(p), color="gray", linestyle="--", linewidth=1, label=f"uniform 1/C = {1 / len(p):.3g}")
     ax.set_ylim(0, 1)
     ax.set_xlabel("class")

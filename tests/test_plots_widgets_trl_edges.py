@@ -139,6 +139,13 @@ def test_the_reliability_diagram_draws_accuracy_against_confidence_of_the_non_em
     assert ax.get_xlabel() == "confidence (max probability)" and ax.get_ylabel() == "accuracy"
 
 
+def test_each_reliability_curve_has_a_marker_of_its_own():
+    """The accessibility review: curves told apart by colour alone; a third one (C2) is near C1 to a deuteranope."""
+    curve = {"confidence": [0.6, 0.9], "accuracy": [0.5, 0.9], "count": [5, 5]}
+    lines = _lines(plots.reliability_diagram({"teacher": curve, "student": curve, "another": curve}).axes[0])
+    assert len({lines[name].get_marker() for name in ("teacher", "student", "another")}) == 3
+
+
 # ---------------------------------------------------------------------------------------------- saving and pipeline
 
 def test_save_writes_a_png_at_120_dpi_closes_the_figure_and_returns_a_json_ready_path(tmp_path):
@@ -217,6 +224,7 @@ def test_the_bar_chart_draws_the_softened_probabilities_against_the_uniform_line
     assert [t.get_text() for t in ax.get_xticklabels()] == ["class 0", "class 1"]  # the indices highlight takes
     colours = [matplotlib.colors.to_hex(bar.get_facecolor()) for bar in ax.patches]
     assert colours == [matplotlib.colors.to_hex("tab:blue"), matplotlib.colors.to_hex("tab:red")]
+    assert [bar.get_hatch() for bar in ax.patches] == [None, "//"]  # told apart in greyscale too (the a11y review)
     (uniform,) = [line for line in ax.get_lines() if line.get_label().startswith("uniform")]
     assert list(uniform.get_ydata()) == [0.5, 0.5]
     assert ax.get_ylim() == (0.0, 1.0)  # one scale whatever T: flatter bars are visibly lower
