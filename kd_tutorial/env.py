@@ -35,9 +35,11 @@ HF_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub and datasets read a
 # where a library already imported keeps the offline setting it read then
 READ_AT_IMPORT = {"huggingface_hub": ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
                   "datasets": ("datasets.config", "HF_DATASETS_OFFLINE")}
-# what pyproject.toml asks for: transformers 5 is where SDPA returns no attention weights and models have
-# set_attn_implementation, as notebooks 01 and 07 show; an older one left installed (Colab) fails there, mid-notebook
-MINIMUM = {"torch": (2, 3), "transformers": (5, 0)}
+# what pyproject.toml asks for (its comments say why): transformers 5 is where SDPA returns no attention weights and
+# models have set_attn_implementation, as notebooks 01 and 07 show, and 5.5.4 where Trainer's gradient accumulation
+# (notebook 08) steps in full; the newest transformers treats a torch below 2.6 as missing. An older one left
+# installed (Colab) failed mid-notebook
+MINIMUM = {"torch": (2, 6), "transformers": (5, 5, 4)}
 
 
 @dataclass

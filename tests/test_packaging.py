@@ -81,11 +81,67 @@ def test_setup_refuses_a_transformers_older_than_the_course_in_one_line(monkeypa
     with pytest.raises(UsageError) as caught:
         env.setup("tiny")
     assert str(caught.value) == ("transformers 4.46.0 is older than the course needs: pip install -U "
-                                 '"transformers>=5.0", then restart the kernel')
+                                 '"transformers>=5.5.4", then restart the kernel')
     with pytest.raises(UsageError, match=r"^torch 2.1.0, transformers 4.46.0 are older than the course needs: pip "
-                                         r'install -U "torch>=2.3" "transformers>=5.0", then restart the kernel$'):
+                                         r'install -U "torch>=2.6" "transformers>=5.5.4", then restart the kernel$'):
         env.check_versions({"torch": "2.1.0", "transformers": "4.46.0"})
-    env.check_versions({"torch": "2.3.0", "transformers": "5.0.0rc1"})  # a release candidate of the floor passes
+    env.check_versions({"torch": "2.6.0", "transformers": "5.5.4rc1"})  # a release candidate of the floor passes
+
+
+@pytest.mark.parametrize("found, old", [({"torch": "2.13.0", "transformers": "5.5.3"}, "transformers 5.5.3"),
+                                        ({"torch": "2.5.1+cpu", "transformers": "5.24.0"}, "torch 2.5.1+cpu")])
+def test_setup_refuses_the_releases_run_at_the_old_floors_got_wrong(found, old):
+    """Run at the floors pyproject.toml promised (torch 2.3, transformers 5.0), the package failed: transformers
+    5.0 and 5.1 have no TrainingArguments.train_sampling_strategy (notebook 08), and up to 5.5.3 accelerate divided
+    each accumulated micro-batch's loss once more, so a DistillationTrainer step with K micro-batches came out K
+    times too short (tests/test_hf_trainer.py, at 5.2.0: 0.75 off); transformers from 5.1 treats a torch below its
+    own floor (2.6 for the newest) as missing. setup() now refuses them, to the patch release."""
+    from kd_tutorial import env
+    from kd_tutorial.errors import UsageError
+    with pytest.raises(UsageError, match=rf"^{re.escape(old)} is older than the course needs"):
+        env.check_versions(found)
+
+
+def _floor(requirement) -> tuple[int, ...]:
+    """The release a ``>=`` specifier of a requirement names, as numbers: ``torch>=2.6`` -> (2, 6)."""
+    from packaging.version import Version
+    least = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+    assert len(least) == 1, f"{requirement}: one >= floor expected"
+    return least[0].release
+
+
+def test_the_torch_floor_is_no_lower_than_the_one_transformers_turns_pytorch_off_below():
+    """pyproject.toml said torch>=2.3, but transformers declares torch only in its `torch` extra, so pip kept a torch
+    2.3 to 2.5 and installed the newest transformers, which treats a torch below its own floor (2.6 from 5.20) as
+    missing: "BertForSequenceClassification requires the PyTorch library". The floor is checked against the installed
+    transformers' own: a transformers that raises it again fails this test rather than a learner's first cell."""
+    import importlib.metadata
+    from packaging.requirements import Requirement
+    ours = next(Requirement(r.split("#")[0]) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+                ["dependencies"] if _name(r) == "torch")
+    theirs = [Requirement(r) for r in importlib.metadata.requires("transformers") or []]
+    torch_extra = [r for r in theirs if r.name == "torch" and r.marker and r.marker.evaluate({"extra": "torch"})]
+    assert torch_extra, "transformers no longer names torch in its torch extra: read its floor another way"
+    assert _floor(ours) >= _floor(torch_extra[0]), (
+        f"transformers {importlib.metadata.version('transformers')} needs {torch_extra[0]}; pyproject.toml says "
+        f"{ours}: raise it (and env.MINIMUM, environment.yml)")
+
+
+def test_every_floor_of_pyproject_is_environment_ymls_and_the_dev_extra_repeats_the_other_extras():
+    """Each floor is declared twice (pyproject.toml, environment.yml) and each optional requirement twice (its extra,
+    and dev): a floor raised in one place only (the accelerate of hf, the torch of pyproject) went unnoticed."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    conda = {_name(d): d.replace(" ", "").split("#")[0]
+             for d in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"] if isinstance(d, str)}
+    assert conda["python"] == "python" + project["requires-python"]
+    for requirement in project["dependencies"]:
+        requirement = requirement.split("#")[0].strip()
+        name = _name(requirement)
+        assert conda[CONDA_NAMES.get(name, name)] == CONDA_NAMES.get(name, name) + requirement[len(name):], name
+    extras = project["optional-dependencies"]
+    dev = {r.split("#")[0].strip() for r in extras["dev"]}
+    for extra in ("hf", "search", "trl"):
+        assert {r.split("#")[0].strip() for r in extras[extra]} <= dev, extra
 
 
 def test_pyproject_declares_the_extras_and_the_console_script():

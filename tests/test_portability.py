@@ -283,7 +283,7 @@ def test_the_pip_commands_in_error_lines_run_in_cmd_as_in_bash(monkeypatch, tmp_
 
     with pytest.raises(UserError) as old:
         env.check_versions({"torch": "2.1.0", "transformers": "4.46.0"})
-    assert _pip_command_cmd_can_run(str(old.value)) == ["pip", "install", "-U", "torch>=2.3", "transformers>=5.0"]
+    assert _pip_command_cmd_can_run(str(old.value)) == ["pip", "install", "-U", "torch>=2.6", "transformers>=5.5.4"]
     monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else object())
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path))
     with pytest.raises(UserError) as no_optuna:
