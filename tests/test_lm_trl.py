@@ -95,9 +95,12 @@ def test_run_gkd_trains_in_fp32_as_the_course_loop(data, teacher, monkeypatch):
 def test_an_on_policy_step_averages_over_the_tokens_it_scores(data, teacher, monkeypatch):
     """Trainer counted num_items_in_batch from the data's completions, before GKD swapped in the student's own, and
     the loss divided by that count: ratios of 0.30 to 0.52 to the per-token mean were measured on on-policy steps."""
+    import inspect
     from trl.experimental import gkd
     seen = []
     real = gkd.GKDTrainer.generalized_jsd_loss
+    if "num_items_in_batch" not in inspect.signature(real).parameters:  # trl 1.0, the extra's floor
+        pytest.skip("this trl's generalized_jsd_loss takes no num_items_in_batch: its loss is the per-token mean")
 
     def recorded(*args, **kwargs):
         loss = real(*args, **kwargs)
