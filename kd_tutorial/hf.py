@@ -33,10 +33,13 @@ import warnings
 from contextlib import contextmanager
 
 import torch
+import transformers
+from packaging.version import Version  # a dependency of transformers
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from . import losses
+from .errors import UsageError
 from .store import refuse_unfolded
 from .train import freeze
 
@@ -130,6 +133,21 @@ def compute_accuracy(eval_pred) -> dict:
     return {"accuracy": hits.sum().item() / n if n else float("nan")}
 
 
+# transformers 5.2 to 5.5.3 divide each micro-batch's loss by the accumulation steps once more, whatever the trainer
+# says of its loss (fixed in 5.5.4): a step of K micro-batches came out K times too short, without a word
+EXACT_ACCUMULATION = Version("5.5.4")
+
+
+def check_accumulation(args, version: str | None = None) -> None:
+    """Refuse gradient accumulation (``args.gradient_accumulation_steps > 1``) on a transformers that scales its
+    steps wrongly (``version``: the installed one when None): the one-line error names the upgrade."""
+    version = version or transformers.__version__
+    if args.gradient_accumulation_steps > 1 and Version(version) < EXACT_ACCUMULATION:
+        raise UsageError(f"transformers {version} divides a gradient-accumulation step's loss by its "
+                         f"{args.gradient_accumulation_steps} micro-batches twice (fixed in 5.5.4): pip install -U "
+                         '"transformers>=5.5.4", or train with gradient_accumulation_steps=1')
+
+
 class DistillationTrainer(Trainer):
     r"""``transformers.Trainer`` that distils: Hinton et al.'s loss against a frozen teacher or cached logits.
 
@@ -206,6 +224,7 @@ class DistillationTrainer(Trainer):
         self._save_student_alone = False
         data_collator = _padding_collator(model, teacher, data_collator, kwargs.get("processing_class"))
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+        check_accumulation(self.args)
         self.teacher = freeze(teacher) if teacher is not None else None
         self._teacher_device = None
         self.teacher_logits = _as_logits(teacher_logits, "teacher_logits")

@@ -83,6 +83,25 @@ def test_out_of_range_temperature_alpha_and_misshapen_logits_are_refused(kd, tmp
     make(teacher_logits=logits, alpha=1.0)
 
 
+def test_gradient_accumulation_is_refused_on_a_transformers_that_scales_its_steps_twice(kd, tmp_path, monkeypatch):
+    """The floors review: at transformers 5.2 to 5.5.3 a step of K accumulated micro-batches came out K times too
+    short (the accumulation test read 0.75 off), in silence. Such a version refuses accumulation in one line that
+    names the upgrade; one micro-batch per step, or a fixed transformers, trains."""
+    rows, logits = kd["rows"], kd["logits"]
+
+    def make(steps):
+        return hf.DistillationTrainer(model=new_student(), args=arguments(tmp_path, gradient_accumulation_steps=steps),
+                                      train_dataset=hf.EncodedDataset(rows), teacher_logits=logits)
+    monkeypatch.setattr(hf.transformers, "__version__", "5.5.3")
+    with pytest.raises(hf.UsageError, match=r'^transformers 5.5.3 divides .* by its 2 micro-batches twice \(fixed in '
+                                            r'5.5.4\): pip install -U "transformers>=5.5.4", or train with '
+                                            "gradient_accumulation_steps=1$"):
+        make(2)
+    make(1)
+    monkeypatch.setattr(hf.transformers, "__version__", "5.5.4")
+    make(2)
+
+
 def test_the_trainer_pads_with_the_students_config_pad_id_and_leaves_the_callers_collator_alone(tmp_path):
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
