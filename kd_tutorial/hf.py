@@ -133,19 +133,20 @@ def compute_accuracy(eval_pred) -> dict:
     return {"accuracy": hits.sum().item() / n if n else float("nan")}
 
 
-# transformers 5.2 to 5.5.3 divide each micro-batch's loss by the accumulation steps once more, whatever the trainer
-# says of its loss (fixed in 5.5.4): a step of K micro-batches came out K times too short, without a word
-EXACT_ACCUMULATION = Version("5.5.4")
+# Trainer in transformers 5.2 to 5.5.3 has accelerate divide each micro-batch's loss by the accumulation steps once
+# more, whatever the trainer says of its loss (fixed in 5.5.4): a step of K micro-batches came out K times too short,
+# without a word. Compared by release numbers, as env.MINIMUM is (a 5.5.4 release candidate passes)
+EXACT_ACCUMULATION = (5, 5, 4)
 
 
-def check_accumulation(args, version: str | None = None) -> None:
-    """Refuse gradient accumulation (``args.gradient_accumulation_steps > 1``) on a transformers that scales its
-    steps wrongly (``version``: the installed one when None): the one-line error names the upgrade."""
-    version = version or transformers.__version__
-    if args.gradient_accumulation_steps > 1 and Version(version) < EXACT_ACCUMULATION:
+def check_accumulation(args) -> None:
+    """Refuse gradient accumulation (``args.gradient_accumulation_steps > 1``) on the installed transformers when it
+    scales such steps wrongly: the one-line error names the upgrade."""
+    version, fixed = transformers.__version__, ".".join(map(str, EXACT_ACCUMULATION))
+    if args.gradient_accumulation_steps > 1 and Version(version).release < EXACT_ACCUMULATION:
         raise UsageError(f"transformers {version} divides a gradient-accumulation step's loss by its "
-                         f"{args.gradient_accumulation_steps} micro-batches twice (fixed in 5.5.4): pip install -U "
-                         '"transformers>=5.5.4", or train with gradient_accumulation_steps=1')
+                         f"{args.gradient_accumulation_steps} micro-batches twice (fixed in {fixed}): pip install -U "
+                         f'"transformers>={fixed}", or train with gradient_accumulation_steps=1')
 
 
 class DistillationTrainer(Trainer):
@@ -208,6 +209,8 @@ class DistillationTrainer(Trainer):
     With several processes and ``args.average_tokens_across_devices`` (the default), ``N`` is summed
     over the ``W`` processes and the loss multiplied by ``W``, because DDP averages the gradients.
     Outside training (evaluation, or ``num_items_in_batch=None``) the loss is the batch mean ``L``.
+    On transformers 5.2 to 5.5.3, whose Trainer divides such a step once more, accumulation is refused
+    (:func:`check_accumulation`).
     """
 
     def __init__(self, model=None, args=None, *, teacher=None, teacher_logits: torch.Tensor | None = None,

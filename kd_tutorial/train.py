@@ -609,10 +609,7 @@ class _Run:
             return
         if self.ckpt_path is not None and (self.stepping or self.validating):  # the last checkpoint stands
             when = "during a validation pass" if self.validating else "mid-step"
-            kept = (f"the checkpoint of step {self.saved_step} in {self.ckpt_path} stands: {self.again} to continue "
-                    "from there" if self.saved_step is not None else
-                    "no step of this run was saved yet")
-            print(f"\n{self.desc}: interrupted {when}; {kept}", file=sys.stderr)
+            print(f"\n{self.desc}: interrupted {when}; {self.what_stands()}", file=sys.stderr)
         if self.ckpt_path is None or self.stepping or self.validating:
             return
         self.at.batch, self.step_tokens, self.step_log = self.boundary, 0, []
@@ -622,12 +619,18 @@ class _Run:
         try:
             self.checkpoint(rng=self.boundary_rng)
         except KeyboardInterrupt:  # a second one (the stop button clicked twice) stops the save; saves are atomic
-            kept = (f"the checkpoint of step {self.saved_step} in {self.ckpt_path} stands: {self.again} to continue "
-                    "from there" if self.saved_step is not None else "no step of this run was saved")
-            print(f"\n{self.desc}: interrupted again while saving step {self.at.step}; {kept}", file=sys.stderr)
+            print(f"\n{self.desc}: interrupted again while saving step {self.at.step}; {self.what_stands()}",
+                  file=sys.stderr)
             raise
         print(f"\n{self.desc}: interrupted; step {self.at.step} of {self.total} is saved in {self.ckpt_path}: "
               f"{self.again} to continue from there", file=sys.stderr)
+
+    def what_stands(self) -> str:
+        """After a Ctrl-C that saved nothing: the checkpoint that stands, and how to continue from it."""
+        if self.saved_step is None:
+            return "no step of this run was saved yet"
+        return (f"the checkpoint of step {self.saved_step} in {self.ckpt_path} stands: {self.again} to continue from "
+                "there")
 
     def epoch(self) -> bool:
         """One epoch (or what is left of it after a resume); True when patience ran out."""

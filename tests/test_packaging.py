@@ -221,7 +221,7 @@ def test_each_prediction_a_notebook_asks_for_has_a_name_of_its_own():
         assert len(names) == len(set(names)), (path.name, sorted(names))
 
 
-def test_the_notebooks_temporary_folders_are_removed():
+def test_the_notebooks_temporary_folders_are_temporary_directories():
     """Notebook 08 gave its Trainers `tempfile.mkdtemp()` folders, which nothing removes: two more empty folders in
     the system's temporary folder each time it ran. A notebook's temporary folders are `TemporaryDirectory`s (removed
     when the kernel shuts down, or when the cell that made one runs again)."""
