@@ -156,8 +156,6 @@ def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency
         size = 30 + 300 * (row["params"] / max(r["params"] for r in rows))
         ax.scatter(row["latency_ms"], 100 * row["accuracy"], s=size, alpha=0.7, label=row["name"],
                    color=run_colour(row["name"]), marker=marker[row["name"].split()[0]])
-        ax.annotate(_run_of(row["name"]) or row["name"].split()[0], (row["latency_ms"], 100 * row["accuracy"]),
-                    xytext=(5, 3), textcoords="offset points", fontsize=7)
         xerr = None
         if row.get("latency_q1_ms") is not None:
             xerr = [[row["latency_ms"] - row["latency_q1_ms"]], [row["latency_q3_ms"] - row["latency_ms"]]]
@@ -167,6 +165,7 @@ def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency
                         ecolor="gray")
     ax.set(xlabel="p50 latency at batch 1 (ms)", ylabel=f"{split} accuracy (%)", title=title)
     ax.grid(alpha=0.3)
+    _name_points(ax, [r for r in rows if r.get("latency_ms") is not None])
     handles, labels = ax.get_legend_handles_labels()
     # beside the axes: inside, "best" placement weighs the markers, not the error bars, and hid the bars' ends
     for handle in fig.legend(handles, labels, fontsize=7, loc="outside right upper").legend_handles:
@@ -176,6 +175,24 @@ def accuracy_vs_latency(rows: list[dict], title: str = "Accuracy against latency
         fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8)
         fig.get_layout_engine().set(rect=(0, 0.045 * (note.count("\n") + 1), 1, 1 - 0.045 * (note.count("\n") + 1)))
     return fig
+
+
+def _name_points(ax, rows: list[dict], gap: float = 9.0) -> None:
+    """Write each point's run (the teacher's name for the teacher) beside it, a label ``gap`` points below any
+    label above it that it would overlap: the runs of one student often lie within a few tenths of a point."""
+    points = [(r["latency_ms"], 100 * r["accuracy"], _run_of(r["name"]) or r["name"].split()[0]) for r in rows]
+    if not points:
+        return
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x_near = 0.2 * ((max(xs) - min(xs)) or 1.0)  # about a label's width on a figure 9 inches wide
+    per_unit = 230 / ((max(ys) - min(ys)) or 1.0)  # points of height per unit of accuracy, about, on 4.5 inches
+    placed: list[tuple[float, float]] = []  # (x, height of the label in points)
+    for x, y, name in sorted(points, key=lambda p: -p[1]):
+        at = y * per_unit + 3
+        while any(abs(x - px) < x_near and abs(at - py) < gap for px, py in placed):
+            at = min(py for px, py in placed if abs(x - px) < x_near and abs(at - py) < gap) - gap
+        placed.append((x, at))
+        ax.annotate(name, (x, y), xytext=(5, at - y * per_unit), textcoords="offset points", fontsize=7)
 
 
 def _caption(rows: list[dict], split: str) -> str:
