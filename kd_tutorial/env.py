@@ -84,6 +84,22 @@ def fit_to_device(profile: Profile, device: str) -> tuple[Profile, str | None]:
                     f"accumulation steps (the profile's effective batch of {profile.effective_batch})")
 
 
+def artifact_home_problem() -> str | None:
+    """One line naming why the artifact cache (``$KD_TUTORIAL_HOME``) cannot be used and its fix (a read-only copy of
+    a workshop's cache: copy it where you can write, which keeps its teachers), as ``kd-tutorial env`` says it; None
+    when it can be used. Judged without creating anything."""
+    try:
+        root = home()
+    except ArtifactError as err:  # a relative $KD_TUTORIAL_HOME
+        return f"artifact cache unusable: {err}"
+    problem = folder_problem(root)
+    if problem is None:
+        return None
+    fix = copy_home_fix(root) or f"point {HOME_ENV} to a folder you can write"
+    return (f"artifact cache unusable: {problem}: {fix} (in the shell that starts Jupyter, then start it again); "
+            "the cells that train or read the cached teacher fail until then")
+
+
 def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None) -> Session:
     """Prepare a notebook or script: quiet logging, offline flags, seeds, profile and device (set up as ``distill``
     sets it up: :func:`kd_tutorial.device.configure`).
@@ -115,6 +131,9 @@ def setup(profile: str | None = None, seed: int = 0, offline: bool | None = None
     if fitted:
         print(fitted)
     print(f"device: {device} | seed: {seed} | Hugging Face Hub: {'offline' if offline else 'online'}")
+    problem = artifact_home_problem()
+    if problem:  # said once here, in one line with its fix, not as a traceback at the first cell that trains
+        print(problem)
     return Session(profile=chosen, device=device, seed=seed, offline=offline)
 
 

@@ -6,6 +6,7 @@ import io
 import os
 import random
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -450,3 +451,35 @@ def test_a_device_the_machine_lacks_is_refused_by_predict_logits_as_the_command_
     expected = str(flag.value).replace(f"--device {device}", f"device={device!r}").replace("--device", "device")
     assert str(refused.value) == expected.replace("device cpu", "device='cpu'") and "\n" not in expected
     assert dev.check_device("cpu:0") == "cpu" == dev.check_device(torch.device("cpu"))
+
+
+def test_setup_says_in_one_line_that_the_artifact_cache_is_unusable_and_how_to_fix_it(tmp_path, monkeypatch, capsys):
+    """A learner's notebook with $KD_TUTORIAL_HOME on a read-only copy (or a file): env.setup() said nothing, and the
+    first cell that trained ended in a StorageError traceback. It now says so in one line naming the fix."""
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(a_file))
+    env.setup("tiny")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("artifact cache unusable")]
+    assert lines == [f"artifact cache unusable: {a_file} is a file, not a folder: point KD_TUTORIAL_HOME to a folder "
+                     "you can write (in the shell that starts Jupyter, then start it again); the cells that train or "
+                     "read the cached teacher fail until then"], lines
+
+
+def test_setup_names_the_copy_for_a_read_only_cache_that_holds_a_teacher(tmp_path, monkeypatch, capsys):
+    """A prefetched cache copied read-only: the fix is the copy that keeps its teachers, as `kd-tutorial env` says."""
+    cache = tmp_path / "cache"
+    (cache / "tiny").mkdir(parents=True)
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(cache))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == cache else real_access(p, mode, **kw))
+    env.setup("tiny")
+    out = capsys.readouterr().out
+    assert f"artifact cache unusable: {cache} is not writable: copy it where you can write" in out, out
+    assert "chmod -R u+w ~/kd-tutorial-cache && export KD_TUTORIAL_HOME=~/kd-tutorial-cache" in out, out
+
+
+def test_setup_is_silent_about_a_writable_artifact_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "new"))
+    env.setup("tiny")
+    assert "artifact cache" not in capsys.readouterr().out
