@@ -283,6 +283,21 @@ def lock_timeout() -> float:
     return seconds
 
 
+def _home_mode_fix(path: Path, err: OSError) -> str:
+    """The first words of the fix for a write refused by its folder's modes inside the artifact cache (a workshop's
+    cache copied with read-only modes, its top folder alone made writable again): make it writable, which keeps the
+    teachers trained in it, where pointing ``$KD_TUTORIAL_HOME`` elsewhere trains them again. "" otherwise."""
+    if err.errno not in (errno.EACCES, errno.EPERM) or sys.platform == "win32":
+        return ""
+    try:
+        root = home().absolute()
+        inside = Path(path).absolute().is_relative_to(root)
+    except (ArtifactError, OSError, ValueError):
+        return ""
+    return (f"make the artifact cache writable, which keeps the teachers trained in it (chmod -R u+w "
+            f"{shlex.quote(str(root))}), or ") if inside else ""
+
+
 @contextlib.contextmanager
 def disk_errors(path: Path):
     """Turn a full disk, a quota or a read-only folder into one :class:`StorageError` that says what to do."""
@@ -292,7 +307,7 @@ def disk_errors(path: Path):
         err = _as_os_error(err)
         if err is None or err.errno not in _DISK_ERRORS:
             raise
-        free = "free some space or " if err.errno in DISK_FULL else held_open_fix(err)
+        free = "free some space or " if err.errno in DISK_FULL else held_open_fix(err) or _home_mode_fix(path, err)
         raise StorageError(f"cannot write {path}: {_DISK_ERRORS[err.errno]}; {free}point {HOME_ENV} (artifacts) or "
                            "--out (results) to a writable folder on a disk with room; what was there before is "
                            "untouched") from err

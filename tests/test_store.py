@@ -3,6 +3,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -421,3 +422,24 @@ def test_an_atomic_writes_temporary_file_bears_the_name_clean_stale_removes(tmp_
     leftover.write_text("half")  # what a killed write leaves, an hour and more ago
     os.utime(leftover, (time.time() - 2 * store.STALE_AFTER_S,) * 2)
     assert store.clean_stale(tmp_path) == [leftover.name] and (tmp_path / "notes.json").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="chmod modes")
+def test_a_refused_write_inside_the_cache_names_chmod_which_keeps_its_teachers(tmp_path, monkeypatch):
+    """A workshop's cache copied read-only, its top folder alone made writable: `kd-tutorial env` passed, and distill
+    (and a notebook's first training cell) said only "point KD_TUTORIAL_HOME ... to a writable folder", which trains
+    the teacher again. Inside the cache the fix now names `chmod -R u+w` on it; outside it, as before."""
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(tmp_path / "cache"))
+    inside = tmp_path / "cache" / "tiny" / "abc"
+    with pytest.raises(store.StorageError) as caught:
+        with store.disk_errors(inside):
+            raise PermissionError(errno.EACCES, "Permission denied", str(inside / ".lock"))
+    assert str(caught.value) == (f"cannot write {inside}: permission denied; make the artifact cache writable, which "
+                                 f"keeps the teachers trained in it (chmod -R u+w {tmp_path / 'cache'}), or point "
+                                 "KD_TUTORIAL_HOME (artifacts) or --out (results) to a writable folder on a disk with "
+                                 "room; what was there before is untouched")
+    outside = tmp_path / "run"
+    with pytest.raises(store.StorageError) as caught:
+        with store.disk_errors(outside):
+            raise PermissionError(errno.EACCES, "Permission denied", str(outside))
+    assert "chmod" not in str(caught.value) and "permission denied; point KD_TUTORIAL_HOME" in str(caught.value)
