@@ -18,7 +18,7 @@ from .errors import UsageError
 from .lm import hub_models
 from .provenance import versions
 from .profiles import describe_choice, MAX_SEED, Profile, PROFILE_ENV, PROFILES, resolve_profile
-from .store import ArtifactError, folder_problem, home, HOME_ENV, copy_home_fix
+from .store import ArtifactError, cache_problem, home, HOME_ENV
 from .seeding import seed_everything
 
 
@@ -92,10 +92,10 @@ def artifact_home_problem() -> str | None:
         root = home()
     except ArtifactError as err:  # a relative $KD_TUTORIAL_HOME
         return f"artifact cache unusable: {err}"
-    problem = folder_problem(root)
-    if problem is None:
+    found = cache_problem(root)
+    if found is None:
         return None
-    fix = copy_home_fix(root) or f"point {HOME_ENV} to a folder you can write"
+    problem, fix = found[0], found[1] or f"point {HOME_ENV} to a folder you can write"
     return (f"artifact cache unusable: {problem}: {fix} (in the shell that starts Jupyter, then start it again); "
             "the cells that train or read the cached teacher fail until then")
 
@@ -264,8 +264,8 @@ def environment_report(profile: Profile | None = None) -> dict:
         report["version_problem"] = str(err)
     try:
         report["artifact_home"] = str(home())
-        report["artifact_home_problem"] = folder_problem(home())
-        fix = copy_home_fix(home()) if report["artifact_home_problem"] else None  # a copy of a cache holding teachers
+        found = cache_problem(home())  # its fix: a copy, or chmod, that keeps the teachers it holds
+        report["artifact_home_problem"], fix = found or (None, None)
         if fix:
             report["artifact_home_fix"] = fix
     except ArtifactError as err:  # a relative $KD_TUTORIAL_HOME: shown, as every other problem here, its fix said

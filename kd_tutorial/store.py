@@ -119,6 +119,26 @@ def folder_problem(folder: Path) -> str | None:
     return f"only {free_mb:.0f} MB free on the disk of {path}" if free_mb < LOW_ROOM_MB else None
 
 
+def cache_problem(root: Path) -> tuple[str, str | None] | None:
+    """Why the artifact cache ``root`` cannot be used, and its fix where one keeps its teachers: :func:`folder_problem`
+    of ``root`` (fix :func:`copy_home_fix`), else a profile's folder or a teacher's inside it that this process
+    cannot write (a copy made with read-only modes, its top folder alone made writable), fixed by ``chmod -R u+w``.
+    None when it can be used. Judged without creating anything."""
+    problem = folder_problem(root)
+    if problem:
+        return problem, copy_home_fix(root)
+    try:
+        inner = [p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")]
+        inner += [q for p in inner for q in p.iterdir() if q.is_dir() and not q.name.startswith(".")]
+    except OSError:
+        return None
+    stuck = next((p for p in inner if not os.access(p, os.W_OK | os.X_OK)), None)
+    if stuck is None:
+        return None
+    return (f"{stuck} is not writable", f"make it writable, which keeps the teachers trained in it: chmod -R u+w "
+                                        f"{shlex.quote(str(root))}")
+
+
 @contextlib.contextmanager
 def locked(directory: Path, timeout: float | None = None, *, instead: str | None = None, name: str = ".lock",
            what: str | None = None, leave_none: bool = False):

@@ -443,3 +443,22 @@ def test_a_refused_write_inside_the_cache_names_chmod_which_keeps_its_teachers(t
         with store.disk_errors(outside):
             raise PermissionError(errno.EACCES, "Permission denied", str(outside))
     assert "chmod" not in str(caught.value) and "permission denied; point KD_TUTORIAL_HOME" in str(caught.value)
+
+
+def test_a_cache_whose_inner_folders_are_read_only_is_unusable_with_chmod_as_its_fix(tmp_path, monkeypatch, capsys):
+    """A workshop's cache copied read-only, its top folder alone made writable again: `kd-tutorial env` and
+    env.setup() called it usable, and distill stopped at the teacher's folder. Both now name it, with chmod."""
+    from kd_tutorial import env
+    root = tmp_path / "cache"
+    stuck = root / "tiny" / "abc"
+    (stuck / "teacher").mkdir(parents=True)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == stuck else real_access(p, mode, **kw))
+    assert store.cache_problem(root) == (f"{stuck} is not writable", "make it writable, which keeps the teachers "
+                                         f"trained in it: chmod -R u+w {root}")
+    monkeypatch.setenv("KD_TUTORIAL_HOME", str(root))
+    assert env.environment_report()["artifact_home_problem"] == f"{stuck} is not writable"
+    env.setup("tiny")
+    assert f"artifact cache unusable: {stuck} is not writable: make it writable" in capsys.readouterr().out
+    monkeypatch.setattr(os, "access", real_access)
+    assert store.cache_problem(root) is None
