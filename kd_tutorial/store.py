@@ -135,8 +135,14 @@ def cache_problem(root: Path) -> tuple[str, str | None] | None:
     stuck = next((p for p in inner if not os.access(p, os.W_OK | os.X_OK)), None)
     if stuck is None:
         return None
-    return (f"{stuck} is not writable", f"make it writable, which keeps the teachers trained in it: chmod -R u+w "
-                                        f"{shlex.quote(str(root))}")
+    return f"{stuck} is not writable", chmod_home_fix(root)
+
+
+def chmod_home_fix(root: Path) -> str:
+    """The fix for an artifact cache whose modes refuse writes (a workshop's copy made read-only): make it writable,
+    which keeps the teachers trained in it, where pointing ``$KD_TUTORIAL_HOME`` elsewhere trains them again."""
+    return ("make the artifact cache writable, which keeps the teachers trained in it: chmod -R u+w "
+            f"{shlex.quote(str(root))}")
 
 
 @contextlib.contextmanager
@@ -304,9 +310,8 @@ def lock_timeout() -> float:
 
 
 def _home_mode_fix(path: Path, err: OSError) -> str:
-    """The first words of the fix for a write refused by its folder's modes inside the artifact cache (a workshop's
-    cache copied with read-only modes, its top folder alone made writable again): make it writable, which keeps the
-    teachers trained in it, where pointing ``$KD_TUTORIAL_HOME`` elsewhere trains them again. "" otherwise."""
+    """The first words of the fix for a write refused by its folder's modes inside the artifact cache
+    (:func:`chmod_home_fix`); "" otherwise."""
     if err.errno not in (errno.EACCES, errno.EPERM) or sys.platform == "win32":
         return ""
     try:
@@ -314,8 +319,7 @@ def _home_mode_fix(path: Path, err: OSError) -> str:
         inside = Path(path).absolute().is_relative_to(root)
     except (ArtifactError, OSError, ValueError):
         return ""
-    return (f"make the artifact cache writable, which keeps the teachers trained in it (chmod -R u+w "
-            f"{shlex.quote(str(root))}), or ") if inside else ""
+    return f"{chmod_home_fix(root)}, or " if inside else ""
 
 
 @contextlib.contextmanager

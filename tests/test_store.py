@@ -435,7 +435,7 @@ def test_a_refused_write_inside_the_cache_names_chmod_which_keeps_its_teachers(t
         with store.disk_errors(inside):
             raise PermissionError(errno.EACCES, "Permission denied", str(inside / ".lock"))
     assert str(caught.value) == (f"cannot write {inside}: permission denied; make the artifact cache writable, which "
-                                 f"keeps the teachers trained in it (chmod -R u+w {tmp_path / 'cache'}), or point "
+                                 f"keeps the teachers trained in it: chmod -R u+w {tmp_path / 'cache'}, or point "
                                  "KD_TUTORIAL_HOME (artifacts) or --out (results) to a writable folder on a disk with "
                                  "room; what was there before is untouched")
     outside = tmp_path / "run"
@@ -454,11 +454,11 @@ def test_a_cache_whose_inner_folders_are_read_only_is_unusable_with_chmod_as_its
     (stuck / "teacher").mkdir(parents=True)
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == stuck else real_access(p, mode, **kw))
-    assert store.cache_problem(root) == (f"{stuck} is not writable", "make it writable, which keeps the teachers "
-                                         f"trained in it: chmod -R u+w {root}")
+    assert store.cache_problem(root) == (f"{stuck} is not writable", "make the artifact cache writable, which keeps "
+                                         f"the teachers trained in it: chmod -R u+w {root}")
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(root))
     assert env.environment_report()["artifact_home_problem"] == f"{stuck} is not writable"
     env.setup("tiny")
-    assert f"artifact cache unusable: {stuck} is not writable: make it writable" in capsys.readouterr().out
+    assert f"artifact cache unusable: {stuck} is not writable: make the artifact cache writable" in capsys.readouterr().out
     monkeypatch.setattr(os, "access", real_access)
     assert store.cache_problem(root) is None
