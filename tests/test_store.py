@@ -459,6 +459,7 @@ def test_a_cache_whose_inner_folders_are_read_only_is_unusable_with_chmod_as_its
     monkeypatch.setenv("KD_TUTORIAL_HOME", str(root))
     assert env.environment_report()["artifact_home_problem"] == f"{stuck} is not writable"
     env.setup("tiny")
-    assert f"artifact cache unusable: {stuck} is not writable: make the artifact cache writable" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"artifact cache unusable: {stuck} is not writable: make the artifact cache writable" in said
     monkeypatch.setattr(os, "access", real_access)
     assert store.cache_problem(root) is None
